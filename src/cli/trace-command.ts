@@ -1,0 +1,69 @@
+/** `attnscope trace [model] --text ... [--pair ...] [--ids ...] [--qk] [--out file]`. */
+import { parseArgs } from 'node:util';
+import { AttnscopeError } from '../core/errors.js';
+import { loadModel } from '../engine.js';
+import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
+import { MODEL_OPTIONS, parseIdList, parseThreads } from './args.js';
+
+export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
+                [--qk] [--hidden] [--truncate] [--out trace.json|trace.safetensors]
+                [--revision REV] [--offline] [--threads N]
+
+  model        a local checkpoint directory or a Hub id (org/name[@revision]);
+               the embedded stories260k model when omitted
+  --text       the text to trace;  --pair  a second sentence (sentence B)
+  --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
+  --qk         include per-head queries and keys
+  --hidden     include the last hidden state (JSON only)
+  --truncate   cut inputs longer than the model's maximum positions
+  --out        write to a file (.safetensors for the binary trace); stdout otherwise`;
+
+export async function traceCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      text: { type: 'string' },
+      pair: { type: 'string' },
+      ids: { type: 'string' },
+      'type-ids': { type: 'string' },
+      'decoder-text': { type: 'string' },
+      'decoder-ids': { type: 'string' },
+      qk: { type: 'boolean' },
+      hidden: { type: 'boolean' },
+      truncate: { type: 'boolean' },
+      out: { type: 'string' },
+      ...MODEL_OPTIONS,
+    },
+  });
+  if (positionals.length > 1) throw new AttnscopeError(`trace: expected at most one model, got ${positionals.join(' ')}`);
+  const ids = parseIdList(values.ids, '--ids');
+  const typeIds = parseIdList(values['type-ids'], '--type-ids');
+  if (values.text === undefined && ids === undefined) throw new AttnscopeError('trace: give --text "..." or --ids 1,2,3');
+  if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('trace: give either --text or --ids, not both');
+  if (values.text !== undefined && values.text.trim() === '' && !values.pair) throw new AttnscopeError('empty text: nothing to trace');
+
+  const model = await loadModel(positionals[0], {
+    revision: values.revision,
+    offline: values.offline,
+    threads: parseThreads(values.threads),
+  });
+  try {
+    const trace = await model.trace(values.text ?? null, {
+      pair: values.pair,
+      ids,
+      typeIds,
+      qk: values.qk ?? false,
+      hidden: values.hidden ?? false,
+      truncate: values.truncate ?? false,
+    });
+    if (values.out) {
+      await writeTraceFile(values.out, trace);
+      process.stderr.write(`wrote ${values.out} (${trace.tokens.length} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads)\n`);
+    } else {
+      await writeTraceJsonTo(process.stdout, trace);
+    }
+  } finally {
+    await model.dispose();
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * The Trace: tokens plus attention (and optional taps) for every layer of a model run.
+ * Everything downstream of the engine (analyses, views, exports) reads a Trace and nothing else.
+ */
+
+export interface Token {
+  /** Vocabulary id. */
+  id: number;
+  /** Display text of the token as the tokenizer names it (e.g. `Ġthe`, `##ing`, `▁the`). */
+  text: string;
+  /** Character offsets (JavaScript string indices) into the text of its segment; 0,0 for template specials. */
+  start: number;
+  end: number;
+  /** True for special tokens added by the tokenizer's template ([CLS], <s>, ...). */
+  special: boolean;
+  /** 0 for the first text (sentence A), 1 for the pair (sentence B). */
+  segment: number;
+  /** Index of the word the token belongs to within its segment, or null for specials. */
+  word: number | null;
+}
+
+export type StackName = 'self' | 'encoder' | 'decoder' | 'cross';
+
+export interface ModelInfo {
+  name: string;
+  modelType: string;
+  numLayers: number;
+  numHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+}
+
+/**
+ * Per-layer tensors of one attention stack. `layers[l]` is row-major with shape
+ * `[dim0, rows, cols]`: [heads, queries, keys] for attention, [heads, positions, headDim]
+ * for queries and [kvHeads, positions, headDim] for keys.
+ */
+export interface LayerStack {
+  readonly dims: readonly [number, number, number];
+  readonly layers: readonly Float32Array[];
+}
+
+export type StackMap = Partial<Record<StackName, LayerStack>>;
+
+export interface Trace {
+  model: ModelInfo;
+  tokens: Token[];
+  /** Decoder tokens of encoder-decoder models. */
+  decoderTokens?: Token[];
+  attention: StackMap;
+  /** Per-head query vectors as they enter q·k (after bias and rotary, before scaling). */
+  queries?: StackMap;
+  /** Per-key-head key vectors as they enter q·k. */
+  keys?: StackMap;
+  /** Final hidden state [positions][hidden] of the (decoder) stack, when requested. */
+  lastHiddenState?: { dims: readonly [number, number]; data: Float32Array };
+}
+
+/** Attention weight of `layer`, `head`, query `q`, key `k` in a stack. */
+export function attentionAt(stack: LayerStack, layer: number, head: number, q: number, k: number): number {
+  const [, rows, cols] = stack.dims;
+  return stack.layers[layer]![(head * rows + q) * cols + k]!;
+}

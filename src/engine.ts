@@ -1,0 +1,263 @@
+/**
+ * loadModel / trace: wires a model source → tokenizer → architecture graph → runtime → Trace.
+ */
+import { readFile } from 'node:fs/promises';
+import { AttnscopeError } from './core/errors.js';
+import { float16ToFloat32 } from './core/tensor.js';
+import type { LayerStack, ModelInfo, StackMap, StackName, Token, Trace } from './core/trace.js';
+import { defaultModelDir } from './default-model.js';
+import type { ModelFiles } from './io/model-files.js';
+import { resolveModelSource } from './io/model-source.js';
+import { openWeights } from './io/open-weights.js';
+import type { WeightStore } from './io/weights.js';
+import type { Architecture, ArchitectureInfo, ModelInputs, TapPrecision, TapRequest } from './models/architecture.js';
+import { createBuildContext } from './models/build-context.js';
+import { ModelConfig } from './models/config.js';
+import { architectureFor } from './models/registry.js';
+import { nodeRuntime } from './runtime/onnxruntime-node.js';
+import type { GraphSession, Runtime, RuntimeTensor } from './runtime/runtime.js';
+import { loadTokenizer, type AttnTokenizer } from './tokenizer/load-tokenizer.js';
+
+export interface LoadOptions {
+  /** Hub revision (branch, tag or commit); also accepted as `id@revision`. */
+  revision?: string;
+  /** Never touch the network (also HF_HUB_OFFLINE=1). */
+  offline?: boolean;
+  /** Graph runtime (default: onnxruntime-node). */
+  runtime?: Runtime;
+  /** Threads per operator (default: all cores). */
+  threads?: number;
+  /** Show download progress on stderr. */
+  progress?: boolean;
+}
+
+export interface TraceOptions {
+  /** Second sentence of a pair (sentence B). */
+  pair?: string;
+  /** Token ids to run instead of tokenizing text. */
+  ids?: readonly number[];
+  /** Token type (segment) ids to go with `ids`. */
+  typeIds?: readonly number[];
+  /** Also return per-head queries and keys. */
+  qk?: boolean;
+  /** Also return the final hidden state. */
+  hidden?: boolean;
+  /** Skip attention (e.g. when only hidden states are wanted). */
+  attention?: boolean;
+  /** Precision the taps are computed out of the graph in (values are returned as float32). */
+  precision?: TapPrecision;
+  /** Cut inputs longer than the model's maximum positions instead of failing. */
+  truncate?: boolean;
+}
+
+/** What a loaded model tells about itself. */
+export interface ModelDescription extends ModelInfo {
+  kind: ArchitectureInfo['kind'];
+  maxPositions: number;
+}
+
+function toFloat32(t: RuntimeTensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') return float16ToFloat32(t.data as Uint16Array);
+  throw new Error(`unexpected tap type ${t.type}`);
+}
+
+function tapsKey(t: TapRequest): string {
+  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}:${t.precision}`;
+}
+
+export class Model {
+  private readonly sessions = new Map<string, Promise<GraphSession>>();
+
+  constructor(
+    readonly files: ModelFiles,
+    readonly config: ModelConfig,
+    readonly architecture: Architecture,
+    readonly tokenizer: AttnTokenizer | null,
+    private readonly weights: WeightStore,
+    private readonly runtime: Runtime,
+    private readonly threads: number | undefined,
+  ) {}
+
+  get name(): string {
+    return this.files.name;
+  }
+
+  get info(): ModelDescription {
+    const d = this.architecture.describe(this.config);
+    return {
+      name: this.name,
+      modelType: this.config.modelType,
+      numLayers: d.numLayers,
+      numHeads: d.numHeads,
+      numKeyValueHeads: d.numKeyValueHeads,
+      headDim: d.headDim,
+      kind: d.kind,
+      maxPositions: d.maxPositions,
+    };
+  }
+
+  /** The graph session for a set of taps, built once and cached. */
+  session(taps: TapRequest): Promise<GraphSession> {
+    const key = tapsKey(taps);
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = this.buildSession(taps);
+      this.sessions.set(key, s);
+      s.catch(() => this.sessions.delete(key));
+    }
+    return s;
+  }
+
+  private async buildSession(taps: TapRequest): Promise<GraphSession> {
+    const ctx = createBuildContext(this.config, this.weights, taps);
+    await this.architecture.build(ctx);
+    const bytes = ctx.g.build();
+    return this.runtime.createSession(bytes, { threads: this.threads });
+  }
+
+  private requireTokenizer(): AttnTokenizer {
+    if (!this.tokenizer) throw new AttnscopeError(`${this.name}: no tokenizer.json; pass token ids instead of text`);
+    return this.tokenizer;
+  }
+
+  /** Tokenizes text (and an optional pair) as the model's tokenizer does. */
+  async tokenize(text: string, pair?: string): Promise<Token[]> {
+    if (text.trim() === '' && !pair) throw new AttnscopeError('empty text: nothing to trace');
+    return this.requireTokenizer().encode(text, pair);
+  }
+
+  private tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
+    if (ids.length === 0) throw new AttnscopeError('empty input: no token ids');
+    if (typeIds && typeIds.length !== ids.length) {
+      throw new AttnscopeError(`--type-ids has ${typeIds.length} values but there are ${ids.length} token ids`);
+    }
+    if (this.tokenizer) return this.tokenizer.tokensFromIds([...ids], typeIds ? [...typeIds] : undefined);
+    return ids.map((id, i) => ({ id, text: String(id), start: 0, end: 0, special: false, segment: typeIds?.[i] ?? 0, word: null }));
+  }
+
+  /** Runs the model on a text (or on token ids) and returns its Trace. */
+  async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
+    let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair);
+    tokens = this.fitLength(tokens, options.truncate ?? false);
+    const inputs: ModelInputs = { inputIds: tokens.map((t) => t.id), typeIds: tokens.map((t) => t.segment) };
+    const taps: TapRequest = {
+      attention: options.attention ?? true,
+      qk: options.qk ?? false,
+      lastHiddenState: options.hidden ?? false,
+      logits: false,
+      precision: options.precision ?? 'float32',
+    };
+    const session = await this.session(taps);
+    const allFeeds = this.architecture.feeds(this.config, inputs);
+    const feeds: Record<string, RuntimeTensor> = {};
+    for (const name of session.inputNames) {
+      const f = allFeeds[name];
+      if (!f) throw new Error(`architecture gave no feed for graph input ${name}`);
+      feeds[name] = f;
+    }
+    const out = await session.run(feeds);
+    return this.assemble(tokens, out);
+  }
+
+  private fitLength(tokens: Token[], truncate: boolean): Token[] {
+    const max = this.info.maxPositions;
+    if (tokens.length <= max) return tokens;
+    if (!truncate) {
+      throw new AttnscopeError(`text too long: ${tokens.length} tokens, but ${this.name} accepts at most ${max} (use --truncate to cut it)`);
+    }
+    const last = tokens[tokens.length - 1]!;
+    const kept = tokens.slice(0, max);
+    // Keep the closing special token (e.g. [SEP], </s>) as the tokenizer's own truncation does.
+    if (last.special) kept[max - 1] = last;
+    return kept;
+  }
+
+  private assemble(tokens: Token[], out: Record<string, RuntimeTensor>): Trace {
+    const d = this.architecture.describe(this.config);
+    const collect = (kind: 'attention' | 'queries' | 'keys'): StackMap => {
+      const map: StackMap = {};
+      for (const [stack, layers] of Object.entries(d.stacks) as [StackName, number][]) {
+        const first = out[`${kind}.${stack}.0`];
+        if (!first) continue;
+        const arrays: Float32Array[] = [];
+        for (let l = 0; l < layers; l++) {
+          const t = out[`${kind}.${stack}.${l}`];
+          if (!t) throw new Error(`graph output ${kind}.${stack}.${l} missing`);
+          arrays.push(toFloat32(t));
+        }
+        const dims = first.dims.slice(1) as [number, number, number];
+        map[stack] = { dims, layers: arrays } satisfies LayerStack;
+      }
+      return map;
+    };
+    const trace: Trace = { model: this.modelInfo(d), tokens, attention: collect('attention') };
+    if (out['queries.self.0'] || out['queries.encoder.0']) {
+      trace.queries = collect('queries');
+      trace.keys = collect('keys');
+    }
+    const hidden = out.last_hidden_state;
+    if (hidden) trace.lastHiddenState = { dims: [hidden.dims[1]!, hidden.dims[2]!], data: toFloat32(hidden) };
+    return trace;
+  }
+
+  private modelInfo(d: ArchitectureInfo): ModelInfo {
+    return {
+      name: this.name,
+      modelType: this.config.modelType,
+      numLayers: d.numLayers,
+      numHeads: d.numHeads,
+      numKeyValueHeads: d.numKeyValueHeads,
+      headDim: d.headDim,
+    };
+  }
+
+  /** Releases the runtime sessions and open files. */
+  async dispose(): Promise<void> {
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of sessions) await (await s.catch(() => null))?.release();
+    await this.weights.close();
+  }
+}
+
+async function readConfig(files: ModelFiles): Promise<ModelConfig> {
+  const path = await files.path('config.json');
+  if (!path) throw new AttnscopeError(`${files.name}: not a model directory (no config.json)`);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new AttnscopeError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new AttnscopeError(`${path}: not a JSON object`);
+  return new ModelConfig(raw as Record<string, unknown>, path);
+}
+
+async function readTokenizer(files: ModelFiles): Promise<AttnTokenizer | null> {
+  const tokenizerJson = await files.path('tokenizer.json');
+  if (!tokenizerJson) return null;
+  return loadTokenizer({
+    tokenizerJson,
+    tokenizerConfig: await files.path('tokenizer_config.json'),
+    specialTokensMap: await files.path('special_tokens_map.json'),
+  });
+}
+
+/**
+ * Opens a checkpoint: a local directory, a Hub id (`org/name[@revision]`, through the Hugging
+ * Face cache), or, with no source, the embedded stories260k model.
+ */
+export async function loadModel(source?: string, options: LoadOptions = {}): Promise<Model> {
+  const files = await resolveModelSource(source ?? defaultModelDir(), {
+    revision: options.revision,
+    offline: options.offline,
+    progress: options.progress,
+  });
+  const config = await readConfig(files);
+  const architecture = architectureFor(config.modelType);
+  architecture.describe(config); // validates the config early
+  const tokenizer = await readTokenizer(files);
+  const weights = await openWeights(files);
+  return new Model(files, config, architecture, tokenizer, weights, options.runtime ?? nodeRuntime, options.threads);
+}

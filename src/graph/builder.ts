@@ -1,0 +1,244 @@
+/**
+ * A small typed builder for ONNX graphs. Architectures describe their forward pass with it;
+ * any intermediate value can be made a graph output ("tapped").
+ */
+import {
+  encodeModel,
+  FloatAttr,
+  type AttributeValue,
+  type ElemType,
+  type InitializerSpec,
+  type NodeSpec,
+  type ValueInfoSpec,
+} from './onnx-model.js';
+
+export { FloatAttr, FloatsAttr, type ElemType } from './onnx-model.js';
+
+/** A value (tensor) flowing through the graph, named by the output that produces it. */
+export interface Value {
+  readonly name: string;
+}
+
+/** Opset of the default ONNX domain the builder emits (LayerNormalization, Gelu, ...). */
+export const OPSET = 21;
+
+const MAX_FLOAT32 = 3.4028234663852886e38;
+
+function bytesOf(data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export class GraphBuilder {
+  private readonly nodes: NodeSpec[] = [];
+  private readonly initializers: InitializerSpec[] = [];
+  private readonly inputs: ValueInfoSpec[] = [];
+  private readonly outputs: ValueInfoSpec[] = [];
+  private readonly constCache = new Map<string, Value>();
+  private readonly usedNames = new Set<string>();
+  private counter = 0;
+  /** Prefix for generated names (set with `scope`). */
+  private prefix = '';
+
+  constructor(readonly name = 'attnscope') {}
+
+  private fresh(hint: string): string {
+    let name = `${this.prefix}${hint}_${this.counter++}`;
+    while (this.usedNames.has(name)) name = `${this.prefix}${hint}_${this.counter++}`;
+    this.usedNames.add(name);
+    return name;
+  }
+
+  /** Runs `body` with generated names prefixed by `scope/`, for readable graphs. */
+  scope<T>(scope: string, body: () => T): T {
+    const saved = this.prefix;
+    this.prefix = `${saved}${scope}/`;
+    try {
+      return body();
+    } finally {
+      this.prefix = saved;
+    }
+  }
+
+  input(name: string, type: ElemType, shape: readonly (number | string)[]): Value {
+    this.usedNames.add(name);
+    this.inputs.push({ name, type, shape });
+    return { name };
+  }
+
+  /** Marks `value` as a graph output called `name`. */
+  output(value: Value, name: string, type: ElemType = 'float32', shape?: readonly (number | string)[]): void {
+    const finalName = this.identityAs(value, name);
+    this.outputs.push({ name: finalName, type, shape: shape ?? [] });
+  }
+
+  private identityAs(value: Value, name: string): string {
+    if (this.usedNames.has(name)) throw new Error(`graph already has a value named ${name}`);
+    this.usedNames.add(name);
+    this.nodes.push({ opType: 'Identity', inputs: [value.name], outputs: [name], name: `${name}/Identity` });
+    return name;
+  }
+
+  hasOutput(name: string): boolean {
+    return this.outputs.some((o) => o.name === name);
+  }
+
+  /** Adds a float32 initializer holding `data` (not copied). */
+  initializer(name: string, data: Float32Array, dims: readonly number[]): Value {
+    if (this.usedNames.has(name)) throw new Error(`graph already has a value named ${name}`);
+    this.usedNames.add(name);
+    this.initializers.push({ name, type: 'float32', dims, raw: bytesOf(data) });
+    return { name };
+  }
+
+  /** A constant tensor, deduplicated by value. */
+  private constant(type: ElemType, data: Float32Array | BigInt64Array, dims: readonly number[]): Value {
+    const key = `${type}:${dims.join('x')}:${Array.from(data as ArrayLike<number | bigint>).join(',')}`;
+    const cached = this.constCache.get(key);
+    if (cached) return cached;
+    const name = `const_${this.counter++}`;
+    this.usedNames.add(name);
+    this.initializers.push({ name, type, dims, raw: bytesOf(data) });
+    const value = { name };
+    this.constCache.set(key, value);
+    return value;
+  }
+
+  /** A float32 scalar constant. */
+  scalar(value: number): Value {
+    return this.constant('float32', Float32Array.of(value), []);
+  }
+
+  /** A 1-D int64 constant (shapes, axes, indices). */
+  ints(values: readonly number[]): Value {
+    return this.constant('int64', BigInt64Array.from(values.map((v) => BigInt(v))), [values.length]);
+  }
+
+  /** An int64 scalar constant. */
+  intScalar(value: number): Value {
+    return this.constant('int64', BigInt64Array.of(BigInt(value)), []);
+  }
+
+  /** The largest finite float32, negated: what PyTorch uses to mask scores. */
+  get minFloat(): Value {
+    return this.scalar(-MAX_FLOAT32);
+  }
+
+  /** Adds a node and returns its outputs. */
+  node(opType: string, inputs: readonly (Value | null)[], attributes?: Record<string, AttributeValue>, numOutputs = 1, domain?: string): Value[] {
+    const outs: string[] = [];
+    for (let i = 0; i < numOutputs; i++) outs.push(this.fresh(opType));
+    this.nodes.push({
+      opType,
+      inputs: inputs.map((v) => (v ? v.name : '')),
+      outputs: outs,
+      name: `${outs[0]}/node`,
+      attributes,
+      domain,
+    });
+    return outs.map((name) => ({ name }));
+  }
+
+  op(opType: string, inputs: readonly (Value | null)[], attributes?: Record<string, AttributeValue>): Value {
+    return this.node(opType, inputs, attributes)[0]!;
+  }
+
+  // --- elementwise -------------------------------------------------------------
+  add(a: Value, b: Value): Value { return this.op('Add', [a, b]); }
+  sub(a: Value, b: Value): Value { return this.op('Sub', [a, b]); }
+  mul(a: Value, b: Value): Value { return this.op('Mul', [a, b]); }
+  div(a: Value, b: Value): Value { return this.op('Div', [a, b]); }
+  pow(a: Value, b: Value): Value { return this.op('Pow', [a, b]); }
+  neg(a: Value): Value { return this.op('Neg', [a]); }
+  sqrt(a: Value): Value { return this.op('Sqrt', [a]); }
+  reciprocal(a: Value): Value { return this.op('Reciprocal', [a]); }
+  tanh(a: Value): Value { return this.op('Tanh', [a]); }
+  sigmoid(a: Value): Value { return this.op('Sigmoid', [a]); }
+  relu(a: Value): Value { return this.op('Relu', [a]); }
+  erf(a: Value): Value { return this.op('Erf', [a]); }
+  cos(a: Value): Value { return this.op('Cos', [a]); }
+  sin(a: Value): Value { return this.op('Sin', [a]); }
+  log(a: Value): Value { return this.op('Log', [a]); }
+  abs(a: Value): Value { return this.op('Abs', [a]); }
+  where(cond: Value, a: Value, b: Value): Value { return this.op('Where', [cond, a, b]); }
+  cast(a: Value, to: ElemType): Value {
+    const codes: Record<ElemType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10 };
+    return this.op('Cast', [a], { to: codes[to] });
+  }
+
+  /** Exact GELU (erf form) or its tanh approximation, as ONNX Gelu (opset 20). */
+  gelu(a: Value, approximate: 'none' | 'tanh' = 'none'): Value {
+    return this.op('Gelu', [a], { approximate });
+  }
+
+  /** x · sigmoid(x). */
+  silu(a: Value): Value { return this.mul(a, this.sigmoid(a)); }
+
+  // --- linear algebra ----------------------------------------------------------
+  matMul(a: Value, b: Value): Value { return this.op('MatMul', [a, b]); }
+
+  /**
+   * PyTorch `nn.Linear`: x · Wᵀ + b, with W stored [out, in]. The transpose of the weight
+   * initializer is constant-folded by onnxruntime at session creation.
+   */
+  linear(x: Value, weight: Value, bias?: Value): Value {
+    const y = this.matMul(x, this.transpose(weight, [1, 0]));
+    return bias ? this.add(y, bias) : y;
+  }
+
+  transpose(a: Value, perm: readonly number[]): Value { return this.op('Transpose', [a], { perm }); }
+  reshape(a: Value, shape: readonly number[] | Value): Value {
+    return this.op('Reshape', [a, Array.isArray(shape) ? this.ints(shape) : (shape as Value)]);
+  }
+  unsqueeze(a: Value, axes: readonly number[]): Value { return this.op('Unsqueeze', [a, this.ints(axes)]); }
+  squeeze(a: Value, axes: readonly number[]): Value { return this.op('Squeeze', [a, this.ints(axes)]); }
+  concat(values: readonly Value[], axis: number): Value { return this.op('Concat', values, { axis }); }
+  gather(data: Value, indices: Value, axis = 0): Value { return this.op('Gather', [data, indices], { axis }); }
+  expand(a: Value, shape: Value): Value { return this.op('Expand', [a, shape]); }
+  shape(a: Value, start?: number, end?: number): Value {
+    const attrs: Record<string, AttributeValue> = {};
+    if (start !== undefined) attrs.start = start;
+    if (end !== undefined) attrs.end = end;
+    return this.op('Shape', [a], attrs);
+  }
+  slice(a: Value, starts: readonly number[] | Value, ends: readonly number[] | Value, axes: readonly number[], steps?: readonly number[]): Value {
+    const s = Array.isArray(starts) ? this.ints(starts) : (starts as Value);
+    const e = Array.isArray(ends) ? this.ints(ends) : (ends as Value);
+    const inputs = [a, s, e, this.ints(axes)];
+    if (steps) inputs.push(this.ints(steps));
+    return this.op('Slice', inputs);
+  }
+  split(a: Value, sizes: readonly number[], axis: number): Value[] {
+    return this.node('Split', [a, this.ints(sizes)], { axis }, sizes.length);
+  }
+
+  // --- reductions and normalisation ---------------------------------------------
+  reduceMean(a: Value, axes: readonly number[], keepdims = true): Value {
+    return this.op('ReduceMean', [a, this.ints(axes)], { keepdims: keepdims ? 1 : 0 });
+  }
+  softmax(a: Value, axis = -1): Value { return this.op('Softmax', [a], { axis }); }
+
+  /** LayerNorm over the last axis, as `nn.LayerNorm(eps)`. */
+  layerNorm(x: Value, scale: Value, bias: Value | null, eps: number): Value {
+    return this.op('LayerNormalization', bias ? [x, scale, bias] : [x, scale], { axis: -1, epsilon: new FloatAttr(eps) });
+  }
+
+  /** Serialises the graph as an ONNX model. */
+  build(): Uint8Array {
+    return encodeModel({
+      name: this.name,
+      nodes: this.nodes,
+      initializers: this.initializers,
+      inputs: this.inputs,
+      outputs: this.outputs,
+      opsetVersion: OPSET,
+    });
+  }
+
+  get outputNames(): string[] {
+    return this.outputs.map((o) => o.name);
+  }
+
+  get inputNames(): string[] {
+    return this.inputs.map((i) => i.name);
+  }
+}

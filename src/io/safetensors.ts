@@ -1,0 +1,342 @@
+/**
+ * safetensors: an 8-byte little-endian header length N, N bytes of JSON
+ * (`{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {string: string}}`), then
+ * the tensor bytes, offsets relative to the end of the header. Used for checkpoints and for binary
+ * traces (see DESIGN.md), so this module both reads (any dtype → float32) and writes.
+ */
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { AttnscopeError } from '../core/errors.js';
+import { floatToHalf, numel, type FloatTensor } from '../core/tensor.js';
+import { memorySource, openFileSource, type ByteSource } from './byte-source.js';
+import { DTYPE_BYTES, decodeToFloat32, isStoredDType } from './dtypes.js';
+import { openSharded } from './sharded.js';
+import type { StoredDType, WeightStore } from './weights.js';
+
+/** Where one tensor sits in the file. */
+export interface SafetensorsTensorInfo {
+  readonly dtype: StoredDType;
+  readonly shape: readonly number[];
+  /** Absolute byte range [begin, end) in the file. */
+  readonly begin: number;
+  readonly end: number;
+}
+
+/** Same limit as the reference implementation: real headers are far smaller. */
+const MAX_HEADER_BYTES = 100_000_000;
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+function isObject(value: Json | undefined): value is { [key: string]: Json } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isCount(value: Json | undefined): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+function parseMetadata(label: string, value: Json): Record<string, string> {
+  if (!isObject(value)) throw new AttnscopeError(`${label}: __metadata__ must be an object of strings`);
+  const out: Record<string, string> = {};
+  for (const [key, v] of Object.entries(value)) {
+    if (typeof v !== 'string') {
+      throw new AttnscopeError(`${label}: __metadata__ value '${key}' must be a string, got ${JSON.stringify(v)}`);
+    }
+    out[key] = v;
+  }
+  return out;
+}
+
+function parseEntry(label: string, name: string, value: Json, dataStart: number, dataSize: number): SafetensorsTensorInfo {
+  const where = `${label}: tensor '${name}'`;
+  if (!isObject(value)) throw new AttnscopeError(`${where} must be an object with dtype, shape and data_offsets`);
+  const { dtype, shape, data_offsets: offsets } = value;
+  if (typeof dtype !== 'string') throw new AttnscopeError(`${where} has no dtype`);
+  if (!isStoredDType(dtype)) {
+    throw new AttnscopeError(`${where} has unknown dtype '${dtype}' (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+  }
+  if (!Array.isArray(shape) || !shape.every(isCount)) {
+    throw new AttnscopeError(`${where} has an invalid shape ${JSON.stringify(shape)}`);
+  }
+  const dims = shape as number[];
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+    throw new AttnscopeError(`${where} has invalid data_offsets ${JSON.stringify(offsets)}`);
+  }
+  const [begin, end] = offsets as [number, number];
+  if (begin > end || end > dataSize) {
+    throw new AttnscopeError(
+      `${where} has data_offsets [${begin}, ${end}] out of range (the data section has ${dataSize} bytes)`,
+    );
+  }
+  const bytes = numel(dims) * DTYPE_BYTES[dtype];
+  if (bytes !== end - begin) {
+    throw new AttnscopeError(
+      `${where} has data_offsets [${begin}, ${end}] (${end - begin} bytes) but shape [${dims.join(', ')}] of ${dtype} needs ${bytes} bytes`,
+    );
+  }
+  return { dtype, shape: dims, begin: dataStart + begin, end: dataStart + end };
+}
+
+function checkOverlaps(label: string, tensors: Map<string, SafetensorsTensorInfo>): void {
+  const sorted = [...tensors].filter(([, t]) => t.end > t.begin).sort((a, b) => a[1].begin - b[1].begin);
+  for (let i = 1; i < sorted.length; i++) {
+    const [prevName, prev] = sorted[i - 1]!;
+    const [name, cur] = sorted[i]!;
+    if (cur.begin < prev.end) throw new AttnscopeError(`${label}: tensors '${prevName}' and '${name}' overlap`);
+  }
+}
+
+/** Reads and validates the header of a safetensors source. */
+async function readHeader(source: ByteSource) {
+  const { label, size } = source;
+  if (size < 8) {
+    throw new AttnscopeError(`${label}: not a safetensors file (${size} bytes, shorter than the 8-byte header length)`);
+  }
+  const lengthBytes = await source.read(0, 8);
+  const headerLength = new DataView(lengthBytes.buffer).getBigUint64(0, true);
+  if (headerLength > BigInt(size - 8)) {
+    throw new AttnscopeError(
+      `${label}: header length ${headerLength} runs past the end of the file (${size} bytes); the file is truncated or not safetensors`,
+    );
+  }
+  const n = Number(headerLength);
+  if (n > MAX_HEADER_BYTES) throw new AttnscopeError(`${label}: header length ${n} is implausibly large`);
+  let header: Json;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(await source.read(8, n))) as Json;
+  } catch (err) {
+    throw new AttnscopeError(`${label}: header is not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  if (!isObject(header)) throw new AttnscopeError(`${label}: header is not a JSON object`);
+  const dataStart = 8 + n;
+  let metadata: Record<string, string> = {};
+  const tensors = new Map<string, SafetensorsTensorInfo>();
+  for (const [name, value] of Object.entries(header)) {
+    if (name === '__metadata__') metadata = parseMetadata(label, value);
+    else tensors.set(name, parseEntry(label, name, value, dataStart, size - dataStart));
+  }
+  checkOverlaps(label, tensors);
+  return { metadata, tensors };
+}
+
+/** An open safetensors file (or in-memory bytes). Reads tensors on demand. */
+export class SafetensorsFile implements WeightStore {
+  private constructor(
+    private readonly source: ByteSource,
+    /** The `__metadata__` string map ({} when absent). */
+    readonly metadata: Readonly<Record<string, string>>,
+    private readonly tensors: ReadonlyMap<string, SafetensorsTensorInfo>,
+  ) {}
+
+  /** Parses the header of `source`; takes ownership of it (closed by close(), or on a parse error). */
+  static async fromSource(source: ByteSource): Promise<SafetensorsFile> {
+    try {
+      const { metadata, tensors } = await readHeader(source);
+      return new SafetensorsFile(source, metadata, tensors);
+    } catch (err) {
+      await source.close();
+      throw err;
+    }
+  }
+
+  get label(): string {
+    return this.source.label;
+  }
+
+  names(): string[] {
+    return [...this.tensors.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
+  /** Dtype, shape and file byte range of a tensor. */
+  info(name: string): SafetensorsTensorInfo {
+    const info = this.tensors.get(name);
+    if (!info) throw new AttnscopeError(`${this.label}: no tensor named '${name}'`);
+    return info;
+  }
+
+  shape(name: string): number[] {
+    return [...this.info(name).shape];
+  }
+
+  dtype(name: string): StoredDType {
+    return this.info(name).dtype;
+  }
+
+  /** The tensor's bytes exactly as stored (little-endian, its own dtype). */
+  getBytes(name: string): Promise<Uint8Array> {
+    const { begin, end } = this.info(name);
+    return this.source.read(begin, end - begin);
+  }
+
+  async get(name: string): Promise<FloatTensor> {
+    const info = this.info(name);
+    const bytes = await this.source.read(info.begin, info.end - info.begin);
+    return { shape: [...info.shape], data: decodeToFloat32(info.dtype, bytes) };
+  }
+
+  close(): Promise<void> {
+    return this.source.close();
+  }
+}
+
+/** Opens a safetensors file and validates its header. */
+export async function openSafetensors(path: string, label: string = path): Promise<SafetensorsFile> {
+  return SafetensorsFile.fromSource(await openFileSource(path, label));
+}
+
+/** Parses safetensors bytes already in memory (e.g. a file dropped into the browser). */
+export function readSafetensorsBytes(bytes: Uint8Array, label: string): Promise<SafetensorsFile> {
+  return SafetensorsFile.fromSource(memorySource(bytes, label));
+}
+
+/** Reads only the `__metadata__` map of a safetensors file. */
+export async function readSafetensorsMetadata(path: string): Promise<Record<string, string>> {
+  const file = await openSafetensors(path);
+  await file.close();
+  return { ...file.metadata };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+export type WritableDType = 'F32' | 'F16' | 'BF16';
+
+export interface SafetensorsTensorInput {
+  name: string;
+  dtype: WritableDType;
+  shape: readonly number[];
+  /**
+   * Row-major values. Float32Array values are rounded to `dtype` (nearest even); a Uint16Array
+   * (F16/BF16 only) is taken as the raw 16-bit patterns.
+   */
+  data: Float32Array | Uint16Array;
+}
+
+const CHUNK_VALUES = 1 << 20;
+
+function floatToBFloat16(bits32: number): number {
+  if ((bits32 & 0x7fffffff) > 0x7f800000) return ((bits32 >>> 16) & 0x8000) | 0x7fc0; // NaN
+  return (bits32 + 0x7fff + ((bits32 >>> 16) & 1)) >>> 16;
+}
+
+/** Yields the little-endian bytes of one tensor in bounded chunks. */
+function* tensorChunks(t: SafetensorsTensorInput): Generator<Uint8Array> {
+  const { data } = t;
+  if (t.dtype === 'F32' || data instanceof Uint16Array) {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    for (let i = 0; i < bytes.length; i += 64 * CHUNK_VALUES) yield bytes.subarray(i, i + 64 * CHUNK_VALUES);
+    return;
+  }
+  const words = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  for (let start = 0; start < data.length; start += CHUNK_VALUES) {
+    const count = Math.min(CHUNK_VALUES, data.length - start);
+    const out = new Uint16Array(count);
+    if (t.dtype === 'F16') for (let i = 0; i < count; i++) out[i] = floatToHalf(data[start + i]!);
+    else for (let i = 0; i < count; i++) out[i] = floatToBFloat16(words[start + i]!);
+    yield new Uint8Array(out.buffer);
+  }
+}
+
+/** Validates the inputs and builds the padded header; the data follows in input order. */
+function encodeHeader(tensors: readonly SafetensorsTensorInput[], metadata?: Record<string, string>): Uint8Array {
+  const header = new Map<string, unknown>();
+  if (metadata) {
+    for (const [key, value] of Object.entries(metadata)) {
+      if (typeof value !== 'string') throw new AttnscopeError(`safetensors metadata '${key}' must be a string`);
+    }
+    header.set('__metadata__', metadata);
+  }
+  let offset = 0;
+  for (const t of tensors) {
+    if (!t.name || t.name === '__metadata__' || header.has(t.name)) {
+      throw new AttnscopeError(`cannot write safetensors: invalid or duplicate tensor name '${t.name}'`);
+    }
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || numel(t.shape) !== t.data.length) {
+      throw new AttnscopeError(
+        `cannot write safetensors: tensor '${t.name}' has ${t.data.length} values but shape [${t.shape.join(', ')}]`,
+      );
+    }
+    if (t.dtype === 'F32' && !(t.data instanceof Float32Array)) {
+      throw new AttnscopeError(`cannot write safetensors: F32 tensor '${t.name}' needs a Float32Array`);
+    }
+    const bytes = t.data.length * DTYPE_BYTES[t.dtype];
+    header.set(t.name, { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] });
+    offset += bytes;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(Object.fromEntries(header)));
+  const padded = Math.ceil(json.length / 8) * 8;
+  const out = new Uint8Array(8 + padded).fill(0x20, 8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
+  out.set(json, 8);
+  return out;
+}
+
+/** Serializes tensors to safetensors bytes in memory. */
+export function serializeSafetensors(
+  tensors: readonly SafetensorsTensorInput[],
+  metadata?: Record<string, string>,
+): Uint8Array {
+  const parts = [encodeHeader(tensors, metadata), ...tensors.flatMap((t) => [...tensorChunks(t)])];
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) {
+    const { bytesWritten } = await handle.write(bytes, done, bytes.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Writes a safetensors file atomically: to a temporary file in the same directory, then renamed
+ * over `path`, so readers never see a half-written file.
+ */
+export async function writeSafetensors(
+  path: string,
+  tensors: readonly SafetensorsTensorInput[],
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const header = encodeHeader(tensors, metadata);
+  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(temp, 'wx');
+    await writeAll(handle, header, 0);
+    let position = header.length;
+    for (const t of tensors) {
+      for (const chunk of tensorChunks(t)) {
+        await writeAll(handle, chunk, position);
+        position += chunk.length;
+      }
+    }
+    await handle.sync();
+    await handle.close();
+    handle = undefined;
+    await rename(temp, path);
+  } catch (err) {
+    await handle?.close().catch(() => undefined);
+    await unlink(temp).catch(() => undefined);
+    if (err instanceof AttnscopeError) throw err;
+    throw new AttnscopeError(`cannot write ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Opens a sharded `model.safetensors.index.json` checkpoint. */
+export function openSafetensorsSharded(
+  indexPath: string,
+  resolve?: (file: string) => Promise<string | undefined>,
+): Promise<WeightStore> {
+  return openSharded(indexPath, { openShard: (path) => openSafetensors(path), resolve });
+}

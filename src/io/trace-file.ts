@@ -1,0 +1,160 @@
+/**
+ * Reading and writing trace files: JSON, and the binary `.safetensors` layout of DESIGN.md
+ * (which PyTorch users can write with `safetensors.torch.save_file`). Writes are atomic.
+ */
+import { createWriteStream } from 'node:fs';
+import { readFile, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { AttnscopeError } from '../core/errors.js';
+import {
+  STACK_NAMES,
+  TRACE_FORMAT,
+  TRACE_VERSION,
+  inferModelInfo,
+  layerStackFrom,
+  modelFromJson,
+  tokensFromJson,
+  tokensToJson,
+  traceFromJson,
+  traceJsonChunks,
+  validateTrace,
+} from '../core/trace-format.js';
+import type { StackMap, Trace } from '../core/trace.js';
+import { openSafetensors, writeSafetensors, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
+
+export type TraceFileFormat = 'json' | 'safetensors';
+
+export function traceFormatOf(path: string): TraceFileFormat {
+  return path.toLowerCase().endsWith('.safetensors') ? 'safetensors' : 'json';
+}
+
+/** Writes text chunks to a stream, waiting for drain so memory stays bounded. */
+async function writeChunks(stream: Writable, chunks: Iterable<string>): Promise<void> {
+  for (const chunk of chunks) {
+    if (!stream.write(chunk)) await once(stream, 'drain');
+  }
+}
+
+/** Writes the JSON trace to a stream (e.g. stdout). */
+export function writeTraceJsonTo(stream: Writable, trace: Trace): Promise<void> {
+  return writeChunks(stream, traceJsonChunks(trace));
+}
+
+async function writeJsonFile(path: string, trace: Trace): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const stream = createWriteStream(tmp);
+  try {
+    await writeChunks(stream, traceJsonChunks(trace));
+    stream.end();
+    await once(stream, 'finish');
+    await rename(tmp, path);
+  } catch (err) {
+    stream.destroy();
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+function stackTensors(prefix: string, map: StackMap | undefined, dtype: WritableDType): SafetensorsTensorInput[] {
+  const out: SafetensorsTensorInput[] = [];
+  for (const name of STACK_NAMES) {
+    const stack = map?.[name];
+    if (!stack) continue;
+    const per = stack.dims[0] * stack.dims[1] * stack.dims[2];
+    const data = new Float32Array(per * stack.layers.length);
+    stack.layers.forEach((layer, l) => data.set(layer, l * per));
+    out.push({ name: `${prefix}.${name}`, dtype, shape: [stack.layers.length, ...stack.dims], data });
+  }
+  return out;
+}
+
+/** Writes a trace as `.safetensors` (F32 by default, F16 to halve the size). */
+export async function writeTraceSafetensors(path: string, trace: Trace, dtype: WritableDType = 'F32'): Promise<void> {
+  const metadata: Record<string, string> = {
+    format: TRACE_FORMAT,
+    version: String(TRACE_VERSION),
+    model: JSON.stringify(trace.model),
+    tokens: JSON.stringify(tokensToJson(trace.tokens)),
+  };
+  if (trace.decoderTokens) metadata.decoderTokens = JSON.stringify(tokensToJson(trace.decoderTokens));
+  const tensors = [
+    ...stackTensors('attention', trace.attention, dtype),
+    ...stackTensors('queries', trace.queries, dtype),
+    ...stackTensors('keys', trace.keys, dtype),
+  ];
+  await writeSafetensors(path, tensors, metadata);
+}
+
+/** Writes a trace file, choosing the format from the extension. */
+export async function writeTraceFile(path: string, trace: Trace): Promise<void> {
+  if (traceFormatOf(path) === 'safetensors') await writeTraceSafetensors(path, trace);
+  else await writeJsonFile(path, trace);
+}
+
+function parseJsonMeta(text: string | undefined, where: string): unknown {
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new AttnscopeError(`${where} is not valid JSON`);
+  }
+}
+
+async function readTraceSafetensors(path: string): Promise<Trace> {
+  const file = await openSafetensors(path);
+  try {
+    const meta = file.metadata;
+    if (meta.format !== TRACE_FORMAT) {
+      throw new AttnscopeError(`${path}: not an attnscope trace (metadata format is ${JSON.stringify(meta.format ?? null)}; a model checkpoint is opened as a directory)`);
+    }
+    if (meta.version !== undefined && meta.version !== String(TRACE_VERSION)) {
+      throw new AttnscopeError(`${path}: unsupported trace version ${meta.version}`);
+    }
+    const maps: Record<'attention' | 'queries' | 'keys', StackMap> = { attention: {}, queries: {}, keys: {} };
+    for (const name of file.names()) {
+      const [kind, stack] = name.split('.') as [string, string];
+      if (!(kind in maps) || !STACK_NAMES.includes(stack as never)) {
+        throw new AttnscopeError(`${path}: unexpected tensor '${name}' (expected attention|queries|keys.<self|encoder|decoder|cross>)`);
+      }
+      const t = await file.get(name);
+      maps[kind as keyof typeof maps][stack as keyof StackMap] = layerStackFrom(t.data, t.shape, `${path}: ${name}`);
+    }
+    const hasQk = Object.keys(maps.queries).length > 0;
+    const trace: Trace = {
+      model: modelFromJson(parseJsonMeta(meta.model, `${path}: metadata model`), inferModelInfo(basename(path), maps.attention, hasQk ? maps.keys : undefined)),
+      tokens: tokensFromJson(parseJsonMeta(meta.tokens, `${path}: metadata tokens`), `${path}: metadata tokens`),
+      attention: maps.attention,
+    };
+    if (meta.decoderTokens !== undefined) {
+      trace.decoderTokens = tokensFromJson(parseJsonMeta(meta.decoderTokens, `${path}: metadata decoderTokens`), `${path}: metadata decoderTokens`);
+    }
+    if (hasQk) {
+      trace.queries = maps.queries;
+      trace.keys = maps.keys;
+    }
+    validateTrace(trace, path);
+    return trace;
+  } finally {
+    await file.close();
+  }
+}
+
+/** Reads a JSON or `.safetensors` trace file. */
+export async function readTraceFile(path: string): Promise<Trace> {
+  if (traceFormatOf(path) === 'safetensors') return readTraceSafetensors(path);
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new AttnscopeError(`${path}: not valid JSON`);
+  }
+  return traceFromJson(json, path);
+}

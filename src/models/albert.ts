@@ -1,0 +1,84 @@
+/**
+ * ALBERT: a BERT-like post-LN encoder whose layers share weights (num_hidden_groups groups of
+ * inner_group_num layers), with factorised embeddings projected to the hidden size.
+ */
+import type { Value } from '../graph/builder.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads } from './attention.js';
+import { layerNormLayer, linearLayer, segmentTypeIds } from './bert.js';
+import type { ModelConfig } from './config.js';
+
+function describe(config: ModelConfig): ArchitectureInfo {
+  const hidden = config.int('hidden_size');
+  const heads = config.int('num_attention_heads');
+  const layers = config.int('num_hidden_layers') * config.int('inner_group_num', 1);
+  return {
+    kind: 'encoder',
+    numLayers: layers,
+    numHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    maxPositions: config.int('max_position_embeddings'),
+    stacks: { self: layers },
+  };
+}
+
+async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
+  const { g, config } = ctx;
+  const eps = config.num('layer_norm_eps', 1e-12);
+  const { numHeads: heads, headDim } = info;
+  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.query`), heads, headDim);
+  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.key`), heads, headDim);
+  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.value`), heads, headDim);
+  const context = attention(ctx, {
+    stack: 'self', layer, q, k, v,
+    numHeads: heads, numKvHeads: heads, headDim,
+    scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+  });
+  const projected = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
+  const h = await layerNormLayer(ctx, g.add(x, projected), `${p}.attention.LayerNorm`, eps);
+  const inner = activation(g, config.str('hidden_act', 'gelu_new'), await linearLayer(ctx, h, `${p}.ffn`));
+  const ffn = await linearLayer(ctx, inner, `${p}.ffn_output`);
+  return layerNormLayer(ctx, g.add(ffn, h), `${p}.full_layer_layer_norm`, eps);
+}
+
+async function build(ctx: BuildContext): Promise<void> {
+  const { g, config } = ctx;
+  const base = ctx.findPrefix(['albert.', ''], 'embeddings.word_embeddings.weight');
+  const ids = g.input('input_ids', 'int64', [1, 'seq']);
+  const positions = g.input('position_ids', 'int64', [1, 'seq']);
+  const types = g.input('token_type_ids', 'int64', [1, 'seq']);
+  let x = g.add(
+    g.add(
+      g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids),
+      g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions),
+    ),
+    g.gather(await ctx.weight(`${base}embeddings.token_type_embeddings.weight`), types),
+  );
+  x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, config.num('layer_norm_eps', 1e-12));
+  x = await linearLayer(ctx, x, `${base}encoder.embedding_hidden_mapping_in`);
+  const hiddenLayers = config.int('num_hidden_layers');
+  const groups = config.int('num_hidden_groups', 1);
+  const inner = config.int('inner_group_num', 1);
+  let layer = 0;
+  for (let i = 0; i < hiddenLayers; i++) {
+    const group = Math.floor(i / (hiddenLayers / groups));
+    for (let j = 0; j < inner; j++) {
+      x = await albertLayer(ctx, x, `${base}encoder.albert_layer_groups.${group}.albert_layers.${j}`, layer++, describe(config));
+    }
+  }
+  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+}
+
+function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
+  const n = inputs.inputIds.length;
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    position_ids: int64Tensor(Array.from({ length: n }, (_, i) => i)),
+    token_type_ids: int64Tensor(segmentTypeIds(config, inputs.typeIds, n)),
+  };
+}
+
+export const albertFamily: Architecture = { modelTypes: ['albert'], describe, build, feeds };

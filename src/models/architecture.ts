@@ -1,0 +1,72 @@
+/**
+ * The contract between the engine and an architecture family. An architecture builds the
+ * forward pass as a graph (declaring inputs and outputs by the names below) and prepares the
+ * feeds for one input.
+ *
+ * Graph inputs: `input_ids` int64 [1, seq], and whatever `feeds` adds (`token_type_ids`,
+ * `position_ids`, `attention_bias`, `rope_cos`/`rope_sin`, `decoder_input_ids`, ...).
+ * Graph outputs (only those requested by the taps):
+ *   `attention.<stack>.<layer>`  [1, heads, queries, keys]
+ *   `queries.<stack>.<layer>`    [1, heads, positions, headDim]
+ *   `keys.<stack>.<layer>`       [1, kvHeads, positions, headDim]
+ *   `last_hidden_state`          [1, positions, hidden]   (of the decoder for encoder-decoders)
+ *   `logits`                     [1, positions, vocab]    (prediction head, when present)
+ */
+import type { StackName } from '../core/trace.js';
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
+import type { ModelConfig } from './config.js';
+
+export type TapPrecision = 'float32' | 'float16';
+
+export interface TapRequest {
+  /** Attention probabilities of every layer. */
+  attention: boolean;
+  /** Per-head queries and keys as they enter q·k. */
+  qk: boolean;
+  /** The final hidden state. */
+  lastHiddenState: boolean;
+  /** The prediction head's logits. */
+  logits: boolean;
+  /** Precision of attention and q/k taps. */
+  precision: TapPrecision;
+}
+
+export interface ArchitectureInfo {
+  kind: 'encoder' | 'decoder' | 'encoder-decoder';
+  numLayers: number;
+  numHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  /** Longest input the model accepts (max_position_embeddings); Infinity when unbounded. */
+  maxPositions: number;
+  /** Stacks the model produces attention for, with their layer counts. */
+  stacks: Partial<Record<StackName, number>>;
+}
+
+export interface ModelInputs {
+  inputIds: readonly number[];
+  typeIds?: readonly number[];
+  decoderInputIds?: readonly number[];
+}
+
+export interface BuildContext {
+  readonly g: GraphBuilder;
+  readonly config: ModelConfig;
+  readonly taps: TapRequest;
+  /** Adds a checkpoint tensor as an initializer (same name → same value). */
+  weight(name: string): Promise<Value>;
+  /** Like `weight`, or null when the checkpoint lacks the tensor. */
+  optionalWeight(name: string): Promise<Value | null>;
+  hasWeight(name: string): boolean;
+  /** The first prefix p such that `p + probe` is a tensor of the checkpoint (e.g. 'bert.' or ''). */
+  findPrefix(prefixes: readonly string[], probe: string): string;
+}
+
+export interface Architecture {
+  /** config.json `model_type` values this family handles. */
+  readonly modelTypes: readonly string[];
+  describe(config: ModelConfig): ArchitectureInfo;
+  build(ctx: BuildContext): Promise<void>;
+  feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor>;
+}

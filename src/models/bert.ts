@@ -1,0 +1,115 @@
+/**
+ * BERT family encoders: bert, roberta (and xlm-roberta, camembert), electra.
+ * Post-LayerNorm blocks; absolute learned positions (RoBERTa's start at padding_idx + 1);
+ * ELECTRA projects its smaller embeddings to the hidden size first.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { Value } from '../graph/builder.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads } from './attention.js';
+import type { ModelConfig } from './config.js';
+
+const ROBERTA_LIKE = new Set(['roberta', 'xlm-roberta', 'camembert']);
+
+/** Offset of the first position id: RoBERTa counts from padding_idx + 1. */
+function positionOffset(config: ModelConfig): number {
+  return ROBERTA_LIKE.has(config.modelType) ? config.int('pad_token_id', 1) + 1 : 0;
+}
+
+function describe(config: ModelConfig): ArchitectureInfo {
+  const hidden = config.int('hidden_size');
+  const heads = config.int('num_attention_heads');
+  const layers = config.int('num_hidden_layers');
+  const positionType = config.str('position_embedding_type', 'absolute');
+  if (positionType !== 'absolute') {
+    throw new AttnscopeError(`${config.source}: position_embedding_type '${positionType}' is not supported (only 'absolute')`);
+  }
+  return {
+    kind: 'encoder',
+    numLayers: layers,
+    numHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    maxPositions: config.int('max_position_embeddings') - positionOffset(config),
+    stacks: { self: layers },
+  };
+}
+
+/** Linear layer `prefix.weight` / `prefix.bias` (bias optional). */
+export async function linearLayer(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
+  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), (await ctx.optionalWeight(`${prefix}.bias`)) ?? undefined);
+}
+
+/** nn.LayerNorm `prefix.weight` / `prefix.bias`. */
+export async function layerNormLayer(ctx: BuildContext, x: Value, prefix: string, eps: number): Promise<Value> {
+  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await ctx.optionalWeight(`${prefix}.bias`), eps);
+}
+
+/** One post-LN BERT block: self-attention, add & norm, feed-forward, add & norm. */
+async function bertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
+  const { g, config } = ctx;
+  const eps = config.num('layer_norm_eps', 1e-12);
+  const { numHeads: heads, headDim } = info;
+  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.self.query`), heads, headDim);
+  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.self.key`), heads, headDim);
+  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.self.value`), heads, headDim);
+  const context = attention(ctx, {
+    stack: 'self', layer, q, k, v,
+    numHeads: heads, numKvHeads: heads, headDim,
+    scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+  });
+  const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.output.dense`);
+  const h = await layerNormLayer(ctx, g.add(attnOut, x), `${p}.attention.output.LayerNorm`, eps);
+  const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
+  const out = await linearLayer(ctx, inter, `${p}.output.dense`);
+  return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+}
+
+async function build(ctx: BuildContext): Promise<void> {
+  const { g, config } = ctx;
+  const info = describe(config);
+  const base = ctx.findPrefix([`${config.modelType.replace('-', '_')}.`, 'roberta.', 'bert.', 'electra.', ''], 'embeddings.word_embeddings.weight');
+  const ids = g.input('input_ids', 'int64', [1, 'seq']);
+  const positions = g.input('position_ids', 'int64', [1, 'seq']);
+  let x = g.add(
+    g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids),
+    g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions),
+  );
+  const typeTable = await ctx.optionalWeight(`${base}embeddings.token_type_embeddings.weight`);
+  if (typeTable) x = g.add(x, g.gather(typeTable, g.input('token_type_ids', 'int64', [1, 'seq'])));
+  x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, config.num('layer_norm_eps', 1e-12));
+  if (ctx.hasWeight(`${base}embeddings_project.weight`)) x = await linearLayer(ctx, x, `${base}embeddings_project`);
+  for (let l = 0; l < info.numLayers; l++) {
+    x = await bertLayer(ctx, x, `${base}encoder.layer.${l}`, l, info);
+  }
+  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+}
+
+/**
+ * Token type ids from segments. Models with a single token type (RoBERTa) get zeros for both
+ * sentences of a pair, as their tokenizers produce.
+ */
+export function segmentTypeIds(config: ModelConfig, segments: readonly number[] | undefined, n: number): number[] {
+  const types = config.int('type_vocab_size', 2);
+  if (!segments || types <= 1) return new Array<number>(n).fill(0);
+  return [...segments];
+}
+
+function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
+  const n = inputs.inputIds.length;
+  const offset = positionOffset(config);
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    position_ids: int64Tensor(Array.from({ length: n }, (_, i) => i + offset)),
+    token_type_ids: int64Tensor(segmentTypeIds(config, inputs.typeIds, n)),
+  };
+}
+
+export const bertFamily: Architecture = {
+  modelTypes: ['bert', 'roberta', 'xlm-roberta', 'camembert', 'electra'],
+  describe,
+  build,
+  feeds,
+};

@@ -1,0 +1,50 @@
+/** The BuildContext an architecture builds its graph with, backed by a checkpoint's WeightStore. */
+import { AttnscopeError } from '../core/errors.js';
+import { GraphBuilder, type Value } from '../graph/builder.js';
+import type { WeightStore } from '../io/weights.js';
+import type { BuildContext, TapRequest } from './architecture.js';
+import type { ModelConfig } from './config.js';
+
+/** Older checkpoints name LayerNorm parameters gamma/beta; transformers renames them on load. */
+function aliases(name: string): string[] {
+  const out = [name];
+  if (name.endsWith('.weight')) out.push(`${name.slice(0, -'.weight'.length)}.gamma`);
+  if (name.endsWith('.bias')) out.push(`${name.slice(0, -'.bias'.length)}.beta`);
+  return out;
+}
+
+export function createBuildContext(config: ModelConfig, weights: WeightStore, taps: TapRequest): BuildContext {
+  const g = new GraphBuilder(config.modelType);
+  const loaded = new Map<string, Promise<Value>>();
+  const stored = (name: string): string | undefined => aliases(name).find((n) => weights.has(n));
+
+  const load = (name: string, storedName: string): Promise<Value> => {
+    let value = loaded.get(name);
+    if (!value) {
+      value = weights.get(storedName).then((t) => g.initializer(name, t.data, t.shape));
+      loaded.set(name, value);
+    }
+    return value;
+  };
+
+  return {
+    g,
+    config,
+    taps,
+    hasWeight: (name) => stored(name) !== undefined,
+    async weight(name) {
+      const s = stored(name);
+      if (s === undefined) throw new AttnscopeError(`checkpoint has no tensor '${name}' (is it a ${config.modelType} checkpoint?)`);
+      return load(name, s);
+    },
+    async optionalWeight(name) {
+      const s = stored(name);
+      return s === undefined ? null : load(name, s);
+    },
+    findPrefix(prefixes, probe) {
+      const p = prefixes.find((prefix) => stored(prefix + probe) !== undefined);
+      if (p === undefined) throw new AttnscopeError(`checkpoint has no tensor '${probe}' under any of ${prefixes.map((x) => `'${x}'`).join(', ')}`);
+      return p;
+    },
+  };
+}

@@ -1,0 +1,70 @@
+/**
+ * DistilBERT: BERT-like post-LN encoder without token types; queries are divided by √headDim
+ * before the product (the stored queries are the undivided ones).
+ */
+import type { Value } from '../graph/builder.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads } from './attention.js';
+import { layerNormLayer, linearLayer } from './bert.js';
+import type { ModelConfig } from './config.js';
+
+const EPS = 1e-12;
+
+function describe(config: ModelConfig): ArchitectureInfo {
+  const hidden = config.int(['dim', 'hidden_size']);
+  const heads = config.int(['n_heads', 'num_attention_heads']);
+  const layers = config.int(['n_layers', 'num_hidden_layers']);
+  return {
+    kind: 'encoder',
+    numLayers: layers,
+    numHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    maxPositions: config.int('max_position_embeddings'),
+    stacks: { self: layers },
+  };
+}
+
+async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
+  const { g, config } = ctx;
+  const { numHeads: heads, headDim } = info;
+  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.q_lin`), heads, headDim);
+  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.k_lin`), heads, headDim);
+  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.v_lin`), heads, headDim);
+  const context = attention(ctx, {
+    stack: 'self', layer, q, k, v,
+    numHeads: heads, numKvHeads: heads, headDim,
+    scale: 1 / Math.sqrt(headDim), scaleStyle: 'query-mul',
+  });
+  const sa = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.out_lin`);
+  const h = await layerNormLayer(ctx, g.add(sa, x), `${p}.sa_layer_norm`, EPS);
+  const inner = activation(g, config.str('activation', 'gelu'), await linearLayer(ctx, h, `${p}.ffn.lin1`));
+  const ffn = await linearLayer(ctx, inner, `${p}.ffn.lin2`);
+  return layerNormLayer(ctx, g.add(ffn, h), `${p}.output_layer_norm`, EPS);
+}
+
+async function build(ctx: BuildContext): Promise<void> {
+  const { g, config } = ctx;
+  const info = describe(config);
+  const base = ctx.findPrefix(['distilbert.', ''], 'embeddings.word_embeddings.weight');
+  const ids = g.input('input_ids', 'int64', [1, 'seq']);
+  const positions = g.input('position_ids', 'int64', [1, 'seq']);
+  let x = g.add(
+    g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids),
+    g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions),
+  );
+  x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, EPS);
+  for (let l = 0; l < info.numLayers; l++) x = await block(ctx, x, `${base}transformer.layer.${l}`, l, info);
+  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+}
+
+function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    position_ids: int64Tensor(inputs.inputIds.map((_, i) => i)),
+  };
+}
+
+export const distilbertFamily: Architecture = { modelTypes: ['distilbert'], describe, build, feeds };

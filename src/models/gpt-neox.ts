@@ -1,0 +1,152 @@
+/**
+ * GPT-NeoX decoders (model_type `gpt_neox`: Pythia, GPT-NeoX-20B, ...): pre-LayerNorm blocks
+ * with a parallel (x + attn(ln1(x)) + mlp(ln2(x))) or sequential residual, a fused
+ * `query_key_value` projection laid out per head as [q | k | v], rotary embedding on the first
+ * rotary_ndims = headDim·rotary_pct dims of each head, scores q·kᵀ·headDim^-0.5, causal mask,
+ * and `final_layer_norm` at the end.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { Value } from '../graph/builder.js';
+import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads } from './attention.js';
+import { layerNormLayer, linearLayer } from './bert.js';
+import type { ModelConfig } from './config.js';
+import { causalMask } from './masks.js';
+import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+
+/** Rope scaling types whose tables within max_position_embeddings `ropeTables` computes as transformers does. */
+const SUPPORTED_ROPE_TYPES = new Set(['default', 'linear', 'dynamic', 'llama3']);
+
+function describe(config: ModelConfig): ArchitectureInfo {
+  const hidden = config.int('hidden_size');
+  const heads = config.int('num_attention_heads');
+  const layers = config.int('num_hidden_layers');
+  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
+  const info: ArchitectureInfo = {
+    kind: 'decoder',
+    numLayers: layers,
+    numHeads: heads,
+    numKeyValueHeads: heads,
+    headDim: hidden / heads,
+    maxPositions: config.int('max_position_embeddings', 2048),
+    stacks: { self: layers },
+  };
+  ropeSpec(config, info.headDim); // validates the rotary settings
+  return info;
+}
+
+/**
+ * Rotary settings: the rotated fraction is `rotary_pct` (transformers ≥ 4.48 also reads
+ * `partial_rotary_factor`, and v5 `rope_parameters`), the base `rotary_emb_base` / `rope_theta`.
+ */
+function ropeSpec(config: ModelConfig, headDim: number): RopeSpec {
+  const params = config.object('rope_parameters');
+  const paramNum = (key: string): number | undefined => (params && typeof params[key] === 'number' ? params[key] : undefined);
+  const fraction = paramNum('partial_rotary_factor') ?? config.num(['partial_rotary_factor', 'rotary_pct'], 0.25);
+  const base = paramNum('rope_theta') ?? config.num(['rope_theta', 'rotary_emb_base'], 10000);
+  const rotaryDims = Math.trunc(headDim * fraction);
+  if (rotaryDims % 2 !== 0 || rotaryDims < 0 || rotaryDims > headDim) {
+    throw new AttnscopeError(`${config.source}: rotary dims ${rotaryDims} (head size ${headDim} × ${fraction}) should be even and at most the head size`);
+  }
+  const spec: RopeSpec = { ...ropeFromConfig(config, headDim, rotaryDims), base };
+  const scaling = spec.scaling ?? (params && params.rope_type !== undefined ? params : undefined);
+  const type = scaling ? String(scaling.rope_type ?? scaling.type ?? 'default') : 'default';
+  if (!SUPPORTED_ROPE_TYPES.has(type)) throw new AttnscopeError(`${config.source}: rope scaling type '${type}' is not supported`);
+  return { ...spec, scaling };
+}
+
+export interface QKV {
+  /** [1, heads, seq, headDim] each; q and k already rotated. */
+  q: Value;
+  k: Value;
+  v: Value;
+}
+
+interface Rope {
+  spec: RopeSpec;
+  cos: Value;
+  sin: Value;
+}
+
+/**
+ * The per-layer projection of (already normalised) hidden states to per-head queries, keys
+ * (both rotated) and values: what a key/value cache would store for k and v.
+ */
+async function projectQkv(ctx: BuildContext, h: Value, p: string, info: ArchitectureInfo, rope: Rope | null): Promise<QKV> {
+  const { g } = ctx;
+  const { numHeads: heads, headDim } = info;
+  // [1, seq, heads·3·headDim] → [1, seq, heads, 3·headDim] → three [1, seq, heads, headDim].
+  const fused = g.reshape(await linearLayer(ctx, h, `${p}.attention.query_key_value`), [0, 0, heads, 3 * headDim]);
+  const [q, k, v] = g.split(fused, [headDim, headDim, headDim], 3).map((t) => g.transpose(t, [0, 2, 1, 3])) as [Value, Value, Value];
+  if (!rope) return { q, k, v };
+  return {
+    q: applyRotary(g, q, rope.cos, rope.sin, rope.spec),
+    k: applyRotary(g, k, rope.cos, rope.sin, rope.spec),
+    v,
+  };
+}
+
+async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, mask: Value, rope: Rope | null): Promise<Value> {
+  const { g, config } = ctx;
+  const eps = config.num('layer_norm_eps', 1e-5);
+  const { numHeads: heads, headDim } = info;
+  const { q, k, v } = await projectQkv(ctx, await layerNormLayer(ctx, x, `${p}.input_layernorm`, eps), p, info, rope);
+  const context = attention(ctx, {
+    stack: 'self', layer, q, k, v,
+    numHeads: heads, numKvHeads: heads, headDim,
+    scale: Math.pow(headDim, -0.5), scaleStyle: 'scores-mul',
+    bias: mask,
+  });
+  const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
+  const mlp = async (input: Value): Promise<Value> => {
+    const inner = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, input, `${p}.mlp.dense_h_to_4h`));
+    return linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`);
+  };
+  if (config.bool('use_parallel_residual', true)) {
+    const mlpOut = await mlp(await layerNormLayer(ctx, x, `${p}.post_attention_layernorm`, eps));
+    return g.add(g.add(mlpOut, attnOut), x);
+  }
+  const h = g.add(attnOut, x);
+  const mlpOut = await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps));
+  return g.add(mlpOut, h);
+}
+
+async function build(ctx: BuildContext): Promise<void> {
+  const { g, config } = ctx;
+  const info = describe(config);
+  const spec = ropeSpec(config, info.headDim);
+  const base = ctx.findPrefix(['gpt_neox.', ''], 'embed_in.weight');
+  const ids = g.input('input_ids', 'int64', [1, 'seq']);
+  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'seq']);
+  const rope: Rope | null = spec.rotaryDims > 0
+    ? {
+        spec,
+        cos: g.input('rope_cos', 'float32', [1, 1, 'seq', spec.rotaryDims]),
+        sin: g.input('rope_sin', 'float32', [1, 1, 'seq', spec.rotaryDims]),
+      }
+    : null;
+  let x = g.gather(await ctx.weight(`${base}embed_in.weight`), ids);
+  for (let l = 0; l < info.numLayers; l++) {
+    x = await block(ctx, x, `${base}layers.${l}`, l, info, mask, rope);
+  }
+  x = await layerNormLayer(ctx, x, `${base}final_layer_norm`, config.num('layer_norm_eps', 1e-5));
+  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+}
+
+function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
+  const n = inputs.inputIds.length;
+  const positions = Array.from({ length: n }, (_, i) => i);
+  const spec = ropeSpec(config, describe(config).headDim);
+  const { cos, sin } = ropeTables(spec, positions);
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    position_ids: int64Tensor(positions),
+    attention_bias: causalMask(n),
+    rope_cos: float32Tensor(cos, [1, 1, n, spec.rotaryDims]),
+    rope_sin: float32Tensor(sin, [1, 1, n, spec.rotaryDims]),
+  };
+}
+
+export const gptNeoxFamily: Architecture = { modelTypes: ['gpt_neox'], describe, build, feeds };

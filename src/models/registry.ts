@@ -1,0 +1,25 @@
+/** Every supported architecture family, keyed by config.json `model_type`. */
+import { AttnscopeError } from '../core/errors.js';
+import type { Architecture } from './architecture.js';
+import { albertFamily } from './albert.js';
+import { bertFamily } from './bert.js';
+import { distilbertFamily } from './distilbert.js';
+import { gpt2Family } from './gpt2.js';
+import { gptNeoxFamily } from './gpt-neox.js';
+
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily];
+
+const BY_TYPE = new Map<string, Architecture>();
+for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
+
+export function supportedModelTypes(): string[] {
+  return [...BY_TYPE.keys()].sort();
+}
+
+export function architectureFor(modelType: string): Architecture {
+  const arch = BY_TYPE.get(modelType);
+  if (!arch) {
+    throw new AttnscopeError(`unsupported model_type '${modelType}' (supported: ${supportedModelTypes().join(', ')})`);
+  }
+  return arch;
+}

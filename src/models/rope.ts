@@ -1,0 +1,97 @@
+/**
+ * Rotary position embedding (the "rotate_half" layout of Llama, GPT-NeoX, Qwen2, Gemma, ...).
+ * The cos/sin tables are computed here in float32 exactly as transformers does and fed to the
+ * graph; the graph applies the rotation to the first `rotaryDims` dims of each head.
+ */
+import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { ModelConfig } from './config.js';
+
+export interface RopeSpec {
+  base: number;
+  /** Number of leading dims of each head that are rotated (even). */
+  rotaryDims: number;
+  headDim: number;
+  /** rope_scaling of the config, when present (linear, dynamic, llama3 ...). */
+  scaling?: Readonly<Record<string, unknown>>;
+  /** Multiplier applied to cos and sin (1 unless the scaling type defines one). */
+  attentionFactor?: number;
+}
+
+const f = Math.fround;
+
+/** transformers' inv_freq: 1 / base^(2i/dim), in float32, with rope_scaling applied. */
+export function inverseFrequencies(spec: RopeSpec): Float32Array {
+  const half = spec.rotaryDims / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) inv[i] = f(1 / f(Math.pow(spec.base, f(f(2 * i) / spec.rotaryDims))));
+  const scaling = spec.scaling;
+  const type = scaling ? String(scaling.rope_type ?? scaling.type ?? 'default') : 'default';
+  if (type === 'linear') {
+    const factor = Number(scaling!.factor);
+    for (let i = 0; i < half; i++) inv[i] = f(inv[i]! / factor);
+  } else if (type === 'llama3') {
+    const factor = Number(scaling!.factor);
+    const lowFactor = Number(scaling!.low_freq_factor);
+    const highFactor = Number(scaling!.high_freq_factor);
+    const oldContext = Number(scaling!.original_max_position_embeddings);
+    const lowWavelen = oldContext / lowFactor;
+    const highWavelen = oldContext / highFactor;
+    for (let i = 0; i < half; i++) {
+      const freq = inv[i]!;
+      const wavelen = (2 * Math.PI) / freq;
+      if (wavelen > lowWavelen) inv[i] = f(freq / factor);
+      else if (wavelen >= highWavelen) {
+        const smooth = (oldContext / wavelen - lowFactor) / (highFactor - lowFactor);
+        inv[i] = f((1 - smooth) * (freq / factor) + smooth * freq);
+      }
+    }
+  }
+  return inv;
+}
+
+/** cos and sin tables [positions, rotaryDims] (the half-table repeated twice, as `cat(freqs, freqs)`). */
+export function ropeTables(spec: RopeSpec, positions: readonly number[]): { cos: Float32Array; sin: Float32Array } {
+  const inv = inverseFrequencies(spec);
+  const half = inv.length;
+  const d = spec.rotaryDims;
+  const factor = spec.attentionFactor ?? 1;
+  const cos = new Float32Array(positions.length * d);
+  const sin = new Float32Array(positions.length * d);
+  positions.forEach((p, row) => {
+    for (let i = 0; i < half; i++) {
+      const angle = f(f(p) * inv[i]!);
+      const c = f(f(Math.cos(angle)) * factor);
+      const s = f(f(Math.sin(angle)) * factor);
+      cos[row * d + i] = c;
+      cos[row * d + half + i] = c;
+      sin[row * d + i] = s;
+      sin[row * d + half + i] = s;
+    }
+  });
+  return { cos, sin };
+}
+
+/** Reads the rotary settings shared by the Llama family from a config. */
+export function ropeFromConfig(config: ModelConfig, headDim: number, rotaryDims = headDim): RopeSpec {
+  const scaling = config.object('rope_scaling') ?? undefined;
+  const params = config.object('rope_parameters');
+  const base = config.num('rope_theta', params && typeof params.rope_theta === 'number' ? params.rope_theta : 10000);
+  return { base, rotaryDims, headDim, scaling };
+}
+
+/**
+ * Applies the rotation to x [1, heads, seq, headDim] with cos/sin [1, 1, seq, rotaryDims]:
+ * x·cos + rotate_half(x)·sin on the first rotaryDims dims; the rest pass through.
+ */
+export function applyRotary(g: GraphBuilder, x: Value, cos: Value, sin: Value, spec: RopeSpec): Value {
+  const d = spec.rotaryDims;
+  const half = d / 2;
+  const partial = d < spec.headDim;
+  const rot = partial ? g.slice(x, [0], [d], [3]) : x;
+  const [x1, x2] = g.split(rot, [half, half], 3) as [Value, Value];
+  const rotated = g.concat([g.neg(x2), x1], 3);
+  const out = g.add(g.mul(rot, cos), g.mul(rotated, sin));
+  if (!partial) return out;
+  const pass = g.slice(x, [d], [spec.headDim], [3]);
+  return g.concat([out, pass], 3);
+}

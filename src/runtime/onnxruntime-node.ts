@@ -1,0 +1,59 @@
+/** Runs graphs with onnxruntime-node (native, multi-threaded CPU). */
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import type { GraphSession, Runtime, RuntimeTensor, SessionOptions, TensorData } from './runtime.js';
+
+function toOrt(t: RuntimeTensor): ort.Tensor {
+  return new ort.Tensor(t.type, t.data as ort.Tensor.DataType, t.dims);
+}
+
+function fromOrt(t: ort.Tensor): RuntimeTensor {
+  const type = t.type as RuntimeTensor['type'];
+  let data = t.data as unknown as TensorData;
+  // Newer runtimes may hand out float16 as Float16Array; keep the raw bits either way.
+  if (type === 'float16' && !(data instanceof Uint16Array)) {
+    const view = data as unknown as ArrayBufferView;
+    data = new Uint16Array(view.buffer, view.byteOffset, view.byteLength / 2);
+  }
+  return { type, dims: t.dims, data };
+}
+
+class NodeSession implements GraphSession {
+  constructor(private readonly session: ort.InferenceSession) {}
+
+  get inputNames(): readonly string[] {
+    return this.session.inputNames;
+  }
+
+  get outputNames(): readonly string[] {
+    return this.session.outputNames;
+  }
+
+  async run(feeds: Readonly<Record<string, RuntimeTensor>>, fetches?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
+    const ortFeeds: Record<string, ort.Tensor> = {};
+    for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
+    const results = await this.session.run(ortFeeds, fetches ? [...fetches] : [...this.session.outputNames]);
+    const out: Record<string, RuntimeTensor> = {};
+    for (const [k, v] of Object.entries(results)) out[k] = fromOrt(v);
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+export const nodeRuntime: Runtime = {
+  name: 'onnxruntime-node',
+  async createSession(model: Uint8Array, options?: SessionOptions): Promise<GraphSession> {
+    const threads = options?.threads ?? Math.max(1, os.availableParallelism());
+    const session = await ort.InferenceSession.create(model, {
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      logSeverityLevel: 3,
+    });
+    return new NodeSession(session);
+  },
+};

@@ -1,0 +1,39 @@
+/**
+ * The small interface the engine runs graphs through. `onnxruntime-node` implements it in
+ * Node; an `onnxruntime-web` implementation can run the very same graphs in a browser.
+ */
+
+export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+
+export interface RuntimeTensor {
+  /** float16 data is carried as raw Uint16 bits. */
+  readonly type: 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';
+  readonly dims: readonly number[];
+  readonly data: TensorData;
+}
+
+export interface SessionOptions {
+  /** Threads for one operator (default: all cores). */
+  threads?: number;
+}
+
+export interface GraphSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  /** Runs the graph and returns the requested outputs (all when `fetches` is omitted). */
+  run(feeds: Readonly<Record<string, RuntimeTensor>>, fetches?: readonly string[]): Promise<Record<string, RuntimeTensor>>;
+  release(): Promise<void>;
+}
+
+export interface Runtime {
+  readonly name: string;
+  createSession(model: Uint8Array, options?: SessionOptions): Promise<GraphSession>;
+}
+
+export function int64Tensor(values: readonly number[], dims: readonly number[] = [1, values.length]): RuntimeTensor {
+  return { type: 'int64', dims, data: BigInt64Array.from(values, (v) => BigInt(v)) };
+}
+
+export function float32Tensor(data: Float32Array, dims: readonly number[]): RuntimeTensor {
+  return { type: 'float32', dims, data };
+}

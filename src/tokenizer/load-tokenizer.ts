@@ -1,0 +1,279 @@
+/**
+ * The tokenizer layer: a Hugging Face tokenizer.json run by the official `tokenizers` binding
+ * (Rust), wrapped to produce attnscope Tokens exactly as transformers' fast tokenizers encode.
+ */
+import { readFile } from 'node:fs/promises';
+import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
+import { AttnscopeError } from '../core/errors.js';
+import type { Token } from '../core/trace.js';
+import { codePointToUtf16 } from './offsets.js';
+import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
+import {
+  SPECIAL_TOKEN_ROLES,
+  cleanUpTokenization,
+  parseJsonObject,
+  readTokenizerSettings,
+  type SpecialToken,
+  type SpecialTokenRole,
+} from './special-tokens.js';
+
+/** Paths of a checkpoint's tokenizer files. */
+export interface TokenizerFiles {
+  tokenizerJson: string;
+  tokenizerConfig?: string;
+  specialTokensMap?: string;
+}
+
+/** The same files' contents (for sources that are not on the local disk). */
+export interface TokenizerSources {
+  tokenizerJson: string;
+  tokenizerConfig?: string;
+  specialTokensMap?: string;
+}
+
+export interface AttnTokenizer {
+  readonly bos?: SpecialToken;
+  readonly eos?: SpecialToken;
+  readonly unk?: SpecialToken;
+  readonly sep?: SpecialToken;
+  readonly pad?: SpecialToken;
+  readonly cls?: SpecialToken;
+  readonly mask?: SpecialToken;
+  /** model_max_length from tokenizer_config.json, when it sets a real limit. */
+  readonly modelMaxLength?: number;
+  /** Vocabulary size including added tokens. */
+  readonly vocabSize: number;
+  /** Ids HF counts as special (named special tokens, additional ones, added tokens flagged special). */
+  readonly specialIds: ReadonlySet<number>;
+  /** add_bos/add_eos applied over tokenizer.json's post-processor, if tokenizer_config.json asked for it. */
+  readonly template?: Readonly<TemplateFlags>;
+  /**
+   * Encodes `text` (and `pair`, unless it is empty or missing) with the special tokens the
+   * tokenizer adds. Offsets are UTF-16 indices into `text`, or into `pair` for segment-1 tokens.
+   */
+  encode(text: string, pair?: string): Promise<Token[]>;
+  /** Tokens for ids given directly: offsets 0,0 and word null. */
+  tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[];
+  /** Text of `ids`, as transformers' `decode` gives it. */
+  decode(ids: readonly number[], skipSpecial?: boolean): string;
+  idToToken(id: number): string | null;
+  tokenToId(text: string): number | null;
+}
+
+/** Loads a tokenizer from its files (tokenizer.json, and optionally tokenizer_config.json and special_tokens_map.json). */
+export async function loadTokenizer(files: TokenizerFiles): Promise<AttnTokenizer> {
+  const read = async (path: string, what: string): Promise<string> => {
+    try {
+      return await readFile(path, 'utf8');
+    } catch (err) {
+      throw new AttnscopeError(`cannot read ${what} at ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const sources: TokenizerSources = { tokenizerJson: await read(files.tokenizerJson, 'tokenizer.json') };
+  if (files.tokenizerConfig !== undefined) {
+    sources.tokenizerConfig = await read(files.tokenizerConfig, 'tokenizer_config.json');
+  }
+  if (files.specialTokensMap !== undefined) {
+    sources.specialTokensMap = await read(files.specialTokensMap, 'special_tokens_map.json');
+  }
+  return createTokenizer(sources);
+}
+
+/** Builds a tokenizer from the files' contents. */
+export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
+  const json = parseJsonObject(sources.tokenizerJson, 'tokenizer.json');
+  const config =
+    sources.tokenizerConfig !== undefined ? parseJsonObject(sources.tokenizerConfig, 'tokenizer_config.json') : undefined;
+  const map =
+    sources.specialTokensMap !== undefined
+      ? parseJsonObject(sources.specialTokensMap, 'special_tokens_map.json')
+      : undefined;
+  const settings = readTokenizerSettings(config, map);
+  const prepared = prepareTokenizerJson(sources.tokenizerJson, json, settings);
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = Tokenizer.fromString(prepared.text);
+  } catch (err) {
+    throw new AttnscopeError(`cannot load tokenizer.json: ${(err as Error).message}`, { cause: err });
+  }
+
+  // Added tokens flagged special: what the Rust decoder skips with skip_special_tokens.
+  const addedSpecialIds = new Set<number>();
+  if (Array.isArray(json['added_tokens'])) {
+    for (const t of json['added_tokens'] as Record<string, unknown>[]) {
+      if (t['special'] === true && typeof t['id'] === 'number') addedSpecialIds.add(t['id']);
+    }
+  }
+  const named: Partial<Record<SpecialTokenRole, SpecialToken>> = {};
+  for (const role of SPECIAL_TOKEN_ROLES) {
+    const text = settings.roles[role];
+    if (text !== undefined) named[role] = { text, id: tokenizer.tokenToId(text) };
+  }
+  const specialIds = new Set<number>(addedSpecialIds);
+  for (const tok of Object.values(named)) if (tok.id !== null) specialIds.add(tok.id);
+  for (const text of [...settings.additional, ...settings.decoderSpecials]) {
+    const id = tokenizer.tokenToId(text);
+    if (id !== null) specialIds.add(id);
+  }
+
+  return new HfTokenizer(tokenizer, {
+    named,
+    specialIds,
+    addedSpecialIds,
+    // transformers 5 skips the clean-up for BPE models (it would strip real spaces before punctuation).
+    cleanUp: settings.cleanUpTokenizationSpaces && modelType(json) !== 'BPE',
+    ...(settings.modelMaxLength !== undefined ? { modelMaxLength: settings.modelMaxLength } : {}),
+    ...(prepared.template ? { template: prepared.template } : {}),
+  });
+}
+
+function modelType(json: Record<string, unknown>): unknown {
+  const model = json['model'];
+  return model !== null && typeof model === 'object' ? (model as Record<string, unknown>)['type'] : undefined;
+}
+
+interface HfTokenizerInit {
+  named: Partial<Record<SpecialTokenRole, SpecialToken>>;
+  specialIds: Set<number>;
+  addedSpecialIds: Set<number>;
+  cleanUp: boolean;
+  modelMaxLength?: number;
+  template?: TemplateFlags;
+}
+
+class HfTokenizer implements AttnTokenizer {
+  readonly bos?: SpecialToken;
+  readonly eos?: SpecialToken;
+  readonly unk?: SpecialToken;
+  readonly sep?: SpecialToken;
+  readonly pad?: SpecialToken;
+  readonly cls?: SpecialToken;
+  readonly mask?: SpecialToken;
+  readonly modelMaxLength?: number;
+  readonly vocabSize: number;
+  readonly specialIds: ReadonlySet<number>;
+  readonly template?: Readonly<TemplateFlags>;
+  readonly #tk: Tokenizer;
+  readonly #decoder: Decoder | null;
+  readonly #addedSpecialIds: ReadonlySet<number>;
+  readonly #cleanUp: boolean;
+
+  constructor(tk: Tokenizer, init: HfTokenizerInit) {
+    this.#tk = tk;
+    this.#decoder = tk.getDecoder();
+    Object.assign(this, init.named);
+    if (init.modelMaxLength !== undefined) this.modelMaxLength = init.modelMaxLength;
+    if (init.template) this.template = init.template;
+    this.vocabSize = tk.getVocabSize(true);
+    this.specialIds = init.specialIds;
+    this.#addedSpecialIds = init.addedSpecialIds;
+    this.#cleanUp = init.cleanUp;
+  }
+
+  async encode(text: string, pair?: string): Promise<Token[]> {
+    if (typeof text !== 'string') throw new AttnscopeError('the text to encode must be a string');
+    // transformers drops a falsy text_pair: an empty pair means a single sequence.
+    const hasPair = typeof pair === 'string' && pair.length > 0;
+    let enc: Encoding;
+    try {
+      enc = hasPair ? await this.#tk.encode(text, pair) : await this.#tk.encode(text);
+    } catch (err) {
+      throw new AttnscopeError(`cannot tokenize the text: ${(err as Error).message}`, { cause: err });
+    }
+    return tokensOfEncoding(enc, text, hasPair ? pair : undefined, (id) => this.#tk.idToToken(id));
+  }
+
+  tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
+    if (typeIds !== undefined && typeIds.length !== ids.length) {
+      throw new AttnscopeError(`got ${typeIds.length} token type ids for ${ids.length} token ids`);
+    }
+    return ids.map((id, i) => {
+      if (!Number.isInteger(id) || id < 0) throw new AttnscopeError(`token id ${id} is not a non-negative integer`);
+      const text = this.#tk.idToToken(id);
+      if (text === null) {
+        throw new AttnscopeError(`token id ${id} is not in the vocabulary (size ${this.vocabSize})`);
+      }
+      const segment = typeIds?.[i] ?? 0;
+      if (!Number.isInteger(segment) || segment < 0) {
+        throw new AttnscopeError(`token type id ${segment} is not a non-negative integer`);
+      }
+      return { id, text, start: 0, end: 0, special: this.specialIds.has(id), segment, word: null };
+    });
+  }
+
+  decode(ids: readonly number[], skipSpecial = false): string {
+    // What tokenizers' Tokenizer::decode does (unknown ids are dropped), synchronously.
+    const tokens: string[] = [];
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0) continue;
+      if (skipSpecial && this.#addedSpecialIds.has(id)) continue;
+      const token = this.#tk.idToToken(id);
+      if (token !== null) tokens.push(token);
+    }
+    const text = this.#decoder ? this.#decoder.decode(tokens) : tokens.join(' ');
+    return this.#cleanUp ? cleanUpTokenization(text) : text;
+  }
+
+  idToToken(id: number): string | null {
+    if (!Number.isInteger(id) || id < 0) return null;
+    return this.#tk.idToToken(id);
+  }
+
+  tokenToId(text: string): number | null {
+    return this.#tk.tokenToId(text);
+  }
+}
+
+/**
+ * Converts an Encoding of `text` (and `pair`) into Tokens with UTF-16 offsets. Token texts are the
+ * vocabulary's names of the ids (`convert_ids_to_tokens`): a Unigram model reports an unknown
+ * piece by its surface text (`東京`), transformers by the unk token (`<unk>`).
+ */
+function tokensOfEncoding(
+  enc: Encoding,
+  text: string,
+  pair: string | undefined,
+  idToToken: (id: number) => string | null,
+): Token[] {
+  const ids = enc.getIds();
+  const tokens = enc.getTokens();
+  const offsets = enc.getOffsets();
+  const words = enc.getWordIds();
+  const seqIds = enc.getSequenceIds();
+  const typeIds = enc.getTypeIds();
+  const specialMask = enc.getSpecialTokensMask();
+  const toUtf16 = [codePointToUtf16(text), codePointToUtf16(pair ?? '')] as const;
+  // Template specials take their type id as segment when the template marks the pair with
+  // type ids (BERT, RoBERTa, Llama); otherwise (T5: all zeros) the segment of the text they follow.
+  const typedPair = pair !== undefined && typeIds.some((t) => t > 0);
+  let lastSeq = 0;
+  const out: Token[] = new Array<Token>(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const seq = seqIds[i];
+    const special = specialMask[i] === 1;
+    let segment: number;
+    let start = 0;
+    let end = 0;
+    if (seq === null || seq === undefined) {
+      segment = typedPair ? Math.min(typeIds[i]!, 1) : lastSeq;
+    } else {
+      segment = seq;
+      lastSeq = seq;
+      const map = toUtf16[seq === 1 ? 1 : 0];
+      const [s, e] = offsets[i]!;
+      start = map(s!);
+      end = map(e!);
+    }
+    const word = words[i];
+    out[i] = {
+      id: ids[i]!,
+      text: idToToken(ids[i]!) ?? tokens[i]!,
+      start,
+      end,
+      special,
+      segment,
+      word: special || word === null || word === undefined ? null : word,
+    };
+  }
+  return out;
+}

@@ -1,0 +1,73 @@
+/**
+ * Reading the fixtures' reference.json (outputs computed by Hugging Face transformers) and
+ * comparing our tensors with them.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { LayerStack } from '../../src/core/trace.js';
+
+export const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
+
+export type Nested = number | Nested[];
+
+export interface ReferenceInput {
+  id: string;
+  text: string;
+  text_pair?: string;
+  input_ids: number[];
+  tokens: string[];
+  token_type_ids?: number[];
+  attentions?: Nested;
+  queries?: Nested;
+  keys?: Nested;
+  last_hidden_state?: Nested;
+  logits?: Nested;
+  [key: string]: unknown;
+}
+
+export interface Reference {
+  name: string;
+  model_type: string;
+  inputs: ReferenceInput[];
+  attention: { num_layers: number | Record<string, number>; num_heads: number; num_kv_heads: number; head_dim: number };
+  [key: string]: unknown;
+}
+
+export function readReference(fixture: string): Reference {
+  return JSON.parse(readFileSync(join(FIXTURES, fixture, 'reference.json'), 'utf8')) as Reference;
+}
+
+/** Flattens a nested array of numbers into a Float64Array (row-major). */
+export function flat(x: Nested): Float64Array {
+  const out: number[] = [];
+  const walk = (v: Nested): void => {
+    if (typeof v === 'number') out.push(v);
+    else for (const c of v) walk(c);
+  };
+  walk(x);
+  return Float64Array.from(out);
+}
+
+/** Max |a - b| over two equally long arrays; Infinity when lengths differ. */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Number.POSITIVE_INFINITY;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= m)) m = Number.isNaN(d) ? Number.POSITIVE_INFINITY : d;
+  }
+  return m;
+}
+
+/** Concatenates a LayerStack's layers ([layers][d0][rows][cols]) into one array. */
+export function stackValues(stack: LayerStack | undefined): Float32Array {
+  if (!stack) return new Float32Array(0);
+  const n = stack.layers.reduce((s, l) => s + l.length, 0);
+  const out = new Float32Array(n);
+  let o = 0;
+  for (const l of stack.layers) {
+    out.set(l, o);
+    o += l.length;
+  }
+  return out;
+}
