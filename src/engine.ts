@@ -48,6 +48,10 @@ export interface TraceOptions {
   precision?: TapPrecision;
   /** Cut inputs longer than the model's maximum positions instead of failing. */
   truncate?: boolean;
+  /** Encoder-decoder models: the decoder's target text (tokenized, then shifted right behind the start token). */
+  decoderText?: string;
+  /** Encoder-decoder models: decoder input ids, used as given. */
+  decoderIds?: readonly number[];
 }
 
 /** What a loaded model tells about itself. */
@@ -139,8 +143,15 @@ export class Model {
   /** Runs the model on a text (or on token ids) and returns its Trace. */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
     let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair);
-    tokens = this.fitLength(tokens, options.truncate ?? false);
+    tokens = this.fitLength(tokens, options.truncate ?? false, 'text');
     const inputs: ModelInputs = { inputIds: tokens.map((t) => t.id), typeIds: tokens.map((t) => t.segment) };
+    let decoderTokens: Token[] | undefined;
+    if (this.info.kind === 'encoder-decoder') {
+      decoderTokens = this.fitLength(await this.decoderTokens(options), options.truncate ?? false, 'decoder input');
+      inputs.decoderInputIds = decoderTokens.map((t) => t.id);
+    } else if (options.decoderIds || options.decoderText !== undefined) {
+      throw new AttnscopeError(`${this.name} is not an encoder-decoder model: --decoder-text/--decoder-ids do not apply`);
+    }
     const taps: TapRequest = {
       attention: options.attention ?? true,
       qk: options.qk ?? false,
@@ -148,6 +159,14 @@ export class Model {
       logits: false,
       precision: options.precision ?? 'float32',
     };
+    const out = await this.run(taps, inputs);
+    const trace = this.assemble(tokens, out);
+    if (decoderTokens) trace.decoderTokens = decoderTokens;
+    return trace;
+  }
+
+  /** Runs the graph for a set of taps on prepared inputs; returns its outputs by name. */
+  async run(taps: TapRequest, inputs: ModelInputs): Promise<Record<string, RuntimeTensor>> {
     const session = await this.session(taps);
     const allFeeds = this.architecture.feeds(this.config, inputs);
     const feeds: Record<string, RuntimeTensor> = {};
@@ -156,15 +175,35 @@ export class Model {
       if (!f) throw new Error(`architecture gave no feed for graph input ${name}`);
       feeds[name] = f;
     }
-    const out = await session.run(feeds);
-    return this.assemble(tokens, out);
+    return session.run(feeds);
   }
 
-  private fitLength(tokens: Token[], truncate: boolean): Token[] {
+  /** The id the decoder starts from (config decoder_start_token_id). */
+  get decoderStartId(): number {
+    const id = this.config.raw.decoder_start_token_id;
+    if (typeof id !== 'number') throw new AttnscopeError(`${this.name}: config.json has no decoder_start_token_id, so the decoder cannot start`);
+    return id;
+  }
+
+  /** Decoder input tokens: given ids, or the decoder text tokenized and shifted right behind the start token. */
+  private async decoderTokens(options: TraceOptions): Promise<Token[]> {
+    if (options.decoderIds) {
+      if (options.decoderIds.length === 0) throw new AttnscopeError('--decoder-ids is empty');
+      return this.tokensFromIds(options.decoderIds);
+    }
+    if (options.decoderText === undefined) {
+      throw new AttnscopeError(`${this.name} is an encoder-decoder model: give the decoder input with --decoder-text or --decoder-ids`);
+    }
+    if (options.decoderText.trim() === '') throw new AttnscopeError('empty decoder text');
+    const labels = await this.requireTokenizer().encode(options.decoderText);
+    return this.tokensFromIds([this.decoderStartId, ...labels.slice(0, -1).map((t) => t.id)]);
+  }
+
+  private fitLength(tokens: Token[], truncate: boolean, what: string): Token[] {
     const max = this.info.maxPositions;
     if (tokens.length <= max) return tokens;
     if (!truncate) {
-      throw new AttnscopeError(`text too long: ${tokens.length} tokens, but ${this.name} accepts at most ${max} (use --truncate to cut it)`);
+      throw new AttnscopeError(`${what} too long: ${tokens.length} tokens, but ${this.name} accepts at most ${max} (use --truncate to cut it)`);
     }
     const last = tokens[tokens.length - 1]!;
     const kept = tokens.slice(0, max);
@@ -198,6 +237,8 @@ export class Model {
     }
     const hidden = out.last_hidden_state;
     if (hidden) trace.lastHiddenState = { dims: [hidden.dims[1]!, hidden.dims[2]!], data: toFloat32(hidden) };
+    const encoderHidden = out.encoder_last_hidden_state;
+    if (encoderHidden) trace.encoderLastHiddenState = { dims: [encoderHidden.dims[1]!, encoderHidden.dims[2]!], data: toFloat32(encoderHidden) };
     return trace;
   }
 

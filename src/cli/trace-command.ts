@@ -6,13 +6,14 @@ import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
 import { MODEL_OPTIONS, parseIdList, parseThreads } from './args.js';
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
-                [--qk] [--hidden] [--truncate] [--out trace.json|trace.safetensors]
+                [--decoder-text "..." | --decoder-ids 0,5,6] [--qk] [--hidden] [--truncate] [--out trace.json|trace.safetensors]
                 [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
                the embedded stories260k model when omitted
   --text       the text to trace;  --pair  a second sentence (sentence B)
   --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
+  --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input
   --qk         include per-head queries and keys
   --hidden     include the last hidden state (JSON only)
   --truncate   cut inputs longer than the model's maximum positions
@@ -56,6 +57,8 @@ export async function traceCommand(argv: string[]): Promise<void> {
       qk: values.qk ?? false,
       hidden: values.hidden ?? false,
       truncate: values.truncate ?? false,
+      decoderText: values['decoder-text'],
+      decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
     });
     if (values.out) {
       await writeTraceFile(values.out, trace);

@@ -40,6 +40,11 @@ export interface LayerStack {
   readonly layers: readonly Float32Array[];
 }
 
+export interface HiddenState {
+  readonly dims: readonly [number, number];
+  readonly data: Float32Array;
+}
+
 export type StackMap = Partial<Record<StackName, LayerStack>>;
 
 export interface Trace {
@@ -53,7 +58,9 @@ export interface Trace {
   /** Per-key-head key vectors as they enter q·k. */
   keys?: StackMap;
   /** Final hidden state [positions][hidden] of the (decoder) stack, when requested. */
-  lastHiddenState?: { dims: readonly [number, number]; data: Float32Array };
+  lastHiddenState?: HiddenState;
+  /** Encoder-decoder models: the encoder's final hidden state, when requested. */
+  encoderLastHiddenState?: HiddenState;
 }
 
 /** Attention weight of `layer`, `head`, query `q`, key `k` in a stack. */

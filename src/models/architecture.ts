@@ -10,6 +10,7 @@
  *   `queries.<stack>.<layer>`    [1, heads, positions, headDim]
  *   `keys.<stack>.<layer>`       [1, kvHeads, positions, headDim]
  *   `last_hidden_state`          [1, positions, hidden]   (of the decoder for encoder-decoders)
+ *   `encoder_last_hidden_state`  [1, positions, hidden]   (encoder-decoders, with lastHiddenState)
  *   `logits`                     [1, positions, vocab]    (prediction head, when present)
  */
 import type { StackName } from '../core/trace.js';
@@ -38,7 +39,7 @@ export interface ArchitectureInfo {
   numHeads: number;
   numKeyValueHeads: number;
   headDim: number;
-  /** Longest input the model accepts (max_position_embeddings); Infinity when unbounded. */
+  /** Longest input (and decoder input) the model accepts (max_position_embeddings); Infinity when unbounded. */
   maxPositions: number;
   /** Stacks the model produces attention for, with their layer counts. */
   stacks: Partial<Record<StackName, number>>;

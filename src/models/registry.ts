@@ -6,8 +6,9 @@ import { bertFamily } from './bert.js';
 import { distilbertFamily } from './distilbert.js';
 import { gpt2Family } from './gpt2.js';
 import { gptNeoxFamily } from './gpt-neox.js';
+import { llamaFamily } from './llama.js';
 
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
