@@ -39,6 +39,7 @@ beforeAll(async () => {
       'test-org/slow-bert': { files, hang: ['model.safetensors'] },
       'test-org/big-bert': { files: big },
       'single-name-bert': { files },
+      'test-org/moon-bert': { files, resolveCache: true },
     },
     { 'old-org/tiny-bert': ID },
   );
@@ -52,8 +53,12 @@ beforeEach(async () => {
 afterEach(async () => fs.rm(cacheDir, { recursive: true, force: true }));
 
 function options(extra: ModelSourceOptions = {}): ModelSourceOptions {
-  return { cacheDir, endpoint: hub.url, env: {}, progress: false, ...extra };
+  return { cacheDir, endpoint: hub.url, env: { HF_HOME: cacheDir }, progress: false, ...extra };
 }
+
+/** sha256 of a file on disk, and of a fixture file, to compare contents cheaply. */
+const digestOf = async (file: string | undefined) => sha256(await fs.readFile(file!));
+const fixtureDigest = (name: string) => sha256(files.get(name)!);
 
 const repoDir = (id = ID) => path.join(cacheDir, `models--${id.replaceAll('/', '--')}`);
 
@@ -79,13 +84,13 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
     expect(config).toBe(path.join(root, 'snapshots', COMMIT, 'config.json'));
     const configSha = gitBlobSha1(files.get('config.json')!);
     expect(await fs.readlink(config!)).toBe(path.join('..', '..', 'blobs', configSha));
-    expect(await fs.readFile(path.join(root, 'blobs', configSha))).toEqual(files.get('config.json'));
+    expect(await digestOf(path.join(root, 'blobs', configSha))).toBe(fixtureDigest('config.json'));
 
     // An LFS file: the 302's X-Linked-Etag (sha256) names the blob, not the CDN's ETag.
     const weights = await model.path('model.safetensors');
     const weightsSha = sha256(files.get('model.safetensors')!);
     expect(await fs.readlink(weights!)).toBe(path.join('..', '..', 'blobs', weightsSha));
-    expect(await fs.readFile(weights!)).toEqual(files.get('model.safetensors'));
+    expect(await digestOf(weights)).toBe(fixtureDigest('model.safetensors'));
 
     // A file in a subfolder links one level further up.
     const pooling = await model.path('1_Pooling/config.json');
@@ -119,7 +124,7 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
 
     const second = await resolveModelSource(ID, options());
     expect(await second.path('config.json')).toBe(path.join(second.dir, 'config.json'));
-    expect(await fs.readFile((await second.path('model.safetensors'))!)).toEqual(files.get('model.safetensors'));
+    expect(await digestOf(await second.path('model.safetensors'))).toBe(fixtureDigest('model.safetensors'));
     expect(await second.path('tokenizer.json')).toBeDefined();
     expect(hub.requests.length).toBe(before);
 
@@ -156,7 +161,9 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
   });
 
   it('reports an unknown revision', async () => {
-    await expect(resolveModelSource(`${ID}@v9`, options())).rejects.toThrow(`${ID}: revision "v9" not found on the Hub`);
+    await expect(resolveModelSource(`${ID}@v9`, options())).rejects.toThrow(
+      `${ID}: revision "v9" not found on the Hub`,
+    );
   });
 
   it('reports an unknown repository', async () => {
@@ -167,13 +174,27 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
 
   it('works with a single-name id', async () => {
     const model = await resolveModelSource('single-name-bert', options());
-    expect(model.dir).toBe(path.join(cacheDir, 'models--single-name-bert', 'snapshots', fakeCommit('single-name-bert')));
+    const commit = fakeCommit('single-name-bert');
+    expect(model.dir).toBe(path.join(cacheDir, 'models--single-name-bert', 'snapshots', commit));
   });
 
   it('follows the relative redirect of a renamed repository, caching under the requested id', async () => {
     const model = await resolveModelSource('old-org/tiny-bert', options());
     expect(model.dir).toBe(path.join(repoDir('old-org/tiny-bert'), 'snapshots', COMMIT));
-    expect(await fs.readFile((await model.path('model.safetensors'))!)).toEqual(files.get('model.safetensors'));
+    expect(await digestOf(await model.path('model.safetensors'))).toBe(fixtureDigest('model.safetensors'));
+  });
+
+  it("reads metadata past the Hub's relative 307 to /api/resolve-cache", async () => {
+    const model = await resolveModelSource('test-org/moon-bert', options());
+    const commit = fakeCommit('test-org/moon-bert');
+    const config = await model.path('config.json');
+    const etag = gitBlobSha1(files.get('config.json')!);
+    expect(await fs.readlink(config!)).toBe(path.join('..', '..', 'blobs', etag));
+    expect(await fs.readFile(path.join(repoDir('test-org/moon-bert'), 'refs', 'main'), 'utf8')).toBe(commit);
+    expect(hub.requests.map((r) => r.path)).toEqual([
+      '/test-org/moon-bert/resolve/main/config.json',
+      `/api/resolve-cache/models/test-org/moon-bert/${commit}/config.json`,
+    ]);
   });
 
   it('sends the token, and asks for it on gated models', async () => {
@@ -186,7 +207,7 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
 
     hub.requests.length = 0;
     const model = await resolveModelSource('test-org/gated-bert', options({ env: { HF_TOKEN: TOKEN } }));
-    expect(await fs.readFile((await model.path('model.safetensors'))!)).toEqual(files.get('model.safetensors'));
+    expect(await digestOf(await model.path('model.safetensors'))).toBe(fixtureDigest('model.safetensors'));
     const hubRequests = hub.requests.filter((r) => !r.path.startsWith('/cdn/'));
     expect(hubRequests.length).toBe(2);
     for (const r of hubRequests) expect(r.authorization).toBe(`Bearer ${TOKEN}`);
@@ -199,7 +220,9 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
 
     const lfs = await model.path('model.safetensors').catch((e: unknown) => e);
     expect(lfs).toBeInstanceOf(AttnscopeError);
-    expect((lfs as Error).message).toMatch(/^test-org\/broken-bert\/model\.safetensors: download from http:\/\/127\.0\.0\.1:\d+ failed/);
+    expect((lfs as Error).message).toBe(
+      `test-org/broken-bert/model.safetensors: download from ${hub.url} failed (connection lost); nothing was saved`,
+    );
     await expect(model.path('tokenizer.json')).rejects.toThrow(/tokenizer\.json: download .* failed/);
 
     expect(await listFiles(root)).toEqual(before);
@@ -211,12 +234,16 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
   it('rejects an LFS file whose bytes do not match its sha256', async () => {
     const model = await resolveModelSource('test-org/corrupt-bert', options());
     await expect(model.path('model.safetensors')).rejects.toThrow(/does not match its sha256/);
-    expect((await listFiles(repoDir('test-org/corrupt-bert'))).filter((f) => f.includes('safetensors') || f.includes('incomplete'))).toEqual([]);
+    const left = await listFiles(repoDir('test-org/corrupt-bert'));
+    expect(left.filter((f) => f.includes('safetensors') || f.includes('incomplete'))).toEqual([]);
   });
 
   it('times out on a silent server (HF_HUB_DOWNLOAD_TIMEOUT)', async () => {
-    const model = await resolveModelSource('test-org/slow-bert', options({ env: { HF_HUB_DOWNLOAD_TIMEOUT: '0.3' } }));
-    await expect(model.path('model.safetensors')).rejects.toThrow(/model\.safetensors: download from .* failed \(no answer for 0\.3 s\)/);
+    const env = { HF_HUB_DOWNLOAD_TIMEOUT: '0.3', HF_HOME: cacheDir };
+    const model = await resolveModelSource('test-org/slow-bert', options({ env }));
+    await expect(model.path('model.safetensors')).rejects.toThrow(
+      /model\.safetensors: download from .* failed \(no answer for 0\.3 s\)/,
+    );
     expect((await listFiles(repoDir('test-org/slow-bert'))).some((f) => f.includes('incomplete'))).toBe(false);
   });
 
@@ -229,7 +256,8 @@ describe('downloading from the Hub into the Hugging Face cache', () => {
   });
 
   it('reads HF_ENDPOINT and HF_HUB_CACHE from the environment', async () => {
-    const model = await resolveModelSource(ID, { env: { HF_ENDPOINT: `${hub.url}/`, HF_HUB_CACHE: cacheDir }, progress: false });
+    const env = { HF_ENDPOINT: `${hub.url}/`, HF_HUB_CACHE: cacheDir, HF_HOME: cacheDir };
+    const model = await resolveModelSource(ID, { env, progress: false });
     expect(model.dir).toBe(path.join(repoDir(), 'snapshots', COMMIT));
   });
 
@@ -270,7 +298,8 @@ describe('progress bar', () => {
   it('redraws one line on a terminal with bytes, total and file name', () => {
     const out: string[] = [];
     let t = 0;
-    const bar = createProgress('model.safetensors', 20_000_000, { isTTY: true, write: (s: string) => out.push(s) }, () => t);
+    const terminal = { isTTY: true, write: (s: string) => out.push(s) };
+    const bar = createProgress('model.safetensors', 20_000_000, terminal, () => t);
     for (let i = 1; i <= 20; i++) {
       t += 50;
       bar.update(i * 1_000_000);

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
 import type { Token } from '../src/core/trace.js';
 import { codePointToUtf16, createTokenizer, loadTokenizer, type AttnTokenizer } from '../src/tokenizer/index.js';
+import { parseValue, replaceValues, scanTopLevel } from '../src/tokenizer/json-scan.js';
 import { cleanUpTokenization } from '../src/tokenizer/special-tokens.js';
 
 const FIXTURES = join(import.meta.dirname, 'fixtures');
@@ -88,6 +89,28 @@ describe('codePointToUtf16', () => {
     const map = codePointToUtf16(text);
     expect([0, 1, 2, 3, 4, 5].map(map)).toEqual([0, 1, 3, 4, 6, 7]);
     expect(map(5)).toBe(text.length);
+  });
+});
+
+describe('top-level JSON scan', () => {
+  const text = String.raw`{ "a" : {"x": "}\"{[", "y": [1, {"z": "\\"}]} , "b":null,"c" :-1.5e3, "d": "q\"}" }`;
+  it('finds and parses the top-level values', () => {
+    const scan = scanTopLevel(text, 'test.json');
+    expect([...scan.spans.keys()]).toEqual(['a', 'b', 'c', 'd']);
+    const whole = JSON.parse(text) as Record<string, unknown>;
+    for (const key of ['a', 'b', 'c', 'd']) expect(parseValue(scan, key, 'test.json')).toEqual(whole[key]);
+    expect(parseValue(scan, 'e', 'test.json')).toBeUndefined();
+  });
+  it('replaces and adds values', () => {
+    const scan = scanTopLevel(text, 'test.json');
+    const out = replaceValues(scan, new Map<string, unknown>([['b', { k: 1 }], ['a', null], ['e', [2]]]));
+    expect(JSON.parse(out)).toEqual({ a: null, b: { k: 1 }, c: -1500, d: 'q"}', e: [2] });
+    expect(JSON.parse(replaceValues(scanTopLevel('{}', 'x'), new Map([['k', 1]])))).toEqual({ k: 1 });
+  });
+  it('rejects what is not an object', () => {
+    expect(() => scanTopLevel('[1]', 'x')).toThrow(AttnscopeError);
+    expect(() => scanTopLevel('{"a": [1, 2}', 'x')).toThrow(AttnscopeError);
+    expect(() => scanTopLevel('{"a": "open}', 'x')).toThrow(AttnscopeError);
   });
 });
 
@@ -271,6 +294,8 @@ describe('special tokens from tokenizer_config.json / special_tokens_map.json', 
     expect(tok.idToToken(2)).toBe('[CLS]');
     expect(tok.tokenToId('[CLS]')).toBe(2);
     expect(tok.idToToken(1e9)).toBeNull();
+    expect(tok.idToToken(1e12)).toBeNull();
+    expect(tok.decode([1e12, 2.5, -1])).toBe('');
     expect(tok.idToToken(-1)).toBeNull();
     expect(tok.tokenToId('no-such-token-here')).toBeNull();
   });
@@ -308,6 +333,20 @@ describe('encoding rules', () => {
       [0, 0, null],
       [0, 1, 0],
       [0, 0, null],
+    ]);
+  });
+
+  it('segments of a RoBERTa pair ("<s> A </s></s> B </s>", all type ids 0)', async () => {
+    const tok = await loadTokenizer(fixtureFiles(join(FIXTURES, 'roberta')));
+    const tokens = await tok.encode('a b', 'c');
+    expect(tokens.map((t) => [t.text, t.segment, t.special, t.start, t.end, t.word])).toEqual([
+      ['<s>', 0, true, 0, 0, null],
+      ['a', 0, false, 0, 1, 0],
+      ['Ġb', 0, false, 2, 3, 1],
+      ['</s>', 0, true, 0, 0, null],
+      ['</s>', 0, true, 0, 0, null],
+      ['c', 1, false, 0, 1, 0],
+      ['</s>', 1, true, 0, 0, null],
     ]);
   });
 
@@ -374,6 +413,7 @@ describe('errors', () => {
   it('tokensFromIds rejects unknown ids and mismatched type ids', async () => {
     const tok = await loadTokenizer(fixtureFiles(join(FIXTURES, 'bert')));
     expect(() => tok.tokensFromIds([2, 1e7])).toThrow(AttnscopeError);
+    expect(() => tok.tokensFromIds([2, 1e12])).toThrow(AttnscopeError);
     expect(() => tok.tokensFromIds([2, 1.5])).toThrow(AttnscopeError);
     expect(() => tok.tokensFromIds([2, 3], [0])).toThrow(AttnscopeError);
     expect(tok.tokensFromIds([])).toEqual([]);

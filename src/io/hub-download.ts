@@ -81,10 +81,13 @@ export async function downloadHubFile(
   await cache.writeRef(revision, commit);
 
   const pointer = cache.snapshotFile(commit, file);
-  if ((await exists(pointer)) || (await exists(cache.blobPath(meta.etag)))) {
+  if (await exists(pointer)) {
     res.destroy();
-    const path = (await exists(pointer)) ? pointer : await cache.linkBlob(commit, file, meta.etag);
-    return { found: true, commit, path };
+    return { found: true, commit, path: pointer };
+  }
+  if (await exists(cache.blobPath(meta.etag))) {
+    res.destroy(); // same contents already cached under another name or revision
+    return { found: true, commit, path: await cache.linkBlob(commit, file, meta.etag) };
   }
 
   const size = meta.linkedSize ?? contentLength(res);
@@ -121,12 +124,11 @@ interface FileMeta {
 function readMeta(res: http.IncomingMessage): FileMeta {
   const linked = normalizeEtag(header(res, 'x-linked-etag'));
   const etag = linked ?? normalizeEtag(header(res, 'etag'));
-  const size = Number(header(res, 'x-linked-size'));
   return {
     commit: header(res, 'x-repo-commit'),
     etag: etag && /^[\w.-]+$/.test(etag) && !/^\.+$/.test(etag) ? etag : undefined,
     sha256: linked && /^[0-9a-f]{64}$/.test(linked) ? linked : undefined,
-    linkedSize: Number.isSafeInteger(size) && size >= 0 && header(res, 'x-linked-size') ? size : undefined,
+    linkedSize: parseSize(header(res, 'x-linked-size')),
   };
 }
 
@@ -137,8 +139,10 @@ function normalizeEtag(etag: string | undefined): string | undefined {
 }
 
 /**
- * GET `url`, following redirects. The file's metadata comes from the first response that carries
- * `X-Repo-Commit` (the Hub's own answer, before any CDN), else from the last one.
+ * GET `url`, following redirects. The file's metadata is read as huggingface_hub reads it: from the
+ * first answer that is not a relative redirect (relative ones are the Hub's internal hops, e.g. to
+ * `/api/resolve-cache/...` or for a renamed repo) and carries `X-Repo-Commit`, which for LFS files
+ * is the 302 to the CDN; failing that, from the final answer, with any commit hash seen on the way.
  */
 async function get(
   start: URL,
@@ -147,12 +151,17 @@ async function get(
 ): Promise<{ res: http.IncomingMessage; meta: FileMeta; url: URL }> {
   let url = start;
   let meta: FileMeta | undefined;
+  let commitSeen: string | undefined;
   for (let hop = 0; ; hop++) {
     const res = await send(url, hub, what);
-    if (!meta && header(res, 'x-repo-commit')) meta = readMeta(res);
-    const location = header(res, 'location');
-    if (![301, 302, 303, 307, 308].includes(res.statusCode ?? 0) || !location) {
-      return { res, meta: meta ?? readMeta(res), url };
+    const redirect = [301, 302, 303, 307, 308].includes(res.statusCode ?? 0);
+    const location = redirect ? header(res, 'location') : undefined;
+    const relative = location !== undefined && !/^([a-z][a-z\d+.-]*:)?\/\//i.test(location);
+    commitSeen ??= header(res, 'x-repo-commit');
+    if (!meta && !relative && header(res, 'x-repo-commit')) meta = readMeta(res);
+    if (location === undefined) {
+      const final = readMeta(res);
+      return { res, meta: meta ?? { ...final, commit: final.commit ?? commitSeen }, url };
     }
     res.resume();
     if (hop >= 10) throw new AttnscopeError(`${what}: too many redirects from ${hub.endpoint}`);
@@ -169,7 +178,8 @@ function send(url: URL, hub: HubSettings, what: string): Promise<http.IncomingMe
   if (hub.token && url.origin === originOf(hub.endpoint)) headers.Authorization = `Bearer ${hub.token}`;
   const client = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : undefined;
   if (!client) {
-    return Promise.reject(new AttnscopeError(`${what}: cannot download from ${url.origin} (unsupported protocol)`));
+    const error = new AttnscopeError(`${what}: cannot download from ${url.origin} (unsupported protocol)`);
+    return Promise.reject(error);
   }
   return new Promise((resolve, reject) => {
     let response: http.IncomingMessage | undefined;
@@ -218,8 +228,11 @@ async function saveBody(
       callback(null, chunk);
     },
   });
-  await pipeline(res, count, createWriteStream(temp, { flags: 'wx' }));
-  progress?.done();
+  try {
+    await pipeline(res, count, createWriteStream(temp, { flags: 'wx' }));
+  } finally {
+    progress?.done();
+  }
   if (size !== undefined && received !== size) {
     throw new AttnscopeError(`${what}: download cut short (${received} of ${size} bytes); nothing was saved`);
   }
@@ -253,7 +266,8 @@ function httpError(
       return new AttnscopeError(`${repoId}: revision "${revision}" not found on the Hub`);
     case 'GatedRepo':
       return new AttnscopeError(
-        `${repoId}: gated model, access denied (HTTP ${status}); request access at ${hub.endpoint}/${repoId} and ${tokenHint}`,
+        `${repoId}: gated model, access denied (HTTP ${status}); ` +
+          `request access at ${hub.endpoint}/${repoId} and ${tokenHint}`,
       );
     case 'DisabledRepo':
       return new AttnscopeError(`${repoId}: this model has been disabled on the Hub`);
@@ -264,7 +278,9 @@ function httpError(
     );
   }
   if (status === 429) {
-    return new AttnscopeError(`${repoId}/${file}: too many requests to ${hub.endpoint} (HTTP 429); wait and retry, or set HF_TOKEN`);
+    return new AttnscopeError(
+      `${repoId}/${file}: too many requests to ${hub.endpoint} (HTTP 429); wait and retry, or set HF_TOKEN`,
+    );
   }
   return new AttnscopeError(
     `${repoId}/${file}: HTTP ${status}${res.statusMessage ? ` ${res.statusMessage}` : ''} from ${url.origin}` +
@@ -278,8 +294,11 @@ function header(res: http.IncomingMessage, name: string): string | undefined {
 }
 
 function contentLength(res: http.IncomingMessage): number | undefined {
-  const value = header(res, 'content-length');
-  const n = value === undefined ? Number.NaN : Number(value);
+  return parseSize(header(res, 'content-length'));
+}
+
+function parseSize(value: string | undefined): number | undefined {
+  const n = value === undefined || value.trim() === '' ? Number.NaN : Number(value);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 

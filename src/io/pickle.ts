@@ -266,7 +266,8 @@ export function unpickle<T>(bytes: Uint8Array, options: PickleOptions<T>): Pickl
       }
       case OP.APPENDS: {
         const items = popMark();
-        asList(top()).push(...items);
+        const list = asList(top());
+        for (const item of items) list.push(item);
         break;
       }
       case OP.BUILD:

@@ -57,7 +57,8 @@ export function createProgress(
     const filled = Math.round(fraction * BAR_WIDTH);
     const bar = '█'.repeat(filled) + '░'.repeat(BAR_WIDTH - filled);
     const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
-    return `${shorten(label)}  ${bar} ${percent}  ${formatBytes(current)} / ${formatBytes(total)}  ${formatBytes(current / seconds)}/s`;
+    const bytes = `${formatBytes(current)} / ${formatBytes(total)}`;
+    return `${shorten(label)}  ${bar} ${percent}  ${bytes}  ${formatBytes(current / seconds)}/s`;
   };
 
   return {

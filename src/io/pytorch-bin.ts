@@ -44,6 +44,9 @@ class TensorRef {
   ) {}
 }
 
+/** A state_dict pickle is a few bytes per tensor; the tensor data lives in separate entries. */
+const MAX_PICKLE_BYTES = 1 << 30;
+
 type Ext = StorageType | Storage | TensorRef;
 type Value = PickleValue<Ext>;
 
@@ -224,7 +227,9 @@ export async function openPytorchBin(path: string, label: string = path): Promis
     if (byteorder && new TextDecoder().decode(await readEntry(source, byteorder)).trim() !== 'little') {
       throw new AttnscopeError(`${label}: big-endian checkpoints are not supported`);
     }
-    const pickle = await readEntry(source, entries.get(`${prefix}/data.pkl`)!);
+    const pickleEntry = entries.get(`${prefix}/data.pkl`)!;
+    if (pickleEntry.size > MAX_PICKLE_BYTES) throw new AttnscopeError(`${label}: data.pkl is implausibly large (${pickleEntry.size} bytes)`);
+    const pickle = await readEntry(source, pickleEntry);
     const root = unpickle(pickle, {
       label,
       globals: allowedGlobals(label),

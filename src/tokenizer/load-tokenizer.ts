@@ -6,8 +6,9 @@ import { readFile } from 'node:fs/promises';
 import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
 import { AttnscopeError } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
-import { codePointToUtf16 } from './offsets.js';
+import { tokensOfEncoding } from './encoding-tokens.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
+import { readTokenizerJson } from './tokenizer-json.js';
 import {
   SPECIAL_TOKEN_ROLES,
   cleanUpTokenization,
@@ -81,15 +82,17 @@ export async function loadTokenizer(files: TokenizerFiles): Promise<AttnTokenize
 
 /** Builds a tokenizer from the files' contents. */
 export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
-  const json = parseJsonObject(sources.tokenizerJson, 'tokenizer.json');
+  const info = readTokenizerJson(stripBom(sources.tokenizerJson));
   const config =
-    sources.tokenizerConfig !== undefined ? parseJsonObject(sources.tokenizerConfig, 'tokenizer_config.json') : undefined;
+    sources.tokenizerConfig !== undefined
+      ? parseJsonObject(stripBom(sources.tokenizerConfig), 'tokenizer_config.json')
+      : undefined;
   const map =
     sources.specialTokensMap !== undefined
-      ? parseJsonObject(sources.specialTokensMap, 'special_tokens_map.json')
+      ? parseJsonObject(stripBom(sources.specialTokensMap), 'special_tokens_map.json')
       : undefined;
   const settings = readTokenizerSettings(config, map);
-  const prepared = prepareTokenizerJson(sources.tokenizerJson, json, settings);
+  const prepared = prepareTokenizerJson(info, settings);
   let tokenizer: Tokenizer;
   try {
     tokenizer = Tokenizer.fromString(prepared.text);
@@ -98,12 +101,7 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
   }
 
   // Added tokens flagged special: what the Rust decoder skips with skip_special_tokens.
-  const addedSpecialIds = new Set<number>();
-  if (Array.isArray(json['added_tokens'])) {
-    for (const t of json['added_tokens'] as Record<string, unknown>[]) {
-      if (t['special'] === true && typeof t['id'] === 'number') addedSpecialIds.add(t['id']);
-    }
-  }
+  const addedSpecialIds = new Set(info.addedTokens.filter((t) => t.special).map((t) => t.id));
   const named: Partial<Record<SpecialTokenRole, SpecialToken>> = {};
   for (const role of SPECIAL_TOKEN_ROLES) {
     const text = settings.roles[role];
@@ -121,16 +119,16 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
     specialIds,
     addedSpecialIds,
     // transformers 5 skips the clean-up for BPE models (it would strip real spaces before punctuation).
-    cleanUp: settings.cleanUpTokenizationSpaces && modelType(json) !== 'BPE',
+    cleanUp: settings.cleanUpTokenizationSpaces && info.modelType !== 'BPE',
     ...(settings.modelMaxLength !== undefined ? { modelMaxLength: settings.modelMaxLength } : {}),
     ...(prepared.template ? { template: prepared.template } : {}),
   });
 }
 
-function modelType(json: Record<string, unknown>): unknown {
-  const model = json['model'];
-  return model !== null && typeof model === 'object' ? (model as Record<string, unknown>)['type'] : undefined;
-}
+const stripBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+
+/** A possible vocabulary id (the binding takes u32). */
+const isId = (id: number): boolean => Number.isInteger(id) && id >= 0 && id <= 0xffffffff;
 
 interface HfTokenizerInit {
   named: Partial<Record<SpecialTokenRole, SpecialToken>>;
@@ -161,7 +159,14 @@ class HfTokenizer implements AttnTokenizer {
   constructor(tk: Tokenizer, init: HfTokenizerInit) {
     this.#tk = tk;
     this.#decoder = tk.getDecoder();
-    Object.assign(this, init.named);
+    const { bos, eos, unk, sep, pad, cls, mask } = init.named;
+    if (bos) this.bos = bos;
+    if (eos) this.eos = eos;
+    if (unk) this.unk = unk;
+    if (sep) this.sep = sep;
+    if (pad) this.pad = pad;
+    if (cls) this.cls = cls;
+    if (mask) this.mask = mask;
     if (init.modelMaxLength !== undefined) this.modelMaxLength = init.modelMaxLength;
     if (init.template) this.template = init.template;
     this.vocabSize = tk.getVocabSize(true);
@@ -188,7 +193,7 @@ class HfTokenizer implements AttnTokenizer {
       throw new AttnscopeError(`got ${typeIds.length} token type ids for ${ids.length} token ids`);
     }
     return ids.map((id, i) => {
-      if (!Number.isInteger(id) || id < 0) throw new AttnscopeError(`token id ${id} is not a non-negative integer`);
+      if (!isId(id)) throw new AttnscopeError(`token id ${id} is not a valid token id`);
       const text = this.#tk.idToToken(id);
       if (text === null) {
         throw new AttnscopeError(`token id ${id} is not in the vocabulary (size ${this.vocabSize})`);
@@ -205,7 +210,7 @@ class HfTokenizer implements AttnTokenizer {
     // What tokenizers' Tokenizer::decode does (unknown ids are dropped), synchronously.
     const tokens: string[] = [];
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0) continue;
+      if (!isId(id)) continue;
       if (skipSpecial && this.#addedSpecialIds.has(id)) continue;
       const token = this.#tk.idToToken(id);
       if (token !== null) tokens.push(token);
@@ -215,65 +220,10 @@ class HfTokenizer implements AttnTokenizer {
   }
 
   idToToken(id: number): string | null {
-    if (!Number.isInteger(id) || id < 0) return null;
-    return this.#tk.idToToken(id);
+    return isId(id) ? this.#tk.idToToken(id) : null;
   }
 
   tokenToId(text: string): number | null {
     return this.#tk.tokenToId(text);
   }
-}
-
-/**
- * Converts an Encoding of `text` (and `pair`) into Tokens with UTF-16 offsets. Token texts are the
- * vocabulary's names of the ids (`convert_ids_to_tokens`): a Unigram model reports an unknown
- * piece by its surface text (`東京`), transformers by the unk token (`<unk>`).
- */
-function tokensOfEncoding(
-  enc: Encoding,
-  text: string,
-  pair: string | undefined,
-  idToToken: (id: number) => string | null,
-): Token[] {
-  const ids = enc.getIds();
-  const tokens = enc.getTokens();
-  const offsets = enc.getOffsets();
-  const words = enc.getWordIds();
-  const seqIds = enc.getSequenceIds();
-  const typeIds = enc.getTypeIds();
-  const specialMask = enc.getSpecialTokensMask();
-  const toUtf16 = [codePointToUtf16(text), codePointToUtf16(pair ?? '')] as const;
-  // Template specials take their type id as segment when the template marks the pair with
-  // type ids (BERT, RoBERTa, Llama); otherwise (T5: all zeros) the segment of the text they follow.
-  const typedPair = pair !== undefined && typeIds.some((t) => t > 0);
-  let lastSeq = 0;
-  const out: Token[] = new Array<Token>(ids.length);
-  for (let i = 0; i < ids.length; i++) {
-    const seq = seqIds[i];
-    const special = specialMask[i] === 1;
-    let segment: number;
-    let start = 0;
-    let end = 0;
-    if (seq === null || seq === undefined) {
-      segment = typedPair ? Math.min(typeIds[i]!, 1) : lastSeq;
-    } else {
-      segment = seq;
-      lastSeq = seq;
-      const map = toUtf16[seq === 1 ? 1 : 0];
-      const [s, e] = offsets[i]!;
-      start = map(s!);
-      end = map(e!);
-    }
-    const word = words[i];
-    out[i] = {
-      id: ids[i]!,
-      text: idToToken(ids[i]!) ?? tokens[i]!,
-      start,
-      end,
-      special,
-      segment,
-      word: special || word === null || word === undefined ? null : word,
-    };
-  }
-  return out;
 }

@@ -1,5 +1,5 @@
 /**
- * Adjusts a parsed tokenizer.json the way transformers' fast tokenizers do before encoding:
+ * Adjusts tokenizer.json the way transformers' fast tokenizers do before encoding:
  *
  * - truncation and padding stored in tokenizer.json are switched off (transformers disables them
  *   for a call without `truncation` / `padding`);
@@ -9,7 +9,9 @@
  *   (LlamaTokenizerFast in transformers 4, every TokenizersBackend in transformers 5). A ByteLevel
  *   or RobertaProcessing offset trimmer of the original post-processor is kept in front of it.
  */
+import { replaceValues } from './json-scan.js';
 import type { TokenizerSettings } from './special-tokens.js';
+import type { TokenizerJsonInfo } from './tokenizer-json.js';
 
 type Json = Record<string, unknown>;
 
@@ -26,26 +28,6 @@ export function templateFlags(settings: TokenizerSettings): TemplateFlags | unde
   const bosDefault = settings.tokenizerClass !== undefined && BOS_BY_DEFAULT.test(settings.tokenizerClass);
   if (!bosDefault && settings.addBosToken === undefined && settings.addEosToken === undefined) return undefined;
   return { addBos: settings.addBosToken ?? bosDefault, addEos: settings.addEosToken ?? false };
-}
-
-/** Id of `text` in a tokenizer.json: its added tokens first, then the model's vocabulary. */
-export function idInTokenizerJson(json: Json, text: string): number | null {
-  const added = json['added_tokens'];
-  if (Array.isArray(added)) {
-    for (const t of added as Json[]) if (t['content'] === text && typeof t['id'] === 'number') return t['id'];
-  }
-  const model = json['model'] as Json | undefined;
-  const vocab = model?.['vocab'];
-  if (Array.isArray(vocab)) {
-    // Unigram: [[piece, score], ...], the id is the index.
-    const i = vocab.findIndex((entry) => Array.isArray(entry) && entry[0] === text);
-    return i >= 0 ? i : null;
-  }
-  if (vocab !== null && typeof vocab === 'object' && Object.hasOwn(vocab, text)) {
-    const id = (vocab as Json)[text];
-    if (typeof id === 'number') return id;
-  }
-  return null;
 }
 
 function templateProcessor(flags: TemplateFlags, bos: [string, number] | null, eos: [string, number] | null): Json {
@@ -92,39 +74,32 @@ export interface PreparedTokenizerJson {
 }
 
 /**
- * Applies the adjustments described above. `bosText` / `eosText` are the configured tokens;
- * a flag whose token is missing or not in the vocabulary is dropped (as transformers 5 does).
+ * Applies the adjustments described above. A flag whose token (bos / eos in the settings) is
+ * missing or not in the vocabulary is dropped, as transformers 5 does.
  */
-export function prepareTokenizerJson(
-  originalText: string,
-  json: Json,
-  settings: TokenizerSettings,
-): PreparedTokenizerJson {
-  let changed = false;
-  const out: Json = { ...json };
+export function prepareTokenizerJson(info: TokenizerJsonInfo, settings: TokenizerSettings): PreparedTokenizerJson {
+  const { scan } = info;
+  const replace = new Map<string, unknown>();
   for (const key of ['truncation', 'padding']) {
-    if (out[key] !== null && out[key] !== undefined) {
-      out[key] = null;
-      changed = true;
-    }
+    const span = scan.spans.get(key);
+    if (span && scan.text.slice(span[0], span[1]) !== 'null') replace.set(key, null);
   }
   let template: TemplateFlags | undefined;
   const flags = templateFlags(settings);
   if (flags) {
     const lookup = (text: string | undefined): [string, number] | null => {
       if (text === undefined) return null;
-      const id = idInTokenizerJson(json, text);
+      const id = info.idOf(text);
       return id === null ? null : [text, id];
     };
     const bos = lookup(settings.roles.bos);
     const eos = lookup(settings.roles.eos);
     template = { addBos: flags.addBos && bos !== null, addEos: flags.addEos && eos !== null };
     const processor = templateProcessor(template, bos, eos);
-    const trimmer = offsetTrimmer(json['post_processor']);
-    out['post_processor'] = trimmer ? { type: 'Sequence', processors: [trimmer, processor] } : processor;
-    changed = true;
+    const trimmer = offsetTrimmer(info.postProcessor);
+    replace.set('post_processor', trimmer ? { type: 'Sequence', processors: [trimmer, processor] } : processor);
   }
-  const prepared: PreparedTokenizerJson = { text: changed ? JSON.stringify(out) : originalText };
+  const prepared: PreparedTokenizerJson = { text: replace.size > 0 ? replaceValues(scan, replace) : scan.text };
   if (template) prepared.template = template;
   return prepared;
 }

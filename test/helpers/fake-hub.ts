@@ -17,6 +17,12 @@ export interface FakeRepo {
   readonly commit?: string;
   /** Requests must send `Authorization: Bearer <token>`, else 401 GatedRepo. */
   readonly token?: string;
+  /**
+   * Answer regular files as huggingface.co does today: a relative 307 to
+   * `/api/resolve-cache/models/{id}/{commit}/{file}` carrying X-Repo-Commit but no ETag, which then
+   * serves the file with both.
+   */
+  readonly resolveCache?: boolean;
   /** Files whose body is cut off halfway (the connection is destroyed). */
   readonly drop?: readonly string[];
   /** Files whose headers are sent but whose body never comes. */
@@ -97,6 +103,16 @@ export async function startFakeHub(
       return serveBody(res, entry.data, `"cdn-${sha256(entry.data).slice(0, 16)}"`, entry.repo, entry.file, head);
     }
 
+    const cached = /^\/api\/resolve-cache\/models\/(.+)\/([0-9a-f]{40})\/(.+)$/.exec(url.pathname);
+    if (cached) {
+      const [, repoId = '', commit = '', file = ''] = cached;
+      const repo = repos[repoId];
+      const data = repo?.files.get(decodeURIComponent(file));
+      if (!repo || !data) return fail(404, 'EntryNotFound', 'Entry not found');
+      res.setHeader('X-Repo-Commit', commit);
+      return serveBody(res, data, `"${gitBlobSha1(data)}"`, repo, file, head);
+    }
+
     const at = url.pathname.indexOf('/resolve/');
     if (at < 0) return fail(404, 'NotFound', 'not a resolve URL');
     const repoId = url.pathname.slice(1, at);
@@ -133,6 +149,15 @@ export async function startFakeHub(
         'Content-Length': String(body.length),
       });
       return res.end(head ? undefined : body);
+    }
+    if (repo.resolveCache) {
+      const etag = encodeURIComponent(`"${gitBlobSha1(data)}"`);
+      res.writeHead(307, {
+        Location: `/api/resolve-cache/models/${repoId}/${commit}/${rest.join('/')}?etag=${etag}`,
+        'X-Repo-Commit': commit,
+        'Content-Length': '0',
+      });
+      return res.end();
     }
     res.setHeader('X-Repo-Commit', commit);
     return serveBody(res, data, `"${gitBlobSha1(data)}"`, repo, file, head);

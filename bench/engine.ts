@@ -1,0 +1,172 @@
+/**
+ * Engine benchmark: a random-weight model of bert-base size (12 layers, 12 heads, hidden 768,
+ * FFN 3072) built in memory. For 8, 128 and 512 tokens it reports load time (graph build +
+ * session creation), forward time with every attention tap, forward time without taps (the
+ * baseline, same run), the tap overhead, peak RSS and achieved GFLOP/s. Each length runs in its
+ * own process so peak RSS is per length.
+ *
+ *   npm run bench            all lengths
+ *   node dist/bench/engine.js --tokens 128
+ */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { FloatTensor } from '../src/core/tensor.js';
+import { Model } from '../src/engine.js';
+import { memoryWeightStore } from '../src/io/memory-weights.js';
+import type { TapRequest } from '../src/models/architecture.js';
+import { ModelConfig } from '../src/models/config.js';
+import { architectureFor } from '../src/models/registry.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
+
+const LAYERS = 12;
+const HIDDEN = 768;
+const HEADS = 12;
+const FFN = 3072;
+const VOCAB = 30522;
+const MAX_POS = 512;
+const REPEATS = { 8: 20, 128: 10, 512: 5 } as Record<number, number>;
+
+/** Deterministic pseudo-random normal values (std 0.02, like BERT's initializer). */
+function randomTensor(shape: number[], seed: number, std = 0.02): FloatTensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  let s = seed >>> 0 || 1;
+  const next = (): number => {
+    s ^= s << 13; s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5; s >>>= 0;
+    return (s + 0.5) / 4294967296;
+  };
+  for (let i = 0; i < n; i += 2) {
+    const r = Math.sqrt(-2 * Math.log(next()));
+    const t = 2 * Math.PI * next();
+    data[i] = r * Math.cos(t) * std;
+    if (i + 1 < n) data[i + 1] = r * Math.sin(t) * std;
+  }
+  return { shape, data };
+}
+
+function bertBaseWeights(): Map<string, FloatTensor> {
+  const w = new Map<string, FloatTensor>();
+  let seed = 1;
+  const add = (name: string, shape: number[], fill?: number): void => {
+    if (fill === undefined) w.set(name, randomTensor(shape, seed++));
+    else w.set(name, { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill) });
+  };
+  add('embeddings.word_embeddings.weight', [VOCAB, HIDDEN]);
+  add('embeddings.position_embeddings.weight', [MAX_POS, HIDDEN]);
+  add('embeddings.token_type_embeddings.weight', [2, HIDDEN]);
+  add('embeddings.LayerNorm.weight', [HIDDEN], 1);
+  add('embeddings.LayerNorm.bias', [HIDDEN], 0);
+  for (let l = 0; l < LAYERS; l++) {
+    const p = `encoder.layer.${l}`;
+    for (const m of ['query', 'key', 'value']) {
+      add(`${p}.attention.self.${m}.weight`, [HIDDEN, HIDDEN]);
+      add(`${p}.attention.self.${m}.bias`, [HIDDEN]);
+    }
+    add(`${p}.attention.output.dense.weight`, [HIDDEN, HIDDEN]);
+    add(`${p}.attention.output.dense.bias`, [HIDDEN]);
+    add(`${p}.attention.output.LayerNorm.weight`, [HIDDEN], 1);
+    add(`${p}.attention.output.LayerNorm.bias`, [HIDDEN], 0);
+    add(`${p}.intermediate.dense.weight`, [FFN, HIDDEN]);
+    add(`${p}.intermediate.dense.bias`, [FFN]);
+    add(`${p}.output.dense.weight`, [HIDDEN, FFN]);
+    add(`${p}.output.dense.bias`, [HIDDEN]);
+    add(`${p}.output.LayerNorm.weight`, [HIDDEN], 1);
+    add(`${p}.output.LayerNorm.bias`, [HIDDEN], 0);
+  }
+  return w;
+}
+
+/** Multiply-add FLOPs of one bert-base forward pass over n tokens. */
+function forwardFlops(n: number): number {
+  const perLayer = 2 * (4 * n * HIDDEN * HIDDEN + 2 * n * HIDDEN * FFN) + 2 * 2 * n * n * HIDDEN;
+  return LAYERS * perLayer;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+interface LengthResult {
+  tokens: number;
+  loadMs: number;
+  tappedMs: number;
+  tappedF16Ms: number;
+  plainMs: number;
+  peakRssMiB: number;
+  gflops: number;
+}
+
+async function timeForward(model: Model, taps: TapRequest, ids: number[], repeats: number): Promise<number> {
+  const inputs = { inputIds: ids, typeIds: ids.map(() => 0) };
+  await model.run(taps, inputs); // warm-up
+  const times: number[] = [];
+  for (let i = 0; i < repeats; i++) {
+    const t0 = performance.now();
+    await model.run(taps, inputs);
+    times.push(performance.now() - t0);
+  }
+  return median(times);
+}
+
+async function runLength(tokens: number): Promise<LengthResult> {
+  const config = new ModelConfig({
+    model_type: 'bert', hidden_size: HIDDEN, num_attention_heads: HEADS, num_hidden_layers: LAYERS,
+    intermediate_size: FFN, vocab_size: VOCAB, max_position_embeddings: MAX_POS, type_vocab_size: 2,
+    hidden_act: 'gelu', layer_norm_eps: 1e-12,
+  }, 'bench bert-base config');
+  const weights = memoryWeightStore(bertBaseWeights());
+  const files = { name: 'random-bert-base', dir: '.', path: async () => undefined };
+  const model = new Model(files, config, architectureFor('bert'), null, weights, nodeRuntime, undefined);
+  const ids = Array.from({ length: tokens }, (_, i) => (i * 7919) % VOCAB);
+  const tapped: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: false, precision: 'float32' };
+  const tappedF16: TapRequest = { ...tapped, precision: 'float16' };
+  const plain: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: false, precision: 'float32' };
+  const t0 = performance.now();
+  await model.session(tapped);
+  const loadMs = performance.now() - t0;
+  await model.session(plain);
+  await model.session(tappedF16);
+  const repeats = REPEATS[tokens] ?? 5;
+  const plainMs = await timeForward(model, plain, ids, repeats);
+  const tappedMs = await timeForward(model, tapped, ids, repeats);
+  const tappedF16Ms = await timeForward(model, tappedF16, ids, repeats);
+  await model.dispose();
+  return {
+    tokens,
+    loadMs,
+    tappedMs,
+    tappedF16Ms,
+    plainMs,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    gflops: forwardFlops(tokens) / (tappedMs / 1000) / 1e9,
+  };
+}
+
+const fmt = (x: number, d = 1): string => x.toFixed(d);
+
+async function main(): Promise<void> {
+  const i = process.argv.indexOf('--tokens');
+  if (i >= 0) {
+    const result = await runLength(Number(process.argv[i + 1]));
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const self = fileURLToPath(import.meta.url);
+  console.log(`attnscope engine benchmark — random bert-base (12 × 12, 768, 3072), onnxruntime-node, ${os.availableParallelism()} threads`);
+  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, Node ${process.version}`);
+  console.log('');
+  console.log('| tokens | load (build + session) | forward, all attention taps | forward, taps as float16 | forward, no taps (baseline) | tap overhead | peak RSS | GFLOP/s (tapped) |');
+  console.log('| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  for (const tokens of [8, 128, 512]) {
+    const out = execFileSync(process.execPath, [self, '--tokens', String(tokens)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as LengthResult;
+    const overhead = (r.tappedMs / r.plainMs - 1) * 100;
+    console.log(`| ${r.tokens} | ${fmt(r.loadMs, 0)} ms | ${fmt(r.tappedMs)} ms | ${fmt(r.tappedF16Ms)} ms | ${fmt(r.plainMs)} ms | ${overhead >= 0 ? '+' : ''}${fmt(overhead, 0)}% | ${fmt(r.peakRssMiB, 0)} MiB | ${fmt(r.gflops, 0)} |`);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
