@@ -28,9 +28,29 @@ function bytesOf(data: Float32Array | BigInt64Array | Int32Array | Uint8Array | 
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
 
+/** Row-major [rows, cols] → [cols, rows], in cache-sized tiles. */
+export function transpose2d(src: Float32Array, rows: number, cols: number): Float32Array {
+  const dst = new Float32Array(src.length);
+  const T = 32;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const rEnd = Math.min(rows, r0 + T);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const cEnd = Math.min(cols, c0 + T);
+      for (let c = c0; c < cEnd; c++) {
+        let o = c * rows + r0;
+        for (let r = r0, i = r0 * cols + c; r < rEnd; r++, i += cols) dst[o++] = src[i]!;
+      }
+    }
+  }
+  return dst;
+}
+
 export class GraphBuilder {
   private readonly nodes: NodeSpec[] = [];
   private readonly initializers: InitializerSpec[] = [];
+  /** Float initializers by name, so weights can be transformed at build time (see `linear`). */
+  private readonly floatData = new Map<string, { data: Float32Array; dims: readonly number[] }>();
+  private readonly transposedCache = new Map<string, Value>();
   private readonly inputs: ValueInfoSpec[] = [];
   private readonly outputs: ValueInfoSpec[] = [];
   private readonly constCache = new Map<string, Value>();
@@ -87,6 +107,7 @@ export class GraphBuilder {
     if (this.usedNames.has(name)) throw new Error(`graph already has a value named ${name}`);
     this.usedNames.add(name);
     this.initializers.push({ name, type: 'float32', dims, raw: bytesOf(data) });
+    this.floatData.set(name, { data, dims });
     return { name };
   }
 
@@ -177,12 +198,26 @@ export class GraphBuilder {
   matMul(a: Value, b: Value): Value { return this.op('MatMul', [a, b]); }
 
   /**
-   * PyTorch `nn.Linear`: x · Wᵀ + b, with W stored [out, in]. The transpose of the weight
-   * initializer is constant-folded by onnxruntime at session creation.
+   * PyTorch `nn.Linear`: x · Wᵀ + b, with W stored [out, in]. The weight is transposed here, once,
+   * so the graph holds a plain MatMul with a constant [in, out] matrix: the form onnxruntime
+   * pre-packs and runs fastest (Gemm/FusedMatMul with transB run ~3× slower, and a Transpose
+   * node costs seconds of constant folding at session creation).
    */
   linear(x: Value, weight: Value, bias?: Value): Value {
-    const y = this.matMul(x, this.transpose(weight, [1, 0]));
+    const y = this.matMul(x, this.transposed2d(weight));
     return bias ? this.add(y, bias) : y;
+  }
+
+  /** The transpose of a 2-D weight: computed at build time for initializers, a Transpose node otherwise. */
+  transposed2d(weight: Value): Value {
+    const cached = this.transposedCache.get(weight.name);
+    if (cached) return cached;
+    const init = this.floatData.get(weight.name);
+    const out = init && init.dims.length === 2
+      ? this.initializer(`${weight.name}.T`, transpose2d(init.data, init.dims[0]!, init.dims[1]!), [init.dims[1]!, init.dims[0]!])
+      : this.transpose(weight, [1, 0]);
+    this.transposedCache.set(weight.name, out);
+    return out;
   }
 
   transpose(a: Value, perm: readonly number[]): Value { return this.op('Transpose', [a], { perm }); }
@@ -227,11 +262,18 @@ export class GraphBuilder {
     return encodeModel({
       name: this.name,
       nodes: this.nodes,
-      initializers: this.initializers,
+      initializers: this.usedInitializers(),
       inputs: this.inputs,
       outputs: this.outputs,
       opsetVersion: OPSET,
     });
+  }
+
+  /** Initializers some node reads (a weight only used transposed is not emitted twice). */
+  private usedInitializers(): InitializerSpec[] {
+    const used = new Set<string>();
+    for (const n of this.nodes) for (const i of n.inputs) used.add(i);
+    return this.initializers.filter((t) => used.has(t.name));
   }
 
   get outputNames(): string[] {
