@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { AttnscopeError } from './core/errors.js';
 import { float16ToFloat32 } from './core/tensor.js';
-import type { LayerStack, ModelInfo, StackMap, StackName, Token, Trace } from './core/trace.js';
+import type { LayerStack, ModelInfo, Prediction, StackMap, StackName, Token, Trace } from './core/trace.js';
 import { defaultModelDir } from './default-model.js';
 import type { ModelFiles } from './io/model-files.js';
 import { resolveModelSource } from './io/model-source.js';
@@ -17,6 +17,40 @@ import { architectureFor } from './models/registry.js';
 import { nodeRuntime } from './runtime/onnxruntime-node.js';
 import type { GraphSession, Runtime, RuntimeTensor } from './runtime/runtime.js';
 import { loadTokenizer, type AttnTokenizer } from './tokenizer/load-tokenizer.js';
+
+/** Softmax of each requested row, and its k most probable tokens (ties: lower id first, as torch.topk). */
+export function topKPredictions(
+  logits: { rows: number; vocab: number; data: Float32Array },
+  positions: readonly number[],
+  k: number,
+  kind: Prediction['kind'],
+  tokenText: (id: number) => string,
+): Prediction[] {
+  const { vocab, data } = logits;
+  return positions.map((position) => {
+    const row = data.subarray(position * vocab, (position + 1) * vocab);
+    let max = Number.NEGATIVE_INFINITY;
+    for (const v of row) if (v > max) max = v;
+    let sum = 0;
+    for (const v of row) sum += Math.exp(v - max);
+    // The k best ids so far, best first; a strictly greater value is needed to pass an equal one.
+    const order: number[] = [];
+    const keep = Math.min(k, vocab);
+    for (let id = 0; id < vocab; id++) {
+      const v = row[id]!;
+      if (order.length === keep && v <= row[order[keep - 1]!]!) continue;
+      let at = order.length;
+      while (at > 0 && row[order[at - 1]!]! < v) at--;
+      order.splice(at, 0, id);
+      if (order.length > keep) order.pop();
+    }
+    return {
+      position,
+      kind,
+      candidates: order.map((id) => ({ id, token: tokenText(id), probability: Math.exp(row[id]! - max) / sum })),
+    };
+  });
+}
 
 export interface LoadOptions {
   /** Hub revision (branch, tag or commit); also accepted as `id@revision`. */
@@ -52,6 +86,13 @@ export interface TraceOptions {
   decoderText?: string;
   /** Encoder-decoder models: decoder input ids, used as given. */
   decoderIds?: readonly number[];
+  /** Also return the prediction head's raw logits. */
+  logits?: boolean;
+  /**
+   * Add the head's top-k predictions: at each [MASK]/<mask> for masked LMs, the next token at
+   * every position for causal LMs and decoders.
+   */
+  topK?: number;
 }
 
 /** What a loaded model tells about itself. */
@@ -156,13 +197,37 @@ export class Model {
       attention: options.attention ?? true,
       qk: options.qk ?? false,
       lastHiddenState: options.hidden ?? false,
-      logits: false,
+      logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
       precision: options.precision ?? 'float32',
     };
+    const maskPositions = options.topK && this.info.kind === 'encoder' ? this.maskPositions(tokens) : [];
     const out = await this.run(taps, inputs);
     const trace = this.assemble(tokens, out);
     if (decoderTokens) trace.decoderTokens = decoderTokens;
+    const logits = out.logits;
+    if (logits && options.logits) trace.logits = { dims: [logits.dims[1]!, logits.dims[2] ?? 1], data: toFloat32(logits) };
+    if (logits && options.topK) {
+      const positions = this.info.kind === 'encoder' ? maskPositions : (decoderTokens ?? tokens).map((_, i) => i);
+      trace.predictions = topKPredictions(this.checkVocabLogits(logits), positions, options.topK, this.info.kind === 'encoder' ? 'masked' : 'next', (id) => this.tokenizer?.idToToken(id) ?? String(id));
+    }
     return trace;
+  }
+
+  /** Positions of the tokenizer's mask token; an error when there are none or the model has no mask token. */
+  private maskPositions(tokens: readonly Token[]): number[] {
+    const mask = this.tokenizer?.mask;
+    if (!mask || mask.id === null) throw new AttnscopeError(`${this.name}: its tokenizer has no mask token, so there is nothing to predict`);
+    const positions = tokens.flatMap((t, i) => (t.id === mask.id ? [i] : []));
+    if (positions.length === 0) throw new AttnscopeError(`the text has no ${mask.text} token to predict (write ${mask.text} where a word should be filled in)`);
+    return positions;
+  }
+
+  /** Logits over the vocabulary as [positions, vocab]; an error for heads that score rather than predict tokens. */
+  private checkVocabLogits(logits: RuntimeTensor): { rows: number; vocab: number; data: Float32Array } {
+    if (logits.dims.length !== 3 || logits.dims[2]! < 2) {
+      throw new AttnscopeError(`${this.name}: its head (${String(this.config.raw.architectures ?? 'unknown')}) scores tokens rather than predicting them; it has no masked-LM head`);
+    }
+    return { rows: logits.dims[1]!, vocab: logits.dims[2]!, data: toFloat32(logits) };
   }
 
   /** Runs the graph for a set of taps on prepared inputs; returns its outputs by name. */

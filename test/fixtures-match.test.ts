@@ -51,6 +51,14 @@ for (const fixture of fixtures) {
         });
       });
 
+      it(`input '${input.id}': the prediction head's logits match`, async () => {
+        // The reference logits were computed from the stored input ids alone (token type ids
+        // left at their default zeros; test/fixtures/README.md, "Logits"), so no typeIds here.
+        const trace = await model.trace(null, { ids: input.input_ids, logits: true, attention: false });
+        const diff = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
+        expect(diff, `logits differ by ${diff}`).toBeLessThanOrEqual(1e-4);
+      });
+
       it(`input '${input.id}': tracing from text gives the same trace as from ids`, async () => {
         const fromText = await model.trace(input.text, { pair: input.text_pair });
         expect(fromText.tokens.map((t) => t.id)).toEqual(input.input_ids);

@@ -20,9 +20,13 @@ export const MODEL_OPTIONS = {
   threads: { type: 'string' },
 } as const;
 
-export function parseThreads(value: string | undefined): number | undefined {
+export function parsePositiveInt(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new AttnscopeError(`--threads: expected a positive integer, got '${value}'`);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new AttnscopeError(`${flag}: expected a positive integer, got '${value}'`);
   return n;
+}
+
+export function parseThreads(value: string | undefined): number | undefined {
+  return parsePositiveInt(value, '--threads');
 }

@@ -1,17 +1,20 @@
 #!/usr/bin/env node
 /** The `attnscope` command: dispatches to subcommands, prints user errors on one line. */
 import { AttnscopeError } from '../core/errors.js';
+import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
 
 const USAGE = `attnscope — see and measure what a Transformer attends to
 
 Usage:
   ${TRACE_USAGE}
+  ${EXPORT_USAGE}
 
 Run 'attnscope <command> --help' for a command's options.`;
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string }> = {
   trace: { run: traceCommand, usage: TRACE_USAGE },
+  export: { run: exportCommand, usage: EXPORT_USAGE },
 };
 
 async function main(argv: string[]): Promise<number> {

@@ -3,10 +3,10 @@ import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
 import { loadModel } from '../engine.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { MODEL_OPTIONS, parseIdList, parseThreads } from './args.js';
+import { MODEL_OPTIONS, parseIdList, parsePositiveInt, parseThreads } from './args.js';
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
-                [--decoder-text "..." | --decoder-ids 0,5,6] [--qk] [--hidden] [--truncate] [--out trace.json|trace.safetensors]
+                [--decoder-text "..." | --decoder-ids 0,5,6] [--qk] [--hidden] [--top-k N] [--truncate] [--out trace.json|trace.safetensors]
                 [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
@@ -15,7 +15,9 @@ export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."]
   --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
   --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input
   --qk         include per-head queries and keys
-  --hidden     include the last hidden state (JSON only)
+  --hidden     include the last hidden state (JSON output)
+  --top-k N    add the head's N most likely tokens: at each [MASK] (masked LMs),
+               or the next token at every position (causal LMs, decoders)
   --truncate   cut inputs longer than the model's maximum positions
   --out        write to a file (.safetensors for the binary trace); stdout otherwise`;
 
@@ -32,6 +34,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
       'decoder-ids': { type: 'string' },
       qk: { type: 'boolean' },
       hidden: { type: 'boolean' },
+      'top-k': { type: 'string' },
       truncate: { type: 'boolean' },
       out: { type: 'string' },
       ...MODEL_OPTIONS,
@@ -59,6 +62,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
       truncate: values.truncate ?? false,
       decoderText: values['decoder-text'],
       decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
+      topK: parsePositiveInt(values['top-k'], '--top-k'),
     });
     if (values.out) {
       await writeTraceFile(values.out, trace);

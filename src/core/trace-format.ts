@@ -4,7 +4,7 @@
  * functions; file reading and writing live in io/trace-file.ts.
  */
 import { AttnscopeError } from './errors.js';
-import type { LayerStack, ModelInfo, StackMap, StackName, Token, Trace } from './trace.js';
+import type { LayerStack, Matrix, ModelInfo, StackMap, StackName, Token, Trace } from './trace.js';
 
 export const TRACE_FORMAT = 'attnscope-trace';
 export const TRACE_VERSION = 1;
@@ -148,6 +148,18 @@ function* stackMapJson(map: StackMap): Generator<string> {
   yield '}';
 }
 
+/** A matrix field as nested [row][col] arrays. */
+function* matrixJson(name: string, m: Matrix): Generator<string> {
+  const [rows, cols] = m.dims;
+  yield `,${JSON.stringify(name)}:[`;
+  for (let r = 0; r < rows; r++) {
+    const row: string[] = [];
+    for (let c = 0; c < cols; c++) row.push(formatFloat32(m.data[r * cols + c]!));
+    yield `${r > 0 ? ',' : ''}[${row.join(',')}]`;
+  }
+  yield ']';
+}
+
 /** The JSON trace as a sequence of text chunks (large traces never become one string). */
 export function* traceJsonChunks(trace: Trace): Generator<string> {
   yield `{"format":${JSON.stringify(TRACE_FORMAT)},"version":${TRACE_VERSION}`;
@@ -164,6 +176,9 @@ export function* traceJsonChunks(trace: Trace): Generator<string> {
     yield ',"keys":';
     yield* stackMapJson(trace.keys);
   }
+  if (trace.predictions) yield `,"predictions":${JSON.stringify(trace.predictions)}`;
+  if (trace.lastHiddenState) yield* matrixJson('lastHiddenState', trace.lastHiddenState);
+  if (trace.encoderLastHiddenState) yield* matrixJson('encoderLastHiddenState', trace.encoderLastHiddenState);
   yield '}\n';
 }
 
@@ -220,6 +235,7 @@ export function traceFromJson(value: unknown, where: string): Trace {
   if (v.decoderTokens !== undefined) trace.decoderTokens = tokensFromJson(v.decoderTokens, `${where}: decoderTokens`);
   if (queries) trace.queries = queries;
   if (keys) trace.keys = keys;
+  if (Array.isArray(v.predictions)) trace.predictions = v.predictions as Trace['predictions'];
   validateTrace(trace, where);
   return trace;
 }

@@ -40,9 +40,29 @@ export interface LayerStack {
   readonly layers: readonly Float32Array[];
 }
 
-export interface HiddenState {
+/** A row-major float matrix [rows, cols]. */
+export interface Matrix {
   readonly dims: readonly [number, number];
   readonly data: Float32Array;
+}
+
+/** One candidate token of a prediction. */
+export interface Candidate {
+  id: number;
+  /** Token text as the vocabulary names it. */
+  token: string;
+  probability: number;
+}
+
+/**
+ * What the model's head predicts at one position: for masked LMs the token at a [MASK], for
+ * causal LMs and decoders the next token after `position`.
+ */
+export interface Prediction {
+  /** Index into `tokens` (or `decoderTokens` for encoder-decoders). */
+  position: number;
+  kind: 'masked' | 'next';
+  candidates: Candidate[];
 }
 
 export type StackMap = Partial<Record<StackName, LayerStack>>;
@@ -58,9 +78,13 @@ export interface Trace {
   /** Per-key-head key vectors as they enter q·k. */
   keys?: StackMap;
   /** Final hidden state [positions][hidden] of the (decoder) stack, when requested. */
-  lastHiddenState?: HiddenState;
+  lastHiddenState?: Matrix;
   /** Encoder-decoder models: the encoder's final hidden state, when requested. */
-  encoderLastHiddenState?: HiddenState;
+  encoderLastHiddenState?: Matrix;
+  /** The prediction head's output [positions][vocab] (or [positions][1] for token scores), when requested. */
+  logits?: Matrix;
+  /** Top-k predictions of the model's head, when requested. */
+  predictions?: Prediction[];
 }
 
 /** Attention weight of `layer`, `head`, query `q`, key `k` in a stack. */

@@ -8,6 +8,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import { layerNormLayer, linearLayer, segmentTypeIds } from './bert.js';
+import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 
 function describe(config: ModelConfig): ArchitectureInfo {
@@ -70,6 +71,13 @@ async function build(ctx: BuildContext): Promise<void> {
     }
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) {
+    const logits = await maskedLmHead(ctx, x, {
+      dense: 'predictions.dense', act: config.str('hidden_act', 'gelu_new'), norm: 'predictions.LayerNorm', eps: config.num('layer_norm_eps', 1e-12),
+      decoder: ['predictions.decoder.weight', `${base}embeddings.word_embeddings.weight`], bias: ['predictions.bias', 'predictions.decoder.bias'],
+    });
+    g.output(logits, 'logits');
+  }
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -9,6 +9,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
+import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 
 const ROBERTA_LIKE = new Set(['roberta', 'xlm-roberta', 'camembert']);
@@ -85,6 +86,37 @@ async function build(ctx: BuildContext): Promise<void> {
     x = await bertLayer(ctx, x, `${base}encoder.layer.${l}`, l, info);
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) g.output(await predictionHead(ctx, x, base), 'logits');
+}
+
+/**
+ * The checkpoint's prediction head: BERT's and RoBERTa's masked-LM heads, ELECTRA's generator
+ * (masked LM) or discriminator (one replaced-token score per position).
+ */
+async function predictionHead(ctx: BuildContext, x: Value, base: string): Promise<Value> {
+  const { g, config } = ctx;
+  const eps = config.num('layer_norm_eps', 1e-12);
+  const embeddings = `${base}embeddings.word_embeddings.weight`;
+  if (ctx.hasWeight('discriminator_predictions.dense.weight')) {
+    const h = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, x, 'discriminator_predictions.dense'));
+    return g.squeeze(await linearLayer(ctx, h, 'discriminator_predictions.dense_prediction'), [-1]);
+  }
+  if (ctx.hasWeight('generator_predictions.dense.weight')) {
+    return maskedLmHead(ctx, x, {
+      dense: 'generator_predictions.dense', act: 'gelu', norm: 'generator_predictions.LayerNorm', eps,
+      decoder: ['generator_lm_head.weight', embeddings], bias: ['generator_lm_head.bias'],
+    });
+  }
+  if (ctx.hasWeight('lm_head.dense.weight')) {
+    return maskedLmHead(ctx, x, {
+      dense: 'lm_head.dense', act: 'gelu', norm: 'lm_head.layer_norm', eps,
+      decoder: ['lm_head.decoder.weight', embeddings], bias: ['lm_head.bias', 'lm_head.decoder.bias'],
+    });
+  }
+  return maskedLmHead(ctx, x, {
+    dense: 'cls.predictions.transform.dense', act: config.str('hidden_act', 'gelu'), norm: 'cls.predictions.transform.LayerNorm', eps,
+    decoder: ['cls.predictions.decoder.weight', embeddings], bias: ['cls.predictions.bias', 'cls.predictions.decoder.bias'],
+  });
 }
 
 /**

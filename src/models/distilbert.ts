@@ -8,6 +8,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import { layerNormLayer, linearLayer } from './bert.js';
+import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 
 const EPS = 1e-12;
@@ -58,6 +59,13 @@ async function build(ctx: BuildContext): Promise<void> {
   x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, EPS);
   for (let l = 0; l < info.numLayers; l++) x = await block(ctx, x, `${base}transformer.layer.${l}`, l, info);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) {
+    const logits = await maskedLmHead(ctx, x, {
+      dense: 'vocab_transform', act: config.str('activation', 'gelu'), norm: 'vocab_layer_norm', eps: EPS,
+      decoder: ['vocab_projector.weight', `${base}embeddings.word_embeddings.weight`], bias: ['vocab_projector.bias'],
+    });
+    g.output(logits, 'logits');
+  }
 }
 
 function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -11,6 +11,7 @@ import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runti
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads } from './attention.js';
+import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './bert.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -133,6 +134,7 @@ async function build(ctx: BuildContext): Promise<void> {
   }
   x = await layerNormLayer(ctx, x, `${base}final_layer_norm`, config.num('layer_norm_eps', 1e-5));
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['embed_out.weight', `${base}embed_in.weight`]), 'logits');
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

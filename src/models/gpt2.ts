@@ -13,6 +13,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
+import { lmHead } from './heads.js';
 import { layerNormLayer } from './bert.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -107,6 +108,7 @@ async function build(ctx: BuildContext): Promise<void> {
   }
   x = await layerNormLayer(ctx, x, `${base}ln_f`, config.num('layer_norm_epsilon', 1e-5));
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}wte.weight`]), 'logits');
 }
 
 function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
