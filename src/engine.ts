@@ -15,6 +15,8 @@ import { createBuildContext } from './models/build-context.js';
 import { ModelConfig } from './models/config.js';
 import { architectureFor } from './models/registry.js';
 import { nodeRuntime } from './runtime/onnxruntime-node.js';
+import { decodeIncrementally, generateEncoderDecoder, generationInfo } from './generation/decode.js';
+import { createSampler, validateSampling, type SamplingOptions } from './generation/sampling.js';
 import type { GraphSession, Runtime, RuntimeTensor } from './runtime/runtime.js';
 import { loadTokenizer, type AttnTokenizer } from './tokenizer/load-tokenizer.js';
 
@@ -50,6 +52,16 @@ export function topKPredictions(
       candidates: order.map((id) => ({ id, token: tokenText(id), probability: Math.exp(row[id]! - max) / sum })),
     };
   });
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (generation stops earlier at the end-of-sequence token). */
+  maxNewTokens: number;
+  /** Prompt token ids instead of text. */
+  ids?: readonly number[];
+  /** Also return per-head queries and keys. */
+  qk?: boolean;
+  precision?: TapPrecision;
 }
 
 export interface LoadOptions {
@@ -122,6 +134,8 @@ export class Model {
     private readonly weights: WeightStore,
     private readonly runtime: Runtime,
     private readonly threads: number | undefined,
+    /** generation_config.json, when the checkpoint has one. */
+    readonly generationConfig: Readonly<Record<string, unknown>> = {},
   ) {}
 
   get name(): string {
@@ -172,7 +186,7 @@ export class Model {
     return this.requireTokenizer().encode(text, pair);
   }
 
-  private tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
+  tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
     if (ids.length === 0) throw new AttnscopeError('empty input: no token ids');
     if (typeIds && typeIds.length !== ids.length) {
       throw new AttnscopeError(`--type-ids has ${typeIds.length} values but there are ${ids.length} token ids`);
@@ -230,10 +244,10 @@ export class Model {
     return { rows: logits.dims[1]!, vocab: logits.dims[2]!, data: toFloat32(logits) };
   }
 
-  /** Runs the graph for a set of taps on prepared inputs; returns its outputs by name. */
-  async run(taps: TapRequest, inputs: ModelInputs): Promise<Record<string, RuntimeTensor>> {
+  /** Runs the graph for a set of taps on prepared inputs (plus extra feeds such as past keys); returns its outputs by name. */
+  async run(taps: TapRequest, inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Promise<Record<string, RuntimeTensor>> {
     const session = await this.session(taps);
-    const allFeeds = this.architecture.feeds(this.config, inputs);
+    const allFeeds = { ...this.architecture.feeds(this.config, inputs), ...extra };
     const feeds: Record<string, RuntimeTensor> = {};
     for (const name of session.inputNames) {
       const f = allFeeds[name];
@@ -241,6 +255,42 @@ export class Model {
       feeds[name] = f;
     }
     return session.run(feeds);
+  }
+
+  /**
+   * Generates up to `maxNewTokens` tokens after a prompt, decoding incrementally with a key/value
+   * cache (each new token costs one position), and returns the trace of the whole sequence: the
+   * prompt's attention and each generated token's row over all earlier tokens, every layer and head.
+   */
+  async generate(text: string | null, options: GenerateOptions): Promise<Trace> {
+    const info = this.info;
+    if (info.kind === 'encoder') throw new AttnscopeError(`${this.name} is an encoder (${this.config.modelType}); it does not generate text`);
+    if (info.kind === 'encoder-decoder') return generateEncoderDecoder(this, text, options);
+    validateSampling(options);
+    const maxNew = options.maxNewTokens;
+    if (!Number.isInteger(maxNew) || maxNew < 1) throw new AttnscopeError(`--max-new-tokens must be a positive integer, got ${maxNew}`);
+    const prompt = options.ids ? this.tokensFromIds(options.ids) : await this.tokenize(text ?? '');
+    if (prompt.length + maxNew > info.maxPositions) {
+      throw new AttnscopeError(`generation too long: ${prompt.length} prompt tokens + ${maxNew} new tokens = ${prompt.length + maxNew}, but ${this.name} accepts at most ${info.maxPositions} positions`);
+    }
+    const taps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, precision: options.precision ?? 'float32', cache: true };
+    const result = await decodeIncrementally(this, taps, ['self'], prompt.map((t) => t.id), maxNew, createSampler(options), this.eosIds(), {});
+    const generated = this.tokensFromIds(result.newIds).map((t) => ({ ...t, generated: true }));
+    const tokens = [...prompt, ...generated];
+    const trace: Trace = { model: this.modelInfo(this.architecture.describe(this.config)), tokens, attention: result.attention };
+    if (result.queries && result.keys) {
+      trace.queries = result.queries;
+      trace.keys = result.keys;
+    }
+    trace.generation = generationInfo(options, prompt.length, result);
+    return trace;
+  }
+
+  /** End-of-sequence ids from generation_config.json / config.json. */
+  eosIds(): Set<number> {
+    const raw = this.generationConfig.eos_token_id ?? this.config.raw.eos_token_id;
+    const ids = Array.isArray(raw) ? raw : [raw];
+    return new Set(ids.filter((x): x is number => typeof x === 'number'));
   }
 
   /** The id the decoder starts from (config decoder_start_token_id). */
@@ -307,7 +357,7 @@ export class Model {
     return trace;
   }
 
-  private modelInfo(d: ArchitectureInfo): ModelInfo {
+  modelInfo(d: ArchitectureInfo): ModelInfo {
     return {
       name: this.name,
       modelType: this.config.modelType,
@@ -340,6 +390,17 @@ async function readConfig(files: ModelFiles): Promise<ModelConfig> {
   return new ModelConfig(raw as Record<string, unknown>, path);
 }
 
+async function readGenerationConfig(files: ModelFiles): Promise<Record<string, unknown>> {
+  const path = await files.path('generation_config.json');
+  if (!path) return {};
+  try {
+    const raw: unknown = JSON.parse(await readFile(path, 'utf8'));
+    return typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
+  } catch (e) {
+    throw new AttnscopeError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
 async function readTokenizer(files: ModelFiles): Promise<AttnTokenizer | null> {
   const tokenizerJson = await files.path('tokenizer.json');
   if (!tokenizerJson) return null;
@@ -365,5 +426,6 @@ export async function loadModel(source?: string, options: LoadOptions = {}): Pro
   architecture.describe(config); // validates the config early
   const tokenizer = await readTokenizer(files);
   const weights = await openWeights(files);
-  return new Model(files, config, architecture, tokenizer, weights, options.runtime ?? nodeRuntime, options.threads);
+  const generationConfig = await readGenerationConfig(files);
+  return new Model(files, config, architecture, tokenizer, weights, options.runtime ?? nodeRuntime, options.threads, generationConfig);
 }

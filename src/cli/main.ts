@@ -2,18 +2,21 @@
 /** The `attnscope` command: dispatches to subcommands, prints user errors on one line. */
 import { AttnscopeError } from '../core/errors.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
+import { GENERATE_USAGE, generateCommand } from './generate-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
 
 const USAGE = `attnscope — see and measure what a Transformer attends to
 
 Usage:
   ${TRACE_USAGE}
+  ${GENERATE_USAGE}
   ${EXPORT_USAGE}
 
 Run 'attnscope <command> --help' for a command's options.`;
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string }> = {
   trace: { run: traceCommand, usage: TRACE_USAGE },
+  generate: { run: generateCommand, usage: GENERATE_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
 };
 

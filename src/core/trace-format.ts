@@ -16,7 +16,10 @@ export type StoredToken = Partial<Token> & { text: string };
 
 /** Token objects as written to files (the `word` index is kept: views merge sub-words with it). */
 export function tokensToJson(tokens: readonly Token[]): StoredToken[] {
-  return tokens.map((t) => ({ id: t.id, text: t.text, start: t.start, end: t.end, special: t.special, segment: t.segment, word: t.word }));
+  return tokens.map((t) => ({
+    id: t.id, text: t.text, start: t.start, end: t.end, special: t.special, segment: t.segment, word: t.word,
+    ...(t.generated ? { generated: true } : {}),
+  }));
 }
 
 /** Parses the tokens of a trace file: token objects or plain strings. */
@@ -36,6 +39,7 @@ export function tokensFromJson(value: unknown, where: string): Token[] {
       special: t.special === true,
       segment: typeof t.segment === 'number' ? t.segment : 0,
       word: typeof t.word === 'number' ? t.word : null,
+      ...(t.generated === true ? { generated: true } : {}),
     };
   });
 }
@@ -177,6 +181,7 @@ export function* traceJsonChunks(trace: Trace): Generator<string> {
     yield* stackMapJson(trace.keys);
   }
   if (trace.predictions) yield `,"predictions":${JSON.stringify(trace.predictions)}`;
+  if (trace.generation) yield `,"generation":${JSON.stringify(trace.generation)}`;
   if (trace.lastHiddenState) yield* matrixJson('lastHiddenState', trace.lastHiddenState);
   if (trace.encoderLastHiddenState) yield* matrixJson('encoderLastHiddenState', trace.encoderLastHiddenState);
   yield '}\n';
@@ -236,6 +241,7 @@ export function traceFromJson(value: unknown, where: string): Trace {
   if (queries) trace.queries = queries;
   if (keys) trace.keys = keys;
   if (Array.isArray(v.predictions)) trace.predictions = v.predictions as Trace['predictions'];
+  if (typeof v.generation === 'object' && v.generation !== null) trace.generation = v.generation as Trace['generation'];
   validateTrace(trace, where);
   return trace;
 }

@@ -17,6 +17,23 @@ export interface Token {
   segment: number;
   /** Index of the word the token belongs to within its segment, or null for specials. */
   word: number | null;
+  /** True for tokens the model generated (generation traces); absent for the given input. */
+  generated?: boolean;
+}
+
+/** How a generation trace was produced. */
+export interface GenerationInfo {
+  /** Tokens of the given prompt (the first ones of `tokens`, or of `decoderTokens` for encoder-decoders). */
+  promptLength: number;
+  strategy: 'greedy' | 'sample';
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** Why generation ended: the end-of-sequence token, or the requested number of new tokens. */
+  stoppedBy: 'eos' | 'length';
+  /** Each generated token with its probability when it was chosen. */
+  steps: { id: number; probability: number }[];
 }
 
 export type StackName = 'self' | 'encoder' | 'decoder' | 'cross';
@@ -85,6 +102,8 @@ export interface Trace {
   logits?: Matrix;
   /** Top-k predictions of the model's head, when requested. */
   predictions?: Prediction[];
+  /** Generation traces: how the generated tokens were chosen. */
+  generation?: GenerationInfo;
 }
 
 /** Attention weight of `layer`, `head`, query `q`, key `k` in a stack. */

@@ -79,6 +79,8 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
     tokens: JSON.stringify(tokensToJson(trace.tokens)),
   };
   if (trace.decoderTokens) metadata.decoderTokens = JSON.stringify(tokensToJson(trace.decoderTokens));
+  if (trace.generation) metadata.generation = JSON.stringify(trace.generation);
+  if (trace.predictions) metadata.predictions = JSON.stringify(trace.predictions);
   const tensors = [
     ...stackTensors('attention', trace.attention, dtype),
     ...stackTensors('queries', trace.queries, dtype),
@@ -130,6 +132,10 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     if (meta.decoderTokens !== undefined) {
       trace.decoderTokens = tokensFromJson(parseJsonMeta(meta.decoderTokens, `${path}: metadata decoderTokens`), `${path}: metadata decoderTokens`);
     }
+    const generation = parseJsonMeta(meta.generation, `${path}: metadata generation`);
+    if (typeof generation === 'object' && generation !== null) trace.generation = generation as Trace['generation'];
+    const predictions = parseJsonMeta(meta.predictions, `${path}: metadata predictions`);
+    if (Array.isArray(predictions)) trace.predictions = predictions as Trace['predictions'];
     if (hasQk) {
       trace.queries = maps.queries;
       trace.keys = maps.keys;

@@ -31,6 +31,13 @@ export interface TapRequest {
   logits: boolean;
   /** Precision of attention and q/k taps. */
   precision: TapPrecision;
+  /**
+   * Incremental decoding: self-attention of decoders reads past keys/values from inputs
+   * `past_key.<stack>.<layer>` / `past_value.<stack>.<layer>` [1, kvHeads, past, headDim] and
+   * returns the extended ones as `present_key.<stack>.<layer>` / `present_value...`; feeds
+   * place the new tokens at positions pastLength, pastLength + 1, ...
+   */
+  cache?: boolean;
 }
 
 export interface ArchitectureInfo {
@@ -47,6 +54,8 @@ export interface ArchitectureInfo {
 
 export interface ModelInputs {
   inputIds: readonly number[];
+  /** Tokens already in the key/value cache before `inputIds` (incremental decoding). */
+  pastLength?: number;
   typeIds?: readonly number[];
   decoderInputIds?: readonly number[];
 }

@@ -43,6 +43,12 @@ export interface AttentionArgs {
   scaleStyle: 'scores-mul' | 'scores-div' | 'query-mul';
   /** Added to the scores (masks, relative position bias), broadcastable to [1, heads, q, k]. */
   bias?: Value | null;
+  /**
+   * With 'query-mul': the queries already multiplied by the scale, as the model computes them
+   * (e.g. BART scales q_proj's output before splitting heads). Used for the product instead of
+   * q · scale; `q` is still what is tapped.
+   */
+  scaledQ?: Value;
 }
 
 /** Repeats each of kvHeads heads numHeads/kvHeads times: [1, kv, s, d] → [1, heads, s, d]. */
@@ -53,17 +59,37 @@ function repeatKv(g: GraphBuilder, x: Value, numHeads: number, numKvHeads: numbe
   return g.reshape(expanded, [1, numHeads, -1, headDim]);
 }
 
+/** Stacks whose keys and values grow token by token when decoding incrementally. */
+const CACHED_STACKS = new Set<StackName>(['self', 'decoder']);
+
+/**
+ * With `taps.cache`, prepends the past keys/values (graph inputs) to this step's and returns
+ * the whole as `present_*` outputs; otherwise returns the keys/values unchanged.
+ */
+function withCache(ctx: BuildContext, a: AttentionArgs): { k: Value; v: Value } {
+  if (!ctx.taps.cache || !CACHED_STACKS.has(a.stack)) return { k: a.k, v: a.v };
+  const { g } = ctx;
+  const shape = [1, a.numKvHeads, 'past', a.headDim] as const;
+  const id = `${a.stack}.${a.layer}`;
+  const k = g.concat([g.input(`past_key.${id}`, 'float32', shape), a.k], 2);
+  const v = g.concat([g.input(`past_value.${id}`, 'float32', shape), a.v], 2);
+  g.output(k, `present_key.${id}`);
+  g.output(v, `present_value.${id}`);
+  return { k, v };
+}
+
 /** Returns the attention output [1, heads, q, headDim] and taps probabilities, queries, keys. */
 export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const { g } = ctx;
   tap(ctx, ctx.taps.qk, a.q, `queries.${a.stack}.${a.layer}`);
   tap(ctx, ctx.taps.qk, a.k, `keys.${a.stack}.${a.layer}`);
-  const k = repeatKv(g, a.k, a.numHeads, a.numKvHeads, a.headDim);
-  const v = repeatKv(g, a.v, a.numHeads, a.numKvHeads, a.headDim);
+  const { k: allK, v: allV } = withCache(ctx, a);
+  const k = repeatKv(g, allK, a.numHeads, a.numKvHeads, a.headDim);
+  const v = repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim);
   const kT = g.transpose(k, [0, 1, 3, 2]);
   let scores: Value;
   if (a.scaleStyle === 'query-mul') {
-    scores = g.matMul(a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)), kT);
+    scores = g.matMul(a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale))), kT);
   } else {
     scores = g.matMul(a.q, kT);
     if (a.scale !== 1) {

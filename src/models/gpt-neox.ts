@@ -120,7 +120,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const spec = ropeSpec(config, info.headDim);
   const base = ctx.findPrefix(['gpt_neox.', ''], 'embed_in.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'seq']);
+  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const rope: Rope | null = spec.rotaryDims > 0
     ? {
         spec,
@@ -139,13 +139,14 @@ async function build(ctx: BuildContext): Promise<void> {
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
   const n = inputs.inputIds.length;
-  const positions = Array.from({ length: n }, (_, i) => i);
+  const past = inputs.pastLength ?? 0;
+  const positions = Array.from({ length: n }, (_, i) => past + i);
   const spec = ropeSpec(config, describe(config).headDim);
   const { cos, sin } = ropeTables(spec, positions);
   return {
     input_ids: int64Tensor(inputs.inputIds),
     position_ids: int64Tensor(positions),
-    attention_bias: causalMask(n),
+    attention_bias: causalMask(n, { pastLength: past }),
     rope_cos: float32Tensor(cos, [1, 1, n, spec.rotaryDims]),
     rope_sin: float32Tensor(sin, [1, 1, n, spec.rotaryDims]),
   };

@@ -98,7 +98,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['transformer.', ''], 'wte.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'seq']);
+  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   let x = g.add(
     g.gather(await ctx.weight(`${base}wte.weight`), ids),
     g.gather(await ctx.weight(`${base}wpe.weight`), positions),
@@ -113,10 +113,11 @@ async function build(ctx: BuildContext): Promise<void> {
 
 function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
   const n = inputs.inputIds.length;
+  const past = inputs.pastLength ?? 0;
   return {
     input_ids: int64Tensor(inputs.inputIds),
-    position_ids: int64Tensor(Array.from({ length: n }, (_, i) => i)),
-    attention_bias: causalMask(n),
+    position_ids: int64Tensor(Array.from({ length: n }, (_, i) => past + i)),
+    attention_bias: causalMask(n, { pastLength: past }),
   };
 }
 

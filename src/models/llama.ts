@@ -256,7 +256,7 @@ async function build(ctx: BuildContext): Promise<void> {
   };
   const masks = maskInputs(s.windows);
   const maskValues = new Map<string, Value>();
-  for (const name of new Set(masks.perLayer)) maskValues.set(name, g.input(name, 'float32', [1, 1, 'seq', 'seq']));
+  for (const name of new Set(masks.perLayer)) maskValues.set(name, g.input(name, 'float32', [1, 1, 'seq', 'keys']));
 
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
@@ -272,7 +272,7 @@ async function build(ctx: BuildContext): Promise<void> {
   }
 }
 
-/** Feeds for `inputIds` at positions pastLength, pastLength + 1, ... (pastLength > 0: a future cached mode). */
+/** Feeds for `inputIds` at positions pastLength, pastLength + 1, ... (pastLength > 0: incremental decoding). */
 export function llamaFeeds(s: LlamaSpec, inputIds: readonly number[], pastLength = 0): Record<string, RuntimeTensor> {
   const n = inputIds.length;
   const positions = Array.from({ length: n }, (_, i) => pastLength + i);
@@ -290,7 +290,7 @@ export function llamaFeeds(s: LlamaSpec, inputIds: readonly number[], pastLength
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  return llamaFeeds(llamaSpec(config), inputs.inputIds);
+  return llamaFeeds(llamaSpec(config), inputs.inputIds, inputs.pastLength ?? 0);
 }
 
 export const llamaFamily: Architecture = {

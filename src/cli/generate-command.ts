@@ -1,0 +1,74 @@
+/** `attnscope generate [model] --text "..." --max-new-tokens N [--sample ...] [--out trace.json]`. */
+import { parseArgs } from 'node:util';
+import { AttnscopeError } from '../core/errors.js';
+import { loadModel } from '../engine.js';
+import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
+import { MODEL_OPTIONS, parseIdList, parsePositiveInt, parseThreads } from './args.js';
+
+export const GENERATE_USAGE = `attnscope generate [model] (--text "..." | --ids 1,2,3) [--max-new-tokens N]
+                [--sample [--temperature T] [--top-k K] [--top-p P] [--seed S]]
+                [--qk] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
+
+  Generates up to N tokens (default 20; greedy unless --sample) with a key/value cache and writes
+  the trace of prompt + generated tokens: every generated token's attention row over all earlier
+  tokens, every layer and head. Decoder-only and encoder-decoder models (for those, --text is the
+  encoder input and the decoder starts from decoder_start_token_id).`;
+
+function parseNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new AttnscopeError(`${flag}: expected a number, got '${value}'`);
+  return n;
+}
+
+export async function generateCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      text: { type: 'string' },
+      ids: { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      sample: { type: 'boolean' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      seed: { type: 'string' },
+      qk: { type: 'boolean' },
+      out: { type: 'string' },
+      ...MODEL_OPTIONS,
+    },
+  });
+  if (positionals.length > 1) throw new AttnscopeError(`generate: expected at most one model, got ${positionals.join(' ')}`);
+  const ids = parseIdList(values.ids, '--ids');
+  if (values.text === undefined && ids === undefined) throw new AttnscopeError('generate: give --text "..." or --ids 1,2,3');
+  if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('generate: give either --text or --ids, not both');
+  if (values.text !== undefined && values.text.trim() === '') throw new AttnscopeError('empty text: nothing to generate from');
+  const sampling = values.sample ?? false;
+  if (!sampling && (values.temperature || values['top-k'] || values['top-p'] || values.seed)) {
+    throw new AttnscopeError('--temperature, --top-k, --top-p and --seed apply to sampling: add --sample');
+  }
+  const model = await loadModel(positionals[0], { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+  try {
+    const trace = await model.generate(values.text ?? null, {
+      ids,
+      maxNewTokens: parsePositiveInt(values['max-new-tokens'], '--max-new-tokens') ?? 20,
+      strategy: sampling ? 'sample' : 'greedy',
+      temperature: parseNumber(values.temperature, '--temperature'),
+      topK: parsePositiveInt(values['top-k'], '--top-k'),
+      topP: parseNumber(values['top-p'], '--top-p'),
+      seed: parseNumber(values.seed, '--seed'),
+      qk: values.qk ?? false,
+    });
+    const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
+    process.stderr.write(`generated: ${JSON.stringify(model.tokenizer?.decode(generated) ?? generated.join(' '))} (${generated.length} tokens, stopped by ${trace.generation?.stoppedBy})\n`);
+    if (values.out) {
+      await writeTraceFile(values.out, trace);
+      process.stderr.write(`wrote ${values.out}\n`);
+    } else {
+      await writeTraceJsonTo(process.stdout, trace);
+    }
+  } finally {
+    await model.dispose();
+  }
+}

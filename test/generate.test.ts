@@ -1,0 +1,127 @@
+/**
+ * Generation with a key/value cache: the embedded model reproduces PyTorch's greedy
+ * continuation; for every decoder family the cached decode gives the same tokens (argmax of
+ * full re-runs, whose logits match PyTorch) and the same attention rows as one full re-run.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../src/engine.js';
+import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
+import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'attnscope-gen-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+interface GreedyReference {
+  greedy_continuation: { prompt_ids: number[]; max_new_tokens: number; sequence_ids: number[] };
+  greedy_continuation_ids: number[];
+}
+
+describe('the embedded default model', () => {
+  it("reproduces PyTorch's greedy continuation", async () => {
+    const ref = readReference('stories260k') as unknown as GreedyReference;
+    const model = await loadModel();
+    try {
+      const { prompt_ids: prompt, max_new_tokens: n } = ref.greedy_continuation;
+      const trace = await model.generate(null, { ids: prompt, maxNewTokens: n });
+      expect(trace.tokens.map((t) => t.id)).toEqual(ref.greedy_continuation.sequence_ids);
+      expect(trace.tokens.filter((t) => t.generated).map((t) => t.id)).toEqual(ref.greedy_continuation_ids);
+      expect(trace.generation).toMatchObject({ promptLength: prompt.length, strategy: 'greedy', stoppedBy: 'length' });
+      expect(trace.generation!.steps.map((s) => s.id)).toEqual(ref.greedy_continuation_ids);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+for (const fixture of ['gpt2', 'gpt_neox', 'llama', 'mistral-window', 'qwen2', 'gemma']) {
+  describe(`cached decoding of ${fixture}`, () => {
+    const input = readReference(fixture).inputs[0]!;
+
+    it('chooses the argmax of full re-runs and gives their attention, queries and keys', async () => {
+      const model = await loadModel(join(FIXTURES, fixture));
+      try {
+        const maxNew = 10;
+        const trace = await model.generate(null, { ids: input.input_ids, maxNewTokens: maxNew, qk: true });
+        const ids = trace.tokens.map((t) => t.id);
+        const generated = ids.slice(input.input_ids.length);
+        expect(trace.tokens.slice(0, input.input_ids.length).every((t) => !t.generated)).toBe(true);
+        expect(trace.tokens.slice(input.input_ids.length).every((t) => t.generated)).toBe(true);
+        // The same chain from full (uncached) runs.
+        const chain: number[] = [];
+        for (let i = 0; i < generated.length; i++) {
+          const full = await model.trace(null, { ids: [...input.input_ids, ...chain], logits: true, attention: false });
+          const cols = full.logits!.dims[1];
+          const last = full.logits!.data.subarray(full.logits!.data.length - cols);
+          let best = 0;
+          for (let v = 1; v < cols; v++) if (last[v]! > last[best]!) best = v;
+          chain.push(best);
+        }
+        expect(generated).toEqual(chain);
+        const full = await model.trace(null, { ids, qk: true });
+        expect(trace.attention.self!.dims).toEqual(full.attention.self!.dims);
+        expect(maxAbsDiff(stackValues(trace.attention.self), stackValues(full.attention.self))).toBeLessThanOrEqual(1e-5);
+        expect(maxAbsDiff(stackValues(trace.queries?.self), stackValues(full.queries?.self))).toBeLessThanOrEqual(1e-4);
+        expect(maxAbsDiff(stackValues(trace.keys?.self), stackValues(full.keys?.self))).toBeLessThanOrEqual(1e-4);
+      } finally {
+        await model.dispose();
+      }
+    });
+  });
+}
+
+describe('sampling', () => {
+  it('is reproducible with a seed, and top-k 1 is greedy', async () => {
+    const model = await loadModel();
+    try {
+      const opts = { maxNewTokens: 15, strategy: 'sample' as const, temperature: 1.2, topP: 0.95, seed: 42 };
+      const a = await model.generate('Once upon a time', opts);
+      const b = await model.generate('Once upon a time', opts);
+      expect(a.tokens.map((t) => t.id)).toEqual(b.tokens.map((t) => t.id));
+      const seeds = await Promise.all([1, 2, 3, 4].map((seed) => model.generate('Once upon a time', { ...opts, seed })));
+      expect(new Set(seeds.map((t) => t.tokens.map((x) => x.id).join(','))).size).toBeGreaterThan(1);
+      const topOne = await model.generate('Once upon a time', { maxNewTokens: 15, strategy: 'sample', topK: 1, seed: 9 });
+      const greedy = await model.generate('Once upon a time', { maxNewTokens: 15 });
+      expect(topOne.tokens.map((t) => t.id)).toEqual(greedy.tokens.map((t) => t.id));
+      for (const s of a.generation!.steps) expect(s.probability).toBeGreaterThan(0);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('generation traces', () => {
+  it('round-trip through JSON and .safetensors with their generation info', async () => {
+    const model = await loadModel();
+    try {
+      const trace = await model.generate('Lily saw a', { maxNewTokens: 6 });
+      for (const file of ['gen.json', 'gen.safetensors']) {
+        await writeTraceFile(join(tmp, file), trace);
+        const back = await readTraceFile(join(tmp, file));
+        expect(back.generation).toEqual(trace.generation);
+        expect(back.tokens.map((t) => t.generated ?? false)).toEqual(trace.tokens.map((t) => t.generated ?? false));
+        expect(maxAbsDiff(stackValues(back.attention.self), stackValues(trace.attention.self))).toBeLessThanOrEqual(1e-7);
+      }
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it('bad requests are clear errors', async () => {
+    const model = await loadModel();
+    try {
+      await expect(model.generate('Once upon a time', { maxNewTokens: 600 })).rejects.toThrow(/generation too long: \d+ prompt tokens \+ 600 new tokens = \d+, but .* accepts at most 512 positions/);
+      await expect(model.generate('Once', { maxNewTokens: 3, strategy: 'sample', temperature: 0 })).rejects.toThrow(/temperature must be > 0/);
+    } finally {
+      await model.dispose();
+    }
+    const bert = await loadModel(join(FIXTURES, 'bert'));
+    try {
+      await expect(bert.generate('hello', { maxNewTokens: 3 })).rejects.toThrow(/is an encoder .* does not generate text/);
+    } finally {
+      await bert.dispose();
+    }
+  });
+});
