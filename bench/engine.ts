@@ -12,6 +12,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { FloatTensor } from '../src/core/tensor.js';
+import { randomTensor } from './random-weights.js';
 import { Model } from '../src/engine.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
 import type { TapRequest } from '../src/models/architecture.js';
@@ -26,26 +27,6 @@ const FFN = 3072;
 const VOCAB = 30522;
 const MAX_POS = 512;
 const REPEATS = { 8: 20, 128: 10, 512: 5 } as Record<number, number>;
-
-/** Deterministic pseudo-random normal values (std 0.02, like BERT's initializer). */
-function randomTensor(shape: number[], seed: number, std = 0.02): FloatTensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  const next = (): number => {
-    s ^= s << 13; s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
-    return (s + 0.5) / 4294967296;
-  };
-  for (let i = 0; i < n; i += 2) {
-    const r = Math.sqrt(-2 * Math.log(next()));
-    const t = 2 * Math.PI * next();
-    data[i] = r * Math.cos(t) * std;
-    if (i + 1 < n) data[i + 1] = r * Math.sin(t) * std;
-  }
-  return { shape, data };
-}
 
 function bertBaseWeights(): Map<string, FloatTensor> {
   const w = new Map<string, FloatTensor>();

@@ -120,7 +120,7 @@ function toFloat32(t: RuntimeTensor): Float32Array {
 }
 
 function tapsKey(t: TapRequest): string {
-  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}:${t.precision}`;
+  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}:${t.precision}${t.cache ? ':cache' : ''}`;
 }
 
 export class Model {
