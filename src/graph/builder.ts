@@ -7,6 +7,7 @@ import {
   FloatAttr,
   type AttributeValue,
   type ElemType,
+  type ExternalData,
   type InitializerSpec,
   type NodeSpec,
   type ValueInfoSpec,
@@ -21,6 +22,15 @@ export interface Value {
 
 /** Opset of the default ONNX domain the builder emits (LayerNormalization, Gelu, ...). */
 export const OPSET = 21;
+
+/** Initializers this large are passed to the runtime as external data. */
+const EXTERNAL_THRESHOLD = 64 * 1024;
+
+/** An encoded model and the weights it references by name. */
+export interface BuiltModel {
+  model: Uint8Array;
+  externalData: ExternalData[];
+}
 
 const MAX_FLOAT32 = 3.4028234663852886e38;
 
@@ -257,16 +267,22 @@ export class GraphBuilder {
     return this.op('LayerNormalization', bias ? [x, scale, bias] : [x, scale], { axis: -1, epsilon: new FloatAttr(eps) });
   }
 
-  /** Serialises the graph as an ONNX model. */
-  build(): Uint8Array {
-    return encodeModel({
-      name: this.name,
-      nodes: this.nodes,
-      initializers: this.usedInitializers(),
-      inputs: this.inputs,
-      outputs: this.outputs,
-      opsetVersion: OPSET,
-    });
+  /**
+   * Serialises the graph as an ONNX model. Weights of 64 KiB or more stay outside the protobuf
+   * as external data (handed to the runtime without copying, and models over 2 GiB work).
+   */
+  build(): BuiltModel {
+    return encodeModel(
+      {
+        name: this.name,
+        nodes: this.nodes,
+        initializers: this.usedInitializers(),
+        inputs: this.inputs,
+        outputs: this.outputs,
+        opsetVersion: OPSET,
+      },
+      EXTERNAL_THRESHOLD,
+    );
   }
 
   /** Initializers some node reads (a weight only used transposed is not emitted twice). */

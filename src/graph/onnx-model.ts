@@ -66,12 +66,26 @@ export interface GraphSpec {
   extraOpsets?: Readonly<Record<string, number>>;
 }
 
-function tensorProto(t: InitializerSpec): ProtoMessage {
+/** Initializer bytes kept outside the protobuf, handed to the runtime by name. */
+export interface ExternalData {
+  path: string;
+  data: Uint8Array;
+}
+
+function tensorProto(t: InitializerSpec, external?: string): ProtoMessage {
   const m = new ProtoMessage();
   for (const d of t.dims) m.varint(1, d);
   m.varint(2, ELEM_TYPE_CODE[t.type]);
   m.string(8, t.name);
-  m.bytes(9, t.raw);
+  if (external === undefined) {
+    m.bytes(9, t.raw);
+    return m;
+  }
+  const entry = (key: string, value: string) => new ProtoMessage().string(1, key).string(2, value);
+  m.message(13, entry('location', external));
+  m.message(13, entry('offset', '0'));
+  m.message(13, entry('length', String(t.raw.length)));
+  m.varint(14, 1); // data_location = EXTERNAL
   return m;
 }
 
@@ -124,11 +138,24 @@ function nodeProto(n: NodeSpec): ProtoMessage {
   return m;
 }
 
-export function encodeModel(g: GraphSpec): Uint8Array {
+/**
+ * Encodes the model. Initializers of at least `externalThreshold` bytes are left out of the
+ * protobuf and returned as external data (no copy of the weights, and no 2 GiB protobuf limit).
+ */
+export function encodeModel(g: GraphSpec, externalThreshold = Number.POSITIVE_INFINITY): { model: Uint8Array; externalData: ExternalData[] } {
   const graph = new ProtoMessage();
+  const externalData: ExternalData[] = [];
   for (const n of g.nodes) graph.message(1, nodeProto(n));
   graph.string(2, g.name);
-  for (const t of g.initializers) graph.message(5, tensorProto(t));
+  for (const t of g.initializers) {
+    if (t.raw.length >= externalThreshold) {
+      const path = `w${externalData.length}.bin`;
+      externalData.push({ path, data: t.raw });
+      graph.message(5, tensorProto(t, path));
+    } else {
+      graph.message(5, tensorProto(t));
+    }
+  }
   for (const i of g.inputs) graph.message(11, valueInfoProto(i));
   for (const o of g.outputs) graph.message(12, valueInfoProto(o));
 
@@ -141,5 +168,5 @@ export function encodeModel(g: GraphSpec): Uint8Array {
   for (const [domain, version] of Object.entries(g.extraOpsets ?? {})) {
     model.message(8, new ProtoMessage().string(1, domain).varint(2, version));
   }
-  return model.finish();
+  return { model: model.finish(), externalData };
 }

@@ -1,7 +1,7 @@
 /** Runs graphs with onnxruntime-node (native, multi-threaded CPU). */
 import os from 'node:os';
 import ort from 'onnxruntime-node';
-import type { GraphSession, Runtime, RuntimeTensor, SessionOptions, TensorData } from './runtime.js';
+import type { GraphSession, ModelBytes, Runtime, RuntimeTensor, SessionOptions, TensorData } from './runtime.js';
 
 function toOrt(t: RuntimeTensor): ort.Tensor {
   return new ort.Tensor(t.type, t.data as ort.Tensor.DataType, t.dims);
@@ -45,9 +45,10 @@ class NodeSession implements GraphSession {
 
 export const nodeRuntime: Runtime = {
   name: 'onnxruntime-node',
-  async createSession(model: Uint8Array, options?: SessionOptions): Promise<GraphSession> {
+  async createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession> {
     const threads = options?.threads ?? Math.max(1, os.availableParallelism());
-    const session = await ort.InferenceSession.create(model, {
+    const session = await ort.InferenceSession.create(model.model, {
+      externalData: model.externalData.map(({ path, data }) => ({ path, data })),
       graphOptimizationLevel: 'all',
       intraOpNumThreads: threads,
       interOpNumThreads: 1,

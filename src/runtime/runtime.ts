@@ -17,6 +17,12 @@ export interface SessionOptions {
   threads?: number;
 }
 
+/** An ONNX model and the external weight data it references by path. */
+export interface ModelBytes {
+  model: Uint8Array;
+  externalData: readonly { path: string; data: Uint8Array }[];
+}
+
 export interface GraphSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
@@ -27,7 +33,7 @@ export interface GraphSession {
 
 export interface Runtime {
   readonly name: string;
-  createSession(model: Uint8Array, options?: SessionOptions): Promise<GraphSession>;
+  createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession>;
 }
 
 export function int64Tensor(values: readonly number[], dims: readonly number[] = [1, values.length]): RuntimeTensor {
