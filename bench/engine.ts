@@ -12,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { FloatTensor } from '../src/core/tensor.js';
-import { randomTensor } from './random-weights.js';
+import { bertBaseWeights, BERT_BASE_CONFIG, FFN, HIDDEN, LAYERS } from './bert-base.js';
 import { Model } from '../src/engine.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
 import type { TapRequest } from '../src/models/architecture.js';
@@ -20,45 +20,7 @@ import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 
-const LAYERS = 12;
-const HIDDEN = 768;
-const HEADS = 12;
-const FFN = 3072;
-const VOCAB = 30522;
-const MAX_POS = 512;
 const REPEATS = { 8: 20, 128: 10, 512: 5 } as Record<number, number>;
-
-function bertBaseWeights(): Map<string, FloatTensor> {
-  const w = new Map<string, FloatTensor>();
-  let seed = 1;
-  const add = (name: string, shape: number[], fill?: number): void => {
-    if (fill === undefined) w.set(name, randomTensor(shape, seed++));
-    else w.set(name, { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill) });
-  };
-  add('embeddings.word_embeddings.weight', [VOCAB, HIDDEN]);
-  add('embeddings.position_embeddings.weight', [MAX_POS, HIDDEN]);
-  add('embeddings.token_type_embeddings.weight', [2, HIDDEN]);
-  add('embeddings.LayerNorm.weight', [HIDDEN], 1);
-  add('embeddings.LayerNorm.bias', [HIDDEN], 0);
-  for (let l = 0; l < LAYERS; l++) {
-    const p = `encoder.layer.${l}`;
-    for (const m of ['query', 'key', 'value']) {
-      add(`${p}.attention.self.${m}.weight`, [HIDDEN, HIDDEN]);
-      add(`${p}.attention.self.${m}.bias`, [HIDDEN]);
-    }
-    add(`${p}.attention.output.dense.weight`, [HIDDEN, HIDDEN]);
-    add(`${p}.attention.output.dense.bias`, [HIDDEN]);
-    add(`${p}.attention.output.LayerNorm.weight`, [HIDDEN], 1);
-    add(`${p}.attention.output.LayerNorm.bias`, [HIDDEN], 0);
-    add(`${p}.intermediate.dense.weight`, [FFN, HIDDEN]);
-    add(`${p}.intermediate.dense.bias`, [FFN]);
-    add(`${p}.output.dense.weight`, [HIDDEN, FFN]);
-    add(`${p}.output.dense.bias`, [HIDDEN]);
-    add(`${p}.output.LayerNorm.weight`, [HIDDEN], 1);
-    add(`${p}.output.LayerNorm.bias`, [HIDDEN], 0);
-  }
-  return w;
-}
 
 /** Multiply-add FLOPs of one bert-base forward pass over n tokens. */
 function forwardFlops(n: number): number {
@@ -91,15 +53,11 @@ async function timeForward(model: Model, taps: TapRequest, ids: number[], repeat
 }
 
 async function runLength(tokens: number): Promise<LengthResult> {
-  const config = new ModelConfig({
-    model_type: 'bert', hidden_size: HIDDEN, num_attention_heads: HEADS, num_hidden_layers: LAYERS,
-    intermediate_size: FFN, vocab_size: VOCAB, max_position_embeddings: MAX_POS, type_vocab_size: 2,
-    hidden_act: 'gelu', layer_norm_eps: 1e-12,
-  }, 'bench bert-base config');
+  const config = new ModelConfig(BERT_BASE_CONFIG, 'bench bert-base config');
   const weights = memoryWeightStore(bertBaseWeights());
   const files = { name: 'random-bert-base', dir: '.', path: async () => undefined };
   const model = new Model(files, config, architectureFor('bert'), null, weights, nodeRuntime, undefined);
-  const ids = Array.from({ length: tokens }, (_, i) => (i * 7919) % VOCAB);
+  const ids = Array.from({ length: tokens }, (_, i) => (i * 7919) % BERT_BASE_CONFIG.vocab_size);
   const tapped: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: false, precision: 'float32' };
   const tappedF16: TapRequest = { ...tapped, precision: 'float16' };
   const plain: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: false, precision: 'float32' };

@@ -3,6 +3,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { AttnscopeError } from './core/errors.js';
+import { timed } from './core/profile.js';
 import { float16ToFloat32 } from './core/tensor.js';
 import type { LayerStack, ModelInfo, Prediction, StackMap, StackName, Token, Trace } from './core/trace.js';
 import { defaultModelDir } from './default-model.js';
@@ -170,9 +171,9 @@ export class Model {
 
   private async buildSession(taps: TapRequest): Promise<GraphSession> {
     const ctx = createBuildContext(this.config, this.weights, taps);
-    await this.architecture.build(ctx);
-    const bytes = ctx.g.build();
-    return this.runtime.createSession(bytes, { threads: this.threads });
+    await timed('read weights and build the graph', () => this.architecture.build(ctx));
+    const built = await timed('encode the graph', async () => ctx.g.build());
+    return timed('create the runtime session', () => this.runtime.createSession(built, { threads: this.threads }));
   }
 
   private requireTokenizer(): AttnTokenizer {
@@ -254,7 +255,7 @@ export class Model {
       if (!f) throw new Error(`architecture gave no feed for graph input ${name}`);
       feeds[name] = f;
     }
-    return session.run(feeds);
+    return timed(`run (${inputs.inputIds.length} tokens)`, () => session.run(feeds));
   }
 
   /**

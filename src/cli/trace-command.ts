@@ -1,6 +1,7 @@
 /** `attnscope trace [model] --text ... [--pair ...] [--ids ...] [--qk] [--out file]`. */
 import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
+import { timed } from '../core/profile.js';
 import { loadModel } from '../engine.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
 import { MODEL_OPTIONS, parseIdList, parsePositiveInt, parseThreads } from './args.js';
@@ -65,7 +66,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
       topK: parsePositiveInt(values['top-k'], '--top-k'),
     });
     if (values.out) {
-      await writeTraceFile(values.out, trace);
+      await timed('write the trace', () => writeTraceFile(values.out!, trace));
       process.stderr.write(`wrote ${values.out} (${trace.tokens.length} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads)\n`);
     } else {
       await writeTraceJsonTo(process.stdout, trace);
