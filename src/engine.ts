@@ -294,10 +294,12 @@ export class Model {
     return new Set(ids.filter((x): x is number => typeof x === 'number'));
   }
 
-  /** The id the decoder starts from (config decoder_start_token_id). */
+  /** The id the decoder starts from: decoder_start_token_id of generation_config.json, else of config.json. */
   get decoderStartId(): number {
-    const id = this.config.raw.decoder_start_token_id;
-    if (typeof id !== 'number') throw new AttnscopeError(`${this.name}: config.json has no decoder_start_token_id, so the decoder cannot start`);
+    const id = this.generationConfig.decoder_start_token_id ?? this.config.raw.decoder_start_token_id;
+    if (typeof id !== 'number') {
+      throw new AttnscopeError(`${this.name}: neither generation_config.json nor config.json has a decoder_start_token_id, so the decoder cannot start`);
+    }
     return id;
   }
 

@@ -98,7 +98,7 @@ export class GraphBuilder {
   /** Marks `value` as a graph output called `name`. */
   output(value: Value, name: string, type: ElemType = 'float32', shape?: readonly (number | string)[]): void {
     const finalName = this.identityAs(value, name);
-    this.outputs.push({ name: finalName, type, shape: shape ?? [] });
+    this.outputs.push({ name: finalName, type, shape });
   }
 
   private identityAs(value: Value, name: string): string {

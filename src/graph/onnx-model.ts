@@ -51,8 +51,8 @@ export interface InitializerSpec {
 export interface ValueInfoSpec {
   name: string;
   type: ElemType;
-  /** Numbers are fixed sizes, strings symbolic (dynamic) dimensions. */
-  shape: readonly (number | string)[];
+  /** Numbers are fixed sizes, strings symbolic (dynamic) dimensions; undefined: unknown shape. */
+  shape?: readonly (number | string)[];
 }
 
 export interface GraphSpec {
@@ -90,14 +90,17 @@ function tensorProto(t: InitializerSpec, external?: string): ProtoMessage {
 }
 
 function valueInfoProto(v: ValueInfoSpec): ProtoMessage {
-  const shape = new ProtoMessage();
-  for (const d of v.shape) {
-    const dim = new ProtoMessage();
-    if (typeof d === 'number') dim.varint(1, d);
-    else dim.string(2, d);
-    shape.message(1, dim);
+  const tensorType = new ProtoMessage().varint(1, ELEM_TYPE_CODE[v.type]);
+  if (v.shape) {
+    const shape = new ProtoMessage();
+    for (const d of v.shape) {
+      const dim = new ProtoMessage();
+      if (typeof d === 'number') dim.varint(1, d);
+      else dim.string(2, d);
+      shape.message(1, dim);
+    }
+    tensorType.message(2, shape);
   }
-  const tensorType = new ProtoMessage().varint(1, ELEM_TYPE_CODE[v.type]).message(2, shape);
   const type = new ProtoMessage().message(1, tensorType);
   return new ProtoMessage().string(1, v.name).message(2, type);
 }
