@@ -145,16 +145,7 @@ export class Model {
 
   get info(): ModelDescription {
     const d = this.architecture.describe(this.config);
-    return {
-      name: this.name,
-      modelType: this.config.modelType,
-      numLayers: d.numLayers,
-      numHeads: d.numHeads,
-      numKeyValueHeads: d.numKeyValueHeads,
-      headDim: d.headDim,
-      kind: d.kind,
-      maxPositions: d.maxPositions,
-    };
+    return { ...this.modelInfo(d), kind: d.kind, maxPositions: d.maxPositions };
   }
 
   /** The graph session for a set of taps, built once and cached. */
@@ -380,9 +371,8 @@ export class Model {
   }
 }
 
-async function readConfig(files: ModelFiles): Promise<ModelConfig> {
-  const path = await files.path('config.json');
-  if (!path) throw new AttnscopeError(`${files.name}: not a model directory (no config.json)`);
+/** Reads a JSON object file, naming the file in the error when it is not one. */
+async function readJsonObject(path: string): Promise<Record<string, unknown>> {
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));
@@ -390,18 +380,18 @@ async function readConfig(files: ModelFiles): Promise<ModelConfig> {
     throw new AttnscopeError(`${path}: not valid JSON (${(e as Error).message})`);
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new AttnscopeError(`${path}: not a JSON object`);
-  return new ModelConfig(raw as Record<string, unknown>, path);
+  return raw as Record<string, unknown>;
+}
+
+async function readConfig(files: ModelFiles): Promise<ModelConfig> {
+  const path = await files.path('config.json');
+  if (!path) throw new AttnscopeError(`${files.name}: not a model directory (no config.json)`);
+  return new ModelConfig(await readJsonObject(path), path);
 }
 
 async function readGenerationConfig(files: ModelFiles): Promise<Record<string, unknown>> {
   const path = await files.path('generation_config.json');
-  if (!path) return {};
-  try {
-    const raw: unknown = JSON.parse(await readFile(path, 'utf8'));
-    return typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
-  } catch (e) {
-    throw new AttnscopeError(`${path}: not valid JSON (${(e as Error).message})`);
-  }
+  return path ? readJsonObject(path) : {};
 }
 
 async function readTokenizer(files: ModelFiles): Promise<AttnTokenizer | null> {

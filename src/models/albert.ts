@@ -7,7 +7,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
-import { layerNormLayer, linearLayer, segmentTypeIds } from './bert.js';
+import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './bert.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 
@@ -15,15 +15,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = config.int('hidden_size');
   const heads = config.int('num_attention_heads');
   const layers = config.int('num_hidden_layers') * config.int('inner_group_num', 1);
-  return {
-    kind: 'encoder',
-    numLayers: layers,
-    numHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    maxPositions: config.int('max_position_embeddings'),
-    stacks: { self: layers },
-  };
+  return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings'));
 }
 
 async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {

@@ -27,13 +27,19 @@ function describe(config: ModelConfig): ArchitectureInfo {
   if (positionType !== 'absolute') {
     throw new AttnscopeError(`${config.source}: position_embedding_type '${positionType}' is not supported (only 'absolute')`);
   }
+  return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings') - positionOffset(config));
+}
+
+/** What an encoder with multi-head self-attention (no grouped keys) tells about itself. */
+export function encoderInfo(config: ModelConfig, layers: number, heads: number, hidden: number, maxPositions: number): ArchitectureInfo {
+  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden size ${hidden} is not a multiple of ${heads} heads`);
   return {
     kind: 'encoder',
     numLayers: layers,
     numHeads: heads,
     numKeyValueHeads: heads,
     headDim: hidden / heads,
-    maxPositions: config.int('max_position_embeddings') - positionOffset(config),
+    maxPositions,
     stacks: { self: layers },
   };
 }

@@ -7,7 +7,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
-import { layerNormLayer, linearLayer } from './bert.js';
+import { encoderInfo, layerNormLayer, linearLayer } from './bert.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 
@@ -17,15 +17,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = config.int(['dim', 'hidden_size']);
   const heads = config.int(['n_heads', 'num_attention_heads']);
   const layers = config.int(['n_layers', 'num_hidden_layers']);
-  return {
-    kind: 'encoder',
-    numLayers: layers,
-    numHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    maxPositions: config.int('max_position_embeddings'),
-    stacks: { self: layers },
-  };
+  return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings'));
 }
 
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
