@@ -1,0 +1,209 @@
+/**
+ * Shared helpers of the SVG renderers: options common to every view, argument checks (as
+ * AttnscopeError one-liners), number formatting, text measurement, the document frame and the
+ * colour legend.
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import { AttnscopeError } from '../../core/errors.js';
+import type { StackName, Trace } from '../../core/trace.js';
+import type { WeightScale } from '../colors.js';
+import { FONT_FAMILY, LAYOUT, type Theme, type ThemeName, getTheme } from '../theme.js';
+import { defaultStack, escapeHtml, traceStacks } from '../tokens.js';
+
+export interface CommonViewOptions {
+  /** Attention stack: `self`, or `encoder` / `decoder` / `cross` for encoder-decoder traces. */
+  stack?: StackName;
+  theme?: ThemeName;
+  /** Drop special tokens' rows and columns. */
+  hideSpecial?: boolean;
+  /** Merge sub-word tokens into words (sum over key pieces, mean over query pieces). */
+  mergeSubwords?: boolean;
+  /** Title line; a default title when omitted, none when false. */
+  title?: string | false;
+  /** Prefix of element ids (gradients), to keep several SVGs on one page apart. */
+  idPrefix?: string;
+}
+
+export interface ResolvedCommon {
+  stack: StackName;
+  theme: Theme;
+  idPrefix: string;
+}
+
+export function resolveCommon(trace: Trace, options: CommonViewOptions): ResolvedCommon {
+  const stacks = traceStacks(trace);
+  const stack = options.stack ?? defaultStack(trace);
+  if (!stacks.includes(stack)) {
+    throw new AttnscopeError(`the trace has no '${stack}' attention (it has: ${stacks.join(', ')})`);
+  }
+  const idPrefix = (options.idPrefix ?? 'attnscope').replace(/[^A-Za-z0-9_-]/g, '_');
+  return { stack, theme: getTheme(options.theme), idPrefix };
+}
+
+/** Checks an index is an integer in [0, count). */
+export function checkIndex(value: number, count: number, what: string): number {
+  if (!Number.isInteger(value) || value < 0 || value >= count) {
+    throw new AttnscopeError(`${what} ${value} is out of range (the trace has ${count}: 0–${count - 1})`);
+  }
+  return value;
+}
+
+/** A sorted, de-duplicated, range-checked list of indices, or all of them when `list` is undefined. */
+export function resolveIndices(list: readonly number[] | undefined, count: number, what: string): number[] {
+  if (list === undefined) return Array.from({ length: count }, (_, i) => i);
+  if (list.length === 0) throw new AttnscopeError(`no ${what}s selected`);
+  for (const v of list) checkIndex(v, count, what);
+  return [...new Set(list)].sort((a, b) => a - b);
+}
+
+/** "0–3, 5, 7–8" */
+export function describeIndices(list: readonly number[], count: number): string {
+  if (list.length === count && count > 1) return `0–${count - 1}`;
+  const parts: string[] = [];
+  for (let i = 0; i < list.length; ) {
+    let j = i;
+    while (j + 1 < list.length && list[j + 1] === list[j]! + 1) j++;
+    parts.push(j > i + 1 ? `${list[i]}–${list[j]}` : j === i + 1 ? `${list[i]}, ${list[j]}` : `${list[i]}`);
+    i = j + 1;
+  }
+  return parts.join(', ');
+}
+
+export const STACK_TITLES: Readonly<Record<StackName, string>> = {
+  self: 'self-attention',
+  encoder: 'encoder self-attention',
+  decoder: 'decoder self-attention',
+  cross: 'cross-attention (decoder → encoder)',
+};
+
+/** A coordinate or size with at most two decimals. */
+export function n(x: number): string {
+  return String(Math.round(x * 100) / 100);
+}
+
+/** A value for display: 4 significant digits, no exponent for ordinary magnitudes. */
+export function fmtValue(v: number, digits = 4): string {
+  if (v === 0) return '0';
+  if (!Number.isFinite(v)) return v > 0 ? '∞' : '−∞';
+  const a = Math.abs(v);
+  let s: string;
+  if (a >= 1e-3 && a < 1e5) s = String(Number(v.toPrecision(digits)));
+  else s = v.toExponential(digits - 1).replace(/\.?0+e/, 'e');
+  return s.replace(/^-/, '−');
+}
+
+/** An attribute value that reads back as (nearly) the same number: 6 significant digits. */
+export function fmtAttr(v: number): string {
+  return String(Number(v.toPrecision(6)));
+}
+
+function isWide(cp: number): boolean {
+  return (
+    (cp >= 0x1100 && cp <= 0x115f) ||
+    (cp >= 0x2e80 && cp <= 0xa4cf) ||
+    (cp >= 0xac00 && cp <= 0xd7a3) ||
+    (cp >= 0xf900 && cp <= 0xfaff) ||
+    (cp >= 0xfe30 && cp <= 0xfe4f) ||
+    (cp >= 0xff00 && cp <= 0xff60) ||
+    (cp >= 0xffe0 && cp <= 0xffe6) ||
+    (cp >= 0x1f300 && cp <= 0x1faff) ||
+    (cp >= 0x20000 && cp <= 0x3fffd)
+  );
+}
+
+/**
+ * Approximate rendered width of a text in DejaVu Sans at `fontSize` (a little generous, so that
+ * layouts made from it do not clip): wide (CJK, emoji) characters count 1.05 em, capitals and
+ * wide Latin letters 0.72 em, narrow ones 0.35 em, the rest 0.62 em.
+ */
+export function textWidth(text: string, fontSize: number): number {
+  let w = 0;
+  for (const ch of text) {
+    const cp = ch.codePointAt(0)!;
+    if (cp >= 0x300 && cp <= 0x36f) continue; // combining marks
+    if (cp === 0xfe0f || cp === 0x200d) continue; // emoji variation selector, joiner
+    if (isWide(cp)) w += 1.05;
+    else if (/[ijlI.,:;'!|]/.test(ch)) w += 0.35;
+    else if (/[A-Zmw@%MW]/.test(ch)) w += 0.74;
+    else w += 0.62;
+  }
+  return w * fontSize;
+}
+
+/** Cuts a label to at most `max` characters (code points) with an ellipsis. */
+export function truncate(label: string, max: number = LAYOUT.maxLabelChars): string {
+  const chars = [...label];
+  return chars.length <= max ? label : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/** `name="value"` pairs, values escaped; undefined/false attributes are left out. */
+export function attrs(a: Record<string, string | number | boolean | undefined>): string {
+  let s = '';
+  for (const [k, v] of Object.entries(a)) {
+    if (v === undefined || v === false) continue;
+    s += ` ${k}="${escapeHtml(v === true ? k : typeof v === 'number' ? n(v) : v)}"`;
+  }
+  return s;
+}
+
+/** A `<text>` element; the content is escaped. */
+export function text(x: number, y: number, content: string, a: Record<string, string | number | boolean | undefined> = {}): string {
+  return `<text${attrs({ x, y, ...a })}>${escapeHtml(content)}</text>`;
+}
+
+/**
+ * Class of images drawn with nearest-neighbour scaling (small matrices shown large). The
+ * attribute image-rendering="optimizeSpeed" does it in resvg; browsers get `pixelated` through a
+ * rule inside @supports, which resvg skips (it would otherwise override the attribute).
+ */
+export const PIXELATED_CLASS = 'attnscope-px';
+const PIXELATED_STYLE = `<style>@supports (image-rendering: pixelated) { .${PIXELATED_CLASS} { image-rendering: pixelated; } }</style>`;
+
+/** Wraps a body in the SVG document: size, background, fonts. */
+export function svgDocument(width: number, height: number, theme: Theme, body: string, meta: { title?: string; className?: string } = {}): string {
+  const w = Math.ceil(width);
+  const h = Math.ceil(height);
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg"${attrs({ width: w, height: h, viewBox: `0 0 ${w} ${h}`, class: meta.className, 'data-theme': theme.name })}` +
+    ` font-family="${escapeHtml(FONT_FAMILY)}" font-size="${LAYOUT.fontSize}" fill="${theme.text}">` +
+    (meta.title ? `<title>${escapeHtml(meta.title)}</title>` : '') +
+    (body.includes(PIXELATED_CLASS) ? PIXELATED_STYLE : '') +
+    `<rect width="${w}" height="${h}" fill="${theme.background}"/>` +
+    body +
+    '</svg>\n'
+  );
+}
+
+export interface Legend {
+  svg: string;
+  width: number;
+  height: number;
+}
+
+/**
+ * A vertical colour legend: a gradient bar (sampled along the ramp) with tick labels, and a caption
+ * above it. Placed with its top-left at (x, y).
+ */
+export function legend(scale: WeightScale, x: number, y: number, theme: Theme, id: string, caption: string, barHeight: number = LAYOUT.heatmap.legendHeight): Legend {
+  const barW = LAYOUT.heatmap.legendWidth;
+  const fs = LAYOUT.smallFontSize;
+  const top = y + fs + 12;
+  const stops: string[] = [];
+  for (let i = 0; i <= 16; i++) {
+    // top of the bar = high values
+    stops.push(`<stop offset="${n(i / 16)}" stop-color="${scale.interpolate(1 - i / 16)}"/>`);
+  }
+  let svg = `<defs><linearGradient id="${id}" x1="0" y1="0" x2="0" y2="1">${stops.join('')}</linearGradient></defs>`;
+  svg += text(x, y + fs, caption, { 'font-size': fs, fill: theme.muted });
+  svg += `<rect${attrs({ x, y: top, width: barW, height: barHeight, fill: `url(#${id})`, stroke: theme.grid, 'stroke-width': 1 })}/>`;
+  let labelW = textWidth(caption, fs);
+  for (const t of scale.ticks(Math.max(2, Math.min(6, Math.floor(barHeight / 28))))) {
+    const ty = top + barHeight * (1 - scale.t(t));
+    const label = scale.format(t);
+    svg += `<line${attrs({ x1: x + barW, y1: ty, x2: x + barW + 4, y2: ty, stroke: theme.muted, 'stroke-width': 1 })}/>`;
+    svg += text(x + barW + 6, ty + fs * 0.35, label, { 'font-size': fs, fill: theme.muted });
+    labelW = Math.max(labelW, barW + 6 + textWidth(label, fs));
+  }
+  return { svg, width: labelW, height: top - y + barHeight + fs / 2 };
+}

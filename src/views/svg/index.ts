@@ -1,0 +1,39 @@
+/**
+ * The SVG renderers, and one entry point that picks a view by name.
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import { AttnscopeError } from '../../core/errors.js';
+import type { Trace } from '../../core/trace.js';
+import { type HeadViewOptions, renderHeadView } from './head-view.js';
+import { type HeatmapOptions, renderHeatmap } from './heatmap.js';
+import { type ModelViewOptions, renderModelView } from './model-view.js';
+import { type NeuronViewOptions, renderNeuronView } from './neuron-view.js';
+
+export { renderHeadView, headViewModel, type HeadViewOptions, type HeadViewModel } from './head-view.js';
+export { renderModelView, type ModelViewOptions } from './model-view.js';
+export { renderNeuronView, neuronData, attentionScale, keyHeadFor, type NeuronViewOptions, type NeuronData } from './neuron-view.js';
+export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregate } from './heatmap.js';
+export { type CommonViewOptions } from './common.js';
+export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';
+
+export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap';
+export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap'];
+
+export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions;
+
+/** Renders a view by name as a standalone SVG document. */
+export function renderSvg(view: ViewName | string, trace: Trace, options: AnyViewOptions = {}): string {
+  switch (view) {
+    case 'head':
+      return renderHeadView(trace, options);
+    case 'model':
+      return renderModelView(trace, options);
+    case 'neuron':
+      return renderNeuronView(trace, options);
+    case 'heatmap':
+      return renderHeatmap(trace, options);
+    default:
+      throw new AttnscopeError(`unknown view '${view}' (expected ${VIEW_NAMES.join(', ')})`);
+  }
+}

@@ -1,0 +1,356 @@
+/**
+ * Neuron view as SVG: for one layer, head and query token, the query vector, every key vector,
+ * their elementwise products, the dot products, the scaled scores (with the mask and any position
+ * bias) and the softmax, all from the trace's queries, keys and attention.
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import { AttnscopeError } from '../../core/errors.js';
+import type { StackName, Trace } from '../../core/trace.js';
+import { type WeightScale, divergingScale, headColor } from '../colors.js';
+import { LAYOUT, type Theme } from '../theme.js';
+import { type DisplayToken, rawDisplayStack } from '../tokens.js';
+import {
+  type CommonViewOptions,
+  STACK_TITLES,
+  attrs,
+  checkIndex,
+  fmtAttr,
+  fmtValue,
+  legend,
+  n,
+  resolveCommon,
+  svgDocument,
+  text,
+  textWidth,
+  truncate,
+  PIXELATED_CLASS,
+} from './common.js';
+import { matrixDataUri } from './image.js';
+
+export interface NeuronViewOptions extends CommonViewOptions {
+  layer?: number;
+  head?: number;
+  /** Query token position (default: the last token). */
+  query?: number;
+}
+
+/** Model types whose attention does not scale q·k (the scale is folded into the weights). */
+const UNSCALED_MODEL_TYPES = new Set(['t5', 'mt5', 'umt5', 'longt5', 'switch_transformers']);
+
+/** The factor q·k is multiplied by before the softmax, and how it was chosen. */
+export function attentionScale(modelType: string, headDim: number): { scale: number; note: string } {
+  if (UNSCALED_MODEL_TYPES.has(modelType)) return { scale: 1, note: `${modelType}: no scaling (folded into the weights)` };
+  return { scale: 1 / Math.sqrt(headDim), note: `scaled by 1/√${headDim} = ${fmtValue(1 / Math.sqrt(headDim))}` };
+}
+
+/** Key head a query head reads under grouped-query attention: ⌊h·kv/heads⌋. */
+export function keyHeadFor(head: number, numHeads: number, numKeyValueHeads: number): number {
+  return Math.floor((head * numKeyValueHeads) / numHeads);
+}
+
+/** Every number the neuron view shows, computed from the trace (shared with the interactive view). */
+export interface NeuronData {
+  stack: StackName;
+  layer: number;
+  head: number;
+  /** Query position (in the stack's query tokens). */
+  query: number;
+  kvHead: number;
+  numHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  scale: number;
+  scaleNote: string;
+  queryToken: DisplayToken;
+  keyTokens: DisplayToken[];
+  /** The query vector [headDim]. */
+  q: Float32Array;
+  /** Key vectors, one per key position [headDim] (views into the trace). */
+  keys: Float32Array[];
+  /** q ⊙ k_j per key. */
+  products: Float64Array[];
+  /** q · k_j. */
+  dots: Float64Array;
+  /** q · k_j × scale (before mask and bias). */
+  scores: Float64Array;
+  /** Keys the model masked out (its attention weight is exactly 0; causal keys after the query). */
+  masked: boolean[];
+  /** Whether the masked keys form a causal mask (every key after the query, and only those). */
+  causal: boolean;
+  /** softmax over the unmasked scaled scores. */
+  softmax: Float64Array;
+  /** The model's attention row from the trace. */
+  attention: Float32Array;
+  /**
+   * Additive bias the model applied on top of the scores (relative position bias, ALiBi), as
+   * implied by its attention: log(attention) − log(softmax(scores)), centred to mean 0 over the
+   * unmasked keys; null when it is negligible (max |bias| ≤ 1e-3).
+   */
+  bias: Float64Array | null;
+  /** max |softmax − attention| over the keys. */
+  maxSoftmaxError: number;
+}
+
+export function neuronData(trace: Trace, options: NeuronViewOptions = {}): NeuronData {
+  const common = resolveCommon(trace, options);
+  const stack = common.stack;
+  if (!trace.queries || !trace.keys) {
+    throw new AttnscopeError('the neuron view needs the queries and keys: trace with --qk (or export from a model, which asks for them)');
+  }
+  const qs = trace.queries[stack];
+  const ks = trace.keys[stack];
+  if (!qs || !ks) throw new AttnscopeError(`the trace has no queries/keys for the '${stack}' stack`);
+  const att = trace.attention[stack]!;
+  const layer = checkIndex(options.layer ?? 0, att.layers.length, 'layer');
+  const numHeads = att.dims[0];
+  const head = checkIndex(options.head ?? 0, numHeads, 'head');
+  const nq = att.dims[1];
+  const nk = att.dims[2];
+  const query = checkIndex(options.query ?? nq - 1, nq, 'query token');
+  const [qHeads, qPositions, headDim] = qs.dims;
+  const [kvHeads, kPositions, kDim] = ks.dims;
+  if (qHeads !== numHeads || qPositions !== nq || kPositions !== nk || kDim !== headDim || numHeads % kvHeads !== 0) {
+    throw new AttnscopeError(
+      `queries [${qs.dims.join(', ')}] / keys [${ks.dims.join(', ')}] do not fit attention [${att.dims.join(', ')}] of the '${stack}' stack`,
+    );
+  }
+  const kvHead = keyHeadFor(head, numHeads, kvHeads);
+  const { scale, note } = attentionScale(trace.model.modelType, headDim);
+  const ds = rawDisplayStack(trace, stack);
+
+  const qLayer = qs.layers[layer]!;
+  const kLayer = ks.layers[layer]!;
+  const q = qLayer.subarray((head * nq + query) * headDim, (head * nq + query + 1) * headDim);
+  const keys: Float32Array[] = [];
+  const products: Float64Array[] = [];
+  const dots = new Float64Array(nk);
+  const scores = new Float64Array(nk);
+  for (let j = 0; j < nk; j++) {
+    const k = kLayer.subarray((kvHead * nk + j) * headDim, (kvHead * nk + j + 1) * headDim);
+    keys.push(k);
+    const p = new Float64Array(headDim);
+    let d = 0;
+    for (let i = 0; i < headDim; i++) {
+      p[i] = q[i]! * k[i]!;
+      d += p[i]!;
+    }
+    products.push(p);
+    dots[j] = d;
+    scores[j] = d * scale;
+  }
+  const attention = att.layers[layer]!.subarray((head * nq + query) * nk, (head * nq + query + 1) * nk);
+  const masked = Array.from(attention, (w) => w === 0);
+  const causal = stack !== 'cross' && nq === nk && query < nk - 1 && masked.every((mk, j) => mk === j > query);
+  let max = -Infinity;
+  for (let j = 0; j < nk; j++) if (!masked[j] && scores[j]! > max) max = scores[j]!;
+  const softmax = new Float64Array(nk);
+  let sum = 0;
+  for (let j = 0; j < nk; j++) {
+    softmax[j] = masked[j] ? 0 : Math.exp(scores[j]! - max);
+    sum += softmax[j]!;
+  }
+  let maxSoftmaxError = 0;
+  for (let j = 0; j < nk; j++) {
+    softmax[j]! /= sum;
+    maxSoftmaxError = Math.max(maxSoftmaxError, Math.abs(softmax[j]! - attention[j]!));
+  }
+  // Implied additive bias: log(attention) − log(softmax(scores)), centred.
+  const bias = new Float64Array(nk);
+  let mean = 0;
+  let count = 0;
+  for (let j = 0; j < nk; j++) {
+    if (masked[j]) continue;
+    bias[j] = Math.log(attention[j]!) - Math.log(softmax[j]!);
+    mean += bias[j]!;
+    count++;
+  }
+  mean /= Math.max(1, count);
+  let maxBias = 0;
+  for (let j = 0; j < nk; j++) {
+    if (masked[j]) continue;
+    bias[j]! -= mean;
+    maxBias = Math.max(maxBias, Math.abs(bias[j]!));
+  }
+  return {
+    stack,
+    layer,
+    head,
+    query,
+    kvHead,
+    numHeads,
+    numKeyValueHeads: kvHeads,
+    headDim,
+    scale,
+    scaleNote: note,
+    queryToken: ds.queryTokens[query]!,
+    keyTokens: ds.keyTokens,
+    q,
+    keys,
+    products,
+    dots,
+    scores,
+    masked,
+    causal,
+    softmax,
+    attention,
+    bias: maxBias > 1e-3 ? bias : null,
+    maxSoftmaxError,
+  };
+}
+
+/** Draws a vector as a strip of coloured cells (rects, or one image when long). */
+function strip(values: ArrayLike<number>, x: number, y: number, width: number, height: number, scale: WeightScale, theme: Theme, cls: string): string {
+  const d = values.length;
+  const cw = width / d;
+  let s = `<g class="${cls}">`;
+  if (cw >= 3) {
+    for (let i = 0; i < d; i++) {
+      s += `<rect x="${n(x + i * cw)}" y="${n(y)}" width="${n(cw + 0.05)}" height="${n(height)}" fill="${scale.color(values[i]!)}"/>`;
+    }
+  } else {
+    const img = matrixDataUri(values, 0, 1, d, scale);
+    s += `<image${attrs({ x, y, width, height, preserveAspectRatio: 'none', 'image-rendering': 'optimizeSpeed', class: PIXELATED_CLASS, href: img.uri })}/>`;
+  }
+  s += `<rect${attrs({ x: x - 0.5, y: y - 0.5, width: width + 1, height: height + 1, fill: 'none', stroke: theme.grid, 'stroke-width': 1 })}/>`;
+  return `${s}</g>`;
+}
+
+/** Renders the neuron view as a standalone SVG document. */
+export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}): string {
+  if (options.mergeSubwords || options.hideSpecial) {
+    throw new AttnscopeError('the neuron view shows every token\'s own vectors: --merge-subwords and --hide-special do not apply to it');
+  }
+  const d = neuronData(trace, options);
+  const { theme, idPrefix } = resolveCommon(trace, options);
+  const N = LAYOUT.neuron;
+  const fs = LAYOUT.fontSize;
+  const sfs = LAYOUT.smallFontSize;
+  const m = LAYOUT.margin;
+  const nk = d.keyTokens.length;
+  const stripW = Math.max(N.strip, Math.min(4 * N.strip, d.headDim * N.minComponent));
+  const rowH = N.rowHeight;
+  const cellH = rowH - 6;
+
+  let maxVec = 0;
+  for (const v of d.q) maxVec = Math.max(maxVec, Math.abs(v));
+  for (const k of d.keys) for (const v of k) maxVec = Math.max(maxVec, Math.abs(v));
+  let maxProd = 0;
+  for (const p of d.products) for (const v of p) maxProd = Math.max(maxProd, Math.abs(v));
+  const vecScale = divergingScale(theme, maxVec);
+  const prodScale = divergingScale(theme, maxProd);
+
+  let y = m;
+  let body = '';
+  const qLabel = truncate(d.queryToken.label);
+  const title =
+    options.title === false
+      ? ''
+      : (options.title ?? `${trace.model.name} · ${STACK_TITLES[d.stack]} · layer ${d.layer} · head ${d.head} · query ${d.query} “${qLabel}”`);
+  if (title) {
+    body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
+    y += LAYOUT.titleFontSize + 8;
+  }
+  const notes: string[] = [`head dim ${d.headDim}`, `q·k ${d.scaleNote}`];
+  if (d.numKeyValueHeads < d.numHeads) {
+    notes.push(`grouped-query attention: query head ${d.head} reads key head ${d.kvHead} (${d.numHeads} query heads share ${d.numKeyValueHeads} key heads)`);
+  }
+  const masks = d.masked.filter(Boolean).length;
+  if (d.causal) notes.push(`causal mask: the ${masks} key${masks === 1 ? '' : 's'} after the query get −∞`);
+  else if (masks > 0) notes.push(`mask: ${masks} key${masks === 1 ? '' : 's'} get −∞ (weight 0)`);
+  else notes.push('no mask');
+  notes.push(
+    d.bias
+      ? 'position bias: the model added a bias to the scores (shown: log attention − log softmax(score), centred)'
+      : `softmax(score) = the model's attention (max |Δ| ${fmtValue(d.maxSoftmaxError, 2)})`,
+  );
+  // Notes wrap onto lines of at most ~110 characters.
+  const noteLines: string[] = [];
+  let cur = '';
+  for (const part of notes) {
+    if (cur && (cur + ' · ' + part).length > 110) {
+      noteLines.push(cur);
+      cur = part;
+    } else cur = cur ? `${cur} · ${part}` : part;
+  }
+  if (cur) noteLines.push(cur);
+  for (const line of noteLines) {
+    body += text(m, y + sfs, line, { 'font-size': sfs, fill: theme.muted, class: 'note' });
+    y += sfs + 5;
+  }
+  y += 8;
+
+  // Columns.
+  const labelW = Math.max(60, ...d.keyTokens.map((t, j) => textWidth(`${j} ${truncate(t.label)}`, fs))) + 8;
+  const numW = N.numberColumn;
+  const xLabel = m + labelW; // right edge of the key labels
+  const xK = xLabel + 10;
+  const xP = xK + stripW + 16;
+  const xDot = xP + stripW + 16 + numW; // numbers are right-aligned at the column's right edge
+  const xScore = xDot + numW;
+  const xBias = d.bias ? xScore + numW : xScore;
+  const xSoft = xBias + numW;
+  const xBar = xSoft + 12;
+  const barW = 120;
+  const contentRight = xBar + barW + 60;
+
+  // Query row.
+  body += text(xLabel, y + rowH / 2 + fs * 0.36, `q  ${d.query} ${qLabel}`, { 'text-anchor': 'end', 'font-weight': 'bold', fill: d.queryToken.special ? theme.special : theme.text });
+  body += strip(d.q, xK, y + 3, stripW, cellH, vecScale, theme, 'query-vector');
+  body += `<rect${attrs({ x: xP, y: y + 3, width: 10, height: cellH, fill: headColor(d.head, d.numHeads) })}/>`;
+  body += text(xP + 16, y + rowH / 2 + sfs * 0.36, `query head ${d.head}${d.numKeyValueHeads < d.numHeads ? ` → key head ${d.kvHead}` : ''}`, { 'font-size': sfs, fill: theme.muted });
+  y += rowH + 10;
+
+  // Header.
+  const header = (x: number, label: string, anchor: 'start' | 'end' = 'end') =>
+    text(x, y + sfs, label, { 'font-size': sfs, fill: theme.muted, 'text-anchor': anchor, 'font-weight': 'bold' });
+  body += header(xLabel, 'key');
+  body += header(xK, 'k', 'start');
+  body += header(xP, 'q ⊙ k', 'start');
+  body += header(xDot, 'q · k');
+  body += header(xScore, d.scale === 1 ? 'score' : `× ${fmtValue(d.scale, 3)}`);
+  if (d.bias) body += header(xBias, 'bias');
+  body += header(xSoft, 'softmax');
+  body += header(xBar, 'attention', 'start');
+  y += sfs + 8;
+  body += `<line${attrs({ x1: m, y1: y - 3, x2: contentRight - 40, y2: y - 3, stroke: theme.grid, 'stroke-width': 1 })}/>`;
+
+  const num = (x: number, yy: number, v: number, cls: string, j: number, fill = theme.text) =>
+    text(x, yy, fmtValue(v), { 'text-anchor': 'end', class: cls, 'data-k': j, 'data-value': Number.isFinite(v) ? fmtAttr(v) : String(v), fill });
+  const rowsTop = y;
+  for (let j = 0; j < nk; j++) {
+    const t = d.keyTokens[j]!;
+    const ry = rowsTop + j * rowH;
+    const ty = ry + rowH / 2 + fs * 0.36;
+    const masked = d.masked[j]!;
+    if (masked) body += `<rect${attrs({ x: m, y: ry, width: contentRight - 40 - m, height: rowH, fill: theme.masked })}/>`;
+    if (j === d.query && d.stack !== 'cross') body += `<rect${attrs({ x: m, y: ry, width: 4, height: rowH, fill: headColor(d.head, d.numHeads) })}/>`;
+    body += `<g class="key-row" data-k="${j}"${masked ? ' data-masked="true"' : ''}>`;
+    body += text(xLabel, ty, `${j} ${truncate(t.label)}`, { 'text-anchor': 'end', fill: t.special ? theme.special : masked ? theme.muted : theme.text, class: 'token key' });
+    body += strip(d.keys[j]!, xK, ry + 3, stripW, cellH, vecScale, theme, 'key-vector');
+    body += strip(d.products[j]!, xP, ry + 3, stripW, cellH, prodScale, theme, 'product');
+    const dim = masked ? theme.muted : theme.text;
+    body += num(xDot, ty, d.dots[j]!, 'dot', j, dim);
+    if (masked) {
+      body += text(xScore, ty, '−∞', { 'text-anchor': 'end', class: 'score', 'data-k': j, 'data-value': '-Infinity', fill: theme.muted });
+    } else {
+      body += num(xScore, ty, d.scores[j]!, 'score', j);
+    }
+    if (d.bias) body += masked ? '' : num(xBias, ty, d.bias[j]!, 'bias', j);
+    body += num(xSoft, ty, d.softmax[j]!, 'softmax', j, dim);
+    const w = d.attention[j]!;
+    body += `<rect${attrs({ x: xBar, y: ry + 4, width: Math.max(0, barW * w), height: rowH - 8, fill: headColor(d.head, d.numHeads), class: 'attention-bar', 'data-k': j, 'data-value': fmtAttr(w) })}/>`;
+    body += text(xBar + barW * w + 4, ty - 1, fmtValue(w, 3), { 'font-size': sfs, fill: theme.muted, class: 'attention', 'data-k': j, 'data-value': fmtAttr(w) });
+    body += '</g>';
+  }
+  y = rowsTop + nk * rowH + 14;
+
+  // Legends, side by side below the table.
+  const lg1 = legend(vecScale, m, y, theme, `${idPrefix}-neuron-vec`, 'q, k components', 90);
+  const lg2 = legend(prodScale, m + lg1.width + 40, y, theme, `${idPrefix}-neuron-prod`, 'q ⊙ k components', 90);
+  body += lg1.svg + lg2.svg;
+  y += Math.max(lg1.height, lg2.height) + m;
+
+  const width = Math.max(contentRight, m + textWidth(title, LAYOUT.titleFontSize) + m, ...noteLines.map((l) => m + textWidth(l, sfs) + m));
+  return svgDocument(width, y, theme, body, { title: title || 'neuron view', className: 'attnscope-neuron-view' });
+}

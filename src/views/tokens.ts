@@ -1,0 +1,449 @@
+/**
+ * Token display utilities shared by every view (SVG exports and the interactive HTML app):
+ * prettifying tokenizer markers, escaping, and the "display stack" — one attention stack of a
+ * Trace after the display transforms (hide special tokens, merge sub-words into words).
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
+
+// --- escaping ------------------------------------------------------------------------------------
+
+const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+/**
+ * Characters XML 1.0 does not allow (C0 controls other than tab/LF/CR, U+FFFE/U+FFFF, lone
+ * surrogates). They are replaced by U+FFFD so that SVG output stays well-formed.
+ */
+// eslint-disable-next-line no-control-regex
+const XML_INVALID = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * Escapes text for HTML and XML (SVG) text content and attribute values (both quote kinds),
+ * replacing characters XML cannot hold by U+FFFD.
+ */
+export function escapeHtml(text: string): string {
+  return text.replace(XML_INVALID, '\uFFFD').replace(/[&<>"']/g, (c) => ESCAPES[c]!);
+}
+
+// --- prettifying ---------------------------------------------------------------------------------
+
+/** Model types whose tokenizers are byte-level BPE (GPT-2 style `Ġ` = space, `Ċ` = newline). */
+const BYTE_LEVEL_MODEL_TYPES = new Set([
+  'gpt2', 'gpt_neo', 'gpt_neox', 'gptj', 'roberta', 'bart', 'mbart', 'longformer', 'deberta', 'qwen2', 'qwen3',
+  'qwen2_moe', 'phi', 'phi3', 'opt', 'codegen', 'bloom', 'falcon', 'starcoder2', 'olmo', 'olmo2', 'mpt',
+]);
+
+/** GPT-2's bytes_to_unicode table inverted: the printable character each byte was mapped to → byte. */
+const BYTE_OF_CHAR: Map<number, number> = (() => {
+  const map = new Map<number, number>();
+  const direct = (b: number) => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (direct(b)) map.set(b, b);
+    else map.set(256 + n++, b);
+  }
+  return map;
+})();
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Decodes a byte-level BPE token to its text, or null if it is not (complete) byte-level UTF-8. */
+function decodeByteLevel(text: string): string | null {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    const b = BYTE_OF_CHAR.get(text.charCodeAt(i));
+    if (b === undefined) return null;
+    bytes[i] = b;
+  }
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    return null; // a piece of a multi-byte character: keep the token's own spelling
+  }
+}
+
+/** Visible stand-ins for whitespace and control characters inside a token. */
+function visibleControls(text: string): string {
+  let out = '';
+  for (const ch of text) {
+    const c = ch.codePointAt(0)!;
+    if (ch === '\n') out += '⏎';
+    else if (ch === '\r') out += '␍';
+    else if (ch === '\t') out += '⇥';
+    else if (c < 0x20) out += String.fromCodePoint(0x2400 + c); // ␀ … ␟
+    else if (c === 0x7f) out += '␡';
+    else out += ch;
+  }
+  return out;
+}
+
+/** Decodes a run of sentencepiece byte-fallback tokens (`<0xE2><0x9C><0x93>`), or null. */
+function decodeByteRun(run: string): string | null {
+  const bytes = Uint8Array.from(run.slice(3, -1).split('><0x'), (h) => parseInt(h, 16));
+  try {
+    return UTF8.decode(bytes);
+  } catch {
+    return null; // a piece of a character: keep <0xNN>
+  }
+}
+
+const BYTE_RUN = /(?:<0x[0-9A-Fa-f]{2}>)+/g;
+
+export type ContinuationStyle = 'keep' | 'mark' | 'strip';
+
+export interface PrettifyOptions {
+  /**
+   * WordPiece continuation pieces (`##ing`): shown as-is ('keep', the default), marked with a
+   * leading `·` ('mark': `·ing`), or stripped ('strip': `ing`, used when pieces are joined).
+   */
+  continuation?: ContinuationStyle;
+}
+
+/** True if the token is a WordPiece continuation piece (`##ing`). */
+export function isContinuationPiece(text: string): boolean {
+  return text.length > 2 && text.startsWith('##');
+}
+
+/**
+ * The readable text of a token: byte-level BPE (`Ġ` → space, `Ċ` → ⏎, multi-byte UTF-8 decoded),
+ * sentencepiece (`▁` → space), byte fallback (`<0x0A>` → ⏎, `<0x41>` → A), WordPiece `##` per
+ * `options.continuation`. Leading spaces are kept (they mark word starts); newlines, tabs and
+ * control characters become visible symbols so a token is always one line. A token that is only
+ * whitespace shows as `␣` (one per space).
+ */
+export function prettifyToken(text: string, modelType?: string, options: PrettifyOptions = {}): string {
+  let out = text;
+  const sentencepiece = text.includes('▁') || /<0x[0-9A-Fa-f]{2}>/.test(text);
+  if (sentencepiece) {
+    out = text.replace(BYTE_RUN, (run) => decodeByteRun(run) ?? run).replace(/▁/g, ' ');
+  } else if (
+    (modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) ||
+    /[\u0100-\u0143]/.test(text) // Ġ, Ċ, ĉ ... only byte-level BPE produces these
+  ) {
+    out = decodeByteLevel(text) ?? text.replace(/Ġ/g, ' ').replace(/Ċ/g, '\n').replace(/ĉ/g, '\t');
+  }
+  if (isContinuationPiece(out)) {
+    const style = options.continuation ?? 'keep';
+    if (style === 'strip') out = out.slice(2);
+    else if (style === 'mark') out = `·${out.slice(2)}`;
+  }
+  if (out.length > 0 && out.trim() === '' && !/[\n\r\t]/.test(out)) return '␣'.repeat(out.length);
+  return visibleControls(out);
+}
+
+/** A display label: the prettified text without leading/trailing spaces (or `␣` if that is empty). */
+export function tokenLabel(prettified: string): string {
+  const t = prettified.trim();
+  return t === '' ? (prettified === '' ? '∅' : '␣') : t;
+}
+
+// --- display stacks ------------------------------------------------------------------------------
+
+export interface DisplayToken {
+  /** Prettified text (may start with a space marking a word start). */
+  text: string;
+  /** What views print: `text` trimmed (never empty). Not escaped: escape with escapeHtml. */
+  label: string;
+  /** The raw token texts joined (for tooltips). */
+  raw: string;
+  /** Positions of the trace's tokens this display token stands for (more than one once merged). */
+  positions: number[];
+  special: boolean;
+  segment: number;
+  /** Word index within the segment (inferred from markers when the trace has none), or null. */
+  word: number | null;
+}
+
+/**
+ * One attention stack prepared for display. `layers[l]` is row-major [heads][queries][keys]
+ * with `queryTokens.length` rows and `keyTokens.length` columns. Without transforms the arrays are
+ * the trace's own (no copy): treat them as read-only.
+ */
+export interface DisplayStack {
+  stack: StackName;
+  numHeads: number;
+  queryTokens: DisplayToken[];
+  keyTokens: DisplayToken[];
+  layers: Float32Array[];
+  /** Whether special tokens were hidden and sub-words merged (weights are not renormalised). */
+  hiddenSpecial: boolean;
+  mergedSubwords: boolean;
+}
+
+export interface DisplayOptions {
+  /** Drop the rows and columns of special tokens ([CLS], <s>, ...). */
+  hideSpecial?: boolean;
+  /** Merge sub-word tokens into words: sum over key pieces, mean over query pieces. */
+  mergeSubwords?: boolean;
+  /** Only these layers are materialised (others are empty arrays); default all. */
+  layers?: readonly number[];
+}
+
+/** The stacks a trace holds, in canonical order. */
+export function traceStacks(trace: Trace): StackName[] {
+  return (['self', 'encoder', 'decoder', 'cross'] as const).filter((s) => trace.attention[s] !== undefined);
+}
+
+/** The stack views show by default: `self`, or `encoder` for encoder-decoder traces. */
+export function defaultStack(trace: Trace): StackName {
+  const s = traceStacks(trace)[0];
+  if (!s) throw new AttnscopeError('trace holds no attention');
+  return s;
+}
+
+/** A stack of the trace, with a clear error naming the ones it has. */
+export function requireStack(trace: Trace, stack: StackName, what: 'attention' | 'queries' | 'keys' = 'attention'): LayerStack {
+  const map = trace[what];
+  const s = map?.[stack];
+  if (!s) {
+    if (what !== 'attention' && !map) throw new AttnscopeError(`trace has no ${what} (trace with --qk)`);
+    const have = Object.keys(map ?? {}).join(', ') || 'none';
+    throw new AttnscopeError(`trace has no ${what} for stack '${stack}' (it has: ${have})`);
+  }
+  return s;
+}
+
+/** Query and key tokens of a stack: cross attention reads decoder queries against encoder keys. */
+export function stackTokens(trace: Trace, stack: StackName): { queryTokens: Token[]; keyTokens: Token[] } {
+  if (stack === 'self' || stack === 'encoder') return { queryTokens: trace.tokens, keyTokens: trace.tokens };
+  const dec = trace.decoderTokens;
+  if (!dec) throw new AttnscopeError(`stack '${stack}' needs decoder tokens, which the trace does not have`);
+  return stack === 'decoder' ? { queryTokens: dec, keyTokens: dec } : { queryTokens: dec, keyTokens: trace.tokens };
+}
+
+/**
+ * Word indices for tokens that have none (e.g. a trace written with plain-string tokens): from
+ * the markers, `##` continues a word (WordPiece), a leading space / `Ġ` / `▁` starts one (BPE,
+ * sentencepiece). Tokens that already carry a word index keep it.
+ */
+export function inferWords(tokens: readonly Token[]): (number | null)[] {
+  if (tokens.every((t) => t.special || t.word !== null)) return tokens.map((t) => (t.special ? null : t.word));
+  const wordPiece = tokens.some((t) => isContinuationPiece(t.text));
+  const out: (number | null)[] = [];
+  let word = -1;
+  let segment = -1;
+  let prevSpecial = true;
+  for (const t of tokens) {
+    if (t.special) {
+      out.push(null);
+      prevSpecial = true;
+      continue;
+    }
+    if (t.segment !== segment) {
+      segment = t.segment;
+      word = -1;
+      prevSpecial = true;
+    }
+    if (t.word !== null) {
+      out.push(t.word);
+      word = t.word;
+      prevSpecial = false;
+      continue;
+    }
+    const starts = wordPiece ? !isContinuationPiece(t.text) : /^[\sĠ▁Ċ]/.test(t.text) || /^<0x(0A|20|09)>$/.test(t.text);
+    if (prevSpecial || starts || word < 0) word++;
+    out.push(word);
+    prevSpecial = false;
+  }
+  return out;
+}
+
+/**
+ * Whether a token looks like a template special token (`<s>`, `</s>`, `<pad>`, `[CLS]`,
+ * `<|endoftext|>`). Used only for tokens from outside producers (id -1, plain strings), which
+ * do not say which tokens are special.
+ */
+export function looksSpecial(text: string): boolean {
+  return /^(<\/?[A-Za-z_]+>|\[[A-Z]+\]|<\|[^|]*\|>|<extra_id_\d+>)$/.test(text) && !/^<0x[0-9A-Fa-f]{2}>$/.test(text);
+}
+
+function displayTokens(tokens: readonly Token[], modelType: string | undefined): DisplayToken[] {
+  const marked = tokens.map((t) => (t.id < 0 && !t.special && looksSpecial(t.text) ? { ...t, special: true, word: null } : t));
+  const words = inferWords(marked);
+  return marked.map((t, i) => {
+    const text = prettifyToken(t.text, modelType);
+    return { text, label: tokenLabel(text), raw: t.text, positions: [i], special: t.special, segment: t.segment, word: words[i] ?? null };
+  });
+}
+
+/** The display stack of a trace's stack with no transform applied (shares the trace's arrays). */
+export function rawDisplayStack(trace: Trace, stack: StackName = defaultStack(trace)): DisplayStack {
+  const s = requireStack(trace, stack);
+  const { queryTokens, keyTokens } = stackTokens(trace, stack);
+  return {
+    stack,
+    numHeads: s.dims[0],
+    queryTokens: displayTokens(queryTokens, trace.model.modelType),
+    keyTokens: displayTokens(keyTokens, trace.model.modelType),
+    layers: s.layers.slice(),
+    hiddenSpecial: false,
+    mergedSubwords: false,
+  };
+}
+
+type Reduce = 'sum' | 'mean';
+
+/**
+ * Regroups a display stack: new query i = reduce over old queries `queryGroups[i]`, new key j =
+ * reduce over old keys `keyGroups[j]`. Only layers in `only` (if given) are computed.
+ */
+function regroup(
+  ds: DisplayStack,
+  queryGroups: number[][],
+  keyGroups: number[][],
+  queryReduce: Reduce,
+  keyReduce: Reduce,
+  makeToken: (old: DisplayToken[], group: number[]) => DisplayToken,
+  only?: ReadonlySet<number>,
+): DisplayStack {
+  const oldQ = ds.queryTokens.length;
+  const oldK = ds.keyTokens.length;
+  const nq = queryGroups.length;
+  const nk = keyGroups.length;
+  const layers = ds.layers.map((layer, l) => {
+    if ((only && !only.has(l)) || layer.length === 0) return new Float32Array(0);
+    const out = new Float32Array(ds.numHeads * nq * nk);
+    const row = new Float64Array(nk);
+    for (let h = 0; h < ds.numHeads; h++) {
+      for (let qi = 0; qi < nq; qi++) {
+        row.fill(0);
+        const qg = queryGroups[qi]!;
+        for (const q of qg) {
+          const base = (h * oldQ + q) * oldK;
+          for (let kj = 0; kj < nk; kj++) {
+            const kg = keyGroups[kj]!;
+            let s = 0;
+            for (const k of kg) s += layer[base + k]!;
+            row[kj]! += keyReduce === 'mean' ? s / kg.length : s;
+          }
+        }
+        const scale = queryReduce === 'mean' ? 1 / qg.length : 1;
+        const dst = (h * nq + qi) * nk;
+        for (let kj = 0; kj < nk; kj++) out[dst + kj] = row[kj]! * scale;
+      }
+    }
+    return out;
+  });
+  return {
+    ...ds,
+    queryTokens: queryGroups.map((g) => makeToken(ds.queryTokens, g)),
+    keyTokens: keyGroups.map((g) => makeToken(ds.keyTokens, g)),
+    layers,
+  };
+}
+
+/** Drops the rows and columns of special tokens. Weights are kept as they are (not renormalised). */
+export function hideSpecialTokens(ds: DisplayStack, only?: ReadonlySet<number>): DisplayStack {
+  const keep = (tokens: DisplayToken[]) => tokens.flatMap((t, i) => (t.special ? [] : [[i]]));
+  const qg = keep(ds.queryTokens);
+  const kg = keep(ds.keyTokens);
+  if (qg.length === 0 || kg.length === 0) throw new AttnscopeError('hiding special tokens leaves no tokens to show');
+  const out = regroup(ds, qg, kg, 'sum', 'sum', (old, g) => old[g[0]!]!, only);
+  return { ...out, hiddenSpecial: true };
+}
+
+/** True if a raw token text starts a word by its own marker (sentencepiece `▁`, byte-level `Ġ`, a space). */
+function startsWordByMarker(raw: string): boolean {
+  return /^[▁Ġ\s]/.test(raw);
+}
+
+/**
+ * Groups consecutive tokens of the same segment and word; special tokens stay alone. A token
+ * whose own marker says it starts a word (`▁`, `Ġ`) starts a new group even if the tokenizer gave
+ * it the same word index (sentencepiece tokenizers such as Llama's report one word per text).
+ */
+function wordGroups(tokens: DisplayToken[]): number[][] {
+  const groups: number[][] = [];
+  let prev: DisplayToken | undefined;
+  tokens.forEach((t, i) => {
+    if (
+      prev && !t.special && !prev.special && t.word !== null && t.word === prev.word && t.segment === prev.segment &&
+      !startsWordByMarker(t.raw)
+    ) {
+      groups[groups.length - 1]!.push(i);
+    } else {
+      groups.push([i]);
+    }
+    prev = t;
+  });
+  return groups;
+}
+
+function mergedToken(modelType: string | undefined) {
+  return (old: DisplayToken[], group: number[]): DisplayToken => {
+    if (group.length === 1) return old[group[0]!]!;
+    const parts = group.map((i) => old[i]!);
+    // Byte-level and sentencepiece pieces are joined before decoding (a character may span pieces);
+    // WordPiece continuation pieces lose their `##`.
+    const wordPiece = parts.some((p, n) => n > 0 && isContinuationPiece(p.raw));
+    const text = wordPiece
+      ? parts.map((p, n) => (n > 0 ? prettifyToken(p.raw, modelType, { continuation: 'strip' }) : p.text)).join('')
+      : prettifyToken(parts.map((p) => p.raw).join(''), modelType);
+    return {
+      text,
+      label: tokenLabel(text),
+      raw: parts.map((p) => p.raw).join(' '),
+      positions: parts.flatMap((p) => p.positions),
+      special: false,
+      segment: parts[0]!.segment,
+      word: parts[0]!.word,
+    };
+  };
+}
+
+/**
+ * Merges sub-word tokens into words using the tokens' word indices: a word's attention to a key
+ * word is the SUM over the key's pieces (rows still sum to 1), averaged (MEAN) over the query's pieces.
+ */
+export function mergeSubwords(ds: DisplayStack, modelType?: string, only?: ReadonlySet<number>): DisplayStack {
+  const out = regroup(ds, wordGroups(ds.queryTokens), wordGroups(ds.keyTokens), 'mean', 'sum', mergedToken(modelType), only);
+  return { ...out, mergedSubwords: true };
+}
+
+/**
+ * The display stack every view draws: the trace's stack, optionally without special tokens and
+ * with sub-words merged into words.
+ */
+export function displayStack(trace: Trace, stack: StackName = defaultStack(trace), options: DisplayOptions = {}): DisplayStack {
+  let ds = rawDisplayStack(trace, stack);
+  const only = options.layers ? new Set(options.layers) : undefined;
+  if (options.hideSpecial) ds = hideSpecialTokens(ds, only);
+  if (options.mergeSubwords) ds = mergeSubwords(ds, trace.model.modelType, only);
+  return ds;
+}
+
+/** Weight at (layer, head, query, key) of a display stack. */
+export function displayWeight(ds: DisplayStack, layer: number, head: number, q: number, k: number): number {
+  const nq = ds.queryTokens.length;
+  const nk = ds.keyTokens.length;
+  return ds.layers[layer]![(head * nq + q) * nk + k]!;
+}
+
+// --- sentence-pair filters -----------------------------------------------------------------------
+
+/** Sentence-pair filter: all edges, or only those from segment A/B queries to A/B keys. */
+export type PairFilter = 'all' | 'A→B' | 'B→A' | 'A→A' | 'B→B';
+export const PAIR_FILTERS: readonly PairFilter[] = ['all', 'A→B', 'B→A', 'A→A', 'B→B'];
+
+/** Accepts `AB`, `a->b`, `A→B`, `all`... */
+export function parsePairFilter(value: string): PairFilter {
+  const v = value.trim().toUpperCase().replace(/->|→|2|_|-/g, '');
+  if (v === 'ALL' || v === '') return 'all';
+  const f = (['A→B', 'B→A', 'A→A', 'B→B'] as const).find((p) => p.replace('→', '') === v);
+  if (!f) throw new AttnscopeError(`unknown sentence-pair filter '${value}' (expected ${PAIR_FILTERS.join(', ')})`);
+  return f;
+}
+
+/** Whether an edge from query segment `qs` to key segment `ks` passes the filter. */
+export function pairFilterAccepts(filter: PairFilter, qs: number, ks: number): boolean {
+  if (filter === 'all') return true;
+  const want = (c: string) => (c === 'A' ? 0 : 1);
+  return qs === want(filter[0]!) && ks === want(filter[2]!);
+}
+
+/** True if the tokens hold a sentence pair (some token in segment 1). */
+export function hasPair(tokens: readonly { segment: number }[]): boolean {
+  return tokens.some((t) => t.segment === 1);
+}
