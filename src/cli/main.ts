@@ -4,6 +4,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
+import { VIEW_USAGE, viewCommand } from './view-command.js';
 
 const USAGE = `attnscope — see and measure what a Transformer attends to
 
@@ -11,6 +12,7 @@ Usage:
   ${TRACE_USAGE}
   ${GENERATE_USAGE}
   ${EXPORT_USAGE}
+  ${VIEW_USAGE.split('\n\n')[0]}
 
 Run 'attnscope <command> --help' for a command's options.`;
 
@@ -18,6 +20,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   trace: { run: traceCommand, usage: TRACE_USAGE },
   generate: { run: generateCommand, usage: GENERATE_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
+  view: { run: viewCommand, usage: VIEW_USAGE },
 };
 
 async function main(argv: string[]): Promise<number> {

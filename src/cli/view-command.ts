@@ -1,0 +1,154 @@
+/**
+ * `attnscope view [model] --text ... [--out view.html]` and `attnscope view trace.json|trace.safetensors`:
+ * writes one self-contained HTML file with the interactive head, model, neuron and heatmap views.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { rename, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { deflateRawSync } from 'node:zlib';
+import { AttnscopeError } from '../core/errors.js';
+import type { Trace } from '../core/trace.js';
+import { loadModel } from '../engine.js';
+import { readTraceFile } from '../io/trace-file.js';
+import { loadViewBundle } from '../views/html/bundle-node.js';
+import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';
+import { MODEL_OPTIONS, parseIdList, parseThreads } from './args.js';
+
+export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
+                [--decoder-text "..." | --decoder-ids 0,5,6] [--truncate] [--out view.html]
+                [--view head|model|neuron|heatmap] [--theme light|dark] [--max-size MB | --exact]
+                [--revision REV] [--offline] [--threads N]
+  attnscope view trace.json|trace.safetensors [--out view.html] [...]
+
+  Writes ONE self-contained HTML file (no network needed, opens from disk in any modern browser)
+  with the head view, model view, neuron view and heatmaps.
+  model        a local checkpoint directory or a Hub id; the embedded stories260k model when omitted
+  trace        an existing .json or .safetensors trace file (from 'attnscope trace' or PyTorch)
+  --out        the HTML file to write (default attnscope-view.html)
+  --view       the view the page opens with (default head);  --theme  light or dark (default: the system's)
+  --max-size   size the file aims for in MB (default 8): values stay exact when they fit, otherwise
+               attention is kept to 5 decimals and queries/keys to 4, 3 or 2 decimals
+  --exact      keep every value exact whatever the size`;
+
+const VIEWS = ['head', 'model', 'neuron', 'heatmap'] as const;
+
+/** A positional that names an existing trace file (rather than a model). */
+export function isTraceFile(arg: string): boolean {
+  const lower = arg.toLowerCase();
+  if (!lower.endsWith('.json') && !lower.endsWith('.safetensors')) return false;
+  try {
+    return statSync(arg).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Writes a file atomically: a temporary file next to it, then a rename. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, path);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') throw new AttnscopeError(`${path}: the directory ${dirname(path)} does not exist`);
+    if (err.code === 'EACCES' || err.code === 'EPERM') throw new AttnscopeError(`${path}: permission denied`);
+    if (err.code === 'EISDIR') throw new AttnscopeError(`${path}: is a directory`);
+    throw e;
+  }
+}
+
+function formatBytes(n: number): string {
+  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} kB`;
+}
+
+export async function viewCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      text: { type: 'string' },
+      pair: { type: 'string' },
+      ids: { type: 'string' },
+      'type-ids': { type: 'string' },
+      'decoder-text': { type: 'string' },
+      'decoder-ids': { type: 'string' },
+      truncate: { type: 'boolean' },
+      out: { type: 'string' },
+      view: { type: 'string' },
+      theme: { type: 'string' },
+      'max-size': { type: 'string' },
+      exact: { type: 'boolean' },
+      ...MODEL_OPTIONS,
+    },
+  });
+  if (positionals.length > 1) throw new AttnscopeError(`view: expected at most one model or trace file, got ${positionals.join(' ')}`);
+  const view = values.view;
+  if (view !== undefined && !(VIEWS as readonly string[]).includes(view)) throw new AttnscopeError(`--view: expected ${VIEWS.join(', ')}, got '${view}'`);
+  const theme = values.theme;
+  if (theme !== undefined && theme !== 'light' && theme !== 'dark') throw new AttnscopeError(`--theme: expected light or dark, got '${theme}'`);
+  let maxBytes = DEFAULT_MAX_BYTES;
+  if (values['max-size'] !== undefined) {
+    const mb = Number(values['max-size']);
+    if (!(mb > 0)) throw new AttnscopeError(`--max-size: expected a size in MB, got '${values['max-size']}'`);
+    maxBytes = mb * 1e6;
+  }
+  const out = values.out ?? 'attnscope-view.html';
+  if (existsSync(out) && statSync(out).isDirectory()) throw new AttnscopeError(`--out ${out}: is a directory`);
+
+  const source = positionals[0];
+  const ids = parseIdList(values.ids, '--ids');
+  const typeIds = parseIdList(values['type-ids'], '--type-ids');
+  let trace: Trace;
+  let text: string | undefined;
+  if (source !== undefined && isTraceFile(source)) {
+    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids'] as const) {
+      if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to a trace file (${source})`);
+    }
+    trace = await readTraceFile(source);
+  } else {
+    if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
+      throw new AttnscopeError(`${source}: no such trace file`);
+    }
+    if (values.text === undefined && ids === undefined) throw new AttnscopeError('view: give --text "..." (or --ids 1,2,3), or a trace file');
+    if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('view: give either --text or --ids, not both');
+    if (values.text !== undefined && values.text.trim() === '' && !values.pair) throw new AttnscopeError('empty text: nothing to trace');
+    text = values.text !== undefined ? (values.pair ? `${values.text} | ${values.pair}` : values.text) : undefined;
+    const model = await loadModel(source, { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+    try {
+      trace = await model.trace(values.text ?? null, {
+        pair: values.pair,
+        ids,
+        typeIds,
+        qk: true,
+        truncate: values.truncate ?? false,
+        decoderText: values['decoder-text'],
+        decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
+      });
+    } finally {
+      await model.dispose();
+    }
+  }
+
+  const bundle = await loadViewBundle();
+  const result = await renderStandaloneHtml(trace, {
+    bundle,
+    text,
+    maxBytes,
+    precision: values.exact ? 'exact' : 'auto',
+    view: view as (typeof VIEWS)[number] | undefined,
+    theme: theme as 'light' | 'dark' | undefined,
+    deflate: (data) => deflateRawSync(data, { level: 6 }),
+  });
+  await writeFileAtomic(out, result.html);
+  const p = result.precision;
+  const precision =
+    p.attention === 'f32' && (p.qk === null || p.qk === 'f32')
+      ? 'all values exact'
+      : `attention ${p.attention === 'f32' ? 'exact' : `to ${p.attention.slice(5)} decimals`}${p.qk ? `, queries/keys ${p.qk === 'f32' ? 'exact' : `to ${p.qk.slice(5)} decimals`}` : ''}`;
+  const shape = `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`;
+  process.stdout.write(`${resolve(out)}\n`);
+  process.stderr.write(`wrote ${out} (${formatBytes(result.bytes)}; ${shape}; ${precision}) — open it in a browser\n`);
+}

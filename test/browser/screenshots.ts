@@ -1,0 +1,70 @@
+/**
+ * Regenerates the README's screenshots (docs/view-{head,model,neuron,heatmap}.png): the default
+ * model's views of the sample sentence, in real Chromium with the network blocked.
+ *
+ *   node scripts/build-web.mjs && npx tsx test/browser/screenshots.ts [outDir]
+ *
+ * Review the images before committing them.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateRawSync } from 'node:zlib';
+import { loadModel } from '../../src/engine.js';
+import { loadViewBundle } from '../../src/views/html/bundle-node.js';
+import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
+import { ROOT, launchChromium, openPage } from './harness.js';
+
+export const SAMPLE = 'Once upon a time, there was a little girl named Lily.';
+
+async function main(): Promise<void> {
+  const out = process.argv[2] ?? join(ROOT, 'docs');
+  mkdirSync(out, { recursive: true });
+  const model = await loadModel();
+  const trace = await model.trace(SAMPLE, { qk: true }).finally(() => model.dispose());
+  const tmp = mkdtempSync(join(tmpdir(), 'attnscope-shots-'));
+  const file = join(tmp, 'view.html');
+  const r = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text: SAMPLE, theme: 'light', deflate: (d) => deflateRawSync(d) });
+  writeFileSync(file, r.html);
+  const browser = await launchChromium();
+  try {
+    const p = await openPage(browser, file, { width: 1180, height: 760 });
+    const { page } = p;
+    const shot = async (name: string) => {
+      await page.mouse.move(1170, 5);
+      await page.waitForTimeout(150);
+      // Down to the end of the view's content.
+      const bottom = await page.$eval(`[data-testid=${name}-view]`, (el) => {
+        let b = 0;
+        for (const c of el.querySelectorAll('svg, canvas, .readout, .toolbar')) b = Math.max(b, c.getBoundingClientRect().bottom);
+        return b;
+      });
+      await page.screenshot({ path: join(out, `view-${name}.png`), clip: { x: 0, y: 0, width: 1180, height: Math.min(1400, Math.ceil(bottom) + 12) }, fullPage: true });
+      console.log(`wrote ${join(out, `view-${name}.png`)}`);
+    };
+    // Head view: layer 1, the lines of "Lily" pinned.
+    await page.selectOption('[data-testid=head-layer]', { label: '1' });
+    const lily = trace.tokens.findIndex((t) => t.text === '▁Lily');
+    await page.click(`[data-testid=head-query-${lily}]`);
+    await shot('head');
+    // Model view: every layer and head.
+    await page.click('[data-testid=tab-model]');
+    await page.waitForFunction(() => document.querySelector('[data-testid=model-canvas]')?.getAttribute('data-drawn') === 'true');
+    await shot('model');
+    // Neuron view: (layer 1, shared with the head view) head 5, query "Lily".
+    await page.click('[data-testid=tab-neuron]');
+    await page.selectOption('[data-testid=neuron-head]', { label: '5' });
+    await page.selectOption('[data-testid=neuron-query]', { index: lily });
+    await shot('neuron');
+    // Heatmap: layer 1, head 5.
+    await page.click('[data-testid=tab-heatmap]');
+    await page.selectOption('[data-testid=heatmap-head]', { label: '5' });
+    await shot('heatmap');
+    await p.close();
+  } finally {
+    await browser.close();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+await main();

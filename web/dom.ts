@@ -1,0 +1,115 @@
+/**
+ * Tiny DOM helpers. Text always goes in through `textContent` (never innerHTML), so a token
+ * such as `<img src=x onerror=alert(1)>` is shown as text and cannot run.
+ */
+
+type Attrs = Record<string, string | number | boolean | undefined | null>;
+
+function setAttrs(el: Element, attrs: Attrs): void {
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    el.setAttribute(k === 'testid' ? 'data-testid' : k, v === true ? '' : String(v));
+  }
+}
+
+export type Child = Node | string | null | undefined | false;
+
+function append(el: Element, children: Child[]): void {
+  for (const c of children) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(typeof c === 'string' ? document.createTextNode(c) : c);
+  }
+}
+
+/** An HTML element; `testid` becomes `data-testid`. */
+export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: Child[]): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  setAttrs(el, attrs);
+  append(el, children);
+  return el;
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** An SVG element. */
+export function s<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Attrs = {}, ...children: Child[]): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG_NS, tag) as SVGElementTagNameMap[K];
+  setAttrs(el, attrs);
+  append(el, children);
+  return el;
+}
+
+export interface Option<T extends string | number> {
+  value: T;
+  label: string;
+}
+
+/** A labelled `<select>`; calls `onChange` with the chosen value. */
+export function select<T extends string | number>(
+  testid: string,
+  label: string,
+  options: readonly Option<T>[],
+  value: T,
+  onChange: (v: T) => void,
+): HTMLLabelElement {
+  const sel = h('select', { testid });
+  options.forEach((o, i) => {
+    const opt = h('option', { value: String(i) }, o.label);
+    if (o.value === value) opt.selected = true;
+    sel.append(opt);
+  });
+  sel.addEventListener('change', () => onChange(options[Number(sel.value)]!.value));
+  return h('label', { class: 'control' }, label ? h('span', {}, label) : null, sel);
+}
+
+/** A labelled checkbox. */
+export function checkbox(testid: string, label: string, checked: boolean, onChange: (v: boolean) => void, disabled = false): HTMLLabelElement {
+  const box = h('input', { type: 'checkbox', testid });
+  box.checked = checked;
+  box.disabled = disabled;
+  box.addEventListener('change', () => onChange(box.checked));
+  return h('label', { class: `control check${disabled ? ' disabled' : ''}` }, box, h('span', {}, label));
+}
+
+export function button(testid: string, label: string, onClick: () => void, title?: string): HTMLButtonElement {
+  const b = h('button', { type: 'button', testid, title }, label);
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+/** Replaces an element's children. */
+export function replaceChildren(el: Element, ...children: Child[]): void {
+  el.replaceChildren();
+  append(el, children);
+}
+
+/** A canvas sized for the device pixel ratio; returns its 2D context scaled to CSS pixels. */
+export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D {
+  const dpr = Math.min(2, window.devicePixelRatio || 1);
+  const w = Math.max(1, Math.ceil(width));
+  const hh = Math.max(1, Math.ceil(height));
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(hh * dpr);
+  canvas.style.width = `${w}px`;
+  canvas.style.height = `${hh}px`;
+  const ctx = canvas.getContext('2d')!;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  return ctx;
+}
+
+/** A floating tooltip that follows the pointer. */
+export class Tooltip {
+  readonly el = h('div', { class: 'tooltip', testid: 'tooltip', role: 'tooltip' });
+  show(x: number, y: number, ...lines: string[]): void {
+    replaceChildren(this.el, ...lines.flatMap((l, i) => (i ? [h('br'), l] : [l])));
+    this.el.style.display = 'block';
+    const r = this.el.getBoundingClientRect();
+    const left = Math.min(window.innerWidth - r.width - 8, x + 14);
+    const top = y + 16 + r.height > window.innerHeight ? y - r.height - 10 : y + 16;
+    this.el.style.left = `${Math.max(4, left)}px`;
+    this.el.style.top = `${Math.max(4, top)}px`;
+  }
+  hide(): void {
+    this.el.style.display = 'none';
+  }
+}

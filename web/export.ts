@@ -1,0 +1,71 @@
+/**
+ * Export buttons: the current view as SVG (the same renderer as `attnscope export`) and as PNG
+ * (that SVG drawn on a canvas). Nothing leaves the page: the file is a local download.
+ */
+import type { Ctx } from './context.js';
+import { button, h } from './dom.js';
+
+function download(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function svgSize(svg: string): { width: number; height: number } {
+  const m = /<svg[^>]*\swidth="([\d.]+)"[^>]*\sheight="([\d.]+)"/.exec(svg);
+  return { width: m ? Number(m[1]) : 800, height: m ? Number(m[2]) : 600 };
+}
+
+/** Rasterises an SVG document (scale 2) to PNG. */
+export async function svgToPng(svg: string, scale = 2): Promise<Blob> {
+  const { width, height } = svgSize(svg);
+  const url = URL.createObjectURL(new Blob([svg], { type: 'image/svg+xml' }));
+  try {
+    const img = new Image();
+    img.decoding = 'sync';
+    await new Promise<void>((resolve, reject) => {
+      img.onload = () => resolve();
+      img.onerror = () => reject(new Error('the browser could not draw the SVG'));
+      img.src = url;
+    });
+    const canvas = h('canvas');
+    canvas.width = Math.round(width * scale);
+    canvas.height = Math.round(height * scale);
+    const c = canvas.getContext('2d')!;
+    c.scale(scale, scale);
+    c.drawImage(img, 0, 0, width, height);
+    return await new Promise<Blob>((resolve, reject) => canvas.toBlob((b) => (b ? resolve(b) : reject(new Error('PNG encoding failed'))), 'image/png'));
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+export function exportName(ctx: Ctx, view: string, ext: string): string {
+  const base = `${ctx.trace.model.name}-${view}-${ctx.state.stack}-layer${ctx.state.layer}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+  return `attnscope-${base}.${ext}`;
+}
+
+/** "SVG" and "PNG" buttons for a view; `svg()` renders its current state. */
+export function exportButtons(ctx: Ctx, view: string, svg: () => string): HTMLElement {
+  const status = h('span', { class: 'export-status muted', testid: `${view}-export-status` });
+  const run = async (kind: 'svg' | 'png') => {
+    try {
+      status.textContent = '';
+      const doc = svg();
+      const blob = kind === 'svg' ? new Blob([doc], { type: 'image/svg+xml' }) : await svgToPng(doc);
+      download(blob, exportName(ctx, view, kind));
+    } catch (e) {
+      status.textContent = `export failed: ${(e as Error).message}`;
+    }
+  };
+  return h(
+    'span',
+    { class: 'export' },
+    status,
+    button(`${view}-export-svg`, 'SVG', () => void run('svg'), 'Download this view as SVG'),
+    button(`${view}-export-png`, 'PNG', () => void run('png'), 'Download this view as PNG'),
+  );
+}

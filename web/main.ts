@@ -1,0 +1,72 @@
+/**
+ * Entry point of the standalone page: reads the header and the base64 blobs the page carries,
+ * decodes attention (then queries and keys in the background), and mounts the app. Touches no
+ * network: everything is in the page.
+ */
+import { inflateSync } from 'fflate';
+import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64 } from '../src/views/html/payload.js';
+import { App } from './app.js';
+
+/** Raw deflate with the browser's DecompressionStream, or fflate where that is missing. */
+const inflate: Inflate = async (data, rawLength) => {
+  if (typeof DecompressionStream === 'function') {
+    try {
+      const stream = new Blob([data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream('deflate-raw'));
+      return new Uint8Array(await new Response(stream).arrayBuffer());
+    } catch {
+      // fall through to fflate (older browsers reject 'deflate-raw')
+    }
+  }
+  return inflateSync(data, { out: new Uint8Array(rawLength) });
+};
+
+/** The base64 text of data block i; the element is emptied (each block is decoded once, and long pages hold tens of MB). */
+function blobText(i: number): string {
+  const el = document.getElementById(`attnscope-blob-${i}`);
+  if (!el) throw new Error(`the page is missing data block ${i}`);
+  const text = el.textContent ?? '';
+  el.textContent = '';
+  return text;
+}
+
+async function boot(): Promise<void> {
+  const mount = document.getElementById('attnscope-app')!;
+  const t0 = performance.now();
+  try {
+    const headerEl = document.getElementById('attnscope-header');
+    if (!headerEl) throw new Error('the page holds no attnscope data');
+    const header = JSON.parse(headerEl.textContent ?? '') as PayloadHeader;
+    const source: PayloadSource = {
+      header,
+      blob: (i) => fromBase64(blobText(i)),
+      rawLength: (i) => header.blobRawLengths[i]!,
+    };
+    const trace = await decodeTrace(source, inflate, ['attention']);
+    const qkReady = (async () => {
+      await new Promise((r) => setTimeout(r, 0));
+      for (const t of header.tensors) {
+        if (t.kind === 'attention') continue;
+        const layers = await decodeTensor(source, t, inflate);
+        const map = t.kind === 'queries' ? (trace.queries ??= {}) : (trace.keys ??= {});
+        map[t.stack] = { dims: t.dims, layers };
+      }
+      document.body.dataset.qkReady = 'true';
+    })();
+    qkReady.catch((e: unknown) => console.error('attnscope: decoding queries and keys failed', e));
+    new App(trace, header, qkReady, mount);
+    document.body.dataset.ready = 'true';
+    document.body.dataset.readyAt = performance.now().toFixed(1);
+    document.body.dataset.bootMs = (performance.now() - t0).toFixed(1);
+  } catch (e) {
+    mount.replaceChildren();
+    const p = document.createElement('p');
+    p.className = 'boot-error';
+    p.dataset.testid = 'boot-error';
+    p.textContent = `attnscope could not open this page's data: ${(e as Error).message}`;
+    mount.append(p);
+    document.body.dataset.ready = 'error';
+    throw e;
+  }
+}
+
+void boot();
