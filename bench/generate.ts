@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}`);
 
   // Warm both sessions.
-  const fullTaps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true, precision: 'float32' };
+  const fullTaps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true };
   await model.generate(null, { ids: prompt, maxNewTokens: 2 });
   await model.run(fullTaps, { inputIds: prompt });
 

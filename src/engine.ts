@@ -11,7 +11,7 @@ import type { ModelFiles } from './io/model-files.js';
 import { resolveModelSource } from './io/model-source.js';
 import { openWeights } from './io/open-weights.js';
 import type { WeightStore } from './io/weights.js';
-import type { Architecture, ArchitectureInfo, ModelInputs, TapPrecision, TapRequest } from './models/architecture.js';
+import type { Architecture, ArchitectureInfo, ModelInputs, TapRequest } from './models/architecture.js';
 import { createBuildContext } from './models/build-context.js';
 import { ModelConfig } from './models/config.js';
 import { architectureFor } from './models/registry.js';
@@ -62,7 +62,6 @@ export interface GenerateOptions extends SamplingOptions {
   ids?: readonly number[];
   /** Also return per-head queries and keys. */
   qk?: boolean;
-  precision?: TapPrecision;
 }
 
 export interface LoadOptions {
@@ -91,8 +90,6 @@ export interface TraceOptions {
   hidden?: boolean;
   /** Skip attention (e.g. when only hidden states are wanted). */
   attention?: boolean;
-  /** Precision the taps are computed out of the graph in (values are returned as float32). */
-  precision?: TapPrecision;
   /** Cut inputs longer than the model's maximum positions instead of failing. */
   truncate?: boolean;
   /** Encoder-decoder models: the decoder's target text (tokenized, then shifted right behind the start token). */
@@ -121,7 +118,7 @@ function toFloat32(t: RuntimeTensor): Float32Array {
 }
 
 function tapsKey(t: TapRequest): string {
-  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}:${t.precision}${t.cache ? ':cache' : ''}`;
+  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}`;
 }
 
 export class Model {
@@ -204,7 +201,6 @@ export class Model {
       qk: options.qk ?? false,
       lastHiddenState: options.hidden ?? false,
       logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
-      precision: options.precision ?? 'float32',
     };
     const maskPositions = options.topK && this.info.kind === 'encoder' ? this.maskPositions(tokens) : [];
     const out = await this.run(taps, inputs);
@@ -265,7 +261,7 @@ export class Model {
     if (prompt.length + maxNew > info.maxPositions) {
       throw new AttnscopeError(`generation too long: ${prompt.length} prompt tokens + ${maxNew} new tokens = ${prompt.length + maxNew}, but ${this.name} accepts at most ${info.maxPositions} positions`);
     }
-    const taps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, precision: options.precision ?? 'float32', cache: true };
+    const taps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
     const result = await decodeIncrementally(this, taps, ['self'], prompt.map((t) => t.id), maxNew, createSampler(options), this.eosIds(), {});
     const generated = this.tokensFromIds(result.newIds).map((t) => ({ ...t, generated: true }));
     const tokens = [...prompt, ...generated];

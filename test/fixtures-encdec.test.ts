@@ -75,7 +75,7 @@ for (const fixture of ['t5', 'bart']) {
 
       it(`input '${input.id}': logits of the prediction head match`, async () => {
         const out = await model.run(
-          { attention: false, qk: false, lastHiddenState: false, logits: true, precision: 'float32' },
+          { attention: false, qk: false, lastHiddenState: false, logits: true },
           { inputIds: input.input_ids, decoderInputIds: decoderIds },
         );
         const logits = out.logits;

@@ -171,12 +171,12 @@ export async function generateEncoderDecoder(model: Model, text: string | null, 
   const start = model.decoderStartId;
   const inputIds = tokens.map((t) => t.id);
   // 1. The encoder, once: its attention (and q/k) and its final hidden states.
-  const encoderTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: true, logits: false, precision: 'float32' };
+  const encoderTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: true, logits: false };
   const encoded = await model.run(encoderTaps, { inputIds, decoderInputIds: [start] });
   const encoderHidden = encoded.encoder_last_hidden_state;
   if (!encoderHidden) throw new Error('graph output encoder_last_hidden_state missing');
   // 2. The decoder, incrementally.
-  const stepTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, precision: 'float32', cache: true };
+  const stepTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
   const result = await decodeIncrementally(
     model, stepTaps, ['decoder', 'cross'], [start], maxNew, createSampler(options), model.eosIds(),
     { encoder_hidden_states: encoderHidden }, 'decoderInputIds', { inputIds },

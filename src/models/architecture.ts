@@ -18,8 +18,6 @@ import type { GraphBuilder, Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { ModelConfig } from './config.js';
 
-export type TapPrecision = 'float32' | 'float16';
-
 export interface TapRequest {
   /** Attention probabilities of every layer. */
   attention: boolean;
@@ -29,8 +27,6 @@ export interface TapRequest {
   lastHiddenState: boolean;
   /** The prediction head's logits. */
   logits: boolean;
-  /** Precision of attention and q/k taps. */
-  precision: TapPrecision;
   /**
    * Incremental decoding: self-attention of decoders reads past keys/values from inputs
    * `past_key.<stack>.<layer>` / `past_value.<stack>.<layer>` [1, kvHeads, past, headDim] and

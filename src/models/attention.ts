@@ -16,11 +16,10 @@ export function mergeHeads(g: GraphBuilder, x: Value, heads: number, headDim: nu
   return g.reshape(g.transpose(x, [0, 2, 1, 3]), [0, 0, heads * headDim]);
 }
 
-/** Taps `value` as output `name` if `enabled`, at the requested precision. */
+/** Taps `value` as output `name` if `enabled`. */
 export function tap(ctx: BuildContext, enabled: boolean, value: Value, name: string): void {
   if (!enabled) return;
-  if (ctx.taps.precision === 'float16') ctx.g.output(ctx.g.cast(value, 'float16'), name, 'float16');
-  else ctx.g.output(value, name, 'float32');
+  ctx.g.output(value, name, 'float32');
 }
 
 export interface AttentionArgs {
