@@ -169,10 +169,13 @@ export class Model {
     return this.tokenizer;
   }
 
-  /** Tokenizes text (and an optional pair) as the model's tokenizer does. */
-  async tokenize(text: string, pair?: string): Promise<Token[]> {
+  /**
+   * Tokenizes text (and an optional pair) as the model's tokenizer does; with `maxLength`,
+   * truncated as transformers does (the longer sequence of a pair first, specials kept).
+   */
+  async tokenize(text: string, pair?: string, maxLength?: number): Promise<Token[]> {
     if (text.trim() === '' && !pair) throw new AttnscopeError('empty text: nothing to trace');
-    return this.requireTokenizer().encode(text, pair);
+    return this.requireTokenizer().encode(text, pair, { maxLength });
   }
 
   tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
@@ -186,7 +189,8 @@ export class Model {
 
   /** Runs the model on a text (or on token ids) and returns its Trace. */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
-    let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair);
+    const truncateAt = options.truncate && Number.isFinite(this.info.maxPositions) ? this.info.maxPositions : undefined;
+    let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair, truncateAt);
     tokens = this.fitLength(tokens, options.truncate ?? false, 'text');
     const inputs: ModelInputs = { inputIds: tokens.map((t) => t.id), typeIds: tokens.map((t) => t.segment) };
     let decoderTokens: Token[] | undefined;

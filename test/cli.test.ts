@@ -119,6 +119,17 @@ describe('attnscope trace writes traces that match PyTorch', () => {
     expect(maxAbsDiff(flat(json.attention.self), flat(input.attentions!))).toBeLessThanOrEqual(1e-5);
   });
 
+  it('--truncate on a pair shortens the longer sentence first, as transformers does', () => {
+    const run = attnscope('trace', join(FIXTURES, 'bert'), '--text', 'The cat sat.', '--pair', 'word '.repeat(300), '--truncate');
+    expect(run.status, run.stderr).toBe(0);
+    const json = JSON.parse(run.stdout) as { tokens: { text: string; segment: number }[] };
+    expect(json.tokens).toHaveLength(128);
+    const a = json.tokens.filter((t) => t.segment === 0).map((t) => t.text);
+    expect(a.slice(0, 2)).toEqual(['[CLS]', 'the']);
+    expect(a.at(-1)).toBe('[SEP]'); // sentence A kept whole
+    expect(json.tokens.at(-1)!.text).toBe('[SEP]');
+  });
+
   it('--truncate cuts an input longer than the maximum positions', () => {
     const run = attnscope('trace', join(FIXTURES, 'bert'), '--text', 'word '.repeat(300), '--truncate');
     expect(run.status, run.stderr).toBe(0);

@@ -3,7 +3,7 @@
  * (Rust), wrapped to produce attnscope Tokens exactly as transformers' fast tokenizers encode.
  */
 import { readFile } from 'node:fs/promises';
-import { Tokenizer, type Decoder, type Encoding } from 'tokenizers';
+import { Tokenizer, type Decoder, type Encoding, type TruncationStrategy } from 'tokenizers';
 import { AttnscopeError } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
@@ -32,6 +32,14 @@ export interface TokenizerSources {
   specialTokensMap?: string;
 }
 
+export interface EncodeOptions {
+  /**
+   * Truncate to this many tokens (special tokens included) as transformers does with
+   * `truncation=True, max_length=…`: the longer sequence of a pair loses tokens first.
+   */
+  maxLength?: number;
+}
+
 export interface AttnTokenizer {
   readonly bos?: SpecialToken;
   readonly eos?: SpecialToken;
@@ -52,7 +60,7 @@ export interface AttnTokenizer {
    * Encodes `text` (and `pair`, unless it is empty or missing) with the special tokens the
    * tokenizer adds. Offsets are UTF-16 indices into `text`, or into `pair` for segment-1 tokens.
    */
-  encode(text: string, pair?: string): Promise<Token[]>;
+  encode(text: string, pair?: string, options?: EncodeOptions): Promise<Token[]>;
   /** Tokens for ids given directly: offsets 0,0 and word null. */
   tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[];
   /** Text of `ids`, as transformers' `decode` gives it. */
@@ -155,6 +163,8 @@ class HfTokenizer implements AttnTokenizer {
   readonly #decoder: Decoder | null;
   readonly #addedSpecialIds: ReadonlySet<number>;
   readonly #cleanUp: boolean;
+  /** Encodings wait for each other: truncation is a setting of the shared tokenizer. */
+  #queue: Promise<void> = Promise.resolve();
 
   constructor(tk: Tokenizer, init: HfTokenizerInit) {
     this.#tk = tk;
@@ -175,13 +185,23 @@ class HfTokenizer implements AttnTokenizer {
     this.#cleanUp = init.cleanUp;
   }
 
-  async encode(text: string, pair?: string): Promise<Token[]> {
+  async encode(text: string, pair?: string, options: EncodeOptions = {}): Promise<Token[]> {
     if (typeof text !== 'string') throw new AttnscopeError('the text to encode must be a string');
     // transformers drops a falsy text_pair: an empty pair means a single sequence.
     const hasPair = typeof pair === 'string' && pair.length > 0;
+    // Truncation is a setting of the shared Rust tokenizer: encodings run one at a time.
+    const run = this.#queue.then(async () => {
+      if (options.maxLength !== undefined) this.#tk.setTruncation(options.maxLength, { strategy: 'LongestFirst' as TruncationStrategy });
+      try {
+        return hasPair ? await this.#tk.encode(text, pair) : await this.#tk.encode(text);
+      } finally {
+        if (options.maxLength !== undefined) this.#tk.disableTruncation();
+      }
+    });
+    this.#queue = run.then(() => undefined, () => undefined);
     let enc: Encoding;
     try {
-      enc = hasPair ? await this.#tk.encode(text, pair) : await this.#tk.encode(text);
+      enc = await run;
     } catch (err) {
       throw new AttnscopeError(`cannot tokenize the text: ${(err as Error).message}`, { cause: err });
     }
