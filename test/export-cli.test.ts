@@ -12,7 +12,7 @@ import { unzlibSync } from 'fflate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine.js';
-import { writeTraceFile } from '../src/io/trace-file.js';
+import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { pngSize, svgToPng } from '../src/views/png.js';
 import { FONT_FAMILY } from '../src/views/theme.js';
 import { findAll, parseXml, textOf } from './helpers/xml.js';
@@ -210,6 +210,66 @@ describe('attnscope export', () => {
     expect(findAll(root, 'text', (a) => a.class === 'token query')).toHaveLength(18);
     expect(findAll(root, 'text', (a) => a.class === 'token key')).toHaveLength(88);
     expectOk(attnscope('export', T5, '--view', 'model', '--stack', 'decoder', '--out', join(dir, 'dec.svg')));
+  });
+
+  it('exports generation traces written by attnscope generate (JSON, .safetensors, T5) at a --step', async () => {
+    const dir = mkdtempSync(join(tmp, 'generation-'));
+    const json = join(dir, 'gen.json');
+    const st = join(dir, 'gen.safetensors');
+    const t5 = join(dir, 't5.safetensors');
+    for (const [out, model] of [[json, []], [st, []], [t5, [join(ROOT, 'test/fixtures/t5')]]] as const) {
+      const r = attnscope('generate', ...model, '--text', 'Once upon a time', '--max-new-tokens', '6', '--qk', '--out', out);
+      expect(r.status, r.stderr).toBe(0);
+    }
+    const trace = await readTraceFile(json);
+    const P = trace.generation!.promptLength;
+    expect(trace.tokens).toHaveLength(P + 6);
+    const labels = (root: ReturnType<typeof parseXml>, side: string) => findAll(root, 'text', (a) => /^token /.test(a.class ?? '') && a.class!.split(' ').includes(side));
+    // Head view at step 3: prompt + 3 tokens in each column, the lines of the newest one.
+    for (const src of [json, st]) {
+      const out = join(dir, 'head-3.svg');
+      expectOk(attnscope('export', src, '--view', 'head', '--layer', '2', '--step', '3', '--out', out));
+      const root = parseXml(readFileSync(out, 'utf8'));
+      expect(labels(root, 'query')).toHaveLength(P + 3);
+      expect(labels(root, 'key')).toHaveLength(P + 3);
+      expect(labels(root, 'query').filter((l) => l.attrs.class!.includes('generated'))).toHaveLength(3);
+      const lines = findAll(root, 'line', (a) => a['data-q'] !== undefined);
+      expect(lines).toHaveLength(8 * (P + 3));
+      const W = trace.attention.self!.layers[2]!;
+      const n = trace.tokens.length;
+      for (const g of findAll(root, 'g', (a) => a.class === 'head-lines')) {
+        const h = Number(g.attrs['data-head']);
+        for (const l of g.children) {
+          expect(l.attrs['data-q']).toBe(String(P + 2));
+          const w = W[(h * n + P + 2) * n + Number(l.attrs['data-k'])]!;
+          expect(Math.abs(Number(l.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
+        }
+      }
+      expect(textOf(root)).toContain('prompt | generated · greedy');
+    }
+    // Every view, whole sequence and steps; PNG too.
+    expectOk(attnscope('export', json, '--view', 'heatmap', '--layer', '1', '--head', '4', '--step', '0', '--out', join(dir, 'heat-0.png'), '--scale', '1'));
+    expect(decodePng(new Uint8Array(readFileSync(join(dir, 'heat-0.png')))).width).toBeGreaterThan(100);
+    expectOk(attnscope('export', st, '--view', 'neuron', '--layer', '1', '--head', '4', '--step', '5', '--out', join(dir, 'neuron-5.svg')));
+    expect(findAll(parseXml(readFileSync(join(dir, 'neuron-5.svg'), 'utf8')), 'g', (a) => a.class === 'key-row')).toHaveLength(P + 5);
+    expectOk(attnscope('export', json, '--view', 'model', '--step', '6', '--theme', 'dark', '--out', join(dir, 'model-6.svg')));
+    expect(findAll(parseXml(readFileSync(join(dir, 'model-6.svg'), 'utf8')), 'rect', (a) => a.class === 'newest-row')).toHaveLength(5 * 8);
+    expectOk(attnscope('export', json, '--view', 'heatmap', '--head', '0', '--out', join(dir, 'heat-all.svg')));
+    expect(labels(parseXml(readFileSync(join(dir, 'heat-all.svg'), 'utf8')), 'query')).toHaveLength(P + 6);
+    // An encoder-decoder generation: cross attention of the decoder's first 1 + 2 tokens over every encoder token.
+    const t5trace = await readTraceFile(t5);
+    const cross = join(dir, 't5-cross.svg');
+    expectOk(attnscope('export', t5, '--view', 'head', '--stack', 'cross', '--step', '2', '--out', cross));
+    const root = parseXml(readFileSync(cross, 'utf8'));
+    expect(labels(root, 'query')).toHaveLength(3);
+    expect(labels(root, 'key')).toHaveLength(t5trace.tokens.length);
+    expectOk(attnscope('export', t5, '--view', 'neuron', '--stack', 'decoder', '--step', '4', '--out', join(dir, 't5-neuron.svg')));
+    // Bad steps.
+    expectCleanError(attnscope('export', traceJson, '--view', 'head', '--step', '1', '--out', join(dir, 'x.svg')), /--step applies to generation traces/);
+    expectCleanError(attnscope('export', json, '--view', 'head', '--step', '7', '--out', join(dir, 'x.svg')), /step 7 is out of range .*steps 0–6/);
+    expectCleanError(attnscope('export', json, '--view', 'head', '--step', 'last', '--out', join(dir, 'x.svg')), /--step: expected a non-negative integer/);
+    expect(existsSync(join(dir, 'x.svg'))).toBe(false);
+    noTempFiles(dir);
   });
 
   it('fails with one line for bad arguments, leaving no file behind', () => {

@@ -2,7 +2,8 @@
  * The isomorphic render core: token display transforms, colours, and the SVG views (head, model,
  * neuron, heatmap) checked against the Trace they draw — every drawn weight is the trace's, the
  * neuron view's numbers are recomputed here from the trace's queries and keys, and every token
- * text is escaped in well-formed XML.
+ * text is escaped in well-formed XML. Generation traces: generated tokens marked, and `step`
+ * (the sequence as it was at each generated token); encoder-decoder traces in every view.
  */
 import { join } from 'node:path';
 import { unzlibSync } from 'fflate';
@@ -18,6 +19,7 @@ import { base64, encodePng } from '../src/views/svg/image.js';
 import { renderSvg, VIEW_NAMES } from '../src/views/svg/index.js';
 import { renderModelView } from '../src/views/svg/model-view.js';
 import { keyHeadFor, neuronData, renderNeuronView } from '../src/views/svg/neuron-view.js';
+import { formatProbability, stepWindow, traceGeneration } from '../src/views/generation.js';
 import { DARK, LIGHT } from '../src/views/theme.js';
 import {
   displayStack,
@@ -521,5 +523,323 @@ describe('PNG encoder', () => {
     const idx = encodePng(4, 1, new Uint8Array([0, 1, 2, 1]), 1, new Uint8Array([0, 0, 0, 255, 0, 0, 0, 255, 0]));
     expect(decodeDataPng(`data:image/png;base64,${base64(idx)}`)).toEqual({ width: 4, height: 1, colorType: 3 });
     expect(base64(new Uint8Array([1, 2, 3, 4, 5]))).toBe(Buffer.from([1, 2, 3, 4, 5]).toString('base64'));
+  });
+});
+
+// --- generation traces and encoder-decoders -------------------------------------------------------
+
+const PROMPT = 'Once upon a time';
+
+/** Token labels of one column (class `token query` / `token key`, plus `generated` for generated tokens). */
+const labels = (root: XmlElement, side: 'query' | 'key') => findAll(root, 'text', (a) => (a.class ?? '').split(' ').includes('token') && (a.class ?? '').split(' ').includes(side));
+const isGen = (el: XmlElement) => (el.attrs.class ?? '').split(' ').includes('generated');
+const lines = (root: XmlElement) => findAll(root, 'line', (a) => a['data-q'] !== undefined);
+
+describe('generation traces', () => {
+  let gen: Trace; // default model: 'Once upon a time' + 12 greedy tokens, with queries and keys
+  let P: number;
+  beforeAll(async () => {
+    const model = await loadModel();
+    try {
+      gen = await model.generate(PROMPT, { maxNewTokens: 12, qk: true });
+    } finally {
+      await model.dispose();
+    }
+    P = gen.generation!.promptLength;
+  });
+
+  it('is what attnscope generate makes: prompt + 12 generated tokens, every one with its probability', () => {
+    expect(gen.tokens).toHaveLength(P + 12);
+    expect(gen.tokens.slice(P).every((t) => t.generated)).toBe(true);
+    expect(gen.tokens.slice(0, P).some((t) => t.generated)).toBe(false);
+    expect(traceGeneration(gen)).toMatchObject({ sequence: 'tokens', promptLength: P, steps: 12 });
+    expect(traceGeneration(stories)).toBeNull();
+  });
+
+  it('marks the generated tokens in every view and both themes: colour, italics, a dashed boundary, a legend, tooltips with probabilities', () => {
+    for (const theme of [LIGHT, DARK]) {
+      // Head view: both columns.
+      const head = svgRoot(renderHeadView(gen, { layer: 1, theme: theme.name }));
+      for (const side of ['query', 'key'] as const) {
+        const ls = labels(head, side);
+        expect(ls).toHaveLength(P + 12);
+        expect(ls.map(isGen)).toEqual(gen.tokens.map((t) => t.generated === true));
+        for (const l of ls) {
+          if (isGen(l)) {
+            expect(l.attrs.fill).toBe(theme.generated);
+            expect(l.attrs['font-style']).toBe('italic');
+          } else expect([theme.text, theme.special]).toContain(l.attrs.fill);
+        }
+      }
+      const boundaries = findAll(head, 'line', (a) => a.class === 'prompt-boundary');
+      expect(boundaries.map((b) => b.attrs['data-axis']).sort()).toEqual(['key', 'query']);
+      // The boundary sits between the last prompt token's row and the first generated one's.
+      const rowY = (i: number) => Number(labels(head, 'query')[i]!.attrs.y);
+      for (const b of boundaries) {
+        expect(Number(b.attrs.y1)).toBeGreaterThan(rowY(P - 1));
+        expect(Number(b.attrs.y1)).toBeLessThan(rowY(P));
+        expect(b.attrs.stroke).toBe(theme.generated);
+      }
+      const legend = findAll(head, 'text', (a) => a.class === 'generation-legend')[0]!;
+      expect(textOf(legend)).toBe(`prompt | generated · greedy · ${P} prompt tokens + 12 new tokens · stopped by length`);
+      expect(findAll(legend, 'tspan', (a) => a.fill === theme.generated).map(textOf)).toEqual(['generated']);
+      // Each generated label carries its probability in a tooltip.
+      const tips = findAll(head, 'g', (a) => a.class === 'token-tip');
+      expect(tips).toHaveLength(2 * 12);
+      for (const g of tips) {
+        const label = g.children.find((c) => c.name === 'text')!;
+        const i = Number(label.attrs['data-index']);
+        const title = textOf(g.children.find((c) => c.name === 'title')!);
+        expect(title).toBe(`${gen.tokens[i]!.text}: generated token ${i - P + 1}, p = ${formatProbability(gen.generation!.steps[i - P]!.probability)}`);
+      }
+      // Heatmap, model view and neuron view.
+      const heat = svgRoot(renderHeatmap(gen, { layer: 2, head: 1, theme: theme.name }));
+      expect(labels(heat, 'query').filter(isGen)).toHaveLength(12);
+      expect(labels(heat, 'key').filter(isGen)).toHaveLength(12);
+      expect(findAll(heat, 'line', (a) => a.class === 'prompt-boundary')).toHaveLength(2);
+      const all = svgRoot(renderHeatmap(gen, { layer: 2, theme: theme.name }));
+      expect(findAll(all, 'line', (a) => a.class === 'prompt-boundary')).toHaveLength(2 * 8);
+      const model = svgRoot(renderModelView(gen, { theme: theme.name }));
+      expect(findAll(model, 'line', (a) => a.class === 'prompt-boundary')).toHaveLength(2 * 5 * 8);
+      expect(textOf(model)).toContain('prompt | generated');
+      const neuron = svgRoot(renderNeuronView(gen, { layer: 1, head: 2, theme: theme.name }));
+      expect(labels(neuron, 'key').filter(isGen)).toHaveLength(12);
+      expect(labels(neuron, 'query').every(isGen)).toBe(true); // the last token, generated
+      expect(findAll(neuron, 'line', (a) => a.class === 'prompt-boundary')).toHaveLength(1);
+    }
+    // Traces that are not generations have none of it.
+    for (const view of VIEW_NAMES) {
+      const svg = renderSvg(view, stories, { layer: 1, head: view === 'neuron' || view === 'heatmap' ? 2 : undefined });
+      expect(svg).not.toContain('generated');
+      expect(svg).not.toContain('prompt-boundary');
+    }
+  });
+
+  it('head view at step s: promptLength + s tokens per column; the newest query\'s lines are its row of the trace', () => {
+    const layer = 2;
+    for (const step of [0, 1, 5, 12]) {
+      const n = P + step;
+      const newest = n - 1;
+      const root = svgRoot(renderHeadView(gen, { layer, step }));
+      expect(labels(root, 'query')).toHaveLength(n);
+      expect(labels(root, 'key')).toHaveLength(n);
+      expect(labels(root, 'query').map(textOf)).toEqual(displayStack(gen).queryTokens.slice(0, n).map((t) => t.label));
+      // Only the newest token's lines, one per nonzero weight of its row, opacity = the weight.
+      const ls = lines(root);
+      expect(ls.every((l) => l.attrs['data-q'] === String(newest))).toBe(true);
+      let nonzero = 0;
+      for (let h = 0; h < 8; h++) for (let k = 0; k < n; k++) if (weight(gen, 'self', layer, h, newest, k) > 0) nonzero++;
+      expect(ls).toHaveLength(nonzero);
+      expect(nonzero).toBe(8 * n); // the newest token sees every token so far
+      for (const l of ls) {
+        const w = weight(gen, 'self', layer, Number(findParentHead(root, l)), newest, Number(l.attrs['data-k']));
+        expect(Math.abs(Number(l.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
+      }
+      expect(labels(root, 'query').filter((l) => l.attrs['font-weight'] === 'bold').map((l) => l.attrs['data-index'])).toEqual([String(newest)]);
+      const stepLine = findAll(root, 'text', (a) => a.class === 'generation-step')[0]!;
+      expect(stepLine.attrs['data-step']).toBe(String(step));
+      expect(textOf(stepLine)).toContain(`step ${step} of 12`);
+      if (step > 0) expect(textOf(stepLine)).toContain(`p = ${formatProbability(gen.generation!.steps[step - 1]!.probability)}`);
+      // With one head, the values printed beside the keys are the row.
+      const one = svgRoot(renderHeadView(gen, { layer, step, heads: [3] }));
+      const values = findAll(one, 'text', (a) => a.class === 'weight-value');
+      expect(values).toHaveLength(n);
+      for (const v of values) expect(Number(v.attrs['data-value'])).toBeCloseTo(weight(gen, 'self', layer, 3, newest, Number(v.attrs['data-k'])), 6);
+    }
+    // Another query at a step: its own (causal) row, keys up to the step.
+    const root = svgRoot(renderHeadView(gen, { layer, step: 4, query: 2 }));
+    expect(lines(root)).toHaveLength(8 * 3);
+    // The whole sequence without a step.
+    expect(labels(svgRoot(renderHeadView(gen, { layer })), 'query')).toHaveLength(P + 12);
+  });
+
+  it('heatmap and model view at step s: the matrix up to that size, the newest row outlined', () => {
+    for (const step of [0, 4, 12]) {
+      const n = P + step;
+      const root = svgRoot(renderHeatmap(gen, { layer: 1, head: 3, step }));
+      const cells = findAll(root, 'rect', (a) => a['data-q'] !== undefined && a.class !== 'newest-row');
+      expect(cells).toHaveLength(n * n);
+      for (const c of cells) {
+        const w = weight(gen, 'self', 1, 3, Number(c.attrs['data-q']), Number(c.attrs['data-k']));
+        expect(Math.abs(Number(c.attrs['data-value']) - w)).toBeLessThanOrEqual(w * 1e-5);
+      }
+      const outline = findAll(root, 'rect', (a) => a.class === 'newest-row');
+      expect(outline.map((r) => r.attrs['data-q'])).toEqual([String(n - 1)]);
+      // The outline frames the newest row: from the row's first cell across all n cells.
+      const first = cells.find((c) => c.attrs['data-q'] === String(n - 1) && c.attrs['data-k'] === '0')!;
+      expect(Math.abs(Number(outline[0]!.attrs.y) + 1 - Number(first.attrs.y))).toBeLessThanOrEqual(0.01);
+      expect(Number(outline[0]!.attrs.width)).toBeCloseTo(n * Number(first.attrs.width) + 2, 1);
+      expect(textOf(root)).toContain(`step ${step}`);
+      // Every head of the layer: one outline per head.
+      expect(findAll(svgRoot(renderHeatmap(gen, { layer: 1, step })), 'rect', (a) => a.class === 'newest-row')).toHaveLength(8);
+      // Model view: n × n cells, the newest row outlined in every cell.
+      const model = svgRoot(renderModelView(gen, { step }));
+      expect(textOf(model)).toContain(`(${n} × ${n})`);
+      const rows = findAll(model, 'rect', (a) => a.class === 'newest-row');
+      expect(rows).toHaveLength(5 * 8);
+      expect(rows.every((r) => r.attrs['data-q'] === String(n - 1))).toBe(true);
+      for (const img of findAll(model, 'image').slice(0, 3)) expect(decodeDataPng(img.attrs.href!)).toMatchObject({ width: n, height: n });
+    }
+  });
+
+  it('neuron view at step s: the newest token is the query, the keys are those the model had then', () => {
+    const [layer, head] = [3, 6];
+    for (const step of [0, 3, 12]) {
+      const n = P + step;
+      const d = neuronData(gen, { layer, head, step });
+      expect(d.query).toBe(n - 1);
+      expect(d.step).toBe(step);
+      expect(d.keyTokens).toHaveLength(n);
+      expect(d.attention).toHaveLength(n);
+      for (let k = 0; k < n; k++) expect(d.attention[k]).toBe(weight(gen, 'self', layer, head, n - 1, k));
+      // Incremental decoding: the newest token sees every cached key; nothing is masked.
+      expect(d.masked.some(Boolean)).toBe(false);
+      expect(d.causal).toBe(false);
+      expect(d.maxSoftmaxError).toBeLessThanOrEqual(1e-5);
+      const root = svgRoot(renderNeuronView(gen, { layer, head, step }));
+      expect(findAll(root, 'g', (a) => a.class === 'key-row')).toHaveLength(n);
+      expect(findAll(root, 'text', (a) => a.class === 'note').map(textOf).join(' ')).toContain('no mask');
+      for (const t of findAll(root, 'text', (a) => a.class === 'attention')) {
+        expect(Number(t.attrs['data-value'])).toBeCloseTo(weight(gen, 'self', layer, head, n - 1, Number(t.attrs['data-k'])), 6);
+      }
+    }
+    // An earlier query at a step keeps its causal mask over the later keys.
+    const d = neuronData(gen, { layer, head, step: 3, query: 2 });
+    expect(d.keyTokens).toHaveLength(P + 3);
+    expect(d.causal).toBe(true);
+    expect(() => neuronData(gen, { step: 3, query: P + 3 })).toThrow(/query token/);
+  });
+
+  it('merges sub-words and hides special tokens at a step', () => {
+    // "▁g", "ir", "l" are generated tokens 6–8: at step 7 "g" and "ir" are one word, the newest.
+    const pieces = gen.tokens.map((t) => t.text);
+    const g = pieces.indexOf('▁g');
+    expect(pieces.slice(g, g + 3)).toEqual(['▁g', 'ir', 'l']);
+    const step = g + 2 - P;
+    const ds = displayStack(gen, 'self', { mergeSubwords: true, hideSpecial: true, step });
+    expect(ds.queryTokens.at(-1)!.label).toBe('gir');
+    expect(ds.newest).toBe(ds.queryTokens.length - 1);
+    expect(ds.queryTokens.at(-1)!.generated).toBe(true);
+    const root = svgRoot(renderHeadView(gen, { layer: 1, step, mergeSubwords: true, hideSpecial: true }));
+    expect(labels(root, 'query').filter((l) => l.attrs['font-weight'] === 'bold').map(textOf)).toEqual(['gir']);
+    expect(labels(root, 'key').map(textOf)).not.toContain('<s>');
+  });
+
+  it('rejects a step for traces that are not generations, and steps out of range', () => {
+    expect(() => renderHeadView(stories, { step: 1 })).toThrow(AttnscopeError);
+    expect(() => renderHeadView(stories, { step: 1 })).toThrow(/generation traces/);
+    for (const view of VIEW_NAMES) {
+      expect(() => renderSvg(view, gen, { step: 13 })).toThrow(/step 13 is out of range .*steps 0–12/);
+      expect(() => renderSvg(view, gen, { step: -1 })).toThrow(AttnscopeError);
+      expect(() => renderSvg(view, gen, { step: 1.5 })).toThrow(AttnscopeError);
+    }
+    // A trace written without its generation record still knows its prompt from the generated flags.
+    const bare: Trace = { ...gen, generation: undefined };
+    expect(traceGeneration(bare)).toMatchObject({ promptLength: P, steps: 12, info: null });
+    expect(labels(svgRoot(renderHeadView(bare, { step: 2 })), 'query')).toHaveLength(P + 2);
+  });
+});
+
+describe('encoder-decoder traces in every view', () => {
+  let traced: Record<'t5' | 'bart', Trace>; // traced with decoder text, with queries and keys
+  let generated: Record<'t5' | 'bart', Trace>; // generation traces, with queries and keys
+  beforeAll(async () => {
+    traced = {} as typeof traced;
+    generated = {} as typeof generated;
+    for (const [name, text, target] of [
+      ['t5', 'translate English to German: the house is small', 'das Haus ist klein'],
+      ['bart', 'The house is small.', 'La maison est petite.'],
+    ] as const) {
+      const model = await loadModel(join(ROOT, 'test/fixtures', name));
+      try {
+        traced[name] = await model.trace(text, { decoderText: target, qk: true });
+        generated[name] = await model.generate(text, { maxNewTokens: 5, qk: true });
+      } finally {
+        await model.dispose();
+      }
+    }
+  });
+
+  const columns = (svg: string) => {
+    const root = svgRoot(svg);
+    return [labels(root, 'query').length, labels(root, 'key').length];
+  };
+
+  it('traced with decoder text (t5, bart): head, model, neuron and heatmap of the encoder, decoder and cross stacks', () => {
+    for (const name of ['t5', 'bart'] as const) {
+      const tr = traced[name];
+      const ne = tr.tokens.length;
+      const nd = tr.decoderTokens!.length;
+      const expected = { encoder: [ne, ne], decoder: [nd, nd], cross: [nd, ne] } as const;
+      for (const stack of ['encoder', 'decoder', 'cross'] as const) {
+        const [nq, nk] = expected[stack];
+        expect(tr.attention[stack]!.dims.slice(1)).toEqual([nq, nk]);
+        expect(columns(renderHeadView(tr, { stack, layer: 1 }))).toEqual([nq, nk]);
+        const heat = svgRoot(renderHeatmap(tr, { stack, layer: 1, head: 2 }));
+        const cells = findAll(heat, 'rect', (a) => a['data-q'] !== undefined);
+        expect(cells).toHaveLength(nq * nk);
+        for (const c of cells.slice(0, 50)) {
+          expect(Number(c.attrs['data-value'])).toBeCloseTo(weight(tr, stack, 1, 2, Number(c.attrs['data-q']), Number(c.attrs['data-k'])), 6);
+        }
+        expect(textOf(svgRoot(renderModelView(tr, { stack })))).toContain(`(${nq} × ${nk})`);
+        // Neuron view: q·k from the trace's queries and keys reproduces the model's attention
+        // (T5 adds a relative position bias to its self-attention, which the view shows).
+        const query = Math.min(3, nq - 1);
+        const d = neuronData(tr, { stack, layer: 1, head: 2, query });
+        expect(d.keyTokens).toHaveLength(nk);
+        expect(d.causal).toBe(stack === 'decoder' && query < nk - 1);
+        if (d.bias === null) expect(d.maxSoftmaxError).toBeLessThanOrEqual(1e-5);
+        else expect(name === 't5' && stack !== 'cross').toBe(true);
+        const neuron = svgRoot(renderNeuronView(tr, { stack, layer: 1, head: 2, query }));
+        expect(findAll(neuron, 'g', (a) => a.class === 'key-row')).toHaveLength(nk);
+        // Nothing in a decoder-text trace is marked generated.
+        expect(JSON.stringify(neuron)).not.toContain('generated');
+      }
+    }
+  });
+
+  it('generation traces (t5, bart): the decoder generates; at step s the decoder and cross stacks have promptLength + s queries, cross keeps every encoder key', () => {
+    for (const name of ['t5', 'bart'] as const) {
+      const g = generated[name];
+      const P = g.generation!.promptLength;
+      expect(P).toBe(1); // the decoder start token
+      const ne = g.tokens.length;
+      const S = g.decoderTokens!.length - P;
+      expect(S).toBe(5);
+      expect(traceGeneration(g)).toMatchObject({ sequence: 'decoderTokens', steps: 5 });
+      for (const step of [0, 2, 5]) {
+        const n = P + step;
+        expect(stepWindow(g, 'cross', step)).toEqual({ queries: n, keys: ne, newest: n - 1 });
+        expect(columns(renderHeadView(g, { stack: 'decoder', layer: 1, step }))).toEqual([n, n]);
+        const cross = svgRoot(renderHeadView(g, { stack: 'cross', layer: 1, step }));
+        expect([labels(cross, 'query').length, labels(cross, 'key').length]).toEqual([n, ne]);
+        // The newest decoder token's lines to the encoder tokens: its cross row.
+        const ls = lines(cross);
+        expect(ls.every((l) => l.attrs['data-q'] === String(n - 1))).toBe(true);
+        for (const l of ls) {
+          const w = weight(g, 'cross', 1, Number(findParentHead(cross, l)), n - 1, Number(l.attrs['data-k']));
+          expect(Math.abs(Number(l.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
+        }
+        // Generated decoder tokens are marked; encoder tokens never are.
+        expect(labels(cross, 'query').filter(isGen)).toHaveLength(step);
+        expect(labels(cross, 'key').filter(isGen)).toHaveLength(0);
+        // The encoder ran once: its stack is the same at every step.
+        expect(columns(renderHeadView(g, { stack: 'encoder', layer: 1, step }))).toEqual([ne, ne]);
+        expect(textOf(svgRoot(renderHeadView(g, { stack: 'encoder', step })))).toContain('the encoder ran once');
+        const heat = svgRoot(renderHeatmap(g, { stack: 'cross', layer: 0, head: 1, step }));
+        expect(findAll(heat, 'rect', (a) => a['data-q'] !== undefined && a.class !== 'newest-row')).toHaveLength(n * ne);
+        expect(findAll(heat, 'rect', (a) => a.class === 'newest-row').map((r) => r.attrs['data-q'])).toEqual([String(n - 1)]);
+        expect(textOf(svgRoot(renderModelView(g, { stack: 'cross', step })))).toContain(`(${n} × ${ne})`);
+        const d = neuronData(g, { stack: 'cross', layer: 1, head: 0, step });
+        expect(d.query).toBe(n - 1);
+        expect(d.keyTokens).toHaveLength(ne);
+        for (let k = 0; k < ne; k++) expect(d.attention[k]).toBe(weight(g, 'cross', 1, 0, n - 1, k));
+        expect(d.maxSoftmaxError).toBeLessThanOrEqual(1e-5);
+        const dd = neuronData(g, { stack: 'decoder', layer: 1, head: 0, step });
+        expect(dd.keyTokens).toHaveLength(n);
+        expect(dd.masked.some(Boolean)).toBe(false);
+        svgRoot(renderNeuronView(g, { stack: 'decoder', layer: 0, head: 1, step }));
+      }
+    }
   });
 });

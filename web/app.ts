@@ -1,10 +1,12 @@
 /** The page: title, view tabs, shared controls, and the four views. */
 import type { StackName, Trace } from '../src/core/trace.js';
 import type { PayloadHeader } from '../src/views/html/payload.js';
+import { type TraceGeneration, describeGeneration, probabilityNote, traceGeneration } from '../src/views/generation.js';
+import { stepDescription } from '../src/views/svg/common.js';
 import { type ThemeName, getTheme } from '../src/views/theme.js';
-import { traceStacks } from '../src/views/tokens.js';
+import { type DisplayToken, traceStacks } from '../src/views/tokens.js';
 import { type Ctx, DisplayCache, type State, VIEWS, type ViewName, weightFormatter } from './context.js';
-import { Tooltip, checkbox, h, replaceChildren, select } from './dom.js';
+import { Tooltip, button, checkbox, h, replaceChildren, select } from './dom.js';
 import { HeadView } from './views/head.js';
 import { HeatmapView } from './views/heatmap.js';
 import { ModelView } from './views/model.js';
@@ -55,6 +57,7 @@ function initialState(trace: Trace, header: PayloadHeader): State {
     modelNormalize: 'cell',
     modelLog: false,
     modelOpen: null,
+    step: null,
   };
 }
 
@@ -69,6 +72,13 @@ export class App implements Ctx {
   private readonly main = h('main', { class: 'views' });
   private readonly views: Record<ViewName, View>;
   private scheduled = false;
+  readonly gen: TraceGeneration | null;
+  /** Generation traces: the step control (built once, so that dragging the slider is never interrupted). */
+  private readonly genBar = h('div', { class: 'generation-bar', testid: 'generation-bar' });
+  private readonly stepSlider = h('input', { type: 'range', min: 0, step: 1, testid: 'step-slider', 'aria-label': 'generation step' });
+  private readonly stepLabel = h('span', { class: 'step-label', testid: 'step-label' });
+  private readonly stepAll = button('step-all', 'all', () => this.set({ step: null }), 'Show the whole sequence');
+  private readonly stepReadout = h('span', { class: 'step-readout', testid: 'step-readout' });
 
   constructor(
     readonly trace: Trace,
@@ -77,6 +87,7 @@ export class App implements Ctx {
     mount: HTMLElement,
   ) {
     this.state = initialState(trace, header);
+    this.gen = traceGeneration(trace);
     this.cache = new DisplayCache(trace);
     this.fmtWeight = weightFormatter(header);
     this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this) };
@@ -91,8 +102,10 @@ export class App implements Ctx {
         h('span', { class: 'brand' }, 'attnscope'),
         h('span', { class: 'subtitle', testid: 'subtitle' }, subtitle),
         header.text ? h('span', { class: 'text muted', testid: 'source-text', title: header.text }, `“${header.text}”`) : null,
+        this.gen ? h('span', { class: 'generation-info', testid: 'generation-info' }, `generated: ${describeGeneration(this.gen)}`) : null,
       ),
       h('div', { class: 'bar' }, this.tabs, this.controls),
+      this.gen ? this.genBar : null,
       this.main,
       this.tooltip.el,
     );
@@ -100,12 +113,93 @@ export class App implements Ctx {
     for (const v of Object.values(this.views)) this.main.append(v.el);
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Escape') this.set({ modelOpen: null, pinned: null });
+      // ←/→ step through a generation (form controls keep their own arrow keys).
+      if ((e.key === 'ArrowLeft' || e.key === 'ArrowRight') && this.gen && !e.altKey && !e.ctrlKey && !e.metaKey) {
+        const t = e.target as HTMLElement | null;
+        if (t && /^(INPUT|SELECT|TEXTAREA)$/.test(t.tagName)) return;
+        e.preventDefault();
+        this.stepBy(e.key === 'ArrowLeft' ? -1 : 1);
+      }
     });
+    if (this.gen) this.buildGenerationBar(this.gen.steps);
     this.render();
+  }
+
+  /** Steps in order 0 (the prompt), 1, …, steps, then "all"; moves `delta` along them. */
+  stepBy(delta: number): void {
+    if (!this.gen) return;
+    const all = this.gen.steps + 1;
+    const at = this.state.step ?? all;
+    const next = Math.max(0, Math.min(all, at + delta));
+    this.set({ step: next === all ? null : next });
+  }
+
+  private buildGenerationBar(steps: number): void {
+    this.stepSlider.max = String(steps + 1);
+    this.stepSlider.addEventListener('input', () => {
+      const v = Number(this.stepSlider.value);
+      this.set({ step: v > steps ? null : v });
+    });
+    const legend = h(
+      'span',
+      { class: 'generation-legend', testid: 'generation-legend', title: 'token labels: prompt tokens plain, generated tokens in italics and their own colour; a dashed line where the generated tokens start' },
+      h('span', { class: 'legend-prompt' }, 'prompt'),
+      h('span', { class: 'muted' }, ' | '),
+      h('span', { class: 'legend-generated' }, 'generated'),
+    );
+    replaceChildren(
+      this.genBar,
+      h('span', { class: 'muted' }, 'step'),
+      button('step-prev', '◀', () => this.stepBy(-1), 'Previous step (←)'),
+      this.stepSlider,
+      button('step-next', '▶', () => this.stepBy(1), 'Next step (→)'),
+      this.stepAll,
+      this.stepLabel,
+      this.stepReadout,
+      h('span', { class: 'spacer' }),
+      legend,
+    );
+  }
+
+  private renderGenerationBar(): void {
+    const gen = this.gen;
+    if (!gen) return;
+    const step = this.state.step;
+    this.stepSlider.value = String(step ?? gen.steps + 1);
+    this.stepAll.setAttribute('aria-pressed', step === null ? 'true' : 'false');
+    this.stepAll.classList.toggle('on', step === null);
+    this.genBar.dataset.step = step === null ? 'all' : String(step);
+    const total = gen.promptLength + gen.steps;
+    if (step === null) {
+      this.stepLabel.textContent = `all ${total} tokens`;
+      replaceChildren(this.stepReadout, h('span', { class: 'muted' }, `${gen.promptLength} prompt + ${gen.steps} generated · ← → or the slider step through the generation token by token`));
+      return;
+    }
+    this.stepLabel.textContent = `step ${step} / ${gen.steps} · ${gen.promptLength + step} tokens`;
+    let text: string;
+    try {
+      const ds = this.display([this.state.layer]);
+      const { view } = this.state;
+      const mark = view === 'head' ? 'highlighted' : view === 'neuron' ? (this.state.neuronQuery === null ? 'the query' : null) : 'outlined row';
+      text = stepDescription(this.trace, this.state.stack, ds, mark).replace(/^step \d+ of \d+(:| ·) /, '');
+    } catch (e) {
+      text = (e as Error).message;
+    }
+    replaceChildren(this.stepReadout, text);
+  }
+
+  step(): number | undefined {
+    return this.gen && this.state.step !== null ? this.state.step : undefined;
+  }
+
+  tokenTip(side: 'query' | 'key', t: DisplayToken): string {
+    const note = probabilityNote(this.trace, this.state.stack, side, t.positions);
+    return note ? `${t.raw} · ${note}` : t.raw;
   }
 
   set(patch: Partial<State>): void {
     const before = this.state.stack;
+    const beforeStep = this.state.step;
     Object.assign(this.state, patch);
     if (patch.stack && patch.stack !== before) {
       const s = this.trace.attention[patch.stack]!;
@@ -115,6 +209,11 @@ export class App implements Ctx {
       this.state.neuronQuery = null;
     }
     if (patch.hideSpecial !== undefined || patch.mergeSubwords !== undefined) this.state.pinned = patch.pinned ?? null;
+    if (patch.step !== undefined && patch.step !== beforeStep) {
+      // Another step: another sequence length, so token indices start over.
+      this.state.pinned = patch.pinned ?? null;
+      this.state.neuronQuery = patch.neuronQuery ?? null;
+    }
     if (this.scheduled) return;
     this.scheduled = true;
     queueMicrotask(() => {
@@ -129,7 +228,7 @@ export class App implements Ctx {
 
   display(layers: readonly number[]) {
     const { stack, hideSpecial, mergeSubwords } = this.state;
-    return this.cache.get(stack, hideSpecial, mergeSubwords, layers);
+    return this.cache.get(stack, hideSpecial, mergeSubwords, layers, this.step());
   }
 
   label(t: { label: string; raw: string }): string {
@@ -156,6 +255,7 @@ export class App implements Ctx {
       '--grid': t.grid,
       '--highlight': t.highlight,
       '--special': t.special,
+      '--generated': t.generated,
       '--masked': t.masked,
     };
     for (const [k, v] of Object.entries(vars)) root.style.setProperty(k, v);
@@ -185,6 +285,7 @@ export class App implements Ctx {
         { value: 'dark', label: 'dark' },
       ] as const, state.theme, (theme) => this.set({ theme })),
     );
+    this.renderGenerationBar();
     for (const [name, view] of Object.entries(this.views) as [ViewName, View][]) {
       const active = name === state.view;
       view.el.hidden = !active;

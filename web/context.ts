@@ -4,6 +4,7 @@
  */
 import type { StackName, Trace } from '../src/core/trace.js';
 import type { PayloadHeader } from '../src/views/html/payload.js';
+import { type TraceGeneration } from '../src/views/generation.js';
 import { fmtValue } from '../src/views/svg/common.js';
 import { type Theme, type ThemeName, getTheme } from '../src/views/theme.js';
 import { type DisplayStack, type DisplayToken, type PairFilter, displayStack } from '../src/views/tokens.js';
@@ -50,6 +51,11 @@ export interface State {
   modelLog: boolean;
   /** Model view: the cell opened large. */
   modelOpen: { layer: number; head: number } | null;
+  /**
+   * Generation traces: the step shown — the prompt plus the first `step` generated tokens, the
+   * newest one's row highlighted (0 = the prompt alone); null shows the whole sequence.
+   */
+  step: number | null;
 }
 
 export interface Ctx {
@@ -58,8 +64,14 @@ export interface Ctx {
   readonly state: State;
   set(patch: Partial<State>): void;
   theme(): Theme;
-  /** The display stack of the current stack and transforms, with `layers` computed. */
+  /** The display stack of the current stack, transforms and step, with `layers` computed. */
   display(layers: readonly number[]): DisplayStack;
+  /** Generation traces: which tokens were generated; null for other traces. */
+  readonly gen: TraceGeneration | null;
+  /** The step views show (undefined: the whole sequence). */
+  step(): number | undefined;
+  /** A token's tooltip text: its raw text, and for a generated token which one it is and its probability. */
+  tokenTip(side: 'query' | 'key', t: DisplayToken): string;
   /** Token text as shown (prettified or raw). */
   label(t: DisplayToken): string;
   /** An attention weight as text, at the precision the page holds. */
@@ -71,7 +83,7 @@ export interface Ctx {
   numHeads(): number;
 }
 
-/** Caches display stacks per (stack, hide, merge) and per layer. */
+/** Caches display stacks per (stack, hide, merge, step) and per layer. */
 export class DisplayCache {
   private key = '';
   private layers = new Map<number, Float32Array>();
@@ -79,8 +91,8 @@ export class DisplayCache {
 
   constructor(private readonly trace: Trace) {}
 
-  get(stack: StackName, hideSpecial: boolean, mergeSubwords: boolean, layers: readonly number[]): DisplayStack {
-    const key = `${stack}|${hideSpecial}|${mergeSubwords}`;
+  get(stack: StackName, hideSpecial: boolean, mergeSubwords: boolean, layers: readonly number[], step?: number): DisplayStack {
+    const key = `${stack}|${hideSpecial}|${mergeSubwords}|${step ?? 'all'}`;
     if (key !== this.key) {
       this.key = key;
       this.layers.clear();
@@ -88,7 +100,7 @@ export class DisplayCache {
     }
     const missing = layers.filter((l) => !this.layers.has(l));
     if (missing.length > 0 || !this.base) {
-      const ds = displayStack(this.trace, stack, { hideSpecial, mergeSubwords, layers: missing.length ? missing : [layers[0] ?? 0] });
+      const ds = displayStack(this.trace, stack, { hideSpecial, mergeSubwords, layers: missing.length ? missing : [layers[0] ?? 0], step });
       for (const l of missing) this.layers.set(l, ds.layers[l]!);
       this.base = ds;
     }

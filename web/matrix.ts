@@ -22,6 +22,16 @@ export interface MatrixLabels {
   key: string[];
   querySpecial: boolean[];
   keySpecial: boolean[];
+  /** Generation traces: labels of generated tokens (drawn in italics, in the theme's generated colour). */
+  queryGenerated?: boolean[];
+  keyGenerated?: boolean[];
+}
+
+/** Generation marks: where the generated rows / columns start (dashed), and the newest token's row (outlined). */
+export interface MatrixMarks {
+  queryBoundary: number | null;
+  keyBoundary: number | null;
+  newest: number | null;
 }
 
 export interface MatrixGridOptions {
@@ -37,6 +47,7 @@ export interface MatrixGridOptions {
   axes: [string, string];
   /** Largest side of one matrix in CSS pixels (default: the heatmap's 720 for one, 200 for many). */
   maxSide?: number;
+  marks?: MatrixMarks;
 }
 
 export interface MatrixHit {
@@ -261,7 +272,9 @@ export class MatrixGrid {
     const height = originY + Math.max(gridH, legendH + 30) + m;
     this.layout = { cell, cols, originX, originY, mw, mh, gapX, gapY };
     // Geometry for tests and tools: where matrix i's cell (q, k) is.
-    for (const [k, v] of Object.entries({ cell, cols, originX, originY, mw, mh, gapX, gapY })) this.canvas.dataset[k] = String(v);
+    for (const [k, v] of Object.entries({ cell, cols, originX, originY, mw, mh, gapX, gapY, nq: o.nq, nk: o.nk })) this.canvas.dataset[k] = String(v);
+    if (o.marks?.newest != null) this.canvas.dataset.newest = String(o.marks.newest);
+    else delete this.canvas.dataset.newest;
 
     const c = sizeCanvas(this.canvas, width, height);
     sizeCanvas(this.overlay, width, height);
@@ -298,6 +311,7 @@ export class MatrixGrid {
       c.strokeStyle = theme.grid;
       c.lineWidth = 1;
       c.strokeRect(x0 - 0.5, y0 - 0.5, mw + 1, mh + 1);
+      if (o.marks) drawMarks(c, o.marks, x0, y0, mw, mh, mh / o.nq, mw / o.nk, theme);
       if (spec.title) {
         if (spec.color) {
           c.fillStyle = spec.color;
@@ -325,9 +339,12 @@ export class MatrixGrid {
       c.font = font(fs);
       if (col === 0) {
         c.textAlign = 'right';
+        const newest = o.marks?.newest ?? null;
         qLabels.forEach((l, q) => {
-          if (q % step) return;
-          c.fillStyle = o.labels.querySpecial[q] ? theme.special : theme.text;
+          if (q % step && q !== newest) return;
+          const gen = o.labels.queryGenerated?.[q] ?? false;
+          c.font = font(fs, q === newest ? 'bold' : '', gen);
+          c.fillStyle = o.labels.querySpecial[q] ? theme.special : gen ? theme.generated : theme.text;
           c.fillText(l, x0 - 6, y0 + (q + 0.5) * cell + fs * 0.36);
         });
       }
@@ -339,7 +356,9 @@ export class MatrixGrid {
           c.save();
           c.translate(x0 + (k + 0.5) * cell + fs * 0.36, yb);
           c.rotate(-Math.PI / 2);
-          c.fillStyle = o.labels.keySpecial[k] ? theme.special : theme.text;
+          const gen = o.labels.keyGenerated?.[k] ?? false;
+          c.font = font(fs, '', gen);
+          c.fillStyle = o.labels.keySpecial[k] ? theme.special : gen ? theme.generated : theme.text;
           c.fillText(l, 0, 0);
           c.restore();
         });
@@ -349,4 +368,30 @@ export class MatrixGrid {
     this.el.style.width = `${Math.ceil(width)}px`;
     this.el.style.height = `${Math.ceil(height)}px`;
   }
+}
+
+/** Dashed prompt | generated boundaries and the newest row's outline over a matrix drawn at (x0, y0). */
+export function drawMarks(c: CanvasRenderingContext2D, marks: MatrixMarks, x0: number, y0: number, mw: number, mh: number, rowH: number, colW: number, theme: Theme): void {
+  c.save();
+  c.strokeStyle = theme.generated;
+  c.lineWidth = rowH >= 6 ? 1.25 : 1;
+  c.setLineDash(rowH >= 6 ? [4, 3] : [2, 2]);
+  c.beginPath();
+  if (marks.queryBoundary !== null) {
+    c.moveTo(x0, y0 + marks.queryBoundary * rowH);
+    c.lineTo(x0 + mw, y0 + marks.queryBoundary * rowH);
+  }
+  if (marks.keyBoundary !== null) {
+    c.moveTo(x0 + marks.keyBoundary * colW, y0);
+    c.lineTo(x0 + marks.keyBoundary * colW, y0 + mh);
+  }
+  c.stroke();
+  c.setLineDash([]);
+  if (marks.newest !== null) {
+    const w = rowH >= 6 ? 2 : 1.5;
+    c.strokeStyle = theme.text;
+    c.lineWidth = w;
+    c.strokeRect(x0 - w / 2, y0 + marks.newest * rowH - w / 2, mw + w, rowH + w);
+  }
+  c.restore();
 }

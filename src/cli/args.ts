@@ -30,3 +30,48 @@ export function parsePositiveInt(value: string | undefined, flag: string): numbe
 export function parseThreads(value: string | undefined): number | undefined {
   return parsePositiveInt(value, '--threads');
 }
+
+export function parseNumber(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new AttnscopeError(`${flag}: expected a number, got '${value}'`);
+  return n;
+}
+
+/** Sampling flags shared by \`generate\` and \`view --generate\`. */
+export const SAMPLING_OPTIONS = {
+  sample: { type: 'boolean' },
+  temperature: { type: 'string' },
+  'top-k': { type: 'string' },
+  'top-p': { type: 'string' },
+  seed: { type: 'string' },
+} as const;
+
+export interface SamplingValues {
+  sample?: boolean;
+  temperature?: string;
+  'top-k'?: string;
+  'top-p'?: string;
+  seed?: string;
+}
+
+/** Strategy and sampling parameters from the flags; temperature, top-k, top-p and seed need --sample. */
+export function parseSampling(values: SamplingValues): {
+  strategy: 'greedy' | 'sample';
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+} {
+  const sampling = values.sample ?? false;
+  if (!sampling && (values.temperature || values['top-k'] || values['top-p'] || values.seed)) {
+    throw new AttnscopeError('--temperature, --top-k, --top-p and --seed apply to sampling: add --sample');
+  }
+  return {
+    strategy: sampling ? 'sample' : 'greedy',
+    temperature: parseNumber(values.temperature, '--temperature'),
+    topK: parsePositiveInt(values['top-k'], '--top-k'),
+    topP: parseNumber(values['top-p'], '--top-p'),
+    seed: parseNumber(values.seed, '--seed'),
+  };
+}

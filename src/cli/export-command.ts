@@ -20,7 +20,7 @@ export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safete
                 [--text "..." [--pair "..."] [--decoder-text "..."]]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B]
-                [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
+                [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
                 [--format svg|png] [--scale 3] [--revision REV] [--offline] [--threads N]
 
   source       a trace file (.json or .safetensors), or a model directory / Hub id to run on --text;
@@ -32,6 +32,9 @@ export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safete
                or all heads as small multiples (the default); --log for a log colour scale
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
   --stack      encoder-decoder traces: encoder, decoder or cross attention (default encoder)
+  --step       generation traces (attnscope generate --out): the sequence as it was at generated token N
+               (0 = the prompt alone), the newest token's row highlighted (head view: its lines;
+               heatmap and model view: its row outlined; neuron view: it is the query)
   --format     svg or png (default: from --out's extension); --scale  PNG pixels per unit (default 2)
   --out        the image file (written atomically)`;
 
@@ -93,6 +96,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
       title: { type: 'string' },
       format: { type: 'string' },
       scale: { type: 'string' },
+      step: { type: 'string' },
       out: { type: 'string' },
       ...MODEL_OPTIONS,
     },
@@ -130,6 +134,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
     query: parseIndex(values.query, '--query'),
     log: values.log ?? false,
     title: values.title,
+    step: parseIndex(values.step, '--step'),
   };
   if (view === 'heatmap' || view === 'neuron') {
     if (heads !== undefined) {

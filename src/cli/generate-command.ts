@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
 import { loadModel } from '../engine.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { MODEL_OPTIONS, parseIdList, parsePositiveInt, parseThreads } from './args.js';
+import { MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parsePositiveInt, parseSampling, parseThreads } from './args.js';
 
 export const GENERATE_USAGE = `attnscope generate [model] (--text "..." | --ids 1,2,3) [--max-new-tokens N]
                 [--sample [--temperature T] [--top-k K] [--top-p P] [--seed S]]
@@ -14,13 +14,6 @@ export const GENERATE_USAGE = `attnscope generate [model] (--text "..." | --ids 
   tokens, every layer and head. Decoder-only and encoder-decoder models (for those, --text is the
   encoder input and the decoder starts from decoder_start_token_id).`;
 
-function parseNumber(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new AttnscopeError(`${flag}: expected a number, got '${value}'`);
-  return n;
-}
-
 export async function generateCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
@@ -29,11 +22,7 @@ export async function generateCommand(argv: string[]): Promise<void> {
       text: { type: 'string' },
       ids: { type: 'string' },
       'max-new-tokens': { type: 'string' },
-      sample: { type: 'boolean' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      seed: { type: 'string' },
+      ...SAMPLING_OPTIONS,
       qk: { type: 'boolean' },
       out: { type: 'string' },
       ...MODEL_OPTIONS,
@@ -44,20 +33,13 @@ export async function generateCommand(argv: string[]): Promise<void> {
   if (values.text === undefined && ids === undefined) throw new AttnscopeError('generate: give --text "..." or --ids 1,2,3');
   if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('generate: give either --text or --ids, not both');
   if (values.text !== undefined && values.text.trim() === '') throw new AttnscopeError('empty text: nothing to generate from');
-  const sampling = values.sample ?? false;
-  if (!sampling && (values.temperature || values['top-k'] || values['top-p'] || values.seed)) {
-    throw new AttnscopeError('--temperature, --top-k, --top-p and --seed apply to sampling: add --sample');
-  }
+  const sampling = parseSampling(values);
   const model = await loadModel(positionals[0], { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
   try {
     const trace = await model.generate(values.text ?? null, {
       ids,
       maxNewTokens: parsePositiveInt(values['max-new-tokens'], '--max-new-tokens') ?? 20,
-      strategy: sampling ? 'sample' : 'greedy',
-      temperature: parseNumber(values.temperature, '--temperature'),
-      topK: parsePositiveInt(values['top-k'], '--top-k'),
-      topP: parseNumber(values['top-p'], '--top-p'),
-      seed: parseNumber(values.seed, '--seed'),
+      ...sampling,
       qk: values.qk ?? false,
     });
     const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);

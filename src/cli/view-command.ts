@@ -13,18 +13,24 @@ import { loadModel } from '../engine.js';
 import { readTraceFile } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';
-import { MODEL_OPTIONS, parseIdList, parseThreads } from './args.js';
+import { MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parsePositiveInt, parseSampling, parseThreads } from './args.js';
 
 export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6] [--truncate] [--out view.html]
                 [--view head|model|neuron|heatmap] [--theme light|dark] [--max-size MB | --exact]
                 [--revision REV] [--offline] [--threads N]
+  attnscope view [model] (--text "..." | --ids 1,2,3) --generate N
+                [--sample [--temperature T] [--top-k K] [--top-p P] [--seed S]] [--out view.html] [...]
   attnscope view trace.json|trace.safetensors [--out view.html] [...]
 
   Writes ONE self-contained HTML file (no network needed, opens from disk in any modern browser)
   with the head view, model view, neuron view and heatmaps.
   model        a local checkpoint directory or a Hub id; the embedded stories260k model when omitted
-  trace        an existing .json or .safetensors trace file (from 'attnscope trace' or PyTorch)
+  trace        an existing .json or .safetensors trace file (from 'attnscope trace', 'attnscope generate'
+               or PyTorch)
+  --generate   generate up to N tokens after the text (greedy unless --sample; for encoder-decoders the
+               text is the encoder input) and view the generation: generated tokens are marked, and a
+               step control (slider, ◀ ▶, ←/→) steps through it token by token
   --out        the HTML file to write (default attnscope-view.html)
   --view       the view the page opens with (default head);  --theme  light or dark (default: the system's)
   --max-size   size the file aims for in MB (default 8): values stay exact when they fit, otherwise
@@ -81,6 +87,8 @@ export async function viewCommand(argv: string[]): Promise<void> {
       theme: { type: 'string' },
       'max-size': { type: 'string' },
       exact: { type: 'boolean' },
+      generate: { type: 'string' },
+      ...SAMPLING_OPTIONS,
       ...MODEL_OPTIONS,
     },
   });
@@ -103,12 +111,37 @@ export async function viewCommand(argv: string[]): Promise<void> {
   const typeIds = parseIdList(values['type-ids'], '--type-ids');
   let trace: Trace;
   let text: string | undefined;
+  const generate = parsePositiveInt(values.generate, '--generate');
+  const samplingFlags = (['sample', 'temperature', 'top-k', 'top-p', 'seed'] as const).filter((f) => values[f] !== undefined);
   if (source !== undefined && isTraceFile(source)) {
-    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids'] as const) {
+    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'generate', ...samplingFlags] as const) {
       if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to a trace file (${source})`);
     }
     trace = await readTraceFile(source);
+  } else if (generate !== undefined) {
+    for (const flag of ['pair', 'type-ids', 'decoder-text', 'decoder-ids', 'truncate'] as const) {
+      if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to --generate`);
+    }
+    if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
+      throw new AttnscopeError(`${source}: no such trace file`);
+    }
+    if (values.text === undefined && ids === undefined) throw new AttnscopeError('view --generate: give the prompt with --text "..." (or --ids 1,2,3)');
+    if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('view: give either --text or --ids, not both');
+    if (values.text !== undefined && values.text.trim() === '') throw new AttnscopeError('empty text: nothing to generate from');
+    const sampling = parseSampling(values);
+    text = values.text;
+    const model = await loadModel(source, { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+    try {
+      trace = await model.generate(values.text ?? null, { ids, maxNewTokens: generate, ...sampling, qk: true });
+      const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
+      process.stderr.write(
+        `generated: ${JSON.stringify(model.tokenizer?.decode(generated) ?? generated.join(' '))} (${generated.length} token${generated.length === 1 ? '' : 's'}, stopped by ${trace.generation?.stoppedBy})\n`,
+      );
+    } finally {
+      await model.dispose();
+    }
   } else {
+    if (samplingFlags.length > 0) throw new AttnscopeError(`view: --${samplingFlags[0]} applies to generation: add --generate N`);
     if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
       throw new AttnscopeError(`${source}: no such trace file`);
     }

@@ -25,6 +25,8 @@ export interface Theme {
   highlight: string;
   /** Text colour for special tokens ([CLS], <s>). */
   special: string;
+  /** Text colour for tokens the model generated (generation traces). */
+  generated: string;
   /** Masked entries (causal mask) in the neuron view. */
   masked: string;
   /** Sequential scale for attention weights (0 → background-like, 1 → strong). */
@@ -42,6 +44,7 @@ export const LIGHT: Theme = {
   grid: '#d0d7de',
   highlight: '#fff3b0',
   special: '#8250df',
+  generated: '#bc4c00',
   masked: '#e6e8eb',
   sequential: 'blues',
   diverging: 'rdbu',
@@ -56,6 +59,7 @@ export const DARK: Theme = {
   grid: '#30363d',
   highlight: '#3d3514',
   special: '#d2a8ff',
+  generated: '#ffa657',
   masked: '#21262d',
   sequential: 'inferno',
   diverging: 'dark',

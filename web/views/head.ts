@@ -8,13 +8,14 @@
  * all-tokens picture is drawn on a canvas (a 12-head, 512-token layer has 3 million lines).
  */
 import { headColors, textOn } from '../../src/views/colors.js';
+import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderHeadView } from '../../src/views/svg/head-view.js';
 import { LAYOUT } from '../../src/views/theme.js';
 import { type DisplayStack, PAIR_FILTERS, type PairFilter, hasPair, pairFilterAccepts } from '../../src/views/tokens.js';
 import type { Ctx, Focus } from '../context.js';
 import { type Option, button, h, replaceChildren, s, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { isGenerated, measure, truncate } from '../text.js';
+import { measure, truncate } from '../text.js';
 import { layerSelect, stackHeaders } from './common.js';
 
 /** Above this many lines the unfocused picture goes to a canvas. */
@@ -88,13 +89,19 @@ export class HeadView {
     return this.ctx.state.heads.flatMap((on, h) => (on ? [h] : []));
   }
 
+  /** The newest token's row at a generation step (the default focus then), or null. */
+  private newest(): Focus | null {
+    const ds = this.ds;
+    return ds && ds.step !== null && ds.newest !== null ? { side: 'query', index: ds.newest } : null;
+  }
+
   private focus(): Focus | null {
-    return this.hover ?? this.ctx.state.pinned;
+    return this.hover ?? this.ctx.state.pinned ?? this.newest();
   }
 
   update(): void {
     const { state } = this.ctx;
-    const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme].join('|');
+    const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme, this.ctx.step() ?? 'all'].join('|');
     if (key !== this.structureKey) {
       this.structureKey = key;
       this.hover = null;
@@ -128,7 +135,9 @@ export class HeadView {
           mergeSubwords: state.mergeSubwords,
           heads: heads.length ? heads : undefined,
           pair: state.pair,
+          // At a step the export highlights the newest token unless another one is pinned.
           query: f && f.side === 'query' ? f.index : undefined,
+          step: ctx.step(),
         });
       }),
     );
@@ -214,10 +223,10 @@ export class HeadView {
     svg.append(this.overlay, this.linesGroup);
     const tokenText = (label: string, x: number, i: number, side: 'query' | 'key', anchor: 'start' | 'end') => {
       const t = side === 'query' ? ds.queryTokens[i]! : ds.keyTokens[i]!;
-      const cls = ['token', side, t.special ? 'special' : '', isGenerated(ctx.trace, state.stack, side, t) ? 'generated' : ''].filter(Boolean).join(' ');
+      const cls = ['token', side, t.special ? 'special' : '', t.generated ? 'generated' : ''].filter(Boolean).join(' ');
       const el = s('text', { x, y: rowY(i) + fs * 0.36, 'text-anchor': anchor, class: cls, 'data-side': side, 'data-index': i, testid: `head-${side}-${i}` }, label);
       const title = s('title');
-      title.textContent = `${side} ${i}: ${t.raw}`;
+      title.textContent = `${side} ${i}: ${ctx.tokenTip(side, t)}`;
       el.append(title);
       return el;
     };
@@ -225,6 +234,15 @@ export class HeadView {
     labelsQ.forEach((l, i) => labels.append(tokenText(l, leftX, i, 'query', 'end')));
     labelsK.forEach((l, i) => labels.append(tokenText(l, rightX, i, 'key', 'start')));
     svg.append(labels);
+    // Where the generated tokens start: a dashed line across each column.
+    const boundary = (tokens: typeof ds.queryTokens, x1: number, x2: number, axis: string) => {
+      const g = firstGeneratedBoundary(tokens);
+      if (g === null) return;
+      const y = top + g * rowH;
+      svg.append(s('line', { x1, y1: y, x2, y2: y, class: 'prompt-boundary', 'data-axis': axis, testid: `head-boundary-${axis}`, 'data-index': g }));
+    };
+    boundary(ds.queryTokens, leftX - leftW - 2, leftX + 2, 'query');
+    boundary(ds.keyTokens, rightX - 2, rightX + rightW + 2, 'key');
     if (segMarks) {
       const marks = (tokens: typeof ds.queryTokens, x: number, left: boolean) => {
         for (const seg of [0, 1]) {
@@ -387,6 +405,7 @@ export class HeadView {
     }
 
     if (!focus) {
+      delete this.readout.dataset.focus;
       replaceChildren(
         this.readout,
         h('span', { class: 'muted' }, heads.length ? `layer ${state.layer} · ${heads.length} of ${ds.numHeads} heads · ` : 'no head selected: click a swatch'),
@@ -422,10 +441,12 @@ export class HeadView {
     }
     const t = focus.side === 'query' ? ds.queryTokens[fi]! : ds.keyTokens[fi]!;
     const pinned = state.pinned && state.pinned.side === focus.side && state.pinned.index === fi;
+    const isNewest = !this.hover && !state.pinned && this.newest() !== null;
+    this.readout.dataset.focus = `${focus.side}:${fi}`;
     replaceChildren(
       this.readout,
-      `${focus.side} ${fi} “${ctx.label(t)}” · ${this.linesGroup.getAttribute('data-count')} lines`,
-      h('span', { class: 'muted' }, pinned ? ' · pinned (click it again to release)' : ' · click to pin'),
+      `${isNewest ? `step ${ds.step}: newest token · ` : ''}${focus.side} ${fi} “${ctx.label(t)}” · ${this.linesGroup.getAttribute('data-count')} lines`,
+      h('span', { class: 'muted' }, isNewest ? ' · hover another token for its lines' : pinned ? ' · pinned (click it again to release)' : ' · click to pin'),
     );
   }
 }

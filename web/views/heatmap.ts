@@ -3,6 +3,7 @@
  * head of the layer; token labels on both axes; hover shows the exact value; legend; log scale.
  */
 import { headColors } from '../../src/views/colors.js';
+import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { heatmapMatrix, renderHeatmap } from '../../src/views/svg/heatmap.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx, HeatmapMode } from '../context.js';
@@ -52,10 +53,11 @@ export class HeatmapView {
           head: state.heatmapMode === 'head' ? state.heatmapHead : undefined,
           aggregate: state.heatmapMode === 'head' ? undefined : state.heatmapMode,
           log: state.heatmapLog,
+          step: ctx.step(),
         }),
       ),
     );
-    const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme, state.heatmapMode, state.heatmapHead, state.heatmapLog].join('|');
+    const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme, state.heatmapMode, state.heatmapHead, state.heatmapLog, ctx.step() ?? 'all'].join('|');
     if (key === this.key) return;
     this.key = key;
     let ds: DisplayStack;
@@ -82,11 +84,14 @@ export class HeatmapView {
         key: ds.keyTokens.map((t) => ctx.label(t)),
         querySpecial: ds.queryTokens.map((t) => t.special),
         keySpecial: ds.keyTokens.map((t) => t.special),
+        queryGenerated: ds.queryTokens.map((t) => t.generated),
+        keyGenerated: ds.keyTokens.map((t) => t.generated),
       },
       theme: ctx.theme(),
       log: state.heatmapLog,
       caption: mode === 'mean' ? 'mean weight' : mode === 'max' ? 'max weight' : 'attention weight',
       axes: stackHeaders(state.stack),
+      marks: { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest },
     });
     this.grid.canvas.setAttribute('data-mode', mode);
     this.hover(null);
@@ -99,7 +104,8 @@ export class HeatmapView {
     const { state } = ctx;
     if (!hit) {
       ctx.tooltip.hide();
-      replaceChildren(this.readout, h('span', { class: 'muted' }, `layer ${state.layer} · hover a cell for its exact value`));
+      const newest = ds.newest !== null ? ` · outlined: the newest token's row (${ds.newest} “${ctx.label(ds.queryTokens[ds.newest]!)}”)` : '';
+      replaceChildren(this.readout, h('span', { class: 'muted' }, `layer ${state.layer}${newest} · hover a cell for its exact value`));
       this.readout.removeAttribute('data-value');
       return;
     }
@@ -114,6 +120,9 @@ export class HeatmapView {
     this.readout.setAttribute('data-k', String(hit.k));
     this.readout.setAttribute('data-matrix', String(hit.matrix));
     this.readout.setAttribute('data-value', String(hit.value));
-    if (e) ctx.tooltip.show(e.clientX, e.clientY, line, `${what}: ${value}`);
+    if (e) {
+      const tips = [q.generated ? `${hit.q}: ${ctx.tokenTip('query', q)}` : '', k.generated ? `${hit.k}: ${ctx.tokenTip('key', k)}` : ''].filter(Boolean);
+      ctx.tooltip.show(e.clientX, e.clientY, line, `${what}: ${value}`, ...tips);
+    }
   }
 }

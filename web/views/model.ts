@@ -5,13 +5,14 @@
  * to the cell size and drawn layer by layer across animation frames.
  */
 import { colorLut, headColors, sequentialInterpolator, weightScale } from '../../src/views/colors.js';
+import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderModelView } from '../../src/views/svg/model-view.js';
 import { LAYOUT } from '../../src/views/theme.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
 import { button, checkbox, h, replaceChildren, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { MatrixGrid, drawLegend, matrixImage, scalePosition } from '../matrix.js';
+import { type MatrixMarks, MatrixGrid, drawLegend, drawMarks, matrixImage, scalePosition } from '../matrix.js';
 import { font } from '../text.js';
 import { stackHeaders } from './common.js';
 
@@ -70,7 +71,10 @@ export class ModelView {
       const value = this.ctx.fmtWeight(hit.value);
       replaceChildren(this.detailReadout, `${line}: `, h('b', {}, value));
       this.detailReadout.setAttribute('data-value', String(hit.value));
-      this.ctx.tooltip.show(e.clientX, e.clientY, line, value);
+      const q = ds.queryTokens[hit.q]!;
+      const k = ds.keyTokens[hit.k]!;
+      const tips = [q.generated ? `${hit.q}: ${this.ctx.tokenTip('query', q)}` : '', k.generated ? `${hit.k}: ${this.ctx.tokenTip('key', k)}` : ''].filter(Boolean);
+      this.ctx.tooltip.show(e.clientX, e.clientY, line, value, ...tips);
     });
   }
 
@@ -110,6 +114,7 @@ export class ModelView {
           heads: this.chosen(state.modelHeads),
           normalize: state.modelNormalize,
           log: state.modelLog,
+          step: ctx.step(),
         }),
       ),
     );
@@ -137,7 +142,7 @@ export class ModelView {
     );
     const layers = this.chosen(state.modelLayers);
     const heads = this.chosen(state.modelHeads);
-    const key = [state.stack, state.hideSpecial, state.mergeSubwords, state.theme, state.modelNormalize, state.modelLog, layers.join(','), heads.join(',')].join('|');
+    const key = [state.stack, state.hideSpecial, state.mergeSubwords, state.theme, state.modelNormalize, state.modelLog, layers.join(','), heads.join(','), ctx.step() ?? 'all'].join('|');
     if (key !== this.key) {
       this.key = key;
       try {
@@ -160,11 +165,15 @@ export class ModelView {
     const m = LAYOUT.margin;
     const fs = LAYOUT.smallFontSize;
     const gap = LAYOUT.model.cellGap;
-    // Fit the width of the page: cells between 40 and 96 pixels.
+    // Cells follow the matrix's aspect ratio within 2:1 (as in the SVG export), so that a wide
+    // matrix — cross attention, or its first rows at a generation step — keeps readable rows;
+    // they fit the width of the page at 40 to 96 pixels per unit.
+    const ratio = nk / nq;
+    const widen = Math.min(2, Math.max(0.5, Math.sqrt(ratio)));
     const avail = Math.max(400, (this.el.clientWidth || window.innerWidth) - 2 * m - 200);
-    const cell = Math.max(40, Math.min(96, Math.floor(avail / heads.length) - gap));
-    const cw = nk >= nq ? cell : Math.max(8, (cell * nk) / nq);
-    const ch = nq >= nk ? cell : Math.max(8, (cell * nq) / nk);
+    const cell = Math.max(40, Math.min(96, Math.floor(avail / heads.length / widen) - gap));
+    const cw = cell * widen;
+    const ch = Math.max(cell / 2, Math.min(2 * cell, cw / ratio));
     const gridX = m + 64;
     const gridY = m + fs + 12;
     const gridW = heads.length * (cw + gap) - gap;
@@ -200,6 +209,11 @@ export class ModelView {
     drawLegend(c, legendScale, theme, gridX + gridW + 24, gridY, Math.min(LAYOUT.heatmap.legendHeight, Math.max(80, gridH - 24)), normalize === 'cell' ? 'weight / cell max' : 'attention weight');
     const lut = colorLut(sequentialInterpolator(theme));
     const off = document.createElement('canvas');
+    const marks = marksOf(ds);
+    this.canvas.dataset.nq = String(nq);
+    this.canvas.dataset.nk = String(nk);
+    if (ds.newest !== null) this.canvas.dataset.newest = String(ds.newest);
+    else delete this.canvas.dataset.newest;
     const token = ++this.drawToken;
     this.canvas.setAttribute('data-drawn', 'false');
     const started = performance.now();
@@ -228,6 +242,7 @@ export class ModelView {
           c.strokeStyle = theme.grid;
           c.lineWidth = 1;
           c.strokeRect(x - 0.5, y - 0.5, cw + 1, ch + 1);
+          drawMarks(c, marks, x, y, cw, ch, ch / nq, cw / nk, theme);
         });
         row++;
       }
@@ -239,9 +254,13 @@ export class ModelView {
     };
     drawRow();
     const [qName, kName] = stackHeaders(state.stack);
+    const notes = [
+      marks.queryBoundary !== null || marks.keyBoundary !== null ? 'dashed: where the generated tokens start' : '',
+      ds.newest !== null ? `outlined: the newest token's row (${ds.newest} “${ctx.label(ds.queryTokens[ds.newest]!)}”)` : '',
+    ].filter(Boolean);
     replaceChildren(
       this.readout,
-      h('span', { class: 'muted' }, `${layers.length} layers × ${heads.length} heads · each cell: ${qName} ↓ × ${kName} → (${nq} × ${nk}) · click a cell to open it`),
+      h('span', { class: 'muted', testid: 'model-note' }, `${layers.length} layers × ${heads.length} heads · each cell: ${qName} ↓ × ${kName} → (${nq} × ${nk})${notes.map((n) => ` · ${n}`).join('')} · click a cell to open it`),
     );
   }
 
@@ -279,12 +298,19 @@ export class ModelView {
         key: d.keyTokens.map((t) => ctx.label(t)),
         querySpecial: d.queryTokens.map((t) => t.special),
         keySpecial: d.keyTokens.map((t) => t.special),
+        queryGenerated: d.queryTokens.map((t) => t.generated),
+        keyGenerated: d.keyTokens.map((t) => t.generated),
       },
       theme: ctx.theme(),
       log: state.modelLog,
       caption: 'attention weight',
       axes: stackHeaders(state.stack),
+      marks: marksOf(d),
     });
     replaceChildren(this.detailReadout, h('span', { class: 'muted' }, 'hover a cell for its exact value'));
   }
+}
+
+function marksOf(ds: DisplayStack): MatrixMarks {
+  return { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest };
 }

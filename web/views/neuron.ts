@@ -6,7 +6,8 @@
  * component shows its value.
  */
 import { divergingScale, headColor } from '../../src/views/colors.js';
-import { fmtValue } from '../../src/views/svg/common.js';
+import { stepWindow } from '../../src/views/generation.js';
+import { firstGeneratedBoundary, fmtValue } from '../../src/views/svg/common.js';
 import { type NeuronData, neuronData, renderNeuronView } from '../../src/views/svg/neuron-view.js';
 import { LAYOUT } from '../../src/views/theme.js';
 import { rawDisplayStack } from '../../src/views/tokens.js';
@@ -55,9 +56,11 @@ export class NeuronView {
     const { ctx } = this;
     const { state } = ctx;
     const stackData = ctx.trace.attention[state.stack]!;
-    const nq = stackData.dims[1];
+    const step = ctx.step();
+    // At a generation step: the queries there were then, the newest by default.
+    const nq = step === undefined ? stackData.dims[1] : stepWindow(ctx.trace, state.stack, step).queries;
     const query = Math.min(state.neuronQuery ?? nq - 1, nq - 1);
-    const qTokens = rawDisplayStack(ctx.trace, state.stack).queryTokens;
+    const qTokens = rawDisplayStack(ctx.trace, state.stack).queryTokens.slice(0, nq);
     const qk = this.hasQk();
     replaceChildren(
       this.toolbar,
@@ -67,7 +70,7 @@ export class NeuronView {
       h('span', { class: 'spacer' }),
       qk
         ? exportButtons(ctx, 'neuron', () =>
-            renderNeuronView(ctx.trace, { stack: state.stack, layer: state.layer, head: state.neuronHead, query, theme: state.theme }),
+            renderNeuronView(ctx.trace, { stack: state.stack, layer: state.layer, head: state.neuronHead, query, theme: state.theme, step }),
           )
         : null,
     );
@@ -92,11 +95,11 @@ export class NeuronView {
       }
       return;
     }
-    const key = [state.stack, state.layer, state.neuronHead, query, state.theme, state.prettify].join('|');
+    const key = [state.stack, state.layer, state.neuronHead, query, state.theme, state.prettify, step ?? 'all'].join('|');
     if (key === this.key) return;
     this.key = key;
     try {
-      this.data = neuronData(ctx.trace, { stack: state.stack, layer: state.layer, head: state.neuronHead, query });
+      this.data = neuronData(ctx.trace, { stack: state.stack, layer: state.layer, head: state.neuronHead, query, step });
     } catch (e) {
       this.data = null;
       replaceChildren(this.notes, h('p', {}, (e as Error).message));
@@ -152,7 +155,9 @@ export class NeuronView {
 
     // Columns (as in the SVG export).
     const labels = d.keyTokens.map((t, j) => `${j} ${truncate(ctx.label(t))}`);
-    const labelW = Math.max(60, ...labels.map((l) => measure(l, fs))) + 8;
+    const qLabel = truncate(ctx.label(d.queryToken));
+    // Wide enough for every key label and for the (bold) query label above them.
+    const labelW = Math.max(60, measure(`q  ${d.query} ${qLabel}`, fs, 'bold'), ...labels.map((l) => measure(l, fs))) + 8;
     const numW = N.numberColumn;
     const xLabel = m + labelW;
     const xK = xLabel + 10;
@@ -167,8 +172,9 @@ export class NeuronView {
 
     const svg = s('svg', { class: 'neuron-svg', testid: 'neuron-svg' });
     let y = m;
-    const qLabel = truncate(ctx.label(d.queryToken));
-    svg.append(s('text', { x: xLabel, y: y + rowH / 2 + fs * 0.36, 'text-anchor': 'end', class: `token query${d.queryToken.special ? ' special' : ''}`, 'font-weight': 'bold', testid: 'neuron-query-label' }, `q  ${d.query} ${qLabel}`));
+    const qEl = s('text', { x: xLabel, y: y + rowH / 2 + fs * 0.36, 'text-anchor': 'end', class: `token query${d.queryToken.special ? ' special' : ''}${d.queryToken.generated ? ' generated' : ''}`, 'font-weight': 'bold', testid: 'neuron-query-label' }, `q  ${d.query} ${qLabel}`);
+    qEl.append(s('title', {}, `query ${d.query}: ${ctx.tokenTip('query', d.queryToken)}`));
+    svg.append(qEl);
     svg.append(s('rect', { x: xP, y: y + 3, width: 10, height: cellH, fill: headColor(d.head, d.numHeads) }));
     svg.append(s('text', { x: xP + 16, y: y + rowH / 2 + sfs * 0.36, class: 'muted small' }, `query head ${d.head}${d.numKeyValueHeads < d.numHeads ? ` → key head ${d.kvHead}` : ''}`));
     const rows: StripRow[] = [{ y: y + 3, kind: 'query', j: -1 }];
@@ -197,7 +203,9 @@ export class NeuronView {
       const g = s('g', { class: `key-row${masked ? ' masked' : ''}`, 'data-k': j, testid: `neuron-row-${j}` });
       if (masked) g.append(s('rect', { x: m, y: ry, width: width - 40 - m, height: rowH, fill: theme.masked }));
       if (j === d.query && d.stack !== 'cross') g.append(s('rect', { x: m, y: ry, width: 4, height: rowH, fill: color }));
-      g.append(s('text', { x: xLabel, y: ty, 'text-anchor': 'end', class: `token key${t.special ? ' special' : ''}${masked ? ' dim' : ''}` }, labels[j]!));
+      const label = s('text', { x: xLabel, y: ty, 'text-anchor': 'end', class: `token key${t.special ? ' special' : ''}${t.generated ? ' generated' : ''}${masked ? ' dim' : ''}` }, labels[j]!);
+      label.append(s('title', {}, `key ${j}: ${ctx.tokenTip('key', t)}`));
+      g.append(label);
       const num = (x: number, v: number, cls: string, text = this.fmtDerived(v), dim = false) =>
         s('text', { x, y: ty, 'text-anchor': 'end', class: `num ${cls}${dim ? ' dim' : ''}`, testid: `neuron-${cls}-${j}`, 'data-value': String(v) }, text);
       g.append(num(xDot, d.dots[j]!, 'dot', undefined, masked));
@@ -211,6 +219,8 @@ export class NeuronView {
       rows.push({ y: ry + 3, kind: 'key', j });
     }
     svg.append(frag);
+    const gk = firstGeneratedBoundary(d.keyTokens);
+    if (gk !== null) svg.append(s('line', { x1: m, y1: rowsTop + gk * rowH, x2: width - 40, y2: rowsTop + gk * rowH, class: 'prompt-boundary', 'data-axis': 'key', testid: 'neuron-boundary' }));
     const tableBottom = rowsTop + nk * rowH + 14;
     svg.setAttribute('width', String(Math.ceil(width)));
     svg.setAttribute('height', String(Math.ceil(tableBottom + 150)));

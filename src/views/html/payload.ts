@@ -16,7 +16,7 @@
  *
  * Isomorphic: imports nothing from Node.
  */
-import type { ModelInfo, StackName, Token, Trace } from '../../core/trace.js';
+import type { GenerationInfo, ModelInfo, StackName, Token, Trace } from '../../core/trace.js';
 
 export const PAYLOAD_FORMAT = 'attnscope-view';
 export const PAYLOAD_VERSION = 1;
@@ -53,9 +53,11 @@ export interface PayloadHeader {
   format: typeof PAYLOAD_FORMAT;
   version: typeof PAYLOAD_VERSION;
   model: ModelInfo;
-  /** Token objects as in the Trace; extra fields (e.g. a future `generated` flag) pass through. */
+  /** Token objects as in the Trace (generated tokens carry `generated: true`). */
   tokens: Token[];
   decoderTokens?: Token[];
+  /** Generation traces: how the generated tokens were chosen (the Trace's `generation`). */
+  generation?: GenerationInfo;
   tensors: PayloadTensor[];
   /** Decompressed length of each blob. */
   blobRawLengths: number[];
@@ -284,6 +286,7 @@ export async function decodeTrace(source: PayloadSource, inflate: Inflate, kinds
   const h = source.header;
   const trace: Trace = { model: h.model, tokens: h.tokens, attention: {} };
   if (h.decoderTokens) trace.decoderTokens = h.decoderTokens;
+  if (h.generation) trace.generation = h.generation;
   await Promise.all(
     h.tensors
       .filter((t) => kinds.includes(t.kind))

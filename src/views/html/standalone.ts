@@ -44,7 +44,7 @@ export interface StandaloneOptions {
   bundle: ViewBundle;
   /** Page title (default: model name and text). */
   title?: string;
-  /** The text that was traced (shown in the page header). */
+  /** The text that was traced, or the prompt of a generation (shown in the page header). */
   text?: string;
   /** Largest file size in bytes the precision ladder aims for (default 8 000 000). */
   maxBytes?: number;
@@ -230,6 +230,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
       title,
     };
     if (trace.decoderTokens) header.decoderTokens = pageTokens(trace.decoderTokens);
+    if (trace.generation) header.generation = trace.generation;
     if (options.text !== undefined) header.text = options.text;
     if (options.view) header.view = options.view;
     if (options.theme) header.theme = options.theme;

@@ -9,7 +9,8 @@ import { AttnscopeError } from '../../core/errors.js';
 import type { StackName, Trace } from '../../core/trace.js';
 import type { WeightScale } from '../colors.js';
 import { FONT_FAMILY, LAYOUT, type Theme, type ThemeName, getTheme } from '../theme.js';
-import { defaultStack, escapeHtml, traceStacks } from '../tokens.js';
+import { describeGeneration, formatProbability, probabilityAt, probabilityNote, stackFollowsSteps, traceGeneration } from '../generation.js';
+import { type DisplayStack, type DisplayToken, defaultStack, escapeHtml, prettifyToken, tokenLabel, traceStacks } from '../tokens.js';
 
 export interface CommonViewOptions {
   /** Attention stack: `self`, or `encoder` / `decoder` / `cross` for encoder-decoder traces. */
@@ -23,6 +24,11 @@ export interface CommonViewOptions {
   title?: string | false;
   /** Prefix of element ids (gradients), to keep several SVGs on one page apart. */
   idPrefix?: string;
+  /**
+   * Generation traces: show the sequence as it was when generated token `step` was produced (0 =
+   * the prompt alone), the newest token's row highlighted. Default: the whole sequence.
+   */
+  step?: number;
 }
 
 export interface ResolvedCommon {
@@ -206,4 +212,88 @@ export function legend(scale: WeightScale, x: number, y: number, theme: Theme, i
     labelW = Math.max(labelW, barW + 6 + textWidth(label, fs));
   }
   return { svg, width: labelW, height: top - y + barHeight + fs / 2 };
+}
+
+// --- generation traces ---------------------------------------------------------------------------
+
+/** Presentation attributes of a token label: special tokens, generated tokens (italic, their own colour), others. */
+export function tokenStyle(t: Pick<DisplayToken, 'special' | 'generated'>, theme: Theme): { fill: string; 'font-style'?: string } {
+  if (t.generated) return { fill: t.special ? theme.special : theme.generated, 'font-style': 'italic' };
+  return { fill: t.special ? theme.special : theme.text };
+}
+
+/** ' generated' for the class list of a generated token's label. */
+export function generatedClass(t: Pick<DisplayToken, 'generated'>): string {
+  return t.generated ? ' generated' : '';
+}
+
+/**
+ * A generated token's label wrapped with a tooltip (`<title>`: which generated token it is and
+ * the probability it was chosen with); other labels unchanged.
+ */
+export function withTokenTip(trace: Trace, stack: StackName, side: 'query' | 'key', t: DisplayToken, label: string): string {
+  if (!t.generated) return label;
+  const note = probabilityNote(trace, stack, side, t.positions);
+  return note ? `<g class="token-tip"><title>${escapeHtml(`${t.raw}: ${note}`)}</title>${label}</g>` : label;
+}
+
+/** Row (or column) index where the generated tokens start, or null when none are shown or all are. */
+export function firstGeneratedBoundary(tokens: readonly DisplayToken[]): number | null {
+  const i = tokens.findIndex((t) => t.generated);
+  return i > 0 ? i : null;
+}
+
+/** A dashed line marking where the generated tokens start. */
+export function promptBoundary(x1: number, y1: number, x2: number, y2: number, theme: Theme, axis: 'query' | 'key', thin = false): string {
+  return `<line${attrs({ x1, y1, x2, y2, stroke: theme.generated, 'stroke-width': thin ? 1 : 1.25, 'stroke-dasharray': thin ? '2 2' : '4 3', class: 'prompt-boundary', 'data-axis': axis })}/>`;
+}
+
+export interface GenerationHeader {
+  svg: string;
+  width: number;
+  height: number;
+}
+
+/**
+ * The lines under a generation trace's title: the "prompt | generated" legend with how the
+ * tokens were generated, and at a step which token is the newest and how the view shows its row
+ * (`mark`, e.g. 'highlighted'; null when the view shows another row).
+ */
+export function generationHeader(trace: Trace, stack: StackName, ds: DisplayStack, x: number, y: number, theme: Theme, mark: string | null = 'highlighted'): GenerationHeader | null {
+  const gen = traceGeneration(trace);
+  if (!gen) return null;
+  const fs = LAYOUT.smallFontSize;
+  const detail = ` · ${describeGeneration(gen)}`;
+  let svg =
+    `<text${attrs({ x, y: y + fs, 'font-size': fs, class: 'generation-legend' })}>` +
+    `<tspan fill="${theme.text}">prompt</tspan><tspan fill="${theme.muted}"> | </tspan>` +
+    `<tspan fill="${theme.generated}" font-style="italic">generated</tspan><tspan fill="${theme.muted}">${escapeHtml(detail)}</tspan></text>`;
+  let width = textWidth(`prompt | generated${detail}`, fs);
+  let height = fs + 6;
+  if (ds.step !== null) {
+    const line = stepDescription(trace, stack, ds, mark);
+    svg += text(x, y + height + fs, line, { 'font-size': fs, fill: theme.text, class: 'generation-step', 'data-step': ds.step });
+    width = Math.max(width, textWidth(line, fs));
+    height += fs + 6;
+  }
+  return { svg, width, height: height + 4 };
+}
+
+/** "step 3 of 12 · newest token “was” (generated token 3, p = 0.9842) · highlighted: its attention over the tokens so far" */
+export function stepDescription(trace: Trace, stack: StackName, ds: DisplayStack, mark: string | null): string {
+  const gen = traceGeneration(trace);
+  const step = ds.step;
+  if (!gen || step === null) return '';
+  if (!stackFollowsSteps(stack)) return `step ${step} of ${gen.steps} · the encoder ran once, before generation: its attention is the same at every step`;
+  const pos = gen.promptLength + step - 1;
+  const seq = trace[gen.sequence] ?? [];
+  const newest = ds.newest !== null ? ds.queryTokens[ds.newest]!.label : seq[pos] ? tokenLabel(prettifyToken(seq[pos]!.text, trace.model.modelType)) : '?';
+  const over = stack === 'cross' ? 'the encoder tokens' : step === 0 ? 'the prompt' : 'the tokens so far';
+  const shown = ds.newest === null ? ' · not shown (a hidden special token)' : mark ? ` · ${mark}: its attention over ${over}` : '';
+  if (step === 0) {
+    const p = probabilityAt(trace, gen.promptLength);
+    return `step 0 of ${gen.steps}: the prompt · its last token “${truncate(newest)}”${p !== undefined ? ` predicted generated token 1 (p = ${formatProbability(p)})` : ''}${shown}`;
+  }
+  const p = probabilityAt(trace, pos);
+  return `step ${step} of ${gen.steps} · newest token “${truncate(newest)}” (generated token ${step}${p !== undefined ? `, p = ${formatProbability(p)}` : ''})${shown}`;
 }

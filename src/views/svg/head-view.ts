@@ -23,7 +23,10 @@ import {
   attrs,
   checkIndex,
   describeIndices,
+  firstGeneratedBoundary,
   fmtAttr,
+  generatedClass,
+  generationHeader,
   fmtValue,
   n,
   resolveCommon,
@@ -31,7 +34,10 @@ import {
   svgDocument,
   text,
   textWidth,
+  tokenStyle,
   truncate,
+  withTokenTip,
+  promptBoundary,
 } from './common.js';
 
 export interface HeadViewOptions extends CommonViewOptions {
@@ -39,7 +45,10 @@ export interface HeadViewOptions extends CommonViewOptions {
   layer?: number;
   /** Heads to draw (default all). */
   heads?: readonly number[];
-  /** Highlight one query token (index into the displayed query tokens): only its lines are drawn. */
+  /**
+   * Highlight one query token (index into the displayed query tokens): only its lines are drawn.
+   * At a generation `step` the newest token is highlighted unless another query is given.
+   */
   query?: number;
   /** Sentence-pair filter: all, A→B, B→A, A→A, B→B (default all). */
   pair?: PairFilter | string;
@@ -63,13 +72,13 @@ export function headViewModel(trace: Trace, options: HeadViewOptions = {}): Head
   const common = resolveCommon(trace, options);
   const numLayers = trace.attention[common.stack]!.layers.length;
   const layer = checkIndex(options.layer ?? 0, numLayers, 'layer');
-  const ds = displayStack(trace, common.stack, { hideSpecial: options.hideSpecial, mergeSubwords: options.mergeSubwords, layers: [layer] });
+  const ds = displayStack(trace, common.stack, { hideSpecial: options.hideSpecial, mergeSubwords: options.mergeSubwords, layers: [layer], step: options.step });
   const heads = resolveIndices(options.heads, ds.numHeads, 'head');
   const pair = typeof options.pair === 'string' ? parsePairFilter(options.pair) : (options.pair ?? 'all');
   if (pair !== 'all' && !hasPair(ds.queryTokens) && !hasPair(ds.keyTokens)) {
     throw new AttnscopeError(`sentence-pair filter ${pair} needs a sentence pair (trace with --pair)`);
   }
-  const query = options.query === undefined ? undefined : checkIndex(options.query, ds.queryTokens.length, 'query token');
+  const query = options.query === undefined ? (ds.newest ?? undefined) : checkIndex(options.query, ds.queryTokens.length, 'query token');
   return { ds, layer, heads, colors: headColors(ds.numHeads), pair, query, common };
 }
 
@@ -100,10 +109,16 @@ export function renderHeadView(trace: Trace, options: HeadViewOptions = {}): str
       ? ''
       : (options.title ??
         `${trace.model.name} · ${STACK_TITLES[common.stack]} · layer ${layer} · head${heads.length > 1 ? 's' : ''} ${describeIndices(heads, ds.numHeads)}` +
-          (pair !== 'all' ? ` · ${pair}` : ''));
+          (pair !== 'all' ? ` · ${pair}` : '') +
+          (ds.step !== null ? ` · step ${ds.step}` : ''));
   if (title) {
     body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
     y += LAYOUT.titleFontSize + 10;
+  }
+  const gen = generationHeader(trace, common.stack, ds, m, y, theme, query === ds.newest ? 'highlighted' : null);
+  if (gen) {
+    body += gen.svg;
+    y += gen.height;
   }
 
   // Column geometry.
@@ -178,15 +193,27 @@ export function renderHeadView(trace: Trace, options: HeadViewOptions = {}): str
 
   // Token labels.
   const label = (t: DisplayToken, x: number, yy: number, anchor: 'start' | 'end', side: 'query' | 'key', i: number) =>
-    text(x, yy + fs * 0.36, truncate(t.label), {
-      'text-anchor': anchor,
-      fill: t.special ? theme.special : theme.text,
-      class: `token ${side}`,
-      'data-index': i,
-      'font-weight': side === 'query' && i === query ? 'bold' : undefined,
-    });
+    withTokenTip(
+      trace,
+      common.stack,
+      side,
+      t,
+      text(x, yy + fs * 0.36, truncate(t.label), {
+        'text-anchor': anchor,
+        ...tokenStyle(t, theme),
+        class: `token ${side}${generatedClass(t)}`,
+        'data-index': i,
+        'font-weight': side === 'query' && i === query ? 'bold' : undefined,
+      }),
+    );
   ds.queryTokens.forEach((t, i) => (body += label(t, leftX, rowY(i), 'end', 'query', i)));
   ds.keyTokens.forEach((t, i) => (body += label(t, rightX, rowY(i), 'start', 'key', i)));
+
+  // Where the generated tokens start: a dashed line across each column.
+  const gq = firstGeneratedBoundary(ds.queryTokens);
+  if (gq !== null) body += promptBoundary(m + segMarks, top + gq * L.rowHeight, leftX + 2, top + gq * L.rowHeight, theme, 'query');
+  const gk = firstGeneratedBoundary(ds.keyTokens);
+  if (gk !== null) body += promptBoundary(rightX - 2, top + gk * L.rowHeight, rightX + rightW, top + gk * L.rowHeight, theme, 'key');
 
   // Per-head weight blocks and values beside the keys of the highlighted query.
   if (query !== undefined) {
@@ -233,6 +260,6 @@ export function renderHeadView(trace: Trace, options: HeadViewOptions = {}): str
   }
 
   const height = top + Math.max(nq, nk) * L.rowHeight + m;
-  const width = Math.max(contentW, m + textWidth(title, LAYOUT.titleFontSize) + m, 320);
+  const width = Math.max(contentW, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (gen?.width ?? 0) + m, 320);
   return svgDocument(width, height, theme, body, { title: title || 'head view', className: 'attnscope-head-view' });
 }

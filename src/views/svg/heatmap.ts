@@ -15,7 +15,13 @@ import {
   STACK_TITLES,
   attrs,
   checkIndex,
+  firstGeneratedBoundary,
   fmtAttr,
+  generatedClass,
+  generationHeader,
+  promptBoundary,
+  tokenStyle,
+  withTokenTip,
   fmtValue,
   legend,
   n,
@@ -80,6 +86,30 @@ interface MatrixPlacement {
   cell: number;
 }
 
+/** Generation marks on a matrix: where the generated rows / columns start, and the newest row. */
+interface MatrixMarks {
+  queryBoundary: number | null;
+  keyBoundary: number | null;
+  newest: number | null;
+}
+
+function marksOf(ds: DisplayStack): MatrixMarks {
+  return { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest };
+}
+
+/** Dashed prompt | generated boundaries across a matrix and the newest row's outline. */
+export function matrixMarks(marks: MatrixMarks, nq: number, nk: number, at: MatrixPlacement, theme: Theme): string {
+  const { x, y, cell } = at;
+  let s = '';
+  if (marks.queryBoundary !== null) s += promptBoundary(x, y + marks.queryBoundary * cell, x + nk * cell, y + marks.queryBoundary * cell, theme, 'query');
+  if (marks.keyBoundary !== null) s += promptBoundary(x + marks.keyBoundary * cell, y, x + marks.keyBoundary * cell, y + nq * cell, theme, 'key');
+  if (marks.newest !== null) {
+    const w = cell >= 6 ? 2 : 1.5;
+    s += `<rect${attrs({ x: x - w / 2, y: y + marks.newest * cell - w / 2, width: nk * cell + w, height: cell + w, fill: 'none', stroke: theme.text, 'stroke-width': w, class: 'newest-row', 'data-q': marks.newest })}/>`;
+  }
+  return s;
+}
+
 /** The cells of one matrix: rects when few, one embedded image when many. */
 function matrixCells(
   values: Float32Array,
@@ -125,35 +155,38 @@ function labelStep(cell: number, fs: number): number {
   return Math.max(1, Math.ceil((fs * 1.1) / cell));
 }
 
-function queryLabels(tokens: DisplayToken[], xRight: number, y: number, cell: number, fs: number, theme: Theme): string {
+type Tip = (side: 'query' | 'key', t: DisplayToken, label: string) => string;
+
+function queryLabels(tokens: DisplayToken[], xRight: number, y: number, cell: number, fs: number, theme: Theme, tip: Tip, newest: number | null): string {
   const step = labelStep(cell, fs);
   let s = '';
   tokens.forEach((t, i) => {
-    if (i % step) return;
-    s += text(xRight, y + (i + 0.5) * cell + fs * 0.36, truncate(t.label), {
+    if (i % step && i !== newest) return;
+    s += tip('query', t, text(xRight, y + (i + 0.5) * cell + fs * 0.36, truncate(t.label), {
       'font-size': fs,
       'text-anchor': 'end',
-      fill: t.special ? theme.special : theme.text,
-      class: 'token query',
+      ...tokenStyle(t, theme),
+      class: `token query${generatedClass(t)}`,
       'data-index': i,
-    });
+      'font-weight': i === newest ? 'bold' : undefined,
+    }));
   });
   return s;
 }
 
-function keyLabels(tokens: DisplayToken[], x: number, yBottom: number, cell: number, fs: number, theme: Theme): string {
+function keyLabels(tokens: DisplayToken[], x: number, yBottom: number, cell: number, fs: number, theme: Theme, tip: Tip): string {
   const step = labelStep(cell, fs);
   let s = '';
   tokens.forEach((t, i) => {
     if (i % step) return;
     const cx = x + (i + 0.5) * cell + fs * 0.36;
-    s += text(cx, yBottom, truncate(t.label), {
+    s += tip('key', t, text(cx, yBottom, truncate(t.label), {
       'font-size': fs,
       transform: `rotate(-90 ${n(cx)} ${n(yBottom)})`,
-      fill: t.special ? theme.special : theme.text,
-      class: 'token key',
+      ...tokenStyle(t, theme),
+      class: `token key${generatedClass(t)}`,
       'data-index': i,
-    });
+    }));
   });
   return s;
 }
@@ -168,7 +201,9 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
   const { theme, stack } = common;
   const numLayers = trace.attention[stack]!.layers.length;
   const layer = checkIndex(options.layer ?? 0, numLayers, 'layer');
-  const ds = displayStack(trace, stack, { hideSpecial: options.hideSpecial, mergeSubwords: options.mergeSubwords, layers: [layer] });
+  const ds = displayStack(trace, stack, { hideSpecial: options.hideSpecial, mergeSubwords: options.mergeSubwords, layers: [layer], step: options.step });
+  const tip: Tip = (side, t, label) => withTokenTip(trace, stack, side, t, label);
+  const marks = marksOf(ds);
   if (options.head !== undefined && options.aggregate !== undefined) {
     throw new AttnscopeError('heatmap: give either a head or an aggregate (mean, max, all), not both');
   }
@@ -185,12 +220,18 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
   const cross = stack === 'cross';
 
   const what = typeof mode === 'number' ? `head ${mode}` : mode === 'all' ? `all ${ds.numHeads} heads` : `${mode} over ${ds.numHeads} heads`;
-  const title = options.title === false ? '' : (options.title ?? `${trace.model.name} · ${STACK_TITLES[stack]} · layer ${layer} · ${what}`);
+  const title =
+    options.title === false ? '' : (options.title ?? `${trace.model.name} · ${STACK_TITLES[stack]} · layer ${layer} · ${what}${ds.step !== null ? ` · step ${ds.step}` : ''}`);
   let body = '';
   let y = m;
   if (title) {
     body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
     y += LAYOUT.titleFontSize + 10;
+  }
+  const gen = generationHeader(trace, stack, ds, m, y, theme, 'outlined row');
+  if (gen) {
+    body += gen.svg;
+    y += gen.height;
   }
 
   const matrices = mode === 'all' ? Array.from({ length: ds.numHeads }, (_, h) => heatmapMatrix(ds, layer, h)) : [heatmapMatrix(ds, layer, mode)];
@@ -216,11 +257,12 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
     // Axis names in the empty corner above the query labels.
     body += text(mx - 8, my - 8, cross ? 'decoder (queries) ↓' : 'queries ↓', { 'font-size': axisFs, fill: theme.muted, 'text-anchor': 'end' });
     body += text(mx - 8, my - 8 - axisFs - 6, cross ? 'encoder (keys) →' : 'keys →', { 'font-size': axisFs, fill: theme.muted, 'text-anchor': 'end' });
-    body += keyLabels(ds.keyTokens, mx, my - 6, cell, fs, theme);
-    body += queryLabels(ds.queryTokens, mx - 6, my, cell, fs, theme);
+    body += keyLabels(ds.keyTokens, mx, my - 6, cell, fs, theme, tip);
+    body += queryLabels(ds.queryTokens, mx - 6, my, cell, fs, theme, tip, ds.newest);
     const showValues = options.showValues ?? cell >= H.cell;
     const dataAttrs = typeof mode === 'number' ? ` data-head="${mode}"` : ` data-aggregate="${mode}"`;
     body += matrixCells(matrices[0]!, nq, nk, { x: mx, y: my, cell }, scale, theme, showValues, ` data-layer="${layer}"${dataAttrs}`);
+    body += matrixMarks(marks, nq, nk, { x: mx, y: my, cell }, theme);
     const lg = legend(scale, mx + nk * cell + 24, my, theme, `${common.idPrefix}-heatmap-legend`, legendCaption + (log ? ' (log)' : ''), Math.min(H.legendHeight, Math.max(100, nq * cell - 20)));
     body += lg.svg;
     right = mx + nk * cell + 24 + lg.width;
@@ -251,9 +293,10 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
       const y0 = my + r * (mh + gapY);
       body += `<rect${attrs({ x: x0, y: y0 - headFs - 7, width: 8, height: 8, rx: 2, fill: colors[h] })}/>`;
       body += text(x0 + 12, y0 - 6, `head ${h}`, { 'font-size': headFs, fill: theme.muted });
-      if (showLabels && r === 0) body += keyLabels(ds.keyTokens, x0, y0 - headFs - 12, cell, fs, theme);
-      if (showLabels && c === 0) body += queryLabels(ds.queryTokens, x0 - 6, y0, cell, fs, theme);
+      if (showLabels && r === 0) body += keyLabels(ds.keyTokens, x0, y0 - headFs - 12, cell, fs, theme, tip);
+      if (showLabels && c === 0) body += queryLabels(ds.queryTokens, x0 - 6, y0, cell, fs, theme, tip, ds.newest);
       body += matrixCells(matrices[h]!, nq, nk, { x: x0, y: y0, cell }, scale, theme, options.showValues ?? false, ` data-layer="${layer}" data-head="${h}"`);
+      body += matrixMarks(marks, nq, nk, { x: x0, y: y0, cell }, theme);
     }
     const gridW = cols * (mw + gapX) - gapX;
     const gridH = rows * (mh + gapY) - gapY;
@@ -265,6 +308,6 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
     body += text(m, bottom + 18, note, { 'font-size': LAYOUT.smallFontSize, fill: theme.muted });
     bottom += 18;
   }
-  const width = Math.max(right + m, m + textWidth(title, LAYOUT.titleFontSize) + m);
+  const width = Math.max(right + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (gen?.width ?? 0) + m);
   return svgDocument(width, bottom + m, theme, body, { title: title || 'heatmap', className: 'attnscope-heatmap' });
 }

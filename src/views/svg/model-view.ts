@@ -8,7 +8,23 @@ import type { Trace } from '../../core/trace.js';
 import { headColors, weightScale } from '../colors.js';
 import { LAYOUT } from '../theme.js';
 import { displayStack } from '../tokens.js';
-import { type CommonViewOptions, PIXELATED_CLASS, STACK_TITLES, attrs, describeIndices, fmtAttr, legend, resolveCommon, resolveIndices, svgDocument, text, textWidth } from './common.js';
+import {
+  type CommonViewOptions,
+  PIXELATED_CLASS,
+  STACK_TITLES,
+  attrs,
+  describeIndices,
+  firstGeneratedBoundary,
+  fmtAttr,
+  generationHeader,
+  legend,
+  promptBoundary,
+  resolveCommon,
+  resolveIndices,
+  svgDocument,
+  text,
+  textWidth,
+} from './common.js';
 import { matrixDataUri } from './image.js';
 
 export interface ModelViewOptions extends CommonViewOptions {
@@ -33,7 +49,7 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
   const { theme, stack } = common;
   const stackData = trace.attention[stack]!;
   const layers = resolveIndices(options.layers, stackData.layers.length, 'layer');
-  const ds = displayStack(trace, stack, { hideSpecial: options.hideSpecial, mergeSubwords: options.mergeSubwords, layers });
+  const ds = displayStack(trace, stack, { hideSpecial: options.hideSpecial, mergeSubwords: options.mergeSubwords, layers, step: options.step });
   const heads = resolveIndices(options.heads, ds.numHeads, 'head');
   const colors = headColors(ds.numHeads);
   const nq = ds.queryTokens.length;
@@ -57,11 +73,19 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
     options.title === false
       ? ''
       : (options.title ??
-        `${trace.model.name} · ${STACK_TITLES[stack]} · layers ${describeIndices(layers, stackData.layers.length)} × heads ${describeIndices(heads, ds.numHeads)}`);
+        `${trace.model.name} · ${STACK_TITLES[stack]} · layers ${describeIndices(layers, stackData.layers.length)} × heads ${describeIndices(heads, ds.numHeads)}` +
+          (ds.step !== null ? ` · step ${ds.step}` : ''));
   if (title) {
     body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
     y += LAYOUT.titleFontSize + 12;
   }
+  const gen = generationHeader(trace, stack, ds, m, y, theme, 'outlined row of each cell');
+  if (gen) {
+    body += gen.svg;
+    y += gen.height;
+  }
+  const qBoundary = firstGeneratedBoundary(ds.queryTokens);
+  const kBoundary = firstGeneratedBoundary(ds.keyTokens);
   const gridX = m + rowLabelW;
   // Head labels with the head colour underline.
   heads.forEach((h, j) => {
@@ -99,6 +123,11 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
           href: img.uri,
         })}/>` +
         `<rect${attrs({ x: cx - 0.5, y: cy - 0.5, width: cw + 1, height: ch + 1, fill: 'none', stroke: theme.grid, 'stroke-width': 1 })}/>` +
+        (qBoundary !== null ? promptBoundary(cx, cy + (qBoundary * ch) / nq, cx + cw, cy + (qBoundary * ch) / nq, theme, 'query', true) : '') +
+        (kBoundary !== null ? promptBoundary(cx + (kBoundary * cw) / nk, cy, cx + (kBoundary * cw) / nk, cy + ch, theme, 'key', true) : '') +
+        (ds.newest !== null
+          ? `<rect${attrs({ x: cx - 0.75, y: cy + (ds.newest * ch) / nq - 0.75, width: cw + 1.5, height: ch / nq + 1.5, fill: 'none', stroke: theme.text, 'stroke-width': 1.5, class: 'newest-row', 'data-q': ds.newest })}/>`
+          : '') +
         '</g>';
     });
   });
@@ -112,11 +141,13 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
   body += lg.svg;
 
   // Axis note: what a cell shows.
-  const note = `each cell: ${stack === 'cross' ? 'decoder' : 'query'} tokens ↓ × ${stack === 'cross' ? 'encoder' : 'key'} tokens → (${nq} × ${nk})`;
+  const note =
+    `each cell: ${stack === 'cross' ? 'decoder' : 'query'} tokens ↓ × ${stack === 'cross' ? 'encoder' : 'key'} tokens → (${nq} × ${nk})` +
+    (qBoundary !== null || kBoundary !== null ? ' · dashed: where the generated tokens start' : '');
   const noteY = gridY + Math.max(gridH, lg.height) + 18;
   body += text(m, noteY, note, { 'font-size': fs, fill: theme.muted });
 
-  const width = Math.max(lx + lg.width + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + textWidth(note, fs) + m);
+  const width = Math.max(lx + lg.width + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + textWidth(note, fs) + m, m + (gen?.width ?? 0) + m);
   const height = noteY + m;
   return svgDocument(width, height, theme, body, { title: title || 'model view', className: 'attnscope-model-view' });
 }

@@ -9,13 +9,20 @@ import { AttnscopeError } from '../../core/errors.js';
 import type { StackName, Trace } from '../../core/trace.js';
 import { type WeightScale, divergingScale, headColor } from '../colors.js';
 import { LAYOUT, type Theme } from '../theme.js';
+import { stepWindow } from '../generation.js';
 import { type DisplayToken, rawDisplayStack } from '../tokens.js';
 import {
   type CommonViewOptions,
   STACK_TITLES,
   attrs,
   checkIndex,
+  firstGeneratedBoundary,
   fmtAttr,
+  generatedClass,
+  generationHeader,
+  promptBoundary,
+  tokenStyle,
+  withTokenTip,
   fmtValue,
   legend,
   n,
@@ -31,7 +38,7 @@ import { matrixDataUri } from './image.js';
 export interface NeuronViewOptions extends CommonViewOptions {
   layer?: number;
   head?: number;
-  /** Query token position (default: the last token). */
+  /** Query token position (default: the last token; at a generation step, the newest). */
   query?: number;
 }
 
@@ -56,6 +63,8 @@ export interface NeuronData {
   head: number;
   /** Query position (in the stack's query tokens). */
   query: number;
+  /** Generation traces: the step shown (keys are those the model had then), or null. */
+  step: number | null;
   kvHead: number;
   numHeads: number;
   numKeyValueHeads: number;
@@ -107,7 +116,10 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
   const head = checkIndex(options.head ?? 0, numHeads, 'head');
   const nq = att.dims[1];
   const nk = att.dims[2];
-  const query = checkIndex(options.query ?? nq - 1, nq, 'query token');
+  // At a generation step: the queries and keys the model had then (the newest query by default).
+  const win = options.step === undefined ? { queries: nq, keys: nk } : stepWindow(trace, stack, options.step);
+  const query = checkIndex(options.query ?? win.queries - 1, win.queries, 'query token');
+  const nkShown = win.keys;
   const [qHeads, qPositions, headDim] = qs.dims;
   const [kvHeads, kPositions, kDim] = ks.dims;
   if (qHeads !== numHeads || qPositions !== nq || kPositions !== nk || kDim !== headDim || numHeads % kvHeads !== 0) {
@@ -124,9 +136,9 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
   const q = qLayer.subarray((head * nq + query) * headDim, (head * nq + query + 1) * headDim);
   const keys: Float32Array[] = [];
   const products: Float64Array[] = [];
-  const dots = new Float64Array(nk);
-  const scores = new Float64Array(nk);
-  for (let j = 0; j < nk; j++) {
+  const dots = new Float64Array(nkShown);
+  const scores = new Float64Array(nkShown);
+  for (let j = 0; j < nkShown; j++) {
     const k = kLayer.subarray((kvHead * nk + j) * headDim, (kvHead * nk + j + 1) * headDim);
     keys.push(k);
     const p = new Float64Array(headDim);
@@ -139,27 +151,27 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
     dots[j] = d;
     scores[j] = d * scale;
   }
-  const attention = att.layers[layer]!.subarray((head * nq + query) * nk, (head * nq + query + 1) * nk);
+  const attention = att.layers[layer]!.subarray((head * nq + query) * nk, (head * nq + query) * nk + nkShown);
   const masked = Array.from(attention, (w) => w === 0);
-  const causal = stack !== 'cross' && nq === nk && query < nk - 1 && masked.every((mk, j) => mk === j > query);
+  const causal = stack !== 'cross' && win.queries === nkShown && query < nkShown - 1 && masked.every((mk, j) => mk === j > query);
   let max = -Infinity;
-  for (let j = 0; j < nk; j++) if (!masked[j] && scores[j]! > max) max = scores[j]!;
-  const softmax = new Float64Array(nk);
+  for (let j = 0; j < nkShown; j++) if (!masked[j] && scores[j]! > max) max = scores[j]!;
+  const softmax = new Float64Array(nkShown);
   let sum = 0;
-  for (let j = 0; j < nk; j++) {
+  for (let j = 0; j < nkShown; j++) {
     softmax[j] = masked[j] ? 0 : Math.exp(scores[j]! - max);
     sum += softmax[j]!;
   }
   let maxSoftmaxError = 0;
-  for (let j = 0; j < nk; j++) {
+  for (let j = 0; j < nkShown; j++) {
     softmax[j]! /= sum;
     maxSoftmaxError = Math.max(maxSoftmaxError, Math.abs(softmax[j]! - attention[j]!));
   }
   // Implied additive bias: log(attention) − log(softmax(scores)), centred.
-  const bias = new Float64Array(nk);
+  const bias = new Float64Array(nkShown);
   let mean = 0;
   let count = 0;
-  for (let j = 0; j < nk; j++) {
+  for (let j = 0; j < nkShown; j++) {
     if (masked[j]) continue;
     bias[j] = Math.log(attention[j]!) - Math.log(softmax[j]!);
     mean += bias[j]!;
@@ -167,7 +179,7 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
   }
   mean /= Math.max(1, count);
   let maxBias = 0;
-  for (let j = 0; j < nk; j++) {
+  for (let j = 0; j < nkShown; j++) {
     if (masked[j]) continue;
     bias[j]! -= mean;
     maxBias = Math.max(maxBias, Math.abs(bias[j]!));
@@ -177,6 +189,7 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
     layer,
     head,
     query,
+    step: options.step ?? null,
     kvHead,
     numHeads,
     numKeyValueHeads: kvHeads,
@@ -184,7 +197,7 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
     scale,
     scaleNote: note,
     queryToken: ds.queryTokens[query]!,
-    keyTokens: ds.keyTokens,
+    keyTokens: ds.keyTokens.slice(0, nkShown),
     q,
     keys,
     products,
@@ -246,10 +259,18 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   const title =
     options.title === false
       ? ''
-      : (options.title ?? `${trace.model.name} · ${STACK_TITLES[d.stack]} · layer ${d.layer} · head ${d.head} · query ${d.query} “${qLabel}”`);
+      : (options.title ??
+        `${trace.model.name} · ${STACK_TITLES[d.stack]} · layer ${d.layer} · head ${d.head} · query ${d.query} “${qLabel}”` + (d.step !== null ? ` · step ${d.step}` : ''));
   if (title) {
     body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
     y += LAYOUT.titleFontSize + 8;
+  }
+  const raw = rawDisplayStack(trace, d.stack);
+  const newest = d.step !== null ? stepWindow(trace, d.stack, d.step).newest : null;
+  const gen = generationHeader(trace, d.stack, { ...raw, step: d.step, newest }, m, y, theme, newest === d.query ? 'the query below' : null);
+  if (gen) {
+    body += gen.svg;
+    y += gen.height;
   }
   const notes: string[] = [`head dim ${d.headDim}`, `q·k ${d.scaleNote}`];
   if (d.numKeyValueHeads < d.numHeads) {
@@ -281,7 +302,8 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   y += 8;
 
   // Columns.
-  const labelW = Math.max(60, ...d.keyTokens.map((t, j) => textWidth(`${j} ${truncate(t.label)}`, fs))) + 8;
+  // Wide enough for every key label and for the (bold) query label above them.
+  const labelW = Math.max(60, textWidth(`q  ${d.query} ${qLabel}`, fs) * 1.08, ...d.keyTokens.map((t, j) => textWidth(`${j} ${truncate(t.label)}`, fs))) + 8;
   const numW = N.numberColumn;
   const xLabel = m + labelW; // right edge of the key labels
   const xK = xLabel + 10;
@@ -295,7 +317,13 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   const contentRight = xBar + barW + 60;
 
   // Query row.
-  body += text(xLabel, y + rowH / 2 + fs * 0.36, `q  ${d.query} ${qLabel}`, { 'text-anchor': 'end', 'font-weight': 'bold', fill: d.queryToken.special ? theme.special : theme.text });
+  body += withTokenTip(
+    trace,
+    d.stack,
+    'query',
+    d.queryToken,
+    text(xLabel, y + rowH / 2 + fs * 0.36, `q  ${d.query} ${qLabel}`, { 'text-anchor': 'end', 'font-weight': 'bold', ...tokenStyle(d.queryToken, theme), class: `token query${generatedClass(d.queryToken)}` }),
+  );
   body += strip(d.q, xK, y + 3, stripW, cellH, vecScale, theme, 'query-vector');
   body += `<rect${attrs({ x: xP, y: y + 3, width: 10, height: cellH, fill: headColor(d.head, d.numHeads) })}/>`;
   body += text(xP + 16, y + rowH / 2 + sfs * 0.36, `query head ${d.head}${d.numKeyValueHeads < d.numHeads ? ` → key head ${d.kvHead}` : ''}`, { 'font-size': sfs, fill: theme.muted });
@@ -326,7 +354,14 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
     if (masked) body += `<rect${attrs({ x: m, y: ry, width: contentRight - 40 - m, height: rowH, fill: theme.masked })}/>`;
     if (j === d.query && d.stack !== 'cross') body += `<rect${attrs({ x: m, y: ry, width: 4, height: rowH, fill: headColor(d.head, d.numHeads) })}/>`;
     body += `<g class="key-row" data-k="${j}"${masked ? ' data-masked="true"' : ''}>`;
-    body += text(xLabel, ty, `${j} ${truncate(t.label)}`, { 'text-anchor': 'end', fill: t.special ? theme.special : masked ? theme.muted : theme.text, class: 'token key' });
+    const style = tokenStyle(t, theme);
+    body += withTokenTip(
+      trace,
+      d.stack,
+      'key',
+      t,
+      text(xLabel, ty, `${j} ${truncate(t.label)}`, { 'text-anchor': 'end', ...style, fill: masked && !t.special ? theme.muted : style.fill, class: `token key${generatedClass(t)}` }),
+    );
     body += strip(d.keys[j]!, xK, ry + 3, stripW, cellH, vecScale, theme, 'key-vector');
     body += strip(d.products[j]!, xP, ry + 3, stripW, cellH, prodScale, theme, 'product');
     const dim = masked ? theme.muted : theme.text;
@@ -343,6 +378,8 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
     body += text(xBar + barW * w + 4, ty - 1, fmtValue(w, 3), { 'font-size': sfs, fill: theme.muted, class: 'attention', 'data-k': j, 'data-value': fmtAttr(w) });
     body += '</g>';
   }
+  const gk = firstGeneratedBoundary(d.keyTokens);
+  if (gk !== null) body += promptBoundary(m, rowsTop + gk * rowH, contentRight - 40, rowsTop + gk * rowH, theme, 'key');
   y = rowsTop + nk * rowH + 14;
 
   // Legends, side by side below the table.
@@ -351,6 +388,6 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   body += lg1.svg + lg2.svg;
   y += Math.max(lg1.height, lg2.height) + m;
 
-  const width = Math.max(contentRight, m + textWidth(title, LAYOUT.titleFontSize) + m, ...noteLines.map((l) => m + textWidth(l, sfs) + m));
+  const width = Math.max(contentRight, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (gen?.width ?? 0) + m, ...noteLines.map((l) => m + textWidth(l, sfs) + m));
   return svgDocument(width, y, theme, body, { title: title || 'neuron view', className: 'attnscope-neuron-view' });
 }
