@@ -9,17 +9,7 @@
  * from the float32 queries and keys, so the neuron view's numbers are exact for these traces too.
  */
 import type { Token, Trace } from '../src/core/trace.js';
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as rng } from '../src/generation/sampling.js';
 
 const WORDS = [
   'the', 'cat', 'sat', 'on', 'mat', 'and', 'looked', 'at', 'a', 'bird', 'that', 'was', 'singing', 'in', 'tree',

@@ -1,5 +1,6 @@
 /** Shared command-line parsing helpers. */
 import { AttnscopeError } from '../core/errors.js';
+import type { LoadOptions, TraceOptions } from '../engine.js';
 
 /** Parses "1,2,3" (spaces allowed) into integers, naming the flag on error. */
 export function parseIdList(value: string | undefined, flag: string): number[] | undefined {
@@ -19,6 +20,54 @@ export const MODEL_OPTIONS = {
   offline: { type: 'boolean' },
   threads: { type: 'string' },
 } as const;
+
+/** loadModel options from MODEL_OPTIONS flags. */
+export function parseLoadOptions(values: { revision?: string; offline?: boolean; threads?: string }): LoadOptions {
+  return { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) };
+}
+
+/** What a model runs on: text (and a pair) or token ids, and for encoder-decoders the decoder input. */
+export const INPUT_OPTIONS = {
+  text: { type: 'string' },
+  pair: { type: 'string' },
+  ids: { type: 'string' },
+  'type-ids': { type: 'string' },
+  'decoder-text': { type: 'string' },
+  'decoder-ids': { type: 'string' },
+  truncate: { type: 'boolean' },
+} as const;
+
+export interface InputValues {
+  text?: string;
+  pair?: string;
+  ids?: string;
+  'type-ids'?: string;
+  'decoder-text'?: string;
+  'decoder-ids'?: string;
+  truncate?: boolean;
+}
+
+/**
+ * The text (or null with ids) and trace options from INPUT_OPTIONS flags: exactly one of --text
+ * and --ids, and no empty text. `missing` is the error when neither is given.
+ */
+export function parseModelInput(values: InputValues, command: string, missing: string): { text: string | null; options: TraceOptions } {
+  const ids = parseIdList(values.ids, '--ids');
+  if (values.text === undefined && ids === undefined) throw new AttnscopeError(missing);
+  if (values.text !== undefined && ids !== undefined) throw new AttnscopeError(`${command}: give either --text or --ids, not both`);
+  if (values.text !== undefined && values.text.trim() === '' && !values.pair) throw new AttnscopeError('empty text: nothing to trace');
+  return {
+    text: values.text ?? null,
+    options: {
+      pair: values.pair,
+      ids,
+      typeIds: parseIdList(values['type-ids'], '--type-ids'),
+      decoderText: values['decoder-text'],
+      decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
+      truncate: values.truncate ?? false,
+    },
+  };
+}
 
 export function parsePositiveInt(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;

@@ -4,7 +4,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
 import { loadModel } from '../engine.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { MODEL_OPTIONS, parseIdList, parsePositiveInt, parseThreads } from './args.js';
+import { INPUT_OPTIONS, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6] [--qk] [--hidden] [--top-k N] [--truncate] [--out trace.json|trace.safetensors]
@@ -27,42 +27,22 @@ export async function traceCommand(argv: string[]): Promise<void> {
     args: argv,
     allowPositionals: true,
     options: {
-      text: { type: 'string' },
-      pair: { type: 'string' },
-      ids: { type: 'string' },
-      'type-ids': { type: 'string' },
-      'decoder-text': { type: 'string' },
-      'decoder-ids': { type: 'string' },
+      ...INPUT_OPTIONS,
       qk: { type: 'boolean' },
       hidden: { type: 'boolean' },
       'top-k': { type: 'string' },
-      truncate: { type: 'boolean' },
       out: { type: 'string' },
       ...MODEL_OPTIONS,
     },
   });
   if (positionals.length > 1) throw new AttnscopeError(`trace: expected at most one model, got ${positionals.join(' ')}`);
-  const ids = parseIdList(values.ids, '--ids');
-  const typeIds = parseIdList(values['type-ids'], '--type-ids');
-  if (values.text === undefined && ids === undefined) throw new AttnscopeError('trace: give --text "..." or --ids 1,2,3');
-  if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('trace: give either --text or --ids, not both');
-  if (values.text !== undefined && values.text.trim() === '' && !values.pair) throw new AttnscopeError('empty text: nothing to trace');
-
-  const model = await loadModel(positionals[0], {
-    revision: values.revision,
-    offline: values.offline,
-    threads: parseThreads(values.threads),
-  });
+  const input = parseModelInput(values, 'trace', 'trace: give --text "..." or --ids 1,2,3');
+  const model = await loadModel(positionals[0], parseLoadOptions(values));
   try {
-    const trace = await model.trace(values.text ?? null, {
-      pair: values.pair,
-      ids,
-      typeIds,
+    const trace = await model.trace(input.text, {
+      ...input.options,
       qk: values.qk ?? false,
       hidden: values.hidden ?? false,
-      truncate: values.truncate ?? false,
-      decoderText: values['decoder-text'],
-      decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
       topK: parsePositiveInt(values['top-k'], '--top-k'),
     });
     if (values.out) {

@@ -13,7 +13,7 @@ import { loadModel } from '../engine.js';
 import { readTraceFile } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';
-import { MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parsePositiveInt, parseSampling, parseThreads } from './args.js';
+import { INPUT_OPTIONS, MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parseLoadOptions, parseModelInput, parsePositiveInt, parseSampling } from './args.js';
 
 export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6] [--truncate] [--out view.html]
@@ -75,13 +75,7 @@ export async function viewCommand(argv: string[]): Promise<void> {
     args: argv,
     allowPositionals: true,
     options: {
-      text: { type: 'string' },
-      pair: { type: 'string' },
-      ids: { type: 'string' },
-      'type-ids': { type: 'string' },
-      'decoder-text': { type: 'string' },
-      'decoder-ids': { type: 'string' },
-      truncate: { type: 'boolean' },
+      ...INPUT_OPTIONS,
       out: { type: 'string' },
       view: { type: 'string' },
       theme: { type: 'string' },
@@ -108,7 +102,6 @@ export async function viewCommand(argv: string[]): Promise<void> {
 
   const source = positionals[0];
   const ids = parseIdList(values.ids, '--ids');
-  const typeIds = parseIdList(values['type-ids'], '--type-ids');
   let trace: Trace;
   let text: string | undefined;
   const generate = parsePositiveInt(values.generate, '--generate');
@@ -130,7 +123,7 @@ export async function viewCommand(argv: string[]): Promise<void> {
     if (values.text !== undefined && values.text.trim() === '') throw new AttnscopeError('empty text: nothing to generate from');
     const sampling = parseSampling(values);
     text = values.text;
-    const model = await loadModel(source, { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+    const model = await loadModel(source, parseLoadOptions(values));
     try {
       trace = await model.generate(values.text ?? null, { ids, maxNewTokens: generate, ...sampling, qk: true });
       const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
@@ -145,21 +138,11 @@ export async function viewCommand(argv: string[]): Promise<void> {
     if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
       throw new AttnscopeError(`${source}: no such trace file`);
     }
-    if (values.text === undefined && ids === undefined) throw new AttnscopeError('view: give --text "..." (or --ids 1,2,3), or a trace file');
-    if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('view: give either --text or --ids, not both');
-    if (values.text !== undefined && values.text.trim() === '' && !values.pair) throw new AttnscopeError('empty text: nothing to trace');
+    const input = parseModelInput(values, 'view', 'view: give --text "..." (or --ids 1,2,3), or a trace file');
     text = values.text !== undefined ? (values.pair ? `${values.text} | ${values.pair}` : values.text) : undefined;
-    const model = await loadModel(source, { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+    const model = await loadModel(source, parseLoadOptions(values));
     try {
-      trace = await model.trace(values.text ?? null, {
-        pair: values.pair,
-        ids,
-        typeIds,
-        qk: true,
-        truncate: values.truncate ?? false,
-        decoderText: values['decoder-text'],
-        decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
-      });
+      trace = await model.trace(input.text, { ...input.options, qk: true });
     } finally {
       await model.dispose();
     }

@@ -104,15 +104,19 @@ export function validateTrace(trace: Trace, where: string): void {
 
 // --- JSON ---------------------------------------------------------------------------------------
 
-/** Shortest decimal text that reads back as the same float32 value. */
+/**
+ * Short decimal text that reads back as exactly the same float32 value: 7, 8 or 9 significant
+ * digits, the fewest that round-trip (9 always do), trailing zeros dropped.
+ */
 export function formatFloat32(x: number): string {
   if (x === 0) return '0';
   if (!Number.isFinite(x)) throw new AttnscopeError('trace holds a non-finite value, which JSON cannot represent');
-  for (let p = 6; p < 9; p++) {
-    const s = x.toPrecision(p);
-    if (Math.fround(Number(s)) === x) return String(Number(s));
+  let v = Number(x.toPrecision(7));
+  if (Math.fround(v) !== x) {
+    v = Number(x.toPrecision(8));
+    if (Math.fround(v) !== x) v = Number(x.toPrecision(9));
   }
-  return String(Number(x.toPrecision(9)));
+  return String(v);
 }
 
 /** Streams a stack as nested JSON arrays [layer][d0][row][col], one chunk per row. */
