@@ -8,6 +8,7 @@ import { float16ToFloat32 } from './core/tensor.js';
 import type { LayerStack, ModelInfo, Prediction, StackMap, StackName, Token, Trace } from './core/trace.js';
 import { defaultModelDir } from './default-model.js';
 import type { ModelFiles } from './io/model-files.js';
+import { checkpointCacheDir, findCachedModel, graphCacheRoot, writeCachedModel } from './io/graph-cache.js';
 import { resolveModelSource } from './io/model-source.js';
 import { openWeights } from './io/open-weights.js';
 import type { WeightStore } from './io/weights.js';
@@ -75,6 +76,11 @@ export interface LoadOptions {
   threads?: number;
   /** Show download progress on stderr. */
   progress?: boolean;
+  /**
+   * Directory of the graph cache (prepared graphs and weights kept on disk between runs), or
+   * false for none. Default: $ATTNSCOPE_CACHE, else ~/.cache/attnscope/graphs ('off' disables).
+   */
+  graphCache?: string | false;
 }
 
 export interface TraceOptions {
@@ -123,6 +129,8 @@ function tapsKey(t: TapRequest): string {
 
 export class Model {
   private readonly sessions = new Map<string, Promise<GraphSession>>();
+  /** Graph-cache writes still under way. */
+  private readonly cacheWrites: Promise<void>[] = [];
 
   constructor(
     readonly files: ModelFiles,
@@ -134,6 +142,8 @@ export class Model {
     private readonly threads: number | undefined,
     /** generation_config.json, when the checkpoint has one. */
     readonly generationConfig: Readonly<Record<string, unknown>> = {},
+    /** Where this checkpoint's prepared graphs are cached on disk; none: always build in memory. */
+    private readonly graphCacheDir?: string,
   ) {}
 
   get name(): string {
@@ -159,9 +169,24 @@ export class Model {
 
   private async buildSession(taps: TapRequest): Promise<GraphSession> {
     const ctx = createBuildContext(this.config, this.weights, taps);
-    await timed('read weights and build the graph', () => this.architecture.build(ctx));
-    const built = await timed('encode the graph', async () => ctx.g.build());
-    return timed('create the runtime session', () => this.runtime.createSession(built, { threads: this.threads }));
+    const built = await timed('build the graph', async () => {
+      await this.architecture.build(ctx);
+      return ctx.g.build();
+    });
+    const options = { threads: this.threads };
+    const fromFile = this.runtime.createSessionFromFile?.bind(this.runtime);
+    const cacheDir = fromFile ? this.graphCacheDir : undefined;
+    if (cacheDir) {
+      const cached = await findCachedModel(cacheDir, built).catch(() => undefined);
+      if (cached) return timed('create the runtime session (cached graph)', () => fromFile!(cached, options));
+    }
+    const externalData = await timed('read the weights', () => Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() }))));
+    if (cacheDir) {
+      // Cache the prepared graph for the next run while this one goes on (awaited by dispose());
+      // a cache that cannot be written (read-only, disk full) only costs the next run time.
+      this.cacheWrites.push(writeCachedModel(cacheDir, built).then(() => undefined, () => undefined));
+    }
+    return timed('create the runtime session', () => this.runtime.createSession({ model: built.model, externalData }, options));
   }
 
   private requireTokenizer(): AttnTokenizer {
@@ -362,8 +387,9 @@ export class Model {
     };
   }
 
-  /** Releases the runtime sessions and open files. */
+  /** Releases the runtime sessions and open files, after finishing any graph-cache writes. */
   async dispose(): Promise<void> {
+    await Promise.all(this.cacheWrites);
     const sessions = [...this.sessions.values()];
     this.sessions.clear();
     for (const s of sessions) await (await s.catch(() => null))?.release();
@@ -420,5 +446,7 @@ export async function loadModel(source?: string, options: LoadOptions = {}): Pro
   const tokenizer = await readTokenizer(files);
   const weights = await openWeights(files);
   const generationConfig = await readGenerationConfig(files);
-  return new Model(files, config, architecture, tokenizer, weights, options.runtime ?? nodeRuntime, options.threads, generationConfig);
+  const cacheRoot = options.graphCache === false ? undefined : (options.graphCache ?? graphCacheRoot());
+  const cacheDir = cacheRoot ? await checkpointCacheDir(cacheRoot, files.dir, config.modelType) : undefined;
+  return new Model(files, config, architecture, tokenizer, weights, options.runtime ?? nodeRuntime, options.threads, generationConfig, cacheDir);
 }

@@ -7,7 +7,6 @@ import {
   FloatAttr,
   type AttributeValue,
   type ElemType,
-  type ExternalData,
   type InitializerSpec,
   type NodeSpec,
   type ValueInfoSpec,
@@ -23,13 +22,50 @@ export interface Value {
 /** Opset of the default ONNX domain the builder emits (LayerNormalization, Gelu, ...). */
 export const OPSET = 21;
 
-/** Initializers this large are passed to the runtime as external data. */
+/** Weights this large are kept out of the protobuf, as external data. */
 const EXTERNAL_THRESHOLD = 64 * 1024;
 
-/** An encoded model and the weights it references by name. */
+/** Float32 data, now or when the graph is encoded (weights are read only if needed). */
+export type FloatSource = Float32Array | (() => Promise<Float32Array>);
+
+/** A weight the encoded model references by file name instead of holding it. */
+export interface ExternalWeight {
+  /** File name the model's external-data entry points at (relative to the model file). */
+  path: string;
+  byteLength: number;
+  /** The little-endian float32 bytes (reads the checkpoint, transposes if needed). */
+  load(): Promise<Uint8Array>;
+}
+
+/** An encoded model and the weights it references. */
 export interface BuiltModel {
   model: Uint8Array;
-  externalData: ExternalData[];
+  external: ExternalWeight[];
+}
+
+interface Weight {
+  name: string;
+  dims: readonly number[];
+  load: () => Promise<Float32Array>;
+}
+
+/** Reads a weight once, however many times it is asked for. */
+function once(source: FloatSource): () => Promise<Float32Array> {
+  if (typeof source !== 'function') return () => Promise.resolve(source);
+  let pending: Promise<Float32Array> | undefined;
+  return () => (pending ??= source());
+}
+
+/** FNV-1a, for short file-name suffixes that keep sanitised names distinct. */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
+}
+
+/** A file name for a weight: its name made safe, plus a hash of the exact name. */
+export function externalFileName(name: string): string {
+  return `${name.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 120)}-${fnv1a(name)}.bin`;
 }
 
 const MAX_FLOAT32 = 3.4028234663852886e38;
@@ -58,8 +94,8 @@ export function transpose2d(src: Float32Array, rows: number, cols: number): Floa
 export class GraphBuilder {
   private readonly nodes: NodeSpec[] = [];
   private readonly initializers: InitializerSpec[] = [];
-  /** Float initializers by name, so weights can be transformed at build time (see `linear`). */
-  private readonly floatData = new Map<string, { data: Float32Array; dims: readonly number[] }>();
+  /** Weights by name (read lazily), so they can be transformed at build time (see `linear`). */
+  private readonly weights = new Map<string, Weight>();
   private readonly transposedCache = new Map<string, Value>();
   private readonly inputs: ValueInfoSpec[] = [];
   private readonly outputs: ValueInfoSpec[] = [];
@@ -112,12 +148,14 @@ export class GraphBuilder {
     return this.outputs.some((o) => o.name === name);
   }
 
-  /** Adds a float32 initializer holding `data` (not copied). */
-  initializer(name: string, data: Float32Array, dims: readonly number[]): Value {
+  /**
+   * Adds a float32 weight: its data (not copied), or a function reading it, called only when
+   * the graph is encoded and the weight is needed.
+   */
+  initializer(name: string, data: FloatSource, dims: readonly number[]): Value {
     if (this.usedNames.has(name)) throw new Error(`graph already has a value named ${name}`);
     this.usedNames.add(name);
-    this.initializers.push({ name, type: 'float32', dims, raw: bytesOf(data) });
-    this.floatData.set(name, { data, dims });
+    this.weights.set(name, { name, dims, load: once(data) });
     return { name };
   }
 
@@ -222,10 +260,14 @@ export class GraphBuilder {
   transposed2d(weight: Value): Value {
     const cached = this.transposedCache.get(weight.name);
     if (cached) return cached;
-    const init = this.floatData.get(weight.name);
-    const out = init && init.dims.length === 2
-      ? this.initializer(`${weight.name}.T`, transpose2d(init.data, init.dims[0]!, init.dims[1]!), [init.dims[1]!, init.dims[0]!])
-      : this.transpose(weight, [1, 0]);
+    const w = this.weights.get(weight.name);
+    let out: Value;
+    if (w && w.dims.length === 2) {
+      const [rows, cols] = w.dims as [number, number];
+      out = this.initializer(`${weight.name}.T`, async () => transpose2d(await w.load(), rows, cols), [cols, rows]);
+    } else {
+      out = this.transpose(weight, [1, 0]);
+    }
     this.transposedCache.set(weight.name, out);
     return out;
   }
@@ -269,27 +311,28 @@ export class GraphBuilder {
 
   /**
    * Serialises the graph as an ONNX model. Weights of 64 KiB or more stay outside the protobuf
-   * as external data (handed to the runtime without copying, and models over 2 GiB work).
+   * as external data, not read yet (no copy in the model, no 2 GiB protobuf limit, and a cached
+   * model needs none of them read); smaller ones are read and stored in it. Only initializers
+   * some node reads are emitted (a weight used only transposed is not emitted twice).
    */
-  build(): BuiltModel {
-    return encodeModel(
-      {
-        name: this.name,
-        nodes: this.nodes,
-        initializers: this.usedInitializers(),
-        inputs: this.inputs,
-        outputs: this.outputs,
-        opsetVersion: OPSET,
-      },
-      EXTERNAL_THRESHOLD,
-    );
-  }
-
-  /** Initializers some node reads (a weight only used transposed is not emitted twice). */
-  private usedInitializers(): InitializerSpec[] {
+  async build(): Promise<BuiltModel> {
     const used = new Set<string>();
     for (const n of this.nodes) for (const i of n.inputs) used.add(i);
-    return this.initializers.filter((t) => used.has(t.name));
+    const initializers = this.initializers.filter((t) => used.has(t.name));
+    const external: ExternalWeight[] = [];
+    for (const w of this.weights.values()) {
+      if (!used.has(w.name)) continue;
+      const byteLength = w.dims.reduce((a, b) => a * b, 1) * 4;
+      if (byteLength >= EXTERNAL_THRESHOLD) {
+        const path = externalFileName(w.name);
+        initializers.push({ name: w.name, type: 'float32', dims: w.dims, external: { location: path, length: byteLength } });
+        external.push({ path, byteLength, load: async () => bytesOf(await w.load()) });
+      } else {
+        initializers.push({ name: w.name, type: 'float32', dims: w.dims, raw: bytesOf(await w.load()) });
+      }
+    }
+    const model = encodeModel({ name: this.name, nodes: this.nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET });
+    return { model, external };
   }
 
   get outputNames(): string[] {

@@ -44,8 +44,10 @@ export interface InitializerSpec {
   name: string;
   type: ElemType;
   dims: readonly number[];
-  /** Little-endian element bytes. */
-  raw: Uint8Array;
+  /** Little-endian element bytes, stored in the model. */
+  raw?: Uint8Array;
+  /** Or: the bytes live in an external file next to the model (location relative to it). */
+  external?: { location: string; length: number };
 }
 
 export interface ValueInfoSpec {
@@ -66,26 +68,20 @@ export interface GraphSpec {
   extraOpsets?: Readonly<Record<string, number>>;
 }
 
-/** Initializer bytes kept outside the protobuf, handed to the runtime by name. */
-export interface ExternalData {
-  path: string;
-  data: Uint8Array;
-}
-
-function tensorProto(t: InitializerSpec, external?: string): ProtoMessage {
+function tensorProto(t: InitializerSpec): ProtoMessage {
   const m = new ProtoMessage();
   for (const d of t.dims) m.varint(1, d);
   m.varint(2, ELEM_TYPE_CODE[t.type]);
   m.string(8, t.name);
-  if (external === undefined) {
-    m.bytes(9, t.raw);
-    return m;
+  if (t.external) {
+    const entry = (key: string, value: string) => new ProtoMessage().string(1, key).string(2, value);
+    m.message(13, entry('location', t.external.location));
+    m.message(13, entry('offset', '0'));
+    m.message(13, entry('length', String(t.external.length)));
+    m.varint(14, 1); // data_location = EXTERNAL
+  } else {
+    m.bytes(9, t.raw ?? new Uint8Array(0));
   }
-  const entry = (key: string, value: string) => new ProtoMessage().string(1, key).string(2, value);
-  m.message(13, entry('location', external));
-  m.message(13, entry('offset', '0'));
-  m.message(13, entry('length', String(t.raw.length)));
-  m.varint(14, 1); // data_location = EXTERNAL
   return m;
 }
 
@@ -141,24 +137,12 @@ function nodeProto(n: NodeSpec): ProtoMessage {
   return m;
 }
 
-/**
- * Encodes the model. Initializers of at least `externalThreshold` bytes are left out of the
- * protobuf and returned as external data (no copy of the weights, and no 2 GiB protobuf limit).
- */
-export function encodeModel(g: GraphSpec, externalThreshold = Number.POSITIVE_INFINITY): { model: Uint8Array; externalData: ExternalData[] } {
+/** Encodes the model; initializers with `external` are referenced, not stored. */
+export function encodeModel(g: GraphSpec): Uint8Array {
   const graph = new ProtoMessage();
-  const externalData: ExternalData[] = [];
   for (const n of g.nodes) graph.message(1, nodeProto(n));
   graph.string(2, g.name);
-  for (const t of g.initializers) {
-    if (t.raw.length >= externalThreshold) {
-      const path = `w${externalData.length}.bin`;
-      externalData.push({ path, data: t.raw });
-      graph.message(5, tensorProto(t, path));
-    } else {
-      graph.message(5, tensorProto(t));
-    }
-  }
+  for (const t of g.initializers) graph.message(5, tensorProto(t));
   for (const i of g.inputs) graph.message(11, valueInfoProto(i));
   for (const o of g.outputs) graph.message(12, valueInfoProto(o));
 
@@ -171,5 +155,5 @@ export function encodeModel(g: GraphSpec, externalThreshold = Number.POSITIVE_IN
   for (const [domain, version] of Object.entries(g.extraOpsets ?? {})) {
     model.message(8, new ProtoMessage().string(1, domain).varint(2, version));
   }
-  return { model: model.finish(), externalData };
+  return model.finish();
 }

@@ -18,10 +18,11 @@ export function createBuildContext(config: ModelConfig, weights: WeightStore, ta
   const loaded = new Map<string, Promise<Value>>();
   const stored = (name: string): string | undefined => aliases(name).find((n) => weights.has(n));
 
+  /** Declares the weight now (shape from the header); its data is read only when the graph is encoded. */
   const load = (name: string, storedName: string): Promise<Value> => {
     let value = loaded.get(name);
     if (!value) {
-      value = weights.get(storedName).then((t) => g.initializer(name, t.data, t.shape));
+      value = Promise.resolve(g.initializer(name, async () => (await weights.get(storedName)).data, weights.shape(storedName)));
       loaded.set(name, value);
     }
     return value;

@@ -43,18 +43,27 @@ class NodeSession implements GraphSession {
   }
 }
 
+function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptions {
+  return {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: options?.threads ?? Math.max(1, os.availableParallelism()),
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    logSeverityLevel: 3,
+  };
+}
+
 export const nodeRuntime: Runtime = {
   name: 'onnxruntime-node',
   async createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession> {
-    const threads = options?.threads ?? Math.max(1, os.availableParallelism());
     const session = await ort.InferenceSession.create(model.model, {
+      ...ortOptions(options),
       externalData: model.externalData.map(({ path, data }) => ({ path, data })),
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      logSeverityLevel: 3,
     });
     return new NodeSession(session);
+  },
+  async createSessionFromFile(path: string, options?: SessionOptions): Promise<GraphSession> {
+    // onnxruntime memory-maps the external weight files next to the model.
+    return new NodeSession(await ort.InferenceSession.create(path, ortOptions(options)));
   },
 };

@@ -34,6 +34,8 @@ export interface GraphSession {
 export interface Runtime {
   readonly name: string;
   createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession>;
+  /** Opens a model file (with its external weight files beside it); runtimes without a file system omit it. */
+  createSessionFromFile?(path: string, options?: SessionOptions): Promise<GraphSession>;
 }
 
 export function int64Tensor(values: readonly number[], dims: readonly number[] = [1, values.length]): RuntimeTensor {
