@@ -3,35 +3,20 @@
  * and .safetensors) against PyTorch's reference, and a one-line error with a non-zero exit for
  * every kind of bad input.
  */
-import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { zipSync } from 'fflate';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readTraceFile } from '../src/io/trace-file.js';
+import { runCli, type Run } from './helpers/cli.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
-const ROOT = join(import.meta.dirname, '..');
-const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 function attnscope(...args: string[]): Run {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 60_000,
-    maxBuffer: 256 * 1024 * 1024,
-    env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(tmp, 'hf-home') },
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runCli(tmp, args, 60_000);
 }
 
 /** A user error: non-zero exit, exactly one line on stderr, no stack trace. */

@@ -4,7 +4,6 @@
  * decoded and checked for size, atomic writes, and one-line errors for bad arguments. Also the
  * PNG rasteriser's fonts (CJK) in-process.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,29 +14,16 @@ import { loadModel } from '../src/engine.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { pngSize, svgToPng } from '../src/views/png.js';
 import { FONT_FAMILY } from '../src/views/theme.js';
+import { ROOT, runCli, type Run } from './helpers/cli.js';
 import { findAll, parseXml, textOf } from './helpers/xml.js';
 
-const ROOT = join(import.meta.dirname, '..');
-const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
 const T5 = join(ROOT, 'test/fixtures/traces/t5-encdec.safetensors');
 const TEXT = 'Once upon a time, there was a little girl named Lily.';
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-export-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 function attnscope(...args: string[]): Run {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-    cwd: ROOT,
-    encoding: 'utf8',
-    timeout: 90_000,
-    env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(tmp, 'hf-home') },
-  });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return runCli(tmp, args);
 }
 
 function expectOk(run: Run): void {

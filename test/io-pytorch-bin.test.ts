@@ -4,9 +4,9 @@ import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dirFiles } from './helpers/model-files.js';
 import { AttnscopeError } from '../src/core/errors.js';
 import { floatToHalf } from '../src/core/tensor.js';
-import type { ModelFiles } from '../src/io/model-files.js';
 import { openWeights } from '../src/io/open-weights.js';
 import { openPytorchBin, openPytorchBinSharded } from '../src/io/pytorch-bin.js';
 import { openSafetensors } from '../src/io/safetensors.js';
@@ -20,17 +20,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-function dirFiles(dir: string): ModelFiles {
-  return {
-    name: dir,
-    dir,
-    async path(file: string) {
-      const path = join(dir, file);
-      return (await stat(path).catch(() => undefined))?.isFile() ? path : undefined;
-    },
-  };
-}
 
 async function expectAttnscopeError(promise: Promise<unknown>, pattern: RegExp | string, file: string): Promise<void> {
   const err = await promise.then(

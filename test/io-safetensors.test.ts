@@ -1,10 +1,10 @@
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dirFiles } from './helpers/model-files.js';
 import { AttnscopeError } from '../src/core/errors.js';
 import { float16ToFloat32, floatToHalf, halfToFloat } from '../src/core/tensor.js';
-import type { ModelFiles } from '../src/io/model-files.js';
 import { openWeights } from '../src/io/open-weights.js';
 import {
   openSafetensors,
@@ -27,18 +27,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(tmp, { recursive: true, force: true });
 });
-
-/** A ModelFiles over a local directory, as the real sources provide. */
-function dirFiles(dir: string): ModelFiles {
-  return {
-    name: dir,
-    dir,
-    async path(file: string) {
-      const path = join(dir, file);
-      return (await stat(path).catch(() => undefined))?.isFile() ? path : undefined;
-    },
-  };
-}
 
 async function readAll(store: WeightStore): Promise<Map<string, { shape: readonly number[]; data: Float32Array }>> {
   const out = new Map<string, { shape: readonly number[]; data: Float32Array }>();

@@ -5,10 +5,10 @@
  * as the SVG), on the page's queries and keys. Vector strips are drawn on a canvas; hovering a
  * component shows its value.
  */
-import { divergingScale, headColor } from '../../src/views/colors.js';
+import { headColor } from '../../src/views/colors.js';
 import { stepWindow } from '../../src/views/generation.js';
 import { firstGeneratedBoundary, fmtValue } from '../../src/views/svg/common.js';
-import { type NeuronData, neuronData, renderNeuronView } from '../../src/views/svg/neuron-view.js';
+import { type NeuronData, neuronData, neuronScales, renderNeuronView } from '../../src/views/svg/neuron-view.js';
 import { LAYOUT } from '../../src/views/theme.js';
 import { rawDisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
@@ -228,13 +228,7 @@ export class NeuronView {
     this.strips = { xK, xP, width: stripW, cellH, left: xK };
 
     // Strips and legends on one canvas over the SVG.
-    let maxVec = 0;
-    for (const v of d.q) maxVec = Math.max(maxVec, Math.abs(v));
-    for (const k of d.keys) for (const v of k) maxVec = Math.max(maxVec, Math.abs(v));
-    let maxProd = 0;
-    for (const p of d.products) for (const v of p) maxProd = Math.max(maxProd, Math.abs(v));
-    const vecScale = divergingScale(theme, maxVec);
-    const prodScale = divergingScale(theme, maxProd);
+    const { vecScale, prodScale } = neuronScales(d, theme);
     const cw = xP + stripW + 2;
     const c = sizeCanvas(this.canvas, cw, tableBottom + 150);
     const strip = (values: ArrayLike<number>, x: number, yy: number, scale: typeof vecScale) => {

@@ -101,6 +101,16 @@ export interface NeuronData {
   maxSoftmaxError: number;
 }
 
+/** Colour scales of the neuron view: one for q and k components, one for q ⊙ k, symmetric around 0. */
+export function neuronScales(d: NeuronData, theme: Theme): { vecScale: WeightScale; prodScale: WeightScale } {
+  let maxVec = 0;
+  for (const v of d.q) maxVec = Math.max(maxVec, Math.abs(v));
+  for (const k of d.keys) for (const v of k) maxVec = Math.max(maxVec, Math.abs(v));
+  let maxProd = 0;
+  for (const p of d.products) for (const v of p) maxProd = Math.max(maxProd, Math.abs(v));
+  return { vecScale: divergingScale(theme, maxVec), prodScale: divergingScale(theme, maxProd) };
+}
+
 export function neuronData(trace: Trace, options: NeuronViewOptions = {}): NeuronData {
   const common = resolveCommon(trace, options);
   const stack = common.stack;
@@ -245,13 +255,7 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   const rowH = N.rowHeight;
   const cellH = rowH - 6;
 
-  let maxVec = 0;
-  for (const v of d.q) maxVec = Math.max(maxVec, Math.abs(v));
-  for (const k of d.keys) for (const v of k) maxVec = Math.max(maxVec, Math.abs(v));
-  let maxProd = 0;
-  for (const p of d.products) for (const v of p) maxProd = Math.max(maxProd, Math.abs(v));
-  const vecScale = divergingScale(theme, maxVec);
-  const prodScale = divergingScale(theme, maxProd);
+  const { vecScale, prodScale } = neuronScales(d, theme);
 
   let y = m;
   let body = '';
