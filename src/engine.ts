@@ -109,7 +109,12 @@ export interface TraceOptions {
    * every position for causal LMs and decoders.
    */
   topK?: number;
+  /** Encoder-decoders without a decoder input: how many tokens to generate (default 20). */
+  maxNewTokens?: number;
 }
+
+/** Tokens an encoder-decoder generates when traced without a decoder input. */
+const DEFAULT_NEW_TOKENS = 20;
 
 /** What a loaded model tells about itself. */
 export interface ModelDescription extends ModelInfo {
@@ -212,8 +217,16 @@ export class Model {
     return ids.map((id, i) => ({ id, text: String(id), start: 0, end: 0, special: false, segment: typeIds?.[i] ?? 0, word: null }));
   }
 
-  /** Runs the model on a text (or on token ids) and returns its Trace. */
+  /**
+   * Runs the model on a text (or on token ids) and returns its Trace. An encoder-decoder given
+   * no decoder input generates it (greedily, up to `maxNewTokens`): the trace is then a
+   * generation trace.
+   */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
+    if (this.info.kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
+      if (options.pair !== undefined) throw new AttnscopeError(`${this.name}: --pair does not apply to an encoder-decoder model`);
+      return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk });
+    }
     const truncateAt = options.truncate && Number.isFinite(this.info.maxPositions) ? this.info.maxPositions : undefined;
     let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair, truncateAt);
     tokens = this.fitLength(tokens, options.truncate ?? false, 'text');
@@ -325,10 +338,7 @@ export class Model {
       if (options.decoderIds.length === 0) throw new AttnscopeError('--decoder-ids is empty');
       return this.tokensFromIds(options.decoderIds);
     }
-    if (options.decoderText === undefined) {
-      throw new AttnscopeError(`${this.name} is an encoder-decoder model: give the decoder input with --decoder-text or --decoder-ids`);
-    }
-    if (options.decoderText.trim() === '') throw new AttnscopeError('empty decoder text');
+    if (options.decoderText === undefined || options.decoderText.trim() === '') throw new AttnscopeError('empty decoder text');
     const labels = await this.requireTokenizer().encode(options.decoderText);
     return this.tokensFromIds([this.decoderStartId, ...labels.slice(0, -1).map((t) => t.id)]);
   }

@@ -174,6 +174,22 @@ for (const fixture of ['t5', 'bart']) {
   });
 }
 
+describe('tracing an encoder-decoder without a decoder input', () => {
+  it('generates the decoder input, as attnscope generate does', async () => {
+    const model = await loadModel(join(FIXTURES, 't5'));
+    try {
+      const text = readReference('t5').inputs[0]!.text;
+      const traced = await model.trace(text, { maxNewTokens: 5 });
+      const generated = await model.generate(text, { maxNewTokens: 5 });
+      expect(traced.generation).toEqual(generated.generation);
+      expect(traced.decoderTokens!.map((t) => t.id)).toEqual(generated.decoderTokens!.map((t) => t.id));
+      expect(stackDiff(traced.attention.cross, generated.attention.cross)).toBe(0);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
 describe('incremental generation: errors', () => {
   let dir: string;
   beforeAll(() => {

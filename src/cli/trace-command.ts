@@ -14,7 +14,8 @@ export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."]
                the embedded stories260k model when omitted
   --text       the text to trace;  --pair  a second sentence (sentence B)
   --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
-  --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input
+  --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input;
+               without either, the decoder input is generated (greedy, --max-new-tokens, default 20)
   --qk         include per-head queries and keys
   --hidden     include the last hidden state (JSON output)
   --top-k N    add the head's N most likely tokens: at each [MASK] (masked LMs),
@@ -31,6 +32,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
       qk: { type: 'boolean' },
       hidden: { type: 'boolean' },
       'top-k': { type: 'string' },
+      'max-new-tokens': { type: 'string' },
       out: { type: 'string' },
       ...MODEL_OPTIONS,
     },
@@ -44,6 +46,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
       qk: values.qk ?? false,
       hidden: values.hidden ?? false,
       topK: parsePositiveInt(values['top-k'], '--top-k'),
+      maxNewTokens: parsePositiveInt(values['max-new-tokens'], '--max-new-tokens'),
     });
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));
