@@ -5,11 +5,11 @@
  * Pages: a default-model generation, a T5 generation (encoder / decoder / cross selector), and
  * T5 / BART traced with decoder text. Also `attnscope view --generate`.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
+import { runCli } from '../helpers/cli.js';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StackName, Trace } from '../../src/core/trace.js';
@@ -442,14 +442,7 @@ describe('encoder-decoders', () => {
 });
 
 describe('attnscope view --generate (command line)', () => {
-  const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
-  const run = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), MAIN, 'view', ...args], {
-      cwd: tmp,
-      encoding: 'utf8',
-      timeout: 120_000,
-      env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(tmp, 'hf-home') },
-    });
+  const run = (...args: string[]) => runCli(tmp, ['view', ...args], 120_000, tmp);
 
   it('generates and writes the page in one go (default model, greedy; T5, sampled); opens generation trace files', async () => {
     const out = join(tmp, 'generated.html');

@@ -6,11 +6,11 @@
  * a sentence pair, the gpt2 fixture, the PyTorch-written T5 encoder-decoder trace, a 512-token
  * BERT-base-shaped trace, and a trace whose tokens try to inject markup.
  */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
+import { runCli } from '../helpers/cli.js';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
@@ -557,14 +557,7 @@ describe('BERT-base size (12 layers × 12 heads, 128 tokens, head dim 64)', () =
 });
 
 describe('attnscope view (command line)', () => {
-  const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
-  const run = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), MAIN, 'view', ...args], {
-      cwd: tmp,
-      encoding: 'utf8',
-      timeout: 120_000,
-      env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(tmp, 'hf-home') },
-    });
+  const run = (...args: string[]) => runCli(tmp, ['view', ...args], 120_000, tmp);
 
   it('writes the default model\'s views to attnscope-view.html and prints where', async () => {
     const r = run('--text', SENTENCE);

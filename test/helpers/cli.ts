@@ -12,12 +12,12 @@ export interface Run {
 }
 
 /**
- * Runs `attnscope ...args` offline, with a private HF_HOME under `scratch`; a timeout (a hang)
- * shows as a null status.
+ * Runs `attnscope ...args` offline, with a private HF_HOME under `scratch`, in `cwd` (default the
+ * repository); a timeout (a hang) shows as a null status.
  */
-export function runCli(scratch: string, args: readonly string[], timeout = 90_000): Run {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
-    cwd: ROOT,
+export function runCli(scratch: string, args: readonly string[], timeout = 90_000, cwd = ROOT): Run {
+  const r = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), MAIN, ...args], {
+    cwd,
     encoding: 'utf8',
     timeout,
     maxBuffer: 256 * 1024 * 1024,
