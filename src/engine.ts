@@ -186,12 +186,14 @@ export class Model {
       if (cached) return timed('create the runtime session (cached graph)', () => fromFile!(cached, options));
     }
     const externalData = await timed('read the weights', () => Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() }))));
+    const session = await timed('create the runtime session', () => this.runtime.createSession({ model: built.model, externalData }, options));
     if (cacheDir) {
-      // Cache the prepared graph for the next run while this one goes on (awaited by dispose());
-      // a cache that cannot be written (read-only, disk full) only costs the next run time.
+      // Cache the prepared graph for the next run while this one goes on (dispose() waits for it);
+      // started after the session exists so the two do not compete. A cache that cannot be
+      // written (read-only, disk full) only costs the next run time.
       this.cacheWrites.push(writeCachedModel(cacheDir, built).then(() => undefined, () => undefined));
     }
-    return timed('create the runtime session', () => this.runtime.createSession({ model: built.model, externalData }, options));
+    return session;
   }
 
   private requireTokenizer(): AttnTokenizer {
