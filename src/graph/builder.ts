@@ -12,7 +12,7 @@ import {
   type ValueInfoSpec,
 } from './onnx-model.js';
 
-export { FloatAttr, FloatsAttr, type ElemType } from './onnx-model.js';
+export { FloatAttr, type ElemType } from './onnx-model.js';
 
 /** A value (tensor) flowing through the graph, named by the output that produces it. */
 export interface Value {
@@ -68,8 +68,6 @@ export function externalFileName(name: string): string {
   return `${name.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 120)}-${fnv1a(name)}.bin`;
 }
 
-const MAX_FLOAT32 = 3.4028234663852886e38;
-
 function bytesOf(data: Float32Array | BigInt64Array | Int32Array | Uint8Array | Uint16Array): Uint8Array {
   return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
 }
@@ -102,27 +100,14 @@ export class GraphBuilder {
   private readonly constCache = new Map<string, Value>();
   private readonly usedNames = new Set<string>();
   private counter = 0;
-  /** Prefix for generated names (set with `scope`). */
-  private prefix = '';
 
   constructor(readonly name = 'attnscope') {}
 
   private fresh(hint: string): string {
-    let name = `${this.prefix}${hint}_${this.counter++}`;
-    while (this.usedNames.has(name)) name = `${this.prefix}${hint}_${this.counter++}`;
+    let name = `${hint}_${this.counter++}`;
+    while (this.usedNames.has(name)) name = `${hint}_${this.counter++}`;
     this.usedNames.add(name);
     return name;
-  }
-
-  /** Runs `body` with generated names prefixed by `scope/`, for readable graphs. */
-  scope<T>(scope: string, body: () => T): T {
-    const saved = this.prefix;
-    this.prefix = `${saved}${scope}/`;
-    try {
-      return body();
-    } finally {
-      this.prefix = saved;
-    }
   }
 
   input(name: string, type: ElemType, shape: readonly (number | string)[]): Value {
@@ -142,10 +127,6 @@ export class GraphBuilder {
     this.usedNames.add(name);
     this.nodes.push({ opType: 'Identity', inputs: [value.name], outputs: [name], name: `${name}/Identity` });
     return name;
-  }
-
-  hasOutput(name: string): boolean {
-    return this.outputs.some((o) => o.name === name);
   }
 
   /**
@@ -182,16 +163,6 @@ export class GraphBuilder {
     return this.constant('int64', BigInt64Array.from(values.map((v) => BigInt(v))), [values.length]);
   }
 
-  /** An int64 scalar constant. */
-  intScalar(value: number): Value {
-    return this.constant('int64', BigInt64Array.of(BigInt(value)), []);
-  }
-
-  /** The largest finite float32, negated: what PyTorch uses to mask scores. */
-  get minFloat(): Value {
-    return this.scalar(-MAX_FLOAT32);
-  }
-
   /** Adds a node and returns its outputs. */
   node(opType: string, inputs: readonly (Value | null)[], attributes?: Record<string, AttributeValue>, numOutputs = 1, domain?: string): Value[] {
     const outs: string[] = [];
@@ -223,16 +194,7 @@ export class GraphBuilder {
   tanh(a: Value): Value { return this.op('Tanh', [a]); }
   sigmoid(a: Value): Value { return this.op('Sigmoid', [a]); }
   relu(a: Value): Value { return this.op('Relu', [a]); }
-  erf(a: Value): Value { return this.op('Erf', [a]); }
-  cos(a: Value): Value { return this.op('Cos', [a]); }
-  sin(a: Value): Value { return this.op('Sin', [a]); }
-  log(a: Value): Value { return this.op('Log', [a]); }
-  abs(a: Value): Value { return this.op('Abs', [a]); }
   where(cond: Value, a: Value, b: Value): Value { return this.op('Where', [cond, a, b]); }
-  cast(a: Value, to: ElemType): Value {
-    const codes: Record<ElemType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10 };
-    return this.op('Cast', [a], { to: codes[to] });
-  }
 
   /** Exact GELU (erf form) or its tanh approximation, as ONNX Gelu (opset 20). */
   gelu(a: Value, approximate: 'none' | 'tanh' = 'none'): Value {
@@ -333,13 +295,5 @@ export class GraphBuilder {
     }
     const model = encodeModel({ name: this.name, nodes: this.nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET });
     return { model, external };
-  }
-
-  get outputNames(): string[] {
-    return this.outputs.map((o) => o.name);
-  }
-
-  get inputNames(): string[] {
-    return this.inputs.map((i) => i.name);
   }
 }

@@ -24,12 +24,8 @@ export class FloatAttr {
   constructor(readonly value: number) {}
 }
 
-/** Whole numbers are INT attributes, other numbers FLOAT; arrays of numbers are INTS unless wrapped as FloatsAttr. */
-export class FloatsAttr {
-  constructor(readonly values: readonly number[]) {}
-}
-
-export type AttributeValue = number | string | readonly number[] | FloatAttr | FloatsAttr | InitializerSpec;
+/** Whole numbers are INT attributes, other numbers FLOAT; arrays of numbers are INTS. */
+export type AttributeValue = number | string | readonly number[] | FloatAttr | InitializerSpec;
 
 export interface NodeSpec {
   opType: string;
@@ -64,8 +60,6 @@ export interface GraphSpec {
   inputs: readonly ValueInfoSpec[];
   outputs: readonly ValueInfoSpec[];
   opsetVersion: number;
-  /** Extra operator domains, e.g. { 'com.microsoft': 1 }. */
-  extraOpsets?: Readonly<Record<string, number>>;
 }
 
 function tensorProto(t: InitializerSpec): ProtoMessage {
@@ -114,9 +108,6 @@ function attributeProto(name: string, value: AttributeValue): ProtoMessage {
     m.string(4, value).varint(20, 3);
   } else if (value instanceof FloatAttr) {
     m.float(2, value.value).varint(20, 1);
-  } else if (value instanceof FloatsAttr) {
-    for (const v of value.values) m.float(7, v);
-    m.varint(20, 6);
   } else if (isInitializerSpec(value)) {
     m.message(5, tensorProto(value)).varint(20, 4);
   } else {
@@ -152,8 +143,5 @@ export function encodeModel(g: GraphSpec): Uint8Array {
   model.string(3, '0.1.0');
   model.message(7, graph);
   model.message(8, new ProtoMessage().string(1, '').varint(2, g.opsetVersion));
-  for (const [domain, version] of Object.entries(g.extraOpsets ?? {})) {
-    model.message(8, new ProtoMessage().string(1, domain).varint(2, version));
-  }
   return model.finish();
 }

@@ -259,6 +259,31 @@ export interface GenerationHeader {
  * tokens were generated, and at a step which token is the newest and how the view shows its row
  * (`mark`, e.g. 'highlighted'; null when the view shows another row).
  */
+/**
+ * A view's heading from `y` down: its bold title (none when empty), a `gap`, then the
+ * generation line of generation traces (`generation` is handed the y it starts at). Returns the
+ * SVG, the y below it and the generation line's width (0 without one).
+ */
+export function viewHeading(
+  title: string,
+  gap: number,
+  x: number,
+  y: number,
+  generation: (y: number) => GenerationHeader | null,
+): { svg: string; y: number; width: number } {
+  let svg = '';
+  if (title) {
+    svg += text(x, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
+    y += LAYOUT.titleFontSize + gap;
+  }
+  const gen = generation(y);
+  if (gen) {
+    svg += gen.svg;
+    y += gen.height;
+  }
+  return { svg, y, width: gen?.width ?? 0 };
+}
+
 export function generationHeader(trace: Trace, stack: StackName, ds: DisplayStack, x: number, y: number, theme: Theme, mark: string | null = 'highlighted'): GenerationHeader | null {
   const gen = traceGeneration(trace);
   if (!gen) return null;

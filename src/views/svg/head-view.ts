@@ -27,6 +27,7 @@ import {
   fmtAttr,
   generatedClass,
   generationHeader,
+  viewHeading,
   fmtValue,
   n,
   resolveCommon,
@@ -100,7 +101,7 @@ export function renderHeadView(trace: Trace, options: HeadViewOptions = {}): str
   const weights = ds.layers[layer]!;
 
   const m = LAYOUT.margin;
-  let y = m;
+  let y: number = m;
   let body = '';
 
   // Title.
@@ -111,15 +112,9 @@ export function renderHeadView(trace: Trace, options: HeadViewOptions = {}): str
         `${trace.model.name} · ${STACK_TITLES[common.stack]} · layer ${layer} · head${heads.length > 1 ? 's' : ''} ${describeIndices(heads, ds.numHeads)}` +
           (pair !== 'all' ? ` · ${pair}` : '') +
           (ds.step !== null ? ` · step ${ds.step}` : ''));
-  if (title) {
-    body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
-    y += LAYOUT.titleFontSize + 10;
-  }
-  const gen = generationHeader(trace, common.stack, ds, m, y, theme, query === ds.newest ? 'highlighted' : null);
-  if (gen) {
-    body += gen.svg;
-    y += gen.height;
-  }
+  const heading = viewHeading(title, 10, m, y, (at) => generationHeader(trace, common.stack, ds, m, at, theme, query === ds.newest ? 'highlighted' : null));
+  body += heading.svg;
+  y = heading.y;
 
   // Column geometry.
   const leftW = columnWidth(ds.queryTokens, fs);
@@ -260,6 +255,6 @@ export function renderHeadView(trace: Trace, options: HeadViewOptions = {}): str
   }
 
   const height = top + Math.max(nq, nk) * L.rowHeight + m;
-  const width = Math.max(contentW, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (gen?.width ?? 0) + m, 320);
+  const width = Math.max(contentW, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (heading.width) + m, 320);
   return svgDocument(width, height, theme, body, { title: title || 'head view', className: 'attnscope-head-view' });
 }

@@ -19,6 +19,7 @@ import {
   fmtAttr,
   generatedClass,
   generationHeader,
+  viewHeading,
   promptBoundary,
   tokenStyle,
   withTokenTip,
@@ -223,16 +224,10 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
   const title =
     options.title === false ? '' : (options.title ?? `${trace.model.name} · ${STACK_TITLES[stack]} · layer ${layer} · ${what}${ds.step !== null ? ` · step ${ds.step}` : ''}`);
   let body = '';
-  let y = m;
-  if (title) {
-    body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
-    y += LAYOUT.titleFontSize + 10;
-  }
-  const gen = generationHeader(trace, stack, ds, m, y, theme, 'outlined row');
-  if (gen) {
-    body += gen.svg;
-    y += gen.height;
-  }
+  let y: number = m;
+  const heading = viewHeading(title, 10, m, y, (at) => generationHeader(trace, stack, ds, m, at, theme, 'outlined row'));
+  body += heading.svg;
+  y = heading.y;
 
   const matrices = mode === 'all' ? Array.from({ length: ds.numHeads }, (_, h) => heatmapMatrix(ds, layer, h)) : [heatmapMatrix(ds, layer, mode)];
   let max = options.max ?? Math.max(...matrices.map(maxOf));
@@ -308,6 +303,6 @@ export function renderHeatmap(trace: Trace, options: HeatmapOptions = {}): strin
     body += text(m, bottom + 18, note, { 'font-size': LAYOUT.smallFontSize, fill: theme.muted });
     bottom += 18;
   }
-  const width = Math.max(right + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (gen?.width ?? 0) + m);
+  const width = Math.max(right + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (heading.width) + m);
   return svgDocument(width, bottom + m, theme, body, { title: title || 'heatmap', className: 'attnscope-heatmap' });
 }

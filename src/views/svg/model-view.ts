@@ -17,6 +17,7 @@ import {
   firstGeneratedBoundary,
   fmtAttr,
   generationHeader,
+  viewHeading,
   legend,
   promptBoundary,
   resolveCommon,
@@ -67,7 +68,7 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
   const ch = Math.max(cell / 2, Math.min(2 * cell, cw / ratio));
   const fs = LAYOUT.smallFontSize;
   const rowLabelW = textWidth(`layer ${Math.max(...layers)}`, fs) + 10;
-  let y = m;
+  let y: number = m;
   let body = '';
   const title =
     options.title === false
@@ -75,15 +76,9 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
       : (options.title ??
         `${trace.model.name} · ${STACK_TITLES[stack]} · layers ${describeIndices(layers, stackData.layers.length)} × heads ${describeIndices(heads, ds.numHeads)}` +
           (ds.step !== null ? ` · step ${ds.step}` : ''));
-  if (title) {
-    body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
-    y += LAYOUT.titleFontSize + 12;
-  }
-  const gen = generationHeader(trace, stack, ds, m, y, theme, 'outlined row of each cell');
-  if (gen) {
-    body += gen.svg;
-    y += gen.height;
-  }
+  const heading = viewHeading(title, 12, m, y, (at) => generationHeader(trace, stack, ds, m, at, theme, 'outlined row of each cell'));
+  body += heading.svg;
+  y = heading.y;
   const qBoundary = firstGeneratedBoundary(ds.queryTokens);
   const kBoundary = firstGeneratedBoundary(ds.keyTokens);
   const gridX = m + rowLabelW;
@@ -147,7 +142,7 @@ export function renderModelView(trace: Trace, options: ModelViewOptions = {}): s
   const noteY = gridY + Math.max(gridH, lg.height) + 18;
   body += text(m, noteY, note, { 'font-size': fs, fill: theme.muted });
 
-  const width = Math.max(lx + lg.width + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + textWidth(note, fs) + m, m + (gen?.width ?? 0) + m);
+  const width = Math.max(lx + lg.width + m, m + textWidth(title, LAYOUT.titleFontSize) + m, m + textWidth(note, fs) + m, m + (heading.width) + m);
   const height = noteY + m;
   return svgDocument(width, height, theme, body, { title: title || 'model view', className: 'attnscope-model-view' });
 }

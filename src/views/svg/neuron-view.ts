@@ -20,6 +20,7 @@ import {
   fmtAttr,
   generatedClass,
   generationHeader,
+  viewHeading,
   promptBoundary,
   tokenStyle,
   withTokenTip,
@@ -257,7 +258,7 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
 
   const { vecScale, prodScale } = neuronScales(d, theme);
 
-  let y = m;
+  let y: number = m;
   let body = '';
   const qLabel = truncate(d.queryToken.label);
   const title =
@@ -265,17 +266,13 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
       ? ''
       : (options.title ??
         `${trace.model.name} · ${STACK_TITLES[d.stack]} · layer ${d.layer} · head ${d.head} · query ${d.query} “${qLabel}”` + (d.step !== null ? ` · step ${d.step}` : ''));
-  if (title) {
-    body += text(m, y + LAYOUT.titleFontSize, title, { 'font-size': LAYOUT.titleFontSize, 'font-weight': 'bold' });
-    y += LAYOUT.titleFontSize + 8;
-  }
   const raw = rawDisplayStack(trace, d.stack);
   const newest = d.step !== null ? stepWindow(trace, d.stack, d.step).newest : null;
-  const gen = generationHeader(trace, d.stack, { ...raw, step: d.step, newest }, m, y, theme, newest === d.query ? 'the query below' : null);
-  if (gen) {
-    body += gen.svg;
-    y += gen.height;
-  }
+  const heading = viewHeading(title, 8, m, y, (at) =>
+    generationHeader(trace, d.stack, { ...raw, step: d.step, newest }, m, at, theme, newest === d.query ? 'the query below' : null),
+  );
+  body += heading.svg;
+  y = heading.y;
   const notes: string[] = [`head dim ${d.headDim}`, `q·k ${d.scaleNote}`];
   if (d.numKeyValueHeads < d.numHeads) {
     notes.push(`grouped-query attention: query head ${d.head} reads key head ${d.kvHead} (${d.numHeads} query heads share ${d.numKeyValueHeads} key heads)`);
@@ -392,6 +389,6 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   body += lg1.svg + lg2.svg;
   y += Math.max(lg1.height, lg2.height) + m;
 
-  const width = Math.max(contentRight, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (gen?.width ?? 0) + m, ...noteLines.map((l) => m + textWidth(l, sfs) + m));
+  const width = Math.max(contentRight, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (heading.width) + m, ...noteLines.map((l) => m + textWidth(l, sfs) + m));
   return svgDocument(width, y, theme, body, { title: title || 'neuron view', className: 'attnscope-neuron-view' });
 }
