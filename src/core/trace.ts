@@ -84,6 +84,31 @@ export interface Prediction {
 
 export type StackMap = Partial<Record<StackName, LayerStack>>;
 
+/**
+ * How a stack turned q·k into the scores its softmax reads, as the model computed them:
+ *   scores[h, i, j] = (q_i · k_j) · scale[l] + bias[l][h, i, j]   (bias absent: 0)
+ *   masked (probability exactly 0) when causal and j > i, or when window[l] and i − j ≥ window[l].
+ * Recorded by each architecture, so views and analyses recompute attention exactly without
+ * knowing model families. Query i and key j are positions in the stack's query/key tokens.
+ */
+export interface ScoreTerms {
+  /** Multiplier of q·k per layer (1/√headDim for most models; GPT-2 with scale_attn_by_inverse_layer_idx: 1/(√d·(l+1)); T5: 1). */
+  scale: number[];
+  /** Keys after the query are masked. */
+  causal: boolean;
+  /** Sliding window per layer (query i sees keys i − window + 1 … i), or null where the layer has none. */
+  window: (number | null)[];
+  /**
+   * Additive per-head terms on the scaled scores (relative position bias, ALiBi, disentangled
+   * position terms), [heads, queries, keys] per layer; layers that share one term (T5) share the array.
+   */
+  bias?: LayerStack;
+  /** What the bias is, for people: 'relative position bias', 'ALiBi', ... */
+  biasKind?: string;
+}
+
+export type ScoreMap = Partial<Record<StackName, ScoreTerms>>;
+
 export interface Trace {
   model: ModelInfo;
   tokens: Token[];
@@ -94,6 +119,8 @@ export interface Trace {
   queries?: StackMap;
   /** Per-key-head key vectors as they enter q·k. */
   keys?: StackMap;
+  /** Per stack: the scale, masks and additive terms of the scores (recorded with the queries and keys). */
+  scores?: ScoreMap;
   /** Final hidden state [positions][hidden] of the (decoder) stack, when requested. */
   lastHiddenState?: Matrix;
   /** Encoder-decoder models: the encoder's final hidden state, when requested. */

@@ -12,16 +12,40 @@
  *   `last_hidden_state`          [1, positions, hidden]   (of the decoder for encoder-decoders)
  *   `encoder_last_hidden_state`  [1, positions, hidden]   (encoder-decoders, with lastHiddenState)
  *   `logits`                     [1, positions, vocab]    (prediction head, when present)
+ *   `score_bias.<stack>.<layer>` [1, heads, queries, keys] (with qk, for stacks whose scoring has a bias)
+ * Per-layer names are made by `tapName` only.
  */
 import type { StackName } from '../core/trace.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { ModelConfig } from './config.js';
 
+/** Kinds of per-layer graph inputs and outputs. */
+export type TapKind = 'attention' | 'queries' | 'keys' | 'score_bias' | 'past_key' | 'past_value' | 'present_key' | 'present_value';
+
+/** The one place per-layer graph input/output names are made: `<kind>.<stack>.<layer>`. */
+export function tapName(kind: TapKind, stack: StackName, layer: number): string {
+  return `${kind}.${stack}.${layer}`;
+}
+
+/**
+ * How one stack scores q·k (see ScoreTerms in core/trace.ts): the values the engine records in
+ * the Trace next to the queries and keys. The bias values come from the graph as
+ * `score_bias.<stack>.<layer>` outputs (tapped with `qk`).
+ */
+export interface StackScoring {
+  scale: number[];
+  causal: boolean;
+  window: (number | null)[];
+  /** No additive term; one output per layer; or one for all layers (layer 0's output). */
+  bias: 'none' | 'per-layer' | 'shared';
+  biasKind?: string;
+}
+
 export interface TapRequest {
   /** Attention probabilities of every layer. */
   attention: boolean;
-  /** Per-head queries and keys as they enter q·k. */
+  /** Per-head queries and keys as they enter q·k, and the additive score terms (`score_bias`). */
   qk: boolean;
   /** The final hidden state. */
   lastHiddenState: boolean;
@@ -46,6 +70,8 @@ export interface ArchitectureInfo {
   maxPositions: number;
   /** Stacks the model produces attention for, with their layer counts. */
   stacks: Partial<Record<StackName, number>>;
+  /** How each stack scores q·k (scale, masks, additive terms). */
+  scoring: Partial<Record<StackName, StackScoring>>;
 }
 
 export interface ModelInputs {
