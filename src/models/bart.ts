@@ -29,6 +29,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
 
 const MODEL_TYPES = ['bart', 'mbart'] as const;
 
@@ -89,6 +90,12 @@ function describe(config: ModelConfig): ArchitectureInfo {
     headDim: s.dModel / s.encoderHeads,
     maxPositions: s.maxPositions,
     stacks: { encoder: s.encoderLayers, decoder: s.decoderLayers, cross: s.decoderLayers },
+    // Queries × head_dim^-0.5 of each stack's heads (cross-attention uses the decoder's).
+    scoring: {
+      encoder: stackScoring(s.encoderLayers, { scale: (s.dModel / s.encoderHeads) ** -0.5, causal: false }),
+      decoder: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: true }),
+      cross: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: false }),
+    },
   };
 }
 

@@ -11,6 +11,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
+import { stackScoring } from './scoring.js';
 
 const ROBERTA_LIKE = new Set(['roberta', 'xlm-roberta', 'camembert']);
 
@@ -33,14 +34,17 @@ function describe(config: ModelConfig): ArchitectureInfo {
 /** What an encoder with multi-head self-attention (no grouped keys) tells about itself. */
 export function encoderInfo(config: ModelConfig, layers: number, heads: number, hidden: number, maxPositions: number): ArchitectureInfo {
   if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden size ${hidden} is not a multiple of ${heads} heads`);
+  const headDim = hidden / heads;
   return {
     kind: 'encoder',
     numLayers: layers,
     numHeads: heads,
     numKeyValueHeads: heads,
-    headDim: hidden / heads,
+    headDim,
     maxPositions,
     stacks: { self: layers },
+    // Bidirectional, q·k / √headDim (BERT, ALBERT, ELECTRA divide the scores; DistilBERT the queries).
+    scoring: { self: stackScoring(layers, { scale: 1 / Math.sqrt(headDim), causal: false }) },
   };
 }
 

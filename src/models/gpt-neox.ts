@@ -15,6 +15,7 @@ import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './bert.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
 import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
 
 /** Rope scaling types whose tables within max_position_embeddings `ropeTables` computes as transformers does. */
@@ -33,6 +34,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     headDim: hidden / heads,
     maxPositions: config.int('max_position_embeddings', 2048),
     stacks: { self: layers },
+    scoring: { self: stackScoring(layers, { scale: Math.pow(hidden / heads, -0.5), causal: true }) },
   };
   ropeSpec(config, info.headDim); // validates the rotary settings
   return info;

@@ -17,23 +17,37 @@ import { lmHead } from './heads.js';
 import { layerNormLayer } from './bert.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
 
 function hiddenSize(config: ModelConfig): number {
   return config.int(['n_embd', 'hidden_size']);
+}
+
+/**
+ * What transformers divides the scores of `layer` by: √headDim when `scale_attn_weights`, times
+ * layer_idx + 1 with `scale_attn_by_inverse_layer_idx` (both divisions folded into one here).
+ */
+function scoreDivisor(config: ModelConfig, headDim: number, layer: number): number {
+  let divisor = 1;
+  if (config.bool('scale_attn_weights', true)) divisor *= Math.sqrt(headDim);
+  if (config.bool('scale_attn_by_inverse_layer_idx', false)) divisor *= layer + 1;
+  return divisor;
 }
 
 function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = hiddenSize(config);
   const heads = config.int(['n_head', 'num_attention_heads']);
   const layers = config.int(['n_layer', 'num_hidden_layers']);
+  const headDim = hidden / heads;
   return {
     kind: 'decoder',
     numLayers: layers,
     numHeads: heads,
     numKeyValueHeads: heads,
-    headDim: hidden / heads,
+    headDim,
     maxPositions: config.int(['n_positions', 'max_position_embeddings'], 1024),
     stacks: { self: layers },
+    scoring: { self: stackScoring(layers, { scale: (l) => 1 / scoreDivisor(config, headDim, l), causal: true }) },
   };
 }
 
@@ -74,11 +88,7 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const eps = config.num('layer_norm_epsilon', 1e-5);
   const { numHeads: heads, headDim } = info;
   const { q, k, v } = await projectQkv(ctx, await layerNormLayer(ctx, x, `${p}.ln_1`, eps), p, info);
-  // transformers divides the scores by √headDim, then (optionally) by layer_idx + 1; both
-  // divisions are folded into one here.
-  let divisor = 1;
-  if (config.bool('scale_attn_weights', true)) divisor *= Math.sqrt(headDim);
-  if (config.bool('scale_attn_by_inverse_layer_idx', false)) divisor *= layer + 1;
+  const divisor = scoreDivisor(config, headDim, layer);
   const context = attention(ctx, {
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,

@@ -18,6 +18,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
 import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
 
 /** Everything the graph and the feeds need, read once from config.json with HF's defaults. */
@@ -156,6 +157,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
     headDim: s.headDim,
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
+    // q·k · head_dim^-0.5 (Gemma's explicit head_dim too), causal, with each layer's sliding window.
+    scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true, windows: s.windows }) },
   };
 }
 

@@ -33,6 +33,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
 
 const MODEL_TYPES = ['t5', 'mt5', 'umt5'] as const;
 
@@ -97,6 +98,7 @@ export function t5Spec(config: ModelConfig): T5Spec {
 
 function describe(config: ModelConfig): ArchitectureInfo {
   const s = t5Spec(config);
+  const bias = s.perLayerBias ? 'per-layer' : 'shared';
   return {
     kind: 'encoder-decoder',
     numLayers: s.encoderLayers,
@@ -105,6 +107,13 @@ function describe(config: ModelConfig): ArchitectureInfo {
     headDim: s.dKv,
     maxPositions: Number.POSITIVE_INFINITY,
     stacks: { encoder: s.encoderLayers, decoder: s.decoderLayers, cross: s.decoderLayers },
+    // Unscaled q·k plus the relative position bias (block 0's on every layer for t5/mt5, each
+    // block's own for umt5); cross-attention has neither bias nor mask.
+    scoring: {
+      encoder: stackScoring(s.encoderLayers, { scale: 1, causal: false, bias, biasKind: 'relative position bias' }),
+      decoder: stackScoring(s.decoderLayers, { scale: 1, causal: true, bias, biasKind: 'relative position bias' }),
+      cross: stackScoring(s.decoderLayers, { scale: 1, causal: false }),
+    },
   };
 }
 
