@@ -29,8 +29,8 @@ import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
-import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads, tap } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -182,13 +182,11 @@ async function linear(ctx: BuildContext, x: Value, prefix: string): Promise<Valu
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`));
 }
 
-/** Relative position bias [1, heads, q, k] from a stack's bucket indices and a layer's table. */
-async function positionBias(ctx: BuildContext, buckets: Value, tablePrefix: string, mask: Value | null): Promise<Value> {
+/** Relative position bias [1, heads, q, k] from a stack's bucket indices and a layer's table (no mask). */
+async function positionBias(ctx: BuildContext, buckets: Value, tablePrefix: string): Promise<Value> {
   const { g } = ctx;
   const table = await ctx.weight(`${tablePrefix}.relative_attention_bias.weight`); // [buckets, heads]
-  const bias = g.unsqueeze(g.transpose(g.gather(table, buckets), [2, 0, 1]), [0]);
-  // HF adds the mask to the bias once, then the sum to the scores of every layer.
-  return mask ? g.add(bias, mask) : bias;
+  return g.unsqueeze(g.transpose(g.gather(table, buckets), [2, 0, 1]), [0]);
 }
 
 /** T5Attention: q from `h`, k/v from `kv`, scores = q·kᵀ (+ bias), no scaling; returns o(context). */
@@ -232,13 +230,19 @@ interface StackOptions {
 
 async function runStack(ctx: BuildContext, s: T5Spec, x: Value, o: StackOptions): Promise<Value> {
   const { g } = ctx;
+  let positions: Value | null = null;
   let bias: Value | null = null;
   for (let l = 0; l < o.layers; l++) {
     const block = `${o.prefix}.block.${l}`;
     const self = `${block}.layer.0.SelfAttention`;
     if (l === 0 || (s.perLayerBias && ctx.hasWeight(`${self}.relative_attention_bias.weight`))) {
-      bias = await positionBias(ctx, o.buckets, self, o.mask);
+      positions = await positionBias(ctx, o.buckets, self);
+      // HF adds the mask to the bias once, then the sum to the scores of every layer.
+      bias = o.mask ? g.add(positions, o.mask) : positions;
     }
+    // The additive position term as the scores receive it, without the mask: every layer's for
+    // umt5, block 0's (shared by all layers) for t5/mt5.
+    if (positions && (l === 0 || s.perLayerBias)) tap(ctx, ctx.taps.qk, positions, tapName('score_bias', o.stack, l));
     const h = await rmsNorm(ctx, s, x, `${block}.layer.0.layer_norm`);
     x = g.add(x, await t5Attention(ctx, s, h, h, self, o.stack, l, bias));
     let ff = 1;

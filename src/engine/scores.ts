@@ -1,0 +1,63 @@
+/**
+ * Trace.scores from an architecture's scoring and its graph outputs: the scale per layer, the
+ * masks (causal, sliding windows) and the additive bias the model put on q·k, recorded next to
+ * the queries and keys (only stacks whose queries were tapped get score terms).
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import type { LayerStack, ScoreMap, ScoreTerms, StackName } from '../core/trace.js';
+import { tapName, type ArchitectureInfo, type StackScoring } from '../models/architecture.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
+
+/** How many `score_bias` outputs a stack's graph has per run: 0, 1 (shared: layer 0's) or one per layer. */
+export function biasOutputs(scoring: StackScoring, layers: number): number {
+  return scoring.bias === 'none' ? 0 : scoring.bias === 'shared' ? 1 : layers;
+}
+
+function float32(t: RuntimeTensor | undefined, name: string): Float32Array {
+  if (!t) throw new Error(`graph output ${name} missing`);
+  if (t.type !== 'float32') throw new Error(`graph output ${name} is ${t.type}; score terms are tapped as float32`);
+  return t.data as Float32Array;
+}
+
+/**
+ * The score terms of one stack from its scoring and the bias of its tapped layers (`bias.layers`:
+ * one array per `score_bias` output, see `biasOutputs`; a shared bias is spread over every layer,
+ * the same array each time).
+ */
+export function stackScoreTerms(scoring: StackScoring, layers: number, bias?: LayerStack): ScoreTerms {
+  const terms: ScoreTerms = { scale: [...scoring.scale], causal: scoring.causal, window: [...scoring.window] };
+  if (scoring.bias !== 'none') {
+    if (!bias) throw new Error(`score bias missing for a stack whose scoring has a ${scoring.bias} bias`);
+    const expected = biasOutputs(scoring, layers);
+    if (bias.layers.length !== expected) throw new Error(`score bias has ${bias.layers.length} layers, expected ${expected}`);
+    terms.bias = scoring.bias === 'shared' ? { dims: bias.dims, layers: new Array<Float32Array>(layers).fill(bias.layers[0]!) } : bias;
+    if (scoring.biasKind !== undefined) terms.biasKind = scoring.biasKind;
+  }
+  return terms;
+}
+
+/**
+ * Trace.scores from the outputs of one (non-incremental) graph run: one entry per stack whose
+ * queries were tapped (`qk`), with its `score_bias.<stack>.<layer>` outputs as the bias.
+ * `only` restricts it to some stacks (e.g. the encoder of an encoder-decoder's first run).
+ */
+export function collectScores(info: ArchitectureInfo, outputs: Record<string, RuntimeTensor>, only?: readonly StackName[]): ScoreMap {
+  const map: ScoreMap = {};
+  for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+    if (only && !only.includes(stack)) continue;
+    const scoring = info.scoring[stack];
+    if (!scoring || !outputs[tapName('queries', stack, 0)]) continue;
+    let bias: LayerStack | undefined;
+    const n = biasOutputs(scoring, layers);
+    if (n > 0) {
+      const first = outputs[tapName('score_bias', stack, 0)];
+      if (!first) throw new Error(`graph output ${tapName('score_bias', stack, 0)} missing`);
+      const arrays: Float32Array[] = [];
+      for (let l = 0; l < n; l++) arrays.push(float32(outputs[tapName('score_bias', stack, l)], tapName('score_bias', stack, l)));
+      bias = { dims: first.dims.slice(1) as [number, number, number], layers: arrays };
+    }
+    map[stack] = stackScoreTerms(scoring, layers, bias);
+  }
+  return map;
+}
