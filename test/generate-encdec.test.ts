@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
 import type { LayerStack, StackName } from '../src/core/trace.js';
-import { loadModel, type Model } from '../src/engine.js';
+import { loadModel } from '../src/engine/load.js';
+import type { Model } from '../src/engine/model.js';
 import { argmax } from '../src/generation/sampling.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
@@ -109,7 +110,7 @@ for (const fixture of ['t5', 'bart']) {
     });
 
     it('the step graph has no encoder and honours pastLength', async () => {
-      const taps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true, precision: 'float32', cache: true };
+      const taps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true, cache: true };
       const session = await model.session(taps);
       expect(session.inputNames).toContain('encoder_hidden_states');
       expect(session.inputNames).not.toContain('input_ids');
@@ -143,8 +144,8 @@ for (const fixture of ['t5', 'bart']) {
 
     it('prints the cost of a decoder step against the full graph (not asserted)', async () => {
       const d = model.architecture.describe(model.config);
-      const stepTaps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true, precision: 'float32', cache: true };
-      const fullTaps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true, precision: 'float32' };
+      const stepTaps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true, cache: true };
+      const fullTaps: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: true };
       const encoded = await model.run({ ...fullTaps, lastHiddenState: true, logits: false }, { inputIds: input.input_ids, decoderInputIds: [model.decoderStartId] });
       const extra = { encoder_hidden_states: encoded.encoder_last_hidden_state! };
       const median = async (f: () => Promise<unknown>): Promise<number> => {

@@ -58,8 +58,10 @@ describe('encodings', () => {
       const out = decodeValues(encodeValues(qk, enc), enc);
       qk.forEach((v, i) => expect(Math.abs(out[i]! - v)).toBeLessThanOrEqual(0.5 * 10 ** -d + 1e-5));
     }
-    expect(qkEncoding('fixed4', 250.5).kind === 'fixed' && qkEncoding('fixed4', 250.5).bytes).toBe(3);
-    expect(qkEncoding('fixed2', 3).kind === 'fixed' && qkEncoding('fixed2', 3).bytes).toBe(2);
+    const wide = qkEncoding('fixed4', 250.5);
+    const narrow = qkEncoding('fixed2', 3);
+    expect(wide.kind === 'fixed' && wide.bytes).toBe(3);
+    expect(narrow.kind === 'fixed' && narrow.bytes).toBe(2);
   });
   it('base64 matches Node and ignores whitespace', () => {
     for (const n of [0, 1, 2, 3, 4, 5, 1000, 65537]) {
