@@ -3,6 +3,7 @@ import type { StackName, Trace } from '../src/core/trace.js';
 import type { PayloadHeader } from '../src/views/html/payload.js';
 import { type TraceGeneration, describeGeneration, probabilityNote, traceGeneration } from '../src/views/generation.js';
 import { stepDescription } from '../src/views/svg/common.js';
+import { STACK_TITLES } from '../src/views/layout/common.js';
 import { type ThemeName, getTheme } from '../src/views/theme.js';
 import { type DisplayToken, traceStacks } from '../src/views/tokens.js';
 import { type Ctx, DisplayCache, type State, VIEWS, type ViewName, weightFormatter } from './context.js';
@@ -12,12 +13,7 @@ import { HeatmapView } from './views/heatmap.js';
 import { ModelView } from './views/model.js';
 import { NeuronView } from './views/neuron.js';
 
-const STACK_LABELS: Record<StackName, string> = {
-  self: 'self-attention',
-  encoder: 'encoder',
-  decoder: 'decoder',
-  cross: 'cross (decoder → encoder)',
-};
+const STACK_LABELS: Readonly<Record<StackName, string>> = STACK_TITLES;
 
 interface View {
   el: HTMLElement;

@@ -9,14 +9,10 @@ import { fmtValue } from '../src/views/svg/common.js';
 import { type Theme, type ThemeName, getTheme } from '../src/views/theme.js';
 import { type DisplayStack, type DisplayToken, type PairFilter, displayStack } from '../src/views/tokens.js';
 import type { Tooltip } from './dom.js';
+import { VIEW_LABELS, VIEW_NAMES, type ViewName } from '../src/views/layout/common.js';
 
-export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap';
-export const VIEWS: readonly { name: ViewName; label: string }[] = [
-  { name: 'head', label: 'Head view' },
-  { name: 'model', label: 'Model view' },
-  { name: 'neuron', label: 'Neuron view' },
-  { name: 'heatmap', label: 'Heatmap' },
-];
+export type { ViewName } from '../src/views/layout/common.js';
+export const VIEWS: readonly { name: ViewName; label: string }[] = VIEW_NAMES.map((name) => ({ name, label: VIEW_LABELS[name] }));
 
 export type HeatmapMode = 'head' | 'mean' | 'max' | 'all';
 

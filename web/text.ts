@@ -1,5 +1,7 @@
-/** Text measurement and token labels shared by the views. */
+/** Text measurement in the browser (the views' font), and the shared label truncation. */
 import { FONT_FAMILY, LAYOUT } from '../src/views/theme.js';
+
+export { truncate } from '../src/views/layout/common.js';
 
 let measureCtx: CanvasRenderingContext2D | null = null;
 
@@ -12,10 +14,4 @@ export function measure(text: string, size: number = LAYOUT.fontSize, weight = '
   measureCtx ??= document.createElement('canvas').getContext('2d')!;
   measureCtx.font = font(size, weight);
   return measureCtx.measureText(text).width;
-}
-
-/** Cuts a label to `max` code points with an ellipsis. */
-export function truncate(label: string, max: number = LAYOUT.maxLabelChars): string {
-  const chars = [...label];
-  return chars.length <= max ? label : `${chars.slice(0, max - 1).join('')}…`;
 }

@@ -4,48 +4,37 @@
  *
  * Isomorphic: imports nothing from Node.
  */
+import { type RGBColor, color as d3color, hcl, rgb } from 'd3-color';
+import { interpolateRgb, piecewise } from 'd3-interpolate';
 import { scaleLinear, scaleLog } from 'd3-scale';
 import { interpolateBlues, interpolateInferno, interpolateRdBu, schemeTableau10 } from 'd3-scale-chromatic';
 import type { Theme } from './theme.js';
 
 export type Rgb = [number, number, number];
 
-/** Parses `#rgb`, `#rrggbb` or `rgb(r, g, b)` (what d3 interpolators return). */
+/** The colour scale of a matrix, as data (layouts carry it; `scaleOf` makes the scale in a theme). */
+export interface ScaleSpec {
+  ramp: 'sequential' | 'diverging';
+  min: number;
+  max: number;
+  log: boolean;
+}
+
+/** Any CSS colour (`#rgb`, `#rrggbb`, `rgb(r, g, b)`, names) as clamped 0–255 RGB. */
 export function parseColor(color: string): Rgb {
-  const s = color.trim();
-  if (s.startsWith('#')) {
-    const hex = s.length === 4 ? [...s.slice(1)].map((c) => c + c).join('') : s.slice(1, 7);
-    return [parseInt(hex.slice(0, 2), 16), parseInt(hex.slice(2, 4), 16), parseInt(hex.slice(4, 6), 16)];
-  }
-  const m = /rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)/.exec(s);
-  if (!m) throw new Error(`cannot parse colour ${color}`);
-  return [Math.round(Number(m[1])), Math.round(Number(m[2])), Math.round(Number(m[3]))];
+  const c = d3color(color);
+  if (!c) throw new Error(`cannot parse colour ${color}`);
+  const { r, g, b } = (c.rgb() as RGBColor).clamp();
+  return [Math.round(r), Math.round(g), Math.round(b)];
 }
 
 export function rgbHex([r, g, b]: Rgb): string {
-  const h = (v: number) => Math.max(0, Math.min(255, Math.round(v))).toString(16).padStart(2, '0');
-  return `#${h(r)}${h(g)}${h(b)}`;
+  return rgb(r, g, b).formatHex();
 }
 
-/** CIE HCL (as d3-color's hcl, D50 Lab) → clamped sRGB hex. */
+/** CIE HCL (d3-color's hcl) → clamped sRGB hex. */
 export function hclHex(h: number, c: number, l: number): string {
-  const rad = (h * Math.PI) / 180;
-  const a = c * Math.cos(rad);
-  const bb = c * Math.sin(rad);
-  const t0 = 4 / 29;
-  const t1 = 6 / 29;
-  const t2 = 3 * t1 * t1;
-  const lab2xyz = (t: number) => (t > t1 ? t * t * t : t2 * (t - t0));
-  const fy = (l + 16) / 116;
-  const x = 0.96422 * lab2xyz(fy + a / 500);
-  const y = lab2xyz(fy);
-  const z = 0.82521 * lab2xyz(fy - bb / 200);
-  const gamma = (v: number) => 255 * (v <= 0.0031308 ? 12.92 * v : 1.055 * Math.pow(v, 1 / 2.4) - 0.055);
-  return rgbHex([
-    gamma(3.1338561 * x - 1.6168667 * y - 0.4906146 * z),
-    gamma(-0.9787684 * x + 1.9161415 * y + 0.033454 * z),
-    gamma(0.0719453 * x - 0.2289914 * y + 1.4052427 * z),
-  ]);
+  return hcl(h, c, l).formatHex();
 }
 
 // --- head colours --------------------------------------------------------------------------------
@@ -74,14 +63,10 @@ export function sequentialInterpolator(theme: Theme): (t: number) => string {
   return (t) => interpolateInferno(0.04 + 0.94 * t);
 }
 
-/** Linear RGB interpolation through three stops (t = 0, 0.5, 1). */
+/** RGB interpolation through three stops (t = 0, 0.5, 1), clamped, as hex. */
 function threeStops(low: string, mid: string, high: string): (t: number) => string {
-  const [a, b, c] = [parseColor(low), parseColor(mid), parseColor(high)];
-  return (t) => {
-    const x = Math.max(0, Math.min(1, t));
-    const [from, to, u] = x < 0.5 ? [a, b, x * 2] : [b, c, (x - 0.5) * 2];
-    return rgbHex([0, 1, 2].map((i) => from[i]! + (to[i]! - from[i]!) * u) as Rgb);
-  };
+  const f = piecewise(interpolateRgb, [low, mid, high]);
+  return (t) => rgb(f(Math.max(0, Math.min(1, t)))).formatHex();
 }
 
 export function divergingInterpolator(theme: Theme): (t: number) => string {
@@ -147,6 +132,15 @@ function makeScale(interpolate: (t: number) => string, options: ScaleOptions): W
     format: formatTick,
     interpolate,
   };
+}
+
+/** The scale a layout's ScaleSpec names, in a theme. */
+export function scaleOf(spec: ScaleSpec, theme: Theme): WeightScale {
+  return makeScale(spec.ramp === 'sequential' ? sequentialInterpolator(theme) : divergingInterpolator(theme), {
+    min: spec.min,
+    max: spec.max,
+    log: spec.log,
+  });
 }
 
 /** The sequential scale for attention weights in a theme. */

@@ -2,6 +2,7 @@
 import type { StackName } from '../../src/core/trace.js';
 import type { Ctx } from '../context.js';
 import { select } from '../dom.js';
+import { stackAxes } from '../../src/views/layout/common.js';
 
 export function layerSelect(ctx: Ctx, testid: string): HTMLLabelElement {
   const n = ctx.numLayers();
@@ -13,7 +14,8 @@ export function headSelect(ctx: Ctx, testid: string, value: number, onChange: (h
   return select(testid, label, Array.from({ length: n }, (_, hd) => ({ value: hd, label: String(hd) })), value, onChange);
 }
 
-/** Column / axis names: queries and keys, or decoder and encoder tokens for cross attention. */
+/** Column / axis names: queries and keys, or decoder and encoder tokens for cross attention (layout/common's wording). */
 export function stackHeaders(stack: StackName): [string, string] {
-  return stack === 'cross' ? ['decoder tokens (queries)', 'encoder tokens (keys)'] : ['queries', 'keys'];
+  const a = stackAxes(stack);
+  return [a.query, a.key];
 }

@@ -176,71 +176,7 @@ export function quantum(enc: Encoding): number {
 
 // --- base64 ---------------------------------------------------------------------------------------
 
-const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-const B64_CODES = new Uint8Array(64).map((_, i) => B64.charCodeAt(i));
-const B64_LOOKUP = (() => {
-  const t = new Int16Array(256).fill(-1);
-  for (let i = 0; i < 64; i++) t[B64.charCodeAt(i)] = i;
-  return t;
-})();
-
-/** Standard base64 (fast on large inputs, no Buffer, no btoa). */
-export function toBase64(bytes: Uint8Array): string {
-  const n = bytes.length;
-  const out = new Uint8Array(Math.ceil(n / 3) * 4);
-  let o = 0;
-  let i = 0;
-  for (; i + 2 < n; i += 3) {
-    const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
-    out[o++] = B64_CODES[v >> 18]!;
-    out[o++] = B64_CODES[(v >> 12) & 63]!;
-    out[o++] = B64_CODES[(v >> 6) & 63]!;
-    out[o++] = B64_CODES[v & 63]!;
-  }
-  if (n - i === 1) {
-    const v = bytes[i]! << 16;
-    out[o++] = B64_CODES[v >> 18]!;
-    out[o++] = B64_CODES[(v >> 12) & 63]!;
-    out[o++] = 61;
-    out[o++] = 61;
-  } else if (n - i === 2) {
-    const v = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
-    out[o++] = B64_CODES[v >> 18]!;
-    out[o++] = B64_CODES[(v >> 12) & 63]!;
-    out[o++] = B64_CODES[(v >> 6) & 63]!;
-    out[o++] = 61;
-  }
-  // ASCII only, so any single-byte decoder reads it back unchanged.
-  let s = '';
-  const CHUNK = 1 << 16;
-  const dec = new TextDecoder('latin1');
-  for (let p = 0; p < out.length; p += CHUNK * 16) s += dec.decode(out.subarray(p, Math.min(out.length, p + CHUNK * 16)));
-  return s;
-}
-
-/** Decodes base64, ignoring whitespace. */
-export function fromBase64(text: string): Uint8Array {
-  const out = new Uint8Array(Math.floor((text.length * 3) / 4) + 3);
-  let o = 0;
-  let acc = 0;
-  let bits = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 61) break; // '='
-    const v = c < 256 ? B64_LOOKUP[c]! : -1;
-    if (v < 0) {
-      if (c === 32 || c === 10 || c === 13 || c === 9) continue;
-      throw new Error(`invalid base64 character at ${i}`);
-    }
-    acc = ((acc << 6) | v) & 0xffffff;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (acc >> bits) & 255;
-    }
-  }
-  return out.subarray(0, o);
-}
+export { fromBase64, toBase64 } from '../layout/common.js';
 
 // --- JSON for a <script> element -------------------------------------------------------------------
 

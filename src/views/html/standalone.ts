@@ -14,6 +14,7 @@
 import { deflateSync } from 'fflate';
 import type { StackName, Token, Trace } from '../../core/trace.js';
 import { escapeHtml } from '../tokens.js';
+import type { ViewName } from '../layout/common.js';
 import { neuronData } from '../svg/neuron-view.js';
 import {
   type AttentionLevel,
@@ -51,7 +52,7 @@ export interface StandaloneOptions {
   /** 'exact' keeps every value as float32 whatever the size. */
   precision?: 'auto' | 'exact';
   /** View and theme the page opens with. */
-  view?: 'head' | 'model' | 'neuron' | 'heatmap';
+  view?: ViewName;
   theme?: 'light' | 'dark';
   /** Raw deflate (default fflate level 6; Node callers may pass zlib's). */
   deflate?: Deflate;

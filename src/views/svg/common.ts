@@ -8,9 +8,14 @@
 import { AttnscopeError } from '../../core/errors.js';
 import type { StackName, Trace } from '../../core/trace.js';
 import type { WeightScale } from '../colors.js';
-import { FONT_FAMILY, LAYOUT, type Theme, type ThemeName, getTheme } from '../theme.js';
+import { FONT_FAMILY, LAYOUT, MONO_FAMILY, type Theme, type ThemeName, getTheme } from '../theme.js';
 import { describeGeneration, formatProbability, probabilityAt, probabilityNote, stackFollowsSteps, traceGeneration } from '../generation.js';
 import { type DisplayStack, type DisplayToken, defaultStack, escapeHtml, prettifyToken, tokenLabel, traceStacks } from '../tokens.js';
+import { type Item, type Picture, STACK_TITLES, textWidth, truncate } from '../layout/common.js';
+import { type Rgb, parseColor, scaleOf, textOn } from '../colors.js';
+import { encodePng, matrixDataUri, pngDataUri } from './image.js';
+
+export { STACK_TITLES, textWidth, truncate };
 
 export interface CommonViewOptions {
   /** Attention stack: `self`, or `encoder` / `decoder` / `cross` for encoder-decoder traces. */
@@ -76,13 +81,6 @@ export function describeIndices(list: readonly number[], count: number): string 
   return parts.join(', ');
 }
 
-export const STACK_TITLES: Readonly<Record<StackName, string>> = {
-  self: 'self-attention',
-  encoder: 'encoder self-attention',
-  decoder: 'decoder self-attention',
-  cross: 'cross-attention (decoder → encoder)',
-};
-
 /** A coordinate or size with at most two decimals. */
 export function n(x: number): string {
   return String(Math.round(x * 100) / 100);
@@ -102,45 +100,6 @@ export function fmtValue(v: number, digits = 4): string {
 /** An attribute value that reads back as (nearly) the same number: 6 significant digits. */
 export function fmtAttr(v: number): string {
   return String(Number(v.toPrecision(6)));
-}
-
-function isWide(cp: number): boolean {
-  return (
-    (cp >= 0x1100 && cp <= 0x115f) ||
-    (cp >= 0x2e80 && cp <= 0xa4cf) ||
-    (cp >= 0xac00 && cp <= 0xd7a3) ||
-    (cp >= 0xf900 && cp <= 0xfaff) ||
-    (cp >= 0xfe30 && cp <= 0xfe4f) ||
-    (cp >= 0xff00 && cp <= 0xff60) ||
-    (cp >= 0xffe0 && cp <= 0xffe6) ||
-    (cp >= 0x1f300 && cp <= 0x1faff) ||
-    (cp >= 0x20000 && cp <= 0x3fffd)
-  );
-}
-
-/**
- * Approximate rendered width of a text in DejaVu Sans at `fontSize` (a little generous, so that
- * layouts made from it do not clip): wide (CJK, emoji) characters count 1.05 em, capitals and
- * wide Latin letters 0.72 em, narrow ones 0.35 em, the rest 0.62 em.
- */
-export function textWidth(text: string, fontSize: number): number {
-  let w = 0;
-  for (const ch of text) {
-    const cp = ch.codePointAt(0)!;
-    if (cp >= 0x300 && cp <= 0x36f) continue; // combining marks
-    if (cp === 0xfe0f || cp === 0x200d) continue; // emoji variation selector, joiner
-    if (isWide(cp)) w += 1.05;
-    else if (/[ijlI.,:;'!|]/.test(ch)) w += 0.35;
-    else if (/[A-Zmw@%MW]/.test(ch)) w += 0.74;
-    else w += 0.62;
-  }
-  return w * fontSize;
-}
-
-/** Cuts a label to at most `max` characters (code points) with an ellipsis. */
-export function truncate(label: string, max: number = LAYOUT.maxLabelChars): string {
-  const chars = [...label];
-  return chars.length <= max ? label : `${chars.slice(0, max - 1).join('')}…`;
 }
 
 /** `name="value"` pairs, values escaped; undefined/false attributes are left out. */
@@ -321,4 +280,138 @@ export function stepDescription(trace: Trace, stack: StackName, ds: DisplayStack
   }
   const p = probabilityAt(trace, pos);
   return `step ${step} of ${gen.steps} · newest token “${truncate(newest)}” (generated token ${step}${p !== undefined ? `, p = ${formatProbability(p)}` : ''})${shown}`;
+}
+
+// --- painting layouts ----------------------------------------------------------------------------
+
+function dataAttrs(data: Item['data']): string {
+  if (!data) return '';
+  let s = '';
+  for (const [k, v] of Object.entries(data)) s += ` data-${k}="${escapeHtml(typeof v === 'number' ? fmtAttr(v) : v)}"`;
+  return s;
+}
+
+function common(it: Item): string {
+  return (it.className ? ` class="${escapeHtml(it.className)}"` : '') + dataAttrs(it.data);
+}
+
+function withTip(it: Item, el: string): string {
+  return it.tip ? `<g class="tip"><title>${escapeHtml(it.tip)}</title>${el}</g>` : el;
+}
+
+/** Above this many cells a matrix is one embedded image instead of one rect per cell. */
+const MAX_RECT_CELLS = LAYOUT.heatmap.maxRects;
+
+function matrixSvg(it: Extract<Item, { kind: 'matrix' }>, theme: Theme): string {
+  const scale = scaleOf(it.scale, theme);
+  const { rows, cols } = it;
+  const off = it.offset ?? 0;
+  const cw = it.width / cols;
+  const ch = it.height / rows;
+  const blank = it.maskedFill ?? theme.background;
+  let s = `<g${common(it)}>`;
+  if (rows * cols <= MAX_RECT_CELLS) {
+    // Tiny overlap below 6 px so that anti-aliasing leaves no seams between cells.
+    const pad = Math.min(cw, ch) > 6 ? 0 : 0.05;
+    const w = n(cw + pad);
+    const h = n(ch + pad);
+    for (let q = 0; q < rows; q++) {
+      for (let k = 0; k < cols; k++) {
+        const i = q * cols + k;
+        const v = it.values[off + i]!;
+        const masked = it.masked?.[i] === 1;
+        const cell = `<rect x="${n(it.x + k * cw)}" y="${n(it.y + q * ch)}" width="${w}" height="${h}" fill="${masked ? blank : scale.color(v)}" data-q="${q}" data-k="${k}" data-value="${fmtAttr(v)}"${masked ? ' data-masked="true"' : ''}>`;
+        s += `${cell}<title>${masked ? 'masked' : fmtValue(v)}</title></rect>`;
+      }
+    }
+    if (it.valueFont) {
+      const fs = it.valueFont;
+      for (let q = 0; q < rows; q++) {
+        for (let k = 0; k < cols; k++) {
+          const i = q * cols + k;
+          const v = it.values[off + i]!;
+          if (it.masked?.[i] === 1 || !(v >= 0.005)) continue; // blank below what two decimals show
+          const label = v >= 0.995 ? '1' : v.toFixed(2).replace(/^0/, '');
+          s += `<text x="${n(it.x + (k + 0.5) * cw)}" y="${n(it.y + (q + 0.5) * ch + fs * 0.36)}" font-size="${n(fs)}" text-anchor="middle" fill="${textOn(scale.color(v))}" pointer-events="none">${label}</text>`;
+        }
+      }
+    }
+  } else {
+    const img = it.masked ? maskedMatrixUri(it, scale, parseColor(blank)) : matrixDataUri(it.values, off, rows, cols, scale);
+    s += `<image${attrs({ x: it.x, y: it.y, width: it.width, height: it.height, preserveAspectRatio: 'none', 'image-rendering': 'optimizeSpeed', class: PIXELATED_CLASS, href: img.uri })}/>`;
+  }
+  return `${s}</g>`;
+}
+
+/** A matrix with masked cells as an RGB PNG data URI (masked cells in `blank`). */
+function maskedMatrixUri(it: Extract<Item, { kind: 'matrix' }>, scale: WeightScale, blank: Rgb): { uri: string } {
+  const size = it.rows * it.cols;
+  const off = it.offset ?? 0;
+  const px = new Uint8Array(size * 3);
+  for (let i = 0; i < size; i++) {
+    if (it.masked![i] === 1) px.set(blank, i * 3);
+    else {
+      const c = scale.index(it.values[off + i]!) * 3;
+      px[i * 3] = scale.lut[c]!;
+      px[i * 3 + 1] = scale.lut[c + 1]!;
+      px[i * 3 + 2] = scale.lut[c + 2]!;
+    }
+  }
+  return { uri: pngDataUri(encodePng(it.cols, it.rows, px, 3)) };
+}
+
+/** SVG markup of layout items (ids of gradients start with `idPrefix`). */
+export function svgItems(items: readonly Item[], theme: Theme, idPrefix: string): string {
+  let s = '';
+  let gradients = 0;
+  for (const it of items) {
+    switch (it.kind) {
+      case 'text': {
+        const a = attrs({
+          x: it.x,
+          y: it.y,
+          'font-size': it.size,
+          'text-anchor': it.anchor && it.anchor !== 'start' ? it.anchor : undefined,
+          fill: it.fill,
+          'font-weight': it.bold ? 'bold' : undefined,
+          'font-style': it.italic ? 'italic' : undefined,
+          'font-family': it.mono ? MONO_FAMILY : undefined,
+          transform: it.rotate ? `rotate(${n(it.rotate)} ${n(it.x)} ${n(it.y)})` : undefined,
+        });
+        const content = it.spans
+          ? it.spans.map((sp) => `<tspan${attrs({ fill: sp.fill, 'font-style': sp.italic ? 'italic' : undefined, 'font-weight': sp.bold ? 'bold' : undefined })}>${escapeHtml(sp.text)}</tspan>`).join('')
+          : escapeHtml(it.text);
+        s += withTip(it, `<text${a}${common(it)}>${content}</text>`);
+        break;
+      }
+      case 'rect':
+        s += withTip(
+          it,
+          `<rect${attrs({ x: it.x, y: it.y, width: it.width, height: it.height, rx: it.rx, fill: it.fill ?? 'none', 'fill-opacity': it.fillOpacity === undefined ? undefined : fmtAttr(it.fillOpacity), stroke: it.stroke, 'stroke-width': it.stroke ? (it.strokeWidth ?? 1) : undefined })}${common(it)}/>`,
+        );
+        break;
+      case 'line':
+        s += withTip(
+          it,
+          `<line x1="${n(it.x1)}" y1="${n(it.y1)}" x2="${n(it.x2)}" y2="${n(it.y2)}" stroke="${it.stroke}" stroke-width="${n(it.width)}"${it.opacity === undefined ? '' : ` stroke-opacity="${fmtAttr(it.opacity)}"`}${it.dash ? ` stroke-dasharray="${it.dash.map(n).join(' ')}"` : ''}${it.cap === 'round' ? ' stroke-linecap="round"' : ''}${common(it)}/>`,
+        );
+        break;
+      case 'gradient': {
+        const id = `${idPrefix}-gradient-${gradients++}`;
+        const stops = it.stops.map((c, i) => `<stop offset="${n(i / Math.max(1, it.stops.length - 1))}" stop-color="${c}"/>`).join('');
+        s += `<defs><linearGradient id="${id}" x1="0" y1="0" x2="0" y2="1">${stops}</linearGradient></defs>`;
+        s += `<rect${attrs({ x: it.x, y: it.y, width: it.width, height: it.height, fill: `url(#${id})`, stroke: it.stroke, 'stroke-width': it.stroke ? 1 : undefined })}${common(it)}/>`;
+        break;
+      }
+      case 'matrix':
+        s += matrixSvg(it, theme);
+        break;
+    }
+  }
+  return s;
+}
+
+/** A layout's picture as a standalone SVG document. */
+export function svgPicture(picture: Picture, theme: Theme, meta: { title?: string; className?: string; idPrefix?: string } = {}): string {
+  return svgDocument(picture.width, picture.height, theme, svgItems(picture.items, theme, meta.idPrefix ?? 'attnscope'), meta);
 }

@@ -6,6 +6,7 @@
  * Isomorphic: imports nothing from Node (base64 without Buffer).
  */
 import { zlibSync } from 'fflate';
+import { toBase64 } from '../layout/common.js';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -69,26 +70,8 @@ export function encodePng(width: number, height: number, pixels: Uint8Array, cha
   return out;
 }
 
-const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
-
-/** Standard base64 (no Buffer, no btoa). */
-export function base64(bytes: Uint8Array): string {
-  const out: string[] = [];
-  let i = 0;
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
-    out.push(B64[n >> 18]! + B64[(n >> 12) & 63]! + B64[(n >> 6) & 63]! + B64[n & 63]!);
-  }
-  const rest = bytes.length - i;
-  if (rest === 1) {
-    const n = bytes[i]! << 16;
-    out.push(`${B64[n >> 18]!}${B64[(n >> 12) & 63]!}==`);
-  } else if (rest === 2) {
-    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8);
-    out.push(`${B64[n >> 18]!}${B64[(n >> 12) & 63]!}${B64[(n >> 6) & 63]!}=`);
-  }
-  return out.join('');
-}
+/** Standard base64 (the one implementation, in layout/common). */
+export const base64 = toBase64;
 
 export function pngDataUri(png: Uint8Array): string {
   return `data:image/png;base64,${base64(png)}`;

@@ -4,6 +4,7 @@
  * Isomorphic: imports nothing from Node.
  */
 import { AttnscopeError } from '../../core/errors.js';
+import { type ViewName, VIEW_NAMES } from '../layout/common.js';
 import type { Trace } from '../../core/trace.js';
 import { type HeadViewOptions, renderHeadView } from './head-view.js';
 import { type HeatmapOptions, renderHeatmap } from './heatmap.js';
@@ -17,8 +18,7 @@ export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregat
 export { type CommonViewOptions } from './common.js';
 export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';
 
-export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap';
-export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap'];
+export { type ViewName, VIEW_NAMES } from '../layout/common.js';
 
 export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions;
 
