@@ -13,7 +13,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { FloatTensor } from '../src/core/tensor.js';
 import { bertBaseWeights, BERT_BASE_CONFIG, FFN, HIDDEN, LAYERS } from './bert-base.js';
-import { Model } from '../src/engine.js';
+import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import { ModelConfig } from '../src/models/config.js';
@@ -55,8 +55,7 @@ async function timeForward(model: Model, taps: TapRequest, ids: number[], repeat
 async function runLength(tokens: number): Promise<LengthResult> {
   const config = new ModelConfig(BERT_BASE_CONFIG, 'bench bert-base config');
   const weights = memoryWeightStore(bertBaseWeights());
-  const files = { name: 'random-bert-base', dir: '.', path: async () => undefined };
-  const model = new Model(files, config, architectureFor('bert'), null, weights, nodeRuntime, undefined);
+  const model = new Model({ name: 'random-bert-base', config, architecture: architectureFor('bert'), tokenizer: null, weights, runtime: nodeRuntime });
   const ids = Array.from({ length: tokens }, (_, i) => (i * 7919) % BERT_BASE_CONFIG.vocab_size);
   const tapped: TapRequest = { attention: true, qk: false, lastHiddenState: false, logits: false };
   const tappedQk: TapRequest = { ...tapped, qk: true };

@@ -9,7 +9,7 @@
  */
 import os from 'node:os';
 import type { FloatTensor } from '../src/core/tensor.js';
-import { Model } from '../src/engine.js';
+import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import { ModelConfig } from '../src/models/config.js';
@@ -60,8 +60,7 @@ async function main(): Promise<void> {
     num_hidden_layers: LAYERS, intermediate_size: FFN, vocab_size: VOCAB, max_position_embeddings: 2048,
     rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false, eos_token_id: -1,
   }, 'bench llama config');
-  const files = { name: 'random-llama', dir: '.', path: async () => undefined };
-  const model = new Model(files, config, architectureFor('llama'), null, memoryWeightStore(llamaWeights()), nodeRuntime, undefined);
+  const model = new Model({ name: 'random-llama', config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(llamaWeights()), runtime: nodeRuntime });
   const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919) % VOCAB);
   console.log(`attnscope generation benchmark — random Llama shape (${LAYERS} layers, hidden ${HIDDEN}, ${HEADS}/${KV} heads, vocab ${VOCAB}), ${PROMPT}-token prompt, ${NEW} new tokens, all attention taps`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}`);

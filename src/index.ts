@@ -1,5 +1,8 @@
 /** attnscope's library API. */
-export { loadModel, Model, type LoadOptions, type TraceOptions, type ModelDescription } from './engine.js';
+export { loadModel, type LoadOptions } from './engine/load.js';
+export { Model, type TraceOptions, type ModelDescription, type ModelParts, type ModelTokenizer, type GraphCacheHooks } from './engine/model.js';
+export type { GenerateOptions } from './generation/decode.js';
+export type { SamplingOptions } from './generation/sampling.js';
 export type { Trace, Token, ModelInfo, LayerStack, StackMap, StackName } from './core/trace.js';
 export { attentionAt } from './core/trace.js';
 export { AttnscopeError } from './core/errors.js';

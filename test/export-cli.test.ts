@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { unzlibSync } from 'fflate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../src/core/trace.js';
-import { loadModel } from '../src/engine.js';
+import { loadModel } from '../src/engine/load.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { pngSize, svgToPng } from '../src/views/png.js';
 import { FONT_FAMILY } from '../src/views/theme.js';

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../src/engine.js';
+import { loadModel } from '../src/engine/load.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
@@ -82,7 +82,7 @@ describe('sampling', () => {
       expect(a.tokens.map((t) => t.id)).toEqual(b.tokens.map((t) => t.id));
       const seeds = await Promise.all([1, 2, 3, 4].map((seed) => model.generate('Once upon a time', { ...opts, seed })));
       expect(new Set(seeds.map((t) => t.tokens.map((x) => x.id).join(','))).size).toBeGreaterThan(1);
-      const topOne = await model.generate('Once upon a time', { maxNewTokens: 15, strategy: 'sample', topK: 1, seed: 9 });
+      const topOne = await model.generate('Once upon a time', { maxNewTokens: 15, strategy: 'sample', sampleTopK: 1, seed: 9 });
       const greedy = await model.generate('Once upon a time', { maxNewTokens: 15 });
       expect(topOne.tokens.map((t) => t.id)).toEqual(greedy.tokens.map((t) => t.id));
       for (const s of a.generation!.steps) expect(s.probability).toBeGreaterThan(0);

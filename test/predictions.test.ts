@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
-import { loadModel } from '../src/engine.js';
+import { loadModel } from '../src/engine/load.js';
 import { FIXTURES, readReference, type Nested } from './helpers/reference.js';
 
 /** Indices of the k largest values of a row (ties: lower index first), computed from the reference. */

@@ -7,10 +7,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formatFloat32 } from '../src/core/trace-format.js';
 import type { Trace } from '../src/core/trace.js';
-import { loadModel } from '../src/engine.js';
+import { loadModel } from '../src/engine/load.js';
 import { serializeSafetensors } from '../src/io/safetensors.js';
+import { formatFloat32 } from '../src/io/json-writer.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { FIXTURES, stackValues } from './helpers/reference.js';
 

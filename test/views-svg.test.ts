@@ -10,7 +10,7 @@ import { unzlibSync } from 'fflate';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
 import type { Token, Trace } from '../src/core/trace.js';
-import { loadModel } from '../src/engine.js';
+import { loadModel } from '../src/engine/load.js';
 import { readTraceFile } from '../src/io/trace-file.js';
 import { headColors, legendTicks, weightScale } from '../src/views/colors.js';
 import { renderHeadView } from '../src/views/svg/head-view.js';

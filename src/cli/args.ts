@@ -1,6 +1,7 @@
 /** Shared command-line parsing helpers. */
 import { AttnscopeError } from '../core/errors.js';
-import type { LoadOptions, TraceOptions } from '../engine.js';
+import type { LoadOptions } from '../engine/load.js';
+import type { TraceOptions } from '../engine/model.js';
 
 /** Parses "1,2,3" (spaces allowed) into integers, naming the flag on error. */
 export function parseIdList(value: string | undefined, flag: string): number[] | undefined {
@@ -108,7 +109,7 @@ export interface SamplingValues {
 export function parseSampling(values: SamplingValues): {
   strategy: 'greedy' | 'sample';
   temperature?: number;
-  topK?: number;
+  sampleTopK?: number;
   topP?: number;
   seed?: number;
 } {
@@ -119,7 +120,7 @@ export function parseSampling(values: SamplingValues): {
   return {
     strategy: sampling ? 'sample' : 'greedy',
     temperature: parseNumber(values.temperature, '--temperature'),
-    topK: parsePositiveInt(values['top-k'], '--top-k'),
+    sampleTopK: parsePositiveInt(values['top-k'], '--top-k'),
     topP: parseNumber(values['top-p'], '--top-p'),
     seed: parseNumber(values.seed, '--seed'),
   };

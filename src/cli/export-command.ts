@@ -8,7 +8,7 @@ import { basename, dirname, extname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
-import { loadModel } from '../engine.js';
+import { loadModel } from '../engine/load.js';
 import { readTraceFile } from '../io/trace-file.js';
 import { svgToPng } from '../views/png.js';
 import { type AnyViewOptions, VIEW_NAMES, type ViewName, renderSvg } from '../views/svg/index.js';

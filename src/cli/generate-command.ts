@@ -1,7 +1,7 @@
 /** `attnscope generate [model] --text "..." --max-new-tokens N [--sample ...] [--out trace.json]`. */
 import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
-import { loadModel } from '../engine.js';
+import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
 import { MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parsePositiveInt, parseSampling, parseThreads } from './args.js';
 

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
-import { loadModel } from '../engine.js';
+import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
 import { INPUT_OPTIONS, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
 

@@ -9,7 +9,7 @@ import { parseArgs } from 'node:util';
 import { deflateRawSync } from 'node:zlib';
 import { AttnscopeError } from '../core/errors.js';
 import type { Trace } from '../core/trace.js';
-import { loadModel } from '../engine.js';
+import { loadModel } from '../engine/load.js';
 import { readTraceFile } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';

@@ -1,24 +1,36 @@
 /**
  * Incremental decoding with a key/value cache: the prompt runs once, then each new token runs
  * alone against the cached keys and values of every earlier position (one position of compute
- * per token). The attention rows of every step are kept and assembled into whole-sequence stacks.
+ * per token). The rows of every step (attention, queries, keys, score bias) are kept and
+ * assembled into whole-sequence outputs, which the model turns into a Trace as it does a full run's.
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { GenerationInfo, LayerStack, StackName, Token, Trace } from '../core/trace.js';
-import type { GenerateOptions, Model } from '../engine.js';
-import type { TapRequest } from '../models/architecture.js';
+import type { GenerationInfo, StackName, Token, Trace } from '../core/trace.js';
+import { tapName, type TapKind, type TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
+import type { DecodingModel } from './decoding-model.js';
 import { assembleRows, type StepRows } from './rows.js';
-import { createSampler, validateSampling, type Choice } from './sampling.js';
+import { createSampler, validateSampling, type Choice, type SamplingOptions } from './sampling.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (generation stops earlier at the end-of-sequence token). */
+  maxNewTokens: number;
+  /** Prompt token ids instead of text. */
+  ids?: readonly number[];
+  /** Also return per-head queries and keys (and the score terms). */
+  qk?: boolean;
+}
 
 export interface DecodeResult {
   newIds: number[];
   steps: Choice[];
   stoppedBy: 'eos' | 'length';
-  /** Per stack decoded incrementally ('self' for decoders; 'decoder' and 'cross' for encoder-decoders). */
-  attention: Partial<Record<StackName, LayerStack>>;
-  queries?: Partial<Record<StackName, LayerStack>>;
-  keys?: Partial<Record<StackName, LayerStack>>;
+  /**
+   * Whole-sequence tap outputs of the stacks decoded incrementally ('self' for decoders;
+   * 'decoder' and 'cross' for encoder-decoders), named and shaped as a full run's
+   * (`tapName(kind, stack, layer)`, [1, d0, rows, cols]).
+   */
+  outputs: Record<string, RuntimeTensor>;
 }
 
 function float32(t: RuntimeTensor | undefined, name: string): Float32Array {
@@ -27,32 +39,42 @@ function float32(t: RuntimeTensor | undefined, name: string): Float32Array {
   return t.data as Float32Array;
 }
 
-/** Collects one stack's per-step rows of one tap kind ('attention', 'queries', 'keys'). */
+/** Collects one stack's per-step rows of one tap kind. */
 class StackRows {
   readonly steps: StepRows[] = [];
-  d0 = 0;
-  cols = 0;
+  private d0 = 0;
+  private cols = 0;
 
   constructor(
-    private readonly kind: string,
-    private readonly stack: StackName,
+    readonly kind: TapKind,
+    readonly stack: StackName,
+    /** Outputs per step: the stack's layers (1 for a bias all layers share). */
     private readonly layers: number,
   ) {}
 
-  add(out: Record<string, RuntimeTensor>, start: number): void {
-    const first = out[`${this.kind}.${this.stack}.0`];
-    if (!first) throw new Error(`graph output ${this.kind}.${this.stack}.0 missing`);
-    const [, d0, rows, width] = first.dims as [number, number, number, number];
+  add(out: Readonly<Record<string, RuntimeTensor>>, start: number): void {
+    const firstName = tapName(this.kind, this.stack, 0);
+    const [, d0, rows, width] = (out[firstName] ?? { dims: [] }).dims as [number, number, number, number];
+    const layers: Float32Array[] = [];
+    for (let l = 0; l < this.layers; l++) layers.push(float32(out[tapName(this.kind, this.stack, l)], tapName(this.kind, this.stack, l)));
     this.d0 = d0;
     this.cols = Math.max(this.cols, width);
-    const layers: Float32Array[] = [];
-    for (let l = 0; l < this.layers; l++) layers.push(float32(out[`${this.kind}.${this.stack}.${l}`], `${this.kind}.${this.stack}.${l}`));
     this.steps.push({ start, rows, width, layers });
   }
 
-  /** Whole-sequence stack; attention rows are padded to `cols` (all keys), q/k rows are headDim wide. */
-  build(total: number, cols = this.cols): LayerStack {
-    return assembleRows(this.steps, this.d0, total, cols);
+  /**
+   * The whole sequence as graph outputs: rows of later steps below those of earlier ones, rows
+   * narrower than the widest (keys a position could not see yet) zero-padded on the right.
+   * `firstStepOnly`: what the first step computed for every position (cross-attention keys).
+   */
+  outputs(total: number, firstStepOnly = false): Record<string, RuntimeTensor> {
+    const first = this.steps[0]!;
+    const stack = firstStepOnly ? { dims: [this.d0, first.rows, first.width] as const, layers: first.layers } : assembleRows(this.steps, this.d0, total, this.cols);
+    const out: Record<string, RuntimeTensor> = {};
+    stack.layers.forEach((data, l) => {
+      out[tapName(this.kind, this.stack, l)] = { type: 'float32', dims: [1, ...stack.dims], data };
+    });
+    return out;
   }
 }
 
@@ -60,10 +82,11 @@ class StackRows {
  * Runs `promptIds` (positions 0…) and then one token at a time, choosing each from the logits of
  * the last position, until `maxNew` tokens or an end-of-sequence id. The last chosen token is
  * run too, so every generated token has its attention row. `extra` feeds go to every step
- * (e.g. the encoder's hidden states for an encoder-decoder's decoder).
+ * (e.g. the encoder's hidden states for an encoder-decoder's decoder). `stacks[0]` is the stack
+ * whose self-attention keys and values are cached.
  */
 export async function decodeIncrementally(
-  model: Model,
+  model: DecodingModel,
   taps: TapRequest,
   stacks: readonly StackName[],
   promptIds: readonly number[],
@@ -75,20 +98,25 @@ export async function decodeIncrementally(
   idsField: 'inputIds' | 'decoderInputIds' = 'inputIds',
   baseInputs: { inputIds: readonly number[] } = { inputIds: [] },
 ): Promise<DecodeResult> {
-  const d = model.architecture.describe(model.config);
+  const d = model.architectureInfo;
   const cacheStack: StackName = stacks[0]!;
   const layers = d.stacks[cacheStack] ?? d.numLayers;
-  const collect = (kind: string) => new Map(stacks.map((s) => [s, new StackRows(kind, s, d.stacks[s] ?? layers)] as const));
-  const attention = collect('attention');
-  const queries = taps.qk ? collect('queries') : null;
-  const keys = taps.qk ? collect('keys') : null;
+  const layersOf = (s: StackName): number => d.stacks[s] ?? layers;
+  const collectors: StackRows[] = [];
+  for (const s of stacks) {
+    collectors.push(new StackRows('attention', s, layersOf(s)));
+    if (!taps.qk) continue;
+    collectors.push(new StackRows('queries', s, layersOf(s)), new StackRows('keys', s, layersOf(s)));
+    const bias = d.scoring[s]?.bias ?? 'none';
+    if (bias !== 'none') collectors.push(new StackRows('score_bias', s, bias === 'shared' ? 1 : layersOf(s)));
+  }
 
   // An empty cache: [1, kvHeads, 0, headDim] per layer.
   let past: Record<string, RuntimeTensor> = {};
   for (let l = 0; l < layers; l++) {
     const empty: RuntimeTensor = { type: 'float32', dims: [1, d.numKeyValueHeads, 0, d.headDim], data: new Float32Array(0) };
-    past[`past_key.${cacheStack}.${l}`] = empty;
-    past[`past_value.${cacheStack}.${l}`] = empty;
+    past[tapName('past_key', cacheStack, l)] = empty;
+    past[tapName('past_value', cacheStack, l)] = empty;
   }
 
   const newIds: number[] = [];
@@ -99,9 +127,7 @@ export async function decodeIncrementally(
   for (;;) {
     const inputs = { ...baseInputs, [idsField]: feed, pastLength: position };
     const out = await model.run(taps, inputs, { ...extra, ...past });
-    for (const rows of attention.values()) rows.add(out, position);
-    for (const rows of queries?.values() ?? []) rows.add(out, position);
-    for (const rows of keys?.values() ?? []) rows.add(out, position);
+    for (const rows of collectors) rows.add(out, position);
     position += feed.length;
     const finished = newIds.length === maxNew || (newIds.length > 0 && eos.has(newIds[newIds.length - 1]!));
     if (finished) {
@@ -117,27 +143,20 @@ export async function decodeIncrementally(
     steps.push(choice);
     const next: Record<string, RuntimeTensor> = {};
     for (let l = 0; l < layers; l++) {
-      for (const kind of ['key', 'value']) {
-        const present = out[`present_${kind}.${cacheStack}.${l}`];
-        if (!present) throw new Error(`graph output present_${kind}.${cacheStack}.${l} missing`);
-        next[`past_${kind}.${cacheStack}.${l}`] = present;
+      for (const [present, cached] of [['present_key', 'past_key'], ['present_value', 'past_value']] as const) {
+        const name = tapName(present, cacheStack, l);
+        if (!out[name]) throw new Error(`graph output ${name} missing`);
+        next[tapName(cached, cacheStack, l)] = out[name];
       }
     }
     past = next;
     feed = [choice.id];
   }
 
-  const total = position;
-  const result: DecodeResult = { newIds, steps, stoppedBy, attention: {} };
-  for (const [stack, rows] of attention) result.attention[stack] = rows.build(total, stack === 'cross' ? undefined : total);
-  if (queries && keys) {
-    result.queries = {};
-    result.keys = {};
-    for (const [stack, rows] of queries) result.queries[stack] = rows.build(total);
-    // Cross-attention keys are the encoder's positions, all computed at the first step.
-    for (const [stack, rows] of keys) result.keys[stack] = stack === 'cross' ? { dims: [rows.d0, rows.steps[0]!.rows, rows.cols], layers: rows.steps[0]!.layers } : rows.build(total);
-  }
-  return result;
+  const outputs: Record<string, RuntimeTensor> = {};
+  // Cross-attention keys are the encoder's positions, all computed at the first step.
+  for (const rows of collectors) Object.assign(outputs, rows.outputs(position, rows.kind === 'keys' && rows.stack === 'cross'));
+  return { newIds, steps, stoppedBy, outputs };
 }
 
 export function generationInfo(options: GenerateOptions, promptLength: number, result: DecodeResult): GenerationInfo {
@@ -146,11 +165,36 @@ export function generationInfo(options: GenerateOptions, promptLength: number, r
     promptLength,
     strategy,
     ...(strategy === 'sample'
-      ? { temperature: options.temperature ?? 1, topK: options.topK ?? 0, topP: options.topP ?? 1, seed: options.seed ?? 0 }
+      ? { temperature: options.temperature ?? 1, topK: options.sampleTopK ?? 0, topP: options.topP ?? 1, seed: options.seed ?? 0 }
       : {}),
     stoppedBy: result.stoppedBy,
     steps: result.steps.map((s) => ({ id: s.id, probability: s.probability })),
   };
+}
+
+function checkMaxNew(maxNew: number): void {
+  if (!Number.isInteger(maxNew) || maxNew < 1) throw new AttnscopeError(`--max-new-tokens must be a positive integer, got ${maxNew}`);
+}
+
+/**
+ * Decoder generation: the prompt and then each new token, decoded incrementally; the trace holds
+ * the prompt's attention and each generated token's row over all earlier tokens.
+ */
+export async function generateDecoder(model: DecodingModel, text: string | null, options: GenerateOptions): Promise<Trace> {
+  validateSampling(options);
+  const maxNew = options.maxNewTokens;
+  checkMaxNew(maxNew);
+  const prompt = options.ids ? model.tokensFromIds(options.ids) : await model.tokenize(text ?? '');
+  const maxPositions = model.architectureInfo.maxPositions;
+  if (prompt.length + maxNew > maxPositions) {
+    throw new AttnscopeError(`generation too long: ${prompt.length} prompt tokens + ${maxNew} new tokens = ${prompt.length + maxNew}, but ${model.name} accepts at most ${maxPositions} positions`);
+  }
+  const taps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
+  const result = await decodeIncrementally(model, taps, ['self'], prompt.map((t) => t.id), maxNew, createSampler(options), model.eosIds(), {});
+  const generated = model.tokensFromIds(result.newIds).map((t) => ({ ...t, generated: true }));
+  const trace = model.assemble([...prompt, ...generated], result.outputs);
+  trace.generation = generationInfo(options, prompt.length, result);
+  return trace;
 }
 
 /**
@@ -158,19 +202,19 @@ export function generationInfo(options: GenerateOptions, promptLength: number, r
  * decoder decodes incrementally from decoder_start_token_id with a cache of its self-attention
  * keys/values, reading the encoder's hidden states at every step.
  */
-export async function generateEncoderDecoder(model: Model, text: string | null, options: GenerateOptions): Promise<Trace> {
+export async function generateEncoderDecoder(model: DecodingModel, text: string | null, options: GenerateOptions): Promise<Trace> {
   validateSampling(options);
   const maxNew = options.maxNewTokens;
-  if (!Number.isInteger(maxNew) || maxNew < 1) throw new AttnscopeError(`--max-new-tokens must be a positive integer, got ${maxNew}`);
+  checkMaxNew(maxNew);
   const tokens: Token[] = options.ids ? model.tokensFromIds(options.ids) : await model.tokenize(text ?? '');
-  const info = model.info;
-  if (tokens.length > info.maxPositions) throw new AttnscopeError(`text too long: ${tokens.length} tokens, but ${model.name} accepts at most ${info.maxPositions}`);
-  if (1 + maxNew > info.maxPositions) {
-    throw new AttnscopeError(`generation too long: 1 start token + ${maxNew} new tokens = ${1 + maxNew}, but ${model.name}'s decoder accepts at most ${info.maxPositions} positions`);
+  const d = model.architectureInfo;
+  if (tokens.length > d.maxPositions) throw new AttnscopeError(`text too long: ${tokens.length} tokens, but ${model.name} accepts at most ${d.maxPositions}`);
+  if (1 + maxNew > d.maxPositions) {
+    throw new AttnscopeError(`generation too long: 1 start token + ${maxNew} new tokens = ${1 + maxNew}, but ${model.name}'s decoder accepts at most ${d.maxPositions} positions`);
   }
   const start = model.decoderStartId;
   const inputIds = tokens.map((t) => t.id);
-  // 1. The encoder, once: its attention (and q/k) and its final hidden states.
+  // 1. The encoder, once: its attention (and q/k, score bias) and its final hidden states.
   const encoderTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: true, logits: false };
   const encoded = await model.run(encoderTaps, { inputIds, decoderInputIds: [start] });
   const encoderHidden = encoded.encoder_last_hidden_state;
@@ -181,24 +225,18 @@ export async function generateEncoderDecoder(model: Model, text: string | null, 
     model, stepTaps, ['decoder', 'cross'], [start], maxNew, createSampler(options), model.eosIds(),
     { encoder_hidden_states: encoderHidden }, 'decoderInputIds', { inputIds },
   );
-  const decoderTokens = model.tokensFromIds([start, ...result.newIds]).map((t, i) => (i > 0 ? { ...t, generated: true } : t));
-  const d = model.architecture.describe(model.config);
-  const encoderStack = (kind: string): LayerStack => {
-    const layers: Float32Array[] = [];
-    for (let l = 0; l < (d.stacks.encoder ?? 0); l++) layers.push(float32(encoded[`${kind}.encoder.${l}`], `${kind}.encoder.${l}`));
-    const dims = encoded[`${kind}.encoder.0`]!.dims;
-    return { dims: [dims[1]!, dims[2]!, dims[3]!], layers };
-  };
-  const trace: Trace = {
-    model: model.modelInfo(d),
-    tokens,
-    decoderTokens,
-    attention: { encoder: encoderStack('attention'), ...result.attention },
-  };
-  if (options.qk && result.queries && result.keys) {
-    trace.queries = { encoder: encoderStack('queries'), ...result.queries };
-    trace.keys = { encoder: encoderStack('keys'), ...result.keys };
+  // The encoder's taps from the first run, the decoder's from the incremental one.
+  const outputs: Record<string, RuntimeTensor> = {};
+  const encoderLayers = d.stacks.encoder ?? 0;
+  for (const kind of ['attention', 'queries', 'keys', 'score_bias'] as const) {
+    for (let l = 0; l < encoderLayers; l++) {
+      const name = tapName(kind, 'encoder', l);
+      if (encoded[name]) outputs[name] = encoded[name];
+    }
   }
+  Object.assign(outputs, result.outputs);
+  const trace = model.assemble(tokens, outputs);
+  trace.decoderTokens = model.tokensFromIds([start, ...result.newIds]).map((t, i) => (i > 0 ? { ...t, generated: true } : t));
   trace.generation = generationInfo(options, 1, result);
   return trace;
 }

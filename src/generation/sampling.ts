@@ -9,8 +9,8 @@ export interface SamplingOptions {
   strategy?: 'greedy' | 'sample';
   /** Divides the logits before sampling (default 1). */
   temperature?: number;
-  /** Keep only the k most likely tokens (0 or undefined: all). */
-  topK?: number;
+  /** Sample only among the k most likely tokens (0 or undefined: all). */
+  sampleTopK?: number;
   /** Keep the smallest set of most likely tokens whose probability reaches p (1 or undefined: all). */
   topP?: number;
   /** Seed of the sampler's random generator (same seed, same choices). */
@@ -58,7 +58,9 @@ export function argmax(logits: ArrayLike<number>): number {
 
 export function validateSampling(o: SamplingOptions): void {
   if (o.temperature !== undefined && !(o.temperature > 0)) throw new AttnscopeError(`temperature must be > 0, got ${o.temperature}`);
-  if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 0)) throw new AttnscopeError(`top-k must be a non-negative integer, got ${o.topK}`);
+  if (o.sampleTopK !== undefined && !(Number.isInteger(o.sampleTopK) && o.sampleTopK >= 0)) {
+    throw new AttnscopeError(`sample-top-k must be a non-negative integer, got ${o.sampleTopK}`);
+  }
   if (o.topP !== undefined && !(o.topP > 0 && o.topP <= 1)) throw new AttnscopeError(`top-p must be in (0, 1], got ${o.topP}`);
 }
 
@@ -76,7 +78,7 @@ export function createSampler(options: SamplingOptions = {}): (logits: Float32Ar
   return (logits) => {
     const scores = Float64Array.from(logits, (v) => v / temperature);
     const order = Array.from(scores.keys()).sort((a, b) => scores[b]! - scores[a]! || a - b);
-    const topK = options.topK ? Math.min(options.topK, scores.length) : scores.length;
+    const topK = options.sampleTopK ? Math.min(options.sampleTopK, scores.length) : scores.length;
     // top-k: everything below the k-th score is removed (ties with it are kept, as transformers does).
     const kth = scores[order[topK - 1]!]!;
     for (let i = 0; i < scores.length; i++) if (scores[i]! < kth) scores[i] = Number.NEGATIVE_INFINITY;

@@ -13,7 +13,7 @@ import { runCli } from '../helpers/cli.js';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StackName, Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine.js';
+import { loadModel } from '../../src/engine/load.js';
 import { writeTraceFile } from '../../src/io/trace-file.js';
 import { describeGeneration, formatProbability, traceGeneration } from '../../src/views/generation.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';

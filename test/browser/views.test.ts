@@ -15,7 +15,7 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine.js';
+import { loadModel } from '../../src/engine/load.js';
 import { readTraceFile, writeTraceFile } from '../../src/io/trace-file.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';

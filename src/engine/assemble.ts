@@ -1,0 +1,60 @@
+/**
+ * Graph outputs → Trace: the per-layer tap outputs (`tapName(kind, stack, layer)`, each
+ * [1, d0, rows, cols]) become the Trace's layer stacks, and the hidden states and score terms
+ * join them. Imports nothing from Node.
+ */
+import { float16ToFloat32 } from '../core/tensor.js';
+import type { LayerStack, ModelInfo, StackMap, StackName, Token, Trace } from '../core/trace.js';
+import { tapName, type ArchitectureInfo, type TapKind } from '../models/architecture.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
+import { collectScores } from './scores.js';
+
+/** A float tap as float32 (float16 outputs converted). */
+export function toFloat32(t: RuntimeTensor): Float32Array {
+  if (t.type === 'float32') return t.data as Float32Array;
+  if (t.type === 'float16') return float16ToFloat32(t.data as Uint16Array);
+  throw new Error(`unexpected tap type ${t.type}`);
+}
+
+/** One stack's `kind` outputs for layers 0 … layers−1, or undefined when the graph has none for that stack. */
+export function tapStack(outputs: Readonly<Record<string, RuntimeTensor>>, kind: TapKind, stack: StackName, layers: number): LayerStack | undefined {
+  const first = outputs[tapName(kind, stack, 0)];
+  if (!first) return undefined;
+  const arrays: Float32Array[] = [];
+  for (let l = 0; l < layers; l++) {
+    const t = outputs[tapName(kind, stack, l)];
+    if (!t) throw new Error(`graph output ${tapName(kind, stack, l)} missing`);
+    arrays.push(toFloat32(t));
+  }
+  return { dims: first.dims.slice(1) as [number, number, number], layers: arrays };
+}
+
+/** Every stack of the architecture that has `kind` outputs. */
+export function tapStacks(outputs: Readonly<Record<string, RuntimeTensor>>, kind: TapKind, info: ArchitectureInfo): StackMap {
+  const map: StackMap = {};
+  for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+    const s = tapStack(outputs, kind, stack, layers);
+    if (s) map[stack] = s;
+  }
+  return map;
+}
+
+/**
+ * The Trace of one run's outputs: attention of every stack tapped, queries and keys (with their
+ * score terms) when tapped, and the final hidden states when present.
+ */
+export function assembleTrace(model: ModelInfo, info: ArchitectureInfo, tokens: Token[], outputs: Readonly<Record<string, RuntimeTensor>>): Trace {
+  const trace: Trace = { model: { ...model }, tokens, attention: tapStacks(outputs, 'attention', info) };
+  const queries = tapStacks(outputs, 'queries', info);
+  if (Object.keys(queries).length > 0) {
+    trace.queries = queries;
+    trace.keys = tapStacks(outputs, 'keys', info);
+    const scores = collectScores(info, outputs as Record<string, RuntimeTensor>);
+    if (Object.keys(scores).length > 0) trace.scores = scores;
+  }
+  const hidden = outputs.last_hidden_state;
+  if (hidden) trace.lastHiddenState = { dims: [hidden.dims[1]!, hidden.dims[2]!], data: toFloat32(hidden) };
+  const encoderHidden = outputs.encoder_last_hidden_state;
+  if (encoderHidden) trace.encoderLastHiddenState = { dims: [encoderHidden.dims[1]!, encoderHidden.dims[2]!], data: toFloat32(encoderHidden) };
+  return trace;
+}

@@ -1,0 +1,116 @@
+/**
+ * The Node loader around the model core: resolves a model source (a directory, a Hub id, the
+ * embedded model), reads config.json, generation_config.json and the tokenizer, opens the
+ * weights, sets up the graph cache and runs graphs with onnxruntime-node.
+ */
+import { readFile } from 'node:fs/promises';
+import { AttnscopeError } from '../core/errors.js';
+import { defaultModelDir } from '../default-model.js';
+import { checkpointCacheDir, findCachedModel, graphCacheRoot, writeCachedModel } from '../io/graph-cache.js';
+import type { ModelFiles } from '../io/model-files.js';
+import { resolveModelSource } from '../io/model-source.js';
+import { openWeights } from '../io/open-weights.js';
+import { ModelConfig } from '../models/config.js';
+import { architectureFor } from '../models/registry.js';
+import { nodeRuntime } from '../runtime/onnxruntime-node.js';
+import type { Runtime } from '../runtime/runtime.js';
+import { loadTokenizer, type AttnTokenizer } from '../tokenizer/load-tokenizer.js';
+import { Model, type GraphCacheHooks } from './model.js';
+
+export interface LoadOptions {
+  /** Hub revision (branch, tag or commit); also accepted as `id@revision`. */
+  revision?: string;
+  /** Never touch the network (also HF_HUB_OFFLINE=1). */
+  offline?: boolean;
+  /** Graph runtime (default: onnxruntime-node). */
+  runtime?: Runtime;
+  /** Threads per operator (default: all cores). */
+  threads?: number;
+  /** Show download progress on stderr. */
+  progress?: boolean;
+  /**
+   * Directory of the graph cache (prepared graphs and weights kept on disk between runs), or
+   * false for none. Default: $ATTNSCOPE_CACHE, else ~/.cache/attnscope/graphs ('off' disables).
+   */
+  graphCache?: string | false;
+}
+
+/** Reads a JSON object file, naming the file in the error when it is not one. */
+async function readJsonObject(path: string): Promise<Record<string, unknown>> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw new AttnscopeError(`${path}: not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new AttnscopeError(`${path}: not a JSON object`);
+  return raw as Record<string, unknown>;
+}
+
+async function readConfig(files: ModelFiles): Promise<ModelConfig> {
+  const path = await files.path('config.json');
+  if (!path) throw new AttnscopeError(`${files.name}: not a model directory (no config.json)`);
+  return new ModelConfig(await readJsonObject(path), path);
+}
+
+async function readGenerationConfig(files: ModelFiles): Promise<Record<string, unknown>> {
+  const path = await files.path('generation_config.json');
+  return path ? readJsonObject(path) : {};
+}
+
+async function readTokenizer(files: ModelFiles): Promise<AttnTokenizer | null> {
+  const tokenizerJson = await files.path('tokenizer.json');
+  if (!tokenizerJson) return null;
+  return loadTokenizer({
+    tokenizerJson,
+    tokenizerConfig: await files.path('tokenizer_config.json'),
+    specialTokensMap: await files.path('special_tokens_map.json'),
+  });
+}
+
+/** The graph cache of one checkpoint in `dir`, as the model core's hooks. */
+function graphCacheIn(dir: string): GraphCacheHooks {
+  return {
+    find: (built) => findCachedModel(dir, built),
+    write: async (built) => {
+      await writeCachedModel(dir, built);
+    },
+  };
+}
+
+/**
+ * Opens a checkpoint: a local directory, a Hub id (`org/name[@revision]`, through the Hugging
+ * Face cache), or, with no source, the embedded stories260k model.
+ */
+export async function loadModel(source?: string, options: LoadOptions = {}): Promise<Model<AttnTokenizer>> {
+  const files = await resolveModelSource(source ?? defaultModelDir(), {
+    revision: options.revision,
+    offline: options.offline,
+    progress: options.progress,
+  });
+  const config = await readConfig(files);
+  const architecture = architectureFor(config.modelType);
+  const architectureInfo = architecture.describe(config); // validates the config early
+  const tokenizer = await readTokenizer(files);
+  const weights = await openWeights(files);
+  try {
+    const generationConfig = await readGenerationConfig(files);
+    const cacheRoot = options.graphCache === false ? undefined : (options.graphCache ?? graphCacheRoot());
+    const cacheDir = cacheRoot ? await checkpointCacheDir(cacheRoot, files.dir, config.modelType) : undefined;
+    return new Model({
+      name: files.name,
+      config,
+      architecture,
+      architectureInfo,
+      tokenizer,
+      weights,
+      runtime: options.runtime ?? nodeRuntime,
+      threads: options.threads,
+      generationConfig,
+      graphCache: cacheDir ? graphCacheIn(cacheDir) : undefined,
+    });
+  } catch (e) {
+    await weights.close();
+    throw e;
+  }
+}

@@ -1,0 +1,343 @@
+/**
+ * The model core: runs an architecture's graph through a Runtime and assembles Traces
+ * (tokens → graph → runtime → Trace), generation included. It imports nothing from Node: the
+ * configuration, tokenizer, weights, runtime and graph cache come in through the small
+ * interfaces below (src/engine/load.ts provides them in Node).
+ */
+import { topKPredictions, type VocabLogits } from '../analysis/predictions.js';
+import { AttnscopeError } from '../core/errors.js';
+import { timed } from '../core/profile.js';
+import type { ModelInfo, Token, Trace } from '../core/trace.js';
+import type { BuiltModel } from '../graph/builder.js';
+import type { WeightStore } from '../io/weights.js';
+import type { Architecture, ArchitectureInfo, ModelInputs, TapRequest } from '../models/architecture.js';
+import { createBuildContext } from '../models/build-context.js';
+import type { ModelConfig } from '../models/config.js';
+import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '../generation/decode.js';
+import type { DecodingModel } from '../generation/decoding-model.js';
+import type { GraphSession, Runtime, RuntimeTensor } from '../runtime/runtime.js';
+import { assembleTrace, toFloat32 } from './assemble.js';
+
+/** What the model core needs from a tokenizer (the Node loader gives the full `AttnTokenizer`). */
+export interface ModelTokenizer {
+  readonly mask?: { readonly text: string; readonly id: number | null };
+  /** Tokens of a text (and pair) with the specials the tokenizer adds; `maxLength` truncates as transformers does. */
+  encode(text: string, pair?: string, options?: { maxLength?: number }): Promise<Token[]>;
+  tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[];
+  decode(ids: readonly number[], skipSpecial?: boolean): string;
+  idToToken(id: number): string | null;
+}
+
+/** Where prepared graphs are kept between runs (used only with runtimes that open model files). */
+export interface GraphCacheHooks {
+  /** A model file holding `built` (graph and weights) the runtime can open, or undefined when not cached. */
+  find(built: BuiltModel): Promise<string | undefined>;
+  /** Stores `built` for later runs. */
+  write(built: BuiltModel): Promise<void>;
+}
+
+/** Everything a Model is made of. */
+export interface ModelParts<T extends ModelTokenizer = ModelTokenizer> {
+  /** Display name: the Hub id or the directory's base name. */
+  name: string;
+  config: ModelConfig;
+  architecture: Architecture;
+  /** `architecture.describe(config)` when the caller has it already (it is computed once per model). */
+  architectureInfo?: ArchitectureInfo;
+  tokenizer: T | null;
+  weights: WeightStore;
+  runtime: Runtime;
+  /** Threads per operator (default: the runtime's). */
+  threads?: number;
+  /** generation_config.json, when the checkpoint has one. */
+  generationConfig?: Readonly<Record<string, unknown>>;
+  graphCache?: GraphCacheHooks;
+}
+
+export interface TraceOptions {
+  /** Second sentence of a pair (sentence B). */
+  pair?: string;
+  /** Token ids to run instead of tokenizing text. */
+  ids?: readonly number[];
+  /** Token type (segment) ids to go with `ids`. */
+  typeIds?: readonly number[];
+  /** Also return per-head queries and keys (and the score terms). */
+  qk?: boolean;
+  /** Also return the final hidden state. */
+  hidden?: boolean;
+  /** Skip attention (e.g. when only hidden states are wanted). */
+  attention?: boolean;
+  /** Cut inputs longer than the model's maximum positions instead of failing. */
+  truncate?: boolean;
+  /** Encoder-decoder models: the decoder's target text (tokenized, then shifted right behind the start token). */
+  decoderText?: string;
+  /** Encoder-decoder models: decoder input ids, used as given. */
+  decoderIds?: readonly number[];
+  /** Also return the prediction head's raw logits. */
+  logits?: boolean;
+  /**
+   * Add the head's top-k predictions: at each [MASK]/<mask> for masked LMs, the next token at
+   * every position for causal LMs and decoders.
+   */
+  topK?: number;
+  /** Encoder-decoders without a decoder input: how many tokens to generate (default 20). */
+  maxNewTokens?: number;
+}
+
+/** Tokens an encoder-decoder generates when traced without a decoder input. */
+const DEFAULT_NEW_TOKENS = 20;
+
+/** What a loaded model tells about itself. */
+export interface ModelDescription extends ModelInfo {
+  kind: ArchitectureInfo['kind'];
+  maxPositions: number;
+}
+
+function tapsKey(t: TapRequest): string {
+  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}`;
+}
+
+export class Model<T extends ModelTokenizer = ModelTokenizer> implements DecodingModel {
+  readonly name: string;
+  readonly config: ModelConfig;
+  readonly architecture: Architecture;
+  readonly tokenizer: T | null;
+  /** generation_config.json, when the checkpoint has one. */
+  readonly generationConfig: Readonly<Record<string, unknown>>;
+  /** The architecture's description of this checkpoint (stacks, heads, positions, scoring). */
+  readonly architectureInfo: ArchitectureInfo;
+  /** What the model tells about itself. */
+  readonly info: Readonly<ModelDescription>;
+  private readonly weights: WeightStore;
+  private readonly runtime: Runtime;
+  private readonly threads: number | undefined;
+  private readonly graphCache: GraphCacheHooks | undefined;
+  private readonly sessions = new Map<string, Promise<GraphSession>>();
+  /** Graph-cache writes still under way. */
+  private readonly cacheWrites: Promise<void>[] = [];
+
+  constructor(parts: ModelParts<T>) {
+    this.name = parts.name;
+    this.config = parts.config;
+    this.architecture = parts.architecture;
+    this.tokenizer = parts.tokenizer;
+    this.weights = parts.weights;
+    this.runtime = parts.runtime;
+    this.threads = parts.threads;
+    this.generationConfig = parts.generationConfig ?? {};
+    this.graphCache = parts.graphCache;
+    const d = parts.architectureInfo ?? parts.architecture.describe(parts.config);
+    this.architectureInfo = d;
+    this.info = { ...this.traceModelInfo(), kind: d.kind, maxPositions: d.maxPositions };
+  }
+
+  /** The Trace's `model` field (a new object each time). */
+  traceModelInfo(): ModelInfo {
+    const d = this.architectureInfo;
+    return {
+      name: this.name,
+      modelType: this.config.modelType,
+      numLayers: d.numLayers,
+      numHeads: d.numHeads,
+      numKeyValueHeads: d.numKeyValueHeads,
+      headDim: d.headDim,
+    };
+  }
+
+  /** The graph session for a set of taps, built once and cached. */
+  session(taps: TapRequest): Promise<GraphSession> {
+    const key = tapsKey(taps);
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = this.buildSession(taps);
+      this.sessions.set(key, s);
+      s.catch(() => this.sessions.delete(key));
+    }
+    return s;
+  }
+
+  private async buildSession(taps: TapRequest): Promise<GraphSession> {
+    const ctx = createBuildContext(this.config, this.weights, taps);
+    const built = await timed('build the graph', async () => {
+      await this.architecture.build(ctx);
+      return ctx.g.build();
+    });
+    const options = { threads: this.threads };
+    const fromFile = this.runtime.createSessionFromFile?.bind(this.runtime);
+    const cache = fromFile ? this.graphCache : undefined;
+    if (fromFile && cache) {
+      const cached = await cache.find(built).catch(() => undefined);
+      if (cached) return timed('create the runtime session (cached graph)', () => fromFile(cached, options));
+    }
+    const externalData = await timed('read the weights', () => Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() }))));
+    const session = await timed('create the runtime session', () => this.runtime.createSession({ model: built.model, externalData }, options));
+    if (cache) {
+      // Cache the prepared graph for the next run while this one goes on (dispose() waits for it);
+      // started after the session exists so the two do not compete. A cache that cannot be
+      // written (read-only, disk full) only costs the next run time.
+      this.cacheWrites.push(cache.write(built).then(() => undefined, () => undefined));
+    }
+    return session;
+  }
+
+  private requireTokenizer(): T {
+    if (!this.tokenizer) throw new AttnscopeError(`${this.name}: no tokenizer.json; pass token ids instead of text`);
+    return this.tokenizer;
+  }
+
+  /**
+   * Tokenizes text (and an optional pair) as the model's tokenizer does; with `maxLength`,
+   * truncated as transformers does (the longer sequence of a pair first, specials kept). Any
+   * text the tokenizer turns into tokens is accepted (whitespace too); none at all is an error.
+   */
+  async tokenize(text: string, pair?: string, maxLength?: number): Promise<Token[]> {
+    const tokens = await this.requireTokenizer().encode(text, pair, { maxLength });
+    if (tokens.length === 0) throw new AttnscopeError(`empty text: ${this.name}'s tokenizer gives no tokens for ${JSON.stringify(text.slice(0, 20))}, so there is nothing to run`);
+    return tokens;
+  }
+
+  tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
+    if (ids.length === 0) throw new AttnscopeError('empty input: no token ids');
+    if (typeIds && typeIds.length !== ids.length) {
+      throw new AttnscopeError(`--type-ids has ${typeIds.length} values but there are ${ids.length} token ids`);
+    }
+    if (this.tokenizer) return this.tokenizer.tokensFromIds([...ids], typeIds ? [...typeIds] : undefined);
+    return ids.map((id, i) => ({ id, text: String(id), start: 0, end: 0, special: false, segment: typeIds?.[i] ?? 0, word: null }));
+  }
+
+  /**
+   * Runs the model on a text (or on token ids) and returns its Trace. An encoder-decoder given
+   * no decoder input generates it (greedily, up to `maxNewTokens`): the trace is then a
+   * generation trace.
+   */
+  async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
+    const { kind, maxPositions } = this.info;
+    if (kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
+      if (options.pair !== undefined) throw new AttnscopeError(`${this.name}: --pair does not apply to an encoder-decoder model`);
+      return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk });
+    }
+    const truncateAt = options.truncate && Number.isFinite(maxPositions) ? maxPositions : undefined;
+    let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair, truncateAt);
+    tokens = this.fitLength(tokens, options.truncate ?? false, 'text');
+    const inputs: ModelInputs = { inputIds: tokens.map((t) => t.id), typeIds: tokens.map((t) => t.segment) };
+    let decoderTokens: Token[] | undefined;
+    if (kind === 'encoder-decoder') {
+      decoderTokens = this.fitLength(await this.decoderTokens(options), options.truncate ?? false, 'decoder input');
+      inputs.decoderInputIds = decoderTokens.map((t) => t.id);
+    } else if (options.decoderIds || options.decoderText !== undefined) {
+      throw new AttnscopeError(`${this.name} is not an encoder-decoder model: --decoder-text/--decoder-ids do not apply`);
+    }
+    const taps: TapRequest = {
+      attention: options.attention ?? true,
+      qk: options.qk ?? false,
+      lastHiddenState: options.hidden ?? false,
+      logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
+    };
+    const maskPositions = options.topK && kind === 'encoder' ? this.maskPositions(tokens) : [];
+    const out = await this.run(taps, inputs);
+    const trace = this.assemble(tokens, out);
+    if (decoderTokens) trace.decoderTokens = decoderTokens;
+    const logits = out.logits;
+    if (logits && options.logits) trace.logits = { dims: [logits.dims[1]!, logits.dims[2] ?? 1], data: toFloat32(logits) };
+    if (logits && options.topK) {
+      const positions = kind === 'encoder' ? maskPositions : (decoderTokens ?? tokens).map((_, i) => i);
+      trace.predictions = topKPredictions(this.checkVocabLogits(logits), positions, options.topK, kind === 'encoder' ? 'masked' : 'next', (id) => this.tokenizer?.idToToken(id) ?? String(id));
+    }
+    return trace;
+  }
+
+  /** The Trace of graph outputs named as a full run names them (see DecodingModel.assemble). */
+  assemble(tokens: Token[], outputs: Readonly<Record<string, RuntimeTensor>>): Trace {
+    return assembleTrace(this.traceModelInfo(), this.architectureInfo, tokens, outputs);
+  }
+
+  /** Positions of the tokenizer's mask token; an error when there are none or the model has no mask token. */
+  private maskPositions(tokens: readonly Token[]): number[] {
+    const mask = this.tokenizer?.mask;
+    if (!mask || mask.id === null) throw new AttnscopeError(`${this.name}: its tokenizer has no mask token, so there is nothing to predict`);
+    const positions = tokens.flatMap((t, i) => (t.id === mask.id ? [i] : []));
+    if (positions.length === 0) throw new AttnscopeError(`the text has no ${mask.text} token to predict (write ${mask.text} where a word should be filled in)`);
+    return positions;
+  }
+
+  /** Logits over the vocabulary as [positions, vocab]; an error for heads that score rather than predict tokens. */
+  private checkVocabLogits(logits: RuntimeTensor): VocabLogits {
+    if (logits.dims.length !== 3 || logits.dims[2]! < 2) {
+      throw new AttnscopeError(`${this.name}: its head (${String(this.config.raw.architectures ?? 'unknown')}) scores tokens rather than predicting them; it has no masked-LM head`);
+    }
+    return { rows: logits.dims[1]!, vocab: logits.dims[2]!, data: toFloat32(logits) };
+  }
+
+  /** Runs the graph for a set of taps on prepared inputs (plus extra feeds such as past keys); returns its outputs by name. */
+  async run(taps: TapRequest, inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Promise<Record<string, RuntimeTensor>> {
+    const session = await this.session(taps);
+    const allFeeds = { ...this.architecture.feeds(this.config, inputs), ...extra };
+    const feeds: Record<string, RuntimeTensor> = {};
+    for (const name of session.inputNames) {
+      const f = allFeeds[name];
+      if (!f) throw new Error(`architecture gave no feed for graph input ${name}`);
+      feeds[name] = f;
+    }
+    return timed(`run (${inputs.inputIds.length} tokens)`, () => session.run(feeds));
+  }
+
+  /**
+   * Generates up to `maxNewTokens` tokens after a prompt, decoding incrementally with a key/value
+   * cache (each new token costs one position), and returns the trace of the whole sequence: the
+   * prompt's attention and each generated token's row over all earlier tokens, every layer and head.
+   */
+  async generate(text: string | null, options: GenerateOptions): Promise<Trace> {
+    const kind = this.info.kind;
+    if (kind === 'encoder') throw new AttnscopeError(`${this.name} is an encoder (${this.config.modelType}); it does not generate text`);
+    return kind === 'encoder-decoder' ? generateEncoderDecoder(this, text, options) : generateDecoder(this, text, options);
+  }
+
+  /** End-of-sequence ids from generation_config.json / config.json. */
+  eosIds(): Set<number> {
+    const raw = this.generationConfig.eos_token_id ?? this.config.raw.eos_token_id;
+    const ids = Array.isArray(raw) ? raw : [raw];
+    return new Set(ids.filter((x): x is number => typeof x === 'number'));
+  }
+
+  /** The id the decoder starts from: decoder_start_token_id of generation_config.json, else of config.json. */
+  get decoderStartId(): number {
+    const id = this.generationConfig.decoder_start_token_id ?? this.config.raw.decoder_start_token_id;
+    if (typeof id !== 'number') {
+      throw new AttnscopeError(`${this.name}: neither generation_config.json nor config.json has a decoder_start_token_id, so the decoder cannot start`);
+    }
+    return id;
+  }
+
+  /** Decoder input tokens: given ids, or the decoder text tokenized and shifted right behind the start token. */
+  private async decoderTokens(options: TraceOptions): Promise<Token[]> {
+    if (options.decoderIds) {
+      if (options.decoderIds.length === 0) throw new AttnscopeError('--decoder-ids is empty');
+      return this.tokensFromIds(options.decoderIds);
+    }
+    const labels = await this.requireTokenizer().encode(options.decoderText ?? '');
+    if (labels.length === 0) throw new AttnscopeError(`empty decoder text: ${this.name}'s tokenizer gives no tokens for it`);
+    return this.tokensFromIds([this.decoderStartId, ...labels.slice(0, -1).map((t) => t.id)]);
+  }
+
+  private fitLength(tokens: Token[], truncate: boolean, what: string): Token[] {
+    const max = this.info.maxPositions;
+    if (tokens.length <= max) return tokens;
+    if (!truncate) {
+      throw new AttnscopeError(`${what} too long: ${tokens.length} tokens, but ${this.name} accepts at most ${max} (use --truncate to cut it)`);
+    }
+    const last = tokens[tokens.length - 1]!;
+    const kept = tokens.slice(0, max);
+    // Keep the closing special token (e.g. [SEP], </s>) as the tokenizer's own truncation does.
+    if (last.special) kept[max - 1] = last;
+    return kept;
+  }
+
+  /** Releases the runtime sessions and open files, after finishing any graph-cache writes. */
+  async dispose(): Promise<void> {
+    await Promise.all(this.cacheWrites);
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    for (const s of sessions) await (await s.catch(() => null))?.release();
+    await this.weights.close();
+  }
+}
