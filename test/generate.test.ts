@@ -86,6 +86,38 @@ describe('sampling', () => {
       const greedy = await model.generate('Once upon a time', { maxNewTokens: 15 });
       expect(topOne.tokens.map((t) => t.id)).toEqual(greedy.tokens.map((t) => t.id));
       for (const s of a.generation!.steps) expect(s.probability).toBeGreaterThan(0);
+      // Top-k 1 leaves one candidate, yet the reported probability is still the model's own.
+      expect(topOne.generation!.steps.map((s) => s.probability)).toEqual(greedy.generation!.steps.map((s) => s.probability));
+      expect(topOne.generation!.steps.some((s) => s.probability < 0.99)).toBe(true);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it("reports the model's probability of each sampled token: a float64 softmax of the raw logits, before temperature, top-k and top-p", async () => {
+    const model = await loadModel();
+    try {
+      const opts = { maxNewTokens: 8, strategy: 'sample' as const, temperature: 1.7, sampleTopK: 6, topP: 0.7, seed: 5 };
+      const trace = await model.generate('Once upon a time', opts);
+      const promptLength = trace.generation!.promptLength;
+      const ids = trace.tokens.map((t) => t.id);
+      const steps = trace.generation!.steps;
+      expect(steps.length).toBeGreaterThan(0);
+      const renormalised: number[] = [];
+      for (const [i, step] of steps.entries()) {
+        expect(step.id).toBe(ids[promptLength + i]);
+        // The logits at this step, from a full (uncached) run over the same prefix.
+        const full = await model.trace(null, { ids: ids.slice(0, promptLength + i), logits: true, attention: false });
+        const vocab = full.logits!.dims[1];
+        const row = Array.from(full.logits!.data.subarray(full.logits!.data.length - vocab));
+        const max = Math.max(...row);
+        const sum = row.reduce((s, v) => s + Math.exp(v - max), 0);
+        expect(Math.abs(step.probability - Math.exp(row[step.id]! - max) / sum)).toBeLessThanOrEqual(1e-5);
+        // What the warped distribution would have said: the six best at temperature 1.7, renormalised.
+        const top = [...row].sort((x, y) => y - x).slice(0, 6).map((v) => Math.exp((v - max) / 1.7));
+        renormalised.push(Math.exp((row[step.id]! - max) / 1.7) / top.reduce((s, v) => s + v, 0));
+      }
+      expect(steps.some((s, i) => Math.abs(s.probability - renormalised[i]!) > 0.05)).toBe(true);
     } finally {
       await model.dispose();
     }

@@ -19,7 +19,10 @@ export interface SamplingOptions {
 
 export interface Choice {
   id: number;
-  /** Probability of the chosen token under the distribution it was drawn from. */
+  /**
+   * The model's probability of the chosen token: the softmax of its raw logits, before
+   * temperature, top-k and top-p reshape the distribution it is drawn from.
+   */
   probability: number;
 }
 
@@ -49,6 +52,15 @@ function softmax(logits: ArrayLike<number>): Float64Array {
   return out;
 }
 
+/** softmax(logits)[id], in float64: the model's own probability of a token. */
+export function modelProbability(logits: ArrayLike<number>, id: number): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < logits.length; i++) if (logits[i]! > max) max = logits[i]!;
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i]! - max);
+  return Math.exp(logits[id]! - max) / sum;
+}
+
 /** The index of the largest logit (the first one on ties, as torch.argmax). */
 export function argmax(logits: ArrayLike<number>): number {
   let best = 0;
@@ -70,7 +82,7 @@ export function createSampler(options: SamplingOptions = {}): (logits: Float32Ar
   if ((options.strategy ?? 'greedy') === 'greedy') {
     return (logits) => {
       const id = argmax(logits);
-      return { id, probability: softmax(logits)[id]! };
+      return { id, probability: modelProbability(logits, id) };
     };
   }
   const random = seededRandom(options.seed ?? 0);
@@ -98,10 +110,10 @@ export function createSampler(options: SamplingOptions = {}): (logits: Float32Ar
     let r = random();
     for (const id of order) {
       r -= probs[id]!;
-      if (r < 0) return { id, probability: probs[id]! };
+      if (r < 0) return { id, probability: modelProbability(logits, id) };
     }
     // Rounding left r ≥ 0 after the whole mass: take the least likely token still allowed.
     const last = [...order].reverse().find((id) => probs[id]! > 0)!;
-    return { id: last, probability: probs[last]! };
+    return { id: last, probability: modelProbability(logits, last) };
   };
 }
