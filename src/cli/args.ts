@@ -50,13 +50,12 @@ export interface InputValues {
 
 /**
  * The text (or null with ids) and trace options from INPUT_OPTIONS flags: exactly one of --text
- * and --ids, and no empty text. `missing` is the error when neither is given.
+ * and --ids (a text that gives no tokens is refused by the model). `missing` is the error when neither is given.
  */
 export function parseModelInput(values: InputValues, command: string, missing: string): { text: string | null; options: TraceOptions } {
   const ids = parseIdList(values.ids, '--ids');
   if (values.text === undefined && ids === undefined) throw new AttnscopeError(missing);
   if (values.text !== undefined && ids !== undefined) throw new AttnscopeError(`${command}: give either --text or --ids, not both`);
-  if (values.text !== undefined && values.text.trim() === '' && !values.pair) throw new AttnscopeError('empty text: nothing to trace');
   return {
     text: values.text ?? null,
     options: {

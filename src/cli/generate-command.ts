@@ -32,7 +32,6 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const ids = parseIdList(values.ids, '--ids');
   if (values.text === undefined && ids === undefined) throw new AttnscopeError('generate: give --text "..." or --ids 1,2,3');
   if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('generate: give either --text or --ids, not both');
-  if (values.text !== undefined && values.text.trim() === '') throw new AttnscopeError('empty text: nothing to generate from');
   const sampling = parseSampling(values);
   const model = await loadModel(positionals[0], { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
   try {

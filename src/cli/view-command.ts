@@ -120,7 +120,6 @@ export async function viewCommand(argv: string[]): Promise<void> {
     }
     if (values.text === undefined && ids === undefined) throw new AttnscopeError('view --generate: give the prompt with --text "..." (or --ids 1,2,3)');
     if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('view: give either --text or --ids, not both');
-    if (values.text !== undefined && values.text.trim() === '') throw new AttnscopeError('empty text: nothing to generate from');
     const sampling = parseSampling(values);
     text = values.text;
     const model = await loadModel(source, parseLoadOptions(values));
