@@ -140,6 +140,188 @@ export function tokenLabel(prettified: string): string {
   return t === '' ? (prettified === '' ? '∅' : '␣') : t;
 }
 
+// --- token sequences -------------------------------------------------------------------------------
+
+/**
+ * The mark a label starts with when its token continues the previous token's word without a break
+ * (`▁g` `ir` `l` → `g` `·ir` `·l`), and the whole label of a byte-fallback token that only carries
+ * the rest of a character started by the token before (`<0xC3>` `<0xAF>` → `ï` `·`).
+ */
+export const JOIN_MARK = '·';
+
+/** Whether a tokenizer spells tokens as bytes (GPT-2 style byte-level BPE) for this model type or token. */
+function isByteLevel(text: string, modelType: string | undefined): boolean {
+  return (modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) || /[\u0100-\u0143]/.test(text);
+}
+
+function looksSentencepiece(text: string): boolean {
+  return text.includes('▁') || /<0x[0-9A-Fa-f]{2}>/.test(text);
+}
+
+const ENCODER = new TextEncoder();
+
+/**
+ * The bytes a token spells when they may hold part of a character: sentencepiece pieces (`▁` as a
+ * space, `<0xNN>` as the byte NN) and byte-level BPE tokens. Null for other tokens (plain text is
+ * whole characters) and for byte-level spellings that do not map to bytes.
+ */
+function spelledBytes(text: string, modelType: string | undefined): Uint8Array | null {
+  if (looksSentencepiece(text)) {
+    const parts: number[] = [];
+    for (const piece of text.split(/(<0x[0-9A-Fa-f]{2}>)/)) {
+      if (/^<0x[0-9A-Fa-f]{2}>$/.test(piece)) parts.push(parseInt(piece.slice(3, 5), 16));
+      else if (piece) for (const b of ENCODER.encode(piece.replace(/▁/g, ' '))) parts.push(b);
+    }
+    return Uint8Array.from(parts);
+  }
+  if (!isByteLevel(text, modelType)) return null;
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    const b = BYTE_OF_CHAR.get(text.charCodeAt(i));
+    if (b === undefined) return null;
+    bytes[i] = b;
+  }
+  return bytes;
+}
+
+/** Length of the UTF-8 sequence a lead byte starts (0: not a lead byte). */
+function utf8Length(lead: number): number {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xc2 && lead <= 0xdf) return 2;
+  if (lead >= 0xe0 && lead <= 0xef) return 3;
+  if (lead >= 0xf0 && lead <= 0xf4) return 4;
+  return 0;
+}
+
+interface RunPiece {
+  /** Characters whose first byte is in this token. */
+  chars: string;
+  /** The token holds bytes of a character begun by an earlier token. */
+  tail: boolean;
+  /** The token holds bytes that form no character with their neighbours. */
+  invalid: boolean;
+}
+
+/**
+ * Decodes consecutive tokens' bytes as one UTF-8 stream: each character goes to the token holding
+ * its first byte. Bytes that form no valid character are flagged on the tokens holding them.
+ */
+function decodeRun(bytes: readonly Uint8Array[]): RunPiece[] {
+  const all: number[] = [];
+  const owner: number[] = [];
+  bytes.forEach((b, t) => {
+    for (const x of b) {
+      all.push(x);
+      owner.push(t);
+    }
+  });
+  const out: RunPiece[] = bytes.map(() => ({ chars: '', tail: false, invalid: false }));
+  for (let i = 0; i < all.length; ) {
+    const n = utf8Length(all[i]!);
+    let ch: string | null = null;
+    if (n > 0 && i + n <= all.length) {
+      try {
+        ch = UTF8.decode(Uint8Array.from(all.slice(i, i + n)));
+      } catch {
+        ch = null;
+      }
+    }
+    if (ch === null) {
+      out[owner[i]!]!.invalid = true;
+      i++;
+      continue;
+    }
+    out[owner[i]!]!.chars += ch;
+    for (let j = i + 1; j < i + n; j++) if (owner[j] !== owner[i]) out[owner[j]!]!.tail = true;
+    i += n;
+  }
+  return out;
+}
+
+/** Whitespace-only text as `␣`s, controls as visible symbols (as prettifyToken finishes a token). */
+function finishText(out: string): string {
+  if (out.length > 0 && out.trim() === '' && !/[\n\r\t]/.test(out)) return '␣'.repeat(out.length);
+  return visibleControls(out);
+}
+
+/** A prettified token of a sequence: its text, its label, and whether it only carries the rest of a character. */
+export interface PrettyToken {
+  /** As prettifyToken, but with characters that span tokens decoded ('' for a token holding only the rest of one). */
+  text: string;
+  /** What views print: the trimmed text, `·`-marked when the token continues the previous token's word. */
+  label: string;
+  /** The token holds only bytes of a character shown on an earlier token. */
+  byteTail: boolean;
+}
+
+/** Letters, digits and marks of scripts that separate words by spaces (not Han, kana or Thai, whose neighbours are not one word). */
+const WORDLIKE = /[\p{L}\p{N}\p{M}]/u;
+const UNSPACED = /[\p{Script=Han}\p{Script=Hiragana}\p{Script=Katakana}\p{Script=Thai}\p{Script=Lao}\p{Script=Khmer}\p{Script=Myanmar}]/u;
+const wordlike = (ch: string | undefined): boolean => ch !== undefined && WORDLIKE.test(ch) && !UNSPACED.test(ch);
+
+/**
+ * Prettifies the tokens of one sequence, reading them together:
+ *
+ * - Characters split over several tokens — sentencepiece byte fallback (`<0xC3>` `<0xAF>`) or
+ *   byte-level BPE pieces — are decoded: the character is shown on the token holding its first
+ *   byte, and each following token that holds only the rest of it is labelled `·`. Bytes that
+ *   form no character keep their own spelling (`<0xC3>`).
+ * - With tokenizers that mark word starts (`▁`, `Ġ`), a token that continues a word — no marker,
+ *   a letter or digit right after the previous token's letter or digit — is labelled with a
+ *   leading `·` (`▁g` `ir` `l` → `g` `·ir` `·l`), so that a word split into pieces does not read
+ *   as several words. Word starts and punctuation are shown plain; WordPiece keeps its `##`.
+ *
+ * Special tokens break runs and are prettified alone.
+ */
+export function prettifyTokens(tokens: readonly Pick<Token, 'text' | 'special' | 'segment'>[], modelType?: string): PrettyToken[] {
+  const out: PrettyToken[] = tokens.map((t) => {
+    const text = prettifyToken(t.text, modelType);
+    return { text, label: tokenLabel(text), byteTail: false };
+  });
+  // Runs of consecutive non-special tokens of one segment that spell bytes.
+  const spelled = tokens.map((t) => (t.special ? null : spelledBytes(t.text, modelType)));
+  for (let i = 0; i < tokens.length; ) {
+    if (!spelled[i]) {
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    while (j < tokens.length && spelled[j] && tokens[j]!.segment === tokens[i]!.segment) j++;
+    const pieces = decodeRun(spelled.slice(i, j) as Uint8Array[]);
+    pieces.forEach((p, n) => {
+      if (p.invalid) return; // keeps the token's own spelling
+      if (p.chars === '' && p.tail) {
+        out[i + n] = { text: '', label: JOIN_MARK, byteTail: true };
+        return;
+      }
+      let text = p.chars;
+      // WordPiece continuation markers are not bytes: keep prettifyToken's reading of them.
+      if (isContinuationPiece(text)) return;
+      text = finishText(text);
+      out[i + n] = { text, label: tokenLabel(text), byteTail: false };
+    });
+    i = j;
+  }
+  // Word continuations, for tokenizers that mark word starts.
+  const marksWords = (modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) || tokens.some((t) => !t.special && /^[▁Ġ]/.test(t.text));
+  if (marksWords) {
+    let prev: string | null = null;
+    tokens.forEach((t, i) => {
+      const p = out[i]!;
+      if (t.special || (i > 0 && tokens[i - 1]!.segment !== t.segment)) {
+        prev = null;
+        if (t.special) return;
+      }
+      if (p.byteTail) return;
+      if (prev !== null && wordlike([...prev].at(-1)) && wordlike([...p.text][0]) && !isContinuationPiece(t.text)) {
+        out[i] = { ...p, label: `${JOIN_MARK}${p.label}` };
+      }
+      prev = p.text;
+    });
+  }
+  return out;
+}
+
 // --- display stacks ------------------------------------------------------------------------------
 
 export interface DisplayToken {
@@ -274,9 +456,10 @@ export function looksSpecial(text: string): boolean {
 function displayTokens(tokens: readonly Token[], modelType: string | undefined): DisplayToken[] {
   const marked = tokens.map((t) => (t.id < 0 && !t.special && looksSpecial(t.text) ? { ...t, special: true, word: null } : t));
   const words = inferWords(marked);
+  const pretty = prettifyTokens(marked, modelType);
   return marked.map((t, i) => {
-    const text = prettifyToken(t.text, modelType);
-    return { text, label: tokenLabel(text), raw: t.text, positions: [i], special: t.special, segment: t.segment, word: words[i] ?? null, generated: t.generated === true };
+    const { text, label } = pretty[i]!;
+    return { text, label, raw: t.text, positions: [i], special: t.special, segment: t.segment, word: words[i] ?? null, generated: t.generated === true };
   });
 }
 

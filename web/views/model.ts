@@ -1,30 +1,22 @@
 /**
- * Interactive model view: every chosen layer × head as a small attention image on one canvas
- * (one draw per cell, whatever the input length), hover to identify a cell, click to open it large
- * with token labels. Stays interactive at 12 × 12 heads and 512 tokens: images are area-averaged
- * to the cell size and drawn layer by layer across animation frames.
+ * Interactive model view: paints the model view's layout (src/views/layout/model-view.ts, the same
+ * the SVG export paints) on one canvas — every chosen layer × head as a small attention image (one
+ * draw per cell, whatever the input length). Hover a cell for its layer, head and strongest
+ * query → key pairs; click it to open it large with token labels. Stays interactive at 12 × 12
+ * heads and 512 tokens: images are area-averaged to the cell size and drawn layer by layer across
+ * animation frames.
  */
-import { colorLut, headColors, sequentialInterpolator, weightScale } from '../../src/views/colors.js';
+import { colorLut, scaleOf, sequentialInterpolator } from '../../src/views/colors.js';
+import { type ModelCell, type ModelViewLayout, modelCellAt, modelViewLayout } from '../../src/views/layout/model-view.js';
 import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderModelView } from '../../src/views/svg/model-view.js';
-import { LAYOUT } from '../../src/views/theme.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
 import { button, checkbox, h, replaceChildren, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { type MatrixMarks, MatrixGrid, drawLegend, drawMarks, matrixImage, scalePosition } from '../matrix.js';
-import { font } from '../text.js';
+import { type MatrixMarks, MatrixGrid, matrixImage, scalePosition } from '../matrix.js';
+import { paintItems } from '../paint.js';
 import { stackHeaders } from './common.js';
-
-interface GridLayout {
-  layers: number[];
-  heads: number[];
-  gridX: number;
-  gridY: number;
-  cw: number;
-  ch: number;
-  gap: number;
-}
 
 export class ModelView {
   readonly el = h('div', { class: 'view model-view', testid: 'model-view' });
@@ -36,26 +28,31 @@ export class ModelView {
   private readonly detailGrid = new MatrixGrid('model-detail-canvas');
   private readonly detailReadout = h('div', { class: 'readout', testid: 'model-detail-readout' });
   private ds: DisplayStack | null = null;
-  private layout: GridLayout | null = null;
+  private layout: ModelViewLayout | null = null;
   private key = '';
   private drawToken = 0;
   private detailKey = '';
+  private hovered: ModelCell | null = null;
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.chooser, this.readout, h('div', { class: 'scroll' }, this.canvas), this.detail);
     this.canvas.addEventListener('pointermove', (e) => {
       const cell = this.cellAt(e.offsetX, e.offsetY);
       this.canvas.style.cursor = cell ? 'pointer' : '';
+      this.hover(cell);
       if (!cell) {
         this.ctx.tooltip.hide();
         return;
       }
-      this.ctx.tooltip.show(e.clientX, e.clientY, `layer ${cell.layer} · head ${cell.head}`, 'click to open');
+      this.ctx.tooltip.show(e.clientX, e.clientY, ...this.cellTip(cell), 'click to open');
     });
-    this.canvas.addEventListener('pointerleave', () => this.ctx.tooltip.hide());
+    this.canvas.addEventListener('pointerleave', () => {
+      this.hover(null);
+      this.ctx.tooltip.hide();
+    });
     this.canvas.addEventListener('click', (e) => {
       const cell = this.cellAt(e.offsetX, e.offsetY);
-      if (cell) this.ctx.set({ modelOpen: cell });
+      if (cell) this.ctx.set({ modelOpen: { layer: cell.layer, head: cell.head } });
     });
     this.detailGrid.onHover((hit, e) => {
       const ds = this.ds;
@@ -79,14 +76,28 @@ export class ModelView {
   }
 
   /** Which layer × head cell a canvas position falls in. */
-  cellAt(x: number, y: number): { layer: number; head: number } | null {
-    const L = this.layout;
-    if (!L) return null;
-    const j = Math.floor((x - L.gridX) / (L.cw + L.gap));
-    const i = Math.floor((y - L.gridY) / (L.ch + L.gap));
-    if (i < 0 || j < 0 || i >= L.layers.length || j >= L.heads.length) return null;
-    if (x - L.gridX - j * (L.cw + L.gap) > L.cw || y - L.gridY - i * (L.ch + L.gap) > L.ch) return null;
-    return { layer: L.layers[i]!, head: L.heads[j]! };
+  cellAt(x: number, y: number): ModelCell | null {
+    return this.layout ? modelCellAt(this.layout, x, y) : null;
+  }
+
+  /** The tooltip lines of a cell: layer and head, then its strongest pairs with the page's token labels and weights. */
+  private cellTip(cell: ModelCell): string[] {
+    const ds = this.layout!.ds;
+    const pairs = cell.pairs.map((p) => `${p.q} “${this.ctx.label(ds.queryTokens[p.q]!)}” → ${p.k} “${this.ctx.label(ds.keyTokens[p.k]!)}”  ${this.ctx.fmtWeight(p.value)}`);
+    return [`layer ${cell.layer} · head ${cell.head}`, ...(pairs.length ? ['strongest query → key:', ...pairs] : [])];
+  }
+
+  /** Marks the hovered cell (data attributes for tools and tests, and an outline). */
+  private hover(cell: ModelCell | null): void {
+    if (cell === this.hovered) return;
+    this.hovered = cell;
+    if (cell) {
+      this.canvas.dataset.hoverLayer = String(cell.layer);
+      this.canvas.dataset.hoverHead = String(cell.head);
+    } else {
+      delete this.canvas.dataset.hoverLayer;
+      delete this.canvas.dataset.hoverHead;
+    }
   }
 
   private chosen(flags: boolean[]): number[] {
@@ -142,74 +153,56 @@ export class ModelView {
     );
     const layers = this.chosen(state.modelLayers);
     const heads = this.chosen(state.modelHeads);
-    const key = [state.stack, state.hideSpecial, state.mergeSubwords, state.theme, state.modelNormalize, state.modelLog, layers.join(','), heads.join(','), ctx.step() ?? 'all'].join('|');
+    const width = this.el.clientWidth || window.innerWidth;
+    const key = [state.stack, state.hideSpecial, state.mergeSubwords, state.theme, state.modelNormalize, state.modelLog, layers.join(','), heads.join(','), ctx.step() ?? 'all', state.prettify, Math.round(width / 40)].join('|');
     if (key !== this.key) {
       this.key = key;
       try {
         this.ds = ctx.display(layers);
-        this.draw(this.ds, layers, heads);
+        this.draw(layers, heads, width);
       } catch (e) {
         this.ds = null;
+        this.layout = null;
         replaceChildren(this.readout, (e as Error).message);
       }
     }
     this.updateDetail();
   }
 
-  private draw(ds: DisplayStack, layers: number[], heads: number[]): void {
+  private draw(layers: number[], heads: number[], pageWidth: number): void {
     const { ctx } = this;
     const { state } = ctx;
     const theme = ctx.theme();
-    const nq = ds.queryTokens.length;
-    const nk = ds.keyTokens.length;
-    const m = LAYOUT.margin;
-    const fs = LAYOUT.smallFontSize;
-    const gap = LAYOUT.model.cellGap;
-    // Cells follow the matrix's aspect ratio within 2:1 (as in the SVG export), so that a wide
-    // matrix — cross attention, or its first rows at a generation step — keeps readable rows;
-    // they fit the width of the page at 40 to 96 pixels per unit.
-    const ratio = nk / nq;
-    const widen = Math.min(2, Math.max(0.5, Math.sqrt(ratio)));
-    const avail = Math.max(400, (this.el.clientWidth || window.innerWidth) - 2 * m - 200);
-    const cell = Math.max(40, Math.min(96, Math.floor(avail / heads.length / widen) - gap));
-    const cw = cell * widen;
-    const ch = Math.max(cell / 2, Math.min(2 * cell, cw / ratio));
-    const gridX = m + 64;
-    const gridY = m + fs + 12;
-    const gridW = heads.length * (cw + gap) - gap;
-    const gridH = layers.length * (ch + gap) - gap;
-    const width = gridX + gridW + 24 + 130;
-    const height = gridY + Math.max(gridH, 200) + m;
-    this.layout = { layers, heads, gridX, gridY, cw, ch, gap };
+    const layout = modelViewLayout(ctx.trace, {
+      stack: state.stack,
+      theme: state.theme,
+      hideSpecial: state.hideSpecial,
+      mergeSubwords: state.mergeSubwords,
+      layers,
+      heads,
+      normalize: state.modelNormalize,
+      log: state.modelLog,
+      step: ctx.step(),
+      fitWidth: pageWidth,
+      frame: 'page',
+      display: this.ds ?? undefined,
+    });
+    this.layout = layout;
+    this.hovered = null;
+    const { ds, nq, nk, grid } = layout;
+    const { x: gridX, y: gridY, cw, ch, gap } = grid;
     for (const [k, v] of Object.entries({ gridX, gridY, cw, ch, gap })) this.canvas.dataset[k] = String(v);
     this.canvas.dataset.layers = layers.join(',');
     this.canvas.dataset.heads = heads.join(',');
+    const width = layout.width;
+    const height = Math.max(layout.height, gridY + 200);
     const c = sizeCanvas(this.canvas, width, height);
     const dpr = this.canvas.width / width;
-    c.fillStyle = theme.background;
+    c.fillStyle = layout.background;
     c.fillRect(0, 0, width, height);
-    const colors = headColors(ds.numHeads);
-    c.font = font(fs);
-    c.textAlign = 'center';
-    heads.forEach((hd, j) => {
-      const x = gridX + j * (cw + gap);
-      c.fillStyle = theme.muted;
-      c.fillText(`head ${hd}`, x + cw / 2, m + fs);
-      c.fillStyle = colors[hd]!;
-      c.fillRect(x, m + fs + 4, cw, 3);
-    });
-    c.textAlign = 'right';
-    layers.forEach((l, i) => {
-      c.fillStyle = theme.muted;
-      c.fillText(`layer ${l}`, gridX - 8, gridY + i * (ch + gap) + ch / 2 + fs * 0.36);
-    });
-    const normalize = state.modelNormalize;
-    const log = state.modelLog;
-    const legendScale = weightScale(theme, { max: 1, log, min: log ? 1e-4 : 0 });
-    drawLegend(c, legendScale, theme, gridX + gridW + 24, gridY, Math.min(LAYOUT.heatmap.legendHeight, Math.max(80, gridH - 24)), normalize === 'cell' ? 'weight / cell max' : 'attention weight');
+    paintItems(c, layout.items);
     const lut = colorLut(sequentialInterpolator(theme));
     const off = document.createElement('canvas');
-    const marks = marksOf(ds);
     this.canvas.dataset.nq = String(nq);
     this.canvas.dataset.nk = String(nk);
     if (ds.newest !== null) this.canvas.dataset.newest = String(ds.newest);
@@ -218,32 +211,22 @@ export class ModelView {
     this.canvas.setAttribute('data-drawn', 'false');
     const started = performance.now();
     let row = 0;
+    const perRow = heads.length;
     const drawRow = () => {
       if (token !== this.drawToken) return; // a newer draw started
       const frameStart = performance.now();
       // Draw layers until ~30 ms have passed, then yield to the browser.
       while (row < layers.length && (row === 0 || performance.now() - frameStart < 30)) {
-        const l = layers[row]!;
-        const data = ds.layers[l]!;
-        heads.forEach((hd, j) => {
-          const offset = hd * nq * nk;
-          const values = data.subarray(offset, offset + nq * nk);
-          let max = 0;
-          for (let p = 0; p < values.length; p++) if (values[p]! > max) max = values[p]!;
-          const scale = weightScale(theme, { max: normalize === 'cell' ? max : 1, log });
-          const img = matrixImage(values, nq, nk, scalePosition(scale), lut, cw * dpr, ch * dpr);
+        for (const cell of layout.cells.slice(row * perRow, (row + 1) * perRow)) {
+          const values = ds.layers[cell.layer]!.subarray(cell.offset, cell.offset + nq * nk);
+          const img = matrixImage(values, nq, nk, scalePosition(scaleOf(cell.scale, theme)), lut, cell.width * dpr, cell.height * dpr);
           off.width = img.width;
           off.height = img.height;
           off.getContext('2d')!.putImageData(img, 0, 0);
-          const x = gridX + j * (cw + gap);
-          const y = gridY + row * (ch + gap);
-          c.imageSmoothingEnabled = img.width >= cw * dpr;
-          c.drawImage(off, x, y, cw, ch);
-          c.strokeStyle = theme.grid;
-          c.lineWidth = 1;
-          c.strokeRect(x - 0.5, y - 0.5, cw + 1, ch + 1);
-          drawMarks(c, marks, x, y, cw, ch, ch / nq, cw / nk, theme);
-        });
+          c.imageSmoothingEnabled = img.width >= cell.width * dpr;
+          c.drawImage(off, cell.x, cell.y, cell.width, cell.height);
+          paintItems(c, cell.marks);
+        }
         row++;
       }
       if (row < layers.length) requestAnimationFrame(drawRow);
@@ -253,14 +236,9 @@ export class ModelView {
       }
     };
     drawRow();
-    const [qName, kName] = stackHeaders(state.stack);
-    const notes = [
-      marks.queryBoundary !== null || marks.keyBoundary !== null ? 'dashed: where the generated tokens start' : '',
-      ds.newest !== null ? `outlined: the newest token's row (${ds.newest} “${ctx.label(ds.queryTokens[ds.newest]!)}”)` : '',
-    ].filter(Boolean);
     replaceChildren(
       this.readout,
-      h('span', { class: 'muted', testid: 'model-note' }, `${layers.length} layers × ${heads.length} heads · each cell: ${qName} ↓ × ${kName} → (${nq} × ${nk})${notes.map((n) => ` · ${n}`).join('')} · click a cell to open it`),
+      h('span', { class: 'muted', testid: 'model-note' }, `${layers.length} layers × ${heads.length} heads · ${layout.note} · hover a cell for its strongest pairs, click to open it`),
     );
   }
 
