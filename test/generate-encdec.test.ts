@@ -86,6 +86,24 @@ for (const fixture of ['t5', 'bart']) {
       expect(within, JSON.stringify(diffs)).toEqual(Object.fromEntries(Object.keys(diffs).map((k) => [k, true])));
     });
 
+    it('score terms of every stack equal one full trace (the bias wherever a query sees the key)', async () => {
+      const gen = await model.generate(null, { ids: input.input_ids, maxNewTokens: MAX_NEW, qk: true });
+      const full = await model.trace(null, { ids: input.input_ids, decoderIds: gen.decoderTokens!.map((t) => t.id), qk: true });
+      expect(Object.keys(gen.scores ?? {}).sort()).toEqual(['cross', 'decoder', 'encoder']);
+      for (const stack of ['encoder', 'decoder', 'cross'] as StackName[]) {
+        const a = gen.scores![stack]!;
+        const b = full.scores![stack]!;
+        expect({ scale: a.scale, causal: a.causal, window: a.window, biasKind: a.biasKind }).toEqual({ scale: b.scale, causal: b.causal, window: b.window, biasKind: b.biasKind });
+        expect(a.bias === undefined).toBe(b.bias === undefined);
+        if (!a.bias || !b.bias) continue;
+        expect(a.bias.dims).toEqual(b.bias.dims);
+        // Cached steps never compute the scores of keys after the query (masked): compare the rest.
+        const [, rows, cols] = a.bias.dims;
+        const seen = (m: Float32Array): Float32Array => m.map((v, i) => (a.causal && i % cols > Math.floor(i / cols) % rows ? 0 : v));
+        expect(maxAbsDiff(stackValues({ dims: a.bias.dims, layers: a.bias.layers.map(seen) }), stackValues({ dims: b.bias.dims, layers: b.bias.layers.map(seen) }))).toBeLessThanOrEqual(1e-5);
+      }
+    });
+
     it('marks the start token and the generated tokens', async () => {
       const trace = await model.generate(input.text, { maxNewTokens: MAX_NEW });
       const tokens = trace.decoderTokens!;
