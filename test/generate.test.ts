@@ -65,6 +65,9 @@ for (const fixture of ['gpt2', 'gpt_neox', 'llama', 'mistral-window', 'qwen2', '
         expect(maxAbsDiff(stackValues(trace.attention.self), stackValues(full.attention.self))).toBeLessThanOrEqual(1e-5);
         expect(maxAbsDiff(stackValues(trace.queries?.self), stackValues(full.queries?.self))).toBeLessThanOrEqual(1e-4);
         expect(maxAbsDiff(stackValues(trace.keys?.self), stackValues(full.keys?.self))).toBeLessThanOrEqual(1e-4);
+        // No decoder fixture has an additive score term: the scale, mask and window are the full run's.
+        expect(trace.scores).toEqual(full.scores);
+        expect(trace.scores?.self?.scale).toHaveLength(model.info.numLayers);
       } finally {
         await model.dispose();
       }
