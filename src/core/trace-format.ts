@@ -4,7 +4,7 @@
  * functions; file reading and writing live in io/trace-file.ts.
  */
 import { AttnscopeError } from './errors.js';
-import type { LayerStack, Matrix, ModelInfo, StackMap, StackName, Token, Trace } from './trace.js';
+import type { LayerStack, Matrix, ModelInfo, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
 export const TRACE_FORMAT = 'attnscope-trace';
 export const TRACE_VERSION = 1;
@@ -105,90 +105,137 @@ export function validateTrace(trace: Trace, where: string): void {
 // --- JSON ---------------------------------------------------------------------------------------
 
 /**
- * Short decimal text that reads back as exactly the same float32 value: 7, 8 or 9 significant
- * digits, the fewest that round-trip (9 always do), trailing zeros dropped.
+ * What the JSON trace is written through: io/json-writer.ts's JsonChunkWriter, which turns text
+ * and float32 values into byte chunks (each number the short text that reads back as the same
+ * float32, and a NonFiniteError for NaN or ±Infinity).
  */
-export function formatFloat32(x: number): string {
-  if (x === 0) return '0';
-  if (!Number.isFinite(x)) throw new AttnscopeError('trace holds a non-finite value, which JSON cannot represent');
-  let v = Number(x.toPrecision(7));
-  if (Math.fround(v) !== x) {
-    v = Number(x.toPrecision(8));
-    if (Math.fround(v) !== x) v = Number(x.toPrecision(9));
-  }
-  return String(v);
+export interface JsonOut {
+  /** Appends JSON text as it is. */
+  text(s: string): void;
+  /** Appends `count` float32 values from `start`, comma-separated. */
+  float32s(data: Float32Array, start: number, count: number): void;
+  /** Full chunks waiting to be taken. */
+  readonly pending: number;
 }
 
-/** Streams a stack as nested JSON arrays [layer][d0][row][col], one chunk per row. */
-function* stackJson(stack: LayerStack): Generator<string> {
+/** Names the element of a [d0][rows][cols] layer that holds a value JSON cannot represent. */
+function nonFinite(err: unknown, where: string, layer: number, dims: readonly number[]): never {
+  const e = err as { value?: unknown; index?: unknown };
+  if (typeof e?.value !== 'number' || typeof e.index !== 'number') throw err;
+  const [, rows, cols] = dims as [number, number, number];
+  const h = Math.floor(e.index / (rows * cols));
+  const r = Math.floor(e.index / cols) % rows;
+  throw new AttnscopeError(
+    `${where}: layer ${layer}, [${h}, ${r}, ${e.index % cols}] is ${e.value}, which JSON cannot hold (write a .safetensors trace to keep it)`,
+  );
+}
+
+/** Writes a stack as nested JSON arrays [layer][d0][row][col], pausing when chunks are ready. */
+function* stackJson(out: JsonOut, stack: LayerStack, where: string): Generator<void> {
   const [d0, rows, cols] = stack.dims;
-  yield '[';
+  out.text('[');
   for (let l = 0; l < stack.layers.length; l++) {
     const layer = stack.layers[l]!;
-    if (l > 0) yield ',';
-    yield '[';
+    out.text(l > 0 ? ',[' : '[');
     for (let h = 0; h < d0; h++) {
-      if (h > 0) yield ',';
-      yield '[';
+      out.text(h > 0 ? ',[' : '[');
       for (let r = 0; r < rows; r++) {
-        const base = (h * rows + r) * cols;
-        const row: string[] = new Array<string>(cols);
-        for (let c = 0; c < cols; c++) row[c] = formatFloat32(layer[base + c]!);
-        yield (r > 0 ? ',[' : '[') + row.join(',') + ']';
+        out.text(r > 0 ? ',[' : '[');
+        try {
+          out.float32s(layer, (h * rows + r) * cols, cols);
+        } catch (err) {
+          nonFinite(err, where, l, stack.dims);
+        }
+        out.text(']');
+        if (out.pending > 0) yield;
       }
-      yield ']';
+      out.text(']');
     }
-    yield ']';
+    out.text(']');
   }
-  yield ']';
+  out.text(']');
 }
 
-function* stackMapJson(map: StackMap): Generator<string> {
-  yield '{';
+function* stackMapJson(out: JsonOut, map: StackMap, where: string): Generator<void> {
+  out.text('{');
   let first = true;
   for (const name of STACK_NAMES) {
     const stack = map[name];
     if (!stack) continue;
-    yield `${first ? '' : ','}${JSON.stringify(name)}:`;
+    out.text(`${first ? '' : ','}${JSON.stringify(name)}:`);
     first = false;
-    yield* stackJson(stack);
+    yield* stackJson(out, stack, `${where}.${name}`);
   }
-  yield '}';
+  out.text('}');
+}
+
+/** Score terms per stack: the small fields as JSON, the bias as nested [layer][head][query][key] arrays. */
+function* scoreMapJson(out: JsonOut, map: ScoreMap, where: string): Generator<void> {
+  out.text('{');
+  let first = true;
+  for (const name of STACK_NAMES) {
+    const terms = map[name];
+    if (!terms) continue;
+    const { bias, ...rest } = terms;
+    const small = JSON.stringify(rest);
+    out.text(`${first ? '' : ','}${JSON.stringify(name)}:${small.slice(0, -1)}`);
+    first = false;
+    if (bias) {
+      out.text(`${small === '{}' ? '' : ','}"bias":`);
+      yield* stackJson(out, bias, `${where}.${name}.bias`);
+    }
+    out.text('}');
+  }
+  out.text('}');
 }
 
 /** A matrix field as nested [row][col] arrays. */
-function* matrixJson(name: string, m: Matrix): Generator<string> {
+function* matrixJson(out: JsonOut, name: string, m: Matrix): Generator<void> {
   const [rows, cols] = m.dims;
-  yield `,${JSON.stringify(name)}:[`;
+  out.text(`,${JSON.stringify(name)}:[`);
   for (let r = 0; r < rows; r++) {
-    const row: string[] = [];
-    for (let c = 0; c < cols; c++) row.push(formatFloat32(m.data[r * cols + c]!));
-    yield `${r > 0 ? ',' : ''}[${row.join(',')}]`;
+    out.text(r > 0 ? ',[' : '[');
+    try {
+      out.float32s(m.data, r * cols, cols);
+    } catch (err) {
+      nonFinite(err, name, 0, [1, rows, cols]);
+    }
+    out.text(']');
+    if (out.pending > 0) yield;
   }
-  yield ']';
+  out.text(']');
 }
 
-/** The JSON trace as a sequence of text chunks (large traces never become one string). */
-export function* traceJsonChunks(trace: Trace): Generator<string> {
-  yield `{"format":${JSON.stringify(TRACE_FORMAT)},"version":${TRACE_VERSION}`;
-  yield `,"model":${JSON.stringify(trace.model)}`;
-  yield `,"tokens":${JSON.stringify(tokensToJson(trace.tokens))}`;
-  if (trace.decoderTokens) yield `,"decoderTokens":${JSON.stringify(tokensToJson(trace.decoderTokens))}`;
-  yield ',"attention":';
-  yield* stackMapJson(trace.attention);
+/**
+ * Writes the JSON trace to `out`, every field of the Trace, pausing (yielding) whenever full
+ * chunks are ready so the caller can stream them out: a large trace never becomes one string.
+ * Throws an AttnscopeError naming the field and element of a NaN or infinite value.
+ */
+export function* writeTraceJson(trace: Trace, out: JsonOut): Generator<void> {
+  out.text(`{"format":${JSON.stringify(TRACE_FORMAT)},"version":${TRACE_VERSION}`);
+  out.text(`,"model":${JSON.stringify(trace.model)}`);
+  out.text(`,"tokens":${JSON.stringify(tokensToJson(trace.tokens))}`);
+  if (trace.decoderTokens) out.text(`,"decoderTokens":${JSON.stringify(tokensToJson(trace.decoderTokens))}`);
+  out.text(',"attention":');
+  yield* stackMapJson(out, trace.attention, 'attention');
   if (trace.queries) {
-    yield ',"queries":';
-    yield* stackMapJson(trace.queries);
+    out.text(',"queries":');
+    yield* stackMapJson(out, trace.queries, 'queries');
   }
   if (trace.keys) {
-    yield ',"keys":';
-    yield* stackMapJson(trace.keys);
+    out.text(',"keys":');
+    yield* stackMapJson(out, trace.keys, 'keys');
   }
-  if (trace.predictions) yield `,"predictions":${JSON.stringify(trace.predictions)}`;
-  if (trace.generation) yield `,"generation":${JSON.stringify(trace.generation)}`;
-  if (trace.lastHiddenState) yield* matrixJson('lastHiddenState', trace.lastHiddenState);
-  if (trace.encoderLastHiddenState) yield* matrixJson('encoderLastHiddenState', trace.encoderLastHiddenState);
-  yield '}\n';
+  if (trace.scores) {
+    out.text(',"scores":');
+    yield* scoreMapJson(out, trace.scores, 'scores');
+  }
+  if (trace.predictions) out.text(`,"predictions":${JSON.stringify(trace.predictions)}`);
+  if (trace.generation) out.text(`,"generation":${JSON.stringify(trace.generation)}`);
+  if (trace.lastHiddenState) yield* matrixJson(out, 'lastHiddenState', trace.lastHiddenState);
+  if (trace.encoderLastHiddenState) yield* matrixJson(out, 'encoderLastHiddenState', trace.encoderLastHiddenState);
+  if (trace.logits) yield* matrixJson(out, 'logits', trace.logits);
+  out.text('}\n');
 }
 
 function isNumberArray(v: unknown): v is number[] {
@@ -215,6 +262,19 @@ function stackFromJson(value: unknown, where: string): LayerStack {
     return out;
   });
   return { dims: [d0, rows, cols], layers };
+}
+
+/** Parses nested [row][col] arrays into a Matrix, checking they are rectangular. */
+function matrixFromJson(value: unknown, where: string): Matrix {
+  if (!Array.isArray(value)) throw new AttnscopeError(`${where}: expected [row][col] arrays`);
+  const rows = value.length;
+  const cols = Array.isArray(value[0]) ? (value[0] as unknown[]).length : 0;
+  const data = new Float32Array(rows * cols);
+  value.forEach((row: unknown, r) => {
+    if (!isNumberArray(row) || row.length !== cols) throw new AttnscopeError(`${where}: row ${r} is not ${cols} numbers`);
+    data.set(row, r * cols);
+  });
+  return { dims: [rows, cols], data };
 }
 
 function stackMapFromJson(value: unknown, where: string): StackMap {
@@ -244,8 +304,95 @@ export function traceFromJson(value: unknown, where: string): Trace {
   if (v.decoderTokens !== undefined) trace.decoderTokens = tokensFromJson(v.decoderTokens, `${where}: decoderTokens`);
   if (queries) trace.queries = queries;
   if (keys) trace.keys = keys;
+  if (v.scores !== undefined) trace.scores = scoresFromJson(v.scores, `${where}: scores`, attention);
   if (Array.isArray(v.predictions)) trace.predictions = v.predictions as Trace['predictions'];
   if (typeof v.generation === 'object' && v.generation !== null) trace.generation = v.generation as Trace['generation'];
+  for (const field of ['lastHiddenState', 'encoderLastHiddenState', 'logits'] as const) {
+    if (v[field] !== undefined) trace[field] = matrixFromJson(v[field], `${where}: ${field}`);
+  }
   validateTrace(trace, where);
   return trace;
+}
+
+// --- score terms (Trace.scores) -----------------------------------------------------------------
+
+/**
+ * Trace.scores without the biases, as the JSON text of the `.safetensors` metadata field
+ * `scores`: {<stack>: {scale, causal, window, biasKind?}}. The biases are the tensors
+ * `scoreBias.<stack>` [layers, heads, queries, keys] (see scoreBiasStacks).
+ */
+export function scoresMetaJson(scores: ScoreMap): string {
+  const out: Record<string, unknown> = {};
+  for (const name of STACK_NAMES) {
+    const terms = scores[name];
+    if (!terms) continue;
+    const { bias: _bias, ...rest } = terms;
+    out[name] = rest;
+  }
+  return JSON.stringify(out);
+}
+
+/** The bias of each stack that has one (what `.safetensors` traces store as `scoreBias.<stack>`). */
+export function scoreBiasStacks(scores: ScoreMap | undefined): StackMap {
+  const out: StackMap = {};
+  for (const name of STACK_NAMES) {
+    const bias = scores?.[name]?.bias;
+    if (bias) out[name] = bias;
+  }
+  return out;
+}
+
+/** Layers whose values equal layer 0's share its array again (a shared bias written once per layer). */
+function shareEqualLayers(stack: LayerStack): LayerStack {
+  const first = stack.layers[0];
+  if (!first) return stack;
+  const same = (a: Float32Array) => a.length === first.length && a.every((x, i) => Object.is(x, first[i]));
+  if (!stack.layers.every((l, i) => i === 0 || same(l))) return stack;
+  return { dims: stack.dims, layers: stack.layers.map(() => first) };
+}
+
+/**
+ * Parses Trace.scores of a trace file: `value` is {<stack>: {scale, causal, window, biasKind?, bias?}}
+ * (JSON traces carry the bias inline as [layer][head][query][key] arrays; `.safetensors` traces
+ * pass it as `biases`). Every field is checked against the stack's attention.
+ */
+export function scoresFromJson(value: unknown, where: string, attention: StackMap, biases: StackMap = {}): ScoreMap {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AttnscopeError(`${where}: expected an object keyed by stack`);
+  const map: ScoreMap = {};
+  for (const [name, v] of Object.entries(value)) {
+    const at = `${where}.${name}`;
+    if (!STACK_NAMES.includes(name as StackName)) throw new AttnscopeError(`${where}: unknown stack '${name}' (expected ${STACK_NAMES.join(', ')})`);
+    const att = attention[name as StackName];
+    if (!att) throw new AttnscopeError(`${at}: the trace has no '${name}' attention`);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new AttnscopeError(`${at}: expected an object with scale, causal and window`);
+    const t = v as Record<string, unknown>;
+    const layers = att.layers.length;
+    if (!isNumberArray(t.scale) || t.scale.length !== layers || !t.scale.every(Number.isFinite)) {
+      throw new AttnscopeError(`${at}.scale: expected ${layers} finite numbers (one per layer)`);
+    }
+    if (typeof t.causal !== 'boolean') throw new AttnscopeError(`${at}.causal: expected true or false`);
+    const window = t.window;
+    if (!Array.isArray(window) || window.length !== layers || !window.every((w) => w === null || (Number.isInteger(w) && (w as number) >= 1))) {
+      throw new AttnscopeError(`${at}.window: expected ${layers} entries (one per layer), each null or an integer ≥ 1`);
+    }
+    const terms: NonNullable<ScoreMap[StackName]> = { scale: [...t.scale], causal: t.causal, window: window as (number | null)[] };
+    const inline = t.bias === undefined ? undefined : stackFromJson(t.bias, `${at}.bias`);
+    const bias = inline ?? biases[name as StackName];
+    if (bias) {
+      const d = bias.dims;
+      if (bias.layers.length !== layers || d[0] !== att.dims[0] || d[1] !== att.dims[1] || d[2] !== att.dims[2]) {
+        throw new AttnscopeError(`${at}.bias: [${bias.layers.length}, ${d.join(', ')}] does not fit the attention [${layers}, ${att.dims.join(', ')}]`);
+      }
+      terms.bias = shareEqualLayers(bias);
+    }
+    if (t.biasKind !== undefined) {
+      if (typeof t.biasKind !== 'string') throw new AttnscopeError(`${at}.biasKind: expected a string`);
+      terms.biasKind = t.biasKind;
+    }
+    map[name as StackName] = terms;
+  }
+  for (const name of Object.keys(biases)) {
+    if (!map[name as StackName]) throw new AttnscopeError(`${where}: a score bias for '${name}' but no score terms for that stack`);
+  }
+  return map;
 }

@@ -2,6 +2,7 @@
  * Reading and writing trace files: JSON, and the binary `.safetensors` layout of DESIGN.md
  * (which PyTorch users can write with `safetensors.torch.save_file`). Writes are atomic.
  */
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -15,13 +16,17 @@ import {
   inferModelInfo,
   layerStackFrom,
   modelFromJson,
+  scoreBiasStacks,
+  scoresFromJson,
+  scoresMetaJson,
   tokensFromJson,
   tokensToJson,
   traceFromJson,
-  traceJsonChunks,
   validateTrace,
+  writeTraceJson,
 } from '../core/trace-format.js';
 import type { StackMap, Trace } from '../core/trace.js';
+import { JsonChunkWriter } from './json-writer.js';
 import { openSafetensors, writeSafetensors, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
 
 export type TraceFileFormat = 'json' | 'safetensors';
@@ -30,31 +35,72 @@ export function traceFormatOf(path: string): TraceFileFormat {
   return path.toLowerCase().endsWith('.safetensors') ? 'safetensors' : 'json';
 }
 
-/** Writes text chunks to a stream, waiting for drain so memory stays bounded. */
-async function writeChunks(stream: Writable, chunks: Iterable<string>): Promise<void> {
+/** Writes byte chunks to a stream, waiting for drain so memory stays bounded. */
+async function writeChunks(stream: Writable, chunks: readonly Uint8Array[]): Promise<void> {
   for (const chunk of chunks) {
-    if (!stream.write(chunk)) await once(stream, 'drain');
+    if (stream.errored) throw stream.errored;
+    if (!stream.write(chunk)) {
+      if (stream.errored || stream.destroyed) throw stream.errored ?? new Error('stream closed');
+      await once(stream, 'drain');
+    }
   }
 }
 
-/** Writes the JSON trace to a stream (e.g. stdout). */
-export function writeTraceJsonTo(stream: Writable, trace: Trace): Promise<void> {
-  return writeChunks(stream, traceJsonChunks(trace));
+/** Streams the JSON trace (io/json-writer.ts's fast float32 text) in chunks of about 1 MB. */
+async function streamTraceJson(stream: Writable, trace: Trace): Promise<number> {
+  const out = new JsonChunkWriter();
+  for (const _ of writeTraceJson(trace, out)) await writeChunks(stream, out.take());
+  await writeChunks(stream, out.finish());
+  return out.bytes;
 }
 
-async function writeJsonFile(path: string, trace: Trace): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+/** Writes the JSON trace to a stream (e.g. stdout); resolves to the number of bytes written. */
+export function writeTraceJsonTo(stream: Writable, trace: Trace): Promise<number> {
+  return streamTraceJson(stream, trace);
+}
+
+/**
+ * Writes `path` through a temporary file in the same directory (`.<name>.<pid>.<random>.tmp`),
+ * renamed on success and removed on any failure, so `path` is either complete or untouched.
+ */
+export async function writeFileAtomically(path: string, write: (stream: Writable) => Promise<void>): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   const stream = createWriteStream(tmp);
+  // An open error (e.g. no such directory) is raised by the writes or by 'finish' below.
+  let failure: unknown;
+  stream.on('error', (err) => (failure ??= err));
   try {
-    await writeChunks(stream, traceJsonChunks(trace));
+    await write(stream);
     stream.end();
-    await once(stream, 'finish');
+    await new Promise<void>((resolve, reject) => {
+      if (failure) reject(failure);
+      stream.once('finish', resolve);
+      stream.once('error', reject);
+    });
     await rename(tmp, path);
   } catch (err) {
     stream.destroy();
+    await once(stream, 'close').catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
-    throw err;
+    throw describeWriteError(path, failure ?? err);
   }
+}
+
+/** File-system errors of a write as one line naming the file. */
+function describeWriteError(path: string, err: unknown): unknown {
+  if (err instanceof AttnscopeError) return new AttnscopeError(`${path}: ${err.message}`);
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOENT') return new AttnscopeError(`${path}: cannot write (no such directory: ${dirname(path)})`);
+  if (code === 'EACCES' || code === 'EPERM') return new AttnscopeError(`${path}: cannot write (permission denied)`);
+  if (code === 'EISDIR') return new AttnscopeError(`${path}: is a directory`);
+  if (code === 'ENOSPC') return new AttnscopeError(`${path}: cannot write (no space left on the device)`);
+  return err;
+}
+
+async function writeJsonFile(path: string, trace: Trace): Promise<void> {
+  await writeFileAtomically(path, async (stream) => {
+    await streamTraceJson(stream, trace);
+  });
 }
 
 function stackTensors(prefix: string, map: StackMap | undefined, dtype: WritableDType): SafetensorsTensorInput[] {
@@ -85,7 +131,9 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
     ...stackTensors('attention', trace.attention, dtype),
     ...stackTensors('queries', trace.queries, dtype),
     ...stackTensors('keys', trace.keys, dtype),
+    ...stackTensors('scoreBias', scoreBiasStacks(trace.scores), dtype),
   ];
+  if (trace.scores) metadata.scores = scoresMetaJson(trace.scores);
   await writeSafetensors(path, tensors, metadata);
 }
 
@@ -114,11 +162,11 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     if (meta.version !== undefined && meta.version !== String(TRACE_VERSION)) {
       throw new AttnscopeError(`${path}: unsupported trace version ${meta.version}`);
     }
-    const maps: Record<'attention' | 'queries' | 'keys', StackMap> = { attention: {}, queries: {}, keys: {} };
+    const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {} };
     for (const name of file.names()) {
       const [kind, stack] = name.split('.') as [string, string];
       if (!(kind in maps) || !STACK_NAMES.includes(stack as never)) {
-        throw new AttnscopeError(`${path}: unexpected tensor '${name}' (expected attention|queries|keys.<self|encoder|decoder|cross>)`);
+        throw new AttnscopeError(`${path}: unexpected tensor '${name}' (expected attention|queries|keys|scoreBias.<self|encoder|decoder|cross>)`);
       }
       const t = await file.get(name);
       maps[kind as keyof typeof maps][stack as keyof StackMap] = layerStackFrom(t.data, t.shape, `${path}: ${name}`);
@@ -139,6 +187,10 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     if (hasQk) {
       trace.queries = maps.queries;
       trace.keys = maps.keys;
+    }
+    const scores = parseJsonMeta(meta.scores, `${path}: metadata scores`);
+    if (scores !== undefined || Object.keys(maps.scoreBias).length > 0) {
+      trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, maps.attention, maps.scoreBias);
     }
     validateTrace(trace, path);
     return trace;
