@@ -4,7 +4,7 @@
  * network: everything is in the page.
  */
 import { inflateSync } from 'fflate';
-import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64 } from '../src/views/html/payload.js';
+import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64, placeTensor } from '../src/views/html/payload.js';
 import { App } from './app.js';
 
 /** Raw deflate with the browser's DecompressionStream, or fflate where that is missing. */
@@ -46,9 +46,7 @@ async function boot(): Promise<void> {
       await new Promise((r) => setTimeout(r, 0));
       for (const t of header.tensors) {
         if (t.kind === 'attention') continue;
-        const layers = await decodeTensor(source, t, inflate);
-        const map = t.kind === 'queries' ? (trace.queries ??= {}) : (trace.keys ??= {});
-        map[t.stack] = { dims: t.dims, layers };
+        placeTensor(trace, header, t, await decodeTensor(source, t, inflate));
       }
       document.body.dataset.qkReady = 'true';
     })();

@@ -8,7 +8,7 @@
 import { headColor } from '../../src/views/colors.js';
 import { stepWindow } from '../../src/views/generation.js';
 import { firstGeneratedBoundary, fmtValue } from '../../src/views/svg/common.js';
-import { type NeuronData, neuronData, neuronScales, renderNeuronView } from '../../src/views/svg/neuron-view.js';
+import { type NeuronData, neuronData, neuronMaskNotes, neuronScales, renderNeuronView } from '../../src/views/svg/neuron-view.js';
 import { LAYOUT } from '../../src/views/theme.js';
 import { rawDisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
@@ -126,7 +126,7 @@ export class NeuronView {
     const theme = ctx.theme();
     const facts = ctx.header.stacks[d.stack];
     const lossy = ctx.header.precision.qk !== 'f32';
-    const showBias = facts ? facts.bias : d.bias !== null;
+    const showBias = d.bias !== null;
     const N = LAYOUT.neuron;
     const fs = LAYOUT.fontSize;
     const sfs = LAYOUT.smallFontSize;
@@ -143,11 +143,11 @@ export class NeuronView {
       ? `grouped-query attention: query head ${d.head} reads key head ${d.kvHead} (${d.numHeads} query heads share ${d.numKeyValueHeads} key heads)`
       : `query head ${d.head} reads key head ${d.kvHead}`);
     notes.push(kv);
-    const masks = d.masked.filter(Boolean).length;
-    notes.push(d.causal ? `causal mask: the ${masks} key${masks === 1 ? '' : 's'} after the query get −∞` : masks > 0 ? `mask: ${masks} key${masks === 1 ? '' : 's'} get −∞ (weight 0)` : 'no mask');
-    if (showBias) notes.push('position bias: the model added a bias to the scores (shown: log attention − log softmax(score), centred)');
-    else if (facts?.maxSoftmaxError != null) notes.push(`softmax(score) = the model's attention (max |Δ| ${fmtValue(facts.maxSoftmaxError, 2)} on the exact trace)`);
+    notes.push(...neuronMaskNotes(d));
+    if (showBias) notes.push(`${d.biasKind ?? 'bias'}: the model adds it to the scaled scores (column “bias”, as recorded)`);
+    if (facts?.maxSoftmaxError != null) notes.push(`softmax(score) = the model's attention (max |Δ| ${fmtValue(facts.maxSoftmaxError, 2)} on the exact trace)`);
     else notes.push(`softmax(score) = the model's attention (max |Δ| ${fmtValue(d.maxSoftmaxError, 2)})`);
+    if (d.note) notes.push(d.note);
     const precision = lossy
       ? h('p', { class: 'precision', testid: 'neuron-precision' }, `To keep this file small, q and k are stored rounded to ${ctx.header.precision.qk?.slice(5)} decimals (shown exactly at that precision); q·k, the scores and the softmax computed from them are approximate (≈). The attention column is the model's own.`)
       : null;
@@ -163,9 +163,10 @@ export class NeuronView {
     const xK = xLabel + 10;
     const xP = xK + stripW + 16;
     const xDot = xP + stripW + 16 + numW;
-    const xScore = xDot + numW;
-    const xBias = showBias ? xScore + numW : xScore;
-    const xSoft = xBias + numW;
+    // With a bias: q·k, + bias, = score (scale · q·k + bias); without: q·k, × scale.
+    const xBias = showBias ? xDot + numW : xDot;
+    const xScore = xBias + numW;
+    const xSoft = xScore + numW;
     const xBar = xSoft + 12;
     const barW = 120;
     const width = xBar + barW + 70;
@@ -185,11 +186,11 @@ export class NeuronView {
       header(xK, 'k', 'start'),
       header(xP, 'q ⊙ k', 'start'),
       header(xDot, `${approx}q · k`),
-      header(xScore, `${approx}${d.scale === 1 ? 'score' : `× ${fmtValue(d.scale, 3)}`}`),
+      header(xScore, `${approx}${showBias || d.scale === 1 ? 'score' : `× ${fmtValue(d.scale, 3)}`}`),
       header(xSoft, `${approx}softmax`),
       header(xBar, 'attention (model)', 'start'),
     );
-    if (showBias) svg.append(header(xBias, 'bias'));
+    if (showBias) svg.append(header(xBias, '+ bias'));
     y += sfs + 8;
     svg.append(s('line', { x1: m, y1: y - 3, x2: width - 40, y2: y - 3, stroke: theme.grid }));
     const rowsTop = y;
@@ -210,7 +211,7 @@ export class NeuronView {
         s('text', { x, y: ty, 'text-anchor': 'end', class: `num ${cls}${dim ? ' dim' : ''}`, testid: `neuron-${cls}-${j}`, 'data-value': String(v) }, text);
       g.append(num(xDot, d.dots[j]!, 'dot', undefined, masked));
       g.append(masked ? num(xScore, -Infinity, 'score', '−∞', true) : num(xScore, d.scores[j]!, 'score'));
-      if (showBias && !masked) g.append(num(xBias, d.bias ? d.bias[j]! : 0, 'bias'));
+      if (d.bias) g.append(num(xBias, d.bias[j]!, 'bias', undefined, masked));
       g.append(num(xSoft, d.softmax[j]!, 'softmax', undefined, masked));
       const w = d.attention[j]!;
       g.append(s('rect', { x: xBar, y: ry + 4, width: Math.max(0, barW * Math.min(1, w)), height: rowH - 8, fill: color, class: 'attention-bar' }));

@@ -16,12 +16,16 @@
  *
  * Isomorphic: imports nothing from Node.
  */
-import type { GenerationInfo, ModelInfo, StackName, Token, Trace } from '../../core/trace.js';
+import type { GenerationInfo, ModelInfo, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 
 export const PAYLOAD_FORMAT = 'attnscope-view';
 export const PAYLOAD_VERSION = 1;
 
-export type TensorKind = 'attention' | 'queries' | 'keys';
+/** `scoreBias`: a stack's additive score term per layer (Trace.scores[stack].bias); layers sharing one term share a blob. */
+export type TensorKind = 'attention' | 'queries' | 'keys' | 'scoreBias';
+
+/** A stack's score terms as the header carries them; with `hasBias`, the bias comes as its `scoreBias` tensor. */
+export type PayloadScoreTerms = Omit<ScoreTerms, 'bias'> & { hasBias: boolean };
 
 export type Encoding =
   | { kind: 'f32' }
@@ -63,6 +67,8 @@ export interface PayloadHeader {
   blobRawLengths: number[];
   precision: { attention: AttentionLevel; qk: QkLevel | null };
   stacks: Partial<Record<StackName, StackFacts>>;
+  /** The trace's score terms (scale, masks; the bias as `scoreBias` tensors), when it records them. */
+  scores?: Partial<Record<StackName, PayloadScoreTerms>>;
   /** Page title and the text the trace was made from, when known. */
   title: string;
   text?: string;
@@ -218,19 +224,36 @@ export async function decodeTensor(source: PayloadSource, tensor: PayloadTensor,
  * The Trace of a page: attention decoded now; queries and keys (for the neuron view) when
  * `withQk` is set.
  */
-export async function decodeTrace(source: PayloadSource, inflate: Inflate, kinds: readonly TensorKind[] = ['attention', 'queries', 'keys']): Promise<Trace> {
+export async function decodeTrace(source: PayloadSource, inflate: Inflate, kinds: readonly TensorKind[] = ['attention', 'scoreBias', 'queries', 'keys']): Promise<Trace> {
   const h = source.header;
   const trace: Trace = { model: h.model, tokens: h.tokens, attention: {} };
   if (h.decoderTokens) trace.decoderTokens = h.decoderTokens;
   if (h.generation) trace.generation = h.generation;
+  for (const [stack, terms] of Object.entries(h.scores ?? {}) as [StackName, PayloadScoreTerms][]) {
+    // A stack with a bias gets its terms with the bias (placeTensor), never without it.
+    if (!terms.hasBias) (trace.scores ??= {})[stack] = scoreTermsOf(terms);
+  }
   await Promise.all(
     h.tensors
       .filter((t) => kinds.includes(t.kind))
-      .map(async (t) => {
-        const layers = await decodeTensor(source, t, inflate);
-        const map = t.kind === 'attention' ? trace.attention : t.kind === 'queries' ? (trace.queries ??= {}) : (trace.keys ??= {});
-        map[t.stack] = { dims: t.dims, layers };
-      }),
+      .map(async (t) => placeTensor(trace, h, t, await decodeTensor(source, t, inflate))),
   );
   return trace;
+}
+
+function scoreTermsOf(terms: PayloadScoreTerms): ScoreTerms {
+  const out: ScoreTerms = { scale: terms.scale, causal: terms.causal, window: terms.window };
+  if (terms.biasKind !== undefined) out.biasKind = terms.biasKind;
+  return out;
+}
+
+/** Puts a decoded tensor where it belongs in the page's Trace. */
+export function placeTensor(trace: Trace, header: PayloadHeader, t: PayloadTensor, layers: Float32Array[]): void {
+  if (t.kind === 'scoreBias') {
+    const terms = header.scores?.[t.stack];
+    if (terms) (trace.scores ??= {})[t.stack] = { ...scoreTermsOf(terms), bias: { dims: t.dims, layers } };
+    return;
+  }
+  const map = t.kind === 'attention' ? trace.attention : t.kind === 'queries' ? (trace.queries ??= {}) : (trace.keys ??= {});
+  map[t.stack] = { dims: t.dims, layers };
 }

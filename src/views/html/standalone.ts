@@ -12,7 +12,7 @@
  * Isomorphic: imports nothing from Node (deflate from fflate unless the caller passes a faster one).
  */
 import { deflateSync } from 'fflate';
-import type { StackName, Token, Trace } from '../../core/trace.js';
+import type { LayerStack, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 import { escapeHtml } from '../tokens.js';
 import type { ViewName } from '../layout/common.js';
 import { neuronData } from '../svg/neuron-view.js';
@@ -22,6 +22,7 @@ import {
   PAYLOAD_FORMAT,
   PAYLOAD_VERSION,
   type PayloadHeader,
+  type PayloadScoreTerms,
   type PayloadTensor,
   type QkLevel,
   type StackFacts,
@@ -116,13 +117,31 @@ interface TensorSource {
 
 function tensorSources(trace: Trace): TensorSource[] {
   const out: TensorSource[] = [];
-  for (const kind of ['attention', 'queries', 'keys'] as const) {
-    const map = trace[kind];
+  // Score biases before queries and keys: the page has a stack's score terms once it has its queries.
+  for (const kind of ['attention', 'scoreBias', 'queries', 'keys'] as const) {
+    const map = kind === 'scoreBias' ? scoreBiases(trace) : trace[kind];
     if (!map) continue;
     for (const stack of ['self', 'encoder', 'decoder', 'cross'] as const) {
       const s = map[stack];
       if (s) out.push({ kind, stack, dims: [s.dims[0], s.dims[1], s.dims[2]], layers: s.layers });
     }
+  }
+  return out;
+}
+
+function scoreBiases(trace: Trace): Partial<Record<StackName, LayerStack>> {
+  const out: Partial<Record<StackName, LayerStack>> = {};
+  for (const [stack, terms] of Object.entries(trace.scores ?? {}) as [StackName, ScoreTerms][]) if (terms.bias) out[stack] = terms.bias;
+  return out;
+}
+
+/** The trace's score terms for the page header (the biases travel as `scoreBias` tensors). */
+function headerScores(trace: Trace): Partial<Record<StackName, PayloadScoreTerms>> | undefined {
+  if (!trace.scores) return undefined;
+  const out: Partial<Record<StackName, PayloadScoreTerms>> = {};
+  for (const [stack, terms] of Object.entries(trace.scores) as [StackName, ScoreTerms][]) {
+    const { bias, ...rest } = terms;
+    out[stack] = { ...rest, hasBias: bias !== undefined };
   }
   return out;
 }
@@ -136,6 +155,8 @@ function maxAbs(layers: readonly Float32Array[]): number {
 /** Encoding of one tensor at a precision pair. */
 function encodingFor(t: TensorSource, attention: AttentionLevel, qk: QkLevel | null, maxAbsCache: Map<TensorSource, number>): Encoding {
   if (t.kind === 'attention') return attentionEncoding(attention);
+  // The score bias stays exact: the neuron view adds it to the scores as the model did.
+  if (t.kind === 'scoreBias') return { kind: 'f32' };
   let m = maxAbsCache.get(t);
   if (m === undefined) {
     m = maxAbs(t.layers);
@@ -164,11 +185,11 @@ export function stackFacts(trace: Trace): Partial<Record<StackName, StackFacts>>
           for (const query of queries) {
             const d = neuronData(trace, { stack, layer, head, query });
             if (d.bias) bias = true;
-            else maxErr = Math.max(maxErr, d.maxSoftmaxError);
+            maxErr = Math.max(maxErr, d.maxSoftmaxError);
           }
         }
       }
-      facts[stack] = { bias, maxSoftmaxError: bias ? null : maxErr };
+      facts[stack] = { bias, maxSoftmaxError: maxErr };
     } catch {
       // queries/keys that do not fit the attention: the neuron view will say so.
     }
@@ -196,7 +217,16 @@ async function sha256Base64(text: string): Promise<string> {
 function compressTensor(t: TensorSource, enc: Encoding, deflate: Deflate, layers: readonly number[] = t.layers.map((_, i) => i)): { blobs: Uint8Array[]; raw: number[] } {
   const blobs: Uint8Array[] = [];
   const raw: number[] = [];
+  // Layers that share one array (a shared score bias) share one blob.
+  const done = new Map<Float32Array, number>();
   for (const l of layers) {
+    const seen = done.get(t.layers[l]!);
+    if (seen !== undefined) {
+      raw.push(raw[seen]!);
+      blobs.push(blobs[seen]!);
+      continue;
+    }
+    done.set(t.layers[l]!, blobs.length);
     const bytes = encodeValues(t.layers[l]!, enc);
     raw.push(bytes.length);
     blobs.push(deflate(bytes));
@@ -217,6 +247,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
   const css = inlineSafe(options.bundle.css, 'style');
   const title = options.title ?? defaultTitle(trace, options.text);
   const facts = stackFacts(trace);
+  const scores = headerScores(trace);
 
   const headerFor = (attention: AttentionLevel, qk: QkLevel | null, tensors: PayloadTensor[], raw: number[]): PayloadHeader => {
     const header: PayloadHeader = {
@@ -230,6 +261,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
       stacks: facts,
       title,
     };
+    if (scores) header.scores = scores;
     if (trace.decoderTokens) header.decoderTokens = pageTokens(trace.decoderTokens);
     if (trace.generation) header.generation = trace.generation;
     if (options.text !== undefined) header.text = options.text;
@@ -286,12 +318,20 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
     for (const t of sources) {
       const enc = encodingFor(t, attention, qk, maxAbsCache);
       const c = compressTensor(t, enc, deflate);
-      const ids = c.blobs.map((b, j) => {
+      const ids: number[] = [];
+      let size = 0;
+      c.blobs.forEach((b, j) => {
+        // A blob shared by several layers (compressTensor) is written once.
+        const shared = c.blobs.indexOf(b);
+        if (shared < j) {
+          ids.push(ids[shared]!);
+          return;
+        }
         blobs.push(b);
         raw.push(c.raw[j]!);
-        return blobs.length - 1;
+        ids.push(blobs.length - 1);
+        size += base64Length(b.length);
       });
-      const size = c.blobs.reduce((s, b) => s + base64Length(b.length), 0);
       if (t.kind === 'attention') attentionBytes += size;
       else qkBytes += size;
       tensors.push({ kind: t.kind, stack: t.stack, dims: t.dims, encoding: enc, blobs: ids });

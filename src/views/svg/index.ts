@@ -13,7 +13,7 @@ import { type NeuronViewOptions, renderNeuronView } from './neuron-view.js';
 
 export { renderHeadView, headViewModel, type HeadViewOptions, type HeadViewModel } from './head-view.js';
 export { renderModelView, type ModelViewOptions } from './model-view.js';
-export { renderNeuronView, neuronData, attentionScale, keyHeadFor, type NeuronViewOptions, type NeuronData } from './neuron-view.js';
+export { renderNeuronView, neuronData, keyHeadFor, type NeuronViewOptions, type NeuronData } from './neuron-view.js';
 export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregate } from './heatmap.js';
 export { type CommonViewOptions } from './common.js';
 export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';

@@ -5,8 +5,9 @@
  *
  * Isomorphic: imports nothing from Node.
  */
+import { type NeuronScores, keyHeadFor, neuronScores } from '../../analysis/neuron.js';
 import { AttnscopeError } from '../../core/errors.js';
-import type { StackName, Trace } from '../../core/trace.js';
+import type { Trace } from '../../core/trace.js';
 import { type WeightScale, divergingScale, headColor } from '../colors.js';
 import { LAYOUT, type Theme } from '../theme.js';
 import { stepWindow } from '../generation.js';
@@ -43,63 +44,17 @@ export interface NeuronViewOptions extends CommonViewOptions {
   query?: number;
 }
 
-/** Model types whose attention does not scale q·k (the scale is folded into the weights). */
-const UNSCALED_MODEL_TYPES = new Set(['t5', 'mt5', 'umt5', 'longt5', 'switch_transformers']);
+export { keyHeadFor };
 
-/** The factor q·k is multiplied by before the softmax, and how it was chosen. */
-export function attentionScale(modelType: string, headDim: number): { scale: number; note: string } {
-  if (UNSCALED_MODEL_TYPES.has(modelType)) return { scale: 1, note: `${modelType}: no scaling (folded into the weights)` };
-  return { scale: 1 / Math.sqrt(headDim), note: `scaled by 1/√${headDim} = ${fmtValue(1 / Math.sqrt(headDim))}` };
-}
-
-/** Key head a query head reads under grouped-query attention: ⌊h·kv/heads⌋. */
-export function keyHeadFor(head: number, numHeads: number, numKeyValueHeads: number): number {
-  return Math.floor((head * numKeyValueHeads) / numHeads);
-}
-
-/** Every number the neuron view shows, computed from the trace (shared with the interactive view). */
-export interface NeuronData {
-  stack: StackName;
-  layer: number;
-  head: number;
-  /** Query position (in the stack's query tokens). */
-  query: number;
+/**
+ * Every number the neuron view shows (computed by analysis/neuron.ts from the trace's queries,
+ * keys and score terms), with the tokens it shows them for (shared with the interactive view).
+ */
+export interface NeuronData extends NeuronScores {
   /** Generation traces: the step shown (keys are those the model had then), or null. */
   step: number | null;
-  kvHead: number;
-  numHeads: number;
-  numKeyValueHeads: number;
-  headDim: number;
-  scale: number;
-  scaleNote: string;
   queryToken: DisplayToken;
   keyTokens: DisplayToken[];
-  /** The query vector [headDim]. */
-  q: Float32Array;
-  /** Key vectors, one per key position [headDim] (views into the trace). */
-  keys: Float32Array[];
-  /** q ⊙ k_j per key. */
-  products: Float64Array[];
-  /** q · k_j. */
-  dots: Float64Array;
-  /** q · k_j × scale (before mask and bias). */
-  scores: Float64Array;
-  /** Keys the model masked out (its attention weight is exactly 0; causal keys after the query). */
-  masked: boolean[];
-  /** Whether the masked keys form a causal mask (every key after the query, and only those). */
-  causal: boolean;
-  /** softmax over the unmasked scaled scores. */
-  softmax: Float64Array;
-  /** The model's attention row from the trace. */
-  attention: Float32Array;
-  /**
-   * Additive bias the model applied on top of the scores (relative position bias, ALiBi), as
-   * implied by its attention: log(attention) − log(softmax(scores)), centred to mean 0 over the
-   * unmasked keys; null when it is negligible (max |bias| ≤ 1e-3).
-   */
-  bias: Float64Array | null;
-  /** max |softmax − attention| over the keys. */
-  maxSoftmaxError: number;
 }
 
 /** Colour scales of the neuron view: one for q and k components, one for q ⊙ k, symmetric around 0. */
@@ -118,109 +73,15 @@ export function neuronData(trace: Trace, options: NeuronViewOptions = {}): Neuro
   if (!trace.queries || !trace.keys) {
     throw new AttnscopeError('the neuron view needs the queries and keys: trace with --qk (or export from a model, which asks for them)');
   }
-  const qs = trace.queries[stack];
-  const ks = trace.keys[stack];
-  if (!qs || !ks) throw new AttnscopeError(`the trace has no queries/keys for the '${stack}' stack`);
   const att = trace.attention[stack]!;
   const layer = checkIndex(options.layer ?? 0, att.layers.length, 'layer');
-  const numHeads = att.dims[0];
-  const head = checkIndex(options.head ?? 0, numHeads, 'head');
-  const nq = att.dims[1];
-  const nk = att.dims[2];
+  const head = checkIndex(options.head ?? 0, att.dims[0], 'head');
   // At a generation step: the queries and keys the model had then (the newest query by default).
-  const win = options.step === undefined ? { queries: nq, keys: nk } : stepWindow(trace, stack, options.step);
+  const win = options.step === undefined ? { queries: att.dims[1], keys: att.dims[2] } : stepWindow(trace, stack, options.step);
   const query = checkIndex(options.query ?? win.queries - 1, win.queries, 'query token');
-  const nkShown = win.keys;
-  const [qHeads, qPositions, headDim] = qs.dims;
-  const [kvHeads, kPositions, kDim] = ks.dims;
-  if (qHeads !== numHeads || qPositions !== nq || kPositions !== nk || kDim !== headDim || numHeads % kvHeads !== 0) {
-    throw new AttnscopeError(
-      `queries [${qs.dims.join(', ')}] / keys [${ks.dims.join(', ')}] do not fit attention [${att.dims.join(', ')}] of the '${stack}' stack`,
-    );
-  }
-  const kvHead = keyHeadFor(head, numHeads, kvHeads);
-  const { scale, note } = attentionScale(trace.model.modelType, headDim);
+  const scores = neuronScores(trace, { stack, layer, head, query, keys: win.keys });
   const ds = rawDisplayStack(trace, stack);
-
-  const qLayer = qs.layers[layer]!;
-  const kLayer = ks.layers[layer]!;
-  const q = qLayer.subarray((head * nq + query) * headDim, (head * nq + query + 1) * headDim);
-  const keys: Float32Array[] = [];
-  const products: Float64Array[] = [];
-  const dots = new Float64Array(nkShown);
-  const scores = new Float64Array(nkShown);
-  for (let j = 0; j < nkShown; j++) {
-    const k = kLayer.subarray((kvHead * nk + j) * headDim, (kvHead * nk + j + 1) * headDim);
-    keys.push(k);
-    const p = new Float64Array(headDim);
-    let d = 0;
-    for (let i = 0; i < headDim; i++) {
-      p[i] = q[i]! * k[i]!;
-      d += p[i]!;
-    }
-    products.push(p);
-    dots[j] = d;
-    scores[j] = d * scale;
-  }
-  const attention = att.layers[layer]!.subarray((head * nq + query) * nk, (head * nq + query) * nk + nkShown);
-  const masked = Array.from(attention, (w) => w === 0);
-  const causal = stack !== 'cross' && win.queries === nkShown && query < nkShown - 1 && masked.every((mk, j) => mk === j > query);
-  let max = -Infinity;
-  for (let j = 0; j < nkShown; j++) if (!masked[j] && scores[j]! > max) max = scores[j]!;
-  const softmax = new Float64Array(nkShown);
-  let sum = 0;
-  for (let j = 0; j < nkShown; j++) {
-    softmax[j] = masked[j] ? 0 : Math.exp(scores[j]! - max);
-    sum += softmax[j]!;
-  }
-  let maxSoftmaxError = 0;
-  for (let j = 0; j < nkShown; j++) {
-    softmax[j]! /= sum;
-    maxSoftmaxError = Math.max(maxSoftmaxError, Math.abs(softmax[j]! - attention[j]!));
-  }
-  // Implied additive bias: log(attention) − log(softmax(scores)), centred.
-  const bias = new Float64Array(nkShown);
-  let mean = 0;
-  let count = 0;
-  for (let j = 0; j < nkShown; j++) {
-    if (masked[j]) continue;
-    bias[j] = Math.log(attention[j]!) - Math.log(softmax[j]!);
-    mean += bias[j]!;
-    count++;
-  }
-  mean /= Math.max(1, count);
-  let maxBias = 0;
-  for (let j = 0; j < nkShown; j++) {
-    if (masked[j]) continue;
-    bias[j]! -= mean;
-    maxBias = Math.max(maxBias, Math.abs(bias[j]!));
-  }
-  return {
-    stack,
-    layer,
-    head,
-    query,
-    step: options.step ?? null,
-    kvHead,
-    numHeads,
-    numKeyValueHeads: kvHeads,
-    headDim,
-    scale,
-    scaleNote: note,
-    queryToken: ds.queryTokens[query]!,
-    keyTokens: ds.keyTokens.slice(0, nkShown),
-    q,
-    keys,
-    products,
-    dots,
-    scores,
-    masked,
-    causal,
-    softmax,
-    attention,
-    bias: maxBias > 1e-3 ? bias : null,
-    maxSoftmaxError,
-  };
+  return { ...scores, step: options.step ?? null, queryToken: ds.queryTokens[query]!, keyTokens: ds.keyTokens.slice(0, win.keys) };
 }
 
 /** Draws a vector as a strip of coloured cells (rects, or one image when long). */
@@ -277,15 +138,10 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   if (d.numKeyValueHeads < d.numHeads) {
     notes.push(`grouped-query attention: query head ${d.head} reads key head ${d.kvHead} (${d.numHeads} query heads share ${d.numKeyValueHeads} key heads)`);
   }
-  const masks = d.masked.filter(Boolean).length;
-  if (d.causal) notes.push(`causal mask: the ${masks} key${masks === 1 ? '' : 's'} after the query get −∞`);
-  else if (masks > 0) notes.push(`mask: ${masks} key${masks === 1 ? '' : 's'} get −∞ (weight 0)`);
-  else notes.push('no mask');
-  notes.push(
-    d.bias
-      ? 'position bias: the model added a bias to the scores (shown: log attention − log softmax(score), centred)'
-      : `softmax(score) = the model's attention (max |Δ| ${fmtValue(d.maxSoftmaxError, 2)})`,
-  );
+  notes.push(...neuronMaskNotes(d));
+  if (d.bias) notes.push(`${d.biasKind ?? 'bias'}: the model adds it to the scaled scores (column “bias”, as recorded)`);
+  notes.push(`softmax(score) = the model's attention (max |Δ| ${fmtValue(d.maxSoftmaxError, 2)})`);
+  if (d.note) notes.push(d.note);
   // Notes wrap onto lines of at most ~110 characters.
   const noteLines: string[] = [];
   let cur = '';
@@ -310,9 +166,12 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   const xK = xLabel + 10;
   const xP = xK + stripW + 16;
   const xDot = xP + stripW + 16 + numW; // numbers are right-aligned at the column's right edge
-  const xScore = xDot + numW;
-  const xBias = d.bias ? xScore + numW : xScore;
-  const xSoft = xBias + numW;
+  // With a bias: q·k, × scale (unless 1), + bias, = score; without: q·k, score (= × scale).
+  const showScaled = d.bias !== null && d.scale !== 1;
+  const xScaled = showScaled ? xDot + numW : xDot;
+  const xBias = d.bias ? xScaled + numW : xScaled;
+  const xScore = xBias + numW;
+  const xSoft = xScore + numW;
   const xBar = xSoft + 12;
   const barW = 120;
   const contentRight = xBar + barW + 60;
@@ -337,8 +196,9 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
   body += header(xK, 'k', 'start');
   body += header(xP, 'q ⊙ k', 'start');
   body += header(xDot, 'q · k');
-  body += header(xScore, d.scale === 1 ? 'score' : `× ${fmtValue(d.scale, 3)}`);
-  if (d.bias) body += header(xBias, 'bias');
+  if (showScaled) body += header(xScaled, `× ${fmtValue(d.scale, 3)}`);
+  if (d.bias) body += header(xBias, '+ bias');
+  body += header(xScore, d.bias ? 'score' : d.scale === 1 ? 'score' : `× ${fmtValue(d.scale, 3)}`);
   body += header(xSoft, 'softmax');
   body += header(xBar, 'attention', 'start');
   y += sfs + 8;
@@ -372,7 +232,8 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
     } else {
       body += num(xScore, ty, d.scores[j]!, 'score', j);
     }
-    if (d.bias) body += masked ? '' : num(xBias, ty, d.bias[j]!, 'bias', j);
+    if (showScaled) body += num(xScaled, ty, d.scaled[j]!, 'scaled', j, dim);
+    if (d.bias) body += num(xBias, ty, d.bias[j]!, 'bias', j, dim);
     body += num(xSoft, ty, d.softmax[j]!, 'softmax', j, dim);
     const w = d.attention[j]!;
     body += `<rect${attrs({ x: xBar, y: ry + 4, width: Math.max(0, barW * w), height: rowH - 8, fill: headColor(d.head, d.numHeads), class: 'attention-bar', 'data-k': j, 'data-value': fmtAttr(w) })}/>`;
@@ -391,4 +252,17 @@ export function renderNeuronView(trace: Trace, options: NeuronViewOptions = {}):
 
   const width = Math.max(contentRight, m + textWidth(title, LAYOUT.titleFontSize) + m, m + (heading.width) + m, ...noteLines.map((l) => m + textWidth(l, sfs) + m));
   return svgDocument(width, y, theme, body, { title: title || 'neuron view', className: 'attnscope-neuron-view' });
+}
+
+/** The mask notes of the neuron view: causal keys, sliding window, or keys masked in the trace. */
+export function neuronMaskNotes(d: NeuronScores): string[] {
+  const masks = d.masked.filter(Boolean).length;
+  const plural = (k: number) => `${k} key${k === 1 ? '' : 's'}`;
+  if (masks === 0) return ['no mask'];
+  if (d.terms === 'assumed') return [d.causal ? `causal mask: the ${plural(masks)} after the query get −∞` : `mask: ${plural(masks)} get −∞ (weight 0)`];
+  const notes: string[] = [];
+  const after = d.masked.filter((m, j) => m && j > d.query).length;
+  if (after > 0) notes.push(`causal mask: the ${plural(after)} after the query get −∞`);
+  if (masks > after && d.window !== null) notes.push(`sliding window ${d.window}: the ${plural(masks - after)} more than ${d.window - 1} before the query get −∞`);
+  return notes;
 }
