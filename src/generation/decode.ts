@@ -53,10 +53,9 @@ class StackRows {
   ) {}
 
   add(out: Readonly<Record<string, RuntimeTensor>>, start: number): void {
-    const firstName = tapName(this.kind, this.stack, 0);
-    const [, d0, rows, width] = (out[firstName] ?? { dims: [] }).dims as [number, number, number, number];
     const layers: Float32Array[] = [];
     for (let l = 0; l < this.layers; l++) layers.push(float32(out[tapName(this.kind, this.stack, l)], tapName(this.kind, this.stack, l)));
+    const [, d0, rows, width] = out[tapName(this.kind, this.stack, 0)]!.dims as [number, number, number, number];
     this.d0 = d0;
     this.cols = Math.max(this.cols, width);
     this.steps.push({ start, rows, width, layers });
