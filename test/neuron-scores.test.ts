@@ -14,8 +14,11 @@ import { neuronScores } from '../src/analysis/neuron.js';
 import type { LayerStack, ScoreMap, StackName, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
-import { openSafetensors } from '../src/io/safetensors.js';
+import { openSafetensors, writeSafetensors, type SafetensorsTensorInput } from '../src/io/safetensors.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
+import { type PayloadHeader, decodeTrace, fromBase64 } from '../src/views/html/payload.js';
+import { renderStandaloneHtml } from '../src/views/html/standalone.js';
+import { inflateRawSync } from 'node:zlib';
 import { FIXTURES, flat, maxAbsDiff, readReference, type ReferenceInput } from './helpers/reference.js';
 
 /** float32 precision of a probability: what softmax(scores) may differ from the model's attention by. */
@@ -229,6 +232,82 @@ describe('T5 records its real relative position bias', () => {
   });
 });
 
+// --- umT5: a position bias table in every block ------------------------------------------------------
+
+describe('umT5 records each layer its own position bias', () => {
+  let dir: string;
+  let model: Model;
+  /** Per stack and layer: the table [buckets, heads] written into the checkpoint. */
+  const tables: Record<'encoder' | 'decoder', Float32Array[]> = { encoder: [], decoder: [] };
+  const config = JSON.parse(readFileSync(join(FIXTURES, 't5', 'config.json'), 'utf8')) as Record<string, unknown>;
+  const buckets = config.relative_attention_num_buckets as number;
+  const maxDistance = config.relative_attention_max_distance as number;
+  beforeAll(async () => {
+    // The t5 fixture as a umt5 checkpoint: block 0's tables, and different ones in every later block.
+    dir = mkdtempSync(join(tmpdir(), 'attnscope-umt5-'));
+    cpSync(join(FIXTURES, 't5'), dir, { recursive: true });
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'umt5', architectures: ['UMT5ForConditionalGeneration'] }));
+    const src = await openSafetensors(join(FIXTURES, 't5', 'model.safetensors'));
+    const tensors: SafetensorsTensorInput[] = [];
+    try {
+      for (const name of src.names()) {
+        const t = await src.get(name);
+        tensors.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
+      }
+      for (const stack of ['encoder', 'decoder'] as const) {
+        const base = (await src.get(`${stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight`)).data;
+        for (let l = 0; l < (config.num_layers as number); l++) {
+          const table = l === 0 ? base : Float32Array.from(base, (v, i) => -1.5 * v + 0.01 * (i % 7) * (l + 1));
+          tables[stack].push(table);
+          if (l > 0) tensors.push({ name: `${stack}.block.${l}.layer.0.SelfAttention.relative_attention_bias.weight`, dtype: 'F32', shape: [buckets, config.num_heads as number], data: table });
+        }
+      }
+    } finally {
+      await src.close();
+    }
+    await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+    model = await loadModel(dir, { graphCache: false });
+  });
+  afterAll(async () => {
+    await model?.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function checkPerLayerBias(trace: Trace): void {
+    for (const stack of ['encoder', 'decoder'] as const) {
+      const bias = trace.scores![stack]!.bias!;
+      const [heads, nq, nk] = bias.dims;
+      expect(bias.layers).toHaveLength(tables[stack].length);
+      expect(bias.layers[1]).not.toBe(bias.layers[0]);
+      bias.layers.forEach((layer, l) => {
+        const table = tables[stack][l]!;
+        for (let h = 0; h < heads; h++) {
+          for (let i = 0; i < nq; i++) {
+            for (let j = 0; j < nk; j++) {
+              if (trace.generation && stack === 'decoder' && j > i) continue;
+              const want = table[bucketOf(j - i, stack === 'encoder', buckets, maxDistance) * heads + h]!;
+              const got = layer[(h * nq + i) * nk + j]!;
+              if (got !== want) expect(got, `${stack} layer ${l} head ${h} query ${i} key ${j}`).toBe(want);
+            }
+          }
+        }
+      });
+    }
+  }
+
+  it('per-layer bias equals each block table, and softmax = attention (trace and generation)', async () => {
+    const input = readReference('t5').inputs[0]!;
+    const trace = await traceInput(model, input);
+    checkPerLayerBias(trace);
+    const err = neuronError(trace);
+    expect(err.max, `max |softmax − attention| ${err.max} at ${err.where}`).toBeLessThanOrEqual(FLOAT32);
+    const gen = await model.generate(null, { ids: input.input_ids, maxNewTokens: 4, qk: true });
+    checkPerLayerBias(gen);
+    const genErr = neuronError(gen);
+    expect(genErr.max, `max |softmax − attention| ${genErr.max} at ${genErr.where}`).toBeLessThanOrEqual(FLOAT32);
+  });
+});
+
 // --- GPT-2: scale_attn_by_inverse_layer_idx ----------------------------------------------------------
 
 describe('GPT-2 scales by layer with scale_attn_by_inverse_layer_idx', () => {
@@ -375,6 +454,31 @@ describe('trace files keep the score terms exactly', () => {
       expect(d.bias).toBeNull();
       expect(d.masked.map((m, j) => m === j > 4).every(Boolean)).toBe(true);
       expect(d.maxSoftmaxError).toBeLessThanOrEqual(FLOAT32);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('standalone pages carry the score terms to the browser', () => {
+  it('a T5 page decodes (as the page does) to scores whose softmax is the model attention', async () => {
+    const model = await loadModel(join(FIXTURES, 't5'), { graphCache: false });
+    try {
+      const trace = await traceInput(model, readReference('t5').inputs[0]!);
+      const { html } = await renderStandaloneHtml(trace, { bundle: { js: '', css: '' }, precision: 'exact' });
+      const header = JSON.parse(/<script type="application\/json" id="attnscope-header">(.*?)<\/script>/s.exec(html)![1]!) as PayloadHeader;
+      const blobText = (i: number) => new RegExp(`id="attnscope-blob-${i}">([^<]*)</script>`).exec(html)![1]!;
+      const page = await decodeTrace(
+        { header, blob: (i) => fromBase64(blobText(i)), rawLength: (i) => header.blobRawLengths[i]! },
+        async (bytes) => new Uint8Array(inflateRawSync(bytes)),
+      );
+      // The shared bias is one blob for all layers.
+      const biasTensors = header.tensors.filter((t) => t.kind === 'scoreBias');
+      expect(biasTensors.map((t) => t.stack).sort()).toEqual(['decoder', 'encoder']);
+      for (const t of biasTensors) expect(new Set(t.blobs).size).toBe(1);
+      const err = neuronError(page);
+      expect(err.max, `max |softmax − attention| ${err.max} at ${err.where}`).toBeLessThanOrEqual(FLOAT32);
+      expect(page.scores!.encoder!.bias!.layers[1]).toEqual(trace.scores!.encoder!.bias!.layers[1]);
     } finally {
       await model.dispose();
     }

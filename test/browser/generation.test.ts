@@ -423,13 +423,12 @@ describe('encoder-decoders', () => {
             await expect.poll(() => page.getAttribute(`[data-testid=neuron-attention-${k}]`, 'data-value')).toBe(String(att));
           }
           const notes = (await page.textContent('[data-testid=neuron-notes]'))!;
-          // softmax(q·k) is the model's attention, or (T5's self-attention) the view shows the position bias it added.
-          if (!notes.includes('position bias')) {
-            for (const k of [0, nk - 1]) {
-              const att = weight(trace, stack, 0, 0, q, k);
-              expect(Math.abs(Number(await page.getAttribute(`[data-testid=neuron-softmax-${k}]`, 'data-value')) - att)).toBeLessThan(1e-6);
-            }
-          } else expect(name === 't5dec' && stack !== 'cross').toBe(true);
+          // softmax(scores) is the model's attention, T5's self-attention included (its recorded position bias is in the scores).
+          for (const k of [0, nk - 1]) {
+            const att = weight(trace, stack, 0, 0, q, k);
+            expect(Math.abs(Number(await page.getAttribute(`[data-testid=neuron-softmax-${k}]`, 'data-value')) - att)).toBeLessThan(1e-6);
+          }
+          expect(notes.includes('position bias')).toBe(name === 't5dec' && stack !== 'cross');
           if (stack === 'decoder') expect(notes).toContain('causal mask');
         }
         expect(p.errors).toEqual([]);

@@ -12,6 +12,7 @@ import {
   decodeValues,
   encodeValues,
   fromBase64,
+  placeTensor,
   qkEncoding,
   scriptJson,
   toBase64,
@@ -27,8 +28,7 @@ function readPage(html: string): { header: PayloadHeader; trace: Trace } {
   const trace: Trace = { model: header.model, tokens: header.tokens, attention: {} };
   for (const t of header.tensors) {
     const layers = t.blobs.map((b) => decodeValues(new Uint8Array(inflateRawSync(blob(b))), t.encoding));
-    const map = t.kind === 'attention' ? trace.attention : t.kind === 'queries' ? (trace.queries ??= {}) : (trace.keys ??= {});
-    map[t.stack] = { dims: t.dims, layers };
+    placeTensor(trace, header, t, layers);
   }
   return { header, trace };
 }
