@@ -13,6 +13,7 @@ import type { Token, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import { readTraceFile } from '../src/io/trace-file.js';
 import { headColors, legendTicks, weightScale } from '../src/views/colors.js';
+import { fmtValue } from '../src/views/svg/common.js';
 import { renderHeadView } from '../src/views/svg/head-view.js';
 import { heatmapMatrix, renderHeatmap } from '../src/views/svg/heatmap.js';
 import { base64, encodePng } from '../src/views/svg/image.js';
@@ -197,7 +198,7 @@ describe('head view', () => {
   it('draws one line per nonzero weight of the selected heads, opacity = weight (default model)', () => {
     expect(stories.model).toMatchObject({ name: 'stories260k', numLayers: 5, numHeads: 8 });
     for (const [layer, heads] of [[2, undefined], [4, [1, 6]]] as const) {
-      const root = svgRoot(renderHeadView(stories, { layer, heads }));
+      const root = svgRoot(renderHeadView(stories, { layer, heads, allLines: true }));
       const selected = heads ?? [0, 1, 2, 3, 4, 5, 6, 7];
       const n = stories.tokens.length;
       let nonzero = 0;
@@ -205,17 +206,18 @@ describe('head view', () => {
       const lines = findAll(root, 'line', (a) => a['data-q'] !== undefined);
       expect(lines).toHaveLength(nonzero);
       expect(nonzero).toBeLessThan(selected.length * n * n); // the causal mask leaves zeros out
-      const groups = findAll(root, 'g', (a) => a.class === 'head-lines');
-      expect(groups.map((g) => Number(g.attrs['data-head']))).toEqual(selected);
-      for (const g of groups) {
-        const h = Number(g.attrs['data-head']);
-        expect(g.attrs.stroke).toBe(headColors(8)[h]);
-        for (const line of g.children) {
-          const w = weight(stories, 'self', layer, h, Number(line.attrs['data-q']), Number(line.attrs['data-k']));
-          expect(Math.abs(Number(line.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
-          expect(w).toBeGreaterThan(0);
-        }
+      expect([...new Set(lines.map((l) => Number(l.attrs['data-head'])))].sort((a, b) => a - b)).toEqual(selected);
+      for (const line of lines) {
+        const h = Number(line.attrs['data-head']);
+        expect(line.attrs.stroke).toBe(headColors(8)[h]);
+        const w = weight(stories, 'self', layer, h, Number(line.attrs['data-q']), Number(line.attrs['data-k']));
+        expect(Math.abs(Number(line.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
+        expect(w).toBeGreaterThan(0);
       }
+      // Painted weakest first, so that strong lines lie on top.
+      const ws = lines.map((l) => Number(l.attrs['stroke-opacity']));
+      expect(ws.every((w, i) => i === 0 || w >= ws[i - 1]!)).toBe(true);
+      expect(textOf(root)).toContain(`lines: all ${nonzero.toLocaleString('en')} nonzero weights`);
       // Every token appears in both columns.
       expect(findAll(root, 'text', (a) => a.class === 'token query')).toHaveLength(n);
       expect(findAll(root, 'text', (a) => a.class === 'token key')).toHaveLength(n);
@@ -241,7 +243,7 @@ describe('head view', () => {
     const seg = bertPair.tokens.map((t) => t.segment);
     let total = 0;
     for (const [filter, qs, ks] of [['A→B', 0, 1], ['B→A', 1, 0], ['A→A', 0, 0], ['B→B', 1, 1]] as const) {
-      const root = svgRoot(renderHeadView(bertPair, { layer: 1, pair: filter }));
+      const root = svgRoot(renderHeadView(bertPair, { layer: 1, pair: filter, allLines: true }));
       const lines = findAll(root, 'line', (a) => a['data-q'] !== undefined);
       let expected = 0;
       for (let h = 0; h < 4; h++) for (let q = 0; q < n; q++) for (let k = 0; k < n; k++) if (seg[q] === qs && seg[k] === ks && weight(bertPair, 'self', 1, h, q, k) > 0) expected++;
@@ -252,14 +254,14 @@ describe('head view', () => {
       }
       total += expected;
     }
-    expect(findAll(svgRoot(renderHeadView(bertPair, { layer: 1 })), 'line', (a) => a['data-q'] !== undefined)).toHaveLength(total);
+    expect(findAll(svgRoot(renderHeadView(bertPair, { layer: 1, allLines: true })), 'line', (a) => a['data-q'] !== undefined)).toHaveLength(total);
     expect(() => renderHeadView(stories, { pair: 'A→B' })).toThrow(/sentence pair/);
   });
 
   it('draws cross attention of an encoder-decoder trace: decoder queries, encoder keys', () => {
     expect(t5.decoderTokens).toHaveLength(18);
     expect(t5.tokens).toHaveLength(88);
-    const root = svgRoot(renderHeadView(t5, { stack: 'cross', layer: 1 }));
+    const root = svgRoot(renderHeadView(t5, { stack: 'cross', layer: 1, allLines: true }));
     const queries = findAll(root, 'text', (a) => a.class === 'token query');
     const keys = findAll(root, 'text', (a) => a.class === 'token key');
     expect(queries).toHaveLength(18);
@@ -274,8 +276,14 @@ describe('head view', () => {
       const w = weight(t5, 'cross', 1, Number(findParentHead(root, l)), Number(l.attrs['data-q']), Number(l.attrs['data-k']));
       expect(Math.abs(Number(l.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
     }
-    expect(textOf(root)).toContain('decoder (queries)');
-    expect(textOf(root)).toContain('encoder (keys)');
+    expect(textOf(root)).toContain('decoder tokens (queries)');
+    expect(textOf(root)).toContain('encoder tokens (keys)');
+    // Without allLines: the 1,000 strongest, and the caption says so.
+    const capped = svgRoot(renderHeadView(t5, { stack: 'cross', layer: 1 }));
+    const strongest = lines.map((l) => Number(l.attrs['stroke-opacity'])).sort((a, b) => b - a).slice(0, 1000);
+    const drawn = findAll(capped, 'line', (a) => a['data-q'] !== undefined).map((l) => Number(l.attrs['stroke-opacity'])).sort((a, b) => b - a);
+    expect(drawn).toEqual(strongest);
+    expect(textOf(capped)).toContain(`lines: the 1,000 strongest of ${nonzero.toLocaleString('en')} weights (≥ ${fmtValue(strongest[999]!, 3)})`);
     // The encoder and decoder stacks are there too; a self stack is not.
     expect(findAll(svgRoot(renderHeadView(t5, { stack: 'decoder' })), 'text', (a) => a.class === 'token key')).toHaveLength(18);
     expect(() => renderHeadView(t5, { stack: 'self' })).toThrow(/no 'self' attention/);
@@ -290,6 +298,7 @@ describe('head view', () => {
 });
 
 function findParentHead(root: XmlElement, line: XmlElement): string | undefined {
+  if (line.attrs['data-head'] !== undefined) return line.attrs['data-head'];
   for (const g of findAll(root, 'g', (a) => a.class === 'head-lines')) if (g.children.includes(line)) return g.attrs['data-head'];
   return undefined;
 }

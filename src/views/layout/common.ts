@@ -100,11 +100,11 @@ export function textWidth(text: string, fontSize: number): number {
 export const CELL_FONT = {
   /** Token label font = label × cell, clamped to [minLabel, LAYOUT.fontSize]. */
   label: 0.62,
-  minLabel: 7,
+  minLabel: 8,
   /** Below this label font (small multiples) labels are left out. */
   minSmallLabel: 6,
   /** Weight written in a cell = value × cell, at most LAYOUT.smallFontSize. */
-  value: 0.34,
+  value: 0.42,
   /** Cells at least this large carry their weight as text. */
   minValueCell: 22,
 } as const;

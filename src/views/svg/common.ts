@@ -296,7 +296,9 @@ function common(it: Item): string {
 }
 
 function withTip(it: Item, el: string): string {
-  return it.tip ? `<g class="tip"><title>${escapeHtml(it.tip)}</title>${el}</g>` : el;
+  if (!it.tip) return el;
+  const cls = it.kind === 'text' && (it.className ?? '').split(' ').includes('token') ? 'token-tip' : 'tip';
+  return `<g class="${cls}"><title>${escapeHtml(it.tip)}</title>${el}</g>`;
 }
 
 /** Above this many cells a matrix is one embedded image instead of one rect per cell. */
