@@ -7,7 +7,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
-import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './bert.js';
+import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 

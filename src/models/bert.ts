@@ -11,7 +11,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
-import { stackScoring } from './scoring.js';
+import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 
 const ROBERTA_LIKE = new Set(['roberta', 'xlm-roberta', 'camembert']);
 
@@ -29,33 +29,6 @@ function describe(config: ModelConfig): ArchitectureInfo {
     throw new AttnscopeError(`${config.source}: position_embedding_type '${positionType}' is not supported (only 'absolute')`);
   }
   return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings') - positionOffset(config));
-}
-
-/** What an encoder with multi-head self-attention (no grouped keys) tells about itself. */
-export function encoderInfo(config: ModelConfig, layers: number, heads: number, hidden: number, maxPositions: number): ArchitectureInfo {
-  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden size ${hidden} is not a multiple of ${heads} heads`);
-  const headDim = hidden / heads;
-  return {
-    kind: 'encoder',
-    numLayers: layers,
-    numHeads: heads,
-    numKeyValueHeads: heads,
-    headDim,
-    maxPositions,
-    stacks: { self: layers },
-    // Bidirectional, q·k / √headDim (BERT, ALBERT, ELECTRA divide the scores; DistilBERT the queries).
-    scoring: { self: stackScoring(layers, { scale: 1 / Math.sqrt(headDim), causal: false }) },
-  };
-}
-
-/** Linear layer `prefix.weight` / `prefix.bias` (bias optional). */
-export async function linearLayer(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
-  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), (await ctx.optionalWeight(`${prefix}.bias`)) ?? undefined);
-}
-
-/** nn.LayerNorm `prefix.weight` / `prefix.bias`. */
-export async function layerNormLayer(ctx: BuildContext, x: Value, prefix: string, eps: number): Promise<Value> {
-  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await ctx.optionalWeight(`${prefix}.bias`), eps);
 }
 
 /** One post-LN BERT block: self-attention, add & norm, feed-forward, add & norm. */
@@ -127,16 +100,6 @@ async function predictionHead(ctx: BuildContext, x: Value, base: string): Promis
     dense: 'cls.predictions.transform.dense', act: config.str('hidden_act', 'gelu'), norm: 'cls.predictions.transform.LayerNorm', eps,
     decoder: ['cls.predictions.decoder.weight', embeddings], bias: ['cls.predictions.bias', 'cls.predictions.decoder.bias'],
   });
-}
-
-/**
- * Token type ids from segments. Models with a single token type (RoBERTa) get zeros for both
- * sentences of a pair, as their tokenizers produce.
- */
-export function segmentTypeIds(config: ModelConfig, segments: readonly number[] | undefined, n: number): number[] {
-  const types = config.int('type_vocab_size', 2);
-  if (!segments || types <= 1) return new Array<number>(n).fill(0);
-  return [...segments];
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

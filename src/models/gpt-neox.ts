@@ -12,7 +12,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads } from './attention.js';
 import { lmHead } from './heads.js';
-import { layerNormLayer, linearLayer } from './bert.js';
+import { layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';

@@ -14,7 +14,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import { lmHead } from './heads.js';
-import { layerNormLayer } from './bert.js';
+import { layerNormLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
