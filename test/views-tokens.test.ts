@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { renderStandaloneHtml } from '../src/views/html/standalone.js';
 import { renderSvg, VIEW_NAMES } from '../src/views/svg/index.js';
-import { JOIN_MARK, displayStack, escapeHtml, prettifyTokens } from '../src/views/tokens.js';
+import { BYTE_TAIL_MARK, JOIN_MARK, displayStack, escapeHtml, prettifyTokens } from '../src/views/tokens.js';
 import { handTrace } from './helpers/hand-trace.js';
 import { findAll, parseXml, textOf } from './helpers/xml.js';
 
@@ -17,6 +17,7 @@ const labels = (texts: string[], modelType = 'llama', special: number[] = []) =>
 describe('sentencepiece word starts', () => {
   it('"▁g" "ir" "l" reads as one word: the pieces after the start are marked as joined', () => {
     expect(JOIN_MARK).toBe('·');
+    expect(BYTE_TAIL_MARK).toBe('⋯');
     expect(labels(['<s>', '▁a', '▁little', '▁g', 'ir', 'l', '▁named'], 'llama', [0])).toEqual(['<s>', 'a', 'little', 'g', '·ir', '·l', 'named']);
     const p = prettifyTokens(seq(['▁g', 'ir', 'l']), 'llama');
     expect(p.map((t) => t.text)).toEqual([' g', 'ir', 'l']);
@@ -40,7 +41,7 @@ describe('sentencepiece word starts', () => {
 
   it('scripts written without spaces are not marked', () => {
     // 日 U+65E5 = E6 97 A5, 本 U+672C = E6 9C AC
-    expect(labels(['▁', '<0xE6>', '<0x97>', '<0xA5>', '<0xE6>', '<0x9C>', '<0xAC>'])).toEqual(['␣', '\u65E5', '·', '·', '\u672C', '·', '·']);
+    expect(labels(['▁', '<0xE6>', '<0x97>', '<0xA5>', '<0xE6>', '<0x9C>', '<0xAC>'])).toEqual(['␣', '\u65E5', '⋯', '⋯', '\u672C', '⋯', '⋯']);
   });
 
   it('byte-level BPE: Ġ starts a word, a piece without it continues one; WordPiece keeps ##', () => {
@@ -50,16 +51,16 @@ describe('sentencepiece word starts', () => {
 });
 
 describe('characters split over byte tokens', () => {
-  it('byte fallback: the character on its first byte, a join mark on the others', () => {
+  it('byte fallback: the character on its first byte, ⋯ on the others', () => {
     // ï U+00EF: 110 00011, 10 101111 → C3 AF
     const p = prettifyTokens(seq(['▁caf', '<0xC3>', '<0xAF>', '▁x']), 'llama');
-    expect(p.map((t) => t.label)).toEqual(['caf', '·\u00EF', '·', 'x']);
+    expect(p.map((t) => t.label)).toEqual(['caf', '·\u00EF', '⋯', 'x']);
     expect(p.map((t) => t.text)).toEqual([' caf', '\u00EF', '', ' x']);
     expect(p.map((t) => t.byteTail)).toEqual([false, false, true, false]);
   });
 
   it('a four-byte character (😀 U+1F600 = F0 9F 98 80) and a three-byte one (✓ U+2713 = E2 9C 93)', () => {
-    expect(labels(['▁', '<0xF0>', '<0x9F>', '<0x98>', '<0x80>', '▁', '<0xE2>', '<0x9C>', '<0x93>'])).toEqual(['␣', '\u{1F600}', '·', '·', '·', '␣', '\u2713', '·', '·']);
+    expect(labels(['▁', '<0xF0>', '<0x9F>', '<0x98>', '<0x80>', '▁', '<0xE2>', '<0x9C>', '<0x93>'])).toEqual(['␣', '\u{1F600}', '⋯', '⋯', '⋯', '␣', '\u2713', '⋯', '⋯']);
   });
 
   it('one-byte tokens: newline and letters', () => {
@@ -76,13 +77,13 @@ describe('characters split over byte tokens', () => {
   it('byte-level BPE pieces of one character (日 = æ Ĺ ¥ in GPT-2 spelling)', () => {
     const p = prettifyTokens(seq(['ĠæĹ', '¥', 'Ġa']), 'gpt2');
     expect(p.map((t) => t.text)).toEqual([' \u65E5', '', ' a']);
-    expect(p.map((t) => t.label)).toEqual(['\u65E5', '·', 'a']);
+    expect(p.map((t) => t.label)).toEqual(['\u65E5', '⋯', 'a']);
   });
 
   it('display stacks carry the labels; merging sub-words joins the pieces into the word', () => {
     const trace = handTrace(['<s>', '▁little', '▁g', 'ir', 'l', '▁caf', '<0xC3>', '<0xA9>'], { special: [0] });
     const ds = displayStack(trace);
-    expect(ds.queryTokens.map((t) => t.label)).toEqual(['<s>', 'little', 'g', '·ir', '·l', 'caf', '·\u00E9', '·']);
+    expect(ds.queryTokens.map((t) => t.label)).toEqual(['<s>', 'little', 'g', '·ir', '·l', 'caf', '·\u00E9', '⋯']);
     expect(ds.queryTokens[3]!.raw).toBe('ir');
     const merged = displayStack(trace, 'self', { mergeSubwords: true });
     expect(merged.queryTokens.map((t) => t.label)).toEqual(['<s>', 'little', 'girl', 'caf\u00E9']);

@@ -1,17 +1,18 @@
 /** The page: title, view tabs, shared controls, and the four views. */
 import type { StackName, Trace } from '../src/core/trace.js';
 import type { PayloadHeader } from '../src/views/html/payload.js';
-import { type TraceGeneration, describeGeneration, probabilityNote, traceGeneration } from '../src/views/generation.js';
+import { type TraceGeneration, describeGeneration, predictionNote, probabilityNote, traceGeneration } from '../src/views/generation.js';
 import { stepDescription } from '../src/views/svg/common.js';
 import { STACK_TITLES } from '../src/views/layout/common.js';
 import { type ThemeName, getTheme } from '../src/views/theme.js';
-import { type DisplayToken, traceStacks } from '../src/views/tokens.js';
+import { type DisplayToken, prettifyToken, tokenLabel, traceStacks } from '../src/views/tokens.js';
 import { type Ctx, DisplayCache, type State, VIEWS, type ViewName, weightFormatter } from './context.js';
 import { Tooltip, button, checkbox, h, replaceChildren, select } from './dom.js';
 import { HeadView } from './views/head.js';
 import { HeatmapView } from './views/heatmap.js';
 import { ModelView } from './views/model.js';
 import { NeuronView } from './views/neuron.js';
+import { PredictionsPanel } from './predictions.js';
 
 const STACK_LABELS: Readonly<Record<StackName, string>> = STACK_TITLES;
 
@@ -68,6 +69,7 @@ export class App implements Ctx {
   private readonly main = h('main', { class: 'views' });
   private readonly views: Record<ViewName, View>;
   private scheduled = false;
+  private readonly predictionsPanel: PredictionsPanel;
   readonly gen: TraceGeneration | null;
   /** Generation traces: the step control (built once, so that dragging the slider is never interrupted). */
   private readonly genBar = h('div', { class: 'generation-bar', testid: 'generation-bar' });
@@ -86,9 +88,13 @@ export class App implements Ctx {
     this.gen = traceGeneration(trace);
     this.cache = new DisplayCache(trace);
     this.fmtWeight = weightFormatter(header);
+    this.predictionsPanel = new PredictionsPanel(this);
     this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this) };
     const nTokens = trace.tokens.length + (trace.decoderTokens ? ` + ${trace.decoderTokens.length}` : '');
-    const subtitle = `${trace.model.name} (${trace.model.modelType}) · ${trace.model.numLayers} layers × ${trace.model.numHeads} heads · ${nTokens} tokens`;
+    const facts = `(${trace.model.modelType}) · ${trace.model.numLayers} layers × ${trace.model.numHeads} heads · ${nTokens} tokens`;
+    const generated = this.gen ? `generated: ${describeGeneration(this.gen)}` : '';
+    // Header items wrap onto more lines when the page is narrow and are cut with an ellipsis, never
+    // clipped: the full text is each one's tooltip.
     this.root = h(
       'div',
       { class: 'app', testid: 'app' },
@@ -96,12 +102,18 @@ export class App implements Ctx {
         'header',
         { class: 'topbar' },
         h('span', { class: 'brand' }, 'attnscope'),
-        h('span', { class: 'subtitle', testid: 'subtitle' }, subtitle),
+        h(
+          'span',
+          { class: 'subtitle', testid: 'subtitle', title: `${trace.model.name} ${facts}` },
+          h('span', { class: 'model-name', testid: 'model-name' }, trace.model.name),
+          h('span', { class: 'facts' }, facts),
+        ),
         header.text ? h('span', { class: 'text muted', testid: 'source-text', title: header.text }, `“${header.text}”`) : null,
-        this.gen ? h('span', { class: 'generation-info', testid: 'generation-info' }, `generated: ${describeGeneration(this.gen)}`) : null,
+        this.gen ? h('span', { class: 'generation-info', testid: 'generation-info', title: generated }, generated) : null,
       ),
       h('div', { class: 'bar' }, this.tabs, this.controls),
       this.gen ? this.genBar : null,
+      this.predictionsPanel.el,
       this.main,
       this.tooltip.el,
     );
@@ -168,7 +180,9 @@ export class App implements Ctx {
     const total = gen.promptLength + gen.steps;
     if (step === null) {
       this.stepLabel.textContent = `all ${total} tokens`;
-      replaceChildren(this.stepReadout, h('span', { class: 'muted' }, `${gen.promptLength} prompt + ${gen.steps} generated · ← → or the slider step through the generation token by token`));
+      const all = `${gen.promptLength} prompt + ${gen.steps} generated · ← → or the slider step through the generation token by token`;
+      replaceChildren(this.stepReadout, h('span', { class: 'muted' }, all));
+      this.stepReadout.title = all;
       return;
     }
     this.stepLabel.textContent = `step ${step} / ${gen.steps} · ${gen.promptLength + step} tokens`;
@@ -182,6 +196,7 @@ export class App implements Ctx {
       text = (e as Error).message;
     }
     replaceChildren(this.stepReadout, text);
+    this.stepReadout.title = text;
   }
 
   step(): number | undefined {
@@ -189,8 +204,16 @@ export class App implements Ctx {
   }
 
   tokenTip(side: 'query' | 'key', t: DisplayToken): string {
-    const note = probabilityNote(this.trace, this.state.stack, side, t.positions);
-    return note ? `${t.raw} · ${note}` : t.raw;
+    const notes = [
+      probabilityNote(this.trace, this.state.stack, side, t.positions),
+      predictionNote(this.trace, this.state.stack, side, t.positions, (c) => this.candidateLabel(c)),
+    ].filter(Boolean);
+    return notes.length ? `${t.raw} · ${notes.join('; ')}` : t.raw;
+  }
+
+  /** A predicted token as the page shows tokens (prettified or raw). */
+  candidateLabel(token: string): string {
+    return this.state.prettify ? tokenLabel(prettifyToken(token, this.trace.model.modelType)) : token;
   }
 
   set(patch: Partial<State>): void {
@@ -282,6 +305,7 @@ export class App implements Ctx {
       ] as const, state.theme, (theme) => this.set({ theme })),
     );
     this.renderGenerationBar();
+    this.predictionsPanel.update();
     for (const [name, view] of Object.entries(this.views) as [ViewName, View][]) {
       const active = name === state.view;
       view.el.hidden = !active;

@@ -70,6 +70,8 @@ export interface Ctx {
   tokenTip(side: 'query' | 'key', t: DisplayToken): string;
   /** Token text as shown (prettified or raw). */
   label(t: DisplayToken): string;
+  /** A vocabulary token (a predicted candidate) as tokens are shown (prettified or raw). */
+  candidateLabel(token: string): string;
   /** An attention weight as text, at the precision the page holds. */
   fmtWeight(v: number): string;
   /** Resolves once queries and keys are decoded (the neuron view waits for it). */

@@ -10,7 +10,7 @@
  * Isomorphic: imports nothing from Node.
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { GenerationInfo, StackName, Trace } from '../core/trace.js';
+import type { GenerationInfo, Prediction, StackName, Trace } from '../core/trace.js';
 
 export interface TraceGeneration {
   /** The token list the model generated into. */
@@ -130,4 +130,50 @@ export function describeGeneration(gen: TraceGeneration): string {
   parts.push(`${prompt} + ${gen.steps} new token${gen.steps === 1 ? '' : 's'}`);
   if (info) parts.push(info.stoppedBy === 'eos' ? 'stopped by end of sequence' : 'stopped by length');
   return parts.join(' · ');
+}
+
+// --- predictions (`--top-k`) ------------------------------------------------------------------------
+
+/** The token list predictions index into: `decoderTokens` for encoder-decoders, else `tokens`. */
+export function predictionSequence(trace: Trace): 'tokens' | 'decoderTokens' {
+  return trace.decoderTokens ? 'decoderTokens' : 'tokens';
+}
+
+/** The model head's prediction at a position of its sequence, when the trace has one. */
+export function predictionAt(trace: Trace, position: number): Prediction | undefined {
+  return trace.predictions?.find((p) => p.position === position);
+}
+
+/** "predicts next" / "fills the mask with" — what a prediction is, for people. */
+export function predictionVerb(p: Prediction): string {
+  return p.kind === 'masked' ? 'fills the mask with' : 'predicts next';
+}
+
+/** A candidate probability as text: 3 decimals, or an exponent below 0.001. */
+export function formatCandidate(p: number): string {
+  return p >= 0.001 ? p.toFixed(3) : p.toExponential(1);
+}
+
+/**
+ * "predicts next: “there” 0.412 · “a” 0.120 · “the” 0.050" for the prediction at each of
+ * `positions` (a stack side's token positions), candidate tokens shown through `show` (e.g.
+ * prettified); '' when none is predicted there.
+ */
+export function predictionNote(trace: Trace, stack: StackName, side: 'query' | 'key', positions: readonly number[], show: (token: string) => string = (t) => t): string {
+  if (!trace.predictions?.length || sideSequence(stack, side) !== predictionSequence(trace)) return '';
+  return positions
+    .flatMap((pos) => {
+      const p = predictionAt(trace, pos);
+      if (!p || p.candidates.length === 0) return [];
+      return [`${predictionVerb(p)}: ${p.candidates.map((c) => `“${show(c.token)}” ${formatCandidate(c.probability)}`).join(' · ')}`];
+    })
+    .join('; ');
+}
+
+/**
+ * What a token's tooltip adds to its raw text: for a generated token which one it is and its
+ * probability, and the head's predictions at its position ('' when neither applies).
+ */
+export function tokenNote(trace: Trace, stack: StackName, side: 'query' | 'key', positions: readonly number[], show?: (token: string) => string): string {
+  return [probabilityNote(trace, stack, side, positions), predictionNote(trace, stack, side, positions, show)].filter(Boolean).join('; ');
 }

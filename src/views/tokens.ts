@@ -142,12 +142,14 @@ export function tokenLabel(prettified: string): string {
 
 // --- token sequences -------------------------------------------------------------------------------
 
-/**
- * The mark a label starts with when its token continues the previous token's word without a break
- * (`▁g` `ir` `l` → `g` `·ir` `·l`), and the whole label of a byte-fallback token that only carries
- * the rest of a character started by the token before (`<0xC3>` `<0xAF>` → `ï` `·`).
- */
+/** The mark a label starts with when its token continues the previous token's word without a break (`▁g` `ir` `l` → `g` `·ir` `·l`). */
 export const JOIN_MARK = '·';
+
+/**
+ * The label of a token that only carries the rest of a character shown on an earlier token
+ * (`<0xC3>` `<0xAF>` → `ï` `⋯`): a midline ellipsis, which no period or middle dot is mistaken for.
+ */
+export const BYTE_TAIL_MARK = '⋯';
 
 /** Whether a tokenizer spells tokens as bytes (GPT-2 style byte-level BPE) for this model type or token. */
 function isByteLevel(text: string, modelType: string | undefined): boolean {
@@ -248,7 +250,7 @@ function finishText(out: string): string {
 export interface PrettyToken {
   /** As prettifyToken, but with characters that span tokens decoded ('' for a token holding only the rest of one). */
   text: string;
-  /** What views print: the trimmed text, `·`-marked when the token continues the previous token's word. */
+  /** What views print: the trimmed text, `·`-marked when the token continues the previous token's word (`⋯` for the rest of a character). */
   label: string;
   /** The token holds only bytes of a character shown on an earlier token. */
   byteTail: boolean;
@@ -264,7 +266,7 @@ const wordlike = (ch: string | undefined): boolean => ch !== undefined && WORDLI
  *
  * - Characters split over several tokens — sentencepiece byte fallback (`<0xC3>` `<0xAF>`) or
  *   byte-level BPE pieces — are decoded: the character is shown on the token holding its first
- *   byte, and each following token that holds only the rest of it is labelled `·`. Bytes that
+ *   byte, and each following token that holds only the rest of it is labelled `⋯`. Bytes that
  *   form no character keep their own spelling (`<0xC3>`).
  * - With tokenizers that mark word starts (`▁`, `Ġ`), a token that continues a word — no marker,
  *   a letter or digit right after the previous token's letter or digit — is labelled with a
@@ -291,7 +293,7 @@ export function prettifyTokens(tokens: readonly Pick<Token, 'text' | 'special' |
     pieces.forEach((p, n) => {
       if (p.invalid) return; // keeps the token's own spelling
       if (p.chars === '' && p.tail) {
-        out[i + n] = { text: '', label: JOIN_MARK, byteTail: true };
+        out[i + n] = { text: '', label: BYTE_TAIL_MARK, byteTail: true };
         return;
       }
       let text = p.chars;

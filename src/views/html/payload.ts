@@ -16,7 +16,7 @@
  *
  * Isomorphic: imports nothing from Node.
  */
-import type { GenerationInfo, ModelInfo, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
+import type { GenerationInfo, ModelInfo, Prediction, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 
 export const PAYLOAD_FORMAT = 'attnscope-view';
 export const PAYLOAD_VERSION = 1;
@@ -62,6 +62,8 @@ export interface PayloadHeader {
   decoderTokens?: Token[];
   /** Generation traces: how the generated tokens were chosen (the Trace's `generation`). */
   generation?: GenerationInfo;
+  /** The model head's top-k predictions (the Trace's `predictions`, from `--top-k`). */
+  predictions?: Prediction[];
   tensors: PayloadTensor[];
   /** Decompressed length of each blob. */
   blobRawLengths: number[];
@@ -229,6 +231,7 @@ export async function decodeTrace(source: PayloadSource, inflate: Inflate, kinds
   const trace: Trace = { model: h.model, tokens: h.tokens, attention: {} };
   if (h.decoderTokens) trace.decoderTokens = h.decoderTokens;
   if (h.generation) trace.generation = h.generation;
+  if (h.predictions) trace.predictions = h.predictions;
   for (const [stack, terms] of Object.entries(h.scores ?? {}) as [StackName, PayloadScoreTerms][]) {
     // A stack with a bias gets its terms with the bias (placeTensor), never without it.
     if (!terms.hasBias) (trace.scores ??= {})[stack] = scoreTermsOf(terms);

@@ -264,6 +264,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
     if (scores) header.scores = scores;
     if (trace.decoderTokens) header.decoderTokens = pageTokens(trace.decoderTokens);
     if (trace.generation) header.generation = trace.generation;
+    if (trace.predictions?.length) header.predictions = trace.predictions;
     if (options.text !== undefined) header.text = options.text;
     if (options.view) header.view = options.view;
     if (options.theme) header.theme = options.theme;

@@ -9,7 +9,7 @@ import { AttnscopeError } from '../../core/errors.js';
 import type { StackName, Trace } from '../../core/trace.js';
 import type { WeightScale } from '../colors.js';
 import { FONT_FAMILY, LAYOUT, MONO_FAMILY, type Theme, type ThemeName, getTheme } from '../theme.js';
-import { describeGeneration, formatProbability, probabilityAt, probabilityNote, stackFollowsSteps, traceGeneration } from '../generation.js';
+import { describeGeneration, formatProbability, probabilityAt, stackFollowsSteps, tokenNote, traceGeneration } from '../generation.js';
 import { type DisplayStack, type DisplayToken, defaultStack, escapeHtml, prettifyToken, tokenLabel, traceStacks } from '../tokens.js';
 import { type Item, type Picture, STACK_TITLES, textWidth, truncate } from '../layout/common.js';
 import { type Rgb, parseColor, scaleOf, textOn } from '../colors.js';
@@ -187,12 +187,12 @@ export function generatedClass(t: Pick<DisplayToken, 'generated'>): string {
 }
 
 /**
- * A generated token's label wrapped with a tooltip (`<title>`: which generated token it is and
- * the probability it was chosen with); other labels unchanged.
+ * A token's label wrapped with a tooltip (`<title>`) when there is something to say: for a
+ * generated token which one it is and the probability it was chosen with, and the head's top-k
+ * predictions at its position; other labels unchanged.
  */
 export function withTokenTip(trace: Trace, stack: StackName, side: 'query' | 'key', t: DisplayToken, label: string): string {
-  if (!t.generated) return label;
-  const note = probabilityNote(trace, stack, side, t.positions);
+  const note = tokenNote(trace, stack, side, t.positions, (c) => tokenLabel(prettifyToken(c, trace.model.modelType)));
   return note ? `<g class="token-tip"><title>${escapeHtml(`${t.raw}: ${note}`)}</title>${label}</g>` : label;
 }
 
