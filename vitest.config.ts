@@ -29,6 +29,8 @@ export default defineConfig({
         test: {
           name: 'browser',
           include: ['test/browser/**/*.test.ts'],
+          // One file at a time: each rebuilds dist/web in its beforeAll and drives its own Chromium.
+          maxWorkers: 1,
         },
       },
     ],
