@@ -115,6 +115,8 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   private readonly sessions = new Map<string, Promise<GraphSession>>();
   /** Graph-cache writes still under way. */
   private readonly cacheWrites: Promise<void>[] = [];
+  /** The architecture sets no position limit: maxPositions is the memory bound of tracedTokenLimit. */
+  private readonly unboundedPositions: boolean;
 
   constructor(parts: ModelParts<T>) {
     this.name = parts.name;
@@ -126,7 +128,11 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     this.threads = parts.threads;
     this.generationConfig = parts.generationConfig ?? {};
     this.graphCache = parts.graphCache;
-    const d = parts.architectureInfo ?? parts.architecture.describe(parts.config);
+    const described = parts.architectureInfo ?? parts.architecture.describe(parts.config);
+    // A model without a position limit (T5's relative positions) still gets one: the most tokens
+    // whose attention maps fit in memory (beyond it the runtime or V8 dies without a message).
+    this.unboundedPositions = !Number.isFinite(described.maxPositions);
+    const d = this.unboundedPositions ? { ...described, maxPositions: tracedTokenLimit(described) } : described;
     this.architectureInfo = d;
     this.info = { ...this.traceModelInfo(), kind: d.kind, maxPositions: d.maxPositions };
   }
@@ -323,7 +329,10 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     const max = this.info.maxPositions;
     if (tokens.length <= max) return tokens;
     if (!truncate) {
-      throw new AttnscopeError(`${what} too long: ${tokens.length} tokens, but ${this.name} accepts at most ${max} (use --truncate to cut it)`);
+      const why = this.unboundedPositions
+        ? `the attention maps of more than ${max} tokens would not fit in ${TRACE_BUDGET_GIB} GiB (${this.name} sets no position limit)`
+        : `${this.name} accepts at most ${max}`;
+      throw new AttnscopeError(`${what} too long: ${tokens.length} tokens, but ${why} (use --truncate to cut it)`);
     }
     const last = tokens[tokens.length - 1]!;
     const kept = tokens.slice(0, max);
@@ -340,4 +349,14 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     for (const s of sessions) await (await s.catch(() => null))?.release();
     await this.weights.close();
   }
+}
+
+/** Memory the attention maps of one trace may take when the model sets no length limit (T5's relative positions). */
+const TRACE_BUDGET_GIB = 1;
+
+/** Most tokens whose attention maps (every stack, layer and head; float32) fit in TRACE_BUDGET_GIB. */
+function tracedTokenLimit(info: ArchitectureInfo): number {
+  const layers = Object.values(info.stacks).reduce((a: number, b) => a + (b ?? 0), 0);
+  const maps = Math.max(1, layers * info.numHeads);
+  return Math.max(1, Math.floor(Math.sqrt((TRACE_BUDGET_GIB * 2 ** 30) / 4 / maps)));
 }

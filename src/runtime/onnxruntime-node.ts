@@ -1,7 +1,13 @@
 /** Runs graphs with onnxruntime-node (native, multi-threaded CPU). */
 import os from 'node:os';
+// Must come before onnxruntime-node: it switches the runtime's telemetry off before the binding loads.
+import './ort-environment.js';
 import ort from 'onnxruntime-node';
 import type { GraphSession, ModelBytes, Runtime, RuntimeTensor, SessionOptions, TensorData } from './runtime.js';
+
+// onnxruntime prints its own (ANSI-coloured) log lines on stderr; every failure it reports also
+// reaches us as an exception, which becomes the tool's one clear line. Keep the runtime quiet.
+ort.env.logLevel = 'fatal';
 
 function toOrt(t: RuntimeTensor): ort.Tensor {
   return new ort.Tensor(t.type, t.data as ort.Tensor.DataType, t.dims);
@@ -49,7 +55,7 @@ function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptio
     intraOpNumThreads: options?.threads ?? Math.max(1, os.availableParallelism()),
     interOpNumThreads: 1,
     executionMode: 'sequential',
-    logSeverityLevel: 3,
+    logSeverityLevel: 4,
   };
 }
 

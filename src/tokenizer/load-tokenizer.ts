@@ -9,6 +9,7 @@ import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
 import { readTokenizerJson } from './tokenizer-json.js';
+import { validateTokenizerJson } from './validate.js';
 import {
   SPECIAL_TOKEN_ROLES,
   cleanUpTokenization,
@@ -101,6 +102,8 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
       : undefined;
   const settings = readTokenizerSettings(config, map);
   const prepared = prepareTokenizerJson(info, settings);
+  // Values the Rust binding would panic on (aborting the process) are refused before it sees them.
+  validateTokenizerJson(info, { postProcessor: prepared.template === undefined });
   let tokenizer: Tokenizer;
   try {
     tokenizer = Tokenizer.fromString(prepared.text);
