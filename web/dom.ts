@@ -1,7 +1,10 @@
 /**
- * Tiny DOM helpers. Text always goes in through `textContent` (never innerHTML), so a token
+ * Tiny DOM helpers, and layout items (src/views/layout/common.ts) as SVG elements. Text always goes in through `textContent` (never innerHTML), so a token
  * such as `<img src=x onerror=alert(1)>` is shown as text and cannot run.
  */
+
+import type { Item, MatrixItem } from '../src/views/layout/common.js';
+import { MONO_FAMILY } from '../src/views/theme.js';
 
 type Attrs = Record<string, string | number | boolean | undefined | null>;
 
@@ -113,3 +116,69 @@ export class Tooltip {
     this.el.style.display = 'none';
   }
 }
+
+// --- layout items as SVG elements ------------------------------------------------------------------
+
+function dataAttrs(it: Item): Attrs {
+  const a: Attrs = { class: it.className };
+  if (it.data) for (const [k, v] of Object.entries(it.data)) a[`data-${k}`] = typeof v === 'number' ? String(v) : v;
+  return a;
+}
+
+/** One item as an SVG element (`extra` attributes added, e.g. a test id); matrices are not supported here. */
+export function svgElement(it: Exclude<Item, MatrixItem>, extra: Attrs = {}): SVGElement {
+  let el: SVGElement;
+  switch (it.kind) {
+    case 'text': {
+      el = s('text', {
+        x: it.x,
+        y: it.y,
+        'font-size': it.size,
+        'text-anchor': it.anchor && it.anchor !== 'start' ? it.anchor : undefined,
+        fill: it.fill,
+        'font-weight': it.bold ? 'bold' : undefined,
+        'font-style': it.italic ? 'italic' : undefined,
+        'font-family': it.mono ? MONO_FAMILY : undefined,
+        transform: it.rotate ? `rotate(${it.rotate} ${it.x} ${it.y})` : undefined,
+        ...dataAttrs(it),
+        ...extra,
+      });
+      if (it.spans) for (const sp of it.spans) el.append(s('tspan', { fill: sp.fill, 'font-style': sp.italic ? 'italic' : undefined, 'font-weight': sp.bold ? 'bold' : undefined }, sp.text));
+      else el.append(document.createTextNode(it.text));
+      break;
+    }
+    case 'rect':
+      el = s('rect', {
+        x: it.x, y: it.y, width: Math.max(0, it.width), height: Math.max(0, it.height), rx: it.rx, fill: it.fill ?? 'none', 'fill-opacity': it.fillOpacity,
+        stroke: it.stroke, 'stroke-width': it.stroke ? (it.strokeWidth ?? 1) : undefined, ...dataAttrs(it), ...extra,
+      });
+      break;
+    case 'line':
+      el = s('line', {
+        x1: it.x1, y1: it.y1, x2: it.x2, y2: it.y2, stroke: it.stroke, 'stroke-width': it.width, 'stroke-opacity': it.opacity,
+        'stroke-dasharray': it.dash ? it.dash.join(' ') : undefined, 'stroke-linecap': it.cap, ...dataAttrs(it), ...extra,
+      });
+      break;
+    case 'gradient': {
+      const id = `attnscope-g-${Math.random().toString(36).slice(2)}`;
+      const grad = s('linearGradient', { id, x1: 0, y1: 0, x2: 0, y2: 1 });
+      it.stops.forEach((c, i) => grad.append(s('stop', { offset: i / Math.max(1, it.stops.length - 1), 'stop-color': c })));
+      el = s('g', dataAttrs(it), s('defs', {}, grad), s('rect', { x: it.x, y: it.y, width: it.width, height: it.height, fill: `url(#${id})`, stroke: it.stroke }));
+      break;
+    }
+  }
+  if (it.tip) {
+    const title = s('title');
+    title.textContent = it.tip;
+    el.append(title);
+  }
+  return el;
+}
+
+/** Appends items to an SVG parent (matrices skipped). */
+export function appendSvgItems(parent: SVGElement, items: readonly Item[], extra: (it: Item) => Attrs = () => ({})): void {
+  const frag = document.createDocumentFragment();
+  for (const it of items) if (it.kind !== 'matrix') frag.append(svgElement(it, extra(it)));
+  parent.append(frag);
+}
+

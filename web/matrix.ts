@@ -3,7 +3,10 @@
  * multiples, a colour legend, and hit-testing for hover. Used by the heatmap view and by the
  * model view's enlarged cell. Geometry and colours follow the SVG heatmap export.
  */
-import { type WeightScale, colorLut, sequentialInterpolator, textOn, weightScale } from '../src/views/colors.js';
+import { type WeightScale, colorLut, divergingInterpolator, parseColor, scaleOf, sequentialInterpolator, textOn, weightScale } from '../src/views/colors.js';
+import type { Item, MatrixItem } from '../src/views/layout/common.js';
+import { paintItems } from './paint.js';
+import { type GridLayout, type GridToken, matrixGridLayout } from '../src/views/layout/heatmap.js';
 import { LAYOUT, type Theme } from '../src/views/theme.js';
 import { sizeCanvas } from './dom.js';
 import { font, measure, truncate } from './text.js';
@@ -48,6 +51,20 @@ export interface MatrixGridOptions {
   /** Largest side of one matrix in CSS pixels (default: the heatmap's 720 for one, 200 for many). */
   maxSide?: number;
   marks?: MatrixMarks;
+  /** 1 per masked cell (nq × nk): drawn blank, "masked" on hover. */
+  masked?: Uint8Array | null;
+  /** Sentence segments of the rows and columns (a pair's boundary is marked). */
+  querySegments?: readonly number[];
+  keySegments?: readonly number[];
+  /** Token label tooltips. */
+  queryTips?: readonly (string | undefined)[];
+  keyTips?: readonly (string | undefined)[];
+  /** Space to fill (default: the export's 1200 × 720). */
+  frame?: { width?: number; height?: number };
+  /** Largest cell side (default 22). */
+  maxCell?: number;
+  /** Write values in large cells (default true). */
+  showValues?: boolean;
 }
 
 export interface MatrixHit {
@@ -55,6 +72,8 @@ export interface MatrixHit {
   q: number;
   k: number;
   value: number;
+  /** The model masked this entry (no weight was possible). */
+  masked: boolean;
 }
 
 /** Fast value → [0, 1] position matching WeightScale.t (linear or log, clamped). */
@@ -125,6 +144,104 @@ export function matrixImage(values: ArrayLike<number>, rows: number, cols: numbe
   return img;
 }
 
+/**
+ * RGBA pixels of a matrix item at (at most) `maxW` × `maxH`: each value through the colour
+ * ramp, masked cells in their blank colour; area-averaged when the matrix is larger.
+ */
+export function matrixItemImage(it: MatrixItem, theme: Theme, maxW = Infinity, maxH = Infinity): ImageData {
+  const { rows, cols } = it;
+  const off = it.offset ?? 0;
+  const scale = scaleOf(it.scale, theme);
+  const lut = colorLut(it.scale.ramp === 'sequential' ? sequentialInterpolator(theme) : divergingInterpolator(theme));
+  const blank = parseColor(it.maskedFill ?? theme.background);
+  const w = Math.max(1, Math.min(cols, Math.floor(maxW)));
+  const hh = Math.max(1, Math.min(rows, Math.floor(maxH)));
+  const img = new ImageData(w, hh);
+  const px = img.data;
+  const put = (i: number, v: number, masked: boolean) => {
+    if (masked) {
+      px[i] = blank[0];
+      px[i + 1] = blank[1];
+      px[i + 2] = blank[2];
+    } else {
+      const c = scale.index(v) * 3;
+      px[i] = lut[c]!;
+      px[i + 1] = lut[c + 1]!;
+      px[i + 2] = lut[c + 2]!;
+    }
+    px[i + 3] = 255;
+  };
+  if (w === cols && hh === rows) {
+    for (let i = 0; i < rows * cols; i++) put(i * 4, it.values[off + i]!, it.masked?.[i] === 1);
+    return img;
+  }
+  for (let y = 0; y < hh; y++) {
+    const r0 = Math.floor((y * rows) / hh);
+    const r1 = Math.max(r0 + 1, Math.floor(((y + 1) * rows) / hh));
+    for (let x = 0; x < w; x++) {
+      const c0 = Math.floor((x * cols) / w);
+      const c1 = Math.max(c0 + 1, Math.floor(((x + 1) * cols) / w));
+      let sum = 0;
+      let n = 0;
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) {
+          const i = r * cols + c;
+          if (it.masked?.[i] === 1) continue;
+          sum += it.values[off + i]!;
+          n++;
+        }
+      }
+      put((y * w + x) * 4, n ? sum / n : 0, n === 0);
+    }
+  }
+  return img;
+}
+
+/**
+ * Paints layout items on a canvas whose context is scaled to CSS pixels (`dpr` device pixels per
+ * CSS pixel): matrices as images (masked cells blank), everything else through paintItems, in order.
+ */
+export function paintLayout(c: CanvasRenderingContext2D, items: readonly Item[], theme: Theme, dpr = 1): void {
+  const off = document.createElement('canvas');
+  let run: Item[] = [];
+  const flush = () => {
+    if (run.length) paintItems(c, run);
+    run = [];
+  };
+  for (const it of items) {
+    if (it.kind !== 'matrix') {
+      run.push(it);
+      continue;
+    }
+    flush();
+    const img = matrixItemImage(it, theme, it.width * dpr, it.height * dpr);
+    off.width = img.width;
+    off.height = img.height;
+    off.getContext('2d')!.putImageData(img, 0, 0);
+    c.imageSmoothingEnabled = img.width >= it.width * dpr;
+    c.drawImage(off, it.x, it.y, it.width, it.height);
+    if (it.valueFont) {
+      const scale = scaleOf(it.scale, theme);
+      const fs = it.valueFont;
+      const cw = it.width / it.cols;
+      const ch = it.height / it.rows;
+      c.font = font(fs);
+      c.textAlign = 'center';
+      c.textBaseline = 'alphabetic';
+      for (let q = 0; q < it.rows; q++) {
+        for (let k = 0; k < it.cols; k++) {
+          const i = q * it.cols + k;
+          const v = it.values[(it.offset ?? 0) + i]!;
+          if (it.masked?.[i] === 1 || !(v >= 0.005)) continue;
+          c.fillStyle = textOn(scale.color(v));
+          c.fillText(v >= 0.995 ? '1' : v.toFixed(2).replace(/^0/, ''), it.x + (k + 0.5) * cw, it.y + (q + 0.5) * ch + fs * 0.36);
+        }
+      }
+    }
+  }
+  flush();
+}
+
 /** Draws a vertical legend (gradient bar, ticks, caption) with its top-left at (x, y); returns its width. */
 export function drawLegend(c: CanvasRenderingContext2D, scale: WeightScale, theme: Theme, x: number, y: number, barH: number, caption: string): number {
   const sfs = LAYOUT.smallFontSize;
@@ -158,22 +275,11 @@ export function drawLegend(c: CanvasRenderingContext2D, scale: WeightScale, them
   return w;
 }
 
-interface Layout {
-  cell: number;
-  cols: number;
-  originX: number;
-  originY: number;
-  mw: number;
-  mh: number;
-  gapX: number;
-  gapY: number;
-}
-
 export class MatrixGrid {
   readonly el = h('div', { class: 'matrix-grid' });
   readonly canvas = h('canvas', { class: 'matrix-canvas' });
   private readonly overlay = h('canvas', { class: 'matrix-overlay' });
-  private layout: Layout | null = null;
+  private layout: GridLayout | null = null;
   private opts: MatrixGridOptions | null = null;
   private hoverCb: ((hit: MatrixHit | null, e: PointerEvent) => void) | null = null;
   scale: WeightScale | null = null;
@@ -197,14 +303,14 @@ export class MatrixGrid {
     const L = this.layout;
     const o = this.opts;
     if (!L || !o) return null;
-    for (let i = 0; i < o.matrices.length; i++) {
-      const x0 = L.originX + (i % L.cols) * (L.mw + L.gapX);
-      const y0 = L.originY + Math.floor(i / L.cols) * (L.mh + L.gapY);
+    for (let i = 0; i < L.matrices.length; i++) {
+      const { x: x0, y: y0 } = L.matrices[i]!;
       const k = Math.floor((e.offsetX - x0) / L.cell);
       const q = Math.floor((e.offsetY - y0) / L.cell);
       if (q >= 0 && q < o.nq && k >= 0 && k < o.nk) {
-        this.mark({ matrix: i, q, k, value: 0 });
-        return { matrix: i, q, k, value: o.matrices[i]!.values[q * o.nk + k]! };
+        const hit = { matrix: i, q, k, value: o.matrices[i]!.values[q * o.nk + k]!, masked: o.masked?.[q * o.nk + k] === 1 };
+        this.mark(hit);
+        return hit;
       }
     }
     this.mark(null);
@@ -222,8 +328,7 @@ export class MatrixGrid {
     c.clearRect(0, 0, this.overlay.width, this.overlay.height);
     c.restore();
     if (!hit) return;
-    const x0 = L.originX + (hit.matrix % L.cols) * (L.mw + L.gapX);
-    const y0 = L.originY + Math.floor(hit.matrix / L.cols) * (L.mh + L.gapY);
+    const { x: x0, y: y0 } = L.matrices[hit.matrix]!;
     c.strokeStyle = o.theme.name === 'dark' ? 'rgba(255,255,255,0.45)' : 'rgba(0,0,0,0.35)';
     c.lineWidth = 1;
     c.strokeRect(x0 - 0.5, y0 + hit.q * L.cell - 0.5, L.mw + 1, L.cell + 1);
@@ -233,140 +338,40 @@ export class MatrixGrid {
     c.strokeRect(x0 + hit.k * L.cell - 1, y0 + hit.q * L.cell - 1, L.cell + 2, L.cell + 2);
   }
 
+  /** Lays the matrices out (matrixGridLayout, as the heatmap export does) and paints them. */
   draw(o: MatrixGridOptions): void {
     this.opts = o;
-    const H = LAYOUT.heatmap;
-    const m = LAYOUT.margin;
-    const n = o.matrices.length;
-    const single = n === 1;
+    const token = (labels: string[], special: boolean[], generated: boolean[] | undefined, segments: readonly number[] | undefined, tips: readonly (string | undefined)[] | undefined): GridToken[] =>
+      labels.map((label, i) => ({ label, special: special[i] ?? false, generated: generated?.[i] ?? false, segment: segments?.[i] ?? 0, tip: tips?.[i] }));
+    const single = o.matrices.length === 1;
     const side = Math.max(o.nq, o.nk);
-    const cell = single
-      ? Math.max(H.minCell, Math.min(H.cell, (o.maxSide ?? H.maxMatrix) / side))
-      : Math.max(1, Math.min(H.cell, (o.maxSide ?? H.multipleSide) / side));
-    const fs = single ? Math.min(LAYOUT.fontSize, Math.max(7, cell * 0.62)) : Math.min(LAYOUT.smallFontSize, Math.max(6, cell * 0.72));
-    const step = Math.max(1, Math.ceil((fs * 1.1) / cell));
-    const showLabels = single || cell >= 4;
-    const qLabels = o.labels.query.map((l) => truncate(l));
-    const kLabels = o.labels.key.map((l) => truncate(l));
-    const widest = (labels: string[]) => Math.max(20, ...labels.filter((_, i) => i % step === 0).map((l) => measure(l, fs)));
-    const qW = showLabels ? widest(qLabels) + 8 : 0;
-    const kH = showLabels ? widest(kLabels) + 8 : 0;
-    const axisFs = LAYOUT.smallFontSize;
-    const headFs = LAYOUT.smallFontSize;
-    const cols = single ? 1 : n <= 4 ? n : n <= 16 ? 4 : Math.ceil(Math.sqrt(n));
-    const rows = Math.ceil(n / cols);
-    const gapX = single ? 0 : 16;
-    const gapY = single ? 0 : headFs + 12;
-    const mw = o.nk * cell;
-    const mh = o.nq * cell;
-    const originX = m + axisFs + 8 + qW;
-    const originY = m + axisFs + 6 + kH + (single ? 2 : headFs + 8);
-    const gridW = cols * (mw + gapX) - gapX;
-    const gridH = rows * (mh + gapY) - gapY;
-    const scale = matrixScale(o.theme, o.matrices.map((x) => x.values), o.log);
-    this.scale = scale;
-    const legendX = originX + gridW + 24;
-    const legendH = Math.min(H.legendHeight, Math.max(100, gridH - 20));
-    const legendW = Math.max(90, measure(o.caption + (o.log ? ' (log)' : ''), LAYOUT.smallFontSize) + 10);
-    const width = legendX + legendW + m;
-    const height = originY + Math.max(gridH, legendH + 30) + m;
-    this.layout = { cell, cols, originX, originY, mw, mh, gapX, gapY };
+    const L = matrixGridLayout({
+      matrices: o.matrices.map((m) => ({ values: m.values, title: m.title, color: m.color })),
+      rows: token(o.labels.query, o.labels.querySpecial, o.labels.queryGenerated, o.querySegments, o.queryTips),
+      cols: token(o.labels.key, o.labels.keySpecial, o.labels.keyGenerated, o.keySegments, o.keyTips),
+      theme: o.theme,
+      log: o.log,
+      caption: o.caption,
+      axes: { query: o.axes[0], key: o.axes[1] },
+      newest: o.marks?.newest ?? null,
+      masked: o.masked,
+      showValues: single ? o.showValues : undefined,
+      frame: o.frame ?? (o.maxSide !== undefined ? (single ? { width: o.maxSide + 2 * LAYOUT.margin + 200, height: o.maxSide + LAYOUT.margin * 2 + 120 } : undefined) : undefined),
+      maxCell: o.maxCell ?? (o.maxSide !== undefined && !single ? Math.min(LAYOUT.heatmap.cell, o.maxSide / side) : undefined),
+    });
+    this.layout = L;
+    this.scale = scaleOf(L.scale, o.theme);
     // Geometry for tests and tools: where matrix i's cell (q, k) is.
-    for (const [k, v] of Object.entries({ cell, cols, originX, originY, mw, mh, gapX, gapY, nq: o.nq, nk: o.nk })) this.canvas.dataset[k] = String(v);
+    for (const [k, v] of Object.entries({ cell: L.cell, cols: L.cols, originX: L.originX, originY: L.originY, mw: L.mw, mh: L.mh, gapX: L.gapX, gapY: L.gapY, nq: o.nq, nk: o.nk, labelFont: L.labelFont })) this.canvas.dataset[k] = String(v);
     if (o.marks?.newest != null) this.canvas.dataset.newest = String(o.marks.newest);
     else delete this.canvas.dataset.newest;
-
-    const c = sizeCanvas(this.canvas, width, height);
-    sizeCanvas(this.overlay, width, height);
-    const theme = o.theme;
-    c.fillStyle = theme.background;
-    c.fillRect(0, 0, width, height);
-    // Axis names.
-    c.font = font(axisFs);
-    c.fillStyle = theme.muted;
-    c.textAlign = 'center';
-    c.fillText(`${o.axes[1]} →`, originX + (single ? mw : gridW) / 2, m + axisFs);
-    c.save();
-    c.translate(m + axisFs / 2, originY + (single ? mh : gridH) / 2);
-    c.rotate(Math.PI / 2);
-    c.fillText(`${o.axes[0]} →`, 0, 0);
-    c.restore();
-
-    const lut = colorLut(sequentialInterpolator(theme));
-    const pos = scalePosition(scale);
-    const off = document.createElement('canvas');
-    const dpr = this.canvas.width / width;
-    o.matrices.forEach((spec, i) => {
-      const col = i % cols;
-      const row = Math.floor(i / cols);
-      const x0 = originX + col * (mw + gapX);
-      const y0 = originY + row * (mh + gapY);
-      // Pixels at matrix resolution (averaged down when the cells are smaller than a device pixel).
-      const img = matrixImage(spec.values, o.nq, o.nk, pos, lut, mw * dpr, mh * dpr);
-      off.width = img.width;
-      off.height = img.height;
-      off.getContext('2d')!.putImageData(img, 0, 0);
-      c.imageSmoothingEnabled = img.width < mw * dpr ? false : true;
-      c.drawImage(off, x0, y0, mw, mh);
-      c.strokeStyle = theme.grid;
-      c.lineWidth = 1;
-      c.strokeRect(x0 - 0.5, y0 - 0.5, mw + 1, mh + 1);
-      if (o.marks) drawMarks(c, o.marks, x0, y0, mw, mh, mh / o.nq, mw / o.nk, theme);
-      if (spec.title) {
-        if (spec.color) {
-          c.fillStyle = spec.color;
-          c.fillRect(x0, y0 - headFs - 7, 8, 8);
-        }
-        c.font = font(headFs);
-        c.fillStyle = theme.muted;
-        c.textAlign = 'left';
-        c.fillText(spec.title, x0 + 12, y0 - 6);
-      }
-      // Values inside large cells.
-      if (single && cell >= H.cell) {
-        const vfs = Math.min(LAYOUT.smallFontSize, cell * 0.34);
-        c.font = font(vfs);
-        c.textAlign = 'center';
-        for (let q = 0; q < o.nq; q++) {
-          for (let k = 0; k < o.nk; k++) {
-            const v = spec.values[q * o.nk + k]!;
-            c.fillStyle = textOn(scale.color(v));
-            c.fillText(v === 0 ? '0' : v >= 0.995 ? '1' : v.toFixed(2).replace(/^0/, ''), x0 + (k + 0.5) * cell, y0 + (q + 0.5) * cell + vfs * 0.36);
-          }
-        }
-      }
-      if (!showLabels) return;
-      c.font = font(fs);
-      if (col === 0) {
-        c.textAlign = 'right';
-        const newest = o.marks?.newest ?? null;
-        qLabels.forEach((l, q) => {
-          if (q % step && q !== newest) return;
-          const gen = o.labels.queryGenerated?.[q] ?? false;
-          c.font = font(fs, q === newest ? 'bold' : '', gen);
-          c.fillStyle = o.labels.querySpecial[q] ? theme.special : gen ? theme.generated : theme.text;
-          c.fillText(l, x0 - 6, y0 + (q + 0.5) * cell + fs * 0.36);
-        });
-      }
-      if (row === 0) {
-        c.textAlign = 'left';
-        const yb = y0 - (single ? 6 : headFs + 12);
-        kLabels.forEach((l, k) => {
-          if (k % step) return;
-          c.save();
-          c.translate(x0 + (k + 0.5) * cell + fs * 0.36, yb);
-          c.rotate(-Math.PI / 2);
-          const gen = o.labels.keyGenerated?.[k] ?? false;
-          c.font = font(fs, '', gen);
-          c.fillStyle = o.labels.keySpecial[k] ? theme.special : gen ? theme.generated : theme.text;
-          c.fillText(l, 0, 0);
-          c.restore();
-        });
-      }
-    });
-    drawLegend(c, scale, theme, legendX, originY, legendH, o.caption + (o.log ? ' (log)' : ''));
-    this.el.style.width = `${Math.ceil(width)}px`;
-    this.el.style.height = `${Math.ceil(height)}px`;
+    const c = sizeCanvas(this.canvas, L.width, L.height);
+    sizeCanvas(this.overlay, L.width, L.height);
+    c.fillStyle = o.theme.background;
+    c.fillRect(0, 0, L.width, L.height);
+    paintLayout(c, L.items, o.theme, this.canvas.width / Math.max(1, Math.ceil(L.width)));
+    this.el.style.width = `${Math.ceil(L.width)}px`;
+    this.el.style.height = `${Math.ceil(L.height)}px`;
   }
 }
 

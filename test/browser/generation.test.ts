@@ -167,9 +167,10 @@ describe('a generation of the default model', () => {
         const qs = await page.$$eval('[data-testid=head-lines] line', (ls) => ls.map((l) => Number(l.getAttribute('data-q'))));
         expect(new Set(qs)).toEqual(new Set([n - 1]));
         // Line opacity = the trace's weight.
-        const drawn = await page.$$eval('[data-testid=head-lines] g[data-head]', (gs) =>
-          gs.flatMap((g) => Array.from(g.querySelectorAll('line')).map((l) => [Number(g.getAttribute('data-head')), Number(l.getAttribute('data-k')), Number(l.getAttribute('stroke-opacity'))])),
+        const drawn = await page.$$eval('[data-testid=head-lines] line[data-head]', (ls) =>
+          ls.map((l) => [Number(l.getAttribute('data-head')), Number(l.getAttribute('data-k')), Number(l.getAttribute('stroke-opacity'))]),
         );
+        expect(drawn).toHaveLength(H * n);
         for (const [h, k, o] of drawn) expect(o).toBeCloseTo(Math.min(1, weight(trace, 'self', 2, h!, n - 1, k!)), 6);
         if (s > 0) {
           const prob = formatProbability(trace.generation!.steps[s - 1]!.probability);
@@ -328,8 +329,8 @@ describe('encoder-decoders', () => {
     try {
       expect(await page.textContent('[data-testid=generation-info]')).toBe('generated: greedy · decoder start token + 5 new tokens · stopped by length');
       const options = await page.$$eval('[data-testid=stack] option', (os) => os.map((o) => o.textContent));
-      expect(options).toEqual(['encoder', 'decoder', 'cross (decoder → encoder)']);
-      await page.selectOption('[data-testid=stack]', { label: 'cross (decoder → encoder)' });
+      expect(options).toEqual(['encoder self-attention', 'decoder self-attention', 'cross-attention (decoder → encoder)']);
+      await page.selectOption('[data-testid=stack]', { label: 'cross-attention (decoder → encoder)' });
       await page.selectOption('[data-testid=head-layer]', { label: '1' });
       await expect.poll(() => count(page, 'query')).toBe(P + 5);
       expect(await count(page, 'key')).toBe(ne);
@@ -351,15 +352,15 @@ describe('encoder-decoders', () => {
       await page.mouse.move(0, 0);
       for (const k of [0, 5, ne - 1]) expect(Number(await page.getAttribute(`[data-testid=head-value-${k}]`, 'data-value'))).toBe(weight(trace, 'cross', 1, 1, P + 1, k));
       // The decoder's self-attention at the same step.
-      await page.selectOption('[data-testid=stack]', { label: 'decoder' });
+      await page.selectOption('[data-testid=stack]', { label: 'decoder self-attention' });
       await expect.poll(() => count(page, 'key')).toBe(P + 2);
       expect(await count(page, 'query')).toBe(P + 2);
       // The encoder ran once: the same at every step.
-      await page.selectOption('[data-testid=stack]', { label: 'encoder' });
+      await page.selectOption('[data-testid=stack]', { label: 'encoder self-attention' });
       await expect.poll(() => count(page, 'query')).toBe(ne);
       expect(await page.textContent('[data-testid=step-readout]')).toContain('the encoder ran once');
       // Heatmap and neuron view of the cross attention at step 3.
-      await page.selectOption('[data-testid=stack]', { label: 'cross (decoder → encoder)' });
+      await page.selectOption('[data-testid=stack]', { label: 'cross-attention (decoder → encoder)' });
       await slideTo(page, 3);
       await page.click('[data-testid=tab-heatmap]');
       await page.selectOption('[data-testid=heatmap-head]', { label: '2' });
@@ -397,9 +398,9 @@ describe('encoder-decoders', () => {
       try {
         expect(await page.locator('[data-testid=generation-bar]').count()).toBe(0);
         for (const [stack, label, nq, nk] of [
-          ['encoder', 'encoder', ne, ne],
-          ['decoder', 'decoder', nd, nd],
-          ['cross', 'cross (decoder → encoder)', nd, ne],
+          ['encoder', 'encoder self-attention', ne, ne],
+          ['decoder', 'decoder self-attention', nd, nd],
+          ['cross', 'cross-attention (decoder → encoder)', nd, ne],
         ] as const) {
           await page.click('[data-testid=tab-head]');
           await page.selectOption('[data-testid=stack]', { label });
@@ -468,7 +469,7 @@ describe('attnscope view --generate (command line)', () => {
     p = await openPage(browser, t5out);
     try {
       expect(await p.page.textContent('[data-testid=generation-info]')).toBe('generated: sampled (temperature 0.8, seed 7) · decoder start token + 3 new tokens · stopped by length');
-      expect(await p.page.$$eval('[data-testid=stack] option', (os) => os.map((o) => o.textContent))).toContain('cross (decoder → encoder)');
+      expect(await p.page.$$eval('[data-testid=stack] option', (os) => os.map((o) => o.textContent))).toContain('cross-attention (decoder → encoder)');
     } finally {
       await p.close();
     }

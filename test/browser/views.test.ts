@@ -145,10 +145,11 @@ describe('default model (llama, grouped-query attention)', () => {
       await page.mouse.move(0, 0);
       await page.hover('[data-testid=head-query-12]');
       expect(await lineCount(page)).toBe(nonzero(trace, 'self', 3, [3], { q: 12 }));
-      // All heads again; the unfocused picture draws every nonzero weight of the layer.
+      // All heads again; the unfocused picture draws the strongest 1,000 nonzero weights of the layer (as the export does).
       await page.click('[data-testid=head-all]');
       await page.mouse.move(0, 0);
-      expect(await lineCount(page)).toBe(nonzero(trace, 'self', 3, range(H), {}));
+      expect(await lineCount(page)).toBe(Math.min(1000, nonzero(trace, 'self', 3, range(H), {})));
+      expect(await page.textContent('[data-testid=head-canvas-note]')).toMatch(/^lines: (the 1,000 strongest|all)/);
       // Click pins a token: its lines stay after the pointer leaves.
       await page.click('[data-testid=head-query-4]');
       await page.mouse.move(0, 0);
@@ -393,22 +394,22 @@ describe('other architectures', () => {
     const { page } = p;
     try {
       const options = await page.$$eval('[data-testid=stack] option', (os) => os.map((o) => o.textContent));
-      expect(options).toEqual(['encoder', 'decoder', 'cross (decoder → encoder)']);
+      expect(options).toEqual(['encoder self-attention', 'decoder self-attention', 'cross-attention (decoder → encoder)']);
       const count = (side: string) => page.locator(`[data-testid^=head-${side}-]`).count();
       expect(await count('query')).toBe(trace.tokens.length);
-      await page.selectOption('[data-testid=stack]', { label: 'cross (decoder → encoder)' });
+      await page.selectOption('[data-testid=stack]', { label: 'cross-attention (decoder → encoder)' });
       await expect.poll(() => count('query')).toBe(trace.decoderTokens!.length);
       expect(await count('key')).toBe(trace.tokens.length);
       expect(await page.textContent('[data-testid=head-svg] text')).toContain('decoder tokens (queries)');
       await page.selectOption('[data-testid=head-layer]', { label: '1' });
       await page.hover('[data-testid=head-query-3]');
       expect(await lineCount(page)).toBe(nonzero(trace, 'cross', 1, range(trace.model.numHeads), { q: 3 }));
-      await page.selectOption('[data-testid=stack]', { label: 'decoder' });
+      await page.selectOption('[data-testid=stack]', { label: 'decoder self-attention' });
       await page.mouse.move(0, 0);
       await page.hover('[data-testid=head-query-5]');
       expect(await lineCount(page)).toBe(nonzero(trace, 'decoder', 1, range(trace.model.numHeads), { q: 5 }));
       // Heatmap of the cross attention: decoder rows × encoder columns.
-      await page.selectOption('[data-testid=stack]', { label: 'cross (decoder → encoder)' });
+      await page.selectOption('[data-testid=stack]', { label: 'cross-attention (decoder → encoder)' });
       await page.click('[data-testid=tab-heatmap]');
       await page.selectOption('[data-testid=heatmap-head]', { label: '2' });
       await hoverMatrixCell(page, 'heatmap-canvas', 4, 60);
@@ -468,8 +469,9 @@ describe('long and large traces', () => {
     const p = await openPage(browser, files.long!, { width: 1400, height: 900 });
     const { page } = p;
     try {
-      // The head view of 3 million lines draws the strongest on a canvas; hovering a token gives all of its lines.
-      expect(await page.getAttribute('[data-testid=head-lines]', 'data-mode')).toBe('canvas');
+      // The head view of 3 million weights draws the strongest 1,000 lines; hovering a token gives all of its lines.
+      expect(await lineCount(page)).toBe(1000);
+      expect(await page.textContent('[data-testid=head-canvas-note]')).toContain('lines: the 1,000 strongest of');
       await page.hover('[data-testid=head-query-100]');
       expect(await lineCount(page)).toBe(nonzero(trace, 'self', 0, range(12), { q: 100 }));
       await page.click('[data-testid=tab-model]');

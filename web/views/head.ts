@@ -1,67 +1,23 @@
 /**
- * Interactive head view: query tokens left, key tokens right, one line per (query, key, head),
- * opacity = weight, one colour per head. Swatches toggle (click) or solo (double-click) heads;
- * hovering a token shows only its lines and the values; a click pins it.
- *
- * Layout constants, colours and the data model are the SVG export's (renderHeadView), so the
- * export looks like the page. Lines are SVG elements when there are few; above LINE_LIMIT the
- * all-tokens picture is drawn on a canvas (a 12-head, 512-token layer has 3 million lines).
+ * Interactive head view: paints the head-view layout (src/views/layout/head-view.ts, the one the
+ * SVG export paints) as SVG elements, laid out to fill the page. Swatches toggle (click) or solo
+ * (double-click) heads; hovering a token shows all of its lines and the per-head weights; a click
+ * pins it. Without a focus the strongest lines are drawn (as in the export), said in the readout.
  */
 import { headColors, textOn } from '../../src/views/colors.js';
-import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
+import type { Item } from '../../src/views/layout/common.js';
+import { type HeadFocus, type HeadLayout, type HeadViewOptions, headFocus, headViewLayout } from '../../src/views/layout/head-view.js';
 import { renderHeadView } from '../../src/views/svg/head-view.js';
-import { LAYOUT } from '../../src/views/theme.js';
-import { type DisplayStack, PAIR_FILTERS, type PairFilter, hasPair, pairFilterAccepts } from '../../src/views/tokens.js';
+import { PAIR_FILTERS, type PairFilter, hasPair } from '../../src/views/tokens.js';
 import type { Ctx, Focus } from '../context.js';
-import { type Option, button, h, replaceChildren, s, select, sizeCanvas } from '../dom.js';
+import { type Option, appendSvgItems, button, h, replaceChildren, s, select } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { measure, truncate } from '../text.js';
-import { layerSelect, stackHeaders } from './common.js';
+import { layerSelect } from './common.js';
 
-/** Above this many lines the unfocused picture goes to a canvas. */
-export const LINE_LIMIT = 20000;
-/** The canvas draws at most this many lines (the strongest). */
-export const MAX_CANVAS_LINES = 20000;
-/** Total pixels of line the overview canvas may draw. */
-const PIXEL_BUDGET = 20e6;
-
-/** The weight above which at most `limit` of the heads' weights lie (0 when all fit). */
-function weightCutoff(W: Float32Array, heads: number[], size: number, limit: number): number {
-  const BINS = 2048;
-  const hist = new Uint32Array(BINS);
-  let n = 0;
-  for (const hd of heads) {
-    for (let i = hd * size, e = (hd + 1) * size; i < e; i++) {
-      const w = W[i]!;
-      if (!(w > 0)) continue;
-      // Log bins from 1e-8 to 1.
-      const b = Math.max(0, Math.min(BINS - 1, Math.floor(((Math.log10(Math.min(1, w)) + 8) / 8) * (BINS - 1))));
-      hist[b]!++;
-      n++;
-    }
-  }
-  if (n <= limit) return 0;
-  let acc = 0;
-  for (let b = BINS - 1; b >= 0; b--) {
-    acc += hist[b]!;
-    if (acc > limit) return 10 ** (((b + 1) / (BINS - 1)) * 8 - 8);
-  }
-  return 0;
-}
-
-interface Geometry {
-  top: number;
-  leftX: number;
-  lineX1: number;
-  lineX2: number;
-  rightX: number;
-  rightW: number;
-  leftBlocksX: number;
-  rightBlocksX: number;
-  width: number;
-  height: number;
-  rowH: number;
-}
+/** Smallest row in the page: every token keeps a label to hover. */
+const PAGE_MIN_ROW = 12;
+/** Largest row in the page: short inputs grow to fill the height. */
+const PAGE_MAX_ROW = 30;
 
 export class HeadView {
   readonly el = h('div', { class: 'view head-view', testid: 'head-view' });
@@ -70,19 +26,20 @@ export class HeadView {
   private readonly readout = h('div', { class: 'readout', testid: 'head-readout' });
   private readonly wrap = h('div', { class: 'head-wrap' });
   private svg: SVGSVGElement = s('svg');
-  private readonly canvas = h('canvas', { class: 'head-lines-canvas', testid: 'head-lines-canvas' });
   private linesGroup: SVGGElement = s('g');
-  private overlay: SVGGElement = s('g');
-  private ds: DisplayStack | null = null;
-  private geo: Geometry | null = null;
+  private under: SVGGElement = s('g');
+  private over: SVGGElement = s('g');
+  private layout: HeadLayout | null = null;
   private hover: Focus | null = null;
   private structureKey = '';
-  private canvasNote = '';
-  private canvasToken = 0;
+  private drawnFocus = '';
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.swatches, this.readout, this.wrap);
-    this.wrap.append(this.canvas);
+    window.addEventListener('resize', () => {
+      this.structureKey = '';
+      if (!this.el.hidden) this.update();
+    });
   }
 
   private visibleHeads(): number[] {
@@ -91,7 +48,7 @@ export class HeadView {
 
   /** The newest token's row at a generation step (the default focus then), or null. */
   private newest(): Focus | null {
-    const ds = this.ds;
+    const ds = this.layout?.model.ds;
     return ds && ds.step !== null && ds.newest !== null ? { side: 'query', index: ds.newest } : null;
   }
 
@@ -99,9 +56,25 @@ export class HeadView {
     return this.hover ?? this.ctx.state.pinned ?? this.newest();
   }
 
+  /** The view's options as the export takes them. */
+  private options(): HeadViewOptions {
+    const { state } = this.ctx;
+    const heads = this.visibleHeads();
+    return {
+      stack: state.stack,
+      layer: state.layer,
+      theme: state.theme,
+      hideSpecial: state.hideSpecial,
+      mergeSubwords: state.mergeSubwords,
+      heads: heads.length ? heads : undefined,
+      pair: state.pair,
+      step: this.ctx.step(),
+    };
+  }
+
   update(): void {
     const { state } = this.ctx;
-    const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme, this.ctx.step() ?? 'all'].join('|');
+    const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme, state.pair, state.heads.join(''), this.ctx.step() ?? 'all'].join('|');
     if (key !== this.structureKey) {
       this.structureKey = key;
       this.hover = null;
@@ -115,7 +88,7 @@ export class HeadView {
   private renderToolbar(): void {
     const { ctx } = this;
     const { state } = ctx;
-    const ds = this.ds;
+    const ds = this.layout?.model.ds;
     const pairOk = ds ? hasPair(ds.queryTokens) || hasPair(ds.keyTokens) : false;
     const pairOptions: Option<PairFilter>[] = PAIR_FILTERS.map((p) => ({ value: p, label: p === 'all' ? 'all pairs' : p }));
     replaceChildren(
@@ -125,20 +98,9 @@ export class HeadView {
       button('head-all', 'all heads', () => ctx.set({ heads: state.heads.map(() => true) }), 'Show every head'),
       h('span', { class: 'spacer' }),
       exportButtons(ctx, 'head', () => {
-        const heads = this.visibleHeads();
         const f = state.pinned;
-        return renderHeadView(ctx.trace, {
-          stack: state.stack,
-          layer: state.layer,
-          theme: state.theme,
-          hideSpecial: state.hideSpecial,
-          mergeSubwords: state.mergeSubwords,
-          heads: heads.length ? heads : undefined,
-          pair: state.pair,
-          // At a step the export highlights the newest token unless another one is pinned.
-          query: f && f.side === 'query' ? f.index : undefined,
-          step: ctx.step(),
-        });
+        // At a step the export highlights the newest token unless another one is pinned.
+        return renderHeadView(ctx.trace, { ...this.options(), query: f && f.side === 'query' ? f.index : undefined });
       }),
     );
   }
@@ -170,95 +132,50 @@ export class HeadView {
     replaceChildren(this.swatches, h('span', { class: 'muted' }, 'heads'), ...buttons, h('span', { class: 'hint muted' }, 'click: toggle · double-click: solo · hover a token: its lines · click a token: pin'));
   }
 
+  /** The space the diagram fills: the view's width, the window's height below the controls. */
+  private frame(): { width: number; height: number } {
+    const width = Math.max(480, (this.el.clientWidth || document.documentElement.clientWidth - 32) - 2);
+    const top = this.wrap.getBoundingClientRect().top;
+    const height = Math.max(420, window.innerHeight - (top > 0 ? top : 220) - 12);
+    return { width, height };
+  }
+
   private buildStructure(): void {
     const { ctx } = this;
-    const { state } = ctx;
     this.svg.remove();
-    let ds: DisplayStack;
+    this.drawnFocus = '';
+    let layout: HeadLayout;
     try {
-      ds = ctx.display([state.layer]);
+      const heads = this.visibleHeads();
+      // With no head selected the labels are still laid out (lines: none).
+      layout = headViewLayout(ctx.trace, { ...this.options(), heads: heads.length ? heads : undefined }, {
+        ...this.frame(),
+        minRow: PAGE_MIN_ROW,
+        maxRow: PAGE_MAX_ROW,
+        blocksBothSides: true,
+        label: (t) => ctx.label(t),
+        tokenTip: (side, t, i) => `${side} ${i}: ${ctx.tokenTip(side, t)}`,
+        formatWeight: (v) => ctx.fmtWeight(v),
+      });
     } catch (e) {
-      this.ds = null;
+      this.layout = null;
       this.svg = s('svg');
       replaceChildren(this.readout, (e as Error).message);
       return;
     }
-    this.ds = ds;
-    const theme = ctx.theme();
-    const L = LAYOUT.head;
-    const fs = LAYOUT.fontSize;
-    const sfs = LAYOUT.smallFontSize;
-    const m = LAYOUT.margin;
-    const nq = ds.queryTokens.length;
-    const nk = ds.keyTokens.length;
-    const nHeads = ds.numHeads;
-    const labelsQ = ds.queryTokens.map((t) => truncate(ctx.label(t)));
-    const labelsK = ds.keyTokens.map((t) => truncate(ctx.label(t)));
-    const leftW = Math.max(24, ...labelsQ.map((l) => measure(l, fs)));
-    const rightW = Math.max(24, ...labelsK.map((l) => measure(l, fs)));
-    const blocksW = nHeads * 7 + 6 + measure('0.00000', sfs) + 8;
-    const segMarks = hasPair(ds.queryTokens) || hasPair(ds.keyTokens) ? 16 : 0;
-    const leftBlocksX = m + segMarks;
-    const leftX = leftBlocksX + blocksW + leftW;
-    const lineX1 = leftX + L.labelPad;
-    const lineX2 = lineX1 + L.gap;
-    const rightX = lineX2 + L.labelPad;
-    const rightBlocksX = rightX + rightW + 6;
-    const width = rightBlocksX + blocksW + segMarks + m;
-    const headerY = m;
-    const top = headerY + sfs + 10;
-    const rowH = L.rowHeight;
-    const height = top + Math.max(nq, nk) * rowH + m;
-    this.geo = { top, leftX, lineX1, lineX2, rightX, rightW, leftBlocksX, rightBlocksX, width, height, rowH };
-    const rowY = (i: number) => top + i * rowH + rowH / 2;
-
-    const svg = s('svg', { width: Math.ceil(width), height: Math.ceil(height), class: 'head-svg', testid: 'head-svg' });
-    const [qHeader, kHeader] = stackHeaders(state.stack);
-    svg.append(
-      s('text', { x: leftX, y: headerY + sfs, 'text-anchor': 'end', class: 'muted small' }, qHeader),
-      s('text', { x: rightX, y: headerY + sfs, class: 'muted small' }, kHeader),
-    );
-    this.overlay = s('g', { class: 'focus-overlay' });
-    this.linesGroup = s('g', { class: 'lines', testid: 'head-lines', 'stroke-width': L.lineWidth, 'stroke-linecap': 'round' });
-    svg.append(this.overlay, this.linesGroup);
-    const tokenText = (label: string, x: number, i: number, side: 'query' | 'key', anchor: 'start' | 'end') => {
-      const t = side === 'query' ? ds.queryTokens[i]! : ds.keyTokens[i]!;
-      const cls = ['token', side, t.special ? 'special' : '', t.generated ? 'generated' : ''].filter(Boolean).join(' ');
-      const el = s('text', { x, y: rowY(i) + fs * 0.36, 'text-anchor': anchor, class: cls, 'data-side': side, 'data-index': i, testid: `head-${side}-${i}` }, label);
-      const title = s('title');
-      title.textContent = `${side} ${i}: ${ctx.tokenTip(side, t)}`;
-      el.append(title);
-      return el;
-    };
+    this.layout = layout;
+    const svg = s('svg', { width: Math.ceil(layout.width), height: Math.ceil(layout.height), class: 'head-svg', testid: 'head-svg' });
+    this.under = s('g', { class: 'focus-under' });
+    this.linesGroup = s('g', { class: 'lines', testid: 'head-lines' });
+    this.over = s('g', { class: 'focus-overlay' });
     const labels = s('g', { class: 'labels' });
-    labelsQ.forEach((l, i) => labels.append(tokenText(l, leftX, i, 'query', 'end')));
-    labelsK.forEach((l, i) => labels.append(tokenText(l, rightX, i, 'key', 'start')));
-    svg.append(labels);
-    // Where the generated tokens start: a dashed line across each column.
-    const boundary = (tokens: typeof ds.queryTokens, x1: number, x2: number, axis: string) => {
-      const g = firstGeneratedBoundary(tokens);
-      if (g === null) return;
-      const y = top + g * rowH;
-      svg.append(s('line', { x1, y1: y, x2, y2: y, class: 'prompt-boundary', 'data-axis': axis, testid: `head-boundary-${axis}`, 'data-index': g }));
-    };
-    boundary(ds.queryTokens, leftX - leftW - 2, leftX + 2, 'query');
-    boundary(ds.keyTokens, rightX - 2, rightX + rightW + 2, 'key');
-    if (segMarks) {
-      const marks = (tokens: typeof ds.queryTokens, x: number, left: boolean) => {
-        for (const seg of [0, 1]) {
-          const idx = tokens.flatMap((t, i) => (t.segment === seg ? [i] : []));
-          if (idx.length === 0) continue;
-          const y0 = rowY(idx[0]!) - rowH / 2 + 3;
-          const y1 = rowY(idx[idx.length - 1]!) + rowH / 2 - 3;
-          svg.append(
-            s('line', { x1: x, y1: y0, x2: x, y2: y1, stroke: theme.grid, 'stroke-width': 2 }),
-            s('text', { x: x + (left ? -4 : 4), y: (y0 + y1) / 2 + 4, 'text-anchor': left ? 'end' : 'start', class: 'muted small' }, seg === 0 ? 'A' : 'B'),
-          );
-        }
-      };
-      marks(ds.queryTokens, m + 10, true);
-      marks(ds.keyTokens, width - m - 10, false);
-    }
+    // The caption goes to the readout; everything else of the frame is drawn.
+    appendSvgItems(labels, layout.frame.filter((it) => it.className !== 'lines-caption'), (it) => {
+      if (it.kind !== 'text' || !it.data || it.data.side === undefined) return it.className === 'prompt-boundary' ? { testid: `head-boundary-${it.data?.axis}` } : {};
+      const t = it.data.side === 'query' ? layout.model.ds.queryTokens[Number(it.data.index)]! : layout.model.ds.keyTokens[Number(it.data.index)]!;
+      return { testid: `head-${it.data.side}-${it.data.index}`, class: `${it.className}${t.special ? ' special' : ''}` };
+    });
+    svg.append(this.under, this.linesGroup, labels, this.over);
     svg.addEventListener('pointermove', (e) => {
       const el = (e.target as Element).closest('[data-side]');
       const f: Focus | null = el ? { side: el.getAttribute('data-side') as Focus['side'], index: Number(el.getAttribute('data-index')) } : this.hover;
@@ -287,15 +204,13 @@ export class HeadView {
       this.ctx.set({ pinned: p && p.side === f.side && p.index === f.index ? null : f });
     });
     this.svg = svg;
-    this.wrap.prepend(svg);
-    this.canvas.style.left = `${lineX1 - 2}px`;
-    this.canvas.style.top = '0px';
+    this.wrap.append(svg);
   }
 
   /** "head h: value" lines for one (query, key) over the visible heads. */
   private valueLines(q: number, k: number): string[] {
-    const ds = this.ds!;
-    const w = ds.layers[this.ctx.state.layer]!;
+    const { ds, layer } = this.layout!.model;
+    const w = ds.layers[layer]!;
     const nq = ds.queryTokens.length;
     const nk = ds.keyTokens.length;
     return [
@@ -305,147 +220,62 @@ export class HeadView {
   }
 
   private drawLines(): void {
-    const ds = this.ds;
-    const geo = this.geo;
-    if (!ds || !geo) return;
+    const layout = this.layout;
+    if (!layout) return;
     const { ctx } = this;
     const { state } = ctx;
-    const theme = ctx.theme();
-    const colors = headColors(ds.numHeads);
+    const { ds } = layout.model;
     const heads = this.visibleHeads();
     const focus = this.focus();
-    const nq = ds.queryTokens.length;
-    const nk = ds.keyTokens.length;
-    const W = ds.layers[state.layer]!;
-    const pair = state.pair;
-    const rowY = (i: number) => geo.top + i * geo.rowH + geo.rowH / 2;
-    this.linesGroup.replaceChildren();
-    this.overlay.replaceChildren();
+    const fkey = focus ? `${focus.side}:${focus.index}` : 'none';
+    if (fkey === this.drawnFocus) return;
+    this.drawnFocus = fkey;
     for (const el of this.svg.querySelectorAll('.token.focused')) el.classList.remove('focused');
     this.svg.classList.toggle('has-focus', focus !== null);
-
-    const accepts = (q: number, k: number) => pairFilterAccepts(pair, ds.queryTokens[q]!.segment, ds.keyTokens[k]!.segment);
-    // Count the unfocused picture's lines to pick SVG or canvas.
-    let total = 0;
-    if (!focus) {
-      for (const hd of heads) for (let i = hd * nq * nk, e = (hd + 1) * nq * nk; i < e; i++) if (W[i]! > 0) total++;
-    }
-    const useCanvas = !focus && total > LINE_LIMIT;
-    this.canvasNote = '';
-    if (!useCanvas) this.canvasToken++;
-    this.canvas.style.display = useCanvas ? 'block' : 'none';
-    this.linesGroup.setAttribute('data-mode', useCanvas ? 'canvas' : 'svg');
-    if (useCanvas) {
-      // Long inputs: the strongest MAX_CANVAS_LINES lines, drawn across animation frames (each
-      // line of a 512-token view is thousands of pixels long). Hovering a token shows all of its lines.
-      // Software rasterisers fill ~50 M pixels/s: keep the picture's total line length within budget.
-      const avgLength = Math.max(LAYOUT.head.gap, (Math.max(nq, nk) * geo.rowH) / 3) * LAYOUT.head.lineWidth;
-      const maxLines = Math.max(1000, Math.min(MAX_CANVAS_LINES, Math.floor(PIXEL_BUDGET / avgLength)));
-      const cutoff = weightCutoff(W, heads, nq * nk, maxLines);
-      const c = sizeCanvas(this.canvas, geo.lineX2 - geo.lineX1 + 4, geo.height);
-      c.lineWidth = LAYOUT.head.lineWidth;
-      c.lineCap = 'round';
-      const x2 = geo.lineX2 - geo.lineX1 + 2;
-      const lines: number[] = [];
-      for (const hd of heads) {
-        for (let q = 0; q < nq; q++) {
-          const base = (hd * nq + q) * nk;
-          for (let k = 0; k < nk; k++) {
-            const w = W[base + k]!;
-            if (w >= cutoff && w > 0 && accepts(q, k)) lines.push(base + k);
-          }
-        }
+    const part = heads.length === 0 ? null : focus && layout.focus?.side === focus.side && layout.focus.index === focus.index ? layout : headFocus(layout, focus as HeadFocus | null, {}, { formatWeight: (v) => ctx.fmtWeight(v) });
+    const lines = part?.lines ?? [];
+    this.under.replaceChildren();
+    this.over.replaceChildren();
+    this.linesGroup.replaceChildren();
+    appendSvgItems(this.linesGroup, lines);
+    this.linesGroup.setAttribute('data-mode', 'svg');
+    this.linesGroup.setAttribute('data-count', String(lines.length));
+    if (part) {
+      appendSvgItems(this.under, part.under);
+      // Blocks and values, grouped per (query, key) with a transparent hit area for the tooltip.
+      const groups = new Map<string, Item[]>();
+      for (const it of part.over) {
+        const key = `${it.data?.q}:${it.data?.k}`;
+        (groups.get(key) ?? groups.set(key, []).get(key)!).push(it);
       }
-      // Weakest first, so the strong lines end on top.
-      lines.sort((a, b) => W[a]! - W[b]!);
-      const token = ++this.canvasToken;
-      this.canvas.setAttribute('data-drawn', 'false');
-      let i = 0;
-      const step = () => {
-        if (token !== this.canvasToken) return;
-        const t0 = performance.now();
-        while (i < lines.length && performance.now() - t0 < 24) {
-          for (let e = Math.min(lines.length, i + 500); i < e; i++) {
-            const p = lines[i]!;
-            const hd = Math.floor(p / (nq * nk));
-            const q = Math.floor((p % (nq * nk)) / nk);
-            const k = p % nk;
-            c.strokeStyle = colors[hd]!;
-            c.globalAlpha = Math.min(1, W[p]!);
-            c.beginPath();
-            c.moveTo(2, rowY(q));
-            c.lineTo(x2, rowY(k));
-            c.stroke();
-          }
-        }
-        if (i < lines.length) requestAnimationFrame(step);
-        else this.canvas.setAttribute('data-drawn', 'true');
-      };
-      step();
-      this.linesGroup.setAttribute('data-count', String(total));
-      this.canvasNote = lines.length < total ? `drawing the ${lines.length.toLocaleString('en')} strongest of ${total.toLocaleString('en')} lines (weight ≥ ${ctx.fmtWeight(cutoff)}); hover a token for all of its lines` : '';
-    } else {
-      const frag = document.createDocumentFragment();
-      let count = 0;
-      for (const hd of heads) {
-        const g = s('g', { stroke: colors[hd]!, 'data-head': hd, class: 'head-lines' });
-        const add = (q: number, k: number) => {
-          const w = W[(hd * nq + q) * nk + k]!;
-          if (!(w > 0) || !accepts(q, k)) return;
-          g.append(s('line', { x1: geo.lineX1, y1: rowY(q), x2: geo.lineX2, y2: rowY(k), 'stroke-opacity': Math.min(1, w), 'data-q': q, 'data-k': k }));
-          count++;
-        };
-        if (!focus) for (let q = 0; q < nq; q++) for (let k = 0; k < nk; k++) add(q, k);
-        else if (focus.side === 'query') for (let k = 0; k < nk; k++) add(focus.index, k);
-        else for (let q = 0; q < nq; q++) add(q, focus.index);
-        frag.append(g);
+      for (const [key, items] of groups) {
+        const [q, k] = key.split(':').map(Number) as [number, number];
+        const g = s('g', { class: 'weights', 'data-block': '', 'data-q': q, 'data-k': k });
+        appendSvgItems(g, items, (it) => (it.className === 'weight-value' ? { testid: `head-value-${it.data?.index}`, 'data-value': String(it.data?.value) } : {}));
+        const first = items[0]!;
+        if (first.kind === 'rect') g.append(s('rect', { x: first.x - 2, y: first.y - 4, width: heads.length * 7 + 60, height: first.height + 8, fill: 'transparent' }));
+        this.over.append(g);
       }
-      this.linesGroup.append(frag);
-      this.linesGroup.setAttribute('data-count', String(count));
     }
 
-    if (!focus) {
+    if (!focus || !part) {
       delete this.readout.dataset.focus;
       replaceChildren(
         this.readout,
         h('span', { class: 'muted' }, heads.length ? `layer ${state.layer} · ${heads.length} of ${ds.numHeads} heads · ` : 'no head selected: click a swatch'),
-        heads.length ? h('span', { class: 'muted', testid: 'head-canvas-note' }, this.canvasNote || `${this.linesGroup.getAttribute('data-count')} lines`) : null,
+        part ? h('span', { class: 'muted', testid: 'head-canvas-note' }, `${part.caption}${part.stats.capped ? ' · hover a token for all of its lines' : ''}`) : null,
       );
       return;
     }
-    // Focus: highlight, and per-head weight blocks (and values) beside the other column.
     const fi = focus.index;
-    const label = this.svg.querySelector(`[data-side="${focus.side}"][data-index="${fi}"]`);
-    label?.classList.add('focused');
-    const bw = label ? (label as SVGTextElement).getBBox().width + 8 : 40;
-    const hx = focus.side === 'query' ? geo.leftX - bw + 4 : geo.rightX - 4;
-    this.overlay.append(s('rect', { x: hx, y: rowY(fi) - geo.rowH / 2 + 1, width: bw, height: geo.rowH - 2, rx: 3, fill: theme.highlight }));
-    const other = focus.side === 'query' ? nk : nq;
-    const bx = focus.side === 'query' ? geo.rightBlocksX : geo.leftBlocksX;
-    const sfs = LAYOUT.smallFontSize;
-    for (let j = 0; j < other; j++) {
-      const [q, k] = focus.side === 'query' ? [fi, j] : [j, fi];
-      if (!accepts(q, k)) continue;
-      const g = s('g', { class: 'weights', 'data-block': '', 'data-q': q, 'data-k': k });
-      heads.forEach((hd, n) => {
-        const w = W[(hd * nq + q) * nk + k]!;
-        g.append(s('rect', { x: bx + n * 7, y: rowY(j) - 6, width: 6, height: 12, fill: colors[hd]!, 'fill-opacity': Math.min(1, w), class: 'weight-block' }));
-      });
-      if (heads.length === 1) {
-        const w = W[(heads[0]! * nq + q) * nk + k]!;
-        g.append(s('text', { x: bx + 7 + 4, y: rowY(j) + sfs * 0.36, class: 'muted small weight-value', testid: `head-value-${j}`, 'data-value': String(w) }, ctx.fmtWeight(w)));
-      }
-      // A transparent hit area so the tooltip shows the values of every visible head.
-      g.append(s('rect', { x: bx - 2, y: rowY(j) - geo.rowH / 2, width: heads.length * 7 + 60, height: geo.rowH, fill: 'transparent' }));
-      this.overlay.append(g);
-    }
+    this.svg.querySelector(`[data-side="${focus.side}"][data-index="${fi}"]`)?.classList.add('focused');
     const t = focus.side === 'query' ? ds.queryTokens[fi]! : ds.keyTokens[fi]!;
     const pinned = state.pinned && state.pinned.side === focus.side && state.pinned.index === fi;
     const isNewest = !this.hover && !state.pinned && this.newest() !== null;
     this.readout.dataset.focus = `${focus.side}:${fi}`;
     replaceChildren(
       this.readout,
-      `${isNewest ? `step ${ds.step}: newest token · ` : ''}${focus.side} ${fi} “${ctx.label(t)}” · ${this.linesGroup.getAttribute('data-count')} lines`,
+      `${isNewest ? `step ${ds.step}: newest token · ` : ''}${focus.side} ${fi} “${ctx.label(t)}” · ${lines.length} lines`,
       h('span', { class: 'muted' }, isNewest ? ' · hover another token for its lines' : pinned ? ' · pinned (click it again to release)' : ' · click to pin'),
     );
   }

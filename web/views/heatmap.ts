@@ -3,8 +3,9 @@
  * head of the layer; token labels on both axes; hover shows the exact value; legend; log scale.
  */
 import { headColors } from '../../src/views/colors.js';
+import { displayMask, heatmapMatrix } from '../../src/views/layout/heatmap.js';
 import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
-import { heatmapMatrix, renderHeatmap } from '../../src/views/svg/heatmap.js';
+import { renderHeatmap } from '../../src/views/svg/heatmap.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx, HeatmapMode } from '../context.js';
 import { checkbox, h, replaceChildren, select } from '../dom.js';
@@ -25,12 +26,18 @@ export class HeatmapView {
   private readonly readout = h('div', { class: 'readout', testid: 'heatmap-readout' });
   private readonly grid = new MatrixGrid('heatmap-canvas');
   private ds: DisplayStack | null = null;
+  private masked: Uint8Array | null = null;
   private key = '';
 
   constructor(private readonly ctx: Ctx) {
     const body = h('div', { class: 'scroll' }, this.grid.el);
     this.el.append(this.toolbar, this.readout, body);
     this.grid.onHover((hit, e) => this.hover(hit, e));
+    // The matrix fills the window: lay it out again when the window changes size.
+    window.addEventListener('resize', () => {
+      this.key = '';
+      if (!this.el.hidden) this.update();
+    });
   }
 
   update(): void {
@@ -69,6 +76,7 @@ export class HeatmapView {
       return;
     }
     this.ds = ds;
+    this.masked = displayMask(ctx.trace, ds, state.layer);
     const mode = state.heatmapMode;
     const colors = headColors(ds.numHeads);
     const matrices =
@@ -92,6 +100,14 @@ export class HeatmapView {
       caption: mode === 'mean' ? 'mean weight' : mode === 'max' ? 'max weight' : 'attention weight',
       axes: stackHeaders(state.stack),
       marks: { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest },
+      masked: this.masked,
+      querySegments: ds.queryTokens.map((t) => t.segment),
+      keySegments: ds.keyTokens.map((t) => t.segment),
+      queryTips: ds.queryTokens.map((t, i) => `query ${i}: ${ctx.tokenTip('query', t)}`),
+      keyTips: ds.keyTokens.map((t, i) => `key ${i}: ${ctx.tokenTip('key', t)}`),
+      // Fill the page: single matrices grow up to 36 px cells, small multiples share the width.
+      frame: { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 150) },
+      maxCell: mode === 'all' ? 22 : 36,
     });
     this.grid.canvas.setAttribute('data-mode', mode);
     this.hover(null);
@@ -113,16 +129,18 @@ export class HeatmapView {
     const what = mode === 'all' ? `head ${hit.matrix}` : mode === 'head' ? `head ${state.heatmapHead}` : `${mode} over ${ds.numHeads} heads`;
     const q = ds.queryTokens[hit.q]!;
     const k = ds.keyTokens[hit.k]!;
-    const value = ctx.fmtWeight(hit.value);
+    const value = hit.masked ? 'masked' : ctx.fmtWeight(hit.value);
     const line = `${hit.q} “${ctx.label(q)}” → ${hit.k} “${ctx.label(k)}”`;
-    replaceChildren(this.readout, `${line} · ${what}: `, h('b', { testid: 'heatmap-value' }, value));
+    replaceChildren(this.readout, `${line} · ${what}: `, h('b', { testid: 'heatmap-value' }, value), hit.masked ? h('span', { class: 'muted' }, ' (the model gives this key no weight)') : null);
     this.readout.setAttribute('data-q', String(hit.q));
     this.readout.setAttribute('data-k', String(hit.k));
     this.readout.setAttribute('data-matrix', String(hit.matrix));
     this.readout.setAttribute('data-value', String(hit.value));
+    if (hit.masked) this.readout.setAttribute('data-masked', 'true');
+    else this.readout.removeAttribute('data-masked');
     if (e) {
       const tips = [q.generated ? `${hit.q}: ${ctx.tokenTip('query', q)}` : '', k.generated ? `${hit.k}: ${ctx.tokenTip('key', k)}` : ''].filter(Boolean);
-      ctx.tooltip.show(e.clientX, e.clientY, line, `${what}: ${value}`, ...tips);
+      ctx.tooltip.show(e.clientX, e.clientY, line, hit.masked ? 'masked' : `${what}: ${value}`, ...tips);
     }
   }
 }
