@@ -85,3 +85,103 @@ export function paintItems(c: CanvasRenderingContext2D, items: readonly Item[]):
     c.restore();
   }
 }
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+let gradientIds = 0;
+
+function svgEl<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number | undefined>): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG_NS, tag) as SVGElementTagNameMap[K];
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined) el.setAttribute(k, String(v));
+  return el;
+}
+
+/** Class, data-* attributes (numbers exact) and tooltip of an item. */
+function decorate(el: SVGElement, it: Item): void {
+  if (it.className) el.setAttribute('class', it.className);
+  for (const [k, v] of Object.entries(it.data ?? {})) el.setAttribute(`data-${k}`, String(v));
+  if (it.tip) {
+    const t = svgEl('title', {});
+    t.textContent = it.tip;
+    el.append(t);
+  }
+}
+
+/**
+ * Layout items as SVG DOM elements (text through textContent, never markup), as the SVG writer
+ * writes them; sizes and colours are set as styles so that the page's stylesheet cannot change
+ * them. Matrix items are skipped.
+ */
+export function svgNodes(items: readonly Item[]): SVGElement[] {
+  const out: SVGElement[] = [];
+  for (const it of items) {
+    switch (it.kind) {
+      case 'text': {
+        const el = svgEl('text', {
+          x: it.x,
+          y: it.y,
+          'text-anchor': it.anchor && it.anchor !== 'start' ? it.anchor : undefined,
+          transform: it.rotate ? `rotate(${it.rotate} ${it.x} ${it.y})` : undefined,
+        });
+        el.style.fontSize = `${it.size}px`;
+        el.style.fill = it.fill;
+        if (it.bold) el.style.fontWeight = 'bold';
+        if (it.italic) el.style.fontStyle = 'italic';
+        if (it.mono) el.style.fontFamily = MONO_FAMILY;
+        if (it.spans) {
+          for (const sp of it.spans) {
+            const ts = svgEl('tspan', {});
+            ts.textContent = sp.text;
+            if (sp.fill) ts.style.fill = sp.fill;
+            if (sp.italic) ts.style.fontStyle = 'italic';
+            if (sp.bold) ts.style.fontWeight = 'bold';
+            el.append(ts);
+          }
+        } else el.textContent = it.text;
+        decorate(el, it);
+        out.push(el);
+        break;
+      }
+      case 'rect': {
+        const el = svgEl('rect', { x: it.x, y: it.y, width: it.width, height: it.height, rx: it.rx });
+        el.style.fill = it.fill ?? 'none';
+        if (it.fillOpacity !== undefined) el.style.fillOpacity = String(it.fillOpacity);
+        if (it.stroke) {
+          el.style.stroke = it.stroke;
+          el.style.strokeWidth = String(it.strokeWidth ?? 1);
+        }
+        decorate(el, it);
+        out.push(el);
+        break;
+      }
+      case 'line': {
+        const el = svgEl('line', { x1: it.x1, y1: it.y1, x2: it.x2, y2: it.y2 });
+        el.style.stroke = it.stroke;
+        el.style.strokeWidth = String(it.width);
+        if (it.opacity !== undefined) el.style.strokeOpacity = String(it.opacity);
+        el.style.strokeDasharray = it.dash ? it.dash.join(' ') : 'none';
+        if (it.cap) el.style.strokeLinecap = it.cap;
+        decorate(el, it);
+        out.push(el);
+        break;
+      }
+      case 'gradient': {
+        const id = `attnscope-page-gradient-${gradientIds++}`;
+        const defs = svgEl('defs', {});
+        const g = svgEl('linearGradient', { id, x1: 0, y1: 0, x2: 0, y2: 1 });
+        it.stops.forEach((c, i) => g.append(svgEl('stop', { offset: i / Math.max(1, it.stops.length - 1), 'stop-color': c })));
+        defs.append(g);
+        const el = svgEl('rect', { x: it.x, y: it.y, width: it.width, height: it.height, fill: `url(#${id})` });
+        if (it.stroke) {
+          el.style.stroke = it.stroke;
+          el.style.strokeWidth = '1';
+        }
+        decorate(el, it);
+        out.push(defs, el);
+        break;
+      }
+      case 'matrix':
+        break;
+    }
+  }
+  return out;
+}

@@ -1,21 +1,21 @@
 /**
  * Interactive neuron view: for a layer, head and query token, the query vector, every key vector,
- * q ⊙ k, q · k, the scaled scores (with the mask and any position bias) and the softmax, next to
- * the model's attention. The numbers come from the export's `neuronData` (the same computation
- * as the SVG), on the page's queries and keys. Vector strips are drawn on a canvas; hovering a
- * component shows its value.
+ * q ⊙ k, q · k, the scaled scores (with the mask and any recorded bias) and the softmax, next to
+ * the model's attention. Paints the neuron view's layout (src/views/layout/neuron-view.ts, the
+ * same the SVG export paints) from analysis/neuron.ts's numbers on the page's queries and keys:
+ * text and bars as SVG, vector strips on a canvas; hovering a component shows its value.
  */
-import { headColor } from '../../src/views/colors.js';
+import { scaleOf } from '../../src/views/colors.js';
 import { stepWindow } from '../../src/views/generation.js';
-import { firstGeneratedBoundary, fmtValue } from '../../src/views/svg/common.js';
-import { type NeuronData, neuronData, neuronMaskNotes, neuronScales, renderNeuronView } from '../../src/views/svg/neuron-view.js';
-import { LAYOUT } from '../../src/views/theme.js';
+import { type NeuronData, type NeuronLayout, type NeuronStrip, neuronData, neuronViewLayout } from '../../src/views/layout/neuron-view.js';
+import { fmtValue } from '../../src/views/svg/common.js';
+import { renderNeuronView } from '../../src/views/svg/neuron-view.js';
 import { rawDisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
 import { h, replaceChildren, s, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { drawLegend } from '../matrix.js';
-import { measure, truncate } from '../text.js';
+import { svgNodes } from '../paint.js';
+import { truncate } from '../text.js';
 import { headSelect, layerSelect } from './common.js';
 
 interface StripRow {
@@ -34,6 +34,7 @@ export class NeuronView {
   private readonly wrap = h('div', { class: 'neuron-wrap' });
   private readonly canvas = h('canvas', { class: 'neuron-strips', testid: 'neuron-strips' });
   private data: NeuronData | null = null;
+  private layout: NeuronLayout | null = null;
   private rows: StripRow[] = [];
   private strips = { xK: 0, xP: 0, width: 0, cellH: 0, left: 0 };
   private key = '';
@@ -123,133 +124,66 @@ export class NeuronView {
 
   private render(d: NeuronData): void {
     const { ctx } = this;
+    const { state } = ctx;
     const theme = ctx.theme();
     const facts = ctx.header.stacks[d.stack];
     const lossy = ctx.header.precision.qk !== 'f32';
-    const showBias = d.bias !== null;
-    const N = LAYOUT.neuron;
-    const fs = LAYOUT.fontSize;
-    const sfs = LAYOUT.smallFontSize;
-    const m = LAYOUT.margin;
-    const nk = d.keyTokens.length;
-    const rowH = N.rowHeight;
-    const cellH = rowH - 6;
-    const stripW = Math.max(N.strip, Math.min(4 * N.strip, d.headDim * N.minComponent));
-    const approx = lossy ? '≈ ' : '';
+    const layout = neuronViewLayout(ctx.trace, {
+      stack: state.stack,
+      layer: d.layer,
+      head: d.head,
+      query: d.query,
+      step: ctx.step(),
+      theme: state.theme,
+      frame: 'page',
+      data: d,
+      label: (t) => ctx.label(t),
+      tokenTip: (side, t) => ctx.tokenTip(side, t),
+      formatDerived: (v) => this.fmtDerived(v),
+      formatWeight: (v) => ctx.fmtWeight(v),
+      approx: lossy,
+      ...(facts?.maxSoftmaxError != null ? { softmaxError: facts.maxSoftmaxError } : {}),
+    });
+    this.layout = layout;
 
-    // Notes.
-    const notes: (string | HTMLElement)[] = [`head dim ${d.headDim}`, `q·k ${d.scaleNote}`];
-    const kv = h('span', { testid: 'neuron-kv-head' }, d.numKeyValueHeads < d.numHeads
-      ? `grouped-query attention: query head ${d.head} reads key head ${d.kvHead} (${d.numHeads} query heads share ${d.numKeyValueHeads} key heads)`
-      : `query head ${d.head} reads key head ${d.kvHead}`);
-    notes.push(kv);
-    notes.push(...neuronMaskNotes(d));
-    if (showBias) notes.push(`${d.biasKind ?? 'bias'}: the model adds it to the scaled scores (column “bias”, as recorded)`);
-    if (facts?.maxSoftmaxError != null) notes.push(`softmax(score) = the model's attention (max |Δ| ${fmtValue(facts.maxSoftmaxError, 2)} on the exact trace)`);
-    else notes.push(`softmax(score) = the model's attention (max |Δ| ${fmtValue(d.maxSoftmaxError, 2)})`);
-    if (d.note) notes.push(d.note);
+    // Notes (the figure writes them as text lines; the page as one paragraph).
+    const notes = layout.notes.map((n) => (n.kind === 'kv' ? h('span', { testid: 'neuron-kv-head' }, n.text) : n.text));
+    if (!layout.notes.some((n) => n.kind === 'kv')) notes.splice(2, 0, h('span', { testid: 'neuron-kv-head' }, `query head ${d.head} reads key head ${d.kvHead}`));
     const precision = lossy
       ? h('p', { class: 'precision', testid: 'neuron-precision' }, `To keep this file small, q and k are stored rounded to ${ctx.header.precision.qk?.slice(5)} decimals (shown exactly at that precision); q·k, the scores and the softmax computed from them are approximate (≈). The attention column is the model's own.`)
       : null;
     replaceChildren(this.notes, h('p', { class: 'muted' }, ...notes.flatMap((n, i) => (i ? [' · ', n] : [n]))), precision);
 
-    // Columns (as in the SVG export).
-    const labels = d.keyTokens.map((t, j) => `${j} ${truncate(ctx.label(t))}`);
-    const qLabel = truncate(ctx.label(d.queryToken));
-    // Wide enough for every key label and for the (bold) query label above them.
-    const labelW = Math.max(60, measure(`q  ${d.query} ${qLabel}`, fs, 'bold'), ...labels.map((l) => measure(l, fs))) + 8;
-    const numW = N.numberColumn;
-    const xLabel = m + labelW;
-    const xK = xLabel + 10;
-    const xP = xK + stripW + 16;
-    const xDot = xP + stripW + 16 + numW;
-    // With a bias: q·k, + bias, = score (scale · q·k + bias); without: q·k, × scale.
-    const xBias = showBias ? xDot + numW : xDot;
-    const xScore = xBias + numW;
-    const xSoft = xScore + numW;
-    const xBar = xSoft + 12;
-    const barW = 120;
-    const width = xBar + barW + 70;
-
-    const svg = s('svg', { class: 'neuron-svg', testid: 'neuron-svg' });
-    let y = m;
-    const qEl = s('text', { x: xLabel, y: y + rowH / 2 + fs * 0.36, 'text-anchor': 'end', class: `token query${d.queryToken.special ? ' special' : ''}${d.queryToken.generated ? ' generated' : ''}`, 'font-weight': 'bold', testid: 'neuron-query-label' }, `q  ${d.query} ${qLabel}`);
-    qEl.append(s('title', {}, `query ${d.query}: ${ctx.tokenTip('query', d.queryToken)}`));
-    svg.append(qEl);
-    svg.append(s('rect', { x: xP, y: y + 3, width: 10, height: cellH, fill: headColor(d.head, d.numHeads) }));
-    svg.append(s('text', { x: xP + 16, y: y + rowH / 2 + sfs * 0.36, class: 'muted small' }, `query head ${d.head}${d.numKeyValueHeads < d.numHeads ? ` → key head ${d.kvHead}` : ''}`));
-    const rows: StripRow[] = [{ y: y + 3, kind: 'query', j: -1 }];
-    y += rowH + 10;
-    const header = (x: number, label: string, anchor: 'start' | 'end' = 'end') => s('text', { x, y: y + sfs, 'text-anchor': anchor, class: 'muted small header' }, label);
-    svg.append(
-      header(xLabel, 'key'),
-      header(xK, 'k', 'start'),
-      header(xP, 'q ⊙ k', 'start'),
-      header(xDot, `${approx}q · k`),
-      header(xScore, `${approx}${showBias || d.scale === 1 ? 'score' : `× ${fmtValue(d.scale, 3)}`}`),
-      header(xSoft, `${approx}softmax`),
-      header(xBar, 'attention (model)', 'start'),
-    );
-    if (showBias) svg.append(header(xBias, '+ bias'));
-    y += sfs + 8;
-    svg.append(s('line', { x1: m, y1: y - 3, x2: width - 40, y2: y - 3, stroke: theme.grid }));
-    const rowsTop = y;
+    // Text, numbers and bars as SVG; the strips on a canvas over it (hover reads their components).
+    const svg = s('svg', { class: 'neuron-svg', testid: 'neuron-svg', width: Math.ceil(layout.width), height: Math.ceil(layout.height) });
+    svg.append(...svgNodes(layout.items));
     const frag = document.createDocumentFragment();
-    const color = headColor(d.head, d.numHeads);
-    for (let j = 0; j < nk; j++) {
-      const t = d.keyTokens[j]!;
-      const ry = rowsTop + j * rowH;
-      const ty = ry + rowH / 2 + fs * 0.36;
-      const masked = d.masked[j]!;
-      const g = s('g', { class: `key-row${masked ? ' masked' : ''}`, 'data-k': j, testid: `neuron-row-${j}` });
-      if (masked) g.append(s('rect', { x: m, y: ry, width: width - 40 - m, height: rowH, fill: theme.masked }));
-      if (j === d.query && d.stack !== 'cross') g.append(s('rect', { x: m, y: ry, width: 4, height: rowH, fill: color }));
-      const label = s('text', { x: xLabel, y: ty, 'text-anchor': 'end', class: `token key${t.special ? ' special' : ''}${t.generated ? ' generated' : ''}${masked ? ' dim' : ''}` }, labels[j]!);
-      label.append(s('title', {}, `key ${j}: ${ctx.tokenTip('key', t)}`));
-      g.append(label);
-      const num = (x: number, v: number, cls: string, text = this.fmtDerived(v), dim = false) =>
-        s('text', { x, y: ty, 'text-anchor': 'end', class: `num ${cls}${dim ? ' dim' : ''}`, testid: `neuron-${cls}-${j}`, 'data-value': String(v) }, text);
-      g.append(num(xDot, d.dots[j]!, 'dot', undefined, masked));
-      g.append(masked ? num(xScore, -Infinity, 'score', '−∞', true) : num(xScore, d.scores[j]!, 'score'));
-      if (d.bias) g.append(num(xBias, d.bias[j]!, 'bias', undefined, masked));
-      g.append(num(xSoft, d.softmax[j]!, 'softmax', undefined, masked));
-      const w = d.attention[j]!;
-      g.append(s('rect', { x: xBar, y: ry + 4, width: Math.max(0, barW * Math.min(1, w)), height: rowH - 8, fill: color, class: 'attention-bar' }));
-      g.append(s('text', { x: xBar + barW * Math.min(1, w) + 4, y: ty - 1, class: 'muted small num attention', testid: `neuron-attention-${j}`, 'data-value': String(w) }, ctx.fmtWeight(w)));
+    for (const row of layout.rows) {
+      const g = s('g', { class: `key-row${row.masked ? ' masked' : ''}`, 'data-k': row.k, testid: `neuron-row-${row.k}` });
+      g.append(...svgNodes(row.items));
       frag.append(g);
-      rows.push({ y: ry + 3, kind: 'key', j });
     }
     svg.append(frag);
-    const gk = firstGeneratedBoundary(d.keyTokens);
-    if (gk !== null) svg.append(s('line', { x1: m, y1: rowsTop + gk * rowH, x2: width - 40, y2: rowsTop + gk * rowH, class: 'prompt-boundary', 'data-axis': 'key', testid: 'neuron-boundary' }));
-    const tableBottom = rowsTop + nk * rowH + 14;
-    svg.setAttribute('width', String(Math.ceil(width)));
-    svg.setAttribute('height', String(Math.ceil(tableBottom + 150)));
-    this.rows = rows;
-    this.strips = { xK, xP, width: stripW, cellH, left: xK };
-
-    // Strips and legends on one canvas over the SVG.
-    const { vecScale, prodScale } = neuronScales(d, theme);
-    const cw = xP + stripW + 2;
-    const c = sizeCanvas(this.canvas, cw, tableBottom + 150);
-    const strip = (values: ArrayLike<number>, x: number, yy: number, scale: typeof vecScale) => {
-      const dim = values.length;
-      const w = stripW / dim;
+    const { xK, xP, width: stripW, height: cellH } = layout.strips;
+    const c = sizeCanvas(this.canvas, xP + stripW + 2, layout.height);
+    const vector = scaleOf(layout.scales.vector, theme);
+    const product = scaleOf(layout.scales.product, theme);
+    const strip = (st: NeuronStrip) => {
+      const scale = st.scale === 'vector' ? vector : product;
+      const dim = st.values.length;
+      const w = st.width / dim;
       for (let i = 0; i < dim; i++) {
-        c.fillStyle = scale.color(values[i]!);
-        c.fillRect(x + i * w, yy, w + 0.05, cellH);
+        c.fillStyle = scale.color(st.values[i]!);
+        c.fillRect(st.x + i * w, st.y, w + 0.05, st.height);
       }
       c.strokeStyle = theme.grid;
       c.lineWidth = 1;
-      c.strokeRect(x - 0.5, yy - 0.5, stripW + 1, cellH + 1);
+      c.strokeRect(st.x - 0.5, st.y - 0.5, st.width + 1, st.height + 1);
     };
-    strip(d.q, xK, rows[0]!.y, vecScale);
-    for (let j = 0; j < nk; j++) {
-      strip(d.keys[j]!, xK, rows[j + 1]!.y, vecScale);
-      strip(d.products[j]!, xP, rows[j + 1]!.y, prodScale);
-    }
-    const lw = drawLegend(c, vecScale, theme, m, tableBottom, 90, 'q, k components');
-    drawLegend(c, prodScale, theme, m + lw + 40, tableBottom, 90, 'q ⊙ k components');
+    strip(layout.queryStrip);
+    for (const row of layout.rows) row.strips.forEach(strip);
+    this.rows = [{ y: layout.queryStrip.y, kind: 'query', j: -1 }, ...layout.rows.map((r) => ({ y: r.strips[0]!.y, kind: 'key' as const, j: r.k }))];
+    this.strips = { xK, xP, width: stripW, cellH, left: xK };
     this.wrap.replaceChildren(svg, this.canvas);
     replaceChildren(this.readout, h('span', { class: 'muted' }, 'hover a vector component for its value'));
   }

@@ -15,7 +15,7 @@ import { deflateSync } from 'fflate';
 import type { LayerStack, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 import { escapeHtml } from '../tokens.js';
 import type { ViewName } from '../layout/common.js';
-import { neuronData } from '../svg/neuron-view.js';
+import { neuronData } from '../layout/neuron-view.js';
 import {
   type AttentionLevel,
   type Encoding,
