@@ -7,11 +7,15 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-export type Outcome =
+export type Outcome = (
   | { ok: true; summary: string }
   | { ok: false; name: string; message: string; stack?: string }
-  | { crashed: string; stderr: string }
-  | { hung: number; stderr: string };
+  | { crashed: string }
+  | { hung: number }
+) & {
+  /** What the process printed on stderr during this case. */
+  stderr: string;
+};
 
 const WORKER = join(import.meta.dirname, 'worker.ts');
 
@@ -33,10 +37,12 @@ export class FuzzChild {
       this.pending = undefined;
       resolve?.(line);
     });
+    child.stdin!.on('error', () => undefined); // EPIPE after a crash: the 'close' below reports it
     child.stderr!.on('data', (chunk: Buffer) => {
-      this.stderr = (this.stderr + chunk.toString('utf8')).slice(-4000);
+      this.stderr += chunk.toString('utf8');
     });
-    child.on('exit', (code, signal) => {
+    // 'close' (not 'exit'): after the last of stderr has been read.
+    child.on('close', (code, signal) => {
       this.exit = signal ? `killed by ${signal}` : `exited with status ${code}`;
       if (this.child === child) this.child = undefined;
       const resolve = this.pending;
@@ -50,6 +56,7 @@ export class FuzzChild {
   /** Runs one case; `timeoutMs` is generous (the first case also starts the process). */
   async run(request: object, timeoutMs: number): Promise<Outcome> {
     const child = this.child ?? this.start();
+    this.stderr = '';
     const line = await new Promise<string | undefined | 'timeout'>((resolve) => {
       const timer = setTimeout(() => resolve('timeout'), timeoutMs);
       this.pending = (l) => {
@@ -58,21 +65,21 @@ export class FuzzChild {
       };
       child.stdin!.write(`${JSON.stringify(request)}\n`);
     });
+    const stderr = this.stderr;
     if (line === 'timeout') {
       this.pending = undefined;
-      const stderr = this.stderr;
       await this.stop();
       return { hung: timeoutMs, stderr };
     }
-    if (line === undefined) return { crashed: this.exit ?? 'exited', stderr: this.stderr };
-    return JSON.parse(line) as Outcome;
+    if (line === undefined) return { crashed: this.exit ?? 'exited', stderr };
+    return { ...(JSON.parse(line) as Outcome), stderr };
   }
 
   async stop(): Promise<void> {
     const child = this.child;
     if (!child) return;
     this.child = undefined;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const exited = new Promise((resolve) => child.once('close', resolve));
     child.kill('SIGKILL');
     await exited;
   }

@@ -83,7 +83,9 @@ describe('fuzz: config.json (in a child process)', () => {
         if ('crashed' in outcome) throw new Error(`${what}: the process ${outcome.crashed}; stderr: ${outcome.stderr.slice(-1500)}`);
         if ('hung' in outcome) throw new Error(`${what}: no answer in ${outcome.hung} ms (hang); stderr: ${outcome.stderr.slice(-1500)}`);
         if (process.env.FUZZ_LOG) console.log(what, JSON.stringify(outcome).slice(0, 200));
-        if (outcome.ok) return;
+        // Our message is the only output: no log lines from onnxruntime or the library on stderr.
+        if (outcome.stderr.trim() !== '') throw new Error(`${what}: printed on stderr: ${JSON.stringify(outcome.stderr.slice(0, 500))}`);
+        if ('ok' in outcome && outcome.ok) return;
         try {
           checkUserMessage(outcome.name, outcome.message, IGNORED.test(key) ? undefined : [key]);
         } catch (err) {

@@ -90,6 +90,7 @@ afterAll(() => child.stop());
 function check(outcome: Outcome): void {
   if ('crashed' in outcome) throw new Error(`the tokenizer process ${outcome.crashed}; stderr: ${outcome.stderr.slice(-1500)}`);
   if ('hung' in outcome) throw new Error(`the tokenizer did not answer in ${outcome.hung} ms; stderr: ${outcome.stderr.slice(-1500)}`);
+  if (outcome.stderr.trim() !== '') throw new Error(`printed on stderr: ${JSON.stringify(outcome.stderr.slice(0, 500))}`);
   if (!outcome.ok) {
     try {
       checkUserMessage(outcome.name, outcome.message);
