@@ -276,6 +276,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
 
   /** Runs the graph for a set of taps on prepared inputs (plus extra feeds such as past keys); returns its outputs by name. */
   async run(taps: TapRequest, inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Promise<Record<string, RuntimeTensor>> {
+    this.checkInputs(inputs);
     const session = await this.session(taps);
     const allFeeds = { ...this.architecture.feeds(this.config, inputs), ...extra };
     const feeds: Record<string, RuntimeTensor> = {};
@@ -285,6 +286,29 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       feeds[name] = f;
     }
     return timed(`run (${inputs.inputIds.length} tokens)`, () => session.run(feeds));
+  }
+
+  /**
+   * Token ids within the embedding tables (config.json's vocab_size, type_vocab_size): beyond them
+   * the runtime's gather fails without saying which id or why (a tokenizer larger than the
+   * model, an id or --type-ids typed by hand).
+   */
+  private checkInputs(inputs: ModelInputs): void {
+    const limits: [readonly number[] | undefined, string, string][] = [
+      [inputs.inputIds, 'vocab_size', 'token id'],
+      [inputs.decoderInputIds, 'vocab_size', 'decoder token id'],
+      // A single token type (RoBERTa) is fed as zeros whatever the segments.
+      [this.config.has('type_vocab_size') && this.config.int('type_vocab_size') > 1 ? inputs.typeIds : undefined, 'type_vocab_size', 'token type id'],
+    ];
+    for (const [ids, key, what] of limits) {
+      if (!ids || !this.config.has(key)) continue;
+      const size = this.config.int(key);
+      const bad = ids.find((id) => !(Number.isInteger(id) && id >= 0 && id < size));
+      if (bad !== undefined) {
+        const hint = key === 'type_vocab_size' ? '' : ' (is the tokenizer made for this model?)';
+        throw new AttnscopeError(`${what} ${bad} is outside ${this.name}'s ${key} of ${size} (${this.config.source}); allowed: 0 to ${size - 1}${hint}`);
+      }
+    }
   }
 
   /**

@@ -1,7 +1,61 @@
 /** Typed, validated access to a checkpoint's config.json. */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
 
 export type RawConfig = Readonly<Record<string, unknown>>;
+
+/** The values a config.json field may take: a range, and whether it must be an integer. */
+interface Range {
+  min: number;
+  max: number;
+  /** min itself is not allowed (a positive number). */
+  above?: boolean;
+  integer?: boolean;
+}
+
+const LAYERS: Range = { min: 1, max: 1024, integer: true };
+const WIDTH: Range = { min: 1, max: 2 ** 20, integer: true };
+const HEADS: Range = { min: 1, max: 4096, integer: true };
+const POSITIONS: Range = { min: 1, max: 2 ** 24, integer: true };
+const EPS: Range = { min: 0, max: 1 };
+const BASE: Range = { min: 0, max: 1e12, above: true };
+
+/**
+ * Ranges of the config.json fields the architectures read, checked whenever a field is read.
+ * Outside them a checkpoint cannot be real: the bounds keep a crafted config from building a graph
+ * for ever (a billion layers), allocating absurd buffers, or reaching the runtime with a size it
+ * fails on without a message (zero heads, a negative epsilon, a rotary base of 0).
+ */
+const RANGES: Readonly<Record<string, Range>> = {
+  num_hidden_layers: LAYERS, n_layer: LAYERS, n_layers: LAYERS, num_layers: LAYERS, num_decoder_layers: LAYERS,
+  encoder_layers: LAYERS, decoder_layers: LAYERS, num_hidden_groups: LAYERS, inner_group_num: LAYERS,
+  hidden_size: WIDTH, n_embd: WIDTH, d_model: WIDTH, dim: WIDTH, embedding_size: WIDTH, intermediate_size: WIDTH,
+  n_inner: WIDTH, d_ff: WIDTH, hidden_dim: WIDTH, encoder_ffn_dim: WIDTH, decoder_ffn_dim: WIDTH, d_kv: WIDTH, head_dim: WIDTH,
+  num_attention_heads: HEADS, n_head: HEADS, n_heads: HEADS, num_heads: HEADS, num_key_value_heads: HEADS,
+  encoder_attention_heads: HEADS, decoder_attention_heads: HEADS,
+  vocab_size: { min: 1, max: 2 ** 26, integer: true },
+  type_vocab_size: { min: 0, max: 2 ** 16, integer: true },
+  max_position_embeddings: POSITIONS, n_positions: POSITIONS, n_ctx: POSITIONS,
+  relative_attention_num_buckets: { min: 1, max: 2 ** 16, integer: true },
+  relative_attention_max_distance: POSITIONS,
+  sliding_window: { min: 1, max: 2 ** 30, integer: true },
+  max_window_layers: { min: 0, max: 2 ** 20, integer: true },
+  layer_norm_eps: EPS, layer_norm_epsilon: EPS, rms_norm_eps: EPS, norm_eps: EPS,
+  rope_theta: BASE, rotary_emb_base: BASE,
+  partial_rotary_factor: { min: 0, max: 1, above: true }, rotary_pct: { min: 0, max: 1, above: true },
+};
+
+function allowed(r: Range): string {
+  const kind = r.integer ? 'an integer' : 'a number';
+  return r.above ? `${kind} above ${r.min} and at most ${r.max}` : `${kind} from ${r.min} to ${r.max}`;
+}
+
+/** Throws when config.json's `key` (value `v`) lies outside its range. */
+export function checkConfigValue(source: string, key: string, v: number): void {
+  const r = RANGES[key];
+  if (!r) return;
+  const ok = (r.above ? v > r.min : v >= r.min) && v <= r.max && (!r.integer || Number.isInteger(v));
+  if (!ok) throw new AttnscopeError(`${source}: ${key} is ${v}; allowed: ${allowed(r)}`);
+}
 
 export class ModelConfig {
   constructor(
@@ -24,8 +78,11 @@ export class ModelConfig {
   num(keys: string | readonly string[], fallback?: number): number {
     for (const key of typeof keys === 'string' ? [keys] : keys) {
       const v = this.raw[key];
-      if (typeof v === 'number' && Number.isFinite(v)) return v;
-      if (v !== undefined && v !== null) throw new AttnscopeError(`${this.source}: ${key} should be a number, got ${JSON.stringify(v)}`);
+      if (typeof v === 'number' && Number.isFinite(v)) {
+        checkConfigValue(this.source, key, v);
+        return v;
+      }
+      if (v !== undefined && v !== null) throw new AttnscopeError(`${this.source}: ${key} should be a number, got ${quote(v)}`);
     }
     if (fallback !== undefined) return fallback;
     throw new AttnscopeError(`${this.source}: missing ${typeof keys === 'string' ? keys : keys.join(' / ')}`);
@@ -33,7 +90,7 @@ export class ModelConfig {
 
   int(keys: string | readonly string[], fallback?: number): number {
     const v = this.num(keys, fallback);
-    if (!Number.isInteger(v)) throw new AttnscopeError(`${this.source}: ${String(keys)} should be an integer, got ${v}`);
+    if (!Number.isInteger(v)) throw new AttnscopeError(`${this.source}: ${typeof keys === 'string' ? keys : keys.join(' / ')} should be an integer, got ${v}`);
     return v;
   }
 

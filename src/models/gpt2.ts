@@ -8,6 +8,7 @@
  * `reorder_and_upcast_attn` only changes mixed-precision behaviour, so at float32 it is the same.
  * The MLP width (`n_inner`, default 4·n_embd) is the one of the checkpoint's `c_fc` weight.
  */
+import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
@@ -38,6 +39,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = hiddenSize(config);
   const heads = config.int(['n_head', 'num_attention_heads']);
   const layers = config.int(['n_layer', 'num_hidden_layers']);
+  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: n_embd ${hidden} is not a multiple of n_head ${heads}`);
   const headDim = hidden / heads;
   return {
     kind: 'decoder',

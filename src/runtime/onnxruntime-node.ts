@@ -3,6 +3,7 @@ import os from 'node:os';
 // Must come before onnxruntime-node: it switches the runtime's telemetry off before the binding loads.
 import './ort-environment.js';
 import ort from 'onnxruntime-node';
+import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { GraphSession, ModelBytes, Runtime, RuntimeTensor, SessionOptions, TensorData } from './runtime.js';
 
 // onnxruntime prints its own (ANSI-coloured) log lines on stderr; every failure it reports also
@@ -49,27 +50,52 @@ class NodeSession implements GraphSession {
   }
 }
 
+/** More threads than this is a typo, not a machine (onnxruntime fails allocating them with std::bad_alloc). */
+const MAX_THREADS = 1024;
+
 function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptions {
+  const threads = options?.threads;
+  if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) {
+    throw new AttnscopeError(`--threads ${threads}: allowed: an integer from 1 to ${MAX_THREADS}`);
+  }
   return {
     graphOptimizationLevel: 'all',
-    intraOpNumThreads: options?.threads ?? Math.max(1, os.availableParallelism()),
+    intraOpNumThreads: threads ?? Math.max(1, os.availableParallelism()),
     interOpNumThreads: 1,
     executionMode: 'sequential',
     logSeverityLevel: 4,
   };
 }
 
+/**
+ * onnxruntime refusing a graph built from a checkpoint: its graphs are tested on every
+ * architecture, so what fails here is a checkpoint whose tensors contradict its config.json (a
+ * weight of the wrong shape, a size the runtime rejects). Reported as such, on one line.
+ */
+async function creating(what: Promise<ort.InferenceSession>): Promise<GraphSession> {
+  try {
+    return new NodeSession(await what);
+  } catch (err) {
+    if (err instanceof AttnscopeError) throw err;
+    const detail = sanitize(String((err as Error)?.message ?? err).trim().split('\n')[0] ?? '', 300);
+    throw new AttnscopeError(`the checkpoint's tensors do not fit its config.json: onnxruntime rejects the model (${detail})`, { cause: err });
+  }
+}
+
 export const nodeRuntime: Runtime = {
   name: 'onnxruntime-node',
   async createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession> {
-    const session = await ort.InferenceSession.create(model.model, {
-      ...ortOptions(options),
-      externalData: model.externalData.map(({ path, data }) => ({ path, data })),
-    });
-    return new NodeSession(session);
+    const ortOpts = ortOptions(options);
+    return creating(
+      ort.InferenceSession.create(model.model, {
+        ...ortOpts,
+        externalData: model.externalData.map(({ path, data }) => ({ path, data })),
+      }),
+    );
   },
   async createSessionFromFile(path: string, options?: SessionOptions): Promise<GraphSession> {
     // onnxruntime memory-maps the external weight files next to the model.
-    return new NodeSession(await ort.InferenceSession.create(path, ortOptions(options)));
+    const ortOpts = ortOptions(options);
+    return creating(ort.InferenceSession.create(path, ortOpts));
   },
 };
