@@ -12,9 +12,8 @@ import { fmtValue } from '../../src/views/svg/common.js';
 import { renderNeuronView } from '../../src/views/svg/neuron-view.js';
 import { rawDisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
-import { h, replaceChildren, s, select, sizeCanvas } from '../dom.js';
+import { appendSvgItems, h, replaceChildren, s, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { svgNodes } from '../paint.js';
 import { truncate } from '../text.js';
 import { headSelect, layerSelect } from './common.js';
 
@@ -156,11 +155,11 @@ export class NeuronView {
 
     // Text, numbers and bars as SVG; the strips on a canvas over it (hover reads their components).
     const svg = s('svg', { class: 'neuron-svg', testid: 'neuron-svg', width: Math.ceil(layout.width), height: Math.ceil(layout.height) });
-    svg.append(...svgNodes(layout.items));
+    appendSvgItems(svg, layout.items);
     const frag = document.createDocumentFragment();
     for (const row of layout.rows) {
       const g = s('g', { class: `key-row${row.masked ? ' masked' : ''}`, 'data-k': row.k, testid: `neuron-row-${row.k}` });
-      g.append(...svgNodes(row.items));
+      appendSvgItems(g, row.items);
       frag.append(g);
     }
     svg.append(frag);

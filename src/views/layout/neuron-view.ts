@@ -291,7 +291,7 @@ export function neuronViewLayout(trace: Trace, options: NeuronLayoutOptions = {}
       anchor: 'end',
       fill: t.special ? theme.special : t.generated ? theme.generated : masked ? theme.muted : theme.text,
       italic: t.generated,
-      className: `token key${t.special ? ' special' : ''}${t.generated ? ' generated' : ''}`,
+      className: `token key${t.special ? ' special' : ''}${t.generated ? ' generated' : ''}${masked ? ' dim' : ''}`,
       data: { index: j },
       tip: `key ${j}: ${tokenTip('key', t)}`,
     });
