@@ -217,7 +217,8 @@ describe('a generation of the default model', () => {
       await page.mouse.move(0, 0);
       let all = 0;
       for (const h of range(H)) for (let q = 0; q < N; q++) all += nonzeroRow(trace, 'self', 2, [h], q, N);
-      expect(await lineCount(page)).toBe(all);
+      // The whole picture: the strongest 1,000 lines, as the export draws.
+      expect(await lineCount(page)).toBe(Math.min(1000, all));
       await arrow(page, 'ArrowRight');
       expect(await shownStep(page)).toBe('all');
       await arrow(page, 'ArrowLeft');
