@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote, sanitize } from '../core/errors.js';
 import { floatToHalf, numel, type FloatTensor } from '../core/tensor.js';
 import { memorySource, openFileSource, type ByteSource } from './byte-source.js';
 import { DTYPE_BYTES, decodeToFloat32, isStoredDType } from './dtypes.js';
@@ -41,7 +41,7 @@ function parseMetadata(label: string, value: Json): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [key, v] of Object.entries(value)) {
     if (typeof v !== 'string') {
-      throw new AttnscopeError(`${label}: __metadata__ value '${key}' must be a string, got ${JSON.stringify(v)}`);
+      throw new AttnscopeError(`${label}: __metadata__ value ${quote(key)} must be a string, got ${quote(v)}`);
     }
     out[key] = v;
   }
@@ -49,19 +49,19 @@ function parseMetadata(label: string, value: Json): Record<string, string> {
 }
 
 function parseEntry(label: string, name: string, value: Json, dataStart: number, dataSize: number): SafetensorsTensorInfo {
-  const where = `${label}: tensor '${name}'`;
+  const where = `${label}: tensor ${quote(name)}`;
   if (!isObject(value)) throw new AttnscopeError(`${where} must be an object with dtype, shape and data_offsets`);
   const { dtype, shape, data_offsets: offsets } = value;
   if (typeof dtype !== 'string') throw new AttnscopeError(`${where} has no dtype`);
   if (!isStoredDType(dtype)) {
-    throw new AttnscopeError(`${where} has unknown dtype '${dtype}' (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
+    throw new AttnscopeError(`${where} has unknown dtype ${quote(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`);
   }
   if (!Array.isArray(shape) || !shape.every(isCount)) {
-    throw new AttnscopeError(`${where} has an invalid shape ${JSON.stringify(shape)}`);
+    throw new AttnscopeError(`${where} has an invalid shape ${quote(shape)} (allowed: a list of non-negative integers)`);
   }
   const dims = shape as number[];
   if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
-    throw new AttnscopeError(`${where} has invalid data_offsets ${JSON.stringify(offsets)}`);
+    throw new AttnscopeError(`${where} has invalid data_offsets ${quote(offsets)} (allowed: [begin, end], non-negative integers)`);
   }
   const [begin, end] = offsets as [number, number];
   if (begin > end || end > dataSize) {
@@ -72,7 +72,7 @@ function parseEntry(label: string, name: string, value: Json, dataStart: number,
   const bytes = numel(dims) * DTYPE_BYTES[dtype];
   if (bytes !== end - begin) {
     throw new AttnscopeError(
-      `${where} has data_offsets [${begin}, ${end}] (${end - begin} bytes) but shape [${dims.join(', ')}] of ${dtype} needs ${bytes} bytes`,
+      `${where} has data_offsets [${begin}, ${end}] (${end - begin} bytes) but shape ${quote(dims)} of ${dtype} needs ${bytes} bytes`,
     );
   }
   return { dtype, shape: dims, begin: dataStart + begin, end: dataStart + end };
@@ -83,7 +83,7 @@ function checkOverlaps(label: string, tensors: Map<string, SafetensorsTensorInfo
   for (let i = 1; i < sorted.length; i++) {
     const [prevName, prev] = sorted[i - 1]!;
     const [name, cur] = sorted[i]!;
-    if (cur.begin < prev.end) throw new AttnscopeError(`${label}: tensors '${prevName}' and '${name}' overlap`);
+    if (cur.begin < prev.end) throw new AttnscopeError(`${label}: tensors ${quote(prevName)} and ${quote(name)} overlap`);
   }
 }
 
@@ -106,7 +106,7 @@ async function readHeader(source: ByteSource) {
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(await source.read(8, n))) as Json;
   } catch (err) {
-    throw new AttnscopeError(`${label}: header is not valid JSON (${(err as Error).message})`, { cause: err });
+    throw new AttnscopeError(`${label}: header is not valid JSON (${sanitize(String((err as Error).message), 160)})`, { cause: err });
   }
   if (!isObject(header)) throw new AttnscopeError(`${label}: header is not a JSON object`);
   const dataStart = 8 + n;

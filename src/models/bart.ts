@@ -28,6 +28,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
+import { requiredBias } from './layers.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 
@@ -102,11 +103,11 @@ function describe(config: ModelConfig): ArchitectureInfo {
 // --- graph pieces ------------------------------------------------------------------------
 
 async function linear(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
-  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), (await ctx.optionalWeight(`${prefix}.bias`)) ?? undefined);
+  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix));
 }
 
 async function layerNorm(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
-  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await ctx.optionalWeight(`${prefix}.bias`), LAYER_NORM_EPS);
+  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix), LAYER_NORM_EPS);
 }
 
 /** BartAttention: q from `h` (× head_dim^-0.5), k/v from `kv`, + mask; returns out_proj(context). */

@@ -15,7 +15,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import { lmHead } from './heads.js';
-import { layerNormLayer } from './layers.js';
+import { layerNormLayer, requiredBias } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -56,8 +56,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
 /** transformers' Conv1D `prefix.weight` [in, out] / `prefix.bias`: x·W + b. */
 async function conv1d(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
   const y = ctx.g.matMul(x, await ctx.weight(`${prefix}.weight`));
-  const bias = await ctx.optionalWeight(`${prefix}.bias`);
-  return bias ? ctx.g.add(y, bias) : y;
+  return ctx.g.add(y, await requiredBias(ctx, prefix));
 }
 
 export interface QKV {

@@ -3,20 +3,34 @@
  * checkpoint, what a plain multi-head encoder tells about itself, token type ids from segments.
  * Model files import these, never another model file.
  */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import type { ArchitectureInfo, BuildContext } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import { stackScoring } from './scoring.js';
 
-/** Linear layer `prefix.weight` / `prefix.bias` (bias optional). */
+/**
+ * `prefix.bias` of a layer the architecture always builds with a bias. A checkpoint without it is
+ * refused, naming the tensor: run with a zero bias it would give wrong attention without a word
+ * (transformers warns that the weight is newly initialised).
+ */
+export async function requiredBias(ctx: BuildContext, prefix: string): Promise<Value> {
+  if (!ctx.hasWeight(`${prefix}.bias`)) {
+    throw new AttnscopeError(
+      `checkpoint has ${quote(`${prefix}.weight`)} but not ${quote(`${prefix}.bias`)}, which every ${ctx.config.modelType} checkpoint has: it is damaged or incomplete`,
+    );
+  }
+  return ctx.weight(`${prefix}.bias`);
+}
+
+/** Linear layer `prefix.weight` / `prefix.bias`. */
 export async function linearLayer(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
-  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), (await ctx.optionalWeight(`${prefix}.bias`)) ?? undefined);
+  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix));
 }
 
 /** nn.LayerNorm `prefix.weight` / `prefix.bias`. */
 export async function layerNormLayer(ctx: BuildContext, x: Value, prefix: string, eps: number): Promise<Value> {
-  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await ctx.optionalWeight(`${prefix}.bias`), eps);
+  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix), eps);
 }
 
 /** What an encoder with multi-head self-attention (no grouped keys) tells about itself. */
