@@ -120,3 +120,13 @@ describe('neuron view SVG', () => {
     expect(findAll(root, 'text', (a) => a.class === 'note').map(textOf).join(' ')).toContain('relative position bias');
   });
 });
+
+describe('neuron view predictions', () => {
+  it("names the head's top-k candidates at the query", () => {
+    const t: Trace = { ...trace({ bias: false, causal: true }), predictions: [{ position: 1, kind: 'next', candidates: [{ id: 2, token: 'c', probability: 0.75 }, { id: 9, token: '▁d', probability: 0.0004 }] }] };
+    const L = neuronViewLayout(t, { query: 1 });
+    expect(L.notes.filter((n) => n.kind === 'prediction').map((n) => n.text)).toEqual(['the model’s head at query 1 “b” predicts next: “c” 0.750 · “d” 4.0e-4']);
+    expect(neuronViewLayout(t, { query: 0 }).notes.some((n) => n.kind === 'prediction')).toBe(false);
+    expect(textOf(parseXml(renderNeuronView(t, { query: 1 })))).toContain('predicts next: “c” 0.750');
+  });
+});

@@ -177,3 +177,13 @@ export function predictionNote(trace: Trace, stack: StackName, side: 'query' | '
 export function tokenNote(trace: Trace, stack: StackName, side: 'query' | 'key', positions: readonly number[], show?: (token: string) => string): string {
   return [probabilityNote(trace, stack, side, positions), predictionNote(trace, stack, side, positions, show)].filter(Boolean).join('; ');
 }
+
+/**
+ * A token's tooltip in the exports — `raw: note` with tokenNote's note (generated token and its
+ * probability, the head's predictions at its position) — or undefined when there is nothing to say.
+ * `show` displays predicted candidates (e.g. prettified).
+ */
+export function tokenTipText(trace: Trace, stack: StackName, side: 'query' | 'key', t: { raw: string; positions: readonly number[] }, show?: (token: string) => string): string | undefined {
+  const note = tokenNote(trace, stack, side, t.positions, show);
+  return note ? `${t.raw}: ${note}` : undefined;
+}

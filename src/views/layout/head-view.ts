@@ -15,7 +15,7 @@ import { strongestWeights } from '../../analysis/aggregate.js';
 import { AttnscopeError } from '../../core/errors.js';
 import type { Trace } from '../../core/trace.js';
 import { headColors, textOn } from '../colors.js';
-import { probabilityNote } from '../generation.js';
+import { tokenTipText } from '../generation.js';
 import {
   type CommonViewOptions,
   type ResolvedCommon,
@@ -26,7 +26,7 @@ import {
   resolveIndices,
 } from '../svg/common.js';
 import { LAYOUT, type Theme } from '../theme.js';
-import { type DisplayStack, type DisplayToken, type PairFilter, displayStack, hasPair, pairFilterAccepts, parsePairFilter } from '../tokens.js';
+import { type DisplayStack, type DisplayToken, type PairFilter, displayStack, hasPair, pairFilterAccepts, parsePairFilter, prettifyToken, tokenLabel } from '../tokens.js';
 import { type Item, type LineItem, type Picture, type TextItem, labelStep, stackAxes, textWidth, truncate } from './common.js';
 
 /** Lines drawn without a focused token, unless `allLines`. */
@@ -155,9 +155,8 @@ export interface HeadLayout extends Picture {
 
 function defaultTip(trace: Trace, ds: DisplayStack) {
   return (side: 'query' | 'key', t: DisplayToken): string | undefined => {
-    if (!t.generated) return undefined;
-    const note = probabilityNote(trace, ds.stack, side, t.positions);
-    return note ? `${t.raw}: ${note}` : undefined;
+    // Generated tokens' probabilities and the head's predictions (--top-k) at the token.
+    return tokenTipText(trace, ds.stack, side, t, (c) => tokenLabel(prettifyToken(c, trace.model.modelType)));
   };
 }
 

@@ -11,7 +11,7 @@ import { type NeuronScores, keyHeadFor, neuronScores } from '../../analysis/neur
 import { AttnscopeError } from '../../core/errors.js';
 import type { Trace } from '../../core/trace.js';
 import { type WeightScale, divergingScale, headColor } from '../colors.js';
-import { stepWindow, tokenNote } from '../generation.js';
+import { predictionNote, stepWindow, tokenNote } from '../generation.js';
 import { type CommonViewOptions, checkIndex, firstGeneratedBoundary, fmtValue, resolveCommon } from '../svg/common.js';
 import { LAYOUT, type Theme } from '../theme.js';
 import { type DisplayToken, prettifyToken, rawDisplayStack, tokenLabel } from '../tokens.js';
@@ -79,7 +79,7 @@ export function neuronMaskNotes(d: NeuronScores): string[] {
   return notes;
 }
 
-export type NeuronNoteKind = 'dim' | 'scale' | 'kv' | 'mask' | 'bias' | 'softmax' | 'assumed';
+export type NeuronNoteKind = 'dim' | 'scale' | 'kv' | 'mask' | 'bias' | 'softmax' | 'assumed' | 'prediction';
 
 export interface NeuronLayoutOptions extends NeuronViewOptions {
   /** 'figure' (default) writes the title, generation lines and notes; 'page' leaves them to the page. */
@@ -202,6 +202,8 @@ export function neuronViewLayout(trace: Trace, options: NeuronLayoutOptions = {}
   const err = options.softmaxError ?? d.maxSoftmaxError;
   notes.push({ kind: 'softmax', text: `softmax(score) = the model's attention (max |Δ| ${fmtValue(err, 2)}${options.softmaxError !== undefined ? ' on the exact trace' : ''})` });
   if (d.note) notes.push({ kind: 'assumed', text: d.note });
+  const predicted = predictionNote(trace, d.stack, 'query', d.queryToken.positions, show);
+  if (predicted) notes.push({ kind: 'prediction', text: `the model’s head at query ${d.query} “${truncate(label(d.queryToken))}” ${predicted}` });
 
   const items: Item[] = [];
   let y = m;
