@@ -6,6 +6,7 @@ export type { SamplingOptions } from './generation/sampling.js';
 export type { Trace, Token, ModelInfo, LayerStack, StackMap, StackName } from './core/trace.js';
 export { attentionAt } from './core/trace.js';
 export { AttnscopeError } from './core/errors.js';
-export { readTraceFile, writeTraceFile, writeTraceJsonTo, writeTraceSafetensors } from './io/trace-file.js';
+export { openTraceFile, readTraceFile, writeTraceFile, writeTraceJsonTo, writeTraceSafetensors, type TraceFileContents } from './io/trace-file.js';
+export { attentionWarnings } from './core/trace-check.js';
 export { supportedModelTypes } from './models/registry.js';
 export type { Runtime, GraphSession, RuntimeTensor } from './runtime/runtime.js';

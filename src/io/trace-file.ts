@@ -25,6 +25,7 @@ import {
   validateTrace,
   writeTraceJson,
 } from '../core/trace-format.js';
+import { attentionWarnings } from '../core/trace-check.js';
 import type { StackMap, Trace } from '../core/trace.js';
 import { JsonChunkWriter } from './json-writer.js';
 import { openSafetensors, writeSafetensors, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
@@ -215,4 +216,17 @@ export async function readTraceFile(path: string): Promise<Trace> {
     throw new AttnscopeError(`${path}: not valid JSON`);
   }
   return traceFromJson(json, path);
+}
+
+/** A trace file's contents, with what looks wrong in its numbers. */
+export interface TraceFileContents {
+  trace: Trace;
+  /** One message per attention stack holding values that are not probabilities (NaN, infinite, negative, above 1). */
+  warnings: string[];
+}
+
+/** Reads a trace file (as readTraceFile) and checks its attention values; they still open, with warnings. */
+export async function openTraceFile(path: string): Promise<TraceFileContents> {
+  const trace = await readTraceFile(path);
+  return { trace, warnings: attentionWarnings(trace).map((w) => `${path}: ${w}`) };
 }
