@@ -12,6 +12,11 @@
  * "page ready": from navigation until the page's data is parsed and decoded (in-page clock);
  * "model view drawn": until every layer × head cell is drawn (attnscope: from the click on its
  * tab); "click → cell open": a click on a cell until it is shown large with token labels.
+ *
+ * Exports (`--only exports` skips the browser): `attnscope export` of the head view (default: the
+ * strongest 1,000 lines; and with allLines) and the heatmap (one head; every head as small
+ * multiples) of layer 0 of the same traces, as SVG (renderSvg) and as PNG (resvg at scale 2), each
+ * timed from the Trace in memory to the bytes; median of 3 runs.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +28,8 @@ import { chromium } from 'playwright-core';
 import type { Trace } from '../src/core/trace.js';
 import { loadViewBundle } from '../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../src/views/html/standalone.js';
+import { svgToPng } from '../src/views/png.js';
+import { type AnyViewOptions, renderSvg } from '../src/views/svg/index.js';
 import { syntheticTrace } from './synthetic-trace.js';
 
 const CHROMIUM = process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium';
@@ -108,9 +115,58 @@ function fmtMs(ms: number | null, note = 'n/a'): string {
   return ms === null ? note : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`;
 }
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+/** Export timings: SVG and PNG of the head view and the heatmap at each length. */
+function exportTimings(lengths: number[], runs: number): void {
+  const cases: { name: string; view: 'head' | 'heatmap'; options: AnyViewOptions }[] = [
+    { name: 'head view (strongest 1,000 lines)', view: 'head', options: { layer: 0 } },
+    { name: 'head view, allLines', view: 'head', options: { layer: 0, allLines: true } },
+    { name: 'heatmap, one head', view: 'heatmap', options: { layer: 0, head: 0 } },
+    { name: 'heatmap, 12 heads', view: 'heatmap', options: { layer: 0 } },
+  ];
+  const rows: string[][] = [];
+  for (const T of lengths) {
+    const trace = syntheticTrace({ tokens: T, qk: false, layers: 1 });
+    for (const c of cases) {
+      // Every line of a 512-token layer (3.1 M) makes a ~500 MB SVG: measured at 128 only.
+      if (c.options.allLines && T > 128) {
+        rows.push([c.name, String(T), 'not run (3.1 M lines)', '', '', '']);
+        continue;
+      }
+      const svgMs: number[] = [];
+      const pngMs: number[] = [];
+      let svg = '';
+      let png: Uint8Array = new Uint8Array(0);
+      for (let r = 0; r < runs; r++) {
+        const t0 = performance.now();
+        svg = renderSvg(c.view, trace, c.options);
+        const t1 = performance.now();
+        png = c.options.allLines ? png : svgToPng(svg);
+        svgMs.push(t1 - t0);
+        pngMs.push(performance.now() - t0);
+        if (c.options.allLines) break;
+      }
+      rows.push([c.name, String(T), fmtMs(median(svgMs)), fmtBytes(svg.length), c.options.allLines ? 'not run' : fmtMs(median(pngMs)), c.options.allLines ? '' : fmtBytes(png.length)]);
+      process.stderr.write(`${c.name} at ${T}: ${rows[rows.length - 1]!.join(' · ')}\n`);
+    }
+  }
+  console.log('Exports: synthetic BERT-base-shaped layer (12 heads), from the Trace in memory; PNG = SVG + resvg at scale 2\n');
+  const header = ['export', 'tokens', 'SVG', 'SVG size', 'SVG + PNG', 'PNG size'];
+  console.log(`| ${header.join(' | ')} |`);
+  console.log(`| ${header.map(() => '---').join(' | ')} |`);
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+  console.log('');
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { tokens: { type: 'string', default: '128,512' }, timeout: { type: 'string', default: '180' } } });
+  const { values } = parseArgs({ options: { tokens: { type: 'string', default: '128,512' }, timeout: { type: 'string', default: '180' }, only: { type: 'string' } } });
   const lengths = values.tokens.split(',').map(Number);
+  exportTimings(lengths, 3);
+  if (values.only === 'exports') return;
   const timeout = Number(values.timeout) * 1000;
   const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bench-views-'));
   const browser = await chromium.launch({

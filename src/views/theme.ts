@@ -117,8 +117,12 @@ export const LAYOUT = {
     minCell: 2,
     maxMatrix: 720,
     maxMatrixWidth: 1200,
-    /** Above this many cells the matrix is drawn as one embedded image instead of rects. */
-    maxRects: 40000,
+    /**
+     * Above this many cells, or with cells under `minRectCell` pixels, a matrix is one embedded
+     * image instead of one rect (with its tooltip) per cell.
+     */
+    maxRects: 10000,
+    minRectCell: 4,
     /** Small multiples: side of each head's matrix. */
     multipleSide: 200,
     legendWidth: 14,

@@ -273,7 +273,9 @@ export function matrixGridLayout(o: GridInput): GridLayout {
     items.push({ kind: 'text', x: m, y: bottom + 18, text: 'blank cells: masked (the model gives them no weight)', size: sfs, fill: theme.muted, className: 'masked-note' });
     bottom += 18;
   }
-  const right = originX + gridW + 24 + lg.width;
+  // Notes under the grid may be wider than the grid and legend.
+  let right = originX + gridW + 24 + lg.width;
+  for (const it of items) if (it.kind === 'text' && (it.className === 'masked-note' || it.className === 'axes-note')) right = Math.max(right, it.x + textWidth(it.text, it.size));
   return {
     width: right + m,
     height: bottom + m,

@@ -312,7 +312,7 @@ function matrixSvg(it: Extract<Item, { kind: 'matrix' }>, theme: Theme): string 
   const ch = it.height / rows;
   const blank = it.maskedFill ?? theme.background;
   let s = `<g${common(it)}>`;
-  if (rows * cols <= MAX_RECT_CELLS) {
+  if (rows * cols <= MAX_RECT_CELLS && Math.min(cw, ch) >= LAYOUT.heatmap.minRectCell) {
     // Tiny overlap below 6 px so that anti-aliasing leaves no seams between cells.
     const pad = Math.min(cw, ch) > 6 ? 0 : 0.05;
     const w = n(cw + pad);
@@ -339,7 +339,8 @@ function matrixSvg(it: Extract<Item, { kind: 'matrix' }>, theme: Theme): string 
       }
     }
   } else {
-    const img = it.masked ? maskedMatrixUri(it, scale, parseColor(blank)) : matrixDataUri(it.values, off, rows, cols, scale);
+    // Matrices larger than twice their drawn size are averaged down to it (PNG exports render at scale 2).
+    const img = it.masked ? maskedMatrixUri(it, scale, parseColor(blank)) : matrixDataUri(it.values, off, rows, cols, scale, Math.ceil(2 * Math.max(it.width, it.height)));
     s += `<image${attrs({ x: it.x, y: it.y, width: it.width, height: it.height, preserveAspectRatio: 'none', 'image-rendering': 'optimizeSpeed', class: PIXELATED_CLASS, href: img.uri })}/>`;
   }
   return `${s}</g>`;
