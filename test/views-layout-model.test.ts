@@ -4,6 +4,7 @@
  * pairs (expected values worked out by hand from the weights the trace is made of), and the
  * SVG writer painting exactly that layout.
  */
+import { unzlibSync } from 'fflate';
 import { describe, expect, it } from 'vitest';
 import { modelCellAt, modelViewLayout, strongestPairs } from '../src/views/layout/model-view.js';
 import { renderModelView } from '../src/views/svg/model-view.js';
@@ -136,5 +137,50 @@ describe('model view SVG', () => {
       expect(findAll(g, 'line').filter((l) => l.attrs.class === 'prompt-boundary')).toHaveLength(2);
     });
     expect(L.nq).toBe(5);
+  });
+});
+
+/** RGB pixels of a PNG data URI (8-bit RGB, filter 0 rows, as the SVG writer encodes them), read per the PNG specification. */
+function pngPixels(uri: string): { width: number; height: number; at(x: number, y: number): [number, number, number] } {
+  const bytes = Uint8Array.from(Buffer.from(uri.slice('data:image/png;base64,'.length), 'base64'));
+  const v = new DataView(bytes.buffer);
+  const width = v.getUint32(16);
+  const height = v.getUint32(20);
+  expect([bytes[24], bytes[25]]).toEqual([8, 2]); // 8 bits, RGB
+  const idat: number[] = [];
+  for (let o = 8; o < bytes.length; ) {
+    const len = v.getUint32(o);
+    if (String.fromCharCode(...bytes.subarray(o + 4, o + 8)) === 'IDAT') idat.push(...bytes.subarray(o + 8, o + 8 + len));
+    o += 12 + len;
+  }
+  const raw = unzlibSync(Uint8Array.from(idat));
+  const stride = width * 3 + 1;
+  return {
+    width,
+    height,
+    at: (x, y) => {
+      expect(raw[y * stride]).toBe(0);
+      const i = y * stride + 1 + x * 3;
+      return [raw[i]!, raw[i + 1]!, raw[i + 2]!];
+    },
+  };
+}
+
+describe('masked entries', () => {
+  it('are blank in every cell (the recorded causal mask), and rows with one possible key name no pair', () => {
+    const t = handTrace(['▁a', '▁b', '▁c', '▁d'], { layers: 1, heads: 2 });
+    t.scores = { self: { scale: [0.5], causal: true, window: [null] } };
+    const L = modelViewLayout(t);
+    const mask = L.cells[0]!.matrix.masked!;
+    // Row q sees keys 0…q: masked above the diagonal.
+    expect(Array.from(mask)).toEqual([0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
+    expect(L.note).toContain('blank: masked');
+    expect(L.cells[0]!.pairs.every((p) => p.q > 0)).toBe(true);
+    const root = parseXml(renderModelView(t, { theme: 'light' }));
+    const img = findAll(root, 'image')[0]!;
+    const px = pngPixels(img.attrs.href!);
+    expect([px.width, px.height]).toEqual([4, 4]);
+    expect(px.at(3, 0)).toEqual([255, 255, 255]); // masked: the light background #ffffff
+    expect(px.at(0, 3)).not.toEqual([255, 255, 255]);
   });
 });

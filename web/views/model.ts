@@ -6,7 +6,6 @@
  * heads and 512 tokens: images are area-averaged to the cell size and drawn layer by layer across
  * animation frames.
  */
-import { colorLut, scaleOf, sequentialInterpolator } from '../../src/views/colors.js';
 import { type ModelCell, type ModelViewLayout, modelCellAt, modelViewLayout } from '../../src/views/layout/model-view.js';
 import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderModelView } from '../../src/views/svg/model-view.js';
@@ -14,7 +13,7 @@ import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
 import { button, checkbox, h, replaceChildren, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { type MatrixMarks, MatrixGrid, matrixImage, scalePosition } from '../matrix.js';
+import { type MatrixMarks, MatrixGrid, matrixItemImage } from '../matrix.js';
 import { paintItems } from '../paint.js';
 import { stackHeaders } from './common.js';
 
@@ -201,7 +200,6 @@ export class ModelView {
     c.fillStyle = layout.background;
     c.fillRect(0, 0, width, height);
     paintItems(c, layout.items);
-    const lut = colorLut(sequentialInterpolator(theme));
     const off = document.createElement('canvas');
     this.canvas.dataset.nq = String(nq);
     this.canvas.dataset.nk = String(nk);
@@ -218,8 +216,7 @@ export class ModelView {
       // Draw layers until ~30 ms have passed, then yield to the browser.
       while (row < layers.length && (row === 0 || performance.now() - frameStart < 30)) {
         for (const cell of layout.cells.slice(row * perRow, (row + 1) * perRow)) {
-          const values = ds.layers[cell.layer]!.subarray(cell.offset, cell.offset + nq * nk);
-          const img = matrixImage(values, nq, nk, scalePosition(scaleOf(cell.scale, theme)), lut, cell.width * dpr, cell.height * dpr);
+          const img = matrixItemImage(cell.matrix, theme, cell.width * dpr, cell.height * dpr);
           off.width = img.width;
           off.height = img.height;
           off.getContext('2d')!.putImageData(img, 0, 0);

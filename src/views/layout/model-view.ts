@@ -13,7 +13,8 @@ import { describeGeneration, traceGeneration } from '../generation.js';
 import { type CommonViewOptions, describeIndices, firstGeneratedBoundary, resolveCommon, resolveIndices, stepDescription } from '../svg/common.js';
 import { LAYOUT, type Theme } from '../theme.js';
 import { type DisplayStack, type DisplayToken, displayStack } from '../tokens.js';
-import { type Item, type ScaleSpec, STACK_TITLES, fitText, legendItems, scaleSpec, stackAxes, textWidth, truncate } from './common.js';
+import { displayMask } from './heatmap.js';
+import { type Item, type MatrixItem, type ScaleSpec, STACK_TITLES, fitText, legendItems, scaleSpec, stackAxes, textWidth, truncate } from './common.js';
 
 export interface ModelViewOptions extends CommonViewOptions {
   /** Layers to include (default all). */
@@ -69,6 +70,8 @@ export interface ModelCell {
   pairs: CellPair[];
   /** Tooltip: layer, head, strongest pairs (one per line). */
   tip: string;
+  /** The cell's matrix as a layout item (masked entries — causal mask, sliding window — left blank). */
+  matrix: MatrixItem;
   /** Painted over the cell's image: its frame, where generated tokens start (dashed), the newest token's row (outlined). */
   marks: Item[];
 }
@@ -112,15 +115,21 @@ export function describePair(p: CellPair, queryTokens: readonly DisplayToken[], 
  * weight is on a key it cannot avoid — the first token of a causal stack, which can only see
  * itself — is skipped: its weight 1 says nothing about the head.
  */
-export function strongestPairs(data: Float32Array, offset: number, nq: number, nk: number, count: number): CellPair[] {
+export function strongestPairs(data: Float32Array, offset: number, nq: number, nk: number, count: number, masked?: Uint8Array | null): CellPair[] {
   if (count <= 0) return [];
   const best: CellPair[] = [];
   for (let q = 0; q < nq; q++) {
     const base = offset + q * nk;
+    if (masked) {
+      // The model's mask leaves this row one key: its weight is 1 whatever the head does.
+      let open = 0;
+      for (let k = 0; k < nk && open < 2; k++) if (masked[q * nk + k] !== 1) open++;
+      if (open === 1) continue;
+    }
     let nonzero = 0;
     for (let k = 0; k < nk && nonzero < 2; k++) if (data[base + k]! > 0) nonzero++;
-    // Causal first row: everything after the diagonal is exactly 0 and it sees one key.
-    if (nonzero === 1 && q === 0 && nk > 1) {
+    // Without a recorded mask, a causal first row: everything after the diagonal is exactly 0 and it sees one key.
+    if (!masked && nonzero === 1 && q === 0 && nk > 1) {
       let causal = true;
       for (let qq = 1; qq < Math.min(nq, 4) && causal; qq++) for (let k = qq + 1; k < nk; k++) if (data[offset + qq * nk + k] !== 0) causal = false;
       if (causal && nq > 1) continue;
@@ -234,7 +243,8 @@ export function modelViewLayout(trace: Trace, options: ModelViewOptions = {}): M
     `each cell: ${axes.query} ↓ × ${axes.key} → (${nq} × ${nk})` +
     (normalize === 'cell' ? ' · colour: each cell scaled to its own largest weight' : '') +
     (qBoundary !== null || kBoundary !== null ? ' · dashed: where the generated tokens start' : '') +
-    (ds.newest !== null ? ' · outlined: the newest token’s row' : '');
+    (ds.newest !== null ? ' · outlined: the newest token’s row' : '') +
+    (layers.some((l) => displayMask(trace, ds, l) !== null) ? ' · blank: masked (no weight possible)' : '');
   // The figure is as wide as its grid and legend (at least 560 px); text lines are fitted to it.
   const width = Math.max(legendX + legendW + m, 560);
   const textW = width - 2 * m;
@@ -263,19 +273,21 @@ export function modelViewLayout(trace: Trace, options: ModelViewOptions = {}): M
     const cy = gridY + i * (ch + gap);
     items.push({ kind: 'text', x: gridX - 8, y: cy + ch / 2 + fs * 0.36, text: `layer ${l}`, size: fs, fill: theme.muted, anchor: 'end', className: 'layer-label', data: { layer: l } });
     const data = ds.layers[l]!;
+    const mask = displayMask(trace, ds, l);
     heads.forEach((h, j) => {
       const cx = gridX + j * (cw + gap);
       const offset = h * nq * nk;
       let max = 0;
       for (let p = 0; p < nq * nk; p++) if (data[offset + p]! > max) max = data[offset + p]!;
       const scale = scaleSpec(weightScale(theme, { max: normalize === 'cell' ? max : 1, log }));
-      const pairs = strongestPairs(data, offset, nq, nk, pairCount);
+      const pairs = strongestPairs(data, offset, nq, nk, pairCount, mask);
       const tip = [
         `layer ${l} · head ${h}`,
         ...(pairs.length ? ['strongest query → key:', ...pairs.map((p) => describePair(p, ds.queryTokens, ds.keyTokens))] : []),
       ].join('\n');
       const marks: Item[] = [];
-      cells.push({ layer: l, head: h, row: i, col: j, x: cx, y: cy, width: cw, height: ch, offset, max, scale, pairs, tip, marks });
+      const matrix: MatrixItem = { kind: 'matrix', x: cx, y: cy, width: cw, height: ch, rows: nq, cols: nk, values: data, offset, scale, maskedFill: theme.background, ...(mask ? { masked: mask } : {}) };
+      cells.push({ layer: l, head: h, row: i, col: j, x: cx, y: cy, width: cw, height: ch, offset, max, scale, pairs, tip, matrix, marks });
       marks.push({ kind: 'rect', x: cx - 0.5, y: cy - 0.5, width: cw + 1, height: ch + 1, fill: null, stroke: theme.grid, strokeWidth: 1, className: 'cell-frame' });
       if (qBoundary !== null) {
         const by = cy + (qBoundary * ch) / nq;
