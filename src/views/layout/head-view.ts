@@ -121,10 +121,18 @@ export interface LineStats {
 export interface HeadLayout extends Picture {
   model: HeadViewModel;
   theme: Theme;
-  /** Row geometry: row i is centred at top + (i + 0.5) * rowHeight. */
+  /**
+   * Row geometry: query row i is centred at top + (i + 0.5) * queryRow, key row k at
+   * top + (k + 0.5) * keyRow. Both columns span the same height (cross attention: the shorter
+   * column's rows are taller). rowHeight and fontSize are the longer column's.
+   */
   top: number;
   rowHeight: number;
   fontSize: number;
+  queryRow: number;
+  keyRow: number;
+  queryFont: number;
+  keyFont: number;
   /** Right edge of the query labels, left edge of the key labels, line ends. */
   leftX: number;
   rightX: number;
@@ -196,14 +204,20 @@ export function headViewLayout(
   // Rows fill the height.
   const availH = (frame.height ?? 1000) - y - swatchBlock - captionH - (sfs + 8) - m;
   const rowHeight = Math.max(frame.minRow ?? 3, Math.min(frame.maxRow ?? L.rowHeight, availH / n));
-  const fontSize = Math.min(15, Math.max(8, rowHeight * 0.6));
-  const step = labelStep(rowHeight, fontSize);
+  const fontOf = (row: number) => Math.min(15, Math.max(8, row * 0.6));
+  const fontSize = fontOf(rowHeight);
+  const queryRow = (n * rowHeight) / nq;
+  const keyRow = (n * rowHeight) / nk;
+  const queryFont = fontOf(queryRow);
+  const keyFont = fontOf(keyRow);
+  const stepQ = labelStep(queryRow, queryFont);
+  const stepK = labelStep(keyRow, keyFont);
 
   const labelsQ = ds.queryTokens.map((t) => truncate(label(t)));
   const labelsK = ds.keyTokens.map((t) => truncate(label(t)));
-  const widest = (ls: string[]) => Math.max(24, ...ls.map((l, i) => (i % step === 0 ? textWidth(l, fontSize) : 0)));
-  const leftWidth = widest(labelsQ);
-  const rightWidth = widest(labelsK);
+  const widest = (ls: string[], step: number, fs: number) => Math.max(24, ...ls.map((l, i) => (i % step === 0 ? textWidth(l, fs) : 0)));
+  const leftWidth = widest(labelsQ, stepQ, queryFont);
+  const rightWidth = widest(labelsK, stepK, keyFont);
   const axes = stackAxes(common.stack);
   const blocksW = heads.length * 7 + 6 + textWidth('0.00000', sfs) + 8;
   const focusSide = model.query !== undefined ? 'query' : null;
@@ -248,15 +262,15 @@ export function headViewLayout(
   items.push({ kind: 'text', x: rightX, y: y + sfs, text: axes.key, size: sfs, fill: theme.muted, className: 'column-header' });
   y += sfs + 8;
   const top = y;
-  const rowY = (i: number) => top + (i + 0.5) * rowHeight;
+  const rowY = (side: 'query' | 'key', i: number) => top + (i + 0.5) * (side === 'query' ? queryRow : keyRow);
 
   // Token labels.
   const labelItem = (t: DisplayToken, text: string, side: 'query' | 'key', i: number): TextItem => ({
     kind: 'text',
     x: side === 'query' ? leftX : rightX,
-    y: rowY(i) + fontSize * 0.36,
+    y: rowY(side, i) + (side === 'query' ? queryFont : keyFont) * 0.36,
     text,
-    size: fontSize,
+    size: side === 'query' ? queryFont : keyFont,
     anchor: side === 'query' ? 'end' : 'start',
     fill: tokenFill(t, theme),
     italic: t.generated || undefined,
@@ -267,17 +281,17 @@ export function headViewLayout(
   });
   const newest = ds.newest;
   ds.queryTokens.forEach((t, i) => {
-    if (i % step === 0 || i === newest || i === model.query) items.push(labelItem(t, labelsQ[i]!, 'query', i));
+    if (i % stepQ === 0 || i === newest || i === model.query) items.push(labelItem(t, labelsQ[i]!, 'query', i));
   });
   ds.keyTokens.forEach((t, i) => {
-    if (i % step === 0) items.push(labelItem(t, labelsK[i]!, 'key', i));
+    if (i % stepK === 0) items.push(labelItem(t, labelsK[i]!, 'key', i));
   });
 
   // Where the generated tokens start: a dashed line across each column.
   const boundary = (tokens: DisplayToken[], x1: number, x2: number, axis: 'query' | 'key') => {
     const g = firstGeneratedBoundary(tokens);
     if (g === null) return;
-    const by = top + g * rowHeight;
+    const by = top + g * (axis === 'query' ? queryRow : keyRow);
     items.push({ kind: 'line', x1, y1: by, x2, y2: by, stroke: theme.generated, width: 1.25, dash: [4, 3], className: 'prompt-boundary', data: { axis, index: g } });
   };
   boundary(ds.queryTokens, leftX - leftWidth - 2, leftX + 2, 'query');
@@ -286,11 +300,13 @@ export function headViewLayout(
   // Sentence A/B bars beside the columns.
   if (segMarks) {
     const mark = (tokens: DisplayToken[], x: number, left: boolean) => {
+      const side = left ? 'query' : 'key';
+      const row = left ? queryRow : keyRow;
       for (const seg of [0, 1]) {
         const idx = tokens.flatMap((t, i) => (t.segment === seg ? [i] : []));
         if (idx.length === 0) continue;
-        const y0 = rowY(idx[0]!) - rowHeight / 2 + 3;
-        const y1 = rowY(idx[idx.length - 1]!) + rowHeight / 2 - 3;
+        const y0 = rowY(side, idx[0]!) - row / 2 + 3;
+        const y1 = rowY(side, idx[idx.length - 1]!) + row / 2 - 3;
         items.push({ kind: 'line', x1: x, y1: y0, x2: x, y2: y1, stroke: theme.grid, width: 2, className: 'segment-bar', data: { segment: seg === 0 ? 'A' : 'B' } });
         items.push({ kind: 'text', x: x + (left ? -4 : 4), y: (y0 + y1) / 2 + 4, text: seg === 0 ? 'A' : 'B', size: sfs, fill: theme.muted, anchor: left ? 'end' : 'start' });
       }
@@ -316,6 +332,10 @@ export function headViewLayout(
     top,
     rowHeight,
     fontSize,
+    queryRow,
+    keyRow,
+    queryFont,
+    keyFont,
     leftX,
     rightX,
     lineX1,
@@ -353,13 +373,14 @@ export function headFocus(
   options: Pick<HeadViewOptions, 'minWeight' | 'allLines' | 'maxLines' | 'showValues'> = {},
   frame: Pick<HeadFrame, 'formatWeight'> = {},
 ): Pick<HeadLayout, 'focus' | 'under' | 'lines' | 'over' | 'stats' | 'caption'> {
-  const { model, theme, rowHeight, top } = layout;
+  const { model, theme, top, queryRow, keyRow } = layout;
   const { ds, heads, colors, pair, layer } = model;
   const nq = ds.queryTokens.length;
   const nk = ds.keyTokens.length;
   const W = ds.layers[layer]!;
   const floor = options.minWeight ?? 0;
-  const rowY = (i: number) => top + (i + 0.5) * rowHeight;
+  const rowQ = (i: number) => top + (i + 0.5) * queryRow;
+  const rowK = (i: number) => top + (i + 0.5) * keyRow;
   const accepts = (q: number, k: number) => pairFilterAccepts(pair, ds.queryTokens[q]!.segment, ds.keyTokens[k]!.segment);
   const fmt = frame.formatWeight ?? ((v: number) => fmtValue(v, 4));
   const size = nq * nk;
@@ -402,9 +423,9 @@ export function headFocus(
     lines.push({
       kind: 'line',
       x1: layout.lineX1,
-      y1: rowY(q) + off,
+      y1: rowQ(q) + off,
       x2: layout.lineX2,
-      y2: rowY(k) + off,
+      y2: rowK(k) + off,
       stroke: colors[h]!,
       width,
       opacity: Math.min(1, W[i]!),
@@ -417,14 +438,19 @@ export function headFocus(
   if (focus) {
     const fi = focus.index;
     const text = focus.side === 'query' ? layout.labels.query[fi]! : layout.labels.key[fi]!;
-    const w = textWidth(text, layout.fontSize) + 8;
+    const fRow = focus.side === 'query' ? queryRow : keyRow;
+    const fy = (focus.side === 'query' ? rowQ : rowK)(fi);
+    const w = textWidth(text, focus.side === 'query' ? layout.queryFont : layout.keyFont) + 8;
     const hx = focus.side === 'query' ? layout.leftX - w + 4 : layout.rightX - 4;
-    under.push({ kind: 'rect', x: hx, y: rowY(fi) - rowHeight / 2 + 1, width: w, height: rowHeight - 2, rx: 3, fill: theme.highlight, className: 'focus-highlight' });
+    const hh = Math.min(fRow, 28) - 2;
+    under.push({ kind: 'rect', x: hx, y: fy - hh / 2, width: w, height: hh, rx: 3, fill: theme.highlight, className: 'focus-highlight' });
+    const oRow = focus.side === 'query' ? keyRow : queryRow;
+    const rowY = focus.side === 'query' ? rowK : rowQ;
     const other = focus.side === 'query' ? nk : nq;
     const bx = focus.side === 'query' ? layout.rightBlocksX : layout.leftBlocksX;
     const showValues = options.showValues ?? heads.length === 1;
     const sfs = LAYOUT.smallFontSize;
-    const bh = Math.min(12, rowHeight - 2);
+    const bh = Math.min(12, oRow - 2);
     for (let j = 0; j < other; j++) {
       const [q, k] = focus.side === 'query' ? [fi, j] : [j, fi];
       if (!accepts(q, k)) continue;
@@ -436,7 +462,7 @@ export function headFocus(
         const h = heads[0]!;
         const wv = W[(h * nq + q) * nk + k]!;
         over.push({
-          kind: 'text', x: bx + heads.length * 7 + 4, y: rowY(j) + sfs * 0.36, text: fmt(wv), size: Math.min(sfs, Math.max(7, rowHeight * 0.6)), fill: theme.muted,
+          kind: 'text', x: bx + heads.length * 7 + 4, y: rowY(j) + sfs * 0.36, text: fmt(wv), size: Math.min(sfs, Math.max(7, oRow * 0.6)), fill: theme.muted,
           className: 'weight-value', data: { q, k, value: wv, index: j },
         });
       }
