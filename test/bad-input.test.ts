@@ -177,6 +177,11 @@ describe('ids beyond the embedding tables, absurd options', () => {
     expectUserError(trace(join(FIXTURES, 'bert'), '--ids', '2,3,4', '--type-ids', '0,1,5'), 'token type id 5', 'type_vocab_size of 2', 'allowed: 0 to 1');
   });
 
+  it("an id within type_vocab_size but beyond the checkpoint's smaller table: no ANSI log line from onnxruntime before ours", () => {
+    const dir = variant('bert-types5', 'bert', { config: (c) => (c['type_vocab_size'] = 5) });
+    expectUserError(trace(dir, '--ids', '2,3,4', '--type-ids', '0,1,4'), 'embedding table', 'smaller than its config.json says');
+  });
+
   it('--threads 999999999', () => {
     expectUserError(trace(join(FIXTURES, 'bert'), '--text', 'hello', '--threads', '999999999'), '--threads', '999999999');
   });

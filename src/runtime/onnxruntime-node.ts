@@ -39,7 +39,18 @@ class NodeSession implements GraphSession {
   async run(feeds: Readonly<Record<string, RuntimeTensor>>, fetches?: readonly string[]): Promise<Record<string, RuntimeTensor>> {
     const ortFeeds: Record<string, ort.Tensor> = {};
     for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(v);
-    const results = await this.session.run(ortFeeds, fetches ? [...fetches] : [...this.session.outputNames]);
+    let results: ort.InferenceSession.ReturnType;
+    try {
+      results = await this.session.run(ortFeeds, fetches ? [...fetches] : [...this.session.outputNames]);
+    } catch (err) {
+      // An id beyond an embedding table the config promised to be larger (vocab_size,
+      // type_vocab_size): the checkpoint's tables, not the graph, are at fault.
+      const message = String((err as Error)?.message ?? err);
+      if (/out of data bounds/.test(message)) {
+        throw new AttnscopeError(`an input id lies beyond an embedding table of the checkpoint, which is smaller than its config.json says (onnxruntime: ${sanitize(message.split('\n')[0] ?? '', 240)})`, { cause: err });
+      }
+      throw err;
+    }
     const out: Record<string, RuntimeTensor> = {};
     for (const [k, v] of Object.entries(results)) out[k] = fromOrt(v);
     return out;
