@@ -19,7 +19,7 @@ const RUN_SCALE = process.env.FUZZ_RUNS !== undefined ? Number(process.env.FUZZ_
  * Properties run in a child process do not shrink (`endOnFailure`): a crash or hang per shrink
  * step would cost seconds each.
  */
-export function fuzzParams<T>(numRuns: number, budgetMs = 10_000, shrink = true): fc.Parameters<T> {
+export function fuzzParams<T>(numRuns: number, budgetMs = 5_000, shrink = true): fc.Parameters<T> {
   return {
     seed: FUZZ_SEED,
     numRuns: Math.max(1, Math.round(numRuns * RUN_SCALE)),
@@ -30,7 +30,7 @@ export function fuzzParams<T>(numRuns: number, budgetMs = 10_000, shrink = true)
 }
 
 /** The vitest timeout for a property with this budget (shrinking a failure may take a while longer). */
-export const testTimeout = (budgetMs = 10_000): number => budgetMs * RUN_SCALE + 60_000;
+export const testTimeout = (budgetMs = 5_000): number => budgetMs * RUN_SCALE + 60_000;
 
 /** What is wrong with a user-facing error message, or undefined if it keeps the contract. */
 export function messageProblem(message: string): string | undefined {
@@ -83,13 +83,16 @@ export async function userErrorOr<T>(f: () => Promise<T> | T, mustName?: readonl
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonPath = readonly (string | number)[];
 
-/** Every path in a JSON document (the root included), depth first. */
-export function jsonPaths(doc: Json, limit = Infinity): JsonPath[] {
+/**
+ * Every path in a JSON document (the root included), depth first, up to `limit` paths; with
+ * `firstItems`, only the first items of each array (long number arrays are all alike).
+ */
+export function jsonPaths(doc: Json, limit = Infinity, firstItems = Infinity): JsonPath[] {
   const out: JsonPath[] = [];
   const walk = (v: Json, path: JsonPath): void => {
     if (out.length >= limit) return;
     out.push(path);
-    if (Array.isArray(v)) v.forEach((x, i) => walk(x, [...path, i]));
+    if (Array.isArray(v)) v.slice(0, firstItems).forEach((x, i) => walk(x, [...path, i]));
     else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) walk(x, [...path, k]);
   };
   walk(doc, []);

@@ -166,16 +166,16 @@ describe('fuzz: pickle reader', () => {
         }
         for (const name of called) expect(allowed.has(name) || name === 'persistent_load').toBe(true);
       }),
-      fuzzParams(3000),
+      fuzzParams(2000),
     );
   });
 
   it('pytorch_model.bin with a random program as data.pkl', { timeout: testTimeout() }, async () => {
-    await fc.assert(fc.asyncProperty(program, async (code) => openChecked(archiveWith(code))), fuzzParams(400));
+    await fc.assert(fc.asyncProperty(program, async (code) => openChecked(archiveWith(code))), fuzzParams(200));
   });
 
   it('pytorch_model.bin with generated state dicts (shapes, strides, offsets, storages)', { timeout: testTimeout() }, async () => {
-    await fc.assert(fc.asyncProperty(stateDict, async (code) => openChecked(archiveWith(code))), fuzzParams(400));
+    await fc.assert(fc.asyncProperty(stateDict, async (code) => openChecked(archiveWith(code))), fuzzParams(200));
   });
 
   it('the real gpt2-bin checkpoint with a damaged data.pkl', { timeout: testTimeout() }, async () => {
@@ -185,7 +185,7 @@ describe('fuzz: pickle reader', () => {
         const cut = at % (damaged.length + 1);
         await openChecked(archiveWith(concat(damaged.subarray(0, cut), ...splice, damaged.subarray(cut))));
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 
@@ -199,7 +199,7 @@ describe('fuzz: pickle reader', () => {
           : mutateBytes(original, mutations);
         await openChecked(damaged);
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 });

@@ -171,7 +171,7 @@ describe('fuzz: safetensors reader', () => {
           await file.close();
         }
       }),
-      fuzzParams(400),
+      fuzzParams(300),
     );
   });
 
@@ -193,7 +193,7 @@ describe('fuzz: safetensors reader', () => {
         const { header, data } = layout(spec);
         await readOrUserError(fileBytes(mutateJson(header, mutations), data));
       }),
-      { ...fuzzParams(600), examples },
+      { ...fuzzParams(400), examples },
     );
   });
 
@@ -206,7 +206,7 @@ describe('fuzz: safetensors reader', () => {
         if (where.startsWith('metadata')) header.__metadata__ = where === 'metadata-key' ? { [text]: 5 } : { k: [text] };
         await readOrUserError(fileBytes(JSON.stringify(header), new Uint8Array(16)));
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 
@@ -218,7 +218,7 @@ describe('fuzz: safetensors reader', () => {
         const original = new Uint8Array(files[which]!);
         await readOrUserError(mutateBytes(original, mutations, inHeader ? headerEnd(original) : undefined));
       }),
-      fuzzParams(400),
+      fuzzParams(300),
     );
   });
 });

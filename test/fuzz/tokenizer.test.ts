@@ -14,7 +14,7 @@ import { FuzzChild, type Outcome } from './child.js';
 import { type Json, type JsonPath, checkUserMessage, fuzzParams, jsonMutations, jsonPaths, mutateJson, testTimeout } from './harness.js';
 
 const MODELS = ['t5', 'albert', 'bert', 'gpt2', 'llama', 'bart', 'gemma'];
-const BUDGET = 10_000;
+const BUDGET = 8_000;
 
 interface Fixture {
   name: string;
@@ -133,7 +133,7 @@ describe('fuzz: tokenizer.json (in a child process)', () => {
           await runCase(flipCharsmap(f.tokenizer, at, flips), f, undefined, `charsmap bits ${JSON.stringify(flips)} flipped`);
         },
       ),
-      { ...fuzzParams(40, BUDGET, false), examples: [[0, 0, [[100, 0]]], [1, 0, [[7, 3]]]] },
+      { ...fuzzParams(30, BUDGET, false), examples: [[0, 0, [[100, 0]]], [1, 0, [[7, 3]]]] },
     );
   });
 
@@ -143,7 +143,7 @@ describe('fuzz: tokenizer.json (in a child process)', () => {
         const f = fixtures[which]!;
         await runCase(renameTemplateToken(f.tokenizer, at, name), f, undefined, `template token renamed ${JSON.stringify(name.slice(0, 20))}`);
       }),
-      fuzzParams(40, BUDGET, false),
+      fuzzParams(30, BUDGET, false),
     );
   });
 
@@ -155,7 +155,7 @@ describe('fuzz: tokenizer.json (in a child process)', () => {
         const text = mutateJson(f.tokenizer, mutations, tokenizerPaths, log);
         await runCase(text, f, undefined, `tokenizer.json ${log.join('; ')}`);
       }),
-      fuzzParams(80, BUDGET, false),
+      fuzzParams(50, BUDGET, false),
     );
   });
 
@@ -168,7 +168,7 @@ describe('fuzz: tokenizer.json (in a child process)', () => {
         const text = mutateJson(f.config!, mutations, undefined, log);
         await runCase(f.tokenizer, f, text, `tokenizer_config.json ${log.join('; ')}`);
       }),
-      fuzzParams(60, BUDGET, false),
+      fuzzParams(40, BUDGET, false),
     );
   });
 });

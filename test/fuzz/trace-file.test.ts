@@ -49,7 +49,7 @@ beforeAll(async () => {
 });
 
 /** Paths worth mutating: everything but the inside of long number arrays (first three items kept). */
-const interestingPaths = (doc: Json): JsonPath[] => jsonPaths(doc, 200_000).filter((p) => p.every((k) => typeof k !== 'number' || k < 3));
+const interestingPaths = (doc: Json): JsonPath[] => jsonPaths(doc, Infinity, 3);
 
 /** Values an attention probability can never take (beyond float32 softmax rounding). */
 const impossible = (x: number): boolean => !(x >= -1e-4 && x <= 1 + 1e-4);
@@ -83,7 +83,7 @@ describe('fuzz: trace files', () => {
       fc.asyncProperty(fc.nat(1), jsonMutations, async (which, mutations) => {
         await readChecked(mutateJson(jsonDocs[which]!, mutations, interestingPaths), 'json');
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 
@@ -94,7 +94,7 @@ describe('fuzz: trace files', () => {
       fc.asyncProperty(fc.nat(1), byteMutations(), async (which, mutations) => {
         await readChecked(mutateBytes(docs[which]!, mutations, 4000), 'json');
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 
@@ -105,7 +105,7 @@ describe('fuzz: trace files', () => {
         const original = binaries[which]!;
         await readChecked(mutateBytes(original, mutations, inHeader ? headerEnd(original) : undefined), 'safetensors');
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 });
