@@ -215,7 +215,8 @@ export function headViewLayout(
 
   const labelsQ = ds.queryTokens.map((t) => truncate(label(t)));
   const labelsK = ds.keyTokens.map((t) => truncate(label(t)));
-  const widest = (ls: string[], step: number, fs: number) => Math.max(24, ...ls.map((l, i) => (i % step === 0 ? textWidth(l, fs) : 0)));
+  // textWidth is an estimate: 10 % slack keeps long labels off the weight blocks beside them.
+  const widest = (ls: string[], step: number, fs: number) => Math.max(24, ...ls.map((l, i) => (i % step === 0 ? 1.1 * textWidth(l, fs) : 0)));
   const leftWidth = widest(labelsQ, stepQ, queryFont);
   const rightWidth = widest(labelsK, stepK, keyFont);
   const axes = stackAxes(common.stack);
