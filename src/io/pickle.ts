@@ -3,7 +3,7 @@
  * that never executes anything. Globals resolve only through an explicit allow-list of safe
  * TypeScript stand-ins; any other global or opcode is refused with an AttnscopeError.
  */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
 
 /** A value on the pickle stack. `T` is the caller's own object type (e.g. a tensor reference). */
 export type PickleValue<T> =
@@ -141,7 +141,7 @@ export function unpickle<T>(bytes: Uint8Array, options: PickleOptions<T>): Pickl
     const qualname = `${module}.${name}`;
     const value = options.globals.get(qualname);
     if (value === undefined) {
-      throw new AttnscopeError(`${label}: refusing to load pickle global '${qualname}' (${options.refusal})`);
+      throw new AttnscopeError(`${label}: refusing to load pickle global ${quote(qualname)} (${options.refusal})`);
     }
     return value;
   };

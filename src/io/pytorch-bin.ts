@@ -3,7 +3,7 @@
  * state_dict as a pickle whose tensors point, by persistent id, at raw storages `<top>/data/<key>`.
  * The pickle is interpreted by a restricted VM that only rebuilds tensors; nothing is executed.
  */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
 import { numel, type FloatTensor } from '../core/tensor.js';
 import { openFileSource, type ByteSource } from './byte-source.js';
 import { DTYPE_BYTES, decodeToFloat32 } from './dtypes.js';
@@ -118,7 +118,7 @@ function storageLoader(label: string, prefix: string, entries: Map<string, ZipEn
     const known = storages.get(key);
     if (known) return known;
     const entry = entries.get(`${prefix}/data/${key}`);
-    if (!entry) throw new AttnscopeError(`${label}: storage '${key}' is missing from the archive`);
+    if (!entry) throw new AttnscopeError(`${label}: storage ${quote(key)} is missing from the archive`);
     if (entry.size < count * DTYPE_BYTES[type.dtype]) {
       throw new AttnscopeError(
         `${label}: storage '${key}' has ${entry.size} bytes but ${count} ${type.dtype} values need ${count * DTYPE_BYTES[type.dtype]}`,
@@ -177,7 +177,7 @@ class PytorchBinFile implements WeightStore {
 
   private ref(name: string): TensorRef {
     const ref = this.tensors.get(name);
-    if (!ref) throw new AttnscopeError(`${this.source.label}: no tensor named '${name}'`);
+    if (!ref) throw new AttnscopeError(`${this.source.label}: no tensor named ${quote(name)}`);
     return ref;
   }
 

@@ -4,7 +4,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote, sanitize } from '../core/errors.js';
 import type { FloatTensor } from '../core/tensor.js';
 import type { StoredDType, WeightStore } from './weights.js';
 
@@ -15,7 +15,7 @@ export async function readWeightMap(indexPath: string): Promise<Map<string, stri
     parsed = JSON.parse(await readFile(indexPath, 'utf8'));
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message;
-    throw new AttnscopeError(`${indexPath}: cannot read shard index (${why})`, { cause: err });
+    throw new AttnscopeError(`${indexPath}: cannot read shard index (${sanitize(why, 200)})`, { cause: err });
   }
   const weightMap = (parsed as { weight_map?: unknown } | null)?.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
@@ -24,7 +24,7 @@ export async function readWeightMap(indexPath: string): Promise<Map<string, stri
   const out = new Map<string, string>();
   for (const [name, file] of Object.entries(weightMap)) {
     if (typeof file !== 'string' || !isPlainRelative(file)) {
-      throw new AttnscopeError(`${indexPath}: weight_map entry '${name}' names an invalid shard file ${JSON.stringify(file)}`);
+      throw new AttnscopeError(`${indexPath}: weight_map entry ${quote(name)} names an invalid shard file ${quote(file)}`);
     }
     out.set(name, file);
   }
@@ -65,7 +65,7 @@ class ShardedWeightStore implements WeightStore {
 
   private store(name: string): WeightStore {
     const store = this.owner.get(name);
-    if (!store) throw new AttnscopeError(`${this.label}: no tensor named '${name}'`);
+    if (!store) throw new AttnscopeError(`${this.label}: no tensor named ${quote(name)}`);
     return store;
   }
 
@@ -97,14 +97,14 @@ export async function openSharded(indexPath: string, options: ShardedOptions): P
   try {
     for (const file of new Set(weightMap.values())) {
       const path = await resolve(file);
-      if (!path) throw new AttnscopeError(`${indexPath}: shard '${file}' is missing`);
+      if (!path) throw new AttnscopeError(`${indexPath}: shard ${quote(file)} is missing`);
       byFile.set(file, await options.openShard(path));
     }
     const owner = new Map<string, WeightStore>();
     for (const [name, file] of weightMap) {
       const store = byFile.get(file)!;
       if (!store.has(name)) {
-        throw new AttnscopeError(`${indexPath}: tensor '${name}' is mapped to '${file}', which does not contain it`);
+        throw new AttnscopeError(`${indexPath}: tensor ${quote(name)} is mapped to ${quote(file)}, which does not contain it`);
       }
       owner.set(name, store);
     }

@@ -2,7 +2,7 @@
  * Just enough of the zip format to read torch.save archives: the central directory (with zip64),
  * and STORED (uncompressed) entries read by offset, never the whole archive at once.
  */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
 import type { ByteSource } from './byte-source.js';
 
 export interface ZipEntry {
@@ -87,7 +87,7 @@ export async function readZipDirectory(source: ByteSource): Promise<Map<string, 
         let p = e + 4;
         const next = (): number => {
           if (p + 8 > e + 4 + length || p + 8 > bytes.length) {
-            throw new AttnscopeError(`${label}: corrupt zip64 field for '${name}'`);
+            throw new AttnscopeError(`${label}: corrupt zip64 field for ${quote(name)}`);
           }
           p += 8;
           return u64(view, p - 8);
@@ -98,9 +98,9 @@ export async function readZipDirectory(source: ByteSource): Promise<Map<string, 
       }
       e += 4 + length;
     }
-    if (flags & 1) throw new AttnscopeError(`${label}: zip entry '${name}' is encrypted`);
+    if (flags & 1) throw new AttnscopeError(`${label}: zip entry ${quote(name)} is encrypted`);
     if (method === 0 && compressed !== size) {
-      throw new AttnscopeError(`${label}: corrupt zip entry '${name}' (stored sizes differ)`);
+      throw new AttnscopeError(`${label}: corrupt zip entry ${quote(name)} (stored sizes differ)`);
     }
     entries.set(name, { name, method, size, localHeaderOffset });
     at = end;
@@ -112,15 +112,15 @@ export async function readZipDirectory(source: ByteSource): Promise<Map<string, 
 export async function entryDataOffset(source: ByteSource, entry: ZipEntry): Promise<number> {
   const { label } = source;
   if (entry.method !== 0) {
-    throw new AttnscopeError(`${label}: zip entry '${entry.name}' is compressed (method ${entry.method}); only stored entries are supported`);
+    throw new AttnscopeError(`${label}: zip entry ${quote(entry.name)} is compressed (method ${entry.method}); only stored entries are supported`);
   }
   const header = dataView(await source.read(entry.localHeaderOffset, 30));
   if (header.getUint32(0, true) !== SIG_LOCAL) {
-    throw new AttnscopeError(`${label}: corrupt zip local header for '${entry.name}'`);
+    throw new AttnscopeError(`${label}: corrupt zip local header for ${quote(entry.name)}`);
   }
   const start = entry.localHeaderOffset + 30 + header.getUint16(26, true) + header.getUint16(28, true);
   if (start + entry.size > source.size) {
-    throw new AttnscopeError(`${label}: zip entry '${entry.name}' runs past the end of the file (truncated?)`);
+    throw new AttnscopeError(`${label}: zip entry ${quote(entry.name)} runs past the end of the file (truncated?)`);
   }
   return start;
 }

@@ -4,7 +4,7 @@
  * ones, so that the small ones can be parsed and replaced in the text. Full validation is left
  * to the real parser (the Rust `tokenizers` loader).
  */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote, sanitize } from '../core/errors.js';
 
 export interface TopLevelJson {
   readonly text: string;
@@ -98,7 +98,7 @@ export function parseValue(json: TopLevelJson, key: string, what: string): unkno
   try {
     return JSON.parse(json.text.slice(span[0], span[1])) as unknown;
   } catch (err) {
-    throw new AttnscopeError(`${what} is not valid JSON (in "${key}"): ${(err as Error).message}`, { cause: err });
+    throw new AttnscopeError(`${what} is not valid JSON (in ${quote(key)}): ${sanitize((err as Error).message, 160)}`, { cause: err });
   }
 }
 

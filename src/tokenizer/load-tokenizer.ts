@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Tokenizer, type Decoder, type Encoding, type TruncationStrategy } from 'tokenizers';
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
@@ -76,7 +76,7 @@ export async function loadTokenizer(files: TokenizerFiles): Promise<AttnTokenize
     try {
       return await readFile(path, 'utf8');
     } catch (err) {
-      throw new AttnscopeError(`cannot read ${what} at ${path}: ${(err as Error).message}`, { cause: err });
+      throw new AttnscopeError(`cannot read ${what} at ${path}: ${sanitize((err as Error).message, 200)}`, { cause: err });
     }
   };
   const sources: TokenizerSources = { tokenizerJson: await read(files.tokenizerJson, 'tokenizer.json') };
@@ -108,7 +108,7 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
   try {
     tokenizer = Tokenizer.fromString(prepared.text);
   } catch (err) {
-    throw new AttnscopeError(`cannot load tokenizer.json: ${(err as Error).message}`, { cause: err });
+    throw new AttnscopeError(`cannot load tokenizer.json: ${sanitize((err as Error).message, 240)}`, { cause: err });
   }
 
   // Added tokens flagged special: what the Rust decoder skips with skip_special_tokens.
@@ -206,7 +206,7 @@ class HfTokenizer implements AttnTokenizer {
     try {
       enc = await run;
     } catch (err) {
-      throw new AttnscopeError(`cannot tokenize the text: ${(err as Error).message}`, { cause: err });
+      throw new AttnscopeError(`cannot tokenize the text: ${sanitize((err as Error).message, 240)}`, { cause: err });
     }
     return tokensOfEncoding(enc, text, hasPair ? pair : undefined, (id) => this.#tk.idToToken(id));
   }

@@ -2,7 +2,7 @@
  * Special tokens and tokenizer settings read from tokenizer_config.json and
  * special_tokens_map.json, as transformers reads them.
  */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, sanitize } from '../core/errors.js';
 
 export const SPECIAL_TOKEN_ROLES = ['bos', 'eos', 'unk', 'sep', 'pad', 'cls', 'mask'] as const;
 export type SpecialTokenRole = (typeof SPECIAL_TOKEN_ROLES)[number];
@@ -40,7 +40,7 @@ export function parseJsonObject(text: string, what: string): Json {
   try {
     value = JSON.parse(text);
   } catch (err) {
-    throw new AttnscopeError(`${what} is not valid JSON: ${(err as Error).message}`, { cause: err });
+    throw new AttnscopeError(`${what} is not valid JSON: ${sanitize((err as Error).message, 160)}`, { cause: err });
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new AttnscopeError(`${what} does not hold a JSON object`);
