@@ -3,14 +3,13 @@
  * multiples, a colour legend, and hit-testing for hover. Used by the heatmap view and by the
  * model view's enlarged cell. Geometry and colours follow the SVG heatmap export.
  */
-import { type WeightScale, colorLut, divergingInterpolator, parseColor, scaleOf, sequentialInterpolator, textOn, weightScale } from '../src/views/colors.js';
+import { type WeightScale, colorLut, divergingInterpolator, parseColor, scaleOf, sequentialInterpolator, textOn } from '../src/views/colors.js';
 import type { Item, MatrixItem } from '../src/views/layout/common.js';
-import { paintItems } from './paint.js';
 import { type GridLayout, type GridToken, matrixGridLayout } from '../src/views/layout/heatmap.js';
 import { LAYOUT, type Theme } from '../src/views/theme.js';
-import { sizeCanvas } from './dom.js';
-import { font, measure, truncate } from './text.js';
-import { h } from './dom.js';
+import { h, sizeCanvas } from './dom.js';
+import { paintItems } from './paint.js';
+import { font } from './text.js';
 
 export interface MatrixSpec {
   values: Float32Array;
@@ -74,74 +73,6 @@ export interface MatrixHit {
   value: number;
   /** The model masked this entry (no weight was possible). */
   masked: boolean;
-}
-
-/** Fast value → [0, 1] position matching WeightScale.t (linear or log, clamped). */
-export function scalePosition(scale: WeightScale): (v: number) => number {
-  const [min, max] = scale.domain;
-  if (scale.log) {
-    const l0 = Math.log(min);
-    const span = Math.log(max) - l0 || 1;
-    return (v) => (v > min ? Math.min(1, (Math.log(v) - l0) / span) : 0);
-  }
-  const span = max - min || 1;
-  return (v) => Math.max(0, Math.min(1, (v - min) / span));
-}
-
-/** The colour scale of a set of matrices: 0…max (or log from the smallest positive value). */
-export function matrixScale(theme: Theme, matrices: readonly Float32Array[], log: boolean): WeightScale {
-  let max = 0;
-  let minPos = Infinity;
-  for (const m of matrices) {
-    for (let i = 0; i < m.length; i++) {
-      const v = m[i]!;
-      if (v > max) max = v;
-      if (v > 0 && v < minPos) minPos = v;
-    }
-  }
-  if (!(max > 0)) max = 1;
-  const min = log ? Math.max(Number.isFinite(minPos) ? minPos : max * 1e-6, max * 1e-6) : undefined;
-  return weightScale(theme, { max, log, min });
-}
-
-/**
- * RGBA pixels of a matrix at (at most) `maxW` × `maxH`, area-averaged when the matrix is larger,
- * so every value still contributes.
- */
-export function matrixImage(values: ArrayLike<number>, rows: number, cols: number, pos: (v: number) => number, lut: Uint8Array, maxW = Infinity, maxH = Infinity): ImageData {
-  const w = Math.max(1, Math.min(cols, Math.floor(maxW)));
-  const hh = Math.max(1, Math.min(rows, Math.floor(maxH)));
-  const img = new ImageData(w, hh);
-  const px = img.data;
-  const put = (i: number, v: number) => {
-    const c = Math.round(pos(v) * 255) * 3;
-    px[i] = lut[c]!;
-    px[i + 1] = lut[c + 1]!;
-    px[i + 2] = lut[c + 2]!;
-    px[i + 3] = 255;
-  };
-  if (w === cols && hh === rows) {
-    for (let i = 0; i < rows * cols; i++) put(i * 4, values[i]!);
-    return img;
-  }
-  const acc = new Float64Array(w);
-  for (let y = 0; y < hh; y++) {
-    const r0 = Math.floor((y * rows) / hh);
-    const r1 = Math.max(r0 + 1, Math.floor(((y + 1) * rows) / hh));
-    acc.fill(0);
-    for (let r = r0; r < r1; r++) {
-      const base = r * cols;
-      for (let x = 0; x < w; x++) {
-        const c0 = Math.floor((x * cols) / w);
-        const c1 = Math.max(c0 + 1, Math.floor(((x + 1) * cols) / w));
-        let s = 0;
-        for (let c = c0; c < c1; c++) s += values[base + c]!;
-        acc[x]! += s / (c1 - c0);
-      }
-    }
-    for (let x = 0; x < w; x++) put((y * w + x) * 4, acc[x]! / (r1 - r0));
-  }
-  return img;
 }
 
 /**
@@ -242,39 +173,6 @@ export function paintLayout(c: CanvasRenderingContext2D, items: readonly Item[],
   flush();
 }
 
-/** Draws a vertical legend (gradient bar, ticks, caption) with its top-left at (x, y); returns its width. */
-export function drawLegend(c: CanvasRenderingContext2D, scale: WeightScale, theme: Theme, x: number, y: number, barH: number, caption: string): number {
-  const sfs = LAYOUT.smallFontSize;
-  const barW = LAYOUT.heatmap.legendWidth;
-  c.font = font(sfs);
-  c.fillStyle = theme.muted;
-  c.textAlign = 'left';
-  c.textBaseline = 'alphabetic';
-  c.fillText(caption, x, y + sfs);
-  const top = y + sfs + 10;
-  const grad = c.createLinearGradient(0, top, 0, top + barH);
-  for (let i = 0; i <= 16; i++) grad.addColorStop(i / 16, scale.interpolate(1 - i / 16));
-  c.fillStyle = grad;
-  c.fillRect(x, top, barW, barH);
-  c.strokeStyle = theme.grid;
-  c.lineWidth = 1;
-  c.strokeRect(x - 0.5, top - 0.5, barW + 1, barH + 1);
-  let w = measure(caption, sfs);
-  c.fillStyle = theme.muted;
-  c.strokeStyle = theme.muted;
-  for (const t of scale.ticks(5)) {
-    const ty = top + barH * (1 - scale.t(t));
-    c.beginPath();
-    c.moveTo(x + barW, ty);
-    c.lineTo(x + barW + 4, ty);
-    c.stroke();
-    const label = scale.format(t);
-    c.fillText(label, x + barW + 6, ty + sfs * 0.35);
-    w = Math.max(w, barW + 6 + measure(label, sfs));
-  }
-  return w;
-}
-
 export class MatrixGrid {
   readonly el = h('div', { class: 'matrix-grid' });
   readonly canvas = h('canvas', { class: 'matrix-canvas' });
@@ -373,30 +271,4 @@ export class MatrixGrid {
     this.el.style.width = `${Math.ceil(L.width)}px`;
     this.el.style.height = `${Math.ceil(L.height)}px`;
   }
-}
-
-/** Dashed prompt | generated boundaries and the newest row's outline over a matrix drawn at (x0, y0). */
-export function drawMarks(c: CanvasRenderingContext2D, marks: MatrixMarks, x0: number, y0: number, mw: number, mh: number, rowH: number, colW: number, theme: Theme): void {
-  c.save();
-  c.strokeStyle = theme.generated;
-  c.lineWidth = rowH >= 6 ? 1.25 : 1;
-  c.setLineDash(rowH >= 6 ? [4, 3] : [2, 2]);
-  c.beginPath();
-  if (marks.queryBoundary !== null) {
-    c.moveTo(x0, y0 + marks.queryBoundary * rowH);
-    c.lineTo(x0 + mw, y0 + marks.queryBoundary * rowH);
-  }
-  if (marks.keyBoundary !== null) {
-    c.moveTo(x0 + marks.keyBoundary * colW, y0);
-    c.lineTo(x0 + marks.keyBoundary * colW, y0 + mh);
-  }
-  c.stroke();
-  c.setLineDash([]);
-  if (marks.newest !== null) {
-    const w = rowH >= 6 ? 2 : 1.5;
-    c.strokeStyle = theme.text;
-    c.lineWidth = w;
-    c.strokeRect(x0 - w / 2, y0 + marks.newest * rowH - w / 2, mw + w, rowH + w);
-  }
-  c.restore();
 }
