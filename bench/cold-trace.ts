@@ -8,17 +8,34 @@
  *   npm run build && node dist/bench/cold-trace.js
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { writeSafetensors, type SafetensorsTensorInput } from '../src/io/safetensors.js';
+import { writeSafetensors, type SafetensorsTensorInput, type WritableDType } from '../src/io/safetensors.js';
 import { bertBaseWeights, BERT_BASE_CONFIG } from './bert-base.js';
 
 const ROOT = join(fileURLToPath(import.meta.url), '..', '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const TOKENIZER = join(ROOT, 'test', 'fixtures', 'tokenizers', 'bert-base-uncased');
 const TEXT = 'The quick brown fox jumps over the lazy dog near the river bank, while a small bird sings in the old oak tree. '.repeat(6);
+
+/** Bytes of every file below `dir`. */
+function du(dir: string): number {
+  let n = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? du(join(dir, e.name)) : statSync(join(dir, e.name)).size;
+  return n;
+}
+
+/** A bert-base checkpoint on disk with its weights in `dtype`. */
+async function writeCheckpoint(dir: string, dtype: WritableDType): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const tensors: SafetensorsTensorInput[] = [];
+  for (const [name, t] of bertBaseWeights('bert.')) tensors.push({ name, dtype, shape: t.shape, data: t.data });
+  await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...BERT_BASE_CONFIG, architectures: ['BertModel'], torch_dtype: dtype === 'F32' ? 'float32' : dtype === 'F16' ? 'float16' : 'bfloat16' }));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(TOKENIZER, f), join(dir, f));
+}
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -35,11 +52,7 @@ function timeRun(args: string[], cache: string, repeats = 3): number {
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(os.tmpdir(), 'attnscope-bert-base-'));
   try {
-    const tensors: SafetensorsTensorInput[] = [];
-    for (const [name, t] of bertBaseWeights('bert.')) tensors.push({ name, dtype: 'F32', shape: t.shape, data: t.data });
-    await writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
-    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...BERT_BASE_CONFIG, architectures: ['BertModel'] }));
-    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(TOKENIZER, f), join(dir, f));
+    await writeCheckpoint(dir, 'F32');
     const out = join(dir, 'trace');
     console.log(`attnscope cold-start benchmark — random bert-base checkpoint on disk (440 MB safetensors), ${os.availableParallelism()} cores, Node ${process.version}`);
     console.log('');
@@ -56,6 +69,22 @@ async function main(): Promise<void> {
       ['`attnscope --help` (Node start-up and imports only)', ['--help'], 'off', 3],
     ];
     for (const [label, args, where, repeats] of rows) console.log(`| ${label} | ${(timeRun(args, where, repeats) / 1000).toFixed(2)} s |`);
+    console.log('');
+    console.log('Graph cache on disk per checkpoint dtype (16-bit weights stay 16-bit, with a Cast onnxruntime folds at session creation):');
+    console.log('');
+    console.log('| checkpoint weights | safetensors size | graph cache size | first run (fills the cache) | later runs (median of 3) |');
+    console.log('| --- | ---: | ---: | ---: | ---: |');
+    for (const dtype of ['F32', 'F16', 'BF16'] as const) {
+      const ckpt = join(dir, `ckpt-${dtype}`);
+      await writeCheckpoint(ckpt, dtype);
+      const dtypeCache = join(dir, `cache-${dtype}`);
+      const args = ['trace', ckpt, '--text', TEXT, '--truncate', '--out', `${out}-${dtype}.safetensors`];
+      const first = timeRun(args, dtypeCache, 1);
+      const later = timeRun(args, dtypeCache, 3);
+      const mb = (n: number) => `${(n / 1e6).toFixed(0)} MB`;
+      console.log(`| ${dtype} | ${mb(statSync(join(ckpt, 'model.safetensors')).size)} | ${mb(du(dtypeCache))} | ${(first / 1000).toFixed(2)} s | ${(later / 1000).toFixed(2)} s |`);
+      rmSync(ckpt, { recursive: true, force: true });
+    }
     console.log('');
     console.log('Python reference (DESIGN.md, same machine type): import + load + forward of bert-base ≈ 4 s.');
   } finally {

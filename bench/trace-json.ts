@@ -4,7 +4,9 @@
  * attnscope wrote it before (a string per number from toPrecision, joined per row, streamed as
  * strings) and the way it does now (io/json-writer.ts: digits written straight into byte chunks).
  * Each write runs in a fresh process, as `attnscope trace --out trace.json` does (the JIT starts
- * cold); median of 3. Both files are read back and checked value for value.
+ * cold); median of 3, as wall time and as CPU time of the process (user + system, all threads: on
+ * a machine shared with other work the CPU time is the steadier figure). Both files are read back
+ * and checked value for value.
  *
  *   npm run build && node dist/bench/trace-json.js
  */
@@ -100,17 +102,20 @@ const countNumbers = (trace: Trace): number =>
 async function child(method: string, qk: boolean, path: string): Promise<void> {
   const trace = syntheticTrace({ tokens: TOKENS, qk });
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   if (method === 'old') await oldWrite(path, trace);
   else await writeTraceFile(path, trace);
-  process.stdout.write(String(performance.now() - t0));
+  const cpu = process.cpuUsage(c0);
+  process.stdout.write(JSON.stringify({ wall: performance.now() - t0, cpu: (cpu.user + cpu.system) / 1000 }));
 }
 
-function timeChild(method: string, qk: boolean, path: string): number {
-  const times: number[] = [];
+function timeChild(method: string, qk: boolean, path: string): { wall: number; cpu: number } {
+  const runs: { wall: number; cpu: number }[] = [];
   for (let i = 0; i < 3; i++) {
-    times.push(Number(execFileSync(process.execPath, [...process.execArgv, SELF, '--child', method, String(qk), path], { encoding: 'utf8' })));
+    runs.push(JSON.parse(execFileSync(process.execPath, [...process.execArgv, SELF, '--child', method, String(qk), path], { encoding: 'utf8' })) as { wall: number; cpu: number });
   }
-  return times.sort((a, b) => a - b)[1]!;
+  const median = (xs: number[]) => xs.sort((a, b) => a - b)[1]!;
+  return { wall: median(runs.map((r) => r.wall)), cpu: median(runs.map((r) => r.cpu)) };
 }
 
 function sameValues(a: StackMap | undefined, b: StackMap | undefined): boolean {
@@ -132,7 +137,7 @@ async function main(): Promise<void> {
   try {
     console.log(`attnscope JSON trace writing — BERT-base shape, ${TOKENS} tokens, ${os.availableParallelism()} cores, Node ${process.version}`);
     console.log('');
-    console.log('| trace | numbers | file size | before (toPrecision strings) | now (json-writer) | speed-up |');
+    console.log('| trace | numbers | file size | before (toPrecision strings): wall / CPU | now (json-writer): wall / CPU | speed-up wall / CPU |');
     console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
     for (const qk of [false, true]) {
       const trace = syntheticTrace({ tokens: TOKENS, qk });
@@ -148,9 +153,9 @@ async function main(): Promise<void> {
           throw new Error(`${label} JSON does not read back exactly`);
         }
       }
-      const mps = (ms: number) => `${(n / ms / 1e3).toFixed(2)} M/s (${(ms / 1000).toFixed(2)} s)`;
+      const mps = (t: { wall: number; cpu: number }) => `${(n / t.wall / 1e3).toFixed(2)} / ${(n / t.cpu / 1e3).toFixed(2)} M/s (${(t.wall / 1000).toFixed(2)} s)`;
       const sizes = `${(statSync(oldPath).size / 1e6).toFixed(1)} → ${(statSync(newPath).size / 1e6).toFixed(1)} MB`;
-      console.log(`| attention${qk ? ' + queries/keys' : ''} | ${(n / 1e6).toFixed(2)} M | ${sizes} | ${mps(tOld)} | ${mps(tNew)} | ${(tOld / tNew).toFixed(1)}× |`);
+      console.log(`| attention${qk ? ' + queries/keys' : ''} | ${(n / 1e6).toFixed(2)} M | ${sizes} | ${mps(tOld)} | ${mps(tNew)} | ${(tOld.wall / tNew.wall).toFixed(1)}× / ${(tOld.cpu / tNew.cpu).toFixed(1)}× |`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

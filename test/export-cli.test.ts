@@ -277,7 +277,10 @@ describe('attnscope export', () => {
     expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--aggregate', 'mean', '--out', out), /--aggregate does not apply to the head view/);
     expectCleanError(attnscope('export', '--text', TEXT, '--view', 'heatmap', '--head', '1', '--aggregate', 'max', '--out', out), /either a head or an aggregate/);
     expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--stack', 'cross', '--out', out), /no 'cross' attention/);
-    expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--scale', '0', '--format', 'png', '--out', out), /--scale/);
+    expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--scale', '0', '--format', 'png', '--out', join(tmp, 'bad.png')), /--scale/);
+    expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--format', 'png', '--out', out), /--out \S*bad\.svg: export --format png writes \.png files, not \.svg/);
+    expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--out', tmp), /is a directory/);
+    expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--truncte', '--out', out), /unknown option '--truncte' \(did you mean --truncate\?\); see 'attnscope export --help'/);
     expectCleanError(attnscope('export', '--text', TEXT, '--view', 'head', '--out', join(tmp, 'no-such-dir', 'x.svg')), /no such directory/);
     expect(existsSync(out)).toBe(false);
     noTempFiles(tmp);

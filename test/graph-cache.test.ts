@@ -41,7 +41,12 @@ describe('graph cache', () => {
     expect([...written.keys()].some((f) => f.includes('word_embeddings') && f.endsWith('.bin'))).toBe(true);
     expect([...written.keys()].some((f) => f.endsWith('.tmp'))).toBe(false);
     const second = await traceWith(root);
-    expect(files(root)).toEqual(written); // nothing rewritten
+    const after = files(root);
+    const usage = [...written.keys()].find((f) => f.endsWith('checkpoint.json'))!;
+    expect(after.get(usage)).toBeGreaterThan(written.get(usage)!); // marked as used (least-recently-used eviction)
+    after.delete(usage);
+    written.delete(usage);
+    expect(after).toEqual(written); // nothing rewritten
     expect(stackValues(first.attention.self)).toEqual(stackValues(uncached.attention.self));
     expect(stackValues(second.attention.self)).toEqual(stackValues(uncached.attention.self));
   });

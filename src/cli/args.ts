@@ -1,5 +1,6 @@
 /** Shared command-line parsing helpers. */
-import { AttnscopeError } from '../core/errors.js';
+import { graphCacheMax } from '../io/graph-cache.js';
+import { UsageError } from './parse.js';
 import type { LoadOptions } from '../engine/load.js';
 import type { TraceOptions } from '../engine/model.js';
 
@@ -7,11 +8,11 @@ import type { TraceOptions } from '../engine/model.js';
 export function parseIdList(value: string | undefined, flag: string): number[] | undefined {
   if (value === undefined) return undefined;
   const parts = value.split(/[\s,]+/).filter((p) => p !== '');
-  if (parts.length === 0) throw new AttnscopeError(`${flag}: expected a comma-separated list of integers`);
+  if (parts.length === 0) throw new UsageError(`${flag}: expected a comma-separated list of integers`);
   return parts.map((p) => {
-    if (!/^-?\d+$/.test(p)) throw new AttnscopeError(`${flag}: '${p}' is not an integer`);
+    if (!/^-?\d+$/.test(p)) throw new UsageError(`${flag}: '${p}' is not an integer`);
     const n = Number(p);
-    if (n < 0) throw new AttnscopeError(`${flag}: '${p}' is negative`);
+    if (n < 0) throw new UsageError(`${flag}: '${p}' is negative`);
     return n;
   });
 }
@@ -22,8 +23,14 @@ export const MODEL_OPTIONS = {
   threads: { type: 'string' },
 } as const;
 
+/** --help lines of MODEL_OPTIONS. */
+export const MODEL_HELP = `  --revision   the Hub revision (branch, tag or commit) of a Hub id (default main)
+  --offline    use only what is already in the Hugging Face cache (as HF_HUB_OFFLINE=1 does)
+  --threads    onnxruntime threads (default: one per core)`;
+
 /** loadModel options from MODEL_OPTIONS flags. */
 export function parseLoadOptions(values: { revision?: string; offline?: boolean; threads?: string }): LoadOptions {
+  graphCacheMax(); // a malformed $ATTNSCOPE_CACHE_MAX is an error now, not a silently unbounded cache later
   return { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) };
 }
 
@@ -54,8 +61,8 @@ export interface InputValues {
  */
 export function parseModelInput(values: InputValues, command: string, missing: string): { text: string | null; options: TraceOptions } {
   const ids = parseIdList(values.ids, '--ids');
-  if (values.text === undefined && ids === undefined) throw new AttnscopeError(missing);
-  if (values.text !== undefined && ids !== undefined) throw new AttnscopeError(`${command}: give either --text or --ids, not both`);
+  if (values.text === undefined && ids === undefined) throw new UsageError(missing);
+  if (values.text !== undefined && ids !== undefined) throw new UsageError(`${command}: give either --text or --ids, not both`);
   return {
     text: values.text ?? null,
     options: {
@@ -72,18 +79,23 @@ export function parseModelInput(values: InputValues, command: string, missing: s
 export function parsePositiveInt(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new AttnscopeError(`${flag}: expected a positive integer, got '${value}'`);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`${flag}: expected a positive integer, got '${value}'`);
   return n;
 }
 
+/** Most intra-op threads accepted (onnxruntime fails far below absurd counts). */
+export const MAX_THREADS = 256;
+
 export function parseThreads(value: string | undefined): number | undefined {
-  return parsePositiveInt(value, '--threads');
+  const n = parsePositiveInt(value, '--threads');
+  if (n !== undefined && n > MAX_THREADS) throw new UsageError(`--threads: expected 1 to ${MAX_THREADS}, got ${n}`);
+  return n;
 }
 
 export function parseNumber(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new AttnscopeError(`${flag}: expected a number, got '${value}'`);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got '${value}'`);
   return n;
 }
 
@@ -91,20 +103,29 @@ export function parseNumber(value: string | undefined, flag: string): number | u
 export const SAMPLING_OPTIONS = {
   sample: { type: 'boolean' },
   temperature: { type: 'string' },
-  'top-k': { type: 'string' },
+  'sample-top-k': { type: 'string' },
   'top-p': { type: 'string' },
   seed: { type: 'string' },
 } as const;
 
+/** --help lines of SAMPLING_OPTIONS. */
+export const SAMPLING_HELP = `  --sample     sample the next token instead of taking the most likely one (greedy); then:
+  --temperature  divide the logits by T (default 1);  --seed  the random seed (default 0)
+  --sample-top-k  sample among the K most likely tokens only;  --top-p  among the fewest whose
+               probabilities add up to P`;
+
+/** Options renamed or misplaced, to suggest in "unknown option" errors. */
+export const SAMPLING_RENAMED = { 'top-k': 'sample-top-k' } as const;
+
 export interface SamplingValues {
   sample?: boolean;
   temperature?: string;
-  'top-k'?: string;
+  'sample-top-k'?: string;
   'top-p'?: string;
   seed?: string;
 }
 
-/** Strategy and sampling parameters from the flags; temperature, top-k, top-p and seed need --sample. */
+/** Strategy and sampling parameters from the flags; temperature, sample-top-k, top-p and seed need --sample. */
 export function parseSampling(values: SamplingValues): {
   strategy: 'greedy' | 'sample';
   temperature?: number;
@@ -113,13 +134,13 @@ export function parseSampling(values: SamplingValues): {
   seed?: number;
 } {
   const sampling = values.sample ?? false;
-  if (!sampling && (values.temperature || values['top-k'] || values['top-p'] || values.seed)) {
-    throw new AttnscopeError('--temperature, --top-k, --top-p and --seed apply to sampling: add --sample');
+  if (!sampling && (values.temperature || values['sample-top-k'] || values['top-p'] || values.seed)) {
+    throw new UsageError('--temperature, --sample-top-k, --top-p and --seed apply to sampling: add --sample');
   }
   return {
     strategy: sampling ? 'sample' : 'greedy',
     temperature: parseNumber(values.temperature, '--temperature'),
-    sampleTopK: parsePositiveInt(values['top-k'], '--top-k'),
+    sampleTopK: parsePositiveInt(values['sample-top-k'], '--sample-top-k'),
     topP: parseNumber(values['top-p'], '--top-p'),
     seed: parseNumber(values.seed, '--seed'),
   };

@@ -3,28 +3,33 @@
  *  ... --format svg|png [--scale 3] --out file`: renders a view server-side as an image.
  */
 import { existsSync, statSync } from 'node:fs';
-import { rename, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { AttnscopeError } from '../core/errors.js';
+import { extname } from 'node:path';
+import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { loadModel } from '../engine/load.js';
-import { readTraceFile } from '../io/trace-file.js';
+import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { svgToPng } from '../views/png.js';
 import { type AnyViewOptions, VIEW_NAMES, type ViewName, renderSvg } from '../views/svg/index.js';
 import { THEME_NAMES, type ThemeName } from '../views/theme.js';
 import { parsePairFilter } from '../views/tokens.js';
-import { MODEL_OPTIONS, parseIdList, parseThreads } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parsePositiveInt } from './args.js';
+import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
 export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B]
                 [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
-                [--format svg|png] [--scale 3] [--revision REV] [--offline] [--threads N]
+                [--format svg|png] [--scale 3] [--top-k N] [--truncate] [--revision REV] [--offline] [--threads N]
 
   source       a trace file (.json or .safetensors), or a model directory / Hub id to run on --text;
                the embedded stories260k model when omitted
+  --text       the text to run the model on;  --pair  a second sentence (sentence B);
+  --decoder-text   encoder-decoder models: the decoder input (generated when not given)
+  --truncate   cut inputs longer than the model's maximum positions
+  --top-k N    add the head's N most likely tokens (at each [MASK], or the next token)
+  --layer      the layer shown (default 0);  --head  one head;  --heads  several heads (default all)
+  --layers     model view: the layers shown (default all)
   --view       head: lines between query and key tokens, one colour per head (--layer, --heads, --query, --pair-filter)
                model: every layer × head as small images (--layers, --heads)
                neuron: query/key vectors, products, scores and softmax (--layer, --head, --query; needs q/k)
@@ -32,22 +37,27 @@ export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safete
                or all heads as small multiples (the default); --log for a log colour scale
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
   --stack      encoder-decoder traces: encoder, decoder or cross attention (default encoder)
+  --aggregate  heatmap: mean or max over heads, or all heads as small multiples;  --log  log colour scale
+  --pair-filter  head view: only lines from sentence A to B (A→B), B→A, A→A, B→B, or all
+  --theme      light or dark (default light);  --title  the heading (default: the model and view)
+  --hide-special   leave out special tokens ([CLS], <s>, ...);  --merge-subwords  one label per word
   --step       generation traces (attnscope generate --out): the sequence as it was at generated token N
                (0 = the prompt alone), the newest token's row highlighted (head view: its lines;
                heatmap and model view: its row outlined; neuron view: it is the query)
   --format     svg or png (default: from --out's extension); --scale  PNG pixels per unit (default 2)
-  --out        the image file (written atomically)`;
+  --out        the image file, .svg or .png as --format says (written atomically)
+${MODEL_HELP}`;
 
 function parseIndex(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value.trim())) throw new AttnscopeError(`${flag}: expected a non-negative integer, got '${value}'`);
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a non-negative integer, got '${value}'`);
   return Number(value);
 }
 
 function parseScale(value: string | undefined): number {
   if (value === undefined) return 2;
   const s = Number(value);
-  if (!Number.isFinite(s) || s <= 0 || s > 16) throw new AttnscopeError(`--scale: expected a number in (0, 16], got '${value}'`);
+  if (!Number.isFinite(s) || s <= 0 || s > 16) throw new UsageError(`--scale: expected a number in (0, 16], got '${value}'`);
   return s;
 }
 
@@ -59,71 +69,58 @@ function isTraceFile(source: string | undefined): boolean {
   return statSync(source).isFile();
 }
 
-async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  try {
-    await writeFile(tmp, data);
-    await rename(tmp, path);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    const e = err as NodeJS.ErrnoException;
-    if (e.code === 'ENOENT') throw new AttnscopeError(`${path}: cannot write (no such directory: ${dirname(path)})`);
-    throw err;
-  }
-}
+export const EXPORT_OPTIONS = {
+  text: { type: 'string' },
+  pair: { type: 'string' },
+  'decoder-text': { type: 'string' },
+  truncate: { type: 'boolean' },
+  'top-k': { type: 'string' },
+  view: { type: 'string' },
+  layer: { type: 'string' },
+  head: { type: 'string' },
+  heads: { type: 'string' },
+  layers: { type: 'string' },
+  query: { type: 'string' },
+  stack: { type: 'string' },
+  theme: { type: 'string' },
+  'hide-special': { type: 'boolean' },
+  'merge-subwords': { type: 'boolean' },
+  aggregate: { type: 'string' },
+  log: { type: 'boolean' },
+  'pair-filter': { type: 'string' },
+  title: { type: 'string' },
+  format: { type: 'string' },
+  scale: { type: 'string' },
+  step: { type: 'string' },
+  out: { type: 'string' },
+  ...MODEL_OPTIONS,
+} as const;
 
 export async function exportCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      text: { type: 'string' },
-      pair: { type: 'string' },
-      'decoder-text': { type: 'string' },
-      view: { type: 'string' },
-      layer: { type: 'string' },
-      head: { type: 'string' },
-      heads: { type: 'string' },
-      layers: { type: 'string' },
-      query: { type: 'string' },
-      stack: { type: 'string' },
-      theme: { type: 'string' },
-      'hide-special': { type: 'boolean' },
-      'merge-subwords': { type: 'boolean' },
-      aggregate: { type: 'string' },
-      log: { type: 'boolean' },
-      'pair-filter': { type: 'string' },
-      title: { type: 'string' },
-      format: { type: 'string' },
-      scale: { type: 'string' },
-      step: { type: 'string' },
-      out: { type: 'string' },
-      ...MODEL_OPTIONS,
-    },
-  });
+  const { values, positionals } = parseCommandArgs(argv, EXPORT_OPTIONS);
   if (positionals.length > 1) throw new AttnscopeError(`export: expected at most one model or trace file, got ${positionals.join(' ')}`);
   const view = values.view;
-  if (!view) throw new AttnscopeError(`export: give --view ${VIEW_NAMES.join('|')}`);
-  if (!VIEW_NAMES.includes(view as ViewName)) throw new AttnscopeError(`unknown view '${view}' (expected ${VIEW_NAMES.join(', ')})`);
-  if (!values.out) throw new AttnscopeError('export: give --out FILE');
+  if (!view) throw new UsageError(`export: give --view ${VIEW_NAMES.join('|')}`);
+  if (!VIEW_NAMES.includes(view as ViewName)) throw new UsageError(`unknown view '${view}' (expected ${VIEW_NAMES.join(', ')})`);
+  if (!values.out) throw new UsageError('export: give --out FILE');
   const ext = extname(values.out).slice(1).toLowerCase();
   const format = (values.format ?? (ext === 'svg' || ext === 'png' ? ext : undefined))?.toLowerCase();
-  if (format === undefined) throw new AttnscopeError(`export: give --format svg|png (or an --out ending in .svg or .png)`);
-  if (format !== 'svg' && format !== 'png') throw new AttnscopeError(`unknown format '${values.format}' (expected svg or png)`);
+  if (format !== undefined && format !== 'svg' && format !== 'png') throw new UsageError(`unknown format '${values.format}' (expected svg or png)`);
+  checkOut(values.out, format === undefined ? ['.svg', '.png'] : [`.${format}`], format === undefined ? 'export --format svg|png' : `export --format ${format}`);
   const scale = parseScale(values.scale);
   if (values.theme !== undefined && !THEME_NAMES.includes(values.theme as ThemeName)) {
-    throw new AttnscopeError(`unknown theme '${values.theme}' (expected ${THEME_NAMES.join(' or ')})`);
+    throw new UsageError(`unknown theme '${values.theme}' (expected ${THEME_NAMES.join(' or ')})`);
   }
   const stacks: StackName[] = ['self', 'encoder', 'decoder', 'cross'];
   if (values.stack !== undefined && !stacks.includes(values.stack as StackName)) {
-    throw new AttnscopeError(`unknown stack '${values.stack}' (expected ${stacks.join(', ')})`);
+    throw new UsageError(`unknown stack '${values.stack}' (expected ${stacks.join(', ')})`);
   }
   if (values.aggregate !== undefined && !['mean', 'max', 'all'].includes(values.aggregate)) {
-    throw new AttnscopeError(`unknown aggregate '${values.aggregate}' (expected mean, max or all)`);
+    throw new UsageError(`unknown aggregate '${values.aggregate}' (expected mean, max or all)`);
   }
   const head = parseIndex(values.head, '--head');
   const heads = parseIdList(values.heads, '--heads');
-  if (head !== undefined && heads !== undefined) throw new AttnscopeError('export: give --head or --heads, not both');
+  if (head !== undefined && heads !== undefined) throw new UsageError('export: give --head or --heads, not both');
 
   const options: AnyViewOptions = {
     stack: values.stack as StackName | undefined,
@@ -160,23 +157,32 @@ export async function exportCommand(argv: string[]): Promise<void> {
 
   const source = positionals[0];
   let trace: Trace;
+  if (source !== undefined && isCheckpointFile(source)) checkModelArg(source);
   if (isTraceFile(source)) {
-    for (const flag of ['text', 'pair', 'decoder-text'] as const) {
+    for (const flag of ['text', 'pair', 'decoder-text', 'truncate', 'top-k'] as const) {
       if (values[flag] !== undefined) throw new AttnscopeError(`--${flag} does not apply to a trace file (it already holds its tokens)`);
     }
-    trace = await readTraceFile(source!);
+    const opened = await openTraceFile(source!);
+    trace = opened.trace;
+    // Values that are not probabilities still open, with one line saying where they are.
+    if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
   } else {
     if (values.text === undefined) throw new AttnscopeError('export: give --text "..." to run the model on (or a trace file)');
-    const model = await loadModel(source, { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+    const topK = parsePositiveInt(values['top-k'], '--top-k');
+    const loadOptions = parseLoadOptions(values);
+    checkModelArg(source);
+    const model = await loadModel(source, loadOptions);
     try {
-      trace = await model.trace(values.text, { pair: values.pair, decoderText: values['decoder-text'], qk: view === 'neuron' });
+      trace = await model.trace(values.text, { pair: values.pair, decoderText: values['decoder-text'], qk: view === 'neuron', truncate: values.truncate ?? false, topK });
     } finally {
       await model.dispose();
     }
   }
 
   const svg = renderSvg(view, trace, options);
-  if (format === 'svg') await writeAtomic(values.out, svg);
-  else await writeAtomic(values.out, svgToPng(svg, { scale }));
-  process.stderr.write(`wrote ${values.out} (${view} view, ${format}${format === 'png' ? ` ×${scale}` : ''})\n`);
+  const data = format !== 'png' ? svg : svgToPng(svg, { scale });
+  await writeFileAtomically(values.out, async (stream) => {
+    stream.write(data);
+  });
+  reportWrote(values.out, `${view} view, ${format}${format === 'png' ? ` ×${scale}` : ''}`);
 }

@@ -1,51 +1,56 @@
 /** `attnscope generate [model] --text "..." --max-new-tokens N [--sample ...] [--out trace.json]`. */
-import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parsePositiveInt, parseSampling, parseThreads } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, SAMPLING_RENAMED, parseIdList, parseLoadOptions, parsePositiveInt, parseSampling } from './args.js';
+import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError } from './parse.js';
+import { TRACE_EXTENSIONS } from './trace-command.js';
 
 export const GENERATE_USAGE = `attnscope generate [model] (--text "..." | --ids 1,2,3) [--max-new-tokens N]
-                [--sample [--temperature T] [--top-k K] [--top-p P] [--seed S]]
+                [--sample [--temperature T] [--sample-top-k K] [--top-p P] [--seed S]]
                 [--qk] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   Generates up to N tokens (default 20; greedy unless --sample) with a key/value cache and writes
   the trace of prompt + generated tokens: every generated token's attention row over all earlier
   tokens, every layer and head. Decoder-only and encoder-decoder models (for those, --text is the
-  encoder input and the decoder starts from decoder_start_token_id).`;
+  encoder input and the decoder starts from decoder_start_token_id).
+  model        a local checkpoint directory or a Hub id; the embedded stories260k model when omitted
+  --text       the prompt;  --ids  the prompt as token ids
+  --max-new-tokens   most tokens to generate (default 20; fewer when the model ends the text)
+${SAMPLING_HELP}
+  --qk         include per-head queries and keys
+  --out        the trace file: .json or .safetensors (written atomically); JSON to stdout otherwise
+${MODEL_HELP}`;
+
+export const GENERATE_OPTIONS = {
+  text: { type: 'string' },
+  ids: { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  ...SAMPLING_OPTIONS,
+  qk: { type: 'boolean' },
+  out: { type: 'string' },
+  ...MODEL_OPTIONS,
+} as const;
 
 export async function generateCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      text: { type: 'string' },
-      ids: { type: 'string' },
-      'max-new-tokens': { type: 'string' },
-      ...SAMPLING_OPTIONS,
-      qk: { type: 'boolean' },
-      out: { type: 'string' },
-      ...MODEL_OPTIONS,
-    },
-  });
+  const { values, positionals } = parseCommandArgs(argv, GENERATE_OPTIONS, SAMPLING_RENAMED);
   if (positionals.length > 1) throw new AttnscopeError(`generate: expected at most one model, got ${positionals.join(' ')}`);
+  if (values.out !== undefined) checkOut(values.out, TRACE_EXTENSIONS, 'generate');
   const ids = parseIdList(values.ids, '--ids');
-  if (values.text === undefined && ids === undefined) throw new AttnscopeError('generate: give --text "..." or --ids 1,2,3');
-  if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('generate: give either --text or --ids, not both');
+  if (values.text === undefined && ids === undefined) throw new UsageError('generate: give --text "..." or --ids 1,2,3');
+  if (values.text !== undefined && ids !== undefined) throw new UsageError('generate: give either --text or --ids, not both');
   const sampling = parseSampling(values);
-  const model = await loadModel(positionals[0], { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) });
+  const maxNewTokens = parsePositiveInt(values['max-new-tokens'], '--max-new-tokens') ?? 20;
+  const loadOptions = parseLoadOptions(values);
+  checkModelArg(positionals[0]);
+  const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.generate(values.text ?? null, {
-      ids,
-      maxNewTokens: parsePositiveInt(values['max-new-tokens'], '--max-new-tokens') ?? 20,
-      ...sampling,
-      qk: values.qk ?? false,
-    });
+    const trace = await model.generate(values.text ?? null, { ids, maxNewTokens, ...sampling, qk: values.qk ?? false });
     const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
-    process.stderr.write(`generated: ${JSON.stringify(model.tokenizer?.decode(generated) ?? generated.join(' '))} (${generated.length} tokens, stopped by ${trace.generation?.stoppedBy})\n`);
+    process.stderr.write(`generated: ${JSON.stringify(model.tokenizer?.decode(generated) ?? generated.join(' '))} (${generated.length} token${generated.length === 1 ? '' : 's'}, stopped by ${trace.generation?.stoppedBy})\n`);
     if (values.out) {
       await writeTraceFile(values.out, trace);
-      process.stderr.write(`wrote ${values.out}\n`);
+      reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`);
     } else {
       await writeTraceJsonTo(process.stdout, trace);
     }

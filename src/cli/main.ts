@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 /** The `attnscope` command: dispatches to subcommands, prints user errors on one line. */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, sanitize } from '../core/errors.js';
+import { CACHE_USAGE, cacheCommand } from './cache-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
+import { UsageError, closest } from './parse.js';
 import { VIEW_USAGE, viewCommand } from './view-command.js';
 
 const USAGE = `attnscope — see and measure what a Transformer attends to
@@ -13,6 +15,7 @@ Usage:
   ${GENERATE_USAGE}
   ${EXPORT_USAGE}
   ${VIEW_USAGE.split('\n\n')[0]}
+  ${CACHE_USAGE.split('\n\n')[0]}
 
 Run 'attnscope <command> --help' for a command's options.`;
 
@@ -21,16 +24,24 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   generate: { run: generateCommand, usage: GENERATE_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
   view: { run: viewCommand, usage: VIEW_USAGE },
+  cache: { run: cacheCommand, usage: CACHE_USAGE },
 };
 
+/** The command being run, for the --help pointer of usage errors. */
+let current: string | undefined;
+
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
+  const [command, ...rest] = argv[0] === 'help' && argv[1] !== undefined ? [argv[1], '--help'] : argv;
   if (!command || command === '--help' || command === '-h' || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return command ? 0 : 1;
   }
   const entry = COMMANDS[command];
-  if (!entry) throw new AttnscopeError(`unknown command '${command}' (commands: ${Object.keys(COMMANDS).join(', ')})`);
+  if (!entry) {
+    const suggestion = closest(command, Object.keys(COMMANDS));
+    throw new UsageError(`unknown command '${command}'${suggestion ? ` (did you mean ${suggestion}?)` : ''}; commands: ${Object.keys(COMMANDS).join(', ')}`);
+  }
+  current = command;
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`Usage: ${entry.usage}\n`);
     return 0;
@@ -39,23 +50,38 @@ async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
+/** A write to a pipe whose reader has gone (`attnscope trace … | head`). */
+const isClosedPipe = (err: unknown): boolean => (err as NodeJS.ErrnoException | undefined)?.code === 'EPIPE';
+
 function describeError(err: unknown): string {
+  if (err instanceof UsageError) return `${err.message}; see 'attnscope ${current ?? ''}${current ? ' ' : ''}--help'`;
   if (err instanceof AttnscopeError) return err.message;
   const e = err as NodeJS.ErrnoException & { code?: string };
-  // Argument errors from node:util parseArgs are user errors too.
-  if (typeof e?.code === 'string' && e.code.startsWith('ERR_PARSE_ARGS')) return e.message;
   if (e?.code === 'ENOENT' && e.path) return `${e.path}: no such file or directory`;
   if (e?.code === 'EACCES' && e.path) return `${e.path}: permission denied`;
+  if (e?.code === 'ENOSPC') return `${e.path ? `${e.path}: ` : ''}no space left on the device`;
   return `internal error: ${e?.message ?? String(err)} (please report this)`;
 }
+
+/** Exit code of every input error (bad options, files, checkpoints, text); 1 is left for internal errors. */
+const INPUT_ERROR = 2;
+
+// The reader of stdout went away (`| head`): what it wanted is written; stop quietly.
+process.stdout.on('error', (err) => {
+  if (isClosedPipe(err)) process.exit(0);
+});
 
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`attnscope: ${describeError(err)}\n`);
+    if (isClosedPipe(err)) {
+      process.exit(0);
+    }
+    // One line, whatever the message carries from files: control characters escaped, length bounded.
+    process.stderr.write(`attnscope: ${sanitize(describeError(err), 600)}\n`);
     if (process.env.ATTNSCOPE_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exitCode = err instanceof AttnscopeError ? 2 : 1;
+    process.exitCode = err instanceof AttnscopeError ? INPUT_ERROR : 1;
   },
 );

@@ -1,56 +1,58 @@
 /** `attnscope trace [model] --text ... [--pair ...] [--ids ...] [--qk] [--out file]`. */
-import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { INPUT_OPTIONS, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
+import { INPUT_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
+import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.js';
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
-                [--decoder-text "..." | --decoder-ids 0,5,6] [--qk] [--hidden] [--top-k N] [--truncate] [--out trace.json|trace.safetensors]
-                [--revision REV] [--offline] [--threads N]
+                [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--qk] [--hidden] [--top-k N]
+                [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
                the embedded stories260k model when omitted
   --text       the text to trace;  --pair  a second sentence (sentence B)
   --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
   --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input;
-               without either, the decoder input is generated (greedy, --max-new-tokens, default 20)
-  --qk         include per-head queries and keys
+  --max-new-tokens   without either, the decoder input is generated (greedy, N tokens, default 20)
+  --qk         include per-head queries and keys (and the terms of the scores)
   --hidden     include the last hidden state (JSON output)
   --top-k N    add the head's N most likely tokens: at each [MASK] (masked LMs),
                or the next token at every position (causal LMs, decoders)
   --truncate   cut inputs longer than the model's maximum positions
-  --out        write to a file (.safetensors for the binary trace); stdout otherwise`;
+  --out        the trace file: .json, or .safetensors for the compact binary trace (written
+               atomically); JSON to stdout otherwise
+${MODEL_HELP}`;
+
+export const TRACE_OPTIONS = {
+  ...INPUT_OPTIONS,
+  qk: { type: 'boolean' },
+  hidden: { type: 'boolean' },
+  'top-k': { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  out: { type: 'string' },
+  ...MODEL_OPTIONS,
+} as const;
+
+/** The file types a trace is written as. */
+export const TRACE_EXTENSIONS = ['.json', '.safetensors'] as const;
 
 export async function traceCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...INPUT_OPTIONS,
-      qk: { type: 'boolean' },
-      hidden: { type: 'boolean' },
-      'top-k': { type: 'string' },
-      'max-new-tokens': { type: 'string' },
-      out: { type: 'string' },
-      ...MODEL_OPTIONS,
-    },
-  });
+  const { values, positionals } = parseCommandArgs(argv, TRACE_OPTIONS);
   if (positionals.length > 1) throw new AttnscopeError(`trace: expected at most one model, got ${positionals.join(' ')}`);
+  if (values.out !== undefined) checkOut(values.out, TRACE_EXTENSIONS, 'trace');
   const input = parseModelInput(values, 'trace', 'trace: give --text "..." or --ids 1,2,3');
-  const model = await loadModel(positionals[0], parseLoadOptions(values));
+  const topK = parsePositiveInt(values['top-k'], '--top-k');
+  const maxNewTokens = parsePositiveInt(values['max-new-tokens'], '--max-new-tokens');
+  const loadOptions = parseLoadOptions(values);
+  checkModelArg(positionals[0]);
+  const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.trace(input.text, {
-      ...input.options,
-      qk: values.qk ?? false,
-      hidden: values.hidden ?? false,
-      topK: parsePositiveInt(values['top-k'], '--top-k'),
-      maxNewTokens: parsePositiveInt(values['max-new-tokens'], '--max-new-tokens'),
-    });
+    const trace = await model.trace(input.text, { ...input.options, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens });
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));
-      process.stderr.write(`wrote ${values.out} (${trace.tokens.length} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads)\n`);
+      reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`);
     } else {
       await writeTraceJsonTo(process.stdout, trace);
     }

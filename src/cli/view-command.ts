@@ -3,24 +3,23 @@
  * writes one self-contained HTML file with the interactive head, model, neuron and heatmap views.
  */
 import { existsSync, statSync } from 'node:fs';
-import { rename, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { Trace } from '../core/trace.js';
 import { loadModel } from '../engine/load.js';
-import { readTraceFile } from '../io/trace-file.js';
+import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';
-import { INPUT_OPTIONS, MODEL_OPTIONS, SAMPLING_OPTIONS, parseIdList, parseLoadOptions, parseModelInput, parsePositiveInt, parseSampling } from './args.js';
+import { INPUT_OPTIONS, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, parseIdList, parseLoadOptions, parseModelInput, parsePositiveInt, parseSampling } from './args.js';
+import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
 export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
-                [--decoder-text "..." | --decoder-ids 0,5,6] [--truncate] [--out view.html]
+                [--decoder-text "..." | --decoder-ids 0,5,6] [--top-k N] [--truncate] [--out view.html]
                 [--view head|model|neuron|heatmap] [--theme light|dark] [--max-size MB | --exact]
                 [--revision REV] [--offline] [--threads N]
   attnscope view [model] (--text "..." | --ids 1,2,3) --generate N
-                [--sample [--temperature T] [--top-k K] [--top-p P] [--seed S]] [--out view.html] [...]
+                [--sample [--temperature T] [--sample-top-k K] [--top-p P] [--seed S]] [--out view.html] [...]
   attnscope view trace.json|trace.safetensors [--out view.html] [...]
 
   Writes ONE self-contained HTML file (no network needed, opens from disk in any modern browser)
@@ -28,14 +27,35 @@ export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] |
   model        a local checkpoint directory or a Hub id; the embedded stories260k model when omitted
   trace        an existing .json or .safetensors trace file (from 'attnscope trace', 'attnscope generate'
                or PyTorch)
+  --text       the text to trace;  --pair  a second sentence (sentence B)
+  --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
+  --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input (generated
+               when neither is given)
+  --top-k N    add the head's N most likely tokens (at each [MASK], or the next token)
+  --truncate   cut inputs longer than the model's maximum positions
   --generate   generate up to N tokens after the text (greedy unless --sample; for encoder-decoders the
                text is the encoder input) and view the generation: generated tokens are marked, and a
                step control (slider, ◀ ▶, ←/→) steps through it token by token
-  --out        the HTML file to write (default attnscope-view.html)
+${SAMPLING_HELP}
+  --out        the HTML file to write (default attnscope-view.html; written atomically)
   --view       the view the page opens with (default head);  --theme  light or dark (default: the system's)
   --max-size   size the file aims for in MB (default 8): values stay exact when they fit, otherwise
                attention is kept to 5 decimals and queries/keys to 4, 3 or 2 decimals
-  --exact      keep every value exact whatever the size`;
+  --exact      keep every value exact whatever the size
+${MODEL_HELP}`;
+
+export const VIEW_OPTIONS = {
+  ...INPUT_OPTIONS,
+  'top-k': { type: 'string' },
+  out: { type: 'string' },
+  view: { type: 'string' },
+  theme: { type: 'string' },
+  'max-size': { type: 'string' },
+  exact: { type: 'boolean' },
+  generate: { type: 'string' },
+  ...SAMPLING_OPTIONS,
+  ...MODEL_OPTIONS,
+} as const;
 
 const VIEWS = ['head', 'model', 'neuron', 'heatmap'] as const;
 
@@ -50,70 +70,41 @@ export function isTraceFile(arg: string): boolean {
   }
 }
 
-/** Writes a file atomically: a temporary file next to it, then a rename. */
-export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  try {
-    await writeFile(tmp, data);
-    await rename(tmp, path);
-  } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    const err = e as NodeJS.ErrnoException;
-    if (err.code === 'ENOENT') throw new AttnscopeError(`${path}: the directory ${dirname(path)} does not exist`);
-    if (err.code === 'EACCES' || err.code === 'EPERM') throw new AttnscopeError(`${path}: permission denied`);
-    if (err.code === 'EISDIR') throw new AttnscopeError(`${path}: is a directory`);
-    throw e;
-  }
-}
-
-function formatBytes(n: number): string {
-  return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${Math.max(1, Math.round(n / 1e3))} kB`;
-}
-
 export async function viewCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      ...INPUT_OPTIONS,
-      out: { type: 'string' },
-      view: { type: 'string' },
-      theme: { type: 'string' },
-      'max-size': { type: 'string' },
-      exact: { type: 'boolean' },
-      generate: { type: 'string' },
-      ...SAMPLING_OPTIONS,
-      ...MODEL_OPTIONS,
-    },
-  });
+  const { values, positionals } = parseCommandArgs(argv, VIEW_OPTIONS);
   if (positionals.length > 1) throw new AttnscopeError(`view: expected at most one model or trace file, got ${positionals.join(' ')}`);
   const view = values.view;
-  if (view !== undefined && !(VIEWS as readonly string[]).includes(view)) throw new AttnscopeError(`--view: expected ${VIEWS.join(', ')}, got '${view}'`);
+  if (view !== undefined && !(VIEWS as readonly string[]).includes(view)) throw new UsageError(`--view: expected ${VIEWS.join(', ')}, got '${view}'`);
   const theme = values.theme;
-  if (theme !== undefined && theme !== 'light' && theme !== 'dark') throw new AttnscopeError(`--theme: expected light or dark, got '${theme}'`);
+  if (theme !== undefined && theme !== 'light' && theme !== 'dark') throw new UsageError(`--theme: expected light or dark, got '${theme}'`);
   let maxBytes = DEFAULT_MAX_BYTES;
   if (values['max-size'] !== undefined) {
     const mb = Number(values['max-size']);
-    if (!(mb > 0)) throw new AttnscopeError(`--max-size: expected a size in MB, got '${values['max-size']}'`);
+    if (!(mb > 0 && Number.isFinite(mb))) throw new UsageError(`--max-size: expected a size in MB, got '${values['max-size']}'`);
     maxBytes = mb * 1e6;
   }
   const out = values.out ?? 'attnscope-view.html';
-  if (existsSync(out) && statSync(out).isDirectory()) throw new AttnscopeError(`--out ${out}: is a directory`);
+  checkOut(out, ['.html', '.htm'], 'view');
 
   const source = positionals[0];
   const ids = parseIdList(values.ids, '--ids');
   let trace: Trace;
   let text: string | undefined;
   const generate = parsePositiveInt(values.generate, '--generate');
-  const samplingFlags = (['sample', 'temperature', 'top-k', 'top-p', 'seed'] as const).filter((f) => values[f] !== undefined);
+  const topK = parsePositiveInt(values['top-k'], '--top-k');
+  const samplingFlags = (['sample', 'temperature', 'sample-top-k', 'top-p', 'seed'] as const).filter((f) => values[f] !== undefined);
+  if (source !== undefined && isCheckpointFile(source)) checkModelArg(source);
   if (source !== undefined && isTraceFile(source)) {
-    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'generate', ...samplingFlags] as const) {
+    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'top-k', 'generate', ...samplingFlags] as const) {
       if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to a trace file (${source})`);
     }
-    trace = await readTraceFile(source);
+    const opened = await openTraceFile(source);
+    trace = opened.trace;
+    // Values that are not probabilities still open, with one line saying where they are.
+    if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
   } else if (generate !== undefined) {
-    for (const flag of ['pair', 'type-ids', 'decoder-text', 'decoder-ids', 'truncate'] as const) {
-      if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to --generate`);
+    for (const flag of ['pair', 'type-ids', 'decoder-text', 'decoder-ids', 'truncate', 'top-k'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`view: --${flag} does not apply to --generate`);
     }
     if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
       throw new AttnscopeError(`${source}: no such trace file`);
@@ -122,7 +113,9 @@ export async function viewCommand(argv: string[]): Promise<void> {
     if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('view: give either --text or --ids, not both');
     const sampling = parseSampling(values);
     text = values.text;
-    const model = await loadModel(source, parseLoadOptions(values));
+    const loadOptions = parseLoadOptions(values);
+    checkModelArg(source);
+    const model = await loadModel(source, loadOptions);
     try {
       trace = await model.generate(values.text ?? null, { ids, maxNewTokens: generate, ...sampling, qk: true });
       const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
@@ -133,15 +126,17 @@ export async function viewCommand(argv: string[]): Promise<void> {
       await model.dispose();
     }
   } else {
-    if (samplingFlags.length > 0) throw new AttnscopeError(`view: --${samplingFlags[0]} applies to generation: add --generate N`);
+    if (samplingFlags.length > 0) throw new UsageError(`view: --${samplingFlags[0]} applies to generation: add --generate N`);
     if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
       throw new AttnscopeError(`${source}: no such trace file`);
     }
     const input = parseModelInput(values, 'view', 'view: give --text "..." (or --ids 1,2,3), or a trace file');
     text = values.text !== undefined ? (values.pair ? `${values.text} | ${values.pair}` : values.text) : undefined;
-    const model = await loadModel(source, parseLoadOptions(values));
+    const loadOptions = parseLoadOptions(values);
+    checkModelArg(source);
+    const model = await loadModel(source, loadOptions);
     try {
-      trace = await model.trace(input.text, { ...input.options, qk: true });
+      trace = await model.trace(input.text, { ...input.options, qk: true, topK });
     } finally {
       await model.dispose();
     }
@@ -157,7 +152,9 @@ export async function viewCommand(argv: string[]): Promise<void> {
     theme: theme as 'light' | 'dark' | undefined,
     deflate: (data) => deflateRawSync(data, { level: 6 }),
   });
-  await writeFileAtomic(out, result.html);
+  await writeFileAtomically(out, async (stream) => {
+    stream.write(result.html);
+  });
   const p = result.precision;
   const precision =
     p.attention === 'f32' && (p.qk === null || p.qk === 'f32')
@@ -165,5 +162,5 @@ export async function viewCommand(argv: string[]): Promise<void> {
       : `attention ${p.attention === 'f32' ? 'exact' : `to ${p.attention.slice(5)} decimals`}${p.qk ? `, queries/keys ${p.qk === 'f32' ? 'exact' : `to ${p.qk.slice(5)} decimals`}` : ''}`;
   const shape = `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`;
   process.stdout.write(`${resolve(out)}\n`);
-  process.stderr.write(`wrote ${out} (${formatBytes(result.bytes)}; ${shape}; ${precision}) — open it in a browser\n`);
+  reportWrote(out, `${shape}; ${precision}`, 'open it in a browser');
 }

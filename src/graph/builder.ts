@@ -28,12 +28,19 @@ const EXTERNAL_THRESHOLD = 64 * 1024;
 /** Float32 data, now or when the graph is encoded (weights are read only if needed). */
 export type FloatSource = Float32Array | (() => Promise<Float32Array>);
 
+/**
+ * How a weight is stored in the encoded model: float32, or the checkpoint's own 16-bit type with a
+ * Cast to float32 in the graph (onnxruntime folds it into a float32 constant when the session is
+ * created, so the arithmetic is unchanged and the stored graph takes half the disk).
+ */
+export type WeightStorage = 'float32' | 'float16' | 'bfloat16';
+
 /** A weight the encoded model references by file name instead of holding it. */
 export interface ExternalWeight {
   /** File name the model's external-data entry points at (relative to the model file). */
   path: string;
   byteLength: number;
-  /** The little-endian float32 bytes (reads the checkpoint, transposes if needed). */
+  /** The little-endian bytes in the weight's storage type (reads the checkpoint, transposes if needed). */
   load(): Promise<Uint8Array>;
 }
 
@@ -47,6 +54,29 @@ interface Weight {
   name: string;
   dims: readonly number[];
   load: () => Promise<Float32Array>;
+  storage: WeightStorage;
+}
+
+/**
+ * float32 values that are exact float16 or bfloat16 values (they were read from such a
+ * checkpoint) back to their 16-bit patterns; exact, no rounding needed.
+ */
+export function toStorage16(data: Float32Array, storage: 'float16' | 'bfloat16'): Uint16Array {
+  const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  const out = new Uint16Array(data.length);
+  if (storage === 'bfloat16') {
+    for (let i = 0; i < bits.length; i++) out[i] = bits[i]! >>> 16;
+    return out;
+  }
+  for (let i = 0; i < bits.length; i++) {
+    const x = bits[i]!;
+    const sign = (x >>> 16) & 0x8000;
+    const exp = (x >>> 23) & 0xff;
+    if (exp === 0xff) out[i] = sign | 0x7c00 | (x & 0x7fffff ? 0x200 : 0);
+    else if (exp >= 113) out[i] = sign | ((exp - 112) << 10) | ((x & 0x7fffff) >>> 13);
+    else out[i] = sign | Math.round(Math.abs(data[i]!) * 2 ** 24); // float16 subnormals (and zero)
+  }
+  return out;
 }
 
 /** Reads a weight once, however many times it is asked for. */
@@ -133,10 +163,10 @@ export class GraphBuilder {
    * Adds a float32 weight: its data (not copied), or a function reading it, called only when
    * the graph is encoded and the weight is needed.
    */
-  initializer(name: string, data: FloatSource, dims: readonly number[]): Value {
+  initializer(name: string, data: FloatSource, dims: readonly number[], storage: WeightStorage = 'float32'): Value {
     if (this.usedNames.has(name)) throw new Error(`graph already has a value named ${name}`);
     this.usedNames.add(name);
-    this.weights.set(name, { name, dims, load: once(data) });
+    this.weights.set(name, { name, dims, load: once(data), storage });
     return { name };
   }
 
@@ -226,7 +256,7 @@ export class GraphBuilder {
     let out: Value;
     if (w && w.dims.length === 2) {
       const [rows, cols] = w.dims as [number, number];
-      out = this.initializer(`${weight.name}.T`, async () => transpose2d(await w.load(), rows, cols), [cols, rows]);
+      out = this.initializer(`${weight.name}.T`, async () => transpose2d(await w.load(), rows, cols), [cols, rows], w.storage);
     } else {
       out = this.transpose(weight, [1, 0]);
     }
@@ -282,18 +312,29 @@ export class GraphBuilder {
     for (const n of this.nodes) for (const i of n.inputs) used.add(i);
     const initializers = this.initializers.filter((t) => used.has(t.name));
     const external: ExternalWeight[] = [];
+    // 16-bit weights: stored as such, each with a Cast to float32 ahead of every other node.
+    const casts: NodeSpec[] = [];
     for (const w of this.weights.values()) {
       if (!used.has(w.name)) continue;
-      const byteLength = w.dims.reduce((a, b) => a * b, 1) * 4;
+      const wide = w.storage === 'float32';
+      const storedName = wide ? w.name : `${w.name}::${w.storage}`;
+      const type: ElemType = w.storage;
+      const bytes = async (): Promise<Uint8Array> => {
+        const data = await w.load();
+        return bytesOf(w.storage === 'float32' ? data : toStorage16(data, w.storage));
+      };
+      const byteLength = w.dims.reduce((a, b) => a * b, 1) * (wide ? 4 : 2);
       if (byteLength >= EXTERNAL_THRESHOLD) {
-        const path = externalFileName(w.name);
-        initializers.push({ name: w.name, type: 'float32', dims: w.dims, external: { location: path, length: byteLength } });
-        external.push({ path, byteLength, load: async () => bytesOf(await w.load()) });
+        const path = externalFileName(storedName);
+        initializers.push({ name: storedName, type, dims: w.dims, external: { location: path, length: byteLength } });
+        external.push({ path, byteLength, load: bytes });
       } else {
-        initializers.push({ name: w.name, type: 'float32', dims: w.dims, raw: bytesOf(await w.load()) });
+        initializers.push({ name: storedName, type, dims: w.dims, raw: await bytes() });
       }
+      if (!wide) casts.push({ opType: 'Cast', inputs: [storedName], outputs: [w.name], name: `${w.name}/Cast`, attributes: { to: 1 } });
     }
-    const model = encodeModel({ name: this.name, nodes: this.nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET });
+    const nodes = casts.length > 0 ? [...casts, ...this.nodes] : this.nodes;
+    const model = encodeModel({ name: this.name, nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET });
     return { model, external };
   }
 }

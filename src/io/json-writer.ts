@@ -67,6 +67,8 @@ function tryDigits(a: number, e: number, n: number): number {
  * or −1: use the slow path. Trying 6 digits as well costs a third more time for 4 % of values.
  */
 function shortestDigits(a: number, e: number): number {
+  // Every attempt below scales by 10^k with |k| ≤ 22 (exact powers of ten): e in [−14, 28].
+  if (e < -14 || e > 27) return -1;
   const m7 = tryDigits(a, e, 7);
   if (m7 >= 0) return m7;
   const m8 = tryDigits(a, e, 8);
@@ -168,19 +170,34 @@ export class JsonChunkWriter {
 
   /** Appends one float32 value as its shortest round-tripping decimal text. */
   float32(x: number): void {
+    if (x - x !== 0) throw new NonFiniteError(x, 0);
     this.room(24);
     one[0] = x;
-    this.pos = this.putFloat32(one[0]!, oneBits[0]!, this.pos, 0);
+    this.pos = putFloat32(this.buf, this.pos, one[0]!, oneBits[0]!);
   }
 
   /** Appends `count` values of `data` from `start`, comma-separated (no brackets). */
   float32s(data: Float32Array, start: number, count: number): void {
     const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
-    for (let i = 0; i < count; i++) {
-      if (this.pos + 25 > this.buf.length) this.flush();
-      if (i > 0) this.buf[this.pos++] = CH_COMMA;
-      this.pos = this.putFloat32(data[start + i]!, bits[start + i]!, this.pos, start + i);
+    let buf = this.buf;
+    let pos = this.pos;
+    for (let i = start, end = start + count; i < end; i++) {
+      if (pos + 24 > buf.length) {
+        this.pos = pos;
+        this.flush();
+        buf = this.buf;
+        pos = this.pos;
+      }
+      if (i > start) buf[pos++] = CH_COMMA;
+      const x = data[i]!;
+      // NaN and ±Infinity: x − x is NaN, not 0.
+      if (x - x !== 0) {
+        this.pos = pos;
+        throw new NonFiniteError(x, i);
+      }
+      pos = putFloat32(buf, pos, x, bits[i]!);
     }
+    this.pos = pos;
   }
 
   /** Returns the full chunks written so far (the writer keeps the partial one). */
@@ -195,73 +212,75 @@ export class JsonChunkWriter {
     this.flush();
     return this.take();
   }
+}
 
-  private putAscii(s: string, pos: number): number {
-    const buf = this.buf;
-    for (let i = 0; i < s.length; i++) buf[pos++] = s.charCodeAt(i);
+/** Writes ASCII text at `pos`; returns the position after it. */
+function putAscii(buf: Uint8Array, s: string, pos: number): number {
+  for (let i = 0; i < s.length; i++) buf[pos++] = s.charCodeAt(i);
+  return pos;
+}
+
+/**
+ * Writes finite float32 `x` (its bits `bits`) at `pos` as its shortest round-tripping decimal text;
+ * returns the position after it (at most 16 bytes later).
+ */
+function putFloat32(buf: Uint8Array, pos: number, x: number, bits: number): number {
+  if (x === 0) {
+    if (1 / x < 0) buf[pos++] = CH_MINUS;
+    buf[pos++] = CH_0;
     return pos;
   }
-
-  private putFloat32(x: number, bits: number, pos: number, index: number): number {
-    const buf = this.buf;
-    if (x === 0) {
-      if (1 / x < 0) buf[pos++] = CH_MINUS;
+  let a = x;
+  if (x < 0) {
+    buf[pos++] = CH_MINUS;
+    a = -x;
+  }
+  const m = shortestDigits(a, E10[(bits >>> 23) & 255]!);
+  if (m < 0) return putAscii(buf, slowFormat(a), pos);
+  const nd = foundDigits;
+  const e = foundE;
+  if (e >= -5 && e < 9) {
+    // Plain notation: the decimal point after digit p = e + 1.
+    const p = e + 1;
+    if (p <= 0) {
       buf[pos++] = CH_0;
+      buf[pos++] = CH_DOT;
+      for (let i = p; i < 0; i++) buf[pos++] = CH_0;
+      putDigits(buf, pos + nd, m, nd);
+      return pos + nd;
+    }
+    if (p >= nd) {
+      putDigits(buf, pos + nd, m, nd);
+      pos += nd;
+      for (let i = nd; i < p; i++) buf[pos++] = CH_0;
       return pos;
     }
-    if (x !== x || x === Infinity || x === -Infinity) throw new NonFiniteError(x, index);
-    let a = x;
-    if (x < 0) {
-      buf[pos++] = CH_MINUS;
-      a = -x;
-    }
-    const m = shortestDigits(a, E10[(bits >>> 23) & 255]!);
-    if (m < 0) return this.putAscii(slowFormat(a), pos);
-    const nd = foundDigits;
-    const e = foundE;
-    if (e >= -5 && e < 21) {
-      // Plain notation: the decimal point after digit p = e + 1.
-      const p = e + 1;
-      if (p <= 0) {
-        buf[pos++] = CH_0;
-        buf[pos++] = CH_DOT;
-        for (let i = p; i < 0; i++) buf[pos++] = CH_0;
-        putDigits(buf, pos + nd, m, nd);
-        return pos + nd;
-      }
-      if (p >= nd) {
-        putDigits(buf, pos + nd, m, nd);
-        pos += nd;
-        for (let i = nd; i < p; i++) buf[pos++] = CH_0;
-        return pos;
-      }
-      // The point inside the digits.
-      const div = POW10_INT[nd - p]!;
-      const whole = (m / div) | 0;
-      putDigits(buf, pos + p, whole, p);
-      buf[pos + p] = CH_DOT;
-      putDigits(buf, pos + nd + 1, m - whole * div, nd - p);
-      return pos + nd + 1;
-    }
-    // Exponent notation: d[.ddd]e[-]x
-    if (nd > 1) {
-      const div = POW10_INT[nd - 1]!;
-      const first = (m / div) | 0;
-      buf[pos] = CH_0 + first;
-      buf[pos + 1] = CH_DOT;
-      putDigits(buf, pos + nd + 1, m - first * div, nd - 1);
-      pos += nd + 1;
-    } else {
-      buf[pos++] = CH_0 + m;
-    }
-    buf[pos++] = CH_E;
-    let ex = e;
-    if (ex < 0) {
-      buf[pos++] = CH_MINUS;
-      ex = -ex;
-    }
-    if (ex >= 10) buf[pos++] = CH_0 + ((ex / 10) | 0);
-    buf[pos++] = CH_0 + (ex % 10);
-    return pos;
+    // The point inside the digits.
+    const div = POW10_INT[nd - p]!;
+    const whole = (m / div) | 0;
+    putDigits(buf, pos + p, whole, p);
+    buf[pos + p] = CH_DOT;
+    putDigits(buf, pos + nd + 1, m - whole * div, nd - p);
+    return pos + nd + 1;
   }
+  // Exponent notation: d[.ddd]e[-]x
+  if (nd > 1) {
+    const div = POW10_INT[nd - 1]!;
+    const first = (m / div) | 0;
+    buf[pos] = CH_0 + first;
+    buf[pos + 1] = CH_DOT;
+    putDigits(buf, pos + nd + 1, m - first * div, nd - 1);
+    pos += nd + 1;
+  } else {
+    buf[pos++] = CH_0 + m;
+  }
+  buf[pos++] = CH_E;
+  let ex = e;
+  if (ex < 0) {
+    buf[pos++] = CH_MINUS;
+    ex = -ex;
+  }
+  if (ex >= 10) buf[pos++] = CH_0 + ((ex / 10) | 0);
+  buf[pos++] = CH_0 + (ex % 10);
+  return pos;
 }

@@ -22,7 +22,10 @@ export function createBuildContext(config: ModelConfig, weights: WeightStore, ta
   const load = (name: string, storedName: string): Promise<Value> => {
     let value = loaded.get(name);
     if (!value) {
-      value = Promise.resolve(g.initializer(name, async () => (await weights.get(storedName)).data, weights.shape(storedName)));
+      // 16-bit checkpoints keep their weights 16-bit in the graph (half the disk in the graph cache).
+      const dtype = weights.dtype(storedName);
+      const storage = dtype === 'F16' ? 'float16' : dtype === 'BF16' ? 'bfloat16' : 'float32';
+      value = Promise.resolve(g.initializer(name, async () => (await weights.get(storedName)).data, weights.shape(storedName), storage));
       loaded.set(name, value);
     }
     return value;
