@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Trace } from '../src/core/trace.js';
+import type { Item } from '../src/views/layout/common.js';
 import { neuronViewLayout } from '../src/views/layout/neuron-view.js';
 import { renderNeuronView } from '../src/views/svg/neuron-view.js';
 import { findAll, parseXml, textOf } from './helpers/xml.js';
@@ -43,8 +44,7 @@ function trace(options: { bias: boolean; causal: boolean }): Trace {
   };
 }
 
-const texts = (items: { kind: string }[], cls: string) =>
-  items.flatMap((it) => (it.kind === 'text' && (it as { className?: string }).className === cls ? [(it as { text: string }).text] : []));
+const texts = (items: readonly Item[], cls: string) => items.flatMap((it) => (it.kind === 'text' && it.className === cls ? [it.text] : []));
 
 describe('neuron view layout', () => {
   it('with a recorded bias: q·k, × scale, + bias, score, softmax — the numbers worked out by hand', () => {
