@@ -46,13 +46,19 @@ export class PredictionsPanel {
       .sort((a, b) => a.position - b.position)
       .map((p) => {
         const actual = p.kind === 'next' ? seq[p.position + 1] : undefined;
+        const at = seq[p.position];
+        // A predicted next token read after the token it follows (so that a word piece shows as ·ir, as in the views).
+        const candidateLabel = (token: string) =>
+          ctx.state.prettify && p.kind === 'next' && at && !at.special
+            ? prettifyTokens([at, { text: token, special: false, segment: at.segment }], trace.model.modelType)[1]!.label
+            : ctx.candidateLabel(token);
         const cands = p.candidates.map((c) => {
           const hit = actual !== undefined && actual.id === c.id;
           const pct = `${Math.max(0, Math.min(100, c.probability * 100)).toFixed(1)}%`;
           const el = h(
             'span',
             { class: `candidate${hit ? ' actual' : ''}`, title: `${c.token} (id ${c.id}): p = ${c.probability}${hit ? ' · the token that follows in the text' : ''}`, style: `--p: ${pct}` },
-            h('span', { class: 'candidate-token' }, ctx.candidateLabel(c.token)),
+            h('span', { class: 'candidate-token' }, candidateLabel(c.token)),
             ' ',
             h('span', { class: 'candidate-p' }, formatCandidate(c.probability)),
             hit ? h('span', { class: 'candidate-mark' }, ' ✓') : null,

@@ -62,6 +62,12 @@ describe('model view hover', () => {
       const lines = await hoverCell(p.page, 1, 0);
       expect(lines).toEqual(['layer 1 · head 0', 'strongest query → key:', '1 “a” → 1 “a” 0.6667', '2 “g” → 2 “g” 0.5', '3 “·ir” → 3 “·ir” 0.4', 'click to open']);
       expect(await p.page.getAttribute('[data-testid=model-canvas]', 'data-hover-layer')).toBe('1');
+      // The hovered cell is outlined.
+      const g = await numericData(p.page, '[data-testid=model-canvas]');
+      const canvasBox = (await p.page.locator('[data-testid=model-canvas]').boundingBox())!;
+      const box = (await p.page.locator('[data-testid=model-hover]').boundingBox())!;
+      expect(Math.abs(box.x + 2 - (canvasBox.x + g.gridX!))).toBeLessThan(1.5);
+      expect(Math.abs(box.y + 2 - (canvasBox.y + g.gridY! + g.ch! + g.gap!))).toBeLessThan(1.5);
       // Head 2: q1 = [3/7, 4/7], q2 = [3/12, 4/12, 5/12], q3 = [3/18 … 6/18], q4 = [3/25 … 7/25].
       const h2 = await hoverCell(p.page, 0, 2);
       expect(h2.slice(0, 5)).toEqual(['layer 0 · head 2', 'strongest query → key:', '1 “a” → 1 “a” 0.5714', '1 “a” → 0 “<s>” 0.4286', '2 “g” → 2 “g” 0.4167']);
@@ -87,7 +93,7 @@ describe('predictions and token labels', () => {
       expect(await pg.textContent('[data-testid=predictions-summary]')).toContain('top 3 next tokens at 2 positions');
       const row = pg.locator('[data-testid=prediction-2]');
       expect(await row.locator('.prediction-token').textContent()).toBe('g');
-      expect(await row.locator('.candidate').allInnerTexts()).toEqual(['ir 0.700 ✓', 'ir 0.200', '<0xC3> 0.050']);
+      expect(await row.locator('.candidate').allInnerTexts()).toEqual(['·ir 0.700 ✓', 'ir 0.200', '<0xC3> 0.050']); // 'ir' after '▁g' continues the word
       // The token that follows position 2 is 'ir' (id 6): marked as the actual one.
       expect(await row.locator('.candidate.actual').count()).toBe(1);
       // Position 4 is followed by '▁caf' (id 8), the second candidate.

@@ -23,6 +23,8 @@ export class ModelView {
   private readonly chooser = h('div', { class: 'chooser' });
   private readonly readout = h('div', { class: 'readout', testid: 'model-readout' });
   private readonly canvas = h('canvas', { class: 'model-canvas', testid: 'model-canvas' });
+  /** Outline of the hovered cell. */
+  private readonly hoverBox = h('div', { class: 'model-hover', testid: 'model-hover' });
   private readonly detail = h('div', { class: 'model-detail', testid: 'model-detail', role: 'dialog' });
   private readonly detailGrid = new MatrixGrid('model-detail-canvas');
   private readonly detailReadout = h('div', { class: 'readout', testid: 'model-detail-readout' });
@@ -34,7 +36,7 @@ export class ModelView {
   private hovered: ModelCell | null = null;
 
   constructor(private readonly ctx: Ctx) {
-    this.el.append(this.toolbar, this.chooser, this.readout, h('div', { class: 'scroll' }, this.canvas), this.detail);
+    this.el.append(this.toolbar, this.chooser, this.readout, h('div', { class: 'scroll model-scroll' }, this.canvas, this.hoverBox), this.detail);
     this.canvas.addEventListener('pointermove', (e) => {
       const cell = this.cellAt(e.offsetX, e.offsetY);
       this.canvas.style.cursor = cell ? 'pointer' : '';
@@ -93,9 +95,16 @@ export class ModelView {
     if (cell) {
       this.canvas.dataset.hoverLayer = String(cell.layer);
       this.canvas.dataset.hoverHead = String(cell.head);
+      const b = this.hoverBox.style;
+      b.left = `${this.canvas.offsetLeft + cell.x - 2}px`;
+      b.top = `${this.canvas.offsetTop + cell.y - 2}px`;
+      b.width = `${cell.width}px`;
+      b.height = `${cell.height}px`;
+      b.display = 'block';
     } else {
       delete this.canvas.dataset.hoverLayer;
       delete this.canvas.dataset.hoverHead;
+      this.hoverBox.style.display = 'none';
     }
   }
 
@@ -187,7 +196,7 @@ export class ModelView {
       display: this.ds ?? undefined,
     });
     this.layout = layout;
-    this.hovered = null;
+    this.hover(null);
     const { ds, nq, nk, grid } = layout;
     const { x: gridX, y: gridY, cw, ch, gap } = grid;
     for (const [k, v] of Object.entries({ gridX, gridY, cw, ch, gap })) this.canvas.dataset[k] = String(v);

@@ -386,3 +386,34 @@ export function fitText(text: string, fontSize: number, maxWidth: number): { tex
   }
   return { text: `${chars.slice(0, lo).join('').trimEnd()}…`, cut: true };
 }
+
+/**
+ * A text broken into lines at most `maxWidth` wide at `fontSize` (textWidth's estimate): at spaces,
+ * and inside a word only when the word alone is wider than a line. Figures wrap where the page
+ * would cut (an image has no tooltip to carry the rest).
+ */
+export function wrapText(text: string, fontSize: number, maxWidth: number): string[] {
+  const lines: string[] = [];
+  let cur = '';
+  const push = (word: string) => {
+    const next = cur ? `${cur} ${word}` : word;
+    if (textWidth(next, fontSize) <= maxWidth) {
+      cur = next;
+      return;
+    }
+    if (cur) lines.push(cur);
+    cur = '';
+    // A word wider than a line: cut it into pieces that fit.
+    let rest = [...word];
+    while (textWidth(rest.join(''), fontSize) > maxWidth && rest.length > 1) {
+      let n = 1;
+      while (n < rest.length && textWidth(rest.slice(0, n + 1).join(''), fontSize) <= maxWidth) n++;
+      lines.push(rest.slice(0, n).join(''));
+      rest = rest.slice(n);
+    }
+    cur = rest.join('');
+  };
+  for (const word of text.split(' ')) push(word);
+  if (cur || lines.length === 0) lines.push(cur);
+  return lines;
+}

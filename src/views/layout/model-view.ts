@@ -14,7 +14,7 @@ import { type CommonViewOptions, describeIndices, firstGeneratedBoundary, resolv
 import { LAYOUT, type Theme } from '../theme.js';
 import { type DisplayStack, type DisplayToken, displayStack } from '../tokens.js';
 import { displayMask } from './heatmap.js';
-import { type Item, type MatrixItem, type ScaleSpec, STACK_TITLES, fitText, legendItems, scaleSpec, stackAxes, textWidth, truncate } from './common.js';
+import { type Item, type MatrixItem, type ScaleSpec, STACK_TITLES, legendItems, scaleSpec, stackAxes, textWidth, truncate, wrapText } from './common.js';
 
 export interface ModelViewOptions extends CommonViewOptions {
   /** Layers to include (default all). */
@@ -149,7 +149,11 @@ export function strongestPairs(data: Float32Array, offset: number, nq: number, n
   return best;
 }
 
-/** Title and generation lines at the top, each fitted to `width` (a cut line carries its full text as a tooltip). */
+/**
+ * Title and generation lines at the top, wrapped to `width` (a figure has no tooltip to carry
+ * what a cut would hide): the bold title, the "prompt | generated" legend with how the tokens
+ * were generated, and at a step which token is the newest (`mark`: how the view shows its row).
+ */
 export function headingItems(
   trace: Trace,
   stack: StackName,
@@ -165,20 +169,21 @@ export function headingItems(
   const tfs = LAYOUT.titleFontSize;
   const fs = LAYOUT.smallFontSize;
   if (title) {
-    const t = fitText(title, tfs, width);
-    items.push({ kind: 'text', x, y: y + tfs, text: t.text, size: tfs, fill: theme.text, bold: true, className: 'view-title', ...(t.cut ? { tip: title } : {}) });
-    y += tfs + 12;
+    for (const line of wrapText(title, tfs, width)) {
+      items.push({ kind: 'text', x, y: y + tfs, text: line, size: tfs, fill: theme.text, bold: true, className: 'view-title' });
+      y += tfs + 5;
+    }
+    y += 7;
   }
   const gen = traceGeneration(trace);
   if (gen) {
-    const detail = ` · ${describeGeneration(gen)}`;
-    const full = `prompt | generated${detail}`;
-    const fitted = fitText(detail, fs, width - textWidth('prompt | generated', fs)).text;
+    const lead = 'prompt | generated';
+    const [first, ...more] = wrapText(`${lead} · ${describeGeneration(gen)}`, fs, width);
     items.push({
       kind: 'text',
       x,
       y: y + fs,
-      text: `prompt | generated${fitted}`,
+      text: first!,
       size: fs,
       fill: theme.muted,
       className: 'generation-legend',
@@ -186,16 +191,19 @@ export function headingItems(
         { text: 'prompt', fill: theme.text },
         { text: ' | ', fill: theme.muted },
         { text: 'generated', fill: theme.generated, italic: true },
-        { text: fitted, fill: theme.muted },
+        { text: first!.slice(lead.length), fill: theme.muted },
       ],
-      ...(fitted !== detail ? { tip: full } : {}),
     });
     y += fs + 6;
-    if (ds.step !== null) {
-      const line = stepDescription(trace, stack, ds, mark);
-      const t = fitText(line, fs, width);
-      items.push({ kind: 'text', x, y: y + fs, text: t.text, size: fs, fill: theme.text, className: 'generation-step', data: { step: ds.step }, ...(t.cut ? { tip: line } : {}) });
+    for (const line of more) {
+      items.push({ kind: 'text', x, y: y + fs, text: line, size: fs, fill: theme.muted, className: 'generation-legend' });
       y += fs + 6;
+    }
+    if (ds.step !== null) {
+      for (const line of wrapText(stepDescription(trace, stack, ds, mark), fs, width)) {
+        items.push({ kind: 'text', x, y: y + fs, text: line, size: fs, fill: theme.text, className: 'generation-step', data: { step: ds.step } });
+        y += fs + 6;
+      }
     }
     y += 4;
   }
@@ -239,12 +247,17 @@ export function modelViewLayout(trace: Trace, options: ModelViewOptions = {}): M
   const axes = stackAxes(stack);
   const qBoundary = firstGeneratedBoundary(ds.queryTokens);
   const kBoundary = firstGeneratedBoundary(ds.keyTokens);
+  const masks = new Map<number, Uint8Array | null>();
+  const maskOf = (l: number): Uint8Array | null => {
+    if (!masks.has(l)) masks.set(l, displayMask(trace, ds, l));
+    return masks.get(l)!;
+  };
   const note =
     `each cell: ${axes.query} ↓ × ${axes.key} → (${nq} × ${nk})` +
     (normalize === 'cell' ? ' · colour: each cell scaled to its own largest weight' : '') +
     (qBoundary !== null || kBoundary !== null ? ' · dashed: where the generated tokens start' : '') +
     (ds.newest !== null ? ' · outlined: the newest token’s row' : '') +
-    (layers.some((l) => displayMask(trace, ds, l) !== null) ? ' · blank: masked (no weight possible)' : '');
+    (layers.some((l) => maskOf(l) !== null) ? ' · blank: masked (no weight possible)' : '');
   // The figure is as wide as its grid and legend (at least 560 px); text lines are fitted to it.
   const width = Math.max(legendX + legendW + m, 560);
   const textW = width - 2 * m;
@@ -273,7 +286,7 @@ export function modelViewLayout(trace: Trace, options: ModelViewOptions = {}): M
     const cy = gridY + i * (ch + gap);
     items.push({ kind: 'text', x: gridX - 8, y: cy + ch / 2 + fs * 0.36, text: `layer ${l}`, size: fs, fill: theme.muted, anchor: 'end', className: 'layer-label', data: { layer: l } });
     const data = ds.layers[l]!;
-    const mask = displayMask(trace, ds, l);
+    const mask = maskOf(l);
     heads.forEach((h, j) => {
       const cx = gridX + j * (cw + gap);
       const offset = h * nq * nk;
@@ -312,10 +325,12 @@ export function modelViewLayout(trace: Trace, options: ModelViewOptions = {}): M
     Math.min(LAYOUT.heatmap.legendHeight, Math.max(80, gridH - 24)),
   );
   items.push(...lg.items);
-  const noteY = gridY + Math.max(gridH, lg.height) + (figure ? 18 : 0);
+  let noteY = gridY + Math.max(gridH, lg.height) + (figure ? 18 : 0);
   if (figure) {
-    const fitted = fitText(note, fs, textW);
-    items.push({ kind: 'text', x: m, y: noteY, text: fitted.text, size: fs, fill: theme.muted, className: 'model-note', ...(fitted.cut ? { tip: note } : {}) });
+    wrapText(note, fs, textW).forEach((line, i) => {
+      if (i) noteY += fs + 5;
+      items.push({ kind: 'text', x: m, y: noteY, text: line, size: fs, fill: theme.muted, className: 'model-note' });
+    });
   }
 
   return {

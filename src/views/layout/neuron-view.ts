@@ -15,7 +15,7 @@ import { predictionNote, stepWindow, tokenNote } from '../generation.js';
 import { type CommonViewOptions, checkIndex, firstGeneratedBoundary, fmtValue, resolveCommon } from '../svg/common.js';
 import { LAYOUT, type Theme } from '../theme.js';
 import { type DisplayToken, prettifyToken, rawDisplayStack, tokenLabel } from '../tokens.js';
-import { type Item, type ScaleSpec, STACK_TITLES, fitText, legendItems, scaleSpec, textWidth, truncate } from './common.js';
+import { type Item, type ScaleSpec, STACK_TITLES, legendItems, scaleSpec, textWidth, truncate, wrapText } from './common.js';
 import { headingItems } from './model-view.js';
 
 export { keyHeadFor };
@@ -228,9 +228,8 @@ export function neuronViewLayout(trace: Trace, options: NeuronLayoutOptions = {}
       } else cur = cur ? `${cur} · ${text}` : text;
     }
     if (cur) lines.push(cur);
-    for (const line of lines) {
-      const f = fitText(line, sfs, width - 2 * m);
-      items.push({ kind: 'text', x: m, y: y + sfs, text: f.text, size: sfs, fill: theme.muted, className: 'note', ...(f.cut ? { tip: line } : {}) });
+    for (const line of lines.flatMap((l) => wrapText(l, sfs, width - 2 * m))) {
+      items.push({ kind: 'text', x: m, y: y + sfs, text: line, size: sfs, fill: theme.muted, className: 'note' });
       y += sfs + 5;
     }
     y += 8;
