@@ -12,10 +12,10 @@ import { aggregateHeads, headMatrix, maskedEntries, pairBoundary, regroupMask } 
 import { AttnscopeError } from '../../core/errors.js';
 import type { Trace } from '../../core/trace.js';
 import { headColors, weightScale } from '../colors.js';
-import { probabilityNote } from '../generation.js';
+import { tokenTipText } from '../generation.js';
 import { type CommonViewOptions, checkIndex, resolveCommon } from '../svg/common.js';
 import { LAYOUT, type Theme } from '../theme.js';
-import { type DisplayStack, type DisplayToken, displayStack } from '../tokens.js';
+import { type DisplayStack, type DisplayToken, displayStack, prettifyToken, tokenLabel } from '../tokens.js';
 import {
   CELL_FONT,
   type Item,
@@ -341,10 +341,8 @@ export function gridTokens(trace: Trace, ds: DisplayStack, side: 'query' | 'key'
     special: t.special,
     generated: t.generated,
     segment: t.segment,
-    tip: tip ? tip(t, i) : t.generated ? (() => {
-      const note = probabilityNote(trace, ds.stack, side, t.positions);
-      return note ? `${t.raw}: ${note}` : undefined;
-    })() : undefined,
+    // Generated tokens' probabilities and the head's predictions (--top-k) at the token.
+    tip: tip ? tip(t, i) : tokenTipText(trace, ds.stack, side, t, (c) => tokenLabel(prettifyToken(c, trace.model.modelType))),
   }));
 }
 
