@@ -81,7 +81,7 @@ describe('neuron view layout', () => {
     expect(L.rows.map((r) => texts(r.items, 'score')[0])).toEqual(['0.5', '1', '−∞']);
     // softmax(0.5, 1) = [1/(1+e^0.5), e^0.5/(1+e^0.5)] = [0.3775, 0.6225]
     expect(L.rows.map((r) => texts(r.items, 'softmax')[0])).toEqual(['0.3775', '0.6225', '0']);
-    expect(L.notes.map((n) => n.text)).toContain('causal mask: the 1 key after the query get −∞');
+    expect(L.notes.map((n) => n.text)).toContain('causal mask: the 1 key after the query gets −∞');
   });
 
   it('the page frame leaves out the title and notes; the labels and number formats are the caller’s', () => {

@@ -73,9 +73,10 @@ async function viewShots(out: string, only: string[]): Promise<void> {
   try {
     const p = await openPage(browser, file, { width: 1180, height: 760 });
     const { page } = p;
-    const shot = async (name: string) => {
+    const shot = async (name: string, hover?: () => Promise<void>) => {
       if (!only.includes(name)) return;
       await page.mouse.move(1170, 5);
+      await hover?.();
       await page.waitForTimeout(150);
       // Down to the end of the view's content.
       const bottom = await page.$eval(`[data-testid=${name}-view]`, (el) => {
@@ -94,7 +95,11 @@ async function viewShots(out: string, only: string[]): Promise<void> {
     // Model view: every layer and head.
     await page.click('[data-testid=tab-model]');
     await page.waitForFunction(() => document.querySelector('[data-testid=model-canvas]')?.getAttribute('data-drawn') === 'true');
-    await shot('model');
+    // Model view, hovering layer 1 · head 3: its strongest query → key pairs.
+    await shot('model', async () => {
+      const g = await page.$eval('[data-testid=model-canvas]', (el) => ({ ...(el as HTMLElement).dataset }));
+      await page.locator('[data-testid=model-canvas]').hover({ position: { x: Number(g.gridX) + 3 * (Number(g.cw) + Number(g.gap)) + Number(g.cw) / 2, y: Number(g.gridY) + Number(g.ch) + Number(g.gap) + Number(g.ch) / 2 } });
+    });
     // Neuron view: (layer 1, shared with the head view) head 5, query "Lily".
     await page.click('[data-testid=tab-neuron]');
     await page.selectOption('[data-testid=neuron-head]', { label: '5' });

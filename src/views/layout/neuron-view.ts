@@ -70,12 +70,13 @@ export function neuronScales(d: NeuronScores, theme: Theme): { vecScale: WeightS
 export function neuronMaskNotes(d: NeuronScores): string[] {
   const masks = d.masked.filter(Boolean).length;
   const plural = (k: number) => `${k} key${k === 1 ? '' : 's'}`;
+  const get = (k: number) => (k === 1 ? 'gets' : 'get');
   if (masks === 0) return ['no mask'];
-  if (d.terms === 'assumed') return [d.causal ? `causal mask: the ${plural(masks)} after the query get −∞` : `mask: ${plural(masks)} get −∞ (weight 0)`];
+  if (d.terms === 'assumed') return [d.causal ? `causal mask: the ${plural(masks)} after the query ${get(masks)} −∞` : `mask: ${plural(masks)} ${get(masks)} −∞ (weight 0)`];
   const notes: string[] = [];
   const after = d.masked.filter((m, j) => m && j > d.query).length;
-  if (after > 0) notes.push(`causal mask: the ${plural(after)} after the query get −∞`);
-  if (masks > after && d.window !== null) notes.push(`sliding window ${d.window}: the ${plural(masks - after)} more than ${d.window - 1} before the query get −∞`);
+  if (after > 0) notes.push(`causal mask: the ${plural(after)} after the query ${get(after)} −∞`);
+  if (masks > after && d.window !== null) notes.push(`sliding window ${d.window}: the ${plural(masks - after)} more than ${d.window - 1} before the query ${get(masks - after)} −∞`);
   return notes;
 }
 
