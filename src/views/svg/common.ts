@@ -9,7 +9,7 @@ import { AttnscopeError } from '../../core/errors.js';
 import type { StackName, Trace } from '../../core/trace.js';
 import type { WeightScale } from '../colors.js';
 import { FONT_FAMILY, LAYOUT, MONO_FAMILY, type Theme, type ThemeName, getTheme } from '../theme.js';
-import { describeGeneration, formatProbability, probabilityAt, stackFollowsSteps, tokenNote, traceGeneration } from '../generation.js';
+import { describeGeneration, formatProbability, probabilityAt, stackFollowsSteps, traceGeneration } from '../generation.js';
 import { type DisplayStack, type DisplayToken, defaultStack, escapeHtml, prettifyToken, tokenLabel, traceStacks } from '../tokens.js';
 import { type Item, type Picture, STACK_TITLES, textWidth, truncate } from '../layout/common.js';
 import { type Rgb, parseColor, scaleOf, textOn } from '../colors.js';
@@ -140,71 +140,10 @@ export function svgDocument(width: number, height: number, theme: Theme, body: s
   );
 }
 
-export interface Legend {
-  svg: string;
-  width: number;
-  height: number;
-}
-
-/**
- * A vertical colour legend: a gradient bar (sampled along the ramp) with tick labels, and a caption
- * above it. Placed with its top-left at (x, y).
- */
-export function legend(scale: WeightScale, x: number, y: number, theme: Theme, id: string, caption: string, barHeight: number = LAYOUT.heatmap.legendHeight): Legend {
-  const barW = LAYOUT.heatmap.legendWidth;
-  const fs = LAYOUT.smallFontSize;
-  const top = y + fs + 12;
-  const stops: string[] = [];
-  for (let i = 0; i <= 16; i++) {
-    // top of the bar = high values
-    stops.push(`<stop offset="${n(i / 16)}" stop-color="${scale.interpolate(1 - i / 16)}"/>`);
-  }
-  let svg = `<defs><linearGradient id="${id}" x1="0" y1="0" x2="0" y2="1">${stops.join('')}</linearGradient></defs>`;
-  svg += text(x, y + fs, caption, { 'font-size': fs, fill: theme.muted });
-  svg += `<rect${attrs({ x, y: top, width: barW, height: barHeight, fill: `url(#${id})`, stroke: theme.grid, 'stroke-width': 1 })}/>`;
-  let labelW = textWidth(caption, fs);
-  for (const t of scale.ticks(Math.max(2, Math.min(6, Math.floor(barHeight / 28))))) {
-    const ty = top + barHeight * (1 - scale.t(t));
-    const label = scale.format(t);
-    svg += `<line${attrs({ x1: x + barW, y1: ty, x2: x + barW + 4, y2: ty, stroke: theme.muted, 'stroke-width': 1 })}/>`;
-    svg += text(x + barW + 6, ty + fs * 0.35, label, { 'font-size': fs, fill: theme.muted });
-    labelW = Math.max(labelW, barW + 6 + textWidth(label, fs));
-  }
-  return { svg, width: labelW, height: top - y + barHeight + fs / 2 };
-}
-
-// --- generation traces ---------------------------------------------------------------------------
-
-/** Presentation attributes of a token label: special tokens, generated tokens (italic, their own colour), others. */
-export function tokenStyle(t: Pick<DisplayToken, 'special' | 'generated'>, theme: Theme): { fill: string; 'font-style'?: string } {
-  if (t.generated) return { fill: t.special ? theme.special : theme.generated, 'font-style': 'italic' };
-  return { fill: t.special ? theme.special : theme.text };
-}
-
-/** ' generated' for the class list of a generated token's label. */
-export function generatedClass(t: Pick<DisplayToken, 'generated'>): string {
-  return t.generated ? ' generated' : '';
-}
-
-/**
- * A token's label wrapped with a tooltip (`<title>`) when there is something to say: for a
- * generated token which one it is and the probability it was chosen with, and the head's top-k
- * predictions at its position; other labels unchanged.
- */
-export function withTokenTip(trace: Trace, stack: StackName, side: 'query' | 'key', t: DisplayToken, label: string): string {
-  const note = tokenNote(trace, stack, side, t.positions, (c) => tokenLabel(prettifyToken(c, trace.model.modelType)));
-  return note ? `<g class="token-tip"><title>${escapeHtml(`${t.raw}: ${note}`)}</title>${label}</g>` : label;
-}
-
 /** Row (or column) index where the generated tokens start, or null when none are shown or all are. */
 export function firstGeneratedBoundary(tokens: readonly DisplayToken[]): number | null {
   const i = tokens.findIndex((t) => t.generated);
   return i > 0 ? i : null;
-}
-
-/** A dashed line marking where the generated tokens start. */
-export function promptBoundary(x1: number, y1: number, x2: number, y2: number, theme: Theme, axis: 'query' | 'key', thin = false): string {
-  return `<line${attrs({ x1, y1, x2, y2, stroke: theme.generated, 'stroke-width': thin ? 1 : 1.25, 'stroke-dasharray': thin ? '2 2' : '4 3', class: 'prompt-boundary', 'data-axis': axis })}/>`;
 }
 
 export interface GenerationHeader {
