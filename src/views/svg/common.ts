@@ -1,7 +1,7 @@
 /**
  * Shared helpers of the SVG renderers: options common to every view, argument checks (as
- * AttnscopeError one-liners), number formatting, text measurement, the document frame and the
- * colour legend.
+ * AttnscopeError one-liners), number formatting, the document frame, the heading (title and
+ * generation lines), and the writer that paints layout items (src/views/layout) as SVG.
  *
  * Isomorphic: imports nothing from Node.
  */
