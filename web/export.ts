@@ -43,8 +43,12 @@ export async function svgToPng(svg: string, scale = 2): Promise<Blob> {
   }
 }
 
+/** "attnscope-<model>-<view>-<stack>-<what the view shows>[-step<s>].<ext>": the model view shows every layer, the neuron view one head. */
 export function exportName(ctx: Ctx, view: string, ext: string): string {
-  const base = `${ctx.trace.model.name}-${view}-${ctx.state.stack}-layer${ctx.state.layer}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+  const { state } = ctx;
+  const what = view === 'model' ? 'layers' : view === 'neuron' ? `layer${state.layer}-head${state.neuronHead}` : `layer${state.layer}`;
+  const step = ctx.step();
+  const base = `${ctx.trace.model.name}-${view}-${state.stack}-${what}${step !== undefined ? `-step${step}` : ''}`.replace(/[^A-Za-z0-9._-]+/g, '_');
   return `attnscope-${base}.${ext}`;
 }
 

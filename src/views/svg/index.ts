@@ -12,8 +12,10 @@ import { type ModelViewOptions, renderModelView } from './model-view.js';
 import { type NeuronViewOptions, renderNeuronView } from './neuron-view.js';
 
 export { renderHeadView, headViewModel, type HeadViewOptions, type HeadViewModel } from './head-view.js';
-export { renderModelView, type ModelViewOptions } from './model-view.js';
-export { renderNeuronView, neuronData, keyHeadFor, type NeuronViewOptions, type NeuronData } from './neuron-view.js';
+export { renderModelView, paintModelView, type ModelViewOptions } from './model-view.js';
+export { renderNeuronView, paintNeuronView, neuronData, keyHeadFor, type NeuronViewOptions, type NeuronData } from './neuron-view.js';
+export { modelViewLayout, strongestPairs, type ModelViewLayout, type ModelCell, type CellPair } from '../layout/model-view.js';
+export { neuronViewLayout, type NeuronLayout, type NeuronLayoutOptions } from '../layout/neuron-view.js';
 export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregate } from './heatmap.js';
 export { type CommonViewOptions } from './common.js';
 export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';
