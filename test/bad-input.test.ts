@@ -144,6 +144,8 @@ describe('config.json sizes are checked before anything is built', () => {
       ['gpt2-heads0', 'gpt2', { n_head: 0 }, [], /n_head is 0; allowed: an integer from 1 to 4096/],
       ['bert-eps', 'bert', { layer_norm_eps: -1 }, [], /layer_norm_eps is -1; allowed: a number from 0 to 1/],
       ['llama-theta', 'llama', { rope_theta: 0 }, [], /rope_theta is 0; allowed: a number above 0/],
+      ['llama-scaling', 'llama', { rope_scaling: { rope_type: 'linear', factor: 0 } }, [], /rope_scaling\.factor is 0; allowed: a number above 0/],
+      ['neox-theta', 'gpt_neox', { rope_theta: 0, rotary_emb_base: 0 }, [], /rope_theta is 0; allowed: a number above 0/],
       ['bert-width', 'bert', { hidden_size: -32 }, [], /hidden_size is -32; allowed/],
     ];
     for (const [label, name, patch, command, message] of cases) {

@@ -13,7 +13,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads } from './attention.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
-import type { ModelConfig } from './config.js';
+import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
@@ -49,6 +49,8 @@ function ropeSpec(config: ModelConfig, headDim: number): RopeSpec {
   const paramNum = (key: string): number | undefined => (params && typeof params[key] === 'number' ? params[key] : undefined);
   const fraction = paramNum('partial_rotary_factor') ?? config.num(['partial_rotary_factor', 'rotary_pct'], 0.25);
   const base = paramNum('rope_theta') ?? config.num(['rope_theta', 'rotary_emb_base'], 10000);
+  checkConfigValue(config.source, 'rope_theta', base);
+  checkConfigValue(config.source, 'partial_rotary_factor', fraction);
   const rotaryDims = Math.trunc(headDim * fraction);
   if (rotaryDims % 2 !== 0 || rotaryDims < 0 || rotaryDims > headDim) {
     throw new AttnscopeError(`${config.source}: rotary dims ${rotaryDims} (head size ${headDim} × ${fraction}) should be even and at most the head size`);

@@ -3,8 +3,9 @@
  * The cos/sin tables are computed here in float32 exactly as transformers does and fed to the
  * graph; the graph applies the rotation to the first `rotaryDims` dims of each head.
  */
+import { AttnscopeError, quote } from '../core/errors.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
-import type { ModelConfig } from './config.js';
+import { checkConfigValue, type ModelConfig } from './config.js';
 
 export interface RopeSpec {
   base: number;
@@ -76,6 +77,16 @@ export function ropeFromConfig(config: ModelConfig, headDim: number, rotaryDims 
   const scaling = config.object('rope_scaling') ?? undefined;
   const params = config.object('rope_parameters');
   const base = config.num('rope_theta', params && typeof params.rope_theta === 'number' ? params.rope_theta : 10000);
+  checkConfigValue(config.source, 'rope_theta', base);
+  if (scaling) {
+    // Every scaling type divides frequencies by `factor`, and llama3 also reads these.
+    for (const key of ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings']) {
+      const v = scaling[key];
+      if (v !== undefined && v !== null && !(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
+        throw new AttnscopeError(`${config.source}: rope_scaling.${key} is ${quote(v)}; allowed: a number above 0`);
+      }
+    }
+  }
   return { base, rotaryDims, headDim, scaling };
 }
 
