@@ -13,6 +13,7 @@ import { handTrace } from './helpers/hand-trace.js';
 import { findAll, parseXml, textOf } from './helpers/xml.js';
 
 const WORDS = ['The', 'cat', 'sat', 'down', 'today'];
+const words40 = () => Array.from({ length: 40 }, (_, i) => `w${i}`);
 
 /** Causal weight q → k of head h, float64: (k + 1 + h) / Σ_{j ≤ q} (j + 1 + h). */
 function causal(h: number, q: number, k: number): number {
@@ -95,6 +96,11 @@ describe('heatmap layout', () => {
     const all = heatmapLayout(trace, {});
     expect(lines(all.items, 'pair-boundary')).toHaveLength(2 * 3);
     expect(matrices(all.items)).toHaveLength(3);
+    // Small multiples: labels at least 8 px (thinned rather than shrunk).
+    expect(all.labelFont).toBeGreaterThanOrEqual(CELL_FONT.minSmallLabel);
+    const many = heatmapLayout(handTrace(words40(), { heads: 4, layers: 1 }), {});
+    expect(many.labelFont).toBe(CELL_FONT.minSmallLabel);
+    expect(texts(many.items, 'query')).toHaveLength(Math.ceil(40 / many.labelStep));
   });
 
   it('marks where the generated tokens start (dashed) and outlines the newest row at a step', () => {

@@ -101,8 +101,8 @@ export const CELL_FONT = {
   /** Token label font = label × cell, clamped to [minLabel, LAYOUT.fontSize]. */
   label: 0.62,
   minLabel: 8,
-  /** Below this label font (small multiples) labels are left out. */
-  minSmallLabel: 6,
+  /** Smallest label font of small multiples (labels are thinned to every n-th below it, never shrunk further). */
+  minSmallLabel: 8,
   /** Weight written in a cell = value × cell, at most LAYOUT.smallFontSize. */
   value: 0.42,
   /** Cells at least this large carry their weight as text. */
