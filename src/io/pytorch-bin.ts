@@ -3,7 +3,7 @@
  * state_dict as a pickle whose tensors point, by persistent id, at raw storages `<top>/data/<key>`.
  * The pickle is interpreted by a restricted VM that only rebuilds tensors; nothing is executed.
  */
-import { AttnscopeError, quote } from '../core/errors.js';
+import { AttnscopeError, quote, sanitize } from '../core/errors.js';
 import { numel, type FloatTensor } from '../core/tensor.js';
 import { openFileSource, type ByteSource } from './byte-source.js';
 import { DTYPE_BYTES, decodeToFloat32 } from './dtypes.js';
@@ -86,7 +86,7 @@ function allowedGlobals(label: string): Map<string, Value> {
       const last = shape.reduce((sum, d, i) => sum + (d - 1) * strides[i]!, offset);
       if (!Number.isSafeInteger(last) || last >= storage.numel) {
         throw new AttnscopeError(
-          `${label}: tensor of shape [${shape.join(', ')}] at offset ${offset} reaches past the end of storage '${storage.key}' (${storage.numel} elements)`,
+          `${label}: tensor of shape ${sanitize(`[${shape.join(', ')}]`, 80)} at offset ${offset} reaches past the end of storage ${quote(storage.key)} (${storage.numel} elements)`,
         );
       }
     }
