@@ -8,7 +8,7 @@ import { unzlibSync } from 'fflate';
 import { describe, expect, it } from 'vitest';
 import { modelCellAt, modelViewLayout, strongestPairs } from '../src/views/layout/model-view.js';
 import { renderModelView } from '../src/views/svg/model-view.js';
-import { textWidth } from '../src/views/layout/common.js';
+import { textWidth, wrapText } from '../src/views/layout/common.js';
 import { handTrace } from './helpers/hand-trace.js';
 import { findAll, parseXml } from './helpers/xml.js';
 
@@ -186,5 +186,23 @@ describe('masked entries', () => {
     expect([px.width, px.height]).toEqual([4, 4]);
     expect(px.at(3, 0)).toEqual([255, 255, 255]); // masked: the light background #ffffff
     expect(px.at(0, 3)).not.toEqual([255, 255, 255]);
+  });
+});
+
+describe('wrapping figure text', () => {
+  // textWidth: 'a'…'z' (except narrow and wide ones) are 0.62 em; at font size 10 a 10-letter word is 62 px.
+  it('breaks between " · " parts first, then at spaces, then inside a word too long for a line', () => {
+    expect(wrapText('aaaa · bbbb · cccc', 10, 1000)).toEqual(['aaaa · bbbb · cccc']);
+    // "aaaa · bbbb" = 4 + 3 + 4 characters; the middle dot and spaces are 0.62 em too: 11 × 6.2 = 68.2 px.
+    expect(wrapText('aaaa · bbbb · cccc', 10, 70)).toEqual(['aaaa · bbbb', 'cccc']);
+    expect(wrapText('aaaa bbbb cccc', 10, 60)).toEqual(['aaaa bbbb', 'cccc']);
+    expect(wrapText('aaaaaaaaaaaaaaaaaaaa', 10, 62)).toEqual(['aaaaaaaaaa', 'aaaaaaaaaa']);
+    expect(wrapText('', 10, 50)).toEqual(['']);
+  });
+
+  it('a title as wide as the figure allows stays on one line', () => {
+    const t = handTrace(TOKENS, { layers: 1, heads: 2 });
+    const L = modelViewLayout(t);
+    expect(L.items.filter((it) => it.className === 'view-title')).toHaveLength(1);
   });
 });

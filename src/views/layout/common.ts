@@ -388,32 +388,44 @@ export function fitText(text: string, fontSize: number, maxWidth: number): { tex
 }
 
 /**
- * A text broken into lines at most `maxWidth` wide at `fontSize` (textWidth's estimate): at spaces,
- * and inside a word only when the word alone is wider than a line. Figures wrap where the page
- * would cut (an image has no tooltip to carry the rest).
+ * A text broken into lines at most `maxWidth` wide at `fontSize` (textWidth's estimate): between
+ * its " · "-separated parts where possible, else at spaces, and inside a word only when the word
+ * alone is wider than a line. Figures wrap where the page would cut (an image has no tooltip to
+ * carry the rest).
  */
 export function wrapText(text: string, fontSize: number, maxWidth: number): string[] {
+  const fits = (t: string) => textWidth(t, fontSize) <= maxWidth;
   const lines: string[] = [];
   let cur = '';
-  const push = (word: string) => {
-    const next = cur ? `${cur} ${word}` : word;
-    if (textWidth(next, fontSize) <= maxWidth) {
-      cur = next;
-      return;
+  const words = (part: string, sep: string) => {
+    for (const word of part.split(' ')) {
+      const next = cur ? `${cur}${sep}${word}` : word;
+      sep = ' ';
+      if (fits(next)) {
+        cur = next;
+        continue;
+      }
+      if (cur) lines.push(cur);
+      cur = '';
+      // A word wider than a line: cut it into pieces that fit.
+      let rest = [...word];
+      while (!fits(rest.join('')) && rest.length > 1) {
+        let n = 1;
+        while (n < rest.length && fits(rest.slice(0, n + 1).join(''))) n++;
+        lines.push(rest.slice(0, n).join(''));
+        rest = rest.slice(n);
+      }
+      cur = rest.join('');
     }
-    if (cur) lines.push(cur);
-    cur = '';
-    // A word wider than a line: cut it into pieces that fit.
-    let rest = [...word];
-    while (textWidth(rest.join(''), fontSize) > maxWidth && rest.length > 1) {
-      let n = 1;
-      while (n < rest.length && textWidth(rest.slice(0, n + 1).join(''), fontSize) <= maxWidth) n++;
-      lines.push(rest.slice(0, n).join(''));
-      rest = rest.slice(n);
-    }
-    cur = rest.join('');
   };
-  for (const word of text.split(' ')) push(word);
+  for (const part of text.split(' · ')) {
+    const next = cur ? `${cur} · ${part}` : part;
+    if (fits(next)) cur = next;
+    else if (fits(part)) {
+      if (cur) lines.push(cur);
+      cur = part;
+    } else words(part, ' · ');
+  }
   if (cur || lines.length === 0) lines.push(cur);
   return lines;
 }

@@ -98,6 +98,9 @@ export interface ModelViewLayout {
   cells: ModelCell[];
 }
 
+/** Figures grow to fit their title up to this width; longer titles wrap. */
+export const MAX_TITLE_WIDTH = 1100;
+
 /** A weight for tooltips: 3 decimals, '<0.001' for tiny ones. */
 function fmtPair(v: number): string {
   return v === 0 ? '0' : v < 0.001 ? '<0.001' : v.toFixed(3);
@@ -258,16 +261,16 @@ export function modelViewLayout(trace: Trace, options: ModelViewOptions = {}): M
     (qBoundary !== null || kBoundary !== null ? ' · dashed: where the generated tokens start' : '') +
     (ds.newest !== null ? ' · outlined: the newest token’s row' : '') +
     (layers.some((l) => maskOf(l) !== null) ? ' · blank: masked (no weight possible)' : '');
-  // The figure is as wide as its grid and legend (at least 560 px); text lines are fitted to it.
-  const width = Math.max(legendX + legendW + m, 560);
-  const textW = width - 2 * m;
-
   const title =
     options.title === false
       ? ''
       : (options.title ??
         `${trace.model.name} · ${STACK_TITLES[stack]} · layers ${describeIndices(layers, stackData.layers.length)} × heads ${describeIndices(heads, ds.numHeads)}` +
           (ds.step !== null ? ` · step ${ds.step}` : ''));
+  // The figure is as wide as its grid and legend, and as its title up to MAX_TITLE_WIDTH (at least
+  // 560 px); longer text lines wrap inside it.
+  const width = Math.max(legendX + legendW + m, 560, Math.min(MAX_TITLE_WIDTH, textWidth(title, LAYOUT.titleFontSize)) + 2 * m);
+  const textW = width - 2 * m;
   const figure = options.frame !== 'page';
   const heading = figure ? headingItems(trace, stack, ds, title, m, m, textW, theme, 'outlined row of each cell') : { items: [], y: m };
   const items: Item[] = [...heading.items];

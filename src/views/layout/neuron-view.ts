@@ -16,7 +16,7 @@ import { type CommonViewOptions, checkIndex, firstGeneratedBoundary, fmtValue, r
 import { LAYOUT, type Theme } from '../theme.js';
 import { type DisplayToken, prettifyToken, rawDisplayStack, tokenLabel } from '../tokens.js';
 import { type Item, type ScaleSpec, STACK_TITLES, legendItems, scaleSpec, textWidth, truncate, wrapText } from './common.js';
-import { headingItems } from './model-view.js';
+import { MAX_TITLE_WIDTH, headingItems } from './model-view.js';
 
 export { keyHeadFor };
 
@@ -188,7 +188,6 @@ export function neuronViewLayout(trace: Trace, options: NeuronLayoutOptions = {}
   const xBar = xSoft + 12;
   const barW = 120;
   const contentRight = xBar + barW + 60;
-  const width = Math.max(contentRight, 560);
 
   // Notes.
   const notes: { kind: NeuronNoteKind; text: string }[] = [
@@ -213,6 +212,7 @@ export function neuronViewLayout(trace: Trace, options: NeuronLayoutOptions = {}
       ? ''
       : (options.title ??
         `${trace.model.name} · ${STACK_TITLES[d.stack]} · layer ${d.layer} · head ${d.head} · query ${d.query} “${qLabel}”` + (d.step !== null ? ` · step ${d.step}` : ''));
+  const width = Math.max(contentRight, 560, figure ? Math.min(MAX_TITLE_WIDTH, textWidth(title, LAYOUT.titleFontSize)) + 2 * m : 0);
   if (figure) {
     const raw = rawDisplayStack(trace, d.stack);
     const newest = d.step !== null ? stepWindow(trace, d.stack, d.step).newest : null;
