@@ -80,6 +80,11 @@ describe('characters split over byte tokens', () => {
     expect(p.map((t) => t.label)).toEqual(['\u65E5', '⋯', 'a']);
   });
 
+  it('letters that look like byte-level spellings are letters in other tokenizers (Maltese ġ, Polish ł)', () => {
+    expect(labels(['▁Ħ', 'ġ', 'a', '▁ł', 'ódź'], 'llama')).toEqual(['Ħ', '·ġ', '·a', 'ł', '·ódź']);
+    expect(labels(['[CLS]', 'łódź', '##ł'], 'bert', [0])).toEqual(['[CLS]', 'łódź', '##ł']);
+  });
+
   it('display stacks carry the labels; merging sub-words joins the pieces into the word', () => {
     const trace = handTrace(['<s>', '▁little', '▁g', 'ir', 'l', '▁caf', '<0xC3>', '<0xA9>'], { special: [0] });
     const ds = displayStack(trace);

@@ -100,6 +100,11 @@ export interface PrettifyOptions {
    * leading `·` ('mark': `·ing`), or stripped ('strip': `ing`, used when pieces are joined).
    */
   continuation?: ContinuationStyle;
+  /**
+   * Whether the token is byte-level BPE (`Ġ` = space): true, false, or (undefined) guessed from
+   * the model type and the token's characters. prettifyTokens decides it for a whole sequence.
+   */
+  byteLevel?: boolean;
 }
 
 /** True if the token is a WordPiece continuation piece (`##ing`). */
@@ -120,8 +125,8 @@ export function prettifyToken(text: string, modelType?: string, options: Prettif
   if (sentencepiece) {
     out = text.replace(BYTE_RUN, (run) => decodeByteRun(run) ?? run).replace(/▁/g, ' ');
   } else if (
-    (modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) ||
-    /[\u0100-\u0143]/.test(text) // Ġ, Ċ, ĉ ... only byte-level BPE produces these
+    options.byteLevel ??
+    ((modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) || /[\u0100-\u0143]/.test(text)) // Ġ, Ċ, ĉ ... only byte-level BPE produces these
   ) {
     out = decodeByteLevel(text) ?? text.replace(/Ġ/g, ' ').replace(/Ċ/g, '\n').replace(/ĉ/g, '\t');
   }
@@ -151,9 +156,15 @@ export const JOIN_MARK = '·';
  */
 export const BYTE_TAIL_MARK = '⋯';
 
-/** Whether a tokenizer spells tokens as bytes (GPT-2 style byte-level BPE) for this model type or token. */
-function isByteLevel(text: string, modelType: string | undefined): boolean {
-  return (modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) || /[\u0100-\u0143]/.test(text);
+/**
+ * Whether a sequence's tokenizer spells tokens as bytes (GPT-2 style byte-level BPE): a byte-level
+ * model type, or a token with `Ġ` (space) or `Ċ` (newline) — and no sentencepiece `▁` (letters
+ * such as Maltese ġ or Polish ł are not bytes in other tokenizers).
+ */
+function isByteLevelSequence(tokens: readonly Pick<Token, 'text' | 'special'>[], modelType: string | undefined): boolean {
+  const words = tokens.filter((t) => !t.special);
+  if (words.some((t) => t.text.includes('▁'))) return false;
+  return (modelType !== undefined && BYTE_LEVEL_MODEL_TYPES.has(modelType)) || words.some((t) => /[ĠĊ]/.test(t.text));
 }
 
 function looksSentencepiece(text: string): boolean {
@@ -167,7 +178,7 @@ const ENCODER = new TextEncoder();
  * space, `<0xNN>` as the byte NN) and byte-level BPE tokens. Null for other tokens (plain text is
  * whole characters) and for byte-level spellings that do not map to bytes.
  */
-function spelledBytes(text: string, modelType: string | undefined): Uint8Array | null {
+function spelledBytes(text: string, byteLevel: boolean): Uint8Array | null {
   if (looksSentencepiece(text)) {
     const parts: number[] = [];
     for (const piece of text.split(/(<0x[0-9A-Fa-f]{2}>)/)) {
@@ -176,7 +187,7 @@ function spelledBytes(text: string, modelType: string | undefined): Uint8Array |
     }
     return Uint8Array.from(parts);
   }
-  if (!isByteLevel(text, modelType)) return null;
+  if (!byteLevel) return null;
   const bytes = new Uint8Array(text.length);
   for (let i = 0; i < text.length; i++) {
     const b = BYTE_OF_CHAR.get(text.charCodeAt(i));
@@ -276,12 +287,13 @@ const wordlike = (ch: string | undefined): boolean => ch !== undefined && WORDLI
  * Special tokens break runs and are prettified alone.
  */
 export function prettifyTokens(tokens: readonly Pick<Token, 'text' | 'special' | 'segment'>[], modelType?: string): PrettyToken[] {
+  const byteLevel = isByteLevelSequence(tokens, modelType);
   const out: PrettyToken[] = tokens.map((t) => {
-    const text = prettifyToken(t.text, modelType);
+    const text = prettifyToken(t.text, modelType, t.special ? {} : { byteLevel });
     return { text, label: tokenLabel(text), byteTail: false };
   });
   // Runs of consecutive non-special tokens of one segment that spell bytes.
-  const spelled = tokens.map((t) => (t.special ? null : spelledBytes(t.text, modelType)));
+  const spelled = tokens.map((t) => (t.special ? null : spelledBytes(t.text, byteLevel)));
   for (let i = 0; i < tokens.length; ) {
     if (!spelled[i]) {
       i++;
