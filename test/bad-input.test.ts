@@ -135,6 +135,9 @@ describe('config.json sizes are checked before anything is built', () => {
       const dir = variant(`${name}-layers`, name, { config: (c) => (c['num_hidden_layers'] = 1_000_000_000) });
       expectUserError(trace(dir), `${name}-layers`, 'config.json', 'num_hidden_layers is 1000000000', 'allowed: an integer from 1 to 1024');
     }
+    // ALBERT shares one layer's weights: no missing tensor would stop a million layers either.
+    const dir = variant('albert-inner', 'albert', { config: (c) => Object.assign(c, { num_hidden_layers: 1000, inner_group_num: 1000 }) });
+    expectUserError(trace(dir), 'num_hidden_layers × inner_group_num is 1000000', 'at most 1024');
   });
 
   it('zero layers, zero decoder layers, zero heads, a negative epsilon, a rotary base of 0', () => {

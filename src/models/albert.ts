@@ -2,6 +2,7 @@
  * ALBERT: a BERT-like post-LN encoder whose layers share weights (num_hidden_groups groups of
  * inner_group_num layers), with factorised embeddings projected to the hidden size.
  */
+import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
@@ -15,6 +16,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = config.int('hidden_size');
   const heads = config.int('num_attention_heads');
   const layers = config.int('num_hidden_layers') * config.int('inner_group_num', 1);
+  // Layers share weights, so no missing tensor stops a huge count: bound it like num_hidden_layers.
+  if (layers > 1024) throw new AttnscopeError(`${config.source}: num_hidden_layers × inner_group_num is ${layers}; allowed: at most 1024 layers`);
   return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings'));
 }
 
