@@ -223,13 +223,11 @@ describe('attnscope export', () => {
       expect(lines).toHaveLength(8 * (P + 3));
       const W = trace.attention.self!.layers[2]!;
       const n = trace.tokens.length;
-      for (const g of findAll(root, 'g', (a) => a.class === 'head-lines')) {
-        const h = Number(g.attrs['data-head']);
-        for (const l of g.children) {
-          expect(l.attrs['data-q']).toBe(String(P + 2));
-          const w = W[(h * n + P + 2) * n + Number(l.attrs['data-k'])]!;
-          expect(Math.abs(Number(l.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
-        }
+      for (const l of lines) {
+        const h = Number(l.attrs['data-head']);
+        expect(l.attrs['data-q']).toBe(String(P + 2));
+        const w = W[(h * n + P + 2) * n + Number(l.attrs['data-k'])]!;
+        expect(Math.abs(Number(l.attrs['stroke-opacity']) - w)).toBeLessThanOrEqual(w * 1e-5);
       }
       expect(textOf(root)).toContain('prompt | generated · greedy');
     }
