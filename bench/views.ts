@@ -16,7 +16,8 @@
  * Exports (`--only exports` skips the browser): `attnscope export` of the head view (default: the
  * strongest 1,000 lines; and with allLines) and the heatmap (one head; every head as small
  * multiples) of layer 0 of the same traces, as SVG (renderSvg) and as PNG (resvg at scale 2), each
- * timed from the Trace in memory to the bytes; median of 3 runs.
+ * timed from the Trace in memory to the bytes; median of 3 runs, wall clock and this process's CPU
+ * time (user + system; resvg runs in-process), since wall time on a shared machine varies with load.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -134,23 +135,33 @@ function exportTimings(lengths: number[], runs: number): void {
     for (const c of cases) {
       // Every line of a 512-token layer (3.1 M) makes a ~500 MB SVG: measured at 128 only.
       if (c.options.allLines && T > 128) {
-        rows.push([c.name, String(T), 'not run (3.1 M lines)', '', '', '']);
+        rows.push([c.name, String(T), 'not run (3.1 M lines, ~0.5 GB of SVG)', '', '', '']);
         continue;
       }
       const svgMs: number[] = [];
       const pngMs: number[] = [];
+      const svgCpu: number[] = [];
+      const pngCpu: number[] = [];
+      const cpu = (since: NodeJS.CpuUsage) => {
+        const u = process.cpuUsage(since);
+        return (u.user + u.system) / 1000;
+      };
       let svg = '';
       let png: Uint8Array = new Uint8Array(0);
       for (let r = 0; r < runs; r++) {
+        const c0 = process.cpuUsage();
         const t0 = performance.now();
         svg = renderSvg(c.view, trace, c.options);
         const t1 = performance.now();
+        svgCpu.push(cpu(c0));
         png = c.options.allLines ? png : svgToPng(svg);
         svgMs.push(t1 - t0);
         pngMs.push(performance.now() - t0);
+        pngCpu.push(cpu(c0));
         if (c.options.allLines) break;
       }
-      rows.push([c.name, String(T), fmtMs(median(svgMs)), fmtBytes(svg.length), c.options.allLines ? 'not run' : fmtMs(median(pngMs)), c.options.allLines ? '' : fmtBytes(png.length)]);
+      const both = (wall: number[], cpuMs: number[]) => `${fmtMs(median(wall))} (CPU ${fmtMs(median(cpuMs))})`;
+      rows.push([c.name, String(T), both(svgMs, svgCpu), fmtBytes(svg.length), c.options.allLines ? 'not run' : both(pngMs, pngCpu), c.options.allLines ? '' : fmtBytes(png.length)]);
       process.stderr.write(`${c.name} at ${T}: ${rows[rows.length - 1]!.join(' · ')}\n`);
     }
   }
