@@ -1,6 +1,6 @@
 /**
  * Cold-start benchmark: process start to result of `attnscope trace` on a bert-base-sized
- * checkpoint on disk (random weights, the real bert-base-uncased tokenizer), 128 tokens,
+ * checkpoint on disk (random weights, the real bert-base-uncased tokenizer), 152 tokens,
  * attention of every layer and head written as a .safetensors trace: without the graph cache
  * (the baseline), the first run that fills the cache, and later runs that use it. Then --qk and
  * JSON output, for comparison in the same run.
@@ -61,11 +61,11 @@ async function main(): Promise<void> {
     const cache = join(dir, 'graph-cache');
     const trace = ['trace', dir, '--text', TEXT, '--truncate'];
     const rows: [string, string[], string, number][] = [
-      ['`attnscope trace <bert-base> --text <128 tokens> --out trace.safetensors`, no graph cache (baseline)', [...trace, '--out', `${out}.safetensors`], 'off', 3],
+      ['`attnscope trace <bert-base> --text <152 tokens> --out trace.safetensors`, no graph cache (baseline)', [...trace, '--out', `${out}.safetensors`], 'off', 3],
       ['same, first run: fills the graph cache', [...trace, '--out', `${out}.safetensors`], cache, 1],
       ['same, later runs: from the graph cache', [...trace, '--out', `${out}.safetensors`], cache, 3],
       ['same, with `--qk` (first run of that graph; weights already cached)', [...trace, '--qk', '--out', `${out}-qk.safetensors`], cache, 1],
-      ['same, JSON output (2.4 M numbers as text), from the cache', [...trace, '--out', `${out}.json`], cache, 3],
+      ['same, JSON output (3.3 M numbers as text), from the cache', [...trace, '--out', `${out}.json`], cache, 3],
       ['`attnscope --help` (Node start-up and imports only)', ['--help'], 'off', 3],
     ];
     for (const [label, args, where, repeats] of rows) console.log(`| ${label} | ${(timeRun(args, where, repeats) / 1000).toFixed(2)} s |`);

@@ -18,7 +18,7 @@ import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrot
 export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
-                [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B]
+                [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
                 [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
                 [--format svg|png] [--scale 3] [--top-k N] [--truncate] [--revision REV] [--offline] [--threads N]
 
@@ -39,6 +39,8 @@ export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safete
   --stack      encoder-decoder traces: encoder, decoder or cross attention (default encoder)
   --aggregate  heatmap: mean or max over heads, or all heads as small multiples;  --log  log colour scale
   --pair-filter  head view: only lines from sentence A to B (A→B), B→A, A→A, B→B, or all
+  --all-lines  head view: draw every line, not only the strongest the page draws (the caption says
+               how many are drawn); slow and large beyond ~100 tokens
   --theme      light or dark (default light);  --title  the heading (default: the model and view)
   --hide-special   leave out special tokens ([CLS], <s>, ...);  --merge-subwords  one label per word
   --step       generation traces (attnscope generate --out): the sequence as it was at generated token N
@@ -88,6 +90,7 @@ export const EXPORT_OPTIONS = {
   aggregate: { type: 'string' },
   log: { type: 'boolean' },
   'pair-filter': { type: 'string' },
+  'all-lines': { type: 'boolean' },
   title: { type: 'string' },
   format: { type: 'string' },
   scale: { type: 'string' },
@@ -144,12 +147,14 @@ export async function exportCommand(argv: string[]): Promise<void> {
   }
   if (view === 'model') options.layers = parseIdList(values.layers, '--layers');
   if (values['pair-filter'] !== undefined) options.pair = parsePairFilter(values['pair-filter']);
+  if (values['all-lines']) options.allLines = true;
   const unused = (flag: string, views: string[]) => {
     const given = values[flag as keyof typeof values] !== undefined;
     if (given && !views.includes(view)) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
   };
   unused('aggregate', ['heatmap']);
   unused('pair-filter', ['head']);
+  unused('all-lines', ['head']);
   unused('layers', ['model']);
   unused('query', ['head', 'neuron']);
   unused('layer', ['head', 'neuron', 'heatmap']);

@@ -156,6 +156,25 @@ export class JsonChunkWriter {
 
   /** Appends JSON text as it is (UTF-8). */
   text(s: string): void {
+    // Short ASCII text (brackets, commas, keys) byte by byte: no encoder call, no view.
+    if (s.length <= 8) {
+      this.room(8);
+      const buf = this.buf;
+      let pos = this.pos;
+      let ascii = true;
+      for (let i = 0; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) {
+          ascii = false;
+          break;
+        }
+        buf[pos++] = c;
+      }
+      if (ascii) {
+        this.pos = pos;
+        return;
+      }
+    }
     // Up to 3 bytes per UTF-16 unit.
     if (s.length * 3 > this.chunkSize) {
       this.flush();
