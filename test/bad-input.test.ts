@@ -168,7 +168,10 @@ describe('config.json sizes are checked before anything is built', () => {
 
   it('a weight shape that contradicts the config', () => {
     const dir = variant('bert-hidden', 'bert', { config: (c) => (c['hidden_size'] = 64) });
-    expectUserError(trace(dir), /tensors do not fit its config\.json/);
+    expectUserError(trace(dir), 'bert-hidden/config.json', 'hidden_size is 64', /'bert\.encoder\.layer\.0\.[\w.]+' has shape \[\d+, \d+\]/);
+    // A block norm of the wrong size.
+    const norm = variant('llama-width', 'llama', { config: (c) => (c['hidden_size'] = 48) });
+    expectUserError(trace(norm), 'llama-width/config.json', 'hidden_size is 48', /has shape/);
   });
 });
 

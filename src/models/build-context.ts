@@ -3,7 +3,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { GraphBuilder, type Value } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { BuildContext, TapRequest } from './architecture.js';
-import type { ModelConfig } from './config.js';
+import { checkBlockWeightShape, type ModelConfig } from './config.js';
 
 /** Older checkpoints name LayerNorm parameters gamma/beta; transformers renames them on load. */
 function aliases(name: string): string[] {
@@ -23,6 +23,7 @@ export function createBuildContext(config: ModelConfig, weights: WeightStore, ta
     let value = loaded.get(name);
     if (!value) {
       // 16-bit checkpoints keep their weights 16-bit in the graph (half the disk in the graph cache).
+      checkBlockWeightShape(config, name, weights.shape(storedName));
       const dtype = weights.dtype(storedName);
       const storage = dtype === 'F16' ? 'float16' : dtype === 'BF16' ? 'bfloat16' : 'float32';
       value = Promise.resolve(g.initializer(name, async () => (await weights.get(storedName)).data, weights.shape(storedName), storage));

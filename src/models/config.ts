@@ -112,3 +112,30 @@ export class ModelConfig {
     return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as RawConfig) : undefined;
   }
 }
+
+/** The config.json keys naming the model width (the residual stream every block reads and writes). */
+const WIDTH_KEYS = ['hidden_size', 'n_embd', 'd_model', 'dim'] as const;
+
+/** Norm layers inside blocks: their weight and bias are one value per hidden unit. */
+const BLOCK_NORM = /(^|\.)(LayerNorm|layer_norm|input_layernorm|post_attention_layernorm|pre_feedforward_layernorm|post_feedforward_layernorm|ln_1|ln_2|self_attn_layer_norm|final_layer_norm|full_layer_layer_norm)\.(weight|bias|gamma|beta)$/;
+
+/**
+ * Checks a checkpoint tensor inside a transformer block (its name has a layer index) against the
+ * model width of config.json, before it reaches the graph: every 2-D projection of a block reads
+ * or writes the hidden state, so one of its dimensions is the width, and a block's norm holds one
+ * value per hidden unit. A checkpoint that contradicts its config is refused naming the tensor
+ * and the field (the runtime would otherwise fail on the graph without saying why).
+ */
+export function checkBlockWeightShape(config: ModelConfig, name: string, dims: readonly number[]): void {
+  if (!/\.\d+\./.test(name) || /relative_attention_bias|embed/.test(name)) return;
+  const key = WIDTH_KEYS.find((k) => typeof config.raw[k] === 'number');
+  if (key === undefined) return;
+  const width = config.raw[key] as number;
+  const shape = `[${dims.join(', ')}]`;
+  if (dims.length === 2 && name.endsWith('.weight') && !dims.includes(width)) {
+    throw new AttnscopeError(`${config.source}: ${key} is ${width}, but the checkpoint's ${quote(name)} has shape ${shape} (a block's projection has ${width} on one side)`);
+  }
+  if (dims.length === 1 && BLOCK_NORM.test(name) && dims[0] !== width) {
+    throw new AttnscopeError(`${config.source}: ${key} is ${width}, but the checkpoint's ${quote(name)} has shape ${shape} (a block's norm has ${width} values)`);
+  }
+}
