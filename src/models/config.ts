@@ -34,6 +34,8 @@ const RANGES: Readonly<Record<string, Range>> = {
   encoder_attention_heads: HEADS, decoder_attention_heads: HEADS,
   vocab_size: { min: 1, max: 2 ** 26, integer: true },
   type_vocab_size: { min: 0, max: 2 ** 16, integer: true },
+  // RoBERTa-like models number positions after the padding id.
+  pad_token_id: { min: 0, max: 2 ** 26, integer: true },
   max_position_embeddings: POSITIONS, n_positions: POSITIONS, n_ctx: POSITIONS,
   relative_attention_num_buckets: { min: 1, max: 2 ** 16, integer: true },
   relative_attention_max_distance: POSITIONS,
