@@ -187,7 +187,12 @@ describe('ids beyond the embedding tables, absurd options', () => {
 
   it("an id within type_vocab_size but beyond the checkpoint's smaller table: no ANSI log line from onnxruntime before ours", () => {
     const dir = variant('bert-types5', 'bert', { config: (c) => (c['type_vocab_size'] = 5) });
-    expectUserError(trace(dir, '--ids', '2,3,4', '--type-ids', '0,1,4'), 'embedding table', 'smaller than its config.json says');
+    expectUserError(trace(dir, '--ids', '2,3,4', '--type-ids', '0,1,4'), 'beyond a table of the checkpoint', 'smaller than its config.json says');
+  });
+
+  it('a key/value head count the projection weights do not split into', () => {
+    const dir = variant('llama-kv', 'llama', { config: (c) => (c['num_key_value_heads'] = 1) });
+    expectUserError(trace(dir), "tensors do not fit its config.json");
   });
 
   it('--threads 999999999', () => {

@@ -43,11 +43,17 @@ class NodeSession implements GraphSession {
     try {
       results = await this.session.run(ortFeeds, fetches ? [...fetches] : [...this.session.outputNames]);
     } catch (err) {
-      // An id beyond an embedding table the config promised to be larger (vocab_size,
-      // type_vocab_size): the checkpoint's tables, not the graph, are at fault.
+      // The graphs are tested on every architecture: what fails while running one is a
+      // checkpoint whose tensors contradict its config.json — an index beyond a table the config
+      // promised larger (positions, vocab_size, type_vocab_size, relative buckets), or a head
+      // count the projection weights do not split into.
       const message = String((err as Error)?.message ?? err);
+      const detail = `onnxruntime: ${sanitize(message.split('\n')[0] ?? '', 240)}`;
       if (/out of data bounds/.test(message)) {
-        throw new AttnscopeError(`an input id lies beyond an embedding table of the checkpoint, which is smaller than its config.json says (onnxruntime: ${sanitize(message.split('\n')[0] ?? '', 240)})`, { cause: err });
+        throw new AttnscopeError(`an index lies beyond a table of the checkpoint, which is smaller than its config.json says (${detail})`, { cause: err });
+      }
+      if (/cannot be reshaped|Incompatible dimensions|ShapeInferenceError|shape mismatch/i.test(message)) {
+        throw new AttnscopeError(`the checkpoint's tensors do not fit its config.json (${detail})`, { cause: err });
       }
       throw err;
     }
