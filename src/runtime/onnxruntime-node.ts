@@ -89,12 +89,18 @@ function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptio
  * architecture, so what fails here is a checkpoint whose tensors contradict its config.json (a
  * weight of the wrong shape, a size the runtime rejects). Reported as such, on one line.
  */
-async function creating(what: Promise<ort.InferenceSession>): Promise<GraphSession> {
+async function creating(what: Promise<ort.InferenceSession>, cachedFile?: string): Promise<GraphSession> {
   try {
     return new NodeSession(await what);
   } catch (err) {
     if (err instanceof AttnscopeError) throw err;
     const detail = sanitize(String((err as Error)?.message ?? err).trim().split('\n')[0] ?? '', 300);
+    if (/bad_alloc|out of memory/i.test(detail)) {
+      throw new AttnscopeError(`not enough memory for onnxruntime to prepare the model (${detail})`, { cause: err });
+    }
+    if (cachedFile !== undefined) {
+      throw new AttnscopeError(`cannot open the cached graph ${cachedFile} (${detail}); 'attnscope cache clear' removes it`, { cause: err });
+    }
     throw new AttnscopeError(`the checkpoint's tensors do not fit its config.json: onnxruntime rejects the model (${detail})`, { cause: err });
   }
 }
@@ -113,6 +119,6 @@ export const nodeRuntime: Runtime = {
   async createSessionFromFile(path: string, options?: SessionOptions): Promise<GraphSession> {
     // onnxruntime memory-maps the external weight files next to the model.
     const ortOpts = ortOptions(options);
-    return creating(ort.InferenceSession.create(path, ortOpts));
+    return creating(ort.InferenceSession.create(path, ortOpts), path);
   },
 };
