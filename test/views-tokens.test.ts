@@ -99,7 +99,11 @@ describe('token text is escaped in every output', () => {
   const nasty = ['<s>', '▁</text><b>', '▁a&b', '<0x3C>', '"q\'', '▁\u0007bell'];
   const trace = handTrace(nasty, { special: [0] });
 
-  it.each(VIEW_NAMES.filter((v) => v !== 'neuron'))('%s view SVG is well-formed and shows the text as text', (view) => {
+  // Queries and keys for the neuron view: 2 heads × 6 positions × head dim 4.
+  trace.queries = { self: { dims: [2, 6, 4], layers: trace.attention.self!.layers.map(() => new Float32Array(48).map((_, i) => (i % 7) / 7)) } };
+  trace.keys = { self: { dims: [2, 6, 4], layers: trace.attention.self!.layers.map(() => new Float32Array(48).map((_, i) => (i % 5) / 5)) } };
+
+  it.each(VIEW_NAMES)('%s view SVG is well-formed and shows the text as text', (view) => {
     const svg = renderSvg(view, trace);
     const root = parseXml(svg);
     expect(findAll(root, 'b')).toHaveLength(0);
