@@ -11,9 +11,9 @@ import { VIEW_USAGE, viewCommand } from './view-command.js';
 const USAGE = `attnscope — see and measure what a Transformer attends to
 
 Usage:
-  ${TRACE_USAGE}
-  ${GENERATE_USAGE}
-  ${EXPORT_USAGE}
+  ${TRACE_USAGE.split('\n\n')[0]}
+  ${GENERATE_USAGE.split('\n\n')[0]}
+  ${EXPORT_USAGE.split('\n\n')[0]}
   ${VIEW_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
 

@@ -124,6 +124,9 @@ export function checkOut(out: string, allowed: readonly string[], what: string):
   if (!allowed.includes(ext)) {
     throw new UsageError(`--out ${out}: ${what} writes ${allowed.join(' or ')} files${ext ? `, not ${ext}` : ''}`);
   }
+  // Before the model runs: a missing directory would only show after all the work.
+  const dir = dirname(out);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new AttnscopeError(`--out ${out}: cannot write (no such directory: ${dir})`);
 }
 
 /** Hugging Face files of a checkpoint: a path to one of them means its directory. */
