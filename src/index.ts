@@ -10,3 +10,28 @@ export { openTraceFile, readTraceFile, writeTraceFile, writeTraceJsonTo, writeTr
 export { attentionWarnings } from './core/trace-check.js';
 export { supportedModelTypes } from './models/registry.js';
 export type { Runtime, GraphSession, RuntimeTensor } from './runtime/runtime.js';
+export type { ScoreTerms, ScoreMap, Matrix, Prediction, Candidate, GenerationInfo } from './core/trace.js';
+
+// Analysis: pure functions of a Trace.
+export { neuronScores, keyHeadFor, describeScale, type NeuronScores, type NeuronOptions } from './analysis/neuron.js';
+export { topKPredictions, type VocabLogits } from './analysis/predictions.js';
+export {
+  headMatrix, aggregateHeads, stackFacts, maskedEntries, pairBoundary, strongestWeights,
+  type StackFacts, type Strongest,
+} from './analysis/aggregate.js';
+
+// Views: each view's layout as data, its SVG writer, PNG, and the standalone HTML page.
+export {
+  renderSvg, renderHeadView, renderModelView, renderNeuronView, renderHeatmap,
+  type AnyViewOptions, type HeadViewOptions, type ModelViewOptions, type NeuronViewOptions, type HeatmapOptions,
+  type CommonViewOptions, type ViewName, VIEW_NAMES,
+} from './views/svg/index.js';
+export { headViewLayout, type HeadLayout } from './views/layout/head-view.js';
+export { heatmapLayout, matrixGridLayout, type GridLayout } from './views/layout/heatmap.js';
+export { modelViewLayout, type ModelViewLayout, type ModelCell } from './views/layout/model-view.js';
+export { neuronViewLayout, type NeuronLayout } from './views/layout/neuron-view.js';
+export type { Item, Picture } from './views/layout/common.js';
+export { svgToPng, type PngOptions } from './views/png.js';
+export { renderStandaloneHtml, type StandaloneOptions, type StandaloneResult, type ViewBundle } from './views/html/standalone.js';
+export { loadViewBundle } from './views/html/bundle-node.js';
+export { prettifyTokens, displayStack, type DisplayStack, type DisplayToken } from './views/tokens.js';
