@@ -14,7 +14,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { handTrace } from '../helpers/hand-trace.js';
-import { buildWebClient, launchChromium, numericData, openPage } from './harness.js';
+import { buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, numericData, openPage } from './harness.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-vb-'));
 let browser: Browser;
@@ -76,6 +76,14 @@ describe('model view hover', () => {
       await expect.poll(async () => (await hoverCell(p.page, 0, 0))[4]).toBe('3 “ir” → 3 “ir” 0.4');
       await p.page.mouse.move(1, 1);
       await expect.poll(() => p.page.isVisible('[data-testid=tooltip]')).toBe(false);
+      // Opened large, a masked entry (key after the query, zero in every head) reads "masked".
+      await clickModelCell(p.page, 0, 0);
+      await expect.poll(() => p.page.isVisible('[data-testid=model-detail]')).toBe(true);
+      await hoverMatrixCell(p.page, 'model-detail-canvas', 1, 3);
+      await expect.poll(() => p.page.getAttribute('[data-testid=model-detail-readout]', 'data-masked')).toBe('true');
+      expect(await p.page.textContent('[data-testid=model-detail-readout]')).toContain('masked');
+      await hoverMatrixCell(p.page, 'model-detail-canvas', 3, 1);
+      await expect.poll(() => p.page.getAttribute('[data-testid=model-detail-readout]', 'data-value')).toBe(String(Math.fround(2 / 10)));
       expect(p.errors).toEqual([]);
     } finally {
       await p.close();

@@ -6,6 +6,7 @@
  * heads and 512 tokens: images are area-averaged to the cell size and drawn layer by layer across
  * animation frames.
  */
+import { displayMask } from '../../src/views/layout/heatmap.js';
 import { type ModelCell, type ModelViewLayout, modelCellAt, modelViewLayout } from '../../src/views/layout/model-view.js';
 import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderModelView } from '../../src/views/svg/model-view.js';
@@ -66,9 +67,11 @@ export class ModelView {
         return;
       }
       const line = `${hit.q} “${this.ctx.label(ds.queryTokens[hit.q]!)}” → ${hit.k} “${this.ctx.label(ds.keyTokens[hit.k]!)}”`;
-      const value = this.ctx.fmtWeight(hit.value);
-      replaceChildren(this.detailReadout, `${line}: `, h('b', {}, value));
+      const value = hit.masked ? 'masked' : this.ctx.fmtWeight(hit.value);
+      replaceChildren(this.detailReadout, `${line}: `, h('b', {}, value), hit.masked ? h('span', { class: 'muted' }, ' (the model gives this key no weight)') : null);
       this.detailReadout.setAttribute('data-value', String(hit.value));
+      if (hit.masked) this.detailReadout.setAttribute('data-masked', 'true');
+      else this.detailReadout.removeAttribute('data-masked');
       const q = ds.queryTokens[hit.q]!;
       const k = ds.keyTokens[hit.k]!;
       const tips = [q.generated ? `${hit.q}: ${this.ctx.tokenTip('query', q)}` : '', k.generated ? `${hit.k}: ${this.ctx.tokenTip('key', k)}` : ''].filter(Boolean);
@@ -290,6 +293,12 @@ export class ModelView {
       caption: 'attention weight',
       axes: stackHeaders(state.stack),
       marks: marksOf(d),
+      // As in the grid and the heatmap: masked entries blank, the pair boundary, token tooltips.
+      masked: displayMask(ctx.trace, d, open.layer),
+      querySegments: d.queryTokens.map((t) => t.segment),
+      keySegments: d.keyTokens.map((t) => t.segment),
+      queryTips: d.queryTokens.map((t, i) => `query ${i}: ${ctx.tokenTip('query', t)}`),
+      keyTips: d.keyTokens.map((t, i) => `key ${i}: ${ctx.tokenTip('key', t)}`),
     });
     replaceChildren(this.detailReadout, h('span', { class: 'muted' }, 'hover a cell for its exact value'));
   }
