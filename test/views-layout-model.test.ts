@@ -8,7 +8,7 @@ import { unzlibSync } from 'fflate';
 import { describe, expect, it } from 'vitest';
 import { modelCellAt, modelViewLayout, strongestPairs } from '../src/views/layout/model-view.js';
 import { renderModelView } from '../src/views/svg/model-view.js';
-import { textWidth, wrapText } from '../src/views/layout/common.js';
+import { downsample, textWidth, wrapText } from '../src/views/layout/common.js';
 import { handTrace } from './helpers/hand-trace.js';
 import { findAll, parseXml } from './helpers/xml.js';
 
@@ -204,5 +204,20 @@ describe('wrapping figure text', () => {
     const t = handTrace(TOKENS, { layers: 1, heads: 2 });
     const L = modelViewLayout(t);
     expect(L.items.filter((it) => it.className === 'view-title')).toHaveLength(1);
+  });
+});
+
+describe('downsampling cells', () => {
+  it('averages the unmasked entries a pixel covers; a pixel of masked entries only is blank', () => {
+    // 4 × 4 values 0…15, masked above the diagonal, to 2 × 2 pixels:
+    // (0,0): 0, 4, 5 → 3; (0,1): all masked; (1,0): 8, 9, 12, 13 → 10.5; (1,1): 10, 14, 15 → 13.
+    const values = Float32Array.from({ length: 16 }, (_, i) => i);
+    const masked = Uint8Array.from({ length: 16 }, (_, i) => (i % 4 > Math.floor(i / 4) ? 1 : 0));
+    const d = downsample(values, 0, 4, 4, 2, 2, masked);
+    expect([d.width, d.height]).toEqual([2, 2]);
+    expect(Array.from(d.mean)).toEqual([3, 0, 10.5, 13]);
+    expect(Array.from(d.blank)).toEqual([0, 1, 0, 0]);
+    // Without a mask, at full size, the values themselves.
+    expect(Array.from(downsample(values, 0, 4, 4, 10, 10).mean)).toEqual(Array.from(values));
   });
 });

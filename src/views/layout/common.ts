@@ -429,3 +429,43 @@ export function wrapText(text: string, fontSize: number, maxWidth: number): stri
   if (cur || lines.length === 0) lines.push(cur);
   return lines;
 }
+
+/**
+ * A `rows × cols` matrix (row-major from `offset`) averaged down to at most `maxW × maxH` pixels:
+ * each pixel the mean of the unmasked entries it covers (area averaging, so every value still
+ * counts), and `blank` 1 where all of them are masked. Unchanged size when the matrix fits.
+ */
+export function downsample(
+  values: ArrayLike<number>,
+  offset: number,
+  rows: number,
+  cols: number,
+  maxW: number,
+  maxH: number,
+  masked?: Uint8Array | null,
+): { width: number; height: number; mean: Float64Array; blank: Uint8Array } {
+  const width = Math.max(1, Math.min(cols, Math.floor(maxW)));
+  const height = Math.max(1, Math.min(rows, Math.floor(maxH)));
+  const mean = new Float64Array(width * height);
+  const blank = new Uint8Array(width * height);
+  for (let y = 0; y < height; y++) {
+    const r0 = Math.floor((y * rows) / height);
+    const r1 = Math.max(r0 + 1, Math.floor(((y + 1) * rows) / height));
+    for (let x = 0; x < width; x++) {
+      const c0 = Math.floor((x * cols) / width);
+      const c1 = Math.max(c0 + 1, Math.floor(((x + 1) * cols) / width));
+      let sum = 0;
+      let n = 0;
+      for (let r = r0; r < r1; r++) {
+        for (let c = c0; c < c1; c++) {
+          if (masked?.[r * cols + c] === 1) continue;
+          sum += values[offset + r * cols + c]!;
+          n++;
+        }
+      }
+      mean[y * width + x] = n ? sum / n : 0;
+      blank[y * width + x] = n ? 0 : 1;
+    }
+  }
+  return { width, height, mean, blank };
+}

@@ -7,7 +7,7 @@
  */
 import type { Trace } from '../../core/trace.js';
 import { type Rgb, type WeightScale, parseColor, scaleOf } from '../colors.js';
-import type { MatrixItem } from '../layout/common.js';
+import { type MatrixItem, downsample } from '../layout/common.js';
 import { type ModelViewLayout, type ModelViewOptions, modelViewLayout } from '../layout/model-view.js';
 import { getTheme } from '../theme.js';
 import { escapeHtml } from '../tokens.js';
@@ -21,37 +21,13 @@ export type { ModelViewOptions } from '../layout/model-view.js';
  * side (area-averaged over the unmasked entries; a pixel whose entries are all masked is blank).
  */
 function maskedCellUri(it: MatrixItem, scale: WeightScale, blank: Rgb, maxSide: number): { uri: string; width: number; height: number } {
-  const { rows, cols } = it;
-  const off = it.offset ?? 0;
-  const height = Math.max(1, Math.min(rows, Math.floor(maxSide)));
-  const width = Math.max(1, Math.min(cols, Math.floor(maxSide)));
-  const px = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    const r0 = Math.floor((y * rows) / height);
-    const r1 = Math.max(r0 + 1, Math.floor(((y + 1) * rows) / height));
-    for (let x = 0; x < width; x++) {
-      const c0 = Math.floor((x * cols) / width);
-      const c1 = Math.max(c0 + 1, Math.floor(((x + 1) * cols) / width));
-      let sum = 0;
-      let n = 0;
-      for (let r = r0; r < r1; r++) {
-        for (let c = c0; c < c1; c++) {
-          if (it.masked![r * cols + c] === 1) continue;
-          sum += it.values[off + r * cols + c]!;
-          n++;
-        }
-      }
-      const o = (y * width + x) * 3;
-      if (n === 0) px.set(blank, o);
-      else {
-        const i = scale.index(sum / n) * 3;
-        px[o] = scale.lut[i]!;
-        px[o + 1] = scale.lut[i + 1]!;
-        px[o + 2] = scale.lut[i + 2]!;
-      }
-    }
+  const d = downsample(it.values, it.offset ?? 0, it.rows, it.cols, maxSide, maxSide, it.masked);
+  const px = new Uint8Array(d.width * d.height * 3);
+  for (let p = 0; p < d.mean.length; p++) {
+    if (d.blank[p] === 1) px.set(blank, p * 3);
+    else px.set(scale.lut.subarray(scale.index(d.mean[p]!) * 3, scale.index(d.mean[p]!) * 3 + 3), p * 3);
   }
-  return { uri: pngDataUri(encodePng(width, height, px, 3)), width, height };
+  return { uri: pngDataUri(encodePng(d.width, d.height, px, 3)), width: d.width, height: d.height };
 }
 
 /** The SVG of a model view layout. */
