@@ -1,6 +1,9 @@
 /** Controls several views share. */
 import type { StackName } from '../../src/core/trace.js';
+import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
+import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
+import type { MatrixGridOptions } from '../matrix.js';
 import { select } from '../dom.js';
 import { stackAxes } from '../../src/views/layout/common.js';
 
@@ -18,4 +21,27 @@ export function headSelect(ctx: Ctx, testid: string, value: number, onChange: (h
 export function stackHeaders(stack: StackName): [string, string] {
   const a = stackAxes(stack);
   return [a.query, a.key];
+}
+
+/**
+ * What a MatrixGrid needs to know about a display stack's tokens, as the page shows them: labels
+ * (prettified or raw), special and generated flags, generation marks, sentence segments and
+ * token tooltips. Shared by the heatmap and the model view's opened cell.
+ */
+export function gridTokenOptions(ctx: Ctx, ds: DisplayStack): Pick<MatrixGridOptions, 'labels' | 'marks' | 'querySegments' | 'keySegments' | 'queryTips' | 'keyTips'> {
+  return {
+    labels: {
+      query: ds.queryTokens.map((t) => ctx.label(t)),
+      key: ds.keyTokens.map((t) => ctx.label(t)),
+      querySpecial: ds.queryTokens.map((t) => t.special),
+      keySpecial: ds.keyTokens.map((t) => t.special),
+      queryGenerated: ds.queryTokens.map((t) => t.generated),
+      keyGenerated: ds.keyTokens.map((t) => t.generated),
+    },
+    marks: { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest },
+    querySegments: ds.queryTokens.map((t) => t.segment),
+    keySegments: ds.keyTokens.map((t) => t.segment),
+    queryTips: ds.queryTokens.map((t, i) => `query ${i}: ${ctx.tokenTip('query', t)}`),
+    keyTips: ds.keyTokens.map((t, i) => `key ${i}: ${ctx.tokenTip('key', t)}`),
+  };
 }

@@ -4,14 +4,13 @@
  */
 import { headColors } from '../../src/views/colors.js';
 import { displayMask, heatmapMatrix } from '../../src/views/layout/heatmap.js';
-import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderHeatmap } from '../../src/views/svg/heatmap.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx, HeatmapMode } from '../context.js';
 import { checkbox, h, replaceChildren, select } from '../dom.js';
 import { exportButtons } from '../export.js';
 import { type MatrixHit, MatrixGrid } from '../matrix.js';
-import { headSelect, layerSelect, stackHeaders } from './common.js';
+import { gridTokenOptions, headSelect, layerSelect, stackHeaders } from './common.js';
 
 const MODES: { value: HeatmapMode; label: string }[] = [
   { value: 'head', label: 'one head' },
@@ -87,24 +86,12 @@ export class HeatmapView {
       matrices,
       nq: ds.queryTokens.length,
       nk: ds.keyTokens.length,
-      labels: {
-        query: ds.queryTokens.map((t) => ctx.label(t)),
-        key: ds.keyTokens.map((t) => ctx.label(t)),
-        querySpecial: ds.queryTokens.map((t) => t.special),
-        keySpecial: ds.keyTokens.map((t) => t.special),
-        queryGenerated: ds.queryTokens.map((t) => t.generated),
-        keyGenerated: ds.keyTokens.map((t) => t.generated),
-      },
+      ...gridTokenOptions(ctx, ds),
       theme: ctx.theme(),
       log: state.heatmapLog,
       caption: mode === 'mean' ? 'mean weight' : mode === 'max' ? 'max weight' : 'attention weight',
       axes: stackHeaders(state.stack),
-      marks: { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest },
       masked: this.masked,
-      querySegments: ds.queryTokens.map((t) => t.segment),
-      keySegments: ds.keyTokens.map((t) => t.segment),
-      queryTips: ds.queryTokens.map((t, i) => `query ${i}: ${ctx.tokenTip('query', t)}`),
-      keyTips: ds.keyTokens.map((t, i) => `key ${i}: ${ctx.tokenTip('key', t)}`),
       // Fill the page: single matrices grow up to 36 px cells, small multiples share the width.
       frame: { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 150) },
       maxCell: mode === 'all' ? 22 : 36,

@@ -8,15 +8,14 @@
  */
 import { displayMask } from '../../src/views/layout/heatmap.js';
 import { type ModelCell, type ModelViewLayout, modelCellAt, modelViewLayout } from '../../src/views/layout/model-view.js';
-import { firstGeneratedBoundary } from '../../src/views/svg/common.js';
 import { renderModelView } from '../../src/views/svg/model-view.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
 import { button, checkbox, h, replaceChildren, select, sizeCanvas } from '../dom.js';
 import { exportButtons } from '../export.js';
-import { type MatrixMarks, MatrixGrid, matrixItemImage } from '../matrix.js';
+import { MatrixGrid, matrixItemImage } from '../matrix.js';
 import { paintItems } from '../paint.js';
-import { stackHeaders } from './common.js';
+import { gridTokenOptions, stackHeaders } from './common.js';
 
 export class ModelView {
   readonly el = h('div', { class: 'view model-view', testid: 'model-view' });
@@ -280,30 +279,14 @@ export class ModelView {
       matrices: [{ values }],
       nq,
       nk,
-      labels: {
-        query: d.queryTokens.map((t) => ctx.label(t)),
-        key: d.keyTokens.map((t) => ctx.label(t)),
-        querySpecial: d.queryTokens.map((t) => t.special),
-        keySpecial: d.keyTokens.map((t) => t.special),
-        queryGenerated: d.queryTokens.map((t) => t.generated),
-        keyGenerated: d.keyTokens.map((t) => t.generated),
-      },
+      // As in the heatmap: token labels and tooltips, generation marks, the pair boundary, masked entries blank.
+      ...gridTokenOptions(ctx, d),
       theme: ctx.theme(),
       log: state.modelLog,
       caption: 'attention weight',
       axes: stackHeaders(state.stack),
-      marks: marksOf(d),
-      // As in the grid and the heatmap: masked entries blank, the pair boundary, token tooltips.
       masked: displayMask(ctx.trace, d, open.layer),
-      querySegments: d.queryTokens.map((t) => t.segment),
-      keySegments: d.keyTokens.map((t) => t.segment),
-      queryTips: d.queryTokens.map((t, i) => `query ${i}: ${ctx.tokenTip('query', t)}`),
-      keyTips: d.keyTokens.map((t, i) => `key ${i}: ${ctx.tokenTip('key', t)}`),
     });
     replaceChildren(this.detailReadout, h('span', { class: 'muted' }, 'hover a cell for its exact value'));
   }
-}
-
-function marksOf(ds: DisplayStack): MatrixMarks {
-  return { queryBoundary: firstGeneratedBoundary(ds.queryTokens), keyBoundary: firstGeneratedBoundary(ds.keyTokens), newest: ds.newest };
 }
