@@ -14,7 +14,8 @@ describe('the library API', () => {
   beforeAll(async () => {
     model = await attnscope.loadModel(join(FIXTURES, 't5'), { graphCache: false });
     const input = readReference('t5').inputs[0]!;
-    trace = await model.trace(null, { ids: input.input_ids, decoderIds: input.decoder_input_ids, qk: true });
+    const decoderIds = input.decoder_input_ids as number[];
+    trace = await model.trace(null, { ids: input.input_ids, decoderIds, qk: true });
   });
   afterAll(async () => {
     await model?.dispose();
