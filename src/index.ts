@@ -13,7 +13,7 @@ export type { Runtime, GraphSession, RuntimeTensor } from './runtime/runtime.js'
 export type { ScoreTerms, ScoreMap, Matrix, Prediction, Candidate, GenerationInfo } from './core/trace.js';
 
 // Analysis: pure functions of a Trace.
-export { neuronScores, keyHeadFor, describeScale, type NeuronScores, type NeuronOptions } from './analysis/neuron.js';
+export { neuronScores, scoreChecks, keyHeadFor, describeScale, type NeuronScores, type NeuronOptions, type ScoreCheck } from './analysis/neuron.js';
 export { topKPredictions, type VocabLogits } from './analysis/predictions.js';
 export {
   headMatrix, aggregateHeads, stackFacts, maskedEntries, pairBoundary, strongestWeights,

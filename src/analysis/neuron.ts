@@ -226,3 +226,43 @@ export function neuronScores(trace: Trace, options: NeuronOptions): NeuronScores
       : `this trace records no score terms (e.g. written by PyTorch): assumed q·k/√${headDim}, masks read from the zero attention weights, no position bias`,
   };
 }
+
+/** How the recorded score terms reproduce a stack's attention, checked on the exact trace. */
+export interface ScoreCheck {
+  /** The model added a bias (relative position, ALiBi) to q·k: the neuron view shows it. */
+  bias: boolean;
+  /** max |softmax(scale · q·k + bias + mask) − attention| over the rows checked. */
+  maxSoftmaxError: number | null;
+}
+
+/**
+ * For each stack with queries and keys: whether it has an additive bias, and how far the neuron
+ * view's softmax is from the model's attention on a few queries of every layer and head (the
+ * last, which sees every key under a causal mask, the middle and a quarter in).
+ */
+export function scoreChecks(trace: Trace): Partial<Record<StackName, ScoreCheck>> {
+  const checks: Partial<Record<StackName, ScoreCheck>> = {};
+  for (const stack of ['self', 'encoder', 'decoder', 'cross'] as const) {
+    const att = trace.attention[stack];
+    if (!att || !trace.queries?.[stack] || !trace.keys?.[stack]) continue;
+    const [heads, nq] = att.dims;
+    const queries = [...new Set([nq - 1, Math.floor(nq / 2), Math.floor(nq / 4)])];
+    let bias = false;
+    let maxErr = 0;
+    try {
+      for (let layer = 0; layer < att.layers.length; layer++) {
+        for (let head = 0; head < heads; head++) {
+          for (const query of queries) {
+            const d = neuronScores(trace, { stack, layer, head, query });
+            if (d.bias) bias = true;
+            maxErr = Math.max(maxErr, d.maxSoftmaxError);
+          }
+        }
+      }
+      checks[stack] = { bias, maxSoftmaxError: maxErr };
+    } catch {
+      // Queries/keys that do not fit the attention: the neuron view says so itself.
+    }
+  }
+  return checks;
+}

@@ -16,6 +16,7 @@
  *
  * Isomorphic: imports nothing from Node.
  */
+import type { ScoreCheck } from '../../analysis/neuron.js';
 import type { GenerationInfo, ModelInfo, Prediction, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 
 export const PAYLOAD_FORMAT = 'attnscope-view';
@@ -46,12 +47,7 @@ export interface PayloadTensor {
 }
 
 /** What the writer found out about a stack from the exact trace (the page may hold rounded values). */
-export interface StackFacts {
-  /** The model added a bias (relative position, ALiBi) to q·k: the neuron view shows it. */
-  bias: boolean;
-  /** max |softmax(scale · q·k + mask) − attention| over the rows checked (exact values). */
-  maxSoftmaxError: number | null;
-}
+export type StackFacts = ScoreCheck;
 
 export interface PayloadHeader {
   format: typeof PAYLOAD_FORMAT;

@@ -15,7 +15,7 @@ import { deflateSync } from 'fflate';
 import type { LayerStack, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 import { escapeHtml } from '../tokens.js';
 import type { ViewName } from '../layout/common.js';
-import { neuronData } from '../layout/neuron-view.js';
+import { scoreChecks } from '../../analysis/neuron.js';
 import {
   type AttentionLevel,
   type Encoding,
@@ -25,7 +25,6 @@ import {
   type PayloadScoreTerms,
   type PayloadTensor,
   type QkLevel,
-  type StackFacts,
   type TensorKind,
   attentionEncoding,
   encodeValues,
@@ -165,38 +164,6 @@ function encodingFor(t: TensorSource, attention: AttentionLevel, qk: QkLevel | n
   return qkEncoding(qk ?? 'f32', m);
 }
 
-/**
- * Facts about each stack that rounded values could not tell: whether the model added a position
- * bias, and how close softmax(scale · q·k + mask) is to its attention (on the exact trace).
- */
-export function stackFacts(trace: Trace): Partial<Record<StackName, StackFacts>> {
-  const facts: Partial<Record<StackName, StackFacts>> = {};
-  for (const stack of ['self', 'encoder', 'decoder', 'cross'] as const) {
-    const att = trace.attention[stack];
-    if (!att || !trace.queries?.[stack] || !trace.keys?.[stack]) continue;
-    const [heads, nq] = att.dims;
-    // A few queries per head and layer: the last (sees every key under a causal mask), the middle and a quarter in.
-    const queries = [...new Set([nq - 1, Math.floor(nq / 2), Math.floor(nq / 4)])];
-    let bias = false;
-    let maxErr = 0;
-    try {
-      for (let layer = 0; layer < att.layers.length; layer++) {
-        for (let head = 0; head < heads; head++) {
-          for (const query of queries) {
-            const d = neuronData(trace, { stack, layer, head, query });
-            if (d.bias) bias = true;
-            maxErr = Math.max(maxErr, d.maxSoftmaxError);
-          }
-        }
-      }
-      facts[stack] = { bias, maxSoftmaxError: maxErr };
-    } catch {
-      // queries/keys that do not fit the attention: the neuron view will say so.
-    }
-  }
-  return facts;
-}
-
 /** Token objects as the page gets them (all own fields, so later flags such as `generated` pass through). */
 function pageTokens(tokens: readonly Token[]): Token[] {
   return tokens.map((t) => ({ ...t }));
@@ -246,7 +213,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
   const js = inlineSafe(options.bundle.js, 'script');
   const css = inlineSafe(options.bundle.css, 'style');
   const title = options.title ?? defaultTitle(trace, options.text);
-  const facts = stackFacts(trace);
+  const facts = scoreChecks(trace);
   const scores = headerScores(trace);
 
   const headerFor = (attention: AttentionLevel, qk: QkLevel | null, tensors: PayloadTensor[], raw: number[]): PayloadHeader => {
