@@ -72,7 +72,7 @@ function parseEntry(label: string, name: string, value: Json, dataStart: number,
   const bytes = numel(dims) * DTYPE_BYTES[dtype];
   if (bytes !== end - begin) {
     throw new AttnscopeError(
-      `${where} has data_offsets [${begin}, ${end}] (${end - begin} bytes) but shape [${dims.join(', ')}] of ${dtype} needs ${bytes} bytes`,
+      `${where} has data_offsets [${begin}, ${end}] (${end - begin} bytes) but shape ${sanitize(`[${dims.join(', ')}]`, 60)} of ${dtype} needs ${bytes} bytes`,
     );
   }
   return { dtype, shape: dims, begin: dataStart + begin, end: dataStart + end };

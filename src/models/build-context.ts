@@ -3,7 +3,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { GraphBuilder, type Value } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { BuildContext, TapRequest } from './architecture.js';
-import { checkBlockWeightShape, type ModelConfig } from './config.js';
+import { checkBlockWeightShape, layerCountFields, type ModelConfig } from './config.js';
 
 /** Older checkpoints name LayerNorm parameters gamma/beta; transformers renames them on load. */
 function aliases(name: string): string[] {
@@ -39,7 +39,12 @@ export function createBuildContext(config: ModelConfig, weights: WeightStore, ta
     hasWeight: (name) => stored(name) !== undefined,
     async weight(name) {
       const s = stored(name);
-      if (s === undefined) throw new AttnscopeError(`checkpoint has no tensor '${name}' (is it a ${config.modelType} checkpoint?)`);
+      if (s === undefined) {
+        // A layer's tensor missing: most often the config claims more layers than the checkpoint has.
+        const layers = /\.\d+\./.test(name) ? layerCountFields(config) : '';
+        const why = layers ? `${config.source} says ${layers}: does the checkpoint have that many layers?` : `is it a ${config.modelType} checkpoint?`;
+        throw new AttnscopeError(`checkpoint has no tensor '${name}' (${why})`);
+      }
       return load(name, s);
     },
     async optionalWeight(name) {

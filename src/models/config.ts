@@ -46,6 +46,25 @@ const RANGES: Readonly<Record<string, Range>> = {
   partial_rotary_factor: { min: 0, max: 1, above: true }, rotary_pct: { min: 0, max: 1, above: true },
 };
 
+/**
+ * Fields that are never null in a real config (unlike n_inner, head_dim or sliding_window, where
+ * null means "the default"): a null there is refused rather than silently replaced by a default.
+ */
+const NEVER_NULL = new Set([
+  ...Object.entries(RANGES).filter(([, r]) => r === LAYERS).map(([k]) => k),
+  'hidden_size', 'n_embd', 'd_model', 'dim',
+  ...Object.entries(RANGES).filter(([k, r]) => r === HEADS && k !== 'num_key_value_heads').map(([k]) => k),
+  'vocab_size',
+]);
+
+/** The layer-count fields of a config and their values, e.g. "num_hidden_layers is 2" (for messages about missing layer tensors). */
+export function layerCountFields(config: ModelConfig): string {
+  return Object.entries(RANGES)
+    .filter(([k, r]) => r === LAYERS && Object.hasOwn(config.raw, k))
+    .map(([k]) => `${k} is ${quote(config.raw[k], 20)}`)
+    .join(', ');
+}
+
 function allowed(r: Range): string {
   const kind = r.integer ? 'an integer' : 'a number';
   return r.above ? `${kind} above ${r.min} and at most ${r.max}` : `${kind} from ${r.min} to ${r.max}`;
@@ -83,6 +102,10 @@ export class ModelConfig {
       if (typeof v === 'number' && Number.isFinite(v)) {
         checkConfigValue(this.source, key, v);
         return v;
+      }
+      if (v === null && NEVER_NULL.has(key)) {
+        const r = RANGES[key];
+        throw new AttnscopeError(`${this.source}: ${key} is null${r ? `; allowed: ${allowed(r)}` : '; it must be a number'}`);
       }
       if (v !== undefined && v !== null) throw new AttnscopeError(`${this.source}: ${key} should be a number, got ${quote(v)}`);
     }

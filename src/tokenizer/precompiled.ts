@@ -14,8 +14,9 @@
 
 /** Why the charsmap cannot be used, or null when it is sound. */
 export function precompiledCharsmapProblem(base64: string): string | null {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(base64) || base64.length % 4 !== 0) return 'is not valid base64';
+  // The binding's base64 reader is strict (padding, canonical last symbol): so is this check.
   const bytes = Buffer.from(base64, 'base64');
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(base64) || bytes.toString('base64') !== base64) return 'is not valid base64';
   if (bytes.length < 4) return 'is too short to hold a trie';
   const trieBytes = bytes.readUInt32LE(0);
   const units = Math.floor(trieBytes / 4);
@@ -85,11 +86,12 @@ export function precompiledCharsmapProblem(base64: string): string | null {
   return problem;
 }
 
-/** The charsmaps of every `Precompiled` normalizer in a tokenizer.json normalizer value. */
+/** The charsmaps of every `Precompiled` normalizer in a tokenizer.json normalizer value (undefined when one has none). */
 export function precompiledCharsmaps(normalizer: unknown): unknown[] {
   const out: unknown[] = [];
   const visit = (n: unknown, depth: number): void => {
-    if (n === null || typeof n !== 'object' || depth > 64) return;
+    // serde_json stops at 128 levels; look deeper than that.
+    if (n === null || typeof n !== 'object' || depth > 256) return;
     const o = n as Record<string, unknown>;
     if (o['type'] === 'Precompiled') out.push(o['precompiled_charsmap']);
     if (o['type'] === 'Sequence' && Array.isArray(o['normalizers'])) for (const inner of o['normalizers'] as unknown[]) visit(inner, depth + 1);

@@ -63,9 +63,8 @@ function checkPostProcessor(pp: unknown, where: string, depth: number): void {
  */
 export function validateTokenizerJson(info: TokenizerJsonInfo, options: { postProcessor?: boolean } = {}): void {
   for (const charsmap of precompiledCharsmaps(parseValue(info.scan, 'normalizer', WHAT))) {
-    // Non-strings are refused by the binding's own loader with an error, not a crash.
-    if (typeof charsmap !== 'string') continue;
-    const problem = precompiledCharsmapProblem(charsmap);
+    // The binding panics on any Precompiled it cannot read, a missing or non-string charsmap too.
+    const problem = typeof charsmap === 'string' ? precompiledCharsmapProblem(charsmap) : `is ${quote(charsmap, 40)}, not a base64 string`;
     if (problem !== null) {
       throw new AttnscopeError(`${WHAT}: the Precompiled normalizer's precompiled_charsmap ${problem} (the file is damaged)`);
     }
