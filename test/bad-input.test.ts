@@ -94,6 +94,16 @@ describe('tokenizer.json values that used to abort the process in the Rust bindi
     expectUserError(trace(dir, '--text', 'a－b', '--decoder-text', 'hi'), 'tokenizer.json', 'precompiled_charsmap', /damaged/);
   });
 
+  it('a precompiled_charsmap that is not a string (the binding panics on any charsmap it cannot read)', () => {
+    const dir = variant('albert-charsmap-list', 'albert', {
+      tokenizer: (t) => {
+        const pre = ((t['normalizer'] as Json)['normalizers'] as Json[]).find((n) => n['type'] === 'Precompiled')!;
+        pre['precompiled_charsmap'] = [pre['precompiled_charsmap']];
+      },
+    });
+    expectUserError(trace(dir), 'tokenizer.json', 'precompiled_charsmap is [', 'not a base64 string');
+  });
+
   it('a TemplateProcessing post-processor naming a special token it does not define', () => {
     const dir = variant('bert-template', 'bert', {
       tokenizer: (t) => {
@@ -159,6 +169,15 @@ describe('config.json sizes are checked before anything is built', () => {
           : trace(dir);
       expectUserError(r, `${label}/config.json`, message);
     }
+  });
+
+  it('a null layer count, and more layers than the checkpoint has, name the field', () => {
+    expectUserError(trace(variant('bart-dec-null', 'bart', { config: (c) => (c['decoder_layers'] = null) }), '--text', 'hi', '--decoder-text', 'x'), 'decoder_layers is null; allowed');
+    expectUserError(
+      trace(variant('bart-dec-3', 'bart', { config: (c) => (c['decoder_layers'] = 3) }), '--text', 'hi', '--decoder-text', 'x'),
+      "no tensor 'model.decoder.layers.2.",
+      'decoder_layers is 3',
+    );
   });
 
   it('n_head that does not divide n_embd', () => {
