@@ -211,7 +211,10 @@ describe('ids beyond the embedding tables, absurd options', () => {
 
   it('a key/value head count the projection weights do not split into', () => {
     const dir = variant('llama-kv', 'llama', { config: (c) => (c['num_key_value_heads'] = 1) });
-    expectUserError(trace(dir), "tensors do not fit its config.json");
+    expectUserError(trace(dir), 'llama-kv/config.json', "'model.layers.0.self_attn.k_proj.weight' has shape [16, 32]", 'need 8 rows', 'num_key_value_heads');
+    // T5 without d_kv: the default head size (64) does not fit the checkpoint's projections.
+    const t5 = variant('t5-no-dkv', 't5', { config: (c) => delete c['d_kv'] });
+    expectUserError(trace(t5, '--text', 'hi', '--decoder-text', 'x'), 't5-no-dkv/config.json', 'need 256 rows', 'd_kv');
   });
 
   it('--threads 999999999', () => {

@@ -163,7 +163,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   }
 
   private async buildSession(taps: TapRequest): Promise<GraphSession> {
-    const ctx = createBuildContext(this.config, this.weights, taps);
+    const ctx = createBuildContext(this.config, this.weights, taps, this.architectureInfo);
     const built = await timed('build the graph', async () => {
       await this.architecture.build(ctx);
       return ctx.g.build();

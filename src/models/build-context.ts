@@ -3,7 +3,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { GraphBuilder, type Value } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { BuildContext, TapRequest } from './architecture.js';
-import { checkBlockWeightShape, layerCountFields, type ModelConfig } from './config.js';
+import { checkAttentionWeightShape, checkBlockWeightShape, layerCountFields, type AttentionShape, type ModelConfig } from './config.js';
 
 /** Older checkpoints name LayerNorm parameters gamma/beta; transformers renames them on load. */
 function aliases(name: string): string[] {
@@ -13,7 +13,11 @@ function aliases(name: string): string[] {
   return out;
 }
 
-export function createBuildContext(config: ModelConfig, weights: WeightStore, taps: TapRequest): BuildContext {
+/**
+ * `attention`: the head layout the architecture described (ArchitectureInfo), to check separate
+ * query/key/value projections against it when they are declared.
+ */
+export function createBuildContext(config: ModelConfig, weights: WeightStore, taps: TapRequest, attention?: AttentionShape): BuildContext {
   const g = new GraphBuilder(config.modelType);
   const loaded = new Map<string, Promise<Value>>();
   const stored = (name: string): string | undefined => aliases(name).find((n) => weights.has(n));
@@ -24,6 +28,7 @@ export function createBuildContext(config: ModelConfig, weights: WeightStore, ta
     if (!value) {
       // 16-bit checkpoints keep their weights 16-bit in the graph (half the disk in the graph cache).
       checkBlockWeightShape(config, name, weights.shape(storedName));
+      if (attention) checkAttentionWeightShape(config, attention, name, weights.shape(storedName));
       const dtype = weights.dtype(storedName);
       const storage = dtype === 'F16' ? 'float16' : dtype === 'BF16' ? 'bfloat16' : 'float32';
       value = Promise.resolve(g.initializer(name, async () => (await weights.get(storedName)).data, weights.shape(storedName), storage));

@@ -164,3 +164,33 @@ export function checkBlockWeightShape(config: ModelConfig, name: string, dims: r
     throw new AttnscopeError(`${config.source}: ${key} is ${width}, but the checkpoint's ${quote(name)} has shape ${shape} (a block's norm has ${width} values)`);
   }
 }
+
+/** What the attention projections must hold: heads × head size rows (queries), kvHeads × head size (keys, values). */
+export interface AttentionShape {
+  numHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+}
+
+const QUERY = /(\.attention\.self\.query|\.attention\.query|\.q_lin|\.q_proj|Attention\.q)\.weight$/;
+const KEY_VALUE = /(\.attention\.self\.(key|value)|\.attention\.(key|value)|\.[kv]_lin|\.[kv]_proj|Attention\.[kv])\.weight$/;
+
+/**
+ * Checks an attention projection (separate query, key, value weights [out, in]) against the head
+ * layout the architecture derived from config.json: its rows are heads × head size. Fused
+ * projections (GPT-2's c_attn, GPT-NeoX's query_key_value) are left to the width check.
+ */
+export function checkAttentionWeightShape(config: ModelConfig, shape: AttentionShape, name: string, dims: readonly number[]): void {
+  if (dims.length !== 2) return;
+  const query = QUERY.test(name);
+  if (!query && !KEY_VALUE.test(name)) return;
+  const heads = query ? shape.numHeads : shape.numKeyValueHeads;
+  const rows = heads * shape.headDim;
+  if (dims[0] === rows) return;
+  const fields = ['num_attention_heads', 'n_head', 'n_heads', 'num_heads', 'encoder_attention_heads', 'decoder_attention_heads', ...(query ? [] : ['num_key_value_heads'])]
+    .filter((k) => Object.hasOwn(config.raw, k));
+  throw new AttnscopeError(
+    `${config.source}: the checkpoint's ${quote(name)} has shape [${dims.join(', ')}], but ${heads} ${query ? 'heads' : 'key/value heads'} of size ${shape.headDim} ` +
+      `need ${rows} rows (heads: ${fields.join(', ') || 'default'}; head size: d_kv or head_dim, else the width over the heads)`,
+  );
+}
