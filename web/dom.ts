@@ -4,7 +4,7 @@
  */
 
 import type { Item, MatrixItem } from '../src/views/layout/common.js';
-import { MONO_FAMILY } from '../src/views/theme.js';
+import { lineAttrs, rectAttrs, spanAttrs, textAttrs } from '../src/views/svg/elements.js';
 
 type Attrs = Record<string, string | number | boolean | undefined | null>;
 
@@ -130,34 +130,16 @@ export function svgElement(it: Exclude<Item, MatrixItem>, extra: Attrs = {}): SV
   let el: SVGElement;
   switch (it.kind) {
     case 'text': {
-      el = s('text', {
-        x: it.x,
-        y: it.y,
-        'font-size': it.size,
-        'text-anchor': it.anchor && it.anchor !== 'start' ? it.anchor : undefined,
-        fill: it.fill,
-        'font-weight': it.bold ? 'bold' : undefined,
-        'font-style': it.italic ? 'italic' : undefined,
-        'font-family': it.mono ? MONO_FAMILY : undefined,
-        transform: it.rotate ? `rotate(${it.rotate} ${it.x} ${it.y})` : undefined,
-        ...dataAttrs(it),
-        ...extra,
-      });
-      if (it.spans) for (const sp of it.spans) el.append(s('tspan', { fill: sp.fill, 'font-style': sp.italic ? 'italic' : undefined, 'font-weight': sp.bold ? 'bold' : undefined }, sp.text));
+      el = s('text', { ...textAttrs(it), ...dataAttrs(it), ...extra });
+      if (it.spans) for (const sp of it.spans) el.append(s('tspan', spanAttrs(sp), sp.text));
       else el.append(document.createTextNode(it.text));
       break;
     }
     case 'rect':
-      el = s('rect', {
-        x: it.x, y: it.y, width: Math.max(0, it.width), height: Math.max(0, it.height), rx: it.rx, fill: it.fill ?? 'none', 'fill-opacity': it.fillOpacity,
-        stroke: it.stroke, 'stroke-width': it.stroke ? (it.strokeWidth ?? 1) : undefined, ...dataAttrs(it), ...extra,
-      });
+      el = s('rect', { ...rectAttrs(it), ...dataAttrs(it), ...extra });
       break;
     case 'line':
-      el = s('line', {
-        x1: it.x1, y1: it.y1, x2: it.x2, y2: it.y2, stroke: it.stroke, 'stroke-width': it.width, 'stroke-opacity': it.opacity,
-        'stroke-dasharray': it.dash ? it.dash.join(' ') : undefined, 'stroke-linecap': it.cap, ...dataAttrs(it), ...extra,
-      });
+      el = s('line', { ...lineAttrs(it), ...dataAttrs(it), ...extra });
       break;
     case 'gradient': {
       const id = `attnscope-g-${Math.random().toString(36).slice(2)}`;

@@ -4,7 +4,7 @@
  * model view's enlarged cell. Geometry and colours follow the SVG heatmap export.
  */
 import { type WeightScale, colorLut, divergingInterpolator, parseColor, scaleOf, sequentialInterpolator, textOn } from '../src/views/colors.js';
-import type { Item, MatrixItem } from '../src/views/layout/common.js';
+import { type Item, type MatrixItem, downsample } from '../src/views/layout/common.js';
 import { type GridLayout, type GridToken, matrixGridLayout } from '../src/views/layout/heatmap.js';
 import { LAYOUT, type Theme } from '../src/views/theme.js';
 import { h, sizeCanvas } from './dom.js';
@@ -106,25 +106,8 @@ export function matrixItemImage(it: MatrixItem, theme: Theme, maxW = Infinity, m
     for (let i = 0; i < rows * cols; i++) put(i * 4, it.values[off + i]!, it.masked?.[i] === 1);
     return img;
   }
-  for (let y = 0; y < hh; y++) {
-    const r0 = Math.floor((y * rows) / hh);
-    const r1 = Math.max(r0 + 1, Math.floor(((y + 1) * rows) / hh));
-    for (let x = 0; x < w; x++) {
-      const c0 = Math.floor((x * cols) / w);
-      const c1 = Math.max(c0 + 1, Math.floor(((x + 1) * cols) / w));
-      let sum = 0;
-      let n = 0;
-      for (let r = r0; r < r1; r++) {
-        for (let c = c0; c < c1; c++) {
-          const i = r * cols + c;
-          if (it.masked?.[i] === 1) continue;
-          sum += it.values[off + i]!;
-          n++;
-        }
-      }
-      put((y * w + x) * 4, n ? sum / n : 0, n === 0);
-    }
-  }
+  const small = downsample(it.values, off, rows, cols, w, hh, it.masked);
+  for (let i = 0; i < w * hh; i++) put(i * 4, small.mean[i]!, small.blank[i] === 1);
   return img;
 }
 

@@ -600,7 +600,7 @@ describe('attnscope view (command line)', () => {
 
   it('user errors are one line and leave no file behind', () => {
     for (const [args, pattern] of [
-      [['--text', 'hi', '--out', join(tmp, 'no', 'such', 'dir', 'v.html')], /does not exist/],
+      [['--text', 'hi', '--out', join(tmp, 'no', 'such', 'dir', 'v.html')], /no such directory/],
       [[join(tmp, 'missing.json')], /no such trace file/],
       [['--view', 'nope', '--text', 'hi'], /--view/],
       [['--max-size', 'lots', '--text', 'hi'], /--max-size/],

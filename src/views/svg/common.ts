@@ -14,6 +14,7 @@ import { type DisplayStack, type DisplayToken, defaultStack, escapeHtml, prettif
 import { type Item, type Picture, STACK_TITLES, textWidth, truncate } from '../layout/common.js';
 import { type Rgb, parseColor, scaleOf, textOn } from '../colors.js';
 import { encodePng, matrixDataUri, pngDataUri } from './image.js';
+import { lineAttrs, rectAttrs, spanAttrs, textAttrs } from './elements.js';
 
 export { STACK_TITLES, textWidth, truncate };
 
@@ -309,19 +310,9 @@ export function svgItems(items: readonly Item[], theme: Theme, idPrefix: string)
   for (const it of items) {
     switch (it.kind) {
       case 'text': {
-        const a = attrs({
-          x: it.x,
-          y: it.y,
-          'font-size': it.size,
-          'text-anchor': it.anchor && it.anchor !== 'start' ? it.anchor : undefined,
-          fill: it.fill,
-          'font-weight': it.bold ? 'bold' : undefined,
-          'font-style': it.italic ? 'italic' : undefined,
-          'font-family': it.mono ? MONO_FAMILY : undefined,
-          transform: it.rotate ? `rotate(${n(it.rotate)} ${n(it.x)} ${n(it.y)})` : undefined,
-        });
+        const a = attrs(textAttrs(it));
         const content = it.spans
-          ? it.spans.map((sp) => `<tspan${attrs({ fill: sp.fill, 'font-style': sp.italic ? 'italic' : undefined, 'font-weight': sp.bold ? 'bold' : undefined })}>${escapeHtml(sp.text)}</tspan>`).join('')
+          ? it.spans.map((sp) => `<tspan${attrs(spanAttrs(sp))}>${escapeHtml(sp.text)}</tspan>`).join('')
           : escapeHtml(it.text);
         s += withTip(it, `<text${a}${common(it)}>${content}</text>`);
         break;
@@ -329,13 +320,13 @@ export function svgItems(items: readonly Item[], theme: Theme, idPrefix: string)
       case 'rect':
         s += withTip(
           it,
-          `<rect${attrs({ x: it.x, y: it.y, width: it.width, height: it.height, rx: it.rx, fill: it.fill ?? 'none', 'fill-opacity': it.fillOpacity === undefined ? undefined : fmtAttr(it.fillOpacity), stroke: it.stroke, 'stroke-width': it.stroke ? (it.strokeWidth ?? 1) : undefined })}${common(it)}/>`,
+          `<rect${attrs({ ...rectAttrs(it), 'fill-opacity': it.fillOpacity === undefined ? undefined : fmtAttr(it.fillOpacity) })}${common(it)}/>`,
         );
         break;
       case 'line':
         s += withTip(
           it,
-          `<line x1="${n(it.x1)}" y1="${n(it.y1)}" x2="${n(it.x2)}" y2="${n(it.y2)}" stroke="${it.stroke}" stroke-width="${n(it.width)}"${it.opacity === undefined ? '' : ` stroke-opacity="${fmtAttr(it.opacity)}"`}${it.dash ? ` stroke-dasharray="${it.dash.map(n).join(' ')}"` : ''}${it.cap === 'round' ? ' stroke-linecap="round"' : ''}${common(it)}/>`,
+          `<line${attrs({ ...lineAttrs(it), 'stroke-opacity': it.opacity === undefined ? undefined : fmtAttr(it.opacity) })}${common(it)}/>`,
         );
         break;
       case 'gradient': {

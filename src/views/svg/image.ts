@@ -6,7 +6,7 @@
  * Isomorphic: imports nothing from Node (base64 without Buffer).
  */
 import { zlibSync } from 'fflate';
-import { toBase64 } from '../layout/common.js';
+import { downsample, toBase64 } from '../layout/common.js';
 
 const CRC_TABLE = (() => {
   const t = new Uint32Array(256);
@@ -103,17 +103,8 @@ export function matrixPixels(
     for (let i = 0; i < rows * cols; i++) pixels[i] = scale.index(data[offset + i]!);
     return { width, height, pixels };
   }
-  for (let y = 0; y < height; y++) {
-    const r0 = Math.floor((y * rows) / height);
-    const r1 = Math.max(r0 + 1, Math.floor(((y + 1) * rows) / height));
-    for (let x = 0; x < width; x++) {
-      const c0 = Math.floor((x * cols) / width);
-      const c1 = Math.max(c0 + 1, Math.floor(((x + 1) * cols) / width));
-      let s = 0;
-      for (let r = r0; r < r1; r++) for (let c = c0; c < c1; c++) s += data[offset + r * cols + c]!;
-      pixels[y * width + x] = scale.index(s / ((r1 - r0) * (c1 - c0)));
-    }
-  }
+  const small = downsample(data, offset, rows, cols, width, height);
+  for (let i = 0; i < width * height; i++) pixels[i] = scale.index(small.mean[i]!);
   return { width, height, pixels };
 }
 
