@@ -178,6 +178,10 @@ describe('config.json sizes are checked before anything is built', () => {
       "no tensor 'model.decoder.layers.2.",
       'decoder_layers is 3',
     );
+    expectUserError(
+      trace(variant('bart-no-enc', 'bart', { config: (c) => delete c['encoder_layers'] }), '--text', 'hi', '--decoder-text', 'x'),
+      'encoder_layers is absent (default 12)',
+    );
   });
 
   it('n_head that does not divide n_embd', () => {

@@ -59,10 +59,13 @@ const NEVER_NULL = new Set([
 
 /** The layer-count fields of a config and their values, e.g. "num_hidden_layers is 2" (for messages about missing layer tensors). */
 export function layerCountFields(config: ModelConfig): string {
-  return Object.entries(RANGES)
-    .filter(([k, r]) => r === LAYERS && Object.hasOwn(config.raw, k))
-    .map(([k]) => `${k} is ${quote(config.raw[k], 20)}`)
-    .join(', ');
+  const out: string[] = [];
+  for (const [k, r] of Object.entries(RANGES)) {
+    if (r !== LAYERS) continue;
+    if (Object.hasOwn(config.raw, k)) out.push(`${k} is ${quote(config.raw[k], 20)}`);
+    else if (config.defaulted.has(k)) out.push(`${k} is absent (default ${config.defaulted.get(k)})`);
+  }
+  return out.join(', ');
 }
 
 function allowed(r: Range): string {
@@ -79,6 +82,9 @@ export function checkConfigValue(source: string, key: string, v: number): void {
 }
 
 export class ModelConfig {
+  /** Keys read through a fallback because config.json lacks them, with the value used (for messages). */
+  readonly defaulted = new Map<string, number>();
+
   constructor(
     readonly raw: RawConfig,
     /** Where the config came from, for error messages. */
@@ -109,7 +115,10 @@ export class ModelConfig {
       }
       if (v !== undefined && v !== null) throw new AttnscopeError(`${this.source}: ${key} should be a number, got ${quote(v)}`);
     }
-    if (fallback !== undefined) return fallback;
+    if (fallback !== undefined) {
+      this.defaulted.set(typeof keys === 'string' ? keys : keys[0]!, fallback);
+      return fallback;
+    }
     throw new AttnscopeError(`${this.source}: missing ${typeof keys === 'string' ? keys : keys.join(' / ')}`);
   }
 
