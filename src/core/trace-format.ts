@@ -3,7 +3,7 @@
  * nested arrays) and the binary layout's metadata (tokens and model as JSON strings). Pure
  * functions; file reading and writing live in io/trace-file.ts.
  */
-import { AttnscopeError } from './errors.js';
+import { AttnscopeError, quote } from './errors.js';
 import type { LayerStack, Matrix, ModelInfo, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
 export const TRACE_FORMAT = 'attnscope-trace';
@@ -245,10 +245,12 @@ function isNumberArray(v: unknown): v is number[] {
 /** Parses nested [layer][d0][row][col] arrays into a LayerStack, checking they are rectangular. */
 function stackFromJson(value: unknown, where: string): LayerStack {
   if (!Array.isArray(value) || value.length === 0) throw new AttnscopeError(`${where}: expected [layer][head][row][col] arrays`);
-  const first = value[0] as unknown[][];
-  const d0 = first.length;
-  const rows = (first[0] ?? []).length;
-  const cols = ((first[0] ?? [])[0] as unknown[] | undefined)?.length ?? 0;
+  const first: unknown = value[0];
+  const head: unknown = Array.isArray(first) ? first[0] : undefined;
+  const row: unknown = Array.isArray(head) ? head[0] : undefined;
+  const d0 = Array.isArray(first) ? first.length : 0;
+  const rows = Array.isArray(head) ? head.length : 0;
+  const cols = Array.isArray(row) ? row.length : 0;
   const layers = value.map((layer: unknown, l) => {
     const out = new Float32Array(d0 * rows * cols);
     if (!Array.isArray(layer) || layer.length !== d0) throw new AttnscopeError(`${where}: layer ${l} has the wrong number of heads`);
@@ -281,7 +283,7 @@ function stackMapFromJson(value: unknown, where: string): StackMap {
   if (typeof value !== 'object' || value === null) throw new AttnscopeError(`${where}: expected an object keyed by stack`);
   const map: StackMap = {};
   for (const [name, v] of Object.entries(value)) {
-    if (!STACK_NAMES.includes(name as StackName)) throw new AttnscopeError(`${where}: unknown stack '${name}' (expected ${STACK_NAMES.join(', ')})`);
+    if (!STACK_NAMES.includes(name as StackName)) throw new AttnscopeError(`${where}: unknown stack ${quote(name)} (expected ${STACK_NAMES.join(', ')})`);
     map[name as StackName] = stackFromJson(v, `${where}.${name}`);
   }
   return map;
@@ -291,8 +293,8 @@ function stackMapFromJson(value: unknown, where: string): StackMap {
 export function traceFromJson(value: unknown, where: string): Trace {
   if (typeof value !== 'object' || value === null) throw new AttnscopeError(`${where}: not a JSON object`);
   const v = value as Record<string, unknown>;
-  if (v.format !== TRACE_FORMAT) throw new AttnscopeError(`${where}: not an attnscope trace (format is ${JSON.stringify(v.format)})`);
-  if (v.version !== TRACE_VERSION) throw new AttnscopeError(`${where}: unsupported trace version ${JSON.stringify(v.version)}`);
+  if (v.format !== TRACE_FORMAT) throw new AttnscopeError(`${where}: not an attnscope trace (format is ${quote(v.format ?? null)})`);
+  if (v.version !== TRACE_VERSION) throw new AttnscopeError(`${where}: unsupported trace version ${quote(v.version ?? null)}`);
   const attention = stackMapFromJson(v.attention, `${where}: attention`);
   const queries = v.queries === undefined ? undefined : stackMapFromJson(v.queries, `${where}: queries`);
   const keys = v.keys === undefined ? undefined : stackMapFromJson(v.keys, `${where}: keys`);
@@ -361,7 +363,7 @@ export function scoresFromJson(value: unknown, where: string, attention: StackMa
   const map: ScoreMap = {};
   for (const [name, v] of Object.entries(value)) {
     const at = `${where}.${name}`;
-    if (!STACK_NAMES.includes(name as StackName)) throw new AttnscopeError(`${where}: unknown stack '${name}' (expected ${STACK_NAMES.join(', ')})`);
+    if (!STACK_NAMES.includes(name as StackName)) throw new AttnscopeError(`${where}: unknown stack ${quote(name)} (expected ${STACK_NAMES.join(', ')})`);
     const att = attention[name as StackName];
     if (!att) throw new AttnscopeError(`${at}: the trace has no '${name}' attention`);
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new AttnscopeError(`${at}: expected an object with scale, causal and window`);

@@ -8,7 +8,7 @@ import { readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
 import {
   STACK_NAMES,
   TRACE_FORMAT,
@@ -158,16 +158,16 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
   try {
     const meta = file.metadata;
     if (meta.format !== TRACE_FORMAT) {
-      throw new AttnscopeError(`${path}: not an attnscope trace (metadata format is ${JSON.stringify(meta.format ?? null)}; a model checkpoint is opened as a directory)`);
+      throw new AttnscopeError(`${path}: not an attnscope trace (metadata format is ${quote(meta.format ?? null)}; a model checkpoint is opened as a directory)`);
     }
     if (meta.version !== undefined && meta.version !== String(TRACE_VERSION)) {
-      throw new AttnscopeError(`${path}: unsupported trace version ${meta.version}`);
+      throw new AttnscopeError(`${path}: unsupported trace version ${quote(meta.version)}`);
     }
     const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {} };
     for (const name of file.names()) {
       const [kind, stack] = name.split('.') as [string, string];
       if (!(kind in maps) || !STACK_NAMES.includes(stack as never)) {
-        throw new AttnscopeError(`${path}: unexpected tensor '${name}' (expected attention|queries|keys|scoreBias.<self|encoder|decoder|cross>)`);
+        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias.<self|encoder|decoder|cross>)`);
       }
       const t = await file.get(name);
       maps[kind as keyof typeof maps][stack as keyof StackMap] = layerStackFrom(t.data, t.shape, `${path}: ${name}`);

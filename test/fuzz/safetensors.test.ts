@@ -218,7 +218,7 @@ describe('fuzz: safetensors reader', () => {
         const original = new Uint8Array(files[which]!);
         await readOrUserError(mutateBytes(original, mutations, inHeader ? headerEnd(original) : undefined));
       }),
-      fuzzParams(300),
+      fuzzParams(200),
     );
   });
 });

@@ -12,6 +12,7 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import type { LayerStack, Trace } from '../../src/core/trace.js';
+import { serializeSafetensors } from '../../src/io/safetensors.js';
 import { openTraceFile, readTraceFile, writeTraceFile } from '../../src/io/trace-file.js';
 import { FIXTURES } from '../helpers/reference.js';
 import {
@@ -78,12 +79,34 @@ async function readChecked(data: string | Uint8Array, ext: 'json' | 'safetensors
 }
 
 describe('fuzz: trace files', () => {
+  it('cases the fuzz found: deep or hostile values, null layers, control characters in names', async () => {
+    const deep = '['.repeat(10_000) + ']'.repeat(10_000);
+    const jsonCases = [
+      `{"format":${deep},"version":1}`,
+      `{"format":"attnscope-trace","version":${deep}}`,
+      JSON.stringify({ format: '\u007fattnscope-trace\f', version: 1 }),
+      JSON.stringify({ format: 'attnscope-trace', version: 1, tokens: ['a'], attention: { self: [null] } }),
+      JSON.stringify({ format: 'attnscope-trace', version: 1, tokens: ['a'], attention: { self: [[5]] } }),
+      JSON.stringify({ format: 'attnscope-trace', version: 1, tokens: ['a'], attention: { 'se\u001b[2Jlf': [[[[1]]]] } }),
+    ];
+    for (const text of jsonCases) await readChecked(text, 'json');
+    const st = (name: string, meta: Record<string, string>) =>
+      serializeSafetensors([{ name, dtype: 'F32', shape: [1, 1, 1, 1], data: Float32Array.of(1) }], { tokens: '["a"]', ...meta });
+    for (const bytes of [
+      st('keys.se\f', { format: 'attnscope-trace' }),
+      st('attention.self', { format: '\u007f\u001b]0;x\u0007' }),
+      st('attention.self', { format: 'attnscope-trace', version: '\u009b2J' }),
+    ]) {
+      await readChecked(bytes, 'safetensors');
+    }
+  });
+
   it('mutated JSON traces: a consistent trace (with warnings when impossible) or one clean AttnscopeError line', { timeout: testTimeout() }, async () => {
     await fc.assert(
       fc.asyncProperty(fc.nat(1), jsonMutations, async (which, mutations) => {
         await readChecked(mutateJson(jsonDocs[which]!, mutations, interestingPaths), 'json');
       }),
-      fuzzParams(200),
+      fuzzParams(120),
     );
   });
 
