@@ -61,18 +61,74 @@ function tryDigits(a: number, e: number, n: number): number {
   return mi;
 }
 
+/** 10^k for k in −60 … 60 (POW10_ANY[k + 60]); exact only for |k| ≤ 22, which the interval test allows for. */
+const POW10_ANY = Float64Array.from({ length: 121 }, (_, i) => Number(`1e${i - 60}`));
+
+/** Half the spacing of float32 values with binary exponent field b: 2^(b − 151) (subnormals: b = 1). */
+const HALF_ULP = Float64Array.from({ length: 256 }, (_, b) => 2 ** (Math.max(b, 1) - 151));
+
+/** How sure the interval test must be: candidates within this share of the half spacing of its edge are checked exactly. */
+const EDGE = 1e-6;
+
+/**
+ * Sets foundDigits/foundE for the integer m of n significant digits (exponent e of its first) and
+ * returns m with its trailing zeros dropped.
+ */
+function found(m: number, n: number, e: number): number {
+  let mi = m | 0;
+  let digits = n;
+  while (mi > 0 && mi % 10 === 0) {
+    mi = (mi / 10) | 0;
+    digits--;
+  }
+  foundDigits = digits;
+  foundE = e;
+  return mi;
+}
+
 /**
  * The fewest of 7, 8 or 9 significant digits that read back as `a` (fewer digits round-trip only
  * if more do; values that need fewer than 7 come out shorter too, their trailing zeros dropped),
- * or −1: use the slow path. Trying 6 digits as well costs a third more time for 4 % of values.
+ * or −1: use the slow path. `b` is a's float32 exponent field, `mantissaZero` whether a is a power of two.
+ *
+ * The fast test: v = a · 10^(8−e) is a in units of its 9th significant digit; a decimal D reads back
+ * as a when it lies within half a float32 spacing h of a (in the same units). The 7- and 8-digit
+ * candidates nearest v are accepted or refused by that test where it is clear by a margin far above
+ * double rounding (EDGE · h); a candidate near the edge gets the exact test (tryDigits), which
+ * emulates the reader: the double nearest D, then Math.fround.
  */
-function shortestDigits(a: number, e: number): number {
-  // Every attempt below scales by 10^k with |k| ≤ 22 (exact powers of ten): e in [−14, 28].
-  if (e < -14 || e > 27) return -1;
-  const m7 = tryDigits(a, e, 7);
-  if (m7 >= 0) return m7;
-  const m8 = tryDigits(a, e, 8);
-  return m8 >= 0 ? m8 : tryDigits(a, e, 9);
+function shortestDigits(a: number, e: number, b: number, mantissaZero: boolean): number {
+  let k = 8 - e;
+  if (k < -60 || k > 59) return -1;
+  let v = a * POW10_ANY[k + 60]!;
+  if (v >= 999_999_999.5) {
+    // The exponent estimate was one too low.
+    e++;
+    k--;
+    v = a * POW10_ANY[k + 60]!;
+  }
+  // Below a power of two the spacing halves: use the smaller half spacing on both sides.
+  const h = HALF_ULP[b]! * POW10_ANY[k + 60]! * (mantissaZero ? 0.5 : 1);
+  const sure = h * (1 - EDGE);
+  const never = h * (1 + EDGE);
+  const m7 = Math.round(v / 100) * 100;
+  const d7 = Math.abs(m7 - v);
+  if (d7 < sure && m7 < 1e9) return found(m7 / 100, 7, e);
+  if (d7 <= never) {
+    const exact = tryDigits(a, e, 7);
+    if (exact >= 0) return exact;
+  }
+  const m8 = Math.round(v / 10) * 10;
+  const d8 = Math.abs(m8 - v);
+  if (d8 < sure && m8 < 1e9) return found(m8 / 10, 8, e);
+  if (d8 <= never) {
+    const exact = tryDigits(a, e, 8);
+    if (exact >= 0) return exact;
+  }
+  const m9 = Math.round(v);
+  // Nine digits are always within a twelfth of h; refuse only a broken estimate.
+  if (m9 < 1e8 || m9 >= 1e9) return -1;
+  return found(m9, 9, e);
 }
 
 /** The slow general path: 7 to 9 digits through toPrecision (any finite float32). */
@@ -254,7 +310,7 @@ function putFloat32(buf: Uint8Array, pos: number, x: number, bits: number): numb
     buf[pos++] = CH_MINUS;
     a = -x;
   }
-  const m = shortestDigits(a, E10[(bits >>> 23) & 255]!);
+  const m = shortestDigits(a, E10[(bits >>> 23) & 255]!, (bits >>> 23) & 255, (bits & 0x7fffff) === 0);
   if (m < 0) return putAscii(buf, slowFormat(a), pos);
   const nd = foundDigits;
   const e = foundE;
