@@ -111,8 +111,11 @@ export function llamaSpec(config: ModelConfig): LlamaSpec {
   const heads = config.int('num_attention_heads');
   const layers = config.int('num_hidden_layers');
   const kvHeads = config.int('num_key_value_heads', modelType === 'mistral' ? 8 : heads);
+  // Without an explicit head_dim it is hidden_size / num_attention_heads, which must divide.
+  if (!gemma && !config.has('head_dim') && hidden % heads !== 0) {
+    throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads} (and there is no head_dim)`);
+  }
   const headDim = config.int('head_dim', gemma ? 256 : hidden / heads);
-  if (!Number.isInteger(headDim)) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
   if (heads % kvHeads !== 0) {
     throw new AttnscopeError(`${config.source}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
   }
