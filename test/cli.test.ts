@@ -142,6 +142,22 @@ describe('attnscope trace: bad input gives one clear line and a non-zero exit', 
     expectCleanError(attnscope('trace', dir, '--text', 'hi'), /unsupported model_type 'mamba' \(supported: .*bert.*gpt2.*llama/);
   });
 
+  it('an unsupported variant of a supported family names the closest supported model_type', () => {
+    const dir = fixtureCopy('llama');
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'llama4' }));
+    expectCleanError(attnscope('trace', dir, '--text', 'hi'), /unsupported model_type 'llama4'; the closest supported is 'llama'.*see 'attnscope models'/);
+  });
+
+  it('attnscope models lists every family with its model_types', () => {
+    const run = attnscope('models');
+    expect(run.status, run.stderr).toBe(0);
+    const lines = run.stdout.trim().split('\n');
+    expect(lines).toContain('bert: bert, roberta, xlm-roberta, camembert, electra');
+    expect(lines.some((l) => /^llama: llama, mistral, qwen2, gemma/.test(l))).toBe(true);
+    expect(lines.some((l) => /^t5: t5, mt5, umt5/.test(l))).toBe(true);
+  });
+
   const corrupt: [string, (file: string) => void, RegExp][] = [
     ['a truncated safetensors file', (f) => writeFileSync(f, readFileSync(f).subarray(0, 5000)), /model\.safetensors/],
     ['a header length past the end of the file', (f) => {

@@ -4,6 +4,7 @@ import { AttnscopeError, sanitize } from '../core/errors.js';
 import { CACHE_USAGE, cacheCommand } from './cache-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
+import { MODELS_USAGE, modelsCommand } from './models-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
 import { UsageError, closest } from './parse.js';
 import { VIEW_USAGE, viewCommand } from './view-command.js';
@@ -16,6 +17,7 @@ Usage:
   ${EXPORT_USAGE.split('\n\n')[0]}
   ${VIEW_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
+  ${MODELS_USAGE.split('\n\n')[0]}
 
 Run 'attnscope <command> --help' for a command's options.`;
 
@@ -25,6 +27,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   export: { run: exportCommand, usage: EXPORT_USAGE },
   view: { run: viewCommand, usage: VIEW_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
+  models: { run: modelsCommand, usage: MODELS_USAGE },
 };
 
 /** The command being run, for the --help pointer of usage errors. */

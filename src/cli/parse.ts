@@ -8,6 +8,9 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AttnscopeError } from '../core/errors.js';
+import { closest, editDistance } from '../core/names.js';
+
+export { closest, editDistance };
 
 /**
  * Bad command-line usage (an unknown option, a malformed value): the CLI adds a pointer to the
@@ -27,33 +30,6 @@ export interface OptionSpec {
 export type OptionValues<T extends Readonly<Record<string, OptionSpec>>> = {
   [K in keyof T]?: T[K]['type'] extends 'boolean' ? boolean : string;
 };
-
-/** Levenshtein distance (for "did you mean"). */
-export function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      row.push(Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1)));
-    }
-    prev = row;
-  }
-  return prev[b.length]!;
-}
-
-/** The closest of `names` to `name` when it is close enough to be a typo. */
-export function closest(name: string, names: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const n of names) {
-    const d = editDistance(name, n);
-    if (d < bestDistance) {
-      best = n;
-      bestDistance = d;
-    }
-  }
-  return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
-}
 
 /**
  * Parses a command's arguments: `--name value`, `--name=value`, boolean `--flag`, positionals.

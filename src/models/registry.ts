@@ -1,5 +1,6 @@
 /** Every supported architecture family, keyed by config.json `model_type`. */
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
+import { closest } from '../core/names.js';
 import type { Architecture } from './architecture.js';
 import { albertFamily } from './albert.js';
 import { bartFamily } from './bart.js';
@@ -9,9 +10,8 @@ import { gpt2Family } from './gpt2.js';
 import { gptNeoxFamily } from './gpt-neox.js';
 import { llamaFamily } from './llama.js';
 import { t5Family } from './t5.js';
-import { optFamily } from './opt.js';
 
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, optFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
@@ -20,10 +20,30 @@ export function supportedModelTypes(): string[] {
   return [...BY_TYPE.keys()].sort();
 }
 
+/** Each family with the config.json `model_type`s it handles (the family named by its first). */
+export function supportedFamilies(): { family: string; modelTypes: string[] }[] {
+  return FAMILIES.map((f) => ({ family: f.modelTypes[0]!, modelTypes: [...f.modelTypes] }));
+}
+
+/**
+ * The supported model_type most like an unsupported one: a type that one of ours starts or ends
+ * (llama4 → llama), else the nearest by edit distance when it is near.
+ */
+function nearestModelType(modelType: string): string | undefined {
+  const t = modelType.toLowerCase();
+  const types = supportedModelTypes();
+  const affix = types.filter((s) => t.startsWith(s) || t.endsWith(s) || s.startsWith(t)).sort((a, b) => b.length - a.length)[0];
+  return affix ?? closest(t, types);
+}
+
 export function architectureFor(modelType: string): Architecture {
   const arch = BY_TYPE.get(modelType);
   if (!arch) {
-    throw new AttnscopeError(`unsupported model_type '${modelType}' (supported: ${supportedModelTypes().join(', ')})`);
+    const near = nearestModelType(modelType);
+    const family = near ? BY_TYPE.get(near)!.modelTypes[0]! : undefined;
+    const hint = near ? `; the closest supported is '${near}'${family !== near ? ` (${family} family)` : ''}, which is a different architecture unless config.json says otherwise` : '';
+    throw new AttnscopeError(`unsupported model_type ${quote(modelType, 60)}${hint} (supported: ${supportedModelTypes().join(', ')}; see 'attnscope models')`);
   }
   return arch;
 }
+
