@@ -9,9 +9,10 @@ import { distilbertFamily } from './distilbert.js';
 import { gpt2Family } from './gpt2.js';
 import { gptNeoxFamily } from './gpt-neox.js';
 import { llamaFamily } from './llama.js';
+import { optFamily } from './opt.js';
 import { t5Family } from './t5.js';
 
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, optFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
