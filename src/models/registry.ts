@@ -9,12 +9,14 @@ import { distilbertFamily } from './distilbert.js';
 import { gpt2Family } from './gpt2.js';
 import { gptNeoxFamily } from './gpt-neox.js';
 import { llamaFamily } from './llama.js';
+import { mixtralFamily } from './mixtral.js';
+import { qwen2MoeFamily } from './qwen2-moe.js';
 import { phiFamily } from './phi.js';
 import { optFamily } from './opt.js';
 import { t5Family } from './t5.js';
 import { bloomFamily } from './bloom.js';
 
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, optFamily, bloomFamily, phiFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, phiFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
