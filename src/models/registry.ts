@@ -13,10 +13,11 @@ import { mixtralFamily } from './mixtral.js';
 import { qwen2MoeFamily } from './qwen2-moe.js';
 import { phiFamily } from './phi.js';
 import { optFamily } from './opt.js';
+import { olmoFamily } from './olmo.js';
 import { t5Family } from './t5.js';
 import { bloomFamily } from './bloom.js';
 
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, phiFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, phiFamily, olmoFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);

@@ -1,0 +1,147 @@
+/**
+ * OLMo decoders (model_type `olmo`, transformers' OlmoForCausalLM): Llama-like pre-norm blocks
+ * whose norms are non-parametric LayerNorms (no weight, no bias, eps 1e-5), q/k/v optionally
+ * clamped to ±clip_qkv before the rotation, RoPE on every head dim, SwiGLU MLP, scores
+ * q·kᵀ / √head_dim, causal mask; `attention_bias` adds biases to q/k/v/o.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { Value } from '../graph/builder.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads } from './attention.js';
+import { checkConfigValue, type ModelConfig } from './config.js';
+import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
+import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+
+const EPS = 1e-5;
+const ROPE_TYPES = new Set(['default', 'linear', 'dynamic', 'llama3']);
+
+interface OlmoSpec {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  bias: boolean;
+  clip: number | null;
+  act: string;
+  tied: boolean;
+  maxPositions: number;
+  rope: RopeSpec;
+}
+
+function olmoSpec(config: ModelConfig): OlmoSpec {
+  const hidden = config.int('hidden_size');
+  const heads = config.int('num_attention_heads');
+  const layers = config.int('num_hidden_layers');
+  const kvHeads = config.int('num_key_value_heads', heads);
+  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
+  if (heads % kvHeads !== 0) throw new AttnscopeError(`${config.source}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
+  const headDim = hidden / heads;
+  if (headDim % 2 !== 0) throw new AttnscopeError(`${config.source}: head size ${headDim} should be even for rotary embeddings`);
+  const clip = typeof config.raw.clip_qkv === 'number' ? config.num('clip_qkv') : null;
+  if (clip !== null) checkConfigValue(config.source, 'clip_qkv', clip);
+  const rope = ropeFromConfig(config, headDim);
+  const type = rope.scaling ? String(rope.scaling.rope_type ?? rope.scaling.type ?? 'default') : 'default';
+  if (!ROPE_TYPES.has(type)) throw new AttnscopeError(`${config.source}: rope scaling type '${type}' is not supported (supported: ${[...ROPE_TYPES].join(', ')})`);
+  return {
+    hidden, layers, heads, kvHeads, headDim,
+    bias: config.bool('attention_bias', false),
+    clip,
+    act: config.str('hidden_act', 'silu'),
+    tied: config.bool('tie_word_embeddings', false),
+    maxPositions: config.int('max_position_embeddings', 2048),
+    rope,
+  };
+}
+
+function describe(config: ModelConfig): ArchitectureInfo {
+  const s = olmoSpec(config);
+  return {
+    kind: 'decoder',
+    numLayers: s.layers,
+    numHeads: s.heads,
+    numKeyValueHeads: s.kvHeads,
+    headDim: s.headDim,
+    maxPositions: s.maxPositions,
+    stacks: { self: s.layers },
+    scoring: { self: stackScoring(s.layers, { scale: 1 / Math.sqrt(s.headDim), causal: true }) },
+  };
+}
+
+async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean): Promise<Value> {
+  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), bias ? await ctx.weight(`${prefix}.bias`) : undefined);
+}
+
+interface Rotary {
+  cos: Value;
+  sin: Value;
+}
+
+async function decoderLayer(ctx: BuildContext, s: OlmoSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value, ones: Value): Promise<Value> {
+  const { g } = ctx;
+  const h = g.layerNorm(x, ones, null, EPS);
+  const project = async (name: string, heads: number): Promise<Value> => {
+    let y = await linear(ctx, h, `${p}.self_attn.${name}`, s.bias);
+    if (s.clip !== null) y = g.op('Clip', [y, g.scalar(-s.clip), g.scalar(s.clip)]);
+    return splitHeads(g, y, heads, s.headDim);
+  };
+  const q = applyRotary(g, await project('q_proj', s.heads), rotary.cos, rotary.sin, s.rope);
+  const k = applyRotary(g, await project('k_proj', s.kvHeads), rotary.cos, rotary.sin, s.rope);
+  const v = await project('v_proj', s.kvHeads);
+  const context = attention(ctx, {
+    stack: 'self', layer, q, k, v,
+    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+    bias: mask,
+  });
+  const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, s.bias));
+  const h2 = g.layerNorm(x1, ones, null, EPS);
+  const gate = activation(g, s.act, await linear(ctx, h2, `${p}.mlp.gate_proj`, false));
+  const up = await linear(ctx, h2, `${p}.mlp.up_proj`, false);
+  return g.add(x1, await linear(ctx, g.mul(gate, up), `${p}.mlp.down_proj`, false));
+}
+
+async function build(ctx: BuildContext): Promise<void> {
+  const { g, config } = ctx;
+  const s = olmoSpec(config);
+  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
+  const ids = g.input('input_ids', 'int64', [1, 'seq']);
+  const rotary: Rotary = {
+    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
+    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
+  };
+  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  // The non-parametric LayerNorm as ONNX LayerNormalization with a unit scale and no bias.
+  const ones = g.initializer('olmo.layer_norm.unit_scale', new Float32Array(s.hidden).fill(1), [s.hidden]);
+  const embed = await ctx.weight(`${base}embed_tokens.weight`);
+  let x = g.gather(embed, ids);
+  for (let l = 0; l < s.layers; l++) {
+    x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask, ones);
+  }
+  x = g.layerNorm(x, ones, null, EPS);
+  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) {
+    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
+    g.output(g.linear(x, head), 'logits');
+  }
+}
+
+function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
+  const s = olmoSpec(config);
+  const n = inputs.inputIds.length;
+  const past = inputs.pastLength ?? 0;
+  const positions = Array.from({ length: n }, (_, i) => past + i);
+  const { cos, sin } = ropeTables(s.rope, positions);
+  const dims = [1, 1, n, s.rope.rotaryDims];
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    rope_cos: { type: 'float32', dims, data: cos },
+    rope_sin: { type: 'float32', dims, data: sin },
+    attention_bias: causalMask(n, { pastLength: past }),
+  };
+}
+
+export const olmoFamily: Architecture = { modelTypes: ['olmo'], describe, build, feeds };
