@@ -16,9 +16,10 @@ import { optFamily } from './opt.js';
 import { olmoFamily } from './olmo.js';
 import { t5Family } from './t5.js';
 import { bloomFamily } from './bloom.js';
+import { falconFamily } from './falcon.js';
 
 import { mpnetFamily } from './mpnet.js';
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, phiFamily, olmoFamily, mpnetFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
