@@ -13,7 +13,7 @@ import type { Model } from '../src/engine/model.js';
 import { alibiSlopes } from '../src/models/layers.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
-const FIXTURE_NAMES = ['bloom', 'falcon'];
+const FIXTURE_NAMES = ['bloom', 'falcon', 'falcon-alibi'];
 
 describe('ALiBi slopes (build_alibi_tensor) against the paper, worked by hand in float64', () => {
   // Paper: n heads (a power of two) get the geometric sequence 2^(−8/n), 2^(−16/n), ...; otherwise the
