@@ -16,6 +16,11 @@ export interface RopeSpec {
   scaling?: Readonly<Record<string, unknown>>;
   /** Multiplier applied to cos and sin (1 unless the scaling type defines one). */
   attentionFactor?: number;
+  /**
+   * Pairing of the rotated dims: 'half' (default; rotate_half, dim i with i + d/2) or
+   * 'interleaved' (GPT-J's rotate_every_two, Cohere: dims (2i, 2i+1) form a pair).
+   */
+  style?: 'half' | 'interleaved';
 }
 
 const f = Math.fround;
@@ -50,12 +55,16 @@ export function inverseFrequencies(spec: RopeSpec): Float32Array {
   return inv;
 }
 
-/** cos and sin tables [positions, rotaryDims] (the half-table repeated twice, as `cat(freqs, freqs)`). */
+/**
+ * cos and sin tables [positions, rotaryDims]: the half-table repeated twice, as `cat(freqs, freqs)`,
+ * or with style 'interleaved' each entry repeated in place, as `repeat_interleave(freqs, 2)`.
+ */
 export function ropeTables(spec: RopeSpec, positions: readonly number[]): { cos: Float32Array; sin: Float32Array } {
   const inv = inverseFrequencies(spec);
   const half = inv.length;
   const d = spec.rotaryDims;
   const factor = spec.attentionFactor ?? 1;
+  const interleaved = spec.style === 'interleaved';
   const cos = new Float32Array(positions.length * d);
   const sin = new Float32Array(positions.length * d);
   positions.forEach((p, row) => {
@@ -63,10 +72,11 @@ export function ropeTables(spec: RopeSpec, positions: readonly number[]): { cos:
       const angle = f(f(p) * inv[i]!);
       const c = f(f(Math.cos(angle)) * factor);
       const s = f(f(Math.sin(angle)) * factor);
-      cos[row * d + i] = c;
-      cos[row * d + half + i] = c;
-      sin[row * d + i] = s;
-      sin[row * d + half + i] = s;
+      const [a, b] = interleaved ? [2 * i, 2 * i + 1] : [i, half + i];
+      cos[row * d + a] = c;
+      cos[row * d + b] = c;
+      sin[row * d + a] = s;
+      sin[row * d + b] = s;
     }
   });
   return { cos, sin };
@@ -92,15 +102,24 @@ export function ropeFromConfig(config: ModelConfig, headDim: number, rotaryDims 
 
 /**
  * Applies the rotation to x [1, heads, seq, headDim] with cos/sin [1, 1, seq, rotaryDims]:
- * x·cos + rotate_half(x)·sin on the first rotaryDims dims; the rest pass through.
+ * x·cos + rotate_half(x)·sin (rotate_every_two with style 'interleaved') on the first rotaryDims
+ * dims; the rest pass through.
  */
 export function applyRotary(g: GraphBuilder, x: Value, cos: Value, sin: Value, spec: RopeSpec): Value {
   const d = spec.rotaryDims;
   const half = d / 2;
   const partial = d < spec.headDim;
   const rot = partial ? g.slice(x, [0], [d], [3]) : x;
-  const [x1, x2] = g.split(rot, [half, half], 3) as [Value, Value];
-  const rotated = g.concat([g.neg(x2), x1], 3);
+  let rotated: Value;
+  if (spec.style === 'interleaved') {
+    // rotate_every_two: (x0, x1, x2, x3, ...) → (−x1, x0, −x3, x2, ...).
+    const pairs = g.reshape(rot, [0, 0, 0, half, 2]);
+    const [even, odd] = g.split(pairs, [1, 1], 4) as [Value, Value];
+    rotated = g.reshape(g.concat([g.neg(odd), even], 4), [0, 0, 0, d]);
+  } else {
+    const [x1, x2] = g.split(rot, [half, half], 3) as [Value, Value];
+    rotated = g.concat([g.neg(x2), x1], 3);
+  }
   const out = g.add(g.mul(rot, cos), g.mul(rotated, sin));
   if (!partial) return out;
   const pass = g.slice(x, [d], [spec.headDim], [3]);
