@@ -10,7 +10,6 @@ import { gpt2Family } from './gpt2.js';
 import { gptNeoxFamily } from './gpt-neox.js';
 import { llamaFamily } from './llama.js';
 import { gptjFamily } from './gptj.js';
-import { phiFamily } from './phi.js';
 import { mixtralFamily } from './mixtral.js';
 import { qwen2MoeFamily } from './qwen2-moe.js';
 import { phiFamily } from './phi.js';
@@ -21,7 +20,7 @@ import { bloomFamily } from './bloom.js';
 import { falconFamily } from './falcon.js';
 
 import { mpnetFamily } from './mpnet.js';
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, phiFamily, gptjFamily];
+const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
