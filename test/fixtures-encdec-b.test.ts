@@ -1,5 +1,5 @@
 /**
- * Translation encoder-decoder fixtures of issue 8 (mbart) must
+ * Translation encoder-decoder fixtures of issue 8 (mbart, pegasus, m2m100) must
  * reproduce what PyTorch transformers computed for them (reference.json): encoder, decoder and
  * cross attention of every layer and head (≤ 1e-5), per-head queries and keys, both final hidden
  * states and the logits (≤ 1e-4), and the token ids of the fixture's texts.
@@ -12,7 +12,7 @@ import type { Model } from '../src/engine/model.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues, type Nested, type ReferenceInput } from './helpers/reference.js';
 
 const STACKS: readonly StackName[] = ['encoder', 'decoder', 'cross'];
-const FAMILIES = ['mbart'];
+const FAMILIES = ['mbart', 'pegasus', 'm2m100'];
 
 function refTensor(input: ReferenceInput, key: string): Float64Array {
   const v = input[key];

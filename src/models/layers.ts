@@ -5,8 +5,12 @@
  */
 import { AttnscopeError, quote } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import type { ArchitectureInfo, BuildContext } from './architecture.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
+import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 
 /**
@@ -105,4 +109,212 @@ export function alibiFeed(heads: number, queries: number, pastLength: number, bf
     }
   }
   return { type: 'float32', dims: [1, heads, queries, keys], data };
+}
+
+// --- BART-style encoder-decoders (marian, pegasus, m2m_100) -----------------------------------
+
+/**
+ * What a BART-style encoder-decoder (BartAttention, fc1/fc2 feed-forward, nn.LayerNorm 1e-5) needs:
+ * pre-LN or post-LN blocks, an optional `layernorm_embedding` and final `layer_norm` per stack.
+ */
+export interface Seq2SeqSpec {
+  modelType: string;
+  dModel: number;
+  encoderLayers: number;
+  decoderLayers: number;
+  encoderHeads: number;
+  decoderHeads: number;
+  act: string;
+  /** √d_model with scale_embedding, else null (× 1.0). */
+  embedScale: number | null;
+  /** Layer norm before each sub-layer (x + f(LN(x))) rather than after (LN(x + f(x))). */
+  preNorm: boolean;
+  /** `layernorm_embedding` after the embeddings. */
+  embeddingNorm: boolean;
+  /** A final `layer_norm` at the end of each stack. */
+  finalNorm: boolean;
+  maxPositions: number;
+  tied: boolean;
+}
+
+/** The BART-style config fields (BartConfig names and defaults) plus the family's block layout. */
+export function seq2seqSpec(
+  config: ModelConfig,
+  layout: { preNorm: boolean; embeddingNorm: boolean; finalNorm: boolean; act: string; maxPositions: number },
+): Seq2SeqSpec {
+  const dModel = config.int('d_model', 1024);
+  const s: Seq2SeqSpec = {
+    modelType: config.modelType,
+    dModel,
+    encoderLayers: config.int('encoder_layers', 12),
+    decoderLayers: config.int('decoder_layers', 12),
+    encoderHeads: config.int('encoder_attention_heads', 16),
+    decoderHeads: config.int('decoder_attention_heads', 16),
+    act: config.str('activation_function', layout.act),
+    embedScale: config.bool('scale_embedding', false) ? Math.sqrt(dModel) : null,
+    preNorm: layout.preNorm,
+    embeddingNorm: layout.embeddingNorm,
+    finalNorm: layout.finalNorm,
+    maxPositions: config.int('max_position_embeddings', layout.maxPositions),
+    tied: config.bool('tie_word_embeddings', true),
+  };
+  for (const heads of [s.encoderHeads, s.decoderHeads]) {
+    if (dModel % heads !== 0) throw new AttnscopeError(`${config.source}: d_model ${dModel} is not a multiple of the number of attention heads ${heads}`);
+  }
+  return s;
+}
+
+/** describe() of a BART-style encoder-decoder: queries × head_dim^-0.5, causal decoder self-attention. */
+export function seq2seqInfo(s: Seq2SeqSpec): ArchitectureInfo {
+  return {
+    kind: 'encoder-decoder',
+    numLayers: s.encoderLayers,
+    numHeads: s.encoderHeads,
+    numKeyValueHeads: s.encoderHeads,
+    headDim: s.dModel / s.encoderHeads,
+    maxPositions: s.maxPositions,
+    stacks: { encoder: s.encoderLayers, decoder: s.decoderLayers, cross: s.decoderLayers },
+    scoring: {
+      encoder: stackScoring(s.encoderLayers, { scale: (s.dModel / s.encoderHeads) ** -0.5, causal: false }),
+      decoder: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: true }),
+      cross: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: false }),
+    },
+  };
+}
+
+/**
+ * Marian's and Pegasus' sinusoidal position table [rows, dim] as transformers builds it (float64
+ * angles pos / 10000^(2·⌊j/2⌋/dim), rounded to float32): sin of the even columns in the first half,
+ * cos of the odd ones in the second half (not interleaved).
+ */
+export function sinusoidalPositionTable(rows: number, dim: number): Float32Array {
+  const out = new Float32Array(rows * dim);
+  const sentinel = dim % 2 === 0 ? dim / 2 : (dim + 1) / 2;
+  for (let pos = 0; pos < rows; pos++) {
+    for (let j = 0; j < dim; j++) {
+      const angle = pos / Math.pow(10000, (2 * Math.floor(j / 2)) / dim);
+      if (j % 2 === 0) out[pos * dim + j / 2] = Math.sin(angle);
+      else out[pos * dim + sentinel + (j - 1) / 2] = Math.cos(angle);
+    }
+  }
+  return out;
+}
+
+async function seq2seqLinear(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
+  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix));
+}
+
+async function seq2seqLayerNorm(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
+  return ctx.g.layerNorm(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix), 1e-5);
+}
+
+/** BartAttention: q from `h` (q_proj output × head_dim^-0.5), k/v from `kv`, + mask; returns out_proj(context). */
+export async function seq2seqAttention(
+  ctx: BuildContext, h: Value, kv: Value, prefix: string, heads: number, headDim: number,
+  stack: 'encoder' | 'decoder' | 'cross', layer: number, mask: Value | null,
+): Promise<Value> {
+  const { g } = ctx;
+  const scale = headDim ** -0.5;
+  const projected = await seq2seqLinear(ctx, h, `${prefix}.q_proj`);
+  const q = splitHeads(g, projected, heads, headDim);
+  // Scaled before splitting heads, as HF does (keeps onnxruntime from folding the scale into q·k).
+  const scaledQ = splitHeads(g, g.mul(projected, g.scalar(scale)), heads, headDim);
+  const k = splitHeads(g, await seq2seqLinear(ctx, kv, `${prefix}.k_proj`), heads, headDim);
+  const v = splitHeads(g, await seq2seqLinear(ctx, kv, `${prefix}.v_proj`), heads, headDim);
+  const context = attention(ctx, {
+    stack, layer, q, k, v,
+    numHeads: heads, numKvHeads: heads, headDim,
+    scale, scaleStyle: 'query-mul', scaledQ,
+    bias: mask,
+  });
+  return seq2seqLinear(ctx, mergeHeads(g, context, heads, headDim), `${prefix}.out_proj`);
+}
+
+/**
+ * Builds a BART-style encoder-decoder graph. `positionTable(stack)` gives the table the position
+ * ids index (a checkpoint weight or a computed initializer). Graph inputs as bart's: `input_ids`,
+ * `position_ids`, `decoder_input_ids`, `decoder_position_ids`, `decoder_attention_bias`; with
+ * `taps.cache` one decoder step with `encoder_hidden_states` and the self-attention cache inputs.
+ */
+export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTable: (stack: 'encoder' | 'decoder', prefix: string) => Promise<Value>): Promise<void> {
+  const { g, config } = ctx;
+  const base = ctx.findPrefix(['model.', ''], 'encoder.layers.0.self_attn.q_proj.weight');
+  if (!ctx.hasWeight(`${base}decoder.layers.0.self_attn.q_proj.weight`)) {
+    throw new AttnscopeError(`${config.source}: the checkpoint has no decoder (an encoder-only ${s.modelType} checkpoint is not supported)`);
+  }
+  const step = ctx.taps.cache ?? false;
+  if (step && s.decoderHeads !== s.encoderHeads) {
+    throw new AttnscopeError(`${config.source}: incremental decoding needs as many decoder as encoder attention heads (${s.decoderHeads} vs ${s.encoderHeads})`);
+  }
+  const ids = step ? null : g.input('input_ids', 'int64', [1, 'enc_seq']);
+  const positions = step ? null : g.input('position_ids', 'int64', [1, 'enc_seq']);
+  const decoderIds = g.input('decoder_input_ids', 'int64', [1, 'dec_seq']);
+  const decoderPositions = g.input('decoder_position_ids', 'int64', [1, 'dec_seq']);
+  const causal = g.input('decoder_attention_bias', 'float32', [1, 1, 'dec_seq', step ? 'dec_keys' : 'dec_seq']);
+
+  const embedding = async (stack: string): Promise<Value> => {
+    const name = [`${base}${stack}.embed_tokens.weight`, `${base}shared.weight`].find((n) => ctx.hasWeight(n));
+    if (!name) throw new AttnscopeError(`checkpoint has no '${base}shared.weight' (is it a ${s.modelType} checkpoint?)`);
+    return ctx.weight(name);
+  };
+
+  const runStack = async (stack: 'encoder' | 'decoder', tokens: Value, pos: Value, embed: Value, heads: number, layers: number, mask: Value | null, encoderOutput: Value | null): Promise<Value> => {
+    const prefix = `${base}${stack}`;
+    const headDim = s.dModel / heads;
+    let x = g.gather(embed, tokens);
+    if (s.embedScale !== null) x = g.mul(x, g.scalar(s.embedScale));
+    x = g.add(x, g.gather(await positionTable(stack, prefix), pos));
+    if (s.embeddingNorm) x = await seq2seqLayerNorm(ctx, x, `${prefix}.layernorm_embedding`);
+    const residual = async (v: Value, norm: string, f: (h: Value) => Promise<Value>): Promise<Value> =>
+      s.preNorm ? g.add(v, await f(await seq2seqLayerNorm(ctx, v, norm))) : seq2seqLayerNorm(ctx, g.add(v, await f(v)), norm);
+    for (let l = 0; l < layers; l++) {
+      const p = `${prefix}.layers.${l}`;
+      x = await residual(x, `${p}.self_attn_layer_norm`, (h) => seq2seqAttention(ctx, h, h, `${p}.self_attn`, heads, headDim, stack, l, mask));
+      if (encoderOutput) {
+        x = await residual(x, `${p}.encoder_attn_layer_norm`, (h) =>
+          seq2seqAttention(ctx, h, encoderOutput, `${p}.encoder_attn`, heads, headDim, 'cross', l, null));
+      }
+      x = await residual(x, `${p}.final_layer_norm`, async (h) =>
+        seq2seqLinear(ctx, activation(g, s.act, await seq2seqLinear(ctx, h, `${p}.fc1`)), `${p}.fc2`));
+    }
+    if (s.finalNorm) x = await seq2seqLayerNorm(ctx, x, `${prefix}.layer_norm`);
+    return x;
+  };
+
+  let encoderOutput: Value;
+  if (!ids || !positions) {
+    encoderOutput = g.input('encoder_hidden_states', 'float32', [1, 'enc_seq', s.dModel]);
+  } else {
+    encoderOutput = await runStack('encoder', ids, positions, await embedding('encoder'), s.encoderHeads, s.encoderLayers, null, null);
+    if (ctx.taps.lastHiddenState) g.output(encoderOutput, 'encoder_last_hidden_state');
+  }
+  const decoderEmbedding = await embedding('decoder');
+  const decoderOutput = await runStack('decoder', decoderIds, decoderPositions, decoderEmbedding, s.decoderHeads, s.decoderLayers, causal, encoderOutput);
+  if (ctx.taps.lastHiddenState) g.output(decoderOutput, 'last_hidden_state');
+  if (ctx.taps.logits) {
+    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : decoderEmbedding;
+    let logits = g.linear(decoderOutput, head);
+    const finalBias = await ctx.optionalWeight('final_logits_bias'); // [1, vocab]
+    if (finalBias) logits = g.add(logits, finalBias);
+    g.output(logits, 'logits');
+  }
+}
+
+/** The feeds of buildSeq2Seq; `positionIds(n, past)` gives the table rows of positions past…past+n−1. */
+export function seq2seqFeeds(
+  s: Seq2SeqSpec, inputs: ModelInputs, positionIds: (ids: readonly number[], past: number) => RuntimeTensor,
+): Record<string, RuntimeTensor> {
+  const decoderIds = inputs.decoderInputIds;
+  if (!decoderIds || decoderIds.length === 0) throw new AttnscopeError(`${s.modelType} is an encoder-decoder model: decoder input ids are required`);
+  const past = inputs.pastLength ?? 0;
+  for (const [what, n] of [['input', inputs.inputIds.length], ['decoder input', past + decoderIds.length]] as const) {
+    if (n > s.maxPositions) throw new AttnscopeError(`${what} too long: ${n} tokens, but the model accepts at most ${s.maxPositions}`);
+  }
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    position_ids: positionIds(inputs.inputIds, 0),
+    decoder_input_ids: int64Tensor(decoderIds),
+    decoder_position_ids: positionIds(decoderIds, past),
+    decoder_attention_bias: causalMask(decoderIds.length, { pastLength: past }),
+  };
 }

@@ -20,7 +20,9 @@ import { bloomFamily } from './bloom.js';
 import { falconFamily } from './falcon.js';
 
 import { mpnetFamily } from './mpnet.js';
-const FAMILIES: readonly Architecture[] = [bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily];
+import { m2m100Family } from './m2m100.js';
+import { pegasusFamily } from './pegasus.js';
+const FAMILIES: readonly Architecture[] = [pegasusFamily, m2m100Family, bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
