@@ -10,7 +10,7 @@ import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
-const FIXTURE_NAMES = ['opt', 'olmo'];
+const FIXTURE_NAMES = ['opt', 'olmo', 'stablelm'];
 
 for (const fixture of FIXTURE_NAMES) {
   describe(`fixture ${fixture}`, () => {

@@ -1,0 +1,171 @@
+/**
+ * StableLM decoders (model_type `stablelm`, transformers' StableLmForCausalLM): Llama-like blocks
+ * with LayerNorm (weight and bias, layer_norm_eps), optional q/k/v biases (`use_qkv_bias`; o_proj
+ * has none), optional per-head LayerNorm of queries and keys before the rotation
+ * (`qk_layernorm`), rotate_half RoPE on the first head_dim·partial_rotary_factor dims of each
+ * head (the rest pass through), scores q·kᵀ / √head_dim with a causal mask, SwiGLU MLP, and a
+ * sequential or parallel (`use_parallel_residual`: x + attn(ln(x)) + mlp(ln(x))) residual.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { Value } from '../graph/builder.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { activation } from './activations.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { attention, mergeHeads, splitHeads } from './attention.js';
+import { layerNormLayer } from './layers.js';
+import { checkConfigValue, type ModelConfig } from './config.js';
+import { causalMask } from './masks.js';
+import { stackScoring } from './scoring.js';
+import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+
+const ROPE_TYPES = new Set(['default', 'linear', 'dynamic']);
+
+interface StableLmSpec {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  eps: number;
+  qkvBias: boolean;
+  qkNorm: boolean;
+  parallel: boolean;
+  act: string;
+  tied: boolean;
+  maxPositions: number;
+  rope: RopeSpec;
+}
+
+function stableLmSpec(config: ModelConfig): StableLmSpec {
+  const hidden = config.int('hidden_size');
+  const heads = config.int('num_attention_heads');
+  const layers = config.int('num_hidden_layers');
+  const kvHeads = config.int('num_key_value_heads', heads);
+  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
+  if (heads % kvHeads !== 0) throw new AttnscopeError(`${config.source}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
+  const headDim = hidden / heads;
+  const fraction = config.num('partial_rotary_factor', 0.25);
+  checkConfigValue(config.source, 'partial_rotary_factor', fraction);
+  const rotaryDims = Math.trunc(headDim * fraction);
+  if (rotaryDims % 2 !== 0 || rotaryDims < 2 || rotaryDims > headDim) {
+    throw new AttnscopeError(`${config.source}: rotary dims ${rotaryDims} (head size ${headDim} × partial_rotary_factor ${fraction}) should be even, at least 2 and at most the head size`);
+  }
+  const rope = ropeFromConfig(config, headDim, rotaryDims);
+  const type = rope.scaling ? String(rope.scaling.rope_type ?? rope.scaling.type ?? 'default') : 'default';
+  if (!ROPE_TYPES.has(type)) throw new AttnscopeError(`${config.source}: rope scaling type '${type}' is not supported (supported: ${[...ROPE_TYPES].join(', ')})`);
+  return {
+    hidden, layers, heads, kvHeads, headDim,
+    eps: config.num('layer_norm_eps', 1e-5),
+    qkvBias: config.bool('use_qkv_bias', false),
+    qkNorm: config.bool('qk_layernorm', false),
+    parallel: config.bool('use_parallel_residual', false),
+    act: config.str('hidden_act', 'silu'),
+    tied: config.bool('tie_word_embeddings', false),
+    maxPositions: config.int('max_position_embeddings', 4096),
+    rope,
+  };
+}
+
+function describe(config: ModelConfig): ArchitectureInfo {
+  const s = stableLmSpec(config);
+  return {
+    kind: 'decoder',
+    numLayers: s.layers,
+    numHeads: s.heads,
+    numKeyValueHeads: s.kvHeads,
+    headDim: s.headDim,
+    maxPositions: s.maxPositions,
+    stacks: { self: s.layers },
+    scoring: { self: stackScoring(s.layers, { scale: 1 / Math.sqrt(s.headDim), causal: true }) },
+  };
+}
+
+async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean): Promise<Value> {
+  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), bias ? await ctx.weight(`${prefix}.bias`) : undefined);
+}
+
+/**
+ * StableLmLayerNormPerHead on x [1, heads, seq, headDim]: head h normalised by its own
+ * nn.LayerNorm(headDim, bias=False) `prefix.norms.<h>.weight`.
+ */
+async function perHeadNorm(ctx: BuildContext, s: StableLmSpec, x: Value, prefix: string, heads: number): Promise<Value> {
+  const { g } = ctx;
+  const parts = g.split(x, new Array<number>(heads).fill(1), 1);
+  const normed: Value[] = [];
+  for (let h = 0; h < heads; h++) normed.push(g.layerNorm(parts[h]!, await ctx.weight(`${prefix}.norms.${h}.weight`), null, s.eps));
+  return heads === 1 ? normed[0]! : g.concat(normed, 1);
+}
+
+interface Rotary {
+  cos: Value;
+  sin: Value;
+}
+
+async function decoderLayer(ctx: BuildContext, s: StableLmSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
+  const { g } = ctx;
+  const h = await layerNormLayer(ctx, x, `${p}.input_layernorm`, s.eps);
+  let q = splitHeads(g, await linear(ctx, h, `${p}.self_attn.q_proj`, s.qkvBias), s.heads, s.headDim);
+  let k = splitHeads(g, await linear(ctx, h, `${p}.self_attn.k_proj`, s.qkvBias), s.kvHeads, s.headDim);
+  const v = splitHeads(g, await linear(ctx, h, `${p}.self_attn.v_proj`, s.qkvBias), s.kvHeads, s.headDim);
+  if (s.qkNorm) {
+    q = await perHeadNorm(ctx, s, q, `${p}.self_attn.q_layernorm`, s.heads);
+    k = await perHeadNorm(ctx, s, k, `${p}.self_attn.k_layernorm`, s.kvHeads);
+  }
+  q = applyRotary(g, q, rotary.cos, rotary.sin, s.rope);
+  k = applyRotary(g, k, rotary.cos, rotary.sin, s.rope);
+  const context = attention(ctx, {
+    stack: 'self', layer, q, k, v,
+    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+    bias: mask,
+  });
+  const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, false);
+  const mlp = async (input: Value): Promise<Value> => {
+    const gate = activation(g, s.act, await linear(ctx, input, `${p}.mlp.gate_proj`, false));
+    const up = await linear(ctx, input, `${p}.mlp.up_proj`, false);
+    return linear(ctx, g.mul(gate, up), `${p}.mlp.down_proj`, false);
+  };
+  if (s.parallel) return g.add(x, g.add(await mlp(h), attnOut));
+  const x1 = g.add(x, attnOut);
+  return g.add(await mlp(await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps)), x1);
+}
+
+async function build(ctx: BuildContext): Promise<void> {
+  const { g, config } = ctx;
+  const s = stableLmSpec(config);
+  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
+  const ids = g.input('input_ids', 'int64', [1, 'seq']);
+  const rotary: Rotary = {
+    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
+    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
+  };
+  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const embed = await ctx.weight(`${base}embed_tokens.weight`);
+  let x = g.gather(embed, ids);
+  for (let l = 0; l < s.layers; l++) {
+    x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
+  }
+  x = await layerNormLayer(ctx, x, `${base}norm`, s.eps);
+  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
+  if (ctx.taps.logits) {
+    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
+    g.output(g.linear(x, head), 'logits');
+  }
+}
+
+function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
+  const s = stableLmSpec(config);
+  const n = inputs.inputIds.length;
+  const past = inputs.pastLength ?? 0;
+  const positions = Array.from({ length: n }, (_, i) => past + i);
+  const { cos, sin } = ropeTables(s.rope, positions);
+  const dims = [1, 1, n, s.rope.rotaryDims];
+  return {
+    input_ids: int64Tensor(inputs.inputIds),
+    rope_cos: { type: 'float32', dims, data: cos },
+    rope_sin: { type: 'float32', dims, data: sin },
+    attention_bias: causalMask(n, { pastLength: past }),
+  };
+}
+
+export const stablelmFamily: Architecture = { modelTypes: ['stablelm'], describe, build, feeds };
