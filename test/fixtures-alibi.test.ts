@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
-import { alibiSlopes } from '../src/models/layers.js';
+import { alibiFeed, alibiSlopes } from '../src/models/layers.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const FIXTURE_NAMES = ['bloom', 'falcon', 'falcon-alibi'];
@@ -38,6 +38,20 @@ describe('ALiBi slopes (build_alibi_tensor) against the paper, worked by hand in
       got.forEach((s, h) => expect(Math.abs(s - want[h]!), `head ${h}: ${s} vs ${want[h]}`).toBeLessThanOrEqual(want[h]! * 2 ** -23));
     });
   }
+});
+
+describe("Falcon's ALiBi term: slopes and products rounded to bfloat16 (slopes.bfloat16() * positions)", () => {
+  it('12 heads, keys 0..2 and 257: worked by hand', () => {
+    const feed = alibiFeed(12, 1, 257, true); // one query at position 257: keys 0 … 257
+    const at = (head: number, key: number): number => feed.data[head * 258 + key]!;
+    expect(feed.dims).toEqual([1, 12, 1, 258]);
+    // Head 8: 2^-0.5 = 0.70710678… → bfloat16 (8 significant bits) 181/256 = 0.70703125.
+    expect([at(8, 0), at(8, 1), at(8, 2)]).toEqual([0, 0.70703125, 1.4140625]);
+    // Head 0: 0.5·257 = 128.5 → bfloat16 keeps 8 bits: 128 (ties to even); head 3: 0.0625·257 = 16.0625 → 16.
+    expect([at(0, 257), at(3, 257)]).toEqual([128, 16]);
+    // BLOOM keeps float32: 0.5·257 = 128.5.
+    expect(alibiFeed(12, 1, 257).data[257]).toBe(128.5);
+  });
 });
 
 for (const fixture of FIXTURE_NAMES) {
@@ -77,7 +91,6 @@ for (const fixture of FIXTURE_NAMES) {
         const k = maxAbsDiff(stackValues(trace.keys?.self), flat(input.keys!));
         const h = maxAbsDiff(trace.lastHiddenState?.data ?? [], flat(input.last_hidden_state!));
         const logits = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
-        console.log(`${fixture} ${input.id}: attn ${attn} q ${q} k ${k} hidden ${h} logits ${logits}`);
         expect({ attn: attn <= 1e-5, q: q <= 1e-4, k: k <= 1e-4, h: h <= 1e-4, logits: logits <= 1e-4 }, `attn ${attn} q ${q} k ${k} hidden ${h} logits ${logits}`).toEqual({
           attn: true, q: true, k: true, h: true, logits: true,
         });
@@ -99,7 +112,52 @@ for (const fixture of FIXTURE_NAMES) {
           }
           expect(max, `position bias differs by ${max}`).toBeLessThanOrEqual(1e-5);
         }
+        // The scale the neuron view uses is PyTorch's.
+        const scale = (ref.attention as unknown as { scale: number }).scale;
+        for (const s of trace.scores!.self!.scale) expect(Math.abs(s - scale)).toBeLessThanOrEqual(1e-7);
       });
     }
+
+    it('cached decoding chooses the argmax of full re-runs and gives their attention, queries, keys and score terms', async () => {
+      const input = ref.inputs[0]!;
+      const trace = await model.generate(null, { ids: input.input_ids, maxNewTokens: 6, qk: true });
+      const ids = trace.tokens.map((t) => t.id);
+      const generated = ids.slice(input.input_ids.length);
+      expect(generated.length).toBeGreaterThan(0);
+      const chain: number[] = [];
+      for (let i = 0; i < generated.length; i++) {
+        const full = await model.trace(null, { ids: [...input.input_ids, ...chain], logits: true, attention: false });
+        const cols = full.logits!.dims[1];
+        const last = full.logits!.data.subarray(full.logits!.data.length - cols);
+        let best = 0;
+        for (let v = 1; v < cols; v++) if (last[v]! > last[best]!) best = v;
+        chain.push(best);
+      }
+      expect(generated).toEqual(chain);
+      const full = await model.trace(null, { ids, qk: true });
+      expect(trace.attention.self!.dims).toEqual(full.attention.self!.dims);
+      expect(maxAbsDiff(stackValues(trace.attention.self), stackValues(full.attention.self))).toBeLessThanOrEqual(1e-5);
+      expect(maxAbsDiff(stackValues(trace.queries?.self), stackValues(full.queries?.self))).toBeLessThanOrEqual(1e-4);
+      expect(maxAbsDiff(stackValues(trace.keys?.self), stackValues(full.keys?.self))).toBeLessThanOrEqual(1e-4);
+      const [cached, whole] = [trace.scores!.self!, full.scores!.self!];
+      expect(cached.scale).toEqual(whole.scale);
+      expect(cached.causal).toBe(whole.causal);
+      expect(cached.biasKind).toBe(whole.biasKind);
+      if (whole.bias) {
+        expect(cached.bias!.dims).toEqual(whole.bias.dims);
+        // Only the unmasked cells (key ≤ query): incremental steps never see later keys.
+        const [heads, n] = whole.bias.dims;
+        let max = 0;
+        whole.bias.layers.forEach((layer, l) => {
+          for (let h = 0; h < heads; h++) for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) {
+            const at = (h * n + i) * n + j;
+            max = Math.max(max, Math.abs(layer[at]! - cached.bias!.layers[l]![at]!));
+          }
+        });
+        expect(max).toBeLessThanOrEqual(1e-6);
+      } else {
+        expect(cached.bias).toBeUndefined();
+      }
+    });
   });
 }
