@@ -10,7 +10,7 @@ import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
-const FAMILIES = ['phi', 'gptj'];
+const FAMILIES = ['phi', 'gptj', 'cohere'];
 
 for (const fixture of FAMILIES) {
   describe(`fixture ${fixture}`, () => {

@@ -9,6 +9,7 @@ import { distilbertFamily } from './distilbert.js';
 import { gpt2Family } from './gpt2.js';
 import { gptNeoxFamily } from './gpt-neox.js';
 import { llamaFamily } from './llama.js';
+import { cohereFamily } from './cohere.js';
 import { gptjFamily } from './gptj.js';
 import { mixtralFamily } from './mixtral.js';
 import { qwen2MoeFamily } from './qwen2-moe.js';
@@ -23,7 +24,7 @@ import { falconFamily } from './falcon.js';
 import { mpnetFamily } from './mpnet.js';
 import { m2m100Family } from './m2m100.js';
 import { pegasusFamily } from './pegasus.js';
-const FAMILIES: readonly Architecture[] = [pegasusFamily, m2m100Family, bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily, stablelmFamily];
+const FAMILIES: readonly Architecture[] = [pegasusFamily, m2m100Family, bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily, stablelmFamily, cohereFamily];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
