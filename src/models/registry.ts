@@ -15,6 +15,7 @@ import { mixtralFamily } from './mixtral.js';
 import { qwen2MoeFamily } from './qwen2-moe.js';
 import { phiFamily } from './phi.js';
 import { optFamily } from './opt.js';
+import { starcoder2Family } from './starcoder2.js';
 import { stablelmFamily } from './stablelm.js';
 import { olmoFamily } from './olmo.js';
 import { t5Family } from './t5.js';
@@ -24,7 +25,7 @@ import { falconFamily } from './falcon.js';
 import { mpnetFamily } from './mpnet.js';
 import { m2m100Family } from './m2m100.js';
 import { pegasusFamily } from './pegasus.js';
-const FAMILIES: readonly Architecture[] = [pegasusFamily, m2m100Family, bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily, stablelmFamily, cohereFamily];
+const FAMILIES: readonly Architecture[] = [pegasusFamily, m2m100Family, bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily, stablelmFamily, cohereFamily, starcoder2Family];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
