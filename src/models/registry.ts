@@ -5,27 +5,33 @@ import type { Architecture } from './architecture.js';
 import { albertFamily } from './albert.js';
 import { bartFamily } from './bart.js';
 import { bertFamily } from './bert.js';
-import { distilbertFamily } from './distilbert.js';
-import { gpt2Family } from './gpt2.js';
-import { gptNeoxFamily } from './gpt-neox.js';
-import { llamaFamily } from './llama.js';
-import { cohereFamily } from './cohere.js';
-import { gptjFamily } from './gptj.js';
-import { mixtralFamily } from './mixtral.js';
-import { qwen2MoeFamily } from './qwen2-moe.js';
-import { phiFamily } from './phi.js';
-import { optFamily } from './opt.js';
-import { starcoder2Family } from './starcoder2.js';
-import { stablelmFamily } from './stablelm.js';
-import { olmoFamily } from './olmo.js';
-import { t5Family } from './t5.js';
 import { bloomFamily } from './bloom.js';
+import { cohereFamily } from './cohere.js';
+import { distilbertFamily } from './distilbert.js';
 import { falconFamily } from './falcon.js';
-
-import { mpnetFamily } from './mpnet.js';
+import { gptNeoxFamily } from './gpt-neox.js';
+import { gpt2Family } from './gpt2.js';
+import { gptjFamily } from './gptj.js';
+import { llamaFamily } from './llama.js';
 import { m2m100Family } from './m2m100.js';
+import { mixtralFamily } from './mixtral.js';
+import { mpnetFamily } from './mpnet.js';
+import { olmoFamily } from './olmo.js';
+import { optFamily } from './opt.js';
 import { pegasusFamily } from './pegasus.js';
-const FAMILIES: readonly Architecture[] = [pegasusFamily, m2m100Family, bertFamily, distilbertFamily, albertFamily, gpt2Family, gptNeoxFamily, llamaFamily, t5Family, bartFamily, mixtralFamily, qwen2MoeFamily, optFamily, bloomFamily, falconFamily, phiFamily, olmoFamily, mpnetFamily, gptjFamily, stablelmFamily, cohereFamily, starcoder2Family];
+import { phiFamily } from './phi.js';
+import { qwen2MoeFamily } from './qwen2-moe.js';
+import { stablelmFamily } from './stablelm.js';
+import { starcoder2Family } from './starcoder2.js';
+import { t5Family } from './t5.js';
+
+/** Encoders, decoders, encoder-decoders; `attnscope models` lists them in this order. */
+const FAMILIES: readonly Architecture[] = [
+  bertFamily, distilbertFamily, albertFamily, mpnetFamily,
+  gpt2Family, gptNeoxFamily, gptjFamily, optFamily, bloomFamily, falconFamily, phiFamily,
+  llamaFamily, olmoFamily, stablelmFamily, starcoder2Family, cohereFamily, mixtralFamily, qwen2MoeFamily,
+  t5Family, bartFamily, pegasusFamily, m2m100Family,
+];
 
 const BY_TYPE = new Map<string, Architecture>();
 for (const family of FAMILIES) for (const t of family.modelTypes) BY_TYPE.set(t, family);
