@@ -252,8 +252,9 @@ export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTa
   const decoderPositions = g.input('decoder_position_ids', 'int64', [1, 'dec_seq']);
   const causal = g.input('decoder_attention_bias', 'float32', [1, 1, 'dec_seq', step ? 'dec_keys' : 'dec_seq']);
 
+  // encoder.embed_tokens and decoder.embed_tokens are tied to `shared`: one initializer for all three.
   const embedding = async (stack: string): Promise<Value> => {
-    const name = [`${base}${stack}.embed_tokens.weight`, `${base}shared.weight`].find((n) => ctx.hasWeight(n));
+    const name = [`${base}shared.weight`, `${base}${stack}.embed_tokens.weight`].find((n) => ctx.hasWeight(n));
     if (!name) throw new AttnscopeError(`checkpoint has no '${base}shared.weight' (is it a ${s.modelType} checkpoint?)`);
     return ctx.weight(name);
   };
