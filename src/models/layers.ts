@@ -319,3 +319,36 @@ export function seq2seqFeeds(
     decoder_attention_bias: causalMask(decoderIds.length, { pastLength: past }),
   };
 }
+
+/** RMSNorm as Llama/Mixtral/Qwen2 compute it: weight · (x · 1/√(mean(x²) + eps)). */
+export async function rmsNormLayer(ctx: BuildContext, x: Value, prefix: string, eps: number): Promise<Value> {
+  const { g } = ctx;
+  const weight = await ctx.weight(`${prefix}.weight`);
+  const meanSquare = g.reduceMean(g.mul(x, x), [-1]);
+  return g.mul(weight, g.mul(x, g.reciprocal(g.sqrt(g.add(meanSquare, g.scalar(eps))))));
+}
+
+/**
+ * A sparse mixture-of-experts MLP, routed inside the graph: the router (`routerPrefix`, no bias)
+ * gives logits over `experts`; their softmax's top `k` weights are kept (divided by their sum
+ * when `renormalise`), the rest set to zero; every expert runs on every token and the outputs are
+ * added in expert order, each times its weight — exactly zero for unrouted experts, as
+ * transformers' index_add_ leaves them.
+ */
+export async function mixtureOfExperts(
+  ctx: BuildContext, h: Value, routerPrefix: string, experts: number, k: number, renormalise: boolean,
+  expert: (e: number) => Promise<Value>,
+): Promise<Value> {
+  const { g } = ctx;
+  const probs = g.softmax(g.linear(h, await ctx.weight(`${routerPrefix}.weight`)), -1);
+  const [values, indices] = g.node('TopK', [probs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, 2) as [Value, Value];
+  const kept = renormalise ? g.div(values, g.op('ReduceSum', [values, g.ints([-1])], { keepdims: 1 })) : values;
+  const weights = g.op('ScatterElements', [g.mul(probs, g.scalar(0)), indices, kept], { axis: -1 });
+  const perExpert = g.split(weights, new Array<number>(experts).fill(1), -1);
+  let out: Value | null = null;
+  for (let e = 0; e < experts; e++) {
+    const y = g.mul(await expert(e), perExpert[e]!);
+    out = out === null ? y : g.add(out, y);
+  }
+  return out!;
+}

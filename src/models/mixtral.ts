@@ -12,12 +12,13 @@
  * Graph inputs: `input_ids`, `rope_cos`/`rope_sin` [1, 1, seq, headDim], `attention_bias` [1, 1, seq, keys].
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
+import { mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
 import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
 import { stackScoring } from './scoring.js';
@@ -97,28 +98,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
 
 // --- graph pieces ------------------------------------------------------------------------
 
-async function rmsNorm(ctx: BuildContext, eps: number, x: Value, prefix: string): Promise<Value> {
-  const { g } = ctx;
-  const weight = await ctx.weight(`${prefix}.weight`);
-  const meanSquare = g.reduceMean(g.mul(x, x), [-1]);
-  return g.mul(weight, g.mul(x, g.reciprocal(g.sqrt(g.add(meanSquare, g.scalar(eps))))));
-}
-
 async function linear(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`));
-}
-
-/**
- * Dense routing weights [1, seq, experts]: softmax of the router logits, the top `k` kept (the
- * rest zero), optionally divided by the sum of the kept ones. Also the routed expert indices
- * [1, seq, k] (int64), in descending weight order.
- */
-function routingWeights(g: GraphBuilder, logits: Value, k: number, renormalise: boolean): { weights: Value; indices: Value } {
-  const probs = g.softmax(logits, -1);
-  const [values, indices] = g.node('TopK', [probs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, 2) as [Value, Value];
-  const kept = renormalise ? g.div(values, g.op('ReduceSum', [values, g.ints([-1])], { keepdims: 1 })) : values;
-  const zeros = g.mul(probs, g.scalar(0));
-  return { weights: g.op('ScatterElements', [zeros, indices, kept], { axis: -1 }), indices };
 }
 
 /** One gated expert: w2(act(w1(x)) · w3(x)). */
@@ -128,16 +109,8 @@ async function expert(ctx: BuildContext, act: string, x: Value, prefix: string):
   return linear(ctx, g.mul(gate, await linear(ctx, x, `${prefix}.w3`)), `${prefix}.w2`);
 }
 
-async function sparseMoe(ctx: BuildContext, s: MixtralSpec, h: Value, prefix: string, layer: number): Promise<Value> {
-  const { g } = ctx;
-  const { weights, indices } = routingWeights(g, await linear(ctx, h, `${prefix}.gate`), s.topK, true);
-  const perExpert = g.split(weights, new Array<number>(s.experts).fill(1), -1);
-  let out: Value | null = null;
-  for (let e = 0; e < s.experts; e++) {
-    const y = g.mul(await expert(ctx, s.act, h, `${prefix}.experts.${e}`), perExpert[e]!);
-    out = out === null ? y : g.add(out, y);
-  }
-  return out!;
+async function sparseMoe(ctx: BuildContext, s: MixtralSpec, h: Value, prefix: string): Promise<Value> {
+  return mixtureOfExperts(ctx, h, `${prefix}.gate`, s.experts, s.topK, true, (e) => expert(ctx, s.act, h, `${prefix}.experts.${e}`));
 }
 
 interface Rotary {
@@ -149,7 +122,7 @@ async function decoderLayer(
   ctx: BuildContext, s: MixtralSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
 ): Promise<Value> {
   const { g } = ctx;
-  const h = await rmsNorm(ctx, s.eps, x, `${prefix}.input_layernorm`);
+  const h = await rmsNormLayer(ctx, x, `${prefix}.input_layernorm`, s.eps);
   const a = `${prefix}.self_attn`;
   const q = applyRotary(g, splitHeads(g, await linear(ctx, h, `${a}.q_proj`), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope);
   const k = applyRotary(g, splitHeads(g, await linear(ctx, h, `${a}.k_proj`), s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope);
@@ -161,8 +134,8 @@ async function decoderLayer(
     bias: mask,
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
-  const h2 = await rmsNorm(ctx, s.eps, x1, `${prefix}.post_attention_layernorm`);
-  return g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`, layer));
+  const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
+  return g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`));
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -178,7 +151,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
   for (let l = 0; l < s.layers; l++) x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
-  x = await rmsNorm(ctx, s.eps, x, `${base}norm`);
+  x = await rmsNormLayer(ctx, x, `${base}norm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) {
     const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;

@@ -16,13 +16,13 @@
  * [1, 1, seq, keys] (plus `attention_bias_sliding` when sliding-window and full layers are mixed).
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
-import { requiredBias } from './layers.js';
+import { mixtureOfExperts, requiredBias, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
 import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
 import { stackScoring } from './scoring.js';
@@ -132,13 +132,6 @@ function describe(config: ModelConfig): ArchitectureInfo {
 
 // --- graph pieces ------------------------------------------------------------------------
 
-async function rmsNorm(ctx: BuildContext, eps: number, x: Value, prefix: string): Promise<Value> {
-  const { g } = ctx;
-  const weight = await ctx.weight(`${prefix}.weight`);
-  const meanSquare = g.reduceMean(g.mul(x, x), [-1]);
-  return g.mul(weight, g.mul(x, g.reciprocal(g.sqrt(g.add(meanSquare, g.scalar(eps))))));
-}
-
 async function linear(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`));
 }
@@ -146,19 +139,6 @@ async function linear(ctx: BuildContext, x: Value, prefix: string): Promise<Valu
 /** Linear layer that always has a bias (Qwen2's q/k/v projections). */
 async function biasedLinear(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), await requiredBias(ctx, prefix));
-}
-
-/**
- * Dense routing weights [1, seq, experts]: softmax of the router logits, the top `k` kept (the
- * rest zero), optionally divided by the sum of the kept ones. Also the routed expert indices
- * [1, seq, k] (int64), in descending weight order.
- */
-function routingWeights(g: GraphBuilder, logits: Value, k: number, renormalise: boolean): { weights: Value; indices: Value } {
-  const probs = g.softmax(logits, -1);
-  const [values, indices] = g.node('TopK', [probs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, 2) as [Value, Value];
-  const kept = renormalise ? g.div(values, g.op('ReduceSum', [values, g.ints([-1])], { keepdims: 1 })) : values;
-  const zeros = g.mul(probs, g.scalar(0));
-  return { weights: g.op('ScatterElements', [zeros, indices, kept], { axis: -1 }), indices };
 }
 
 /** Qwen2MoeMLP: down(act(gate(x)) · up(x)). */
@@ -170,15 +150,9 @@ async function mlp(ctx: BuildContext, act: string, x: Value, prefix: string): Pr
 
 async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: string): Promise<Value> {
   const { g } = ctx;
-  const { weights } = routingWeights(g, await linear(ctx, h, `${prefix}.gate`), s.topK, s.normTopK);
-  const perExpert = g.split(weights, new Array<number>(s.experts).fill(1), -1);
-  let out: Value | null = null;
-  for (let e = 0; e < s.experts; e++) {
-    const y = g.mul(await mlp(ctx, s.act, h, `${prefix}.experts.${e}`), perExpert[e]!);
-    out = out === null ? y : g.add(out, y);
-  }
+  const routed = await mixtureOfExperts(ctx, h, `${prefix}.gate`, s.experts, s.topK, s.normTopK, (e) => mlp(ctx, s.act, h, `${prefix}.experts.${e}`));
   const shared = g.mul(g.sigmoid(await linear(ctx, h, `${prefix}.shared_expert_gate`)), await mlp(ctx, s.act, h, `${prefix}.shared_expert`));
-  return g.add(out!, shared);
+  return g.add(routed, shared);
 }
 
 interface Rotary {
@@ -190,7 +164,7 @@ async function decoderLayer(
   ctx: BuildContext, s: Qwen2MoeSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
 ): Promise<Value> {
   const { g } = ctx;
-  const h = await rmsNorm(ctx, s.eps, x, `${prefix}.input_layernorm`);
+  const h = await rmsNormLayer(ctx, x, `${prefix}.input_layernorm`, s.eps);
   const a = `${prefix}.self_attn`;
   const q = applyRotary(g, splitHeads(g, await biasedLinear(ctx, h, `${a}.q_proj`), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope);
   const k = applyRotary(g, splitHeads(g, await biasedLinear(ctx, h, `${a}.k_proj`), s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope);
@@ -202,7 +176,7 @@ async function decoderLayer(
     bias: mask,
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
-  const h2 = await rmsNorm(ctx, s.eps, x1, `${prefix}.post_attention_layernorm`);
+  const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
   const m = `${prefix}.mlp`;
   return g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m) : await mlp(ctx, s.act, h2, m));
 }
@@ -222,7 +196,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
   for (let l = 0; l < s.layers; l++) x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks.get(names[l]!)!);
-  x = await rmsNorm(ctx, s.eps, x, `${base}norm`);
+  x = await rmsNormLayer(ctx, x, `${base}norm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) {
     const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
