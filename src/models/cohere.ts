@@ -11,14 +11,14 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 
 interface CohereSpec {
   layers: number;
@@ -92,11 +92,6 @@ async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), bias ? await ctx.weight(`${prefix}.bias`) : undefined);
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 /** [1, seq, n·headDim] → [1, n, seq, headDim], with the per-head LayerNorm `norm` (weight [n, headDim]) when given. */
 async function heads(ctx: BuildContext, s: CohereSpec, x: Value, n: number, norm: string | null): Promise<Value> {
   const { g } = ctx;
@@ -133,10 +128,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
   for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
@@ -152,13 +144,10 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = cohereSpec(config);
   const n = inputs.inputIds.length;
   const past = inputs.pastLength ?? 0;
-  const positions = Array.from({ length: n }, (_, i) => past + i);
-  const { cos, sin } = ropeTables(s.rope, positions);
   return {
     input_ids: int64Tensor(inputs.inputIds),
     attention_bias: causalMask(n, { pastLength: past }),
-    rope_cos: float32Tensor(cos, [1, 1, n, s.rope.rotaryDims]),
-    rope_sin: float32Tensor(sin, [1, 1, n, s.rope.rotaryDims]),
+    ...rotaryFeeds(s.rope, n, past),
   };
 }
 

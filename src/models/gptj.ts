@@ -11,7 +11,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
@@ -20,7 +20,7 @@ import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
-import { applyRotary, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 
 interface GptjSpec {
   layers: number;
@@ -69,11 +69,6 @@ function describe(config: ModelConfig): ArchitectureInfo {
   };
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 async function projection(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), (await ctx.optionalWeight(`${prefix}.bias`)) ?? undefined);
 }
@@ -102,10 +97,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['transformer.', ''], 'wte.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   let x = g.gather(await ctx.weight(`${base}wte.weight`), ids);
   for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}h.${l}`, l, rotary, mask);
   x = await layerNormLayer(ctx, x, `${base}ln_f`, s.eps);
@@ -117,13 +109,10 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = gptjSpec(config);
   const n = inputs.inputIds.length;
   const past = inputs.pastLength ?? 0;
-  const positions = Array.from({ length: n }, (_, i) => past + i);
-  const { cos, sin } = ropeTables(s.rope, positions);
   return {
     input_ids: int64Tensor(inputs.inputIds),
     attention_bias: causalMask(n, { pastLength: past }),
-    rope_cos: float32Tensor(cos, [1, 1, n, s.rope.rotaryDims]),
-    rope_sin: float32Tensor(sin, [1, 1, n, s.rope.rotaryDims]),
+    ...rotaryFeeds(s.rope, n, past),
   };
 }
 

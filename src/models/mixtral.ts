@@ -20,7 +20,7 @@ import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 import { stackScoring } from './scoring.js';
 
 interface MixtralSpec {
@@ -113,11 +113,6 @@ async function sparseMoe(ctx: BuildContext, s: MixtralSpec, h: Value, prefix: st
   return mixtureOfExperts(ctx, h, `${prefix}.gate`, s.experts, s.topK, true, (e) => expert(ctx, s.act, h, `${prefix}.experts.${e}`));
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 async function decoderLayer(
   ctx: BuildContext, s: MixtralSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
 ): Promise<Value> {
@@ -143,10 +138,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const s = mixtralSpec(config);
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
@@ -163,12 +155,9 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = mixtralSpec(config);
   const n = inputs.inputIds.length;
   const pastLength = inputs.pastLength ?? 0;
-  const { cos, sin } = ropeTables(s.rope, Array.from({ length: n }, (_, i) => pastLength + i));
-  const dims = [1, 1, n, s.rope.rotaryDims];
   return {
     input_ids: int64Tensor(inputs.inputIds),
-    rope_cos: { type: 'float32', dims, data: cos },
-    rope_sin: { type: 'float32', dims, data: sin },
+    ...rotaryFeeds(s.rope, n, pastLength),
     attention_bias: causalMask(n, { pastLength, window: s.window ?? undefined }),
   };
 }

@@ -13,7 +13,7 @@ import { attention, mergeHeads, splitHeads } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 
 const EPS = 1e-5;
 const ROPE_TYPES = new Set(['default', 'linear', 'dynamic', 'llama3']);
@@ -75,11 +75,6 @@ async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), bias ? await ctx.weight(`${prefix}.bias`) : undefined);
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 async function decoderLayer(ctx: BuildContext, s: OlmoSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value, ones: Value): Promise<Value> {
   const { g } = ctx;
   const h = g.layerNorm(x, ones, null, EPS);
@@ -109,10 +104,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const s = olmoSpec(config);
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   // The non-parametric LayerNorm as ONNX LayerNormalization with a unit scale and no bias.
   const ones = g.initializer('olmo.layer_norm.unit_scale', new Float32Array(s.hidden).fill(1), [s.hidden]);
@@ -133,13 +125,9 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = olmoSpec(config);
   const n = inputs.inputIds.length;
   const past = inputs.pastLength ?? 0;
-  const positions = Array.from({ length: n }, (_, i) => past + i);
-  const { cos, sin } = ropeTables(s.rope, positions);
-  const dims = [1, 1, n, s.rope.rotaryDims];
   return {
     input_ids: int64Tensor(inputs.inputIds),
-    rope_cos: { type: 'float32', dims, data: cos },
-    rope_sin: { type: 'float32', dims, data: sin },
+    ...rotaryFeeds(s.rope, n, past),
     attention_bias: causalMask(n, { pastLength: past }),
   };
 }

@@ -11,7 +11,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
@@ -20,7 +20,7 @@ import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 
 interface PhiSpec {
   layers: number;
@@ -83,11 +83,6 @@ function describe(config: ModelConfig): ArchitectureInfo {
   };
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 async function block(ctx: BuildContext, s: PhiSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
   const { g } = ctx;
   const h = await layerNormLayer(ctx, x, `${p}.input_layernorm`, s.eps);
@@ -119,10 +114,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   let x = g.gather(await ctx.weight(`${base}embed_tokens.weight`), ids);
   for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
   x = await layerNormLayer(ctx, x, `${base}final_layernorm`, s.eps);
@@ -134,13 +126,10 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = phiSpec(config);
   const n = inputs.inputIds.length;
   const past = inputs.pastLength ?? 0;
-  const positions = Array.from({ length: n }, (_, i) => past + i);
-  const { cos, sin } = ropeTables(s.rope, positions);
   return {
     input_ids: int64Tensor(inputs.inputIds),
     attention_bias: causalMask(n, { pastLength: past }),
-    rope_cos: float32Tensor(cos, [1, 1, n, s.rope.rotaryDims]),
-    rope_sin: float32Tensor(sin, [1, 1, n, s.rope.rotaryDims]),
+    ...rotaryFeeds(s.rope, n, past),
   };
 }
 

@@ -24,7 +24,7 @@ import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, requiredBias, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 import { stackScoring } from './scoring.js';
 
 interface Qwen2MoeSpec {
@@ -155,11 +155,6 @@ async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: s
   return g.add(routed, shared);
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 async function decoderLayer(
   ctx: BuildContext, s: Qwen2MoeSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
 ): Promise<Value> {
@@ -186,10 +181,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const s = qwen2MoeSpec(config);
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   const names = maskNames(s.windows);
   const masks = new Map<string, Value>();
   for (const name of new Set(names)) masks.set(name, g.input(name, 'float32', [1, 1, 'seq', 'keys']));
@@ -208,12 +200,9 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = qwen2MoeSpec(config);
   const n = inputs.inputIds.length;
   const pastLength = inputs.pastLength ?? 0;
-  const { cos, sin } = ropeTables(s.rope, Array.from({ length: n }, (_, i) => pastLength + i));
-  const dims = [1, 1, n, s.rope.rotaryDims];
   const out: Record<string, RuntimeTensor> = {
     input_ids: int64Tensor(inputs.inputIds),
-    rope_cos: { type: 'float32', dims, data: cos },
-    rope_sin: { type: 'float32', dims, data: sin },
+    ...rotaryFeeds(s.rope, n, pastLength),
   };
   const names = maskNames(s.windows);
   s.windows.forEach((w, l) => {

@@ -5,6 +5,7 @@
  */
 import { AttnscopeError, quote } from '../core/errors.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 
 export interface RopeSpec {
@@ -124,4 +125,24 @@ export function applyRotary(g: GraphBuilder, x: Value, cos: Value, sin: Value, s
   if (!partial) return out;
   const pass = g.slice(x, [d], [spec.headDim], [3]);
   return g.concat([out, pass], 3);
+}
+
+/** The cos/sin tables as graph inputs `rope_cos` / `rope_sin` [1, 1, seq, rotaryDims]. */
+export interface Rotary {
+  cos: Value;
+  sin: Value;
+}
+
+export function rotaryInputs(g: GraphBuilder, spec: RopeSpec): Rotary {
+  return {
+    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', spec.rotaryDims]),
+    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', spec.rotaryDims]),
+  };
+}
+
+/** The feeds of rotaryInputs for `n` tokens at positions past … past + n − 1. */
+export function rotaryFeeds(spec: RopeSpec, n: number, past: number): { rope_cos: RuntimeTensor; rope_sin: RuntimeTensor } {
+  const { cos, sin } = ropeTables(spec, Array.from({ length: n }, (_, i) => past + i));
+  const dims = [1, 1, n, spec.rotaryDims];
+  return { rope_cos: { type: 'float32', dims, data: cos }, rope_sin: { type: 'float32', dims, data: sin } };
 }

@@ -15,7 +15,7 @@ import { layerNormLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 
 const ROPE_TYPES = new Set(['default', 'linear', 'dynamic', 'llama3']);
 
@@ -95,11 +95,6 @@ async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), bias ? await ctx.weight(`${prefix}.bias`) : undefined);
 }
 
-interface Rotary {
-  cos: Value;
-  sin: Value;
-}
-
 async function decoderLayer(ctx: BuildContext, s: Starcoder2Spec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
   const { g } = ctx;
   const h = await layerNormLayer(ctx, x, `${p}.input_layernorm`, s.eps);
@@ -123,10 +118,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const s = starcoder2Spec(config);
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const rotary: Rotary = {
-    cos: g.input('rope_cos', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-    sin: g.input('rope_sin', 'float32', [1, 1, 'seq', s.rope.rotaryDims]),
-  };
+  const rotary = rotaryInputs(g, s.rope);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
@@ -145,13 +137,9 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const s = starcoder2Spec(config);
   const n = inputs.inputIds.length;
   const past = inputs.pastLength ?? 0;
-  const positions = Array.from({ length: n }, (_, i) => past + i);
-  const { cos, sin } = ropeTables(s.rope, positions);
-  const dims = [1, 1, n, s.rope.rotaryDims];
   return {
     input_ids: int64Tensor(inputs.inputIds),
-    rope_cos: { type: 'float32', dims, data: cos },
-    rope_sin: { type: 'float32', dims, data: sin },
+    ...rotaryFeeds(s.rope, n, past),
     attention_bias: causalMask(n, { pastLength: past, window: s.window ?? undefined }),
   };
 }
