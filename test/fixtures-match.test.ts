@@ -14,6 +14,8 @@ const ENCODER_DECODER = new Set(['t5', 'bart']);
 const fixtures = [
   'bert', 'bert-fp16', 'bert-bf16', 'bert-sharded', 'roberta', 'distilbert', 'electra', 'albert',
   'gpt2', 'gpt2-bin', 'gpt_neox', 'llama', 'mistral', 'mistral-window', 'qwen2', 'gemma', 'stories260k',
+  // Mixture-of-experts decoders: routing inside the graph.
+  'mixtral', 'qwen2_moe',
 ].filter((f) => !ENCODER_DECODER.has(f));
 
 for (const fixture of fixtures) {
