@@ -14,6 +14,7 @@ const ENCODER_DECODER = new Set(['t5', 'bart']);
 const fixtures = [
   'bert', 'bert-fp16', 'bert-bf16', 'bert-sharded', 'roberta', 'distilbert', 'electra', 'albert',
   'gpt2', 'gpt2-bin', 'gpt_neox', 'llama', 'mistral', 'mistral-window', 'qwen2', 'gemma', 'stories260k',
+  'phi', 'gptj', 'cohere',
   // Mixture-of-experts decoders: routing inside the graph.
   'mixtral', 'qwen2_moe',
 ].filter((f) => !ENCODER_DECODER.has(f));
