@@ -15,6 +15,7 @@ const fixtures = [
   'bert', 'bert-fp16', 'bert-bf16', 'bert-sharded', 'roberta', 'distilbert', 'electra', 'albert',
   'gpt2', 'gpt2-bin', 'gpt_neox', 'llama', 'mistral', 'mistral-window', 'qwen2', 'gemma', 'stories260k',
   'phi', 'gptj', 'cohere',
+  'deberta-v2',
   // Mixture-of-experts decoders: routing inside the graph.
   'mixtral', 'qwen2_moe',
 ].filter((f) => !ENCODER_DECODER.has(f));

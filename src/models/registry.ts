@@ -7,6 +7,7 @@ import { bartFamily } from './bart.js';
 import { bertFamily } from './bert.js';
 import { bloomFamily } from './bloom.js';
 import { cohereFamily } from './cohere.js';
+import { debertaV2Family } from './deberta-v2.js';
 import { distilbertFamily } from './distilbert.js';
 import { falconFamily } from './falcon.js';
 import { gptNeoxFamily } from './gpt-neox.js';
@@ -14,6 +15,7 @@ import { gpt2Family } from './gpt2.js';
 import { gptjFamily } from './gptj.js';
 import { llamaFamily } from './llama.js';
 import { m2m100Family } from './m2m100.js';
+import { marianFamily } from './marian.js';
 import { mixtralFamily } from './mixtral.js';
 import { mpnetFamily } from './mpnet.js';
 import { olmoFamily } from './olmo.js';
@@ -27,10 +29,10 @@ import { t5Family } from './t5.js';
 
 /** Encoders, decoders, encoder-decoders; `attnscope models` lists them in this order. */
 const FAMILIES: readonly Architecture[] = [
-  bertFamily, distilbertFamily, albertFamily, mpnetFamily,
+  bertFamily, distilbertFamily, albertFamily, mpnetFamily, debertaV2Family,
   gpt2Family, gptNeoxFamily, gptjFamily, optFamily, bloomFamily, falconFamily, phiFamily,
   llamaFamily, olmoFamily, stablelmFamily, starcoder2Family, cohereFamily, mixtralFamily, qwen2MoeFamily,
-  t5Family, bartFamily, pegasusFamily, m2m100Family,
+  t5Family, bartFamily, marianFamily, pegasusFamily, m2m100Family,
 ];
 
 const BY_TYPE = new Map<string, Architecture>();
