@@ -3,6 +3,7 @@
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import { CACHE_USAGE, cacheCommand } from './cache-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
+import { FLOW_USAGE, flowCommand } from './flow-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
 import { MODELS_USAGE, modelsCommand } from './models-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
@@ -16,6 +17,7 @@ Usage:
   ${GENERATE_USAGE.split('\n\n')[0]}
   ${EXPORT_USAGE.split('\n\n')[0]}
   ${VIEW_USAGE.split('\n\n')[0]}
+  ${FLOW_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
   ${MODELS_USAGE.split('\n\n')[0]}
 
@@ -26,6 +28,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   generate: { run: generateCommand, usage: GENERATE_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
   view: { run: viewCommand, usage: VIEW_USAGE },
+  flow: { run: flowCommand, usage: FLOW_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
   models: { run: modelsCommand, usage: MODELS_USAGE },
 };

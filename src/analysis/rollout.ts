@@ -1,0 +1,246 @@
+/**
+ * Attention rollout (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers"), and the
+ * per-layer attention graph that rollout and attention flow (./flow.ts) both read.
+ *
+ * For each layer l of a self-attention stack (encoder self-attention, or a causal decoder's):
+ *   1. fuse the heads: F = mean | max | min over heads of A[h] (per entry, float64). Attention
+ *      is per query head, so grouped-query models need nothing special.
+ *   2. discard (optional, ratio r in [0, 1)): among the entries of F that may carry weight — not
+ *      masked by the model (causal mask, sliding window) and not on the diagonal — the
+ *      floor(r · count) smallest are set to 0 (ties broken by the lower flat index first). The
+ *      common implementation (jacobgil/vit-explain) zeroes the int(r · n²) smallest of all n²
+ *      entries except flat index 0 (the [CLS] self-weight); here masked entries are not counted
+ *      (they are zero already, so counting them would discard nothing in a causal model) and the
+ *      whole diagonal is kept, so the residual path never loses a token.
+ *   3. add the residual: A' = (1 − w) · F + w · I (w = `residual`, default 0.5, the paper's
+ *      0.5·A + 0.5·I), then divide each row by its sum (a row whose sum is 0, possible only with
+ *      w = 0, stays 0).
+ * Rollout multiplies through the layers from `startLayer` to `endLayer`:
+ *   R_start = A'_start,  R_l = A'_l · R_(l−1)
+ * so R_l[i, j] is how much token i after layer l draws on input token j (the input of
+ * `startLayer`). Accumulation is float64; each cumulative R_l is returned as float32.
+ *
+ * Pure functions of a Trace (or of plain arrays): isomorphic, imports nothing from Node, usable
+ * from a Worker.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { StackName, Trace } from '../core/trace.js';
+import { maskedEntries } from './aggregate.js';
+
+export type HeadFusion = 'mean' | 'max' | 'min';
+export const HEAD_FUSIONS: readonly HeadFusion[] = ['mean', 'max', 'min'];
+
+/**
+ * Per-layer token × token matrices of one sequence (what the flow diagram draws and attention
+ * flow reads): `layers[l]` is row-major [size × size]; row i is a token after layer l, column j a
+ * token before it (layer l's input). Raw fused attention, the residual graph, rollout, norm-based
+ * attention or ALTI contributions all fit.
+ */
+export interface LayerMatrices {
+  readonly size: number;
+  readonly layers: readonly Float32Array[];
+  /** The model layer of layers[0] (default 0). */
+  readonly firstLayer?: number;
+}
+
+export interface GraphOptions {
+  /** Self-attention stack: 'self' (default for decoder-only and encoder models), 'encoder' or 'decoder'. */
+  stack?: StackName;
+  /** How heads are fused (default mean). */
+  fusion?: HeadFusion;
+  /** Heads fused (default all). */
+  heads?: readonly number[];
+  /** Share of the fused weights zeroed per layer, in [0, 1) (default 0; see the file comment). */
+  discard?: number;
+  /** Weight of the residual identity, in [0, 1] (default 0.5). */
+  residual?: number;
+  /** First layer (default 0). */
+  startLayer?: number;
+  /** Last layer, inclusive (default the last one). */
+  endLayer?: number;
+}
+
+/** The attention graph of layers startLayer … endLayer: A'_l per layer (float64, rows sum to 1). */
+export interface AttentionGraph {
+  stack: StackName;
+  size: number;
+  startLayer: number;
+  endLayer: number;
+  fusion: HeadFusion;
+  discard: number;
+  residual: number;
+  /** A'_l for l = startLayer … endLayer (index l − startLayer), row-major [size × size]. */
+  layers: Float64Array[];
+  /** Per layer, how many entries discarding set to 0. */
+  discarded: number[];
+}
+
+/** The fusion of heads of one [numHeads, n, n] layer, per entry, in float64. */
+export function fuseHeads(layer: Float32Array, numHeads: number, rows: number, cols: number, how: HeadFusion, heads?: readonly number[]): Float64Array {
+  const size = rows * cols;
+  const hs = heads ?? Array.from({ length: numHeads }, (_, h) => h);
+  const out = new Float64Array(size);
+  if (hs.length === 0) throw new AttnscopeError('head fusion: no heads selected');
+  if (how === 'mean') {
+    for (const h of hs) {
+      const off = h * size;
+      for (let i = 0; i < size; i++) out[i]! += layer[off + i]!;
+    }
+    for (let i = 0; i < size; i++) out[i]! /= hs.length;
+    return out;
+  }
+  const first = hs[0]! * size;
+  for (let i = 0; i < size; i++) out[i] = layer[first + i]!;
+  for (const h of hs.slice(1)) {
+    const off = h * size;
+    if (how === 'max') for (let i = 0; i < size; i++) out[i] = Math.max(out[i]!, layer[off + i]!);
+    else for (let i = 0; i < size; i++) out[i] = Math.min(out[i]!, layer[off + i]!);
+  }
+  return out;
+}
+
+/**
+ * Zeroes, in place, the floor(ratio · count) smallest entries of an n × n matrix among the `count`
+ * entries that are neither on the diagonal nor masked (1 in `masked`); ties: lower flat index
+ * first. Returns how many were zeroed.
+ */
+export function discardLowest(m: Float64Array, n: number, ratio: number, masked?: Uint8Array | null): number {
+  checkRatio(ratio, 'discard');
+  if (ratio === 0) return 0;
+  const candidates: number[] = [];
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      const f = i * n + j;
+      if (i !== j && masked?.[f] !== 1) candidates.push(f);
+    }
+  }
+  const count = Math.floor(ratio * candidates.length);
+  if (count === 0) return 0;
+  candidates.sort((a, b) => m[a]! - m[b]! || a - b);
+  for (let c = 0; c < count; c++) m[candidates[c]!] = 0;
+  return count;
+}
+
+/** (1 − w) · F + w · I, rows divided by their sums (rows summing to 0 stay 0), in place. */
+export function addResidual(m: Float64Array, n: number, residual: number): Float64Array {
+  for (let i = 0; i < n; i++) {
+    let sum = 0;
+    for (let j = 0; j < n; j++) {
+      const v = (1 - residual) * m[i * n + j]! + (i === j ? residual : 0);
+      m[i * n + j] = v;
+      sum += v;
+    }
+    if (sum > 0) for (let j = 0; j < n; j++) m[i * n + j]! /= sum;
+  }
+  return m;
+}
+
+function checkRatio(value: number, what: string): void {
+  if (!(value >= 0 && value < 1)) throw new AttnscopeError(`${what}: expected a share in [0, 1), got ${value}`);
+}
+
+/** The default self-attention stack of a trace for rollout and flow. */
+function selfStack(trace: Trace, stack: StackName | undefined): StackName {
+  const s = stack ?? (trace.attention.self ? 'self' : trace.attention.encoder ? 'encoder' : trace.attention.decoder ? 'decoder' : undefined);
+  if (s === undefined) throw new AttnscopeError('rollout: the trace has no self-attention stack');
+  if (s === 'cross') throw new AttnscopeError("rollout: the cross stack (decoder → encoder) is not a token-to-token chain; use stack 'encoder' or 'decoder'");
+  if (!trace.attention[s]) throw new AttnscopeError(`rollout: the trace has no '${s}' attention (it has: ${Object.keys(trace.attention).join(', ')})`);
+  return s;
+}
+
+/** Checks a layer range against a stack's layer count. */
+export function layerRange(numLayers: number, start: number | undefined, end: number | undefined): [number, number] {
+  const s = start ?? 0;
+  const e = end ?? numLayers - 1;
+  const ok = (v: number) => Number.isInteger(v) && v >= 0 && v < numLayers;
+  if (!ok(s)) throw new AttnscopeError(`start layer ${s} is out of range (the trace has ${numLayers} layers: 0–${numLayers - 1})`);
+  if (!ok(e)) throw new AttnscopeError(`end layer ${e} is out of range (the trace has ${numLayers} layers: 0–${numLayers - 1})`);
+  if (e < s) throw new AttnscopeError(`end layer ${e} is before start layer ${s}`);
+  return [s, e];
+}
+
+/** The residual-augmented, head-fused, row-normalised attention A'_l of layers start … end (see the file comment). */
+export function attentionGraph(trace: Trace, options: GraphOptions = {}): AttentionGraph {
+  const stack = selfStack(trace, options.stack);
+  const s = trace.attention[stack]!;
+  const [numHeads, nq, nk] = s.dims;
+  if (nq !== nk) throw new AttnscopeError(`rollout: the '${stack}' attention is ${nq} queries × ${nk} keys; rollout needs every position as a query (a trace of the whole sequence)`);
+  const fusion = options.fusion ?? 'mean';
+  if (!HEAD_FUSIONS.includes(fusion)) throw new AttnscopeError(`head fusion: expected ${HEAD_FUSIONS.join(', ')}, got '${String(fusion)}'`);
+  const discard = options.discard ?? 0;
+  checkRatio(discard, 'discard');
+  const residual = options.residual ?? 0.5;
+  if (!(residual >= 0 && residual <= 1)) throw new AttnscopeError(`residual: expected a weight in [0, 1], got ${residual}`);
+  if (options.heads) for (const h of options.heads) if (!Number.isInteger(h) || h < 0 || h >= numHeads) throw new AttnscopeError(`head ${h} is out of range (the trace has ${numHeads}: 0–${numHeads - 1})`);
+  const [startLayer, endLayer] = layerRange(s.layers.length, options.startLayer, options.endLayer);
+  const layers: Float64Array[] = [];
+  const discarded: number[] = [];
+  for (let l = startLayer; l <= endLayer; l++) {
+    const f = fuseHeads(s.layers[l]!, numHeads, nq, nk, fusion, options.heads);
+    discarded.push(discard > 0 ? discardLowest(f, nq, discard, maskedEntries(trace, stack, l)) : 0);
+    layers.push(addResidual(f, nq, residual));
+  }
+  return { stack, size: nq, startLayer, endLayer, fusion, discard, residual, layers, discarded };
+}
+
+/** Cumulative products R_l = A'_l · R_(l−1) (R_first = A'_first) of n × n matrices, float64 accumulation, each returned as float32. */
+export function rolloutOfMatrices(layers: readonly ArrayLike<number>[], n: number): Float32Array[] {
+  const out: Float32Array[] = [];
+  let r: Float64Array | null = null;
+  for (const a of layers) {
+    if (a.length !== n * n) throw new AttnscopeError(`rollout: a layer matrix has ${a.length} entries, expected ${n} × ${n}`);
+    let next: Float64Array;
+    if (r === null) next = Float64Array.from(a);
+    else {
+      next = new Float64Array(n * n);
+      for (let i = 0; i < n; i++) {
+        for (let k = 0; k < n; k++) {
+          const aik = a[i * n + k]!;
+          if (aik === 0) continue;
+          const rk = k * n;
+          const ri = i * n;
+          for (let j = 0; j < n; j++) next[ri + j]! += aik * r[rk + j]!;
+        }
+      }
+    }
+    r = next;
+    out.push(Float32Array.from(r));
+  }
+  return out;
+}
+
+export interface RolloutResult extends LayerMatrices {
+  stack: StackName;
+  startLayer: number;
+  endLayer: number;
+  /** Cumulative rollout after each layer: layers[i] is R after layer startLayer + i. */
+  layers: Float32Array[];
+  /** The graph it multiplied (A'_l per layer). */
+  graph: AttentionGraph;
+}
+
+/** Attention rollout of a trace's self-attention stack (see the file comment). */
+export function attentionRollout(trace: Trace, options: GraphOptions = {}): RolloutResult {
+  const graph = attentionGraph(trace, options);
+  return {
+    stack: graph.stack,
+    size: graph.size,
+    firstLayer: graph.startLayer,
+    startLayer: graph.startLayer,
+    endLayer: graph.endLayer,
+    layers: rolloutOfMatrices(graph.layers, graph.size),
+    graph,
+  };
+}
+
+/** The head-fused raw attention of each layer (no discard, no residual), as LayerMatrices. */
+export function fusedAttention(trace: Trace, options: Pick<GraphOptions, 'stack' | 'fusion' | 'heads' | 'startLayer' | 'endLayer'> = {}): LayerMatrices & { stack: StackName } {
+  const stack = selfStack(trace, options.stack);
+  const s = trace.attention[stack]!;
+  const [numHeads, nq, nk] = s.dims;
+  if (nq !== nk) throw new AttnscopeError(`attention graph: the '${stack}' attention is ${nq} queries × ${nk} keys; it needs every position as a query`);
+  const [startLayer, endLayer] = layerRange(s.layers.length, options.startLayer, options.endLayer);
+  const layers: Float32Array[] = [];
+  for (let l = startLayer; l <= endLayer; l++) layers.push(Float32Array.from(fuseHeads(s.layers[l]!, numHeads, nq, nk, options.fusion ?? 'mean', options.heads)));
+  return { stack, size: nq, layers, firstLayer: startLayer };
+}
