@@ -92,7 +92,10 @@ describe.each(FIXTURE_NAMES)('fixture %s: neuron-view softmax = the model attent
         // The scale the model recorded is PyTorch's (reference.json), in every layer.
         for (const s of terms.scale) expect(Math.abs(s - refScale)).toBeLessThanOrEqual(refScale * 1e-7);
         // The trace's attention is PyTorch's (so "the model's attention" is not our own invention).
-        expect(maxAbsDiff(stackValues(trace.attention[stack]!), referenceAttention(input, stack))).toBeLessThanOrEqual(1e-5);
+        // umt5's long input: the float32 reference is itself 1.25e-5 from a float64 recomputation
+        // (decoder layer 1), so the fixture README's float32 bound for long inputs (2e-5) applies.
+        const tolerance = fixture === 'umt5' && input.id === 'long' ? 2e-5 : 1e-5;
+        expect(maxAbsDiff(stackValues(trace.attention[stack]!), referenceAttention(input, stack))).toBeLessThanOrEqual(tolerance);
       }
       const err = neuronError(trace);
       expect(err.rows).toBeGreaterThan(0);

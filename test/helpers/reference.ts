@@ -71,3 +71,24 @@ export function stackValues(stack: LayerStack | undefined): Float32Array {
   }
   return out;
 }
+
+/**
+ * numpy.allclose semantics, reported as the worst margin: max over i of |a − b| − (atol + rtol·|b|).
+ * ≤ 0 means every element is within tolerance; Infinity when lengths differ or a value is NaN.
+ */
+export function allcloseExcess(a: ArrayLike<number>, b: ArrayLike<number>, atol: number, rtol: number): number {
+  if (a.length !== b.length) return Number.POSITIVE_INFINITY;
+  let worst = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < a.length; i++) {
+    const e = Math.abs(a[i]! - b[i]!) - (atol + rtol * Math.abs(b[i]!));
+    if (!(e <= worst)) worst = Number.isNaN(e) ? Number.POSITIVE_INFINITY : e;
+  }
+  return worst;
+}
+
+/** Largest |value| of an array (0 when empty). */
+export function maxAbs(a: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
+  return m;
+}
