@@ -1,5 +1,6 @@
 /** `attnscope trace [model] --text ... [--pair ...] [--ids ...] [--qk] [--out file]`. */
 import { AttnscopeError } from '../core/errors.js';
+import { expertLoad, type Routing } from '../core/trace.js';
 import { timed } from '../core/profile.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
@@ -8,7 +9,7 @@ import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--qk] [--hidden] [--top-k N]
-                [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
+                [--routing] [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
                the embedded stories260k model when omitted
@@ -18,6 +19,9 @@ export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."]
   --max-new-tokens   without either, the decoder input is generated (greedy, N tokens, default 20)
   --qk         include per-head queries and keys (and the terms of the scores)
   --hidden     include the last hidden state (JSON output)
+  --routing    mixture-of-experts models (mixtral, qwen2_moe): record each layer's routing
+               (router probabilities, the top-k experts of each token and their weights);
+               the expert load of each layer is printed to stderr
   --top-k N    add the head's N most likely tokens: at each [MASK] (masked LMs),
                or the next token at every position (causal LMs, decoders)
   --truncate   cut inputs longer than the model's maximum positions
@@ -29,6 +33,7 @@ export const TRACE_OPTIONS = {
   ...INPUT_OPTIONS,
   qk: { type: 'boolean' },
   hidden: { type: 'boolean' },
+  routing: { type: 'boolean' },
   'top-k': { type: 'string' },
   'max-new-tokens': { type: 'string' },
   out: { type: 'string' },
@@ -49,14 +54,22 @@ export async function traceCommand(argv: string[]): Promise<void> {
   checkModelArg(positionals[0]);
   const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.trace(input.text, { ...input.options, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens });
+    const trace = await model.trace(input.text, { ...input.options, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false });
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));
       reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`);
     } else {
       await writeTraceJsonTo(process.stdout, trace);
     }
+    if (trace.routing) process.stderr.write(routingSummary(trace.routing));
   } finally {
     await model.dispose();
   }
+}
+
+/** The expert load of each routed layer: how many tokens chose each expert among their top k. */
+export function routingSummary(routing: Routing): string {
+  const how = `top ${routing.topK} of ${routing.experts} experts per token${routing.normalized ? ', weights renormalised' : ''}`;
+  const lines = routing.layers.map((l) => `  layer ${l.layer}: ${expertLoad(routing, l).map((n, e) => `e${e}=${n}`).join(' ')}`);
+  return `routing (${how}); tokens per expert:\n${lines.join('\n')}\n`;
 }

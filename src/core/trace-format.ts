@@ -4,7 +4,7 @@
  * functions; file reading and writing live in io/trace-file.ts.
  */
 import { AttnscopeError, quote } from './errors.js';
-import type { LayerStack, Matrix, ModelInfo, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
+import type { LayerStack, Matrix, ModelInfo, Routing, RoutingLayer, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
 export const TRACE_FORMAT = 'attnscope-trace';
 export const TRACE_VERSION = 1;
@@ -235,6 +235,7 @@ export function* writeTraceJson(trace: Trace, out: JsonOut): Generator<void> {
   if (trace.lastHiddenState) yield* matrixJson(out, 'lastHiddenState', trace.lastHiddenState);
   if (trace.encoderLastHiddenState) yield* matrixJson(out, 'encoderLastHiddenState', trace.encoderLastHiddenState);
   if (trace.logits) yield* matrixJson(out, 'logits', trace.logits);
+  if (trace.routing) yield* routingJson(out, trace.routing);
   out.text('}\n');
 }
 
@@ -312,6 +313,7 @@ export function traceFromJson(value: unknown, where: string): Trace {
   for (const field of ['lastHiddenState', 'encoderLastHiddenState', 'logits'] as const) {
     if (v[field] !== undefined) trace[field] = matrixFromJson(v[field], `${where}: ${field}`);
   }
+  if (v.routing !== undefined) trace.routing = routingFromJson(v.routing, `${where}: routing`, trace.tokens.length);
   validateTrace(trace, where);
   return trace;
 }
@@ -397,4 +399,140 @@ export function scoresFromJson(value: unknown, where: string, attention: StackMa
     if (!map[name as StackName]) throw new AttnscopeError(`${where}: a score bias for '${name}' but no score terms for that stack`);
   }
   return map;
+}
+
+// --- mixture-of-experts routing (Trace.routing) ---------------------------------------------
+
+/**
+ * Trace.routing as JSON: {experts, topK, normalized, layers: [{layer, probabilities: [token][expert],
+ * selected: [token][k] (expert indices), weights: [token][k]}]}.
+ */
+function* routingJson(out: JsonOut, routing: Routing): Generator<void> {
+  out.text(`,"routing":{"experts":${routing.experts},"topK":${routing.topK},"normalized":${routing.normalized},"layers":[`);
+  for (let i = 0; i < routing.layers.length; i++) {
+    const l = routing.layers[i]!;
+    const tokens = l.probabilities.dims[0];
+    out.text(`${i > 0 ? ',' : ''}{"layer":${l.layer}`);
+    const rows: number[][] = [];
+    for (let t = 0; t < tokens; t++) rows.push(Array.from(l.selected.subarray(t * routing.topK, (t + 1) * routing.topK)));
+    out.text(`,"selected":${JSON.stringify(rows)}`);
+    yield* matrixJson(out, 'weights', { dims: [tokens, routing.topK], data: l.weights });
+    yield* matrixJson(out, 'probabilities', l.probabilities);
+    out.text('}');
+  }
+  out.text(']}');
+}
+
+/** The small fields of Trace.routing plus the routed layer indices: the `.safetensors` metadata field `routing`. */
+export function routingMetaJson(routing: Routing): string {
+  return JSON.stringify({ experts: routing.experts, topK: routing.topK, normalized: routing.normalized, layers: routing.layers.map((l) => l.layer) });
+}
+
+interface RoutingHead {
+  experts: number;
+  topK: number;
+  normalized: boolean;
+}
+
+function routingHead(v: Record<string, unknown>, where: string): RoutingHead {
+  const { experts, topK, normalized } = v;
+  if (!Number.isInteger(experts) || (experts as number) < 1) throw new AttnscopeError(`${where}.experts: expected an integer ≥ 1`);
+  if (!Number.isInteger(topK) || (topK as number) < 1 || (topK as number) > (experts as number)) {
+    throw new AttnscopeError(`${where}.topK: expected an integer in 1…${String(experts)} (experts)`);
+  }
+  if (typeof normalized !== 'boolean') throw new AttnscopeError(`${where}.normalized: expected true or false`);
+  return { experts: experts as number, topK: topK as number, normalized };
+}
+
+/** Checks one routed layer's shapes against the tokens and its expert indices against the expert count. */
+function checkRoutingLayer(l: RoutingLayer, head: RoutingHead, tokens: number, previous: number, where: string): RoutingLayer {
+  if (!Number.isInteger(l.layer) || l.layer <= previous) throw new AttnscopeError(`${where}.layer: expected a layer index above ${previous} (layers in increasing order)`);
+  const [rows, cols] = l.probabilities.dims;
+  if (rows !== tokens || cols !== head.experts) {
+    throw new AttnscopeError(`${where}.probabilities: ${rows}×${cols} but there are ${tokens} tokens and ${head.experts} experts`);
+  }
+  const n = tokens * head.topK;
+  if (l.weights.length !== n) throw new AttnscopeError(`${where}.weights: ${l.weights.length} values, expected ${tokens} tokens × ${head.topK}`);
+  if (l.selected.length !== n) throw new AttnscopeError(`${where}.selected: ${l.selected.length} values, expected ${tokens} tokens × ${head.topK}`);
+  const bad = l.selected.findIndex((e) => !(e >= 0 && e < head.experts));
+  if (bad >= 0) {
+    throw new AttnscopeError(`${where}.selected: token ${Math.floor(bad / head.topK)} has an expert index that is not an integer in 0…${head.experts - 1}`);
+  }
+  return l;
+}
+
+/** Expert indices from numbers (JSON, or floats in `.safetensors`); −1 for a value that is not a non-negative integer. */
+function indicesFrom(values: ArrayLike<number>): Int32Array {
+  return Int32Array.from(values, (x) => (Number.isInteger(x) && x >= 0 && x < 2 ** 31 ? x : -1));
+}
+
+/** Parses Trace.routing of a JSON trace (see routingJson), checked against the token count. */
+export function routingFromJson(value: unknown, where: string, tokens: number): Routing {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AttnscopeError(`${where}: expected an object with experts, topK, normalized and layers`);
+  const v = value as Record<string, unknown>;
+  const head = routingHead(v, where);
+  if (!Array.isArray(v.layers)) throw new AttnscopeError(`${where}.layers: expected an array`);
+  let previous = -1;
+  const layers = v.layers.map((entry: unknown, i): RoutingLayer => {
+    const at = `${where}.layers[${i}]`;
+    if (typeof entry !== 'object' || entry === null) throw new AttnscopeError(`${at}: expected an object with layer, probabilities, selected and weights`);
+    const e = entry as Record<string, unknown>;
+    const selected = matrixFromJson(e.selected, `${at}.selected`);
+    const weights = matrixFromJson(e.weights, `${at}.weights`);
+    if (selected.dims[0] !== tokens || selected.dims[1] !== head.topK) throw new AttnscopeError(`${at}.selected: expected ${tokens} rows of ${head.topK} expert indices`);
+    if (weights.dims[0] !== tokens || weights.dims[1] !== head.topK) throw new AttnscopeError(`${at}.weights: expected ${tokens} rows of ${head.topK} numbers`);
+    const l: RoutingLayer = {
+      layer: typeof e.layer === 'number' ? e.layer : -1,
+      probabilities: matrixFromJson(e.probabilities, `${at}.probabilities`),
+      selected: indicesFrom(selected.data),
+      weights: weights.data,
+    };
+    checkRoutingLayer(l, head, tokens, previous, at);
+    previous = l.layer;
+    return l;
+  });
+  return { ...head, layers };
+}
+
+/** A routing tensor of a `.safetensors` trace: [layers, tokens, cols] float32. */
+export interface RoutingTensor {
+  shape: readonly number[];
+  data: Float32Array;
+}
+
+/**
+ * Trace.routing from a `.safetensors` trace: the metadata field `routing` (routingMetaJson) and the
+ * tensors `routing.probabilities` [layers, tokens, experts], `routing.selected` [layers, tokens, topK]
+ * (expert indices as floats) and `routing.weights` [layers, tokens, topK].
+ */
+export function routingFromTensors(meta: unknown, tensors: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>>, where: string, tokens: number): Routing {
+  if (typeof meta !== 'object' || meta === null || Array.isArray(meta)) throw new AttnscopeError(`${where}: metadata routing: expected an object with experts, topK, normalized and layers`);
+  const v = meta as Record<string, unknown>;
+  const head = routingHead(v, `${where}: metadata routing`);
+  const indices = v.layers;
+  if (!Array.isArray(indices) || !indices.every((l) => Number.isInteger(l))) throw new AttnscopeError(`${where}: metadata routing.layers: expected a list of layer indices`);
+  const cols = { probabilities: head.experts, selected: head.topK, weights: head.topK } as const;
+  const parts = {} as Record<keyof typeof cols, RoutingTensor>;
+  for (const name of Object.keys(cols) as (keyof typeof cols)[]) {
+    const t = tensors[name];
+    const expected = [indices.length, tokens, cols[name]];
+    if (!t || t.shape.length !== 3 || t.shape.some((d, i) => d !== expected[i])) {
+      throw new AttnscopeError(`${where}: tensor routing.${name} should be [${expected.join(', ')}] (layers, tokens, ${name === 'probabilities' ? 'experts' : 'topK'}), got ${t ? `[${t.shape.join(', ')}]` : 'none'}`);
+    }
+    parts[name] = t;
+  }
+  let previous = -1;
+  const layers = (indices as number[]).map((layer, i): RoutingLayer => {
+    const slice = (name: keyof typeof cols) => parts[name].data.subarray(i * tokens * cols[name], (i + 1) * tokens * cols[name]);
+    const l: RoutingLayer = {
+      layer,
+      probabilities: { dims: [tokens, head.experts], data: slice('probabilities') },
+      selected: indicesFrom(slice('selected')),
+      weights: slice('weights'),
+    };
+    checkRoutingLayer(l, head, tokens, previous, `${where}: routing layer ${layer}`);
+    previous = layer;
+    return l;
+  });
+  return { ...head, layers };
 }

@@ -109,6 +109,34 @@ export interface ScoreTerms {
 
 export type ScoreMap = Partial<Record<StackName, ScoreTerms>>;
 
+/**
+ * What the router of one mixture-of-experts layer did with each token (rows follow `tokens`),
+ * as transformers routes: the top `topK` experts of the router's softmax, their weights divided
+ * by their sum when `Routing.normalized`.
+ */
+export interface RoutingLayer {
+  /** The model layer (0-based) this router belongs to. */
+  layer: number;
+  /** The router's softmax over the experts, [tokens, experts]. */
+  probabilities: Matrix;
+  /** The experts each token was routed to, most probable first: [tokens, topK] row-major. */
+  selected: Int32Array;
+  /** The weights of those experts in the layer's output, [tokens, topK] row-major. */
+  weights: Float32Array;
+}
+
+/** Mixture-of-experts routing of every routed layer (Mixtral, Qwen2-MoE). */
+export interface Routing {
+  /** Experts per layer. */
+  experts: number;
+  /** Experts each token is routed to. */
+  topK: number;
+  /** The top-k weights were divided by their sum (Mixtral always; Qwen2-MoE with norm_topk_prob). */
+  normalized: boolean;
+  /** One entry per routed layer, in layer order (layers with a dense MLP have none). */
+  layers: RoutingLayer[];
+}
+
 export interface Trace {
   model: ModelInfo;
   tokens: Token[];
@@ -131,10 +159,19 @@ export interface Trace {
   predictions?: Prediction[];
   /** Generation traces: how the generated tokens were chosen. */
   generation?: GenerationInfo;
+  /** Mixture-of-experts models: what each layer's router did, when requested. */
+  routing?: Routing;
 }
 
 /** Attention weight of `layer`, `head`, query `q`, key `k` in a stack. */
 export function attentionAt(stack: LayerStack, layer: number, head: number, q: number, k: number): number {
   const [, rows, cols] = stack.dims;
   return stack.layers[layer]![(head * rows + q) * cols + k]!;
+}
+
+/** How many tokens a routed layer sent to each expert (a token counts once for each of its top-k experts). */
+export function expertLoad(routing: Routing, layer: RoutingLayer): number[] {
+  const counts = new Array<number>(routing.experts).fill(0);
+  for (const e of layer.selected) counts[e] = counts[e]! + 1;
+  return counts;
 }

@@ -4,7 +4,7 @@
  * join them. Imports nothing from Node.
  */
 import { float16ToFloat32 } from '../core/tensor.js';
-import type { LayerStack, ModelInfo, StackMap, StackName, Token, Trace } from '../core/trace.js';
+import type { LayerStack, ModelInfo, Routing, StackMap, StackName, Token, Trace } from '../core/trace.js';
 import { tapName, type ArchitectureInfo, type TapKind } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import { collectScores } from './scores.js';
@@ -56,5 +56,33 @@ export function assembleTrace(model: ModelInfo, info: ArchitectureInfo, tokens: 
   if (hidden) trace.lastHiddenState = { dims: [hidden.dims[1]!, hidden.dims[2]!], data: toFloat32(hidden) };
   const encoderHidden = outputs.encoder_last_hidden_state;
   if (encoderHidden) trace.encoderLastHiddenState = { dims: [encoderHidden.dims[1]!, encoderHidden.dims[2]!], data: toFloat32(encoderHidden) };
+  const routing = routingOf(outputs, info);
+  if (routing) trace.routing = routing;
   return trace;
+}
+
+/** The routing of every routed layer (`router_*.self.<layer>` outputs), or undefined when not tapped. */
+function routingOf(outputs: Readonly<Record<string, RuntimeTensor>>, info: ArchitectureInfo): Routing | undefined {
+  const r = info.routing;
+  if (!r || r.layers.length === 0 || !outputs[tapName('router_probabilities', 'self', r.layers[0]!)]) return undefined;
+  const get = (kind: TapKind, layer: number): RuntimeTensor => {
+    const t = outputs[tapName(kind, 'self', layer)];
+    if (!t) throw new Error(`graph output ${tapName(kind, 'self', layer)} missing`);
+    return t;
+  };
+  return {
+    experts: r.experts,
+    topK: r.topK,
+    normalized: r.normalized,
+    layers: r.layers.map((layer) => {
+      const probabilities = get('router_probabilities', layer);
+      const selected = get('router_selected', layer).data;
+      return {
+        layer,
+        probabilities: { dims: [probabilities.dims[1]!, probabilities.dims[2]!], data: toFloat32(probabilities) },
+        selected: selected instanceof BigInt64Array ? Int32Array.from(selected, Number) : Int32Array.from(selected as ArrayLike<number>),
+        weights: toFloat32(get('router_weights', layer)),
+      };
+    }),
+  };
 }

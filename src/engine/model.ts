@@ -82,6 +82,8 @@ export interface TraceOptions {
   topK?: number;
   /** Encoder-decoders without a decoder input: how many tokens to generate (default 20). */
   maxNewTokens?: number;
+  /** Mixture-of-experts models: also record what each layer's router did (Trace.routing). */
+  routing?: boolean;
 }
 
 /** Tokens an encoder-decoder generates when traced without a decoder input. */
@@ -94,7 +96,7 @@ export interface ModelDescription extends ModelInfo {
 }
 
 function tapsKey(t: TapRequest): string {
-  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}`;
+  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}${t.routing ? ':routing' : ''}${t.routerInput ? ':router-input' : ''}`;
 }
 
 export class Model<T extends ModelTokenizer = ModelTokenizer> implements DecodingModel {
@@ -218,6 +220,9 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
    */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
     const { kind, maxPositions } = this.info;
+    if (options.routing && !this.architectureInfo.routing) {
+      throw new AttnscopeError(`--routing: ${this.name} (${this.config.modelType}) has no mixture-of-experts layers; routing is recorded for mixtral and qwen2_moe`);
+    }
     if (kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
       if (options.pair !== undefined) throw new AttnscopeError(`${this.name}: --pair does not apply to an encoder-decoder model`);
       return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk });
@@ -238,6 +243,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       qk: options.qk ?? false,
       lastHiddenState: options.hidden ?? false,
       logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
+      ...(options.routing ? { routing: true } : {}),
     };
     const maskPositions = options.topK && kind === 'encoder' ? this.maskPositions(tokens) : [];
     const out = await this.run(taps, inputs);

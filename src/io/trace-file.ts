@@ -16,6 +16,9 @@ import {
   inferModelInfo,
   layerStackFrom,
   modelFromJson,
+  routingFromTensors,
+  type RoutingTensor,
+  routingMetaJson,
   scoreBiasStacks,
   scoresFromJson,
   scoresMetaJson,
@@ -26,7 +29,7 @@ import {
   writeTraceJson,
 } from '../core/trace-format.js';
 import { attentionWarnings } from '../core/trace-check.js';
-import type { StackMap, Trace } from '../core/trace.js';
+import type { Routing, StackMap, Trace } from '../core/trace.js';
 import { JsonChunkWriter } from './json-writer.js';
 import { openSafetensors, writeSafetensors, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
 
@@ -117,6 +120,25 @@ function stackTensors(prefix: string, map: StackMap | undefined, dtype: Writable
   return out;
 }
 
+/**
+ * The routing tensors of a `.safetensors` trace: `routing.probabilities` [layers, tokens, experts],
+ * `routing.selected` [layers, tokens, topK] (expert indices) and `routing.weights` [layers, tokens,
+ * topK]; always F32, which holds the indices exactly.
+ */
+function routingTensors(routing: Routing, tokens: number): SafetensorsTensorInput[] {
+  const n = routing.layers.length;
+  const pack = (name: string, cols: number, part: (l: Routing['layers'][number]) => ArrayLike<number>): SafetensorsTensorInput => {
+    const data = new Float32Array(n * tokens * cols);
+    routing.layers.forEach((l, i) => data.set(part(l), i * tokens * cols));
+    return { name: `routing.${name}`, dtype: 'F32', shape: [n, tokens, cols], data };
+  };
+  return [
+    pack('probabilities', routing.experts, (l) => l.probabilities.data),
+    pack('selected', routing.topK, (l) => l.selected),
+    pack('weights', routing.topK, (l) => l.weights),
+  ];
+}
+
 /** Writes a trace as `.safetensors` (F32 by default, F16 to halve the size). */
 export async function writeTraceSafetensors(path: string, trace: Trace, dtype: WritableDType = 'F32'): Promise<void> {
   const metadata: Record<string, string> = {
@@ -135,6 +157,10 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
     ...stackTensors('scoreBias', scoreBiasStacks(trace.scores), dtype),
   ];
   if (trace.scores) metadata.scores = scoresMetaJson(trace.scores);
+  if (trace.routing) {
+    metadata.routing = routingMetaJson(trace.routing);
+    tensors.push(...routingTensors(trace.routing, trace.tokens.length));
+  }
   await writeSafetensors(path, tensors, metadata);
 }
 
@@ -164,10 +190,15 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
       throw new AttnscopeError(`${path}: unsupported trace version ${quote(meta.version)}`);
     }
     const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {} };
+    const routing: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>> = {};
     for (const name of file.names()) {
       const [kind, stack] = name.split('.') as [string, string];
+      if (kind === 'routing' && (stack === 'probabilities' || stack === 'selected' || stack === 'weights')) {
+        routing[stack] = await file.get(name);
+        continue;
+      }
       if (!(kind in maps) || !STACK_NAMES.includes(stack as never)) {
-        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias.<self|encoder|decoder|cross>)`);
+        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias.<self|encoder|decoder|cross>, or routing.<probabilities|selected|weights>)`);
       }
       const t = await file.get(name);
       maps[kind as keyof typeof maps][stack as keyof StackMap] = layerStackFrom(t.data, t.shape, `${path}: ${name}`);
@@ -192,6 +223,9 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     const scores = parseJsonMeta(meta.scores, `${path}: metadata scores`);
     if (scores !== undefined || Object.keys(maps.scoreBias).length > 0) {
       trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, maps.attention, maps.scoreBias);
+    }
+    if (meta.routing !== undefined || Object.keys(routing).length > 0) {
+      trace.routing = routingFromTensors(parseJsonMeta(meta.routing, `${path}: metadata routing`) ?? null, routing, path, trace.tokens.length);
     }
     validateTrace(trace, path);
     return trace;

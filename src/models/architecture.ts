@@ -13,6 +13,11 @@
  *   `encoder_last_hidden_state`  [1, positions, hidden]   (encoder-decoders, with lastHiddenState)
  *   `logits`                     [1, positions, vocab]    (prediction head, when present)
  *   `score_bias.<stack>.<layer>` [1, heads, queries, keys] (with qk, for stacks whose scoring has a bias)
+ *   `router_probabilities.<stack>.<layer>` [1, positions, experts] (with routing, mixture-of-experts layers:
+ *                                the router softmax), `router_selected...` int64 [1, positions, topK] (the
+ *                                top-k experts, by decreasing probability), `router_weights...` [1, positions,
+ *                                topK] (their weights as combined); `router_input...` [1, positions, hidden]
+ *                                (with routerInput: the hidden state the router reads)
  * Per-layer names are made by `tapName` only.
  */
 import type { StackName } from '../core/trace.js';
@@ -21,7 +26,8 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { ModelConfig } from './config.js';
 
 /** Kinds of per-layer graph inputs and outputs. */
-export type TapKind = 'attention' | 'queries' | 'keys' | 'score_bias' | 'past_key' | 'past_value' | 'present_key' | 'present_value';
+export type TapKind = 'attention' | 'queries' | 'keys' | 'score_bias' | 'past_key' | 'past_value' | 'present_key' | 'present_value'
+  | 'router_probabilities' | 'router_selected' | 'router_weights' | 'router_input';
 
 /** The one place per-layer graph input/output names are made: `<kind>.<stack>.<layer>`. */
 export function tapName(kind: TapKind, stack: StackName, layer: number): string {
@@ -58,6 +64,22 @@ export interface TapRequest {
    * place the new tokens at positions pastLength, pastLength + 1, ...
    */
   cache?: boolean;
+  /** Mixture-of-experts layers: what the router did (`router_probabilities/selected/weights`). */
+  routing?: boolean;
+  /** Mixture-of-experts layers: the hidden state the router reads (`router_input`), to check the routing against the gate weights. */
+  routerInput?: boolean;
+}
+
+/** The mixture-of-experts layers of a model, as transformers routes them. */
+export interface RoutingInfo {
+  /** Experts of each mixture-of-experts layer. */
+  experts: number;
+  /** Experts each token is routed to (the top-k of the router softmax). */
+  topK: number;
+  /** The top-k weights are divided by their sum (Mixtral always, Qwen2-MoE with norm_topk_prob). */
+  normalized: boolean;
+  /** Indices of the layers with a router (Qwen2-MoE's mlp_only_layers have none). */
+  layers: number[];
 }
 
 export interface ArchitectureInfo {
@@ -72,6 +94,8 @@ export interface ArchitectureInfo {
   stacks: Partial<Record<StackName, number>>;
   /** How each stack scores q·k (scale, masks, additive terms). */
   scoring: Partial<Record<StackName, StackScoring>>;
+  /** Mixture-of-experts models: their routed layers (absent for dense models). */
+  routing?: RoutingInfo;
 }
 
 export interface ModelInputs {

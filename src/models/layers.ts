@@ -7,7 +7,7 @@ import { AttnscopeError, quote } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
-import type { ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
+import { tapName, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -333,16 +333,23 @@ export async function rmsNormLayer(ctx: BuildContext, x: Value, prefix: string, 
  * gives logits over `experts`; their softmax's top `k` weights are kept (divided by their sum
  * when `renormalise`), the rest set to zero; every expert runs on every token and the outputs are
  * added in expert order, each times its weight — exactly zero for unrouted experts, as
- * transformers' index_add_ leaves them.
+ * transformers' index_add_ leaves them. With `taps.routing` the router's softmax, the chosen
+ * experts and their weights are graph outputs `router_*.self.<layer>` (see architecture.ts).
  */
 export async function mixtureOfExperts(
-  ctx: BuildContext, h: Value, routerPrefix: string, experts: number, k: number, renormalise: boolean,
+  ctx: BuildContext, h: Value, routerPrefix: string, layer: number, experts: number, k: number, renormalise: boolean,
   expert: (e: number) => Promise<Value>,
 ): Promise<Value> {
   const { g } = ctx;
   const probs = g.softmax(g.linear(h, await ctx.weight(`${routerPrefix}.weight`)), -1);
   const [values, indices] = g.node('TopK', [probs, g.ints([k])], { axis: -1, largest: 1, sorted: 1 }, 2) as [Value, Value];
   const kept = renormalise ? g.div(values, g.op('ReduceSum', [values, g.ints([-1])], { keepdims: 1 })) : values;
+  if (ctx.taps.routing) {
+    g.output(probs, tapName('router_probabilities', 'self', layer));
+    g.output(indices, tapName('router_selected', 'self', layer), 'int64');
+    g.output(kept, tapName('router_weights', 'self', layer));
+  }
+  if (ctx.taps.routerInput) g.output(h, tapName('router_input', 'self', layer));
   const weights = g.op('ScatterElements', [g.mul(probs, g.scalar(0)), indices, kept], { axis: -1 });
   const perExpert = g.split(weights, new Array<number>(experts).fill(1), -1);
   let out: Value | null = null;

@@ -93,6 +93,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true, windows: new Array<number | null>(s.layers).fill(s.window) }) },
+    // Every layer is routed; the top-k weights are always renormalised.
+    routing: { experts: s.experts, topK: s.topK, normalized: true, layers: Array.from({ length: s.layers }, (_, l) => l) },
   };
 }
 
@@ -109,8 +111,8 @@ async function expert(ctx: BuildContext, act: string, x: Value, prefix: string):
   return linear(ctx, g.mul(gate, await linear(ctx, x, `${prefix}.w3`)), `${prefix}.w2`);
 }
 
-async function sparseMoe(ctx: BuildContext, s: MixtralSpec, h: Value, prefix: string): Promise<Value> {
-  return mixtureOfExperts(ctx, h, `${prefix}.gate`, s.experts, s.topK, true, (e) => expert(ctx, s.act, h, `${prefix}.experts.${e}`));
+async function sparseMoe(ctx: BuildContext, s: MixtralSpec, h: Value, prefix: string, layer: number): Promise<Value> {
+  return mixtureOfExperts(ctx, h, `${prefix}.gate`, layer, s.experts, s.topK, true, (e) => expert(ctx, s.act, h, `${prefix}.experts.${e}`));
 }
 
 async function decoderLayer(
@@ -130,7 +132,7 @@ async function decoderLayer(
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
   const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
-  return g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`));
+  return g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`, layer));
 }
 
 async function build(ctx: BuildContext): Promise<void> {

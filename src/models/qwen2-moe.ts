@@ -127,6 +127,10 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true, windows: s.windows }) },
+    // Routed layers only (none when num_experts is 0: the model is then dense).
+    ...(s.sparse.some(Boolean)
+      ? { routing: { experts: s.experts, topK: s.topK, normalized: s.normTopK, layers: s.sparse.flatMap((sparse, l) => (sparse ? [l] : [])) } }
+      : {}),
   };
 }
 
@@ -148,9 +152,9 @@ async function mlp(ctx: BuildContext, act: string, x: Value, prefix: string): Pr
   return linear(ctx, g.mul(gate, await linear(ctx, x, `${prefix}.up_proj`)), `${prefix}.down_proj`);
 }
 
-async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: string): Promise<Value> {
+async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: string, layer: number): Promise<Value> {
   const { g } = ctx;
-  const routed = await mixtureOfExperts(ctx, h, `${prefix}.gate`, s.experts, s.topK, s.normTopK, (e) => mlp(ctx, s.act, h, `${prefix}.experts.${e}`));
+  const routed = await mixtureOfExperts(ctx, h, `${prefix}.gate`, layer, s.experts, s.topK, s.normTopK, (e) => mlp(ctx, s.act, h, `${prefix}.experts.${e}`));
   const shared = g.mul(g.sigmoid(await linear(ctx, h, `${prefix}.shared_expert_gate`)), await mlp(ctx, s.act, h, `${prefix}.shared_expert`));
   return g.add(routed, shared);
 }
@@ -173,7 +177,7 @@ async function decoderLayer(
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
   const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
   const m = `${prefix}.mlp`;
-  return g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m) : await mlp(ctx, s.act, h2, m));
+  return g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m, layer) : await mlp(ctx, s.act, h2, m));
 }
 
 async function build(ctx: BuildContext): Promise<void> {
