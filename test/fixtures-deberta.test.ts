@@ -3,8 +3,9 @@
  * are checked by fixtures-match.test.ts): the disentangled attention's relative term. The score
  * terms recorded for the neuron view are PyTorch's: scale 1/√(3·d) (reference.json) and, on every
  * layer, the c2p + p2c term equal to transformers' `rel_att` (reference `attention_bias`). The
- * masked-LM head predicts at [MASK]; options transformers can switch on that we do not build are
- * refused naming the option.
+ * masked-LM head predicts at [MASK]. The ConvLayer of DeBERTa-v2 xlarge (conv_kernel_size) is
+ * checked against a float64 recomputation from PyTorch's hidden states; options transformers can
+ * switch on that we do not build are refused naming the option.
  */
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,19 +73,135 @@ describe('fixture deberta-v2: disentangled attention', () => {
   });
 });
 
-describe('deberta-v2 options that are not built are refused by name', () => {
-  const scratch = mkdtempSync(join(tmpdir(), 'attnscope-deberta-'));
-  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+// --- DeBERTa-v2 xlarge's ConvLayer, on a copy of the fixture with conv weights added ---------------
 
-  function variant(label: string, edit: (c: Record<string, unknown>) => void): string {
-    const dir = join(scratch, label);
-    cpSync(join(FIXTURES, FIXTURE), dir, { recursive: true });
-    const path = join(dir, 'config.json');
-    const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-    edit(config);
-    writeFileSync(path, JSON.stringify(config));
-    return dir;
+const scratch = mkdtempSync(join(tmpdir(), 'attnscope-deberta-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** A copy of the fixture with config.json edited and, optionally, tensors added to its checkpoint. */
+function variant(label: string, edit: (c: Record<string, unknown>) => void, tensors: Record<string, { shape: number[]; data: Float32Array }> = {}): string {
+  const dir = join(scratch, label);
+  cpSync(join(FIXTURES, FIXTURE), dir, { recursive: true });
+  const path = join(dir, 'config.json');
+  const config = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  edit(config);
+  writeFileSync(path, JSON.stringify(config));
+  if (Object.keys(tensors).length > 0) {
+    const file = join(dir, 'model.safetensors');
+    const { header, data } = readSafetensors(file);
+    const parts: Buffer[] = [data];
+    let offset = data.length;
+    for (const [name, t] of Object.entries(tensors)) {
+      header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+      parts.push(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      offset += t.data.byteLength;
+    }
+    const text = Buffer.from(JSON.stringify(header), 'utf8');
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(text.length));
+    writeFileSync(file, Buffer.concat([length, text, ...parts]));
   }
+  return dir;
+}
+
+type Header = Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+
+function readSafetensors(path: string): { header: Header; data: Buffer } {
+  const bytes = readFileSync(path);
+  const n = Number(bytes.readBigUInt64LE(0));
+  return { header: JSON.parse(bytes.subarray(8, 8 + n).toString('utf8')) as Header, data: bytes.subarray(8 + n) };
+}
+
+/** A float32 tensor of the fixture's checkpoint, as float64 numbers. */
+function fixtureTensor(name: string): number[] {
+  const { header, data } = readSafetensors(join(FIXTURES, FIXTURE, 'model.safetensors'));
+  const t = header[name]!;
+  const [a, b] = t.data_offsets;
+  const copy = Uint8Array.prototype.slice.call(data, a, b);
+  return Array.from(new Float32Array(copy.buffer));
+}
+
+/** Deterministic values in [−amp, amp] (a linear congruential sequence). */
+function pseudoRandom(n: number, seed: number, amp: number, center = 0): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = center + amp * (2 * (s / 2 ** 32) - 1);
+  }
+  return out;
+}
+
+describe('deberta-v2 with conv_kernel_size (the v2 xlarge/xxlarge ConvLayer)', () => {
+  it('layer 1 reads LayerNorm(layer 0 output + tanh(conv1d(embeddings))): its queries equal a float64 recomputation', async () => {
+    const hidden = 32;
+    const kernel = 3;
+    const groups = 2;
+    const perGroup = hidden / groups;
+    const convW = pseudoRandom(hidden * perGroup * kernel, 7, 0.3);
+    const convB = pseudoRandom(hidden, 11, 0.1);
+    const lnW = pseudoRandom(hidden, 13, 0.2, 1);
+    const lnB = pseudoRandom(hidden, 17, 0.1);
+    const dir = variant('conv', (c) => { c.conv_kernel_size = kernel; c.conv_groups = groups; }, {
+      'deberta.encoder.conv.conv.weight': { shape: [hidden, perGroup, kernel], data: convW },
+      'deberta.encoder.conv.conv.bias': { shape: [hidden], data: convB },
+      'deberta.encoder.conv.LayerNorm.weight': { shape: [hidden], data: lnW },
+      'deberta.encoder.conv.LayerNorm.bias': { shape: [hidden], data: lnB },
+    });
+    const input = readReference(FIXTURE).inputs[0]!;
+    // PyTorch's embedding output and layer-0 output (the conv does not change layer 0).
+    const [h0, h1] = (input.hidden_states as number[][][]).slice(0, 2) as [number[][], number[][]];
+    const n = h0.length;
+    const pad = (kernel - 1) / 2;
+    const wq = fixtureTensor('deberta.encoder.layer.1.attention.self.query_proj.weight');
+    const bq = fixtureTensor('deberta.encoder.layer.1.attention.self.query_proj.bias');
+    const heads = 4;
+    const headDim = hidden / heads;
+    const expected = new Float64Array(heads * n * headDim);
+    for (let t = 0; t < n; t++) {
+      // Conv1d over positions, zero padding, grouped channels; then tanh, residual, LayerNorm (eps 1e-7).
+      const y = new Array<number>(hidden);
+      for (let c = 0; c < hidden; c++) {
+        const g0 = Math.floor(c / perGroup) * perGroup;
+        let acc = convB[c]!;
+        for (let ci = 0; ci < perGroup; ci++) {
+          for (let u = 0; u < kernel; u++) {
+            const src = t + u - pad;
+            if (src >= 0 && src < n) acc += convW[(c * perGroup + ci) * kernel + u]! * h0[src]![g0 + ci]!;
+          }
+        }
+        y[c] = h1[t]![c]! + Math.tanh(acc);
+      }
+      const mean = y.reduce((a, b) => a + b, 0) / hidden;
+      const variance = y.reduce((a, b) => a + (b - mean) ** 2, 0) / hidden;
+      const x = y.map((v, c) => ((v - mean) / Math.sqrt(variance + 1e-7)) * lnW[c]! + lnB[c]!);
+      for (let o = 0; o < hidden; o++) {
+        let q = bq[o]!;
+        for (let i = 0; i < hidden; i++) q += wq[o * hidden + i]! * x[i]!;
+        expected[(Math.floor(o / headDim) * n + t) * headDim + (o % headDim)] = q;
+      }
+    }
+    const model = await loadModel(dir, { graphCache: false });
+    try {
+      const trace = await model.trace(null, { ids: input.input_ids, qk: true });
+      const q1 = trace.queries!.self!.layers[1]!;
+      const diff = maxAbsDiff(q1, expected);
+      expect(diff, `layer-1 queries differ by ${diff}`).toBeLessThanOrEqual(1e-4);
+      // Layer 0 is before the conv: its queries are still PyTorch's.
+      expect(maxAbsDiff(trace.queries!.self!.layers[0]!, flat((input.queries as number[][][][])[0]!))).toBeLessThanOrEqual(1e-4);
+      // And the conv changed layer 1 (it is not a no-op).
+      expect(maxAbsDiff(q1, flat((input.queries as number[][][][])[1]!))).toBeGreaterThan(1e-2);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
+
+describe('deberta-v2 options that are not built are refused by name', () => {
+  it('an even conv_kernel_size (transformers\' ConvLayer changes the length)', async () => {
+    const dir = variant('even-conv', (c) => { c.conv_kernel_size = 2; });
+    await expect(loadModel(dir, { graphCache: false })).rejects.toThrow(/conv_kernel_size 2 is even/);
+  });
 
   it('norm_rel_ebd other than none / layer_norm', async () => {
     const dir = variant('norm', (c) => { c.norm_rel_ebd = 'batch_norm'; });

@@ -23,8 +23,10 @@
  * where bucket(r) = r for |r| ≤ k/2 and sign(r)·(k/2 + ⌈log(|r|/(k/2)) / log((m − 1)/(k/2)) · (k/2 − 1)⌉)
  * beyond (make_log_bucket_position, m = max_relative_positions or max_position_embeddings; with
  * position_buckets ≤ 0 no bucketing). Then o = softmax(A)·V; x = LayerNorm(x + o Wo);
- * x = LayerNorm(x + ff(x)) as in BERT. The masked-LM head is BERT's (dense, act, LayerNorm, the
- * word embeddings transposed, bias), as `cls.predictions` or the v3 release's `lm_predictions.lm_head`.
+ * x = LayerNorm(x + ff(x)) as in BERT; with conv_kernel_size > 0 (v2 xlarge/xxlarge) the first
+ * layer's output becomes LayerNorm(x + act(conv1d(embeddings))). The masked-LM head is BERT's
+ * (dense, act, LayerNorm, the word embeddings transposed, bias), as `cls.predictions` or the v3
+ * release's `lm_predictions.lm_head`.
  *
  * The relative term (c2p + p2c)/√(d·s) is tapped as `score_bias.self.<layer>`: it depends on the
  * layer (each layer projects P with its own Wq, Wk), so the neuron view reads
@@ -43,7 +45,7 @@ import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, t
 import { attention, mergeHeads, splitHeads, tap } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { maskedLmHead } from './heads.js';
-import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
+import { encoderInfo, layerNormLayer, linearLayer, requiredBias, segmentTypeIds } from './layers.js';
 import { stackScoring } from './scoring.js';
 
 /** The disentangled-attention settings of a config, with DebertaV2Config's defaults. */
@@ -96,11 +98,28 @@ function disentangled(config: ModelConfig): Disentangled {
   };
 }
 
+/** ConvLayer settings (conv_kernel_size > 0: DeBERTa-v2 xlarge/xxlarge), or null. */
+interface ConvSpec {
+  kernel: number;
+  groups: number;
+  act: string;
+}
+
+function convSpec(config: ModelConfig): ConvSpec | null {
+  const kernel = config.int('conv_kernel_size', 0);
+  if (kernel <= 0) return null;
+  return { kernel, groups: config.int('conv_groups', 1), act: config.str('conv_act', 'tanh') };
+}
+
 /** Options transformers' DeBERTa-v2 can switch on that this family does not build: refused by name. */
 function refuseUnsupported(config: ModelConfig, hidden: number, heads: number): void {
-  const conv = config.int('conv_kernel_size', 0);
-  if (conv > 0) {
-    throw new AttnscopeError(`${config.source}: conv_kernel_size ${conv} (the convolution after the first layer of DeBERTa-v2 xlarge/xxlarge) is not supported; only conv_kernel_size 0 (DeBERTa-v3, deberta-v2 base-size models)`);
+  const conv = convSpec(config);
+  if (conv && conv.kernel % 2 === 0) {
+    // Padding (k − 1) / 2 shortens the sequence by one: transformers fails on the residual sum.
+    throw new AttnscopeError(`${config.source}: conv_kernel_size ${conv.kernel} is even; transformers' ConvLayer needs an odd kernel (its padding keeps the length only then)`);
+  }
+  if (conv && (conv.groups < 1 || hidden % conv.groups !== 0)) {
+    throw new AttnscopeError(`${config.source}: conv_groups ${conv.groups} should be a positive divisor of hidden_size ${hidden}`);
   }
   if (config.has('attention_head_size') && config.int('attention_head_size') * heads !== hidden) {
     throw new AttnscopeError(`${config.source}: attention_head_size ${config.int('attention_head_size')} × ${heads} heads ≠ hidden_size ${hidden}; only attention_head_size = hidden_size / num_attention_heads is supported`);
@@ -242,6 +261,20 @@ async function debertaLayer(ctx: BuildContext, x: Value, p: string, layer: numbe
   return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
 }
 
+/**
+ * ConvLayer, applied once after the first layer: LayerNorm(x + act(conv1d(embeddings))), a
+ * same-length 1-D convolution over positions of the encoder's input (kernel k, padding (k − 1)/2,
+ * conv_groups). With no padding tokens its masks are all ones.
+ */
+async function convLayer(ctx: BuildContext, embedded: Value, x: Value, p: string, conv: ConvSpec, eps: number): Promise<Value> {
+  const { g } = ctx;
+  const pad = (conv.kernel - 1) / 2;
+  const out = g.op('Conv', [g.transpose(embedded, [0, 2, 1]), await ctx.weight(`${p}.conv.weight`), await requiredBias(ctx, `${p}.conv`)], {
+    kernel_shape: [conv.kernel], pads: [pad, pad], group: conv.groups,
+  });
+  return layerNormLayer(ctx, g.add(x, activation(g, conv.act, g.transpose(out, [0, 2, 1]))), `${p}.LayerNorm`, eps);
+}
+
 /** DebertaV2Embeddings: word (+ absolute position) (+ token type) embeddings, projected if narrower, LayerNorm. */
 async function embeddings(ctx: BuildContext, base: string, eps: number): Promise<Value> {
   const { g, config } = ctx;
@@ -262,9 +295,11 @@ async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const info = describe(config);
   const d = disentangled(config);
+  const conv = convSpec(config);
   const eps = config.num('layer_norm_eps', 1e-7);
   const base = ctx.findPrefix(['deberta.', ''], 'embeddings.word_embeddings.weight');
-  let x = await embeddings(ctx, base, eps);
+  const embedded = await embeddings(ctx, base, eps);
+  let x = embedded;
   let relative: RelativeInputs | null = null;
   if (d.relative && (d.c2p || d.p2c)) {
     // P = LayerNorm(rel_embeddings)[0 : 2k], as one [1, 2k, hidden] batch for the projections.
@@ -278,6 +313,7 @@ async function build(ctx: BuildContext): Promise<void> {
   }
   for (let l = 0; l < info.numLayers; l++) {
     x = await debertaLayer(ctx, x, `${base}encoder.layer.${l}`, l, info, d, relative);
+    if (l === 0 && conv) x = await convLayer(ctx, embedded, x, `${base}encoder.conv`, conv, eps);
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await predictionHead(ctx, x, base, eps), 'logits');
