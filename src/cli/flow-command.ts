@@ -8,6 +8,7 @@
  */
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
+import { altiRollout, normAttentionLayer } from '../analysis/contributions.js';
 import { attentionFlow } from '../analysis/flow.js';
 import { HEAD_FUSIONS, type GraphOptions, type HeadFusion, attentionRollout, fusedAttention } from '../analysis/rollout.js';
 import type { TraceOptions } from '../engine/model.js';
@@ -71,6 +72,32 @@ export const FLOW_METHODS: Record<string, FlowMethod> = {
       const last = graph.endLayer ?? (s ? s.layers.length - 1 : 0);
       const a = fusedAttention(trace, { stack: graph.stack, fusion: graph.fusion, heads: graph.heads, startLayer: last, endLayer: last });
       return { stack: a.stack, size: a.size, matrix: a.layers[0]!, layers: [last, last], description: `attention: ${graph.fusion ?? 'mean'} over heads of layer ${last} (rows: queries, columns: keys)` };
+    },
+  },
+  norm: {
+    help: 'norm-based attention (Kobayashi et al. 2020) of one layer (--end-layer, default the last): ‖Σ_h α_ij·v_j·W_O[h]‖ over all heads or --heads',
+    traceOptions: { contributions: true },
+    uses: ['heads'],
+    compute({ trace, graph }) {
+      const stack = graph.stack ?? 'self';
+      const layers = trace.attention[stack]?.layers.length ?? 1;
+      const last = graph.endLayer ?? layers - 1;
+      const m = normAttentionLayer(trace, last, stack, graph.heads);
+      return { stack, size: m.dims[0], matrix: m.data, layers: [last, last], description: `norm: ‖Σ_h α_ij v_j W_O[h]‖ of layer ${last}${graph.heads ? ` (heads ${graph.heads.join(', ')})` : ''} (rows: queries, columns: keys; not normalised)` };
+    },
+  },
+  alti: {
+    help: 'ALTI (Ferrando et al. 2022): token-to-token contributions of each attention block (residual and layer norm included), composed from --start-layer to --end-layer',
+    traceOptions: { contributions: true },
+    uses: ['start-layer'],
+    compute({ trace, graph }) {
+      const stack = graph.stack ?? 'self';
+      const layers = trace.attention[stack]?.layers.length ?? 1;
+      const start = graph.startLayer ?? 0;
+      const end = graph.endLayer ?? layers - 1;
+      const r = altiRollout(trace, { stack, startLayer: start, endLayer: end });
+      const m = r[r.length - 1]!;
+      return { stack, size: m.dims[0], matrix: m.data, layers: [start, end], description: 'alti: contribution of each input token (column) to each token after the last layer (row); rows sum to 1' };
     },
   },
 };

@@ -159,9 +159,40 @@ export interface Trace {
   predictions?: Prediction[];
   /** Generation traces: how the generated tokens were chosen. */
   generation?: GenerationInfo;
+  /**
+   * Norm-based attention and ALTI inputs per stack (TraceOptions.contributions), when requested.
+   * In memory only: the trace files (JSON, .safetensors) do not store them (they are
+   * heads × hidden times larger than the attention; re-trace to get them).
+   */
+  contributions?: ContributionMap;
   /** Mixture-of-experts models: what each layer's router did, when requested. */
   routing?: Routing;
 }
+
+/**
+ * Per-layer tensors of one attention stack from which norm-based attention (Kobayashi et al.
+ * 2020) and ALTI (Ferrando et al. 2022) are computed (analysis/contributions.ts). With x the
+ * block's input, α the attention, v_{j,h} head h's value vector of token j (value bias included)
+ * and W_O[h] the headDim rows of the output projection that head h's output goes through:
+ *   post-LN blocks (BERT):        y = LN(x + Σ_h α_h · V_h · W_O[h] + b_O)
+ *   pre-norm blocks (GPT-2, Llama): y = x + Σ_h α_h · V_h · W_O[h] + b_O, with V = norm(x)·W_V + b_V
+ */
+export interface ContributionTaps {
+  /** Where the block's layer norm sits: after the residual sum ('post') or before the attention ('pre'). */
+  norm: 'post' | 'pre';
+  /** f_h(x_j) = v_{j,h} · W_O[h]: [heads, keys, hidden] per layer (grouped kv heads repeated per query head). */
+  transformedValues: LayerStack;
+  /** The block input x (residual stream entering the layer): [positions, hidden] per layer. */
+  layerInput: Matrix[];
+  /** x + attention output (b_O included): [positions, hidden] per layer; the post-LN norm's input. */
+  residualSum: Matrix[];
+  /** The output projection's bias b_O per layer ([hidden]; zeros when it has none). */
+  outputBias: Float32Array[];
+  /** Post-LN blocks: the LayerNorm applied to residualSum, per layer (γ, β [hidden], ε). */
+  layerNorm?: { weight: Float32Array; bias: Float32Array; eps: number }[];
+}
+
+export type ContributionMap = Partial<Record<StackName, ContributionTaps>>;
 
 /** Attention weight of `layer`, `head`, query `q`, key `k` in a stack. */
 export function attentionAt(stack: LayerStack, layer: number, head: number, q: number, k: number): number {

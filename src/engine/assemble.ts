@@ -7,6 +7,7 @@ import { float16ToFloat32 } from '../core/tensor.js';
 import type { LayerStack, ModelInfo, Routing, StackMap, StackName, Token, Trace } from '../core/trace.js';
 import { tapName, type ArchitectureInfo, type TapKind } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
+import { collectContributions } from './contribution-taps.js';
 import { collectScores } from './scores.js';
 
 /** A float tap as float32 (float16 outputs converted). */
@@ -56,6 +57,8 @@ export function assembleTrace(model: ModelInfo, info: ArchitectureInfo, tokens: 
   if (hidden) trace.lastHiddenState = { dims: [hidden.dims[1]!, hidden.dims[2]!], data: toFloat32(hidden) };
   const encoderHidden = outputs.encoder_last_hidden_state;
   if (encoderHidden) trace.encoderLastHiddenState = { dims: [encoderHidden.dims[1]!, encoderHidden.dims[2]!], data: toFloat32(encoderHidden) };
+  const contributions = collectContributions(outputs, info);
+  if (contributions) trace.contributions = contributions;
   const routing = routingOf(outputs, info);
   if (routing) trace.routing = routing;
   return trace;

@@ -82,6 +82,12 @@ export interface TraceOptions {
   topK?: number;
   /** Encoder-decoders without a decoder input: how many tokens to generate (default 20). */
   maxNewTokens?: number;
+  /**
+   * Also record what norm-based attention and ALTI need (Trace.contributions: per layer v·W_O per
+   * head, the block input, the residual sum, b_O and post-LN parameters). Families that do not
+   * build these taps refuse it.
+   */
+  contributions?: boolean;
   /** Mixture-of-experts models: also record what each layer's router did (Trace.routing). */
   routing?: boolean;
 }
@@ -96,7 +102,7 @@ export interface ModelDescription extends ModelInfo {
 }
 
 function tapsKey(t: TapRequest): string {
-  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}${t.routing ? ':routing' : ''}${t.routerInput ? ':router-input' : ''}`;
+  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}${t.contributions ? ':contributions' : ''}${t.routing ? ':routing' : ''}${t.routerInput ? ':router-input' : ''}`;
 }
 
 export class Model<T extends ModelTokenizer = ModelTokenizer> implements DecodingModel {
@@ -220,6 +226,9 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
    */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
     const { kind, maxPositions } = this.info;
+    if (options.contributions && !this.architectureInfo.contributions) {
+      throw new AttnscopeError(`--contributions: not available for ${this.name} (${this.config.modelType}); norm-based attention and ALTI are wired for bert, roberta, electra, distilbert, albert, gpt2 and the llama family (llama, mistral, qwen2, gemma)`);
+    }
     if (options.routing && !this.architectureInfo.routing) {
       throw new AttnscopeError(`--routing: ${this.name} (${this.config.modelType}) has no mixture-of-experts layers; routing is recorded for mixtral and qwen2_moe`);
     }
@@ -243,6 +252,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       qk: options.qk ?? false,
       lastHiddenState: options.hidden ?? false,
       logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
+      ...(options.contributions ? { contributions: true } : {}),
       ...(options.routing ? { routing: true } : {}),
     };
     const maskPositions = options.topK && kind === 'encoder' ? this.maskPositions(tokens) : [];

@@ -7,7 +7,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
@@ -18,7 +18,10 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const layers = config.int('num_hidden_layers') * config.int('inner_group_num', 1);
   // Layers share weights, so no missing tensor stops a huge count: bound it like num_hidden_layers.
   if (layers > 1024) throw new AttnscopeError(`${config.source}: num_hidden_layers × inner_group_num is ${layers}; allowed: at most 1024 layers`);
-  return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings'));
+  return {
+    ...encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings')),
+    contributions: { norm: 'post', eps: config.num('layer_norm_eps', 1e-12) },
+  };
 }
 
 async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
@@ -32,9 +35,15 @@ async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+    outputProjection: { weight: await ctx.weight(`${p}.attention.dense.weight`), layout: 'out-in' },
   });
   const projected = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
-  const h = await layerNormLayer(ctx, g.add(x, projected), `${p}.attention.LayerNorm`, eps);
+  const residualSum = g.add(x, projected);
+  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.LayerNorm`, eps);
+  tapBlockContributions(ctx, 'self', layer, {
+    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.dense.bias`),
+    norm: { weight: await ctx.weight(`${p}.attention.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.LayerNorm.bias`) },
+  });
   const inner = activation(g, config.str('hidden_act', 'gelu_new'), await linearLayer(ctx, h, `${p}.ffn`));
   const ffn = await linearLayer(ctx, inner, `${p}.ffn_output`);
   return layerNormLayer(ctx, g.add(ffn, h), `${p}.full_layer_layer_norm`, eps);

@@ -27,7 +27,9 @@ import type { ModelConfig } from './config.js';
 
 /** Kinds of per-layer graph inputs and outputs. */
 export type TapKind = 'attention' | 'queries' | 'keys' | 'score_bias' | 'past_key' | 'past_value' | 'present_key' | 'present_value'
-  | 'router_probabilities' | 'router_selected' | 'router_weights' | 'router_input';
+  | 'router_probabilities' | 'router_selected' | 'router_weights' | 'router_input'
+  // `contributions` taps (norm-based attention, ALTI): see ContributionTaps in core/trace.ts.
+  | 'transformed_values' | 'layer_input' | 'residual_sum' | 'output_bias' | 'norm_weight' | 'norm_bias';
 
 /** The one place per-layer graph input/output names are made: `<kind>.<stack>.<layer>`. */
 export function tapName(kind: TapKind, stack: StackName, layer: number): string {
@@ -68,6 +70,13 @@ export interface TapRequest {
   routing?: boolean;
   /** Mixture-of-experts layers: the hidden state the router reads (`router_input`), to check the routing against the gate weights. */
   routerInput?: boolean;
+  /**
+   * Norm-based attention and ALTI: per layer `transformed_values` [1, heads, keys, hidden]
+   * (v·W_O per head), `layer_input` and `residual_sum` [1, seq, hidden], `output_bias` [hidden]
+   * (when the projection has one) and, for post-LN blocks, `norm_weight`/`norm_bias` [hidden].
+   * Only families whose ArchitectureInfo has `contributions` build them.
+   */
+  contributions?: boolean;
 }
 
 /** The mixture-of-experts layers of a model, as transformers routes them. */
@@ -96,6 +105,12 @@ export interface ArchitectureInfo {
   scoring: Partial<Record<StackName, StackScoring>>;
   /** Mixture-of-experts models: their routed layers (absent for dense models). */
   routing?: RoutingInfo;
+  /**
+   * Present when the family builds the `contributions` taps (self-attention): where its blocks
+   * normalise ('post': LN(x + attn(x)), BERT; 'pre': x + attn(norm(x)), GPT-2, Llama) and the
+   * post-LN epsilon.
+   */
+  contributions?: { norm: 'post' | 'pre'; eps?: number };
 }
 
 export interface ModelInputs {

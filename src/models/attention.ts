@@ -2,9 +2,10 @@
  * Scaled dot-product attention as Hugging Face's eager implementations compute it, with the
  * probabilities, queries and keys tapped as graph outputs when requested.
  */
+import { AttnscopeError } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
-import type { BuildContext } from './architecture.js';
+import { tapName, type BuildContext } from './architecture.js';
 
 /** [1, seq, heads·headDim] → [1, heads, seq, headDim]. */
 export function splitHeads(g: GraphBuilder, x: Value, heads: number, headDim: number): Value {
@@ -48,6 +49,17 @@ export interface AttentionArgs {
    * q · scale; `q` is still what is tapped.
    */
   scaledQ?: Value;
+  /**
+   * The product q·kᵀ ([1, heads, q, headDim] × [1, heads, headDim, k]) when the model's float
+   * rounding needs another summation order than MatMul's (see sequentialProduct in layers.ts).
+   */
+  product?: (q: Value, kT: Value) => Value;
+  /**
+   * The output projection W_O the merged heads go through (without its bias), for the
+   * `contributions` taps: `weight` as the checkpoint stores it, [hidden, heads·headDim] for
+   * nn.Linear ('out-in'), [heads·headDim, hidden] for GPT-2's Conv1D ('in-out').
+   */
+  outputProjection?: { weight: Value; layout: 'out-in' | 'in-out' };
 }
 
 /** Repeats each of kvHeads heads numHeads/kvHeads times: [1, kv, s, d] → [1, heads, s, d]. */
@@ -88,7 +100,8 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const kT = g.transpose(k, [0, 1, 3, 2]);
   let scores: Value;
   if (a.scaleStyle === 'query-mul') {
-    scores = g.matMul(a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale))), kT);
+    const q = a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)));
+    scores = a.product ? a.product(q, kT) : g.matMul(q, kT);
   } else {
     scores = g.matMul(a.q, kT);
     if (a.scale !== 1) {
@@ -98,5 +111,46 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   if (a.bias) scores = g.add(scores, a.bias);
   const probs = g.softmax(scores, -1);
   tap(ctx, ctx.taps.attention, probs, `attention.${a.stack}.${a.layer}`);
+  if (ctx.taps.contributions) tapTransformedValues(ctx, a, v);
   return g.matMul(probs, v);
+}
+
+/**
+ * Taps f_h(x_j) = v_{j,h} · W_O[h] (Kobayashi et al. 2020's transformed vectors) as
+ * `transformed_values.<stack>.<layer>` [1, heads, keys, hidden]: each head's value vectors (kv
+ * heads repeated for grouped queries) through its headDim rows of the output projection.
+ */
+function tapTransformedValues(ctx: BuildContext, a: AttentionArgs, v: Value): void {
+  const { g } = ctx;
+  const proj = a.outputProjection;
+  if (!proj) throw new AttnscopeError(`${ctx.config.modelType}: the contributions taps are not wired for this family's ${a.stack} attention`);
+  // W_O as [heads·headDim, hidden] (in → out), then one [headDim, hidden] block per head.
+  const inOut = proj.layout === 'in-out' ? proj.weight : g.transposed2d(proj.weight);
+  const perHead = g.reshape(inOut, [a.numHeads, a.headDim, -1]);
+  g.output(g.matMul(v, perHead), tapName('transformed_values', a.stack, a.layer), 'float32');
+}
+
+/** What a block gives the `contributions` taps besides the transformed values (see ContributionTaps in core/trace.ts). */
+export interface BlockContributionTaps {
+  /** The block's input x (the residual stream entering the layer) [1, seq, hidden]. */
+  input: Value;
+  /** x + W_O·attn + b_O [1, seq, hidden]: what the post-LN norm reads, or the pre-norm residual stream after attention. */
+  residualSum: Value;
+  /** b_O [hidden], or null when the projection has no bias. */
+  outputBias: Value | null;
+  /** Post-LN blocks: the LayerNorm applied to residualSum (γ, β [hidden]). */
+  norm?: { weight: Value; bias: Value };
+}
+
+/** Taps the block tensors norm-based attention and ALTI need, when `taps.contributions`. */
+export function tapBlockContributions(ctx: BuildContext, stack: StackName, layer: number, t: BlockContributionTaps): void {
+  if (!ctx.taps.contributions) return;
+  const { g } = ctx;
+  g.output(t.input, tapName('layer_input', stack, layer), 'float32');
+  g.output(t.residualSum, tapName('residual_sum', stack, layer), 'float32');
+  if (t.outputBias) g.output(t.outputBias, tapName('output_bias', stack, layer), 'float32');
+  if (t.norm) {
+    g.output(t.norm.weight, tapName('norm_weight', stack, layer), 'float32');
+    g.output(t.norm.bias, tapName('norm_bias', stack, layer), 'float32');
+  }
 }

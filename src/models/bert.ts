@@ -8,7 +8,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
@@ -28,7 +28,10 @@ function describe(config: ModelConfig): ArchitectureInfo {
   if (positionType !== 'absolute') {
     throw new AttnscopeError(`${config.source}: position_embedding_type '${positionType}' is not supported (only 'absolute')`);
   }
-  return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings') - positionOffset(config));
+  return {
+    ...encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings') - positionOffset(config)),
+    contributions: { norm: 'post', eps: config.num('layer_norm_eps', 1e-12) },
+  };
 }
 
 /** One post-LN BERT block: self-attention, add & norm, feed-forward, add & norm. */
@@ -43,9 +46,15 @@ async function bertLayer(ctx: BuildContext, x: Value, p: string, layer: number, 
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+    outputProjection: { weight: await ctx.weight(`${p}.attention.output.dense.weight`), layout: 'out-in' },
   });
   const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.output.dense`);
-  const h = await layerNormLayer(ctx, g.add(attnOut, x), `${p}.attention.output.LayerNorm`, eps);
+  const residualSum = g.add(attnOut, x);
+  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.output.LayerNorm`, eps);
+  tapBlockContributions(ctx, 'self', layer, {
+    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.output.dense.bias`),
+    norm: { weight: await ctx.weight(`${p}.attention.output.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.output.LayerNorm.bias`) },
+  });
   const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
   const out = await linearLayer(ctx, inter, `${p}.output.dense`);
   return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);

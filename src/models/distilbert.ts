@@ -6,7 +6,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { encoderInfo, layerNormLayer, linearLayer } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
@@ -17,7 +17,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = config.int(['dim', 'hidden_size']);
   const heads = config.int(['n_heads', 'num_attention_heads']);
   const layers = config.int(['n_layers', 'num_hidden_layers']);
-  return encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings'));
+  return { ...encoderInfo(config, layers, heads, hidden, config.int('max_position_embeddings')), contributions: { norm: 'post', eps: EPS } };
 }
 
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
@@ -30,9 +30,15 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'query-mul',
+    outputProjection: { weight: await ctx.weight(`${p}.attention.out_lin.weight`), layout: 'out-in' },
   });
   const sa = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.out_lin`);
-  const h = await layerNormLayer(ctx, g.add(sa, x), `${p}.sa_layer_norm`, EPS);
+  const residualSum = g.add(sa, x);
+  const h = await layerNormLayer(ctx, residualSum, `${p}.sa_layer_norm`, EPS);
+  tapBlockContributions(ctx, 'self', layer, {
+    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.out_lin.bias`),
+    norm: { weight: await ctx.weight(`${p}.sa_layer_norm.weight`), bias: await ctx.weight(`${p}.sa_layer_norm.bias`) },
+  });
   const inner = activation(g, config.str('activation', 'gelu'), await linearLayer(ctx, h, `${p}.ffn.lin1`));
   const ffn = await linearLayer(ctx, inner, `${p}.ffn.lin2`);
   return layerNormLayer(ctx, g.add(ffn, h), `${p}.output_layer_norm`, EPS);

@@ -13,7 +13,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, requiredBias } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -50,6 +50,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: config.int(['n_positions', 'max_position_embeddings'], 1024),
     stacks: { self: layers },
     scoring: { self: stackScoring(layers, { scale: (l) => 1 / scoreDivisor(config, headDim, l), causal: true }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -95,9 +96,11 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / divisor, scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.attn.c_proj.weight`), layout: 'in-out' },
   });
   const attnOut = await conv1d(ctx, mergeHeads(g, context, heads, headDim), `${p}.attn.c_proj`);
   const h = g.add(attnOut, x);
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias: await ctx.weight(`${p}.attn.c_proj.bias`) });
   const inner = activation(g, config.str('activation_function', 'gelu_new'), await conv1d(ctx, await layerNormLayer(ctx, h, `${p}.ln_2`, eps), `${p}.mlp.c_fc`));
   const mlpOut = await conv1d(ctx, inner, `${p}.mlp.c_proj`);
   return g.add(h, mlpOut);

@@ -15,7 +15,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -162,6 +162,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     stacks: { self: s.layers },
     // q·k · head_dim^-0.5 (Gemma's explicit head_dim too), causal, with each layer's sliding window.
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true, windows: s.windows }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -244,9 +245,13 @@ async function decoderLayer(
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${prefix}.self_attn.o_proj.weight`), layout: 'out-in' },
   });
   const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${prefix}.self_attn.o_proj`, s.outBias);
   const x1 = g.add(x, attnOut);
+  tapBlockContributions(ctx, 'self', layer, {
+    input: x, residualSum: x1, outputBias: s.outBias ? await ctx.weight(`${prefix}.self_attn.o_proj.bias`) : null,
+  });
   const h2 = await rmsNorm(ctx, s, x1, `${prefix}.post_attention_layernorm`);
   return g.add(x1, await mlp(ctx, s, h2, `${prefix}.mlp`));
 }
