@@ -4,13 +4,13 @@ export { Model, type TraceOptions, type ModelDescription, type ModelParts, type 
 export type { GenerateOptions } from './generation/decode.js';
 export type { SamplingOptions } from './generation/sampling.js';
 export type { Trace, Token, ModelInfo, LayerStack, StackMap, StackName } from './core/trace.js';
-export { attentionAt } from './core/trace.js';
+export { attentionAt, expertLoad } from './core/trace.js';
 export { AttnscopeError } from './core/errors.js';
 export { openTraceFile, readTraceFile, writeTraceFile, writeTraceJsonTo, writeTraceSafetensors, type TraceFileContents } from './io/trace-file.js';
 export { attentionWarnings } from './core/trace-check.js';
 export { supportedModelTypes } from './models/registry.js';
 export type { Runtime, GraphSession, RuntimeTensor } from './runtime/runtime.js';
-export type { ScoreTerms, ScoreMap, Matrix, Prediction, Candidate, GenerationInfo } from './core/trace.js';
+export type { ScoreTerms, ScoreMap, Matrix, Prediction, Candidate, GenerationInfo, Routing, RoutingLayer } from './core/trace.js';
 
 // Analysis: pure functions of a Trace.
 export { neuronScores, scoreChecks, keyHeadFor, describeScale, type NeuronScores, type NeuronOptions, type ScoreCheck } from './analysis/neuron.js';
