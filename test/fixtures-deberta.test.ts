@@ -197,6 +197,39 @@ describe('deberta-v2 with conv_kernel_size (the v2 xlarge/xxlarge ConvLayer)', (
   });
 });
 
+describe('deberta-v2 without share_att_key', () => {
+  it('c2p reads pos_key_proj and p2c pos_query_proj: given the key/query projections\' weights, attention is PyTorch\'s', async () => {
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (let l = 0; l < 2; l++) {
+      for (const [pos, own] of [['pos_key_proj', 'key_proj'], ['pos_query_proj', 'query_proj']] as const) {
+        const a = `deberta.encoder.layer.${l}.attention.self`;
+        tensors[`${a}.${pos}.weight`] = { shape: [32, 32], data: Float32Array.from(fixtureTensor(`${a}.${own}.weight`)) };
+        tensors[`${a}.${pos}.bias`] = { shape: [32], data: Float32Array.from(fixtureTensor(`${a}.${own}.bias`)) };
+      }
+    }
+    const same = variant('separate', (c) => { c.share_att_key = false; }, tensors);
+    // Swapped (c2p from the query projection, p2c from the key projection): the attention must change.
+    const swapped: typeof tensors = {};
+    for (const [name, t] of Object.entries(tensors)) {
+      swapped[name.includes('pos_key_proj') ? name.replace('pos_key_proj', 'pos_query_proj') : name.replace('pos_query_proj', 'pos_key_proj')] = t;
+    }
+    const other = variant('separate-swapped', (c) => { c.share_att_key = false; }, swapped);
+    const input = readReference(FIXTURE).inputs[0]!;
+    const reference = flat(input.attentions!);
+    for (const [dir, matches] of [[same, true], [other, false]] as const) {
+      const model = await loadModel(dir, { graphCache: false });
+      try {
+        const trace = await model.trace(null, { ids: input.input_ids });
+        const diff = maxAbsDiff(Float64Array.from(trace.attention.self!.layers.flatMap((l) => Array.from(l))), reference);
+        if (matches) expect(diff, `attention differs by ${diff}`).toBeLessThanOrEqual(1e-5);
+        else expect(diff).toBeGreaterThan(1e-3);
+      } finally {
+        await model.dispose();
+      }
+    }
+  });
+});
+
 describe('deberta-v2 options that are not built are refused by name', () => {
   it('an even conv_kernel_size (transformers\' ConvLayer changes the length)', async () => {
     const dir = variant('even-conv', (c) => { c.conv_kernel_size = 2; });
