@@ -18,6 +18,7 @@ import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { tapName } from '../src/models/architecture.js';
+import { runCli } from './helpers/cli.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
 /** The F32 tensors of a safetensors file whose names pass `want` (8-byte header length, JSON header, data). */
@@ -181,6 +182,53 @@ function roundTrip(r: Routing | undefined): unknown {
     layers: r.layers.map((l) => ({ layer: l.layer, dims: l.probabilities.dims, p: Array.from(l.probabilities.data), selected: Array.from(l.selected), weights: Array.from(l.weights) })),
   };
 }
+
+describe('attnscope trace --routing', () => {
+  it('writes the routing and prints each layer\'s expert load (hand-counted from the written file)', () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'attnscope-routing-cli-'));
+    tempDirs.push(scratch);
+    const out = join(scratch, 't.json');
+    const r = runCli(scratch, ['trace', join(FIXTURES, 'mixtral'), '--text', 'the cat sat on the mat', '--routing', '--out', out], 180_000);
+    expect(r.status, r.stderr).toBe(0);
+    const json = JSON.parse(readFileSync(out, 'utf8')) as { tokens: unknown[]; routing: { experts: number; topK: number; normalized: boolean; layers: { layer: number; selected: number[][] }[] } };
+    expect({ experts: json.routing.experts, topK: json.routing.topK, normalized: json.routing.normalized }).toEqual({ experts: 4, topK: 2, normalized: true });
+    expect(r.stderr).toContain('routing (top 2 of 4 experts per token, weights renormalised)');
+    for (const l of json.routing.layers) {
+      expect(l.selected).toHaveLength(json.tokens.length);
+      const counts = [0, 1, 2, 3].map((e) => l.selected.flat().filter((x) => x === e).length);
+      expect(r.stderr).toContain(`layer ${l.layer}: ${counts.map((n, e) => `e${e}=${n}`).join(' ')}`);
+    }
+  });
+
+  it('on a dense model fails with one line', () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'attnscope-routing-cli-'));
+    tempDirs.push(scratch);
+    const r = runCli(scratch, ['trace', join(FIXTURES, 'llama'), '--text', 'hello', '--routing'], 180_000);
+    expect(r.status).not.toBe(0);
+    expect(r.stdout).toBe('');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(/--routing: .*no mixture-of-experts layers/);
+  });
+});
+
+describe('a trace file with bad routing', () => {
+  it('is refused naming the field', async () => {
+    const model = await loadModel(join(FIXTURES, 'qwen2_moe'));
+    const dir = mkdtempSync(join(tmpdir(), 'attnscope-routing-bad-'));
+    tempDirs.push(dir);
+    try {
+      const trace = await model.trace(null, { ids: [1, 2, 3], routing: true });
+      const path = join(dir, 't.json');
+      await writeTraceFile(path, trace);
+      const json = JSON.parse(readFileSync(path, 'utf8')) as { routing: { layers: { selected: number[][] }[] } };
+      json.routing.layers[1]!.selected[2]![0] = 4; // only experts 0…3 exist
+      writeFileSync(path, JSON.stringify(json));
+      await expect(readTraceFile(path)).rejects.toThrow(/routing\.layers\[1\]\.selected: token 2 has an expert index that is not an integer in 0…3/);
+    } finally {
+      await model.dispose();
+    }
+  });
+});
 
 describe('routing on a dense model', () => {
   it('is refused in one line naming the option', async () => {
