@@ -34,6 +34,18 @@ export function parseLoadOptions(values: { revision?: string; offline?: boolean;
   return { revision: values.revision, offline: values.offline, threads: parseThreads(values.threads) };
 }
 
+/** Translation models (mBART, M2M100, NLLB): the source and target language codes. */
+export const LANGUAGE_OPTIONS = {
+  'src-lang': { type: 'string' },
+  'tgt-lang': { type: 'string' },
+} as const;
+
+/** --help lines of LANGUAGE_OPTIONS. */
+export const LANGUAGE_HELP = `  --src-lang   translation models (mBART, M2M100, NLLB): the source language code the tokenizer adds
+               (e.g. en_XX, en, eng_Latn; default: tokenizer_config.json's src_lang)
+  --tgt-lang   the target language: generation starts the decoder with its code (mBART) or forces it
+               as the first token (M2M100, NLLB, mBART-50); --decoder-text is encoded with it`;
+
 /** What a model runs on: text (and a pair) or token ids, and for encoder-decoders the decoder input. */
 export const INPUT_OPTIONS = {
   text: { type: 'string' },
@@ -43,6 +55,7 @@ export const INPUT_OPTIONS = {
   'decoder-text': { type: 'string' },
   'decoder-ids': { type: 'string' },
   truncate: { type: 'boolean' },
+  ...LANGUAGE_OPTIONS,
 } as const;
 
 export interface InputValues {
@@ -53,6 +66,8 @@ export interface InputValues {
   'decoder-text'?: string;
   'decoder-ids'?: string;
   truncate?: boolean;
+  'src-lang'?: string;
+  'tgt-lang'?: string;
 }
 
 /**
@@ -63,6 +78,7 @@ export function parseModelInput(values: InputValues, command: string, missing: s
   const ids = parseIdList(values.ids, '--ids');
   if (values.text === undefined && ids === undefined) throw new UsageError(missing);
   if (values.text !== undefined && ids !== undefined) throw new UsageError(`${command}: give either --text or --ids, not both`);
+  if (ids !== undefined && values['src-lang'] !== undefined) throw new UsageError(`${command}: --src-lang applies to --text (token ids already hold their language code)`);
   return {
     text: values.text ?? null,
     options: {
@@ -72,6 +88,8 @@ export function parseModelInput(values: InputValues, command: string, missing: s
       decoderText: values['decoder-text'],
       decoderIds: parseIdList(values['decoder-ids'], '--decoder-ids'),
       truncate: values.truncate ?? false,
+      ...(values['src-lang'] !== undefined ? { srcLang: values['src-lang'] } : {}),
+      ...(values['tgt-lang'] !== undefined ? { tgtLang: values['tgt-lang'] } : {}),
     },
   };
 }

@@ -12,11 +12,11 @@ import { svgToPng } from '../views/png.js';
 import { type AnyViewOptions, VIEW_NAMES, type ViewName, renderSvg } from '../views/svg/index.js';
 import { THEME_NAMES, type ThemeName } from '../views/theme.js';
 import { parsePairFilter } from '../views/tokens.js';
-import { MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parsePositiveInt } from './args.js';
+import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
 export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap --out FILE
-                [--text "..." [--pair "..."] [--decoder-text "..."]]
+                [--text "..." [--pair "..."] [--decoder-text "..."]] [--src-lang CODE] [--tgt-lang CODE]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
                 [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
@@ -26,6 +26,7 @@ export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safete
                the embedded stories260k model when omitted
   --text       the text to run the model on;  --pair  a second sentence (sentence B);
   --decoder-text   encoder-decoder models: the decoder input (generated when not given)
+${LANGUAGE_HELP}
   --truncate   cut inputs longer than the model's maximum positions
   --top-k N    add the head's N most likely tokens (at each [MASK], or the next token)
   --layer      the layer shown (default 0);  --head  one head;  --heads  several heads (default all)
@@ -75,6 +76,7 @@ export const EXPORT_OPTIONS = {
   text: { type: 'string' },
   pair: { type: 'string' },
   'decoder-text': { type: 'string' },
+  ...LANGUAGE_OPTIONS,
   truncate: { type: 'boolean' },
   'top-k': { type: 'string' },
   view: { type: 'string' },
@@ -164,7 +166,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
   let trace: Trace;
   if (source !== undefined && isCheckpointFile(source)) checkModelArg(source);
   if (isTraceFile(source)) {
-    for (const flag of ['text', 'pair', 'decoder-text', 'truncate', 'top-k'] as const) {
+    for (const flag of ['text', 'pair', 'decoder-text', 'src-lang', 'tgt-lang', 'truncate', 'top-k'] as const) {
       if (values[flag] !== undefined) throw new AttnscopeError(`--${flag} does not apply to a trace file (it already holds its tokens)`);
     }
     const opened = await openTraceFile(source!);
@@ -178,7 +180,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
     checkModelArg(source);
     const model = await loadModel(source, loadOptions);
     try {
-      trace = await model.trace(values.text, { pair: values.pair, decoderText: values['decoder-text'], qk: view === 'neuron', truncate: values.truncate ?? false, topK });
+      trace = await model.trace(values.text, { pair: values.pair, decoderText: values['decoder-text'], srcLang: values['src-lang'], tgtLang: values['tgt-lang'], qk: view === 'neuron', truncate: values.truncate ?? false, topK });
     } finally {
       await model.dispose();
     }

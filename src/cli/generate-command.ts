@@ -2,12 +2,13 @@
 import { AttnscopeError } from '../core/errors.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, SAMPLING_RENAMED, parseIdList, parseLoadOptions, parsePositiveInt, parseSampling } from './args.js';
+import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, SAMPLING_RENAMED, parseIdList, parseLoadOptions, parsePositiveInt, parseSampling } from './args.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 import { TRACE_EXTENSIONS } from './trace-command.js';
 
 export const GENERATE_USAGE = `attnscope generate [model] (--text "..." | --ids 1,2,3) [--max-new-tokens N]
                 [--sample [--temperature T] [--sample-top-k K] [--top-p P] [--seed S]]
+                [--src-lang CODE] [--tgt-lang CODE]
                 [--qk] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   Generates up to N tokens (default 20; greedy unless --sample) with a key/value cache and writes
@@ -18,6 +19,7 @@ export const GENERATE_USAGE = `attnscope generate [model] (--text "..." | --ids 
   --text       the prompt;  --ids  the prompt as token ids
   --max-new-tokens   most tokens to generate (default 20; fewer when the model ends the text)
 ${SAMPLING_HELP}
+${LANGUAGE_HELP}
   --qk         include per-head queries and keys
   --out        the trace file: .json or .safetensors (written atomically); JSON to stdout otherwise
 ${MODEL_HELP}`;
@@ -27,6 +29,7 @@ export const GENERATE_OPTIONS = {
   ids: { type: 'string' },
   'max-new-tokens': { type: 'string' },
   ...SAMPLING_OPTIONS,
+  ...LANGUAGE_OPTIONS,
   qk: { type: 'boolean' },
   out: { type: 'string' },
   ...MODEL_OPTIONS,
@@ -39,13 +42,14 @@ export async function generateCommand(argv: string[]): Promise<void> {
   const ids = parseIdList(values.ids, '--ids');
   if (values.text === undefined && ids === undefined) throw new UsageError('generate: give --text "..." or --ids 1,2,3');
   if (values.text !== undefined && ids !== undefined) throw new UsageError('generate: give either --text or --ids, not both');
+  if (ids !== undefined && values['src-lang'] !== undefined) throw new UsageError('generate: --src-lang applies to --text (token ids already hold their language code)');
   const sampling = parseSampling(values);
   const maxNewTokens = parsePositiveInt(values['max-new-tokens'], '--max-new-tokens') ?? 20;
   const loadOptions = parseLoadOptions(values);
   checkModelArg(positionals[0]);
   const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.generate(values.text ?? null, { ids, maxNewTokens, ...sampling, qk: values.qk ?? false });
+    const trace = await model.generate(values.text ?? null, { ids, maxNewTokens, ...sampling, qk: values.qk ?? false, srcLang: values['src-lang'], tgtLang: values['tgt-lang'] });
     const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
     process.stderr.write(`generated: ${JSON.stringify(model.tokenizer?.decode(generated) ?? generated.join(' '))} (${generated.length} token${generated.length === 1 ? '' : 's'}, stopped by ${trace.generation?.stoppedBy})\n`);
     if (values.out) {

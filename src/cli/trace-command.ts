@@ -4,11 +4,12 @@ import { expertLoad, type Routing } from '../core/trace.js';
 import { timed } from '../core/profile.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
-import { INPUT_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
+import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.js';
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
-                [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--qk] [--hidden] [--top-k N]
+                [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--src-lang CODE] [--tgt-lang CODE]
+                [--qk] [--hidden] [--top-k N]
                 [--routing] [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
@@ -17,6 +18,7 @@ export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."]
   --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
   --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input;
   --max-new-tokens   without either, the decoder input is generated (greedy, N tokens, default 20)
+${LANGUAGE_HELP}
   --qk         include per-head queries and keys (and the terms of the scores)
   --hidden     include the last hidden state (JSON output)
   --routing    mixture-of-experts models (mixtral, qwen2_moe): record each layer's routing

@@ -11,12 +11,13 @@ import { loadModel } from '../engine/load.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';
-import { INPUT_OPTIONS, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, parseIdList, parseLoadOptions, parseModelInput, parsePositiveInt, parseSampling } from './args.js';
+import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, parseIdList, parseLoadOptions, parseModelInput, parsePositiveInt, parseSampling } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
 export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
-                [--decoder-text "..." | --decoder-ids 0,5,6] [--top-k N] [--truncate] [--out view.html]
-                [--view head|model|neuron|heatmap] [--theme light|dark] [--max-size MB | --exact]
+                [--decoder-text "..." | --decoder-ids 0,5,6] [--src-lang CODE] [--tgt-lang CODE]
+                [--top-k N] [--truncate] [--out view.html]
+                [--view head|model|neuron|heatmap|flow|influence] [--theme light|dark] [--max-size MB | --exact]
                 [--revision REV] [--offline] [--threads N]
   attnscope view [model] (--text "..." | --ids 1,2,3) --generate N
                 [--sample [--temperature T] [--sample-top-k K] [--top-p P] [--seed S]] [--out view.html] [...]
@@ -37,6 +38,7 @@ export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] |
                text is the encoder input) and view the generation: generated tokens are marked, and a
                step control (slider, ◀ ▶, ←/→) steps through it token by token
 ${SAMPLING_HELP}
+${LANGUAGE_HELP}
   --out        the HTML file to write (default attnscope-view.html; written atomically)
   --view       the view the page opens with (default head);  --theme  light or dark (default: the system's)
   --max-size   size the file aims for in MB (default 8): values stay exact when they fit, otherwise
@@ -57,7 +59,7 @@ export const VIEW_OPTIONS = {
   ...MODEL_OPTIONS,
 } as const;
 
-const VIEWS = ['head', 'model', 'neuron', 'heatmap'] as const;
+const VIEWS = ['head', 'model', 'neuron', 'heatmap', 'flow', 'influence'] as const;
 
 /** A positional that names an existing trace file (rather than a model). */
 export function isTraceFile(arg: string): boolean {
@@ -95,7 +97,7 @@ export async function viewCommand(argv: string[]): Promise<void> {
   const samplingFlags = (['sample', 'temperature', 'sample-top-k', 'top-p', 'seed'] as const).filter((f) => values[f] !== undefined);
   if (source !== undefined && isCheckpointFile(source)) checkModelArg(source);
   if (source !== undefined && isTraceFile(source)) {
-    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'top-k', 'generate', ...samplingFlags] as const) {
+    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'src-lang', 'tgt-lang', 'top-k', 'generate', ...samplingFlags] as const) {
       if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to a trace file (${source})`);
     }
     const opened = await openTraceFile(source);
@@ -111,13 +113,14 @@ export async function viewCommand(argv: string[]): Promise<void> {
     }
     if (values.text === undefined && ids === undefined) throw new AttnscopeError('view --generate: give the prompt with --text "..." (or --ids 1,2,3)');
     if (values.text !== undefined && ids !== undefined) throw new AttnscopeError('view: give either --text or --ids, not both');
+    if (ids !== undefined && values['src-lang'] !== undefined) throw new UsageError('view: --src-lang applies to --text (token ids already hold their language code)');
     const sampling = parseSampling(values);
     text = values.text;
     const loadOptions = parseLoadOptions(values);
     checkModelArg(source);
     const model = await loadModel(source, loadOptions);
     try {
-      trace = await model.generate(values.text ?? null, { ids, maxNewTokens: generate, ...sampling, qk: true });
+      trace = await model.generate(values.text ?? null, { ids, maxNewTokens: generate, ...sampling, qk: true, srcLang: values['src-lang'], tgtLang: values['tgt-lang'] });
       const generated = (trace.decoderTokens ?? trace.tokens).filter((t) => t.generated).map((t) => t.id);
       process.stderr.write(
         `generated: ${JSON.stringify(model.tokenizer?.decode(generated) ?? generated.join(' '))} (${generated.length} token${generated.length === 1 ? '' : 's'}, stopped by ${trace.generation?.stoppedBy})\n`,

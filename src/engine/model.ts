@@ -17,12 +17,15 @@ import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '.
 import type { DecodingModel } from '../generation/decoding-model.js';
 import type { GraphSession, Runtime, RuntimeTensor } from '../runtime/runtime.js';
 import { assembleTrace, toFloat32 } from './assemble.js';
+import type { LanguageCodes } from '../tokenizer/language-codes.js';
 
 /** What the model core needs from a tokenizer (the Node loader gives the full `AttnTokenizer`). */
 export interface ModelTokenizer {
   readonly mask?: { readonly text: string; readonly id: number | null };
   /** Tokens of a text (and pair) with the specials the tokenizer adds; `maxLength` truncates as transformers does. */
-  encode(text: string, pair?: string, options?: { maxLength?: number }): Promise<Token[]>;
+  encode(text: string, pair?: string, options?: { maxLength?: number; srcLang?: string }): Promise<Token[]>;
+  /** Translation tokenizers (mBART, M2M100, NLLB): their language codes. */
+  readonly languages?: LanguageCodes;
   tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[];
   decode(ids: readonly number[], skipSpecial?: boolean): string;
   idToToken(id: number): string | null;
@@ -82,6 +85,13 @@ export interface TraceOptions {
   topK?: number;
   /** Encoder-decoders without a decoder input: how many tokens to generate (default 20). */
   maxNewTokens?: number;
+  /** Translation tokenizers (mBART, M2M100, NLLB): the source language code (--src-lang) instead of tokenizer_config.json's src_lang. */
+  srcLang?: string;
+  /**
+   * Translation models: the target language code (--tgt-lang). Generation starts the decoder with it
+   * (mBART) or forces it as the first token (M2M100, NLLB, mBART-50); a decoder text is encoded with it.
+   */
+  tgtLang?: string;
   /**
    * Also record what norm-based attention and ALTI need (Trace.contributions: per layer v·W_O per
    * head, the block input, the residual sum, b_O and post-LN parameters). Families that do not
@@ -204,8 +214,8 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
    * truncated as transformers does (the longer sequence of a pair first, specials kept). Any
    * text the tokenizer turns into tokens is accepted (whitespace too); none at all is an error.
    */
-  async tokenize(text: string, pair?: string, maxLength?: number): Promise<Token[]> {
-    const tokens = await this.requireTokenizer().encode(text, pair, { maxLength });
+  async tokenize(text: string, pair?: string, maxLength?: number, srcLang?: string): Promise<Token[]> {
+    const tokens = await this.requireTokenizer().encode(text, pair, srcLang === undefined ? { maxLength } : { maxLength, srcLang });
     if (tokens.length === 0) throw new AttnscopeError(`empty text: ${this.name}'s tokenizer gives no tokens for ${JSON.stringify(text.slice(0, 20))}, so there is nothing to run`);
     return tokens;
   }
@@ -234,10 +244,10 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     }
     if (kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
       if (options.pair !== undefined) throw new AttnscopeError(`${this.name}: --pair does not apply to an encoder-decoder model`);
-      return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk });
+      return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk, srcLang: options.srcLang, tgtLang: options.tgtLang });
     }
     const truncateAt = options.truncate && Number.isFinite(maxPositions) ? maxPositions : undefined;
-    let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair, truncateAt);
+    let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair, truncateAt, options.srcLang);
     tokens = this.fitLength(tokens, options.truncate ?? false, 'text');
     const inputs: ModelInputs = { inputIds: tokens.map((t) => t.id), typeIds: tokens.map((t) => t.segment) };
     let decoderTokens: Token[] | undefined;
@@ -354,13 +364,26 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     return id;
   }
 
+  /** Translation tokenizers: their language codes (for --src-lang / --tgt-lang). */
+  get languages(): LanguageCodes | undefined {
+    return this.tokenizer?.languages;
+  }
+
+  /** forced_bos_token_id of generation_config.json, else of config.json: the first token generation must produce. */
+  get forcedBosId(): number | undefined {
+    const id = this.generationConfig.forced_bos_token_id ?? this.config.raw.forced_bos_token_id;
+    return typeof id === 'number' ? id : undefined;
+  }
+
   /** Decoder input tokens: given ids, or the decoder text tokenized and shifted right behind the start token. */
   private async decoderTokens(options: TraceOptions): Promise<Token[]> {
+    // --tgt-lang: the decoder text in target mode, as transformers' text_target encodes it.
+    const targetLang = options.tgtLang === undefined ? {} : { srcLang: options.tgtLang };
     if (options.decoderIds) {
       if (options.decoderIds.length === 0) throw new AttnscopeError('--decoder-ids is empty');
       return this.tokensFromIds(options.decoderIds);
     }
-    const labels = await this.requireTokenizer().encode(options.decoderText ?? '');
+    const labels = await this.requireTokenizer().encode(options.decoderText ?? '', undefined, targetLang);
     if (labels.length === 0) throw new AttnscopeError(`empty decoder text: ${this.name}'s tokenizer gives no tokens for it`);
     return this.tokensFromIds([this.decoderStartId, ...labels.slice(0, -1).map((t) => t.id)]);
   }

@@ -8,6 +8,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { GenerationInfo, StackName, Token, Trace } from '../core/trace.js';
 import { tapName, type TapKind, type TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
+import { languageCodeId } from '../tokenizer/language-codes.js';
 import type { DecodingModel } from './decoding-model.js';
 import { assembleRows, type StepRows } from './rows.js';
 import { createSampler, validateSampling, type Choice, type SamplingOptions } from './sampling.js';
@@ -19,6 +20,28 @@ export interface GenerateOptions extends SamplingOptions {
   ids?: readonly number[];
   /** Also return per-head queries and keys (and the score terms). */
   qk?: boolean;
+  /** Translation tokenizers: the source language code of the prompt (--src-lang). */
+  srcLang?: string | undefined;
+  /**
+   * Translation models: the target language (--tgt-lang), selected as transformers does: mBART
+   * (the source code after the text) starts the decoder with the code (decoder_start_token_id);
+   * M2M100, NLLB and mBART-50 (the code before the text) force it after the start token
+   * (forced_bos_token_id).
+   */
+  tgtLang?: string | undefined;
+}
+
+/**
+ * The decoder's first ids before anything is generated: decoder_start_token_id, then the token
+ * forced at the first step (--tgt-lang's code, or the checkpoint's forced_bos_token_id); for
+ * mBART with --tgt-lang the code alone, as the start token. transformers' forced token is the
+ * only one its logits processor allows, so it is as good as given.
+ */
+export function decoderPrompt(model: DecodingModel, tgtLang: string | undefined): number[] {
+  const start = model.decoderStartId;
+  if (tgtLang === undefined) return model.forcedBosId === undefined ? [start] : [start, model.forcedBosId];
+  const id = languageCodeId(model.languages, tgtLang, '--tgt-lang', `${model.name}'s tokenizer`);
+  return model.languages?.targetStyle === 'decoder-start' ? [id] : [start, id];
 }
 
 export interface DecodeResult {
@@ -183,7 +206,8 @@ export async function generateDecoder(model: DecodingModel, text: string | null,
   validateSampling(options);
   const maxNew = options.maxNewTokens;
   checkMaxNew(maxNew);
-  const prompt = options.ids ? model.tokensFromIds(options.ids) : await model.tokenize(text ?? '');
+  if (options.tgtLang !== undefined) throw new AttnscopeError(`--tgt-lang: ${model.name} is a decoder; a target language applies to encoder-decoder translation models`);
+  const prompt = options.ids ? model.tokensFromIds(options.ids) : await model.tokenize(text ?? '', undefined, undefined, options.srcLang);
   const maxPositions = model.architectureInfo.maxPositions;
   if (prompt.length + maxNew > maxPositions) {
     throw new AttnscopeError(`generation too long: ${prompt.length} prompt tokens + ${maxNew} new tokens = ${prompt.length + maxNew}, but ${model.name} accepts at most ${maxPositions} positions`);
@@ -205,13 +229,16 @@ export async function generateEncoderDecoder(model: DecodingModel, text: string 
   validateSampling(options);
   const maxNew = options.maxNewTokens;
   checkMaxNew(maxNew);
-  const tokens: Token[] = options.ids ? model.tokensFromIds(options.ids) : await model.tokenize(text ?? '');
+  const tokens: Token[] = options.ids ? model.tokensFromIds(options.ids) : await model.tokenize(text ?? '', undefined, undefined, options.srcLang);
   const d = model.architectureInfo;
   if (tokens.length > d.maxPositions) throw new AttnscopeError(`text too long: ${tokens.length} tokens, but ${model.name} accepts at most ${d.maxPositions}`);
+  const decoderIds = decoderPrompt(model, options.tgtLang);
   if (1 + maxNew > d.maxPositions) {
     throw new AttnscopeError(`generation too long: 1 start token + ${maxNew} new tokens = ${1 + maxNew}, but ${model.name}'s decoder accepts at most ${d.maxPositions} positions`);
   }
-  const start = model.decoderStartId;
+  // A forced first token counts as one of the new tokens, as in transformers' max_new_tokens.
+  const toGenerate = maxNew - (decoderIds.length - 1);
+  const start = decoderIds[0]!;
   const inputIds = tokens.map((t) => t.id);
   // 1. The encoder, once: its attention (and q/k, score bias) and its final hidden states.
   const encoderTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: true, logits: false };
@@ -221,7 +248,7 @@ export async function generateEncoderDecoder(model: DecodingModel, text: string 
   // 2. The decoder, incrementally.
   const stepTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
   const result = await decodeIncrementally(
-    model, stepTaps, ['decoder', 'cross'], [start], maxNew, createSampler(options), model.eosIds(),
+    model, stepTaps, ['decoder', 'cross'], decoderIds, toGenerate, createSampler(options), model.eosIds(),
     { encoder_hidden_states: encoderHidden }, 'decoderInputIds', { inputIds },
   );
   // The encoder's taps from the first run, the decoder's from the incremental one.
@@ -235,7 +262,7 @@ export async function generateEncoderDecoder(model: DecodingModel, text: string 
   }
   Object.assign(outputs, result.outputs);
   const trace = model.assemble(tokens, outputs);
-  trace.decoderTokens = model.tokensFromIds([start, ...result.newIds]).map((t, i) => (i > 0 ? { ...t, generated: true } : t));
-  trace.generation = generationInfo(options, 1, result);
+  trace.decoderTokens = model.tokensFromIds([...decoderIds, ...result.newIds]).map((t, i) => (i >= decoderIds.length ? { ...t, generated: true } : t));
+  trace.generation = generationInfo(options, decoderIds.length, result);
   return trace;
 }

@@ -5,6 +5,7 @@
 import type { Token, Trace } from '../core/trace.js';
 import type { ArchitectureInfo, ModelInputs, TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
+import type { LanguageCodes } from '../tokenizer/language-codes.js';
 
 export interface DecodingModel {
   /** Display name, for messages. */
@@ -18,12 +19,16 @@ export interface DecodingModel {
    * [1, d0, rows, cols] each): attention, queries, keys and score terms of every stack present.
    */
   assemble(tokens: Token[], outputs: Readonly<Record<string, RuntimeTensor>>): Trace;
-  /** The tokenizer's tokens for a text (with the special tokens it adds). */
-  tokenize(text: string): Promise<Token[]>;
+  /** The tokenizer's tokens for a text (with the special tokens it adds; `srcLang`: the source language code of translation tokenizers). */
+  tokenize(text: string, pair?: string, maxLength?: number, srcLang?: string): Promise<Token[]>;
   /** Tokens for ids given directly. */
   tokensFromIds(ids: readonly number[]): Token[];
   /** Ids that end generation. */
   eosIds(): ReadonlySet<number>;
   /** Encoder-decoders: the id the decoder starts from. */
   readonly decoderStartId: number;
+  /** forced_bos_token_id of the checkpoint's generation config, if any. */
+  readonly forcedBosId?: number | undefined;
+  /** Translation tokenizers (mBART, M2M100, NLLB): their language codes. */
+  readonly languages?: LanguageCodes | undefined;
 }

@@ -7,6 +7,7 @@ import { Tokenizer, type Decoder, type Encoding, type TruncationStrategy } from 
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
+import { codeIndex, findLanguageCodes, languageCodeId, type LanguageCodes } from './language-codes.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
 import { readTokenizerJson } from './tokenizer-json.js';
 import { validateTokenizerJson } from './validate.js';
@@ -39,6 +40,11 @@ export interface EncodeOptions {
    * `truncation=True, max_length=…`: the longer sequence of a pair loses tokens first.
    */
   maxLength?: number;
+  /**
+   * Translation tokenizers (mBART, M2M100, NLLB): the source language code to add instead of the
+   * default one (tokenizer_config.json's src_lang), as transformers' `src_lang` does.
+   */
+  srcLang?: string;
 }
 
 export interface AttnTokenizer {
@@ -57,6 +63,8 @@ export interface AttnTokenizer {
   readonly specialIds: ReadonlySet<number>;
   /** add_bos/add_eos applied over tokenizer.json's post-processor, if tokenizer_config.json asked for it. */
   readonly template?: Readonly<TemplateFlags>;
+  /** Translation tokenizers: the language codes and where the tokenizer puts them. */
+  readonly languages?: LanguageCodes;
   /**
    * Encodes `text` (and `pair`, unless it is empty or missing) with the special tokens the
    * tokenizer adds. Offsets are UTF-16 indices into `text`, or into `pair` for segment-1 tokens.
@@ -133,7 +141,19 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
     cleanUp: settings.cleanUpTokenizationSpaces && info.modelType !== 'BPE',
     ...(settings.modelMaxLength !== undefined ? { modelMaxLength: settings.modelMaxLength } : {}),
     ...(prepared.template ? { template: prepared.template } : {}),
+    ...languageInit(),
   });
+
+  function languageInit(): { languages?: LanguageCodes } {
+    if (prepared.template) return {};
+    const candidates = [
+      ...info.addedTokens.map((t) => ({ text: t.content, id: t.id })),
+      ...settings.additional.map((text) => ({ text, id: tokenizer.tokenToId(text) })),
+    ];
+    const srcLang = typeof config?.['src_lang'] === 'string' ? config['src_lang'] : undefined;
+    const languages = findLanguageCodes(info.postProcessor, candidates, srcLang);
+    return languages ? { languages } : {};
+  }
 }
 
 const stripBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
@@ -148,6 +168,7 @@ interface HfTokenizerInit {
   cleanUp: boolean;
   modelMaxLength?: number;
   template?: TemplateFlags;
+  languages?: LanguageCodes;
 }
 
 class HfTokenizer implements AttnTokenizer {
@@ -162,6 +183,7 @@ class HfTokenizer implements AttnTokenizer {
   readonly vocabSize: number;
   readonly specialIds: ReadonlySet<number>;
   readonly template?: Readonly<TemplateFlags>;
+  readonly languages?: LanguageCodes;
   readonly #tk: Tokenizer;
   readonly #decoder: Decoder | null;
   readonly #addedSpecialIds: ReadonlySet<number>;
@@ -182,6 +204,7 @@ class HfTokenizer implements AttnTokenizer {
     if (mask) this.mask = mask;
     if (init.modelMaxLength !== undefined) this.modelMaxLength = init.modelMaxLength;
     if (init.template) this.template = init.template;
+    if (init.languages) this.languages = init.languages;
     this.vocabSize = tk.getVocabSize(true);
     this.specialIds = init.specialIds;
     this.#addedSpecialIds = init.addedSpecialIds;
@@ -192,6 +215,10 @@ class HfTokenizer implements AttnTokenizer {
     if (typeof text !== 'string') throw new AttnscopeError('the text to encode must be a string');
     // transformers drops a falsy text_pair: an empty pair means a single sequence.
     const hasPair = typeof pair === 'string' && pair.length > 0;
+    const langs = this.languages;
+    const wantLang = options.srcLang ?? langs?.source;
+    // Checked before encoding: a wrong code is the user's error whatever the text.
+    const langId = wantLang === undefined ? undefined : languageCodeId(langs, wantLang, '--src-lang', 'this tokenizer');
     // Truncation is a setting of the shared Rust tokenizer: encodings run one at a time.
     const run = this.#queue.then(async () => {
       if (options.maxLength !== undefined) this.#tk.setTruncation(options.maxLength, { strategy: 'LongestFirst' as TruncationStrategy });
@@ -208,7 +235,24 @@ class HfTokenizer implements AttnTokenizer {
     } catch (err) {
       throw new AttnscopeError(`cannot tokenize the text: ${sanitize((err as Error).message, 240)}`, { cause: err });
     }
-    return tokensOfEncoding(enc, text, hasPair ? pair : undefined, (id) => this.#tk.idToToken(id));
+    const tokens = tokensOfEncoding(enc, text, hasPair ? pair : undefined, (id) => this.#tk.idToToken(id));
+    if (langs && wantLang !== undefined && langId !== undefined) this.#setLanguage(tokens, langs, hasPair, wantLang, langId, options.srcLang !== undefined);
+    return tokens;
+  }
+
+  /** Puts the source language code `code` where the template put the default one. */
+  #setLanguage(tokens: Token[], langs: LanguageCodes, hasPair: boolean, code: string, id: number, asked: boolean): void {
+    const place = hasPair ? langs.pair : langs.single;
+    if (!place) {
+      if (asked) throw new AttnscopeError(`--src-lang ${code}: this tokenizer adds no language code to a text pair`);
+      return;
+    }
+    const i = codeIndex(place, tokens.length);
+    const current = tokens[i];
+    if (!current || ![...langs.ids.values()].includes(current.id)) {
+      throw new AttnscopeError(`--src-lang ${code}: the tokenizer's post-processor did not add a language code where its template says`);
+    }
+    if (current.id !== id) tokens[i] = { ...current, id, text: this.#tk.idToToken(id) ?? code, special: true };
   }
 
   tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[] {
