@@ -12,7 +12,7 @@ import type { Model } from '../src/engine/model.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues, type Nested, type ReferenceInput } from './helpers/reference.js';
 
 const STACKS: readonly StackName[] = ['encoder', 'decoder', 'cross'];
-const FAMILIES = ['mbart', 'pegasus', 'm2m100'];
+const FAMILIES = ['mbart', 'pegasus', 'm2m100', 'marian'];
 
 function refTensor(input: ReferenceInput, key: string): Float64Array {
   const v = input[key];

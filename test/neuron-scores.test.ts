@@ -99,7 +99,13 @@ describe.each(FIXTURE_NAMES)('fixture %s: neuron-view softmax = the model attent
       }
       const err = neuronError(trace);
       expect(err.rows).toBeGreaterThan(0);
-      expect(err.max, `input ${input.id}: max |softmax − attention| ${err.max} at ${err.where}`).toBeLessThanOrEqual(FLOAT32);
+      // marian: its float32 scores (init_std 0.35: large q·k) round by more than a probability's
+      // float32 precision, in PyTorch too: softmax of its stored q·k in float64 is 3.67e-6 from its
+      // own attention (reference.json stats.qk_recompute_max_abs_diff; 4e-7…9e-7 for the other
+      // fixtures). The model sums q·k as PyTorch does (to match that attention within 1e-5), so the
+      // float64 recomputation differs by as much here: the fixture's own gap is the bound.
+      const bound = fixture === 'marian' ? 4e-6 : FLOAT32;
+      expect(err.max, `input ${input.id}: max |softmax − attention| ${err.max} at ${err.where}`).toBeLessThanOrEqual(bound);
     }
   });
 });

@@ -61,10 +61,13 @@ async function readGenerationConfig(files: ModelFiles): Promise<Record<string, u
 async function readTokenizer(files: ModelFiles): Promise<AttnTokenizer | null> {
   const tokenizerJson = await files.path('tokenizer.json');
   if (!tokenizerJson) return null;
+  // Marian's target side: target.spm with the ids of vocab.json (or target_vocab.json).
+  const targetSpm = await files.path('target.spm');
   return loadTokenizer({
     tokenizerJson,
     tokenizerConfig: await files.path('tokenizer_config.json'),
     specialTokensMap: await files.path('special_tokens_map.json'),
+    ...(targetSpm ? { targetSpm, vocabJson: await files.path('vocab.json'), targetVocabJson: await files.path('target_vocab.json') } : {}),
   });
 }
 

@@ -26,6 +26,8 @@ export interface ModelTokenizer {
   encode(text: string, pair?: string, options?: { maxLength?: number; srcLang?: string }): Promise<Token[]>;
   /** Translation tokenizers (mBART, M2M100, NLLB): their language codes. */
   readonly languages?: LanguageCodes;
+  /** Tokens of a decoder text, for tokenizers with a separate target side (Marian); else `encode` serves. */
+  readonly encodeTarget?: (text: string) => Promise<Token[]>;
   tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[];
   decode(ids: readonly number[], skipSpecial?: boolean): string;
   idToToken(id: number): string | null;
@@ -383,7 +385,9 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (options.decoderIds.length === 0) throw new AttnscopeError('--decoder-ids is empty');
       return this.tokensFromIds(options.decoderIds);
     }
-    const labels = await this.requireTokenizer().encode(options.decoderText ?? '', undefined, targetLang);
+    const tokenizer = this.requireTokenizer();
+    const target = options.decoderText ?? '';
+    const labels = await (tokenizer.encodeTarget ? tokenizer.encodeTarget(target) : tokenizer.encode(target, undefined, targetLang));
     if (labels.length === 0) throw new AttnscopeError(`empty decoder text: ${this.name}'s tokenizer gives no tokens for it`);
     return this.tokensFromIds([this.decoderStartId, ...labels.slice(0, -1).map((t) => t.id)]);
   }

@@ -135,6 +135,11 @@ export interface Seq2SeqSpec {
   finalNorm: boolean;
   maxPositions: number;
   tied: boolean;
+  /**
+   * q_proj, k_proj and q·k summed left to right in float32 (sequentialLinear, sequentialProduct)
+   * instead of by MatMul, for families whose references are that sensitive to summation order.
+   */
+  sequentialDots?: boolean;
 }
 
 /** The BART-style config fields (BartConfig names and defaults) plus the family's block layout. */
@@ -211,20 +216,23 @@ async function seq2seqLayerNorm(ctx: BuildContext, x: Value, prefix: string): Pr
 /** BartAttention: q from `h` (q_proj output × head_dim^-0.5), k/v from `kv`, + mask; returns out_proj(context). */
 export async function seq2seqAttention(
   ctx: BuildContext, h: Value, kv: Value, prefix: string, heads: number, headDim: number,
-  stack: 'encoder' | 'decoder' | 'cross', layer: number, mask: Value | null,
+  stack: 'encoder' | 'decoder' | 'cross', layer: number, mask: Value | null, sequential = false,
 ): Promise<Value> {
   const { g } = ctx;
   const scale = headDim ** -0.5;
-  const projected = await seq2seqLinear(ctx, h, `${prefix}.q_proj`);
+  // Attention projections map d_model = heads · headDim features to as many.
+  const project = sequential ? (c: BuildContext, x: Value, p: string) => sequentialLinear(c, x, p, heads * headDim) : seq2seqLinear;
+  const projected = await project(ctx, h, `${prefix}.q_proj`);
   const q = splitHeads(g, projected, heads, headDim);
   // Scaled before splitting heads, as HF does (keeps onnxruntime from folding the scale into q·k).
   const scaledQ = splitHeads(g, g.mul(projected, g.scalar(scale)), heads, headDim);
-  const k = splitHeads(g, await seq2seqLinear(ctx, kv, `${prefix}.k_proj`), heads, headDim);
+  const k = splitHeads(g, await project(ctx, kv, `${prefix}.k_proj`), heads, headDim);
   const v = splitHeads(g, await seq2seqLinear(ctx, kv, `${prefix}.v_proj`), heads, headDim);
   const context = attention(ctx, {
     stack, layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale, scaleStyle: 'query-mul', scaledQ,
+    product: sequential ? (q, kT) => sequentialProduct(ctx, q, kT, headDim) : undefined,
     bias: mask,
   });
   return seq2seqLinear(ctx, mergeHeads(g, context, heads, headDim), `${prefix}.out_proj`);
@@ -270,10 +278,10 @@ export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTa
       s.preNorm ? g.add(v, await f(await seq2seqLayerNorm(ctx, v, norm))) : seq2seqLayerNorm(ctx, g.add(v, await f(v)), norm);
     for (let l = 0; l < layers; l++) {
       const p = `${prefix}.layers.${l}`;
-      x = await residual(x, `${p}.self_attn_layer_norm`, (h) => seq2seqAttention(ctx, h, h, `${p}.self_attn`, heads, headDim, stack, l, mask));
+      x = await residual(x, `${p}.self_attn_layer_norm`, (h) => seq2seqAttention(ctx, h, h, `${p}.self_attn`, heads, headDim, stack, l, mask, s.sequentialDots));
       if (encoderOutput) {
         x = await residual(x, `${p}.encoder_attn_layer_norm`, (h) =>
-          seq2seqAttention(ctx, h, encoderOutput, `${p}.encoder_attn`, heads, headDim, 'cross', l, null));
+          seq2seqAttention(ctx, h, encoderOutput, `${p}.encoder_attn`, heads, headDim, 'cross', l, null, s.sequentialDots));
       }
       x = await residual(x, `${p}.final_layer_norm`, async (h) =>
         seq2seqLinear(ctx, activation(g, s.act, await seq2seqLinear(ctx, h, `${p}.fc1`)), `${p}.fc2`));
@@ -358,4 +366,44 @@ export async function mixtureOfExperts(
     out = out === null ? y : g.add(out, y);
   }
   return out!;
+}
+
+// --- float32 dot products summed left to right ------------------------------------------------
+
+/** Columns of the input summed per CumSum in sequentialLinear (bounds its [seq, chunk, out] temporary). */
+const SEQUENTIAL_CHUNK = 32;
+
+/**
+ * nn.Linear `prefix` (x · Wᵀ + b, x [1, seq, in]) with each output's dot product summed left to
+ * right in float32, every product rounded before it is added (no fused multiply-add, no blocked
+ * partial sums), and the bias added last: the order a plain BLAS loop sums in. The products of
+ * SEQUENTIAL_CHUNK input columns at a time go through one CumSum, the running sum carried in
+ * front of the next chunk, so the order stays strictly sequential.
+ */
+export async function sequentialLinear(ctx: BuildContext, x: Value, prefix: string, inFeatures: number): Promise<Value> {
+  const { g } = ctx;
+  const weight = await ctx.weight(`${prefix}.weight`);
+  const bias = await requiredBias(ctx, prefix);
+  const wT = g.transposed2d(weight); // [in, out]
+  let sum: Value | null = null;
+  for (let start = 0; start < inFeatures; start += SEQUENTIAL_CHUNK) {
+    const end = Math.min(inFeatures, start + SEQUENTIAL_CHUNK);
+    // [1, seq, c, 1] · [c, out] → [1, seq, c, out]: the products, each rounded to float32.
+    let terms = g.mul(g.unsqueeze(g.slice(x, [start], [end], [2]), [3]), g.slice(wT, [start], [end], [0]));
+    if (sum) terms = g.concat([g.unsqueeze(sum, [2]), terms], 2);
+    const running = g.op('CumSum', [terms, g.ints([2])]);
+    sum = g.squeeze(g.slice(running, [-1], [Number.MAX_SAFE_INTEGER], [2]), [2]);
+  }
+  return g.add(sum!, bias);
+}
+
+/** q·kᵀ ([1, h, q, d] × [1, h, d, k]) summed left to right over d in float32, each product rounded first. */
+export function sequentialProduct(ctx: BuildContext, q: Value, kT: Value, headDim: number): Value {
+  const { g } = ctx;
+  const ones = new Array<number>(headDim).fill(1);
+  const qs = g.split(q, ones, 3);
+  const ks = g.split(kT, ones, 2);
+  let sum = g.mul(qs[0]!, ks[0]!);
+  for (let i = 1; i < headDim; i++) sum = g.add(sum, g.mul(qs[i]!, ks[i]!));
+  return sum;
 }

@@ -15,6 +15,7 @@ import { gpt2Family } from './gpt2.js';
 import { gptjFamily } from './gptj.js';
 import { llamaFamily } from './llama.js';
 import { m2m100Family } from './m2m100.js';
+import { marianFamily } from './marian.js';
 import { mixtralFamily } from './mixtral.js';
 import { mpnetFamily } from './mpnet.js';
 import { olmoFamily } from './olmo.js';
@@ -31,7 +32,7 @@ const FAMILIES: readonly Architecture[] = [
   bertFamily, distilbertFamily, albertFamily, mpnetFamily, debertaV2Family,
   gpt2Family, gptNeoxFamily, gptjFamily, optFamily, bloomFamily, falconFamily, phiFamily,
   llamaFamily, olmoFamily, stablelmFamily, starcoder2Family, cohereFamily, mixtralFamily, qwen2MoeFamily,
-  t5Family, bartFamily, pegasusFamily, m2m100Family,
+  t5Family, bartFamily, marianFamily, pegasusFamily, m2m100Family,
 ];
 
 const BY_TYPE = new Map<string, Architecture>();

@@ -9,6 +9,8 @@ import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
 import { codeIndex, findLanguageCodes, languageCodeId, type LanguageCodes } from './language-codes.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
+import { readSentencePieceModel } from './sentencepiece-model.js';
+import { createTargetEncoder, type TargetEncoder } from './target-tokenizer.js';
 import { readTokenizerJson } from './tokenizer-json.js';
 import { validateTokenizerJson } from './validate.js';
 import {
@@ -25,6 +27,20 @@ export interface TokenizerFiles {
   tokenizerJson: string;
   tokenizerConfig?: string;
   specialTokensMap?: string;
+  /** Marian: the target side's SentencePiece model and vocabularies (see TargetSideSources). */
+  targetSpm?: string;
+  vocabJson?: string;
+  targetVocabJson?: string;
+}
+
+/**
+ * A separate target (decoder) side, as MarianTokenizer has: `target.spm`, and the pieces' ids
+ * in `vocab.json` (or `target_vocab.json` when tokenizer_config.json sets `separate_vocabs`).
+ */
+export interface TargetSideSources {
+  spm: Uint8Array;
+  vocabJson: string;
+  targetVocabJson?: string;
 }
 
 /** The same files' contents (for sources that are not on the local disk). */
@@ -32,6 +48,7 @@ export interface TokenizerSources {
   tokenizerJson: string;
   tokenizerConfig?: string;
   specialTokensMap?: string;
+  target?: TargetSideSources;
 }
 
 export interface EncodeOptions {
@@ -70,6 +87,11 @@ export interface AttnTokenizer {
    * tokenizer adds. Offsets are UTF-16 indices into `text`, or into `pair` for segment-1 tokens.
    */
   encode(text: string, pair?: string, options?: EncodeOptions): Promise<Token[]>;
+  /**
+   * Tokenizers with a separate target side (Marian): the tokens of a decoder text as the
+   * tokenizer encodes `text_target` (`</s>` appended). Absent when targets use `encode`.
+   */
+  readonly encodeTarget?: (text: string) => Promise<Token[]>;
   /** Tokens for ids given directly: offsets 0,0 and word null. */
   tokensFromIds(ids: readonly number[], typeIds?: readonly number[]): Token[];
   /** Text of `ids`, as transformers' `decode` gives it. */
@@ -93,6 +115,17 @@ export async function loadTokenizer(files: TokenizerFiles): Promise<AttnTokenize
   }
   if (files.specialTokensMap !== undefined) {
     sources.specialTokensMap = await read(files.specialTokensMap, 'special_tokens_map.json');
+  }
+  if (files.targetSpm !== undefined) {
+    if (files.vocabJson === undefined) throw new AttnscopeError(`${files.targetSpm}: a target SentencePiece model needs vocab.json next to it`);
+    let spm: Uint8Array;
+    try {
+      spm = await readFile(files.targetSpm);
+    } catch (err) {
+      throw new AttnscopeError(`cannot read target.spm at ${files.targetSpm}: ${sanitize((err as Error).message, 200)}`, { cause: err });
+    }
+    sources.target = { spm, vocabJson: await read(files.vocabJson, 'vocab.json') };
+    if (files.targetVocabJson !== undefined) sources.target.targetVocabJson = await read(files.targetVocabJson, 'target_vocab.json');
   }
   return createTokenizer(sources);
 }
@@ -141,6 +174,7 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
     cleanUp: settings.cleanUpTokenizationSpaces && info.modelType !== 'BPE',
     ...(settings.modelMaxLength !== undefined ? { modelMaxLength: settings.modelMaxLength } : {}),
     ...(prepared.template ? { template: prepared.template } : {}),
+    ...(sources.target ? { target: targetEncoder(sources.target, config, settings.roles) } : {}),
     ...languageInit(),
   });
 
@@ -156,6 +190,30 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
   }
 }
 
+/** The target-side encoder of `target`: pieces of its .spm, ids of the (target) vocabulary. */
+function targetEncoder(
+  target: TargetSideSources, config: Record<string, unknown> | undefined, roles: Partial<Record<SpecialTokenRole, string>>,
+): TargetEncoder {
+  const separate = config?.separate_vocabs === true;
+  if (separate && target.targetVocabJson === undefined) {
+    throw new AttnscopeError('tokenizer_config.json sets separate_vocabs but there is no target_vocab.json');
+  }
+  const what = separate ? 'target_vocab.json' : 'vocab.json';
+  const raw = parseJsonObject(stripBom(separate ? target.targetVocabJson! : target.vocabJson), what);
+  const vocab = new Map<string, number>();
+  for (const [piece, id] of Object.entries(raw)) {
+    if (typeof id !== 'number' || !isId(id)) throw new AttnscopeError(`${what}: the id of ${JSON.stringify(piece.slice(0, 40))} is not a token id`);
+    vocab.set(piece, id);
+  }
+  const eosText = roles.eos ?? '</s>';
+  const unkText = roles.unk ?? '<unk>';
+  const eos = vocab.get(eosText);
+  const unk = vocab.get(unkText);
+  if (eos === undefined || unk === undefined) throw new AttnscopeError(`${what} has no ${eos === undefined ? eosText : unkText} token`);
+  const spm = readSentencePieceModel(target.spm, 'target.spm');
+  return createTargetEncoder(spm, vocab, { id: eos, text: eosText, start: 0, end: 0, special: true, segment: 0, word: null }, unk, 'target.spm');
+}
+
 const stripBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
 
 /** A possible vocabulary id (the binding takes u32). */
@@ -168,6 +226,7 @@ interface HfTokenizerInit {
   cleanUp: boolean;
   modelMaxLength?: number;
   template?: TemplateFlags;
+  target?: TargetEncoder;
   languages?: LanguageCodes;
 }
 
@@ -183,6 +242,7 @@ class HfTokenizer implements AttnTokenizer {
   readonly vocabSize: number;
   readonly specialIds: ReadonlySet<number>;
   readonly template?: Readonly<TemplateFlags>;
+  readonly encodeTarget?: (text: string) => Promise<Token[]>;
   readonly languages?: LanguageCodes;
   readonly #tk: Tokenizer;
   readonly #decoder: Decoder | null;
@@ -204,6 +264,8 @@ class HfTokenizer implements AttnTokenizer {
     if (mask) this.mask = mask;
     if (init.modelMaxLength !== undefined) this.modelMaxLength = init.modelMaxLength;
     if (init.template) this.template = init.template;
+    const target = init.target;
+    if (target) this.encodeTarget = (text: string) => target.encode(text);
     if (init.languages) this.languages = init.languages;
     this.vocabSize = tk.getVocabSize(true);
     this.specialIds = init.specialIds;

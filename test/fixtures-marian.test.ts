@@ -1,0 +1,96 @@
+/**
+ * What only Marian (MarianMTModel) needs beyond the shared encoder-decoder fixture match
+ * (test/fixtures-encdec-b.test.ts): decoder text goes through the TARGET tokenizer (target.spm,
+ * pieces mapped to ids by vocab.json, `</s>` appended) and is shifted right behind
+ * decoder_start_token_id (the pad token), as transformers' MarianTokenizer(text_target=...) and
+ * shift_tokens_right do; and greedy translation with the key/value cache equals greedy decoding
+ * that re-runs the full (non-cached) graph for every token.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LayerStack, StackName } from '../src/core/trace.js';
+import { loadModel } from '../src/engine/load.js';
+import type { Model } from '../src/engine/model.js';
+import { argmax } from '../src/generation/sampling.js';
+import type { AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
+import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+
+const ref = readReference('marian');
+const generationConfig = { decoder_start_token_id: 450, eos_token_id: 0 };
+/** HF's default max_length (20) minus the start token: what generate() runs to when the fixture's config sets no max_length. */
+const MAX_NEW = 19;
+
+function stackDiff(a: LayerStack | undefined, b: LayerStack | undefined): number {
+  if (!a || !b || a.dims.join() !== b.dims.join()) return Number.POSITIVE_INFINITY;
+  return maxAbsDiff(stackValues(a), stackValues(b));
+}
+
+describe('marian fixture', () => {
+  let model: Model<AttnTokenizer>;
+  beforeAll(async () => {
+    model = await loadModel(join(FIXTURES, 'marian'));
+  });
+  afterAll(async () => {
+    await model?.dispose();
+  });
+
+  it('starts the decoder and stops it as generation_config.json says (pad start, </s> end)', () => {
+    expect(model.generationConfig).toMatchObject(generationConfig);
+    expect(model.decoderStartId).toBe(450);
+    expect(model.tokenizer?.idToToken(450)).toBe('<pad>');
+    expect([...model.eosIds()]).toEqual([0]);
+  });
+
+  for (const input of ref.inputs) {
+    const decoderText = input.decoder_text as string;
+    const labels = input.decoder_label_ids as number[];
+    const decoderIds = input.decoder_input_ids as number[];
+    const decoderTokens = input.decoder_tokens as string[];
+
+    it(`input '${input.id}': the decoder text through target.spm and vocab.json gives transformers' label ids`, async () => {
+      const target = await model.tokenizer!.encodeTarget!(decoderText);
+      expect(target.map((t) => t.id)).toEqual(labels);
+      // The pieces as the slow tokenizer names them (decoder_tokens: the shifted input, start token first).
+      expect(target.map((t) => t.text)).toEqual([...decoderTokens.slice(1), '</s>']);
+      expect(target[target.length - 1]).toMatchObject({ text: '</s>', special: true });
+      // Offsets point into the decoder text.
+      for (const t of target.slice(0, -1)) expect(decoderText.slice(t.start, t.end).replace(/^ /, '')).toBe(t.text.replace(/^▁/, ''));
+    });
+
+    it(`input '${input.id}': decoderText is shifted right behind the pad start token`, async () => {
+      expect(decoderIds).toEqual([450, ...labels.slice(0, -1)]);
+      const trace = await model.trace(input.text, { decoderText });
+      expect(trace.tokens.map((t) => t.id)).toEqual(input.input_ids);
+      expect(trace.decoderTokens?.map((t) => t.id)).toEqual(decoderIds);
+      expect(trace.decoderTokens?.map((t) => t.text)).toEqual(decoderTokens);
+    });
+
+    it(`input '${input.id}': greedy translation with the cache equals greedy full re-runs (ids, attention, q/k)`, async () => {
+      const gen = await model.generate(null, { ids: input.input_ids, maxNewTokens: MAX_NEW, qk: true });
+      const chain = [model.decoderStartId];
+      for (let i = 0; i < MAX_NEW; i++) {
+        const full = await model.trace(null, { ids: input.input_ids, decoderIds: chain, logits: true });
+        const vocab = full.logits!.dims[1]!;
+        chain.push(argmax(full.logits!.data.subarray(full.logits!.data.length - vocab)));
+        if (chain[chain.length - 1] === 0) break;
+      }
+      expect(gen.decoderTokens?.map((t) => t.id)).toEqual(chain);
+      expect(gen.generation?.stoppedBy).toBe(chain[chain.length - 1] === 0 ? 'eos' : 'length');
+      const full = await model.trace(null, { ids: input.input_ids, decoderIds: chain, qk: true });
+      const diffs: Record<string, number> = {};
+      for (const stack of ['encoder', 'decoder', 'cross'] as StackName[]) {
+        diffs[`attention.${stack}`] = stackDiff(gen.attention[stack], full.attention[stack]);
+        diffs[`queries.${stack}`] = stackDiff(gen.queries?.[stack], full.queries?.[stack]);
+        diffs[`keys.${stack}`] = stackDiff(gen.keys?.[stack], full.keys?.[stack]);
+      }
+      const within = Object.fromEntries(Object.entries(diffs).map(([k, d]) => [k, d <= (k.startsWith('attention.') ? 1e-5 : 1e-4)]));
+      expect(within, JSON.stringify(diffs)).toEqual(Object.fromEntries(Object.keys(diffs).map((k) => [k, true])));
+    });
+  }
+
+  it('a leading >>lang<< code stays one token, looked up in vocab.json (unknown here: <unk>)', async () => {
+    const target = await model.tokenizer!.encodeTarget!('>>de<< The cat.');
+    expect(target[0]).toMatchObject({ text: '>>de<<', id: 1, start: 0, end: 6 });
+    expect(target.slice(1).map((t) => t.id)).toEqual((await model.tokenizer!.encodeTarget!('The cat.')).map((t) => t.id));
+  });
+});
