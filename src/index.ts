@@ -19,6 +19,10 @@ export {
   headMatrix, aggregateHeads, stackFacts, maskedEntries, pairBoundary, strongestWeights,
   type StackFacts, type Strongest,
 } from './analysis/aggregate.js';
+export {
+  normAttentionPerHead, normAttentionLayer, normAttention, altiLayer, alti, altiRollout, composeLayers,
+} from './analysis/contributions.js';
+export type { ContributionTaps, ContributionMap } from './core/trace.js';
 
 // Views: each view's layout as data, its SVG writer, PNG, and the standalone HTML page.
 export {

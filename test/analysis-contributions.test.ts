@@ -7,6 +7,8 @@
  *    composition across layers, for bert (post-LN), gpt2 (pre-LN) and llama (RMSNorm, GQA, RoPE);
  *  - hand-computed cases.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alti, altiLayer, altiRollout, composeLayers, normAttention, normAttentionPerHead } from '../src/analysis/contributions.js';
@@ -15,6 +17,7 @@ import type { Matrix, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { openSafetensors } from '../src/io/safetensors.js';
+import { runCli } from './helpers/cli.js';
 import { FIXTURES, readReference, type Nested } from './helpers/reference.js';
 
 type Mat = number[][];
@@ -388,5 +391,48 @@ describe('contributions: hand-computed cases', () => {
     } finally {
       await model.dispose();
     }
+  });
+});
+
+describe('attnscope flow --method norm|alti (a real process)', () => {
+  const scratch = mkdtempSync(join(tmpdir(), 'attnscope-contrib-'));
+  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+  const bert = join(FIXTURES, 'bert');
+  const input = readReference('bert').inputs[0]!;
+
+  it('--method alti --json: the composed ALTI matrix with the tokens; rows sum to 1; equal to the float64 re-computation', async () => {
+    const r = runCli(scratch, ['flow', bert, '--ids', input.input_ids.join(','), '--method', 'alti', '--json'], 120_000);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout) as { method: string; layers: number[]; tokens: { text: string }[]; matrix: number[][] };
+    expect(out.method).toBe('alti');
+    expect(out.layers).toEqual([0, 1]);
+    expect(out.tokens.map((t) => t.text)).toEqual(input.tokens);
+    for (const row of out.matrix) expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+    const file = await openSafetensors(join(bert, 'model.safetensors'));
+    try {
+      // The CLI feeds no token types for --ids alone: all zeros, so PyTorch's hidden states of this
+      // input (token types all 0 for a single sentence) are the layer inputs.
+      const layers = await reference('bert', { get: async (n) => Array.from((await file.get(n)).data) }, input.hidden_states as Nested, { layers: 2, heads: 4, kvHeads: 4, hidden: 32 });
+      const composed = composeRef(layers.map((l) => l.alti));
+      expect(relError(out.matrix.flat(), composed[1]!.flat())).toBeLessThanOrEqual(1e-4);
+    } finally {
+      await file.close();
+    }
+  });
+
+  it('--method norm --csv with --heads and --end-layer; refusals in one line', () => {
+    const r = runCli(scratch, ['flow', bert, '--ids', input.input_ids.join(','), '--method', 'norm', '--csv', '--heads', '0,2', '--end-layer', '0'], 120_000);
+    expect(r.status).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines[0]).toBe(['token_index', 'token', ...input.tokens.map((t, j) => `${j}:${t}`)].join(','));
+    expect(lines).toHaveLength(input.tokens.length + 1);
+    const bad = runCli(scratch, ['flow', bert, '--text', 'a cat', '--method', 'alti', '--heads', '1'], 120_000);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--heads does not apply to --method alti/);
+    const t5 = runCli(scratch, ['flow', join(FIXTURES, 't5'), '--text', 'a cat', '--method', 'alti'], 120_000);
+    expect(t5.status).toBe(2);
+    expect(t5.stderr.trim().split('\n')).toHaveLength(1);
+    expect(t5.stderr).toMatch(/not available for .*t5/);
   });
 });
