@@ -224,6 +224,9 @@ describe('a trace file with bad routing', () => {
       json.routing.layers[1]!.selected[2]![0] = 4; // only experts 0…3 exist
       writeFileSync(path, JSON.stringify(json));
       await expect(readTraceFile(path)).rejects.toThrow(/routing\.layers\[1\]\.selected: token 2 has an expert index that is not an integer in 0…3/);
+      json.routing.layers[1]!.selected[2] = [1, 1]; // top-k names distinct experts
+      writeFileSync(path, JSON.stringify(json));
+      await expect(readTraceFile(path)).rejects.toThrow(/routing\.layers\[1\]\.selected: token 2 names expert 1 twice/);
     } finally {
       await model.dispose();
     }

@@ -313,7 +313,7 @@ export function traceFromJson(value: unknown, where: string): Trace {
   for (const field of ['lastHiddenState', 'encoderLastHiddenState', 'logits'] as const) {
     if (v[field] !== undefined) trace[field] = matrixFromJson(v[field], `${where}: ${field}`);
   }
-  if (v.routing !== undefined) trace.routing = routingFromJson(v.routing, `${where}: routing`, trace.tokens.length);
+  if (v.routing !== undefined) trace.routing = routingFromJson(v.routing, `${where}: routing`, trace.tokens.length, trace.model.numLayers);
   validateTrace(trace, where);
   return trace;
 }
@@ -445,8 +445,10 @@ function routingHead(v: Record<string, unknown>, where: string): RoutingHead {
 }
 
 /** Checks one routed layer's shapes against the tokens and its expert indices against the expert count. */
-function checkRoutingLayer(l: RoutingLayer, head: RoutingHead, tokens: number, previous: number, where: string): RoutingLayer {
-  if (!Number.isInteger(l.layer) || l.layer <= previous) throw new AttnscopeError(`${where}.layer: expected a layer index above ${previous} (layers in increasing order)`);
+function checkRoutingLayer(l: RoutingLayer, head: RoutingHead, tokens: number, numLayers: number, previous: number, where: string): RoutingLayer {
+  if (!Number.isInteger(l.layer) || l.layer <= previous || l.layer >= numLayers) {
+    throw new AttnscopeError(`${where}.layer: expected a layer index in ${previous + 1}…${numLayers - 1} (layers in increasing order, below the model's ${numLayers})`);
+  }
   const [rows, cols] = l.probabilities.dims;
   if (rows !== tokens || cols !== head.experts) {
     throw new AttnscopeError(`${where}.probabilities: ${rows}×${cols} but there are ${tokens} tokens and ${head.experts} experts`);
@@ -458,6 +460,10 @@ function checkRoutingLayer(l: RoutingLayer, head: RoutingHead, tokens: number, p
   if (bad >= 0) {
     throw new AttnscopeError(`${where}.selected: token ${Math.floor(bad / head.topK)} has an expert index that is not an integer in 0…${head.experts - 1}`);
   }
+  for (let t = 0; t < tokens; t++) {
+    const row = l.selected.subarray(t * head.topK, (t + 1) * head.topK);
+    if (new Set(row).size !== row.length) throw new AttnscopeError(`${where}.selected: token ${t} names expert ${row.find((e, i) => row.indexOf(e) !== i)} twice`);
+  }
   return l;
 }
 
@@ -466,8 +472,8 @@ function indicesFrom(values: ArrayLike<number>): Int32Array {
   return Int32Array.from(values, (x) => (Number.isInteger(x) && x >= 0 && x < 2 ** 31 ? x : -1));
 }
 
-/** Parses Trace.routing of a JSON trace (see routingJson), checked against the token count. */
-export function routingFromJson(value: unknown, where: string, tokens: number): Routing {
+/** Parses Trace.routing of a JSON trace (see routingJson), checked against the token and layer counts. */
+export function routingFromJson(value: unknown, where: string, tokens: number, numLayers: number): Routing {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AttnscopeError(`${where}: expected an object with experts, topK, normalized and layers`);
   const v = value as Record<string, unknown>;
   const head = routingHead(v, where);
@@ -487,7 +493,7 @@ export function routingFromJson(value: unknown, where: string, tokens: number): 
       selected: indicesFrom(selected.data),
       weights: weights.data,
     };
-    checkRoutingLayer(l, head, tokens, previous, at);
+    checkRoutingLayer(l, head, tokens, numLayers, previous, at);
     previous = l.layer;
     return l;
   });
@@ -505,7 +511,9 @@ export interface RoutingTensor {
  * tensors `routing.probabilities` [layers, tokens, experts], `routing.selected` [layers, tokens, topK]
  * (expert indices as floats) and `routing.weights` [layers, tokens, topK].
  */
-export function routingFromTensors(meta: unknown, tensors: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>>, where: string, tokens: number): Routing {
+export function routingFromTensors(
+  meta: unknown, tensors: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>>, where: string, tokens: number, numLayers: number,
+): Routing {
   if (typeof meta !== 'object' || meta === null || Array.isArray(meta)) throw new AttnscopeError(`${where}: metadata routing: expected an object with experts, topK, normalized and layers`);
   const v = meta as Record<string, unknown>;
   const head = routingHead(v, `${where}: metadata routing`);
@@ -530,7 +538,7 @@ export function routingFromTensors(meta: unknown, tensors: Partial<Record<'proba
       selected: indicesFrom(slice('selected')),
       weights: slice('weights'),
     };
-    checkRoutingLayer(l, head, tokens, previous, `${where}: routing layer ${layer}`);
+    checkRoutingLayer(l, head, tokens, numLayers, previous, `${where}: routing layer ${layer}`);
     previous = layer;
     return l;
   });

@@ -225,7 +225,7 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
       trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, maps.attention, maps.scoreBias);
     }
     if (meta.routing !== undefined || Object.keys(routing).length > 0) {
-      trace.routing = routingFromTensors(parseJsonMeta(meta.routing, `${path}: metadata routing`) ?? null, routing, path, trace.tokens.length);
+      trace.routing = routingFromTensors(parseJsonMeta(meta.routing, `${path}: metadata routing`) ?? null, routing, path, trace.tokens.length, trace.model.numLayers);
     }
     validateTrace(trace, path);
     return trace;
