@@ -3,7 +3,8 @@
  * are checked by fixtures-match.test.ts): the disentangled attention's relative term. The score
  * terms recorded for the neuron view are PyTorch's: scale 1/√(3·d) (reference.json) and, on every
  * layer, the c2p + p2c term equal to transformers' `rel_att` (reference `attention_bias`). The
- * masked-LM head predicts at [MASK]. The ConvLayer of DeBERTa-v2 xlarge (conv_kernel_size) is
+ * masked-LM head predicts at [MASK]; the norm-based attention / ALTI taps equal a float64
+ * recomputation from PyTorch's hidden states and attention. The ConvLayer of DeBERTa-v2 xlarge (conv_kernel_size) is
  * checked against a float64 recomputation from PyTorch's hidden states; options transformers can
  * switch on that we do not build are refused naming the option.
  */
@@ -11,6 +12,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { alti } from '../src/analysis/contributions.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
@@ -69,6 +71,77 @@ describe('fixture deberta-v2: disentangled attention', () => {
       const row = Array.from(trace.logits!.data.subarray(p.position * vocab, (p.position + 1) * vocab));
       const top = row.map((v, id) => ({ v, id })).sort((a, b) => b.v - a.v || a.id - b.id).slice(0, 3).map((e) => e.id);
       expect(p.candidates.map((c) => c.id)).toEqual(top);
+    }
+  });
+});
+
+// --- Norm-based attention / ALTI taps --------------------------------------------------------------
+
+describe('deberta-v2 contributions taps (norm-based attention, ALTI)', () => {
+  /** max |a − b| / max |b|. */
+  const relError = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
+    let scale = 1e-30;
+    for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
+    return maxAbsDiff(a, b) / scale;
+  };
+
+  it('v·W_O per head and the residual sum equal a float64 recomputation from PyTorch\'s hidden states and attention', async () => {
+    const ref = readReference(FIXTURE);
+    const input = ref.inputs[0]!;
+    const hiddenStates = input.hidden_states as number[][][];
+    const attentions = input.attentions as number[][][][];
+    const model = await loadModel(join(FIXTURES, FIXTURE), { graphCache: false });
+    try {
+      const trace = await model.trace(null, { ids: input.input_ids, contributions: true });
+      const taps = trace.contributions!.self!;
+      expect(taps.norm).toBe('post');
+      const n = input.input_ids.length;
+      const hidden = 32;
+      const heads = 4;
+      const d = hidden / heads;
+      for (let l = 0; l < 2; l++) {
+        const a = `deberta.encoder.layer.${l}.attention`;
+        const wv = fixtureTensor(`${a}.self.value_proj.weight`);
+        const bv = fixtureTensor(`${a}.self.value_proj.bias`);
+        const wo = fixtureTensor(`${a}.output.dense.weight`);
+        const bo = fixtureTensor(`${a}.output.dense.bias`);
+        const x = hiddenStates[l]!;
+        const v = x.map((row) => Array.from({ length: hidden }, (_, o) => row.reduce((acc, xe, e) => acc + xe * wv[o * hidden + e]!, bv[o]!)));
+        // f_h(x_j)[o] = Σ_e v_j[h·d + e] · W_O[o][h·d + e]
+        const f = new Float64Array(heads * n * hidden);
+        for (let h = 0; h < heads; h++) {
+          for (let j = 0; j < n; j++) {
+            for (let o = 0; o < hidden; o++) {
+              let acc = 0;
+              for (let e = 0; e < d; e++) acc += v[j]![h * d + e]! * wo[o * hidden + h * d + e]!;
+              f[(h * n + j) * hidden + o] = acc;
+            }
+          }
+        }
+        const sum = new Float64Array(n * hidden);
+        for (let i = 0; i < n; i++) {
+          for (let o = 0; o < hidden; o++) {
+            let acc = x[i]![o]! + bo[o]!;
+            for (let h = 0; h < heads; h++) for (let j = 0; j < n; j++) acc += attentions[l]![h]![i]![j]! * f[(h * n + j) * hidden + o]!;
+            sum[i * hidden + o] = acc;
+          }
+        }
+        expect(relError(taps.transformedValues.layers[l]!, f), `layer ${l} v·W_O`).toBeLessThanOrEqual(1e-4);
+        expect(relError(taps.layerInput[l]!.data, flat(x)), `layer ${l} input`).toBeLessThanOrEqual(1e-4);
+        expect(relError(taps.residualSum[l]!.data, sum), `layer ${l} residual sum`).toBeLessThanOrEqual(1e-4);
+        expect(relError(taps.outputBias[l]!, bo)).toBe(0);
+        expect(taps.layerNorm![l]!.eps).toBe(1e-7);
+      }
+      // ALTI per layer: every row a distribution over the keys.
+      for (const m of alti(trace)) {
+        for (let i = 0; i < n; i++) {
+          let total = 0;
+          for (let j = 0; j < n; j++) total += m.data[i * n + j]!;
+          expect(total).toBeCloseTo(1, 5);
+        }
+      }
+    } finally {
+      await model.dispose();
     }
   });
 });
@@ -191,6 +264,8 @@ describe('deberta-v2 with conv_kernel_size (the v2 xlarge/xxlarge ConvLayer)', (
       expect(maxAbsDiff(trace.queries!.self!.layers[0]!, flat((input.queries as number[][][][])[0]!))).toBeLessThanOrEqual(1e-4);
       // And the conv changed layer 1 (it is not a no-op).
       expect(maxAbsDiff(q1, flat((input.queries as number[][][][])[1]!))).toBeGreaterThan(1e-2);
+      // ALTI's composition assumes nothing mixes positions between layers: refused with the conv.
+      await expect(model.trace(null, { ids: input.input_ids, contributions: true })).rejects.toThrow(/contributions/);
     } finally {
       await model.dispose();
     }

@@ -31,7 +31,8 @@
  * The relative term (c2p + p2c)/√(d·s) is tapped as `score_bias.self.<layer>`: it depends on the
  * layer (each layer projects P with its own Wq, Wk), so the neuron view reads
  * softmax(q·k / √(d·s) + bias), exactly the model's attention. Queries and keys are Q and K as they
- * enter Q·Kᵀ (after projection and bias, before the scale).
+ * enter Q·Kᵀ (after projection and bias, before the scale). The norm-based attention / ALTI taps
+ * are BERT's post-LN ones (not built with the ConvLayer, which mixes positions outside attention).
  *
  * Graph inputs: `input_ids` [1, seq]; `c2p_index` and `p2c_index` int64 [seq, seq] (δ in HF's
  * layout, computed in JS with PyTorch's float32 arithmetic for the log buckets); `position_ids`
@@ -42,7 +43,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tap } from './attention.js';
+import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer, linearLayer, requiredBias, segmentTypeIds } from './layers.js';
@@ -137,6 +138,9 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const info = encoderInfo(config, layers, heads, hidden, maxPositions);
   const hasBias = d.relative && (d.c2p || d.p2c);
   const kind = [d.c2p ? 'c2p' : '', d.p2c ? 'p2c' : ''].filter(Boolean).join(' + ');
+  // Norm-based attention / ALTI: post-LN blocks like BERT's (not with the ConvLayer, which mixes
+  // positions between layers 0 and 1 outside the attention).
+  if (!convSpec(config)) info.contributions = { norm: 'post', eps: config.num('layer_norm_eps', 1e-7) };
   info.scoring = {
     self: stackScoring(layers, {
       scale: 1 / Math.sqrt(info.headDim * d.scaleFactor),
@@ -253,9 +257,15 @@ async function debertaLayer(ctx: BuildContext, x: Value, p: string, layer: numbe
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim * d.scaleFactor), scaleStyle: 'scores-div',
     bias,
+    outputProjection: { weight: await ctx.weight(`${p}.attention.output.dense.weight`), layout: 'out-in' },
   });
   const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.output.dense`);
-  const h = await layerNormLayer(ctx, g.add(attnOut, x), `${p}.attention.output.LayerNorm`, eps);
+  const residualSum = g.add(attnOut, x);
+  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.output.LayerNorm`, eps);
+  tapBlockContributions(ctx, 'self', layer, {
+    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.output.dense.bias`),
+    norm: { weight: await ctx.weight(`${p}.attention.output.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.output.LayerNorm.bias`) },
+  });
   const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
   const out = await linearLayer(ctx, inter, `${p}.output.dense`);
   return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
