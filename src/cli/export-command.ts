@@ -12,13 +12,17 @@ import { svgToPng } from '../views/png.js';
 import { type AnyViewOptions, VIEW_NAMES, type ViewName, renderSvg } from '../views/svg/index.js';
 import { THEME_NAMES, type ThemeName } from '../views/theme.js';
 import { parsePairFilter } from '../views/tokens.js';
-import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parsePositiveInt } from './args.js';
+import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parseNumber, parsePositiveInt } from './args.js';
+import { HEAD_FUSIONS, type HeadFusion } from '../analysis/rollout.js';
+import { FLOW_VIEW_METHODS, type FlowMethod } from '../views/layout/flow.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
-export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap --out FILE
+export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|flow|influence --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]] [--src-lang CODE] [--tgt-lang CODE]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
+                [--method attention|rollout|flow] [--fusion mean|max|min] [--discard R] [--residual W]
+                [--keep K] [--threshold T] [--column C] [--depth D] [--max-nodes N]
                 [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
                 [--format svg|png] [--scale 3] [--top-k N] [--truncate] [--revision REV] [--offline] [--threads N]
 
@@ -36,6 +40,14 @@ ${LANGUAGE_HELP}
                neuron: query/key vectors, products, scores and softmax (--layer, --head, --query; needs q/k)
                heatmap: query × key matrix of a head (--head), the --aggregate mean|max over heads,
                or all heads as small multiples (the default); --log for a log colour scale
+               flow: tokens of every layer as columns, edges weighted by --method (attention: heads fused;
+               rollout / flow: the residual-augmented graph, the highlighted token's rollout or attention
+               flow per input), pruned to the --keep K strongest per token (default 3) above --threshold T;
+               --query I highlights what flows into token I (of --column C, default the last)
+               influence: from token --query I (default the last), its --keep strongest sources,
+               recursively --depth D layers down (default 3)
+  --fusion / --discard / --residual   flow views: head fusion, share of weights discarded, residual weight
+  --max-nodes  flow view with --method flow: largest graph, (layers + 1) × tokens (default 832)
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
   --stack      encoder-decoder traces: encoder, decoder or cross attention (default encoder)
   --aggregate  heatmap: mean or max over heads, or all heads as small multiples;  --log  log colour scale
@@ -93,6 +105,15 @@ export const EXPORT_OPTIONS = {
   log: { type: 'boolean' },
   'pair-filter': { type: 'string' },
   'all-lines': { type: 'boolean' },
+  method: { type: 'string' },
+  fusion: { type: 'string' },
+  discard: { type: 'string' },
+  residual: { type: 'string' },
+  keep: { type: 'string' },
+  threshold: { type: 'string' },
+  column: { type: 'string' },
+  depth: { type: 'string' },
+  'max-nodes': { type: 'string' },
   title: { type: 'string' },
   format: { type: 'string' },
   scale: { type: 'string' },
@@ -100,6 +121,33 @@ export const EXPORT_OPTIONS = {
   out: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
+
+/** The flow views' options from their flags (checked here; ranges against the trace are checked by the layout). */
+function parseFlowViewFlags(values: { method?: string; fusion?: string; discard?: string; residual?: string; keep?: string; threshold?: string; column?: string; depth?: string; 'max-nodes'?: string }): AnyViewOptions {
+  const out: AnyViewOptions = {};
+  if (values.method !== undefined) {
+    if (!FLOW_VIEW_METHODS.includes(values.method as FlowMethod)) throw new UsageError(`--method: expected ${FLOW_VIEW_METHODS.join(', ')}, got '${values.method}'`);
+    out.method = values.method as FlowMethod;
+  }
+  if (values.fusion !== undefined) {
+    if (!HEAD_FUSIONS.includes(values.fusion as HeadFusion)) throw new UsageError(`--fusion: expected ${HEAD_FUSIONS.join(', ')}, got '${values.fusion}'`);
+    out.fusion = values.fusion as HeadFusion;
+  }
+  const share = (v: string | undefined, flag: string, closed: boolean) => {
+    const x = parseNumber(v, flag);
+    if (x !== undefined && !(x >= 0 && (closed ? x <= 1 : x < 1))) throw new UsageError(`${flag}: expected a number in [0, 1${closed ? ']' : ')'}, got '${v}'`);
+    return x;
+  };
+  out.discard = share(values.discard, '--discard', false);
+  out.residual = share(values.residual, '--residual', true);
+  out.threshold = share(values.threshold, '--threshold', true);
+  out.keep = parsePositiveInt(values.keep, '--keep');
+  out.depth = parsePositiveInt(values.depth, '--depth');
+  out.maxNodes = parsePositiveInt(values['max-nodes'], '--max-nodes');
+  out.column = parseIndex(values.column, '--column');
+  for (const k of Object.keys(out) as (keyof AnyViewOptions)[]) if (out[k] === undefined) delete out[k];
+  return out;
+}
 
 export async function exportCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(argv, EXPORT_OPTIONS);
@@ -150,6 +198,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
   if (view === 'model') options.layers = parseIdList(values.layers, '--layers');
   if (values['pair-filter'] !== undefined) options.pair = parsePairFilter(values['pair-filter']);
   if (values['all-lines']) options.allLines = true;
+  if (view === 'flow' || view === 'influence') Object.assign(options, parseFlowViewFlags(values));
   const unused = (flag: string, views: string[]) => {
     const given = values[flag as keyof typeof values] !== undefined;
     if (given && !views.includes(view)) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
@@ -158,7 +207,8 @@ export async function exportCommand(argv: string[]): Promise<void> {
   unused('pair-filter', ['head']);
   unused('all-lines', ['head']);
   unused('layers', ['model']);
-  unused('query', ['head', 'neuron']);
+  unused('query', ['head', 'neuron', 'flow', 'influence']);
+  for (const flag of ['method', 'fusion', 'discard', 'residual', 'keep', 'threshold', 'column', 'depth', 'max-nodes']) unused(flag, ['flow', 'influence']);
   unused('layer', ['head', 'neuron', 'heatmap']);
   unused('log', ['heatmap', 'model']);
 

@@ -16,14 +16,16 @@ export type { ScaleSpec } from '../colors.js';
 
 // --- views ---------------------------------------------------------------------------------------
 
-export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap';
+export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'flow' | 'influence';
 /** Every view, in the order the page's tabs and the CLI list them. */
-export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap'];
+export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'flow', 'influence'];
 export const VIEW_LABELS: Readonly<Record<ViewName, string>> = {
   head: 'Head view',
   model: 'Model view',
   neuron: 'Neuron view',
   heatmap: 'Heatmap',
+  flow: 'Flow diagram',
+  influence: 'Influence tree',
 };
 
 export function isViewName(value: string): value is ViewName {

@@ -10,6 +10,7 @@ import { type HeadViewOptions, renderHeadView } from './head-view.js';
 import { type HeatmapOptions, renderHeatmap } from './heatmap.js';
 import { type ModelViewOptions, renderModelView } from './model-view.js';
 import { type NeuronViewOptions, renderNeuronView } from './neuron-view.js';
+import { type FlowViewOptions, renderFlowView, renderInfluenceTree } from './flow.js';
 
 export { renderHeadView, headViewModel, type HeadViewOptions, type HeadViewModel } from './head-view.js';
 export { renderModelView, paintModelView, type ModelViewOptions } from './model-view.js';
@@ -17,12 +18,13 @@ export { renderNeuronView, paintNeuronView, neuronData, keyHeadFor, type NeuronV
 export { modelViewLayout, strongestPairs, type ModelViewLayout, type ModelCell, type CellPair } from '../layout/model-view.js';
 export { neuronViewLayout, type NeuronLayout, type NeuronLayoutOptions } from '../layout/neuron-view.js';
 export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregate } from './heatmap.js';
+export { renderFlowView, renderInfluenceTree, type FlowViewOptions, type FlowMethod } from './flow.js';
 export { type CommonViewOptions } from './common.js';
 export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';
 
 export { type ViewName, VIEW_NAMES } from '../layout/common.js';
 
-export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions;
+export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions & FlowViewOptions;
 
 /** Renders a view by name as a standalone SVG document. */
 export function renderSvg(view: ViewName | string, trace: Trace, options: AnyViewOptions = {}): string {
@@ -35,6 +37,10 @@ export function renderSvg(view: ViewName | string, trace: Trace, options: AnyVie
       return renderNeuronView(trace, options);
     case 'heatmap':
       return renderHeatmap(trace, options);
+    case 'flow':
+      return renderFlowView(trace, options);
+    case 'influence':
+      return renderInfluenceTree(trace, options);
     default:
       throw new AttnscopeError(`unknown view '${view}' (expected ${VIEW_NAMES.join(', ')})`);
   }
