@@ -4,7 +4,8 @@
  * pieces mapped to ids by vocab.json, `</s>` appended) and is shifted right behind
  * decoder_start_token_id (the pad token), as transformers' MarianTokenizer(text_target=...) and
  * shift_tokens_right do; and greedy translation with the key/value cache equals greedy decoding
- * that re-runs the full (non-cached) graph for every token.
+ * that re-runs the full (non-cached) graph for every token, with transformers' generation rules
+ * from generation_config.json (pad as decoder start, stop at </s>, </s> forced at the length limit).
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +17,7 @@ import type { AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const ref = readReference('marian');
-const generationConfig = { decoder_start_token_id: 450, eos_token_id: 0 };
+const generationConfig = { decoder_start_token_id: 450, eos_token_id: 0, forced_eos_token_id: 0 };
 /** HF's default max_length (20) minus the start token: what generate() runs to when the fixture's config sets no max_length. */
 const MAX_NEW = 19;
 
@@ -34,9 +35,10 @@ describe('marian fixture', () => {
     await model?.dispose();
   });
 
-  it('starts the decoder and stops it as generation_config.json says (pad start, </s> end)', () => {
+  it('starts the decoder and stops it as generation_config.json says (pad start, </s> end, </s> forced at the length limit)', () => {
     expect(model.generationConfig).toMatchObject(generationConfig);
     expect(model.decoderStartId).toBe(450);
+    expect(model.forcedEosId).toBe(0);
     expect(model.tokenizer?.idToToken(450)).toBe('<pad>');
     expect([...model.eosIds()]).toEqual([0]);
   });
@@ -71,11 +73,13 @@ describe('marian fixture', () => {
       for (let i = 0; i < MAX_NEW; i++) {
         const full = await model.trace(null, { ids: input.input_ids, decoderIds: chain, logits: true });
         const vocab = full.logits!.dims[1]!;
-        chain.push(argmax(full.logits!.data.subarray(full.logits!.data.length - vocab)));
+        // transformers' ForcedEOSTokenLogitsProcessor: the last token the length limit allows is forced_eos_token_id (0).
+        chain.push(i === MAX_NEW - 1 ? 0 : argmax(full.logits!.data.subarray(full.logits!.data.length - vocab)));
         if (chain[chain.length - 1] === 0) break;
       }
       expect(gen.decoderTokens?.map((t) => t.id)).toEqual(chain);
-      expect(gen.generation?.stoppedBy).toBe(chain[chain.length - 1] === 0 ? 'eos' : 'length');
+      expect(gen.decoderTokens?.[gen.decoderTokens.length - 1]?.id).toBe(0);
+      expect(gen.generation?.stoppedBy).toBe(chain.length - 1 < MAX_NEW ? 'eos' : 'length');
       const full = await model.trace(null, { ids: input.input_ids, decoderIds: chain, qk: true });
       const diffs: Record<string, number> = {};
       for (const stack of ['encoder', 'decoder', 'cross'] as StackName[]) {

@@ -377,6 +377,16 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     return typeof id === 'number' ? id : undefined;
   }
 
+  /**
+   * forced_eos_token_id of generation_config.json, else of config.json (the first of a list): the
+   * token transformers' ForcedEOSTokenLogitsProcessor forces when generation reaches its length limit.
+   */
+  get forcedEosId(): number | undefined {
+    const raw = this.generationConfig.forced_eos_token_id ?? this.config.raw.forced_eos_token_id;
+    const id = Array.isArray(raw) ? raw[0] : raw;
+    return typeof id === 'number' ? id : undefined;
+  }
+
   /** Decoder input tokens: given ids, or the decoder text tokenized and shifted right behind the start token. */
   private async decoderTokens(options: TraceOptions): Promise<Token[]> {
     // --tgt-lang: the decoder text in target mode, as transformers' text_target encodes it.

@@ -181,6 +181,28 @@ export async function decodeIncrementally(
   return { newIds, steps, stoppedBy, outputs };
 }
 
+/**
+ * transformers' ForcedEOSTokenLogitsProcessor: the `maxNew`-th token (the last one the length limit
+ * allows) is `forced` (forced_eos_token_id), with the model's probability of it; earlier ones are
+ * `choose`'s. Without a forced id, `choose` itself.
+ */
+export function forcingLastToken(choose: (logits: Float32Array) => Choice, forced: number | undefined, maxNew: number): (logits: Float32Array) => Choice {
+  if (forced === undefined) return choose;
+  let calls = 0;
+  return (logits) => {
+    calls += 1;
+    if (calls < maxNew) return choose(logits);
+    if (!(Number.isInteger(forced) && forced >= 0 && forced < logits.length)) {
+      throw new AttnscopeError(`forced_eos_token_id ${forced} is outside the model's vocabulary of ${logits.length}`);
+    }
+    let max = Number.NEGATIVE_INFINITY;
+    for (const v of logits) if (v > max) max = v;
+    let sum = 0;
+    for (const v of logits) sum += Math.exp(v - max);
+    return { id: forced, probability: Math.exp(logits[forced]! - max) / sum };
+  };
+}
+
 export function generationInfo(options: GenerateOptions, promptLength: number, result: DecodeResult): GenerationInfo {
   const strategy = options.strategy ?? 'greedy';
   return {
@@ -213,7 +235,8 @@ export async function generateDecoder(model: DecodingModel, text: string | null,
     throw new AttnscopeError(`generation too long: ${prompt.length} prompt tokens + ${maxNew} new tokens = ${prompt.length + maxNew}, but ${model.name} accepts at most ${maxPositions} positions`);
   }
   const taps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
-  const result = await decodeIncrementally(model, taps, ['self'], prompt.map((t) => t.id), maxNew, createSampler(options), model.eosIds(), {});
+  const choose = forcingLastToken(createSampler(options), model.forcedEosId, maxNew);
+  const result = await decodeIncrementally(model, taps, ['self'], prompt.map((t) => t.id), maxNew, choose, model.eosIds(), {});
   const generated = model.tokensFromIds(result.newIds).map((t) => ({ ...t, generated: true }));
   const trace = model.assemble([...prompt, ...generated], result.outputs);
   trace.generation = generationInfo(options, prompt.length, result);
@@ -248,7 +271,7 @@ export async function generateEncoderDecoder(model: DecodingModel, text: string 
   // 2. The decoder, incrementally.
   const stepTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
   const result = await decodeIncrementally(
-    model, stepTaps, ['decoder', 'cross'], decoderIds, toGenerate, createSampler(options), model.eosIds(),
+    model, stepTaps, ['decoder', 'cross'], decoderIds, toGenerate, forcingLastToken(createSampler(options), model.forcedEosId, toGenerate), model.eosIds(),
     { encoder_hidden_states: encoderHidden }, 'decoderInputIds', { inputIds },
   );
   // The encoder's taps from the first run, the decoder's from the incremental one.

@@ -29,6 +29,8 @@ export interface DecodingModel {
   readonly decoderStartId: number;
   /** forced_bos_token_id of the checkpoint's generation config, if any. */
   readonly forcedBosId?: number | undefined;
+  /** forced_eos_token_id of the checkpoint's generation config, if any: the last token when generation reaches its length limit. */
+  readonly forcedEosId?: number | undefined;
   /** Translation tokenizers (mBART, M2M100, NLLB): their language codes. */
   readonly languages?: LanguageCodes | undefined;
 }
