@@ -7,8 +7,11 @@
  * that re-runs the full (non-cached) graph for every token, with transformers' generation rules
  * from generation_config.json (pad as decoder start, stop at </s>, </s> forced at the length limit).
  */
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AttnscopeError } from '../src/core/errors.js';
 import type { LayerStack, StackName } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
@@ -96,5 +99,23 @@ describe('marian fixture', () => {
     const target = await model.tokenizer!.encodeTarget!('>>de<< The cat.');
     expect(target[0]).toMatchObject({ text: '>>de<<', id: 1, start: 0, end: 6 });
     expect(target.slice(1).map((t) => t.id)).toEqual((await model.tokenizer!.encodeTarget!('The cat.')).map((t) => t.id));
+  });
+
+  it('a damaged target.spm, or a vocab.json without </s>, is one error naming the file', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'attnscope-marian-'));
+    try {
+      const dir = join(scratch, 'marian');
+      cpSync(join(FIXTURES, 'marian'), dir, { recursive: true });
+      writeFileSync(join(dir, 'target.spm'), readFileSync(join(FIXTURES, 'marian', 'target.spm')).subarray(0, 100));
+      await expect(loadModel(dir, { graphCache: false })).rejects.toThrow(AttnscopeError);
+      await expect(loadModel(dir, { graphCache: false })).rejects.toThrow(/target\.spm/);
+      cpSync(join(FIXTURES, 'marian', 'target.spm'), join(dir, 'target.spm'));
+      const vocab = JSON.parse(readFileSync(join(dir, 'vocab.json'), 'utf8')) as Record<string, number>;
+      delete vocab['</s>'];
+      writeFileSync(join(dir, 'vocab.json'), JSON.stringify(vocab));
+      await expect(loadModel(dir, { graphCache: false })).rejects.toThrow(/vocab\.json has no <\/s> token/);
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
   });
 });
