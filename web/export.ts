@@ -5,7 +5,7 @@
 import type { Ctx } from './context.js';
 import { button, h } from './dom.js';
 
-function download(blob: Blob, name: string): void {
+export function download(blob: Blob, name: string): void {
   const url = URL.createObjectURL(blob);
   const a = h('a', { href: url, download: name });
   document.body.append(a);

@@ -6,6 +6,7 @@
 import { inflateSync } from 'fflate';
 import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64, placeTensor } from '../src/views/html/payload.js';
 import { App } from './app.js';
+import { bootCompare } from './views/compare.js';
 
 /** Raw deflate with the browser's DecompressionStream, or fflate where that is missing. */
 const inflate: Inflate = async (data, rawLength) => {
@@ -33,6 +34,13 @@ async function boot(): Promise<void> {
   const mount = document.getElementById('attnscope-app')!;
   const t0 = performance.now();
   try {
+    const compareEl = document.getElementById('attnscope-compare');
+    if (compareEl) {
+      // A comparison page (src/views/html/compare-page.ts).
+      await bootCompare(mount, compareEl, (i) => fromBase64(blobText(i)), inflate);
+      document.body.dataset.ready = 'true';
+      return;
+    }
     const headerEl = document.getElementById('attnscope-header');
     if (!headerEl) throw new Error('the page holds no attnscope data');
     const header = JSON.parse(headerEl.textContent ?? '') as PayloadHeader;

@@ -2,6 +2,7 @@
 /** The `attnscope` command: dispatches to subcommands, prints user errors on one line. */
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import { CACHE_USAGE, cacheCommand } from './cache-command.js';
+import { COMPARE_USAGE, compareCommand } from './compare-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { FLOW_USAGE, flowCommand } from './flow-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
@@ -17,6 +18,7 @@ Usage:
   ${GENERATE_USAGE.split('\n\n')[0]}
   ${EXPORT_USAGE.split('\n\n')[0]}
   ${VIEW_USAGE.split('\n\n')[0]}
+  ${COMPARE_USAGE.split('\n\n')[0]}
   ${FLOW_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
   ${MODELS_USAGE.split('\n\n')[0]}
@@ -28,6 +30,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   generate: { run: generateCommand, usage: GENERATE_USAGE },
   export: { run: exportCommand, usage: EXPORT_USAGE },
   view: { run: viewCommand, usage: VIEW_USAGE },
+  compare: { run: compareCommand, usage: COMPARE_USAGE },
   flow: { run: flowCommand, usage: FLOW_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
   models: { run: modelsCommand, usage: MODELS_USAGE },

@@ -102,7 +102,7 @@ function utf8Length(s: string): number {
 }
 
 /** Keeps inline code from ending its element early (`</script`, `</style`, `<!--`). */
-function inlineSafe(code: string, tag: 'script' | 'style'): string {
+export function inlineSafe(code: string, tag: 'script' | 'style'): string {
   const re = tag === 'script' ? /<(\/script|!--)/gi : /<\/style/gi;
   return code.replace(re, (m) => (tag === 'script' ? `<\\${m.slice(1)}` : '<\\/style'));
 }
@@ -175,7 +175,7 @@ function defaultTitle(trace: Trace, text: string | undefined): string {
 }
 
 /** SHA-256 of a text, base64 (for the CSP's script hash). */
-async function sha256Base64(text: string): Promise<string> {
+export async function sha256Base64(text: string): Promise<string> {
   const digest = await globalThis.crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
   return toBase64(new Uint8Array(digest));
 }
