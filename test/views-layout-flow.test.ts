@@ -69,7 +69,7 @@ describe('flow diagram layout', () => {
   it('highlighting a token: the input column holds its rollout; the highlighted edges flow into it', () => {
     const layout = flowLayout(trace, { method: 'rollout', query: 4 });
     // Rollout row 4 = e4ᵀ · A'_2 · A'_1 · A'_0, pushed down here by hand.
-    let v = Array.from({ length: N }, (_, i) => (i === 4 ? 1 : 0));
+    let v: number[] = Array.from({ length: N }, (_, i) => (i === 4 ? 1 : 0));
     for (let l = L - 1; l >= 0; l--) {
       const a = residual(l);
       v = Array.from({ length: N }, (_, k) => v.reduce((acc, vq, q) => acc + vq * a[q * N + k]!, 0));

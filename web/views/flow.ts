@@ -144,7 +144,7 @@ export class FlowView {
       }
       replaceChildren(this.readout, h('span', { class: 'muted' }, note));
       const svg = s('svg', { width: Math.ceil(size.width), height: Math.ceil(size.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
-      appendSvgItems(svg, items, (it) => (it.data && it.data.token !== undefined && it.data.column !== undefined ? { style: 'cursor: pointer' } : {}));
+      appendSvgItems(svg, items);
       this.wrap.append(svg);
     } catch (e) {
       this.readout.removeAttribute('data-highlighted');
