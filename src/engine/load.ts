@@ -15,6 +15,7 @@ import { architectureFor } from '../models/registry.js';
 import { nodeRuntime } from '../runtime/onnxruntime-node.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { loadTokenizer, type AttnTokenizer } from '../tokenizer/load-tokenizer.js';
+import { sentencePieceFileName } from '../tokenizer/sentencepiece-convert.js';
 import { Model, type GraphCacheHooks } from './model.js';
 
 export interface LoadOptions {
@@ -58,9 +59,22 @@ async function readGenerationConfig(files: ModelFiles): Promise<Record<string, u
   return path ? readJsonObject(path) : {};
 }
 
-async function readTokenizer(files: ModelFiles): Promise<AttnTokenizer | null> {
+async function readTokenizer(files: ModelFiles, modelType: string): Promise<AttnTokenizer | null> {
   const tokenizerJson = await files.path('tokenizer.json');
-  if (!tokenizerJson) return null;
+  if (!tokenizerJson) {
+    // No tokenizer.json (microsoft/deberta-v3-*): the slow tokenizer's SentencePiece model, converted.
+    const tokenizerConfig = await files.path('tokenizer_config.json');
+    const name = sentencePieceFileName(tokenizerConfig ? await readFile(tokenizerConfig, 'utf8') : undefined, modelType);
+    const sentencePiece = name ? await files.path(name) : undefined;
+    if (!sentencePiece) return null;
+    return loadTokenizer({
+      sentencePiece,
+      modelType,
+      tokenizerConfig,
+      specialTokensMap: await files.path('special_tokens_map.json'),
+      addedTokensJson: await files.path('added_tokens.json'),
+    });
+  }
   // Marian's target side: target.spm with the ids of vocab.json (or target_vocab.json).
   const targetSpm = await files.path('target.spm');
   return loadTokenizer({
@@ -94,7 +108,7 @@ export async function loadModel(source?: string, options: LoadOptions = {}): Pro
   const config = await readConfig(files);
   const architecture = architectureFor(config.modelType);
   const architectureInfo = architecture.describe(config); // validates the config early
-  const tokenizer = await readTokenizer(files);
+  const tokenizer = await readTokenizer(files, config.modelType);
   const weights = await openWeights(files);
   try {
     const generationConfig = await readGenerationConfig(files);

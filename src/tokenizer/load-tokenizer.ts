@@ -3,12 +3,14 @@
  * (Rust), wrapped to produce attnscope Tokens exactly as transformers' fast tokenizers encode.
  */
 import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { Tokenizer, type Decoder, type Encoding, type TruncationStrategy } from 'tokenizers';
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
 import { codeIndex, findLanguageCodes, languageCodeId, type LanguageCodes } from './language-codes.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
+import { convertSentencePiece } from './sentencepiece-convert.js';
 import { readSentencePieceModel } from './sentencepiece-model.js';
 import { createTargetEncoder, type TargetEncoder } from './target-tokenizer.js';
 import { readTokenizerJson } from './tokenizer-json.js';
@@ -24,7 +26,14 @@ import {
 
 /** Paths of a checkpoint's tokenizer files. */
 export interface TokenizerFiles {
-  tokenizerJson: string;
+  /** tokenizer.json; without it, `sentencePiece` is converted as transformers converts it. */
+  tokenizerJson?: string;
+  /** A SentencePiece model (spm.model, spiece.model, sentencepiece.bpe.model, tokenizer.model). */
+  sentencePiece?: string;
+  /** config.json's model_type: picks the converter when tokenizer_config.json names no tokenizer_class. */
+  modelType?: string;
+  /** Legacy added_tokens.json, read with `sentencePiece` when tokenizer_config.json has no added_tokens_decoder. */
+  addedTokensJson?: string;
   tokenizerConfig?: string;
   specialTokensMap?: string;
   /** Marian: the target side's SentencePiece model and vocabularies (see TargetSideSources). */
@@ -109,13 +118,33 @@ export async function loadTokenizer(files: TokenizerFiles): Promise<AttnTokenize
       throw new AttnscopeError(`cannot read ${what} at ${path}: ${sanitize((err as Error).message, 200)}`, { cause: err });
     }
   };
-  const sources: TokenizerSources = { tokenizerJson: await read(files.tokenizerJson, 'tokenizer.json') };
-  if (files.tokenizerConfig !== undefined) {
-    sources.tokenizerConfig = await read(files.tokenizerConfig, 'tokenizer_config.json');
+  const tokenizerConfig = files.tokenizerConfig !== undefined ? await read(files.tokenizerConfig, 'tokenizer_config.json') : undefined;
+  const specialTokensMap = files.specialTokensMap !== undefined ? await read(files.specialTokensMap, 'special_tokens_map.json') : undefined;
+  let sources: TokenizerSources;
+  if (files.tokenizerJson !== undefined) {
+    sources = { tokenizerJson: await read(files.tokenizerJson, 'tokenizer.json') };
+    if (tokenizerConfig !== undefined) sources.tokenizerConfig = tokenizerConfig;
+  } else if (files.sentencePiece !== undefined) {
+    const what = basename(files.sentencePiece);
+    let model: Uint8Array;
+    try {
+      model = await readFile(files.sentencePiece);
+    } catch (err) {
+      throw new AttnscopeError(`cannot read ${what} at ${files.sentencePiece}: ${sanitize((err as Error).message, 200)}`, { cause: err });
+    }
+    const converted = convertSentencePiece({
+      model,
+      what: files.sentencePiece,
+      ...(tokenizerConfig !== undefined ? { tokenizerConfig } : {}),
+      ...(specialTokensMap !== undefined ? { specialTokensMap } : {}),
+      ...(files.addedTokensJson !== undefined ? { addedTokensJson: await read(files.addedTokensJson, 'added_tokens.json') } : {}),
+      ...(files.modelType !== undefined ? { modelType: files.modelType } : {}),
+    });
+    sources = { tokenizerJson: converted.tokenizerJson, tokenizerConfig: converted.tokenizerConfig };
+  } else {
+    throw new AttnscopeError('a tokenizer needs tokenizer.json or a SentencePiece model');
   }
-  if (files.specialTokensMap !== undefined) {
-    sources.specialTokensMap = await read(files.specialTokensMap, 'special_tokens_map.json');
-  }
+  if (specialTokensMap !== undefined) sources.specialTokensMap = specialTokensMap;
   if (files.targetSpm !== undefined) {
     if (files.vocabJson === undefined) throw new AttnscopeError(`${files.targetSpm}: a target SentencePiece model needs vocab.json next to it`);
     let spm: Uint8Array;

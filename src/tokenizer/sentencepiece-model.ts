@@ -22,6 +22,9 @@ export interface SentencePieceModel {
   /** 'unigram', 'bpe', 'word' or 'char' (TrainerSpec.model_type; unigram when unset). */
   modelType: string;
   byteFallback: boolean;
+  /** TrainerSpec.unk_id (0 when unset) and unk_piece ('<unk>' when unset). */
+  unkId: number;
+  unkPiece: string;
   normalizer: {
     name: string;
     /** The precompiled normalization rules (empty for 'identity'). */
@@ -105,7 +108,7 @@ export function readSentencePieceModel(data: Uint8Array, what: string): Sentence
   const normalizer: SentencePieceModel['normalizer'] = {
     name: '', precompiledCharsmap: new Uint8Array(0), addDummyPrefix: true, removeExtraWhitespaces: true, escapeWhitespaces: true,
   };
-  const model: SentencePieceModel = { pieces: [], modelType: 'unigram', byteFallback: false, normalizer };
+  const model: SentencePieceModel = { pieces: [], modelType: 'unigram', byteFallback: false, unkId: 0, unkPiece: '<unk>', normalizer };
   const top = new Reader(data, what);
   top.each((n, wire) => {
     if (n === 1 && wire === 2) {
@@ -121,11 +124,13 @@ export function readSentencePieceModel(data: Uint8Array, what: string): Sentence
       });
       model.pieces.push(p);
     } else if (n === 2 && wire === 2) {
-      // TrainerSpec: 3 model_type, 35 byte_fallback.
+      // TrainerSpec: 3 model_type, 35 byte_fallback, 40 unk_id (int32), 45 unk_piece.
       const r = top.sub();
       r.each((f, w) => {
         if (f === 3 && w === 0) model.modelType = MODEL_TYPES[r.varint()] ?? 'unknown';
         else if (f === 35 && w === 0) model.byteFallback = r.varint() !== 0;
+        else if (f === 40 && w === 0) model.unkId = r.varint();
+        else if (f === 45 && w === 2) model.unkPiece = utf8.decode(r.bytes());
         else return false;
         return true;
       });

@@ -1,0 +1,214 @@
+/**
+ * Checkpoints without tokenizer.json (microsoft/deberta-v3-* ships spm.model and
+ * tokenizer_config.json only): the tokenizer is built from the SentencePiece model as
+ * transformers' convert_slow_tokenizer.py builds it. Each fixture below has a SentencePiece model
+ * and a tokenizer.json that transformers 4.40 made from it; with tokenizer.json removed, the
+ * tokenizer must encode every text (the fixture's inputs, the 60 cases of the real-tokenizer
+ * references and some more hard strings, single and paired) to the same ids, token texts,
+ * offsets, words, segments and special-token flags, decode alike, and give the fixture's input_ids.
+ */
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { AttnscopeError } from '../src/core/errors.js';
+import type { Token } from '../src/core/trace.js';
+import { loadModel } from '../src/engine/load.js';
+import { createTokenizer, loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
+import { FIXTURES, readReference } from './helpers/reference.js';
+
+const scratch = mkdtempSync(join(tmpdir(), 'attnscope-spm-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+/** Fixture → its SentencePiece file (the slow tokenizer's vocab_file). */
+const CASES: [fixture: string, model: string][] = [
+  ['deberta-v2', 'spm.model'],
+  ['xlm-roberta', 'sentencepiece.bpe.model'],
+  ['t5', 'spiece.model'],
+  ['mt5', 'spiece.model'],
+  ['umt5', 'spiece.model'],
+  ['albert', 'spiece.model'],
+  ['llama', 'tokenizer.model'],
+  ['mistral', 'tokenizer.model'],
+];
+const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'];
+
+interface RefCase {
+  text: string;
+  pair?: string;
+}
+const realCases = (JSON.parse(readFileSync(join(FIXTURES, 'tokenizers', 'bert-base-uncased', 'reference.json'), 'utf8')) as { cases: RefCase[] }).cases;
+const HARD: RefCase[] = [
+  ...realCases.map((c) => (c.pair !== undefined ? { text: c.text, pair: c.pair } : { text: c.text })),
+  { text: '   three leading, two trailing  ' },
+  { text: 'a  b   c    d', pair: '  x  y  ' },
+  { text: 'Ünïcödé àccents: ñ ç ø å ß Œ' },
+  { text: '中文字符和日本語のテキスト、한국어' },
+  { text: '🤖🧠 emoji 👩🏾‍🔬 sequences 🏳️‍🌈' },
+  { text: '1, 2, 3, 10, 100,000 and 1,5 ² ³ ①,' },
+  { text: 'unknown: \u{10FFFD} \u{E000} \u0378 ꙮ 𐍈' },
+  { text: '<s> </s> <pad> <unk> <mask> [CLS] [SEP] [PAD] [UNK] [MASK]' },
+  { text: "``double'' quotes" },
+  { text: '\t\ttabs\t', pair: '\n' },
+];
+
+const read = (dir: string, name: string): string | undefined => (existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8') : undefined);
+
+/** The tokenizer transformers saved (tokenizer.json), as attnscope loads it. */
+function fromTokenizerJson(dir: string): AttnTokenizer {
+  const config = read(dir, 'tokenizer_config.json');
+  const map = read(dir, 'special_tokens_map.json');
+  return createTokenizer({
+    tokenizerJson: readFileSync(join(dir, 'tokenizer.json'), 'utf8'),
+    ...(config !== undefined ? { tokenizerConfig: config } : {}),
+    ...(map !== undefined ? { specialTokensMap: map } : {}),
+  });
+}
+
+/** A copy of the checkpoint's tokenizer files without tokenizer.json. */
+function withoutTokenizerJson(fixture: string, model: string): string {
+  const dir = mkdtempSync(join(scratch, `${fixture}-`));
+  for (const name of [model, 'config.json', ...TOKENIZER_FILES]) {
+    if (existsSync(join(FIXTURES, fixture, name))) copyFileSync(join(FIXTURES, fixture, name), join(dir, name));
+  }
+  return dir;
+}
+
+async function fromSentencePiece(dir: string, model: string): Promise<AttnTokenizer> {
+  const has = (name: string): string | undefined => (existsSync(join(dir, name)) ? join(dir, name) : undefined);
+  const modelType = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model_type: string }).model_type;
+  return loadTokenizer({
+    sentencePiece: join(dir, model),
+    modelType,
+    tokenizerConfig: has('tokenizer_config.json'),
+    specialTokensMap: has('special_tokens_map.json'),
+    addedTokensJson: has('added_tokens.json'),
+  });
+}
+
+const T5_FAMILY = new Set(['t5', 'mt5', 'umt5']);
+
+for (const [fixture, model] of CASES) {
+  describe(`${fixture}: ${model} without tokenizer.json`, () => {
+    const ref = readReference(fixture);
+    const expected = fromTokenizerJson(join(FIXTURES, fixture));
+    const built = fromSentencePiece(withoutTokenizerJson(fixture, model), model);
+
+    it('gives the fixture input ids', async () => {
+      const tok = await built;
+      for (const input of ref.inputs) {
+        const tokens = await tok.encode(input.text, input.text_pair);
+        expect(tokens.map((t) => t.id), input.id).toEqual(input.input_ids);
+        expect(tokens.map((t) => t.text), input.id).toEqual(input.tokens);
+        if (input.token_type_ids) expect(tokens.map((t) => t.segment), input.id).toEqual(input.token_type_ids);
+      }
+    });
+
+    it('encodes every text as the tokenizer.json transformers made', async () => {
+      const tok = await built;
+      const cases: RefCase[] = [...ref.inputs.map((i) => ({ text: i.text, ...(i.text_pair ? { pair: i.text_pair } : {}) })), ...HARD];
+      for (const c of cases) {
+        for (const pair of c.pair !== undefined ? [c.pair] : [undefined, 'A second, shorter text.']) {
+          const want: Token[] = await expected.encode(c.text, pair);
+          const got: Token[] = await tok.encode(c.text, pair);
+          expect(got, JSON.stringify([c.text, pair])).toEqual(want);
+          const ids = want.map((t) => t.id);
+          expect(tok.decode(ids)).toBe(expected.decode(ids));
+          expect(tok.decode(ids, true)).toBe(expected.decode(ids, true));
+        }
+      }
+    });
+
+    it('has the same vocabulary and special tokens', async () => {
+      const tok = await built;
+      expect(tok.vocabSize).toBe(expected.vocabSize);
+      expect([...tok.specialIds].sort((a, b) => a - b)).toEqual([...expected.specialIds].sort((a, b) => a - b));
+      for (const role of ['bos', 'eos', 'unk', 'sep', 'pad', 'cls', 'mask'] as const) expect(tok[role], role).toEqual(expected[role]);
+      for (let id = 0; id < expected.vocabSize; id++) expect(tok.idToToken(id)).toBe(expected.idToToken(id));
+    });
+
+    if (T5_FAMILY.has(fixture)) {
+      // tokenizer_config.json's added_tokens_decoder gives the sentinels lstrip and rstrip, and
+      // transformers applies it when it builds the tokenizer from spiece.model (this fixture's
+      // tokenizer.json was saved without them): the sentinel takes the spaces around it.
+      it('gives <extra_id_N> the spaces around it, as tokenizer_config.json says', async () => {
+        const tok = await built;
+        const text = 'a <extra_id_0> b';
+        const tokens = await tok.encode(text);
+        const sentinel = tokens.find((t) => t.text === '<extra_id_0>')!;
+        expect([sentinel.id, sentinel.start, sentinel.end]).toEqual([expected.tokenToId('<extra_id_0>'), 1, 15]);
+        expect(text.slice(sentinel.start, sentinel.end)).toBe(' <extra_id_0> ');
+      });
+    }
+  });
+}
+
+describe('the loader', () => {
+  it('traces a DeBERTa checkpoint without tokenizer.json from text', async () => {
+    const dir = withoutTokenizerJson('deberta-v2', 'spm.model');
+    copyFileSync(join(FIXTURES, 'deberta-v2', 'model.safetensors'), join(dir, 'model.safetensors'));
+    const m = await loadModel(dir, { graphCache: false });
+    try {
+      for (const input of readReference('deberta-v2').inputs) {
+        const tokens = await m.tokenize(input.text, input.text_pair);
+        expect(tokens.map((t) => t.id)).toEqual(input.input_ids);
+      }
+    } finally {
+      await m.dispose();
+    }
+  });
+
+  it('a DeBERTa-v3 layout (tokenizer_config.json without special tokens or added_tokens_decoder) gets the class defaults', async () => {
+    // microsoft/deberta-v3-base: {"do_lower_case": false, "vocab_type": "spm"}, added_tokens.json {"[MASK]": 128000}.
+    const dir = mkdtempSync(join(scratch, 'v3-'));
+    copyFileSync(join(FIXTURES, 'deberta-v2', 'spm.model'), join(dir, 'spm.model'));
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ do_lower_case: false, vocab_type: 'spm' }));
+    writeFileSync(join(dir, 'added_tokens.json'), JSON.stringify({ '[MASK]': 450 }));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'deberta-v2' }));
+    const tok = await fromSentencePiece(dir, 'spm.model');
+    const expected = fromTokenizerJson(join(FIXTURES, 'deberta-v2'));
+    for (const c of HARD) expect(await tok.encode(c.text, c.pair)).toEqual(await expected.encode(c.text, c.pair));
+    expect([tok.cls, tok.sep, tok.mask, tok.pad, tok.unk]).toEqual([expected.cls, expected.sep, expected.mask, expected.pad, expected.unk]);
+    // [CLS] x [SEP] by hand: ids 1 and 2 of spm.model, [MASK] = 450.
+    const ids = (await tok.encode('[MASK]')).map((t) => t.id);
+    expect(ids).toEqual([1, 450, 2]);
+  });
+
+  it('a damaged SentencePiece model is one line naming the file', async () => {
+    const dir = withoutTokenizerJson('deberta-v2', 'spm.model');
+    const good = readFileSync(join(dir, 'spm.model'));
+    const file = join(dir, 'spm.model');
+    const damaged: Buffer[] = [
+      Buffer.from('this is not a sentencepiece model at all, just text\n'),
+      good.subarray(0, Math.floor(good.length / 2) + 1),
+      Buffer.alloc(0),
+    ];
+    // The precompiled charsmap's trie size made larger than the data.
+    const charsmapAt = good.indexOf(Buffer.from('nmt_nfkc')) + 'nmt_nfkc'.length;
+    const corrupt = Buffer.from(good);
+    // NormalizerSpec field 2 (precompiled_charsmap): tag 0x12, varint length, then the u32 trie size.
+    let p = charsmapAt;
+    expect(corrupt[p]).toBe(0x12);
+    p++;
+    while (corrupt[p]! & 0x80) p++;
+    p++;
+    corrupt.writeUInt32LE(0x7ffffff0, p);
+    damaged.push(corrupt);
+    for (const bytes of damaged) {
+      writeFileSync(file, bytes);
+      const err = await fromSentencePiece(dir, 'spm.model').then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(AttnscopeError);
+      const message = (err as Error).message;
+      expect(message).toContain(file);
+      expect(message).not.toContain('\n');
+    }
+  });
+
+  it('a tokenizer class without a converter is named', async () => {
+    const dir = withoutTokenizerJson('deberta-v2', 'spm.model');
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'CamembertTokenizer' }));
+    const err = await fromSentencePiece(dir, 'spm.model').then(() => undefined, (e: unknown) => e);
+    expect(err).toBeInstanceOf(AttnscopeError);
+    expect((err as Error).message).toMatch(/CamembertTokenizer is not converted from SentencePiece \(converted: DebertaV2Tokenizer, /);
+  });
+});
