@@ -182,11 +182,13 @@ export function altiLayer(trace: Trace, layer: number, stack?: StackName): Matri
   const ln = taps.norm === 'post' ? taps.layerNorm?.[layer] : undefined;
   if (taps.norm === 'post' && !ln) throw new AttnscopeError(`layer ${layer}: a post-LN trace without its LayerNorm parameters`);
 
-  // The terms T_i(x_j) are built from per-(head, key) vectors that do not depend on i:
+  // The terms T_i(x_j) are built from per-(key, head) vectors that do not depend on i:
   // post-LN: γ ⊙ (f_h(x_j) − mean) and γ ⊙ (x_j − mean), divided by σ_i later; pre-norm: as tapped.
-  const g = new Float64Array(heads * n * D);
+  // Stored [key][head][hidden], so one key's vectors are contiguous and stay in cache while a block
+  // of queries uses them (the pass over all of them per query is what costs).
+  const g = new Float32Array(n * heads * D);
   const gx = new Float64Array(n * D);
-  const transform = (src: Float32Array, offset: number, dst: Float64Array, at: number): void => {
+  const transform = (src: Float32Array, offset: number, dst: Float32Array | Float64Array, at: number): void => {
     let mean = 0;
     if (ln) {
       for (let d = 0; d < D; d++) mean += src[offset + d]!;
@@ -194,52 +196,90 @@ export function altiLayer(trace: Trace, layer: number, stack?: StackName): Matri
     }
     for (let d = 0; d < D; d++) dst[at + d] = ln ? ln.weight[d]! * (src[offset + d]! - mean) : src[offset + d]!;
   };
-  for (let h = 0; h < heads; h++) for (let j = 0; j < n; j++) transform(f, (h * n + j) * D, g, (h * n + j) * D);
+  for (let j = 0; j < n; j++) for (let h = 0; h < heads; h++) transform(f, (h * n + j) * D, g, (j * heads + h) * D);
   for (let j = 0; j < n; j++) transform(x, j * D, gx, j * D);
 
   const out = new Float32Array(n * n);
-  const y = new Float64Array(D);
-  const t = new Float64Array(D);
-  const raw = new Float64Array(n);
-  for (let i = 0; i < n; i++) {
-    // y_i: the block's output (the LayerNorm of the residual sum, or the residual sum).
-    let scale = 1;
-    if (ln) {
-      let mean = 0;
-      for (let d = 0; d < D; d++) mean += sum[i * D + d]!;
-      mean /= D;
-      let variance = 0;
-      for (let d = 0; d < D; d++) variance += (sum[i * D + d]! - mean) ** 2;
-      variance /= D;
-      scale = 1 / Math.sqrt(variance + ln.eps);
-      for (let d = 0; d < D; d++) y[d] = ln.weight[d]! * (sum[i * D + d]! - mean) * scale + ln.bias[d]!;
-    } else {
-      for (let d = 0; d < D; d++) y[d] = sum[i * D + d]!;
-    }
-    let yNorm = 0;
-    for (let d = 0; d < D; d++) yNorm += Math.abs(y[d]!);
-    let total = 0;
-    for (let j = 0; j < n; j++) {
-      t.fill(0);
-      let any = j === i;
-      for (let h = 0; h < heads; h++) {
-        const a = alpha[(h * n + i) * n + j]!;
-        if (a === 0) continue;
-        any = true;
-        const base = (h * n + j) * D;
-        for (let d = 0; d < D; d++) t[d] += a * g[base + d]!;
+  const BLOCK = 16;
+  // Per query of the block: y_i divided by the LayerNorm's 1/σ_i (so the terms compare unscaled) and ‖y_i‖₁.
+  const yb = new Float64Array(BLOCK * D);
+  const yNorms = new Float64Array(BLOCK);
+  const t0 = new Float64Array(D);
+  const t1 = new Float64Array(D);
+  const t2 = new Float64Array(D);
+  const t3 = new Float64Array(D);
+  const raw = new Float64Array(BLOCK * n);
+  for (let i0 = 0; i0 < n; i0 += BLOCK) {
+    const i1 = Math.min(n, i0 + BLOCK);
+    for (let i = i0; i < i1; i++) {
+      // y_i: the block's output (the LayerNorm of the residual sum, or the residual sum).
+      const at = (i - i0) * D;
+      let scale = 1;
+      if (ln) {
+        let mean = 0;
+        for (let d = 0; d < D; d++) mean += sum[i * D + d]!;
+        mean /= D;
+        let variance = 0;
+        for (let d = 0; d < D; d++) variance += (sum[i * D + d]! - mean) ** 2;
+        variance /= D;
+        scale = 1 / Math.sqrt(variance + ln.eps);
+        for (let d = 0; d < D; d++) yb[at + d] = ln.weight[d]! * (sum[i * D + d]! - mean) + ln.bias[d]! / scale;
+      } else {
+        for (let d = 0; d < D; d++) yb[at + d] = sum[i * D + d]!;
       }
-      if (!any) {
-        raw[j] = 0;
-        continue;
-      }
-      if (j === i) for (let d = 0; d < D; d++) t[d] += gx[j * D + d]!;
-      let dist = 0;
-      for (let d = 0; d < D; d++) dist += Math.abs(y[d]! - t[d]! * scale);
-      raw[j] = Math.max(0, yNorm - dist);
-      total += raw[j]!;
+      let norm = 0;
+      for (let d = 0; d < D; d++) norm += Math.abs(yb[at + d]!);
+      yNorms[i - i0] = norm;
     }
-    if (total > 0) for (let j = 0; j < n; j++) out[i * n + j] = raw[j]! / total;
+    // Four queries at a time: each key vector read once serves the four terms T_i(x_j).
+    for (let q0 = i0; q0 < i1; q0 += 4) {
+      const count = Math.min(4, i1 - q0);
+      for (let j = 0; j < n; j++) {
+        t0.fill(0);
+        t1.fill(0);
+        t2.fill(0);
+        t3.fill(0);
+        let any = j >= q0 && j < q0 + count;
+        for (let h = 0; h < heads; h++) {
+          const row = (h * n + q0) * n + j;
+          const a0 = alpha[row]!;
+          const a1 = count > 1 ? alpha[row + n]! : 0;
+          const a2 = count > 2 ? alpha[row + 2 * n]! : 0;
+          const a3 = count > 3 ? alpha[row + 3 * n]! : 0;
+          if (a0 === 0 && a1 === 0 && a2 === 0 && a3 === 0) continue;
+          any = true;
+          const base = (j * heads + h) * D;
+          for (let d = 0; d < D; d++) {
+            const v = g[base + d]!;
+            t0[d] += a0 * v;
+            t1[d] += a1 * v;
+            t2[d] += a2 * v;
+            t3[d] += a3 * v;
+          }
+        }
+        for (let k = 0; k < count; k++) {
+          const i = q0 + k;
+          const r = (i - i0) * n + j;
+          // No attention and not the residual: T_i(x_j) = 0, so ‖y_i − T_i(x_j)‖₁ = ‖y_i‖₁.
+          if (!any) {
+            raw[r] = 0;
+            continue;
+          }
+          const t = k === 0 ? t0 : k === 1 ? t1 : k === 2 ? t2 : t3;
+          if (j === i) for (let d = 0; d < D; d++) t[d] += gx[j * D + d]!;
+          const at = (i - i0) * D;
+          let dist = 0;
+          for (let d = 0; d < D; d++) dist += Math.abs(yb[at + d]! - t[d]!);
+          // ‖y_i‖₁ − ‖y_i − T_i(x_j)‖₁, both in units of σ_i.
+          raw[r] = Math.max(0, yNorms[i - i0]! - dist);
+        }
+      }
+    }
+    for (let i = i0; i < i1; i++) {
+      let total = 0;
+      for (let j = 0; j < n; j++) total += raw[(i - i0) * n + j]!;
+      if (total > 0) for (let j = 0; j < n; j++) out[i * n + j] = raw[(i - i0) * n + j]! / total;
+    }
   }
   return { dims: [n, n], data: out };
 }
