@@ -47,8 +47,6 @@ export class FlowNetwork {
   private readonly level: Int32Array;
   private readonly it: Int32Array;
   private readonly queue: Int32Array;
-  private readonly pathEdges: Int32Array;
-  private readonly pathNodes: Int32Array;
 
   /** `edges`: [from, to, capacity] triples (capacities ≥ 0; parallel edges allowed). */
   constructor(numNodes: number, edges: readonly (readonly [number, number, number])[]) {
@@ -78,8 +76,6 @@ export class FlowNetwork {
     this.level = new Int32Array(numNodes);
     this.it = new Int32Array(numNodes);
     this.queue = new Int32Array(numNodes);
-    this.pathEdges = new Int32Array(numNodes);
-    this.pathNodes = new Int32Array(numNodes + 1);
   }
 
   private bfs(s: number, t: number): boolean {
@@ -103,50 +99,43 @@ export class FlowNetwork {
     return level[t]! >= 0;
   }
 
-  /** The value of a maximum flow from s to t (Dinic: BFS level graphs, blocking flows by iterative DFS). */
+  /**
+   * Pushes up to `limit` from u towards t along level-increasing residual edges, splitting it over
+   * as many edges as it takes (one traversal serves many paths); returns what was pushed.
+   */
+  private push(u: number, t: number, limit: number): number {
+    if (u === t) return limit;
+    const { level, it, start, order, to, res } = this;
+    let pushed = 0;
+    const end = start[u + 1]!;
+    for (; it[u]! < end; it[u]!++) {
+      const e = order[it[u]!]!;
+      const v = to[e]!;
+      if (!(res[e]! > EPS) || level[v] !== level[u]! + 1) continue;
+      const d = this.push(v, t, Math.min(limit - pushed, res[e]!));
+      if (d > 0) {
+        res[e]! -= d;
+        res[e ^ 1]! += d;
+        pushed += d;
+        if (limit - pushed <= EPS) return pushed; // this edge may carry more: keep it[u]
+      }
+    }
+    level[u] = -1; // nothing more gets through u in this phase
+    return pushed;
+  }
+
+  /** The value of a maximum flow from s to t (Dinic: BFS level graphs, blocking flows by multi-path DFS). */
   maxFlow(s: number, t: number): number {
     if (s === t) throw new AttnscopeError('max-flow: source and sink are the same node');
-    const { level, it, start, order, to, res, pathEdges, pathNodes } = this;
+    const { it, start, res } = this;
     res.set(this.cap);
     let total = 0;
     while (this.bfs(s, t)) {
       for (let u = 0; u < this.numNodes; u++) it[u] = start[u]!;
-      // Blocking flow: advance along level-increasing edges; retreat from dead ends.
-      let depth = 0;
-      pathNodes[0] = s;
       for (;;) {
-        const u = pathNodes[depth]!;
-        if (u === t) {
-          let b = Infinity;
-          for (let d = 0; d < depth; d++) b = Math.min(b, res[pathEdges[d]!]!);
-          for (let d = 0; d < depth; d++) {
-            const e = pathEdges[d]!;
-            res[e]! -= b;
-            res[e ^ 1]! += b;
-          }
-          total += b;
-          // Back to the tail of the first saturated edge.
-          let d = 0;
-          while (d < depth && res[pathEdges[d]!]! > EPS) d++;
-          depth = d;
-          continue;
-        }
-        let advanced = false;
-        for (; it[u]! < start[u + 1]!; it[u]!++) {
-          const e = order[it[u]!]!;
-          const v = to[e]!;
-          if (res[e]! > EPS && level[v] === level[u]! + 1) {
-            pathEdges[depth] = e;
-            pathNodes[++depth] = v;
-            advanced = true;
-            break;
-          }
-        }
-        if (advanced) continue;
-        if (depth === 0) break;
-        level[u] = -1; // dead end in this phase
-        depth--;
-        it[pathNodes[depth]!]!++;
+        const f = this.push(s, t, Infinity);
+        if (!(f > 0)) break;
+        total += f;
       }
     }
     return total;
