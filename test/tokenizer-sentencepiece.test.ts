@@ -15,6 +15,7 @@ import { AttnscopeError } from '../src/core/errors.js';
 import type { Token } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import { createTokenizer, loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
+import { fixtureFiles, startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'attnscope-spm-'));
@@ -158,6 +159,30 @@ describe('the loader', () => {
     }
   });
 
+  it('downloads spm.model from the Hub for a model id without tokenizer.json', async () => {
+    const files = await fixtureFiles(join(FIXTURES, 'deberta-v2'));
+    files.delete('tokenizer.json');
+    const hub = await startFakeHub({ 'test-org/deberta-v3-tiny': { files } });
+    const saved = { ...process.env };
+    process.env.HF_ENDPOINT = hub.url;
+    process.env.HF_HUB_CACHE = join(scratch, 'hub');
+    delete process.env.HF_HUB_OFFLINE;
+    delete process.env.HF_TOKEN;
+    try {
+      const m = await loadModel('test-org/deberta-v3-tiny', { graphCache: false });
+      try {
+        const input = readReference('deberta-v2').inputs[0]!;
+        expect((await m.tokenize(input.text, input.text_pair)).map((t) => t.id)).toEqual(input.input_ids);
+      } finally {
+        await m.dispose();
+      }
+      expect(hub.requests.some((r) => r.path.endsWith('/spm.model'))).toBe(true);
+    } finally {
+      process.env = saved;
+      await hub.close();
+    }
+  });
+
   it('a DeBERTa-v3 layout (tokenizer_config.json without special tokens or added_tokens_decoder) gets the class defaults', async () => {
     // microsoft/deberta-v3-base: {"do_lower_case": false, "vocab_type": "spm"}, added_tokens.json {"[MASK]": 128000}.
     const dir = mkdtempSync(join(scratch, 'v3-'));
@@ -183,6 +208,11 @@ describe('the loader', () => {
       good.subarray(0, Math.floor(good.length / 2) + 1),
       Buffer.alloc(0),
     ];
+    // One piece "a" whose score is NaN: ModelProto.pieces (field 1) { piece (1) "a", score (2, float) }.
+    const nan = Buffer.alloc(4);
+    nan.writeFloatLE(NaN);
+    const inner = [0x0a, 1, 0x61, 0x15, ...nan];
+    damaged.push(Buffer.from([0x0a, inner.length, ...inner]));
     // The precompiled charsmap's trie size made larger than the data.
     const charsmapAt = good.indexOf(Buffer.from('nmt_nfkc')) + 'nmt_nfkc'.length;
     const corrupt = Buffer.from(good);

@@ -107,7 +107,7 @@ export function checkOut(out: string, allowed: readonly string[], what: string):
 
 /** Hugging Face files of a checkpoint: a path to one of them means its directory. */
 const CHECKPOINT_FILE =
-  /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.(txt|json)|merges\.txt|spiece\.model|tokenizer\.model|.*\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)|.*\.index\.json)$/i;
+  /^(config\.json|generation_config\.json|tokenizer(_config)?\.json|special_tokens_map\.json|vocab\.(txt|json)|merges\.txt|spiece\.model|tokenizer\.model|spm\.model|sentencepiece\.bpe\.model|.*\.(safetensors|bin|pt|pth|ckpt|gguf|h5|msgpack|onnx)|.*\.index\.json)$/i;
 
 /** Whether `path` is a file of a checkpoint (a file with a checkpoint name next to a config.json, or config.json). */
 export function isCheckpointFile(path: string): boolean {

@@ -156,7 +156,13 @@ export async function loadTokenizer(files: TokenizerFiles): Promise<AttnTokenize
     sources.target = { spm, vocabJson: await read(files.vocabJson, 'vocab.json') };
     if (files.targetVocabJson !== undefined) sources.target.targetVocabJson = await read(files.targetVocabJson, 'target_vocab.json');
   }
-  return createTokenizer(sources);
+  if (files.tokenizerJson !== undefined || files.sentencePiece === undefined) return createTokenizer(sources);
+  try {
+    return createTokenizer(sources);
+  } catch (err) {
+    if (!(err instanceof AttnscopeError)) throw err;
+    throw new AttnscopeError(`the tokenizer converted from ${files.sentencePiece}: ${err.message}`, { cause: err });
+  }
 }
 
 /** Builds a tokenizer from the files' contents. */

@@ -196,6 +196,8 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   }
   const spm = readSentencePieceModel(sources.model, what);
   const n = spm.pieces.length;
+  const notFinite = spm.pieces.findIndex((p) => !Number.isFinite(p.score));
+  if (notFinite >= 0) throw new AttnscopeError(`${what}: piece ${notFinite} has the score ${spm.pieces[notFinite]!.score} (a finite number is needed)`);
   const spec = CONVERTERS[name];
 
   // Special tokens: the files' (special_tokens_map.json wins), else the class's defaults.
