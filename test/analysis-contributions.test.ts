@@ -17,6 +17,7 @@ import type { Matrix, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { openSafetensors } from '../src/io/safetensors.js';
+import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { runCli } from './helpers/cli.js';
 import { FIXTURES, readReference, type Nested } from './helpers/reference.js';
 
@@ -305,6 +306,49 @@ for (const { fixture, family, norm } of FAMILIES) {
   });
 }
 
+describe('contributions taps of the other wired families', () => {
+  // The block input must be PyTorch's hidden state entering the layer, and the transformed values,
+  // attention and output bias must add up (with the residual) to the model's own residual sum.
+  for (const fixture of ['roberta', 'electra', 'distilbert', 'albert', 'mistral', 'qwen2', 'gemma']) {
+    it(`${fixture}: layer input = PyTorch's hidden_states[l]; x + Σ_h Σ_j α·f + b_O = the residual sum`, async () => {
+      const ref = readReference(fixture);
+      const model = await loadModel(join(FIXTURES, fixture));
+      try {
+        const input = ref.inputs[0]!;
+        const trace = await model.trace(null, { ids: input.input_ids, typeIds: input.token_type_ids, contributions: true });
+        const c = trace.contributions!.self!;
+        const [H, n, D] = c.transformedValues.dims;
+        const hidden = input.hidden_states as number[][][];
+        let inputError = 0;
+        let sumError = 0;
+        let scale = 0;
+        for (let l = 0; l < c.layerInput.length; l++) {
+          const alpha = trace.attention.self!.layers[l]!;
+          const f = c.transformedValues.layers[l]!;
+          for (let i = 0; i < n; i++) {
+            for (let d = 0; d < D; d++) {
+              const x = c.layerInput[l]!.data[i * D + d]!;
+              inputError = Math.max(inputError, Math.abs(x - hidden[l]![i]![d]!));
+              let s = x + c.outputBias[l]![d]!;
+              for (let h = 0; h < H; h++) for (let j = 0; j < n; j++) s += alpha[(h * n + i) * n + j]! * f[(h * n + j) * D + d]!;
+              const own = c.residualSum[l]!.data[i * D + d]!;
+              sumError = Math.max(sumError, Math.abs(s - own));
+              scale = Math.max(scale, Math.abs(own));
+            }
+          }
+        }
+        expect(inputError, `layer input vs PyTorch ${inputError}`).toBeLessThanOrEqual(1e-4);
+        expect(sumError / scale, `decomposition ${sumError} of ${scale}`).toBeLessThanOrEqual(1e-5);
+        for (const m of alti(trace)) {
+          for (let i = 0; i < n; i++) expect(m.data.subarray(i * n, (i + 1) * n).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+        }
+      } finally {
+        await model.dispose();
+      }
+    });
+  }
+});
+
 /** A hand-made trace with contributions taps: 1 layer, the given heads, tokens and vectors. */
 function handTrace(opts: { alpha: number[][][]; f: number[][][]; x: Mat; bo?: number[]; ln?: { weight: number[]; bias: number[]; eps: number } }): Trace {
   const H = opts.alpha.length;
@@ -371,6 +415,21 @@ describe('contributions: hand-computed cases', () => {
       ln: { weight: [2, 2, 2], bias: [0, 0, 0], eps: 0 },
     });
     expect(altiLayer(shifted, 0).data[0]).toBeCloseTo(0.4, 6);
+  });
+
+  it('the taps are in memory only: both trace formats write the trace without them, and ALTI on it says why it cannot run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnscope-contrib-files-'));
+    try {
+      for (const file of ['t.json', 't.safetensors']) {
+        await writeTraceFile(join(dir, file), pre);
+        const back = await readTraceFile(join(dir, file));
+        expect(back.contributions).toBeUndefined();
+        expect(Array.from(back.attention.self!.layers[0]!)).toEqual([1, 0, 0.5, 0.5]);
+        expect(() => alti(back)).toThrow(/trace files do not store/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('composition: R_1 = C_1 · C_0', () => {
