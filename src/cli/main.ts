@@ -6,6 +6,7 @@ import { COMPARE_USAGE, compareCommand } from './compare-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { FLOW_USAGE, flowCommand } from './flow-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
+import { HEADS_USAGE, headsCommand } from './heads-command.js';
 import { MODELS_USAGE, modelsCommand } from './models-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
 import { UsageError, closest } from './parse.js';
@@ -19,6 +20,7 @@ Usage:
   ${EXPORT_USAGE.split('\n\n')[0]}
   ${VIEW_USAGE.split('\n\n')[0]}
   ${COMPARE_USAGE.split('\n\n')[0]}
+  ${HEADS_USAGE.split('\n\n')[0]}
   ${FLOW_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
   ${MODELS_USAGE.split('\n\n')[0]}
@@ -31,6 +33,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   export: { run: exportCommand, usage: EXPORT_USAGE },
   view: { run: viewCommand, usage: VIEW_USAGE },
   compare: { run: compareCommand, usage: COMPARE_USAGE },
+  heads: { run: headsCommand, usage: HEADS_USAGE },
   flow: { run: flowCommand, usage: FLOW_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
   models: { run: modelsCommand, usage: MODELS_USAGE },

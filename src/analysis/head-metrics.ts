@@ -1,0 +1,489 @@
+/**
+ * Per-head attention metrics: what each head's attention looks like, as numbers, per layer and
+ * head, aggregated per layer and over the model.
+ *
+ * Rows and support. A row is one query's weights over the keys. Its *support* is the set of keys
+ * the query can see: keys the model masked (causal mask, sliding window, from the trace's recorded
+ * score terms, or entries that are exactly 0 in every head of the layer when the trace has none,
+ * see `maskedEntries`) are not in it. With `excludeFirstToken` (TransformerLens' `exclude_bos`)
+ * key 0 leaves every support and each row is renormalised over what is left, and query 0 is
+ * dropped. Rows whose support holds a single key (a causal model's first query, or its second with
+ * `excludeFirstToken`) are forced — the model had no choice — and are left out of every metric;
+ * so are rows with no weight left on their support. A head with no row left gets NaN.
+ *
+ * Every per-row quantity is averaged over the head's rows (queries), each row counting once;
+ * distribution statistics (sparsity, quantiles, standard deviation) pool every (row, key) entry of
+ * the support. Per layer, each metric is the mean over the layer's heads (max_weight: the max);
+ * over the model, the mean over every head (max_weight: the max).
+ *
+ * Pure functions of a Trace; isomorphic (imports nothing from Node). Typed-array loops, float64
+ * accumulation: a 12 × 12-head trace at 512 tokens takes a fraction of a second (bench/analysis-heads.ts).
+ */
+import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
+import { maskedEntries } from './aggregate.js';
+
+/** The metric columns, in table order (snake_case, as CSV/JSON name them). */
+export const HEAD_METRIC_NAMES = [
+  'max_weight',
+  'confidence',
+  'entropy',
+  'sparsity',
+  'sparsity_uniform',
+  'p25',
+  'p50',
+  'p75',
+  'p90',
+  'std',
+  'distance',
+  'self',
+  'sink',
+  'separator',
+  'punctuation',
+  'long_range',
+  'js_from_first',
+] as const;
+export type HeadMetricName = (typeof HEAD_METRIC_NAMES)[number];
+
+/** One value per metric. */
+export type MetricValues = Record<HeadMetricName, number>;
+
+export interface HeadMetricOptions {
+  /** Drop key 0 (renormalising each row) and query 0, as TransformerLens' exclude_bos (default false). */
+  excludeFirstToken?: boolean;
+  /** `sparsity` counts weights below this (default 0.01). */
+  sparsityThreshold?: number;
+  /** `long_range` counts keys at least this far from the query (default 5). */
+  longRange?: number;
+}
+
+export const DEFAULT_SPARSITY_THRESHOLD = 0.01;
+export const DEFAULT_LONG_RANGE = 5;
+
+export interface HeadMetricRow extends MetricValues {
+  layer: number;
+  head: number;
+}
+
+export interface HeadMetrics {
+  stack: StackName;
+  layers: number;
+  heads: number;
+  excludeFirstToken: boolean;
+  /** One row per (layer, head), layer-major. */
+  rows: HeadMetricRow[];
+  /** Per layer: the mean over its heads (max_weight: max; js_from_first: of the layers' head-mean matrices). */
+  layerMeans: ({ layer: number } & MetricValues)[];
+  /** Over the model: the mean over every head (max_weight: max; js_from_first: first vs last layer's head-mean matrices). */
+  model: MetricValues;
+  /** Per head index: Jensen–Shannon divergence (bits) between that head in the first and in the last layer. */
+  jsChange: number[];
+}
+
+/** Sub-word markers stripped before a token's text is looked at: Ġ (byte-level BPE), ▁ (SentencePiece), ## (WordPiece). */
+const MARKERS = /^(?:##)|[Ġ▁]/gu;
+/** Unicode punctuation, and the ASCII punctuation characters (BERT counts $ + < = > ^ ` | ~ as punctuation too). */
+const PUNCT = /^[\p{P}!-/:-@[-`{-~]+$/u;
+
+/** Token text without sub-word markers and surrounding white space. */
+export function bareTokenText(text: string): string {
+  return text.replace(MARKERS, '').trim();
+}
+
+/** A token that is only punctuation once its sub-word markers are stripped (specials never are). */
+export function isPunctuationToken(t: Pick<Token, 'text' | 'special'>): boolean {
+  return !t.special && PUNCT.test(bareTokenText(t.text));
+}
+
+/** A separator: a special token other than the first ([SEP], </s>, ...). */
+export function isSeparatorToken(t: Pick<Token, 'special'>, index: number): boolean {
+  return t.special && index > 0;
+}
+
+/** The tokens of a stack's keys and queries. */
+export function stackTokens(trace: Trace, stack: StackName): { queries: Token[]; keys: Token[] } {
+  if (stack === 'cross') return { queries: trace.decoderTokens ?? [], keys: trace.tokens };
+  if (stack === 'decoder') return { queries: trace.decoderTokens ?? trace.tokens, keys: trace.decoderTokens ?? trace.tokens };
+  return { queries: trace.tokens, keys: trace.tokens };
+}
+
+/** The stack of a trace analyses read by default: self, else encoder (what the text went into), else decoder. */
+export function defaultStack(trace: Trace): StackName {
+  for (const s of ['self', 'encoder', 'decoder', 'cross'] as const) if (trace.attention[s]) return s;
+  throw new Error('the trace has no attention');
+}
+
+/** Shape and positions shared by the loops of the analyses. */
+export interface RowGeometry {
+  heads: number;
+  nq: number;
+  nk: number;
+  /** Position of query q among the keys is q + shift (cached queries: the last nq of nk positions; cross: 0). */
+  shift: number;
+}
+
+export function rowGeometry(stackData: LayerStack, stack: StackName): RowGeometry {
+  const [heads, nq, nk] = stackData.dims;
+  return { heads, nq, nk, shift: stack !== 'cross' && nk > nq ? nk - nq : 0 };
+}
+
+/**
+ * The support of every row of a layer, as 1 in a [nq × nk] array (see the module comment), and
+ * the support's size per row, and whether the model let each row see key 0 (for the sink).
+ */
+export function layerSupport(
+  trace: Trace,
+  stack: StackName,
+  layer: number,
+  excludeFirstToken: boolean,
+): { support: Uint8Array; rowSize: Int32Array; firstVisible: Uint8Array } {
+  const s = trace.attention[stack]!;
+  const [, nq, nk] = s.dims;
+  const masked = maskedEntries(trace, stack, layer);
+  const support = new Uint8Array(nq * nk);
+  const rowSize = new Int32Array(nq);
+  const firstVisible = new Uint8Array(nq);
+  for (let q = 0; q < nq; q++) {
+    const base = q * nk;
+    firstVisible[q] = masked && masked[base] === 1 ? 0 : 1;
+    if (excludeFirstToken && q === 0) continue;
+    let n = 0;
+    for (let k = excludeFirstToken ? 1 : 0; k < nk; k++) {
+      if (masked && masked[base + k] === 1) continue;
+      support[base + k] = 1;
+      n++;
+    }
+    rowSize[q] = n;
+  }
+  return { support, rowSize, firstVisible };
+}
+
+let histScratch: Uint32Array | undefined;
+let binScratch: Int32Array | undefined;
+
+/**
+ * Quantiles of `values[0..n)` with linear interpolation between order statistics (NumPy's default:
+ * rank q·(n − 1)). Exact and linear-time: a histogram of the values' float32 bit patterns (2^16
+ * bins, order-preserving for non-negative floats) finds the bins holding the wanted ranks, and
+ * only the values in those bins are sorted. Values must be ≥ 0.
+ */
+export function quantiles(values: Float64Array, n: number, qs: readonly number[]): number[] {
+  if (n === 0) return qs.map(() => NaN);
+  const interpolate = (at: (r: number) => number): number[] =>
+    qs.map((q) => {
+      const r = q * (n - 1);
+      const lo = Math.floor(r);
+      const hi = Math.ceil(r);
+      const a = at(lo);
+      return lo === hi ? a : a + (at(hi) - a) * (r - lo);
+    });
+  // Few values: sorting them is cheaper than walking the histogram.
+  if (n < 4096) {
+    const sorted = values.slice(0, n).sort();
+    return interpolate((r) => sorted[r]!);
+  }
+  const bits = new Uint32Array(1);
+  const f = new Float32Array(bits.buffer);
+  // Both scratch arrays are all zeros / all −1 between calls (only the used range is touched and reset).
+  const hist = (histScratch ??= new Uint32Array(1 << 16));
+  const firstRankOfBin = (binScratch ??= new Int32Array(1 << 16).fill(-1));
+  let minBin = hist.length;
+  let maxBin = -1;
+  for (let i = 0; i < n; i++) {
+    f[0] = values[i]!;
+    const b = bits[0]! >>> 15;
+    hist[b]!++;
+    if (b < minBin) minBin = b;
+    if (b > maxBin) maxBin = b;
+  }
+  const ranks = [...new Set(qs.flatMap((q) => [Math.floor(q * (n - 1)), Math.ceil(q * (n - 1))]))].sort((a, b) => a - b);
+  // Mark the bins holding a wanted rank (firstRankOfBin ≥ 0: the rank of the bin's first value).
+  const wantedBins: number[] = [];
+  let acc = 0;
+  let ri = 0;
+  for (let b = minBin; b <= maxBin && ri < ranks.length; b++) {
+    const c = hist[b]!;
+    if (ranks[ri]! < acc + c) {
+      firstRankOfBin[b] = acc;
+      wantedBins.push(b);
+      while (ri < ranks.length && ranks[ri]! < acc + c) ri++;
+    }
+    acc += c;
+  }
+  // The values of the marked bins, sorted (bins are in value order, so this is their order too).
+  let m = 0;
+  for (const b of wantedBins) m += hist[b]!;
+  const picked = new Float64Array(m);
+  let j = 0;
+  for (let i = 0; i < n; i++) {
+    f[0] = values[i]!;
+    if (firstRankOfBin[bits[0]! >>> 15]! >= 0) picked[j++] = values[i]!;
+  }
+  picked.sort();
+  // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
+  const before = new Map<number, number>();
+  let seen = 0;
+  for (const b of wantedBins) {
+    before.set(b, seen);
+    seen += hist[b]!;
+  }
+  const at = (r: number): number => {
+    for (const b of wantedBins) {
+      if (r < firstRankOfBin[b]! + hist[b]!) return picked[before.get(b)! + r - firstRankOfBin[b]!]!;
+    }
+    return picked[picked.length - 1]!;
+  };
+  const out = interpolate(at);
+  for (const b of wantedBins) firstRankOfBin[b] = -1;
+  hist.fill(0, minBin, maxBin + 1);
+  return out;
+}
+
+const LOG2 = Math.log(2);
+
+/** Jensen–Shannon divergence in bits (within [0, 1]) of two distributions over `n` entries. */
+export function jensenShannon(p: ArrayLike<number>, pOff: number, q: ArrayLike<number>, qOff: number, n: number): number {
+  let js = 0;
+  for (let i = 0; i < n; i++) {
+    const a = p[pOff + i]!;
+    const b = q[qOff + i]!;
+    const m = (a + b) / 2;
+    if (a > 0) js += a * Math.log(a / m);
+    if (b > 0) js += b * Math.log(b / m);
+  }
+  return js / 2 / LOG2;
+}
+
+/**
+ * Renormalised rows of one head over their support: [nq × nk] float64, zero off the support, and
+ * which rows count (support > 1 and positive mass).
+ */
+function renormalisedHead(W: Float32Array, head: number, g: RowGeometry, support: Uint8Array, rowSize: Int32Array, out: Float64Array, counts: Uint8Array): void {
+  const { nq, nk } = g;
+  const off = head * nq * nk;
+  for (let q = 0; q < nq; q++) {
+    const base = q * nk;
+    let s = 0;
+    for (let k = 0; k < nk; k++) if (support[base + k] === 1) s += W[off + base + k]!;
+    const ok = rowSize[q]! > 1 && s > 0;
+    counts[q] = ok ? 1 : 0;
+    for (let k = 0; k < nk; k++) out[base + k] = ok && support[base + k] === 1 ? W[off + base + k]! / s : 0;
+  }
+}
+
+/** Entropy (nats) of each row of a [nq × nk] matrix of distributions. */
+function rowEntropies(m: Float64Array, nq: number, nk: number, out: Float64Array): Float64Array {
+  for (let q = 0; q < nq; q++) {
+    let e = 0;
+    for (let k = q * nk, end = k + nk; k < end; k++) {
+      const v = m[k]!;
+      if (v > 0) e -= v * Math.log(v);
+    }
+    out[q] = e;
+  }
+  return out;
+}
+
+/**
+ * Mean over rows counted in both of the Jensen–Shannon divergence (bits) between two [nq × nk]
+ * matrices of distributions, given their row entropies (nats): JS = H((a + b)/2) − (H(a) + H(b))/2,
+ * one logarithm per entry.
+ */
+function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, b: Float64Array, cb: Uint8Array, hb: Float64Array, nq: number, nk: number): number {
+  let sum = 0;
+  let rows = 0;
+  for (let q = 0; q < nq; q++) {
+    if (ca[q] !== 1 || cb[q] !== 1) continue;
+    let hm = 0;
+    for (let k = q * nk, end = k + nk; k < end; k++) {
+      const m = (a[k]! + b[k]!) / 2;
+      if (m > 0) hm -= m * Math.log(m);
+    }
+    sum += Math.max(0, hm - (ha[q]! + hb[q]!) / 2) / LOG2;
+    rows++;
+  }
+  return rows ? sum / rows : NaN;
+}
+
+function emptyValues(): MetricValues {
+  return Object.fromEntries(HEAD_METRIC_NAMES.map((m) => [m, NaN])) as MetricValues;
+}
+
+/**
+ * Every metric of every head of a stack (default: `defaultStack`).
+ *
+ * - `max_weight`: the largest weight of any row; `confidence`: the mean of the row maxima.
+ * - `entropy`: row entropy −Σ w log w divided by log(support size) (0: one key, 1: uniform over what it can see).
+ * - `sparsity`: share of support entries below `sparsityThreshold` (0.01); `sparsity_uniform`: below 1/support.
+ * - `p25`, `p50`, `p75`, `p90`, `std`: quantiles and standard deviation (population) of the support entries.
+ * - `distance`: mean over rows of Σ_j w_ij |i − j| (in positions).
+ * - `self`: weight on the query's own position; `sink`: on the first token (position 0: BOS, [CLS]) —
+ *   with `excludeFirstToken` too (which then only drops query 0), since key 0 is exactly what that
+ *   switch removes: key 0's share of the row over its support with key 0 kept; `separator`: on special tokens
+ *   other than the first ([SEP], </s>); `punctuation`: on tokens that are only punctuation
+ *   (`isPunctuationToken`); `long_range`: on keys with |i − j| ≥ `longRange` (5).
+ * - `js_from_first`: mean over rows of the Jensen–Shannon divergence (bits, [0, 1]) between this head
+ *   and the head with the same index in the first layer (0 in the first layer); in the last layer it
+ *   is the first-to-last change (also in `jsChange`). Needs equal shapes across layers (always).
+ */
+export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMetricOptions = {}): HeadMetrics {
+  const stack = stackName ?? defaultStack(trace);
+  const s = trace.attention[stack];
+  if (!s) throw new Error(`the trace has no '${stack}' attention`);
+  const exclude = options.excludeFirstToken ?? false;
+  const threshold = options.sparsityThreshold ?? DEFAULT_SPARSITY_THRESHOLD;
+  const longRange = options.longRange ?? DEFAULT_LONG_RANGE;
+  const g = rowGeometry(s, stack);
+  const { heads, nq, nk, shift } = g;
+  const L = s.layers.length;
+  const { keys } = stackTokens(trace, stack);
+  const sepKey = new Uint8Array(nk);
+  const punctKey = new Uint8Array(nk);
+  for (let k = 0; k < nk; k++) {
+    const t = keys[k];
+    if (!t) continue;
+    sepKey[k] = isSeparatorToken(t, k) ? 1 : 0;
+    punctKey[k] = isPunctuationToken(t) ? 1 : 0;
+  }
+  const size = nq * nk;
+  const pooled = new Float64Array(size);
+  const w = new Float64Array(size);
+  const counted = new Uint8Array(nq);
+  // The first layer's renormalised heads, and head means of the first layer and of the current one.
+  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(size), c: new Uint8Array(nq), e: new Float64Array(nq) }));
+  const rowEnt = new Float64Array(nq);
+  const firstMeanEnt = new Float64Array(nq);
+  const layerMeanEnt = new Float64Array(nq);
+  const firstMean = new Float64Array(size);
+  const layerMean = new Float64Array(size);
+  let firstMeanRows = new Uint8Array(nq);
+  const rows: HeadMetricRow[] = [];
+  const layerMeans: HeadMetrics['layerMeans'] = [];
+  const jsChange: number[] = new Array<number>(heads).fill(NaN);
+  for (let l = 0; l < L; l++) {
+    const W = s.layers[l]!;
+    const { support, rowSize, firstVisible } = layerSupport(trace, stack, l, exclude);
+    layerMean.fill(0);
+    let meanRows = new Uint8Array(nq);
+    for (let h = 0; h < heads; h++) {
+      renormalisedHead(W, h, g, support, rowSize, w, counted);
+      const off = h * size;
+      let maxW = 0;
+      let sumMax = 0;
+      let sumEnt = 0;
+      let below = 0;
+      let belowUniform = 0;
+      let entries = 0;
+      let sum = 0;
+      let sumSq = 0;
+      let dist = 0;
+      let self = 0;
+      let sink = 0;
+      let sep = 0;
+      let punct = 0;
+      let long = 0;
+      let nRows = 0;
+      for (let q = 0; q < nq; q++) {
+        if (counted[q] !== 1) continue;
+        nRows++;
+        const base = q * nk;
+        const qp = q + shift;
+        const n = rowSize[q]!;
+        const uniform = 1 / n;
+        let rowMax = 0;
+        let ent = 0;
+        for (let k = 0; k < nk; k++) {
+          if (support[base + k] !== 1) continue;
+          const v = w[base + k]!;
+          if (v > rowMax) rowMax = v;
+          if (v > 0) ent -= v * Math.log(v);
+          if (v < threshold) below++;
+          if (v < uniform) belowUniform++;
+          pooled[entries++] = v;
+          sum += v;
+          sumSq += v * v;
+          const d = qp > k ? qp - k : k - qp;
+          dist += v * d;
+          if (d >= longRange) long += v;
+          if (sepKey[k] === 1) sep += v;
+          if (punctKey[k] === 1) punct += v;
+          layerMean[base + k]! += v / heads;
+        }
+        if (qp < nk && support[base + qp] === 1) self += w[base + qp]!;
+        // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
+        if (firstVisible[q] === 1) {
+          let total = 0;
+          for (let k = 0; k < nk; k++) if (support[base + k] === 1) total += W[off + base + k]!;
+          const w0 = W[off + base]!;
+          sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
+        }
+        sumMax += rowMax;
+        if (rowMax > maxW) maxW = rowMax;
+        sumEnt += ent / Math.log(n);
+        rowEnt[q] = ent;
+      }
+      const values = emptyValues();
+      if (nRows > 0) {
+        const mean = sum / entries;
+        const [p25, p50, p75, p90] = quantiles(pooled, entries, [0.25, 0.5, 0.75, 0.9]);
+        Object.assign(values, {
+          max_weight: maxW,
+          confidence: sumMax / nRows,
+          entropy: sumEnt / nRows,
+          sparsity: below / entries,
+          sparsity_uniform: belowUniform / entries,
+          p25, p50, p75, p90,
+          std: Math.sqrt(Math.max(0, sumSq / entries - mean * mean)),
+          distance: dist / nRows,
+          self: self / nRows,
+          sink: sink / nRows,
+          separator: sep / nRows,
+          punctuation: punct / nRows,
+          long_range: long / nRows,
+        });
+      }
+      if (l === 0) {
+        first[h]!.w.set(w);
+        first[h]!.c.set(counted);
+        first[h]!.e.set(rowEnt);
+        values.js_from_first = nRows > 0 ? 0 : NaN;
+      } else {
+        values.js_from_first = meanRowJs(first[h]!.w, first[h]!.c, first[h]!.e, w, counted, rowEnt, nq, nk);
+      }
+      if (l === L - 1) jsChange[h] = values.js_from_first;
+      if (h === 0) meanRows = counted.slice();
+      rows.push({ layer: l, head: h, ...values });
+    }
+    const agg = aggregate(rows.slice(l * heads));
+    if (l === 0) {
+      firstMean.set(layerMean);
+      rowEntropies(firstMean, nq, nk, firstMeanEnt);
+      firstMeanRows = meanRows;
+      agg.js_from_first = meanRows.some((c) => c === 1) ? 0 : NaN;
+    } else {
+      agg.js_from_first = meanRowJs(firstMean, firstMeanRows, firstMeanEnt, layerMean, meanRows, rowEntropies(layerMean, nq, nk, layerMeanEnt), nq, nk);
+    }
+    layerMeans.push({ layer: l, ...agg });
+  }
+  const model = aggregate(rows);
+  model.js_from_first = layerMeans.length ? layerMeans[layerMeans.length - 1]!.js_from_first : NaN;
+  return { stack, layers: L, heads, excludeFirstToken: exclude, rows, layerMeans, model, jsChange };
+}
+
+/** Mean of each metric over rows (NaN entries skipped), max for max_weight. */
+export function aggregate(rows: readonly MetricValues[]): MetricValues {
+  const out = emptyValues();
+  for (const m of HEAD_METRIC_NAMES) {
+    let sum = 0;
+    let n = 0;
+    let max = -Infinity;
+    for (const r of rows) {
+      const v = r[m];
+      if (Number.isNaN(v)) continue;
+      sum += v;
+      n++;
+      if (v > max) max = v;
+    }
+    out[m] = n === 0 ? NaN : m === 'max_weight' ? max : sum / n;
+  }
+  return out;
+}

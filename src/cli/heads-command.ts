@@ -1,0 +1,204 @@
+/**
+ * `attnscope heads [model | trace file] [--text "..." [--pair "..."]] [--exclude-first]
+ *  [--samples N] [--seq-len L] [--seed S] [--json | --csv] [--out FILE]`: what each head does —
+ * the metrics of analysis/head-metrics.ts and the type scores of analysis/head-types.ts, one row
+ * per layer and head. Without --text (and without a trace file) it runs the standard repeated
+ * random-token probe (analysis/probe.ts), which is what measures induction and duplicate-token heads.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { extname } from 'node:path';
+import { AttnscopeError, sanitize } from '../core/errors.js';
+import type { StackName, Trace } from '../core/trace.js';
+import { loadModel } from '../engine/load.js';
+import { HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, headTable, headTableCsv, headTableJsonRows, headsOfType, HEAD_TYPE_COLUMN, type HeadTableRow } from '../analysis/head-types.js';
+import { defaultStack, DEFAULT_LONG_RANGE, DEFAULT_SPARSITY_THRESHOLD, stackTokens } from '../analysis/head-metrics.js';
+import { PROBE_DEFAULTS, probeVocabularyOf, runProbe } from '../analysis/probe.js';
+import { tokenWordClasses } from '../analysis/word-classes.js';
+import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
+import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
+import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
+
+export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetensors] [--text "..." [--pair "..."]] [--exclude-first]
+                [--samples N] [--seq-len L] [--seed S] [--stack self|encoder|decoder|cross]
+                [--json | --csv] [--out FILE] [--truncate] [--revision REV] [--offline] [--threads N]
+
+  source       a model directory or Hub id (the embedded stories260k model when omitted), or a trace file
+  --text       measure the heads on this text (--pair: a second sentence); without --text the standard
+               probe runs: BOS then L random tokens repeated once, [BOS r1…rL r1…rL], averaged over
+               --samples sequences (default ${PROBE_DEFAULTS.samples}) of --seq-len tokens (default ${PROBE_DEFAULTS.seqLen},
+               TransformerLens' induction demo), random ids from --seed (default ${PROBE_DEFAULTS.seed}; mulberry32)
+  --exclude-first  leave out the first token (key 0, renormalising each row, and query 0), as
+               TransformerLens' exclude_bos: attention sinks dominate decoder heads
+  --stack      which attention of an encoder-decoder (default: self, else decoder; the probe: encoder)
+  --json, --csv  one row per layer and head: layer, head, every metric and type score, top_type,
+               top_score (empty/null where a score is not defined); a readable table otherwise
+  --out        write to FILE (.json, .csv, or .txt for the table) instead of stdout
+
+  Columns: max_weight, confidence (mean row max), entropy (row entropy / log of the keys the row can
+  see), sparsity (share < ${DEFAULT_SPARSITY_THRESHOLD}), sparsity_uniform (share < 1/keys), p25 p50 p75 p90 std (of the weights),
+  distance (mean |i−j|), self, sink (first token), separator (other specials), punctuation, long_range
+  (|i−j| ≥ ${DEFAULT_LONG_RANGE}), js_from_first (Jensen–Shannon vs the same head in layer 0), previous_token,
+  next_token, local (|i−j| ≤ 2), duplicate_token, induction, syntax_focus / semantic_focus / entity_focus
+  (attention on function words / content words / named entities, --text only).
+  Types and thresholds: ${HEAD_TYPE_NAMES.map((t) => `${t} ≥ ${HEAD_TYPE_THRESHOLDS[t]}`).join(', ')}
+  (broad: entropy); the top type is the one furthest above its threshold.
+${MODEL_HELP}`;
+
+export const HEADS_OPTIONS = {
+  text: { type: 'string' },
+  pair: { type: 'string' },
+  'exclude-first': { type: 'boolean' },
+  samples: { type: 'string' },
+  'seq-len': { type: 'string' },
+  seed: { type: 'string' },
+  stack: { type: 'string' },
+  json: { type: 'boolean' },
+  csv: { type: 'boolean' },
+  out: { type: 'string' },
+  truncate: { type: 'boolean' },
+  ...MODEL_OPTIONS,
+} as const;
+
+const STACKS: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'];
+/** Most probe samples and most random tokens per sample accepted. */
+const MAX_SAMPLES = 1000;
+
+function isTraceFile(source: string | undefined): boolean {
+  if (!source) return false;
+  const lower = source.toLowerCase();
+  if (!lower.endsWith('.json') && !lower.endsWith('.safetensors')) return false;
+  if (isCheckpointFile(source)) return false;
+  if (!existsSync(source)) throw new AttnscopeError(`${source}: no such trace file`);
+  return statSync(source).isFile();
+}
+
+const fmt = (v: number, digits = 2): string => (Number.isFinite(v) ? v.toFixed(digits) : '–');
+
+/** The readable table and, under it, which heads are of each type (or that none is). */
+export function formatHeadTable(table: readonly HeadTableRow[], title: string): string {
+  const head = ['layer', 'head', 'type', 'score', 'entropy', 'conf', 'sink', 'self', 'prev', 'dup', 'induct', 'dist'];
+  const lines = table.map((r) => [
+    String(r.layer), String(r.head), r.top_type ?? '–', fmt(r.top_score), fmt(r.entropy), fmt(r.confidence), fmt(r.sink), fmt(r.self),
+    fmt(r.previous_token), fmt(r.duplicate_token), fmt(r.induction), fmt(r.distance, 1),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  const row = (cells: string[]) => cells.map((c, i) => (i === 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const out = [title, row(head), ...lines.map(row), ''];
+  for (const t of HEAD_TYPE_NAMES) {
+    const found = headsOfType(table, t);
+    const col = HEAD_TYPE_COLUMN[t];
+    if (found.length > 0) {
+      out.push(`${t} (≥ ${HEAD_TYPE_THRESHOLDS[t]}): ${found.map((f) => `L${f.layer}H${f.head} ${fmt(f.score)}`).join(', ')}`);
+    } else {
+      const best = table.filter((r) => Number.isFinite(r[col])).sort((a, b) => b[col] - a[col])[0];
+      out.push(`${t} (≥ ${HEAD_TYPE_THRESHOLDS[t]}): none${best ? ` (highest L${best.layer}H${best.head} ${fmt(best[col])})` : ' (not measured)'}`);
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+export async function headsCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseCommandArgs(argv, HEADS_OPTIONS);
+  if (positionals.length > 1) throw new AttnscopeError(`heads: expected at most one model or trace file, got ${positionals.join(' ')}`);
+  if (values.json && values.csv) throw new UsageError('heads: give --json or --csv, not both');
+  let format: 'json' | 'csv' | 'table' = values.json ? 'json' : values.csv ? 'csv' : 'table';
+  if (values.out !== undefined) {
+    const ext = extname(values.out).toLowerCase();
+    if (format === 'table' && (ext === '.json' || ext === '.csv')) format = ext.slice(1) as 'json' | 'csv';
+    checkOut(values.out, [format === 'table' ? '.txt' : `.${format}`], format === 'table' ? 'heads (the table)' : `heads --${format}`);
+  }
+  if (values.pair !== undefined && values.text === undefined) throw new UsageError('--pair needs --text');
+  if (values.stack !== undefined && !STACKS.includes(values.stack as StackName)) {
+    throw new UsageError(`--stack: unknown stack '${values.stack}' (expected ${STACKS.join(', ')})`);
+  }
+  const source = positionals[0];
+  const fromFile = isTraceFile(source);
+  const probe = values.text === undefined && !fromFile;
+  if (!probe) {
+    for (const flag of ['samples', 'seq-len', 'seed'] as const) {
+      if (values[flag] !== undefined) throw new UsageError(`--${flag} applies to the probe (run without --text${fromFile ? ' and on a model, not a trace file' : ''})`);
+    }
+  }
+  if (fromFile) {
+    for (const flag of ['text', 'pair', 'truncate'] as const) {
+      if (values[flag] !== undefined) throw new AttnscopeError(`--${flag} does not apply to a trace file (it already holds its tokens)`);
+    }
+  }
+  const samples = parsePositiveInt(values.samples, '--samples') ?? PROBE_DEFAULTS.samples;
+  if (samples > MAX_SAMPLES) throw new UsageError(`--samples: expected 1 to ${MAX_SAMPLES}, got ${samples}`);
+  const seqLen = parsePositiveInt(values['seq-len'], '--seq-len') ?? PROBE_DEFAULTS.seqLen;
+  let seed: number = PROBE_DEFAULTS.seed;
+  if (values.seed !== undefined) {
+    if (!/^\d+$/.test(values.seed.trim()) || Number(values.seed) > 0xffffffff) throw new UsageError(`--seed: expected an integer from 0 to 4294967295, got '${values.seed}'`);
+    seed = Number(values.seed);
+  }
+  const excludeFirstToken = values['exclude-first'] ?? false;
+  const stackOption = values.stack as StackName | undefined;
+
+  let table: HeadTableRow[];
+  let title: string;
+  let meta: Record<string, unknown>;
+  if (fromFile) {
+    const opened = await openTraceFile(source!);
+    if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
+    const trace = opened.trace;
+    const stack = pickStack(trace, stackOption);
+    table = headTable(trace, stack, { excludeFirstToken });
+    title = `${trace.model.name}: ${stack} attention of ${source} (${trace.tokens.length} tokens)`;
+    meta = { model: trace.model.name, stack, input: 'trace', traceFile: source };
+  } else {
+    const loadOptions = parseLoadOptions(values);
+    checkModelArg(source);
+    const model = await loadModel(source, loadOptions);
+    try {
+      if (probe) {
+        const vocab = probeVocabularyOf(model);
+        const length = vocab.prefix.length + 2 * seqLen;
+        if (length > model.info.maxPositions) {
+          const most = Math.floor((model.info.maxPositions - vocab.prefix.length) / 2);
+          throw new UsageError(`--seq-len ${seqLen}: the probe's ${length} tokens exceed ${model.name}'s ${model.info.maxPositions} positions; allowed 1 to ${most}`);
+        }
+        const stack = stackOption ?? (model.info.kind === 'encoder-decoder' ? 'encoder' : undefined);
+        const result = await runProbe(model, vocab, { samples, seqLen, seed, excludeFirstToken, stack });
+        table = result.table;
+        title = `${model.name}: ${result.stack} attention on the repeated-token probe (${samples} × [${vocab.prefix.length ? 'BOS + ' : ''}2 × ${seqLen} random tokens], seed ${seed})`;
+        meta = { model: model.name, stack: result.stack, input: 'probe', samples, seqLen, seed, prefix: vocab.prefix };
+      } else {
+        const trace = await model.trace(values.text!, { pair: values.pair, truncate: values.truncate ?? false });
+        const stack = pickStack(trace, stackOption);
+        const { keys } = stackTokens(trace, stack);
+        const segments = stack === 'decoder' ? [] : [values.text!, ...(values.pair !== undefined ? [values.pair] : [])];
+        const wordClasses = segments.length ? tokenWordClasses(keys, segments) : undefined;
+        table = headTable(trace, stack, { excludeFirstToken, wordClasses });
+        title = `${model.name}: ${stack} attention on the text (${trace.tokens.length} tokens)`;
+        meta = { model: model.name, stack, input: 'text', text: values.text, ...(values.pair !== undefined ? { pair: values.pair } : {}) };
+      }
+    } finally {
+      await model.dispose();
+    }
+  }
+  if (excludeFirstToken) title += ', first token excluded';
+  const body =
+    format === 'csv'
+      ? headTableCsv(table)
+      : format === 'json'
+        ? `${JSON.stringify({ ...meta, excludeFirstToken, thresholds: HEAD_TYPE_THRESHOLDS, rows: headTableJsonRows(table) }, null, 1)}\n`
+        : formatHeadTable(table, title);
+  if (values.out !== undefined) {
+    await writeFileAtomically(values.out, async (stream) => {
+      stream.write(body);
+    });
+    reportWrote(values.out, `${table.length} heads`);
+  } else {
+    process.stdout.write(body);
+  }
+}
+
+function pickStack(trace: Trace, wanted: StackName | undefined): StackName {
+  if (wanted === undefined) return defaultStack(trace);
+  if (!trace.attention[wanted]) {
+    const have = STACKS.filter((s) => trace.attention[s]);
+    throw new UsageError(`--stack ${wanted}: the trace has no ${wanted} attention (it has ${have.join(', ')})`);
+  }
+  return wanted;
+}
