@@ -384,12 +384,15 @@ export async function sequentialLinear(ctx: BuildContext, x: Value, prefix: stri
   const { g } = ctx;
   const weight = await ctx.weight(`${prefix}.weight`);
   const bias = await requiredBias(ctx, prefix);
-  const wT = g.transposed2d(weight); // [in, out]
+  const sizes: number[] = [];
+  for (let start = 0; start < inFeatures; start += SEQUENTIAL_CHUNK) sizes.push(Math.min(SEQUENTIAL_CHUNK, inFeatures - start));
+  // Chunks of the input columns [1, seq, c, 1] and of the weight's rows [c, out] (one Split each).
+  const xs = sizes.length === 1 ? [g.unsqueeze(x, [3])] : g.split(g.unsqueeze(x, [3]), sizes, 2);
+  const ws = sizes.length === 1 ? [g.transposed2d(weight)] : g.split(g.transposed2d(weight), sizes, 0);
   let sum: Value | null = null;
-  for (let start = 0; start < inFeatures; start += SEQUENTIAL_CHUNK) {
-    const end = Math.min(inFeatures, start + SEQUENTIAL_CHUNK);
+  for (let c = 0; c < sizes.length; c++) {
     // [1, seq, c, 1] · [c, out] → [1, seq, c, out]: the products, each rounded to float32.
-    let terms = g.mul(g.unsqueeze(g.slice(x, [start], [end], [2]), [3]), g.slice(wT, [start], [end], [0]));
+    let terms = g.mul(xs[c]!, ws[c]!);
     if (sum) terms = g.concat([g.unsqueeze(sum, [2]), terms], 2);
     const running = g.op('CumSum', [terms, g.ints([2])]);
     sum = g.squeeze(g.slice(running, [-1], [Number.MAX_SAFE_INTEGER], [2]), [2]);
