@@ -82,7 +82,8 @@ export function influenceTreeLayout(
   const rowH = 26;
   const labelOf = place.label ?? ((t: FlowToken) => t.label);
   const labels = tokens.map((t, i) => truncate(labelOf(t, i)));
-  const boxW = Math.max(60, ...nodes.map((nd) => textWidth(labels[nd.token]!, fs))) + 14;
+  // Each box: the token and, smaller, its position (the same text may stand at several positions).
+  const boxW = Math.max(60, ...nodes.map((nd) => textWidth(`${labels[nd.token]!} ${nd.token}`, fs))) + 14;
   const colW = boxW + 90;
   // Leaves get consecutive rows; a parent sits at the middle of its children.
   let row = 0;
@@ -121,7 +122,11 @@ export function influenceTreeLayout(
       className: `tree-node${nd.parent === null ? ' root' : ''}`, data: { node: i, column: nd.column, token: nd.token, path: Number(nd.path.toPrecision(6)) },
       tip: `${nd.token}: ${tok.tip} · path weight ${nd.path.toPrecision(3)}`,
     });
-    items.push({ kind: 'text', x: nd.x + 7, y: nd.y + fs * 0.36, text: labels[nd.token]!, size: fs, fill: tok.special ? theme.special : theme.text, bold: nd.parent === null || undefined, className: 'token', data: { column: nd.column, token: nd.token } });
+    const label = labels[nd.token]!;
+    items.push({
+      kind: 'text', x: nd.x + 7, y: nd.y + fs * 0.36, text: `${label} ${nd.token}`, size: fs, fill: tok.special ? theme.special : theme.text, bold: nd.parent === null || undefined, className: 'token', data: { column: nd.column, token: nd.token },
+      spans: [{ text: label }, { text: ` ${nd.token}`, fill: theme.muted }],
+    });
   });
   let bottom = top + row * rowH + 10;
   const notes = [model.caption, `each token's ${keep} strongest sources, ${depth} layer${depth > 1 ? 's' : ''} down; edge labels: weights; box shade: product along the path`];
