@@ -20,8 +20,25 @@ export {
   type StackFacts, type Strongest,
 } from './analysis/aggregate.js';
 export {
+  wordUnits, sentenceUnits, textWordUnits, alignedUnits, wordSpans, sentenceSpans, groupMatrix, blockMatrix, drillBlock,
+  wordAttention, sentenceAttention, traceMatrix, stackTokens,
+  type Unit, type UnitMatrix, type CombineRule, type GroupRules, type BlockRule, type WordAttentionOptions, type SentenceAttentionOptions,
+} from './analysis/words.js';
+export {
+  compareTraces, compareHeads, jsDivergence, meanRowJsDivergence, differenceMatrix, depthLayer, comparisonRows, comparisonCsv, COMPARISON_COLUMNS,
+  type Comparison, type CompareOptions, type HeadPair, type HeadDifference, type ComparisonRow, type Alignment, type Matching,
+} from './analysis/compare.js';
+export {
   normAttentionPerHead, normAttentionLayer, normAttention, altiLayer, alti, altiRollout, composeLayers,
 } from './analysis/contributions.js';
+export {
+  attentionRollout, attentionGraph, fusedAttention, rolloutOfMatrices, fuseHeads, discardLowest, addResidual, HEAD_FUSIONS,
+  type HeadFusion, type LayerMatrices, type GraphOptions, type AttentionGraph, type RolloutResult,
+} from './analysis/rollout.js';
+export {
+  attentionFlow, attentionFlowOfMatrices, FlowNetwork, layeredNetwork, checkFlowSize, FLOW_MAX_NODES,
+  type FlowOptions, type FlowResult, type FlowMatrices, type FlowOfMatricesOptions,
+} from './analysis/flow.js';
 export type { ContributionTaps, ContributionMap } from './core/trace.js';
 
 // Views: each view's layout as data, its SVG writer, PNG, and the standalone HTML page.
@@ -34,8 +51,13 @@ export { headViewLayout, type HeadLayout } from './views/layout/head-view.js';
 export { heatmapLayout, matrixGridLayout, type GridLayout } from './views/layout/heatmap.js';
 export { modelViewLayout, type ModelViewLayout, type ModelCell } from './views/layout/model-view.js';
 export { neuronViewLayout, type NeuronLayout } from './views/layout/neuron-view.js';
+export { renderFlowView, renderInfluenceTree, type FlowViewOptions, type FlowMethod } from './views/svg/flow.js';
+export { flowLayout, flowModel, flowMass, type FlowLayout, type FlowModel, type FlowEdge } from './views/layout/flow.js';
+export { influenceTreeLayout, type TreeLayout, type TreeNode } from './views/layout/influence-tree.js';
 export type { Item, Picture } from './views/layout/common.js';
 export { svgToPng, type PngOptions } from './views/png.js';
 export { renderStandaloneHtml, type StandaloneOptions, type StandaloneResult, type ViewBundle } from './views/html/standalone.js';
 export { loadViewBundle } from './views/html/bundle-node.js';
+export { renderComparisonSvg, comparisonLayout, comparisonDiffInput, diffHeatmapLayout, pairLabel, type ComparisonFigureOptions, type DiffInput, type DiffLayout } from './views/svg/diff-heatmap.js';
+export { renderComparePage, type ComparePageOptions, type ComparePageResult, type ComparePayload } from './views/html/compare-page.js';
 export { prettifyTokens, displayStack, type DisplayStack, type DisplayToken } from './views/tokens.js';

@@ -197,7 +197,7 @@ export function diffHeatmapLayout(o: DiffInput): DiffLayout {
       if (selected) items.push({ kind: 'rect', x: m - 4, y: ry, width: 380 + barMax, height: rowH, fill: theme.highlight, className: 'ranked-selected' });
       const label = `${i + 1}. ${r.label}`;
       items.push({ kind: 'text', x: m, y: ry + rowH - 6, text: label, size: sfs, fill: theme.text, bold: selected || undefined, className: 'ranked-head', data: { index: i } });
-      items.push({ kind: 'rect', x: m + 200, y: ry + 3, width: Math.max(1, (barMax * r.jsDivergence) / maxJs), height: rowH - 6, fill: dScale.color(maxAbs > 0 ? maxAbs * 0.8 : 0.8), className: 'ranked-bar' });
+      items.push({ kind: 'rect', x: m + 200, y: ry + 3, width: Math.max(1, (barMax * r.jsDivergence) / maxJs), height: rowH - 6, fill: theme.muted, fillOpacity: 0.6, className: 'ranked-bar' });
       const value = `JS ${r.jsDivergence.toPrecision(3)} · max |Δ| ${r.maxAbsDiff.toPrecision(3)}`;
       items.push({ kind: 'text', x: m + 210 + barMax, y: ry + rowH - 6, text: value, size: sfs, fill: theme.muted, className: 'ranked-value' });
       right = Math.max(right, m + 210 + barMax + textWidth(value, sfs));
