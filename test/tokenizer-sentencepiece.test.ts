@@ -31,6 +31,8 @@ const CASES: [fixture: string, model: string][] = [
   ['albert', 'spiece.model'],
   ['llama', 'tokenizer.model'],
   ['mistral', 'tokenizer.model'],
+  ['mbart', 'sentencepiece.bpe.model'],
+  ['pegasus', 'spiece.model'],
 ];
 const TOKENIZER_FILES = ['tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json'];
 
@@ -127,6 +129,18 @@ for (const [fixture, model] of CASES) {
       for (const role of ['bos', 'eos', 'unk', 'sep', 'pad', 'cls', 'mask'] as const) expect(tok[role], role).toEqual(expected[role]);
       for (let id = 0; id < expected.vocabSize; id++) expect(tok.idToToken(id)).toBe(expected.idToToken(id));
     });
+
+    if (fixture === 'mbart') {
+      it('puts the language code asked for where the template puts en_XX', async () => {
+        const tok = await built;
+        expect(tok.languages?.source).toBe(expected.languages?.source);
+        for (const srcLang of ['ro_RO', 'zh_CN']) {
+          const got = await tok.encode('The black cat.', undefined, { srcLang });
+          expect(got).toEqual(await expected.encode('The black cat.', undefined, { srcLang }));
+          expect(got.at(-1)?.text).toBe(srcLang);
+        }
+      });
+    }
 
     if (T5_FAMILY.has(fixture)) {
       // tokenizer_config.json's added_tokens_decoder gives the sentinels lstrip and rstrip, and

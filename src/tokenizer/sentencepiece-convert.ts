@@ -5,8 +5,9 @@
  *
  * - the model: Unigram over the proto's pieces and scores (BPE with merges regenerated from the
  *   vocabulary for Llama), with the converter's vocabulary changes (T5's `<extra_id_N>` pieces,
- *   XLM-R's fairseq layout `<s> <pad> </s> <unk>` + pieces[3:] + `<mask>`, ALBERT's −100 on
- *   pieces ending in digit + comma) and unknown id;
+ *   XLM-R's fairseq layout `<s> <pad> </s> <unk>` + pieces[3:] + `<mask>`, mBART's language
+ *   codes after it, Pegasus's offset of 103 reserved ids, ALBERT's −100 on pieces ending in
+ *   digit + comma) and unknown id;
  * - the normalizer: the proto's precompiled charsmap and the converter's whitespace rules;
  * - Metaspace (▁, prefix space "always", or "first" for non-legacy T5/Llama);
  * - the post-processor template of the tokenizer class;
@@ -25,7 +26,7 @@ import { parseJsonObject, tokenText } from './special-tokens.js';
 type Json = Record<string, unknown>;
 
 /** The converters implemented, by transformers' slow tokenizer class. */
-type ConverterName = 'DebertaV2' | 'T5' | 'XLMRoberta' | 'Albert' | 'Llama';
+type ConverterName = 'DebertaV2' | 'T5' | 'XLMRoberta' | 'Albert' | 'Llama' | 'MBart' | 'Pegasus';
 
 interface ConverterSpec {
   /** VOCAB_FILES_NAMES["vocab_file"] of the slow tokenizer. */
@@ -40,7 +41,15 @@ const CONVERTERS: Record<ConverterName, ConverterSpec> = {
   XLMRoberta: { file: 'sentencepiece.bpe.model', defaults: { bos: '<s>', eos: '</s>', sep: '</s>', cls: '<s>', unk: '<unk>', pad: '<pad>', mask: '<mask>' } },
   Albert: { file: 'spiece.model', defaults: { bos: '[CLS]', eos: '[SEP]', unk: '<unk>', sep: '[SEP]', pad: '<pad>', cls: '[CLS]', mask: '[MASK]' } },
   Llama: { file: 'tokenizer.model', defaults: { bos: '<s>', eos: '</s>', unk: '<unk>' } },
+  MBart: { file: 'sentencepiece.bpe.model', defaults: { bos: '<s>', eos: '</s>', sep: '</s>', cls: '<s>', unk: '<unk>', pad: '<pad>', mask: '<mask>' } },
+  Pegasus: { file: 'spiece.model', defaults: { eos: '</s>', unk: '<unk>', pad: '<pad>', mask: '<mask_2>' } },
 };
+
+/** mBART's (cc25) language codes, appended to the vocabulary in this order (FAIRSEQ_LANGUAGE_CODES). */
+const MBART_LANGUAGES = [
+  'ar_AR', 'cs_CZ', 'de_DE', 'en_XX', 'es_XX', 'et_EE', 'fi_FI', 'fr_XX', 'gu_IN', 'hi_IN', 'it_IT', 'ja_XX', 'kk_KZ',
+  'ko_KR', 'lt_LT', 'lv_LV', 'my_MM', 'ne_NP', 'nl_XX', 'ro_RO', 'ru_RU', 'si_LK', 'tr_TR', 'vi_VN', 'zh_CN',
+];
 
 /** tokenizer_class (without Fast) → converter, as SLOW_TO_FAST_CONVERTERS maps them. */
 const BY_CLASS: Record<string, ConverterName> = {
@@ -50,6 +59,8 @@ const BY_CLASS: Record<string, ConverterName> = {
   XLMRobertaTokenizer: 'XLMRoberta',
   AlbertTokenizer: 'Albert',
   LlamaTokenizer: 'Llama',
+  MBartTokenizer: 'MBart',
+  PegasusTokenizer: 'Pegasus',
 };
 
 /** config.json model_type → tokenizer class, for a tokenizer_config.json that names none (TOKENIZER_MAPPING). */
@@ -63,6 +74,8 @@ const BY_MODEL_TYPE: Record<string, string> = {
   llama: 'LlamaTokenizer',
   mistral: 'LlamaTokenizer',
   mixtral: 'LlamaTokenizer',
+  mbart: 'MBartTokenizer',
+  pegasus: 'PegasusTokenizer',
 };
 
 /** The tokenizer class transformers would use: tokenizer_config.json's, else the model type's. */
@@ -165,18 +178,16 @@ const metaspace = (prependScheme: string, split: boolean): Json => ({ type: 'Met
 const replaceRegex = (pattern: string, content: string): Json => ({ type: 'Replace', pattern: { Regex: pattern }, content });
 const replaceString = (pattern: string, content: string): Json => ({ type: 'Replace', pattern: { String: pattern }, content });
 
-/** TemplateProcessing from "[CLS]:0 $A:0 [SEP]:0"-style templates; `ids` gives each special token's id. */
-function template(single: string, pair: string, ids: ReadonlyMap<string, number>): Json {
-  const parse = (t: string): Json[] =>
-    t.split(' ').map((part) => {
-      const [name, type] = part.split(':') as [string, string | undefined];
-      const typeId = type === undefined ? 0 : Number(type);
-      return name.startsWith('$') ? { Sequence: { id: name.slice(1), type_id: typeId } } : { SpecialToken: { id: name, type_id: typeId } };
-    });
+/** One part of a template: `$A`/`$B` or a special token's text, with its type id. */
+type Part = [name: string, typeId: number];
+
+/** TemplateProcessing of the two templates; `idOf` gives each special token's id. */
+function template(single: Part[], pair: Part[], idOf: (text: string) => number): Json {
+  const parse = (t: Part[]): Json[] =>
+    t.map(([name, typeId]) => (name === '$A' || name === '$B' ? { Sequence: { id: name.slice(1), type_id: typeId } } : { SpecialToken: { id: name, type_id: typeId } }));
   const special: Json = {};
-  for (const part of `${single} ${pair}`.split(' ')) {
-    const name = part.split(':')[0]!;
-    if (!name.startsWith('$')) special[name] = { id: name, ids: [ids.get(name)!], tokens: [name] };
+  for (const [name] of [...single, ...pair]) {
+    if (name !== '$A' && name !== '$B') special[name] = { id: name, ids: [idOf(name)], tokens: [name] };
   }
   return { type: 'TemplateProcessing', single: parse(single), pair: parse(pair), special_tokens: special };
 }
@@ -214,8 +225,22 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   }
   const extraIds = typeof config['extra_ids'] === 'number' && Number.isInteger(config['extra_ids']) && config['extra_ids'] >= 0 ? config['extra_ids'] : 100;
   if (extraIds > 10000) throw new AttnscopeError(`tokenizer_config.json: extra_ids ${extraIds} is out of range (0 to 10000)`);
-  if (name === 'T5' && !('additional_special_tokens' in config) && !(map !== undefined && 'additional_special_tokens' in map) && extraIds > 0) {
+  const additionalGiven = 'additional_special_tokens' in config || (map !== undefined && 'additional_special_tokens' in map);
+  if (name === 'T5' && !additionalGiven && extraIds > 0) {
     filledConfig['additional_special_tokens'] = Array.from({ length: extraIds }, (_, i) => `<extra_id_${i}>`);
+  }
+  // Pegasus: offset pieces before the model's (pad, eos, mask_token_sent, mask, <unk_2>...).
+  const offset = typeof config['offset'] === 'number' && Number.isInteger(config['offset']) && config['offset'] >= 2 ? config['offset'] : 103;
+  if (offset > 10000) throw new AttnscopeError(`tokenizer_config.json: offset ${offset} is out of range (2 to 10000)`);
+  const maskSent = 'mask_token_sent' in config ? tokenText(config['mask_token_sent']) : '<mask_1>';
+  if (name === 'Pegasus' && !additionalGiven) {
+    filledConfig['additional_special_tokens'] = [...(maskSent !== undefined ? [maskSent] : []), ...Array.from({ length: offset - 2 }, (_, i) => `<unk_${i + 2}>`)];
+  }
+  if (name === 'MBart') {
+    // MBartTokenizerFast: the language codes, then the checkpoint's other additional tokens.
+    const given = (map !== undefined && 'additional_special_tokens' in map ? map : config)['additional_special_tokens'];
+    const extra = Array.isArray(given) ? given.map(tokenText).filter((t): t is string => t !== undefined && !MBART_LANGUAGES.includes(t)) : [];
+    filledConfig['additional_special_tokens'] = [...MBART_LANGUAGES, ...extra];
   }
 
   // transformers' _get_prepend_scheme: "first" only for classes with a legacy attribute set false.
@@ -236,6 +261,19 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
     vocab = vocab.map(([piece, score]) => [piece, checkNumberComma(piece) ? score : score - 100]);
   } else if (name === 'Llama') {
     unkId = 0;
+  } else if (name === 'MBart') {
+    vocab = [['<s>', 0], ['<pad>', 0], ['</s>', 0], ['<unk>', 0], ...vocab.slice(3), ...MBART_LANGUAGES.map((c): [string, number] => [c, 0]), ['<mask>', 0]];
+    unkId = 3;
+  } else if (name === 'Pegasus') {
+    const mask = roleText('mask');
+    vocab = [
+      [roleText('pad') ?? '<pad>', 0], [roleText('eos') ?? '</s>', 0],
+      ...(maskSent !== undefined ? [[maskSent, 0] as [string, number]] : []),
+      ...(mask !== undefined ? [[mask, 0] as [string, number]] : []),
+      ...Array.from({ length: offset - 2 }, (_, i): [string, number] => [`<unk_${i + 2}>`, -100]),
+      ...vocab.slice(2),
+    ];
+    unkId = spm.unkId + offset;
   }
   if (unkId >= vocab.length) throw new AttnscopeError(`${what}: the unknown piece's id ${unkId} is past the ${n} pieces`);
 
@@ -273,7 +311,9 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   // Pre-tokenizer and decoder.
   let preTokenizer: Json | null = metaspace(prependScheme, true);
   let decoder: Json = metaspace(prependScheme, true);
-  if (name === 'DebertaV2') {
+  if (name === 'Pegasus') {
+    preTokenizer = { type: 'Sequence', pretokenizers: [{ type: 'WhitespaceSplit' }, metaspace(prependScheme, true)] };
+  } else if (name === 'DebertaV2') {
     const punct = bool(config['split_by_punct'], false) ? [{ type: 'Punctuation', behavior: 'Isolated' }] : [];
     preTokenizer = { type: 'Sequence', pretokenizers: [...punct, metaspace(prependScheme, true)] };
   } else if (name === 'Llama') {
@@ -327,7 +367,8 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   });
   if (name === 'Llama') for (let i = 0; i < Math.min(3, n); i++) add(plain(spm.pieces[i]!.piece, true));
 
-  const decoderEntries = readAddedTokensDecoder(config, sources.addedTokensJson, (text) => specialTexts().includes(text));
+  // PegasusTokenizerFast drops added_tokens_decoder: its tokens are in the vocabulary.
+  const decoderEntries = name === 'Pegasus' ? [] : readAddedTokensDecoder(config, sources.addedTokensJson, (text) => specialTexts().includes(text));
   for (const token of decoderEntries) add(token);
   // The special tokens not added yet (all_special_tokens_extended), as the fast tokenizer's
   // __init__ wraps them (XLM-R and ALBERT: mask with lstrip; DeBERTa's slow tokenizer: unk normalized).
@@ -335,7 +376,14 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
     const text = roleText(role);
     if (text === undefined) continue;
     const token = plain(text, true);
-    if (role === 'mask' && (name === 'XLMRoberta' || name === 'Albert')) token.lstrip = true;
+    if (role === 'mask' && (name === 'XLMRoberta' || name === 'Albert' || name === 'MBart')) token.lstrip = true;
+    // An AddedToken object in the files keeps its flags.
+    const key = `${role}_token`;
+    const given = map !== undefined && key in map ? map[key] : config[key];
+    if (given !== null && typeof given === 'object') {
+      const o = given as Json;
+      Object.assign(token, { single_word: bool(o['single_word'], false), lstrip: bool(o['lstrip'], false), rstrip: bool(o['rstrip'], false), normalized: bool(o['normalized'], false) });
+    }
     add(token);
   }
   for (const text of additionalTexts()) {
@@ -354,11 +402,23 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
 
   // Post-processor (Llama's is made from add_bos/add_eos by the loader, as LlamaTokenizerFast does).
   const idOf = (text: string): number => addedIds.get(text) ?? modelIds.get(text) ?? unkId;
-  const ids = new Map(['[CLS]', '[SEP]', '<s>', '</s>'].map((t) => [t, idOf(t)]));
   let postProcessor: Json | null = null;
-  if (name === 'DebertaV2' || name === 'Albert') postProcessor = template('[CLS]:0 $A:0 [SEP]:0', '[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1', ids);
-  else if (name === 'XLMRoberta') postProcessor = template('<s> $A </s>', '<s> $A </s> </s> $B </s>', ids);
-  else if (name === 'T5') postProcessor = template('$A </s>', '$A </s> $B </s>', ids);
+  if (name === 'DebertaV2' || name === 'Albert') {
+    postProcessor = template([['[CLS]', 0], ['$A', 0], ['[SEP]', 0]], [['[CLS]', 0], ['$A', 0], ['[SEP]', 0], ['$B', 1], ['[SEP]', 1]], idOf);
+  } else if (name === 'XLMRoberta') {
+    postProcessor = template([['<s>', 0], ['$A', 0], ['</s>', 0]], [['<s>', 0], ['$A', 0], ['</s>', 0], ['</s>', 0], ['$B', 0], ['</s>', 0]], idOf);
+  } else if (name === 'T5') {
+    postProcessor = template([['$A', 0], ['</s>', 0]], [['$A', 0], ['</s>', 0], ['$B', 0], ['</s>', 0]], idOf);
+  } else if (name === 'Pegasus') {
+    const eos = roleText('eos') ?? '</s>';
+    postProcessor = template([['$A', 0], [eos, 0]], [['$A', 0], ['$B', 0], [eos, 0]], idOf);
+  } else if (name === 'MBart') {
+    // set_src_lang_special_tokens: suffix </s> and the source language code.
+    const eos = roleText('eos') ?? '</s>';
+    const src = typeof config['src_lang'] === 'string' ? config['src_lang'] : 'en_XX';
+    if (!addedIds.has(src) && !modelIds.has(src)) throw new AttnscopeError(`tokenizer_config.json: src_lang ${quote(src, 40)} is not a language code of the tokenizer`);
+    postProcessor = template([['$A', 0], [eos, 0], [src, 0]], [['$A', 0], ['$B', 0], [eos, 0], [src, 0]], idOf);
+  }
 
   const json = {
     version: '1.0',
