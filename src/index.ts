@@ -20,6 +20,15 @@ export {
   type StackFacts, type Strongest,
 } from './analysis/aggregate.js';
 export {
+  wordUnits, sentenceUnits, textWordUnits, alignedUnits, wordSpans, sentenceSpans, groupMatrix, blockMatrix, drillBlock,
+  wordAttention, sentenceAttention, traceMatrix, stackTokens,
+  type Unit, type UnitMatrix, type CombineRule, type GroupRules, type BlockRule, type WordAttentionOptions, type SentenceAttentionOptions,
+} from './analysis/words.js';
+export {
+  compareTraces, compareHeads, jsDivergence, meanRowJsDivergence, differenceMatrix, depthLayer, comparisonRows, comparisonCsv, COMPARISON_COLUMNS,
+  type Comparison, type CompareOptions, type HeadPair, type HeadDifference, type ComparisonRow, type Alignment, type Matching,
+} from './analysis/compare.js';
+export {
   normAttentionPerHead, normAttentionLayer, normAttention, altiLayer, alti, altiRollout, composeLayers,
 } from './analysis/contributions.js';
 export {
@@ -49,4 +58,6 @@ export type { Item, Picture } from './views/layout/common.js';
 export { svgToPng, type PngOptions } from './views/png.js';
 export { renderStandaloneHtml, type StandaloneOptions, type StandaloneResult, type ViewBundle } from './views/html/standalone.js';
 export { loadViewBundle } from './views/html/bundle-node.js';
+export { renderComparisonSvg, comparisonLayout, comparisonDiffInput, diffHeatmapLayout, pairLabel, type ComparisonFigureOptions, type DiffInput, type DiffLayout } from './views/svg/diff-heatmap.js';
+export { renderComparePage, type ComparePageOptions, type ComparePageResult, type ComparePayload } from './views/html/compare-page.js';
 export { prettifyTokens, displayStack, type DisplayStack, type DisplayToken } from './views/tokens.js';
