@@ -89,6 +89,24 @@ async function fromSentencePiece(dir: string, model: string): Promise<AttnTokeni
   });
 }
 
+/** A SentencePiece ModelProto: pieces (text, score, type) and TrainerSpec {model_type unigram, unk_id}. */
+function sentencePieceProto(pieces: [string, number, number][], unkId: number): Buffer {
+  const varint = (n: number): number[] => {
+    const out: number[] = [];
+    for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
+    return [...out, n];
+  };
+  const message = (field: number, body: number[]): number[] => [...varint(field * 8 + 2), ...varint(body.length), ...body];
+  const out: number[] = [];
+  for (const [text, score, type] of pieces) {
+    const f = Buffer.alloc(4);
+    f.writeFloatLE(score);
+    out.push(...message(1, [...message(1, [...Buffer.from(text, 'utf8')]), 0x15, ...f, 0x18, type]));
+  }
+  out.push(...message(2, [0x18, 1, ...varint(40 * 8), ...varint(unkId)]));
+  return Buffer.from(out);
+}
+
 const T5_FAMILY = new Set(['t5', 'mt5', 'umt5']);
 
 for (const [fixture, model] of CASES) {
@@ -246,6 +264,30 @@ describe('the loader', () => {
       expect(message).toContain(file);
       expect(message).not.toContain('\n');
     }
+  });
+
+  it("ALBERT lowers pieces ending in a digit and a comma by 100 (check_number_comma)", async () => {
+    // pieces: controls, unknown (unk_id 1), then ▁ 1 , x ٣ and the merged "▁1," "x," "▁٣," with high scores.
+    const pieces: [string, number, number][] = [
+      ['<pad>', 0, 3], ['<unk>', 0, 2], ['[CLS]', 0, 3], ['[SEP]', 0, 3], ['[MASK]', 0, 3],
+      ['▁', -1, 1], ['1', -2, 1], [',', -2, 1], ['x', -2, 1], ['٣', -2, 1], ['▁1,', -0.1, 1], ['x,', -0.1, 1], ['▁٣,', -0.1, 1],
+    ];
+    const dir = mkdtempSync(join(scratch, 'albert-'));
+    writeFileSync(join(dir, 'spiece.model'), sentencePieceProto(pieces, 1));
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'AlbertTokenizer' }));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'albert' }));
+    const tok = await fromSentencePiece(dir, 'spiece.model');
+    // "▁1," and "▁٣," end in digit + comma: −100.1 loses to ▁ 1 , (−5); "x," keeps its −0.1.
+    expect((await tok.encode('1, X, ٣,')).map((t) => t.text)).toEqual(['[CLS]', '▁', '1', ',', '▁', 'x,', '▁', '٣', ',', '[SEP]']);
+  });
+
+  it('DeBERTa with split_by_punct splits punctuation off before the pieces, each with ▁', async () => {
+    const dir = withoutTokenizerJson('deberta-v2', 'spm.model');
+    const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    const texts = async (): Promise<string> => (await (await fromSentencePiece(dir, 'spm.model')).encode('a,b')).slice(1, -1).map((t) => t.text).join('');
+    expect(await texts()).toBe('▁a,b');
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, split_by_punct: true }));
+    expect(await texts()).toBe('▁a▁,▁b');
   });
 
   it('a tokenizer class without a converter is named', async () => {
