@@ -352,13 +352,12 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   const addedIds = new Map<string, number>();
   // The model's get_vocab_size: BPE counts its vocabulary map, Unigram its piece list.
   const vocabSize = name === 'Llama' ? modelIds.size : vocab.length;
+  let maxAdded = -1;
   const add = (token: AddedToken): void => {
     if (token.content === '' || addedIds.has(token.content)) return;
     let id = modelIds.get(token.content);
-    if (id === undefined) {
-      const max = Math.max(-1, ...addedIds.values());
-      id = max >= vocabSize ? max + 1 : vocabSize;
-    }
+    if (id === undefined) id = maxAdded >= vocabSize ? maxAdded + 1 : vocabSize;
+    maxAdded = Math.max(maxAdded, id);
     addedIds.set(token.content, id);
     added.push({ ...token, id });
   };
