@@ -299,12 +299,28 @@ export function groupMatrix(
   const out = new Float32Array(R * C);
   const inner = new Float64Array(C);
   const acc = new Float64Array(C);
+  // Key rules sum and mean: one pass over each row through a key → unit index (keys in no unit: −1).
+  const keyUnit = new Int32Array(nk).fill(-1);
+  const keyCount = new Float64Array(C);
+  cols.forEach((u, v) => {
+    for (const j of u.tokens) keyUnit[j] = v;
+    keyCount[v] = u.tokens.length;
+  });
+  const oneUnitPerKey = cols.reduce((n, u) => n + u.tokens.length, 0) === keyUnit.reduce((n, v) => n + (v >= 0 ? 1 : 0), 0);
+  const fast = kr !== 'max' && oneUnitPerKey;
   for (let u = 0; u < R; u++) {
     const qs = rows[u]!.tokens;
     acc.fill(qr === 'max' ? -Infinity : 0);
     for (const i of qs) {
       const base = offset + i * nk;
-      for (let v = 0; v < C; v++) {
+      if (fast) {
+        inner.fill(0);
+        for (let j = 0; j < nk; j++) {
+          const v = keyUnit[j]!;
+          if (v >= 0) inner[v]! += m[base + j]!;
+        }
+        if (kr === 'mean') for (let v = 0; v < C; v++) inner[v]! /= keyCount[v]!;
+      } else for (let v = 0; v < C; v++) {
         const ks = cols[v]!.tokens;
         let s = kr === 'max' ? -Infinity : 0;
         for (const j of ks) {
