@@ -290,6 +290,18 @@ describe('the loader', () => {
     expect(await texts()).toBe('▁a▁,▁b');
   });
 
+  it('T5 with legacy false prepends ▁ only at the start of the text (prepend_scheme "first")', async () => {
+    const dir = withoutTokenizerJson('t5', 'spiece.model');
+    const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    const after = async (): Promise<string> => {
+      const tokens = await (await fromSentencePiece(dir, 'spiece.model')).encode('Hello<extra_id_0>world');
+      return tokens[tokens.findIndex((t) => t.text === '<extra_id_0>') + 1]!.text;
+    };
+    expect((await after()).startsWith('▁')).toBe(true);
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, legacy: false }));
+    expect((await after()).startsWith('▁')).toBe(false);
+  });
+
   it('a tokenizer class without a converter is named', async () => {
     const dir = withoutTokenizerJson('deberta-v2', 'spm.model');
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'CamembertTokenizer' }));

@@ -246,7 +246,8 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   // transformers' _get_prepend_scheme: "first" only for classes with a legacy attribute set false.
   const hasLegacy = name === 'T5' || name === 'Llama';
   const legacy = !hasLegacy || config['legacy'] !== false;
-  const addPrefixSpace = bool(config['add_prefix_space'], true);
+  // Only T5Tokenizer and LlamaTokenizer have an add_prefix_space attribute; the converter's default is true.
+  const addPrefixSpace = hasLegacy ? bool(config['add_prefix_space'], true) : true;
   const prependScheme = addPrefixSpace ? (legacy ? 'always' : 'first') : 'never';
 
   // Vocabulary and unknown id.
