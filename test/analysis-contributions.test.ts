@@ -7,7 +7,7 @@
  *    composition across layers, for bert (post-LN), gpt2 (pre-LN) and llama (RMSNorm, GQA, RoPE);
  *  - hand-computed cases.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -309,7 +309,7 @@ for (const { fixture, family, norm } of FAMILIES) {
 describe('contributions taps of the other wired families', () => {
   // The block input must be PyTorch's hidden state entering the layer, and the transformed values,
   // attention and output bias must add up (with the residual) to the model's own residual sum.
-  for (const fixture of ['roberta', 'electra', 'distilbert', 'albert', 'mistral', 'qwen2', 'gemma']) {
+  for (const fixture of ['roberta', 'electra', 'distilbert', 'albert', 'mistral', 'qwen2', 'gemma', 'opt', 'olmo', 'starcoder2']) {
     it(`${fixture}: layer input = PyTorch's hidden_states[l]; x + Σ_h Σ_j α·f + b_O = the residual sum`, async () => {
       const ref = readReference(fixture);
       const model = await loadModel(join(FIXTURES, fixture));
@@ -347,6 +347,49 @@ describe('contributions taps of the other wired families', () => {
       }
     });
   }
+});
+
+describe('OPT with do_layer_norm_before false (post-LN, as opt-350m)', () => {
+  it('records post-LN taps: the stored self_attn_layer_norm, and x + Σ α·f + b_O = the residual sum it normalises', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnscope-opt-post-'));
+    try {
+      cpSync(join(FIXTURES, 'opt'), dir, { recursive: true });
+      const configPath = join(dir, 'config.json');
+      writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), do_layer_norm_before: false }));
+      const model = await loadModel(dir, { graphCache: false });
+      const file = await openSafetensors(join(dir, 'model.safetensors'));
+      try {
+        const trace = await model.trace(null, { ids: readReference('opt').inputs[0]!.input_ids, contributions: true });
+        const c = trace.contributions!.self!;
+        expect(c.norm).toBe('post');
+        const names = file.names();
+        for (let l = 0; l < c.layerInput.length; l++) {
+          const ln = names.find((n) => n.endsWith(`layers.${l}.self_attn_layer_norm.weight`))!;
+          expect(Array.from(c.layerNorm![l]!.weight)).toEqual(Array.from((await file.get(ln)).data));
+          expect(Array.from(c.layerNorm![l]!.bias)).toEqual(Array.from((await file.get(ln.replace(/weight$/, 'bias'))).data));
+          const [H, n, D] = c.transformedValues.dims;
+          const alpha = trace.attention.self!.layers[l]!;
+          const f = c.transformedValues.layers[l]!;
+          for (let i = 0; i < n; i++) {
+            for (let d = 0; d < D; d++) {
+              let s = c.layerInput[l]!.data[i * D + d]! + c.outputBias[l]![d]!;
+              for (let h = 0; h < H; h++) for (let j = 0; j < n; j++) s += alpha[(h * n + i) * n + j]! * f[(h * n + j) * D + d]!;
+              expect(Math.abs(s - c.residualSum[l]!.data[i * D + d]!)).toBeLessThanOrEqual(1e-4);
+            }
+          }
+        }
+        for (const m of alti(trace)) {
+          const n = m.dims[0];
+          for (let i = 0; i < n; i++) expect(m.data.subarray(i * n, (i + 1) * n).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+        }
+      } finally {
+        await file.close();
+        await model.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 /** A hand-made trace with contributions taps: 1 layer, the given heads, tokens and vectors. */

@@ -9,7 +9,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -68,6 +68,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: 1 / Math.sqrt(s.headDim), causal: true }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -91,8 +92,10 @@ async function decoderLayer(ctx: BuildContext, s: OlmoSpec, x: Value, p: string,
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.self_attn.o_proj.weight`), layout: 'out-in' },
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, s.bias));
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null });
   const h2 = g.layerNorm(x1, ones, null, EPS);
   const gate = activation(g, s.act, await linear(ctx, h2, `${p}.mlp.gate_proj`, false));
   const up = await linear(ctx, h2, `${p}.mlp.up_proj`, false);

@@ -11,7 +11,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -38,6 +38,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     stacks: { self: layers },
     // q_proj(x) · head_dim^-0.5, then q·k; causal.
     scoring: { self: stackScoring(layers, { scale: headDim ** -0.5, causal: true }) },
+    contributions: { norm: config.bool('do_layer_norm_before', true) ? 'pre' : 'post', eps: EPS },
   };
 }
 
@@ -73,9 +74,19 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     numHeads: heads, numKvHeads: heads, headDim,
     scale, scaleStyle: 'query-mul', scaledQ,
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.self_attn.out_proj.weight`), layout: 'out-in' },
   });
-  let x1 = g.add(x, await linear(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attn.out_proj`, bias));
-  if (!preLn) x1 = await norm(ctx, x1, `${p}.self_attn_layer_norm`, affine, hidden);
+  const residualSum = g.add(x, await linear(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attn.out_proj`, bias));
+  const x1 = preLn ? residualSum : await norm(ctx, residualSum, `${p}.self_attn_layer_norm`, affine, hidden);
+  if (ctx.taps.contributions) {
+    const ln = `${p}.self_attn_layer_norm`;
+    const postNorm = preLn ? undefined : affine
+      ? { weight: await ctx.weight(`${ln}.weight`), bias: await ctx.weight(`${ln}.bias`) }
+      : { weight: g.initializer(`${ln}.taps.ones`, new Float32Array(hidden).fill(1), [hidden]), bias: g.initializer(`${ln}.taps.zeros`, new Float32Array(hidden), [hidden]) };
+    tapBlockContributions(ctx, 'self', layer, {
+      input: x, residualSum, outputBias: bias ? await ctx.weight(`${p}.self_attn.out_proj.bias`) : null, ...(postNorm ? { norm: postNorm } : {}),
+    });
+  }
 
   const h2 = preLn ? await norm(ctx, x1, `${p}.final_layer_norm`, affine, hidden) : x1;
   const inner = activation(g, config.str('activation_function', 'relu'), await linear(ctx, h2, `${p}.fc1`, bias));

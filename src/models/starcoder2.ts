@@ -10,7 +10,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { layerNormLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -88,6 +88,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     scoring: {
       self: stackScoring(s.layers, { scale: 1 / Math.sqrt(s.headDim), causal: true, windows: new Array<number | null>(s.layers).fill(s.window) }),
     },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -106,8 +107,10 @@ async function decoderLayer(ctx: BuildContext, s: Starcoder2Spec, x: Value, p: s
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.self_attn.o_proj.weight`), layout: 'out-in' },
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, s.bias));
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null });
   const h2 = await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps);
   const inner = activation(g, s.act, await linear(ctx, h2, `${p}.mlp.c_fc`, s.bias));
   return g.add(x1, await linear(ctx, inner, `${p}.mlp.c_proj`, s.bias));
