@@ -302,6 +302,24 @@ describe('the loader', () => {
     expect((await after()).startsWith('▁')).toBe(false);
   });
 
+  it('mBART-50: 52 language codes after the pieces, <mask> last, the source code first and </s> last', async () => {
+    const dir = withoutTokenizerJson('mbart', 'sentencepiece.bpe.model');
+    const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, tokenizer_class: 'MBart50Tokenizer', added_tokens_decoder: undefined }));
+    const tok = await fromSentencePiece(dir, 'sentencepiece.bpe.model');
+    const cc25 = fromTokenizerJson(join(FIXTURES, 'mbart'));
+    // The fairseq layout is cc25's: the same ids up to the 25 cc25 codes (451..475); then
+    // mBART-50's 27 more (476..502) and <mask> at 503 (the fixture's spm has 450 pieces).
+    expect(tok.vocabSize).toBe(504);
+    expect([tok.tokenToId('en_XX'), tok.tokenToId('zh_CN'), tok.tokenToId('af_ZA'), tok.tokenToId('sl_SI'), tok.mask?.id]).toEqual([454, 475, 476, 502, 503]);
+    const text = 'The black cat sat on the mat.';
+    const pieces = (await cc25.encode(text)).slice(0, -2);
+    const got = await tok.encode(text);
+    expect(got.map((t) => t.id)).toEqual([454, ...pieces.map((t) => t.id), 2]);
+    expect(got.slice(1, -1)).toEqual(pieces);
+    expect((await tok.encode(text, undefined, { srcLang: 'fr_XX' }))[0]).toMatchObject({ id: 458, text: 'fr_XX', special: true });
+  });
+
   it('a tokenizer class without a converter is named', async () => {
     const dir = withoutTokenizerJson('deberta-v2', 'spm.model');
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'CamembertTokenizer' }));

@@ -26,7 +26,7 @@ import { parseJsonObject, tokenText } from './special-tokens.js';
 type Json = Record<string, unknown>;
 
 /** The converters implemented, by transformers' slow tokenizer class. */
-type ConverterName = 'DebertaV2' | 'T5' | 'XLMRoberta' | 'Albert' | 'Llama' | 'MBart' | 'Pegasus';
+type ConverterName = 'DebertaV2' | 'T5' | 'XLMRoberta' | 'Albert' | 'Llama' | 'MBart' | 'MBart50' | 'Pegasus';
 
 interface ConverterSpec {
   /** VOCAB_FILES_NAMES["vocab_file"] of the slow tokenizer. */
@@ -42,6 +42,7 @@ const CONVERTERS: Record<ConverterName, ConverterSpec> = {
   Albert: { file: 'spiece.model', defaults: { bos: '[CLS]', eos: '[SEP]', unk: '<unk>', sep: '[SEP]', pad: '<pad>', cls: '[CLS]', mask: '[MASK]' } },
   Llama: { file: 'tokenizer.model', defaults: { bos: '<s>', eos: '</s>', unk: '<unk>' } },
   MBart: { file: 'sentencepiece.bpe.model', defaults: { bos: '<s>', eos: '</s>', sep: '</s>', cls: '<s>', unk: '<unk>', pad: '<pad>', mask: '<mask>' } },
+  MBart50: { file: 'sentencepiece.bpe.model', defaults: { eos: '</s>', sep: '</s>', cls: '<s>', unk: '<unk>', pad: '<pad>', mask: '<mask>' } },
   Pegasus: { file: 'spiece.model', defaults: { eos: '</s>', unk: '<unk>', pad: '<pad>', mask: '<mask_2>' } },
 };
 
@@ -49,6 +50,12 @@ const CONVERTERS: Record<ConverterName, ConverterSpec> = {
 const MBART_LANGUAGES = [
   'ar_AR', 'cs_CZ', 'de_DE', 'en_XX', 'es_XX', 'et_EE', 'fi_FI', 'fr_XX', 'gu_IN', 'hi_IN', 'it_IT', 'ja_XX', 'kk_KZ',
   'ko_KR', 'lt_LT', 'lv_LV', 'my_MM', 'ne_NP', 'nl_XX', 'ro_RO', 'ru_RU', 'si_LK', 'tr_TR', 'vi_VN', 'zh_CN',
+];
+/** mBART-50's: cc25's, then 27 more. */
+const MBART50_LANGUAGES = [
+  ...MBART_LANGUAGES,
+  'af_ZA', 'az_AZ', 'bn_IN', 'fa_IR', 'he_IL', 'hr_HR', 'id_ID', 'ka_GE', 'km_KH', 'mk_MK', 'ml_IN', 'mn_MN', 'mr_IN', 'pl_PL',
+  'ps_AF', 'pt_XX', 'sv_SE', 'sw_KE', 'ta_IN', 'te_IN', 'th_TH', 'tl_XX', 'uk_UA', 'ur_PK', 'xh_ZA', 'gl_ES', 'sl_SI',
 ];
 
 /** tokenizer_class (without Fast) → converter, as SLOW_TO_FAST_CONVERTERS maps them. */
@@ -60,6 +67,7 @@ const BY_CLASS: Record<string, ConverterName> = {
   AlbertTokenizer: 'Albert',
   LlamaTokenizer: 'Llama',
   MBartTokenizer: 'MBart',
+  MBart50Tokenizer: 'MBart50',
   PegasusTokenizer: 'Pegasus',
 };
 
@@ -236,11 +244,14 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   if (name === 'Pegasus' && !additionalGiven) {
     filledConfig['additional_special_tokens'] = [...(maskSent !== undefined ? [maskSent] : []), ...Array.from({ length: offset - 2 }, (_, i) => `<unk_${i + 2}>`)];
   }
-  if (name === 'MBart') {
-    // MBartTokenizerFast: the language codes, then the checkpoint's other additional tokens.
+  const languages = name === 'MBart' ? MBART_LANGUAGES : MBART50_LANGUAGES;
+  if (name === 'MBart' || name === 'MBart50') {
+    // MBartTokenizerFast: the language codes, then the checkpoint's other additional tokens;
+    // MBart50TokenizerFast: the checkpoint's, then the codes it lacks.
     const given = (map !== undefined && 'additional_special_tokens' in map ? map : config)['additional_special_tokens'];
-    const extra = Array.isArray(given) ? given.map(tokenText).filter((t): t is string => t !== undefined && !MBART_LANGUAGES.includes(t)) : [];
-    filledConfig['additional_special_tokens'] = [...MBART_LANGUAGES, ...extra];
+    const list = Array.isArray(given) ? given.map(tokenText).filter((t): t is string => t !== undefined) : [];
+    filledConfig['additional_special_tokens'] =
+      name === 'MBart' ? [...languages, ...list.filter((t) => !languages.includes(t))] : [...list, ...languages.filter((t) => !list.includes(t))];
   }
 
   // transformers' _get_prepend_scheme: "first" only for classes with a legacy attribute set false.
@@ -262,8 +273,8 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
     vocab = vocab.map(([piece, score]) => [piece, checkNumberComma(piece) ? score : score - 100]);
   } else if (name === 'Llama') {
     unkId = 0;
-  } else if (name === 'MBart') {
-    vocab = [['<s>', 0], ['<pad>', 0], ['</s>', 0], ['<unk>', 0], ...vocab.slice(3), ...MBART_LANGUAGES.map((c): [string, number] => [c, 0]), ['<mask>', 0]];
+  } else if (name === 'MBart' || name === 'MBart50') {
+    vocab = [['<s>', 0], ['<pad>', 0], ['</s>', 0], ['<unk>', 0], ...vocab.slice(3), ...languages.map((c): [string, number] => [c, 0]), ['<mask>', 0]];
     unkId = 3;
   } else if (name === 'Pegasus') {
     const mask = roleText('mask');
@@ -376,7 +387,7 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
     const text = roleText(role);
     if (text === undefined) continue;
     const token = plain(text, true);
-    if (role === 'mask' && (name === 'XLMRoberta' || name === 'Albert' || name === 'MBart')) token.lstrip = true;
+    if (role === 'mask' && (name === 'XLMRoberta' || name === 'Albert' || name === 'MBart' || name === 'MBart50')) token.lstrip = true;
     // An AddedToken object in the files keeps its flags.
     const key = `${role}_token`;
     const given = map !== undefined && key in map ? map[key] : config[key];
@@ -412,12 +423,15 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   } else if (name === 'Pegasus') {
     const eos = roleText('eos') ?? '</s>';
     postProcessor = template([['$A', 0], [eos, 0]], [['$A', 0], ['$B', 0], [eos, 0]], idOf);
-  } else if (name === 'MBart') {
-    // set_src_lang_special_tokens: suffix </s> and the source language code.
+  } else if (name === 'MBart' || name === 'MBart50') {
+    // set_src_lang_special_tokens: cc25 ends with </s> and the source language code, mBART-50
+    // starts with the code and ends with </s>.
     const eos = roleText('eos') ?? '</s>';
     const src = typeof config['src_lang'] === 'string' ? config['src_lang'] : 'en_XX';
     if (!addedIds.has(src) && !modelIds.has(src)) throw new AttnscopeError(`tokenizer_config.json: src_lang ${quote(src, 40)} is not a language code of the tokenizer`);
-    postProcessor = template([['$A', 0], [eos, 0], [src, 0]], [['$A', 0], ['$B', 0], [eos, 0], [src, 0]], idOf);
+    postProcessor = name === 'MBart'
+      ? template([['$A', 0], [eos, 0], [src, 0]], [['$A', 0], ['$B', 0], [eos, 0], [src, 0]], idOf)
+      : template([[src, 0], ['$A', 0], [eos, 0]], [[src, 0], ['$A', 0], ['$B', 0], [eos, 0]], idOf);
   }
 
   const json = {
