@@ -39,6 +39,17 @@ export {
   attentionFlow, attentionFlowOfMatrices, FlowNetwork, layeredNetwork, checkFlowSize, FLOW_MAX_NODES,
   type FlowOptions, type FlowResult, type FlowMatrices, type FlowOfMatricesOptions,
 } from './analysis/flow.js';
+export {
+  headMetrics, quantiles, jensenShannon, isPunctuationToken, HEAD_METRIC_NAMES,
+  type HeadMetrics, type HeadMetricRow, type HeadMetricOptions, type HeadMetricName, type MetricValues,
+} from './analysis/head-metrics.js';
+export {
+  headTable, averageHeadTables, headsOfType, topType, headTableCsv, headTableJsonRows,
+  HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, HEAD_COLUMNS, HEAD_TABLE_HEADER,
+  type HeadTableRow, type HeadTableOptions, type HeadTypeName, type HeadColumn,
+} from './analysis/head-types.js';
+export { runProbe, probeSequences, probeVocabularyOf, mulberry32, PROBE_DEFAULTS, type ProbeTracer, type ProbeVocabulary, type ProbeOptions, type ProbeResult } from './analysis/probe.js';
+export { tokenWordClasses, tagWords, type TaggedWord } from './analysis/word-classes.js';
 export type { ContributionTaps, ContributionMap } from './core/trace.js';
 
 // Views: each view's layout as data, its SVG writer, PNG, and the standalone HTML page.

@@ -128,20 +128,23 @@ export function rowGeometry(stackData: LayerStack, stack: StackName): RowGeometr
 
 /**
  * The support of every row of a layer, as 1 in a [nq × nk] array (see the module comment), and
- * the support's size per row, and whether the model let each row see key 0 (for the sink).
+ * the support's size per row, whether the model let each row see key 0 (for the sink), and
+ * each row's first and past-the-last supported key (lo, hi: loops run over that range only).
  */
 export function layerSupport(
   trace: Trace,
   stack: StackName,
   layer: number,
   excludeFirstToken: boolean,
-): { support: Uint8Array; rowSize: Int32Array; firstVisible: Uint8Array } {
+): { support: Uint8Array; rowSize: Int32Array; firstVisible: Uint8Array; lo: Int32Array; hi: Int32Array } {
   const s = trace.attention[stack]!;
   const [, nq, nk] = s.dims;
   const masked = maskedEntries(trace, stack, layer);
   const support = new Uint8Array(nq * nk);
   const rowSize = new Int32Array(nq);
   const firstVisible = new Uint8Array(nq);
+  const lo = new Int32Array(nq);
+  const hi = new Int32Array(nq);
   for (let q = 0; q < nq; q++) {
     const base = q * nk;
     firstVisible[q] = masked && masked[base] === 1 ? 0 : 1;
@@ -149,12 +152,14 @@ export function layerSupport(
     let n = 0;
     for (let k = excludeFirstToken ? 1 : 0; k < nk; k++) {
       if (masked && masked[base + k] === 1) continue;
+      if (n === 0) lo[q] = k;
+      hi[q] = k + 1;
       support[base + k] = 1;
       n++;
     }
     rowSize[q] = n;
   }
-  return { support, rowSize, firstVisible };
+  return { support, rowSize, firstVisible, lo, hi };
 }
 
 let histScratch: Uint32Array | undefined;
@@ -253,28 +258,43 @@ export function jensenShannon(p: ArrayLike<number>, pOff: number, q: ArrayLike<n
   return js / 2 / LOG2;
 }
 
+/** Where a layer's rows can look: the support (layerSupport) and each row's key range. */
+interface LayerRows {
+  support: Uint8Array;
+  rowSize: Int32Array;
+  lo: Int32Array;
+  hi: Int32Array;
+}
+
 /**
- * Renormalised rows of one head over their support: [nq × nk] float64, zero off the support, and
- * which rows count (support > 1 and positive mass).
+ * Renormalised rows of one head over their support: [nq × nk] float64, zero off the support;
+ * which rows count (support > 1 and positive mass), and each row's sum over its support.
  */
-function renormalisedHead(W: Float32Array, head: number, g: RowGeometry, support: Uint8Array, rowSize: Int32Array, out: Float64Array, counts: Uint8Array): void {
+function renormalisedHead(W: Float32Array, head: number, g: RowGeometry, r: LayerRows, out: Float64Array, counts: Uint8Array, sums: Float64Array): void {
   const { nq, nk } = g;
+  const { support, rowSize, lo, hi } = r;
   const off = head * nq * nk;
   for (let q = 0; q < nq; q++) {
     const base = q * nk;
+    const a = lo[q]!;
+    const b = hi[q]!;
     let s = 0;
-    for (let k = 0; k < nk; k++) if (support[base + k] === 1) s += W[off + base + k]!;
+    for (let k = base + a; k < base + b; k++) if (support[k] === 1) s += W[off + k]!;
+    sums[q] = s;
     const ok = rowSize[q]! > 1 && s > 0;
     counts[q] = ok ? 1 : 0;
-    for (let k = 0; k < nk; k++) out[base + k] = ok && support[base + k] === 1 ? W[off + base + k]! / s : 0;
+    out.fill(0, base, base + nk);
+    if (!ok) continue;
+    const inv = 1 / s;
+    for (let k = base + a; k < base + b; k++) if (support[k] === 1) out[k] = W[off + k]! * inv;
   }
 }
 
 /** Entropy (nats) of each row of a [nq × nk] matrix of distributions. */
-function rowEntropies(m: Float64Array, nq: number, nk: number, out: Float64Array): Float64Array {
+function rowEntropies(m: Float64Array, nq: number, nk: number, r: LayerRows, out: Float64Array): Float64Array {
   for (let q = 0; q < nq; q++) {
     let e = 0;
-    for (let k = q * nk, end = k + nk; k < end; k++) {
+    for (let k = q * nk + r.lo[q]!, end = q * nk + r.hi[q]!; k < end; k++) {
       const v = m[k]!;
       if (v > 0) e -= v * Math.log(v);
     }
@@ -288,13 +308,14 @@ function rowEntropies(m: Float64Array, nq: number, nk: number, out: Float64Array
  * matrices of distributions, given their row entropies (nats): JS = H((a + b)/2) − (H(a) + H(b))/2,
  * one logarithm per entry.
  */
-function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, b: Float64Array, cb: Uint8Array, hb: Float64Array, nq: number, nk: number): number {
+function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerRows, b: Float64Array, cb: Uint8Array, hb: Float64Array, rb: LayerRows, nq: number, nk: number): number {
   let sum = 0;
   let rows = 0;
   for (let q = 0; q < nq; q++) {
     if (ca[q] !== 1 || cb[q] !== 1) continue;
     let hm = 0;
-    for (let k = q * nk, end = k + nk; k < end; k++) {
+    // Both rows are 0 outside the union of their ranges.
+    for (let k = q * nk + Math.min(ra.lo[q]!, rb.lo[q]!), end = q * nk + Math.max(ra.hi[q]!, rb.hi[q]!); k < end; k++) {
       const m = (a[k]! + b[k]!) / 2;
       if (m > 0) hm -= m * Math.log(m);
     }
@@ -351,6 +372,8 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
   // The first layer's renormalised heads, and head means of the first layer and of the current one.
   const first = Array.from({ length: heads }, () => ({ w: new Float64Array(size), c: new Uint8Array(nq), e: new Float64Array(nq) }));
   const rowEnt = new Float64Array(nq);
+  const rowSums = new Float64Array(nq);
+  let firstRows: LayerRows | undefined;
   const firstMeanEnt = new Float64Array(nq);
   const layerMeanEnt = new Float64Array(nq);
   const firstMean = new Float64Array(size);
@@ -361,11 +384,13 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
   const jsChange: number[] = new Array<number>(heads).fill(NaN);
   for (let l = 0; l < L; l++) {
     const W = s.layers[l]!;
-    const { support, rowSize, firstVisible } = layerSupport(trace, stack, l, exclude);
+    const rowsOfLayer = layerSupport(trace, stack, l, exclude);
+    const { support, rowSize, firstVisible, lo, hi } = rowsOfLayer;
+    if (l === 0) firstRows = rowsOfLayer;
     layerMean.fill(0);
     let meanRows = new Uint8Array(nq);
     for (let h = 0; h < heads; h++) {
-      renormalisedHead(W, h, g, support, rowSize, w, counted);
+      renormalisedHead(W, h, g, rowsOfLayer, w, counted, rowSums);
       const off = h * size;
       let maxW = 0;
       let sumMax = 0;
@@ -391,7 +416,7 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
         const uniform = 1 / n;
         let rowMax = 0;
         let ent = 0;
-        for (let k = 0; k < nk; k++) {
+        for (let k = lo[q]!, end = hi[q]!; k < end; k++) {
           if (support[base + k] !== 1) continue;
           const v = w[base + k]!;
           if (v > rowMax) rowMax = v;
@@ -411,8 +436,7 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
         if (qp < nk && support[base + qp] === 1) self += w[base + qp]!;
         // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
         if (firstVisible[q] === 1) {
-          let total = 0;
-          for (let k = 0; k < nk; k++) if (support[base + k] === 1) total += W[off + base + k]!;
+          const total = rowSums[q]!;
           const w0 = W[off + base]!;
           sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
         }
@@ -447,7 +471,7 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
         first[h]!.e.set(rowEnt);
         values.js_from_first = nRows > 0 ? 0 : NaN;
       } else {
-        values.js_from_first = meanRowJs(first[h]!.w, first[h]!.c, first[h]!.e, w, counted, rowEnt, nq, nk);
+        values.js_from_first = meanRowJs(first[h]!.w, first[h]!.c, first[h]!.e, firstRows!, w, counted, rowEnt, rowsOfLayer, nq, nk);
       }
       if (l === L - 1) jsChange[h] = values.js_from_first;
       if (h === 0) meanRows = counted.slice();
@@ -456,11 +480,11 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
     const agg = aggregate(rows.slice(l * heads));
     if (l === 0) {
       firstMean.set(layerMean);
-      rowEntropies(firstMean, nq, nk, firstMeanEnt);
+      rowEntropies(firstMean, nq, nk, rowsOfLayer, firstMeanEnt);
       firstMeanRows = meanRows;
       agg.js_from_first = meanRows.some((c) => c === 1) ? 0 : NaN;
     } else {
-      agg.js_from_first = meanRowJs(firstMean, firstMeanRows, firstMeanEnt, layerMean, meanRows, rowEntropies(layerMean, nq, nk, layerMeanEnt), nq, nk);
+      agg.js_from_first = meanRowJs(firstMean, firstMeanRows, firstMeanEnt, firstRows!, layerMean, meanRows, rowEntropies(layerMean, nq, nk, rowsOfLayer, layerMeanEnt), rowsOfLayer, nq, nk);
     }
     layerMeans.push({ layer: l, ...agg });
   }

@@ -156,7 +156,7 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
   const w = new Float64Array(nk);
   for (let l = 0; l < Ls; l++) {
     const W = s.layers[l]!;
-    const { support, rowSize } = layerSupport(trace, stack, l, exclude);
+    const { support, rowSize, lo, hi } = layerSupport(trace, stack, l, exclude);
     for (let h = 0; h < heads; h++) {
       const off = h * nq * nk;
       let prev = 0;
@@ -171,10 +171,13 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
       let nRows = 0;
       for (let q = 0; q < nq; q++) {
         const base = q * nk;
+        const a = lo[q]!;
+        const b = hi[q]!;
         let sum = 0;
-        for (let k = 0; k < nk; k++) if (support[base + k] === 1) sum += W[off + base + k]!;
+        for (let k = a; k < b; k++) if (support[base + k] === 1) sum += W[off + base + k]!;
         if (rowSize[q]! <= 1 || !(sum > 0)) continue;
-        for (let k = 0; k < nk; k++) w[k] = support[base + k] === 1 ? W[off + base + k]! / sum : 0;
+        w.fill(0);
+        for (let k = a; k < b; k++) if (support[base + k] === 1) w[k] = W[off + base + k]! / sum;
         nRows++;
         const qp = q + shift;
         if (stack !== 'cross') {
@@ -183,7 +186,7 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
           for (let k = Math.max(0, qp - 2); k <= Math.min(nk - 1, qp + 2); k++) local += w[k]!;
         }
         if (classes) {
-          for (let k = 0; k < nk; k++) {
+          for (let k = a; k < b; k++) {
             const c = classes[k]!;
             if (c === 0) continue;
             if (c & WORD_FUNCTION) syn += w[k]!;
