@@ -118,4 +118,31 @@ describe('marian fixture', () => {
       rmSync(scratch, { recursive: true, force: true });
     }
   });
+
+  it('without tokenizer.json (as the Hub has opus-mt checkpoints): source.spm and vocab.json give the same tokens, decoder ids and text', async () => {
+    const scratch = mkdtempSync(join(tmpdir(), 'attnscope-marian-'));
+    try {
+      const dir = join(scratch, 'marian');
+      cpSync(join(FIXTURES, 'marian'), dir, { recursive: true });
+      rmSync(join(dir, 'tokenizer.json'));
+      const bare = await loadModel(dir, { graphCache: false });
+      try {
+        for (const input of ref.inputs) {
+          const tokens = await bare.tokenize(input.text);
+          expect(tokens.map((t) => t.id)).toEqual(input.input_ids);
+          expect(tokens.map((t) => t.text)).toEqual(input.tokens);
+          // Offsets, words and special flags as the hand-written tokenizer.json gives them.
+          expect(tokens).toEqual(await model.tokenize(input.text));
+          expect(bare.tokenizer!.decode(input.input_ids, true)).toBe(model.tokenizer!.decode(input.input_ids, true));
+          const trace = await bare.trace(input.text, { decoderText: input.decoder_text as string });
+          expect(trace.decoderTokens?.map((t) => t.id)).toEqual(input.decoder_input_ids);
+        }
+        expect(await bare.tokenize('A text', 'and a pair')).toEqual(await model.tokenize('A text', 'and a pair'));
+      } finally {
+        await bare.dispose();
+      }
+    } finally {
+      rmSync(scratch, { recursive: true, force: true });
+    }
+  });
 });

@@ -15,6 +15,7 @@ import { architectureFor } from '../models/registry.js';
 import { nodeRuntime } from '../runtime/onnxruntime-node.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { loadTokenizer, type AttnTokenizer } from '../tokenizer/load-tokenizer.js';
+import { loadSentencePieceVocabTokenizer } from '../tokenizer/sentencepiece-vocab-tokenizer.js';
 import { sentencePieceFileName } from '../tokenizer/sentencepiece-convert.js';
 import { Model, type GraphCacheHooks } from './model.js';
 
@@ -62,6 +63,20 @@ async function readGenerationConfig(files: ModelFiles): Promise<Record<string, u
 async function readTokenizer(files: ModelFiles, modelType: string): Promise<AttnTokenizer | null> {
   const tokenizerJson = await files.path('tokenizer.json');
   if (!tokenizerJson) {
+    // Marian checkpoints as the Hub has them (Helsinki-NLP/opus-mt-*): source.spm, target.spm, vocab.json.
+    const targetSpm = await files.path('target.spm');
+    const sourceSpm = targetSpm ? await files.path('source.spm') : undefined;
+    const vocabJson = sourceSpm ? await files.path('vocab.json') : undefined;
+    if (targetSpm && sourceSpm && vocabJson) {
+      return loadSentencePieceVocabTokenizer({
+        sourceSpm, vocabJson, targetSpm,
+        ...optionalPaths({
+          targetVocabJson: await files.path('target_vocab.json'),
+          tokenizerConfig: await files.path('tokenizer_config.json'),
+          specialTokensMap: await files.path('special_tokens_map.json'),
+        }),
+      });
+    }
     // No tokenizer.json (microsoft/deberta-v3-*): the slow tokenizer's SentencePiece model, converted.
     const tokenizerConfig = await files.path('tokenizer_config.json');
     const name = sentencePieceFileName(tokenizerConfig ? await readFile(tokenizerConfig, 'utf8') : undefined, modelType);
@@ -83,6 +98,11 @@ async function readTokenizer(files: ModelFiles, modelType: string): Promise<Attn
     specialTokensMap: await files.path('special_tokens_map.json'),
     ...(targetSpm ? { targetSpm, vocabJson: await files.path('vocab.json'), targetVocabJson: await files.path('target_vocab.json') } : {}),
   });
+}
+
+/** The entries of `paths` that are set. */
+function optionalPaths<K extends string>(paths: Record<K, string | undefined>): Partial<Record<K, string>> {
+  return Object.fromEntries(Object.entries(paths).filter(([, v]) => v !== undefined)) as Partial<Record<K, string>>;
 }
 
 /** The graph cache of one checkpoint in `dir`, as the model core's hooks. */

@@ -11,8 +11,7 @@ import { tokensOfEncoding } from './encoding-tokens.js';
 import { codeIndex, findLanguageCodes, languageCodeId, type LanguageCodes } from './language-codes.js';
 import { prepareTokenizerJson, type TemplateFlags } from './post-processor.js';
 import { convertSentencePiece } from './sentencepiece-convert.js';
-import { readSentencePieceModel } from './sentencepiece-model.js';
-import { createTargetEncoder, type TargetEncoder } from './target-tokenizer.js';
+import { targetEncoder, type TargetEncoder, type TargetSideSources } from './target-tokenizer.js';
 import { readTokenizerJson } from './tokenizer-json.js';
 import { validateTokenizerJson } from './validate.js';
 import {
@@ -46,11 +45,7 @@ export interface TokenizerFiles {
  * A separate target (decoder) side, as MarianTokenizer has: `target.spm`, and the pieces' ids
  * in `vocab.json` (or `target_vocab.json` when tokenizer_config.json sets `separate_vocabs`).
  */
-export interface TargetSideSources {
-  spm: Uint8Array;
-  vocabJson: string;
-  targetVocabJson?: string;
-}
+export type { TargetSideSources } from './target-tokenizer.js';
 
 /** The same files' contents (for sources that are not on the local disk). */
 export interface TokenizerSources {
@@ -223,30 +218,6 @@ export function createTokenizer(sources: TokenizerSources): AttnTokenizer {
     const languages = findLanguageCodes(info.postProcessor, candidates, srcLang);
     return languages ? { languages } : {};
   }
-}
-
-/** The target-side encoder of `target`: pieces of its .spm, ids of the (target) vocabulary. */
-function targetEncoder(
-  target: TargetSideSources, config: Record<string, unknown> | undefined, roles: Partial<Record<SpecialTokenRole, string>>,
-): TargetEncoder {
-  const separate = config?.separate_vocabs === true;
-  if (separate && target.targetVocabJson === undefined) {
-    throw new AttnscopeError('tokenizer_config.json sets separate_vocabs but there is no target_vocab.json');
-  }
-  const what = separate ? 'target_vocab.json' : 'vocab.json';
-  const raw = parseJsonObject(stripBom(separate ? target.targetVocabJson! : target.vocabJson), what);
-  const vocab = new Map<string, number>();
-  for (const [piece, id] of Object.entries(raw)) {
-    if (typeof id !== 'number' || !isId(id)) throw new AttnscopeError(`${what}: the id of ${JSON.stringify(piece.slice(0, 40))} is not a token id`);
-    vocab.set(piece, id);
-  }
-  const eosText = roles.eos ?? '</s>';
-  const unkText = roles.unk ?? '<unk>';
-  const eos = vocab.get(eosText);
-  const unk = vocab.get(unkText);
-  if (eos === undefined || unk === undefined) throw new AttnscopeError(`${what} has no ${eos === undefined ? eosText : unkText} token`);
-  const spm = readSentencePieceModel(target.spm, 'target.spm');
-  return createTargetEncoder(spm, vocab, { id: eos, text: eosText, start: 0, end: 0, special: true, segment: 0, word: null }, unk, 'target.spm');
 }
 
 const stripBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);

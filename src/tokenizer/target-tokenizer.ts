@@ -17,7 +17,8 @@ import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
 import { tokensOfEncoding } from './encoding-tokens.js';
 import { precompiledCharsmapProblem } from './precompiled.js';
-import type { SentencePieceModel } from './sentencepiece-model.js';
+import { readSentencePieceModel, type SentencePieceModel } from './sentencepiece-model.js';
+import { parseJsonObject, type SpecialTokenRole } from './special-tokens.js';
 
 export interface TargetEncoder {
   /** Tokens of a decoder (target) text, `</s>` appended, with ids of the model's vocabulary. */
@@ -91,4 +92,53 @@ export function createTargetEncoder(spm: SentencePieceModel, vocab: ReadonlyMap<
       return [...code, ...mapped, { ...eos, start: 0, end: 0, special: true, segment: 0, word: null }];
     },
   };
+}
+
+/**
+ * A separate target (decoder) side, as MarianTokenizer has: `target.spm`, and the pieces' ids
+ * in `vocab.json` (or `target_vocab.json` when tokenizer_config.json sets `separate_vocabs`).
+ */
+export interface TargetSideSources {
+  spm: Uint8Array;
+  vocabJson: string;
+  targetVocabJson?: string;
+}
+
+/** A vocab.json (piece → id) as a map; `what` names the file in errors. */
+export function readVocabJson(text: string, what: string): Map<string, number> {
+  const raw = parseJsonObject(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, what);
+  const vocab = new Map<string, number>();
+  for (const [piece, id] of Object.entries(raw)) {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id > 0xffffffff) {
+      throw new AttnscopeError(`${what}: the id of ${JSON.stringify(piece.slice(0, 40))} is not a token id`);
+    }
+    vocab.set(piece, id);
+  }
+  return vocab;
+}
+
+/** The encoder of one side: `spm`'s pieces, ids from `vocab`, its `</s>` appended. */
+export function sentencePieceVocabEncoder(
+  spm: Uint8Array, spmName: string, vocab: ReadonlyMap<string, number>, vocabName: string, roles: Partial<Record<SpecialTokenRole, string>>,
+): TargetEncoder {
+  const eosText = roles.eos ?? '</s>';
+  const unkText = roles.unk ?? '<unk>';
+  const eos = vocab.get(eosText);
+  const unk = vocab.get(unkText);
+  if (eos === undefined || unk === undefined) throw new AttnscopeError(`${vocabName} has no ${eos === undefined ? eosText : unkText} token`);
+  const model = readSentencePieceModel(spm, spmName);
+  return createTargetEncoder(model, vocab, { id: eos, text: eosText, start: 0, end: 0, special: true, segment: 0, word: null }, unk, spmName);
+}
+
+/** The target-side encoder of `target`: pieces of target.spm, ids of the (target) vocabulary. */
+export function targetEncoder(
+  target: TargetSideSources, config: Readonly<Record<string, unknown>> | undefined, roles: Partial<Record<SpecialTokenRole, string>>,
+): TargetEncoder {
+  const separate = config?.separate_vocabs === true;
+  if (separate && target.targetVocabJson === undefined) {
+    throw new AttnscopeError('tokenizer_config.json sets separate_vocabs but there is no target_vocab.json');
+  }
+  const what = separate ? 'target_vocab.json' : 'vocab.json';
+  const vocab = readVocabJson(separate ? target.targetVocabJson! : target.vocabJson, what);
+  return sentencePieceVocabEncoder(target.spm, 'target.spm', vocab, what, roles);
 }
