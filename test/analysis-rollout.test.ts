@@ -134,6 +134,10 @@ describe('attention rollout', () => {
     const gt = attentionGraph(tiny, { discard: 0.5, residual: 0 });
     expect(gt.layers[0]![0]).toBe(1); // row 0: its only off-diagonal weight (the smaller of the two) went
     expect(gt.layers[0]![1]).toBe(0);
+    // Ties at the cut: the lower flat index goes first (uniform rows: off-diagonal flat indices 1, 2, 3, 5, 6, 7).
+    const flat = handTrace(['a', 'b', 'c'], { layers: 1, heads: 1, weight: () => 1 });
+    const gf = attentionGraph(flat, { discard: 0.5, residual: 0 });
+    expect(Array.from(gf.layers[0]!).map((v) => (v === 0 ? 0 : 1))).toEqual([1, 0, 0, 0, 1, 1, 1, 1, 1]);
   });
 
   it('refuses cross attention and partial query rows', () => {

@@ -107,17 +107,32 @@ export function fuseHeads(layer: Float32Array, numHeads: number, rows: number, c
 export function discardLowest(m: Float64Array, n: number, ratio: number, masked?: Uint8Array | null): number {
   checkRatio(ratio, 'discard');
   if (ratio === 0) return 0;
-  const candidates: number[] = [];
+  const candidates = new Int32Array(n * n);
+  let size = 0;
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) {
       const f = i * n + j;
-      if (i !== j && masked?.[f] !== 1) candidates.push(f);
+      if (i !== j && masked?.[f] !== 1) candidates[size++] = f;
     }
   }
-  const count = Math.floor(ratio * candidates.length);
+  const count = Math.floor(ratio * size);
   if (count === 0) return 0;
-  candidates.sort((a, b) => m[a]! - m[b]! || a - b);
-  for (let c = 0; c < count; c++) m[candidates[c]!] = 0;
+  // The count-th smallest value (a native numeric sort of the values), then every candidate
+  // below it and, of those equal to it, the first ones by flat index until count are zeroed.
+  const values = new Float64Array(size);
+  for (let c = 0; c < size; c++) values[c] = m[candidates[c]!]!;
+  const cut = values.slice().sort()[count - 1]!;
+  let below = 0;
+  for (let c = 0; c < size; c++) if (values[c]! < cut) below++;
+  let ties = count - below;
+  for (let c = 0; c < size; c++) {
+    const v = values[c]!;
+    if (v < cut) m[candidates[c]!] = 0;
+    else if (v === cut && ties > 0) {
+      m[candidates[c]!] = 0;
+      ties--;
+    }
+  }
   return count;
 }
 
