@@ -11,6 +11,7 @@ import { Tooltip, button, checkbox, h, replaceChildren, select } from './dom.js'
 import { HeadView } from './views/head.js';
 import { HeatmapView } from './views/heatmap.js';
 import { FlowView } from './views/flow.js';
+import { HeadClustersView } from './views/head-clusters.js';
 import { ModelView } from './views/model.js';
 import { NeuronView } from './views/neuron.js';
 import { PredictionsPanel } from './predictions.js';
@@ -90,7 +91,7 @@ export class App implements Ctx {
     this.cache = new DisplayCache(trace);
     this.fmtWeight = weightFormatter(header);
     this.predictionsPanel = new PredictionsPanel(this);
-    this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this), flow: new FlowView(this, 'diagram'), influence: new FlowView(this, 'tree') };
+    this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this), flow: new FlowView(this, 'diagram'), influence: new FlowView(this, 'tree'), clusters: new HeadClustersView(this) };
     const nTokens = trace.tokens.length + (trace.decoderTokens ? ` + ${trace.decoderTokens.length}` : '');
     const facts = `(${trace.model.modelType}) · ${trace.model.numLayers} layers × ${trace.model.numHeads} heads · ${nTokens} tokens`;
     const generated = this.gen ? `generated: ${describeGeneration(this.gen)}` : '';
@@ -293,7 +294,7 @@ export class App implements Ctx {
       }),
     );
     const stacks = traceStacks(this.trace);
-    const neuron = state.view === 'neuron' || state.view === 'flow' || state.view === 'influence';
+    const neuron = state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters';
     replaceChildren(
       this.controls,
       stacks.length > 1 ? select('stack', 'attention', stacks.map((s) => ({ value: s, label: STACK_LABELS[s] })), state.stack, (stack) => this.set({ stack })) : null,

@@ -15,14 +15,16 @@ import { parsePairFilter } from '../views/tokens.js';
 import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parseNumber, parsePositiveInt } from './args.js';
 import { HEAD_FUSIONS, type HeadFusion } from '../analysis/rollout.js';
 import { FLOW_VIEW_METHODS, type FlowMethod } from '../views/layout/flow.js';
+import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
-export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|flow|influence --out FILE
+export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|flow|influence|clusters --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]] [--src-lang CODE] [--tgt-lang CODE]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
                 [--method attention|rollout|flow] [--fusion mean|max|min] [--discard R] [--residual W]
                 [--keep K] [--threshold T] [--column C] [--depth D] [--max-nodes N]
+                [--projection umap|pca] [--clusters K] [--cluster-seed S] [--exclude-first]
                 [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
                 [--format svg|png] [--scale 3] [--top-k N] [--truncate] [--revision REV] [--offline] [--threads N]
 
@@ -46,6 +48,9 @@ ${LANGUAGE_HELP}
                --query I highlights what flows into token I (of --column C, default the last)
                influence: from token --query I (default the last), its --keep strongest sources,
                recursively --depth D layers down (default 3)
+               clusters: every head as a point of a 2-D --projection (umap, default, or pca) of its metric
+               profile on the text, coloured by its k-means cluster (--clusters K; default k by silhouette;
+               --cluster-seed S, default 0; --exclude-first measures without the first token); see 'attnscope clusters'
   --fusion / --discard / --residual   flow views: head fusion, share of weights discarded, residual weight
   --max-nodes  flow view with --method flow: largest graph, (layers + 1) × tokens (default 832)
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
@@ -114,6 +119,10 @@ export const EXPORT_OPTIONS = {
   column: { type: 'string' },
   depth: { type: 'string' },
   'max-nodes': { type: 'string' },
+  projection: { type: 'string' },
+  clusters: { type: 'string' },
+  'cluster-seed': { type: 'string' },
+  'exclude-first': { type: 'boolean' },
   title: { type: 'string' },
   format: { type: 'string' },
   scale: { type: 'string' },
@@ -199,6 +208,17 @@ export async function exportCommand(argv: string[]): Promise<void> {
   if (values['pair-filter'] !== undefined) options.pair = parsePairFilter(values['pair-filter']);
   if (values['all-lines']) options.allLines = true;
   if (view === 'flow' || view === 'influence') Object.assign(options, parseFlowViewFlags(values));
+  if (view === 'clusters') {
+    if (values.projection !== undefined && !CLUSTER_PROJECTIONS.includes(values.projection as ClusterProjection)) {
+      throw new UsageError(`--projection: expected ${CLUSTER_PROJECTIONS.join(' or ')}, got '${values.projection}'`);
+    }
+    options.projection = values.projection as ClusterProjection | undefined;
+    options.clusters = parsePositiveInt(values.clusters, '--clusters');
+    const seed = values['cluster-seed'];
+    if (seed !== undefined && (!/^\d+$/.test(seed.trim()) || Number(seed) > 0xffffffff)) throw new UsageError(`--cluster-seed: expected an integer from 0 to 4294967295, got '${seed}'`);
+    options.clusterSeed = seed === undefined ? undefined : Number(seed);
+    options.excludeFirstToken = values['exclude-first'] ?? false;
+  }
   const unused = (flag: string, views: string[]) => {
     const given = values[flag as keyof typeof values] !== undefined;
     if (given && !views.includes(view)) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
@@ -211,6 +231,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
   for (const flag of ['method', 'fusion', 'discard', 'residual', 'keep', 'threshold', 'column', 'depth', 'max-nodes']) unused(flag, ['flow', 'influence']);
   unused('layer', ['head', 'neuron', 'heatmap']);
   unused('log', ['heatmap', 'model']);
+  for (const flag of ['projection', 'clusters', 'cluster-seed', 'exclude-first']) unused(flag, ['clusters']);
 
   const source = positionals[0];
   let trace: Trace;

@@ -17,10 +17,12 @@ import { tokenWordClasses } from '../analysis/word-classes.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
+import { CLUSTER_HELP, CLUSTER_OPTIONS, CLUSTER_SYNOPSIS, parseClusterFlags, writeClusters } from './heads-clusters.js';
 
 export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetensors] [--text "..." [--pair "..."]] [--exclude-first]
                 [--samples N] [--seq-len L] [--seed S] [--stack self|encoder|decoder|cross]
                 [--json | --csv] [--out FILE] [--truncate] [--revision REV] [--offline] [--threads N]
+                ${CLUSTER_SYNOPSIS}
 
   source       a model directory or Hub id (the embedded stories260k model when omitted), or a trace file
   --text       measure the heads on this text (--pair: a second sentence); without --text the standard
@@ -33,6 +35,7 @@ export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetens
   --json, --csv  one row per layer and head: layer, head, every metric and type score, top_type,
                top_score (empty/null where a score is not defined); a readable table otherwise
   --out        write to FILE (.json, .csv, or .txt for the table) instead of stdout
+${CLUSTER_HELP}
 
   Columns: max_weight, confidence (mean row max), entropy (row entropy / log of the keys the row can
   see), sparsity (share < ${DEFAULT_SPARSITY_THRESHOLD}), sparsity_uniform (share < 1/keys), p25 p50 p75 p90 std (of the weights),
@@ -56,6 +59,7 @@ export const HEADS_OPTIONS = {
   csv: { type: 'boolean' },
   out: { type: 'string' },
   truncate: { type: 'boolean' },
+  ...CLUSTER_OPTIONS,
   ...MODEL_OPTIONS,
 } as const;
 
@@ -102,7 +106,8 @@ export async function headsCommand(argv: string[]): Promise<void> {
   if (positionals.length > 1) throw new AttnscopeError(`heads: expected at most one model or trace file, got ${positionals.join(' ')}`);
   if (values.json && values.csv) throw new UsageError('heads: give --json or --csv, not both');
   let format: 'json' | 'csv' | 'table' = values.json ? 'json' : values.csv ? 'csv' : 'table';
-  if (values.out !== undefined) {
+  const clusters = parseClusterFlags(values);
+  if (values.out !== undefined && !clusters) {
     const ext = extname(values.out).toLowerCase();
     if (format === 'table' && (ext === '.json' || ext === '.csv')) format = ext.slice(1) as 'json' | 'csv';
     checkOut(values.out, [format === 'table' ? '.txt' : `.${format}`], format === 'table' ? 'heads (the table)' : `heads --${format}`);
@@ -116,7 +121,8 @@ export async function headsCommand(argv: string[]): Promise<void> {
   const probe = values.text === undefined && !fromFile;
   if (!probe) {
     for (const flag of ['samples', 'seq-len', 'seed'] as const) {
-      if (values[flag] !== undefined) throw new UsageError(`--${flag} applies to the probe (run without --text${fromFile ? ' and on a model, not a trace file' : ''})`);
+      // --seed also seeds the clustering.
+      if (values[flag] !== undefined && !(flag === 'seed' && clusters)) throw new UsageError(`--${flag} applies to the probe (run without --text${fromFile ? ' and on a model, not a trace file' : ''})`);
     }
   }
   if (fromFile) {
@@ -178,6 +184,10 @@ export async function headsCommand(argv: string[]): Promise<void> {
     }
   }
   if (excludeFirstToken) title += ', first token excluded';
+  if (clusters) {
+    const input = meta.input === 'probe' ? 'repeated-token probe' : meta.input === 'trace' ? 'trace file' : 'text';
+    return writeClusters(clusters, table, { title, model: String(meta.model), stack: meta.stack as StackName, input, seed, meta: { ...meta, excludeFirstToken } });
+  }
   const body =
     format === 'csv'
       ? headTableCsv(table)

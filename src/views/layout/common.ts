@@ -16,9 +16,9 @@ export type { ScaleSpec } from '../colors.js';
 
 // --- views ---------------------------------------------------------------------------------------
 
-export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'flow' | 'influence';
+export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'flow' | 'influence' | 'clusters';
 /** Every view, in the order the page's tabs and the CLI list them. */
-export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'flow', 'influence'];
+export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'flow', 'influence', 'clusters'];
 export const VIEW_LABELS: Readonly<Record<ViewName, string>> = {
   head: 'Head view',
   model: 'Model view',
@@ -26,6 +26,7 @@ export const VIEW_LABELS: Readonly<Record<ViewName, string>> = {
   heatmap: 'Heatmap',
   flow: 'Flow diagram',
   influence: 'Influence tree',
+  clusters: 'Head clusters',
 };
 
 export function isViewName(value: string): value is ViewName {

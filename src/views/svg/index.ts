@@ -11,6 +11,7 @@ import { type HeatmapOptions, renderHeatmap } from './heatmap.js';
 import { type ModelViewOptions, renderModelView } from './model-view.js';
 import { type NeuronViewOptions, renderNeuronView } from './neuron-view.js';
 import { type FlowViewOptions, renderFlowView, renderInfluenceTree } from './flow.js';
+import { type HeadClustersOptions, renderHeadClusters } from './head-clusters.js';
 
 export { renderHeadView, headViewModel, type HeadViewOptions, type HeadViewModel } from './head-view.js';
 export { renderModelView, paintModelView, type ModelViewOptions } from './model-view.js';
@@ -19,12 +20,13 @@ export { modelViewLayout, strongestPairs, type ModelViewLayout, type ModelCell, 
 export { neuronViewLayout, type NeuronLayout, type NeuronLayoutOptions } from '../layout/neuron-view.js';
 export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregate } from './heatmap.js';
 export { renderFlowView, renderInfluenceTree, type FlowViewOptions, type FlowMethod } from './flow.js';
+export { renderHeadClusters, type HeadClustersOptions } from './head-clusters.js';
 export { type CommonViewOptions } from './common.js';
 export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';
 
 export { type ViewName, VIEW_NAMES } from '../layout/common.js';
 
-export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions & FlowViewOptions;
+export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions & FlowViewOptions & HeadClustersOptions;
 
 /** Renders a view by name as a standalone SVG document. */
 export function renderSvg(view: ViewName | string, trace: Trace, options: AnyViewOptions = {}): string {
@@ -41,6 +43,8 @@ export function renderSvg(view: ViewName | string, trace: Trace, options: AnyVie
       return renderFlowView(trace, options);
     case 'influence':
       return renderInfluenceTree(trace, options);
+    case 'clusters':
+      return renderHeadClusters(trace, options);
     default:
       throw new AttnscopeError(`unknown view '${view}' (expected ${VIEW_NAMES.join(', ')})`);
   }
