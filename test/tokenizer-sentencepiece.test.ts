@@ -325,6 +325,6 @@ describe('the loader', () => {
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'CamembertTokenizer' }));
     const err = await fromSentencePiece(dir, 'spm.model').then(() => undefined, (e: unknown) => e);
     expect(err).toBeInstanceOf(AttnscopeError);
-    expect((err as Error).message).toMatch(/CamembertTokenizer is not converted from SentencePiece \(converted: DebertaV2Tokenizer, /);
+    expect((err as Error).message).toMatch(/the tokenizer class 'CamembertTokenizer' is not converted from SentencePiece \(converted: DebertaV2Tokenizer, /);
   });
 });

@@ -209,7 +209,7 @@ export function convertSentencePiece(sources: SentencePieceSources): SentencePie
   const name = converterOf(tokenizerClass);
   if (name === undefined) {
     throw new AttnscopeError(
-      `${what}: no tokenizer.json, and ${tokenizerClass === undefined ? 'the tokenizer class is not known' : `${tokenizerClass}`} is not converted from SentencePiece ` +
+      `${what}: no tokenizer.json, and ${tokenizerClass === undefined ? 'the tokenizer class is not known' : `the tokenizer class ${quote(tokenizerClass, 60)}`} is not converted from SentencePiece ` +
         `(converted: ${Object.keys(BY_CLASS).join(', ')})`,
     );
   }
