@@ -3,6 +3,7 @@
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import { CACHE_USAGE, cacheCommand } from './cache-command.js';
 import { COMPARE_USAGE, compareCommand } from './compare-command.js';
+import { AGGREGATE_USAGE, aggregateCommand } from './aggregate-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { FLOW_USAGE, flowCommand } from './flow-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
@@ -20,6 +21,7 @@ Usage:
   ${EXPORT_USAGE.split('\n\n')[0]}
   ${VIEW_USAGE.split('\n\n')[0]}
   ${COMPARE_USAGE.split('\n\n')[0]}
+  ${AGGREGATE_USAGE.split('\n\n')[0]}
   ${HEADS_USAGE.split('\n\n')[0]}
   ${FLOW_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
@@ -33,6 +35,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   export: { run: exportCommand, usage: EXPORT_USAGE },
   view: { run: viewCommand, usage: VIEW_USAGE },
   compare: { run: compareCommand, usage: COMPARE_USAGE },
+  aggregate: { run: aggregateCommand, usage: AGGREGATE_USAGE },
   heads: { run: headsCommand, usage: HEADS_USAGE },
   flow: { run: flowCommand, usage: FLOW_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
