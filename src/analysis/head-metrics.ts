@@ -162,6 +162,30 @@ export function layerSupport(
   return { support, rowSize, firstVisible, lo, hi };
 }
 
+/** Counts values per bin (their float32 bits' top 16 after the sign bit); returns minBin << 16 | maxBin. */
+function histogram(values: Float64Array, n: number, hist: Uint32Array, bits: Uint32Array, f: Float32Array): number {
+  let minBin = 0xffff;
+  let maxBin = 0;
+  for (let i = 0; i < n; i++) {
+    f[0] = values[i]!;
+    const b = bits[0]! >>> 15;
+    hist[b]!++;
+    if (b < minBin) minBin = b;
+    if (b > maxBin) maxBin = b;
+  }
+  return ((minBin << 16) | maxBin) >>> 0;
+}
+
+/** The values whose bin is marked (firstRankOfBin ≥ 0), in input order, into `out`. */
+function gather(values: Float64Array, n: number, firstRankOfBin: Int32Array, out: Float64Array, bits: Uint32Array, f: Float32Array): Float64Array {
+  let j = 0;
+  for (let i = 0; i < n; i++) {
+    f[0] = values[i]!;
+    if (firstRankOfBin[bits[0]! >>> 15]! >= 0) out[j++] = values[i]!;
+  }
+  return out;
+}
+
 let histScratch: Uint32Array | undefined;
 let binScratch: Int32Array | undefined;
 
@@ -191,15 +215,9 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   // Both scratch arrays are all zeros / all −1 between calls (only the used range is touched and reset).
   const hist = (histScratch ??= new Uint32Array(1 << 16));
   const firstRankOfBin = (binScratch ??= new Int32Array(1 << 16).fill(-1));
-  let minBin = hist.length;
-  let maxBin = -1;
-  for (let i = 0; i < n; i++) {
-    f[0] = values[i]!;
-    const b = bits[0]! >>> 15;
-    hist[b]!++;
-    if (b < minBin) minBin = b;
-    if (b > maxBin) maxBin = b;
-  }
+  const range = histogram(values, n, hist, bits, f);
+  const minBin = range >>> 16;
+  const maxBin = range & 0xffff;
   const ranks = [...new Set(qs.flatMap((q) => [Math.floor(q * (n - 1)), Math.ceil(q * (n - 1))]))].sort((a, b) => a - b);
   // Mark the bins holding a wanted rank (firstRankOfBin ≥ 0: the rank of the bin's first value).
   const wantedBins: number[] = [];
@@ -217,12 +235,7 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   // The values of the marked bins, sorted (bins are in value order, so this is their order too).
   let m = 0;
   for (const b of wantedBins) m += hist[b]!;
-  const picked = new Float64Array(m);
-  let j = 0;
-  for (let i = 0; i < n; i++) {
-    f[0] = values[i]!;
-    if (firstRankOfBin[bits[0]! >>> 15]! >= 0) picked[j++] = values[i]!;
-  }
+  const picked = gather(values, n, firstRankOfBin, new Float64Array(m), bits, f);
   picked.sort();
   // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
   const before = new Map<number, number>();
@@ -325,6 +338,92 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
   return rows ? sum / rows : NaN;
 }
 
+/**
+ * One pass over a head's counted rows (renormalised in `w`): the accumulators of every metric, into
+ * `out` (max, Σ row max, Σ normalised entropy, # below threshold, # below 1/support, # entries,
+ * Σ w, Σ w², Σ w·|i−j|, self, sink, separator, punctuation, long range, # rows); pooled weights
+ * into `pooled`, row entropies (nats) into `rowEnt`, w / heads added to `layerMean`. Its own
+ * function so that the engine optimises the hot loop on its own.
+ */
+function scanHead(
+  W: Float32Array, off: number, w: Float64Array, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
+  g: RowGeometry, threshold: number, longRange: number, sepKey: Uint8Array, punctKey: Uint8Array,
+  layerMean: Float64Array, pooled: Float64Array, rowEnt: Float64Array, out: Float64Array,
+): Float64Array {
+  const { support, rowSize, lo, hi } = r;
+  const { heads, nq, nk, shift } = g;
+  const invHeads = 1 / heads;
+  let maxW = 0;
+  let sumMax = 0;
+  let sumEnt = 0;
+  let below = 0;
+  let belowUniform = 0;
+  let entries = 0;
+  let sum = 0;
+  let sumSq = 0;
+  let dist = 0;
+  let self = 0;
+  let sink = 0;
+  let sep = 0;
+  let punct = 0;
+  let long = 0;
+  let nRows = 0;
+  for (let q = 0; q < nq; q++) {
+    if (counted[q] !== 1) continue;
+    nRows++;
+    const base = q * nk;
+    const qp = q + shift;
+    const n = rowSize[q]!;
+    const uniform = 1 / n;
+    let rowMax = 0;
+    let ent = 0;
+    for (let k = lo[q]!, end = hi[q]!; k < end; k++) {
+      if (support[base + k] !== 1) continue;
+      const v = w[base + k]!;
+      if (v > rowMax) rowMax = v;
+      if (v > 0) ent -= v * Math.log(v);
+      if (v < threshold) below++;
+      if (v < uniform) belowUniform++;
+      pooled[entries++] = v;
+      sum += v;
+      sumSq += v * v;
+      const d = qp > k ? qp - k : k - qp;
+      dist += v * d;
+      if (d >= longRange) long += v;
+      if (sepKey[k] === 1) sep += v;
+      if (punctKey[k] === 1) punct += v;
+      layerMean[base + k] = layerMean[base + k]! + v * invHeads;
+    }
+    if (qp < nk && support[base + qp] === 1) self += w[base + qp]!;
+    // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
+    if (firstVisible[q] === 1) {
+      const total = rowSums[q]!;
+      const w0 = W[off + base]!;
+      sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
+    }
+    sumMax += rowMax;
+    if (rowMax > maxW) maxW = rowMax;
+    sumEnt += ent / Math.log(n);
+    rowEnt[q] = ent;
+  }
+  out[0] = maxW;
+  out[1] = sumMax;
+  out[2] = sumEnt;
+  out[3] = below;
+  out[4] = belowUniform;
+  out[5] = entries;
+  out[6] = sum;
+  out[7] = sumSq;
+  out[8] = dist;
+  out[9] = self;
+  out[10] = sink;
+  out[11] = sep;
+  out[12] = punct;
+  out[13] = long;
+  out[14] = nRows;
+  return out;
+}
+
 function emptyValues(): MetricValues {
   return Object.fromEntries(HEAD_METRIC_NAMES.map((m) => [m, NaN])) as MetricValues;
 }
@@ -373,6 +472,7 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
   const first = Array.from({ length: heads }, () => ({ w: new Float64Array(size), c: new Uint8Array(nq), e: new Float64Array(nq) }));
   const rowEnt = new Float64Array(nq);
   const rowSums = new Float64Array(nq);
+  const stats = new Float64Array(15);
   let firstRows: LayerRows | undefined;
   const firstMeanEnt = new Float64Array(nq);
   const layerMeanEnt = new Float64Array(nq);
@@ -385,91 +485,40 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
   for (let l = 0; l < L; l++) {
     const W = s.layers[l]!;
     const rowsOfLayer = layerSupport(trace, stack, l, exclude);
-    const { support, rowSize, firstVisible, lo, hi } = rowsOfLayer;
+    const { firstVisible } = rowsOfLayer;
     if (l === 0) firstRows = rowsOfLayer;
     layerMean.fill(0);
     let meanRows = new Uint8Array(nq);
     for (let h = 0; h < heads; h++) {
       renormalisedHead(W, h, g, rowsOfLayer, w, counted, rowSums);
       const off = h * size;
-      let maxW = 0;
-      let sumMax = 0;
-      let sumEnt = 0;
-      let below = 0;
-      let belowUniform = 0;
-      let entries = 0;
-      let sum = 0;
-      let sumSq = 0;
-      let dist = 0;
-      let self = 0;
-      let sink = 0;
-      let sep = 0;
-      let punct = 0;
-      let long = 0;
-      let nRows = 0;
-      for (let q = 0; q < nq; q++) {
-        if (counted[q] !== 1) continue;
-        nRows++;
-        const base = q * nk;
-        const qp = q + shift;
-        const n = rowSize[q]!;
-        const uniform = 1 / n;
-        let rowMax = 0;
-        let ent = 0;
-        for (let k = lo[q]!, end = hi[q]!; k < end; k++) {
-          if (support[base + k] !== 1) continue;
-          const v = w[base + k]!;
-          if (v > rowMax) rowMax = v;
-          if (v > 0) ent -= v * Math.log(v);
-          if (v < threshold) below++;
-          if (v < uniform) belowUniform++;
-          pooled[entries++] = v;
-          sum += v;
-          sumSq += v * v;
-          const d = qp > k ? qp - k : k - qp;
-          dist += v * d;
-          if (d >= longRange) long += v;
-          if (sepKey[k] === 1) sep += v;
-          if (punctKey[k] === 1) punct += v;
-          layerMean[base + k]! += v / heads;
-        }
-        if (qp < nk && support[base + qp] === 1) self += w[base + qp]!;
-        // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
-        if (firstVisible[q] === 1) {
-          const total = rowSums[q]!;
-          const w0 = W[off + base]!;
-          sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
-        }
-        sumMax += rowMax;
-        if (rowMax > maxW) maxW = rowMax;
-        sumEnt += ent / Math.log(n);
-        rowEnt[q] = ent;
-      }
+      const acc = scanHead(W, off, w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKey, punctKey, layerMean, pooled, rowEnt, stats);
+      const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows] = acc;
       const values = emptyValues();
-      if (nRows > 0) {
-        const mean = sum / entries;
-        const [p25, p50, p75, p90] = quantiles(pooled, entries, [0.25, 0.5, 0.75, 0.9]);
+      if (nRows! > 0) {
+        const mean = sum! / entries!;
+        const [p25, p50, p75, p90] = quantiles(pooled, entries!, [0.25, 0.5, 0.75, 0.9]);
         Object.assign(values, {
-          max_weight: maxW,
-          confidence: sumMax / nRows,
-          entropy: sumEnt / nRows,
-          sparsity: below / entries,
-          sparsity_uniform: belowUniform / entries,
+          max_weight: maxW!,
+          confidence: sumMax! / nRows!,
+          entropy: sumEnt! / nRows!,
+          sparsity: below! / entries!,
+          sparsity_uniform: belowUniform! / entries!,
           p25, p50, p75, p90,
-          std: Math.sqrt(Math.max(0, sumSq / entries - mean * mean)),
-          distance: dist / nRows,
-          self: self / nRows,
-          sink: sink / nRows,
-          separator: sep / nRows,
-          punctuation: punct / nRows,
-          long_range: long / nRows,
+          std: Math.sqrt(Math.max(0, sumSq! / entries! - mean * mean)),
+          distance: dist! / nRows!,
+          self: self! / nRows!,
+          sink: sink! / nRows!,
+          separator: sep! / nRows!,
+          punctuation: punct! / nRows!,
+          long_range: long! / nRows!,
         });
       }
       if (l === 0) {
         first[h]!.w.set(w);
         first[h]!.c.set(counted);
         first[h]!.e.set(rowEnt);
-        values.js_from_first = nRows > 0 ? 0 : NaN;
+        values.js_from_first = nRows! > 0 ? 0 : NaN;
       } else {
         values.js_from_first = meanRowJs(first[h]!.w, first[h]!.c, first[h]!.e, firstRows!, w, counted, rowEnt, rowsOfLayer, nq, nk);
       }

@@ -153,7 +153,6 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
   }
   const out: HeadTableRow[] = [];
   const Ls = s.layers.length;
-  const w = new Float64Array(nk);
   for (let l = 0; l < Ls; l++) {
     const W = s.layers[l]!;
     const { support, rowSize, lo, hi } = layerSupport(trace, stack, l, exclude);
@@ -176,34 +175,36 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
         let sum = 0;
         for (let k = a; k < b; k++) if (support[base + k] === 1) sum += W[off + base + k]!;
         if (rowSize[q]! <= 1 || !(sum > 0)) continue;
-        w.fill(0);
-        for (let k = a; k < b; k++) if (support[base + k] === 1) w[k] = W[off + base + k]! / sum;
+        // The renormalised weight of key k (0 off the support), read where it is needed.
+        const inv = 1 / sum;
+        const at = (k: number): number => (k >= 0 && k < nk && support[base + k] === 1 ? W[off + base + k]! * inv : 0);
         nRows++;
         const qp = q + shift;
         if (stack !== 'cross') {
-          if (qp >= 1) prev += w[qp - 1]!;
-          if (qp + 1 < nk) next += w[qp + 1]!;
-          for (let k = Math.max(0, qp - 2); k <= Math.min(nk - 1, qp + 2); k++) local += w[k]!;
+          prev += at(qp - 1);
+          next += at(qp + 1);
+          for (let k = qp - 2; k <= qp + 2; k++) local += at(k);
         }
         if (classes) {
           for (let k = a; k < b; k++) {
             const c = classes[k]!;
-            if (c === 0) continue;
-            if (c & WORD_FUNCTION) syn += w[k]!;
-            if (c & WORD_CONTENT) sem += w[k]!;
-            if (c & WORD_ENTITY) ent += w[k]!;
+            if (c === 0 || support[base + k] !== 1) continue;
+            const v = W[off + base + k]! * inv;
+            if (c & WORD_FUNCTION) syn += v;
+            if (c & WORD_CONTENT) sem += v;
+            if (c & WORD_ENTITY) ent += v;
           }
         }
         if (repeat) {
           const L = repeat.length;
           if (qp >= repeat.prefix + L) {
-            dup += w[qp - L]!;
-            ind += w[qp - L + 1]!;
+            dup += at(qp - L);
+            ind += at(qp - L + 1);
             repRows++;
           }
         } else if (dupStart[q + 1]! > dupStart[q]!) {
-          for (let i = dupStart[q]!; i < dupStart[q + 1]!; i++) dup += w[dupList[i]!]!;
-          for (let i = indStart[q]!; i < indStart[q + 1]!; i++) ind += w[indList[i]!]!;
+          for (let i = dupStart[q]!; i < dupStart[q + 1]!; i++) dup += at(dupList[i]!);
+          for (let i = indStart[q]!; i < indStart[q + 1]!; i++) ind += at(indList[i]!);
           repRows++;
         }
       }
