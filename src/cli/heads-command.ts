@@ -31,10 +31,11 @@ export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetens
                TransformerLens' induction demo), random ids from --seed (default ${PROBE_DEFAULTS.seed}; mulberry32)
   --exclude-first  leave out the first token (key 0, renormalising each row, and query 0), as
                TransformerLens' exclude_bos: attention sinks dominate decoder heads
-  --stack      which attention of an encoder-decoder (default: self, else decoder; the probe: encoder)
+  --stack      which attention of an encoder-decoder (default: self, else encoder)
   --json, --csv  one row per layer and head: layer, head, every metric and type score, top_type,
                top_score (empty/null where a score is not defined); a readable table otherwise
   --out        write to FILE (.json, .csv, or .txt for the table) instead of stdout
+  --truncate   cut a --text longer than the model's maximum positions
 ${CLUSTER_HELP}
 
   Columns: max_weight, confidence (mean row max), entropy (row entropy / log of the keys the row can
