@@ -15,6 +15,7 @@ import { AttnscopeError } from '../src/core/errors.js';
 import type { Token } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import { createTokenizer, loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
+import { convertSentencePiece } from '../src/tokenizer/sentencepiece-convert.js';
 import { fixtureFiles, startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
@@ -137,6 +138,24 @@ for (const [fixture, model] of CASES) {
           expect(tok.decode(ids)).toBe(expected.decode(ids));
           expect(tok.decode(ids, true)).toBe(expected.decode(ids, true));
         }
+      }
+    });
+
+    it("builds transformers' model: vocabulary, scores, unknown id (and BPE merges)", () => {
+      const dir = join(FIXTURES, fixture);
+      const modelType = (JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as { model_type: string }).model_type;
+      const config = read(dir, 'tokenizer_config.json');
+      const built = JSON.parse(convertSentencePiece({ model: readFileSync(join(dir, model)), what: model, modelType, ...(config !== undefined ? { tokenizerConfig: config } : {}) }).tokenizerJson) as { model: Record<string, unknown> };
+      const saved = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8')) as { model: Record<string, unknown> };
+      const pairs = (merges: unknown): string[] => (merges as (string | string[])[]).map((m) => (typeof m === 'string' ? m : m.join(' ')));
+      if (saved.model['type'] === 'BPE') {
+        expect(built.model['vocab']).toEqual(saved.model['vocab']);
+        expect(pairs(built.model['merges'])).toEqual(pairs(saved.model['merges']));
+      } else {
+        // The saved deberta-v2 vocabulary also lists the added [MASK] (id 450) after the pieces.
+        const vocab = saved.model['vocab'] as [string, number][];
+        expect(built.model['vocab']).toEqual(fixture === 'deberta-v2' ? vocab.slice(0, -1) : vocab);
+        expect(built.model['unk_id']).toBe(saved.model['unk_id']);
       }
     });
 
