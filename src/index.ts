@@ -50,6 +50,11 @@ export {
 } from './analysis/head-types.js';
 export { runProbe, probeSequences, probeVocabularyOf, mulberry32, PROBE_DEFAULTS, type ProbeTracer, type ProbeVocabulary, type ProbeOptions, type ProbeResult } from './analysis/probe.js';
 export { tokenWordClasses, tagWords, type TaggedWord } from './analysis/word-classes.js';
+export {
+  clusterHeads, headFeatureRows, standardise, silhouette, kMeansBest, projectHeads, clusterTableCsv, clusterTableJsonRows, clusteringJson,
+  CLUSTER_PROJECTIONS, CLUSTER_DEFAULTS, CLUSTER_TABLE_HEADER,
+  type ClusterInputRow, type ClusterOptions, type ClusterProjection, type HeadClustering, type HeadCluster, type ClusteredHead, type Standardised,
+} from './analysis/cluster.js';
 export type { ContributionTaps, ContributionMap } from './core/trace.js';
 
 // Views: each view's layout as data, its SVG writer, PNG, and the standalone HTML page.
@@ -65,6 +70,8 @@ export { neuronViewLayout, type NeuronLayout } from './views/layout/neuron-view.
 export { renderFlowView, renderInfluenceTree, type FlowViewOptions, type FlowMethod } from './views/svg/flow.js';
 export { flowLayout, flowModel, flowMass, type FlowLayout, type FlowModel, type FlowEdge } from './views/layout/flow.js';
 export { influenceTreeLayout, type TreeLayout, type TreeNode } from './views/layout/influence-tree.js';
+export { renderHeadClusters, renderClusterScatter, type HeadClustersOptions } from './views/svg/head-clusters.js';
+export { headClustersLayout, headClusteringOf, type HeadClustersLayout, type ClusterPoint } from './views/layout/head-clusters.js';
 export type { Item, Picture } from './views/layout/common.js';
 export { svgToPng, type PngOptions } from './views/png.js';
 export { renderStandaloneHtml, type StandaloneOptions, type StandaloneResult, type ViewBundle } from './views/html/standalone.js';

@@ -29,7 +29,7 @@
  *    most negative one, "entropy ↓". When two clusters would get the same name, each is told apart
  *    by its next strongest feature ("sink ↑, entropy ↓").
  * 5. **Project** to 2-D for the scatter: 'umap' (umap-js; its `random` option fed by a seeded
- *    mulberry32 so the picture is the same on every run and platform; n_neighbors = min(15, n − 1),
+ *    mulberry32 (probe.ts) so the picture is the same on every run and platform; n_neighbors = min(15, n − 1),
  *    min_dist 0.1) or 'pca' (ml-pca on the standardised features, centred: deterministic; each
  *    axis' sign fixed so that its largest loading is positive, as scikit-learn's svd_flip).
  *
@@ -39,6 +39,7 @@ import { kmeans } from 'ml-kmeans';
 import { PCA } from 'ml-pca';
 import { UMAP } from 'umap-js';
 import { AttnscopeError } from '../core/errors.js';
+import { mulberry32 } from './probe.js';
 
 /** One head and its features (any names; NaN for a value that is not defined). */
 export interface ClusterInputRow {
@@ -111,18 +112,6 @@ export interface HeadClustering {
   /** Axis captions of the projection ("UMAP 1", "PC1 (41 %)"). */
   axes: [string, string];
   seed: number;
-}
-
-/** mulberry32: a seeded generator of floats in [0, 1), the same stream on every platform. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
