@@ -75,7 +75,7 @@ export const FLOW_METHODS: Record<string, FlowMethod> = {
     },
   },
   norm: {
-    help: 'norm-based attention (Kobayashi et al. 2020) of one layer (--end-layer, default the last): ‖Σ_h α_ij·v_j·W_O[h]‖ over all heads or --heads',
+    help: 'norm-based attention (Kobayashi et al. 2020) of one layer (--end-layer, default the last): ‖Σ_h α_ij·v_j·W_O[h]‖ over all heads or --heads (runs a model: trace files lack the taps)',
     traceOptions: { contributions: true },
     uses: ['heads'],
     compute({ trace, graph }) {
@@ -87,7 +87,7 @@ export const FLOW_METHODS: Record<string, FlowMethod> = {
     },
   },
   alti: {
-    help: 'ALTI (Ferrando et al. 2022): token-to-token contributions of each attention block (residual and layer norm included), composed from --start-layer to --end-layer',
+    help: 'ALTI (Ferrando et al. 2022): token-to-token contributions of each attention block (residual and layer norm included), composed from --start-layer to --end-layer (runs a model)',
     traceOptions: { contributions: true },
     uses: ['start-layer'],
     compute({ trace, graph }) {
