@@ -212,6 +212,26 @@ export class GraphBuilder {
     return this.node(opType, inputs, attributes)[0]!;
   }
 
+  /** The nodes so far, in order (read-only; for passes that extend the graph, e.g. autodiff). */
+  get graphNodes(): readonly NodeSpec[] { return this.nodes; }
+
+  /**
+   * What the builder knows statically about a graph input, weight or constant: its element type,
+   * its shape (strings are symbolic dimensions) and, for small int64 constants, their values.
+   * Undefined for values computed by nodes.
+   */
+  describeValue(name: string): { type: ElemType; shape: readonly (number | string)[]; ints?: readonly number[] } | undefined {
+    const input = this.inputs.find((i) => i.name === name);
+    if (input) return { type: input.type, shape: input.shape ?? [] };
+    const w = this.weights.get(name);
+    if (w) return { type: 'float32', shape: w.dims };
+    const c = this.initializers.find((t) => t.name === name);
+    if (!c) return undefined;
+    if (c.type !== 'int64' || !c.raw) return { type: c.type, shape: c.dims };
+    const view = new BigInt64Array(c.raw.buffer.slice(c.raw.byteOffset, c.raw.byteOffset + c.raw.byteLength));
+    return { type: c.type, shape: c.dims, ints: Array.from(view, (v) => Number(v)) };
+  }
+
   // --- elementwise -------------------------------------------------------------
   add(a: Value, b: Value): Value { return this.op('Add', [a, b]); }
   sub(a: Value, b: Value): Value { return this.op('Sub', [a, b]); }

@@ -4,7 +4,7 @@
  */
 import { ProtoMessage } from './protobuf.js';
 
-export type ElemType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8';
+export type ElemType = 'float32' | 'float16' | 'bfloat16' | 'float64' | 'int64' | 'int32' | 'bool' | 'uint8';
 
 const ELEM_TYPE_CODE: Record<ElemType, number> = {
   float32: 1,
@@ -13,6 +13,7 @@ const ELEM_TYPE_CODE: Record<ElemType, number> = {
   int64: 7,
   bool: 9,
   float16: 10,
+  float64: 11,
   bfloat16: 16,
 };
 
