@@ -18,6 +18,10 @@
  *                                top-k experts, by decreasing probability), `router_weights...` [1, positions,
  *                                topK] (their weights as combined); `router_input...` [1, positions, hidden]
  *                                (with routerInput: the hidden state the router reads)
+ *   `transformed_values.<stack>.<layer>` [1, heads, keys, hidden] (with contributions: v·W_O per head),
+ *                                `layer_input...` / `residual_sum...` [1, positions, hidden], `output_bias...`
+ *                                [hidden] (when W_O has a bias), post-LN blocks `norm_weight...` / `norm_bias...`
+ *                                [hidden] (see ContributionTaps in core/trace.ts)
  * Per-layer names are made by `tapName` only.
  */
 import type { StackName } from '../core/trace.js';
