@@ -10,11 +10,21 @@
  */
 // Telemetry off before the binding loads, as src/runtime does.
 import '../src/runtime/ort-environment.js';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
 import { appendGradients } from '../src/graph/autodiff.js';
 import { GraphBuilder, type Value } from '../src/graph/builder.js';
+import { resolveModelSource } from '../src/io/model-source.js';
+import { openWeights } from '../src/io/open-weights.js';
+import { createBuildContext } from '../src/models/build-context.js';
+import { ModelConfig } from '../src/models/config.js';
+import { architectureFor } from '../src/models/registry.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
+import { int64Tensor } from '../src/runtime/runtime.js';
+import { FIXTURES, readReference } from './helpers/reference.js';
 
 type Float = 'float64' | 'float32';
 
@@ -292,5 +302,63 @@ describe('autodiff: graph structure', () => {
     expect(error).toBeInstanceOf(AttnscopeError);
     expect((error as Error).message).toContain("no gradient rule for ONNX op 'Cos'");
     expect((error as Error).message).toContain(`node '${y.name}/node'`);
+  });
+});
+
+describe('autodiff on a real model graph: the bert fixture against PyTorch autograd', () => {
+  interface GradientsJson {
+    inputs: { id: string; input_ids: number[]; target: { position: number; token_id: number; value: number }; embedding_grad: number[][] }[];
+  }
+  const refs = JSON.parse(readFileSync(join(FIXTURES, 'bert', 'gradients.json'), 'utf8')) as GradientsJson;
+  const reference = readReference('bert');
+
+  it('∂ log p(input token at p) / ∂ word embeddings equals gradients.json embedding_grad (2e-4 of its largest value)', async () => {
+    const files = await resolveModelSource(join(FIXTURES, 'bert'));
+    const config = new ModelConfig(JSON.parse(readFileSync(join(FIXTURES, 'bert', 'config.json'), 'utf8')) as Record<string, unknown>, 'config.json');
+    const weights = await openWeights(files);
+    try {
+      const architecture = architectureFor(config.modelType);
+      const ctx = createBuildContext(config, weights, { attention: false, qk: false, lastHiddenState: false, logits: true }, architecture.describe(config));
+      await architecture.build(ctx);
+      const g = ctx.g;
+      // E = the word-embedding lookup (HF's inputs_embeds): the Gather of the table by input_ids.
+      const lookup = g.graphNodes.find((n) => n.opType === 'Gather' && n.inputs[0]!.endsWith('embeddings.word_embeddings.weight') && n.inputs[1] === 'input_ids');
+      expect(lookup).toBeDefined();
+      const embeddings: Value = { name: lookup!.outputs[0]! };
+      const position = g.input('target_position', 'int64', []);
+      const token = g.input('target_token', 'int64', []);
+      const row = g.gather({ name: 'logits' }, position, 1); // [1, vocab]
+      const target = g.op('ReduceSum', [g.gather(g.op('LogSoftmax', [row], { axis: -1 }), token, 1)], { keepdims: 0 });
+      const [grad] = appendGradients(g, target, [embeddings]);
+      g.output(target, 'target');
+      g.output(grad!, 'embedding_grad');
+      const built = await g.build();
+      const externalData = await Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() })));
+      const session = await nodeRuntime.createSession({ model: built.model, externalData });
+      try {
+        for (const [i, ref] of refs.inputs.entries()) {
+          const typeIds = reference.inputs[i]!.token_type_ids;
+          const feeds = {
+            ...architecture.feeds(config, { inputIds: ref.input_ids, typeIds }),
+            target_position: int64Tensor([ref.target.position], []),
+            target_token: int64Tensor([ref.target.token_id], []),
+          };
+          const out = await session.run(feeds, ['target', 'embedding_grad']);
+          expect(Number(out.target!.data[0])).toBeCloseTo(ref.target.value, 4);
+          const expected = ref.embedding_grad.flat();
+          const got = Array.from(out.embedding_grad!.data as Float32Array);
+          expect(out.embedding_grad!.dims).toEqual([1, ref.input_ids.length, ref.embedding_grad[0]!.length]);
+          const scale = Math.max(...expected.map(Math.abs));
+          const err = Math.max(...got.map((v, j) => Math.abs(v - expected[j]!))) / scale;
+          measured[`bert ${ref.id} embedding_grad`] = err;
+          if (process.env.AUTODIFF_REPORT) console.log(`bert ${ref.id}: embedding_grad max error ${err.toExponential(2)} of max |value| ${scale.toExponential(3)}`);
+          expect(err).toBeLessThan(2e-4);
+        }
+      } finally {
+        await session.release();
+      }
+    } finally {
+      await weights.close();
+    }
   });
 });
