@@ -307,18 +307,18 @@ describe('autodiff: graph structure', () => {
 
 describe('autodiff on a real model graph: the bert fixture against PyTorch autograd', () => {
   interface GradientsJson {
-    inputs: { id: string; input_ids: number[]; target: { position: number; token_id: number; value: number }; embedding_grad: number[][] }[];
+    inputs: { id: string; input_ids: number[]; target: { position: number; token_id: number; value: number }; embedding_grad: number[][]; attention_grad: number[][][][] | null }[];
   }
   const refs = JSON.parse(readFileSync(join(FIXTURES, 'bert', 'gradients.json'), 'utf8')) as GradientsJson;
   const reference = readReference('bert');
 
-  it('∂ log p(input token at p) / ∂ word embeddings equals gradients.json embedding_grad (2e-4 of its largest value)', async () => {
+  it('∂ log p(input token at p) / ∂ word embeddings and / ∂ attention probabilities equal gradients.json embedding_grad and attention_grad (2e-4 of the largest value)', async () => {
     const files = await resolveModelSource(join(FIXTURES, 'bert'));
     const config = new ModelConfig(JSON.parse(readFileSync(join(FIXTURES, 'bert', 'config.json'), 'utf8')) as Record<string, unknown>, 'config.json');
     const weights = await openWeights(files);
     try {
       const architecture = architectureFor(config.modelType);
-      const ctx = createBuildContext(config, weights, { attention: false, qk: false, lastHiddenState: false, logits: true }, architecture.describe(config));
+      const ctx = createBuildContext(config, weights, { attention: true, qk: false, lastHiddenState: false, logits: true }, architecture.describe(config));
       await architecture.build(ctx);
       const g = ctx.g;
       // E = the word-embedding lookup (HF's inputs_embeds): the Gather of the table by input_ids.
@@ -329,9 +329,16 @@ describe('autodiff on a real model graph: the bert fixture against PyTorch autog
       const token = g.input('target_token', 'int64', []);
       const row = g.gather({ name: 'logits' }, position, 1); // [1, vocab]
       const target = g.op('ReduceSum', [g.gather(g.op('LogSoftmax', [row], { axis: -1 }), token, 1)], { keepdims: 0 });
-      const [grad] = appendGradients(g, target, [embeddings]);
+      // α of each layer: the value the attention tap reads (the probabilities multiplied with V).
+      const layers = reference.attention.num_layers as number;
+      const probs = Array.from({ length: layers }, (_, l): Value => {
+        const tapNode = g.graphNodes.find((n) => n.opType === 'Identity' && n.outputs[0] === `attention.self.${l}`);
+        return { name: tapNode!.inputs[0]! };
+      });
+      const [grad, ...probGrads] = appendGradients(g, target, [embeddings, ...probs]);
       g.output(target, 'target');
       g.output(grad!, 'embedding_grad');
+      probGrads.forEach((v, l) => g.output(v, `attention_grad.${l}`));
       const built = await g.build();
       const externalData = await Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() })));
       const session = await nodeRuntime.createSession({ model: built.model, externalData });
@@ -343,7 +350,7 @@ describe('autodiff on a real model graph: the bert fixture against PyTorch autog
             target_position: int64Tensor([ref.target.position], []),
             target_token: int64Tensor([ref.target.token_id], []),
           };
-          const out = await session.run(feeds, ['target', 'embedding_grad']);
+          const out = await session.run(feeds, ['target', 'embedding_grad', ...probs.map((_, l) => `attention_grad.${l}`)]);
           expect(Number(out.target!.data[0])).toBeCloseTo(ref.target.value, 4);
           const expected = ref.embedding_grad.flat();
           const got = Array.from(out.embedding_grad!.data as Float32Array);
@@ -353,6 +360,16 @@ describe('autodiff on a real model graph: the bert fixture against PyTorch autog
           measured[`bert ${ref.id} embedding_grad`] = err;
           if (process.env.AUTODIFF_REPORT) console.log(`bert ${ref.id}: embedding_grad max error ${err.toExponential(2)} of max |value| ${scale.toExponential(3)}`);
           expect(err).toBeLessThan(2e-4);
+          if (ref.attention_grad) {
+            const expectedA = ref.attention_grad.flat(3);
+            const gotA = probs.flatMap((_, l) => Array.from(out[`attention_grad.${l}`]!.data as Float32Array));
+            expect(gotA.length).toBe(expectedA.length);
+            const scaleA = Math.max(...expectedA.map(Math.abs));
+            const errA = Math.max(...gotA.map((v, j) => Math.abs(v - expectedA[j]!))) / scaleA;
+            measured[`bert ${ref.id} attention_grad`] = errA;
+            if (process.env.AUTODIFF_REPORT) console.log(`bert ${ref.id}: attention_grad max error ${errA.toExponential(2)} of max |value| ${scaleA.toExponential(3)}`);
+            expect(errA).toBeLessThan(2e-4);
+          }
         }
       } finally {
         await session.release();
