@@ -182,7 +182,11 @@ export interface ContributionTaps {
   norm: 'post' | 'pre';
   /** f_h(x_j) = v_{j,h} · W_O[h]: [heads, keys, hidden] per layer (grouped kv heads repeated per query head). */
   transformedValues: LayerStack;
-  /** The block input x (residual stream entering the layer): [positions, hidden] per layer. */
+  /**
+   * The block input x (residual stream entering the layer), i.e. the residual the block adds to
+   * the attention output: [positions, hidden] per layer (BLOOM with
+   * apply_residual_connection_post_layernorm adds LN(x) instead, and records that).
+   */
   layerInput: Matrix[];
   /** x + attention output (b_O included): [positions, hidden] per layer; the post-LN norm's input. */
   residualSum: Matrix[];

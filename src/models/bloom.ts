@@ -9,7 +9,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, tap } from './attention.js';
+import { attention, mergeHeads, tap, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { alibiFeed, layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -32,6 +32,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: Number.POSITIVE_INFINITY,
     stacks: { self: layers },
     scoring: { self: stackScoring(layers, { scale: 1 / Math.sqrt(headDim), causal: true, bias: 'per-layer', biasKind: 'ALiBi' }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -56,9 +57,13 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-mul',
     bias: g.add(alibi, mask),
+    outputProjection: { weight: await ctx.weight(`${p}.self_attention.dense.weight`), layout: 'out-in' },
   });
   const residualPostLn = config.bool('apply_residual_connection_post_layernorm', false);
-  const attnOut = g.add(await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attention.dense`), residualPostLn ? ln1 : x);
+  const residual = residualPostLn ? ln1 : x;
+  const attnOut = g.add(await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attention.dense`), residual);
+  // The residual term of token i is what the block adds back: x_i, or LN(x_i) with apply_residual_connection_post_layernorm.
+  tapBlockContributions(ctx, 'self', layer, { input: residual, residualSum: attnOut, outputBias: await ctx.weight(`${p}.self_attention.dense.bias`) });
   const ln2 = await layerNormLayer(ctx, attnOut, `${p}.post_attention_layernorm`, eps);
   const inner = bloomGelu(ctx, await linearLayer(ctx, ln2, `${p}.mlp.dense_h_to_4h`));
   return g.add(await linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`), residualPostLn ? ln2 : attnOut);
