@@ -192,6 +192,9 @@ describe('clusterHeads on planted heads', () => {
     expect(c.chosen).toBe(false);
     expect(c.silhouettes).toHaveLength(1);
     expect(new Set(c.rows.map((r) => r.cluster))).toEqual(new Set([0, 1]));
+    const all = clusterHeads(rows, { k: 1, projection: 'pca' });
+    expect(all.clusters).toEqual([expect.objectContaining({ id: 0, name: 'all heads alike', feature: null, size: 16 })]);
+    expect(all.silhouette).toBeNaN();
     expect(() => clusterHeads(rows, { k: 17 })).toThrow(AttnscopeError);
     expect(() => clusterHeads(rows, { k: 17 })).toThrow(/k \(clusters\): expected an integer from 1 to 16, got 17/);
     expect(() => clusterHeads(rows, { k: 1.5 })).toThrow(/k \(clusters\)/);

@@ -27,7 +27,8 @@
  * 4. **Names**: each cluster by its dominant feature — the one with the largest mean z-score over
  *    its heads, "previous_token ↑"; a cluster below the average on every feature is named by its
  *    most negative one, "entropy ↓". When two clusters would get the same name, each is told apart
- *    by its next strongest feature ("sink ↑, entropy ↓").
+ *    by its next strongest feature ("sink ↑, entropy ↓"). One cluster of every head (k = 1) sits at
+ *    the mean of every feature: "all heads alike"; without any feature kept: "no varying feature".
  * 5. **Project** to 2-D for the scatter: 'umap' (umap-js; its `random` option fed by a seeded
  *    mulberry32 (probe.ts) so the picture is the same on every run and platform; n_neighbors = min(15, n − 1),
  *    min_dist 0.1) or 'pca' (ml-pca on the standardised features, centred: deterministic; each
@@ -249,7 +250,10 @@ function nameClusters(features: readonly string[], centroids: readonly number[][
   });
   const term = (c: number, f: number) => `${features[f]} ${centroids[c]![f]! > 0 ? '↑' : '↓'}`;
   const depth = centroids.map(() => 1);
-  const nameOf = (c: number) => (features.length === 0 ? 'no varying feature' : ranked[c]!.slice(0, depth[c]).map((f) => term(c, f)).join(', '));
+  // A cluster at the mean of every feature (k = 1: all heads) has no distinctive one.
+  const flat = centroids.map((c) => c.every((v) => Math.abs(v) < 1e-9));
+  const nameOf = (c: number) =>
+    features.length === 0 ? 'no varying feature' : flat[c] ? 'all heads alike' : ranked[c]!.slice(0, depth[c]).map((f) => term(c, f)).join(', ');
   for (let round = 0; round < features.length; round++) {
     const names = centroids.map((_, c) => nameOf(c));
     let clash = false;
@@ -262,7 +266,7 @@ function nameClusters(features: readonly string[], centroids: readonly number[][
     if (!clash) break;
   }
   return centroids.map((c, i) => {
-    const f = ranked[i]![0];
+    const f = flat[i] ? undefined : ranked[i]![0];
     return { name: nameOf(i), feature: f === undefined ? null : features[f]!, meanZ: f === undefined ? NaN : c[f]! };
   });
 }
