@@ -279,27 +279,17 @@ interface LayerRows {
   hi: Int32Array;
 }
 
-/**
- * Renormalised rows of one head over their support: [nq × nk] float64, zero off the support;
- * which rows count (support > 1 and positive mass), and each row's sum over its support.
- */
-function renormalisedHead(W: Float32Array, head: number, g: RowGeometry, r: LayerRows, out: Float64Array, counts: Uint8Array, sums: Float64Array): void {
+/** Each row's sum over its support, and which rows count (support > 1 and positive mass). */
+function rowSumsOf(W: Float32Array, head: number, g: RowGeometry, r: LayerRows, counts: Uint8Array, sums: Float64Array): void {
   const { nq, nk } = g;
   const { support, rowSize, lo, hi } = r;
   const off = head * nq * nk;
   for (let q = 0; q < nq; q++) {
     const base = q * nk;
-    const a = lo[q]!;
-    const b = hi[q]!;
     let s = 0;
-    for (let k = base + a; k < base + b; k++) if (support[k] === 1) s += W[off + k]!;
+    for (let k = base + lo[q]!, end = base + hi[q]!; k < end; k++) if (support[k] === 1) s += W[off + k]!;
     sums[q] = s;
-    const ok = rowSize[q]! > 1 && s > 0;
-    counts[q] = ok ? 1 : 0;
-    out.fill(0, base, base + nk);
-    if (!ok) continue;
-    const inv = 1 / s;
-    for (let k = base + a; k < base + b; k++) if (support[k] === 1) out[k] = W[off + k]! * inv;
+    counts[q] = rowSize[q]! > 1 && s > 0 ? 1 : 0;
   }
 }
 
@@ -348,9 +338,13 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
 function scanHead(
   W: Float32Array, off: number, w: Float64Array, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
   g: RowGeometry, threshold: number, longRange: number, sepKey: Uint8Array, punctKey: Uint8Array,
-  layerMean: Float64Array, pooled: Float64Array, rowEnt: Float64Array, out: Float64Array,
+  layerMean: Float64Array, pooled: Float64Array, rowEnt: Float64Array,
+  first: { w: Float64Array; counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null,
+  out: Float64Array,
 ): Float64Array {
   const { support, rowSize, lo, hi } = r;
+  let jsSum = 0;
+  let jsRows = 0;
   const { heads, nq, nk, shift } = g;
   const invHeads = 1 / heads;
   let maxW = 0;
@@ -369,17 +363,39 @@ function scanHead(
   let long = 0;
   let nRows = 0;
   for (let q = 0; q < nq; q++) {
-    if (counted[q] !== 1) continue;
-    nRows++;
     const base = q * nk;
+    const a = lo[q]!;
+    const b = hi[q]!;
+    // The renormalised row goes to w (0 off the support): the first layer keeps it for js_from_first.
+    w.fill(0, base, base + a);
+    w.fill(0, base + b, base + nk);
+    if (counted[q] !== 1) {
+      w.fill(0, base + a, base + b);
+      continue;
+    }
+    nRows++;
     const qp = q + shift;
     const n = rowSize[q]!;
     const uniform = 1 / n;
+    const inv = 1 / rowSums[q]!;
+    // JS against the first layer's row in the same pass when both rows span the same keys.
+    const js = first !== null && first.counted[q] === 1;
+    const fw = first === null ? w : first.w;
+    const inline = js && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
+    let hm = 0;
     let rowMax = 0;
     let ent = 0;
-    for (let k = lo[q]!, end = hi[q]!; k < end; k++) {
-      if (support[base + k] !== 1) continue;
-      const v = w[base + k]!;
+    for (let k = a; k < b; k++) {
+      if (support[base + k] !== 1) {
+        w[base + k] = 0;
+        continue;
+      }
+      const v = W[off + base + k]! * inv;
+      w[base + k] = v;
+      if (inline) {
+        const m = (fw[base + k]! + v) / 2;
+        if (m > 0) hm -= m * Math.log(m);
+      }
       if (v > rowMax) rowMax = v;
       if (v > 0) ent -= v * Math.log(v);
       if (v < threshold) below++;
@@ -405,6 +421,18 @@ function scanHead(
     if (rowMax > maxW) maxW = rowMax;
     sumEnt += ent / Math.log(n);
     rowEnt[q] = ent;
+    if (js) {
+      if (!inline) {
+        // Rows over different keys (a sliding window in one layer): the union of both ranges.
+        hm = 0;
+        for (let k = base + Math.min(a, first.rows.lo[q]!), end = base + Math.max(b, first.rows.hi[q]!); k < end; k++) {
+          const m = (fw[k]! + w[k]!) / 2;
+          if (m > 0) hm -= m * Math.log(m);
+        }
+      }
+      jsSum += Math.max(0, hm - (first.ent[q]! + ent) / 2) / LOG2;
+      jsRows++;
+    }
   }
   out[0] = maxW;
   out[1] = sumMax;
@@ -421,6 +449,8 @@ function scanHead(
   out[12] = punct;
   out[13] = long;
   out[14] = nRows;
+  out[15] = jsSum;
+  out[16] = jsRows;
   return out;
 }
 
@@ -472,7 +502,7 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
   const first = Array.from({ length: heads }, () => ({ w: new Float64Array(size), c: new Uint8Array(nq), e: new Float64Array(nq) }));
   const rowEnt = new Float64Array(nq);
   const rowSums = new Float64Array(nq);
-  const stats = new Float64Array(15);
+  const stats = new Float64Array(17);
   let firstRows: LayerRows | undefined;
   const firstMeanEnt = new Float64Array(nq);
   const layerMeanEnt = new Float64Array(nq);
@@ -490,10 +520,11 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
     layerMean.fill(0);
     let meanRows = new Uint8Array(nq);
     for (let h = 0; h < heads; h++) {
-      renormalisedHead(W, h, g, rowsOfLayer, w, counted, rowSums);
+      rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
       const off = h * size;
-      const acc = scanHead(W, off, w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKey, punctKey, layerMean, pooled, rowEnt, stats);
-      const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows] = acc;
+      const firstHead = l === 0 ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
+      const acc = scanHead(W, off, w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKey, punctKey, layerMean, pooled, rowEnt, firstHead, stats);
+      const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
       if (nRows! > 0) {
         const mean = sum! / entries!;
@@ -520,7 +551,7 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
         first[h]!.e.set(rowEnt);
         values.js_from_first = nRows! > 0 ? 0 : NaN;
       } else {
-        values.js_from_first = meanRowJs(first[h]!.w, first[h]!.c, first[h]!.e, firstRows!, w, counted, rowEnt, rowsOfLayer, nq, nk);
+        values.js_from_first = jsRows! > 0 ? jsSum! / jsRows! : NaN;
       }
       if (l === L - 1) jsChange[h] = values.js_from_first;
       if (h === 0) meanRows = counted.slice();
