@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { HeadClustering } from '../src/analysis/cluster.js';
-import { type Item, type RectItem, type TextItem } from '../src/views/layout/common.js';
+import { type Item, type RectItem, type TextItem, textWidth } from '../src/views/layout/common.js';
 import { CLUSTER_PLOT, headClustersLayout } from '../src/views/layout/head-clusters.js';
 import { renderSvg } from '../src/views/svg/index.js';
 import { renderClusterScatter } from '../src/views/svg/head-clusters.js';
@@ -117,6 +117,37 @@ describe('head clusters layout', () => {
     expect(texts(L.items, 'point-label')).toHaveLength(0);
     expect(points(L.items)[71]!.tip).toBe('L5 H11 · cluster 1: previous_token ↑');
     expect(texts(headClustersLayout(many, LIGHT, { pointLabels: true }).items, 'point-label')).toHaveLength(72);
+  });
+
+  it('places each label beside its point where it overlaps no point and no other label', () => {
+    const base = clustering('pca');
+    // Twelve heads on a tight 4 × 3 grid (≈ 44 px apart) and one far away: "right of the point"
+    // would run into the next point of the row.
+    const rows = Array.from({ length: 12 }, (_, i) => ({ layer: Math.floor(i / 4), head: i % 4, cluster: i % 2, clusterName: '', x: 0.1 * (i % 4), y: 0.1 * Math.floor(i / 4) }));
+    rows.push({ layer: 3, head: 0, cluster: 0, clusterName: '', x: 1, y: 0 });
+    const L = headClustersLayout({ ...base, rows }, LIGHT);
+    const labels = texts(L.items, 'point-label');
+    expect(labels).toHaveLength(13);
+    const P = points(L.items);
+    expect(P[1]!.x - P[0]!.x).toBeLessThan(textWidth('L0 H0', labels[0]!.size) + 2 * L.radius);
+    expect(labels.filter((t) => t.anchor === 'middle').length).toBeGreaterThan(0);
+    const boxOf = (t: TextItem) => {
+      const w = textWidth(t.text, t.size);
+      const x0 = t.anchor === 'end' ? t.x - w : t.anchor === 'middle' ? t.x - w / 2 : t.x;
+      // Baseline y: the glyphs span about 0.8 of the size above it and 0.2 below.
+      return { x0, x1: x0 + w, y0: t.y - 0.8 * t.size, y1: t.y + 0.2 * t.size };
+    };
+    const overlap = (a: { x0: number; x1: number; y0: number; y1: number }, b: typeof a) => a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1;
+    const dots = points(L.items).map((p) => ({ x0: p.x, x1: p.x + p.width, y0: p.y, y1: p.y + p.height }));
+    labels.forEach((t, i) => {
+      const b = boxOf(t);
+      for (const d of dots) expect(overlap(b, d)).toBe(false);
+      labels.forEach((u, j) => {
+        if (j !== i) expect(overlap(b, boxOf(u))).toBe(false);
+      });
+      expect(b.x0).toBeGreaterThanOrEqual(L.plot.x);
+      expect(b.x1).toBeLessThanOrEqual(L.plot.x + L.plot.width);
+    });
   });
 
   it('SVG: cluster names escaped, points as circles with their data and tooltips', () => {

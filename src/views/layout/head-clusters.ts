@@ -182,15 +182,28 @@ export function headClustersLayout(c: HeadClustering, theme: Theme, place: HeadC
   // Labels first, so that no label ever hides a point.
   if (showLabels) {
     const fs = Math.max(8, sfs - 1);
-    for (const p of points) {
-      // Right of the point, or left of it near the plot's right edge.
+    // Each label goes right of its point, else left, above or below — the first spot that stays in
+    // the plot and overlaps no point and no label placed before it; the right side when none does.
+    type Box = { x0: number; y0: number; x1: number; y1: number };
+    const taken: Box[] = points.map((p) => ({ x0: p.x - r, y0: p.y - r, x1: p.x + r, y1: p.y + r }));
+    const hits = (b: Box, skip: number) => taken.some((t, i) => i !== skip && b.x0 < t.x1 && t.x0 < b.x1 && b.y0 < t.y1 && t.y0 < b.y1);
+    const inside = (b: Box) => b.x0 >= plot.x + 1 && b.x1 <= plot.x + side - 1 && b.y0 >= plot.y + 1 && b.y1 <= plot.y + side - 1;
+    points.forEach((p, i) => {
       const w = textWidth(p.label, fs);
-      const right = p.x + r + 3 + w <= plot.x + side - 2;
+      const h = fs;
+      const spots: { x: number; y: number; anchor: 'start' | 'end' | 'middle'; box: Box }[] = [
+        { x: p.x + r + 3, y: p.y + fs * 0.35, anchor: 'start', box: { x0: p.x + r + 3, y0: p.y - h / 2, x1: p.x + r + 3 + w, y1: p.y + h / 2 } },
+        { x: p.x - r - 3, y: p.y + fs * 0.35, anchor: 'end', box: { x0: p.x - r - 3 - w, y0: p.y - h / 2, x1: p.x - r - 3, y1: p.y + h / 2 } },
+        { x: p.x, y: p.y - r - 3, anchor: 'middle', box: { x0: p.x - w / 2, y0: p.y - r - 3 - h, x1: p.x + w / 2, y1: p.y - r - 3 } },
+        { x: p.x, y: p.y + r + 3 + fs * 0.8, anchor: 'middle', box: { x0: p.x - w / 2, y0: p.y + r + 3, x1: p.x + w / 2, y1: p.y + r + 3 + h } },
+      ];
+      const spot = spots.find((o) => inside(o.box) && !hits(o.box, i)) ?? spots.find((o) => inside(o.box)) ?? spots[0]!;
+      taken.push(spot.box);
       items.push({
-        kind: 'text', x: right ? p.x + r + 3 : p.x - r - 3, y: p.y + fs * 0.35, text: p.label, size: fs, fill: theme.muted, anchor: right ? 'start' : 'end',
+        kind: 'text', x: spot.x, y: spot.y, text: p.label, size: fs, fill: theme.muted, anchor: spot.anchor,
         className: 'point-label', data: { layer: p.layer, head: p.head },
       });
-    }
+    });
   }
 
   const sel = place.selected;
