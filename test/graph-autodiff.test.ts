@@ -305,77 +305,100 @@ describe('autodiff: graph structure', () => {
   });
 });
 
-describe('autodiff on a real model graph: the bert fixture against PyTorch autograd', () => {
-  interface GradientsJson {
-    inputs: { id: string; input_ids: number[]; target: { position: number; token_id: number; value: number }; embedding_grad: number[][]; attention_grad: number[][][][] | null }[];
-  }
-  const refs = JSON.parse(readFileSync(join(FIXTURES, 'bert', 'gradients.json'), 'utf8')) as GradientsJson;
-  const reference = readReference('bert');
+/**
+ * The fixtures' gradients.json (PyTorch autograd, float32; fields and targets in
+ * test/fixtures/README.md): the target T of each input (log-probability of a token at a position,
+ * or electra's raw discriminator logit) is built on the model graph's `logits` output, and the
+ * graph is differentiated with respect to the word-embedding lookup E (the Gather of the table by
+ * `input_ids`, found in the builder's node list: HF's `inputs_embeds`) and every layer's attention
+ * probabilities α (the values the `attention.<stack>.<layer>` taps read).
+ */
+const GRADIENT_FIXTURES = [
+  'bert', 'roberta', 'distilbert', 'albert', 'electra', 'gpt2', 'gpt_neox', 'llama', 'qwen2', 'mistral-window', 'gemma', 'stories260k', 't5', 'bart',
+];
 
-  it('∂ log p(input token at p) / ∂ word embeddings and / ∂ attention probabilities equal gradients.json embedding_grad and attention_grad (2e-4 of the largest value)', async () => {
-    const files = await resolveModelSource(join(FIXTURES, 'bert'));
-    const config = new ModelConfig(JSON.parse(readFileSync(join(FIXTURES, 'bert', 'config.json'), 'utf8')) as Record<string, unknown>, 'config.json');
-    const weights = await openWeights(files);
-    try {
-      const architecture = architectureFor(config.modelType);
-      const ctx = createBuildContext(config, weights, { attention: true, qk: false, lastHiddenState: false, logits: true }, architecture.describe(config));
-      await architecture.build(ctx);
-      const g = ctx.g;
-      // E = the word-embedding lookup (HF's inputs_embeds): the Gather of the table by input_ids.
-      const lookup = g.graphNodes.find((n) => n.opType === 'Gather' && n.inputs[0]!.endsWith('embeddings.word_embeddings.weight') && n.inputs[1] === 'input_ids');
-      expect(lookup).toBeDefined();
-      const embeddings: Value = { name: lookup!.outputs[0]! };
-      const position = g.input('target_position', 'int64', []);
-      const token = g.input('target_token', 'int64', []);
-      const row = g.gather({ name: 'logits' }, position, 1); // [1, vocab]
-      const target = g.op('ReduceSum', [g.gather(g.op('LogSoftmax', [row], { axis: -1 }), token, 1)], { keepdims: 0 });
-      // α of each layer: the value the attention tap reads (the probabilities multiplied with V).
-      const layers = reference.attention.num_layers as number;
-      const probs = Array.from({ length: layers }, (_, l): Value => {
-        const tapNode = g.graphNodes.find((n) => n.opType === 'Identity' && n.outputs[0] === `attention.self.${l}`);
-        return { name: tapNode!.inputs[0]! };
-      });
-      const [grad, ...probGrads] = appendGradients(g, target, [embeddings, ...probs]);
-      g.output(target, 'target');
-      g.output(grad!, 'embedding_grad');
-      probGrads.forEach((v, l) => g.output(v, `attention_grad.${l}`));
-      const built = await g.build();
-      const externalData = await Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() })));
-      const session = await nodeRuntime.createSession({ model: built.model, externalData });
+interface GradientsJson {
+  inputs: {
+    id: string;
+    input_ids: number[];
+    decoder_input_ids?: number[];
+    target: { kind: string; position: number; token_id: number | null; value: number };
+    embedding_grad: number[][];
+    attention_grad: number[][][][] | Record<string, number[][][][]> | null;
+  }[];
+}
+
+/** max |got − expected| / max |expected|. */
+function relativeError(got: ArrayLike<number>, expected: readonly number[]): number {
+  expect(got.length).toBe(expected.length);
+  const scale = Math.max(...expected.map(Math.abs));
+  let worst = 0;
+  for (let j = 0; j < expected.length; j++) worst = Math.max(worst, Math.abs(got[j]! - expected[j]!));
+  return worst / scale;
+}
+
+describe('autodiff on real model graphs against PyTorch autograd (gradients.json, 2e-4 of the largest value)', () => {
+  for (const fixture of GRADIENT_FIXTURES) {
+    it(`${fixture}: ∂T/∂ word embeddings and ∂T/∂ attention probabilities`, async () => {
+      const dir = join(FIXTURES, fixture);
+      const refs = JSON.parse(readFileSync(join(dir, 'gradients.json'), 'utf8')) as GradientsJson;
+      const reference = readReference(fixture);
+      const config = new ModelConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>, join(dir, 'config.json'));
+      const weights = await openWeights(await resolveModelSource(dir));
       try {
-        for (const [i, ref] of refs.inputs.entries()) {
-          const typeIds = reference.inputs[i]!.token_type_ids;
-          const feeds = {
-            ...architecture.feeds(config, { inputIds: ref.input_ids, typeIds }),
-            target_position: int64Tensor([ref.target.position], []),
-            target_token: int64Tensor([ref.target.token_id], []),
-          };
-          const out = await session.run(feeds, ['target', 'embedding_grad', ...probs.map((_, l) => `attention_grad.${l}`)]);
-          expect(Number(out.target!.data[0])).toBeCloseTo(ref.target.value, 4);
-          const expected = ref.embedding_grad.flat();
-          const got = Array.from(out.embedding_grad!.data as Float32Array);
-          expect(out.embedding_grad!.dims).toEqual([1, ref.input_ids.length, ref.embedding_grad[0]!.length]);
-          const scale = Math.max(...expected.map(Math.abs));
-          const err = Math.max(...got.map((v, j) => Math.abs(v - expected[j]!))) / scale;
-          measured[`bert ${ref.id} embedding_grad`] = err;
-          if (process.env.AUTODIFF_REPORT) console.log(`bert ${ref.id}: embedding_grad max error ${err.toExponential(2)} of max |value| ${scale.toExponential(3)}`);
-          expect(err).toBeLessThan(2e-4);
-          if (ref.attention_grad) {
-            const expectedA = ref.attention_grad.flat(3);
-            const gotA = probs.flatMap((_, l) => Array.from(out[`attention_grad.${l}`]!.data as Float32Array));
-            expect(gotA.length).toBe(expectedA.length);
-            const scaleA = Math.max(...expectedA.map(Math.abs));
-            const errA = Math.max(...gotA.map((v, j) => Math.abs(v - expectedA[j]!))) / scaleA;
-            measured[`bert ${ref.id} attention_grad`] = errA;
-            if (process.env.AUTODIFF_REPORT) console.log(`bert ${ref.id}: attention_grad max error ${errA.toExponential(2)} of max |value| ${scaleA.toExponential(3)}`);
-            expect(errA).toBeLessThan(2e-4);
+        const architecture = architectureFor(config.modelType);
+        const ctx = createBuildContext(config, weights, { attention: true, qk: false, lastHiddenState: false, logits: true }, architecture.describe(config));
+        await architecture.build(ctx);
+        const g = ctx.g;
+        const lookup = g.graphNodes.find((n) => n.opType === 'Gather' && n.inputs[1] === 'input_ids');
+        expect(lookup).toBeDefined();
+        const embeddings: Value = { name: lookup!.outputs[0]! };
+        // α per stack and layer: the input of each attention tap's Identity node.
+        const taps = g.graphNodes.filter((n) => n.opType === 'Identity' && /^attention\.\w+\.\d+$/.test(n.outputs[0]!));
+        const probs = taps.map((n): Value => ({ name: n.inputs[0]! }));
+        const position = g.input('target_position', 'int64', []);
+        const token = g.input('target_token', 'int64', []);
+        const row = g.gather({ name: 'logits' }, position, 1); // [1, vocab] (electra: [1])
+        const picked = refs.inputs[0]!.target.kind === 'discriminator_logit' ? row : g.gather(g.op('LogSoftmax', [row], { axis: -1 }), token, 1);
+        const target = g.op('ReduceSum', [picked], { keepdims: 0 });
+        const [grad, ...probGrads] = appendGradients(g, target, [embeddings, ...probs]);
+        g.output(target, 'target');
+        g.output(grad!, 'embedding_grad');
+        probGrads.forEach((v, i) => g.output(v, `grad.${taps[i]!.outputs[0]!}`));
+        const built = await g.build();
+        const externalData = await Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() })));
+        const session = await nodeRuntime.createSession({ model: built.model, externalData });
+        try {
+          for (const [i, ref] of refs.inputs.entries()) {
+            const all = {
+              ...architecture.feeds(config, { inputIds: ref.input_ids, typeIds: reference.inputs[i]!.token_type_ids, decoderInputIds: ref.decoder_input_ids }),
+              target_position: int64Tensor([ref.target.position], []),
+              target_token: int64Tensor([ref.target.token_id ?? 0], []),
+            };
+            const feeds = Object.fromEntries(Object.entries(all).filter(([name]) => session.inputNames.includes(name)));
+            const out = await session.run(feeds);
+            expect(Number(out.target!.data[0])).toBeCloseTo(ref.target.value, 3);
+            const err = relativeError(out.embedding_grad!.data as Float32Array, ref.embedding_grad.flat());
+            measured[`${fixture} ${ref.id} embedding_grad`] = err;
+            expect(err).toBeLessThan(2e-4);
+            if (!ref.attention_grad) continue;
+            const byStack = Array.isArray(ref.attention_grad) ? { self: ref.attention_grad } : ref.attention_grad;
+            for (const [stack, layers] of Object.entries(byStack)) {
+              const got = layers.flatMap((_, l) => Array.from(out[`grad.attention.${stack}.${l}`]!.data as Float32Array));
+              const errA = relativeError(got, layers.flat(3));
+              measured[`${fixture} ${ref.id} attention_grad ${stack}`] = errA;
+              expect(errA).toBeLessThan(2e-4);
+            }
           }
+        } finally {
+          await session.release();
         }
       } finally {
-        await session.release();
+        await weights.close();
       }
-    } finally {
-      await weights.close();
-    }
+    });
+  }
+  it('report', () => {
+    if (process.env.AUTODIFF_REPORT) console.log(JSON.stringify(Object.fromEntries(Object.entries(measured).filter(([k]) => k.includes('_grad'))), null, 1));
   });
 });

@@ -581,11 +581,9 @@ function rankOfValue(
         out = Array.isArray(perm) ? perm.length : r(0);
         break;
       }
-      case 'Reshape': {
-        const s = ints(1);
-        out = s ? s.length : undefined;
+      case 'Reshape':
+        out = n.inputs[1] ? vectorLength(g, n.inputs[1], producers, memo) : undefined;
         break;
-      }
       case 'Unsqueeze': {
         const a = ints(1);
         const x = r(0);
@@ -608,8 +606,8 @@ function rankOfValue(
         break;
       case 'Expand': {
         const x = r(0);
-        const s = n.inputs[1] ? g.describeValue(n.inputs[1])?.shape[0] : undefined;
-        out = x !== undefined && typeof s === 'number' ? Math.max(x, s) : undefined;
+        const s = n.inputs[1] ? vectorLength(g, n.inputs[1], producers, memo) : undefined;
+        out = x !== undefined && s !== undefined ? Math.max(x, s) : undefined;
         break;
       }
       case 'ReduceSum':
@@ -634,4 +632,37 @@ function rankOfValue(
   }
   memo.set(name, out);
   return out;
+}
+
+/**
+ * Static length of a 1-D int64 vector (a shape operand of Reshape/Expand): constants, Shape (the
+ * rank of its input, cut by start/end), Concat of such vectors. Undefined: unknown.
+ */
+function vectorLength(
+  g: GraphBuilder,
+  name: string,
+  producers: ReadonlyMap<string, { node: NodeSpec; index: number }>,
+  memo: Map<string, number | undefined>,
+): number | undefined {
+  const known = g.describeValue(name);
+  if (known) return typeof known.shape[0] === 'number' ? known.shape[0] : undefined;
+  const n = producers.get(name)?.node;
+  if (!n) return undefined;
+  if (n.opType === 'Concat') {
+    let total = 0;
+    for (const i of n.inputs) {
+      const len = vectorLength(g, i, producers, memo);
+      if (len === undefined) return undefined;
+      total += len;
+    }
+    return total;
+  }
+  if (n.opType === 'Shape') {
+    const r = rankOfValue(g, n.inputs[0]!, producers, memo);
+    if (r === undefined) return undefined;
+    const clampAxis = (v: number): number => Math.min(r, Math.max(0, v < 0 ? v + r : v));
+    return Math.max(0, clampAxis(int(n, 'end', r)) - clampAxis(int(n, 'start', 0)));
+  }
+  if (n.opType === 'Identity' || n.opType === 'Cast') return vectorLength(g, n.inputs[0]!, producers, memo);
+  return undefined;
 }
