@@ -165,6 +165,13 @@ const CASES: Case[] = [
   { name: 'Expand [3,1] → [2,3,4]', inputs: { x: { dims: [3, 1] } }, forward: (g, v) => g.expand(v.x!, g.ints([2, 3, 4])) },
   { name: 'Gather axis 0, repeated ids', inputs: { x: { dims: [4, 3] } }, forward: (g, v) => g.gather(v.x!, g.reshape(g.ints([2, 0, 2, 3, 2, 1]), [2, 3]), 0) },
   { name: 'Gather axis 1, scalar id', inputs: { x: { dims: [2, 4, 3] } }, forward: (g, v) => g.gather(v.x!, g.op('Squeeze', [g.ints([2])]), 1) },
+  { name: 'Gather axis 0, negative ids', inputs: { x: { dims: [4, 3] } }, forward: (g, v) => g.gather(v.x!, g.ints([-1, 0, -1]), 0) },
+  { name: 'Gather axis 1, negative ids', inputs: { x: { dims: [2, 4] } }, forward: (g, v) => g.gather(v.x!, g.ints([-2, 1]), 1) },
+  {
+    name: 'GatherElements, negative ids',
+    inputs: { x: { dims: [2, 3] } },
+    forward: (g, v) => g.op('GatherElements', [v.x!, g.reshape(g.ints([-1, 0, -1, 1]), [2, 2])], { axis: 1 }),
+  },
   { name: 'Gather axis −1', inputs: { x: { dims: [2, 4] } }, forward: (g, v) => g.gather(v.x!, g.ints([3, 3, 0]), -1) },
   {
     name: 'GatherElements axis 1',
