@@ -156,6 +156,10 @@ function checkOffsets(tokens: readonly Token[], texts: readonly (string | undefi
   });
 }
 
+function spanContaining(spans: readonly { start: number; end: number }[], c: number): { start: number; end: number } | undefined {
+  return spans.find((s) => c >= s.start && c < s.end);
+}
+
 /**
  * Sentence units: each segment's text split by Intl.Segmenter (granularity 'sentence'); a token
  * belongs to the sentence holding its first non-space character; specials are units of their own.
@@ -189,7 +193,10 @@ export function sentenceUnits(tokens: readonly Token[], texts: readonly string[]
   for (const u of units) {
     if (u.special) continue;
     const text = texts[u.segment]!;
-    const sp = spans[u.segment]!.find((s) => u.start >= s.start && u.start < s.end) ?? spans[u.segment]!.find((s) => anchorChar(tokens[u.tokens[0]!]!, text) < s.end);
+    // By the first token's first non-space character (the one that placed it): a leading space
+    // belongs to the sentence before.
+    const anchor = anchorChar(tokens[u.tokens[0]!]!, text);
+    const sp = spanContaining(spans[u.segment]!, anchor) ?? spans[u.segment]!.find((s) => anchor < s.end);
     if (sp) u.label = text.slice(sp.start, sp.end).trim();
   }
   return units;

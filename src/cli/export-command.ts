@@ -16,16 +16,17 @@ import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList
 import { HEAD_FUSIONS, type HeadFusion } from '../analysis/rollout.js';
 import { FLOW_VIEW_METHODS, type FlowMethod } from '../views/layout/flow.js';
 import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster.js';
+import { GROUP_CELL_RULES, type GroupCellRule } from '../views/layout/grouped-heatmap.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
-export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|flow|influence|clusters --out FILE
+export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|words|sentences|flow|influence|clusters --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]] [--src-lang CODE] [--tgt-lang CODE]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
                 [--method attention|rollout|flow] [--fusion mean|max|min] [--discard R] [--residual W]
                 [--keep K] [--threshold T] [--column C] [--depth D] [--max-nodes N]
                 [--projection umap|pca] [--clusters K] [--cluster-seed S] [--exclude-first]
-                [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
+                [--rule mean|max|sum|share] [--cell R,C] [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
                 [--format svg|png] [--scale 3] [--top-k N] [--truncate] [--revision REV] [--offline] [--threads N]
 
   source       a trace file (.json or .safetensors), or a model directory / Hub id to run on --text;
@@ -42,6 +43,10 @@ ${LANGUAGE_HELP}
                neuron: query/key vectors, products, scores and softmax (--layer, --head, --query; needs q/k)
                heatmap: query × key matrix of a head (--head), the --aggregate mean|max over heads,
                or all heads as small multiples (the default); --log for a log colour scale
+               words / sentences: the layer's --head H (default the --aggregate mean over heads) summarised
+               per word or per sentence (Intl.Segmenter); --rule mean (the block's mean: Attention Atlas's
+               inter-sentence attention; sentences' default), max, sum, or share (summed over the key unit,
+               averaged over the query unit; words' default); --cell R,C shows the token block behind a cell
                flow: tokens of every layer as columns, edges weighted by --method (attention: heads fused;
                rollout / flow: the residual-augmented graph, the highlighted token's rollout or attention
                flow per input), pruned to the --keep K strongest per token (default 3) above --threshold T;
@@ -123,6 +128,8 @@ export const EXPORT_OPTIONS = {
   clusters: { type: 'string' },
   'cluster-seed': { type: 'string' },
   'exclude-first': { type: 'boolean' },
+  rule: { type: 'string' },
+  cell: { type: 'string' },
   title: { type: 'string' },
   format: { type: 'string' },
   scale: { type: 'string' },
@@ -195,7 +202,8 @@ export async function exportCommand(argv: string[]): Promise<void> {
     title: values.title,
     step: parseIndex(values.step, '--step'),
   };
-  if (view === 'heatmap' || view === 'neuron') {
+  const grouped = view === 'words' || view === 'sentences';
+  if (view === 'heatmap' || view === 'neuron' || grouped) {
     if (heads !== undefined) {
       if (heads.length !== 1) throw new AttnscopeError(`the ${view} view shows one head: give --head H`);
       options.head = heads[0];
@@ -205,6 +213,15 @@ export async function exportCommand(argv: string[]): Promise<void> {
     options.heads = heads ?? (head === undefined ? undefined : [head]);
   }
   if (view === 'model') options.layers = parseIdList(values.layers, '--layers');
+  if (grouped) {
+    if (values.rule !== undefined && !GROUP_CELL_RULES.includes(values.rule as GroupCellRule)) throw new UsageError(`--rule: expected ${GROUP_CELL_RULES.join(', ')}, got '${values.rule}'`);
+    options.rule = values.rule as GroupCellRule | undefined;
+    if (values.cell !== undefined) {
+      const m = /^\s*(\d+)\s*,\s*(\d+)\s*$/.exec(values.cell);
+      if (!m) throw new UsageError(`--cell: expected ROW,COL (unit indices, e.g. 1,0), got '${values.cell}'`);
+      options.drill = { row: Number(m[1]), col: Number(m[2]) };
+    }
+  }
   if (values['pair-filter'] !== undefined) options.pair = parsePairFilter(values['pair-filter']);
   if (values['all-lines']) options.allLines = true;
   if (view === 'flow' || view === 'influence') Object.assign(options, parseFlowViewFlags(values));
@@ -223,14 +240,16 @@ export async function exportCommand(argv: string[]): Promise<void> {
     const given = values[flag as keyof typeof values] !== undefined;
     if (given && !views.includes(view)) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
   };
-  unused('aggregate', ['heatmap']);
+  unused('aggregate', ['heatmap', 'words', 'sentences']);
+  unused('rule', ['words', 'sentences']);
+  unused('cell', ['words', 'sentences']);
   unused('pair-filter', ['head']);
   unused('all-lines', ['head']);
   unused('layers', ['model']);
   unused('query', ['head', 'neuron', 'flow', 'influence']);
   for (const flag of ['method', 'fusion', 'discard', 'residual', 'keep', 'threshold', 'column', 'depth', 'max-nodes']) unused(flag, ['flow', 'influence']);
-  unused('layer', ['head', 'neuron', 'heatmap']);
-  unused('log', ['heatmap', 'model']);
+  unused('layer', ['head', 'neuron', 'heatmap', 'words', 'sentences']);
+  unused('log', ['heatmap', 'model', 'words', 'sentences']);
   for (const flag of ['projection', 'clusters', 'cluster-seed', 'exclude-first']) unused(flag, ['clusters']);
 
   const source = positionals[0];
@@ -251,6 +270,8 @@ export async function exportCommand(argv: string[]): Promise<void> {
     checkModelArg(source);
     const model = await loadModel(source, loadOptions);
     try {
+      // Words and sentences: units from the text itself.
+      if (grouped) options.texts = [values.text, values.pair];
       trace = await model.trace(values.text, { pair: values.pair, decoderText: values['decoder-text'], srcLang: values['src-lang'], tgtLang: values['tgt-lang'], qk: view === 'neuron', truncate: values.truncate ?? false, topK });
     } finally {
       await model.dispose();

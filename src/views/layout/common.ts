@@ -16,14 +16,16 @@ export type { ScaleSpec } from '../colors.js';
 
 // --- views ---------------------------------------------------------------------------------------
 
-export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'flow' | 'influence' | 'clusters';
+export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'words' | 'sentences' | 'flow' | 'influence' | 'clusters';
 /** Every view, in the order the page's tabs and the CLI list them. */
-export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'flow', 'influence', 'clusters'];
+export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters'];
 export const VIEW_LABELS: Readonly<Record<ViewName, string>> = {
   head: 'Head view',
   model: 'Model view',
   neuron: 'Neuron view',
   heatmap: 'Heatmap',
+  words: 'Words',
+  sentences: 'Sentences',
   flow: 'Flow diagram',
   influence: 'Influence tree',
   clusters: 'Head clusters',
