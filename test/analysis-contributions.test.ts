@@ -497,8 +497,14 @@ describe('contributions: hand-computed cases', () => {
 });
 
 describe('attnscope flow --method norm|alti (a real process)', () => {
-  const scratch = mkdtempSync(join(tmpdir(), 'attnscope-contrib-'));
-  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+  // Made in beforeAll, so a run that filters these tests out leaves no directory behind.
+  let scratch = '';
+  beforeAll(() => {
+    scratch = mkdtempSync(join(tmpdir(), 'attnscope-contrib-'));
+  });
+  afterAll(() => {
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
   const bert = join(FIXTURES, 'bert');
   const input = readReference('bert').inputs[0]!;
 
