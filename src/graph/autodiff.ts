@@ -122,9 +122,12 @@ export const VJP_RULES: Readonly<Record<string, VjpRule>> = {
   // ḡx = ḡy
   Identity: { inputs: [0], vjp: (ctx) => [gy0(ctx)] },
   // y = a + b: ḡa = Σ_broadcast ḡy, ḡb likewise
-  Add: { inputs: 'all', vjp: (ctx) => [ctx.unbroadcast(gy0(ctx), ctx.x[0]!), ctx.unbroadcast(gy0(ctx), ctx.x[1]!)] },
+  Add: {
+    inputs: 'all',
+    vjp: (ctx) => [ctx.needs[0] ? ctx.unbroadcast(gy0(ctx), ctx.x[0]!) : null, ctx.needs[1] ? ctx.unbroadcast(gy0(ctx), ctx.x[1]!) : null],
+  },
   // y = a − b: ḡa = ḡy, ḡb = −ḡy
-  Sub: { inputs: 'all', vjp: (ctx) => [ctx.unbroadcast(gy0(ctx), ctx.x[0]!), ctx.needs[1] ? ctx.unbroadcast(ctx.g.neg(gy0(ctx)), ctx.x[1]!) : null] },
+  Sub: { inputs: 'all', vjp: (ctx) => [ctx.needs[0] ? ctx.unbroadcast(gy0(ctx), ctx.x[0]!) : null, ctx.needs[1] ? ctx.unbroadcast(ctx.g.neg(gy0(ctx)), ctx.x[1]!) : null] },
   // y = a·b: ḡa = ḡy·b, ḡb = ḡy·a
   Mul: {
     inputs: 'all',
