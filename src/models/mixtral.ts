@@ -16,7 +16,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
@@ -95,6 +95,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true, windows: new Array<number | null>(s.layers).fill(s.window) }) },
     // Every layer is routed; the top-k weights are always renormalised.
     routing: { experts: s.experts, topK: s.topK, normalized: true, layers: Array.from({ length: s.layers }, (_, l) => l) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -129,8 +130,10 @@ async function decoderLayer(
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${a}.o_proj.weight`), layout: 'out-in' },
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
   const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
   return g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`, layer));
 }

@@ -20,7 +20,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, requiredBias, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
@@ -131,6 +131,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     ...(s.sparse.some(Boolean)
       ? { routing: { experts: s.experts, topK: s.topK, normalized: s.normTopK, layers: s.sparse.flatMap((sparse, l) => (sparse ? [l] : [])) } }
       : {}),
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -173,8 +174,10 @@ async function decoderLayer(
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${a}.o_proj.weight`), layout: 'out-in' },
   });
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
   const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
   const m = `${prefix}.mlp`;
   return g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m, layer) : await mlp(ctx, s.act, h2, m));
