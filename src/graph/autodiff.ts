@@ -488,10 +488,17 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
     total.set(name, v);
     return v;
   };
-  const c = (value: number, like: Value): Value => g.op('CastLike', [g.scalar(value), like]);
-  const zerosLike = (like: Value): Value => g.expand(c(0, like), g.shape(like));
+  const shapes = new ShapeCache(g);
+  const casts = new Map<string, Value>();
+  const c = (value: number, like: Value): Value => {
+    const key = `${value}|${like.name}`;
+    let v = casts.get(key);
+    if (!v) casts.set(key, (v = g.op('CastLike', [g.scalar(value), like])));
+    return v;
+  };
+  const zerosLike = (like: Value): Value => g.expand(c(0, like), shapes.shape(like));
 
-  if (forward.has(target.name)) addGrad(target.name, g.expand(c(1, target), g.shape(target)));
+  if (forward.has(target.name)) addGrad(target.name, g.expand(c(1, target), shapes.shape(target)));
 
   for (let i = onPath.length - 1; i >= 0; i--) {
     const node = onPath[i]!;
@@ -508,7 +515,7 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
       g, node, gy, needs, c, zerosLike,
       x: node.inputs.map((name) => (name ? { name } : null)),
       y: node.outputs.map((name) => ({ name })),
-      unbroadcast: (grad, operand) => unbroadcast(g, grad, operand),
+      unbroadcast: (grad, operand) => unbroadcast(g, grad, operand, shapes),
       rank: (v) => {
         const r = rankOf(v.name);
         if (r === undefined) throw new AttnscopeError(`autodiff: the gradient of ${node.opType} (node '${node.name}') needs the static rank of '${v.name}', which cannot be inferred`);
@@ -525,16 +532,41 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
   return wrt.map((w) => gradOf(w.name) ?? zerosLike(w));
 }
 
+/** Shape, rank and int64 scalar nodes made once per pass (fewer nodes for the runtime to fold). */
+export class ShapeCache {
+  private readonly shapes = new Map<string, Value>();
+  private readonly ranks = new Map<string, Value>();
+  private readonly ints = new Map<number, Value>();
+  constructor(private readonly g: GraphBuilder) {}
+  shape(v: Value): Value {
+    let s = this.shapes.get(v.name);
+    if (!s) this.shapes.set(v.name, (s = this.g.shape(v)));
+    return s;
+  }
+  /** The rank as an int64 scalar. */
+  rank(v: Value): Value {
+    let r = this.ranks.get(v.name);
+    if (!r) this.ranks.set(v.name, (r = this.g.op('Size', [this.shape(v)])));
+    return r;
+  }
+  /** An int64 scalar constant. */
+  int(value: number): Value {
+    let c = this.ints.get(value);
+    if (!c) this.ints.set(value, (c = this.g.op('Squeeze', [this.g.ints([value])])));
+    return c;
+  }
+}
+
 /**
  * Sums `grad` (the broadcast result's shape) down to `operand`'s shape: first over the leading
  * axes the operand lacks, then (keeping dims) over the axes where the operand has size 1 and the
  * gradient does not. Both steps are computed from run-time shapes and are no-ops when nothing
  * was broadcast.
  */
-export function unbroadcast(g: GraphBuilder, grad: Value, operand: Value): Value {
-  const operandShape = g.shape(operand);
-  const extra = g.sub(g.op('Size', [g.shape(grad)]), g.op('Size', [operandShape]));
-  const leading = g.op('Range', [g.op('Squeeze', [g.ints([0])]), extra, g.op('Squeeze', [g.ints([1])])]);
+export function unbroadcast(g: GraphBuilder, grad: Value, operand: Value, shapes: ShapeCache = new ShapeCache(g)): Value {
+  const operandShape = shapes.shape(operand);
+  const extra = g.sub(shapes.rank(grad), shapes.rank(operand));
+  const leading = g.op('Range', [shapes.int(0), extra, shapes.int(1)]);
   const g1 = g.op('ReduceSum', [grad, leading], { keepdims: 0, noop_with_empty_axes: 1 });
   const differs = g.op('Not', [g.op('Equal', [operandShape, g.shape(g1)])]);
   const axes = g.reshape(g.op('NonZero', [differs]), [-1]);
