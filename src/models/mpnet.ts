@@ -19,7 +19,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tap } from './attention.js';
+import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer, linearLayer } from './layers.js';
@@ -46,6 +46,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
   info.scoring = {
     self: stackScoring(layers, { scale: 1 / Math.sqrt(info.headDim), causal: false, bias: 'shared', biasKind: 'relative position bias' }),
   };
+  info.contributions = { norm: 'post', eps: config.num('layer_norm_eps', 1e-12) };
   return info;
 }
 
@@ -96,9 +97,15 @@ async function mpnetLayer(ctx: BuildContext, x: Value, p: string, layer: number,
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
     bias,
+    outputProjection: { weight: await ctx.weight(`${p}.attention.attn.o.weight`), layout: 'out-in' },
   });
   const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.attn.o`);
-  const h = await layerNormLayer(ctx, g.add(attnOut, x), `${p}.attention.LayerNorm`, eps);
+  const residualSum = g.add(attnOut, x);
+  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.LayerNorm`, eps);
+  tapBlockContributions(ctx, 'self', layer, {
+    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.attn.o.bias`),
+    norm: { weight: await ctx.weight(`${p}.attention.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.LayerNorm.bias`) },
+  });
   const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
   const out = await linearLayer(ctx, inter, `${p}.output.dense`);
   return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);

@@ -11,7 +11,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { layerNormLayer } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -77,6 +77,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: 1 / Math.sqrt(s.headDim), causal: true }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -113,6 +114,7 @@ async function decoderLayer(ctx: BuildContext, s: StableLmSpec, x: Value, p: str
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.self_attn.o_proj.weight`), layout: 'out-in' },
   });
   const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, false);
   const mlp = async (input: Value): Promise<Value> => {
@@ -120,8 +122,11 @@ async function decoderLayer(ctx: BuildContext, s: StableLmSpec, x: Value, p: str
     const up = await linear(ctx, input, `${p}.mlp.up_proj`, false);
     return linear(ctx, g.mul(gate, up), `${p}.mlp.down_proj`, false);
   };
+  // Parallel blocks: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
+  if (s.parallel && ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(x, attnOut), outputBias: null });
   if (s.parallel) return g.add(x, g.add(await mlp(h), attnOut));
   const x1 = g.add(x, attnOut);
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
   return g.add(await mlp(await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps)), x1);
 }
 
