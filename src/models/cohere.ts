@@ -14,7 +14,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads } from './attention.js';
+import { attention, mergeHeads, tapBlockContributions } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -76,6 +76,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -115,11 +116,15 @@ async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, laye
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${a}.o_proj.weight`), layout: 'out-in' },
   });
   const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`, s.attentionBias);
+  // Parallel block: the attention block's output (for ALTI) is x + attn(norm(x)), the MLP branch aside.
+  const x1 = g.add(x, attnOut);
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.attentionBias ? await ctx.weight(`${a}.o_proj.bias`) : null });
   const gate = activation(g, s.act, await linear(ctx, h, `${p}.mlp.gate_proj`, false));
   const mlpOut = await linear(ctx, g.mul(gate, await linear(ctx, h, `${p}.mlp.up_proj`, false)), `${p}.mlp.down_proj`, false);
-  return g.add(g.add(x, attnOut), mlpOut);
+  return g.add(x1, mlpOut);
 }
 
 async function build(ctx: BuildContext): Promise<void> {

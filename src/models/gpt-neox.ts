@@ -10,7 +10,7 @@ import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads } from './attention.js';
+import { attention, mergeHeads, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
@@ -35,6 +35,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: config.int('max_position_embeddings', 2048),
     stacks: { self: layers },
     scoring: { self: stackScoring(layers, { scale: Math.pow(hidden / heads, -0.5), causal: true }) },
+    contributions: { norm: 'pre' },
   };
   ropeSpec(config, info.headDim); // validates the rotary settings
   return info;
@@ -103,17 +104,22 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     numHeads: heads, numKvHeads: heads, headDim,
     scale: Math.pow(headDim, -0.5), scaleStyle: 'scores-mul',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.attention.dense.weight`), layout: 'out-in' },
   });
   const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
+  const outputBias = await ctx.weight(`${p}.attention.dense.bias`);
   const mlp = async (input: Value): Promise<Value> => {
     const inner = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, input, `${p}.mlp.dense_h_to_4h`));
     return linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`);
   };
   if (config.bool('use_parallel_residual', true)) {
+    // The attention block's output (for ALTI) is x + attn(ln(x)); the parallel MLP branch is not part of it.
+    if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias });
     const mlpOut = await mlp(await layerNormLayer(ctx, x, `${p}.post_attention_layernorm`, eps));
     return g.add(g.add(mlpOut, attnOut), x);
   }
   const h = g.add(attnOut, x);
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias });
   const mlpOut = await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps));
   return g.add(mlpOut, h);
 }

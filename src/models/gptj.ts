@@ -14,7 +14,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
@@ -66,6 +66,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -85,8 +86,13 @@ async function block(ctx: BuildContext, s: GptjSpec, x: Value, p: string, layer:
     numHeads: s.heads, numKvHeads: s.heads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.attn.out_proj.weight`), layout: 'out-in' },
   });
   const attnOut = await projection(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.attn.out_proj`);
+  if (ctx.taps.contributions) {
+    // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
+    tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias: await ctx.optionalWeight(`${p}.attn.out_proj.bias`) });
+  }
   const ff = await linearLayer(ctx, activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc_in`)), `${p}.mlp.fc_out`);
   return g.add(g.add(attnOut, ff), x);
 }

@@ -14,7 +14,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
@@ -80,6 +80,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
     maxPositions: s.maxPositions,
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true }) },
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -102,8 +103,13 @@ async function block(ctx: BuildContext, s: PhiSpec, x: Value, p: string, layer: 
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
     bias: mask,
+    outputProjection: { weight: await ctx.weight(`${p}.self_attn.dense.weight`), layout: 'out-in' },
   });
   const attnOut = await linearLayer(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.dense`);
+  if (ctx.taps.contributions) {
+    // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
+    tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias: await ctx.weight(`${p}.self_attn.dense.bias`) });
+  }
   const ff = await linearLayer(ctx, activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc1`)), `${p}.mlp.fc2`);
   return g.add(g.add(attnOut, ff), x);
 }
