@@ -9,7 +9,7 @@
  * from the float32 queries and keys, so the neuron view's numbers are exact for these traces too.
  */
 import type { Token, Trace } from '../src/core/trace.js';
-import { seededRandom as rng } from '../src/generation/sampling.js';
+import { mulberry32 as rng } from '../src/core/random.js';
 
 const WORDS = [
   'the', 'cat', 'sat', 'on', 'mat', 'and', 'looked', 'at', 'a', 'bird', 'that', 'was', 'singing', 'in', 'tree',

@@ -48,7 +48,8 @@ export {
   HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, HEAD_COLUMNS, HEAD_TABLE_HEADER,
   type HeadTableRow, type HeadTableOptions, type HeadTypeName, type HeadColumn,
 } from './analysis/head-types.js';
-export { runProbe, probeSequences, probeVocabularyOf, mulberry32, PROBE_DEFAULTS, type ProbeTracer, type ProbeVocabulary, type ProbeOptions, type ProbeResult } from './analysis/probe.js';
+export { mulberry32 } from './core/random.js';
+export { runProbe, probeSequences, probeVocabularyOf, PROBE_DEFAULTS, type ProbeTracer, type ProbeVocabulary, type ProbeOptions, type ProbeResult } from './analysis/probe.js';
 export { tokenWordClasses, tagWords, type TaggedWord } from './analysis/word-classes.js';
 export {
   clusterHeads, headFeatureRows, standardise, silhouette, kMeansBest, projectHeads, clusterTableCsv, clusterTableJsonRows, clusteringJson,

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { HEAD_METRIC_NAMES, headMetrics, isPunctuationToken, quantiles, type MetricValues } from '../src/analysis/head-metrics.js';
 import type { Trace } from '../src/core/trace.js';
-import { seededRandom } from '../src/generation/sampling.js';
+import { mulberry32 as seededRandom } from '../src/core/random.js';
 import { handTrace } from './helpers/hand-trace.js';
 
 const ln = Math.log;

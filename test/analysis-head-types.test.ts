@@ -7,7 +7,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { HEAD_COLUMNS, HEAD_TABLE_HEADER, HEAD_TYPE_NAMES, WORD_CONTENT, WORD_ENTITY, WORD_FUNCTION, averageHeadTables, headTable, headTableCsv, headsOfType, topType } from '../src/analysis/head-types.js';
-import { mulberry32, probeSequences, probeVocabularyOf, runProbe, type ProbeTracer } from '../src/analysis/probe.js';
+import { mulberry32 } from '../src/core/random.js';
+import { probeSequences, probeVocabularyOf, runProbe, type ProbeTracer } from '../src/analysis/probe.js';
 import { tagWords, tokenWordClasses } from '../src/analysis/word-classes.js';
 import type { Token, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';

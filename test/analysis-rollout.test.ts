@@ -7,18 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { attentionGraph, attentionRollout, fusedAttention, rolloutOfMatrices } from '../src/analysis/rollout.js';
 import type { Trace } from '../src/core/trace.js';
 import { handTrace } from './helpers/hand-trace.js';
-
-/** A seeded generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 as rng } from '../src/core/random.js';
 
 function randomTrace(n: number, layers: number, heads: number, causal: boolean, seed: number): Trace {
   const r = rng(seed);

@@ -25,6 +25,7 @@ import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { int64Tensor } from '../src/runtime/runtime.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
+import { mulberry32 as prng } from '../src/core/random.js';
 
 type Float = 'float64' | 'float32';
 
@@ -43,17 +44,6 @@ interface Case {
   /** Largest error allowed, relative to the largest |finite difference| (default: 1e-7 in float64, 3e-3 in float32). */
   tol?: number;
   forward(g: GraphBuilder, v: Record<string, Value>): Value;
-}
-
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const size = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);

@@ -30,7 +30,7 @@
  *    by its next strongest feature ("sink ↑, entropy ↓"). One cluster of every head (k = 1) sits at
  *    the mean of every feature: "all heads alike"; without any feature kept: "no varying feature".
  * 5. **Project** to 2-D for the scatter: 'umap' (umap-js; its `random` option fed by a seeded
- *    mulberry32 (probe.ts) so the picture is the same on every run and platform; n_neighbors = min(15, n − 1),
+ *    mulberry32 (core/random.ts) so the picture is the same on every run and platform; n_neighbors = min(15, n − 1),
  *    min_dist 0.1) or 'pca' (ml-pca on the standardised features, centred: deterministic; each
  *    axis' sign fixed so that its largest loading is positive, as scikit-learn's svd_flip).
  *
@@ -40,7 +40,7 @@ import { kmeans } from 'ml-kmeans';
 import { PCA } from 'ml-pca';
 import { UMAP } from 'umap-js';
 import { AttnscopeError } from '../core/errors.js';
-import { mulberry32 } from './probe.js';
+import { mulberry32 } from '../core/random.js';
 
 /** One head and its features (any names; NaN for a value that is not defined). */
 export interface ClusterInputRow {

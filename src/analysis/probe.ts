@@ -12,6 +12,7 @@
  * Isomorphic: the model comes in through the narrow `ProbeTracer` interface (the engine's Model satisfies it).
  */
 import { AttnscopeError } from '../core/errors.js';
+import { mulberry32 } from '../core/random.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { averageHeadTables, headTable, type HeadTableRow } from './head-types.js';
 import { defaultStack } from './head-metrics.js';
@@ -42,17 +43,6 @@ export interface ProbeOptions {
 
 export const PROBE_DEFAULTS = { samples: 4, seqLen: 50, seed: 0 } as const;
 
-/** mulberry32: a seeded generator of floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The id sequences of a probe: `samples` arrays of prefix + r + r, r of length seqLen. */
 export function probeSequences(vocab: ProbeVocabulary, options: ProbeOptions = {}): number[][] {

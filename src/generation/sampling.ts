@@ -3,6 +3,7 @@
  * top-p applied in that order, as transformers' logits warpers do, from a seeded generator.
  */
 import { AttnscopeError } from '../core/errors.js';
+import { mulberry32 } from '../core/random.js';
 
 export interface SamplingOptions {
   /** 'greedy' (default) or 'sample'. */
@@ -26,17 +27,6 @@ export interface Choice {
   probability: number;
 }
 
-/** A small, fast, seedable generator (mulberry32) returning floats in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function softmax(logits: ArrayLike<number>): Float64Array {
   let max = Number.NEGATIVE_INFINITY;
@@ -85,7 +75,7 @@ export function createSampler(options: SamplingOptions = {}): (logits: Float32Ar
       return { id, probability: modelProbability(logits, id) };
     };
   }
-  const random = seededRandom(options.seed ?? 0);
+  const random = mulberry32(options.seed ?? 0);
   const temperature = options.temperature ?? 1;
   return (logits) => {
     const scores = Float64Array.from(logits, (v) => v / temperature);
