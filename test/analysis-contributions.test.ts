@@ -309,7 +309,7 @@ for (const { fixture, family, norm } of FAMILIES) {
 describe('contributions taps of the other wired families', () => {
   // The block input must be PyTorch's hidden state entering the layer, and the transformed values,
   // attention and output bias must add up (with the residual) to the model's own residual sum.
-  for (const fixture of ['roberta', 'electra', 'distilbert', 'albert', 'mistral', 'qwen2', 'gemma', 'opt', 'olmo', 'starcoder2', 'bloom', 'mixtral', 'qwen2_moe', 'stablelm', 'mpnet', 'gpt_neox', 'phi', 'gptj', 'cohere', 'bert-fp16', 'bert-bf16']) {
+  for (const fixture of ['roberta', 'electra', 'distilbert', 'albert', 'mistral', 'qwen2', 'gemma', 'opt', 'olmo', 'starcoder2', 'bloom', 'mixtral', 'qwen2_moe', 'stablelm', 'mpnet', 'gpt_neox', 'phi', 'gptj', 'cohere', 'falcon', 'falcon-alibi', 'bert-fp16', 'bert-bf16']) {
     it(`${fixture}: layer input = PyTorch's hidden_states[l]; x + Σ_h Σ_j α·f + b_O = the residual sum`, async () => {
       const ref = readReference(fixture);
       const model = await loadModel(join(FIXTURES, fixture));

@@ -15,7 +15,7 @@ import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, tap } from './attention.js';
+import { attention, mergeHeads, tap, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { alibiFeed, layerNormLayer, requiredBias } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -67,6 +67,7 @@ function describe(config: ModelConfig): ArchitectureInfo {
         ? stackScoring(layers, { scale, causal: true, bias: 'per-layer', biasKind: 'ALiBi' })
         : stackScoring(layers, { scale, causal: true }),
     },
+    contributions: { norm: 'pre' },
   };
   if (!o.alibi) ropeSpec(config, headDim); // validates the rotary settings
   return info;
@@ -132,17 +133,22 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     // Rotary: scores /= √headDim; ALiBi: (q·k + alibi) · inv_norm_factor.
     scale: 1 / Math.sqrt(headDim), scaleStyle: pos.alibi ? 'scores-mul' : 'scores-div',
     bias,
+    outputProjection: { weight: await ctx.weight(`${p}.self_attention.dense.weight`), layout: 'out-in' },
   });
   const attnOut = await falconLinear(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attention.dense`, o.bias);
+  const outputBias = o.bias ? await ctx.weight(`${p}.self_attention.dense.bias`) : null;
   const mlp = async (input: Value): Promise<Value> => {
     const inner = activation(g, config.str('activation', 'gelu'), await falconLinear(ctx, input, `${p}.mlp.dense_h_to_4h`, o.bias));
     return falconLinear(ctx, inner, `${p}.mlp.dense_4h_to_h`, o.bias);
   };
   if (o.newArch || o.parallel) {
+    // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
+    if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias });
     const mlpIn = twoNorms ? await layerNormLayer(ctx, x, `${p}.ln_mlp`, eps) : attnIn;
     return g.add(g.add(await mlp(mlpIn), attnOut), x);
   }
   const h = g.add(attnOut, x);
+  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias });
   return g.add(await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps)), h);
 }
 
