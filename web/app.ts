@@ -12,6 +12,7 @@ import { HeadView } from './views/head.js';
 import { HeatmapView } from './views/heatmap.js';
 import { FlowView } from './views/flow.js';
 import { HeadClustersView } from './views/head-clusters.js';
+import { HeadTypesView } from './views/head-types.js';
 import { GroupedView } from './views/grouped.js';
 import { ModelView } from './views/model.js';
 import { NeuronView } from './views/neuron.js';
@@ -92,7 +93,7 @@ export class App implements Ctx {
     this.cache = new DisplayCache(trace);
     this.fmtWeight = weightFormatter(header);
     this.predictionsPanel = new PredictionsPanel(this);
-    this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this), words: new GroupedView(this, 'words'), sentences: new GroupedView(this, 'sentences'), flow: new FlowView(this, 'diagram'), influence: new FlowView(this, 'tree'), clusters: new HeadClustersView(this) };
+    this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this), words: new GroupedView(this, 'words'), sentences: new GroupedView(this, 'sentences'), flow: new FlowView(this, 'diagram'), influence: new FlowView(this, 'tree'), clusters: new HeadClustersView(this), types: new HeadTypesView(this) };
     const nTokens = trace.tokens.length + (trace.decoderTokens ? ` + ${trace.decoderTokens.length}` : '');
     const facts = `(${trace.model.modelType}) · ${trace.model.numLayers} layers × ${trace.model.numHeads} heads · ${nTokens} tokens`;
     const generated = this.gen ? `generated: ${describeGeneration(this.gen)}` : '';
@@ -295,7 +296,7 @@ export class App implements Ctx {
       }),
     );
     const stacks = traceStacks(this.trace);
-    const neuron = state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters';
+    const neuron = state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters' || state.view === 'types';
     replaceChildren(
       this.controls,
       stacks.length > 1 ? select('stack', 'attention', stacks.map((s) => ({ value: s, label: STACK_LABELS[s] })), state.stack, (stack) => this.set({ stack })) : null,

@@ -19,7 +19,7 @@ import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster
 import { GROUP_CELL_RULES, type GroupCellRule } from '../views/layout/grouped-heatmap.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
-export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|words|sentences|flow|influence|clusters --out FILE
+export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|words|sentences|flow|influence|clusters|types --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]] [--src-lang CODE] [--tgt-lang CODE]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
@@ -56,6 +56,8 @@ ${LANGUAGE_HELP}
                clusters: every head as a point of a 2-D --projection (umap, default, or pca) of its metric
                profile on the text, coloured by its k-means cluster (--clusters K; default k by silhouette;
                --cluster-seed S, default 0; --exclude-first measures without the first token); see 'attnscope clusters'
+               types: a layers × heads grid, each head coloured by its top type on the text (shade: how far its
+               score passes the type's threshold; --exclude-first as for clusters); see 'attnscope heads'
   --fusion / --discard / --residual   flow views: head fusion, share of weights discarded, residual weight
   --max-nodes  flow view with --method flow: largest graph, (layers + 1) × tokens (default 832)
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
@@ -236,6 +238,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
     options.clusterSeed = seed === undefined ? undefined : Number(seed);
     options.excludeFirstToken = values['exclude-first'] ?? false;
   }
+  if (view === 'types') options.excludeFirstToken = values['exclude-first'] ?? false;
   const unused = (flag: string, views: string[]) => {
     const given = values[flag as keyof typeof values] !== undefined;
     if (given && !views.includes(view)) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
@@ -250,7 +253,8 @@ export async function exportCommand(argv: string[]): Promise<void> {
   for (const flag of ['method', 'fusion', 'discard', 'residual', 'keep', 'threshold', 'column', 'depth', 'max-nodes']) unused(flag, ['flow', 'influence']);
   unused('layer', ['head', 'neuron', 'heatmap', 'words', 'sentences']);
   unused('log', ['heatmap', 'model', 'words', 'sentences']);
-  for (const flag of ['projection', 'clusters', 'cluster-seed', 'exclude-first']) unused(flag, ['clusters']);
+  for (const flag of ['projection', 'clusters', 'cluster-seed']) unused(flag, ['clusters']);
+  unused('exclude-first', ['clusters', 'types']);
 
   const source = positionals[0];
   let trace: Trace;

@@ -47,7 +47,11 @@ export interface ClusterRun {
 /** The --clusters flags, checked; null without --clusters (its flags are then refused). */
 export function parseClusterFlags(values: { clusters?: boolean; projection?: string; k?: string; theme?: string; scale?: string; json?: boolean; csv?: boolean; out?: string }): ClusterRun | null {
   if (!values.clusters) {
-    for (const flag of ['projection', 'k', 'theme', 'scale'] as const) if (values[flag] !== undefined) throw new UsageError(`--${flag} applies to --clusters`);
+    // --theme and --scale also apply to the head-type grid (heads-command.ts checks them there).
+    const picture = values.out !== undefined && ['.svg', '.png'].includes(extname(values.out).toLowerCase());
+    for (const flag of ['projection', 'k', 'theme', 'scale'] as const) {
+      if (values[flag] !== undefined && !(picture && (flag === 'theme' || flag === 'scale'))) throw new UsageError(`--${flag} applies to --clusters${flag === 'theme' || flag === 'scale' ? ' or to the head-type grid (--out FILE.svg or .png)' : ''}`);
+    }
     return null;
   }
   let format: ClusterRun['format'] = values.json ? 'json' : values.csv ? 'csv' : 'table';

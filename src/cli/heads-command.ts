@@ -15,13 +15,17 @@ import { defaultStack, DEFAULT_LONG_RANGE, DEFAULT_SPARSITY_THRESHOLD, stackToke
 import { PROBE_DEFAULTS, probeVocabularyOf, runProbe } from '../analysis/probe.js';
 import { tokenWordClasses } from '../analysis/word-classes.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
-import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
+import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseNumber, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
+import { STACK_TITLES } from '../views/layout/common.js';
+import { svgToPng } from '../views/png.js';
+import { renderHeadTypeGrid } from '../views/svg/head-types.js';
+import { THEME_NAMES, type ThemeName } from '../views/theme.js';
 import { CLUSTER_HELP, CLUSTER_OPTIONS, CLUSTER_SYNOPSIS, parseClusterFlags, writeClusters } from './heads-clusters.js';
 
 export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetensors] [--text "..." [--pair "..."]] [--exclude-first]
                 [--samples N] [--seq-len L] [--seed S] [--stack self|encoder|decoder|cross]
-                [--json | --csv] [--out FILE] [--truncate] [--revision REV] [--offline] [--threads N]
+                [--json | --csv] [--out FILE] [--theme light|dark] [--scale S] [--truncate] [--revision REV] [--offline] [--threads N]
                 ${CLUSTER_SYNOPSIS}
 
   source       a model directory or Hub id (the embedded stories260k model when omitted), or a trace file
@@ -34,7 +38,9 @@ export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetens
   --stack      which attention of an encoder-decoder (default: self, else encoder)
   --json, --csv  one row per layer and head: layer, head, every metric and type score, top_type,
                top_score (empty/null where a score is not defined); a readable table otherwise
-  --out        write to FILE (.json, .csv, or .txt for the table) instead of stdout
+  --out        write to FILE (.json, .csv, or .txt for the table) instead of stdout; FILE.svg or FILE.png:
+               the head-type grid instead (layers × heads, each cell coloured by the head's top type and
+               shaded by how far its score passes the threshold; --theme, --scale: PNG density, default 2)
   --truncate   cut a --text longer than the model's maximum positions
 ${CLUSTER_HELP}
 
@@ -108,10 +114,22 @@ export async function headsCommand(argv: string[]): Promise<void> {
   if (values.json && values.csv) throw new UsageError('heads: give --json or --csv, not both');
   let format: 'json' | 'csv' | 'table' = values.json ? 'json' : values.csv ? 'csv' : 'table';
   const clusters = parseClusterFlags(values);
+  // --out FILE.svg | FILE.png: the head-type grid (views/layout/head-types.ts).
+  let picture: 'svg' | 'png' | null = null;
   if (values.out !== undefined && !clusters) {
     const ext = extname(values.out).toLowerCase();
-    if (format === 'table' && (ext === '.json' || ext === '.csv')) format = ext.slice(1) as 'json' | 'csv';
-    checkOut(values.out, [format === 'table' ? '.txt' : `.${format}`], format === 'table' ? 'heads (the table)' : `heads --${format}`);
+    if (format === 'table' && (ext === '.svg' || ext === '.png')) picture = ext.slice(1) as 'svg' | 'png';
+    else {
+      if (format === 'table' && (ext === '.json' || ext === '.csv')) format = ext.slice(1) as 'json' | 'csv';
+      checkOut(values.out, [format === 'table' ? '.txt' : `.${format}`], format === 'table' ? 'heads (the table; .svg or .png: the head-type grid)' : `heads --${format}`);
+    }
+  }
+  let gridScale: number | undefined;
+  if (!clusters) {
+    if (values.theme !== undefined && !THEME_NAMES.includes(values.theme as ThemeName)) throw new UsageError(`--theme: expected ${THEME_NAMES.join(' or ')}, got '${values.theme}'`);
+    gridScale = parseNumber(values.scale, '--scale');
+    if (gridScale !== undefined && picture !== 'png') throw new UsageError('--scale applies to a PNG (--out FILE.png)');
+    if (gridScale !== undefined && !(gridScale > 0 && gridScale <= 8)) throw new UsageError(`--scale: expected a number in (0, 8], got '${values.scale}'`);
   }
   if (values.pair !== undefined && values.text === undefined) throw new UsageError('--pair needs --text');
   if (values.stack !== undefined && !STACKS.includes(values.stack as StackName)) {
@@ -188,6 +206,25 @@ export async function headsCommand(argv: string[]): Promise<void> {
   if (clusters) {
     const input = meta.input === 'probe' ? 'repeated-token probe' : meta.input === 'trace' ? 'trace file' : 'text';
     return writeClusters(clusters, table, { title, model: String(meta.model), stack: meta.stack as StackName, input, seed, meta: { ...meta, excludeFirstToken } });
+  }
+  if (picture) {
+    const input =
+      meta.input === 'probe'
+        ? `the repeated-token probe (${samples} × [${(meta.prefix as unknown[]).length ? 'BOS + ' : ''}2 × ${seqLen} random tokens], seed ${seed})`
+        : meta.input === 'trace'
+          ? `the trace file ${source}`
+          : 'the text';
+    const svg = renderHeadTypeGrid(table, {
+      title: `${String(meta.model)} · ${STACK_TITLES[meta.stack as StackName]} · head types on ${input}${excludeFirstToken ? ', first token excluded' : ''}`,
+      theme: values.theme as ThemeName | undefined,
+    });
+    const bytes = picture === 'svg' ? svg : svgToPng(svg, { scale: gridScale ?? 2 });
+    await writeFileAtomically(values.out!, async (stream) => {
+      stream.write(bytes);
+    });
+    const typed = table.filter((r) => r.top_type).length;
+    reportWrote(values.out!, `${table.length} heads, ${typed} with a type`);
+    return;
   }
   const body =
     format === 'csv'

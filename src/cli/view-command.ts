@@ -17,7 +17,7 @@ import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrot
 export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6] [--src-lang CODE] [--tgt-lang CODE]
                 [--top-k N] [--truncate] [--out view.html]
-                [--view head|model|neuron|heatmap|words|sentences|flow|influence|clusters] [--theme light|dark] [--max-size MB | --exact]
+                [--view head|model|neuron|heatmap|words|sentences|flow|influence|clusters|types] [--theme light|dark] [--max-size MB | --exact]
                 [--revision REV] [--offline] [--threads N]
   attnscope view [model] (--text "..." | --ids 1,2,3) --generate N
                 [--sample [--temperature T] [--sample-top-k K] [--top-p P] [--seed S]] [--out view.html] [...]
@@ -59,7 +59,7 @@ export const VIEW_OPTIONS = {
   ...MODEL_OPTIONS,
 } as const;
 
-const VIEWS = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters'] as const;
+const VIEWS = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters', 'types'] as const;
 
 /** A positional that names an existing trace file (rather than a model). */
 export function isTraceFile(arg: string): boolean {

@@ -16,9 +16,9 @@ export type { ScaleSpec } from '../colors.js';
 
 // --- views ---------------------------------------------------------------------------------------
 
-export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'words' | 'sentences' | 'flow' | 'influence' | 'clusters';
+export type ViewName = 'head' | 'model' | 'neuron' | 'heatmap' | 'words' | 'sentences' | 'flow' | 'influence' | 'clusters' | 'types';
 /** Every view, in the order the page's tabs and the CLI list them. */
-export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters'];
+export const VIEW_NAMES: readonly ViewName[] = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters', 'types'];
 export const VIEW_LABELS: Readonly<Record<ViewName, string>> = {
   head: 'Head view',
   model: 'Model view',
@@ -29,6 +29,7 @@ export const VIEW_LABELS: Readonly<Record<ViewName, string>> = {
   flow: 'Flow diagram',
   influence: 'Influence tree',
   clusters: 'Head clusters',
+  types: 'Head types',
 };
 
 export function isViewName(value: string): value is ViewName {

@@ -12,6 +12,7 @@ import { type ModelViewOptions, renderModelView } from './model-view.js';
 import { type NeuronViewOptions, renderNeuronView } from './neuron-view.js';
 import { type FlowViewOptions, renderFlowView, renderInfluenceTree } from './flow.js';
 import { type HeadClustersOptions, renderHeadClusters } from './head-clusters.js';
+import { type HeadTypesOptions, renderHeadTypes } from './head-types.js';
 import { type GroupedHeatmapOptions, renderGroupedHeatmap } from './grouped-heatmap.js';
 
 export { renderHeadView, headViewModel, type HeadViewOptions, type HeadViewModel } from './head-view.js';
@@ -22,13 +23,14 @@ export { neuronViewLayout, type NeuronLayout, type NeuronLayoutOptions } from '.
 export { renderHeatmap, heatmapMatrix, type HeatmapOptions, type HeatmapAggregate } from './heatmap.js';
 export { renderFlowView, renderInfluenceTree, type FlowViewOptions, type FlowMethod } from './flow.js';
 export { renderHeadClusters, type HeadClustersOptions } from './head-clusters.js';
+export { renderHeadTypes, renderHeadTypeGrid, type HeadTypesOptions } from './head-types.js';
 export { renderGroupedHeatmap, type GroupedHeatmapOptions, type GroupBy, type GroupCellRule } from './grouped-heatmap.js';
 export { type CommonViewOptions } from './common.js';
 export { encodePng, pngDataUri, matrixDataUri, matrixPixels, base64 } from './image.js';
 
 export { type ViewName, VIEW_NAMES } from '../layout/common.js';
 
-export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions & FlowViewOptions & HeadClustersOptions & Omit<GroupedHeatmapOptions, 'by'>;
+export type AnyViewOptions = HeadViewOptions & ModelViewOptions & NeuronViewOptions & HeatmapOptions & FlowViewOptions & HeadClustersOptions & HeadTypesOptions & Omit<GroupedHeatmapOptions, 'by'>;
 
 /** Renders a view by name as a standalone SVG document. */
 export function renderSvg(view: ViewName | string, trace: Trace, options: AnyViewOptions = {}): string {
@@ -47,6 +49,8 @@ export function renderSvg(view: ViewName | string, trace: Trace, options: AnyVie
       return renderInfluenceTree(trace, options);
     case 'clusters':
       return renderHeadClusters(trace, options);
+    case 'types':
+      return renderHeadTypes(trace, options);
     case 'words':
     case 'sentences':
       return renderGroupedHeatmap(trace, { ...options, by: view });

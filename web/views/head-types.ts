@@ -1,0 +1,139 @@
+/**
+ * Interactive head-type grid: paints the layout of src/views/layout/head-types.ts (the one the SVG
+ * export paints) as SVG elements. Every head of the stack is a cell coloured by its top type;
+ * hovering one lists its type scores against their thresholds, clicking it opens that head's
+ * heatmap (heatmap view, its layer, "one head"). "Exclude first token" is this view's control
+ * (generation traces: the heads as they attended at the step shown); the export renders the same
+ * options, and the head table downloads as CSV or JSON.
+ */
+import { HEAD_TYPE_THRESHOLDS, type HeadTableRow, headTableCsv, headTableJsonRows } from '../../src/analysis/head-types.js';
+import { type HeadTypesOptions, headTypesLayout, headTypesTableOf, typeScoreLines } from '../../src/views/layout/head-types.js';
+import { renderHeadTypes } from '../../src/views/svg/head-types.js';
+import type { Ctx } from '../context.js';
+import { appendSvgItems, button, checkbox, h, replaceChildren, s } from '../dom.js';
+import { download, exportButtons } from '../export.js';
+
+const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '–');
+
+export class HeadTypesView {
+  readonly el = h('div', { class: 'view types-view', testid: 'types-view' });
+  private readonly toolbar = h('div', { class: 'toolbar' });
+  private readonly readout = h('div', { class: 'readout', testid: 'types-readout' });
+  private readonly wrap = h('div', { class: 'scroll types-wrap' });
+  private excludeFirst = false;
+  private table: readonly HeadTableRow[] | null = null;
+  private tableKey = '';
+  private key = '';
+
+  constructor(private readonly ctx: Ctx) {
+    this.el.append(this.toolbar, this.readout, this.wrap);
+    this.wrap.addEventListener('click', (e) => {
+      const el = (e.target as Element).closest('[data-layer][data-head]');
+      if (!el) return;
+      // Open the head: its heatmap.
+      ctx.set({ view: 'heatmap', layer: Number(el.getAttribute('data-layer')), heatmapMode: 'head', heatmapHead: Number(el.getAttribute('data-head')) });
+    });
+    this.wrap.addEventListener('pointermove', (e) => {
+      const el = (e.target as Element).closest('[data-layer][data-head]');
+      this.hover(el ? { layer: Number(el.getAttribute('data-layer')), head: Number(el.getAttribute('data-head')) } : null, e);
+    });
+    this.wrap.addEventListener('pointerleave', () => this.hover(null));
+  }
+
+  /** The view's options as the export takes them. */
+  private options(): HeadTypesOptions {
+    const { state } = this.ctx;
+    return { stack: state.stack, theme: state.theme, excludeFirstToken: this.excludeFirst || undefined, step: this.ctx.step() };
+  }
+
+  private fileName(ext: string): string {
+    const { ctx } = this;
+    const base = `${ctx.trace.model.name}-head-types-${ctx.state.stack}${this.excludeFirst ? '-exclude-first' : ''}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+    return `attnscope-${base}.${ext}`;
+  }
+
+  update(): void {
+    const { ctx } = this;
+    const { state } = ctx;
+    replaceChildren(
+      this.toolbar,
+      checkbox('types-exclude-first', 'exclude first token', this.excludeFirst, (v) => {
+        this.excludeFirst = v;
+        this.update();
+      }),
+      h('span', { class: 'spacer' }),
+      button('types-csv', 'CSV', () => this.table && download(new Blob([headTableCsv(this.table)], { type: 'text/csv' }), this.fileName('csv')), 'Download the head table (metrics, type scores, top type) as CSV'),
+      button(
+        'types-json',
+        'JSON',
+        () =>
+          this.table &&
+          download(
+            new Blob([`${JSON.stringify({ model: ctx.trace.model.name, stack: state.stack, excludeFirstToken: this.excludeFirst, thresholds: HEAD_TYPE_THRESHOLDS, rows: headTableJsonRows(this.table) }, null, 1)}\n`], { type: 'application/json' }),
+            this.fileName('json'),
+          ),
+        'Download the head table as JSON',
+      ),
+      exportButtons(ctx, 'types', () => renderHeadTypes(ctx.trace, { ...this.options(), table: this.table ?? undefined })),
+    );
+    const tkey = [state.stack, this.excludeFirst, ctx.step() ?? 'all'].join('|');
+    const key = [tkey, state.theme, state.layer, state.heatmapHead].join('|');
+    if (key === this.key) return;
+    this.key = key;
+    this.wrap.replaceChildren();
+    try {
+      if (tkey !== this.tableKey || !this.table) {
+        this.table = null;
+        this.table = headTypesTableOf(ctx.trace, this.options());
+        this.tableKey = tkey;
+      }
+      const layout = headTypesLayout(this.table, ctx.theme(), {
+        frame: { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 150) },
+        // Outline the head the heatmap shows.
+        selected: { layer: state.layer, head: state.heatmapHead },
+      });
+      const svg = s('svg', { width: Math.ceil(layout.width), height: Math.ceil(layout.height), class: 'types-svg', testid: 'types-svg' });
+      appendSvgItems(svg, layout.items);
+      this.wrap.append(svg);
+      this.el.setAttribute('data-typed', String(layout.cells.length - layout.untyped));
+      this.hover(null);
+    } catch (e) {
+      this.table = null;
+      this.tableKey = '';
+      replaceChildren(this.readout, (e as Error).message);
+    }
+  }
+
+  private hover(at: { layer: number; head: number } | null, e?: PointerEvent): void {
+    const table = this.table;
+    if (!table) return;
+    const { ctx } = this;
+    const row = at ? table.find((r) => r.layer === at.layer && r.head === at.head) : undefined;
+    if (!row) {
+      ctx.tooltip.hide();
+      for (const a of ['data-layer', 'data-head', 'data-type']) this.readout.removeAttribute(a);
+      const typed = table.filter((r) => r.top_type).length;
+      replaceChildren(this.readout, h('span', { class: 'muted' }, `${typed} of ${table.length} heads have a type · hover a cell for its scores, click it to open the head's heatmap`));
+      return;
+    }
+    const line = `layer ${row.layer} · head ${row.head}`;
+    const scores = typeScoreLines(row);
+    replaceChildren(
+      this.readout,
+      `${line} · `,
+      h('b', { testid: 'types-name' }, row.top_type ?? 'no type'),
+      ' · ',
+      h(
+        'span',
+        { testid: 'types-scores' },
+        ...scores.map((sc, i) =>
+          h('span', { class: sc.passes ? 'pass' : 'muted', 'data-type': sc.type, 'data-score': Number.isFinite(sc.score) ? String(sc.score) : '' }, `${i ? ', ' : ''}${sc.type} ${fmt(sc.score)}${sc.passes ? ' ≥ ' : ' < '}${sc.threshold}`),
+        ),
+      ),
+    );
+    this.readout.setAttribute('data-layer', String(row.layer));
+    this.readout.setAttribute('data-head', String(row.head));
+    this.readout.setAttribute('data-type', row.top_type ?? '');
+    if (e) ctx.tooltip.show(e.clientX, e.clientY, line, `${row.top_type ?? 'no type'}${row.top_type ? ` ${fmt(row.top_score)}` : ''} · ${scores.slice(0, 3).map((sc) => `${sc.type} ${fmt(sc.score)}`).join(', ')}`);
+  }
+}
