@@ -143,6 +143,16 @@ describe('grouped heatmap layout', () => {
     const [m] = matrixOf(groupedHeatmapLayout(model).items);
     // Sentence a attends to sentence b > a not at all: all masked; diagonal blocks partly.
     for (let a = 0; a < 4; a++) for (let b = 0; b < 4; b++) expect(m!.masked?.[a * 4 + b] ?? 0).toBe(b > a ? 1 : 0);
+    // The mean rule averages over the entries the model could attend (k ≤ q), written out here.
+    const ref = tokenMatrix(causal, 0, 1);
+    for (let a = 0; a < 4; a++) {
+      for (let b = 0; b <= a; b++) {
+        let s = 0;
+        let n = 0;
+        for (const i of SENTENCES[a]!) for (const j of SENTENCES[b]!) if (j <= i) (s += ref[i]![j]!), n++;
+        expect(m!.values[a * 4 + b]).toBeCloseTo(s / n, 6);
+      }
+    }
     const d = drillLayout(model, 2, 2);
     const [dm] = matrixOf(d.items);
     // rows By, e, now, ! × the same: masked above the diagonal

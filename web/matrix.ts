@@ -64,6 +64,8 @@ export interface MatrixGridOptions {
   maxCell?: number;
   /** Write values in large cells (default true). */
   showValues?: boolean;
+  /** Longest label in characters (default LAYOUT.maxLabelChars). */
+  labelChars?: number;
 }
 
 export interface MatrixHit {
@@ -239,6 +241,7 @@ export class MatrixGrid {
       showValues: single ? o.showValues : undefined,
       frame: o.frame ?? (o.maxSide !== undefined ? (single ? { width: o.maxSide + 2 * LAYOUT.margin + 200, height: o.maxSide + LAYOUT.margin * 2 + 120 } : undefined) : undefined),
       maxCell: o.maxCell ?? (o.maxSide !== undefined && !single ? Math.min(LAYOUT.heatmap.cell, o.maxSide / side) : undefined),
+      labelChars: o.labelChars,
     });
     this.layout = L;
     this.scale = scaleOf(L.scale, o.theme);

@@ -208,6 +208,7 @@ export class GroupedView {
         masked: model.unitMasked,
         frame,
         maxCell: 48,
+        labelChars: by === 'sentences' ? 40 : undefined,
       });
       replaceChildren(
         this.crumbs,

@@ -6,12 +6,15 @@
  * text and colours are the heatmap's.
  *
  * Rules (how a block of token weights A[U, V] becomes one cell):
- * - 'mean'  the block's mean (Attention Atlas's inter-sentence attention; both sides mean);
+ * - 'mean'  the block's mean (Attention Atlas's inter-sentence attention; both sides mean), over
+ *           the entries the model could attend: masked (causal) entries are left out, so a
+ *           diagonal block of a decoder is not halved by the zeros above its diagonal;
  * - 'max'   the block's largest weight;
  * - 'sum'   the block's total (the matrix total is preserved);
  * - 'share' the mean over U's query tokens of their summed weight on V (BertViz's word rule;
  *           a row-stochastic matrix stays row-stochastic).
- * Masked (causal) entries count as the zeros they are; a cell whose whole block is masked is blank.
+ * For max, sum and share masked entries count as the zeros they are; a cell whose whole block is
+ * masked is blank.
  *
  * Texts: sentence units need each segment's text. When it is not given, it is rebuilt from the
  * tokens (each token's text, without word markers, at its character offsets; gaps are spaces),
@@ -159,9 +162,17 @@ export function groupedHeatmapModel(trace: Trace, options: GroupedHeatmapOptions
   const rows = keep(unitsOf(queries, textsFor(queries), by));
   const cols = keys === queries ? rows : keep(unitsOf(keys, textsFor(keys), by));
   if (rows.length === 0 || cols.length === 0) throw new AttnscopeError(`the ${by} view has nothing to show (only special tokens)`);
-  const values = groupMatrix(matrix, nq, nk, rows, cols, CELL_RULE_SIDES[rule]);
   const mask = maskedEntries(trace, stack, layer);
   const masked = mask && mask.some((v) => v === 1) ? mask : null;
+  let values: Float32Array;
+  if (rule === 'mean' && masked) {
+    // Block sums over the number of unmasked entries in the block.
+    const sums = groupMatrix(matrix, nq, nk, rows, cols, { query: 'sum', key: 'sum' });
+    const open = new Float32Array(nq * nk);
+    for (let i = 0; i < open.length; i++) open[i] = masked[i] === 1 ? 0 : 1;
+    const counts = groupMatrix(open, nq, nk, rows, cols, { query: 'sum', key: 'sum' });
+    values = sums.map((s, i) => (counts[i]! > 0 ? s / counts[i]! : 0));
+  } else values = groupMatrix(matrix, nq, nk, rows, cols, CELL_RULE_SIDES[rule]);
   let unitMasked: Uint8Array | null = null;
   if (masked) {
     unitMasked = new Uint8Array(rows.length * cols.length);
@@ -231,7 +242,9 @@ export function groupedHeatmapLayout(model: GroupedModel, options: Pick<GroupedH
     showValues: options.showValues,
     top: place.top,
     frame: place.frame,
-    maxCell: place.maxCell ?? 48,
+    // Sentences: long enough for most of a sentence (the whole one is the label's tooltip).
+    labelChars: model.by === 'sentences' ? 40 : undefined,
+    maxCell: place.maxCell ?? (model.by === 'sentences' ? 64 : 48),
   });
 }
 

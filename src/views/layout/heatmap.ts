@@ -97,6 +97,8 @@ export interface GridInput {
   frame?: { width?: number; height?: number };
   /** Largest cell side (default 22; the page lets small inputs grow). */
   maxCell?: number;
+  /** Labels longer than this many characters are cut with an ellipsis (default LAYOUT.maxLabelChars). */
+  labelChars?: number;
 }
 
 export interface GridLayout extends Picture {
@@ -163,8 +165,8 @@ export function matrixGridLayout(o: GridInput): GridLayout {
   const fs = single ? cellLabelFont(cell) : Math.min(sfs, Math.max(CELL_FONT.minSmallLabel, cell * CELL_FONT.label));
   const step = labelStep(cell, fs);
   const showLabels = single || cell >= 4;
-  const qLabels = o.rows.map((t) => truncate(t.label));
-  const kLabels = o.cols.map((t) => truncate(t.label));
+  const qLabels = o.rows.map((t) => truncate(t.label, o.labelChars));
+  const kLabels = o.cols.map((t) => truncate(t.label, o.labelChars));
   const widest = (ls: string[]) => Math.max(20, ...ls.map((l, i) => (i % step === 0 ? textWidth(l, fs) : 0)));
   const qW = showLabels ? widest(qLabels) + 8 : 0;
   const kH = showLabels ? widest(kLabels) + 8 : 0;
