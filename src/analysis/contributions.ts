@@ -15,7 +15,7 @@
  * ALTI, per layer. The attention block's output y_i is decomposed into one term per input token,
  * T_i(x_j), plus terms that come from no token (biases):
  *
- *   post-LN blocks (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT, OPT-350m): x̃_i = x_i + Σ_j Σ_h α^h_ij f_h(x_j) + b_O
+ *   post-LN blocks (BERT, RoBERTa, ELECTRA, DistilBERT, ALBERT, DeBERTa-v2, MPNet, OPT-350m): x̃_i = x_i + Σ_j Σ_h α^h_ij f_h(x_j) + b_O
  *     and y_i = LN(x̃_i) = γ ⊙ (x̃_i − μ(x̃_i)) / σ_i + β, σ_i = √(Var(x̃_i) + ε). LN's linear part
  *     L_i(z) = γ ⊙ (z − mean(z)) / σ_i (centering, gain, and the row's own σ_i, which is what
  *     makes it linear in z) is applied to each term:
@@ -24,8 +24,8 @@
  *     the model's y_i exactly. (The authors' code divides by torch.std of x̃_i + ε, the unbiased
  *     standard deviation with ε added to the states: a factor √(n/(n−1)) off for hidden size n.)
  *
- *   pre-norm blocks (GPT-2, OPT, OLMo, StarCoder2, BLOOM's LayerNorm; Llama, Mistral, Qwen2,
- *     Gemma's RMSNorm): the norm sits
+ *   pre-norm blocks (GPT-2, OPT, OLMo, StarCoder2, BLOOM, StableLM, GPT-NeoX, Phi, GPT-J, Cohere,
+ *     Falcon's LayerNorm; Llama, Mistral, Mixtral, Qwen2, Qwen2-MoE, Gemma's RMSNorm): the norm sits
  *     before the attention and works on each token alone, y_i = x_i + Σ_j Σ_h α^h_ij f_h(x_j) + b_O
  *     with f_h(x_j) = (norm(x_j) · W_V + b_V)_h · W_O[h]. norm(x_j) depends on x_j only (its
  *     statistics are token j's own, and its β/weight are part of the same term), so it stays
@@ -35,6 +35,11 @@
  *     and there is no L_i: nothing normalises the residual sum inside the attention block.
  *     (The residual term is what the block adds back, ContributionTaps.layerInput: x_i, or LN(x_i)
  *     for BLOOM with apply_residual_connection_post_layernorm.)
+ *     Parallel blocks (GPT-NeoX with use_parallel_residual, Phi, GPT-J, Cohere, Falcon's parallel
+ *     or new-architecture blocks, StableLM with use_parallel_residual) compute
+ *     x + attn(norm(x)) + mlp(norm(x)): the MLP branch reads x_i alone and is not part of the
+ *     mixing by attention, so the attention block's output is taken to be the residual stream
+ *     y_i = x_i + Σ_j Σ_h α^h_ij f_h(x_j) + b_O (the recorded residual sum), not the layer output.
  *
  * Then, with d_ij = ‖y_i − T_i(x_j)‖₁ (Manhattan distance),
  *   c_ij = max(0, ‖y_i‖₁ − d_ij) / Σ_k max(0, ‖y_i‖₁ − d_ik):
