@@ -105,6 +105,7 @@ export class GroupedView {
       texts: this.texts(),
       log: this.log,
       drill: this.drill ?? undefined,
+      step: this.ctx.step(),
     };
   }
 
@@ -128,7 +129,7 @@ export class GroupedView {
       h('span', { class: 'spacer' }),
       exportButtons(ctx, by, () => renderGroupedHeatmap(ctx.trace, this.options())),
     );
-    const key = [state.stack, state.layer, state.hideSpecial, state.theme, this.mode, this.head, this.rule, this.log, this.drill ? `${this.drill.row},${this.drill.col}` : '-'].join('|');
+    const key = [state.stack, state.layer, state.hideSpecial, state.theme, this.mode, this.head, this.rule, this.log, this.drill ? `${this.drill.row},${this.drill.col}` : '-', ctx.step() ?? 'all'].join('|');
     if (key === this.key) return;
     this.key = key;
     try {

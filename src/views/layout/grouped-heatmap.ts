@@ -31,6 +31,7 @@ import type { StackName, Token, Trace } from '../../core/trace.js';
 import { type CommonViewOptions, checkIndex, resolveCommon } from '../svg/common.js';
 import { prettifyToken, stackTokens, tokenLabel } from '../tokens.js';
 import { stackAxes } from './common.js';
+import { traceAtStep } from './head-clusters.js';
 import { type GridInput, type GridLayout, type GridToken, matrixGridLayout } from './heatmap.js';
 
 export type GroupBy = 'words' | 'sentences';
@@ -135,9 +136,11 @@ function unitsOf(tokens: readonly Token[], texts: string[], by: GroupBy): Unit[]
   return units;
 }
 
-export function groupedHeatmapModel(trace: Trace, options: GroupedHeatmapOptions = {}): GroupedModel {
-  const common = resolveCommon(trace, options);
+export function groupedHeatmapModel(full: Trace, options: GroupedHeatmapOptions = {}): GroupedModel {
+  const common = resolveCommon(full, options);
   const { stack } = common;
+  // Generation traces at a step: the sequence as it was then.
+  const trace = options.step === undefined ? full : traceAtStep(full, stack, options.step);
   const s = trace.attention[stack]!;
   const [numHeads, nq, nk] = s.dims;
   const by = options.by ?? 'words';
@@ -148,7 +151,6 @@ export function groupedHeatmapModel(trace: Trace, options: GroupedHeatmapOptions
   if (options.aggregate !== undefined && options.aggregate !== 'mean' && options.aggregate !== 'max') {
     throw new AttnscopeError(`unknown aggregate '${String(options.aggregate)}' for the ${by} view (expected mean or max)`);
   }
-  if (options.step !== undefined) throw new AttnscopeError(`the ${by} view shows the whole sequence (no --step)`);
   if (options.mergeSubwords) throw new AttnscopeError(`the ${by} view groups tokens itself (no merge sub-words)`);
   const layer = checkIndex(options.layer ?? 0, s.layers.length, 'layer');
   const head = options.head === undefined ? undefined : checkIndex(options.head, numHeads, 'head');
