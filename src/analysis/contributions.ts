@@ -41,6 +41,9 @@
  *     mixing by attention, so the attention block's output is taken to be the residual stream
  *     y_i = x_i + Σ_j Σ_h α^h_ij f_h(x_j) + b_O (the recorded residual sum), not the layer output.
  *
+ * Encoder-decoders (BART, mBART, Marian, M2M100, Pegasus): the encoder's and the decoder's
+ * self-attention stacks, each as above; cross attention is not decomposed.
+ *
  * Then, with d_ij = ‖y_i − T_i(x_j)‖₁ (Manhattan distance),
  *   c_ij = max(0, ‖y_i‖₁ − d_ij) / Σ_k max(0, ‖y_i‖₁ − d_ik):
  * the contribution of x_j to y_i, each row summing to 1 (a row whose every term is 0 stays 0).
@@ -71,6 +74,7 @@ function stackTaps(trace: Trace, stack?: StackName): StackTaps {
   }
   const name = stack ?? (Object.keys(map) as StackName[])[0]!;
   const taps = map[name];
+  if (!taps && name === 'cross') throw new AttnscopeError(`cross attention is not decomposed (its keys are the encoder's tokens, not the stream it adds to): norm-based attention and ALTI cover the self-attention stacks (${Object.keys(map).join(', ')})`);
   if (!taps) throw new AttnscopeError(`the trace has no contributions taps for the '${name}' stack (it has ${Object.keys(map).join(', ')})`);
   const attention = trace.attention[name];
   if (!attention) throw new AttnscopeError(`the trace has no '${name}' attention, which norm-based attention and ALTI weigh the value vectors with`);

@@ -79,7 +79,7 @@ export const FLOW_METHODS: Record<string, FlowMethod> = {
     traceOptions: { contributions: true },
     uses: ['heads'],
     compute({ trace, graph }) {
-      const stack = graph.stack ?? 'self';
+      const stack = graph.stack ?? (trace.attention.self ? 'self' : 'encoder');
       const layers = trace.attention[stack]?.layers.length ?? 1;
       const last = graph.endLayer ?? layers - 1;
       const m = normAttentionLayer(trace, last, stack, graph.heads);
@@ -91,7 +91,7 @@ export const FLOW_METHODS: Record<string, FlowMethod> = {
     traceOptions: { contributions: true },
     uses: ['start-layer'],
     compute({ trace, graph }) {
-      const stack = graph.stack ?? 'self';
+      const stack = graph.stack ?? (trace.attention.self ? 'self' : 'encoder');
       const layers = trace.attention[stack]?.layers.length ?? 1;
       const start = graph.startLayer ?? 0;
       const end = graph.endLayer ?? layers - 1;

@@ -111,7 +111,8 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   if (a.bias) scores = g.add(scores, a.bias);
   const probs = g.softmax(scores, -1);
   tap(ctx, ctx.taps.attention, probs, `attention.${a.stack}.${a.layer}`);
-  if (ctx.taps.contributions) tapTransformedValues(ctx, a, v);
+  // Cross attention is not decomposed: its keys are the encoder's tokens, not the stream it adds to.
+  if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, v);
   return g.matMul(probs, v);
 }
 

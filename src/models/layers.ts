@@ -8,7 +8,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -184,6 +184,8 @@ export function seq2seqInfo(s: Seq2SeqSpec): ArchitectureInfo {
       decoder: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: true }),
       cross: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: false }),
     },
+    // The encoder's and the decoder's self-attention (not the cross attention).
+    contributions: { norm: s.preNorm ? 'pre' : 'post', eps: 1e-5 },
   };
 }
 
@@ -234,6 +236,7 @@ export async function seq2seqAttention(
     scale, scaleStyle: 'query-mul', scaledQ,
     product: sequential ? (q, kT) => sequentialProduct(ctx, q, kT, headDim) : undefined,
     bias: mask,
+    outputProjection: stack === 'cross' ? undefined : { weight: await ctx.weight(`${prefix}.out_proj.weight`), layout: 'out-in' },
   });
   return seq2seqLinear(ctx, mergeHeads(g, context, heads, headDim), `${prefix}.out_proj`);
 }
@@ -274,11 +277,20 @@ export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTa
     if (s.embedScale !== null) x = g.mul(x, g.scalar(s.embedScale));
     x = g.add(x, g.gather(await positionTable(stack, prefix), pos));
     if (s.embeddingNorm) x = await seq2seqLayerNorm(ctx, x, `${prefix}.layernorm_embedding`);
-    const residual = async (v: Value, norm: string, f: (h: Value) => Promise<Value>): Promise<Value> =>
-      s.preNorm ? g.add(v, await f(await seq2seqLayerNorm(ctx, v, norm))) : seq2seqLayerNorm(ctx, g.add(v, await f(v)), norm);
+    // `tapLayer`: the self-attention block of that layer, whose contributions taps are recorded.
+    const residual = async (v: Value, norm: string, f: (h: Value) => Promise<Value>, tapLayer?: number): Promise<Value> => {
+      const sum = g.add(v, await f(s.preNorm ? await seq2seqLayerNorm(ctx, v, norm) : v));
+      if (tapLayer !== undefined && ctx.taps.contributions) {
+        tapBlockContributions(ctx, stack, tapLayer, {
+          input: v, residualSum: sum, outputBias: await ctx.weight(`${prefix}.layers.${tapLayer}.self_attn.out_proj.bias`),
+          ...(s.preNorm ? {} : { norm: { weight: await ctx.weight(`${norm}.weight`), bias: await ctx.weight(`${norm}.bias`) } }),
+        });
+      }
+      return s.preNorm ? sum : seq2seqLayerNorm(ctx, sum, norm);
+    };
     for (let l = 0; l < layers; l++) {
       const p = `${prefix}.layers.${l}`;
-      x = await residual(x, `${p}.self_attn_layer_norm`, (h) => seq2seqAttention(ctx, h, h, `${p}.self_attn`, heads, headDim, stack, l, mask, s.sequentialDots));
+      x = await residual(x, `${p}.self_attn_layer_norm`, (h) => seq2seqAttention(ctx, h, h, `${p}.self_attn`, heads, headDim, stack, l, mask, s.sequentialDots), l);
       if (encoderOutput) {
         x = await residual(x, `${p}.encoder_attn_layer_norm`, (h) =>
           seq2seqAttention(ctx, h, encoderOutput, `${p}.encoder_attn`, heads, headDim, 'cross', l, null, s.sequentialDots));
