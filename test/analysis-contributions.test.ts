@@ -351,7 +351,7 @@ describe('contributions taps of the other wired families', () => {
 
 describe('contributions taps of the encoder-decoders\' self-attention stacks', () => {
   // Encoder and decoder self-attention as the decoder-only families; cross attention gets no taps.
-  for (const fixture of ['bart', 'mbart', 'marian', 'm2m100', 'pegasus']) {
+  for (const fixture of ['bart', 'mbart', 'marian', 'm2m100', 'pegasus', 't5', 'mt5', 'umt5']) {
     it(`${fixture}: each stack's layer input = PyTorch's hidden states; x + Σ_h Σ_j α·f + b_O = the residual sum; no cross taps`, async () => {
       const input = readReference(fixture).inputs[0]!;
       const model = await loadModel(join(FIXTURES, fixture));
@@ -532,11 +532,17 @@ describe('contributions: hand-computed cases', () => {
     const bare: Trace = { ...pre, contributions: undefined };
     expect(() => alti(bare)).toThrow(AttnscopeError);
     expect(() => altiLayer(pre, 3)).toThrow(/layer 3 is out of range; allowed: 0 to 0/);
-    const model = await loadModel(join(FIXTURES, 't5'));
+    // deberta-v2 with a ConvLayer (it mixes positions outside attention) is the family that does not build the taps.
+    const dir = mkdtempSync(join(tmpdir(), 'attnscope-deberta-conv-'));
+    cpSync(join(FIXTURES, 'deberta-v2'), dir, { recursive: true });
+    const configPath = join(dir, 'config.json');
+    writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), conv_kernel_size: 3 }));
+    const model = await loadModel(dir, { graphCache: false });
     try {
-      await expect(model.trace('a b', { contributions: true })).rejects.toThrow(/--contributions: not available for .*t5.*not for t5/);
+      await expect(model.trace('a b', { contributions: true })).rejects.toThrow(/^--contributions: not available for .*deberta-v2.*\(not with a ConvLayer\)/);
     } finally {
       await model.dispose();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
@@ -583,9 +589,17 @@ describe('attnscope flow --method norm|alti (a real process)', () => {
     const bad = runCli(scratch, ['flow', bert, '--text', 'a cat', '--method', 'alti', '--heads', '1'], 120_000);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/--heads does not apply to --method alti/);
-    const t5 = runCli(scratch, ['flow', join(FIXTURES, 't5'), '--text', 'a cat', '--method', 'alti'], 120_000);
-    expect(t5.status).toBe(2);
-    expect(t5.stderr.trim().split('\n')).toHaveLength(1);
-    expect(t5.stderr).toMatch(/not available for .*t5/);
+    const conv = join(scratch, 'deberta-conv');
+    cpSync(join(FIXTURES, 'deberta-v2'), conv, { recursive: true });
+    writeFileSync(join(conv, 'config.json'), JSON.stringify({ ...JSON.parse(readFileSync(join(conv, 'config.json'), 'utf8')), conv_kernel_size: 3 }));
+    const refused = runCli(scratch, ['flow', conv, '--text', 'a cat', '--method', 'alti'], 120_000);
+    expect(refused.status).toBe(2);
+    expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+    expect(refused.stderr).toMatch(/not available for .*deberta-v2/);
+    // An encoder-decoder: the decoder's self-attention with --stack decoder, rows of a distribution.
+    const t5 = runCli(scratch, ['flow', join(FIXTURES, 't5'), '--text', 'a cat', '--decoder-text', 'un chat', '--method', 'alti', '--stack', 'decoder', '--json'], 120_000);
+    expect(t5.stderr).toBe('');
+    const out = JSON.parse(t5.stdout) as { matrix: number[][] };
+    for (const row of out.matrix) expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
   });
 });

@@ -41,8 +41,9 @@
  *     mixing by attention, so the attention block's output is taken to be the residual stream
  *     y_i = x_i + Σ_j Σ_h α^h_ij f_h(x_j) + b_O (the recorded residual sum), not the layer output.
  *
- * Encoder-decoders (BART, mBART, Marian, M2M100, Pegasus): the encoder's and the decoder's
- * self-attention stacks, each as above; cross attention is not decomposed.
+ * Encoder-decoders (T5, mT5, UMT5's RMSNorm; BART, mBART, Marian, M2M100, Pegasus): the
+ * encoder's and the decoder's self-attention stacks, each as above; cross attention is not
+ * decomposed.
  *
  * Then, with d_ij = ‖y_i − T_i(x_j)‖₁ (Manhattan distance),
  *   c_ij = max(0, ‖y_i‖₁ − d_ij) / Σ_k max(0, ‖y_i‖₁ − d_ik):

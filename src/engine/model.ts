@@ -239,7 +239,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
     const { kind, maxPositions } = this.info;
     if (options.contributions && !this.architectureInfo.contributions) {
-      throw new AttnscopeError(`--contributions: not available for ${this.name} (${this.config.modelType}); norm-based attention and ALTI are wired for the self-attention of bert, roberta, xlm-roberta, camembert, electra, distilbert, albert, deberta-v2 (not with a ConvLayer), mpnet, gpt2, opt, olmo, starcoder2, bloom, stablelm, gpt_neox, phi, gptj, cohere, falcon, mixtral, qwen2_moe, the llama family (llama, mistral, qwen2, gemma) and the encoder and decoder self-attention of bart, mbart, marian, m2m100 and pegasus (not for t5, mt5, umt5, nor cross attention)`);
+      throw new AttnscopeError(`--contributions: not available for ${this.name} (${this.config.modelType}); norm-based attention and ALTI are wired for the self-attention of bert, roberta, xlm-roberta, camembert, electra, distilbert, albert, deberta-v2 (not with a ConvLayer), mpnet, gpt2, opt, olmo, starcoder2, bloom, stablelm, gpt_neox, phi, gptj, cohere, falcon, mixtral, qwen2_moe, the llama family (llama, mistral, qwen2, gemma) and the encoder and decoder self-attention of t5, mt5, umt5, bart, mbart, marian, m2m100 and pegasus (not cross attention)`);
     }
     if (options.routing && !this.architectureInfo.routing) {
       throw new AttnscopeError(`--routing: ${this.name} (${this.config.modelType}) has no mixture-of-experts layers; routing is recorded for mixtral and qwen2_moe`);

@@ -30,7 +30,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tap } from './attention.js';
+import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -114,6 +114,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
       decoder: stackScoring(s.decoderLayers, { scale: 1, causal: true, bias, biasKind: 'relative position bias' }),
       cross: stackScoring(s.decoderLayers, { scale: 1, causal: false }),
     },
+    // Pre-norm (T5LayerNorm, an RMSNorm) self-attention of both stacks; not the cross attention.
+    contributions: { norm: 'pre' },
   };
 }
 
@@ -203,6 +205,7 @@ async function t5Attention(
     numHeads: s.heads, numKvHeads: s.heads, headDim: s.dKv,
     scale: 1, scaleStyle: 'scores-mul',
     bias,
+    outputProjection: stack === 'cross' ? undefined : { weight: await ctx.weight(`${prefix}.o.weight`), layout: 'out-in' },
   });
   return linear(ctx, mergeHeads(g, context, s.heads, s.dKv), `${prefix}.o`);
 }
@@ -244,7 +247,9 @@ async function runStack(ctx: BuildContext, s: T5Spec, x: Value, o: StackOptions)
     // umt5, block 0's (shared by all layers) for t5/mt5.
     if (positions && (l === 0 || s.perLayerBias)) tap(ctx, ctx.taps.qk, positions, tapName('score_bias', o.stack, l));
     const h = await rmsNorm(ctx, s, x, `${block}.layer.0.layer_norm`);
+    const input = x;
     x = g.add(x, await t5Attention(ctx, s, h, h, self, o.stack, l, bias));
+    tapBlockContributions(ctx, o.stack, l, { input, residualSum: x, outputBias: null });
     let ff = 1;
     if (o.encoderOutput) {
       const hc = await rmsNorm(ctx, s, x, `${block}.layer.1.layer_norm`);
