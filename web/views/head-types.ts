@@ -134,6 +134,7 @@ export class HeadTypesView {
     this.readout.setAttribute('data-layer', String(row.layer));
     this.readout.setAttribute('data-head', String(row.head));
     this.readout.setAttribute('data-type', row.top_type ?? '');
-    if (e) ctx.tooltip.show(e.clientX, e.clientY, line, `${row.top_type ?? 'no type'}${row.top_type ? ` ${fmt(row.top_score)}` : ''} · ${scores.slice(0, 3).map((sc) => `${sc.type} ${fmt(sc.score)}`).join(', ')}`);
+    const others = scores.filter((sc) => sc.type !== row.top_type).slice(0, 3).map((sc) => `${sc.type} ${fmt(sc.score)}`).join(', ');
+    if (e) ctx.tooltip.show(e.clientX, e.clientY, line, `${row.top_type ? `${row.top_type} ${fmt(row.top_score)} · then` : 'no type ·'} ${others}`);
   }
 }
