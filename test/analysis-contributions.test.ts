@@ -394,6 +394,48 @@ describe('contributions taps of the encoder-decoders\' self-attention stacks', (
   }
 });
 
+describe('StableLM with use_parallel_residual (a parallel block)', () => {
+  it('records x + attn(ln(x)) as the residual sum: the taps add up to it, and the layer input is the embedding on layer 0', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'attnscope-stablelm-parallel-'));
+    try {
+      cpSync(join(FIXTURES, 'stablelm'), dir, { recursive: true });
+      const configPath = join(dir, 'config.json');
+      writeFileSync(configPath, JSON.stringify({ ...JSON.parse(readFileSync(configPath, 'utf8')), use_parallel_residual: true }));
+      const model = await loadModel(dir, { graphCache: false });
+      try {
+        const input = readReference('stablelm').inputs[0]!;
+        const trace = await model.trace(null, { ids: input.input_ids, contributions: true });
+        const c = trace.contributions!.self!;
+        const [H, n, D] = c.transformedValues.dims;
+        const embeddings = (input.hidden_states as number[][][])[0]!;
+        for (let i = 0; i < n; i++) for (let d = 0; d < D; d++) expect(Math.abs(c.layerInput[0]!.data[i * D + d]! - embeddings[i]![d]!)).toBeLessThanOrEqual(1e-6);
+        for (let l = 0; l < c.layerInput.length; l++) {
+          const alpha = trace.attention.self!.layers[l]!;
+          const f = c.transformedValues.layers[l]!;
+          let moved = 0;
+          for (let i = 0; i < n; i++) {
+            for (let d = 0; d < D; d++) {
+              let sum = c.layerInput[l]!.data[i * D + d]!;
+              for (let h = 0; h < H; h++) for (let j = 0; j < n; j++) sum += alpha[(h * n + i) * n + j]! * f[(h * n + j) * D + d]!;
+              expect(Math.abs(sum - c.residualSum[l]!.data[i * D + d]!)).toBeLessThanOrEqual(1e-4);
+              // The MLP branch is not in the residual sum: the next layer's input differs from it.
+              if (l + 1 < c.layerInput.length) moved = Math.max(moved, Math.abs(c.layerInput[l + 1]!.data[i * D + d]! - c.residualSum[l]!.data[i * D + d]!));
+            }
+          }
+          if (l + 1 < c.layerInput.length) expect(moved).toBeGreaterThan(1e-3);
+        }
+        for (const m of alti(trace)) {
+          for (let i = 0; i < n; i++) expect(m.data.subarray(i * n, (i + 1) * n).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
+        }
+      } finally {
+        await model.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('OPT with do_layer_norm_before false (post-LN, as opt-350m)', () => {
   it('records post-LN taps: the stored self_attn_layer_norm, and x + Σ α·f + b_O = the residual sum it normalises', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'attnscope-opt-post-'));
