@@ -27,7 +27,7 @@ const RULE_LABELS: Readonly<Record<GroupCellRule, string>> = {
   mean: 'mean of the block',
   max: 'max of the block',
   sum: 'sum of the block',
-  share: 'share (sum over keys, mean over queries)',
+  share: 'share of the row',
 };
 
 export class GroupedView {
@@ -241,7 +241,8 @@ export class GroupedView {
     if (this.drill && this.block) {
       const qp = this.block.rows[hit.q]!;
       const kp = this.block.cols[hit.k]!;
-      line = `${qp} “${model.queries[qp]!.text}” → ${kp} “${model.keys[kp]!.text}”`;
+      const lab = (text: string) => (ctx.state.prettify ? tokenLabel(prettifyToken(text, ctx.trace.model.modelType)) : text);
+      line = `${qp} “${lab(model.queries[qp]!.text)}” → ${kp} “${lab(model.keys[kp]!.text)}”`;
       detail = `${what}: `;
     } else {
       const r = model.rows[hit.q]!;
