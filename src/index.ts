@@ -73,6 +73,8 @@ export { flowLayout, flowModel, flowMass, type FlowLayout, type FlowModel, type 
 export { influenceTreeLayout, type TreeLayout, type TreeNode } from './views/layout/influence-tree.js';
 export { renderHeadClusters, renderClusterScatter, type HeadClustersOptions } from './views/svg/head-clusters.js';
 export { headClustersLayout, headClusteringOf, type HeadClustersLayout, type ClusterPoint } from './views/layout/head-clusters.js';
+export { renderHeadTypes, renderHeadTypeGrid, type HeadTypesOptions } from './views/svg/head-types.js';
+export { headTypesLayout, headTypesTableOf, HEAD_TYPE_COLORS, type HeadTypesLayout, type TypeCell } from './views/layout/head-types.js';
 export type { Item, Picture } from './views/layout/common.js';
 export { svgToPng, type PngOptions } from './views/png.js';
 export { renderStandaloneHtml, type StandaloneOptions, type StandaloneResult, type ViewBundle } from './views/html/standalone.js';
