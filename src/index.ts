@@ -73,6 +73,8 @@ export { flowLayout, flowModel, flowMass, type FlowLayout, type FlowModel, type 
 export { influenceTreeLayout, type TreeLayout, type TreeNode } from './views/layout/influence-tree.js';
 export { renderHeadClusters, renderClusterScatter, type HeadClustersOptions } from './views/svg/head-clusters.js';
 export { headClustersLayout, headClusteringOf, type HeadClustersLayout, type ClusterPoint } from './views/layout/head-clusters.js';
+export { renderGroupedHeatmap, type GroupedHeatmapOptions, type GroupBy, type GroupCellRule } from './views/svg/grouped-heatmap.js';
+export { groupedHeatmapModel, groupedHeatmapLayout, groupedDrill, drillLayout, type GroupedModel } from './views/layout/grouped-heatmap.js';
 export { renderHeadTypes, renderHeadTypeGrid, type HeadTypesOptions } from './views/svg/head-types.js';
 export { headTypesLayout, headTypesTableOf, HEAD_TYPE_COLORS, type HeadTypesLayout, type TypeCell } from './views/layout/head-types.js';
 export type { Item, Picture } from './views/layout/common.js';
