@@ -188,7 +188,11 @@ export interface ContributionTaps {
    * apply_residual_connection_post_layernorm adds LN(x) instead, and records that).
    */
   layerInput: Matrix[];
-  /** x + attention output (b_O included): [positions, hidden] per layer; the post-LN norm's input. */
+  /**
+   * x + attention output (b_O included): [positions, hidden] per layer; the post-LN norm's input.
+   * In parallel blocks (GPT-J, Phi, Cohere, Falcon, GPT-NeoX/StableLM with a parallel residual) it is
+   * x + attn(norm(x)) alone: the MLP branch added beside it is not part of the attention's mixing.
+   */
   residualSum: Matrix[];
   /** The output projection's bias b_O per layer ([hidden]; zeros when it has none). */
   outputBias: Float32Array[];
