@@ -515,8 +515,8 @@ describe('escaping', () => {
         const root = svgRoot(svg);
         expect(findAll(root, 'img')).toHaveLength(0);
         expect(findAll(root, 'script')).toHaveLength(0);
-        // The token is there, as text (the model view draws no token labels, the clusters view heads).
-        if (view !== 'model' && view !== 'clusters') {
+        // The token is there, as text (the model view draws no token labels, the clusters and types views heads).
+        if (view !== 'model' && view !== 'clusters' && view !== 'types') {
           expect(textOf(root)).toContain('<img src=x onerror=');
           expect(svg).toContain('&lt;img src=x onerror=');
         }

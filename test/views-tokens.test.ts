@@ -108,8 +108,8 @@ describe('token text is escaped in every output', () => {
     const root = parseXml(svg);
     expect(findAll(root, 'b')).toHaveLength(0);
     const all = textOf(root);
-    // The model view draws no token labels; the clusters view draws heads, not tokens.
-    if (view !== 'model' && view !== 'clusters') {
+    // The model view draws no token labels; the clusters and types views draw heads, not tokens.
+    if (view !== 'model' && view !== 'clusters' && view !== 'types') {
       for (const shown of ['</text><b>', 'a&b', '<', '"q\'', '␇bell']) expect(all).toContain(shown);
     }
   });
