@@ -165,6 +165,30 @@ describe('sentences', () => {
     expect(blockMatrix(M, n, n, units, units, 'mean')).toEqual(mean.values);
   });
 
+  it("a causal model's sentence means count only the entries it could attend (diagonal blocks not halved)", async () => {
+    const model = await loadModel(join(ROOT, 'test', 'fixtures', 'gpt2'));
+    let causal: Trace;
+    try {
+      causal = await model.trace(TEXT);
+    } finally {
+      await model.dispose();
+    }
+    const s = causal.attention.self!;
+    const [, n] = s.dims;
+    const M = s.layers[1]!.subarray(0, n * n);
+    const units = sentenceUnits(causal.tokens, [TEXT]);
+    const mean = sentenceAttention(causal, { layer: 1, head: 0, texts: [TEXT] });
+    const U = units.length;
+    for (let a = 0; a < U; a++) {
+      for (let b = 0; b < U; b++) {
+        let sum = 0;
+        let count = 0;
+        for (const i of units[a]!.tokens) for (const j of units[b]!.tokens) if (j <= i) (sum += M[i * n + j]!), count++;
+        expect(mean.values[a * U + b]).toBeCloseTo(count > 0 ? sum / count : 0, 6);
+      }
+    }
+  });
+
   it('word attention of a real trace: each word row sums to 1', () => {
     const w = wordAttention(trace, { layer: 0, head: 'mean', texts: [TEXT] });
     expect(w.rows.map((u) => u.label).slice(0, 4)).toEqual(['[CLS]', 'The', 'cat', 'sat']);

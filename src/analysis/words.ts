@@ -19,7 +19,8 @@
  * combine_query = sum the matrix total is preserved. Each side can instead be mean, sum or max.
  *
  * Sentence rule (`blockMatrix`): for sentences S_a, S_b the block A[S_a, S_b] is summarised by
- * - 'mean' (Attention Atlas's inter-sentence attention): the mean of the block's |S_a|·|S_b| weights;
+ * - 'mean' (Attention Atlas's inter-sentence attention): the mean of the block's |S_a|·|S_b| weights, or
+ *   of those the model could attend when a mask is given (causal/window: see blockMatrix);
  * - 'max': the block's largest weight;
  * - 'share': the word rule's defaults (mean over S_a's queries of their summed weight on S_b), so
  *   each row sums to 1.
@@ -29,7 +30,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Token, Trace } from '../core/trace.js';
-import { aggregateHeads, headMatrix } from './aggregate.js';
+import { aggregateHeads, headMatrix, maskedEntries } from './aggregate.js';
 
 /** One row/column of a word- or sentence-level matrix. */
 export interface Unit {
@@ -359,6 +360,9 @@ function checkUnits(units: readonly Pick<Unit, 'tokens'>[], n: number, what: str
 /**
  * A token matrix summarised per pair of units by a block rule (see the file comment): 'mean'
  * (Attention Atlas's inter-sentence attention), 'max', or 'share' (the word rule's defaults).
+ * With `masked` ([nq·nk], 1 where the model could not attend: causal or window masks, see
+ * maskedEntries) the mean is over the block's attendable entries only, so a decoder's diagonal
+ * blocks are not halved by the zeros above their diagonal; a fully masked block is 0.
  */
 export function blockMatrix(
   m: ArrayLike<number>,
@@ -368,11 +372,17 @@ export function blockMatrix(
   cols: readonly Pick<Unit, 'tokens'>[],
   rule: BlockRule = 'mean',
   offset = 0,
+  masked: ArrayLike<number> | null = null,
 ): Float32Array {
   checkRule(rule, BLOCK, 'sentence rule');
   if (rule === 'share') return groupMatrix(m, nq, nk, rows, cols, { query: 'mean', key: 'sum' }, offset);
   if (rule === 'max') return groupMatrix(m, nq, nk, rows, cols, { query: 'max', key: 'max' }, offset);
-  return groupMatrix(m, nq, nk, rows, cols, { query: 'mean', key: 'mean' }, offset);
+  if (!masked) return groupMatrix(m, nq, nk, rows, cols, { query: 'mean', key: 'mean' }, offset);
+  const sums = groupMatrix(m, nq, nk, rows, cols, { query: 'sum', key: 'sum' }, offset);
+  const open = new Float32Array(nq * nk);
+  for (let i = 0; i < open.length; i++) open[i] = masked[i] === 1 ? 0 : 1;
+  const counts = groupMatrix(open, nq, nk, rows, cols, { query: 'sum', key: 'sum' });
+  return sums.map((v, i) => (counts[i]! > 0 ? v / counts[i]! : 0));
 }
 
 /** The token-level block behind cell (row unit, col unit): its positions and weights (row-major). */
@@ -455,5 +465,5 @@ export function sentenceAttention(trace: Trace, o: SentenceAttentionOptions): Un
   const { queries, keys } = stackTokens(trace, stack);
   const m = traceMatrix(trace, stack, o.layer, o.head);
   const units = sentenceUnits(queries, o.texts, o.locale);
-  return { rows: units, cols: units, values: blockMatrix(m, queries.length, keys.length, units, units, o.rule ?? 'mean') };
+  return { rows: units, cols: units, values: blockMatrix(m, queries.length, keys.length, units, units, o.rule ?? 'mean', 0, maskedEntries(trace, stack, o.layer)) };
 }

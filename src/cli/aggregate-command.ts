@@ -4,6 +4,7 @@
  * (or the mean / max over its heads) summarised per word or per sentence (src/analysis/words.ts).
  */
 import { writeFile } from 'node:fs/promises';
+import { maskedEntries } from '../analysis/aggregate.js';
 import { type BlockRule, type CombineRule, type UnitMatrix, blockMatrix, groupMatrix, sentenceUnits, stackTokens, traceMatrix, wordUnits } from '../analysis/words.js';
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
@@ -133,7 +134,7 @@ export async function aggregateCommand(argv: string[]): Promise<void> {
     if (values.text === undefined) throw new UsageError('aggregate --by sentences: give --text (and --pair) with the text the trace was made from');
     if (queries.some((t) => t.segment === 1) && values.pair === undefined) throw new AttnscopeError('aggregate --by sentences: the trace has a sentence pair: give --pair with its second text');
     const units = sentenceUnits(queries, values.pair === undefined ? [values.text] : [values.text, values.pair]);
-    result = { rows: units, cols: units, values: blockMatrix(m, queries.length, keys.length, units, units, (rule ?? 'mean') as BlockRule) };
+    result = { rows: units, cols: units, values: blockMatrix(m, queries.length, keys.length, units, units, (rule ?? 'mean') as BlockRule, 0, maskedEntries(trace, st, layer)) };
   }
   const out =
     format === 'json'

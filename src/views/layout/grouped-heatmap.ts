@@ -25,7 +25,7 @@
  * Isomorphic: imports nothing from Node.
  */
 import { aggregateHeads, headMatrix, maskedEntries } from '../../analysis/aggregate.js';
-import { type CombineRule, type Unit, bareTokenText, drillBlock, groupMatrix, sentenceUnits, textWordUnits, wordUnits } from '../../analysis/words.js';
+import { type CombineRule, type Unit, bareTokenText, blockMatrix, drillBlock, groupMatrix, sentenceUnits, textWordUnits, wordUnits } from '../../analysis/words.js';
 import { AttnscopeError } from '../../core/errors.js';
 import type { StackName, Token, Trace } from '../../core/trace.js';
 import { type CommonViewOptions, checkIndex, resolveCommon } from '../svg/common.js';
@@ -166,15 +166,7 @@ export function groupedHeatmapModel(full: Trace, options: GroupedHeatmapOptions 
   if (rows.length === 0 || cols.length === 0) throw new AttnscopeError(`the ${by} view has nothing to show (only special tokens)`);
   const mask = maskedEntries(trace, stack, layer);
   const masked = mask && mask.some((v) => v === 1) ? mask : null;
-  let values: Float32Array;
-  if (rule === 'mean' && masked) {
-    // Block sums over the number of unmasked entries in the block.
-    const sums = groupMatrix(matrix, nq, nk, rows, cols, { query: 'sum', key: 'sum' });
-    const open = new Float32Array(nq * nk);
-    for (let i = 0; i < open.length; i++) open[i] = masked[i] === 1 ? 0 : 1;
-    const counts = groupMatrix(open, nq, nk, rows, cols, { query: 'sum', key: 'sum' });
-    values = sums.map((s, i) => (counts[i]! > 0 ? s / counts[i]! : 0));
-  } else values = groupMatrix(matrix, nq, nk, rows, cols, CELL_RULE_SIDES[rule]);
+  const values = rule === 'mean' ? blockMatrix(matrix, nq, nk, rows, cols, 'mean', 0, masked) : groupMatrix(matrix, nq, nk, rows, cols, CELL_RULE_SIDES[rule]);
   let unitMasked: Uint8Array | null = null;
   if (masked) {
     unitMasked = new Uint8Array(rows.length * cols.length);
