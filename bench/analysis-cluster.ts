@@ -11,42 +11,28 @@ import { parseArgs } from 'node:util';
 import { clusterHeads, headFeatureRows, kMeansBest, projectHeads, silhouette, standardise } from '../src/analysis/cluster.js';
 import { headTable } from '../src/analysis/head-types.js';
 import { syntheticTrace } from './synthetic-trace.js';
+import { measure as measureRuns, type Timing } from './measure.js';
 
 const { values } = parseArgs({ options: { tokens: { type: 'string', default: '128' }, runs: { type: 'string', default: '5' } } });
 const tokens = Number(values.tokens);
 const runs = Number(values.runs);
-
-function measure(f: () => unknown): { wall: number; cpu: number } {
-  f();
-  const walls: number[] = [];
-  const cpus: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    f();
-    walls.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpus.push((c.user + c.system) / 1000);
-  }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  return { wall: median(walls), cpu: median(cpus) };
-}
+const measure = (f: () => unknown): Promise<Timing> => measureRuns(f, runs);
 
 const trace = syntheticTrace({ tokens, qk: false });
 const table = headTable(trace);
 const rows = headFeatureRows(table);
 const z = standardise(rows).z;
-const f = (r: { wall: number; cpu: number }) => `${r.wall.toFixed(1)} / ${r.cpu.toFixed(1)}`;
+const f = (r: Timing) => `${r.wall.toFixed(1)} / ${r.cpu.toFixed(1)}`;
 console.log(`clustering ${rows.length} heads (12 × 12) of ${z[0]!.length} standardised features (trace of ${tokens} tokens), median of ${runs} runs (ms, wall / CPU)`);
 console.log('| step | ms (wall / CPU) |');
 console.log('|---|---:|');
-console.log(`| head table (metrics + type scores, for scale) | ${f(measure(() => headTable(trace)))} |`);
-console.log(`| z-scores | ${f(measure(() => standardise(rows)))} |`);
-console.log(`| k-means, k = 4, 10 restarts | ${f(measure(() => kMeansBest(z, 4, 0, 10)))} |`);
+console.log(`| head table (metrics + type scores, for scale) | ${f(await measure(() => headTable(trace)))} |`);
+console.log(`| z-scores | ${f(await measure(() => standardise(rows)))} |`);
+console.log(`| k-means, k = 4, 10 restarts | ${f(await measure(() => kMeansBest(z, 4, 0, 10)))} |`);
 const labels = kMeansBest(z, 4, 0, 10).labels;
-console.log(`| silhouette of one labelling | ${f(measure(() => silhouette(z, labels)))} |`);
-console.log(`| k by silhouette (k = 2 … 8, 10 restarts each) | ${f(measure(() => { for (let k = 2; k <= 8; k++) silhouette(z, kMeansBest(z, k, 0, 10).labels); }))} |`);
-console.log(`| UMAP projection (umap-js, seeded) | ${f(measure(() => projectHeads(z, 'umap', 0)))} |`);
-console.log(`| PCA projection (ml-pca) | ${f(measure(() => projectHeads(z, 'pca', 0)))} |`);
-console.log(`| clusterHeads, UMAP (end to end) | ${f(measure(() => clusterHeads(rows, { projection: 'umap' })))} |`);
-console.log(`| clusterHeads, PCA (end to end) | ${f(measure(() => clusterHeads(rows, { projection: 'pca' })))} |`);
+console.log(`| silhouette of one labelling | ${f(await measure(() => silhouette(z, labels)))} |`);
+console.log(`| k by silhouette (k = 2 … 8, 10 restarts each) | ${f(await measure(() => { for (let k = 2; k <= 8; k++) silhouette(z, kMeansBest(z, k, 0, 10).labels); }))} |`);
+console.log(`| UMAP projection (umap-js, seeded) | ${f(await measure(() => projectHeads(z, 'umap', 0)))} |`);
+console.log(`| PCA projection (ml-pca) | ${f(await measure(() => projectHeads(z, 'pca', 0)))} |`);
+console.log(`| clusterHeads, UMAP (end to end) | ${f(await measure(() => clusterHeads(rows, { projection: 'umap' })))} |`);
+console.log(`| clusterHeads, PCA (end to end) | ${f(await measure(() => clusterHeads(rows, { projection: 'pca' })))} |`);

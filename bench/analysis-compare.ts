@@ -18,26 +18,12 @@ import { blockMatrix, groupMatrix, sentenceUnits, wordUnits } from '../src/analy
 import type { Trace } from '../src/core/trace.js';
 import { renderComparisonSvg } from '../src/views/svg/diff-heatmap.js';
 import { syntheticTrace } from './synthetic-trace.js';
+import { measure as measureRuns, type Timing } from './measure.js';
 
 const { values } = parseArgs({ options: { tokens: { type: 'string', default: '32,128,512' }, runs: { type: 'string', default: '5' } } });
 const lengths = values.tokens.split(',').map(Number);
 const runs = Number(values.runs);
-
-function measure(f: () => unknown): { wall: number; cpu: number } {
-  f();
-  const walls: number[] = [];
-  const cpus: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    f();
-    walls.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpus.push((c.user + c.system) / 1000);
-  }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  return { wall: median(walls), cpu: median(cpus) };
-}
+const measure = (f: () => unknown): Promise<Timing> => measureRuns(f, runs);
 
 /** Gives the synthetic tokens a text: words separated by spaces, "##" pieces glued on, a full stop every 12 words. Returns the text. */
 function giveText(trace: Trace): string {
@@ -74,17 +60,17 @@ for (const n of lengths) {
   const [H] = s.dims;
   const units = wordUnits(a.tokens);
   const sentences = sentenceUnits(a.tokens, [text]);
-  const f = (r: { wall: number; cpu: number }) => `${r.wall.toFixed(r.wall < 10 ? 1 : 0)} / ${r.cpu.toFixed(r.cpu < 10 ? 1 : 0)}`;
-  const pos = measure(() => compareTraces(a, b));
-  const words = measure(() => compareTraces(a, b, { align: 'words', text }));
-  const rule = measure(() => {
+  const f = (r: Timing) => `${r.wall.toFixed(r.wall < 10 ? 1 : 0)} / ${r.cpu.toFixed(r.cpu < 10 ? 1 : 0)}`;
+  const pos = await measure(() => compareTraces(a, b));
+  const words = await measure(() => compareTraces(a, b, { align: 'words', text }));
+  const rule = await measure(() => {
     for (const layer of s.layers) for (let h = 0; h < H; h++) groupMatrix(layer, n, n, units, units, {}, h * n * n);
   });
-  const sent = measure(() => {
+  const sent = await measure(() => {
     const u = sentenceUnits(a.tokens, [text]);
     for (const layer of s.layers) for (let h = 0; h < H; h++) blockMatrix(layer, n, n, u, u, 'mean', h * n * n);
   });
   const cmp = compareTraces(a, b);
-  const fig = measure(() => renderComparisonSvg(cmp));
+  const fig = await measure(() => renderComparisonSvg(cmp));
   console.log(`| ${n} | ${units.length} | ${sentences.length} | ${f(pos)} | ${f(words)} | ${f(rule)} | ${f(sent)} | ${f(fig)} |`);
 }

@@ -17,28 +17,12 @@ import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { bertBaseWeights, BERT_BASE_CONFIG } from './bert-base.js';
+import { measure as measureRuns, type Timing } from './measure.js';
 
 const { values } = parseArgs({ options: { tokens: { type: 'string', default: '32,128,512' }, runs: { type: 'string', default: '3' } } });
 const lengths = values.tokens.split(',').map(Number);
 const runs = Number(values.runs);
-
-interface Timing { wall: number; cpu: number }
-
-async function measure(f: () => unknown, times = runs, warmUp = true): Promise<Timing> {
-  if (warmUp) await f();
-  const walls: number[] = [];
-  const cpus: number[] = [];
-  for (let i = 0; i < times; i++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    await f();
-    walls.push(performance.now() - t0);
-    const c = process.cpuUsage(c0);
-    cpus.push((c.user + c.system) / 1000);
-  }
-  const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  return { wall: median(walls), cpu: median(cpus) };
-}
+const measure = (f: () => unknown, times = runs, warmUp = true): Promise<Timing> => measureRuns(f, times, warmUp);
 
 const fmt = (t: Timing) => `${t.wall.toFixed(0)} / ${t.cpu.toFixed(0)}`;
 
