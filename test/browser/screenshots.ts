@@ -1,6 +1,6 @@
 /**
- * Regenerates the README's screenshots (docs/view-{head,model,neuron,heatmap}.png): the default
- * model's views of the sample sentence, and docs/view-generation.png: the head view of a
+ * Regenerates the README's screenshots (docs/images/view-{head,model,neuron,heatmap}.png): the default
+ * model's views of the sample sentence, and docs/images/view-generation.png: the head view of a
  * generation half-way through stepping — in real Chromium with the network blocked.
  *
  *   node scripts/build-web.mjs && npx tsx test/browser/screenshots.ts [outDir] [head model neuron heatmap generation]
@@ -21,7 +21,7 @@ export const PROMPT = 'Once upon a time';
 const NAMES = ['head', 'model', 'neuron', 'heatmap', 'generation'];
 
 async function main(): Promise<void> {
-  const out = process.argv[2] ?? join(ROOT, 'docs');
+  const out = process.argv[2] ?? join(ROOT, 'docs', 'images');
   const only = process.argv.length > 3 ? process.argv.slice(3) : NAMES;
   for (const n of only) if (!NAMES.includes(n)) throw new Error(`unknown screenshot ${n} (expected ${NAMES.join(', ')})`);
   mkdirSync(out, { recursive: true });
