@@ -17,7 +17,9 @@
  * over the model, the mean over every head (max_weight: the max).
  *
  * Pure functions of a Trace; isomorphic (imports nothing from Node). Typed-array loops, float64
- * accumulation: a 12 × 12-head trace at 512 tokens takes a fraction of a second (bench/analysis-heads.ts).
+ * accumulation, one pass per head over its supported entries (row sums apart): two logarithms per
+ * entry (row entropy, and the Jensen–Shannon term against the first layer) are most of the cost;
+ * figures in BENCHMARKS.md (bench/analysis-heads.ts).
  */
 import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
@@ -162,38 +164,51 @@ export function layerSupport(
   return { support, rowSize, firstVisible, lo, hi };
 }
 
-/** Counts values per bin (their float32 bits' top 16 after the sign bit); returns minBin << 16 | maxBin. */
-function histogram(values: Float64Array, n: number, hist: Uint32Array, bits: Uint32Array, f: Float32Array): number {
-  let minBin = 0xffff;
-  let maxBin = 0;
-  for (let i = 0; i < n; i++) {
-    f[0] = values[i]!;
-    const b = bits[0]! >>> 15;
-    hist[b]!++;
-    if (b < minBin) minBin = b;
-    if (b > maxBin) maxBin = b;
-  }
-  return ((minBin << 16) | maxBin) >>> 0;
-}
-
-/** The values whose bin is marked (firstRankOfBin ≥ 0), in input order, into `out`. */
-function gather(values: Float64Array, n: number, firstRankOfBin: Int32Array, out: Float64Array, bits: Uint32Array, f: Float32Array): Float64Array {
-  let j = 0;
-  for (let i = 0; i < n; i++) {
-    f[0] = values[i]!;
-    if (firstRankOfBin[bits[0]! >>> 15]! >= 0) out[j++] = values[i]!;
-  }
-  return out;
-}
+/** Whether this machine stores the high word of a float64 second (little-endian: every engine we run on). */
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0;
+/** Histogram bins: the float64's top 20 bits after the sign (11 exponent, 8 mantissa: 1/256 of an octave). */
+const BIN_SHIFT = 12;
+/** Bin 0 holds everything below 2^−100 (zeros too), the last bin everything from 2^100 up. */
+const BIN_BASE = (1023 - 100) << 8;
+const BINS = 200 * 256 + 2;
 
 let histScratch: Uint32Array | undefined;
 let binScratch: Int32Array | undefined;
 
+/** The histogram bin of a value given its float64 high word (order-preserving for values ≥ 0; −0 goes with 0). */
+function binOf(hi: number): number {
+  const b = ((hi & 0x7fffffff) >>> BIN_SHIFT) - BIN_BASE + 1;
+  return b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
+}
+
+/** Counts values per bin, reading the high words `words[2i + HI]`; returns minBin · 2^16 + maxBin. */
+function histogram(words: Uint32Array, n: number, hist: Uint32Array): number {
+  let minBin = BINS;
+  let maxBin = 0;
+  for (let i = 0, j = HI; i < n; i++, j += 2) {
+    const b = binOf(words[j]!);
+    hist[b]!++;
+    if (b < minBin) minBin = b;
+    if (b > maxBin) maxBin = b;
+  }
+  return minBin * 65536 + maxBin;
+}
+
+/** The values whose bin is marked (firstRankOfBin ≥ 0), in input order, into `out`. */
+function gather(values: Float64Array, words: Uint32Array, n: number, firstRankOfBin: Int32Array, out: Float64Array): Float64Array {
+  let j = 0;
+  for (let i = 0; i < n; i++) {
+    if (firstRankOfBin[binOf(words[2 * i + HI]!)]! >= 0) out[j++] = values[i]!;
+  }
+  return out;
+}
+
 /**
  * Quantiles of `values[0..n)` with linear interpolation between order statistics (NumPy's default:
- * rank q·(n − 1)). Exact and linear-time: a histogram of the values' float32 bit patterns (2^16
- * bins, order-preserving for non-negative floats) finds the bins holding the wanted ranks, and
- * only the values in those bins are sorted. Values must be ≥ 0.
+ * rank q·(n − 1)). Exact and linear-time: a histogram of the values' float64 high words (bins of
+ * 1/256 of an octave, order-preserving for non-negative floats, read through a view of the same
+ * memory, no conversion) finds the bins holding the wanted ranks, and only the values in those
+ * bins are sorted. Values must be ≥ 0.
  */
 export function quantiles(values: Float64Array, n: number, qs: readonly number[]): number[] {
   if (n === 0) return qs.map(() => NaN);
@@ -210,14 +225,13 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
     const sorted = values.slice(0, n).sort();
     return interpolate((r) => sorted[r]!);
   }
-  const bits = new Uint32Array(1);
-  const f = new Float32Array(bits.buffer);
+  const words = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
   // Both scratch arrays are all zeros / all −1 between calls (only the used range is touched and reset).
-  const hist = (histScratch ??= new Uint32Array(1 << 16));
-  const firstRankOfBin = (binScratch ??= new Int32Array(1 << 16).fill(-1));
-  const range = histogram(values, n, hist, bits, f);
-  const minBin = range >>> 16;
-  const maxBin = range & 0xffff;
+  const hist = (histScratch ??= new Uint32Array(BINS));
+  const firstRankOfBin = (binScratch ??= new Int32Array(BINS).fill(-1));
+  const range = histogram(words, n, hist);
+  const minBin = Math.floor(range / 65536);
+  const maxBin = range % 65536;
   const ranks = [...new Set(qs.flatMap((q) => [Math.floor(q * (n - 1)), Math.ceil(q * (n - 1))]))].sort((a, b) => a - b);
   // Mark the bins holding a wanted rank (firstRankOfBin ≥ 0: the rank of the bin's first value).
   const wantedBins: number[] = [];
@@ -235,7 +249,7 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   // The values of the marked bins, sorted (bins are in value order, so this is their order too).
   let m = 0;
   for (const b of wantedBins) m += hist[b]!;
-  const picked = gather(values, n, firstRankOfBin, new Float64Array(m), bits, f);
+  const picked = gather(values, words, n, firstRankOfBin, new Float64Array(m));
   picked.sort();
   // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
   const before = new Map<number, number>();
@@ -329,7 +343,8 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
 }
 
 /**
- * One pass over a head's counted rows (renormalised in `w`): the accumulators of every metric, into
+ * One pass over a head's counted rows (renormalised; in the first layer, `first` null, also into
+ * `w` with 0 off the support, for the later layers' js_from_first): the accumulators of every metric, into
  * `out` (max, Σ row max, Σ normalised entropy, # below threshold, # below 1/support, # entries,
  * Σ w, Σ w², Σ w·|i−j|, self, sink, separator, punctuation, long range, # rows); pooled weights
  * into `pooled`, row entropies (nats) into `rowEnt`, w / heads added to `layerMean`. Its own
@@ -337,7 +352,7 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
  */
 function scanHead(
   W: Float32Array, off: number, w: Float64Array, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
-  g: RowGeometry, threshold: number, longRange: number, sepKey: Uint8Array, punctKey: Uint8Array,
+  g: RowGeometry, threshold: number, longRange: number, sepKeys: Int32Array, punctKeys: Int32Array,
   layerMean: Float64Array, pooled: Float64Array, rowEnt: Float64Array,
   first: { w: Float64Array; counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null,
   out: Float64Array,
@@ -347,6 +362,7 @@ function scanHead(
   let jsRows = 0;
   const { heads, nq, nk, shift } = g;
   const invHeads = 1 / heads;
+  const keep = first === null;
   let maxW = 0;
   let sumMax = 0;
   let sumEnt = 0;
@@ -366,13 +382,13 @@ function scanHead(
     const base = q * nk;
     const a = lo[q]!;
     const b = hi[q]!;
-    // The renormalised row goes to w (0 off the support): the first layer keeps it for js_from_first.
-    w.fill(0, base, base + a);
-    w.fill(0, base + b, base + nk);
-    if (counted[q] !== 1) {
-      w.fill(0, base + a, base + b);
-      continue;
+    // In the first layer the renormalised row goes to w (0 off the support), kept for js_from_first.
+    if (keep) {
+      w.fill(0, base, base + a);
+      w.fill(0, base + b, base + nk);
+      if (counted[q] !== 1) w.fill(0, base + a, base + b);
     }
+    if (counted[q] !== 1) continue;
     nRows++;
     const qp = q + shift;
     const n = rowSize[q]!;
@@ -384,33 +400,44 @@ function scanHead(
     const inline = js && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
     let hm = 0;
     let rowMax = 0;
+    // Summed in the same order as the Jensen–Shannon term's entropy, so that equal rows give exactly 0.
     let ent = 0;
+    let rowV = 0;
     for (let k = a; k < b; k++) {
-      if (support[base + k] !== 1) {
-        w[base + k] = 0;
+      const i = base + k;
+      if (support[i] !== 1) {
+        if (keep) w[i] = 0;
         continue;
       }
-      const v = W[off + base + k]! * inv;
-      w[base + k] = v;
+      const v = W[off + i]! * inv;
+      if (keep) w[i] = v;
       if (inline) {
-        const m = (fw[base + k]! + v) / 2;
+        const m = (fw[i]! + v) / 2;
         if (m > 0) hm -= m * Math.log(m);
       }
       if (v > rowMax) rowMax = v;
       if (v > 0) ent -= v * Math.log(v);
-      if (v < threshold) below++;
-      if (v < uniform) belowUniform++;
+      below += v < threshold ? 1 : 0;
+      belowUniform += v < uniform ? 1 : 0;
       pooled[entries++] = v;
-      sum += v;
+      rowV += v;
       sumSq += v * v;
       const d = qp > k ? qp - k : k - qp;
       dist += v * d;
       if (d >= longRange) long += v;
-      if (sepKey[k] === 1) sep += v;
-      if (punctKey[k] === 1) punct += v;
-      layerMean[base + k] = layerMean[base + k]! + v * invHeads;
+      layerMean[i] = layerMean[i]! + v * invHeads;
     }
-    if (qp < nk && support[base + qp] === 1) self += w[base + qp]!;
+    sum += rowV;
+    // Separators and punctuation: a few keys each, renormalised where they are in the support.
+    for (let j = 0; j < sepKeys.length; j++) {
+      const i = base + sepKeys[j]!;
+      if (support[i] === 1) sep += W[off + i]! * inv;
+    }
+    for (let j = 0; j < punctKeys.length; j++) {
+      const i = base + punctKeys[j]!;
+      if (support[i] === 1) punct += W[off + i]! * inv;
+    }
+    if (qp < nk && support[base + qp] === 1) self += W[off + base + qp]! * inv;
     // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
     if (firstVisible[q] === 1) {
       const total = rowSums[q]!;
@@ -426,7 +453,7 @@ function scanHead(
         // Rows over different keys (a sliding window in one layer): the union of both ranges.
         hm = 0;
         for (let k = base + Math.min(a, first.rows.lo[q]!), end = base + Math.max(b, first.rows.hi[q]!); k < end; k++) {
-          const m = (fw[k]! + w[k]!) / 2;
+          const m = (fw[k]! + (support[k] === 1 ? W[off + k]! * inv : 0)) / 2;
           if (m > 0) hm -= m * Math.log(m);
         }
       }
@@ -476,6 +503,29 @@ function emptyValues(): MetricValues {
  *   is the first-to-last change (also in `jsChange`). Needs equal shapes across layers (always).
  */
 export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMetricOptions = {}): HeadMetrics {
+  return headMetricsEach(trace, stackName, options);
+}
+
+/**
+ * One head as `headMetrics` reads it, for a caller that scores more on the same pass (head-types.ts):
+ * the layer's weights W (head h at offset `off`, rows of nk), the layer's support and key ranges,
+ * each row's sum over its support and whether the row counts. Valid during the call only (the
+ * arrays are reused).
+ */
+export interface HeadPass {
+  layer: number;
+  head: number;
+  W: Float32Array;
+  off: number;
+  support: Uint8Array;
+  lo: Int32Array;
+  hi: Int32Array;
+  rowSums: Float64Array;
+  counted: Uint8Array;
+}
+
+/** `headMetrics`, calling `each` for every head after its row sums are known. */
+export function headMetricsEach(trace: Trace, stackName: StackName | undefined, options: HeadMetricOptions, each?: (p: HeadPass) => void): HeadMetrics {
   const stack = stackName ?? defaultStack(trace);
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
@@ -486,17 +536,18 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
   const { heads, nq, nk, shift } = g;
   const L = s.layers.length;
   const { keys } = stackTokens(trace, stack);
-  const sepKey = new Uint8Array(nk);
-  const punctKey = new Uint8Array(nk);
+  const sepList: number[] = [];
+  const punctList: number[] = [];
   for (let k = 0; k < nk; k++) {
     const t = keys[k];
     if (!t) continue;
-    sepKey[k] = isSeparatorToken(t, k) ? 1 : 0;
-    punctKey[k] = isPunctuationToken(t) ? 1 : 0;
+    if (isSeparatorToken(t, k)) sepList.push(k);
+    if (isPunctuationToken(t)) punctList.push(k);
   }
+  const sepKeys = Int32Array.from(sepList);
+  const punctKeys = Int32Array.from(punctList);
   const size = nq * nk;
   const pooled = new Float64Array(size);
-  const w = new Float64Array(size);
   const counted = new Uint8Array(nq);
   // The first layer's renormalised heads, and head means of the first layer and of the current one.
   const first = Array.from({ length: heads }, () => ({ w: new Float64Array(size), c: new Uint8Array(nq), e: new Float64Array(nq) }));
@@ -522,8 +573,9 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
     for (let h = 0; h < heads; h++) {
       rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
       const off = h * size;
+      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
       const firstHead = l === 0 ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
-      const acc = scanHead(W, off, w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKey, punctKey, layerMean, pooled, rowEnt, firstHead, stats);
+      const acc = scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, stats);
       const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
       if (nRows! > 0) {
@@ -546,7 +598,6 @@ export function headMetrics(trace: Trace, stackName?: StackName, options: HeadMe
         });
       }
       if (l === 0) {
-        first[h]!.w.set(w);
         first[h]!.c.set(counted);
         first[h]!.e.set(rowEnt);
         values.js_from_first = nRows! > 0 ? 0 : NaN;

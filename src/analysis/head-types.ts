@@ -33,7 +33,7 @@
  * Pure functions of a Trace; isomorphic.
  */
 import type { StackName, Trace } from '../core/trace.js';
-import { HEAD_METRIC_NAMES, defaultStack, headMetrics, layerSupport, rowGeometry, stackTokens, type HeadMetricName, type HeadMetricOptions, type MetricValues } from './head-metrics.js';
+import { HEAD_METRIC_NAMES, defaultStack, headMetricsEach, rowGeometry, stackTokens, type HeadMetricName, type HeadMetricOptions, type MetricValues } from './head-metrics.js';
 
 /** Word-class bits of a key token (word-classes.ts computes them with wink-nlp). */
 export const WORD_FUNCTION = 1;
@@ -117,11 +117,10 @@ export function topType(row: Readonly<Record<HeadColumn, number>>): { type: Head
  */
 export function headTable(trace: Trace, stackName?: StackName, options: HeadTableOptions = {}): HeadTableRow[] {
   const stack = stackName ?? defaultStack(trace);
-  const metrics = headMetrics(trace, stack, options);
-  const s = trace.attention[stack]!;
+  const s = trace.attention[stack];
+  if (!s) throw new Error(`the trace has no '${stack}' attention`);
   const g = rowGeometry(s, stack);
   const { heads, nq, nk, shift } = g;
-  const exclude = options.excludeFirstToken ?? false;
   const { keys } = stackTokens(trace, stack);
   const classes = options.wordClasses;
   if (classes && classes.length !== nk) throw new Error(`wordClasses has ${classes.length} entries for ${nk} keys`);
@@ -151,81 +150,72 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
     dupStart[nq] = dupList.length;
     indStart[nq] = indList.length;
   }
-  const out: HeadTableRow[] = [];
-  const Ls = s.layers.length;
-  for (let l = 0; l < Ls; l++) {
-    const W = s.layers[l]!;
-    const { support, rowSize, lo, hi } = layerSupport(trace, stack, l, exclude);
-    for (let h = 0; h < heads; h++) {
-      const off = h * nq * nk;
-      let prev = 0;
-      let next = 0;
-      let local = 0;
-      let dup = 0;
-      let ind = 0;
-      let repRows = 0;
-      let syn = 0;
-      let sem = 0;
-      let ent = 0;
-      let nRows = 0;
-      for (let q = 0; q < nq; q++) {
-        const base = q * nk;
-        const a = lo[q]!;
-        const b = hi[q]!;
-        let sum = 0;
-        for (let k = a; k < b; k++) if (support[base + k] === 1) sum += W[off + base + k]!;
-        if (rowSize[q]! <= 1 || !(sum > 0)) continue;
-        // The renormalised weight of key k (0 off the support), read where it is needed.
-        const inv = 1 / sum;
-        const at = (k: number): number => (k >= 0 && k < nk && support[base + k] === 1 ? W[off + base + k]! * inv : 0);
-        nRows++;
-        const qp = q + shift;
-        if (stack !== 'cross') {
-          prev += at(qp - 1);
-          next += at(qp + 1);
-          for (let k = qp - 2; k <= qp + 2; k++) local += at(k);
-        }
-        if (classes) {
-          for (let k = a; k < b; k++) {
-            const c = classes[k]!;
-            if (c === 0 || support[base + k] !== 1) continue;
-            const v = W[off + base + k]! * inv;
-            if (c & WORD_FUNCTION) syn += v;
-            if (c & WORD_CONTENT) sem += v;
-            if (c & WORD_ENTITY) ent += v;
-          }
-        }
-        if (repeat) {
-          const L = repeat.length;
-          if (qp >= repeat.prefix + L) {
-            dup += at(qp - L);
-            ind += at(qp - L + 1);
-            repRows++;
-          }
-        } else if (dupStart[q + 1]! > dupStart[q]!) {
-          for (let i = dupStart[q]!; i < dupStart[q + 1]!; i++) dup += at(dupList[i]!);
-          for (let i = indStart[q]!; i < indStart[q + 1]!; i++) ind += at(indList[i]!);
-          repRows++;
+  // The type scores of each head, taken in headMetrics' pass from its row sums (rows it counts).
+  const scoresOf: Record<HeadScoreName, number>[] = [];
+  const metrics = headMetricsEach(trace, stack, options, ({ W, off, support, lo, hi, rowSums, counted }) => {
+    let prev = 0;
+    let next = 0;
+    let local = 0;
+    let dup = 0;
+    let ind = 0;
+    let repRows = 0;
+    let syn = 0;
+    let sem = 0;
+    let ent = 0;
+    let nRows = 0;
+    for (let q = 0; q < nq; q++) {
+      if (counted[q] !== 1) continue;
+      const base = q * nk;
+      // The renormalised weight of key k (0 off the support), read where it is needed.
+      const inv = 1 / rowSums[q]!;
+      const at = (k: number): number => (k >= 0 && k < nk && support[base + k] === 1 ? W[off + base + k]! * inv : 0);
+      nRows++;
+      const qp = q + shift;
+      if (stack !== 'cross') {
+        prev += at(qp - 1);
+        next += at(qp + 1);
+        for (let k = qp - 2; k <= qp + 2; k++) local += at(k);
+      }
+      if (classes) {
+        for (let k = lo[q]!, b = hi[q]!; k < b; k++) {
+          const c = classes[k]!;
+          if (c === 0 || support[base + k] !== 1) continue;
+          const v = W[off + base + k]! * inv;
+          if (c & WORD_FUNCTION) syn += v;
+          if (c & WORD_CONTENT) sem += v;
+          if (c & WORD_ENTITY) ent += v;
         }
       }
-      const m = metrics.rows[l * heads + h]!;
-      const nan = nRows === 0;
-      const scores: Record<HeadScoreName, number> = {
-        previous_token: nan || stack === 'cross' ? NaN : prev / nRows,
-        next_token: nan || stack === 'cross' ? NaN : next / nRows,
-        local: nan || stack === 'cross' ? NaN : local / nRows,
-        duplicate_token: repRows ? dup / repRows : NaN,
-        induction: repRows ? ind / repRows : NaN,
-        syntax_focus: classes && !nan ? syn / nRows : NaN,
-        semantic_focus: classes && !nan ? sem / nRows : NaN,
-        entity_focus: classes && !nan ? ent / nRows : NaN,
-      };
-      const row = { ...m, ...scores } as Omit<HeadTableRow, 'top_type' | 'top_score'>;
-      const top = topType(row);
-      out.push({ ...row, top_type: top.type, top_score: top.score });
+      if (repeat) {
+        const L = repeat.length;
+        if (qp >= repeat.prefix + L) {
+          dup += at(qp - L);
+          ind += at(qp - L + 1);
+          repRows++;
+        }
+      } else if (dupStart[q + 1]! > dupStart[q]!) {
+        for (let i = dupStart[q]!; i < dupStart[q + 1]!; i++) dup += at(dupList[i]!);
+        for (let i = indStart[q]!; i < indStart[q + 1]!; i++) ind += at(indList[i]!);
+        repRows++;
+      }
     }
-  }
-  return out;
+    const nan = nRows === 0;
+    scoresOf.push({
+      previous_token: nan || stack === 'cross' ? NaN : prev / nRows,
+      next_token: nan || stack === 'cross' ? NaN : next / nRows,
+      local: nan || stack === 'cross' ? NaN : local / nRows,
+      duplicate_token: repRows ? dup / repRows : NaN,
+      induction: repRows ? ind / repRows : NaN,
+      syntax_focus: classes && !nan ? syn / nRows : NaN,
+      semantic_focus: classes && !nan ? sem / nRows : NaN,
+      entity_focus: classes && !nan ? ent / nRows : NaN,
+    });
+  });
+  return metrics.rows.map((m, i) => {
+    const row = { ...m, ...scoresOf[i]! } as Omit<HeadTableRow, 'top_type' | 'top_score'>;
+    const top = topType(row);
+    return { ...row, top_type: top.type, top_score: top.score };
+  });
 }
 
 /** The mean of several tables of the same model (NaN entries skipped), with top types recomputed. */
