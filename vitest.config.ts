@@ -1,14 +1,18 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Two suites: `unit` (npm test: everything that needs no browser) and `browser` (npm run test:browser:
- * test/browser/*, real Chromium). CI (.ci/run) runs both.
+ * Three suites: `unit` (npm test: everything run in-process), `cli` (npm run test:cli: the attnscope
+ * command as real processes — every option, bad input, exports, the cache, no litter) and `browser`
+ * (npm run test:browser: test/browser/*, real Chromium). CI (.ci/run) runs all three.
  *
  * Speed on small machines: vitest's default is one worker per core minus one, which is a single
  * worker on 2 cores; most of our test time is spent waiting on child processes (the CLI through tsx)
  * or in onnxruntime, so two workers overlap that wait. Processes (forks), not threads: the native
  * bindings (onnxruntime-node, tokenizers) are not safe to load in several threads of one process.
  */
+/** Suites that run the command as processes (test/helpers/cli.ts: the build when current, else tsx). */
+const CLI_SUITES = ['test/cli*.test.ts', 'test/export-cli.test.ts', 'test/bad-input.test.ts', 'test/cache-cli.test.ts', 'test/no-litter.test.ts'];
+
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -21,7 +25,14 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/**/*.test.ts'],
-          exclude: ['test/browser/**'],
+          exclude: ['test/browser/**', ...CLI_SUITES],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'cli',
+          include: CLI_SUITES,
         },
       },
       {

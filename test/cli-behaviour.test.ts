@@ -10,12 +10,16 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { AGGREGATE_OPTIONS, AGGREGATE_USAGE } from '../src/cli/aggregate-command.js';
 import { CACHE_OPTIONS, CACHE_USAGE } from '../src/cli/cache-command.js';
+import { COMPARE_OPTIONS, COMPARE_USAGE } from '../src/cli/compare-command.js';
 import { EXPORT_OPTIONS, EXPORT_USAGE } from '../src/cli/export-command.js';
+import { FLOW_OPTIONS, FLOW_USAGE } from '../src/cli/flow-command.js';
 import { GENERATE_OPTIONS, GENERATE_USAGE } from '../src/cli/generate-command.js';
+import { HEADS_OPTIONS, HEADS_USAGE } from '../src/cli/heads-command.js';
 import { TRACE_OPTIONS, TRACE_USAGE } from '../src/cli/trace-command.js';
 import { VIEW_OPTIONS, VIEW_USAGE } from '../src/cli/view-command.js';
-import { ROOT, runCli, type Run } from './helpers/cli.js';
+import { CLI, ROOT, runCli, type Run } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-cli-behaviour-'));
@@ -95,8 +99,7 @@ describe('a closed pipe', () => {
   it('ends `attnscope trace … | head -c 10` quietly with exit code 0', () => {
     // A long input: the JSON (~1 MB) is far larger than the pipe's buffer, so writes hit the closed pipe.
     const text = Array.from({ length: 60 }, (_, i) => `word${i}`).join(' ');
-    const main = join(ROOT, 'src', 'cli', 'main.ts');
-    const cmd = `"${process.execPath}" --import tsx "${main}" trace "${BERT}" --truncate --text "${text}" 2>"${join(tmp, 'pipe-err.txt')}" | head -c 10; echo "\${PIPESTATUS[0]}" > "${join(tmp, 'pipe-status.txt')}"`;
+    const cmd = `"${process.execPath}" ${CLI.map((a) => `"${a}"`).join(' ')} trace "${BERT}" --truncate --text "${text}" 2>"${join(tmp, 'pipe-err.txt')}" | head -c 10; echo "\${PIPESTATUS[0]}" > "${join(tmp, 'pipe-status.txt')}"`;
     const r = spawnSync('bash', ['-c', cmd], { cwd: ROOT, encoding: 'utf8', timeout: 120_000, env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(tmp, 'hf-home') } });
     expect(r.stdout).toBe('{"format":');
     expect(readFileSync(join(tmp, 'pipe-err.txt'), 'utf8')).toBe('');
@@ -111,6 +114,10 @@ describe('help', () => {
     ['export', EXPORT_USAGE, EXPORT_OPTIONS],
     ['view', VIEW_USAGE, VIEW_OPTIONS],
     ['cache', CACHE_USAGE, CACHE_OPTIONS],
+    ['heads', HEADS_USAGE, HEADS_OPTIONS],
+    ['flow', FLOW_USAGE, FLOW_OPTIONS],
+    ['compare', COMPARE_USAGE, COMPARE_OPTIONS],
+    ['aggregate', AGGREGATE_USAGE, AGGREGATE_OPTIONS],
   ];
   for (const [name, usage, options] of commands) {
     it(`${name}: every option is in a usage line and explained`, () => {
@@ -131,7 +138,7 @@ describe('help', () => {
     expect(a.stdout).toContain('--top-k N');
     expect(b.stdout).toBe(a.stdout);
     const all = attnscope('--help');
-    for (const command of ['trace', 'generate', 'export', 'view', 'cache']) expect(all.stdout).toContain(`attnscope ${command}`);
+    for (const command of ['trace', 'generate', 'export', 'view', 'cache', 'models', 'heads', 'flow', 'compare', 'aggregate']) expect(all.stdout).toContain(`attnscope ${command}`);
   });
 });
 

@@ -6,16 +6,15 @@
  * A real `attnscope trace` process runs with TMPDIR pointing at a fresh empty folder, under
  * `strace` (installed by .ci/run), which records every socket the process or its native libraries
  * open: none may be an Internet socket (AF_INET/AF_INET6). Unix and netlink sockets are local
- * (tsx's IPC probe, libc's interface listing).
+ * (tsx's IPC probe when the sources run, libc's interface listing).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT } from './helpers/cli.js';
+import { CLI, ROOT } from './helpers/cli.js';
 
-const MAIN = join(ROOT, 'src', 'cli', 'main.ts');
 // strace installed and allowed to trace here (a container may forbid ptrace).
 const hasStrace = spawnSync('strace', ['-qq', '-o', '/dev/null', 'true'], { encoding: 'utf8' }).status === 0;
 const scratch = mkdtempSync(join(tmpdir(), 'attnscope-litter-'));
@@ -30,7 +29,7 @@ describe('a trace leaves no litter and opens no network socket', () => {
     const r = spawnSync(
       'strace',
       ['-f', '-qq', '-e', 'trace=execve,socket,connect', '-o', log,
-        process.execPath, '--import', import.meta.resolve('tsx'), MAIN,
+        process.execPath, ...CLI,
         'trace', join(ROOT, 'test', 'fixtures', 'bert'), '--text', 'The cat sat on the mat.', '--out', join(out, 'trace.json')],
       {
         cwd: ROOT,
@@ -43,8 +42,8 @@ describe('a trace leaves no litter and opens no network socket', () => {
           TMPDIR: temp,
           HF_HUB_OFFLINE: '1',
           HF_HOME: join(out, 'hf-home'),
-          // tsx (which runs the sources in tests) keeps a compile cache in TMPDIR; the built
-          // command has no such cache, so it is off here.
+          // tsx (when the sources run, the build being older) keeps a compile cache in TMPDIR;
+          // the built command has no such cache, so it is off here.
           TSX_DISABLE_CACHE: '1',
         },
       },

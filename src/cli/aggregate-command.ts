@@ -22,15 +22,19 @@ export const AGGREGATE_USAGE = `attnscope aggregate [model | trace.json | trace.
 
   One layer's attention (a head, or the mean / max over its heads; default: the mean) per word or
   per sentence.
+  --layer      the layer (default 0);  --head  one head;  --mean / --max  over the layer's heads
+  --stack      which attention of encoder-decoders (default: self, else encoder)
   --by words      units: the tokens of one word (the tokenizer's word indices), specials alone.
                   W[U][V] = (query rule over U's tokens) of (key rule over V's tokens) of the weights;
-                  default: keys summed, queries averaged, so every row still sums to 1
+                  default: keys summed, queries averaged, so every row still sums to 1;
+                  --query-rule / --key-rule  mean, sum or max instead
   --by sentences  units: sentences of the text (Intl.Segmenter), specials alone; --rule mean (the
                   block's mean weight, Attention Atlas's inter-sentence attention, default), max
                   (the block's largest weight) or share (keys summed, queries averaged)
   --text / --pair the text (and sentence B) the model runs on; for a trace file, the text it was
                   made from (needed for sentences)
-  --json, --csv   the matrix with its units (CSV: header unit_index,unit,<j>:<unit>…); a table otherwise
+  --json / --csv  the matrix with its units (CSV: header unit_index,unit,<j>:<unit>…); a table otherwise
+  --out        write to FILE (.json, .csv or .txt) instead of stdout
 ${MODEL_HELP}`;
 
 export const AGGREGATE_OPTIONS = {

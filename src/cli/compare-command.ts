@@ -34,7 +34,8 @@ export const COMPARE_USAGE = `attnscope compare [A B] [--text "..."] [--text-b "
   --align      positions (token i against token i) or words (through the words of --text); auto:
                positions when both tokenise alike, words otherwise. Models of different shapes are
                compared layer by layer at equal relative depth, on the mean over heads
-  --json, --csv   the ranking as JSON or CSV (one row per compared pair: ${COMPARISON_COLUMNS.join(', ')});
+  --stack      which attention of encoder-decoders (default: self, else encoder)
+  --json / --csv  the ranking as JSON or CSV (one row per compared pair: ${COMPARISON_COLUMNS.join(', ')});
                a table otherwise
   --out        write the ranking there instead of stdout (.json, .csv or .txt)
   --html       also write a self-contained page: A and B side by side, A − B, the ranked list

@@ -55,10 +55,15 @@ ${LANGUAGE_HELP}
                recursively --depth D layers down (default 3)
                clusters: every head as a point of a 2-D --projection (umap, default, or pca) of its metric
                profile on the text, coloured by its k-means cluster (--clusters K; default k by silhouette;
-               --cluster-seed S, default 0; --exclude-first measures without the first token); see 'attnscope clusters'
+               --cluster-seed S, default 0; --exclude-first measures without the first token); see 'attnscope heads --clusters'
                types: a layers × heads grid, each head coloured by its top type on the text (shade: how far its
                score passes the type's threshold; --exclude-first as for clusters); see 'attnscope heads'
+  --method     flow view: attention, rollout (default) or flow;  --keep K / --threshold T  edges kept
+               per token;  --column C  the highlighted token's layer;  --depth D  influence tree depth
   --fusion / --discard / --residual   flow views: head fusion, share of weights discarded, residual weight
+  --rule       words / sentences: mean, max, sum or share;  --cell R,C  the token block behind a cell
+  --projection clusters: umap or pca;  --clusters K  the number of clusters;  --cluster-seed S  the seed
+  --exclude-first  clusters / types: measure without the first token (TransformerLens' exclude_bos)
   --max-nodes  flow view with --method flow: largest graph, (layers + 1) × tokens (default 832)
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
   --stack      encoder-decoder traces: encoder, decoder or cross attention (default encoder)

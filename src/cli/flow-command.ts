@@ -14,7 +14,7 @@ import { HEAD_FUSIONS, type GraphOptions, type HeadFusion, attentionRollout, fus
 import type { TraceOptions } from '../engine/model.js';
 import { loadModel } from '../engine/load.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
-import { INPUT_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parseNumber, parsePositiveInt } from './args.js';
+import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parseNumber, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 import { isTraceFile } from './view-command.js';
 
@@ -105,12 +105,19 @@ export const FLOW_METHODS: Record<string, FlowMethod> = {
 export const FLOW_USAGE = `attnscope flow [model | trace.json | trace.safetensors] (--text "..." | --ids 1,2,3)
                 [--method ${Object.keys(FLOW_METHODS).join('|')}] [--fusion mean|max|min] [--discard R] [--residual W]
                 [--start-layer L] [--end-layer L] [--heads 0,1] [--stack encoder|decoder] [--max-nodes N]
+                [--pair "..."] [--type-ids 0,0,1] [--decoder-text "..." | --decoder-ids 0,5,6]
+                [--src-lang CODE] [--tgt-lang CODE] [--truncate]
                 [--json | --csv] [--out FILE] [--revision REV] [--offline] [--threads N]
 
   Writes the token × token matrix of a measure across layers: row i is a token after the last
   layer, column j an input token, with the token labels.
   source       a trace file, or a model directory / Hub id run on --text (the embedded stories260k
                model when omitted)
+  --text       the text the model runs on;  --pair  a second sentence (sentence B)
+  --ids        token ids instead of text (bypass the tokenizer); --type-ids their segments
+  --decoder-text / --decoder-ids   encoder-decoder models: the decoder input
+  --truncate   cut inputs longer than the model's maximum positions
+${LANGUAGE_HELP}
   --method     ${Object.entries(FLOW_METHODS).map(([k, m]) => `${k}: ${m.help}`).join('\n               ')}
                (default rollout)
   --fusion     how heads are fused: mean (default), max or min;  --heads  fuse only these heads

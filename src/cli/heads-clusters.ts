@@ -21,10 +21,11 @@ export const CLUSTER_SYNOPSIS = '[--clusters [--projection umap|pca] [--k K] [--
 
 export const CLUSTER_HELP = `  --clusters   instead of the metrics, the heads clustered by them: every column standardised to z-scores
                (columns constant over the heads or undefined for all are left out), k-means on those (never on
-               the 2-D projection), k by the best mean silhouette over k = 2 … min(8, heads − 1) or --k K, each
+               the 2-D projection), k by the best mean silhouette over k = 2 … min(8, heads − 1), each
                cluster named by its largest mean z-score ("previous_token ↑"); --seed also seeds k-means and UMAP.
                Writes layer, head, cluster, cluster_name, x, y (--csv, --json: also the clusters' centroids and
-               silhouettes), or the scatter with --out FILE.svg | FILE.png (--theme, --scale: PNG density, default 2)
+               silhouettes), or the scatter with --out FILE.svg | FILE.png (--theme, --scale as for the grid)
+  --k K        --clusters: exactly K clusters instead of the best silhouette
   --projection the scatter's 2-D projection: umap (default; seeded) or pca (deterministic)`;
 
 export const CLUSTER_OPTIONS = {

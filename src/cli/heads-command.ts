@@ -29,18 +29,19 @@ export const HEADS_USAGE = `attnscope heads [model | trace.json | trace.safetens
                 ${CLUSTER_SYNOPSIS}
 
   source       a model directory or Hub id (the embedded stories260k model when omitted), or a trace file
-  --text       measure the heads on this text (--pair: a second sentence); without --text the standard
-               probe runs: BOS then L random tokens repeated once, [BOS r1…rL r1…rL], averaged over
-               --samples sequences (default ${PROBE_DEFAULTS.samples}) of --seq-len tokens (default ${PROBE_DEFAULTS.seqLen},
-               TransformerLens' induction demo), random ids from --seed (default ${PROBE_DEFAULTS.seed}; mulberry32)
+  --text       measure the heads on this text;  --pair  a second sentence (sentence B); without --text the
+               standard probe runs: BOS then L random tokens repeated once, [BOS r1…rL r1…rL]
+  --samples N / --seq-len L / --seed S   the probe: averaged over N sequences (default ${PROBE_DEFAULTS.samples}) of L tokens
+               (default ${PROBE_DEFAULTS.seqLen}, TransformerLens' induction demo), random ids from seed S (default ${PROBE_DEFAULTS.seed}; mulberry32)
   --exclude-first  leave out the first token (key 0, renormalising each row, and query 0), as
                TransformerLens' exclude_bos: attention sinks dominate decoder heads
   --stack      which attention of an encoder-decoder (default: self, else encoder)
-  --json, --csv  one row per layer and head: layer, head, every metric and type score, top_type,
+  --json / --csv  one row per layer and head: layer, head, every metric and type score, top_type,
                top_score (empty/null where a score is not defined); a readable table otherwise
   --out        write to FILE (.json, .csv, or .txt for the table) instead of stdout; FILE.svg or FILE.png:
                the head-type grid instead (layers × heads, each cell coloured by the head's top type and
-               shaded by how far its score passes the threshold; --theme, --scale: PNG density, default 2)
+               shaded by how far its score passes the threshold)
+  --theme      grid and scatter images: light or dark (default light);  --scale  PNG pixels per unit (default 2)
   --truncate   cut a --text longer than the model's maximum positions
 ${CLUSTER_HELP}
 
