@@ -45,3 +45,27 @@ export function gridTokenOptions(ctx: Ctx, ds: DisplayStack): Pick<MatrixGridOpt
     keyTips: ds.keyTokens.map((t, i) => `key ${i}: ${ctx.tokenTip('key', t)}`),
   };
 }
+
+/** A head as a figure names it, with the layer. */
+export interface HeadRef {
+  layer: number;
+  head: number;
+}
+
+/**
+ * Wires a figure of heads (elements carrying data-layer / data-head, e.g. the clusters scatter and
+ * the head-type grid): a click opens that head's heatmap, moving over one reports it to `hover`
+ * (null when the pointer leaves the heads).
+ */
+export function wireHeadPicks(ctx: Ctx, wrap: HTMLElement, hover: (head: HeadRef | null, e?: PointerEvent) => void): void {
+  const headAt = (target: EventTarget | null): HeadRef | null => {
+    const el = (target as Element | null)?.closest('[data-layer][data-head]');
+    return el ? { layer: Number(el.getAttribute('data-layer')), head: Number(el.getAttribute('data-head')) } : null;
+  };
+  wrap.addEventListener('click', (e) => {
+    const picked = headAt(e.target);
+    if (picked) ctx.set({ view: 'heatmap', layer: picked.layer, heatmapMode: 'head', heatmapHead: picked.head });
+  });
+  wrap.addEventListener('pointermove', (e) => hover(headAt(e.target), e));
+  wrap.addEventListener('pointerleave', () => hover(null));
+}

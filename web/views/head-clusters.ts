@@ -11,6 +11,7 @@ import { headClusteringOf, headClustersLayout } from '../../src/views/layout/hea
 import { renderHeadClusters } from '../../src/views/svg/head-clusters.js';
 import type { HeadClustersOptions } from '../../src/views/layout/head-clusters.js';
 import type { Ctx } from '../context.js';
+import { wireHeadPicks } from './common.js';
 import { appendSvgItems, button, checkbox, h, replaceChildren, s, select } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
@@ -34,17 +35,8 @@ export class HeadClustersView {
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.readout, this.wrap);
-    this.wrap.addEventListener('click', (e) => {
-      const el = (e.target as Element).closest('[data-layer][data-head]');
-      if (!el) return;
-      // Open the head: its heatmap.
-      ctx.set({ view: 'heatmap', layer: Number(el.getAttribute('data-layer')), heatmapMode: 'head', heatmapHead: Number(el.getAttribute('data-head')) });
-    });
-    this.wrap.addEventListener('pointermove', (e) => {
-      const el = (e.target as Element).closest('.head-point');
-      this.hover(el ? { layer: Number(el.getAttribute('data-layer')), head: Number(el.getAttribute('data-head')) } : null, e);
-    });
-    this.wrap.addEventListener('pointerleave', () => this.hover(null));
+    // A click opens the head's heatmap.
+    wireHeadPicks(ctx, this.wrap, (head, e) => this.hover(head, e));
   }
 
   /** The view's options as the export takes them. */

@@ -10,6 +10,7 @@ import { HEAD_TYPE_THRESHOLDS, type HeadTableRow, headTableCsv, headTableJsonRow
 import { type HeadTypesOptions, headTypesLayout, headTypesTableOf, typeScoreLines } from '../../src/views/layout/head-types.js';
 import { renderHeadTypes } from '../../src/views/svg/head-types.js';
 import type { Ctx } from '../context.js';
+import { wireHeadPicks } from './common.js';
 import { appendSvgItems, button, checkbox, h, replaceChildren, s } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
@@ -27,17 +28,8 @@ export class HeadTypesView {
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.readout, this.wrap);
-    this.wrap.addEventListener('click', (e) => {
-      const el = (e.target as Element).closest('[data-layer][data-head]');
-      if (!el) return;
-      // Open the head: its heatmap.
-      ctx.set({ view: 'heatmap', layer: Number(el.getAttribute('data-layer')), heatmapMode: 'head', heatmapHead: Number(el.getAttribute('data-head')) });
-    });
-    this.wrap.addEventListener('pointermove', (e) => {
-      const el = (e.target as Element).closest('[data-layer][data-head]');
-      this.hover(el ? { layer: Number(el.getAttribute('data-layer')), head: Number(el.getAttribute('data-head')) } : null, e);
-    });
-    this.wrap.addEventListener('pointerleave', () => this.hover(null));
+    // A click opens the head's heatmap.
+    wireHeadPicks(ctx, this.wrap, (head, e) => this.hover(head, e));
   }
 
   /** The view's options as the export takes them. */
