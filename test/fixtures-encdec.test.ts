@@ -1,5 +1,5 @@
 /**
- * Encoder-decoder fixtures (t5, bart) must reproduce what PyTorch transformers computed for them
+ * Encoder-decoder fixtures (t5, bart, mbart, pegasus, m2m100, marian) must reproduce what PyTorch transformers computed for them
  * (reference.json): encoder, decoder and cross attention of every layer and head (≤ 1e-5),
  * per-head queries and keys and both final hidden states (≤ 1e-4), decoder input ids from
  * text, T5's relative position bias, and a binary trace PyTorch wrote for the t5 fixture.
@@ -24,7 +24,8 @@ function refTensor(input: ReferenceInput, key: string): Float64Array {
   return flat(v as Nested);
 }
 
-for (const fixture of ['t5', 'bart']) {
+// T5 and BART, then the translation models of issue 8.
+for (const fixture of ['t5', 'bart', 'mbart', 'pegasus', 'm2m100', 'marian']) {
   describe(`encoder-decoder fixture ${fixture}`, () => {
     const ref = readReference(fixture);
     let model: Model;

@@ -1,6 +1,6 @@
 /**
  * What only Marian (MarianMTModel) needs beyond the shared encoder-decoder fixture match
- * (test/fixtures-encdec-b.test.ts): decoder text goes through the TARGET tokenizer (target.spm,
+ * (test/fixtures-encdec.test.ts): decoder text goes through the TARGET tokenizer (target.spm,
  * pieces mapped to ids by vocab.json, `</s>` appended) and is shifted right behind
  * decoder_start_token_id (the pad token), as transformers' MarianTokenizer(text_target=...) and
  * shift_tokens_right do; and greedy translation with the key/value cache equals greedy decoding
