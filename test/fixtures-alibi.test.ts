@@ -6,12 +6,10 @@
  * score term equals reference.json's position_bias. The ALiBi slopes are checked against values
  * worked out by hand from the ALiBi paper (Press et al., 2022) for 5, 6 and 12 heads.
  */
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../src/engine/load.js';
-import type { Model } from '../src/engine/model.js';
+import { describe, expect, it } from 'vitest';
 import { alibiFeed, alibiSlopes } from '../src/models/layers.js';
-import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+import { describeFixture, expectCachedDecodingMatchesFullRuns, expectScaleMatches, expectTextTraceMatches } from './helpers/fixture-suite.js';
+import { maxAbsDiff } from './helpers/reference.js';
 
 const FIXTURE_NAMES = ['bloom', 'falcon', 'falcon-alibi'];
 
@@ -55,24 +53,8 @@ describe("Falcon's ALiBi term: slopes and products rounded to bfloat16 (slopes.b
 });
 
 for (const fixture of FIXTURE_NAMES) {
-  describe(`fixture ${fixture}`, () => {
-    const ref = readReference(fixture);
+  describeFixture(fixture, 'decoder', ({ ref, model: loaded }) => {
     const alibi = (ref.attention as unknown as { alibi?: { slopes: number[] } }).alibi;
-    let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
-
-    it('describes the model as PyTorch does', () => {
-      expect(model.info.numLayers).toBe(ref.attention.num_layers);
-      expect(model.info.numHeads).toBe(ref.attention.num_heads);
-      expect(model.info.numKeyValueHeads).toBe(ref.attention.num_kv_heads);
-      expect(model.info.headDim).toBe(ref.attention.head_dim);
-      expect(model.info.kind).toBe('decoder');
-    });
 
     if (alibi) {
       it("the slopes are reference.json's", () => {
@@ -82,18 +64,8 @@ for (const fixture of FIXTURE_NAMES) {
 
     for (const input of ref.inputs) {
       it(`input '${input.id}': text → the same ids, and attention, queries, keys, last hidden state and logits match`, async () => {
-        const tokens = await model.tokenize(input.text);
-        expect(tokens.map((t) => t.id)).toEqual(input.input_ids);
-        const trace = await model.trace(input.text, { qk: true, hidden: true, logits: true });
-        expect(trace.tokens.map((t) => t.id)).toEqual(input.input_ids);
-        const attn = maxAbsDiff(stackValues(trace.attention.self), flat(input.attentions!));
-        const q = maxAbsDiff(stackValues(trace.queries?.self), flat(input.queries!));
-        const k = maxAbsDiff(stackValues(trace.keys?.self), flat(input.keys!));
-        const h = maxAbsDiff(trace.lastHiddenState?.data ?? [], flat(input.last_hidden_state!));
-        const logits = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
-        expect({ attn: attn <= 1e-5, q: q <= 1e-4, k: k <= 1e-4, h: h <= 1e-4, logits: logits <= 1e-4 }, `attn ${attn} q ${q} k ${k} hidden ${h} logits ${logits}`).toEqual({
-          attn: true, q: true, k: true, h: true, logits: true,
-        });
+        const model = loaded();
+        const trace = await expectTextTraceMatches(model, input);
         if (input.position_bias) {
           // The recorded additive term, every layer, head and query: reference position_bias[head][1][key].
           const terms = trace.scores!.self!;
@@ -112,33 +84,12 @@ for (const fixture of FIXTURE_NAMES) {
           }
           expect(max, `position bias differs by ${max}`).toBeLessThanOrEqual(1e-5);
         }
-        // The scale the neuron view uses is PyTorch's.
-        const scale = (ref.attention as unknown as { scale: number }).scale;
-        for (const s of trace.scores!.self!.scale) expect(Math.abs(s - scale)).toBeLessThanOrEqual(1e-7);
+        expectScaleMatches(trace, ref);
       });
     }
 
     it('cached decoding chooses the argmax of full re-runs and gives their attention, queries, keys and score terms', async () => {
-      const input = ref.inputs[0]!;
-      const trace = await model.generate(null, { ids: input.input_ids, maxNewTokens: 6, qk: true });
-      const ids = trace.tokens.map((t) => t.id);
-      const generated = ids.slice(input.input_ids.length);
-      expect(generated.length).toBeGreaterThan(0);
-      const chain: number[] = [];
-      for (let i = 0; i < generated.length; i++) {
-        const full = await model.trace(null, { ids: [...input.input_ids, ...chain], logits: true, attention: false });
-        const cols = full.logits!.dims[1];
-        const last = full.logits!.data.subarray(full.logits!.data.length - cols);
-        let best = 0;
-        for (let v = 1; v < cols; v++) if (last[v]! > last[best]!) best = v;
-        chain.push(best);
-      }
-      expect(generated).toEqual(chain);
-      const full = await model.trace(null, { ids, qk: true });
-      expect(trace.attention.self!.dims).toEqual(full.attention.self!.dims);
-      expect(maxAbsDiff(stackValues(trace.attention.self), stackValues(full.attention.self))).toBeLessThanOrEqual(1e-5);
-      expect(maxAbsDiff(stackValues(trace.queries?.self), stackValues(full.queries?.self))).toBeLessThanOrEqual(1e-4);
-      expect(maxAbsDiff(stackValues(trace.keys?.self), stackValues(full.keys?.self))).toBeLessThanOrEqual(1e-4);
+      const { cached: trace, full } = await expectCachedDecodingMatchesFullRuns(loaded(), ref.inputs[0]!.input_ids, 6);
       const [cached, whole] = [trace.scores!.self!, full.scores!.self!];
       expect(cached.scale).toEqual(whole.scale);
       expect(cached.causal).toBe(whole.causal);

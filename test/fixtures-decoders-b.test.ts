@@ -7,76 +7,24 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine/load.js';
-import type { Model } from '../src/engine/model.js';
-import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+import { describeFixture, expectCachedDecodingMatchesFullRuns, expectScaleMatches, expectTextTraceMatches } from './helpers/fixture-suite.js';
+import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const FIXTURE_NAMES = ['opt', 'olmo', 'stablelm', 'starcoder2'];
 
 for (const fixture of FIXTURE_NAMES) {
-  describe(`fixture ${fixture}`, () => {
-    const ref = readReference(fixture);
-    let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
-
-    it('describes the model as PyTorch does', () => {
-      expect(model.info.numLayers).toBe(ref.attention.num_layers);
-      expect(model.info.numHeads).toBe(ref.attention.num_heads);
-      expect(model.info.numKeyValueHeads).toBe(ref.attention.num_kv_heads);
-      expect(model.info.headDim).toBe(ref.attention.head_dim);
-      expect(model.info.kind).toBe('decoder');
-    });
-
+  describeFixture(fixture, 'decoder', ({ ref, model }) => {
     for (const input of ref.inputs) {
       it(`input '${input.id}': text → the same ids, and attention, queries, keys, last hidden state and logits match`, async () => {
-        const tokens = await model.tokenize(input.text);
-        expect(tokens.map((t) => t.id)).toEqual(input.input_ids);
-        const trace = await model.trace(input.text, { qk: true, hidden: true, logits: true });
-        expect(trace.tokens.map((t) => t.id)).toEqual(input.input_ids);
-        const attn = maxAbsDiff(stackValues(trace.attention.self), flat(input.attentions!));
-        const q = maxAbsDiff(stackValues(trace.queries?.self), flat(input.queries!));
-        const k = maxAbsDiff(stackValues(trace.keys?.self), flat(input.keys!));
-        const h = maxAbsDiff(trace.lastHiddenState?.data ?? [], flat(input.last_hidden_state!));
-        const logits = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
-        expect(
-          { attn: attn <= 1e-5, q: q <= 1e-4, k: k <= 1e-4, h: h <= 1e-4, logits: logits <= 1e-4 },
-          `attn ${attn} q ${q} k ${k} hidden ${h} logits ${logits}`,
-        ).toEqual({ attn: true, q: true, k: true, h: true, logits: true });
-        // The scale the neuron view uses is PyTorch's.
-        const scale = (ref.attention as unknown as { scale: number }).scale;
-        for (const s of trace.scores!.self!.scale) expect(Math.abs(s - scale)).toBeLessThanOrEqual(1e-7);
+        expectScaleMatches(await expectTextTraceMatches(model(), input), ref);
       });
     }
 
     it('cached decoding chooses the argmax of full re-runs and gives their attention, queries and keys', async () => {
-      const input = ref.inputs[0]!;
-      const maxNew = 6;
-      const trace = await model.generate(null, { ids: input.input_ids, maxNewTokens: maxNew, qk: true });
-      const ids = trace.tokens.map((t) => t.id);
-      const generated = ids.slice(input.input_ids.length);
-      expect(generated.length).toBeGreaterThan(0);
-      const chain: number[] = [];
-      for (let i = 0; i < generated.length; i++) {
-        const full = await model.trace(null, { ids: [...input.input_ids, ...chain], logits: true, attention: false });
-        const cols = full.logits!.dims[1];
-        const last = full.logits!.data.subarray(full.logits!.data.length - cols);
-        let best = 0;
-        for (let v = 1; v < cols; v++) if (last[v]! > last[best]!) best = v;
-        chain.push(best);
-      }
-      expect(generated).toEqual(chain);
-      const full = await model.trace(null, { ids, qk: true });
-      expect(trace.attention.self!.dims).toEqual(full.attention.self!.dims);
-      expect(maxAbsDiff(stackValues(trace.attention.self), stackValues(full.attention.self))).toBeLessThanOrEqual(1e-5);
-      expect(maxAbsDiff(stackValues(trace.queries?.self), stackValues(full.queries?.self))).toBeLessThanOrEqual(1e-4);
-      expect(maxAbsDiff(stackValues(trace.keys?.self), stackValues(full.keys?.self))).toBeLessThanOrEqual(1e-4);
-      expect(trace.scores).toEqual(full.scores);
+      const { cached, full } = await expectCachedDecodingMatchesFullRuns(model(), ref.inputs[0]!.input_ids, 6);
+      expect(cached.scores).toEqual(full.scores);
     });
   });
 }

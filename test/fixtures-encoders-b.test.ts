@@ -5,58 +5,33 @@
  * the masked-LM head's logits (≤ 1e-4), which is also what predicts at each <mask>; for MPNet the
  * relative position bias recorded for the neuron view equals PyTorch's `position_bias` on every layer.
  */
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadModel } from '../src/engine/load.js';
-import type { Model } from '../src/engine/model.js';
-import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+import { expect, it } from 'vitest';
+import { describeFixture, expectSelfTraceMatches } from './helpers/fixture-suite.js';
+import { flat, maxAbsDiff, stackValues } from './helpers/reference.js';
 
 const fixtures = ['xlm-roberta', 'mpnet'];
 
 for (const fixture of fixtures) {
-  describe(`fixture ${fixture}`, () => {
-    const ref = readReference(fixture);
-    let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
-
-    it('describes the model as PyTorch does', () => {
-      expect(model.info.numLayers).toBe(ref.attention.num_layers);
-      expect(model.info.numHeads).toBe(ref.attention.num_heads);
-      expect(model.info.numKeyValueHeads).toBe(ref.attention.num_kv_heads);
-      expect(model.info.headDim).toBe(ref.attention.head_dim);
-    });
-
+  describeFixture(fixture, null, ({ ref, model }) => {
     for (const input of ref.inputs) {
       it(`input '${input.id}': tokenizes the text to the same ids`, async () => {
-        const tokens = await model.tokenize(input.text, input.text_pair);
+        const tokens = await model().tokenize(input.text, input.text_pair);
         expect(tokens.map((t) => t.id)).toEqual(input.input_ids);
         expect(tokens.map((t) => t.text)).toEqual(input.tokens);
       });
 
       it(`input '${input.id}': attention, queries, keys and last hidden state match`, async () => {
-        const trace = await model.trace(null, { ids: input.input_ids, qk: true, hidden: true });
-        const attn = maxAbsDiff(stackValues(trace.attention.self), flat(input.attentions!));
-        const q = maxAbsDiff(stackValues(trace.queries?.self), flat(input.queries!));
-        const k = maxAbsDiff(stackValues(trace.keys?.self), flat(input.keys!));
-        const h = maxAbsDiff(trace.lastHiddenState?.data ?? [], flat(input.last_hidden_state!));
-        expect({ attn: attn <= 1e-5, q: q <= 1e-4, k: k <= 1e-4, h: h <= 1e-4 }, `attn ${attn} q ${q} k ${k} hidden ${h}`).toEqual({
-          attn: true, q: true, k: true, h: true,
-        });
+        expectSelfTraceMatches(await model().trace(null, { ids: input.input_ids, qk: true, hidden: true }), input);
       });
 
       if (input.position_bias) {
         it(`input '${input.id}': the recorded relative position bias is PyTorch's, on every layer`, async () => {
-          const trace = await model.trace(null, { ids: input.input_ids, qk: true });
+          const trace = await model().trace(null, { ids: input.input_ids, qk: true });
           const terms = trace.scores?.self;
           expect(terms?.biasKind).toBe('relative position bias');
           const bias = terms!.bias!;
           const expected = flat(input.position_bias as number[][][]);
-          for (let l = 0; l < model.info.numLayers; l++) {
+          for (let l = 0; l < model().info.numLayers; l++) {
             const layer = bias.layers[Math.min(l, bias.layers.length - 1)]!;
             const diff = maxAbsDiff(layer, expected);
             expect(diff, `layer ${l}: bias differs by ${diff}`).toBeLessThanOrEqual(1e-5);
@@ -65,22 +40,22 @@ for (const fixture of fixtures) {
       }
 
       it(`input '${input.id}': the masked-LM head's logits match`, async () => {
-        const trace = await model.trace(null, { ids: input.input_ids, logits: true, attention: false });
+        const trace = await model().trace(null, { ids: input.input_ids, logits: true, attention: false });
         const diff = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
         expect(diff, `logits differ by ${diff}`).toBeLessThanOrEqual(1e-4);
       });
 
       it(`input '${input.id}': tracing from text gives the same trace as from ids`, async () => {
-        const fromText = await model.trace(input.text, { pair: input.text_pair });
+        const fromText = await model().trace(input.text, { pair: input.text_pair });
         expect(fromText.tokens.map((t) => t.id)).toEqual(input.input_ids);
         expect(maxAbsDiff(stackValues(fromText.attention.self), flat(input.attentions!))).toBeLessThanOrEqual(1e-5);
       });
     }
 
     it('predicts at each mask token, ranking the head\'s logits', async () => {
-      const maskText = model.tokenizer!.mask!.text;
-      const trace = await model.trace(`The cat sat on the ${maskText} because it was tired.`, { topK: 3, logits: true });
-      const maskId = model.tokenizer!.mask!.id!;
+      const maskText = model().tokenizer!.mask!.text;
+      const trace = await model().trace(`The cat sat on the ${maskText} because it was tired.`, { topK: 3, logits: true });
+      const maskId = model().tokenizer!.mask!.id!;
       const maskPositions = trace.tokens.flatMap((t, i) => (t.id === maskId ? [i] : []));
       expect(maskPositions.length).toBe(1);
       expect(trace.predictions!.map((p) => p.position)).toEqual(maskPositions);
