@@ -167,6 +167,67 @@ export interface Trace {
   contributions?: ContributionMap;
   /** Mixture-of-experts models: what each layer's router did, when requested. */
   routing?: Routing;
+  /**
+   * Per-head value vectors [kvHeads, positions, headDim] per layer, keyed like `keys` (cross: the
+   * encoder positions), as they enter attention·V (after projection and bias), when requested.
+   */
+  values?: StackMap;
+  /** Inside every layer, per stack: embeddings, the residual stream, MLP activations (when requested). */
+  layerStates?: LayerStateMap;
+  /** Each layer's residual through the model's final norm and head: top tokens per layer and position (when requested). */
+  logitLens?: LogitLens;
+  /** Gradient-based attributions of one target (attnscope attribute, or written by another tool). */
+  attributions?: Attributions;
+}
+
+/**
+ * The scalar T an attribution explains, e.g. the log-probability of token `tokenId` at
+ * `position` (for causal LMs and decoders the prediction of the token after `position`).
+ */
+export interface AttributionTarget {
+  /** What T is (gradients.json's kinds, e.g. 'causal_lm_argmax_logprob', or a producer's own words). */
+  kind: string;
+  /** Index into `tokens`, or into `decoderTokens` when `stack` is 'decoder'. */
+  position: number;
+  /** The token whose score T is (null: a score without a token, e.g. a discriminator logit). */
+  tokenId: number | null;
+  /** Contrastive targets: T = score(tokenId) − score(contrastTokenId). */
+  contrastTokenId?: number;
+  /** Encoder-decoders: 'decoder' (the position is a decoder position). */
+  stack?: StackName;
+  /** T at the input. */
+  value: number;
+}
+
+/** One score per token from one attribution method (Attributions.scores). */
+export interface TokenAttribution {
+  /** The method: 'gradient', 'gradXInput', 'integratedGradients', 'attentionXGradient', 'gradientRollout', or a producer's own name. */
+  method: string;
+  /** Which tokens the scores follow (default 'tokens'). */
+  tokens?: 'tokens' | 'decoderTokens';
+  /** How per-dimension values became one score per token: 'sum' or 'l2' over the embedding (absent: scored per token). */
+  reduction?: 'sum' | 'l2';
+  /** One score per token. */
+  scores: Float32Array;
+  /** Integrated gradients: the baseline ('zero', 'pad', 'mask', 'bos' or a producer's word), steps and rule ('midpoint', …). */
+  baseline?: string;
+  steps?: number;
+  rule?: string;
+  /** Integrated gradients: Σ scores against T(input) − T(baseline). */
+  completeness?: { sumAttributions: number; targetInput: number; targetBaseline: number };
+}
+
+/** Gradient-based attributions of one target (see docs/DESIGN.md for the file layout). */
+export interface Attributions {
+  target: AttributionTarget;
+  /** Token-level scores keyed by a name of letters, digits, '_' or '-' (e.g. 'integratedGradients'). */
+  scores: Record<string, TokenAttribution>;
+  /** ∂T/∂E for the word embeddings E, [positions, embedding width]. */
+  embeddingGrad?: Matrix;
+  /** ∂T/∂α for every attention probability, keyed and shaped like `attention`. */
+  attentionGrad?: StackMap;
+  /** ∂T/∂g for a gate g = 1 on each head's context, [layers, heads] per stack (signed, not normalised). */
+  headImportance?: Partial<Record<StackName, Matrix>>;
 }
 
 /**
@@ -213,4 +274,64 @@ export function expertLoad(routing: Routing, layer: RoutingLayer): number[] {
   const counts = new Array<number>(routing.experts).fill(0);
   for (const e of layer.selected) counts[e] = counts[e]! + 1;
   return counts;
+}
+
+/** The parts of a stack's input embedding, each [positions, width] as looked up (before any scale, sum, norm or projection). */
+export interface EmbeddingParts {
+  /** Word (token) embeddings. */
+  token: Matrix;
+  /** Position embeddings looked up from a table (learned or sinusoidal); absent for rotary, relative and ALiBi schemes. */
+  position?: Matrix;
+  /** Token type (segment) embeddings, for models with a type table (BERT-like). */
+  segment?: Matrix;
+}
+
+/**
+ * The residual stream of a stack, [positions, hidden] per layer. `input[l]` is what layer l reads
+ * (input[0] = the embedding output, PyTorch's hidden_states[0]); `output[l]` what it hands on
+ * (= input[l + 1]; the last one before the stack's final norm, if any). `attention[l]` is the stream
+ * after the self-attention sub-layer: x + attn(norm(x)) in pre-norm blocks, LN(x + attn(x)) in
+ * post-LN blocks (BERT), x + attn(norm(x)) alone in parallel blocks (GPT-J, Phi, Falcon, Cohere,
+ * GPT-NeoX), whose output adds the MLP branch to it. Decoders of encoder-decoders also have
+ * `cross[l]`, the stream after cross attention. The updates are the differences: attention[l] −
+ * input[l], cross[l] − attention[l], output[l] − (cross[l] ?? attention[l]).
+ */
+export interface Residuals {
+  input: Matrix[];
+  attention: Matrix[];
+  cross?: Matrix[];
+  output: Matrix[];
+}
+
+/** What was recorded inside the layers of one stack. */
+export interface LayerStates {
+  embeddings?: EmbeddingParts;
+  residuals?: Residuals;
+  /**
+   * The MLP's hidden activations per layer [positions, inner]: the input of its output projection
+   * (act(x·W1); for gated MLPs act(x·W_gate)·(x·W_up)). Null for mixture-of-experts layers.
+   */
+  mlpActivations?: (Matrix | null)[];
+}
+
+export type LayerStateMap = Partial<Record<StackName, LayerStates>>;
+
+/** One row of the logit lens: the top tokens at every position, [positions, topK] row-major, most probable first. */
+export interface LogitLensLayer {
+  ids: Int32Array;
+  probabilities: Float32Array;
+  /** Token texts of `ids` as the vocabulary names them. */
+  tokens: string[];
+}
+
+/**
+ * The logit lens (nostalgebraist 2020): each layer's residual stream through the model's final
+ * norm and prediction head, softmax, top-k. `layers[0]` reads the embedding output, `layers[l + 1]`
+ * the output of layer l, so the last row is the model's own prediction.
+ */
+export interface LogitLens {
+  /** The stack read (the decoder for encoder-decoders). */
+  stack: StackName;
+  topK: number;
+  layers: LogitLensLayer[];
 }
