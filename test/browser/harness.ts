@@ -3,10 +3,18 @@
  * request blocked and recorded, dialogs and page errors recorded, and CSP violations reported.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { deflateRawSync } from 'node:zlib';
 import { type Browser, type BrowserContext, type Page, chromium } from 'playwright-core';
+import { afterAll, beforeAll, expect } from 'vitest';
+import type { Trace } from '../../src/core/trace.js';
+import { loadModel } from '../../src/engine/load.js';
+import type { Model } from '../../src/engine/model.js';
+import { loadViewBundle } from '../../src/views/html/bundle-node.js';
+import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CHROMIUM = process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium';
@@ -94,4 +102,62 @@ export async function hoverMatrixCell(page: Page, canvasTestId: string, q: numbe
 export async function clickModelCell(page: Page, i: number, j: number): Promise<void> {
   const g = await numericData(page, '[data-testid=model-canvas]');
   await page.locator('[data-testid=model-canvas]').click({ position: { x: g.gridX! + j * (g.cw! + g.gap!) + g.cw! / 2, y: g.gridY! + i * (g.ch! + g.gap!) + g.ch! / 2 } });
+}
+
+/** A standalone page written for a trace, with a Chromium to open it in (see standalonePageSuite). */
+export interface StandalonePageSuite {
+  browser(): Browser;
+  trace(): Trace;
+  /** The HTML file. */
+  file(): string;
+}
+
+/**
+ * Registers beforeAll/afterAll that build the web client, launch Chromium, trace `text` with the
+ * default model (stories260k) or `trace` and write its standalone page into a temporary folder
+ * (removed afterwards).
+ */
+export function standalonePageSuite(name: string, text: string, options: { trace?: (model: Model) => Promise<Trace>; theme?: 'light' | 'dark' } = {}): StandalonePageSuite {
+  const tmp = mkdtempSync(join(tmpdir(), `attnscope-${name}-`));
+  let browser: Browser | undefined;
+  let trace: Trace | undefined;
+  const file = join(tmp, `${name}.html`);
+  beforeAll(async () => {
+    buildWebClient();
+    browser = await launchChromium();
+    const model = await loadModel(undefined);
+    try {
+      trace = options.trace ? await options.trace(model) : await model.trace(text);
+    } finally {
+      await model.dispose();
+    }
+    const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text, theme: options.theme, deflate: (d) => deflateRawSync(d, { level: 6 }) });
+    writeFileSync(file, result.html);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+  return { browser: () => browser!, trace: () => trace!, file: () => file };
+}
+
+/** The text of a <select>'s chosen option. */
+export function selectedOption(page: Page, testid: string): Promise<string> {
+  return page.$eval(`[data-testid=${testid}]`, (el) => (el as HTMLSelectElement).selectedOptions[0]?.textContent ?? '');
+}
+
+/**
+ * After a click that should open one head: the heatmap tab is shown on (layer, head) in one-head
+ * mode, and its cell (query 9, key 4) reads that head's weight in the trace.
+ */
+export async function expectHeadHeatmapOpened(page: Page, trace: Trace, layer: number, head: number): Promise<void> {
+  await page.waitForSelector('[data-testid=heatmap-view]:not([hidden])');
+  expect(await page.getAttribute('[data-testid=tab-heatmap]', 'aria-selected')).toBe('true');
+  expect(await selectedOption(page, 'heatmap-layer')).toBe(String(layer));
+  expect(await selectedOption(page, 'heatmap-mode')).toBe('one head');
+  expect(await selectedOption(page, 'heatmap-head')).toBe(String(head));
+  const n = trace.tokens.length;
+  await hoverMatrixCell(page, 'heatmap-canvas', 9, 4);
+  const w = trace.attention.self!.layers[layer]![(head * n + 9) * n + 4]!;
+  await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-value')).toBe(String(w));
 }

@@ -5,41 +5,19 @@
  * weight); the projection switches; SVG/PNG export and the cluster table as CSV and JSON agree
  * with the points on the page.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine/load.js';
-import { loadViewBundle } from '../../src/views/html/bundle-node.js';
-import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
-import { buildWebClient, hoverMatrixCell, launchChromium, openPage } from './harness.js';
+import { expectHeadHeatmapOpened, openPage, standalonePageSuite } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog.';
-const tmp = mkdtempSync(join(tmpdir(), 'attnscope-clusters-'));
+const suite = standalonePageSuite('clusters', SENTENCE);
 let browser: Browser;
 let trace: Trace;
 let file: string;
-
-beforeAll(async () => {
-  buildWebClient();
-  browser = await launchChromium();
-  const model = await loadModel(undefined);
-  try {
-    trace = await model.trace(SENTENCE);
-  } finally {
-    await model.dispose();
-  }
-  const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text: SENTENCE, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  file = join(tmp, 'clusters.html');
-  writeFileSync(file, result.html);
-});
-
-afterAll(async () => {
-  await browser?.close();
-  rmSync(tmp, { recursive: true, force: true });
+beforeAll(() => {
+  [browser, trace, file] = [suite.browser(), suite.trace(), suite.file()];
 });
 
 const POINTS = '[data-testid=clusters-svg] rect.head-point';
@@ -48,8 +26,6 @@ const POINTS = '[data-testid=clusters-svg] rect.head-point';
 async function pagePoints(page: Page): Promise<{ layer: number; head: number; cluster: number; fill: string }[]> {
   return page.$$eval(POINTS, (els) => els.map((e) => ({ layer: Number(e.getAttribute('data-layer')), head: Number(e.getAttribute('data-head')), cluster: Number(e.getAttribute('data-cluster')), fill: e.getAttribute('fill') ?? '' })));
 }
-
-const selected = (page: Page, testid: string) => page.$eval(`[data-testid=${testid}]`, (el) => (el as HTMLSelectElement).selectedOptions[0]?.textContent ?? '');
 
 describe('head clusters view', () => {
   it('draws every head; hovering names it; clicking a point opens that head’s heatmap', async () => {
@@ -81,16 +57,7 @@ describe('head clusters view', () => {
       expect(await page.textContent(`[data-testid=clusters-svg] text.cluster-name[data-cluster="${cluster}"]`)).toMatch(new RegExp(`^${name!.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(\\d+\\)$`));
 
       await page.click(target, { force: true });
-      await page.waitForSelector('[data-testid=heatmap-view]:not([hidden])');
-      expect(await page.getAttribute('[data-testid=tab-heatmap]', 'aria-selected')).toBe('true');
-      expect(await selected(page, 'heatmap-layer')).toBe('3');
-      expect(await selected(page, 'heatmap-mode')).toBe('one head');
-      expect(await selected(page, 'heatmap-head')).toBe('5');
-      // The heatmap shows layer 3, head 5 of the trace.
-      const n = trace.tokens.length;
-      await hoverMatrixCell(page, 'heatmap-canvas', 9, 4);
-      const w = trace.attention.self!.layers[3]![(5 * n + 9) * n + 4]!;
-      await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-value')).toBe(String(w));
+      await expectHeadHeatmapOpened(page, trace, 3, 5);
 
       // Back on the scatter, the opened head is ringed.
       await page.click('[data-testid=tab-clusters]');

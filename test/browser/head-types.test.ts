@@ -5,44 +5,22 @@
  * layer and head, whose hovered cell reads the trace's weight); SVG/PNG export and the head table
  * as CSV and JSON agree with the page.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
 import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { HEAD_TABLE_HEADER, HEAD_TYPE_COLUMN, HEAD_TYPE_NAMES, type HeadTableRow, headTable } from '../../src/analysis/head-types.js';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine/load.js';
-import { loadViewBundle } from '../../src/views/html/bundle-node.js';
-import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
-import { buildWebClient, hoverMatrixCell, launchChromium, openPage } from './harness.js';
+import { expectHeadHeatmapOpened, openPage, standalonePageSuite } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog.';
-const tmp = mkdtempSync(join(tmpdir(), 'attnscope-types-'));
+const suite = standalonePageSuite('types', SENTENCE);
 let browser: Browser;
 let trace: Trace;
 let table: HeadTableRow[];
 let file: string;
-
-beforeAll(async () => {
-  buildWebClient();
-  browser = await launchChromium();
-  const model = await loadModel(undefined);
-  try {
-    trace = await model.trace(SENTENCE);
-  } finally {
-    await model.dispose();
-  }
+beforeAll(() => {
+  [browser, trace, file] = [suite.browser(), suite.trace(), suite.file()];
   table = headTable(trace, 'self');
-  const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text: SENTENCE, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  file = join(tmp, 'types.html');
-  writeFileSync(file, result.html);
-});
-
-afterAll(async () => {
-  await browser?.close();
-  rmSync(tmp, { recursive: true, force: true });
 });
 
 const CELLS = '[data-testid=types-svg] rect.type-cell';
@@ -50,8 +28,6 @@ const CELLS = '[data-testid=types-svg] rect.type-cell';
 async function pageCells(page: Page): Promise<{ layer: number; head: number; type: string }[]> {
   return page.$$eval(CELLS, (els) => els.map((e) => ({ layer: Number(e.getAttribute('data-layer')), head: Number(e.getAttribute('data-head')), type: e.getAttribute('data-type') ?? '' })));
 }
-
-const selected = (page: Page, testid: string) => page.$eval(`[data-testid=${testid}]`, (el) => (el as HTMLSelectElement).selectedOptions[0]?.textContent ?? '');
 
 describe('head types view', () => {
   it('draws every head by its top type; hovering lists its scores; clicking opens that head’s heatmap', async () => {
@@ -83,15 +59,7 @@ describe('head types view', () => {
       }
 
       await page.click(target, { force: true });
-      await page.waitForSelector('[data-testid=heatmap-view]:not([hidden])');
-      expect(await page.getAttribute('[data-testid=tab-heatmap]', 'aria-selected')).toBe('true');
-      expect(await selected(page, 'heatmap-layer')).toBe(String(row.layer));
-      expect(await selected(page, 'heatmap-mode')).toBe('one head');
-      expect(await selected(page, 'heatmap-head')).toBe(String(row.head));
-      const n = trace.tokens.length;
-      await hoverMatrixCell(page, 'heatmap-canvas', 9, 4);
-      const w = trace.attention.self!.layers[row.layer]![(row.head * n + 9) * n + 4]!;
-      await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-value')).toBe(String(w));
+      await expectHeadHeatmapOpened(page, trace, row.layer, row.head);
 
       // Back on the grid, the opened head is outlined.
       await page.click('[data-testid=tab-types]');
