@@ -7,10 +7,10 @@
 import { topKPredictions, type VocabLogits } from '../analysis/predictions.js';
 import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
-import type { ModelInfo, Token, Trace } from '../core/trace.js';
+import type { ModelInfo, StackName, Token, Trace } from '../core/trace.js';
 import type { BuiltModel } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
-import type { Architecture, ArchitectureInfo, ModelInputs, TapRequest } from '../models/architecture.js';
+import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import { createBuildContext } from '../models/build-context.js';
 import type { ModelConfig } from '../models/config.js';
 import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '../generation/decode.js';
@@ -114,7 +114,23 @@ export interface ModelDescription extends ModelInfo {
 }
 
 function tapsKey(t: TapRequest): string {
-  return `${+t.attention}${+t.qk}${+t.lastHiddenState}${+t.logits}${t.cache ? ':cache' : ''}${t.contributions ? ':contributions' : ''}${t.routing ? ':routing' : ''}${t.routerInput ? ':router-input' : ''}`;
+  // Every tap asked for (set, not false), in a fixed order: new TapRequest fields need no change here.
+  return Object.entries(t).filter(([, v]) => v !== undefined && v !== false).map(([k, v]) => `${k}=${String(v)}`).sort().join(':');
+}
+
+/**
+ * A graph the architecture builds with `taps` and `extend` then grows (e.g. the backward pass of
+ * engine/gradients.ts), run as a session cached under `key` (which must name the extension).
+ */
+export interface GraphExtension {
+  key: string;
+  extend(ctx: BuildContext): void | Promise<void>;
+}
+
+/** Gates of ones (every head as trained) for a stack's `head_gates.<stack>` input [layers, heads]. */
+export function onesHeadGates(info: ArchitectureInfo, stack: StackName): RuntimeTensor {
+  const layers = info.stacks[stack] ?? 0;
+  return { type: 'float32', dims: [layers, info.numHeads], data: new Float32Array(layers * info.numHeads).fill(1) };
 }
 
 export class Model<T extends ModelTokenizer = ModelTokenizer> implements DecodingModel {
@@ -171,21 +187,22 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   }
 
   /** The graph session for a set of taps, built once and cached. */
-  session(taps: TapRequest): Promise<GraphSession> {
-    const key = tapsKey(taps);
+  session(taps: TapRequest, extension?: GraphExtension): Promise<GraphSession> {
+    const key = extension ? `${tapsKey(taps)}+${extension.key}` : tapsKey(taps);
     let s = this.sessions.get(key);
     if (!s) {
-      s = this.buildSession(taps);
+      s = this.buildSession(taps, extension);
       this.sessions.set(key, s);
       s.catch(() => this.sessions.delete(key));
     }
     return s;
   }
 
-  private async buildSession(taps: TapRequest): Promise<GraphSession> {
+  private async buildSession(taps: TapRequest, extension?: GraphExtension): Promise<GraphSession> {
     const ctx = createBuildContext(this.config, this.weights, taps, this.architectureInfo);
     const built = await timed('build the graph', async () => {
       await this.architecture.build(ctx);
+      if (extension) await extension.extend(ctx);
       return ctx.g.build();
     });
     const options = { threads: this.threads };
@@ -304,12 +321,21 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
 
   /** Runs the graph for a set of taps on prepared inputs (plus extra feeds such as past keys); returns its outputs by name. */
   async run(taps: TapRequest, inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Promise<Record<string, RuntimeTensor>> {
+    return this.runExtended(taps, undefined, inputs, extra);
+  }
+
+  /**
+   * Like `run`, on the graph of `taps` grown by `extension` (when given). Head gates
+   * (`head_gates.<stack>`) not in `extra` are fed as ones.
+   */
+  async runExtended(taps: TapRequest, extension: GraphExtension | undefined, inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Promise<Record<string, RuntimeTensor>> {
     this.checkInputs(inputs);
-    const session = await this.session(taps);
+    const session = await this.session(taps, extension);
     const allFeeds = { ...this.architecture.feeds(this.config, inputs), ...extra };
     const feeds: Record<string, RuntimeTensor> = {};
     for (const name of session.inputNames) {
-      const f = allFeeds[name];
+      const gated = name.startsWith('head_gates.') && !allFeeds[name] ? (name.slice('head_gates.'.length) as StackName) : null;
+      const f = gated ? onesHeadGates(this.architectureInfo, gated) : allFeeds[name];
       if (!f) throw new Error(`architecture gave no feed for graph input ${name}`);
       feeds[name] = f;
     }

@@ -81,6 +81,13 @@ export interface TapRequest {
    * Only families whose ArchitectureInfo has `contributions` build them.
    */
   contributions?: boolean;
+  /**
+   * Head gates: each attention stack reads a graph input `head_gates.<stack>` float32 [layers, heads]
+   * (1 = the head as trained, 0 = removed) that multiplies each head's context (softmax(·)·V, before
+   * the heads are merged and go through the output projection), as transformers' `head_mask` does;
+   * ALBERT's gates are per depth (layer i of the shared layer). Ones give the ungated model exactly.
+   */
+  headGates?: boolean;
 }
 
 /** The mixture-of-experts layers of a model, as transformers routes them. */

@@ -89,7 +89,10 @@ function withCache(ctx: BuildContext, a: AttentionArgs): { k: Value; v: Value } 
   return { k, v };
 }
 
-/** Returns the attention output [1, heads, q, headDim] and taps probabilities, queries, keys. */
+/**
+ * Returns the attention output [1, heads, q, headDim] (with `taps.headGates`, each head's times its
+ * gate) and taps probabilities, queries, keys.
+ */
 export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const { g } = ctx;
   tap(ctx, ctx.taps.qk, a.q, `queries.${a.stack}.${a.layer}`);
@@ -113,7 +116,24 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   tap(ctx, ctx.taps.attention, probs, `attention.${a.stack}.${a.layer}`);
   // Cross attention is not decomposed: its keys are the encoder's tokens, not the stream it adds to.
   if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, v);
-  return g.matMul(probs, v);
+  const context = g.matMul(probs, v);
+  return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
+}
+
+/** The graph input of a stack's head gates (see TapRequest.headGates): `head_gates.<stack>`. */
+export function headGatesInput(stack: StackName): string {
+  return `head_gates.${stack}`;
+}
+
+/**
+ * Layer `a.layer`'s row of the stack's gate input `head_gates.<stack>` [layers, heads] (declared by
+ * the first layer that reads it), as [1, heads, 1, 1] to multiply each head's context with.
+ */
+function headGate(ctx: BuildContext, a: AttentionArgs): Value {
+  const { g } = ctx;
+  const name = headGatesInput(a.stack);
+  const gates = g.describeValue(name) ? { name } : g.input(name, 'float32', [`${a.stack}_gate_layers`, a.numHeads]);
+  return g.reshape(g.gather(gates, g.ints([a.layer]), 0), [1, a.numHeads, 1, 1]);
 }
 
 /**
