@@ -3,6 +3,7 @@
  * nested arrays) and the binary layout's metadata (tokens and model as JSON strings). Pure
  * functions; file reading and writing live in io/trace-file.ts.
  */
+import { attributionsFromJson, writeAttributionsJson } from './attribution-format.js';
 import { AttnscopeError, quote } from './errors.js';
 import type { LayerStack, Matrix, ModelInfo, Routing, RoutingLayer, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
@@ -236,6 +237,7 @@ export function* writeTraceJson(trace: Trace, out: JsonOut): Generator<void> {
   if (trace.encoderLastHiddenState) yield* matrixJson(out, 'encoderLastHiddenState', trace.encoderLastHiddenState);
   if (trace.logits) yield* matrixJson(out, 'logits', trace.logits);
   if (trace.routing) yield* routingJson(out, trace.routing);
+  if (trace.attributions) yield* writeAttributionsJson(out, trace.attributions);
   out.text('}\n');
 }
 
@@ -315,6 +317,7 @@ export function traceFromJson(value: unknown, where: string): Trace {
   }
   if (v.routing !== undefined) trace.routing = routingFromJson(v.routing, `${where}: routing`, trace.tokens.length, trace.model.numLayers);
   validateTrace(trace, where);
+  if (v.attributions !== undefined) trace.attributions = attributionsFromJson(v.attributions, trace, where);
   return trace;
 }
 

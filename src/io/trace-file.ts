@@ -8,6 +8,7 @@ import { readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
+import { type AttributionTensor, attributionsFromTensors, attributionsMetaJson, attributionTensors, isAttributionTensor } from '../core/attribution-format.js';
 import { AttnscopeError, quote } from '../core/errors.js';
 import {
   STACK_NAMES,
@@ -161,6 +162,11 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
     metadata.routing = routingMetaJson(trace.routing);
     tensors.push(...routingTensors(trace.routing, trace.tokens.length));
   }
+  if (trace.attributions) {
+    // Gradients keep F32 (their scale is not a probability's): F16 would flush small ones to 0.
+    metadata.attributions = attributionsMetaJson(trace.attributions);
+    tensors.push(...attributionTensors(trace.attributions).map((t) => ({ ...t, dtype: 'F32' as const })));
+  }
   await writeSafetensors(path, tensors, metadata);
 }
 
@@ -191,14 +197,20 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     }
     const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {} };
     const routing: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>> = {};
+    const attributionParts: AttributionTensor[] = [];
     for (const name of file.names()) {
+      if (isAttributionTensor(name)) {
+        const t = await file.get(name);
+        attributionParts.push({ name, shape: [...t.shape], data: t.data });
+        continue;
+      }
       const [kind, stack] = name.split('.') as [string, string];
       if (kind === 'routing' && (stack === 'probabilities' || stack === 'selected' || stack === 'weights')) {
         routing[stack] = await file.get(name);
         continue;
       }
       if (!(kind in maps) || !STACK_NAMES.includes(stack as never)) {
-        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias.<self|encoder|decoder|cross>, or routing.<probabilities|selected|weights>)`);
+        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias|attentionGrad|headImportance.<self|encoder|decoder|cross>, routing.<probabilities|selected|weights>, attribution.<name> or embeddingGrad)`);
       }
       const t = await file.get(name);
       maps[kind as keyof typeof maps][stack as keyof StackMap] = layerStackFrom(t.data, t.shape, `${path}: ${name}`);
@@ -228,6 +240,9 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
       trace.routing = routingFromTensors(parseJsonMeta(meta.routing, `${path}: metadata routing`) ?? null, routing, path, trace.tokens.length, trace.model.numLayers);
     }
     validateTrace(trace, path);
+    if (meta.attributions !== undefined || attributionParts.length > 0) {
+      trace.attributions = attributionsFromTensors(parseJsonMeta(meta.attributions, `${path}: metadata attributions`) ?? null, attributionParts, trace, path);
+    }
     return trace;
   } finally {
     await file.close();
