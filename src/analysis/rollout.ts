@@ -26,6 +26,7 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
+import type { RolloutKernel } from './kernels.js';
 
 export type HeadFusion = 'mean' | 'max' | 'min';
 export const HEAD_FUSIONS: readonly HeadFusion[] = ['mean', 'max', 'min'];
@@ -174,8 +175,20 @@ export function layerRange(numLayers: number, start: number | undefined, end: nu
   return [s, e];
 }
 
-/** The residual-augmented, head-fused, row-normalised attention A'_l of layers start … end (see the file comment). */
-export function attentionGraph(trace: Trace, options: GraphOptions = {}): AttentionGraph {
+/** The options of attentionGraph, checked against a trace, with defaults filled in. */
+interface GraphSpec {
+  stack: StackName;
+  numHeads: number;
+  n: number;
+  fusion: HeadFusion;
+  discard: number;
+  residual: number;
+  heads: readonly number[] | undefined;
+  startLayer: number;
+  endLayer: number;
+}
+
+function graphSpec(trace: Trace, options: GraphOptions): GraphSpec {
   const stack = selfStack(trace, options.stack);
   const s = trace.attention[stack]!;
   const [numHeads, nq, nk] = s.dims;
@@ -187,15 +200,23 @@ export function attentionGraph(trace: Trace, options: GraphOptions = {}): Attent
   const residual = options.residual ?? 0.5;
   if (!(residual >= 0 && residual <= 1)) throw new AttnscopeError(`residual: expected a weight in [0, 1], got ${residual}`);
   if (options.heads) for (const h of options.heads) if (!Number.isInteger(h) || h < 0 || h >= numHeads) throw new AttnscopeError(`head ${h} is out of range (the trace has ${numHeads}: 0–${numHeads - 1})`);
+  if (options.heads && options.heads.length === 0) throw new AttnscopeError('head fusion: no heads selected');
   const [startLayer, endLayer] = layerRange(s.layers.length, options.startLayer, options.endLayer);
+  return { stack, numHeads, n: nq, fusion, discard, residual, heads: options.heads, startLayer, endLayer };
+}
+
+/** The residual-augmented, head-fused, row-normalised attention A'_l of layers start … end (see the file comment). */
+export function attentionGraph(trace: Trace, options: GraphOptions = {}): AttentionGraph {
+  const { stack, numHeads, n, fusion, discard, residual, heads, startLayer, endLayer } = graphSpec(trace, options);
+  const s = trace.attention[stack]!;
   const layers: Float64Array[] = [];
   const discarded: number[] = [];
   for (let l = startLayer; l <= endLayer; l++) {
-    const f = fuseHeads(s.layers[l]!, numHeads, nq, nk, fusion, options.heads);
-    discarded.push(discard > 0 ? discardLowest(f, nq, discard, maskedEntries(trace, stack, l)) : 0);
-    layers.push(addResidual(f, nq, residual));
+    const f = fuseHeads(s.layers[l]!, numHeads, n, n, fusion, heads);
+    discarded.push(discard > 0 ? discardLowest(f, n, discard, maskedEntries(trace, stack, l)) : 0);
+    layers.push(addResidual(f, n, residual));
   }
-  return { stack, size: nq, startLayer, endLayer, fusion, discard, residual, layers, discarded };
+  return { stack, size: n, startLayer, endLayer, fusion, discard, residual, layers, discarded };
 }
 
 /**
@@ -275,6 +296,63 @@ export function attentionRollout(trace: Trace, options: GraphOptions = {}): Roll
     layers: rolloutOfMatrices(graph.layers, graph.size),
     graph,
   };
+}
+
+/**
+ * `attentionRollout` with the heavy part on a native kernel (kernels.ts `runtimeKernel`: head
+ * fusion, residual and the float64 products in onnxruntime), or in JavaScript without one. Same
+ * result, to float64 round-off (the products sum in another order); with `discard` the graph is
+ * built here (the sort) and only the products run on the kernel.
+ */
+export async function attentionRolloutWith(trace: Trace, options: GraphOptions = {}, kernel?: RolloutKernel): Promise<RolloutResult> {
+  if (!kernel) return attentionRollout(trace, options);
+  const spec = graphSpec(trace, options);
+  const { stack, n, startLayer, endLayer } = spec;
+  let graph: AttentionGraph;
+  let layers: Float32Array[];
+  if (spec.discard > 0) {
+    graph = attentionGraph(trace, options);
+    layers = await kernel.rolloutChain(graph.layers, n);
+  } else {
+    const s = trace.attention[stack]!;
+    const r = await kernel.rollout(s.layers.slice(startLayer, endLayer + 1), spec.numHeads, n, { fusion: spec.fusion, residual: spec.residual, heads: spec.heads });
+    graph = { stack, size: n, startLayer, endLayer, fusion: spec.fusion, discard: 0, residual: spec.residual, layers: r.graph, discarded: r.graph.map(() => 0) };
+    layers = r.rollout;
+  }
+  return { stack, size: n, firstLayer: startLayer, startLayer, endLayer, layers, graph };
+}
+
+/**
+ * Rows of the last cumulative rollout R_end, on demand: row i is e_iᵀ · A'_end ⋯ A'_start, a
+ * vector pushed through the layers (O(L · n²) per row instead of L products of n × n matrices),
+ * float64. `rows[i]` of the result is R_end's row `tokens[i]` (float64, sums to 1 when every
+ * A' row does). Equal to `attentionRollout(…).layers.at(-1)` rows up to round-off.
+ */
+export function rolloutRows(trace: Trace, tokens: readonly number[], options: GraphOptions = {}): Float64Array[] {
+  const graph = attentionGraph(trace, options);
+  return rolloutRowsOfMatrices(graph.layers, graph.size, tokens);
+}
+
+/** `rolloutRows` of a graph's per-layer n × n matrices (layers[0] applied first). */
+export function rolloutRowsOfMatrices(layers: readonly ArrayLike<number>[], n: number, tokens: readonly number[]): Float64Array[] {
+  return tokens.map((t) => {
+    if (!Number.isInteger(t) || t < 0 || t >= n) throw new AttnscopeError(`rollout: token ${t} is out of range (0–${n - 1})`);
+    let v = new Float64Array(n);
+    v[t] = 1;
+    for (let l = layers.length - 1; l >= 0; l--) {
+      const a = layers[l]!;
+      if (a.length !== n * n) throw new AttnscopeError(`rollout: a layer matrix has ${a.length} entries, expected ${n} × ${n}`);
+      const next = new Float64Array(n);
+      for (let q = 0; q < n; q++) {
+        const vq = v[q]!;
+        if (vq === 0) continue;
+        const off = q * n;
+        for (let k = 0; k < n; k++) next[k]! += vq * a[off + k]!;
+      }
+      v = next;
+    }
+    return v;
+  });
 }
 
 /** The head-fused raw attention of each layer (no discard, no residual), as LayerMatrices. */

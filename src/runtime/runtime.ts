@@ -3,11 +3,11 @@
  * Node; an `onnxruntime-web` implementation can run the very same graphs in a browser.
  */
 
-export type TensorData = Float32Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
+export type TensorData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint16Array | Uint8Array;
 
 export interface RuntimeTensor {
   /** float16 data is carried as raw Uint16 bits. */
-  readonly type: 'float32' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';
+  readonly type: 'float32' | 'float64' | 'float16' | 'int64' | 'int32' | 'bool' | 'uint8';
   readonly dims: readonly number[];
   readonly data: TensorData;
 }
