@@ -2,7 +2,8 @@
 /**
  * Builds the standalone views' browser client: type-checks web/ (esbuild does not), then bundles
  * web/main.ts into one minified IIFE and web/styles.css into one stylesheet under dist/web/.
- * `attnscope view` inlines both into every HTML file it writes.
+ * `attnscope view` inlines both into every HTML file it writes. web/app/main.ts and web/app/app.css
+ * become dist/web/attnscope-app.{js,css}, the page `attnscope serve` serves.
  *
  *   node scripts/build-web.mjs [--no-check]
  */
@@ -40,5 +41,8 @@ const js = await build({
   metafile: true,
 });
 await build({ ...common, entryPoints: [join(root, 'web', 'styles.css')], outfile: join(out, 'attnscope-view.css') });
+// The web app of `attnscope serve` (web/app/): the same views, fed by the server.
+await build({ ...common, entryPoints: [join(root, 'web', 'app', 'main.ts')], outfile: join(out, 'attnscope-app.js'), format: 'iife', platform: 'browser', target: ['es2020', 'chrome90', 'firefox90', 'safari15'] });
+await build({ ...common, entryPoints: [join(root, 'web', 'app', 'app.css')], outfile: join(out, 'attnscope-app.css') });
 const bytes = Object.values(js.metafile.outputs).reduce((n, o) => n + o.bytes, 0);
 console.error(`built dist/web/attnscope-view.js (${(bytes / 1024).toFixed(0)} KiB) and attnscope-view.css in ${Date.now() - t0} ms`);

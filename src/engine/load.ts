@@ -117,10 +117,11 @@ function graphCacheIn(dir: string): GraphCacheHooks {
 
 /**
  * Opens a checkpoint: a local directory, a Hub id (`org/name[@revision]`, through the Hugging
- * Face cache), or, with no source, the embedded stories260k model.
+ * Face cache), or, with no source, the embedded stories260k model. Files already resolved
+ * (ModelFiles) are opened as they are (`attnscope serve` resolves Hub ids without local paths).
  */
-export async function loadModel(source?: string, options: LoadOptions = {}): Promise<Model<AttnTokenizer>> {
-  const files = await resolveModelSource(source ?? defaultModelDir(), {
+export async function loadModel(source?: string | ModelFiles, options: LoadOptions = {}): Promise<Model<AttnTokenizer>> {
+  const files = typeof source === 'object' ? source : await resolveModelSource(source ?? defaultModelDir(), {
     revision: options.revision,
     offline: options.offline,
     progress: options.progress,

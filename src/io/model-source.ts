@@ -18,6 +18,7 @@ import {
 } from './hf-cache.js';
 import { DEFAULT_ENDPOINT, downloadHubFile, type HubSettings } from './hub-download.js';
 import type { ModelFiles } from './model-files.js';
+import type { ProgressStream } from './progress.js';
 
 export interface ModelSourceOptions {
   /** Branch, tag or commit of a Hub model (default `main`; an `@revision` suffix also works). */
@@ -34,6 +35,8 @@ export interface ModelSourceOptions {
   readonly progress?: boolean;
   /** Where the defaults above are read from (default: process.env). */
   readonly env?: Env;
+  /** Where the progress bar is drawn (default: stderr); `attnscope serve` forwards it to the page. */
+  readonly progressStream?: ProgressStream;
 }
 
 /** A Hub model id with its optional `@revision` suffix. */
@@ -77,7 +80,8 @@ export async function resolveModelSource(source: string, options: ModelSourceOpt
   return resolveHubModel(id.repoId, id.revision ?? options.revision ?? 'main', options);
 }
 
-async function resolveHubModel(repoId: string, revision: string, options: ModelSourceOptions): Promise<ModelFiles> {
+/** A Hub model (never a local path), from the cache or downloaded. */
+export async function resolveHubModel(repoId: string, revision: string, options: ModelSourceOptions): Promise<ModelFiles> {
   const env = options.env ?? process.env;
   const offline = options.offline ?? offlineFromEnv(env);
   const hub = await hubSettings(options, env, offline);
@@ -107,6 +111,7 @@ async function hubSettings(options: ModelSourceOptions, env: Env, offline: boole
     timeoutMs: timeout > 0 ? timeout * 1000 : 10_000,
     progress: options.progress,
     env,
+    ...(options.progressStream ? { progressStream: options.progressStream } : {}),
   };
 }
 

@@ -1,0 +1,255 @@
+/**
+ * The HTTP side of `attnscope serve` (Hono): the app page and its built client, and the API
+ * (protocol.ts). Every answer carries a strict Content-Security-Policy (scripts and styles only
+ * from this server, no other origin, no framing); requests whose Host is not this server's
+ * (DNS rebinding) or whose Origin is another site are refused.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { AttnscopeError } from '../core/errors.js';
+import type { ModelCatalog } from './catalog.js';
+import { AbortError, type ModelPool } from './pool.js';
+import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type ProgressFrame, type ServerLimits } from './protocol.js';
+import { answerFrames, RequestError, TraceService, validateTraceRequest } from './traces.js';
+
+export const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  // Style attributes: the SVG views set them (as the standalone page allows); no style sheet from elsewhere.
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data: blob:",
+  "connect-src 'self'",
+  "font-src 'none'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+].join('; ');
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'Content-Security-Policy': CSP,
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+  'X-Frame-Options': 'DENY',
+};
+
+export const DEFAULT_LIMITS: ServerLimits = { maxTextChars: 20_000, maxTokens: 512, maxBodyBytes: 256 * 1024, maxTopK: 20 };
+
+const APP_JS = 'attnscope-app.js';
+const APP_CSS = 'attnscope-app.css';
+
+/** Directory of the built app client (dist/web), from this module in src/ or dist/src/. */
+export function appBundleDir(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    const candidate = join(dir, 'dist', 'web');
+    if (existsSync(join(candidate, APP_JS)) && existsSync(join(candidate, APP_CSS))) return candidate;
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+export interface AppBundle {
+  js: string;
+  css: string;
+}
+
+export async function loadAppBundle(): Promise<AppBundle> {
+  const dir = appBundleDir();
+  if (!dir) throw new AttnscopeError(`the app's browser client (dist/web/${APP_JS}) is missing: run 'npm run build'`);
+  const [js, css] = await Promise.all([readFile(join(dir, APP_JS), 'utf8'), readFile(join(dir, APP_CSS), 'utf8')]);
+  return { js, css };
+}
+
+const PAGE = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="attnscope">
+<title>attnscope</title>
+<link rel="stylesheet" href="/app.css">
+<script defer src="/app.js"></script>
+</head>
+<body>
+<div id="attnscope-serve"><p class="loading">Loading attnscope…</p><noscript><p>attnscope needs JavaScript.</p></noscript></div>
+</body>
+</html>
+`;
+
+export interface AppDeps {
+  catalog: ModelCatalog;
+  pool: ModelPool;
+  traces: TraceService;
+  limits: ServerLimits;
+  bundle: AppBundle;
+  /** Host names requests may carry (loopback names when bound to loopback); null accepts any. */
+  allowedHosts: ReadonlySet<string> | null;
+  hubDownloads: boolean;
+}
+
+function apiError(c: Context, status: number, error: string, field?: string): Response {
+  const body: ApiError = field ? { error, field } : { error };
+  return c.json(body, status as 400);
+}
+
+/** The host name of a Host header (`127.0.0.1:8080` → `127.0.0.1`, `[::1]:80` → `::1`). */
+function hostName(host: string): string {
+  const m = /^\[([^\]]+)\](?::\d+)?$/.exec(host) ?? /^([^:]+)(?::\d+)?$/.exec(host);
+  return (m?.[1] ?? host).toLowerCase();
+}
+
+export function createApp(deps: AppDeps): Hono {
+  const app = new Hono();
+
+  app.use('*', async (c, next) => {
+    if (deps.allowedHosts) {
+      const host = c.req.header('host');
+      if (!host || !deps.allowedHosts.has(hostName(host))) {
+        for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.header(k, v);
+        return apiError(c, 403, `host: this server answers only ${[...deps.allowedHosts].join(', ')} (start it with --host to open it to others)`, 'host');
+      }
+    }
+    if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
+      const origin = c.req.header('origin');
+      const host = c.req.header('host');
+      if (origin !== undefined && origin !== 'null' && host && origin !== `http://${host}`) {
+        for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.header(k, v);
+        return apiError(c, 403, `origin: requests from ${origin.slice(0, 80)} are refused (only this server's own page may post)`, 'origin');
+      }
+    }
+    await next();
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.res.headers.set(k, v);
+  });
+
+  app.get('/', (c) => {
+    c.header('Cache-Control', 'no-store');
+    return c.html(PAGE);
+  });
+  app.get('/app.js', (c) => {
+    c.header('Content-Type', 'text/javascript; charset=utf-8');
+    c.header('Cache-Control', 'no-cache');
+    return c.body(deps.bundle.js);
+  });
+  app.get('/app.css', (c) => {
+    c.header('Content-Type', 'text/css; charset=utf-8');
+    c.header('Cache-Control', 'no-cache');
+    return c.body(deps.bundle.css);
+  });
+  app.get('/favicon.ico', (c) => c.body(null, 204));
+
+  app.get('/api/models', async (c) => {
+    await deps.catalog.refresh();
+    const models = deps.catalog.list().map((m) => ({ ...m, loaded: deps.pool.isLoaded(m.id) }));
+    const body: ModelsResponse = { models, hubDownloads: deps.hubDownloads, limits: deps.limits };
+    c.header('Cache-Control', 'no-store');
+    return c.json(body);
+  });
+
+  const limit = bodyLimit({
+    maxSize: deps.limits.maxBodyBytes,
+    onError: (c) => apiError(c, 413, `body: larger than ${deps.limits.maxBodyBytes} bytes`, 'body'),
+  });
+
+  const readJson = async (c: Context): Promise<unknown> => {
+    const type = c.req.header('content-type') ?? '';
+    if (!/^application\/json\b/i.test(type)) throw new RequestError(415, 'content-type: application/json', 'content-type');
+    const raw = await c.req.text();
+    try {
+      return JSON.parse(raw);
+    } catch {
+      throw new RequestError(400, 'body: not valid JSON', 'body');
+    }
+  };
+
+  /** POST /api/load {model}: loads a model, streaming progress frames (downloads included), then an end frame. */
+  app.post('/api/load', limit, async (c) => {
+    let location;
+    try {
+      const body = await readJson(c);
+      const model = (body as { model?: unknown } | null)?.model;
+      if (typeof model !== 'string') throw new RequestError(400, 'model: a string (an id from GET /api/models, or a Hub id)', 'model');
+      location = await deps.catalog.locate(model).catch((e: unknown) => {
+        throw e instanceof AttnscopeError ? new RequestError(404, e.message, 'model') : e;
+      });
+    } catch (e) {
+      return errorResponse(c, e);
+    }
+    const signal = c.req.raw.signal;
+    const loc = location;
+    const stream = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        const send = (f: Uint8Array) => {
+          try {
+            controller.enqueue(f);
+          } catch {
+            // the client went away
+          }
+        };
+        const onProgress = (p: ProgressFrame) => send(jsonFrame('progress', p));
+        try {
+          const t0 = performance.now();
+          const lease = await deps.pool.acquire(loc, onProgress, signal);
+          lease.release();
+          send(jsonFrame('end', { loadMs: Math.round(performance.now() - t0), runMs: 0, bytes: 0 }));
+        } catch (e) {
+          if (!(e instanceof AbortError)) send(jsonFrame('error', { error: messageOf(e), field: 'model' }));
+        }
+        try {
+          controller.close();
+        } catch {
+          // already closed
+        }
+      },
+    });
+    return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store' } });
+  });
+
+  /** POST /api/trace {model, text, textPair?, decoderText?, taps?}: the trace as frames. */
+  app.post('/api/trace', limit, async (c) => {
+    const signal = c.req.raw.signal;
+    let answer;
+    try {
+      const req = validateTraceRequest(await readJson(c), deps.limits);
+      answer = await deps.traces.trace(req, signal);
+    } catch (e) {
+      if (e instanceof AbortError) return new Response(null, { status: 499 });
+      return errorResponse(c, e);
+    }
+    const frames = answerFrames(answer.result, answer.cached);
+    // Pull-based: a frame is produced when the connection takes it (backpressure); a client that
+    // goes away cancels the stream.
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        const next = frames.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      cancel() {
+        frames.return(undefined);
+      },
+    });
+    return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': answer.cached ? 'hit' : 'miss' } });
+  });
+
+  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace)'));
+  app.notFound((c) => apiError(c, 404, 'not found'));
+  app.onError((e, c) => errorResponse(c, e));
+  return app;
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message.replace(/[\r\n]+/g, ' ').slice(0, 600) : String(e);
+}
+
+function errorResponse(c: Context, e: unknown): Response {
+  if (e instanceof RequestError) return apiError(c, e.status, messageOf(e), e.field);
+  if (e instanceof AttnscopeError) return apiError(c, 400, messageOf(e));
+  console.error('attnscope serve: internal error', e);
+  return apiError(c, 500, `internal error: ${messageOf(e)}`);
+}

@@ -1,0 +1,225 @@
+/**
+ * The API of `attnscope serve`, shared by the server (src/server) and the app in the browser
+ * (web/app): request and answer types, the limits, and the binary stream a trace travels in.
+ *
+ * `POST /api/trace` answers `application/vnd.attnscope.frames`: a sequence of frames, each
+ * `[u32 LE payload length][u8 type][3 zero bytes][payload]`, payloads padded to a multiple of 4
+ * bytes so that float data stays 4-byte aligned:
+ *
+ * - `progress` (JSON {@link ProgressFrame}): loading, downloading, running;
+ * - `header` (JSON {@link StreamHeader}): model, tokens, predictions, score terms, the tensors
+ *   that follow and their shapes;
+ * - `layer` (binary): `[u8 tensor index][u8 0][u16 LE layer]` then the layer's float32 values
+ *   (little-endian, row-major [d0, rows, cols] as in the Trace), one frame per tensor layer;
+ * - `error` (JSON {@link ApiError}): the trace failed after the answer had started;
+ * - `end` (JSON {@link StreamEnd}): every layer has been sent.
+ *
+ * Isomorphic: imports nothing from Node (the browser bundle includes it).
+ */
+import type { GenerationInfo, ModelInfo, Prediction, StackName, Token } from '../core/trace.js';
+import type { PayloadScoreTerms, TensorKind } from '../views/html/payload.js';
+
+export const FRAMES_MEDIA_TYPE = 'application/vnd.attnscope.frames';
+
+/** Where a model offered by the server comes from. */
+export type ModelOrigin = 'default' | 'folder' | 'hf-cache' | 'hub';
+
+export interface ModelEntry {
+  /** What a trace request names: `default`, `folder:<n>/<relative path>` (a `--models` folder), or a Hub id `org/name[@revision]`. */
+  id: string;
+  /** Shown in the picker. */
+  label: string;
+  origin: ModelOrigin;
+  /** config.json's model_type, when it could be read. */
+  modelType?: string;
+  /** Whether the model is loaded in memory now. */
+  loaded?: boolean;
+}
+
+export interface ServerLimits {
+  /** Characters of each text field. */
+  maxTextChars: number;
+  /** Tokens of the input (text + pair; the decoder text counts separately). */
+  maxTokens: number;
+  /** Bytes of a request body. */
+  maxBodyBytes: number;
+  /** Largest `taps.topK`. */
+  maxTopK: number;
+}
+
+export interface ModelsResponse {
+  models: ModelEntry[];
+  /** False when the server runs offline (HF_HUB_OFFLINE): Hub ids not in the cache are refused. */
+  hubDownloads: boolean;
+  limits: ServerLimits;
+}
+
+/** What is recorded besides attention. */
+export interface TraceTaps {
+  /** Per-head queries and keys, with the score terms (the neuron view). */
+  qk?: boolean;
+  /** The prediction head's top-k at every position (causal LMs) or at each mask (masked LMs); 0 for none. */
+  topK?: number;
+}
+
+export interface TraceRequest {
+  model: string;
+  text: string;
+  /** Second sentence of a pair. */
+  textPair?: string;
+  /** Encoder-decoder models: the decoder's text. */
+  decoderText?: string;
+  taps?: TraceTaps;
+}
+
+/** Every error the API sends: one line naming the field and what is allowed. */
+export interface ApiError {
+  error: string;
+  /** The request field at fault, when one is. */
+  field?: string;
+}
+
+export interface ProgressFrame {
+  stage: 'download' | 'load' | 'queue' | 'run';
+  message: string;
+  /** 0..1 when known. */
+  fraction?: number;
+}
+
+export interface StreamTensor {
+  kind: Exclude<TensorKind, 'scoreBias'> | 'scoreBias';
+  stack: StackName;
+  /** Per-layer shape [d0, rows, cols]. */
+  dims: [number, number, number];
+  /** Number of layer frames that follow for this tensor. */
+  layers: number;
+}
+
+export interface StreamHeader {
+  model: ModelInfo;
+  /** Which stacks the model has: the app asks for a decoder text for `encoder-decoder`. */
+  kind: 'encoder' | 'decoder' | 'encoder-decoder';
+  tokens: Token[];
+  decoderTokens?: Token[];
+  predictions?: Prediction[];
+  /** Encoder-decoders traced without a decoder text: how the decoder tokens were generated. */
+  generation?: GenerationInfo;
+  scores?: Partial<Record<StackName, PayloadScoreTerms>>;
+  tensors: StreamTensor[];
+  /** The id the trace was requested with, and the revision it resolved to (commit or file stamp). */
+  modelId: string;
+  revision: string;
+  /** Whether the answer came from the server's result cache. */
+  cached: boolean;
+  /**
+   * How layers are handed out: `after-run` when the engine returns every layer at the end of one
+   * forward pass (then the layers are streamed one by one as soon as it has); `per-layer` when
+   * each layer is sent as it is computed.
+   */
+  streaming: 'after-run' | 'per-layer';
+}
+
+export interface StreamEnd {
+  /** Milliseconds spent loading the model (0 when it was loaded), and running it. */
+  loadMs: number;
+  runMs: number;
+  /** Bytes of layer data sent. */
+  bytes: number;
+}
+
+export const FRAME_TYPES = { progress: 1, header: 2, layer: 3, error: 4, end: 5 } as const;
+export type FrameType = keyof typeof FRAME_TYPES;
+
+export type Frame =
+  | { type: 'progress'; value: ProgressFrame }
+  | { type: 'header'; value: StreamHeader }
+  | { type: 'layer'; tensor: number; layer: number; values: Float32Array }
+  | { type: 'error'; value: ApiError }
+  | { type: 'end'; value: StreamEnd };
+
+const FRAME_HEAD = 8;
+const LAYER_HEAD = 4;
+const textEncoder = new TextEncoder();
+const textDecoder = new TextDecoder();
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+function frame(type: number, payload: Uint8Array): Uint8Array {
+  const padded = (payload.length + 3) & ~3;
+  const out = new Uint8Array(FRAME_HEAD + padded);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, padded, true);
+  out[4] = type;
+  out.set(payload, FRAME_HEAD);
+  // JSON payloads are padded with spaces (valid trailing whitespace).
+  out.fill(0x20, FRAME_HEAD + payload.length);
+  return out;
+}
+
+/** A JSON frame. */
+export function jsonFrame(type: Exclude<FrameType, 'layer'>, value: ProgressFrame | StreamHeader | ApiError | StreamEnd): Uint8Array {
+  return frame(FRAME_TYPES[type], textEncoder.encode(JSON.stringify(value)));
+}
+
+/** A layer frame: tensor `tensor` of the header, layer `layer`, its float32 values. */
+export function layerFrame(tensor: number, layer: number, values: Float32Array): Uint8Array {
+  if (tensor > 255 || layer > 65535) throw new Error(`layer frame out of range (tensor ${tensor}, layer ${layer})`);
+  const payload = new Uint8Array(LAYER_HEAD + values.length * 4);
+  payload[0] = tensor;
+  new DataView(payload.buffer).setUint16(2, layer, true);
+  const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  if (LITTLE_ENDIAN) payload.set(bytes, LAYER_HEAD);
+  else for (let i = 0; i < values.length; i++) new DataView(payload.buffer).setFloat32(LAYER_HEAD + 4 * i, values[i]!, true);
+  return frame(FRAME_TYPES.layer, payload);
+}
+
+/** Splits a byte stream into frames, whatever the chunk boundaries. */
+export class FrameReader {
+  private buffer = new Uint8Array(0);
+
+  /** Adds a chunk and returns the frames it completes. */
+  push(chunk: Uint8Array): Frame[] {
+    const merged = new Uint8Array(this.buffer.length + chunk.length);
+    merged.set(this.buffer);
+    merged.set(chunk, this.buffer.length);
+    const frames: Frame[] = [];
+    let at = 0;
+    while (merged.length - at >= FRAME_HEAD) {
+      const view = new DataView(merged.buffer, at);
+      const length = view.getUint32(0, true);
+      if (merged.length - at < FRAME_HEAD + length) break;
+      frames.push(decodeFrame(merged[at + 4]!, merged.subarray(at + FRAME_HEAD, at + FRAME_HEAD + length)));
+      at += FRAME_HEAD + length;
+    }
+    this.buffer = merged.slice(at);
+    return frames;
+  }
+
+  /** Bytes of an unfinished frame left over (nonzero at the end of a stream that was cut off). */
+  get pending(): number {
+    return this.buffer.length;
+  }
+}
+
+function decodeFrame(type: number, payload: Uint8Array): Frame {
+  if (type === FRAME_TYPES.layer) {
+    const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    const n = (payload.length - LAYER_HEAD) / 4;
+    const values = new Float32Array(n);
+    if (LITTLE_ENDIAN) new Uint8Array(values.buffer).set(payload.subarray(LAYER_HEAD));
+    else for (let i = 0; i < n; i++) values[i] = view.getFloat32(LAYER_HEAD + 4 * i, true);
+    return { type: 'layer', tensor: payload[0]!, layer: view.getUint16(2, true), values };
+  }
+  const value: unknown = JSON.parse(textDecoder.decode(payload));
+  switch (type) {
+    case FRAME_TYPES.progress:
+      return { type: 'progress', value: value as ProgressFrame };
+    case FRAME_TYPES.header:
+      return { type: 'header', value: value as StreamHeader };
+    case FRAME_TYPES.error:
+      return { type: 'error', value: value as ApiError };
+    case FRAME_TYPES.end:
+      return { type: 'end', value: value as StreamEnd };
+    default:
+      throw new Error(`unknown frame type ${type}`);
+  }
+}

@@ -1,0 +1,193 @@
+/**
+ * The app's side of the API: GET /api/models, POST /api/load (progress frames) and POST
+ * /api/trace, whose frames are turned into the same Trace and page header the standalone page
+ * decodes from its file, layer by layer as they arrive.
+ */
+import type { StackName, Trace } from '../../src/core/trace.js';
+import { scoreChecks } from '../../src/analysis/neuron.js';
+import { PAYLOAD_FORMAT, PAYLOAD_VERSION, type PayloadHeader, type PayloadTensor } from '../../src/views/html/payload.js';
+import { FrameReader, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TraceRequest } from '../../src/server/protocol.js';
+
+/** An answer the API refused: its one-line message and the field at fault. */
+export class ApiRefusal extends Error {
+  constructor(
+    message: string,
+    readonly field?: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+async function refusal(res: Response): Promise<ApiRefusal> {
+  try {
+    const body = (await res.json()) as ApiError;
+    return new ApiRefusal(body.error, body.field, res.status);
+  } catch {
+    return new ApiRefusal(`the server answered ${res.status}`, undefined, res.status);
+  }
+}
+
+export async function fetchModels(): Promise<ModelsResponse> {
+  const res = await fetch('/api/models');
+  if (!res.ok) throw await refusal(res);
+  return (await res.json()) as ModelsResponse;
+}
+
+/** Loads a model on the server, reporting progress (downloads of Hub ids included). */
+export async function loadModel(model: string, onProgress: (p: ProgressFrame) => void, signal: AbortSignal): Promise<void> {
+  const res = await fetch('/api/load', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ model }), signal });
+  if (!res.ok) throw await refusal(res);
+  const reader = new FrameReader();
+  for await (const chunk of chunks(res)) {
+    for (const f of reader.push(chunk)) {
+      if (f.type === 'progress') onProgress(f.value);
+      else if (f.type === 'error') throw new ApiRefusal(f.value.error, f.value.field);
+      else if (f.type === 'end') return;
+    }
+  }
+  throw new ApiRefusal('the server closed the connection while loading the model');
+}
+
+async function* chunks(res: Response): AsyncGenerator<Uint8Array> {
+  const reader = res.body!.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      yield value;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** A trace being received: the Trace fills up as layers arrive. */
+export interface Incoming {
+  header: StreamHeader;
+  trace: Trace;
+  page: PayloadHeader;
+  /** Attention layers received per stack. */
+  received: Partial<Record<StackName, number>>;
+  /** Whether every attention layer is in. */
+  attentionDone: boolean;
+  /** Whether every tensor is in (queries and keys included). */
+  done: boolean;
+  end?: StreamEnd;
+  /** Milliseconds from the request to the first layer and to the last. */
+  firstLayerMs?: number;
+  bytes: number;
+}
+
+export interface TraceCallbacks {
+  /** The header arrived (the Trace has its tokens, no layers yet). */
+  onHeader?(incoming: Incoming): void;
+  /** A layer arrived. */
+  onLayer?(incoming: Incoming): void;
+}
+
+/** Requests a trace and fills an Incoming as the frames arrive; resolves when the stream ends. */
+export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, signal: AbortSignal): Promise<Incoming> {
+  const t0 = performance.now();
+  const res = await fetch('/api/trace', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req), signal });
+  if (!res.ok) throw await refusal(res);
+  const reader = new FrameReader();
+  let incoming: Incoming | undefined;
+  const remaining = new Map<number, number>();
+  for await (const chunk of chunks(res)) {
+    for (const f of reader.push(chunk)) {
+      if (f.type === 'header') {
+        incoming = start(f.value, req);
+        f.value.tensors.forEach((t, i) => remaining.set(i, t.layers));
+        callbacks.onHeader?.(incoming);
+      } else if (f.type === 'layer') {
+        if (!incoming) throw new ApiRefusal('the server sent a layer before the header');
+        place(incoming, f.tensor, f.layer, f.values);
+        incoming.bytes += f.values.byteLength;
+        remaining.set(f.tensor, (remaining.get(f.tensor) ?? 1) - 1);
+        incoming.firstLayerMs ??= performance.now() - t0;
+        incoming.attentionDone = incoming.header.tensors.every((t, i) => t.kind !== 'attention' || remaining.get(i) === 0);
+        incoming.done = [...remaining.values()].every((n) => n === 0);
+        if (incoming.done && incoming.trace.queries) incoming.page.stacks = scoreChecks(incoming.trace);
+        callbacks.onLayer?.(incoming);
+      } else if (f.type === 'error') {
+        throw new ApiRefusal(f.value.error, f.value.field);
+      } else if (f.type === 'end') {
+        if (!incoming) throw new ApiRefusal('the server ended the trace before its header');
+        incoming.end = f.value;
+        return incoming;
+      }
+    }
+  }
+  throw new ApiRefusal('the server closed the connection before the trace was complete');
+}
+
+function start(header: StreamHeader, req: TraceRequest): Incoming {
+  const trace: Trace = { model: header.model, tokens: header.tokens, attention: {} };
+  if (header.decoderTokens) trace.decoderTokens = header.decoderTokens;
+  if (header.predictions) trace.predictions = header.predictions;
+  if (header.generation) trace.generation = header.generation;
+  const tensors: PayloadTensor[] = header.tensors.map((t) => ({ kind: t.kind, stack: t.stack, dims: t.dims, encoding: { kind: 'f32' }, blobs: [] }));
+  const hasQk = header.tensors.some((t) => t.kind === 'queries');
+  const page: PayloadHeader = {
+    format: PAYLOAD_FORMAT,
+    version: PAYLOAD_VERSION,
+    model: header.model,
+    tokens: header.tokens,
+    tensors,
+    blobRawLengths: [],
+    precision: { attention: 'f32', qk: hasQk ? 'f32' : null },
+    stacks: {},
+    title: `attnscope · ${header.model.name}`,
+    text: req.textPair !== undefined ? `${req.text} ‖ ${req.textPair}` : req.text,
+  };
+  if (header.decoderTokens) page.decoderTokens = header.decoderTokens;
+  if (header.predictions) page.predictions = header.predictions;
+  if (header.generation) page.generation = header.generation;
+  if (header.scores) page.scores = header.scores;
+  // Stacks without a bias get their score terms now; those with one when the bias arrives.
+  for (const [stack, terms] of Object.entries(header.scores ?? {}) as [StackName, NonNullable<StreamHeader['scores']>[StackName]][]) {
+    if (terms && !terms.hasBias) (trace.scores ??= {})[stack] = { scale: terms.scale, causal: terms.causal, window: terms.window, ...(terms.biasKind !== undefined ? { biasKind: terms.biasKind } : {}) };
+  }
+  return { header, trace, page, received: {}, attentionDone: false, done: false, bytes: 0 };
+}
+
+function place(incoming: Incoming, index: number, layer: number, values: Float32Array): void {
+  const t = incoming.header.tensors[index];
+  if (!t) throw new ApiRefusal(`the server sent a layer of an unknown tensor (${index})`);
+  const per = t.dims[0] * t.dims[1] * t.dims[2];
+  if (values.length !== per) throw new ApiRefusal(`layer ${layer} of ${t.kind}.${t.stack}: ${values.length} values, expected ${per}`);
+  const { trace } = incoming;
+  if (t.kind === 'scoreBias') {
+    const terms = incoming.header.scores?.[t.stack];
+    const scores = (trace.scores ??= {});
+    const current = scores[t.stack];
+    const layers = (current?.bias?.layers ?? []) as Float32Array[];
+    layers[layer] = values;
+    const bias = { dims: t.dims, layers };
+    if (terms) scores[t.stack] = { scale: terms.scale, causal: terms.causal, window: terms.window, ...(terms.biasKind !== undefined ? { biasKind: terms.biasKind } : {}), bias };
+    return;
+  }
+  const map = t.kind === 'attention' ? trace.attention : t.kind === 'queries' ? (trace.queries ??= {}) : (trace.keys ??= {});
+  const stack = (map[t.stack] ??= { dims: t.dims, layers: [] });
+  (stack.layers as Float32Array[])[layer] = values;
+  if (t.kind === 'attention') incoming.received[t.stack] = (incoming.received[t.stack] ?? 0) + 1;
+}
+
+/**
+ * The Trace as far as it has arrived: each attention stack cut to its first layers received in
+ * order (layers come in order, so that is every layer received). Null until every stack has one.
+ */
+export function partialTrace(incoming: Incoming): Trace | null {
+  const attention: Trace['attention'] = {};
+  for (const t of incoming.header.tensors) {
+    if (t.kind !== 'attention') continue;
+    const s = incoming.trace.attention[t.stack];
+    if (!s) return null;
+    let n = 0;
+    while (n < s.layers.length && s.layers[n] !== undefined) n++;
+    if (n === 0) return null;
+    attention[t.stack] = { dims: s.dims, layers: s.layers.slice(0, n) };
+  }
+  return { ...incoming.trace, attention };
+}
