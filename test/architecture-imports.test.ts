@@ -21,9 +21,9 @@ const SRC = join(ROOT, 'src');
 const NODE_ONLY_PACKAGES = new Set(['onnxruntime-node', 'tokenizers', '@resvg/resvg-js', 'playwright-core', 'esbuild']);
 
 /** Browser-safe parts, as paths relative to src/ (a folder, or one file). */
-const BROWSER_SAFE = ['core', 'graph', 'models', 'analysis', 'views', 'engine/model.ts', 'engine/assemble.ts', 'engine/scores.ts', 'generation'];
-/** Files inside the browser-safe parts that exist to bring Node in (rasterising with resvg, reading the bundle from disk). */
-const NODE_EXCEPTIONS = new Set(['views/png.ts', 'views/html/bundle-node.ts']);
+const BROWSER_SAFE = ['core', 'graph', 'models', 'analysis', 'views', 'engine/model.ts', 'engine/assemble.ts', 'engine/scores.ts', 'generation', 'bias'];
+/** Files inside the browser-safe parts that exist to bring Node in (rasterising with resvg, reading the bundle or the bias data from disk, the bias results cache). */
+const NODE_EXCEPTIONS = new Set(['views/png.ts', 'views/html/bundle-node.ts', 'bias/data-files.ts', 'bias/results-cache.ts']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => {

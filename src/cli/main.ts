@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The `attnscope` command: dispatches to subcommands, prints user errors on one line. */
 import { AttnscopeError, sanitize } from '../core/errors.js';
+import { BIAS_USAGE, biasCommand } from './bias-command.js';
 import { CACHE_USAGE, cacheCommand } from './cache-command.js';
 import { COMPARE_USAGE, compareCommand } from './compare-command.js';
 import { AGGREGATE_USAGE, aggregateCommand } from './aggregate-command.js';
@@ -25,6 +26,7 @@ Usage:
   ${AGGREGATE_USAGE.split('\n\n')[0]}
   ${HEADS_USAGE.split('\n\n')[0]}
   ${FLOW_USAGE.split('\n\n')[0]}
+  ${BIAS_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
   ${MODELS_USAGE.split('\n\n')[0]}
   ${SERVE_USAGE.split('\n\n')[0]}
@@ -40,6 +42,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   aggregate: { run: aggregateCommand, usage: AGGREGATE_USAGE },
   heads: { run: headsCommand, usage: HEADS_USAGE },
   flow: { run: flowCommand, usage: FLOW_USAGE },
+  bias: { run: biasCommand, usage: BIAS_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
   models: { run: modelsCommand, usage: MODELS_USAGE },
   serve: { run: serveCommand, usage: SERVE_USAGE },

@@ -1,0 +1,171 @@
+/**
+ * Scoring CrowS-Pairs sentences with a loaded model (the metric itself is
+ * analysis/bias/crows-pairs.ts).
+ *
+ * - Masked LMs, as the authors' metric.py (`mask_unigram`): lower-case both sentences when the
+ *   model's tokenizer is uncased, tokenize them (with the specials), take the positions their token
+ *   ids share (difflib 'equal' opcodes), and sum over the shared positions except the first and the
+ *   last (the [CLS]/[SEP] pair) log P(token | the sentence with that one token masked). One forward
+ *   pass per masked copy: our graphs take one sequence (their inputs are declared [1, seq]), so the
+ *   copies run one after another, without attention outputs, and only the logits row of the masked
+ *   position is read.
+ * - Causal LMs, as bias-bench (`_joint_log_probability`): the sentence's tokens (without specials);
+ *   the first one's probability from a run of the start token alone (bias-bench encodes
+ *   "<|endoftext|>"; here bos_token_id, else eos_token_id), the others' from one run of the sentence;
+ *   score = 2^(mean log₂ p), compared unrounded.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import { toFloat32 } from '../engine/assemble.js';
+import type { Model } from '../engine/model.js';
+import type { TapRequest } from '../models/architecture.js';
+import { orientedSentences, type CrowsPair, type PairScores } from '../analysis/bias/crows-pairs.js';
+import { sharedPositions } from '../analysis/bias/sequence-matcher.js';
+
+export type CrowsMethod = 'masked' | 'causal';
+
+/** Results already computed, keyed by method, casing and the two sentences (see results-cache.ts). */
+export interface PairScoreCache {
+  get(key: string): PairScores | undefined;
+  set(key: string, scores: PairScores): void;
+}
+
+export interface CrowsScoreOptions {
+  /** Called after each pair with the number done and the total. */
+  onProgress?: (done: number, total: number) => void;
+  cache?: PairScoreCache;
+}
+
+export interface CrowsScoreRun {
+  method: CrowsMethod;
+  /** Masked LMs: whether the sentences were lower-cased (the tokenizer is uncased). */
+  lowercased: boolean;
+  /** Per pair, in metric.py's (sent1, sent2) orientation, unrounded. */
+  scores: PairScores[];
+  /** Forward passes run (cached pairs cost none). */
+  forwardPasses: number;
+  /** Pairs taken from the cache. */
+  cached: number;
+}
+
+/** Only the prediction head's logits. */
+const LOGITS_ONLY: TapRequest = { attention: false, qk: false, lastHiddenState: false, logits: true };
+
+/** How `model` is scored: masked for encoders with a mask token, causal for decoders. */
+export function crowsMethodFor(model: Model): CrowsMethod {
+  const kind = model.info.kind;
+  if (kind === 'decoder') return 'causal';
+  if (kind === 'encoder') {
+    const mask = model.tokenizer?.mask;
+    if (!mask || mask.id === null) throw new AttnscopeError(`${model.name}: its tokenizer has no mask token, so it cannot be scored as a masked LM`);
+    return 'masked';
+  }
+  throw new AttnscopeError(`${model.name} is an encoder-decoder model (${model.config.modelType}); CrowS-Pairs scores masked LMs (encoders) and causal LMs (decoders)`);
+}
+
+/** Whether the tokenizer ignores case (it gives "A" and "a" the same ids), as bert-base-uncased does. */
+export async function tokenizerIsUncased(model: Model): Promise<boolean> {
+  const [upper, lower] = await Promise.all([model.tokenize('A'), model.tokenize('a')]);
+  return upper.length === lower.length && upper.every((t, i) => t.id === lower[i]!.id);
+}
+
+/** log softmax of `row` at `target`, in float64. */
+export function logSoftmaxAt(row: Float32Array, target: number): number {
+  let max = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - max);
+  return row[target]! - max - Math.log(sum);
+}
+
+/** The logits [positions, vocab] of one run of `ids` (segment ids all 0 unless given). */
+export async function runLogits(model: Model, ids: readonly number[], typeIds?: readonly number[]): Promise<{ vocab: number; data: Float32Array }> {
+  const out = await model.run(LOGITS_ONLY, { inputIds: ids, typeIds: typeIds ?? ids.map(() => 0) });
+  const logits = out.logits;
+  if (!logits || logits.dims.length !== 3 || logits.dims[2]! < 2) {
+    throw new AttnscopeError(`${model.name}: its head (${String(model.config.raw.architectures ?? 'unknown')}) does not predict tokens; CrowS-Pairs needs a language-model head`);
+  }
+  return { vocab: logits.dims[2]!, data: toFloat32(logits) };
+}
+
+/** The masked copies metric.py scores for a pair: for each sentence, the positions masked one at a time. */
+export function maskedPositions(ids1: readonly number[], ids2: readonly number[]): { first: number[]; second: number[] } {
+  const { first, second } = sharedPositions(ids1, ids2);
+  // Skip the first and last shared positions ([CLS] and [SEP]; they are never masked).
+  return { first: first.slice(1, -1), second: second.slice(1, -1) };
+}
+
+/** metric.py's score of one sentence: Σ log P(ids[p] | ids with p masked) over `positions`. */
+export async function pseudoLogLikelihood(model: Model, ids: readonly number[], typeIds: readonly number[], positions: readonly number[], maskId: number): Promise<number> {
+  let total = 0;
+  for (const p of positions) {
+    const masked = [...ids];
+    masked[p] = maskId;
+    const { vocab, data } = await runLogits(model, masked, typeIds);
+    total += logSoftmaxAt(data.subarray(p * vocab, (p + 1) * vocab), ids[p]!);
+  }
+  return total;
+}
+
+/** The id a causal LM's sentences start after: bos_token_id, else eos_token_id of config.json. */
+function startId(model: Model): number {
+  const raw = model.config.raw;
+  const id = typeof raw.bos_token_id === 'number' ? raw.bos_token_id : typeof raw.eos_token_id === 'number' ? raw.eos_token_id : undefined;
+  if (id === undefined) throw new AttnscopeError(`${model.name}: config.json has neither bos_token_id nor eos_token_id, so there is no start token to score the first word after`);
+  return id;
+}
+
+const cacheKey = (method: CrowsMethod, lowercased: boolean, s1: string, s2: string): string => `${method}${lowercased ? ':lower' : ''}\u0000${s1}\u0000${s2}`;
+
+/** Scores every pair (metric.py's orientation) with `model`. */
+export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[], options: CrowsScoreOptions = {}): Promise<CrowsScoreRun> {
+  const method = crowsMethodFor(model);
+  const lowercased = method === 'masked' ? await tokenizerIsUncased(model) : false;
+  const scores: PairScores[] = [];
+  let forwardPasses = 0;
+  let cached = 0;
+  let startRow: Float32Array | undefined;
+  for (const pair of pairs) {
+    let [s1, s2] = orientedSentences(pair);
+    if (lowercased) {
+      s1 = s1.toLowerCase();
+      s2 = s2.toLowerCase();
+    }
+    const key = cacheKey(method, lowercased, s1, s2);
+    let result = options.cache?.get(key);
+    if (result) cached++;
+    else if (method === 'masked') {
+      const [t1, t2] = await Promise.all([model.tokenize(s1), model.tokenize(s2)]);
+      const ids1 = t1.map((t) => t.id);
+      const ids2 = t2.map((t) => t.id);
+      const { first, second } = maskedPositions(ids1, ids2);
+      const maskId = model.tokenizer!.mask!.id!;
+      result = {
+        sent1: await pseudoLogLikelihood(model, ids1, t1.map((t) => t.segment), first, maskId),
+        sent2: await pseudoLogLikelihood(model, ids2, t2.map((t) => t.segment), second, maskId),
+      };
+      forwardPasses += first.length + second.length;
+      options.cache?.set(key, result);
+    } else {
+      if (!startRow) {
+        const start = await runLogits(model, [startId(model)]);
+        startRow = start.data.slice(0, start.vocab);
+        forwardPasses++;
+      }
+      const row0 = startRow;
+      const score = async (text: string): Promise<number> => {
+        const ids = (await model.tokenize(text)).filter((t) => !t.special).map((t) => t.id);
+        if (ids.length === 0) throw new AttnscopeError(`CrowS-Pairs row ${pair.index}: ${JSON.stringify(text.slice(0, 40))} gives no tokens`);
+        const { vocab, data } = await runLogits(model, ids);
+        forwardPasses++;
+        let sum = logSoftmaxAt(row0, ids[0]!);
+        for (let i = 1; i < ids.length; i++) sum += logSoftmaxAt(data.subarray((i - 1) * vocab, i * vocab), ids[i]!);
+        return Math.exp(sum / ids.length);
+      };
+      result = { sent1: await score(s1), sent2: await score(s2) };
+      options.cache?.set(key, result);
+    }
+    scores.push(result);
+    options.onProgress?.(scores.length, pairs.length);
+  }
+  return { method, lowercased, scores, forwardPasses, cached };
+}

@@ -1,0 +1,107 @@
+/**
+ * `attnscope bias` as a real process: CrowS-Pairs on the bert and gpt2 fixtures (the printed metric
+ * agrees with the scores file it writes, the authors' columns), the per-model results cache (a
+ * second run reads it and prints the same), and bad input as one line each.
+ */
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { runCli, type Run } from './helpers/cli.js';
+import { FIXTURES } from './helpers/reference.js';
+import { parseCsv } from '../src/analysis/bias/csv.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bias-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function attnscope(...args: string[]): Run {
+  return runCli(tmp, args, 120_000);
+}
+
+function expectInputError(run: Run, pattern: RegExp): void {
+  expect(run.status, run.stderr).toBe(2);
+  const lines = run.stderr.trim().split('\n');
+  expect(lines, run.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+}
+
+/** The number after `label:` on a line of the printed summary. */
+function printed(stdout: string, label: string): number {
+  const m = new RegExp(`^${label}: (-?[\\d.]+)`, 'm').exec(stdout);
+  if (!m) throw new Error(`no '${label}' in ${stdout}`);
+  return Number(m[1]);
+}
+
+describe('attnscope bias crows-pairs', () => {
+  it('masked LM (bert fixture): the summary agrees with the scores file, metric.py columns', () => {
+    const out = join(tmp, 'scores.csv');
+    const run = attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--limit', '12', '--out', out, '--no-cache');
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/^CrowS-Pairs: bert \(masked LM, pseudo-log-likelihood of the shared tokens \(metric\.py\), lower-cased/);
+    expect(run.stderr).toMatch(/crows-pairs .* 12\/12/);
+    expect(run.stderr).toMatch(/wrote .*scores\.csv/);
+    const [header, ...rows] = parseCsv(readFileSync(out, 'utf8'));
+    expect(header).toEqual(['', 'sent_more', 'sent_less', 'sent_more_score', 'sent_less_score', 'score', 'stereo_antistereo', 'bias_type']);
+    expect(rows).toHaveLength(12);
+    expect(rows.map((r) => r[0])).toEqual(Array.from({ length: 12 }, (_, i) => String(i)));
+    // The shipped data's first rows, in their order.
+    const data = parseCsv(readFileSync(join(FIXTURES, '..', '..', 'data', 'bias', 'crows-pairs', 'crows_pairs_anonymized.csv'), 'utf8')).slice(1, 13);
+    expect(rows.map((r) => [r[1], r[2], r[6], r[7]])).toEqual(data.map((d) => [d[1], d[2], d[3], d[4]]));
+    // score = 1 exactly when sent_more_score > sent_less_score (rounded to 3 decimals in the file).
+    for (const r of rows) {
+      const [more, less] = [Number(r[3]), Number(r[4])];
+      expect(Math.abs(more * 1000 - Math.round(more * 1000))).toBeLessThan(1e-6);
+      expect(r[5]).toBe(more > less ? '1' : '0');
+    }
+    const successes = rows.filter((r) => r[5] === '1').length;
+    expect(printed(run.stdout, 'Total examples')).toBe(12);
+    expect(printed(run.stdout, 'Metric score')).toBeCloseTo((100 * successes) / 12, 2);
+    const neutral = rows.filter((r) => r[3] === r[4]).length;
+    expect(printed(run.stdout, 'Num. neutral')).toBe(neutral);
+    const stereo = rows.filter((r) => r[6] === 'stereo' && r[3] !== r[4]);
+    expect(printed(run.stdout, 'Stereotype score')).toBeCloseTo((100 * stereo.filter((r) => r[5] === '1').length) / stereo.length, 2);
+    expect(run.stdout).toMatch(/^race-color\s+\d+\s+[\d.]+\s+\d+$/m);
+    expect(run.stdout).toMatch(/^antistereo\s+\d+\s+[\d.]+\s+\d+$/m);
+  });
+
+  it('--bias-type and --json; the results cache serves a second run the same numbers', () => {
+    const cacheDir = join(tmp, 'cache');
+    const before = process.env.ATTNSCOPE_CACHE;
+    process.env.ATTNSCOPE_CACHE = cacheDir;
+    try {
+      const first = attnscope('bias', 'crows-pairs', join(FIXTURES, 'gpt2'), '--bias-type', 'gender', '--limit', '5', '--json', '--quiet');
+      expect(first.status, first.stderr).toBe(0);
+      const m = JSON.parse(first.stdout) as { method: string; n: number; byBiasType: Record<string, { n: number }> };
+      expect(m.method).toBe('causal');
+      expect(m.n).toBe(5);
+      expect(Object.keys(m.byBiasType)).toEqual(['gender']);
+      const files = readdirSync(cacheDir, { recursive: true }).map(String);
+      expect(files.some((f) => f.endsWith('bias-crows-pairs.json'))).toBe(true);
+      const second = attnscope('bias', 'crows-pairs', join(FIXTURES, 'gpt2'), '--bias-type', 'gender', '--limit', '5', '--json', '--quiet');
+      expect(second.status, second.stderr).toBe(0);
+      expect(second.stderr).toMatch(/5 of 5 pairs from the results cache/);
+      expect(second.stdout).toBe(first.stdout);
+    } finally {
+      if (before === undefined) delete process.env.ATTNSCOPE_CACHE;
+      else process.env.ATTNSCOPE_CACHE = before;
+    }
+  });
+
+  it('--data: a CSV in the same layout', () => {
+    const data = join(tmp, 'mine.csv');
+    writeFileSync(data, ',sent_more,sent_less,stereo_antistereo,bias_type\n0,The man is a nurse.,The woman is a nurse.,antistereo,gender\n');
+    const run = attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--data', data, '--no-cache', '--quiet');
+    expect(run.status, run.stderr).toBe(0);
+    expect(printed(run.stdout, 'Total examples')).toBe(1);
+  });
+
+  it('refuses bad input in one line', () => {
+    expectInputError(attnscope('bias'), /bias: name a benchmark first \(crows-pairs/);
+    expectInputError(attnscope('bias', 'crows-pair'), /unknown benchmark 'crows-pair' \(did you mean crows-pairs\?\)/);
+    expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--bias-type', 'gendr'), /--bias-type: unknown type 'gendr' \(did you mean gender\?\); allowed: race-color, /);
+    expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--limit', '0'), /--limit: expected a positive integer, got '0'/);
+    expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--out', join(tmp, 'x.txt')), /--out .*x\.txt: bias crows-pairs --out writes \.csv files, not \.txt/);
+    expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 't5'), '--limit', '1', '--no-cache'), /t5 is an encoder-decoder model/);
+    expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--data', join(tmp, 'none.csv')), /--data .*none\.csv: cannot be read \(ENOENT\)/);
+  });
+});
