@@ -7,6 +7,7 @@ import { inflateSync } from 'fflate';
 import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64, placeTensor } from '../src/views/html/payload.js';
 import { App } from './app.js';
 import { bootCompare } from './views/compare.js';
+import { rememberScript, runFlowWorker } from './flow-worker.js';
 
 /** Raw deflate with the browser's DecompressionStream, or fflate where that is missing. */
 const inflate: Inflate = async (data, rawLength) => {
@@ -75,4 +76,9 @@ async function boot(): Promise<void> {
   }
 }
 
-void boot();
+// The same script runs as the attention-flow worker (flow-worker.ts): there is no document there.
+if (typeof document === 'undefined') runFlowWorker();
+else {
+  rememberScript();
+  void boot();
+}

@@ -172,6 +172,8 @@ export interface FlowOfMatricesOptions {
   targets?: readonly number[];
   /** Also return the flow from every intermediate column to the inputs (default: the last column only). */
   allLayers?: boolean;
+  /** Called after each max-flow with how many are done and how many there are (a Worker reports progress with it). */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface FlowMatrices {
@@ -209,6 +211,8 @@ export function attentionFlowOfMatrices(layers: readonly ArrayLike<number>[], n:
   const columns = options.allLayers ? Array.from({ length: L }, (_, c) => c + 1) : [L];
   const values: Float32Array[] = [];
   const raw: Float64Array[] = [];
+  const total = columns.length * targets.length * n;
+  let done = 0;
   for (const c of columns) {
     const r = new Float64Array(n * n);
     const v = new Float32Array(n * n);
@@ -218,6 +222,7 @@ export function attentionFlowOfMatrices(layers: readonly ArrayLike<number>[], n:
         const f = net.maxFlow(layeredNode(c, i, n), layeredNode(0, j, n));
         r[i * n + j] = f;
         sum += f;
+        options.onProgress?.(++done, total);
       }
       if (sum > 0) for (let j = 0; j < n; j++) v[i * n + j] = r[i * n + j]! / sum;
     }

@@ -3,7 +3,10 @@
  * (stories260k): a click on a token highlights what flows into it (the highlighted edges end in
  * it, its input column holds its rollout, recomputed here in float64 from the trace), a second
  * click clears it; attention flow gives values per input token; a click on a tree node makes it
- * the root; both views export SVG and PNG.
+ * the root; both views export SVG and PNG. Attention flow runs in a Web Worker started from the
+ * page's own script (the page's CSP allows worker-src blob: only): on a bert-base-sized synthetic
+ * trace of 256 tokens the page keeps answering (a control changes the drawing, progress keeps
+ * arriving) while it computes, cancel stops it, and above the page's limit it says so at once.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +18,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadModel } from '../../src/engine/load.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
+import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import { buildWebClient, launchChromium, openPage } from './harness.js';
 
 const SENTENCE = 'The little cat sat on the warm mat.';
@@ -22,6 +26,9 @@ const tmp = mkdtempSync(join(tmpdir(), 'attnscope-flow-'));
 let browser: Browser;
 let trace: Trace;
 let file: string;
+/** 12 layers × 256 tokens (13 × 256 nodes: the page's limit) and 12 layers × 300 tokens (above it). */
+let bigFile: string;
+let tooBigFile: string;
 
 /** Rollout row `i` after the last layer: e_iᵀ · A'_(L−1) ⋯ A'_0 with A' = ½·mean_h A + ½·I, rows normalised (float64). */
 function rolloutRow(i: number): number[] {
@@ -59,6 +66,13 @@ beforeAll(async () => {
   const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text: SENTENCE, deflate: (d) => deflateRawSync(d, { level: 6 }) });
   file = join(tmp, 'flow.html');
   writeFileSync(file, result.html);
+  const deflate = (d: Uint8Array) => deflateRawSync(d, { level: 1 });
+  const big = syntheticTrace({ layers: 12, heads: 2, tokens: 256, qk: false, pair: false });
+  bigFile = join(tmp, 'flow-256.html');
+  writeFileSync(bigFile, (await renderStandaloneHtml(big, { bundle: await loadViewBundle(), deflate, maxBytes: 64e6 })).html);
+  const tooBig = syntheticTrace({ layers: 12, heads: 1, tokens: 300, qk: false, pair: false });
+  tooBigFile = join(tmp, 'flow-300.html');
+  writeFileSync(tooBigFile, (await renderStandaloneHtml(tooBig, { bundle: await loadViewBundle(), deflate, maxBytes: 64e6 })).html);
 });
 
 afterAll(async () => {
@@ -103,12 +117,77 @@ describe('flow diagram', () => {
       // Attention flow: a click on an input-side node of another column works too; values per input token.
       await page.selectOption('[data-testid=flow-method]', { label: 'attention flow' });
       await page.click(`${svg} rect.flow-node[data-column="${L}"][data-token="3"]`);
+      // Computed in the worker; the input column then holds its values.
+      await page.waitForSelector('[data-testid=flow-status][data-state=done]');
       await page.waitForSelector(`${svg} text.input-value`);
       const flow = await page.$$eval(`${svg} text.input-value`, (els) => els.map((e) => Number(e.getAttribute('data-value'))));
       expect(flow.slice(4).every((v) => v === 0)).toBe(true);
       expect(flow.slice(0, 4).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 4);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('attention flow runs in a worker: the page stays responsive, progress arrives, cancel stops it', async () => {
+    const p = await openPage(browser, bigFile);
+    const { page } = p;
+    try {
+      await page.click('[data-testid=tab-flow]');
+      const svg = '[data-testid=flow-svg]';
+      const status = '[data-testid=flow-status]';
+      await page.waitForSelector(svg);
+      await page.selectOption('[data-testid=flow-method]', { label: 'attention flow' });
+      await page.click(`${svg} text.token.output[data-token="255"]`);
+      await page.waitForSelector(`${status}[data-state=running]`);
+      // Progress comes from the worker while the page's thread is free.
+      await page.waitForFunction(() => Number(document.querySelector<HTMLElement>('[data-testid=flow-status]')?.dataset.done) > 0);
+      const first = Number(await page.getAttribute(status, 'data-done'));
+      expect(Number(await page.getAttribute(status, 'data-total'))).toBe(256);
+      // A control still redraws the diagram while the flow computes: fewer edges with top-1.
+      const edgesBefore = Number(await page.getAttribute('[data-testid=flow-readout]', 'data-edges'));
+      await page.selectOption('[data-testid=flow-keep]', { label: '1' });
+      await page.waitForFunction((before) => Number(document.querySelector('[data-testid=flow-readout]')?.getAttribute('data-edges')) < before, edgesBefore);
+      expect(await page.getAttribute(status, 'data-state')).toBe('running');
+      await page.waitForFunction((f) => Number(document.querySelector<HTMLElement>('[data-testid=flow-status]')?.dataset.done) > f, first);
+      expect(await page.locator('[data-testid=flow-progress]').count()).toBe(1);
+      // Cancel: the worker stops, the input column keeps rollout's values, a button restarts it.
+      await page.click('[data-testid=flow-cancel]');
+      await page.waitForSelector(`${status}[data-state=cancelled]`);
+      const stopped = await page.getAttribute(status, 'data-done');
+      await page.waitForTimeout(600);
+      expect(await page.getAttribute(status, 'data-done')).toBe(stopped);
+      expect(await page.textContent(status)).toContain('attention flow cancelled');
+      expect(await page.locator('[data-testid=flow-restart]').count()).toBe(1);
+      expect(await page.locator(`${svg} text.input-value`).count()).toBe(256);
+      await page.click('[data-testid=flow-restart]');
+      await page.waitForSelector(`${status}[data-state=running]`);
+      await page.click('[data-testid=flow-cancel]');
+      await page.waitForSelector(`${status}[data-state=cancelled]`);
+      expect(p.errors).toEqual([]);
+      expect(p.consoleErrors).toEqual([]);
+      expect(p.network()).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('above the size limit the page says so at once and keeps rollout', async () => {
+    const p = await openPage(browser, tooBigFile);
+    const { page } = p;
+    try {
+      await page.click('[data-testid=tab-flow]');
+      const svg = '[data-testid=flow-svg]';
+      await page.waitForSelector(svg);
+      await page.selectOption('[data-testid=flow-method]', { label: 'attention flow' });
+      await page.click(`${svg} text.token.output[data-token="299"]`);
+      const status = '[data-testid=flow-status]';
+      await page.waitForSelector(`${status}[data-state=too-large]`);
+      expect(await page.textContent(status)).toContain('up to 3328 graph nodes');
+      expect(await page.textContent(status)).toContain('this one has 3900 (13 × 300)');
+      expect(await page.locator(`${svg} text.input-value`).count()).toBe(300);
+      expect(p.errors).toEqual([]);
     } finally {
       await p.close();
     }

@@ -12,6 +12,7 @@ import { VIEWS, type State, type ViewName } from '../context.js';
 import { button, h, replaceChildren } from '../dom.js';
 import { ApiRefusal, fetchModels, loadModel, partialTrace, streamTrace, type Incoming } from './stream.js';
 import { readUrlState, writeUrlState, type UrlState } from './url-state.js';
+import { rememberScript, runFlowWorker } from '../flow-worker.js';
 
 /** Pause after the last keystroke before tracing again. */
 const EDIT_PAUSE_MS = 350;
@@ -509,5 +510,10 @@ function carryState(app: App, before: State | undefined, url: UrlState): Partial
   return patch;
 }
 
-const mount = document.getElementById('attnscope-serve');
-if (mount) void new ServeApp(mount).start();
+// The same script runs as the attention-flow worker (web/flow-worker.ts): there is no document there.
+if (typeof document === 'undefined') runFlowWorker();
+else {
+  rememberScript();
+  const mount = document.getElementById('attnscope-serve');
+  if (mount) void new ServeApp(mount).start();
+}

@@ -4,15 +4,21 @@
  * token (label or node) highlights what flows into it, a second click clears it. Influence tree:
  * a click on a node makes it the root. Method, head fusion and pruning are this view's own
  * controls; the export renders the same options.
+ *
+ * Attention flow (exact max-flow, O(n³ · L) for one token) runs in a Web Worker (flow-worker.ts):
+ * the diagram is drawn at once with rollout's values in the input column, the readout shows the
+ * progress and a cancel button, and the flow's values replace rollout's when the worker is done
+ * (kept per token, stack and fusion). Above PAGE_FLOW_MAX_NODES the page says so and keeps rollout.
  */
 import type { FlowMethod, FlowViewOptions } from '../../src/views/layout/flow.js';
-import { flowLayout, flowModel } from '../../src/views/layout/flow.js';
+import { flowLayout, flowMass, flowModel } from '../../src/views/layout/flow.js';
 import { influenceTreeLayout } from '../../src/views/layout/influence-tree.js';
 import type { HeadFusion } from '../../src/analysis/rollout.js';
 import { renderFlowView, renderInfluenceTree } from '../../src/views/svg/flow.js';
 import type { Ctx } from '../context.js';
 import { appendSvgItems, h, replaceChildren, s, select } from '../dom.js';
 import { exportButtons } from '../export.js';
+import { type FlowJob, pageFlowLimit, startFlowJob } from '../flow-worker.js';
 
 const METHODS: { value: FlowMethod; label: string }[] = [
   { value: 'attention', label: 'attention' },
@@ -38,6 +44,10 @@ export class FlowView {
   /** Highlighted token (diagram) or the root (tree); null: none (diagram) / the last token (tree). */
   private selected: { column: number; token: number } | null = null;
   private key = '';
+  /** Attention flow rows computed in the worker, by flowKey. */
+  private readonly flows = new Map<string, Float32Array>();
+  private job: { key: string; job: FlowJob; done: number; total: number } | null = null;
+  private flowNote: { key: string; state: 'cancelled' | 'error'; message: string } | null = null;
 
   constructor(
     private readonly ctx: Ctx,
@@ -78,6 +88,124 @@ export class FlowView {
     };
   }
 
+  /** Progress / cancel / limit line of attention flow (inside the readout). */
+  private readonly flowStatus = h('div', { class: 'flow-status', testid: 'flow-status' });
+
+  /**
+   * The input column's values while the method is attention flow and a token is selected: the
+   * worker's row when it is known; else rollout's (the pushed-down mass) while the worker runs,
+   * after a cancel or above the size limit. Starts the worker when needed. Undefined otherwise.
+   */
+  private flowValues(matrices: readonly ArrayLike<number>[], n: number, context: string): { values: ArrayLike<number> } | undefined {
+    const sel = this.selected;
+    if (this.kind !== 'diagram' || this.method !== 'flow' || !sel || sel.column === 0) {
+      this.cancelFlow();
+      this.flowStatus.dataset.state = 'idle';
+      return undefined;
+    }
+    const key = `${context}|${sel.column}|${sel.token}`;
+    const cached = this.flows.get(key);
+    if (cached) {
+      this.cancelFlow();
+      this.flowStatus.dataset.state = 'done';
+      return { values: cached };
+    }
+    const rollout = { values: flowMass(matrices, n, sel.column, sel.token)[0]! };
+    const limit = pageFlowLimit(sel.column, n);
+    if (limit) {
+      this.cancelFlow();
+      this.flowStatus.dataset.state = 'too-large';
+      this.flowNote = { key, state: 'error', message: limit };
+      return rollout;
+    }
+    if (this.flowNote?.key === key) {
+      this.flowStatus.dataset.state = this.flowNote.state;
+      return rollout;
+    }
+    if (this.job?.key === key) return rollout;
+    this.cancelFlow();
+    this.flowNote = null;
+    // The worker gets copies (transferred): the page keeps its own matrices.
+    const copies = matrices.slice(0, sel.column).map((m) => Float32Array.from(m));
+    const job = startFlowJob({ matrices: copies, n, token: sel.token }, (done, total) => {
+      if (this.job?.job !== job) return;
+      this.job.done = done;
+      this.job.total = total;
+      this.paintFlowStatus();
+    });
+    this.job = { key, job, done: 0, total: n };
+    this.flowStatus.dataset.state = 'running';
+    job.result.then(
+      (values) => {
+        if (this.job?.job !== job) return;
+        this.job = null;
+        if (values) {
+          this.flows.set(key, values);
+          this.flowStatus.dataset.state = 'done';
+        } else {
+          this.flowNote = { key, state: 'cancelled', message: 'attention flow cancelled: the input column shows rollout' };
+          this.flowStatus.dataset.state = 'cancelled';
+        }
+        this.key = '';
+        this.update();
+      },
+      (err: unknown) => {
+        if (this.job?.job !== job) return;
+        this.job = null;
+        this.flowNote = { key, state: 'error', message: (err as Error).message };
+        this.flowStatus.dataset.state = 'error';
+        this.key = '';
+        this.update();
+      },
+    );
+    return rollout;
+  }
+
+  private cancelFlow(): void {
+    const j = this.job;
+    this.job = null;
+    j?.job.cancel();
+  }
+
+  private paintFlowStatus(): void {
+    const st = this.flowStatus;
+    const state = st.dataset.state ?? 'idle';
+    if (state === 'running' && this.job) {
+      const { done, total } = this.job;
+      st.dataset.done = String(done);
+      st.dataset.total = String(total);
+      const cancel = h('button', { type: 'button', testid: 'flow-cancel' }, 'cancel');
+      cancel.addEventListener('click', () => {
+        const j = this.job;
+        if (!j) return;
+        this.job = null;
+        this.flowNote = { key: j.key, state: 'cancelled', message: 'attention flow cancelled: the input column shows rollout' };
+        st.dataset.state = 'cancelled';
+        j.job.cancel();
+        this.key = '';
+        this.update();
+      });
+      const progress = h('progress', { max: String(total), value: String(done), testid: 'flow-progress' });
+      replaceChildren(st, `attention flow in the background: ${done} of ${total} max-flows · input column: rollout until it is done `, progress, ' ', cancel);
+    } else if ((state === 'cancelled' || state === 'error' || state === 'too-large') && this.flowNote) {
+      const parts: (string | HTMLElement)[] = [this.flowNote.message];
+      if (state !== 'too-large') {
+        const again = h('button', { type: 'button', testid: 'flow-restart' }, 'compute attention flow');
+        again.addEventListener('click', () => {
+          this.flowNote = null;
+          this.key = '';
+          this.update();
+        });
+        parts.push(' ', again);
+      }
+      replaceChildren(st, ...parts);
+    } else if (state === 'done') {
+      replaceChildren(st, 'input column: attention flow (computed in the background)');
+    } else {
+      replaceChildren(st);
+    }
+  }
+
   update(): void {
     const { ctx } = this;
     const id = this.id();
@@ -115,7 +243,8 @@ export class FlowView {
       let size: { width: number; height: number };
       let note: string;
       if (this.kind === 'diagram') {
-        const layout = flowLayout(ctx.trace, options, { frame: { width, height }, label }, model);
+        const flow = this.flowValues(model.matrices, model.tokens.length, [state.stack, this.fusion].join('|'));
+        const layout = flowLayout(ctx.trace, options, { frame: { width, height }, label, inputValues: flow?.values }, model);
         items = [...layout.lines, ...layout.nodes];
         size = layout;
         const hl = layout.highlight;
@@ -143,6 +272,8 @@ export class FlowView {
         note = `influence tree of token ${root.token} “${model.tokens[root.token]!.label}” · ${layout.nodes.length} nodes · click a node to make it the root`;
       }
       replaceChildren(this.readout, h('span', { class: 'muted' }, note));
+      this.readout.append(this.flowStatus);
+      this.paintFlowStatus();
       const svg = s('svg', { width: Math.ceil(size.width), height: Math.ceil(size.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
       appendSvgItems(svg, items);
       this.wrap.append(svg);

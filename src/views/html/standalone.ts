@@ -2,7 +2,7 @@
  * One self-contained HTML file with the four interactive views of a Trace: the browser client
  * (dist/web, built from web/), its stylesheet, a JSON header and the tensors as compressed binary
  * blobs, all inline. No network: no CDN, no web fonts, and a Content-Security-Policy that lets
- * only the page's own script run and forbids every fetch.
+ * only the page's own script run (also as a blob: Worker, for attention flow) and forbids every fetch.
  *
  * Precision: the writer keeps values exact (float32) when the file fits `maxBytes` (default 8 MB),
  * and otherwise steps down a ladder — attention to 5 decimals, then queries/keys to 4, 3, 2
@@ -15,6 +15,8 @@ import { deflateSync } from 'fflate';
 import type { LayerStack, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 import { escapeHtml } from '../tokens.js';
 import type { ViewName } from '../layout/common.js';
+import type { AnalysisViewData, AnalysisViewName } from '../layout/analysis-views.js';
+import { analysisViewData } from '../analysis-data.js';
 import { scoreChecks } from '../../analysis/neuron.js';
 import {
   type AttentionLevel,
@@ -51,8 +53,13 @@ export interface StandaloneOptions {
   maxBytes?: number;
   /** 'exact' keeps every value as float32 whatever the size. */
   precision?: 'auto' | 'exact';
+  /**
+   * Data of the saliency, head-importance, ablation and logit-lens views, over what the trace holds
+   * (its attributions and logit lens are read by default; an ablation run is only given here).
+   */
+  analysis?: AnalysisViewData;
   /** View and theme the page opens with. */
-  view?: ViewName;
+  view?: ViewName | AnalysisViewName;
   theme?: 'light' | 'dark';
   /** Raw deflate (default fflate level 6; Node callers may pass zlib's). */
   deflate?: Deflate;
@@ -215,6 +222,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
   const title = options.title ?? defaultTitle(trace, options.text);
   const facts = scoreChecks(trace);
   const scores = headerScores(trace);
+  const analysis: AnalysisViewData = { ...analysisViewData(trace), ...options.analysis };
 
   const headerFor = (attention: AttentionLevel, qk: QkLevel | null, tensors: PayloadTensor[], raw: number[]): PayloadHeader => {
     const header: PayloadHeader = {
@@ -232,6 +240,7 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
     if (trace.decoderTokens) header.decoderTokens = pageTokens(trace.decoderTokens);
     if (trace.generation) header.generation = trace.generation;
     if (trace.predictions?.length) header.predictions = trace.predictions;
+    if (Object.keys(analysis).length > 0) header.analysis = analysis;
     if (options.text !== undefined) header.text = options.text;
     if (options.view) header.view = options.view;
     if (options.theme) header.theme = options.theme;
@@ -309,6 +318,8 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
     const csp = [
       "default-src 'none'",
       `script-src 'sha256-${hash}'`,
+      // Attention flow runs in a Worker started from a blob: URL holding this same script (web/flow-worker.ts).
+      'worker-src blob:',
       "style-src 'unsafe-inline'",
       'img-src data: blob:',
       'connect-src data: blob:',
