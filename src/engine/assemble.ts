@@ -8,6 +8,7 @@ import type { LayerStack, ModelInfo, Routing, StackMap, StackName, Token, Trace 
 import { tapName, type ArchitectureInfo, type TapKind } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import { collectContributions } from './contribution-taps.js';
+import { collectLayerStates } from './layer-states.js';
 import { collectScores } from './scores.js';
 
 /** A float tap as float32 (float16 outputs converted). */
@@ -61,6 +62,10 @@ export function assembleTrace(model: ModelInfo, info: ArchitectureInfo, tokens: 
   if (contributions) trace.contributions = contributions;
   const routing = routingOf(outputs, info);
   if (routing) trace.routing = routing;
+  const values = tapStacks(outputs, 'values', info);
+  if (Object.keys(values).length > 0) trace.values = values;
+  const layerStates = collectLayerStates(outputs, info);
+  if (layerStates) trace.layerStates = layerStates;
   return trace;
 }
 

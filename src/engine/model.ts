@@ -17,6 +17,7 @@ import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '.
 import type { DecodingModel } from '../generation/decoding-model.js';
 import type { GraphSession, Runtime, RuntimeTensor } from '../runtime/runtime.js';
 import { assembleTrace, toFloat32 } from './assemble.js';
+import { collectLogitLens } from './layer-states.js';
 import type { LanguageCodes } from '../tokenizer/language-codes.js';
 
 /** What the model core needs from a tokenizer (the Node loader gives the full `AttnTokenizer`). */
@@ -102,6 +103,21 @@ export interface TraceOptions {
   contributions?: boolean;
   /** Mixture-of-experts models: also record what each layer's router did (Trace.routing). */
   routing?: boolean;
+  /** Also record each head's value vectors (Trace.values). */
+  values?: boolean;
+  /** Also record the token, position and segment embeddings as looked up (Trace.layerStates[stack].embeddings). */
+  embeddings?: boolean;
+  /** Also record the residual stream before and after attention and after the MLP of every layer (Trace.layerStates[stack].residuals). */
+  residuals?: boolean;
+  /** Also record the MLP activations of every dense layer (Trace.layerStates[stack].mlpActivations). */
+  mlpActivations?: boolean;
+  /**
+   * Logit lens (Trace.logitLens): each layer's residual through the model's final norm and head,
+   * this many top tokens with probabilities per layer and position (1 … vocabulary size).
+   */
+  logitLens?: number;
+  /** A look inside every layer: qk, values, embeddings, residuals and mlpActivations at once. */
+  deepDive?: boolean;
 }
 
 /** Tokens an encoder-decoder generates when traced without a decoder input. */
@@ -261,8 +277,13 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     if (options.routing && !this.architectureInfo.routing) {
       throw new AttnscopeError(`--routing: ${this.name} (${this.config.modelType}) has no mixture-of-experts layers; routing is recorded for mixtral and qwen2_moe`);
     }
+    const deep = options.deepDive ?? false;
+    this.checkLayerOptions(options);
     if (kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
       if (options.pair !== undefined) throw new AttnscopeError(`${this.name}: --pair does not apply to an encoder-decoder model`);
+      if (deep || options.logitLens || options.values || options.embeddings || options.residuals || options.mlpActivations) {
+        throw new AttnscopeError(`${this.name}: a look inside the layers (--deep-dive, --logit-lens) needs a decoder input on an encoder-decoder model (--decoder-text or --decoder-ids)`);
+      }
       return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk, srcLang: options.srcLang, tgtLang: options.tgtLang });
     }
     const truncateAt = options.truncate && Number.isFinite(maxPositions) ? maxPositions : undefined;
@@ -283,18 +304,39 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
       ...(options.contributions ? { contributions: true } : {}),
       ...(options.routing ? { routing: true } : {}),
+      ...(options.values || deep ? { values: true } : {}),
+      ...(options.embeddings || deep ? { embeddings: true } : {}),
+      ...(options.residuals || deep ? { residuals: true } : {}),
+      ...(options.mlpActivations || deep ? { mlpActivations: true } : {}),
+      ...(options.logitLens ? { logitLens: options.logitLens } : {}),
     };
+    if (deep) taps.qk = true;
     const maskPositions = options.topK && kind === 'encoder' ? this.maskPositions(tokens) : [];
     const out = await this.run(taps, inputs);
     const trace = this.assemble(tokens, out);
     if (decoderTokens) trace.decoderTokens = decoderTokens;
     const logits = out.logits;
     if (logits && options.logits) trace.logits = { dims: [logits.dims[1]!, logits.dims[2] ?? 1], data: toFloat32(logits) };
+    if (options.logitLens) {
+      const lens = collectLogitLens(out, this.architectureInfo, (id) => this.tokenizer?.idToToken(id) ?? String(id));
+      if (!lens) throw new AttnscopeError(`--logit-lens: ${this.name} (${this.config.modelType}) has no language-model head to read the layers through`);
+      trace.logitLens = lens;
+    }
     if (logits && options.topK) {
       const positions = kind === 'encoder' ? maskPositions : (decoderTokens ?? tokens).map((_, i) => i);
       trace.predictions = topKPredictions(this.checkVocabLogits(logits), positions, options.topK, kind === 'encoder' ? 'masked' : 'next', (id) => this.tokenizer?.idToToken(id) ?? String(id));
     }
     return trace;
+  }
+
+  /** Refuses a logit-lens size that is not an integer from 1 to the vocabulary size. */
+  private checkLayerOptions(options: TraceOptions): void {
+    const k = options.logitLens;
+    if (k === undefined) return;
+    const vocab = this.config.has('vocab_size') ? this.config.int('vocab_size') : Infinity;
+    if (!Number.isInteger(k) || k < 1 || k > vocab) {
+      throw new AttnscopeError(`--logit-lens: ${k} top tokens is out of range; allowed: 1 to ${Number.isFinite(vocab) ? `${vocab} (${this.name}'s vocab_size)` : 'the vocabulary size'}`);
+    }
   }
 
   /** The Trace of graph outputs named as a full run names them (see DecodingModel.assemble). */

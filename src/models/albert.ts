@@ -8,6 +8,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
@@ -44,9 +45,11 @@ async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number
     input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.dense.bias`),
     norm: { weight: await ctx.weight(`${p}.attention.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.LayerNorm.bias`) },
   });
-  const inner = activation(g, config.str('hidden_act', 'gelu_new'), await linearLayer(ctx, h, `${p}.ffn`));
+  const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu_new'), await linearLayer(ctx, h, `${p}.ffn`)));
   const ffn = await linearLayer(ctx, inner, `${p}.ffn_output`);
-  return layerNormLayer(ctx, g.add(ffn, h), `${p}.full_layer_layer_norm`, eps);
+  const output = await layerNormLayer(ctx, g.add(ffn, h), `${p}.full_layer_layer_norm`, eps);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -55,13 +58,11 @@ async function build(ctx: BuildContext): Promise<void> {
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
   const types = g.input('token_type_ids', 'int64', [1, 'seq']);
-  let x = g.add(
-    g.add(
-      g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids),
-      g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions),
-    ),
-    g.gather(await ctx.weight(`${base}embeddings.token_type_embeddings.weight`), types),
-  );
+  const token = g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids);
+  const position = g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions);
+  const segment = g.gather(await ctx.weight(`${base}embeddings.token_type_embeddings.weight`), types);
+  tapEmbeddings(ctx, 'self', { token, position, segment });
+  let x = g.add(g.add(token, position), segment);
   x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, config.num('layer_norm_eps', 1e-12));
   x = await linearLayer(ctx, x, `${base}encoder.embedding_hidden_mapping_in`);
   const hiddenLayers = config.int('num_hidden_layers');
@@ -75,13 +76,12 @@ async function build(ctx: BuildContext): Promise<void> {
     }
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const logits = await maskedLmHead(ctx, x, {
-      dense: 'predictions.dense', act: config.str('hidden_act', 'gelu_new'), norm: 'predictions.LayerNorm', eps: config.num('layer_norm_eps', 1e-12),
-      decoder: ['predictions.decoder.weight', `${base}embeddings.word_embeddings.weight`], bias: ['predictions.bias', 'predictions.decoder.bias'],
-    });
-    g.output(logits, 'logits');
-  }
+  const head = (h: Value): Promise<Value> => maskedLmHead(ctx, h, {
+    dense: 'predictions.dense', act: config.str('hidden_act', 'gelu_new'), norm: 'predictions.LayerNorm', eps: config.num('layer_norm_eps', 1e-12),
+    decoder: ['predictions.decoder.weight', `${base}embeddings.word_embeddings.weight`], bias: ['predictions.bias', 'predictions.decoder.bias'],
+  });
+  if (ctx.taps.logits) g.output(await head(x), 'logits');
+  await tapLogitLens(ctx, 'self', head);
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -33,7 +33,9 @@ import type { ModelConfig } from './config.js';
 export type TapKind = 'attention' | 'queries' | 'keys' | 'score_bias' | 'past_key' | 'past_value' | 'present_key' | 'present_value'
   | 'router_probabilities' | 'router_selected' | 'router_weights' | 'router_input'
   // `contributions` taps (norm-based attention, ALTI): see ContributionTaps in core/trace.ts.
-  | 'transformed_values' | 'layer_input' | 'residual_sum' | 'output_bias' | 'norm_weight' | 'norm_bias';
+  | 'transformed_values' | 'layer_input' | 'residual_sum' | 'output_bias' | 'norm_weight' | 'norm_bias'
+  // Inside every layer (see layer-taps.ts): value vectors, the residual stream, MLP activations, the logit lens.
+  | 'values' | 'resid_input' | 'resid_attention' | 'resid_cross' | 'resid_output' | 'mlp_activation' | 'lens_ids' | 'lens_probabilities';
 
 /** The one place per-layer graph input/output names are made: `<kind>.<stack>.<layer>`. */
 export function tapName(kind: TapKind, stack: StackName, layer: number): string {
@@ -88,6 +90,27 @@ export interface TapRequest {
    * ALBERT's gates are per depth (layer i of the shared layer). Ones give the ungated model exactly.
    */
   headGates?: boolean;
+  /** Per-head value vectors `values.<stack>.<layer>` [1, kvHeads, positions, headDim], as they enter attention·V. */
+  values?: boolean;
+  /**
+   * The parts of each stack's input embedding, `embedding_token.<stack>`, `embedding_position.<stack>`,
+   * `embedding_segment.<stack>` [1, seq, width] (those the family has), as looked up.
+   */
+  embeddings?: boolean;
+  /**
+   * The residual stream per layer, [1, seq, hidden]: `resid_input` (the layer's input),
+   * `resid_attention` (after self-attention), `resid_cross` (after cross attention, decoders of
+   * encoder-decoders) and `resid_output` (see Residuals in core/trace.ts).
+   */
+  residuals?: boolean;
+  /** MLP activations `mlp_activation.<stack>.<layer>` [1, seq, inner]: the input of the MLP's output projection (dense MLPs only). */
+  mlpActivations?: boolean;
+  /**
+   * Logit lens with this many top tokens: for row r = 0 (embedding output) … layers (output of the
+   * last layer), `lens_ids.<stack>.<r>` int64 and `lens_probabilities.<stack>.<r>` [1, seq, k]: the
+   * row's residual through the final norm and prediction head, softmax, TopK inside the graph.
+   */
+  logitLens?: number;
 }
 
 /** The mixture-of-experts layers of a model, as transformers routes them. */

@@ -97,6 +97,7 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const { g } = ctx;
   tap(ctx, ctx.taps.qk, a.q, `queries.${a.stack}.${a.layer}`);
   tap(ctx, ctx.taps.qk, a.k, `keys.${a.stack}.${a.layer}`);
+  tap(ctx, ctx.taps.values ?? false, a.v, tapName('values', a.stack, a.layer));
   const { k: allK, v: allV } = withCache(ctx, a);
   const k = repeatKv(g, allK, a.numHeads, a.numKvHeads, a.headDim);
   const v = repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim);

@@ -12,6 +12,7 @@ import { attention, mergeHeads, splitHeads, tapBlockContributions } from './atte
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 
 const ROBERTA_LIKE = new Set(['roberta', 'xlm-roberta', 'camembert']);
 
@@ -55,9 +56,11 @@ async function bertLayer(ctx: BuildContext, x: Value, p: string, layer: number, 
     input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.output.dense.bias`),
     norm: { weight: await ctx.weight(`${p}.attention.output.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.output.LayerNorm.bias`) },
   });
-  const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
+  const inter = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`)));
   const out = await linearLayer(ctx, inter, `${p}.output.dense`);
-  return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+  const output = await layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -66,12 +69,13 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix([`${config.modelType.replace('-', '_')}.`, 'roberta.', 'bert.', 'electra.', ''], 'embeddings.word_embeddings.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
-  let x = g.add(
-    g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids),
-    g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions),
-  );
+  const token = g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids);
+  const position = g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions);
+  let x = g.add(token, position);
   const typeTable = await ctx.optionalWeight(`${base}embeddings.token_type_embeddings.weight`);
-  if (typeTable) x = g.add(x, g.gather(typeTable, g.input('token_type_ids', 'int64', [1, 'seq'])));
+  const segment = typeTable ? g.gather(typeTable, g.input('token_type_ids', 'int64', [1, 'seq'])) : null;
+  if (segment) x = g.add(x, segment);
+  tapEmbeddings(ctx, 'self', { token, position, segment });
   x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, config.num('layer_norm_eps', 1e-12));
   if (ctx.hasWeight(`${base}embeddings_project.weight`)) x = await linearLayer(ctx, x, `${base}embeddings_project`);
   for (let l = 0; l < info.numLayers; l++) {
@@ -79,6 +83,8 @@ async function build(ctx: BuildContext): Promise<void> {
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await predictionHead(ctx, x, base), 'logits');
+  // ELECTRA's discriminator scores tokens rather than predicting them: nothing to read a lens through.
+  if (!ctx.hasWeight('discriminator_predictions.dense.weight')) await tapLogitLens(ctx, 'self', (h) => predictionHead(ctx, h, base));
 }
 
 /**

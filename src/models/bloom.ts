@@ -10,6 +10,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, tap, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { alibiFeed, layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -65,8 +66,10 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   // The residual term of token i is what the block adds back: x_i, or LN(x_i) with apply_residual_connection_post_layernorm.
   tapBlockContributions(ctx, 'self', layer, { input: residual, residualSum: attnOut, outputBias: await ctx.weight(`${p}.self_attention.dense.bias`) });
   const ln2 = await layerNormLayer(ctx, attnOut, `${p}.post_attention_layernorm`, eps);
-  const inner = bloomGelu(ctx, await linearLayer(ctx, ln2, `${p}.mlp.dense_h_to_4h`));
-  return g.add(await linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`), residualPostLn ? ln2 : attnOut);
+  const inner = tapMlp(ctx, 'self', layer, bloomGelu(ctx, await linearLayer(ctx, ln2, `${p}.mlp.dense_h_to_4h`)));
+  const output = g.add(await linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`), residualPostLn ? ln2 : attnOut);
+  tapLayer(ctx, 'self', layer, { input: x, attention: attnOut, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -78,11 +81,13 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const alibi = g.input('alibi', 'float32', [1, info.numHeads, 'seq', 'keys']);
   let x = g.gather(await ctx.weight(`${base}word_embeddings.weight`), ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   x = await layerNormLayer(ctx, x, `${base}word_embeddings_layernorm`, eps);
   for (let l = 0; l < info.numLayers; l++) x = await block(ctx, x, `${base}h.${l}`, l, info, alibi, mask);
   x = await layerNormLayer(ctx, x, `${base}ln_f`, eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}word_embeddings.weight`]), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}ln_f`, eps), ['lm_head.weight', `${base}word_embeddings.weight`]));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

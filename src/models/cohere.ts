@@ -15,6 +15,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -123,8 +124,10 @@ async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, laye
   const x1 = g.add(x, attnOut);
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.attentionBias ? await ctx.weight(`${a}.o_proj.bias`) : null });
   const gate = activation(g, s.act, await linear(ctx, h, `${p}.mlp.gate_proj`, false));
-  const mlpOut = await linear(ctx, g.mul(gate, await linear(ctx, h, `${p}.mlp.up_proj`, false)), `${p}.mlp.down_proj`, false);
-  return g.add(x1, mlpOut);
+  const mlpOut = await linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, await linear(ctx, h, `${p}.mlp.up_proj`, false))), `${p}.mlp.down_proj`, false);
+  const output = g.add(x1, mlpOut);
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -136,13 +139,13 @@ async function build(ctx: BuildContext): Promise<void> {
   const rotary = rotaryInputs(g, s.rope);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
   x = await cohereNorm(ctx, s, x, `${base}norm`);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.mul(g.linear(x, head), g.scalar(s.logitScale)), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.mul(g.linear(x, await head()), g.scalar(s.logitScale)), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.mul(g.linear(await cohereNorm(ctx, s, h, `${base}norm`), await head()), g.scalar(s.logitScale)));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

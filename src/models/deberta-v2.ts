@@ -44,6 +44,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer, linearLayer, requiredBias, segmentTypeIds } from './layers.js';
@@ -235,7 +236,10 @@ function disentangledBias(ctx: BuildContext, q: Value, k: Value, rel: RelativePr
 }
 
 /** One post-LN DeBERTa block: disentangled self-attention, add & norm, feed-forward, add & norm. */
-async function debertaLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, d: Disentangled, relative: RelativeInputs | null): Promise<Value> {
+async function debertaLayer(
+  ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, d: Disentangled, relative: RelativeInputs | null,
+  finish: ((y: Value) => Promise<Value>) | null,
+): Promise<Value> {
   const { g, config } = ctx;
   const eps = config.num('layer_norm_eps', 1e-7);
   const { numHeads: heads, headDim } = info;
@@ -266,9 +270,13 @@ async function debertaLayer(ctx: BuildContext, x: Value, p: string, layer: numbe
     input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.output.dense.bias`),
     norm: { weight: await ctx.weight(`${p}.attention.output.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.output.LayerNorm.bias`) },
   });
-  const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
+  const inter = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`)));
   const out = await linearLayer(ctx, inter, `${p}.output.dense`);
-  return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+  let output = await layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+  // The ConvLayer after layer 0 is part of what the layer hands on (PyTorch's hidden_states[1]).
+  if (finish) output = await finish(output);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 /**
@@ -289,13 +297,19 @@ async function convLayer(ctx: BuildContext, embedded: Value, x: Value, p: string
 async function embeddings(ctx: BuildContext, base: string, eps: number): Promise<Value> {
   const { g, config } = ctx;
   const e = `${base}embeddings`;
-  let x = g.gather(await ctx.weight(`${e}.word_embeddings.weight`), g.input('input_ids', 'int64', [1, 'seq']));
+  const token = g.gather(await ctx.weight(`${e}.word_embeddings.weight`), g.input('input_ids', 'int64', [1, 'seq']));
+  let x = token;
+  let position: Value | null = null;
   if (config.bool('position_biased_input', true)) {
-    x = g.add(x, g.gather(await ctx.weight(`${e}.position_embeddings.weight`), g.input('position_ids', 'int64', [1, 'seq'])));
+    position = g.gather(await ctx.weight(`${e}.position_embeddings.weight`), g.input('position_ids', 'int64', [1, 'seq']));
+    x = g.add(x, position);
   }
+  let segment: Value | null = null;
   if (config.int('type_vocab_size', 0) > 0) {
-    x = g.add(x, g.gather(await ctx.weight(`${e}.token_type_embeddings.weight`), g.input('token_type_ids', 'int64', [1, 'seq'])));
+    segment = g.gather(await ctx.weight(`${e}.token_type_embeddings.weight`), g.input('token_type_ids', 'int64', [1, 'seq']));
+    x = g.add(x, segment);
   }
+  tapEmbeddings(ctx, 'self', { token, position, segment });
   if (ctx.hasWeight(`${e}.embed_proj.weight`)) x = g.linear(x, await ctx.weight(`${e}.embed_proj.weight`));
   // With no padding the mask HF multiplies the embeddings by is all ones.
   return layerNormLayer(ctx, x, `${e}.LayerNorm`, eps);
@@ -322,11 +336,12 @@ async function build(ctx: BuildContext): Promise<void> {
     };
   }
   for (let l = 0; l < info.numLayers; l++) {
-    x = await debertaLayer(ctx, x, `${base}encoder.layer.${l}`, l, info, d, relative);
-    if (l === 0 && conv) x = await convLayer(ctx, embedded, x, `${base}encoder.conv`, conv, eps);
+    const finish = l === 0 && conv ? (y: Value): Promise<Value> => convLayer(ctx, embedded, y, `${base}encoder.conv`, conv, eps) : null;
+    x = await debertaLayer(ctx, x, `${base}encoder.layer.${l}`, l, info, d, relative, finish);
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await predictionHead(ctx, x, base, eps), 'logits');
+  await tapLogitLens(ctx, 'self', (h) => predictionHead(ctx, h, base, eps));
 }
 
 /**

@@ -7,6 +7,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { encoderInfo, layerNormLayer, linearLayer } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
@@ -39,9 +40,11 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.out_lin.bias`),
     norm: { weight: await ctx.weight(`${p}.sa_layer_norm.weight`), bias: await ctx.weight(`${p}.sa_layer_norm.bias`) },
   });
-  const inner = activation(g, config.str('activation', 'gelu'), await linearLayer(ctx, h, `${p}.ffn.lin1`));
+  const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('activation', 'gelu'), await linearLayer(ctx, h, `${p}.ffn.lin1`)));
   const ffn = await linearLayer(ctx, inner, `${p}.ffn.lin2`);
-  return layerNormLayer(ctx, g.add(ffn, h), `${p}.output_layer_norm`, EPS);
+  const output = await layerNormLayer(ctx, g.add(ffn, h), `${p}.output_layer_norm`, EPS);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -50,20 +53,18 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['distilbert.', ''], 'embeddings.word_embeddings.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
-  let x = g.add(
-    g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids),
-    g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions),
-  );
-  x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, EPS);
+  const token = g.gather(await ctx.weight(`${base}embeddings.word_embeddings.weight`), ids);
+  const position = g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions);
+  tapEmbeddings(ctx, 'self', { token, position });
+  let x = await layerNormLayer(ctx, g.add(token, position), `${base}embeddings.LayerNorm`, EPS);
   for (let l = 0; l < info.numLayers; l++) x = await block(ctx, x, `${base}transformer.layer.${l}`, l, info);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const logits = await maskedLmHead(ctx, x, {
-      dense: 'vocab_transform', act: config.str('activation', 'gelu'), norm: 'vocab_layer_norm', eps: EPS,
-      decoder: ['vocab_projector.weight', `${base}embeddings.word_embeddings.weight`], bias: ['vocab_projector.bias'],
-    });
-    g.output(logits, 'logits');
-  }
+  const head = (h: Value): Promise<Value> => maskedLmHead(ctx, h, {
+    dense: 'vocab_transform', act: config.str('activation', 'gelu'), norm: 'vocab_layer_norm', eps: EPS,
+    decoder: ['vocab_projector.weight', `${base}embeddings.word_embeddings.weight`], bias: ['vocab_projector.bias'],
+  });
+  if (ctx.taps.logits) g.output(await head(x), 'logits');
+  await tapLogitLens(ctx, 'self', head);
 }
 
 function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -16,6 +16,7 @@ import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runti
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, tap, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { alibiFeed, layerNormLayer, requiredBias } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -138,18 +139,22 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const attnOut = await falconLinear(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attention.dense`, o.bias);
   const outputBias = o.bias ? await ctx.weight(`${p}.self_attention.dense.bias`) : null;
   const mlp = async (input: Value): Promise<Value> => {
-    const inner = activation(g, config.str('activation', 'gelu'), await falconLinear(ctx, input, `${p}.mlp.dense_h_to_4h`, o.bias));
+    const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('activation', 'gelu'), await falconLinear(ctx, input, `${p}.mlp.dense_h_to_4h`, o.bias)));
     return falconLinear(ctx, inner, `${p}.mlp.dense_4h_to_h`, o.bias);
   };
   if (o.newArch || o.parallel) {
     // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
     if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias });
     const mlpIn = twoNorms ? await layerNormLayer(ctx, x, `${p}.ln_mlp`, eps) : attnIn;
-    return g.add(g.add(await mlp(mlpIn), attnOut), x);
+    const output = g.add(g.add(await mlp(mlpIn), attnOut), x);
+    tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
+    return output;
   }
   const h = g.add(attnOut, x);
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias });
-  return g.add(await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps)), h);
+  const output = g.add(await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps)), h);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -172,10 +177,12 @@ async function build(ctx: BuildContext): Promise<void> {
     };
   }
   let x = g.gather(await ctx.weight(`${base}word_embeddings.weight`), ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < info.numLayers; l++) x = await block(ctx, x, `${base}h.${l}`, l, info, o, pos);
   x = await layerNormLayer(ctx, x, `${base}ln_f`, config.num('layer_norm_epsilon', 1e-5));
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}word_embeddings.weight`]), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}ln_f`, config.num('layer_norm_epsilon', 1e-5)), ['lm_head.weight', `${base}word_embeddings.weight`]));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

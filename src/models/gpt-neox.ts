@@ -11,6 +11,7 @@ import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runti
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
@@ -109,19 +110,23 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
   const outputBias = await ctx.weight(`${p}.attention.dense.bias`);
   const mlp = async (input: Value): Promise<Value> => {
-    const inner = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, input, `${p}.mlp.dense_h_to_4h`));
+    const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, input, `${p}.mlp.dense_h_to_4h`)));
     return linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`);
   };
   if (config.bool('use_parallel_residual', true)) {
     // The attention block's output (for ALTI) is x + attn(ln(x)); the parallel MLP branch is not part of it.
     if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias });
     const mlpOut = await mlp(await layerNormLayer(ctx, x, `${p}.post_attention_layernorm`, eps));
-    return g.add(g.add(mlpOut, attnOut), x);
+    const output = g.add(g.add(mlpOut, attnOut), x);
+    tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
+    return output;
   }
   const h = g.add(attnOut, x);
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias });
   const mlpOut = await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps));
-  return g.add(mlpOut, h);
+  const output = g.add(mlpOut, h);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -139,12 +144,14 @@ async function build(ctx: BuildContext): Promise<void> {
       }
     : null;
   let x = g.gather(await ctx.weight(`${base}embed_in.weight`), ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < info.numLayers; l++) {
     x = await block(ctx, x, `${base}layers.${l}`, l, info, mask, rope);
   }
   x = await layerNormLayer(ctx, x, `${base}final_layer_norm`, config.num('layer_norm_eps', 1e-5));
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['embed_out.weight', `${base}embed_in.weight`]), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}final_layer_norm`, config.num('layer_norm_eps', 1e-5)), ['embed_out.weight', `${base}embed_in.weight`]));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

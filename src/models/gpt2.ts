@@ -16,6 +16,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, requiredBias } from './layers.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -101,9 +102,11 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const attnOut = await conv1d(ctx, mergeHeads(g, context, heads, headDim), `${p}.attn.c_proj`);
   const h = g.add(attnOut, x);
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias: await ctx.weight(`${p}.attn.c_proj.bias`) });
-  const inner = activation(g, config.str('activation_function', 'gelu_new'), await conv1d(ctx, await layerNormLayer(ctx, h, `${p}.ln_2`, eps), `${p}.mlp.c_fc`));
+  const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('activation_function', 'gelu_new'), await conv1d(ctx, await layerNormLayer(ctx, h, `${p}.ln_2`, eps), `${p}.mlp.c_fc`)));
   const mlpOut = await conv1d(ctx, inner, `${p}.mlp.c_proj`);
-  return g.add(h, mlpOut);
+  const out = g.add(h, mlpOut);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output: out });
+  return out;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -113,16 +116,17 @@ async function build(ctx: BuildContext): Promise<void> {
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
-  let x = g.add(
-    g.gather(await ctx.weight(`${base}wte.weight`), ids),
-    g.gather(await ctx.weight(`${base}wpe.weight`), positions),
-  );
+  const token = g.gather(await ctx.weight(`${base}wte.weight`), ids);
+  const position = g.gather(await ctx.weight(`${base}wpe.weight`), positions);
+  tapEmbeddings(ctx, 'self', { token, position });
+  let x = g.add(token, position);
   for (let l = 0; l < info.numLayers; l++) {
     x = await block(ctx, x, `${base}h.${l}`, l, info, mask);
   }
   x = await layerNormLayer(ctx, x, `${base}ln_f`, config.num('layer_norm_epsilon', 1e-5));
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}wte.weight`]), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}ln_f`, config.num('layer_norm_epsilon', 1e-5)), ['lm_head.weight', `${base}wte.weight`]));
 }
 
 function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

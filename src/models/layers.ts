@@ -9,6 +9,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -274,8 +275,10 @@ export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTa
     const prefix = `${base}${stack}`;
     const headDim = s.dModel / heads;
     let x = g.gather(embed, tokens);
+    const position = g.gather(await positionTable(stack, prefix), pos);
+    tapEmbeddings(ctx, stack, { token: x, position });
     if (s.embedScale !== null) x = g.mul(x, g.scalar(s.embedScale));
-    x = g.add(x, g.gather(await positionTable(stack, prefix), pos));
+    x = g.add(x, position);
     if (s.embeddingNorm) x = await seq2seqLayerNorm(ctx, x, `${prefix}.layernorm_embedding`);
     // `tapLayer`: the self-attention block of that layer, whose contributions taps are recorded.
     const residual = async (v: Value, norm: string, f: (h: Value) => Promise<Value>, tapLayer?: number): Promise<Value> => {
@@ -290,13 +293,18 @@ export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTa
     };
     for (let l = 0; l < layers; l++) {
       const p = `${prefix}.layers.${l}`;
+      const input = x;
       x = await residual(x, `${p}.self_attn_layer_norm`, (h) => seq2seqAttention(ctx, h, h, `${p}.self_attn`, heads, headDim, stack, l, mask, s.sequentialDots), l);
+      const afterSelf = x;
+      let afterCross: Value | undefined;
       if (encoderOutput) {
         x = await residual(x, `${p}.encoder_attn_layer_norm`, (h) =>
           seq2seqAttention(ctx, h, encoderOutput, `${p}.encoder_attn`, heads, headDim, 'cross', l, null, s.sequentialDots));
+        afterCross = x;
       }
       x = await residual(x, `${p}.final_layer_norm`, async (h) =>
-        seq2seqLinear(ctx, activation(g, s.act, await seq2seqLinear(ctx, h, `${p}.fc1`)), `${p}.fc2`));
+        seq2seqLinear(ctx, tapMlp(ctx, stack, l, activation(g, s.act, await seq2seqLinear(ctx, h, `${p}.fc1`))), `${p}.fc2`));
+      tapLayer(ctx, stack, l, { input, attention: afterSelf, ...(afterCross ? { cross: afterCross } : {}), output: x });
     }
     if (s.finalNorm) x = await seq2seqLayerNorm(ctx, x, `${prefix}.layer_norm`);
     return x;
@@ -312,13 +320,14 @@ export async function buildSeq2Seq(ctx: BuildContext, s: Seq2SeqSpec, positionTa
   const decoderEmbedding = await embedding('decoder');
   const decoderOutput = await runStack('decoder', decoderIds, decoderPositions, decoderEmbedding, s.decoderHeads, s.decoderLayers, causal, encoderOutput);
   if (ctx.taps.lastHiddenState) g.output(decoderOutput, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : decoderEmbedding;
-    let logits = g.linear(decoderOutput, head);
+  const head = async (out: Value): Promise<Value> => {
+    const w = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : decoderEmbedding;
+    const logits = g.linear(out, w);
     const finalBias = await ctx.optionalWeight('final_logits_bias'); // [1, vocab]
-    if (finalBias) logits = g.add(logits, finalBias);
-    g.output(logits, 'logits');
-  }
+    return finalBias ? g.add(logits, finalBias) : logits;
+  };
+  if (ctx.taps.logits) g.output(await head(decoderOutput), 'logits');
+  await tapLogitLens(ctx, 'decoder', async (h) => head(s.finalNorm ? await seq2seqLayerNorm(ctx, h, `${base}decoder.layer_norm`) : h));
 }
 
 /** The feeds of buildSeq2Seq; `positionIds(n, past)` gives the table rows of positions past…past+n−1. */

@@ -16,6 +16,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -227,11 +228,11 @@ export async function projectQkv(
 }
 
 /** SwiGLU / GeGLU feed-forward: down(act(gate(x)) · up(x)). */
-async function mlp(ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string): Promise<Value> {
+async function mlp(ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string, layer: number): Promise<Value> {
   const { g } = ctx;
   const gate = activation(g, s.act, await linear(ctx, x, `${prefix}.gate_proj`, s.mlpBias));
   const up = await linear(ctx, x, `${prefix}.up_proj`, s.mlpBias);
-  return linear(ctx, g.mul(gate, up), `${prefix}.down_proj`, s.mlpBias);
+  return linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, up)), `${prefix}.down_proj`, s.mlpBias);
 }
 
 async function decoderLayer(
@@ -253,7 +254,9 @@ async function decoderLayer(
     input: x, residualSum: x1, outputBias: s.outBias ? await ctx.weight(`${prefix}.self_attn.o_proj.bias`) : null,
   });
   const h2 = await rmsNorm(ctx, s, x1, `${prefix}.post_attention_layernorm`);
-  return g.add(x1, await mlp(ctx, s, h2, `${prefix}.mlp`));
+  const output = g.add(x1, await mlp(ctx, s, h2, `${prefix}.mlp`, layer));
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -271,16 +274,16 @@ async function build(ctx: BuildContext): Promise<void> {
 
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   if (s.embedScale !== null) x = g.mul(x, g.scalar(s.embedScale));
   for (let l = 0; l < s.layers; l++) {
     x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, maskValues.get(masks.perLayer[l]!)!);
   }
   x = await rmsNorm(ctx, s, x, `${base}norm`);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.linear(x, head), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.linear(x, await head()), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.linear(await rmsNorm(ctx, s, h, `${base}norm`), await head()));
 }
 
 /** Feeds for `inputIds` at positions pastLength, pastLength + 1, ... (pastLength > 0: incremental decoding). */

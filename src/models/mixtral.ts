@@ -17,6 +17,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
@@ -135,7 +136,9 @@ async function decoderLayer(
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
   const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
-  return g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`, layer));
+  const output = g.add(x1, await sparseMoe(ctx, s, h2, `${prefix}.block_sparse_moe`, layer));
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -147,13 +150,13 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
   x = await rmsNormLayer(ctx, x, `${base}norm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.linear(x, head), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.linear(x, await head()), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.linear(await rmsNormLayer(ctx, h, `${base}norm`, s.eps), await head()));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -20,6 +20,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer, linearLayer } from './layers.js';
@@ -106,9 +107,11 @@ async function mpnetLayer(ctx: BuildContext, x: Value, p: string, layer: number,
     input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.attn.o.bias`),
     norm: { weight: await ctx.weight(`${p}.attention.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.LayerNorm.bias`) },
   });
-  const inter = activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`));
+  const inter = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`)));
   const out = await linearLayer(ctx, inter, `${p}.output.dense`);
-  return layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+  const output = await layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
+  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -120,7 +123,10 @@ async function build(ctx: BuildContext): Promise<void> {
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
   const buckets = g.input('position_buckets', 'int64', ['seq', 'seq']);
   const words = await ctx.weight(`${base}embeddings.word_embeddings.weight`);
-  let x = g.add(g.gather(words, ids), g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions));
+  const token = g.gather(words, ids);
+  const position = g.gather(await ctx.weight(`${base}embeddings.position_embeddings.weight`), positions);
+  tapEmbeddings(ctx, 'self', { token, position });
+  let x = g.add(token, position);
   x = await layerNormLayer(ctx, x, `${base}embeddings.LayerNorm`, eps);
   // [seq, seq, heads] → [1, heads, seq, seq], added to the scaled scores of every layer.
   const table = await ctx.weight(`${base}encoder.relative_attention_bias.weight`);
@@ -130,12 +136,12 @@ async function build(ctx: BuildContext): Promise<void> {
     x = await mpnetLayer(ctx, x, `${base}encoder.layer.${l}`, l, info, bias);
   }
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    g.output(await maskedLmHead(ctx, x, {
-      dense: 'lm_head.dense', act: 'gelu', norm: 'lm_head.layer_norm', eps,
-      decoder: ['lm_head.decoder.weight', `${base}embeddings.word_embeddings.weight`], bias: ['lm_head.bias', 'lm_head.decoder.bias'],
-    }), 'logits');
-  }
+  const head = (h: Value): Promise<Value> => maskedLmHead(ctx, h, {
+    dense: 'lm_head.dense', act: 'gelu', norm: 'lm_head.layer_norm', eps,
+    decoder: ['lm_head.decoder.weight', `${base}embeddings.word_embeddings.weight`], bias: ['lm_head.bias', 'lm_head.decoder.bias'],
+  });
+  if (ctx.taps.logits) g.output(await head(x), 'logits');
+  await tapLogitLens(ctx, 'self', head);
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

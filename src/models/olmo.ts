@@ -10,6 +10,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -99,7 +100,9 @@ async function decoderLayer(ctx: BuildContext, s: OlmoSpec, x: Value, p: string,
   const h2 = g.layerNorm(x1, ones, null, EPS);
   const gate = activation(g, s.act, await linear(ctx, h2, `${p}.mlp.gate_proj`, false));
   const up = await linear(ctx, h2, `${p}.mlp.up_proj`, false);
-  return g.add(x1, await linear(ctx, g.mul(gate, up), `${p}.mlp.down_proj`, false));
+  const output = g.add(x1, await linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, up)), `${p}.mlp.down_proj`, false));
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -113,15 +116,15 @@ async function build(ctx: BuildContext): Promise<void> {
   const ones = g.initializer('olmo.layer_norm.unit_scale', new Float32Array(s.hidden).fill(1), [s.hidden]);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) {
     x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask, ones);
   }
   x = g.layerNorm(x, ones, null, EPS);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.linear(x, head), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.linear(x, await head()), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.linear(g.layerNorm(h, ones, null, EPS), await head()));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

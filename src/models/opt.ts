@@ -12,6 +12,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
@@ -49,9 +50,16 @@ async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean
 }
 
 /** nn.LayerNorm, with or without its affine parameters (`layer_norm_elementwise_affine`). */
+/** The unit scales of non-affine norms, one initializer per norm even when it is applied twice (the logit lens reuses the final one). */
+const unitScales = new WeakMap<BuildContext, Map<string, Value>>();
+
 async function norm(ctx: BuildContext, x: Value, prefix: string, affine: boolean, width: number): Promise<Value> {
   if (affine) return layerNormLayer(ctx, x, prefix, EPS);
-  return ctx.g.layerNorm(x, ctx.g.initializer(`${prefix}.ones`, new Float32Array(width).fill(1), [width]), null, EPS);
+  let scales = unitScales.get(ctx);
+  if (!scales) unitScales.set(ctx, (scales = new Map()));
+  let ones = scales.get(prefix);
+  if (!ones) scales.set(prefix, (ones = ctx.g.initializer(`${prefix}.ones`, new Float32Array(width).fill(1), [width])));
+  return ctx.g.layerNorm(x, ones, null, EPS);
 }
 
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, mask: Value): Promise<Value> {
@@ -89,9 +97,10 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   }
 
   const h2 = preLn ? await norm(ctx, x1, `${p}.final_layer_norm`, affine, hidden) : x1;
-  const inner = activation(g, config.str('activation_function', 'relu'), await linear(ctx, h2, `${p}.fc1`, bias));
+  const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('activation_function', 'relu'), await linear(ctx, h2, `${p}.fc1`, bias)));
   let out = g.add(x1, await linear(ctx, inner, `${p}.fc2`, bias));
   if (!preLn) out = await norm(ctx, out, `${p}.final_layer_norm`, affine, hidden);
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output: out });
   return out;
 }
 
@@ -104,17 +113,26 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let tokens = g.gather(embed, ids);
+  const position = g.gather(await ctx.weight(`${base}embed_positions.weight`), positions);
+  tapEmbeddings(ctx, 'self', { token: tokens, position });
   if (ctx.hasWeight(`${base}project_in.weight`)) tokens = g.linear(tokens, await ctx.weight(`${base}project_in.weight`));
-  let x = g.add(tokens, g.gather(await ctx.weight(`${base}embed_positions.weight`), positions));
+  let x = g.add(tokens, position);
   for (let l = 0; l < info.numLayers; l++) {
     x = await block(ctx, x, `${base}layers.${l}`, l, info, mask);
   }
-  if (config.bool('do_layer_norm_before', true) && !config.bool('_remove_final_layer_norm', false)) {
-    x = await norm(ctx, x, `${base}final_layer_norm`, config.bool('layer_norm_elementwise_affine', true), info.numHeads * info.headDim);
-  }
-  if (ctx.hasWeight(`${base}project_out.weight`)) x = g.linear(x, await ctx.weight(`${base}project_out.weight`));
+  // The final norm and project_out, then the head: what the logit lens reads every layer through.
+  const finish = async (h: Value): Promise<Value> => {
+    let y = h;
+    if (config.bool('do_layer_norm_before', true) && !config.bool('_remove_final_layer_norm', false)) {
+      y = await norm(ctx, y, `${base}final_layer_norm`, config.bool('layer_norm_elementwise_affine', true), info.numHeads * info.headDim);
+    }
+    if (ctx.hasWeight(`${base}project_out.weight`)) y = g.linear(y, await ctx.weight(`${base}project_out.weight`));
+    return y;
+  };
+  x = await finish(x);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}embed_tokens.weight`]), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await finish(h), ['lm_head.weight', `${base}embed_tokens.weight`]));
 }
 
 function feeds(_config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -15,6 +15,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
@@ -110,8 +111,11 @@ async function block(ctx: BuildContext, s: PhiSpec, x: Value, p: string, layer: 
     // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
     tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias: await ctx.weight(`${p}.self_attn.dense.bias`) });
   }
-  const ff = await linearLayer(ctx, activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc1`)), `${p}.mlp.fc2`);
-  return g.add(g.add(attnOut, ff), x);
+  const ff = await linearLayer(ctx, tapMlp(ctx, 'self', layer, activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc1`))), `${p}.mlp.fc2`);
+  const output = g.add(g.add(attnOut, ff), x);
+  // Parallel block: the stream "after attention" is x + attn(ln(x)); the output adds the MLP branch beside it.
+  tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -122,10 +126,12 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const rotary = rotaryInputs(g, s.rope);
   let x = g.gather(await ctx.weight(`${base}embed_tokens.weight`), ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
   x = await layerNormLayer(ctx, x, `${base}final_layernorm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
   if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}embed_tokens.weight`], 'lm_head.bias'), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}final_layernorm`, s.eps), ['lm_head.weight', `${base}embed_tokens.weight`], 'lm_head.bias'));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

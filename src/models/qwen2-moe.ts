@@ -21,6 +21,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, requiredBias, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
@@ -147,10 +148,11 @@ async function biasedLinear(ctx: BuildContext, x: Value, prefix: string): Promis
 }
 
 /** Qwen2MoeMLP: down(act(gate(x)) · up(x)). */
-async function mlp(ctx: BuildContext, act: string, x: Value, prefix: string): Promise<Value> {
+async function mlp(ctx: BuildContext, act: string, x: Value, prefix: string, tapLayerIndex?: number): Promise<Value> {
   const { g } = ctx;
   const gate = activation(g, act, await linear(ctx, x, `${prefix}.gate_proj`));
-  return linear(ctx, g.mul(gate, await linear(ctx, x, `${prefix}.up_proj`)), `${prefix}.down_proj`);
+  const inner = g.mul(gate, await linear(ctx, x, `${prefix}.up_proj`));
+  return linear(ctx, tapLayerIndex === undefined ? inner : tapMlp(ctx, 'self', tapLayerIndex, inner), `${prefix}.down_proj`);
 }
 
 async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: string, layer: number): Promise<Value> {
@@ -180,7 +182,10 @@ async function decoderLayer(
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
   const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
   const m = `${prefix}.mlp`;
-  return g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m, layer) : await mlp(ctx, s.act, h2, m));
+  // A dense layer's MLP activation is tapped; routed layers' experts are not.
+  const output = g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m, layer) : await mlp(ctx, s.act, h2, m, layer));
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -194,13 +199,13 @@ async function build(ctx: BuildContext): Promise<void> {
   for (const name of new Set(names)) masks.set(name, g.input(name, 'float32', [1, 1, 'seq', 'keys']));
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks.get(names[l]!)!);
   x = await rmsNormLayer(ctx, x, `${base}norm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.linear(x, head), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.linear(x, await head()), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.linear(await rmsNormLayer(ctx, h, `${base}norm`, s.eps), await head()));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -12,6 +12,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { layerNormLayer } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -120,14 +121,20 @@ async function decoderLayer(ctx: BuildContext, s: StableLmSpec, x: Value, p: str
   const mlp = async (input: Value): Promise<Value> => {
     const gate = activation(g, s.act, await linear(ctx, input, `${p}.mlp.gate_proj`, false));
     const up = await linear(ctx, input, `${p}.mlp.up_proj`, false);
-    return linear(ctx, g.mul(gate, up), `${p}.mlp.down_proj`, false);
+    return linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, up)), `${p}.mlp.down_proj`, false);
   };
   // Parallel blocks: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
   if (s.parallel && ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(x, attnOut), outputBias: null });
-  if (s.parallel) return g.add(x, g.add(await mlp(h), attnOut));
+  if (s.parallel) {
+    const output = g.add(x, g.add(await mlp(h), attnOut));
+    tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(x, attnOut), output });
+    return output;
+  }
   const x1 = g.add(x, attnOut);
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
-  return g.add(await mlp(await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps)), x1);
+  const output = g.add(await mlp(await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps)), x1);
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -139,15 +146,15 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) {
     x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
   }
   x = await layerNormLayer(ctx, x, `${base}norm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.linear(x, head), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.linear(x, await head()), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.linear(await layerNormLayer(ctx, h, `${base}norm`, s.eps), await head()));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -11,6 +11,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { layerNormLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -112,8 +113,10 @@ async function decoderLayer(ctx: BuildContext, s: Starcoder2Spec, x: Value, p: s
   const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, s.bias));
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null });
   const h2 = await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps);
-  const inner = activation(g, s.act, await linear(ctx, h2, `${p}.mlp.c_fc`, s.bias));
-  return g.add(x1, await linear(ctx, inner, `${p}.mlp.c_proj`, s.bias));
+  const inner = tapMlp(ctx, 'self', layer, activation(g, s.act, await linear(ctx, h2, `${p}.mlp.c_fc`, s.bias)));
+  const output = g.add(x1, await linear(ctx, inner, `${p}.mlp.c_proj`, s.bias));
+  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
+  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
@@ -125,15 +128,15 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
+  tapEmbeddings(ctx, 'self', { token: x });
   for (let l = 0; l < s.layers; l++) {
     x = await decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
   }
   x = await layerNormLayer(ctx, x, `${base}norm`, s.eps);
   if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    const head = !s.tied && ctx.hasWeight('lm_head.weight') ? await ctx.weight('lm_head.weight') : embed;
-    g.output(g.linear(x, head), 'logits');
-  }
+  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
+  if (ctx.taps.logits) g.output(g.linear(x, await head()), 'logits');
+  await tapLogitLens(ctx, 'self', async (h) => g.linear(await layerNormLayer(ctx, h, `${base}norm`, s.eps), await head()));
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

@@ -31,6 +31,7 @@ import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
+import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -211,12 +212,12 @@ async function t5Attention(
 }
 
 /** T5DenseActDense (wi, wo) or T5DenseGatedActDense (act(wi_0) · wi_1, wo). */
-async function feedForward(ctx: BuildContext, s: T5Spec, x: Value, prefix: string): Promise<Value> {
+async function feedForward(ctx: BuildContext, s: T5Spec, x: Value, prefix: string, stack: 'encoder' | 'decoder', layer: number): Promise<Value> {
   const { g } = ctx;
   const h = s.gated
     ? g.mul(activation(g, s.act, await linear(ctx, x, `${prefix}.wi_0`)), await linear(ctx, x, `${prefix}.wi_1`))
     : activation(g, s.act, await linear(ctx, x, `${prefix}.wi`));
-  return linear(ctx, h, `${prefix}.wo`);
+  return linear(ctx, tapMlp(ctx, stack, layer, h), `${prefix}.wo`);
 }
 
 interface StackOptions {
@@ -235,6 +236,7 @@ async function runStack(ctx: BuildContext, s: T5Spec, x: Value, o: StackOptions)
   const { g } = ctx;
   let positions: Value | null = null;
   let bias: Value | null = null;
+  tapEmbeddings(ctx, o.stack, { token: x });
   for (let l = 0; l < o.layers; l++) {
     const block = `${o.prefix}.block.${l}`;
     const self = `${block}.layer.0.SelfAttention`;
@@ -250,14 +252,18 @@ async function runStack(ctx: BuildContext, s: T5Spec, x: Value, o: StackOptions)
     const input = x;
     x = g.add(x, await t5Attention(ctx, s, h, h, self, o.stack, l, bias));
     tapBlockContributions(ctx, o.stack, l, { input, residualSum: x, outputBias: null });
+    const afterSelf = x;
+    let afterCross: Value | undefined;
     let ff = 1;
     if (o.encoderOutput) {
       const hc = await rmsNorm(ctx, s, x, `${block}.layer.1.layer_norm`);
       x = g.add(x, await t5Attention(ctx, s, hc, o.encoderOutput, `${block}.layer.1.EncDecAttention`, 'cross', l, null));
+      afterCross = x;
       ff = 2;
     }
     const hf = await rmsNorm(ctx, s, x, `${block}.layer.${ff}.layer_norm`);
-    x = g.add(x, await feedForward(ctx, s, hf, `${block}.layer.${ff}.DenseReluDense`));
+    x = g.add(x, await feedForward(ctx, s, hf, `${block}.layer.${ff}.DenseReluDense`, o.stack, l));
+    tapLayer(ctx, o.stack, l, { input, attention: afterSelf, ...(afterCross ? { cross: afterCross } : {}), output: x });
   }
   return rmsNorm(ctx, s, x, `${o.prefix}.final_layer_norm`);
 }
@@ -300,13 +306,14 @@ async function build(ctx: BuildContext): Promise<void> {
     stack: 'decoder', prefix: `${base}decoder`, layers: s.decoderLayers, buckets: decoderBuckets, mask: causal, encoderOutput,
   });
   if (ctx.taps.lastHiddenState) g.output(decoderOutput, 'last_hidden_state');
-  if (ctx.taps.logits) {
-    // Tied head: the decoder output is rescaled by d_model^-0.5 before the shared embedding.
-    const untied = !s.tied && ctx.hasWeight(`${base}lm_head.weight`);
-    const head = untied ? await ctx.weight(`${base}lm_head.weight`) : decoderEmbedding;
-    const x = untied ? decoderOutput : g.mul(decoderOutput, g.scalar(s.dModel ** -0.5));
-    g.output(g.linear(x, head), 'logits');
-  }
+  // Tied head: the decoder output is rescaled by d_model^-0.5 before the shared embedding.
+  const untied = !s.tied && ctx.hasWeight(`${base}lm_head.weight`);
+  const head = async (out: Value): Promise<Value> => {
+    const x = untied ? out : g.mul(out, g.scalar(s.dModel ** -0.5));
+    return g.linear(x, untied ? await ctx.weight(`${base}lm_head.weight`) : decoderEmbedding);
+  };
+  if (ctx.taps.logits) g.output(await head(decoderOutput), 'logits');
+  await tapLogitLens(ctx, 'decoder', async (h) => head(await rmsNorm(ctx, s, h, `${base}decoder.final_layer_norm`)));
 }
 
 function toInt64(values: Int32Array, dims: readonly number[]): RuntimeTensor {
