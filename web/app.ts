@@ -6,7 +6,9 @@ import { stepDescription } from '../src/views/svg/common.js';
 import { STACK_TITLES } from '../src/views/layout/common.js';
 import { type ThemeName, getTheme } from '../src/views/theme.js';
 import { type DisplayToken, prettifyToken, tokenLabel, traceStacks } from '../src/views/tokens.js';
-import { type Ctx, DisplayCache, type State, VIEWS, type ViewName, weightFormatter } from './context.js';
+import { type Ctx, DisplayCache, type PageView, type State, VIEWS, weightFormatter } from './context.js';
+import { ANALYSIS_VIEW_LABELS, ANALYSIS_VIEW_NAMES, type AnalysisViewName } from '../src/views/layout/analysis-views.js';
+import { AblationView, HeadImportanceView, LogitLensView, SaliencyView } from './views/analysis.js';
 import { Tooltip, button, checkbox, h, replaceChildren, select } from './dom.js';
 import { HeadView } from './views/head.js';
 import { HeatmapView } from './views/heatmap.js';
@@ -25,12 +27,24 @@ interface View {
   update(): void;
 }
 
+/** The analysis views whose data the page carries (their tabs follow the attention views'). */
+function analysisViews(header: PayloadHeader): AnalysisViewName[] {
+  const a = header.analysis ?? {};
+  const has: Record<AnalysisViewName, boolean> = { saliency: !!a.saliency, importance: !!a.importance, ablation: !!a.ablation, lens: !!a.lens };
+  return ANALYSIS_VIEW_NAMES.filter((v) => has[v]);
+}
+
+/** Every tab of the page, in order. */
+function pageViews(header: PayloadHeader): { name: PageView; label: string }[] {
+  return [...VIEWS, ...analysisViews(header).map((name) => ({ name, label: ANALYSIS_VIEW_LABELS[name] }))];
+}
+
 function initialState(trace: Trace, header: PayloadHeader): State {
   const stack = traceStacks(trace)[0]!;
   const s = trace.attention[stack]!;
   const numHeads = s.dims[0];
   const numLayers = s.layers.length;
-  const view = VIEWS.some((v) => v.name === header.view) ? (header.view as ViewName) : 'head';
+  const view = pageViews(header).some((v) => v.name === header.view) ? (header.view as PageView) : 'head';
   const theme: ThemeName =
     header.theme === 'dark' || header.theme === 'light'
       ? header.theme
@@ -71,7 +85,7 @@ export class App implements Ctx {
   private readonly tabs = h('nav', { class: 'tabs', role: 'tablist', testid: 'tabs' });
   private readonly controls = h('div', { class: 'shared-controls', testid: 'shared-controls' });
   private readonly main = h('main', { class: 'views' });
-  private readonly views: Record<ViewName, View>;
+  private readonly views: Partial<Record<PageView, View>>;
   private scheduled = false;
   private readonly predictionsPanel: PredictionsPanel;
   readonly gen: TraceGeneration | null;
@@ -94,6 +108,11 @@ export class App implements Ctx {
     this.fmtWeight = weightFormatter(header);
     this.predictionsPanel = new PredictionsPanel(this);
     this.views = { head: new HeadView(this), model: new ModelView(this), neuron: new NeuronView(this), heatmap: new HeatmapView(this), words: new GroupedView(this, 'words'), sentences: new GroupedView(this, 'sentences'), flow: new FlowView(this, 'diagram'), influence: new FlowView(this, 'tree'), clusters: new HeadClustersView(this), types: new HeadTypesView(this) };
+    const analysis = header.analysis ?? {};
+    if (analysis.saliency) this.views.saliency = new SaliencyView(this, analysis.saliency);
+    if (analysis.importance) this.views.importance = new HeadImportanceView(this, analysis.importance);
+    if (analysis.ablation) this.views.ablation = new AblationView(this, analysis.ablation);
+    if (analysis.lens) this.views.lens = new LogitLensView(this, analysis.lens);
     const nTokens = trace.tokens.length + (trace.decoderTokens ? ` + ${trace.decoderTokens.length}` : '');
     const facts = `(${trace.model.modelType}) · ${trace.model.numLayers} layers × ${trace.model.numHeads} heads · ${nTokens} tokens`;
     const generated = this.gen ? `generated: ${describeGeneration(this.gen)}` : '';
@@ -289,7 +308,7 @@ export class App implements Ctx {
     this.applyTheme();
     replaceChildren(
       this.tabs,
-      ...VIEWS.map((v) => {
+      ...pageViews(this.header).map((v) => {
         const b = h('button', { type: 'button', role: 'tab', class: `tab${v.name === state.view ? ' active' : ''}`, testid: `tab-${v.name}`, 'aria-selected': v.name === state.view ? 'true' : 'false' }, v.label);
         b.addEventListener('click', () => this.set({ view: v.name }));
         return b;
@@ -310,7 +329,7 @@ export class App implements Ctx {
     );
     this.renderGenerationBar();
     this.predictionsPanel.update();
-    for (const [name, view] of Object.entries(this.views) as [ViewName, View][]) {
+    for (const [name, view] of Object.entries(this.views) as [PageView, View][]) {
       const active = name === state.view;
       view.el.hidden = !active;
       if (active) view.update();

@@ -9,10 +9,13 @@ import { fmtValue } from '../src/views/svg/common.js';
 import { type Theme, type ThemeName, getTheme } from '../src/views/theme.js';
 import { type DisplayStack, type DisplayToken, type PairFilter, displayStack } from '../src/views/tokens.js';
 import type { Tooltip } from './dom.js';
-import { VIEW_LABELS, VIEW_NAMES, type ViewName } from '../src/views/layout/common.js';
+import { VIEW_LABELS, VIEW_NAMES, type ViewName as AttentionViewName } from '../src/views/layout/common.js';
+import type { AnalysisViewName } from '../src/views/layout/analysis-views.js';
 
-export type { ViewName } from '../src/views/layout/common.js';
-export const VIEWS: readonly { name: ViewName; label: string }[] = VIEW_NAMES.map((name) => ({ name, label: VIEW_LABELS[name] }));
+export const VIEWS: readonly { name: AttentionViewName; label: string }[] = VIEW_NAMES.map((name) => ({ name, label: VIEW_LABELS[name] }));
+/** A view the page can show: the attention views (VIEWS), and the analysis views whose data the page carries. */
+export type PageView = AttentionViewName | AnalysisViewName;
+export type ViewName = PageView;
 
 export type HeatmapMode = 'head' | 'mean' | 'max' | 'all';
 
@@ -23,7 +26,7 @@ export interface Focus {
 }
 
 export interface State {
-  view: ViewName;
+  view: PageView;
   theme: ThemeName;
   hideSpecial: boolean;
   mergeSubwords: boolean;

@@ -3,6 +3,7 @@
  * (that SVG drawn on a canvas). Nothing leaves the page: the file is a local download.
  */
 import type { Ctx } from './context.js';
+import { isAnalysisViewName } from '../src/views/layout/analysis-views.js';
 import { button, h } from './dom.js';
 
 export function download(blob: Blob, name: string): void {
@@ -48,6 +49,8 @@ export function exportName(ctx: Ctx, view: string, ext: string): string {
   const { state } = ctx;
   const what = view === 'model' ? 'layers' : view === 'neuron' ? `layer${state.layer}-head${state.neuronHead}` : `layer${state.layer}`;
   const step = ctx.step();
+  // The analysis views show their own data, not a stack's layer: "attnscope-<model>-<view>.<ext>".
+  if (isAnalysisViewName(view)) return `attnscope-${`${ctx.trace.model.name}-${view}`.replace(/[^A-Za-z0-9._-]+/g, '_')}.${ext}`;
   const base = `${ctx.trace.model.name}-${view}-${state.stack}-${what}${step !== undefined ? `-step${step}` : ''}`.replace(/[^A-Za-z0-9._-]+/g, '_');
   return `attnscope-${base}.${ext}`;
 }

@@ -18,6 +18,7 @@
  */
 import type { ScoreCheck } from '../../analysis/neuron.js';
 import type { GenerationInfo, ModelInfo, Prediction, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
+import type { AnalysisViewData } from '../layout/analysis-views.js';
 
 export const PAYLOAD_FORMAT = 'attnscope-view';
 export const PAYLOAD_VERSION = 1;
@@ -70,6 +71,8 @@ export interface PayloadHeader {
   /** Page title and the text the trace was made from, when known. */
   title: string;
   text?: string;
+  /** The data of the saliency, head-importance, ablation and logit-lens views, each when computed. */
+  analysis?: AnalysisViewData;
   /** View and theme to open with. */
   view?: string;
   theme?: string;

@@ -7,6 +7,7 @@
  */
 import { AttnscopeError } from '../../core/errors.js';
 import { ANALYSIS_VIEW_NAMES, type AnalysisViewData, type AnalysisViewName } from '../layout/analysis-views.js';
+import { STACK_TITLES } from '../layout/common.js';
 import { renderAblation } from './ablation.js';
 import type { AnalysisSvgOptions } from './analysis-frame.js';
 import { renderHeadImportance } from './head-importance.js';
@@ -32,5 +33,21 @@ export function renderAnalysisSvg(view: AnalysisViewName, data: AnalysisViewData
       return renderLogitLens(data.lens, options);
     default:
       throw new AttnscopeError(`unknown view '${view as string}' (expected ${ANALYSIS_VIEW_NAMES.join(', ')})`);
+  }
+}
+
+/** The heading of an analysis view: the model and what the view shows. */
+export function analysisTitle(view: AnalysisViewName, model: string, data?: AnalysisViewData[keyof AnalysisViewData]): string {
+  switch (view) {
+    case 'saliency':
+      return `${model} · attribution`;
+    case 'importance': {
+      const stack = data && 'stack' in data && data.stack ? ` · ${STACK_TITLES[data.stack]}` : '';
+      return `${model} · head importance${stack}`;
+    }
+    case 'ablation':
+      return `${model} · ablation: the distribution before and after`;
+    case 'lens':
+      return `${model} · logit lens`;
   }
 }
