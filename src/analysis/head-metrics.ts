@@ -56,7 +56,17 @@ export interface HeadMetricOptions {
   sparsityThreshold?: number;
   /** `long_range` counts keys at least this far from the query (default 5). */
   longRange?: number;
+  /**
+   * Columns not computed (left NaN), for callers that do not show them (computing lazily what a
+   * view needs): 'js_from_first' saves one logarithm per weight (and the first layer's copy),
+   * 'quantiles' (p25 … p90) a histogram and a gather pass per head. Every other value is unchanged.
+   */
+  omit?: readonly OmittableMetric[];
 }
+
+/** What `HeadMetricOptions.omit` can leave out. */
+export type OmittableMetric = 'js_from_first' | 'quantiles';
+export const OMITTABLE_METRICS: readonly OmittableMetric[] = ['js_from_first', 'quantiles'];
 
 export const DEFAULT_SPARSITY_THRESHOLD = 0.01;
 export const DEFAULT_LONG_RANGE = 5;
@@ -344,10 +354,10 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
 
 /**
  * One pass over a head's counted rows (renormalised; in the first layer, `first` null, also into
- * `w` with 0 off the support, for the later layers' js_from_first): the accumulators of every metric, into
+ * `w` with 0 off the support when `keep`, for the later layers' js_from_first): the accumulators of every metric, into
  * `out` (max, Σ row max, Σ normalised entropy, # below threshold, # below 1/support, # entries,
  * Σ w, Σ w², Σ w·|i−j|, self, sink, separator, punctuation, long range, # rows); pooled weights
- * into `pooled`, row entropies (nats) into `rowEnt`, w / heads added to `layerMean`. Its own
+ * into `pooled`, row entropies (nats) into `rowEnt`, w / heads added to `layerMean` when `mean`. Its own
  * function so that the engine optimises the hot loop on its own.
  */
 function scanHead(
@@ -355,6 +365,8 @@ function scanHead(
   g: RowGeometry, threshold: number, longRange: number, sepKeys: Int32Array, punctKeys: Int32Array,
   layerMean: Float64Array, pooled: Float64Array, rowEnt: Float64Array,
   first: { w: Float64Array; counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null,
+  keep: boolean,
+  mean: boolean,
   out: Float64Array,
 ): Float64Array {
   const { support, rowSize, lo, hi } = r;
@@ -362,7 +374,6 @@ function scanHead(
   let jsRows = 0;
   const { heads, nq, nk, shift } = g;
   const invHeads = 1 / heads;
-  const keep = first === null;
   let maxW = 0;
   let sumMax = 0;
   let sumEnt = 0;
@@ -425,7 +436,7 @@ function scanHead(
       const d = qp > k ? qp - k : k - qp;
       dist += v * d;
       if (d >= longRange) long += v;
-      layerMean[i] = layerMean[i]! + v * invHeads;
+      if (mean) layerMean[i] = layerMean[i]! + v * invHeads;
     }
     sum += rowV;
     // Separators and punctuation: a few keys each, renormalised where they are in the support.
@@ -532,6 +543,9 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
   const exclude = options.excludeFirstToken ?? false;
   const threshold = options.sparsityThreshold ?? DEFAULT_SPARSITY_THRESHOLD;
   const longRange = options.longRange ?? DEFAULT_LONG_RANGE;
+  for (const o of options.omit ?? []) if (!OMITTABLE_METRICS.includes(o)) throw new Error(`omit: expected ${OMITTABLE_METRICS.join(', ')}, got '${String(o)}'`);
+  const wantJs = !options.omit?.includes('js_from_first');
+  const wantQuantiles = !options.omit?.includes('quantiles');
   const g = rowGeometry(s, stack);
   const { heads, nq, nk, shift } = g;
   const L = s.layers.length;
@@ -550,7 +564,7 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
   const pooled = new Float64Array(size);
   const counted = new Uint8Array(nq);
   // The first layer's renormalised heads, and head means of the first layer and of the current one.
-  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(size), c: new Uint8Array(nq), e: new Float64Array(nq) }));
+  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(wantJs ? size : 0), c: new Uint8Array(nq), e: new Float64Array(nq) }));
   const rowEnt = new Float64Array(nq);
   const rowSums = new Float64Array(nq);
   const stats = new Float64Array(17);
@@ -574,13 +588,13 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
       rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
       const off = h * size;
       each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
-      const firstHead = l === 0 ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
-      const acc = scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, stats);
+      const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
+      const acc = scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats);
       const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
       if (nRows! > 0) {
         const mean = sum! / entries!;
-        const [p25, p50, p75, p90] = quantiles(pooled, entries!, [0.25, 0.5, 0.75, 0.9]);
+        const [p25, p50, p75, p90] = wantQuantiles ? quantiles(pooled, entries!, [0.25, 0.5, 0.75, 0.9]) : [NaN, NaN, NaN, NaN];
         Object.assign(values, {
           max_weight: maxW!,
           confidence: sumMax! / nRows!,
@@ -600,7 +614,7 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
       if (l === 0) {
         first[h]!.c.set(counted);
         first[h]!.e.set(rowEnt);
-        values.js_from_first = nRows! > 0 ? 0 : NaN;
+        values.js_from_first = nRows! > 0 && wantJs ? 0 : NaN;
       } else {
         values.js_from_first = jsRows! > 0 ? jsSum! / jsRows! : NaN;
       }
@@ -609,7 +623,8 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
       rows.push({ layer: l, head: h, ...values });
     }
     const agg = aggregate(rows.slice(l * heads));
-    if (l === 0) {
+    if (!wantJs) agg.js_from_first = NaN;
+    else if (l === 0) {
       firstMean.set(layerMean);
       rowEntropies(firstMean, nq, nk, rowsOfLayer, firstMeanEnt);
       firstMeanRows = meanRows;
