@@ -72,7 +72,7 @@ class ServeApp {
   private readonly list = h('ul', { class: 'picker-list', testid: 'model-list', role: 'listbox' });
   private readonly pickerHint = h('p', { class: 'picker-hint muted', testid: 'picker-hint' });
   private readonly panel = h('div', { class: 'picker-panel', testid: 'model-panel', hidden: true }, this.search, this.list, this.pickerHint);
-  private readonly text = h('textarea', { class: 'text-input', testid: 'text-input', rows: 2, spellcheck: false, 'aria-label': 'text', placeholder: 'Type or paste a text' });
+  private readonly text = h('textarea', { class: 'text-input', testid: 'text-input', rows: 1, spellcheck: false, 'aria-label': 'text', placeholder: 'Type or paste a text' });
   private readonly pair = h('textarea', { class: 'text-input', testid: 'pair-input', rows: 1, spellcheck: false, 'aria-label': 'second text (sentence B)', placeholder: 'Sentence B (optional)' });
   private readonly decoder = h('textarea', { class: 'text-input', testid: 'decoder-input', rows: 1, spellcheck: false, 'aria-label': 'decoder text', placeholder: 'Decoder text (empty: the model generates)' });
   private readonly pairField = h('label', { class: 'field', testid: 'pair-field' }, h('span', { class: 'field-label' }, 'B'), this.pair);
@@ -128,7 +128,13 @@ class ServeApp {
     this.decoder.value = this.url.decoder ?? '';
     this.pairField.hidden = this.url.pair === undefined;
     this.decoderField.hidden = true;
-    for (const el of [this.text, this.pair, this.decoder]) el.addEventListener('input', () => this.edited());
+    for (const el of [this.text, this.pair, this.decoder]) {
+      el.addEventListener('input', () => {
+        fitHeight(el);
+        this.edited();
+      });
+    }
+    requestAnimationFrame(() => [this.text, this.pair, this.decoder].forEach(fitHeight));
     this.modelButton.addEventListener('click', () => this.openPicker(this.panel.hidden));
     this.search.addEventListener('input', () => this.renderList());
     this.search.addEventListener('keydown', (e) => this.searchKey(e));
@@ -248,7 +254,10 @@ class ServeApp {
   private togglePair(): void {
     this.pairField.hidden = !this.pairField.hidden;
     this.pairToggle.textContent = this.pairField.hidden ? '+ sentence B' : '− sentence B';
-    if (!this.pairField.hidden) this.pair.focus();
+    if (!this.pairField.hidden) {
+      fitHeight(this.pair);
+      this.pair.focus();
+    }
     else {
       this.pair.value = '';
       this.retrace(0);
@@ -289,6 +298,7 @@ class ServeApp {
     this.hideError();
     document.body.dataset.trace = 'loading';
     const t0 = performance.now();
+    this.traceStart = t0;
     try {
       const entry = this.models.find((m) => m.id === req.model);
       if (!entry?.loaded) {
@@ -309,14 +319,16 @@ class ServeApp {
             this.encoderDecoder = inc.header.kind === 'encoder-decoder';
             this.decoderField.hidden = !this.encoderDecoder;
             this.pairToggle.hidden = this.encoderDecoder;
+            if (this.encoderDecoder) fitHeight(this.decoder);
           },
           onLayer: (inc) => this.layerArrived(inc, key, seq),
         },
         controller.signal,
       );
       if (seq !== this.traceSeq) return;
-      const ms = performance.now() - t0;
       this.layerArrived(incoming, key, seq);
+      this.paint();
+      const ms = performance.now() - t0;
       const n = incoming.trace.tokens.length + (incoming.trace.decoderTokens ? incoming.trace.decoderTokens.length : 0);
       const timing = incoming.header.cached ? 'cached' : `run ${incoming.end?.runMs ?? 0} ms${incoming.end?.loadMs ? ` · load ${incoming.end.loadMs} ms` : ''}`;
       this.setStatus(`${n} tokens · ${incoming.header.model.numLayers} layers × ${incoming.header.model.numHeads} heads · first layer ${Math.round(incoming.firstLayerMs ?? ms)} ms · all ${Math.round(ms)} ms · ${timing}`);
@@ -339,9 +351,28 @@ class ServeApp {
     if (p.fraction !== undefined) this.setProgress(0.05 + 0.05 * p.fraction);
   }
 
-  /** Mounts the views on the first layer of every stack, then again as more arrive and when all are in. */
+  /**
+   * Records a layer's arrival; the views are (re)mounted at the next animation frame: on the first
+   * layer of every stack, then as more arrive (at most every PARTIAL_MOUNT_MS), and when all are in.
+   * Layers that arrive together (a small trace comes in one chunk) cost one mount.
+   */
   private layerArrived(incoming: Incoming, key: string, seq: number): void {
     if (seq !== this.traceSeq) return;
+    this.arrived = { incoming, key, seq };
+    if (this.frame === null) this.frame = requestAnimationFrame(() => this.paint());
+  }
+
+  private arrived: { incoming: Incoming; key: string; seq: number } | null = null;
+  private frame: number | null = null;
+  private traceStart = 0;
+
+  /** Mounts what has arrived (see layerArrived); called at an animation frame, or directly when the stream ends. */
+  private paint(): void {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    const a = this.arrived;
+    if (!a || a.seq !== this.traceSeq) return;
+    const { incoming, key } = a;
     const total = incoming.header.tensors.filter((t) => t.kind === 'attention').reduce((n, t) => n + t.layers, 0);
     const got = Object.values(incoming.received).reduce((n, v) => n + (v ?? 0), 0);
     this.setProgress(incoming.attentionDone ? null : 0.1 + 0.9 * (got / Math.max(1, total)));
@@ -349,6 +380,7 @@ class ServeApp {
       if (incoming.done) this.resolveQk?.();
       return;
     }
+    const firstOnScreen = this.mounted?.key !== key;
     if (incoming.attentionDone) {
       let resolve!: () => void;
       const qkReady = new Promise<void>((r) => (resolve = r));
@@ -358,15 +390,20 @@ class ServeApp {
       };
       this.mount(incoming.trace, incoming.page, qkReady, key, true);
       if (incoming.done) this.resolveQk();
-      return;
+    } else {
+      const now = performance.now();
+      if (this.mounted?.key === key && now - this.lastPartialMount < PARTIAL_MOUNT_MS) {
+        this.frame = requestAnimationFrame(() => this.paint());
+        return;
+      }
+      const partial = partialTrace(incoming);
+      if (!partial) return;
+      this.lastPartialMount = now;
+      this.mount(partial, incoming.page, new Promise<void>(() => undefined), key, false);
+      this.setStatus(`tracing… ${got} of ${total} layers on screen`);
     }
-    const now = performance.now();
-    if (this.mounted?.key === key && now - this.lastPartialMount < PARTIAL_MOUNT_MS) return;
-    const partial = partialTrace(incoming);
-    if (!partial) return;
-    this.lastPartialMount = now;
-    this.mount(partial, incoming.page, new Promise<void>(() => undefined), key, false);
-    this.setStatus(`tracing… ${got} of ${total} layers on screen`);
+    // From the request to the first layer drawn.
+    if (firstOnScreen) document.body.dataset.firstPaintMs = String(Math.round(performance.now() - this.traceStart));
   }
 
   private resolveQk: (() => void) | null = null;
@@ -374,6 +411,8 @@ class ServeApp {
   /** Shows a trace with the standalone page's App, keeping what the user had chosen. */
   private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean): void {
     const before = this.mounted?.app.state;
+    // A partial trace had fewer layers: what the URL asked for (e.g. layer 4) applies to the next mount.
+    const fromPartial = this.mounted !== null && !this.mounted.complete;
     const wanted = this.url;
     document.body.dataset.qkReady = 'false';
     const view: ViewName | undefined = before?.view ?? (VIEWS.some((v) => v.name === wanted.view) ? (wanted.view as ViewName) : undefined);
@@ -383,7 +422,7 @@ class ServeApp {
     const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host));
     replaceChildren(this.views, host);
     this.mounted = { app, dispose, complete, key };
-    app.set(carryState(app, before, wanted));
+    app.set(carryState(app, before, wanted, fromPartial));
     const set = app.set.bind(app);
     app.set = (patch: Partial<State>) => {
       set(patch);
@@ -399,7 +438,8 @@ class ServeApp {
     if (s) {
       this.url.view = s.view;
       this.url.stack = s.stack;
-      this.url.layer = s.layer;
+      // While layers are still arriving, the layer asked for may not be there yet: keep asking for it.
+      if (this.mounted!.complete || this.url.layer === undefined || s.layer > this.url.layer) this.url.layer = s.layer;
       this.url.head = s.heatmapHead;
     }
     const search = writeUrlState(this.url);
@@ -464,6 +504,13 @@ class ServeApp {
   }
 }
 
+/** Grows a text box with its text (up to about eight lines; then it scrolls). */
+function fitHeight(el: HTMLTextAreaElement): void {
+  if (el.offsetParent === null) return;
+  el.style.height = 'auto';
+  el.style.height = `${Math.min(el.scrollHeight + 2, 180)}px`;
+}
+
 /** What a head selection sets in every view: the heatmap's and neuron view's head, the head view's only head, the open model-view cell. */
 function selectHead(state: State, head: number): Partial<State> {
   const patch: Partial<State> = { heatmapHead: head, neuronHead: head, heads: state.heads.map((_, i) => i === head) };
@@ -472,7 +519,7 @@ function selectHead(state: State, head: number): Partial<State> {
 }
 
 /** The state a new App takes over from the one it replaces (or from the URL on the first trace). */
-function carryState(app: App, before: State | undefined, url: UrlState): Partial<State> {
+function carryState(app: App, before: State | undefined, url: UrlState, fromPartial: boolean): Partial<State> {
   const layers = app.numLayers();
   const heads = app.numHeads();
   const s = app.state;
@@ -491,7 +538,7 @@ function carryState(app: App, before: State | undefined, url: UrlState): Partial
     hideSpecial: before.hideSpecial,
     mergeSubwords: before.mergeSubwords,
     prettify: before.prettify,
-    layer: clampLayer(before.layer),
+    layer: clampLayer(fromPartial && url.layer !== undefined ? url.layer : before.layer),
     pair: before.pair,
     neuronHead: clampHead(before.neuronHead),
     heatmapMode: before.heatmapMode,
