@@ -6,6 +6,8 @@
  * residuals, the hidden-state PCA equals an independent float64 power iteration, token embeddings
  * are rows of the checkpoint's table, and every tap is absent unless asked for.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hiddenStatePca, updateNorms } from '../src/analysis/hidden-states.js';
@@ -14,6 +16,7 @@ import type { Matrix, StackName, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { openSafetensors } from '../src/io/safetensors.js';
+import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, type Nested, type ReferenceInput } from './helpers/reference.js';
 
 /** Families whose stacks end without a final norm: their last layer's output is PyTorch's last hidden state too. */
@@ -419,6 +422,33 @@ describe('embeddings, values and MLP activations against the checkpoint (float64
       await t5.dispose();
     }
   });
+});
+
+describe('trace files keep values, layer states and the logit lens', () => {
+  /** The layer fields of a trace as plain arrays, for comparison. */
+  const fields = (t: Trace): unknown => JSON.parse(JSON.stringify({ values: t.values, layerStates: t.layerStates, logitLens: t.logitLens }, (_k, v: unknown) => (ArrayBuffer.isView(v) ? Array.from(v as Float32Array) : v)));
+
+  for (const fixture of ['gpt2', 't5', 'qwen2_moe']) {
+    it(`${fixture}: JSON and .safetensors round trips give the same fields`, async () => {
+      const ref = readReference(fixture);
+      const input = ref.inputs[0]!;
+      const model = await loadModel(join(FIXTURES, fixture));
+      const dir = mkdtempSync(join(tmpdir(), 'attnscope-layers-'));
+      try {
+        const decoder = input.decoder_input_ids ? { decoderIds: input.decoder_input_ids as number[] } : {};
+        const trace = await model.trace(null, { ids: input.input_ids, ...decoder, deepDive: true, logitLens: 3 });
+        expect(trace.logitLens).toBeDefined();
+        for (const file of ['t.json', 't.safetensors']) {
+          await writeTraceFile(join(dir, file), trace);
+          const back = await readTraceFile(join(dir, file));
+          expect(fields(back)).toEqual(fields(trace));
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+        await model.dispose();
+      }
+    });
+  }
 });
 
 describe('taps cost nothing when not asked for', () => {

@@ -4,6 +4,7 @@
  * functions; file reading and writing live in io/trace-file.ts.
  */
 import { attributionsFromJson, writeAttributionsJson } from './attribution-format.js';
+import { layerFieldsFromJson, writeLayerFieldsJson } from './layer-format.js';
 import { AttnscopeError, quote } from './errors.js';
 import type { LayerStack, Matrix, ModelInfo, Routing, RoutingLayer, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
@@ -238,6 +239,7 @@ export function* writeTraceJson(trace: Trace, out: JsonOut): Generator<void> {
   if (trace.logits) yield* matrixJson(out, 'logits', trace.logits);
   if (trace.routing) yield* routingJson(out, trace.routing);
   if (trace.attributions) yield* writeAttributionsJson(out, trace.attributions);
+  yield* writeLayerFieldsJson(out, trace);
   out.text('}\n');
 }
 
@@ -318,6 +320,7 @@ export function traceFromJson(value: unknown, where: string): Trace {
   if (v.routing !== undefined) trace.routing = routingFromJson(v.routing, `${where}: routing`, trace.tokens.length, trace.model.numLayers);
   validateTrace(trace, where);
   if (v.attributions !== undefined) trace.attributions = attributionsFromJson(v.attributions, trace, where);
+  layerFieldsFromJson(v, trace, where);
   return trace;
 }
 

@@ -9,6 +9,7 @@ import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { type AttributionTensor, attributionsFromTensors, attributionsMetaJson, attributionTensors, isAttributionTensor } from '../core/attribution-format.js';
+import { isLayerTensor, layerFieldsFromTensors, layerTensors, type LayerTensor } from '../core/layer-format.js';
 import { AttnscopeError, quote } from '../core/errors.js';
 import {
   STACK_NAMES,
@@ -167,6 +168,10 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
     metadata.attributions = attributionsMetaJson(trace.attributions);
     tensors.push(...attributionTensors(trace.attributions).map((t) => ({ ...t, dtype: 'F32' as const })));
   }
+  // Values, embeddings, the residual stream, MLP activations and the logit lens: F32 (hidden states are not probabilities).
+  const layers = layerTensors(trace);
+  Object.assign(metadata, layers.metadata);
+  tensors.push(...layers.tensors.map((t) => ({ ...t, dtype: 'F32' as const })));
   await writeSafetensors(path, tensors, metadata);
 }
 
@@ -198,7 +203,13 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {} };
     const routing: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>> = {};
     const attributionParts: AttributionTensor[] = [];
+    const layerParts: LayerTensor[] = [];
     for (const name of file.names()) {
+      if (isLayerTensor(name)) {
+        const t = await file.get(name);
+        layerParts.push({ name, shape: [...t.shape], data: t.data });
+        continue;
+      }
       if (isAttributionTensor(name)) {
         const t = await file.get(name);
         attributionParts.push({ name, shape: [...t.shape], data: t.data });
@@ -243,6 +254,7 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     if (meta.attributions !== undefined || attributionParts.length > 0) {
       trace.attributions = attributionsFromTensors(parseJsonMeta(meta.attributions, `${path}: metadata attributions`) ?? null, attributionParts, trace, path);
     }
+    if (layerParts.length > 0 || meta.logitLens !== undefined) layerFieldsFromTensors(layerParts, parseJsonMeta(meta.logitLens, `${path}: metadata logitLens`), trace, path);
     return trace;
   } finally {
     await file.close();
