@@ -183,9 +183,12 @@ describe('attnscope serve: the app in Chromium', () => {
     url.searchParams.set('model', 'folder:0/bert');
     url.searchParams.set('text', ref.text);
     url.searchParams.set('pair', ref.text_pair!);
+    // A layer past the first: still shown when the views were first drawn on layer 0 alone.
+    url.searchParams.set('layer', '1');
     const p = await open(url.href);
     try {
       await traced(p.page, ref.text, 'folder:0/bert');
+      expect(await p.page.inputValue('[data-testid=head-layer]')).toBe('1');
       expect(await p.page.isVisible('[data-testid=pair-input]')).toBe(true);
       const n = await p.page.$$eval('[data-testid^=head-query-]', (els) => els.length);
       expect(n).toBe(ref.input_ids.length);
