@@ -1,6 +1,11 @@
 /** attnscope's library API. */
 export { loadModel, type LoadOptions } from './engine/load.js';
 export { Model, type TraceOptions, type ModelDescription, type ModelParts, type ModelTokenizer, type GraphCacheHooks } from './engine/model.js';
+export {
+  attribute, defaultBaseline, baselineTokenId, ATTRIBUTION_METHODS, BASELINE_KINDS,
+  type AttributeOptions, type AttributionResult, type AttributionMethod, type BaselineKind, type IntegrationRule,
+  type TargetSpec, type TargetTerm, type ResolvedTarget, type IntegratedGradients, type HeadImportance,
+} from './engine/gradients.js';
 export type { GenerateOptions } from './generation/decode.js';
 export type { SamplingOptions } from './generation/sampling.js';
 export type { Trace, Token, ModelInfo, LayerStack, StackMap, StackName } from './core/trace.js';

@@ -532,6 +532,13 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
   return wrt.map((w) => gradOf(w.name) ?? zerosLike(w));
 }
 
+/** Static rank of a graph value, inferred through the builder's ops as the backward pass does (undefined: unknown). */
+export function inferRank(g: GraphBuilder, value: Value): number | undefined {
+  const producers = new Map<string, { node: NodeSpec; index: number }>();
+  for (const n of g.graphNodes) n.outputs.forEach((o, index) => producers.set(o, { node: n, index }));
+  return rankOfValue(g, value.name, producers, new Map());
+}
+
 /** Shape, rank and int64 scalar nodes made once per pass (fewer nodes for the runtime to fold). */
 export class ShapeCache {
   private readonly shapes = new Map<string, Value>();

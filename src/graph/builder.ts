@@ -212,6 +212,26 @@ export class GraphBuilder {
     return this.node(opType, inputs, attributes)[0]!;
   }
 
+  /**
+   * Puts `make(value)` in the place of `value` for every node already in the graph that reads it
+   * (graph outputs included): the nodes `make` adds are moved right after `value`'s producer, so
+   * the graph stays topologically sorted, and the later readers get the returned value. For
+   * rewrites such as mixing a baseline into the word-embedding lookup. `make` may only read values
+   * defined before that point (graph inputs, weights, constants, `value`, earlier nodes).
+   */
+  intercept(value: Value, make: (v: Value) => Value): Value {
+    const at = this.nodes.findIndex((n) => n.outputs.includes(value.name));
+    const before = this.nodes.length;
+    const replacement = make(value);
+    const added = this.nodes.splice(before);
+    for (let i = at + 1; i < this.nodes.length; i++) {
+      const n = this.nodes[i]!;
+      if (n.inputs.includes(value.name)) this.nodes[i] = { ...n, inputs: n.inputs.map((x) => (x === value.name ? replacement.name : x)) };
+    }
+    this.nodes.splice(at + 1, 0, ...added);
+    return replacement;
+  }
+
   /** The nodes so far, in order (read-only; for passes that extend the graph, e.g. autodiff). */
   get graphNodes(): readonly NodeSpec[] { return this.nodes; }
 

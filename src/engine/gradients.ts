@@ -1,0 +1,551 @@
+/**
+ * Gradient-based attribution (issue 10): which input tokens, attention weights and heads mattered
+ * for a scalar target T, computed by the model's own graph grown with its backward pass
+ * (graph/autodiff.ts) and run by the same runtime. Browser-safe: imports nothing from Node.
+ *
+ * The graph. After the architecture has built its forward pass, `gradientGraph`:
+ * - finds the word-embedding lookup E = Gather(table, input_ids) (HF's `inputs_embeds`: before any
+ *   scaling, position/type embedding, norm or projection; the encoder's for encoder-decoders) and
+ *   puts X = α·E + (1 − α)·E′ in its place for everything that read it, with α a scalar input
+ *   (`gradients.alpha`) and the baseline E′ = s · Gather(table, baseline ids) (s = 0: the zero
+ *   baseline). At α = 1, X = E exactly (1·E + 0·E′), so the model is the model;
+ * - builds T from the `logits` output: T = Σ_k w_k · log_softmax(logits[0, p_k])[t_k] (a token id
+ *   −1 means the argmax at p_k, resolved in the graph and reported), or for heads that score each
+ *   position with one number (ELECTRA's discriminator, logits [1, seq]) T = Σ_k w_k · logits[0, p_k];
+ * - appends ∂T/∂X, and in the full variant ∂T/∂α for every layer's attention probabilities (the
+ *   values the `attention.<stack>.<layer>` taps read, treated as the inputs of α·V) and ∂T/∂g for
+ *   the head gates `head_gates.<stack>` (TapRequest.headGates), all in one backward pass.
+ *
+ * Methods. gradient: ∂T/∂E at the input (and its L2 norm per token). gradient × input: Σ_d E·∂T/∂E.
+ * Integrated gradients (Sundararajan et al. 2017): Σ_d (E − E′)·(1/N)·Σ_k ∂T/∂X at α_k, midpoint
+ * rule α_k = (k + ½)/N by default, with completeness Σ attributions vs T(E) − T(E′) reported; the
+ * graphs have batch size 1, so the steps run one after another. Attention gradient ∂T/∂α per stack,
+ * layer, head, query, key (attention × gradient = α ⊙ ∂T/∂α; α comes from the same pass). Head
+ * importance: ∂T/∂g at g = 1, signed, and Michel et al. 2019's |∂T/∂g| normalised per layer (L2).
+ *
+ * Baselines (BaselineKind): 'zero' (E′ = 0), 'pad', 'mask', 'bos' (every position gets that token's
+ * embedding; position/type embeddings, the decoder side etc. stay as they are). Defaults per family
+ * (`defaultBaseline`, chosen so 50-step IG meets completeness within 1%): families that add position
+ * or type embeddings to E before any normalisation (BERT-likes, DistilBERT, ALBERT, ELECTRA, MPNet,
+ * GPT-2, OPT, BART-likes) take 'zero'. Families whose first operation on E is a normalisation (RMSNorm:
+ * Llama, Mistral, Qwen2, Gemma, T5, ...; LayerNorm: GPT-NeoX, BLOOM, ...) are nearly invariant to the
+ * scale of E, so T(αE) changes almost entirely for α below the first midpoint and a zero baseline
+ * misses completeness by far; they take a token baseline instead: 'pad', else 'bos', else 'mask'
+ * (the first the checkpoint has whose embedding row is not all zeros).
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { LayerStack, Matrix, StackMap, StackName } from '../core/trace.js';
+import { appendGradients, inferRank } from '../graph/autodiff.js';
+import type { Value } from '../graph/builder.js';
+import type { BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import { toFloat32 } from './assemble.js';
+import type { GraphExtension, Model } from './model.js';
+
+export type AttributionMethod = 'gradient' | 'gradXInput' | 'integratedGradients' | 'attentionGrad' | 'headImportance';
+export const ATTRIBUTION_METHODS: readonly AttributionMethod[] = ['gradient', 'gradXInput', 'integratedGradients', 'attentionGrad', 'headImportance'];
+
+export type BaselineKind = 'zero' | 'pad' | 'mask' | 'bos' | 'eos';
+export const BASELINE_KINDS: readonly BaselineKind[] = ['zero', 'pad', 'mask', 'bos', 'eos'];
+
+export type IntegrationRule = 'midpoint' | 'trapezoid';
+
+/**
+ * What T is. Positions index the input tokens (the decoder's for encoder-decoders); for causal LMs
+ * and decoders the score at position p is the prediction of the token after p.
+ */
+export type TargetSpec =
+  /** log p(tokenId) at `position`. */
+  | { kind: 'token'; position?: number; tokenId?: number }
+  /** Σ_{i ≥ from} log p(x_i | x_<i): the log-probability of the input's tokens from `from` on (causal LMs, decoders). */
+  | { kind: 'continuation'; from: number }
+  /** log p(tokenId) − log p(versusId) at `position` ("he" vs "she"). */
+  | { kind: 'contrast'; position?: number; tokenId: number; versusId: number }
+  /** Heads that score each position with one number (ELECTRA's discriminator): that raw logit. */
+  | { kind: 'logit'; position?: number };
+
+export interface AttributeOptions {
+  /**
+   * Default: causal LMs and encoder-decoders the top prediction at the last (decoder) position;
+   * masked LMs the input token at the first mask token (the top prediction when the input there is
+   * the mask token); discriminator heads the logit at the first mask token. Without a mask token,
+   * encoders need `position`.
+   */
+  target?: TargetSpec;
+  /** Default: all of ATTRIBUTION_METHODS. */
+  methods?: readonly AttributionMethod[];
+  /** Integrated gradients' baseline; default `defaultBaseline(model)`. */
+  baseline?: BaselineKind;
+  /** Integrated gradients' steps (default 50). */
+  steps?: number;
+  /** Default 'midpoint': α_k = (k + ½)/steps; 'trapezoid': α_k = k/steps, ends weighted ½. */
+  rule?: IntegrationRule;
+  /** Head gates [layers·heads] per stack during the whole computation (default ones: the model as trained). */
+  headGates?: Partial<Record<StackName, Float32Array>>;
+}
+
+/** One term of T: weight · score of `tokenId` at `position`. */
+export interface TargetTerm {
+  position: number;
+  /** null for discriminator logits. */
+  tokenId: number | null;
+  weight: number;
+}
+
+export interface ResolvedTarget {
+  kind: TargetSpec['kind'];
+  /**
+   * gradients.json-style name: 'causal_lm_argmax_logprob', 'seq2seq_argmax_logprob',
+   * 'masked_lm_input_token_logprob', 'discriminator_logit', else 'token_logprob',
+   * 'continuation_logprob', 'contrast_logprob'.
+   */
+  name: string;
+  /** Position of the (last) term. */
+  position: number;
+  /** Token of the first term (null for discriminator logits). */
+  tokenId: number | null;
+  /** Contrastive targets: the token subtracted. */
+  versusId?: number;
+  /** Where positions index: 'decoder' for encoder-decoders, else 'self'. */
+  stack: StackName;
+  /** T = Σ weight · score(position, tokenId). */
+  terms: TargetTerm[];
+  /** T at the input. */
+  value: number;
+}
+
+export interface IntegratedGradients {
+  /** [tokens] Σ_d (E − E′)·mean_k ∂T/∂E at the path points. */
+  scores: Float32Array;
+  baseline: BaselineKind;
+  /** The token whose embedding is the baseline at every position (null for 'zero'). */
+  baselineTokenId: number | null;
+  steps: number;
+  rule: IntegrationRule;
+  /** Σ scores against T(input) − T(baseline); error = sum − (targetInput − targetBaseline), relativeError = |error| / |targetInput − targetBaseline|. */
+  completeness: { sumAttributions: number; targetInput: number; targetBaseline: number; error: number; relativeError: number };
+  /** The steps ran one after another (the graphs have batch size 1). */
+  sequential: true;
+}
+
+export interface HeadImportance {
+  /** ∂T/∂g at g = 1, [layers, heads], signed. */
+  raw: Matrix;
+  /** |raw| divided by the L2 norm of its layer's |raw| (Michel et al. 2019); rows of zeros stay zeros. */
+  normalized: Matrix;
+}
+
+export interface AttributionResult {
+  target: ResolvedTarget;
+  /** Token-level results follow the (encoder) input tokens. */
+  tokens: 'tokens';
+  /** Width d of the word embeddings (ALBERT, ELECTRA: embedding_size). */
+  embeddingWidth: number;
+  /** ∂T/∂E [tokens, d] ('gradient'). */
+  embeddingGrad?: Matrix;
+  /** L2 norm of each row of embeddingGrad ('gradient'). */
+  gradientNorm?: Float32Array;
+  /** Σ_d E·∂T/∂E per token ('gradXInput'). */
+  gradXInput?: Float32Array;
+  integratedGradients?: IntegratedGradients;
+  /** The attention probabilities α of the same pass ('attentionGrad'). */
+  attention?: StackMap;
+  /** ∂T/∂α per stack, [heads, queries, keys] per layer ('attentionGrad'). */
+  attentionGrad?: StackMap;
+  /** Per stack ('headImportance'). */
+  headImportance?: Partial<Record<StackName, HeadImportance>>;
+}
+
+/** Graph value names of the gradient extension. */
+const IN = {
+  alpha: 'gradients.alpha',
+  baselineIds: 'gradients.baseline_ids',
+  baselineScale: 'gradients.baseline_scale',
+  positions: 'gradients.target_positions',
+  tokens: 'gradients.target_tokens',
+  weights: 'gradients.target_weights',
+} as const;
+const OUT = {
+  target: 'gradients.target',
+  resolvedTokens: 'gradients.resolved_tokens',
+  embeddings: 'gradients.embeddings',
+  baselineEmbeddings: 'gradients.baseline_embeddings',
+  embeddingGrad: 'gradients.grad.embeddings',
+  attentionGrad: (stack: string, layer: number) => `gradients.grad.attention.${stack}.${layer}`,
+  gateGrad: (stack: string) => `gradients.grad.head_gates.${stack}`,
+} as const;
+
+type Variant = 'full' | 'embeddings';
+
+/**
+ * Grows a model graph (built with `logits`, `headGates` and, for 'full', `attention` taps) with
+ * the baseline mix, the target and its backward pass (see the file header).
+ */
+export function gradientGraph(ctx: BuildContext, variant: Variant): void {
+  const { g, config } = ctx;
+  const lookups = g.graphNodes.filter((n) => n.opType === 'Gather' && n.inputs[1] === 'input_ids');
+  if (lookups.length !== 1) {
+    throw new AttnscopeError(`${config.modelType}: gradients need the word-embedding lookup (one Gather of the table by input_ids); the graph has ${lookups.length}`);
+  }
+  const lookup = lookups[0]!;
+  if (!g.graphNodes.some((n) => n.outputs.includes('logits'))) {
+    throw new AttnscopeError(`${config.modelType}: the checkpoint has no prediction head (no logits), so there is no target to differentiate`);
+  }
+  const table: Value = { name: lookup.inputs[0]! };
+  const embeddings: Value = { name: lookup.outputs[0]! };
+  const alpha = g.input(IN.alpha, 'float32', []);
+  const baselineIds = g.input(IN.baselineIds, 'int64', g.describeValue('input_ids')?.shape ?? [1, 'seq']);
+  const baselineScale = g.input(IN.baselineScale, 'float32', []);
+  let baseline: Value | undefined;
+  const mixed = g.intercept(embeddings, (e) => {
+    baseline = g.mul(g.gather(table, baselineIds, 0), baselineScale);
+    return g.add(g.mul(e, alpha), g.mul(baseline, g.sub(g.scalar(1), alpha)));
+  });
+  g.output(embeddings, OUT.embeddings);
+  g.output(baseline!, OUT.baselineEmbeddings);
+
+  const logits: Value = { name: 'logits' };
+  const positions = g.input(IN.positions, 'int64', ['terms']);
+  const tokens = g.input(IN.tokens, 'int64', ['terms']);
+  const weights = g.input(IN.weights, 'float32', ['terms']);
+  const rows = g.gather(logits, positions, 1); // [1, K, vocab], or [1, K] for one score per position
+  let scores: Value;
+  if (inferRank(g, logits) === 2) {
+    scores = rows;
+  } else {
+    const argmax = g.reshape(g.op('ArgMax', [rows], { axis: -1, keepdims: 0 }), [-1]);
+    const resolved = g.where(g.op('Less', [tokens, g.ints([0])]), argmax, tokens);
+    g.output(resolved, OUT.resolvedTokens, 'int64');
+    const logProbs = g.op('LogSoftmax', [rows], { axis: -1 });
+    scores = g.reshape(g.op('GatherElements', [logProbs, g.reshape(resolved, [1, -1, 1])], { axis: 2 }), [1, -1]);
+  }
+  const target = g.op('ReduceSum', [g.mul(scores, g.unsqueeze(weights, [0]))], { keepdims: 0 });
+  g.output(target, OUT.target);
+
+  const wrt: Value[] = [mixed];
+  const names: string[] = [OUT.embeddingGrad];
+  if (variant === 'full') {
+    for (const n of g.graphNodes) {
+      const m = n.opType === 'Identity' ? /^attention\.(\w+)\.(\d+)$/.exec(n.outputs[0]!) : null;
+      if (!m) continue;
+      wrt.push({ name: n.inputs[0]! });
+      names.push(OUT.attentionGrad(m[1]!, Number(m[2])));
+    }
+    for (const stack of Object.keys(ctxStacks(ctx))) {
+      const name = `head_gates.${stack}`;
+      if (!g.describeValue(name)) continue;
+      wrt.push({ name });
+      names.push(OUT.gateGrad(stack));
+    }
+  }
+  appendGradients(g, target, wrt).forEach((v, i) => g.output(v, names[i]!));
+}
+
+/** The stacks whose gates the graph declared (any of the four names). */
+function ctxStacks(ctx: BuildContext): Record<StackName, true> {
+  const out = {} as Record<StackName, true>;
+  for (const s of ['self', 'encoder', 'decoder', 'cross'] as const) if (ctx.g.describeValue(`head_gates.${s}`)) out[s] = true;
+  return out;
+}
+
+const TAPS: Record<Variant, TapRequest> = {
+  full: { attention: true, qk: false, lastHiddenState: false, logits: true, headGates: true },
+  embeddings: { attention: false, qk: false, lastHiddenState: false, logits: true, headGates: true },
+};
+const EXTENSIONS: Record<Variant, GraphExtension> = {
+  full: { key: 'gradients-full', extend: (ctx) => gradientGraph(ctx, 'full') },
+  embeddings: { key: 'gradients-embeddings', extend: (ctx) => gradientGraph(ctx, 'embeddings') },
+};
+
+/**
+ * Families whose embedding output adds position or type embeddings to E before any normalisation,
+ * so the zero baseline is well-behaved (see the file header). Every other family takes a token baseline.
+ */
+const ZERO_BASELINE_FAMILIES = new Set([
+  'bert', 'roberta', 'xlm-roberta', 'camembert', 'electra', 'distilbert', 'albert', 'mpnet', 'gpt2', 'opt', 'marian', 'pegasus',
+]);
+
+/** Token baselines for normalisation-first families, in order of preference. */
+const TOKEN_BASELINES: readonly Exclude<BaselineKind, 'zero'>[] = ['bos', 'eos', 'pad', 'mask'];
+
+/** The token id a baseline kind puts at every position (null: the model has no such token). */
+export function baselineTokenId(model: Model, kind: Exclude<BaselineKind, 'zero'>): number | null {
+  const pick = (...vals: unknown[]): number | null => {
+    for (const v of vals) {
+      const x = Array.isArray(v) ? v[0] : v;
+      if (typeof x === 'number' && Number.isInteger(x) && x >= 0) return x;
+    }
+    return null;
+  };
+  const raw = model.config.raw;
+  const gen = model.generationConfig;
+  let id: number | null;
+  if (kind === 'pad') id = pick(raw.pad_token_id, gen.pad_token_id);
+  else if (kind === 'bos') id = pick(raw.bos_token_id, gen.bos_token_id);
+  else if (kind === 'eos') id = pick(raw.eos_token_id, gen.eos_token_id);
+  else id = pick(model.tokenizer?.mask?.id ?? null, raw.mask_token_id);
+  const vocab = model.config.has('vocab_size') ? model.config.int('vocab_size') : Infinity;
+  return id !== null && id < vocab ? id : null;
+}
+
+/**
+ * The integrated-gradients baseline a family gets by default: 'zero' for families that add
+ * position/type embeddings to E first, else the first of 'pad', 'bos', 'mask' the checkpoint has
+ * (an all-zero embedding row is skipped when `attribute` runs).
+ */
+export function defaultBaseline(model: Model): BaselineKind {
+  if (ZERO_BASELINE_FAMILIES.has(model.config.modelType)) return 'zero';
+  return TOKEN_BASELINES.find((k) => baselineTokenId(model, k) !== null) ?? 'zero';
+}
+
+interface Plan {
+  kind: TargetSpec['kind'];
+  name: string;
+  stack: StackName;
+  /** tokenId −1: the argmax at that position, resolved by the graph. */
+  terms: { position: number; tokenId: number; weight: number }[];
+  versusId?: number;
+}
+
+function checkPosition(p: number, n: number, what: string): number {
+  if (!Number.isInteger(p) || p < 0 || p >= n) throw new AttnscopeError(`${what}: position ${p} is out of range; allowed: 0 to ${n - 1}`);
+  return p;
+}
+
+function planTarget(model: Model, inputs: ModelInputs, spec: TargetSpec | undefined): Plan {
+  const kind = model.architectureInfo.kind;
+  const seq = kind === 'encoder-decoder' ? inputs.decoderInputIds ?? [] : inputs.inputIds;
+  const n = seq.length;
+  const stack: StackName = kind === 'encoder-decoder' ? 'decoder' : 'self';
+  const vocab = model.config.has('vocab_size') ? model.config.int('vocab_size') : Infinity;
+  const checkToken = (t: number, what: string): number => {
+    if (!Number.isInteger(t) || t < 0 || t >= vocab) throw new AttnscopeError(`${what}: token id ${t} is out of range; allowed: 0 to ${vocab - 1} (${model.name}'s vocab_size)`);
+    return t;
+  };
+  const maskId = model.tokenizer?.mask?.id ?? null;
+  const defaultPosition = (what: string): number => {
+    if (kind !== 'encoder') return n - 1;
+    const p = maskId === null ? -1 : seq.indexOf(maskId);
+    if (p < 0) throw new AttnscopeError(`${what}: ${model.name} is an encoder and the input has no mask token; give the target position (0 to ${n - 1})`);
+    return p;
+  };
+  const s = spec ?? { kind: 'token' };
+  switch (s.kind) {
+    case 'token': {
+      const position = s.position === undefined ? defaultPosition('target') : checkPosition(s.position, n, 'target');
+      let tokenId = s.tokenId === undefined ? -1 : checkToken(s.tokenId, 'target');
+      if (s.tokenId === undefined && kind === 'encoder' && seq[position] !== maskId) tokenId = seq[position]!;
+      const name = tokenId >= 0
+        ? (kind === 'encoder' && s.tokenId === undefined ? 'masked_lm_input_token_logprob' : 'token_logprob')
+        : kind === 'encoder-decoder' ? 'seq2seq_argmax_logprob' : kind === 'decoder' ? 'causal_lm_argmax_logprob' : 'masked_lm_argmax_logprob';
+      return { kind: 'token', name, stack, terms: [{ position, tokenId, weight: 1 }] };
+    }
+    case 'logit': {
+      const position = s.position === undefined ? defaultPosition('target') : checkPosition(s.position, n, 'target');
+      return { kind: 'logit', name: 'discriminator_logit', stack, terms: [{ position, tokenId: 0, weight: 1 }] };
+    }
+    case 'contrast': {
+      const position = s.position === undefined ? defaultPosition('target') : checkPosition(s.position, n, 'target');
+      return {
+        kind: 'contrast', name: 'contrast_logprob', stack, versusId: checkToken(s.versusId, 'contrast'),
+        terms: [{ position, tokenId: checkToken(s.tokenId, 'target'), weight: 1 }, { position, tokenId: s.versusId, weight: -1 }],
+      };
+    }
+    case 'continuation': {
+      if (kind === 'encoder') throw new AttnscopeError(`continuation target: ${model.name} is an encoder (masked LM); a continuation's log-probability needs a causal LM or a decoder`);
+      if (!Number.isInteger(s.from) || s.from < 1 || s.from >= n) throw new AttnscopeError(`continuation target: from ${s.from} is out of range; allowed: 1 to ${n - 1} (the first token of the continuation)`);
+      const terms = [];
+      for (let i = s.from; i < n; i++) terms.push({ position: i - 1, tokenId: seq[i]!, weight: 1 });
+      return { kind: 'continuation', name: 'continuation_logprob', stack, terms };
+    }
+  }
+}
+
+function targetFeeds(terms: readonly { position: number; tokenId: number; weight: number }[]): Record<string, RuntimeTensor> {
+  return {
+    [IN.positions]: int64Tensor(terms.map((t) => t.position), [terms.length]),
+    [IN.tokens]: int64Tensor(terms.map((t) => t.tokenId), [terms.length]),
+    [IN.weights]: { type: 'float32', dims: [terms.length], data: Float32Array.from(terms, (t) => t.weight) },
+  };
+}
+
+function scalar(v: number): RuntimeTensor {
+  return { type: 'float32', dims: [], data: Float32Array.of(v) };
+}
+
+function f32(t: RuntimeTensor | undefined, name: string): Float32Array {
+  if (!t) throw new Error(`graph output ${name} missing`);
+  return toFloat32(t);
+}
+
+/** Per-stack gate feeds from the caller's gates (checked against the stack's layers × heads). */
+function gateFeeds(model: Model, gates: AttributeOptions['headGates']): Record<string, RuntimeTensor> {
+  const out: Record<string, RuntimeTensor> = {};
+  const info = model.architectureInfo;
+  for (const [stack, data] of Object.entries(gates ?? {}) as [StackName, Float32Array | undefined][]) {
+    if (!data) continue;
+    const layers = info.stacks[stack];
+    if (layers === undefined) throw new AttnscopeError(`head gates: ${model.name} has no '${stack}' stack; it has ${Object.keys(info.stacks).join(', ')}`);
+    if (data.length !== layers * info.numHeads) throw new AttnscopeError(`head gates of '${stack}': ${data.length} values, expected layers × heads = ${layers} × ${info.numHeads}`);
+    out[`head_gates.${stack}`] = { type: 'float32', dims: [layers, info.numHeads], data };
+  }
+  return out;
+}
+
+/**
+ * Attributes a target T of `model` on `inputs` with gradient methods (see the file header): all
+ * but integrated gradients come from one forward and backward pass; integrated gradients run
+ * `steps` more passes (plus one at the baseline).
+ */
+export async function attribute(model: Model, inputs: ModelInputs, options: AttributeOptions = {}): Promise<AttributionResult> {
+  const methods = new Set(options.methods ?? ATTRIBUTION_METHODS);
+  for (const m of methods) {
+    if (!ATTRIBUTION_METHODS.includes(m)) throw new AttnscopeError(`attribution method '${String(m)}' is unknown; allowed: ${ATTRIBUTION_METHODS.join(', ')}`);
+  }
+  const steps = options.steps ?? 50;
+  if (!Number.isInteger(steps) || steps < 1 || steps > 100_000) throw new AttnscopeError(`integrated gradients: steps ${steps} is out of range; allowed: an integer from 1 to 100000`);
+  const rule = options.rule ?? 'midpoint';
+  if (rule !== 'midpoint' && rule !== 'trapezoid') throw new AttnscopeError(`integrated gradients: rule '${String(rule)}' is unknown; allowed: midpoint, trapezoid`);
+  if (options.baseline !== undefined && !BASELINE_KINDS.includes(options.baseline)) {
+    throw new AttnscopeError(`integrated gradients: baseline '${String(options.baseline)}' is unknown; allowed: ${BASELINE_KINDS.join(', ')}`);
+  }
+  const info = model.architectureInfo;
+  if (info.kind === 'encoder-decoder' && !inputs.decoderInputIds?.length) {
+    throw new AttnscopeError(`${model.name} is an encoder-decoder: attribution needs decoder input ids (the target is a decoder position)`);
+  }
+  const plan = planTarget(model, inputs, options.target);
+  const gates = gateFeeds(model, options.headGates);
+  const n = inputs.inputIds.length;
+
+  // Baseline: the requested one, else the family default (token baselines with an all-zero row skipped below).
+  const explicitBaseline = options.baseline;
+  const baselineCandidates: BaselineKind[] = explicitBaseline
+    ? [explicitBaseline]
+    : defaultBaseline(model) === 'zero' ? ['zero'] : [...TOKEN_BASELINES.filter((k) => baselineTokenId(model, k) !== null), 'zero'];
+  const baselineFeeds = (kind: BaselineKind): { feeds: Record<string, RuntimeTensor>; tokenId: number | null } => {
+    if (kind === 'zero') return { feeds: { [IN.baselineIds]: int64Tensor(inputs.inputIds), [IN.baselineScale]: scalar(0) }, tokenId: null };
+    const id = baselineTokenId(model, kind);
+    if (id === null) throw new AttnscopeError(`integrated gradients: baseline '${kind}': ${model.name} has no ${kind} token (config.json / the tokenizer); use another baseline (${BASELINE_KINDS.join(', ')})`);
+    return { feeds: { [IN.baselineIds]: int64Tensor(new Array<number>(n).fill(id)), [IN.baselineScale]: scalar(1) }, tokenId: id };
+  };
+
+  const needFull = methods.has('attentionGrad') || methods.has('headImportance');
+  const variant: Variant = needFull ? 'full' : 'embeddings';
+  const run = (v: Variant, alpha: number, terms: Plan['terms'], base: Record<string, RuntimeTensor>): Promise<Record<string, RuntimeTensor>> =>
+    model.runExtended(TAPS[v], EXTENSIONS[v], inputs, { ...gates, ...base, ...targetFeeds(terms), [IN.alpha]: scalar(alpha) });
+
+  // One forward + backward pass at the input (α = 1).
+  let chosen = baselineFeeds(baselineCandidates[0]!);
+  const out = await run(variant, 1, plan.terms, chosen.feeds);
+  const discriminator = !(OUT.resolvedTokens in out);
+  if (discriminator && plan.kind !== 'logit') {
+    if (plan.kind === 'token' && options.target?.kind !== 'token') plan.kind = 'logit';
+    else throw new AttnscopeError(`${model.name}'s head scores each position with one logit (${String(model.config.raw.architectures ?? 'a discriminator')}); the only target is a position's logit ({kind: 'logit', position})`);
+  }
+  if (!discriminator && plan.kind === 'logit') throw new AttnscopeError(`target kind 'logit' is for heads that score each position with one number (ELECTRA's discriminator); ${model.name} predicts tokens: use 'token'`);
+  const resolved = discriminator ? plan.terms.map(() => 0) : Array.from(out[OUT.resolvedTokens]!.data as BigInt64Array, Number);
+  const terms = plan.terms.map((t, i) => ({ ...t, tokenId: resolved[i]! }));
+  const value = f32(out[OUT.target], OUT.target)[0]!;
+  const target: ResolvedTarget = {
+    kind: plan.kind,
+    name: discriminator ? 'discriminator_logit' : plan.name,
+    position: terms[terms.length - 1]!.position,
+    tokenId: discriminator ? null : terms[0]!.tokenId,
+    ...(plan.versusId !== undefined ? { versusId: plan.versusId } : {}),
+    stack: plan.stack,
+    terms: terms.map((t) => ({ position: t.position, tokenId: discriminator ? null : t.tokenId, weight: t.weight })),
+    value,
+  };
+  const E = f32(out[OUT.embeddings], OUT.embeddings);
+  const grad = f32(out[OUT.embeddingGrad], OUT.embeddingGrad);
+  const d = E.length / n;
+  const result: AttributionResult = { target, tokens: 'tokens', embeddingWidth: d };
+
+  if (methods.has('gradient')) {
+    result.embeddingGrad = { dims: [n, d], data: grad };
+    result.gradientNorm = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += grad[i * d + j]! ** 2;
+      result.gradientNorm[i] = Math.sqrt(s);
+    }
+  }
+  if (methods.has('gradXInput')) {
+    result.gradXInput = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += E[i * d + j]! * grad[i * d + j]!;
+      result.gradXInput[i] = s;
+    }
+  }
+  if (methods.has('attentionGrad')) {
+    result.attention = {};
+    result.attentionGrad = {};
+    for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+      const probs: Float32Array[] = [];
+      const grads: Float32Array[] = [];
+      let dims: readonly number[] = [];
+      for (let l = 0; l < layers; l++) {
+        const a = out[`attention.${stack}.${l}`];
+        dims = a!.dims;
+        probs.push(f32(a, `attention.${stack}.${l}`));
+        grads.push(f32(out[OUT.attentionGrad(stack, l)], OUT.attentionGrad(stack, l)));
+      }
+      const stackDims = dims.slice(1) as [number, number, number];
+      result.attention[stack] = { dims: stackDims, layers: probs } satisfies LayerStack;
+      result.attentionGrad[stack] = { dims: stackDims, layers: grads } satisfies LayerStack;
+    }
+  }
+  if (methods.has('headImportance')) {
+    result.headImportance = {};
+    const heads = info.numHeads;
+    for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+      const raw = f32(out[OUT.gateGrad(stack)], OUT.gateGrad(stack));
+      const normalized = new Float32Array(raw.length);
+      for (let l = 0; l < layers; l++) {
+        let s = 0;
+        for (let h = 0; h < heads; h++) s += raw[l * heads + h]! ** 2;
+        const norm = Math.sqrt(s);
+        for (let h = 0; h < heads; h++) normalized[l * heads + h] = norm > 0 ? Math.abs(raw[l * heads + h]!) / norm : 0;
+      }
+      result.headImportance[stack] = { raw: { dims: [layers, heads], data: raw }, normalized: { dims: [layers, heads], data: normalized } };
+    }
+  }
+  if (methods.has('integratedGradients')) {
+    // T at the baseline; a token baseline whose embedding row is all zeros is the zero baseline in disguise: try the next.
+    let atBaseline = await run('embeddings', 0, terms, chosen.feeds);
+    let kind = baselineCandidates[0]!;
+    for (let c = 1; !explicitBaseline && kind !== 'zero' && f32(atBaseline[OUT.baselineEmbeddings], OUT.baselineEmbeddings).every((x) => x === 0) && c < baselineCandidates.length; c++) {
+      kind = baselineCandidates[c]!;
+      chosen = baselineFeeds(kind);
+      atBaseline = await run('embeddings', 0, terms, chosen.feeds);
+    }
+    const base = f32(atBaseline[OUT.baselineEmbeddings], OUT.baselineEmbeddings);
+    const targetBaseline = f32(atBaseline[OUT.target], OUT.target)[0]!;
+    const sum = new Float64Array(n * d);
+    const points = rule === 'midpoint'
+      ? Array.from({ length: steps }, (_, k) => ({ alpha: (k + 0.5) / steps, weight: 1 / steps }))
+      : Array.from({ length: steps + 1 }, (_, k) => ({ alpha: k / steps, weight: (k === 0 || k === steps ? 0.5 : 1) / steps }));
+    for (const { alpha, weight } of points) {
+      const step = alpha === 0 ? atBaseline : await run('embeddings', alpha, terms, chosen.feeds);
+      const gk = f32(step[OUT.embeddingGrad], OUT.embeddingGrad);
+      for (let j = 0; j < gk.length; j++) sum[j] = sum[j]! + weight * gk[j]!;
+    }
+    const scores = new Float32Array(n);
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      let s = 0;
+      for (let j = 0; j < d; j++) s += (E[i * d + j]! - base[i * d + j]!) * sum[i * d + j]!;
+      scores[i] = s;
+      total += s;
+    }
+    const delta = value - targetBaseline;
+    const error = total - delta;
+    result.integratedGradients = {
+      scores, baseline: kind, baselineTokenId: chosen.tokenId, steps, rule,
+      completeness: { sumAttributions: total, targetInput: value, targetBaseline, error, relativeError: Math.abs(error) / Math.abs(delta) },
+      sequential: true,
+    };
+  }
+  return result;
+}
