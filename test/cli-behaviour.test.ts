@@ -17,6 +17,7 @@ import { EXPORT_OPTIONS, EXPORT_USAGE } from '../src/cli/export-command.js';
 import { FLOW_OPTIONS, FLOW_USAGE } from '../src/cli/flow-command.js';
 import { GENERATE_OPTIONS, GENERATE_USAGE } from '../src/cli/generate-command.js';
 import { HEADS_OPTIONS, HEADS_USAGE } from '../src/cli/heads-command.js';
+import { LENS_OPTIONS, LENS_USAGE } from '../src/cli/lens-command.js';
 import { TRACE_OPTIONS, TRACE_USAGE } from '../src/cli/trace-command.js';
 import { VIEW_OPTIONS, VIEW_USAGE } from '../src/cli/view-command.js';
 import { CLI, ROOT, runCli, type Run } from './helpers/cli.js';
@@ -116,6 +117,7 @@ describe('help', () => {
     ['cache', CACHE_USAGE, CACHE_OPTIONS],
     ['heads', HEADS_USAGE, HEADS_OPTIONS],
     ['flow', FLOW_USAGE, FLOW_OPTIONS],
+    ['lens', LENS_USAGE, LENS_OPTIONS],
     ['compare', COMPARE_USAGE, COMPARE_OPTIONS],
     ['aggregate', AGGREGATE_USAGE, AGGREGATE_OPTIONS],
   ];

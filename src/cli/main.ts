@@ -9,6 +9,7 @@ import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { FLOW_USAGE, flowCommand } from './flow-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
 import { HEADS_USAGE, headsCommand } from './heads-command.js';
+import { LENS_USAGE, lensCommand } from './lens-command.js';
 import { MODELS_USAGE, modelsCommand } from './models-command.js';
 import { TRACE_USAGE, traceCommand } from './trace-command.js';
 import { UsageError, closest } from './parse.js';
@@ -26,6 +27,7 @@ Usage:
   ${AGGREGATE_USAGE.split('\n\n')[0]}
   ${HEADS_USAGE.split('\n\n')[0]}
   ${FLOW_USAGE.split('\n\n')[0]}
+  ${LENS_USAGE.split('\n\n')[0]}
   ${BIAS_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
   ${MODELS_USAGE.split('\n\n')[0]}
@@ -42,6 +44,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   aggregate: { run: aggregateCommand, usage: AGGREGATE_USAGE },
   heads: { run: headsCommand, usage: HEADS_USAGE },
   flow: { run: flowCommand, usage: FLOW_USAGE },
+  lens: { run: lensCommand, usage: LENS_USAGE },
   bias: { run: biasCommand, usage: BIAS_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },
   models: { run: modelsCommand, usage: MODELS_USAGE },

@@ -9,7 +9,7 @@ import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.
 
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--src-lang CODE] [--tgt-lang CODE]
-                [--qk] [--hidden] [--top-k N]
+                [--qk] [--hidden] [--top-k N] [--deep-dive] [--logit-lens K]
                 [--routing] [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
@@ -21,6 +21,12 @@ export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."]
 ${LANGUAGE_HELP}
   --qk         include per-head queries and keys (and the terms of the scores)
   --hidden     include the last hidden state (JSON output)
+  --deep-dive  a look inside every layer: queries, keys and values per head, the token, position
+               and segment embeddings, the residual stream before and after attention and after
+               the MLP, and the MLP activations (fields values and layerStates)
+  --logit-lens K   each layer's residual through the model's final norm and head: the K most
+               likely tokens with their probabilities per layer and position (field logitLens;
+               'attnscope lens' prints it as a table)
   --routing    mixture-of-experts models (mixtral, qwen2_moe): record each layer's routing
                (router probabilities, the top-k experts of each token and their weights);
                the expert load of each layer is printed to stderr
@@ -35,6 +41,8 @@ export const TRACE_OPTIONS = {
   ...INPUT_OPTIONS,
   qk: { type: 'boolean' },
   hidden: { type: 'boolean' },
+  'deep-dive': { type: 'boolean' },
+  'logit-lens': { type: 'string' },
   routing: { type: 'boolean' },
   'top-k': { type: 'string' },
   'max-new-tokens': { type: 'string' },
@@ -51,12 +59,13 @@ export async function traceCommand(argv: string[]): Promise<void> {
   if (values.out !== undefined) checkOut(values.out, TRACE_EXTENSIONS, 'trace');
   const input = parseModelInput(values, 'trace', 'trace: give --text "..." or --ids 1,2,3');
   const topK = parsePositiveInt(values['top-k'], '--top-k');
+  const logitLens = parsePositiveInt(values['logit-lens'], '--logit-lens');
   const maxNewTokens = parsePositiveInt(values['max-new-tokens'], '--max-new-tokens');
   const loadOptions = parseLoadOptions(values);
   checkModelArg(positionals[0]);
   const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.trace(input.text, { ...input.options, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false });
+    const trace = await model.trace(input.text, { ...input.options, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));
       reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`);
