@@ -414,7 +414,25 @@ function scanHead(
     // Summed in the same order as the Jensen–Shannon term's entropy, so that equal rows give exactly 0.
     let ent = 0;
     let rowV = 0;
-    for (let k = a; k < b; k++) {
+    if (!keep && n === b - a) {
+      // Every key of [a, b) in the support (no causal hole, the common case), nothing kept: the
+      // same arithmetic in the same order, in loops without the per-key tests (rowScan).
+      acc[3] = below;
+      acc[4] = belowUniform;
+      acc[6] = sumSq;
+      acc[7] = dist;
+      acc[8] = long;
+      entries = rowScan(W, off + base, inline ? fw : null, base, a, b, inv, qp, threshold, uniform, longRange, pooled, entries, mean ? layerMean : null, invHeads, acc);
+      hm = acc[0]!;
+      rowMax = acc[1]!;
+      ent = acc[2]!;
+      below = acc[3]!;
+      belowUniform = acc[4]!;
+      rowV = acc[5]!;
+      sumSq = acc[6]!;
+      dist = acc[7]!;
+      long = acc[8]!;
+    } else for (let k = a; k < b; k++) {
       const i = base + k;
       if (support[i] !== 1) {
         if (keep) w[i] = 0;
@@ -490,6 +508,75 @@ function scanHead(
   out[15] = jsSum;
   out[16] = jsRows;
   return out;
+}
+
+/** Accumulators rowScan reads and writes: hm, row max, entropy, below, below uniform, row sum, Σ w², distance, long range. */
+const acc = new Float64Array(9);
+
+/**
+ * scanHead's inner loop over a row whose keys a … b − 1 are all in the support: the weight
+ * W[wo + k] · inv of each, the Jensen–Shannon mixture term against `fw[fo + k]` (null: none),
+ * the accumulators of `out` (module comment of scanHead; per-head ones continue from their values
+ * in `out`), pooled weights from `entries` on (returned: the new count) and w / heads into
+ * `layerMean` (null: not wanted). Same operations in the same order as the general loop, so the
+ * results are bit-identical; the engine optimises this loop on its own, without the tests.
+ */
+function rowScan(
+  W: Float32Array, wo: number, fw: Float64Array | null, fo: number, a: number, b: number, inv: number, qp: number,
+  threshold: number, uniform: number, longRange: number, pooled: Float64Array, entries: number,
+  layerMean: Float64Array | null, invHeads: number, out: Float64Array,
+): number {
+  let hm = 0;
+  let rowMax = 0;
+  let ent = 0;
+  let below = out[3]!;
+  let belowUniform = out[4]!;
+  let rowV = 0;
+  let sumSq = out[6]!;
+  let dist = out[7]!;
+  let long = out[8]!;
+  if (fw !== null) {
+    for (let k = a; k < b; k++) {
+      const v = W[wo + k]! * inv;
+      const m = (fw[fo + k]! + v) / 2;
+      if (m > 0) hm -= m * Math.log(m);
+      if (v > rowMax) rowMax = v;
+      if (v > 0) ent -= v * Math.log(v);
+      below += v < threshold ? 1 : 0;
+      belowUniform += v < uniform ? 1 : 0;
+      pooled[entries++] = v;
+      rowV += v;
+      sumSq += v * v;
+      const d = qp > k ? qp - k : k - qp;
+      dist += v * d;
+      if (d >= longRange) long += v;
+    }
+  } else {
+    for (let k = a; k < b; k++) {
+      const v = W[wo + k]! * inv;
+      if (v > rowMax) rowMax = v;
+      if (v > 0) ent -= v * Math.log(v);
+      below += v < threshold ? 1 : 0;
+      belowUniform += v < uniform ? 1 : 0;
+      pooled[entries++] = v;
+      rowV += v;
+      sumSq += v * v;
+      const d = qp > k ? qp - k : k - qp;
+      dist += v * d;
+      if (d >= longRange) long += v;
+    }
+  }
+  if (layerMean !== null) for (let k = a; k < b; k++) layerMean[fo + k] = layerMean[fo + k]! + W[wo + k]! * inv * invHeads;
+  out[0] = hm;
+  out[1] = rowMax;
+  out[2] = ent;
+  out[3] = below;
+  out[4] = belowUniform;
+  out[5] = rowV;
+  out[6] = sumSq;
+  out[7] = dist;
+  out[8] = long;
+  return entries;
 }
 
 function emptyValues(): MetricValues {
