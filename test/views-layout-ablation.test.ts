@@ -46,7 +46,7 @@ describe('ablation layout', () => {
   it('states the heads, the target change, KL and cosine', () => {
     const lay = ablationLayout(DATA, LIGHT);
     const text = lay.items.filter((i) => i.kind === 'text').map((i) => (i as TextItem).text);
-    expect(text).toContain('ablated (zero): L0 H1, L2 H3–5');
+    expect(text).toContain('removed (zero ablation): L0 H1, L2 H3–5');
     expect(text).toContain('log p(“ Paris”): −0.5 → −2.25 (Δ −1.75)');
     expect(text.join(' ')).toContain('KL(before ‖ after) = 0.75 nats');
     expect(text.join(' ')).toContain('cosine of the last hidden states = 0.9877');

@@ -18,14 +18,20 @@ import { FLOW_VIEW_METHODS, type FlowMethod } from '../views/layout/flow.js';
 import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster.js';
 import { GROUP_CELL_RULES, type GroupCellRule } from '../views/layout/grouped-heatmap.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
+import { ANALYSIS_VIEW_NAMES, type AnalysisViewName, isAnalysisViewName } from '../views/layout/analysis-views.js';
+import { ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData } from '../views/analysis-data.js';
+import { analysisTitle, renderAblation, renderHeadImportance, renderLogitLens, renderSaliency } from '../views/svg/analysis-views.js';
+import { parseHeadList } from '../analysis/ablation.js';
+import { ablateHeads } from '../engine/ablation.js';
 
-export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|words|sentences|flow|influence|clusters|types --out FILE
+export const EXPORT_USAGE = `attnscope export [model | trace.json | trace.safetensors] --view head|model|neuron|heatmap|words|sentences|flow|influence|clusters|types|saliency|importance|ablation|lens --out FILE
                 [--text "..." [--pair "..."] [--decoder-text "..."]] [--src-lang CODE] [--tgt-lang CODE]
                 [--layer L] [--head H | --heads 0,1,2] [--layers 0,1] [--query I] [--stack encoder|decoder|cross]
                 [--aggregate mean|max|all] [--log] [--pair-filter all|A→B|B→A|A→A|B→B] [--all-lines]
                 [--method attention|rollout|flow] [--fusion mean|max|min] [--discard R] [--residual W]
                 [--keep K] [--threshold T] [--column C] [--depth D] [--max-nodes N]
                 [--projection umap|pca] [--clusters K] [--cluster-seed S] [--exclude-first]
+                [--signed] [--scale-rows per-row|shared]
                 [--rule mean|max|sum|share] [--cell R,C] [--step N] [--theme light|dark] [--hide-special] [--merge-subwords] [--title "..."]
                 [--format svg|png] [--scale 3] [--top-k N] [--truncate] [--revision REV] [--offline] [--threads N]
 
@@ -58,12 +64,23 @@ ${LANGUAGE_HELP}
                --cluster-seed S, default 0; --exclude-first measures without the first token); see 'attnscope heads --clusters'
                types: a layers × heads grid, each head coloured by its top type on the text (shade: how far its
                score passes the type's threshold; --exclude-first as for clusters); see 'attnscope heads'
+               saliency: the tokens coloured by their attribution to the target, one row per method (a trace
+               with attributions, e.g. from 'attnscope attribute --out'); --scale-rows shared for one colour scale
+               importance: a layers × heads grid of head importance for the target (Michel et al.: |∂T/∂gate|,
+               each layer divided by its L2 norm; --signed for ∂T/∂gate itself), from a trace with attributions
+               ablation: the next-token/[MASK] distribution before and after removing --heads L:H,L:H (L:* a whole
+               layer; decoder/L:H a stack) from a model run on --text, with the target's change, KL and cosine;
+               --top-k N candidates (default 10)
+               lens: the logit lens, layers × positions with each layer's top token and its probability (a trace
+               with a logit lens, or a model run on --text; --top-k N candidates per cell, default 5)
   --method     flow view: attention, rollout (default) or flow;  --keep K / --threshold T  edges kept
                per token;  --column C  the highlighted token's layer;  --depth D  influence tree depth
   --fusion / --discard / --residual   flow views: head fusion, share of weights discarded, residual weight
   --rule       words / sentences: mean, max, sum or share;  --cell R,C  the token block behind a cell
   --projection clusters: umap or pca;  --clusters K  the number of clusters;  --cluster-seed S  the seed
   --exclude-first  clusters / types: measure without the first token (TransformerLens' exclude_bos)
+  --signed     importance: the signed gate gradient ∂T/∂gate on a diverging scale, not Michel's |·| per layer
+  --scale-rows saliency: per-row (default: each method's row by its own largest |score|) or shared (one scale)
   --max-nodes  flow view with --method flow: largest graph, (layers + 1) × tokens (default 832)
   --query      index of a query token as displayed (after --hide-special / --merge-subwords)
   --stack      encoder-decoder traces: encoder, decoder or cross attention (default encoder)
@@ -135,6 +152,8 @@ export const EXPORT_OPTIONS = {
   clusters: { type: 'string' },
   'cluster-seed': { type: 'string' },
   'exclude-first': { type: 'boolean' },
+  signed: { type: 'boolean' },
+  'scale-rows': { type: 'string' },
   rule: { type: 'string' },
   cell: { type: 'string' },
   title: { type: 'string' },
@@ -177,7 +196,7 @@ export async function exportCommand(argv: string[]): Promise<void> {
   if (positionals.length > 1) throw new AttnscopeError(`export: expected at most one model or trace file, got ${positionals.join(' ')}`);
   const view = values.view;
   if (!view) throw new UsageError(`export: give --view ${VIEW_NAMES.join('|')}`);
-  if (!VIEW_NAMES.includes(view as ViewName)) throw new UsageError(`unknown view '${view}' (expected ${VIEW_NAMES.join(', ')})`);
+  if (!VIEW_NAMES.includes(view as ViewName) && !isAnalysisViewName(view)) throw new UsageError(`unknown view '${view}' (expected ${[...VIEW_NAMES, ...ANALYSIS_VIEW_NAMES].join(', ')})`);
   if (!values.out) throw new UsageError('export: give --out FILE');
   const ext = extname(values.out).slice(1).toLowerCase();
   const format = (values.format ?? (ext === 'svg' || ext === 'png' ? ext : undefined))?.toLowerCase();
@@ -193,6 +212,13 @@ export async function exportCommand(argv: string[]): Promise<void> {
   }
   if (values.aggregate !== undefined && !['mean', 'max', 'all'].includes(values.aggregate)) {
     throw new UsageError(`unknown aggregate '${values.aggregate}' (expected mean, max or all)`);
+  }
+  for (const flag of ['signed', 'scale-rows'] as const) {
+    if (values[flag] !== undefined && !isAnalysisViewName(view)) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
+  }
+  if (isAnalysisViewName(view)) {
+    await exportAnalysisView(view, values, positionals[0], format, scale);
+    return;
   }
   const head = parseIndex(values.head, '--head');
   const heads = parseIdList(values.heads, '--heads');
@@ -293,4 +319,89 @@ export async function exportCommand(argv: string[]): Promise<void> {
     stream.write(data);
   });
   reportWrote(values.out, `${view} view, ${format}${format === 'png' ? ` ×${scale}` : ''}`);
+}
+
+/** Flags of the export that only the attention views take (the analysis views refuse them). */
+const ATTENTION_ONLY_FLAGS = ['head', 'layer', 'layers', 'query', 'aggregate', 'log', 'pair-filter', 'all-lines', 'method', 'fusion', 'discard', 'residual', 'keep', 'threshold', 'column', 'depth', 'max-nodes', 'projection', 'clusters', 'cluster-seed', 'exclude-first', 'rule', 'cell', 'hide-special', 'merge-subwords', 'step'] as const;
+
+/**
+ * `export --view saliency|importance|ablation|lens`: the view's data from a trace file (attributions,
+ * logit lens) or from a model run on --text (logit lens, ablation), drawn as SVG or PNG.
+ */
+async function exportAnalysisView(view: AnalysisViewName, values: ReturnType<typeof parseCommandArgs<typeof EXPORT_OPTIONS>>['values'], source: string | undefined, format: string | undefined, scale: number): Promise<void> {
+  for (const flag of ATTENTION_ONLY_FLAGS) if (values[flag] !== undefined) throw new AttnscopeError(`--${flag} does not apply to the ${view} view`);
+  if (values.heads !== undefined && view !== 'ablation') throw new AttnscopeError(`--heads does not apply to the ${view} view`);
+  if (values.signed !== undefined && view !== 'importance') throw new AttnscopeError(`--signed does not apply to the ${view} view (only importance)`);
+  const scaleRows = values['scale-rows'];
+  if (scaleRows !== undefined && view !== 'saliency') throw new AttnscopeError(`--scale-rows does not apply to the ${view} view (only saliency)`);
+  if (scaleRows !== undefined && scaleRows !== 'per-row' && scaleRows !== 'shared') throw new UsageError(`--scale-rows: expected per-row or shared, got '${scaleRows}'`);
+  if (values.stack !== undefined && view !== 'importance') throw new AttnscopeError(`--stack does not apply to the ${view} view`);
+  const topK = parsePositiveInt(values['top-k'], '--top-k');
+  if (topK !== undefined && view !== 'ablation' && view !== 'lens') throw new AttnscopeError(`--top-k does not apply to the ${view} view`);
+  const common = { theme: values.theme as ThemeName | undefined };
+  let svg: string;
+  if (source !== undefined && isCheckpointFile(source)) checkModelArg(source);
+  if (isTraceFile(source)) {
+    for (const flag of ['text', 'pair', 'decoder-text', 'src-lang', 'tgt-lang', 'truncate'] as const) {
+      if (values[flag] !== undefined) throw new AttnscopeError(`--${flag} does not apply to a trace file (it already holds its tokens)`);
+    }
+    if (view === 'ablation') throw new AttnscopeError('the ablation view runs the model twice: give a model and --text with --heads L:H (a trace file holds no ablation)');
+    if (view === 'lens' && topK !== undefined) throw new AttnscopeError('--top-k does not apply to a trace file (its logit lens holds its own top-k)');
+    const opened = await openTraceFile(source!);
+    if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
+    const trace = opened.trace;
+    svg = renderAnalysisData(view, trace, values, common);
+  } else {
+    if (values.text === undefined) throw new AttnscopeError(`export: give --text "..." to run the model on (or a trace file${view === 'lens' ? ' with a logit lens' : ''})`);
+    if (view === 'saliency' || view === 'importance') {
+      throw new AttnscopeError(`the ${view} view of a model run needs its gradients: run 'attnscope attribute … --out trace.json', then 'attnscope export trace.json --view ${view}'`);
+    }
+    if (view === 'ablation' && values.heads === undefined) throw new UsageError('export --view ablation: give the heads to remove with --heads L:H,L:H (L:* for a whole layer)');
+    const loadOptions = parseLoadOptions(values);
+    checkModelArg(source);
+    const model = await loadModel(source, loadOptions);
+    try {
+      const trace = await model.trace(values.text, {
+        pair: values.pair,
+        decoderText: values['decoder-text'],
+        srcLang: values['src-lang'],
+        tgtLang: values['tgt-lang'],
+        truncate: values.truncate ?? false,
+        ...(view === 'lens' ? { logitLens: topK ?? 5 } : { attention: true }),
+      });
+      if (view === 'lens') svg = renderLogitLens(logitLensViewData(trace), { ...common, title: values.title ?? analysisTitle('lens', trace.model.name) });
+      else {
+        const info = model.architectureInfo;
+        const defaultStack = info.stacks.self !== undefined ? 'self' : 'encoder';
+        const heads = parseHeadList(values.heads!, info.stacks, info.numHeads, defaultStack);
+        const inputs = { inputIds: trace.tokens.map((t) => t.id), typeIds: trace.tokens.map((t) => t.segment), ...(trace.decoderTokens ? { decoderInputIds: trace.decoderTokens.map((t) => t.id) } : {}) };
+        const result = await ablateHeads(model, inputs, { heads, topK: topK ?? 10 });
+        const data = ablationViewData(trace, result, { tokenText: (id) => model.tokenizer?.idToToken(id) ?? null });
+        svg = renderAblation(data, { ...common, topK: topK ?? 10, title: values.title ?? analysisTitle('ablation', trace.model.name) });
+      }
+    } finally {
+      await model.dispose();
+    }
+  }
+  const data = format !== 'png' ? svg : svgToPng(svg, { scale });
+  await writeFileAtomically(values.out!, async (stream) => {
+    stream.write(data);
+  });
+  reportWrote(values.out!, `${view} view, ${format}${format === 'png' ? ` ×${scale}` : ''}`);
+}
+
+/** The saliency, importance or lens view of a trace's own data as SVG. */
+function renderAnalysisData(view: 'saliency' | 'importance' | 'lens', trace: Trace, values: { title?: string; signed?: boolean; 'scale-rows'?: string; stack?: string }, common: { theme?: ThemeName }): string {
+  switch (view) {
+    case 'saliency': {
+      const data = saliencyViewData(trace);
+      return renderSaliency(data, { ...common, scale: values['scale-rows'] as 'per-row' | 'shared' | undefined, title: values.title ?? analysisTitle('saliency', trace.model.name) });
+    }
+    case 'importance': {
+      const data = headImportanceViewData(trace, { stack: values.stack as StackName | undefined, normalization: values.signed ? 'signed' : 'michel' });
+      return renderHeadImportance(data, { ...common, title: values.title ?? analysisTitle('importance', trace.model.name, data) });
+    }
+    case 'lens':
+      return renderLogitLens(logitLensViewData(trace), { ...common, title: values.title ?? analysisTitle('lens', trace.model.name) });
+  }
 }

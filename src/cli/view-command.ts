@@ -11,13 +11,15 @@ import { loadModel } from '../engine/load.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { DEFAULT_MAX_BYTES, renderStandaloneHtml } from '../views/html/standalone.js';
+import { analysisViewData } from '../views/analysis-data.js';
 import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, SAMPLING_HELP, SAMPLING_OPTIONS, parseIdList, parseLoadOptions, parseModelInput, parsePositiveInt, parseSampling } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
 export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6] [--src-lang CODE] [--tgt-lang CODE]
-                [--top-k N] [--truncate] [--out view.html]
-                [--view head|model|neuron|heatmap|words|sentences|flow|influence|clusters|types] [--theme light|dark] [--max-size MB | --exact]
+                [--top-k N] [--logit-lens K] [--truncate] [--out view.html]
+                [--view head|model|neuron|heatmap|words|sentences|flow|influence|clusters|types|saliency|importance|lens]
+                [--theme light|dark] [--max-size MB | --exact]
                 [--revision REV] [--offline] [--threads N]
   attnscope view [model] (--text "..." | --ids 1,2,3) --generate N
                 [--sample [--temperature T] [--sample-top-k K] [--top-p P] [--seed S]] [--out view.html] [...]
@@ -33,6 +35,7 @@ export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] |
   --decoder-text / --decoder-ids   encoder-decoder models (t5, bart): the decoder input (generated
                when neither is given)
   --top-k N    add the head's N most likely tokens (at each [MASK], or the next token)
+  --logit-lens K   add the Logit lens tab: every layer's top K tokens at every position
   --truncate   cut inputs longer than the model's maximum positions
   --generate   generate up to N tokens after the text (greedy unless --sample; for encoder-decoders the
                text is the encoder input) and view the generation: generated tokens are marked, and a
@@ -40,6 +43,7 @@ export const VIEW_USAGE = `attnscope view [model] (--text "..." [--pair "..."] |
 ${SAMPLING_HELP}
 ${LANGUAGE_HELP}
   --out        the HTML file to write (default attnscope-view.html; written atomically)
+               (a trace file's attributions and logit lens get their tabs: Saliency, Head importance, Logit lens)
   --view       the view the page opens with (default head);  --theme  light or dark (default: the system's)
   --max-size   size the file aims for in MB (default 8): values stay exact when they fit, otherwise
                attention is kept to 5 decimals and queries/keys to 4, 3 or 2 decimals
@@ -49,6 +53,7 @@ ${MODEL_HELP}`;
 export const VIEW_OPTIONS = {
   ...INPUT_OPTIONS,
   'top-k': { type: 'string' },
+  'logit-lens': { type: 'string' },
   out: { type: 'string' },
   view: { type: 'string' },
   theme: { type: 'string' },
@@ -59,7 +64,7 @@ export const VIEW_OPTIONS = {
   ...MODEL_OPTIONS,
 } as const;
 
-const VIEWS = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters', 'types'] as const;
+const VIEWS = ['head', 'model', 'neuron', 'heatmap', 'words', 'sentences', 'flow', 'influence', 'clusters', 'types', 'saliency', 'importance', 'lens'] as const;
 
 /** A positional that names an existing trace file (rather than a model). */
 export function isTraceFile(arg: string): boolean {
@@ -94,10 +99,11 @@ export async function viewCommand(argv: string[]): Promise<void> {
   let text: string | undefined;
   const generate = parsePositiveInt(values.generate, '--generate');
   const topK = parsePositiveInt(values['top-k'], '--top-k');
+  const logitLens = parsePositiveInt(values['logit-lens'], '--logit-lens');
   const samplingFlags = (['sample', 'temperature', 'sample-top-k', 'top-p', 'seed'] as const).filter((f) => values[f] !== undefined);
   if (source !== undefined && isCheckpointFile(source)) checkModelArg(source);
   if (source !== undefined && isTraceFile(source)) {
-    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'src-lang', 'tgt-lang', 'top-k', 'generate', ...samplingFlags] as const) {
+    for (const flag of ['text', 'pair', 'ids', 'type-ids', 'decoder-text', 'decoder-ids', 'src-lang', 'tgt-lang', 'top-k', 'logit-lens', 'generate', ...samplingFlags] as const) {
       if (values[flag] !== undefined) throw new AttnscopeError(`view: --${flag} does not apply to a trace file (${source})`);
     }
     const opened = await openTraceFile(source);
@@ -105,7 +111,7 @@ export async function viewCommand(argv: string[]): Promise<void> {
     // Values that are not probabilities still open, with one line saying where they are.
     if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
   } else if (generate !== undefined) {
-    for (const flag of ['pair', 'type-ids', 'decoder-text', 'decoder-ids', 'truncate', 'top-k'] as const) {
+    for (const flag of ['pair', 'type-ids', 'decoder-text', 'decoder-ids', 'truncate', 'top-k', 'logit-lens'] as const) {
       if (values[flag] !== undefined) throw new UsageError(`view: --${flag} does not apply to --generate`);
     }
     if (source !== undefined && /\.(json|safetensors)$/i.test(source) && !existsSync(source)) {
@@ -139,12 +145,17 @@ export async function viewCommand(argv: string[]): Promise<void> {
     checkModelArg(source);
     const model = await loadModel(source, loadOptions);
     try {
-      trace = await model.trace(input.text, { ...input.options, qk: true, topK });
+      trace = await model.trace(input.text, { ...input.options, qk: true, topK, ...(logitLens ? { logitLens } : {}) });
     } finally {
       await model.dispose();
     }
   }
 
+  // An analysis view opens only when the trace holds its data.
+  if (view === 'saliency' || view === 'importance' || view === 'lens') {
+    const data = analysisViewData(trace);
+    if (!data[view]) throw new AttnscopeError(`--view ${view}: the trace has no ${view === 'lens' ? 'logit lens (add --logit-lens K)' : view === 'saliency' ? "token attributions (a trace from 'attnscope attribute --out')" : "head importance (a trace from 'attnscope attribute --out')"}`);
+  }
   const bundle = await loadViewBundle();
   const result = await renderStandaloneHtml(trace, {
     bundle,

@@ -9,7 +9,7 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { AttributionTarget, Attributions, StackName, Token, TokenAttribution, Trace } from '../core/trace.js';
 import { michelHeadImportance } from '../analysis/attribution.js';
-import type { AblationCandidate, AblationData } from './layout/ablation.js';
+import type { AblationData } from './layout/ablation.js';
 import type { AnalysisViewData } from './layout/analysis-views.js';
 import type { HeadImportanceData } from './layout/head-importance.js';
 import type { LensCandidate, LogitLensData } from './layout/logit-lens.js';
@@ -217,41 +217,43 @@ export function analysisViewData(trace: Trace, naming: TargetNaming = {}): Analy
   return out;
 }
 
-/** One distribution's top candidates for the ablation view. */
-export interface DistributionTop {
-  ids: readonly number[];
-  probabilities: readonly number[];
-  tokens: readonly string[];
+/** What an ablation run reports (src/engine/ablation.ts' AblationResult has this shape). */
+export interface AblationRun {
+  heads: readonly { layer: number; head: number; stack?: StackName }[];
+  mode: 'zero' | 'mean';
+  target: { kind: 'logprob' | 'logit'; stack: StackName; position: number; tokenId: number | null; before: number; after: number };
+  kl: number | null;
+  cosine: number;
+  candidates: readonly { id: number; token: string; before: number; after: number }[];
 }
 
 /**
- * The ablation view's data from an ablation's two distributions: the union of both top lists, each
- * with its probability before and after (`probabilityOf` reads a full distribution, when a token is
- * in only one top list).
+ * The ablation view's data from an ablation run on a trace's input: where the distribution is read
+ * ("next token after “is” (position 4)", or "token at the [MASK] (position 3)" for masked LMs),
+ * the target's change, KL and cosine, and the candidates' probabilities before and after.
  */
-export function ablationViewData(
-  trace: Trace,
-  run: {
-    heads: readonly { layer: number; head: number }[];
-    mode: 'zero' | 'mean';
-    stack?: StackName;
-    where: string;
-    before: DistributionTop;
-    after: DistributionTop;
-    probabilityOf: (side: 'before' | 'after', id: number) => number;
-    target?: { label: string; before: number; after: number };
-    kl: number;
-    cosine: number;
-  },
-): AblationData {
+export function ablationViewData(trace: Trace, run: AblationRun, naming: TargetNaming = {}): AblationData {
   const mt = trace.model.modelType;
-  const byId = new Map<number, AblationCandidate>();
-  for (const side of ['before', 'after'] as const) {
-    const d = run[side];
-    d.ids.forEach((id, i) => {
-      if (byId.has(id)) return;
-      byId.set(id, { token: viewTokenLabel(d.tokens[i] ?? String(id), mt), before: run.probabilityOf('before', id), after: run.probabilityOf('after', id) });
-    });
-  }
-  return { heads: run.heads, mode: run.mode, stack: run.stack, where: run.where, candidates: [...byId.values()], target: run.target, kl: run.kl, cosine: run.cosine };
+  const t = run.target;
+  const tokens = t.stack === 'decoder' ? (trace.decoderTokens ?? []) : trace.tokens;
+  const at = tokens[t.position];
+  const atLabel = at ? `“${viewTokenLabel(at.text, mt)}”` : '';
+  const masked = t.stack !== 'decoder' && !isCausal(trace, t.stack);
+  const seq = t.stack === 'decoder' ? 'decoder ' : '';
+  const where = masked ? `${seq}token at ${atLabel} (position ${t.position})` : `next ${seq}token after ${atLabel} (position ${t.position})`;
+  if (run.candidates.length === 0) throw new AttnscopeError(`the ablation has no distribution to compare (${trace.model.name}'s head scores tokens: target ${t.before} → ${t.after})`);
+  const target =
+    t.tokenId === null
+      ? { label: `logit at position ${t.position}`, before: t.before, after: t.after }
+      : { label: t.kind === 'logit' ? `logit of ${quoted(trace, t.tokenId, naming)}` : `log p(${quoted(trace, t.tokenId, naming)})`, before: t.before, after: t.after };
+  return {
+    heads: run.heads.map(({ layer, head }) => ({ layer, head })),
+    mode: run.mode,
+    stack: run.heads[0]?.stack ?? t.stack,
+    where,
+    candidates: run.candidates.map((c) => ({ token: viewTokenLabel(c.token, mt), before: c.before, after: c.after })),
+    target,
+    kl: run.kl ?? Number.NaN,
+    cosine: run.cosine,
+  };
 }

@@ -184,7 +184,7 @@ describe('analysis views', () => {
       const text = await page.textContent('[data-testid=ablation-svg]');
       expect(text).toContain('KL(before ‖ after) = 0.313 nats');
       expect(text).toContain('cosine of the last hidden states = 0.9912');
-      expect(text).toContain('ablated (zero): L1 H2, L3 H0');
+      expect(text).toContain('removed (zero ablation): L1 H2, L3 H0');
       await page.hover(`${bars}.after[data-index="1"]`, { force: true });
       await expect.poll(() => page.getAttribute('[data-testid=ablation-readout]', 'data-token')).toBe(HOSTILE);
       expect(await page.getAttribute('[data-testid=ablation-readout]', 'data-before')).toBe('0.05');

@@ -133,8 +133,8 @@ export function ablationLayout(data: AblationData, theme: Theme, place: Ablation
   const headsText = describeHeads(data.heads);
   const lines: { text: string; spans?: { text: string; fill?: string; bold?: boolean }[]; cls: string }[] = [];
   lines.push({
-    text: `ablated (${data.mode}): ${headsText}`,
-    spans: [{ text: `ablated (${data.mode}): `, fill: theme.muted }, { text: headsText, fill: theme.text, bold: true }],
+    text: `removed (${data.mode} ablation): ${headsText}`,
+    spans: [{ text: `removed (${data.mode} ablation): `, fill: theme.muted }, { text: headsText, fill: theme.text, bold: true }],
     cls: 'ablation-heads',
   });
   if (data.target) {
