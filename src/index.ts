@@ -62,6 +62,12 @@ export {
   type ClusterInputRow, type ClusterOptions, type ClusterProjection, type HeadClustering, type HeadCluster, type ClusteredHead, type Standardised,
 } from './analysis/cluster.js';
 export type { ContributionTaps, ContributionMap } from './core/trace.js';
+export { logitLensGrid, logitLensTable, logitLensOf, lensRowLabel, type LensGrid, type LensTableRow } from './analysis/logit-lens.js';
+export {
+  updateNorms, hiddenStatePca, residualsOf,
+  type UpdateNorms, type LayerUpdates, type SubLayerUpdate, type StatePca, type StateProjection,
+} from './analysis/hidden-states.js';
+export type { LayerStates, LayerStateMap, Residuals, EmbeddingParts, LogitLens, LogitLensLayer } from './core/trace.js';
 
 // Views: each view's layout as data, its SVG writer, PNG, and the standalone HTML page.
 export {
