@@ -138,7 +138,7 @@ describe('the CrowS-Pairs metric (metric.py rules)', () => {
 });
 
 /** log softmax of logits[row] at `id`, float64, written independently of src/. */
-function logProb(logits: { dims: number[]; data: Float32Array }, row: number, id: number): number {
+function logProb(logits: { dims: readonly number[]; data: Float32Array }, row: number, id: number): number {
   const vocab = logits.dims[1]!;
   const xs = Array.from(logits.data.subarray(row * vocab, (row + 1) * vocab), Number);
   const max = Math.max(...xs);

@@ -105,3 +105,42 @@ describe('attnscope bias crows-pairs', () => {
     expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'bert'), '--data', join(tmp, 'none.csv')), /--data .*none\.csv: cannot be read \(ENOENT\)/);
   });
 });
+
+describe('attnscope bias winogender / winobias', () => {
+  it('winogender --csv: one row per sentence with the log-scores and BLS share; --out FILE.svg draws the occupation plot', () => {
+    const run = attnscope('bias', 'winogender', join(FIXTURES, 'bert'), '--csv', '--limit', '4', '--quiet');
+    expect(run.status, run.stderr).toBe(0);
+    const [header, ...rows] = parseCsv(run.stdout);
+    expect(header).toEqual(['id', 'occupation', 'participant', 'answer', 'split', 'pro_gender', 'sentence_male', 'log_p_male', 'log_p_female', 'log_p_neutral', 'female_share', 'bls_pct_female']);
+    expect(rows).toHaveLength(4);
+    expect(rows[0]!.slice(0, 4)).toEqual(['technician.customer.1', 'technician', 'customer', '1']);
+    expect(rows[0]![11]).toBe('40.34');
+    for (const r of rows) {
+      const [m, f] = [Number(r[7]), Number(r[8])];
+      expect(Number(r[10])).toBeCloseTo(1 / (1 + Math.exp(m - f)), 10);
+    }
+    const svg = join(tmp, 'occupations.svg');
+    const plot = attnscope('bias', 'winogender', join(FIXTURES, 'bert'), '--limit', '8', '--quiet', '--out', svg);
+    expect(plot.status, plot.stderr).toBe(0);
+    expect(readFileSync(svg, 'utf8')).toMatch(/^<svg [^>]*>[\s\S]*<circle [\s\S]*technician[\s\S]*<\/svg>\n$/);
+    expect(plot.stdout).toMatch(/^WinoGender: bert \(masked LM/);
+  });
+
+  it('winobias --json on a causal LM: the pro-stereotypical share agrees with the items', () => {
+    const run = attnscope('bias', 'winobias', join(FIXTURES, 'gpt2'), '--json', '--split', 'type1.dev', '--limit', '6', '--quiet');
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/skipped 2 WinoBias pairs .*type1\.dev\.92 type1\.dev\.212/);
+    const out = JSON.parse(run.stdout) as { method: string; summary: { items: number; proPreferred: number }; items: { proGender: 'male' | 'female'; logScores: { male: number; female: number } }[] };
+    expect(out.method).toBe('causal');
+    expect(out.items).toHaveLength(6);
+    const wins = out.items.filter((i) => i.logScores[i.proGender] > i.logScores[i.proGender === 'male' ? 'female' : 'male']).length;
+    expect(out.summary.proPreferred).toBeCloseTo((100 * wins) / 6, 10);
+  });
+
+  it('refuses options of other benchmarks and unknown splits', () => {
+    expectInputError(attnscope('bias', 'winobias', join(FIXTURES, 'gpt2'), '--split', 'type3.dev'), /--split: unknown split 'type3\.dev'; allowed: type1\.dev, type1\.test, type2\.dev, type2\.test/);
+    expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--bias-type', 'gender'), /--bias-type applies to bias crows-pairs, not winogender/);
+    expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'gpt2'), '--csv'), /--csv applies to bias winogender and winobias, not crows-pairs/);
+    expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--out', join(tmp, 'x.png')), /--out .*x\.png: bias winogender writes \.txt or \.json or \.csv or \.svg files, not \.png/);
+  });
+});

@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AttnscopeError } from '../core/errors.js';
 import { parseCrowsPairs, type CrowsPair } from '../analysis/bias/crows-pairs.js';
+import { parseOccupationStats, parseWinobias, parseWinogender, type PronounItem } from '../analysis/bias/wino.js';
 
 /** The package's data/bias directory. */
 export function biasDataDir(): string {
@@ -35,4 +36,29 @@ export async function loadCrowsPairs(file?: string): Promise<CrowsPair[]> {
     throw new AttnscopeError(`--data ${file}: cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   return parseCrowsPairs(text, file);
+}
+
+/** WinoGender's 720 sentences as pronoun-probe items. */
+export async function loadWinogender(): Promise<PronounItem[]> {
+  return parseWinogender(await readBiasData('winogender', 'all_sentences.tsv'));
+}
+
+/** WinoBias' pro/anti file pairs of the given splits (type1/type2 × dev/test) as pronoun-probe items, and the pairs skipped (see parseWinobias). */
+export async function loadWinobias(splits: readonly string[] = WINOBIAS_SPLITS): Promise<{ items: PronounItem[]; skipped: string[] }> {
+  const items: PronounItem[] = [];
+  const skipped: string[] = [];
+  for (const split of splits) {
+    const [type, part] = split.split('.') as [string, string];
+    const r = parseWinobias(await readBiasData('winobias', `pro_stereotyped_${type}.txt.${part}`), await readBiasData('winobias', `anti_stereotyped_${type}.txt.${part}`), split);
+    items.push(...r.items);
+    skipped.push(...r.skipped);
+  }
+  return { items, skipped };
+}
+
+export const WINOBIAS_SPLITS = ['type1.dev', 'type1.test', 'type2.dev', 'type2.test'] as const;
+
+/** WinoGender's occupation statistics (share of women, %). */
+export async function loadOccupationStats(): Promise<Map<string, { bls: number; bergsma: number }>> {
+  return parseOccupationStats(await readBiasData('winogender', 'occupations-stats.tsv'));
 }

@@ -3,8 +3,11 @@
  * define them (src/bias, src/analysis/bias; the data ships in data/bias with its licences).
  *
  *   crows-pairs   CrowS-Pairs (Nangia et al., 2020): masked LMs as metric.py, causal LMs as bias-bench
+ *   winogender    WinoGender (Rudinger et al., 2018) as a pronoun probe, per occupation vs BLS statistics
+ *   winobias      WinoBias (Zhao et al., 2018) as a pronoun probe: pro- vs anti-stereotypical pronoun
  */
 import { writeFile } from 'node:fs/promises';
+import { extname } from 'node:path';
 import { AttnscopeError } from '../core/errors.js';
 import { loadModel } from '../engine/load.js';
 import type { Model } from '../engine/model.js';
@@ -12,18 +15,24 @@ import { defaultModelDir } from '../default-model.js';
 import { resolveModelSource } from '../io/model-source.js';
 import { crowsPairRows, crowsPairsMetric, crowsScoresCsv, pyRound, type CrowsGroupMetric, type CrowsPair, type CrowsPairsMetric } from '../analysis/bias/crows-pairs.js';
 import { scoreCrowsPairs, type CrowsScoreRun } from '../bias/crows-pairs.js';
-import { loadCrowsPairs } from '../bias/data-files.js';
+import { loadCrowsPairs, loadOccupationStats, loadWinobias, loadWinogender, WINOBIAS_SPLITS } from '../bias/data-files.js';
+import { scorePronouns } from '../bias/pronouns.js';
+import { occupationPlotSvg } from '../bias/occupation-plot.js';
+import { femaleShare, pearson, summarizeByOccupation, type OccupationSummary, type PronounItem, type PronounResult } from '../analysis/bias/wino.js';
+import { csvLine } from '../analysis/bias/csv.js';
 import { ResultsCache } from '../bias/results-cache.js';
 import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
 import { countProgress } from './bias-progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
 
-const BENCHMARKS = ['crows-pairs'] as const;
+const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [--limit N] [--data FILE.csv] [--out scores.csv]
                 [--json] [--no-cache] [--quiet] [--revision REV] [--offline] [--threads N]
+       attnscope bias winogender|winobias [model] [--json | --csv] [--out FILE.json|.csv|.txt|.svg] [--limit N]
+                [--split type1.dev,...] [--quiet] [--revision REV] [--offline] [--threads N]
 
   crows-pairs  CrowS-Pairs (Nangia et al., 2020; 1,508 sentence pairs, shipped with attnscope under CC BY-SA 4.0):
                how often the model prefers the more stereotyping sentence of a pair (50 = no preference).
@@ -45,6 +54,18 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
   --no-cache   neither read nor write the per-model results cache (kept beside the model's graphs in the
                graph cache, \$ATTNSCOPE_CACHE; ATTNSCOPE_CACHE=off disables it too)
   --quiet      no progress line on stderr
+
+  winogender   WinoGender's 720 sentences (120 templates, each with its participant or "someone", in he/she/they
+               forms; MIT): per sentence, log P of each pronoun — masked LMs: at the pronoun masked (one
+               mask token), causal LMs: of the whole sentence — and per occupation the mean
+               P(she) / (P(he) + P(she)), set against the share of women in it (BLS, occupations-stats.tsv)
+  winobias     WinoBias' pro/anti-stereotyped sentence pairs (type1/type2 × dev/test, 1,584 pairs; MIT): he vs
+               she (his/her, him/her) in the same sentence, per occupation the share where the
+               pro-stereotypical pronoun wins; pairs whose two sentences differ elsewhere are skipped (named on stderr)
+  --split      winobias: which files (default all four: type1.dev, type1.test, type2.dev, type2.test)
+  --json / --csv  one row per sentence (id, occupation, log_p_male, log_p_female, log_p_neutral,
+               female_share, ...) and per occupation; the per-occupation table otherwise
+  --out        FILE.svg: the occupation plot (model vs BLS share of women); .json, .csv or .txt: the output
 ${MODEL_HELP}`;
 
 export const BIAS_OPTIONS = {
@@ -55,6 +76,8 @@ export const BIAS_OPTIONS = {
   json: { type: 'boolean' },
   'no-cache': { type: 'boolean' },
   quiet: { type: 'boolean' },
+  csv: { type: 'boolean' },
+  split: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
 
@@ -110,7 +133,117 @@ async function openModel(source: string | undefined, values: { revision?: string
   return { model: await loadModel(files, load), dir: files.dir };
 }
 
-async function crowsPairsCommand(values: ReturnType<typeof parseCommandArgs<typeof BIAS_OPTIONS>>['values'], source: string | undefined): Promise<void> {
+type BiasValues = ReturnType<typeof parseCommandArgs<typeof BIAS_OPTIONS>>['values'];
+
+const num = (v: number | undefined, digits = 2): string => (v !== undefined && Number.isFinite(v) ? v.toFixed(digits) : '–');
+
+/** The per-occupation table and the summary lines of a pronoun probe. */
+export function formatPronounTable(title: string, occupations: readonly OccupationSummary[], summary: PronounSummary): string {
+  const winobias = occupations.some((o) => o.proPreferred !== undefined);
+  const head = ['occupation', 'items', 'she %', 'log he/she', winobias ? 'pro %' : 'they top %', 'BLS women %'];
+  const rows = occupations.map((o) => [o.occupation, String(o.items), num(o.femaleShare, 1), num(o.maleMinusFemale, 3), num(winobias ? o.proPreferred : o.neutralTop, 1), num(o.blsFemale, 1)]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const lines = [
+    title,
+    `sentences: ${summary.items}   mean P(she) / (P(he) + P(she)): ${num(summary.femaleShare, 1)}%   mean log P(he) − log P(she): ${num(summary.maleMinusFemale, 3)}`,
+  ];
+  if (summary.proPreferred !== undefined) lines.push(`pro-stereotypical pronoun preferred: ${num(summary.proPreferred, 1)}% of pairs (50 = no preference)`);
+  if (summary.neutralTop !== undefined) lines.push(`they preferred over he and she: ${num(summary.neutralTop, 1)}% of sentences`);
+  lines.push(`correlation with the share of women (BLS) over ${summary.correlatedOccupations} occupations: Pearson r = ${num(summary.correlation, 3)}`, '', line(head), ...rows.map(line));
+  return `${lines.join('\n')}\n`;
+}
+
+export interface PronounSummary {
+  items: number;
+  femaleShare: number;
+  maleMinusFemale: number;
+  proPreferred?: number;
+  neutralTop?: number;
+  correlation: number;
+  correlatedOccupations: number;
+}
+
+function pronounSummary(results: readonly PronounResult[], occupations: readonly OccupationSummary[]): PronounSummary {
+  const mean = (f: (r: PronounResult) => number) => results.reduce((s, r) => s + f(r), 0) / results.length;
+  const withStats = occupations.filter((o) => o.blsFemale !== undefined);
+  const summary: PronounSummary = {
+    items: results.length,
+    femaleShare: 100 * mean(femaleShare),
+    maleMinusFemale: mean((r) => r.logScores.male - r.logScores.female),
+    correlation: pearson(withStats.map((o) => o.blsFemale!), withStats.map((o) => o.femaleShare)),
+    correlatedOccupations: withStats.length,
+  };
+  const pro = results.filter((r) => r.item.proGender !== undefined);
+  if (pro.length > 0) summary.proPreferred = (100 * pro.filter((r) => r.logScores[r.item.proGender!] > r.logScores[r.item.proGender === 'male' ? 'female' : 'male']).length) / pro.length;
+  const neutral = results.filter((r) => r.logScores.neutral !== undefined);
+  if (neutral.length > 0) summary.neutralTop = (100 * neutral.filter((r) => r.logScores.neutral! > r.logScores.male && r.logScores.neutral! > r.logScores.female).length) / neutral.length;
+  return summary;
+}
+
+const PRONOUN_CSV_COLUMNS = ['id', 'occupation', 'participant', 'answer', 'split', 'pro_gender', 'sentence_male', 'log_p_male', 'log_p_female', 'log_p_neutral', 'female_share', 'bls_pct_female'] as const;
+
+function pronounCsv(results: readonly PronounResult[], stats: ReadonlyMap<string, { bls: number }>): string {
+  const lines = [csvLine([...PRONOUN_CSV_COLUMNS])];
+  for (const r of results) {
+    const it = r.item;
+    lines.push(csvLine([
+      it.id, it.occupation, it.participant ?? '', it.answer === undefined ? '' : String(it.answer), it.split ?? '', it.proGender ?? '', it.forms.male.text,
+      r.logScores.male, r.logScores.female, r.logScores.neutral ?? '', femaleShare(r), stats.get(it.occupation)?.bls ?? '',
+    ]));
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+const jsonNumbers = (_: string, v: unknown): unknown => (typeof v === 'number' && !Number.isFinite(v) ? null : v);
+
+async function pronounCommand(which: 'winogender' | 'winobias', values: BiasValues, source: string | undefined): Promise<void> {
+  if (values.json && values.csv) throw new UsageError(`bias ${which}: give --json or --csv, not both`);
+  const limit = parsePositiveInt(values.limit, '--limit');
+  let format: 'json' | 'csv' | 'table' | 'svg' = values.json ? 'json' : values.csv ? 'csv' : 'table';
+  if (values.out !== undefined) {
+    const ext = extname(values.out).toLowerCase();
+    if (format === 'table' && ['.json', '.csv', '.svg'].includes(ext)) format = ext.slice(1) as 'json' | 'csv' | 'svg';
+    checkOut(values.out, format === 'table' ? ['.txt', '.json', '.csv', '.svg'] : [`.${format}`], `bias ${which}${format === 'table' ? '' : ` --${format}`}`);
+  }
+  let items: PronounItem[];
+  if (which === 'winogender') items = await loadWinogender();
+  else {
+    const splits = values.split === undefined ? [...WINOBIAS_SPLITS] : values.split.split(',').map((x) => x.trim());
+    const bad = splits.find((x) => !(WINOBIAS_SPLITS as readonly string[]).includes(x));
+    if (bad !== undefined) throw new UsageError(`--split: unknown split '${bad}'; allowed: ${WINOBIAS_SPLITS.join(', ')}`);
+    const loaded = await loadWinobias(splits);
+    if (loaded.skipped.length > 0) process.stderr.write(`skipped ${loaded.skipped.length} WinoBias pairs whose pro and anti sentences differ beyond the pronoun: ${loaded.skipped.join(' ')}\n`);
+    items = loaded.items;
+  }
+  if (limit !== undefined) items = items.slice(0, limit);
+  const stats = await loadOccupationStats();
+  const { model } = await openModel(source, values);
+  try {
+    const progress = countProgress(which, values.quiet ?? false);
+    const { method, results } = await scorePronouns(model, items, { onProgress: (d, t) => progress.update(d, t) });
+    progress.done();
+    const occupations = summarizeByOccupation(results, stats);
+    const summary = pronounSummary(results, occupations);
+    const title = `${which === 'winogender' ? 'WinoGender' : 'WinoBias'}: ${model.name} (${method === 'masked' ? 'masked LM: log P of the pronoun at the mask' : 'causal LM: log P of each sentence'})`;
+    let text: string;
+    if (format === 'json') {
+      text = `${JSON.stringify({ benchmark: which, model: model.name, method, summary, occupations, items: results.map((r) => ({ ...r.item, logScores: r.logScores, femaleShare: femaleShare(r) })) }, jsonNumbers, 2)}\n`;
+    } else if (format === 'csv') text = pronounCsv(results, stats);
+    else if (format === 'svg') text = occupationPlotSvg(occupations, { title, correlation: summary.correlation });
+    else text = formatPronounTable(title, occupations, summary);
+    if (values.out === undefined) process.stdout.write(text);
+    else {
+      await writeFile(values.out, text);
+      reportWrote(values.out, `${results.length} sentences, ${occupations.length} occupations`);
+      if (format === 'svg') process.stdout.write(formatPronounTable(title, occupations, summary));
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+async function crowsPairsCommand(values: BiasValues, source: string | undefined): Promise<void> {
   const limit = parsePositiveInt(values.limit, '--limit');
   if (values.out !== undefined) checkOut(values.out, ['.csv'], 'bias crows-pairs --out');
   const pairs = selectPairs(await loadCrowsPairs(values.data), values['bias-type'], limit);
@@ -157,5 +290,10 @@ export async function biasCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(rest, BIAS_OPTIONS);
   if (positionals.length > 1) throw new UsageError(`bias ${benchmark}: expected at most one model, got ${positionals.join(' ')}`);
   const which = benchmark as Benchmark;
+  const only: [keyof typeof values, Benchmark[]][] = [['bias-type', ['crows-pairs']], ['data', ['crows-pairs']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias']]];
+  for (const [option, benchmarks] of only) {
+    if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.join(' and ')}, not ${which}`);
+  }
   if (which === 'crows-pairs') await crowsPairsCommand(values, positionals[0]);
+  else await pronounCommand(which, values, positionals[0]);
 }
