@@ -10,7 +10,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { ABLATE_OPTIONS, ABLATE_USAGE } from '../src/cli/ablate-command.js';
 import { AGGREGATE_OPTIONS, AGGREGATE_USAGE } from '../src/cli/aggregate-command.js';
+import { ATTRIBUTE_OPTIONS, ATTRIBUTE_USAGE } from '../src/cli/attribute-command.js';
 import { CACHE_OPTIONS, CACHE_USAGE } from '../src/cli/cache-command.js';
 import { COMPARE_OPTIONS, COMPARE_USAGE } from '../src/cli/compare-command.js';
 import { EXPORT_OPTIONS, EXPORT_USAGE } from '../src/cli/export-command.js';
@@ -118,6 +120,8 @@ describe('help', () => {
     ['heads', HEADS_USAGE, HEADS_OPTIONS],
     ['flow', FLOW_USAGE, FLOW_OPTIONS],
     ['lens', LENS_USAGE, LENS_OPTIONS],
+    ['attribute', ATTRIBUTE_USAGE, ATTRIBUTE_OPTIONS],
+    ['ablate', ABLATE_USAGE, ABLATE_OPTIONS],
     ['compare', COMPARE_USAGE, COMPARE_OPTIONS],
     ['aggregate', AGGREGATE_USAGE, AGGREGATE_OPTIONS],
   ];

@@ -4,7 +4,9 @@ import { AttnscopeError, sanitize } from '../core/errors.js';
 import { BIAS_USAGE, biasCommand } from './bias-command.js';
 import { CACHE_USAGE, cacheCommand } from './cache-command.js';
 import { COMPARE_USAGE, compareCommand } from './compare-command.js';
+import { ABLATE_USAGE, ablateCommand } from './ablate-command.js';
 import { AGGREGATE_USAGE, aggregateCommand } from './aggregate-command.js';
+import { ATTRIBUTE_USAGE, attributeCommand } from './attribute-command.js';
 import { EXPORT_USAGE, exportCommand } from './export-command.js';
 import { FLOW_USAGE, flowCommand } from './flow-command.js';
 import { GENERATE_USAGE, generateCommand } from './generate-command.js';
@@ -27,6 +29,8 @@ Usage:
   ${AGGREGATE_USAGE.split('\n\n')[0]}
   ${HEADS_USAGE.split('\n\n')[0]}
   ${FLOW_USAGE.split('\n\n')[0]}
+  ${ATTRIBUTE_USAGE.split('\n\n')[0]}
+  ${ABLATE_USAGE.split('\n\n')[0]}
   ${LENS_USAGE.split('\n\n')[0]}
   ${BIAS_USAGE.split('\n\n')[0]}
   ${CACHE_USAGE.split('\n\n')[0]}
@@ -44,6 +48,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   aggregate: { run: aggregateCommand, usage: AGGREGATE_USAGE },
   heads: { run: headsCommand, usage: HEADS_USAGE },
   flow: { run: flowCommand, usage: FLOW_USAGE },
+  attribute: { run: attributeCommand, usage: ATTRIBUTE_USAGE },
+  ablate: { run: ablateCommand, usage: ABLATE_USAGE },
   lens: { run: lensCommand, usage: LENS_USAGE },
   bias: { run: biasCommand, usage: BIAS_USAGE },
   cache: { run: cacheCommand, usage: CACHE_USAGE },

@@ -1,0 +1,153 @@
+/**
+ * `attnscope ablate [model] (--text … | --ids …) --heads L:H,… [--mode zero|mean]
+ *  [--target-position P] [--target-token ID] [--top-k K] [--json | --csv] [--out FILE]`: what removing
+ * heads does to the model's prediction (engine/ablation.ts): the target before and after, KL of the
+ * next-token/[MASK] distributions, cosine of the last hidden states, the top candidates before/after.
+ */
+import { ABLATION_MODES, type AblationMode, parseHeadList } from '../analysis/ablation.js';
+import { AttnscopeError, sanitize } from '../core/errors.js';
+import type { StackName } from '../core/trace.js';
+import { ablateHeads, type AblationResult } from '../engine/ablation.js';
+import { loadModel } from '../engine/load.js';
+import { writeFileAtomically } from '../io/trace-file.js';
+import type { ModelInputs } from '../models/architecture.js';
+import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
+import { csvField } from './flow-command.js';
+import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError } from './parse.js';
+
+export const ABLATE_USAGE = `attnscope ablate [model] (--text "..." | --ids 1,2,3) --heads L:H,... [--mode zero|mean]
+                [--target-position P] [--target-token ID] [--top-k K]
+                [--pair "..."] [--type-ids 0,0,1] [--decoder-text "..." | --decoder-ids 0,5,6]
+                [--src-lang CODE] [--tgt-lang CODE] [--truncate]
+                [--json | --csv] [--out FILE] [--revision REV] [--offline] [--threads N]
+
+  What removing heads does: the model runs as trained and with the heads' gates at 0 (each head's
+  context times its gate before the output projection, as transformers' head_mask), on the same input.
+  model        a model directory or Hub id (the embedded stories260k model when omitted)
+  --text       the text the model runs on;  --pair  a second sentence (sentence B)
+  --ids        token ids instead of text; --type-ids their segments
+  --decoder-text / --decoder-ids   encoder-decoder models: the decoder input (required)
+  --truncate   cut inputs longer than the model's maximum positions
+${LANGUAGE_HELP}
+  --heads      the heads removed: LAYER:HEAD, comma-separated; LAYER:* every head of a layer;
+               encoder-decoders: encoder/L:H, decoder/L:H, cross/L:H (default stack: the encoder's)
+  --mode       zero (default): the heads' gates are 0; mean: each head's context replaced by its mean
+               over the positions (not available yet: the graphs have no head offsets)
+  --target-position P   where the distribution is read (default: the last position for causal LMs
+               and decoders, the first [MASK] for masked LMs)
+  --target-token ID     the token whose log-probability is the target (default: the top prediction;
+               masked LMs: the input token)
+  --top-k      candidates listed before/after (the union of both top K; default 10)
+  --json / --csv   the output format (default: a table; from --out's extension when given)
+  --out        the file to write (.json, .csv or .txt; written atomically); stdout otherwise
+${MODEL_HELP}`;
+
+export const ABLATE_OPTIONS = {
+  ...INPUT_OPTIONS,
+  heads: { type: 'string' },
+  mode: { type: 'string' },
+  'target-position': { type: 'string' },
+  'target-token': { type: 'string' },
+  'top-k': { type: 'string' },
+  json: { type: 'boolean' },
+  csv: { type: 'boolean' },
+  out: { type: 'string' },
+  ...MODEL_OPTIONS,
+} as const;
+
+function parseIndex(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a non-negative integer, got '${value}'`);
+  return Number(value);
+}
+
+const headName = (h: { stack: StackName; layer: number; head: number }, stacks: number): string => `${stacks > 1 ? `${h.stack}/` : ''}${h.layer}:${h.head}`;
+
+/** The effect as one JSON object. */
+export function ablationJson(model: string, r: AblationResult): Record<string, unknown> {
+  return {
+    model,
+    mode: r.mode,
+    heads: r.heads,
+    target: { kind: r.target.kind, stack: r.target.stack, position: r.target.position, token_id: r.target.tokenId, before: r.target.before, after: r.target.after, change: r.target.after - r.target.before },
+    kl: r.kl,
+    cosine: r.cosine,
+    cosineMean: r.cosineMean,
+    candidates: r.candidates,
+  };
+}
+
+/** The effect as CSV: one row per candidate, the measures repeated on every row. */
+export function ablationCsv(r: AblationResult): string {
+  const head = ['token_id', 'token', 'before', 'after', 'target_before', 'target_after', 'kl', 'cosine', 'cosine_mean'];
+  const measures = [r.target.before, r.target.after, r.kl ?? '', r.cosine, r.cosineMean].map(String);
+  const rows = r.candidates.length > 0
+    ? r.candidates.map((c) => [String(c.id), csvField(c.token), String(c.before), String(c.after), ...measures].join(','))
+    : [['', '', '', '', ...measures].join(',')];
+  return `${[head.join(','), ...rows].join('\n')}\n`;
+}
+
+function ablationTable(model: string, r: AblationResult, stacks: number): string {
+  const t = r.target;
+  const lines = [
+    `# ${model} · ${r.mode} ablation of ${r.heads.map((h) => headName(h, stacks)).join(', ')} · position ${t.position}${t.stack === 'decoder' ? ' (decoder)' : ''}`,
+    `target ${t.kind === 'logit' ? 'logit' : `log p(${t.tokenId})`}: ${t.before.toFixed(4)} → ${t.after.toFixed(4)} (${t.after - t.before >= 0 ? '+' : ''}${(t.after - t.before).toFixed(4)})`,
+    `KL(before ‖ after): ${r.kl === null ? '– (the head scores tokens; no distribution)' : `${r.kl.toFixed(6)} nats`}`,
+    `cosine of the last hidden state: ${r.cosine.toFixed(6)} at the position, ${r.cosineMean.toFixed(6)} mean over positions`,
+  ];
+  if (r.candidates.length > 0) {
+    lines.push('', 'token                 before    after');
+    for (const c of r.candidates) lines.push(`${sanitize(c.token, 20).padEnd(20)}  ${c.before.toFixed(4).padStart(7)}  ${c.after.toFixed(4).padStart(7)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+export async function ablateCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseCommandArgs(argv, ABLATE_OPTIONS);
+  if (positionals.length > 1) throw new AttnscopeError(`ablate: expected at most one model, got ${positionals.join(' ')}`);
+  if (values.heads === undefined) throw new UsageError('ablate: give --heads L:H,... (the heads to remove)');
+  const mode = values.mode ?? 'zero';
+  if (!ABLATION_MODES.includes(mode as AblationMode)) throw new UsageError(`--mode: expected ${ABLATION_MODES.join(' or ')}, got '${mode}'`);
+  if (values.json && values.csv) throw new UsageError('ablate: give --json or --csv, not both');
+  let format: 'json' | 'csv' | 'table' = values.json ? 'json' : values.csv ? 'csv' : 'table';
+  if (values.out !== undefined) {
+    checkOut(values.out, ['.json', '.csv', '.txt'], 'ablate');
+    if (format === 'table') format = values.out.toLowerCase().endsWith('.json') ? 'json' : values.out.toLowerCase().endsWith('.csv') ? 'csv' : 'table';
+  }
+  const position = parseIndex(values['target-position'], '--target-position');
+  const tokenId = parseIndex(values['target-token'], '--target-token');
+  const topK = parsePositiveInt(values['top-k'], '--top-k');
+  const source = positionals[0];
+  checkModelArg(source);
+  const input = parseModelInput(values, 'ablate', 'ablate: give --text "..." (or --ids 1,2,3)');
+  const model = await loadModel(source, parseLoadOptions(values));
+  try {
+    const info = model.architectureInfo;
+    if (info.kind === 'encoder-decoder' && input.options.decoderIds === undefined && input.options.decoderText === undefined) {
+      throw new UsageError(`ablate: ${model.name} is an encoder-decoder; give --decoder-text "..." or --decoder-ids`);
+    }
+    const heads = parseHeadList(values.heads, info.stacks, info.numHeads, info.stacks.self !== undefined ? 'self' : 'encoder');
+    const trace = await model.trace(input.text, { ...input.options, attention: false, hidden: true });
+    const inputs: ModelInputs = {
+      inputIds: trace.tokens.map((t) => t.id),
+      ...(trace.tokens.some((t) => t.segment !== 0) ? { typeIds: trace.tokens.map((t) => t.segment) } : {}),
+      ...(trace.decoderTokens ? { decoderInputIds: trace.decoderTokens.map((t) => t.id) } : {}),
+    };
+    const result = await ablateHeads(model, inputs, {
+      heads, mode: mode as AblationMode,
+      ...(position !== undefined ? { position } : {}),
+      ...(tokenId !== undefined ? { tokenId } : {}),
+      ...(topK !== undefined ? { topK } : {}),
+    });
+    const stacks = Object.keys(info.stacks).length;
+    const text = format === 'json' ? `${JSON.stringify(ablationJson(model.name, result))}\n` : format === 'csv' ? ablationCsv(result) : ablationTable(model.name, result, stacks);
+    if (values.out !== undefined) {
+      await writeFileAtomically(values.out, async (stream) => {
+        stream.write(text);
+      });
+      reportWrote(values.out, `${mode} ablation of ${heads.length} head${heads.length === 1 ? '' : 's'}`);
+    } else process.stdout.write(text);
+  } finally {
+    await model.dispose();
+  }
+}
