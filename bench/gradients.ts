@@ -1,0 +1,172 @@
+/**
+ * Gradient benchmark (issue 10, point 6): what the backward pass in the graph costs against the
+ * forward pass alone, on random-weight models of bert-base size (12 layers, 12 heads, hidden 768,
+ * FFN 3072, vocab 30522) and gpt2-small size (the same, vocab 50257, 1024 positions), built in memory.
+ *
+ * Per model and length (128, 512 tokens), each in its own process so peak RSS is per case:
+ * - forward: the model's graph with logits only (no taps), median of runs;
+ * - forward + backward (∂T/∂E): attribute(…, methods ['gradient']), T = log p of the top token at the
+ *   last position (gpt2) or of the input token at position 2 (bert), the gradient graph of the
+ *   embeddings only;
+ * - forward + backward (full): methods ['gradient', 'attentionGrad', 'headImportance']: also ∂T/∂α
+ *   of every attention probability and ∂T/∂gate, all fetched;
+ * - integrated gradients, 50 steps (128 tokens only), zero baseline;
+ * - peak RSS of the process (the 512-token runs give the memory at 512).
+ * Session creation (graph build + optimisation) is excluded from the times (warm-up run first).
+ *
+ *   npm run bench:gradients                     every case
+ *   node dist/bench/gradients.js --model gpt2 --tokens 128
+ */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { FloatTensor } from '../src/core/tensor.js';
+import { attribute, type AttributionMethod } from '../src/engine/gradients.js';
+import { Model } from '../src/engine/model.js';
+import { memoryWeightStore } from '../src/io/memory-weights.js';
+import { ModelConfig } from '../src/models/config.js';
+import { architectureFor } from '../src/models/registry.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
+import { bertBaseWeights, BERT_BASE_CONFIG, FFN, HEADS, HIDDEN, LAYERS } from './bert-base.js';
+import { measure, type Timing } from './measure.js';
+import { randomTensor } from './random-weights.js';
+
+const GPT2_VOCAB = 50257;
+const GPT2_POSITIONS = 1024;
+
+const GPT2_CONFIG = {
+  model_type: 'gpt2', architectures: ['GPT2LMHeadModel'], n_embd: HIDDEN, n_head: HEADS, n_layer: LAYERS, n_inner: FFN,
+  vocab_size: GPT2_VOCAB, n_positions: GPT2_POSITIONS, layer_norm_epsilon: 1e-5, activation_function: 'gelu_new',
+};
+
+/** Random gpt2-small weights (GPT2Model names; the LM head is tied to wte). */
+function gpt2Weights(): Map<string, FloatTensor> {
+  const w = new Map<string, FloatTensor>();
+  let seed = 101;
+  const add = (name: string, shape: number[], fill?: number): void => {
+    if (fill === undefined) w.set(name, randomTensor(shape, seed++));
+    else w.set(name, { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill) });
+  };
+  add('wte.weight', [GPT2_VOCAB, HIDDEN]);
+  add('wpe.weight', [GPT2_POSITIONS, HIDDEN]);
+  for (let l = 0; l < LAYERS; l++) {
+    const p = `h.${l}`;
+    add(`${p}.ln_1.weight`, [HIDDEN], 1);
+    add(`${p}.ln_1.bias`, [HIDDEN], 0);
+    add(`${p}.attn.c_attn.weight`, [HIDDEN, 3 * HIDDEN]);
+    add(`${p}.attn.c_attn.bias`, [3 * HIDDEN], 0);
+    add(`${p}.attn.c_proj.weight`, [HIDDEN, HIDDEN]);
+    add(`${p}.attn.c_proj.bias`, [HIDDEN], 0);
+    add(`${p}.ln_2.weight`, [HIDDEN], 1);
+    add(`${p}.ln_2.bias`, [HIDDEN], 0);
+    add(`${p}.mlp.c_fc.weight`, [HIDDEN, FFN]);
+    add(`${p}.mlp.c_fc.bias`, [FFN], 0);
+    add(`${p}.mlp.c_proj.weight`, [FFN, HIDDEN]);
+    add(`${p}.mlp.c_proj.bias`, [HIDDEN], 0);
+  }
+  add('ln_f.weight', [HIDDEN], 1);
+  add('ln_f.bias', [HIDDEN], 0);
+  return w;
+}
+
+type ModelName = 'bert' | 'gpt2';
+
+function benchModel(name: ModelName): Model {
+  if (name === 'bert') {
+    const config = new ModelConfig({ ...BERT_BASE_CONFIG, architectures: ['BertForMaskedLM'] }, 'bench bert-base config');
+    const weights = memoryWeightStore(bertMlmWeights());
+    return new Model({ name: 'random-bert-base', config, architecture: architectureFor('bert'), tokenizer: null, weights, runtime: nodeRuntime });
+  }
+  const config = new ModelConfig(GPT2_CONFIG, 'bench gpt2 config');
+  return new Model({ name: 'random-gpt2', config, architecture: architectureFor('gpt2'), tokenizer: null, weights: memoryWeightStore(gpt2Weights()), runtime: nodeRuntime });
+}
+
+/** bert-base weights with BertForMaskedLM's prediction head (decoder tied to the word embeddings). */
+function bertMlmWeights(): Map<string, FloatTensor> {
+  const w = bertBaseWeights('bert.');
+  w.set('cls.predictions.transform.dense.weight', randomTensor([HIDDEN, HIDDEN], 9001));
+  w.set('cls.predictions.transform.dense.bias', { shape: [HIDDEN], data: new Float32Array(HIDDEN) });
+  w.set('cls.predictions.transform.LayerNorm.weight', { shape: [HIDDEN], data: new Float32Array(HIDDEN).fill(1) });
+  w.set('cls.predictions.transform.LayerNorm.bias', { shape: [HIDDEN], data: new Float32Array(HIDDEN) });
+  w.set('cls.predictions.bias', { shape: [BERT_BASE_CONFIG.vocab_size], data: new Float32Array(BERT_BASE_CONFIG.vocab_size) });
+  return w;
+}
+
+interface CaseResult {
+  model: ModelName;
+  tokens: number;
+  forward: Timing;
+  embeddingGrad: Timing;
+  fullGrad: Timing;
+  ig: Timing | null;
+  igSteps: number;
+  peakRssMiB: number;
+  load: number;
+}
+
+const REPEATS: Record<number, number> = { 128: 3, 512: 2 };
+const IG_STEPS = 50;
+
+async function runCase(name: ModelName, tokens: number): Promise<CaseResult> {
+  const model = benchModel(name);
+  const vocab = name === 'bert' ? BERT_BASE_CONFIG.vocab_size : GPT2_VOCAB;
+  const ids = Array.from({ length: tokens }, (_, i) => 1000 + ((i * 7919) % (vocab - 1000)));
+  const inputs = name === 'bert' ? { inputIds: ids, typeIds: ids.map(() => 0) } : { inputIds: ids };
+  // bert: log p(input token) at position 2 (the fixtures' masked-LM target); gpt2: the default (top token at the last position).
+  const target = name === 'bert' ? { kind: 'token' as const, position: 2, tokenId: ids[2]! } : undefined;
+  const repeats = REPEATS[tokens] ?? 3;
+  const forward = await measure(() => model.run({ attention: false, qk: false, lastHiddenState: false, logits: true }, inputs), repeats);
+  const grad = (methods: AttributionMethod[], steps?: number) => () => attribute(model, inputs, { target, methods, ...(steps ? { steps, baseline: 'zero' as const } : {}) });
+  const embeddingGrad = await measure(grad(['gradient']), repeats);
+  const fullGrad = await measure(grad(['gradient', 'attentionGrad', 'headImportance']), repeats);
+  // The IG session (the embeddings-only gradient graph) is warm from the runs above: one run.
+  const ig = tokens <= 128 ? await measure(grad(['integratedGradients'], IG_STEPS), 1, false) : null;
+  await model.dispose();
+  return {
+    model: name,
+    tokens,
+    forward,
+    embeddingGrad,
+    fullGrad,
+    ig,
+    igSteps: IG_STEPS,
+    peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    load: os.loadavg()[0]!,
+  };
+}
+
+const fmt = (x: number, d = 0): string => x.toFixed(d);
+
+async function main(): Promise<void> {
+  const mi = process.argv.indexOf('--model');
+  const ti = process.argv.indexOf('--tokens');
+  if (mi >= 0 && ti >= 0) {
+    const result = await runCase(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1]));
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+    return;
+  }
+  const self = fileURLToPath(import.meta.url);
+  console.log(`attnscope gradient benchmark — random bert-base and gpt2-small (12 × 12, 768, 3072), onnxruntime-node, ${os.availableParallelism()} threads`);
+  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, ${fmt(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`);
+  console.log('');
+  console.log('Wall / CPU (user + system of the process, all threads) milliseconds, medians; ratios of CPU time (wall is inflated when other processes share the cores).');
+  console.log('');
+  console.log('| model | tokens | forward | fwd + bwd ∂T/∂E | ratio (CPU) | fwd + bwd full (∂T/∂E, ∂T/∂α, ∂T/∂gate) | ratio (CPU) | IG 50 steps | peak RSS | load avg |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+  const models = (mi >= 0 ? [process.argv[mi + 1]] : ['bert', 'gpt2']) as ModelName[];
+  const lengths = ti >= 0 ? [Number(process.argv[ti + 1])] : [128, 512];
+  for (const m of models) {
+    for (const tokens of lengths) {
+      const out = execFileSync(process.execPath, [...process.execArgv, self, '--model', m, '--tokens', String(tokens)], { encoding: 'utf8', maxBuffer: 1 << 20 });
+      const r = JSON.parse(out.trim().split('\n').pop()!) as CaseResult;
+      const t = (x: Timing) => `${fmt(x.wall)} / ${fmt(x.cpu)} ms`;
+      const ig = r.ig === null ? '–' : `${t(r.ig)} (${fmt(r.ig.cpu / r.igSteps)} ms CPU a step)`;
+      console.log(`| ${r.model} | ${r.tokens} | ${t(r.forward)} | ${t(r.embeddingGrad)} | ${fmt(r.embeddingGrad.cpu / r.forward.cpu, 2)}× | ${t(r.fullGrad)} | ${fmt(r.fullGrad.cpu / r.forward.cpu, 2)}× | ${ig} | ${fmt(r.peakRssMiB)} MiB | ${fmt(r.load, 1)} |`);
+    }
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
