@@ -114,10 +114,26 @@ describe('attnscope export, analysis views', () => {
     expect(findAll(doc, 'text', (a) => a.class === 'ablation-token').map(textOf)).toEqual(shown.map((c) => tokenLabel(prettifyToken(c.token, 'llama'))));
   });
 
+  it('saliency of a model run: one row per method, the target = the model’s top next token at the last position', async () => {
+    const out = join(tmp, 'm.svg');
+    const r = runCli(tmp, ['export', '--text', 'Once upon a time', '--view', 'saliency', '--out', out], 180_000);
+    expect(r.status).toBe(0);
+    const model = await loadModel(undefined);
+    const t = await model.trace('Once upon a time', { topK: 1 }).finally(() => model.dispose());
+    const n = t.tokens.length;
+    const top = t.predictions!.find((p) => p.position === n - 1)!.candidates[0]!;
+    const doc = parseXml(readFileSync(out, 'utf8'));
+    const methods = [...new Set(findAll(doc, 'text', (a) => a.class === 'method-label').map(textOf))];
+    expect(methods).toEqual(['gradient (L2)', 'gradient × input', 'integrated gradients', 'attention × gradient', 'gradient-weighted rollout']);
+    expect(findAll(doc, 'rect', (a) => a.class === 'saliency-cell')).toHaveLength(5 * n);
+    expect(findAll(doc, 'text', (a) => a.class === 'saliency-target').map(textOf)).toEqual([`target: log p(“${tokenLabel(prettifyToken(top.token, 'llama'))}” | position ${n - 1})`]);
+    expect(findAll(doc, 'text', (a) => a.class === 'saliency-note').map(textOf).join(' ')).toMatch(/completeness: Σ = /);
+  });
+
   it('refuses what does not apply, in one line', () => {
     const cases: [string[], RegExp][] = [
       [['export', traced, '--view', 'ablation', '--heads', '0:1', '--out', join(tmp, 'x.svg')], /the ablation view runs the model twice/],
-      [['export', '--text', 'hi', '--view', 'saliency', '--out', join(tmp, 'x.svg')], /run 'attnscope attribute … --out trace.json'/],
+      [['export', '--text', 'hi', '--view', 'saliency', '--stack', 'self', '--out', join(tmp, 'x.svg')], /--stack does not apply to the saliency view/],
       [['export', traced, '--view', 'saliency', '--layer', '1', '--out', join(tmp, 'x.svg')], /--layer does not apply to the saliency view/],
       [['export', traced, '--view', 'lens', '--signed', '--out', join(tmp, 'x.svg')], /--signed does not apply to the lens view/],
       [['export', '--text', 'hi', '--view', 'ablation', '--out', join(tmp, 'x.svg')], /give the heads to remove with --heads/],

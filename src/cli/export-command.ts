@@ -19,7 +19,10 @@ import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster
 import { GROUP_CELL_RULES, type GroupCellRule } from '../views/layout/grouped-heatmap.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 import { ANALYSIS_VIEW_NAMES, type AnalysisViewName, isAnalysisViewName } from '../views/layout/analysis-views.js';
-import { ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData } from '../views/analysis-data.js';
+import { type TargetNaming, ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData } from '../views/analysis-data.js';
+import { type AttributionResult, attribute } from '../engine/gradients.js';
+import { attentionAttributions } from '../analysis/attribution.js';
+import type { Attributions, StackName as Stack } from '../core/trace.js';
 import { analysisTitle, renderAblation, renderHeadImportance, renderLogitLens, renderSaliency } from '../views/svg/analysis-views.js';
 import { parseHeadList } from '../analysis/ablation.js';
 import { ablateHeads } from '../engine/ablation.js';
@@ -64,10 +67,12 @@ ${LANGUAGE_HELP}
                --cluster-seed S, default 0; --exclude-first measures without the first token); see 'attnscope heads --clusters'
                types: a layers × heads grid, each head coloured by its top type on the text (shade: how far its
                score passes the type's threshold; --exclude-first as for clusters); see 'attnscope heads'
-               saliency: the tokens coloured by their attribution to the target, one row per method (a trace
-               with attributions, e.g. from 'attnscope attribute --out'); --scale-rows shared for one colour scale
-               importance: a layers × heads grid of head importance for the target (Michel et al.: |∂T/∂gate|,
-               each layer divided by its L2 norm; --signed for ∂T/∂gate itself), from a trace with attributions
+               saliency: the tokens coloured by their attribution to the target, one row per method (gradient,
+               gradient × input, integrated gradients, attention × gradient, gradient-weighted rollout), from a
+               trace with attributions or a model run on --text (target: the top prediction at the last position,
+               masked LMs the first [MASK]); --scale-rows shared for one colour scale
+               importance: a layers × heads grid of head importance for that target (Michel et al.: |∂T/∂gate|,
+               each layer divided by its L2 norm; --signed for ∂T/∂gate itself), from a trace or a model run
                ablation: the next-token/[MASK] distribution before and after removing --heads L:H,L:H (L:* a whole
                layer; decoder/L:H a stack) from a model run on --text, with the target's change, KL and cosine;
                --top-k N candidates (default 10)
@@ -353,9 +358,6 @@ async function exportAnalysisView(view: AnalysisViewName, values: ReturnType<typ
     svg = renderAnalysisData(view, trace, values, common);
   } else {
     if (values.text === undefined) throw new AttnscopeError(`export: give --text "..." to run the model on (or a trace file${view === 'lens' ? ' with a logit lens' : ''})`);
-    if (view === 'saliency' || view === 'importance') {
-      throw new AttnscopeError(`the ${view} view of a model run needs its gradients: run 'attnscope attribute … --out trace.json', then 'attnscope export trace.json --view ${view}'`);
-    }
     if (view === 'ablation' && values.heads === undefined) throw new UsageError('export --view ablation: give the heads to remove with --heads L:H,L:H (L:* for a whole layer)');
     const loadOptions = parseLoadOptions(values);
     checkModelArg(source);
@@ -369,12 +371,21 @@ async function exportAnalysisView(view: AnalysisViewName, values: ReturnType<typ
         truncate: values.truncate ?? false,
         ...(view === 'lens' ? { logitLens: topK ?? 5 } : { attention: true }),
       });
+      const inputs = { inputIds: trace.tokens.map((t) => t.id), typeIds: trace.tokens.map((t) => t.segment), ...(trace.decoderTokens ? { decoderInputIds: trace.decoderTokens.map((t) => t.id) } : {}) };
       if (view === 'lens') svg = renderLogitLens(logitLensViewData(trace), { ...common, title: values.title ?? analysisTitle('lens', trace.model.name) });
-      else {
+      else if (view === 'saliency' || view === 'importance') {
+        // The default target (the top prediction at the last position; masked LMs: the first [MASK]).
+        const result = await attribute(model, inputs, { methods: view === 'importance' ? ['headImportance'] : ['gradient', 'gradXInput', 'integratedGradients', 'attentionGrad'] });
+        trace.attributions = traceAttributions(result);
+        if (view === 'saliency' && result.attentionGrad) {
+          const withAttention: Trace = { ...trace, attention: result.attention ?? trace.attention };
+          Object.assign(trace.attributions.scores, attentionAttributions(withAttention));
+        }
+        svg = renderAnalysisData(view, trace, values, common, { tokenText: (id) => model.tokenizer?.idToToken(id) ?? null });
+      } else {
         const info = model.architectureInfo;
         const defaultStack = info.stacks.self !== undefined ? 'self' : 'encoder';
         const heads = parseHeadList(values.heads!, info.stacks, info.numHeads, defaultStack);
-        const inputs = { inputIds: trace.tokens.map((t) => t.id), typeIds: trace.tokens.map((t) => t.segment), ...(trace.decoderTokens ? { decoderInputIds: trace.decoderTokens.map((t) => t.id) } : {}) };
         const result = await ablateHeads(model, inputs, { heads, topK: topK ?? 10 });
         const data = ablationViewData(trace, result, { tokenText: (id) => model.tokenizer?.idToToken(id) ?? null });
         svg = renderAblation(data, { ...common, topK: topK ?? 10, title: values.title ?? analysisTitle('ablation', trace.model.name) });
@@ -391,17 +402,39 @@ async function exportAnalysisView(view: AnalysisViewName, values: ReturnType<typ
 }
 
 /** The saliency, importance or lens view of a trace's own data as SVG. */
-function renderAnalysisData(view: 'saliency' | 'importance' | 'lens', trace: Trace, values: { title?: string; signed?: boolean; 'scale-rows'?: string; stack?: string }, common: { theme?: ThemeName }): string {
+function renderAnalysisData(view: 'saliency' | 'importance' | 'lens', trace: Trace, values: { title?: string; signed?: boolean; 'scale-rows'?: string; stack?: string }, common: { theme?: ThemeName }, naming: TargetNaming = {}): string {
   switch (view) {
     case 'saliency': {
-      const data = saliencyViewData(trace);
+      const data = saliencyViewData(trace, naming);
       return renderSaliency(data, { ...common, scale: values['scale-rows'] as 'per-row' | 'shared' | undefined, title: values.title ?? analysisTitle('saliency', trace.model.name) });
     }
     case 'importance': {
-      const data = headImportanceViewData(trace, { stack: values.stack as StackName | undefined, normalization: values.signed ? 'signed' : 'michel' });
+      const data = headImportanceViewData(trace, { ...naming, stack: values.stack as StackName | undefined, normalization: values.signed ? 'signed' : 'michel' });
       return renderHeadImportance(data, { ...common, title: values.title ?? analysisTitle('importance', trace.model.name, data) });
     }
     case 'lens':
       return renderLogitLens(logitLensViewData(trace), { ...common, title: values.title ?? analysisTitle('lens', trace.model.name) });
   }
+}
+
+/** An attribution run as the Trace's attributions (the form trace files and the views read). */
+function traceAttributions(result: AttributionResult): Attributions {
+  const t = result.target;
+  const scores: Attributions['scores'] = {};
+  if (result.gradientNorm) scores.gradient = { method: 'gradient', reduction: 'l2', scores: result.gradientNorm };
+  if (result.gradXInput) scores.gradXInput = { method: 'gradXInput', reduction: 'sum', scores: result.gradXInput };
+  const ig = result.integratedGradients;
+  if (ig) {
+    const { sumAttributions, targetInput, targetBaseline } = ig.completeness;
+    scores.integratedGradients = { method: 'integratedGradients', reduction: 'sum', scores: ig.scores, baseline: ig.baseline, steps: ig.steps, rule: ig.rule, completeness: { sumAttributions, targetInput, targetBaseline } };
+  }
+  const headImportance: NonNullable<Attributions['headImportance']> = {};
+  for (const [stack, h] of Object.entries(result.headImportance ?? {})) if (h) headImportance[stack as Stack] = h.raw;
+  return {
+    target: { kind: t.name, position: t.position, tokenId: t.tokenId, ...(t.versusId !== undefined ? { contrastTokenId: t.versusId } : {}), ...(t.stack === 'decoder' ? { stack: 'decoder' as const } : {}), value: t.value },
+    scores,
+    ...(result.embeddingGrad ? { embeddingGrad: result.embeddingGrad } : {}),
+    ...(result.attentionGrad ? { attentionGrad: result.attentionGrad } : {}),
+    ...(Object.keys(headImportance).length ? { headImportance } : {}),
+  };
 }
