@@ -38,15 +38,19 @@ export {
 } from './analysis/contributions.js';
 export {
   attentionRollout, attentionGraph, fusedAttention, rolloutOfMatrices, fuseHeads, discardLowest, addResidual, HEAD_FUSIONS,
+  attentionRolloutWith, rolloutRows, rolloutRowsOfMatrices,
   type HeadFusion, type LayerMatrices, type GraphOptions, type AttentionGraph, type RolloutResult,
 } from './analysis/rollout.js';
+export { runtimeKernel, type AnalysisKernel, type RolloutKernel, type KernelOptions } from './analysis/kernels.js';
+/** The onnxruntime-node Runtime (for runtimeKernel; loadModel uses it by default). */
+export { nodeRuntime } from './runtime/onnxruntime-node.js';
 export {
   attentionFlow, attentionFlowOfMatrices, FlowNetwork, layeredNetwork, checkFlowSize, FLOW_MAX_NODES,
   type FlowOptions, type FlowResult, type FlowMatrices, type FlowOfMatricesOptions,
 } from './analysis/flow.js';
 export {
   headMetrics, quantiles, jensenShannon, isPunctuationToken, HEAD_METRIC_NAMES,
-  type HeadMetrics, type HeadMetricRow, type HeadMetricOptions, type HeadMetricName, type MetricValues,
+  type HeadMetrics, type HeadMetricRow, type HeadMetricOptions, type HeadMetricName, type MetricValues, type OmittableMetric, OMITTABLE_METRICS,
 } from './analysis/head-metrics.js';
 export {
   headTable, averageHeadTables, headsOfType, topType, headTableCsv, headTableJsonRows,
