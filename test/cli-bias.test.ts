@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCli, type Run } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
 import { parseCsv } from '../src/analysis/bias/csv.js';
+import { STEREOSET_FILE } from './helpers/stereoset-file.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bias-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -142,5 +143,51 @@ describe('attnscope bias winogender / winobias', () => {
     expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--bias-type', 'gender'), /--bias-type applies to bias crows-pairs, not winogender/);
     expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'gpt2'), '--csv'), /--csv applies to bias winogender and winobias, not crows-pairs/);
     expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--out', join(tmp, 'x.png')), /--out .*x\.png: bias winogender writes \.txt or \.json or \.csv or \.svg files, not \.png/);
+  });
+});
+
+describe('attnscope bias stereoset', () => {
+  it('--predictions: evaluation.py on a file in the official format; a model run writes predictions that evaluate the same', () => {
+    const data = join(tmp, 'dev.json');
+    writeFileSync(data, JSON.stringify(STEREOSET_FILE));
+    const predictions = join(tmp, 'predictions.json');
+    writeFileSync(predictions, JSON.stringify({
+      intrasentence: [['e1-s', 0.5], ['e1-a', 0.3], ['e1-u', 0.1], ['e2-s', 0.2], ['e2-a', 0.4], ['e2-u', 0.3], ['e3-s', 0.3], ['e3-a', 0.3], ['e3-u', 0.5]].map(([id, score]) => ({ id, score })),
+      intersentence: [['e4-s', -1], ['e4-a', -2], ['e4-u', -3]].map(([id, score]) => ({ id, score })),
+    }));
+    const run = attnscope('bias', 'stereoset', '--data', data, '--predictions', predictions, '--json');
+    expect(run.status, run.stderr).toBe(0);
+    const r = JSON.parse(run.stdout) as { intrasentence: Record<string, { count: number; ss: number | null; lms: number; icat: number }>; overall: { ss: number; lms: number } };
+    expect(r.intrasentence.overall).toEqual({ count: 3, ss: 25, lms: 37.5, icat: 18.75 });
+    expect(r.intrasentence.race!.ss).toBeNull();
+    expect(r.overall.lms).toBeCloseTo(175 / 3, 10);
+    const table = attnscope('bias', 'stereoset', '--data', data, '--predictions', predictions);
+    expect(table.stdout).toMatch(/^intrasentence\s+overall\s+3\s+37\.50\s+25\.00\s+18\.75$/m);
+
+    const written = join(tmp, 'gpt2-predictions.json');
+    const model = attnscope('bias', 'stereoset', join(FIXTURES, 'gpt2'), '--data', data, '--out', written, '--json', '--quiet');
+    expect(model.status, model.stderr).toBe(0);
+    const again = attnscope('bias', 'stereoset', '--data', data, '--predictions', written, '--json');
+    expect(again.stdout).toBe(model.stdout);
+    const out = JSON.parse(readFileSync(written, 'utf8')) as { intrasentence: { id: string }[]; intersentence: { id: string }[] };
+    expect(out.intrasentence).toHaveLength(9);
+    expect(out.intersentence).toHaveLength(3);
+  });
+
+  it('masked LMs: intersentence examples are not scored, and it says so', () => {
+    const data = join(tmp, 'dev2.json');
+    writeFileSync(data, JSON.stringify(STEREOSET_FILE));
+    const run = attnscope('bias', 'stereoset', join(FIXTURES, 'bert'), '--data', data, '--quiet');
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/bert is a masked LM: its 1 intersentence examples are not scored/);
+    expect(run.stdout).toMatch(/^intersentence\s+overall\s+0\s+–/m);
+  });
+
+  it('refuses a missing --data and bad files in one line', () => {
+    expectInputError(attnscope('bias', 'stereoset'), /bias stereoset: give the StereoSet file with --data dev\.json/);
+    const bad = join(tmp, 'bad.json');
+    writeFileSync(bad, '{"data": {"intrasentence": [{"id": "x"}]}}');
+    expectInputError(attnscope('bias', 'stereoset', '--data', bad, '--predictions', bad), /bad\.json: data\.intrasentence\[0\]: no 'context'/);
+    expectInputError(attnscope('bias', 'stereoset', '--data', join(tmp, 'nope.json')), /--data .*nope\.json: cannot be read \(ENOENT\)/);
   });
 });

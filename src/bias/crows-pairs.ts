@@ -114,6 +114,38 @@ function startId(model: Model): number {
   return id;
 }
 
+/** The logits row after the start token alone, per model and start id (one forward pass, reused). */
+const startRows = new WeakMap<Model, Map<number, Promise<Float32Array>>>();
+
+function startRow(model: Model, start: number): Promise<Float32Array> {
+  let rows = startRows.get(model);
+  if (!rows) {
+    rows = new Map();
+    startRows.set(model, rows);
+  }
+  let row = rows.get(start);
+  if (!row) {
+    row = runLogits(model, [start]).then((r) => r.data.slice(0, r.vocab));
+    rows.set(start, row);
+  }
+  return row;
+}
+
+/**
+ * bias-bench's (and StereoSet's generative runner's) sentence score for causal LMs: 2^(mean log₂ P)
+ * of the text's tokens (no specials), the first one's P after `start` run alone, the others' from one
+ * run of the tokens.
+ */
+export async function causalScore(model: Model, text: string, start: number, row?: number): Promise<number> {
+  const ids = (await model.tokenize(text)).filter((t) => !t.special).map((t) => t.id);
+  if (ids.length === 0) throw new AttnscopeError(`${row === undefined ? '' : `CrowS-Pairs row ${row}: `}${JSON.stringify(text.slice(0, 40))} gives no tokens`);
+  const first = await startRow(model, start);
+  const { vocab, data } = await runLogits(model, ids);
+  let sum = logSoftmaxAt(first, ids[0]!);
+  for (let i = 1; i < ids.length; i++) sum += logSoftmaxAt(data.subarray((i - 1) * vocab, i * vocab), ids[i]!);
+  return Math.exp(sum / ids.length);
+}
+
 const cacheKey = (method: CrowsMethod, lowercased: boolean, s1: string, s2: string): string => `${method}${lowercased ? ':lower' : ''}\u0000${s1}\u0000${s2}`;
 
 /** Scores every pair (metric.py's orientation) with `model`. */
@@ -123,7 +155,6 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
   const scores: PairScores[] = [];
   let forwardPasses = 0;
   let cached = 0;
-  let startRow: Float32Array | undefined;
   for (const pair of pairs) {
     let [s1, s2] = orientedSentences(pair);
     if (lowercased) {
@@ -146,22 +177,11 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
       forwardPasses += first.length + second.length;
       options.cache?.set(key, result);
     } else {
-      if (!startRow) {
-        const start = await runLogits(model, [startId(model)]);
-        startRow = start.data.slice(0, start.vocab);
-        forwardPasses++;
-      }
-      const row0 = startRow;
-      const score = async (text: string): Promise<number> => {
-        const ids = (await model.tokenize(text)).filter((t) => !t.special).map((t) => t.id);
-        if (ids.length === 0) throw new AttnscopeError(`CrowS-Pairs row ${pair.index}: ${JSON.stringify(text.slice(0, 40))} gives no tokens`);
-        const { vocab, data } = await runLogits(model, ids);
-        forwardPasses++;
-        let sum = logSoftmaxAt(row0, ids[0]!);
-        for (let i = 1; i < ids.length; i++) sum += logSoftmaxAt(data.subarray((i - 1) * vocab, i * vocab), ids[i]!);
-        return Math.exp(sum / ids.length);
-      };
+      const start = startId(model);
+      const fresh = !startRows.get(model)?.has(start);
+      const score = (text: string) => causalScore(model, text, start, pair.index);
       result = { sent1: await score(s1), sent2: await score(s2) };
+      forwardPasses += 2 + (fresh ? 1 : 0);
       options.cache?.set(key, result);
     }
     scores.push(result);

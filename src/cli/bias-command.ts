@@ -5,8 +5,9 @@
  *   crows-pairs   CrowS-Pairs (Nangia et al., 2020): masked LMs as metric.py, causal LMs as bias-bench
  *   winogender    WinoGender (Rudinger et al., 2018) as a pronoun probe, per occupation vs BLS statistics
  *   winobias      WinoBias (Zhao et al., 2018) as a pronoun probe: pro- vs anti-stereotypical pronoun
+ *   stereoset     StereoSet (Nadeem et al., 2021) from a dev.json the user gives: evaluation.py's SS, LMS, ICAT
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { AttnscopeError } from '../core/errors.js';
 import { loadModel } from '../engine/load.js';
@@ -20,19 +21,23 @@ import { scorePronouns } from '../bias/pronouns.js';
 import { occupationPlotSvg } from '../bias/occupation-plot.js';
 import { femaleShare, pearson, summarizeByOccupation, type OccupationSummary, type PronounItem, type PronounResult } from '../analysis/bias/wino.js';
 import { csvLine } from '../analysis/bias/csv.js';
+import { parseStereoSet, stereoSetResults, STEREO_SPLITS, type StereoResults, type StereoSplit } from '../analysis/bias/stereoset.js';
+import { scoreStereoSet } from '../bias/stereoset.js';
 import { ResultsCache } from '../bias/results-cache.js';
 import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
 import { countProgress } from './bias-progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
 
-const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias'] as const;
+const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [--limit N] [--data FILE.csv] [--out scores.csv]
                 [--json] [--no-cache] [--quiet] [--revision REV] [--offline] [--threads N]
        attnscope bias winogender|winobias [model] [--json | --csv] [--out FILE.json|.csv|.txt|.svg] [--limit N]
                 [--split type1.dev,...] [--quiet] [--revision REV] [--offline] [--threads N]
+       attnscope bias stereoset [model] --data dev.json [--split intrasentence|intersentence] [--limit N] [--json]
+                [--out predictions.json] [--predictions FILE.json] [--quiet] [--revision REV] [--offline] [--threads N]
 
   crows-pairs  CrowS-Pairs (Nangia et al., 2020; 1,508 sentence pairs, shipped with attnscope under CC BY-SA 4.0):
                how often the model prefers the more stereotyping sentence of a pair (50 = no preference).
@@ -47,7 +52,7 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
   --bias-type  only pairs of this type: race-color, gender, socioeconomic, nationality, religion, age,
                sexual-orientation, physical-appearance, disability
   --limit N    only the first N pairs (after --bias-type), for a quick look
-  --data       a CSV in crows_pairs_anonymized.csv's layout instead of the shipped one
+  --data       crows-pairs: a CSV in crows_pairs_anonymized.csv's layout instead of the shipped one
   --out        write one row per pair to FILE.csv, the columns metric.py writes (an index, sent_more,
                sent_less, sent_more_score, sent_less_score, score, stereo_antistereo, bias_type)
   --json       print the metric as JSON instead of the table
@@ -66,6 +71,18 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
   --json / --csv  one row per sentence (id, occupation, log_p_male, log_p_female, log_p_neutral,
                female_share, ...) and per occupation; the per-occupation table otherwise
   --out        FILE.svg: the occupation plot (model vs BLS share of women); .json, .csv or .txt: the output
+
+  stereoset    StereoSet (not shipped: its licence is CC BY-SA 4.0 but it is not in this package; give its dev.json
+               with --data). Scored per target term exactly as its evaluation.py: SS = % of examples whose
+               stereotype outscores its anti-stereotype (ties count as anti), LMS = % of (stereotype,
+               anti-stereotype) vs unrelated comparisons won, each averaged over terms; ICAT = LMS · min(SS,
+               100 − SS) / 50; per split and domain (Count as evaluation.py counts it: 3 per example per domain).
+               Masked LMs: intrasentence only (mean probability of the BLANK word's tokens, filled one mask at a
+               time, as StereoSet's runner); causal LMs: 2^(mean log₂ P) of the sentence (intersentence: after the context)
+  --split      stereoset: only intrasentence or intersentence examples
+  --limit N    stereoset: only the first N examples of each split
+  --out        stereoset: FILE.json, the sentence scores in StereoSet's predictions format ({intrasentence: [{id, score}], ...})
+  --predictions  stereoset: evaluate this predictions file (e.g. from StereoSet's own runners) instead of running a model
 ${MODEL_HELP}`;
 
 export const BIAS_OPTIONS = {
@@ -78,6 +95,7 @@ export const BIAS_OPTIONS = {
   quiet: { type: 'boolean' },
   csv: { type: 'boolean' },
   split: { type: 'string' },
+  predictions: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
 
@@ -243,6 +261,91 @@ async function pronounCommand(which: 'winogender' | 'winobias', values: BiasValu
   }
 }
 
+/** evaluation.py's results as a table. */
+export function formatStereoSet(title: string, r: StereoResults): string {
+  const head = ['split', 'domain', 'count', 'LMS', 'SS', 'ICAT'];
+  const rows: string[][] = [];
+  for (const split of STEREO_SPLITS) {
+    for (const [domain, v] of Object.entries(r[split])) rows.push([split, domain, String(v.count), num(v.lms), num(v.ss), num(v.icat)]);
+  }
+  rows.push(['overall', '', String(r.overall.count), num(r.overall.lms), num(r.overall.ss), num(r.overall.icat)]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((x) => x[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  return `${[title, 'LMS: language modelling score (100 = meaningful always above unrelated); SS: stereotype score (50 = no preference); ICAT: LMS · min(SS, 100 − SS) / 50', '', line(head), ...rows.map(line)].join('\n')}\n`;
+}
+
+async function readJson(path: string, flag: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new AttnscopeError(`${flag} ${path}: cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new AttnscopeError(`${flag} ${path}: not valid JSON (${(e as Error).message})`);
+  }
+}
+
+/** A predictions file ({intrasentence: [{id, score}], intersentence: [...]}) as sentence id → score. */
+function parsePredictions(json: unknown, what: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const split of STEREO_SPLITS) {
+    const list = typeof json === 'object' && json !== null ? (json as Record<string, unknown>)[split] : undefined;
+    if (list === undefined) continue;
+    if (!Array.isArray(list)) throw new AttnscopeError(`${what}: '${split}' is not a list`);
+    for (const [k, p] of list.entries()) {
+      const o = p as { id?: unknown; score?: unknown };
+      if (typeof o?.id !== 'string' || typeof o.score !== 'number') throw new AttnscopeError(`${what}: ${split}[${k}] is not {id: string, score: number}`);
+      out.set(o.id, o.score);
+    }
+  }
+  return out;
+}
+
+async function stereoSetCommand(values: BiasValues, source: string | undefined): Promise<void> {
+  if (values.data === undefined) throw new UsageError('bias stereoset: give the StereoSet file with --data dev.json (it is not shipped with attnscope)');
+  if (values.split !== undefined && !(STEREO_SPLITS as readonly string[]).includes(values.split)) throw new UsageError(`--split: unknown split '${values.split}'; allowed: ${STEREO_SPLITS.join(', ')}`);
+  if (values.predictions !== undefined && source !== undefined) throw new UsageError('bias stereoset: give a model or --predictions, not both');
+  if (values.out !== undefined) checkOut(values.out, ['.json'], 'bias stereoset --out (predictions)');
+  const limit = parsePositiveInt(values.limit, '--limit');
+  let examples = parseStereoSet(await readJson(values.data, '--data'), values.data);
+  if (values.split !== undefined) examples = examples.filter((e) => e.split === values.split);
+  if (limit !== undefined) examples = STEREO_SPLITS.flatMap((s) => examples.filter((e) => e.split === s).slice(0, limit));
+  if (examples.length === 0) throw new AttnscopeError(`--data ${values.data}: no examples to score`);
+  let scores: Map<string, number>;
+  let title: string;
+  if (values.predictions !== undefined) {
+    scores = parsePredictions(await readJson(values.predictions, '--predictions'), values.predictions);
+    title = `StereoSet: ${values.predictions}`;
+  } else {
+    const { model } = await openModel(source, values);
+    try {
+      const progress = countProgress('stereoset', values.quiet ?? false);
+      const run = await scoreStereoSet(model, examples, { onProgress: (d, t) => progress.update(d, t) });
+      progress.done();
+      if (run.skipped.length > 0) {
+        process.stderr.write(`${model.name} is a masked LM: its ${run.skipped.length} intersentence examples are not scored (they need a next-sentence head)\n`);
+        examples = examples.filter((e) => !run.skipped.includes(e));
+      }
+      scores = run.scores;
+      title = `StereoSet: ${model.name} (${run.method === 'masked' ? 'masked LM: mean P of the BLANK word\'s tokens' : 'causal LM: 2^(mean log2 P) of the sentence'})`;
+    } finally {
+      await model.dispose();
+    }
+    if (values.out !== undefined) {
+      const byId = new Map(examples.flatMap((e) => e.sentences.map((s) => [s.id, e.split] as const)));
+      const predictions: Record<StereoSplit, { id: string; score: number }[]> = { intrasentence: [], intersentence: [] };
+      for (const [id, score] of scores) predictions[byId.get(id)!].push({ id, score });
+      await writeFile(values.out, `${JSON.stringify(predictions)}\n`);
+      reportWrote(values.out, `${scores.size} sentence scores`);
+    }
+  }
+  const results = stereoSetResults(examples, scores);
+  process.stdout.write(values.json ? `${JSON.stringify({ benchmark: 'stereoset', ...results }, jsonNumbers, 2)}\n` : formatStereoSet(title, results));
+}
+
 async function crowsPairsCommand(values: BiasValues, source: string | undefined): Promise<void> {
   const limit = parsePositiveInt(values.limit, '--limit');
   if (values.out !== undefined) checkOut(values.out, ['.csv'], 'bias crows-pairs --out');
@@ -290,10 +393,11 @@ export async function biasCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(rest, BIAS_OPTIONS);
   if (positionals.length > 1) throw new UsageError(`bias ${benchmark}: expected at most one model, got ${positionals.join(' ')}`);
   const which = benchmark as Benchmark;
-  const only: [keyof typeof values, Benchmark[]][] = [['bias-type', ['crows-pairs']], ['data', ['crows-pairs']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias']]];
+  const only: [keyof typeof values, Benchmark[]][] = [['bias-type', ['crows-pairs']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']]];
   for (const [option, benchmarks] of only) {
     if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.join(' and ')}, not ${which}`);
   }
   if (which === 'crows-pairs') await crowsPairsCommand(values, positionals[0]);
+  else if (which === 'stereoset') await stereoSetCommand(values, positionals[0]);
   else await pronounCommand(which, values, positionals[0]);
 }
