@@ -172,31 +172,73 @@ export function layerFrame(tensor: number, layer: number, values: Float32Array):
   return frame(FRAME_TYPES.layer, payload);
 }
 
-/** Splits a byte stream into frames, whatever the chunk boundaries. */
+/**
+ * Splits a byte stream into frames, whatever the chunk boundaries. Chunks are kept as they come
+ * and joined once per frame (a layer of many megabytes arrives in hundreds of chunks).
+ */
 export class FrameReader {
-  private buffer = new Uint8Array(0);
+  private chunks: Uint8Array[] = [];
+  private length = 0;
+  /** Bytes of the frame being read (head included), once its head is in. */
+  private need = 0;
 
   /** Adds a chunk and returns the frames it completes. */
   push(chunk: Uint8Array): Frame[] {
-    const merged = new Uint8Array(this.buffer.length + chunk.length);
-    merged.set(this.buffer);
-    merged.set(chunk, this.buffer.length);
-    const frames: Frame[] = [];
-    let at = 0;
-    while (merged.length - at >= FRAME_HEAD) {
-      const view = new DataView(merged.buffer, at);
-      const length = view.getUint32(0, true);
-      if (merged.length - at < FRAME_HEAD + length) break;
-      frames.push(decodeFrame(merged[at + 4]!, merged.subarray(at + FRAME_HEAD, at + FRAME_HEAD + length)));
-      at += FRAME_HEAD + length;
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.length += chunk.length;
     }
-    this.buffer = merged.slice(at);
+    const frames: Frame[] = [];
+    for (;;) {
+      if (this.need === 0) {
+        if (this.length < FRAME_HEAD) break;
+        const head = this.take(FRAME_HEAD, false);
+        this.need = FRAME_HEAD + new DataView(head.buffer, head.byteOffset, FRAME_HEAD).getUint32(0, true);
+      }
+      if (this.length < this.need) break;
+      const bytes = this.take(this.need, true);
+      this.need = 0;
+      frames.push(decodeFrame(bytes[4]!, bytes.subarray(FRAME_HEAD)));
+    }
     return frames;
+  }
+
+  /** The first `n` bytes, joined (and removed when `consume`). */
+  private take(n: number, consume: boolean): Uint8Array {
+    const first = this.chunks[0]!;
+    let out: Uint8Array;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+    } else {
+      out = new Uint8Array(n);
+      let at = 0;
+      for (const c of this.chunks) {
+        const k = Math.min(c.length, n - at);
+        out.set(c.subarray(0, k), at);
+        at += k;
+        if (at === n) break;
+      }
+    }
+    if (consume) {
+      let left = n;
+      while (left > 0) {
+        const c = this.chunks[0]!;
+        if (c.length <= left) {
+          this.chunks.shift();
+          left -= c.length;
+        } else {
+          this.chunks[0] = c.subarray(left);
+          left = 0;
+        }
+      }
+      this.length -= n;
+    }
+    return out;
   }
 
   /** Bytes of an unfinished frame left over (nonzero at the end of a stream that was cut off). */
   get pending(): number {
-    return this.buffer.length;
+    return this.length;
   }
 }
 
