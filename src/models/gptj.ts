@@ -14,11 +14,11 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { splitHeads } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { lmHead } from './heads.js';
-import { layerNormLayer, linearLayer } from './layers.js';
+import { layerNormLayer, linearLayer, preNormBlock } from './layers.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 import { applyRotary, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
@@ -77,28 +77,24 @@ async function projection(ctx: BuildContext, x: Value, prefix: string): Promise<
 
 async function block(ctx: BuildContext, s: GptjSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
   const { g } = ctx;
-  const h = await layerNormLayer(ctx, x, `${p}.ln_1`, s.eps);
-  const head = async (name: string): Promise<Value> => splitHeads(g, await projection(ctx, h, `${p}.attn.${name}`), s.heads, s.headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer,
-    q: applyRotary(g, await head('q_proj'), rotary.cos, rotary.sin, s.rope),
-    k: applyRotary(g, await head('k_proj'), rotary.cos, rotary.sin, s.rope),
-    v: await head('v_proj'),
-    numHeads: s.heads, numKvHeads: s.heads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${p}.attn.out_proj.weight`), layout: 'out-in' },
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.heads, headDim: s.headDim,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask,
+    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.ln_1`, s.eps),
+    qkv: async (h) => {
+      const head = async (name: string): Promise<Value> => splitHeads(g, await projection(ctx, h, `${p}.attn.${name}`), s.heads, s.headDim);
+      return {
+        q: applyRotary(g, await head('q_proj'), rotary.cos, rotary.sin, s.rope),
+        k: applyRotary(g, await head('k_proj'), rotary.cos, rotary.sin, s.rope),
+        v: await head('v_proj'),
+      };
+    },
+    outProj: `${p}.attn.out_proj`,
+    outBias: await ctx.optionalWeight(`${p}.attn.out_proj.bias`),
+    // Parallel block: x + (mlp(ln_1(x)) + attn(ln_1(x))).
+    parallel: true,
+    mlp: async (h, tap) => linearLayer(ctx, tap(activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc_in`))), `${p}.mlp.fc_out`),
   });
-  const attnOut = await projection(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.attn.out_proj`);
-  if (ctx.taps.contributions) {
-    // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
-    tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias: await ctx.optionalWeight(`${p}.attn.out_proj.bias`) });
-  }
-  const ff = await linearLayer(ctx, tapMlp(ctx, 'self', layer, activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc_in`))), `${p}.mlp.fc_out`);
-  const output = g.add(g.add(attnOut, ff), x);
-  // Parallel block: the stream "after attention" is x + attn(ln(x)); the output adds the MLP branch beside it.
-  tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

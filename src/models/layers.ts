@@ -8,7 +8,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { attention, mergeHeads, splitHeads, tapBlockContributions, type AttentionArgs } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -347,6 +347,68 @@ export function seq2seqFeeds(
     decoder_position_ids: positionIds(decoderIds, past),
     decoder_attention_bias: causalMask(decoderIds.length, { pastLength: past }),
   };
+}
+
+// --- pre-norm decoder blocks -------------------------------------------------------------------
+
+/** What a pre-norm decoder block is made of (see preNormBlock); each family gives its own pieces. */
+export interface PreNormBlock {
+  layer: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** The multiplier of q·k and where it is applied (see AttentionArgs). */
+  scale: number;
+  scaleStyle: AttentionArgs['scaleStyle'];
+  /** The additive mask of the scores (causal, sliding window). */
+  mask: Value;
+  /** The norm before attention (and before the MLP, in parallel blocks). */
+  inputNorm(x: Value): Promise<Value>;
+  /** Per-head queries [1, heads, seq, headDim], keys and values [1, kvHeads, seq, headDim] of the normed input, as they enter q·k (rotary applied). */
+  qkv(h: Value): Promise<{ q: Value; k: Value; v: Value }>;
+  /** The output projection's weight prefix (`<outProj>.weight`, [hidden, heads·headDim]). */
+  outProj: string;
+  /** Its bias, or null when it has none. */
+  outBias: Value | null;
+  /** The MLP on its normed input; `tap` marks its hidden activation (tapMlp), where it has one. */
+  mlp(h: Value, tap: (activation: Value) => Value): Promise<Value>;
+  /** Sequential blocks: the norm before the MLP (x1 = x + attn(norm(x)); y = x1 + mlp(postNorm(x1))). */
+  postNorm?: (x1: Value) => Promise<Value>;
+  /** Parallel blocks (no postNorm): y = x + (mlp(norm(x)) + attn(norm(x))). */
+  parallel?: boolean;
+}
+
+/**
+ * One pre-norm decoder block of the self stack — OLMo, StableLM, StarCoder2, Mixtral, Qwen2-MoE
+ * (sequential), GPT-J, Phi (parallel) — with its contributions and layer taps: attention of
+ * norm(x) through the output projection, then the MLP after the residual sum or beside it.
+ */
+export async function preNormBlock(ctx: BuildContext, x: Value, b: PreNormBlock): Promise<Value> {
+  const { g } = ctx;
+  const h = await b.inputNorm(x);
+  const { q, k, v } = await b.qkv(h);
+  const outWeight = await ctx.weight(`${b.outProj}.weight`);
+  const context = attention(ctx, {
+    stack: 'self', layer: b.layer, q, k, v,
+    numHeads: b.heads, numKvHeads: b.kvHeads, headDim: b.headDim,
+    scale: b.scale, scaleStyle: b.scaleStyle,
+    bias: b.mask,
+    outputProjection: { weight: outWeight, layout: 'out-in' },
+  });
+  const attnOut = g.linear(mergeHeads(g, context, b.heads, b.headDim), outWeight, b.outBias ?? undefined);
+  const tap = (a: Value): Value => tapMlp(ctx, 'self', b.layer, a);
+  if (b.parallel || !b.postNorm) {
+    // The attention block's output (for ALTI) is x + attn(norm(x)); the parallel MLP branch is not part of it.
+    if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', b.layer, { input: x, residualSum: g.add(x, attnOut), outputBias: b.outBias });
+    const output = g.add(x, g.add(await b.mlp(h, tap), attnOut));
+    tapLayer(ctx, 'self', b.layer, { input: x, attention: () => g.add(x, attnOut), output });
+    return output;
+  }
+  const x1 = g.add(x, attnOut);
+  tapBlockContributions(ctx, 'self', b.layer, { input: x, residualSum: x1, outputBias: b.outBias });
+  const output = g.add(x1, await b.mlp(await b.postNorm(x1), tap));
+  tapLayer(ctx, 'self', b.layer, { input: x, attention: x1, output });
+  return output;
 }
 
 /** RMSNorm as Llama/Mixtral/Qwen2 compute it: weight · (x · 1/√(mean(x²) + eps)). */

@@ -9,9 +9,10 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { splitHeads } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
+import { preNormBlock } from './layers.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
@@ -79,30 +80,29 @@ async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean
 
 async function decoderLayer(ctx: BuildContext, s: OlmoSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value, ones: Value): Promise<Value> {
   const { g } = ctx;
-  const h = g.layerNorm(x, ones, null, EPS);
-  const project = async (name: string, heads: number): Promise<Value> => {
+  const project = async (h: Value, name: string, heads: number): Promise<Value> => {
     let y = await linear(ctx, h, `${p}.self_attn.${name}`, s.bias);
     if (s.clip !== null) y = g.op('Clip', [y, g.scalar(-s.clip), g.scalar(s.clip)]);
     return splitHeads(g, y, heads, s.headDim);
   };
-  const q = applyRotary(g, await project('q_proj', s.heads), rotary.cos, rotary.sin, s.rope);
-  const k = applyRotary(g, await project('k_proj', s.kvHeads), rotary.cos, rotary.sin, s.rope);
-  const v = await project('v_proj', s.kvHeads);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
-    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${p}.self_attn.o_proj.weight`), layout: 'out-in' },
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div', mask,
+    inputNorm: async (y) => g.layerNorm(y, ones, null, EPS),
+    qkv: async (h) => ({
+      q: applyRotary(g, await project(h, 'q_proj', s.heads), rotary.cos, rotary.sin, s.rope),
+      k: applyRotary(g, await project(h, 'k_proj', s.kvHeads), rotary.cos, rotary.sin, s.rope),
+      v: await project(h, 'v_proj', s.kvHeads),
+    }),
+    outProj: `${p}.self_attn.o_proj`,
+    outBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null,
+    postNorm: async (y) => g.layerNorm(y, ones, null, EPS),
+    mlp: async (h, tap) => {
+      const gate = activation(g, s.act, await linear(ctx, h, `${p}.mlp.gate_proj`, false));
+      const up = await linear(ctx, h, `${p}.mlp.up_proj`, false);
+      return linear(ctx, tap(g.mul(gate, up)), `${p}.mlp.down_proj`, false);
+    },
   });
-  const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, s.bias));
-  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null });
-  const h2 = g.layerNorm(x1, ones, null, EPS);
-  const gate = activation(g, s.act, await linear(ctx, h2, `${p}.mlp.gate_proj`, false));
-  const up = await linear(ctx, h2, `${p}.mlp.up_proj`, false);
-  const output = g.add(x1, await linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, up)), `${p}.mlp.down_proj`, false));
-  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

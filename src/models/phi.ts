@@ -14,11 +14,11 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { splitHeads } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { lmHead } from './heads.js';
-import { layerNormLayer, linearLayer } from './layers.js';
+import { layerNormLayer, linearLayer, preNormBlock, requiredBias } from './layers.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
@@ -87,35 +87,31 @@ function describe(config: ModelConfig): ArchitectureInfo {
 
 async function block(ctx: BuildContext, s: PhiSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
   const { g } = ctx;
-  const h = await layerNormLayer(ctx, x, `${p}.input_layernorm`, s.eps);
-  let q = await linearLayer(ctx, h, `${p}.self_attn.q_proj`);
-  let k = await linearLayer(ctx, h, `${p}.self_attn.k_proj`);
-  if (s.qkLayerNorm) {
-    // PhiAttention: LayerNorm(head_dim) on each head of q and k before the rotation.
-    q = g.reshape(await layerNormLayer(ctx, g.reshape(q, [0, 0, s.heads, s.headDim]), `${p}.self_attn.q_layernorm`, s.eps), [0, 0, s.heads * s.headDim]);
-    k = g.reshape(await layerNormLayer(ctx, g.reshape(k, [0, 0, s.kvHeads, s.headDim]), `${p}.self_attn.k_layernorm`, s.eps), [0, 0, s.kvHeads * s.headDim]);
-  }
-  const v = splitHeads(g, await linearLayer(ctx, h, `${p}.self_attn.v_proj`), s.kvHeads, s.headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer,
-    q: applyRotary(g, splitHeads(g, q, s.heads, s.headDim), rotary.cos, rotary.sin, s.rope),
-    k: applyRotary(g, splitHeads(g, k, s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope),
-    v,
-    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${p}.self_attn.dense.weight`), layout: 'out-in' },
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask,
+    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, s.eps),
+    qkv: async (h) => {
+      let q = await linearLayer(ctx, h, `${p}.self_attn.q_proj`);
+      let k = await linearLayer(ctx, h, `${p}.self_attn.k_proj`);
+      if (s.qkLayerNorm) {
+        // PhiAttention: LayerNorm(head_dim) on each head of q and k before the rotation.
+        q = g.reshape(await layerNormLayer(ctx, g.reshape(q, [0, 0, s.heads, s.headDim]), `${p}.self_attn.q_layernorm`, s.eps), [0, 0, s.heads * s.headDim]);
+        k = g.reshape(await layerNormLayer(ctx, g.reshape(k, [0, 0, s.kvHeads, s.headDim]), `${p}.self_attn.k_layernorm`, s.eps), [0, 0, s.kvHeads * s.headDim]);
+      }
+      const v = splitHeads(g, await linearLayer(ctx, h, `${p}.self_attn.v_proj`), s.kvHeads, s.headDim);
+      return {
+        q: applyRotary(g, splitHeads(g, q, s.heads, s.headDim), rotary.cos, rotary.sin, s.rope),
+        k: applyRotary(g, splitHeads(g, k, s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope),
+        v,
+      };
+    },
+    outProj: `${p}.self_attn.dense`,
+    outBias: await requiredBias(ctx, `${p}.self_attn.dense`),
+    // Parallel block: x + (mlp(ln(x)) + attn(ln(x))).
+    parallel: true,
+    mlp: async (h, tap) => linearLayer(ctx, tap(activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc1`))), `${p}.mlp.fc2`),
   });
-  const attnOut = await linearLayer(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.dense`);
-  if (ctx.taps.contributions) {
-    // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
-    tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias: await ctx.weight(`${p}.self_attn.dense.bias`) });
-  }
-  const ff = await linearLayer(ctx, tapMlp(ctx, 'self', layer, activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc1`))), `${p}.mlp.fc2`);
-  const output = g.add(g.add(attnOut, ff), x);
-  // Parallel block: the stream "after attention" is x + attn(ln(x)); the output adds the MLP branch beside it.
-  tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

@@ -20,10 +20,10 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { splitHeads } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
-import { mixtureOfExperts, requiredBias, rmsNormLayer } from './layers.js';
+import { mixtureOfExperts, preNormBlock, requiredBias, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
 import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 import { stackScoring } from './scoring.js';
@@ -148,11 +148,10 @@ async function biasedLinear(ctx: BuildContext, x: Value, prefix: string): Promis
 }
 
 /** Qwen2MoeMLP: down(act(gate(x)) · up(x)). */
-async function mlp(ctx: BuildContext, act: string, x: Value, prefix: string, tapLayerIndex?: number): Promise<Value> {
+async function mlp(ctx: BuildContext, act: string, x: Value, prefix: string, tap: (activation: Value) => Value = (a) => a): Promise<Value> {
   const { g } = ctx;
   const gate = activation(g, act, await linear(ctx, x, `${prefix}.gate_proj`));
-  const inner = g.mul(gate, await linear(ctx, x, `${prefix}.up_proj`));
-  return linear(ctx, tapLayerIndex === undefined ? inner : tapMlp(ctx, 'self', tapLayerIndex, inner), `${prefix}.down_proj`);
+  return linear(ctx, tap(g.mul(gate, await linear(ctx, x, `${prefix}.up_proj`))), `${prefix}.down_proj`);
 }
 
 async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: string, layer: number): Promise<Value> {
@@ -166,26 +165,23 @@ async function decoderLayer(
   ctx: BuildContext, s: Qwen2MoeSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
 ): Promise<Value> {
   const { g } = ctx;
-  const h = await rmsNormLayer(ctx, x, `${prefix}.input_layernorm`, s.eps);
   const a = `${prefix}.self_attn`;
-  const q = applyRotary(g, splitHeads(g, await biasedLinear(ctx, h, `${a}.q_proj`), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope);
-  const k = applyRotary(g, splitHeads(g, await biasedLinear(ctx, h, `${a}.k_proj`), s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope);
-  const v = splitHeads(g, await biasedLinear(ctx, h, `${a}.v_proj`), s.kvHeads, s.headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${a}.o_proj.weight`), layout: 'out-in' },
-  });
-  const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`));
-  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
-  const h2 = await rmsNormLayer(ctx, x1, `${prefix}.post_attention_layernorm`, s.eps);
   const m = `${prefix}.mlp`;
-  // A dense layer's MLP activation is tapped; routed layers' experts are not.
-  const output = g.add(x1, s.sparse[layer] ? await sparseMoe(ctx, s, h2, m, layer) : await mlp(ctx, s.act, h2, m, layer));
-  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
-  return output;
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask,
+    inputNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.input_layernorm`, s.eps),
+    qkv: async (h) => ({
+      q: applyRotary(g, splitHeads(g, await biasedLinear(ctx, h, `${a}.q_proj`), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope),
+      k: applyRotary(g, splitHeads(g, await biasedLinear(ctx, h, `${a}.k_proj`), s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope),
+      v: splitHeads(g, await biasedLinear(ctx, h, `${a}.v_proj`), s.kvHeads, s.headDim),
+    }),
+    outProj: `${a}.o_proj`,
+    outBias: null,
+    postNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.post_attention_layernorm`, s.eps),
+    // A dense layer's MLP activation is tapped; routed layers' experts are not.
+    mlp: (h, tap) => (s.sparse[layer] ? sparseMoe(ctx, s, h, m, layer) : mlp(ctx, s.act, h, m, tap)),
+  });
 }
 
 async function build(ctx: BuildContext): Promise<void> {

@@ -11,9 +11,9 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
-import { layerNormLayer } from './layers.js';
+import { splitHeads } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
+import { layerNormLayer, preNormBlock } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -100,41 +100,29 @@ async function perHeadNorm(ctx: BuildContext, s: StableLmSpec, x: Value, prefix:
 
 async function decoderLayer(ctx: BuildContext, s: StableLmSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
   const { g } = ctx;
-  const h = await layerNormLayer(ctx, x, `${p}.input_layernorm`, s.eps);
-  let q = splitHeads(g, await linear(ctx, h, `${p}.self_attn.q_proj`, s.qkvBias), s.heads, s.headDim);
-  let k = splitHeads(g, await linear(ctx, h, `${p}.self_attn.k_proj`, s.qkvBias), s.kvHeads, s.headDim);
-  const v = splitHeads(g, await linear(ctx, h, `${p}.self_attn.v_proj`, s.qkvBias), s.kvHeads, s.headDim);
-  if (s.qkNorm) {
-    q = await perHeadNorm(ctx, s, q, `${p}.self_attn.q_layernorm`, s.heads);
-    k = await perHeadNorm(ctx, s, k, `${p}.self_attn.k_layernorm`, s.kvHeads);
-  }
-  q = applyRotary(g, q, rotary.cos, rotary.sin, s.rope);
-  k = applyRotary(g, k, rotary.cos, rotary.sin, s.rope);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
-    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${p}.self_attn.o_proj.weight`), layout: 'out-in' },
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div', mask,
+    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, s.eps),
+    qkv: async (h) => {
+      let q = splitHeads(g, await linear(ctx, h, `${p}.self_attn.q_proj`, s.qkvBias), s.heads, s.headDim);
+      let k = splitHeads(g, await linear(ctx, h, `${p}.self_attn.k_proj`, s.qkvBias), s.kvHeads, s.headDim);
+      const v = splitHeads(g, await linear(ctx, h, `${p}.self_attn.v_proj`, s.qkvBias), s.kvHeads, s.headDim);
+      if (s.qkNorm) {
+        q = await perHeadNorm(ctx, s, q, `${p}.self_attn.q_layernorm`, s.heads);
+        k = await perHeadNorm(ctx, s, k, `${p}.self_attn.k_layernorm`, s.kvHeads);
+      }
+      return { q: applyRotary(g, q, rotary.cos, rotary.sin, s.rope), k: applyRotary(g, k, rotary.cos, rotary.sin, s.rope), v };
+    },
+    outProj: `${p}.self_attn.o_proj`,
+    outBias: null,
+    ...(s.parallel ? { parallel: true } : { postNorm: (y: Value) => layerNormLayer(ctx, y, `${p}.post_attention_layernorm`, s.eps) }),
+    mlp: async (h, tap) => {
+      const gate = activation(g, s.act, await linear(ctx, h, `${p}.mlp.gate_proj`, false));
+      const up = await linear(ctx, h, `${p}.mlp.up_proj`, false);
+      return linear(ctx, tap(g.mul(gate, up)), `${p}.mlp.down_proj`, false);
+    },
   });
-  const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, false);
-  const mlp = async (input: Value): Promise<Value> => {
-    const gate = activation(g, s.act, await linear(ctx, input, `${p}.mlp.gate_proj`, false));
-    const up = await linear(ctx, input, `${p}.mlp.up_proj`, false);
-    return linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, up)), `${p}.mlp.down_proj`, false);
-  };
-  // Parallel blocks: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
-  if (s.parallel && ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(x, attnOut), outputBias: null });
-  if (s.parallel) {
-    const output = g.add(x, g.add(await mlp(h), attnOut));
-    tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(x, attnOut), output });
-    return output;
-  }
-  const x1 = g.add(x, attnOut);
-  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: null });
-  const output = g.add(await mlp(await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps)), x1);
-  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

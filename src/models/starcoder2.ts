@@ -10,9 +10,9 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
-import { layerNormLayer } from './layers.js';
+import { splitHeads } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
+import { layerNormLayer, preNormBlock } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -99,24 +99,20 @@ async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean
 
 async function decoderLayer(ctx: BuildContext, s: Starcoder2Spec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
   const { g } = ctx;
-  const h = await layerNormLayer(ctx, x, `${p}.input_layernorm`, s.eps);
-  const q = applyRotary(g, splitHeads(g, await linear(ctx, h, `${p}.self_attn.q_proj`, s.bias), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope);
-  const k = applyRotary(g, splitHeads(g, await linear(ctx, h, `${p}.self_attn.k_proj`, s.bias), s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope);
-  const v = splitHeads(g, await linear(ctx, h, `${p}.self_attn.v_proj`, s.bias), s.kvHeads, s.headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
-    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${p}.self_attn.o_proj.weight`), layout: 'out-in' },
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div', mask,
+    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, s.eps),
+    qkv: async (h) => ({
+      q: applyRotary(g, splitHeads(g, await linear(ctx, h, `${p}.self_attn.q_proj`, s.bias), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope),
+      k: applyRotary(g, splitHeads(g, await linear(ctx, h, `${p}.self_attn.k_proj`, s.bias), s.kvHeads, s.headDim), rotary.cos, rotary.sin, s.rope),
+      v: splitHeads(g, await linear(ctx, h, `${p}.self_attn.v_proj`, s.bias), s.kvHeads, s.headDim),
+    }),
+    outProj: `${p}.self_attn.o_proj`,
+    outBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null,
+    postNorm: (y) => layerNormLayer(ctx, y, `${p}.post_attention_layernorm`, s.eps),
+    mlp: async (h, tap) => linear(ctx, tap(activation(g, s.act, await linear(ctx, h, `${p}.mlp.c_fc`, s.bias))), `${p}.mlp.c_proj`, s.bias),
   });
-  const x1 = g.add(x, await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${p}.self_attn.o_proj`, s.bias));
-  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null });
-  const h2 = await layerNormLayer(ctx, x1, `${p}.post_attention_layernorm`, s.eps);
-  const inner = tapMlp(ctx, 'self', layer, activation(g, s.act, await linear(ctx, h2, `${p}.mlp.c_fc`, s.bias)));
-  const output = g.add(x1, await linear(ctx, inner, `${p}.mlp.c_proj`, s.bias));
-  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
