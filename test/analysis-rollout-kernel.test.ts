@@ -2,13 +2,14 @@
  * The native rollout kernel (src/analysis/kernels.ts on onnxruntime-node) and rollout rows on
  * demand (rollout.ts rolloutRows) against a direct float64 re-computation written here (fusion,
  * residual, row normalisation, products as plain loops), and against the JavaScript float64 path
- * for discard (whose graph is built in JavaScript either way). Tolerances: max/min fusion and the
+ * for discard (whose graph is built in JavaScript either way); discard's selection of the cut
+ * (kthSmallest) against a sort. Tolerances: max/min fusion and the
  * products are float64 (the result is float32: 1 ulp); mean fusion sums the heads in float32
  * (documented bound k · 2⁻²⁴ relative per fused weight).
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { runtimeKernel } from '../src/analysis/kernels.js';
-import { attentionRollout, attentionRolloutWith, rolloutRows } from '../src/analysis/rollout.js';
+import { attentionRollout, attentionRolloutWith, kthSmallest, rolloutRows } from '../src/analysis/rollout.js';
 import { mulberry32 as rng } from '../src/core/random.js';
 import type { Trace } from '../src/core/trace.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
@@ -124,5 +125,20 @@ describe('rollout rows on demand', () => {
       expect(rows[0]!.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 14);
     }
     expect(() => rolloutRows(randomTrace(4, 1, 1, false, 1), [4])).toThrow(/token 4 is out of range/);
+  });
+});
+
+describe('kthSmallest (discard\'s cut)', () => {
+  it('equals the k-th value of a sorted copy, on random, few-valued, sorted and constant inputs', () => {
+    const r = rng(11);
+    for (let t = 0; t < 400; t++) {
+      const n = 1 + Math.floor(r() * 70);
+      const kind = t % 4;
+      const a = Float64Array.from({ length: n }, (_, i) => (kind === 0 ? r() : kind === 1 ? Math.floor(r() * 3) : kind === 2 ? n - i : 0.25));
+      const k = Math.floor(r() * n);
+      const sorted = Array.from(a).sort((x, y) => x - y);
+      expect(kthSmallest(a.slice(), k)).toBe(sorted[k]);
+    }
+    expect(() => kthSmallest(new Float64Array(3), 3)).toThrow(/rank 3 outside 0–2/);
   });
 });

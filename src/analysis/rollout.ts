@@ -118,11 +118,11 @@ export function discardLowest(m: Float64Array, n: number, ratio: number, masked?
   }
   const count = Math.floor(ratio * size);
   if (count === 0) return 0;
-  // The count-th smallest value (a native numeric sort of the values), then every candidate
-  // below it and, of those equal to it, the first ones by flat index until count are zeroed.
+  // The count-th smallest value (selection in linear expected time, no sort), then every
+  // candidate below it and, of those equal to it, the first ones by flat index until count are zeroed.
   const values = new Float64Array(size);
   for (let c = 0; c < size; c++) values[c] = m[candidates[c]!]!;
-  const cut = values.slice().sort()[count - 1]!;
+  const cut = kthSmallest(values.slice(), count - 1);
   let below = 0;
   for (let c = 0; c < size; c++) if (values[c]! < cut) below++;
   let ties = count - below;
@@ -135,6 +135,46 @@ export function discardLowest(m: Float64Array, n: number, ratio: number, masked?
     }
   }
   return count;
+}
+
+/**
+ * The k-th smallest (0-based) of `a` (no NaN), reordering `a`: Hoare partitioning around the
+ * median of three, recursing into the side that holds rank k (expected linear time; the
+ * median-of-three pivot keeps sorted and constant inputs linear too).
+ */
+export function kthSmallest(a: Float64Array, k: number): number {
+  if (!(k >= 0 && k < a.length)) throw new RangeError(`kthSmallest: rank ${k} outside 0–${a.length - 1}`);
+  let lo = 0;
+  let hi = a.length - 1;
+  while (hi > lo) {
+    const mid = (lo + hi) >>> 1;
+    // Median of a[lo], a[mid], a[hi] as the pivot.
+    let x = a[lo]!;
+    let y = a[mid]!;
+    let z = a[hi]!;
+    if (x > y) [x, y] = [y, x];
+    if (y > z) [y, z] = [z, y];
+    if (x > y) [x, y] = [y, x];
+    const pivot = y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    // Now a[lo..j] ≤ pivot ≤ a[i..hi], and a[j+1..i−1] = pivot.
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return pivot;
+  }
+  return a[k]!;
 }
 
 /** (1 − w) · F + w · I, rows divided by their sums (rows summing to 0 stay 0), in place. */
