@@ -118,7 +118,8 @@ export function createApp(deps: AppDeps): Hono {
     if (c.req.method !== 'GET' && c.req.method !== 'HEAD') {
       const origin = c.req.header('origin');
       const host = c.req.header('host');
-      if (origin !== undefined && origin !== 'null' && host && origin !== `http://${host}`) {
+      // A page of another site, a file:// page or a sandboxed frame (Origin: null) may not post here.
+      if (origin !== undefined && (!host || origin !== `http://${host}`)) {
         for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.header(k, v);
         return apiError(c, 403, `origin: requests from ${origin.slice(0, 80)} are refused (only this server's own page may post)`, 'origin');
       }

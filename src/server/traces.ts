@@ -72,10 +72,14 @@ class Gate {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(private readonly n: number) {}
+  constructor(
+    private readonly n: number,
+    private readonly maxWaiting: number,
+  ) {}
 
   async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.active >= this.n) {
+      if (this.waiting.length >= this.maxWaiting) throw new RequestError(503, `server busy: ${this.maxWaiting} traces are waiting already; try again shortly`);
       let enter!: () => void;
       const turn = new Promise<void>((r) => (enter = r));
       this.waiting.push(enter);
@@ -117,6 +121,8 @@ export interface TraceServiceOptions {
   cacheBytes: number;
   /** Forward passes at once (default 2). */
   concurrentRuns?: number;
+  /** Forward passes that may wait for their turn (default 256); more are refused with 503. */
+  maxWaiting?: number;
 }
 
 export class TraceService {
@@ -132,7 +138,7 @@ export class TraceService {
     private readonly options: TraceServiceOptions,
   ) {
     this.cache = new ByteLru(options.cacheBytes);
-    this.gate = new Gate(options.concurrentRuns ?? 2);
+    this.gate = new Gate(options.concurrentRuns ?? 2, options.maxWaiting ?? 256);
   }
 
   /** The finished trace of a validated request, and whether it came from the cache. */
