@@ -489,6 +489,7 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
     return v;
   };
   const shapes = new ShapeCache(g);
+  const statics = new StaticShapes(g, producers);
   const casts = new Map<string, Value>();
   const c = (value: number, like: Value): Value => {
     const key = `${value}|${like.name}`;
@@ -515,7 +516,8 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
       g, node, gy, needs, c, zerosLike,
       x: node.inputs.map((name) => (name ? { name } : null)),
       y: node.outputs.map((name) => ({ name })),
-      unbroadcast: (grad, operand) => unbroadcast(g, grad, operand, shapes),
+      // No un-broadcast nodes where the static shapes prove the gradient has the operand's shape already.
+      unbroadcast: (grad, operand) => (statics.gradientFits(node, operand) ? grad : unbroadcast(g, grad, operand, shapes)),
       rank: (v) => {
         const r = rankOf(v.name);
         if (r === undefined) throw new AttnscopeError(`autodiff: the gradient of ${node.opType} (node '${node.name}') needs the static rank of '${v.name}', which cannot be inferred`);
@@ -530,6 +532,170 @@ export function appendGradients(g: GraphBuilder, target: Value, wrt: readonly Va
     });
   }
   return wrt.map((w) => gradOf(w.name) ?? zerosLike(w));
+}
+
+type Dim = number | string;
+
+/**
+ * Static shapes through the builder's ops, with symbolic dimensions: a graph input's named
+ * dimensions (e.g. 'seq', equal wherever the builder declares them, as its feeds guarantee) and a
+ * fresh name for each dimension nothing is known about (equal only to itself as it propagates).
+ * Used to leave out un-broadcasting (about 8 nodes each) where the gradient provably has the
+ * operand's shape; anything not inferred keeps the run-time un-broadcast.
+ */
+class StaticShapes {
+  private readonly memo = new Map<string, readonly Dim[] | null>();
+  private fresh = 0;
+  constructor(private readonly g: GraphBuilder, private readonly producers: ReadonlyMap<string, { node: NodeSpec; index: number }>) {}
+
+  private unknown(): string {
+    return `?${this.fresh++}`;
+  }
+
+  /** Whether the gradient a rule of `node` passes to `unbroadcast` for `operand` already has its shape. */
+  gradientFits(node: NodeSpec, operand: Value): boolean {
+    const op = this.shape(operand.name);
+    if (!op) return false;
+    const same = (a: readonly Dim[] | null, b: readonly Dim[]): boolean => !!a && a.length === b.length && a.every((d, i) => d === b[i]);
+    switch (node.opType) {
+      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Sum': case 'Expand':
+        return same(this.shape(node.outputs[0]!), op); // the gradient has the output's shape
+      case 'LayerNormalization':
+        return same(this.shape(node.inputs[0]!), op); // the gradient has x's shape
+      case 'MatMul': {
+        // [batch…, m, n] gradients of an operand [batch'…, m, n]: no sum when the batch axes agree.
+        const y = this.shape(node.outputs[0]!);
+        return !!y && y.length === op.length && op.length >= 2 && same(y.slice(0, -2), op.slice(0, -2));
+      }
+      default:
+        return false;
+    }
+  }
+
+  shape(name: string): readonly Dim[] | null {
+    const m = this.memo.get(name);
+    if (m !== undefined) return m;
+    this.memo.set(name, null); // cycle guard
+    const out = this.infer(name);
+    this.memo.set(name, out);
+    return out;
+  }
+
+  private infer(name: string): readonly Dim[] | null {
+    const known = this.g.describeValue(name);
+    if (known) return known.shape;
+    const p = this.producers.get(name);
+    if (!p) return null;
+    const n = p.node;
+    const x = (i: number): readonly Dim[] | null => (n.inputs[i] ? this.shape(n.inputs[i]!) : null);
+    const ints = (i: number): readonly number[] | undefined => (n.inputs[i] ? this.g.describeValue(n.inputs[i]!)?.ints : undefined);
+    const broadcast = (shapes: (readonly Dim[] | null)[]): Dim[] | null => {
+      if (shapes.some((s) => !s)) return null;
+      const rank = Math.max(...shapes.map((s) => s!.length));
+      const out: Dim[] = [];
+      for (let k = 0; k < rank; k++) {
+        const dims = shapes.map((s) => s![s!.length - rank + k] ?? 1);
+        const big = dims.filter((d) => d !== 1);
+        out.push(big.length === 0 ? 1 : big.every((d) => d === big[0]) ? big[0]! : this.unknown());
+      }
+      return out;
+    };
+    const axis = (a: number, r: number): number => (a < 0 ? a + r : a);
+    switch (n.opType) {
+      case 'Identity': case 'Neg': case 'Sqrt': case 'Reciprocal': case 'Exp': case 'Log': case 'Tanh': case 'Sigmoid': case 'Relu':
+      case 'Abs': case 'Erf': case 'Gelu': case 'Clip': case 'Cast': case 'CastLike': case 'Softmax': case 'LogSoftmax': case 'CumSum':
+      case 'Trilu': case 'Sign': case 'Not':
+        return p.index === 0 ? x(0) : null;
+      case 'LayerNormalization':
+        return p.index === 0 ? x(0) : null;
+      case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Sum': case 'Where': case 'Equal': case 'Less': case 'Greater': case 'And': case 'Or':
+        return broadcast(n.inputs.map((_, i) => x(i)));
+      case 'MatMul': {
+        const [a, b] = [x(0), x(1)];
+        if (!a || !b || a.length < 2 || b.length < 2) return null;
+        const batch = broadcast([a.slice(0, -2), b.slice(0, -2)]);
+        return batch && [...batch, a[a.length - 2]!, b[b.length - 1]!];
+      }
+      case 'Transpose': {
+        const a = x(0);
+        const perm = n.attributes?.perm;
+        if (!a) return null;
+        return Array.isArray(perm) ? (perm as number[]).map((i) => a[i]!) : [...a].reverse();
+      }
+      case 'Reshape': {
+        const a = x(0);
+        const target = ints(1);
+        if (!target) return null;
+        if (n.attributes?.allowzero) return null;
+        const out: Dim[] = target.map((d, i) => (d === 0 ? (a?.[i] ?? this.unknown()) : d === -1 ? this.unknown() : d));
+        // One −1 among numbers: the input's element count over the others', when all are numbers.
+        const minus = target.indexOf(-1);
+        if (minus >= 0 && a && a.every((d) => typeof d === 'number') && out.every((d, i) => i === minus || typeof d === 'number')) {
+          const total = (a as number[]).reduce((s, d) => s * d, 1);
+          const rest = out.reduce((s: number, d, i) => (i === minus ? s : s * (d as number)), 1);
+          if (rest > 0) out[minus] = total / rest;
+        }
+        return out;
+      }
+      case 'Unsqueeze': {
+        const a = x(0);
+        const ax = ints(1);
+        if (!a || !ax) return null;
+        const r = a.length + ax.length;
+        const set = new Set(ax.map((v) => axis(v, r)));
+        const out: Dim[] = [];
+        let k = 0;
+        for (let i = 0; i < r; i++) out.push(set.has(i) ? 1 : a[k++]!);
+        return out;
+      }
+      case 'Squeeze': {
+        const a = x(0);
+        const ax = ints(1);
+        if (!a || !ax) return null;
+        const set = new Set(ax.map((v) => axis(v, a.length)));
+        return a.filter((_, i) => !set.has(i));
+      }
+      case 'Gather': {
+        const [d, i] = [x(0), x(1)];
+        if (!d || !i) return null;
+        const ax = axis(int(n, 'axis', 0), d.length);
+        return [...d.slice(0, ax), ...i, ...d.slice(ax + 1)];
+      }
+      case 'ReduceSum': case 'ReduceMean': case 'ReduceMax': {
+        const a = x(0);
+        const ax = n.inputs[1] ? ints(1) : undefined;
+        if (!a || (n.inputs[1] && !ax)) return null;
+        const set = new Set((ax ?? a.map((_, i) => i)).map((v) => axis(v, a.length)));
+        if (ax && ax.length === 0) return int(n, 'noop_with_empty_axes', 0) ? a : null;
+        return int(n, 'keepdims', 1) ? a.map((d, i) => (set.has(i) ? 1 : d)) : a.filter((_, i) => !set.has(i));
+      }
+      case 'Concat': {
+        const shapes = n.inputs.map((_, i) => x(i));
+        if (shapes.some((s) => !s)) return null;
+        const first = shapes[0]!;
+        const ax = axis(int(n, 'axis', 0), first.length);
+        const along = shapes.map((s) => s![ax]!);
+        const sum = along.every((d) => typeof d === 'number') ? (along as number[]).reduce((s, d) => s + d, 0) : this.unknown();
+        return first.map((d, i) => (i === ax ? sum : d));
+      }
+      case 'Split': {
+        const a = x(0);
+        if (!a) return null;
+        const ax = axis(int(n, 'axis', 0), a.length);
+        const sizes = ints(1);
+        return a.map((d, i) => (i === ax ? (sizes?.[p.index] ?? this.unknown()) : d));
+      }
+      case 'Slice': {
+        const a = x(0);
+        const axes = ints(3);
+        if (!a || !axes) return null;
+        const set = new Set(axes.map((v) => axis(v, a.length)));
+        return a.map((d, i) => (set.has(i) ? this.unknown() : d));
+      }
+      default:
+        return null;
+    }
+  }
 }
 
 /** Static rank of a graph value, inferred through the builder's ops as the backward pass does (undefined: unknown). */
