@@ -15,8 +15,9 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { splitHeads } from './attention.js';
+import { preNormBlock } from './layers.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -228,35 +229,26 @@ export async function projectQkv(
 }
 
 /** SwiGLU / GeGLU feed-forward: down(act(gate(x)) · up(x)). */
-async function mlp(ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string, layer: number): Promise<Value> {
+async function mlp(ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string, tap: (activation: Value) => Value): Promise<Value> {
   const { g } = ctx;
   const gate = activation(g, s.act, await linear(ctx, x, `${prefix}.gate_proj`, s.mlpBias));
   const up = await linear(ctx, x, `${prefix}.up_proj`, s.mlpBias);
-  return linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, up)), `${prefix}.down_proj`, s.mlpBias);
+  return linear(ctx, tap(g.mul(gate, up)), `${prefix}.down_proj`, s.mlpBias);
 }
 
 async function decoderLayer(
   ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
 ): Promise<Value> {
-  const { g } = ctx;
-  const h = await rmsNorm(ctx, s, x, `${prefix}.input_layernorm`);
-  const { q, k, v } = await projectQkv(ctx, s, h, `${prefix}.self_attn`, rotary);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${prefix}.self_attn.o_proj.weight`), layout: 'out-in' },
+  return preNormBlock(ctx, x, {
+    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask,
+    inputNorm: (y) => rmsNorm(ctx, s, y, `${prefix}.input_layernorm`),
+    qkv: (h) => projectQkv(ctx, s, h, `${prefix}.self_attn`, rotary),
+    outProj: `${prefix}.self_attn.o_proj`,
+    outBias: s.outBias ? await ctx.weight(`${prefix}.self_attn.o_proj.bias`) : null,
+    postNorm: (y) => rmsNorm(ctx, s, y, `${prefix}.post_attention_layernorm`),
+    mlp: (h, tap) => mlp(ctx, s, h, `${prefix}.mlp`, tap),
   });
-  const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${prefix}.self_attn.o_proj`, s.outBias);
-  const x1 = g.add(x, attnOut);
-  tapBlockContributions(ctx, 'self', layer, {
-    input: x, residualSum: x1, outputBias: s.outBias ? await ctx.weight(`${prefix}.self_attn.o_proj.bias`) : null,
-  });
-  const h2 = await rmsNorm(ctx, s, x1, `${prefix}.post_attention_layernorm`);
-  const output = g.add(x1, await mlp(ctx, s, h2, `${prefix}.mlp`, layer));
-  tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
