@@ -2,7 +2,7 @@
 export { loadModel, type LoadOptions } from './engine/load.js';
 export { Model, type TraceOptions, type ModelDescription, type ModelParts, type ModelTokenizer, type GraphCacheHooks } from './engine/model.js';
 export {
-  attribute, defaultBaseline, baselineTokenId, ATTRIBUTION_METHODS, BASELINE_KINDS,
+  attribute, defaultBaseline, baselineTokenId, integrationPoints, ATTRIBUTION_METHODS, BASELINE_KINDS, INTEGRATION_RULES, HARD_PATHS,
   type AttributeOptions, type AttributionResult, type AttributionMethod, type BaselineKind, type IntegrationRule,
   type TargetSpec, type TargetTerm, type ResolvedTarget, type IntegratedGradients, type HeadImportance,
 } from './engine/gradients.js';
