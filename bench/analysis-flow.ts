@@ -5,7 +5,10 @@
  *   npm run bench:analysis-flow            (or: npx tsx bench/analysis-flow.ts [--tokens 32,128,512])
  *
  * Rows: rollout (head fusion, residual, 12 float64 n × n products; every layer's cumulative
- * matrix), rollout with discard 0.9 (a sort per layer), the flow diagram's layout (rollout graph,
+ * matrix) in JavaScript (the path before the kernel, and the browser's) and on the native kernel
+ * (src/analysis/kernels.ts on onnxruntime-node, 2 threads; session built before timing), both in
+ * this run, with the largest difference between the two; one rollout row on demand (rolloutRows:
+ * what a click needs); rollout with discard 0.9 (a sort per layer), the flow diagram's layout (rollout graph,
  * a highlighted token), attention flow for one output token (n max-flows: what a click in the page
  * costs) and for every output token (n² max-flows: `attnscope flow --method flow`). Median of 3
  * runs (1 for runs over 5 s); wall clock and this process's CPU time (user + system), since wall
@@ -15,9 +18,12 @@
  */
 import { parseArgs } from 'node:util';
 import { attentionFlow } from '../src/analysis/flow.js';
-import { attentionRollout } from '../src/analysis/rollout.js';
+import { runtimeKernel } from '../src/analysis/kernels.js';
+import { attentionRollout, attentionRolloutWith, rolloutRows } from '../src/analysis/rollout.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import type { Trace } from '../src/core/trace.js';
 import { flowLayout } from '../src/views/layout/flow.js';
+import { measure } from './measure.js';
 import { syntheticTrace } from './synthetic-trace.js';
 
 const { values } = parseArgs({ options: { tokens: { type: 'string' }, budget: { type: 'string' }, search: { type: 'boolean' }, 'no-search': { type: 'boolean' } } });
@@ -36,6 +42,8 @@ function time(fn: () => void): Timing {
   const c = process.cpuUsage(c0);
   return { wall: performance.now() - t0, cpu: (c.user + c.system) / 1000 };
 }
+
+const kernel = runtimeKernel(nodeRuntime, { threads: 2 });
 
 function median(fn: () => void): Timing {
   const first = time(fn);
@@ -57,8 +65,17 @@ let lastOne: { n: number; cpu: number } | null = null;
 let lastAll: { n: number; cpu: number } | null = null;
 for (const n of sizes) {
   const t = trace(n);
-  console.log(`| rollout (mean fusion, 12 layers, every cumulative matrix) | ${n} | ${fmt(median(() => attentionRollout(t)))} |`);
-  console.log(`| rollout, discard 0.9 | ${n} | ${fmt(median(() => attentionRollout(t, { discard: 0.9 })))} |`);
+  console.log(`| rollout (mean fusion, 12 layers, every cumulative matrix), JavaScript float64 | ${n} | ${fmt(median(() => attentionRollout(t)))} |`);
+  await attentionRolloutWith(t, {}, kernel);
+  console.log(`| rollout, native kernel (onnxruntime, 2 threads) | ${n} | ${fmt(await measure(() => attentionRolloutWith(t, {}, kernel), 3))} |`);
+  const js = attentionRollout(t).layers;
+  const native = (await attentionRolloutWith(t, {}, kernel)).layers;
+  let diff = 0;
+  js.forEach((r, l) => r.forEach((v, i) => (diff = Math.max(diff, Math.abs(v - native[l]![i]!) / Math.max(v, 1e-12)))));
+  console.log(`| (largest relative difference native vs JavaScript: ${diff.toExponential(1)}) | ${n} | |`);
+  console.log(`| rollout row of one token on demand (rolloutRows) | ${n} | ${fmt(median(() => rolloutRows(t, [n - 1])))} |`);
+  console.log(`| rollout, discard 0.9, JavaScript | ${n} | ${fmt(median(() => attentionRollout(t, { discard: 0.9 })))} |`);
+  console.log(`| rollout, discard 0.9, native products | ${n} | ${fmt(await measure(() => attentionRolloutWith(t, { discard: 0.9 }, kernel), 3))} |`);
   console.log(`| flow diagram layout (rollout, one token highlighted) | ${n} | ${fmt(median(() => flowLayout(t, { method: 'rollout', query: n - 1 })))} |`);
   const maxNodes = 13 * n;
   const estimate = (last: { n: number; cpu: number } | null, power: number) => (last ? last.cpu * (n / last.n) ** power : 0);
@@ -93,3 +110,4 @@ if (!values['no-search']) {
   const one = largest((t, n) => attentionFlow(t, { targets: [n - 1], maxNodes: 13 * n }), 16);
   console.log(`largest input whose attention flow for one token (a click) finishes within 1 s (CPU): ${one} tokens`);
 }
+await kernel.release();
