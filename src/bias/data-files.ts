@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { AttnscopeError } from '../core/errors.js';
 import { parseCrowsPairs, type CrowsPair } from '../analysis/bias/crows-pairs.js';
 import { parseOccupationStats, parseWinobias, parseWinogender, type PronounItem } from '../analysis/bias/wino.js';
+import { crowsLexicons, genderLexicon, occupationLexicon, type GroupLexicon } from '../analysis/bias/groups.js';
 
 /** The package's data/bias directory. */
 export function biasDataDir(): string {
@@ -61,4 +62,27 @@ export const WINOBIAS_SPLITS = ['type1.dev', 'type1.test', 'type2.dev', 'type2.t
 /** WinoGender's occupation statistics (share of women, %). */
 export async function loadOccupationStats(): Promise<Map<string, { bls: number; bergsma: number }>> {
   return parseOccupationStats(await readBiasData('winogender', 'occupations-stats.tsv'));
+}
+
+/** Group names the probe knows: gender, occupation and CrowS-Pairs' bias types. */
+export const GROUP_NAMES = ['gender', 'occupation', 'race-color', 'nationality', 'religion', 'age', 'socioeconomic', 'sexual-orientation', 'physical-appearance', 'disability'] as const;
+
+/** The built-in group lexicons (see analysis/bias/groups.ts), or those named. */
+export async function loadGroupLexicons(names?: readonly string[]): Promise<GroupLexicon[]> {
+  const wanted = names ?? GROUP_NAMES;
+  const out: GroupLexicon[] = [];
+  if (wanted.includes('gender')) out.push(genderLexicon(await readBiasData('winobias', 'generalized_swaps.txt'), await readBiasData('winobias', 'extra_gendered_words.txt')));
+  if (wanted.includes('occupation')) {
+    const winogender = [...(await loadOccupationStats()).keys()].join('\n');
+    out.push(occupationLexicon(await readBiasData('winobias', 'male_occupations.txt'), await readBiasData('winobias', 'female_occupations.txt'), winogender));
+  }
+  const crows = wanted.filter((n) => n !== 'gender' && n !== 'occupation');
+  if (crows.length > 0) {
+    const lexicons = crowsLexicons(await loadCrowsPairs());
+    for (const n of crows) {
+      const l = lexicons.find((x) => x.name === n);
+      if (l) out.push(l);
+    }
+  }
+  return out;
 }
