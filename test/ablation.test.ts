@@ -6,6 +6,9 @@
  *   attention is silenced: Llama-style (no output bias) with o_proj = 0, so the attention output is 0;
  *   BERT with the value projection = 0, so every head's context is 0 (the output bias stays, as
  *   with head_mask);
+ * - mean ablation: the graph grows head offsets on every fixture (offsets 0 = the model as trained),
+ *   one token changes nothing, and the offsets equal mean_q Σ_k α·v in float64 from the trace's
+ *   attention and value vectors (gpt2, llama with grouped kv heads, bart's three stacks);
  * - KL, cosine and the head-list parser on hand-computed cases.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -13,7 +16,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cosineSimilarity, klFromLogits, parseHeadList } from '../src/analysis/ablation.js';
 import type { FloatTensor } from '../src/core/tensor.js';
-import { ablateHeads } from '../src/engine/ablation.js';
+import { ablateHeads, headContextMeans, meanAblation } from '../src/engine/ablation.js';
 import { loadModel } from '../src/engine/load.js';
 import { Model } from '../src/engine/model.js';
 import { resolveModelSource } from '../src/io/model-source.js';
@@ -154,6 +157,75 @@ describe('every head of a layer removed = that layer silenced in the weights', (
       } finally {
         await model.dispose();
         await silenced.dispose();
+      }
+    });
+  }
+});
+
+describe('mean ablation: the removed heads\' context replaced by its mean over positions', () => {
+  it.each(GRADIENT_FIXTURES)('%s: the graph grows head offsets on every layer; offsets of 0 and gates of 1 are the model as trained', async (fixture) => {
+    const model = await loadModel(join(FIXTURES, fixture), { graphCache: false });
+    try {
+      const ref = readReference(fixture).inputs[0]!;
+      const inputs = { inputIds: ref.input_ids, ...(Array.isArray(ref.decoder_input_ids) ? { decoderInputIds: ref.decoder_input_ids as number[] } : {}) };
+      const stack = Object.keys(model.architectureInfo.stacks)[0] as 'self';
+      const position = model.info.kind === 'encoder' ? 2 : undefined;
+      const zero = await ablateHeads(model, inputs, { heads: [{ stack, layer: 1, head: 0 }], position });
+      const mean = await ablateHeads(model, inputs, { heads: [{ stack, layer: 1, head: 0 }], mode: 'mean', position });
+      expect(mean.target.before).toBe(zero.target.before);
+      expect(Number.isFinite(mean.target.after)).toBe(true);
+      expect(mean.cosine).toBeLessThanOrEqual(1 + 1e-12);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it('one token: the mean is the context itself, so nothing changes', async () => {
+    const model = await loadModel(join(FIXTURES, 'gpt2'), { graphCache: false });
+    try {
+      const r = await ablateHeads(model, { inputIds: [10] }, { heads: [{ stack: 'self', layer: 0, head: 0 }, { stack: 'self', layer: 1, head: 2 }], mode: 'mean' });
+      expect(Math.abs(r.target.after - r.target.before)).toBeLessThan(1e-6);
+      expect(r.kl!).toBeLessThan(1e-10);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  // The offsets fed in pass 2, against mean_q Σ_k α[h, q, k]·v[kv(h), k] in float64 from the trace's
+  // attention and value vectors (per query head h, kv head ⌊h·kvHeads/heads⌋).
+  for (const fixture of ['gpt2', 'llama', 'bart']) {
+    it(`${fixture}: the offsets are the mean of α·V over positions`, async () => {
+      const model = await loadModel(join(FIXTURES, fixture), { graphCache: false });
+      try {
+        const ref = readReference(fixture).inputs[0]!;
+        const decoderIds = Array.isArray(ref.decoder_input_ids) ? (ref.decoder_input_ids as number[]) : undefined;
+        const trace = await model.trace(null, { ids: ref.input_ids, ...(decoderIds ? { decoderIds } : {}), values: true });
+        const inputs = { inputIds: ref.input_ids, ...(decoderIds ? { decoderInputIds: decoderIds } : {}) };
+        const info = model.architectureInfo;
+        const heads = (Object.keys(info.stacks) as ('self' | 'encoder' | 'decoder' | 'cross')[]).flatMap((stack) => [{ stack, layer: 0, head: 1 }, { stack, layer: 1, head: info.numHeads - 1 }]);
+        const extension = meanAblation(model);
+        const taps = { attention: false, qk: false, lastHiddenState: true, logits: true, headGates: true };
+        const pass1 = await model.runExtended(taps, extension, inputs, headContextMeans(model, {}, []));
+        const offsets = headContextMeans(model, pass1, heads);
+        const d = info.headDim;
+        for (const h of heads) {
+          const att = trace.attention[h.stack]!;
+          const values = trace.values![h.stack]!;
+          const [H, nq, nk] = att.dims;
+          const kv = Math.floor((h.head * values.dims[0]) / H);
+          const a = att.layers[h.layer]!;
+          const v = values.layers[h.layer]!;
+          const want = new Float64Array(d);
+          for (let q = 0; q < nq; q++) for (let k = 0; k < nk; k++) for (let j = 0; j < d; j++) want[j]! += (a[(h.head * nq + q) * nk + k]! * v[(kv * nk + k) * d + j]!) / nq;
+          const got = (offsets[`head_offsets.${h.stack}`]!.data as Float32Array).subarray((h.layer * info.numHeads + h.head) * d, (h.layer * info.numHeads + h.head + 1) * d);
+          const scale = Math.max(...Array.from(want, Math.abs));
+          expect(Math.max(...Array.from(got, (x, j) => Math.abs(x - want[j]!))) / scale, `${fixture} ${h.stack} ${h.layer}:${h.head}`).toBeLessThan(1e-5);
+        }
+        // Heads not removed keep offset 0.
+        const selfOffsets = offsets[`head_offsets.${heads[0]!.stack}`]!.data as Float32Array;
+        expect(Array.from(selfOffsets.subarray(0, d)).every((x) => x === 0)).toBe(true);
+      } finally {
+        await model.dispose();
       }
     });
   }

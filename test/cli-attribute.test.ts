@@ -158,15 +158,22 @@ describe('attnscope ablate', () => {
     }
   });
 
-  it('--csv and bad --heads', () => {
+  it('--csv, bad --heads and --mode, mean ablation of one token', () => {
     const r = runCli(tmp, ['ablate', join(FIXTURES, 'gpt2'), '--ids', '10,20,30', '--heads', '1:*', '--csv']);
     expect(r.status).toBe(0);
     expect(r.stdout.split('\n')[0]).toBe('token_id,token,before,after,target_before,target_after,kl,cosine,cosine_mean');
     const bad = runCli(tmp, ['ablate', join(FIXTURES, 'gpt2'), '--ids', '10,20,30', '--heads', '0:7']);
     expect(bad.status).toBe(2);
     expect(bad.stderr.trim()).toBe("attnscope: --heads: '0:7': head 7 is out of range (4 heads: 0–3)");
-    const mean = runCli(tmp, ['ablate', join(FIXTURES, 'gpt2'), '--ids', '10,20,30', '--heads', '0:1', '--mode', 'mean']);
-    expect(mean.status).toBe(2);
-    expect(mean.stderr.trim().split('\n')).toHaveLength(1);
+    const mode = runCli(tmp, ['ablate', join(FIXTURES, 'gpt2'), '--ids', '10,20,30', '--heads', '0:1', '--mode', 'average']);
+    expect(mode.status).toBe(2);
+    expect(mode.stderr.trim()).toBe("attnscope: --mode: expected zero or mean, got 'average'; see 'attnscope ablate --help'");
+    // One token: its mean over positions is its own context, so mean ablation changes nothing.
+    const mean = runCli(tmp, ['ablate', join(FIXTURES, 'gpt2'), '--ids', '10', '--heads', '0:1,1:*', '--mode', 'mean', '--json']);
+    expect(mean.status).toBe(0);
+    const out = JSON.parse(mean.stdout) as { mode: string; kl: number; target: { before: number; after: number } };
+    expect(out.mode).toBe('mean');
+    expect(out.kl).toBeLessThan(1e-10);
+    expect(Math.abs(out.target.after - out.target.before)).toBeLessThan(1e-6);
   });
 });

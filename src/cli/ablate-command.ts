@@ -31,8 +31,8 @@ export const ABLATE_USAGE = `attnscope ablate [model] (--text "..." | --ids 1,2,
 ${LANGUAGE_HELP}
   --heads      the heads removed: LAYER:HEAD, comma-separated; LAYER:* every head of a layer;
                encoder-decoders: encoder/L:H, decoder/L:H, cross/L:H (default stack: the encoder's)
-  --mode       zero (default): the heads' gates are 0; mean: each head's context replaced by its mean
-               over the positions (not available yet: the graphs have no head offsets)
+  --mode       zero (default): the heads' gates are 0; mean: each head's context (α·V, before the
+               output projection) replaced at every position by its mean over the positions of this input
   --target-position P   where the distribution is read (default: the last position for causal LMs
                and decoders, the first [MASK] for masked LMs)
   --target-token ID     the token whose log-probability is the target (default: the top prediction;

@@ -5,7 +5,13 @@
  * - zero ablation: the heads' gates are 0, so their context is 0 (the output projection's bias
  *   stays, as with head_mask);
  * - mean ablation: each removed head's context is replaced, at every position, by its mean over
- *   the positions of this input (needs the graph's head offsets; see `meanAblationSupported`).
+ *   the positions of this input: gate 0 plus an offset. MEAN_ABLATION grows the architecture's
+ *   graph (a GraphExtension, so every family that has head gates has it): after each gate
+ *   (context · g, found as the Mul by the gate row Gather(head_gates.<stack>, layer)) it adds
+ *   `head_offsets.<stack>`[layer] ([layers, heads, headDim], as [1, heads, 1, headDim]) and taps
+ *   the context before the gate as `head_context.<stack>.<layer>` [1, heads, positions, headDim].
+ *   Pass 1 (gates 1, offsets 0: the model as trained, x·1 + 0 = x) gives the contexts, whose mean
+ *   over positions becomes the removed heads' offsets for pass 2 (their gates 0).
  * Measured at the target position (default: the top prediction at the last position for causal
  * LMs and decoders, the input token at the first [MASK] for masked LMs): the target score before
  * and after (log-probability of the token; raw logit for heads that score tokens, e.g. ELECTRA's
@@ -16,10 +22,11 @@
 import { type HeadRef, type AblationMode, cosineSimilarity, klFromLogits, logSoftmax } from '../analysis/ablation.js';
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
-import type { ModelInputs, TapRequest } from '../models/architecture.js';
+import type { Value } from '../graph/builder.js';
+import type { ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import { toFloat32 } from './assemble.js';
-import type { Model } from './model.js';
+import type { GraphExtension, Model } from './model.js';
 
 export interface AblationOptions {
   heads: readonly HeadRef[];
@@ -62,9 +69,73 @@ export interface AblationResult {
   candidates: AblationCandidateResult[];
 }
 
-/** Whether the model's graphs take head offsets (mean ablation). */
-export function meanAblationSupported(): boolean {
-  return false;
+/** The graph input of a stack's head offsets (mean ablation): [layers, heads, headDim]. */
+export const headOffsetsInput = (stack: StackName): string => `head_offsets.${stack}`;
+/** The tap of a layer's per-head context before its gate: [1, heads, positions, headDim]. */
+export const headContextTap = (stack: StackName, layer: number): string => `head_context.${stack}.${layer}`;
+
+/** Adds the head offsets after every head gate and taps the contexts (see the file comment). */
+function addHeadOffsets(ctx: BuildContext, info: ArchitectureInfo): void {
+  const { g } = ctx;
+  const producer = new Map<string, (typeof g.graphNodes)[number]>();
+  for (const n of g.graphNodes) for (const o of n.outputs) producer.set(o, n);
+  const gates: { stack: StackName; layer: number; mul: Value; context: Value }[] = [];
+  for (const n of g.graphNodes) {
+    if (n.opType !== 'Mul' || n.inputs.length !== 2) continue;
+    const reshape = producer.get(n.inputs[1]!);
+    const gather = reshape?.opType === 'Reshape' ? producer.get(reshape.inputs[0]!) : undefined;
+    const source = gather?.opType === 'Gather' ? gather.inputs[0]! : '';
+    if (!source.startsWith('head_gates.')) continue;
+    const layer = g.describeValue(gather!.inputs[1]!)?.ints?.[0];
+    if (layer === undefined) throw new AttnscopeError(`mean ablation: the gate of ${source} in node '${n.name}' reads no constant layer index`);
+    gates.push({ stack: source.slice('head_gates.'.length) as StackName, layer, mul: { name: n.outputs[0]! }, context: { name: n.inputs[0]! } });
+  }
+  for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+    const found = new Set(gates.filter((x) => x.stack === stack).map((x) => x.layer));
+    if (found.size !== layers) throw new AttnscopeError(`mean ablation: found the head gates of ${found.size} of the ${layers} '${stack}' layers in ${ctx.config.modelType}'s graph`);
+  }
+  const declared = new Set<string>();
+  for (const x of gates) {
+    const name = headOffsetsInput(x.stack);
+    if (!declared.has(name)) {
+      g.input(name, 'float32', [`${x.stack}_offset_layers`, info.numHeads, info.headDim]);
+      declared.add(name);
+    }
+    g.output(x.context, headContextTap(x.stack, x.layer));
+    g.intercept(x.mul, (v) => g.add(v, g.reshape(g.gather({ name }, g.ints([x.layer]), 0), [1, info.numHeads, 1, info.headDim])));
+  }
+}
+
+/** The graph extension of mean ablation for a model (cached per taps by the model). */
+export function meanAblation(model: Model): GraphExtension {
+  return { key: 'head-offsets', extend: (ctx) => addHeadOffsets(ctx, model.architectureInfo) };
+}
+
+/**
+ * Mean over positions of each listed head's context ([layers, heads, headDim] per stack, zeros for
+ * heads not listed) from the pass-1 outputs `head_context.<stack>.<layer>`.
+ */
+export function headContextMeans(model: Model, outputs: Readonly<Record<string, RuntimeTensor>>, heads: readonly HeadRef[]): Record<string, RuntimeTensor> {
+  const info = model.architectureInfo;
+  const d = info.headDim;
+  const out: Record<string, RuntimeTensor> = {};
+  for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+    out[headOffsetsInput(stack)] = { type: 'float32', dims: [layers, info.numHeads, d], data: new Float32Array(layers * info.numHeads * d) };
+  }
+  for (const h of heads) {
+    const t = outputs[headContextTap(h.stack, h.layer)];
+    if (!t) throw new Error(`graph output ${headContextTap(h.stack, h.layer)} missing`);
+    const data = toFloat32(t);
+    const positions = t.dims[2]!;
+    const sums = new Float64Array(d);
+    for (let q = 0; q < positions; q++) {
+      const off = (h.head * positions + q) * d;
+      for (let k = 0; k < d; k++) sums[k]! += data[off + k]!;
+    }
+    const target = out[headOffsetsInput(h.stack)]!.data as Float32Array;
+    for (let k = 0; k < d; k++) target[(h.layer * info.numHeads + h.head) * d + k] = sums[k]! / positions;
+  }
+  return out;
 }
 
 /** Gates of ones with 0 at the removed heads, per stack named in `heads`. */
@@ -99,14 +170,21 @@ function topIds(row: ArrayLike<number>, k: number): number[] {
 /** Removes heads and measures the effect (see the file comment). */
 export async function ablateHeads(model: Model, inputs: ModelInputs, options: AblationOptions): Promise<AblationResult> {
   const mode = options.mode ?? 'zero';
-  if (mode === 'mean' && !meanAblationSupported()) {
-    throw new AttnscopeError('--mode mean: mean ablation needs head offsets in the model graphs, which this version does not build yet; use --mode zero');
-  }
+  if (mode !== 'zero' && mode !== 'mean') throw new AttnscopeError(`ablation mode '${String(mode)}' is unknown; allowed: zero, mean`);
   if (options.heads.length === 0) throw new AttnscopeError('ablation: no heads given');
   const gates = ablationGates(model, options.heads);
   const taps: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: true, headGates: true };
-  const original = await model.run(taps, inputs);
-  const ablated = await model.run(taps, inputs, gates);
+  let original: Record<string, RuntimeTensor>;
+  let ablated: Record<string, RuntimeTensor>;
+  if (mode === 'zero') {
+    original = await model.run(taps, inputs);
+    ablated = await model.run(taps, inputs, gates);
+  } else {
+    const zeros = headContextMeans(model, {}, []);
+    const extension = meanAblation(model);
+    original = await model.runExtended(taps, extension, inputs, zeros);
+    ablated = await model.runExtended(taps, extension, inputs, { ...gates, ...headContextMeans(model, original, options.heads) });
+  }
   const kind = model.info.kind;
   const stack: StackName = kind === 'encoder-decoder' ? 'decoder' : 'self';
   const logits = original.logits;
