@@ -67,3 +67,15 @@ describe('logit-lens layout', () => {
     expect(findAll(doc, 'rect', (a) => (a.class ?? '').startsWith('lens-cell'))).toHaveLength(6);
   });
 });
+
+describe('logit-lens layout in a narrow frame', () => {
+  it('narrows the cells to fit maxWidth, never below 34 px', () => {
+    const tokens = Array.from({ length: 20 }, (_, i) => `tok${i}`);
+    const data: LogitLensData = { tokens, layers: ['L0'], predicts: 'next token', cells: [tokens.map(() => [c('longer-token', 0.5)])] };
+    const wide = logitLensLayout(data, LIGHT);
+    const fit = logitLensLayout(data, LIGHT, { maxWidth: 1000 });
+    expect(fit.cellWidth).toBeLessThan(wide.cellWidth);
+    expect(fit.width).toBeLessThanOrEqual(1000);
+    expect(logitLensLayout(data, LIGHT, { maxWidth: 300 }).cellWidth).toBe(34);
+  });
+});

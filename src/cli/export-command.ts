@@ -19,10 +19,9 @@ import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster
 import { GROUP_CELL_RULES, type GroupCellRule } from '../views/layout/grouped-heatmap.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 import { ANALYSIS_VIEW_NAMES, type AnalysisViewName, isAnalysisViewName } from '../views/layout/analysis-views.js';
-import { type TargetNaming, ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData } from '../views/analysis-data.js';
-import { type AttributionResult, attribute } from '../engine/gradients.js';
+import { type TargetNaming, ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData, traceAttributions } from '../views/analysis-data.js';
+import { attribute } from '../engine/gradients.js';
 import { attentionAttributions } from '../analysis/attribution.js';
-import type { Attributions, StackName as Stack } from '../core/trace.js';
 import { analysisTitle, renderAblation, renderHeadImportance, renderLogitLens, renderSaliency } from '../views/svg/analysis-views.js';
 import { parseHeadList } from '../analysis/ablation.js';
 import { ablateHeads } from '../engine/ablation.js';
@@ -417,24 +416,3 @@ function renderAnalysisData(view: 'saliency' | 'importance' | 'lens', trace: Tra
   }
 }
 
-/** An attribution run as the Trace's attributions (the form trace files and the views read). */
-function traceAttributions(result: AttributionResult): Attributions {
-  const t = result.target;
-  const scores: Attributions['scores'] = {};
-  if (result.gradientNorm) scores.gradient = { method: 'gradient', reduction: 'l2', scores: result.gradientNorm };
-  if (result.gradXInput) scores.gradXInput = { method: 'gradXInput', reduction: 'sum', scores: result.gradXInput };
-  const ig = result.integratedGradients;
-  if (ig) {
-    const { sumAttributions, targetInput, targetBaseline } = ig.completeness;
-    scores.integratedGradients = { method: 'integratedGradients', reduction: 'sum', scores: ig.scores, baseline: ig.baseline, steps: ig.steps, rule: ig.rule, completeness: { sumAttributions, targetInput, targetBaseline } };
-  }
-  const headImportance: NonNullable<Attributions['headImportance']> = {};
-  for (const [stack, h] of Object.entries(result.headImportance ?? {})) if (h) headImportance[stack as Stack] = h.raw;
-  return {
-    target: { kind: t.name, position: t.position, tokenId: t.tokenId, ...(t.versusId !== undefined ? { contrastTokenId: t.versusId } : {}), ...(t.stack === 'decoder' ? { stack: 'decoder' as const } : {}), value: t.value },
-    scores,
-    ...(result.embeddingGrad ? { embeddingGrad: result.embeddingGrad } : {}),
-    ...(result.attentionGrad ? { attentionGrad: result.attentionGrad } : {}),
-    ...(Object.keys(headImportance).length ? { headImportance } : {}),
-  };
-}

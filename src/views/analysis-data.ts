@@ -7,7 +7,7 @@
  * Isomorphic: imports nothing from Node.
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { AttributionTarget, Attributions, StackName, Token, TokenAttribution, Trace } from '../core/trace.js';
+import type { AttributionTarget, Attributions, Matrix, StackMap, StackName, Token, TokenAttribution, Trace } from '../core/trace.js';
 import { michelHeadImportance } from '../analysis/attribution.js';
 import type { AblationData } from './layout/ablation.js';
 import type { AnalysisViewData } from './layout/analysis-views.js';
@@ -255,5 +255,38 @@ export function ablationViewData(trace: Trace, run: AblationRun, naming: TargetN
     target,
     kl: run.kl ?? Number.NaN,
     cosine: run.cosine,
+  };
+}
+
+/** What an attribution run reports (src/engine/gradients.ts' AttributionResult has this shape). */
+export interface AttributionRun {
+  target: { name: string; position: number; tokenId: number | null; versusId?: number; stack: StackName; value: number };
+  embeddingGrad?: Matrix;
+  gradientNorm?: Float32Array;
+  gradXInput?: Float32Array;
+  integratedGradients?: { scores: Float32Array; baseline: string; steps: number; rule: string; completeness: { sumAttributions: number; targetInput: number; targetBaseline: number } };
+  attentionGrad?: StackMap;
+  headImportance?: Partial<Record<StackName, { raw: Matrix }>>;
+}
+
+/** An attribution run as the Trace's attributions (the form trace files and these views read). */
+export function traceAttributions(run: AttributionRun): Attributions {
+  const t = run.target;
+  const scores: Attributions['scores'] = {};
+  if (run.gradientNorm) scores.gradient = { method: 'gradient', reduction: 'l2', scores: run.gradientNorm };
+  if (run.gradXInput) scores.gradXInput = { method: 'gradXInput', reduction: 'sum', scores: run.gradXInput };
+  const ig = run.integratedGradients;
+  if (ig) {
+    const { sumAttributions, targetInput, targetBaseline } = ig.completeness;
+    scores.integratedGradients = { method: 'integratedGradients', reduction: 'sum', scores: ig.scores, baseline: ig.baseline, steps: ig.steps, rule: ig.rule, completeness: { sumAttributions, targetInput, targetBaseline } };
+  }
+  const headImportance: Partial<Record<StackName, Matrix>> = {};
+  for (const [stack, h] of Object.entries(run.headImportance ?? {})) if (h) headImportance[stack as StackName] = h.raw;
+  return {
+    target: { kind: t.name, position: t.position, tokenId: t.tokenId, ...(t.versusId !== undefined ? { contrastTokenId: t.versusId } : {}), ...(t.stack === 'decoder' ? { stack: 'decoder' as const } : {}), value: t.value },
+    scores,
+    ...(run.embeddingGrad ? { embeddingGrad: run.embeddingGrad } : {}),
+    ...(run.attentionGrad ? { attentionGrad: run.attentionGrad } : {}),
+    ...(Object.keys(headImportance).length ? { headImportance } : {}),
   };
 }

@@ -201,7 +201,7 @@ export class LogitLensView extends AnalysisView<LogitLensData> {
     this.wrap.addEventListener('pointerleave', () => this.show(null));
   }
   protected layout(): Picture {
-    return logitLensLayout(this.data, this.ctx.theme());
+    return logitLensLayout(this.data, this.ctx.theme(), { maxWidth: this.frameWidth() });
   }
   protected svg(): string {
     return renderLogitLens(this.data, { theme: this.ctx.state.theme, title: this.title() });

@@ -215,7 +215,8 @@ export function ablationLayout(data: AblationData, theme: Theme, place: Ablation
   y += sfs + 8;
   const width = Math.max(right0 + m, ...items.filter((it) => it.kind === 'text' && !it.anchor).map((it) => (it.kind === 'text' ? it.x + textWidth(it.text, it.size) + m : 0)));
   items.push({ kind: 'text', x: barX + barWidth / 2, y, text: 'probability', size: sfs, fill: theme.muted, anchor: 'middle', className: 'axis-name' });
-  const note = `top ${shown.length} of the ${data.candidates.length} candidates (both distributions' most likely tokens), by the larger probability`;
+  const which = shown.length === data.candidates.length ? `the ${shown.length} candidates` : `the top ${shown.length} of ${data.candidates.length} candidates`;
+  const note = `${which}: both distributions' most likely tokens, ordered by the larger of their two probabilities`;
   for (const line of wrapText(note, sfs, width - 2 * m)) {
     y += sfs + 4;
     items.push({ kind: 'text', x: m, y, text: line, size: sfs, fill: theme.muted, className: 'ablation-note' });

@@ -40,6 +40,8 @@ export interface LogitLensPlace {
   top?: number;
   /** Widest cell (default 96 px); cells shrink to their longest top token, at least 44 px. */
   maxCell?: number;
+  /** Widest picture (the page's width): cells narrow down to 34 px to fit it, labels cut to fit them. */
+  maxWidth?: number;
 }
 
 export interface LensCell {
@@ -63,7 +65,7 @@ export interface LogitLensLayout extends Picture {
   cellHeight: number;
 }
 
-export const LENS = { cellHeight: 36, minCell: 44, maxCell: 96 } as const;
+export const LENS = { cellHeight: 36, minCell: 44, maxCell: 96, fitCell: 34 } as const;
 
 export function checkLogitLensData(data: LogitLensData): void {
   const n = data.tokens.length;
@@ -108,13 +110,14 @@ export function logitLensLayout(data: LogitLensData, theme: Theme, place: LogitL
   let longest = 0;
   for (const row of data.cells) for (const c of row) longest = Math.max(longest, textWidth(c[0]!.token, cellFont));
   for (const t of data.tokens) longest = Math.max(longest, textWidth(t, fs));
-  const cw = Math.round(Math.max(LENS.minCell, Math.min(maxCell, longest + 10)));
+  let cw = Math.round(Math.max(LENS.minCell, Math.min(maxCell, longest + 10)));
   const ch = LENS.cellHeight;
   const rowLabelW = Math.ceil(Math.max(...data.layers.map((l) => textWidth(l, sfs)))) + 10;
+  const legendW = textWidth('top-token probability', sfs);
+  const gridX = m + rowLabelW + sfs + 8;
+  if (place.maxWidth !== undefined) cw = Math.max(LENS.fitCell, Math.min(cw, Math.floor((place.maxWidth - gridX - 24 - legendW - m) / n)));
 
   const items: Item[] = [];
-  const gridX = m + rowLabelW + sfs + 8;
-  const legendW = textWidth('top-token probability', sfs);
   let width = Math.max(gridX + n * cw + 24 + legendW + m, 420);
   const caption = `each cell: the top ${data.predicts} read from that layer's residual stream (logit lens), and its probability`;
   let y = top;
