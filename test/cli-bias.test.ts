@@ -191,3 +191,33 @@ describe('attnscope bias stereoset', () => {
     expectInputError(attnscope('bias', 'stereoset', '--data', join(tmp, 'nope.json')), /--data .*nope\.json: cannot be read \(ENOENT\)/);
   });
 });
+
+describe('attnscope bias probe', () => {
+  it('--json: counterfactual, group tokens by offsets, every head scored with p and q', () => {
+    const run = attnscope('bias', 'probe', join(FIXTURES, 'gpt2'), '--text', 'The doctor said that he would call his wife', '--permutations', '99', '--json');
+    expect(run.status, run.stderr).toBe(0);
+    const out = JSON.parse(run.stdout) as {
+      counterfactual: { text: string }; mentions: { text: string; group: string }[]; groupTokens: number[]; tokens: string[];
+      heads: { layer: number; head: number; ratio: number; p: number; q: number }[]; attention: { jsDivergence: number }[];
+    };
+    expect(out.counterfactual.text).toBe('The doctor said that she would call her husband');
+    expect(out.mentions.map((m) => `${m.group}:${m.text}`)).toEqual(['gender:he', 'gender:his', 'gender:wife']);
+    expect(out.groupTokens.map((i) => out.tokens[i]).join('').replace(/Ġ/g, ' ').trim().split(' ')).toEqual(['he', 'his', 'wife']);
+    expect(out.heads).toHaveLength(8);
+    for (const h of out.heads) {
+      expect(h.p).toBeGreaterThanOrEqual(0.01);
+      expect(h.q).toBeGreaterThanOrEqual(h.p);
+    }
+    expect(out.attention).toHaveLength(8);
+    const table = attnscope('bias', 'probe', join(FIXTURES, 'gpt2'), '--text', 'My mother is a nurse', '--groups', 'gender,occupation', '--permutations', '0', '--top', '3');
+    expect(table.status, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/^counterfactual: {2}My father is a nurse$/m);
+    expect(table.stdout).toMatch(/^group words: {5}mother \(gender\), nurse \(occupation\)$/m);
+  });
+
+  it('refuses bad probe input in one line', () => {
+    expectInputError(attnscope('bias', 'probe', join(FIXTURES, 'gpt2')), /bias probe: give the text with --text/);
+    expectInputError(attnscope('bias', 'probe', join(FIXTURES, 'gpt2'), '--text', 'he', '--groups', 'gendr'), /--groups: unknown group 'gendr' \(did you mean gender\?\)/);
+    expectInputError(attnscope('bias', 'probe', join(FIXTURES, 'gpt2'), '--text', 'a cat', '--permutations', '5'), /none of the group words \(gender\) is in the text/);
+  });
+});

@@ -6,6 +6,7 @@
  *   winogender    WinoGender (Rudinger et al., 2018) as a pronoun probe, per occupation vs BLS statistics
  *   winobias      WinoBias (Zhao et al., 2018) as a pronoun probe: pro- vs anti-stereotypical pronoun
  *   stereoset     StereoSet (Nadeem et al., 2021) from a dev.json the user gives: evaluation.py's SS, LMS, ICAT
+ *   probe         any text: group words, counterfactual, prediction and attention differences, bias-focused heads
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
@@ -16,20 +17,22 @@ import { defaultModelDir } from '../default-model.js';
 import { resolveModelSource } from '../io/model-source.js';
 import { crowsPairRows, crowsPairsMetric, crowsScoresCsv, pyRound, type CrowsGroupMetric, type CrowsPair, type CrowsPairsMetric } from '../analysis/bias/crows-pairs.js';
 import { scoreCrowsPairs, type CrowsScoreRun } from '../bias/crows-pairs.js';
-import { loadCrowsPairs, loadOccupationStats, loadWinobias, loadWinogender, WINOBIAS_SPLITS } from '../bias/data-files.js';
+import { GROUP_NAMES, loadCrowsPairs, loadGroupLexicons, loadOccupationStats, loadWinobias, loadWinogender, WINOBIAS_SPLITS } from '../bias/data-files.js';
 import { scorePronouns } from '../bias/pronouns.js';
 import { occupationPlotSvg } from '../bias/occupation-plot.js';
 import { femaleShare, pearson, summarizeByOccupation, type OccupationSummary, type PronounItem, type PronounResult } from '../analysis/bias/wino.js';
 import { csvLine } from '../analysis/bias/csv.js';
 import { parseStereoSet, stereoSetResults, STEREO_SPLITS, type StereoResults, type StereoSplit } from '../analysis/bias/stereoset.js';
 import { scoreStereoSet } from '../bias/stereoset.js';
+import { biasProbe, type BiasProbe } from '../bias/probe.js';
+import type { GroupLexicon } from '../analysis/bias/groups.js';
 import { ResultsCache } from '../bias/results-cache.js';
 import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
 import { countProgress } from './bias-progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
 
-const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset'] as const;
+const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [--limit N] [--data FILE.csv] [--out scores.csv]
@@ -38,6 +41,8 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                 [--split type1.dev,...] [--quiet] [--revision REV] [--offline] [--threads N]
        attnscope bias stereoset [model] --data dev.json [--split intrasentence|intersentence] [--limit N] [--json]
                 [--out predictions.json] [--predictions FILE.json] [--quiet] [--revision REV] [--offline] [--threads N]
+       attnscope bias probe [model] --text "..." [--groups gender,occupation,...] [--words w1,w2,...] [--permutations N]
+                [--seed S] [--top N] [--json] [--revision REV] [--offline] [--threads N]
 
   crows-pairs  CrowS-Pairs (Nangia et al., 2020; 1,508 sentence pairs, shipped with attnscope under CC BY-SA 4.0):
                how often the model prefers the more stereotyping sentence of a pair (50 = no preference).
@@ -83,6 +88,19 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
   --limit N    stereoset: only the first N examples of each split
   --out        stereoset: FILE.json, the sentence scores in StereoSet's predictions format ({intrasentence: [{id, score}], ...})
   --predictions  stereoset: evaluate this predictions file (e.g. from StereoSet's own runners) instead of running a model
+
+  probe        a text of yours: finds the group words in it (word level, then their tokens by offsets), makes the
+               counterfactual (gendered pairs from WinoBias' swap list and the pronouns, CrowS-Pairs' changed words;
+               her → his/him by context, his → her/hers, a/an re-chosen), runs both and prints the prediction
+               change (masked LMs: at each mask token; causal LMs: the next token), the heads whose attention
+               changed most (Jensen–Shannon per head), and the bias attention ratio of every head: attention mass
+               on the group tokens over their share of the keys each row sees (1 = in proportion; "self": the
+               group's own rows), with a permutation test over random token sets (p, Benjamini–Hochberg q, Holm)
+  --groups     probe: word lists to use (default gender): gender, occupation, race-color, nationality, religion, age,
+               socioeconomic, sexual-orientation, physical-appearance, disability; the CrowS-Pairs-derived lists are noisy
+  --words      probe: your own group words instead (comma-separated; found, not swapped)
+  --permutations  probe: random token sets per head (default 1000);  --seed  their seed (default 1)
+  --top        probe: heads listed (default 10)
 ${MODEL_HELP}`;
 
 export const BIAS_OPTIONS = {
@@ -96,6 +114,12 @@ export const BIAS_OPTIONS = {
   csv: { type: 'boolean' },
   split: { type: 'string' },
   predictions: { type: 'string' },
+  text: { type: 'string' },
+  groups: { type: 'string' },
+  words: { type: 'string' },
+  permutations: { type: 'string' },
+  seed: { type: 'string' },
+  top: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
 
@@ -346,6 +370,74 @@ async function stereoSetCommand(values: BiasValues, source: string | undefined):
   process.stdout.write(values.json ? `${JSON.stringify({ benchmark: 'stereoset', ...results }, jsonNumbers, 2)}\n` : formatStereoSet(title, results));
 }
 
+/** The probe's printout. */
+export function formatProbe(model: string, p: BiasProbe, top: number, permutations: number): string {
+  const tokenText = (i: number) => JSON.stringify(p.original.tokens[i]!.text);
+  const lines = [
+    `Bias probe: ${model}`,
+    `text:            ${p.text}`,
+    `counterfactual:  ${p.counterfactual.text}`,
+    `group words:     ${p.mentions.map((m) => `${m.text} (${m.group})`).join(', ')}`,
+    `group tokens:    ${p.groupTokens.map((i) => `${i} ${tokenText(i)}`).join(', ')}`,
+    '',
+  ];
+  if (p.predictions.length === 0) lines.push('predictions: none compared (a masked LM needs a mask token in the text)');
+  for (const c of p.predictions) {
+    const fmt = (xs: { token: string; probability: number }[]) => xs.map((x) => `${JSON.stringify(x.token)} ${x.probability.toFixed(3)}`).join(', ');
+    lines.push(`prediction at token ${c.position}: Jensen–Shannon ${c.jsDivergence.toFixed(4)} bits`, `  original:        ${fmt(c.original)}`, `  counterfactual:  ${fmt(c.counterfactual)}`);
+  }
+  lines.push('');
+  if (p.attention) {
+    lines.push('attention changed most (mean Jensen–Shannon over rows, bits):');
+    for (const d of p.attention.ranking.slice(0, top)) lines.push(`  L${d.layer}H${d.head ?? '*'}  ${d.jsDivergence.toFixed(4)}  max |Δ| ${d.maxAbsDiff.toFixed(4)}`);
+  } else lines.push('attention: not compared (the counterfactual has another number of tokens)');
+  lines.push('', `bias attention ratio on the group tokens (${permutations} random token sets per head; q: Benjamini–Hochberg, holm: family-wise):`);
+  const head = ['head', 'ratio', 'self', 'p', 'q', 'holm'];
+  const rows = [...p.heads].sort((a, b) => b.ratio - a.ratio || a.layer - b.layer || a.head - b.head).slice(0, top)
+    .map((h) => [`L${h.layer}H${h.head}`, num(h.ratio, 3), num(h.selfRatio, 3), num(h.p, 4), num(h.q, 4), num(h.holm, 4)]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `  ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')}`;
+  lines.push(line(head), ...rows.map(line));
+  const significant = p.heads.filter((h) => h.q < 0.05).length;
+  lines.push(`${significant} of ${p.heads.length} heads bias-focused at q < 0.05 (attention is not explanation: a high ratio says where a head looks, not why the model predicts)`);
+  return `${lines.join('\n')}\n`;
+}
+
+async function probeCommand(values: BiasValues, source: string | undefined): Promise<void> {
+  if (values.text === undefined) throw new UsageError('bias probe: give the text with --text "..."');
+  const permutations = values.permutations === undefined ? 1000 : Number(values.permutations);
+  if (!Number.isInteger(permutations) || permutations < 0 || permutations > 100000) throw new UsageError(`--permutations: expected an integer from 0 to 100000, got '${values.permutations}'`);
+  const seed = values.seed === undefined ? 1 : Number(values.seed);
+  if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed: expected a non-negative integer, got '${values.seed}'`);
+  const top = parsePositiveInt(values.top, '--top') ?? 10;
+  if (values.words !== undefined && values.groups !== undefined) throw new UsageError('bias probe: give --groups or --words, not both');
+  let lexicons: GroupLexicon[];
+  if (values.words !== undefined) {
+    const words = values.words.split(',').map((w) => w.trim().toLowerCase()).filter((w) => w !== '');
+    if (words.length === 0) throw new UsageError('--words: expected comma-separated words');
+    lexicons = [{ name: 'words', words: new Set(words), swaps: new Map() }];
+  } else {
+    const names = (values.groups ?? 'gender').split(',').map((g) => g.trim());
+    const bad = names.find((n) => !(GROUP_NAMES as readonly string[]).includes(n));
+    if (bad !== undefined) {
+      const hint = closest(bad, GROUP_NAMES);
+      throw new UsageError(`--groups: unknown group '${bad}'${hint ? ` (did you mean ${hint}?)` : ''}; allowed: ${GROUP_NAMES.join(', ')}`);
+    }
+    lexicons = await loadGroupLexicons(names);
+  }
+  const { model } = await openModel(source, values);
+  try {
+    const probe = await biasProbe(model, values.text, lexicons, { permutations, seed });
+    if (values.json) {
+      const { original, swapped, attention, ...rest } = probe;
+      const json = { model: model.name, ...rest, tokens: original.tokens.map((t) => t.text), counterfactualTokens: swapped.tokens.map((t) => t.text), attention: attention?.ranking ?? null };
+      process.stdout.write(`${JSON.stringify(json, jsonNumbers, 2)}\n`);
+    } else process.stdout.write(formatProbe(model.name, probe, top, permutations));
+  } finally {
+    await model.dispose();
+  }
+}
+
 async function crowsPairsCommand(values: BiasValues, source: string | undefined): Promise<void> {
   const limit = parsePositiveInt(values.limit, '--limit');
   if (values.out !== undefined) checkOut(values.out, ['.csv'], 'bias crows-pairs --out');
@@ -393,11 +485,12 @@ export async function biasCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(rest, BIAS_OPTIONS);
   if (positionals.length > 1) throw new UsageError(`bias ${benchmark}: expected at most one model, got ${positionals.join(' ')}`);
   const which = benchmark as Benchmark;
-  const only: [keyof typeof values, Benchmark[]][] = [['bias-type', ['crows-pairs']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']]];
+  const only: [keyof typeof values, Benchmark[]][] = [['bias-type', ['crows-pairs']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']], ['text', ['probe']], ['groups', ['probe']], ['words', ['probe']], ['permutations', ['probe']], ['seed', ['probe']], ['top', ['probe']]];
   for (const [option, benchmarks] of only) {
     if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.join(' and ')}, not ${which}`);
   }
   if (which === 'crows-pairs') await crowsPairsCommand(values, positionals[0]);
   else if (which === 'stereoset') await stereoSetCommand(values, positionals[0]);
+  else if (which === 'probe') await probeCommand(values, positionals[0]);
   else await pronounCommand(which, values, positionals[0]);
 }
