@@ -6,6 +6,14 @@ export {
   type AttributeOptions, type AttributionResult, type AttributionMethod, type BaselineKind, type IntegrationRule,
   type TargetSpec, type TargetTerm, type ResolvedTarget, type IntegratedGradients, type HeadImportance,
 } from './engine/gradients.js';
+export { ablateHeads, ablationGates, meanAblation, headContextMeans, type AblationOptions, type AblationResult, type AblationCandidateResult } from './engine/ablation.js';
+export { cosineSimilarity, klFromLogits, logSoftmax, parseHeadList, ABLATION_MODES, type HeadRef, type AblationMode } from './analysis/ablation.js';
+export {
+  attentionTimesGradient, headAttentionGradient, attentionGradientTokenScores, gradientWeightedAttention, gradientRollout,
+  encoderDecoderGradientRollout, normalizeSelfRelevance, reduceHidden, gradientTimesInput, michelHeadImportance, attentionAttributions,
+  HIDDEN_REDUCTIONS, type HiddenReduction, type EncoderDecoderRelevance, type MichelOptions, type TokenScoreOptions,
+} from './analysis/attribution.js';
+export type { Attributions, AttributionTarget, TokenAttribution } from './core/trace.js';
 export type { GenerateOptions } from './generation/decode.js';
 export type { SamplingOptions } from './generation/sampling.js';
 export type { Trace, Token, ModelInfo, LayerStack, StackMap, StackName } from './core/trace.js';
