@@ -163,16 +163,23 @@ export class TraceService {
       if (!run) {
         // One run for identical requests; it leaves the queue only when every request waiting for it has gone.
         const controller = new AbortController();
-        const shared: SharedRun = { waiters: 0, controller, promise: Promise.resolve(null as unknown as TraceResult) };
-        shared.promise = this.gate
-          .run(() => this.run(lease.model, location.id, lease.revision, { ...req, taps: { ...req.taps, topK: predict ? req.taps.topK : 0 } }, lease.loadMs), controller.signal)
+        const promise = this.gate
+          .run(async () => {
+            // The run holds the model itself: the requests that asked for it may all be gone by now.
+            const own = await this.pool.acquire(location);
+            try {
+              return await this.run(own.model, location.id, own.revision, { ...req, taps: { ...req.taps, topK: predict ? req.taps.topK : 0 } }, lease.loadMs);
+            } finally {
+              own.release();
+            }
+          }, controller.signal)
           .then((r) => {
             this.cache.set(key, r, r.bytes + 1024);
             return r;
           })
           .finally(() => this.inflight.delete(key));
-        shared.promise.catch(() => undefined);
-        run = shared;
+        promise.catch(() => undefined);
+        run = { waiters: 0, controller, promise };
         this.inflight.set(key, run);
       }
       const joined = run;

@@ -138,6 +138,7 @@ class ServeApp {
     this.modelButton.addEventListener('click', () => this.openPicker(this.panel.hidden));
     this.search.addEventListener('input', () => this.renderList());
     this.search.addEventListener('keydown', (e) => this.searchKey(e));
+    this.list.addEventListener('keydown', (e) => this.listKey(e));
     document.addEventListener('click', (e) => {
       if (!this.panel.hidden && !(e.target as Element).closest('.picker')) this.openPicker(false);
     });
@@ -239,6 +240,20 @@ class ServeApp {
       this.openPicker(false);
       this.modelButton.focus();
     }
+  }
+
+  /** ↑ ↓ move through the list (↑ from the first item goes back to the search), Esc closes it. */
+  private listKey(e: KeyboardEvent): void {
+    const items = [...this.list.querySelectorAll<HTMLButtonElement>('.picker-item')];
+    const at = items.indexOf(document.activeElement as HTMLButtonElement);
+    if (e.key === 'ArrowDown') items[Math.min(items.length - 1, at + 1)]?.focus();
+    else if (e.key === 'ArrowUp') (at <= 0 ? this.search : items[at - 1]!).focus();
+    else if (e.key === 'Escape') {
+      this.openPicker(false);
+      this.modelButton.focus();
+    } else return;
+    e.preventDefault();
+    e.stopPropagation();
   }
 
   private pick(id: string): void {
