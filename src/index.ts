@@ -100,6 +100,13 @@ export { renderGroupedHeatmap, type GroupedHeatmapOptions, type GroupBy, type Gr
 export { groupedHeatmapModel, groupedHeatmapLayout, groupedDrill, drillLayout, type GroupedModel } from './views/layout/grouped-heatmap.js';
 export { renderHeadTypes, renderHeadTypeGrid, type HeadTypesOptions } from './views/svg/head-types.js';
 export { headTypesLayout, headTypesTableOf, HEAD_TYPE_COLORS, type HeadTypesLayout, type TypeCell } from './views/layout/head-types.js';
+export { renderSaliency, renderHeadImportance, renderAblation, renderLogitLens, renderAnalysisSvg, analysisTitle, type AnalysisSvgOptions } from './views/svg/analysis-views.js';
+export { saliencyLayout, type SaliencyData, type SaliencyRow, type SaliencyLayout } from './views/layout/saliency.js';
+export { headImportanceLayout, type HeadImportanceData, type HeadImportanceLayout } from './views/layout/head-importance.js';
+export { ablationLayout, type AblationData, type AblationLayout } from './views/layout/ablation.js';
+export { logitLensLayout, type LogitLensData, type LogitLensLayout } from './views/layout/logit-lens.js';
+export { ANALYSIS_VIEW_NAMES, type AnalysisViewName, type AnalysisViewData } from './views/layout/analysis-views.js';
+export { analysisViewData, saliencyViewData, headImportanceViewData, logitLensViewData, ablationViewData, traceAttributions } from './views/analysis-data.js';
 export type { Item, Picture } from './views/layout/common.js';
 export { svgToPng, type PngOptions } from './views/png.js';
 export { renderStandaloneHtml, type StandaloneOptions, type StandaloneResult, type ViewBundle } from './views/html/standalone.js';

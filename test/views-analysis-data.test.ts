@@ -58,7 +58,7 @@ describe('analysis view data from a trace', () => {
     expect(d.rows.map((r) => r.method)).toEqual(['gradient (L2)', 'gradient × input', 'integrated gradients']);
     expect(d.rows[2]!.scores).toEqual([0.25, 0.5, 0, -0.25, 0.5]);
     // Σ = 1 against T(x) − T(baseline) = −1 − (−2.25) = 1.25: error −0.25, 20 % of 1.25.
-    expect(d.rows[2]!.detail).toBe('zero baseline, 50 steps (midpoint rule), summed over the embedding, completeness: Σ = 1.000 vs T(x) − T(baseline) = 1.250, error -0.25 (20% of T(x) − T(baseline))');
+    expect(d.rows[2]!.detail).toBe('zero baseline, 50 steps (midpoint rule), summed over the embedding, completeness: Σ = 1.000 vs T(x) − T(baseline) = 1.250, error −0.25 (20% of T(x) − T(baseline))');
     expect(saliencyViewData(attributed(), { methods: ['gradXInput'] }).rows.map((r) => r.method)).toEqual(['gradient × input']);
     expect(() => saliencyViewData(attributed(), { methods: ['nope'] })).toThrow(new AttnscopeError("the trace has no attribution 'nope' (it has: integratedGradients, gradient, gradXInput)"));
   });

@@ -78,7 +78,8 @@ function methodRow(name: string, a: TokenAttribution): SaliencyRow {
     const delta = c.targetInput - c.targetBaseline;
     const err = c.sumAttributions - delta;
     const rel = delta !== 0 ? ` (${(Math.abs(err / delta) * 100).toPrecision(2)}% of T(x) − T(baseline))` : '';
-    parts.push(`completeness: Σ = ${c.sumAttributions.toPrecision(4)} vs T(x) − T(baseline) = ${delta.toPrecision(4)}, error ${err.toPrecision(2)}${rel}`);
+    const num = (v: number, d: number) => v.toPrecision(d).replace(/^-/, '−');
+    parts.push(`completeness: Σ = ${num(c.sumAttributions, 4)} vs T(x) − T(baseline) = ${num(delta, 4)}, error ${num(err, 2)}${rel}`);
   }
   return { method, scores: Array.from(a.scores), detail: parts.length ? parts.join(', ') : undefined };
 }
