@@ -5,9 +5,11 @@
  * - Gating layer 0 head 0 to 0 gives the fixtures' gradients.json `ablation.target_ablated` and
  *   `kl` (PyTorch with the same gate; T and the KL recomputed here in float64 from our logits).
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { attribute } from '../src/engine/gradients.js';
 import { loadModel } from '../src/engine/load.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
@@ -120,6 +122,36 @@ describe('a head gated to 0 is the ablation PyTorch computes (gradients.json `ab
       }
     } finally {
       await model.dispose();
+    }
+  });
+});
+
+describe('stacks with their own head count (BART with decoder_attention_heads ≠ encoder_attention_heads)', () => {
+  it('gates of ones are fed per stack and head importance has each stack\'s heads', async () => {
+    // The bart fixture with 2 decoder heads instead of 4 (d_model 32: the projections are the same tensors).
+    const dir = mkdtempSync(join(tmpdir(), 'attnscope-gates-'));
+    try {
+      for (const f of readdirSync(join(FIXTURES, 'bart'))) copyFileSync(join(FIXTURES, 'bart', f), join(dir, f));
+      const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, decoder_attention_heads: 2 }));
+      const model = await loadModel(dir, { graphCache: false });
+      try {
+        expect(model.architectureInfo.stackHeads).toEqual({ decoder: 2, cross: 2 });
+        const inputs = inputsOf('bart');
+        const taps: TapRequest = { attention: true, qk: false, lastHiddenState: true, logits: true };
+        const plain = await model.run(taps, inputs);
+        const gated = await model.run({ ...taps, headGates: true }, inputs);
+        for (const [name, t] of Object.entries(plain)) expect(Buffer.from(bytes(gated[name]!)).equals(Buffer.from(bytes(t))), name).toBe(true);
+        expect(plain['attention.decoder.0']!.dims[1]).toBe(2);
+        const r = await attribute(model, inputs, { methods: ['headImportance'] });
+        expect(r.headImportance!.encoder!.raw.dims).toEqual([2, 4]);
+        expect(r.headImportance!.decoder!.raw.dims).toEqual([2, 2]);
+        expect(r.headImportance!.cross!.raw.dims).toEqual([2, 2]);
+      } finally {
+        await model.dispose();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -435,8 +435,9 @@ function gateFeeds(model: Model, gates: AttributeOptions['headGates']): Record<s
     if (!data) continue;
     const layers = info.stacks[stack];
     if (layers === undefined) throw new AttnscopeError(`head gates: ${model.name} has no '${stack}' stack; it has ${Object.keys(info.stacks).join(', ')}`);
-    if (data.length !== layers * info.numHeads) throw new AttnscopeError(`head gates of '${stack}': ${data.length} values, expected layers × heads = ${layers} × ${info.numHeads}`);
-    out[`head_gates.${stack}`] = { type: 'float32', dims: [layers, info.numHeads], data };
+    const heads = info.stackHeads?.[stack] ?? info.numHeads;
+    if (data.length !== layers * heads) throw new AttnscopeError(`head gates of '${stack}': ${data.length} values, expected layers × heads = ${layers} × ${heads}`);
+    out[`head_gates.${stack}`] = { type: 'float32', dims: [layers, heads], data };
   }
   return out;
 }
@@ -547,8 +548,8 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
   }
   if (methods.has('headImportance')) {
     result.headImportance = {};
-    const heads = info.numHeads;
     for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+      const heads = info.stackHeads?.[stack] ?? info.numHeads;
       const raw = f32(out[OUT.gateGrad(stack)], OUT.gateGrad(stack));
       const normalized = new Float32Array(raw.length);
       for (let l = 0; l < layers; l++) {

@@ -146,7 +146,8 @@ export interface GraphExtension {
 /** Gates of ones (every head as trained) for a stack's `head_gates.<stack>` input [layers, heads]. */
 export function onesHeadGates(info: ArchitectureInfo, stack: StackName): RuntimeTensor {
   const layers = info.stacks[stack] ?? 0;
-  return { type: 'float32', dims: [layers, info.numHeads], data: new Float32Array(layers * info.numHeads).fill(1) };
+  const heads = info.stackHeads?.[stack] ?? info.numHeads;
+  return { type: 'float32', dims: [layers, heads], data: new Float32Array(layers * heads).fill(1) };
 }
 
 export class Model<T extends ModelTokenizer = ModelTokenizer> implements DecodingModel {

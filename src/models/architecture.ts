@@ -130,6 +130,8 @@ export interface ArchitectureInfo {
   numLayers: number;
   numHeads: number;
   numKeyValueHeads: number;
+  /** Query heads per stack where a stack has other than numHeads (BART-likes with encoder_attention_heads ≠ decoder_attention_heads). */
+  stackHeads?: Partial<Record<StackName, number>>;
   headDim: number;
   /** Longest input (and decoder input) the model accepts (max_position_embeddings); Infinity when unbounded. */
   maxPositions: number;

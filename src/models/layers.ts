@@ -180,6 +180,7 @@ export function seq2seqInfo(s: Seq2SeqSpec): ArchitectureInfo {
     headDim: s.dModel / s.encoderHeads,
     maxPositions: s.maxPositions,
     stacks: { encoder: s.encoderLayers, decoder: s.decoderLayers, cross: s.decoderLayers },
+    ...(s.decoderHeads !== s.encoderHeads ? { stackHeads: { decoder: s.decoderHeads, cross: s.decoderHeads } } : {}),
     scoring: {
       encoder: stackScoring(s.encoderLayers, { scale: (s.dModel / s.encoderHeads) ** -0.5, causal: false }),
       decoder: stackScoring(s.decoderLayers, { scale: (s.dModel / s.decoderHeads) ** -0.5, causal: true }),
