@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SERVE_OPTIONS, SERVE_USAGE } from '../src/cli/serve-command.js';
 import type { ModelsResponse } from '../src/server/protocol.js';
 import { CLI, ROOT, runCli } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
@@ -73,6 +74,15 @@ describe('attnscope serve (process)', () => {
       expect(stderr).toBe('');
     });
   }
+
+  it('help: every option is in the usage line and explained', () => {
+    const [synopsis, ...rest] = SERVE_USAGE.split('\n\n');
+    const explanation = rest.join('\n\n');
+    const inSynopsis = new Set([...synopsis!.matchAll(/--([a-z][a-z-]*)/g)].map((m) => m[1]!));
+    expect([...inSynopsis].sort()).toEqual(Object.keys(SERVE_OPTIONS).sort());
+    for (const option of inSynopsis) expect(explanation, `--${option}`).toMatch(new RegExp(`(^|\\n)\\s+--${option}\\b`));
+    expect(explanation).toMatch(/Ctrl-C/);
+  });
 
   it('refuses bad options in one line', () => {
     for (const [args, message] of [

@@ -22,7 +22,7 @@ export const SERVE_USAGE = `attnscope serve [--port P] [--models DIR]… [--host
   --max-tokens     most tokens a request may trace (default ${DEFAULT_LIMITS.maxTokens})
   --threads        threads per operator (default: all cores)`;
 
-const OPTIONS = {
+export const SERVE_OPTIONS = {
   port: { type: 'string' },
   models: { type: 'string' },
   host: { type: 'string' },
@@ -48,7 +48,7 @@ function repeated(argv: readonly string[], name: string): string[] {
 }
 
 export async function serveCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseCommandArgs(argv, OPTIONS);
+  const { values, positionals } = parseCommandArgs(argv, SERVE_OPTIONS);
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got ${positionals.join(' ')} (use --models DIR for a folder of checkpoints)`);
   const port = values.port === undefined ? 8080 : values.port === '0' ? 0 : parsePositiveInt(values.port, '--port')!;
   if (port > 65535) throw new UsageError(`--port: expected 0 to 65535, got ${port}`);
