@@ -126,6 +126,12 @@ describe('flow diagram', () => {
       const flow = await page.$$eval(`${svg} text.input-value`, (els) => els.map((e) => Number(e.getAttribute('data-value'))));
       expect(flow.slice(4).every((v) => v === 0)).toBe(true);
       expect(flow.slice(0, 4).reduce((a, b) => a + b, 0)).toBeCloseTo(1, 4);
+      // The export takes the worker's values (no second computation on the page's thread).
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=flow-export-svg]')]);
+      const exported = readFileSync((await download.path())!, 'utf8');
+      expect(exported).toContain('attention flow');
+      const shown = await page.$$eval(`${svg} text.input-value`, (els) => els.map((e) => e.textContent));
+      for (const t of shown.slice(0, 4)) expect(exported).toContain(`>${t!}<`);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
     } finally {
@@ -164,6 +170,11 @@ describe('flow diagram', () => {
       expect(await page.textContent(status)).toContain('attention flow cancelled');
       expect(await page.locator('[data-testid=flow-restart]').count()).toBe(1);
       expect(await page.locator(`${svg} text.input-value`).count()).toBe(256);
+      // Exporting now draws the rollout diagram (and says so) instead of computing flow on the page's thread.
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=flow-export-svg]')]);
+      const exported = readFileSync((await download.path())!, 'utf8');
+      expect(exported).toContain('attention rollout');
+      expect(exported).not.toContain('attention flow');
       await page.click('[data-testid=flow-restart]');
       await page.waitForSelector(`${status}[data-state=running]`);
       await page.click('[data-testid=flow-cancel]');

@@ -103,7 +103,7 @@ export class FlowView {
       this.flowStatus.dataset.state = 'idle';
       return undefined;
     }
-    const key = `${context}|${sel.column}|${sel.token}`;
+    const key = this.flowKey(context, sel);
     const cached = this.flows.get(key);
     if (cached) {
       this.cancelFlow();
@@ -159,6 +159,27 @@ export class FlowView {
       },
     );
     return rollout;
+  }
+
+  private flowContext(): string {
+    return [this.ctx.state.stack, this.fusion].join('|');
+  }
+
+  private flowKey(context: string, sel: { column: number; token: number }): string {
+    return `${context}|${sel.column}|${sel.token}`;
+  }
+
+  /**
+   * The diagram's SVG export: with attention flow's values when the worker has them; while it
+   * runs, after a cancel or above the limit, the rollout diagram (named so in its caption) rather
+   * than computing flow here on the page's thread.
+   */
+  private exportDiagram(): string {
+    const options = this.options();
+    const sel = this.selected;
+    if (options.method !== 'flow' || !sel || sel.column === 0) return renderFlowView(this.ctx.trace, options);
+    const values = this.flows.get(this.flowKey(this.flowContext(), sel));
+    return values ? renderFlowView(this.ctx.trace, options, { inputValues: values }) : renderFlowView(this.ctx.trace, { ...options, method: 'rollout' });
   }
 
   private cancelFlow(): void {
@@ -224,7 +245,7 @@ export class FlowView {
         ? select(`${id}-threshold`, 'min weight', [0, 0.01, 0.05, 0.1, 0.2, 0.3].map((t) => ({ value: t, label: String(t) })), this.threshold, (v) => set(() => (this.threshold = v))())
         : select(`${id}-depth`, 'depth', Array.from({ length: Math.min(6, numLayers) }, (_, d) => ({ value: d + 1, label: String(d + 1) })), Math.min(this.depth, numLayers), (v) => set(() => (this.depth = v))()),
       h('span', { class: 'spacer' }),
-      exportButtons(ctx, id, () => (this.kind === 'diagram' ? renderFlowView(ctx.trace, this.options()) : renderInfluenceTree(ctx.trace, { ...this.options(), depth: Math.min(this.depth, this.selected?.column ?? numLayers) }))),
+      exportButtons(ctx, id, () => (this.kind === 'diagram' ? this.exportDiagram() : renderInfluenceTree(ctx.trace, { ...this.options(), depth: Math.min(this.depth, this.selected?.column ?? numLayers) }))),
     );
     const { state } = ctx;
     const key = [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token].join('|');
@@ -243,7 +264,7 @@ export class FlowView {
       let size: { width: number; height: number };
       let note: string;
       if (this.kind === 'diagram') {
-        const flow = this.flowValues(model.matrices, model.tokens.length, [state.stack, this.fusion].join('|'));
+        const flow = this.flowValues(model.matrices, model.tokens.length, this.flowContext());
         const layout = flowLayout(ctx.trace, options, { frame: { width, height }, label, inputValues: flow?.values }, model);
         items = [...layout.lines, ...layout.nodes];
         size = layout;
