@@ -95,6 +95,19 @@ describe('attnscope export, analysis views', () => {
     }
   });
 
+  it('lens of a trace file: the trace’s own lens, cell by cell', async () => {
+    const model = await loadModel(undefined);
+    const t = await model.trace(TEXT, { logitLens: 2 }).finally(() => model.dispose());
+    const file = join(tmp, 'lens.json');
+    await writeTraceFile(file, t);
+    const out = join(tmp, 'lf.svg');
+    expect(runCli(tmp, ['export', file, '--view', 'lens', '--out', out]).status).toBe(0);
+    const cells = findAll(parseXml(readFileSync(out, 'utf8')), 'rect', (a) => (a.class ?? '').startsWith('lens-cell'));
+    const n = t.tokens.length;
+    expect(cells).toHaveLength(t.logitLens!.layers.length * n);
+    cells.forEach((c, i) => expect(Number(c.attrs['data-value'])).toBeCloseTo(t.logitLens!.layers[Math.floor(i / n)]!.probabilities[(i % n) * 2]!, 5));
+  });
+
   it('ablation of a model run: the heads, KL, cosine and both probabilities as ablateHeads reports them', async () => {
     const out = join(tmp, 'a.svg');
     const r = runCli(tmp, ['export', '--text', TEXT, '--view', 'ablation', '--heads', '4:*,3:1', '--top-k', '4', '--out', out]);
