@@ -1,0 +1,113 @@
+/**
+ * CrowS-Pairs cost: scoring the 1,508 pairs as metric.py does (one forward pass per shared token
+ * of each sentence, that token masked) with a bert-base-sized masked LM (random weights, the real
+ * bert-base-uncased tokenizer), on this machine.
+ *
+ *   ours        scoreCrowsPairs: one forward per masked copy, logits only (no attention outputs)
+ *   trace       the same forwards as full traces (attention of every layer and head, then logits),
+ *               what running the copies through Model.trace would cost (on --sample pairs)
+ *   batch cost  what one forward of n tokens costs against one of k·n tokens (the matmul work of a
+ *               batch of k copies, with more attention work): the most batching could save. Our
+ *               graphs take one sequence ([1, seq] inputs), so the copies cannot run as a batch today.
+ *   concurrent  two copies at a time on two sessions of one thread each (on --sample pairs)
+ *
+ * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--threads N]   (default: all 1,508 pairs, 60-pair sample, 2 threads)
+ */
+import { basename, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { Model } from '../src/engine/model.js';
+import { memoryWeightStore } from '../src/io/memory-weights.js';
+import { architectureFor } from '../src/models/registry.js';
+import { ModelConfig } from '../src/models/config.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
+import { loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
+import { loadCrowsPairs } from '../src/bias/data-files.js';
+import { maskedPositions, runLogits, scoreCrowsPairs } from '../src/bias/crows-pairs.js';
+import { orientedSentences, type CrowsPair } from '../src/analysis/bias/crows-pairs.js';
+import { bertBaseWeights, BERT_BASE_CONFIG, HIDDEN, VOCAB } from './bert-base.js';
+import { randomTensor } from './random-weights.js';
+import { measure, timeOnce } from './measure.js';
+
+const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, threads: { type: 'string' } } });
+// bench/ from the sources, dist/bench/ when built.
+const ROOT = basename(join(import.meta.dirname, '..')) === 'dist' ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
+const threads = Number(values.threads ?? 2);
+
+function maskedLm(tokenizer: AttnTokenizer, n: number, name: string): Model<AttnTokenizer> {
+  const w = bertBaseWeights('bert.');
+  w.set('cls.predictions.transform.dense.weight', randomTensor([HIDDEN, HIDDEN], 9001));
+  w.set('cls.predictions.transform.dense.bias', { shape: [HIDDEN], data: new Float32Array(HIDDEN) });
+  w.set('cls.predictions.transform.LayerNorm.weight', { shape: [HIDDEN], data: new Float32Array(HIDDEN).fill(1) });
+  w.set('cls.predictions.transform.LayerNorm.bias', { shape: [HIDDEN], data: new Float32Array(HIDDEN) });
+  w.set('cls.predictions.bias', { shape: [VOCAB], data: new Float32Array(VOCAB) });
+  const config = new ModelConfig({ ...BERT_BASE_CONFIG, architectures: ['BertForMaskedLM'] }, 'bench bert-base config');
+  return new Model({ name, config, architecture: architectureFor('bert'), tokenizer, weights: memoryWeightStore(w), runtime: nodeRuntime, threads: n });
+}
+
+const tokDir = join(ROOT, 'test', 'fixtures', 'tokenizers', 'bert-base-uncased');
+const tokenizer = await loadTokenizer({ tokenizerJson: join(tokDir, 'tokenizer.json'), tokenizerConfig: join(tokDir, 'tokenizer_config.json') });
+const all = await loadCrowsPairs();
+const pairs = all.slice(0, Number(values.pairs ?? all.length));
+const sample = all.slice(0, Number(values.sample ?? 60));
+const model = maskedLm(tokenizer, threads, 'random-bert-base-mlm');
+
+/** Every masked copy of `ps` as metric.py builds them: [ids, type ids, position]. */
+async function copies(ps: readonly CrowsPair[]): Promise<[number[], number[], number][]> {
+  const out: [number[], number[], number][] = [];
+  const mask = tokenizer.mask!.id!;
+  for (const p of ps) {
+    const [t1, t2] = await Promise.all(orientedSentences(p).map((s) => model.tokenize(s.toLowerCase())));
+    const { first, second } = maskedPositions(t1!.map((t) => t.id), t2!.map((t) => t.id));
+    for (const [toks, positions] of [[t1!, first], [t2!, second]] as const) {
+      for (const pos of positions) out.push([toks.map((t, i) => (i === pos ? mask : t.id)), toks.map((t) => t.segment), pos]);
+    }
+  }
+  return out;
+}
+
+console.log(`bert-base-sized masked LM (random weights, bert-base-uncased tokenizer), ${threads} threads`);
+await runLogits(model, [101, 102]); // build the session
+const sampleCopies = await copies(sample);
+const lengths = sampleCopies.map((c) => c[0].length);
+console.log(`sample: ${sample.length} pairs, ${sampleCopies.length} masked copies, mean length ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(1)} tokens`);
+
+// 1. ours vs full traces, on the sample.
+const oursSample = await timeOnce(async () => {
+  for (const [ids, types] of sampleCopies) await runLogits(model, ids, types);
+});
+const traceSample = await timeOnce(async () => {
+  for (const [ids, types] of sampleCopies) await model.trace(null, { ids, typeIds: types, logits: true });
+});
+console.log(`sample, logits only: ${oursSample.wall.toFixed(0)} ms (${(oursSample.wall / sampleCopies.length).toFixed(1)} ms a copy)`);
+console.log(`sample, full traces: ${traceSample.wall.toFixed(0)} ms (${(traceSample.wall / sampleCopies.length).toFixed(1)} ms a copy)`);
+
+// 2. two copies at a time on two one-thread sessions.
+const single = [maskedLm(tokenizer, 1, 'a'), maskedLm(tokenizer, 1, 'b')];
+await Promise.all(single.map((m) => runLogits(m, [101, 102])));
+const concurrent = await timeOnce(async () => {
+  for (let i = 0; i < sampleCopies.length; i += 2) {
+    await Promise.all(sampleCopies.slice(i, i + 2).map(([ids, types], k) => runLogits(single[k]!, ids, types)));
+  }
+});
+console.log(`sample, two one-thread sessions at a time: ${concurrent.wall.toFixed(0)} ms (${(concurrent.wall / sampleCopies.length).toFixed(1)} ms a copy)`);
+for (const m of single) await m.dispose();
+
+// 3. what a batch could save: one forward of n tokens vs one of k·n.
+const n = Math.round(lengths.reduce((a, b) => a + b, 0) / lengths.length);
+const k = 16;
+const ids = (len: number) => Array.from({ length: len }, (_, i) => 1000 + (i % 5000));
+const one = await measure(() => runLogits(model, ids(n)), 10);
+const many = await measure(() => runLogits(model, ids(n * k)), 5);
+console.log(`one forward of ${n} tokens: ${one.wall.toFixed(1)} ms; one of ${n * k} tokens (${k} copies' matmul work): ${many.wall.toFixed(1)} ms → at most ${((k * one.wall) / many.wall).toFixed(1)}× from batching ${k} copies`);
+
+// 4. the whole benchmark, ours.
+const full = await timeOnce(async () => {
+  const run = await scoreCrowsPairs(model, pairs, {
+    onProgress: (done, total) => {
+      if (done % 100 === 0 || done === total) process.stderr.write(`${done}/${total}\n`);
+    },
+  });
+  console.log(`all ${pairs.length} pairs: ${run.forwardPasses} forward passes`);
+});
+console.log(`all ${pairs.length} pairs, logits only, one forward per masked copy: ${(full.wall / 1000).toFixed(1)} s wall, ${(full.cpu / 1000).toFixed(1)} s CPU`);
+await model.dispose();
