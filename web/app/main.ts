@@ -16,8 +16,13 @@ import { rememberScript, runFlowWorker } from '../flow-worker.js';
 
 /** Pause after the last keystroke before tracing again. */
 const EDIT_PAUSE_MS = 350;
-/** Re-mounts of a partly received trace at most this often. */
-const PARTIAL_MOUNT_MS = 250;
+/**
+ * Layers streamed after the run usually all arrive within a few tens of milliseconds, and each
+ * mount of the views costs about as much: the views wait this long after the first layer for the
+ * rest before drawing what has come, then redraw a partial trace at most every PARTIAL_MOUNT_MS.
+ */
+const PARTIAL_DELAY_MS = 150;
+const PARTIAL_MOUNT_MS = 1000;
 
 const DEFAULT_TEXT = 'Once upon a time, there was a little girl who loved to play in the park.';
 
@@ -367,24 +372,45 @@ class ServeApp {
   }
 
   /**
-   * Records a layer's arrival; the views are (re)mounted at the next animation frame: on the first
-   * layer of every stack, then as more arrive (at most every PARTIAL_MOUNT_MS), and when all are in.
-   * Layers that arrive together (a small trace comes in one chunk) cost one mount.
+   * Records a layer's arrival and plans the next mount of the views: at once (next frame) when
+   * every attention layer is in; else PARTIAL_DELAY_MS after the first layer (the first layer
+   * drawn while the others still come), then at most every PARTIAL_MOUNT_MS.
    */
   private layerArrived(incoming: Incoming, key: string, seq: number): void {
     if (seq !== this.traceSeq) return;
+    const now = performance.now();
+    if (this.arrived?.seq !== seq) this.firstArrival = now;
     this.arrived = { incoming, key, seq };
-    if (this.frame === null) this.frame = requestAnimationFrame(() => this.paint());
+    const at = incoming.attentionDone ? now : this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
+    this.schedulePaint(at);
   }
 
   private arrived: { incoming: Incoming; key: string; seq: number } | null = null;
+  private firstArrival = 0;
+  private paintTimer: ReturnType<typeof setTimeout> | null = null;
+  private paintAt = Infinity;
   private frame: number | null = null;
   private traceStart = 0;
+
+  /** A paint at time `at` (performance.now) or earlier. */
+  private schedulePaint(at: number): void {
+    if (at >= this.paintAt || this.frame !== null) return;
+    if (this.paintTimer !== null) clearTimeout(this.paintTimer);
+    this.paintAt = at;
+    this.paintTimer = setTimeout(() => {
+      this.paintTimer = null;
+      this.paintAt = Infinity;
+      this.frame ??= requestAnimationFrame(() => this.paint());
+    }, Math.max(0, at - performance.now()));
+  }
 
   /** Mounts what has arrived (see layerArrived); called at an animation frame, or directly when the stream ends. */
   private paint(): void {
     if (this.frame !== null) cancelAnimationFrame(this.frame);
     this.frame = null;
+    if (this.paintTimer !== null) clearTimeout(this.paintTimer);
+    this.paintTimer = null;
+    this.paintAt = Infinity;
     const a = this.arrived;
     if (!a || a.seq !== this.traceSeq) return;
     const { incoming, key } = a;
@@ -407,8 +433,9 @@ class ServeApp {
       if (incoming.done) this.resolveQk();
     } else {
       const now = performance.now();
-      if (this.mounted?.key === key && now - this.lastPartialMount < PARTIAL_MOUNT_MS) {
-        this.frame = requestAnimationFrame(() => this.paint());
+      const wait = this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
+      if (now < wait) {
+        this.schedulePaint(wait);
         return;
       }
       const partial = partialTrace(incoming);
