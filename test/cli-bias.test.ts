@@ -11,6 +11,7 @@ import { runCli, type Run } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
 import { parseCsv } from '../src/analysis/bias/csv.js';
 import { STEREOSET_FILE } from './helpers/stereoset-file.js';
+import { BIAS_OPTIONS, BIAS_USAGE } from '../src/cli/bias-command.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bias-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -219,5 +220,18 @@ describe('attnscope bias probe', () => {
     expectInputError(attnscope('bias', 'probe', join(FIXTURES, 'gpt2')), /bias probe: give the text with --text/);
     expectInputError(attnscope('bias', 'probe', join(FIXTURES, 'gpt2'), '--text', 'he', '--groups', 'gendr'), /--groups: unknown group 'gendr' \(did you mean gender\?\)/);
     expectInputError(attnscope('bias', 'probe', join(FIXTURES, 'gpt2'), '--text', 'a cat', '--permutations', '5'), /none of the group words \(gender\) is in the text/);
+  });
+});
+
+describe('attnscope bias --help', () => {
+  it('every option is in a usage line and explained', () => {
+    const [synopsis, explanation] = [BIAS_USAGE.split('\n\n')[0]!, BIAS_USAGE.split('\n\n').slice(1).join('\n\n')];
+    const inSynopsis = new Set([...synopsis.matchAll(/--([a-z][a-z-]*)/g)].map((m) => m[1]!));
+    expect([...inSynopsis].sort()).toEqual(Object.keys(BIAS_OPTIONS).sort());
+    for (const option of inSynopsis) expect(explanation, `--${option}`).toMatch(new RegExp(`(^|\\n)\\s+--${option}\\b|[;/]\\s+--${option}\\b`));
+    const run = attnscope('bias', '--help');
+    expect(run.status).toBe(0);
+    expect(run.stdout).toContain('attnscope bias crows-pairs [model]');
+    expect(attnscope('--help').stdout).toContain('attnscope bias crows-pairs');
   });
 });

@@ -96,6 +96,7 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                changed most (Jensen–Shannon per head), and the bias attention ratio of every head: attention mass
                on the group tokens over their share of the keys each row sees (1 = in proportion; "self": the
                group's own rows), with a permutation test over random token sets (p, Benjamini–Hochberg q, Holm)
+  --text       probe: the text to probe (a masked LM compares predictions at its mask tokens, e.g. [MASK])
   --groups     probe: word lists to use (default gender): gender, occupation, race-color, nationality, religion, age,
                socioeconomic, sexual-orientation, physical-appearance, disability; the CrowS-Pairs-derived lists are noisy
   --words      probe: your own group words instead (comma-separated; found, not swapped)
