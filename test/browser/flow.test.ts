@@ -255,13 +255,14 @@ describe('flow diagram', () => {
 
 describe('attention flow in the app of attnscope serve', () => {
   let server: RunningServer;
-  const scratch = mkdtempSync(join(tmpdir(), 'attnscope-flow-serve-'));
+  let scratch = '';
   beforeAll(async () => {
+    scratch = mkdtempSync(join(tmpdir(), 'attnscope-flow-serve-'));
     server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, graphCache: false, env: { HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home') } });
   }, 300_000);
   afterAll(async () => {
     await server?.close();
-    rmSync(scratch, { recursive: true, force: true });
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
   it('runs in a worker started from /app.js and fills the input column', async () => {
