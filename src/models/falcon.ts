@@ -15,10 +15,10 @@ import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, tap, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { tap } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { lmHead } from './heads.js';
-import { alibiFeed, layerNormLayer, requiredBias } from './layers.js';
+import { alibiFeed, layerNormLayer, preNormBlock, requiredBias } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -115,46 +115,36 @@ function splitFused(ctx: BuildContext, fused: Value, o: Layout, info: Architectu
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, o: Layout, pos: Positions): Promise<Value> {
   const { g, config } = ctx;
   const eps = config.num('layer_norm_epsilon', 1e-5);
-  const { numHeads: heads, numKeyValueHeads: kvHeads, headDim } = info;
   const twoNorms = o.newArch && ctx.hasWeight(`${p}.ln_attn.weight`);
-  const attnIn = await layerNormLayer(ctx, x, twoNorms ? `${p}.ln_attn` : `${p}.input_layernorm`, eps);
-  let [q, k, v] = splitFused(ctx, await falconLinear(ctx, attnIn, `${p}.self_attention.query_key_value`, o.bias), o, info);
-  if (pos.rope) {
-    q = applyRotary(g, q, pos.rope.cos, pos.rope.sin, pos.rope.spec);
-    k = applyRotary(g, k, pos.rope.cos, pos.rope.sin, pos.rope.spec);
-  }
   let bias = pos.mask;
   if (pos.alibi) {
     tap(ctx, ctx.taps.qk, pos.alibi, tapName('score_bias', 'self', layer));
     bias = g.add(pos.alibi, pos.mask);
   }
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: kvHeads, headDim,
+  const norm = (name: string) => (y: Value): Promise<Value> => layerNormLayer(ctx, y, `${p}.${name}`, eps);
+  // Parallel blocks (new_decoder_architecture or `parallel_attn`): one shared norm, or ln_attn and ln_mlp.
+  const parallel = o.newArch || o.parallel;
+  return preNormBlock(ctx, x, {
+    layer, heads: info.numHeads, kvHeads: info.numKeyValueHeads, headDim: info.headDim,
     // Rotary: scores /= √headDim; ALiBi: (q·k + alibi) · inv_norm_factor.
-    scale: 1 / Math.sqrt(headDim), scaleStyle: pos.alibi ? 'scores-mul' : 'scores-div',
-    bias,
-    outputProjection: { weight: await ctx.weight(`${p}.self_attention.dense.weight`), layout: 'out-in' },
+    scale: 1 / Math.sqrt(info.headDim), scaleStyle: pos.alibi ? 'scores-mul' : 'scores-div', mask: bias,
+    inputNorm: norm(twoNorms ? 'ln_attn' : 'input_layernorm'),
+    qkv: async (h) => {
+      let [q, k, v] = splitFused(ctx, await falconLinear(ctx, h, `${p}.self_attention.query_key_value`, o.bias), o, info);
+      if (pos.rope) {
+        q = applyRotary(g, q, pos.rope.cos, pos.rope.sin, pos.rope.spec);
+        k = applyRotary(g, k, pos.rope.cos, pos.rope.sin, pos.rope.spec);
+      }
+      return { q, k, v };
+    },
+    outProj: `${p}.self_attention.dense`,
+    outBias: o.bias ? await requiredBias(ctx, `${p}.self_attention.dense`) : null,
+    ...(parallel ? { parallel: true, ...(twoNorms ? { mlpNorm: norm('ln_mlp') } : {}) } : { postNorm: norm('post_attention_layernorm') }),
+    mlp: async (h, tapActivation) => {
+      const inner = tapActivation(activation(g, config.str('activation', 'gelu'), await falconLinear(ctx, h, `${p}.mlp.dense_h_to_4h`, o.bias)));
+      return falconLinear(ctx, inner, `${p}.mlp.dense_4h_to_h`, o.bias);
+    },
   });
-  const attnOut = await falconLinear(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attention.dense`, o.bias);
-  const outputBias = o.bias ? await ctx.weight(`${p}.self_attention.dense.bias`) : null;
-  const mlp = async (input: Value): Promise<Value> => {
-    const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('activation', 'gelu'), await falconLinear(ctx, input, `${p}.mlp.dense_h_to_4h`, o.bias)));
-    return falconLinear(ctx, inner, `${p}.mlp.dense_4h_to_h`, o.bias);
-  };
-  if (o.newArch || o.parallel) {
-    // Parallel block: the attention block's output (for ALTI) is x + attn(ln(x)), the MLP branch aside.
-    if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias });
-    const mlpIn = twoNorms ? await layerNormLayer(ctx, x, `${p}.ln_mlp`, eps) : attnIn;
-    const output = g.add(g.add(await mlp(mlpIn), attnOut), x);
-    tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
-    return output;
-  }
-  const h = g.add(attnOut, x);
-  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias });
-  const output = g.add(await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps)), h);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

@@ -10,10 +10,9 @@ import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { lmHead } from './heads.js';
-import { layerNormLayer, linearLayer } from './layers.js';
+import { layerNormLayer, linearLayer, preNormBlock, requiredBias } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -98,35 +97,18 @@ async function projectQkv(ctx: BuildContext, h: Value, p: string, info: Architec
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, mask: Value, rope: Rope | null): Promise<Value> {
   const { g, config } = ctx;
   const eps = config.num('layer_norm_eps', 1e-5);
-  const { numHeads: heads, headDim } = info;
-  const { q, k, v } = await projectQkv(ctx, await layerNormLayer(ctx, x, `${p}.input_layernorm`, eps), p, info, rope);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: heads, headDim,
-    scale: Math.pow(headDim, -0.5), scaleStyle: 'scores-mul',
-    bias: mask,
-    outputProjection: { weight: await ctx.weight(`${p}.attention.dense.weight`), layout: 'out-in' },
+  const postNorm = (y: Value): Promise<Value> => layerNormLayer(ctx, y, `${p}.post_attention_layernorm`, eps);
+  return preNormBlock(ctx, x, {
+    layer, heads: info.numHeads, kvHeads: info.numHeads, headDim: info.headDim,
+    scale: Math.pow(info.headDim, -0.5), scaleStyle: 'scores-mul', mask,
+    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, eps),
+    qkv: (h) => projectQkv(ctx, h, p, info, rope),
+    outProj: `${p}.attention.dense`,
+    outBias: await requiredBias(ctx, `${p}.attention.dense`),
+    // use_parallel_residual: x + (mlp(ln_2(x)) + attn(ln_1(x))); else sequential.
+    ...(config.bool('use_parallel_residual', true) ? { parallel: true, mlpNorm: postNorm } : { postNorm }),
+    mlp: async (h, tap) => linearLayer(ctx, tap(activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.mlp.dense_h_to_4h`))), `${p}.mlp.dense_4h_to_h`),
   });
-  const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
-  const outputBias = await ctx.weight(`${p}.attention.dense.bias`);
-  const mlp = async (input: Value): Promise<Value> => {
-    const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, input, `${p}.mlp.dense_h_to_4h`)));
-    return linearLayer(ctx, inner, `${p}.mlp.dense_4h_to_h`);
-  };
-  if (config.bool('use_parallel_residual', true)) {
-    // The attention block's output (for ALTI) is x + attn(ln(x)); the parallel MLP branch is not part of it.
-    if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: g.add(attnOut, x), outputBias });
-    const mlpOut = await mlp(await layerNormLayer(ctx, x, `${p}.post_attention_layernorm`, eps));
-    const output = g.add(g.add(mlpOut, attnOut), x);
-    tapLayer(ctx, 'self', layer, { input: x, attention: () => g.add(attnOut, x), output });
-    return output;
-  }
-  const h = g.add(attnOut, x);
-  tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: h, outputBias });
-  const mlpOut = await mlp(await layerNormLayer(ctx, h, `${p}.post_attention_layernorm`, eps));
-  const output = g.add(mlpOut, h);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

@@ -377,11 +377,13 @@ export interface PreNormBlock {
   postNorm?: (x1: Value) => Promise<Value>;
   /** Parallel blocks (no postNorm): y = x + (mlp(norm(x)) + attn(norm(x))). */
   parallel?: boolean;
+  /** Parallel blocks whose MLP has a norm of its own (GPT-NeoX, Falcon's two-norm layout): y = x + (mlp(mlpNorm(x)) + attn(norm(x))). */
+  mlpNorm?: (x: Value) => Promise<Value>;
 }
 
 /**
- * One pre-norm decoder block of the self stack — OLMo, StableLM, StarCoder2, Mixtral, Qwen2-MoE
- * (sequential), GPT-J, Phi (parallel) — with its contributions and layer taps: attention of
+ * One pre-norm decoder block of the self stack — the llama family, OLMo, StableLM, StarCoder2,
+ * Mixtral, Qwen2-MoE (sequential), GPT-J, Phi (parallel), GPT-NeoX and Falcon (either) — with its contributions and layer taps: attention of
  * norm(x) through the output projection, then the MLP after the residual sum or beside it.
  */
 export async function preNormBlock(ctx: BuildContext, x: Value, b: PreNormBlock): Promise<Value> {
@@ -401,7 +403,7 @@ export async function preNormBlock(ctx: BuildContext, x: Value, b: PreNormBlock)
   if (b.parallel || !b.postNorm) {
     // The attention block's output (for ALTI) is x + attn(norm(x)); the parallel MLP branch is not part of it.
     if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', b.layer, { input: x, residualSum: g.add(x, attnOut), outputBias: b.outBias });
-    const output = g.add(x, g.add(await b.mlp(h, tap), attnOut));
+    const output = g.add(x, g.add(await b.mlp(b.mlpNorm ? await b.mlpNorm(x) : h, tap), attnOut));
     tapLayer(ctx, 'self', b.layer, { input: x, attention: () => g.add(x, attnOut), output });
     return output;
   }
