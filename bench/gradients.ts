@@ -16,6 +16,7 @@
  *
  *   npm run bench:gradients                     every case
  *   node dist/bench/gradients.js --model gpt2 --tokens 128
+ *   node dist/bench/gradients.js --memory       peak RSS of one full attribution at 512 tokens, alone
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
@@ -135,11 +136,49 @@ async function runCase(name: ModelName, tokens: number): Promise<CaseResult> {
   };
 }
 
+interface MemoryResult {
+  model: ModelName;
+  tokens: number;
+  /** RSS with the model object and its random weights in JavaScript, before any session. */
+  beforeMiB: number;
+  /** Peak RSS after one full attribution (one session: forward + backward, ∂T/∂α and gates fetched). */
+  peakMiB: number;
+}
+
+/** One full attribution in a fresh process: what a single `attnscope attribute` run holds. */
+async function runMemory(name: ModelName, tokens: number): Promise<MemoryResult> {
+  const model = benchModel(name);
+  const vocab = name === 'bert' ? BERT_BASE_CONFIG.vocab_size : GPT2_VOCAB;
+  const ids = Array.from({ length: tokens }, (_, i) => 1000 + ((i * 7919) % (vocab - 1000)));
+  const inputs = name === 'bert' ? { inputIds: ids, typeIds: ids.map(() => 0) } : { inputIds: ids };
+  const target = name === 'bert' ? { kind: 'token' as const, position: 2, tokenId: ids[2]! } : undefined;
+  const beforeMiB = process.memoryUsage().rss / 2 ** 20;
+  await attribute(model, inputs, { target, methods: ['gradient', 'attentionGrad', 'headImportance'] });
+  const peakMiB = process.resourceUsage().maxRSS / 1024;
+  await model.dispose();
+  return { model: name, tokens, beforeMiB, peakMiB };
+}
+
 const fmt = (x: number, d = 0): string => x.toFixed(d);
 
 async function main(): Promise<void> {
   const mi = process.argv.indexOf('--model');
   const ti = process.argv.indexOf('--tokens');
+  if (process.argv.includes('--memory')) {
+    if (mi >= 0 && ti >= 0) {
+      process.stdout.write(`${JSON.stringify(await runMemory(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1])))}\n`);
+      return;
+    }
+    const self = fileURLToPath(import.meta.url);
+    console.log('| model | tokens | RSS before (model + random weights in JS) | peak RSS, one full attribution | added |');
+    console.log('| --- | ---: | ---: | ---: | ---: |');
+    for (const m of ['bert', 'gpt2'] as ModelName[]) {
+      const out = execFileSync(process.execPath, [...process.execArgv, self, '--memory', '--model', m, '--tokens', '512'], { encoding: 'utf8', maxBuffer: 1 << 20 });
+      const r = JSON.parse(out.trim().split('\n').pop()!) as MemoryResult;
+      console.log(`| ${r.model} | ${r.tokens} | ${fmt(r.beforeMiB)} MiB | ${fmt(r.peakMiB)} MiB | ${fmt(r.peakMiB - r.beforeMiB)} MiB |`);
+    }
+    return;
+  }
   if (mi >= 0 && ti >= 0) {
     const result = await runCase(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1]));
     process.stdout.write(`${JSON.stringify(result)}\n`);
