@@ -17,14 +17,6 @@ import { describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
 import { appendGradients } from '../src/graph/autodiff.js';
 import { GraphBuilder, type Value } from '../src/graph/builder.js';
-import { resolveModelSource } from '../src/io/model-source.js';
-import { openWeights } from '../src/io/open-weights.js';
-import { createBuildContext } from '../src/models/build-context.js';
-import { ModelConfig } from '../src/models/config.js';
-import { architectureFor } from '../src/models/registry.js';
-import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
-import { int64Tensor } from '../src/runtime/runtime.js';
-import { FIXTURES, readReference } from './helpers/reference.js';
 import { mulberry32 as prng } from '../src/core/random.js';
 
 type Float = 'float64' | 'float32';
@@ -299,103 +291,5 @@ describe('autodiff: graph structure', () => {
     expect(error).toBeInstanceOf(AttnscopeError);
     expect((error as Error).message).toContain("no gradient rule for ONNX op 'Cos'");
     expect((error as Error).message).toContain(`node '${y.name}/node'`);
-  });
-});
-
-/**
- * The fixtures' gradients.json (PyTorch autograd, float32; fields and targets in
- * test/fixtures/README.md): the target T of each input (log-probability of a token at a position,
- * or electra's raw discriminator logit) is built on the model graph's `logits` output, and the
- * graph is differentiated with respect to the word-embedding lookup E (the Gather of the table by
- * `input_ids`, found in the builder's node list: HF's `inputs_embeds`) and every layer's attention
- * probabilities α (the values the `attention.<stack>.<layer>` taps read).
- */
-const GRADIENT_FIXTURES = [
-  'bert', 'roberta', 'distilbert', 'albert', 'electra', 'gpt2', 'gpt_neox', 'llama', 'qwen2', 'mistral-window', 'gemma', 'stories260k', 't5', 'bart',
-];
-
-interface GradientsJson {
-  inputs: {
-    id: string;
-    input_ids: number[];
-    decoder_input_ids?: number[];
-    target: { kind: string; position: number; token_id: number | null; value: number };
-    embedding_grad: number[][];
-    attention_grad: number[][][][] | Record<string, number[][][][]> | null;
-  }[];
-}
-
-/** max |got − expected| / max |expected|. */
-function relativeError(got: ArrayLike<number>, expected: readonly number[]): number {
-  expect(got.length).toBe(expected.length);
-  const scale = Math.max(...expected.map(Math.abs));
-  let worst = 0;
-  for (let j = 0; j < expected.length; j++) worst = Math.max(worst, Math.abs(got[j]! - expected[j]!));
-  return worst / scale;
-}
-
-describe('autodiff on real model graphs against PyTorch autograd (gradients.json, 2e-4 of the largest value)', () => {
-  for (const fixture of GRADIENT_FIXTURES) {
-    it(`${fixture}: ∂T/∂ word embeddings and ∂T/∂ attention probabilities`, async () => {
-      const dir = join(FIXTURES, fixture);
-      const refs = JSON.parse(readFileSync(join(dir, 'gradients.json'), 'utf8')) as GradientsJson;
-      const reference = readReference(fixture);
-      const config = new ModelConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>, join(dir, 'config.json'));
-      const weights = await openWeights(await resolveModelSource(dir));
-      try {
-        const architecture = architectureFor(config.modelType);
-        const ctx = createBuildContext(config, weights, { attention: true, qk: false, lastHiddenState: false, logits: true }, architecture.describe(config));
-        await architecture.build(ctx);
-        const g = ctx.g;
-        const lookup = g.graphNodes.find((n) => n.opType === 'Gather' && n.inputs[1] === 'input_ids');
-        expect(lookup).toBeDefined();
-        const embeddings: Value = { name: lookup!.outputs[0]! };
-        // α per stack and layer: the input of each attention tap's Identity node.
-        const taps = g.graphNodes.filter((n) => n.opType === 'Identity' && /^attention\.\w+\.\d+$/.test(n.outputs[0]!));
-        const probs = taps.map((n): Value => ({ name: n.inputs[0]! }));
-        const position = g.input('target_position', 'int64', []);
-        const token = g.input('target_token', 'int64', []);
-        const row = g.gather({ name: 'logits' }, position, 1); // [1, vocab] (electra: [1])
-        const picked = refs.inputs[0]!.target.kind === 'discriminator_logit' ? row : g.gather(g.op('LogSoftmax', [row], { axis: -1 }), token, 1);
-        const target = g.op('ReduceSum', [picked], { keepdims: 0 });
-        const [grad, ...probGrads] = appendGradients(g, target, [embeddings, ...probs]);
-        g.output(target, 'target');
-        g.output(grad!, 'embedding_grad');
-        probGrads.forEach((v, i) => g.output(v, `grad.${taps[i]!.outputs[0]!}`));
-        const built = await g.build();
-        const externalData = await Promise.all(built.external.map(async (w) => ({ path: w.path, data: await w.load() })));
-        const session = await nodeRuntime.createSession({ model: built.model, externalData });
-        try {
-          for (const [i, ref] of refs.inputs.entries()) {
-            const all = {
-              ...architecture.feeds(config, { inputIds: ref.input_ids, typeIds: reference.inputs[i]!.token_type_ids, decoderInputIds: ref.decoder_input_ids }),
-              target_position: int64Tensor([ref.target.position], []),
-              target_token: int64Tensor([ref.target.token_id ?? 0], []),
-            };
-            const feeds = Object.fromEntries(Object.entries(all).filter(([name]) => session.inputNames.includes(name)));
-            const out = await session.run(feeds);
-            expect(Number(out.target!.data[0])).toBeCloseTo(ref.target.value, 3);
-            const err = relativeError(out.embedding_grad!.data as Float32Array, ref.embedding_grad.flat());
-            measured[`${fixture} ${ref.id} embedding_grad`] = err;
-            expect(err).toBeLessThan(2e-4);
-            if (!ref.attention_grad) continue;
-            const byStack = Array.isArray(ref.attention_grad) ? { self: ref.attention_grad } : ref.attention_grad;
-            for (const [stack, layers] of Object.entries(byStack)) {
-              const got = layers.flatMap((_, l) => Array.from(out[`grad.attention.${stack}.${l}`]!.data as Float32Array));
-              const errA = relativeError(got, layers.flat(3));
-              measured[`${fixture} ${ref.id} attention_grad ${stack}`] = errA;
-              expect(errA).toBeLessThan(2e-4);
-            }
-          }
-        } finally {
-          await session.release();
-        }
-      } finally {
-        await weights.close();
-      }
-    });
-  }
-  it('report', () => {
-    if (process.env.AUTODIFF_REPORT) console.log(JSON.stringify(Object.fromEntries(Object.entries(measured).filter(([k]) => k.includes('_grad'))), null, 1));
   });
 });
