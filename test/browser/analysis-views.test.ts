@@ -17,7 +17,7 @@ import { loadModel } from '../../src/engine/load.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import type { AblationData } from '../../src/views/layout/ablation.js';
-import { buildWebClient, expectHeadHeatmapOpened, launchChromium, openPage } from './harness.js';
+import { buildWebClient, expectHeadHeatmapOpened, launchChromium, openPage, withPage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park.';
 const HOSTILE = `<script>&"'`;
@@ -118,9 +118,7 @@ function clean(p: Awaited<ReturnType<typeof openPage>>): void {
 
 describe('analysis views', () => {
   it('saliency: a row per method, hover reports a token’s score, the hostile token is text; exports', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-saliency]');
       const cells = '[data-testid=saliency-svg] rect.saliency-cell';
       await page.waitForSelector(cells);
@@ -135,15 +133,11 @@ describe('analysis views', () => {
       expect(hostile).toEqual([HOSTILE, HOSTILE]);
       await exportBoth(page, 'saliency', 'attnscope-saliency', ['saliency-cell', 2 * n]);
       clean(p);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('head importance: Michel-normalised cells, hover shows the value, a click opens the head', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-importance]');
       const cells = '[data-testid=importance-svg] rect.importance-cell';
       await page.waitForSelector(cells);
@@ -166,15 +160,11 @@ describe('analysis views', () => {
       await page.click('[data-testid=tab-importance]');
       await page.waitForSelector(`${target}.selected`);
       clean(p);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('ablation: paired bars, hover gives both probabilities, KL and cosine stated; exports', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-ablation]');
       const bars = '[data-testid=ablation-svg] rect.ablation-bar';
       await page.waitForSelector(bars);
@@ -191,15 +181,11 @@ describe('analysis views', () => {
       expect(await page.getAttribute('[data-testid=ablation-readout]', 'data-after')).toBe('0.3');
       await exportBoth(page, 'ablation', 'attnscope-ablation', ['ablation-bar', 6]);
       clean(p);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('logit lens: layers × positions with the top token, hover lists the top-k; exports', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-lens]');
       const cells = '[data-testid=lens-svg] rect.lens-cell';
       await page.waitForSelector(cells);
@@ -217,9 +203,7 @@ describe('analysis views', () => {
       expect(label === HOSTILE || (label.endsWith('…') && HOSTILE.startsWith(label.slice(0, -1)))).toBe(true);
       await exportBoth(page, 'lens', 'attnscope-logit-lens', ['lens-cell', (LAYERS + 1) * n]);
       clean(p);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('shows a tab for each analysis view with data, and none on a page without', async () => {

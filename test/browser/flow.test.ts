@@ -22,7 +22,7 @@ import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURES } from '../helpers/reference.js';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
-import { buildWebClient, launchChromium, openPage } from './harness.js';
+import { buildWebClient, launchChromium, openPage, withPage } from './harness.js';
 
 const SENTENCE = 'The little cat sat on the warm mat.';
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-flow-'));
@@ -85,9 +85,7 @@ afterAll(async () => {
 
 describe('flow diagram', () => {
   it('a click on a token highlights what flows into it; a second click clears it', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-flow]');
       const svg = '[data-testid=flow-svg]';
       await page.waitForSelector(svg);
@@ -134,15 +132,11 @@ describe('flow diagram', () => {
       for (const t of shown.slice(0, 4)) expect(exported).toContain(`>${t!}<`);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('attention flow runs in a worker: the page stays responsive, progress arrives, cancel stops it', async () => {
-    const p = await openPage(browser, bigFile);
-    const { page } = p;
-    try {
+    await withPage(browser, bigFile, async (page, p) => {
       await page.click('[data-testid=tab-flow]');
       const svg = '[data-testid=flow-svg]';
       const status = '[data-testid=flow-status]';
@@ -182,15 +176,11 @@ describe('flow diagram', () => {
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
       expect(p.network()).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('above the size limit the page says so at once and keeps rollout', async () => {
-    const p = await openPage(browser, tooBigFile);
-    const { page } = p;
-    try {
+    await withPage(browser, tooBigFile, async (page, p) => {
       await page.click('[data-testid=tab-flow]');
       const svg = '[data-testid=flow-svg]';
       await page.waitForSelector(svg);
@@ -202,15 +192,11 @@ describe('flow diagram', () => {
       expect(await page.textContent(status)).toContain('this one has 3900 (13 × 300)');
       expect(await page.locator(`${svg} text.input-value`).count()).toBe(300);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('influence tree: a click on a node makes it the root', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-influence]');
       const readout = '[data-testid=influence-readout]';
       await page.waitForSelector('[data-testid=influence-svg]');
@@ -224,15 +210,11 @@ describe('flow diagram', () => {
       }, [column, token]);
       expect(Number(await page.getAttribute(readout, 'data-nodes'))).toBeGreaterThan(1);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('exports both views as SVG and PNG', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       for (const view of ['flow', 'influence']) {
         await page.click(`[data-testid=tab-${view}]`);
         const [svg] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-svg]`)]);
@@ -247,9 +229,7 @@ describe('flow diagram', () => {
       }
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 

@@ -20,7 +20,7 @@ import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { fmtValue } from '../../src/views/svg/common.js';
 import { DARK, LIGHT } from '../../src/views/theme.js';
-import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, openPage } from './harness.js';
+import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, openPage, withPage } from './harness.js';
 
 const PROMPT = 'Once upon a time';
 const T5_TEXT = 'translate English to German: the house is small';
@@ -104,9 +104,7 @@ describe('a generation of the default model', () => {
     const P = trace.generation!.promptLength;
     const N = trace.tokens.length;
     expect(N).toBe(P + 12);
-    const p = await openPage(browser, files.gen!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.gen!, async (page, p) => {
       expect(await page.textContent('[data-testid=generation-info]')).toBe(`generated: ${describeGeneration(traceGeneration(trace)!)}`);
       expect(await page.textContent('[data-testid=generation-info]')).toBe(`generated: greedy · ${P} prompt tokens + 12 new tokens · stopped by length`);
       expect(await page.textContent('[data-testid=generation-legend]')).toBe('prompt | generated');
@@ -138,9 +136,7 @@ describe('a generation of the default model', () => {
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
       expect(p.network()).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('steps through the generation (slider, ◀ ▶, ←/→): the head view shows promptLength + s tokens and the newest token\'s row', async () => {
@@ -148,9 +144,7 @@ describe('a generation of the default model', () => {
     const P = trace.generation!.promptLength;
     const N = trace.tokens.length;
     const H = trace.model.numHeads;
-    const p = await openPage(browser, files.gen!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.gen!, async (page, p) => {
       await page.selectOption('[data-testid=head-layer]', { label: '2' });
       expect(await page.getAttribute('[data-testid=step-slider]', 'max')).toBe(String(12 + 1));
       const expectStep = async (s: number) => {
@@ -241,17 +235,13 @@ describe('a generation of the default model', () => {
       await page.mouse.move(0, 0);
       expect(await page.getAttribute('[data-testid=head-readout]', 'data-focus')).toBe(`query:${P + 5 - 2}`);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('heatmap, model view and neuron view at a step: the matrix so far with the newest row outlined, its values the trace\'s', async () => {
     const trace = traces.gen!;
     const P = trace.generation!.promptLength;
-    const p = await openPage(browser, files.gen!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.gen!, async (page, p) => {
       await slideTo(page, 6);
       const n = P + 6;
       // Heatmap: one head.
@@ -312,9 +302,7 @@ describe('a generation of the default model', () => {
       expect((text.match(/class="key-row"/g) ?? []).length).toBe(n - 1);
       expect(p.errors).toEqual([]);
       expect(p.network()).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 
@@ -325,9 +313,7 @@ describe('encoder-decoders', () => {
     const ne = trace.tokens.length;
     const H = trace.model.numHeads;
     expect(P).toBe(1);
-    const p = await openPage(browser, files.t5gen!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.t5gen!, async (page, p) => {
       expect(await page.textContent('[data-testid=generation-info]')).toBe('generated: greedy · decoder start token + 5 new tokens · stopped by length');
       const options = await page.$$eval('[data-testid=stack] option', (os) => os.map((o) => o.textContent));
       expect(options).toEqual(['encoder self-attention', 'decoder self-attention', 'cross-attention (decoder → encoder)']);
@@ -383,9 +369,7 @@ describe('encoder-decoders', () => {
       expect(await page.textContent('[data-testid=model-note]')).toContain(`(${P + 3} × ${ne})`);
       expect(p.errors).toEqual([]);
       expect(p.network()).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   for (const name of ['t5dec', 'bartdec'] as const) {
@@ -394,9 +378,7 @@ describe('encoder-decoders', () => {
       const ne = trace.tokens.length;
       const nd = trace.decoderTokens!.length;
       const H = trace.model.numHeads;
-      const p = await openPage(browser, files[name]!);
-      const { page } = p;
-      try {
+      await withPage(browser, files[name]!, async (page, p) => {
         expect(await page.locator('[data-testid=generation-bar]').count()).toBe(0);
         for (const [stack, label, nq, nk] of [
           ['encoder', 'encoder self-attention', ne, ne],
@@ -435,9 +417,7 @@ describe('encoder-decoders', () => {
         }
         expect(p.errors).toEqual([]);
         expect(p.network()).toEqual([]);
-      } finally {
-        await p.close();
-      }
+      });
     });
   }
 });

@@ -15,7 +15,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadModel } from '../../src/engine/load.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
-import { buildWebClient, hoverMatrixCell, launchChromium, numericData, openPage } from './harness.js';
+import { buildWebClient, hoverMatrixCell, launchChromium, numericData, openPage, withPage } from './harness.js';
 
 const TEXT = 'Once upon a time there was a little cat. The cat liked to play in the sun. One day it met a big dog.';
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-grouped-'));
@@ -72,9 +72,7 @@ const value = async (page: Page, view: string) => Number(await page.getAttribute
 
 describe('sentences view', () => {
   it('hover reads the block mean; a click shows the token block; back returns', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-sentences]');
       await page.waitForSelector('[data-testid=sentences-view]:not([hidden])');
       await page.selectOption('[data-testid=sentences-layer]', '2');
@@ -131,17 +129,13 @@ describe('sentences view', () => {
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 
 describe('words view', () => {
   it('one row per word; a word cell drills into its sub-word tokens', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-words]');
       await page.waitForSelector('[data-testid=words-view]:not([hidden])');
       // <s>, 24 words and 3 full stops.
@@ -156,8 +150,6 @@ describe('words view', () => {
       await expect.poll(() => page.getAttribute('[data-testid=words-view]', 'data-drill')).toBe(null);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });

@@ -161,3 +161,18 @@ export async function expectHeadHeatmapOpened(page: Page, trace: Trace, layer: n
   const w = trace.attention.self!.layers[layer]![(head * n + 9) * n + 4]!;
   await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-value')).toBe(String(w));
 }
+
+/** Opens `file` (openPage), runs `use` on it and closes the page's context whatever happens. */
+export async function withPage(
+  browser: Browser,
+  file: string,
+  use: (page: Page, opened: OpenedPage) => Promise<void>,
+  viewport?: { width: number; height: number },
+): Promise<void> {
+  const opened = await openPage(browser, file, viewport);
+  try {
+    await use(opened.page, opened);
+  } finally {
+    await opened.close();
+  }
+}

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import type { Browser, Page } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../../src/core/trace.js';
-import { expectHeadHeatmapOpened, openPage, standalonePageSuite } from './harness.js';
+import { expectHeadHeatmapOpened, openPage, standalonePageSuite, withPage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog.';
 const suite = standalonePageSuite('clusters', SENTENCE);
@@ -29,9 +29,7 @@ async function pagePoints(page: Page): Promise<{ layer: number; head: number; cl
 
 describe('head clusters view', () => {
   it('draws every head; hovering names it; clicking a point opens that head’s heatmap', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-clusters]');
       await page.waitForSelector(POINTS);
       const L = trace.model.numLayers;
@@ -66,15 +64,11 @@ describe('head clusters view', () => {
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('switches projection and k; exports SVG, PNG, and the table as CSV and JSON matching the page', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-clusters]');
       await page.waitForSelector(POINTS);
       await page.selectOption('[data-testid=clusters-projection]', { label: 'PCA' });
@@ -110,8 +104,6 @@ describe('head clusters view', () => {
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });

@@ -10,7 +10,7 @@ import type { Browser, Page } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { HEAD_TABLE_HEADER, HEAD_TYPE_COLUMN, HEAD_TYPE_NAMES, type HeadTableRow, headTable } from '../../src/analysis/head-types.js';
 import type { Trace } from '../../src/core/trace.js';
-import { expectHeadHeatmapOpened, openPage, standalonePageSuite } from './harness.js';
+import { expectHeadHeatmapOpened, openPage, standalonePageSuite, withPage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog.';
 const suite = standalonePageSuite('types', SENTENCE);
@@ -31,9 +31,7 @@ async function pageCells(page: Page): Promise<{ layer: number; head: number; typ
 
 describe('head types view', () => {
   it('draws every head by its top type; hovering lists its scores; clicking opens that head’s heatmap', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-types]');
       await page.waitForSelector(CELLS);
       const cells = await pageCells(page);
@@ -68,15 +66,11 @@ describe('head types view', () => {
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('exports SVG and PNG, and the head table as CSV and JSON matching the page; exclude first token re-measures', async () => {
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       await page.click('[data-testid=tab-types]');
       await page.waitForSelector(CELLS);
       const cells = await pageCells(page);
@@ -112,8 +106,6 @@ describe('head types view', () => {
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
       expect(p.consoleErrors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });

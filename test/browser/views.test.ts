@@ -21,7 +21,7 @@ import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { fmtValue } from '../../src/views/svg/common.js';
 import { prettifyToken, tokenLabel } from '../../src/views/tokens.js';
-import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, numericData, openPage } from './harness.js';
+import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, numericData, openPage, withPage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily.';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -108,9 +108,7 @@ describe('default model (llama, grouped-query attention)', () => {
 
   it('head view: hover a token shows exactly its nonzero lines; toggle, solo, switch layer', async () => {
     const trace = traces.default!;
-    const p = await openPage(browser, files.default!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.default!, async (page, p) => {
       const H = trace.model.numHeads;
       // Hover query 5 ("time"-ish): one line per nonzero weight of every head.
       await page.hover('[data-testid=head-query-5]');
@@ -155,16 +153,12 @@ describe('default model (llama, grouped-query attention)', () => {
       await page.mouse.move(0, 0);
       expect(await lineCount(page)).toBe(nonzero(trace, 'self', 3, range(H), { q: 4 }));
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('model view: grid of layers × heads; a click opens the cell large with labels and exact values', async () => {
     const trace = traces.default!;
-    const p = await openPage(browser, files.default!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.default!, async (page, p) => {
       await page.click('[data-testid=tab-model]');
       await expect.poll(() => page.getAttribute('[data-testid=model-canvas]', 'data-drawn')).toBe('true');
       // Cell (layer 2, head 6).
@@ -183,16 +177,12 @@ describe('default model (llama, grouped-query attention)', () => {
       await expect.poll(() => page.getAttribute('[data-testid=model-canvas]', 'data-layers')).toBe('1,2,3,4');
       expect(await page.getAttribute('[data-testid=model-canvas]', 'data-heads')).toBe('1');
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('neuron view: q, k, q·k, scores and softmax equal the trace; GQA key head is named', async () => {
     const trace = traces.default!;
-    const p = await openPage(browser, files.default!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.default!, async (page, p) => {
       await page.click('[data-testid=tab-neuron]');
       await page.selectOption('[data-testid=neuron-layer]', { label: '2' });
       await page.selectOption('[data-testid=neuron-head]', { label: '5' });
@@ -227,9 +217,7 @@ describe('default model (llama, grouped-query attention)', () => {
       const k4 = trace.keys!.self!.layers[2]![(kv * nq + 4) * D + 3]!;
       await expect.poll(() => page.getAttribute('[data-testid=neuron-readout]', 'data-value')).toBe(String(k4));
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('heatmap: hover shows the exact value; mean, max, whole layer and log scale', async () => {
@@ -278,9 +266,7 @@ describe('default model (llama, grouped-query attention)', () => {
 
   it('shared controls: theme, hide special tokens, merge sub-words, prettify', async () => {
     const trace = traces.default!;
-    const p = await openPage(browser, files.default!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.default!, async (page, p) => {
       await page.selectOption('[data-testid=theme]', 'dark');
       expect(await page.evaluate(() => document.documentElement.dataset.theme)).toBe('dark');
       expect(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(13, 17, 23)');
@@ -302,15 +288,11 @@ describe('default model (llama, grouped-query attention)', () => {
       expect(await label()).toBe(trace.tokens[1]!.text);
       expect(trace.tokens[1]!.text.startsWith('▁')).toBe(true);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('exports the current view as SVG and PNG (local downloads)', async () => {
-    const p = await openPage(browser, files.default!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.default!, async (page, p) => {
       for (const view of ['head', 'model', 'neuron', 'heatmap']) {
         await page.click(`[data-testid=tab-${view}]`);
         const [svg] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-svg]`)]);
@@ -324,18 +306,14 @@ describe('default model (llama, grouped-query attention)', () => {
       }
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 
 describe('other architectures', () => {
   it('BERT with a sentence pair: A→B, B→A, A→A, B→B filters', async () => {
     const trace = traces.bert!;
-    const p = await openPage(browser, files.bert!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.bert!, async (page, p) => {
       const seg = trace.tokens.map((t) => t.segment);
       const q = seg.indexOf(0) + 2; // a sentence-A word
       const qb = seg.indexOf(1) + 1; // a sentence-B word
@@ -359,16 +337,12 @@ describe('other architectures', () => {
       await page.hover(`[data-testid=head-query-${q}]`);
       expect(await lineCount(page)).toBe(0);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('gpt2: byte-level tokens prettified, lines and neuron numbers match', async () => {
     const trace = traces.gpt2!;
-    const p = await openPage(browser, files.gpt2!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.gpt2!, async (page, p) => {
       const labels = await page.$$eval('[data-testid^=head-key-]', (els) => els.map((e) => e.childNodes[0]!.textContent ?? ''));
       expect(labels.some((l) => l.includes('Ġ'))).toBe(false);
       const spaced = trace.tokens.findIndex((t) => t.text.startsWith('Ġ') && t.text.length > 1);
@@ -383,16 +357,12 @@ describe('other architectures', () => {
       await expect.poll(() => page.getAttribute('[data-testid=neuron-attention-2]', 'data-value')).toBe(String(att));
       expect(Math.abs(Number(await page.getAttribute('[data-testid=neuron-softmax-2]', 'data-value')) - att)).toBeLessThan(1e-6);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 
   it('T5 encoder-decoder trace written by PyTorch: encoder, decoder and cross attention with separate columns', async () => {
     const trace = traces.t5!;
-    const p = await openPage(browser, files.t5!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.t5!, async (page, p) => {
       const options = await page.$$eval('[data-testid=stack] option', (os) => os.map((o) => o.textContent));
       expect(options).toEqual(['encoder self-attention', 'decoder self-attention', 'cross-attention (decoder → encoder)']);
       const count = (side: string) => page.locator(`[data-testid^=head-${side}-]`).count();
@@ -420,17 +390,13 @@ describe('other architectures', () => {
       await expect.poll(() => page.isVisible('[data-testid=neuron-unavailable]')).toBe(true);
       expect(p.errors).toEqual([]);
       expect(p.network()).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 
 describe('token text is inert', () => {
   it(`a token ${XSS} is shown as text and runs nothing`, async () => {
-    const p = await openPage(browser, files.xss!);
-    const { page } = p;
-    try {
+    await withPage(browser, files.xss!, async (page, p) => {
       for (const view of ['head', 'model', 'neuron', 'heatmap']) {
         await page.click(`[data-testid=tab-${view}]`);
         await page.waitForTimeout(50);
@@ -456,9 +422,7 @@ describe('token text is inert', () => {
       expect(p.dialogs).toEqual([]);
       expect(p.errors).toEqual([]);
       expect(p.network()).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 
@@ -497,9 +461,7 @@ describe('BERT-base size (12 layers × 12 heads, 128 tokens, head dim 64)', () =
     expect(result.precision.attention).toBe('fixed5');
     const file = join(tmp, 'bert-base-128.html');
     writeFileSync(file, result.html);
-    const p = await openPage(browser, file);
-    const { page } = p;
-    try {
+    await withPage(browser, file, async (page, p) => {
       const T = 128;
       const D = 64;
       // Heatmap hover: 5 decimals, equal to the trace's value rounded to 5 decimals.
@@ -554,9 +516,7 @@ describe('BERT-base size (12 layers × 12 heads, 128 tokens, head dim 64)', () =
       const shown = Number(text.split('= ')[1]!.replace('−', '-'));
       expect(Math.abs(shown - trace.keys!.self!.layers[7]![(2 * T + 90) * D + 10]!)).toBeLessThanOrEqual(0.005 + 1e-9);
       expect(p.errors).toEqual([]);
-    } finally {
-      await p.close();
-    }
+    });
   });
 });
 
