@@ -11,7 +11,7 @@
  *   attention and value vectors (gpt2, llama with grouped kv heads, bart's three stacks);
  * - KL, cosine and the head-list parser on hand-computed cases.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { cosineSimilarity, klFromLogits, parseHeadList } from '../src/analysis/ablation.js';
@@ -25,6 +25,7 @@ import type { WeightStore } from '../src/io/weights.js';
 import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
+import { GRADIENT_FIXTURES, readGradients, type GradientAblation } from './helpers/gradients.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
 describe('measures', () => {
@@ -54,23 +55,10 @@ describe('measures', () => {
   });
 });
 
-interface Ablation { layer: number; head: number; target_ablated: number; kl: number | null }
-interface GradientsJson {
-  inputs: {
-    id: string;
-    input_ids: number[];
-    decoder_input_ids?: number[];
-    target: { kind: string; position: number; token_id: number | null; value: number };
-    ablation: Ablation | Record<string, Ablation>;
-  }[];
-}
-
-const GRADIENT_FIXTURES = ['bert', 'roberta', 'distilbert', 'albert', 'electra', 'gpt2', 'gpt_neox', 'llama', 'qwen2', 'mistral-window', 'gemma', 'stories260k', 't5', 'bart']
-  .filter((f) => existsSync(join(FIXTURES, f, 'gradients.json')));
 
 describe("removing layer 0 head 0 is PyTorch's ablation (gradients.json)", () => {
   it.each(GRADIENT_FIXTURES)('%s', async (fixture) => {
-    const refs = JSON.parse(readFileSync(join(FIXTURES, fixture, 'gradients.json'), 'utf8')) as GradientsJson;
+    const refs = readGradients(fixture);
     const reference = readReference(fixture);
     const model = await loadModel(join(FIXTURES, fixture), { graphCache: false });
     try {
@@ -80,7 +68,7 @@ describe("removing layer 0 head 0 is PyTorch's ablation (gradients.json)", () =>
           ...(reference.inputs[i]!.token_type_ids ? { typeIds: reference.inputs[i]!.token_type_ids } : {}),
           ...(ref.decoder_input_ids ? { decoderInputIds: ref.decoder_input_ids } : {}),
         };
-        const byStack: Record<string, Ablation> = 'layer' in ref.ablation ? { self: ref.ablation as Ablation } : (ref.ablation as Record<string, Ablation>);
+        const byStack: Record<string, GradientAblation> = 'layer' in ref.ablation ? { self: ref.ablation as GradientAblation } : (ref.ablation as Record<string, GradientAblation>);
         for (const [stack, ab] of Object.entries(byStack)) {
           const r = await ablateHeads(model, inputs, {
             heads: [{ stack: stack as 'self', layer: ab.layer, head: ab.head }],

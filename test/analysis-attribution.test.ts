@@ -5,8 +5,6 @@
  * with gradients.json, Σ α ⊙ ∂T/∂α over a head's queries and keys (α from reference.json,
  * ∂T/∂α from gradients.json) equals the stored gate gradient `head_importance`, both by autograd.
  */
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LayerStack, Matrix, StackMap, Trace } from '../src/core/trace.js';
 import {
@@ -22,7 +20,8 @@ import {
   reduceHidden,
 } from '../src/analysis/attribution.js';
 import { mulberry32 } from '../src/core/random.js';
-import { FIXTURES, readReference } from './helpers/reference.js';
+import { GRADIENT_FIXTURES, readGradients } from './helpers/gradients.js';
+import { readReference } from './helpers/reference.js';
 
 type M = number[][];
 
@@ -167,16 +166,11 @@ describe('against a float64 re-computation on random attention and gradients', (
   });
 });
 
-interface GradientsJson {
-  inputs: { id: string; head_importance: number[][] | Record<string, number[][]>; attention_grad: number[][][][] | Record<string, number[][][][]> | null }[];
-}
-
-const GRADIENT_FIXTURES = ['bert', 'roberta', 'distilbert', 'albert', 'electra', 'gpt2', 'gpt_neox', 'llama', 'qwen2', 'mistral-window', 'gemma', 'stories260k', 't5', 'bart'];
 
 describe("PyTorch's numbers: Σ α ⊙ ∂T/∂α over a head = ∂T/∂gate (head_importance)", () => {
   for (const fixture of GRADIENT_FIXTURES) {
     it(fixture, () => {
-      const refs = JSON.parse(readFileSync(join(FIXTURES, fixture, 'gradients.json'), 'utf8')) as GradientsJson;
+      const refs = readGradients(fixture);
       const reference = readReference(fixture);
       let checked = 0;
       for (const [i, ref] of refs.inputs.entries()) {

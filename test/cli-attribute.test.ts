@@ -4,31 +4,19 @@
  * printed JSON within 2e-4 of the field's largest value; --out writes a trace whose attributions
  * read back as printed; bad input gives one clear line.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readTraceFile } from '../src/io/trace-file.js';
 import { runCli } from './helpers/cli.js';
+import { readGradients, type GradientsInput } from './helpers/gradients.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-attribute-cli-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 type Nested = number | Nested[];
-interface GradInput {
-  id: string;
-  input_ids: number[];
-  decoder_input_ids?: number[];
-  target: { kind: string; position: number; token_id: number | null; value: number; stack?: string };
-  embedding_grad: number[][];
-  grad_x_input: number[];
-  integrated_gradients: number[];
-  ig_completeness: { sum_attributions: number; target_x: number; target_baseline: number };
-  attention_grad: Nested | Record<string, Nested> | null;
-  head_importance: Nested | Record<string, Nested>;
-  ablation: { layer: number; head: number; target_ablated: number; kl: number | null } | Record<string, { layer: number; head: number; target_ablated: number; kl: number | null }>;
-}
 
 const flatten = (v: Nested): number[] => (typeof v === 'number' ? [v] : v.flatMap(flatten));
 
@@ -41,12 +29,12 @@ function relError(got: Nested, want: Nested): number {
   return Math.max(...w.map((x, i) => Math.abs(g[i]! - x))) / scale;
 }
 
-function firstInput(fixture: string): { ref: GradInput; typeIds?: number[] } {
-  const ref = (JSON.parse(readFileSync(join(FIXTURES, fixture, 'gradients.json'), 'utf8')) as { inputs: GradInput[] }).inputs[0]!;
+function firstInput(fixture: string): { ref: GradientsInput; typeIds?: number[] } {
+  const ref = readGradients(fixture).inputs[0]!;
   return { ref, typeIds: readReference(fixture).inputs[0]!.token_type_ids };
 }
 
-function idArgs(ref: GradInput, typeIds?: number[]): string[] {
+function idArgs(ref: GradientsInput, typeIds?: number[]): string[] {
   return [
     '--ids', ref.input_ids.join(','),
     ...(typeIds ? ['--type-ids', typeIds.join(',')] : []),
@@ -64,7 +52,7 @@ describe('attnscope attribute --json against gradients.json', () => {
       const r = runCli(tmp, ['attribute', join(FIXTURES, fixture), ...idArgs(ref, typeIds), ...target, '--baseline', 'zero', '--steps', '256', '--json'], 300_000);
       expect(r.stderr).toBe('');
       expect(r.status).toBe(0);
-      const out = JSON.parse(r.stdout) as Record<string, Nested & Record<string, Nested>> & { target: GradInput['target'] };
+      const out = JSON.parse(r.stdout) as Record<string, Nested & Record<string, Nested>> & { target: GradientsInput['target'] };
       expect(out.target).toMatchObject({ kind: ref.target.kind, position: ref.target.position, token_id: ref.target.token_id });
       expect(Math.abs(out.target.value - ref.target.value)).toBeLessThan(2e-4 * Math.max(1, Math.abs(ref.target.value)));
       if (ref.target.stack) expect(out.target.stack).toBe('decoder');

@@ -14,28 +14,15 @@
  *
  * AUTODIFF_REPORT=1 prints the measured errors (max |ours − PyTorch| / max |PyTorch| per field).
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ATTRIBUTION_METHODS, attribute, type TargetSpec } from '../src/engine/gradients.js';
 import { loadModel } from '../src/engine/load.js';
+import { GRADIENT_FIXTURES, readGradients, type GradientsInput } from './helpers/gradients.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
 type Grid = number[][];
-interface GradientsInput {
-  id: string;
-  input_ids: number[];
-  decoder_input_ids?: number[];
-  target: { kind: string; position: number; token_id: number | null; value: number };
-  embedding_grad: Grid;
-  grad_x_input: number[];
-  integrated_gradients: number[];
-  ig_completeness: { sum_attributions: number; target_x: number; target_baseline: number };
-  attention_grad: number[][][][] | Record<string, number[][][][]> | null;
-  head_importance: Grid | Record<string, Grid>;
-}
 
-const GRADIENT_FIXTURES = readdirSync(FIXTURES).filter((d) => existsSync(join(FIXTURES, d, 'gradients.json')));
 const TOLERANCE = 2e-4;
 const ALL_INPUTS = process.env.GRADIENTS_ALL_INPUTS === '1';
 const measured: Record<string, number> = {};
@@ -63,7 +50,7 @@ function targetOf(t: GradientsInput['target']): TargetSpec {
 
 describe('attribute() against PyTorch autograd (gradients.json; 2e-4 of each field\'s largest value)', () => {
   it.each(GRADIENT_FIXTURES)('%s: every input, every field', async (fixture) => {
-    const refs = JSON.parse(readFileSync(join(FIXTURES, fixture, 'gradients.json'), 'utf8')) as { inputs: GradientsInput[] };
+    const refs = readGradients(fixture);
     const reference = readReference(fixture);
     const model = await loadModel(join(FIXTURES, fixture), { graphCache: false });
     try {

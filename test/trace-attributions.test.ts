@@ -5,46 +5,35 @@
  * header, little-endian float32 data, as `safetensors.torch.save_file` lays it out) opens with the
  * same numbers; malformed attributions give one clear error naming the field.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Attributions, LayerStack, StackMap, Trace } from '../src/core/trace.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
-import { FIXTURES, readReference } from './helpers/reference.js';
+import { byStack, readGradients, type GradientsInput } from './helpers/gradients.js';
+import { readReference } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-attr-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 type N4 = number[][][][];
-interface GradInput {
-  input_ids: number[];
-  decoder_input_ids?: number[];
-  target: { kind: string; position: number; token_id: number | null; value: number; stack?: string };
-  embedding_grad: number[][];
-  grad_x_input: number[];
-  integrated_gradients: number[];
-  ig_completeness: { sum_attributions: number; target_x: number; target_baseline: number };
-  attention_grad: N4 | Record<string, N4>;
-  head_importance: number[][] | Record<string, number[][]>;
-}
 
 const stackOf = (v: N4): LayerStack => ({ dims: [v[0]!.length, v[0]![0]!.length, v[0]![0]![0]!.length], layers: v.map((l) => Float32Array.from(l.flat(2))) });
 const tokensOf = (ids: number[], texts?: string[]) => ids.map((id, i) => ({ id, text: texts?.[i] ?? String(id), start: 0, end: 0, special: false, segment: 0, word: null }));
 
 /** A trace of the fixture's first input: reference.json's attention, gradients.json's attributions. */
-function fixtureTrace(fixture: string): { trace: Trace; grad: GradInput } {
-  const grad = (JSON.parse(readFileSync(join(FIXTURES, fixture, 'gradients.json'), 'utf8')) as { inputs: GradInput[] }).inputs[0]!;
+function fixtureTrace(fixture: string): { trace: Trace; grad: GradientsInput } {
+  const grad = readGradients(fixture).inputs[0]!;
   const ref = readReference(fixture).inputs[0]!;
   const encdec = grad.decoder_input_ids !== undefined;
   const attention: StackMap = encdec
     ? { encoder: stackOf(ref.encoder_attentions as N4), decoder: stackOf(ref.decoder_attentions as N4), cross: stackOf(ref.cross_attentions as N4) }
     : { self: stackOf(ref.attentions as N4) };
-  const byStack = <T>(v: T | Record<string, T>): Record<string, T> => (encdec ? (v as Record<string, T>) : { self: v as T });
   const attentionGrad: StackMap = {};
-  for (const [s, v] of Object.entries(byStack<N4>(grad.attention_grad))) attentionGrad[s as keyof StackMap] = stackOf(v);
+  for (const [s, v] of Object.entries(byStack(grad.attention_grad!))) attentionGrad[s as keyof StackMap] = stackOf(v);
   const headImportance: Attributions['headImportance'] = {};
-  for (const [s, v] of Object.entries(byStack<number[][]>(grad.head_importance))) headImportance[s as keyof StackMap] = { dims: [v.length, v[0]!.length], data: Float32Array.from(v.flat()) };
+  for (const [s, v] of Object.entries(byStack(grad.head_importance))) headImportance[s as keyof StackMap] = { dims: [v.length, v[0]!.length], data: Float32Array.from(v.flat()) };
   const t = grad.target;
   const attributions: Attributions = {
     target: { kind: t.kind, position: t.position, tokenId: t.token_id, value: t.value, ...(t.stack ? { stack: 'decoder' as const } : {}) },
@@ -111,7 +100,7 @@ function handMadeSafetensors(tensors: { name: string; shape: number[]; values: n
 
 describe('a .safetensors trace written by hand (as a PyTorch user would)', () => {
   it('gpt2: attention, ∂T/∂α, gate gradients, ∂T/∂E and IG from gradients.json open unchanged', async () => {
-    const grad = (JSON.parse(readFileSync(join(FIXTURES, 'gpt2', 'gradients.json'), 'utf8')) as { inputs: GradInput[] }).inputs[0]!;
+    const grad = readGradients('gpt2').inputs[0]!;
     const ref = readReference('gpt2').inputs[0]!;
     const att = ref.attentions as N4;
     const ag = grad.attention_grad as N4;
