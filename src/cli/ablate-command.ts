@@ -11,7 +11,7 @@ import { ablateHeads, type AblationResult } from '../engine/ablation.js';
 import { loadModel } from '../engine/load.js';
 import { writeFileAtomically } from '../io/trace-file.js';
 import type { ModelInputs } from '../models/architecture.js';
-import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
+import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseIndex, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
 import { csvField } from './flow-command.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
@@ -54,12 +54,6 @@ export const ABLATE_OPTIONS = {
   out: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
-
-function parseIndex(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a non-negative integer, got '${value}'`);
-  return Number(value);
-}
 
 const headName = (h: { stack: StackName; layer: number; head: number }, stacks: number): string => `${stacks > 1 ? `${h.stack}/` : ''}${h.layer}:${h.head}`;
 

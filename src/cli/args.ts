@@ -101,6 +101,14 @@ export function parsePositiveInt(value: string | undefined, flag: string): numbe
   return n;
 }
 
+/** A position, layer or token id: 0 or more (a safe integer). */
+export function parseIndex(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new UsageError(`${flag}: expected a non-negative integer, got '${value}'`);
+  return n;
+}
+
 /** Most intra-op threads accepted (onnxruntime fails far below absurd counts). */
 export const MAX_THREADS = 256;
 

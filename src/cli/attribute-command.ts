@@ -20,7 +20,7 @@ import { loadModel } from '../engine/load.js';
 import type { Model } from '../engine/model.js';
 import type { ModelInputs } from '../models/architecture.js';
 import { writeTraceFile } from '../io/trace-file.js';
-import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
+import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseIndex, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError } from './parse.js';
 
 export const ATTRIBUTE_USAGE = `attnscope attribute [model] (--text "..." | --ids 1,2,3) [--target-position P] [--target-token ID]
@@ -74,12 +74,6 @@ export const ATTRIBUTE_OPTIONS = {
   out: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
-
-function parseIndex(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a non-negative integer, got '${value}'`);
-  return Number(value);
-}
 
 /** The methods of --method (comma-separated; 'all' for every one). */
 export function parseMethods(value: string | undefined): AttributionMethod[] {

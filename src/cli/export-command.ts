@@ -12,7 +12,7 @@ import { svgToPng } from '../views/png.js';
 import { type AnyViewOptions, VIEW_NAMES, type ViewName, renderSvg } from '../views/svg/index.js';
 import { THEME_NAMES, type ThemeName } from '../views/theme.js';
 import { parsePairFilter } from '../views/tokens.js';
-import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList, parseLoadOptions, parseNumber, parsePositiveInt } from './args.js';
+import { LANGUAGE_HELP, LANGUAGE_OPTIONS, MODEL_HELP, MODEL_OPTIONS, parseIdList, parseIndex, parseLoadOptions, parseNumber, parsePositiveInt } from './args.js';
 import { HEAD_FUSIONS, type HeadFusion } from '../analysis/rollout.js';
 import { FLOW_VIEW_METHODS, type FlowMethod } from '../views/layout/flow.js';
 import { CLUSTER_PROJECTIONS, type ClusterProjection } from '../analysis/cluster.js';
@@ -100,12 +100,6 @@ ${LANGUAGE_HELP}
   --format     svg or png (default: from --out's extension); --scale  PNG pixels per unit (default 2)
   --out        the image file, .svg or .png as --format says (written atomically)
 ${MODEL_HELP}`;
-
-function parseIndex(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value.trim())) throw new UsageError(`${flag}: expected a non-negative integer, got '${value}'`);
-  return Number(value);
-}
 
 function parseScale(value: string | undefined): number {
   if (value === undefined) return 2;
