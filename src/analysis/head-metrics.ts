@@ -184,6 +184,7 @@ const BINS = 200 * 256 + 2;
 
 let histScratch: Uint32Array | undefined;
 let binScratch: Int32Array | undefined;
+let binsScratch: Uint16Array | undefined;
 
 /** The histogram bin of a value given its float64 high word (order-preserving for values ≥ 0; −0 goes with 0). */
 function binOf(hi: number): number {
@@ -191,24 +192,20 @@ function binOf(hi: number): number {
   return b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
 }
 
-/** Counts values per bin, reading the high words `words[2i + HI]`; returns minBin · 2^16 + maxBin. */
-function histogram(words: Uint32Array, n: number, hist: Uint32Array): number {
-  let minBin = BINS;
-  let maxBin = 0;
+/** Counts values per bin, reading the high words `words[2i + HI]`, and keeps each value's bin in `bins`. */
+function histogram(words: Uint32Array, n: number, hist: Uint32Array, bins: Uint16Array): void {
   for (let i = 0, j = HI; i < n; i++, j += 2) {
     const b = binOf(words[j]!);
+    bins[i] = b;
     hist[b]!++;
-    if (b < minBin) minBin = b;
-    if (b > maxBin) maxBin = b;
   }
-  return minBin * 65536 + maxBin;
 }
 
 /** The values whose bin is marked (firstRankOfBin ≥ 0), in input order, into `out`. */
-function gather(values: Float64Array, words: Uint32Array, n: number, firstRankOfBin: Int32Array, out: Float64Array): Float64Array {
+function gather(values: Float64Array, bins: Uint16Array, n: number, firstRankOfBin: Int32Array, out: Float64Array): Float64Array {
   let j = 0;
   for (let i = 0; i < n; i++) {
-    if (firstRankOfBin[binOf(words[2 * i + HI]!)]! >= 0) out[j++] = values[i]!;
+    if (firstRankOfBin[bins[i]!]! >= 0) out[j++] = values[i]!;
   }
   return out;
 }
@@ -239,9 +236,14 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   // Both scratch arrays are all zeros / all −1 between calls (only the used range is touched and reset).
   const hist = (histScratch ??= new Uint32Array(BINS));
   const firstRankOfBin = (binScratch ??= new Int32Array(BINS).fill(-1));
-  const range = histogram(words, n, hist);
-  const minBin = Math.floor(range / 65536);
-  const maxBin = range % 65536;
+  if (binsScratch === undefined || binsScratch.length < n) binsScratch = new Uint16Array(n);
+  const bins = binsScratch;
+  histogram(words, n, hist, bins);
+  // The used bin range (a walk over the bins: cheaper than tracking it per value).
+  let minBin = 0;
+  while (hist[minBin] === 0) minBin++;
+  let maxBin = BINS - 1;
+  while (hist[maxBin] === 0) maxBin--;
   const ranks = [...new Set(qs.flatMap((q) => [Math.floor(q * (n - 1)), Math.ceil(q * (n - 1))]))].sort((a, b) => a - b);
   // Mark the bins holding a wanted rank (firstRankOfBin ≥ 0: the rank of the bin's first value).
   const wantedBins: number[] = [];
@@ -259,7 +261,7 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   // The values of the marked bins, sorted (bins are in value order, so this is their order too).
   let m = 0;
   for (const b of wantedBins) m += hist[b]!;
-  const picked = gather(values, words, n, firstRankOfBin, new Float64Array(m));
+  const picked = gather(values, bins, n, firstRankOfBin, new Float64Array(m));
   picked.sort();
   // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
   const before = new Map<number, number>();
@@ -311,7 +313,11 @@ function rowSumsOf(W: Float32Array, head: number, g: RowGeometry, r: LayerRows, 
   for (let q = 0; q < nq; q++) {
     const base = q * nk;
     let s = 0;
-    for (let k = base + lo[q]!, end = base + hi[q]!; k < end; k++) if (support[k] === 1) s += W[off + k]!;
+    const a = base + lo[q]!;
+    const end = base + hi[q]!;
+    // Every key of the range in the support (no causal hole, the common case): the same sum, no tests.
+    if (rowSize[q] === end - a) for (let k = a; k < end; k++) s += W[off + k]!;
+    else for (let k = a; k < end; k++) if (support[k] === 1) s += W[off + k]!;
     sums[q] = s;
     counts[q] = rowSize[q]! > 1 && s > 0 ? 1 : 0;
   }
