@@ -186,6 +186,14 @@ let histScratch: Uint32Array | undefined;
 let binScratch: Int32Array | undefined;
 let binsScratch: Uint16Array | undefined;
 
+const wordCell = new Float64Array(1);
+const wordView = new Uint32Array(wordCell.buffer);
+/** The high 32 bits of a float64. */
+function highWord(x: number): number {
+  wordCell[0] = x;
+  return wordView[HI]!;
+}
+
 /** The histogram bin of a value given its float64 high word (order-preserving for values ≥ 0; −0 goes with 0). */
 function binOf(hi: number): number {
   const b = ((hi & 0x7fffffff) >>> BIN_SHIFT) - BIN_BASE + 1;
@@ -239,11 +247,25 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   if (binsScratch === undefined || binsScratch.length < n) binsScratch = new Uint16Array(n);
   const bins = binsScratch;
   histogram(words, n, hist, bins);
-  // The used bin range (a walk over the bins: cheaper than tracking it per value).
+  // The used bin range: for many values a walk over the bins is cheaper than tracking it per
+  // value; for fewer, the bins of the smallest and largest value.
   let minBin = 0;
-  while (hist[minBin] === 0) minBin++;
   let maxBin = BINS - 1;
-  while (hist[maxBin] === 0) maxBin--;
+  if (n >= BINS) {
+    while (hist[minBin] === 0) minBin++;
+    while (hist[maxBin] === 0) maxBin--;
+  } else {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = 0; i < n; i++) {
+      const v = values[i]!;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+      if (v !== v) hi = Infinity; // NaN (last bin)
+    }
+    minBin = binOf(highWord(lo));
+    maxBin = binOf(highWord(hi));
+  }
   const ranks = [...new Set(qs.flatMap((q) => [Math.floor(q * (n - 1)), Math.ceil(q * (n - 1))]))].sort((a, b) => a - b);
   // Mark the bins holding a wanted rank (firstRankOfBin ≥ 0: the rank of the bin's first value).
   const wantedBins: number[] = [];
