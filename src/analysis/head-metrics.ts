@@ -442,15 +442,15 @@ function scanHead(
     // Summed in the same order as the Jensen–Shannon term's entropy, so that equal rows give exactly 0.
     let ent = 0;
     let rowV = 0;
-    if (!keep && n === b - a) {
-      // Every key of [a, b) in the support (no causal hole, the common case), nothing kept: the
-      // same arithmetic in the same order, in loops without the per-key tests (rowScan).
+    if (n === b - a) {
+      // Every key of [a, b) in the support (no causal hole, the common case): the same arithmetic
+      // in the same order, in loops without the per-key tests (rowScan; in the first layer it keeps w too).
       acc[3] = below;
       acc[4] = belowUniform;
       acc[6] = sumSq;
       acc[7] = dist;
       acc[8] = long;
-      entries = rowScan(W, off + base, inline ? fw : null, base, a, b, inv, qp, threshold, uniform, longRange, pooled, entries, mean ? layerMean : null, invHeads, acc);
+      entries = rowScan(W, off + base, inline ? fw : null, base, a, b, inv, qp, threshold, uniform, longRange, pooled, entries, mean ? layerMean : null, invHeads, keep ? w : null, acc);
       hm = acc[0]!;
       rowMax = acc[1]!;
       ent = acc[2]!;
@@ -546,13 +546,14 @@ const acc = new Float64Array(9);
  * W[wo + k] · inv of each, the Jensen–Shannon mixture term against `fw[fo + k]` (null: none),
  * the accumulators of `out` (module comment of scanHead; per-head ones continue from their values
  * in `out`), pooled weights from `entries` on (returned: the new count) and w / heads into
- * `layerMean` (null: not wanted). Same operations in the same order as the general loop, so the
+ * `layerMean` (null: not wanted), and w into `keepW` (the first layer's copy; null: not kept).
+ * Same operations in the same order as the general loop, so the
  * results are bit-identical; the engine optimises this loop on its own, without the tests.
  */
 function rowScan(
   W: Float32Array, wo: number, fw: Float64Array | null, fo: number, a: number, b: number, inv: number, qp: number,
   threshold: number, uniform: number, longRange: number, pooled: Float64Array, entries: number,
-  layerMean: Float64Array | null, invHeads: number, out: Float64Array,
+  layerMean: Float64Array | null, invHeads: number, keepW: Float64Array | null, out: Float64Array,
 ): number {
   let hm = 0;
   let rowMax = 0;
@@ -595,6 +596,7 @@ function rowScan(
     }
   }
   if (layerMean !== null) for (let k = a; k < b; k++) layerMean[fo + k] = layerMean[fo + k]! + W[wo + k]! * inv * invHeads;
+  if (keepW !== null) for (let k = a; k < b; k++) keepW[fo + k] = W[wo + k]! * inv;
   out[0] = hm;
   out[1] = rowMax;
   out[2] = ent;
