@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
 import { resolveModelSource, type ModelSourceOptions } from '../src/io/model-source.js';
-import { createProgress, PROGRESS_MIN_BYTES, wantsProgress } from '../src/io/progress.js';
+import { countProgress, createProgress, PROGRESS_MIN_BYTES, wantsProgress } from '../src/io/progress.js';
 import {
   fakeCommit,
   fixtureFiles,
@@ -308,6 +308,28 @@ describe('progress bar', () => {
     expect(out.length).toBe(11); // throttled to one redraw per 100 ms, plus the final line
     expect(out.every((s) => s.startsWith('\r\x1b[2Kmodel.safetensors'))).toBe(true);
     expect(out.at(-1)).toMatch(/100%  20\.0 MB \/ 20\.0 MB  20\.0 MB\/s\n$/);
+  });
+
+  it('counts items on a log: a line at each tenth with count, rate and time left, then the final line', () => {
+    const out: string[] = [];
+    let t = 0;
+    const log = { write: (s: string) => out.push(s) };
+    const bar = countProgress('crows-pairs', false, log, () => t);
+    for (let i = 1; i <= 40; i++) {
+      t += 500; // 2 items a second
+      bar.update(i, 40);
+    }
+    bar.done();
+    // The first item, then tenths 0.1 … 0.9 once each (items 4, 8, …, 36), then done().
+    expect(out).toHaveLength(11);
+    expect(out[0]).toBe(`crows-pairs  █${'░'.repeat(23)}   2%  1/40  2.0/s  ETA 20s\n`);
+    expect(out[1]).toBe(`crows-pairs  ${'█'.repeat(2)}${'░'.repeat(22)}  10%  4/40  2.0/s  ETA 18s\n`);
+    expect(out.at(-1)).toBe(`crows-pairs  ${'█'.repeat(24)} 100%  40/40  2.0/s\n`);
+    const before = out.length;
+    const quiet = countProgress('x', true, log);
+    quiet.update(1, 2);
+    quiet.done();
+    expect(out).toHaveLength(before);
   });
 });
 

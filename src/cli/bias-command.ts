@@ -29,7 +29,7 @@ import type { GroupLexicon } from '../analysis/bias/groups.js';
 import { ResultsCache } from '../bias/results-cache.js';
 import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
-import { countProgress } from './bias-progress.js';
+import { countProgress } from '../io/progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
 
 const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe'] as const;

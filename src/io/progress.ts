@@ -1,6 +1,6 @@
 /**
- * A one-line download progress bar on stderr: `file  ████░░░░  45%  12.3 MB / 27.1 MB  8.2 MB/s`.
- * Redrawn in place on a terminal; on anything else (when forced on) printed every 10%.
+ * One-line progress bars on stderr: downloads (`file  ████░░░░  45%  12.3 MB / 27.1 MB  8.2 MB/s`)
+ * and counts of items done. Redrawn in place on a terminal; on anything else printed every 10%.
  */
 import { isTrue, type Env } from './hf-cache.js';
 
@@ -38,40 +38,34 @@ export function wantsProgress(
   return stream.isTTY === true && !isTrue(env.HF_HUB_DISABLE_PROGRESS_BARS);
 }
 
-export function createProgress(
-  label: string,
-  total: number,
-  stream: ProgressStream = process.stderr,
-  now: () => number = Date.now,
-): Progress {
-  if (total <= 0) return NO_PROGRESS;
+/**
+ * A line redrawn in place on a terminal (at most 10 times a second) and printed at each tenth of
+ * the total elsewhere; `render` draws it from the amount done, the total and the seconds elapsed.
+ */
+function progressLine(
+  stream: ProgressStream,
+  now: () => number,
+  render: (current: number, total: number, seconds: number) => string,
+): { set(current: number, total: number): void; done(): void } {
   const tty = stream.isTTY === true;
   const start = now();
   let lastDraw = -Infinity;
   let lastDecile = -1;
   let current = 0;
-
-  const line = (): string => {
-    const fraction = Math.min(1, current / total);
-    const seconds = Math.max((now() - start) / 1000, 1e-3);
-    const filled = Math.round(fraction * BAR_WIDTH);
-    const bar = '█'.repeat(filled) + '░'.repeat(BAR_WIDTH - filled);
-    const percent = `${Math.floor(fraction * 100)}%`.padStart(4);
-    const bytes = `${formatBytes(current)} / ${formatBytes(total)}`;
-    return `${shorten(label)}  ${bar} ${percent}  ${bytes}  ${formatBytes(current / seconds)}/s`;
-  };
-
+  let all = 0;
+  const line = (): string => render(current, all, Math.max((now() - start) / 1000, 1e-3));
   return {
-    update(bytes: number): void {
-      current = bytes;
+    set(done: number, total: number): void {
+      current = done;
+      all = total;
       if (tty) {
         const t = now();
         if (t - lastDraw < 100) return;
         lastDraw = t;
         stream.write(`\r\x1b[2K${line()}`);
       } else {
-        const decile = Math.floor((Math.min(current, total) / total) * 10);
-        if (decile === lastDecile || decile === 10) return;
+        const decile = total <= 0 ? 10 : Math.floor((Math.min(done, total) / total) * 10);
+        if (decile === lastDecile || decile >= 10) return;
         lastDecile = decile;
         stream.write(`${line()}\n`);
       }
@@ -80,6 +74,43 @@ export function createProgress(
       stream.write(tty ? `\r\x1b[2K${line()}\n` : `${line()}\n`);
     },
   };
+}
+
+/** `████░░░░  45%` for a fraction done. */
+function bar(fraction: number): string {
+  const filled = Math.round(fraction * BAR_WIDTH);
+  return `${'█'.repeat(filled)}${'░'.repeat(BAR_WIDTH - filled)} ${`${Math.floor(fraction * 100)}%`.padStart(4)}`;
+}
+
+export function createProgress(
+  label: string,
+  total: number,
+  stream: ProgressStream = process.stderr,
+  now: () => number = Date.now,
+): Progress {
+  if (total <= 0) return NO_PROGRESS;
+  const line = progressLine(stream, now, (current, all, seconds) =>
+    `${shorten(label)}  ${bar(Math.min(1, current / all))}  ${formatBytes(current)} / ${formatBytes(all)}  ${formatBytes(current / seconds)}/s`);
+  return { update: (bytes) => line.set(bytes, total), done: () => line.done() };
+}
+
+/** A counter of items done (`crows-pairs  ████░░░░  45%  680/1508  3.2/s  ETA 5m`). */
+export interface CountProgress {
+  update(done: number, total: number): void;
+  done(): void;
+}
+
+const duration = (s: number): string => (s < 60 ? `${Math.round(s)}s` : s < 3600 ? `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s` : `${(s / 3600).toFixed(1)}h`);
+
+/** Items done out of a total with rate and ETA, for long runs; `quiet` prints nothing. */
+export function countProgress(label: string, quiet = false, stream: ProgressStream = process.stderr, now: () => number = Date.now): CountProgress {
+  if (quiet) return { update() {}, done() {} };
+  const line = progressLine(stream, now, (current, all, seconds) => {
+    const rate = current / seconds;
+    const eta = rate > 0 && current < all ? `  ETA ${duration((all - current) / rate)}` : '';
+    return `${label}  ${bar(all === 0 ? 1 : Math.min(1, current / all))}  ${current}/${all}  ${rate.toFixed(1)}/s${eta}`;
+  });
+  return { update: (done, total) => line.set(done, total), done: () => line.done() };
 }
 
 const BAR_WIDTH = 24;
