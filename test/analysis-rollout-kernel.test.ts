@@ -13,25 +13,10 @@ import { attentionRollout, attentionRolloutWith, kthSmallest, rolloutRows } from
 import { mulberry32 as rng } from '../src/core/random.js';
 import type { Trace } from '../src/core/trace.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
-import { handTrace } from './helpers/hand-trace.js';
+import { randomTrace } from './helpers/hand-trace.js';
 
 const kernel = runtimeKernel(nodeRuntime, { threads: 2 });
 afterAll(() => kernel.release());
-
-function randomTrace(n: number, layers: number, heads: number, causal: boolean, seed: number): Trace {
-  const r = rng(seed);
-  const table = new Map<string, number>();
-  return handTrace(Array.from({ length: n }, (_, i) => `t${i}`), {
-    layers,
-    heads,
-    weight: (l, h, q, k) => {
-      if (causal && k > q) return 0;
-      const key = `${l},${h},${q},${k}`;
-      if (!table.has(key)) table.set(key, Math.exp(5 * r()));
-      return table.get(key)!;
-    },
-  });
-}
 
 /** Rollout as NumPy would do it (fuse the chosen heads, (1 − w)·F + w·I, rows / sums, R = A'_l @ R), every layer. */
 function reference(trace: Trace, fusion: 'mean' | 'max' | 'min', residual: number, heads?: number[]): number[][][] {
@@ -78,7 +63,7 @@ describe('native rollout kernel', () => {
   ] as const;
   for (const c of cases) {
     it(`matches a float64 re-computation (${JSON.stringify(c)})`, async () => {
-      const trace = randomTrace(9, 4, 3, c.causal, c.fusion.length * 7 + c.residual * 10);
+      const trace = randomTrace(9, 4, 3, c.causal, c.fusion.length * 7 + c.residual * 10, 5);
       const heads = 'heads' in c ? [...c.heads] : undefined;
       const ref = reference(trace, c.fusion, c.residual, heads);
       const got = await attentionRolloutWith(trace, { fusion: c.fusion, residual: c.residual, heads }, kernel);
@@ -93,7 +78,7 @@ describe('native rollout kernel', () => {
   }
 
   it('with discard, multiplies the graph built in JavaScript (equal to the float64 path)', async () => {
-    const trace = randomTrace(12, 3, 2, true, 5);
+    const trace = randomTrace(12, 3, 2, true, 5, 5);
     const js = attentionRollout(trace, { discard: 0.6 });
     const native = await attentionRolloutWith(trace, { discard: 0.6 }, kernel);
     expect(native.graph.discarded).toEqual(js.graph.discarded);
@@ -102,12 +87,12 @@ describe('native rollout kernel', () => {
 
   it('one session serves several token counts; layer ranges and errors as the JavaScript path', async () => {
     for (const n of [5, 17]) {
-      const trace = randomTrace(n, 3, 2, false, n);
+      const trace = randomTrace(n, 3, 2, false, n, 5);
       const ref = reference(trace, 'max', 0.5);
       const got = await attentionRolloutWith(trace, { fusion: 'max', startLayer: 0, endLayer: 2 }, kernel);
       expectClose(got.layers[2]!, ref[2]!, 1.2e-7);
     }
-    const trace = randomTrace(6, 3, 2, false, 1);
+    const trace = randomTrace(6, 3, 2, false, 1, 5);
     const ranged = await attentionRolloutWith(trace, { startLayer: 1, endLayer: 2 }, kernel);
     expect([ranged.startLayer, ranged.endLayer, ranged.layers.length]).toEqual([1, 2, 2]);
     await expect(attentionRolloutWith(trace, { endLayer: 3 }, kernel)).rejects.toThrow(/end layer 3 is out of range/);
@@ -118,13 +103,13 @@ describe('native rollout kernel', () => {
 describe('rollout rows on demand', () => {
   it("row i of the last cumulative rollout, for chosen tokens, equals the re-computation's", () => {
     for (const causal of [false, true]) {
-      const trace = randomTrace(10, 4, 3, causal, causal ? 3 : 4);
+      const trace = randomTrace(10, 4, 3, causal, causal ? 3 : 4, 5);
       const ref = reference(trace, 'mean', 0.5);
       const rows = rolloutRows(trace, [9, 0, 4]);
       [9, 0, 4].forEach((t, i) => rows[i]!.forEach((v, j) => expect(v).toBeCloseTo(ref[3]![t]![j]!, 14)));
       expect(rows[0]!.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 14);
     }
-    expect(() => rolloutRows(randomTrace(4, 1, 1, false, 1), [4])).toThrow(/token 4 is out of range/);
+    expect(() => rolloutRows(randomTrace(4, 1, 1, false, 1, 5), [4])).toThrow(/token 4 is out of range/);
   });
 });
 

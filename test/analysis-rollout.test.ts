@@ -6,23 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { attentionGraph, attentionRollout, fusedAttention, rolloutOfMatrices } from '../src/analysis/rollout.js';
 import type { Trace } from '../src/core/trace.js';
-import { handTrace } from './helpers/hand-trace.js';
-import { mulberry32 as rng } from '../src/core/random.js';
-
-function randomTrace(n: number, layers: number, heads: number, causal: boolean, seed: number): Trace {
-  const r = rng(seed);
-  const table = new Map<string, number>();
-  return handTrace(Array.from({ length: n }, (_, i) => `t${i}`), {
-    layers,
-    heads,
-    weight: (l, h, q, k) => {
-      if (causal && k > q) return 0;
-      const key = `${l},${h},${q},${k}`;
-      if (!table.has(key)) table.set(key, Math.exp(4 * r()));
-      return table.get(key)!;
-    },
-  });
-}
+import { handTrace, randomTrace } from './helpers/hand-trace.js';
 
 /** The rollout as NumPy would do it: fuse, 0.5·A + 0.5·I, rows / sums, R = A'_l @ R. */
 function referenceRollout(trace: Trace, fusion: 'mean' | 'max' | 'min', residual = 0.5): number[][][] {

@@ -2,6 +2,7 @@
  * Small hand-made traces for the per-view unit tests: tokens as given, attention with known
  * values (causal rows where weight q→k is proportional to k + 1 + head, or a caller's function).
  */
+import { mulberry32 } from '../../src/core/random.js';
 import type { GenerationInfo, Prediction, StackName, Token, Trace } from '../../src/core/trace.js';
 
 export interface HandTraceOptions {
@@ -59,4 +60,23 @@ export function handTrace(texts: readonly string[], o: HandTraceOptions = {}): T
   if (o.generation) trace.generation = o.generation;
   if (o.predictions) trace.predictions = o.predictions;
   return trace;
+}
+
+/**
+ * A trace of n tokens whose rows are random positive weights exp(spread · u), u uniform in [0, 1)
+ * from mulberry32(seed), normalised by handTrace; causal zeroes keys after the query.
+ */
+export function randomTrace(n: number, layers: number, heads: number, causal: boolean, seed: number, spread = 4): Trace {
+  const r = mulberry32(seed);
+  const table = new Map<string, number>();
+  return handTrace(Array.from({ length: n }, (_, i) => `t${i}`), {
+    layers,
+    heads,
+    weight: (l, h, q, k) => {
+      if (causal && k > q) return 0;
+      const key = `${l},${h},${q},${k}`;
+      if (!table.has(key)) table.set(key, Math.exp(spread * r()));
+      return table.get(key)!;
+    },
+  });
 }
