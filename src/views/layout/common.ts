@@ -475,3 +475,64 @@ export function downsample(
   }
   return { width, height, mean, blank };
 }
+
+/** "target: <target>" with the target in bold, as the attribution views name what they explain. */
+export function targetItem(x: number, y: number, target: string, theme: Theme, className: string): TextItem {
+  return {
+    kind: 'text',
+    x,
+    y,
+    text: `target: ${target}`,
+    size: LAYOUT.fontSize,
+    fill: theme.text,
+    spans: [{ text: 'target: ', fill: theme.muted }, { text: target, fill: theme.text, bold: true }],
+    className,
+  };
+}
+
+/** Size limits of a layers × heads grid of square cells. */
+export interface LayerHeadGridSize {
+  /** Side of the grid when no frame is given. */
+  side: number;
+  minCell: number;
+  maxCell: number;
+}
+
+/**
+ * A layers × heads grid of square cells (rows L0…, columns H0…) whose axis band starts at `top`:
+ * the cell size fits the frame (less `legendWidth` at the right), the grid's box, and its axis
+ * items — 'head' above, 'layer' rotated at the left, and labels every few cells so they never overlap.
+ */
+export function layerHeadGrid(
+  layers: number,
+  heads: number,
+  top: number,
+  size: LayerHeadGridSize,
+  legendWidth: number,
+  theme: Theme,
+  frame?: { width?: number; height?: number },
+): { cell: number; grid: { x: number; y: number; width: number; height: number }; axes: Item[] } {
+  const m = LAYOUT.margin;
+  const sfs = LAYOUT.smallFontSize;
+  const rowLabelW = textWidth(`L${layers - 1}`, sfs) + 8;
+  const axisBand = sfs + 8;
+  const left = m + axisBand + rowLabelW;
+  const gridTop = top + axisBand + sfs + 6;
+  const availW = frame?.width !== undefined ? frame.width - left - 28 - legendWidth - m : size.side;
+  const availH = frame?.height !== undefined ? frame.height - gridTop - 60 - m : size.side;
+  const cell = Math.max(size.minCell, Math.min(size.maxCell, Math.floor(Math.min(availW / heads, availH / layers))));
+  const grid = { x: left, y: gridTop, width: cell * heads, height: cell * layers };
+  const axes: Item[] = [
+    { kind: 'text', x: grid.x + grid.width / 2, y: top + sfs, text: 'head', size: sfs, fill: theme.muted, anchor: 'middle', className: 'axis-name' },
+    { kind: 'text', x: m + sfs, y: grid.y + grid.height / 2, text: 'layer', size: sfs, fill: theme.muted, anchor: 'middle', rotate: -90, className: 'axis-name' },
+  ];
+  const colStep = Math.max(1, Math.ceil((textWidth(`H${heads - 1}`, sfs) + 4) / cell));
+  for (let h = 0; h < heads; h += colStep) {
+    axes.push({ kind: 'text', x: grid.x + (h + 0.5) * cell, y: grid.y - 6, text: `H${h}`, size: sfs, fill: theme.muted, anchor: 'middle', className: 'col-label', data: { head: h } });
+  }
+  const rowStep = Math.max(1, Math.ceil((sfs + 2) / cell));
+  for (let l = 0; l < layers; l += rowStep) {
+    axes.push({ kind: 'text', x: grid.x - 6, y: grid.y + (l + 0.5) * cell + sfs * 0.35, text: `L${l}`, size: sfs, fill: theme.muted, anchor: 'end', className: 'row-label', data: { layer: l } });
+  }
+  return { cell, grid, axes };
+}

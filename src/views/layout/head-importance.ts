@@ -14,7 +14,7 @@ import { AttnscopeError } from '../../core/errors.js';
 import type { StackName } from '../../core/trace.js';
 import { divergingScale, textOn, weightScale } from '../colors.js';
 import { LAYOUT, type Theme } from '../theme.js';
-import { type Item, type Picture, legendItems, scaleSpec, textWidth, wrapText } from './common.js';
+import { type Item, type Picture, layerHeadGrid, legendItems, scaleSpec, targetItem, wrapText } from './common.js';
 import { fmtScore } from './saliency.js';
 
 /** What the head-importance grid shows: plain data. */
@@ -86,40 +86,12 @@ export function headImportanceLayout(data: HeadImportanceData, theme: Theme, pla
 
   const items: Item[] = [];
   let y = top + fs;
-  items.push({
-    kind: 'text',
-    x: m,
-    y,
-    text: `target: ${data.target}`,
-    size: fs,
-    fill: theme.text,
-    spans: [{ text: 'target: ', fill: theme.muted }, { text: data.target, fill: theme.text, bold: true }],
-    className: 'importance-target',
-  });
+  items.push(targetItem(m, y, data.target, theme, 'importance-target'));
   y += 12;
 
-  const rowLabelW = textWidth(`L${layers - 1}`, sfs) + 8;
-  const axisBand = sfs + 8;
-  const left = m + axisBand + rowLabelW;
-  const gridTop = y + axisBand + sfs + 6;
   const legendW = 90;
-  let availW: number = IMPORTANCE_GRID.side;
-  let availH: number = IMPORTANCE_GRID.side;
-  if (place.frame?.width !== undefined) availW = place.frame.width - left - 28 - legendW - m;
-  if (place.frame?.height !== undefined) availH = place.frame.height - gridTop - 60 - m;
-  const cell = Math.max(IMPORTANCE_GRID.minCell, Math.min(IMPORTANCE_GRID.maxCell, Math.floor(Math.min(availW / heads, availH / layers))));
-  const grid = { x: left, y: gridTop, width: cell * heads, height: cell * layers };
-
-  items.push({ kind: 'text', x: grid.x + grid.width / 2, y: y + sfs, text: 'head', size: sfs, fill: theme.muted, anchor: 'middle', className: 'axis-name' });
-  items.push({ kind: 'text', x: m + sfs, y: grid.y + grid.height / 2, text: 'layer', size: sfs, fill: theme.muted, anchor: 'middle', rotate: -90, className: 'axis-name' });
-  const colStep = Math.max(1, Math.ceil((textWidth(`H${heads - 1}`, sfs) + 4) / cell));
-  for (let h = 0; h < heads; h += colStep) {
-    items.push({ kind: 'text', x: grid.x + (h + 0.5) * cell, y: grid.y - 6, text: `H${h}`, size: sfs, fill: theme.muted, anchor: 'middle', className: 'col-label', data: { head: h } });
-  }
-  const rowStep = Math.max(1, Math.ceil((sfs + 2) / cell));
-  for (let l = 0; l < layers; l += rowStep) {
-    items.push({ kind: 'text', x: grid.x - 6, y: grid.y + (l + 0.5) * cell + sfs * 0.35, text: `L${l}`, size: sfs, fill: theme.muted, anchor: 'end', className: 'row-label', data: { layer: l } });
-  }
+  const { cell, grid, axes } = layerHeadGrid(layers, heads, y, IMPORTANCE_GRID, legendW, theme, place.frame);
+  items.push(...axes);
 
   const cells: ImportanceCell[] = [];
   const showValue = cell >= 30;

@@ -15,7 +15,7 @@ import type { Trace } from '../../core/trace.js';
 import { headColors, parseColor } from '../colors.js';
 import { type CommonViewOptions, resolveCommon } from '../svg/common.js';
 import { LAYOUT, type Theme } from '../theme.js';
-import { type Item, type Picture, textWidth, wrapText } from './common.js';
+import { type Item, type Picture, layerHeadGrid, textWidth, wrapText } from './common.js';
 import { headLabel, traceAtStep } from './head-clusters.js';
 
 export interface HeadTypesOptions extends CommonViewOptions {
@@ -167,29 +167,8 @@ export function headTypesLayout(table: readonly HeadTableRow[], theme: Theme, pl
   const legendW = Math.max(textWidth(caption, sfs), ...HEAD_TYPE_NAMES.map((t) => sw + 8 + textWidth(legendText(t), fs)), sw + 8 + textWidth(untypedText, fs));
 
   // Grid: square cells, row labels "L0" left, column labels "H0" above, axis names outside them.
-  const rowLabelW = textWidth(`L${layers - 1}`, sfs) + 8;
-  const axisBand = sfs + 8;
-  const left = m + axisBand + rowLabelW;
-  const gridTop = top + axisBand + sfs + 6;
-  let availW: number = TYPE_GRID.side;
-  let availH: number = TYPE_GRID.side;
-  if (place.frame?.width !== undefined) availW = place.frame.width - left - 28 - legendW - m;
-  if (place.frame?.height !== undefined) availH = place.frame.height - gridTop - 60 - m;
-  const cell = Math.max(TYPE_GRID.minCell, Math.min(TYPE_GRID.maxCell, Math.floor(Math.min(availW / heads, availH / layers))));
-  const grid = { x: left, y: gridTop, width: cell * heads, height: cell * layers };
-
-  const items: Item[] = [];
-  // Axis names and labels.
-  items.push({ kind: 'text', x: grid.x + grid.width / 2, y: top + sfs, text: 'head', size: sfs, fill: theme.muted, anchor: 'middle', className: 'axis-name' });
-  items.push({ kind: 'text', x: m + sfs, y: grid.y + grid.height / 2, text: 'layer', size: sfs, fill: theme.muted, anchor: 'middle', rotate: -90, className: 'axis-name' });
-  const colStep = Math.max(1, Math.ceil((textWidth(`H${heads - 1}`, sfs) + 4) / cell));
-  for (let h = 0; h < heads; h += colStep) {
-    items.push({ kind: 'text', x: grid.x + (h + 0.5) * cell, y: grid.y - 6, text: `H${h}`, size: sfs, fill: theme.muted, anchor: 'middle', className: 'col-label', data: { head: h } });
-  }
-  const rowStep = Math.max(1, Math.ceil((sfs + 2) / cell));
-  for (let l = 0; l < layers; l += rowStep) {
-    items.push({ kind: 'text', x: grid.x - 6, y: grid.y + (l + 0.5) * cell + sfs * 0.35, text: `L${l}`, size: sfs, fill: theme.muted, anchor: 'end', className: 'row-label', data: { layer: l } });
-  }
+  const { cell, grid, axes } = layerHeadGrid(layers, heads, top, TYPE_GRID, legendW, theme, place.frame);
+  const items: Item[] = [...axes];
 
   // Cells: neutral under every cell (the frame of an untyped head), the type's shade over it.
   const cells: TypeCell[] = [];

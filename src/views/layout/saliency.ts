@@ -21,7 +21,7 @@
 import { AttnscopeError } from '../../core/errors.js';
 import { divergingScale, textOn } from '../colors.js';
 import { LAYOUT, type Theme } from '../theme.js';
-import { type Item, type Picture, fitText, textWidth, wrapText } from './common.js';
+import { type Item, type Picture, fitText, targetItem, textWidth, wrapText } from './common.js';
 
 /** One method's token scores. */
 export interface SaliencyRow {
@@ -129,16 +129,7 @@ export function saliencyLayout(data: SaliencyData, theme: Theme, place: Saliency
   let y = top;
   // The target, named.
   y += fs;
-  items.push({
-    kind: 'text',
-    x: m,
-    y,
-    text: `target: ${data.target}`,
-    size: fs,
-    fill: theme.text,
-    spans: [{ text: 'target: ', fill: theme.muted }, { text: data.target, fill: theme.text, bold: true }],
-    className: 'saliency-target',
-  });
+  items.push(targetItem(m, y, data.target, theme, 'saliency-target'));
   y += 14;
 
   // Columns: each token's box as wide as its label (at least minCell), labels cut at 24 characters.
