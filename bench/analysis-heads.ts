@@ -8,15 +8,16 @@
  *
  * Before/after in the same run: `--baseline REV` (default 1b4fa9c, the code before the quantile
  * and row-sum changes of 2026-12-02) loads src/analysis/head-metrics.ts and head-types.ts as they
- * were at that git revision (transpiled with TypeScript into a temporary folder, removed at the
- * end; their other imports resolve to this build's modules), times its headTable next to this
- * build's, alternating run by run, and checks that both tables are identical. `--baseline none`
+ * were at that git revision, and the same two files of the working tree, both transpiled with
+ * TypeScript into temporary folders (removed at the end; their other imports resolve to this
+ * build's modules, so both sides run the same kind of generated code), times the two headTables
+ * alternately run by run, and checks that the tables are identical. `--baseline none`
  * skips it (e.g. outside a git checkout).
  *
  *   npm run bench:analysis-heads        (or: npx tsx bench/analysis-heads.ts [--tokens 32,128,512] [--runs 5] [--baseline REV|none])
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -35,12 +36,20 @@ const runs = Number(values.runs);
 
 type HeadTableFn = typeof headTable;
 
-/** headTable as it was at git revision `rev` (see the module comment), and the folder to remove. */
-async function loadBaseline(rev: string): Promise<{ table: HeadTableFn; dir: string }> {
+/**
+ * headTable as it is at git revision `rev` (null: in the working tree), transpiled into a
+ * temporary folder (see the module comment); both sides of the comparison load this way, so that
+ * they run the same kind of generated code.
+ */
+async function loadVersion(rev: string | null): Promise<{ table: HeadTableFn; dir: string }> {
   const here = new URL('../src/analysis/', import.meta.url);
+  const root = execFileSync('git', ['rev-parse', '--show-toplevel'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
   const dir = mkdtempSync(join(tmpdir(), 'attnscope-heads-baseline-'));
   for (const f of ['head-metrics', 'head-types']) {
-    const source = execFileSync('git', ['show', `${rev}:src/analysis/${f}.ts`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const source =
+      rev === null
+        ? readFileSync(join(root, 'src', 'analysis', `${f}.ts`), 'utf8')
+        : execFileSync('git', ['show', `${rev}:src/analysis/${f}.ts`], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     let js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
     // The baseline's own modules stay side by side; every other import is this build's module.
     js = js.replace(/from '(\.\.?\/[^']+)'/g, (_m, p: string) =>
@@ -52,7 +61,8 @@ async function loadBaseline(rev: string): Promise<{ table: HeadTableFn; dir: str
   return { table: mod.headTable, dir };
 }
 
-const baseline = values.baseline === 'none' ? null : await loadBaseline(values.baseline).catch((e: unknown) => {
+const loadBoth = async (rev: string) => ({ before: await loadVersion(rev), after: await loadVersion(null) });
+const baseline = values.baseline === 'none' ? null : await loadBoth(values.baseline).catch((e: unknown) => {
   console.log(`(no baseline: ${e instanceof Error ? e.message.split('\n')[0] : String(e)})`);
   return null;
 });
@@ -76,12 +86,14 @@ try {
     console.log('|---:|---:|---:|---:|---|');
     for (const n of lengths) {
       const trace = traces.get(n)!;
-      const same = JSON.stringify(baseline.table(trace)) === JSON.stringify(headTable(trace));
+      const old = baseline.before.table;
+      const now = baseline.after.table;
+      const same = JSON.stringify(old(trace)) === JSON.stringify(now(trace)) && JSON.stringify(now(trace)) === JSON.stringify(headTable(trace));
       const before: number[] = [];
       const after: number[] = [];
       for (let i = 0; i < runs; i++) {
-        before.push((await timeOnce(() => baseline.table(trace))).cpu);
-        after.push((await timeOnce(() => headTable(trace))).cpu);
+        before.push((await timeOnce(() => old(trace))).cpu);
+        after.push((await timeOnce(() => now(trace))).cpu);
       }
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
       const saved = median(before.map((b, i) => b - after[i]!));
@@ -89,5 +101,5 @@ try {
     }
   }
 } finally {
-  if (baseline) rmSync(baseline.dir, { recursive: true, force: true });
+  if (baseline) for (const v of [baseline.before, baseline.after]) rmSync(v.dir, { recursive: true, force: true });
 }
