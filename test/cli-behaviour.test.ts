@@ -22,7 +22,7 @@ import { HEADS_OPTIONS, HEADS_USAGE } from '../src/cli/heads-command.js';
 import { LENS_OPTIONS, LENS_USAGE } from '../src/cli/lens-command.js';
 import { TRACE_OPTIONS, TRACE_USAGE } from '../src/cli/trace-command.js';
 import { VIEW_OPTIONS, VIEW_USAGE } from '../src/cli/view-command.js';
-import { CLI, ROOT, runCli, type Run } from './helpers/cli.js';
+import { CLI, expectInputError, ROOT, type Run, runCli } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-cli-behaviour-'));
@@ -32,16 +32,6 @@ const BERT = join(FIXTURES, 'bert');
 
 function attnscope(...args: string[]): Run {
   return runCli(tmp, args, 120_000);
-}
-
-/** An input error: exit code 2, exactly one line on stderr, no stack trace. */
-function expectInputError(run: Run, pattern: RegExp): void {
-  expect(run.status, run.stderr).toBe(2);
-  const lines = run.stderr.trim().split('\n');
-  expect(lines, run.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(/^attnscope: /);
-  expect(lines[0]).toMatch(pattern);
-  expect(run.stderr).not.toMatch(/internal error|\n\s+at /);
 }
 
 describe('unknown options and malformed values', () => {

@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { runCli, type Run } from './helpers/cli.js';
+import { expectInputError, type Run, runCli } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
 import { parseCsv } from '../src/analysis/bias/csv.js';
 import { STEREOSET_FILE } from './helpers/stereoset-file.js';
@@ -18,13 +18,6 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 function attnscope(...args: string[]): Run {
   return runCli(tmp, args, 120_000);
-}
-
-function expectInputError(run: Run, pattern: RegExp): void {
-  expect(run.status, run.stderr).toBe(2);
-  const lines = run.stderr.trim().split('\n');
-  expect(lines, run.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(pattern);
 }
 
 /** The number after `label:` on a line of the printed summary. */

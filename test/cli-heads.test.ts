@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, runCli, type Run } from './helpers/cli.js';
+import { expectInputError, ROOT, type Run, runCli } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-heads-'));
@@ -26,13 +26,6 @@ function parseCsv(text: string): Record<string, string>[] {
   const [head, ...lines] = text.trim().split('\n');
   const cols = head!.split(',');
   return lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i]!, v])));
-}
-
-function expectInputError(run: Run, pattern: RegExp): void {
-  expect(run.status, run.stderr).toBe(2);
-  const lines = run.stderr.trim().split('\n');
-  expect(lines, run.stderr).toHaveLength(1);
-  expect(lines[0]).toMatch(pattern);
 }
 
 describe('attnscope heads', () => {

@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { expect } from 'vitest';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 const BUILT = join(ROOT, 'dist', 'src', 'cli', 'main.js');
@@ -49,4 +50,14 @@ export function runCli(scratch: string, args: readonly string[], timeout = 90_00
     env: { ...process.env, HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home') },
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** An input error: exit code 2, exactly one line on stderr ('attnscope: …' matching `pattern`), no stack trace. */
+export function expectInputError(run: Run, pattern: RegExp): void {
+  expect(run.status, run.stderr).toBe(2);
+  const lines = run.stderr.trim().split('\n');
+  expect(lines, run.stderr).toHaveLength(1);
+  expect(lines[0]).toMatch(/^attnscope: /);
+  expect(lines[0]).toMatch(pattern);
+  expect(run.stderr).not.toMatch(/internal error|\n\s+at /);
 }
