@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { StackName } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
@@ -14,27 +14,17 @@ import { openSafetensors } from '../src/io/safetensors.js';
 import { readTraceFile } from '../src/io/trace-file.js';
 import { ModelConfig } from '../src/models/config.js';
 import { relativePositionBuckets, t5Spec } from '../src/models/t5.js';
-import { FIXTURES, flat, maxAbsDiff, readReference, stackValues, type Nested, type ReferenceInput } from './helpers/reference.js';
+import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { FIXTURES, maxAbsDiff, readReference, refTensor, stackValues } from './helpers/reference.js';
 
 const STACKS: readonly StackName[] = ['encoder', 'decoder', 'cross'];
-
-function refTensor(input: ReferenceInput, key: string): Float64Array {
-  const v = input[key];
-  if (v === undefined) throw new Error(`reference input ${input.id} has no ${key}`);
-  return flat(v as Nested);
-}
 
 // T5 and BART, then the translation models of issue 8.
 for (const fixture of ['t5', 'bart', 'mbart', 'pegasus', 'm2m100', 'marian']) {
   describe(`encoder-decoder fixture ${fixture}`, () => {
     const ref = readReference(fixture);
     let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
+    loadFixtureModel(fixture, (m) => (model = m));
 
     it('describes the model as PyTorch does', () => {
       const layers = ref.attention.num_layers as Record<string, number>;

@@ -14,33 +14,19 @@
  * numpy.allclose semantics, |a − b| ≤ atol + rtol·|b|, rtol = 1e-5 and atol = 2e-5 of the input's
  * largest |logit| (at least 1e-4). A wrong rescale, activation or head is off by 1e-1 or more.
  */
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { StackName } from '../src/core/trace.js';
-import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
-import {
-  allcloseExcess, FIXTURES, flat, maxAbs, maxAbsDiff, readReference, stackValues, type Nested, type ReferenceInput,
-} from './helpers/reference.js';
+import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { allcloseExcess, maxAbs, maxAbsDiff, readReference, refTensor, stackValues } from './helpers/reference.js';
 
 const STACKS: readonly StackName[] = ['encoder', 'decoder', 'cross'];
-
-function refTensor(input: ReferenceInput, key: string): Float64Array {
-  const v = input[key];
-  if (v === undefined) throw new Error(`reference input ${input.id} has no ${key}`);
-  return flat(v as Nested);
-}
 
 for (const fixture of ['mt5', 'umt5']) {
   describe(`${fixture} fixture`, () => {
     const ref = readReference(fixture);
     let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
+    loadFixtureModel(fixture, (m) => (model = m));
 
     it(`${fixture}: describes the model as PyTorch does`, () => {
       const layers = ref.attention.num_layers as Record<string, number>;

@@ -16,6 +16,7 @@ import type { Model } from '../src/engine/model.js';
 import { argmax } from '../src/generation/sampling.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
+import { loadFixtureModel } from './helpers/fixture-suite.js';
 import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const MAX_NEW = 8;
@@ -36,12 +37,7 @@ for (const fixture of ['t5', 'bart']) {
     const ref = readReference(fixture);
     const input = ref.inputs[0]!;
     let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
+    loadFixtureModel(fixture, (m) => (model = m));
 
     it('greedy ids equal an argmax loop over the full (non-cached) graph', async () => {
       const trace = await model.generate(null, { ids: input.input_ids, maxNewTokens: MAX_NEW });

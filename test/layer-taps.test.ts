@@ -9,7 +9,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { hiddenStatePca, updateNorms } from '../src/analysis/hidden-states.js';
 import { logitLensGrid, logitLensTable } from '../src/analysis/logit-lens.js';
 import type { Matrix, StackName, Trace } from '../src/core/trace.js';
@@ -17,6 +17,7 @@ import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { openSafetensors } from '../src/io/safetensors.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
+import { loadFixtureModel } from './helpers/fixture-suite.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, type Nested, type ReferenceInput } from './helpers/reference.js';
 
 /** Families whose stacks end without a final norm: their last layer's output is PyTorch's last hidden state too. */
@@ -201,12 +202,7 @@ function suite(fixture: string, kind: 'encoder' | 'decoder' | 'encoder-decoder')
   describe(`fixture ${fixture}`, () => {
     const ref = readReference(fixture);
     let model: Model;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
+    loadFixtureModel(fixture, (m) => (model = m));
 
     const input: ReferenceInput = ref.inputs[ref.inputs.length > 1 ? 1 : 0]!;
     it(`input '${input.id}': residual stream = hidden_states, lens = logits' top-k, norms and PCA = float64`, async () => {

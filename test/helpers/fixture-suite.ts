@@ -24,12 +24,7 @@ export function describeFixture(fixture: string, kind: Model['info']['kind'] | n
   describe(`fixture ${fixture}`, () => {
     const ref = readReference(fixture);
     let model: Model | undefined;
-    beforeAll(async () => {
-      model = await loadModel(join(FIXTURES, fixture));
-    });
-    afterAll(async () => {
-      await model?.dispose();
-    });
+    loadFixtureModel(fixture, (m) => (model = m));
 
     it('describes the model as PyTorch does', () => {
       const m = model!;
@@ -41,6 +36,21 @@ export function describeFixture(fixture: string, kind: Model['info']['kind'] | n
     });
 
     body({ ref, model: () => model! });
+  });
+}
+
+/**
+ * Inside a describe: loads the fixture's model before its tests (handing it to `set`) and
+ * disposes of it after them.
+ */
+export function loadFixtureModel(fixture: string, set: (model: Model) => void): void {
+  let loaded: Model | undefined;
+  beforeAll(async () => {
+    loaded = await loadModel(join(FIXTURES, fixture));
+    set(loaded);
+  });
+  afterAll(async () => {
+    await loaded?.dispose();
   });
 }
 

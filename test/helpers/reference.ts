@@ -92,3 +92,10 @@ export function maxAbs(a: ArrayLike<number>): number {
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]!));
   return m;
 }
+
+/** A named tensor of a reference input, flattened (an error naming it when the input has none). */
+export function refTensor(input: ReferenceInput, key: string): Float64Array {
+  const v = input[key];
+  if (v === undefined) throw new Error(`reference input ${input.id} has no ${key}`);
+  return flat(v as Nested);
+}
