@@ -310,6 +310,8 @@ describe('head metrics', () => {
           expectClose(row, ref, `causal=${causal} L${row.layer}H${row.head} exclude=${exclude}`);
           // The quantiles are order statistics: equal up to the renormalisation's rounding.
           for (const k of ['p25', 'p50', 'p75', 'p90'] as const) expect(Math.abs(row[k] - ref[k])).toBeLessThanOrEqual(1e-14 * ref[k]);
+          // Entropy and Jensen–Shannon through fast-log.ts: float64 rounding, far inside expectClose's 2e-6.
+          for (const k of ['entropy', 'js_from_first'] as const) expect(Math.abs(row[k] - ref[k]), `${k} L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-12);
         }
       }
     }

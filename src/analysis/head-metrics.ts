@@ -18,11 +18,14 @@
  *
  * Pure functions of a Trace; isomorphic (imports nothing from Node). Typed-array loops, float64
  * accumulation, one pass per head over its supported entries (row sums apart): two logarithms per
- * entry (row entropy, and the Jensen–Shannon term against the first layer) are most of the cost;
- * figures in BENCHMARKS.md (bench/analysis-heads.ts).
+ * entry (row entropy, and the Jensen–Shannon term against the first layer) are most of the cost,
+ * taken by fast-log.ts (≈ 2× cheaper than Math.log; absolute error ≤ 4.1e-16 · max(1, |log x|),
+ * so entropy and js_from_first move by a few 1e-16 from a Math.log computation; equal rows still
+ * give exactly 0, both terms using the same function); figures in BENCHMARKS.md (bench/analysis-heads.ts).
  */
 import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
+import { fastLog } from './fast-log.js';
 
 /** The metric columns, in table order (snake_case, as CSV/JSON name them). */
 export const HEAD_METRIC_NAMES = [
@@ -351,7 +354,7 @@ function rowEntropies(m: Float64Array, nq: number, nk: number, r: LayerRows, out
     let e = 0;
     for (let k = q * nk + r.lo[q]!, end = q * nk + r.hi[q]!; k < end; k++) {
       const v = m[k]!;
-      if (v > 0) e -= v * Math.log(v);
+      if (v > 0) e -= v * fastLog(v);
     }
     out[q] = e;
   }
@@ -372,7 +375,7 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
     // Both rows are 0 outside the union of their ranges.
     for (let k = q * nk + Math.min(ra.lo[q]!, rb.lo[q]!), end = q * nk + Math.max(ra.hi[q]!, rb.hi[q]!); k < end; k++) {
       const m = (a[k]! + b[k]!) / 2;
-      if (m > 0) hm -= m * Math.log(m);
+      if (m > 0) hm -= m * fastLog(m);
     }
     sum += Math.max(0, hm - (ha[q]! + hb[q]!) / 2) / LOG2;
     rows++;
@@ -470,10 +473,10 @@ function scanHead(
       if (keep) w[i] = v;
       if (inline) {
         const m = (fw[i]! + v) / 2;
-        if (m > 0) hm -= m * Math.log(m);
+        if (m > 0) hm -= m * fastLog(m);
       }
       if (v > rowMax) rowMax = v;
-      if (v > 0) ent -= v * Math.log(v);
+      if (v > 0) ent -= v * fastLog(v);
       below += v < threshold ? 1 : 0;
       belowUniform += v < uniform ? 1 : 0;
       pooled[entries++] = v;
@@ -511,7 +514,7 @@ function scanHead(
         hm = 0;
         for (let k = base + Math.min(a, first.rows.lo[q]!), end = base + Math.max(b, first.rows.hi[q]!); k < end; k++) {
           const m = (fw[k]! + (support[k] === 1 ? W[off + k]! * inv : 0)) / 2;
-          if (m > 0) hm -= m * Math.log(m);
+          if (m > 0) hm -= m * fastLog(m);
         }
       }
       jsSum += Math.max(0, hm - (first.ent[q]! + ent) / 2) / LOG2;
@@ -568,9 +571,9 @@ function rowScan(
     for (let k = a; k < b; k++) {
       const v = W[wo + k]! * inv;
       const m = (fw[fo + k]! + v) / 2;
-      if (m > 0) hm -= m * Math.log(m);
+      if (m > 0) hm -= m * fastLog(m);
       if (v > rowMax) rowMax = v;
-      if (v > 0) ent -= v * Math.log(v);
+      if (v > 0) ent -= v * fastLog(v);
       below += v < threshold ? 1 : 0;
       belowUniform += v < uniform ? 1 : 0;
       pooled[entries++] = v;
@@ -584,7 +587,7 @@ function rowScan(
     for (let k = a; k < b; k++) {
       const v = W[wo + k]! * inv;
       if (v > rowMax) rowMax = v;
-      if (v > 0) ent -= v * Math.log(v);
+      if (v > 0) ent -= v * fastLog(v);
       below += v < threshold ? 1 : 0;
       belowUniform += v < uniform ? 1 : 0;
       pooled[entries++] = v;
