@@ -6,12 +6,13 @@
  * a view of head types needs: the type scores and top types are bit-identical) — all in this run;
  * median of 5 runs after one warm-up (bench/measure.ts), wall clock and this process's CPU time.
  *
- * Before/after in the same run: `--baseline REV` (default 1b4fa9c, the code before the quantile
- * and row-sum changes of 2026-12-02) loads src/analysis/head-metrics.ts and head-types.ts as they
+ * Before/after in the same run: `--baseline REV` (default 1b4fa9c, the code before the quantile,
+ * row-sum and fast-log changes of 2026-12-02) loads src/analysis/head-metrics.ts and head-types.ts as they
  * were at that git revision, and the same two files of the working tree, both transpiled with
  * TypeScript into temporary folders (removed at the end; their other imports resolve to this
  * build's modules, so both sides run the same kind of generated code), times the two headTables
- * alternately run by run, and checks that the tables are identical. `--baseline none`
+ * alternately run by run, and prints the largest difference of any value between the two tables
+ * and whether their top types agree. `--baseline none`
  * skips it (e.g. outside a git checkout).
  *
  *   npm run bench:analysis-heads        (or: npx tsx bench/analysis-heads.ts [--tokens 32,128,512] [--runs 5] [--baseline REV|none])
@@ -24,7 +25,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import ts from 'typescript';
 import { headMetrics } from '../src/analysis/head-metrics.js';
-import { headTable } from '../src/analysis/head-types.js';
+import { HEAD_COLUMNS, headTable } from '../src/analysis/head-types.js';
 import { type Timing, measure, timeOnce } from './measure.js';
 import { syntheticTrace } from './synthetic-trace.js';
 
@@ -82,13 +83,22 @@ try {
   }
   if (baseline) {
     console.log(`\nheadTable (every metric and type score) at ${values.baseline} vs this build, ${runs} runs alternated after a warm-up (ms CPU: median; median of the paired differences)`);
-    console.log('| tokens | before | after | saved (paired) | tables identical |');
-    console.log('|---:|---:|---:|---:|---|');
+    console.log('| tokens | before | after | saved (paired) | largest difference of a value | same top types |');
+    console.log('|---:|---:|---:|---:|---:|---|');
     for (const n of lengths) {
       const trace = traces.get(n)!;
       const old = baseline.before.table;
       const now = baseline.after.table;
-      const same = JSON.stringify(old(trace)) === JSON.stringify(now(trace)) && JSON.stringify(now(trace)) === JSON.stringify(headTable(trace));
+      // The largest difference of any value (and whether the top types agree) between the two tables.
+      const a = old(trace);
+      const b = now(trace);
+      let diff = 0;
+      let typesAgree = JSON.stringify(b) === JSON.stringify(headTable(trace));
+      a.forEach((r, i) => {
+        const o = b[i]!;
+        if (r.top_type !== o.top_type) typesAgree = false;
+        for (const c of HEAD_COLUMNS) if (!(Number.isNaN(r[c]) && Number.isNaN(o[c]))) diff = Math.max(diff, Math.abs(r[c] - o[c]));
+      });
       const before: number[] = [];
       const after: number[] = [];
       for (let i = 0; i < runs; i++) {
@@ -97,7 +107,7 @@ try {
       }
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
       const saved = median(before.map((b, i) => b - after[i]!));
-      console.log(`| ${n} | ${median(before).toFixed(0)} | ${median(after).toFixed(0)} | ${saved.toFixed(0)} (${((100 * saved) / median(before)).toFixed(0)} %) | ${same ? 'yes' : 'NO'} |`);
+      console.log(`| ${n} | ${median(before).toFixed(0)} | ${median(after).toFixed(0)} | ${saved.toFixed(0)} (${((100 * saved) / median(before)).toFixed(0)} %) | ${diff.toExponential(1)} | ${typesAgree ? 'yes' : 'NO'} |`);
     }
   }
 } finally {
