@@ -8,9 +8,9 @@
  * (Completeness with the per-family default baselines: test/gradients-completeness.test.ts.)
  *
  * Runtime: the 256 integrated-gradients passes run one after another (the graphs have batch size
- * 1), so npm test checks integrated gradients on the first input of every fixture and every other
- * field on every input; `npm run test:gradients` (GRADIENTS_ALL_INPUTS=1) checks integrated
- * gradients on every input too.
+ * 1), so npm test checks integrated gradients on the first input of bert, gpt2 and t5 and every
+ * other field on every input of every fixture; `npm run test:deep` checks integrated gradients on
+ * every input too.
  *
  * AUTODIFF_REPORT=1 prints the measured errors (max |ours − PyTorch| / max |PyTorch| per field).
  */
@@ -18,13 +18,15 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ATTRIBUTION_METHODS, attribute, type TargetSpec } from '../src/engine/gradients.js';
 import { loadModel } from '../src/engine/load.js';
+import { DEEP } from './helpers/deep.js';
 import { GRADIENT_FIXTURES, readGradients, type GradientsInput } from './helpers/gradients.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 
 type Grid = number[][];
 
 const TOLERANCE = 2e-4;
-const ALL_INPUTS = process.env.GRADIENTS_ALL_INPUTS === '1';
+/** Integrated gradients (256 passes each) in npm test: the first input of these fixtures; every input under test:deep. */
+const QUICK_IG = ['bert', 'gpt2', 't5'];
 const measured: Record<string, number> = {};
 
 /** max |got − expected| / max |expected|, recorded under `key` as the field's worst. */
@@ -57,7 +59,7 @@ describe('attribute() against PyTorch autograd (gradients.json; 2e-4 of each fie
       for (const [i, ref] of refs.inputs.entries()) {
         const typeIds = reference.inputs[i]!.token_type_ids;
         const inputs = { inputIds: ref.input_ids, ...(typeIds ? { typeIds } : {}), ...(ref.decoder_input_ids ? { decoderInputIds: ref.decoder_input_ids } : {}) };
-        const withIg = i === 0 || ALL_INPUTS;
+        const withIg = DEEP || (i === 0 && QUICK_IG.includes(fixture));
         const methods = withIg ? ATTRIBUTION_METHODS : ATTRIBUTION_METHODS.filter((m) => m !== 'integratedGradients');
         const r = await attribute(model, inputs, { target: targetOf(ref.target), methods, baseline: 'zero', steps: 256, rule: 'midpoint' });
         const key = `${fixture} ${ref.id}`;
