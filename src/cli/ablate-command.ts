@@ -4,12 +4,16 @@
  * heads does to the model's prediction (engine/ablation.ts): the target before and after, KL of the
  * next-token/[MASK] distributions, cosine of the last hidden states, the top candidates before/after.
  */
+import { deflateRawSync } from 'node:zlib';
 import { ABLATION_MODES, type AblationMode, parseHeadList } from '../analysis/ablation.js';
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
 import { ablateHeads, type AblationResult } from '../engine/ablation.js';
 import { loadModel } from '../engine/load.js';
 import { writeFileAtomically } from '../io/trace-file.js';
+import { ablationViewData } from '../views/analysis-data.js';
+import { loadViewBundle } from '../views/html/bundle-node.js';
+import { renderStandaloneHtml } from '../views/html/standalone.js';
 import type { ModelInputs } from '../models/architecture.js';
 import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseIndex, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
 import { csvField } from './flow-command.js';
@@ -19,7 +23,7 @@ export const ABLATE_USAGE = `attnscope ablate [model] (--text "..." | --ids 1,2,
                 [--target-position P] [--target-token ID] [--top-k K]
                 [--pair "..."] [--type-ids 0,0,1] [--decoder-text "..." | --decoder-ids 0,5,6]
                 [--src-lang CODE] [--tgt-lang CODE] [--truncate]
-                [--json | --csv] [--out FILE] [--revision REV] [--offline] [--threads N]
+                [--json | --csv] [--out FILE | page.html] [--theme light|dark] [--revision REV] [--offline] [--threads N]
 
   What removing heads does: the model runs as trained and with the heads' gates at 0 (each head's
   context times its gate before the output projection, as transformers' head_mask), on the same input.
@@ -39,7 +43,9 @@ ${LANGUAGE_HELP}
                masked LMs: the input token)
   --top-k      candidates listed before/after (the union of both top K; default 10)
   --json / --csv   the output format (default: a table; from --out's extension when given)
-  --out        the file to write (.json, .csv or .txt; written atomically); stdout otherwise
+  --out        the file to write (.json, .csv or .txt; written atomically); stdout otherwise. page.html:
+               the standalone page of the input (every view of the model as trained) opening on the
+               ablation view (distribution before/after, target change, KL, cosine);  --theme  its theme
 ${MODEL_HELP}`;
 
 export const ABLATE_OPTIONS = {
@@ -52,6 +58,7 @@ export const ABLATE_OPTIONS = {
   json: { type: 'boolean' },
   csv: { type: 'boolean' },
   out: { type: 'string' },
+  theme: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
 
@@ -103,11 +110,18 @@ export async function ablateCommand(argv: string[]): Promise<void> {
   const mode = values.mode ?? 'zero';
   if (!ABLATION_MODES.includes(mode as AblationMode)) throw new UsageError(`--mode: expected ${ABLATION_MODES.join(' or ')}, got '${mode}'`);
   if (values.json && values.csv) throw new UsageError('ablate: give --json or --csv, not both');
-  let format: 'json' | 'csv' | 'table' = values.json ? 'json' : values.csv ? 'csv' : 'table';
+  let format: 'json' | 'csv' | 'table' | 'html' = values.json ? 'json' : values.csv ? 'csv' : 'table';
   if (values.out !== undefined) {
-    checkOut(values.out, ['.json', '.csv', '.txt'], 'ablate');
-    if (format === 'table') format = values.out.toLowerCase().endsWith('.json') ? 'json' : values.out.toLowerCase().endsWith('.csv') ? 'csv' : 'table';
+    checkOut(values.out, ['.json', '.csv', '.txt', '.html'], 'ablate');
+    const out = values.out.toLowerCase();
+    if (out.endsWith('.html')) {
+      if (format !== 'table') throw new UsageError(`ablate: --${format} does not apply to --out ${values.out} (a page)`);
+      format = 'html';
+    } else if (format === 'table') format = out.endsWith('.json') ? 'json' : out.endsWith('.csv') ? 'csv' : 'table';
   }
+  const theme = values.theme;
+  if (theme !== undefined && theme !== 'light' && theme !== 'dark') throw new UsageError(`--theme: expected light or dark, got '${theme}'`);
+  if (theme !== undefined && format !== 'html') throw new UsageError('ablate: --theme applies to --out page.html only');
   const position = parseIndex(values['target-position'], '--target-position');
   const tokenId = parseIndex(values['target-token'], '--target-token');
   const topK = parsePositiveInt(values['top-k'], '--top-k');
@@ -121,7 +135,7 @@ export async function ablateCommand(argv: string[]): Promise<void> {
       throw new UsageError(`ablate: ${model.name} is an encoder-decoder; give --decoder-text "..." or --decoder-ids`);
     }
     const heads = parseHeadList(values.heads, info.stacks, info.numHeads, info.stacks.self !== undefined ? 'self' : 'encoder');
-    const trace = await model.trace(input.text, { ...input.options, attention: false, hidden: true });
+    const trace = await model.trace(input.text, { ...input.options, attention: format === 'html', hidden: true });
     const inputs: ModelInputs = {
       inputIds: trace.tokens.map((t) => t.id),
       ...(trace.tokens.some((t) => t.segment !== 0) ? { typeIds: trace.tokens.map((t) => t.segment) } : {}),
@@ -133,6 +147,21 @@ export async function ablateCommand(argv: string[]): Promise<void> {
       ...(tokenId !== undefined ? { tokenId } : {}),
       ...(topK !== undefined ? { topK } : {}),
     });
+    if (format === 'html') {
+      const page = await renderStandaloneHtml(trace, {
+        bundle: await loadViewBundle(),
+        ...(input.text !== null ? { text: input.text } : {}),
+        analysis: { ablation: ablationViewData(trace, result, { tokenText: (id) => model.tokenizer?.idToToken(id) ?? null }) },
+        view: 'ablation',
+        ...(theme ? { theme } : {}),
+        deflate: (data) => deflateRawSync(data, { level: 6 }),
+      });
+      await writeFileAtomically(values.out!, async (stream) => {
+        stream.write(page.html);
+      });
+      reportWrote(values.out!, `${mode} ablation of ${heads.length} head${heads.length === 1 ? '' : 's'}, with every view of the input`, 'open it in a browser');
+      return;
+    }
     const stacks = Object.keys(info.stacks).length;
     const text = format === 'json' ? `${JSON.stringify(ablationJson(model.name, result))}\n` : format === 'csv' ? ablationCsv(result) : ablationTable(model.name, result, stacks);
     if (values.out !== undefined) {
