@@ -14,6 +14,7 @@
  * method = its name.
  */
 import { AttnscopeError, quote } from './errors.js';
+import { isNumberArray, matrixFromJson } from './json-arrays.js';
 import type { Attributions, AttributionTarget, LayerStack, Matrix, StackMap, StackName, TokenAttribution, Trace } from './trace.js';
 
 const STACKS: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'];
@@ -116,7 +117,6 @@ export function* writeAttributionsJson(out: AttributionJsonOut, a: Attributions)
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isNumbers = (v: unknown): v is number[] => Array.isArray(v) && v.every((x) => typeof x === 'number');
 
 function targetFrom(v: unknown, where: string): AttributionTarget {
   if (!isObject(v)) throw new AttnscopeError(`${where}.target: expected an object with kind, position, tokenId and value`);
@@ -171,16 +171,7 @@ function scoreFrom(name: string, meta: unknown, values: Float32Array, where: str
   return s;
 }
 
-function matrixFrom(v: unknown, where: string): Matrix {
-  if (!Array.isArray(v)) throw new AttnscopeError(`${where}: expected [row][col] arrays`);
-  const cols = Array.isArray(v[0]) ? (v[0] as unknown[]).length : 0;
-  const data = new Float32Array(v.length * cols);
-  v.forEach((row: unknown, r) => {
-    if (!isNumbers(row) || row.length !== cols) throw new AttnscopeError(`${where}: row ${r} is not ${cols} numbers`);
-    data.set(row, r * cols);
-  });
-  return { dims: [v.length, cols], data };
-}
+const matrixFrom = (v: unknown, where: string): Matrix => matrixFromJson(v, where);
 
 function stack4From(v: unknown, where: string): LayerStack {
   if (!Array.isArray(v) || v.length === 0) throw new AttnscopeError(`${where}: expected [layer][head][query][key] arrays`);
@@ -250,7 +241,7 @@ export function attributionsFromJson(value: unknown, trace: Trace, where: string
   if (!isObject(value.scores)) throw new AttnscopeError(`${at}.scores: expected an object keyed by score name`);
   const scores: Record<string, TokenAttribution> = {};
   for (const [name, entry] of Object.entries(value.scores)) {
-    if (!isObject(entry) || !isNumbers(entry.values)) throw new AttnscopeError(`${at}.scores.${name}: expected an object with values (one number per token)`);
+    if (!isObject(entry) || !isNumberArray(entry.values)) throw new AttnscopeError(`${at}.scores.${name}: expected an object with values (one number per token)`);
     const { values, ...meta } = entry;
     scores[name] = scoreFrom(name, meta, Float32Array.from(values as number[]), at);
   }

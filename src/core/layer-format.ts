@@ -15,6 +15,7 @@
  * [row][position·k]}.
  */
 import { AttnscopeError, quote } from './errors.js';
+import { matrixFromJson } from './json-arrays.js';
 import type { EmbeddingParts, LayerStack, LayerStateMap, LayerStates, LogitLens, Matrix, Residuals, StackMap, StackName, Trace } from './trace.js';
 
 /** What the JSON is written through (trace-format.ts's JsonOut). */
@@ -159,20 +160,7 @@ function positionsOf(trace: Trace, stack: StackName): number {
   return stack === 'decoder' ? (trace.decoderTokens?.length ?? 0) : trace.tokens.length;
 }
 
-function isNumberArray(v: unknown): v is number[] {
-  return Array.isArray(v) && v.every((x) => typeof x === 'number');
-}
-
-function matrixFrom(value: unknown, rows: number, where: string): Matrix {
-  if (!Array.isArray(value) || value.length !== rows) throw new AttnscopeError(`${where}: expected [position][width] arrays with ${rows} positions`);
-  const cols = Array.isArray(value[0]) ? (value[0] as unknown[]).length : 0;
-  const data = new Float32Array(rows * cols);
-  value.forEach((row: unknown, r) => {
-    if (!isNumberArray(row) || row.length !== cols) throw new AttnscopeError(`${where}: row ${r} is not ${cols} numbers`);
-    data.set(row, r * cols);
-  });
-  return { dims: [rows, cols], data };
-}
+const matrixFrom = (value: unknown, rows: number, where: string): Matrix => matrixFromJson(value, where, rows);
 
 function matricesFrom(value: unknown, layers: number, rows: number, where: string): Matrix[] {
   if (!Array.isArray(value) || value.length !== layers) throw new AttnscopeError(`${where}: expected ${layers} layers`);

@@ -6,6 +6,7 @@
 import { attributionsFromJson, writeAttributionsJson } from './attribution-format.js';
 import { layerFieldsFromJson, writeLayerFieldsJson } from './layer-format.js';
 import { AttnscopeError, quote } from './errors.js';
+import { isNumberArray, matrixFromJson } from './json-arrays.js';
 import type { LayerStack, Matrix, ModelInfo, Routing, RoutingLayer, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
 export const TRACE_FORMAT = 'attnscope-trace';
@@ -243,10 +244,6 @@ export function* writeTraceJson(trace: Trace, out: JsonOut): Generator<void> {
   out.text('}\n');
 }
 
-function isNumberArray(v: unknown): v is number[] {
-  return Array.isArray(v) && v.every((x) => typeof x === 'number');
-}
-
 /** Parses nested [layer][d0][row][col] arrays into a LayerStack, checking they are rectangular. */
 function stackFromJson(value: unknown, where: string): LayerStack {
   if (!Array.isArray(value) || value.length === 0) throw new AttnscopeError(`${where}: expected [layer][head][row][col] arrays`);
@@ -272,18 +269,6 @@ function stackFromJson(value: unknown, where: string): LayerStack {
 }
 
 /** Parses nested [row][col] arrays into a Matrix, checking they are rectangular. */
-function matrixFromJson(value: unknown, where: string): Matrix {
-  if (!Array.isArray(value)) throw new AttnscopeError(`${where}: expected [row][col] arrays`);
-  const rows = value.length;
-  const cols = Array.isArray(value[0]) ? (value[0] as unknown[]).length : 0;
-  const data = new Float32Array(rows * cols);
-  value.forEach((row: unknown, r) => {
-    if (!isNumberArray(row) || row.length !== cols) throw new AttnscopeError(`${where}: row ${r} is not ${cols} numbers`);
-    data.set(row, r * cols);
-  });
-  return { dims: [rows, cols], data };
-}
-
 function stackMapFromJson(value: unknown, where: string): StackMap {
   if (typeof value !== 'object' || value === null) throw new AttnscopeError(`${where}: expected an object keyed by stack`);
   const map: StackMap = {};
