@@ -1,0 +1,216 @@
+/**
+ * Attention computed on demand from the queries and keys a trace keeps and the score terms the
+ * model recorded (Trace.scores): for head h of layer l, query i and key j,
+ *
+ *   s[i, j] = (q_i · k_j) · scale[l] + bias[l][h, i, j]        (bias absent: 0)
+ *   p[i, ·] = softmax over the keys that are not masked (causal: j ≤ i; window w: i − j < w)
+ *
+ * with masked cells exactly 0, as the model's own softmax makes them. The dot products, the scores
+ * and the softmax are computed in float64 and rounded to float32 once, so a block differs from the
+ * model's float32 attention by the model's own rounding (≤ ~1e-6 on every fixture).
+ *
+ * A block needs every unmasked score of its rows (the softmax normalises over the whole row) even
+ * when only a few columns are asked for; rows are computed four at a time (each key vector read
+ * once for four queries) into scratch buffers the source keeps.
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import { checkBlock, denseAttentionSource, type AttentionSource } from './attention-source.js';
+import { AttnscopeError } from './errors.js';
+import type { LayerStack, ScoreTerms, StackName, Trace } from './trace.js';
+
+/** Rows computed together (each key vector is read once per group). */
+const GROUP = 4;
+
+/**
+ * An AttentionSource that computes the probabilities of `stack` from its queries
+ * [heads, queries, headDim], keys [kvHeads, keys, headDim] (grouped-query heads: query head h reads
+ * key head ⌊h·kvHeads/heads⌋) and score terms. Nothing is precomputed: each `block` call computes
+ * its rows. Throws one clear line when the shapes do not fit together.
+ */
+export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, keys: LayerStack, terms: ScoreTerms): AttentionSource {
+  const [numHeads, numQueries, headDim] = queries.dims;
+  const [kvHeads, numKeys, keyDim] = keys.dims;
+  const numLayers = queries.layers.length;
+  const where = `'${stack}' stack`;
+  if (keys.layers.length !== numLayers) throw new AttnscopeError(`${where}: ${numLayers} layers of queries but ${keys.layers.length} of keys`);
+  if (keyDim !== headDim || kvHeads < 1 || numHeads % kvHeads !== 0) {
+    throw new AttnscopeError(`${where}: queries [${queries.dims.join(', ')}] and keys [${keys.dims.join(', ')}] do not fit (same head size; heads a multiple of key heads)`);
+  }
+  if (terms.scale.length !== numLayers || terms.window.length !== numLayers) {
+    throw new AttnscopeError(`${where}: score terms have ${terms.scale.length} scales and ${terms.window.length} windows for ${numLayers} layers`);
+  }
+  const bias = terms.bias;
+  if (bias) {
+    const d = bias.dims;
+    if (bias.layers.length !== numLayers || d[0] !== numHeads || d[1] !== numQueries || d[2] !== numKeys) {
+      throw new AttnscopeError(`${where}: score bias [${bias.layers.length} × ${d.join(', ')}] does not fit its queries and keys [${numLayers} × ${numHeads}, ${numQueries}, ${numKeys}]`);
+    }
+  }
+  for (let l = 0; l < numLayers; l++) {
+    const q = queries.layers[l]!;
+    const k = keys.layers[l]!;
+    if (q.length !== numHeads * numQueries * headDim || k.length !== kvHeads * numKeys * headDim) {
+      throw new AttnscopeError(`${where}: layer ${l}'s queries or keys have ${q.length} / ${k.length} values, not [${queries.dims.join(', ')}] / [${keys.dims.join(', ')}]`);
+    }
+    const w = terms.window[l];
+    if (w !== null && w !== undefined && !(Number.isInteger(w) && w >= 1)) throw new AttnscopeError(`${where}: layer ${l}'s sliding window ${String(w)} is not a positive integer`);
+  }
+  const causal = terms.causal;
+  // Scores of a group of rows, each over every key (GROUP × numKeys).
+  let scratch = new Float64Array(0);
+
+  const source: AttentionSource = {
+    stack,
+    numLayers,
+    numHeads,
+    numQueries,
+    numKeys,
+    onDemand: true,
+    block(layer, head, r0, r1, c0, c1) {
+      checkBlock(source, layer, head, r0, r1, c0, c1);
+      const width = c1 - c0;
+      const out = new Float32Array((r1 - r0) * width);
+      if (width === 0 || r1 === r0) return out;
+      if (scratch.length < GROUP * numKeys) scratch = new Float64Array(GROUP * numKeys);
+      const s = scratch;
+      const q = queries.layers[layer]!;
+      const k = keys.layers[layer]!;
+      const scale = terms.scale[layer]!;
+      const window = terms.window[layer] ?? null;
+      const b = bias ? bias.layers[layer]! : null;
+      const kvHead = Math.floor((head * kvHeads) / numHeads);
+      const kBase = kvHead * numKeys * headDim;
+      // Keys row i sees: [lo(i), hi(i)).
+      const lo = (i: number): number => (window === null ? 0 : Math.max(0, i - window + 1));
+      const hi = (i: number): number => (causal ? Math.min(numKeys, i + 1) : numKeys);
+      for (let i0 = r0; i0 < r1; i0 += GROUP) {
+        const n = Math.min(GROUP, r1 - i0);
+        // lo and hi grow with i: the group's union of keys is [lo(i0), hi(last row)).
+        const jLo = lo(i0);
+        const jHi = hi(i0 + n - 1);
+        const qa = (head * numQueries + i0) * headDim;
+        if (n === GROUP) dots4(q, qa, headDim, k, kBase, jLo, jHi, s, numKeys);
+        else for (let r = 0; r < n; r++) dots1(q, qa + r * headDim, headDim, k, kBase, jLo, jHi, s, r * numKeys);
+        for (let r = 0; r < n; r++) {
+          const i = i0 + r;
+          const a = lo(i);
+          const e = hi(i);
+          if (e <= a) continue;
+          const row = r * numKeys;
+          const bRow = (head * numQueries + i) * numKeys;
+          let max = Number.NEGATIVE_INFINITY;
+          for (let j = a; j < e; j++) {
+            const v = b === null ? s[row + j]! * scale : s[row + j]! * scale + b[bRow + j]!;
+            s[row + j] = v;
+            if (v > max) max = v;
+          }
+          let sum = 0;
+          for (let j = a; j < e; j++) {
+            const x = Math.exp(s[row + j]! - max);
+            s[row + j] = x;
+            sum += x;
+          }
+          const inv = 1 / sum;
+          const from = Math.max(a, c0);
+          const to = Math.min(e, c1);
+          const o = (i - r0) * width - c0;
+          for (let j = from; j < to; j++) out[o + j] = s[row + j]! * inv;
+        }
+      }
+      return out;
+    },
+  };
+  return source;
+}
+
+/** s[row + j] = q[qa…] · k[kBase + j·d …] for j in [jLo, jHi) (one query row). */
+function dots1(q: Float32Array, qa: number, d: number, k: Float32Array, kBase: number, jLo: number, jHi: number, s: Float64Array, row: number): void {
+  const d4 = d - (d % 4);
+  for (let j = jLo; j < jHi; j++) {
+    const kb = kBase + j * d;
+    let a0 = 0;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    let t = 0;
+    for (; t < d4; t += 4) {
+      a0 += q[qa + t]! * k[kb + t]!;
+      a1 += q[qa + t + 1]! * k[kb + t + 1]!;
+      a2 += q[qa + t + 2]! * k[kb + t + 2]!;
+      a3 += q[qa + t + 3]! * k[kb + t + 3]!;
+    }
+    for (; t < d; t++) a0 += q[qa + t]! * k[kb + t]!;
+    s[row + j] = a0 + a1 + (a2 + a3);
+  }
+}
+
+/** Four consecutive query rows (q[qa…], q[qa + d…], …) against keys [jLo, jHi): rows 0–3 of s (stride `stride`). */
+function dots4(q: Float32Array, qa: number, d: number, k: Float32Array, kBase: number, jLo: number, jHi: number, s: Float64Array, stride: number): void {
+  const q1 = qa + d;
+  const q2 = q1 + d;
+  const q3 = q2 + d;
+  for (let j = jLo; j < jHi; j++) {
+    const kb = kBase + j * d;
+    let a0 = 0;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    let b0 = 0;
+    let b1 = 0;
+    let b2 = 0;
+    let b3 = 0;
+    let t = 0;
+    for (; t + 1 < d; t += 2) {
+      const x = k[kb + t]!;
+      const y = k[kb + t + 1]!;
+      a0 += q[qa + t]! * x;
+      a1 += q[q1 + t]! * x;
+      a2 += q[q2 + t]! * x;
+      a3 += q[q3 + t]! * x;
+      b0 += q[qa + t + 1]! * y;
+      b1 += q[q1 + t + 1]! * y;
+      b2 += q[q2 + t + 1]! * y;
+      b3 += q[q3 + t + 1]! * y;
+    }
+    if (t < d) {
+      const x = k[kb + t]!;
+      a0 += q[qa + t]! * x;
+      a1 += q[q1 + t]! * x;
+      a2 += q[q2 + t]! * x;
+      a3 += q[q3 + t]! * x;
+    }
+    s[j] = a0 + b0;
+    s[stride + j] = a1 + b1;
+    s[2 * stride + j] = a2 + b2;
+    s[3 * stride + j] = a3 + b3;
+  }
+}
+
+/** True when the trace can give `stack`'s attention: its probabilities, or queries, keys and score terms. */
+export function hasAttentionSource(trace: Trace, stack: StackName): boolean {
+  return trace.attention[stack] !== undefined || (trace.queries?.[stack] !== undefined && trace.keys?.[stack] !== undefined && trace.scores?.[stack] !== undefined);
+}
+
+/** The stacks whose attention the trace can give, in the order self, encoder, decoder, cross. */
+export function attentionStacks(trace: Trace): StackName[] {
+  return (['self', 'encoder', 'decoder', 'cross'] as const).filter((s) => hasAttentionSource(trace, s));
+}
+
+/**
+ * The attention of one stack of a trace: the dense probabilities when the trace holds them,
+ * otherwise computed on demand from its queries, keys and score terms. One clear line when it
+ * has neither.
+ */
+export function attentionSource(trace: Trace, stack: StackName): AttentionSource {
+  const dense = trace.attention[stack];
+  if (dense) return denseAttentionSource(stack, dense);
+  const q = trace.queries?.[stack];
+  const k = trace.keys?.[stack];
+  const terms = trace.scores?.[stack];
+  if (q && k && terms) return queryKeyAttentionSource(stack, q, k, terms);
+  const has = attentionStacks(trace);
+  throw new AttnscopeError(
+    `the trace has no '${stack}' attention (neither probabilities nor queries, keys and score terms)${has.length > 0 ? `; it has: ${has.join(', ')}` : ''}`,
+  );
+}

@@ -1,0 +1,186 @@
+/**
+ * Attention on demand (core/attention-on-demand.ts) equals the model's attention: for every
+ * fixture (npm test: representative families; npm run test:deep: all of them), every input,
+ * stack, layer and head, the matrix computed from the trace's queries, keys and score terms is
+ * within 1e-5 of PyTorch's attention in reference.json and of the probabilities the same run
+ * tapped; blocks of rows and columns are the same cells. A hand-sized case with GQA, a window
+ * and a bias is checked against a float64 re-computation written here; bad requests give one line.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { attentionSource, attentionStacks, queryKeyAttentionSource } from '../src/core/attention-on-demand.js';
+import { attentionHead } from '../src/core/attention-source.js';
+import { AttnscopeError } from '../src/core/errors.js';
+import type { LayerStack, ScoreTerms, StackName, Trace } from '../src/core/trace.js';
+import type { Model } from '../src/engine/model.js';
+import { deepOr } from './helpers/deep.js';
+import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { FIXTURES, flat, readReference, type Nested, type ReferenceInput } from './helpers/reference.js';
+
+const ALL = readdirSync(FIXTURES, { withFileTypes: true })
+  .filter((e) => e.isDirectory() && existsSync(join(FIXTURES, e.name, 'reference.json')))
+  .map((e) => e.name)
+  .sort();
+/** npm test: GQA + RoPE, sliding window, ALiBi, T5 bias (encoder-decoder, shared), DeBERTa's disentangled bias, BART (query-mul scale), BERT. */
+const QUICK = ['bert', 'bloom', 'deberta-v2', 'falcon-alibi', 'gpt2', 'llama', 'mistral-window', 't5', 'bart'];
+const FIXTURE_NAMES = deepOr(ALL, QUICK);
+
+const REFERENCE_KEY: Record<StackName, string> = { self: 'attentions', encoder: 'encoder_attentions', decoder: 'decoder_attentions', cross: 'cross_attentions' };
+
+/** Worst |on-demand − tapped| and |on-demand − PyTorch| over every fixture, for the log. */
+const worst = { tapped: 0, tappedWhere: '', reference: 0, referenceWhere: '' };
+
+function traceInput(model: Model, input: ReferenceInput): Promise<Trace> {
+  const decoderIds = input.decoder_input_ids as number[] | undefined;
+  return decoderIds
+    ? model.trace(null, { ids: input.input_ids, decoderIds, qk: true })
+    : model.trace(null, { ids: input.input_ids, typeIds: input.token_type_ids, qk: true });
+}
+
+describe.each(FIXTURE_NAMES)('fixture %s: attention on demand = the model attention', (fixture) => {
+  const ref = readReference(fixture);
+  let model: Model;
+  loadFixtureModel(fixture, (m) => (model = m));
+
+  it('every input, stack, layer and head (≤ 1e-5 of PyTorch and of the tapped probabilities)', async () => {
+    for (const input of ref.inputs) {
+      const full = await traceInput(model, input);
+      const stacks = Object.keys(full.attention) as StackName[];
+      expect(stacks.length).toBeGreaterThan(0);
+      // The same trace without its probabilities: every stack comes from queries, keys and terms.
+      const qk: Trace = { ...full, attention: {} };
+      expect(attentionStacks(qk).sort()).toEqual([...stacks].sort());
+      for (const stack of stacks) {
+        const dense = full.attention[stack]!;
+        const source = attentionSource(qk, stack);
+        expect(source.onDemand).toBe(true);
+        const [heads, nq, nk] = dense.dims;
+        expect([source.numLayers, source.numHeads, source.numQueries, source.numKeys]).toEqual([dense.layers.length, heads, nq, nk]);
+        const reference = flat(input[REFERENCE_KEY[stack]] as Nested);
+        const tolerance = fixture === 'umt5' && input.id === 'long' ? 2e-5 : 1e-5;
+        for (let layer = 0; layer < dense.layers.length; layer++) {
+          for (let head = 0; head < heads; head++) {
+            const got = attentionHead(source, layer, head);
+            const at = (layer * heads + head) * nq * nk;
+            let dTapped = 0;
+            let dRef = 0;
+            for (let c = 0; c < nq * nk; c++) {
+              dTapped = Math.max(dTapped, Math.abs(got[c]! - dense.layers[layer]![head * nq * nk + c]!));
+              dRef = Math.max(dRef, Math.abs(got[c]! - reference[at + c]!));
+            }
+            const where = `${fixture} input ${input.id} ${stack} layer ${layer} head ${head}`;
+            expect(dTapped, where).toBeLessThanOrEqual(1e-5);
+            expect(dRef, where).toBeLessThanOrEqual(tolerance);
+            if (dTapped > worst.tapped) Object.assign(worst, { tapped: dTapped, tappedWhere: where });
+            if (dRef > worst.reference) Object.assign(worst, { reference: dRef, referenceWhere: where });
+            // Masked cells are exactly 0 where the model's are.
+            for (let c = 0; c < nq * nk; c++) if (reference[at + c] === 0) expect(got[c], where).toBe(0);
+          }
+        }
+        // A block of rows and columns is those cells of the head.
+        const layer = dense.layers.length - 1;
+        const head = heads - 1;
+        const [r0, r1, c0, c1] = [Math.floor(nq / 3), nq, 1, Math.max(1, nk - 1)];
+        const block = source.block(layer, head, r0, r1, c0, c1);
+        const whole = attentionHead(source, layer, head);
+        expect(block).toHaveLength((r1 - r0) * (c1 - c0));
+        for (let r = r0; r < r1; r++) {
+          for (let c = c0; c < c1; c++) expect(Math.abs(block[(r - r0) * (c1 - c0) + c - c0]! - whole[r * nk + c]!)).toBeLessThanOrEqual(1e-7);
+        }
+      }
+    }
+  });
+});
+
+afterAll(() => {
+  if (worst.tapped > 0) console.info(`attention on demand: worst |Δ| vs tapped ${worst.tapped.toExponential(2)} (${worst.tappedWhere}); vs PyTorch ${worst.reference.toExponential(2)} (${worst.referenceWhere})`);
+});
+
+// --- a hand-sized case against a float64 re-computation ---------------------------------------------
+
+/** Deterministic values in (−1, 1). */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    out[i] = (x / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
+
+describe('queryKeyAttentionSource on a hand-sized case', () => {
+  // 2 layers, 4 query heads reading 2 key heads, 7 queries, 7 keys, head size 5 (odd: the unrolled
+  // loops' remainders); layer 0 causal, layer 1 causal with a window of 3 and a bias.
+  const [L, H, KV, N, D] = [2, 4, 2, 7, 5];
+  const queries: LayerStack = { dims: [H, N, D], layers: [values(H * N * D, 1), values(H * N * D, 2)] };
+  const keys: LayerStack = { dims: [KV, N, D], layers: [values(KV * N * D, 3), values(KV * N * D, 4)] };
+  const bias: LayerStack = { dims: [H, N, N], layers: [new Float32Array(H * N * N), values(H * N * N, 5).map((v) => v * 3)] };
+  const terms: ScoreTerms = { scale: [0.5, 0.25], causal: true, window: [null, 3], bias, biasKind: 'test' };
+
+  /** softmax of one row in float64, written out plainly. */
+  function expected(layer: number, head: number, i: number): number[] {
+    const kv = Math.floor(head / (H / KV));
+    const row: number[] = [];
+    for (let j = 0; j < N; j++) {
+      const visible = j <= i && (terms.window[layer] === null || i - j < terms.window[layer]!);
+      if (!visible) {
+        row.push(Number.NaN);
+        continue;
+      }
+      let dot = 0;
+      for (let t = 0; t < D; t++) dot += queries.layers[layer]![(head * N + i) * D + t]! * keys.layers[layer]![(kv * N + j) * D + t]!;
+      row.push(dot * terms.scale[layer]! + bias.layers[layer]![(head * N + i) * N + j]!);
+    }
+    const max = Math.max(...row.filter((v) => !Number.isNaN(v)));
+    const exps = row.map((v) => (Number.isNaN(v) ? 0 : Math.exp(v - max)));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    return exps.map((e) => e / sum);
+  }
+
+  const source = queryKeyAttentionSource('self', queries, keys, terms);
+
+  it('every layer, head and row equals the float64 softmax to float32 rounding (masked cells exactly 0)', () => {
+    for (let layer = 0; layer < L; layer++) {
+      for (let head = 0; head < H; head++) {
+        const got = attentionHead(source, layer, head);
+        for (let i = 0; i < N; i++) {
+          const want = expected(layer, head, i);
+          for (let j = 0; j < N; j++) expect(Math.abs(got[i * N + j]! - want[j]!)).toBeLessThanOrEqual(6e-8 * want[j]!);
+        }
+      }
+    }
+  });
+
+  it('any block: odd row counts, single cells, empty blocks', () => {
+    for (const [r0, r1, c0, c1] of [[0, 7, 0, 7], [2, 5, 1, 6], [6, 7, 0, 1], [3, 4, 3, 4], [5, 5, 0, 7], [1, 6, 4, 4]] as const) {
+      const got = source.block(1, 3, r0, r1, c0, c1);
+      expect(got).toHaveLength((r1 - r0) * (c1 - c0));
+      for (let i = r0; i < r1; i++) {
+        const want = expected(1, 3, i);
+        for (let j = c0; j < c1; j++) expect(Math.abs(got[(i - r0) * (c1 - c0) + j - c0]! - want[j]!)).toBeLessThanOrEqual(6e-8 * want[j]!);
+      }
+    }
+  });
+
+  it('out-of-range requests and shapes that do not fit give one clear line', () => {
+    const bad: [string, () => unknown][] = [
+      ['layer 2 is out of range (0–1)', () => source.block(2, 0, 0, 1, 0, 1)],
+      ['head -1 is out of range (0–3)', () => source.block(0, -1, 0, 1, 0, 1)],
+      ['end row 8 is out of range (0–7)', () => source.block(0, 0, 0, 8, 0, 1)],
+      ['end column 2 is out of range (3–7)', () => source.block(0, 0, 0, 1, 3, 2)],
+      ['first row 1.5 is out of range', () => source.block(0, 0, 1.5, 2, 0, 1)],
+    ];
+    for (const [message, call] of bad) {
+      expect(call).toThrow(AttnscopeError);
+      expect(call).toThrow(message);
+    }
+    const shortBias: ScoreTerms = { ...terms, bias: { dims: [H, N, N - 1], layers: bias.layers } };
+    expect(() => queryKeyAttentionSource('self', queries, keys, shortBias)).toThrow(/score bias \[2 × 4, 7, 6\] does not fit/);
+    expect(() => queryKeyAttentionSource('self', queries, { dims: [3, N, D], layers: keys.layers }, terms)).toThrow(/do not fit/);
+    expect(() => queryKeyAttentionSource('self', queries, keys, { ...terms, scale: [1] })).toThrow(/1 scales and 2 windows for 2 layers/);
+    const trace = { model: { name: 'x', modelType: 'x', numLayers: 2, numHeads: 4, numKeyValueHeads: 2, headDim: 5 }, tokens: [], attention: {} } as Trace;
+    expect(() => attentionSource(trace, 'self')).toThrow("the trace has no 'self' attention (neither probabilities nor queries, keys and score terms)");
+  });
+});
