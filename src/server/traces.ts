@@ -10,6 +10,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
 import type { ModelCatalog } from './catalog.js';
+import { AppendCache, appendable } from './append.js';
 import { ByteLru } from './lru.js';
 import { abortable, type ModelPool } from './pool.js';
 import { jsonFrame, layerFrame, type ServerLimits, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
@@ -139,7 +140,11 @@ export class TraceService {
   ) {
     this.cache = new ByteLru(options.cacheBytes);
     this.gate = new Gate(options.concurrentRuns ?? 2, options.maxWaiting ?? 256);
+    this.append = new AppendCache(Math.min(options.cacheBytes, 256 * 1024 * 1024));
   }
+
+  /** Causal models: kept prefixes whose key/value cache an appended text reuses (append.ts). */
+  readonly append: AppendCache;
 
   /** The finished trace of a validated request, and whether it came from the cache. */
   async trace(req: ReturnType<typeof validateTraceRequest>, signal?: AbortSignal): Promise<{ result: TraceResult; cached: boolean }> {
@@ -230,7 +235,8 @@ export class TraceService {
     const t0 = performance.now();
     let trace: Trace;
     try {
-      trace = await model.trace(req.text, {
+      // Causal models: through the key/value cache, reusing a kept token prefix (append.ts).
+      trace = appendable(model, req) ? (await this.append.trace(model, `${modelId}@${revision}`, { text: req.text, qk: req.taps.qk, topK: req.taps.topK })).trace : await model.trace(req.text, {
         ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
         ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
         qk: req.taps.qk,
