@@ -10,8 +10,9 @@
  * model's float32 attention by the model's own rounding (≤ ~1e-6 on every fixture).
  *
  * A block needs every unmasked score of its rows (the softmax normalises over the whole row) even
- * when only a few columns are asked for; rows are computed four at a time (each key vector read
- * once for four queries) into scratch buffers the source keeps.
+ * when only a few columns are asked for; rows are computed four at a time against two keys at a time
+ * (the keys of the head converted to float64 once and kept while the same head is read) into
+ * scratch buffers the source keeps.
  *
  * Isomorphic: imports nothing from Node.
  */
@@ -59,6 +60,17 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
   const causal = terms.causal;
   // Scores of a group of rows, each over every key (GROUP × numKeys).
   let scratch = new Float64Array(0);
+  // A group's query rows, interleaved (qi[GROUP·t + r]).
+  const qi = new Float64Array(GROUP * headDim);
+  // The keys of the last (layer, key head) read, as float64 (no conversion in the inner loop).
+  let cached = { layer: -1, kvHead: -1, keys: new Float64Array(0) };
+  const keysAsFloat64 = (layer: number, kvHead: number): Float64Array => {
+    if (cached.layer !== layer || cached.kvHead !== kvHead) {
+      const from = kvHead * numKeys * headDim;
+      cached = { layer, kvHead, keys: Float64Array.from(keys.layers[layer]!.subarray(from, from + numKeys * headDim)) };
+    }
+    return cached.keys;
+  };
 
   const source: AttentionSource = {
     stack,
@@ -75,12 +87,11 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
       if (scratch.length < GROUP * numKeys) scratch = new Float64Array(GROUP * numKeys);
       const s = scratch;
       const q = queries.layers[layer]!;
-      const k = keys.layers[layer]!;
       const scale = terms.scale[layer]!;
       const window = terms.window[layer] ?? null;
       const b = bias ? bias.layers[layer]! : null;
       const kvHead = Math.floor((head * kvHeads) / numHeads);
-      const kBase = kvHead * numKeys * headDim;
+      const kf = keysAsFloat64(layer, kvHead);
       // Keys row i sees: [lo(i), hi(i)).
       const lo = (i: number): number => (window === null ? 0 : Math.max(0, i - window + 1));
       const hi = (i: number): number => (causal ? Math.min(numKeys, i + 1) : numKeys);
@@ -90,8 +101,12 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
         const jLo = lo(i0);
         const jHi = hi(i0 + n - 1);
         const qa = (head * numQueries + i0) * headDim;
-        if (n === GROUP) dots4(q, qa, headDim, k, kBase, jLo, jHi, s, numKeys);
-        else for (let r = 0; r < n; r++) dots1(q, qa + r * headDim, headDim, k, kBase, jLo, jHi, s, r * numKeys);
+        if (n === GROUP) {
+          for (let r = 0; r < GROUP; r++) for (let t = 0; t < headDim; t++) qi[t * GROUP + r] = q[qa + r * headDim + t]!;
+          dots4(qi, headDim, kf, jLo, jHi, s, numKeys);
+        } else {
+          for (let r = 0; r < n; r++) dots1(q, qa + r * headDim, headDim, kf, jLo, jHi, s, r * numKeys);
+        }
         for (let r = 0; r < n; r++) {
           const i = i0 + r;
           const a = lo(i);
@@ -124,34 +139,39 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
   return source;
 }
 
-/** s[row + j] = q[qa…] · k[kBase + j·d …] for j in [jLo, jHi) (one query row). */
-function dots1(q: Float32Array, qa: number, d: number, k: Float32Array, kBase: number, jLo: number, jHi: number, s: Float64Array, row: number): void {
+/** One query row (float32, at q[qa…]) against keys [jLo, jHi) of kf (float64, row j at j·d): s[row + j]. */
+function dots1(q: Float32Array, qa: number, d: number, kf: Float64Array, jLo: number, jHi: number, s: Float64Array, row: number): void {
   const d4 = d - (d % 4);
   for (let j = jLo; j < jHi; j++) {
-    const kb = kBase + j * d;
+    const kb = j * d;
     let a0 = 0;
     let a1 = 0;
     let a2 = 0;
     let a3 = 0;
     let t = 0;
     for (; t < d4; t += 4) {
-      a0 += q[qa + t]! * k[kb + t]!;
-      a1 += q[qa + t + 1]! * k[kb + t + 1]!;
-      a2 += q[qa + t + 2]! * k[kb + t + 2]!;
-      a3 += q[qa + t + 3]! * k[kb + t + 3]!;
+      a0 += q[qa + t]! * kf[kb + t]!;
+      a1 += q[qa + t + 1]! * kf[kb + t + 1]!;
+      a2 += q[qa + t + 2]! * kf[kb + t + 2]!;
+      a3 += q[qa + t + 3]! * kf[kb + t + 3]!;
     }
-    for (; t < d; t++) a0 += q[qa + t]! * k[kb + t]!;
+    for (; t < d; t++) a0 += q[qa + t]! * kf[kb + t]!;
     s[row + j] = a0 + a1 + (a2 + a3);
   }
 }
 
-/** Four consecutive query rows (q[qa…], q[qa + d…], …) against keys [jLo, jHi): rows 0–3 of s (stride `stride`). */
-function dots4(q: Float32Array, qa: number, d: number, k: Float32Array, kBase: number, jLo: number, jHi: number, s: Float64Array, stride: number): void {
-  const q1 = qa + d;
-  const q2 = q1 + d;
-  const q3 = q2 + d;
-  for (let j = jLo; j < jHi; j++) {
-    const kb = kBase + j * d;
+/**
+ * Four query rows, interleaved in qi (qi[4t + r] = q_r[t], float64), against keys [jLo, jHi) of kf,
+ * two keys per pass (six loads for eight products): rows 0–3 of s (stride `stride`).
+ */
+function dots4(qi: Float64Array, d: number, kf: Float64Array, jLo: number, jHi: number, s: Float64Array, stride: number): void {
+  const s1 = stride;
+  const s2 = 2 * stride;
+  const s3 = 3 * stride;
+  let j = jLo;
+  for (; j + 1 < jHi; j += 2) {
+    const kb = j * d;
+    const kc = kb + d;
     let a0 = 0;
     let a1 = 0;
     let a2 = 0;
@@ -160,30 +180,48 @@ function dots4(q: Float32Array, qa: number, d: number, k: Float32Array, kBase: n
     let b1 = 0;
     let b2 = 0;
     let b3 = 0;
-    let t = 0;
-    for (; t + 1 < d; t += 2) {
-      const x = k[kb + t]!;
-      const y = k[kb + t + 1]!;
-      a0 += q[qa + t]! * x;
-      a1 += q[q1 + t]! * x;
-      a2 += q[q2 + t]! * x;
-      a3 += q[q3 + t]! * x;
-      b0 += q[qa + t + 1]! * y;
-      b1 += q[q1 + t + 1]! * y;
-      b2 += q[q2 + t + 1]! * y;
-      b3 += q[q3 + t + 1]! * y;
+    for (let t = 0, p = 0; t < d; t++, p += 4) {
+      const x = kf[kb + t]!;
+      const y = kf[kc + t]!;
+      const u0 = qi[p]!;
+      const u1 = qi[p + 1]!;
+      const u2 = qi[p + 2]!;
+      const u3 = qi[p + 3]!;
+      a0 += u0 * x;
+      a1 += u1 * x;
+      a2 += u2 * x;
+      a3 += u3 * x;
+      b0 += u0 * y;
+      b1 += u1 * y;
+      b2 += u2 * y;
+      b3 += u3 * y;
     }
-    if (t < d) {
-      const x = k[kb + t]!;
-      a0 += q[qa + t]! * x;
-      a1 += q[q1 + t]! * x;
-      a2 += q[q2 + t]! * x;
-      a3 += q[q3 + t]! * x;
+    s[j] = a0;
+    s[s1 + j] = a1;
+    s[s2 + j] = a2;
+    s[s3 + j] = a3;
+    s[j + 1] = b0;
+    s[s1 + j + 1] = b1;
+    s[s2 + j + 1] = b2;
+    s[s3 + j + 1] = b3;
+  }
+  if (j < jHi) {
+    const kb = j * d;
+    let a0 = 0;
+    let a1 = 0;
+    let a2 = 0;
+    let a3 = 0;
+    for (let t = 0, p = 0; t < d; t++, p += 4) {
+      const x = kf[kb + t]!;
+      a0 += qi[p]! * x;
+      a1 += qi[p + 1]! * x;
+      a2 += qi[p + 2]! * x;
+      a3 += qi[p + 3]! * x;
     }
-    s[j] = a0 + b0;
-    s[stride + j] = a1 + b1;
-    s[2 * stride + j] = a2 + b2;
-    s[3 * stride + j] = a3 + b3;
+    s[j] = a0;
+    s[s1 + j] = a1;
+    s[s2 + j] = a2;
+    s[s3 + j] = a3;
   }
 }
 
