@@ -15,6 +15,7 @@ import type { ModelCatalog } from './catalog.js';
 import { AbortError, type ModelPool } from './pool.js';
 import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type ProgressFrame, type ServerLimits } from './protocol.js';
 import { answerFrames, RequestError, TraceService, validateTraceRequest } from './traces.js';
+import { exportFile, validateExportRequest } from './exports.js';
 
 export const CSP = [
   "default-src 'none'",
@@ -238,7 +239,21 @@ export function createApp(deps: AppDeps): Hono {
     return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': answer.cached ? 'hit' : 'miss' } });
   });
 
-  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace)'));
+  /** POST /api/export {model, text, textPair?, decoderText?, format: html|json|safetensors, view?, theme?}: the standalone page or the trace file, as a download. */
+  app.post('/api/export', limit, async (c) => {
+    try {
+      const req = validateExportRequest(await readJson(c), deps.limits);
+      const file = await exportFile(deps.catalog, deps.pool, req, deps.limits, c.req.raw.signal);
+      return new Response(file.bytes as Uint8Array<ArrayBuffer>, {
+        headers: { 'Content-Type': file.contentType, 'Content-Disposition': `attachment; filename="${file.filename}"`, 'Cache-Control': 'no-store' },
+      });
+    } catch (e) {
+      if (e instanceof AbortError) return new Response(null, { status: 499 });
+      return errorResponse(c, e);
+    }
+  });
+
+  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export)'));
   app.notFound((c) => apiError(c, 404, 'not found'));
   app.onError((e, c) => errorResponse(c, e));
   return app;
