@@ -7,6 +7,7 @@ import {
   FloatAttr,
   type AttributeValue,
   type ElemType,
+  type GraphSpec,
   type InitializerSpec,
   type NodeSpec,
   type ValueInfoSpec,
@@ -348,6 +349,12 @@ export class GraphBuilder {
    * some node reads are emitted (a weight used only transposed is not emitted twice).
    */
   async build(): Promise<BuiltModel> {
+    const { graph, external } = await this.buildGraph();
+    return { model: encodeModel(graph), external };
+  }
+
+  /** The graph `build` encodes, as a GraphSpec with its external weights (graph/partition.ts splits it by layer). */
+  async buildGraph(): Promise<{ graph: GraphSpec; external: ExternalWeight[] }> {
     const used = new Set<string>();
     for (const n of this.nodes) for (const i of n.inputs) used.add(i);
     const initializers = this.initializers.filter((t) => used.has(t.name));
@@ -374,7 +381,6 @@ export class GraphBuilder {
       if (!wide) casts.push({ opType: 'Cast', inputs: [storedName], outputs: [w.name], name: `${w.name}/Cast`, attributes: { to: 1 } });
     }
     const nodes = casts.length > 0 ? [...casts, ...this.nodes] : this.nodes;
-    const model = encodeModel({ name: this.name, nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET });
-    return { model, external };
+    return { graph: { name: this.name, nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET }, external };
   }
 }

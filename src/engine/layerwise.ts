@@ -1,0 +1,236 @@
+/**
+ * Layer-by-layer execution (issue 13): the model's graph cut into one segment per layer
+ * (graph/partition.ts), each run as its own runtime session, in order. Each layer's outputs
+ * (attention, queries and keys, residuals, …) are handed to a callback as soon as its segment has
+ * run and are then dropped, so memory holds one layer's maps at a time, not every layer's: what
+ * stays between segments is only what later layers read (the residual stream, masks, rotary
+ * tables, a shared position bias). The same nodes run on the same inputs as in the whole graph,
+ * so every output equals the whole run's. An AbortSignal is checked between layers.
+ *
+ * Imports nothing from Node.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { StackName, Token, Trace } from '../core/trace.js';
+import type { ExternalWeight } from '../graph/builder.js';
+import { encodeModel } from '../graph/onnx-model.js';
+import { partitionByLayer, type GraphPartition } from '../graph/partition.js';
+import type { TapRequest } from '../models/architecture.js';
+import type { GraphSession, RuntimeTensor } from '../runtime/runtime.js';
+import { tapsKey, type Model, type TraceOptions } from './model.js';
+
+/** A run stopped between layers because its AbortSignal fired. */
+export class LayerRunCancelled extends Error {
+  constructor(readonly layersDone: number) {
+    super(`the run was cancelled after ${layersDone} segment${layersDone === 1 ? '' : 's'}`);
+    this.name = 'AbortError';
+  }
+}
+
+/** One layer's outputs, as soon as they are computed. */
+export interface LayerOutputs {
+  /** The segment's place in the run (0 … count − 1). */
+  index: number;
+  count: number;
+  /**
+   * Layers whose outputs these are, in order (one, except where a family computes two layers
+   * interleaved); the first segment also holds the embeddings, the last the final norm and head.
+   */
+  layers: { stack: StackName; layer: number }[];
+  /** Graph outputs this segment computed, by name (`attention.<stack>.<layer>`, …, `logits` in the last). */
+  outputs: Record<string, RuntimeTensor>;
+}
+
+export interface LayerwiseOptions extends TraceOptions {
+  /** Checked before each layer: when it has fired, the run stops with LayerRunCancelled. */
+  signal?: AbortSignal;
+}
+
+/** What a layer-by-layer run ran on (the layers themselves went to the callback). */
+export interface LayerwiseRun {
+  tokens: Token[];
+  decoderTokens?: Token[];
+  taps: TapRequest;
+  /** Segments the graph was cut into. */
+  segments: number;
+}
+
+/** Per-layer graph outputs that place their node's layer (`<kind>.<stack>.<layer>`). */
+const LAYER_KINDS = new Set([
+  'attention', 'queries', 'keys', 'values', 'score_bias', 'transformed_values', 'layer_input', 'residual_sum',
+  'resid_input', 'resid_attention', 'resid_cross', 'resid_output', 'mlp_activation',
+  'router_probabilities', 'router_selected', 'router_weights', 'router_input',
+]);
+
+/** `stack.layer` of a per-layer output, undefined for the others (logits, hidden states, the logit lens). */
+export function layerKeyOf(output: string): string | undefined {
+  const m = /^([a-z_]+)\.([a-z]+)\.(\d+)$/.exec(output);
+  return m && LAYER_KINDS.has(m[1]!) ? `${m[2]}.${m[3]}` : undefined;
+}
+
+function parseKey(key: string): { stack: StackName; layer: number } {
+  const dot = key.indexOf('.');
+  return { stack: key.slice(0, dot) as StackName, layer: Number(key.slice(dot + 1)) };
+}
+
+/** A model's graph for one set of taps, cut by layer; sessions opened as the run first reaches them. */
+interface LayerPlan {
+  partition: GraphPartition;
+  /** The whole graph's input names (fed from the model's inputs). */
+  inputs: ReadonlySet<string>;
+  /** Segment `index`'s session for carried inputs of these shapes (see `carriedShapes`). */
+  session(index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession>;
+  /** Sizes that are fixed in the graph: weight dimensions and small integer constants. */
+  fixedSizes: ReadonlySet<number>;
+  /** The graph inputs' declared shapes. */
+  inputShapes: ReadonlyMap<string, readonly (number | string)[] | undefined>;
+}
+
+type Prepared = Awaited<ReturnType<Model['prepareRun']>>;
+
+const plans = new WeakMap<Model, Map<string, Promise<LayerPlan>>>();
+
+function planFor(model: Model, taps: TapRequest): Promise<LayerPlan> {
+  let byKey = plans.get(model);
+  if (!byKey) plans.set(model, (byKey = new Map()));
+  const key = tapsKey(taps);
+  let plan = byKey.get(key);
+  if (!plan) {
+    plan = makePlan(model, taps, key);
+    byKey.set(key, plan);
+    plan.catch(() => byKey.delete(key));
+  }
+  return plan;
+}
+
+async function makePlan(model: Model, taps: TapRequest, key: string): Promise<LayerPlan> {
+  const { graph, external } = await model.buildGraph(taps);
+  const partition = partitionByLayer(graph, layerKeyOf);
+  const count = partition.segments.length;
+  // The weight readers are kept until every segment has its session (reading them holds their data).
+  let weights: Map<string, ExternalWeight> | null = new Map(external.map((w) => [w.path, w]));
+  const make = async (index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession> => {
+    const seg = partition.segments[index]!;
+    const w = weights;
+    if (!w) throw new Error('layerwise: weights released before every segment was opened');
+    const segExternal: ExternalWeight[] = [];
+    for (const t of seg.graph.initializers) {
+      const ext = t.external ? w.get(t.external.location) : undefined;
+      if (ext) segExternal.push(ext);
+    }
+    const inputs = seg.graph.inputs.map((i) => (shapes.has(i.name) ? { ...i, shape: shapes.get(i.name)! } : i));
+    const session = await model.openBuilt({ model: encodeModel({ ...seg.graph, inputs }), external: segExternal });
+    if (index === count - 1) weights = null;
+    return session;
+  };
+  const fixedSizes = new Set<number>();
+  for (const t of graph.initializers) {
+    for (const d of t.dims) fixedSizes.add(d);
+    if (t.type === 'int64' && t.raw && t.raw.byteLength <= 128) {
+      const copy = t.raw.slice();
+      for (const v of new BigInt64Array(copy.buffer, 0, copy.byteLength / 8)) fixedSizes.add(Number(v));
+    }
+  }
+  return {
+    partition,
+    inputs: new Set(graph.inputs.map((i) => i.name)),
+    fixedSizes,
+    inputShapes: new Map(graph.inputs.map((i) => [i.name, i.shape] as const)),
+    session: (index, shapes) => {
+      const signature = [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
+      return model.cachedSession(`${key}#layer-segment ${index}/${count} ${signature}`, () => make(index, shapes));
+    },
+  };
+}
+
+/** Encoder-decoders without a decoder input generate: not one forward pass to cut by layer. */
+function checkSingleRun(model: Model, options: TraceOptions): void {
+  if (model.info.kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
+    throw new AttnscopeError(`${model.name}: layer-by-layer tracing needs a decoder input on an encoder-decoder model (--decoder-text or --decoder-ids)`);
+  }
+}
+
+/**
+ * Runs `model` on a text (or ids, as `trace` does) one layer at a time: `onLayer` gets each
+ * segment's outputs as soon as they are computed (awaited before the next layer runs) and they
+ * are not kept afterwards. Not for encoder-decoders without a decoder input (that is generation).
+ */
+export async function traceLayers(model: Model, text: string | null, options: LayerwiseOptions, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<LayerwiseRun> {
+  checkSingleRun(model, options);
+  const prepared = await model.prepareRun(text, options);
+  const segments = await runLayers(model, prepared, options.signal, onLayer);
+  return { tokens: prepared.tokens, ...(prepared.decoderTokens ? { decoderTokens: prepared.decoderTokens } : {}), taps: prepared.taps, segments };
+}
+
+/** Runs a prepared input segment by segment; returns the number of segments. */
+async function runLayers(model: Model, prepared: Prepared, signal: AbortSignal | undefined, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
+  const { inputs, taps } = prepared;
+  const plan = await planFor(model, taps);
+  const { segments, lastUse } = plan.partition;
+  const fed = model.feedsFor([...plan.inputs], inputs);
+  const carried = new Map<string, RuntimeTensor>();
+  for (let s = 0; s < segments.length; s++) {
+    if (signal?.aborted) throw new LayerRunCancelled(s);
+    const seg = segments[s]!;
+    const feeds: Record<string, RuntimeTensor> = {};
+    for (const i of seg.graph.inputs) {
+      const v = fed[i.name] ?? carried.get(i.name);
+      if (!v) throw new Error(`layerwise: no value for ${i.name} in segment ${s}`);
+      feeds[i.name] = v;
+    }
+    const session = await plan.session(s, carriedShapes(plan, fed, seg.carriedIn, carried));
+    const out = await session.run(feeds, seg.graph.outputs.map((o) => o.name));
+    for (const name of seg.carriedOut) carried.set(name, out[name]!);
+    for (const name of seg.carriedIn) if (lastUse.get(name) === s) carried.delete(name);
+    const outputs: Record<string, RuntimeTensor> = {};
+    for (const name of seg.outputs) outputs[name] = out[name]!;
+    await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs });
+  }
+  return segments.length;
+}
+
+/**
+ * Declared shapes for a segment's carried inputs, so that onnxruntime optimises the segment as it
+ * does the whole graph (its fusions need shapes: Add + LayerNormalization, for one): a size that
+ * equals a symbolic size of the graph inputs in this run (`seq`, `keys`, …) gets its name (the
+ * first input's that has it), a size fixed in the graph (a weight's, a constant's) and no symbol's
+ * stays a number, any other size is left unnamed. Sessions are kept per set of shapes, so a
+ * session is only run on inputs its shapes hold for.
+ */
+function carriedShapes(plan: LayerPlan, fed: Readonly<Record<string, RuntimeTensor>>, names: readonly string[], carried: ReadonlyMap<string, RuntimeTensor>): Map<string, (number | string)[]> {
+  const symbols = new Map<number, string>();
+  for (const [name, declared] of plan.inputShapes) {
+    const dims = fed[name]?.dims;
+    if (!declared || !dims) continue;
+    declared.forEach((d, i) => {
+      const size = dims[i];
+      if (typeof d === 'string' && size !== undefined && !symbols.has(size)) symbols.set(size, d);
+    });
+  }
+  const shapes = new Map<string, (number | string)[]>();
+  for (const name of names) {
+    const dims = carried.get(name)!.dims;
+    shapes.set(name, dims.map((size, i) => {
+      const symbol = symbols.get(size);
+      if (symbol !== undefined && !plan.fixedSizes.has(size)) return symbol;
+      if (symbol === undefined && plan.fixedSizes.has(size)) return size;
+      return `${name}#${i}`;
+    }));
+  }
+  return shapes;
+}
+
+/**
+ * The whole Trace, computed layer by layer (each layer's outputs gathered as they come): the same
+ * Trace `model.trace` gives for the same input. For the memory bound, use `traceLayers` and keep
+ * only what is needed of each layer.
+ */
+export async function traceByLayers(model: Model, text: string | null, options: LayerwiseOptions = {}, onLayer?: (layer: LayerOutputs) => void | Promise<void>): Promise<Trace> {
+  checkSingleRun(model, options);
+  const all: Record<string, RuntimeTensor> = {};
+  const prepared = await model.prepareRun(text, options);
+  await runLayers(model, prepared, options.signal, async (layer) => {
+    Object.assign(all, layer.outputs);
+    await onLayer?.(layer);
+  });
+  return model.traceOf(prepared, all, options);
+}

@@ -1,0 +1,259 @@
+/**
+ * Splits a graph into segments run one after another (layer-by-layer execution, issue 13): the
+ * node list, which the builder keeps in topological order, is cut into consecutive ranges, one per
+ * layer. A value computed in one segment and read in a later one (the residual stream, masks,
+ * rotary tables, a shared position bias) becomes an output of the first and an input of the later
+ * ones; graph inputs and weights go to every segment that reads them. Nodes that compute only from
+ * weights and constants (the Cast of a 16-bit weight, a constant mask) are repeated in each
+ * segment that reads them instead of being carried. Running the segments in order on the same
+ * feeds computes exactly the nodes of the whole graph, so every output is the same.
+ *
+ * Where the cuts go: the caller names the layer each graph output belongs to (the attention, query
+ * or key tap of layer k); between the last such output of one layer and the first of the next,
+ * the cut is put where the fewest computed values cross it (the residual stream and what every
+ * layer shares), the latest such place: the end of the layer's block. Pure: imports nothing.
+ */
+import type { ElemType, GraphSpec, InitializerSpec, NodeSpec, ValueInfoSpec } from './onnx-model.js';
+
+/** One segment of a partitioned graph. */
+export interface GraphSegment {
+  /** The segment as a graph of its own (its inputs: graph inputs it reads, then carried values). */
+  graph: GraphSpec;
+  /** Layer keys (as `layerOf` gave them) whose outputs this segment computes, in order. */
+  layers: string[];
+  /** Values computed by earlier segments that this one reads. */
+  carriedIn: string[];
+  /** Values this segment computes that later segments read (outputs of `graph` besides `outputs`). */
+  carriedOut: string[];
+  /** Outputs of the whole graph this segment computes. */
+  outputs: string[];
+}
+
+export interface GraphPartition {
+  segments: GraphSegment[];
+  /** For every carried value, the last segment that reads it (it can be released after that one). */
+  lastUse: ReadonlyMap<string, number>;
+}
+
+/** Element type of the outputs of an op whose type does not follow its first input. */
+function outputTypes(node: NodeSpec, typeOf: (name: string) => ElemType | undefined): (ElemType | undefined)[] {
+  const first = typeOf(node.inputs[0] ?? '');
+  switch (node.opType) {
+    case 'Shape':
+    case 'Size':
+    case 'ArgMax':
+    case 'ArgMin':
+    case 'NonZero':
+      return ['int64'];
+    case 'TopK':
+      return [first, 'int64'];
+    case 'Equal':
+    case 'Less':
+    case 'LessOrEqual':
+    case 'Greater':
+    case 'GreaterOrEqual':
+    case 'Not':
+    case 'And':
+    case 'Or':
+    case 'Xor':
+    case 'IsNaN':
+    case 'IsInf':
+      return ['bool'];
+    case 'Cast': {
+      const to = node.attributes?.to;
+      return [typeof to === 'number' ? typeFromCode(to, node) : undefined];
+    }
+    case 'CastLike':
+      return [typeOf(node.inputs[1] ?? '')];
+    case 'Where':
+      return [typeOf(node.inputs[1] ?? '')];
+    case 'ConstantOfShape': {
+      const value = node.attributes?.value;
+      return [typeof value === 'object' && value !== null && 'type' in value ? value.type : 'float32'];
+    }
+    case 'Constant': {
+      const value = node.attributes?.value;
+      return [typeof value === 'object' && value !== null && 'type' in value ? value.type : undefined];
+    }
+    default:
+      // Elementwise, shape, gather, normalisation and matrix ops: the type of their first input
+      // (Split and the like: for every output).
+      return node.outputs.map(() => first);
+  }
+}
+
+const TYPE_CODES: Record<number, ElemType> = { 1: 'float32', 2: 'uint8', 6: 'int32', 7: 'int64', 9: 'bool', 10: 'float16', 11: 'float64', 16: 'bfloat16' };
+
+function typeFromCode(code: number, node: NodeSpec): ElemType {
+  const t = TYPE_CODES[code];
+  if (!t) throw new Error(`partition: ${node.name} casts to ONNX type ${code}, which attnscope graphs do not use`);
+  return t;
+}
+
+/** The element type of every value of the graph, as far as its ops tell. */
+export function valueTypes(graph: GraphSpec): Map<string, ElemType> {
+  const types = new Map<string, ElemType>();
+  for (const i of graph.inputs) types.set(i.name, i.type);
+  for (const t of graph.initializers) types.set(t.name, t.type);
+  const typeOf = (name: string) => types.get(name);
+  for (const n of graph.nodes) {
+    const out = outputTypes(n, typeOf);
+    n.outputs.forEach((o, i) => {
+      const t = out[i];
+      if (t) types.set(o, t);
+    });
+  }
+  return types;
+}
+
+/**
+ * Cuts `graph` into one segment per layer. `layerOf(outputName)` names the layer a graph output
+ * belongs to (undefined for outputs of no layer: logits, hidden states); layers are ordered by
+ * where their outputs are computed. Layers whose outputs interleave share a segment. A graph
+ * without layer outputs is one segment.
+ */
+export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => string | undefined): GraphPartition {
+  const nodes = graph.nodes;
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
+  const outputNames = new Set(graph.outputs.map((o) => o.name));
+
+  // Nodes computed from weights and constants only (not graph outputs themselves): repeated where read.
+  const initializerNames = new Set(graph.initializers.map((t) => t.name));
+  const constant = new Array<boolean>(nodes.length).fill(false);
+  const isConstantValue = (name: string) => initializerNames.has(name) || (producer.has(name) && constant[producer.get(name)!]!);
+  nodes.forEach((n, i) => {
+    constant[i] = !n.outputs.some((o) => outputNames.has(o)) && n.inputs.every((x) => x === '' || isConstantValue(x));
+  });
+
+  // Layers, in order of their first output; each layer's range of node indices.
+  const ranges: { key: string; lo: number; hi: number }[] = [];
+  const byKey = new Map<string, { key: string; lo: number; hi: number }>();
+  for (const o of graph.outputs) {
+    const key = layerOf(o.name);
+    if (key === undefined) continue;
+    const at = producer.get(o.name);
+    if (at === undefined) throw new Error(`partition: graph output ${o.name} is not computed by any node`);
+    const r = byKey.get(key);
+    if (r) {
+      r.lo = Math.min(r.lo, at);
+      r.hi = Math.max(r.hi, at);
+    } else {
+      const nr = { key, lo: at, hi: at };
+      byKey.set(key, nr);
+      ranges.push(nr);
+    }
+  }
+  ranges.sort((a, b) => a.lo - b.lo);
+  // Interleaved layers (one's outputs before the other's last) share a group.
+  const groups: { keys: string[]; lo: number; hi: number }[] = [];
+  for (const r of ranges) {
+    const last = groups[groups.length - 1];
+    if (last && r.lo <= last.hi) {
+      last.keys.push(r.key);
+      last.hi = Math.max(last.hi, r.hi);
+    } else {
+      groups.push({ keys: [r.key], lo: r.lo, hi: r.hi });
+    }
+  }
+
+  // Values crossing a cut before node c: computed (by a placed node) before c, read at or after c.
+  const lastRead = new Map<string, number>();
+  nodes.forEach((n, i) => {
+    if (constant[i]) return;
+    for (const x of n.inputs) if (x !== '') lastRead.set(x, i);
+  });
+  const delta = new Int32Array(nodes.length + 2);
+  for (const [name, last] of lastRead) {
+    const p = producer.get(name);
+    if (p === undefined || constant[p] || last <= p) continue;
+    delta[p + 1]! += 1; // crosses cuts p+1 … last
+    delta[last + 1]! -= 1;
+  }
+  const crossing = new Int32Array(nodes.length + 1);
+  for (let c = 0, run = 0; c <= nodes.length; c++) crossing[c] = run += delta[c]!;
+
+  const cuts: number[] = [];
+  for (let g = 0; g + 1 < groups.length; g++) {
+    const from = groups[g]!.hi + 1;
+    const to = groups[g + 1]!.lo;
+    let best = to;
+    for (let c = to; c >= from; c--) if (crossing[c]! < crossing[best]!) best = c;
+    cuts.push(best);
+  }
+
+  // Segment of every placed node.
+  const segmentOf = new Int32Array(nodes.length);
+  for (let i = 0, s = 0; i < nodes.length; i++) {
+    while (s < cuts.length && i >= cuts[s]!) s++;
+    segmentOf[i] = s;
+  }
+  const count = cuts.length + 1;
+  const types = valueTypes(graph);
+  const inputInfo = new Map(graph.inputs.map((i) => [i.name, i] as const));
+  const outputInfo = new Map(graph.outputs.map((o) => [o.name, o] as const));
+  const initializerInfo = new Map(graph.initializers.map((t) => [t.name, t] as const));
+
+  const lastUse = new Map<string, number>();
+  const members: number[][] = Array.from({ length: count }, () => []);
+  nodes.forEach((_, i) => !constant[i] && members[segmentOf[i]!]!.push(i));
+  const carriedIn: Set<string>[] = Array.from({ length: count }, () => new Set());
+  const carriedOut: Set<string>[] = Array.from({ length: count }, () => new Set());
+  for (let s = 0; s < count; s++) {
+    for (const i of members[s]!) {
+      for (const x of nodes[i]!.inputs) {
+        const p = producer.get(x);
+        if (p === undefined || constant[p] || segmentOf[p] === s) continue;
+        carriedIn[s]!.add(x);
+        carriedOut[segmentOf[p]!]!.add(x);
+        lastUse.set(x, Math.max(lastUse.get(x) ?? 0, s));
+      }
+    }
+  }
+
+  const segments: GraphSegment[] = [];
+  for (let s = 0; s < count; s++) {
+    const own = members[s]!;
+    // The constant nodes this segment's nodes read, with what they read in turn (in graph order).
+    const constants = new Set<number>();
+    const visit = (name: string) => {
+      const p = producer.get(name);
+      if (p === undefined || !constant[p] || constants.has(p)) return;
+      constants.add(p);
+      for (const x of nodes[p]!.inputs) if (x !== '') visit(x);
+    };
+    for (const i of own) for (const x of nodes[i]!.inputs) if (x !== '') visit(x);
+    const segNodes = [...[...constants].sort((a, b) => a - b), ...own].map((i) => nodes[i]!);
+    const read = new Set<string>();
+    for (const n of segNodes) for (const x of n.inputs) if (x !== '') read.add(x);
+    const initializers: InitializerSpec[] = [];
+    for (const name of read) {
+      const t = initializerInfo.get(name);
+      if (t) initializers.push(t);
+    }
+    const inputs: ValueInfoSpec[] = graph.inputs.filter((i) => read.has(i.name) && !initializerInfo.has(i.name));
+    for (const name of carriedIn[s]!) inputs.push(valueInfo(name, types, inputInfo));
+    const outs: string[] = [];
+    for (const i of own) for (const o of nodes[i]!.outputs) if (outputInfo.has(o)) outs.push(o);
+    const outputs: ValueInfoSpec[] = outs.map((o) => outputInfo.get(o)!);
+    for (const name of carriedOut[s]!) if (!outputInfo.has(name)) outputs.push(valueInfo(name, types, inputInfo));
+    const layers = groups[s]?.keys ?? [];
+    segments.push({
+      graph: { name: `${graph.name}.${s}`, nodes: segNodes, initializers, inputs, outputs, opsetVersion: graph.opsetVersion },
+      layers,
+      carriedIn: [...carriedIn[s]!],
+      carriedOut: [...carriedOut[s]!],
+      outputs: outs,
+    });
+  }
+  // A graph without layer outputs: one segment holding every layer key there is (none).
+  return { segments, lastUse };
+}
+
+function valueInfo(name: string, types: ReadonlyMap<string, ElemType>, inputs: ReadonlyMap<string, ValueInfoSpec>): ValueInfoSpec {
+  const known = inputs.get(name);
+  if (known) return known;
+  const type = types.get(name);
+  if (!type) throw new Error(`partition: the element type of ${name} is unknown (an op partition.ts does not know the output type of)`);
+  return { name, type };
+}
