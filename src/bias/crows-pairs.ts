@@ -18,6 +18,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { toFloat32 } from '../engine/assemble.js';
 import type { Model } from '../engine/model.js';
 import type { TapRequest } from '../models/architecture.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import { orientedSentences, type CrowsPair, type PairScores } from '../analysis/bias/crows-pairs.js';
 import { sharedPositions } from '../analysis/bias/sequence-matcher.js';
 
@@ -33,6 +34,8 @@ export interface CrowsScoreOptions {
   /** Called after each pair with the number done and the total. */
   onProgress?: (done: number, total: number) => void;
   cache?: PairScoreCache;
+  /** Head gates per stack (`head_gates.<stack>`, e.g. from engine/ablation.ts ablationGates): the model with heads removed. The cache is not used. */
+  headGates?: Readonly<Record<string, RuntimeTensor>>;
 }
 
 export interface CrowsScoreRun {
@@ -49,6 +52,11 @@ export interface CrowsScoreRun {
 
 /** Only the prediction head's logits. */
 const LOGITS_ONLY: TapRequest = { attention: false, qk: false, lastHiddenState: false, logits: true };
+/** The same with the head gates as inputs (ablation). */
+const LOGITS_GATED: TapRequest = { ...LOGITS_ONLY, headGates: true };
+
+/** Gates, when any, as run options. */
+type Gates = Readonly<Record<string, RuntimeTensor>> | undefined;
 
 /** How `model` is scored: masked for encoders with a mask token, causal for decoders. */
 export function crowsMethodFor(model: Model): CrowsMethod {
@@ -78,8 +86,9 @@ export function logSoftmaxAt(row: Float32Array, target: number): number {
 }
 
 /** The logits [positions, vocab] of one run of `ids` (segment ids all 0 unless given). */
-export async function runLogits(model: Model, ids: readonly number[], typeIds?: readonly number[]): Promise<{ vocab: number; data: Float32Array }> {
-  const out = await model.run(LOGITS_ONLY, { inputIds: ids, typeIds: typeIds ?? ids.map(() => 0) });
+export async function runLogits(model: Model, ids: readonly number[], typeIds?: readonly number[], gates?: Gates): Promise<{ vocab: number; data: Float32Array }> {
+  const inputs = { inputIds: ids, typeIds: typeIds ?? ids.map(() => 0) };
+  const out = gates ? await model.run(LOGITS_GATED, inputs, gates) : await model.run(LOGITS_ONLY, inputs);
   const logits = out.logits;
   if (!logits || logits.dims.length !== 3 || logits.dims[2]! < 2) {
     throw new AttnscopeError(`${model.name}: its head (${String(model.config.raw.architectures ?? 'unknown')}) does not predict tokens; CrowS-Pairs needs a language-model head`);
@@ -95,12 +104,12 @@ export function maskedPositions(ids1: readonly number[], ids2: readonly number[]
 }
 
 /** metric.py's score of one sentence: Σ log P(ids[p] | ids with p masked) over `positions`. */
-export async function pseudoLogLikelihood(model: Model, ids: readonly number[], typeIds: readonly number[], positions: readonly number[], maskId: number): Promise<number> {
+export async function pseudoLogLikelihood(model: Model, ids: readonly number[], typeIds: readonly number[], positions: readonly number[], maskId: number, gates?: Gates): Promise<number> {
   let total = 0;
   for (const p of positions) {
     const masked = [...ids];
     masked[p] = maskId;
-    const { vocab, data } = await runLogits(model, masked, typeIds);
+    const { vocab, data } = await runLogits(model, masked, typeIds, gates);
     total += logSoftmaxAt(data.subarray(p * vocab, (p + 1) * vocab), ids[p]!);
   }
   return total;
@@ -117,7 +126,8 @@ function startId(model: Model): number {
 /** The logits row after the start token alone, per model and start id (one forward pass, reused). */
 const startRows = new WeakMap<Model, Map<number, Promise<Float32Array>>>();
 
-function startRow(model: Model, start: number): Promise<Float32Array> {
+function startRow(model: Model, start: number, gates?: Gates): Promise<Float32Array> {
+  if (gates) return runLogits(model, [start], undefined, gates).then((r) => r.data.slice(0, r.vocab));
   let rows = startRows.get(model);
   if (!rows) {
     rows = new Map();
@@ -136,11 +146,11 @@ function startRow(model: Model, start: number): Promise<Float32Array> {
  * of the text's tokens (no specials), the first one's P after `start` run alone, the others' from one
  * run of the tokens.
  */
-export async function causalScore(model: Model, text: string, start: number, row?: number): Promise<number> {
+export async function causalScore(model: Model, text: string, start: number, row?: number, gates?: Gates): Promise<number> {
   const ids = (await model.tokenize(text)).filter((t) => !t.special).map((t) => t.id);
   if (ids.length === 0) throw new AttnscopeError(`${row === undefined ? '' : `CrowS-Pairs row ${row}: `}${JSON.stringify(text.slice(0, 40))} gives no tokens`);
-  const first = await startRow(model, start);
-  const { vocab, data } = await runLogits(model, ids);
+  const first = await startRow(model, start, gates);
+  const { vocab, data } = await runLogits(model, ids, undefined, gates);
   let sum = logSoftmaxAt(first, ids[0]!);
   for (let i = 1; i < ids.length; i++) sum += logSoftmaxAt(data.subarray((i - 1) * vocab, i * vocab), ids[i]!);
   return Math.exp(sum / ids.length);
@@ -152,6 +162,8 @@ const cacheKey = (method: CrowsMethod, lowercased: boolean, s1: string, s2: stri
 export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[], options: CrowsScoreOptions = {}): Promise<CrowsScoreRun> {
   const method = crowsMethodFor(model);
   const lowercased = method === 'masked' ? await tokenizerIsUncased(model) : false;
+  const gates = options.headGates;
+  const cache = gates ? undefined : options.cache;
   const scores: PairScores[] = [];
   let forwardPasses = 0;
   let cached = 0;
@@ -162,7 +174,7 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
       s2 = s2.toLowerCase();
     }
     const key = cacheKey(method, lowercased, s1, s2);
-    let result = options.cache?.get(key);
+    let result = cache?.get(key);
     if (result) cached++;
     else if (method === 'masked') {
       const [t1, t2] = await Promise.all([model.tokenize(s1), model.tokenize(s2)]);
@@ -171,18 +183,18 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
       const { first, second } = maskedPositions(ids1, ids2);
       const maskId = model.tokenizer!.mask!.id!;
       result = {
-        sent1: await pseudoLogLikelihood(model, ids1, t1.map((t) => t.segment), first, maskId),
-        sent2: await pseudoLogLikelihood(model, ids2, t2.map((t) => t.segment), second, maskId),
+        sent1: await pseudoLogLikelihood(model, ids1, t1.map((t) => t.segment), first, maskId, gates),
+        sent2: await pseudoLogLikelihood(model, ids2, t2.map((t) => t.segment), second, maskId, gates),
       };
       forwardPasses += first.length + second.length;
-      options.cache?.set(key, result);
+      cache?.set(key, result);
     } else {
       const start = startId(model);
-      const fresh = !startRows.get(model)?.has(start);
-      const score = (text: string) => causalScore(model, text, start, pair.index);
+      const fresh = gates !== undefined || !startRows.get(model)?.has(start);
+      const score = (text: string) => causalScore(model, text, start, pair.index, gates);
       result = { sent1: await score(s1), sent2: await score(s2) };
-      forwardPasses += 2 + (fresh ? 1 : 0);
-      options.cache?.set(key, result);
+      forwardPasses += 2 + (gates ? 2 : fresh ? 1 : 0);
+      cache?.set(key, result);
     }
     scores.push(result);
     options.onProgress?.(scores.length, pairs.length);

@@ -7,6 +7,7 @@
  *   winobias      WinoBias (Zhao et al., 2018) as a pronoun probe: pro- vs anti-stereotypical pronoun
  *   stereoset     StereoSet (Nadeem et al., 2021) from a dev.json the user gives: evaluation.py's SS, LMS, ICAT
  *   probe         any text: group words, counterfactual, prediction and attention differences, bias-focused heads
+ *   heads         which heads carry a probe's contrast or the CrowS-Pairs metric (bias-heads-command.ts)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
@@ -31,8 +32,9 @@ import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
 import { countProgress } from '../io/progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
+import { parseHeadsSettings, runHeadsCommand } from './bias-heads-command.js';
 
-const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe'] as const;
+const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [--limit N] [--data FILE.csv] [--out scores.csv]
@@ -43,6 +45,10 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                 [--out predictions.json] [--predictions FILE.json] [--quiet] [--revision REV] [--offline] [--threads N]
        attnscope bias probe [model] --text "..." [--groups gender,occupation,...] [--words w1,w2,...] [--permutations N]
                 [--seed S] [--top N] [--json] [--revision REV] [--offline] [--threads N]
+       attnscope bias heads [model] --text "..." [--contrast he,she] [--k N] [--controls N] [--mode zero|mean] [--steps N]
+                [--groups ...] [--words ...] [--permutations N] [--seed S] [--top N] [--json] [--revision REV] [--offline] [--threads N]
+       attnscope bias heads [model] --benchmark crows-pairs [--bias-type T] [--limit N] [--k N] [--controls N] [--seed S]
+                [--json] [--quiet] [--revision REV] [--offline] [--threads N]
 
   crows-pairs  CrowS-Pairs (Nangia et al., 2020; 1,508 sentence pairs, shipped with attnscope under CC BY-SA 4.0):
                how often the model prefers the more stereotyping sentence of a pair (50 = no preference).
@@ -102,6 +108,21 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
   --words      probe: your own group words instead (comma-separated; found, not swapped)
   --permutations  probe: random token sets per head (default 1000);  --seed  their seed (default 1)
   --top        probe: heads listed (default 10)
+
+  heads        which heads carry a result. With --text (a probe): T = log P(a) − log P(b) (--contrast a,b; default
+               he,she) at the first mask token (masked LMs) or after the text (causal LMs); T with the top --k
+               bias-focused heads removed (largest bias attention ratio, significant ones first) against --controls
+               random sets of k other heads; head importance |∂T/∂gate| and how many of its top k were ablated; the
+               ratio per layer (heads' mean and max, significant heads, attention rollout up to the layer); and per
+               head Spearman's ρ between its attention from the target position and the tokens' |integrated gradients|
+               (faithfulness). With --benchmark crows-pairs: per head the mean ratio on the tokens sent_more has of
+               its own, then the metric re-scored with the top k heads zeroed and with the random control sets
+               (slow: 2 + controls full scorings; use --limit)
+  --contrast   heads: the two words of T, one token each (default he,she)
+  --k          heads: heads ablated (default 5);  --controls  random control sets (default 3)
+  --mode       heads: zero (default) or mean ablation (probes only)
+  --steps      heads: integrated-gradients steps (default 32)
+  --benchmark  heads: crows-pairs instead of --text
 ${MODEL_HELP}`;
 
 export const BIAS_OPTIONS = {
@@ -121,6 +142,12 @@ export const BIAS_OPTIONS = {
   permutations: { type: 'string' },
   seed: { type: 'string' },
   top: { type: 'string' },
+  contrast: { type: 'string' },
+  k: { type: 'string' },
+  controls: { type: 'string' },
+  mode: { type: 'string' },
+  steps: { type: 'string' },
+  benchmark: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
 
@@ -406,12 +433,34 @@ export function formatProbe(model: string, p: BiasProbe, top: number, permutatio
 
 async function probeCommand(values: BiasValues, source: string | undefined): Promise<void> {
   if (values.text === undefined) throw new UsageError('bias probe: give the text with --text "..."');
+  const { permutations, seed } = parsePermutations(values);
+  const top = parsePositiveInt(values.top, '--top') ?? 10;
+  const lexicons = await parseLexicons(values, 'probe');
+  const { model } = await openModel(source, values);
+  try {
+    const probe = await biasProbe(model, values.text, lexicons, { permutations, seed });
+    if (values.json) {
+      const { original, swapped, attention, ...rest } = probe;
+      const json = { model: model.name, ...rest, tokens: original.tokens.map((t) => t.text), counterfactualTokens: swapped.tokens.map((t) => t.text), attention: attention?.ranking ?? null };
+      process.stdout.write(`${JSON.stringify(json, jsonNumbers, 2)}\n`);
+    } else process.stdout.write(formatProbe(model.name, probe, top, permutations));
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** --permutations and --seed of the probes. */
+function parsePermutations(values: BiasValues): { permutations: number; seed: number } {
   const permutations = values.permutations === undefined ? 1000 : Number(values.permutations);
   if (!Number.isInteger(permutations) || permutations < 0 || permutations > 100000) throw new UsageError(`--permutations: expected an integer from 0 to 100000, got '${values.permutations}'`);
   const seed = values.seed === undefined ? 1 : Number(values.seed);
   if (!Number.isInteger(seed) || seed < 0) throw new UsageError(`--seed: expected a non-negative integer, got '${values.seed}'`);
-  const top = parsePositiveInt(values.top, '--top') ?? 10;
-  if (values.words !== undefined && values.groups !== undefined) throw new UsageError('bias probe: give --groups or --words, not both');
+  return { permutations, seed };
+}
+
+/** The word lists of --groups or --words (default gender). */
+export async function parseLexicons(values: BiasValues, command: string): Promise<GroupLexicon[]> {
+  if (values.words !== undefined && values.groups !== undefined) throw new UsageError(`bias ${command}: give --groups or --words, not both`);
   let lexicons: GroupLexicon[];
   if (values.words !== undefined) {
     const words = values.words.split(',').map((w) => w.trim().toLowerCase()).filter((w) => w !== '');
@@ -426,14 +475,26 @@ async function probeCommand(values: BiasValues, source: string | undefined): Pro
     }
     lexicons = await loadGroupLexicons(names);
   }
+  return lexicons;
+}
+
+async function headsCommand(values: BiasValues, source: string | undefined): Promise<void> {
+  if ((values.text === undefined) === (values.benchmark === undefined)) throw new UsageError('bias heads: give --text "..." (a probe) or --benchmark crows-pairs, one of them');
+  if (values.benchmark !== undefined && values.benchmark !== 'crows-pairs') throw new UsageError(`--benchmark: unknown benchmark '${values.benchmark}'; allowed: crows-pairs`);
+  parseHeadsSettings(values);
+  const { permutations, seed } = parsePermutations(values);
+  let pairs: CrowsPair[] | null = null;
+  let lexicons: GroupLexicon[] = [];
+  if (values.benchmark !== undefined) {
+    for (const o of ['groups', 'words', 'contrast', 'steps', 'permutations', 'top'] as const) if (values[o] !== undefined) throw new UsageError(`--${o} applies to bias heads --text, not --benchmark`);
+    pairs = selectPairs(await loadCrowsPairs(), values['bias-type'], parsePositiveInt(values.limit, '--limit'));
+  } else {
+    for (const o of ['bias-type', 'limit'] as const) if (values[o] !== undefined) throw new UsageError(`--${o} applies to bias heads --benchmark crows-pairs, not --text`);
+    lexicons = await parseLexicons(values, 'heads');
+  }
   const { model } = await openModel(source, values);
   try {
-    const probe = await biasProbe(model, values.text, lexicons, { permutations, seed });
-    if (values.json) {
-      const { original, swapped, attention, ...rest } = probe;
-      const json = { model: model.name, ...rest, tokens: original.tokens.map((t) => t.text), counterfactualTokens: swapped.tokens.map((t) => t.text), attention: attention?.ranking ?? null };
-      process.stdout.write(`${JSON.stringify(json, jsonNumbers, 2)}\n`);
-    } else process.stdout.write(formatProbe(model.name, probe, top, permutations));
+    process.stdout.write(await runHeadsCommand(model, values, { lexicons, permutations, seed }, pairs));
   } finally {
     await model.dispose();
   }
@@ -486,12 +547,17 @@ export async function biasCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(rest, BIAS_OPTIONS);
   if (positionals.length > 1) throw new UsageError(`bias ${benchmark}: expected at most one model, got ${positionals.join(' ')}`);
   const which = benchmark as Benchmark;
-  const only: [keyof typeof values, Benchmark[]][] = [['bias-type', ['crows-pairs']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']], ['text', ['probe']], ['groups', ['probe']], ['words', ['probe']], ['permutations', ['probe']], ['seed', ['probe']], ['top', ['probe']]];
+  const only: [keyof typeof values, Benchmark[]][] = [
+    ['bias-type', ['crows-pairs', 'heads']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']],
+    ['text', ['probe', 'heads']], ['groups', ['probe', 'heads']], ['words', ['probe', 'heads']], ['permutations', ['probe', 'heads']], ['seed', ['probe', 'heads']], ['top', ['probe', 'heads']],
+    ['contrast', ['heads']], ['k', ['heads']], ['controls', ['heads']], ['mode', ['heads']], ['steps', ['heads']], ['benchmark', ['heads']],
+  ];
   for (const [option, benchmarks] of only) {
     if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.join(' and ')}, not ${which}`);
   }
   if (which === 'crows-pairs') await crowsPairsCommand(values, positionals[0]);
   else if (which === 'stereoset') await stereoSetCommand(values, positionals[0]);
   else if (which === 'probe') await probeCommand(values, positionals[0]);
+  else if (which === 'heads') await headsCommand(values, positionals[0]);
   else await pronounCommand(which, values, positionals[0]);
 }
