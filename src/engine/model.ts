@@ -17,7 +17,6 @@ import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '.
 import type { DecodingModel } from '../generation/decoding-model.js';
 import type { GraphSession, Runtime, RuntimeTensor } from '../runtime/runtime.js';
 import { assembleTrace, toFloat32 } from './assemble.js';
-import { resolveAttentionMode, type AttentionMode } from './attention-mode.js';
 import { collectLogitLens } from './layer-states.js';
 import type { LanguageCodes } from '../tokenizer/language-codes.js';
 
@@ -72,16 +71,8 @@ export interface TraceOptions {
   qk?: boolean;
   /** Also return the final hidden state. */
   hidden?: boolean;
-  /**
-   * How attention is recorded: 'dense' (or true, the default) taps every probability
-   * (Trace.attention); 'on-demand' taps the queries, keys and score terms instead (Trace.queries,
-   * keys, scores; no probabilities leave the graph) and any head's matrix is computed exactly when
-   * read (core/attention-on-demand.ts attentionSource); 'auto' is 'on-demand' for inputs of more than
-   * `onDemandAbove` tokens; false records no attention (e.g. when only hidden states are wanted).
-   */
-  attention?: boolean | AttentionMode;
-  /** 'auto': the most tokens traced densely (default: engine/attention-mode.ts autoDenseTokens, ~1 GiB of probabilities). */
-  onDemandAbove?: number;
+  /** Skip attention (e.g. when only hidden states are wanted). */
+  attention?: boolean;
   /** Cut inputs longer than the model's maximum positions instead of failing. */
   truncate?: boolean;
   /** Encoder-decoder models: the decoder's target text (tokenized, then shifted right behind the start token). */
@@ -323,7 +314,6 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (deep || options.logitLens || options.values || options.embeddings || options.residuals || options.mlpActivations) {
         throw new AttnscopeError(`${this.name}: a look inside the layers (--deep-dive, --logit-lens) needs a decoder input on an encoder-decoder model (--decoder-text or --decoder-ids)`);
       }
-      if (options.attention === 'on-demand') throw new AttnscopeError(`${this.name}: attention on demand is not available while generating; give the decoder input (--decoder-text or --decoder-ids)`);
       return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk, srcLang: options.srcLang, tgtLang: options.tgtLang });
     }
     const prepared = await this.prepareRun(text, options);
@@ -368,10 +358,9 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     } else if (options.decoderIds || options.decoderText !== undefined) {
       throw new AttnscopeError(`${this.name} is not an encoder-decoder model: --decoder-text/--decoder-ids do not apply`);
     }
-    const recorded = resolveAttentionMode(options.attention, this.architectureInfo, tokens.length, decoderTokens?.length, options.onDemandAbove);
     const taps: TapRequest = {
-      attention: recorded === 'dense',
-      qk: (options.qk ?? false) || recorded === 'on-demand',
+      attention: options.attention ?? true,
+      qk: options.qk ?? false,
       lastHiddenState: options.hidden ?? false,
       logits: (options.logits ?? false) || (options.topK ?? 0) > 0,
       ...(options.contributions ? { contributions: true } : {}),
