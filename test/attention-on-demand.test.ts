@@ -13,7 +13,9 @@ import { attentionSource, attentionStacks, queryKeyAttentionSource } from '../sr
 import { attentionHead } from '../src/core/attention-source.js';
 import { AttnscopeError } from '../src/core/errors.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from '../src/core/trace.js';
+import { autoDenseTokens, denseAttentionBytes, resolveAttentionMode } from '../src/engine/attention-mode.js';
 import type { Model } from '../src/engine/model.js';
+import type { ArchitectureInfo } from '../src/models/architecture.js';
 import { deepOr } from './helpers/deep.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
 import { FIXTURES, flat, readReference, type Nested, type ReferenceInput } from './helpers/reference.js';
@@ -90,6 +92,41 @@ describe.each(FIXTURE_NAMES)('fixture %s: attention on demand = the model attent
         }
       }
     }
+  });
+});
+
+describe.each(deepOr(ALL, ['gpt2', 't5', 'llama']))('fixture %s: traced with attention on demand', (fixture) => {
+  const ref = readReference(fixture);
+  let model: Model;
+  loadFixtureModel(fixture, (m) => (model = m));
+
+  it("attention: 'on-demand' taps no probabilities; its source equals the dense trace's; 'auto' switches at onDemandAbove", async () => {
+    const input = ref.inputs[ref.inputs.length - 1]!;
+    const decoderIds = input.decoder_input_ids as number[] | undefined;
+    const base = decoderIds ? { ids: input.input_ids, decoderIds } : { ids: input.input_ids, typeIds: input.token_type_ids };
+    const dense = await model.trace(null, base);
+    const lazy = await model.trace(null, { ...base, attention: 'on-demand' });
+    expect(Object.keys(lazy.attention)).toEqual([]);
+    expect(dense.queries).toBeUndefined();
+    const stacks = Object.keys(dense.attention) as StackName[];
+    expect(attentionStacks(lazy).sort()).toEqual([...stacks].sort());
+    for (const stack of stacks) {
+      const d = dense.attention[stack]!;
+      const source = attentionSource(lazy, stack);
+      for (let layer = 0; layer < d.layers.length; layer++) {
+        for (let head = 0; head < d.dims[0]; head++) {
+          const got = attentionHead(source, layer, head);
+          const want = d.layers[layer]!.subarray(head * d.dims[1] * d.dims[2], (head + 1) * d.dims[1] * d.dims[2]);
+          let m = 0;
+          for (let c = 0; c < got.length; c++) m = Math.max(m, Math.abs(got[c]! - want[c]!));
+          expect(m, `${fixture} ${stack} layer ${layer} head ${head}`).toBeLessThanOrEqual(1e-5);
+        }
+      }
+    }
+    const n = Math.max(input.input_ids.length, decoderIds?.length ?? 0);
+    expect(Object.keys((await model.trace(null, { ...base, attention: 'auto', onDemandAbove: n - 1 })).attention)).toEqual([]);
+    expect(Object.keys((await model.trace(null, { ...base, attention: 'auto', onDemandAbove: n })).attention).sort()).toEqual([...stacks].sort());
+    await expect(model.trace(null, { ...base, attention: 'sparse' as never })).rejects.toThrow("attention: 'sparse' is not a way to record attention; allowed: dense, on-demand, auto");
   });
 });
 
@@ -182,5 +219,25 @@ describe('queryKeyAttentionSource on a hand-sized case', () => {
     expect(() => queryKeyAttentionSource('self', queries, keys, { ...terms, scale: [1] })).toThrow(/1 scales and 2 windows for 2 layers/);
     const trace = { model: { name: 'x', modelType: 'x', numLayers: 2, numHeads: 4, numKeyValueHeads: 2, headDim: 5 }, tokens: [], attention: {} } as Trace;
     expect(() => attentionSource(trace, 'self')).toThrow("the trace has no 'self' attention (neither probabilities nor queries, keys and score terms)");
+  });
+});
+
+describe('attention modes (engine/attention-mode.ts)', () => {
+  const info = (stacks: Partial<Record<StackName, number>>, numHeads: number) => ({ stacks, numHeads }) as unknown as ArchitectureInfo;
+
+  it("'auto' goes on demand above the tokens whose maps fit in 1 GiB", () => {
+    // 12 layers × 12 heads: 144 maps; 1365² · 144 · 4 B = 1,073,217,600 B ≤ 2^30 < 1366² · 144 · 4 B.
+    const gpt2 = info({ self: 12 }, 12);
+    expect(denseAttentionBytes(gpt2, 1365)).toBe(1365 * 1365 * 144 * 4);
+    expect(autoDenseTokens(gpt2)).toBe(1365);
+    expect(resolveAttentionMode('auto', gpt2, 1365)).toBe('dense');
+    expect(resolveAttentionMode('auto', gpt2, 1366)).toBe('on-demand');
+    expect(resolveAttentionMode('auto', gpt2, 10, undefined, 9)).toBe('on-demand');
+    expect(resolveAttentionMode(undefined, gpt2, 100000)).toBe('dense');
+    expect(resolveAttentionMode(true, gpt2, 5)).toBe('dense');
+    expect(resolveAttentionMode(false, gpt2, 5)).toBe('none');
+    // Encoder-decoder: 6 encoder, 6 decoder, 6 cross layers of 8 heads, 100 encoder and 30 decoder tokens.
+    expect(denseAttentionBytes(info({ encoder: 6, decoder: 6, cross: 6 }, 8), 100, 30)).toBe(4 * 6 * 8 * (100 * 100 + 30 * 30 + 30 * 100));
+    expect(() => resolveAttentionMode('auto', gpt2, 5, undefined, -1)).toThrow('on-demand threshold -1 is not a whole number of tokens (0 or more)');
   });
 });
