@@ -8,7 +8,7 @@ import { topKPredictions, type VocabLogits } from '../analysis/predictions.js';
 import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
 import type { ModelInfo, StackName, Token, Trace } from '../core/trace.js';
-import type { BuiltModel } from '../graph/builder.js';
+import type { BuiltModel, GraphBuilder } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import { createBuildContext } from '../models/build-context.js';
@@ -138,7 +138,7 @@ export interface ModelDescription extends ModelInfo {
   maxPositions: number;
 }
 
-function tapsKey(t: TapRequest): string {
+export function tapsKey(t: TapRequest): string {
   // Every tap asked for (set, not false), in a fixed order: new TapRequest fields need no change here.
   return Object.entries(t).filter(([, v]) => v !== undefined && v !== false).map(([k, v]) => `${k}=${String(v)}`).sort().join(':');
 }
@@ -231,6 +231,35 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (extension) await extension.extend(ctx);
       return ctx.g.build();
     });
+    return this.openBuilt(built);
+  }
+
+  /**
+   * The graph of `taps` as built, not encoded (engine/layerwise.ts cuts it into per-layer
+   * segments and opens each with `cachedSession`).
+   */
+  async buildGraph(taps: TapRequest): Promise<Awaited<ReturnType<GraphBuilder['buildGraph']>>> {
+    const ctx = createBuildContext(this.config, this.weights, taps, this.architectureInfo);
+    await this.architecture.build(ctx);
+    return ctx.g.buildGraph();
+  }
+
+  /**
+   * A session made by `make` (e.g. from `openBuilt`), kept under `key` with the model's other
+   * sessions (one per key; released by `dispose`).
+   */
+  cachedSession(key: string, make: () => Promise<GraphSession>): Promise<GraphSession> {
+    let s = this.sessions.get(key);
+    if (!s) {
+      s = make();
+      this.sessions.set(key, s);
+      s.catch(() => this.sessions.delete(key));
+    }
+    return s;
+  }
+
+  /** A runtime session for an encoded graph and its weights, through the graph cache when there is one. */
+  async openBuilt(built: BuiltModel): Promise<GraphSession> {
     const options = { threads: this.threads };
     const fromFile = this.runtime.createSessionFromFile?.bind(this.runtime);
     const cache = fromFile ? this.graphCache : undefined;
@@ -280,7 +309,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
    * generation trace.
    */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
-    const { kind, maxPositions } = this.info;
+    const { kind } = this.info;
     if (options.contributions && !this.architectureInfo.contributions) {
       throw new AttnscopeError(`--contributions: not available for ${this.name} (${this.config.modelType}); norm-based attention and ALTI are wired for the self-attention of bert, roberta, xlm-roberta, camembert, electra, distilbert, albert, deberta-v2 (not with a ConvLayer), mpnet, gpt2, opt, olmo, starcoder2, bloom, stablelm, gpt_neox, phi, gptj, cohere, falcon, mixtral, qwen2_moe, the llama family (llama, mistral, qwen2, gemma) and the encoder and decoder self-attention of t5, mt5, umt5, bart, mbart, marian, m2m100 and pegasus (not cross attention)`);
     }
@@ -297,6 +326,37 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (options.attention === 'on-demand') throw new AttnscopeError(`${this.name}: attention on demand is not available while generating; give the decoder input (--decoder-text or --decoder-ids)`);
       return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk, srcLang: options.srcLang, tgtLang: options.tgtLang });
     }
+    const prepared = await this.prepareRun(text, options);
+    return this.traceOf(prepared, await this.run(prepared.taps, prepared.inputs), options);
+  }
+
+  /** The Trace of a prepared run's graph outputs (as `trace` makes it; engine/layerwise.ts gathers them by layer). */
+  traceOf(prepared: Awaited<ReturnType<Model['prepareRun']>>, out: Readonly<Record<string, RuntimeTensor>>, options: TraceOptions): Trace {
+    const { kind } = this.info;
+    const { tokens, decoderTokens, maskPositions } = prepared;
+    const trace = this.assemble(tokens, out);
+    if (decoderTokens) trace.decoderTokens = decoderTokens;
+    const logits = out.logits;
+    if (logits && options.logits) trace.logits = { dims: [logits.dims[1]!, logits.dims[2] ?? 1], data: toFloat32(logits) };
+    if (options.logitLens) {
+      const lens = collectLogitLens(out, this.architectureInfo, (id) => this.tokenizer?.idToToken(id) ?? String(id));
+      if (!lens) throw new AttnscopeError(`--logit-lens: ${this.name} (${this.config.modelType}) has no language-model head to read the layers through`);
+      trace.logitLens = lens;
+    }
+    if (logits && options.topK) {
+      const positions = kind === 'encoder' ? maskPositions : (decoderTokens ?? tokens).map((_, i) => i);
+      trace.predictions = topKPredictions(this.checkVocabLogits(logits), positions, options.topK, kind === 'encoder' ? 'masked' : 'next', (id) => this.tokenizer?.idToToken(id) ?? String(id));
+    }
+    return trace;
+  }
+
+  /**
+   * What a single forward pass of `trace` runs (not a generation): the tokens (and decoder tokens),
+   * the graph inputs, the taps and, for masked LMs asked for predictions, the mask positions.
+   */
+  async prepareRun(text: string | null, options: TraceOptions): Promise<{ tokens: Token[]; decoderTokens?: Token[]; inputs: ModelInputs; taps: TapRequest; maskPositions: number[] }> {
+    const { kind, maxPositions } = this.info;
+    const deep = options.deepDive ?? false;
     const truncateAt = options.truncate && Number.isFinite(maxPositions) ? maxPositions : undefined;
     let tokens = options.ids ? this.tokensFromIds(options.ids, options.typeIds) : await this.tokenize(text ?? '', options.pair, truncateAt, options.srcLang);
     tokens = this.fitLength(tokens, options.truncate ?? false, 'text');
@@ -324,21 +384,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     };
     if (deep) taps.qk = true;
     const maskPositions = options.topK && kind === 'encoder' ? this.maskPositions(tokens) : [];
-    const out = await this.run(taps, inputs);
-    const trace = this.assemble(tokens, out);
-    if (decoderTokens) trace.decoderTokens = decoderTokens;
-    const logits = out.logits;
-    if (logits && options.logits) trace.logits = { dims: [logits.dims[1]!, logits.dims[2] ?? 1], data: toFloat32(logits) };
-    if (options.logitLens) {
-      const lens = collectLogitLens(out, this.architectureInfo, (id) => this.tokenizer?.idToToken(id) ?? String(id));
-      if (!lens) throw new AttnscopeError(`--logit-lens: ${this.name} (${this.config.modelType}) has no language-model head to read the layers through`);
-      trace.logitLens = lens;
-    }
-    if (logits && options.topK) {
-      const positions = kind === 'encoder' ? maskPositions : (decoderTokens ?? tokens).map((_, i) => i);
-      trace.predictions = topKPredictions(this.checkVocabLogits(logits), positions, options.topK, kind === 'encoder' ? 'masked' : 'next', (id) => this.tokenizer?.idToToken(id) ?? String(id));
-    }
-    return trace;
+    return { tokens, ...(decoderTokens ? { decoderTokens } : {}), inputs, taps, maskPositions };
   }
 
   /** Refuses a logit-lens size that is not an integer from 1 to the vocabulary size. */
@@ -385,15 +431,22 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   async runExtended(taps: TapRequest, extension: GraphExtension | undefined, inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Promise<Record<string, RuntimeTensor>> {
     this.checkInputs(inputs);
     const session = await this.session(taps, extension);
+    const feeds = this.feedsFor(session.inputNames, inputs, extra);
+    return timed(`run (${inputs.inputIds.length} tokens)`, () => session.run(feeds));
+  }
+
+  /** The feeds of graph inputs `names` for `inputs` (plus `extra`); head gates not in `extra` are ones. */
+  feedsFor(names: readonly string[], inputs: ModelInputs, extra: Readonly<Record<string, RuntimeTensor>> = {}): Record<string, RuntimeTensor> {
+    this.checkInputs(inputs);
     const allFeeds = { ...this.architecture.feeds(this.config, inputs), ...extra };
     const feeds: Record<string, RuntimeTensor> = {};
-    for (const name of session.inputNames) {
+    for (const name of names) {
       const gated = name.startsWith('head_gates.') && !allFeeds[name] ? (name.slice('head_gates.'.length) as StackName) : null;
       const f = gated ? onesHeadGates(this.architectureInfo, gated) : allFeeds[name];
       if (!f) throw new Error(`architecture gave no feed for graph input ${name}`);
       feeds[name] = f;
     }
-    return timed(`run (${inputs.inputIds.length} tokens)`, () => session.run(feeds));
+    return feeds;
   }
 
   /**
