@@ -1,7 +1,8 @@
 /**
  * `attnscope attribute [model] (--text … | --ids …) [--target-position P] [--target-token ID]
  *  [--contrast-token ID | --continuation-from I] [--method …] [--baseline zero|pad|mask|bos]
- *  [--steps N] [--rule midpoint|trapezoid] [--json] [--out trace.json|.safetensors]`: which input
+ *  [--steps N|auto] [--tolerance F] [--max-steps N] [--ig-batch N] [--rule midpoint|trapezoid]
+ *  [--json] [--out trace.json|.safetensors]`: which input
  * tokens, attention weights and heads mattered for a target T, by gradients computed in the
  * model's graph (engine/gradients.ts) and the analyses of analysis/attribution.ts.
  *
@@ -25,7 +26,8 @@ import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError } fr
 
 export const ATTRIBUTE_USAGE = `attnscope attribute [model] (--text "..." | --ids 1,2,3) [--target-position P] [--target-token ID]
                 [--contrast-token ID | --continuation-from I] [--method ${ATTRIBUTION_METHODS.join(',')}]
-                [--baseline ${BASELINE_KINDS.join('|')}] [--steps N] [--rule midpoint|trapezoid]
+                [--baseline ${BASELINE_KINDS.join('|')}] [--steps N|auto] [--tolerance F] [--max-steps N]
+                [--rule midpoint|trapezoid] [--ig-batch N]
                 [--pair "..."] [--type-ids 0,0,1] [--decoder-text "..." | --decoder-ids 0,5,6]
                 [--src-lang CODE] [--tgt-lang CODE] [--truncate]
                 [--json] [--out trace.json | trace.safetensors] [--revision REV] [--offline] [--threads N]
@@ -55,7 +57,14 @@ ${LANGUAGE_HELP}
                mask, BOS or EOS token at every position (default per family: zero where position
                embeddings are added to the words, a token where a normalisation comes first, since a
                zero baseline fails there); the completeness error is reported with every result
-  --steps      integrated gradients' steps (default 50);  --rule  midpoint (default) or trapezoid
+  --steps      integrated gradients' steps, or auto (the default): refine until the completeness error is
+               within --tolerance (default 0.01 = 1%) — midpoint 16, 48, 144, 432 steps (each stage reuses
+               the previous points), trapezoid 16, 32, 64, … — up to --max-steps (default 512), stopping
+               early when two refinements in a row do not halve the error (a path with jumps, e.g.
+               mixture-of-experts routing); the steps used and whether it converged are reported
+  --rule       midpoint (default) or trapezoid
+  --ig-batch   integrated gradients' path points per run (default: as many as 1 GiB of working memory
+               allows, at most 64; 1 = one run per step)
   --json       one JSON object with fields named as in the fixtures' gradients.json (see above)
   --out        also write a trace with the attributions (.json or .safetensors; written atomically)
 ${MODEL_HELP}`;
@@ -69,6 +78,9 @@ export const ATTRIBUTE_OPTIONS = {
   method: { type: 'string' },
   baseline: { type: 'string' },
   steps: { type: 'string' },
+  tolerance: { type: 'string' },
+  'max-steps': { type: 'string' },
+  'ig-batch': { type: 'string' },
   rule: { type: 'string' },
   json: { type: 'boolean' },
   out: { type: 'string' },
@@ -178,6 +190,8 @@ export function attributeJson(result: AttributionResult, trace: Trace, attributi
       sum_attributions: ig.completeness.sumAttributions, target_x: ig.completeness.targetInput, target_baseline: ig.completeness.targetBaseline,
       error: ig.completeness.error, relative_error: ig.completeness.relativeError,
       baseline: ig.baseline, baseline_token_id: ig.baselineTokenId, steps: ig.steps, rule: ig.rule,
+      batch_size: ig.batch.size, runs: ig.batch.runs,
+      ...(ig.auto ? { auto: { tolerance: ig.auto.tolerance, max_steps: ig.auto.maxSteps, converged: ig.auto.converged, stopped: ig.auto.stopped, stages: ig.auto.stages.map((x) => ({ steps: x.steps, relative_error: x.relativeError })) } } : {}),
     };
   }
   if (result.attentionGrad) {
@@ -217,7 +231,7 @@ export function attributeTable(trace: Trace, attributions: Attributions, result:
   const ig = result.integratedGradients;
   if (ig) {
     const c = ig.completeness;
-    lines.push('', `integrated gradients (${ig.steps} steps, ${ig.rule}, baseline ${ig.baseline}${ig.baselineTokenId !== null ? ` = token ${ig.baselineTokenId}` : ''}): Σ = ${num(c.sumAttributions)}, T(x) − T(baseline) = ${num(c.targetInput - c.targetBaseline)}, completeness error ${num(c.error)} (${num(100 * c.relativeError, 2)}%)`);
+    lines.push('', `integrated gradients (${ig.steps} steps, ${ig.rule}, baseline ${ig.baseline}${ig.baselineTokenId !== null ? ` = token ${ig.baselineTokenId}` : ''}): Σ = ${num(c.sumAttributions)}, T(x) − T(baseline) = ${num(c.targetInput - c.targetBaseline)}, completeness error ${num(c.error)} (${num(100 * c.relativeError, 2)}%)${autoNote(ig)}`);
   }
   if (result.headImportance) {
     for (const [s, h] of Object.entries(result.headImportance) as [StackName, { raw: Matrix; normalized: Matrix }][]) {
@@ -229,19 +243,43 @@ export function attributeTable(trace: Trace, attributions: Attributions, result:
   return `${lines.join('\n')}\n`;
 }
 
+/** What an 'auto' refinement did, for the table line (nothing for fixed steps). */
+function autoNote(ig: NonNullable<AttributionResult['integratedGradients']>): string {
+  const a = ig.auto;
+  if (!a) return '';
+  const tol = `${num(100 * a.tolerance, 2)}%`;
+  if (a.converged) return ` — auto: within ${tol} at ${ig.steps} steps`;
+  const why = a.stopped === 'stalled' ? 'the error stopped shrinking (the path has jumps the gradients cannot see)'
+    : a.stopped === 'degenerate' ? 'T(x) − T(baseline) is within float32 noise'
+    : `--max-steps ${a.maxSteps} reached`;
+  return ` — auto: NOT within ${tol} after ${ig.steps} steps: ${why}`;
+}
+
 export async function attributeCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(argv, ATTRIBUTE_OPTIONS);
   if (positionals.length > 1) throw new AttnscopeError(`attribute: expected at most one model, got ${positionals.join(' ')}`);
   const methods = parseMethods(values.method);
   const baseline = values.baseline;
   if (baseline !== undefined && !BASELINE_KINDS.includes(baseline as BaselineKind)) throw new UsageError(`--baseline: expected ${BASELINE_KINDS.join(', ')}, got '${baseline}'`);
-  const steps = parsePositiveInt(values.steps, '--steps');
-  if (steps !== undefined && steps > 100_000) throw new UsageError(`--steps: expected 1 to 100000, got ${steps}`);
+  const steps = values.steps === 'auto' ? 'auto' : parsePositiveInt(values.steps, '--steps');
+  if (typeof steps === 'number' && steps > 100_000) throw new UsageError(`--steps: expected 1 to 100000 or auto, got ${steps}`);
+  let tolerance: number | undefined;
+  if (values.tolerance !== undefined) {
+    tolerance = Number(values.tolerance);
+    if (values.tolerance.trim() === '' || !(tolerance > 0 && tolerance < 1)) throw new UsageError(`--tolerance: expected a number above 0 and below 1 (0.01 = 1%), got '${values.tolerance}'`);
+  }
+  const maxSteps = parsePositiveInt(values['max-steps'], '--max-steps');
+  if (maxSteps !== undefined && maxSteps > 100_000) throw new UsageError(`--max-steps: expected 1 to 100000, got ${maxSteps}`);
+  if ((tolerance !== undefined || maxSteps !== undefined) && typeof steps === 'number') {
+    throw new UsageError(`--${tolerance !== undefined ? 'tolerance' : 'max-steps'} applies to --steps auto (the default), not --steps ${steps}`);
+  }
+  const igBatch = parsePositiveInt(values['ig-batch'], '--ig-batch');
+  if (igBatch !== undefined && igBatch > 4096) throw new UsageError(`--ig-batch: expected 1 to 4096, got ${igBatch}`);
   const rule = values.rule;
   if (rule !== undefined && rule !== 'midpoint' && rule !== 'trapezoid') throw new UsageError(`--rule: expected midpoint or trapezoid, got '${rule}'`);
-  if ((baseline !== undefined || steps !== undefined || rule !== undefined) && !methods.includes('integratedGradients')) {
-    throw new UsageError(`--${baseline !== undefined ? 'baseline' : steps !== undefined ? 'steps' : 'rule'} applies to --method integratedGradients`);
-  }
+  const igOnly: [string, unknown][] = [['baseline', baseline], ['steps', steps], ['rule', rule], ['tolerance', tolerance], ['max-steps', maxSteps], ['ig-batch', igBatch]];
+  const stray = igOnly.find(([, v]) => v !== undefined);
+  if (stray && !methods.includes('integratedGradients')) throw new UsageError(`--${stray[0]} applies to --method integratedGradients`);
   if (values.out !== undefined) checkOut(values.out, ['.json', '.safetensors'], 'attribute --out (a trace)');
   const source = positionals[0];
   checkModelArg(source);
@@ -264,6 +302,9 @@ export async function attributeCommand(argv: string[]): Promise<void> {
       ...(spec ? { target: spec } : {}),
       ...(baseline !== undefined ? { baseline: baseline as BaselineKind } : {}),
       ...(steps !== undefined ? { steps } : {}),
+      ...(tolerance !== undefined ? { tolerance } : {}),
+      ...(maxSteps !== undefined ? { maxSteps } : {}),
+      ...(igBatch !== undefined ? { batchSize: igBatch } : {}),
       ...(rule !== undefined ? { rule: rule as 'midpoint' | 'trapezoid' } : {}),
     };
     const result = await attribute(model, inputs, options);

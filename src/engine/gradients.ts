@@ -45,6 +45,7 @@ import type { Value } from '../graph/builder.js';
 import type { BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { toFloat32 } from './assemble.js';
+import { backwardItemBytes, DEFAULT_BATCH_MEMORY_MB, itemsPerRun, memoryShape } from './batch-memory.js';
 import type { GraphExtension, Model } from './model.js';
 
 export type AttributionMethod = 'gradient' | 'gradXInput' | 'integratedGradients' | 'attentionGrad' | 'headImportance';
@@ -109,8 +110,26 @@ export interface AttributeOptions {
   methods?: readonly AttributionMethod[];
   /** Integrated gradients' baseline; default `defaultBaseline(model)`. */
   baseline?: BaselineKind;
-  /** Integrated gradients' steps (default 50). */
-  steps?: number;
+  /**
+   * Integrated gradients' steps: a number, or 'auto' (the default): refine the rule with nested
+   * points (midpoint: 16, 48, 144, … steps, each stage reusing the previous points; trapezoid: 16,
+   * 32, 64, …; Gauss–Legendre: 8, 16, 32, … nodes, not nested) until the completeness error is
+   * within `tolerance`, `maxSteps` is reached, or the error stops shrinking ('stalled': the path
+   * has jumps, as top-k expert routing makes); the result says which (`IntegratedGradients.auto`).
+   */
+  steps?: number | 'auto';
+  /** With steps 'auto': the relative completeness error to reach (default 0.01, i.e. 1%). */
+  tolerance?: number;
+  /** With steps 'auto': the most steps (default 512). */
+  maxSteps?: number;
+  /**
+   * Integrated gradients' path points per session run (each a batch item of one run). Default: as
+   * many as the memory budget `memoryMB` allows (engine/batch-memory.ts), at most 64; 1 runs the
+   * steps one after another.
+   */
+  batchSize?: number;
+  /** Working-memory budget of one batched run in MiB (default 1024). */
+  memoryMB?: number;
   /** Default 'midpoint': α_k = (k + ½)/steps; 'trapezoid': α_k = k/steps, ends weighted ½; 'gauss-legendre': `steps` Gauss–Legendre nodes. */
   rule?: IntegrationRule;
   /** Head gates [layers·heads] per stack during the whole computation (default ones: the model as trained). */
@@ -153,12 +172,31 @@ export interface IntegratedGradients {
   baseline: BaselineKind;
   /** The token whose embedding is the baseline at every position (null for 'zero'). */
   baselineTokenId: number | null;
+  /** The steps used (with steps 'auto': those of the last stage). */
   steps: number;
   rule: IntegrationRule;
   /** Σ scores against T(input) − T(baseline); error = sum − (targetInput − targetBaseline), relativeError = |error| / |targetInput − targetBaseline|. */
   completeness: { sumAttributions: number; targetInput: number; targetBaseline: number; error: number; relativeError: number };
-  /** The steps ran one after another (the graphs have batch size 1). */
-  sequential: true;
+  /** Path points per session run (batch items) and the runs the points took (the end points α = 0, 1 come from the other passes). */
+  batch: { size: number; runs: number };
+  /** With steps 'auto': how the refinement went. */
+  auto?: AutoSteps;
+}
+
+/** How an 'auto' integrated-gradients refinement ended. */
+export interface AutoSteps {
+  tolerance: number;
+  maxSteps: number;
+  /** The completeness error is within the tolerance. */
+  converged: boolean;
+  /**
+   * 'tolerance': converged; 'max-steps': the next stage would exceed maxSteps; 'stalled': two
+   * refinements in a row did not halve the error (a path with jumps: gradients cannot see them);
+   * 'degenerate': T(input) − T(baseline) is within float32 noise, so there is no relative error to reach.
+   */
+  stopped: 'tolerance' | 'max-steps' | 'stalled' | 'degenerate';
+  /** Each stage's steps and relative completeness error. */
+  stages: { steps: number; relativeError: number }[];
 }
 
 export interface HeadImportance {
@@ -200,6 +238,7 @@ const IN = {
 } as const;
 const OUT = {
   target: 'gradients.target',
+  targetItems: 'gradients.target_items',
   resolvedTokens: 'gradients.resolved_tokens',
   embeddings: 'gradients.embeddings',
   baselineEmbeddings: 'gradients.baseline_embeddings',
@@ -226,7 +265,10 @@ export function gradientGraph(ctx: BuildContext, variant: Variant): void {
   }
   const table: Value = { name: lookup.inputs[0]! };
   const embeddings: Value = { name: lookup.outputs[0]! };
-  const alpha = g.input(IN.alpha, 'float32', []);
+  // α [steps]: one path point per batch item (X [steps, seq, d] from E [1, seq, d]); the model
+  // broadcasts its other [1, …] inputs over the batch, and T below sums the items' targets, so
+  // ∂T/∂X_b = ∂T_b/∂X_b (the items are independent).
+  const alpha = g.reshape(g.input(IN.alpha, 'float32', ['steps']), [-1, 1, 1]);
   const baselineIds = g.input(IN.baselineIds, 'int64', g.describeValue('input_ids')?.shape ?? [1, 'seq']);
   const baselineScale = g.input(IN.baselineScale, 'float32', []);
   let baseline: Value | undefined;
@@ -241,18 +283,22 @@ export function gradientGraph(ctx: BuildContext, variant: Variant): void {
   const positions = g.input(IN.positions, 'int64', ['terms']);
   const tokens = g.input(IN.tokens, 'int64', ['terms']);
   const weights = g.input(IN.weights, 'float32', ['terms']);
-  const rows = g.gather(logits, positions, 1); // [1, K, vocab], or [1, K] for one score per position
+  const rows = g.gather(logits, positions, 1); // [steps, K, vocab], or [steps, K] for one score per position
   let scores: Value;
   if (inferRank(g, logits) === 2) {
     scores = rows;
   } else {
-    const argmax = g.reshape(g.op('ArgMax', [rows], { axis: -1, keepdims: 0 }), [-1]);
-    const resolved = g.where(g.op('Less', [tokens, g.ints([0])]), argmax, tokens);
-    g.output(resolved, OUT.resolvedTokens, 'int64');
+    // Token −1: the argmax, per batch item ([steps, K, 1]; the engine reads item 0's, at α = 1).
+    const wanted = g.reshape(tokens, [1, -1, 1]);
+    const resolved = g.where(g.op('Less', [wanted, g.ints([0])]), g.op('ArgMax', [rows], { axis: -1, keepdims: 1 }), wanted);
+    g.output(g.reshape(resolved, [-1]), OUT.resolvedTokens, 'int64');
     const logProbs = g.op('LogSoftmax', [rows], { axis: -1 });
-    scores = g.reshape(g.op('GatherElements', [logProbs, g.reshape(resolved, [1, -1, 1])], { axis: 2 }), [1, -1]);
+    scores = g.reshape(g.op('GatherElements', [logProbs, resolved], { axis: 2 }), [0, -1]);
   }
-  const target = g.op('ReduceSum', [g.mul(scores, g.unsqueeze(weights, [0]))], { keepdims: 0 });
+  // T_b per batch item [steps], and T = Σ_b T_b, the value differentiated.
+  const items = g.op('ReduceSum', [g.mul(scores, g.unsqueeze(weights, [0])), g.ints([1])], { keepdims: 0 });
+  g.output(items, OUT.targetItems);
+  const target = g.op('ReduceSum', [items], { keepdims: 0 });
   g.output(target, OUT.target);
 
   const wrt: Value[] = [mixed];
@@ -279,6 +325,38 @@ function ctxStacks(ctx: BuildContext): Record<StackName, true> {
   const out = {} as Record<StackName, true>;
   for (const s of ['self', 'encoder', 'decoder', 'cross'] as const) if (ctx.g.describeValue(`head_gates.${s}`)) out[s] = true;
   return out;
+}
+
+/** A path point of a stage: α and its coefficient c (the stage's integral is Σ c·∂T/∂X over all points so far / divisor). */
+interface StagePoint {
+  alpha: number;
+  c: number;
+}
+
+/** First steps and refinement factor of 'auto' per rule (midpoint triples so old points stay midpoints; trapezoid doubles). */
+const AUTO_FIRST: Record<IntegrationRule, number> = { midpoint: 16, trapezoid: 16, 'gauss-legendre': 8 };
+const AUTO_FACTOR: Record<IntegrationRule, number> = { midpoint: 3, trapezoid: 2, 'gauss-legendre': 2 };
+
+/**
+ * The points a rule with `steps` adds to one with `prev` steps (null: all of them). Midpoint
+ * (k + ½)/steps, c = 1, divisor steps: from prev = steps/3 only the k with k mod 3 ≠ 1 are new.
+ * Trapezoid k/steps, c = ½ at the ends, divisor steps: from prev = steps/2 the odd k are new.
+ * Gauss–Legendre: not nested, all nodes anew (reset), c = the weight, divisor 1.
+ */
+export function stagePoints(rule: IntegrationRule, steps: number, prev: number | null): { points: StagePoint[]; divisor: number; reset: boolean } {
+  if (rule === 'midpoint') {
+    const nested = prev !== null && prev * 3 === steps;
+    const points: StagePoint[] = [];
+    for (let k = 0; k < steps; k++) if (!nested || k % 3 !== 1) points.push({ alpha: (k + 0.5) / steps, c: 1 });
+    return { points, divisor: steps, reset: !nested };
+  }
+  if (rule === 'trapezoid') {
+    const nested = prev !== null && prev * 2 === steps;
+    const points: StagePoint[] = [];
+    for (let k = 0; k <= steps; k++) if (!nested || k % 2 === 1) points.push({ alpha: k / steps, c: k === 0 || k === steps ? 0.5 : 1 });
+    return { points, divisor: steps, reset: !nested };
+  }
+  return { points: integrationPoints(rule, steps).map((p) => ({ alpha: p.alpha, c: p.weight })), divisor: 1, reset: true };
 }
 
 const TAPS: Record<Variant, TapRequest> = {
@@ -452,8 +530,17 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
   for (const m of methods) {
     if (!ATTRIBUTION_METHODS.includes(m)) throw new AttnscopeError(`attribution method '${String(m)}' is unknown; allowed: ${ATTRIBUTION_METHODS.join(', ')}`);
   }
-  const steps = options.steps ?? 50;
-  if (!Number.isInteger(steps) || steps < 1 || steps > 100_000) throw new AttnscopeError(`integrated gradients: steps ${steps} is out of range; allowed: an integer from 1 to 100000`);
+  const steps = options.steps ?? 'auto';
+  if (steps !== 'auto' && (!Number.isInteger(steps) || steps < 1 || steps > 100_000)) throw new AttnscopeError(`integrated gradients: steps ${String(steps)} is out of range; allowed: an integer from 1 to 100000, or 'auto'`);
+  const tolerance = options.tolerance ?? 0.01;
+  if (!(tolerance > 0 && tolerance < 1)) throw new AttnscopeError(`integrated gradients: tolerance ${tolerance} is out of range; allowed: above 0 and below 1`);
+  const maxSteps = options.maxSteps ?? 512;
+  if (!Number.isInteger(maxSteps) || maxSteps < 1 || maxSteps > 100_000) throw new AttnscopeError(`integrated gradients: maxSteps ${maxSteps} is out of range; allowed: an integer from 1 to 100000`);
+  if (options.batchSize !== undefined && (!Number.isInteger(options.batchSize) || options.batchSize < 1 || options.batchSize > 4096)) {
+    throw new AttnscopeError(`integrated gradients: batchSize ${options.batchSize} is out of range; allowed: an integer from 1 to 4096`);
+  }
+  const memoryMB = options.memoryMB ?? DEFAULT_BATCH_MEMORY_MB;
+  if (!(memoryMB >= 1 && memoryMB <= 1 << 20)) throw new AttnscopeError(`integrated gradients: memoryMB ${memoryMB} is out of range; allowed: 1 to 1048576`);
   const rule = options.rule ?? 'midpoint';
   if (!INTEGRATION_RULES.includes(rule)) throw new AttnscopeError(`integrated gradients: rule '${String(rule)}' is unknown; allowed: ${INTEGRATION_RULES.join(', ')}`);
   if (options.baseline !== undefined && !BASELINE_KINDS.includes(options.baseline)) {
@@ -481,8 +568,11 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
 
   const needFull = methods.has('attentionGrad') || methods.has('headImportance');
   const variant: Variant = needFull ? 'full' : 'embeddings';
-  const run = (v: Variant, alpha: number, terms: Plan['terms'], base: Record<string, RuntimeTensor>): Promise<Record<string, RuntimeTensor>> =>
-    model.runExtended(TAPS[v], EXTENSIONS[v], inputs, { ...gates, ...base, ...targetFeeds(terms), [IN.alpha]: scalar(alpha) });
+  const run = (v: Variant, alpha: number | readonly number[], terms: Plan['terms'], base: Record<string, RuntimeTensor>): Promise<Record<string, RuntimeTensor>> => {
+    const alphas = typeof alpha === 'number' ? [alpha] : alpha;
+    const a: RuntimeTensor = { type: 'float32', dims: [alphas.length], data: Float32Array.from(alphas) };
+    return model.runExtended(TAPS[v], EXTENSIONS[v], inputs, { ...gates, ...base, ...targetFeeds(terms), [IN.alpha]: a });
+  };
 
   // One forward + backward pass at the input (α = 1).
   let chosen = baselineFeeds(baselineCandidates[0]!);
@@ -572,27 +662,83 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
     }
     const base = f32(atBaseline[OUT.baselineEmbeddings], OUT.baselineEmbeddings);
     const targetBaseline = f32(atBaseline[OUT.target], OUT.target)[0]!;
-    const sum = new Float64Array(n * d);
-    const points = integrationPoints(rule, steps);
-    for (const { alpha, weight } of points) {
-      const step = alpha === 0 ? atBaseline : await run('embeddings', alpha, terms, chosen.feeds);
-      const gk = f32(step[OUT.embeddingGrad], OUT.embeddingGrad);
-      for (let j = 0; j < gk.length; j++) sum[j] = sum[j]! + weight * gk[j]!;
-    }
-    const scores = new Float32Array(n);
-    let total = 0;
-    for (let i = 0; i < n; i++) {
-      let s = 0;
-      for (let j = 0; j < d; j++) s += (E[i * d + j]! - base[i * d + j]!) * sum[i * d + j]!;
-      scores[i] = s;
-      total += s;
-    }
     const delta = value - targetBaseline;
-    const error = total - delta;
+    // Path points per run: the caller's, else what the memory budget allows (each item keeps its forward for the backward).
+    const tokens = n + (inputs.decoderInputIds?.length ?? 0);
+    const perRun = options.batchSize ?? itemsPerRun(backwardItemBytes(memoryShape(model), tokens), memoryMB, 64);
+    let runs = 0;
+    // acc = Σ c_k ∂T/∂X(α_k) over the points so far; the integral is acc / divisor (see stagePoints).
+    const acc = new Float64Array(n * d);
+    const addPoints = async (points: readonly StagePoint[]): Promise<void> => {
+      const pending: StagePoint[] = [];
+      for (const p of points) {
+        // The end points come from the passes already made: α = 0 at the baseline, α = 1 at the input (X = E whatever the baseline).
+        const known = p.alpha === 0 ? f32(atBaseline[OUT.embeddingGrad], OUT.embeddingGrad) : p.alpha === 1 ? grad : null;
+        if (known) for (let j = 0; j < known.length; j++) acc[j] = acc[j]! + p.c * known[j]!;
+        else pending.push(p);
+      }
+      for (let i = 0; i < pending.length; i += perRun) {
+        const chunk = pending.slice(i, i + perRun);
+        const step = await run('embeddings', chunk.map((p) => p.alpha), terms, chosen.feeds);
+        runs++;
+        const gk = f32(step[OUT.embeddingGrad], OUT.embeddingGrad); // [chunk, n, d]
+        for (let b = 0; b < chunk.length; b++) {
+          const c = chunk[b]!.c;
+          for (let j = 0, o = b * n * d; j < n * d; j++, o++) acc[j] = acc[j]! + c * gk[o]!;
+        }
+      }
+    };
+    const evaluate = (divisor: number): { scores: Float32Array; total: number; error: number; relativeError: number } => {
+      const scores = new Float32Array(n);
+      let total = 0;
+      for (let i = 0; i < n; i++) {
+        let sc = 0;
+        for (let j = 0; j < d; j++) sc += (E[i * d + j]! - base[i * d + j]!) * (acc[i * d + j]! / divisor);
+        scores[i] = sc;
+        total += sc;
+      }
+      const error = total - delta;
+      return { scores, total, error, relativeError: Math.abs(error) / Math.abs(delta) };
+    };
+
+    let used: number;
+    let final: ReturnType<typeof evaluate>;
+    let auto: AutoSteps | undefined;
+    if (steps !== 'auto') {
+      const stage = stagePoints(rule, steps, null);
+      await addPoints(stage.points);
+      used = steps;
+      final = evaluate(stage.divisor);
+    } else {
+      const stages: AutoSteps['stages'] = [];
+      // |T(x) − T(x′)| within float32 noise of T: no relative error to reach.
+      const degenerate = Math.abs(delta) <= 1e-5 * Math.max(1, Math.abs(value), Math.abs(targetBaseline));
+      let stepsNow = Math.min(AUTO_FIRST[rule], maxSteps);
+      let prev: number | null = null;
+      let stopped: AutoSteps['stopped'];
+      for (;;) {
+        const stage = stagePoints(rule, stepsNow, prev);
+        if (stage.reset) acc.fill(0);
+        await addPoints(stage.points);
+        final = evaluate(stage.divisor);
+        stages.push({ steps: stepsNow, relativeError: final.relativeError });
+        if (degenerate) { stopped = 'degenerate'; break; }
+        if (final.relativeError <= tolerance) { stopped = 'tolerance'; break; }
+        const k = stages.length;
+        if (k >= 3 && stages[k - 1]!.relativeError > 0.5 * stages[k - 2]!.relativeError && stages[k - 2]!.relativeError > 0.5 * stages[k - 3]!.relativeError) { stopped = 'stalled'; break; }
+        const next = stepsNow * AUTO_FACTOR[rule];
+        if (next > maxSteps) { stopped = 'max-steps'; break; }
+        prev = stepsNow;
+        stepsNow = next;
+      }
+      used = stepsNow;
+      auto = { tolerance, maxSteps, converged: stopped === 'tolerance', stopped, stages };
+    }
     result.integratedGradients = {
-      scores, baseline: kind, baselineTokenId: chosen.tokenId, steps, rule,
-      completeness: { sumAttributions: total, targetInput: value, targetBaseline, error, relativeError: Math.abs(error) / Math.abs(delta) },
-      sequential: true,
+      scores: final.scores, baseline: kind, baselineTokenId: chosen.tokenId, steps: used, rule,
+      completeness: { sumAttributions: final.total, targetInput: value, targetBaseline, error: final.error, relativeError: final.relativeError },
+      batch: { size: perRun, runs },
+      ...(auto ? { auto } : {}),
     };
   }
   return result;

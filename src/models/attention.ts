@@ -62,12 +62,12 @@ export interface AttentionArgs {
   outputProjection?: { weight: Value; layout: 'out-in' | 'in-out' };
 }
 
-/** Repeats each of kvHeads heads numHeads/kvHeads times: [1, kv, s, d] → [1, heads, s, d]. */
+/** Repeats each of kvHeads heads numHeads/kvHeads times: [b, kv, s, d] → [b, heads, s, d] (any batch b). */
 function repeatKv(g: GraphBuilder, x: Value, numHeads: number, numKvHeads: number, headDim: number): Value {
   if (numHeads === numKvHeads) return x;
   const groups = numHeads / numKvHeads;
   const expanded = g.expand(g.unsqueeze(x, [2]), g.ints([1, 1, groups, 1, 1]));
-  return g.reshape(expanded, [1, numHeads, -1, headDim]);
+  return g.reshape(expanded, [0, numHeads, -1, headDim]);
 }
 
 /** Stacks whose keys and values grow token by token when decoding incrementally. */
