@@ -233,6 +233,26 @@ export class GraphBuilder {
     return replacement;
   }
 
+  /**
+   * Declares the first dimension of every graph input whose first dimension is 1 (and that has
+   * more than one) as a symbolic dimension of its own, `<dim>.<input name>`: for batched runs,
+   * where inputs that differ per batch item are fed stacked and the others still as one row that
+   * broadcasts (one shared name would tell onnxruntime they are equal, and it plans memory so).
+   */
+  batchInputs(dim = 'batch'): void {
+    for (let i = 0; i < this.inputs.length; i++) {
+      const spec = this.inputs[i]!;
+      if (spec.shape && spec.shape.length >= 2 && spec.shape[0] === 1) this.inputs[i] = { ...spec, shape: [`${dim}.${spec.name}`, ...spec.shape.slice(1)] };
+    }
+  }
+
+  /** Stops returning graph output `name` (the value stays in the graph for the nodes that read it). */
+  dropOutput(name: string): void {
+    const i = this.outputs.findIndex((o) => o.name === name);
+    if (i < 0) throw new Error(`graph has no output named ${name}`);
+    this.outputs.splice(i, 1);
+  }
+
   /** The nodes so far, in order (read-only; for passes that extend the graph, e.g. autodiff). */
   get graphNodes(): readonly NodeSpec[] { return this.nodes; }
 
