@@ -4,8 +4,10 @@ export { Model, type TraceOptions, type ModelDescription, type ModelParts, type 
 export {
   attribute, defaultBaseline, baselineTokenId, integrationPoints, ATTRIBUTION_METHODS, BASELINE_KINDS, INTEGRATION_RULES, HARD_PATHS,
   type AttributeOptions, type AttributionResult, type AttributionMethod, type BaselineKind, type IntegrationRule,
-  type TargetSpec, type TargetTerm, type ResolvedTarget, type IntegratedGradients, type HeadImportance,
+  type TargetSpec, type TargetTerm, type ResolvedTarget, type IntegratedGradients, type HeadImportance, type AutoSteps,
 } from './engine/gradients.js';
+export { logitsBatch, type BatchRow, type BatchLogits, type BatchLogitsRow, type LogitsBatchOptions } from './engine/batch.js';
+export { DEFAULT_BATCH_MEMORY_MB, memoryShape, forwardItemBytes, backwardItemBytes, type MemoryShape } from './engine/batch-memory.js';
 export { ablateHeads, ablationGates, meanAblation, headContextMeans, type AblationOptions, type AblationResult, type AblationCandidateResult } from './engine/ablation.js';
 export { cosineSimilarity, klFromLogits, logSoftmax, parseHeadList, ABLATION_MODES, type HeadRef, type AblationMode } from './analysis/ablation.js';
 export {
