@@ -61,10 +61,13 @@ export function modelFromJson(value: unknown, fallback: ModelInfo): ModelInfo {
   };
 }
 
-/** What can be inferred about the model from the tensors alone. */
-export function inferModelInfo(name: string, attention: StackMap, keys?: StackMap): ModelInfo {
-  const stack = attention.self ?? attention.encoder ?? attention.decoder;
-  if (!stack) throw new AttnscopeError(`${name}: trace holds no attention`);
+/**
+ * What can be inferred about the model from the tensors alone: from the attention, or from the
+ * queries of a trace that keeps its attention as queries and keys (computed on demand).
+ */
+export function inferModelInfo(name: string, attention: StackMap, keys?: StackMap, queries?: StackMap): ModelInfo {
+  const stack = attention.self ?? attention.encoder ?? attention.decoder ?? queries?.self ?? queries?.encoder ?? queries?.decoder;
+  if (!stack) throw new AttnscopeError(`${name}: trace holds no attention (neither probabilities nor queries and keys)`);
   const keyStack = keys?.self ?? keys?.encoder ?? keys?.decoder;
   return {
     name,
@@ -74,6 +77,29 @@ export function inferModelInfo(name: string, attention: StackMap, keys?: StackMa
     numKeyValueHeads: keyStack ? keyStack.dims[0] : stack.dims[0],
     headDim: keyStack ? keyStack.dims[2] : 0,
   };
+}
+
+/** The shape of a stack's attention: layers × [heads, queries, keys]. */
+export interface AttentionShape {
+  readonly dims: readonly [number, number, number];
+  readonly layers: { readonly length: number };
+}
+
+/**
+ * The attention shape of every stack: its probabilities' where the trace has them, else what its
+ * queries [heads, queries, d] and keys [kvHeads, keys, d] give (a trace whose attention is computed
+ * on demand).
+ */
+export function attentionShapes(trace: Pick<Trace, 'attention' | 'queries' | 'keys'>): Partial<Record<StackName, AttentionShape>> {
+  const out: Partial<Record<StackName, AttentionShape>> = {};
+  for (const name of STACK_NAMES) {
+    const att = trace.attention[name];
+    const q = trace.queries?.[name];
+    const k = trace.keys?.[name];
+    if (att) out[name] = att;
+    else if (q && k) out[name] = { dims: [q.dims[0], q.dims[1], k.dims[1]], layers: q.layers };
+  }
+  return out;
 }
 
 /** Splits one [layers, d0, rows, cols] array into per-layer arrays (views, no copy). */
@@ -101,6 +127,21 @@ export function validateTrace(trace: Trace, where: string): void {
     if (!e) throw new AttnscopeError(`${where}: attention.${name} needs decoderTokens`);
     if (stack.dims[1] !== e[0] || stack.dims[2] !== e[1]) {
       throw new AttnscopeError(`${where}: attention.${name} is ${stack.dims[1]}×${stack.dims[2]} but there are ${e[0]} query and ${e[1]} key tokens`);
+    }
+  }
+  // Stacks kept as queries and keys (attention computed on demand): their positions and sizes.
+  for (const name of STACK_NAMES) {
+    const q = trace.queries?.[name];
+    const k = trace.keys?.[name];
+    if (trace.attention[name] || (!q && !k)) continue;
+    if (!q || !k) throw new AttnscopeError(`${where}: ${q ? 'keys' : 'queries'}.${name} missing (a stack without attention needs both queries and keys)`);
+    const e = expect[name];
+    if (!e) throw new AttnscopeError(`${where}: queries.${name} needs decoderTokens`);
+    if (q.dims[1] !== e[0] || k.dims[1] !== e[1]) {
+      throw new AttnscopeError(`${where}: queries.${name} has ${q.dims[1]} and keys.${name} ${k.dims[1]} positions but there are ${e[0]} query and ${e[1]} key tokens`);
+    }
+    if (q.layers.length !== k.layers.length || q.dims[2] !== k.dims[2] || k.dims[0] < 1 || q.dims[0] % k.dims[0] !== 0) {
+      throw new AttnscopeError(`${where}: queries.${name} [${q.layers.length} × ${q.dims.join(', ')}] and keys.${name} [${k.layers.length} × ${k.dims.join(', ')}] do not fit (same layers and head size; heads a multiple of key heads)`);
     }
   }
 }
@@ -185,7 +226,7 @@ function* scoreMapJson(out: JsonOut, map: ScoreMap, where: string): Generator<vo
     first = false;
     if (bias) {
       out.text(`${small === '{}' ? '' : ','}"bias":`);
-      yield* stackJson(out, bias, `${where}.${name}.bias`);
+      yield* stackJson(out, storedBias(bias), `${where}.${name}.bias`);
     }
     out.text('}');
   }
@@ -289,14 +330,14 @@ export function traceFromJson(value: unknown, where: string): Trace {
   const queries = v.queries === undefined ? undefined : stackMapFromJson(v.queries, `${where}: queries`);
   const keys = v.keys === undefined ? undefined : stackMapFromJson(v.keys, `${where}: keys`);
   const trace: Trace = {
-    model: modelFromJson(v.model, inferModelInfo(where, attention, keys)),
+    model: modelFromJson(v.model, inferModelInfo(where, attention, keys, queries)),
     tokens: tokensFromJson(v.tokens, `${where}: tokens`),
     attention,
   };
   if (v.decoderTokens !== undefined) trace.decoderTokens = tokensFromJson(v.decoderTokens, `${where}: decoderTokens`);
   if (queries) trace.queries = queries;
   if (keys) trace.keys = keys;
-  if (v.scores !== undefined) trace.scores = scoresFromJson(v.scores, `${where}: scores`, attention);
+  if (v.scores !== undefined) trace.scores = scoresFromJson(v.scores, `${where}: scores`, attentionShapes(trace));
   if (Array.isArray(v.predictions)) trace.predictions = v.predictions as Trace['predictions'];
   if (typeof v.generation === 'object' && v.generation !== null) trace.generation = v.generation as Trace['generation'];
   for (const field of ['lastHiddenState', 'encoderLastHiddenState', 'logits'] as const) {
@@ -327,14 +368,24 @@ export function scoresMetaJson(scores: ScoreMap): string {
   return JSON.stringify(out);
 }
 
-/** The bias of each stack that has one (what `.safetensors` traces store as `scoreBias.<stack>`). */
+/** The bias of each stack that has one (what `.safetensors` traces store as `scoreBias.<stack>`; a shared one once). */
 export function scoreBiasStacks(scores: ScoreMap | undefined): StackMap {
   const out: StackMap = {};
   for (const name of STACK_NAMES) {
     const bias = scores?.[name]?.bias;
-    if (bias) out[name] = bias;
+    if (bias) out[name] = storedBias(bias);
   }
   return out;
+}
+
+/**
+ * A bias as files store it: a bias whose layers all share one array (T5's, MPNet's relative
+ * position bias) is written as that one layer ([1, heads, queries, keys]); readers share it again
+ * over every layer.
+ */
+export function storedBias(bias: LayerStack): LayerStack {
+  const first = bias.layers[0];
+  return first && bias.layers.length > 1 && bias.layers.every((l) => l === first) ? { dims: bias.dims, layers: [first] } : bias;
 }
 
 /** Layers whose values equal layer 0's share its array again (a shared bias written once per layer). */
@@ -349,16 +400,17 @@ function shareEqualLayers(stack: LayerStack): LayerStack {
 /**
  * Parses Trace.scores of a trace file: `value` is {<stack>: {scale, causal, window, biasKind?, bias?}}
  * (JSON traces carry the bias inline as [layer][head][query][key] arrays; `.safetensors` traces
- * pass it as `biases`). Every field is checked against the stack's attention.
+ * pass it as `biases`; a bias of one layer is shared by every layer). Every field is checked against
+ * the stack's attention shape (`attention`: the probabilities, or attentionShapes of the trace).
  */
-export function scoresFromJson(value: unknown, where: string, attention: StackMap, biases: StackMap = {}): ScoreMap {
+export function scoresFromJson(value: unknown, where: string, attention: Partial<Record<StackName, AttentionShape>>, biases: StackMap = {}): ScoreMap {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AttnscopeError(`${where}: expected an object keyed by stack`);
   const map: ScoreMap = {};
   for (const [name, v] of Object.entries(value)) {
     const at = `${where}.${name}`;
     if (!STACK_NAMES.includes(name as StackName)) throw new AttnscopeError(`${where}: unknown stack ${quote(name)} (expected ${STACK_NAMES.join(', ')})`);
     const att = attention[name as StackName];
-    if (!att) throw new AttnscopeError(`${at}: the trace has no '${name}' attention`);
+    if (!att) throw new AttnscopeError(`${at}: the trace has no '${name}' attention (neither probabilities nor queries and keys)`);
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new AttnscopeError(`${at}: expected an object with scale, causal and window`);
     const t = v as Record<string, unknown>;
     const layers = att.layers.length;
@@ -375,10 +427,10 @@ export function scoresFromJson(value: unknown, where: string, attention: StackMa
     const bias = inline ?? biases[name as StackName];
     if (bias) {
       const d = bias.dims;
-      if (bias.layers.length !== layers || d[0] !== att.dims[0] || d[1] !== att.dims[1] || d[2] !== att.dims[2]) {
-        throw new AttnscopeError(`${at}.bias: [${bias.layers.length}, ${d.join(', ')}] does not fit the attention [${layers}, ${att.dims.join(', ')}]`);
+      if ((bias.layers.length !== layers && bias.layers.length !== 1) || d[0] !== att.dims[0] || d[1] !== att.dims[1] || d[2] !== att.dims[2]) {
+        throw new AttnscopeError(`${at}.bias: [${bias.layers.length}, ${d.join(', ')}] does not fit the attention [${layers}, ${att.dims.join(', ')}] (one layer, or one per layer)`);
       }
-      terms.bias = shareEqualLayers(bias);
+      terms.bias = bias.layers.length === layers ? shareEqualLayers(bias) : { dims: bias.dims, layers: new Array<Float32Array>(layers).fill(bias.layers[0]!) };
     }
     if (t.biasKind !== undefined) {
       if (typeof t.biasKind !== 'string') throw new AttnscopeError(`${at}.biasKind: expected a string`);

@@ -14,6 +14,7 @@ import { AttnscopeError, quote } from '../core/errors.js';
 import {
   STACK_NAMES,
   TRACE_FORMAT,
+  attentionShapes,
   TRACE_VERSION,
   inferModelInfo,
   layerStackFrom,
@@ -228,7 +229,7 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     }
     const hasQk = Object.keys(maps.queries).length > 0;
     const trace: Trace = {
-      model: modelFromJson(parseJsonMeta(meta.model, `${path}: metadata model`), inferModelInfo(basename(path), maps.attention, hasQk ? maps.keys : undefined)),
+      model: modelFromJson(parseJsonMeta(meta.model, `${path}: metadata model`), inferModelInfo(basename(path), maps.attention, hasQk ? maps.keys : undefined, hasQk ? maps.queries : undefined)),
       tokens: tokensFromJson(parseJsonMeta(meta.tokens, `${path}: metadata tokens`), `${path}: metadata tokens`),
       attention: maps.attention,
     };
@@ -245,7 +246,7 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     }
     const scores = parseJsonMeta(meta.scores, `${path}: metadata scores`);
     if (scores !== undefined || Object.keys(maps.scoreBias).length > 0) {
-      trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, maps.attention, maps.scoreBias);
+      trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, attentionShapes(trace), maps.scoreBias);
     }
     if (meta.routing !== undefined || Object.keys(routing).length > 0) {
       trace.routing = routingFromTensors(parseJsonMeta(meta.routing, `${path}: metadata routing`) ?? null, routing, path, trace.tokens.length, trace.model.numLayers);
