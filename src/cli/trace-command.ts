@@ -2,6 +2,7 @@
 import { AttnscopeError } from '../core/errors.js';
 import { expertLoad, type Routing } from '../core/trace.js';
 import { timed } from '../core/profile.js';
+import { checkAttentionMode } from '../engine/attention-mode.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
 import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
@@ -10,6 +11,7 @@ import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--src-lang CODE] [--tgt-lang CODE]
                 [--qk] [--hidden] [--top-k N] [--deep-dive] [--logit-lens K]
+                [--attention dense|on-demand|auto] [--on-demand-above N]
                 [--routing] [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
@@ -20,6 +22,12 @@ export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."]
   --max-new-tokens   without either, the decoder input is generated (greedy, N tokens, default 20)
 ${LANGUAGE_HELP}
   --qk         include per-head queries and keys (and the terms of the scores)
+  --attention  how attention is recorded: dense (every probability), on-demand (the queries,
+               keys and score terms instead; any head is computed exactly when a view reads it:
+               an 8k-token trace is a file of hundreds of MB, not hundreds of GB), or auto
+               (default: on demand above --on-demand-above tokens)
+  --on-demand-above N   auto: the most tokens traced densely (default: as many as keep every
+               probability within 1 GiB, e.g. 1,365 tokens for 12 layers × 12 heads)
   --hidden     include the last hidden state (JSON output)
   --deep-dive  a look inside every layer: queries, keys and values per head, the token, position
                and segment embeddings, the residual stream before and after attention and after
@@ -40,6 +48,8 @@ ${MODEL_HELP}`;
 export const TRACE_OPTIONS = {
   ...INPUT_OPTIONS,
   qk: { type: 'boolean' },
+  attention: { type: 'string' },
+  'on-demand-above': { type: 'string' },
   hidden: { type: 'boolean' },
   'deep-dive': { type: 'boolean' },
   'logit-lens': { type: 'string' },
@@ -61,14 +71,17 @@ export async function traceCommand(argv: string[]): Promise<void> {
   const topK = parsePositiveInt(values['top-k'], '--top-k');
   const logitLens = parsePositiveInt(values['logit-lens'], '--logit-lens');
   const maxNewTokens = parsePositiveInt(values['max-new-tokens'], '--max-new-tokens');
+  const attention = checkAttentionMode(values.attention ?? 'auto', '--attention');
+  const onDemandAbove = values['on-demand-above'] === undefined ? undefined : parseNonNegativeInt(values['on-demand-above'], '--on-demand-above');
+  if (onDemandAbove !== undefined && attention !== 'auto') throw new AttnscopeError(`--on-demand-above applies to --attention auto (not ${String(attention)})`);
   const loadOptions = parseLoadOptions(values);
   checkModelArg(positionals[0]);
   const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.trace(input.text, { ...input.options, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
+    const trace = await model.trace(input.text, { ...input.options, attention, onDemandAbove, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));
-      reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads`);
+      reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads${Object.keys(trace.attention).length === 0 && trace.queries ? ', attention on demand (queries, keys and score terms)' : ''}`);
     } else {
       await writeTraceJsonTo(process.stdout, trace);
     }
@@ -76,6 +89,12 @@ export async function traceCommand(argv: string[]): Promise<void> {
   } finally {
     await model.dispose();
   }
+}
+
+/** A whole number ≥ 0 of an option, or one line naming it. */
+function parseNonNegativeInt(value: string, option: string): number {
+  if (!/^\d+$/.test(value.trim())) throw new AttnscopeError(`${option}: expected a whole number of tokens (0 or more), got '${value}'`);
+  return Number(value.trim());
 }
 
 /** The expert load of each routed layer: how many tokens chose each expert among their top k. */
