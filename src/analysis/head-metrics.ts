@@ -26,6 +26,7 @@
 import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
 import { fastLog } from './fast-log.js';
+import { type HeadKernelExports, headKernel, headKernelStatus } from './wasm/head-kernel.js';
 
 /** The metric columns, in table order (snake_case, as CSV/JSON name them). */
 export const HEAD_METRIC_NAMES = [
@@ -65,6 +66,13 @@ export interface HeadMetricOptions {
    * 'quantiles' (p25 … p90) a histogram and a gather pass per head. Every other value is unchanged.
    */
   omit?: readonly OmittableMetric[];
+  /**
+   * Which code runs the per-weight pass: 'auto' (default) the WebAssembly SIMD kernel
+   * (wasm/head-kernel.as) where WebAssembly runs, else plain JavaScript; 'js' or 'wasm' to choose
+   * (tests, benchmarks; 'wasm' throws where the kernel cannot run). Both give the same values to
+   * within a few float64 roundings (summation order and logarithm differ; see the module comment).
+   */
+  kernel?: 'auto' | 'js' | 'wasm';
 }
 
 /** What `HeadMetricOptions.omit` can leave out. */
@@ -230,18 +238,10 @@ function gather(values: Float64Array, bins: Uint16Array, n: number, firstRankOfB
  */
 export function quantiles(values: Float64Array, n: number, qs: readonly number[]): number[] {
   if (n === 0) return qs.map(() => NaN);
-  const interpolate = (at: (r: number) => number): number[] =>
-    qs.map((q) => {
-      const r = q * (n - 1);
-      const lo = Math.floor(r);
-      const hi = Math.ceil(r);
-      const a = at(lo);
-      return lo === hi ? a : a + (at(hi) - a) * (r - lo);
-    });
   // Few values: sorting them is cheaper than walking the histogram.
-  if (n < 4096) {
+  if (n < HISTOGRAM_FROM) {
     const sorted = values.slice(0, n).sort();
-    return interpolate((r) => sorted[r]!);
+    return interpolated(n, qs, (r) => sorted[r]!);
   }
   const words = new Uint32Array(values.buffer, values.byteOffset, 2 * n);
   // Both scratch arrays are all zeros / all −1 between calls (only the used range is touched and reset).
@@ -250,6 +250,32 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   if (binsScratch === undefined || binsScratch.length < n) binsScratch = new Uint16Array(n);
   const bins = binsScratch;
   histogram(words, n, hist, bins);
+  return quantilesOfHistogram(values, n, qs, hist, firstRankOfBin, (m) => gather(values, bins, n, firstRankOfBin, new Float64Array(m)));
+}
+
+/** `quantiles` sorts fewer values than this, and takes the histogram's way from this many on. */
+const HISTOGRAM_FROM = 4096;
+
+/** The quantiles qs of n values given order statistic `at(r)` (rank r from 0), interpolated linearly (NumPy's default: rank q·(n − 1)). */
+function interpolated(n: number, qs: readonly number[], at: (r: number) => number): number[] {
+  return qs.map((q) => {
+    const r = q * (n - 1);
+    const lo = Math.floor(r);
+    const hi = Math.ceil(r);
+    const a = at(lo);
+    return lo === hi ? a : a + (at(hi) - a) * (r - lo);
+  });
+}
+
+/**
+ * The rest of `quantiles` once `hist` counts the n values per bin: finds the bins holding the
+ * wanted ranks (marking them in `firstRankOfBin`: the rank of the bin's first value), takes their
+ * values in input order from `pick(count)`, sorts those, and leaves `hist` all zeros and
+ * `firstRankOfBin` all −1 again.
+ */
+function quantilesOfHistogram(
+  values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array, pick: (count: number) => Float64Array,
+): number[] {
   // The used bin range: for many values a walk over the bins is cheaper than tracking it per
   // value; for fewer, the bins of the smallest and largest value.
   let minBin = 0;
@@ -286,7 +312,7 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   // The values of the marked bins, sorted (bins are in value order, so this is their order too).
   let m = 0;
   for (const b of wantedBins) m += hist[b]!;
-  const picked = gather(values, bins, n, firstRankOfBin, new Float64Array(m));
+  const picked = pick(m);
   picked.sort();
   // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
   const before = new Map<number, number>();
@@ -301,7 +327,7 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
     }
     return picked[picked.length - 1]!;
   };
-  const out = interpolate(at);
+  const out = interpolated(n, qs, at);
   for (const b of wantedBins) firstRankOfBin[b] = -1;
   hist.fill(0, minBin, maxBin + 1);
   return out;
@@ -612,6 +638,221 @@ function rowScan(
   return entries;
 }
 
+/** The pass's arrays in the kernel's memory (byte addresses; see `kernelPass`). */
+interface KernelArrays {
+  /** The current layer's weights (float32, as in the trace). */
+  W: number;
+  /** The first layer's renormalised heads (float64, head h at h · nq · nk; 0 off the support), for js_from_first. */
+  keep: number;
+  /** A head's pooled weights (float64), their bins (uint16), the histogram (uint32), marks (int32), picked values (float64). */
+  pooled: number;
+  bins: number;
+  hist: number;
+  mark: number;
+  picked: number;
+  /** The layer's support (bytes), key ranges and sizes (int32). */
+  supp: number;
+  lo: number;
+  hi: number;
+  size: number;
+  /** A head's row sums (float64) and counted rows (bytes). */
+  sums: number;
+  counted: number;
+  /** Head means of the current and of the first layer (float64). */
+  layerMean: number;
+  firstMean: number;
+  /** scanRow's accumulators (9 float64). */
+  acc: number;
+}
+
+/** The kernel, its arrays and views of its memory (taken after the memory's last growth). */
+interface KernelPass {
+  k: HeadKernelExports;
+  P: KernelArrays;
+  f32: Float32Array;
+  f64: Float64Array;
+  u8: Uint8Array;
+  i32: Int32Array;
+  u32: Uint32Array;
+  release: () => void;
+}
+
+/** An instance of the kernel with room for a pass over a stack of `heads` × nq × nk (null where it cannot run). */
+function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, wantQuantiles: boolean): KernelPass | null {
+  const size = nq * nk;
+  let P: KernelArrays | undefined;
+  const got = headKernel((lay) => {
+    P = {
+      W: lay.take(heads * size * 4),
+      keep: wantJs ? lay.take(heads * size * 8) : 0,
+      pooled: lay.take(size * 8),
+      bins: wantQuantiles ? lay.take(size * 2) : 0,
+      hist: lay.take(BINS * 4),
+      mark: lay.take(BINS * 4),
+      picked: wantQuantiles ? lay.take(size * 8) : 0,
+      supp: lay.take(size),
+      lo: lay.take(nq * 4),
+      hi: lay.take(nq * 4),
+      size: lay.take(nq * 4),
+      sums: lay.take(nq * 8),
+      counted: lay.take(nq),
+      layerMean: wantJs ? lay.take(size * 8) : 0,
+      firstMean: wantJs ? lay.take(size * 8) : 0,
+      acc: lay.take(9 * 8),
+    };
+  });
+  if (got === null || P === undefined) return null;
+  const buf = got.k.memory.buffer;
+  const pass: KernelPass = { k: got.k, P, f32: new Float32Array(buf), f64: new Float64Array(buf), u8: new Uint8Array(buf), i32: new Int32Array(buf), u32: new Uint32Array(buf), release: got.release };
+  // A kept instance's memory holds the last pass's values: the histogram must start at 0, the marks at −1.
+  pass.u32.fill(0, P.hist >> 2, (P.hist >> 2) + BINS);
+  pass.i32.fill(-1, P.mark >> 2, (P.mark >> 2) + BINS);
+  return pass;
+}
+
+/**
+ * scanHead on the kernel: the same per-row logic, the per-weight loops in WebAssembly (scanRow;
+ * putRow for the layer mean and the first layer's copy, mixRowEntropy for rows whose range differs
+ * from the first layer's). The layer's weights, support and ranges are in the kernel's memory;
+ * W (the trace's array) serves the few keys per row read here (self, sink, separators, punctuation).
+ * Pooled weights at P.pooled.
+ */
+function scanHeadKernel(
+  kp: KernelPass, h: number, W: Float32Array, off: number, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
+  g: RowGeometry, threshold: number, longRange: number, sepKeys: Int32Array, punctKeys: Int32Array,
+  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null, keep: boolean, mean: boolean, out: Float64Array,
+): Float64Array {
+  const { k, P, f64 } = kp;
+  const { support, rowSize, lo, hi } = r;
+  const { heads, nq, nk, shift } = g;
+  const size = nq * nk;
+  const invHeads = 1 / heads;
+  const accAt = P.acc >> 3;
+  const keepAt = P.keep + h * size * 8;
+  let jsSum = 0;
+  let jsRows = 0;
+  let maxW = 0;
+  let sumMax = 0;
+  let sumEnt = 0;
+  let entries = 0;
+  let sum = 0;
+  let self = 0;
+  let sink = 0;
+  let sep = 0;
+  let punct = 0;
+  let nRows = 0;
+  // Per-head sums the kernel continues: # below threshold, # below 1/support, Σ w², Σ w·|i − j|, long range.
+  f64[accAt + 3] = 0;
+  f64[accAt + 4] = 0;
+  f64[accAt + 6] = 0;
+  f64[accAt + 7] = 0;
+  f64[accAt + 8] = 0;
+  for (let q = 0; q < nq; q++) {
+    const base = q * nk;
+    const a = lo[q]!;
+    const b = hi[q]!;
+    if (keep) {
+      f64.fill(0, (keepAt >> 3) + base, (keepAt >> 3) + base + a);
+      f64.fill(0, (keepAt >> 3) + base + b, (keepAt >> 3) + base + nk);
+      if (counted[q] !== 1) f64.fill(0, (keepAt >> 3) + base + a, (keepAt >> 3) + base + b);
+    }
+    if (counted[q] !== 1) continue;
+    nRows++;
+    const qp = q + shift;
+    const n = rowSize[q]!;
+    const inv = 1 / rowSums[q]!;
+    const js = first !== null && first.counted[q] === 1;
+    const inline = js && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
+    const w = P.W + (off + base) * 4;
+    const supp = n === b - a ? 0 : P.supp + base;
+    const fw = keepAt + base * 8;
+    entries += k.scanRow(w, inline ? fw : 0, supp, a, b, inv, qp, threshold, 1 / n, longRange, P.pooled + entries * 8, P.acc);
+    let hm = f64[accAt]!;
+    const rowMax = f64[accAt + 1]!;
+    const ent = f64[accAt + 2]!;
+    sum += f64[accAt + 5]!;
+    if (mean) k.putRow(w, supp, a, b, inv, invHeads, P.layerMean + base * 8, 1);
+    if (keep) k.putRow(w, supp, a, b, inv, 1, fw, 0);
+    for (let j = 0; j < sepKeys.length; j++) {
+      const i = base + sepKeys[j]!;
+      if (support[i] === 1) sep += W[off + i]! * inv;
+    }
+    for (let j = 0; j < punctKeys.length; j++) {
+      const i = base + punctKeys[j]!;
+      if (support[i] === 1) punct += W[off + i]! * inv;
+    }
+    if (qp < nk && support[base + qp] === 1) self += W[off + base + qp]! * inv;
+    if (firstVisible[q] === 1) {
+      const total = rowSums[q]!;
+      const w0 = W[off + base]!;
+      sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
+    }
+    sumMax += rowMax;
+    if (rowMax > maxW) maxW = rowMax;
+    sumEnt += ent / Math.log(n);
+    rowEnt[q] = ent;
+    if (js) {
+      // Rows over different keys (a sliding window in one layer): the union of both ranges.
+      if (!inline) hm = k.mixRowEntropy(w, fw, P.supp + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv);
+      jsSum += Math.max(0, hm - (first.ent[q]! + ent) / 2) / LOG2;
+      jsRows++;
+    }
+  }
+  out[0] = maxW;
+  out[1] = sumMax;
+  out[2] = sumEnt;
+  out[3] = f64[accAt + 3]!;
+  out[4] = f64[accAt + 4]!;
+  out[5] = entries;
+  out[6] = sum;
+  out[7] = f64[accAt + 6]!;
+  out[8] = f64[accAt + 7]!;
+  out[9] = self;
+  out[10] = sink;
+  out[11] = sep;
+  out[12] = punct;
+  out[13] = f64[accAt + 8]!;
+  out[14] = nRows;
+  out[15] = jsSum;
+  out[16] = jsRows;
+  return out;
+}
+
+/** rowEntropies of a [nq × nk] float64 matrix at byte address m in the kernel's memory. */
+function kernelRowEntropies(kp: KernelPass, m: number, nq: number, nk: number, r: LayerRows, out: Float64Array): Float64Array {
+  for (let q = 0; q < nq; q++) out[q] = kp.k.mixEntropy(m + q * nk * 8, 0, r.lo[q]!, r.hi[q]!);
+  return out;
+}
+
+/** meanRowJs of the first layer's and the current layer's head means in the kernel's memory. */
+function kernelMeanRowJs(kp: KernelPass, ca: Uint8Array, ha: Float64Array, ra: LayerRows, cb: Uint8Array, hb: Float64Array, rb: LayerRows, nq: number, nk: number): number {
+  const { k, P } = kp;
+  let sum = 0;
+  let rows = 0;
+  for (let q = 0; q < nq; q++) {
+    if (ca[q] !== 1 || cb[q] !== 1) continue;
+    const base = q * nk * 8;
+    const hm = k.mixEntropy(P.firstMean + base, P.layerMean + base, Math.min(ra.lo[q]!, rb.lo[q]!), Math.max(ra.hi[q]!, rb.hi[q]!));
+    sum += Math.max(0, hm - (ha[q]! + hb[q]!) / 2) / LOG2;
+    rows++;
+  }
+  return rows ? sum / rows : NaN;
+}
+
+/** `quantiles` of the kernel's pooled weights: the histogram and the gather pass in the kernel, the rank walk and the sort here. */
+function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[]): number[] {
+  const { k, P, f64, u32, i32 } = kp;
+  const values = f64.subarray(P.pooled >> 3, (P.pooled >> 3) + n);
+  if (n < HISTOGRAM_FROM) return quantiles(values, n, qs);
+  k.histogram(P.pooled, n, P.hist, P.bins);
+  const hist = u32.subarray(P.hist >> 2, (P.hist >> 2) + BINS);
+  const mark = i32.subarray(P.mark >> 2, (P.mark >> 2) + BINS);
+  return quantilesOfHistogram(values, n, qs, hist, mark, () => {
+    const m = k.gather(P.pooled, P.bins, n, P.mark, P.picked);
+    return f64.slice(P.picked >> 3, (P.picked >> 3) + m);
+  });
+}
+
 function emptyValues(): MetricValues {
   return Object.fromEntries(HEAD_METRIC_NAMES.map((m) => [m, NaN])) as MetricValues;
 }
@@ -666,6 +907,8 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
   for (const o of options.omit ?? []) if (!OMITTABLE_METRICS.includes(o)) throw new Error(`omit: expected ${OMITTABLE_METRICS.join(', ')}, got '${String(o)}'`);
   const wantJs = !options.omit?.includes('js_from_first');
   const wantQuantiles = !options.omit?.includes('quantiles');
+  const kernelChoice = options.kernel ?? 'auto';
+  if (kernelChoice !== 'auto' && kernelChoice !== 'js' && kernelChoice !== 'wasm') throw new Error(`kernel: expected auto, js or wasm, got '${String(kernelChoice)}'`);
   const g = rowGeometry(s, stack);
   const { heads, nq, nk, shift } = g;
   const L = s.layers.length;
@@ -681,18 +924,37 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
   const sepKeys = Int32Array.from(sepList);
   const punctKeys = Int32Array.from(punctList);
   const size = nq * nk;
-  const pooled = new Float64Array(size);
+  // The WebAssembly kernel where it runs (its arrays live in its memory), else the JavaScript loops.
+  const kp = kernelChoice === 'js' ? null : kernelPass(heads, nq, nk, wantJs, wantQuantiles);
+  if (kernelChoice === 'wasm' && kp === null) throw new Error(`kernel 'wasm': the WebAssembly kernel cannot run here (${headKernelStatus().reason})`);
+  try {
+    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each);
+  } finally {
+    kp?.release();
+  }
+}
+
+/** The passes of `headMetricsEach` over every layer and head, on the kernel (`kp`) or in JavaScript (`kp` null). */
+function passes(
+  trace: Trace, stack: StackName, s: LayerStack, g: RowGeometry, L: number, kp: KernelPass | null, exclude: boolean, threshold: number, longRange: number,
+  wantJs: boolean, wantQuantiles: boolean, sepKeys: Int32Array, punctKeys: Int32Array, each: ((p: HeadPass) => void) | undefined,
+): HeadMetrics {
+  const { heads, nq, nk } = g;
+  const size = nq * nk;
+  const js = kp === null;
+  const pooled = new Float64Array(js ? size : 0);
   const counted = new Uint8Array(nq);
-  // The first layer's renormalised heads, and head means of the first layer and of the current one.
-  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(wantJs ? size : 0), c: new Uint8Array(nq), e: new Float64Array(nq) }));
+  // The first layer's renormalised heads, and head means of the first layer and of the current one
+  // (in the kernel's memory when it runs).
+  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(wantJs && js ? size : 0), c: new Uint8Array(nq), e: new Float64Array(nq) }));
   const rowEnt = new Float64Array(nq);
   const rowSums = new Float64Array(nq);
   const stats = new Float64Array(17);
   let firstRows: LayerRows | undefined;
   const firstMeanEnt = new Float64Array(nq);
   const layerMeanEnt = new Float64Array(nq);
-  const firstMean = new Float64Array(size);
-  const layerMean = new Float64Array(size);
+  const firstMean = new Float64Array(js ? size : 0);
+  const layerMean = new Float64Array(js ? size : 0);
   let firstMeanRows = new Uint8Array(nq);
   const rows: HeadMetricRow[] = [];
   const layerMeans: HeadMetrics['layerMeans'] = [];
@@ -703,18 +965,36 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
     const { firstVisible } = rowsOfLayer;
     if (l === 0) firstRows = rowsOfLayer;
     layerMean.fill(0);
+    if (kp) {
+      // The layer's weights, support and key ranges into the kernel's memory.
+      const { P } = kp;
+      kp.f32.set(W.subarray(0, heads * size), P.W >> 2);
+      kp.u8.set(rowsOfLayer.support, P.supp);
+      kp.i32.set(rowsOfLayer.lo, P.lo >> 2);
+      kp.i32.set(rowsOfLayer.hi, P.hi >> 2);
+      kp.i32.set(rowsOfLayer.rowSize, P.size >> 2);
+      if (wantJs) kp.f64.fill(0, P.layerMean >> 3, (P.layerMean >> 3) + size);
+    }
     let meanRows = new Uint8Array(nq);
     for (let h = 0; h < heads; h++) {
-      rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
       const off = h * size;
+      if (kp) {
+        const { P } = kp;
+        kp.k.rowSums(P.W + off * 4, P.supp, P.lo, P.hi, P.size, nq, nk, P.sums, P.counted);
+        rowSums.set(kp.f64.subarray(P.sums >> 3, (P.sums >> 3) + nq));
+        counted.set(kp.u8.subarray(P.counted, P.counted + nq));
+      } else rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
       each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
       const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
-      const acc = scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats);
+      const acc = kp
+        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats)
+        : scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats);
       const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
       if (nRows! > 0) {
         const mean = sum! / entries!;
-        const [p25, p50, p75, p90] = wantQuantiles ? quantiles(pooled, entries!, [0.25, 0.5, 0.75, 0.9]) : [NaN, NaN, NaN, NaN];
+        const qs = [0.25, 0.5, 0.75, 0.9];
+        const [p25, p50, p75, p90] = !wantQuantiles ? [NaN, NaN, NaN, NaN] : kp ? kernelQuantiles(kp, entries!, qs) : quantiles(pooled, entries!, qs);
         Object.assign(values, {
           max_weight: maxW!,
           confidence: sumMax! / nRows!,
@@ -745,10 +1025,17 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
     const agg = aggregate(rows.slice(l * heads));
     if (!wantJs) agg.js_from_first = NaN;
     else if (l === 0) {
-      firstMean.set(layerMean);
-      rowEntropies(firstMean, nq, nk, rowsOfLayer, firstMeanEnt);
+      if (kp) {
+        kp.f64.copyWithin(kp.P.firstMean >> 3, kp.P.layerMean >> 3, (kp.P.layerMean >> 3) + size);
+        kernelRowEntropies(kp, kp.P.firstMean, nq, nk, rowsOfLayer, firstMeanEnt);
+      } else {
+        firstMean.set(layerMean);
+        rowEntropies(firstMean, nq, nk, rowsOfLayer, firstMeanEnt);
+      }
       firstMeanRows = meanRows;
       agg.js_from_first = meanRows.some((c) => c === 1) ? 0 : NaN;
+    } else if (kp) {
+      agg.js_from_first = kernelMeanRowJs(kp, firstMeanRows, firstMeanEnt, firstRows!, meanRows, kernelRowEntropies(kp, kp.P.layerMean, nq, nk, rowsOfLayer, layerMeanEnt), rowsOfLayer, nq, nk);
     } else {
       agg.js_from_first = meanRowJs(firstMean, firstMeanRows, firstMeanEnt, firstRows!, layerMean, meanRows, rowEntropies(layerMean, nq, nk, rowsOfLayer, layerMeanEnt), rowsOfLayer, nq, nk);
     }
