@@ -20,8 +20,19 @@ function svgSize(svg: string): { width: number; height: number } {
   return { width: m ? Number(m[1]) : 800, height: m ? Number(m[2]) : 600 };
 }
 
-/** Rasterises an SVG document (scale 2) to PNG. */
-export async function svgToPng(svg: string, scale = 2): Promise<Blob> {
+let pngScale = 2;
+
+/** Pixels per SVG unit of the PNG exports that do not name a scale (the app's PNG scale control). */
+export function setPngScale(scale: number): void {
+  if (Number.isFinite(scale) && scale > 0 && scale <= 8) pngScale = scale;
+}
+
+export function getPngScale(): number {
+  return pngScale;
+}
+
+/** Rasterises an SVG document to PNG (default scale: setPngScale's, 2 unless set). */
+export async function svgToPng(svg: string, scale = pngScale): Promise<Blob> {
   const { width, height } = svgSize(svg);
   const url = URL.createObjectURL(new Blob([svg], { type: 'image/svg+xml' }));
   try {

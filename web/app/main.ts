@@ -1,92 +1,87 @@
 /**
  * The web app of `attnscope serve`: text inputs and a model picker above the same views the
  * standalone page shows (web/app.ts and web/views, one implementation), fed by a trace streamed
- * from the server layer by layer. Edits re-trace after a short pause; the URL holds the state
- * (model, texts, view, stack, layer, head) so that a link reopens what was on screen.
+ * from the server layer by layer (side.ts). Edits re-trace after a short pause; the URL holds the
+ * state (model, texts, view, stack, layer, head, display options, compare state) so that a link
+ * reopens what was on screen.
+ *
+ * Compare mode: a second side (model B and/or text B) next to the first, navigation synchronised
+ * (view, stack, layer, head and display options move together; layers at the same relative depth
+ * when the models differ in depth), and below them the comparison page's component (compare-panel.ts):
+ * A − B of the pair on screen and the head ranking; a click on a ranked head moves both sides to it.
+ *
+ * Export (the menu): PNG (at the scale chosen) and SVG of the view on screen (the views' own
+ * export path, web/export.ts), the standalone HTML page and the trace file (.safetensors / JSON)
+ * of the current input (the server makes them with the CLI's code), the predictions table and the
+ * compare ranking as CSV / JSON; a session saved to a file and reopened (session.ts); a share link.
  */
-import type { Trace } from '../../src/core/trace.js';
-import type { PayloadHeader } from '../../src/views/html/payload.js';
+import { depthLayer } from '../../src/analysis/compare.js';
+import { predictionRows } from './tables.js';
 import type { ModelEntry, ModelsResponse, ProgressFrame, TraceRequest } from '../../src/server/protocol.js';
-import { App } from '../app.js';
-import { VIEWS, type State, type ViewName } from '../context.js';
+import type { App } from '../app.js';
+import { VIEWS, type State } from '../context.js';
 import { button, h, replaceChildren } from '../dom.js';
-import { ApiRefusal, fetchModels, loadModel, partialTrace, streamTrace, type Incoming } from './stream.js';
+import { download, getPngScale, setPngScale } from '../export.js';
+import { ComparePanel } from './compare-panel.js';
+import { ModelPicker } from './picker.js';
+import { parseSession, sessionFile } from './session.js';
+import { selectHead, Side, type SideHost } from './side.js';
+import { ApiRefusal, fetchModels, loadModel, type Incoming } from './stream.js';
 import { readUrlState, writeUrlState, type UrlState } from './url-state.js';
 import { rememberScript, runFlowWorker } from '../flow-worker.js';
 
 /** Pause after the last keystroke before tracing again. */
 const EDIT_PAUSE_MS = 350;
-/**
- * Layers streamed after the run usually all arrive within a few tens of milliseconds, and each
- * mount of the views costs about as much: the views wait this long after the first layer for the
- * rest before drawing what has come, then redraw a partial trace at most every PARTIAL_MOUNT_MS.
- */
-const PARTIAL_DELAY_MS = 150;
-const PARTIAL_MOUNT_MS = 1000;
 
 const DEFAULT_TEXT = 'Once upon a time, there was a little girl who loved to play in the park.';
 
-/**
- * Runs `make` with every listener it adds to document and window tied to one AbortSignal, so an
- * App replaced by the next trace leaves no listener (and no trace) behind.
- */
-function scopedListeners<T>(make: () => T): { value: T; dispose(): void } {
-  const controller = new AbortController();
-  const targets: EventTarget[] = [document, window];
-  const originals = targets.map((t) => t.addEventListener);
-  targets.forEach((t, i) => {
-    const original = originals[i]!;
-    t.addEventListener = function (this: EventTarget, type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions) {
-      const opts: AddEventListenerOptions = typeof options === 'boolean' ? { capture: options } : { ...options };
-      opts.signal = controller.signal;
-      original.call(this, type, listener, opts);
-    };
-  });
-  try {
-    return { value: make(), dispose: () => controller.abort() };
-  } finally {
-    targets.forEach((t, i) => {
-      t.addEventListener = originals[i]!;
-    });
-  }
-}
+/** The attention views a standalone page can open on (the server's export refuses others). */
+const PAGE_VIEWS = new Set<string>(VIEWS.map((v) => v.name));
 
-interface Mounted {
-  app: App;
-  dispose(): void;
-  /** Whether the trace it shows is complete (attention of every layer). */
-  complete: boolean;
-  /** The trace request it shows. */
-  key: string;
-}
+/** What moves together on both sides in compare mode. */
+const SYNCED: readonly (keyof State)[] = ['view', 'stack', 'layer', 'heads', 'neuronHead', 'heatmapHead', 'heatmapMode', 'heatmapLog', 'modelOpen', 'modelNormalize', 'modelLog', 'theme', 'hideSpecial', 'mergeSubwords', 'prettify', 'pair'];
 
-class ServeApp {
+class ServeApp implements SideHost {
   private models: ModelEntry[] = [];
   private limits: ModelsResponse['limits'] | null = null;
   private hubDownloads = true;
   private url: UrlState;
-  private mounted: Mounted | null = null;
-  private controller: AbortController | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private lastPartialMount = 0;
   private encoderDecoder = false;
-  private traceSeq = 0;
+  /** Propagating a change from one side to the other (the other side's change is not sent back). */
+  private syncing = false;
+  private readonly revisions: { a?: string; b?: string } = {};
+  /** The revisions a reopened session was saved with (a different one is pointed out). */
+  private sessionRevisions: { a?: string; b?: string } = {};
 
-  private readonly modelButton = h('button', { type: 'button', class: 'picker-button', testid: 'model-button', 'aria-haspopup': 'listbox', title: 'Pick a model (/)' });
-  private readonly search = h('input', { type: 'search', class: 'picker-search', testid: 'model-search', placeholder: 'Search models, or type a Hub id (org/name) and press Enter', 'aria-label': 'search models', autocomplete: 'off', spellcheck: false });
-  private readonly list = h('ul', { class: 'picker-list', testid: 'model-list', role: 'listbox' });
-  private readonly pickerHint = h('p', { class: 'picker-hint muted', testid: 'picker-hint' });
-  private readonly panel = h('div', { class: 'picker-panel', testid: 'model-panel', hidden: true }, this.search, this.list, this.pickerHint);
+  private readonly sideA = new Side('a', this);
+  private readonly sideB = new Side('b', this);
+  private readonly panel = new ComparePanel((layer, head) => this.selectPair(layer, head));
+  private readonly pickerA = new ModelPicker({ models: () => this.models, hubDownloads: () => this.hubDownloads }, (id) => this.pick(id));
+  private readonly pickerB = new ModelPicker({ models: () => this.models, hubDownloads: () => this.hubDownloads }, (id) => this.pickB(id), 'b-', 'Pick model B');
+  private readonly vs = h('span', { class: 'vs muted', testid: 'vs' }, 'vs');
   private readonly text = h('textarea', { class: 'text-input', testid: 'text-input', rows: 1, spellcheck: false, 'aria-label': 'text', placeholder: 'Type or paste a text' });
   private readonly pair = h('textarea', { class: 'text-input', testid: 'pair-input', rows: 1, spellcheck: false, 'aria-label': 'second text (sentence B)', placeholder: 'Sentence B (optional)' });
   private readonly decoder = h('textarea', { class: 'text-input', testid: 'decoder-input', rows: 1, spellcheck: false, 'aria-label': 'decoder text', placeholder: 'Decoder text (empty: the model generates)' });
+  private readonly textB = h('textarea', { class: 'text-input', testid: 'text-b-input', rows: 1, spellcheck: false, 'aria-label': "side B's text", placeholder: 'Empty: the same text as A' });
+  private readonly textLabel = h('span', { class: 'field-label' }, 'text');
   private readonly pairField = h('label', { class: 'field', testid: 'pair-field' }, h('span', { class: 'field-label' }, 'B'), this.pair);
   private readonly decoderField = h('label', { class: 'field', testid: 'decoder-field' }, h('span', { class: 'field-label' }, 'decoder'), this.decoder);
+  private readonly textBField = h('label', { class: 'field', testid: 'text-b-field' }, h('span', { class: 'field-label' }, 'text B'), this.textB);
   private readonly pairToggle = button('pair-toggle', '+ sentence B', () => this.togglePair(), 'Add a second sentence (sentence pairs)');
+  private readonly compareToggle = button('compare-toggle', 'compare', () => this.setCompare(!this.url.compare), 'Compare side by side: a second model and/or a second text (c)');
   private readonly status = h('span', { class: 'status', testid: 'status', role: 'status' });
+  private readonly statusB = h('span', { class: 'status', testid: 'status-b', role: 'status' });
   private readonly error = h('p', { class: 'trace-error', testid: 'trace-error', hidden: true });
+  private readonly errorB = h('p', { class: 'trace-error', testid: 'trace-error-b', hidden: true });
   private readonly progress = h('div', { class: 'progress', testid: 'progress' }, h('div', { class: 'progress-fill' }));
   private readonly views = h('div', { class: 'serve-views', testid: 'views' });
+  private readonly exportStatus = h('span', { class: 'export-status muted', testid: 'export-status', role: 'status' });
+  private readonly scale = h('select', { testid: 'png-scale', 'aria-label': 'PNG scale' });
+  private readonly sessionInput = h('input', { type: 'file', accept: '.json,application/json', testid: 'session-file', hidden: true });
+  private readonly shareUrl = h('input', { type: 'text', readonly: true, class: 'share-url', testid: 'share-url', 'aria-label': 'link to this state' });
+  private readonly sharePanel = h('div', { class: 'menu-panel share-panel', testid: 'share-panel', hidden: true });
+  private readonly menuPanel = h('div', { class: 'menu-panel', testid: 'export-panel', hidden: true });
   private readonly help = h(
     'div',
     { class: 'shortcuts', testid: 'shortcuts', hidden: true },
@@ -101,6 +96,7 @@ class ServeApp {
           ['1 … 9, 0', `views: ${VIEWS.map((v) => v.label).join(', ')}`],
           ['/', 'search models'],
           ['e', 'edit the text'],
+          ['c', 'compare mode on / off'],
           ['Esc', 'close, unpin'],
           ['?', 'this help'],
         ] as const
@@ -110,51 +106,58 @@ class ServeApp {
 
   constructor(private readonly root: HTMLElement) {
     this.url = readUrlState(location.search);
+    for (const s of [1, 2, 3, 4]) this.scale.append(h('option', { value: String(s) }, `${s}×`));
+    this.scale.value = String(getPngScale());
+    this.scale.addEventListener('change', () => setPngScale(Number(this.scale.value)));
+    const menuButton = button('export-menu', 'export ▾', () => this.toggleMenu(this.menuPanel), 'Export the view, the page, the trace, tables; save or open a session');
+    const shareButton = button('share-button', 'share', () => this.share(), 'A link to what is on screen');
+    this.buildMenu();
+    replaceChildren(this.sharePanel, h('p', { class: 'muted' }, 'This link reopens the models, texts, view, layer, head and options on screen:'), this.shareUrl, h('span', { class: 'muted', testid: 'share-status' }));
     const bar = h(
       'header',
       { class: 'serve-bar' },
       h('span', { class: 'brand' }, 'attnscope'),
-      h('div', { class: 'picker' }, this.modelButton, this.panel),
+      this.pickerA.el,
+      this.vs,
+      this.pickerB.el,
       this.status,
       h('span', { class: 'spacer' }),
+      this.compareToggle,
+      h('div', { class: 'menu' }, menuButton, this.menuPanel),
+      h('div', { class: 'menu' }, shareButton, this.sharePanel),
       button('help-button', '?', () => (this.help.hidden = !this.help.hidden), 'Keyboard shortcuts (?)'),
     );
     const inputs = h(
       'section',
       { class: 'inputs', testid: 'inputs' },
-      h('label', { class: 'field' }, h('span', { class: 'field-label' }, 'text'), this.text),
+      h('label', { class: 'field' }, this.textLabel, this.text),
       this.pairField,
       this.decoderField,
+      this.textBField,
       h('div', { class: 'input-actions' }, this.pairToggle),
     );
-    replaceChildren(root, h('div', { class: 'serve' }, bar, inputs, this.progress, this.error, this.views, this.help));
-    this.text.value = this.url.text ?? DEFAULT_TEXT;
-    this.pair.value = this.url.pair ?? '';
-    this.decoder.value = this.url.decoder ?? '';
-    this.pairField.hidden = this.url.pair === undefined;
+    this.sideB.label.append(this.statusB);
+    this.sideB.el.insertBefore(this.errorB, this.sideB.views);
+    replaceChildren(root, h('div', { class: 'serve' }, bar, inputs, this.progress, this.error, this.views, this.panel.el, this.help, this.sessionInput));
+    this.applyInputs();
     this.decoderField.hidden = true;
-    for (const el of [this.text, this.pair, this.decoder]) {
+    for (const el of [this.text, this.pair, this.decoder, this.textB]) {
       el.addEventListener('input', () => {
         fitHeight(el);
-        this.edited();
+        this.retrace(EDIT_PAUSE_MS);
       });
     }
-    requestAnimationFrame(() => [this.text, this.pair, this.decoder].forEach(fitHeight));
-    this.modelButton.addEventListener('click', () => this.openPicker(this.panel.hidden));
-    this.search.addEventListener('input', () => this.renderList());
-    this.search.addEventListener('keydown', (e) => this.searchKey(e));
-    this.list.addEventListener('keydown', (e) => this.listKey(e));
+    requestAnimationFrame(() => [this.text, this.pair, this.decoder, this.textB].forEach(fitHeight));
     document.addEventListener('click', (e) => {
-      if (!this.panel.hidden && !(e.target as Element).closest('.picker')) this.openPicker(false);
+      const t = e.target as Element;
+      for (const panel of [this.menuPanel, this.sharePanel]) if (!panel.hidden && !panel.parentElement!.contains(t)) panel.hidden = true;
     });
     document.addEventListener('keydown', (e) => this.shortcut(e));
+    this.sessionInput.addEventListener('change', () => void this.openSession());
     window.addEventListener('popstate', () => {
       this.url = readUrlState(location.search);
-      this.text.value = this.url.text ?? DEFAULT_TEXT;
-      this.pair.value = this.url.pair ?? '';
-      this.decoder.value = this.url.decoder ?? '';
-      this.pairField.hidden = this.url.pair === undefined;
-      this.retrace(0);
+      this.applyInputs();
+      this.restart();
     });
   }
 
@@ -165,108 +168,98 @@ class ServeApp {
       this.limits = r.limits;
       this.hubDownloads = r.hubDownloads;
     } catch (e) {
-      this.showError(`could not list the models: ${(e as Error).message}`);
+      this.showError(this.sideA, `could not list the models: ${(e as Error).message}`);
       document.body.dataset.ready = 'error';
       return;
     }
     this.url.model ??= this.models[0]?.id ?? 'default';
-    if (this.limits) this.text.maxLength = this.pair.maxLength = this.decoder.maxLength = this.limits.maxTextChars;
-    this.renderModelButton();
-    this.renderList();
+    if (this.limits) this.text.maxLength = this.pair.maxLength = this.decoder.maxLength = this.textB.maxLength = this.limits.maxTextChars;
+    this.pickerA.show(this.url.model);
+    this.pickerB.show(this.url.modelB ?? this.url.model);
     document.body.dataset.ready = 'true';
     this.retrace(0);
   }
 
-  // --- the model picker ---------------------------------------------------------------------------
-
-  private renderModelButton(): void {
-    const id = this.url.model ?? '';
-    const entry = this.models.find((m) => m.id === id);
-    replaceChildren(this.modelButton, h('span', { class: 'picker-model', testid: 'model-current' }, entry?.label ?? id), h('span', { class: 'caret' }, '▾'));
-    this.modelButton.title = `${id} · pick a model (/)`;
-  }
-
-  private openPicker(open: boolean): void {
-    this.panel.hidden = !open;
-    this.modelButton.setAttribute('aria-expanded', String(open));
-    if (open) {
-      this.search.value = '';
-      this.renderList();
-      this.search.focus();
+  /** Puts the URL state into the inputs and the compare layout. */
+  private applyInputs(): void {
+    this.text.value = this.url.text ?? DEFAULT_TEXT;
+    this.pair.value = this.url.pair ?? '';
+    this.decoder.value = this.url.decoder ?? '';
+    this.textB.value = this.url.textB ?? '';
+    this.pairField.hidden = this.url.pair === undefined;
+    this.pairToggle.textContent = this.pairField.hidden ? '+ sentence B' : '− sentence B';
+    if (this.models.length) {
+      this.pickerA.show(this.url.model ?? 'default');
+      this.pickerB.show(this.url.modelB ?? this.url.model ?? 'default');
     }
+    this.layoutCompare();
   }
 
-  private filtered(): ModelEntry[] {
-    const words = this.search.value.toLowerCase().split(/\s+/).filter(Boolean);
-    return this.models.filter((m) => {
-      const hay = `${m.label} ${m.id} ${m.modelType ?? ''} ${m.origin}`.toLowerCase();
-      return words.every((w) => hay.includes(w));
-    });
+  private layoutCompare(): void {
+    const on = this.url.compare === true;
+    this.vs.hidden = !on;
+    this.pickerB.el.hidden = !on;
+    this.textBField.hidden = !on;
+    this.textLabel.textContent = on ? 'text A' : 'text';
+    this.compareToggle.setAttribute('aria-pressed', String(on));
+    this.compareToggle.classList.toggle('on', on);
+    this.views.classList.toggle('compare', on);
+    this.sideA.label.hidden = !on;
+    this.sideB.label.hidden = !on;
+    replaceChildren(this.views, this.sideA.el, on ? this.sideB.el : null);
+    this.panel.el.hidden = !on;
+    document.body.dataset.mode = on ? 'compare' : 'single';
+    if (on) requestAnimationFrame(() => fitHeight(this.textB));
   }
 
-  private renderList(): void {
-    const shown = this.filtered();
-    const origin: Record<ModelEntry['origin'], string> = { default: 'embedded', folder: 'folder', 'hf-cache': 'HF cache', hub: 'Hub' };
-    replaceChildren(
-      this.list,
-      ...shown.slice(0, 200).map((m) => {
-        const b = h(
-          'button',
-          { type: 'button', class: `picker-item${m.id === this.url.model ? ' current' : ''}`, testid: 'model-item', 'data-id': m.id, role: 'option', 'aria-selected': m.id === this.url.model ? 'true' : 'false', title: m.id },
-          h('span', { class: 'picker-label' }, m.label),
-          h('span', { class: 'picker-tags' }, m.modelType ? h('span', { class: 'tag' }, m.modelType) : null, h('span', { class: 'tag muted' }, origin[m.origin]), m.loaded ? h('span', { class: 'tag loaded', title: 'in memory' }, '●') : null),
-        );
-        b.addEventListener('click', () => this.pick(m.id));
-        return h('li', {}, b);
-      }),
-    );
-    const q = this.search.value.trim();
-    this.pickerHint.textContent =
-      shown.length === 0 && q
-        ? this.hubDownloads
-          ? `No model matches. Enter loads “${q}” from the Hugging Face Hub (downloaded once into its cache).`
-          : `No model matches, and the server is offline (HF_HUB_OFFLINE): only cached Hub models can be used.`
-        : `${shown.length} of ${this.models.length} models · ↑↓ Enter to pick · a Hub id (org/name) + Enter downloads it`;
-  }
-
-  private searchKey(e: KeyboardEvent): void {
-    const items = [...this.list.querySelectorAll<HTMLButtonElement>('.picker-item')];
-    const at = items.indexOf(document.activeElement as HTMLButtonElement);
-    if (e.key === 'ArrowDown' && items.length) {
-      e.preventDefault();
-      items[Math.min(items.length - 1, at + 1)]!.focus();
-    } else if (e.key === 'Enter') {
-      e.preventDefault();
-      const q = this.search.value.trim();
-      const first = this.filtered()[0];
-      if (first) this.pick(first.id);
-      else if (q) this.pick(q);
-    } else if (e.key === 'Escape') {
-      this.openPicker(false);
-      this.modelButton.focus();
+  /** Compare mode on or off. */
+  private setCompare(on: boolean): void {
+    if (on === (this.url.compare === true)) return;
+    this.url.compare = on;
+    if (!on) {
+      this.url.modelB = undefined;
+      this.url.textB = undefined;
+      this.sideB.clear();
+      this.panel.clear();
+    } else {
+      this.pickerB.show(this.url.modelB ?? this.url.model ?? 'default');
     }
+    this.layoutCompare();
+    this.retrace(0);
   }
 
-  /** ↑ ↓ move through the list (↑ from the first item goes back to the search), Esc closes it. */
-  private listKey(e: KeyboardEvent): void {
-    const items = [...this.list.querySelectorAll<HTMLButtonElement>('.picker-item')];
-    const at = items.indexOf(document.activeElement as HTMLButtonElement);
-    if (e.key === 'ArrowDown') items[Math.min(items.length - 1, at + 1)]?.focus();
-    else if (e.key === 'ArrowUp') (at <= 0 ? this.search : items[at - 1]!).focus();
-    else if (e.key === 'Escape') {
-      this.openPicker(false);
-      this.modelButton.focus();
-    } else return;
-    e.preventDefault();
-    e.stopPropagation();
+  /** Traces again from the URL state, every side's views opened anew on it (popstate, a session). */
+  private restart(): void {
+    this.sideA.clear();
+    this.sideB.clear();
+    this.panel.clear();
+    this.retrace(0);
   }
+
+  // --- models -------------------------------------------------------------------------------------
 
   private pick(id: string): void {
-    this.openPicker(false);
-    if (id === this.url.model) return;
     this.url.model = id;
-    this.renderModelButton();
     this.retrace(0);
+  }
+
+  private pickB(id: string): void {
+    this.url.modelB = id === this.url.model ? undefined : id;
+    this.retrace(0);
+  }
+
+  async ensureLoaded(side: Side, model: string, signal: AbortSignal): Promise<void> {
+    const entry = this.models.find((m) => m.id === model);
+    if (entry?.loaded) return;
+    this.setStatus(side, `loading ${entry?.label ?? model}…`);
+    this.setProgress(side, 0.05);
+    await loadModel(model, (p: ProgressFrame) => {
+      this.setStatus(side, p.message);
+      if (p.fraction !== undefined) this.setProgress(side, 0.05 + 0.05 * p.fraction);
+    }, signal);
+    if (entry) entry.loaded = true;
+    else this.models.push({ id: model, label: model, origin: 'hub', loaded: true });
+    (side === this.sideA ? this.pickerA : this.pickerB).show(model);
   }
 
   // --- inputs -------------------------------------------------------------------------------------
@@ -277,15 +270,10 @@ class ServeApp {
     if (!this.pairField.hidden) {
       fitHeight(this.pair);
       this.pair.focus();
-    }
-    else {
+    } else {
       this.pair.value = '';
       this.retrace(0);
     }
-  }
-
-  private edited(): void {
-    this.retrace(EDIT_PAUSE_MS);
   }
 
   private request(): TraceRequest {
@@ -295,199 +283,332 @@ class ServeApp {
     return req;
   }
 
+  private requestB(): TraceRequest {
+    const a = this.request();
+    const req: TraceRequest = { ...a, model: this.url.modelB ?? a.model, text: this.textB.value !== '' ? this.textB.value : a.text };
+    const kind = this.sideB.last?.header.kind;
+    if (req.decoderText !== undefined && kind !== undefined && kind !== 'encoder-decoder') delete req.decoderText;
+    return req;
+  }
+
   /** Traces the current inputs after `delay` ms (a newer edit restarts the wait and cancels a trace under way). */
   private retrace(delay: number): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.timer = null;
-      void this.trace();
+      const req = this.request();
+      this.url.text = req.text;
+      this.url.pair = this.pairField.hidden ? undefined : this.pair.value;
+      this.url.decoder = req.decoderText;
+      if (this.url.compare) this.url.textB = this.textB.value !== '' ? this.textB.value : undefined;
+      this.syncUrl(true);
+      void this.sideA.trace(req);
+      if (this.url.compare) void this.sideB.trace(this.requestB());
     }, delay);
   }
 
-  private async trace(): Promise<void> {
-    this.controller?.abort();
-    const controller = new AbortController();
-    this.controller = controller;
-    const seq = ++this.traceSeq;
-    const req = this.request();
-    const key = JSON.stringify(req);
-    this.url.text = req.text;
-    this.url.pair = this.pairField.hidden ? undefined : this.pair.value;
-    this.url.decoder = req.decoderText;
-    this.syncUrl(true);
-    this.hideError();
-    document.body.dataset.trace = 'loading';
-    const t0 = performance.now();
-    this.traceStart = t0;
-    try {
-      const entry = this.models.find((m) => m.id === req.model);
-      if (!entry?.loaded) {
-        this.setStatus(`loading ${entry?.label ?? req.model}…`);
-        this.setProgress(0.05);
-        await loadModel(req.model, (p) => this.loadProgress(p), controller.signal);
-        if (entry) entry.loaded = true;
-        else this.models.push({ id: req.model, label: req.model, origin: 'hub', loaded: true });
-        this.renderModelButton();
-      }
-      this.setStatus('tracing…');
-      this.setProgress(0.1);
-      document.body.dataset.trace = 'streaming';
-      const incoming = await streamTrace(
-        req,
-        {
-          onHeader: (inc) => {
-            this.encoderDecoder = inc.header.kind === 'encoder-decoder';
-            this.decoderField.hidden = !this.encoderDecoder;
-            this.pairToggle.hidden = this.encoderDecoder;
-            if (this.encoderDecoder) fitHeight(this.decoder);
-          },
-          onLayer: (inc) => this.layerArrived(inc, key, seq),
-        },
-        controller.signal,
-      );
-      if (seq !== this.traceSeq) return;
-      this.layerArrived(incoming, key, seq);
-      this.paint();
-      const ms = performance.now() - t0;
-      const n = incoming.trace.tokens.length + (incoming.trace.decoderTokens ? incoming.trace.decoderTokens.length : 0);
-      const timing = incoming.header.cached ? 'cached' : `run ${incoming.end?.runMs ?? 0} ms${incoming.end?.loadMs ? ` · load ${incoming.end.loadMs} ms` : ''}`;
-      this.setStatus(`${n} tokens · ${incoming.header.model.numLayers} layers × ${incoming.header.model.numHeads} heads · first layer ${Math.round(incoming.firstLayerMs ?? ms)} ms · all ${Math.round(ms)} ms · ${timing}`);
-      this.setProgress(null);
-      document.body.dataset.trace = 'done';
-      document.body.dataset.firstLayerMs = String(Math.round(incoming.firstLayerMs ?? ms));
-      document.body.dataset.traceMs = String(Math.round(ms));
-      document.body.dataset.traced = key;
-    } catch (e) {
-      if (controller.signal.aborted || seq !== this.traceSeq) return;
-      this.setProgress(null);
-      this.setStatus('');
-      this.showError(e instanceof ApiRefusal ? e.message : `the trace failed: ${(e as Error).message}`);
-      document.body.dataset.trace = 'error';
-    }
+  // --- the sides (SideHost) ---------------------------------------------------------------------------
+
+  wanted(side: Side): UrlState {
+    if (side === this.sideA) return this.url;
+    // B opens where A is.
+    const a = this.sideA.mounted?.app;
+    if (!a) return this.url;
+    const s = a.state;
+    return { ...this.url, view: s.view, stack: s.stack, layer: s.layer, head: s.heatmapHead, theme: s.theme, hideSpecial: s.hideSpecial, mergeSubwords: s.mergeSubwords, prettify: s.prettify, heatmapMode: s.heatmapMode };
   }
 
-  private loadProgress(p: ProgressFrame): void {
-    this.setStatus(p.message);
-    if (p.fraction !== undefined) this.setProgress(0.05 + 0.05 * p.fraction);
+  onStatus(side: Side, text: string): void {
+    this.setStatus(side, text);
   }
 
-  /**
-   * Records a layer's arrival and plans the next mount of the views: at once (next frame) when
-   * every attention layer is in; else PARTIAL_DELAY_MS after the first layer (the first layer
-   * drawn while the others still come), then at most every PARTIAL_MOUNT_MS.
-   */
-  private layerArrived(incoming: Incoming, key: string, seq: number): void {
-    if (seq !== this.traceSeq) return;
-    const now = performance.now();
-    if (this.arrived?.seq !== seq) this.firstArrival = now;
-    this.arrived = { incoming, key, seq };
-    const at = incoming.attentionDone ? now : this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
-    this.schedulePaint(at);
+  onProgress(side: Side, fraction: number | null): void {
+    this.setProgress(side, fraction);
   }
 
-  private arrived: { incoming: Incoming; key: string; seq: number } | null = null;
-  private firstArrival = 0;
-  private paintTimer: ReturnType<typeof setTimeout> | null = null;
-  private paintAt = Infinity;
-  private frame: number | null = null;
-  private traceStart = 0;
-
-  /** A paint at time `at` (performance.now) or earlier. */
-  private schedulePaint(at: number): void {
-    if (at >= this.paintAt || this.frame !== null) return;
-    if (this.paintTimer !== null) clearTimeout(this.paintTimer);
-    this.paintAt = at;
-    this.paintTimer = setTimeout(() => {
-      this.paintTimer = null;
-      this.paintAt = Infinity;
-      this.frame ??= requestAnimationFrame(() => this.paint());
-    }, Math.max(0, at - performance.now()));
+  onError(side: Side, message: string | null): void {
+    if (message === null) this.hideError(side);
+    else this.showError(side, message);
   }
 
-  /** Mounts what has arrived (see layerArrived); called at an animation frame, or directly when the stream ends. */
-  private paint(): void {
-    if (this.frame !== null) cancelAnimationFrame(this.frame);
-    this.frame = null;
-    if (this.paintTimer !== null) clearTimeout(this.paintTimer);
-    this.paintTimer = null;
-    this.paintAt = Infinity;
-    const a = this.arrived;
-    if (!a || a.seq !== this.traceSeq) return;
-    const { incoming, key } = a;
-    const total = incoming.header.tensors.filter((t) => t.kind === 'attention').reduce((n, t) => n + t.layers, 0);
-    const got = Object.values(incoming.received).reduce((n, v) => n + (v ?? 0), 0);
-    this.setProgress(incoming.attentionDone ? null : 0.1 + 0.9 * (got / Math.max(1, total)));
-    if (this.mounted?.key === key && this.mounted.complete) {
-      if (incoming.done) this.resolveQk?.();
-      return;
-    }
-    const firstOnScreen = this.mounted?.key !== key;
-    if (incoming.attentionDone) {
-      let resolve!: () => void;
-      const qkReady = new Promise<void>((r) => (resolve = r));
-      this.resolveQk = () => {
-        document.body.dataset.qkReady = 'true';
-        resolve();
-      };
-      this.mount(incoming.trace, incoming.page, qkReady, key, true);
-      if (incoming.done) this.resolveQk();
-    } else {
-      const now = performance.now();
-      const wait = this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
-      if (now < wait) {
-        this.schedulePaint(wait);
-        return;
-      }
-      const partial = partialTrace(incoming);
-      if (!partial) return;
-      this.lastPartialMount = now;
-      this.mount(partial, incoming.page, new Promise<void>(() => undefined), key, false);
-      this.setStatus(`tracing… ${got} of ${total} layers on screen`);
-    }
-    // From the request to the first layer drawn.
-    if (firstOnScreen) document.body.dataset.firstPaintMs = String(Math.round(performance.now() - this.traceStart));
+  onHeader(side: Side, inc: Incoming): void {
+    if (side !== this.sideA) return;
+    this.encoderDecoder = inc.header.kind === 'encoder-decoder';
+    this.decoderField.hidden = !this.encoderDecoder;
+    this.pairToggle.hidden = this.encoderDecoder;
+    if (this.encoderDecoder) fitHeight(this.decoder);
   }
 
-  private resolveQk: (() => void) | null = null;
-
-  /** Shows a trace with the standalone page's App, keeping what the user had chosen. */
-  private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean): void {
-    const before = this.mounted?.app.state;
-    // A partial trace had fewer layers: what the URL asked for (e.g. layer 4) applies to the next mount.
-    const fromPartial = this.mounted !== null && !this.mounted.complete;
-    const wanted = this.url;
-    document.body.dataset.qkReady = 'false';
-    const view: ViewName | undefined = before?.view ?? (VIEWS.some((v) => v.name === wanted.view) ? (wanted.view as ViewName) : undefined);
-    const header: PayloadHeader = view ? { ...page, view } : page;
-    this.mounted?.dispose();
-    const host = h('div', { class: 'serve-app' });
-    const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host));
-    replaceChildren(this.views, host);
-    this.mounted = { app, dispose, complete, key };
-    app.set(carryState(app, before, wanted, fromPartial));
+  onMounted(side: Side, app: App, _complete: boolean, fromPartial: boolean): void {
+    const other = side === this.sideA ? this.sideB : this.sideA;
     const set = app.set.bind(app);
     app.set = (patch: Partial<State>) => {
       set(patch);
+      if (!this.syncing) this.propagate(side, patch);
       queueMicrotask(() => this.syncUrl(false));
     };
+    // B follows A: a new B opens where A is (A's new trace keeps its own state).
+    if (side === this.sideB && this.sideA.mounted && !fromPartial) this.copyNavigation(this.sideA.mounted.app, app);
+    else if (side === this.sideA && other.mounted && this.url.compare) this.copyNavigation(app, other.mounted.app);
+    this.setLabel(side);
     this.syncUrl(false);
+    this.updateCompare();
+  }
+
+  onDone(side: Side, incoming: Incoming, ms: number): void {
+    const rev = incoming.header.revision;
+    if (side === this.sideA) this.revisions.a = rev;
+    else this.revisions.b = rev;
+    const n = incoming.trace.tokens.length + (incoming.trace.decoderTokens ? incoming.trace.decoderTokens.length : 0);
+    const timing = incoming.header.cached ? 'cached' : `run ${incoming.end?.runMs ?? 0} ms${incoming.end?.loadMs ? ` · load ${incoming.end.loadMs} ms` : ''}`;
+    const saved = this.sessionRevisions[side.name];
+    const changed = saved !== undefined && saved !== rev ? ` · the model changed since the session was saved (${saved.slice(0, 12)} → ${rev.slice(0, 12)})` : '';
+    this.setStatus(side, `${n} tokens · ${incoming.header.model.numLayers} layers × ${incoming.header.model.numHeads} heads · first layer ${Math.round(incoming.firstLayerMs ?? ms)} ms · all ${Math.round(ms)} ms · ${timing}${changed}`);
+    this.setLabel(side);
+    this.updateCompare();
+  }
+
+  private setLabel(side: Side): void {
+    const name = side.last?.header.model.name ?? side.mounted?.app.trace.model.name ?? '';
+    const status = side === this.sideB ? this.statusB : null;
+    replaceChildren(side.label, h('b', {}, side === this.sideA ? 'A' : 'B'), ` ${name}`, status ? ' · ' : null, status);
+  }
+
+  /** Sends a change of one side's navigation to the other (compare mode). */
+  private propagate(from: Side, patch: Partial<State>): void {
+    const fromApp = from.mounted?.app;
+    if (!fromApp) return;
+    const to = from === this.sideA ? this.sideB : this.sideA;
+    const toApp = this.url.compare ? to.mounted?.app : undefined;
+    if (toApp && SYNCED.some((k) => k in patch)) this.copyNavigation(fromApp, toApp, patch);
+    // The compare panel follows A's layer and head.
+    const a = this.sideA.mounted?.app;
+    if (this.url.compare && a) {
+      if ('stack' in patch || 'theme' in patch) this.updateCompare();
+      else if ('layer' in patch || 'heatmapHead' in patch) this.panel.show(a.state.layer, a.state.heatmapHead);
+    }
+  }
+
+  /** `to` takes `from`'s view, stack, layer (at the same relative depth), head and display options. */
+  private copyNavigation(from: App, to: App, patch?: Partial<State>): void {
+    const s = from.state;
+    const keys = patch ? SYNCED.filter((k) => k in patch) : SYNCED;
+    const out: Partial<State> = {};
+    const toLayers = to.trace.attention[s.stack] ? to.trace.attention[s.stack]!.layers.length : to.numLayers();
+    const toHeads = to.trace.attention[s.stack] ? to.trace.attention[s.stack]!.dims[0] : to.numHeads();
+    const clampHead = (x: number) => Math.max(0, Math.min(toHeads - 1, x));
+    for (const k of keys) {
+      switch (k) {
+        case 'stack':
+          if (to.trace.attention[s.stack]) out.stack = s.stack;
+          break;
+        case 'layer':
+          out.layer = Math.min(toLayers - 1, depthLayer(s.layer, from.numLayers(), toLayers));
+          break;
+        case 'heads':
+          if (s.heads.length === to.state.heads.length) out.heads = s.heads.slice();
+          break;
+        case 'neuronHead':
+          out.neuronHead = clampHead(s.neuronHead);
+          break;
+        case 'heatmapHead':
+          out.heatmapHead = clampHead(s.heatmapHead);
+          break;
+        case 'modelOpen':
+          out.modelOpen = s.modelOpen && s.modelOpen.head < toHeads ? { layer: Math.min(toLayers - 1, depthLayer(s.modelOpen.layer, from.numLayers(), toLayers)), head: s.modelOpen.head } : null;
+          break;
+        default:
+          (out as Record<string, unknown>)[k] = s[k];
+      }
+    }
+    this.syncing = true;
+    try {
+      to.set(out);
+    } finally {
+      this.syncing = false;
+    }
+  }
+
+  /** A ranked pair clicked in the compare panel: both sides move to it. */
+  private selectPair(layer: number, head: number | null): void {
+    const a = this.sideA.mounted?.app;
+    if (!a) return;
+    a.set({ layer, ...(head !== null ? selectHead(a.state, head) : {}) });
+  }
+
+  private updateCompare(): void {
+    if (!this.url.compare) return;
+    const a = this.sideA.mounted;
+    const b = this.sideB.mounted;
+    if (!a?.complete || !b?.complete || !this.sideA.last || !this.sideB.last) return;
+    if (this.sideA.el.dataset.trace !== 'done' || this.sideB.el.dataset.trace !== 'done') return;
+    const s = a.app.state;
+    const stack = b.app.trace.attention[s.stack] ? s.stack : b.app.state.stack;
+    const textA = this.sideA.last.page.text ?? '';
+    const textB = this.sideB.last.page.text ?? '';
+    this.panel.update(
+      {
+        a: a.app.trace,
+        b: b.app.trace,
+        nameA: a.app.trace.model.name,
+        nameB: b.app.trace.model.name,
+        textA,
+        ...(textB !== textA ? { textB } : {}),
+        stack,
+        theme: s.theme,
+      },
+      s.layer,
+      s.heatmapHead,
+    );
   }
 
   // --- URL state ----------------------------------------------------------------------------------
 
   private syncUrl(push: boolean): void {
-    const s = this.mounted?.app.state;
+    const m = this.sideA.mounted;
+    const s = m?.app.state;
     if (s) {
       this.url.view = s.view;
       this.url.stack = s.stack;
       // While layers are still arriving, the layer asked for may not be there yet: keep asking for it.
-      if (this.mounted!.complete || this.url.layer === undefined || s.layer > this.url.layer) this.url.layer = s.layer;
+      if (m.complete || this.url.layer === undefined || s.layer > this.url.layer) this.url.layer = s.layer;
       this.url.head = s.heatmapHead;
+      this.url.theme = s.theme;
+      this.url.hideSpecial = s.hideSpecial || undefined;
+      this.url.mergeSubwords = s.mergeSubwords || undefined;
+      this.url.prettify = s.prettify ? undefined : false;
+      this.url.heatmapMode = s.heatmapMode === 'head' ? undefined : s.heatmapMode;
     }
     const search = writeUrlState(this.url);
     if (search === location.search) return;
     if (push) history.pushState(null, '', search || location.pathname);
     else history.replaceState(null, '', search || location.pathname);
+  }
+
+  // --- export, sessions, share ------------------------------------------------------------------------
+
+  private toggleMenu(panel: HTMLElement): void {
+    const open = panel.hidden;
+    this.menuPanel.hidden = true;
+    this.sharePanel.hidden = true;
+    panel.hidden = !open;
+  }
+
+  private buildMenu(): void {
+    const item = (testid: string, label: string, run: () => void | Promise<void>, title: string) =>
+      button(testid, label, () => {
+        this.exportStatus.textContent = '';
+        void (async () => {
+          try {
+            await run();
+          } catch (e) {
+            this.exportStatus.textContent = `export failed: ${(e as Error).message}`;
+          }
+        })();
+      }, title);
+    replaceChildren(
+      this.menuPanel,
+      h('h3', {}, 'The view on screen'),
+      h('div', { class: 'menu-row' }, h('label', {}, 'PNG scale ', this.scale), item('export-view-png', 'PNG', () => this.viewExport('png'), 'The view on screen as PNG, at the scale chosen'), item('export-view-svg', 'SVG', () => this.viewExport('svg'), 'The view on screen as SVG')),
+      h('h3', {}, 'The current input (side A)'),
+      h('div', { class: 'menu-row' }, item('export-html', 'page (HTML)', () => this.serverExport('html'), 'The standalone HTML page of this input, opening on this view (as attnscope view --out)'), item('export-safetensors', 'trace .safetensors', () => this.serverExport('safetensors'), 'The trace file (as attnscope trace --out x.safetensors)'), item('export-json', 'trace JSON', () => this.serverExport('json'), 'The trace file as JSON')),
+      h('h3', {}, 'Tables'),
+      h('div', { class: 'menu-row' }, item('export-predictions-csv', 'predictions CSV', () => this.predictions('csv'), 'The predictions beside the tokens as CSV'), item('export-predictions-json', 'predictions JSON', () => this.predictions('json'), 'The predictions as JSON'), h('span', { class: 'muted' }, 'head types, clusters: in their views; compare ranking: in the compare panel')),
+      h('h3', {}, 'Session'),
+      h('div', { class: 'menu-row' }, item('session-save', 'save session', () => this.saveSession(), 'Save the models, texts, view and options to a file'), item('session-open', 'open session…', () => this.sessionInput.click(), 'Reopen a saved session (the texts are traced again)')),
+      this.exportStatus,
+    );
+  }
+
+  /** The view's own SVG/PNG export (web/export.ts), in side A. */
+  private viewExport(kind: 'png' | 'svg'): void {
+    const app = this.sideA.mounted?.app;
+    if (!app) throw new Error('nothing on screen yet');
+    const b = this.sideA.views.querySelector<HTMLButtonElement>(`[data-testid=${app.state.view}-export-${kind}]`);
+    if (!b) throw new Error(`the ${app.state.view} view has no ${kind.toUpperCase()} export`);
+    b.click();
+    this.exportStatus.textContent = `${kind.toUpperCase()} of the ${app.state.view} view${kind === 'png' ? ` at ${getPngScale()}×` : ''}`;
+  }
+
+  private async serverExport(format: 'html' | 'json' | 'safetensors'): Promise<void> {
+    const req = this.request();
+    const app = this.sideA.mounted?.app;
+    const body: Record<string, unknown> = { model: req.model, text: req.text, format };
+    if (req.textPair !== undefined) body.textPair = req.textPair;
+    if (req.decoderText !== undefined) body.decoderText = req.decoderText;
+    if (format === 'html' && app) {
+      if (PAGE_VIEWS.has(app.state.view)) body.view = app.state.view;
+      body.theme = app.state.theme;
+    }
+    this.exportStatus.textContent = `making the ${format === 'html' ? 'page' : 'trace file'}…`;
+    const res = await fetch('/api/export', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    if (!res.ok) {
+      let message = `the server answered ${res.status}`;
+      try {
+        message = ((await res.json()) as { error: string }).error;
+      } catch {
+        // keep the status
+      }
+      throw new ApiRefusal(message);
+    }
+    const name = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? `attnscope.${format}`;
+    download(await res.blob(), name);
+    this.exportStatus.textContent = `${name} downloaded`;
+  }
+
+  private predictions(kind: 'csv' | 'json'): void {
+    const app = this.sideA.mounted?.app;
+    if (!app?.trace.predictions?.length) throw new Error('this trace has no predictions (a masked LM predicts at mask tokens only)');
+    const rows = predictionRows(app.trace);
+    const base = `attnscope-${app.trace.model.name}-predictions`.replace(/[^A-Za-z0-9._-]+/g, '_');
+    if (kind === 'json') download(new Blob([`${JSON.stringify(rows, null, 1)}\n`], { type: 'application/json' }), `${base}.json`);
+    else {
+      const cols = ['position', 'token', 'rank', 'candidate', 'probability'] as const;
+      const cell = (v: string | number) => (typeof v === 'number' ? String(v) : /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
+      download(new Blob([`${[cols.join(','), ...rows.map((r) => cols.map((c) => cell(r[c])).join(','))].join('\n')}\n`], { type: 'text/csv' }), `${base}.csv`);
+    }
+  }
+
+  private saveSession(): void {
+    this.syncUrl(false);
+    const file = sessionFile(this.url, this.revisions);
+    const stamp = file.saved.replace(/[:.]/g, '-').slice(0, 19);
+    download(new Blob([`${JSON.stringify(file, null, 1)}\n`], { type: 'application/json' }), `attnscope-session-${stamp}.json`);
+    this.exportStatus.textContent = 'session saved';
+  }
+
+  private async openSession(): Promise<void> {
+    const f = this.sessionInput.files?.[0];
+    this.sessionInput.value = '';
+    if (!f) return;
+    try {
+      if (f.size > 1_000_000) throw new Error(`${f.size} bytes; a session file is at most 1 MB`);
+      const session = parseSession(await f.text());
+      this.url = session.state;
+      this.applyInputs();
+      history.pushState(null, '', writeUrlState(this.url) || location.pathname);
+      this.menuPanel.hidden = true;
+      this.restart();
+      this.sessionRevisions = session.revisions ?? {};
+      this.exportStatus.textContent = `session of ${session.saved || 'an unknown date'} opened`;
+    } catch (e) {
+      this.exportStatus.textContent = `could not open ${f.name.slice(0, 80)}: ${(e as Error).message}`;
+      this.menuPanel.hidden = false;
+    }
+  }
+
+  private share(): void {
+    this.syncUrl(false);
+    this.shareUrl.value = location.href;
+    this.toggleMenu(this.sharePanel);
+    if (this.sharePanel.hidden) return;
+    this.shareUrl.select();
+    const status = this.sharePanel.querySelector<HTMLElement>('[data-testid=share-status]')!;
+    status.textContent = '';
+    navigator.clipboard?.writeText(location.href).then(
+      () => (status.textContent = ' copied to the clipboard'),
+      () => (status.textContent = ' select and copy it'),
+    );
   }
 
   // --- keyboard -----------------------------------------------------------------------------------
@@ -498,16 +619,20 @@ class ServeApp {
     const typing = target && /^(INPUT|SELECT|TEXTAREA)$/.test(target.tagName);
     if (e.key === 'Escape') {
       this.help.hidden = true;
-      if (!this.panel.hidden) this.openPicker(false);
+      this.menuPanel.hidden = true;
+      this.sharePanel.hidden = true;
+      if (this.pickerA.isOpen) this.pickerA.open(false);
+      if (this.pickerB.isOpen) this.pickerB.open(false);
       if (typing) target.blur();
       return;
     }
     if (typing) return;
-    const app = this.mounted?.app;
+    const app = this.sideA.mounted?.app;
     const views = VIEWS.map((v) => v.name);
     if (e.key === '?') this.help.hidden = !this.help.hidden;
-    else if (e.key === '/') this.openPicker(true);
+    else if (e.key === '/') this.pickerA.open(true);
     else if (e.key === 'e') this.text.focus();
+    else if (e.key === 'c') this.setCompare(!this.url.compare);
     else if (!app) return;
     else if (e.key === '[' || e.key === ']') {
       const n = app.numLayers();
@@ -526,23 +651,26 @@ class ServeApp {
 
   // --- status ---------------------------------------------------------------------------------------
 
-  private setStatus(text: string): void {
-    this.status.textContent = text;
-    this.status.title = text;
+  private setStatus(side: Side, text: string): void {
+    const el = side === this.sideA ? this.status : this.statusB;
+    el.textContent = text;
+    el.title = text;
   }
 
-  private setProgress(fraction: number | null): void {
+  private setProgress(side: Side, fraction: number | null): void {
+    if (side !== this.sideA) return;
     this.progress.classList.toggle('active', fraction !== null);
     (this.progress.firstElementChild as HTMLElement).style.width = `${Math.round((fraction ?? 0) * 100)}%`;
   }
 
-  private showError(message: string): void {
-    this.error.textContent = message;
-    this.error.hidden = false;
+  private showError(side: Side, message: string): void {
+    const el = side === this.sideA ? this.error : this.errorB;
+    el.textContent = side === this.sideA ? message : `B: ${message}`;
+    el.hidden = false;
   }
 
-  private hideError(): void {
-    this.error.hidden = true;
+  private hideError(side: Side): void {
+    (side === this.sideA ? this.error : this.errorB).hidden = true;
   }
 }
 
@@ -551,52 +679,6 @@ function fitHeight(el: HTMLTextAreaElement): void {
   if (el.offsetParent === null) return;
   el.style.height = 'auto';
   el.style.height = `${Math.min(el.scrollHeight + 2, 180)}px`;
-}
-
-/** What a head selection sets in every view: the heatmap's and neuron view's head, the head view's only head, the open model-view cell. */
-function selectHead(state: State, head: number): Partial<State> {
-  const patch: Partial<State> = { heatmapHead: head, neuronHead: head, heads: state.heads.map((_, i) => i === head) };
-  if (state.modelOpen) patch.modelOpen = { layer: state.modelOpen.layer, head };
-  return patch;
-}
-
-/** The state a new App takes over from the one it replaces (or from the URL on the first trace). */
-function carryState(app: App, before: State | undefined, url: UrlState, fromPartial: boolean): Partial<State> {
-  const layers = app.numLayers();
-  const heads = app.numHeads();
-  const s = app.state;
-  const clampLayer = (l: number) => Math.max(0, Math.min(layers - 1, l));
-  const clampHead = (x: number) => Math.max(0, Math.min(heads - 1, x));
-  if (!before) {
-    const patch: Partial<State> = {};
-    if (url.stack && app.trace.attention[url.stack]) patch.stack = url.stack;
-    if (url.layer !== undefined) patch.layer = clampLayer(url.layer);
-    if (url.head !== undefined) Object.assign(patch, selectHead(s, clampHead(url.head)));
-    return patch;
-  }
-  const sameHeads = before.heads.length === heads;
-  const patch: Partial<State> = {
-    theme: before.theme,
-    hideSpecial: before.hideSpecial,
-    mergeSubwords: before.mergeSubwords,
-    prettify: before.prettify,
-    layer: clampLayer(fromPartial && url.layer !== undefined ? url.layer : before.layer),
-    pair: before.pair,
-    neuronHead: clampHead(before.neuronHead),
-    heatmapMode: before.heatmapMode,
-    heatmapHead: clampHead(before.heatmapHead),
-    heatmapLog: before.heatmapLog,
-    modelNormalize: before.modelNormalize,
-    modelLog: before.modelLog,
-    modelLayers: Array.from({ length: layers }, (_, l) => before.modelLayers[l] ?? true),
-  };
-  if (app.trace.attention[before.stack]) patch.stack = before.stack;
-  if (sameHeads) {
-    patch.heads = before.heads.slice();
-    patch.modelHeads = before.modelHeads.slice();
-  }
-  if (before.modelOpen && before.modelOpen.layer < layers && before.modelOpen.head < heads) patch.modelOpen = before.modelOpen;
-  return patch;
 }
 
 // The same script runs as the attention-flow worker (web/flow-worker.ts): there is no document there.

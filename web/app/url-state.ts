@@ -1,5 +1,11 @@
-/** The app's state in the URL's query string, so that a link reopens what was on screen. */
+/**
+ * The app's state in the URL's query string, so that a link reopens what was on screen: the
+ * model and texts, the view, stack, layer and head, the display options, and the compare state
+ * (a second model and/or text). A session file (session.ts) holds the same state.
+ */
 import type { StackName } from '../../src/core/trace.js';
+
+export type HeatmapModeName = 'head' | 'mean' | 'max' | 'all';
 
 export interface UrlState {
   model?: string;
@@ -10,15 +16,32 @@ export interface UrlState {
   stack?: StackName;
   layer?: number;
   head?: number;
+  /** Display options (absent: the defaults). */
+  theme?: 'light' | 'dark';
+  hideSpecial?: boolean;
+  mergeSubwords?: boolean;
+  /** False: tokens as the tokenizer writes them. */
+  prettify?: boolean;
+  heatmapMode?: HeatmapModeName;
+  /** Compare mode: B's model (absent: A's) and B's text (absent: A's). */
+  compare?: boolean;
+  modelB?: string;
+  textB?: string;
 }
 
 const STACKS: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'];
+const MODES: readonly HeatmapModeName[] = ['head', 'mean', 'max', 'all'];
 /** Longest text kept from a URL (the server refuses longer ones anyway). */
-const MAX_TEXT = 20_000;
+export const MAX_TEXT = 20_000;
+const MAX_MODEL = 300;
 
 function int(v: string | null): number | undefined {
   if (v === null || !/^\d{1,5}$/.test(v)) return undefined;
   return Number(v);
+}
+
+function flag(v: string | null): boolean | undefined {
+  return v === '1' ? true : v === '0' ? false : undefined;
 }
 
 export function readUrlState(search: string): UrlState {
@@ -29,7 +52,7 @@ export function readUrlState(search: string): UrlState {
     return v === null ? undefined : v.slice(0, MAX_TEXT);
   };
   const model = str('model');
-  if (model) out.model = model.slice(0, 300);
+  if (model) out.model = model.slice(0, MAX_MODEL);
   const text = str('text');
   if (text !== undefined) out.text = text;
   const pair = str('pair');
@@ -44,6 +67,23 @@ export function readUrlState(search: string): UrlState {
   if (layer !== undefined) out.layer = layer;
   const head = int(q.get('head'));
   if (head !== undefined) out.head = head;
+  const theme = q.get('theme');
+  if (theme === 'light' || theme === 'dark') out.theme = theme;
+  const hide = flag(q.get('hide'));
+  if (hide !== undefined) out.hideSpecial = hide;
+  const merge = flag(q.get('merge'));
+  if (merge !== undefined) out.mergeSubwords = merge;
+  const pretty = flag(q.get('pretty'));
+  if (pretty !== undefined) out.prettify = pretty;
+  const mode = q.get('hmode');
+  if (mode && (MODES as readonly string[]).includes(mode)) out.heatmapMode = mode as HeatmapModeName;
+  if (q.get('compare') === '1') {
+    out.compare = true;
+    const modelB = str('modelB');
+    if (modelB) out.modelB = modelB.slice(0, MAX_MODEL);
+    const textB = str('textB');
+    if (textB !== undefined) out.textB = textB;
+  }
   return out;
 }
 
@@ -57,6 +97,16 @@ export function writeUrlState(s: UrlState): string {
   if (s.stack && s.stack !== 'self') q.set('stack', s.stack);
   if (s.layer !== undefined) q.set('layer', String(s.layer));
   if (s.head !== undefined) q.set('head', String(s.head));
+  if (s.theme) q.set('theme', s.theme);
+  if (s.hideSpecial) q.set('hide', '1');
+  if (s.mergeSubwords) q.set('merge', '1');
+  if (s.prettify === false) q.set('pretty', '0');
+  if (s.heatmapMode && s.heatmapMode !== 'head') q.set('hmode', s.heatmapMode);
+  if (s.compare) {
+    q.set('compare', '1');
+    if (s.modelB) q.set('modelB', s.modelB);
+    if (s.textB !== undefined) q.set('textB', s.textB);
+  }
   const out = q.toString();
   return out ? `?${out}` : '';
 }

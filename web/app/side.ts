@@ -1,0 +1,292 @@
+/**
+ * One side of the app: a trace streamed from the server into the standalone page's App (web/app.ts,
+ * the same views), drawn as layers arrive. The app has side A, and side B in compare mode.
+ */
+import type { Trace } from '../../src/core/trace.js';
+import type { TraceRequest } from '../../src/server/protocol.js';
+import type { PayloadHeader } from '../../src/views/html/payload.js';
+import { App } from '../app.js';
+import { VIEWS, type State, type ViewName } from '../context.js';
+import { h, replaceChildren } from '../dom.js';
+import { ApiRefusal, partialTrace, streamTrace, type Incoming } from './stream.js';
+import type { UrlState } from './url-state.js';
+
+/**
+ * Layers streamed after the run usually all arrive within a few tens of milliseconds, and each
+ * mount of the views costs about as much: the views wait this long after the first layer for the
+ * rest before drawing what has come, then redraw a partial trace at most every PARTIAL_MOUNT_MS.
+ */
+const PARTIAL_DELAY_MS = 150;
+const PARTIAL_MOUNT_MS = 1000;
+
+/**
+ * Runs `make` with every listener it adds to document and window tied to one AbortSignal, so an
+ * App replaced by the next trace leaves no listener (and no trace) behind.
+ */
+function scopedListeners<T>(make: () => T): { value: T; dispose(): void } {
+  const controller = new AbortController();
+  const targets: EventTarget[] = [document, window];
+  const originals = targets.map((t) => t.addEventListener);
+  targets.forEach((t, i) => {
+    const original = originals[i]!;
+    t.addEventListener = function (this: EventTarget, type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions) {
+      const opts: AddEventListenerOptions = typeof options === 'boolean' ? { capture: options } : { ...options };
+      opts.signal = controller.signal;
+      original.call(this, type, listener, opts);
+    };
+  });
+  try {
+    return { value: make(), dispose: () => controller.abort() };
+  } finally {
+    targets.forEach((t, i) => {
+      t.addEventListener = originals[i]!;
+    });
+  }
+}
+
+export interface Mounted {
+  app: App;
+  dispose(): void;
+  /** Whether the trace it shows is complete (attention of every layer). */
+  complete: boolean;
+  /** The trace request it shows. */
+  key: string;
+}
+
+/** What a side tells the app around it. */
+export interface SideHost {
+  /** Loads the request's model when it is not loaded yet (progress shown by the host). */
+  ensureLoaded(side: Side, model: string, signal: AbortSignal): Promise<void>;
+  /** The state the next mount opens on when there is no App to carry it over from. */
+  wanted(side: Side): UrlState;
+  onStatus(side: Side, text: string): void;
+  onProgress(side: Side, fraction: number | null): void;
+  onError(side: Side, message: string | null): void;
+  onHeader(side: Side, incoming: Incoming): void;
+  /** A new App is on screen (complete: every attention layer). */
+  onMounted(side: Side, app: App, complete: boolean, fromPartial: boolean): void;
+  /** The trace is complete: every tensor in. */
+  onDone(side: Side, incoming: Incoming, ms: number): void;
+}
+
+export class Side {
+  readonly el: HTMLElement;
+  readonly views = h('div', { class: 'serve-views-host' });
+  readonly label = h('div', { class: 'side-label' });
+  mounted: Mounted | null = null;
+  /** The last complete trace received, with its header. */
+  last: Incoming | null = null;
+  private controller: AbortController | null = null;
+  private seq = 0;
+  private lastPartialMount = 0;
+  private arrived: { incoming: Incoming; key: string; seq: number } | null = null;
+  private firstArrival = 0;
+  private paintTimer: ReturnType<typeof setTimeout> | null = null;
+  private paintAt = Infinity;
+  private frame: number | null = null;
+  private traceStart = 0;
+  private resolveQk: (() => void) | null = null;
+
+  constructor(
+    readonly name: 'a' | 'b',
+    private readonly host: SideHost,
+  ) {
+    this.el = h('section', { class: `side side-${name}`, testid: `side-${name}` }, this.label, this.views);
+  }
+
+  /** The body's data attributes (tests and the bench read them) follow side A; every side sets its own. */
+  private mark(key: string, value: string): void {
+    this.el.dataset[key] = value;
+    if (this.name === 'a') document.body.dataset[key] = value;
+  }
+
+  abort(): void {
+    this.controller?.abort();
+    this.controller = null;
+    this.seq++;
+  }
+
+  clear(): void {
+    this.abort();
+    this.mounted?.dispose();
+    this.mounted = null;
+    this.last = null;
+    replaceChildren(this.views);
+    delete this.el.dataset.trace;
+    delete this.el.dataset.traced;
+  }
+
+  async trace(req: TraceRequest): Promise<void> {
+    this.controller?.abort();
+    const controller = new AbortController();
+    this.controller = controller;
+    const seq = ++this.seq;
+    const key = JSON.stringify(req);
+    this.host.onError(this, null);
+    this.mark('trace', 'loading');
+    const t0 = performance.now();
+    this.traceStart = t0;
+    try {
+      await this.host.ensureLoaded(this, req.model, controller.signal);
+      this.host.onStatus(this, 'tracing…');
+      this.host.onProgress(this, 0.1);
+      this.mark('trace', 'streaming');
+      const incoming = await streamTrace(req, { onHeader: (inc) => this.host.onHeader(this, inc), onLayer: (inc) => this.layerArrived(inc, key, seq) }, controller.signal);
+      if (seq !== this.seq) return;
+      this.layerArrived(incoming, key, seq);
+      this.paint();
+      const ms = performance.now() - t0;
+      this.last = incoming;
+      this.host.onProgress(this, null);
+      this.mark('firstLayerMs', String(Math.round(incoming.firstLayerMs ?? ms)));
+      this.mark('traceMs', String(Math.round(ms)));
+      this.mark('traced', key);
+      this.mark('trace', 'done');
+      this.host.onDone(this, incoming, ms);
+    } catch (e) {
+      if (controller.signal.aborted || seq !== this.seq) return;
+      this.host.onProgress(this, null);
+      this.host.onStatus(this, '');
+      this.host.onError(this, e instanceof ApiRefusal ? e.message : `the trace failed: ${(e as Error).message}`);
+      this.mark('trace', 'error');
+    }
+  }
+
+  /**
+   * Records a layer's arrival and plans the next mount of the views: at once (next frame) when
+   * every attention layer is in; else PARTIAL_DELAY_MS after the first layer (the first layer
+   * drawn while the others still come), then at most every PARTIAL_MOUNT_MS.
+   */
+  private layerArrived(incoming: Incoming, key: string, seq: number): void {
+    if (seq !== this.seq) return;
+    const now = performance.now();
+    if (this.arrived?.seq !== seq) this.firstArrival = now;
+    this.arrived = { incoming, key, seq };
+    const at = incoming.attentionDone ? now : this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
+    this.schedulePaint(at);
+  }
+
+  /** A paint at time `at` (performance.now) or earlier. */
+  private schedulePaint(at: number): void {
+    if (at >= this.paintAt || this.frame !== null) return;
+    if (this.paintTimer !== null) clearTimeout(this.paintTimer);
+    this.paintAt = at;
+    this.paintTimer = setTimeout(() => {
+      this.paintTimer = null;
+      this.paintAt = Infinity;
+      this.frame ??= requestAnimationFrame(() => this.paint());
+    }, Math.max(0, at - performance.now()));
+  }
+
+  /** Mounts what has arrived (see layerArrived); called at an animation frame, or directly when the stream ends. */
+  private paint(): void {
+    if (this.frame !== null) cancelAnimationFrame(this.frame);
+    this.frame = null;
+    if (this.paintTimer !== null) clearTimeout(this.paintTimer);
+    this.paintTimer = null;
+    this.paintAt = Infinity;
+    const a = this.arrived;
+    if (!a || a.seq !== this.seq) return;
+    const { incoming, key } = a;
+    const total = incoming.header.tensors.filter((t) => t.kind === 'attention').reduce((n, t) => n + t.layers, 0);
+    const got = Object.values(incoming.received).reduce((n, v) => n + (v ?? 0), 0);
+    this.host.onProgress(this, incoming.attentionDone ? null : 0.1 + 0.9 * (got / Math.max(1, total)));
+    if (this.mounted?.key === key && this.mounted.complete) {
+      if (incoming.done) this.resolveQk?.();
+      return;
+    }
+    const firstOnScreen = this.mounted?.key !== key;
+    if (incoming.attentionDone) {
+      let resolve!: () => void;
+      const qkReady = new Promise<void>((r) => (resolve = r));
+      this.resolveQk = () => {
+        this.mark('qkReady', 'true');
+        resolve();
+      };
+      this.mount(incoming.trace, incoming.page, qkReady, key, true);
+      if (incoming.done) this.resolveQk();
+    } else {
+      const now = performance.now();
+      const wait = this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
+      if (now < wait) {
+        this.schedulePaint(wait);
+        return;
+      }
+      const partial = partialTrace(incoming);
+      if (!partial) return;
+      this.lastPartialMount = now;
+      this.mount(partial, incoming.page, new Promise<void>(() => undefined), key, false);
+      this.host.onStatus(this, `tracing… ${got} of ${total} layers on screen`);
+    }
+    // From the request to the first layer drawn.
+    if (firstOnScreen) this.mark('firstPaintMs', String(Math.round(performance.now() - this.traceStart)));
+  }
+
+  /** Shows a trace with the standalone page's App, keeping what the user had chosen. */
+  private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean): void {
+    const before = this.mounted?.app.state;
+    // A partial trace had fewer layers: what was asked for (e.g. layer 4) applies to the next mount.
+    const fromPartial = this.mounted !== null && !this.mounted.complete;
+    const wanted = this.host.wanted(this);
+    this.mark('qkReady', 'false');
+    const view: ViewName | undefined = before?.view ?? (VIEWS.some((v) => v.name === wanted.view) ? (wanted.view as ViewName) : undefined);
+    const header: PayloadHeader = { ...page, ...(view ? { view } : {}), ...(!before && wanted.theme ? { theme: wanted.theme } : {}) };
+    this.mounted?.dispose();
+    const host = h('div', { class: 'serve-app' });
+    const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host));
+    replaceChildren(this.views, host);
+    this.mounted = { app, dispose, complete, key };
+    app.set(carryState(app, before, wanted, fromPartial));
+    this.host.onMounted(this, app, complete, fromPartial);
+  }
+}
+
+/** What a head selection sets in every view: the heatmap's and neuron view's head, the head view's only head, the open model-view cell. */
+export function selectHead(state: State, head: number): Partial<State> {
+  const patch: Partial<State> = { heatmapHead: head, neuronHead: head, heads: state.heads.map((_, i) => i === head) };
+  if (state.modelOpen) patch.modelOpen = { layer: state.modelOpen.layer, head };
+  return patch;
+}
+
+/** The state a new App takes over from the one it replaces (or from the URL on the first trace). */
+function carryState(app: App, before: State | undefined, url: UrlState, fromPartial: boolean): Partial<State> {
+  const layers = app.numLayers();
+  const heads = app.numHeads();
+  const s = app.state;
+  const clampLayer = (l: number) => Math.max(0, Math.min(layers - 1, l));
+  const clampHead = (x: number) => Math.max(0, Math.min(heads - 1, x));
+  if (!before) {
+    const patch: Partial<State> = {};
+    if (url.stack && app.trace.attention[url.stack]) patch.stack = url.stack;
+    if (url.layer !== undefined) patch.layer = clampLayer(url.layer);
+    if (url.head !== undefined) Object.assign(patch, selectHead(s, clampHead(url.head)));
+    if (url.hideSpecial !== undefined) patch.hideSpecial = url.hideSpecial;
+    if (url.mergeSubwords !== undefined) patch.mergeSubwords = url.mergeSubwords;
+    if (url.prettify !== undefined) patch.prettify = url.prettify;
+    if (url.heatmapMode !== undefined) patch.heatmapMode = url.heatmapMode;
+    return patch;
+  }
+  const sameHeads = before.heads.length === heads;
+  const patch: Partial<State> = {
+    theme: before.theme,
+    hideSpecial: before.hideSpecial,
+    mergeSubwords: before.mergeSubwords,
+    prettify: before.prettify,
+    layer: clampLayer(fromPartial && url.layer !== undefined ? url.layer : before.layer),
+    pair: before.pair,
+    neuronHead: clampHead(before.neuronHead),
+    heatmapMode: before.heatmapMode,
+    heatmapHead: clampHead(before.heatmapHead),
+    heatmapLog: before.heatmapLog,
+    modelNormalize: before.modelNormalize,
+    modelLog: before.modelLog,
+    modelLayers: Array.from({ length: layers }, (_, l) => before.modelLayers[l] ?? true),
+  };
+  if (app.trace.attention[before.stack]) patch.stack = before.stack;
+  if (sameHeads) {
+    patch.heads = before.heads.slice();
+    patch.modelHeads = before.modelHeads.slice();
+  }
+  if (before.modelOpen && before.modelOpen.layer < layers && before.modelOpen.head < heads) patch.modelOpen = before.modelOpen;
+  return patch;
+}
