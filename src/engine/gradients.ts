@@ -6,12 +6,15 @@
  * The graph. After the architecture has built its forward pass, `gradientGraph`:
  * - finds the word-embedding lookup E = Gather(table, input_ids) (HF's `inputs_embeds`: before any
  *   scaling, position/type embedding, norm or projection; the encoder's for encoder-decoders) and
- *   puts X = α·E + (1 − α)·E′ in its place for everything that read it, with α a scalar input
- *   (`gradients.alpha`) and the baseline E′ = s · Gather(table, baseline ids) (s = 0: the zero
- *   baseline). At α = 1, X = E exactly (1·E + 0·E′), so the model is the model;
- * - builds T from the `logits` output: T = Σ_k w_k · log_softmax(logits[0, p_k])[t_k] (a token id
- *   −1 means the argmax at p_k, resolved in the graph and reported), or for heads that score each
- *   position with one number (ELECTRA's discriminator, logits [1, seq]) T = Σ_k w_k · logits[0, p_k];
+ *   puts X = α·E + (1 − α)·E′ in its place for everything that read it, with α an input of one
+ *   value per batch item (`gradients.alpha` [steps]; X is [steps, seq, d] and the rest of the
+ *   graph carries the batch dimension: the architectures' reshapes copy it) and the baseline
+ *   E′ = s · Gather(table, baseline ids) (s = 0: the zero baseline). At α = 1, X = E exactly
+ *   (1·E + 0·E′), so the model is the model;
+ * - builds T from the `logits` output: per batch item b, T_b = Σ_k w_k · log_softmax(logits[b, p_k])[t_k]
+ *   (a token id −1 means the argmax at p_k, resolved in the graph and reported), or for heads that
+ *   score each position with one number (ELECTRA's discriminator, logits [b, seq]) T_b = Σ_k w_k ·
+ *   logits[b, p_k]; T = Σ_b T_b, so ∂T/∂X_b = ∂T_b/∂X_b (the items are independent);
  * - appends ∂T/∂X, and in the full variant ∂T/∂α for every layer's attention probabilities (the
  *   values the `attention.<stack>.<layer>` taps read, treated as the inputs of α·V) and ∂T/∂g for
  *   the head gates `head_gates.<stack>` (TapRequest.headGates), all in one backward pass.
@@ -19,7 +22,10 @@
  * Methods. gradient: ∂T/∂E at the input (and its L2 norm per token). gradient × input: Σ_d E·∂T/∂E.
  * Integrated gradients (Sundararajan et al. 2017): Σ_d (E − E′)·(1/N)·Σ_k ∂T/∂X at α_k, midpoint
  * rule α_k = (k + ½)/N by default, with completeness Σ attributions vs T(E) − T(E′) reported; the
- * graphs have batch size 1, so the steps run one after another. Attention gradient ∂T/∂α per stack,
+ * path points run as the batch items of as few runs as a memory bound allows (engine/batch-memory.ts;
+ * `batchSize: 1` runs them one after another). Steps 'auto' (the default) refines with nested points
+ * until completeness is within a tolerance (1%), reporting the steps used and whether it got there
+ * (see AttributeOptions.steps and HARD_PATHS). Attention gradient ∂T/∂α per stack,
  * layer, head, query, key (attention × gradient = α ⊙ ∂T/∂α; α comes from the same pass). Head
  * importance: ∂T/∂g at g = 1, signed, and Michel et al. 2019's |∂T/∂g| normalised per layer (L2).
  *
@@ -379,17 +385,19 @@ const ZERO_BASELINE_FAMILIES = new Set([
 /**
  * Families whose integrated gradients need more than 50 midpoint steps for completeness within 1%
  * with the default baseline (measured on the fixtures' first input), and why. The error is reported
- * with every result; more steps (or the 'gauss-legendre' rule for smooth paths) bring it down,
- * except for mixture-of-experts routing.
+ * with every result; steps 'auto' (the default) takes the steps a path needs (figures below: the
+ * midpoint stages 16, 48, 144, 432), except for mixture-of-experts routing, where it stops as
+ * 'stalled' and says so. Measured along the path with 201 points of one batched run: T(α), dT/dα,
+ * total variation Σ|ΔT| and the largest step of T that the trapezoid of dT/dα does not explain.
  */
 export const HARD_PATHS: Readonly<Record<string, string>> = {
-  t5: 'ReLU feed-forward layers make the path piecewise smooth: 1.7% at 50 steps, 0.11% at 400',
-  mt5: 'a very sharp path (the target is nearly certain, T ≈ −0.001): 249% at 50 steps, 0.08% at 400',
-  umt5: 'a very sharp path (T ≈ −0.002): 8.3% at 50 steps, 0.4% at 400',
-  m2m_100: 'ReLU feed-forward layers: 4.3% at 50 steps, 0.5% at 400',
-  stablelm: 'a steep path: 1.3% at 50 midpoint steps, 0.02% at 400, 0.001% with 50 gauss-legendre nodes',
-  mixtral: 'top-k expert routing makes T jump where the chosen experts change; gradients do not see jumps, so completeness does not converge (15%)',
-  qwen2_moe: 'top-k expert routing makes T jump where the chosen experts change (9%, not converging)',
+  t5: 'ReLU feed-forward layers make the path piecewise smooth: 1.7% at 50 steps; auto: 0.28% at 144',
+  mt5: 'a swinging path: T rises from −2.58 at the baseline to ≈ 0 at α ≈ 0.4, falls to −48.5 at α ≈ 0.7 and climbs back to −0.001 at the input (total variation 122 against a net change of 2.58), so the quadrature error of the swings counts about 47-fold against T(x) − T(baseline): 249% at 50 steps; auto: 0.26% at 432',
+  umt5: 'a swinging path (total variation 229 against a net change of 39): 8.3% at 50 steps; auto: 0.26% at 432',
+  m2m_100: 'ReLU feed-forward layers: 4.3% at 50 steps; auto: 0.10% at 144',
+  stablelm: 'a steep path: 1.3% at 50 midpoint steps; auto: 0.16% at 144 (0.001% with 50 gauss-legendre nodes)',
+  mixtral: 'top-k expert routing makes T jump where the chosen experts change (one step of T unexplained by dT/dα: 6.8% of T(x) − T(baseline)); gradients do not see jumps, so completeness does not converge: 15% at 50 and at 144 steps (auto: stalled)',
+  qwen2_moe: 'top-k expert routing makes T jump where the chosen experts change (a jump of 5% of T(x) − T(baseline)): 9% at 50 and 144 steps, not converging (auto: stalled)',
 };
 
 /** Token baselines for normalisation-first families, in order of preference. */
