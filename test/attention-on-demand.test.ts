@@ -9,7 +9,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { attentionSource, attentionStacks, queryKeyAttentionSource } from '../src/core/attention-on-demand.js';
+import { attentionSource, attentionStacks, queryKeyAttentionSource, withAttentionLayers } from '../src/core/attention-on-demand.js';
 import { attentionHead } from '../src/core/attention-source.js';
 import { AttnscopeError } from '../src/core/errors.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from '../src/core/trace.js';
@@ -239,5 +239,32 @@ describe('attention modes (engine/attention-mode.ts)', () => {
     // Encoder-decoder: 6 encoder, 6 decoder, 6 cross layers of 8 heads, 100 encoder and 30 decoder tokens.
     expect(denseAttentionBytes(info({ encoder: 6, decoder: 6, cross: 6 }, 8), 100, 30)).toBe(4 * 6 * 8 * (100 * 100 + 30 * 30 + 30 * 100));
     expect(() => resolveAttentionMode('auto', gpt2, 5, undefined, -1)).toThrow('on-demand threshold -1 is not a whole number of tokens (0 or more)');
+  });
+});
+
+describe('layers computed on first read (withAttentionLayers)', () => {
+  it('a q/k trace gets attention layers equal to the source, computed only when read, within a budget', () => {
+    const [H, N, D] = [2, 6, 4];
+    const queries: LayerStack = { dims: [H, N, D], layers: [values(H * N * D, 7), values(H * N * D, 8), values(H * N * D, 9)] };
+    const keys: LayerStack = { dims: [1, N, D], layers: [values(N * D, 10), values(N * D, 11), values(N * D, 12)] };
+    const scores = { self: { scale: [1, 1, 1], causal: true, window: [null, null, 2] } satisfies ScoreTerms };
+    const trace = { model: { name: 'x', modelType: 'x', numLayers: 3, numHeads: H, numKeyValueHeads: 1, headDim: D }, tokens: [], attention: {}, queries: { self: queries }, keys: { self: keys }, scores } as Trace;
+    const layerBytes = H * N * N * 4;
+    const lazy = withAttentionLayers(trace, 2 * layerBytes);
+    const stack = lazy.attention.self!;
+    expect(stack.dims).toEqual([H, N, N]);
+    expect(stack.layers).toHaveLength(3);
+    const source = attentionSource(trace, 'self');
+    for (const l of [2, 0]) {
+      const want = new Float32Array(H * N * N);
+      for (let h = 0; h < H; h++) want.set(attentionHead(source, l, h), h * N * N);
+      expect(stack.layers[l]).toEqual(want);
+      expect(stack.layers[l]).toBe(stack.layers[l]); // kept, not recomputed
+    }
+    // A third layer would hold 3 layers' bytes: over the budget of 2.
+    expect(() => stack.layers[1]).toThrow(/layer 1 of the 'self' attention \(2 heads × 6 × 6, 0\.00 GiB\) would bring the attention computed on demand to more than 0\.00 GiB/);
+    // A dense trace comes back as it is.
+    const dense = { ...trace, attention: { self: stack } };
+    expect(withAttentionLayers(dense)).toBe(dense);
   });
 });

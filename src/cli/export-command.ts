@@ -7,6 +7,7 @@ import { extname } from 'node:path';
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { loadModel } from '../engine/load.js';
+import { withAttentionLayers } from '../core/attention-on-demand.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { svgToPng } from '../views/png.js';
 import { type AnyViewOptions, VIEW_NAMES, type ViewName, renderSvg } from '../views/svg/index.js';
@@ -293,7 +294,8 @@ export async function exportCommand(argv: string[]): Promise<void> {
       if (values[flag] !== undefined) throw new AttnscopeError(`--${flag} does not apply to a trace file (it already holds its tokens)`);
     }
     const opened = await openTraceFile(source!);
-    trace = opened.trace;
+    // A trace kept as queries and keys: the layers the view reads are computed (within a budget).
+    trace = withAttentionLayers(opened.trace);
     // Values that are not probabilities still open, with one line saying where they are.
     if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
   } else {

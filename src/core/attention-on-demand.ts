@@ -252,3 +252,63 @@ export function attentionSource(trace: Trace, stack: StackName): AttentionSource
     `the trace has no '${stack}' attention (neither probabilities nor queries, keys and score terms)${has.length > 0 ? `; it has: ${has.join(', ')}` : ''}`,
   );
 }
+
+/** What `withAttentionLayers` lets the computed layers of one trace hold at most (float32 bytes). */
+export const LAYERS_ON_DEMAND_BUDGET_BYTES = 2 ** 30;
+
+/** The bytes held so far by the computed layers of one trace (shared by its stacks). */
+interface LayerBudget {
+  held: number;
+  readonly limit: number;
+}
+
+const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(bytes < 2 ** 30 ? 2 : 1)} GiB`;
+
+/**
+ * A LayerStack over an AttentionSource whose layers (every head) are computed the first time they
+ * are read and then kept, so code written for dense traces (views, analyses) works on a trace kept
+ * as queries and keys while holding only the layers it reads. A layer that would bring what the
+ * trace holds over the budget is refused in one line.
+ */
+export function layersOnDemand(source: AttentionSource, budget: LayerBudget = { held: 0, limit: LAYERS_ON_DEMAND_BUDGET_BYTES }): LayerStack {
+  const { numLayers, numHeads, numQueries, numKeys } = source;
+  const per = numQueries * numKeys;
+  const layers: Float32Array[] = new Array<Float32Array>(numLayers);
+  const compute = (l: number): Float32Array => {
+    const bytes = numHeads * per * 4;
+    if (budget.held + bytes > budget.limit) {
+      throw new AttnscopeError(
+        `layer ${l} of the '${source.stack}' attention (${numHeads} heads × ${numQueries} × ${numKeys}, ${gib(bytes)}) would bring the attention computed on demand to more than ${gib(budget.limit)}; this view reads whole layers: use a shorter input, or a view that reads blocks (attnscope view: the heatmap)`,
+      );
+    }
+    const out = new Float32Array(numHeads * per);
+    for (let h = 0; h < numHeads; h++) out.set(source.block(l, h, 0, numQueries, 0, numKeys), h * per);
+    budget.held += bytes;
+    return out;
+  };
+  for (let l = 0; l < numLayers; l++) {
+    Object.defineProperty(layers, l, {
+      enumerable: true,
+      configurable: true,
+      get(): Float32Array {
+        const value = compute(l);
+        Object.defineProperty(layers, l, { value, enumerable: true, writable: false, configurable: false });
+        return value;
+      },
+    });
+  }
+  return { dims: [numHeads, numQueries, numKeys], layers };
+}
+
+/**
+ * The trace with every stack it keeps as queries and keys given `attention` layers computed on first
+ * read (layersOnDemand; all stacks share `budgetBytes`). A trace with dense attention comes back as it is.
+ */
+export function withAttentionLayers(trace: Trace, budgetBytes = LAYERS_ON_DEMAND_BUDGET_BYTES): Trace {
+  const lazy = attentionStacks(trace).filter((s) => !trace.attention[s]);
+  if (lazy.length === 0) return trace;
+  const budget: LayerBudget = { held: 0, limit: budgetBytes };
+  const attention = { ...trace.attention };
+  for (const stack of lazy) attention[stack] = layersOnDemand(attentionSource(trace, stack), budget);
+  return { ...trace, attention };
+}
