@@ -14,6 +14,25 @@ import { DTYPE_BYTES, decodeToFloat32, isStoredDType } from './dtypes.js';
 import { openSharded } from './sharded.js';
 import type { StoredDType, WeightStore } from './weights.js';
 
+/**
+ * Files and tensors of any size are read and written in pieces of at most this many bytes: no
+ * single buffer over 4 GiB (V8's typed arrays stop at 2^32 elements, so a 5.6 GB attention stack
+ * cannot be one Uint8Array), and no second full copy of a tensor while writing it.
+ */
+export const DEFAULT_CHUNK_BYTES = 64 * 2 ** 20;
+
+/** The piece size of reads and writes (tests pass small sizes to exercise the chunking). */
+export interface ChunkOptions {
+  /** Bytes per positioned read or write (default 64 MiB; rounded down to a multiple of 8, at least 8). */
+  chunkBytes?: number;
+}
+
+function chunkBytesOf(options: ChunkOptions): number {
+  const n = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  if (!Number.isSafeInteger(n) || n < 8) throw new AttnscopeError(`chunkBytes ${n}: allowed: an integer of at least 8`);
+  return Math.floor(n / 8) * 8;
+}
+
 /** Where one tensor sits in the file. */
 export interface SafetensorsTensorInfo {
   readonly dtype: StoredDType;
@@ -127,13 +146,15 @@ export class SafetensorsFile implements WeightStore {
     /** The `__metadata__` string map ({} when absent). */
     readonly metadata: Readonly<Record<string, string>>,
     private readonly tensors: ReadonlyMap<string, SafetensorsTensorInfo>,
+    /** Tensors larger than this are read in positioned reads of at most this many bytes. */
+    private readonly chunkBytes: number = DEFAULT_CHUNK_BYTES,
   ) {}
 
   /** Parses the header of `source`; takes ownership of it (closed by close(), or on a parse error). */
-  static async fromSource(source: ByteSource): Promise<SafetensorsFile> {
+  static async fromSource(source: ByteSource, options: ChunkOptions = {}): Promise<SafetensorsFile> {
     try {
       const { metadata, tensors } = await readHeader(source);
-      return new SafetensorsFile(source, metadata, tensors);
+      return new SafetensorsFile(source, metadata, tensors, chunkBytesOf(options));
     } catch (err) {
       await source.close();
       throw err;
@@ -175,8 +196,21 @@ export class SafetensorsFile implements WeightStore {
 
   async get(name: string): Promise<FloatTensor> {
     const info = this.info(name);
-    const bytes = await this.source.read(info.begin, info.end - info.begin);
-    return { shape: [...info.shape], data: decodeToFloat32(info.dtype, bytes) };
+    const length = info.end - info.begin;
+    if (length <= this.chunkBytes) {
+      const bytes = await this.source.read(info.begin, length);
+      return { shape: [...info.shape], data: decodeToFloat32(info.dtype, bytes) };
+    }
+    // Large tensors (a long trace's attention runs past 4 GiB, more than one Uint8Array can hold):
+    // positioned reads of whole values, each decoded into its place in the float32 result.
+    const size = DTYPE_BYTES[info.dtype];
+    const step = Math.max(size, Math.floor(this.chunkBytes / 8) * 8);
+    const out = new Float32Array(length / size);
+    for (let at = 0; at < length; at += step) {
+      const bytes = await this.source.read(info.begin + at, Math.min(step, length - at));
+      out.set(decodeToFloat32(info.dtype, bytes), at / size);
+    }
+    return { shape: [...info.shape], data: out };
   }
 
   close(): Promise<void> {
@@ -185,8 +219,8 @@ export class SafetensorsFile implements WeightStore {
 }
 
 /** Opens a safetensors file and validates its header. */
-export async function openSafetensors(path: string, label: string = path): Promise<SafetensorsFile> {
-  return SafetensorsFile.fromSource(await openFileSource(path, label));
+export async function openSafetensors(path: string, label: string = path, options: ChunkOptions = {}): Promise<SafetensorsFile> {
+  return SafetensorsFile.fromSource(await openFileSource(path, label), options);
 }
 
 /** Parses safetensors bytes already in memory (e.g. a file dropped into the browser). */
@@ -217,24 +251,29 @@ export interface SafetensorsTensorInput {
   data: Float32Array | Uint16Array;
 }
 
-const CHUNK_VALUES = 1 << 20;
 
 function floatToBFloat16(bits32: number): number {
   if ((bits32 & 0x7fffffff) > 0x7f800000) return ((bits32 >>> 16) & 0x8000) | 0x7fc0; // NaN
   return (bits32 + 0x7fff + ((bits32 >>> 16) & 1)) >>> 16;
 }
 
-/** Yields the little-endian bytes of one tensor in bounded chunks. */
-function* tensorChunks(t: SafetensorsTensorInput): Generator<Uint8Array> {
+/**
+ * Yields the little-endian bytes of one tensor in chunks of at most `chunkBytes` bytes (views of
+ * the data where it is already in its stored form: never one view over all of it, which V8 refuses
+ * beyond 2^32 bytes).
+ */
+function* tensorChunks(t: SafetensorsTensorInput, chunkBytes: number): Generator<Uint8Array> {
   const { data } = t;
   if (t.dtype === 'F32' || data instanceof Uint16Array) {
-    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    for (let i = 0; i < bytes.length; i += 64 * CHUNK_VALUES) yield bytes.subarray(i, i + 64 * CHUNK_VALUES);
+    for (let i = 0; i < data.byteLength; i += chunkBytes) {
+      yield new Uint8Array(data.buffer, data.byteOffset + i, Math.min(chunkBytes, data.byteLength - i));
+    }
     return;
   }
+  const values = chunkBytes / 2;
   const words = new Uint32Array(data.buffer, data.byteOffset, data.length);
-  for (let start = 0; start < data.length; start += CHUNK_VALUES) {
-    const count = Math.min(CHUNK_VALUES, data.length - start);
+  for (let start = 0; start < data.length; start += values) {
+    const count = Math.min(values, data.length - start);
     const out = new Uint16Array(count);
     if (t.dtype === 'F16') for (let i = 0; i < count; i++) out[i] = floatToHalf(data[start + i]!);
     else for (let i = 0; i < count; i++) out[i] = floatToBFloat16(words[start + i]!);
@@ -281,7 +320,7 @@ export function serializeSafetensors(
   tensors: readonly SafetensorsTensorInput[],
   metadata?: Record<string, string>,
 ): Uint8Array {
-  const parts = [encodeHeader(tensors, metadata), ...tensors.flatMap((t) => [...tensorChunks(t)])];
+  const parts = [encodeHeader(tensors, metadata), ...tensors.flatMap((t) => [...tensorChunks(t, DEFAULT_CHUNK_BYTES)])];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const part of parts) {
@@ -307,7 +346,9 @@ export async function writeSafetensors(
   path: string,
   tensors: readonly SafetensorsTensorInput[],
   metadata?: Record<string, string>,
+  options: ChunkOptions = {},
 ): Promise<void> {
+  const chunkBytes = chunkBytesOf(options);
   const header = encodeHeader(tensors, metadata);
   const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let handle: FileHandle | undefined;
@@ -316,7 +357,7 @@ export async function writeSafetensors(
     await writeAll(handle, header, 0);
     let position = header.length;
     for (const t of tensors) {
-      for (const chunk of tensorChunks(t)) {
+      for (const chunk of tensorChunks(t, chunkBytes)) {
         await writeAll(handle, chunk, position);
         position += chunk.length;
       }
