@@ -1,0 +1,155 @@
+/**
+ * Summaries that need every head, computed by streaming over an AttentionSource with bounded
+ * memory: a head is read in bands of rows (at most `blockCells` values at a time) and folded into
+ * its summary before the next band is read, so an 8k-token trace kept as queries and keys (whose
+ * heads are 256 MB each, 137 GB in all for a 1B model) is summarised in a few MB.
+ *
+ * - Thumbnails (the model view's small multiples): each head downsampled to at most size × size
+ *   bins by the max or the mean of the cells a bin covers (masked cells count as 0 in the mean:
+ *   the bin's average weight).
+ * - Head metrics (head-metrics.ts) one head at a time: each head goes through `headMetrics` as a
+ *   trace of one layer and one head, so the memory is one head's matrix, not the model's.
+ *
+ * Isomorphic: imports nothing from Node.
+ */
+import { checkBlock, type AttentionSource } from '../core/attention-source.js';
+import { attentionSource } from '../core/attention-on-demand.js';
+import { AttnscopeError } from '../core/errors.js';
+import type { ScoreTerms, StackName, Trace } from '../core/trace.js';
+import { headMetrics, HEAD_METRIC_NAMES, type HeadMetricOptions, type HeadMetricRow } from './head-metrics.js';
+
+/** Values read from a source at a time by the streaming passes (4 MB of float32). */
+export const STREAM_BLOCK_CELLS = 1 << 20;
+
+export type ThumbnailReduce = 'max' | 'mean';
+
+export interface ThumbnailOptions {
+  /** Bins per side at most (default 64); a side with fewer tokens keeps one bin per token. */
+  size?: number;
+  /** How a bin summarises its cells (default 'max'). */
+  reduce?: ThumbnailReduce;
+  /** Values read at a time (default STREAM_BLOCK_CELLS). */
+  blockCells?: number;
+}
+
+/** One head downsampled: [rows, cols] row-major. */
+export interface HeadThumbnail {
+  layer: number;
+  head: number;
+  rows: number;
+  cols: number;
+  data: Float32Array;
+}
+
+/** The bin of each of n positions over `bins` bins: position i → ⌊i · bins / n⌋. */
+function binOf(n: number, bins: number): Int32Array {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = Math.floor((i * bins) / n);
+  return out;
+}
+
+/** The row and column bins of a thumbnail of size `size` for a source. */
+export function thumbnailShape(source: Pick<AttentionSource, 'numQueries' | 'numKeys'>, size = 64): { rows: number; cols: number } {
+  if (!Number.isInteger(size) || size < 1) throw new AttnscopeError(`thumbnail size ${size} is not a whole number ≥ 1`);
+  return { rows: Math.min(size, source.numQueries), cols: Math.min(size, source.numKeys) };
+}
+
+/** One head's thumbnail, read in bands of rows of at most `blockCells` values. */
+export function headThumbnail(source: AttentionSource, layer: number, head: number, options: ThumbnailOptions = {}): HeadThumbnail {
+  const { numQueries: nq, numKeys: nk } = source;
+  checkBlock(source, layer, head, 0, nq, 0, nk);
+  const { rows, cols } = thumbnailShape(source, options.size ?? 64);
+  const reduce = options.reduce ?? 'max';
+  if (reduce !== 'max' && reduce !== 'mean') throw new AttnscopeError(`thumbnail reduce '${String(reduce)}' is not max or mean`);
+  const blockCells = options.blockCells ?? STREAM_BLOCK_CELLS;
+  const band = Math.max(1, Math.floor(blockCells / Math.max(1, nk)));
+  const rowBin = binOf(nq, rows);
+  const colBin = binOf(nk, cols);
+  const acc = new Float64Array(rows * cols);
+  for (let r0 = 0; r0 < nq; r0 += band) {
+    const r1 = Math.min(nq, r0 + band);
+    const block = source.block(layer, head, r0, r1, 0, nk);
+    for (let r = r0; r < r1; r++) {
+      const base = rowBin[r]! * cols;
+      const o = (r - r0) * nk;
+      if (reduce === 'max') {
+        for (let c = 0; c < nk; c++) {
+          const v = block[o + c]!;
+          const b = base + colBin[c]!;
+          if (v > acc[b]!) acc[b] = v;
+        }
+      } else {
+        for (let c = 0; c < nk; c++) acc[base + colBin[c]!]! += block[o + c]!;
+      }
+    }
+  }
+  const data = new Float32Array(rows * cols);
+  if (reduce === 'max') data.set(acc);
+  else {
+    // Cells per bin: (rows of the row bin) × (columns of the column bin).
+    const rowCount = new Float64Array(rows);
+    const colCount = new Float64Array(cols);
+    for (let r = 0; r < nq; r++) rowCount[rowBin[r]!]!++;
+    for (let c = 0; c < nk; c++) colCount[colBin[c]!]!++;
+    for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) data[i * cols + j] = acc[i * cols + j]! / (rowCount[i]! * colCount[j]!);
+  }
+  return { layer, head, rows, cols, data };
+}
+
+/** Every head's thumbnail, layer by layer, one head in memory at a time (yielded as it is done). */
+export function* headThumbnailsEach(source: AttentionSource, options: ThumbnailOptions = {}): Generator<HeadThumbnail> {
+  for (let l = 0; l < source.numLayers; l++) for (let h = 0; h < source.numHeads; h++) yield headThumbnail(source, l, h, options);
+}
+
+/** Every head's thumbnail: `[layer][head]`. */
+export function headThumbnails(source: AttentionSource, options: ThumbnailOptions = {}): HeadThumbnail[][] {
+  const out: HeadThumbnail[][] = Array.from({ length: source.numLayers }, () => []);
+  for (const t of headThumbnailsEach(source, options)) out[t.layer]!.push(t);
+  return out;
+}
+
+/** The score terms of one layer and head of a stack, as a one-layer, one-head stack's. */
+function headTerms(terms: ScoreTerms | undefined, layer: number, head: number, size: number): ScoreTerms | undefined {
+  if (!terms) return undefined;
+  const one: ScoreTerms = { scale: [terms.scale[layer]!], causal: terms.causal, window: [terms.window[layer] ?? null] };
+  if (terms.bias) {
+    one.bias = { dims: [1, terms.bias.dims[1], terms.bias.dims[2]], layers: [terms.bias.layers[layer]!.subarray(head * size, (head + 1) * size)] };
+    if (terms.biasKind !== undefined) one.biasKind = terms.biasKind;
+  }
+  return one;
+}
+
+/**
+ * Per-head metrics (head-metrics.ts's columns) of every head of a stack, computed one head at a time
+ * from the trace's attention source (dense or on demand): each head goes through `headMetrics` as a
+ * trace of one layer and one head, so the memory is one head's matrix. `js_from_first` compares
+ * layers, so it is NaN here (the other columns are the whole-trace values). `each` sees every row as
+ * it is done (a caller can show progress or stop by throwing).
+ */
+export function streamedHeadMetrics(trace: Trace, stack: StackName, options: Omit<HeadMetricOptions, 'omit'> = {}, each?: (row: HeadMetricRow) => void): HeadMetricRow[] {
+  const source = attentionSource(trace, stack);
+  const { numQueries: nq, numKeys: nk } = source;
+  const size = nq * nk;
+  const terms = trace.scores?.[stack];
+  const rows: HeadMetricRow[] = [];
+  for (let l = 0; l < source.numLayers; l++) {
+    for (let h = 0; h < source.numHeads; h++) {
+      const one: Trace = {
+        model: { ...trace.model, numLayers: 1, numHeads: 1 },
+        tokens: trace.tokens,
+        ...(trace.decoderTokens ? { decoderTokens: trace.decoderTokens } : {}),
+        attention: { [stack]: { dims: [1, nq, nk], layers: [source.block(l, h, 0, nq, 0, nk)] } },
+      };
+      const t = headTerms(terms, l, h, size);
+      if (t) one.scores = { [stack]: t };
+      const m = headMetrics(one, stack, { ...options, omit: ['js_from_first'] });
+      const row: HeadMetricRow = { ...m.rows[0]!, layer: l, head: h };
+      rows.push(row);
+      each?.(row);
+    }
+  }
+  return rows;
+}
+
+/** The metric columns `streamedHeadMetrics` fills (every one but js_from_first). */
+export const STREAMED_METRIC_NAMES = HEAD_METRIC_NAMES.filter((n) => n !== 'js_from_first');
