@@ -5,7 +5,8 @@ import { type TraceGeneration, describeGeneration, predictionNote, probabilityNo
 import { stepDescription } from '../src/views/svg/common.js';
 import { STACK_TITLES } from '../src/views/layout/common.js';
 import { type ThemeName, getTheme } from '../src/views/theme.js';
-import { type DisplayToken, prettifyToken, tokenLabel, traceStacks } from '../src/views/tokens.js';
+import { type DisplayToken, prettifyToken, tokenLabel } from '../src/views/tokens.js';
+import { isLongPage, pageSource, pageStacks } from './source.js';
 import { type Ctx, DisplayCache, type PageView, type State, VIEWS, weightFormatter } from './context.js';
 import { ANALYSIS_VIEW_LABELS, ANALYSIS_VIEW_NAMES, type AnalysisViewName } from '../src/views/layout/analysis-views.js';
 import { AblationView, HeadImportanceView, LogitLensView, SaliencyView } from './views/analysis.js';
@@ -21,6 +22,8 @@ import { NeuronView } from './views/neuron.js';
 import { PredictionsPanel } from './predictions.js';
 
 const STACK_LABELS: Readonly<Record<StackName, string>> = STACK_TITLES;
+/** Views that work at any length (they read attention a block at a time). */
+const LONG_VIEWS: readonly PageView[] = ['head', 'model', 'heatmap'];
 
 interface View {
   el: HTMLElement;
@@ -40,10 +43,9 @@ function pageViews(header: PayloadHeader): { name: PageView; label: string }[] {
 }
 
 function initialState(trace: Trace, header: PayloadHeader): State {
-  const stack = traceStacks(trace)[0]!;
-  const s = trace.attention[stack]!;
-  const numHeads = s.dims[0];
-  const numLayers = s.layers.length;
+  const stack = pageStacks(trace)[0]!;
+  // Dense or computed on demand (long traces keep queries and keys instead of attention).
+  const { numHeads, numLayers } = pageSource(trace, stack);
   const view = pageViews(header).some((v) => v.name === header.view) ? (header.view as PageView) : 'head';
   const theme: ThemeName =
     header.theme === 'dark' || header.theme === 'light'
@@ -95,6 +97,8 @@ export class App implements Ctx {
   private readonly stepLabel = h('span', { class: 'step-label', testid: 'step-label' });
   private readonly stepAll = button('step-all', 'all', () => this.set({ step: null }), 'Show the whole sequence');
   private readonly stepReadout = h('span', { class: 'step-readout', testid: 'step-readout' });
+  /** Long inputs: what a view that reads whole matrices says instead (heatmap, model and head views read blocks). */
+  private readonly longNote = h('p', { class: 'readout muted', testid: 'long-note' });
 
   constructor(
     readonly trace: Trace,
@@ -142,6 +146,7 @@ export class App implements Ctx {
     );
     replaceChildren(mount, this.root);
     for (const v of Object.values(this.views)) this.main.append(v.el);
+    this.main.append(this.longNote);
     document.addEventListener('keydown', (e) => {
       if (e.key === 'Escape') this.set({ modelOpen: null, pinned: null });
       // ←/→ step through a generation (form controls keep their own arrow keys).
@@ -244,8 +249,7 @@ export class App implements Ctx {
     const beforeStep = this.state.step;
     Object.assign(this.state, patch);
     if (patch.stack && patch.stack !== before) {
-      const s = this.trace.attention[patch.stack]!;
-      this.state.layer = Math.min(this.state.layer, s.layers.length - 1);
+      this.state.layer = Math.min(this.state.layer, pageSource(this.trace, patch.stack).numLayers - 1);
       this.state.pinned = null;
       this.state.modelOpen = null;
       this.state.neuronQuery = null;
@@ -278,11 +282,11 @@ export class App implements Ctx {
   }
 
   numLayers(): number {
-    return this.trace.attention[this.state.stack]!.layers.length;
+    return pageSource(this.trace, this.state.stack).numLayers;
   }
 
   numHeads(): number {
-    return this.trace.attention[this.state.stack]!.dims[0];
+    return pageSource(this.trace, this.state.stack).numHeads;
   }
 
   private applyTheme(): void {
@@ -314,8 +318,10 @@ export class App implements Ctx {
         return b;
       }),
     );
-    const stacks = traceStacks(this.trace);
-    const neuron = state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters' || state.view === 'types';
+    const stacks = pageStacks(this.trace);
+    // Attention computed on demand (no dense matrices): only the views that read blocks can show it.
+    const onDemand = isLongPage(this.trace, state.stack) && pageSource(this.trace, state.stack).onDemand;
+    const neuron = onDemand || state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters' || state.view === 'types';
     replaceChildren(
       this.controls,
       stacks.length > 1 ? select('stack', 'attention', stacks.map((s) => ({ value: s, label: STACK_LABELS[s] })), state.stack, (stack) => this.set({ stack })) : null,
@@ -329,8 +335,11 @@ export class App implements Ctx {
     );
     this.renderGenerationBar();
     this.predictionsPanel.update();
+    const blocked = onDemand && !LONG_VIEWS.includes(state.view);
+    this.longNote.hidden = !blocked;
+    if (blocked) this.longNote.textContent = `This trace keeps queries and keys, not attention (${pageSource(this.trace, state.stack).numQueries} tokens): this view needs whole attention matrices; the heatmap, model and head views compute attention block by block.`;
     for (const [name, view] of Object.entries(this.views) as [PageView, View][]) {
-      const active = name === state.view;
+      const active = name === state.view && !blocked;
       view.el.hidden = !active;
       if (active) view.update();
     }

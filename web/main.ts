@@ -7,6 +7,7 @@ import { inflateSync } from 'fflate';
 import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64, placeTensor } from '../src/views/html/payload.js';
 import { App } from './app.js';
 import { bootCompare } from './views/compare.js';
+import { bootBiasReport } from './views/bias-report.js';
 import { rememberScript, runFlowWorker } from './flow-worker.js';
 
 /** Raw deflate with the browser's DecompressionStream, or fflate where that is missing. */
@@ -42,6 +43,13 @@ async function boot(): Promise<void> {
       document.body.dataset.ready = 'true';
       return;
     }
+    const biasEl = document.getElementById('attnscope-bias-report');
+    if (biasEl) {
+      // A bias report (src/views/html/bias-report.ts).
+      bootBiasReport(mount, biasEl);
+      document.body.dataset.ready = 'true';
+      return;
+    }
     const headerEl = document.getElementById('attnscope-header');
     if (!headerEl) throw new Error('the page holds no attnscope data');
     const header = JSON.parse(headerEl.textContent ?? '') as PayloadHeader;
@@ -50,11 +58,13 @@ async function boot(): Promise<void> {
       blob: (i) => fromBase64(blobText(i)),
       rawLength: (i) => header.blobRawLengths[i]!,
     };
-    const trace = await decodeTrace(source, inflate, ['attention']);
+    // A long trace carries queries, keys and score terms instead of attention (computed on demand): decode them first.
+    const onDemand = !header.tensors.some((t) => t.kind === 'attention');
+    const trace = await decodeTrace(source, inflate, onDemand ? ['attention', 'scoreBias', 'queries', 'keys'] : ['attention']);
     const qkReady = (async () => {
       await new Promise((r) => setTimeout(r, 0));
       for (const t of header.tensors) {
-        if (t.kind === 'attention') continue;
+        if (t.kind === 'attention' || onDemand) continue;
         placeTensor(trace, header, t, await decodeTensor(source, t, inflate));
       }
       document.body.dataset.qkReady = 'true';

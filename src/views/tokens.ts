@@ -467,7 +467,8 @@ export function looksSpecial(text: string): boolean {
   return /^(<\/?[A-Za-z_]+>|\[[A-Z]+\]|<\|[^|]*\|>|<extra_id_\d+>)$/.test(text) && !/^<0x[0-9A-Fa-f]{2}>$/.test(text);
 }
 
-function displayTokens(tokens: readonly Token[], modelType: string | undefined): DisplayToken[] {
+/** Display tokens of trace tokens, no transform (labels prettified for the model type). */
+export function displayTokens(tokens: readonly Token[], modelType: string | undefined): DisplayToken[] {
   const marked = tokens.map((t) => (t.id < 0 && !t.special && looksSpecial(t.text) ? { ...t, special: true, word: null } : t));
   const words = inferWords(marked);
   const pretty = prettifyTokens(marked, modelType);

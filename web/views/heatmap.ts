@@ -1,16 +1,22 @@
 /**
  * Interactive heatmap: the query × key matrix of one head, the mean or max over heads, or every
  * head of the layer; token labels on both axes; hover shows the exact value; legend; log scale.
+ * Long inputs (above LONG_TOKENS, or attention computed on demand) switch to the tiled heatmap
+ * (heatmap-tiles.ts): zoom and pan over tiles read a block at a time from the attention source.
  */
 import { headColors } from '../../src/views/colors.js';
 import { displayMask, heatmapMatrix } from '../../src/views/layout/heatmap.js';
 import { renderHeatmap } from '../../src/views/svg/heatmap.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx, HeatmapMode } from '../context.js';
-import { checkbox, h, replaceChildren, select } from '../dom.js';
-import { exportButtons } from '../export.js';
+import { button, checkbox, h, replaceChildren, select } from '../dom.js';
+import { download, exportButtons } from '../export.js';
 import { type MatrixHit, MatrixGrid } from '../matrix.js';
 import { gridTokenOptions, headSelect, layerSelect, stackHeaders } from './common.js';
+import { LONG_TOKENS, type Reduce, keyRange } from '../../src/views/layout/heatmap-tiles.js';
+import { type DisplayToken } from '../../src/views/tokens.js';
+import { isLongPage, pageSource, pageTokens } from '../source.js';
+import { type TileHit, TiledHeatmap } from './heatmap-tiles.js';
 
 const MODES: { value: HeatmapMode; label: string }[] = [
   { value: 'head', label: 'one head' },
@@ -27,11 +33,19 @@ export class HeatmapView {
   private ds: DisplayStack | null = null;
   private masked: Uint8Array | null = null;
   private key = '';
+  /** Long inputs: the tiled heatmap, how its bins are reduced, where it is (rows × keys shown). */
+  private readonly tiles = new TiledHeatmap();
+  private readonly zoomLine = h('div', { class: 'readout muted', testid: 'heatmap-zoom' });
+  private readonly body = h('div', { class: 'scroll' });
+  private reduce: Reduce = 'max';
+  private long = false;
 
   constructor(private readonly ctx: Ctx) {
-    const body = h('div', { class: 'scroll' }, this.grid.el);
-    this.el.append(this.toolbar, this.readout, body);
+    this.body.append(this.grid.el);
+    this.el.append(this.toolbar, this.readout, this.body);
     this.grid.onHover((hit, e) => this.hover(hit, e));
+    this.tiles.onHover((hit, e) => this.hoverLong(hit, e));
+    this.tiles.onView(() => this.zoomNote());
     // The matrix fills the window: lay it out again when the window changes size.
     window.addEventListener('resize', () => {
       this.key = '';
@@ -42,6 +56,16 @@ export class HeatmapView {
   update(): void {
     const { ctx } = this;
     const { state } = ctx;
+    if (isLongPage(ctx.trace, state.stack)) {
+      this.updateLong();
+      return;
+    }
+    if (this.long) {
+      this.long = false;
+      this.key = '';
+      replaceChildren(this.body, this.grid.el);
+      this.zoomLine.remove();
+    }
     replaceChildren(
       this.toolbar,
       layerSelect(ctx, 'heatmap-layer'),
@@ -130,4 +154,132 @@ export class HeatmapView {
       ctx.tooltip.show(e.clientX, e.clientY, line, hit.masked ? 'masked' : `${what}: ${value}`, ...tips);
     }
   }
+
+  // --- long inputs: the tiled heatmap -----------------------------------------------------------------
+
+  private updateLong(): void {
+    const { ctx } = this;
+    const { state } = ctx;
+    const source = pageSource(ctx.trace, state.stack);
+    if (!this.long) {
+      this.long = true;
+      this.key = '';
+      replaceChildren(this.body, this.tiles.el);
+      this.readout.after(this.zoomLine);
+    }
+    // Every head as small multiples is not offered at this length: one head, or the mean / max over heads.
+    const mode = state.heatmapMode === 'all' ? 'head' : state.heatmapMode;
+    const goto = h('input', { type: 'text', testid: 'heatmap-goto', placeholder: 'query, key', size: 11, title: 'Go to a cell: query and key positions (e.g. 4096, 17), or a query alone' });
+    goto.addEventListener('keydown', (e) => {
+      if (e.key !== 'Enter') return;
+      const [q, k] = goto.value.split(/[\s,;×x]+/).filter(Boolean).map(Number);
+      if (q === undefined || !Number.isInteger(q) || q < 0 || q >= source.numQueries) {
+        goto.setCustomValidity(`query: a position from 0 to ${source.numQueries - 1}`);
+        goto.reportValidity();
+        return;
+      }
+      const key = k !== undefined && Number.isInteger(k) && k >= 0 && k < source.numKeys ? k : Math.min(q, source.numKeys - 1);
+      goto.setCustomValidity('');
+      this.tiles.zoomTo(Math.max(0, q - 16), q + 16, Math.max(0, key - 16), key + 16);
+    });
+    replaceChildren(
+      this.toolbar,
+      layerSelect(ctx, 'heatmap-layer'),
+      select('heatmap-mode', 'show', MODES.filter((m) => m.value !== 'all'), mode, (heatmapMode) => ctx.set({ heatmapMode })),
+      mode === 'head' ? headSelect(ctx, 'heatmap-head', state.heatmapHead, (heatmapHead) => ctx.set({ heatmapHead })) : null,
+      select('heatmap-reduce', 'bins', [
+        { value: 'max', label: 'max of the cells' },
+        { value: 'mean', label: 'mean of the cells' },
+      ] as const, this.reduce, (reduce) => {
+        this.reduce = reduce;
+        this.key = '';
+        this.update();
+      }),
+      checkbox('heatmap-log', 'log scale', state.heatmapLog, (heatmapLog) => ctx.set({ heatmapLog })),
+      button('heatmap-fit', 'fit', () => this.tiles.fit(), 'The whole matrix (0)'),
+      button('heatmap-zoom-in', '+', () => this.tiles.zoom(2), 'Zoom in (+, wheel, double-click)'),
+      button('heatmap-zoom-out', '−', () => this.tiles.zoom(0.5), 'Zoom out (−, wheel, shift + double-click)'),
+      h('label', {}, 'go to ', goto),
+      h('span', { class: 'spacer' }),
+      button('export-png', 'PNG', () => this.tiles.canvas.toBlob((b) => b && download(b, `heatmap-layer${state.layer}.png`)), 'This view as a PNG image'),
+    );
+    // Fill the window below the controls.
+    const top = this.body.getBoundingClientRect().top;
+    const frame = { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(420, Math.floor(window.innerHeight - (top > 0 ? top : 230) - 20)) };
+    const key = [state.stack, state.layer, mode, state.heatmapHead, state.heatmapLog, state.theme, state.prettify, this.reduce, frame.width, frame.height].join('|');
+    if (key === this.key) return;
+    this.key = key;
+    const tokens = pageTokens(ctx.trace, state.stack);
+    const label = (t: DisplayToken | undefined) => (t ? ctx.label(t) : '');
+    this.tiles.set({
+      source,
+      layer: state.layer,
+      which: mode === 'head' ? state.heatmapHead : mode,
+      reduce: this.reduce,
+      log: state.heatmapLog,
+      mask: keyRange(ctx.trace.scores?.[state.stack], state.stack, state.layer, source.numQueries, source.numKeys),
+      theme: ctx.theme(),
+      queryLabel: (i) => label(tokens.query[i]),
+      keyLabel: (i) => label(tokens.key[i]),
+      querySpecial: (i) => tokens.query[i]?.special ?? false,
+      keySpecial: (i) => tokens.key[i]?.special ?? false,
+      caption: mode === 'mean' ? 'mean weight' : mode === 'max' ? 'max weight' : 'attention weight',
+      axes: stackHeaders(state.stack),
+      frame,
+    });
+    this.tiles.canvas.setAttribute('data-mode', mode);
+    this.hoverLong(null);
+    this.zoomNote();
+  }
+
+  /** Where the view is: rows and keys shown, the level, what is computed. */
+  private zoomNote(): void {
+    if (!this.long) return;
+    const t = this.tiles;
+    const { w, h: hh } = t.box;
+    const v = t.view;
+    const q0 = Math.max(0, Math.floor(v.y));
+    const q1 = Math.min(t.nq, Math.ceil(v.y + hh / v.scale));
+    const k0 = Math.max(0, Math.floor(v.x));
+    const k1 = Math.min(t.nk, Math.ceil(v.x + w / v.scale));
+    const z = t.level();
+    const what = z === 0 ? 'exact weights' : `${this.reduce} of ${2 ** z}×${2 ** z} cells per bin`;
+    const busy = t.pending() ? ` · computing ${t.pending()} block${t.pending() > 1 ? 's' : ''}…` : '';
+    const held = cellsComputed(t.cellsRead);
+    replaceChildren(
+      this.zoomLine,
+      `queries ${q0}–${q1 - 1} × keys ${k0}–${k1 - 1} of ${t.nq} × ${t.nk} · ${what} · ${held}${busy} · wheel or +/− zoom, drag or arrows pan, 0 fits`,
+    );
+  }
+
+  private hoverLong(hit: TileHit | null, e?: PointerEvent): void {
+    const { ctx } = this;
+    const { state } = ctx;
+    if (!hit) {
+      ctx.tooltip.hide();
+      replaceChildren(this.readout, h('span', { class: 'muted' }, `layer ${state.layer} · ${this.tiles.nq} tokens (above ${LONG_TOKENS}: computed block by block) · hover a cell for its exact value`));
+      this.readout.removeAttribute('data-value');
+      return;
+    }
+    const tokens = pageTokens(ctx.trace, state.stack);
+    const mode = state.heatmapMode === 'all' ? 'head' : state.heatmapMode;
+    const what = mode === 'head' ? `head ${state.heatmapHead}` : `${mode} over ${ctx.numHeads()} heads`;
+    const q = tokens.query[hit.q];
+    const k = tokens.key[hit.k];
+    const value = hit.masked ? 'masked' : ctx.fmtWeight(hit.value);
+    const line = `${hit.q} “${q ? ctx.label(q) : ''}” → ${hit.k} “${k ? ctx.label(k) : ''}”`;
+    replaceChildren(this.readout, `${line} · ${what}: `, h('b', { testid: 'heatmap-value' }, value), hit.masked ? h('span', { class: 'muted' }, ' (the model gives this key no weight)') : null);
+    this.readout.setAttribute('data-q', String(hit.q));
+    this.readout.setAttribute('data-k', String(hit.k));
+    this.readout.setAttribute('data-matrix', '0');
+    this.readout.setAttribute('data-value', String(hit.value));
+    if (hit.masked) this.readout.setAttribute('data-masked', 'true');
+    else this.readout.removeAttribute('data-masked');
+    if (e) ctx.tooltip.show(e.clientX, e.clientY, line, hit.masked ? 'masked' : `${what}: ${value}`);
+  }
+}
+
+/** "N cells computed" in words. */
+function cellsComputed(n: number): string {
+  return `${n >= 1e6 ? `${(n / 1e6).toFixed(1)} M` : n >= 1e3 ? `${(n / 1e3).toFixed(0)} k` : String(n)} weights read so far`;
 }

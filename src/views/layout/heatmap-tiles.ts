@@ -116,12 +116,21 @@ export function* binRegion(read: BlockReader, region: BinRegion, mask: KeyRange 
   for (let by = 0; by < rows; by += binRowsPerBlock) {
     const ra = r0 + by * f;
     const rb = Math.min(r1, ra + binRowsPerBlock * f);
-    for (let ca = c0; ca < c1; ca += colChunk) {
-      const cb = Math.min(c1, ca + colChunk);
-      // Skip blocks the mask hides entirely (above the diagonal of a causal matrix).
-      let visible = !mask;
-      if (mask) for (let r = ra; r < rb && !visible; r++) visible = mask.lo(r) < cb && mask.hi(r) > ca;
-      if (!visible) continue;
+    for (let cc = c0; cc < c1; cc += colChunk) {
+      let ca = cc;
+      let cb = Math.min(c1, cc + colChunk);
+      // Read only the columns some row of the block sees (none above the diagonal of a causal matrix).
+      if (mask) {
+        let lo = Infinity;
+        let hi = -Infinity;
+        for (let r = ra; r < rb; r++) {
+          lo = Math.min(lo, mask.lo(r));
+          hi = Math.max(hi, mask.hi(r));
+        }
+        ca = Math.max(ca, lo);
+        cb = Math.min(cb, hi);
+        if (cb <= ca) continue;
+      }
       const w = cb - ca;
       const block = read(ra, rb, ca, cb);
       for (let r = ra; r < rb; r++) {
@@ -279,4 +288,27 @@ export function labelIndices(pos: number, scale: number, px: number, n: number, 
   const out: number[] = [];
   for (let i = first; i <= last; i += step) out.push(i);
   return out;
+}
+
+/**
+ * Splits the bins of a band of tiles (a region across several tiles of one row of the pyramid,
+ * starting at a tile boundary) into one Bins per tile, left to right. A source computed on demand
+ * pays for whole rows whatever columns are asked, so the page computes a row band of tiles at once.
+ */
+export function splitColumns(bins: Bins, tile = TILE): Bins[] {
+  const count = Math.ceil(bins.cols / tile);
+  return Array.from({ length: count }, (_, t) => {
+    const x0 = t * tile;
+    const w = Math.min(bins.cols, x0 + tile) - x0;
+    const size = bins.rows * w;
+    const out: Bins = { rows: bins.rows, cols: w, max: new Float32Array(size), mean: new Float32Array(size), blank: new Uint8Array(size), peak: 0, minPositive: bins.minPositive };
+    for (let y = 0; y < bins.rows; y++) {
+      const from = y * bins.cols + x0;
+      out.max.set(bins.max.subarray(from, from + w), y * w);
+      out.mean.set(bins.mean.subarray(from, from + w), y * w);
+      out.blank.set(bins.blank.subarray(from, from + w), y * w);
+    }
+    for (let i = 0; i < size; i++) if (out.blank[i] === 0 && out.max[i]! > out.peak) out.peak = out.max[i]!;
+    return out;
+  });
 }

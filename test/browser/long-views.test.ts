@@ -1,0 +1,161 @@
+/**
+ * The views at 8,192 tokens in real Chromium: a standalone page of a trace in the on-demand form
+ * (queries, keys and score terms; no attention tensors: bench/long-trace.ts), its attention computed
+ * in the page. The heatmap opens on the overview, zooms to a block (go-to box, wheel, keyboard),
+ * hovers cells whose weights equal a float64 softmax of the same queries and keys computed here,
+ * masked cells read as masked, heads and layers switch; the JavaScript heap stays far below one
+ * 8k × 8k float32 matrix (256 MB); no page errors, no network.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { deflateRawSync } from 'node:zlib';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { longTrace } from '../../bench/long-trace.js';
+import type { Trace } from '../../src/core/trace.js';
+import { loadViewBundle } from '../../src/views/html/bundle-node.js';
+import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
+import { buildWebClient, launchChromium, numericData, withPage } from './harness.js';
+
+const N = 8192;
+const tmp = mkdtempSync(join(tmpdir(), 'attnscope-long-views-'));
+const file = join(tmp, 'long.html');
+let browser: Browser;
+let trace: Trace;
+
+beforeAll(async () => {
+  buildWebClient();
+  browser = await launchChromium();
+  trace = longTrace({ tokens: N, layers: 2, heads: 4, headDim: 16, window: 1024 });
+  const r = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), precision: 'exact', maxBytes: 1e9, view: 'heatmap', theme: 'light', deflate: (d) => deflateRawSync(d, { level: 1 }) });
+  writeFileSync(file, r.html);
+}, 180_000);
+
+afterAll(async () => {
+  await browser?.close();
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Weight of query i on key j in (layer, head): softmax of q·k·scale over the visible keys, in float64 from the trace's float32 q and k. */
+function reference(layer: number, head: number, i: number, j: number): number {
+  const q = trace.queries!.self!;
+  const k = trace.keys!.self!;
+  const terms = trace.scores!.self!;
+  const d = q.dims[2];
+  const window = terms.window[layer] ?? null;
+  const lo = window === null ? 0 : Math.max(0, i - window + 1);
+  if (j > i || j < lo) return 0;
+  const Q = q.layers[layer]!;
+  const K = k.layers[layer]!;
+  const score = (jj: number) => {
+    let s = 0;
+    for (let x = 0; x < d; x++) s += Q[(head * N + i) * d + x]! * K[(head * N + jj) * d + x]!;
+    return s * terms.scale[layer]!;
+  };
+  let m = -Infinity;
+  for (let jj = lo; jj <= i; jj++) m = Math.max(m, score(jj));
+  let den = 0;
+  for (let jj = lo; jj <= i; jj++) den += Math.exp(score(jj) - m);
+  return Math.exp(score(j) - m) / den;
+}
+
+async function waitTiles(page: Page): Promise<void> {
+  await page.waitForSelector('[data-testid=heatmap-tiles][data-ready=true][data-overview=done]', { timeout: 120_000 });
+}
+
+/** Moves the pointer over cell (q, k) of the tiled heatmap (it must be in view). */
+async function hoverCell(page: Page, q: number, k: number): Promise<void> {
+  const g = await numericData(page, '[data-testid=heatmap-tiles]');
+  const x = g.originX! + (k + 0.5 - g.viewX!) * g.scale!;
+  const y = g.originY! + (q + 0.5 - g.viewY!) * g.scale!;
+  await page.locator('[data-testid=heatmap-tiles]').hover({ position: { x, y }, force: true });
+  await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-q')).toBe(String(q));
+  expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-k')).toBe(String(k));
+}
+
+async function readValue(page: Page): Promise<number> {
+  return Number(await page.getAttribute('[data-testid=heatmap-readout]', 'data-value'));
+}
+
+describe('views at 8,192 tokens (attention computed in the page)', () => {
+  it('heatmap: overview, zoom to a block, exact weights on hover, masked cells, switch heads and layers', async () => {
+    await withPage(browser, file, async (page, opened) => {
+      await waitTiles(page);
+      let g = await numericData(page, '[data-testid=heatmap-tiles]');
+      expect([g.nq, g.nk]).toEqual([N, N]);
+      // The overview: the whole matrix, bins of 2^level cells.
+      expect(g.level).toBeGreaterThan(0);
+      expect(g.viewY).toBeCloseTo(0, 6);
+      expect(g.vh! / g.scale!).toBeCloseTo(N, 0);
+
+      // Go to a block around query 4100, key 4090: full zoom, exact weights.
+      await page.fill('[data-testid=heatmap-goto]', '4100, 4090');
+      await page.press('[data-testid=heatmap-goto]', 'Enter');
+      await waitTiles(page);
+      g = await numericData(page, '[data-testid=heatmap-tiles]');
+      expect(g.level).toBe(0);
+      expect(g.viewY!).toBeLessThanOrEqual(4100);
+      expect(g.viewY! + g.vh! / g.scale!).toBeGreaterThan(4100);
+      for (const [q, k] of [[4100, 4090], [4100, 4099], [4100, 4100], [4095, 4084]] as const) {
+        await hoverCell(page, q, k);
+        expect(await readValue(page)).toBeCloseTo(reference(0, 0, q, k), 7);
+        expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBeNull();
+      }
+      // The hover names the token pair.
+      const text = await page.textContent('[data-testid=heatmap-readout]');
+      expect(text).toContain(`4095 “${trace.tokens[4095]!.text.replace('▁', '')}” → 4084 “${trace.tokens[4084]!.text.replace('▁', '')}”`);
+      // Above the diagonal: masked.
+      await hoverCell(page, 4090, 4095);
+      expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBe('true');
+
+      // Another head: the same cell reads that head's weight.
+      await page.selectOption('[data-testid=heatmap-head]', '2');
+      await waitTiles(page);
+      await hoverCell(page, 4100, 4090);
+      expect(await readValue(page)).toBeCloseTo(reference(0, 2, 4100, 4090), 7);
+      // Layer 1 has a sliding window of 1,024: keys more than 1,023 back are masked.
+      await page.selectOption('[data-testid=heatmap-layer]', '1');
+      await waitTiles(page);
+      await hoverCell(page, 4100, 4090);
+      expect(await readValue(page)).toBeCloseTo(reference(1, 2, 4100, 4090), 7);
+      await page.fill('[data-testid=heatmap-goto]', '5000, 3977');
+      await page.press('[data-testid=heatmap-goto]', 'Enter');
+      await waitTiles(page);
+      await hoverCell(page, 5000, 3976);
+      expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBe('true');
+      await hoverCell(page, 5000, 3977);
+      expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBeNull();
+      expect(await readValue(page)).toBeCloseTo(reference(1, 2, 5000, 3977), 7);
+
+      // Keyboard and wheel zoom: + doubles the scale, 0 fits, the wheel zooms about the pointer.
+      await page.focus('[data-testid=heatmap-tiles-wrap]');
+      const before = (await numericData(page, '[data-testid=heatmap-tiles]')).scale!;
+      await page.keyboard.press('-');
+      await expect.poll(async () => (await numericData(page, '[data-testid=heatmap-tiles]')).scale).toBeCloseTo(before / 2, 6);
+      await page.keyboard.press('0');
+      await waitTiles(page);
+      g = await numericData(page, '[data-testid=heatmap-tiles]');
+      expect(g.vh! / g.scale!).toBeCloseTo(N, 0);
+      const box = (await page.locator('[data-testid=heatmap-tiles]').boundingBox())!;
+      const px = box.x + g.originX! + g.vw! / 2;
+      const py = box.y + g.originY! + g.vh! / 3;
+      const under = { k: g.viewX! + (px - box.x - g.originX!) / g.scale!, q: g.viewY! + (py - box.y - g.originY!) / g.scale! };
+      await page.mouse.move(px, py);
+      await page.mouse.wheel(0, -400);
+      await expect.poll(async () => (await numericData(page, '[data-testid=heatmap-tiles]')).scale).toBeGreaterThan(g.scale! * 1.5);
+      const z = await numericData(page, '[data-testid=heatmap-tiles]');
+      expect(z.viewX! + (px - box.x - z.originX!) / z.scale!).toBeCloseTo(under.k, 1);
+      expect(z.viewY! + (py - box.y - z.originY!) / z.scale!).toBeCloseTo(under.q, 1);
+      await waitTiles(page);
+
+      // Bounded memory: far less than one 8k × 8k float32 matrix (256 MB) in the heap.
+      const heap = await page.evaluate(() => (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? 0);
+      expect(heap).toBeGreaterThan(0);
+      expect(heap).toBeLessThan(160 * 1024 * 1024);
+      expect(opened.errors).toEqual([]);
+      expect(opened.consoleErrors).toEqual([]);
+      expect(opened.network()).toEqual([]);
+    });
+  }, 300_000);
+});
