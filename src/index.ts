@@ -128,3 +128,11 @@ export { counterfactual, findGroupWords, type Counterfactual, type GroupLexicon,
 export { headBiasScores, biasAttentionRatio, benjaminiHochberg, holm, type HeadBiasScore } from './analysis/bias/attention-bias.js';
 export { loadCrowsPairs, loadWinogender, loadWinobias, loadOccupationStats, loadGroupLexicons } from './bias/data-files.js';
 export { occupationPlotSvg } from './bias/occupation-plot.js';
+export { biasHeads, crowsHeads, crowsHeadRatios, contrastTarget, contrastAblations, type BiasHeadsOptions, type BiasHeadsResult, type CrowsHeadsOptions, type CrowsHeadsResult, type ContrastTarget } from './bias/heads.js';
+export { spearman, topBiasHeads, randomHeadSets, layerPropagation, attentionAttributionAgreement, type BiasHead, type LayerPropagation, type Faithfulness, type HeadFaithfulness } from './analysis/bias/heads.js';
+export { bootstrapMean, crowsIntervals, type Interval, type CrowsIntervals } from './analysis/bias/bootstrap.js';
+export { buildBiasReport, defaultProbeTexts, type BiasReportOptions } from './bias/report.js';
+export { biasReportJson, BIAS_REPORT_FORMAT, type BiasReport } from './analysis/bias/report.js';
+export { biasReportPanels, scoresLayout, occupationsLayout, headsLayout, propagationLayout, BIAS_PANELS, type BiasPanelName } from './views/layout/bias-report.js';
+export { renderBiasPanel, renderBiasPanels } from './views/svg/bias-report.js';
+export { renderBiasReportPage, type BiasReportPageOptions } from './views/html/bias-report.js';

@@ -8,6 +8,7 @@
  *   stereoset     StereoSet (Nadeem et al., 2021) from a dev.json the user gives: evaluation.py's SS, LMS, ICAT
  *   probe         any text: group words, counterfactual, prediction and attention differences, bias-focused heads
  *   heads         which heads carry a probe's contrast or the CrowS-Pairs metric (bias-heads-command.ts)
+ *   report        one standalone HTML report and its JSON (bias-report-command.ts)
  */
 import { readFile, writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
@@ -33,8 +34,9 @@ import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from '.
 import { countProgress } from '../io/progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
 import { parseHeadsSettings, runHeadsCommand } from './bias-heads-command.js';
+import { runReportCommand } from './bias-report-command.js';
 
-const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads'] as const;
+const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads', 'report'] as const;
 type Benchmark = (typeof BENCHMARKS)[number];
 
 export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [--limit N] [--data FILE.csv] [--out scores.csv]
@@ -49,6 +51,9 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                 [--groups ...] [--words ...] [--permutations N] [--seed S] [--top N] [--json] [--revision REV] [--offline] [--threads N]
        attnscope bias heads [model] --benchmark crows-pairs [--bias-type T] [--limit N] [--k N] [--controls N] [--seed S]
                 [--json] [--quiet] [--revision REV] [--offline] [--threads N]
+       attnscope bias report [model] [--out report.html] [--limit N] [--bias-type T] [--bootstrap N] [--text "..."]
+                [--contrast he,she] [--k N] [--controls N] [--mode zero|mean] [--steps N] [--ablation-pairs N] [--groups ...]
+                [--words ...] [--permutations N] [--seed S] [--theme light|dark] [--no-cache] [--quiet] [--revision REV] [--offline] [--threads N]
 
   crows-pairs  CrowS-Pairs (Nangia et al., 2020; 1,508 sentence pairs, shipped with attnscope under CC BY-SA 4.0):
                how often the model prefers the more stereotyping sentence of a pair (50 = no preference).
@@ -123,6 +128,19 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
   --mode       heads: zero (default) or mean ablation (probes only)
   --steps      heads: integrated-gradients steps (default 32)
   --benchmark  heads: crows-pairs instead of --text
+
+  report       one standalone HTML page (no network; opens in any browser) and its numbers as JSON beside it (same
+               name, .json): CrowS-Pairs with 95% bootstrap intervals overall, per direction and per bias type,
+               the WinoGender occupation plot, the head map of the bias attention ratio of the first probe (the
+               --text, else "The nurse said that [MASK] would be late."), the ablation of its top --k heads against
+               random controls, the ratio through the layers, the probe examples (--groups default gender,occupation),
+               and notes on what the numbers do and do not show. Every panel downloads as SVG or PNG from the page.
+  --out        report: the page (default bias-report.html); the JSON goes beside it
+  --limit N    report: only the first N CrowS-Pairs pairs (after --bias-type) and WinoGender sentences
+  --bootstrap  report: bootstrap resamples over the pairs (default 1000)
+  --ablation-pairs  report: also re-score the first N of the pairs with the top k CrowS-Pairs heads zeroed and
+               with the random controls (2 + controls more scorings of N pairs; default 0, not run)
+  --theme      report: the page's first theme (light or dark; default: the browser's)
 ${MODEL_HELP}`;
 
 export const BIAS_OPTIONS = {
@@ -148,6 +166,9 @@ export const BIAS_OPTIONS = {
   mode: { type: 'string' },
   steps: { type: 'string' },
   benchmark: { type: 'string' },
+  bootstrap: { type: 'string' },
+  'ablation-pairs': { type: 'string' },
+  theme: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
 
@@ -459,7 +480,7 @@ function parsePermutations(values: BiasValues): { permutations: number; seed: nu
 }
 
 /** The word lists of --groups or --words (default gender). */
-export async function parseLexicons(values: BiasValues, command: string): Promise<GroupLexicon[]> {
+export async function parseLexicons(values: BiasValues, command: string, defaultGroups = 'gender'): Promise<GroupLexicon[]> {
   if (values.words !== undefined && values.groups !== undefined) throw new UsageError(`bias ${command}: give --groups or --words, not both`);
   let lexicons: GroupLexicon[];
   if (values.words !== undefined) {
@@ -467,7 +488,7 @@ export async function parseLexicons(values: BiasValues, command: string): Promis
     if (words.length === 0) throw new UsageError('--words: expected comma-separated words');
     lexicons = [{ name: 'words', words: new Set(words), swaps: new Map() }];
   } else {
-    const names = (values.groups ?? 'gender').split(',').map((g) => g.trim());
+    const names = (values.groups ?? defaultGroups).split(',').map((g) => g.trim());
     const bad = names.find((n) => !(GROUP_NAMES as readonly string[]).includes(n));
     if (bad !== undefined) {
       const hint = closest(bad, GROUP_NAMES);
@@ -495,6 +516,25 @@ async function headsCommand(values: BiasValues, source: string | undefined): Pro
   const { model } = await openModel(source, values);
   try {
     process.stdout.write(await runHeadsCommand(model, values, { lexicons, permutations, seed }, pairs));
+  } finally {
+    await model.dispose();
+  }
+}
+
+async function reportCommand(values: BiasValues, source: string | undefined): Promise<void> {
+  if (values.out !== undefined) checkOut(values.out, ['.html'], 'bias report --out');
+  parseHeadsSettings(values);
+  const { permutations, seed } = parsePermutations(values);
+  const limit = parsePositiveInt(values.limit, '--limit');
+  const pairs = selectPairs(await loadCrowsPairs(), values['bias-type'], limit);
+  const winogender = (await loadWinogender()).slice(0, limit);
+  const stats = await loadOccupationStats();
+  const lexicons = await parseLexicons(values, 'report', 'gender,occupation');
+  const { model, dir } = await openModel(source, values);
+  try {
+    const cache = values['no-cache'] ? null : await ResultsCache.open(dir, model.config.modelType, 'crows-pairs');
+    await runReportCommand(model, values, { pairs, biasType: values['bias-type'] ?? null, winogender, stats, lexicons, permutations, seed, cache: cache ?? undefined });
+    await cache?.save();
   } finally {
     await model.dispose();
   }
@@ -548,9 +588,10 @@ export async function biasCommand(argv: string[]): Promise<void> {
   if (positionals.length > 1) throw new UsageError(`bias ${benchmark}: expected at most one model, got ${positionals.join(' ')}`);
   const which = benchmark as Benchmark;
   const only: [keyof typeof values, Benchmark[]][] = [
-    ['bias-type', ['crows-pairs', 'heads']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']],
-    ['text', ['probe', 'heads']], ['groups', ['probe', 'heads']], ['words', ['probe', 'heads']], ['permutations', ['probe', 'heads']], ['seed', ['probe', 'heads']], ['top', ['probe', 'heads']],
-    ['contrast', ['heads']], ['k', ['heads']], ['controls', ['heads']], ['mode', ['heads']], ['steps', ['heads']], ['benchmark', ['heads']],
+    ['bias-type', ['crows-pairs', 'heads', 'report']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs', 'report']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']],
+    ['text', ['probe', 'heads', 'report']], ['groups', ['probe', 'heads', 'report']], ['words', ['probe', 'heads', 'report']], ['permutations', ['probe', 'heads', 'report']], ['seed', ['probe', 'heads', 'report']], ['top', ['probe', 'heads']],
+    ['contrast', ['heads', 'report']], ['k', ['heads', 'report']], ['controls', ['heads', 'report']], ['mode', ['heads', 'report']], ['steps', ['heads', 'report']], ['benchmark', ['heads']],
+    ['bootstrap', ['report']], ['ablation-pairs', ['report']], ['theme', ['report']], ['json', ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads']],
   ];
   for (const [option, benchmarks] of only) {
     if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.join(' and ')}, not ${which}`);
@@ -559,5 +600,6 @@ export async function biasCommand(argv: string[]): Promise<void> {
   else if (which === 'stereoset') await stereoSetCommand(values, positionals[0]);
   else if (which === 'probe') await probeCommand(values, positionals[0]);
   else if (which === 'heads') await headsCommand(values, positionals[0]);
+  else if (which === 'report') await reportCommand(values, positionals[0]);
   else await pronounCommand(which, values, positionals[0]);
 }
