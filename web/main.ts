@@ -8,7 +8,6 @@ import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, dec
 import { App } from './app.js';
 import { bootCompare } from './views/compare.js';
 import { bootBiasReport } from './views/bias-report.js';
-import { bootBiasReport } from './views/bias-report.js';
 import { rememberScript, runFlowWorker } from './flow-worker.js';
 
 /** Raw deflate with the browser's DecompressionStream, or fflate where that is missing. */
@@ -41,13 +40,6 @@ async function boot(): Promise<void> {
     if (compareEl) {
       // A comparison page (src/views/html/compare-page.ts).
       await bootCompare(mount, compareEl, (i) => fromBase64(blobText(i)), inflate);
-      document.body.dataset.ready = 'true';
-      return;
-    }
-    const biasEl = document.getElementById('attnscope-bias-report');
-    if (biasEl) {
-      // A bias report (src/views/html/bias-report.ts).
-      bootBiasReport(mount, biasEl);
       document.body.dataset.ready = 'true';
       return;
     }
