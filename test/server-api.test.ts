@@ -9,7 +9,8 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFil
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FrameReader, type ApiError, type Frame, type ModelsResponse, type StreamHeader } from '../src/server/protocol.js';
+import { FrameReader, type ApiError, type Frame, type ModelsResponse, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
+import type { Prediction } from '../src/core/trace.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
 
@@ -63,6 +64,19 @@ async function frames(res: Response): Promise<Frame[]> {
   const out = reader.push(new Uint8Array(await res.arrayBuffer()));
   expect(reader.pending).toBe(0);
   return out;
+}
+
+/** The answer's predictions: in its header (after-run streaming) or their own frame (per-layer). */
+function predictionsOf(fs: Frame[]): Prediction[] | undefined {
+  const frame = fs.find((f): f is Extract<Frame, { type: 'predictions' }> => f.type === 'predictions');
+  return frame ? frame.value.predictions : (fs[0] as { value: StreamHeader }).value.predictions;
+}
+
+/** The header's tensors and those declared later by tensor frames, by index. */
+function tensorsOf(fs: Frame[]): StreamTensor[] {
+  const tensors = [...(fs[0] as { value: StreamHeader }).value.tensors];
+  for (const f of fs) if (f.type === 'tensor') tensors[f.value.index] = f.value;
+  return tensors;
 }
 
 async function refusal(res: Response): Promise<ApiError> {
@@ -135,16 +149,20 @@ describe('serve: traces', () => {
     expect(fs.at(-1)!.type).toBe('end');
     const header = (fs[0] as { value: StreamHeader }).value;
     expect(header.tokens.map((t) => t.id)).toEqual(ref.input_ids);
-    expect(header.streaming).toBe('after-run');
-    const attention = header.tensors.findIndex((t) => t.kind === 'attention' && t.stack === 'self');
+    // An encoder runs layer by layer: each layer is sent as it is computed.
+    expect(header.streaming).toBe('per-layer');
+    const tensors = tensorsOf(fs);
+    const attention = tensors.findIndex((t) => t.kind === 'attention' && t.stack === 'self');
     const layers = fs.filter((f): f is Extract<Frame, { type: 'layer' }> => f.type === 'layer' && f.tensor === attention).sort((a, b) => a.layer - b.layer);
     expect(layers.map((l) => l.layer)).toEqual([0, 1]);
     const got = new Float64Array(layers.flatMap((l) => [...l.values]));
     expect(maxAbsDiff(got, flat(ref.attentions!))).toBeLessThanOrEqual(1e-5);
-    // Attention layers come before queries and keys.
-    const firstOther = fs.findIndex((f) => f.type === 'layer' && header.tensors[f.tensor]!.kind !== 'attention');
-    const lastAttention = fs.findLastIndex((f) => f.type === 'layer' && header.tensors[f.tensor]!.kind === 'attention');
-    expect(firstOther).toBeGreaterThan(lastAttention);
+    // Layer by layer: layer 0's attention, queries and keys, then layer 1's; in a layer, attention first.
+    const order = fs.flatMap((f) => (f.type === 'layer' ? [`${f.layer}:${tensors[f.tensor]!.kind}`] : []));
+    expect(order).toEqual(['0:attention', '0:queries', '0:keys', '1:attention', '1:queries', '1:keys']);
+    const queries = tensors.findIndex((t) => t.kind === 'queries' && t.stack === 'self');
+    const q = fs.filter((f): f is Extract<Frame, { type: 'layer' }> => f.type === 'layer' && f.tensor === queries).flatMap((l) => [...l.values]);
+    expect(maxAbsDiff(q, flat(ref.queries!))).toBeLessThanOrEqual(1e-4);
   });
 
   it('answers a repeated request from the cache without running the model again', async () => {
@@ -169,15 +187,15 @@ describe('serve: traces', () => {
 
   it('gives a masked LM predictions only where the text has a mask, and a causal LM at every position', async () => {
     const noMask = await frames(await post('/api/trace', { model: 'folder:0/bert', text: 'no mask here', taps: { topK: 3 } }));
-    expect((noMask[0] as { value: StreamHeader }).value.predictions).toBeUndefined();
+    expect(predictionsOf(noMask)).toBeUndefined();
     const withMask = await frames(await post('/api/trace', { model: 'folder:0/bert', text: 'the cat [MASK] on the mat', taps: { topK: 3 } }));
-    const preds = (withMask[0] as { value: StreamHeader }).value.predictions!;
+    const preds = predictionsOf(withMask)!;
     expect(preds).toHaveLength(1);
     expect(preds[0]!.candidates).toHaveLength(3);
     expect(preds[0]!.kind).toBe('masked');
     const causal = await frames(await post('/api/trace', { model: 'folder:0/nested/deeper/gpt2', text: 'every position', taps: { topK: 2 } }));
     const header = (causal[0] as { value: StreamHeader }).value;
-    expect(header.predictions!.map((p) => p.position)).toEqual(header.tokens.map((_, i) => i));
+    expect(predictionsOf(causal)!.map((p) => p.position)).toEqual(header.tokens.map((_, i) => i));
   });
 });
 

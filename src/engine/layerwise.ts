@@ -43,7 +43,12 @@ export interface LayerOutputs {
 export interface LayerwiseOptions extends TraceOptions {
   /** Checked before each layer: when it has fired, the run stops with LayerRunCancelled. */
   signal?: AbortSignal;
+  /** Called once the input is prepared (tokens known), before the first layer runs. */
+  onStart?: (prepared: PreparedRun) => void | Promise<void>;
 }
+
+/** A prepared single forward pass (Model.prepareRun): tokens, graph inputs, taps, mask positions. */
+export type PreparedRun = Awaited<ReturnType<Model['prepareRun']>>;
 
 /** What a layer-by-layer run ran on (the layers themselves went to the callback). */
 export interface LayerwiseRun {
@@ -84,8 +89,6 @@ interface LayerPlan {
   /** The graph inputs' declared shapes. */
   inputShapes: ReadonlyMap<string, readonly (number | string)[] | undefined>;
 }
-
-type Prepared = Awaited<ReturnType<Model['prepareRun']>>;
 
 const plans = new WeakMap<Model, Map<string, Promise<LayerPlan>>>();
 
@@ -157,12 +160,13 @@ function checkSingleRun(model: Model, options: TraceOptions): void {
 export async function traceLayers(model: Model, text: string | null, options: LayerwiseOptions, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<LayerwiseRun> {
   checkSingleRun(model, options);
   const prepared = await model.prepareRun(text, options);
+  await options.onStart?.(prepared);
   const segments = await runLayers(model, prepared, options.signal, onLayer);
   return { tokens: prepared.tokens, ...(prepared.decoderTokens ? { decoderTokens: prepared.decoderTokens } : {}), taps: prepared.taps, segments };
 }
 
 /** Runs a prepared input segment by segment; returns the number of segments. */
-async function runLayers(model: Model, prepared: Prepared, signal: AbortSignal | undefined, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
+async function runLayers(model: Model, prepared: PreparedRun, signal: AbortSignal | undefined, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
   const { inputs, taps } = prepared;
   const plan = await planFor(model, taps);
   const { segments, lastUse } = plan.partition;
@@ -228,6 +232,7 @@ export async function traceByLayers(model: Model, text: string | null, options: 
   checkSingleRun(model, options);
   const all: Record<string, RuntimeTensor> = {};
   const prepared = await model.prepareRun(text, options);
+  await options.onStart?.(prepared);
   await runLayers(model, prepared, options.signal, async (layer) => {
     Object.assign(all, layer.outputs);
     await onLayer?.(layer);

@@ -14,7 +14,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { ModelCatalog } from './catalog.js';
 import { AbortError, type ModelPool } from './pool.js';
 import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type ProgressFrame, type ServerLimits } from './protocol.js';
-import { answerFrames, RequestError, TraceService, validateTraceRequest } from './traces.js';
+import { RequestError, TraceService, validateTraceRequest } from './traces.js';
 import { exportFile, validateExportRequest } from './exports.js';
 
 export const CSP = [
@@ -218,22 +218,22 @@ export function createApp(deps: AppDeps): Hono {
     let answer;
     try {
       const req = validateTraceRequest(await readJson(c), deps.limits);
-      answer = await deps.traces.trace(req, signal);
+      answer = await deps.traces.open(req, signal);
     } catch (e) {
       if (e instanceof AbortError) return new Response(null, { status: 499 });
       return errorResponse(c, e);
     }
-    const frames = answerFrames(answer.result, answer.cached);
-    // Pull-based: a frame is produced when the connection takes it (backpressure); a client that
-    // goes away cancels the stream.
+    const frames = answer.frames;
+    // Pull-based: a frame is sent when the connection takes it (backpressure), each layer as soon
+    // as it is computed; a client that goes away cancels the stream, and with it the run.
     const stream = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        const next = frames.next();
+      async pull(controller) {
+        const next = await frames.next();
         if (next.done) controller.close();
         else controller.enqueue(next.value);
       },
-      cancel() {
-        frames.return(undefined);
+      async cancel() {
+        await frames.return(undefined);
       },
     });
     return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': answer.cached ? 'hit' : 'miss' } });

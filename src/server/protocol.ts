@@ -11,6 +11,10 @@
  *   that follow and their shapes;
  * - `layer` (binary): `[u8 tensor index][u8 0][u16 LE layer]` then the layer's float32 values
  *   (little-endian, row-major [d0, rows, cols] as in the Trace), one frame per tensor layer;
+ * - `tensor` (JSON {@link TensorDeclaration}): a tensor not in the header, declared before its
+ *   first layer (per-layer streaming declares queries, keys and score terms as they are computed);
+ * - `predictions` (JSON {@link PredictionsFrame}): the head's predictions, when they come after the
+ *   header (per-layer streaming: with the last layer);
  * - `error` (JSON {@link ApiError}): the trace failed after the answer had started;
  * - `end` (JSON {@link StreamEnd}): every layer has been sent.
  *
@@ -114,9 +118,20 @@ export interface StreamHeader {
   /**
    * How layers are handed out: `after-run` when the engine returns every layer at the end of one
    * forward pass (then the layers are streamed one by one as soon as it has); `per-layer` when
-   * each layer is sent as it is computed.
+   * each layer is sent as it is computed (engine/layerwise.ts): the header then declares the
+   * attention tensors, `tensor` frames the others as they come, and the predictions follow in a
+   * `predictions` frame.
    */
   streaming: 'after-run' | 'per-layer';
+}
+
+/** A tensor declared after the header: it takes the next index (header tensors first, then declarations in order). */
+export interface TensorDeclaration extends StreamTensor {
+  index: number;
+}
+
+export interface PredictionsFrame {
+  predictions: Prediction[];
 }
 
 export interface StreamEnd {
@@ -127,7 +142,7 @@ export interface StreamEnd {
   bytes: number;
 }
 
-export const FRAME_TYPES = { progress: 1, header: 2, layer: 3, error: 4, end: 5 } as const;
+export const FRAME_TYPES = { progress: 1, header: 2, layer: 3, error: 4, end: 5, tensor: 6, predictions: 7 } as const;
 export type FrameType = keyof typeof FRAME_TYPES;
 
 export type Frame =
@@ -135,7 +150,9 @@ export type Frame =
   | { type: 'header'; value: StreamHeader }
   | { type: 'layer'; tensor: number; layer: number; values: Float32Array }
   | { type: 'error'; value: ApiError }
-  | { type: 'end'; value: StreamEnd };
+  | { type: 'end'; value: StreamEnd }
+  | { type: 'tensor'; value: TensorDeclaration }
+  | { type: 'predictions'; value: PredictionsFrame };
 
 const FRAME_HEAD = 8;
 const LAYER_HEAD = 4;
@@ -156,7 +173,7 @@ function frame(type: number, payload: Uint8Array): Uint8Array {
 }
 
 /** A JSON frame. */
-export function jsonFrame(type: Exclude<FrameType, 'layer'>, value: ProgressFrame | StreamHeader | ApiError | StreamEnd): Uint8Array {
+export function jsonFrame(type: Exclude<FrameType, 'layer'>, value: ProgressFrame | StreamHeader | ApiError | StreamEnd | TensorDeclaration | PredictionsFrame): Uint8Array {
   return frame(FRAME_TYPES[type], textEncoder.encode(JSON.stringify(value)));
 }
 
@@ -261,6 +278,10 @@ function decodeFrame(type: number, payload: Uint8Array): Frame {
       return { type: 'error', value: value as ApiError };
     case FRAME_TYPES.end:
       return { type: 'end', value: value as StreamEnd };
+    case FRAME_TYPES.tensor:
+      return { type: 'tensor', value: value as TensorDeclaration };
+    case FRAME_TYPES.predictions:
+      return { type: 'predictions', value: value as PredictionsFrame };
     default:
       throw new Error(`unknown frame type ${type}`);
   }

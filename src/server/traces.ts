@@ -3,17 +3,25 @@
  * and taps, bounded in bytes), identical requests sharing one run, a bound on runs at once, and
  * the conversion of a Trace into the frames of the binary stream (protocol.ts).
  *
- * The engine returns every layer at the end of one forward pass (onnxruntime runs the whole
- * graph), so layers are streamed one frame each as soon as the run ends (`streaming: 'after-run'`).
+ * Single forward passes run layer by layer (engine/layerwise.ts) and each layer's frames are sent
+ * as soon as it is computed (`streaming: 'per-layer'`); a run that every request waiting for it
+ * has left (the browser moved on, or went away) stops before its next layer. Generation
+ * (encoder-decoders without a decoder text) and causal models traced through the key/value cache
+ * (append.ts) return every layer at the end of their run, then streamed one frame each
+ * (`streaming: 'after-run'`). Finished answers are kept in the cache as the frames they sent.
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { LayerStack, ScoreTerms, StackName, Trace } from '../core/trace.js';
+import type { LayerStack, ModelInfo, ScoreTerms, StackName, Trace } from '../core/trace.js';
+import { toFloat32 } from '../engine/assemble.js';
+import { traceLayers, type LayerOutputs, type PreparedRun } from '../engine/layerwise.js';
+import { tapName, type ArchitectureInfo } from '../models/architecture.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
 import type { ModelCatalog } from './catalog.js';
 import { AppendCache, appendable } from './append.js';
 import { ByteLru } from './lru.js';
 import { abortable, type ModelPool } from './pool.js';
-import { jsonFrame, layerFrame, type ServerLimits, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
+import { jsonFrame, layerFrame, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
 
 /** A request refused with a status and one line naming the field. */
 export class RequestError extends Error {
@@ -29,6 +37,7 @@ export class RequestError extends Error {
 /** A finished trace as the stream sends it (the header is completed per answer). */
 export interface TraceResult {
   header: Omit<StreamHeader, 'cached'>;
+  /** The frames after the header, end frame excepted (layers; with per-layer streaming also tensor declarations and predictions). */
   layers: Uint8Array[];
   bytes: number;
   loadMs: number;
@@ -109,11 +118,34 @@ class Gate {
   }
 }
 
+/** A run shared by identical requests; its frames are kept as they are made, for every request following it. */
 interface SharedRun {
   promise: Promise<TraceResult>;
   controller: AbortController;
   /** Requests waiting for it. */
   waiters: number;
+  /** Set once the tokens are known (before the first layer). */
+  header?: Omit<StreamHeader, 'cached'>;
+  /** Frames after the header made so far. */
+  frames: Uint8Array[];
+  /** Resolves (and is replaced) whenever the header or a frame is added, and when the run ends. */
+  changed: Promise<void>;
+  notify(): void;
+}
+
+/** A trace answer being sent: its frames as they are made. */
+export interface TraceAnswer {
+  cached: boolean;
+  frames: AsyncGenerator<Uint8Array>;
+}
+
+/** What a run reports to TraceServiceOptions.onLayerSent (tests follow the order of events with it). */
+export interface LayerEvent {
+  /** The segment's index in the run and the number of segments. */
+  index: number;
+  count: number;
+  /** The run's signal: it fires when every request following the run has gone. */
+  signal: AbortSignal;
 }
 
 export interface TraceServiceOptions {
@@ -124,6 +156,11 @@ export interface TraceServiceOptions {
   concurrentRuns?: number;
   /** Forward passes that may wait for their turn (default 256); more are refused with 503. */
   maxWaiting?: number;
+  /**
+   * Called (and awaited) by a per-layer run after each layer's frames were handed to the requests
+   * following it and before the next layer is computed.
+   */
+  onLayerSent?: (event: LayerEvent) => void | Promise<void>;
 }
 
 export class TraceService {
@@ -132,6 +169,8 @@ export class TraceService {
   private readonly gate: Gate;
   /** Forward passes run (a test reads it to see cache hits and shared runs). */
   runs = 0;
+  /** See TraceServiceOptions.onLayerSent (settable, for tests following a run's events). */
+  onLayerSent: TraceServiceOptions['onLayerSent'];
 
   constructor(
     private readonly catalog: ModelCatalog,
@@ -139,6 +178,7 @@ export class TraceService {
     private readonly options: TraceServiceOptions,
   ) {
     this.cache = new ByteLru(options.cacheBytes);
+    this.onLayerSent = options.onLayerSent;
     this.gate = new Gate(options.concurrentRuns ?? 2, options.maxWaiting ?? 256);
     this.append = new AppendCache(Math.min(options.cacheBytes, 256 * 1024 * 1024));
   }
@@ -148,6 +188,41 @@ export class TraceService {
 
   /** The finished trace of a validated request, and whether it came from the cache. */
   async trace(req: ReturnType<typeof validateTraceRequest>, signal?: AbortSignal): Promise<{ result: TraceResult; cached: boolean }> {
+    const found = await this.start(req, signal);
+    if ('result' in found) return { result: found.result, cached: true };
+    try {
+      return { result: await abortable(found.run.promise, signal), cached: false };
+    } finally {
+      found.leave();
+    }
+  }
+
+  /**
+   * The answer to a validated request as frames, sent as they are made: the header once the input
+   * is tokenized, then each layer as it is computed. Refusals (unknown model, too many tokens, a
+   * failure before the first layer) reject; a failure later ends the frames with an error.
+   * Leaving the frames early (or `signal` firing) leaves the run, which stops before its next
+   * layer when no request follows it any more.
+   */
+  async open(req: ReturnType<typeof validateTraceRequest>, signal?: AbortSignal): Promise<TraceAnswer> {
+    const found = await this.start(req, signal);
+    if ('result' in found) return { cached: true, frames: replay(found.result) };
+    const { run, leave } = found;
+    try {
+      while (!run.header) {
+        const changed = run.changed;
+        // A run that fails before its header rejects here (and the request gets its status).
+        await abortable(Promise.race([changed, run.promise]), signal);
+      }
+    } catch (e) {
+      leave();
+      throw e;
+    }
+    return { cached: false, frames: follow(run, leave, signal) };
+  }
+
+  /** The cached result of a request, or the shared run answering it (joined: call `leave` when done with it). */
+  private async start(req: ReturnType<typeof validateTraceRequest>, signal?: AbortSignal): Promise<{ result: TraceResult } | { run: SharedRun; leave: () => void }> {
     let location;
     try {
       location = await this.catalog.locate(req.model);
@@ -162,18 +237,31 @@ export class TraceService {
     try {
       const key = JSON.stringify([location.id, lease.revision, req.text, req.textPair ?? null, req.decoderText ?? null, req.taps.qk, req.taps.topK]);
       const hit = this.cache.get(key);
-      if (hit) return { result: hit, cached: true };
+      if (hit) return { result: hit };
       const predict = await this.checkTokens(lease.model, req);
       let run = this.inflight.get(key);
       if (!run) {
-        // One run for identical requests; it leaves the queue only when every request waiting for it has gone.
+        // One run for identical requests; it stops when every request waiting for it has gone.
         const controller = new AbortController();
-        const promise = this.gate
+        let wake!: () => void;
+        const shared: SharedRun = {
+          controller,
+          waiters: 0,
+          frames: [],
+          changed: new Promise<void>((r) => (wake = r)),
+          notify: () => {
+            const w = wake;
+            shared.changed = new Promise<void>((r) => (wake = r));
+            w();
+          },
+          promise: undefined as unknown as Promise<TraceResult>,
+        };
+        shared.promise = this.gate
           .run(async () => {
             // The run holds the model itself: the requests that asked for it may all be gone by now.
             const own = await this.pool.acquire(location);
             try {
-              return await this.run(own.model, location.id, own.revision, { ...req, taps: { ...req.taps, topK: predict ? req.taps.topK : 0 } }, lease.loadMs);
+              return await this.run(own.model, location.id, own.revision, { ...req, taps: { ...req.taps, topK: predict ? req.taps.topK : 0 } }, lease.loadMs, shared);
             } finally {
               own.release();
             }
@@ -182,26 +270,33 @@ export class TraceService {
             this.cache.set(key, r, r.bytes + 1024);
             return r;
           })
-          .finally(() => this.inflight.delete(key));
-        promise.catch(() => undefined);
-        run = { waiters: 0, controller, promise };
+          .finally(() => {
+            this.inflight.delete(key);
+            shared.notify();
+          });
+        shared.promise.catch(() => undefined);
+        run = shared;
         this.inflight.set(key, run);
       }
       const joined = run;
       joined.waiters++;
+      let left = false;
       const leave = () => {
+        if (left) return;
+        left = true;
+        signal?.removeEventListener('abort', leave);
         if (--joined.waiters === 0) joined.controller.abort();
       };
       signal?.addEventListener('abort', leave, { once: true });
-      try {
-        return { result: await abortable(joined.promise, signal), cached: false };
-      } finally {
-        signal?.removeEventListener('abort', leave);
-        if (!signal?.aborted) joined.waiters--;
-      }
+      return { run: joined, leave };
     } finally {
       lease.release();
     }
+  }
+
+  /** Waits until no run is under way (tests: after a cancel, the run has stopped). */
+  async settled(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()].map((r) => r.promise));
   }
 
   /**
@@ -230,9 +325,12 @@ export class TraceService {
     return mask !== undefined && mask.id !== null && tokens.some((t) => t.id === mask.id);
   }
 
-  private async run(model: Awaited<ReturnType<ModelPool['acquire']>>['model'], modelId: string, revision: string, req: ReturnType<typeof validateTraceRequest>, loadMs: number): Promise<TraceResult> {
+  private async run(model: Awaited<ReturnType<ModelPool['acquire']>>['model'], modelId: string, revision: string, req: ReturnType<typeof validateTraceRequest>, loadMs: number, shared: SharedRun): Promise<TraceResult> {
     this.runs++;
     const t0 = performance.now();
+    if (!appendable(model, req) && (model.info.kind !== 'encoder-decoder' || req.decoderText !== undefined)) {
+      return this.runByLayer(model, modelId, revision, req, loadMs, shared, t0);
+    }
     let trace: Trace;
     try {
       // Causal models: through the key/value cache, reusing a kept token prefix (append.ts).
@@ -247,9 +345,170 @@ export class TraceService {
       throw e;
     }
     const runMs = performance.now() - t0;
-    return traceResult(trace, modelId, revision, loadMs, runMs, model.info.kind);
+    const result = traceResult(trace, modelId, revision, loadMs, runMs, model.info.kind);
+    shared.header = result.header;
+    shared.frames.push(...result.layers);
+    shared.notify();
+    return result;
+  }
+
+  /** One forward pass layer by layer: the header once tokenized, each layer's frames as soon as it is computed. */
+  private async runByLayer(model: Awaited<ReturnType<ModelPool['acquire']>>['model'], modelId: string, revision: string, req: ReturnType<typeof validateTraceRequest>, loadMs: number, shared: SharedRun, t0: number): Promise<TraceResult> {
+    const info = model.architectureInfo;
+    let frames: LayerFrames | undefined;
+    let prepared: PreparedRun | undefined;
+    const options = {
+      ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
+      ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
+      qk: req.taps.qk,
+      ...(req.taps.topK > 0 ? { topK: req.taps.topK } : {}),
+      signal: shared.controller.signal,
+      onStart: (p: PreparedRun) => {
+        prepared = p;
+        frames = new LayerFrames(info, model.traceModelInfo(), p, modelId, revision, model.info.kind);
+        shared.header = frames.header;
+        shared.notify();
+      },
+    };
+    try {
+      await traceLayers(model, req.text, options, async (layer) => {
+        const f = frames!;
+        if (req.taps.topK > 0 && layer.outputs.logits) {
+          // Predictions with the last layer (from the head's logits, as Model.trace makes them).
+          const predictions = model.traceOf(prepared!, { logits: layer.outputs.logits }, { topK: req.taps.topK }).predictions;
+          if (predictions?.length) shared.frames.push(jsonFrame('predictions', { predictions }));
+        }
+        shared.frames.push(...f.layer(layer));
+        shared.notify();
+        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal });
+      });
+    } catch (e) {
+      if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
+      throw e;
+    }
+    const runMs = performance.now() - t0;
+    const layers = shared.frames;
+    return { header: frames!.header, layers, bytes: layers.reduce((n, x) => n + x.length, 0), loadMs, runMs };
   }
 }
+
+/** A cached answer's frames. */
+async function* replay(result: TraceResult): AsyncGenerator<Uint8Array> {
+  yield* answerFrames(result, true);
+}
+
+/** A shared run's frames as they are made, from the first; an error frame if it fails after the header. */
+async function* follow(run: SharedRun, leave: () => void, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  try {
+    yield jsonFrame('header', { ...run.header!, cached: false });
+    let sent = 0;
+    for (;;) {
+      while (sent < run.frames.length) yield run.frames[sent++]!;
+      const changed = run.changed;
+      const outcome = await abortable(
+        Promise.race([changed.then(() => 'more' as const), run.promise.then((r) => r, (e: unknown) => ({ error: e }))]),
+        signal,
+      );
+      if (outcome === 'more') continue;
+      while (sent < run.frames.length) yield run.frames[sent++]!;
+      if ('error' in outcome) {
+        const e = outcome.error;
+        yield jsonFrame('error', { error: e instanceof Error ? e.message : String(e), ...(e instanceof RequestError && e.field ? { field: e.field } : {}) });
+        return;
+      }
+      yield jsonFrame('end', endOf(outcome, false));
+      return;
+    }
+  } finally {
+    leave();
+  }
+}
+
+function endOf(result: TraceResult, cached: boolean): StreamEnd {
+  return { loadMs: cached ? 0 : Math.round(result.loadMs), runMs: cached ? 0 : Math.round(result.runMs), bytes: result.bytes };
+}
+
+/** Stream names of the graph's tensor kinds, in the order a layer's frames are sent. */
+const LAYER_KINDS = [['attention', 'attention'], ['scoreBias', 'score_bias'], ['queries', 'queries'], ['keys', 'keys']] as const;
+
+/**
+ * The frames of a per-layer run: the header (attention tensors declared with their shapes from
+ * the token counts), then per layer its attention, score bias, queries and keys (each tensor other
+ * than attention declared by a `tensor` frame before its first layer). A shared score bias (one
+ * output for every layer, T5) is sent again with each layer.
+ */
+class LayerFrames {
+  readonly header: Omit<StreamHeader, 'cached'>;
+  private readonly index = new Map<string, number>();
+  private readonly shared = new Map<StackName, RuntimeTensor>();
+
+  constructor(
+    private readonly info: ArchitectureInfo,
+    model: ModelInfo,
+    prepared: PreparedRun,
+    modelId: string,
+    revision: string,
+    kind: StreamHeader['kind'],
+  ) {
+    const n = prepared.tokens.length;
+    const m = prepared.decoderTokens?.length ?? n;
+    const tensors: StreamTensor[] = [];
+    if (prepared.taps.attention) {
+      for (const stack of STACK_ORDER) {
+        const layers = info.stacks[stack];
+        if (!layers) continue;
+        const heads = info.stackHeads?.[stack] ?? info.numHeads;
+        const [q, k] = stack === 'decoder' ? [m, m] : stack === 'cross' ? [m, n] : [n, n];
+        this.index.set(`attention.${stack}`, tensors.length);
+        tensors.push({ kind: 'attention', stack, dims: [heads, q, k], layers });
+      }
+    }
+    this.header = { model, tokens: prepared.tokens, tensors, kind, modelId, revision, streaming: 'per-layer' };
+    if (prepared.decoderTokens) this.header.decoderTokens = prepared.decoderTokens;
+    if (prepared.taps.qk) {
+      const scores: NonNullable<StreamHeader['scores']> = {};
+      for (const stack of STACK_ORDER) {
+        const scoring = info.scoring[stack];
+        if (!scoring || !info.stacks[stack]) continue;
+        scores[stack] = { scale: [...scoring.scale], causal: scoring.causal, window: [...scoring.window], ...(scoring.biasKind !== undefined && scoring.bias !== 'none' ? { biasKind: scoring.biasKind } : {}), hasBias: scoring.bias !== 'none' };
+      }
+      this.header.scores = scores;
+    }
+  }
+
+  /** The frames of one computed segment: declarations of tensors new in it first, then the layers. */
+  layer(layer: LayerOutputs): Uint8Array[] {
+    const declarations: Uint8Array[] = [];
+    const frames: Uint8Array[] = [];
+    for (const [kind, graphKind] of LAYER_KINDS) {
+      for (const { stack, layer: l } of layer.layers) {
+        const name = tapName(graphKind, stack, l);
+        let t: RuntimeTensor | undefined = layer.outputs[name];
+        if (kind === 'scoreBias' && this.info.scoring[stack]?.bias === 'shared') {
+          // One output (layer 0's) for every layer.
+          if (t) this.shared.set(stack, t);
+          else t = this.shared.get(stack);
+        }
+        if (!t) continue;
+        const dims = t.dims.slice(1) as [number, number, number];
+        const key = `${kind}.${stack}`;
+        let index = this.index.get(key);
+        if (index === undefined) {
+          index = this.index.size;
+          this.index.set(key, index);
+          declarations.push(jsonFrame('tensor', { kind, stack, dims, layers: this.info.stacks[stack] ?? 1, index }));
+        } else if (kind === 'attention') {
+          const declared = this.header.tensors[index]!;
+          if (declared.dims.join() !== dims.join()) throw new Error(`${name}: shape [${dims.join(', ')}], but the header declared [${declared.dims.join(', ')}]`);
+        }
+        frames.push(layerFrame(index, l, toFloat32(t)));
+      }
+    }
+    return [...declarations, ...frames];
+  }
+}
+
+const STACK_ORDER: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'];
 
 /** The header and layer frames of a Trace. */
 export function traceResult(trace: Trace, modelId: string, revision: string, loadMs: number, runMs: number, kind: StreamHeader['kind']): TraceResult {
@@ -301,5 +560,5 @@ export function traceResult(trace: Trace, modelId: string, revision: string, loa
 export function* answerFrames(result: TraceResult, cached: boolean): Generator<Uint8Array> {
   yield jsonFrame('header', { ...result.header, cached });
   yield* result.layers;
-  yield jsonFrame('end', { loadMs: cached ? 0 : Math.round(result.loadMs), runMs: cached ? 0 : Math.round(result.runMs), bytes: result.bytes });
+  yield jsonFrame('end', endOf(result, cached));
 }

@@ -6,7 +6,7 @@
 import type { StackName, Trace } from '../../src/core/trace.js';
 import { scoreChecks } from '../../src/analysis/neuron.js';
 import { PAYLOAD_FORMAT, PAYLOAD_VERSION, type PayloadHeader, type PayloadTensor } from '../../src/views/html/payload.js';
-import { FrameReader, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TraceRequest } from '../../src/server/protocol.js';
+import { FrameReader, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TensorDeclaration, type TraceRequest } from '../../src/server/protocol.js';
 
 /** An answer the API refused: its one-line message and the field at fault. */
 export class ApiRefusal extends Error {
@@ -110,6 +110,16 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
         incoming.done = [...remaining.values()].every((n) => n === 0);
         if (incoming.done && incoming.trace.queries) incoming.page.stacks = scoreChecks(incoming.trace);
         callbacks.onLayer?.(incoming);
+      } else if (f.type === 'tensor') {
+        // Per-layer streaming: a tensor declared as its first layer comes (queries, keys, score bias).
+        if (!incoming) throw new ApiRefusal('the server declared a tensor before the header');
+        declare(incoming, f.value);
+        remaining.set(f.value.index, f.value.layers);
+        incoming.done = false;
+      } else if (f.type === 'predictions') {
+        if (!incoming) throw new ApiRefusal('the server sent predictions before the header');
+        incoming.trace.predictions = f.value.predictions;
+        incoming.page.predictions = f.value.predictions;
       } else if (f.type === 'error') {
         throw new ApiRefusal(f.value.error, f.value.field);
       } else if (f.type === 'end') {
@@ -128,7 +138,8 @@ function start(header: StreamHeader, req: TraceRequest): Incoming {
   if (header.predictions) trace.predictions = header.predictions;
   if (header.generation) trace.generation = header.generation;
   const tensors: PayloadTensor[] = header.tensors.map((t) => ({ kind: t.kind, stack: t.stack, dims: t.dims, encoding: { kind: 'f32' }, blobs: [] }));
-  const hasQk = header.tensors.some((t) => t.kind === 'queries');
+  // Per-layer streaming declares queries and keys later, but the header's score terms tell they come.
+  const hasQk = header.tensors.some((t) => t.kind === 'queries') || (header.streaming === 'per-layer' && header.scores !== undefined);
   const page: PayloadHeader = {
     format: PAYLOAD_FORMAT,
     version: PAYLOAD_VERSION,
@@ -150,6 +161,15 @@ function start(header: StreamHeader, req: TraceRequest): Incoming {
     if (terms && !terms.hasBias) (trace.scores ??= {})[stack] = { scale: terms.scale, causal: terms.causal, window: terms.window, ...(terms.biasKind !== undefined ? { biasKind: terms.biasKind } : {}) };
   }
   return { header, trace, page, received: {}, attentionDone: false, done: false, bytes: 0 };
+}
+
+/** A tensor declared after the header: it takes the next index, in the header's list and the page's. */
+function declare(incoming: Incoming, t: TensorDeclaration): void {
+  const { index, ...tensor } = t;
+  if (index !== incoming.header.tensors.length) throw new ApiRefusal(`the server declared tensor ${index}, expected ${incoming.header.tensors.length}`);
+  incoming.header.tensors.push(tensor);
+  incoming.page.tensors.push({ kind: tensor.kind, stack: tensor.stack, dims: tensor.dims, encoding: { kind: 'f32' }, blobs: [] });
+  if (tensor.kind === 'queries') incoming.page.precision = { ...incoming.page.precision, qk: 'f32' };
 }
 
 function place(incoming: Incoming, index: number, layer: number, values: Float32Array): void {

@@ -1,0 +1,147 @@
+/**
+ * Per-layer streaming of `attnscope serve` (issue 11 point 3): each layer's frames reach the client
+ * before the next layer is computed (the run is held after layer 0 until the client has read layer
+ * 0's frame: without streaming it would never get it and the test would time out, no timing
+ * involved); a client that goes away mid-run stops the run (no further layer is computed); the
+ * answer equals PyTorch's attention, also for an encoder-decoder (encoder layers, then decoder
+ * and cross attention together) and T5's shared position bias; the finished answer is cached.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FrameReader, type Frame, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
+import { startServer, type RunningServer } from '../src/server/serve.js';
+import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
+
+const BUNDLE = { js: '/* app */', css: '/* app */' };
+let server: RunningServer;
+
+beforeAll(async () => {
+  server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, env: { HF_HUB_OFFLINE: '1' }, graphCache: false, bundle: BUNDLE });
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+function post(body: unknown, signal?: AbortSignal): Promise<Response> {
+  return fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...(signal ? { signal } : {}) });
+}
+
+/** Reads frames off a response as they arrive, calling `onFrame` for each; returns them all. */
+async function read(res: Response, onFrame: (f: Frame) => void | Promise<void> = () => undefined): Promise<Frame[]> {
+  const reader = new FrameReader();
+  const out: Frame[] = [];
+  const body = res.body!.getReader();
+  for (;;) {
+    const { done, value } = await body.read();
+    if (done) break;
+    for (const f of reader.push(value)) {
+      out.push(f);
+      await onFrame(f);
+    }
+  }
+  expect(reader.pending).toBe(0);
+  return out;
+}
+
+function tensorsOf(fs: Frame[]): StreamTensor[] {
+  const tensors = [...(fs[0] as { value: StreamHeader }).value.tensors];
+  for (const f of fs) if (f.type === 'tensor') tensors[f.value.index] = f.value;
+  return tensors;
+}
+
+function layersOf(fs: Frame[], tensors: StreamTensor[], kind: string, stack: string): Float64Array {
+  const index = tensors.findIndex((t) => t.kind === kind && t.stack === stack);
+  const frames = fs.filter((f): f is Extract<Frame, { type: 'layer' }> => f.type === 'layer' && f.tensor === index).sort((a, b) => a.layer - b.layer);
+  return new Float64Array(frames.flatMap((f) => [...f.values]));
+}
+
+describe('serve: per-layer streaming', () => {
+  it("sends layer 0 before layer 1 is computed, and the whole answer is PyTorch's", async () => {
+    const ref = readReference('bert').inputs[0]!;
+    const events: string[] = [];
+    let first: Frame[] = [];
+    let gotFirst!: () => void;
+    const firstArrived = new Promise<void>((r) => (gotFirst = r));
+    server.traces.onLayerSent = async ({ index }) => {
+      events.push(`computed ${index}`);
+      // Hold the run after layer 0 until the client has layer 0's frame.
+      if (index === 0) await firstArrived;
+    };
+    try {
+      const res = await post({ model: 'folder:0/bert', text: ref.text, taps: { qk: true } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-attnscope-cache')).toBe('miss');
+      const fs = (first = await read(res, (f) => {
+        if (f.type === 'layer') {
+          events.push(`received ${f.layer}`);
+          if (f.layer === 0) gotFirst();
+        }
+      }));
+      expect((fs[0] as { value: StreamHeader }).value.streaming).toBe('per-layer');
+      // Layer 0's frames (attention, queries, keys) arrived before layer 1 was computed.
+      expect(events.indexOf('received 0')).toBeLessThan(events.indexOf('computed 1'));
+      expect(events.filter((e) => e.startsWith('computed'))).toEqual(['computed 0', 'computed 1']);
+      const tensors = tensorsOf(fs);
+      expect(maxAbsDiff(layersOf(fs, tensors, 'attention', 'self'), flat(ref.attentions!))).toBeLessThanOrEqual(1e-5);
+      expect(maxAbsDiff(layersOf(fs, tensors, 'keys', 'self'), flat(ref.keys!))).toBeLessThanOrEqual(1e-4);
+      expect(fs.at(-1)!.type).toBe('end');
+    } finally {
+      server.traces.onLayerSent = undefined;
+    }
+    // Finished answers are cached: the same request again runs nothing and sends the same layers.
+    const runs = server.traces.runs;
+    const again = await post({ model: 'folder:0/bert', text: ref.text, taps: { qk: true } });
+    expect(again.headers.get('x-attnscope-cache')).toBe('hit');
+    const cached = await read(again);
+    expect(server.traces.runs).toBe(runs);
+    expect([...layersOf(cached, tensorsOf(cached), 'attention', 'self')]).toEqual([...layersOf(first, tensorsOf(first), 'attention', 'self')]);
+  });
+
+  it('stops the run when the client goes away mid-run: no further layer is computed', async () => {
+    const computed: number[] = [];
+    const controller = new AbortController();
+    server.traces.onLayerSent = async ({ index, signal }) => {
+      computed.push(index);
+      // Hold the run after layer 0 until the server has seen the client go (the run's signal fires).
+      if (index === 0 && !signal.aborted) await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+    };
+    try {
+      // (Causal models are traced through the key/value cache, append.ts, not layer by layer.)
+      const res = await post({ model: 'folder:0/bert', text: 'a text the client will not wait for' }, controller.signal);
+      const done = read(res, (f) => {
+        // The client leaves as soon as it has the first layer; then the run may go on.
+        if (f.type === 'layer') controller.abort();
+      }).catch((e: unknown) => e);
+      expect(await done).toBeInstanceOf(Error);
+      await server.traces.settled();
+      expect(computed).toEqual([0]);
+    } finally {
+      server.traces.onLayerSent = undefined;
+    }
+  });
+
+  it('streams an encoder-decoder: encoder layers, then decoder and cross attention (T5: shared position bias)', async () => {
+    for (const fixture of ['bart', 't5']) {
+      const ref = readReference(fixture).inputs[0]!;
+      const res = await post({ model: `folder:0/${fixture}`, text: ref.text, decoderText: ref.decoder_text as string, taps: { qk: true } });
+      expect(res.status).toBe(200);
+      const fs = await read(res);
+      const header = (fs[0] as { value: StreamHeader }).value;
+      expect(header.streaming).toBe('per-layer');
+      expect(header.decoderTokens!.map((t) => t.id)).toEqual(ref.decoder_input_ids);
+      const tensors = tensorsOf(fs);
+      const order = fs.flatMap((f) => (f.type === 'layer' && tensors[f.tensor]!.kind === 'attention' ? [`${tensors[f.tensor]!.stack}.${f.layer}`] : []));
+      expect(order).toEqual(['encoder.0', 'encoder.1', 'decoder.0', 'cross.0', 'decoder.1', 'cross.1']);
+      for (const [stack, key] of [['encoder', 'encoder_attentions'], ['decoder', 'decoder_attentions'], ['cross', 'cross_attentions']] as const) {
+        expect(maxAbsDiff(layersOf(fs, tensors, 'attention', stack), flat(ref[key] as never)), `${fixture} ${stack}`).toBeLessThanOrEqual(1e-5);
+      }
+      if (fixture === 't5') {
+        // The shared bias is sent with every layer: PyTorch's position_bias (with the mask added on the decoder side).
+        const bias = tensorsOf(fs).findIndex((t) => t.kind === 'scoreBias' && t.stack === 'encoder');
+        const layers = fs.filter((f) => f.type === 'layer' && f.tensor === bias);
+        expect(layers.length).toBe(2);
+        expect(maxAbsDiff(layersOf(fs, tensors, 'scoreBias', 'encoder').subarray(0, layers[0]!.type === 'layer' ? layers[0]!.values.length : 0), flat(ref.encoder_position_bias as never))).toBeLessThanOrEqual(1e-5);
+      }
+    }
+  });
+});
