@@ -53,6 +53,8 @@ describe.each(FIXTURE_NAMES)('fixture %s: attention on demand = the model attent
       // The same trace without its probabilities: every stack comes from queries, keys and terms.
       const qk: Trace = { ...full, attention: {} };
       expect(attentionStacks(qk).sort()).toEqual([...stacks].sort());
+      // ALiBi is the same in every layer: held once (not once per layer, as large as the attention).
+      if (fixture === 'bloom' || fixture === 'falcon-alibi') expect(new Set(full.scores!.self!.bias!.layers).size).toBe(1);
       for (const stack of stacks) {
         const dense = full.attention[stack]!;
         const source = attentionSource(qk, stack);

@@ -31,10 +31,28 @@ export function stackScoreTerms(scoring: StackScoring, layers: number, bias?: La
     if (!bias) throw new Error(`score bias missing for a stack whose scoring has a ${scoring.bias} bias`);
     const expected = biasOutputs(scoring, layers);
     if (bias.layers.length !== expected) throw new Error(`score bias has ${bias.layers.length} layers, expected ${expected}`);
-    terms.bias = scoring.bias === 'shared' ? { dims: bias.dims, layers: new Array<Float32Array>(layers).fill(bias.layers[0]!) } : bias;
+    terms.bias = scoring.bias === 'shared' ? { dims: bias.dims, layers: new Array<Float32Array>(layers).fill(bias.layers[0]!) } : shareEqualLayers(bias);
     if (scoring.biasKind !== undefined) terms.biasKind = scoring.biasKind;
   }
   return terms;
+}
+
+/**
+ * The bias with layers equal to layer 0's (bit for bit) sharing its array: a per-layer output that
+ * is the same in every layer (BLOOM's and Falcon's ALiBi) is then held, and stored in trace files,
+ * once instead of once per layer (which costs as much as the dense attention). DeBERTa's
+ * disentangled terms differ per layer and stay as they are.
+ */
+function shareEqualLayers(bias: LayerStack): LayerStack {
+  const first = bias.layers[0];
+  if (!first || bias.layers.length < 2) return bias;
+  for (let l = 1; l < bias.layers.length; l++) {
+    const other = bias.layers[l]!;
+    if (other === first) continue;
+    if (other.length !== first.length) return bias;
+    for (let i = 0; i < first.length; i++) if (!Object.is(other[i], first[i])) return bias;
+  }
+  return { dims: bias.dims, layers: new Array<Float32Array>(bias.layers.length).fill(first) };
 }
 
 /**
