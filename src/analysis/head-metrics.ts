@@ -720,7 +720,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
 function scanHeadKernel(
   kp: KernelPass, h: number, W: Float32Array, off: number, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
   g: RowGeometry, threshold: number, longRange: number, sepKeys: Int32Array, punctKeys: Int32Array,
-  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null, keep: boolean, mean: boolean, out: Float64Array,
+  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null, keep: boolean, mean: boolean, hist: boolean, out: Float64Array,
 ): Float64Array {
   const { k, P, f64 } = kp;
   const { support, rowSize, lo, hi } = r;
@@ -766,12 +766,14 @@ function scanHeadKernel(
     const w = P.W + (off + base) * 4;
     const supp = n === b - a ? 0 : P.supp + base;
     const fw = keepAt + base * 8;
-    entries += k.scanRow(w, inline ? fw : 0, supp, a, b, inv, qp, threshold, 1 / n, longRange, P.pooled + entries * 8, P.acc);
+    entries += k.scanRow(
+      w, inline ? fw : 0, supp, a, b, inv, qp, threshold, 1 / n, longRange, P.pooled + entries * 8, P.acc,
+      mean ? P.layerMean + base * 8 : 0, invHeads, hist ? P.hist : 0, P.bins + entries * 2,
+    );
     let hm = f64[accAt]!;
     const rowMax = f64[accAt + 1]!;
     const ent = f64[accAt + 2]!;
     sum += f64[accAt + 5]!;
-    if (mean) k.putRow(w, supp, a, b, inv, invHeads, P.layerMean + base * 8, 1);
     if (keep) k.putRow(w, supp, a, b, inv, 1, fw, 0);
     for (let j = 0; j < sepKeys.length; j++) {
       const i = base + sepKeys[j]!;
@@ -839,12 +841,18 @@ function kernelMeanRowJs(kp: KernelPass, ca: Uint8Array, ha: Float64Array, ra: L
   return rows ? sum / rows : NaN;
 }
 
-/** `quantiles` of the kernel's pooled weights: the histogram and the gather pass in the kernel, the rank walk and the sort here. */
-function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[]): number[] {
+/**
+ * `quantiles` of the kernel's pooled weights: the histogram (counted during the scan when
+ * `counted`, else here) and the gather pass in the kernel, the rank walk and the sort here.
+ */
+function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], counted: boolean): number[] {
   const { k, P, f64, u32, i32 } = kp;
   const values = f64.subarray(P.pooled >> 3, (P.pooled >> 3) + n);
-  if (n < HISTOGRAM_FROM) return quantiles(values, n, qs);
-  k.histogram(P.pooled, n, P.hist, P.bins);
+  if (n < HISTOGRAM_FROM) {
+    if (counted) u32.fill(0, P.hist >> 2, (P.hist >> 2) + BINS);
+    return quantiles(values, n, qs);
+  }
+  if (!counted) k.histogram(P.pooled, n, P.hist, P.bins);
   const hist = u32.subarray(P.hist >> 2, (P.hist >> 2) + BINS);
   const mark = i32.subarray(P.mark >> 2, (P.mark >> 2) + BINS);
   return quantilesOfHistogram(values, n, qs, hist, mark, () => {
@@ -986,15 +994,22 @@ function passes(
       } else rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
       each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
       const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
+      // The kernel counts the quantiles' histogram during its scan when the head has enough entries.
+      let histInScan = false;
+      if (kp && wantQuantiles) {
+        let n = 0;
+        for (let q = 0; q < nq; q++) if (counted[q] === 1) n += rowsOfLayer.rowSize[q]!;
+        histInScan = n >= HISTOGRAM_FROM;
+      }
       const acc = kp
-        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats)
+        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, l === 0 && wantJs, wantJs, histInScan, stats)
         : scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats);
       const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
       if (nRows! > 0) {
         const mean = sum! / entries!;
         const qs = [0.25, 0.5, 0.75, 0.9];
-        const [p25, p50, p75, p90] = !wantQuantiles ? [NaN, NaN, NaN, NaN] : kp ? kernelQuantiles(kp, entries!, qs) : quantiles(pooled, entries!, qs);
+        const [p25, p50, p75, p90] = !wantQuantiles ? [NaN, NaN, NaN, NaN] : kp ? kernelQuantiles(kp, entries!, qs, histInScan) : quantiles(pooled, entries!, qs);
         Object.assign(values, {
           max_weight: maxW!,
           confidence: sumMax! / nRows!,

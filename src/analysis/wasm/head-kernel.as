@@ -16,8 +16,12 @@
 // 2.319046813846299558e-17, the float64 ln 2's own error).
 const LN2_HI: f64 = 0.6931467056274414;
 const LN2_LO: f64 = 4.7493250390316726e-7;
-const SQRT2: f64 = 1.4142135623730951;
 const TWO52: f64 = 4503599627370496.0;
+const MIN_NORMAL: f64 = 2.2250738585072014e-308;
+// The quantiles' histogram (head-metrics.ts `quantiles`): bins of the float64 high word's top 20
+// bits after the sign (1/256 octave), bin 0 below 2^−100, the last bin from 2^100 up.
+const BIN_BASE: i32 = (1023 - 100) << 8;
+const BINS: i32 = 200 * 256 + 2;
 /** Lane 0 all ones, lane 1 zeros. */
 const LANE0: v128 = i64x2(-1, 0);
 
@@ -30,66 +34,74 @@ export function heapBase(): usize {
 // V8 builds a v128 constant in the code from general registers (several instructions each time),
 // a load from memory is one.
 const K: usize = memory.data<f64>([
-  SQRT2, SQRT2, // 0
-  0.5, 0.5, // 16
-  1.0, 1.0, // 32
-  2.0, 2.0, // 48
+  MIN_NORMAL, MIN_NORMAL, // 0
+  1.0 / 5.0, 1.0 / 5.0, // 16
+  -1.0 / 6.0, -1.0 / 6.0, // 32
+  -1.0 / 2.0, -1.0 / 2.0, // 48
   TWO52 + 1023.0, TWO52 + 1023.0, // 64: 2^52 plus the exponent bias
   LN2_HI, LN2_HI, // 80
   LN2_LO, LN2_LO, // 96
-  1.0 / 19.0, 1.0 / 19.0, // 112
-  1.0 / 17.0, 1.0 / 17.0, // 128
-  1.0 / 15.0, 1.0 / 15.0, // 144
-  1.0 / 13.0, 1.0 / 13.0, // 160
-  1.0 / 11.0, 1.0 / 11.0, // 176
-  1.0 / 9.0, 1.0 / 9.0, // 192
-  1.0 / 7.0, 1.0 / 7.0, // 208
-  1.0 / 5.0, 1.0 / 5.0, // 224
-  1.0 / 3.0, 1.0 / 3.0, // 240
+  1.0 / 3.0, 1.0 / 3.0, // 112
+  -1.0 / 4.0, -1.0 / 4.0, // 128
 ], 16);
-const K_MANT: usize = memory.data<u64>([0x000fffffffffffff, 0x000fffffffffffff, 0x3ff0000000000000, 0x3ff0000000000000, 0x4330000000000000, 0x4330000000000000], 16);
+const K_BITS: usize = memory.data<u64>([
+  0x000fffffffffffff, 0x000fffffffffffff, // 0: mantissa
+  0x3ff0000000000000, 0x3ff0000000000000, // 16: 1.0
+  0x4330000000000000, 0x4330000000000000, // 32: 2^52
+  0x0000100000000000, 0x0000100000000000, // 48: half a table step (2^43)
+], 16);
+
+// The logarithm's table (filled by the caller, head-kernel.ts, with Math.log): for each
+// i = 0 … 256 the point c = 1 + i/256 and, 32 bytes at LOG_TABLE + 32 i, the float64s 1/c, T, c, E:
+// E = 0 and T = log c where c < √2, else E = 1 and T = log(c/2) (so that log x keeps its relative
+// accuracy for x just below 1 too: there e + E = 0 and T = log(c/2) is small).
+const LOG_TABLE: usize = memory.data(257 * 32, 16);
+
+/** Where the caller writes the logarithm's table (see LOG_TABLE). */
+export function logTable(): usize {
+  return LOG_TABLE;
+}
 
 /**
  * Natural logarithm of both lanes (each ≥ 2^−1022, the smallest normal float64, and finite: what
- * float32 weights renormalised by their row sums give).
- * x = 2^e · y with y ∈ [√2/2, √2); log y = 2 atanh(s), s = (y − 1)/(y + 1), |s| ≤ 0.1716, as
- * 2s · (1 + z/3 + z²/5 + … + z⁹/19), z = s² (the series' next term, z¹⁰/21 ≤ 2.3e-17, is below
- * float64 rounding).
+ * float32 weights renormalised by their row sums give). x = 2^e · y, y ∈ [1, 2) from the bits;
+ * c = 1 + i/256 the table point nearest to y (i from the top 8 mantissa bits, rounded); then
+ * log x = (e + E) ln 2 + T + log1p(r), r = (y − c)/c, |r| ≤ 2^−9 (y − c is exact), and log1p(r) as its
+ * series to r⁶ (the next term, r⁷/7 ≤ 2^−65.8, is below float64 rounding of r). ln 2 in two parts
+ * (LN2_HI · (e + E) exact). Relative error a few float64 roundings (test: ≤ 4e-16).
  */
 // @ts-ignore: decorator
 @inline function logv(x: v128): v128 {
-  // The exponent as a float64: (bits >> 52) | 2^52's bits, minus 2^52 and the bias.
-  let e = f64x2.sub(v128.or(i64x2.shr_u(x, 52), v128.load(K_MANT, 32)), v128.load(K, 64));
-  let y = v128.or(v128.and(x, v128.load(K_MANT)), v128.load(K_MANT, 16));
-  const big = f64x2.gt(y, v128.load(K));
-  y = v128.bitselect(f64x2.mul(y, v128.load(K, 16)), y, big);
-  const one = v128.load(K, 32);
-  e = f64x2.add(e, v128.and(big, one));
-  const f = f64x2.sub(y, one);
-  const s = f64x2.div(f, f64x2.add(f, v128.load(K, 48)));
-  const z = f64x2.mul(s, s);
-  // P(z) = c0 + c1 z + … + c8 z⁸, c_j = 1/(2j + 3), by Estrin's scheme (pairs, then pairs of
-  // pairs): a short dependency chain, so that the loops' iterations overlap in the processor.
-  const z2 = f64x2.mul(z, z);
-  const z4 = f64x2.mul(z2, z2);
-  const p01 = f64x2.add(v128.load(K, 240), f64x2.mul(v128.load(K, 224), z));
-  const p23 = f64x2.add(v128.load(K, 208), f64x2.mul(v128.load(K, 192), z));
-  const p45 = f64x2.add(v128.load(K, 176), f64x2.mul(v128.load(K, 160), z));
-  const p67 = f64x2.add(v128.load(K, 144), f64x2.mul(v128.load(K, 128), z));
-  const p03 = f64x2.add(p01, f64x2.mul(p23, z2));
-  const p47 = f64x2.add(p45, f64x2.mul(p67, z2));
-  const p = f64x2.add(p03, f64x2.mul(f64x2.add(p47, f64x2.mul(v128.load(K, 112), z4)), z4));
-  const t = f64x2.add(s, s);
-  const r = f64x2.add(f64x2.mul(f64x2.mul(t, z), p), f64x2.mul(e, v128.load(K, 96)));
-  return f64x2.add(f64x2.mul(e, v128.load(K, 80)), f64x2.add(t, r));
+  const mant = v128.and(x, v128.load(K_BITS));
+  // The table entries of both lanes: index = round(mantissa · 2^8), 0 … 256.
+  const idx = i64x2.shr_u(i64x2.add(mant, v128.load(K_BITS, 48)), 44);
+  const p0 = LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 0)) << 5);
+  const p1 = LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 1)) << 5);
+  const a0 = v128.load(p0);
+  const a1 = v128.load(p1);
+  const b0 = v128.load(p0, 16);
+  const b1 = v128.load(p1, 16);
+  const invc = v128.shuffle<f64>(a0, a1, 0, 2);
+  const t = v128.shuffle<f64>(a0, a1, 1, 3);
+  const c = v128.shuffle<f64>(b0, b1, 0, 2);
+  const ee = v128.shuffle<f64>(b0, b1, 1, 3);
+  const y = v128.or(mant, v128.load(K_BITS, 16));
+  const r = f64x2.mul(f64x2.sub(y, c), invc);
+  // The exponent as a float64 ((bits >> 52) | 2^52's bits, minus 2^52 and the bias), plus E.
+  const e = f64x2.add(f64x2.sub(v128.or(i64x2.shr_u(x, 52), v128.load(K_BITS, 32)), v128.load(K, 64)), ee);
+  // log1p(r) = r + r² q(r), q(r) = −1/2 + r/3 − r²/4 + r³/5 − r⁴/6, by pairs (a short dependency chain).
+  const r2 = f64x2.mul(r, r);
+  const q01 = f64x2.add(v128.load(K, 48), f64x2.mul(v128.load(K, 112), r));
+  const q23 = f64x2.add(v128.load(K, 128), f64x2.mul(v128.load(K, 16), r));
+  const q = f64x2.add(q01, f64x2.mul(r2, f64x2.add(q23, f64x2.mul(r2, v128.load(K, 32)))));
+  const l1p = f64x2.add(r, f64x2.mul(r2, q));
+  return f64x2.add(f64x2.mul(e, v128.load(K, 80)), f64x2.add(t, f64x2.add(l1p, f64x2.mul(e, v128.load(K, 96)))));
 }
 
-/** −x · log x per lane, 0 where x is 0 (lanes ≥ 0). */
+/** x · log x per lane, 0 where x is 0 (lanes ≥ 0: 0 goes through the logarithm as 2^−1022). */
 // @ts-ignore: decorator
-@inline function negXLogX(x: v128): v128 {
-  const zero = f64x2.eq(x, f64x2.splat(0.0));
-  const l = logv(v128.bitselect(v128.load(K, 32), x, zero));
-  return f64x2.neg(f64x2.mul(x, l));
+@inline function xLogX(x: v128): v128 {
+  return f64x2.mul(x, logv(f64x2.pmax(x, v128.load(K))));
 }
 
 /** log of n float64 values at `from` into `to` (for the tests' accuracy check). */
@@ -143,11 +155,27 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
 // 8 Σ w over |i − j| ≥ longRange. 3, 4, 6, 7 and 8 continue from their values (per-head sums);
 // the others start at 0.
 
+/** Counts x in its histogram bin (hist, uint32) and keeps the bin as the `at`-th (bins, uint16); see `histogram`. */
+// @ts-ignore: decorator
+@inline function count(hist: usize, bins: usize, at: i32, x: f64): void {
+  const hi = <i32>(reinterpret<u64>(x) >> 32);
+  let b = ((hi & 0x7fffffff) >>> 12) - BIN_BASE + 1;
+  b = b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
+  store<u16>(bins + (<usize>at << 1), <u16>b);
+  const h = hist + (<usize>b << 2);
+  store<u32>(h, load<u32>(h) + 1);
+}
+
+/** The lone last key of an odd row, copied beside a 0 (float32 pair at 0, float64 pair at 16, support bytes at 32). */
+const TAIL: usize = memory.data(48, 16);
+
 // @ts-ignore: decorator
 @inline function scanBody(
   masked: bool, js: bool, w: usize, fw: usize, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
-  threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize,
+  threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize, lm: usize, scale: f64, hist: usize, bins: usize,
 ): i32 {
+  const scv = f64x2.splat(scale);
+  let lp = lm + (<usize>a << 3);
   const invv = f64x2.splat(inv);
   const thr = f64x2.splat(threshold);
   const uni = f64x2.splat(uniform);
@@ -165,45 +193,103 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
   let dist = f64x2.splat(0.0);
   let long = f64x2.splat(0.0);
   let kv = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
+  // Pairs of keys a, a + 1, …; an odd row's last key is read from TAIL, beside a 0 weight (and a 0
+  // support byte), so that every iteration runs the same code.
+  const pairs = (b - a) >> 1;
+  const odd = (b - a) & 1;
+  if (odd) {
+    const last = <usize>(b - 1);
+    store<f32>(TAIL, load<f32>(w + (last << 2)));
+    store<f32>(TAIL, 0, 4);
+    if (js) {
+      f64.store(TAIL, f64.load(fw + (last << 3)), 16);
+      f64.store(TAIL, 0.0, 24);
+    }
+    if (masked) {
+      store<u8>(TAIL, load<u8>(supp + last), 32);
+      store<u8>(TAIL, 0, 33);
+    }
+  }
+  let wp = w + (<usize>a << 2);
+  let fp = fw + (<usize>a << 3);
+  let sp = supp + <usize>a;
   let n = 0;
-  for (let k = a; k < b; k += 2) {
-    // The pair k, k + 1; at a lone last key lane 1 is masked off (the arrays have 16 bytes of
-    // padding at their end, so the loads past it stay in bounds).
-    const pair = k + 1 < b;
-    let m: v128 = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(pair ? -1 : 0));
-    if (masked) m = v128.and(m, mask2(supp + <usize>k));
-    const v = v128.and(f64x2.mul(load2(w + (<usize>k << 2)), invv), m);
-    if (js) hm = f64x2.add(hm, negXLogX(v128.and(f64x2.mul(f64x2.add(v128.load(fw + (<usize>k << 3)), v), half), m)));
-    mx = f64x2.max(mx, v);
-    ent = f64x2.add(ent, negXLogX(v));
-    below = i64x2.sub(below, v128.and(f64x2.lt(v, thr), m));
-    belowU = i64x2.sub(belowU, v128.and(f64x2.lt(v, uni), m));
+  for (let i = 0, iters = pairs + odd; i < iters; i++) {
+    if (i === pairs) {
+      wp = TAIL;
+      fp = TAIL + 16;
+      sp = TAIL + 32;
+    }
+    let v = f64x2.mul(load2(wp), invv);
+    let m = i64x2.splat(-1);
+    if (masked) {
+      m = mask2(sp);
+      v = v128.and(v, m);
+    }
+    if (js) {
+      let mix = f64x2.mul(f64x2.add(v128.load(fp), v), half);
+      if (masked) mix = v128.and(mix, m);
+      hm = f64x2.sub(hm, xLogX(mix));
+    }
+    mx = f64x2.pmax(mx, v);
+    ent = f64x2.sub(ent, xLogX(v));
+    let lt = f64x2.lt(v, thr);
+    let lu = f64x2.lt(v, uni);
+    if (masked) {
+      lt = v128.and(lt, m);
+      lu = v128.and(lu, m);
+    }
+    below = i64x2.sub(below, lt);
+    belowU = i64x2.sub(belowU, lu);
     sum = f64x2.add(sum, v);
     sq = f64x2.add(sq, f64x2.mul(v, v));
     const d = f64x2.abs(f64x2.sub(qpv, kv));
     dist = f64x2.add(dist, f64x2.mul(v, d));
     long = f64x2.add(long, v128.and(v, f64x2.ge(d, lr)));
     kv = f64x2.add(kv, two);
-    // The weights of the support, in key order.
+    // The layer's head mean: w · scale added (0 off the support; past an odd row's end, 0 is added).
+    if (lm !== 0) {
+      v128.store(lp, f64x2.add(v128.load(lp), f64x2.mul(v, scv)));
+      lp += 16;
+    }
+    // The weights of the support, in key order (the arrays have 16 bytes of padding at their end),
+    // and their histogram bins.
     if (!masked) {
       v128.store(pooled + (<usize>n << 3), v);
-      n += pair ? 2 : 1;
+      if (hist !== 0) {
+        count(hist, bins, n, f64x2.extract_lane(v, 0));
+        if (i !== pairs) count(hist, bins, n + 1, f64x2.extract_lane(v, 1));
+      }
+      n += 2;
     } else {
       if (i64x2.extract_lane(m, 0) !== 0) {
         f64.store(pooled + (<usize>n << 3), f64x2.extract_lane(v, 0));
+        if (hist !== 0) count(hist, bins, n, f64x2.extract_lane(v, 0));
         n++;
       }
       if (i64x2.extract_lane(m, 1) !== 0) {
         f64.store(pooled + (<usize>n << 3), f64x2.extract_lane(v, 1));
+        if (hist !== 0) count(hist, bins, n, f64x2.extract_lane(v, 1));
         n++;
       }
     }
+    wp += 8;
+    fp += 16;
+    sp += 2;
+  }
+  let nBelow = i64x2.extract_lane(below, 0) + i64x2.extract_lane(below, 1);
+  let nBelowU = i64x2.extract_lane(belowU, 0) + i64x2.extract_lane(belowU, 1);
+  if (!masked && odd) {
+    // The 0 beside an odd row's last key is no key: take back its counts.
+    n--;
+    if (0 < threshold) nBelow--;
+    if (0 < uniform) nBelowU--;
   }
   f64.store(acc, f64x2.extract_lane(hm, 0) + f64x2.extract_lane(hm, 1));
   f64.store(acc, max(f64x2.extract_lane(mx, 0), f64x2.extract_lane(mx, 1)), 8);
   f64.store(acc, f64x2.extract_lane(ent, 0) + f64x2.extract_lane(ent, 1), 16);
-  f64.store(acc, f64.load(acc, 24) + <f64>(i64x2.extract_lane(below, 0) + i64x2.extract_lane(below, 1)), 24);
-  f64.store(acc, f64.load(acc, 32) + <f64>(i64x2.extract_lane(belowU, 0) + i64x2.extract_lane(belowU, 1)), 32);
+  f64.store(acc, f64.load(acc, 24) + <f64>nBelow, 24);
+  f64.store(acc, f64.load(acc, 32) + <f64>nBelowU, 32);
   f64.store(acc, f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1), 40);
   f64.store(acc, f64.load(acc, 48) + (f64x2.extract_lane(sq, 0) + f64x2.extract_lane(sq, 1)), 48);
   f64.store(acc, f64.load(acc, 56) + (f64x2.extract_lane(dist, 0) + f64x2.extract_lane(dist, 1)), 56);
@@ -216,18 +302,20 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
  * inv; supp: the row's support bytes (0: every key of the range is in the support); fw: the first
  * layer's renormalised row (float64, key k at fw + 8k; 0: no Jensen–Shannon term); qp: the query's
  * position. Writes the support's weights from pooled on (returns how many) and the accumulators at
- * acc (see above).
+ * acc (see above); where lm is not 0, adds w · scale to the float64 row at lm (key k at lm + 8k: a
+ * layer's head mean); where hist is not 0, counts the weights in the histogram (`histogram`, their
+ * bins from bins on).
  */
 export function scanRow(
   w: usize, fw: usize, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
-  threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize,
+  threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize, lm: usize, scale: f64, hist: usize, bins: usize,
 ): i32 {
   if (supp === 0) {
-    if (fw === 0) return scanBody(false, false, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc);
-    return scanBody(false, true, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc);
+    if (fw === 0) return scanBody(false, false, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+    return scanBody(false, true, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
   }
-  if (fw === 0) return scanBody(true, false, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc);
-  return scanBody(true, true, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc);
+  if (fw === 0) return scanBody(true, false, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+  return scanBody(true, true, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
 }
 
 /**
@@ -235,7 +323,18 @@ export function scanRow(
  * support (supp as in scanRow); `add` adds it to what is there (a layer's head mean) instead.
  */
 export function putRow(w: usize, supp: usize, a: i32, b: i32, inv: f64, scale: f64, to: usize, add: bool): void {
-  for (let k = a; k < b; k++) {
+  let k = a;
+  if (supp === 0) {
+    // Every key of the range in the support: pairs, w · inv · scale as the scan computes w · inv.
+    const invv = f64x2.splat(inv);
+    const sc = f64x2.splat(scale);
+    for (; k + 1 < b; k += 2) {
+      const v = f64x2.mul(f64x2.mul(load2(w + (<usize>k << 2)), invv), sc);
+      const p = to + (<usize>k << 3);
+      v128.store(p, add ? f64x2.add(v128.load(p), v) : v);
+    }
+  }
+  for (; k < b; k++) {
     if (supp !== 0 && load<u8>(supp + <usize>k) !== 1) {
       if (!add) f64.store(to + (<usize>k << 3), 0.0);
       continue;
@@ -257,7 +356,7 @@ export function mixEntropy(x: usize, y: usize, a: i32, b: i32): f64 {
     const m = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
     const p = x + (<usize>k << 3);
     const xy = y === 0 ? v128.load(p) : f64x2.mul(f64x2.add(v128.load(p), v128.load(y + (<usize>k << 3))), half);
-    h = f64x2.add(h, negXLogX(v128.and(xy, m)));
+    h = f64x2.sub(h, xLogX(v128.and(xy, m)));
   }
   return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
 }
@@ -273,15 +372,11 @@ export function mixRowEntropy(w: usize, fw: usize, supp: usize, a: i32, b: i32, 
   for (let k = a; k < b; k += 2) {
     const pair = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
     const v = v128.and(f64x2.mul(load2(w + (<usize>k << 2)), invv), v128.and(pair, mask2(supp + <usize>k)));
-    h = f64x2.add(h, negXLogX(v128.and(f64x2.mul(f64x2.add(v128.load(fw + (<usize>k << 3)), v), half), pair)));
+    h = f64x2.sub(h, xLogX(v128.and(f64x2.mul(f64x2.add(v128.load(fw + (<usize>k << 3)), v), half), pair)));
   }
   return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
 }
 
-// The quantiles' histogram (head-metrics.ts `quantiles`): bins of the float64 high word's top 20
-// bits after the sign (1/256 octave), bin 0 below 2^−100, the last bin from 2^100 up.
-const BIN_BASE: i32 = (1023 - 100) << 8;
-const BINS: i32 = 200 * 256 + 2;
 
 /** Counts the n float64 values at values per bin (uint32 at hist) and keeps each one's bin (uint16 at bins). */
 export function histogram(values: usize, n: i32, hist: usize, bins: usize): void {

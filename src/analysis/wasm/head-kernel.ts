@@ -16,9 +16,13 @@ import { HEAD_KERNEL_WASM } from './head-kernel-wasm.js';
 export interface HeadKernelExports {
   readonly memory: WebAssembly.Memory;
   heapBase(): number;
+  logTable(): number;
   logArray(from: number, to: number, n: number): void;
   rowSums(w: number, supp: number, lo: number, hi: number, size: number, nq: number, nk: number, sums: number, counted: number): void;
-  scanRow(w: number, fw: number, supp: number, a: number, b: number, inv: number, qp: number, threshold: number, uniform: number, longRange: number, pooled: number, acc: number): number;
+  scanRow(
+    w: number, fw: number, supp: number, a: number, b: number, inv: number, qp: number, threshold: number, uniform: number, longRange: number, pooled: number, acc: number,
+    lm: number, scale: number, hist: number, bins: number,
+  ): number;
   putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number, add: number): void;
   mixEntropy(x: number, y: number, a: number, b: number): number;
   mixRowEntropy(w: number, fw: number, supp: number, a: number, b: number, inv: number): number;
@@ -59,6 +63,19 @@ export function headKernelStatus(): { available: boolean; reason: string } {
   return { available: compiledKernel() !== null, reason: refusal };
 }
 
+/** The logarithm's table of an instance (head-kernel.as LOG_TABLE): 1/c, T, c, E for c = 1 + i/256, i = 0 … 256. */
+function fillLogTable(k: HeadKernelExports): void {
+  const t = new Float64Array(k.memory.buffer, k.logTable(), 257 * 4);
+  for (let i = 0; i <= 256; i++) {
+    const c = 1 + i / 256;
+    const upper = c >= Math.SQRT2;
+    t[4 * i] = 1 / c;
+    t[4 * i + 1] = upper ? Math.log(c / 2) : Math.log(c);
+    t[4 * i + 2] = c;
+    t[4 * i + 3] = upper ? 1 : 0;
+  }
+}
+
 /** A bump layout of arrays in the kernel's memory: each array 16-byte aligned and followed by 16 bytes of padding (the kernel's pair loads may read one element past a row's end). */
 export class KernelLayout {
   private top: number;
@@ -89,6 +106,7 @@ export function headKernel(plan: (layout: KernelLayout) => void): { k: HeadKerne
   if (!k) {
     try {
       k = new WebAssembly.Instance(mod, {}).exports as unknown as HeadKernelExports;
+      fillLogTable(k);
     } catch (e) {
       refusal = e instanceof Error ? e.message : String(e);
       compiled = null;
@@ -98,7 +116,12 @@ export function headKernel(plan: (layout: KernelLayout) => void): { k: HeadKerne
   const layout = new KernelLayout(k.heapBase());
   plan(layout);
   const need = layout.end - k.memory.buffer.byteLength;
-  if (need > 0) k.memory.grow(Math.ceil(need / 65536));
+  try {
+    if (need > 0) k.memory.grow(Math.ceil(need / 65536));
+  } catch {
+    // No memory for this pass (the engine's limit): the JavaScript loops run it.
+    return null;
+  }
   const inst = k;
   return {
     k: inst,
