@@ -17,11 +17,16 @@
  *   npm run bench:gradients                     every case
  *   node dist/bench/gradients.js --model gpt2 --tokens 128
  *   node dist/bench/gradients.js --memory       peak RSS of one full attribution at 512 tokens, alone
+ *   node dist/bench/gradients.js --ig           integrated gradients, 50 midpoint steps, batched (the
+ *                                               path points as batch items, chunks from the memory
+ *                                               bound) against one run per step, at 32 and 128 tokens;
+ *                                               each case in a fresh process (wall, CPU, peak RSS)
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { FloatTensor } from '../src/core/tensor.js';
+import { backwardItemBytes, memoryShape } from '../src/engine/batch-memory.js';
 import { attribute, type AttributionMethod } from '../src/engine/gradients.js';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
@@ -159,11 +164,78 @@ async function runMemory(name: ModelName, tokens: number): Promise<MemoryResult>
   return { model: name, tokens, beforeMiB, peakMiB };
 }
 
+interface IgResult {
+  model: ModelName;
+  tokens: number;
+  mode: 'batched' | 'unbatched';
+  /** One IG of IG_STEPS midpoint steps (session warm: built by a one-step IG first). */
+  timing: Timing;
+  batchSize: number;
+  runs: number;
+  /** engine/batch-memory.ts's estimate of one path point's working memory. */
+  itemEstimateMiB: number;
+  /** RSS after the warm-up (model, weights in JS, the session) and the process's peak. */
+  warmMiB: number;
+  peakMiB: number;
+  sumAttributions: number;
+  load: number;
+}
+
+/** Integrated gradients in a fresh process, batched (the default memory bound) or one run per step. */
+async function runIg(name: ModelName, tokens: number, mode: IgResult['mode']): Promise<IgResult> {
+  const model = benchModel(name);
+  const vocab = name === 'bert' ? BERT_BASE_CONFIG.vocab_size : GPT2_VOCAB;
+  const ids = Array.from({ length: tokens }, (_, i) => 1000 + ((i * 7919) % (vocab - 1000)));
+  const inputs = name === 'bert' ? { inputIds: ids, typeIds: ids.map(() => 0) } : { inputIds: ids };
+  const target = name === 'bert' ? { kind: 'token' as const, position: 2, tokenId: ids[2]! } : undefined;
+  const options = { target, methods: ['integratedGradients'] as AttributionMethod[], baseline: 'zero' as const, rule: 'midpoint' as const };
+  await attribute(model, inputs, { ...options, steps: 1, batchSize: 1 });
+  const warmMiB = process.memoryUsage().rss / 2 ** 20;
+  let last: Awaited<ReturnType<typeof attribute>> | undefined;
+  const timing = await measure(async () => {
+    last = await attribute(model, inputs, { ...options, steps: IG_STEPS, ...(mode === 'unbatched' ? { batchSize: 1 } : {}) });
+  }, 1, false);
+  const ig = last!.integratedGradients!;
+  const result: IgResult = {
+    model: name, tokens, mode, timing, batchSize: ig.batch.size, runs: ig.batch.runs,
+    itemEstimateMiB: backwardItemBytes(memoryShape(model), tokens) / 2 ** 20,
+    warmMiB, peakMiB: process.resourceUsage().maxRSS / 1024, sumAttributions: ig.completeness.sumAttributions, load: os.loadavg()[0]!,
+  };
+  await model.dispose();
+  return result;
+}
+
 const fmt = (x: number, d = 0): string => x.toFixed(d);
 
 async function main(): Promise<void> {
   const mi = process.argv.indexOf('--model');
   const ti = process.argv.indexOf('--tokens');
+  if (process.argv.includes('--ig')) {
+    const oi = process.argv.indexOf('--mode');
+    if (mi >= 0 && ti >= 0 && oi >= 0) {
+      process.stdout.write(`${JSON.stringify(await runIg(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1]), process.argv[oi + 1] as IgResult['mode']))}\n`);
+      return;
+    }
+    const self = fileURLToPath(import.meta.url);
+    console.log(`integrated gradients, ${IG_STEPS} midpoint steps, zero baseline; each case a fresh process; ${os.availableParallelism()} cores; wall / CPU ms of one IG (session warm)`);
+    console.log('| model | tokens | mode | points per run × runs | wall / CPU | CPU a step | estimate per point | RSS warm | peak RSS | load avg |');
+    console.log('| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+    const models = (mi >= 0 ? [process.argv[mi + 1]] : ['bert', 'gpt2']) as ModelName[];
+    const lengths = ti >= 0 ? [Number(process.argv[ti + 1])] : [32, 128];
+    for (const m of models) {
+      for (const tokens of lengths) {
+        const sums: number[] = [];
+        for (const mode of ['unbatched', 'batched'] as const) {
+          const out = execFileSync(process.execPath, [...process.execArgv, self, '--ig', '--model', m, '--tokens', String(tokens), '--mode', mode], { encoding: 'utf8', maxBuffer: 1 << 20 });
+          const r = JSON.parse(out.trim().split('\n').pop()!) as IgResult;
+          sums.push(r.sumAttributions);
+          console.log(`| ${r.model} | ${r.tokens} | ${r.mode} | ${r.batchSize} × ${r.runs} | ${fmt(r.timing.wall)} / ${fmt(r.timing.cpu)} ms | ${fmt(r.timing.cpu / IG_STEPS)} ms | ${fmt(r.itemEstimateMiB)} MiB | ${fmt(r.warmMiB)} MiB | ${fmt(r.peakMiB)} MiB | ${fmt(r.load, 1)} |`);
+        }
+        console.log(`|  |  | Σ attributions batched − unbatched | ${(sums[1]! - sums[0]!).toExponential(2)} (of ${sums[0]!.toFixed(4)}) |  |  |  |  |  |  |`);
+      }
+    }
+    return;
+  }
   if (process.argv.includes('--memory')) {
     if (mi >= 0 && ti >= 0) {
       process.stdout.write(`${JSON.stringify(await runMemory(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1])))}\n`);

@@ -7,8 +7,10 @@
  * - forward only, what is live at the peak (onnxruntime reuses buffers between layers): the
  *   scores and probabilities of one attention [heads, n, n] twice, the MLP's inner activations
  *   [n, inner] twice, four hidden states [n, hidden] and the logits [n, vocab];
- * - forward and backward, what the backward pass keeps from every layer (about twelve [n, hidden]
- *   values, three [n, inner], four [heads, n, n]) plus the logits, their log-softmax and gradient.
+ * - forward and backward, what the backward pass keeps from every layer and its gradients' buffers
+ *   (eighteen [n, hidden] values, five [n, inner], six [heads, n, n]) plus five [n, vocab] (logits,
+ *   their log-softmax, the gradients); fitted to the peak RSS bench/gradients.ts --ig measured
+ *   (gpt2-small at 32 tokens: 74 MiB a point measured, 80 estimated).
  * Mixture-of-experts layers run every expert on every token (inner · experts). bench/gradients.ts
  * prints the estimate beside the measured peak RSS.
  */
@@ -60,7 +62,7 @@ export function forwardItemBytes(s: MemoryShape, tokens: number): number {
 /** Estimated bytes one batch item of `tokens` positions adds to a forward and backward run. */
 export function backwardItemBytes(s: MemoryShape, tokens: number): number {
   const n = tokens;
-  return 4 * (s.layers * (12 * n * s.hidden + 3 * n * s.inner + 4 * s.heads * n * n) + 3 * n * s.vocab);
+  return 4 * (s.layers * (18 * n * s.hidden + 5 * n * s.inner + 6 * s.heads * n * n) + 5 * n * s.vocab);
 }
 
 /** Items per run: as many as fit `budgetMB` (at least 1, at most `cap`). */
