@@ -149,6 +149,8 @@ class ServeApp implements SideHost {
     }
     requestAnimationFrame(() => [this.text, this.pair, this.decoder, this.textB].forEach(fitHeight));
     document.addEventListener('click', (e) => {
+      // A click outside closes a menu; not the script's own clicks (a download's link).
+      if (!e.isTrusted) return;
       const t = e.target as Element;
       for (const panel of [this.menuPanel, this.sharePanel]) if (!panel.hidden && !panel.parentElement!.contains(t)) panel.hidden = true;
     });

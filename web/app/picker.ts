@@ -39,7 +39,7 @@ export class ModelPicker {
     this.search.addEventListener('keydown', (e) => this.searchKey(e));
     this.list.addEventListener('keydown', (e) => this.listKey(e));
     document.addEventListener('click', (e) => {
-      if (!this.panel.hidden && !this.el.contains(e.target as Node)) this.open(false);
+      if (e.isTrusted && !this.panel.hidden && !this.el.contains(e.target as Node)) this.open(false);
     });
   }
 
