@@ -15,7 +15,7 @@ import { createBuildContext } from '../models/build-context.js';
 import type { ModelConfig } from '../models/config.js';
 import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '../generation/decode.js';
 import type { DecodingModel } from '../generation/decoding-model.js';
-import type { GraphSession, Runtime, RuntimeTensor } from '../runtime/runtime.js';
+import type { GraphSession, Runtime, RuntimeTensor, SessionOptions } from '../runtime/runtime.js';
 import { assembleTrace, toFloat32 } from './assemble.js';
 import { resolveAttentionMode, type AttentionMode } from './attention-mode.js';
 import { collectLogitLens } from './layer-states.js';
@@ -259,8 +259,8 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   }
 
   /** A runtime session for an encoded graph and its weights, through the graph cache when there is one. */
-  async openBuilt(built: BuiltModel): Promise<GraphSession> {
-    const options = { threads: this.threads };
+  async openBuilt(built: BuiltModel, sessionOptions: Omit<SessionOptions, 'threads'> = {}): Promise<GraphSession> {
+    const options = { ...sessionOptions, threads: this.threads };
     const fromFile = this.runtime.createSessionFromFile?.bind(this.runtime);
     const cache = fromFile ? this.graphCache : undefined;
     if (fromFile && cache) {

@@ -15,6 +15,11 @@ export interface RuntimeTensor {
 export interface SessionOptions {
   /** Threads for one operator (default: all cores). */
   threads?: number;
+  /**
+   * Whether idle threads spin waiting for work (default: the runtime's, on). Off for sessions run
+   * in turn (engine/layerwise.ts), whose spinning threads would compete with the next session's.
+   */
+  spinning?: boolean;
 }
 
 /** An ONNX model and the external weight data it references by path. */
