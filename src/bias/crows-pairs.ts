@@ -5,10 +5,12 @@
  * - Masked LMs, as the authors' metric.py (`mask_unigram`): lower-case both sentences when the
  *   model's tokenizer is uncased, tokenize them (with the specials), take the positions their token
  *   ids share (difflib 'equal' opcodes), and sum over the shared positions except the first and the
- *   last (the [CLS]/[SEP] pair) log P(token | the sentence with that one token masked). One forward
- *   pass per masked copy: our graphs take one sequence (their inputs are declared [1, seq]), so the
- *   copies run one after another, without attention outputs, and only the logits row of the masked
- *   position is read.
+ *   last (the [CLS]/[SEP] pair) log P(token | the sentence with that one token masked). A
+ *   sentence's masked copies all have its length, so they run as one batch (engine/batch.ts
+ *   logitsBatch: the logits graph with a batch dimension, only each copy's masked position
+ *   gathered), and log P is taken here in float64 from those float32 logits, as on the unbatched
+ *   path (one forward per copy, `batched: false`, and always with head gates), which it equals to
+ *   float32 rounding of the logits.
  * - Causal LMs, as bias-bench (`_joint_log_probability`): the sentence's tokens (without specials);
  *   the first one's probability from a run of the start token alone (bias-bench encodes
  *   "<|endoftext|>"; here bos_token_id, else eos_token_id), the others' from one run of the sentence;
@@ -16,6 +18,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import { toFloat32 } from '../engine/assemble.js';
+import { logitsBatch } from '../engine/batch.js';
 import type { Model } from '../engine/model.js';
 import type { TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
@@ -36,6 +39,8 @@ export interface CrowsScoreOptions {
   cache?: PairScoreCache;
   /** Head gates per stack (`head_gates.<stack>`, e.g. from engine/ablation.ts ablationGates): the model with heads removed. The cache is not used. */
   headGates?: Readonly<Record<string, RuntimeTensor>>;
+  /** Masked LMs: run each sentence's masked copies as one batch (default true; head gates always run one by one). */
+  batched?: boolean;
 }
 
 export interface CrowsScoreRun {
@@ -44,7 +49,7 @@ export interface CrowsScoreRun {
   lowercased: boolean;
   /** Per pair, in metric.py's (sent1, sent2) orientation, unrounded. */
   scores: PairScores[];
-  /** Forward passes run (cached pairs cost none). */
+  /** Masked copies and sentences scored (forward passes when unbatched; cached pairs cost none). */
   forwardPasses: number;
   /** Pairs taken from the cache. */
   cached: number;
@@ -115,6 +120,19 @@ export async function pseudoLogLikelihood(model: Model, ids: readonly number[], 
   return total;
 }
 
+/** pseudoLogLikelihood with the masked copies run as batches (engine/batch.ts), log P in float64 here. */
+export async function pseudoLogLikelihoodBatched(model: Model, ids: readonly number[], typeIds: readonly number[], positions: readonly number[], maskId: number): Promise<number> {
+  if (positions.length === 0) return 0;
+  const rows = positions.map((p) => ({ inputIds: ids.map((id, i) => (i === p ? maskId : id)), typeIds }));
+  const out = await logitsBatch(model, rows, { positions: positions.map((p) => [p]) });
+  if (out.kind !== 'logits' || out.vocab < 2) throw new AttnscopeError(`${model.name}: its head (${String(model.config.raw.architectures ?? 'unknown')}) does not predict tokens; CrowS-Pairs needs a language-model head`);
+  let total = 0;
+  positions.forEach((p, k) => {
+    total += logSoftmaxAt(out.rows[k]!.data, ids[p]!);
+  });
+  return total;
+}
+
 /** The id a causal LM's sentences start after: bos_token_id, else eos_token_id of config.json. */
 function startId(model: Model): number {
   const raw = model.config.raw;
@@ -182,7 +200,11 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
       const ids2 = t2.map((t) => t.id);
       const { first, second } = maskedPositions(ids1, ids2);
       const maskId = model.tokenizer!.mask!.id!;
-      result = {
+      const batched = options.batched !== false && !gates;
+      result = batched ? {
+        sent1: await pseudoLogLikelihoodBatched(model, ids1, t1.map((t) => t.segment), first, maskId),
+        sent2: await pseudoLogLikelihoodBatched(model, ids2, t2.map((t) => t.segment), second, maskId),
+      } : {
         sent1: await pseudoLogLikelihood(model, ids1, t1.map((t) => t.segment), first, maskId, gates),
         sent2: await pseudoLogLikelihood(model, ids2, t2.map((t) => t.segment), second, maskId, gates),
       };
