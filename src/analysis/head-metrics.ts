@@ -465,7 +465,8 @@ function scanHead(
     // JS against the first layer's row in the same pass when both rows span the same keys.
     const js = first !== null && first.counted[q] === 1;
     const fw = first === null ? w : first.w;
-    const inline = js && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
+    // (Rows with holes in their support take the union loop: their holes may differ from the first layer's.)
+    const inline = js && n === b - a && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
     let hm = 0;
     let rowMax = 0;
     // Summed in the same order as the Jensen–Shannon term's entropy, so that equal rows give exactly 0.
@@ -762,7 +763,8 @@ function scanHeadKernel(
     const n = rowSize[q]!;
     const inv = 1 / rowSums[q]!;
     const js = first !== null && first.counted[q] === 1;
-    const inline = js && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
+    // (Rows with holes in their support take the union loop: their holes may differ from the first layer's.)
+    const inline = js && n === b - a && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
     const w = P.W + (off + base) * 4;
     const supp = n === b - a ? 0 : P.supp + base;
     const fw = keepAt + base * 8;

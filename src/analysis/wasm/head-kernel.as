@@ -48,7 +48,7 @@ const K_BITS: usize = memory.data<u64>([
   0x000fffffffffffff, 0x000fffffffffffff, // 0: mantissa
   0x3ff0000000000000, 0x3ff0000000000000, // 16: 1.0
   0x4330000000000000, 0x4330000000000000, // 32: 2^52
-  0x0000100000000000, 0x0000100000000000, // 48: half a table step (2^43)
+  0x0000080000000000, 0x0000080000000000, // 48: half a table step (2^43)
 ], 16);
 
 // The logarithm's table (filled by the caller, head-kernel.ts, with Math.log): for each
