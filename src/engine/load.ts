@@ -105,10 +105,16 @@ function optionalPaths<K extends string>(paths: Record<K, string | undefined>): 
   return Object.fromEntries(Object.entries(paths).filter(([, v]) => v !== undefined)) as Partial<Record<K, string>>;
 }
 
-/** The graph cache of one checkpoint in `dir`, as the model core's hooks. */
+/**
+ * The graph cache of one checkpoint in `dir`, as the model core's hooks. A graph not cached yet is
+ * prepared into the cache first, its weights streamed one at a time (read, transposed, converted,
+ * written, let go), and opened from there: onnxruntime memory-maps the weight files, so preparing
+ * a checkpoint never holds the whole model in JavaScript (the model core falls back to building the
+ * session in memory when the cache cannot be written).
+ */
 function graphCacheIn(dir: string): GraphCacheHooks {
   return {
-    find: (built) => findCachedModel(dir, built),
+    find: async (built) => (await findCachedModel(dir, built)) ?? (await writeCachedModel(dir, built)),
     write: async (built) => {
       await writeCachedModel(dir, built);
     },

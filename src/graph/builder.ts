@@ -80,11 +80,26 @@ export function toStorage16(data: Float32Array, storage: 'float16' | 'bfloat16')
   return out;
 }
 
-/** Reads a weight once, however many times it is asked for. */
+/**
+ * Reads a weight once for all who ask while it is being read, and keeps nothing afterwards: a
+ * weight is held only by whoever uses it, so a graph's weights can be streamed one at a time into
+ * the graph cache (peak memory near the largest tensor, not the whole model); one asked for again
+ * later is read again.
+ */
 function once(source: FloatSource): () => Promise<Float32Array> {
   if (typeof source !== 'function') return () => Promise.resolve(source);
   let pending: Promise<Float32Array> | undefined;
-  return () => (pending ??= source());
+  return () => {
+    if (!pending) {
+      const p = source();
+      pending = p;
+      const forget = (): void => {
+        if (pending === p) pending = undefined;
+      };
+      p.then(forget, forget);
+    }
+    return pending;
+  };
 }
 
 /** FNV-1a, for short file-name suffixes that keep sanitised names distinct. */

@@ -1,7 +1,8 @@
 /**
  * The graph cache: a model's ONNX graph and its prepared weights (transposed for MatMul) kept on
  * disk, so the next run of the same checkpoint reads nothing through JavaScript: onnxruntime
- * memory-maps the weight files and the session is ready in a fraction of the time.
+ * memory-maps the weight files and the session is ready in a fraction of the time. The first run
+ * prepares the cache by streaming the weights into it one at a time, then opens it the same way.
  *
  *   <root>/<checkpoint key>/<graph hash>.onnx      one per set of taps
  *   <root>/<checkpoint key>/<weight file>.bin      shared by every graph of that checkpoint
@@ -131,9 +132,10 @@ export async function findCachedModel(dir: string, built: BuiltModel): Promise<s
 }
 
 /**
- * Writes the model file of `built` and whichever of its weight files are missing into `dir`
- * (the weights' data comes from `load`, read once however often it is asked for). The model
- * file is written last, so its presence means the whole graph is there.
+ * Writes the model file of `built` and whichever of its weight files are missing into `dir`, one
+ * weight at a time (each read by its `load`, written, and let go before the next is read: peak
+ * memory near the largest weight, whatever the size of the model). The model file is written
+ * last, so its presence means the whole graph is there.
  */
 export async function writeCachedModel(dir: string, built: BuiltModel): Promise<string> {
   await mkdir(dir, { recursive: true });

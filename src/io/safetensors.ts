@@ -281,8 +281,20 @@ function* tensorChunks(t: SafetensorsTensorInput, chunkBytes: number): Generator
   }
 }
 
+/** A tensor to write whose data may come later (writeSafetensorsStreamed). */
+export type SafetensorsTensorSpec = Omit<SafetensorsTensorInput, 'data'> & { data?: SafetensorsTensorInput['data'] };
+
+function checkData(t: SafetensorsTensorSpec, data: Float32Array | Uint16Array): void {
+  if (numel(t.shape) !== data.length) {
+    throw new AttnscopeError(`cannot write safetensors: tensor '${t.name}' has ${data.length} values but shape [${t.shape.join(', ')}]`);
+  }
+  if (t.dtype === 'F32' && !(data instanceof Float32Array)) {
+    throw new AttnscopeError(`cannot write safetensors: F32 tensor '${t.name}' needs a Float32Array`);
+  }
+}
+
 /** Validates the inputs and builds the padded header; the data follows in input order. */
-function encodeHeader(tensors: readonly SafetensorsTensorInput[], metadata?: Record<string, string>): Uint8Array {
+function encodeHeader(tensors: readonly SafetensorsTensorSpec[], metadata?: Record<string, string>): Uint8Array {
   const header = new Map<string, unknown>();
   if (metadata) {
     for (const [key, value] of Object.entries(metadata)) {
@@ -295,15 +307,11 @@ function encodeHeader(tensors: readonly SafetensorsTensorInput[], metadata?: Rec
     if (!t.name || t.name === '__metadata__' || header.has(t.name)) {
       throw new AttnscopeError(`cannot write safetensors: invalid or duplicate tensor name '${t.name}'`);
     }
-    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0) || numel(t.shape) !== t.data.length) {
-      throw new AttnscopeError(
-        `cannot write safetensors: tensor '${t.name}' has ${t.data.length} values but shape [${t.shape.join(', ')}]`,
-      );
+    if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+      throw new AttnscopeError(`cannot write safetensors: tensor '${t.name}' has an invalid shape [${t.shape.join(', ')}]`);
     }
-    if (t.dtype === 'F32' && !(t.data instanceof Float32Array)) {
-      throw new AttnscopeError(`cannot write safetensors: F32 tensor '${t.name}' needs a Float32Array`);
-    }
-    const bytes = t.data.length * DTYPE_BYTES[t.dtype];
+    if (t.data) checkData(t, t.data);
+    const bytes = numel(t.shape) * DTYPE_BYTES[t.dtype];
     header.set(t.name, { dtype: t.dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] });
     offset += bytes;
   }
@@ -342,9 +350,24 @@ async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number)
  * Writes a safetensors file atomically: to a temporary file in the same directory, then renamed
  * over `path`, so readers never see a half-written file.
  */
-export async function writeSafetensors(
+export function writeSafetensors(
   path: string,
   tensors: readonly SafetensorsTensorInput[],
+  metadata?: Record<string, string>,
+  options: ChunkOptions = {},
+): Promise<void> {
+  return writeSafetensorsStreamed(path, tensors, (t) => (t as SafetensorsTensorInput).data, metadata, options);
+}
+
+/**
+ * Writes a safetensors file whose tensors are produced one at a time by `dataOf` (called in
+ * order, each result written and let go before the next is asked for): a file of any size with
+ * one tensor in memory at a time. Atomic as writeSafetensors.
+ */
+export async function writeSafetensorsStreamed(
+  path: string,
+  tensors: readonly SafetensorsTensorSpec[],
+  dataOf: (tensor: SafetensorsTensorSpec, index: number) => Float32Array | Uint16Array | Promise<Float32Array | Uint16Array>,
   metadata?: Record<string, string>,
   options: ChunkOptions = {},
 ): Promise<void> {
@@ -356,8 +379,10 @@ export async function writeSafetensors(
     handle = await open(temp, 'wx');
     await writeAll(handle, header, 0);
     let position = header.length;
-    for (const t of tensors) {
-      for (const chunk of tensorChunks(t, chunkBytes)) {
+    for (const [index, spec] of tensors.entries()) {
+      const data = await dataOf(spec, index);
+      checkData(spec, data);
+      for (const chunk of tensorChunks({ ...spec, data }, chunkBytes)) {
         await writeAll(handle, chunk, position);
         position += chunk.length;
       }
