@@ -76,7 +76,7 @@ export class ComparePanel {
         const cmp = compareTraces(inputs.a, inputs.b, { stack: inputs.stack, ...(sameText ? { text: inputs.textA } : {}) });
         this.cmp = cmp;
         this.message.textContent = '';
-        const info = { nameA: `A: ${inputs.nameA}`, nameB: `B: ${inputs.nameB}`, textA: inputs.textA, theme: inputs.theme, ...(sameText ? {} : { textB: inputs.textB! }) };
+        const info = { nameA: inputs.nameA, nameB: inputs.nameB, textA: inputs.textA, theme: inputs.theme, ...(sameText ? {} : { textB: inputs.textB! }) };
         this.app = new CompareApp(cmp, info, this.body, { embedded: true, onSelect: (pair) => this.onSelect(pair.layer, pair.head) });
         replaceChildren(
           this.tools,

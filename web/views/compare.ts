@@ -182,7 +182,7 @@ export class CompareApp {
       }),
     );
     const input = comparisonDiffInput(cmp, { theme: state.theme, nameA: info.nameA, nameB: info.nameB, index: state.index, ranking: false });
-    const width = embedded ? (this.mount.clientWidth || document.documentElement.clientWidth) - 360 : document.documentElement.clientWidth - 420;
+    const width = embedded ? (this.mount.clientWidth || document.documentElement.clientWidth) - 480 : document.documentElement.clientWidth - 420;
     const L = diffHeatmapLayout({ ...input, frameWidth: Math.max(embedded ? 480 : 900, width), maxCell: 30 });
     this.layout = L;
     const c = sizeCanvas(this.canvas, L.width, L.height);
