@@ -22,7 +22,10 @@ import {
   labelIndices,
   levelFor,
   overviewRegion,
+  runBins,
   splitColumns,
+  thumbnailBins,
+  thumbnailRowsPerBin,
   tileRegion,
   topLevel,
   viewOf,
@@ -187,6 +190,49 @@ describe('heatmap tiles: bins over a source read in blocks', () => {
     expect([cached.lo(0), cached.hi(0)]).toEqual([0, 9]);
     expect(keyRange({ scale: [1], causal: false, window: [null] }, 'cross', 0, 2, 10)).toBeNull();
     expect(keyRange(undefined, 'self', 0, 2, 2)).toBeNull();
+  });
+});
+
+describe('model-view thumbnails streamed from a source', () => {
+  const n = 150;
+  const src = qkSource({ tokens: n, layers: 1, heads: 2, headDim: 8, causal: true, seed: 9 });
+  const ref = referenceMatrix(src, 0, 1);
+  const mask = keyRange(src.terms, 'self', 0, n, n);
+
+  it('every row read: the exact max and mean of each bin (the same bins as the tile pyramid)', () => {
+    const thumb = runBins(thumbnailBins(blockReader(src, 0, 1), n, n, mask, 5, 32)); // 150 / 32 → bins of 5
+    const tile = binAll(blockReader(src, 0, 1), { r0: 0, r1: n, c0: 0, c1: n, f: 5 }, mask);
+    expect([thumb.rows, thumb.cols]).toEqual([30, 30]);
+    expect(Array.from(thumb.max)).toEqual(Array.from(tile.max));
+    expect(Array.from(thumb.blank)).toEqual(Array.from(tile.blank));
+    for (let i = 0; i < thumb.mean.length; i++) expect(thumb.mean[i]).toBeCloseTo(tile.mean[i]!, 12);
+  });
+
+  it('sampled rows: one row per bin, the middle one (floor(0.5 · 5) = 2), its cells only', () => {
+    const thumb = runBins(thumbnailBins(blockReader(src, 0, 1), n, n, mask, 1, 32));
+    for (const [y, x] of [[0, 0], [7, 3], [29, 29], [29, 0], [10, 12]] as const) {
+      const r = y * 5 + 2;
+      let max = 0;
+      let sum = 0;
+      let count = 0;
+      for (let k = x * 5; k < x * 5 + 5; k++) {
+        if (k > r) continue;
+        max = Math.max(max, ref[r * n + k]!);
+        sum += ref[r * n + k]!;
+        count++;
+      }
+      expect(thumb.blank[y * 30 + x]).toBe(count ? 0 : 1);
+      expect(thumb.max[y * 30 + x]).toBeCloseTo(max, 6);
+      expect(thumb.mean[y * 30 + x]).toBeCloseTo(count ? sum / count : 0, 6);
+    }
+  });
+
+  it('rows per bin: every row when the budget allows it, fewer (at least one) when it does not', () => {
+    // 8 heads × 8,192² / 2 × 16 = 4.3e9 multiply-adds: within 8e9, every row (bins of 128).
+    expect(thumbnailRowsPerBin(8, 8192, 8192, 16, true)).toBe(128);
+    // 16 × 32 heads × 8,192 keys × 64 / 2 per row: 8e9 / (512 · 262,144 · 64 bin rows) → 0 → at least 1.
+    expect(thumbnailRowsPerBin(512, 8192, 8192, 64, true)).toBe(1);
+    expect(thumbnailRowsPerBin(144, 2048, 2048, 64, false)).toBe(Math.floor(8e9 / (144 * 2048 * 64 * 64)));
   });
 });
 

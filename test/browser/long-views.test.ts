@@ -158,4 +158,30 @@ describe('views at 8,192 tokens (attention computed in the page)', () => {
       expect(opened.network()).toEqual([]);
     });
   }, 300_000);
+
+  it('model view: every layer × head as a streamed thumbnail; hover names the head, a click opens its heatmap', async () => {
+    await withPage(browser, file, async (page, opened) => {
+      await page.click('[data-testid=tab-model]');
+      await page.waitForSelector('[data-testid=model-thumbs][data-drawn=true]', { timeout: 180_000 });
+      const g = await numericData(page, '[data-testid=model-thumbs]');
+      expect([g.layers, g.heads, g.done]).toEqual([2, 4, 8]);
+      // 8 heads × 8,192² / 2 × 16 fits the budget: every row read, bins of 8,192 / 64 = 128 cells.
+      expect([g.rowsPerBin, g.binSide]).toEqual([128, 128]);
+      expect(await page.textContent('[data-testid=model-note]')).toContain('every row read');
+      const at = { x: g.gridX! + 2.5 * g.cell!, y: g.gridY! + 1.5 * g.cell! };
+      await page.locator('[data-testid=model-thumbs]').hover({ position: at });
+      await expect.poll(() => page.getAttribute('[data-testid=model-thumbs]', 'data-hover-layer')).toBe('1');
+      expect(await page.getAttribute('[data-testid=model-thumbs]', 'data-hover-head')).toBe('2');
+      expect(await page.textContent('[data-testid=tooltip]')).toContain('layer 1 · head 2');
+      await page.locator('[data-testid=model-thumbs]').click({ position: at });
+      await waitTiles(page);
+      expect(await page.$eval('[data-testid=heatmap-layer]', (e) => (e as HTMLSelectElement).value)).toBe('1');
+      expect(await page.$eval('[data-testid=heatmap-head]', (e) => (e as HTMLSelectElement).value)).toBe('2');
+      // Views that need whole matrices say why instead of failing.
+      await page.click('[data-testid=tab-flow]');
+      expect(await page.textContent('[data-testid=long-note]')).toContain('keeps queries and keys, not attention');
+      expect(opened.errors).toEqual([]);
+      expect(opened.consoleErrors).toEqual([]);
+    });
+  }, 300_000);
 });

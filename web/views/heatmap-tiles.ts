@@ -76,7 +76,7 @@ const STRIP_BINS = 16;
 /** Time the tile jobs may take before yielding to the page. */
 const SLICE_MS = 24;
 const LABEL_FONT = 11;
-const MARGIN = { left: 118, top: 92, right: 132, bottom: 12 };
+const MARGIN = { left: 118, top: 92, right: 150, bottom: 12 };
 
 interface Job {
   key: string;
@@ -698,9 +698,11 @@ export class TiledHeatmap {
     c.textAlign = 'left';
     c.fillStyle = theme.muted;
     c.fillText(note, x0, ny);
-    // Minimap: the overview, the view's rectangle.
+    // Minimap (zoomed in): the overview, the view's rectangle.
+    const v0 = this.view;
+    const whole = v0.x <= 0 && v0.y <= 0 && v0.x + w / v0.scale >= this.nk && v0.y + hh / v0.scale >= this.nq;
     const side = Math.min(MARGIN.right - 28, hh - (ny - by) - 24);
-    if (side < 40) return;
+    if (side < 40 || whole) return;
     const my = ny + 10;
     const ms = side / Math.max(this.nq, this.nk);
     c.fillStyle = theme.panel;

@@ -4,7 +4,8 @@
  * draw per cell, whatever the input length). Hover a cell for its layer, head and strongest
  * query → key pairs; click it to open it large with token labels. Stays interactive at 12 × 12
  * heads and 512 tokens: images are area-averaged to the cell size and drawn layer by layer across
- * animation frames.
+ * animation frames. Long inputs (above LONG_TOKENS, or attention computed on demand) show thumbnails
+ * streamed from the attention source instead (model-thumbs.ts); a click opens the head's heatmap.
  */
 import { displayMask } from '../../src/views/layout/heatmap.js';
 import { type ModelCell, type ModelViewLayout, modelCellAt, modelViewLayout } from '../../src/views/layout/model-view.js';
@@ -12,10 +13,13 @@ import { renderModelView } from '../../src/views/svg/model-view.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
 import { button, checkbox, h, replaceChildren, select, sizeCanvas } from '../dom.js';
-import { exportButtons } from '../export.js';
+import { download, exportButtons } from '../export.js';
 import { MatrixGrid, matrixItemImage } from '../matrix.js';
 import { paintItems } from '../paint.js';
 import { gridTokenOptions, stackHeaders } from './common.js';
+import { keyRange, type Reduce } from '../../src/views/layout/heatmap-tiles.js';
+import { isLongPage, pageSource } from '../source.js';
+import { type ThumbCell, ThumbGrid } from './model-thumbs.js';
 
 export class ModelView {
   readonly el = h('div', { class: 'view model-view', testid: 'model-view' });
@@ -34,9 +38,17 @@ export class ModelView {
   private drawToken = 0;
   private detailKey = '';
   private hovered: ModelCell | null = null;
+  /** Long inputs: streamed thumbnails, how their bins are reduced. */
+  private readonly thumbs = new ThumbGrid();
+  private readonly scroll = h('div', { class: 'scroll model-scroll' });
+  private reduce: Reduce = 'max';
+  private long = false;
 
   constructor(private readonly ctx: Ctx) {
-    this.el.append(this.toolbar, this.chooser, this.readout, h('div', { class: 'scroll model-scroll' }, this.canvas, this.hoverBox), this.detail);
+    this.scroll.append(this.canvas, this.hoverBox);
+    this.el.append(this.toolbar, this.chooser, this.readout, this.scroll, this.detail);
+    this.thumbs.onPick((cell) => this.ctx.set({ view: 'heatmap', layer: cell.layer, heatmapMode: 'head', heatmapHead: cell.head }));
+    this.thumbs.onHover((cell, e) => this.hoverThumb(cell, e));
     this.canvas.addEventListener('pointermove', (e) => {
       const cell = this.cellAt(e.offsetX, e.offsetY);
       this.canvas.style.cursor = cell ? 'pointer' : '';
@@ -117,6 +129,16 @@ export class ModelView {
   update(): void {
     const { ctx } = this;
     const { state } = ctx;
+    if (isLongPage(ctx.trace, state.stack)) {
+      this.updateLong();
+      return;
+    }
+    if (this.long) {
+      this.long = false;
+      this.key = '';
+      replaceChildren(this.scroll, this.canvas, this.hoverBox);
+      this.chooser.hidden = false;
+    }
     replaceChildren(
       this.toolbar,
       select('model-normalize', 'colour', [
@@ -288,5 +310,78 @@ export class ModelView {
       masked: displayMask(ctx.trace, d, open.layer),
     });
     replaceChildren(this.detailReadout, h('span', { class: 'muted' }, 'hover a cell for its exact value'));
+  }
+
+  // --- long inputs: thumbnails streamed from the attention source ---------------------------------------
+
+  private updateLong(): void {
+    const { ctx } = this;
+    const { state } = ctx;
+    const source = pageSource(ctx.trace, state.stack);
+    if (!this.long) {
+      this.long = true;
+      replaceChildren(this.scroll, this.thumbs.el);
+      this.chooser.hidden = true;
+      this.detail.style.display = 'none';
+    }
+    replaceChildren(
+      this.toolbar,
+      select('model-normalize', 'colour', [
+        { value: 'cell', label: 'per cell (cell max = darkest)' },
+        { value: 'global', label: 'global (0 to 1)' },
+      ] as const, state.modelNormalize, (modelNormalize) => ctx.set({ modelNormalize })),
+      select('model-reduce', 'bins', [
+        { value: 'max', label: 'max of the cells' },
+        { value: 'mean', label: 'mean of the cells' },
+      ] as const, this.reduce, (reduce) => {
+        this.reduce = reduce;
+        this.update();
+      }),
+      checkbox('model-log', 'log scale', state.modelLog, (modelLog) => ctx.set({ modelLog })),
+      h('span', { class: 'spacer' }),
+      button('export-png', 'PNG', () => this.thumbs.canvas.toBlob((b) => b && download(b, 'model-view.png')), 'This view as a PNG image'),
+    );
+    const terms = ctx.trace.scores?.[state.stack];
+    const top = this.scroll.getBoundingClientRect().top;
+    this.thumbs.set({
+      source,
+      mask: (layer) => keyRange(terms, state.stack, layer, source.numQueries, source.numKeys),
+      headDim: ctx.trace.model.headDim,
+      causal: terms?.causal ?? false,
+      theme: ctx.theme(),
+      normalize: state.modelNormalize,
+      log: state.modelLog,
+      reduce: this.reduce,
+      frame: { width: Math.max(480, (this.el.clientWidth || document.documentElement.clientWidth) - 24), height: Math.max(360, window.innerHeight - (top > 0 ? top : 200) - 16) },
+    });
+    this.hoverThumb(null);
+  }
+
+  /** The readout of the long model view: what the thumbnails are, or the hovered head. */
+  private hoverThumb(cell: ThumbCell | null, e?: PointerEvent): void {
+    const { ctx } = this;
+    const t = this.thumbs;
+    const s = pageSource(ctx.trace, ctx.state.stack);
+    if (!cell) {
+      ctx.tooltip.hide();
+      delete t.canvas.dataset.hoverLayer;
+      delete t.canvas.dataset.hoverHead;
+      const f = t.binSide;
+      const rows = t.rowsPerBin >= f ? 'every row read' : `${t.rowsPerBin} of every ${f} rows read (the exact cells: open the head)`;
+      replaceChildren(
+        this.readout,
+        h('span', { class: 'muted', testid: 'model-note' }, `${s.numLayers} layers × ${s.numHeads} heads · ${s.numQueries} tokens · each thumbnail: bins of ${f}×${f} cells, their ${this.reduce}; ${rows} · click a head to open it`),
+      );
+      return;
+    }
+    t.canvas.dataset.hoverLayer = String(cell.layer);
+    t.canvas.dataset.hoverHead = String(cell.head);
+    let peak = '';
+    if (cell.bins) {
+      let m = 0;
+      for (let i = 0; i < cell.bins.max.length; i++) if (cell.bins.blank[i] === 0 && cell.bins.max[i]! > m) m = cell.bins.max[i]!;
+      peak = `largest weight read: ${ctx.fmtWeight(m)}`;
+    }
+    if (e) ctx.tooltip.show(e.clientX, e.clientY, `layer ${cell.layer} · head ${cell.head}`, cell.bins ? peak : 'computing…', 'click to open');
   }
 }

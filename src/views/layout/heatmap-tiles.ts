@@ -312,3 +312,101 @@ export function splitColumns(bins: Bins, tile = TILE): Bins[] {
     return out;
   });
 }
+
+// --- thumbnails (the model view) ----------------------------------------------------------------------
+
+/** Side of a model-view thumbnail in bins. */
+export const THUMB_BINS = 64;
+
+/** Multiply-adds a page spends on all thumbnails before it samples rows instead of reading every one. */
+export const THUMB_BUDGET = 8e9;
+
+/**
+ * Rows read per bin row of a thumbnail so that every head of a source fits `budget` multiply-adds
+ * (rows × keys × headDim each, halved when causal): all of them (exact max and mean) when it fits,
+ * else that many rows spread evenly over each bin (at least one).
+ */
+export function thumbnailRowsPerBin(numHeadsTotal: number, nq: number, nk: number, headDim: number, causal: boolean, side = THUMB_BINS, budget = THUMB_BUDGET): number {
+  const f = Math.ceil(nq / side);
+  const perRow = nk * headDim * (causal ? 0.5 : 1);
+  const affordable = Math.floor(budget / (numHeadsTotal * perRow * Math.ceil(nq / f)));
+  return Math.max(1, Math.min(f, affordable));
+}
+
+/**
+ * A thumbnail of one matrix: `side` × `side` bins at most (ceil(n / side) cells each), the max and
+ * mean of the unmasked cells of the rows read — every row when `rowsPerBin` is the bin height,
+ * otherwise that many rows spread evenly over each bin. Streams one bin row at a time (yielding the
+ * fraction done), reading runs of consecutive rows as one block.
+ */
+export function* thumbnailBins(read: BlockReader, nq: number, nk: number, mask: KeyRange | null, rowsPerBin: number, side = THUMB_BINS): Generator<number, Bins> {
+  const fy = Math.ceil(nq / side);
+  const fx = Math.ceil(nk / side);
+  const rows = Math.ceil(nq / fy);
+  const cols = Math.ceil(nk / fx);
+  const sum = new Float64Array(rows * cols);
+  const count = new Float64Array(rows * cols);
+  const max = new Float32Array(rows * cols);
+  let peak = 0;
+  let minPositive = Infinity;
+  const s = Math.max(1, Math.min(fy, rowsPerBin));
+  for (let y = 0; y < rows; y++) {
+    const r0 = y * fy;
+    const r1 = Math.min(nq, r0 + fy);
+    const picked = new Set<number>();
+    for (let i = 0; i < s; i++) picked.add(Math.min(r1 - 1, r0 + Math.floor(((i + 0.5) * (r1 - r0)) / s)));
+    const list = [...picked].sort((a, b) => a - b);
+    // Runs of consecutive rows, each one block (limited to BLOCK_CELLS values).
+    for (let i = 0; i < list.length; ) {
+      let j = i + 1;
+      while (j < list.length && list[j] === list[j - 1]! + 1 && (j - i + 1) * nk <= BLOCK_CELLS) j++;
+      const ra = list[i]!;
+      const rb = list[j - 1]! + 1;
+      let lo = 0;
+      let hi = nk;
+      if (mask) {
+        lo = Infinity;
+        hi = -Infinity;
+        for (let r = ra; r < rb; r++) {
+          lo = Math.min(lo, mask.lo(r));
+          hi = Math.max(hi, mask.hi(r));
+        }
+      }
+      if (hi > lo) {
+        const w = hi - lo;
+        const block = read(ra, rb, lo, hi);
+        for (let r = ra; r < rb; r++) {
+          const a = mask ? Math.max(lo, mask.lo(r)) : lo;
+          const b = mask ? Math.min(hi, mask.hi(r)) : hi;
+          const base = (r - ra) * w - lo;
+          for (let c = a; c < b; c++) {
+            const v = block[base + c]!;
+            const bi = y * cols + Math.floor(c / fx);
+            sum[bi]! += v;
+            count[bi]!++;
+            if (v > max[bi]!) max[bi] = v;
+            if (v > peak) peak = v;
+            if (v > 0 && v < minPositive) minPositive = v;
+          }
+        }
+      }
+      i = j;
+    }
+    yield (y + 1) / rows;
+  }
+  const mean = new Float32Array(rows * cols);
+  const blank = new Uint8Array(rows * cols);
+  for (let i = 0; i < rows * cols; i++) {
+    if (count[i]! > 0) mean[i] = sum[i]! / count[i]!;
+    else blank[i] = 1;
+  }
+  return { rows, cols, max, mean, blank, peak, minPositive: Number.isFinite(minPositive) ? minPositive : 0 };
+}
+
+/** Runs a generator of bins to the end. */
+export function runBins(it: Generator<number, Bins>): Bins {
+  for (;;) {
+    const r = it.next();
+    if (r.done) return r.value;
+  }
+}
