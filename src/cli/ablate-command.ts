@@ -1,16 +1,18 @@
 /**
  * `attnscope ablate [model] (--text … | --ids …) --heads L:H,… [--mode zero|mean]
- *  [--target-position P] [--target-token ID] [--top-k K] [--json | --csv] [--out FILE]`: what removing
+ *  [--target-position P] [--target-token ID] [--top-k K] [--json | --csv] [--out FILE] [--trace FILE]`: what removing
  * heads does to the model's prediction (engine/ablation.ts): the target before and after, KL of the
  * next-token/[MASK] distributions, cosine of the last hidden states, the top candidates before/after.
  */
+import { existsSync, statSync } from 'node:fs';
+import { dirname, extname, resolve } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
 import { ABLATION_MODES, type AblationMode, parseHeadList } from '../analysis/ablation.js';
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
 import { ablateHeads, type AblationResult } from '../engine/ablation.js';
 import { loadModel } from '../engine/load.js';
-import { writeFileAtomically } from '../io/trace-file.js';
+import { writeFileAtomically, writeTraceFile } from '../io/trace-file.js';
 import { ablationViewData } from '../views/analysis-data.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../views/html/standalone.js';
@@ -23,7 +25,8 @@ export const ABLATE_USAGE = `attnscope ablate [model] (--text "..." | --ids 1,2,
                 [--target-position P] [--target-token ID] [--top-k K]
                 [--pair "..."] [--type-ids 0,0,1] [--decoder-text "..." | --decoder-ids 0,5,6]
                 [--src-lang CODE] [--tgt-lang CODE] [--truncate]
-                [--json | --csv] [--out FILE | page.html] [--theme light|dark] [--revision REV] [--offline] [--threads N]
+                [--json | --csv] [--out FILE | page.html] [--theme light|dark] [--trace FILE.json|FILE.safetensors]
+                [--revision REV] [--offline] [--threads N]
 
   What removing heads does: the model runs as trained and with the heads' gates at 0 (each head's
   context times its gate before the output projection, as transformers' head_mask), on the same input.
@@ -46,6 +49,11 @@ ${LANGUAGE_HELP}
   --out        the file to write (.json, .csv or .txt; written atomically); stdout otherwise. page.html:
                the standalone page of the input (every view of the model as trained) opening on the
                ablation view (distribution before/after, target change, KL, cosine);  --theme  its theme
+  --trace      also write the trace of the ablated run (.json or .safetensors; written atomically): the
+               attention (and in .json the logits and top-5 predictions) of the model with the heads
+               removed — a removed head's own attention weights stay, its output is what is removed, so
+               the layers after it differ — its model name saying which heads and how; open it with
+               attnscope view, or beside a trace of the model as trained with attnscope compare
 ${MODEL_HELP}`;
 
 export const ABLATE_OPTIONS = {
@@ -58,6 +66,7 @@ export const ABLATE_OPTIONS = {
   json: { type: 'boolean' },
   csv: { type: 'boolean' },
   out: { type: 'string' },
+  trace: { type: 'string' },
   theme: { type: 'string' },
   ...MODEL_OPTIONS,
 } as const;
@@ -103,6 +112,20 @@ function ablationTable(model: string, r: AblationResult, stacks: number): string
   return `${lines.join('\n')}\n`;
 }
 
+/** --trace's file: .json or .safetensors in an existing directory, not --out's file. */
+function checkTracePath(path: string, out: string | undefined): void {
+  const ext = extname(path).toLowerCase();
+  if (path.trim() === '' || (ext !== '.json' && ext !== '.safetensors')) throw new UsageError(`--trace ${path}: the ablated trace is written as .json or .safetensors${ext ? `, not ${ext}` : ''}`);
+  const dir = dirname(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new AttnscopeError(`--trace ${path}: cannot write (no such directory: ${dir})`);
+  if (out !== undefined && resolve(out) === resolve(path)) throw new UsageError(`--trace ${path}: the same file as --out`);
+}
+
+/** The removed heads as the trace's model name shows them: L:H per stack. */
+function headsText(result: AblationResult): string {
+  return result.heads.map((h) => `${h.stack === 'self' ? '' : `${h.stack}/`}${h.layer}:${h.head}`).join(', ');
+}
+
 export async function ablateCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(argv, ABLATE_OPTIONS);
   if (positionals.length > 1) throw new AttnscopeError(`ablate: expected at most one model, got ${positionals.join(' ')}`);
@@ -119,6 +142,8 @@ export async function ablateCommand(argv: string[]): Promise<void> {
       format = 'html';
     } else if (format === 'table') format = out.endsWith('.json') ? 'json' : out.endsWith('.csv') ? 'csv' : 'table';
   }
+  const tracePath = values.trace;
+  if (tracePath !== undefined) checkTracePath(tracePath, values.out);
   const theme = values.theme;
   if (theme !== undefined && theme !== 'light' && theme !== 'dark') throw new UsageError(`--theme: expected light or dark, got '${theme}'`);
   if (theme !== undefined && format !== 'html') throw new UsageError('ablate: --theme applies to --out page.html only');
@@ -136,7 +161,10 @@ export async function ablateCommand(argv: string[]): Promise<void> {
     }
     const heads = parseHeadList(values.heads, info.stacks, info.numHeads, info.stacks.self !== undefined ? 'self' : 'encoder');
     const trace = await model.trace(input.text, { ...input.options, attention: format === 'html', hidden: true });
-    const inputs: ModelInputs = {
+    // --trace: the ablated run is a trace's run (its taps, tokens and assembly) with the heads' gates set.
+    const traceOptions = { ...input.options, attention: true, logits: true, topK: 5 };
+    const prepared = tracePath !== undefined ? await model.prepareRun(input.text, traceOptions) : null;
+    const inputs: ModelInputs = prepared ? prepared.inputs : {
       inputIds: trace.tokens.map((t) => t.id),
       ...(trace.tokens.some((t) => t.segment !== 0) ? { typeIds: trace.tokens.map((t) => t.segment) } : {}),
       ...(trace.decoderTokens ? { decoderInputIds: trace.decoderTokens.map((t) => t.id) } : {}),
@@ -146,7 +174,14 @@ export async function ablateCommand(argv: string[]): Promise<void> {
       ...(position !== undefined ? { position } : {}),
       ...(tokenId !== undefined ? { tokenId } : {}),
       ...(topK !== undefined ? { topK } : {}),
+      ...(prepared ? { taps: prepared.taps } : {}),
     });
+    if (prepared && tracePath !== undefined) {
+      const ablated = model.traceOf(prepared, result.ablatedOutputs!, traceOptions);
+      ablated.model.name = `${ablated.model.name} · ${mode} ablation of ${headsText(result)}`;
+      await writeTraceFile(tracePath, ablated);
+      reportWrote(tracePath, `trace of the ${mode} ablation of ${heads.length} head${heads.length === 1 ? '' : 's'} (attention, logits, predictions of the ablated model)`, `open it with attnscope view ${tracePath}`);
+    }
     if (format === 'html') {
       const page = await renderStandaloneHtml(trace, {
         bundle: await loadViewBundle(),

@@ -38,6 +38,12 @@ export interface AblationOptions {
   tokenId?: number;
   /** Candidates listed before/after (the union of both top-k; default 10). */
   topK?: number;
+  /**
+   * More taps for both runs (e.g. a trace's `Model.prepareRun(…).taps`: attention, queries/keys …);
+   * the ablated run's graph outputs are then returned as `ablatedOutputs`, to assemble the trace of
+   * the ablated model (`Model.traceOf`).
+   */
+  taps?: TapRequest;
 }
 
 export interface AblationCandidateResult {
@@ -67,6 +73,8 @@ export interface AblationResult {
   cosineMean: number;
   /** Top candidates before and after with both probabilities (empty for heads without a distribution). */
   candidates: AblationCandidateResult[];
+  /** With `taps`: every graph output of the ablated run. */
+  ablatedOutputs?: Record<string, RuntimeTensor>;
 }
 
 /** The graph input of a stack's head offsets (mean ablation): [layers, heads, headDim]. */
@@ -173,7 +181,7 @@ export async function ablateHeads(model: Model, inputs: ModelInputs, options: Ab
   if (mode !== 'zero' && mode !== 'mean') throw new AttnscopeError(`ablation mode '${String(mode)}' is unknown; allowed: zero, mean`);
   if (options.heads.length === 0) throw new AttnscopeError('ablation: no heads given');
   const gates = ablationGates(model, options.heads);
-  const taps: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: true, headGates: true };
+  const taps: TapRequest = { ...(options.taps ?? { attention: false, qk: false }), lastHiddenState: true, logits: true, headGates: true };
   let original: Record<string, RuntimeTensor>;
   let ablated: Record<string, RuntimeTensor>;
   if (mode === 'zero') {
@@ -241,5 +249,6 @@ export async function ablateHeads(model: Model, inputs: ModelInputs, options: Ab
     cosine: cosineSimilarity(rowOf(hBefore, position), rowOf(hAfter, position)),
     cosineMean: sum / n,
     candidates: result.candidates,
+    ...(options.taps ? { ablatedOutputs: ablated } : {}),
   };
 }
