@@ -7,10 +7,11 @@
  * tolerance). The target is built from each input's `target` (kind, position, token).
  * (Completeness with the per-family default baselines: test/gradients-completeness.test.ts.)
  *
- * Runtime: the 256 integrated-gradients passes run one after another (the graphs have batch size
- * 1), so npm test checks integrated gradients on the first input of bert, gpt2 and t5 and every
- * other field on every input of every fixture; `npm run test:deep` checks integrated gradients on
- * every input too.
+ * Runtime: the 256 integrated-gradients points run as batch items (up to 64 per run, by the
+ * memory bound), so they are checked batched; npm test checks integrated gradients on the first
+ * input of bert, gpt2 and t5 and every other field on every input of every fixture; `npm run
+ * test:deep` checks integrated gradients on every input too. (Batched = one run per step:
+ * test/gradients-batched.test.ts.)
  *
  * AUTODIFF_REPORT=1 prints the measured errors (max |ours − PyTorch| / max |PyTorch| per field).
  */
