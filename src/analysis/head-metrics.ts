@@ -270,11 +270,11 @@ function interpolated(n: number, qs: readonly number[], at: (r: number) => numbe
 /**
  * The rest of `quantiles` once `hist` counts the n values per bin: finds the bins holding the
  * wanted ranks (marking them in `firstRankOfBin`: the rank of the bin's first value), takes their
- * values in input order from `pick(count)`, sorts those, and leaves `hist` all zeros and
+ * values in input order from `pick(count, bins)`, sorts those, and leaves `hist` all zeros and
  * `firstRankOfBin` all −1 again.
  */
 function quantilesOfHistogram(
-  values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array, pick: (count: number) => Float64Array,
+  values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array, pick: (count: number, bins: readonly number[]) => Float64Array,
 ): number[] {
   // The used bin range: for many values a walk over the bins is cheaper than tracking it per
   // value; for fewer, the bins of the smallest and largest value.
@@ -312,7 +312,7 @@ function quantilesOfHistogram(
   // The values of the marked bins, sorted (bins are in value order, so this is their order too).
   let m = 0;
   for (const b of wantedBins) m += hist[b]!;
-  const picked = pick(m);
+  const picked = pick(m, wantedBins);
   picked.sort();
   // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
   const before = new Map<number, number>();
@@ -664,6 +664,8 @@ interface KernelArrays {
   firstMean: number;
   /** scanRow's accumulators (9 float64). */
   acc: number;
+  /** The quantiles' wanted bins (8 uint16). */
+  list: number;
 }
 
 /** The kernel, its arrays and views of its memory (taken after the memory's last growth). */
@@ -700,6 +702,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       layerMean: wantJs ? lay.take(size * 8) : 0,
       firstMean: wantJs ? lay.take(size * 8) : 0,
       acc: lay.take(9 * 8),
+      list: lay.take(16),
     };
   });
   if (got === null || P === undefined) return null;
@@ -857,8 +860,13 @@ function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], count
   if (!counted) k.histogram(P.pooled, n, P.hist, P.bins);
   const hist = u32.subarray(P.hist >> 2, (P.hist >> 2) + BINS);
   const mark = i32.subarray(P.mark >> 2, (P.mark >> 2) + BINS);
-  return quantilesOfHistogram(values, n, qs, hist, mark, () => {
-    const m = k.gather(P.pooled, P.bins, n, P.mark, P.picked);
+  return quantilesOfHistogram(values, n, qs, hist, mark, (_m, wanted) => {
+    // Up to 8 wanted bins (4 quantiles: at most 8 ranks), compared 8 values at a time; else by the marks.
+    let m: number;
+    if (wanted.length <= 8) {
+      new Uint16Array(kp.u8.buffer, P.list, 8).set(wanted);
+      m = k.gatherBins(P.pooled, P.bins, n, P.list, wanted.length, P.picked);
+    } else m = k.gather(P.pooled, P.bins, n, P.mark, P.picked);
     return f64.slice(P.picked >> 3, (P.picked >> 3) + m);
   });
 }

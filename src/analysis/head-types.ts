@@ -163,12 +163,14 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
     let sem = 0;
     let ent = 0;
     let nRows = 0;
+    // The renormalised weight of key k of the current row (0 off the support), read where it is needed.
+    let base = 0;
+    let inv = 0;
+    const at = (k: number): number => (k >= 0 && k < nk && support[base + k] === 1 ? W[off + base + k]! * inv : 0);
     for (let q = 0; q < nq; q++) {
       if (counted[q] !== 1) continue;
-      const base = q * nk;
-      // The renormalised weight of key k (0 off the support), read where it is needed.
-      const inv = 1 / rowSums[q]!;
-      const at = (k: number): number => (k >= 0 && k < nk && support[base + k] === 1 ? W[off + base + k]! * inv : 0);
+      base = q * nk;
+      inv = 1 / rowSums[q]!;
       nRows++;
       const qp = q + shift;
       if (stack !== 'cross') {

@@ -46,16 +46,19 @@ const K: usize = memory.data<f64>([
 ], 16);
 const K_BITS: usize = memory.data<u64>([
   0x000fffffffffffff, 0x000fffffffffffff, // 0: mantissa
-  0x3ff0000000000000, 0x3ff0000000000000, // 16: 1.0
+  0x3fe6a09e667f3bcd, 0x3fe6a09e667f3bcd, // 16: √2/2
   0x4330000000000000, 0x4330000000000000, // 32: 2^52
   0x0000080000000000, 0x0000080000000000, // 48: half a table step (2^43)
+  0x00095f619980c433, 0x00095f619980c433, // 64: 1.0 − √2/2 in bits (moves the exponent's step to √2/2)
+  0xfffff00000000000, 0xfffff00000000000, // 80: sign, exponent and the top 8 mantissa bits
 ], 16);
 
-// The logarithm's table (filled by the caller, head-kernel.ts, with Math.log): for each
-// i = 0 … 256 the point c = 1 + i/256 and, 32 bytes at LOG_TABLE + 32 i, the float64s 1/c, T, c, E:
-// E = 0 and T = log c where c < √2, else E = 1 and T = log(c/2) (so that log x keeps its relative
-// accuracy for x just below 1 too: there e + E = 0 and T = log(c/2) is small).
-const LOG_TABLE: usize = memory.data(257 * 32, 16);
+// The logarithm's table (filled by the caller, head-kernel.ts, with Math.log): the points c of
+// [√2/2, √2] whose float64 keeps only the top 8 mantissa bits (steps of 2^−9 below 1, 2^−8 above),
+// from c = √2/2 rounded down on: entry j, 16 bytes at LOG_TABLE + 16 j, holds 1/c and log c.
+const LOG_TABLE: usize = memory.data(257 * 16, 16);
+/** The first table point's top 20 bits (exponent 0x3fe, mantissa 0x6a: 0.70703125). */
+const TABLE_FIRST: i32 = (0x3fe << 8) + 0x6a;
 
 /** Where the caller writes the logarithm's table (see LOG_TABLE). */
 export function logTable(): usize {
@@ -64,31 +67,27 @@ export function logTable(): usize {
 
 /**
  * Natural logarithm of both lanes (each ≥ 2^−1022, the smallest normal float64, and finite: what
- * float32 weights renormalised by their row sums give). x = 2^e · y, y ∈ [1, 2) from the bits;
- * c = 1 + i/256 the table point nearest to y (i from the top 8 mantissa bits, rounded); then
- * log x = (e + E) ln 2 + T + log1p(r), r = (y − c)/c, |r| ≤ 2^−9 (y − c is exact), and log1p(r) as its
- * series to r⁶ (the next term, r⁷/7 ≤ 2^−65.8, is below float64 rounding of r). ln 2 in two parts
- * (LN2_HI · (e + E) exact). Relative error a few float64 roundings (test: ≤ 4e-16).
+ * float32 weights renormalised by their row sums give). x = 2^e · y with y ∈ [√2/2, √2) (the
+ * bits moved by 1.0 − √2/2 so that the exponent steps at √2/2, as fdlibm's log does); c the table
+ * point nearest to y (the top 8 mantissa bits, rounded); then log x = e ln 2 + log c + log1p(r),
+ * r = (y − c)/c, |r| ≤ 2^−9 (y − c is exact), log1p(r) as its series to r⁶ (the next term,
+ * r⁷/7 ≤ 2^−65.8, is below float64 rounding of r). ln 2 in two parts (LN2_HI · e exact). Near 1
+ * from either side e = 0 and c = 1: relative error a few float64 roundings (test: ≤ 4e-16).
  */
 // @ts-ignore: decorator
 @inline function logv(x: v128): v128 {
-  const mant = v128.and(x, v128.load(K_BITS));
-  // The table entries of both lanes: index = round(mantissa · 2^8), 0 … 256.
-  const idx = i64x2.shr_u(i64x2.add(mant, v128.load(K_BITS, 48)), 44);
-  const p0 = LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 0)) << 5);
-  const p1 = LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 1)) << 5);
-  const a0 = v128.load(p0);
-  const a1 = v128.load(p1);
-  const b0 = v128.load(p0, 16);
-  const b1 = v128.load(p1, 16);
+  const u = i64x2.add(x, v128.load(K_BITS, 64));
+  // The exponent as a float64: (u >> 52) | 2^52's bits, minus 2^52 and the bias.
+  const e = f64x2.sub(v128.or(i64x2.shr_u(u, 52), v128.load(K_BITS, 32)), v128.load(K, 64));
+  const y = i64x2.add(v128.and(u, v128.load(K_BITS)), v128.load(K_BITS, 16));
+  const yr = i64x2.add(y, v128.load(K_BITS, 48));
+  const c = v128.and(yr, v128.load(K_BITS, 80));
+  const idx = i64x2.shr_u(yr, 44);
+  const a0 = v128.load(LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 0) - TABLE_FIRST) << 4));
+  const a1 = v128.load(LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 1) - TABLE_FIRST) << 4));
   const invc = v128.shuffle<f64>(a0, a1, 0, 2);
   const t = v128.shuffle<f64>(a0, a1, 1, 3);
-  const c = v128.shuffle<f64>(b0, b1, 0, 2);
-  const ee = v128.shuffle<f64>(b0, b1, 1, 3);
-  const y = v128.or(mant, v128.load(K_BITS, 16));
   const r = f64x2.mul(f64x2.sub(y, c), invc);
-  // The exponent as a float64 ((bits >> 52) | 2^52's bits, minus 2^52 and the bias), plus E.
-  const e = f64x2.add(f64x2.sub(v128.or(i64x2.shr_u(x, 52), v128.load(K_BITS, 32)), v128.load(K, 64)), ee);
   // log1p(r) = r + r² q(r), q(r) = −1/2 + r/3 − r²/4 + r³/5 − r⁴/6, by pairs (a short dependency chain).
   const r2 = f64x2.mul(r, r);
   const q01 = f64x2.add(v128.load(K, 48), f64x2.mul(v128.load(K, 112), r));
@@ -396,6 +395,59 @@ export function gather(values: usize, bins: usize, n: i32, mark: usize, out: usi
   for (let i = 0; i < n; i++) {
     const b = <usize>load<u16>(bins + (<usize>i << 1));
     if (load<i32>(mark + (b << 2)) >= 0) {
+      f64.store(out + (<usize>j << 3), f64.load(values + (<usize>i << 3)));
+      j++;
+    }
+  }
+  return j;
+}
+
+/**
+ * `gather` for at most 8 marked bins, listed as uint16 at list (count of them): the values whose
+ * bin is one of them, in order, into out; returns how many. Compares 8 bins at a time.
+ */
+export function gatherBins(values: usize, bins: usize, n: i32, list: usize, count: i32, out: usize): i32 {
+  let s0 = i16x8.splat(-1);
+  let s1 = s0;
+  let s2 = s0;
+  let s3 = s0;
+  let s4 = s0;
+  let s5 = s0;
+  let s6 = s0;
+  let s7 = s0;
+  if (count > 0) s0 = i16x8.splat(load<i16>(list));
+  if (count > 1) s1 = i16x8.splat(load<i16>(list, 2));
+  if (count > 2) s2 = i16x8.splat(load<i16>(list, 4));
+  if (count > 3) s3 = i16x8.splat(load<i16>(list, 6));
+  if (count > 4) s4 = i16x8.splat(load<i16>(list, 8));
+  if (count > 5) s5 = i16x8.splat(load<i16>(list, 10));
+  if (count > 6) s6 = i16x8.splat(load<i16>(list, 12));
+  if (count > 7) s7 = i16x8.splat(load<i16>(list, 14));
+  let j = 0;
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const b = v128.load(bins + (<usize>i << 1));
+    const hit = v128.or(
+      v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3))),
+      v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))),
+    );
+    if (!v128.any_true(hit)) continue;
+    for (let l = 0; l < 8; l++) {
+      const at = i + l;
+      const bin = load<u16>(bins + (<usize>at << 1));
+      let marked = false;
+      for (let m = 0; m < count; m++) if (load<u16>(list + (<usize>m << 1)) === bin) marked = true;
+      if (marked) {
+        f64.store(out + (<usize>j << 3), f64.load(values + (<usize>at << 3)));
+        j++;
+      }
+    }
+  }
+  for (; i < n; i++) {
+    const bin = load<u16>(bins + (<usize>i << 1));
+    let marked = false;
+    for (let m = 0; m < count; m++) if (load<u16>(list + (<usize>m << 1)) === bin) marked = true;
+    if (marked) {
       f64.store(out + (<usize>j << 3), f64.load(values + (<usize>i << 3)));
       j++;
     }

@@ -28,6 +28,7 @@ export interface HeadKernelExports {
   mixRowEntropy(w: number, fw: number, supp: number, a: number, b: number, inv: number): number;
   histogram(values: number, n: number, hist: number, bins: number): void;
   gather(values: number, bins: number, n: number, mark: number, out: number): number;
+  gatherBins(values: number, bins: number, n: number, list: number, count: number, out: number): number;
 }
 
 /** undefined: not tried yet; null: WebAssembly unavailable or refused here. */
@@ -63,16 +64,17 @@ export function headKernelStatus(): { available: boolean; reason: string } {
   return { available: compiledKernel() !== null, reason: refusal };
 }
 
-/** The logarithm's table of an instance (head-kernel.as LOG_TABLE): 1/c, T, c, E for c = 1 + i/256, i = 0 … 256. */
+/** The logarithm's table of an instance (head-kernel.as LOG_TABLE): 1/c and log c for the 257 points c of [√2/2, √2] with 8 mantissa bits, from 0.70703125 on. */
 function fillLogTable(k: HeadKernelExports): void {
-  const t = new Float64Array(k.memory.buffer, k.logTable(), 257 * 4);
-  for (let i = 0; i <= 256; i++) {
-    const c = 1 + i / 256;
-    const upper = c >= Math.SQRT2;
-    t[4 * i] = 1 / c;
-    t[4 * i + 1] = upper ? Math.log(c / 2) : Math.log(c);
-    t[4 * i + 2] = c;
-    t[4 * i + 3] = upper ? 1 : 0;
+  const t = new Float64Array(k.memory.buffer, k.logTable(), 257 * 2);
+  const cell = new DataView(new ArrayBuffer(8));
+  for (let j = 0; j <= 256; j++) {
+    // Sign 0, exponent and top 8 mantissa bits ((0x3fe << 8) + 0x6a + j), the rest 0.
+    cell.setUint32(0, ((0x3fe << 8) + 0x6a + j) << 12);
+    cell.setUint32(4, 0);
+    const c = cell.getFloat64(0);
+    t[2 * j] = 1 / c;
+    t[2 * j + 1] = Math.log(c);
   }
 }
 
