@@ -9,9 +9,10 @@
  * feeds computes exactly the nodes of the whole graph, so every output is the same.
  *
  * Where the cuts go: the caller names the layer each graph output belongs to (the attention, query
- * or key tap of layer k); between the last such output of one layer and the first of the next,
- * the cut is put where the fewest computed values cross it (the residual stream and what every
- * layer shares), the latest such place: the end of the layer's block. Pure: imports nothing.
+ * or key tap of layer k, keyed `<stack>.<layer>`); between the last such output of one layer and
+ * the first of the next, the cut is put where the fewest computed values cross it (the residual
+ * stream and what every layer shares), the latest such place: the end of the layer's block. Pure:
+ * imports nothing.
  */
 import type { ElemType, GraphSpec, InitializerSpec, NodeSpec, ValueInfoSpec } from './onnx-model.js';
 
@@ -113,6 +114,8 @@ export function valueTypes(graph: GraphSpec): Map<string, ElemType> {
  * without layer outputs is one segment.
  */
 export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => string | undefined): GraphPartition {
+  /** Layer keys are `<stack>.<layer>` (or any key: then one stack). */
+  const stackOf = (key: string) => key.slice(0, Math.max(0, key.lastIndexOf('.')));
   const nodes = graph.nodes;
   const producer = new Map<string, number>();
   nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
@@ -158,6 +161,17 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
   }
 
   // Values crossing a cut before node c: computed (by a placed node) before c, read at or after c.
+  // Values computed before a stack's first layer and read by its later layers (masks, rotary
+  // tables, the encoder's output for a decoder, a position bias) count as crossing every later cut:
+  // they add the same to every place a cut may go, and the end of their use (in the last layer)
+  // must not draw a cut into that layer.
+  const stackStarts: number[] = [];
+  groups.forEach((gr, i) => {
+    if (i === 0 || stackOf(gr.keys[0]!) !== stackOf(groups[i - 1]!.keys[0]!)) stackStarts.push(i);
+  });
+  /** Computed before a stack's first layer and still read after its second layer began. */
+  const shared = (p: number, last: number): boolean =>
+    stackStarts.some((i) => p < groups[i]!.lo && (i === 0 || p > groups[i - 1]!.hi) && !stackStarts.includes(i + 1) && i + 1 < groups.length && last > groups[i + 1]!.lo);
   const lastRead = new Map<string, number>();
   nodes.forEach((n, i) => {
     if (constant[i]) return;
@@ -167,8 +181,9 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
   for (const [name, last] of lastRead) {
     const p = producer.get(name);
     if (p === undefined || constant[p] || last <= p) continue;
-    delta[p + 1]! += 1; // crosses cuts p+1 … last
-    delta[last + 1]! -= 1;
+    const end = shared(p, last) ? nodes.length : last;
+    delta[p + 1]! += 1; // crosses cuts p+1 … end
+    delta[end + 1]! -= 1;
   }
   const crossing = new Int32Array(nodes.length + 1);
   for (let c = 0, run = 0; c <= nodes.length; c++) crossing[c] = run += delta[c]!;
