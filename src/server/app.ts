@@ -19,7 +19,8 @@ import { exportFile, validateExportRequest } from './exports.js';
 
 export const CSP = [
   "default-src 'none'",
-  "script-src 'self'",
+  // 'wasm-unsafe-eval': WebAssembly compilation only (no eval of script text), for the head-metrics kernel (src/analysis/wasm/).
+  "script-src 'self' 'wasm-unsafe-eval'",
   // Style attributes: the SVG views set them (as the standalone page allows); no style sheet from elsewhere.
   "style-src 'self' 'unsafe-inline'",
   "img-src 'self' data: blob:",

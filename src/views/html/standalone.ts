@@ -317,7 +317,8 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
     const headerJson = scriptJson(header);
     const csp = [
       "default-src 'none'",
-      `script-src 'sha256-${hash}'`,
+      // 'wasm-unsafe-eval': WebAssembly compilation only (no eval of script text), for the head-metrics kernel (src/analysis/wasm/).
+      `script-src 'sha256-${hash}' 'wasm-unsafe-eval'`,
       // Attention flow runs in a Worker started from a blob: URL holding this same script (web/flow-worker.ts).
       'worker-src blob:',
       "style-src 'unsafe-inline'",
