@@ -247,7 +247,7 @@ export function attributeTable(trace: Trace, attributions: Attributions, result:
 function autoNote(ig: NonNullable<AttributionResult['integratedGradients']>): string {
   const a = ig.auto;
   if (!a) return '';
-  const tol = `${num(100 * a.tolerance, 2)}%`;
+  const tol = `${Number((100 * a.tolerance).toPrecision(3))}%`;
   if (a.converged) return ` — auto: within ${tol} at ${ig.steps} steps`;
   const why = a.stopped === 'stalled' ? 'the error stopped shrinking (the path has jumps the gradients cannot see)'
     : a.stopped === 'degenerate' ? 'T(x) − T(baseline) is within float32 noise'
