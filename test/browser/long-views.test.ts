@@ -184,4 +184,59 @@ describe('views at 8,192 tokens (attention computed in the page)', () => {
       expect(opened.consoleErrors).toEqual([]);
     });
   }, 300_000);
+
+  it('head view: a scrolling strip of 8,192 tokens (only the rows in view exist), search and jump, top-k keys with exact weights', async () => {
+    await withPage(browser, file, async (page, opened) => {
+      await page.click('[data-testid=tab-head]');
+      await page.waitForSelector('[data-testid=head-long-scroll]');
+      const rows = async () => numericData(page, '[data-testid=head-long-scroll]');
+      let r = await rows();
+      expect(r.n).toBe(N);
+      expect(r.first).toBe(0);
+      // Virtualised: a screenful of rows and the overscan, not 8,192.
+      expect(await page.locator('[data-testid=head-long-scroll] [data-side=query]').count()).toBe(r.rows);
+      expect(r.rows).toBeLessThan(120);
+      // Lines without a focus: each query in view, top 3 keys per head.
+      expect(Number(await page.getAttribute('[data-testid=head-long-lines]', 'data-count'))).toBeGreaterThan(0);
+
+      // Search: every token whose text contains 'children'; Enter steps to the next match and pins it.
+      const labels = trace.tokens.map((t) => t.text.replace('▁', ''));
+      const matches = labels.flatMap((l, i) => (l.includes('children') ? [i] : []));
+      await page.fill('[data-testid=head-search]', 'children');
+      await expect.poll(() => page.textContent('[data-testid=head-search-count]')).toBe(`1 of ${matches.length}`);
+      for (let i = 0; i < 4; i++) await page.press('[data-testid=head-search]', 'Enter');
+      await expect.poll(() => page.textContent('[data-testid=head-search-count]')).toBe(`5 of ${matches.length}`);
+      const q5 = matches[4]!;
+      await expect.poll(() => page.getAttribute('[data-testid=head-topk-list]', 'data-query')).toBe(String(q5));
+      r = await rows();
+      expect(r.first).toBeLessThanOrEqual(q5);
+      expect(r.last).toBeGreaterThan(q5);
+
+      // Jump to a position: #6000; its top-3 keys of head 1 are the float64 top 3 of its row, with their weights.
+      await page.fill('[data-testid=head-search]', '#6000');
+      await expect.poll(() => page.getAttribute('[data-testid=head-topk-list]', 'data-query')).toBe('6000');
+      const row = Array.from({ length: 6001 }, (_, k) => reference(0, 1, 6000, k));
+      const best = row.map((w, k) => ({ w, k })).sort((a, b) => b.w - a.w || a.k - b.k).slice(0, 3);
+      for (let j = 0; j < 3; j++) {
+        const chip = page.locator(`[data-testid=head-topk-1-${j}]`);
+        expect(Number(await chip.getAttribute('data-key'))).toBe(best[j]!.k);
+        expect(Number(await chip.getAttribute('data-value'))).toBeCloseTo(best[j]!.w, 7);
+      }
+      // A chip scrolls the strip to its key.
+      const far = best.find((b) => Math.abs(b.k - 6000) > 100);
+      if (far) {
+        await page.click(`[data-testid=head-topk-1-${best.indexOf(far)}]`);
+        await expect.poll(async () => {
+          const x = await rows();
+          return x.first! <= far.k && x.last! > far.k;
+        }).toBe(true);
+      }
+      // Solo head 2: only its keys are listed.
+      await page.dblclick('[data-testid=head-swatch-2]');
+      await expect.poll(() => page.locator('[data-testid^=head-topk-2-]').count()).toBe(3);
+      expect(await page.locator('[data-testid^=head-topk-1-]').count()).toBe(0);
+      expect(opened.errors).toEqual([]);
+      expect(opened.consoleErrors).toEqual([]);
+    });
+  }, 300_000);
 });

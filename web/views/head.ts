@@ -3,6 +3,8 @@
  * SVG export paints) as SVG elements, laid out to fill the page. Swatches toggle (click) or solo
  * (double-click) heads; hovering a token shows all of its lines and the per-head weights; a click
  * pins it. Without a focus the strongest lines are drawn (as in the export), said in the readout.
+ * Long inputs (above LONG_TOKENS, or attention computed on demand) show a scrolling strip of tokens
+ * with the top-k keys of each query in view, a token search and jump-to-token (head-long.ts).
  */
 import { headColors, textOn } from '../../src/views/colors.js';
 import type { Item } from '../../src/views/layout/common.js';
@@ -13,6 +15,8 @@ import type { Ctx, Focus } from '../context.js';
 import { type Option, appendSvgItems, button, h, replaceChildren, s, select } from '../dom.js';
 import { exportButtons } from '../export.js';
 import { layerSelect } from './common.js';
+import { isLongPage, pageSource, pageTokens } from '../source.js';
+import { LongHeadStrip } from './head-long.js';
 
 /** Smallest row in the page: every token keeps a label to hover. */
 const PAGE_MIN_ROW = 12;
@@ -33,6 +37,9 @@ export class HeadView {
   private hover: Focus | null = null;
   private structureKey = '';
   private drawnFocus = '';
+  /** Long inputs: the scrolling strip with top-k lines. */
+  private readonly strip = new LongHeadStrip();
+  private long = false;
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.swatches, this.readout, this.wrap);
@@ -74,6 +81,15 @@ export class HeadView {
 
   update(): void {
     const { state } = this.ctx;
+    if (isLongPage(this.ctx.trace, state.stack)) {
+      this.updateLong();
+      return;
+    }
+    if (this.long) {
+      this.long = false;
+      this.structureKey = '';
+      this.strip.el.remove();
+    }
     const key = [state.stack, state.layer, state.hideSpecial, state.mergeSubwords, state.prettify, state.theme, state.pair, state.heads.join(''), this.ctx.step() ?? 'all'].join('|');
     if (key !== this.structureKey) {
       this.structureKey = key;
@@ -278,5 +294,42 @@ export class HeadView {
       `${isNewest ? `step ${ds.step}: newest token · ` : ''}${focus.side} ${fi} “${ctx.label(t)}” · ${lines.length} lines`,
       h('span', { class: 'muted' }, isNewest ? ' · hover another token for its lines' : pinned ? ' · pinned (click it again to release)' : ' · click to pin'),
     );
+  }
+
+  // --- long inputs ----------------------------------------------------------------------------------------
+
+  private updateLong(): void {
+    const { ctx } = this;
+    const { state } = ctx;
+    if (!this.long) {
+      this.long = true;
+      this.svg.remove();
+      this.layout = null;
+      this.structureKey = '';
+      this.wrap.append(this.strip.el);
+    }
+    replaceChildren(
+      this.toolbar,
+      layerSelect(ctx, 'head-layer'),
+      button('head-all', 'all heads', () => ctx.set({ heads: state.heads.map(() => true) }), 'Show every head'),
+    );
+    this.renderSwatches();
+    const source = pageSource(ctx.trace, state.stack);
+    const tokens = pageTokens(ctx.trace, state.stack);
+    const heads = this.visibleHeads();
+    replaceChildren(this.readout, h('span', { class: 'muted', testid: 'head-canvas-note' }, `layer ${state.layer} · ${heads.length} of ${source.numHeads} heads · ${source.numQueries} tokens: the rows in view, each query's strongest keys (computed a band of rows at a time)`));
+    const top = this.wrap.getBoundingClientRect().top;
+    this.strip.set({
+      source,
+      layer: state.layer,
+      heads,
+      theme: ctx.theme(),
+      queryLabels: tokens.query.map((t) => ctx.label(t)),
+      keyLabels: tokens.key.map((t) => ctx.label(t)),
+      querySpecial: tokens.query.map((t) => t.special),
+      keySpecial: tokens.key.map((t) => t.special),
+      fmtWeight: (v) => ctx.fmtWeight(v),
+      height: Math.max(300, window.innerHeight - (top > 0 ? top : 220) - 60),
+    });
   }
 }

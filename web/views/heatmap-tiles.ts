@@ -111,6 +111,7 @@ export class TiledHeatmap {
   private jobs: Job[] = [];
   private running = new Set<string>();
   private pumping = false;
+  private paused = false;
   private drawQueued = false;
   private scale: WeightScale | null = null;
   private scaleKey = '';
@@ -249,6 +250,13 @@ export class TiledHeatmap {
     this.updateScale();
     this.requestTiles();
     this.draw();
+    this.pump();
+  }
+
+  /** Continues computing after the view was hidden. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
     this.pump();
   }
 
@@ -417,6 +425,11 @@ export class TiledHeatmap {
     this.pumping = true;
     setTimeout(() => {
       this.pumping = false;
+      // Hidden (another tab): stop until the view is shown again (resume).
+      if (this.canvas.offsetParent === null) {
+        this.paused = true;
+        return;
+      }
       const t0 = performance.now();
       let finished = false;
       while (this.jobs.length && performance.now() - t0 < SLICE_MS) {

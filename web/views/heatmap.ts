@@ -207,6 +207,7 @@ export class HeatmapView {
     const top = this.body.getBoundingClientRect().top;
     const frame = { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(420, Math.floor(window.innerHeight - (top > 0 ? top : 230) - 20)) };
     const key = [state.stack, state.layer, mode, state.heatmapHead, state.heatmapLog, state.theme, state.prettify, this.reduce, frame.width, frame.height].join('|');
+    this.tiles.resume();
     if (key === this.key) return;
     this.key = key;
     const tokens = pageTokens(ctx.trace, state.stack);

@@ -202,6 +202,8 @@ export class ThumbGrid {
         this.pump();
         return;
       }
+      // Hidden (another tab): stop; the next set() (the view shown again) continues.
+      if (this.canvas.offsetParent === null) return;
       const t0 = performance.now();
       while (this.queue.length && performance.now() - t0 < SLICE_MS) {
         const job = this.queue[0]!;
