@@ -336,10 +336,9 @@ export function propagationLayout(hd: ReportHeads, theme: Theme, place: BiasPane
   const top = y + 14;
   const xs = (l: number) => left + (p.length <= 1 ? plotW / 2 : (l / (p.length - 1)) * plotW);
   const ys = (v: number) => top + plotH - (v / hi) * plotH;
-  for (let i = 0; i <= 4; i++) {
-    const v = (hi * i) / 4;
+  for (const v of legendTicks(0, hi, false, 5)) {
     items.push({ kind: 'line', x1: left, y1: ys(v), x2: left + plotW, y2: ys(v), stroke: theme.grid, width: 1, className: 'grid-line' });
-    items.push({ kind: 'text', x: left - 6, y: ys(v) + sfs * 0.35, text: v.toFixed(hi < 4 ? 2 : 1), size: sfs, fill: theme.muted, anchor: 'end', className: 'axis-tick' });
+    items.push({ kind: 'text', x: left - 6, y: ys(v) + sfs * 0.35, text: formatTick(v), size: sfs, fill: theme.muted, anchor: 'end', className: 'axis-tick' });
   }
   const step = Math.max(1, Math.ceil(p.length / 16));
   for (let l = 0; l < p.length; l += step) items.push({ kind: 'text', x: xs(l), y: top + plotH + sfs + 4, text: `L${l}`, size: sfs, fill: theme.muted, anchor: 'middle', className: 'axis-tick' });
