@@ -121,7 +121,7 @@ async function makePlan(model: Model, taps: TapRequest, key: string): Promise<La
       if (ext) segExternal.push(ext);
     }
     const inputs = seg.graph.inputs.map((i) => (shapes.has(i.name) ? { ...i, shape: shapes.get(i.name)! } : i));
-    const session = await model.openBuilt({ model: encodeModel({ ...seg.graph, inputs }), external: segExternal }, { spinning: false });
+    const session = await model.openBuilt({ model: encodeModel({ ...seg.graph, inputs }), external: segExternal }, { spinning: false, arena: false });
     if (index === count - 1) weights = null;
     return session;
   };

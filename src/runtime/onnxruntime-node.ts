@@ -81,6 +81,9 @@ function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptio
     interOpNumThreads: 1,
     executionMode: 'sequential',
     logSeverityLevel: 4,
+    // Without the arena, a session's buffers go back to the system after each run instead of
+    // staying with the session (sessions run in turn, layer by layer, would each keep their peak).
+    ...(options?.arena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
     // Sessions run one after another (layer by layer) leave their threads idle: spinning threads
     // of the session that just ran would take the cores from the next one.
     ...(options?.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),

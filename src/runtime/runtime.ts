@@ -20,6 +20,11 @@ export interface SessionOptions {
    * in turn (engine/layerwise.ts), whose spinning threads would compete with the next session's.
    */
   spinning?: boolean;
+  /**
+   * Whether the session keeps the memory of its buffers between runs (default: the runtime's, on).
+   * Off for sessions run in turn: each would hold its own peak.
+   */
+  arena?: boolean;
 }
 
 /** An ONNX model and the external weight data it references by path. */
