@@ -9,7 +9,7 @@
  * fresh Node process (its peak RSS from process.resourceUsage), one at a time.
  *
  *   npx tsx bench/big-checkpoints.ts [--models qwen0.5b,llama1b,llama3b] [--dtype f32|bf16]
- *       [--base /path/to/old/checkout] [--only before|after] [--dir /scratch/folder]
+ *       [--base /path/to/old/checkout] [--only before|after] [--unpacked] [--dir /scratch/folder]
  *
  * The checkpoints are written to --dir (default: a folder in the system temporary directory)
  * tensor by tensor and removed when their case is done.
@@ -19,6 +19,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { writeSafetensorsStreamed, type SafetensorsTensorSpec } from '../src/io/safetensors.js';
 import { randomTensor } from './random-weights.js';
 
@@ -107,12 +108,40 @@ async function writeCheckpoint(dir: string, s: Shape, dtype: 'F32' | 'BF16'): Pr
 
 interface Measured {
   seconds: number;
+  /** Peak resident set (anonymous memory and mapped file pages), from the kernel. */
   peakGB: number;
+  /**
+   * Peak anonymous memory (RssAnon sampled every 20 ms from a worker thread): what cannot be given
+   * back under pressure, unlike the pages of memory-mapped weight files, which the kernel drops
+   * and reads again.
+   */
+  anonGB: number;
+}
+
+/** Samples RssAnon of this process every 20 ms on a worker thread (the main thread may be busy); returns a stop function giving the peak in bytes. */
+function sampleAnon(): () => Promise<number> {
+  const code = `
+    const { readFileSync } = require('node:fs');
+    const { parentPort } = require('node:worker_threads');
+    let peak = 0;
+    const read = () => { const m = /RssAnon:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8')); if (m) peak = Math.max(peak, Number(m[1]) * 1024); };
+    const timer = setInterval(read, 20);
+    parentPort.on('message', () => { read(); clearInterval(timer); parentPort.postMessage(peak); });
+  `;
+  const worker = new Worker(code, { eval: true });
+  return () => new Promise<number>((done) => {
+    worker.once('message', (peak: number) => {
+      void worker.terminate();
+      done(peak);
+    });
+    worker.postMessage('stop');
+  });
 }
 
 /** The child: opens the checkpoint with the code under `root` and traces `tokens` token ids once. */
 async function child(root: string, modelDir: string, cacheDir: string, tokens: number): Promise<void> {
   const { loadModel } = (await import(pathToFileURL(join(root, 'src/engine/load.ts')).href)) as typeof import('../src/engine/load.js');
+  const stop = sampleAnon();
   const start = performance.now();
   const model = await loadModel(modelDir, { graphCache: cacheDir });
   const vocab = model.config.int('vocab_size');
@@ -121,15 +150,16 @@ async function child(root: string, modelDir: string, cacheDir: string, tokens: n
   await model.dispose();
   const seconds = (performance.now() - start) / 1000;
   const peakGB = (process.resourceUsage().maxRSS * 1024) / 1e9;
-  process.stdout.write(`${JSON.stringify({ seconds, peakGB } satisfies Measured)}\n`);
+  const anonGB = (await stop()) / 1e9;
+  process.stdout.write(`${JSON.stringify({ seconds, peakGB, anonGB } satisfies Measured)}\n`);
 }
 
-function run(root: string, modelDir: string, cacheDir: string, tokens: number): Measured {
+function run(root: string, modelDir: string, cacheDir: string, tokens: number, env: Record<string, string>): Measured {
   const out = execFileSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'big-checkpoints.ts'), '--child', root, modelDir, cacheDir, String(tokens)], {
     cwd: root,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, ATTNSCOPE_CACHE_MAX: '100GB' },
+    env: { ...process.env, ATTNSCOPE_CACHE_MAX: '100GB', ...env },
   });
   return JSON.parse(out.trim().split('\n').pop()!) as Measured;
 }
@@ -156,8 +186,13 @@ async function main(): Promise<void> {
   const base = opt('--base');
   const scratch = opt('--dir') ?? mkdtempSync(join(tmpdir(), 'attnscope-big-'));
   const only = opt('--only'); // 'before' or 'after': one side (e.g. to re-measure it)
-  const roots = ([...(base ? [['before', resolve(base)] as [string, string]] : []), ['after', resolve(import.meta.dirname, '..')]] as [string, string][])
-    .filter(([label]) => only === undefined || label === only);
+  const here = resolve(import.meta.dirname, '..');
+  const roots = ([
+    ...(base ? [['before', resolve(base), {}] as const] : []),
+    ['after', here, {}] as const,
+    // --unpacked: also with onnxruntime's pre-packing off (weights stay memory-mapped).
+    ...(args.includes('--unpacked') ? [['after, ATTNSCOPE_PACK_WEIGHTS=off', here, { ATTNSCOPE_PACK_WEIGHTS: 'off' }] as const] : []),
+  ] as [string, string, Record<string, string>][]).filter(([label]) => only === undefined || label.startsWith(only));
   console.log(`attnscope big checkpoints — ${dtype}, peak RSS per fresh process (GB = 1e9 bytes); ${new Date().toISOString()}`);
   console.log('| shape | weights | code | prepare (first open + 1-token trace) | open again (cached) + 1 token | trace 128 tokens (cached) | cache on disk |');
   console.log('|---|---|---|---|---|---|---|');
@@ -168,8 +203,8 @@ async function main(): Promise<void> {
     try {
       const params = await writeCheckpoint(dir, shape, dtype);
       const weightsGB = (params * (dtype === 'F32' ? 4 : 2)) / 1e9;
-      for (const [label, root] of roots) {
-        const cache = join(scratch, `cache-${label}-${name}`);
+      for (const [label, root, env] of roots) {
+        const cache = join(scratch, `cache-${label.replace(/\W+/g, '-')}-${name}`);
         rmSync(cache, { recursive: true, force: true });
         try {
           const cells: string[] = [];
@@ -177,12 +212,12 @@ async function main(): Promise<void> {
             const free = availableGB();
             let m: Measured;
             try {
-              m = run(root, dir, cache, tokens);
+              m = run(root, dir, cache, tokens, env);
             } catch (e) {
               cells.push(`failed (${what}; ${free.toFixed(1)} GB were available): ${String((e as Error).message).split('\n')[0]!.slice(0, 80)}`);
               continue;
             }
-            cells.push(`${m.peakGB.toFixed(2)} GB, ${m.seconds.toFixed(1)} s`);
+            cells.push(`${m.peakGB.toFixed(2)} GB (anon ${m.anonGB.toFixed(2)}), ${m.seconds.toFixed(1)} s`);
           }
           console.log(`| ${name} (${(params / 1e9).toFixed(2)}B) | ${weightsGB.toFixed(2)} GB ${dtype} | ${label} | ${cells.join(' | ')} | ${du(cache).toFixed(2)} GB |`);
         } finally {

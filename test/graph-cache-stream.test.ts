@@ -14,6 +14,7 @@ import { AttnscopeError } from '../src/core/errors.js';
 import type { FloatTensor } from '../src/core/tensor.js';
 import { loadModel } from '../src/engine/load.js';
 import { openSafetensors, writeSafetensors, type SafetensorsTensorInput } from '../src/io/safetensors.js';
+import { packWeightsSetting } from '../src/runtime/onnxruntime-node.js';
 import { flat, FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-cache-stream-'));
@@ -175,5 +176,30 @@ describe('streaming a checkpoint into the graph cache', () => {
     copyFileSync(join(FIXTURES, 'bert', 'model.safetensors'), path); // repaired: traces again
     const ok = await traceOf(dir, root, [101, 102]);
     expect(ok.attention.length).toBeGreaterThan(0);
+  });
+});
+
+describe('weights not pre-packed (packWeights: false, ATTNSCOPE_PACK_WEIGHTS=off)', () => {
+  it('traces from the memory-mapped cache as the packed session does, and PyTorch', async () => {
+    const input = readReference('llama').inputs[0]!;
+    const dir = join(FIXTURES, 'llama');
+    const root = join(tmp, 'unpacked');
+    const packed = await traceOf(dir, root, input.input_ids);
+    // Opens the cache the packed session wrote, with nothing packed.
+    const model = await loadModel(dir, { graphCache: root, packWeights: false });
+    try {
+      const trace = await model.trace(null, { ids: input.input_ids, logits: true });
+      expect(maxAbsDiff(stackValues(trace.attention.self), packed.attention)).toBeLessThan(1e-6);
+      expect(maxAbsDiff(trace.logits!.data, packed.logits)).toBeLessThan(1e-5);
+      expect(maxAbsDiff(stackValues(trace.attention.self), flat(input.attentions!))).toBeLessThan(1e-4);
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it('a bad ATTNSCOPE_PACK_WEIGHTS is one line naming it and the allowed values', () => {
+    expect(() => packWeightsSetting({ ATTNSCOPE_PACK_WEIGHTS: 'maybe' })).toThrow(/^ATTNSCOPE_PACK_WEIGHTS=maybe: allowed: on, off, 1, 0, true, false$/);
+    expect(packWeightsSetting({ ATTNSCOPE_PACK_WEIGHTS: 'off' })).toBe(false);
+    expect(packWeightsSetting({})).toBe(true);
   });
 });

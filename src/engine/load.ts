@@ -12,7 +12,7 @@ import { resolveModelSource } from '../io/model-source.js';
 import { openWeights } from '../io/open-weights.js';
 import { ModelConfig } from '../models/config.js';
 import { architectureFor } from '../models/registry.js';
-import { nodeRuntime } from '../runtime/onnxruntime-node.js';
+import { nodeRuntime, nodeRuntimeWith } from '../runtime/onnxruntime-node.js';
 import type { Runtime } from '../runtime/runtime.js';
 import { loadTokenizer, type AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { loadSentencePieceVocabTokenizer } from '../tokenizer/sentencepiece-vocab-tokenizer.js';
@@ -35,6 +35,12 @@ export interface LoadOptions {
    * false for none. Default: $ATTNSCOPE_CACHE, else ~/.cache/attnscope/graphs ('off' disables).
    */
   graphCache?: string | false;
+  /**
+   * Let onnxruntime pre-pack the weights of matrix products (default: $ATTNSCOPE_PACK_WEIGHTS,
+   * else true; ignored with `runtime`). false: the weights stay memory-mapped from the graph cache
+   * instead of a packed float32 copy in memory, for models larger than the free memory.
+   */
+  packWeights?: boolean;
 }
 
 /** Reads a JSON object file, naming the file in the error when it is not one. */
@@ -148,7 +154,7 @@ export async function loadModel(source?: string | ModelFiles, options: LoadOptio
       architectureInfo,
       tokenizer,
       weights,
-      runtime: options.runtime ?? nodeRuntime,
+      runtime: options.runtime ?? (options.packWeights === undefined ? nodeRuntime : nodeRuntimeWith({ packWeights: options.packWeights })),
       threads: options.threads,
       generationConfig,
       graphCache: cacheDir ? graphCacheIn(cacheDir) : undefined,

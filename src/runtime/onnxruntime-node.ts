@@ -70,7 +70,7 @@ class NodeSession implements GraphSession {
 /** More threads than this is a typo, not a machine (onnxruntime fails allocating them with std::bad_alloc). */
 const MAX_THREADS = 1024;
 
-function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptions {
+function ortOptions(options?: SessionOptions, node: NodeRuntimeOptions = {}): ort.InferenceSession.SessionOptions {
   const threads = options?.threads;
   if (threads !== undefined && !(Number.isInteger(threads) && threads >= 1 && threads <= MAX_THREADS)) {
     throw new AttnscopeError(`--threads ${threads}: allowed: an integer from 1 to ${MAX_THREADS}`);
@@ -84,10 +84,37 @@ function ortOptions(options?: SessionOptions): ort.InferenceSession.SessionOptio
     // Without the arena, a session's buffers go back to the system after each run instead of
     // staying with the session (sessions run in turn, layer by layer, would each keep their peak).
     ...(options?.arena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
-    // Sessions run one after another (layer by layer) leave their threads idle: spinning threads
-    // of the session that just ran would take the cores from the next one.
-    ...(options?.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+    // Without pre-packing, MatMul reads its weights where they are: in the graph cache's
+    // memory-mapped files (pages the kernel can drop and read again) instead of a packed copy in
+    // anonymous memory as large as the float32 weights.
+    extra: {
+      session: {
+        // Sessions run one after another (layer by layer) leave their threads idle: spinning
+        // threads of the session that just ran would take the cores from the next one.
+        ...(options?.spinning === false ? { intra_op: { allow_spinning: '0' } } : {}),
+        ...((node.packWeights ?? packWeightsSetting()) ? {} : { disable_prepacking: '1' }),
+      },
+    },
   };
+}
+
+/** Options of the onnxruntime-node runtime. */
+export interface NodeRuntimeOptions {
+  /**
+   * Let onnxruntime pre-pack MatMul weights (default: $ATTNSCOPE_PACK_WEIGHTS, else true): the
+   * fastest runs, but a packed copy of every float32 weight in memory. false keeps the weights
+   * memory-mapped from the graph cache (a model larger than the free memory still opens and runs,
+   * its weights read from disk as needed; somewhat slower matrix products).
+   */
+  packWeights?: boolean;
+}
+
+/** $ATTNSCOPE_PACK_WEIGHTS: 'off', '0' or 'false' turn pre-packing off; unset or 'on', '1', 'true' keep it. */
+export function packWeightsSetting(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.ATTNSCOPE_PACK_WEIGHTS;
+  if (v === undefined || v === '' || v === 'on' || v === '1' || v === 'true') return true;
+  if (v === 'off' || v === '0' || v === 'false') return false;
+  throw new AttnscopeError(`ATTNSCOPE_PACK_WEIGHTS=${sanitize(v, 20)}: allowed: on, off, 1, 0, true, false`);
 }
 
 /**
@@ -111,20 +138,24 @@ async function creating(what: Promise<ort.InferenceSession>, cachedFile?: string
   }
 }
 
-export const nodeRuntime: Runtime = {
-  name: 'onnxruntime-node',
-  async createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession> {
-    const ortOpts = ortOptions(options);
-    return creating(
-      ort.InferenceSession.create(model.model, {
-        ...ortOpts,
-        externalData: model.externalData.map(({ path, data }) => ({ path, data })),
-      }),
-    );
-  },
-  async createSessionFromFile(path: string, options?: SessionOptions): Promise<GraphSession> {
-    // onnxruntime memory-maps the external weight files next to the model.
-    const ortOpts = ortOptions(options);
-    return creating(ort.InferenceSession.create(path, ortOpts), path);
-  },
-};
+/** The onnxruntime-node runtime with `node` options. */
+export function nodeRuntimeWith(node: NodeRuntimeOptions): Runtime {
+  return {
+    name: 'onnxruntime-node',
+    async createSession(model: ModelBytes, options?: SessionOptions): Promise<GraphSession> {
+      return creating(
+        ort.InferenceSession.create(model.model, {
+          ...ortOptions(options, node),
+          externalData: model.externalData.map(({ path, data }) => ({ path, data })),
+        }),
+      );
+    },
+    async createSessionFromFile(path: string, options?: SessionOptions): Promise<GraphSession> {
+      // onnxruntime memory-maps the external weight files next to the model.
+      return creating(ort.InferenceSession.create(path, ortOptions(options, node)), path);
+    },
+  };
+}
+
+/** onnxruntime-node with the default options ($ATTNSCOPE_PACK_WEIGHTS read when a session is made). */
+export const nodeRuntime: Runtime = nodeRuntimeWith({});
