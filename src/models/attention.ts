@@ -102,23 +102,59 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const k = repeatKv(g, allK, a.numHeads, a.numKvHeads, a.headDim);
   const v = repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim);
   const kT = g.transpose(k, [0, 1, 3, 2]);
-  let scores: Value;
-  if (a.scaleStyle === 'query-mul') {
-    const q = a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)));
-    scores = a.product ? a.product(q, kT) : g.matMul(q, kT);
-  } else {
-    scores = g.matMul(a.q, kT);
-    if (a.scale !== 1) {
-      scores = a.scaleStyle === 'scores-div' ? g.div(scores, g.scalar(1 / a.scale)) : g.mul(scores, g.scalar(a.scale));
+  // The queries the product reads ('query-mul': already scaled).
+  const qIn = a.scaleStyle === 'query-mul' ? (a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)))) : a.q;
+  /** softmax(scores)·V of the queries `q` (all, or a band of rows) with their rows of the bias. */
+  const rows = (q: Value, bias: Value | null | undefined, tapProbs: boolean): Value => {
+    let scores: Value;
+    if (a.scaleStyle === 'query-mul') {
+      scores = a.product ? a.product(q, kT) : g.matMul(q, kT);
+    } else {
+      scores = g.matMul(q, kT);
+      if (a.scale !== 1) {
+        scores = a.scaleStyle === 'scores-div' ? g.div(scores, g.scalar(1 / a.scale)) : g.mul(scores, g.scalar(a.scale));
+      }
     }
-  }
-  if (a.bias) scores = g.add(scores, a.bias);
-  const probs = g.softmax(scores, -1);
-  tap(ctx, ctx.taps.attention, probs, `attention.${a.stack}.${a.layer}`);
+    if (bias) scores = g.add(scores, bias);
+    const probs = g.softmax(scores, -1);
+    tap(ctx, tapProbs, probs, `attention.${a.stack}.${a.layer}`);
+    return g.matMul(probs, v);
+  };
   // Cross attention is not decomposed: its keys are the encoder's tokens, not the stream it adds to.
   if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, v);
-  const context = g.matMul(probs, v);
+  // Attention on demand (queries and keys tapped, no probabilities): the queries go through in bands
+  // of rows, so the [heads, queries, keys] scores are never held whole (each row is computed as before).
+  const banded = ctx.taps.qk && !ctx.taps.attention && !ctx.taps.cache;
+  const context = banded ? queryBands(g, qIn, a.bias ?? null, rows) : rows(qIn, a.bias, ctx.taps.attention);
   return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
+}
+
+/** Bands of query rows attention is computed in when no probabilities are tapped (row i goes to band ⌊i·bands/n⌋). */
+export const QUERY_BANDS = 16;
+
+/**
+ * `rows` of each band of the queries [1, heads, n, d] (bands of ⌊n/QUERY_BANDS⌋ or so rows, empty
+ * ones when n < QUERY_BANDS), concatenated along the query axis. The bias is cut to the band's rows
+ * where it has a query axis, and read whole where that axis is 1 (broadcast).
+ */
+function queryBands(g: BuildContext['g'], q: Value, bias: Value | null, rows: (q: Value, bias: Value | null, tapProbs: boolean) => Value): Value {
+  const n = g.shape(q, 2, 3);
+  const biasRows = bias ? g.shape(bias, -2, -1) : null;
+  const bound = (i: number): Value => g.op('Div', [g.mul(n, g.ints([i])), g.ints([QUERY_BANDS])]);
+  const parts: Value[] = [];
+  let start = bound(0);
+  for (let i = 1; i <= QUERY_BANDS; i++) {
+    const end = i === QUERY_BANDS ? n : bound(i);
+    let b: Value | null = null;
+    if (bias && biasRows) {
+      // A query axis of 1 (broadcast) keeps its one row: [min(start, size − 1), max(min(end, size), 1)).
+      const last = g.sub(biasRows, g.ints([1]));
+      b = g.slice(bias, g.op('Min', [start, last]), g.op('Max', [g.op('Min', [end, biasRows]), g.ints([1])]), [-2]);
+    }
+    parts.push(rows(g.slice(q, start, end, [2]), b, false));
+    start = end;
+  }
+  return g.concat(parts, 2);
 }
 
 /** The graph input of a stack's head gates (see TapRequest.headGates): `head_gates.<stack>`. */
