@@ -203,3 +203,22 @@ describe('weights not pre-packed (packWeights: false, ATTNSCOPE_PACK_WEIGHTS=off
     expect(packWeightsSetting({})).toBe(true);
   });
 });
+
+describe('16-bit weights not folded (packWeights: false)', () => {
+  for (const fixture of ['bert-bf16', 'bert-fp16']) {
+    it(`${fixture}: converted where used, the trace equals the packed session's and PyTorch`, async () => {
+      const input = readReference(fixture).inputs[0]!;
+      const dir = join(FIXTURES, fixture);
+      const root = join(tmp, `unfolded-${fixture}`);
+      const packed = await traceOf(dir, root, input.input_ids, input.token_type_ids);
+      const model = await loadModel(dir, { graphCache: root, packWeights: false });
+      try {
+        const trace = await model.trace(null, { ids: input.input_ids, typeIds: input.token_type_ids, logits: true });
+        expect(maxAbsDiff(stackValues(trace.attention.self), packed.attention)).toBeLessThan(1e-6);
+        expect(maxAbsDiff(stackValues(trace.attention.self), flat(input.attentions!))).toBeLessThan(1e-4);
+      } finally {
+        await model.dispose();
+      }
+    });
+  }
+});

@@ -94,6 +94,9 @@ function ortOptions(options?: SessionOptions, node: NodeRuntimeOptions = {}): or
         ...(options?.spinning === false ? { intra_op: { allow_spinning: '0' } } : {}),
         ...((node.packWeights ?? packWeightsSetting()) ? {} : { disable_prepacking: '1' }),
       },
+      // ... and 16-bit weights are converted to float32 where they are used, not folded into
+      // float32 constants when the session is made (which would hold all of them in memory).
+      ...((node.packWeights ?? packWeightsSetting()) ? {} : { optimization: { disable_specified_optimizers: 'ConstantFolding' } }),
     },
   };
 }
@@ -103,8 +106,10 @@ export interface NodeRuntimeOptions {
   /**
    * Let onnxruntime pre-pack MatMul weights (default: $ATTNSCOPE_PACK_WEIGHTS, else true): the
    * fastest runs, but a packed copy of every float32 weight in memory. false keeps the weights
-   * memory-mapped from the graph cache (a model larger than the free memory still opens and runs,
-   * its weights read from disk as needed; somewhat slower matrix products).
+   * memory-mapped from the graph cache in the checkpoint's dtype (16-bit ones converted to float32
+   * where they are used, not folded into constants when the session is made): memory holds little
+   * more than the activations, the weights' pages are the kernel's to keep or drop (a model larger
+   * than the free memory still opens and runs, reading its weights from disk as needed).
    */
   packWeights?: boolean;
 }
