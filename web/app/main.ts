@@ -349,8 +349,9 @@ class ServeApp implements SideHost {
       if (!this.syncing) this.propagate(side, patch);
       queueMicrotask(() => this.syncUrl(false));
     };
-    // B follows A: a new B opens where A is (A's new trace keeps its own state).
-    if (side === this.sideB && this.sideA.mounted && !fromPartial) this.copyNavigation(this.sideA.mounted.app, app);
+    // B follows A: a new B (partial or complete) opens where A is; A's new trace keeps its own state.
+    void fromPartial;
+    if (side === this.sideB && this.sideA.mounted) this.copyNavigation(this.sideA.mounted.app, app);
     else if (side === this.sideA && other.mounted && this.url.compare) this.copyNavigation(app, other.mounted.app);
     this.setLabel(side);
     this.syncUrl(false);
