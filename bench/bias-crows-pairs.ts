@@ -3,15 +3,15 @@
  * of each sentence, that token masked) with a bert-base-sized masked LM (random weights, the real
  * bert-base-uncased tokenizer), on this machine.
  *
- *   ours        scoreCrowsPairs: one forward per masked copy, logits only (no attention outputs)
- *   trace       the same forwards as full traces (attention of every layer and head, then logits),
- *               what running the copies through Model.trace would cost (on --sample pairs)
- *   batch cost  what one forward of n tokens costs against one of k·n tokens (the matmul work of a
- *               batch of k copies, with more attention work): the most batching could save. Our
- *               graphs take one sequence ([1, seq] inputs), so the copies cannot run as a batch today.
- *   concurrent  two copies at a time on two sessions of one thread each (on --sample pairs)
+ *   before/after  on --sample pairs: scoreCrowsPairs with batched: false (the authors' approach: one
+ *                 forward per masked copy, logits only) and batched (each sentence's masked copies as
+ *                 one batch through engine/batch.ts, only the masked positions' logits), alternated
+ *                 --rounds times; the largest per-sentence difference and whether the metric is the same
+ *   full          all --pairs pairs, batched (and unbatched too with --full-unbatched)
+ *   --extras      also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
  *
- * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--threads N]   (default: all 1,508 pairs, 60-pair sample, 2 threads)
+ * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--full-unbatched] [--extras]
+ *   (default: all 1,508 pairs, 12-pair sample, 2 rounds, 2 threads)
  */
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,12 +23,12 @@ import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { loadCrowsPairs } from '../src/bias/data-files.js';
 import { maskedPositions, runLogits, scoreCrowsPairs } from '../src/bias/crows-pairs.js';
-import { orientedSentences, type CrowsPair } from '../src/analysis/bias/crows-pairs.js';
+import { crowsPairRows, crowsPairsMetric, orientedSentences, type CrowsPair } from '../src/analysis/bias/crows-pairs.js';
 import { bertBaseWeights, BERT_BASE_CONFIG, HIDDEN, VOCAB } from './bert-base.js';
 import { randomTensor } from './random-weights.js';
 import { measure, timeOnce } from './measure.js';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, threads: { type: 'string' } } });
+const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' } } });
 // bench/ from the sources, dist/bench/ when built.
 const ROOT = basename(join(import.meta.dirname, '..')) === 'dist' ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
 const threads = Number(values.threads ?? 2);
@@ -48,7 +48,7 @@ const tokDir = join(ROOT, 'test', 'fixtures', 'tokenizers', 'bert-base-uncased')
 const tokenizer = await loadTokenizer({ tokenizerJson: join(tokDir, 'tokenizer.json'), tokenizerConfig: join(tokDir, 'tokenizer_config.json') });
 const all = await loadCrowsPairs();
 const pairs = all.slice(0, Number(values.pairs ?? all.length));
-const sample = all.slice(0, Number(values.sample ?? 60));
+const sample = all.slice(0, Number(values.sample ?? 12));
 const model = maskedLm(tokenizer, threads, 'random-bert-base-mlm');
 
 /** Every masked copy of `ps` as metric.py builds them: [ids, type ids, position]. */
@@ -71,6 +71,32 @@ const sampleCopies = await copies(sample);
 const lengths = sampleCopies.map((c) => c[0].length);
 console.log(`sample: ${sample.length} pairs, ${sampleCopies.length} masked copies, mean length ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(1)} tokens`);
 
+// 0. before/after batching, on the sample, alternated.
+{
+  const rounds = Number(values.rounds ?? 2);
+  const before: number[] = [];
+  const after: number[] = [];
+  let a: Awaited<ReturnType<typeof scoreCrowsPairs>> | null = null;
+  let b: Awaited<ReturnType<typeof scoreCrowsPairs>> | null = null;
+  for (let r = 0; r < rounds; r++) {
+    before.push((await timeOnce(async () => (a = await scoreCrowsPairs(model, sample, { batched: false })))).wall);
+    after.push((await timeOnce(async () => (b = await scoreCrowsPairs(model, sample)))).wall);
+  }
+  let largest = 0;
+  a!.scores.forEach((x, k) => {
+    for (const side of ['sent1', 'sent2'] as const) largest = Math.max(largest, Math.abs(x[side] - b!.scores[k]![side]));
+  });
+  const ma = crowsPairsMetric(crowsPairRows(sample, a!.scores, true));
+  const mb = crowsPairsMetric(crowsPairRows(sample, b!.scores, true));
+  const med = (xs: number[]) => {
+    const o = [...xs].sort((x, y) => x - y);
+    return o.length % 2 ? o[(o.length - 1) / 2]! : (o[o.length / 2 - 1]! + o[o.length / 2]!) / 2;
+  };
+  console.log(`sample before (one forward per copy): ${before.map((t) => t.toFixed(0)).join(', ')} ms; after (batched): ${after.map((t) => t.toFixed(0)).join(', ')} ms → ${(med(before) / med(after)).toFixed(2)}× (median); ${sampleCopies.length} copies, ${(med(before) / sampleCopies.length).toFixed(1)} vs ${(med(after) / sampleCopies.length).toFixed(1)} ms a copy`);
+  console.log(`largest per-sentence difference ${largest.toExponential(2)}; metric ${ma.metric.toFixed(2)} vs ${mb.metric.toFixed(2)}, rows ${JSON.stringify(ma) === JSON.stringify(mb) ? 'identical' : 'DIFFER'}`);
+}
+
+if (values.extras) {
 // 1. ours vs full traces, on the sample.
 const oursSample = await timeOnce(async () => {
   for (const [ids, types] of sampleCopies) await runLogits(model, ids, types);
@@ -100,14 +126,21 @@ const one = await measure(() => runLogits(model, ids(n)), 10);
 const many = await measure(() => runLogits(model, ids(n * k)), 5);
 console.log(`one forward of ${n} tokens: ${one.wall.toFixed(1)} ms; one of ${n * k} tokens (${k} copies' matmul work): ${many.wall.toFixed(1)} ms → at most ${((k * one.wall) / many.wall).toFixed(1)}× from batching ${k} copies`);
 
-// 4. the whole benchmark, ours.
-const full = await timeOnce(async () => {
-  const run = await scoreCrowsPairs(model, pairs, {
-    onProgress: (done, total) => {
-      if (done % 100 === 0 || done === total) process.stderr.write(`${done}/${total}\n`);
-    },
+}
+
+// 4. the whole benchmark: batched, and unbatched when asked.
+for (const batched of values['full-unbatched'] ? [true, false] : [true]) {
+  let metric = Number.NaN;
+  const full = await timeOnce(async () => {
+    const run = await scoreCrowsPairs(model, pairs, {
+      batched,
+      onProgress: (done, total) => {
+        if (done % 100 === 0 || done === total) process.stderr.write(`${done}/${total}\n`);
+      },
+    });
+    metric = crowsPairsMetric(crowsPairRows(pairs, run.scores, true)).metric;
+    console.log(`all ${pairs.length} pairs: ${run.forwardPasses} masked copies`);
   });
-  console.log(`all ${pairs.length} pairs: ${run.forwardPasses} forward passes`);
-});
-console.log(`all ${pairs.length} pairs, logits only, one forward per masked copy: ${(full.wall / 1000).toFixed(1)} s wall, ${(full.cpu / 1000).toFixed(1)} s CPU`);
+  console.log(`all ${pairs.length} pairs, ${batched ? 'batched per sentence' : 'one forward per masked copy'}: ${(full.wall / 1000).toFixed(1)} s wall, ${(full.cpu / 1000).toFixed(1)} s CPU; metric ${metric.toFixed(2)}`);
+}
 await model.dispose();
