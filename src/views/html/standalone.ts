@@ -248,7 +248,9 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
   };
 
   // Pick the precision: estimate each candidate from a sample of layers, then check the real size.
-  const candidates: [AttentionLevel, QkLevel | null][] = options.precision === 'exact' ? [['f32', hasQk ? 'f32' : null]] : ladder(hasQk);
+  // A trace without attention (computed on demand from q/k in the page) keeps q/k exact: rounded q/k would change every weight.
+  const onDemand = !sources.some((s) => s.kind === 'attention');
+  const candidates: [AttentionLevel, QkLevel | null][] = options.precision === 'exact' || onDemand ? [['f32', hasQk ? 'f32' : null]] : ladder(hasQk);
   const fixedBytes = utf8Length(js) + utf8Length(css) + utf8Length(scriptJson(headerFor('f32', null, [], []))) + 2048;
   const sampleCache = new Map<string, number>();
   const estimate = (t: TensorSource, enc: Encoding): number => {

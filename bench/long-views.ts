@@ -1,0 +1,136 @@
+/**
+ * The long-input views (issue 13.3) at 2,048 and 8,192 tokens: what they compute and how long it
+ * takes, on a synthetic trace in the on-demand form (bench/long-trace.ts: 4 layers × 4 heads, head
+ * dim 64, causal; attention computed from q/k by src/core/attention-on-demand.ts, as in the page).
+ *
+ *   npm run build && npx tsx bench/long-views.ts [--tokens 2048,8192] [--no-browser] [--runs 3]
+ *
+ * Node (the same code the page runs, median of --runs): the heatmap's overview of one head (bins by
+ * max and mean, streamed), one band of full-zoom tiles (256 rows), one cell (hover), one 64-row
+ * top-k band (head view), every head's thumbnail (model view), and the memory each holds against
+ * one dense head (n² float32). Chromium (the standalone page, network blocked): page ready, the
+ * overview drawn, a go-to block drawn at full zoom, the model view's thumbnails drawn, and the
+ * JavaScript heap after them (performance.memory).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { deflateRawSync } from 'node:zlib';
+import { chromium } from 'playwright-core';
+import { attentionSource } from '../src/core/attention-on-demand.js';
+import { loadViewBundle } from '../src/views/html/bundle-node.js';
+import { renderStandaloneHtml } from '../src/views/html/standalone.js';
+import { topKeys } from '../src/views/layout/head-long.js';
+import { type Bins, TILE, binAll, blockReader, keyRange, overviewRegion, runBins, thumbnailBins, thumbnailRowsPerBin, tileRegion } from '../src/views/layout/heatmap-tiles.js';
+import { longTrace } from './long-trace.js';
+
+const CHROMIUM = process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium';
+
+const { values: args } = parseArgs({ options: { tokens: { type: 'string', default: '2048,8192' }, 'no-browser': { type: 'boolean', default: false }, runs: { type: 'string', default: '3' } } });
+const LENGTHS = args.tokens!.split(',').map(Number);
+const RUNS = Number(args.runs);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+function time<T>(f: () => T): { ms: number; value: T } {
+  const times: number[] = [];
+  let value!: T;
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = performance.now();
+    value = f();
+    times.push(performance.now() - t0);
+  }
+  return { ms: median(times), value };
+}
+
+const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
+const binBytes = (b: Bins) => b.max.byteLength + b.mean.byteLength + b.blank.byteLength;
+
+function nodeRows(n: number): string[][] {
+  const trace = longTrace({ tokens: n, layers: 4, heads: 4, headDim: 64, window: null });
+  const source = attentionSource(trace, 'self');
+  const terms = trace.scores!.self!;
+  const mask = keyRange(terms, 'self', 1, n, n);
+  const read = blockReader(source, 1, 2);
+  const rows: string[][] = [];
+  const dense = n * n * 4;
+  const overview = time(() => binAll(read, overviewRegion(n, n), mask));
+  rows.push([String(n), 'heatmap overview (one head, max + mean)', overview.ms.toFixed(0), mb(binBytes(overview.value)), mb(dense)]);
+  const mid = Math.floor(n / 2 / TILE);
+  const band = time(() => binAll(read, { ...tileRegion(0, mid, mid - 2, n, n), c1: tileRegion(0, mid, mid, n, n).c1 }, mask));
+  rows.push([String(n), 'full-zoom tiles: one band (256 rows × 3 tiles)', band.ms.toFixed(0), mb(binBytes(band.value)), '']);
+  const cell = time(() => read(n / 2, n / 2 + 1, n / 4, n / 4 + 1));
+  rows.push([String(n), 'hover: one cell', cell.ms.toFixed(1), '4 B', '']);
+  const topk = time(() => topKeys(source.block(1, 2, n / 2, n / 2 + 64, 0, n), 64, n, 20));
+  rows.push([String(n), 'head view: top-20 keys of 64 rows', topk.ms.toFixed(0), mb(topk.value.index.byteLength + topk.value.value.byteLength), '']);
+  const perBin = thumbnailRowsPerBin(16, n, n, 64, true);
+  const thumbs = time(() => {
+    const out: Bins[] = [];
+    for (let l = 0; l < 4; l++) for (let h = 0; h < 4; h++) out.push(runBins(thumbnailBins(blockReader(source, l, h), n, n, keyRange(terms, 'self', l, n, n), perBin)));
+    return out;
+  });
+  const f = Math.ceil(n / 64);
+  rows.push([String(n), `model view: 16 thumbnails (${perBin >= f ? 'every row' : `${perBin} of ${f} rows`})`, thumbs.ms.toFixed(0), mb(thumbs.value.reduce((s, b) => s + binBytes(b), 0)), mb(16 * dense)]);
+  return rows;
+}
+
+async function browserRows(n: number): Promise<string[][]> {
+  const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bench-long-views-'));
+  try {
+    const trace = longTrace({ tokens: n, layers: 4, heads: 4, headDim: 64, window: null });
+    const file = join(tmp, 'long.html');
+    const r = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), view: 'heatmap', maxBytes: 2e9, deflate: (d) => deflateRawSync(d, { level: 1 }) });
+    writeFileSync(file, r.html);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--enable-precise-memory-info'] });
+    try {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      await context.route('**/*', (rt) => (rt.request().url().startsWith('file:') ? rt.continue() : rt.abort()));
+      const page = await context.newPage();
+      const t0 = Date.now();
+      await page.goto(`file://${file}`);
+      await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 300_000 });
+      const ready = Date.now() - t0;
+      await page.waitForSelector('[data-testid=heatmap-tiles][data-ready=true][data-overview=done]', { timeout: 600_000 });
+      const overview = Date.now() - t0 - ready;
+      const t1 = Date.now();
+      await page.fill('[data-testid=heatmap-goto]', `${n / 2}, ${n / 2 - 10}`);
+      await page.press('[data-testid=heatmap-goto]', 'Enter');
+      await page.waitForSelector('[data-testid=heatmap-tiles][data-ready=true][data-level="0"]', { timeout: 600_000 });
+      const block = Date.now() - t1;
+      const t2 = Date.now();
+      await page.click('[data-testid=tab-model]');
+      await page.waitForSelector('[data-testid=model-thumbs][data-drawn=true]', { timeout: 1_200_000 });
+      const model = Date.now() - t2;
+      const heap = await page.evaluate(() => (performance as Performance & { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? 0);
+      return [[String(n), mb(r.bytes), String(ready), String(overview), String(block), String(model), mb(heap), mb(n * n * 4)]];
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+function table(head: string[], rows: string[][]): void {
+  console.log(`| ${head.join(' | ')} |`);
+  console.log(`|${head.map(() => '---').join('|')}|`);
+  for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+  console.log('');
+}
+
+async function main(): Promise<void> {
+  console.log(`Long-input views, synthetic trace 4 layers × 4 heads, head dim 64, causal, attention on demand; median of ${RUNS} (Node ${process.version})\n`);
+  table(['tokens', 'what', 'ms', 'held', 'dense equivalent'], LENGTHS.flatMap(nodeRows));
+  if (!args['no-browser']) {
+    console.log('Chromium, standalone page (q/k float32 in the page, attention computed there):\n');
+    const rows: string[][] = [];
+    for (const n of LENGTHS) rows.push(...(await browserRows(n)));
+    table(['tokens', 'page', 'page ready ms', 'overview drawn ms', 'go-to block drawn ms', 'model view drawn ms', 'JS heap', 'one dense head'], rows);
+  }
+}
+
+await main();
