@@ -320,8 +320,10 @@ export class App implements Ctx {
     );
     const stacks = pageStacks(this.trace);
     // Attention computed on demand (no dense matrices): only the views that read blocks can show it.
-    const onDemand = isLongPage(this.trace, state.stack) && pageSource(this.trace, state.stack).onDemand;
-    const neuron = onDemand || state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters' || state.view === 'types';
+    const long = isLongPage(this.trace, state.stack);
+    const onDemand = long && pageSource(this.trace, state.stack).onDemand;
+    // Long inputs are shown token by token: hiding specials and merging sub-words do not apply there.
+    const neuron = onDemand || (long && LONG_VIEWS.includes(state.view)) || state.view === 'neuron' || state.view === 'flow' || state.view === 'influence' || state.view === 'clusters' || state.view === 'types';
     replaceChildren(
       this.controls,
       stacks.length > 1 ? select('stack', 'attention', stacks.map((s) => ({ value: s, label: STACK_LABELS[s] })), state.stack, (stack) => this.set({ stack })) : null,
