@@ -2,12 +2,15 @@
  * Streaming summaries over an AttentionSource (analysis/attention-summaries.ts): thumbnails of every
  * head of on-demand traces equal a float64 max/mean binning of PyTorch's attention (reference.json)
  * written here, whatever the band size; per-head metrics streamed one head at a time equal the
- * whole-trace head metrics of the dense trace; bad options give one line.
+ * whole-trace head metrics of the dense trace; rollout streamed at reduced resolution equals a plain
+ * float64 rollout of PyTorch's attention coarsened to the same groups (and attentionRollout at full
+ * resolution); bad options give one line.
  */
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { headMetrics, HEAD_METRIC_NAMES } from '../src/analysis/head-metrics.js';
-import { headThumbnail, headThumbnails, streamedHeadMetrics } from '../src/analysis/attention-summaries.js';
+import { headThumbnail, headThumbnails, streamedHeadMetrics, streamedRollout } from '../src/analysis/attention-summaries.js';
+import { attentionRollout } from '../src/analysis/rollout.js';
 import { attentionSource, attentionStacks } from '../src/core/attention-on-demand.js';
 import type { StackName, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
@@ -84,6 +87,59 @@ describe.each(['gpt2', 't5', 'mistral-window'])('fixture %s: summaries streamed 
         }
       }
     }
+  });
+});
+
+/** Rollout of PyTorch's attention coarsened to `m` groups, written plainly in float64. */
+function coarseRollout(ref: Float64Array, layers: number, heads: number, n: number, m: number, w: number): Float64Array[] {
+  const group = (i: number): number => Math.floor((i * m) / n);
+  const size = new Array<number>(m).fill(0);
+  for (let i = 0; i < n; i++) size[group(i)]!++;
+  const out: Float64Array[] = [];
+  let r: Float64Array | null = null;
+  for (let l = 0; l < layers; l++) {
+    const a = new Float64Array(m * m);
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) a[group(i) * m + group(j)]! += ref[((l * heads + h) * n + i) * n + j]! / (heads * size[group(i)]!);
+    }
+    for (let I = 0; I < m; I++) {
+      for (let J = 0; J < m; J++) a[I * m + J] = (1 - w) * a[I * m + J]! + (I === J ? w : 0);
+      const sum = a.subarray(I * m, (I + 1) * m).reduce((x, y) => x + y, 0);
+      for (let J = 0; J < m; J++) a[I * m + J]! /= sum;
+    }
+    if (r === null) r = a;
+    else {
+      const next = new Float64Array(m * m);
+      for (let i = 0; i < m; i++) for (let k = 0; k < m; k++) for (let j = 0; j < m; j++) next[i * m + j]! += a[i * m + k]! * r[k * m + j]!;
+      r = next;
+    }
+    out.push(r);
+  }
+  return out;
+}
+
+describe.each(['gpt2', 't5'])('fixture %s: rollout streamed at reduced resolution', (fixture) => {
+  it('equals rollout of PyTorch attention coarsened to the same groups; at full resolution, attentionRollout', async () => {
+    const { lazy, dense, input } = await traces(fixture);
+    for (const stack of attentionStacks(lazy).filter((s) => s !== 'cross')) {
+      const source = attentionSource(lazy, stack);
+      const n = source.numQueries;
+      const reference = flat(input[REFERENCE_KEY[stack]] as Nested);
+      for (const bins of [3, n]) {
+        const got = streamedRollout(lazy, stack, { bins, residual: 0.4, blockCells: 3 * n });
+        expect(got.bins).toBe(Math.min(bins, n));
+        const want = coarseRollout(reference, source.numLayers, source.numHeads, n, got.bins, 0.4);
+        for (let l = 0; l < want.length; l++) {
+          for (let c = 0; c < want[l]!.length; c++) expect(Math.abs(got.layers[l]![c]! - want[l]![c]!), `${stack} bins ${bins} layer ${l}`).toBeLessThanOrEqual(1e-5);
+        }
+      }
+      const exact = attentionRollout(dense, { stack, residual: 0.4 });
+      const full = streamedRollout(lazy, stack, { bins: n, residual: 0.4 });
+      for (let l = 0; l < exact.layers.length; l++) {
+        for (let c = 0; c < n * n; c++) expect(Math.abs(full.layers[l]![c]! - exact.layers[l]![c]!)).toBeLessThanOrEqual(1e-6);
+      }
+    }
+    expect(() => streamedRollout(lazy, attentionStacks(lazy).includes('cross') ? 'cross' : 'self', { bins: 0 })).toThrow(/rollout (needs a self-attention stack|bins 0 is not a whole number ≥ 1)/);
   });
 });
 

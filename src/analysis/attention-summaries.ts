@@ -9,6 +9,10 @@
  *   the bin's average weight).
  * - Head metrics (head-metrics.ts) one head at a time: each head goes through `headMetrics` as a
  *   trace of one layer and one head, so the memory is one head's matrix, not the model's.
+ * - Attention rollout (rollout.ts) at reduced resolution: each layer's head-mean attention coarsened
+ *   to bins × bins (a bin's rows averaged, its columns summed: rows still sum to 1, the chain of
+ *   token groups), the residual added and the layers multiplied as rollout does; bins = tokens is
+ *   the exact rollout.
  *
  * Isomorphic: imports nothing from Node.
  */
@@ -17,6 +21,7 @@ import { attentionSource } from '../core/attention-on-demand.js';
 import { AttnscopeError } from '../core/errors.js';
 import type { ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { headMetrics, HEAD_METRIC_NAMES, type HeadMetricOptions, type HeadMetricRow } from './head-metrics.js';
+import { rolloutOfMatrices } from './rollout.js';
 
 /** Values read from a source at a time by the streaming passes (4 MB of float32). */
 export const STREAM_BLOCK_CELLS = 1 << 20;
@@ -153,3 +158,69 @@ export function streamedHeadMetrics(trace: Trace, stack: StackName, options: Omi
 
 /** The metric columns `streamedHeadMetrics` fills (every one but js_from_first). */
 export const STREAMED_METRIC_NAMES = HEAD_METRIC_NAMES.filter((n) => n !== 'js_from_first');
+
+export interface StreamedRolloutOptions {
+  /** Token groups per side at most (default 256); the tokens when fewer. */
+  bins?: number;
+  /** Weight of the identity added to each layer (default 0.5, as rollout.ts). */
+  residual?: number;
+  /** Values read at a time (default STREAM_BLOCK_CELLS). */
+  blockCells?: number;
+}
+
+export interface StreamedRollout {
+  stack: StackName;
+  /** Token groups per side: group b holds the tokens i with ⌊i · bins / n⌋ = b. */
+  bins: number;
+  /** Cumulative rollout after each layer, [bins, bins] row-major: layers[l][I, J] is how much group I after layer l draws on input group J. */
+  layers: Float32Array[];
+}
+
+/**
+ * Attention rollout (Abnar & Zuidema 2020; rollout.ts, mean over heads, no discarding) of a
+ * self-attention stack at reduced resolution, streamed: per layer, every head is read in bands of
+ * rows and folded into the coarse head-mean matrix F[I, J] = Σ_{i∈I, j∈J} A[i, j] / (heads · |I|)
+ * (rows sum to 1); then A' = (1 − w)·F + w·I with rows renormalised, and R_l = A'_l · R_(l−1).
+ * Memory: one band and the bins × bins matrices. With bins equal to the tokens it is rollout.ts's
+ * attentionRollout (fusion 'mean', discard 0).
+ */
+export function streamedRollout(trace: Trace, stack: StackName, options: StreamedRolloutOptions = {}): StreamedRollout {
+  const source = attentionSource(trace, stack);
+  const { numQueries: n, numKeys, numHeads: H, numLayers: L } = source;
+  if (stack === 'cross' || numKeys !== n) throw new AttnscopeError(`rollout needs a self-attention stack (queries and keys the same tokens); '${stack}' has ${n} queries and ${numKeys} keys`);
+  const size = options.bins ?? 256;
+  if (!Number.isInteger(size) || size < 1) throw new AttnscopeError(`rollout bins ${size} is not a whole number ≥ 1`);
+  const w = options.residual ?? 0.5;
+  if (!(w >= 0 && w <= 1)) throw new AttnscopeError(`rollout residual ${w} is out of range (0–1)`);
+  const m = Math.min(size, n);
+  const bin = binOf(n, m);
+  const rowsIn = new Float64Array(m);
+  for (let i = 0; i < n; i++) rowsIn[bin[i]!]!++;
+  const band = Math.max(1, Math.floor((options.blockCells ?? STREAM_BLOCK_CELLS) / n));
+  const graph: Float64Array[] = [];
+  for (let l = 0; l < L; l++) {
+    const f = new Float64Array(m * m);
+    for (let h = 0; h < H; h++) {
+      for (let r0 = 0; r0 < n; r0 += band) {
+        const r1 = Math.min(n, r0 + band);
+        const block = source.block(l, h, r0, r1, 0, n);
+        for (let r = r0; r < r1; r++) {
+          const base = bin[r]! * m;
+          const o = (r - r0) * n;
+          for (let c = 0; c < n; c++) f[base + bin[c]!]! += block[o + c]!;
+        }
+      }
+    }
+    for (let I = 0; I < m; I++) {
+      let sum = 0;
+      for (let J = 0; J < m; J++) {
+        const v = (1 - w) * (f[I * m + J]! / (H * rowsIn[I]!)) + (I === J ? w : 0);
+        f[I * m + J] = v;
+        sum += v;
+      }
+      if (sum > 0) for (let J = 0; J < m; J++) f[I * m + J]! /= sum;
+    }
+    graph.push(f);
+  }
+  return { stack, bins: m, layers: rolloutOfMatrices(graph, m) };
+}
