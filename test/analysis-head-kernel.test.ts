@@ -143,8 +143,12 @@ function referenceLayerJs(trace: Trace, exclude: boolean): number[] {
 const TEXTS = ['<s>', '▁Once', '▁upon', ',', '▁a', 'Ġtime', '##s', '.', '</s>', '▁the', '!?', '▁end'];
 const texts = (n: number) => Array.from({ length: n }, (_, i) => (i < TEXTS.length ? TEXTS[i]! : `▁w${i}`));
 
-/** Random traces: causal (a sliding window in layer 1), bidirectional, or bidirectional with holes (entries 0 in every head) and forced rows. */
-function randomTrace(kind: 'causal' | 'bidirectional' | 'holes', n: number, seed: number): Trace {
+/**
+ * Random traces: causal (a sliding window in layer 1), bidirectional, bidirectional with holes
+ * (entries 0 in every head) and forced rows, or bidirectional with weights of few digits (ties:
+ * runs of equal values, many zeros, as a page's attention stored with few digits).
+ */
+function randomTrace(kind: 'causal' | 'bidirectional' | 'holes' | 'ties', n: number, seed: number): Trace {
   const r = mulberry32(seed);
   const hole = new Set<string>();
   if (kind === 'holes') {
@@ -159,7 +163,7 @@ function randomTrace(kind: 'causal' | 'bidirectional' | 'holes', n: number, seed
       if (kind === 'causal' && (k > q || (l === 1 && q - k >= 4))) return 0;
       if (hole.has(`${l},${q},${k}`)) return 0;
       const key = `${l},${h},${q},${k}`;
-      if (!cache.has(key)) cache.set(key, r() ** 3 + (k === 0 && h === 0 ? 2 : 0) + (k === q - 1 && h === 1 ? 3 : 0));
+      if (!cache.has(key)) cache.set(key, kind === 'ties' ? Math.round(r() ** 3 * 8) / 8 + (k === q ? 0.125 : 0) : r() ** 3 + (k === 0 && h === 0 ? 2 : 0) + (k === q - 1 && h === 1 ? 3 : 0));
       return cache.get(key)!;
     },
   });
@@ -244,7 +248,7 @@ describe('head-metrics kernel', () => {
     }
   });
 
-  for (const [kind, n] of [['causal', 37], ['bidirectional', 21], ['holes', 30], ['bidirectional', 70]] as const) {
+  for (const [kind, n] of [['causal', 37], ['bidirectional', 21], ['holes', 30], ['bidirectional', 70], ['ties', 72]] as const) {
     it(`equals the float64 re-computation on a random ${kind} trace of ${n} tokens, both exclude settings, on the kernel and on the JavaScript loops`, () => {
       const trace = randomTrace(kind, n, n * 31 + kind.length);
       for (const exclude of [false, true]) for (const kernel of ['wasm', 'js'] as const) expectReference(trace, exclude, kernel, `${kind} ${n} exclude=${exclude}`);

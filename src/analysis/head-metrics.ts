@@ -220,11 +220,17 @@ function histogram(words: Uint32Array, n: number, hist: Uint32Array, bins: Uint1
   }
 }
 
-/** The values whose bin is marked (firstRankOfBin ≥ 0), in input order, into `out`. */
-function gather(values: Float64Array, bins: Uint16Array, n: number, firstRankOfBin: Int32Array, out: Float64Array): Float64Array {
-  let j = 0;
+/**
+ * The values of the `wanted` bins (marked: firstRankOfBin ≥ 0) into `out` by bin: bin wanted[j]'s
+ * values in input order from starts[j] on.
+ */
+function gather(values: Float64Array, bins: Uint16Array, n: number, firstRankOfBin: Int32Array, wanted: readonly number[], starts: Int32Array, out: Float64Array): Float64Array {
+  const cursor = starts.slice();
   for (let i = 0; i < n; i++) {
-    if (firstRankOfBin[bins[i]!]! >= 0) out[j++] = values[i]!;
+    const b = bins[i]!;
+    if (firstRankOfBin[b]! < 0) continue;
+    const j = wanted.indexOf(b);
+    out[cursor[j]!++] = values[i]!;
   }
   return out;
 }
@@ -250,7 +256,7 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
   if (binsScratch === undefined || binsScratch.length < n) binsScratch = new Uint16Array(n);
   const bins = binsScratch;
   histogram(words, n, hist, bins);
-  return quantilesOfHistogram(values, n, qs, hist, firstRankOfBin, (m) => gather(values, bins, n, firstRankOfBin, new Float64Array(m)));
+  return quantilesOfHistogram(values, n, qs, hist, firstRankOfBin, (m, wanted, starts) => gather(values, bins, n, firstRankOfBin, wanted, starts, new Float64Array(m)));
 }
 
 /** `quantiles` sorts fewer values than this, and takes the histogram's way from this many on. */
@@ -270,11 +276,13 @@ function interpolated(n: number, qs: readonly number[], at: (r: number) => numbe
 /**
  * The rest of `quantiles` once `hist` counts the n values per bin: finds the bins holding the
  * wanted ranks (marking them in `firstRankOfBin`: the rank of the bin's first value), takes their
- * values in input order from `pick(count, bins)`, sorts those, and leaves `hist` all zeros and
- * `firstRankOfBin` all −1 again.
+ * values from `pick(count, bins, starts)` (bin bins[j]'s from starts[j] on), sorts each bin's run
+ * unless its values are all equal (ties: attention stored with few digits has runs of thousands
+ * of equal values, zeros above all), and leaves `hist` all zeros and `firstRankOfBin` all −1 again.
  */
 function quantilesOfHistogram(
-  values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array, pick: (count: number, bins: readonly number[]) => Float64Array,
+  values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array,
+  pick: (count: number, bins: readonly number[], starts: Int32Array) => Float64Array,
 ): number[] {
   // The used bin range: for many values a walk over the bins is cheaper than tracking it per
   // value; for fewer, the bins of the smallest and largest value.
@@ -309,21 +317,21 @@ function quantilesOfHistogram(
     }
     acc += c;
   }
-  // The values of the marked bins, sorted (bins are in value order, so this is their order too).
-  let m = 0;
-  for (const b of wantedBins) m += hist[b]!;
-  const picked = pick(m, wantedBins);
-  picked.sort();
-  // Rank r in bin b sits at (values of marked bins before b) + (r − first rank of b).
-  const before = new Map<number, number>();
-  let seen = 0;
-  for (const b of wantedBins) {
-    before.set(b, seen);
-    seen += hist[b]!;
+  // The values of the marked bins, each bin's run sorted (bins are in value order, so the whole is too).
+  const starts = new Int32Array(wantedBins.length + 1);
+  wantedBins.forEach((b, j) => (starts[j + 1] = starts[j]! + hist[b]!));
+  const picked = pick(starts[wantedBins.length]!, wantedBins, starts);
+  for (let j = 0; j < wantedBins.length; j++) {
+    const run = picked.subarray(starts[j]!, starts[j + 1]!);
+    let equal = true;
+    for (let i = 1; i < run.length && equal; i++) equal = run[i] === run[0];
+    if (!equal) run.sort();
   }
+  // Rank r in bin b sits at (start of b's run) + (r − first rank of b).
   const at = (r: number): number => {
-    for (const b of wantedBins) {
-      if (r < firstRankOfBin[b]! + hist[b]!) return picked[before.get(b)! + r - firstRankOfBin[b]!]!;
+    for (let j = 0; j < wantedBins.length; j++) {
+      const b = wantedBins[j]!;
+      if (r < firstRankOfBin[b]! + hist[b]!) return picked[starts[j]! + r - firstRankOfBin[b]!]!;
     }
     return picked[picked.length - 1]!;
   };
@@ -666,6 +674,10 @@ interface KernelArrays {
   acc: number;
   /** The quantiles' wanted bins (8 uint16). */
   list: number;
+  /** gatherBins' write positions (8 int32). */
+  cursor: number;
+  /** scanRowArgs' arguments (16 float64). */
+  args: number;
 }
 
 /** The kernel, its arrays and views of its memory (taken after the memory's last growth). */
@@ -703,6 +715,8 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       firstMean: wantJs ? lay.take(size * 8) : 0,
       acc: lay.take(9 * 8),
       list: lay.take(16),
+      cursor: lay.take(8 * 4),
+      args: lay.take(16 * 8),
     };
   });
   if (got === null || P === undefined) return null;
@@ -732,6 +746,12 @@ function scanHeadKernel(
   const size = nq * nk;
   const invHeads = 1 / heads;
   const accAt = P.acc >> 3;
+  const argsAt = P.args >> 3;
+  f64[argsAt + 7] = threshold;
+  f64[argsAt + 9] = longRange;
+  f64[argsAt + 11] = P.acc;
+  f64[argsAt + 13] = invHeads;
+  f64[argsAt + 14] = hist ? P.hist : 0;
   const keepAt = P.keep + h * size * 8;
   let jsSum = 0;
   let jsRows = 0;
@@ -771,10 +791,19 @@ function scanHeadKernel(
     const w = P.W + (off + base) * 4;
     const supp = n === b - a ? 0 : P.supp + base;
     const fw = keepAt + base * 8;
-    entries += k.scanRow(
-      w, inline ? fw : 0, supp, a, b, inv, qp, threshold, 1 / n, longRange, P.pooled + entries * 8, P.acc,
-      mean ? P.layerMean + base * 8 : 0, invHeads, hist ? P.hist : 0, P.bins + entries * 2,
-    );
+    f64[argsAt + 8] = 1 / n;
+    // scanRow's arguments through memory (scanRowArgs: one argument per call).
+    f64[argsAt] = w;
+    f64[argsAt + 1] = inline ? fw : 0;
+    f64[argsAt + 2] = supp;
+    f64[argsAt + 3] = a;
+    f64[argsAt + 4] = b;
+    f64[argsAt + 5] = inv;
+    f64[argsAt + 6] = qp;
+    f64[argsAt + 10] = P.pooled + entries * 8;
+    f64[argsAt + 12] = mean ? P.layerMean + base * 8 : 0;
+    f64[argsAt + 15] = P.bins + entries * 2;
+    entries += k.scanRowArgs(P.args);
     let hm = f64[accAt]!;
     const rowMax = f64[accAt + 1]!;
     const ent = f64[accAt + 2]!;
@@ -860,13 +889,15 @@ function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], count
   if (!counted) k.histogram(P.pooled, n, P.hist, P.bins);
   const hist = u32.subarray(P.hist >> 2, (P.hist >> 2) + BINS);
   const mark = i32.subarray(P.mark >> 2, (P.mark >> 2) + BINS);
-  return quantilesOfHistogram(values, n, qs, hist, mark, (_m, wanted) => {
-    // Up to 8 wanted bins (4 quantiles: at most 8 ranks), compared 8 values at a time; else by the marks.
-    let m: number;
-    if (wanted.length <= 8) {
-      new Uint16Array(kp.u8.buffer, P.list, 8).set(wanted);
-      m = k.gatherBins(P.pooled, P.bins, n, P.list, wanted.length, P.picked);
-    } else m = k.gather(P.pooled, P.bins, n, P.mark, P.picked);
+  return quantilesOfHistogram(values, n, qs, hist, mark, (m, wanted, starts) => {
+    // Up to 8 wanted bins (4 quantiles: at most 8 ranks) in the kernel, 8 values at a time; more here.
+    if (wanted.length > 8) {
+      const bins = new Uint16Array(kp.u8.buffer, P.bins, n);
+      return gather(values, bins, n, mark, wanted, starts, new Float64Array(m));
+    }
+    new Uint16Array(kp.u8.buffer, P.list, 8).set(wanted);
+    kp.i32.set(starts.subarray(0, wanted.length), P.cursor >> 2);
+    k.gatherBins(P.pooled, P.bins, n, P.list, wanted.length, P.picked, P.cursor);
     return f64.slice(P.picked >> 3, (P.picked >> 3) + m);
   });
 }

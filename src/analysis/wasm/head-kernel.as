@@ -318,6 +318,19 @@ export function scanRow(
 }
 
 /**
+ * scanRow with its arguments as 16 float64 at args, in its order (w, fw, supp, a, b, inv, qp,
+ * threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins): one argument per call, since
+ * browsers' calls from JavaScript into WebAssembly with many arguments can take microseconds.
+ */
+export function scanRowArgs(args: usize): i32 {
+  return scanRow(
+    <usize>f64.load(args), <usize>f64.load(args, 8), <usize>f64.load(args, 16), <i32>f64.load(args, 24), <i32>f64.load(args, 32),
+    f64.load(args, 40), f64.load(args, 48), f64.load(args, 56), f64.load(args, 64), f64.load(args, 72),
+    <usize>f64.load(args, 80), <usize>f64.load(args, 88), <usize>f64.load(args, 96), f64.load(args, 104), <usize>f64.load(args, 112), <usize>f64.load(args, 120),
+  );
+}
+
+/**
  * The renormalised row into float64 arrays: to[k] = w[k] · inv · scale for the keys a … b − 1 of the
  * support (supp as in scanRow); `add` adds it to what is there (a layer's head mean) instead.
  */
@@ -389,24 +402,12 @@ export function histogram(values: usize, n: i32, hist: usize, bins: usize): void
   }
 }
 
-/** The values whose bin is marked (int32 at mark ≥ 0), in order, into out; returns how many. */
-export function gather(values: usize, bins: usize, n: i32, mark: usize, out: usize): i32 {
-  let j = 0;
-  for (let i = 0; i < n; i++) {
-    const b = <usize>load<u16>(bins + (<usize>i << 1));
-    if (load<i32>(mark + (b << 2)) >= 0) {
-      f64.store(out + (<usize>j << 3), f64.load(values + (<usize>i << 3)));
-      j++;
-    }
-  }
-  return j;
-}
-
 /**
- * `gather` for at most 8 marked bins, listed as uint16 at list (count of them): the values whose
- * bin is one of them, in order, into out; returns how many. Compares 8 bins at a time.
+ * The values of at most 8 bins, listed as uint16 at list (count of them), into out by bin: the
+ * values of the m-th listed bin, in input order, from the index held as int32 at cursor + 4m on
+ * (advanced as they are written). Compares 8 bins at a time.
  */
-export function gatherBins(values: usize, bins: usize, n: i32, list: usize, count: i32, out: usize): i32 {
+export function gatherBins(values: usize, bins: usize, n: i32, list: usize, count: i32, out: usize, cursor: usize): void {
   let s0 = i16x8.splat(-1);
   let s1 = s0;
   let s2 = s0;
@@ -423,7 +424,6 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
   if (count > 5) s5 = i16x8.splat(load<i16>(list, 10));
   if (count > 6) s6 = i16x8.splat(load<i16>(list, 12));
   if (count > 7) s7 = i16x8.splat(load<i16>(list, 14));
-  let j = 0;
   let i = 0;
   for (; i + 8 <= n; i += 8) {
     const b = v128.load(bins + (<usize>i << 1));
@@ -431,26 +431,21 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
       v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3))),
       v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))),
     );
-    if (!v128.any_true(hit)) continue;
-    for (let l = 0; l < 8; l++) {
-      const at = i + l;
-      const bin = load<u16>(bins + (<usize>at << 1));
-      let marked = false;
-      for (let m = 0; m < count; m++) if (load<u16>(list + (<usize>m << 1)) === bin) marked = true;
-      if (marked) {
-        f64.store(out + (<usize>j << 3), f64.load(values + (<usize>at << 3)));
-        j++;
-      }
-    }
+    if (v128.any_true(hit)) for (let l = 0; l < 8; l++) put(values, bins, i + l, list, count, out, cursor);
   }
-  for (; i < n; i++) {
-    const bin = load<u16>(bins + (<usize>i << 1));
-    let marked = false;
-    for (let m = 0; m < count; m++) if (load<u16>(list + (<usize>m << 1)) === bin) marked = true;
-    if (marked) {
-      f64.store(out + (<usize>j << 3), f64.load(values + (<usize>i << 3)));
-      j++;
-    }
+  for (; i < n; i++) put(values, bins, i, list, count, out, cursor);
+}
+
+/** gatherBins' step: value i into its listed bin's run of out, if its bin is listed. */
+// @ts-ignore: decorator
+@inline function put(values: usize, bins: usize, i: i32, list: usize, count: i32, out: usize, cursor: usize): void {
+  const bin = load<u16>(bins + (<usize>i << 1));
+  for (let m = 0; m < count; m++) {
+    if (load<u16>(list + (<usize>m << 1)) !== bin) continue;
+    const c = cursor + (<usize>m << 2);
+    const at = load<i32>(c);
+    f64.store(out + (<usize>at << 3), f64.load(values + (<usize>i << 3)));
+    store<i32>(c, at + 1);
+    return;
   }
-  return j;
 }

@@ -23,12 +23,12 @@ export interface HeadKernelExports {
     w: number, fw: number, supp: number, a: number, b: number, inv: number, qp: number, threshold: number, uniform: number, longRange: number, pooled: number, acc: number,
     lm: number, scale: number, hist: number, bins: number,
   ): number;
+  scanRowArgs(args: number): number;
   putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number, add: number): void;
   mixEntropy(x: number, y: number, a: number, b: number): number;
   mixRowEntropy(w: number, fw: number, supp: number, a: number, b: number, inv: number): number;
   histogram(values: number, n: number, hist: number, bins: number): void;
-  gather(values: number, bins: number, n: number, mark: number, out: number): number;
-  gatherBins(values: number, bins: number, n: number, list: number, count: number, out: number): number;
+  gatherBins(values: number, bins: number, n: number, list: number, count: number, out: number, cursor: number): void;
 }
 
 /** undefined: not tried yet; null: WebAssembly unavailable or refused here. */
