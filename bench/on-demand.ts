@@ -1,0 +1,220 @@
+/**
+ * Long contexts, attention on demand (issue 13.1): time and peak memory of a trace at 2k and 8k
+ * tokens on random-weight Llama-shaped models built in memory, with attention on demand (queries,
+ * keys and score terms; no probabilities leave the graph) against dense attention (every
+ * probability) where it fits; then what reading attention on demand costs (one 512 × 512 head, a
+ * 256-row band of an 8k-token head, a whole head, a streamed 64 × 64 thumbnail of a head)
+ * and the size of the .safetensors trace.
+ *
+ * Each case runs in its own process; the parent polls its resident memory (/proc/<pid>/status) and
+ * stops it above --limit GB (default 6: the machine is shared), reporting the case as not fitting.
+ *
+ *   npm run bench:on-demand [-- --limit 6] [-- --cases name:tokens:mode,...]
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { headThumbnail } from '../src/analysis/attention-summaries.js';
+import { attentionSource } from '../src/core/attention-on-demand.js';
+import type { FloatTensor } from '../src/core/tensor.js';
+import type { Trace } from '../src/core/trace.js';
+import { Model } from '../src/engine/model.js';
+import { memoryWeightStore } from '../src/io/memory-weights.js';
+import { writeTraceFile } from '../src/io/trace-file.js';
+import { ModelConfig } from '../src/models/config.js';
+import { architectureFor } from '../src/models/registry.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
+import { randomTensor } from './random-weights.js';
+
+interface Shape {
+  layers: number;
+  hidden: number;
+  heads: number;
+  kv: number;
+  ffn: number;
+  vocab: number;
+}
+
+/**
+ * 'llama1b-4l': Llama-3.2-1B's attention (hidden 2048, 32 heads, 8 kv heads, head size 64) with 4 of
+ * its 16 layers, FFN 4096 and a vocabulary of 8192 (0.6 GB of float32 weights: the shared machine's
+ * budget); 'small': 4 layers, hidden 256, 4 heads / 2 kv heads (8k tokens fit dense attention's
+ * graph buffers within the budget).
+ */
+const SHAPES: Record<string, Shape> = {
+  'llama1b-4l': { layers: 4, hidden: 2048, heads: 32, kv: 8, ffn: 4096, vocab: 8192 },
+  small: { layers: 4, hidden: 256, heads: 4, kv: 2, ffn: 512, vocab: 8192 },
+};
+
+const DEFAULT_CASES = [
+  'small:2048:dense', 'small:2048:on-demand', 'small:8192:dense', 'small:8192:on-demand',
+  'llama1b-4l:2048:dense', 'llama1b-4l:2048:on-demand', 'llama1b-4l:8192:on-demand',
+];
+
+function llamaWeights(s: Shape): Map<string, FloatTensor> {
+  const w = new Map<string, FloatTensor>();
+  let seed = 11;
+  const headDim = s.hidden / s.heads;
+  // std 0.5 on the projections: attention rows far from uniform, as in trained models.
+  const add = (name: string, shape: number[], fill?: number, std = 0.02): void => {
+    w.set(name, fill === undefined ? randomTensor(shape, seed++, std) : { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill) });
+  };
+  add('model.embed_tokens.weight', [s.vocab, s.hidden], undefined, 1);
+  add('model.norm.weight', [s.hidden], 1);
+  add('lm_head.weight', [s.vocab, s.hidden]);
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}`;
+    add(`${p}.input_layernorm.weight`, [s.hidden], 1);
+    add(`${p}.post_attention_layernorm.weight`, [s.hidden], 1);
+    add(`${p}.self_attn.q_proj.weight`, [s.hidden, s.hidden], undefined, 0.05);
+    add(`${p}.self_attn.k_proj.weight`, [s.kv * headDim, s.hidden], undefined, 0.05);
+    add(`${p}.self_attn.v_proj.weight`, [s.kv * headDim, s.hidden]);
+    add(`${p}.self_attn.o_proj.weight`, [s.hidden, s.hidden]);
+    add(`${p}.mlp.gate_proj.weight`, [s.ffn, s.hidden]);
+    add(`${p}.mlp.up_proj.weight`, [s.ffn, s.hidden]);
+    add(`${p}.mlp.down_proj.weight`, [s.hidden, s.ffn]);
+  }
+  return w;
+}
+
+function modelOf(name: string): Model {
+  const s = SHAPES[name];
+  if (!s) throw new Error(`unknown shape ${name} (${Object.keys(SHAPES).join(', ')})`);
+  const config = new ModelConfig({
+    model_type: 'llama', hidden_size: s.hidden, num_attention_heads: s.heads, num_key_value_heads: s.kv,
+    num_hidden_layers: s.layers, intermediate_size: s.ffn, vocab_size: s.vocab, max_position_embeddings: 131072,
+    rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: false, eos_token_id: -1,
+  }, `bench ${name} config`);
+  return new Model({ name: `random-${name}`, config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(llamaWeights(s)), runtime: nodeRuntime });
+}
+
+const rssMb = (): number => process.memoryUsage().rss / 2 ** 20;
+const peakMb = (): number => process.resourceUsage().maxRSS / 1024;
+const ms = (t0: number): number => performance.now() - t0;
+/** CPU milliseconds (user + system, every thread of the process) since `c0`. */
+const cpuMs = (c0: NodeJS.CpuUsage): number => {
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1000;
+};
+
+function bytesOf(trace: Trace): { attention: number; qk: number } {
+  let attention = 0;
+  let qk = 0;
+  for (const s of Object.values(trace.attention)) for (const l of s.layers) attention += l.byteLength;
+  for (const m of [trace.queries, trace.keys]) for (const s of Object.values(m ?? {})) for (const l of s.layers) qk += l.byteLength;
+  return { attention, qk };
+}
+
+/** One case in this process: prints one JSON line. */
+async function runCase(spec: string): Promise<void> {
+  const [shape, tokensText, mode] = spec.split(':') as [string, string, 'dense' | 'on-demand'];
+  const n = Number(tokensText);
+  const model = modelOf(shape);
+  const ids = Array.from({ length: n }, (_, i) => 2 + ((i * 7919) % (SHAPES[shape]!.vocab - 2)));
+  const afterWeights = rssMb();
+  let t0 = performance.now();
+  let c0 = process.cpuUsage();
+  const trace = await model.trace(null, { ids, attention: mode });
+  const traceMs = ms(t0);
+  const traceCpuMs = cpuMs(c0);
+  const peakTrace = peakMb();
+  const bytes = bytesOf(trace);
+  const result: Record<string, unknown> = { spec, traceMs, traceCpuMs, peakTraceMb: peakTrace, rssWeightsMb: afterWeights, attentionMb: bytes.attention / 2 ** 20, qkMb: bytes.qk / 2 ** 20 };
+  const dir = mkdtempSync(join(os.tmpdir(), 'attnscope-bench-on-demand-'));
+  try {
+    const file = join(dir, 't.safetensors');
+    t0 = performance.now();
+    await writeTraceFile(file, trace);
+    result.writeMs = ms(t0);
+    result.fileMb = statSync(file).size / 2 ** 20;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  if (mode === 'on-demand') {
+    const source = attentionSource(trace, 'self');
+    const last = source.numLayers - 1;
+    source.block(last, 0, n - 64, n, 0, n); // warm-up
+    // CPU time of this single-threaded computation (the machine is shared: wall time varies with its load).
+    const time = (f: () => unknown, runs = 3): number => {
+      const t: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        const s = process.cpuUsage();
+        f();
+        t.push(cpuMs(s));
+      }
+      return t.sort((a, b) => a - b)[Math.floor(runs / 2)]!;
+    };
+    result.band256Ms = time(() => source.block(last, 1, n - 256, n, 0, n));
+    result.headMs = time(() => source.block(last, 2, 0, n, 0, n), 1);
+    if (n >= 512) result.head512Ms = time(() => source.block(last, 3, n - 512, n, n - 512, n));
+    const thumbHeads = Math.min(4, source.numHeads);
+    c0 = process.cpuUsage();
+    for (let h = 0; h < thumbHeads; h++) headThumbnail(source, last, h, { size: 64 });
+    result.thumbnailMs = cpuMs(c0) / thumbHeads;
+    result.peakAllMb = peakMb();
+  }
+  await model.dispose();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+/** Runs a case in a child process, polling its memory; stops it above `limitMb`. */
+function spawnCase(spec: string, limitMb: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve) => {
+    const self = fileURLToPath(import.meta.url);
+    const child = spawn(process.execPath, [...process.execArgv, self, '--case', spec], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    let peak = 0;
+    let killed = false;
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    const timer = setInterval(() => {
+      try {
+        const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+        const mb = m ? Number(m[1]) / 1024 : 0;
+        peak = Math.max(peak, mb);
+        if (mb > limitMb && !killed) {
+          killed = true;
+          child.kill('SIGKILL');
+        }
+      } catch {
+        // The process has ended.
+      }
+    }, 50);
+    child.on('exit', () => {
+      clearInterval(timer);
+      const line = out.trim().split('\n').pop();
+      resolve(killed || !line ? { spec, stopped: `above ${limitMb} MB (stopped at ${peak.toFixed(0)} MB)` } : { ...(JSON.parse(line) as Record<string, unknown>), polledPeakMb: peak });
+    });
+  });
+}
+
+const f0 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(0) : '–');
+const f1 = (x: unknown): string => (typeof x === 'number' ? (x < 10 ? x.toFixed(2) : x.toFixed(0)) : '–');
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2);
+  const at = (flag: string): string | undefined => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const one = at('--case');
+  if (one) return runCase(one);
+  const limitMb = Number(at('--limit') ?? 6) * 1024;
+  const cases = (at('--cases') ?? DEFAULT_CASES.join(',')).split(',');
+  console.log(`attnscope attention on demand — random Llama-shaped models (${Object.entries(SHAPES).map(([k, s]) => `${k}: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads`).join('; ')})`);
+  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; each case in its own process, stopped above ${limitMb / 1024} GB`);
+  console.log(`load average at start: ${os.loadavg().map((x) => x.toFixed(1)).join(', ')}; reading times are CPU ms of one thread`);
+  console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms | whole head ms | last 512×512 block ms | 64×64 thumbnail ms per head |');
+  console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+  for (const spec of cases) {
+    const r = await spawnCase(spec, limitMb);
+    if (r.stopped) {
+      console.log(`| ${spec} | ${r.stopped as string} | | | | | | | | |`);
+      continue;
+    }
+    console.log(`| ${spec} | ${f1((r.traceMs as number) / 1000)} (${f1((r.traceCpuMs as number) / 1000)}) | ${f0(r.polledPeakMb)} | ${f0(r.attentionMb)} | ${f0(r.qkMb)} | ${f1(r.fileMb)} | ${f0(r.band256Ms)} | ${f0(r.headMs)} | ${f0(r.head512Ms)} | ${f0(r.thumbnailMs)} |`);
+  }
+}
+
+await main();
