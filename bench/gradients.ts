@@ -21,6 +21,8 @@
  *                                               path points as batch items, chunks from the memory
  *                                               bound) against one run per step, at 32 and 128 tokens;
  *                                               each case in a fresh process (wall, CPU, peak RSS)
+ *   node dist/bench/gradients.js --ig --model bert --tokens 128 --mode batched --memory-mb 4096
+ *                                               one case (JSON), with another memory bound
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
@@ -182,7 +184,7 @@ interface IgResult {
 }
 
 /** Integrated gradients in a fresh process, batched (the default memory bound) or one run per step. */
-async function runIg(name: ModelName, tokens: number, mode: IgResult['mode']): Promise<IgResult> {
+async function runIg(name: ModelName, tokens: number, mode: IgResult['mode'], memoryMB?: number): Promise<IgResult> {
   const model = benchModel(name);
   const vocab = name === 'bert' ? BERT_BASE_CONFIG.vocab_size : GPT2_VOCAB;
   const ids = Array.from({ length: tokens }, (_, i) => 1000 + ((i * 7919) % (vocab - 1000)));
@@ -193,7 +195,7 @@ async function runIg(name: ModelName, tokens: number, mode: IgResult['mode']): P
   const warmMiB = process.memoryUsage().rss / 2 ** 20;
   let last: Awaited<ReturnType<typeof attribute>> | undefined;
   const timing = await measure(async () => {
-    last = await attribute(model, inputs, { ...options, steps: IG_STEPS, ...(mode === 'unbatched' ? { batchSize: 1 } : {}) });
+    last = await attribute(model, inputs, { ...options, steps: IG_STEPS, ...(mode === 'unbatched' ? { batchSize: 1 } : {}), ...(memoryMB ? { memoryMB } : {}) });
   }, 1, false);
   const ig = last!.integratedGradients!;
   const result: IgResult = {
@@ -212,8 +214,10 @@ async function main(): Promise<void> {
   const ti = process.argv.indexOf('--tokens');
   if (process.argv.includes('--ig')) {
     const oi = process.argv.indexOf('--mode');
+    const bi = process.argv.indexOf('--memory-mb');
     if (mi >= 0 && ti >= 0 && oi >= 0) {
-      process.stdout.write(`${JSON.stringify(await runIg(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1]), process.argv[oi + 1] as IgResult['mode']))}\n`);
+      const memoryMB = bi >= 0 ? Number(process.argv[bi + 1]) : undefined;
+      process.stdout.write(`${JSON.stringify(await runIg(process.argv[mi + 1] as ModelName, Number(process.argv[ti + 1]), process.argv[oi + 1] as IgResult['mode'], memoryMB))}\n`);
       return;
     }
     const self = fileURLToPath(import.meta.url);
