@@ -5,7 +5,7 @@
  *
  *   npm run build && npx tsx bench/long-views.ts [--tokens 2048,8192] [--no-browser] [--runs 3]
  *
- * Node (the same code the page runs, median of --runs): the heatmap's overview of one head (bins by
+ * Node (the same code the page runs, median wall and CPU time of --runs): the heatmap's overview of one head (bins by
  * max and mean, streamed), one band of full-zoom tiles (256 rows), one cell (hover), one 64-row
  * top-k band (head view), every head's thumbnail (model view), and the memory each holds against
  * one dense head (n² float32). Chromium (the standalone page, network blocked): page ready, the
@@ -36,15 +36,21 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
-function time<T>(f: () => T): { ms: number; value: T } {
-  const times: number[] = [];
+/** Median wall and CPU time (this process, user + system) of `f` over RUNS runs: on a shared machine CPU time varies less. */
+function time<T>(f: () => T): { ms: string; value: T } {
+  const wall: number[] = [];
+  const cpu: number[] = [];
   let value!: T;
   for (let i = 0; i < RUNS; i++) {
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     value = f();
-    times.push(performance.now() - t0);
+    const c = process.cpuUsage(c0);
+    wall.push(performance.now() - t0);
+    cpu.push((c.user + c.system) / 1000);
   }
-  return { ms: median(times), value };
+  const fmt = (x: number) => (x < 10 ? x.toFixed(1) : x.toFixed(0));
+  return { ms: `${fmt(median(wall))} / ${fmt(median(cpu))}`, value };
 }
 
 const mb = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MB`;
@@ -59,14 +65,14 @@ function nodeRows(n: number): string[][] {
   const rows: string[][] = [];
   const dense = n * n * 4;
   const overview = time(() => binAll(read, overviewRegion(n, n), mask));
-  rows.push([String(n), 'heatmap overview (one head, max + mean)', overview.ms.toFixed(0), mb(binBytes(overview.value)), mb(dense)]);
+  rows.push([String(n), 'heatmap overview (one head, max + mean)', overview.ms, mb(binBytes(overview.value)), mb(dense)]);
   const mid = Math.floor(n / 2 / TILE);
   const band = time(() => binAll(read, { ...tileRegion(0, mid, mid - 2, n, n), c1: tileRegion(0, mid, mid, n, n).c1 }, mask));
-  rows.push([String(n), 'full-zoom tiles: one band (256 rows × 3 tiles)', band.ms.toFixed(0), mb(binBytes(band.value)), '']);
+  rows.push([String(n), 'full-zoom tiles: one band (256 rows × 3 tiles)', band.ms, mb(binBytes(band.value)), '']);
   const cell = time(() => read(n / 2, n / 2 + 1, n / 4, n / 4 + 1));
-  rows.push([String(n), 'hover: one cell', cell.ms.toFixed(1), '4 B', '']);
+  rows.push([String(n), 'hover: one cell', cell.ms, '4 B', '']);
   const topk = time(() => topKeys(source.block(1, 2, n / 2, n / 2 + 64, 0, n), 64, n, 20));
-  rows.push([String(n), 'head view: top-20 keys of 64 rows', topk.ms.toFixed(0), mb(topk.value.index.byteLength + topk.value.value.byteLength), '']);
+  rows.push([String(n), 'head view: top-20 keys of 64 rows', topk.ms, mb(topk.value.index.byteLength + topk.value.value.byteLength), '']);
   const perBin = thumbnailRowsPerBin(16, n, n, 64, true);
   const thumbs = time(() => {
     const out: Bins[] = [];
@@ -74,7 +80,7 @@ function nodeRows(n: number): string[][] {
     return out;
   });
   const f = Math.ceil(n / 64);
-  rows.push([String(n), `model view: 16 thumbnails (${perBin >= f ? 'every row' : `${perBin} of ${f} rows`})`, thumbs.ms.toFixed(0), mb(thumbs.value.reduce((s, b) => s + binBytes(b), 0)), mb(16 * dense)]);
+  rows.push([String(n), `model view: 16 thumbnails (${perBin >= f ? 'every row' : `${perBin} of ${f} rows`})`, thumbs.ms, mb(thumbs.value.reduce((s, b) => s + binBytes(b), 0)), mb(16 * dense)]);
   return rows;
 }
 
@@ -124,7 +130,7 @@ function table(head: string[], rows: string[][]): void {
 
 async function main(): Promise<void> {
   console.log(`Long-input views, synthetic trace 4 layers × 4 heads, head dim 64, causal, attention on demand; median of ${RUNS} (Node ${process.version})\n`);
-  table(['tokens', 'what', 'ms', 'held', 'dense equivalent'], LENGTHS.flatMap(nodeRows));
+  table(['tokens', 'what', 'wall / CPU ms', 'held', 'dense equivalent'], LENGTHS.flatMap(nodeRows));
   if (!args['no-browser']) {
     console.log('Chromium, standalone page (q/k float32 in the page, attention computed there):\n');
     const rows: string[][] = [];

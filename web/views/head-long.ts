@@ -11,7 +11,6 @@ import { headColors } from '../../src/views/colors.js';
 import { STRIP_ROW, TOPK_CHUNK, TOPK_MAX, scrollToRow, searchTokens, stripRange, topKeys } from '../../src/views/layout/head-long.js';
 import type { Theme } from '../../src/views/theme.js';
 import { button, h, replaceChildren, select, sizeCanvas } from '../dom.js';
-import { font } from '../text.js';
 
 export interface LongHeadInput {
   source: AttentionSource;
@@ -227,7 +226,6 @@ export class LongHeadStrip {
     c.setLineDash([]);
     this.canvas.dataset.count = String(count);
     this.panelFor(focus);
-    void font;
   }
 
   /** The focused query's top-k keys per head, each a jump to its key. */

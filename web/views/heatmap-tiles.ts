@@ -604,7 +604,6 @@ export class TiledHeatmap {
 
   /** Writes each visible weight in its cell (full zoom). */
   private paintValues(c: CanvasRenderingContext2D): void {
-    const input = this.input!;
     const { x: bx, y: by, w, h: hh } = this.box;
     const v = this.view;
     const s = v.scale;
@@ -628,7 +627,6 @@ export class TiledHeatmap {
         c.fillText(value >= 0.995 ? '1' : value.toFixed(2).replace(/^0/, ''), bx + (k - v.x + 0.5) * s, by + (q - v.y + 0.5) * s + fs * 0.36);
       }
     }
-    void input;
   }
 
   /** Token labels (zoomed in) or position ticks (zoomed out) on both axes, and the axis names. */
