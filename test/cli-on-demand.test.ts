@@ -42,6 +42,11 @@ describe('trace --attention on-demand', () => {
       const want = reference[((1 * 4 + 2) * n + Number(q)) * n + Number(k)]!;
       expect(Math.abs(Number(v) - want)).toBeLessThanOrEqual(1e-5);
     }
+    // The commands that read whole layers (heads, flow, aggregate, compare) compute them from the file.
+    const heads = runCli(tmp, ['heads', out], 180_000);
+    expect(heads.status, heads.stderr).toBe(0);
+    expect(heads.stdout).toMatch(/self attention of .*lazy\.safetensors/);
+    expect(heads.stdout.split('\n').filter((l) => /^\s+1\s+3\s/.test(l))).toHaveLength(1);
     const png = runCli(tmp, ['export', out, '--view', 'model', '--out', join(tmp, 'm.png')], 180_000);
     expect(png.status, png.stderr).toBe(0);
     expect(readFileSync(join(tmp, 'm.png')).subarray(1, 4).toString()).toBe('PNG');

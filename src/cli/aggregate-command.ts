@@ -9,6 +9,7 @@ import { type BlockRule, type CombineRule, type UnitMatrix, blockMatrix, groupMa
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { loadModel } from '../engine/load.js';
+import { withAttentionLayers } from '../core/attention-on-demand.js';
 import { readTraceFile } from '../io/trace-file.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions } from './args.js';
 import { csvField } from './flow-command.js';
@@ -114,7 +115,8 @@ export async function aggregateCommand(argv: string[]): Promise<void> {
   const source = positionals[0];
   let trace: Trace;
   if (source !== undefined && isTraceFile(source)) {
-    trace = await readTraceFile(source);
+    // A trace kept as queries and keys: its layers are computed as they are read (within a budget).
+    trace = withAttentionLayers(await readTraceFile(source));
   } else {
     if (values.text === undefined) throw new UsageError('aggregate: give --text "..." (the text the model runs on)');
     checkModelArg(source);

@@ -11,6 +11,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { DEFAULT_MODEL_NAME } from '../default-model.js';
 import { loadModel } from '../engine/load.js';
+import { withAttentionLayers } from '../core/attention-on-demand.js';
 import { readTraceFile } from '../io/trace-file.js';
 import { loadViewBundle } from '../views/html/bundle-node.js';
 import { renderComparePage } from '../views/html/compare-page.js';
@@ -107,7 +108,8 @@ export async function compareCommand(argv: string[]): Promise<void> {
   const loadOptions = parseLoadOptions(values);
   const models = new Map<string, Awaited<ReturnType<typeof loadModel>>>();
   const traceOf = async (source: string | undefined, text: string | undefined, side: 'A' | 'B'): Promise<Trace> => {
-    if (source !== undefined && isTraceFile(source)) return readTraceFile(source);
+    // A trace kept as queries and keys: its layers are computed as they are read (within a budget).
+    if (source !== undefined && isTraceFile(source)) return withAttentionLayers(await readTraceFile(source));
     if (text === undefined) throw new UsageError(`compare: ${side} (${source ?? DEFAULT_MODEL_NAME}) is a model: give --text${side === 'B' ? ' (or --text-b)' : ''}`);
     checkModelArg(source);
     const key = source ?? '';

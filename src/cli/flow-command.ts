@@ -15,6 +15,7 @@ import { HEAD_FUSIONS, type GraphOptions, type HeadFusion, type RolloutResult, a
 import { nodeRuntime } from '../runtime/onnxruntime-node.js';
 import type { TraceOptions } from '../engine/model.js';
 import { loadModel } from '../engine/load.js';
+import { withAttentionLayers } from '../core/attention-on-demand.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parseNumber, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
@@ -256,7 +257,8 @@ export async function flowCommand(argv: string[]): Promise<void> {
       if (values[flag] !== undefined) throw new AttnscopeError(`flow: --${flag} does not apply to a trace file (${source})`);
     }
     const opened = await openTraceFile(source);
-    trace = opened.trace;
+    // A trace kept as queries and keys: its layers are computed as they are read (within a budget).
+    trace = withAttentionLayers(opened.trace);
     if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
   } else {
     if (source !== undefined && /\.(json|safetensors)$/i.test(source)) throw new AttnscopeError(`${source}: no such trace file`);

@@ -14,6 +14,7 @@ import { HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, headTable, headTableCsv, headTab
 import { defaultStack, DEFAULT_LONG_RANGE, DEFAULT_SPARSITY_THRESHOLD, stackTokens } from '../analysis/head-metrics.js';
 import { PROBE_DEFAULTS, probeVocabularyOf, runProbe } from '../analysis/probe.js';
 import { tokenWordClasses } from '../analysis/word-classes.js';
+import { withAttentionLayers } from '../core/attention-on-demand.js';
 import { openTraceFile, writeFileAtomically } from '../io/trace-file.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseNumber, parsePositiveInt } from './args.js';
 import { checkModelArg, checkOut, isCheckpointFile, parseCommandArgs, reportWrote, UsageError } from './parse.js';
@@ -167,7 +168,8 @@ export async function headsCommand(argv: string[]): Promise<void> {
   if (fromFile) {
     const opened = await openTraceFile(source!);
     if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
-    const trace = opened.trace;
+    // A trace kept as queries and keys: its layers are computed as they are read (within a budget).
+    const trace = withAttentionLayers(opened.trace);
     const stack = pickStack(trace, stackOption);
     table = headTable(trace, stack, { excludeFirstToken });
     title = `${trace.model.name}: ${stack} attention of ${source} (${trace.tokens.length} tokens)`;
