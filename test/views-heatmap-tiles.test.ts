@@ -228,11 +228,13 @@ describe('model-view thumbnails streamed from a source', () => {
   });
 
   it('rows per bin: every row when the budget allows it, fewer (at least one) when it does not', () => {
-    // 8 heads × 8,192² / 2 × 16 = 4.3e9 multiply-adds: within 8e9, every row (bins of 128).
-    expect(thumbnailRowsPerBin(8, 8192, 8192, 16, true)).toBe(128);
-    // 16 × 32 heads × 8,192 keys × 64 / 2 per row: 8e9 / (512 · 262,144 · 64 bin rows) → 0 → at least 1.
+    // 8 heads × 2,048² / 2 × 16 = 2.7e8 multiply-adds: within 2e9, every row (bins of 32).
+    expect(thumbnailRowsPerBin(8, 2048, 2048, 16, true)).toBe(32);
+    // 8 heads at 8,192: 4.3e9 > 2e9; a row costs 8,192 · 16 / 2 per head, 64 bin rows: 2e9 / (8 · 65,536 · 64) = 59.6 → 59 of 128.
+    expect(thumbnailRowsPerBin(8, 8192, 8192, 16, true)).toBe(59);
+    // 16 × 32 heads × 8,192 keys × 64 / 2 per row: 2e9 / (512 · 262,144 · 64 bin rows) → 0 → at least 1.
     expect(thumbnailRowsPerBin(512, 8192, 8192, 64, true)).toBe(1);
-    expect(thumbnailRowsPerBin(144, 2048, 2048, 64, false)).toBe(Math.floor(8e9 / (144 * 2048 * 64 * 64)));
+    expect(thumbnailRowsPerBin(144, 2048, 2048, 64, false)).toBe(Math.floor(2e9 / (144 * 2048 * 64 * 64)));
   });
 });
 

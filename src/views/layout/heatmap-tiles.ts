@@ -318,8 +318,11 @@ export function splitColumns(bins: Bins, tile = TILE): Bins[] {
 /** Side of a model-view thumbnail in bins. */
 export const THUMB_BINS = 64;
 
-/** Multiply-adds a page spends on all thumbnails before it samples rows instead of reading every one. */
-export const THUMB_BUDGET = 8e9;
+/**
+ * Multiply-adds a page spends on all thumbnails before it samples rows instead of reading every one
+ * (about 5 s of one core in JavaScript: bench/long-views.ts).
+ */
+export const THUMB_BUDGET = 2e9;
 
 /**
  * Rows read per bin row of a thumbnail so that every head of a source fits `budget` multiply-adds
