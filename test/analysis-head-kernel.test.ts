@@ -7,7 +7,7 @@
  * the two against each other; the kernel's logarithm against Math.log.
  */
 import { describe, expect, it } from 'vitest';
-import { HEAD_METRIC_NAMES, type HeadMetrics, headMetrics, isPunctuationToken, type MetricValues } from '../src/analysis/head-metrics.js';
+import { HEAD_METRIC_NAMES, type HeadMetrics, headMetrics, isPunctuationToken, type MetricValues, quantiles } from '../src/analysis/head-metrics.js';
 import { HEAD_COLUMNS, headTable } from '../src/analysis/head-types.js';
 import { headKernel, headKernelStatus } from '../src/analysis/wasm/head-kernel.js';
 import { mulberry32 } from '../src/core/random.js';
@@ -266,6 +266,18 @@ describe('head-metrics kernel', () => {
           for (const c of HEAD_COLUMNS) expect(close(row[c], b[i]![c], 1e-12), `${kind} exclude=${excludeFirstToken} row ${i} ${c}: ${row[c]} vs ${b[i]![c]}`).toBe(true);
         });
       }
+    }
+  });
+
+  it('quantiles by selection in the histogram bins equal a sort: values of few digits (runs of ties, zeros), neighbouring and repeated ranks', () => {
+    const r = mulberry32(3);
+    for (let t = 0; t < 60; t++) {
+      const n = 4096 + Math.floor(r() * 9000);
+      const digits = [1, 2, 3, 5, 9][t % 5]!;
+      const v = Float64Array.from({ length: n }, () => Math.round(r() ** 4 * 10 ** digits) / 10 ** digits);
+      const qs = [0.25, 0.5, 0.75, 0.9, 0.1, 0.1 + 1 / (n - 1), 0.1 + 2 / (n - 1), 0.5];
+      const got = quantiles(v, n, qs);
+      expect(got, `${n} values of ${digits} digits`).toEqual(qs.map((q) => quantileOf([...v], q)));
     }
   });
 

@@ -273,16 +273,72 @@ function interpolated(n: number, qs: readonly number[], at: (r: number) => numbe
   });
 }
 
+/** The operations on a bin's run of values that quantilesOfHistogram needs (here, or in the kernel). */
+interface RunOps {
+  allEqual(run: Float64Array): boolean;
+  /** The least of run[from …]. */
+  leastFrom(run: Float64Array, from: number): number;
+  /** The k-th smallest of the run, reordering it so that every value after position k is at least that. */
+  select(run: Float64Array, k: number): number;
+}
+
+const JS_RUNS: RunOps = {
+  allEqual: (run) => {
+    for (let i = 1; i < run.length; i++) if (run[i] !== run[0]) return false;
+    return true;
+  },
+  leastFrom: (run, from) => {
+    let least = run[from]!;
+    for (let i = from + 1; i < run.length; i++) if (run[i]! < least) least = run[i]!;
+    return least;
+  },
+  select: (run, k) => selectInPlace(run, k),
+};
+
+/**
+ * The k-th smallest value of `a` (k from 0), reordering `a`: quickselect with a three-way partition
+ * (runs of equal values end the search at once), pivot the median of the first, middle and last.
+ */
+function selectInPlace(a: Float64Array, k: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    const x = a[lo]!;
+    const y = a[(lo + hi) >>> 1]!;
+    const z = a[hi]!;
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+    // [lo, lt) < pivot, [lt, i) = pivot, (gt, hi] > pivot.
+    let lt = lo;
+    let i = lo;
+    let gt = hi;
+    while (i <= gt) {
+      const v = a[i]!;
+      if (v < pivot) {
+        a[i++] = a[lt]!;
+        a[lt++] = v;
+      } else if (v > pivot) {
+        a[i] = a[gt]!;
+        a[gt--] = v;
+      } else i++;
+    }
+    if (k < lt) hi = lt - 1;
+    else if (k > gt) lo = gt + 1;
+    else return pivot;
+  }
+  return a[lo]!;
+}
+
 /**
  * The rest of `quantiles` once `hist` counts the n values per bin: finds the bins holding the
  * wanted ranks (marking them in `firstRankOfBin`: the rank of the bin's first value), takes their
- * values from `pick(count, bins, starts)` (bin bins[j]'s from starts[j] on), sorts each bin's run
- * unless its values are all equal (ties: attention stored with few digits has runs of thousands
- * of equal values, zeros above all), and leaves `hist` all zeros and `firstRankOfBin` all −1 again.
+ * values from `pick(count, bins, starts)` (bin bins[j]'s from starts[j] on), selects each wanted
+ * rank in its bin's run (no sort: attention stored with few digits gives runs of many thousand
+ * values, mostly equal), and leaves `hist` all zeros and `firstRankOfBin` all −1 again.
  */
 function quantilesOfHistogram(
   values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array,
   pick: (count: number, bins: readonly number[], starts: Int32Array) => Float64Array,
+  runs: RunOps = JS_RUNS,
 ): number[] {
   // The used bin range: for many values a walk over the bins is cheaper than tracking it per
   // value; for fewer, the bins of the smallest and largest value.
@@ -317,23 +373,32 @@ function quantilesOfHistogram(
     }
     acc += c;
   }
-  // The values of the marked bins, each bin's run sorted (bins are in value order, so the whole is too).
+  // The values of the marked bins, each bin's in a run of its own (bins are in value order).
   const starts = new Int32Array(wantedBins.length + 1);
   wantedBins.forEach((b, j) => (starts[j + 1] = starts[j]! + hist[b]!));
   const picked = pick(starts[wantedBins.length]!, wantedBins, starts);
-  for (let j = 0; j < wantedBins.length; j++) {
-    const run = picked.subarray(starts[j]!, starts[j + 1]!);
-    let equal = true;
-    for (let i = 1; i < run.length && equal; i++) equal = run[i] === run[0];
-    if (!equal) run.sort();
-  }
-  // Rank r in bin b sits at (start of b's run) + (r − first rank of b).
+  // Rank r in bin b is the (r − first rank of b)-th smallest of b's run: a run of equal values
+  // answers at once; after the k-th smallest is selected, the (k + 1)-th is the least of what
+  // follows it (interpolation asks for neighbours).
+  const constant = new Int8Array(wantedBins.length).fill(-1);
+  let last = { j: -1, k: -1, run: picked };
   const at = (r: number): number => {
     for (let j = 0; j < wantedBins.length; j++) {
       const b = wantedBins[j]!;
-      if (r < firstRankOfBin[b]! + hist[b]!) return picked[starts[j]! + r - firstRankOfBin[b]!]!;
+      if (r >= firstRankOfBin[b]! + hist[b]!) continue;
+      const run = picked.subarray(starts[j]!, starts[j + 1]!);
+      const k = r - firstRankOfBin[b]!;
+      if (constant[j] === -1) constant[j] = runs.allEqual(run) ? 1 : 0;
+      if (constant[j] === 1) return run[0]!;
+      if (last.j === j && k === last.k + 1) {
+        // (Not moved to position k: the next rank must be selected.)
+        last = { j: -1, k: -1, run };
+        return runs.leastFrom(run, k);
+      }
+      last = { j, k, run };
+      return runs.select(run, k);
     }
-    return picked[picked.length - 1]!;
+    return NaN;
   };
   const out = interpolated(n, qs, at);
   for (const b of wantedBins) firstRankOfBin[b] = -1;
@@ -875,6 +940,15 @@ function kernelMeanRowJs(kp: KernelPass, ca: Uint8Array, ha: Float64Array, ra: L
   return rows ? sum / rows : NaN;
 }
 
+/** RunOps on runs held in the kernel's memory (views of it), by the kernel. */
+function kernelRuns(kp: KernelPass): RunOps {
+  return {
+    allEqual: (run) => kp.k.allEqual(run.byteOffset, run.length) === 1,
+    leastFrom: (run, from) => kp.k.leastFrom(run.byteOffset, from, run.length),
+    select: (run, k) => kp.k.selectRun(run.byteOffset, run.length, k),
+  };
+}
+
 /**
  * `quantiles` of the kernel's pooled weights: the histogram (counted during the scan when
  * `counted`, else here) and the gather pass in the kernel, the rank walk and the sort here.
@@ -898,8 +972,8 @@ function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], count
     new Uint16Array(kp.u8.buffer, P.list, 8).set(wanted);
     kp.i32.set(starts.subarray(0, wanted.length), P.cursor >> 2);
     k.gatherBins(P.pooled, P.bins, n, P.list, wanted.length, P.picked, P.cursor);
-    return f64.slice(P.picked >> 3, (P.picked >> 3) + m);
-  });
+    return f64.subarray(P.picked >> 3, (P.picked >> 3) + m);
+  }, kernelRuns(kp));
 }
 
 function emptyValues(): MetricValues {

@@ -449,3 +449,56 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
     return;
   }
 }
+
+/**
+ * The k-th smallest (k from 0) of the n float64 at a, reordering them (head-metrics.ts
+ * selectInPlace: quickselect, three-way partition, median-of-three pivot); afterwards every value
+ * after position k is at least the k-th.
+ */
+export function selectRun(a: usize, n: i32, k: i32): f64 {
+  let lo = 0;
+  let hi = n - 1;
+  while (lo < hi) {
+    const x = f64.load(a + (<usize>lo << 3));
+    const y = f64.load(a + (<usize>((lo + hi) >>> 1) << 3));
+    const z = f64.load(a + (<usize>hi << 3));
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+    let lt = lo;
+    let i = lo;
+    let gt = hi;
+    while (i <= gt) {
+      const pi = a + (<usize>i << 3);
+      const v = f64.load(pi);
+      if (v < pivot) {
+        const pl = a + (<usize>lt << 3);
+        f64.store(pi, f64.load(pl));
+        f64.store(pl, v);
+        lt++;
+        i++;
+      } else if (v > pivot) {
+        const pg = a + (<usize>gt << 3);
+        f64.store(pi, f64.load(pg));
+        f64.store(pg, v);
+        gt--;
+      } else i++;
+    }
+    if (k < lt) hi = lt - 1;
+    else if (k > gt) lo = gt + 1;
+    else return pivot;
+  }
+  return f64.load(a + (<usize>lo << 3));
+}
+
+/** The least of the float64 at a from index `from` to n − 1. */
+export function leastFrom(a: usize, from: i32, n: i32): f64 {
+  let least = f64.load(a + (<usize>from << 3));
+  for (let i = from + 1; i < n; i++) least = min(least, f64.load(a + (<usize>i << 3)));
+  return least;
+}
+
+/** Whether the n float64 at a are all equal (1) or not (0). */
+export function allEqual(a: usize, n: i32): i32 {
+  const first = f64.load(a);
+  for (let i = 1; i < n; i++) if (f64.load(a + (<usize>i << 3)) !== first) return 0;
+  return 1;
+}

@@ -28,6 +28,9 @@ export interface HeadKernelExports {
   mixEntropy(x: number, y: number, a: number, b: number): number;
   mixRowEntropy(w: number, fw: number, supp: number, a: number, b: number, inv: number): number;
   histogram(values: number, n: number, hist: number, bins: number): void;
+  selectRun(a: number, n: number, k: number): number;
+  leastFrom(a: number, from: number, n: number): number;
+  allEqual(a: number, n: number): number;
   gatherBins(values: number, bins: number, n: number, list: number, count: number, out: number, cursor: number): void;
 }
 
