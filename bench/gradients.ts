@@ -23,12 +23,16 @@
  *                                               each case in a fresh process (wall, CPU, peak RSS)
  *   node dist/bench/gradients.js --ig --model bert --tokens 128 --mode batched --memory-mb 4096
  *                                               one case (JSON), with another memory bound
+ *   node dist/bench/gradients.js --logits       engine/batch.ts: 32 masked copies of a 24-token input
+ *                                               (bert-base; one position each, log-probabilities) one run
+ *                                               each against logitsBatch, and the largest difference
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { FloatTensor } from '../src/core/tensor.js';
 import { backwardItemBytes, memoryShape } from '../src/engine/batch-memory.js';
+import { logitsBatch } from '../src/engine/batch.js';
 import { attribute, type AttributionMethod } from '../src/engine/gradients.js';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
@@ -207,11 +211,56 @@ async function runIg(name: ModelName, tokens: number, mode: IgResult['mode'], me
   return result;
 }
 
+/** CrowS-Pairs-like scoring: n copies of one input, copy i with token i masked, log p of the original token there. */
+async function runLogits(): Promise<void> {
+  const model = benchModel('bert');
+  const n = 24;
+  const ids = Array.from({ length: n }, (_, i) => 1000 + ((i * 7919) % 29000));
+  const MASK = 103;
+  const rows = Array.from({ length: 32 }, (_, c) => ids.map((x, i) => (i === c % n ? MASK : x)));
+  const at = rows.map((_, c) => c % n);
+  const taps = { attention: false, qk: false, lastHiddenState: false, logits: true } as const;
+  const one = async (): Promise<number[]> => {
+    const out: number[] = [];
+    for (const [c, row] of rows.entries()) {
+      const l = (await model.run(taps, { inputIds: row, typeIds: row.map(() => 0) })).logits!.data as Float32Array;
+      const v = BERT_BASE_CONFIG.vocab_size;
+      const r = l.subarray(at[c]! * v, (at[c]! + 1) * v);
+      let max = -Infinity;
+      for (const x of r) max = Math.max(max, x);
+      let sum = 0;
+      for (const x of r) sum += Math.exp(x - max);
+      out.push(r[ids[at[c]!]!]! - max - Math.log(sum));
+    }
+    return out;
+  };
+  const batched = async (): Promise<number[]> => {
+    const b = await logitsBatch(model, rows.map((row) => ({ inputIds: row, typeIds: row.map(() => 0) })), { positions: at.map((p) => [p]), logProbabilities: true });
+    return b.rows.map((r, c) => r.data[ids[at[c]!]!]!);
+  };
+  let a: number[] = [];
+  let b: number[] = [];
+  const tOne = await measure(async () => { a = await one(); }, 1);
+  const tBatch = await measure(async () => { b = await batched(); }, 1);
+  const diff = Math.max(...a.map((x, i) => Math.abs(x - b[i]!)));
+  console.log(`32 copies × ${n} tokens, bert-base (random weights), one masked position each; load ${os.loadavg()[0]!.toFixed(1)}`);
+  console.log('| scoring | runs | wall / CPU |');
+  console.log('| --- | ---: | ---: |');
+  console.log(`| one model.run per copy | 32 | ${fmt(tOne.wall)} / ${fmt(tOne.cpu)} ms |`);
+  console.log(`| logitsBatch | 1 | ${fmt(tBatch.wall)} / ${fmt(tBatch.cpu)} ms |`);
+  console.log(`largest |log p| difference: ${diff.toExponential(2)}; peak RSS ${fmt(process.resourceUsage().maxRSS / 1024)} MiB`);
+  await model.dispose();
+}
+
 const fmt = (x: number, d = 0): string => x.toFixed(d);
 
 async function main(): Promise<void> {
   const mi = process.argv.indexOf('--model');
   const ti = process.argv.indexOf('--tokens');
+  if (process.argv.includes('--logits')) {
+    await runLogits();
+    return;
+  }
   if (process.argv.includes('--ig')) {
     const oi = process.argv.indexOf('--mode');
     const bi = process.argv.indexOf('--memory-mb');

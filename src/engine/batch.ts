@@ -11,9 +11,12 @@
  *   and broadcast. The architectures' graphs are batch-generic (reshapes copy the leading
  *   dimension), so every row is computed exactly as its own unbatched run computes it, up to
  *   the summation order of the runtime's batched matrix products;
- * - only the requested positions of each row leave the graph: `batch.logits` [rows, P, vocab] =
- *   GatherND(logits, positions [rows, P, 1], batch_dims 1) (logits [rows, seq, vocab] are not
- *   returned). For encoder-decoders the positions are decoder positions, as the logits are.
+ * - only the requested positions of each row go through the prediction head and leave the graph:
+ *   the final hidden state the head reads is gathered, GatherND(h, positions [rows, P, 1],
+ *   batch_dims 1), before the head (heads work position by position), so `batch.logits` is
+ *   [rows, P, vocab] and the vocabulary-wide product runs on P positions a row, not all of them
+ *   (where the head's input is not found, the logits are gathered instead). For encoder-decoders
+ *   the positions are decoder positions, as the logits are.
  *
  * Rows per run: as many as `memoryMB` (default 1024) allows by engine/batch-memory.ts's forward
  * estimate plus the returned rows, at most 256.
@@ -61,7 +64,18 @@ export interface BatchLogits {
 
 const POSITIONS = 'batch.positions';
 const OUTPUT = 'batch.logits';
-const TAPS: TapRequest = { attention: false, qk: false, lastHiddenState: false, logits: true };
+const TAPS: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: true };
+
+/** Whether value `from` is an input, directly or through other nodes, of the node that makes `to`. */
+function reaches(nodes: BuildContext['g']['graphNodes'], from: string, to: string): boolean {
+  const seen = new Set([from]);
+  for (const n of nodes) {
+    if (!n.inputs.some((i) => seen.has(i))) continue;
+    for (const o of n.outputs) seen.add(o);
+    if (n.outputs.includes(to)) return true;
+  }
+  return false;
+}
 
 /** The logits graph with batchable inputs and the requested positions gathered (see the file header). */
 function batchGraph(ctx: BuildContext): void {
@@ -71,8 +85,19 @@ function batchGraph(ctx: BuildContext): void {
   }
   g.batchInputs();
   const positions = g.input(POSITIONS, 'int64', ['batch', 'positions', 1]);
-  g.output(g.op('GatherND', [{ name: 'logits' }, positions], { batch_dims: 1 }), OUTPUT);
+  // The heads work position by position: gathering the final hidden state they read (the value the
+  // last_hidden_state tap reads; the nodes are in topological order) before them spares the head
+  // (a vocabulary-wide product) every position not asked for. Else gather the logits.
+  const tap = g.graphNodes.find((n) => n.opType === 'Identity' && n.outputs[0] === 'last_hidden_state');
+  const hidden = tap?.inputs[0];
+  if (hidden !== undefined && reaches(g.graphNodes, hidden, 'logits')) {
+    g.intercept({ name: hidden }, (h) => g.op('GatherND', [h, positions], { batch_dims: 1 }));
+    g.output({ name: 'logits' }, OUTPUT);
+  } else {
+    g.output(g.op('GatherND', [{ name: 'logits' }, positions], { batch_dims: 1 }), OUTPUT);
+  }
   g.dropOutput('logits');
+  g.dropOutput('last_hidden_state');
 }
 
 const EXTENSION: GraphExtension = { key: 'batch-logits', extend: batchGraph };
