@@ -106,7 +106,7 @@ export function formatCrowsHeads(model: string, r: CrowsHeadsResult, pairs: numb
     `metric as trained:                      ${m(r.before)}`,
     `metric with those heads zeroed:         ${m(r.ablated)} (${signed(r.ablated.metric.metric - r.before.metric.metric, 2)})`,
   ];
-  for (const [i, c] of r.controls.entries()) lines.push(`${`metric with random heads (${headList(c.heads)}):`.padEnd(40)}${m(c)} (${signed(c.metric.metric - r.before.metric.metric, 2)})`);
+  for (const c of r.controls) lines.push(`${`metric with random heads (${headList(c.heads)}):`.padEnd(40)}${m(c)} (${signed(c.metric.metric - r.before.metric.metric, 2)})`);
   lines.push('', 'mean ratio per head ([layer] head 0 …):');
   for (const [l, row] of r.ratios.entries()) lines.push(`  L${l}  ${row.map((v) => f(v, 2)).join('  ')}`);
   return `${lines.join('\n')}\n`;
