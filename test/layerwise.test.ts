@@ -103,6 +103,16 @@ describe('layer by layer: cancel', () => {
     expect(computed).toEqual([0]);
   });
 
+  it('runs attention on demand layer by layer too (queries, keys and score terms per layer, no probabilities)', async () => {
+    const options = { ids: readReference('llama').inputs[0]!.input_ids, attention: 'on-demand' as const };
+    const seen: string[][] = [];
+    const layered = await traceByLayers(model, null, options, (l) => {
+      seen.push(Object.keys(l.outputs).sort());
+    });
+    expect(differences(layered, await model.trace(null, options))).toEqual([]);
+    expect(seen.map((keys) => keys.filter((k) => !k.startsWith('score_bias')))).toEqual([['keys.self.0', 'queries.self.0'], ['keys.self.1', 'queries.self.1']]);
+  });
+
   it('refuses an encoder-decoder without a decoder input (that is generation)', async () => {
     const t5 = await import('../src/engine/load.js').then((m) => m.loadModel(join(FIXTURES, 't5')));
     try {
