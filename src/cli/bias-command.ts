@@ -123,7 +123,7 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                (faithfulness). With --benchmark crows-pairs: per head the mean ratio on the tokens sent_more has of
                its own, then the metric re-scored with the top k heads zeroed and with the random control sets
                (slow: 2 + controls full scorings; use --limit)
-  --contrast   heads: the two words of T, one token each (default he,she)
+  --contrast   heads: the two words of T, one token each (default he,she); --groups defaults to gender,occupation here
   --k          heads: heads ablated (default 5);  --controls  random control sets (default 3)
   --mode       heads: zero (default) or mean ablation (probes only)
   --steps      heads: integrated-gradients steps (default 32)
@@ -511,7 +511,7 @@ async function headsCommand(values: BiasValues, source: string | undefined): Pro
     pairs = selectPairs(await loadCrowsPairs(), values['bias-type'], parsePositiveInt(values.limit, '--limit'));
   } else {
     for (const o of ['bias-type', 'limit'] as const) if (values[o] !== undefined) throw new UsageError(`--${o} applies to bias heads --benchmark crows-pairs, not --text`);
-    lexicons = await parseLexicons(values, 'heads');
+    lexicons = await parseLexicons(values, 'heads', 'gender,occupation');
   }
   const { model } = await openModel(source, values);
   try {
