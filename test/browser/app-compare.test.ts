@@ -230,6 +230,38 @@ describe('attnscope serve: compare, export, sessions and links in Chromium', () 
     }
   });
 
+  it('two models of different depth and tokenisers on one text: layers move at the same relative depth, the comparison aligns words', async () => {
+    const url = new URL(server.url);
+    url.searchParams.set('model', 'folder:0/bert');
+    url.searchParams.set('text', bert.text);
+    url.searchParams.set('compare', '1');
+    url.searchParams.set('modelB', 'default');
+    url.searchParams.set('view', 'heatmap');
+    url.searchParams.set('layer', '1');
+    const p = await open(url.href);
+    const { page } = p;
+    try {
+      await traced(page, 'a', bert.text, 'folder:0/bert');
+      await traced(page, 'b', bert.text, 'default');
+      await compared(page);
+      // bert has 2 layers, stories260k 5: A's layer 1 (the last) is B's layer 4 (the last).
+      await expect.poll(() => page.inputValue(side('a', 'heatmap-layer'))).toBe('1');
+      await expect.poll(() => page.inputValue(side('b', 'heatmap-layer'))).toBe('4');
+      await page.click('[data-testid=views]', { position: { x: 3, y: 3 } });
+      await page.keyboard.press('[');
+      await expect.poll(() => page.inputValue(side('a', 'heatmap-layer'))).toBe('0');
+      await expect.poll(() => page.inputValue(side('b', 'heatmap-layer'))).toBe('0');
+      const note = await page.textContent('[data-testid=compare-note]');
+      expect(note).toMatch(/the models differ in shape \(2 × 4 and 5 × 8 layers × heads\)/);
+      expect(note).toMatch(/aligned through \d+ words of the text/);
+      expect(await page.locator('[data-testid=ranking] li').count()).toBe(2);
+      expect(p.errors).toEqual([]);
+      expect(p.consoleErrors).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('exports the view as PNG at the scale chosen (pixels not blank) and SVG, the page and the trace file, the predictions table', async () => {
     const gpt2 = readReference('gpt2').inputs.find((i) => i.id === 'short')!;
     const url = new URL(server.url);
