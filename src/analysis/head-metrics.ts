@@ -16,12 +16,17 @@
  * the support. Per layer, each metric is the mean over the layer's heads (max_weight: the max);
  * over the model, the mean over every head (max_weight: the max).
  *
- * Pure functions of a Trace; isomorphic (imports nothing from Node). Typed-array loops, float64
- * accumulation, one pass per head over its supported entries (row sums apart): two logarithms per
- * entry (row entropy, and the Jensen–Shannon term against the first layer) are most of the cost,
- * taken by fast-log.ts (≈ 2× cheaper than Math.log; absolute error ≤ 4.1e-16 · max(1, |log x|),
- * so entropy and js_from_first move by a few 1e-16 from a Math.log computation; equal rows still
- * give exactly 0, both terms using the same function); figures in BENCHMARKS.md (bench/analysis-heads.ts).
+ * Pure functions of a Trace; isomorphic (imports nothing from Node). One pass per head over its
+ * supported entries (row sums apart), float64 accumulation: two logarithms per entry (row entropy,
+ * and the Jensen–Shannon term against the first layer) are most of the cost. The per-weight loops
+ * run on a WebAssembly SIMD kernel where WebAssembly runs (wasm/head-kernel.as: f64x2 lanes, a
+ * vectorised logarithm within 4e-16 relative of Math.log, the quantiles' histogram and the layer
+ * mean in the same pass; the per-row logic stays here), else on the JavaScript loops below (their
+ * logarithm is fast-log.ts: absolute error ≤ 4.1e-16 · max(1, |log x|)); `kernel` chooses. The two
+ * differ by a few float64 roundings (summation order and logarithm; test/analysis-head-kernel.test.ts
+ * holds both within 1e-12 of a plain float64 re-computation); in each, equal rows give exactly 0
+ * (both terms of a row summed in the same order by the same logarithm). Figures in BENCHMARKS.md
+ * (bench/analysis-heads.ts).
  */
 import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
