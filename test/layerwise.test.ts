@@ -113,6 +113,18 @@ describe('layer by layer: cancel', () => {
     expect(seen.map((keys) => keys.filter((k) => !k.startsWith('score_bias')))).toEqual([['keys.self.0', 'queries.self.0'], ['keys.self.1', 'queries.self.1']]);
   });
 
+  it('traces inputs of several lengths one after another (each length opens its own segment sessions)', async () => {
+    // Lengths chosen to hit both a size that only the sequence has and sizes the graph also fixes
+    // (the fixture's head count, head dim and hidden size), whose carried shapes stay numeric.
+    const { numHeads, headDim } = model.info;
+    const lengths = [...new Set([5, numHeads, headDim, numHeads * headDim, 3])];
+    for (const n of lengths) {
+      const ids = Array.from({ length: n }, (_, i) => 1 + ((i * 7) % 50));
+      const layered = await traceByLayers(model, null, { ids });
+      expect(differences(layered, await model.trace(null, { ids })), `${n} tokens`).toEqual([]);
+    }
+  });
+
   it('refuses an encoder-decoder without a decoder input (that is generation)', async () => {
     const t5 = await import('../src/engine/load.js').then((m) => m.loadModel(join(FIXTURES, 't5')));
     try {

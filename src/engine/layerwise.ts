@@ -109,12 +109,15 @@ async function makePlan(model: Model, taps: TapRequest, key: string): Promise<La
   const { graph, external } = await model.buildGraph(taps);
   const partition = partitionByLayer(graph, layerKeyOf);
   const count = partition.segments.length;
-  // The weight readers are kept until every segment has its session (reading them holds their data).
-  let weights: Map<string, ExternalWeight> | null = new Map(external.map((w) => [w.path, w]));
+  // The weight readers are kept until the last segment has its session (reading them holds their
+  // data). Sessions are opened per set of carried shapes, so a later input of another length opens
+  // the segments again: the readers are then made again from the same graph (their names are
+  // deterministic) and released once more after the last segment.
+  const readers = (list: readonly ExternalWeight[]): Map<string, ExternalWeight> => new Map(list.map((w) => [w.path, w]));
+  let weights: Map<string, ExternalWeight> | null = readers(external);
   const make = async (index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession> => {
     const seg = partition.segments[index]!;
-    const w = weights;
-    if (!w) throw new Error('layerwise: weights released before every segment was opened');
+    const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
     const segExternal: ExternalWeight[] = [];
     for (const t of seg.graph.initializers) {
       const ext = t.external ? w.get(t.external.location) : undefined;
