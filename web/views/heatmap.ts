@@ -258,7 +258,8 @@ export class HeatmapView {
     const { state } = ctx;
     if (!hit) {
       ctx.tooltip.hide();
-      replaceChildren(this.readout, h('span', { class: 'muted' }, `layer ${state.layer} · ${this.tiles.nq} tokens (above ${LONG_TOKENS}: computed block by block) · hover a cell for its exact value`));
+      const how = pageSource(ctx.trace, state.stack).onDemand ? 'attention computed on demand from queries and keys' : `above ${LONG_TOKENS}: read block by block`;
+      replaceChildren(this.readout, h('span', { class: 'muted' }, `layer ${state.layer} · ${this.tiles.nq} tokens (${how}) · hover a cell for its exact value`));
       this.readout.removeAttribute('data-value');
       return;
     }
