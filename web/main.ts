@@ -6,6 +6,9 @@
 import { inflateSync } from 'fflate';
 import { type Inflate, type PayloadHeader, type PayloadSource, decodeTensor, decodeTrace, fromBase64, placeTensor } from '../src/views/html/payload.js';
 import { App } from './app.js';
+import { attentionSource, attentionStacks, withAttentionLayers } from '../src/core/attention-on-demand.js';
+import type { Trace } from '../src/core/trace.js';
+import { LONG_TOKENS } from '../src/views/layout/heatmap-tiles.js';
 import { bootCompare } from './views/compare.js';
 import { bootBiasReport } from './views/bias-report.js';
 import { rememberScript, runFlowWorker } from './flow-worker.js';
@@ -22,6 +25,19 @@ const inflate: Inflate = async (data, rawLength) => {
   }
   return inflateSync(data, { out: new Uint8Array(rawLength) });
 };
+
+/** On-demand traces up to this many bytes of attention, and LONG_TOKENS tokens, are computed whole in the page. */
+const SMALL_BYTES = 256 * 2 ** 20;
+
+function smallEnough(trace: Trace): boolean {
+  let bytes = 0;
+  for (const stack of attentionStacks(trace)) {
+    const s = attentionSource(trace, stack);
+    if (Math.max(s.numQueries, s.numKeys) > LONG_TOKENS) return false;
+    bytes += 4 * s.numLayers * s.numHeads * s.numQueries * s.numKeys;
+  }
+  return bytes <= SMALL_BYTES;
+}
 
 /** The base64 text of data block i; the element is emptied (each block is decoded once, and long pages hold tens of MB). */
 function blobText(i: number): string {
@@ -60,7 +76,9 @@ async function boot(): Promise<void> {
     };
     // A long trace carries queries, keys and score terms instead of attention (computed on demand): decode them first.
     const onDemand = !header.tensors.some((t) => t.kind === 'attention');
-    const trace = await decodeTrace(source, inflate, onDemand ? ['attention', 'scoreBias', 'queries', 'keys'] : ['attention']);
+    const decoded = await decodeTrace(source, inflate, onDemand ? ['attention', 'scoreBias', 'queries', 'keys'] : ['attention']);
+    // A short one gets its layers computed on first read, so that every view shows it as a dense trace.
+    const trace = onDemand && smallEnough(decoded) ? withAttentionLayers(decoded, SMALL_BYTES) : decoded;
     const qkReady = (async () => {
       await new Promise((r) => setTimeout(r, 0));
       for (const t of header.tensors) {

@@ -4,7 +4,9 @@
  * in the page. The heatmap opens on the overview, zooms to a block (go-to box, wheel, keyboard),
  * hovers cells whose weights equal a float64 softmax of the same queries and keys computed here,
  * masked cells read as masked, heads and layers switch; the JavaScript heap stays far below one
- * 8k × 8k float32 matrix (256 MB); no page errors, no network.
+ * 8k × 8k float32 matrix (256 MB); the model view streams thumbnails, the head view scrolls, searches
+ * and lists exact top-k keys. A short trace in that form is computed whole in the page and shown by
+ * every view. No page errors, no network.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,13 +18,15 @@ import { longTrace } from '../../bench/long-trace.js';
 import type { Trace } from '../../src/core/trace.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
-import { buildWebClient, launchChromium, numericData, withPage } from './harness.js';
+import { buildWebClient, hoverMatrixCell, launchChromium, numericData, withPage } from './harness.js';
 
 const N = 8192;
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-long-views-'));
 const file = join(tmp, 'long.html');
+const shortFile = join(tmp, 'short.html');
 let browser: Browser;
 let trace: Trace;
+let short: Trace;
 
 beforeAll(async () => {
   buildWebClient();
@@ -30,6 +34,9 @@ beforeAll(async () => {
   trace = longTrace({ tokens: N, layers: 2, heads: 4, headDim: 16, window: 1024 });
   const r = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), precision: 'exact', maxBytes: 1e9, view: 'heatmap', theme: 'light', deflate: (d) => deflateRawSync(d, { level: 1 }) });
   writeFileSync(file, r.html);
+  short = longTrace({ tokens: 200, layers: 2, heads: 2, headDim: 16, window: 64 });
+  const s = await renderStandaloneHtml(short, { bundle: await loadViewBundle(), view: 'heatmap', deflate: (d) => deflateRawSync(d, { level: 6 }) });
+  writeFileSync(shortFile, s.html);
 }, 180_000);
 
 afterAll(async () => {
@@ -38,10 +45,11 @@ afterAll(async () => {
 });
 
 /** Weight of query i on key j in (layer, head): softmax of q·k·scale over the visible keys, in float64 from the trace's float32 q and k. */
-function reference(layer: number, head: number, i: number, j: number): number {
-  const q = trace.queries!.self!;
-  const k = trace.keys!.self!;
-  const terms = trace.scores!.self!;
+function reference(layer: number, head: number, i: number, j: number, t: Trace = trace): number {
+  const N = t.tokens.length;
+  const q = t.queries!.self!;
+  const k = t.keys!.self!;
+  const terms = t.scores!.self!;
   const d = q.dims[2];
   const window = terms.window[layer] ?? null;
   const lo = window === null ? 0 : Math.max(0, i - window + 1);
@@ -236,6 +244,30 @@ describe('views at 8,192 tokens (attention computed in the page)', () => {
       await page.dblclick('[data-testid=head-swatch-2]');
       await expect.poll(() => page.locator('[data-testid^=head-topk-2-]').count()).toBe(3);
       expect(await page.locator('[data-testid^=head-topk-1-]').count()).toBe(0);
+      expect(opened.errors).toEqual([]);
+      expect(opened.consoleErrors).toEqual([]);
+    });
+  }, 300_000);
+
+  it('a short trace in the on-demand form: the page computes its layers and every view shows it as a dense trace', async () => {
+    await withPage(browser, shortFile, async (page, opened) => {
+      // The usual heatmap (no tiles), its cells the float64 softmax of the page's q and k.
+      await page.waitForSelector('[data-testid=heatmap-canvas]');
+      expect(await page.locator('[data-testid=heatmap-tiles]').count()).toBe(0);
+      for (const [q, k] of [[9, 4], [150, 149], [150, 80]] as const) {
+        await hoverMatrixCell(page, 'heatmap-canvas', q, k);
+        await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-q')).toBe(String(q));
+        const masked = await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked');
+        // Layer 0 (shown) has no window: every key up to the query is visible.
+        expect(masked).toBeNull();
+        expect(Number(await page.getAttribute('[data-testid=heatmap-readout]', 'data-value'))).toBeCloseTo(reference(0, 0, q, k, short), 7);
+      }
+      // Every view opens (none needs to say it cannot).
+      for (const v of ['head', 'model', 'neuron', 'flow', 'words', 'types']) {
+        await page.click(`[data-testid=tab-${v}]`);
+        await page.waitForSelector(`[data-testid=tab-${v}][aria-selected=true]`);
+        expect(await page.locator('[data-testid=long-note]').isVisible()).toBe(false);
+      }
       expect(opened.errors).toEqual([]);
       expect(opened.consoleErrors).toEqual([]);
     });
