@@ -9,7 +9,7 @@
  * fresh Node process (its peak RSS from process.resourceUsage), one at a time.
  *
  *   npx tsx bench/big-checkpoints.ts [--models qwen0.5b,llama1b,llama3b] [--dtype f32|bf16]
- *       [--base /path/to/old/checkout] [--only before|after] [--unpacked] [--dir /scratch/folder]
+ *       [--base /path/to/old/checkout] [--only before|after] [--unpacked] [--tokens 128] [--dir /scratch/folder]
  *
  * The checkpoints are written to --dir (default: a folder in the system temporary directory)
  * tensor by tensor and removed when their case is done.
@@ -185,16 +185,18 @@ async function main(): Promise<void> {
   const dtype = (opt('--dtype') ?? 'f32') === 'bf16' ? 'BF16' : 'F32';
   const base = opt('--base');
   const scratch = opt('--dir') ?? mkdtempSync(join(tmpdir(), 'attnscope-big-'));
+  const traceTokens = Number(opt('--tokens') ?? 128);
   const only = opt('--only'); // 'before' or 'after': one side (e.g. to re-measure it)
   const here = resolve(import.meta.dirname, '..');
+  // The old code last: it needs the most memory, so it waits for enough to be free (the machine may be shared).
   const roots = ([
-    ...(base ? [['before', resolve(base), {}] as const] : []),
     ['after', here, {}] as const,
     // --unpacked: also with onnxruntime's pre-packing off (weights stay memory-mapped).
     ...(args.includes('--unpacked') ? [['after, ATTNSCOPE_PACK_WEIGHTS=off', here, { ATTNSCOPE_PACK_WEIGHTS: 'off' }] as const] : []),
+    ...(base ? [['before', resolve(base), {}] as const] : []),
   ] as [string, string, Record<string, string>][]).filter(([label]) => only === undefined || label.startsWith(only));
   console.log(`attnscope big checkpoints — ${dtype}, peak RSS per fresh process (GB = 1e9 bytes); ${new Date().toISOString()}`);
-  console.log('| shape | weights | code | prepare (first open + 1-token trace) | open again (cached) + 1 token | trace 128 tokens (cached) | cache on disk |');
+  console.log(`| shape | weights | code | prepare (first open + 1-token trace) | open again (cached) + 1 token | trace ${traceTokens} tokens (cached) | cache on disk |`);
   console.log('|---|---|---|---|---|---|---|');
   for (const name of models) {
     const shape = SHAPES[name];
@@ -208,7 +210,10 @@ async function main(): Promise<void> {
         rmSync(cache, { recursive: true, force: true });
         try {
           const cells: string[] = [];
-          for (const [tokens, what] of [[1, 'prepare'], [1, 'open'], [128, 'trace']] as const) {
+          for (const [tokens, what] of [[1, 'prepare'], [1, 'open'], [traceTokens, 'trace']] as const) {
+            // Wait (up to 15 minutes) until what the old code needed at most (3× the float32 weights) is free.
+            const need = label === 'before' ? 3 * params * 4 / 1e9 + 1 : 0;
+            for (let waited = 0; availableGB() < need && waited < 900; waited += 10) execFileSync('sleep', ['10']);
             const free = availableGB();
             let m: Measured;
             try {
