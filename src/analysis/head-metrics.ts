@@ -772,7 +772,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       keep: wantJs ? lay.take(heads * size * 8) : 0,
       pooled: lay.take(size * 8),
       bins: wantQuantiles ? lay.take(size * 2) : 0,
-      hist: lay.take(BINS * 4),
+      hist: lay.take((BINS + 1) * 4),
       mark: lay.take(BINS * 4),
       picked: wantQuantiles ? lay.take(size * 8) : 0,
       supp: lay.take(size),
@@ -793,7 +793,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
   const buf = got.k.memory.buffer;
   const pass: KernelPass = { k: got.k, P, f32: new Float32Array(buf), f64: new Float64Array(buf), u8: new Uint8Array(buf), i32: new Int32Array(buf), u32: new Uint32Array(buf), release: got.release };
   // A kept instance's memory holds the last pass's values: the histogram must start at 0, the marks at −1.
-  pass.u32.fill(0, P.hist >> 2, (P.hist >> 2) + BINS);
+  pass.u32.fill(0, P.hist >> 2, (P.hist >> 2) + BINS + 1);
   pass.i32.fill(-1, P.mark >> 2, (P.mark >> 2) + BINS);
   return pass;
 }
@@ -956,29 +956,36 @@ function kernelRuns(kp: KernelPass): RunOps {
 
 /**
  * `quantiles` of the kernel's pooled weights: the histogram (counted during the scan when
- * `counted`, else here) and the gather pass in the kernel, the rank walk and the sort here.
+ * `counted`, else here), the gather pass and the selections in the kernel, the rank walk here.
  */
 function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], counted: boolean): number[] {
   const { k, P, f64, u32, i32 } = kp;
   const values = f64.subarray(P.pooled >> 3, (P.pooled >> 3) + n);
   if (n < HISTOGRAM_FROM) {
-    if (counted) u32.fill(0, P.hist >> 2, (P.hist >> 2) + BINS);
+    if (counted) u32.fill(0, P.hist >> 2, (P.hist >> 2) + BINS + 1);
     return quantiles(values, n, qs);
   }
   if (!counted) k.histogram(P.pooled, n, P.hist, P.bins);
   const hist = u32.subarray(P.hist >> 2, (P.hist >> 2) + BINS);
   const mark = i32.subarray(P.mark >> 2, (P.mark >> 2) + BINS);
-  return quantilesOfHistogram(values, n, qs, hist, mark, (m, wanted, starts) => {
+  const out = quantilesOfHistogram(values, n, qs, hist, mark, (m, wanted, starts) => {
     // Up to 8 wanted bins (4 quantiles: at most 8 ranks) in the kernel, 8 values at a time; more here.
     if (wanted.length > 8) {
       const bins = new Uint16Array(kp.u8.buffer, P.bins, n);
       return gather(values, bins, n, mark, wanted, starts, new Float64Array(m));
     }
-    new Uint16Array(kp.u8.buffer, P.list, 8).set(wanted);
-    kp.i32.set(starts.subarray(0, wanted.length), P.cursor >> 2);
-    k.gatherBins(P.pooled, P.bins, n, P.list, wanted.length, P.picked, P.cursor);
+    // Bin 0 holding only exact zeros (counted apart by the kernel) is filled, not gathered.
+    const zeros = u32[(P.hist >> 2) + BINS]!;
+    const list = wanted[0] === 0 && hist[0] === zeros ? wanted.slice(1) : wanted;
+    const from = list.length < wanted.length ? 1 : 0;
+    if (from === 1) f64.fill(0, P.picked >> 3, (P.picked >> 3) + starts[1]!);
+    new Uint16Array(kp.u8.buffer, P.list, 8).set(list);
+    kp.i32.set(starts.subarray(from, wanted.length), P.cursor >> 2);
+    k.gatherBins(P.pooled, P.bins, n, P.list, list.length, P.picked, P.cursor);
     return f64.subarray(P.picked >> 3, (P.picked >> 3) + m);
   }, kernelRuns(kp));
+  u32[(P.hist >> 2) + BINS] = 0;
+  return out;
 }
 
 function emptyValues(): MetricValues {

@@ -163,6 +163,11 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
   store<u16>(bins + (<usize>at << 1), <u16>b);
   const h = hist + (<usize>b << 2);
   store<u32>(h, load<u32>(h) + 1);
+  // Exact zeros also in the slot after the last bin (bin 0 of only zeros needs no gathering).
+  if (x === 0) {
+    const z = hist + (<usize>BINS << 2);
+    store<u32>(z, load<u32>(z) + 1);
+  }
 }
 
 /** The lone last key of an odd row, copied beside a 0 (float32 pair at 0, float64 pair at 16, support bytes at 32). */
@@ -390,16 +395,12 @@ export function mixRowEntropy(w: usize, fw: usize, supp: usize, a: i32, b: i32, 
 }
 
 
-/** Counts the n float64 values at values per bin (uint32 at hist) and keeps each one's bin (uint16 at bins). */
+/**
+ * Counts the n float64 values at values per bin (uint32 at hist) and keeps each one's bin (uint16
+ * at bins); exact zeros are counted once more in the slot after the last bin.
+ */
 export function histogram(values: usize, n: i32, hist: usize, bins: usize): void {
-  for (let i = 0; i < n; i++) {
-    const hi = <i32>(load<u64>(values + (<usize>i << 3)) >> 32);
-    let b = ((hi & 0x7fffffff) >>> 12) - BIN_BASE + 1;
-    b = b < 0 ? 0 : b >= BINS ? BINS - 1 : b;
-    store<u16>(bins + (<usize>i << 1), <u16>b);
-    const h = hist + (<usize>b << 2);
-    store<u32>(h, load<u32>(h) + 1);
-  }
+  for (let i = 0; i < n; i++) count(hist, bins, i, f64.load(values + (<usize>i << 3)));
 }
 
 /**
