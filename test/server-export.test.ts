@@ -85,4 +85,18 @@ describe('POST /api/export', () => {
       expect(err.error).not.toMatch(/\n/);
     }
   });
+
+  it('POST /api/compare-page: the comparison page of two models on one text; errors name the side', async () => {
+    const res = await fetch(new URL('/api/compare-page', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ a: { model: 'folder:0/bert', text: ref.text }, b: { model: 'folder:0/electra', text: ref.text } }) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-disposition')).toBe('attachment; filename="attnscope-compare-bert-vs-electra.html"');
+    const html = await res.text();
+    const header = JSON.parse(/<script type="application\/json" id="attnscope-compare">([\s\S]*?)<\/script>/.exec(html)![1]!) as { ranking: { layer: number; head: number | null; jsDivergence: number }[]; matching: string };
+    expect(header.matching).toBe('layer-head');
+    expect(header.ranking).toHaveLength(2 * 4);
+    for (const r of header.ranking) expect(r.jsDivergence).toBeGreaterThan(0);
+    const bad = await fetch(new URL('/api/compare-page', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ a: { model: 'folder:0/bert', text: 'a' }, b: { model: 1, text: 'a' } }) });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as ApiError).field).toBe('b.model');
+  });
 });

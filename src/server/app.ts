@@ -16,6 +16,7 @@ import { AbortError, type ModelPool } from './pool.js';
 import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type ProgressFrame, type ServerLimits } from './protocol.js';
 import { RequestError, TraceService, validateTraceRequest } from './traces.js';
 import { exportFile, validateExportRequest } from './exports.js';
+import { comparePageFile, validateComparePageRequest } from './compare.js';
 
 export const CSP = [
   "default-src 'none'",
@@ -254,7 +255,21 @@ export function createApp(deps: AppDeps): Hono {
     }
   });
 
-  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export)'));
+  /** POST /api/compare-page {a: {model, text, …}, b: {model, text, …}, theme?}: the comparison page of `attnscope compare --html`, as a download. */
+  app.post('/api/compare-page', limit, async (c) => {
+    try {
+      const req = validateComparePageRequest(await readJson(c), deps.limits);
+      const file = await comparePageFile(deps.catalog, deps.pool, req, deps.limits, c.req.raw.signal);
+      return new Response(file.bytes as Uint8Array<ArrayBuffer>, {
+        headers: { 'Content-Type': file.contentType, 'Content-Disposition': `attachment; filename="${file.filename}"`, 'Cache-Control': 'no-store' },
+      });
+    } catch (e) {
+      if (e instanceof AbortError) return new Response(null, { status: 499 });
+      return errorResponse(c, e);
+    }
+  });
+
+  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export, POST /api/compare-page)'));
   app.notFound((c) => apiError(c, 404, 'not found'));
   app.onError((e, c) => errorResponse(c, e));
   return app;

@@ -61,9 +61,8 @@ function fileBase(trace: Trace): string {
   return `attnscope-${trace.model.name}`.replace(/[^A-Za-z0-9._-]+/g, '_').slice(0, 120);
 }
 
-/** Traces the request as the CLI does and returns the file asked for. */
-export async function exportFile(catalog: ModelCatalog, pool: ModelPool, req: ExportRequest, limits: ServerLimits, signal?: AbortSignal): Promise<ExportFile> {
-  const { trace: t } = req;
+/** The trace of a validated request, made as the CLI makes it (q/k, top-5 predictions where the model predicts). */
+export async function traceForExport(catalog: ModelCatalog, pool: ModelPool, t: ExportRequest['trace'], limits: ServerLimits, signal?: AbortSignal): Promise<Trace> {
   let location;
   try {
     location = await catalog.locate(t.model);
@@ -72,7 +71,6 @@ export async function exportFile(catalog: ModelCatalog, pool: ModelPool, req: Ex
     throw e;
   }
   const lease = await pool.acquire(location, undefined, signal);
-  let trace: Trace;
   try {
     const model = lease.model;
     const tokens = await model.tokenize(t.text, t.textPair).catch((e: unknown) => {
@@ -84,7 +82,7 @@ export async function exportFile(catalog: ModelCatalog, pool: ModelPool, req: Ex
     const mask = model.tokenizer?.mask;
     const predicts = model.info.kind !== 'encoder' || (mask !== undefined && mask.id !== null && tokens.some((x) => x.id === mask.id));
     try {
-      trace = await model.trace(t.text, {
+      return await model.trace(t.text, {
         ...(t.textPair !== undefined ? { pair: t.textPair } : {}),
         ...(t.decoderText !== undefined ? { decoderText: t.decoderText } : {}),
         qk: true,
@@ -97,6 +95,12 @@ export async function exportFile(catalog: ModelCatalog, pool: ModelPool, req: Ex
   } finally {
     lease.release();
   }
+}
+
+/** Traces the request as the CLI does and returns the file asked for. */
+export async function exportFile(catalog: ModelCatalog, pool: ModelPool, req: ExportRequest, limits: ServerLimits, signal?: AbortSignal): Promise<ExportFile> {
+  const { trace: t } = req;
+  const trace = await traceForExport(catalog, pool, t, limits, signal);
   const base = fileBase(trace);
   if (req.format === 'html') {
     const text = t.textPair !== undefined ? `${t.text} | ${t.textPair}` : t.text;

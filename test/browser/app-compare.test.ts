@@ -188,6 +188,14 @@ describe('attnscope serve: compare, export, sessions and links in Chromium', () 
       const lines = readFileSync(csv, 'utf8').trim().split('\n');
       expect(lines[0]).toBe('layer,head,layer_b,head_b,rank,js_divergence,max_abs_diff,mean_abs_diff');
       expect(lines).toHaveLength(1 + 8);
+      // The comparison page of A and B, as `attnscope compare --html` writes it.
+      await page.click('[data-testid=export-menu]');
+      const { file: cmpFile } = await downloadOf(page, () => page.click('[data-testid=export-compare-html]'));
+      const cmpHtml = readFileSync(cmpFile, 'utf8');
+      expect(cmpHtml).toContain('id="attnscope-compare"');
+      const cmpHeader = JSON.parse(/<script type="application\/json" id="attnscope-compare">([\s\S]*?)<\/script>/.exec(cmpHtml)![1]!) as { nameA: string; nameB: string; ranking: unknown[] };
+      expect([cmpHeader.nameA, cmpHeader.nameB, cmpHeader.ranking.length]).toEqual(['bert', 'electra', 8]);
+      await page.keyboard.press('Escape');
       // The URL holds the compare state.
       const url = new URL(page.url());
       expect(url.searchParams.get('compare')).toBe('1');

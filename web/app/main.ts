@@ -515,6 +515,7 @@ class ServeApp implements SideHost {
       h('div', { class: 'menu-row' }, h('label', {}, 'PNG scale ', this.scale), item('export-view-png', 'PNG', () => this.viewExport('png'), 'The view on screen as PNG, at the scale chosen'), item('export-view-svg', 'SVG', () => this.viewExport('svg'), 'The view on screen as SVG')),
       h('h3', {}, 'The current input (side A)'),
       h('div', { class: 'menu-row' }, item('export-html', 'page (HTML)', () => this.serverExport('html'), 'The standalone HTML page of this input, opening on this view (as attnscope view --out)'), item('export-safetensors', 'trace .safetensors', () => this.serverExport('safetensors'), 'The trace file (as attnscope trace --out x.safetensors)'), item('export-json', 'trace JSON', () => this.serverExport('json'), 'The trace file as JSON')),
+      h('div', { class: 'menu-row' }, item('export-compare-html', 'comparison page (HTML)', () => this.comparePage(), 'Compare mode: the comparison page of A and B (as attnscope compare --html)')),
       h('h3', {}, 'Tables'),
       h('div', { class: 'menu-row' }, item('export-predictions-csv', 'predictions CSV', () => this.predictions('csv'), 'The predictions beside the tokens as CSV'), item('export-predictions-json', 'predictions JSON', () => this.predictions('json'), 'The predictions as JSON'), h('span', { class: 'muted' }, 'head types, clusters: in their views; compare ranking: in the compare panel')),
       h('h3', {}, 'Session'),
@@ -544,7 +545,21 @@ class ServeApp implements SideHost {
       body.theme = app.state.theme;
     }
     this.exportStatus.textContent = `making the ${format === 'html' ? 'page' : 'trace file'}…`;
-    const res = await fetch('/api/export', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    await this.downloadFrom('/api/export', body, `attnscope.${format}`);
+  }
+
+  /** Compare mode: the comparison page of A's and B's inputs, made by the server as `attnscope compare --html`. */
+  private async comparePage(): Promise<void> {
+    if (!this.url.compare) throw new Error('the comparison page needs compare mode (the compare button)');
+    const side = (r: TraceRequest) => ({ model: r.model, text: r.text, ...(r.textPair !== undefined ? { textPair: r.textPair } : {}), ...(r.decoderText !== undefined ? { decoderText: r.decoderText } : {}) });
+    const body = { a: side(this.request()), b: side(this.requestB()), theme: this.sideA.mounted?.app.state.theme ?? 'light' };
+    this.exportStatus.textContent = 'making the comparison page…';
+    await this.downloadFrom('/api/compare-page', body, 'attnscope-compare.html');
+  }
+
+  /** POSTs `body` and downloads the answer under the name the server gives. */
+  private async downloadFrom(path: string, body: unknown, fallback: string): Promise<void> {
+    const res = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
     if (!res.ok) {
       let message = `the server answered ${res.status}`;
       try {
@@ -554,7 +569,7 @@ class ServeApp implements SideHost {
       }
       throw new ApiRefusal(message);
     }
-    const name = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? `attnscope.${format}`;
+    const name = /filename="([^"]+)"/.exec(res.headers.get('content-disposition') ?? '')?.[1] ?? fallback;
     download(await res.blob(), name);
     this.exportStatus.textContent = `${name} downloaded`;
   }
