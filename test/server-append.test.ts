@@ -5,8 +5,10 @@
  * with grouped keys/values, ALiBi score bias, a sliding window).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LayerStack, Trace } from '../src/core/trace.js';
+import type { LayerStack, Prediction, Token, Trace } from '../src/core/trace.js';
+import { traceLayers } from '../src/engine/layerwise.js';
 import type { Model } from '../src/engine/model.js';
+import type { RuntimeTensor } from '../src/runtime/runtime.js';
 import { AppendCache } from '../src/server/append.js';
 import { FrameReader, type Frame } from '../src/server/protocol.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
@@ -93,6 +95,35 @@ for (const fixture of ['gpt2', 'llama', 'falcon-alibi', 'mistral-window']) {
       expectReference(second.trace, input.attentions);
     });
 
+    it("a first text run layer by layer seeds the cache: the text extended from it equals a full re-trace and PyTorch", async () => {
+      const cache = new AppendCache(64 * 1024 * 1024);
+      const words = input.text.split(/(?<= )/);
+      const half = words.slice(0, Math.max(1, Math.floor(words.length / 2))).join('');
+      const outputs: Record<string, RuntimeTensor> = {};
+      let tokens: Token[] = [];
+      // What the server's first run does: the layers one by one (keys and values tapped), then the seed.
+      await traceLayers(model, half, { qk: true, values: true, topK: 3, onStart: (p) => void (tokens = p.tokens) }, (layer) => {
+        Object.assign(outputs, layer.outputs);
+      });
+      const predictions: Prediction[] | undefined = (await model.trace(half, { topK: 3 })).predictions;
+      expect(cache.seedBytes(model, tokens.length, true)).toBeLessThanOrEqual(cache.maxBytes);
+      expect(cache.seed(model, 'm', { text: half, qk: true, topK: 3 }, tokens, outputs, predictions)).toBe(true);
+      expect((await cache.lookup(model, 'm', { text: input.text, qk: true, topK: 3 })).kept).toBe(true);
+      expect((await cache.lookup(model, 'm', { text: input.text, qk: false, topK: 3 })).kept).toBe(false);
+      const second = await cache.trace(model, 'm', { text: input.text, qk: true, topK: 3 });
+      // The first text's tokens that PyTorch's ids of the whole text start with (a trailing space may tokenize otherwise).
+      const shared = tokens.findIndex((t, i) => t.id !== input.input_ids[i]);
+      const prefix = shared < 0 ? tokens.length : shared;
+      expect(prefix).toBeGreaterThan(1);
+      expect(second.reused).toBe(prefix);
+      expect(second.computed).toBe(input.input_ids.length - prefix);
+      expectSameTrace(second.trace, await model.trace(input.text, { qk: true, topK: 3 }));
+      expectReference(second.trace, input.attentions);
+      // A seed without a tap it needs (values) is refused.
+      const noValues = Object.fromEntries(Object.entries(outputs).filter(([k]) => !k.startsWith('values.')));
+      expect(new AppendCache(1 << 26).seed(model, 'm', { text: half, qk: true, topK: 3 }, tokens, noValues, predictions)).toBe(false);
+    });
+
     it('a deletion at the end runs nothing; other taps and models keep their own traces', async () => {
       const cache = new AppendCache(64 * 1024 * 1024);
       await cache.trace(model, 'm', { text: input.text, qk: false, topK: 0 });
@@ -128,22 +159,24 @@ describe('the server traces an appended text through the kept prefix', () => {
     await server?.close();
   });
 
-  async function traceOver(text: string): Promise<Float32Array[]> {
+  async function traceOver(text: string): Promise<{ layers: Float32Array[]; streaming: string }> {
     const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/gpt2', text, taps: { qk: true, topK: 3 } }) });
     expect(res.status).toBe(200);
     const reader = new FrameReader();
     const frames: Frame[] = reader.push(new Uint8Array(await res.arrayBuffer()));
     const header = frames.find((f) => f.type === 'header')!;
     const attention = header.type === 'header' ? header.value.tensors.findIndex((t) => t.kind === 'attention') : -1;
-    return frames.flatMap((f) => (f.type === 'layer' && f.tensor === attention ? [f.values] : []));
+    return { layers: frames.flatMap((f) => (f.type === 'layer' && f.tensor === attention ? [f.values] : [])), streaming: header.type === 'header' ? header.value.streaming : '' };
   }
 
   it('the second request reuses the first one’s key/value cache and answers PyTorch’s attention', async () => {
     const input = readReference('gpt2').inputs.find((i) => !i.text_pair && i.attentions && i.text.includes(' '))!;
     const words = input.text.split(/(?<= )/);
-    await traceOver(words.slice(0, Math.ceil(words.length / 2)).join(''));
+    // The first run streams layer by layer and seeds the cache; the appended text runs only its new tokens.
+    expect((await traceOver(words.slice(0, Math.ceil(words.length / 2)).join(''))).streaming).toBe('per-layer');
     expect(server.traces.append.appends).toBe(0);
-    const layers = await traceOver(input.text);
+    const { layers, streaming } = await traceOver(input.text);
+    expect(streaming).toBe('after-run');
     expect(server.traces.append.appends).toBe(1);
     expect(server.traces.append.reusedTokens).toBeGreaterThan(0);
     const ref = flat(input.attentions!);

@@ -97,6 +97,67 @@ describe('serve: per-layer streaming', () => {
     expect([...layersOf(cached, tensorsOf(cached), 'attention', 'self')]).toEqual([...layersOf(first, tensorsOf(first), 'attention', 'self')]);
   });
 
+  for (const fixture of ['gpt2', 'llama', 'stories260k']) {
+    it(`${fixture} (causal): the first text streams layer by layer and seeds the key/value cache an appended text reuses`, async () => {
+      const ref = readReference(fixture);
+      const numLayers = ref.attention.num_layers as number;
+      const input = [...ref.inputs].sort((a, b) => b.input_ids.length - a.input_ids.length).find((i) => !i.text_pair && i.attentions)!;
+      const words = input.text.split(/(?<= )/);
+      const first = words.slice(0, Math.ceil(words.length / 2)).join('').trimEnd();
+      const model = `folder:0/${fixture}`;
+      const events: string[] = [];
+      let gotFirst!: () => void;
+      const firstArrived = new Promise<void>((r) => (gotFirst = r));
+      server.traces.onLayerSent = async ({ index }) => {
+        events.push(`computed ${index}`);
+        if (index === 0) await firstArrived;
+      };
+      let fs: Frame[];
+      try {
+        const res = await post({ model, text: first, taps: { topK: 2 } });
+        expect(res.status).toBe(200);
+        fs = await read(res, (f) => {
+          if (f.type === 'layer') {
+            events.push(`received ${f.layer}`);
+            if (f.layer === 0) gotFirst();
+          }
+        });
+      } finally {
+        server.traces.onLayerSent = undefined;
+      }
+      const header = (fs[0] as { value: StreamHeader }).value;
+      expect(header.streaming).toBe('per-layer');
+      expect(events.indexOf('received 0')).toBeLessThan(events.indexOf('computed 1'));
+      expect(events.filter((e) => e.startsWith('computed')).length).toBe(numLayers);
+      // Only what was asked for is sent: attention (no queries, keys, values or score terms for the seed's taps), predictions.
+      const tensors = tensorsOf(fs);
+      expect(tensors.map((t) => t.kind)).toEqual(['attention']);
+      expect(header.scores).toBeUndefined();
+      const predicted = fs.find((f) => f.type === 'predictions');
+      expect(predicted?.type === 'predictions' ? predicted.value.predictions.map((p) => p.position) : []).toEqual(header.tokens.map((_, i) => i));
+      // A causal model's rows of a token prefix are PyTorch's rows of the whole text, cut to the prefix's columns.
+      const m = header.tokens.length;
+      const n = input.input_ids.length;
+      expect(header.tokens.map((t) => t.id)).toEqual(input.input_ids.slice(0, m));
+      const full = flat(input.attentions!);
+      const heads = ref.attention.num_heads;
+      const cut = new Float64Array(numLayers * heads * m * m);
+      for (let lh = 0; lh < numLayers * heads; lh++) for (let i = 0; i < m; i++) for (let j = 0; j < m; j++) cut[(lh * m + i) * m + j] = full[(lh * n + i) * n + j]!;
+      expect(maxAbsDiff(layersOf(fs, tensors, 'attention', 'self'), cut)).toBeLessThanOrEqual(1e-5);
+
+      // The whole text extends the first: only its new tokens run, fed the seeded keys and values.
+      const appends = server.traces.append.appends;
+      const reused = server.traces.append.reusedTokens;
+      const res = await post({ model, text: input.text, taps: { topK: 2 } });
+      const whole = await read(res);
+      expect((whole[0] as { value: StreamHeader }).value.streaming).toBe('after-run');
+      expect(server.traces.append.appends).toBe(appends + 1);
+      expect(server.traces.append.reusedTokens).toBe(reused + m);
+      expect((whole[0] as { value: StreamHeader }).value.tokens.map((t) => t.id)).toEqual(input.input_ids);
+      expect(maxAbsDiff(layersOf(whole, tensorsOf(whole), 'attention', 'self'), full)).toBeLessThanOrEqual(1e-5);
+    });
+  }
+
   it('stops the run when the client goes away mid-run: no further layer is computed', async () => {
     const computed: number[] = [];
     const controller = new AbortController();
@@ -106,7 +167,6 @@ describe('serve: per-layer streaming', () => {
       if (index === 0 && !signal.aborted) await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
     };
     try {
-      // (Causal models are traced through the key/value cache, append.ts, not layer by layer.)
       const res = await post({ model: 'folder:0/bert', text: 'a text the client will not wait for' }, controller.signal);
       const done = read(res, (f) => {
         // The client leaves as soon as it has the first layer; then the run may go on.

@@ -13,8 +13,11 @@
  * Token ids, not characters, decide the prefix: an appended letter can change the last token of
  * the old text (BPE merges), and then only the tokens before it are reused.
  *
- * The first trace of a text with no kept prefix is a full run of the same cached-decoding graph
- * with an empty cache. Tests (test/server-append.test.ts) check that an appended trace equals a
+ * The first trace of a text with no kept prefix is streamed layer by layer by the server
+ * (traces.ts) with the keys and values tapped; `seed` then keeps it as if it had run here: with an
+ * empty past, a layer's present keys/values are exactly the keys/values it tapped. (`trace` on a
+ * text with no kept prefix is a full run of the cached-decoding graph with an empty cache.) Tests
+ * (test/server-append.test.ts, test/server-stream.test.ts) check that an appended trace equals a
  * full re-trace and PyTorch's attention.
  */
 import type { Prediction, Token, Trace } from '../core/trace.js';
@@ -112,11 +115,8 @@ export class AppendCache {
 
   constructor(readonly maxBytes: number) {}
 
-  /** Traces `req.text` with `model`, reusing the longest kept token prefix of the same model revision and taps. */
-  async trace(model: Model, modelKey: string, req: AppendRequest): Promise<AppendResult> {
-    const key = JSON.stringify([modelKey, req.qk, req.topK]);
-    const tokens = await model.tokenize(req.text);
-    const ids = tokens.map((t) => t.id);
+  /** The kept trace sharing the longest token prefix with `ids` (same model revision and taps), and that prefix's length. */
+  private longest(key: string, ids: readonly number[]): { best: Kept | undefined; p: number } {
     let best: Kept | undefined;
     let p = 0;
     for (const k of this.kept) {
@@ -127,6 +127,119 @@ export class AppendCache {
         best = k;
       }
     }
+    return { best, p };
+  }
+
+  /**
+   * Whether a kept trace shares more of `req.text`'s tokens than every text starts with (the
+   * tokens of an empty text, such as a BOS token): then `trace` reuses it; otherwise the text is a
+   * first run (the server streams it layer by layer and `seed`s the cache with it).
+   */
+  async lookup(model: Model, modelKey: string, req: AppendRequest): Promise<{ kept: boolean; tokens: number }> {
+    const ids = (await model.tokenize(req.text)).map((t) => t.id);
+    const { p } = this.longest(JSON.stringify([modelKey, req.qk, req.topK]), ids);
+    return { kept: p > 0 && p > (await this.leading(model, modelKey)), tokens: ids.length };
+  }
+
+  /** Tokens of the empty text per model key (the tokens every text starts with). */
+  private readonly empty = new Map<string, number>();
+
+  private async leading(model: Model, modelKey: string): Promise<number> {
+    let n = this.empty.get(modelKey);
+    if (n === undefined) {
+      n = await model.tokenize('').then((t) => t.length, () => 0);
+      this.empty.set(modelKey, n);
+    }
+    return n;
+  }
+
+  /**
+   * Bytes a seed of `tokens` tokens would keep (rows of the taps, keys and values, predictions): a
+   * server streaming a first run taps the values only when the seed would fit in `maxBytes`.
+   */
+  seedBytes(model: Model, tokens: number, qk: boolean): number {
+    const info = model.architectureInfo;
+    const layers = info.stacks.self ?? info.numLayers;
+    const n = tokens;
+    const bias = info.scoring.self?.bias ?? 'none';
+    let floats = layers * info.numHeads * n * n + 2 * layers * info.numKeyValueHeads * n * info.headDim;
+    if (qk) {
+      floats += layers * (info.numHeads + info.numKeyValueHeads) * n * info.headDim;
+      if (bias !== 'none') floats += (bias === 'shared' ? 1 : layers) * info.numHeads * n * n;
+    }
+    return 4 * floats + 64 * n;
+  }
+
+  /**
+   * Keeps a trace computed elsewhere (the server's layer-by-layer run of a first text) as if `trace`
+   * had made it: `outputs` are the whole sequence's graph outputs of a run with no past, holding
+   * `attention.self.<l>` (and with `req.qk` the queries, keys and score bias) and, for the cache,
+   * `keys.self.<l>` and `values.self.<l>` [1, kvHeads, n, headDim] (with an empty past, the
+   * present keys/values are these). Returns whether it was kept (not when it exceeds the byte
+   * bound or an output is missing or not float32 over the n tokens).
+   */
+  seed(model: Model, modelKey: string, req: AppendRequest, tokens: readonly Token[], outputs: Readonly<Record<string, RuntimeTensor>>, predictions: Prediction[] | undefined): boolean {
+    const info = model.architectureInfo;
+    const layers = info.stacks.self ?? info.numLayers;
+    const n = tokens.length;
+    const ids = tokens.map((t) => t.id);
+    const key = JSON.stringify([modelKey, req.qk, req.topK]);
+    const rowsOk = (t: RuntimeTensor | undefined): t is RuntimeTensor => t !== undefined && t.type === 'float32' && t.dims.length === 4 && t.dims[0] === 1 && t.dims[2] === n;
+    const rows = new Map<string, RuntimeTensor>();
+    for (const { kind, layers: count } of this.kinds(model, req.qk)) {
+      for (let l = 0; l < count; l++) {
+        const name = tapName(kind, 'self', l);
+        const t = outputs[name];
+        if (!rowsOk(t)) return false;
+        rows.set(name, t);
+      }
+    }
+    const cache = new Map<string, RuntimeTensor>();
+    for (let l = 0; l < layers; l++) {
+      const k = outputs[tapName('keys', 'self', l)];
+      const v = outputs[tapName('values', 'self', l)];
+      if (!rowsOk(k) || !rowsOk(v) || k.dims[1] !== info.numKeyValueHeads || v.dims[1] !== info.numKeyValueHeads) return false;
+      cache.set(tapName('present_key', 'self', l), k);
+      cache.set(tapName('present_value', 'self', l), v);
+    }
+    // Rows and the cache may share the keys' tensor: counted once.
+    const held = new Set<RuntimeTensor>([...rows.values(), ...cache.values()]);
+    let bytes = 64 * n;
+    for (const t of held) bytes += (t.data as Float32Array).byteLength;
+    const kept: Kept = { key, ids, rows, cache, predictions: predictions && req.topK > 0 ? predictions : undefined, bytes };
+    this.replace(kept);
+    return this.kept.includes(kept);
+  }
+
+  /** The taps a kept trace holds rows of, with their layer counts. */
+  private kinds(model: Model, qk: boolean): { kind: TapKind; layers: number }[] {
+    const info = model.architectureInfo;
+    const layers = info.stacks.self ?? info.numLayers;
+    const bias = info.scoring.self?.bias ?? 'none';
+    const kinds: { kind: TapKind; layers: number }[] = [{ kind: 'attention', layers }];
+    if (qk) {
+      kinds.push({ kind: 'queries', layers }, { kind: 'keys', layers });
+      if (bias !== 'none') kinds.push({ kind: 'score_bias', layers: bias === 'shared' ? 1 : layers });
+    }
+    return kinds;
+  }
+
+  /** Keeps `k`, dropping a kept trace of the same key and ids. */
+  private replace(k: Kept): void {
+    this.kept = this.kept.filter((o) => {
+      const same = o.key === k.key && o.ids.length === k.ids.length && commonPrefix(o.ids, k.ids) === k.ids.length;
+      if (same) this.total -= o.bytes;
+      return !same;
+    });
+    this.remember(k);
+  }
+
+  /** Traces `req.text` with `model`, reusing the longest kept token prefix of the same model revision and taps. */
+  async trace(model: Model, modelKey: string, req: AppendRequest): Promise<AppendResult> {
+    const key = JSON.stringify([modelKey, req.qk, req.topK]);
+    const tokens = await model.tokenize(req.text);
+    const ids = tokens.map((t) => t.id);
+    const { best, p } = this.longest(key, ids);
     const result = await this.run(model, tokens, req, best, p, key);
     if (best) {
       this.appends++;
@@ -163,12 +276,7 @@ export class AppendCache {
     const layers = info.stacks.self ?? info.numLayers;
     const n = tokens.length;
     const ids = tokens.map((t) => t.id);
-    const bias = info.scoring.self?.bias ?? 'none';
-    const kinds: { kind: TapKind; layers: number }[] = [{ kind: 'attention', layers }];
-    if (req.qk) {
-      kinds.push({ kind: 'queries', layers }, { kind: 'keys', layers });
-      if (bias !== 'none') kinds.push({ kind: 'score_bias', layers: bias === 'shared' ? 1 : layers });
-    }
+    const kinds = this.kinds(model, req.qk);
     const taps: TapRequest = { attention: true, qk: req.qk, lastHiddenState: false, logits: req.topK > 0, cache: true };
     // A token prefix of a kept trace: nothing to run (keep at least one token to run otherwise).
     const reuse = prev ? (p === n ? n : Math.min(p, n - 1)) : 0;
@@ -245,12 +353,7 @@ export class AppendCache {
     }
     const kept: Kept = { key, ids, rows, cache, predictions, bytes: bytesOf(rows) + bytesOf(cache) + 64 * n };
     // An identical id list replaces the kept one.
-    this.kept = this.kept.filter((k) => {
-      const same = k.key === key && k.ids.length === ids.length && commonPrefix(k.ids, ids) === ids.length;
-      if (same) this.total -= k.bytes;
-      return !same;
-    });
-    this.remember(kept);
+    this.replace(kept);
     return { trace, reused: reuse, computed: fresh };
   }
 }

@@ -5,20 +5,23 @@
  *
  * Single forward passes run layer by layer (engine/layerwise.ts) and each layer's frames are sent
  * as soon as it is computed (`streaming: 'per-layer'`); a run that every request waiting for it
- * has left (the browser moved on, or went away) stops before its next layer. Generation
- * (encoder-decoders without a decoder text) and causal models traced through the key/value cache
- * (append.ts) return every layer at the end of their run, then streamed one frame each
- * (`streaming: 'after-run'`). Finished answers are kept in the cache as the frames they sent.
+ * has left (the browser moved on, or went away) stops before its next layer. A causal model's
+ * first run of a text (no kept token prefix in append.ts) streams layer by layer too, with the keys
+ * and values tapped, and then seeds append.ts's key/value cache, so that a later edit that only
+ * appends text runs only the new tokens. Generation (encoder-decoders without a decoder text) and
+ * causal texts extending a kept prefix (append.ts) return every layer at the end of their run,
+ * then streamed one frame each (`streaming: 'after-run'`). Finished answers are kept in the cache
+ * as the frames they sent.
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { LayerStack, ModelInfo, ScoreTerms, StackName, Trace } from '../core/trace.js';
+import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { toFloat32 } from '../engine/assemble.js';
 import { traceLayers, type LayerOutputs, type PreparedRun } from '../engine/layerwise.js';
 import { tapName, type ArchitectureInfo } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
 import type { ModelCatalog } from './catalog.js';
-import { AppendCache, appendable } from './append.js';
+import { AppendCache, appendable, type AppendRequest } from './append.js';
 import { ByteLru } from './lru.js';
 import { abortable, type ModelPool } from './pool.js';
 import { jsonFrame, layerFrame, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
@@ -328,13 +331,24 @@ export class TraceService {
   private async run(model: Awaited<ReturnType<ModelPool['acquire']>>['model'], modelId: string, revision: string, req: ReturnType<typeof validateTraceRequest>, loadMs: number, shared: SharedRun): Promise<TraceResult> {
     this.runs++;
     const t0 = performance.now();
-    if (!appendable(model, req) && (model.info.kind !== 'encoder-decoder' || req.decoderText !== undefined)) {
+    const modelKey = `${modelId}@${revision}`;
+    const causal = { text: req.text, qk: req.taps.qk, topK: req.taps.topK };
+    if (appendable(model, req)) {
+      // A causal model's first run of a text: layer by layer, then kept for appends (append.ts).
+      const found = await this.append.lookup(model, modelKey, causal).catch((e: unknown) => {
+        throw e instanceof AttnscopeError ? new RequestError(400, e.message, 'text') : e;
+      });
+      if (!found.kept) {
+        const seed = this.append.seedBytes(model, found.tokens, causal.qk) <= this.append.maxBytes;
+        return this.runByLayer(model, modelId, revision, req, loadMs, shared, t0, seed ? { modelKey, request: causal } : undefined);
+      }
+    } else if (model.info.kind !== 'encoder-decoder' || req.decoderText !== undefined) {
       return this.runByLayer(model, modelId, revision, req, loadMs, shared, t0);
     }
     let trace: Trace;
     try {
-      // Causal models: through the key/value cache, reusing a kept token prefix (append.ts).
-      trace = appendable(model, req) ? (await this.append.trace(model, `${modelId}@${revision}`, { text: req.text, qk: req.taps.qk, topK: req.taps.topK })).trace : await model.trace(req.text, {
+      // Causal models extending a kept token prefix: through the key/value cache (append.ts).
+      trace = appendable(model, req) ? (await this.append.trace(model, modelKey, causal)).trace : await model.trace(req.text, {
         ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
         ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
         qk: req.taps.qk,
@@ -352,33 +366,48 @@ export class TraceService {
     return result;
   }
 
-  /** One forward pass layer by layer: the header once tokenized, each layer's frames as soon as it is computed. */
-  private async runByLayer(model: Awaited<ReturnType<ModelPool['acquire']>>['model'], modelId: string, revision: string, req: ReturnType<typeof validateTraceRequest>, loadMs: number, shared: SharedRun, t0: number): Promise<TraceResult> {
+  /**
+   * One forward pass layer by layer: the header once tokenized, each layer's frames as soon as it is
+   * computed. With `seed` (a causal model's first run of a text), the keys and values are tapped too
+   * (queries and keys are not sent unless asked for, values never) and, once every layer has run,
+   * the whole run is kept in the append cache for texts extending it.
+   */
+  private async runByLayer(model: Awaited<ReturnType<ModelPool['acquire']>>['model'], modelId: string, revision: string, req: ReturnType<typeof validateTraceRequest>, loadMs: number, shared: SharedRun, t0: number, seed?: { modelKey: string; request: AppendRequest }): Promise<TraceResult> {
     const info = model.architectureInfo;
     let frames: LayerFrames | undefined;
     let prepared: PreparedRun | undefined;
+    let predictions: Prediction[] | undefined;
     const options = {
       ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
       ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
-      qk: req.taps.qk,
+      qk: req.taps.qk || seed !== undefined,
+      ...(seed ? { values: true } : {}),
       ...(req.taps.topK > 0 ? { topK: req.taps.topK } : {}),
       signal: shared.controller.signal,
       onStart: (p: PreparedRun) => {
         prepared = p;
-        frames = new LayerFrames(info, model.traceModelInfo(), p, modelId, revision, model.info.kind);
+        // The header declares what the request asked for (not the taps added for the seed).
+        frames = new LayerFrames(info, model.traceModelInfo(), { ...p, taps: { ...p.taps, qk: req.taps.qk } }, modelId, revision, model.info.kind);
         shared.header = frames.header;
         shared.notify();
       },
     };
+    // What the seed keeps of each layer (whole-sequence outputs of the self-attention stack).
+    const kept: Record<string, RuntimeTensor> = {};
     try {
       await traceLayers(model, req.text, options, async (layer) => {
         const f = frames!;
         if (req.taps.topK > 0 && layer.outputs.logits) {
           // Predictions with the last layer (from the head's logits, as Model.trace makes them).
-          const predictions = model.traceOf(prepared!, { logits: layer.outputs.logits }, { topK: req.taps.topK }).predictions;
+          predictions = model.traceOf(prepared!, { logits: layer.outputs.logits }, { topK: req.taps.topK }).predictions;
           if (predictions?.length) shared.frames.push(jsonFrame('predictions', { predictions }));
         }
-        shared.frames.push(...f.layer(layer));
+        let sent = layer;
+        if (seed) {
+          for (const [name, t] of Object.entries(layer.outputs)) if ((req.taps.qk ? SEED_QK_KINDS : SEED_KINDS).test(name)) kept[name] = t;
+          if (!req.taps.qk) sent = { ...layer, outputs: Object.fromEntries(Object.entries(layer.outputs).filter(([name]) => !QK_KINDS.test(name))) };
+        }
+        shared.frames.push(...f.layer(sent));
         shared.notify();
         await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal });
       });
@@ -386,11 +415,17 @@ export class TraceService {
       if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
       throw e;
     }
+    if (seed) this.append.seed(model, seed.modelKey, seed.request, prepared!.tokens, kept, predictions);
     const runMs = performance.now() - t0;
     const layers = shared.frames;
     return { header: frames!.header, layers, bytes: layers.reduce((n, x) => n + x.length, 0), loadMs, runMs };
   }
 }
+
+/** Outputs a seed of the append cache keeps (with queries and keys asked for, or not), and those sent only when they are asked for. */
+const SEED_QK_KINDS = /^(attention|queries|keys|values|score_bias)\.self\.\d+$/;
+const SEED_KINDS = /^(attention|keys|values)\.self\.\d+$/;
+const QK_KINDS = /^(queries|keys|values|score_bias)\./;
 
 /** A cached answer's frames. */
 async function* replay(result: TraceResult): AsyncGenerator<Uint8Array> {
