@@ -5,61 +5,23 @@
  * (a PNG at a chosen scale whose downloaded pixels are not blank, SVG, the standalone page, the
  * trace file, tables), a saved session reopened, and a share link reopened in another tab.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Browser, Download, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../src/server/serve.js';
-import { type Nested, FIXTURES, readReference } from '../helpers/reference.js';
-import { buildWebClient, launchChromium, numericData } from './harness.js';
+import type { Download, Page } from 'playwright-core';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/server/serve.js';
+import { type Nested, readReference } from '../helpers/reference.js';
+import { appServerSuite, numericData, type AppPage } from './harness.js';
 
-let browser: Browser;
+const suite = appServerSuite('app-compare');
+const open = (url: string) => suite.open(url, { viewport: { width: 1400, height: 1000 } });
+type Opened = AppPage;
 let server: RunningServer;
 let scratch: string;
-
-beforeAll(async () => {
-  buildWebClient();
-  scratch = mkdtempSync(join(tmpdir(), 'attnscope-app-compare-'));
-  server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, graphCache: false, env: { HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home') } });
-  browser = await launchChromium();
-}, 300_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+beforeAll(() => {
+  server = suite.server();
+  scratch = suite.scratch();
 });
-
-interface Opened {
-  page: Page;
-  foreign: string[];
-  errors: string[];
-  consoleErrors: string[];
-  close(): Promise<void>;
-}
-
-async function open(url: string): Promise<Opened> {
-  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
-  const origin = new URL(server.url).origin;
-  const foreign: string[] = [];
-  await context.route('**/*', (r) => {
-    const u = r.request().url();
-    if (u.startsWith('blob:') || u.startsWith('data:') || new URL(u).origin === origin) return r.continue();
-    foreign.push(u);
-    return r.abort();
-  });
-  const page = await context.newPage();
-  const errors: string[] = [];
-  const consoleErrors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error') consoleErrors.push(m.text());
-  });
-  await page.goto(url);
-  await page.waitForFunction(() => document.body.dataset.ready !== undefined, null, { timeout: 60_000 });
-  return { page, foreign, errors, consoleErrors, close: () => context.close() };
-}
 
 /** Waits until side `side` shows the complete trace of `text` with `model`. */
 async function traced(page: Page, side: 'a' | 'b', text: string, model: string): Promise<void> {

@@ -5,30 +5,16 @@
  * per-layer streaming the page would wait for a run that waits for the page, and the test would time
  * out; no timing is asserted.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { Browser } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startServer, type RunningServer } from '../../src/server/serve.js';
-import { FIXTURES } from '../helpers/reference.js';
-import { buildWebClient, launchChromium } from './harness.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { RunningServer } from '../../src/server/serve.js';
+import { appServerSuite, watchErrors } from './harness.js';
 
+const suite = appServerSuite('app-stream');
 let browser: Browser;
 let server: RunningServer;
-let scratch: string;
-
-beforeAll(async () => {
-  buildWebClient();
-  scratch = mkdtempSync(join(tmpdir(), 'attnscope-app-stream-'));
-  server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, graphCache: false, env: { HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home') } });
-  browser = await launchChromium();
-}, 300_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+beforeAll(() => {
+  [browser, server] = [suite.browser(), suite.server()];
 });
 
 describe('attnscope serve: layer by layer in the app', () => {
@@ -43,8 +29,7 @@ describe('attnscope serve: layer by layer in the app', () => {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     try {
       const page = await context.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
+      const { errors } = watchErrors(page);
       const text = 'the first layer comes before the second';
       const url = new URL(server.url);
       url.searchParams.set('model', 'folder:0/bert');

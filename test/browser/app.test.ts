@@ -4,62 +4,19 @@
  * the views the standalone page uses, switch every view, click a head, keyboard navigation, and a
  * shared URL that reopens the same state. No request leaves the server's origin.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import type { Browser, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from 'playwright-core';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { VIEW_NAMES } from '../../src/views/layout/common.js';
-import { startServer, type RunningServer } from '../../src/server/serve.js';
-import { type Nested, FIXTURES, readReference } from '../helpers/reference.js';
-import { buildWebClient, hoverMatrixCell, launchChromium } from './harness.js';
+import type { RunningServer } from '../../src/server/serve.js';
+import { type Nested, readReference } from '../helpers/reference.js';
+import { appServerSuite, hoverMatrixCell } from './harness.js';
 
-let browser: Browser;
+const suite = appServerSuite('app');
+const open = (url: string) => suite.open(url);
 let server: RunningServer;
-let scratch: string;
-
-beforeAll(async () => {
-  buildWebClient();
-  scratch = mkdtempSync(join(tmpdir(), 'attnscope-app-'));
-  server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, graphCache: false, env: { HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home') } });
-  browser = await launchChromium();
-}, 300_000);
-
-afterAll(async () => {
-  await browser?.close();
-  await server?.close();
-  if (scratch) rmSync(scratch, { recursive: true, force: true });
+beforeAll(() => {
+  server = suite.server();
 });
-
-interface Opened {
-  page: Page;
-  /** Requests to anywhere but the server. */
-  foreign: string[];
-  errors: string[];
-  consoleErrors: string[];
-  close(): Promise<void>;
-}
-
-async function open(url: string): Promise<Opened> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const origin = new URL(server.url).origin;
-  const foreign: string[] = [];
-  await context.route('**/*', (r) => {
-    if (new URL(r.request().url()).origin === origin) return r.continue();
-    foreign.push(r.request().url());
-    return r.abort();
-  });
-  const page = await context.newPage();
-  const errors: string[] = [];
-  const consoleErrors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error') consoleErrors.push(m.text());
-  });
-  await page.goto(url);
-  await page.waitForFunction(() => document.body.dataset.ready !== undefined, null, { timeout: 60_000 });
-  return { page, foreign, errors, consoleErrors, close: () => context.close() };
-}
 
 /** Waits until the trace of `text` (and model) is complete on screen. */
 async function traced(page: Page, text: string, model?: string): Promise<void> {

@@ -15,6 +15,8 @@ import { loadModel } from '../../src/engine/load.js';
 import type { Model } from '../../src/engine/model.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
+import { startServer, type RunningServer } from '../../src/server/serve.js';
+import { FIXTURES } from '../helpers/reference.js';
 
 export const ROOT = join(import.meta.dirname, '..', '..');
 export const CHROMIUM = process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium';
@@ -46,24 +48,34 @@ export interface OpenedPage {
   close(): Promise<void>;
 }
 
-/** Opens an HTML file from disk with all network requests blocked, and waits for the app. */
-export async function openPage(browser: Browser, file: string, viewport = { width: 1280, height: 900 }): Promise<OpenedPage> {
+/** Collects a page's uncaught errors and console errors (CSP violations show up there). */
+export function watchErrors(page: Page): { errors: string[]; consoleErrors: string[] } {
+  const errors: string[] = [];
+  const consoleErrors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(m.text());
+  });
+  return { errors, consoleErrors };
+}
+
+/**
+ * Opens an HTML file from disk with all network requests blocked, and waits for the app.
+ * `init`: a script run in the page before its own (instrumentation).
+ */
+export async function openPage(browser: Browser, file: string, viewport = { width: 1280, height: 900 }, options: { init?: string } = {}): Promise<OpenedPage> {
   const context = await browser.newContext({ viewport, acceptDownloads: true });
   const requests: string[] = [];
   const dialogs: string[] = [];
-  const errors: string[] = [];
-  const consoleErrors: string[] = [];
   context.on('request', (r) => requests.push(r.url()));
   await context.route('**/*', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
+  if (options.init) await context.addInitScript(options.init);
   const page = await context.newPage();
   page.on('dialog', (d) => {
     dialogs.push(d.message());
     void d.dismiss();
   });
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error') consoleErrors.push(m.text());
-  });
+  const { errors, consoleErrors } = watchErrors(page);
   await page.goto(pathToFileURL(file).href);
   await page.waitForFunction(() => document.body.dataset.ready !== undefined, null, { timeout: 60_000 });
   const ready = await page.evaluate(() => document.body.dataset.ready);
@@ -175,4 +187,63 @@ export async function withPage(
   } finally {
     await opened.close();
   }
+}
+
+/** A page of the app of `attnscope serve` (see appServerSuite). */
+export interface AppPage {
+  page: Page;
+  /** Requests to anywhere but the server (blob: and data: URLs are the page's own). */
+  foreign: string[];
+  errors: string[];
+  consoleErrors: string[];
+  close(): Promise<void>;
+}
+
+/** The real server of `attnscope serve` over test/fixtures, with a Chromium to open its app in. */
+export interface AppServerSuite {
+  server(): RunningServer;
+  browser(): Browser;
+  /** A temporary folder removed afterwards (the server's HF_HOME is inside it). */
+  scratch(): string;
+  /** Opens `url` (the app) in a new context with requests outside the server refused, and waits for the app. */
+  open(url: string, options?: { viewport?: { width: number; height: number } }): Promise<AppPage>;
+}
+
+/**
+ * Registers beforeAll/afterAll that build the web client, start `attnscope serve` on a free port
+ * with test/fixtures as its models folder (offline, no graph cache, its own HF_HOME) and launch
+ * Chromium; everything is stopped and removed afterwards.
+ */
+export function appServerSuite(name: string): AppServerSuite {
+  let browser: Browser | undefined;
+  let server: RunningServer | undefined;
+  let scratch: string | undefined;
+  beforeAll(async () => {
+    buildWebClient();
+    scratch = mkdtempSync(join(tmpdir(), `attnscope-${name}-`));
+    server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, graphCache: false, env: { HF_HUB_OFFLINE: '1', HF_HOME: join(scratch, 'hf-home') } });
+    browser = await launchChromium();
+  }, 300_000);
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+  const open = async (url: string, options: { viewport?: { width: number; height: number } } = {}): Promise<AppPage> => {
+    const context = await browser!.newContext({ viewport: options.viewport ?? { width: 1280, height: 900 }, acceptDownloads: true });
+    const origin = new URL(server!.url).origin;
+    const foreign: string[] = [];
+    await context.route('**/*', (r) => {
+      const u = r.request().url();
+      if (u.startsWith('blob:') || u.startsWith('data:') || new URL(u).origin === origin) return r.continue();
+      foreign.push(u);
+      return r.abort();
+    });
+    const page = await context.newPage();
+    const { errors, consoleErrors } = watchErrors(page);
+    await page.goto(url);
+    await page.waitForFunction(() => document.body.dataset.ready !== undefined, null, { timeout: 60_000 });
+    return { page, foreign, errors, consoleErrors, close: () => context.close() };
+  };
+  return { server: () => server!, browser: () => browser!, scratch: () => scratch!, open };
 }

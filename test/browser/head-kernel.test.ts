@@ -8,12 +8,11 @@
  * policy without 'wasm-unsafe-eval', the view computes the same table on the JavaScript loops.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { pathToFileURL } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { HEAD_TABLE_HEADER, type HeadTableRow, headTable, headTableCsv } from '../../src/analysis/head-types.js';
 import type { Trace } from '../../src/core/trace.js';
-import { standalonePageSuite } from './harness.js';
+import { openPage, standalonePageSuite, type OpenedPage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog. ';
 const suite = standalonePageSuite('head-kernel', SENTENCE.repeat(5));
@@ -48,29 +47,9 @@ const INSTRUMENT = `
   }
 `;
 
-interface Opened {
-  page: Page;
-  errors: string[];
-  consoleErrors: string[];
-  close: () => Promise<void>;
-}
-
-/** Opens `html` (a file) with the instrumentation (and `before`, run first) and no network. */
-async function open(path: string, before = ''): Promise<Opened> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-  await context.route('**/*', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
-  await context.addInitScript(before + INSTRUMENT);
-  const page = await context.newPage();
-  const errors: string[] = [];
-  const consoleErrors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => {
-    if (m.type() === 'error') consoleErrors.push(m.text());
-  });
-  await page.goto(pathToFileURL(path).href);
-  await page.waitForFunction(() => document.body.dataset.ready !== undefined, null, { timeout: 60_000 });
-  expect(await page.evaluate(() => document.body.dataset.ready)).toBe('true');
-  return { page, errors, consoleErrors, close: () => context.close() };
+/** Opens `path` (a page file) with the instrumentation (and `before`, run first) and no network. */
+function open(path: string, before = ''): Promise<OpenedPage> {
+  return openPage(browser, path, undefined, { init: before + INSTRUMENT });
 }
 
 /** The head-type view's table, as its CSV download. */
