@@ -11,7 +11,7 @@
 import { type BiasReport, biasReportJson } from '../../analysis/bias/report.js';
 import { escapeHtml } from '../tokens.js';
 import { scriptJson } from './payload.js';
-import { type ViewBundle, inlineSafe, sha256Base64 } from './standalone.js';
+import { type ViewBundle, inlineSafe, pageHead, pagePolicy, sha256Base64 } from './standalone.js';
 
 export interface BiasReportPageOptions {
   bundle: ViewBundle;
@@ -34,14 +34,8 @@ export async function renderBiasReportPage(report: BiasReport, o: BiasReportPage
   const js = inlineSafe(o.bundle.js, 'script');
   const css = inlineSafe(o.bundle.css, 'style');
   const hash = await sha256Base64(js);
-  const csp = ["default-src 'none'", `script-src 'sha256-${hash}'`, "style-src 'unsafe-inline'", 'img-src data: blob:', 'connect-src data: blob:', "base-uri 'none'", "form-action 'none'"].join('; ');
   return [
-    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
-    `<meta http-equiv="Content-Security-Policy" content="${csp}">\n`,
-    '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-    '<meta name="generator" content="attnscope">\n',
-    `<title>${escapeHtml(title)}</title>\n`,
-    `<style>${css}</style>\n</head>\n<body>\n`,
+    pageHead(pagePolicy(hash), title, css),
     '<div id="attnscope-app">',
     `<h1 class="report-static-title">${escapeHtml(title)}</h1>`,
     '<p class="loading">Loading the report…</p><noscript><p>The figures of this report need JavaScript; its numbers are in the JSON below and in the .json file written beside it.</p></noscript>',

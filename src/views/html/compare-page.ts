@@ -13,9 +13,8 @@ import { deflateSync } from 'fflate';
 import type { Alignment, Comparison, HeadDifference, Matching } from '../../analysis/compare.js';
 import type { Unit } from '../../analysis/words.js';
 import type { StackName } from '../../core/trace.js';
-import { escapeHtml } from '../tokens.js';
 import { encodeValues, scriptJson, toBase64 } from './payload.js';
-import { type Deflate, type ViewBundle, inlineSafe, sha256Base64 } from './standalone.js';
+import { type Deflate, type ViewBundle, inlineSafe, pageHead, pagePolicy, sha256Base64 } from './standalone.js';
 
 export const COMPARE_FORMAT = 'attnscope-compare';
 export const COMPARE_VERSION = 1;
@@ -111,14 +110,8 @@ export async function renderComparePage(c: Comparison, o: ComparePageOptions): P
   const js = inlineSafe(o.bundle.js, 'script');
   const css = inlineSafe(o.bundle.css, 'style');
   const hash = await sha256Base64(js);
-  const csp = ["default-src 'none'", `script-src 'sha256-${hash}'`, "style-src 'unsafe-inline'", 'img-src data: blob:', 'connect-src data: blob:', "base-uri 'none'", "form-action 'none'"].join('; ');
   const parts: string[] = [
-    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
-    `<meta http-equiv="Content-Security-Policy" content="${csp}">\n`,
-    '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-    '<meta name="generator" content="attnscope">\n',
-    `<title>${escapeHtml(title)}</title>\n`,
-    `<style>${css}</style>\n</head>\n<body>\n`,
+    pageHead(pagePolicy(hash), title, css),
     '<div id="attnscope-app"><p class="loading">Loading the comparison…</p><noscript><p>This page needs JavaScript.</p></noscript></div>\n',
     `<script type="application/json" id="attnscope-compare">${scriptJson(header)}</script>\n`,
   ];

@@ -181,6 +181,36 @@ function defaultTitle(trace: Trace, text: string | undefined): string {
   return `attnscope · ${trace.model.name}${t ? ` · “${t}”` : ''}`;
 }
 
+/**
+ * The opening of every page attnscope writes, up to `<body>`: the Content-Security-Policy (only
+ * ASCII keywords and a base64 hash: no escaping needed inside the double quotes), the title
+ * (escaped) and the inline style sheet.
+ */
+export function pageHead(csp: readonly string[], title: string, css: string): string {
+  return [
+    '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
+    `<meta http-equiv="Content-Security-Policy" content="${csp.join('; ')}">\n`,
+    '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
+    '<meta name="generator" content="attnscope">\n',
+    `<title>${escapeHtml(title)}</title>\n`,
+    `<style>${css}</style>\n</head>\n<body>\n`,
+  ].join('');
+}
+
+/** The policy of a page whose one script has SHA-256 `hash` and that loads nothing from anywhere. */
+export function pagePolicy(hash: string, extra: { script?: string; worker?: boolean } = {}): string[] {
+  return [
+    "default-src 'none'",
+    `script-src 'sha256-${hash}'${extra.script ? ` ${extra.script}` : ''}`,
+    ...(extra.worker ? ['worker-src blob:'] : []),
+    "style-src 'unsafe-inline'",
+    'img-src data: blob:',
+    'connect-src data: blob:',
+    "base-uri 'none'",
+    "form-action 'none'",
+  ];
+}
+
 /** SHA-256 of a text, base64 (for the CSP's script hash). */
 export async function sha256Base64(text: string): Promise<string> {
   const digest = await globalThis.crypto.subtle.digest('SHA-256', new TextEncoder().encode(text));
@@ -317,26 +347,12 @@ export async function renderStandaloneHtml(trace: Trace, options: StandaloneOpti
     }
     const header = headerFor(attention, qk, tensors, raw);
     const headerJson = scriptJson(header);
-    const csp = [
-      "default-src 'none'",
-      // 'wasm-unsafe-eval': WebAssembly compilation only (no eval of script text), for the head-metrics kernel (src/analysis/wasm/).
-      `script-src 'sha256-${hash}' 'wasm-unsafe-eval'`,
-      // Attention flow runs in a Worker started from a blob: URL holding this same script (web/flow-worker.ts).
-      'worker-src blob:',
-      "style-src 'unsafe-inline'",
-      'img-src data: blob:',
-      'connect-src data: blob:',
-      "base-uri 'none'",
-      "form-action 'none'",
-    ].join('; ');
+    // 'wasm-unsafe-eval': WebAssembly compilation only (no eval of script text), for the head-metrics
+    // kernel (src/analysis/wasm/); worker-src blob:: attention flow runs in a Worker started from a
+    // blob: URL holding this same script (web/flow-worker.ts).
+    const csp = pagePolicy(hash, { script: "'wasm-unsafe-eval'", worker: true });
     const parts: string[] = [
-      '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n',
-      // The policy holds only ASCII keywords and a base64 hash: no escaping needed inside the double quotes.
-      `<meta http-equiv="Content-Security-Policy" content="${csp}">\n`,
-      '<meta name="viewport" content="width=device-width, initial-scale=1">\n',
-      '<meta name="generator" content="attnscope">\n',
-      `<title>${escapeHtml(title)}</title>\n`,
-      `<style>${css}</style>\n</head>\n<body>\n`,
+      pageHead(csp, title, css),
       '<div id="attnscope-app"><p class="loading">Loading the views…</p><noscript><p>These views need JavaScript.</p></noscript></div>\n',
       `<script type="application/json" id="attnscope-header">${headerJson}</script>\n`,
     ];
