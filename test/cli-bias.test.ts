@@ -134,7 +134,7 @@ describe('attnscope bias winogender / winobias', () => {
 
   it('refuses options of other benchmarks and unknown splits', () => {
     expectInputError(attnscope('bias', 'winobias', join(FIXTURES, 'gpt2'), '--split', 'type3.dev'), /--split: unknown split 'type3\.dev'; allowed: type1\.dev, type1\.test, type2\.dev, type2\.test/);
-    expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--bias-type', 'gender'), /--bias-type applies to bias crows-pairs, not winogender/);
+    expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--bias-type', 'gender'), /--bias-type applies to bias crows-pairs, heads and report, not winogender/);
     expectInputError(attnscope('bias', 'crows-pairs', join(FIXTURES, 'gpt2'), '--csv'), /--csv applies to bias winogender and winobias, not crows-pairs/);
     expectInputError(attnscope('bias', 'winogender', join(FIXTURES, 'gpt2'), '--out', join(tmp, 'x.png')), /--out .*x\.png: bias winogender writes \.txt or \.json or \.csv or \.svg files, not \.png/);
   });

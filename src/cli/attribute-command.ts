@@ -58,10 +58,12 @@ ${LANGUAGE_HELP}
                embeddings are added to the words, a token where a normalisation comes first, since a
                zero baseline fails there); the completeness error is reported with every result
   --steps      integrated gradients' steps, or auto (the default): refine until the completeness error is
-               within --tolerance (default 0.01 = 1%) — midpoint 16, 48, 144, 432 steps (each stage reuses
-               the previous points), trapezoid 16, 32, 64, … — up to --max-steps (default 512), stopping
-               early when two refinements in a row do not halve the error (a path with jumps, e.g.
-               mixture-of-experts routing); the steps used and whether it converged are reported
+               within --tolerance — midpoint 16, 48, 144, 432 steps (each stage reuses the previous
+               points), trapezoid 16, 32, 64, … — up to --max-steps, stopping early when two refinements
+               in a row do not halve the error (a path with jumps, e.g. mixture-of-experts routing); the
+               steps used and whether it converged are reported
+  --tolerance  with --steps auto: the completeness error to reach, relative (default 0.01 = 1%)
+  --max-steps  with --steps auto: the most steps to try (default 512)
   --rule       midpoint (default) or trapezoid
   --ig-batch   integrated gradients' path points per run (default: as many as 1 GiB of working memory
                allows, at most 64; 1 = one run per step)

@@ -594,7 +594,7 @@ export async function biasCommand(argv: string[]): Promise<void> {
     ['bootstrap', ['report']], ['ablation-pairs', ['report']], ['theme', ['report']], ['json', ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads']],
   ];
   for (const [option, benchmarks] of only) {
-    if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.join(' and ')}, not ${which}`);
+    if (values[option] !== undefined && !benchmarks.includes(which)) throw new UsageError(`--${option} applies to bias ${benchmarks.length > 1 ? `${benchmarks.slice(0, -1).join(', ')} and ${benchmarks[benchmarks.length - 1]}` : benchmarks[0]}, not ${which}`);
   }
   if (which === 'crows-pairs') await crowsPairsCommand(values, positionals[0]);
   else if (which === 'stereoset') await stereoSetCommand(values, positionals[0]);
