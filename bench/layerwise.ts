@@ -16,44 +16,17 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { FloatTensor } from '../src/core/tensor.js';
 import { traceLayers } from '../src/engine/layerwise.js';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
 import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
-import { randomTensor } from './random-weights.js';
+import { llamaWeights } from './random-weights.js';
 
 const SHAPE = { layers: 24, hidden: 512, heads: 8, kv: 2, ffn: 1408, vocab: 8192 };
 
 const DEFAULT_CASES = ['layers:1024', 'whole:1024', 'layers:2048', 'whole:2048'];
-
-function weights(): Map<string, FloatTensor> {
-  const s = SHAPE;
-  const w = new Map<string, FloatTensor>();
-  let seed = 5;
-  const headDim = s.hidden / s.heads;
-  const add = (name: string, shape: number[], fill?: number, std = 0.02): void => {
-    w.set(name, fill === undefined ? randomTensor(shape, seed++, std) : { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill) });
-  };
-  add('model.embed_tokens.weight', [s.vocab, s.hidden], undefined, 1);
-  add('model.norm.weight', [s.hidden], 1);
-  add('lm_head.weight', [s.vocab, s.hidden]);
-  for (let l = 0; l < s.layers; l++) {
-    const p = `model.layers.${l}`;
-    add(`${p}.input_layernorm.weight`, [s.hidden], 1);
-    add(`${p}.post_attention_layernorm.weight`, [s.hidden], 1);
-    add(`${p}.self_attn.q_proj.weight`, [s.hidden, s.hidden], undefined, 0.05);
-    add(`${p}.self_attn.k_proj.weight`, [s.kv * headDim, s.hidden], undefined, 0.05);
-    add(`${p}.self_attn.v_proj.weight`, [s.kv * headDim, s.hidden]);
-    add(`${p}.self_attn.o_proj.weight`, [s.hidden, s.hidden]);
-    add(`${p}.mlp.gate_proj.weight`, [s.ffn, s.hidden]);
-    add(`${p}.mlp.up_proj.weight`, [s.ffn, s.hidden]);
-    add(`${p}.mlp.down_proj.weight`, [s.hidden, s.ffn]);
-  }
-  return w;
-}
 
 function model(): Model {
   const s = SHAPE;
@@ -62,7 +35,7 @@ function model(): Model {
     num_hidden_layers: s.layers, intermediate_size: s.ffn, vocab_size: s.vocab, max_position_embeddings: 131072,
     rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: false, eos_token_id: -1,
   }, 'bench layerwise config');
-  return new Model({ name: 'random-llama-24l', config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(weights()), runtime: nodeRuntime });
+  return new Model({ name: 'random-llama-24l', config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(llamaWeights(SHAPE, 5)), runtime: nodeRuntime });
 }
 
 /** One case in this process (cold run, then warm run): prints one JSON line. */

@@ -18,7 +18,6 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { headThumbnail } from '../src/analysis/attention-summaries.js';
 import { attentionSource } from '../src/core/attention-on-demand.js';
-import type { FloatTensor } from '../src/core/tensor.js';
 import type { Trace } from '../src/core/trace.js';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
@@ -26,7 +25,7 @@ import { writeTraceFile } from '../src/io/trace-file.js';
 import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
-import { randomTensor } from './random-weights.js';
+import { llamaWeights } from './random-weights.js';
 
 interface Shape {
   layers: number;
@@ -53,32 +52,6 @@ const DEFAULT_CASES = [
   'llama1b-4l:2048:dense', 'llama1b-4l:2048:on-demand', 'llama1b-4l:8192:on-demand',
 ];
 
-function llamaWeights(s: Shape): Map<string, FloatTensor> {
-  const w = new Map<string, FloatTensor>();
-  let seed = 11;
-  const headDim = s.hidden / s.heads;
-  // std 0.5 on the projections: attention rows far from uniform, as in trained models.
-  const add = (name: string, shape: number[], fill?: number, std = 0.02): void => {
-    w.set(name, fill === undefined ? randomTensor(shape, seed++, std) : { shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(fill) });
-  };
-  add('model.embed_tokens.weight', [s.vocab, s.hidden], undefined, 1);
-  add('model.norm.weight', [s.hidden], 1);
-  add('lm_head.weight', [s.vocab, s.hidden]);
-  for (let l = 0; l < s.layers; l++) {
-    const p = `model.layers.${l}`;
-    add(`${p}.input_layernorm.weight`, [s.hidden], 1);
-    add(`${p}.post_attention_layernorm.weight`, [s.hidden], 1);
-    add(`${p}.self_attn.q_proj.weight`, [s.hidden, s.hidden], undefined, 0.05);
-    add(`${p}.self_attn.k_proj.weight`, [s.kv * headDim, s.hidden], undefined, 0.05);
-    add(`${p}.self_attn.v_proj.weight`, [s.kv * headDim, s.hidden]);
-    add(`${p}.self_attn.o_proj.weight`, [s.hidden, s.hidden]);
-    add(`${p}.mlp.gate_proj.weight`, [s.ffn, s.hidden]);
-    add(`${p}.mlp.up_proj.weight`, [s.ffn, s.hidden]);
-    add(`${p}.mlp.down_proj.weight`, [s.hidden, s.ffn]);
-  }
-  return w;
-}
-
 function modelOf(name: string): Model {
   const s = SHAPES[name];
   if (!s) throw new Error(`unknown shape ${name} (${Object.keys(SHAPES).join(', ')})`);
@@ -87,7 +60,7 @@ function modelOf(name: string): Model {
     num_hidden_layers: s.layers, intermediate_size: s.ffn, vocab_size: s.vocab, max_position_embeddings: 131072,
     rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: false, eos_token_id: -1,
   }, `bench ${name} config`);
-  return new Model({ name: `random-${name}`, config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(llamaWeights(s)), runtime: nodeRuntime });
+  return new Model({ name: `random-${name}`, config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(llamaWeights(s, 11)), runtime: nodeRuntime });
 }
 
 const rssMb = (): number => process.memoryUsage().rss / 2 ** 20;
