@@ -86,6 +86,17 @@ export function replaceChildren(el: Element, ...children: Child[]): void {
   append(el, children);
 }
 
+/**
+ * The width a view may fill: its App's box less the page margins. The standalone page's App spans
+ * the window (at least 640 px: a narrower window scrolls); a side of the served app's compare mode
+ * is half of it, and its views lay out to that half (at least 320 px) instead of scrolling sideways.
+ */
+export function frameWidth(el: Element): number {
+  const page = document.documentElement.clientWidth;
+  const box = el.closest('.app')?.clientWidth || page;
+  return Math.max(box < page - 8 ? 320 : 640, box - 48);
+}
+
 /** A canvas sized for the device pixel ratio; returns its 2D context scaled to CSS pixels. */
 export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D {
   const dpr = Math.min(2, window.devicePixelRatio || 1);

@@ -212,6 +212,8 @@ class ServeApp implements SideHost {
     this.panel.el.hidden = !on;
     document.body.dataset.mode = on ? 'compare' : 'single';
     if (on) requestAnimationFrame(() => fitHeight(this.textB));
+    // The views lay out to their side's width (half the window in compare mode): again when it changes.
+    requestAnimationFrame(() => window.dispatchEvent(new Event('resize')));
   }
 
   /** Compare mode on or off. */

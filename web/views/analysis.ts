@@ -14,7 +14,7 @@ import { type LogitLensData, lensTopK, logitLensLayout } from '../../src/views/l
 import { type SaliencyData, fmtScore, saliencyLayout } from '../../src/views/layout/saliency.js';
 import { analysisTitle, renderAblation, renderHeadImportance, renderLogitLens, renderSaliency } from '../../src/views/svg/analysis-views.js';
 import type { Ctx } from '../context.js';
-import { appendSvgItems, h, replaceChildren, s } from '../dom.js';
+import { appendSvgItems, frameWidth, h, replaceChildren, s } from '../dom.js';
 import { exportButtons } from '../export.js';
 import { wireHeadPicks } from './common.js';
 
@@ -38,6 +38,10 @@ abstract class AnalysisView<D> {
     this.el = h('div', { class: `view analysis-view ${name}-view`, testid: `${name}-view` });
     this.readout = h('div', { class: 'readout', testid: `${name}-readout` });
     this.el.append(this.toolbar, this.readout, this.wrap);
+    // Laid out to the App's width (a compare side is half the window): again when it changes.
+    window.addEventListener('resize', () => {
+      if (!this.el.hidden) this.update();
+    });
   }
 
   protected abstract layout(): Picture;
@@ -50,7 +54,7 @@ abstract class AnalysisView<D> {
   update(): void {
     const { ctx } = this;
     replaceChildren(this.toolbar, h('span', { class: 'spacer' }), exportButtons(ctx, this.name, () => this.svg()));
-    const key = `${ctx.state.theme}|${this.stateKey()}`;
+    const key = `${ctx.state.theme}|${this.stateKey()}|${this.frameWidth()}`;
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
@@ -84,7 +88,7 @@ abstract class AnalysisView<D> {
   }
 
   protected frameWidth(): number {
-    return Math.max(640, document.documentElement.clientWidth - 48);
+    return frameWidth(this.el);
   }
 }
 

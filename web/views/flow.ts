@@ -16,7 +16,7 @@ import { influenceTreeLayout } from '../../src/views/layout/influence-tree.js';
 import type { HeadFusion } from '../../src/analysis/rollout.js';
 import { renderFlowView, renderInfluenceTree } from '../../src/views/svg/flow.js';
 import type { Ctx } from '../context.js';
-import { appendSvgItems, h, replaceChildren, s, select } from '../dom.js';
+import { appendSvgItems, frameWidth, h, replaceChildren, s, select } from '../dom.js';
 import { exportButtons } from '../export.js';
 import { type FlowJob, pageFlowLimit, startFlowJob } from '../flow-worker.js';
 
@@ -57,6 +57,10 @@ export class FlowView {
     this.el = h('div', { class: `view ${id}-view`, testid: `${id}-view` });
     this.readout = h('div', { class: 'readout', testid: `${id}-readout` });
     this.el.append(this.toolbar, this.readout, this.wrap);
+    // Laid out to the App's width (a compare side is half the window): again when it changes.
+    window.addEventListener('resize', () => {
+      if (!this.el.hidden) this.update();
+    });
     this.wrap.addEventListener('click', (e) => {
       const el = (e.target as Element).closest('[data-token][data-column]');
       if (!el) return;
@@ -248,7 +252,7 @@ export class FlowView {
       exportButtons(ctx, id, () => (this.kind === 'diagram' ? this.exportDiagram() : renderInfluenceTree(ctx.trace, { ...this.options(), depth: Math.min(this.depth, this.selected?.column ?? numLayers) }))),
     );
     const { state } = ctx;
-    const key = [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token].join('|');
+    const key = [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token, frameWidth(this.el)].join('|');
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
@@ -258,7 +262,7 @@ export class FlowView {
       const model = flowModel(ctx.trace, options);
       // Prettified labels, or the raw tokens when "prettify tokens" is off.
       const label = (t: { label: string; tip: string }) => (state.prettify ? t.label : t.tip);
-      const width = Math.max(640, document.documentElement.clientWidth - 48);
+      const width = frameWidth(this.el);
       const height = Math.max(420, window.innerHeight - 200);
       let items;
       let size: { width: number; height: number };

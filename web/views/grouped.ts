@@ -10,7 +10,7 @@ import { type GroupBy, type GroupCellRule, type GroupedHeatmapOptions, type Grou
 import { renderGroupedHeatmap } from '../../src/views/svg/grouped-heatmap.js';
 import { prettifyToken, tokenLabel } from '../../src/views/tokens.js';
 import type { Ctx } from '../context.js';
-import { button, checkbox, h, replaceChildren, select } from '../dom.js';
+import { button, checkbox, frameWidth, h, replaceChildren, select } from '../dom.js';
 import { exportButtons } from '../export.js';
 import { type MatrixHit, MatrixGrid } from '../matrix.js';
 import { headSelect, layerSelect, stackHeaders } from './common.js';
@@ -143,7 +143,7 @@ export class GroupedView {
     }
     const model = this.model;
     if (this.drill && (this.drill.row >= model.rows.length || this.drill.col >= model.cols.length)) this.drill = null;
-    const frame = { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 180) };
+    const frame = { width: frameWidth(this.el), height: Math.max(480, window.innerHeight - 180) };
     const [qAxis, kAxis] = stackHeaders(state.stack);
     if (this.drill) {
       const block = groupedDrill(model, this.drill.row, this.drill.col);

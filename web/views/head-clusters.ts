@@ -12,7 +12,7 @@ import { renderHeadClusters } from '../../src/views/svg/head-clusters.js';
 import type { HeadClustersOptions } from '../../src/views/layout/head-clusters.js';
 import type { Ctx } from '../context.js';
 import { wireHeadPicks } from './common.js';
-import { appendSvgItems, button, checkbox, h, replaceChildren, s, select } from '../dom.js';
+import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s, select } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
 const PROJECTIONS: { value: ClusterProjection; label: string }[] = [
@@ -37,6 +37,10 @@ export class HeadClustersView {
     this.el.append(this.toolbar, this.readout, this.wrap);
     // A click opens the head's heatmap.
     wireHeadPicks(ctx, this.wrap, (head, e) => this.hover(head, e));
+    // Laid out to the App's width (a compare side is half the window): again when it changes.
+    window.addEventListener('resize', () => {
+      if (!this.el.hidden) this.update();
+    });
   }
 
   /** The view's options as the export takes them. */
@@ -78,7 +82,7 @@ export class HeadClustersView {
       exportButtons(ctx, 'clusters', () => renderHeadClusters(ctx.trace, { ...this.options(), clustering: this.clustering ?? undefined })),
     );
     const ckey = [state.stack, this.projection, this.k, this.excludeFirst, ctx.step() ?? 'all'].join('|');
-    const key = [ckey, state.theme, state.layer, state.heatmapHead].join('|');
+    const key = [ckey, state.theme, state.layer, state.heatmapHead, frameWidth(this.el)].join('|');
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
@@ -90,7 +94,7 @@ export class HeadClustersView {
       }
       const c = this.clustering;
       const layout = headClustersLayout(c, ctx.theme(), {
-        frame: { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 150) },
+        frame: { width: frameWidth(this.el), height: Math.max(480, window.innerHeight - 150) },
         // Ring the head the heatmap shows.
         selected: { layer: state.layer, head: state.heatmapHead },
       });

@@ -11,7 +11,7 @@ import { type HeadTypesOptions, headTypesLayout, headTypesTableOf, typeScoreLine
 import { renderHeadTypes } from '../../src/views/svg/head-types.js';
 import type { Ctx } from '../context.js';
 import { wireHeadPicks } from './common.js';
-import { appendSvgItems, button, checkbox, h, replaceChildren, s } from '../dom.js';
+import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '–');
@@ -30,6 +30,10 @@ export class HeadTypesView {
     this.el.append(this.toolbar, this.readout, this.wrap);
     // A click opens the head's heatmap.
     wireHeadPicks(ctx, this.wrap, (head, e) => this.hover(head, e));
+    // Laid out to the App's width (a compare side is half the window): again when it changes.
+    window.addEventListener('resize', () => {
+      if (!this.el.hidden) this.update();
+    });
   }
 
   /** The view's options as the export takes them. */
@@ -69,7 +73,7 @@ export class HeadTypesView {
       exportButtons(ctx, 'types', () => renderHeadTypes(ctx.trace, { ...this.options(), table: this.table ?? undefined })),
     );
     const tkey = [state.stack, this.excludeFirst, ctx.step() ?? 'all'].join('|');
-    const key = [tkey, state.theme, state.layer, state.heatmapHead].join('|');
+    const key = [tkey, state.theme, state.layer, state.heatmapHead, frameWidth(this.el)].join('|');
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
@@ -80,7 +84,7 @@ export class HeadTypesView {
         this.tableKey = tkey;
       }
       const layout = headTypesLayout(this.table, ctx.theme(), {
-        frame: { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 150) },
+        frame: { width: frameWidth(this.el), height: Math.max(480, window.innerHeight - 150) },
         // Outline the head the heatmap shows.
         selected: { layer: state.layer, head: state.heatmapHead },
       });

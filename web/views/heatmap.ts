@@ -9,7 +9,7 @@ import { displayMask, heatmapMatrix } from '../../src/views/layout/heatmap.js';
 import { renderHeatmap } from '../../src/views/svg/heatmap.js';
 import type { DisplayStack } from '../../src/views/tokens.js';
 import type { Ctx, HeatmapMode } from '../context.js';
-import { button, checkbox, h, replaceChildren, select } from '../dom.js';
+import { button, checkbox, frameWidth, h, replaceChildren, select } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 import { type MatrixHit, MatrixGrid } from '../matrix.js';
 import { gridTokenOptions, headSelect, layerSelect, stackHeaders } from './common.js';
@@ -117,7 +117,7 @@ export class HeatmapView {
       axes: stackHeaders(state.stack),
       masked: this.masked,
       // Fill the page: single matrices grow up to 36 px cells, small multiples share the width.
-      frame: { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(480, window.innerHeight - 150) },
+      frame: { width: frameWidth(this.el), height: Math.max(480, window.innerHeight - 150) },
       maxCell: mode === 'all' ? 22 : 36,
     });
     this.grid.canvas.setAttribute('data-mode', mode);
@@ -205,7 +205,7 @@ export class HeatmapView {
     );
     // Fill the window below the controls.
     const top = this.body.getBoundingClientRect().top;
-    const frame = { width: Math.max(640, document.documentElement.clientWidth - 48), height: Math.max(420, Math.floor(window.innerHeight - (top > 0 ? top : 230) - 20)) };
+    const frame = { width: frameWidth(this.el), height: Math.max(420, Math.floor(window.innerHeight - (top > 0 ? top : 230) - 20)) };
     const key = [state.stack, state.layer, mode, state.heatmapHead, state.heatmapLog, state.theme, state.prettify, this.reduce, frame.width, frame.height].join('|');
     this.tiles.resume();
     if (key === this.key) return;
