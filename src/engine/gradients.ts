@@ -140,6 +140,10 @@ export interface AttributeOptions {
   rule?: IntegrationRule;
   /** Head gates [layers·heads] per stack during the whole computation (default ones: the model as trained). */
   headGates?: Partial<Record<StackName, Float32Array>>;
+  /** Integrated gradients: called after each run of path points (`done` of the stage's `total` new points, for `steps` steps). */
+  onProgress?: (p: { steps: number; done: number; total: number }) => void;
+  /** Stops before the next session run when it fires (rejects with the signal's reason). */
+  signal?: AbortSignal;
 }
 
 /** One term of T: weight · score of `tokenId` at `position`. */
@@ -677,7 +681,7 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
     let runs = 0;
     // acc = Σ c_k ∂T/∂X(α_k) over the points so far; the integral is acc / divisor (see stagePoints).
     const acc = new Float64Array(n * d);
-    const addPoints = async (points: readonly StagePoint[]): Promise<void> => {
+    const addPoints = async (points: readonly StagePoint[], stageSteps: number): Promise<void> => {
       const pending: StagePoint[] = [];
       for (const p of points) {
         // The end points come from the passes already made: α = 0 at the baseline, α = 1 at the input (X = E whatever the baseline).
@@ -687,8 +691,10 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
       }
       for (let i = 0; i < pending.length; i += perRun) {
         const chunk = pending.slice(i, i + perRun);
+        options.signal?.throwIfAborted();
         const step = await run('embeddings', chunk.map((p) => p.alpha), terms, chosen.feeds);
         runs++;
+        options.onProgress?.({ steps: stageSteps, done: i + chunk.length, total: pending.length });
         const gk = f32(step[OUT.embeddingGrad], OUT.embeddingGrad); // [chunk, n, d]
         for (let b = 0; b < chunk.length; b++) {
           const c = chunk[b]!.c;
@@ -714,7 +720,7 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
     let auto: AutoSteps | undefined;
     if (steps !== 'auto') {
       const stage = stagePoints(rule, steps, null);
-      await addPoints(stage.points);
+      await addPoints(stage.points, steps);
       used = steps;
       final = evaluate(stage.divisor);
     } else {
@@ -727,7 +733,7 @@ export async function attribute(model: Model, inputs: ModelInputs, options: Attr
       for (;;) {
         const stage = stagePoints(rule, stepsNow, prev);
         if (stage.reset) acc.fill(0);
-        await addPoints(stage.points);
+        await addPoints(stage.points, stepsNow);
         final = evaluate(stage.divisor);
         stages.push({ steps: stepsNow, relativeError: final.relativeError });
         if (degenerate) { stopped = 'degenerate'; break; }

@@ -17,6 +17,7 @@ import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type 
 import { RequestError, TraceService, validateTraceRequest } from './traces.js';
 import { exportFile, validateExportRequest } from './exports.js';
 import { comparePageFile, validateComparePageRequest } from './compare.js';
+import { AnalysisService, analysisResponse, validateAnalysisRequest } from './analysis.js';
 
 export const CSP = [
   "default-src 'none'",
@@ -94,6 +95,8 @@ export interface AppDeps {
   /** Host names requests may carry (loopback names when bound to loopback); null accepts any. */
   allowedHosts: ReadonlySet<string> | null;
   hubDownloads: boolean;
+  /** The analysis views' service (analysis.ts); default one over the same catalog, pool and limits. */
+  analysis?: AnalysisService;
 }
 
 function apiError(c: Context, status: number, error: string, field?: string): Response {
@@ -269,7 +272,18 @@ export function createApp(deps: AppDeps): Hono {
     }
   });
 
-  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export, POST /api/compare-page)'));
+  /** POST /api/analysis {model, text, textPair?, decoderText?, view, options?}: an analysis view's data (analysis.ts), as NDJSON progress and result lines. */
+  const analysis = deps.analysis ?? new AnalysisService(deps.catalog, deps.pool, { limits: deps.limits });
+  app.post('/api/analysis', limit, async (c) => {
+    try {
+      return await analysisResponse(analysis, validateAnalysisRequest(await readJson(c), deps.limits), c.req.raw.signal);
+    } catch (e) {
+      if (e instanceof AbortError) return new Response(null, { status: 499 });
+      return errorResponse(c, e);
+    }
+  });
+
+  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export, POST /api/compare-page, POST /api/analysis)'));
   app.notFound((c) => apiError(c, 404, 'not found'));
   app.onError((e, c) => errorResponse(c, e));
   return app;

@@ -22,6 +22,10 @@
  */
 import type { GenerationInfo, ModelInfo, Prediction, StackName, Token } from '../core/trace.js';
 import type { PayloadScoreTerms, TensorKind } from '../views/html/payload.js';
+import type { AblationData } from '../views/layout/ablation.js';
+import type { HeadImportanceData } from '../views/layout/head-importance.js';
+import type { LogitLensData } from '../views/layout/logit-lens.js';
+import type { SaliencyData } from '../views/layout/saliency.js';
 
 export const FRAMES_MEDIA_TYPE = 'application/vnd.attnscope.frames';
 
@@ -286,3 +290,85 @@ function decodeFrame(type: number, payload: Uint8Array): Frame {
       throw new Error(`unknown frame type ${type}`);
   }
 }
+
+// --- The analysis views (POST /api/analysis) ------------------------------------------------------
+
+/**
+ * `POST /api/analysis` answers newline-delimited JSON ({@link AnalysisLine} per line): progress
+ * lines while the model runs (integrated gradients report their path points), then one `result`
+ * line with the view's data, or an `error` line. The data are what the standalone page carries for
+ * the same view (src/views/analysis-data.ts), so the app draws them with the page's components.
+ */
+export const ANALYSIS_MEDIA_TYPE = 'application/x-ndjson';
+
+/** The analysis views the server computes: the page's four (saliency, importance, ablation, lens) and the deep dive. */
+export type AnalysisKind = 'saliency' | 'importance' | 'ablation' | 'lens' | 'deep';
+export const ANALYSIS_KINDS: readonly AnalysisKind[] = ['saliency', 'importance', 'ablation', 'lens', 'deep'];
+
+export interface AnalysisHead {
+  layer: number;
+  head: number;
+  /** Default: the self-attention stack (the encoder's for encoder-decoders). */
+  stack?: StackName;
+}
+
+export interface AnalysisOptions {
+  /** saliency: integrated gradients' steps, 1 … ANALYSIS_MAX_STEPS, or 'auto' (the default: refined until completeness is within 1%). */
+  steps?: number | 'auto';
+  /** saliency, importance, ablation: the position whose prediction is the target (default: the last; masked LMs the first mask). */
+  position?: number;
+  /** importance: ∂T/∂g itself instead of Michel et al.'s normalized |∂T/∂g|. */
+  signed?: boolean;
+  /** ablation: the heads removed. */
+  heads?: AnalysisHead[];
+  /** ablation: 'zero' (default) or 'mean'. */
+  mode?: 'zero' | 'mean';
+  /** ablation: candidates listed (default 10); lens: top tokens per cell (default 5); at most ServerLimits.maxTopK. */
+  topK?: number;
+}
+
+/** Largest number of integrated-gradients steps a request may ask for (and the cap of 'auto'). */
+export const ANALYSIS_MAX_STEPS = 256;
+/** Most heads one ablation request may remove. */
+export const ANALYSIS_MAX_HEADS = 256;
+
+export interface AnalysisRequest {
+  model: string;
+  text: string;
+  textPair?: string;
+  decoderText?: string;
+  view: AnalysisKind;
+  options?: AnalysisOptions;
+}
+
+/** The deep dive: how much attention (and cross attention) and the MLP change each token, per layer (analysis/hidden-states.ts updateNorms). */
+export interface DeepDiveData {
+  stack: StackName;
+  /** Token labels as the views show them. */
+  tokens: string[];
+  layers: {
+    /** ‖residual stream entering the layer‖ per token. */
+    residual: number[];
+    attention: { norm: number[]; relative: number[] };
+    cross?: { norm: number[]; relative: number[] };
+    mlp: { norm: number[]; relative: number[] };
+  }[];
+}
+
+export type AnalysisData =
+  | { view: 'saliency'; data: SaliencyData }
+  | { view: 'importance'; data: HeadImportanceData }
+  | { view: 'ablation'; data: AblationData }
+  | { view: 'lens'; data: LogitLensData }
+  | { view: 'deep'; data: DeepDiveData };
+
+export type AnalysisResult = AnalysisData & {
+  /** The model's name (titles of exports), the revision the data were computed with. */
+  modelName: string;
+  revision: string;
+  cached: boolean;
+  /** Milliseconds spent computing (0 when cached). */
+  ms: number;
+};
+
+export type AnalysisLine = ({ type: 'progress' } & ProgressFrame) | { type: 'result'; result: AnalysisResult } | ({ type: 'error' } & ApiError);

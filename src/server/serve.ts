@@ -9,6 +9,7 @@ import { ModelCatalog } from './catalog.js';
 import { ModelPool } from './pool.js';
 import type { ServerLimits } from './protocol.js';
 import { TraceService } from './traces.js';
+import { AnalysisService } from './analysis.js';
 
 export interface ServeOptions {
   /** Port (0: any free one). */
@@ -39,6 +40,8 @@ export interface RunningServer {
   catalog: ModelCatalog;
   pool: ModelPool;
   traces: TraceService;
+  /** The analysis views' service (POST /api/analysis). */
+  analysis: AnalysisService;
   close(): Promise<void>;
 }
 
@@ -61,11 +64,13 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     ...(options.threads ? { threads: options.threads } : {}),
   });
   const traces = new TraceService(catalog, pool, { limits, cacheBytes: options.cacheBytes ?? DEFAULT_CACHE_MB * 2 ** 20 });
+  const analysis = new AnalysisService(catalog, pool, { limits });
   const loopback = LOOPBACK.has(host);
   const app = createApp({
     catalog,
     pool,
     traces,
+    analysis,
     limits,
     bundle,
     allowedHosts: loopback ? new Set(['127.0.0.1', 'localhost', '::1']) : null,
@@ -95,6 +100,7 @@ export async function startServer(options: ServeOptions): Promise<RunningServer>
     catalog,
     pool,
     traces,
+    analysis,
     close() {
       closing ??= (async () => {
         await new Promise<void>((resolve) => {

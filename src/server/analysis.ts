@@ -1,0 +1,451 @@
+/**
+ * The analysis views of `attnscope serve` (POST /api/analysis): saliency, head importance,
+ * ablation, logit lens and the deep dive, computed for a model and text with the library calls
+ * the CLI's `export --view …` makes (engine/gradients.ts attribute, engine/ablation.ts
+ * ablateHeads, Model.trace with a logit lens or the residual stream) and turned into the views'
+ * data by src/views/analysis-data.ts — the data the standalone page carries, drawn in the app by
+ * the page's components.
+ *
+ * Answers are newline-delimited JSON (protocol.ts AnalysisLine): progress (integrated gradients
+ * report their path points), then the result. Results are kept in an LRU bounded in bytes, keyed
+ * by model revision, inputs, view and options; identical requests share one run, which stops
+ * (between model runs; a worker is terminated) when every request following it has gone. The
+ * JavaScript-heavy parts (gradient-weighted rollout, update norms) run in a worker
+ * (analysis-worker.ts), so the server keeps answering meanwhile.
+ */
+import { AttnscopeError } from '../core/errors.js';
+import type { LayerStack, StackMap, StackName, Trace } from '../core/trace.js';
+import { ablateHeads } from '../engine/ablation.js';
+import { attribute, type AttributeOptions } from '../engine/gradients.js';
+import type { Model } from '../engine/model.js';
+import type { HeadRef } from '../analysis/ablation.js';
+import { ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData, traceAttributions, viewTokenLabel, type TargetNaming } from '../views/analysis-data.js';
+import type { ModelCatalog } from './catalog.js';
+import { ByteLru } from './lru.js';
+import { AbortError, abortable, type ModelPool } from './pool.js';
+import { runInWorker } from './analysis-worker.js';
+import {
+  ANALYSIS_KINDS,
+  ANALYSIS_MAX_HEADS,
+  ANALYSIS_MAX_STEPS,
+  ANALYSIS_MEDIA_TYPE,
+  type AnalysisData,
+  type AnalysisKind,
+  type AnalysisLine,
+  type AnalysisOptions,
+  type AnalysisRequest,
+  type AnalysisResult,
+  type ProgressFrame,
+  type ServerLimits,
+} from './protocol.js';
+import { RequestError } from './traces.js';
+
+const FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'view', 'options']);
+/** The options each view takes. */
+const VIEW_OPTIONS: Readonly<Record<AnalysisKind, readonly (keyof AnalysisOptions)[]>> = {
+  saliency: ['steps', 'position'],
+  importance: ['signed', 'position'],
+  ablation: ['heads', 'mode', 'topK', 'position'],
+  lens: ['topK'],
+  deep: [],
+};
+
+export type ValidAnalysisRequest = AnalysisRequest & { options: AnalysisOptions };
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+/** Checks a parsed body against the API's types and the server's limits (the model's own bounds are checked when it is loaded). */
+export function validateAnalysisRequest(body: unknown, limits: ServerLimits): ValidAnalysisRequest {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'body: a JSON object {model, text, textPair?, decoderText?, view, options?}');
+  const b = body as Record<string, unknown>;
+  for (const k of Object.keys(b)) if (!FIELDS.has(k)) throw new RequestError(400, `${k.slice(0, 40)}: unknown field (allowed: ${[...FIELDS].join(', ')})`, k.slice(0, 40));
+  if (typeof b.model !== 'string') throw new RequestError(400, 'model: a string (an id from GET /api/models, or a Hub id)', 'model');
+  const text = (field: string, value: unknown, optional: boolean): string | undefined => {
+    if (value === undefined && optional) return undefined;
+    if (typeof value !== 'string') throw new RequestError(400, `${field}: a string of at most ${limits.maxTextChars} characters`, field);
+    if (value.length > limits.maxTextChars) throw new RequestError(413, `${field}: ${value.length} characters; at most ${limits.maxTextChars} allowed`, field);
+    return value;
+  };
+  if (typeof b.view !== 'string' || !(ANALYSIS_KINDS as readonly string[]).includes(b.view)) throw new RequestError(400, `view: one of ${ANALYSIS_KINDS.join(', ')}`, 'view');
+  const view = b.view as AnalysisKind;
+  const out: ValidAnalysisRequest = { model: b.model, text: text('text', b.text, false)!, view, options: {} };
+  const pair = text('textPair', b.textPair, true);
+  const decoder = text('decoderText', b.decoderText, true);
+  if (pair !== undefined && pair !== '') out.textPair = pair;
+  if (decoder !== undefined) out.decoderText = decoder;
+  if (b.options !== undefined) {
+    if (typeof b.options !== 'object' || b.options === null || Array.isArray(b.options)) throw new RequestError(400, 'options: an object', 'options');
+    const o = b.options as Record<string, unknown>;
+    const allowed = VIEW_OPTIONS[view];
+    for (const k of Object.keys(o)) {
+      if (!allowed.includes(k as keyof AnalysisOptions)) {
+        throw new RequestError(400, `options.${k.slice(0, 40)}: not an option of the ${view} view (${allowed.length ? `it takes: ${allowed.join(', ')}` : 'it takes none'})`, `options.${k.slice(0, 40)}`);
+      }
+    }
+    const opts = out.options;
+    if (o.steps !== undefined) {
+      if (o.steps !== 'auto' && !(isInt(o.steps) && o.steps >= 1 && o.steps <= ANALYSIS_MAX_STEPS)) throw new RequestError(400, `options.steps: an integer from 1 to ${ANALYSIS_MAX_STEPS}, or 'auto'`, 'options.steps');
+      opts.steps = o.steps;
+    }
+    if (o.position !== undefined) {
+      if (!isInt(o.position) || o.position < 0 || o.position >= limits.maxTokens) throw new RequestError(400, `options.position: an integer from 0 to ${limits.maxTokens - 1} (a token position)`, 'options.position');
+      opts.position = o.position;
+    }
+    if (o.signed !== undefined) {
+      if (typeof o.signed !== 'boolean') throw new RequestError(400, 'options.signed: true or false', 'options.signed');
+      opts.signed = o.signed;
+    }
+    if (o.mode !== undefined) {
+      if (o.mode !== 'zero' && o.mode !== 'mean') throw new RequestError(400, "options.mode: 'zero' or 'mean'", 'options.mode');
+      opts.mode = o.mode;
+    }
+    if (o.topK !== undefined) {
+      if (!isInt(o.topK) || o.topK < 1 || o.topK > limits.maxTopK) throw new RequestError(400, `options.topK: an integer from 1 to ${limits.maxTopK}`, 'options.topK');
+      opts.topK = o.topK;
+    }
+    if (o.heads !== undefined) {
+      if (!Array.isArray(o.heads) || o.heads.length === 0 || o.heads.length > ANALYSIS_MAX_HEADS) throw new RequestError(400, `options.heads: a list of 1 to ${ANALYSIS_MAX_HEADS} heads {layer, head, stack?}`, 'options.heads');
+      opts.heads = o.heads.map((x: unknown, i) => {
+        const e = x as Record<string, unknown> | null;
+        const stacks = ['self', 'encoder', 'decoder', 'cross'];
+        if (typeof e !== 'object' || e === null || !isInt(e.layer) || !isInt(e.head) || e.layer < 0 || e.head < 0 || (e.stack !== undefined && !stacks.includes(e.stack as string)) || Object.keys(e).some((k) => !['layer', 'head', 'stack'].includes(k))) {
+          throw new RequestError(400, `options.heads[${i}]: {layer, head, stack?} with non-negative integers (stack: ${stacks.join(', ')})`, 'options.heads');
+        }
+        return { layer: e.layer, head: e.head, ...(e.stack !== undefined ? { stack: e.stack as StackName } : {}) };
+      });
+    }
+  }
+  if (view === 'ablation' && !out.options.heads) throw new RequestError(400, 'options.heads: the ablation view needs the heads to remove, [{layer, head}, …]', 'options.heads');
+  return out;
+}
+
+/** The options that make a result, in a fixed order (the cache key). */
+function optionsKey(req: ValidAnalysisRequest): unknown[] {
+  const o = req.options;
+  switch (req.view) {
+    case 'saliency':
+      return [o.steps ?? 'auto', o.position ?? null];
+    case 'importance':
+      return [o.signed ?? false, o.position ?? null];
+    case 'ablation':
+      return [[...(o.heads ?? [])].map((x) => `${x.stack ?? ''}:${x.layer}:${x.head}`).sort(), o.mode ?? 'zero', o.topK ?? 10, o.position ?? null];
+    case 'lens':
+      return [o.topK ?? 5];
+    case 'deep':
+      return [];
+  }
+}
+
+type Computed = AnalysisData & { modelName: string; revision: string; ms: number };
+
+interface SharedRun {
+  promise: Promise<Computed>;
+  controller: AbortController;
+  waiters: number;
+  listeners: Set<(p: ProgressFrame) => void>;
+}
+
+export interface AnalysisServiceOptions {
+  limits: ServerLimits;
+  /** Bytes of results kept (default 64 MiB). */
+  cacheBytes?: number;
+  /** Analyses computed at once (default 1: each runs the model many times); more wait their turn. */
+  concurrentRuns?: number;
+  /** Analyses that may wait (default 32); more are refused with 503. */
+  maxWaiting?: number;
+}
+
+export class AnalysisService {
+  readonly cache: ByteLru<string, Computed>;
+  private readonly inflight = new Map<string, SharedRun>();
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  /** Analyses computed (a test reads it to see cache hits and shared runs). */
+  runs = 0;
+
+  constructor(
+    private readonly catalog: ModelCatalog,
+    private readonly pool: ModelPool,
+    private readonly options: AnalysisServiceOptions,
+  ) {
+    this.cache = new ByteLru(options.cacheBytes ?? 64 * 2 ** 20);
+  }
+
+  /**
+   * Starts (or joins) the computation of a validated request. Refusals that do not need a run
+   * (an unknown model, too many tokens, heads or positions the model does not have) reject here,
+   * so the route answers them with a status; `follow` then gives the progress and the result.
+   */
+  async open(req: ValidAnalysisRequest, signal: AbortSignal): Promise<{ cached: Computed } | { follow: (onProgress: (p: ProgressFrame) => void) => Promise<Computed> }> {
+    let location;
+    try {
+      location = await this.catalog.locate(req.model);
+    } catch (e) {
+      if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
+      throw e;
+    }
+    const lease = await this.pool.acquire(location, undefined, signal).catch((e: unknown) => {
+      if (e instanceof AttnscopeError) throw new RequestError(400, e.message.startsWith('model:') ? e.message : `model: ${e.message}`, 'model');
+      throw e;
+    });
+    let run: SharedRun | undefined;
+    try {
+      const key = JSON.stringify([location.id, lease.revision, req.text, req.textPair ?? null, req.decoderText ?? null, req.view, optionsKey(req)]);
+      const hit = this.cache.get(key);
+      if (hit) return { cached: hit };
+      await this.check(lease.model, req);
+      run = this.inflight.get(key);
+      if (!run) {
+        const controller = new AbortController();
+        const listeners = new Set<(p: ProgressFrame) => void>();
+        const progress = (p: ProgressFrame) => listeners.forEach((l) => l(p));
+        const shared: SharedRun = { controller, waiters: 0, listeners, promise: undefined as unknown as Promise<Computed> };
+        shared.promise = (async () => {
+          await this.turn(controller.signal, progress);
+          try {
+            // The run holds the model itself: the requests that asked for it may all be gone by now.
+            const own = await this.pool.acquire(location);
+            try {
+              this.runs++;
+              const t0 = performance.now();
+              const data = await computeAnalysis(own.model, req, progress, controller.signal);
+              return { ...data, modelName: own.model.name, revision: own.revision, ms: Math.round(performance.now() - t0) };
+            } finally {
+              own.release();
+            }
+          } finally {
+            this.leave();
+          }
+        })()
+          .then((r) => {
+            this.cache.set(key, r, JSON.stringify(r).length * 2 + 1024);
+            return r;
+          })
+          .finally(() => this.inflight.delete(key));
+        shared.promise.catch(() => undefined);
+        this.inflight.set(key, shared);
+        run = shared;
+      }
+    } finally {
+      lease.release();
+    }
+    const joined = run;
+    joined.waiters++;
+    let left = false;
+    const leave = () => {
+      if (left) return;
+      left = true;
+      signal.removeEventListener('abort', leave);
+      if (--joined.waiters === 0) joined.controller.abort();
+    };
+    signal.addEventListener('abort', leave, { once: true });
+    return {
+      follow: async (onProgress) => {
+        joined.listeners.add(onProgress);
+        try {
+          return await abortable(joined.promise, signal);
+        } finally {
+          joined.listeners.delete(onProgress);
+          leave();
+        }
+      },
+    };
+  }
+
+  /** Waits until no analysis is under way (tests: after a cancel, the run has stopped). */
+  async settled(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()].map((r) => r.promise));
+  }
+
+  private async turn(signal: AbortSignal, progress: (p: ProgressFrame) => void): Promise<void> {
+    const n = this.options.concurrentRuns ?? 1;
+    if (this.active < n) {
+      this.active++;
+      return;
+    }
+    if (this.waiting.length >= (this.options.maxWaiting ?? 32)) throw new RequestError(503, `server busy: ${this.waiting.length} analyses are waiting already; try again shortly`);
+    progress({ stage: 'queue', message: `waiting for ${this.active + this.waiting.length} analysis run${this.active + this.waiting.length === 1 ? '' : 's'} before this one` });
+    let enter!: () => void;
+    const p = new Promise<void>((r) => (enter = r));
+    this.waiting.push(enter);
+    try {
+      await abortable(p, signal);
+    } catch (e) {
+      const i = this.waiting.indexOf(enter);
+      if (i >= 0) this.waiting.splice(i, 1);
+      else this.leave();
+      throw e;
+    }
+  }
+
+  private leave(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+
+  /** Refuses inputs over the token limits, and heads or positions the model does not have. */
+  private async check(model: Model, req: ValidAnalysisRequest): Promise<void> {
+    const limit = this.options.limits.maxTokens;
+    const max = Math.min(limit, model.info.maxPositions);
+    const why = max < limit ? `the model's ${model.info.maxPositions} positions` : `the server's --max-tokens`;
+    const tokens = await model.tokenize(req.text, req.textPair).catch((e: unknown) => {
+      throw new RequestError(400, `text: ${(e as Error).message}`, 'text');
+    });
+    if (tokens.length > max) throw new RequestError(413, `${req.textPair !== undefined ? 'text, textPair' : 'text'}: ${tokens.length} tokens; at most ${max} allowed (${why})`, req.textPair !== undefined ? 'textPair' : 'text');
+    const info = model.architectureInfo;
+    let positions = tokens.length;
+    if (req.decoderText !== undefined) {
+      if (info.kind !== 'encoder-decoder') throw new RequestError(400, `decoderText: ${model.name} is not an encoder-decoder model (leave decoderText out)`, 'decoderText');
+      const tok = model.tokenizer;
+      const decoder = tok?.encodeTarget ? await tok.encodeTarget(req.decoderText) : await model.tokenize(req.decoderText);
+      if (decoder.length + 1 > max) throw new RequestError(413, `decoderText: ${decoder.length} tokens; at most ${max - 1} allowed (${why})`, 'decoderText');
+      positions = decoder.length + 1;
+    }
+    if (req.textPair !== undefined && info.kind === 'encoder-decoder') throw new RequestError(400, `textPair: does not apply to an encoder-decoder model (${model.name})`, 'textPair');
+    const { position, heads } = req.options;
+    // Generated decoder inputs (no decoder text) have a length known only after generation: the engine checks those.
+    if (position !== undefined && (info.kind !== 'encoder-decoder' || req.decoderText !== undefined) && position >= positions) {
+      throw new RequestError(400, `options.position: ${position} is past the last ${info.kind === 'encoder-decoder' ? 'decoder ' : ''}token (positions 0 to ${positions - 1})`, 'options.position');
+    }
+    for (const [i, hd] of (heads ?? []).entries()) {
+      const stack = hd.stack ?? defaultStack(model);
+      const layers = info.stacks[stack];
+      if (layers === undefined) throw new RequestError(400, `options.heads[${i}]: ${model.name} has no '${stack}' attention (it has: ${Object.keys(info.stacks).join(', ')})`, 'options.heads');
+      const nHeads = info.stackHeads?.[stack] ?? info.numHeads;
+      if (hd.layer >= layers || hd.head >= nHeads) throw new RequestError(400, `options.heads[${i}]: layer ${hd.layer} head ${hd.head} is out of range (${stack}: layers 0 to ${layers - 1}, heads 0 to ${nHeads - 1})`, 'options.heads');
+    }
+  }
+}
+
+function defaultStack(model: Model): StackName {
+  return model.architectureInfo.stacks.self !== undefined ? 'self' : 'encoder';
+}
+
+/** The buffers of a stack map's layers, each once (transferred to the worker). */
+function buffersOf(...maps: (StackMap | undefined)[]): ArrayBuffer[] {
+  const out = new Set<ArrayBuffer>();
+  for (const m of maps) for (const s of Object.values(m ?? {}) as LayerStack[]) for (const l of s.layers) if (l.buffer instanceof ArrayBuffer) out.add(l.buffer);
+  return [...out];
+}
+
+/** The data of one analysis view for a request, with the CLI's library calls (export-command.ts exportAnalysisView). */
+export async function computeAnalysis(model: Model, req: ValidAnalysisRequest, progress: (p: ProgressFrame) => void, signal: AbortSignal): Promise<AnalysisData> {
+  const o = req.options;
+  const naming: TargetNaming = { tokenText: (id) => model.tokenizer?.idToToken(id) ?? null };
+  const check = () => {
+    if (signal.aborted) throw new AbortError();
+  };
+  const step = (message: string, fraction?: number) => progress({ stage: 'run', message, ...(fraction !== undefined ? { fraction } : {}) });
+  step(req.view === 'lens' ? 'running the model through the logit lens' : req.view === 'deep' ? 'recording the residual stream' : 'running the model', 0.02);
+  const base = { pair: req.textPair, decoderText: req.decoderText };
+  const trace: Trace = await model.trace(req.text, {
+    ...base,
+    ...(req.view === 'lens' ? { logitLens: o.topK ?? 5 } : req.view === 'deep' ? { residuals: true, attention: false } : { attention: true }),
+  });
+  check();
+  if (req.view === 'lens') return { view: 'lens', data: logitLensViewData(trace) };
+  if (req.view === 'deep') {
+    step('update norms of every layer (worker)', 0.6);
+    const input: Trace = { model: trace.model, tokens: trace.tokens, ...(trace.decoderTokens ? { decoderTokens: trace.decoderTokens } : {}), attention: {}, layerStates: trace.layerStates };
+    const u = await runInWorker('updateNorms', input, { signal });
+    const tokens = (u.stack === 'decoder' ? trace.decoderTokens : trace.tokens) ?? trace.tokens;
+    return { view: 'deep', data: { stack: u.stack, tokens: tokens.map((t) => viewTokenLabel(t.text, trace.model.modelType)), layers: u.layers } };
+  }
+  const inputs = { inputIds: trace.tokens.map((t) => t.id), typeIds: trace.tokens.map((t) => t.segment), ...(trace.decoderTokens ? { decoderInputIds: trace.decoderTokens.map((t) => t.id) } : {}) };
+  const target: AttributeOptions['target'] = o.position !== undefined ? { kind: 'token', position: o.position } : undefined;
+  if (req.view === 'ablation') {
+    const heads: HeadRef[] = (o.heads ?? []).map((x) => ({ stack: x.stack ?? defaultStack(model), layer: x.layer, head: x.head }));
+    step(`running the model with ${heads.length} head${heads.length === 1 ? '' : 's'} removed`, 0.4);
+    const result = await ablateHeads(model, inputs, { heads, mode: o.mode ?? 'zero', topK: o.topK ?? 10, ...(o.position !== undefined ? { position: o.position } : {}) });
+    return { view: 'ablation', data: ablationViewData(trace, result, naming) };
+  }
+  if (req.view === 'importance') {
+    step('gradients of the head gates', 0.4);
+    const result = await attribute(model, inputs, { methods: ['headImportance'], ...(target ? { target } : {}), signal });
+    trace.attributions = traceAttributions(result);
+    return { view: 'importance', data: headImportanceViewData(trace, { ...naming, normalization: o.signed ? 'signed' : 'michel' }) };
+  }
+  // Saliency: the methods `attnscope export --view saliency` draws.
+  step('gradients at the input', 0.05);
+  const result = await attribute(model, inputs, {
+    methods: ['gradient', 'gradXInput', 'integratedGradients', 'attentionGrad'],
+    steps: o.steps ?? 'auto',
+    maxSteps: ANALYSIS_MAX_STEPS,
+    ...(target ? { target } : {}),
+    signal,
+    onProgress: (p) => step(`integrated gradients: ${p.done} of ${p.total} new path points (${p.steps} steps)`, 0.05 + 0.85 * (p.done / Math.max(1, p.total))),
+  });
+  check();
+  trace.attributions = traceAttributions(result);
+  if (result.attentionGrad) {
+    step('attention × gradient and gradient-weighted rollout (worker)', 0.92);
+    const attention = result.attention ?? trace.attention;
+    const input: Trace = {
+      model: trace.model,
+      tokens: trace.tokens,
+      ...(trace.decoderTokens ? { decoderTokens: trace.decoderTokens } : {}),
+      attention,
+      attributions: { target: trace.attributions.target, scores: {}, attentionGrad: result.attentionGrad },
+    };
+    const scores = await runInWorker('attentionAttributions', input, { signal, transfer: result.attention ? buffersOf(result.attention, result.attentionGrad) : buffersOf(result.attentionGrad) }).catch((e: unknown) => {
+      // An AttnscopeError of the worker keeps its meaning (a clear 400-class message).
+      throw e instanceof Error && e.name === 'AttnscopeError' ? new AttnscopeError(e.message) : e;
+    });
+    Object.assign(trace.attributions.scores, scores);
+  }
+  return { view: 'saliency', data: saliencyViewData(trace, naming) };
+}
+
+/** One NDJSON line. */
+function line(value: AnalysisLine): Uint8Array {
+  return new TextEncoder().encode(`${JSON.stringify(value)}\n`);
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message.replace(/[\r\n]+/g, ' ').slice(0, 600) : String(e);
+}
+
+/** The answer to a validated request: progress lines, then the result (or an error line). Refusals reject (the route answers them with a status). */
+export async function analysisResponse(service: AnalysisService, req: ValidAnalysisRequest, requestSignal: AbortSignal): Promise<Response> {
+  // The client going away aborts the request's signal; a cancelled body aborts `own`.
+  const own = new AbortController();
+  const signal = AbortSignal.any([requestSignal, own.signal]);
+  const opened = await service.open(req, signal);
+  const headers = { 'Content-Type': ANALYSIS_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': 'cached' in opened ? 'hit' : 'miss' };
+  if ('cached' in opened) {
+    const { ms: _ms, ...rest } = opened.cached;
+    const result = { ...rest, cached: true, ms: 0 } as AnalysisResult;
+    return new Response(line({ type: 'result', result }) as Uint8Array<ArrayBuffer>, { headers });
+  }
+  const follow = opened.follow;
+  const stream = new ReadableStream<Uint8Array>({
+    async start(controller) {
+      const send = (l: AnalysisLine) => {
+        try {
+          controller.enqueue(line(l));
+        } catch {
+          // the client went away
+        }
+      };
+      try {
+        const r = await follow((p) => send({ type: 'progress', ...p }));
+        send({ type: 'result', result: { ...r, cached: false } as AnalysisResult });
+      } catch (e) {
+        if (!(e instanceof AbortError)) {
+          if (!(e instanceof AttnscopeError || e instanceof RequestError)) console.error('attnscope serve: analysis failed', e);
+          send({ type: 'error', error: messageOf(e), ...(e instanceof RequestError && e.field ? { field: e.field } : {}) });
+        }
+      }
+      try {
+        controller.close();
+      } catch {
+        // already closed
+      }
+    },
+    cancel() {
+      own.abort();
+    },
+  });
+  return new Response(stream, { headers });
+}
