@@ -3,8 +3,8 @@
  * tokens on random-weight Llama-shaped models built in memory, with attention on demand (queries,
  * keys and score terms; no probabilities leave the graph) against dense attention (every
  * probability) where it fits; then what reading attention on demand costs (one 512 × 512 head, a
- * 256-row band of an 8k-token head, a whole head, a streamed 64 × 64 thumbnail of a head)
- * and the size of the .safetensors trace.
+ * 256-row band of an 8k-token head, a whole head, a streamed 64 × 64 thumbnail of a head), with the
+ * WebAssembly kernel and with the JavaScript loops, and the size of the .safetensors trace.
  *
  * Each case runs in its own process; the parent polls its resident memory (/proc/<pid>/status) and
  * stops it above --limit GB (default 6: the machine is shared), reporting the case as not fitting.
@@ -106,9 +106,6 @@ async function runCase(spec: string): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   if (mode === 'on-demand') {
-    const source = attentionSource(trace, 'self');
-    const last = source.numLayers - 1;
-    source.block(last, 0, n - 64, n, 0, n); // warm-up
     // CPU time of this single-threaded computation (the machine is shared: wall time varies with its load).
     const time = (f: () => unknown, runs = 3): number => {
       const t: number[] = [];
@@ -119,13 +116,20 @@ async function runCase(spec: string): Promise<void> {
       }
       return t.sort((a, b) => a - b)[Math.floor(runs / 2)]!;
     };
-    result.band256Ms = time(() => source.block(last, 1, n - 256, n, 0, n));
-    result.headMs = time(() => source.block(last, 2, 0, n, 0, n), 1);
-    if (n >= 512) result.head512Ms = time(() => source.block(last, 3, n - 512, n, n - 512, n));
-    const thumbHeads = Math.min(4, source.numHeads);
-    c0 = process.cpuUsage();
-    for (let h = 0; h < thumbHeads; h++) headThumbnail(source, last, h, { size: 64 });
-    result.thumbnailMs = cpuMs(c0) / thumbHeads;
+    // The same reads with the JavaScript loops and with the WebAssembly kernel, interleaved (same load).
+    for (const kernel of ['js', 'wasm'] as const) {
+      const source = attentionSource(trace, 'self', { kernel });
+      const last = source.numLayers - 1;
+      source.block(last, 0, n - 64, n, 0, n); // warm-up
+      const at = (name: string, v: number) => (result[`${name}${kernel === 'js' ? 'Js' : ''}`] = v);
+      at('band256Ms', time(() => source.block(last, 1, n - 256, n, 0, n)));
+      at('headMs', time(() => source.block(last, 2, 0, n, 0, n), 1));
+      if (n >= 512) at('head512Ms', time(() => source.block(last, 3, n - 512, n, n - 512, n)));
+      const thumbHeads = Math.min(4, source.numHeads);
+      c0 = process.cpuUsage();
+      for (let h = 0; h < thumbHeads; h++) headThumbnail(source, last, h, { size: 64 });
+      at('thumbnailMs', cpuMs(c0) / thumbHeads);
+    }
     result.peakAllMb = peakMb();
   }
   await model.dispose();
@@ -163,6 +167,8 @@ function spawnCase(spec: string, limitMb: number): Promise<Record<string, unknow
 }
 
 const f0 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(0) : '–');
+/** "wasm / js (×speed-up)". */
+const pair = (wasm: unknown, js: unknown): string => (typeof wasm === 'number' && typeof js === 'number' ? `${f0(wasm)} / ${f0(js)} (×${(js / wasm).toFixed(1)})` : '–');
 const f1 = (x: unknown): string => (typeof x === 'number' ? (x < 10 ? x.toFixed(2) : x.toFixed(0)) : '–');
 
 async function main(): Promise<void> {
@@ -178,7 +184,8 @@ async function main(): Promise<void> {
   console.log(`attnscope attention on demand — random Llama-shaped models (${Object.entries(SHAPES).map(([k, s]) => `${k}: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads`).join('; ')})`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; each case in its own process, stopped above ${limitMb / 1024} GB`);
   console.log(`load average at start: ${os.loadavg().map((x) => x.toFixed(1)).join(', ')}; reading times are CPU ms of one thread`);
-  console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms | whole head ms | last 512×512 block ms | 64×64 thumbnail ms per head |');
+  console.log('Reading times: the WebAssembly kernel (the default), then the JavaScript loops (its fallback), measured in the same process one after the other.');
+  console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms wasm / js | whole head ms wasm / js | last 512×512 block ms wasm / js | 64×64 thumbnail ms per head wasm / js |');
   console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const spec of cases) {
     const r = await spawnCase(spec, limitMb);
@@ -186,7 +193,7 @@ async function main(): Promise<void> {
       console.log(`| ${spec} | ${r.stopped as string} | | | | | | | | |`);
       continue;
     }
-    console.log(`| ${spec} | ${f1((r.traceMs as number) / 1000)} (${f1((r.traceCpuMs as number) / 1000)}) | ${f0(r.polledPeakMb)} | ${f0(r.attentionMb)} | ${f0(r.qkMb)} | ${f1(r.fileMb)} | ${f0(r.band256Ms)} | ${f0(r.headMs)} | ${f0(r.head512Ms)} | ${f0(r.thumbnailMs)} |`);
+    console.log(`| ${spec} | ${f1((r.traceMs as number) / 1000)} (${f1((r.traceCpuMs as number) / 1000)}) | ${f0(r.polledPeakMb)} | ${f0(r.attentionMb)} | ${f0(r.qkMb)} | ${f1(r.fileMb)} | ${pair(r.band256Ms, r.band256MsJs)} | ${pair(r.headMs, r.headMsJs)} | ${pair(r.head512Ms, r.head512MsJs)} | ${pair(r.thumbnailMs, r.thumbnailMsJs)} |`);
   }
 }
 

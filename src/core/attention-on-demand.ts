@@ -14,14 +14,40 @@
  * (the keys of the head converted to float64 once and kept while the same head is read) into
  * scratch buffers the source keeps.
  *
+ * Two implementations of the same arithmetic: a WebAssembly SIMD kernel (core/wasm/attention-kernel.ts;
+ * f64x2 lanes, exact products of the float32 values, float64 sums and exponentials, one rounding to
+ * float32), used where WebAssembly runs, and these JavaScript loops where it does not (a page whose
+ * Content-Security-Policy refuses WebAssembly). Both give the float64 softmax rounded to float32
+ * (test/on-demand-kernel.test.ts).
+ *
  * Isomorphic: imports nothing from Node.
  */
 import { checkBlock, denseAttentionSource, type AttentionSource } from './attention-source.js';
 import { AttnscopeError } from './errors.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from './trace.js';
+import { AttentionKernel, attentionKernelStatus } from './wasm/attention-kernel.js';
 
 /** Rows computed together (each key vector is read once per group). */
 const GROUP = 4;
+
+/**
+ * Which implementation computes blocks: 'auto' (default) the WebAssembly kernel where it runs, else
+ * JavaScript; 'wasm' the kernel (an error where it cannot run); 'js' the JavaScript loops.
+ */
+export type OnDemandKernel = 'auto' | 'wasm' | 'js';
+
+export interface OnDemandOptions {
+  kernel?: OnDemandKernel;
+}
+
+/** The kernel a source would use with `kernel` ('wasm' or 'js'), for readouts and benches. */
+export function onDemandKernel(kernel: OnDemandKernel = 'auto'): 'wasm' | 'js' {
+  if (kernel === 'js') return 'js';
+  const status = attentionKernelStatus();
+  if (status.available) return 'wasm';
+  if (kernel === 'wasm') throw new AttnscopeError(`attention on demand: the WebAssembly kernel cannot run here (${status.reason}); use kernel 'auto' or 'js'`);
+  return 'js';
+}
 
 /**
  * An AttentionSource that computes the probabilities of `stack` from its queries
@@ -29,7 +55,7 @@ const GROUP = 4;
  * key head ⌊h·kvHeads/heads⌋) and score terms. Nothing is precomputed: each `block` call computes
  * its rows. Throws one clear line when the shapes do not fit together.
  */
-export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, keys: LayerStack, terms: ScoreTerms): AttentionSource {
+export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, keys: LayerStack, terms: ScoreTerms, options: OnDemandOptions = {}): AttentionSource {
   const [numHeads, numQueries, headDim] = queries.dims;
   const [kvHeads, numKeys, keyDim] = keys.dims;
   const numLayers = queries.layers.length;
@@ -58,6 +84,15 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
     if (w !== null && w !== undefined && !(Number.isInteger(w) && w >= 1)) throw new AttnscopeError(`${where}: layer ${l}'s sliding window ${String(w)} is not a positive integer`);
   }
   const causal = terms.causal;
+  const kernelKind = options.kernel ?? 'auto';
+  if (kernelKind !== 'auto' && kernelKind !== 'wasm' && kernelKind !== 'js') throw new AttnscopeError(`attention on demand: kernel '${String(kernelKind)}' is not one of auto, wasm, js`);
+  // The WebAssembly kernel's instance, made on the first block (null: the JavaScript loops).
+  let kernel: AttentionKernel | null | undefined;
+  const kernelOf = (): AttentionKernel | null => {
+    if (kernel === undefined) kernel = onDemandKernel(kernelKind) === 'wasm' ? AttentionKernel.create() : null;
+    if (kernel === null && kernelKind === 'wasm') throw new AttnscopeError(`attention on demand: the WebAssembly kernel cannot run here (${attentionKernelStatus().reason})`);
+    return kernel;
+  };
   // Scores of a group of rows, each over every key (GROUP × numKeys).
   let scratch = new Float64Array(0);
   // A group's query rows, interleaved (qi[GROUP·t + r]).
@@ -82,8 +117,28 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
     block(layer, head, r0, r1, c0, c1) {
       checkBlock(source, layer, head, r0, r1, c0, c1);
       const width = c1 - c0;
+      if (width === 0 || r1 === r0) return new Float32Array((r1 - r0) * width);
+      const wasm = kernelOf();
+      if (wasm) {
+        const kvHead = Math.floor((head * kvHeads) / numHeads);
+        return wasm.block(
+          {
+            queries: queries.layers[layer]!,
+            qa: head * numQueries * headDim,
+            keys: keys.layers[layer]!.subarray(kvHead * numKeys * headDim, (kvHead + 1) * numKeys * headDim),
+            keysId: `${layer}:${kvHead}`,
+            headDim,
+            numKeys,
+            scale: terms.scale[layer]!,
+            causal,
+            window: terms.window[layer] ?? 0,
+            bias: bias ? bias.layers[layer]! : null,
+            ba: head * numQueries * numKeys,
+          },
+          r0, r1, c0, c1,
+        );
+      }
       const out = new Float32Array((r1 - r0) * width);
-      if (width === 0 || r1 === r0) return out;
       if (scratch.length < GROUP * numKeys) scratch = new Float64Array(GROUP * numKeys);
       const s = scratch;
       const q = queries.layers[layer]!;
@@ -240,13 +295,13 @@ export function attentionStacks(trace: Trace): StackName[] {
  * otherwise computed on demand from its queries, keys and score terms. One clear line when it
  * has neither.
  */
-export function attentionSource(trace: Trace, stack: StackName): AttentionSource {
+export function attentionSource(trace: Trace, stack: StackName, options: OnDemandOptions = {}): AttentionSource {
   const dense = trace.attention[stack];
   if (dense) return denseAttentionSource(stack, dense);
   const q = trace.queries?.[stack];
   const k = trace.keys?.[stack];
   const terms = trace.scores?.[stack];
-  if (q && k && terms) return queryKeyAttentionSource(stack, q, k, terms);
+  if (q && k && terms) return queryKeyAttentionSource(stack, q, k, terms, options);
   const has = attentionStacks(trace);
   throw new AttnscopeError(
     `the trace has no '${stack}' attention (neither probabilities nor queries, keys and score terms)${has.length > 0 ? `; it has: ${has.join(', ')}` : ''}`,
