@@ -28,6 +28,17 @@ const LONG_VIEWS: readonly PageView[] = ['head', 'model', 'heatmap'];
 interface View {
   el: HTMLElement;
   update(): void;
+  /** Called when another view is shown (a hosted view stops its work). */
+  leave?(): void;
+}
+
+/**
+ * Views a host adds to the page's tabs (the served app: the analysis views computed on request,
+ * the bias panel): their names and labels in tab order, and a maker called once per App.
+ */
+export interface HostedViews {
+  views: readonly { name: PageView; label: string }[];
+  make(name: PageView, app: App): View;
 }
 
 /** The analysis views whose data the page carries (their tabs follow the attention views'). */
@@ -37,16 +48,17 @@ function analysisViews(header: PayloadHeader): AnalysisViewName[] {
   return ANALYSIS_VIEW_NAMES.filter((v) => has[v]);
 }
 
-/** Every tab of the page, in order. */
-function pageViews(header: PayloadHeader): { name: PageView; label: string }[] {
-  return [...VIEWS, ...analysisViews(header).map((name) => ({ name, label: ANALYSIS_VIEW_LABELS[name] }))];
+/** Every tab of the page, in order (then a host's views not carried by the page). */
+function pageViews(header: PayloadHeader, hosted?: HostedViews): { name: PageView; label: string }[] {
+  const own = [...VIEWS, ...analysisViews(header).map((name) => ({ name, label: ANALYSIS_VIEW_LABELS[name] }))];
+  return [...own, ...(hosted?.views ?? []).filter((v) => !own.some((o) => o.name === v.name))];
 }
 
-function initialState(trace: Trace, header: PayloadHeader): State {
+function initialState(trace: Trace, header: PayloadHeader, hosted?: HostedViews): State {
   const stack = pageStacks(trace)[0]!;
   // Dense or computed on demand (long traces keep queries and keys instead of attention).
   const { numHeads, numLayers } = pageSource(trace, stack);
-  const view = pageViews(header).some((v) => v.name === header.view) ? (header.view as PageView) : 'head';
+  const view = pageViews(header, hosted).some((v) => v.name === header.view) ? (header.view as PageView) : 'head';
   const theme: ThemeName =
     header.theme === 'dark' || header.theme === 'light'
       ? header.theme
@@ -105,8 +117,9 @@ export class App implements Ctx {
     readonly header: PayloadHeader,
     readonly qkReady: Promise<void>,
     mount: HTMLElement,
+    private readonly hosted?: HostedViews,
   ) {
-    this.state = initialState(trace, header);
+    this.state = initialState(trace, header, hosted);
     this.gen = traceGeneration(trace);
     this.cache = new DisplayCache(trace);
     this.fmtWeight = weightFormatter(header);
@@ -117,6 +130,7 @@ export class App implements Ctx {
     if (analysis.importance) this.views.importance = new HeadImportanceView(this, analysis.importance);
     if (analysis.ablation) this.views.ablation = new AblationView(this, analysis.ablation);
     if (analysis.lens) this.views.lens = new LogitLensView(this, analysis.lens);
+    for (const v of hosted?.views ?? []) this.views[v.name] ??= hosted!.make(v.name, this);
     const nTokens = trace.tokens.length + (trace.decoderTokens ? ` + ${trace.decoderTokens.length}` : '');
     const facts = `(${trace.model.modelType}) · ${trace.model.numLayers} layers × ${trace.model.numHeads} heads · ${nTokens} tokens`;
     const generated = this.gen ? `generated: ${describeGeneration(this.gen)}` : '';
@@ -312,7 +326,7 @@ export class App implements Ctx {
     this.applyTheme();
     replaceChildren(
       this.tabs,
-      ...pageViews(this.header).map((v) => {
+      ...pageViews(this.header, this.hosted).map((v) => {
         const b = h('button', { type: 'button', role: 'tab', class: `tab${v.name === state.view ? ' active' : ''}`, testid: `tab-${v.name}`, 'aria-selected': v.name === state.view ? 'true' : 'false' }, v.label);
         b.addEventListener('click', () => this.set({ view: v.name }));
         return b;
@@ -342,8 +356,10 @@ export class App implements Ctx {
     if (blocked) this.longNote.textContent = `This trace keeps queries and keys, not attention (${pageSource(this.trace, state.stack).numQueries} tokens): this view needs whole attention matrices; the heatmap, model and head views compute attention block by block.`;
     for (const [name, view] of Object.entries(this.views) as [PageView, View][]) {
       const active = name === state.view && !blocked;
+      const shown = !view.el.hidden;
       view.el.hidden = !active;
       if (active) view.update();
+      else if (shown) view.leave?.();
     }
   }
 }

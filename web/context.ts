@@ -14,7 +14,9 @@ import type { AnalysisViewName } from '../src/views/layout/analysis-views.js';
 
 export const VIEWS: readonly { name: AttentionViewName; label: string }[] = VIEW_NAMES.map((name) => ({ name, label: VIEW_LABELS[name] }));
 /** A view the page can show: the attention views (VIEWS), and the analysis views whose data the page carries. */
-export type PageView = AttentionViewName | AnalysisViewName;
+export type PageView = AttentionViewName | AnalysisViewName | HostedViewName;
+/** Views only the served app has (web/app): the deep dive and the bias panel. */
+export type HostedViewName = 'deep' | 'bias';
 export type ViewName = PageView;
 
 export type HeatmapMode = 'head' | 'mean' | 'max' | 'all';

@@ -18,7 +18,8 @@
 import { depthLayer } from '../../src/analysis/compare.js';
 import { predictionRows } from './tables.js';
 import type { ModelEntry, ModelsResponse, ProgressFrame, TraceRequest } from '../../src/server/protocol.js';
-import type { App } from '../app.js';
+import type { App, HostedViews } from '../app.js';
+import { AnalysisHost } from './analysis-host.js';
 import { VIEWS, type State } from '../context.js';
 import { button, h, replaceChildren } from '../dom.js';
 import { download, getPngScale, setPngScale } from '../export.js';
@@ -56,6 +57,9 @@ class ServeApp implements SideHost {
 
   private readonly sideA = new Side('a', this);
   private readonly sideB = new Side('b', this);
+  /** The analysis views (saliency, head importance, ablation, logit lens, deep dive): tabs of every side's App, computed by the server on request. */
+  private readonly analysis = new AnalysisHost({ url: () => this.url, optionsChanged: () => this.syncUrl(false) });
+  private readonly hostedViews = { a: this.analysis.hosted(() => this.sideA.request), b: this.analysis.hosted(() => this.sideB.request) };
   private readonly panel = new ComparePanel((layer, head) => this.selectPair(layer, head));
   private readonly pickerA = new ModelPicker({ models: () => this.models, hubDownloads: () => this.hubDownloads }, (id) => this.pick(id));
   private readonly pickerB = new ModelPicker({ models: () => this.models, hubDownloads: () => this.hubDownloads }, (id) => this.pickB(id), 'b-', 'Pick model B');
@@ -320,6 +324,10 @@ class ServeApp implements SideHost {
     if (!a) return this.url;
     const s = a.state;
     return { ...this.url, view: s.view, stack: s.stack, layer: s.layer, head: s.heatmapHead, theme: s.theme, hideSpecial: s.hideSpecial, mergeSubwords: s.mergeSubwords, prettify: s.prettify, heatmapMode: s.heatmapMode };
+  }
+
+  hosted(side: Side): HostedViews {
+    return this.hostedViews[side.name];
   }
 
   onStatus(side: Side, text: string): void {

@@ -42,7 +42,7 @@ export function parseSession(text: string): SessionFile {
   const st = s as Record<string, unknown>;
   // Every field as the URL reader takes it (types, ranges, lengths): build a query string from the strings and numbers given.
   const q = new URLSearchParams();
-  const strings: [keyof UrlState, string][] = [['model', 'model'], ['text', 'text'], ['pair', 'pair'], ['decoder', 'decoder'], ['view', 'view'], ['stack', 'stack'], ['theme', 'theme'], ['heatmapMode', 'hmode'], ['modelB', 'modelB'], ['textB', 'textB']];
+  const strings: [keyof UrlState, string][] = [['model', 'model'], ['text', 'text'], ['pair', 'pair'], ['decoder', 'decoder'], ['view', 'view'], ['stack', 'stack'], ['theme', 'theme'], ['heatmapMode', 'hmode'], ['modelB', 'modelB'], ['textB', 'textB'], ['ablate', 'ablate'], ['ablateMode', 'amode'], ['deepMeasure', 'deep']];
   for (const [field, key] of strings) {
     const v = st[field];
     if (v === undefined) continue;
@@ -50,13 +50,13 @@ export function parseSession(text: string): SessionFile {
     if (v.length > MAX_TEXT) throw new Error(`state.${field}: at most ${MAX_TEXT} characters`);
     q.set(key, v);
   }
-  for (const [field, key] of [['layer', 'layer'], ['head', 'head']] as const) {
+  for (const [field, key] of [['layer', 'layer'], ['head', 'head'], ['igSteps', 'steps'], ['lensK', 'lensk']] as const) {
     const v = st[field];
     if (v === undefined) continue;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 99_999) throw new Error(`state.${field}: an integer from 0 to 99999`);
     q.set(key, String(v));
   }
-  for (const [field, key] of [['hideSpecial', 'hide'], ['mergeSubwords', 'merge'], ['prettify', 'pretty'], ['compare', 'compare']] as const) {
+  for (const [field, key] of [['hideSpecial', 'hide'], ['mergeSubwords', 'merge'], ['prettify', 'pretty'], ['compare', 'compare'], ['signed', 'signed']] as const) {
     const v = st[field];
     if (v === undefined) continue;
     if (typeof v !== 'boolean') throw new Error(`state.${field}: true or false`);

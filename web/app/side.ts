@@ -5,7 +5,7 @@
 import type { Trace } from '../../src/core/trace.js';
 import type { TraceRequest } from '../../src/server/protocol.js';
 import type { PayloadHeader } from '../../src/views/html/payload.js';
-import { App } from '../app.js';
+import { App, type HostedViews } from '../app.js';
 import { VIEWS, type State, type ViewName } from '../context.js';
 import { h, replaceChildren } from '../dom.js';
 import { ApiRefusal, partialTrace, streamTrace, type Incoming } from './stream.js';
@@ -67,6 +67,8 @@ export interface SideHost {
   onMounted(side: Side, app: App, complete: boolean, fromPartial: boolean): void;
   /** The trace is complete: every tensor in. */
   onDone(side: Side, incoming: Incoming, ms: number): void;
+  /** Views the host adds to the page's tabs (the analysis views, the bias panel). */
+  hosted(side: Side): HostedViews | undefined;
 }
 
 export class Side {
@@ -74,6 +76,8 @@ export class Side {
   readonly views = h('div', { class: 'serve-views-host' });
   readonly label = h('div', { class: 'side-label' });
   mounted: Mounted | null = null;
+  /** The trace request of what is (or is being put) on screen. */
+  request: TraceRequest | null = null;
   /** The last complete trace received, with its header. */
   last: Incoming | null = null;
   private controller: AbortController | null = null;
@@ -108,6 +112,7 @@ export class Side {
 
   clear(): void {
     this.abort();
+    this.request = null;
     this.mounted?.dispose();
     this.mounted = null;
     this.last = null;
@@ -122,6 +127,7 @@ export class Side {
     this.controller = controller;
     const seq = ++this.seq;
     const key = JSON.stringify(req);
+    this.request = req;
     this.host.onError(this, null);
     this.mark('trace', 'loading');
     const t0 = performance.now();
@@ -234,11 +240,13 @@ export class Side {
     const fromPartial = this.mounted !== null && !this.mounted.complete;
     const wanted = this.host.wanted(this);
     this.mark('qkReady', 'false');
-    const view: ViewName | undefined = before?.view ?? (VIEWS.some((v) => v.name === wanted.view) ? (wanted.view as ViewName) : undefined);
+    const hosted = this.host.hosted(this);
+    const known = (v: string | undefined) => VIEWS.some((x) => x.name === v) || (hosted?.views ?? []).some((x) => x.name === v);
+    const view: ViewName | undefined = before?.view ?? (known(wanted.view) ? (wanted.view as ViewName) : undefined);
     const header: PayloadHeader = { ...page, ...(view ? { view } : {}), ...(!before && wanted.theme ? { theme: wanted.theme } : {}) };
     this.mounted?.dispose();
     const host = h('div', { class: 'serve-app' });
-    const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host));
+    const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host, hosted));
     replaceChildren(this.views, host);
     this.mounted = { app, dispose, complete, key };
     app.set(carryState(app, before, wanted, fromPartial));

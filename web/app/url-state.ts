@@ -27,6 +27,17 @@ export interface UrlState {
   compare?: boolean;
   modelB?: string;
   textB?: string;
+  /** Analysis views' options (analysis-host.ts; absent: the defaults). Saliency: integrated gradients' steps. */
+  igSteps?: number;
+  /** Head importance: signed ∂T/∂g. */
+  signed?: boolean;
+  /** Ablation: the heads removed ("0:1,2:3", "4:*"); absent: the selected head. */
+  ablate?: string;
+  ablateMode?: 'mean';
+  /** Logit lens: top tokens per cell. */
+  lensK?: number;
+  /** Deep dive: absolute norms instead of relative ones. */
+  deepMeasure?: 'norm';
 }
 
 const STACKS: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'];
@@ -77,6 +88,15 @@ export function readUrlState(search: string): UrlState {
   if (pretty !== undefined) out.prettify = pretty;
   const mode = q.get('hmode');
   if (mode && (MODES as readonly string[]).includes(mode)) out.heatmapMode = mode as HeatmapModeName;
+  const steps = int(q.get('steps'));
+  if (steps !== undefined && steps >= 1 && steps <= 256) out.igSteps = steps;
+  if (q.get('signed') === '1') out.signed = true;
+  const ablate = q.get('ablate');
+  if (ablate && /^[\d:*, ]{1,400}$/.test(ablate)) out.ablate = ablate;
+  if (q.get('amode') === 'mean') out.ablateMode = 'mean';
+  const lensK = int(q.get('lensk'));
+  if (lensK !== undefined && lensK >= 1 && lensK <= 20) out.lensK = lensK;
+  if (q.get('deep') === 'norm') out.deepMeasure = 'norm';
   if (q.get('compare') === '1') {
     out.compare = true;
     const modelB = str('modelB');
@@ -102,6 +122,12 @@ export function writeUrlState(s: UrlState): string {
   if (s.mergeSubwords) q.set('merge', '1');
   if (s.prettify === false) q.set('pretty', '0');
   if (s.heatmapMode && s.heatmapMode !== 'head') q.set('hmode', s.heatmapMode);
+  if (s.igSteps !== undefined) q.set('steps', String(s.igSteps));
+  if (s.signed) q.set('signed', '1');
+  if (s.ablate) q.set('ablate', s.ablate);
+  if (s.ablateMode) q.set('amode', s.ablateMode);
+  if (s.lensK !== undefined) q.set('lensk', String(s.lensK));
+  if (s.deepMeasure) q.set('deep', s.deepMeasure);
   if (s.compare) {
     q.set('compare', '1');
     if (s.modelB) q.set('modelB', s.modelB);
