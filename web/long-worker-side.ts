@@ -1,0 +1,135 @@
+/**
+ * The worker side of the long views (long-worker.ts starts it): the page's own script running as a
+ * Web Worker (flow-worker.ts `runFlowWorker` hands these requests here) holds one attention stack
+ * kept as queries and keys, the layers the page sent, and computes what the views ask for —
+ * heatmap bins (tiles, overview strips), model-view thumbnails and the head view's top-k keys —
+ * with attention computed on demand (src/core/attention-on-demand.ts, its WebAssembly kernel where
+ * it runs). Jobs run one block at a time and yield between blocks, so cancels and newer jobs are
+ * read while a long job runs; each finished job posts its result (typed arrays transferred).
+ */
+import { queryKeyAttentionSource } from '../src/core/attention-on-demand.js';
+import type { AttentionSource } from '../src/core/attention-source.js';
+import type { ScoreTerms, StackName } from '../src/core/trace.js';
+import { topKeys } from '../src/views/layout/head-long.js';
+import { type BinRegion, type Bins, type CellWhich, binRegion, blockReader, keyRange, thumbnailBins } from '../src/views/layout/heatmap-tiles.js';
+
+/** What the worker needs of the stack: its sizes and score terms (the layers come one by one). */
+export interface LongStackSpec {
+  stack: StackName;
+  numLayers: number;
+  numHeads: number;
+  kvHeads: number;
+  numQueries: number;
+  numKeys: number;
+  headDim: number;
+  scale: number[];
+  causal: boolean;
+  window: (number | null)[];
+}
+
+/** One computation: bins of a region of one head (or the mean / max over heads), a thumbnail, or top-k keys of rows. */
+export type LongJob =
+  | { what: 'bins'; layer: number; which: CellWhich; region: BinRegion }
+  | { what: 'thumb'; layer: number; head: number; rowsPerBin: number }
+  | { what: 'topk'; layer: number; head: number; r0: number; r1: number; k: number };
+
+export type LongRequest = { kind: 'long-views' } & (
+  | { op: 'stack'; spec: LongStackSpec }
+  | { op: 'layer'; layer: number; queries: Float32Array; keys: Float32Array; bias: Float32Array | null }
+  | { op: 'drop'; layer: number }
+  | { op: 'job'; id: number; job: LongJob }
+  | { op: 'cancel'; ids: number[] }
+);
+
+export type LongResult = { bins: Bins } | { topk: { index: Int32Array; value: Float32Array } };
+export type LongReply = { kind: 'long-views'; id: number } & (LongResult | { error: string });
+
+export function isLongRequest(data: unknown): data is LongRequest {
+  return typeof data === 'object' && data !== null && (data as { kind?: unknown }).kind === 'long-views';
+}
+
+interface Running {
+  id: number;
+  gen: Generator<number, LongResult>;
+}
+
+/** The worker's state (one stack per worker). */
+let spec: LongStackSpec | null = null;
+const layers = new Map<number, AttentionSource>();
+const queue: Running[] = [];
+let pumping = false;
+
+/** One layer's source: its queries, keys and terms as a one-layer stack. */
+function layerSource(s: LongStackSpec, layer: number, queries: Float32Array, keys: Float32Array, bias: Float32Array | null): AttentionSource {
+  const terms: ScoreTerms = {
+    scale: [s.scale[layer]!],
+    causal: s.causal,
+    window: [s.window[layer] ?? null],
+    ...(bias ? { bias: { dims: [s.numHeads, s.numQueries, s.numKeys], layers: [bias] } } : {}),
+  };
+  return queryKeyAttentionSource(s.stack, { dims: [s.numHeads, s.numQueries, s.headDim], layers: [queries] }, { dims: [s.kvHeads, s.numKeys, s.headDim], layers: [keys] }, terms);
+}
+
+function* run(job: LongJob): Generator<number, LongResult> {
+  const s = spec;
+  if (!s) throw new Error('long views: no stack was sent to the worker');
+  const source = layers.get(job.layer);
+  if (!source) throw new Error(`long views: layer ${job.layer} was not sent to the worker`);
+  const mask = keyRange({ scale: s.scale, causal: s.causal, window: s.window }, s.stack, job.layer, s.numQueries, s.numKeys);
+  if (job.what === 'bins') return { bins: yield* binRegion(blockReader(source, 0, job.which), job.region, mask) };
+  if (job.what === 'thumb') return { bins: yield* thumbnailBins(blockReader(source, 0, job.head), s.numQueries, s.numKeys, mask, job.rowsPerBin) };
+  return { topk: topKeys(source.block(0, job.head, job.r0, job.r1, 0, s.numKeys), job.r1 - job.r0, s.numKeys, job.k) };
+}
+
+function transfers(r: LongResult): Transferable[] {
+  return 'bins' in r ? [r.bins.max.buffer, r.bins.mean.buffer, r.bins.blank.buffer] : [r.topk.index.buffer, r.topk.value.buffer];
+}
+
+/** Runs the first job one step (one block), then yields to the worker's messages; again until none is left. */
+function pump(post: (m: LongReply, transfer?: Transferable[]) => void): void {
+  if (pumping || queue.length === 0) return;
+  pumping = true;
+  setTimeout(() => {
+    pumping = false;
+    const job = queue[0];
+    if (job) {
+      try {
+        const r = job.gen.next();
+        if (r.done) {
+          queue.shift();
+          post({ kind: 'long-views', id: job.id, ...r.value }, transfers(r.value));
+        }
+      } catch (err) {
+        queue.shift();
+        post({ kind: 'long-views', id: job.id, error: (err as Error).message });
+      }
+    }
+    pump(post);
+  }, 0);
+}
+
+/** Handles one request of the page (the state persists between requests). */
+export function onLongRequest(req: LongRequest, post: (m: LongReply, transfer?: Transferable[]) => void): void {
+  switch (req.op) {
+    case 'stack':
+      spec = req.spec;
+      layers.clear();
+      queue.length = 0;
+      return;
+    case 'layer':
+      if (spec) layers.set(req.layer, layerSource(spec, req.layer, req.queries, req.keys, req.bias));
+      return;
+    case 'drop':
+      layers.delete(req.layer);
+      return;
+    case 'cancel': {
+      const ids = new Set(req.ids);
+      for (let i = queue.length - 1; i >= 0; i--) if (ids.has(queue[i]!.id)) queue.splice(i, 1);
+      return;
+    }
+    case 'job':
+      queue.push({ id: req.id, gen: run(req.job) });
+      pump(post);
+      return;
+  }
+}
