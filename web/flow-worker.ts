@@ -9,6 +9,8 @@
  * `script-src 'self'` covers /app.js as a worker.
  */
 import { attentionFlowOfMatrices, checkFlowSize } from '../src/analysis/flow.js';
+import { type LongRequest, isLongRequest, onLongRequest } from './long-worker-side.js';
+import { type MetricsRequest, isMetricsRequest, runMetricsRequest } from './metrics-worker-side.js';
 
 /**
  * The largest graph the page computes, (layers + 1) × tokens: 13 × 256, bert-base-sized at 256
@@ -29,14 +31,25 @@ export type FlowReply =
   | { type: 'error'; message: string };
 
 interface WorkerScope {
-  onmessage: ((e: MessageEvent<FlowRequest>) => void) | null;
+  onmessage: ((e: MessageEvent<FlowRequest | MetricsRequest | LongRequest>) => void) | null;
   postMessage(message: FlowReply, transfer?: Transferable[]): void;
 }
 
-/** The worker side: one request, progress messages (at most one per percent), then the row or an error. */
+/**
+ * The worker side: one request, progress messages (at most one per percent), then the row or an
+ * error. The same worker script also takes the head table's requests (metrics-worker.ts).
+ */
 export function runFlowWorker(): void {
   const scope = globalThis as unknown as WorkerScope;
   scope.onmessage = (e) => {
+    if (isMetricsRequest(e.data)) {
+      runMetricsRequest(e.data, (m, transfer) => scope.postMessage(m as unknown as FlowReply, transfer));
+      return;
+    }
+    if (isLongRequest(e.data)) {
+      onLongRequest(e.data, (m, transfer) => scope.postMessage(m as unknown as FlowReply, transfer));
+      return;
+    }
     const { matrices, n, token } = e.data;
     try {
       let last = -1;
@@ -85,22 +98,38 @@ export interface FlowJob {
   cancel(): void;
 }
 
-/** Starts attention flow for one token in a Worker built from the page's own script. */
-export function startFlowJob(req: FlowRequest, onProgress: (done: number, total: number) => void): FlowJob {
-  if (source === null) throw new Error('attention flow: the page script is not available to start a worker');
-  // The standalone page: a blob: URL of its inline script (CSP worker-src blob:); the served app: its own script URL ('self').
+/** Whether the page can start workers from its own script (rememberScript ran). */
+export function pageWorkersAvailable(): boolean {
+  return source !== null && typeof Worker === 'function';
+}
+
+/**
+ * A Worker running the page's own script (the entry point sees no document there and calls
+ * runFlowWorker): the standalone page's from a blob: URL of its inline script (CSP worker-src
+ * blob:), the served app's from its script URL ('self'). `finish` terminates it.
+ */
+export function startPageWorker(what: string): { worker: Worker; finish: () => void } {
+  if (source === null) throw new Error(`${what}: the page script is not available to start a worker`);
   const blob = 'text' in source ? URL.createObjectURL(new Blob([source.text], { type: 'text/javascript' })) : null;
   const worker = new Worker(blob ?? (source as { url: string }).url);
+  return {
+    worker,
+    finish: () => {
+      worker.terminate();
+      if (blob) URL.revokeObjectURL(blob);
+    },
+  };
+}
+
+/** Starts attention flow for one token in a Worker built from the page's own script. */
+export function startFlowJob(req: FlowRequest, onProgress: (done: number, total: number) => void): FlowJob {
+  const { worker, finish } = startPageWorker('attention flow');
   let settle: (v: Float32Array | null) => void = () => undefined;
   let fail: (e: Error) => void = () => undefined;
   const result = new Promise<Float32Array | null>((resolve, reject) => {
     settle = resolve;
     fail = reject;
   });
-  const finish = () => {
-    worker.terminate();
-    if (blob) URL.revokeObjectURL(blob);
-  };
   worker.onmessage = (e: MessageEvent<FlowReply>) => {
     const m = e.data;
     if (m.type === 'progress') onProgress(m.done, m.total);

@@ -78,6 +78,14 @@ export interface HeadMetricOptions {
    * within a few float64 roundings (summation order and logarithm differ; see the module comment).
    */
   kernel?: 'auto' | 'js' | 'wasm';
+  /**
+   * Only the layers from … to − 1 (default every layer): their rows, their `layerMeans`, and
+   * `model` aggregated over them. The first layer is still read when `js_from_first` is wanted
+   * (every layer is compared with it), so the values of a layer are the same whatever range holds
+   * it: the head table of a model is the concatenation of the tables of its layer ranges, which is
+   * how it is split over threads (`headTableRanges`).
+   */
+  layers?: { from: number; to: number };
 }
 
 /** What `HeadMetricOptions.omit` can leave out. */
@@ -1031,8 +1039,13 @@ export interface HeadPass {
   counted: Uint8Array;
 }
 
-/** `headMetrics`, calling `each` for every head after its row sums are known. */
-export function headMetricsEach(trace: Trace, stackName: StackName | undefined, options: HeadMetricOptions, each?: (p: HeadPass) => void): HeadMetrics {
+/**
+ * `headMetrics`, calling `each` for every head after its row sums are known, and `layerDone` with
+ * each layer's rows when the layer is done.
+ */
+export function headMetricsEach(
+  trace: Trace, stackName: StackName | undefined, options: HeadMetricOptions, each?: (p: HeadPass) => void, layerDone?: (layer: number, rows: readonly HeadMetricRow[]) => void,
+): HeadMetrics {
   const stack = stackName ?? defaultStack(trace);
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
@@ -1060,10 +1073,15 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
   const punctKeys = Int32Array.from(punctList);
   const size = nq * nk;
   // The WebAssembly kernel where it runs (its arrays live in its memory), else the JavaScript loops.
+  const from = options.layers?.from ?? 0;
+  const to = options.layers?.to ?? L;
+  if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from < to && to <= L)) {
+    throw new Error(`layers: expected a range from … to − 1 within 0–${L - 1} (from < to ≤ ${L}), got ${from} … ${to - 1}`);
+  }
   const kp = kernelChoice === 'js' ? null : kernelPass(heads, nq, nk, wantJs, wantQuantiles);
   if (kernelChoice === 'wasm' && kp === null) throw new Error(`kernel 'wasm': the WebAssembly kernel cannot run here (${headKernelStatus().reason})`);
   try {
-    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each);
+    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each, from, to, layerDone);
   } finally {
     kp?.release();
   }
@@ -1073,6 +1091,7 @@ export function headMetricsEach(trace: Trace, stackName: StackName | undefined, 
 function passes(
   trace: Trace, stack: StackName, s: LayerStack, g: RowGeometry, L: number, kp: KernelPass | null, exclude: boolean, threshold: number, longRange: number,
   wantJs: boolean, wantQuantiles: boolean, sepKeys: Int32Array, punctKeys: Int32Array, each: ((p: HeadPass) => void) | undefined,
+  from: number, to: number, layerDone: ((layer: number, rows: readonly HeadMetricRow[]) => void) | undefined,
 ): HeadMetrics {
   const { heads, nq, nk } = g;
   const size = nq * nk;
@@ -1094,7 +1113,11 @@ function passes(
   const rows: HeadMetricRow[] = [];
   const layerMeans: HeadMetrics['layerMeans'] = [];
   const jsChange: number[] = new Array<number>(heads).fill(NaN);
-  for (let l = 0; l < L; l++) {
+  // The first layer is read for js_from_first even when it is not in the range (its rows are not kept).
+  for (let l = wantJs ? 0 : from; l < to; l++) {
+    if (l > 0 && l < from) continue;
+    const kept = l >= from;
+    const layerStart = rows.length;
     const W = s.layers[l]!;
     const rowsOfLayer = layerSupport(trace, stack, l, exclude);
     const { firstVisible } = rowsOfLayer;
@@ -1119,7 +1142,7 @@ function passes(
         rowSums.set(kp.f64.subarray(P.sums >> 3, (P.sums >> 3) + nq));
         counted.set(kp.u8.subarray(P.counted, P.counted + nq));
       } else rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
-      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
+      if (kept) each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
       const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
       // The kernel counts the quantiles' histogram during its scan when the head has enough entries.
       let histInScan = false;
@@ -1164,7 +1187,8 @@ function passes(
       if (h === 0) meanRows = counted.slice();
       rows.push({ layer: l, head: h, ...values });
     }
-    const agg = aggregate(rows.slice(l * heads));
+    const agg = aggregate(rows.slice(layerStart));
+    if (!kept) rows.length = layerStart;
     if (!wantJs) agg.js_from_first = NaN;
     else if (l === 0) {
       if (kp) {
@@ -1181,10 +1205,13 @@ function passes(
     } else {
       agg.js_from_first = meanRowJs(firstMean, firstMeanRows, firstMeanEnt, firstRows!, layerMean, meanRows, rowEntropies(layerMean, nq, nk, rowsOfLayer, layerMeanEnt), rowsOfLayer, nq, nk);
     }
-    layerMeans.push({ layer: l, ...agg });
+    if (kept) {
+      layerMeans.push({ layer: l, ...agg });
+      layerDone?.(l, rows.slice(layerStart));
+    }
   }
   const model = aggregate(rows);
-  model.js_from_first = layerMeans.length ? layerMeans[layerMeans.length - 1]!.js_from_first : NaN;
+  model.js_from_first = to === L && layerMeans.length ? layerMeans[layerMeans.length - 1]!.js_from_first : NaN;
   return { stack, layers: L, heads, excludeFirstToken: exclude, rows, layerMeans, model, jsChange };
 }
 

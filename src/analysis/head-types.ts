@@ -33,7 +33,7 @@
  * Pure functions of a Trace; isomorphic.
  */
 import type { StackName, Trace } from '../core/trace.js';
-import { HEAD_METRIC_NAMES, defaultStack, headMetricsEach, rowGeometry, stackTokens, type HeadMetricName, type HeadMetricOptions, type MetricValues } from './head-metrics.js';
+import { HEAD_METRIC_NAMES, defaultStack, headMetricsEach, rowGeometry, stackTokens, type HeadMetricName, type HeadMetricOptions, type HeadMetricRow, type MetricValues } from './head-metrics.js';
 
 /** Word-class bits of a key token (word-classes.ts computes them with wink-nlp). */
 export const WORD_FUNCTION = 1;
@@ -94,6 +94,8 @@ export interface HeadTableOptions extends HeadMetricOptions {
   repeat?: { prefix: number; length: number };
   /** Word classes of the key tokens (word-classes.ts: WORD_FUNCTION | WORD_CONTENT | WORD_ENTITY bits). */
   wordClasses?: Uint8Array;
+  /** Called with each layer's rows as soon as the layer is done (progress; a view filling in). */
+  onLayer?: (rows: HeadTableRow[]) => void;
 }
 
 /** The top type of a row of scores: largest score/threshold ratio at or above 1, or null. */
@@ -152,6 +154,19 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
   }
   // The type scores of each head, taken in headMetrics' pass from its row sums (rows it counts).
   const scoresOf: Record<HeadScoreName, number>[] = [];
+  const tableRow = (m: HeadMetricRow, scores: Record<HeadScoreName, number>): HeadTableRow => {
+    const row = { ...m, ...scores } as Omit<HeadTableRow, 'top_type' | 'top_score'>;
+    const top = topType(row);
+    return { ...row, top_type: top.type, top_score: top.score };
+  };
+  let done = 0;
+  const onLayer = options.onLayer;
+  const layerDone = onLayer
+    ? (_layer: number, rows: readonly HeadMetricRow[]) => {
+        onLayer(rows.map((m, i) => tableRow(m, scoresOf[done + i]!)));
+        done += rows.length;
+      }
+    : undefined;
   const metrics = headMetricsEach(trace, stack, options, ({ W, off, support, lo, hi, rowSums, counted }) => {
     let prev = 0;
     let next = 0;
@@ -212,12 +227,34 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
       semantic_focus: classes && !nan ? sem / nRows : NaN,
       entity_focus: classes && !nan ? ent / nRows : NaN,
     });
-  });
-  return metrics.rows.map((m, i) => {
-    const row = { ...m, ...scoresOf[i]! } as Omit<HeadTableRow, 'top_type' | 'top_score'>;
-    const top = topType(row);
-    return { ...row, top_type: top.type, top_score: top.score };
-  });
+  }, layerDone);
+  return metrics.rows.map((m, i) => tableRow(m, scoresOf[i]!));
+}
+
+/**
+ * `parts` contiguous layer ranges of nearly equal cost covering `layers` layers, for computing a
+ * head table in parallel (`HeadTableOptions.layers`; the tables of the ranges, concatenated in
+ * order, are the model's table). A range that does not start at layer 0 also reads the first
+ * layer when js_from_first is computed (`withFirstLayer`), which is counted as one layer of cost.
+ * Fewer ranges when there are fewer layers.
+ */
+export function headTableRanges(layers: number, parts: number, withFirstLayer = true): { from: number; to: number }[] {
+  if (!(Number.isInteger(layers) && layers > 0)) throw new Error(`headTableRanges: expected a positive layer count, got ${layers}`);
+  const k = Math.max(1, Math.min(Math.floor(parts), layers));
+  const extra = withFirstLayer ? 1 : 0;
+  // Part 0 costs its own layers; each later part its layers plus the first layer's re-read.
+  const perPart = (layers + extra * (k - 1)) / k;
+  const out: { from: number; to: number }[] = [];
+  let from = 0;
+  for (let i = 0; i < k; i++) {
+    const left = k - i;
+    const want = i === 0 ? perPart : perPart - extra;
+    let to = i === k - 1 ? layers : Math.min(layers - (left - 1), from + Math.max(1, Math.round(want)));
+    if (to <= from) to = from + 1;
+    out.push({ from, to });
+    from = to;
+  }
+  return out;
 }
 
 /** The mean of several tables of the same model (NaN entries skipped), with top types recomputed. */

@@ -9,6 +9,9 @@
 import { HEAD_TYPE_THRESHOLDS, type HeadTableRow, headTableCsv, headTableJsonRows } from '../../src/analysis/head-types.js';
 import { type HeadTypesOptions, headTypesLayout, headTypesTableOf, typeScoreLines } from '../../src/views/layout/head-types.js';
 import { renderHeadTypes } from '../../src/views/svg/head-types.js';
+import { resolveCommon } from '../../src/views/svg/common.js';
+import { traceAtStep } from '../../src/views/layout/head-clusters.js';
+import { type HeadTableJob, startHeadTableJob, tableInWorkers } from '../metrics-worker.js';
 import type { Ctx } from '../context.js';
 import { wireHeadPicks } from './common.js';
 import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s } from '../dom.js';
@@ -25,6 +28,9 @@ export class HeadTypesView {
   private table: readonly HeadTableRow[] | null = null;
   private tableKey = '';
   private key = '';
+  /** A long trace's table computing in workers: the rows received so far (any layer order), and how many layers there are. */
+  private job: { key: string; job: HeadTableJob; rows: HeadTableRow[]; layers: Set<number>; numLayers: number } | null = null;
+  private jobError: { key: string; message: string } | null = null;
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.readout, this.wrap);
@@ -73,17 +79,28 @@ export class HeadTypesView {
       exportButtons(ctx, 'types', () => renderHeadTypes(ctx.trace, { ...this.options(), table: this.table ?? undefined })),
     );
     const tkey = [state.stack, this.excludeFirst, ctx.step() ?? 'all'].join('|');
-    const key = [tkey, state.theme, state.layer, state.heatmapHead, frameWidth(this.el)].join('|');
+    const progress = this.job?.key === tkey ? this.job.rows.length : -1;
+    const key = [tkey, state.theme, state.layer, state.heatmapHead, frameWidth(this.el), progress].join('|');
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
     try {
       if (tkey !== this.tableKey || !this.table) {
         this.table = null;
-        this.table = headTypesTableOf(ctx.trace, this.options());
-        this.tableKey = tkey;
+        if (this.jobError?.key === tkey) throw new Error(this.jobError.message);
+        // A long trace: the table is computed in workers and the grid fills in layer by layer.
+        if (!this.startJob(tkey)) {
+          this.table = headTypesTableOf(ctx.trace, this.options());
+          this.tableKey = tkey;
+        }
       }
-      const layout = headTypesLayout(this.table, ctx.theme(), {
+      const rows = this.table ?? this.job?.rows ?? [];
+      if (rows.length === 0) {
+        this.el.setAttribute('data-typed', '0');
+        this.paintProgress();
+        return;
+      }
+      const layout = headTypesLayout(rows, ctx.theme(), {
         frame: { width: frameWidth(this.el), height: Math.max(480, window.innerHeight - 150) },
         // Outline the head the heatmap shows.
         selected: { layer: state.layer, head: state.heatmapHead },
@@ -96,14 +113,85 @@ export class HeadTypesView {
     } catch (e) {
       this.table = null;
       this.tableKey = '';
+      this.el.removeAttribute('data-computing');
       replaceChildren(this.readout, (e as Error).message);
     }
   }
 
+  /**
+   * Starts (or keeps) the workers' job for table key `tkey` when the trace is long enough; false
+   * when the table is to be computed here. Cancels a job of another key.
+   */
+  private startJob(tkey: string): boolean {
+    const { ctx } = this;
+    if (this.job?.key === tkey) return true;
+    this.job?.job.cancel();
+    this.job = null;
+    this.el.removeAttribute('data-computing');
+    const { stack } = resolveCommon(ctx.trace, this.options());
+    const step = ctx.step();
+    const at = step === undefined ? ctx.trace : traceAtStep(ctx.trace, stack, step);
+    if (!tableInWorkers(at, stack)) return false;
+    const numLayers = at.attention[stack]!.layers.length;
+    let job: HeadTableJob;
+    try {
+      job = startHeadTableJob(at, stack, { excludeFirstToken: this.excludeFirst || undefined }, (rows) => {
+        if (this.job?.job !== job) return;
+        this.job.rows.push(...rows);
+        for (const r of rows) this.job.layers.add(r.layer);
+        this.update();
+      });
+    } catch {
+      return false;
+    }
+    this.job = { key: tkey, job, rows: [], layers: new Set(), numLayers };
+    this.el.setAttribute('data-computing', 'true');
+    job.result.then(
+      (table) => {
+        if (this.job?.job !== job) return;
+        this.job = null;
+        this.el.removeAttribute('data-computing');
+        if (!table) return;
+        this.table = table;
+        this.tableKey = tkey;
+        this.key = '';
+        this.update();
+      },
+      (err: unknown) => {
+        if (this.job?.job !== job) return;
+        this.job = null;
+        this.el.removeAttribute('data-computing');
+        this.jobError = { key: tkey, message: `head table: ${(err as Error).message}` };
+        this.key = '';
+        this.update();
+      },
+    );
+    return true;
+  }
+
+  /** The readout while the workers compute: layers done, a progress bar. */
+  private paintProgress(): void {
+    const j = this.job;
+    if (!j || this.table) return;
+    const progress = h('progress', { max: String(j.numLayers), value: String(j.layers.size), testid: 'types-progress' });
+    this.readout.setAttribute('data-layers-done', String(j.layers.size));
+    replaceChildren(
+      this.readout,
+      h('span', { class: 'muted' }, `computing the head table in the background: ${j.layers.size} of ${j.numLayers} layers done · the grid fills in as they arrive `),
+      progress,
+    );
+  }
+
   private hover(at: { layer: number; head: number } | null, e?: PointerEvent): void {
-    const table = this.table;
+    const table = this.table ?? this.job?.rows;
     if (!table) return;
     const { ctx } = this;
+    if (!this.table && !at) {
+      ctx.tooltip.hide();
+      for (const a of ['data-layer', 'data-head', 'data-type']) this.readout.removeAttribute(a);
+      this.paintProgress();
+      return;
+    }
     const row = at ? table.find((r) => r.layer === at.layer && r.head === at.head) : undefined;
     if (!row) {
       ctx.tooltip.hide();

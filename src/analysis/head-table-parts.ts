@@ -1,0 +1,87 @@
+/**
+ * A head table computed in parts, one per range of layers, each part a plain message that another
+ * thread can take (a Node worker thread, a page's Web Worker): `headTableParts` cuts a trace into
+ * such messages (only the layers a part reads, copied into buffers of their own so they can be
+ * transferred), `runHeadTablePart` computes one, and the tables of the parts, concatenated in
+ * order, are the model's table (head-types.ts `headTable` with `layers`: a layer's values do not
+ * depend on the range that holds it; every part reads the first layer for js_from_first).
+ *
+ * Isomorphic: the threads themselves are the caller's (src/runtime/head-table-threads.ts in Node,
+ * web/metrics-worker.ts in the page).
+ */
+import type { ModelInfo, StackName, Token, Trace } from '../core/trace.js';
+import { type HeadTableOptions, type HeadTableRow, headTable, headTableRanges } from './head-types.js';
+import { defaultStack } from './head-metrics.js';
+
+/** What a part's thread gets: the stack's layers it reads and the token data the table needs. */
+export interface HeadTablePart {
+  stack: StackName;
+  dims: [number, number, number];
+  /** Layer count of the stack. */
+  numLayers: number;
+  /** The layers the part reads (its range, and layer 0 when js_from_first is computed), and their data. */
+  layerIndex: number[];
+  layers: Float32Array[];
+  tokens: Token[];
+  decoderTokens?: Token[];
+  /** The stack's masks (support of the rows): causal and sliding window per layer. */
+  masks?: { causal: boolean; window: (number | null)[] };
+  model: ModelInfo;
+  /** The table's options (no functions), with the part's layer range. */
+  options: Omit<HeadTableOptions, 'onLayer'> & { layers: { from: number; to: number } };
+}
+
+/**
+ * The trace cut into `parts` messages of nearly equal cost (headTableRanges; fewer when the stack
+ * has fewer layers). Each message owns copies of its layers (transfer their buffers).
+ */
+export function headTableParts(trace: Trace, stackName: StackName | undefined, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, parts: number): HeadTablePart[] {
+  const stack = stackName ?? defaultStack(trace);
+  const s = trace.attention[stack];
+  if (!s) throw new Error(`the trace has no '${stack}' attention`);
+  const wantJs = !options.omit?.includes('js_from_first');
+  return headTableRanges(s.layers.length, parts, wantJs).map((range) => headTablePart(trace, stack, options, range));
+}
+
+/** The message of one layer range (its layers copied; layer 0 too when js_from_first is computed). */
+export function headTablePart(trace: Trace, stack: StackName, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, range: { from: number; to: number }): HeadTablePart {
+  const s = trace.attention[stack];
+  if (!s) throw new Error(`the trace has no '${stack}' attention`);
+  const wantJs = !options.omit?.includes('js_from_first');
+  const terms = trace.scores?.[stack];
+  const layerIndex: number[] = [];
+  if (wantJs && range.from > 0) layerIndex.push(0);
+  for (let l = range.from; l < range.to; l++) layerIndex.push(l);
+  return {
+    stack,
+    dims: [...s.dims],
+    numLayers: s.layers.length,
+    layerIndex,
+    layers: layerIndex.map((l) => s.layers[l]!.slice()),
+    tokens: trace.tokens,
+    decoderTokens: trace.decoderTokens,
+    masks: terms ? { causal: terms.causal, window: terms.window } : undefined,
+    model: trace.model,
+    options: { ...options, layers: range },
+  };
+}
+
+/** The buffers of a part's layers (to transfer with it). */
+export function headTablePartBuffers(part: HeadTablePart): ArrayBuffer[] {
+  return part.layers.map((l) => l.buffer as ArrayBuffer);
+}
+
+/** The head table of one part (the rows of its layer range), calling `onLayer` as each layer is done. */
+export function runHeadTablePart(part: HeadTablePart, onLayer?: (rows: HeadTableRow[]) => void): HeadTableRow[] {
+  const empty = new Float32Array(0);
+  const layers: Float32Array[] = Array.from({ length: part.numLayers }, () => empty);
+  part.layerIndex.forEach((l, i) => (layers[l] = part.layers[i]!));
+  const trace: Trace = {
+    model: part.model,
+    tokens: part.tokens,
+    decoderTokens: part.decoderTokens,
+    attention: { [part.stack]: { dims: part.dims, layers } },
+    scores: part.masks ? { [part.stack]: { scale: [], causal: part.masks.causal, window: part.masks.window } } : undefined,
+  };
+  return headTable(trace, part.stack, { ...part.options, onLayer });
+}
