@@ -1,17 +1,22 @@
 /**
  * CrowS-Pairs cost: scoring the 1,508 pairs as metric.py does (one forward pass per shared token
  * of each sentence, that token masked) with a bert-base-sized masked LM (random weights, the real
- * bert-base-uncased tokenizer), on this machine.
+ * bert-base-uncased tokenizer), on this machine. Every figure is printed with the load average
+ * (`uptime`) around it; compare the ratios, measured in the same run.
  *
- *   before/after  on --sample pairs: scoreCrowsPairs with batched: false (the authors' approach: one
- *                 forward per masked copy, logits only) and batched (each sentence's masked copies as
- *                 one batch through engine/batch.ts, only the masked positions' logits), alternated
- *                 --rounds times; the largest per-sentence difference and whether the metric is the same
- *   full          all --pairs pairs, batched (and unbatched too with --full-unbatched)
- *   --extras      also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
+ *   sample   a stratified sample (--sample pairs spread over the bias types in proportion, evenly
+ *            within each type), three ways alternated --rounds times: the authors' approach (one
+ *            forward per masked copy, every position's logits: scoreCrowsPairs batched: false),
+ *            each sentence's copies as one batch (pseudoLogLikelihoodBatched, the previous path)
+ *            and the copies of many pairs pooled and run by length (scoreCrowsPairs, the default);
+ *            the largest per-sentence difference against the authors' approach and whether the
+ *            rows and metric are the same
+ *   full     all --pairs pairs with the default path (and one forward per copy too with
+ *            --full-unbatched)
+ *   --extras also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
  *
  * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--full-unbatched] [--extras]
- *   (default: all 1,508 pairs, 12-pair sample, 2 rounds, 2 threads)
+ *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads)
  */
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,7 +27,8 @@ import { ModelConfig } from '../src/models/config.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { loadCrowsPairs } from '../src/bias/data-files.js';
-import { maskedPositions, runLogits, scoreCrowsPairs } from '../src/bias/crows-pairs.js';
+import { maskedPositions, pseudoLogLikelihoodBatched, runLogits, scoreCrowsPairs } from '../src/bias/crows-pairs.js';
+import { execFileSync } from 'node:child_process';
 import { crowsPairRows, crowsPairsMetric, orientedSentences, type CrowsPair } from '../src/analysis/bias/crows-pairs.js';
 import { bertBaseWeights, BERT_BASE_CONFIG, HIDDEN, VOCAB } from './bert-base.js';
 import { randomTensor } from './random-weights.js';
@@ -48,7 +54,19 @@ const tokDir = join(ROOT, 'test', 'fixtures', 'tokenizers', 'bert-base-uncased')
 const tokenizer = await loadTokenizer({ tokenizerJson: join(tokDir, 'tokenizer.json'), tokenizerConfig: join(tokDir, 'tokenizer_config.json') });
 const all = await loadCrowsPairs();
 const pairs = all.slice(0, Number(values.pairs ?? all.length));
-const sample = all.slice(0, Number(values.sample ?? 12));
+/** `n` pairs spread over the bias types in proportion to their counts, evenly spaced within each type. */
+function stratified(ps: readonly CrowsPair[], n: number): CrowsPair[] {
+  const types = [...new Set(ps.map((p) => p.biasType))];
+  const out: CrowsPair[] = [];
+  for (const t of types) {
+    const of = ps.filter((p) => p.biasType === t);
+    const k = Math.max(1, Math.round((n * of.length) / ps.length));
+    for (let i = 0; i < k; i++) out.push(of[Math.floor(((i + 0.5) * of.length) / k)]!);
+  }
+  return out.sort((a, b) => a.index - b.index);
+}
+const sample = stratified(all, Number(values.sample ?? 18));
+const load = (): string => execFileSync('uptime', { encoding: 'utf8' }).trim().replace(/.*load average:/, 'load');
 const model = maskedLm(tokenizer, threads, 'random-bert-base-mlm');
 
 /** Every masked copy of `ps` as metric.py builds them: [ids, type ids, position]. */
@@ -69,31 +87,52 @@ console.log(`bert-base-sized masked LM (random weights, bert-base-uncased tokeni
 await runLogits(model, [101, 102]); // build the session
 const sampleCopies = await copies(sample);
 const lengths = sampleCopies.map((c) => c[0].length);
-console.log(`sample: ${sample.length} pairs, ${sampleCopies.length} masked copies, mean length ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(1)} tokens`);
+console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map((p) => p.biasType))].length} bias types), ${sampleCopies.length} masked copies, mean length ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(1)} tokens`);
 
-// 0. before/after batching, on the sample, alternated.
+// 0. the three ways on the sample, alternated.
 {
   const rounds = Number(values.rounds ?? 2);
-  const before: number[] = [];
-  const after: number[] = [];
-  let a: Awaited<ReturnType<typeof scoreCrowsPairs>> | null = null;
-  let b: Awaited<ReturnType<typeof scoreCrowsPairs>> | null = null;
-  for (let r = 0; r < rounds; r++) {
-    before.push((await timeOnce(async () => (a = await scoreCrowsPairs(model, sample, { batched: false })))).wall);
-    after.push((await timeOnce(async () => (b = await scoreCrowsPairs(model, sample)))).wall);
-  }
-  let largest = 0;
-  a!.scores.forEach((x, k) => {
-    for (const side of ['sent1', 'sent2'] as const) largest = Math.max(largest, Math.abs(x[side] - b!.scores[k]![side]));
-  });
-  const ma = crowsPairsMetric(crowsPairRows(sample, a!.scores, true));
-  const mb = crowsPairsMetric(crowsPairRows(sample, b!.scores, true));
-  const med = (xs: number[]) => {
-    const o = [...xs].sort((x, y) => x - y);
-    return o.length % 2 ? o[(o.length - 1) / 2]! : (o[o.length / 2 - 1]! + o[o.length / 2]!) / 2;
+  type Run = { sent1: number; sent2: number }[];
+  /** The previous path: each sentence's copies as one batch. */
+  const perSentence = async (ps: readonly CrowsPair[]): Promise<Run> => {
+    const mask = tokenizer.mask!.id!;
+    const out: Run = [];
+    for (const p of ps) {
+      const [t1, t2] = await Promise.all(orientedSentences(p).map((s) => model.tokenize(s.toLowerCase())));
+      const { first, second } = maskedPositions(t1!.map((t) => t.id), t2!.map((t) => t.id));
+      out.push({
+        sent1: await pseudoLogLikelihoodBatched(model, t1!.map((t) => t.id), t1!.map((t) => t.segment), first, mask),
+        sent2: await pseudoLogLikelihoodBatched(model, t2!.map((t) => t.id), t2!.map((t) => t.segment), second, mask),
+      });
+    }
+    return out;
   };
-  console.log(`sample before (one forward per copy): ${before.map((t) => t.toFixed(0)).join(', ')} ms; after (batched): ${after.map((t) => t.toFixed(0)).join(', ')} ms → ${(med(before) / med(after)).toFixed(2)}× (median); ${sampleCopies.length} copies, ${(med(before) / sampleCopies.length).toFixed(1)} vs ${(med(after) / sampleCopies.length).toFixed(1)} ms a copy`);
-  console.log(`largest per-sentence difference ${largest.toExponential(2)}; metric ${ma.metric.toFixed(2)} vs ${mb.metric.toFixed(2)}, rows ${JSON.stringify(ma) === JSON.stringify(mb) ? 'identical' : 'DIFFER'}`);
+  const ways = {
+    authors: async () => (await scoreCrowsPairs(model, sample, { batched: false })).scores,
+    'per sentence': () => perSentence(sample),
+    pooled: async () => (await scoreCrowsPairs(model, sample)).scores,
+  } as const;
+  const times: Record<string, { wall: number; cpu: number }[]> = {};
+  const scores: Record<string, Run> = {};
+  for (let r = 0; r < rounds; r++) {
+    for (const [name, f] of Object.entries(ways)) {
+      const l0 = load();
+      const t = await timeOnce(async () => (scores[name] = await f()));
+      (times[name] ??= []).push(t);
+      console.log(`round ${r + 1}, ${name}: ${(t.wall / 1000).toFixed(1)} s wall, ${(t.cpu / 1000).toFixed(1)} s CPU (${(t.wall / sampleCopies.length).toFixed(1)} ms a copy); before: ${l0}; after: ${load()}`);
+    }
+  }
+  const sum = (xs: { wall: number }[]) => xs.reduce((a, b) => a + b.wall, 0);
+  const base = sum(times.authors!);
+  for (const name of Object.keys(ways)) {
+    let largest = 0;
+    scores[name]!.forEach((x, k) => {
+      for (const side of ['sent1', 'sent2'] as const) largest = Math.max(largest, Math.abs(x[side] - scores.authors![k]![side]));
+    });
+    const rows = crowsPairRows(sample, scores[name]!, true);
+    const same = JSON.stringify(rows.map((x) => [x.sentMoreScore, x.sentLessScore, x.score])) === JSON.stringify(crowsPairRows(sample, scores.authors!, true).map((x) => [x.sentMoreScore, x.sentLessScore, x.score]));
+    console.log(`${name}: ${(sum(times[name]!) / 1000).toFixed(1)} s over ${rounds} rounds → ${(base / sum(times[name]!)).toFixed(2)}× the authors' approach; largest per-sentence difference ${largest.toExponential(2)}; rows ${same ? 'identical' : 'DIFFER'}; metric ${crowsPairsMetric(rows).metric.toFixed(2)}`);
+  }
 }
 
 if (values.extras) {
@@ -131,6 +170,7 @@ console.log(`one forward of ${n} tokens: ${one.wall.toFixed(1)} ms; one of ${n *
 // 4. the whole benchmark: batched, and unbatched when asked.
 for (const batched of values['full-unbatched'] ? [true, false] : [true]) {
   let metric = Number.NaN;
+  const l0 = load();
   const full = await timeOnce(async () => {
     const run = await scoreCrowsPairs(model, pairs, {
       batched,
@@ -141,6 +181,6 @@ for (const batched of values['full-unbatched'] ? [true, false] : [true]) {
     metric = crowsPairsMetric(crowsPairRows(pairs, run.scores, true)).metric;
     console.log(`all ${pairs.length} pairs: ${run.forwardPasses} masked copies`);
   });
-  console.log(`all ${pairs.length} pairs, ${batched ? 'batched per sentence' : 'one forward per masked copy'}: ${(full.wall / 1000).toFixed(1)} s wall, ${(full.cpu / 1000).toFixed(1)} s CPU; metric ${metric.toFixed(2)}`);
+  console.log(`all ${pairs.length} pairs, ${batched ? 'pooled by length' : 'one forward per masked copy'}: ${(full.wall / 1000).toFixed(1)} s wall, ${(full.cpu / 1000).toFixed(1)} s CPU; metric ${metric.toFixed(2)}; before: ${l0}; after: ${load()}`);
 }
 await model.dispose();

@@ -5,12 +5,14 @@
  * - Masked LMs, as the authors' metric.py (`mask_unigram`): lower-case both sentences when the
  *   model's tokenizer is uncased, tokenize them (with the specials), take the positions their token
  *   ids share (difflib 'equal' opcodes), and sum over the shared positions except the first and the
- *   last (the [CLS]/[SEP] pair) log P(token | the sentence with that one token masked). A
- *   sentence's masked copies all have its length, so they run as one batch (engine/batch.ts
- *   logitsBatch: the logits graph with a batch dimension, only each copy's masked position
- *   gathered), and log P is taken here in float64 from those float32 logits, as on the unbatched
- *   path (one forward per copy, `batched: false`, and always with head gates), which it equals to
- *   float32 rounding of the logits.
+ *   last (the [CLS]/[SEP] pair) log P(token | the sentence with that one token masked). The
+ *   masked copies of up to 256 pairs are pooled and grouped by length: copies of one length run
+ *   as batches whatever sentence they come from (engine/batch.ts logitsBatch: the logits graph
+ *   with a batch dimension, no padding, so each copy is computed as its own run is; only each
+ *   copy's masked position goes through the vocabulary projection), and log P is taken here in
+ *   float64 from those float32 logits, as on the unbatched path (one forward per copy with every
+ *   position's logits, the authors' approach: `batched: false`, and always with head gates),
+ *   which it equals to float32 rounding of the logits.
  * - Causal LMs, as bias-bench (`_joint_log_probability`): the sentence's tokens (without specials);
  *   the first one's probability from a run of the start token alone (bias-bench encodes
  *   "<|endoftext|>"; here bos_token_id, else eos_token_id), the others' from one run of the sentence;
@@ -39,7 +41,7 @@ export interface CrowsScoreOptions {
   cache?: PairScoreCache;
   /** Head gates per stack (`head_gates.<stack>`, e.g. from engine/ablation.ts ablationGates): the model with heads removed. The cache is not used. */
   headGates?: Readonly<Record<string, RuntimeTensor>>;
-  /** Masked LMs: run each sentence's masked copies as one batch (default true; head gates always run one by one). */
+  /** Masked LMs: pool the masked copies of many pairs and run those of one length as batches (default true; false, and any run with head gates, runs one forward per copy). */
   batched?: boolean;
 }
 
@@ -176,21 +178,103 @@ export async function causalScore(model: Model, text: string, start: number, row
 
 const cacheKey = (method: CrowsMethod, lowercased: boolean, s1: string, s2: string): string => `${method}${lowercased ? ':lower' : ''}\u0000${s1}\u0000${s2}`;
 
+/** Pairs whose masked copies are pooled, grouped by length and run together (the batched path). */
+const POOL_PAIRS = 256;
+/** Rows handed to one logitsBatch call (it splits them further by its memory bound). */
+const ROWS_PER_CALL = 256;
+
+interface PooledSentence {
+  /** Index into the pool's pairs, and which sentence of the pair. */
+  pair: number;
+  side: 'sent1' | 'sent2';
+  ids: number[];
+  typeIds: number[];
+  positions: number[];
+}
+
+/**
+ * The batched masked path: every masked copy of up to POOL_PAIRS pairs, grouped by length (copies
+ * of one length run as one batch whatever pair they come from; no padding, so each copy is
+ * computed exactly as its own run), only the masked position's logits gathered, log P in float64.
+ * Returns each sentence's Σ log P; `onPair` is called when a pair's copies are all done.
+ */
+async function scorePooled(model: Model, sentences: readonly PooledSentence[], maskId: number, onPair: (pair: number) => void): Promise<Map<PooledSentence, number>> {
+  const totals = new Map<PooledSentence, number>();
+  const left = new Map<number, number>();
+  const byLength = new Map<number, { sentence: PooledSentence; position: number }[]>();
+  for (const s of sentences) {
+    totals.set(s, 0);
+    left.set(s.pair, (left.get(s.pair) ?? 0) + s.positions.length);
+    const group = byLength.get(s.ids.length) ?? [];
+    for (const position of s.positions) group.push({ sentence: s, position });
+    byLength.set(s.ids.length, group);
+  }
+  for (const [pair, n] of left) if (n === 0) onPair(pair);
+  for (const length of [...byLength.keys()].sort((a, b) => a - b)) {
+    const copies = byLength.get(length)!;
+    for (let start = 0; start < copies.length; start += ROWS_PER_CALL) {
+      const chunk = copies.slice(start, start + ROWS_PER_CALL);
+      const rows = chunk.map(({ sentence, position }) => ({ inputIds: sentence.ids.map((id, i) => (i === position ? maskId : id)), typeIds: sentence.typeIds }));
+      const out = await logitsBatch(model, rows, { positions: chunk.map((c) => [c.position]) });
+      if (out.kind !== 'logits' || out.vocab < 2) throw new AttnscopeError(`${model.name}: its head (${String(model.config.raw.architectures ?? 'unknown')}) does not predict tokens; CrowS-Pairs needs a language-model head`);
+      chunk.forEach(({ sentence, position }, k) => {
+        totals.set(sentence, totals.get(sentence)! + logSoftmaxAt(out.rows[k]!.data, sentence.ids[position]!));
+        const n = left.get(sentence.pair)! - 1;
+        left.set(sentence.pair, n);
+        if (n === 0) onPair(sentence.pair);
+      });
+    }
+  }
+  return totals;
+}
+
 /** Scores every pair (metric.py's orientation) with `model`. */
 export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[], options: CrowsScoreOptions = {}): Promise<CrowsScoreRun> {
   const method = crowsMethodFor(model);
   const lowercased = method === 'masked' ? await tokenizerIsUncased(model) : false;
   const gates = options.headGates;
   const cache = gates ? undefined : options.cache;
-  const scores: PairScores[] = [];
+  const scores: PairScores[] = new Array<PairScores>(pairs.length);
   let forwardPasses = 0;
   let cached = 0;
-  for (const pair of pairs) {
-    let [s1, s2] = orientedSentences(pair);
-    if (lowercased) {
-      s1 = s1.toLowerCase();
-      s2 = s2.toLowerCase();
+  let done = 0;
+  const finished = () => options.onProgress?.(++done, pairs.length);
+  const sentences = (pair: CrowsPair): [string, string] => {
+    const [s1, s2] = orientedSentences(pair);
+    return lowercased ? [s1.toLowerCase(), s2.toLowerCase()] : [s1, s2];
+  };
+  const pooled = method === 'masked' && options.batched !== false && !gates;
+  if (pooled) {
+    const maskId = model.tokenizer!.mask!.id!;
+    for (let from = 0; from < pairs.length; from += POOL_PAIRS) {
+      const todo: PooledSentence[] = [];
+      const keys = new Map<number, string>();
+      for (let i = from; i < Math.min(pairs.length, from + POOL_PAIRS); i++) {
+        const [s1, s2] = sentences(pairs[i]!);
+        const key = cacheKey(method, lowercased, s1, s2);
+        const hit = cache?.get(key);
+        if (hit) {
+          scores[i] = hit;
+          cached++;
+          finished();
+          continue;
+        }
+        keys.set(i, key);
+        const [t1, t2] = await Promise.all([model.tokenize(s1), model.tokenize(s2)]);
+        const ids1 = t1.map((t) => t.id);
+        const ids2 = t2.map((t) => t.id);
+        const { first, second } = maskedPositions(ids1, ids2);
+        todo.push({ pair: i, side: 'sent1', ids: ids1, typeIds: t1.map((t) => t.segment), positions: first }, { pair: i, side: 'sent2', ids: ids2, typeIds: t2.map((t) => t.segment), positions: second });
+        forwardPasses += first.length + second.length;
+      }
+      const totals = await scorePooled(model, todo, maskId, finished);
+      for (const s of todo) (scores[s.pair] ??= { sent1: 0, sent2: 0 })[s.side] = totals.get(s)!;
+      for (const [i, key] of keys) cache?.set(key, scores[i]!);
     }
+    return { method, lowercased, scores, forwardPasses, cached };
+  }
+  for (const [i, pair] of pairs.entries()) {
+    const [s1, s2] = sentences(pair);
     const key = cacheKey(method, lowercased, s1, s2);
     let result = cache?.get(key);
     if (result) cached++;
@@ -200,11 +284,7 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
       const ids2 = t2.map((t) => t.id);
       const { first, second } = maskedPositions(ids1, ids2);
       const maskId = model.tokenizer!.mask!.id!;
-      const batched = options.batched !== false && !gates;
-      result = batched ? {
-        sent1: await pseudoLogLikelihoodBatched(model, ids1, t1.map((t) => t.segment), first, maskId),
-        sent2: await pseudoLogLikelihoodBatched(model, ids2, t2.map((t) => t.segment), second, maskId),
-      } : {
+      result = {
         sent1: await pseudoLogLikelihood(model, ids1, t1.map((t) => t.segment), first, maskId, gates),
         sent2: await pseudoLogLikelihood(model, ids2, t2.map((t) => t.segment), second, maskId, gates),
       };
@@ -218,8 +298,8 @@ export async function scoreCrowsPairs(model: Model, pairs: readonly CrowsPair[],
       forwardPasses += 2 + (gates ? 2 : fresh ? 1 : 0);
       cache?.set(key, result);
     }
-    scores.push(result);
-    options.onProgress?.(scores.length, pairs.length);
+    scores[i] = result;
+    finished();
   }
   return { method, lowercased, scores, forwardPasses, cached };
 }

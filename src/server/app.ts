@@ -17,6 +17,7 @@ import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type 
 import { RequestError, TraceService, validateTraceRequest } from './traces.js';
 import { exportFile, validateExportRequest } from './exports.js';
 import { comparePageFile, validateComparePageRequest } from './compare.js';
+import { BiasService, registerBiasRoutes } from './bias.js';
 import { AnalysisService, analysisResponse, validateAnalysisRequest } from './analysis.js';
 
 export const CSP = [
@@ -92,6 +93,8 @@ export interface AppDeps {
   traces: TraceService;
   limits: ServerLimits;
   bundle: AppBundle;
+  /** The bias panel's service (bias.ts); default one over the same catalog, pool and limits. */
+  bias?: BiasService;
   /** Host names requests may carry (loopback names when bound to loopback); null accepts any. */
   allowedHosts: ReadonlySet<string> | null;
   hubDownloads: boolean;
@@ -282,6 +285,9 @@ export function createApp(deps: AppDeps): Hono {
       return errorResponse(c, e);
     }
   });
+
+  /** POST /api/bias {model, text?, biasType?, limit?, …}: the bias report of the app's bias panel (bias.ts), as NDJSON progress and result lines. */
+  registerBiasRoutes(app, deps.bias ?? new BiasService({ catalog: deps.catalog, pool: deps.pool, limits: deps.limits }), deps.limits, limit, readJson);
 
   app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export, POST /api/compare-page, POST /api/analysis)'));
   app.notFound((c) => apiError(c, 404, 'not found'));

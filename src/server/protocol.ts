@@ -9,8 +9,12 @@
  * - `progress` (JSON {@link ProgressFrame}): loading, downloading, running;
  * - `header` (JSON {@link StreamHeader}): model, tokens, predictions, score terms, the tensors
  *   that follow and their shapes;
- * - `layer` (binary): `[u8 tensor index][u8 0][u16 LE layer]` then the layer's float32 values
- *   (little-endian, row-major [d0, rows, cols] as in the Trace), one frame per tensor layer;
+ * - `layer` (binary): `[u8 tensor index][u8 encoding][u16 LE layer]` then the layer's float32
+ *   values (little-endian, row-major [d0, rows, cols] as in the Trace), one frame per tensor layer.
+ *   Encoding 0: every value. Encoding 1 (`lower`, lossless): a square attention layer whose entries
+ *   above the diagonal are all exactly +0 (a causal mask) sends `[u32 LE d0][u32 LE n]` and then only
+ *   rows' first i + 1 values (d0 · n(n + 1)/2 floats, about half); the reader puts the zeros back,
+ *   bit for bit the same Float32Array;
  * - `tensor` (JSON {@link TensorDeclaration}): a tensor not in the header, declared before its
  *   first layer (per-layer streaming declares queries, keys and score terms as they are computed);
  * - `predictions` (JSON {@link PredictionsFrame}): the head's predictions, when they come after the
@@ -26,6 +30,7 @@ import type { AblationData } from '../views/layout/ablation.js';
 import type { HeadImportanceData } from '../views/layout/head-importance.js';
 import type { LogitLensData } from '../views/layout/logit-lens.js';
 import type { SaliencyData } from '../views/layout/saliency.js';
+import type { BiasReport } from '../analysis/bias/report.js';
 
 export const FRAMES_MEDIA_TYPE = 'application/vnd.attnscope.frames';
 
@@ -181,11 +186,57 @@ export function jsonFrame(type: Exclude<FrameType, 'layer'>, value: ProgressFram
   return frame(FRAME_TYPES[type], textEncoder.encode(JSON.stringify(value)));
 }
 
-/** A layer frame: tensor `tensor` of the header, layer `layer`, its float32 values. */
-export function layerFrame(tensor: number, layer: number, values: Float32Array): Uint8Array {
+/** Layer encodings (the layer frame's second byte). */
+const LAYER_ALL = 0;
+const LAYER_LOWER = 1;
+
+/** Whether every entry above the diagonal of each of the d0 n × n matrices is +0 (bit pattern 0). */
+function lowerOnly(values: Float32Array, d0: number, n: number): boolean {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let m = 0; m < d0; m++) {
+    for (let i = 0; i < n - 1; i++) {
+      const row = (m * n + i) * n;
+      for (let j = i + 1; j < n; j++) if (bits[row + j] !== 0) return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * A layer frame: tensor `tensor` of the header, layer `layer`, its float32 values. With the
+ * layer's `dims` [d0, n, n] (attention), a layer that is zero above the diagonal is sent as its
+ * lower triangle (encoding 1, lossless).
+ */
+export function layerFrame(tensor: number, layer: number, values: Float32Array, dims?: readonly [number, number, number]): Uint8Array {
   if (tensor > 255 || layer > 65535) throw new Error(`layer frame out of range (tensor ${tensor}, layer ${layer})`);
+  if (dims && dims[1] === dims[2] && dims[1] > 1 && dims[0] * dims[1] * dims[2] === values.length && lowerOnly(values, dims[0], dims[1])) {
+    const [d0, n] = dims;
+    const payload = new Uint8Array(LAYER_HEAD + 8 + ((d0 * n * (n + 1)) / 2) * 4);
+    const view = new DataView(payload.buffer);
+    payload[0] = tensor;
+    payload[1] = LAYER_LOWER;
+    view.setUint16(2, layer, true);
+    view.setUint32(LAYER_HEAD, d0, true);
+    view.setUint32(LAYER_HEAD + 4, n, true);
+    if (LITTLE_ENDIAN) {
+      const out = new Float32Array(payload.buffer, LAYER_HEAD + 8);
+      let at = 0;
+      for (let m = 0; m < d0; m++) {
+        for (let i = 0; i < n; i++) {
+          const row = (m * n + i) * n;
+          out.set(values.subarray(row, row + i + 1), at);
+          at += i + 1;
+        }
+      }
+    } else {
+      let at = LAYER_HEAD + 8;
+      for (let m = 0; m < d0; m++) for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++, at += 4) view.setFloat32(at, values[(m * n + i) * n + j]!, true);
+    }
+    return frame(FRAME_TYPES.layer, payload);
+  }
   const payload = new Uint8Array(LAYER_HEAD + values.length * 4);
   payload[0] = tensor;
+  payload[1] = LAYER_ALL;
   new DataView(payload.buffer).setUint16(2, layer, true);
   const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   if (LITTLE_ENDIAN) payload.set(bytes, LAYER_HEAD);
@@ -263,9 +314,40 @@ export class FrameReader {
   }
 }
 
+/** The values of a `lower` layer payload: each row's first i + 1 values, zeros above the diagonal. */
+function fromLower(view: DataView): Float32Array {
+  const d0 = view.getUint32(LAYER_HEAD, true);
+  const n = view.getUint32(LAYER_HEAD + 4, true);
+  const count = (d0 * n * (n + 1)) / 2;
+  if (view.byteLength < LAYER_HEAD + 8 + count * 4) throw new Error(`layer frame: ${view.byteLength} bytes, too few for a ${d0} × ${n} × ${n} lower triangle`);
+  const values = new Float32Array(d0 * n * n);
+  const base = view.byteOffset + LAYER_HEAD + 8;
+  let src: Float32Array;
+  if (!LITTLE_ENDIAN) {
+    src = new Float32Array(count);
+    for (let i = 0; i < count; i++) src[i] = view.getFloat32(LAYER_HEAD + 8 + 4 * i, true);
+  } else if (base % 4 === 0) {
+    src = new Float32Array(view.buffer, base, count);
+  } else {
+    // The frame sits at an odd offset of a chunk: the triangle is copied out once.
+    src = new Float32Array(count);
+    new Uint8Array(src.buffer).set(new Uint8Array(view.buffer, base, count * 4));
+  }
+  let at = 0;
+  for (let m = 0; m < d0; m++) {
+    for (let i = 0; i < n; i++) {
+      values.set(src.subarray(at, at + i + 1), (m * n + i) * n);
+      at += i + 1;
+    }
+  }
+  return values;
+}
+
 function decodeFrame(type: number, payload: Uint8Array): Frame {
   if (type === FRAME_TYPES.layer) {
     const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (payload[1] === LAYER_LOWER) return { type: 'layer', tensor: payload[0]!, layer: view.getUint16(2, true), values: fromLower(view) };
+    if (payload[1] !== LAYER_ALL) throw new Error(`unknown layer encoding ${payload[1]}`);
     const n = (payload.length - LAYER_HEAD) / 4;
     const values = new Float32Array(n);
     if (LITTLE_ENDIAN) new Uint8Array(values.buffer).set(payload.subarray(LAYER_HEAD));
@@ -372,3 +454,44 @@ export type AnalysisResult = AnalysisData & {
 };
 
 export type AnalysisLine = ({ type: 'progress' } & ProgressFrame) | { type: 'result'; result: AnalysisResult } | ({ type: 'error' } & ApiError);
+
+// --- the bias panel (POST /api/bias, src/server/bias.ts; helper D) -------------------------------
+
+/**
+ * A bias report for the app's bias panel: what `attnscope bias report [model] --limit N
+ * [--bias-type T] [--text …] …` computes (src/bias/report.ts), with the same defaults. Answered as
+ * NDJSON lines ({@link BiasLine}): progress, then the result or an error.
+ */
+export interface BiasRequest {
+  model: string;
+  /** The probe text whose heads the report analyses (default: the report's two default probes). */
+  text?: string;
+  /** CrowS-Pairs pairs of this bias type only. */
+  biasType?: string;
+  /** The first N CrowS-Pairs pairs (after biasType) and WinoGender sentences; 0 leaves both out. */
+  limit?: number;
+  /** Group word lists of the probe (default gender, occupation). */
+  groups?: string[];
+  /** Heads ablated, random control sets, integrated-gradients steps, permutations, bootstrap resamples, seed. */
+  k?: number;
+  controls?: number;
+  steps?: number;
+  permutations?: number;
+  bootstrap?: number;
+  seed?: number;
+  /** Re-score the first N pairs with the top k CrowS-Pairs heads zeroed (default 0). */
+  ablationPairs?: number;
+}
+
+/** What the bias route allows (the defaults are the CLI's). */
+export const BIAS_LIMITS = { maxPairs: 200, defaultLimit: 40, maxK: 20, maxControls: 10, maxSteps: 64, maxPermutations: 2000, maxBootstrap: 5000, maxAblationPairs: 20 } as const;
+
+export interface BiasResult {
+  report: BiasReport;
+  revision: string;
+  cached: boolean;
+  /** Milliseconds spent computing (0 when cached). */
+  ms: number;
+}
+
+export type BiasLine = ({ type: 'progress' } & ProgressFrame) | { type: 'result'; result: BiasResult } | ({ type: 'error' } & ApiError);
