@@ -59,6 +59,8 @@ describe('serve: Hub ids', () => {
     expect(fs.at(-1)!.type).toBe('end');
     const progress = fs.filter((f): f is Extract<Frame, { type: 'progress' }> => f.type === 'progress').map((f) => f.value.message);
     expect(progress.some((m) => /test-org\/tiny-bert/.test(m))).toBe(true);
+    // The first request hears the load from its first message on.
+    expect(progress[0]).toBe('opening test-org/tiny-bert');
     expect(hub.requests.some((r) => r.path.includes('/test-org/tiny-bert/resolve/main/config.json'))).toBe(true);
     expect(existsSync(join(tmp, 'hub', 'models--test-org--tiny-bert'))).toBe(true);
 
@@ -73,6 +75,28 @@ describe('serve: Hub ids', () => {
     await expect
       .poll(async () => (await models()).models.find((m) => m.id === 'test-org/tiny-bert')?.origin, { timeout: 5000, interval: 300 })
       .toBe('hf-cache');
+  });
+
+  it('a Hub model over the memory budget is refused once its weights are downloaded (the budget named), and not kept loaded', async () => {
+    const small = await startServer({
+      port: 0,
+      folders: [],
+      embedded: false,
+      graphCache: false,
+      bundle: { js: '', css: '' },
+      memoryBudgetBytes: 1000,
+      env: { HF_ENDPOINT: hub.url, HF_HUB_CACHE: join(tmp, 'hub-small'), HF_HOME: join(tmp, 'hf-home-small') },
+    });
+    try {
+      const load = await frames(await fetch(new URL('/api/load', small.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'test-org/tiny-bert' }) }));
+      const error = load.find((f): f is Extract<Frame, { type: 'error' }> => f.type === 'error');
+      expect(error?.value.field).toBe('model');
+      expect(error?.value.error).toMatch(/^model: test-org\/tiny-bert needs about \d+ MB, more than the server's memory budget \(--memory-budget 0\)$/);
+      expect(small.pool.isLoaded('test-org/tiny-bert')).toBe(false);
+      expect(small.pool.usedBytes).toBe(0);
+    } finally {
+      await small.close();
+    }
   });
 
   it('a repository the Hub does not have is refused in one line naming the model', async () => {

@@ -76,6 +76,8 @@ export class ModelPool {
       let loading = this.loading.get(location.id);
       if (!loading) {
         const listeners = new Set<(p: ProgressFrame) => void>();
+        // The first request's listener hears the load's first message too.
+        if (onProgress) listeners.add(onProgress);
         const promise = this.load(location, (p) => listeners.forEach((l) => l(p))).finally(() => this.loading.delete(location.id));
         loading = { promise, listeners };
         this.loading.set(location.id, loading);
@@ -133,16 +135,22 @@ export class ModelPool {
       dir = source.dir;
       revision = path.basename(dir);
     }
-    const bytes = (await weightBytes(dir)) * MEMORY_FACTOR;
-    if (bytes > this.options.budgetBytes) {
-      throw new AttnscopeError(`model: ${location.label} needs about ${Math.ceil(bytes / 2 ** 20)} MB, more than the server's memory budget (--memory-budget ${Math.floor(this.options.budgetBytes / 2 ** 20)})`);
-    }
+    const tooLarge = (bytes: number) =>
+      new AttnscopeError(`model: ${location.label} needs about ${Math.ceil(bytes / 2 ** 20)} MB, more than the server's memory budget (--memory-budget ${Math.floor(this.options.budgetBytes / 2 ** 20)})`);
+    let bytes = (await weightBytes(dir)) * MEMORY_FACTOR;
+    if (bytes > this.options.budgetBytes) throw tooLarge(bytes);
     await this.fit(bytes);
     progress({ stage: 'load', message: `loading ${location.label}` });
     const model = await loadModel(source, {
       graphCache: this.options.graphCache,
       ...(this.options.threads ? { threads: this.options.threads } : {}),
     });
+    // A Hub snapshot gets its weight files while loading: count them now that they are there.
+    bytes = Math.max(bytes, (await weightBytes(dir)) * MEMORY_FACTOR);
+    if (bytes > this.options.budgetBytes) {
+      await model.dispose().catch(() => undefined);
+      throw tooLarge(bytes);
+    }
     const entry: Entry = { id: location.id, model, revision, bytes, users: 0, lastUsed: performance.now() };
     this.loaded.set(location.id, entry);
     await this.fit(0);
@@ -198,12 +206,17 @@ export class AbortError extends Error {
   }
 }
 
-/** The download bar's lines (`file  ████░░  45%  12.3 MB / 27.1 MB  8.2 MB/s`) as progress frames. */
-function downloadProgress(progress: (p: ProgressFrame) => void): { write(text: string): void; isTTY: false } {
+/**
+ * The download bar's lines (`file  ████░░  45%  12.3 MB / 27.1 MB  8.2 MB/s`) as progress frames.
+ * It draws as on a terminal (redrawn up to 10 times a second, not only at each tenth): the
+ * carriage returns and erase-line codes are taken out.
+ */
+function downloadProgress(progress: (p: ProgressFrame) => void): { write(text: string): void; isTTY: true } {
   return {
-    isTTY: false,
+    isTTY: true,
     write(text: string) {
-      for (const line of text.split('\n')) {
+      // eslint-disable-next-line no-control-regex
+      for (const line of text.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '').split(/[\r\n]+/)) {
         const clean = line.replace(/\s+/g, ' ').trim();
         if (!clean) continue;
         const percent = /(\d+)%/.exec(clean);

@@ -536,7 +536,8 @@ class LayerFrames {
           const declared = this.header.tensors[index]!;
           if (declared.dims.join() !== dims.join()) throw new Error(`${name}: shape [${dims.join(', ')}], but the header declared [${declared.dims.join(', ')}]`);
         }
-        frames.push(layerFrame(index, l, toFloat32(t)));
+        // Attention that is zero above the diagonal (causal) goes as its lower triangle (protocol.ts).
+        frames.push(layerFrame(index, l, toFloat32(t), kind === 'attention' ? dims : undefined));
       }
     }
     return [...declarations, ...frames];
@@ -587,7 +588,7 @@ export function traceResult(trace: Trace, modelId: string, revision: string, loa
   sources.forEach((s, i) => {
     if (s.t.kind !== 'attention') for (let l = 0; l < s.layers.length; l++) order.push([i, l]);
   });
-  const layers = order.map(([i, l]) => layerFrame(i, l, sources[i]!.layers[l]!));
+  const layers = order.map(([i, l]) => layerFrame(i, l, sources[i]!.layers[l]!, sources[i]!.t.kind === 'attention' ? sources[i]!.t.dims : undefined));
   return { header, layers, bytes: layers.reduce((n, f) => n + f.length, 0), loadMs, runMs };
 }
 
