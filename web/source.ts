@@ -16,6 +16,8 @@ const sources = new WeakMap<Trace, Map<StackName, AttentionSource>>();
 /** The dense stack each cached source was made over (a streamed trace replaces its stacks as layers arrive). */
 const basis = new WeakMap<AttentionSource, unknown>();
 const tokens = new WeakMap<Trace, Map<StackName, { query: DisplayToken[]; key: DisplayToken[] }>>();
+/** The trace each source the page made reads (the long views' worker is sent its queries and keys). */
+const traces = new WeakMap<AttentionSource, Trace>();
 
 /** Gives a trace's stack its attention source (a loader of on-demand traces calls this before the views read it). */
 export function registerSource(trace: Trace, source: AttentionSource): void {
@@ -28,8 +30,14 @@ export function pageSource(trace: Trace, stack: StackName): AttentionSource {
   if (known && (!basis.has(known) || basis.get(known) === trace.attention[stack])) return known;
   const source = attentionSource(trace, stack);
   basis.set(source, trace.attention[stack]);
+  traces.set(source, trace);
   registerSource(trace, source);
   return source;
+}
+
+/** The trace a source made by `pageSource` reads (undefined for other sources). */
+export function sourceTrace(source: AttentionSource): Trace | undefined {
+  return traces.get(source);
 }
 
 /** The stacks with attention, dense or on demand. */
@@ -57,4 +65,27 @@ export function pageTokens(trace: Trace, stack: StackName): { query: DisplayToke
   const out = { query, key };
   (tokens.get(trace) ?? tokens.set(trace, new Map()).get(trace)!).set(stack, out);
   return out;
+}
+
+/**
+ * The switch a view makes between its dense form (whole matrices) and its long form (blocks read
+ * from the source: tiles, streamed thumbnails), shared by the heatmap and the model view. `form`
+ * says which form the stack needs and, when it changed since the last call, lets the view swap its
+ * elements first (`enter`).
+ */
+export class LongDenseHost {
+  /** The form shown now (every view starts dense). */
+  long = false;
+
+  constructor(private readonly enter: (long: boolean) => void) {}
+
+  /** True when the stack is read in blocks; calls `enter(long)` once per change of form. */
+  form(trace: Trace, stack: StackName): boolean {
+    const long = isLongPage(trace, stack);
+    if (long !== this.long) {
+      this.long = long;
+      this.enter(long);
+    }
+    return long;
+  }
 }

@@ -4,13 +4,16 @@
  * view its top-k keys per head as lines (keys out of view: a line to the strip's edge, toward them).
  * Hovering or pinning a query lists its top-k keys with their exact weights, each a jump to that key.
  * The search box finds tokens by their text (or #position) and jumps to them. Top-k keys are
- * computed from the attention source a band of rows at a time and cached.
+ * computed from the attention source a band of rows at a time and cached; attention computed on
+ * demand is computed in a Web Worker (input.worker, web/long-worker.ts): lines and lists show the
+ * bands that have arrived and fill in as the others do.
  */
 import type { AttentionSource } from '../../src/core/attention-source.js';
 import { headColors } from '../../src/views/colors.js';
 import { STRIP_ROW, TOPK_CHUNK, TOPK_MAX, scrollToRow, searchTokens, stripRange, topKeys } from '../../src/views/layout/head-long.js';
 import type { Theme } from '../../src/views/theme.js';
 import { button, h, replaceChildren, select, sizeCanvas } from '../dom.js';
+import { type LongWorker, longWorker } from '../long-worker.js';
 
 export interface LongHeadInput {
   source: AttentionSource;
@@ -23,6 +26,8 @@ export interface LongHeadInput {
   keySpecial: boolean[];
   fmtWeight(v: number): string;
   height: number;
+  /** Computes top-k bands off the page's thread, or null: computed here when drawn (default: the source's worker, web/long-worker.ts). */
+  worker?: LongWorker | null;
 }
 
 interface Chunk {
@@ -47,6 +52,8 @@ export class LongHeadStrip {
   private readonly panel = h('div', { class: 'readout', testid: 'head-topk-list', style: 'flex:1 1 auto;max-height:100%;overflow:auto;font-size:12px' });
   private input: LongHeadInput | null = null;
   private chunks = new Map<string, Chunk>();
+  /** Bands asked of the worker and not arrived yet (key → ticket). */
+  private asked = new Map<string, { worker: LongWorker; id: number }>();
   private k = 3;
   private hits: number[] = [];
   private hit = -1;
@@ -90,12 +97,14 @@ export class LongHeadStrip {
     if (key !== this.dataKey || this.input?.source !== s) {
       this.dataKey = key;
       this.chunks.clear();
+      for (const t of this.asked.values()) t.worker.cancel([t.id]);
+      this.asked.clear();
       if (this.input?.source !== s) {
         this.pinned = null;
         this.hoverQ = null;
       }
     }
-    this.input = input;
+    this.input = input.worker === undefined ? { ...input, worker: longWorker(s) } : input;
     const n = s.numQueries;
     replaceChildren(
       this.bar,
@@ -152,8 +161,11 @@ export class LongHeadStrip {
     });
   }
 
-  /** Top-k keys of query q in head hd (computing its band of rows when missing). */
-  private top(hd: number, q: number): { index: Int32Array; value: Float32Array; offset: number } {
+  /**
+   * Top-k keys of query q in head hd: computing its band of rows when missing (here), or asking the
+   * worker for it (null until it arrives; the strip is painted again then).
+   */
+  private top(hd: number, q: number): { index: Int32Array; value: Float32Array; offset: number } | null {
     const input = this.input!;
     const c = Math.floor(q / TOPK_CHUNK);
     const key = `${input.layer}|${hd}|${c}`;
@@ -162,11 +174,34 @@ export class LongHeadStrip {
       const s = input.source;
       const r0 = c * TOPK_CHUNK;
       const r1 = Math.min(s.numQueries, r0 + TOPK_CHUNK);
+      const worker = input.worker ?? null;
+      if (worker) {
+        if (!this.asked.has(key)) {
+          const t = worker.submit<{ topk: Chunk }>({ what: 'topk', layer: input.layer, head: hd, r0, r1, k: TOPK_MAX });
+          this.asked.set(key, { worker, id: t.id });
+          const dataKey = this.dataKey;
+          t.result.then(
+            (r) => {
+              if (this.asked.get(key)?.id === t.id) this.asked.delete(key);
+              if (!r || dataKey !== this.dataKey) return;
+              this.keep(key, r.topk);
+              delete this.panel.dataset.query;
+              this.schedule();
+            },
+            () => this.asked.delete(key),
+          );
+        }
+        return null;
+      }
       chunk = topKeys(s.block(input.layer, hd, r0, r1, 0, s.numKeys), r1 - r0, s.numKeys, TOPK_MAX);
-      this.chunks.set(key, chunk);
-      if (this.chunks.size > CACHE_CHUNKS) this.chunks.delete(this.chunks.keys().next().value!);
+      this.keep(key, chunk);
     }
     return { ...chunk, offset: (q - c * TOPK_CHUNK) * TOPK_MAX };
+  }
+
+  private keep(key: string, chunk: Chunk): void {
+    this.chunks.set(key, chunk);
+    if (this.chunks.size > CACHE_CHUNKS) this.chunks.delete(this.chunks.keys().next().value!);
   }
 
   private paint(): void {
@@ -203,6 +238,7 @@ export class LongHeadStrip {
       const yq = (q + 0.5) * STRIP_ROW - top;
       input.heads.forEach((hd, j) => {
         const t = this.top(hd, q);
+        if (!t) return;
         const dy = (j - (input.heads.length - 1) / 2) * 1.5;
         for (let r = 0; r < this.k; r++) {
           const key = t.index[t.offset + r]!;
@@ -225,6 +261,8 @@ export class LongHeadStrip {
     c.globalAlpha = 1;
     c.setLineDash([]);
     this.canvas.dataset.count = String(count);
+    this.canvas.dataset.pending = String(this.asked.size);
+    this.canvas.dataset.compute = input.worker ? 'worker' : 'page';
     this.panelFor(focus);
   }
 
@@ -241,10 +279,15 @@ export class LongHeadStrip {
     this.panel.dataset.k = String(this.k);
     this.panel.dataset.heads = input.heads.join(',');
     const colors = headColors(input.source.numHeads);
+    let waiting = false;
     const blocks = input.heads.map((hd) => {
       const t = this.top(hd, q);
       const items: HTMLElement[] = [];
-      for (let r = 0; r < this.k; r++) {
+      if (!t) {
+        waiting = true;
+        items.push(h('span', { class: 'muted' }, 'computing…'));
+      }
+      for (let r = 0; t && r < this.k; r++) {
         const key = t.index[t.offset + r]!;
         if (key < 0) break;
         const w = t.value[t.offset + r]!;
@@ -259,5 +302,6 @@ export class LongHeadStrip {
       return h('div', { style: 'margin:2px 0' }, sw, h('b', {}, `head ${hd}: `), ...items);
     });
     replaceChildren(this.panel, h('div', { testid: 'head-topk-title' }, `query ${q} “${input.queryLabels[q]}” · top ${this.k} keys per head (click one to scroll to it)`), ...blocks);
+    this.panel.dataset.waiting = waiting ? 'true' : 'false';
   }
 }

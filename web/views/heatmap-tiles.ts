@@ -5,6 +5,8 @@
  * first; the tiles of the level a view needs are computed nearest the centre first, a few
  * milliseconds at a time so that the page stays interactive, and kept in a small cache. At full
  * zoom the tiles are the exact weights; hover reads the exact weight of the cell from the source.
+ * Attention computed on demand is binned in a Web Worker (input.worker, web/long-worker.ts): the
+ * page's thread only draws what has arrived; dense sources (nothing to compute) are read here.
  *
  * Mouse: wheel zooms about the pointer, drag pans, double-click zooms in (shift: out).
  * Keyboard (the heatmap focused): + / − zoom, arrows pan (shift: further), 0 fits the matrix.
@@ -38,6 +40,7 @@ import {
 } from '../../src/views/layout/heatmap-tiles.js';
 import type { Theme } from '../../src/views/theme.js';
 import { h, sizeCanvas } from '../dom.js';
+import type { LongWorker } from '../long-worker.js';
 import { paintItems } from '../paint.js';
 import { font } from '../text.js';
 
@@ -59,6 +62,8 @@ export interface TiledHeatmapInput {
   axes: [string, string];
   /** Size of the whole canvas in CSS pixels. */
   frame: { width: number; height: number };
+  /** Computes bins off the page's thread (attention on demand), or null: computed here between frames. */
+  worker?: LongWorker | null;
 }
 
 export interface TileHit {
@@ -80,7 +85,9 @@ const MARGIN = { left: 118, top: 92, right: 150, bottom: 12 };
 
 interface Job {
   key: string;
-  gen: Generator<number, Bins>;
+  /** Computed here, a block per step; or in the worker (its ticket). */
+  gen: Generator<number, Bins> | null;
+  ticket: { worker: LongWorker; id: number } | null;
   done(bins: Bins): void;
 }
 
@@ -226,6 +233,7 @@ export class TiledHeatmap {
       this.cellsRead = 0;
       this.tiles.clear();
       this.images.clear();
+      this.dropJobs(this.jobs);
       this.jobs = [];
       this.running.clear();
       this.scaleKey = '';
@@ -235,7 +243,7 @@ export class TiledHeatmap {
       this.strips = [];
       for (let r0 = 0; r0 < this.nq; r0 += stripCells) this.strips.push({ region: { ...all, r0, r1: Math.min(this.nq, r0 + stripCells) }, bins: null });
       for (const strip of this.strips) {
-        this.jobs.push({ key: `overview:${strip.region.r0}`, gen: binRegion(this.read, strip.region, input.mask), done: (b) => (strip.bins = b) });
+        this.jobs.push(this.job(`overview:${strip.region.r0}`, strip.region, (b) => (strip.bins = b)));
       }
       const { w, h: hh } = this.box;
       this.view = keepView ? clampView(keepView, this.nq, this.nk, w, hh) : fitView(this.nq, this.nk, w, hh);
@@ -387,7 +395,9 @@ export class TiledHeatmap {
       (bands.get(t.ty) ?? bands.set(t.ty, []).get(t.ty)!).push(t.tx);
     }
     const keys = new Set([...bands].map(([ty, txs]) => `${z}:${ty}:${Math.min(...txs)}-${Math.max(...txs)}`));
-    this.jobs = this.jobs.filter((j) => j.key.startsWith('overview:') || keys.has(j.key) || this.covers(j.key, z, bands));
+    const keep = (j: Job) => j.key.startsWith('overview:') || keys.has(j.key) || this.covers(j.key, z, bands);
+    this.dropJobs(this.jobs.filter((j) => !keep(j)));
+    this.jobs = this.jobs.filter(keep);
     for (const [ty, txs] of bands) {
       const tx0 = Math.min(...txs);
       const tx1 = Math.max(...txs);
@@ -395,20 +405,55 @@ export class TiledHeatmap {
       if (this.jobs.some((j) => j.key === key || this.covers(j.key, z, new Map([[ty, txs]])))) continue;
       const first = tileRegion(z, ty, tx0, this.nq, this.nk);
       const last = tileRegion(z, ty, tx1, this.nq, this.nk);
-      this.jobs.push({
-        key,
-        gen: binRegion(this.read, { ...first, c1: last.c1 }, input.mask),
-        done: (b) => {
+      this.jobs.push(
+        this.job(key, { ...first, c1: last.c1 }, (b) => {
           splitColumns(b).forEach((bins, i) => this.tiles.set(`${z}:${ty}:${tx0 + i}`, bins));
           while (this.tiles.size > CACHE_TILES) {
             const oldest = this.tiles.keys().next().value!;
             this.tiles.delete(oldest);
             for (const k of this.images.keys()) if (k.startsWith(`${oldest}|`)) this.images.delete(k);
           }
-        },
-      });
+        }),
+      );
     }
     this.status();
+  }
+
+  /**
+   * A job binning `region`: in the worker when there is one (its result, when it arrives, is drawn),
+   * else a generator the page runs between frames (pump).
+   */
+  private job(key: string, region: BinRegion, done: (bins: Bins) => void): Job {
+    const input = this.input!;
+    const worker = input.worker ?? null;
+    if (!worker) return { key, gen: binRegion(this.read!, region, input.mask), ticket: null, done };
+    const ticket = worker.submit<{ bins: Bins }>({ what: 'bins', layer: input.layer, which: input.which, region });
+    const job: Job = { key, gen: null, ticket: { worker, id: ticket.id }, done };
+    ticket.result.then(
+      (r) => {
+        const at = this.jobs.indexOf(job);
+        if (!r || at < 0) return;
+        this.jobs.splice(at, 1);
+        this.cellsRead += (region.r1 - region.r0) * (region.c1 - region.c0);
+        done(r.bins);
+        this.updateScale();
+        this.draw();
+        this.status();
+        this.viewCb?.();
+      },
+      (e: Error) => {
+        const at = this.jobs.indexOf(job);
+        if (at >= 0) this.jobs.splice(at, 1);
+        this.canvas.dataset.error = e.message;
+        this.status();
+      },
+    );
+    return job;
+  }
+
+  /** Cancels the worker's part of jobs no longer wanted. */
+  private dropJobs(jobs: Job[]): void {
+    for (const j of jobs) if (j.ticket) j.ticket.worker.cancel([j.ticket.id]);
   }
 
   /** Whether a queued band job (key z:ty:tx0-tx1) computes every tile a band still misses. */
@@ -421,7 +466,7 @@ export class TiledHeatmap {
 
   /** Runs jobs for a slice of time, then yields to the page; again until none is left. */
   private pump(): void {
-    if (this.pumping || this.jobs.length === 0) return;
+    if (this.pumping || !this.jobs.some((j) => j.gen)) return;
     this.pumping = true;
     setTimeout(() => {
       this.pumping = false;
@@ -432,13 +477,14 @@ export class TiledHeatmap {
       }
       const t0 = performance.now();
       let finished = false;
-      while (this.jobs.length && performance.now() - t0 < SLICE_MS) {
-        const job = this.jobs[0]!;
-        const r = job.gen.next();
+      let job = this.jobs.find((j) => j.gen);
+      while (job && performance.now() - t0 < SLICE_MS) {
+        const r = job.gen!.next();
         if (r.done) {
-          this.jobs.shift();
+          this.jobs.splice(this.jobs.indexOf(job), 1);
           job.done(r.value);
           finished = true;
+          job = this.jobs.find((j) => j.gen);
         }
       }
       if (finished) {
@@ -446,7 +492,7 @@ export class TiledHeatmap {
         this.draw();
       }
       this.status();
-      if (this.jobs.length) this.pump();
+      this.pump();
       this.viewCb?.();
     }, 0);
   }
@@ -597,6 +643,7 @@ export class TiledHeatmap {
       overview: this.overviewDone() ? 'done' : 'building',
       reduce: input.reduce,
       pending: String(this.jobs.length),
+      compute: input.worker ? 'worker' : 'page',
       cellsRead: String(this.cellsRead),
       ready: this.overviewDone() && this.jobs.length === 0 && !this.drawQueued ? 'true' : 'false',
     });

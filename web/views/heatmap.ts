@@ -15,7 +15,8 @@ import { type MatrixHit, MatrixGrid } from '../matrix.js';
 import { gridTokenOptions, headSelect, layerSelect, stackHeaders } from './common.js';
 import { LONG_TOKENS, type Reduce, keyRange } from '../../src/views/layout/heatmap-tiles.js';
 import { type DisplayToken } from '../../src/views/tokens.js';
-import { isLongPage, pageSource, pageTokens } from '../source.js';
+import { longWorker } from '../long-worker.js';
+import { LongDenseHost, pageSource, pageTokens } from '../source.js';
 import { type TileHit, TiledHeatmap } from './heatmap-tiles.js';
 
 const MODES: { value: HeatmapMode; label: string }[] = [
@@ -38,7 +39,17 @@ export class HeatmapView {
   private readonly zoomLine = h('div', { class: 'readout muted', testid: 'heatmap-zoom' });
   private readonly body = h('div', { class: 'scroll' });
   private reduce: Reduce = 'max';
-  private long = false;
+  /** Dense (the grid) or long (the tiles): the elements each form shows. */
+  private readonly host = new LongDenseHost((long) => {
+    this.key = '';
+    if (long) {
+      replaceChildren(this.body, this.tiles.el);
+      this.readout.after(this.zoomLine);
+    } else {
+      replaceChildren(this.body, this.grid.el);
+      this.zoomLine.remove();
+    }
+  });
 
   constructor(private readonly ctx: Ctx) {
     this.body.append(this.grid.el);
@@ -56,15 +67,9 @@ export class HeatmapView {
   update(): void {
     const { ctx } = this;
     const { state } = ctx;
-    if (isLongPage(ctx.trace, state.stack)) {
+    if (this.host.form(ctx.trace, state.stack)) {
       this.updateLong();
       return;
-    }
-    if (this.long) {
-      this.long = false;
-      this.key = '';
-      replaceChildren(this.body, this.grid.el);
-      this.zoomLine.remove();
     }
     replaceChildren(
       this.toolbar,
@@ -161,12 +166,6 @@ export class HeatmapView {
     const { ctx } = this;
     const { state } = ctx;
     const source = pageSource(ctx.trace, state.stack);
-    if (!this.long) {
-      this.long = true;
-      this.key = '';
-      replaceChildren(this.body, this.tiles.el);
-      this.readout.after(this.zoomLine);
-    }
     // Every head as small multiples is not offered at this length: one head, or the mean / max over heads.
     const mode = state.heatmapMode === 'all' ? 'head' : state.heatmapMode;
     const goto = h('input', { type: 'text', testid: 'heatmap-goto', placeholder: 'query, key', size: 11, title: 'Go to a cell: query and key positions (e.g. 4096, 17), or a query alone' });
@@ -227,6 +226,7 @@ export class HeatmapView {
       caption: mode === 'mean' ? 'mean weight' : mode === 'max' ? 'max weight' : 'attention weight',
       axes: stackHeaders(state.stack),
       frame,
+      worker: longWorker(source),
     });
     this.tiles.canvas.setAttribute('data-mode', mode);
     this.hoverLong(null);
@@ -235,7 +235,7 @@ export class HeatmapView {
 
   /** Where the view is: rows and keys shown, the level, what is computed. */
   private zoomNote(): void {
-    if (!this.long) return;
+    if (!this.host.long) return;
     const t = this.tiles;
     const { w, h: hh } = t.box;
     const v = t.view;

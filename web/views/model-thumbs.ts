@@ -4,6 +4,8 @@
  * thumbnailBins), streamed from the AttentionSource head by head a few milliseconds at a time and
  * drawn as each arrives. When reading every row of every head would cost more than THUMB_BUDGET
  * multiply-adds, each bin reads a few rows spread over it (said in the note). A click opens the head.
+ * Attention computed on demand is binned in a Web Worker (input.worker, web/long-worker.ts): the
+ * page's thread paints each thumbnail as it arrives and shows the progress.
  */
 import type { AttentionSource } from '../../src/core/attention-source.js';
 import { type WeightScale, parseColor, weightScale } from '../../src/views/colors.js';
@@ -11,6 +13,7 @@ import { layerHeadGrid, legendItems } from '../../src/views/layout/common.js';
 import { type Bins, type KeyRange, type Reduce, THUMB_BINS, blockReader, thumbnailBins, thumbnailRowsPerBin } from '../../src/views/layout/heatmap-tiles.js';
 import type { Theme } from '../../src/views/theme.js';
 import { h, sizeCanvas } from '../dom.js';
+import type { LongWorker } from '../long-worker.js';
 import { paintItems } from '../paint.js';
 
 export interface ThumbGridInput {
@@ -24,6 +27,8 @@ export interface ThumbGridInput {
   log: boolean;
   reduce: Reduce;
   frame: { width: number; height: number };
+  /** Computes thumbnails off the page's thread (attention on demand), or null: computed here between frames. */
+  worker?: LongWorker | null;
 }
 
 export interface ThumbCell {
@@ -42,6 +47,10 @@ const LEGEND_W = 120;
 export class ThumbGrid {
   readonly el = h('div', { class: 'model-thumbs' });
   readonly canvas = h('canvas', { testid: 'model-thumbs' });
+  /** Thumbnails computed so far, while they stream in. */
+  private readonly progressLine = h('div', { class: 'readout muted', testid: 'model-thumbs-progress' });
+  /** The worker's jobs of the current thumbnails (cancelled when they are no longer wanted). */
+  private tickets: { worker: LongWorker; ids: number[] } | null = null;
   private input: ThumbGridInput | null = null;
   private dataKey = '';
   private cells: ThumbCell[] = [];
@@ -57,7 +66,7 @@ export class ThumbGrid {
   private started = 0;
 
   constructor() {
-    this.el.append(this.canvas);
+    this.el.append(this.progressLine, this.canvas);
     this.canvas.style.display = 'block';
     this.canvas.addEventListener('pointermove', (e) => {
       const cell = this.cellAt(e.offsetX, e.offsetY);
@@ -109,13 +118,35 @@ export class ThumbGrid {
       this.binSide = Math.ceil(s.numQueries / THUMB_BINS);
       this.cells = [];
       this.queue = [];
+      if (this.tickets) this.tickets.worker.cancel(this.tickets.ids);
+      this.tickets = null;
+      const worker = input.worker ?? null;
+      const token = this.token;
+      const ids: number[] = [];
       for (let l = 0; l < L; l++) {
         for (let hd = 0; hd < H; hd++) {
           const c: ThumbCell = { layer: l, head: hd, x: 0, y: 0, size: 0, bins: null };
           this.cells.push(c);
-          this.queue.push({ cell: c, gen: thumbnailBins(blockReader(s, l, hd), s.numQueries, s.numKeys, input.mask(l), this.rowsPerBin) });
+          if (!worker) {
+            this.queue.push({ cell: c, gen: thumbnailBins(blockReader(s, l, hd), s.numQueries, s.numKeys, input.mask(l), this.rowsPerBin) });
+            continue;
+          }
+          const t = worker.submit<{ bins: Bins }>({ what: 'thumb', layer: l, head: hd, rowsPerBin: this.rowsPerBin });
+          ids.push(t.id);
+          t.result.then(
+            (r) => {
+              if (!r || token !== this.token) return;
+              c.bins = r.bins;
+              this.paintCell(c);
+              this.status();
+            },
+            (e: Error) => {
+              this.canvas.dataset.error = e.message;
+            },
+          );
         }
       }
+      if (worker) this.tickets = { worker, ids };
       this.started = performance.now();
     }
     for (const c of this.cells) Object.assign(c, { x: grid.x + c.head * cell + 2, y: grid.y + c.layer * cell + 2, size: cell - 4 });
@@ -223,6 +254,9 @@ export class ThumbGrid {
     const { done, total } = this.progress();
     this.canvas.dataset.done = String(done);
     this.canvas.dataset.drawn = done === total ? 'true' : 'false';
+    this.canvas.dataset.compute = this.input?.worker ? 'worker' : 'page';
+    this.progressLine.textContent =
+      done === total ? `${total} thumbnails` : `computing thumbnails${this.input?.worker ? ' in a worker' : ''}: ${done} of ${total} (${Math.floor((100 * done) / Math.max(1, total))}%) · each appears as it is ready`;
     if (done === total && this.started) {
       this.canvas.dataset.drawMs = (performance.now() - this.started).toFixed(0);
       this.started = 0;

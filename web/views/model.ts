@@ -18,7 +18,8 @@ import { MatrixGrid, matrixItemImage } from '../matrix.js';
 import { paintItems } from '../paint.js';
 import { gridTokenOptions, stackHeaders } from './common.js';
 import { keyRange, type Reduce } from '../../src/views/layout/heatmap-tiles.js';
-import { isLongPage, pageSource } from '../source.js';
+import { longWorker } from '../long-worker.js';
+import { LongDenseHost, pageSource } from '../source.js';
 import { type ThumbCell, ThumbGrid } from './model-thumbs.js';
 
 export class ModelView {
@@ -42,7 +43,18 @@ export class ModelView {
   private readonly thumbs = new ThumbGrid();
   private readonly scroll = h('div', { class: 'scroll model-scroll' });
   private reduce: Reduce = 'max';
-  private long = false;
+  /** Dense (every cell drawn from whole matrices) or long (streamed thumbnails): the elements each form shows. */
+  private readonly host = new LongDenseHost((long) => {
+    this.key = '';
+    if (long) {
+      replaceChildren(this.scroll, this.thumbs.el);
+      this.chooser.hidden = true;
+      this.detail.style.display = 'none';
+    } else {
+      replaceChildren(this.scroll, this.canvas, this.hoverBox);
+      this.chooser.hidden = false;
+    }
+  });
 
   constructor(private readonly ctx: Ctx) {
     this.scroll.append(this.canvas, this.hoverBox);
@@ -129,15 +141,9 @@ export class ModelView {
   update(): void {
     const { ctx } = this;
     const { state } = ctx;
-    if (isLongPage(ctx.trace, state.stack)) {
+    if (this.host.form(ctx.trace, state.stack)) {
       this.updateLong();
       return;
-    }
-    if (this.long) {
-      this.long = false;
-      this.key = '';
-      replaceChildren(this.scroll, this.canvas, this.hoverBox);
-      this.chooser.hidden = false;
     }
     replaceChildren(
       this.toolbar,
@@ -318,12 +324,6 @@ export class ModelView {
     const { ctx } = this;
     const { state } = ctx;
     const source = pageSource(ctx.trace, state.stack);
-    if (!this.long) {
-      this.long = true;
-      replaceChildren(this.scroll, this.thumbs.el);
-      this.chooser.hidden = true;
-      this.detail.style.display = 'none';
-    }
     replaceChildren(
       this.toolbar,
       select('model-normalize', 'colour', [
@@ -352,6 +352,7 @@ export class ModelView {
       normalize: state.modelNormalize,
       log: state.modelLog,
       reduce: this.reduce,
+      worker: longWorker(source),
       frame: { width: Math.max(480, (this.el.clientWidth || document.documentElement.clientWidth) - 24), height: Math.max(360, window.innerHeight - (top > 0 ? top : 200) - 16) },
     });
     this.hoverThumb(null);

@@ -1,0 +1,209 @@
+/**
+ * The long views' computation off the page's thread: a Web Worker running the page's own script
+ * (flow-worker.ts startPageWorker; long-worker-side.ts computes there) holds one attention stack
+ * kept as queries and keys and computes heatmap bins, model-view thumbnails and the head view's
+ * top-k keys on demand. One worker per on-demand source, shared by the views that read it; the
+ * page sends it the layers its jobs read (copies; at most a few held at once) and at most a few jobs
+ * at a time, tiles and top-k before thumbnails, so that a newer request never waits behind a long
+ * queue. A job's result resolves its promise; a cancelled job resolves to null.
+ *
+ * Where no worker can start (no Worker, or the page's script unknown), `longWorker` returns null and
+ * the views compute on the page's thread a few milliseconds at a time, as before.
+ */
+import type { AttentionSource } from '../src/core/attention-source.js';
+import type { Trace } from '../src/core/trace.js';
+import { pageWorkersAvailable, startPageWorker } from './flow-worker.js';
+import { sourceTrace } from './source.js';
+import type { LongJob, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
+
+/** Jobs the worker holds at once (it runs them in order). */
+const IN_FLIGHT = 2;
+/** Layers the worker holds at once (each job reads one). */
+const LAYERS_HELD = IN_FLIGHT + 2;
+/** Workers kept (one per on-demand source read lately). */
+const WORKERS_KEPT = 2;
+
+/** Lower runs first: what the user is looking at (tiles, top-k) before the model view's thumbnails. */
+const PRIORITY: Record<LongJob['what'], number> = { bins: 0, topk: 0, thumb: 1 };
+
+interface Pending {
+  id: number;
+  job: LongJob;
+  settle(r: LongResult | null): void;
+  fail(e: Error): void;
+}
+
+export interface LongTicket<T> {
+  id: number;
+  /** The result, or null when cancelled. */
+  result: Promise<T | null>;
+}
+
+export class LongWorker {
+  private readonly worker: Worker;
+  private readonly finish: () => void;
+  private nextId = 1;
+  private waiting: Pending[] = [];
+  private readonly sent = new Map<number, Pending>();
+  /** Layers the worker holds, least recently used first. */
+  private held: number[] = [];
+  private closed = false;
+  /** Jobs finished so far (tests and readouts). */
+  done = 0;
+
+  constructor(
+    private readonly trace: Trace,
+    private readonly source: AttentionSource,
+  ) {
+    const { worker, finish } = startPageWorker('long views');
+    this.worker = worker;
+    this.finish = finish;
+    const stack = source.stack;
+    const q = trace.queries![stack]!;
+    const k = trace.keys![stack]!;
+    const terms = trace.scores![stack]!;
+    const spec: LongStackSpec = {
+      stack,
+      numLayers: source.numLayers,
+      numHeads: q.dims[0],
+      kvHeads: k.dims[0],
+      numQueries: q.dims[1],
+      numKeys: k.dims[1],
+      headDim: q.dims[2],
+      scale: [...terms.scale],
+      causal: terms.causal,
+      window: [...terms.window],
+    };
+    this.post({ kind: 'long-views', op: 'stack', spec });
+    worker.onmessage = (e: MessageEvent<LongReply>) => this.reply(e.data);
+    worker.onerror = (e) => {
+      const err = new Error(`long views worker: ${e.message}`);
+      for (const p of [...this.sent.values(), ...this.waiting]) p.fail(err);
+      this.sent.clear();
+      this.waiting = [];
+    };
+  }
+
+  private post(req: LongRequest, transfer: Transferable[] = []): void {
+    this.worker.postMessage(req, transfer);
+  }
+
+  /** Queues a job; its result arrives when the worker has computed it. */
+  submit<T extends LongResult>(job: LongJob): LongTicket<T> {
+    const id = this.nextId++;
+    let settle: (r: LongResult | null) => void = () => undefined;
+    let fail: (e: Error) => void = () => undefined;
+    const result = new Promise<T | null>((resolve, reject) => {
+      settle = resolve as (r: LongResult | null) => void;
+      fail = reject;
+    });
+    this.waiting.push({ id, job, settle, fail });
+    this.send();
+    return { id, result };
+  }
+
+  /** Drops jobs not computed yet (their promises resolve to null). */
+  cancel(ids: readonly number[]): void {
+    if (ids.length === 0) return;
+    const set = new Set(ids);
+    const gone = this.waiting.filter((p) => set.has(p.id));
+    this.waiting = this.waiting.filter((p) => !set.has(p.id));
+    const inWorker = ids.filter((id) => this.sent.has(id));
+    for (const id of inWorker) {
+      gone.push(this.sent.get(id)!);
+      this.sent.delete(id);
+    }
+    if (inWorker.length) this.post({ kind: 'long-views', op: 'cancel', ids: inWorker });
+    for (const p of gone) p.settle(null);
+    this.send();
+  }
+
+  /** Jobs queued or running. */
+  get pending(): number {
+    return this.waiting.length + this.sent.size;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of [...this.sent.values(), ...this.waiting]) p.settle(null);
+    this.sent.clear();
+    this.waiting = [];
+    this.finish();
+  }
+
+  private reply(m: LongReply): void {
+    const p = this.sent.get(m.id);
+    if (!p) return; // cancelled
+    this.sent.delete(m.id);
+    this.done++;
+    if ('error' in m) p.fail(new Error(m.error));
+    else p.settle(m);
+    this.send();
+  }
+
+  /** Sends waiting jobs (most urgent first) while the worker holds fewer than IN_FLIGHT, with the layers they read. */
+  private send(): void {
+    while (!this.closed && this.sent.size < IN_FLIGHT && this.waiting.length) {
+      let best = 0;
+      for (let i = 1; i < this.waiting.length; i++) if (PRIORITY[this.waiting[i]!.job.what] < PRIORITY[this.waiting[best]!.job.what]) best = i;
+      const p = this.waiting.splice(best, 1)[0]!;
+      this.ensureLayer(p.job.layer);
+      this.sent.set(p.id, p);
+      this.post({ kind: 'long-views', op: 'job', id: p.id, job: p.job });
+    }
+  }
+
+  private ensureLayer(layer: number): void {
+    const at = this.held.indexOf(layer);
+    if (at >= 0) {
+      this.held.splice(at, 1);
+      this.held.push(layer);
+      return;
+    }
+    // Drop the least recently used layers no job in the worker reads.
+    const reading = new Set([...this.sent.values()].map((p) => p.job.layer));
+    for (let i = 0; this.held.length >= LAYERS_HELD && i < this.held.length; ) {
+      const l = this.held[i]!;
+      if (reading.has(l)) i++;
+      else {
+        this.held.splice(i, 1);
+        this.post({ kind: 'long-views', op: 'drop', layer: l });
+      }
+    }
+    const stack = this.source.stack;
+    // Compact copies, transferred (the page keeps its trace; a layer may be a view of a larger buffer,
+    // which a structured clone would copy whole).
+    const queries = this.trace.queries![stack]!.layers[layer]!.slice();
+    const keys = this.trace.keys![stack]!.layers[layer]!.slice();
+    const bias = this.trace.scores![stack]!.bias?.layers[layer]?.slice() ?? null;
+    this.post({ kind: 'long-views', op: 'layer', layer, queries, keys, bias }, [queries.buffer, keys.buffer, ...(bias ? [bias.buffer] : [])]);
+    this.held.push(layer);
+  }
+}
+
+const workers: { source: AttentionSource; worker: LongWorker }[] = [];
+
+/**
+ * The worker computing for an on-demand source of the page (web/source.ts pageSource; made on first
+ * use and shared by the views), or null where the page computes on its own thread: a dense source
+ * (reading it costs nothing to compute), a source pageSource did not make, or no way to start a worker.
+ */
+export function longWorker(source: AttentionSource): LongWorker | null {
+  const trace = sourceTrace(source);
+  if (!trace) return null;
+  const stack = source.stack;
+  if (!source.onDemand || trace.attention[stack] || !trace.queries?.[stack] || !trace.keys?.[stack] || !trace.scores?.[stack]) return null;
+  if (!pageWorkersAvailable()) return null;
+  const known = workers.find((w) => w.source === source);
+  if (known) return known.worker;
+  let worker: LongWorker;
+  try {
+    worker = new LongWorker(trace, source);
+  } catch {
+    return null;
+  }
+  workers.push({ source, worker });
+  while (workers.length > WORKERS_KEPT) workers.shift()!.worker.close();
+  return worker;
+}
