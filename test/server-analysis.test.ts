@@ -42,7 +42,7 @@ beforeAll(async () => {
   tmp = mkdtempSync(join(tmpdir(), 'attnscope-analysis-'));
   const models = join(tmp, 'models');
   mkdirSync(models);
-  cpSync(join(FIXTURES, 'gpt2'), join(models, 'gpt2'), { recursive: true });
+  for (const m of ['gpt2', 'bert', 'bart']) cpSync(join(FIXTURES, m), join(models, m), { recursive: true });
   server = await startServer({ port: 0, folders: [models], hfCache: false, embedded: false, env: { HF_HUB_OFFLINE: '1' }, graphCache: false, bundle: BUNDLE, limits: { maxTokens: 40, maxTextChars: 2000, maxBodyBytes: 8192 } });
 });
 
@@ -173,6 +173,33 @@ describe('POST /api/analysis on gpt2 against PyTorch', () => {
   });
 });
 
+describe('POST /api/analysis on a masked LM (bert) against PyTorch', () => {
+  const bert = (JSON.parse(readFileSync(join(FIXTURES, 'bert', 'gradients.json'), 'utf8')) as { inputs: (GradInput & { id: string })[] }).inputs.find((i) => i.id === 'short')!;
+  const bertText = readReference('bert').inputs.find((i) => i.id === 'short')!.text!;
+
+  it('saliency with a target position: log p(input token) there, gradient × input and 256-step integrated gradients equal autograd', async () => {
+    const res = await post({ model: 'folder:0/bert', text: bertText, view: 'saliency', options: { position: bert.target.position, steps: 256 } });
+    const all = await lines(res);
+    const last = all[all.length - 1]!;
+    if (last.type !== 'result' || last.result.view !== 'saliency') throw new Error(JSON.stringify(last).slice(0, 300));
+    const d = last.result.data;
+    expect(d.targetPosition).toBe(bert.target.position);
+    const row = (prefix: string) => d.rows.find((x) => x.method.startsWith(prefix))!;
+    const scale = (a: readonly number[]) => Math.max(...a.map(Math.abs));
+    expect(maxAbsDiff(row('gradient × input').scores, bert.grad_x_input)).toBeLessThan(1e-4 * scale(bert.grad_x_input) + 1e-6);
+    expect(maxAbsDiff(row('integrated gradients').scores, bert.integrated_gradients)).toBeLessThan(1e-3 * scale(bert.integrated_gradients) + 1e-5);
+  });
+
+  it('without a mask token or a position, the analysis ends with one line saying what to give', async () => {
+    const res = await post({ model: 'folder:0/bert', text: bertText, view: 'importance' });
+    expect(res.status).toBe(200);
+    const all = await lines(res);
+    const last = all[all.length - 1]!;
+    expect(last.type).toBe('error');
+    if (last.type === 'error') expect(last.error).toMatch(/no mask token; give the target position/);
+  });
+});
+
 describe('POST /api/analysis: cache, cancel, refusals', () => {
   it('a repeated request is answered from the cache', async () => {
     const before = server.analysis.runs;
@@ -213,6 +240,7 @@ describe('POST /api/analysis: cache, cancel, refusals', () => {
     ['a head the model does not have', { view: 'ablation', options: { heads: [{ layer: 0, head: 99 }] } }, 400, 'options.heads', /out of range \(self: layers 0 to 1, heads 0 to 3\)/],
     ['a position past the text', { view: 'importance', options: { position: 30 } }, 400, 'options.position', /past the last token \(positions 0 to 12\)/],
     ['an unknown field', { view: 'lens', extra: 1 }, 400, 'extra', /unknown field/],
+    ["an encoder-decoder's logit lens without a decoder text", { view: 'lens', model: 'folder:0/bart' }, 400, 'decoderText', /give a decoder text/],
     ['an unknown model', { view: 'lens', model: 'folder:0/none' }, 404, 'model', /not offered/],
     ['too many tokens', { view: 'lens', text: 'word '.repeat(60) }, 413, 'text', /at most 40 allowed/],
     ['too many characters', { view: 'lens', text: 'x'.repeat(2001) }, 413, 'text', /at most 2000/],

@@ -303,6 +303,9 @@ export class AnalysisService {
       positions = decoder.length + 1;
     }
     if (req.textPair !== undefined && info.kind === 'encoder-decoder') throw new RequestError(400, `textPair: does not apply to an encoder-decoder model (${model.name})`, 'textPair');
+    if ((req.view === 'lens' || req.view === 'deep') && info.kind === 'encoder-decoder' && req.decoderText === undefined) {
+      throw new RequestError(400, `decoderText: the ${req.view === 'lens' ? 'logit lens' : 'deep dive'} of an encoder-decoder model reads its decoder's layers: give a decoder text`, 'decoderText');
+    }
     const { position, heads } = req.options;
     // Generated decoder inputs (no decoder text) have a length known only after generation: the engine checks those.
     if (position !== undefined && (info.kind !== 'encoder-decoder' || req.decoderText !== undefined) && position >= positions) {

@@ -205,6 +205,48 @@ describe('attnscope serve: the analysis views in Chromium', () => {
     }
   });
 
+  it('a masked LM: without a mask the page says to pick a target; the target position chosen gives autograd’s gradient × input', async () => {
+    const bert = readReference('bert').inputs.find((i) => i.id === 'short')!;
+    const bertGrads = (JSON.parse(readFileSync(join(FIXTURES, 'bert', 'gradients.json'), 'utf8')) as { inputs: { id: string; target: { position: number }; grad_x_input: number[] }[] }).inputs.find((i) => i.id === 'short')!;
+    const url = new URL(suite.server().url);
+    url.searchParams.set('model', 'folder:0/bert');
+    url.searchParams.set('text', bert.text);
+    url.searchParams.set('view', 'saliency');
+    const p = await suite.open(url.href);
+    const { page } = p;
+    try {
+      await page.waitForSelector('[data-testid=side-a] [data-testid=saliency-host][data-state=error]', { timeout: 120_000 });
+      expect(await page.textContent('[data-testid=saliency-error]')).toMatch(/no mask token; give the target position/);
+      // Option 0 is the default; position p is option p + 1.
+      await page.selectOption('[data-testid=saliency-target]', String(bertGrads.target.position + 1));
+      await analysed(page, 'saliency');
+      expect(page.url()).toMatch(new RegExp(`[?&]target=${bertGrads.target.position}\\b`));
+      const row = await page.$$eval('[data-testid=saliency-svg] .method-label', (els) => els.findIndex((e) => e.textContent === 'gradient × input'));
+      const scores = await page.$$eval(`[data-testid=saliency-svg] rect.saliency-cell[data-row="${row}"]`, (els) => els.map((e) => Number(e.getAttribute('data-value'))));
+      const scale = Math.max(...bertGrads.grad_x_input.map(Math.abs));
+      expect(scores).toHaveLength(bertGrads.grad_x_input.length);
+      for (const [i, v] of scores.entries()) expect(Math.abs(v - bertGrads.grad_x_input[i]!)).toBeLessThan(1e-4 * scale + 1e-6);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('the Bias tab hosts the bias panel (a link with view=bias opens it)', async () => {
+    const p = await suite.open(appUrl({ view: 'bias' }));
+    const { page } = p;
+    try {
+      await page.waitForFunction(() => document.body.dataset.trace === 'done', null, { timeout: 60_000 });
+      await page.waitForSelector('[data-testid=side-a] [data-testid=bias-host-a] [data-testid=bias-panel]');
+      expect(await page.getAttribute('[data-testid=tab-bias]', 'aria-selected')).toBe('true');
+      await page.click('[data-testid=tab-lens]');
+      await analysed(page, 'lens');
+      expect(await page.isVisible('[data-testid=bias-panel]')).toBe(false);
+      expect(p.errors).toEqual([]);
+    } finally {
+      await p.close();
+    }
+  });
+
   it('deep dive: the residual stream entering each layer has the norms of PyTorch’s hidden states; the measure toggles', async () => {
     const p = await suite.open(appUrl({ view: 'deep' }));
     const { page } = p;

@@ -88,7 +88,7 @@ export interface AnalysisAppHost {
   /** Called after an option changed (the URL is written again). */
   optionsChanged(): void;
   /** A hosted view the app adds itself (the bias panel), or null. */
-  extra?(name: PageView, app: App): { el: HTMLElement; update(): void; leave?(): void } | null;
+  extra?(name: PageView, app: App, side: 'a' | 'b'): { el: HTMLElement; update(): void; leave?(): void } | null;
   extraTabs?: readonly { name: PageView; label: string }[];
 }
 
@@ -103,12 +103,12 @@ export class AnalysisHost {
   constructor(private readonly host: AnalysisAppHost) {}
 
   /** The hosted views of one side: `request()` gives the trace request the side shows. */
-  hosted(request: () => TraceRequest | null): HostedViews {
+  hosted(request: () => TraceRequest | null, side: 'a' | 'b'): HostedViews {
     return {
       views: [...ANALYSIS_TABS, ...(this.host.extraTabs ?? [])],
       make: (name, app) => {
         if (isAnalysisTab(name)) return new AnalysisPanel(this, name, app, request);
-        const extra = this.host.extra?.(name, app);
+        const extra = this.host.extra?.(name, app, side);
         if (!extra) throw new Error(`no view ${name}`);
         return extra;
       },
@@ -128,6 +128,7 @@ export class AnalysisHost {
   body(view: AnalysisKind, req: TraceRequest, app: App): Record<string, unknown> {
     const u = this.host.url();
     const options: AnalysisOptions = {};
+    if ((view === 'saliency' || view === 'importance' || view === 'ablation') && u.target !== undefined) options.position = u.target;
     if (view === 'saliency' && u.igSteps !== undefined) options.steps = u.igSteps;
     if (view === 'importance' && u.signed) options.signed = true;
     if (view === 'ablation') {
@@ -335,16 +336,19 @@ class AnalysisPanel {
       this.host.setOptions(patch);
       this.update();
     };
+    // The target: the prediction at a position (the decoder's for encoder-decoders).
+    const targetSelect = () => {
+      const tokens = this.app.trace.decoderTokens ?? this.app.trace.tokens;
+      const options: { value: number; label: string }[] = [{ value: -1, label: 'the last position (masked LMs: the first mask)' }, ...tokens.map((t, i) => ({ value: i, label: `${i}: ${this.app.candidateLabel(t.text)}` }))];
+      const value = u.target !== undefined && u.target < tokens.length ? u.target : -1;
+      return select(`${this.view}-target`, 'target: the prediction at', options, value, (v) => set({ target: v < 0 ? undefined : v }));
+    };
     switch (this.view) {
       case 'saliency':
-        replaceChildren(
-          this.options,
-          select('saliency-steps', 'integrated gradients: steps', STEPS, STEPS.find((s) => s.value === u.igSteps)?.value ?? 'auto', (v) => set({ igSteps: v === 'auto' ? undefined : v })),
-          h('span', { class: 'muted' }, 'target: the top prediction at the last position (masked LMs: at the first mask)'),
-        );
+        replaceChildren(this.options, targetSelect(), select('saliency-steps', 'integrated gradients: steps', STEPS, STEPS.find((s) => s.value === u.igSteps)?.value ?? 'auto', (v) => set({ igSteps: v === 'auto' ? undefined : v })));
         break;
       case 'importance':
-        replaceChildren(this.options, checkbox('importance-signed', 'signed ∂T/∂g (not normalized)', u.signed === true, (v) => set({ signed: v || undefined })));
+        replaceChildren(this.options, targetSelect(), checkbox('importance-signed', 'signed ∂T/∂g (not normalized)', u.signed === true, (v) => set({ signed: v || undefined })));
         break;
       case 'ablation': {
         const input = h('input', { type: 'text', class: 'heads-input', testid: 'ablation-heads', 'aria-label': 'heads to remove', placeholder: `${this.app.state.layer}:${this.app.state.heatmapHead} (the selected head)`, spellcheck: false });
@@ -365,6 +369,7 @@ class AnalysisPanel {
         });
         replaceChildren(
           this.options,
+          targetSelect(),
           h('label', { class: 'control' }, h('span', {}, 'remove heads'), input),
           button('ablation-selected', 'the selected head', () => set({ ablate: `${this.app.state.layer}:${this.app.state.heatmapHead}` }), 'Remove the head selected in the other views (layer:head)'),
           select('ablation-mode', 'mode', [

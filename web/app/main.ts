@@ -20,6 +20,7 @@ import { predictionRows } from './tables.js';
 import type { ModelEntry, ModelsResponse, ProgressFrame, TraceRequest } from '../../src/server/protocol.js';
 import type { App, HostedViews } from '../app.js';
 import { AnalysisHost } from './analysis-host.js';
+import { BiasPanel } from './bias-panel.js';
 import { VIEWS, type State } from '../context.js';
 import { button, h, replaceChildren } from '../dom.js';
 import { download, getPngScale, setPngScale } from '../export.js';
@@ -58,8 +59,16 @@ class ServeApp implements SideHost {
   private readonly sideA = new Side('a', this);
   private readonly sideB = new Side('b', this);
   /** The analysis views (saliency, head importance, ablation, logit lens, deep dive): tabs of every side's App, computed by the server on request. */
-  private readonly analysis = new AnalysisHost({ url: () => this.url, optionsChanged: () => this.syncUrl(false) });
-  private readonly hostedViews = { a: this.analysis.hosted(() => this.sideA.request), b: this.analysis.hosted(() => this.sideB.request) };
+  private readonly analysis = new AnalysisHost({
+    url: () => this.url,
+    optionsChanged: () => this.syncUrl(false),
+    extraTabs: [{ name: 'bias', label: 'Bias' }],
+    extra: (name, _app, side) => (name === 'bias' ? this.biasView(side) : null),
+  });
+  private readonly hostedViews = { a: this.analysis.hosted(() => this.sideA.request, 'a'), b: this.analysis.hosted(() => this.sideB.request, 'b') };
+  /** The bias panel (web/app/bias-panel.ts): one, shown in side A's Bias tab; it runs when asked. */
+  private readonly bias = new BiasPanel({ model: () => this.url.model ?? null, text: () => this.text.value, theme: () => this.sideA.mounted?.app.state.theme ?? 'light' });
+  private biasInputs = '';
   private readonly panel = new ComparePanel((layer, head) => this.selectPair(layer, head));
   private readonly pickerA = new ModelPicker({ models: () => this.models, hubDownloads: () => this.hubDownloads }, (id) => this.pick(id));
   private readonly pickerB = new ModelPicker({ models: () => this.models, hubDownloads: () => this.hubDownloads }, (id) => this.pickB(id), 'b-', 'Pick model B');
@@ -310,6 +319,12 @@ class ServeApp implements SideHost {
       this.url.decoder = req.decoderText;
       if (this.url.compare) this.url.textB = this.textB.value !== '' ? this.textB.value : undefined;
       this.syncUrl(true);
+      // The bias panel does not re-run by itself (a run takes long): it marks its result stale.
+      const biasInputs = JSON.stringify([req.model, req.text]);
+      if (biasInputs !== this.biasInputs) {
+        if (this.biasInputs !== '') this.bias.inputsChanged();
+        this.biasInputs = biasInputs;
+      }
       void this.sideA.trace(req);
       if (this.url.compare) void this.sideB.trace(this.requestB());
     }, delay);
@@ -328,6 +343,23 @@ class ServeApp implements SideHost {
 
   hosted(side: Side): HostedViews {
     return this.hostedViews[side.name];
+  }
+
+  /** The Bias tab of a side's App: the one bias panel in side A; side B says where it is. */
+  private biasView(side: 'a' | 'b'): { el: HTMLElement; update(): void; leave(): void } {
+    const el = h('div', { class: 'view bias-host', testid: `bias-host-${side}` });
+    if (side === 'b') {
+      el.append(h('p', { class: 'readout muted' }, 'The bias panel probes model A (the left side).'));
+      return { el, update: () => undefined, leave: () => undefined };
+    }
+    return {
+      el,
+      update: () => {
+        if (this.bias.el.parentElement !== el) el.append(this.bias.el);
+        this.bias.show();
+      },
+      leave: () => this.bias.hide(),
+    };
   }
 
   onStatus(side: Side, text: string): void {

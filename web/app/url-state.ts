@@ -29,6 +29,8 @@ export interface UrlState {
   textB?: string;
   /** Analysis views' options (analysis-host.ts; absent: the defaults). Saliency: integrated gradients' steps. */
   igSteps?: number;
+  /** Saliency, head importance, ablation: the position whose prediction is the target (absent: the last; masked LMs the first mask). */
+  target?: number;
   /** Head importance: signed ∂T/∂g. */
   signed?: boolean;
   /** Ablation: the heads removed ("0:1,2:3", "4:*"); absent: the selected head. */
@@ -90,6 +92,8 @@ export function readUrlState(search: string): UrlState {
   if (mode && (MODES as readonly string[]).includes(mode)) out.heatmapMode = mode as HeatmapModeName;
   const steps = int(q.get('steps'));
   if (steps !== undefined && steps >= 1 && steps <= 256) out.igSteps = steps;
+  const target = int(q.get('target'));
+  if (target !== undefined) out.target = target;
   if (q.get('signed') === '1') out.signed = true;
   const ablate = q.get('ablate');
   if (ablate && /^[\d:*, ]{1,400}$/.test(ablate)) out.ablate = ablate;
@@ -123,6 +127,7 @@ export function writeUrlState(s: UrlState): string {
   if (s.prettify === false) q.set('pretty', '0');
   if (s.heatmapMode && s.heatmapMode !== 'head') q.set('hmode', s.heatmapMode);
   if (s.igSteps !== undefined) q.set('steps', String(s.igSteps));
+  if (s.target !== undefined) q.set('target', String(s.target));
   if (s.signed) q.set('signed', '1');
   if (s.ablate) q.set('ablate', s.ablate);
   if (s.ablateMode) q.set('amode', s.ablateMode);
