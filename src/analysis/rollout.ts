@@ -27,6 +27,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
 import type { RolloutKernel } from './kernels.js';
+import { headKernel } from './wasm/head-kernel.js';
 
 export type HeadFusion = 'mean' | 'max' | 'min';
 export const HEAD_FUSIONS: readonly HeadFusion[] = ['mean', 'max', 'min'];
@@ -76,26 +77,69 @@ export interface AttentionGraph {
   discarded: number[];
 }
 
-/** The fusion of heads of one [numHeads, n, n] layer, per entry, in float64. */
+/** From this many weights (heads × entries) fuseHeads runs on the WebAssembly kernel where it can. */
+const KERNEL_FUSE_FROM = 1 << 16;
+
+/**
+ * fuseHeads on the WebAssembly SIMD kernel (wasm/head-kernel.as `fuseLayer`: the same float64
+ * operations in the same order per entry, so the same values), or null where it cannot run.
+ */
+function fuseOnKernel(layer: Float32Array, hs: readonly number[], size: number, how: HeadFusion): Float64Array | null {
+  let at = { w: 0, offs: 0, out: 0 };
+  const got = headKernel((lay) => {
+    at = { w: lay.take(hs.length * size * 4), offs: lay.take(hs.length * 4), out: lay.take(size * 8) };
+  });
+  if (!got) return null;
+  try {
+    const buf = got.k.memory.buffer;
+    const f32 = new Float32Array(buf);
+    // The selected heads, one after the other (head j at j · size).
+    hs.forEach((h, j) => f32.set(layer.subarray(h * size, (h + 1) * size), (at.w >> 2) + j * size));
+    new Int32Array(buf, at.offs, hs.length).set(hs.map((_, j) => j * size));
+    got.k.fuseLayer(at.w, at.offs, hs.length, size, how === 'mean' ? 0 : how === 'max' ? 1 : 2, at.out);
+    return new Float64Array(buf, at.out, size).slice();
+  } finally {
+    got.release();
+  }
+}
+
+/** Entries of a fused layer handled per block (fuseHeads: 32 KB of float64, within the first-level cache). */
+const FUSE_BLOCK = 4096;
+
+/**
+ * The fusion of heads of one [numHeads, n, n] layer, per entry, in float64. Block by block (every
+ * head over one block of entries before the next block), so the float64 sums stay in the cache
+ * instead of going to memory once per head; the same operations in the same order per entry as
+ * one pass per head (heads in the given order), so the same values.
+ */
 export function fuseHeads(layer: Float32Array, numHeads: number, rows: number, cols: number, how: HeadFusion, heads?: readonly number[]): Float64Array {
   const size = rows * cols;
   const hs = heads ?? Array.from({ length: numHeads }, (_, h) => h);
-  const out = new Float64Array(size);
   if (hs.length === 0) throw new AttnscopeError('head fusion: no heads selected');
-  if (how === 'mean') {
-    for (const h of hs) {
-      const off = h * size;
-      for (let i = 0; i < size; i++) out[i]! += layer[off + i]!;
-    }
-    for (let i = 0; i < size; i++) out[i]! /= hs.length;
-    return out;
+  if (size * hs.length >= KERNEL_FUSE_FROM) {
+    const fused = fuseOnKernel(layer, hs, size, how);
+    if (fused) return fused;
   }
-  const first = hs[0]! * size;
-  for (let i = 0; i < size; i++) out[i] = layer[first + i]!;
-  for (const h of hs.slice(1)) {
-    const off = h * size;
-    if (how === 'max') for (let i = 0; i < size; i++) out[i] = Math.max(out[i]!, layer[off + i]!);
-    else for (let i = 0; i < size; i++) out[i] = Math.min(out[i]!, layer[off + i]!);
+  const out = new Float64Array(size);
+  const offs = Int32Array.from(hs, (h) => h * size);
+  for (let start = 0; start < size; start += FUSE_BLOCK) {
+    const end = Math.min(size, start + FUSE_BLOCK);
+    if (how === 'mean') {
+      for (let j = 0; j < offs.length; j++) {
+        const off = offs[j]!;
+        for (let i = start; i < end; i++) out[i]! += layer[off + i]!;
+      }
+      const k = hs.length;
+      for (let i = start; i < end; i++) out[i]! /= k;
+      continue;
+    }
+    const first = offs[0]!;
+    for (let i = start; i < end; i++) out[i] = layer[first + i]!;
+    for (let j = 1; j < offs.length; j++) {
+      const off = offs[j]!;
+      if (how === 'max') for (let i = start; i < end; i++) out[i] = Math.max(out[i]!, layer[off + i]!);
+      else for (let i = start; i < end; i++) out[i] = Math.min(out[i]!, layer[off + i]!);
+    }
   }
   return out;
 }

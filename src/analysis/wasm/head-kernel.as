@@ -170,6 +170,25 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
   }
 }
 
+/**
+ * The histogram bins (see `count`) of both lanes of a pair of weights ≥ 0, in i32x4 lanes 0 and 2
+ * (the others 0): the float64's top 20 bits after the sign, less the base, clamped to the bins.
+ */
+// @ts-ignore: decorator
+@inline function bins2(v: v128): v128 {
+  const top = v128.and(i64x2.shr_u(v, 44), i64x2.splat(0x7ffff));
+  const b = i32x4.add(top, i32x4.splat(1 - BIN_BASE));
+  return i32x4.min_s(i32x4.max_s(b, i32x4.splat(0)), i32x4.splat(BINS - 1));
+}
+
+/** Counts bin b (uint32 at hist) and keeps it as the `at`-th bin (bins, uint16). */
+// @ts-ignore: decorator
+@inline function countBin(hist: usize, bins: usize, at: i32, b: i32): void {
+  store<u16>(bins + (<usize>at << 1), <u16>b);
+  const h = hist + (<usize>b << 2);
+  store<u32>(h, load<u32>(h) + 1);
+}
+
 /** The lone last key of an odd row, copied beside a 0 (float32 pair at 0, float64 pair at 16, support bytes at 32). */
 const TAIL: usize = memory.data(48, 16);
 
@@ -197,6 +216,9 @@ const TAIL: usize = memory.data(48, 16);
   let dist = f64x2.splat(0.0);
   let long = f64x2.splat(0.0);
   let kv = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
+  // Exact zeros among the counted weights (histogram's extra slot; unmasked rows only).
+  let zeros = i64x2.splat(0);
+  const zero = f64x2.splat(0.0);
   // Pairs of keys a, a + 1, …; an odd row's last key is read from TAIL, beside a 0 weight (and a 0
   // support byte), so that every iteration runs the same code.
   const pairs = (b - a) >> 1;
@@ -261,8 +283,11 @@ const TAIL: usize = memory.data(48, 16);
     if (!masked) {
       v128.store(pooled + (<usize>n << 3), v);
       if (hist !== 0) {
-        count(hist, bins, n, f64x2.extract_lane(v, 0));
-        if (i !== pairs) count(hist, bins, n + 1, f64x2.extract_lane(v, 1));
+        // Both bins computed in SIMD; only the counting is per value.
+        const bb = bins2(v);
+        zeros = i64x2.sub(zeros, f64x2.eq(v, zero));
+        countBin(hist, bins, n, i32x4.extract_lane(bb, 0));
+        if (i !== pairs) countBin(hist, bins, n + 1, i32x4.extract_lane(bb, 2));
       }
       n += 2;
     } else {
@@ -288,6 +313,12 @@ const TAIL: usize = memory.data(48, 16);
     n--;
     if (0 < threshold) nBelow--;
     if (0 < uniform) nBelowU--;
+  }
+  if (!masked && hist !== 0) {
+    let z = i64x2.extract_lane(zeros, 0) + i64x2.extract_lane(zeros, 1);
+    if (odd) z--;
+    const zs = hist + (<usize>BINS << 2);
+    store<u32>(zs, load<u32>(zs) + <u32>z);
   }
   f64.store(acc, f64x2.extract_lane(hm, 0) + f64x2.extract_lane(hm, 1));
   f64.store(acc, max(f64x2.extract_lane(mx, 0), f64x2.extract_lane(mx, 1)), 8);
@@ -502,4 +533,41 @@ export function allEqual(a: usize, n: i32): i32 {
   const first = f64.load(a);
   for (let i = 1; i < n; i++) if (f64.load(a + (<usize>i << 3)) !== first) return 0;
   return 1;
+}
+
+/**
+ * The fusion of `count` heads of a layer (rollout.ts fuseHeads): for each of the `size` entries,
+ * over the float32 heads at w + 4 · offs[j] (int32 element offsets at offs, in the given order),
+ * how = 0: their float64 sum divided by count (summed in that order, as the JavaScript loop
+ * does); 1: their max; 2: their min. Into the float64 array at out. Two entries per step.
+ */
+export function fuseLayer(w: usize, offs: usize, count: i32, size: i32, how: i32, out: usize): void {
+  const k = f64x2.splat(<f64>count);
+  let i = 0;
+  for (; i + 1 < size; i += 2) {
+    let acc = load2(w + ((<usize>load<i32>(offs) + <usize>i) << 2));
+    if (how === 0) {
+      acc = f64x2.add(f64x2.splat(0.0), acc);
+      for (let j = 1; j < count; j++) acc = f64x2.add(acc, load2(w + ((<usize>load<i32>(offs + (<usize>j << 2)) + <usize>i) << 2)));
+      acc = f64x2.div(acc, k);
+    } else if (how === 1) {
+      for (let j = 1; j < count; j++) acc = f64x2.max(acc, load2(w + ((<usize>load<i32>(offs + (<usize>j << 2)) + <usize>i) << 2)));
+    } else {
+      for (let j = 1; j < count; j++) acc = f64x2.min(acc, load2(w + ((<usize>load<i32>(offs + (<usize>j << 2)) + <usize>i) << 2)));
+    }
+    v128.store(out + (<usize>i << 3), acc);
+  }
+  for (; i < size; i++) {
+    let acc = <f64>load<f32>(w + ((<usize>load<i32>(offs) + <usize>i) << 2));
+    if (how === 0) {
+      acc = 0.0 + acc;
+      for (let j = 1; j < count; j++) acc += <f64>load<f32>(w + ((<usize>load<i32>(offs + (<usize>j << 2)) + <usize>i) << 2));
+      acc /= <f64>count;
+    } else if (how === 1) {
+      for (let j = 1; j < count; j++) acc = max(acc, <f64>load<f32>(w + ((<usize>load<i32>(offs + (<usize>j << 2)) + <usize>i) << 2)));
+    } else {
+      for (let j = 1; j < count; j++) acc = min(acc, <f64>load<f32>(w + ((<usize>load<i32>(offs + (<usize>j << 2)) + <usize>i) << 2)));
+    }
+    f64.store(out + (<usize>i << 3), acc);
+  }
 }

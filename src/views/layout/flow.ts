@@ -156,6 +156,40 @@ export function topIndices(values: ArrayLike<number>, off: number, n: number, ke
   return top;
 }
 
+const rowTopResult = { nonzero: 0, kept: 0 };
+
+/**
+ * The entries > 0 of values[off … off + n) (counted), and the indices and values of the `keep`
+ * largest of those ≥ threshold into topK / topV, strongest first, ties: the lower index first (what
+ * topIndices returns), in one pass with the k-th value held in a local. The returned object is reused.
+ */
+function rowTop(values: ArrayLike<number>, off: number, n: number, keep: number, threshold: number, topK: Int32Array, topV: Float64Array): { nonzero: number; kept: number } {
+  let nonzero = 0;
+  let kept = 0;
+  let floor = -Infinity;
+  for (let k = 0; k < n; k++) {
+    const v = values[off + k]!;
+    if (!(v > 0)) continue;
+    nonzero++;
+    if (!(v >= threshold)) continue;
+    let p: number;
+    if (kept < keep) p = kept++;
+    else if (v > floor) p = keep - 1;
+    else continue;
+    while (p > 0 && topV[p - 1]! < v) {
+      topV[p] = topV[p - 1]!;
+      topK[p] = topK[p - 1]!;
+      p--;
+    }
+    topV[p] = v;
+    topK[p] = k;
+    if (kept === keep) floor = topV[keep - 1]!;
+  }
+  rowTopResult.nonzero = nonzero;
+  rowTopResult.kept = kept;
+  return rowTopResult;
+}
+
 export interface FlowEdge {
   /** The receiving column (1 … L); the edge joins token q of column `column` to token k of column − 1. */
   column: number;
@@ -243,14 +277,18 @@ export function flowLayout(trace: Trace, options: FlowViewOptions = {}, place: F
   const edges: FlowEdge[] = [];
   let totalEdges = 0;
   let maxW = 0;
+  const topK = new Int32Array(keep);
+  const topV = new Float64Array(keep);
   for (let c = 1; c < C; c++) {
     const a = matrices[c - 1]!;
     for (let q = 0; q < n; q++) {
-      for (let k = 0; k < n; k++) if (a[q * n + k]! > 0) totalEdges++;
-      for (const k of topIndices(a, q * n, n, keep, threshold)) {
-        const w = a[q * n + k]!;
-        edges.push({ column: c, q, k, weight: w });
-        maxW = Math.max(maxW, w);
+      // One pass per row: the nonzero count and the row's top `keep` (as topIndices: ties keep the lower index).
+      const got = rowTop(a, q * n, n, keep, threshold, topK, topV);
+      totalEdges += got.nonzero;
+      for (let i = 0; i < got.kept; i++) {
+        const w = topV[i]!;
+        edges.push({ column: c, q, k: topK[i]!, weight: w });
+        if (w > maxW) maxW = w;
       }
     }
   }
