@@ -1,19 +1,29 @@
 /**
  * Layer-by-layer execution (issue 13): the model's graph cut into one segment per layer
- * (graph/partition.ts), each run as its own runtime session, in order. Each layer's outputs
- * (attention, queries and keys, residuals, …) are handed to a callback as soon as its segment has
- * run and are then dropped, so memory holds one layer's maps at a time, not every layer's: what
- * stays between segments is only what later layers read (the residual stream, masks, rotary
- * tables, a shared position bias). The same nodes run on the same inputs as in the whole graph,
- * so every output equals the whole run's. An AbortSignal is checked between layers.
+ * (graph/partition.ts), run in order. Each layer's outputs (attention, queries and keys,
+ * residuals, …) are handed to a callback as soon as its segment has run and are then dropped, so
+ * memory holds one layer's maps at a time, not every layer's: what stays between segments is only
+ * what later layers read (the residual stream, masks, rotary tables, a shared position bias).
+ *
+ * Segments that are the same graph on other weights (the middle layers of a stack) run on ONE
+ * runtime session fed each segment's weights as inputs: its memory arena is reused from layer to
+ * layer, as the whole graph's is. (A session per layer either keeps an arena each, which makes
+ * memory grow with the layers, or allocates its large buffers afresh on every run: the page
+ * faults of those made layer by layer 1.3–2× slower than the whole graph.) The other segments
+ * (the first with the embeddings, the last with the head) have sessions of their own, without
+ * arena. With `qkFirst`, each layer's queries and keys come out before the rest of the layer runs.
+ * The same nodes run on the same inputs as in the whole graph; where onnxruntime fuses ops only
+ * around initializers (e.g. BERT's bias + residual + LayerNorm), a shared segment can differ from
+ * the whole graph by float32 rounding, elsewhere the outputs are the whole run's bit for bit. An
+ * AbortSignal is checked between layers.
  *
  * Imports nothing from Node.
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Token, Trace } from '../core/trace.js';
 import type { ExternalWeight } from '../graph/builder.js';
-import { encodeModel } from '../graph/onnx-model.js';
-import { partitionByLayer, type GraphPartition } from '../graph/partition.js';
+import { encodeModel, type InitializerSpec } from '../graph/onnx-model.js';
+import { partitionByLayer, sharedSegmentForm, type GraphPartition, type SharedSegmentForm } from '../graph/partition.js';
 import type { TapRequest } from '../models/architecture.js';
 import type { GraphSession, RuntimeTensor } from '../runtime/runtime.js';
 import { tapsKey, type Model, type TraceOptions } from './model.js';
@@ -38,11 +48,26 @@ export interface LayerOutputs {
   layers: { stack: StackName; layer: number }[];
   /** Graph outputs this segment computed, by name (`attention.<stack>.<layer>`, …, `logits` in the last). */
   outputs: Record<string, RuntimeTensor>;
+  /** Whether the segment ran on a session shared with the segments of the same graph (fed its own weights). */
+  shared: boolean;
 }
 
 export interface LayerwiseOptions extends TraceOptions {
   /** Checked before each layer: when it has fired, the run stops with LayerRunCancelled. */
   signal?: AbortSignal;
+  /**
+   * Segments that compute the same graph on other weights run in one session fed their weights
+   * (default true); false opens a session per segment (the slower way, kept for comparison).
+   */
+  shareSessions?: boolean;
+  /**
+   * With queries and keys tapped: hand out each layer's queries, keys and score terms as soon as
+   * they are computed, before the rest of the layer runs (segments: the embeddings and layer 0's
+   * q/k; the rest of layer k and layer k + 1's q/k; …; the rest of the last layer and the head).
+   * A layer's outputs then come in two segments. Attention on demand shows layer 0 after ~a tenth
+   * of a layer's work this way.
+   */
+  qkFirst?: boolean;
   /** Called once the input is prepared (tokens known), before the first layer runs. */
   onStart?: (prepared: PreparedRun) => void | Promise<void>;
 }
@@ -72,6 +97,11 @@ export function layerKeyOf(output: string): string | undefined {
   return m && LAYER_KINDS.has(m[1]!) ? `${m[2]}.${m[3]}` : undefined;
 }
 
+/** Outputs a q/k-first run hands out before the rest of their layer: queries, keys and the score terms. */
+function isEarlyOutput(output: string): boolean {
+  return /^(queries|keys|score_bias)\./.test(output);
+}
+
 function parseKey(key: string): { stack: StackName; layer: number } {
   const dot = key.indexOf('.');
   return { stack: key.slice(0, dot) as StackName, layer: Number(key.slice(dot + 1)) };
@@ -84,30 +114,75 @@ interface LayerPlan {
   inputs: ReadonlySet<string>;
   /** Segment `index`'s session for carried inputs of these shapes (see `carriedShapes`). */
   session(index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession>;
+  /**
+   * Per segment: its shared form when other segments compute the same graph on other weights (and
+   * every weight of it can be fed), else undefined. Such segments run in one session (`shared`:
+   * the form of the segment it was made from), fed their own weights (`weightFeeds`).
+   */
+  forms: readonly (SharedSegmentForm | undefined)[];
+  /** The session of a shared segment for carried inputs of these shapes, and the form it was made from. */
+  sharedSession(index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<{ session: GraphSession; form: SharedSegmentForm }>;
+  /** A shared segment's weights as feeds (by its own initializer names), loaded once per plan. */
+  weightFeeds(index: number): Promise<Record<string, RuntimeTensor>>;
   /** Sizes that are fixed in the graph: weight dimensions and small integer constants. */
   fixedSizes: ReadonlySet<number>;
   /** The graph inputs' declared shapes. */
   inputShapes: ReadonlyMap<string, readonly (number | string)[] | undefined>;
 }
 
+/**
+ * The checkpoint's tensors among a graph's initializers: every one but the builder's own constants
+ * (graph/builder.ts names them `const_<n>`), small ones included (a norm's weights, a bias).
+ */
+function isCheckpointWeight(t: InitializerSpec): boolean {
+  return !/^const_\d+$/.test(t.name);
+}
+
+/** Element types a weight can be fed in (bfloat16 has no runtime tensor type here). */
+const FEEDABLE = new Set<string>(['float32', 'float16', 'float64', 'int64', 'int32', 'bool', 'uint8']);
+
+/** A weight's little-endian bytes as a runtime tensor of its type. */
+function weightTensor(t: InitializerSpec, bytes: Uint8Array): RuntimeTensor {
+  const b = bytes.byteOffset % 8 === 0 ? bytes : bytes.slice();
+  const { buffer, byteOffset: o, byteLength: n } = b;
+  const dims = t.dims;
+  switch (t.type) {
+    case 'float32':
+      return { type: 'float32', dims, data: new Float32Array(buffer, o, n / 4) };
+    case 'float64':
+      return { type: 'float64', dims, data: new Float64Array(buffer, o, n / 8) };
+    case 'float16':
+      return { type: 'float16', dims, data: new Uint16Array(buffer, o, n / 2) };
+    case 'int64':
+      return { type: 'int64', dims, data: new BigInt64Array(buffer, o, n / 8) };
+    case 'int32':
+      return { type: 'int32', dims, data: new Int32Array(buffer, o, n / 4) };
+    case 'bool':
+    case 'uint8':
+      return { type: t.type, dims, data: new Uint8Array(buffer, o, n) };
+    default:
+      throw new Error(`layerwise: a ${t.type} weight cannot be fed`);
+  }
+}
+
 const plans = new WeakMap<Model, Map<string, Promise<LayerPlan>>>();
 
-function planFor(model: Model, taps: TapRequest): Promise<LayerPlan> {
+function planFor(model: Model, taps: TapRequest, sharing: boolean, qkFirst: boolean): Promise<LayerPlan> {
   let byKey = plans.get(model);
   if (!byKey) plans.set(model, (byKey = new Map()));
-  const key = tapsKey(taps);
+  const key = `${tapsKey(taps)}${sharing ? '' : ' unshared'}${qkFirst ? ' qk-first' : ''}`;
   let plan = byKey.get(key);
   if (!plan) {
-    plan = makePlan(model, taps, key);
+    plan = makePlan(model, taps, key, sharing, qkFirst);
     byKey.set(key, plan);
     plan.catch(() => byKey.delete(key));
   }
   return plan;
 }
 
-async function makePlan(model: Model, taps: TapRequest, key: string): Promise<LayerPlan> {
+async function makePlan(model: Model, taps: TapRequest, key: string, sharing: boolean, qkFirst: boolean): Promise<LayerPlan> {
   const { graph, external } = await model.buildGraph(taps);
-  const partition = partitionByLayer(graph, layerKeyOf);
+  const partition = partitionByLayer(graph, layerKeyOf, qkFirst ? { early: isEarlyOutput } : {});
   const count = partition.segments.length;
   // The weight readers are kept until the last segment has its session (reading them holds their
   // data). Sessions are opened per set of carried shapes, so a later input of another length opens
@@ -128,6 +203,38 @@ async function makePlan(model: Model, taps: TapRequest, key: string): Promise<La
     if (index === count - 1) weights = null;
     return session;
   };
+  // Segments computing the same graph on other weights (the layers of a stack) share one session,
+  // fed each segment's weights: one arena reused from layer to layer (a session per layer either
+  // keeps its own arena, which grows memory with the layers, or allocates its buffers afresh on
+  // every run, which costs the page faults of every large buffer) and one session to create.
+  const forms: (SharedSegmentForm | undefined)[] = partition.segments.map(() => undefined);
+  if (sharing) {
+    const all = partition.segments.map((seg) => sharedSegmentForm(seg.graph, isCheckpointWeight));
+    const count = new Map<string, number>();
+    for (const f of all) count.set(f.key, (count.get(f.key) ?? 0) + 1);
+    all.forEach((f, i) => {
+      if (count.get(f.key)! > 1 && f.weights.every((t) => FEEDABLE.has(t.type))) forms[i] = f;
+    });
+  }
+  /** The first segment of each shared form: its session serves the others. */
+  const representative = new Map<string, number>();
+  forms.forEach((f, i) => f && !representative.has(f.key) && representative.set(f.key, i));
+  const loaded = new Map<string, Promise<RuntimeTensor>>();
+  const weightOf = (t: InitializerSpec): Promise<RuntimeTensor> => {
+    let p = loaded.get(t.name);
+    if (!p) {
+      p = (async () => {
+        if (!t.external) return weightTensor(t, t.raw ?? new Uint8Array(0));
+        const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
+        const ext = w.get(t.external.location);
+        if (!ext) throw new Error(`layerwise: no weight data for ${t.name}`);
+        return weightTensor(t, await ext.load());
+      })();
+      loaded.set(t.name, p);
+      p.catch(() => loaded.delete(t.name));
+    }
+    return p;
+  };
   const fixedSizes = new Set<number>();
   for (const t of graph.initializers) {
     for (const d of t.dims) fixedSizes.add(d);
@@ -141,9 +248,35 @@ async function makePlan(model: Model, taps: TapRequest, key: string): Promise<La
     inputs: new Set(graph.inputs.map((i) => i.name)),
     fixedSizes,
     inputShapes: new Map(graph.inputs.map((i) => [i.name, i.shape] as const)),
+    forms,
     session: (index, shapes) => {
       const signature = [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
       return model.cachedSession(`${key}#layer-segment ${index}/${count} ${signature}`, () => make(index, shapes));
+    },
+    sharedSession: async (index, shapes) => {
+      const own = forms[index]!;
+      const rep = representative.get(own.key)!;
+      const form = forms[rep]!;
+      // The segment's carried shapes, by position, on the representative's input names; sizes
+      // named after a carried value (no graph symbol has them) renamed by position.
+      const repShapes = new Map<string, (number | string)[]>();
+      own.inputs.forEach((name, i) => {
+        const d = shapes.get(name);
+        if (d) repShapes.set(form.inputs[i]!, d.map((x, j) => (typeof x === 'string' && x.includes('#') ? `carried${i}#${j}` : x)));
+      });
+      const signature = [...repShapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
+      const session = await model.cachedSession(`${key}#layer-shared ${rep}/${count} ${signature}`, async () => {
+        const inputs = form.graph.inputs.map((i) => (repShapes.has(i.name) ? { ...i, shape: repShapes.get(i.name)! } : i));
+        return model.openBuilt({ model: encodeModel({ ...form.graph, inputs }), external: [] }, { arena: true });
+      });
+      return { session, form };
+    },
+    weightFeeds: async (index) => {
+      const own = forms[index]!;
+      const feeds: Record<string, RuntimeTensor> = {};
+      const values = await Promise.all(own.weights.map(weightOf));
+      own.weights.forEach((t, i) => (feeds[t.name] = values[i]!));
+      return feeds;
     },
   };
 }
@@ -164,14 +297,15 @@ export async function traceLayers(model: Model, text: string | null, options: La
   checkSingleRun(model, options);
   const prepared = await model.prepareRun(text, options);
   await options.onStart?.(prepared);
-  const segments = await runLayers(model, prepared, options.signal, onLayer);
+  const segments = await runLayers(model, prepared, options, onLayer);
   return { tokens: prepared.tokens, ...(prepared.decoderTokens ? { decoderTokens: prepared.decoderTokens } : {}), taps: prepared.taps, segments };
 }
 
 /** Runs a prepared input segment by segment; returns the number of segments. */
-async function runLayers(model: Model, prepared: PreparedRun, signal: AbortSignal | undefined, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
+async function runLayers(model: Model, prepared: PreparedRun, options: LayerwiseOptions, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
   const { inputs, taps } = prepared;
-  const plan = await planFor(model, taps);
+  const { signal } = options;
+  const plan = await planFor(model, taps, options.shareSessions ?? true, (options.qkFirst ?? false) && taps.qk);
   const { segments, lastUse } = plan.partition;
   const fed = model.feedsFor([...plan.inputs], inputs);
   const carried = new Map<string, RuntimeTensor>();
@@ -184,13 +318,27 @@ async function runLayers(model: Model, prepared: PreparedRun, signal: AbortSigna
       if (!v) throw new Error(`layerwise: no value for ${i.name} in segment ${s}`);
       feeds[i.name] = v;
     }
-    const session = await plan.session(s, carriedShapes(plan, fed, seg.carriedIn, carried));
-    const out = await session.run(feeds, seg.graph.outputs.map((o) => o.name));
+    const shapes = carriedShapes(plan, fed, seg.carriedIn, carried);
+    const own = plan.forms[s];
+    let out: Record<string, RuntimeTensor>;
+    if (own) {
+      // Run on the shared session, the segment's values in the places of the representative's.
+      const [{ session, form }, weightFeeds] = await Promise.all([plan.sharedSession(s, shapes), plan.weightFeeds(s)]);
+      const all = { ...feeds, ...weightFeeds };
+      const shared: Record<string, RuntimeTensor> = {};
+      own.inputs.forEach((name, i) => (shared[form.inputs[i]!] = all[name]!));
+      const got = await session.run(shared, form.outputs);
+      out = {};
+      own.outputs.forEach((name, i) => (out[name] = got[form.outputs[i]!]!));
+    } else {
+      const session = await plan.session(s, shapes);
+      out = await session.run(feeds, seg.graph.outputs.map((o) => o.name));
+    }
     for (const name of seg.carriedOut) carried.set(name, out[name]!);
     for (const name of seg.carriedIn) if (lastUse.get(name) === s) carried.delete(name);
     const outputs: Record<string, RuntimeTensor> = {};
     for (const name of seg.outputs) outputs[name] = out[name]!;
-    await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs });
+    await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: own !== undefined });
   }
   return segments.length;
 }
@@ -236,7 +384,7 @@ export async function traceByLayers(model: Model, text: string | null, options: 
   const all: Record<string, RuntimeTensor> = {};
   const prepared = await model.prepareRun(text, options);
   await options.onStart?.(prepared);
-  await runLayers(model, prepared, options.signal, async (layer) => {
+  await runLayers(model, prepared, options, async (layer) => {
     Object.assign(all, layer.outputs);
     await onLayer?.(layer);
   });

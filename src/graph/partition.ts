@@ -107,13 +107,25 @@ export function valueTypes(graph: GraphSpec): Map<string, ElemType> {
   return types;
 }
 
+export interface PartitionOptions {
+  /**
+   * Outputs handed out before the rest of their layer runs (a layer's queries and keys): the
+   * segment ends right after the last of them is computed, and the rest of the layer runs in the
+   * next segment with the next layer's early outputs (so segments are: the embeddings and layer 0's
+   * early outputs; the rest of layer k and layer k + 1's early outputs; …; the rest of the last
+   * layer and the head). Outputs computed between a layer's early outputs stay in its early part.
+   */
+  early?: (output: string) => boolean;
+}
+
 /**
- * Cuts `graph` into one segment per layer. `layerOf(outputName)` names the layer a graph output
+ * Cuts `graph` into one segment per layer (see PartitionOptions.early for layers cut in two). `layerOf(outputName)` names the layer a graph output
  * belongs to (undefined for outputs of no layer: logits, hidden states); layers are ordered by
  * where their outputs are computed. Layers whose outputs interleave share a segment. A graph
  * without layer outputs is one segment.
  */
-export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => string | undefined): GraphPartition {
+export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => string | undefined, options: PartitionOptions = {}): GraphPartition {
+  const early = options.early ?? (() => false);
   /** Layer keys are `<stack>.<layer>` (or any key: then one stack). */
   const stackOf = (key: string) => key.slice(0, Math.max(0, key.lastIndexOf('.')));
   const nodes = graph.nodes;
@@ -129,34 +141,38 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
     constant[i] = !n.outputs.some((o) => outputNames.has(o)) && n.inputs.every((x) => x === '' || isConstantValue(x));
   });
 
-  // Layers, in order of their first output; each layer's range of node indices.
-  const ranges: { key: string; lo: number; hi: number }[] = [];
-  const byKey = new Map<string, { key: string; lo: number; hi: number }>();
+  // Layers (their early outputs apart), in order of their first output; each one's range of node indices.
+  type Range = { key: string; early: boolean; lo: number; hi: number };
+  const ranges: Range[] = [];
+  const byKey = new Map<string, Range>();
   for (const o of graph.outputs) {
     const key = layerOf(o.name);
     if (key === undefined) continue;
     const at = producer.get(o.name);
     if (at === undefined) throw new Error(`partition: graph output ${o.name} is not computed by any node`);
-    const r = byKey.get(key);
+    const isEarly = early(o.name);
+    const id = `${key}${isEarly ? ' early' : ''}`;
+    const r = byKey.get(id);
     if (r) {
       r.lo = Math.min(r.lo, at);
       r.hi = Math.max(r.hi, at);
     } else {
-      const nr = { key, lo: at, hi: at };
-      byKey.set(key, nr);
+      const nr = { key, early: isEarly, lo: at, hi: at };
+      byKey.set(id, nr);
       ranges.push(nr);
     }
   }
   ranges.sort((a, b) => a.lo - b.lo);
   // Interleaved layers (one's outputs before the other's last) share a group.
-  const groups: { keys: string[]; lo: number; hi: number }[] = [];
+  const groups: { keys: string[]; early: boolean; lo: number; hi: number }[] = [];
   for (const r of ranges) {
     const last = groups[groups.length - 1];
     if (last && r.lo <= last.hi) {
-      last.keys.push(r.key);
+      if (!last.keys.includes(r.key)) last.keys.push(r.key);
       last.hi = Math.max(last.hi, r.hi);
+      last.early &&= r.early;
     } else {
-      groups.push({ keys: [r.key], lo: r.lo, hi: r.hi });
+      groups.push({ keys: [r.key], early: r.early, lo: r.lo, hi: r.hi });
     }
   }
 
@@ -188,13 +204,33 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
   const crossing = new Int32Array(nodes.length + 1);
   for (let c = 0, run = 0; c <= nodes.length; c++) crossing[c] = run += delta[c]!;
 
+  // A cut right after a group of early outputs; none between the rest of a layer and the next
+  // layer's early outputs (they share a segment); elsewhere where the fewest values cross.
   const cuts: number[] = [];
+  const segmentGroups: number[][] = [groups.length > 0 ? [0] : []];
   for (let g = 0; g + 1 < groups.length; g++) {
-    const from = groups[g]!.hi + 1;
-    const to = groups[g + 1]!.lo;
-    let best = to;
-    for (let c = to; c >= from; c--) if (crossing[c]! < crossing[best]!) best = c;
-    cuts.push(best);
+    const a = groups[g]!;
+    const b = groups[g + 1]!;
+    if (!a.early && b.early && stackOf(a.keys[0]!) === stackOf(b.keys[0]!)) {
+      segmentGroups[segmentGroups.length - 1]!.push(g + 1);
+      continue;
+    }
+    if (a.early) {
+      cuts.push(a.hi + 1);
+    } else {
+      const from = a.hi + 1;
+      const to = b.lo;
+      let best = to;
+      for (let c = to; c >= from; c--) if (crossing[c]! < crossing[best]!) best = c;
+      cuts.push(best);
+    }
+    segmentGroups.push([g + 1]);
+  }
+  const lastGroup = groups[groups.length - 1];
+  if (lastGroup?.early && lastGroup.hi + 1 < nodes.length) {
+    // The rest of the last layer and the head.
+    cuts.push(lastGroup.hi + 1);
+    segmentGroups.push([]);
   }
 
   // Segment of every placed node.
@@ -252,7 +288,7 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
     for (const i of own) for (const o of nodes[i]!.outputs) if (outputInfo.has(o)) outs.push(o);
     const outputs: ValueInfoSpec[] = outs.map((o) => outputInfo.get(o)!);
     for (const name of carriedOut[s]!) if (!outputInfo.has(name)) outputs.push(valueInfo(name, types, inputInfo));
-    const layers = groups[s]?.keys ?? [];
+    const layers = [...new Set(segmentGroups[s]!.flatMap((g) => groups[g]!.keys))];
     segments.push({
       graph: { name: `${graph.name}.${s}`, nodes: segNodes, initializers, inputs, outputs, opsetVersion: graph.opsetVersion },
       layers,
@@ -271,4 +307,89 @@ function valueInfo(name: string, types: ReadonlyMap<string, ElemType>, inputs: R
   const type = types.get(name);
   if (!type) throw new Error(`partition: the element type of ${name} is unknown (an op partition.ts does not know the output type of)`);
   return { name, type };
+}
+
+/**
+ * A segment with its large initializers turned into graph inputs, and the form it shares with
+ * segments that compute the same thing on other weights (the layers of one stack, usually). Two
+ * segments with equal `key` are the same graph up to the names of their values and symbolic
+ * dimensions and the contents of their large initializers: one runtime session of either runs the
+ * other, fed its own weights (engine/layerwise.ts). `inputs` and `outputs` list the segment's
+ * value names in the order the form's positions give them.
+ */
+export interface SharedSegmentForm {
+  key: string;
+  /** The segment as a graph whose large initializers are inputs (after its own inputs). */
+  graph: GraphSpec;
+  /** Names of `graph`'s inputs, in order: the segment's inputs, then the initializers made inputs. */
+  inputs: string[];
+  /** Names of `graph`'s outputs, in order. */
+  outputs: string[];
+  /** The initializers made inputs (in the order of `inputs` after the segment's own). */
+  weights: InitializerSpec[];
+}
+
+/** Initializers of at most this many bytes stay in the graph (and their bytes in the form's key). */
+export const SHARED_CONSTANT_BYTES = 4096;
+
+let unshareable = 0;
+
+function initializerBytes(t: InitializerSpec): number {
+  return t.external ? t.external.length : t.raw?.byteLength ?? 0;
+}
+
+function hex(bytes: Uint8Array): string {
+  let s = '';
+  for (const b of bytes) s += (b < 16 ? '0' : '') + b.toString(16);
+  return s;
+}
+
+/**
+ * The shared form of a segment's graph: the initializers `isWeight` picks (default: those of more
+ * than SHARED_CONSTANT_BYTES or stored outside the model) become inputs; the key spells the graph with its values numbered in
+ * order of appearance (inputs, initializers, node outputs), symbolic dimensions numbered likewise,
+ * and small initializers and node attributes by value.
+ */
+export function sharedSegmentForm(graph: GraphSpec, isWeight: (t: InitializerSpec) => boolean = (t) => t.external !== undefined || initializerBytes(t) > SHARED_CONSTANT_BYTES): SharedSegmentForm {
+  // (A large constant inside an attribute makes the segment one of a kind.)
+  const ids = new Map<string, number>();
+  const id = (name: string): number | '' => {
+    if (name === '') return '';
+    let v = ids.get(name);
+    if (v === undefined) ids.set(name, (v = ids.size));
+    return v;
+  };
+  const symbols = new Map<string, number>();
+  const dim = (d: number | string): number | string => {
+    if (typeof d === 'number') return d;
+    let v = symbols.get(d);
+    if (v === undefined) symbols.set(d, (v = symbols.size));
+    return `s${v}`;
+  };
+  const weights = graph.initializers.filter(isWeight);
+  const constants = graph.initializers.filter((t) => !weights.includes(t));
+  const parts: unknown[] = [];
+  for (const i of graph.inputs) parts.push(['in', id(i.name), i.type, i.shape?.map(dim) ?? null]);
+  for (const t of weights) parts.push(['w', id(t.name), t.type, t.dims]);
+  for (const t of constants) parts.push(['c', id(t.name), t.type, t.dims, hex(t.raw ?? new Uint8Array(0))]);
+  const attribute = (_: string, v: unknown): unknown => {
+    if (v instanceof Uint8Array) return v.byteLength <= SHARED_CONSTANT_BYTES ? hex(v) : { unshareable: ++unshareable };
+    if (typeof v === 'object' && v !== null && 'name' in v && 'dims' in v) {
+      const { name: _name, ...rest } = v as InitializerSpec;
+      return rest;
+    }
+    return v;
+  };
+  for (const n of graph.nodes) {
+    parts.push([n.opType, n.domain ?? '', n.inputs.map(id), n.outputs.map(id), JSON.stringify(n.attributes ?? {}, attribute)]);
+  }
+  parts.push(['out', graph.outputs.map((o) => [id(o.name), o.type, o.shape?.map(dim) ?? null])]);
+  const asInputs: ValueInfoSpec[] = weights.map((t) => ({ name: t.name, type: t.type, shape: t.dims }));
+  return {
+    key: JSON.stringify(parts),
+    graph: { ...graph, initializers: constants, inputs: [...graph.inputs, ...asInputs] },
+    inputs: [...graph.inputs.map((i) => i.name), ...weights.map((t) => t.name)],
+    outputs: graph.outputs.map((o) => o.name),
+    weights,
+  };
 }
