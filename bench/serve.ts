@@ -13,19 +13,24 @@
  * (model.trace + the page) and against that plus opening it in the same Chromium.
  * `--only append`: a causal model's trace when the text only grows (the key/value cache of the
  * kept prefix reused, src/server/append.ts) against a full trace of a new text of the same length.
- * `--only api`, `--only load`: the API table and the concurrent clients. Default: all four.
+ * `--only api`, `--only load`: the API table and the concurrent clients.
+ * `--only encoding`: the bytes of a trace's frames with every float32 sent against causal attention
+ * sent as its lower triangle (protocol.ts, lossless) and against that gzipped (level 1, as an HTTP
+ * content-encoding would), with the CPU time to encode and decode each, and a cached answer's
+ * transfer over loopback. Default: all but encoding.
  *
- *   npm run build && npx tsx bench/serve.ts [--only keystroke|append|api|load]… [--runs N]
+ *   npm run build && npx tsx bench/serve.ts [--only keystroke|append|api|load|encoding]… [--runs N]
  */
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { deflateRawSync } from 'node:zlib';
+import { deflateRawSync, gunzipSync, gzipSync } from 'node:zlib';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { writeSafetensors, type SafetensorsTensorInput } from '../src/io/safetensors.js';
-import { FrameReader, type TraceRequest } from '../src/server/protocol.js';
+import { FrameReader, layerFrame, type TraceRequest } from '../src/server/protocol.js';
+import { traceResult } from '../src/server/traces.js';
 import { startServer } from '../src/server/serve.js';
 import type { AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { loadViewBundle } from '../src/views/html/bundle-node.js';
@@ -41,7 +46,7 @@ const argv = process.argv.slice(2);
 const ONLY = argv.flatMap((a, i) => (a === '--only' ? [argv[i + 1]!] : []));
 const runsAt = argv.indexOf('--runs');
 const RUNS = runsAt >= 0 ? Number(argv[runsAt + 1]) : 5;
-const wants = (section: string): boolean => ONLY.length === 0 || ONLY.includes(section);
+const wants = (section: string): boolean => (ONLY.length === 0 && section !== 'encoding') || ONLY.includes(section);
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -107,8 +112,13 @@ async function textOf(model: Model<AttnTokenizer>, n: number, variant: number): 
 
 /** Milliseconds to the first layer frame and to the end frame of one trace request. */
 async function timeRequest(url: string, req: TraceRequest): Promise<{ first: number; all: number; bytes: number }> {
-  const t0 = performance.now();
-  const res = await fetch(new URL('/api/trace', url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
+  const post = () => fetch(new URL('/api/trace', url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
+  let t0 = performance.now();
+  // A kept-alive connection the server closed while this process was busy computing is reset: once more on a new one.
+  const res = await post().catch(() => {
+    t0 = performance.now();
+    return post();
+  });
   if (!res.ok) throw new Error(`${res.status} ${await res.text()}`);
   const reader = new FrameReader();
   let first = 0;
@@ -304,6 +314,79 @@ async function appendSection(url: string, server: Awaited<ReturnType<typeof star
   console.log('');
 }
 
+/** CPU milliseconds (median of RUNS) of `f`, and its last result. */
+function timed<T>(f: () => T): { ms: number; value: T } {
+  const times: number[] = [];
+  let value!: T;
+  for (let i = 0; i < RUNS; i++) {
+    const t0 = performance.now();
+    value = f();
+    times.push(performance.now() - t0);
+  }
+  return { ms: median(times), value };
+}
+
+const join8 = (parts: readonly Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+};
+
+/**
+ * What a trace's frames weigh and cost: every float32 as it is (the stream before the lower
+ * triangle), causal attention as its lower triangle (what the server sends), and that gzipped at
+ * level 1 (an HTTP content-encoding); encode = frames made (+ gzip), decode = FrameReader (+ gunzip,
+ * which a browser does natively). Then a cached answer over loopback (bytes / time).
+ */
+async function encodingSection(url: string, dir: string): Promise<void> {
+  console.log(`### Frame encodings — qk + top-5 predictions as the app asks; CPU ms median of ${RUNS}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  console.log('');
+  console.log('| model | tokens | every float32: MB · encode · decode | lower triangle: MB · encode · decode | lower + gzip 1: MB · encode · decode | cached answer over loopback (lower) |');
+  console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const [label, id, local] of [...MODELS(dir), ['gpt2-small shape (random weights)', 'folder:0/gpt2-small', join(dir, 'gpt2-small')] as const]) {
+    const model = await loadModel(local, { graphCache: false });
+    try {
+      for (const n of [128, 512]) {
+        const text = await textOf(model, n, 900);
+        const trace = await model.trace(text, model.info.kind === 'encoder' ? { qk: true } : { qk: true, topK: 5 });
+        // The same layers with every value (no dims: no lower triangle).
+        const sources = (['attention', 'queries', 'keys'] as const).flatMap((k) => Object.values(trace[k] ?? {}).flatMap((s) => s!.layers as Float32Array[]));
+        const all = timed(() => sources.map((v, i) => layerFrame(i % 256, 0, v)));
+        const lower = timed(() => traceResult(trace, id, 'bench', 0, 0, model.info.kind).layers);
+        const allBytes = join8(all.value);
+        const lowerBytes = join8(lower.value);
+        const gz = timed(() => gzipSync(lowerBytes, { level: 1 }));
+        const read = (b: Uint8Array) => new FrameReader().push(b).length;
+        const dAll = timed(() => read(allBytes));
+        const dLower = timed(() => read(lowerBytes));
+        const dGz = timed(() => read(gunzipSync(gz.value)));
+        // Over loopback: the answer from the server's cache (the model is not run), whole stream read.
+        const req = { model: id, text, taps: model.info.kind === 'encoder' ? { qk: true } : { qk: true, topK: 5 } };
+        await timeRequest(url, req);
+        const loop: number[] = [];
+        let bytes = 0;
+        for (let i = 0; i < RUNS; i++) {
+          const r = await timeRequest(url, req);
+          loop.push(r.all);
+          bytes = r.bytes;
+        }
+        const mb = (b: number) => (b / 1e6).toFixed(1);
+        const cell = (b: number, e: number, d: number) => `${mb(b)} · ${ms(e)} · ${ms(d)}`;
+        console.log(
+          `| ${label} | ${n} | ${cell(allBytes.length, all.ms, dAll.ms)} | ${cell(lowerBytes.length, lower.ms, dLower.ms)} | ${cell(gz.value.length, lower.ms + gz.ms, dGz.ms)} | ${mb(bytes)} MB in ${ms(median(loop))} (${Math.round(bytes / 1e3 / median(loop))} MB/s) |`,
+        );
+      }
+    } finally {
+      await model.dispose();
+    }
+  }
+  console.log('');
+}
+
 async function loadSection(url: string, server: Awaited<ReturnType<typeof startServer>>): Promise<void> {
   const rss = () => `${Math.round(process.memoryUsage().rss / 2 ** 20)} MB`;
   console.log(`### 50 concurrent clients (embedded model, 50 different 64-token texts each round, qk + predictions); resident memory of the process (server + client) before: ${rss()}`);
@@ -322,7 +405,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(os.tmpdir(), 'attnscope-bench-serve-'));
   try {
     await writeBertBase(join(dir, 'bert-base'));
-    if (wants('append')) await writeGpt2Small(join(dir, 'gpt2-small'));
+    if (wants('append') || wants('encoding')) await writeGpt2Small(join(dir, 'gpt2-small'));
     // The keystroke section starts its own servers with the built app (npm run build).
     const server = await startServer({ port: 0, folders: [dir], hfCache: false, graphCache: false, bundle: { js: '', css: '' }, limits: { maxTokens: 512 } });
     const bundle = await loadViewBundle();
@@ -333,6 +416,7 @@ async function main(): Promise<void> {
       if (wants('append')) await appendSection(server.url, server, dir);
       if (wants('api')) await apiSection(server.url, dir, bundle);
       if (wants('load')) await loadSection(server.url, server);
+      if (wants('encoding')) await encodingSection(server.url, dir);
     } finally {
       await server.close();
     }
