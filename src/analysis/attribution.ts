@@ -196,6 +196,34 @@ export function gradientRollout(attention: LayerStack, gradient: LayerStack, opt
   return r;
 }
 
+/**
+ * Row `position` of gradientRollout's R without the whole matrix: R = (I + Ā_e)…(I + Ā_s), so its
+ * row p is e_pᵀ(I + Ā_e)…(I + Ā_s), a row vector taken through the layers from the last down:
+ * v ← v + v·Ā_l. O(layers · n²) instead of O(layers · n³) (512 tokens: milliseconds, not seconds);
+ * the same sums in another order (float64).
+ */
+export function gradientRolloutRow(attention: LayerStack, gradient: LayerStack, position: number, options: { startLayer?: number; endLayer?: number } = {}): Float64Array {
+  checkSameShape(attention, gradient, 'gradient rollout');
+  const [heads, rows, cols] = attention.dims;
+  if (rows !== cols) throw new AttnscopeError(`gradient rollout: a self-attention stack has as many queries as keys (got ${rows} × ${cols})`);
+  if (!(Number.isInteger(position) && position >= 0 && position < rows)) throw new AttnscopeError(`gradient rollout: position ${position} is out of range (0–${rows - 1})`);
+  const [s, e] = rangeOf(attention.layers.length, options.startLayer, options.endLayer);
+  let v = new Float64Array(rows);
+  v[position] = 1;
+  for (let l = e; l >= s; l--) {
+    const a = gradientWeightedAttention(attention.layers[l]!, gradient.layers[l]!, heads, rows, cols);
+    const next = Float64Array.from(v);
+    for (let i = 0; i < rows; i++) {
+      const vi = v[i]!;
+      if (vi === 0) continue;
+      const o = i * cols;
+      for (let j = 0; j < cols; j++) next[j]! += vi * a[o + j]!;
+    }
+    v = next;
+  }
+  return v;
+}
+
 /** The relevance matrices of an encoder-decoder (see the file comment). */
 export interface EncoderDecoderRelevance {
   /** R_ee [encoder × encoder]. */
@@ -363,7 +391,7 @@ export function attentionAttributions(trace: Trace): Record<string, TokenAttribu
   const n = att.dims[1];
   if (!(Number.isInteger(p) && p >= 0 && p < n)) throw new AttnscopeError(`attention attributions: target position ${p} is out of range (0–${n - 1})`);
   out.attentionXGradient = { method: 'attentionXGradient', tokens: 'tokens', scores: attentionGradientTokenScores(att, grad) };
-  out.gradientRollout = { method: 'gradientRollout', tokens: 'tokens', scores: rowOf(gradientRollout(att, grad), p, n) };
+  out.gradientRollout = { method: 'gradientRollout', tokens: 'tokens', scores: Float32Array.from(gradientRolloutRow(att, grad, p)) };
   return out;
 }
 

@@ -1,0 +1,83 @@
+/**
+ * The saliency tab's gradient-weighted rollout at the target position (analysis/attribution.ts
+ * gradientRolloutRow, which attentionAttributions uses so that 512 tokens take milliseconds, not
+ * seconds) against the definition written out here in float64: Ā_l = mean over heads of
+ * max(0, α ⊙ ∂T/∂α), R = I, R ← R + Ā_l·R for each layer, then row p of R.
+ */
+import { describe, expect, it } from 'vitest';
+import { gradientRolloutRow } from '../src/analysis/attribution.js';
+import type { LayerStack } from '../src/core/trace.js';
+
+/** A small deterministic generator (mulberry32). */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Causal attention rows (softmax of random scores over keys ≤ query) and signed random gradients. */
+function stacks(layers: number, heads: number, n: number, seed: number): { attention: LayerStack; gradient: LayerStack } {
+  const r = random(seed);
+  const att: Float32Array[] = [];
+  const grad: Float32Array[] = [];
+  for (let l = 0; l < layers; l++) {
+    const a = new Float32Array(heads * n * n);
+    const g = new Float32Array(heads * n * n);
+    for (let h = 0; h < heads; h++) {
+      for (let q = 0; q < n; q++) {
+        let z = 0;
+        for (let k = 0; k <= q; k++) z += a[(h * n + q) * n + k] = Math.exp(3 * r());
+        for (let k = 0; k <= q; k++) a[(h * n + q) * n + k]! /= z;
+        for (let k = 0; k < n; k++) g[(h * n + q) * n + k] = r() * 2 - 1;
+      }
+    }
+    att.push(a);
+    grad.push(g);
+  }
+  return { attention: { dims: [heads, n, n], layers: att }, gradient: { dims: [heads, n, n], layers: grad } };
+}
+
+/** Row p of R by the definition, full n × n products in float64. */
+function definition(attention: LayerStack, gradient: LayerStack, p: number): number[] {
+  const [heads, n] = attention.dims;
+  let R = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? 1 : 0)));
+  attention.layers.forEach((a, l) => {
+    const g = gradient.layers[l]!;
+    const A = Array.from({ length: n }, (_, i) =>
+      Array.from({ length: n }, (_, j) => {
+        let s = 0;
+        for (let h = 0; h < heads; h++) s += Math.max(0, a[(h * n + i) * n + j]! * g[(h * n + i) * n + j]!);
+        return s / heads;
+      }),
+    );
+    R = R.map((row, i) => row.map((v, j) => v + A[i]!.reduce((s, x, t) => s + x * R[t]![j]!, 0)));
+  });
+  return R[p]!;
+}
+
+describe('gradient-weighted rollout at one position', () => {
+  for (const [layers, heads, n, seed] of [
+    [1, 1, 5, 1],
+    [3, 2, 9, 2],
+    [4, 3, 16, 3],
+  ] as const) {
+    it(`equals row p of the full rollout (${layers} layers, ${heads} heads, ${n} tokens), every p`, () => {
+      const { attention, gradient } = stacks(layers, heads, n, seed);
+      for (let p = 0; p < n; p++) {
+        const got = gradientRolloutRow(attention, gradient, p);
+        const want = definition(attention, gradient, p);
+        for (let j = 0; j < n; j++) expect(Math.abs(got[j]! - want[j]!)).toBeLessThan(1e-12 * Math.max(1, Math.abs(want[j]!)));
+      }
+    });
+  }
+
+  it('refuses a position out of range', () => {
+    const { attention, gradient } = stacks(1, 1, 4, 9);
+    expect(() => gradientRolloutRow(attention, gradient, 4)).toThrow(/position 4 is out of range \(0–3\)/);
+  });
+});
