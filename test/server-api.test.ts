@@ -209,6 +209,8 @@ describe('serve: limits', () => {
     ['topK out of range', { model: 'default', text: 'hi', taps: { topK: 21 } }, 400, 'taps.topK', /0 to 20/],
     ['topK not an integer', { model: 'default', text: 'hi', taps: { topK: 1.5 } }, 400, 'taps.topK', /integer/],
     ['body not an object', [1, 2], 400, undefined as unknown as string, /JSON object/],
+    ['maxNewTokens out of range', { model: 'default', text: 'hi', maxNewTokens: 129 }, 400, 'maxNewTokens', /an integer from 1 to 128/],
+    ['maxNewTokens for a model without a decoder', { model: 'folder:0/bert', text: 'hi', maxNewTokens: 3 }, 400, 'maxNewTokens', /only for an encoder-decoder model .* an encoder\)/],
   ];
   for (const [name, body, status, field, message] of cases) {
     it(`refuses: ${name}`, async () => {

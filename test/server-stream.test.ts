@@ -180,6 +180,45 @@ describe('serve: per-layer streaming', () => {
     }
   });
 
+  it('an encoder-decoder without a decoder text generates maxNewTokens tokens (greedy: the shorter run is the longer one’s beginning)', async () => {
+    const ref = readReference('bart').inputs[0]!;
+    const gen = async (maxNewTokens: number) => {
+      const res = await post({ model: 'folder:0/bart', text: ref.text, maxNewTokens, taps: { qk: false } });
+      expect(res.status).toBe(200);
+      const fs = await read(res);
+      const header = (fs[0] as { value: StreamHeader }).value;
+      return { header, decoder: layersOf(fs, tensorsOf(fs), 'attention', 'decoder'), heads: tensorsOf(fs).find((t) => t.kind === 'attention' && t.stack === 'decoder')!.dims[0] };
+    };
+    const short = await gen(2);
+    const long = await gen(5);
+    for (const [g, n] of [[short, 2], [long, 5]] as const) {
+      expect(g.header.generation!.steps.length).toBeLessThanOrEqual(n);
+      if (g.header.generation!.stoppedBy === 'length') expect(g.header.generation!.steps.length).toBe(n);
+    }
+    const s = short.header.generation!.steps.map((x) => x.id);
+    expect(long.header.generation!.steps.map((x) => x.id).slice(0, s.length)).toEqual(s);
+    // Decoder self-attention is causal: the shorter run's rows are the longer run's top-left block.
+    const m = short.header.decoderTokens!.length;
+    const M = long.header.decoderTokens!.length;
+    expect(M).toBeGreaterThan(m);
+    const layers = short.decoder.length / (short.heads * m * m);
+    let diff = 0;
+    for (let l = 0; l < layers; l++) {
+      for (let h = 0; h < short.heads; h++) {
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < m; j++) diff = Math.max(diff, Math.abs(short.decoder[((l * short.heads + h) * m + i) * m + j]! - long.decoder[((l * short.heads + h) * M + i) * M + j]!));
+        }
+      }
+    }
+    expect(diff).toBeLessThanOrEqual(1e-5);
+    // Refused where it does not apply, in one line naming the field.
+    for (const body of [{ model: 'folder:0/bart', text: ref.text, decoderText: 'x', maxNewTokens: 2 }, { model: 'folder:0/bart', text: ref.text, maxNewTokens: 0 }]) {
+      const res = await post(body);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { field: string }).field).toBe('maxNewTokens');
+    }
+  });
+
   it('streams an encoder-decoder: encoder layers, then decoder and cross attention (T5: shared position bias)', async () => {
     for (const fixture of ['bart', 't5']) {
       const ref = readReference(fixture).inputs[0]!;

@@ -43,7 +43,7 @@ const SECURITY_HEADERS: Record<string, string> = {
   'X-Frame-Options': 'DENY',
 };
 
-export const DEFAULT_LIMITS: ServerLimits = { maxTextChars: 20_000, maxTokens: 512, maxBodyBytes: 256 * 1024, maxTopK: 20 };
+export const DEFAULT_LIMITS: ServerLimits = { maxTextChars: 20_000, maxTokens: 512, maxBodyBytes: 256 * 1024, maxTopK: 20, maxNewTokens: 128 };
 
 const APP_JS = 'attnscope-app.js';
 const APP_CSS = 'attnscope-app.css';

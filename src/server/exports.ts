@@ -85,6 +85,7 @@ export async function traceForExport(catalog: ModelCatalog, pool: ModelPool, t: 
       return await model.trace(t.text, {
         ...(t.textPair !== undefined ? { pair: t.textPair } : {}),
         ...(t.decoderText !== undefined ? { decoderText: t.decoderText } : {}),
+        ...(t.maxNewTokens !== undefined && t.decoderText === undefined ? { maxNewTokens: t.maxNewTokens } : {}),
         qk: true,
         ...(predicts ? { topK: 5 } : {}),
       });

@@ -58,6 +58,8 @@ export interface ServerLimits {
   maxBodyBytes: number;
   /** Largest `taps.topK`. */
   maxTopK: number;
+  /** Largest `maxNewTokens` (tokens an encoder-decoder generates when traced without a decoder text). */
+  maxNewTokens: number;
 }
 
 export interface ModelsResponse {
@@ -82,6 +84,8 @@ export interface TraceRequest {
   textPair?: string;
   /** Encoder-decoder models: the decoder's text. */
   decoderText?: string;
+  /** Encoder-decoder models without a decoder text: how many tokens to generate (default 20). */
+  maxNewTokens?: number;
   taps?: TraceTaps;
 }
 

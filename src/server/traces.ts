@@ -47,7 +47,7 @@ export interface TraceResult {
   runMs: number;
 }
 
-const ALLOWED_FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'taps']);
+const ALLOWED_FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'maxNewTokens', 'taps']);
 const ALLOWED_TAPS = new Set(['qk', 'topK']);
 
 /** Checks a parsed body against the API's types and limits. */
@@ -67,6 +67,11 @@ export function validateTraceRequest(body: unknown, limits: ServerLimits): Requi
   const decoder = text('decoderText', b.decoderText, true);
   if (pair !== undefined && pair !== '') out.textPair = pair;
   if (decoder !== undefined) out.decoderText = decoder;
+  if (b.maxNewTokens !== undefined) {
+    const n = b.maxNewTokens;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > limits.maxNewTokens) throw new RequestError(400, `maxNewTokens: an integer from 1 to ${limits.maxNewTokens}`, 'maxNewTokens');
+    out.maxNewTokens = n;
+  }
   if (b.taps !== undefined) {
     if (typeof b.taps !== 'object' || b.taps === null || Array.isArray(b.taps)) throw new RequestError(400, 'taps: an object {qk?: boolean, topK?: integer}', 'taps');
     const t = b.taps as Record<string, unknown>;
@@ -238,7 +243,7 @@ export class TraceService {
       throw e;
     });
     try {
-      const key = JSON.stringify([location.id, lease.revision, req.text, req.textPair ?? null, req.decoderText ?? null, req.taps.qk, req.taps.topK]);
+      const key = JSON.stringify([location.id, lease.revision, req.text, req.textPair ?? null, req.decoderText ?? null, req.maxNewTokens ?? null, req.taps.qk, req.taps.topK]);
       const hit = this.cache.get(key);
       if (hit) return { result: hit };
       const predict = await this.checkTokens(lease.model, req);
@@ -323,6 +328,10 @@ export class TraceService {
       if (decoder.length + 1 > max) throw new RequestError(413, `decoderText: ${decoder.length} tokens; at most ${max - 1} allowed (${why})`, 'decoderText');
     }
     if (req.textPair !== undefined && model.info.kind === 'encoder-decoder') throw new RequestError(400, `textPair: does not apply to an encoder-decoder model (${model.name})`, 'textPair');
+    if (req.maxNewTokens !== undefined && (model.info.kind !== 'encoder-decoder' || req.decoderText !== undefined)) {
+      throw new RequestError(400, `maxNewTokens: only for an encoder-decoder model traced without decoderText (${model.name} is ${model.info.kind === 'encoder-decoder' ? 'given a decoder text' : `an ${model.info.kind}`})`, 'maxNewTokens');
+    }
+    if (req.maxNewTokens !== undefined && req.maxNewTokens + 1 > max) throw new RequestError(413, `maxNewTokens: ${req.maxNewTokens}; at most ${max - 1} allowed (${why})`, 'maxNewTokens');
     if (model.info.kind !== 'encoder') return true;
     const mask = model.tokenizer?.mask;
     return mask !== undefined && mask.id !== null && tokens.some((t) => t.id === mask.id);
@@ -351,6 +360,7 @@ export class TraceService {
       trace = appendable(model, req) ? (await this.append.trace(model, modelKey, causal)).trace : await model.trace(req.text, {
         ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
         ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
+        ...(req.maxNewTokens !== undefined ? { maxNewTokens: req.maxNewTokens } : {}),
         qk: req.taps.qk,
         ...(req.taps.topK > 0 ? { topK: req.taps.topK } : {}),
       });
