@@ -92,7 +92,7 @@ export async function traceCommand(argv: string[]): Promise<void> {
 }
 
 /** A whole number ≥ 0 of an option, or one line naming it. */
-function parseNonNegativeInt(value: string, option: string): number {
+export function parseNonNegativeInt(value: string, option: string): number {
   if (!/^\d+$/.test(value.trim())) throw new AttnscopeError(`${option}: expected a whole number of tokens (0 or more), got '${value}'`);
   return Number(value.trim());
 }

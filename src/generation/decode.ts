@@ -3,14 +3,25 @@
  * alone against the cached keys and values of every earlier position (one position of compute
  * per token). The rows of every step (attention, queries, keys, score bias) are kept and
  * assembled into whole-sequence outputs, which the model turns into a Trace as it does a full run's.
+ *
+ * Attention on demand (GenerateOptions.attention 'on-demand', or 'auto' above a length): no
+ * probabilities are tapped. The prompt pass runs attention in bands of query rows (no layer's
+ * scores held whole) and returns only the last position's logits (last-position.ts); each step
+ * then stores its token's query rows into arrays allocated once for the whole sequence, and the
+ * keys of every position are the final cache itself. The trace keeps queries, keys and score
+ * terms, from which any step's attention row is computed exactly when read
+ * (core/attention-on-demand.ts). What decoding holds is the cache and the query rows: nothing
+ * grows per step beyond them.
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { GenerationInfo, StackName, Token, Trace } from '../core/trace.js';
+import { resolveAttentionMode, type AttentionMode } from '../engine/attention-mode.js';
 import { tapName, type TapKind, type TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import { languageCodeId } from '../tokenizer/language-codes.js';
-import type { DecodingModel } from './decoding-model.js';
-import { assembleRows, type StepRows } from './rows.js';
+import type { DecodingExtension, DecodingModel } from './decoding-model.js';
+import { LAST_POSITION_LOGITS } from './last-position.js';
+import { assembleRows, GrowingRows, type StepRows } from './rows.js';
 import { createSampler, validateSampling, type Choice, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -29,6 +40,15 @@ export interface GenerateOptions extends SamplingOptions {
    * (forced_bos_token_id).
    */
   tgtLang?: string | undefined;
+  /**
+   * How the trace records attention: every probability ('dense', the default), or the queries,
+   * keys and score terms each row is computed from when read ('on-demand': memory and time per
+   * token independent of the rows already generated), or 'on-demand' when the prompt plus the new
+   * tokens exceed `onDemandAbove` tokens ('auto'; default: engine/attention-mode.ts autoDenseTokens).
+   */
+  attention?: AttentionMode | undefined;
+  /** 'auto's threshold in tokens (prompt + new tokens; encoder-decoders: either side). */
+  onDemandAbove?: number | undefined;
 }
 
 /**
@@ -62,8 +82,78 @@ function float32(t: RuntimeTensor | undefined, name: string): Float32Array {
   return t.data as Float32Array;
 }
 
+/** What decoding collects from each step's outputs, and gives back as whole-sequence outputs. */
+interface Collector {
+  add(out: Readonly<Record<string, RuntimeTensor>>, start: number): void;
+  outputs(total: number): Record<string, RuntimeTensor>;
+}
+
+/** The layer outputs of one tap kind of a stack at a step, and their [d0, rows, width]. */
+function stepLayers(out: Readonly<Record<string, RuntimeTensor>>, kind: TapKind, stack: StackName, layers: number): { layers: Float32Array[]; dims: [number, number, number] } {
+  const arrays: Float32Array[] = [];
+  for (let l = 0; l < layers; l++) arrays.push(float32(out[tapName(kind, stack, l)], tapName(kind, stack, l)));
+  const [, d0, rows, width] = out[tapName(kind, stack, 0)]!.dims as [number, number, number, number];
+  return { layers: arrays, dims: [d0, rows, width] };
+}
+
+/** One stack's rows of one tap kind (queries), written into arrays allocated once (rows.ts GrowingRows). */
+class PreallocatedRows implements Collector {
+  private readonly rows: GrowingRows;
+
+  constructor(
+    readonly kind: TapKind,
+    readonly stack: StackName,
+    private readonly layers: number,
+    capacity: number,
+  ) {
+    this.rows = new GrowingRows(capacity);
+  }
+
+  add(out: Readonly<Record<string, RuntimeTensor>>, start: number): void {
+    const { layers, dims } = stepLayers(out, this.kind, this.stack, this.layers);
+    this.rows.add(layers, dims[0], dims[1], dims[2], start);
+  }
+
+  outputs(total: number): Record<string, RuntimeTensor> {
+    const stack = this.rows.stack(total);
+    const out: Record<string, RuntimeTensor> = {};
+    stack.layers.forEach((data, l) => {
+      out[tapName(this.kind, this.stack, l)] = { type: 'float32', dims: [1, ...stack.dims], data };
+    });
+    return out;
+  }
+}
+
+/**
+ * The keys of every position of the cached stack: the cache after the last step (present_key.*,
+ * [1, kvHeads, total, headDim]), which holds the keys exactly as each step tapped them.
+ */
+class CacheKeys implements Collector {
+  private last: Readonly<Record<string, RuntimeTensor>> = {};
+
+  constructor(
+    readonly stack: StackName,
+    private readonly layers: number,
+  ) {}
+
+  add(out: Readonly<Record<string, RuntimeTensor>>): void {
+    this.last = out;
+  }
+
+  outputs(total: number): Record<string, RuntimeTensor> {
+    const out: Record<string, RuntimeTensor> = {};
+    for (let l = 0; l < this.layers; l++) {
+      const name = tapName('present_key', this.stack, l);
+      const present = this.last[name];
+      if (!present || present.dims[2] !== total) throw new Error(`graph output ${name} missing or not of ${total} positions`);
+      out[tapName('keys', this.stack, l)] = { type: 'float32', dims: present.dims, data: float32(present, name) };
+    }
+    return out;
+  }
+}
+
 /** Collects one stack's per-step rows of one tap kind. */
-class StackRows {
+class StackRows implements Collector {
   readonly steps: StepRows[] = [];
   private d0 = 0;
   private cols = 0;
@@ -76,9 +166,8 @@ class StackRows {
   ) {}
 
   add(out: Readonly<Record<string, RuntimeTensor>>, start: number): void {
-    const layers: Float32Array[] = [];
-    for (let l = 0; l < this.layers; l++) layers.push(float32(out[tapName(this.kind, this.stack, l)], tapName(this.kind, this.stack, l)));
-    const [, d0, rows, width] = out[tapName(this.kind, this.stack, 0)]!.dims as [number, number, number, number];
+    const { layers, dims } = stepLayers(out, this.kind, this.stack, this.layers);
+    const [d0, rows, width] = dims;
     this.d0 = d0;
     this.cols = Math.max(this.cols, width);
     this.steps.push({ start, rows, width, layers });
@@ -89,7 +178,9 @@ class StackRows {
    * narrower than the widest (keys a position could not see yet) zero-padded on the right.
    * `firstStepOnly`: what the first step computed for every position (cross-attention keys).
    */
-  outputs(total: number, firstStepOnly = false): Record<string, RuntimeTensor> {
+  outputs(total: number): Record<string, RuntimeTensor> {
+    // Cross-attention keys are the encoder's positions, all computed at the first step.
+    const firstStepOnly = this.kind === 'keys' && this.stack === 'cross';
     const first = this.steps[0]!;
     const stack = firstStepOnly ? { dims: [this.d0, first.rows, first.width] as const, layers: first.layers } : assembleRows(this.steps, this.d0, total, this.cols);
     const out: Record<string, RuntimeTensor> = {};
@@ -100,12 +191,22 @@ class StackRows {
   }
 }
 
+/** How decoding records attention, and the graphs it runs. */
+export interface DecodeRecording {
+  /** 'dense': per-step rows of every tap assembled; 'on-demand': queries preallocated, keys from the final cache, no probabilities. */
+  mode: 'dense' | 'on-demand';
+  /** Taps of the steps after the first (default: `taps`). */
+  stepTaps?: TapRequest;
+  /** The graph extension every run uses (e.g. LAST_POSITION_LOGITS), if any. */
+  extension?: DecodingExtension;
+}
+
 /**
  * Runs `promptIds` (positions 0…) and then one token at a time, choosing each from the logits of
  * the last position, until `maxNew` tokens or an end-of-sequence id. The last chosen token is
  * run too, so every generated token has its attention row. `extra` feeds go to every step
  * (e.g. the encoder's hidden states for an encoder-decoder's decoder). `stacks[0]` is the stack
- * whose self-attention keys and values are cached.
+ * whose self-attention keys and values are cached. `taps` are those of the first run (the prompt).
  */
 export async function decodeIncrementally(
   model: DecodingModel,
@@ -119,19 +220,29 @@ export async function decodeIncrementally(
   /** Which ModelInputs field carries the ids being decoded. */
   idsField: 'inputIds' | 'decoderInputIds' = 'inputIds',
   baseInputs: { inputIds: readonly number[] } = { inputIds: [] },
+  recording: DecodeRecording = { mode: 'dense' },
 ): Promise<DecodeResult> {
   const d = model.architectureInfo;
   const cacheStack: StackName = stacks[0]!;
   const layers = d.stacks[cacheStack] ?? d.numLayers;
   const layersOf = (s: StackName): number => d.stacks[s] ?? layers;
-  const collectors: StackRows[] = [];
+  const onDemand = recording.mode === 'on-demand';
+  if (onDemand && (taps.attention || !taps.qk || !taps.cache)) throw new Error('decoding on demand taps queries and keys with the cache, and no probabilities');
+  const collectors: Collector[] = [];
   for (const s of stacks) {
-    collectors.push(new StackRows('attention', s, layersOf(s)));
-    if (!taps.qk) continue;
-    collectors.push(new StackRows('queries', s, layersOf(s)), new StackRows('keys', s, layersOf(s)));
+    if (onDemand) {
+      collectors.push(new PreallocatedRows('queries', s, layersOf(s), promptIds.length + maxNew));
+      collectors.push(s === cacheStack ? new CacheKeys(s, layersOf(s)) : new StackRows('keys', s, layersOf(s)));
+    } else {
+      collectors.push(new StackRows('attention', s, layersOf(s)));
+      if (!taps.qk) continue;
+      collectors.push(new StackRows('queries', s, layersOf(s)), new StackRows('keys', s, layersOf(s)));
+    }
     const bias = d.scoring[s]?.bias ?? 'none';
-    if (bias !== 'none') collectors.push(new StackRows('score_bias', s, bias === 'shared' ? 1 : layersOf(s)));
+    if (taps.qk && bias !== 'none') collectors.push(new StackRows('score_bias', s, bias === 'shared' ? 1 : layersOf(s)));
   }
+  const run = (t: TapRequest, inputs: Parameters<DecodingModel['run']>[1], feeds: Readonly<Record<string, RuntimeTensor>>): Promise<Record<string, RuntimeTensor>> =>
+    recording.extension ? model.runExtended(t, recording.extension, inputs, feeds) : model.run(t, inputs, feeds);
 
   // An empty cache: [1, kvHeads, 0, headDim] per layer.
   let past: Record<string, RuntimeTensor> = {};
@@ -148,7 +259,7 @@ export async function decodeIncrementally(
   let position = 0;
   for (;;) {
     const inputs = { ...baseInputs, [idsField]: feed, pastLength: position };
-    const out = await model.run(taps, inputs, { ...extra, ...past });
+    const out = await run(position === 0 ? taps : (recording.stepTaps ?? taps), inputs, { ...extra, ...past });
     for (const rows of collectors) rows.add(out, position);
     position += feed.length;
     const finished = newIds.length === maxNew || (newIds.length > 0 && eos.has(newIds[newIds.length - 1]!));
@@ -176,8 +287,7 @@ export async function decodeIncrementally(
   }
 
   const outputs: Record<string, RuntimeTensor> = {};
-  // Cross-attention keys are the encoder's positions, all computed at the first step.
-  for (const rows of collectors) Object.assign(outputs, rows.outputs(position, rows.kind === 'keys' && rows.stack === 'cross'));
+  for (const rows of collectors) Object.assign(outputs, rows.outputs(position));
   return { newIds, steps, stoppedBy, outputs };
 }
 
@@ -220,6 +330,20 @@ function checkMaxNew(maxNew: number): void {
   if (!Number.isInteger(maxNew) || maxNew < 1) throw new AttnscopeError(`--max-new-tokens must be a positive integer, got ${maxNew}`);
 }
 
+/** 'dense' or 'on-demand' for a generation of `tokens` (and `decoderTokens`) positions. */
+function recordedAttention(model: DecodingModel, options: GenerateOptions, tokens: number, decoderTokens?: number): 'dense' | 'on-demand' {
+  const mode = resolveAttentionMode(options.attention, model.architectureInfo, tokens, decoderTokens, options.onDemandAbove);
+  if (mode === 'none') throw new AttnscopeError(`generate: attention ${String(options.attention)} is not a way to record attention; allowed: dense, on-demand, auto`);
+  return mode;
+}
+
+/**
+ * The prompt pass of a decoder generating on demand: the cache graph with queries and keys tapped,
+ * attention in bands of query rows, the last position's logits only. Steps run the same session
+ * (one row: the bands are one row and fifteen empty ones).
+ */
+export const ON_DEMAND_TAPS: TapRequest = { attention: false, qk: true, lastHiddenState: true, logits: true, cache: true, queryBands: true };
+
 /**
  * Decoder generation: the prompt and then each new token, decoded incrementally; the trace holds
  * the prompt's attention and each generated token's row over all earlier tokens.
@@ -234,9 +358,11 @@ export async function generateDecoder(model: DecodingModel, text: string | null,
   if (prompt.length + maxNew > maxPositions) {
     throw new AttnscopeError(`generation too long: ${prompt.length} prompt tokens + ${maxNew} new tokens = ${prompt.length + maxNew}, but ${model.name} accepts at most ${maxPositions} positions`);
   }
-  const taps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
+  const onDemand = recordedAttention(model, options, prompt.length + maxNew) === 'on-demand';
+  const taps: TapRequest = onDemand ? ON_DEMAND_TAPS : { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
+  const recording: DecodeRecording = onDemand ? { mode: 'on-demand', extension: LAST_POSITION_LOGITS } : { mode: 'dense' };
   const choose = forcingLastToken(createSampler(options), model.forcedEosId, maxNew);
-  const result = await decodeIncrementally(model, taps, ['self'], prompt.map((t) => t.id), maxNew, choose, model.eosIds(), {});
+  const result = await decodeIncrementally(model, taps, ['self'], prompt.map((t) => t.id), maxNew, choose, model.eosIds(), {}, 'inputIds', { inputIds: [] }, recording);
   const generated = model.tokensFromIds(result.newIds).map((t) => ({ ...t, generated: true }));
   const trace = model.assemble([...prompt, ...generated], result.outputs);
   trace.generation = generationInfo(options, prompt.length, result);
@@ -263,16 +389,18 @@ export async function generateEncoderDecoder(model: DecodingModel, text: string 
   const toGenerate = maxNew - (decoderIds.length - 1);
   const start = decoderIds[0]!;
   const inputIds = tokens.map((t) => t.id);
+  const onDemand = recordedAttention(model, options, tokens.length, decoderIds.length + toGenerate) === 'on-demand';
+  const qk = (options.qk ?? false) || onDemand;
   // 1. The encoder, once: its attention (and q/k, score bias) and its final hidden states.
-  const encoderTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: true, logits: false };
+  const encoderTaps: TapRequest = { attention: !onDemand, qk, lastHiddenState: true, logits: false };
   const encoded = await model.run(encoderTaps, { inputIds, decoderInputIds: [start] });
   const encoderHidden = encoded.encoder_last_hidden_state;
   if (!encoderHidden) throw new Error('graph output encoder_last_hidden_state missing');
   // 2. The decoder, incrementally.
-  const stepTaps: TapRequest = { attention: true, qk: options.qk ?? false, lastHiddenState: false, logits: true, cache: true };
+  const stepTaps: TapRequest = { attention: !onDemand, qk, lastHiddenState: false, logits: true, cache: true };
   const result = await decodeIncrementally(
     model, stepTaps, ['decoder', 'cross'], decoderIds, toGenerate, forcingLastToken(createSampler(options), model.forcedEosId, toGenerate), model.eosIds(),
-    { encoder_hidden_states: encoderHidden }, 'decoderInputIds', { inputIds },
+    { encoder_hidden_states: encoderHidden }, 'decoderInputIds', { inputIds }, { mode: onDemand ? 'on-demand' : 'dense' },
   );
   // The encoder's taps from the first run, the decoder's from the incremental one.
   const outputs: Record<string, RuntimeTensor> = {};

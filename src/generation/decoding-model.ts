@@ -3,7 +3,7 @@
  * it, so generation never depends on the engine.
  */
 import type { Token, Trace } from '../core/trace.js';
-import type { ArchitectureInfo, ModelInputs, TapRequest } from '../models/architecture.js';
+import type { ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { LanguageCodes } from '../tokenizer/language-codes.js';
 
@@ -14,6 +14,8 @@ export interface DecodingModel {
   readonly architectureInfo: ArchitectureInfo;
   /** Runs the graph for a set of taps on prepared inputs plus extra feeds (past keys/values, encoder states). */
   run(taps: TapRequest, inputs: ModelInputs, extra?: Readonly<Record<string, RuntimeTensor>>): Promise<Record<string, RuntimeTensor>>;
+  /** Like `run`, on the graph of `taps` grown by `extension` (e.g. last-position.ts: the last position's logits only). */
+  runExtended(taps: TapRequest, extension: DecodingExtension | undefined, inputs: ModelInputs, extra?: Readonly<Record<string, RuntimeTensor>>): Promise<Record<string, RuntimeTensor>>;
   /**
    * A Trace from graph outputs named as a full run names them (`tapName(kind, stack, layer)`,
    * [1, d0, rows, cols] each): attention, queries, keys and score terms of every stack present.
@@ -33,4 +35,10 @@ export interface DecodingModel {
   readonly forcedEosId?: number | undefined;
   /** Translation tokenizers (mBART, M2M100, NLLB): their language codes. */
   readonly languages?: LanguageCodes | undefined;
+}
+
+/** A graph grown after the architecture built it (the engine's GraphExtension), its sessions cached under `key`. */
+export interface DecodingExtension {
+  readonly key: string;
+  extend(ctx: BuildContext): void | Promise<void>;
 }

@@ -72,6 +72,11 @@ export interface TapRequest {
    * place the new tokens at positions pastLength, pastLength + 1, ...
    */
   cache?: boolean;
+  /**
+   * With `cache` and queries/keys tapped without probabilities: attention still runs in bands of
+   * query rows (models/attention.ts queryBands), so a long prompt's scores are never held whole.
+   */
+  queryBands?: boolean;
   /** Mixture-of-experts layers: what the router did (`router_probabilities/selected/weights`). */
   routing?: boolean;
   /** Mixture-of-experts layers: the hidden state the router reads (`router_input`), to check the routing against the gate weights. */

@@ -124,7 +124,8 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, v);
   // Attention on demand (queries and keys tapped, no probabilities): the queries go through in bands
   // of rows, so the [heads, queries, keys] scores are never held whole (each row is computed as before).
-  const banded = ctx.taps.qk && !ctx.taps.attention && !ctx.taps.cache;
+  // With a key/value cache only where asked (TapRequest.queryBands: generation's long prompt pass).
+  const banded = ctx.taps.qk && !ctx.taps.attention && (!ctx.taps.cache || ctx.taps.queryBands === true);
   const context = banded ? queryBands(g, qIn, a.bias ?? null, rows) : rows(qIn, a.bias, ctx.taps.attention);
   return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
 }

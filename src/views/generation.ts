@@ -9,6 +9,7 @@
  *
  * Isomorphic: imports nothing from Node.
  */
+import { attentionSource } from '../core/attention-on-demand.js';
 import { AttnscopeError } from '../core/errors.js';
 import type { GenerationInfo, Prediction, StackName, Trace } from '../core/trace.js';
 
@@ -74,13 +75,25 @@ export interface StepWindow {
  */
 export function stepWindow(trace: Trace, stack: StackName, step: number): StepWindow {
   const { gen } = checkStep(trace, step);
-  const s = trace.attention[stack];
-  if (!s) throw new AttnscopeError(`the trace has no '${stack}' attention`);
-  const [, nq, nk] = s.dims;
+  // Dense probabilities, or queries and keys they are computed from (a generation on demand).
+  const dense = trace.attention[stack];
+  const { numQueries: nq, numKeys: nk } = dense ? { numQueries: dense.dims[1], numKeys: dense.dims[2] } : attentionSource(trace, stack);
   if (!stackFollowsSteps(stack)) return { queries: nq, keys: nk, newest: null };
   const n = Math.min(nq, gen.promptLength + step);
   if (n < 1) throw new AttnscopeError(`step ${step} shows no tokens (the prompt is empty)`);
   return { queries: n, keys: stack === 'cross' ? nk : Math.min(nk, n), newest: n - 1 };
+}
+
+/**
+ * The attention row of the newest token at `step` (generated token `step`; the prompt's last token
+ * at step 0) over the keys it saw, for one layer and head: read from the dense probabilities, or
+ * computed exactly from the trace's queries, keys and score terms (a generation on demand).
+ * Null for the encoder, whose rows do not follow the steps.
+ */
+export function stepAttentionRow(trace: Trace, stack: StackName, step: number, layer: number, head: number): Float32Array | null {
+  const w = stepWindow(trace, stack, step);
+  if (w.newest === null) return null;
+  return attentionSource(trace, stack).block(layer, head, w.newest, w.newest + 1, 0, w.keys);
 }
 
 /** Probability the generated token at a sequence position was chosen with, when the trace records it. */
