@@ -3,12 +3,13 @@
  * the plain scores (the contrast from the probe's own prediction list, the ablated metric's counts),
  * the printout carries the same numbers, and bad input is one line each.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectInputError, type Run, runCli } from './helpers/cli.js';
 import { FIXTURES } from './helpers/reference.js';
+import { STEREOSET_FILE } from './helpers/stereoset-file.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bias-heads-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -67,11 +68,39 @@ describe('attnscope bias heads', () => {
     expect(r.ratios.map((row) => row.length)).toEqual([4, 4]);
   });
 
+  it('--benchmark winogender / winobias / stereoset: ratios, ablation against controls, importance and faithfulness, as JSON and printed', () => {
+    const run = attnscope('bias', 'heads', join(FIXTURES, 'bert'), '--benchmark', 'winogender', '--limit', '3', '--k', '2', '--controls', '1', '--steps', '2', '--json', '--quiet');
+    expect(run.status, run.stderr).toBe(0);
+    const r = JSON.parse(run.stdout) as { benchmark: string; items: number; ratios: number[][]; before: { metrics: Record<string, number> }; ablated: { heads: unknown[]; metrics: Record<string, number> }; controls: unknown[]; importance: number[][]; faithfulness: { items: number; rho: (number | null)[][] }; propagation: unknown[] };
+    expect([r.benchmark, r.items]).toEqual(['winogender', 3]);
+    expect(Object.keys(r.before.metrics)).toEqual(['femaleShare', 'correlation']);
+    expect(r.ablated.heads).toHaveLength(2);
+    expect(r.controls).toHaveLength(1);
+    expect(r.ratios.map((row) => row.length)).toEqual([4, 4]);
+    expect(r.propagation).toHaveLength(2);
+    expect(r.faithfulness.items).toBeGreaterThan(0);
+    const wb = attnscope('bias', 'heads', join(FIXTURES, 'gpt2'), '--benchmark', 'winobias', '--split', 'type1.dev', '--limit', '2', '--k', '1', '--controls', '1', '--steps', '2', '--quiet');
+    expect(wb.status, wb.stderr).toBe(0);
+    expect(wb.stdout).toMatch(/^winobias heads: gpt2 \(2 items\)/);
+    expect(wb.stdout).toMatch(/^as trained: +proPreferred [\d.]+, femaleShare [\d.]+$/m);
+    expect(wb.stdout).toMatch(/^with those heads zeroed: +proPreferred [\d.]+ \([+−][\d.]+\)/m);
+    const file = join(tmp, 'dev.json');
+    writeFileSync(file, JSON.stringify(STEREOSET_FILE));
+    const ss = attnscope('bias', 'heads', join(FIXTURES, 'gpt2'), '--benchmark', 'stereoset', '--data', file, '--k', '1', '--controls', '0', '--steps', '2', '--json', '--quiet');
+    expect(ss.status, ss.stderr).toBe(0);
+    expect(Object.keys((JSON.parse(ss.stdout) as { before: { metrics: object } }).before.metrics)).toEqual(['ss', 'lms', 'icat']);
+  }, 400_000);
+
   it('refuses bad input in one line', () => {
     const bert = join(FIXTURES, 'bert');
     expectInputError(attnscope('bias', 'heads', bert), /give --text "\.\.\." \(a probe\) or --benchmark crows-pairs/);
     expectInputError(attnscope('bias', 'heads', bert, '--text', 'a [MASK]', '--benchmark', 'crows-pairs'), /one of them/);
-    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'stereoset'), /--benchmark: unknown benchmark 'stereoset'; allowed: crows-pairs/);
+    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'winograd'), /--benchmark: unknown benchmark 'winograd'; allowed: crows-pairs, winogender, winobias, stereoset/);
+    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'stereoset'), /bias stereoset: give the StereoSet file with --data dev\.json/);
+    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'winogender', '--split', 'type1.dev'), /--split applies to bias heads --benchmark winobias and stereoset, not winogender/);
+    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'winobias', '--split', 'type9.dev'), /--split: unknown split 'type9\.dev'/);
+    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'winobias', '--permutations', '9'), /--permutations applies to bias heads --text, not --benchmark winobias/);
+    expectInputError(attnscope('bias', 'heads', bert, '--benchmark', 'winogender', '--mode', 'mean'), /--mode: winogender heads are ablated with zero gates only/);
     expectInputError(attnscope('bias', 'heads', bert, '--text', 'The man [MASK].', '--contrast', 'he'), /--contrast: expected two words/);
     expectInputError(attnscope('bias', 'heads', bert, '--text', 'The man [MASK].', '--mode', 'half'), /--mode: unknown ablation mode 'half'; allowed: zero, mean/);
     expectInputError(attnscope('bias', 'heads', bert, '--text', 'The man [MASK].', '--controls', '-1'), /--controls: expected an integer from 0 to 100/);

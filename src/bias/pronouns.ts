@@ -15,10 +15,13 @@ import { AttnscopeError } from '../core/errors.js';
 import type { Token } from '../core/trace.js';
 import type { Model } from '../engine/model.js';
 import { PRONOUN_GENDERS, type PronounGender, type PronounItem, type PronounResult } from '../analysis/bias/wino.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import { logSoftmaxAt, runLogits } from './crows-pairs.js';
 
 export interface PronounScoreOptions {
   onProgress?: (done: number, total: number) => void;
+  /** Head gates per stack (engine/ablation.ts ablationGates): the model with heads removed. */
+  headGates?: Readonly<Record<string, RuntimeTensor>>;
 }
 
 /** The genders an item has a form for: male, female, and neutral when the data writes one. */
@@ -29,7 +32,7 @@ const tokensIn = (tokens: readonly Token[], start: number, end: number): number[
   tokens.flatMap((t, i) => (!t.special && t.start < end && t.end > start ? [i] : []));
 
 /** log P(pronoun | its sentence with the pronoun masked) for each form (see the file's comment). */
-async function maskedScores(model: Model, item: PronounItem, maskId: number): Promise<PronounResult['logScores']> {
+async function maskedScores(model: Model, item: PronounItem, maskId: number, gates?: Readonly<Record<string, RuntimeTensor>>): Promise<PronounResult['logScores']> {
   const runs = new Map<string, Promise<{ vocab: number; data: Float32Array }>>();
   const out: Partial<Record<PronounGender, number>> = {};
   for (const g of gendersOf(item)) {
@@ -41,7 +44,7 @@ async function maskedScores(model: Model, item: PronounItem, maskId: number): Pr
     const key = ids.join(',');
     let run = runs.get(key);
     if (!run) {
-      run = runLogits(model, ids, tokens.map((t) => t.segment));
+      run = runLogits(model, ids, tokens.map((t) => t.segment), gates);
       runs.set(key, run);
     }
     const { vocab, data } = await run;
@@ -59,10 +62,10 @@ function startId(model: Model): number {
 }
 
 /** log P(sentence) for a causal LM: its tokens (no specials) after the start token. */
-export async function sentenceLogProb(model: Model, text: string): Promise<number> {
+export async function sentenceLogProb(model: Model, text: string, gates?: Readonly<Record<string, RuntimeTensor>>): Promise<number> {
   const ids = (await model.tokenize(text)).filter((t) => !t.special).map((t) => t.id);
   const all = [startId(model), ...ids];
-  const { vocab, data } = await runLogits(model, all);
+  const { vocab, data } = await runLogits(model, all, undefined, gates);
   let sum = 0;
   for (let i = 1; i < all.length; i++) sum += logSoftmaxAt(data.subarray((i - 1) * vocab, i * vocab), all[i]!);
   return sum;
@@ -77,10 +80,10 @@ export async function scorePronouns(model: Model, items: readonly PronounItem[],
   const results: PronounResult[] = [];
   for (const item of items) {
     let logScores: PronounResult['logScores'];
-    if (kind === 'encoder') logScores = await maskedScores(model, item, maskId!);
+    if (kind === 'encoder') logScores = await maskedScores(model, item, maskId!, options.headGates);
     else {
       const scored: Partial<Record<PronounGender, number>> = {};
-      for (const g of gendersOf(item)) scored[g] = await sentenceLogProb(model, item.forms[g]!.text);
+      for (const g of gendersOf(item)) scored[g] = await sentenceLogProb(model, item.forms[g]!.text, options.headGates);
       logScores = scored as PronounResult['logScores'];
     }
     results.push({ item, logScores });

@@ -16,16 +16,21 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { Model } from '../engine/model.js';
 import type { StereoExample } from '../analysis/bias/stereoset.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import { causalScore, logSoftmaxAt, runLogits } from './crows-pairs.js';
 
 export interface StereoScoreOptions {
   onProgress?: (done: number, total: number) => void;
+  /** Head gates per stack (engine/ablation.ts ablationGates): the model with heads removed. */
+  headGates?: Readonly<Record<string, RuntimeTensor>>;
 }
+
+type Gates = Readonly<Record<string, RuntimeTensor>> | undefined;
 
 /** Softmax probability of `target` in `row` (float64). */
 const probabilityAt = (row: Float32Array, target: number): number => Math.exp(logSoftmaxAt(row, target));
 
-async function maskedIntrasentence(model: Model, context: string, word: string): Promise<number> {
+async function maskedIntrasentence(model: Model, context: string, word: string, gates: Gates): Promise<number> {
   const tokenizer = model.tokenizer!;
   const mask = tokenizer.mask!;
   const spaced = model.config.modelType === 'roberta' ? ` ${word}` : word;
@@ -38,19 +43,19 @@ async function maskedIntrasentence(model: Model, context: string, word: string):
     const tokens = await model.tokenize(text);
     const at = tokens.findIndex((t) => t.id === mask.id);
     if (at < 0) throw new AttnscopeError(`StereoSet: the context '${context.slice(0, 40)}' lost its mask when tokenized`);
-    const { vocab, data } = await runLogits(model, tokens.map((t) => t.id), tokens.map((t) => t.segment));
+    const { vocab, data } = await runLogits(model, tokens.map((t) => t.id), tokens.map((t) => t.segment), gates);
     probs.push(probabilityAt(data.subarray(at * vocab, (at + 1) * vocab), insertion[i]!));
   }
   return probs.reduce((a, b) => a + b, 0) / probs.length;
 }
 
-async function causalIntersentence(model: Model, context: string, sentence: string, start: number): Promise<number> {
+async function causalIntersentence(model: Model, context: string, sentence: string, start: number, gates: Gates): Promise<number> {
   const text = `${context} ${sentence}`;
   const tokens = (await model.tokenize(text)).filter((t) => !t.special);
   const ids = [start, ...tokens.map((t) => t.id)];
   const from = tokens.findIndex((t) => t.end > context.length + 1 || (t.start >= context.length && t.end > context.length));
   if (from < 0) throw new AttnscopeError(`StereoSet: no tokens for the sentence '${sentence.slice(0, 40)}'`);
-  const { vocab, data } = await runLogits(model, ids);
+  const { vocab, data } = await runLogits(model, ids, undefined, gates);
   let sum = 0;
   for (let i = from + 1; i < ids.length; i++) sum += logSoftmaxAt(data.subarray((i - 1) * vocab, i * vocab), ids[i]!);
   return Math.exp(sum / (ids.length - 1 - from));
@@ -73,9 +78,9 @@ export async function scoreStereoSet(model: Model, examples: readonly StereoExam
   for (const e of todo) {
     for (const s of e.sentences) {
       let v: number;
-      if (method === 'masked') v = await maskedIntrasentence(model, e.context, s.templateWord ?? '');
-      else if (e.split === 'intrasentence') v = await causalScore(model, s.sentence, start);
-      else v = await causalIntersentence(model, e.context, s.sentence, start);
+      if (method === 'masked') v = await maskedIntrasentence(model, e.context, s.templateWord ?? '', options.headGates);
+      else if (e.split === 'intrasentence') v = await causalScore(model, s.sentence, start, undefined, options.headGates);
+      else v = await causalIntersentence(model, e.context, s.sentence, start, options.headGates);
       scores.set(s.id, v);
     }
     options.onProgress?.(++done, todo.length);

@@ -24,7 +24,7 @@ import { scorePronouns } from '../bias/pronouns.js';
 import { occupationPlotSvg } from '../bias/occupation-plot.js';
 import { femaleShare, pearson, summarizeByOccupation, type OccupationSummary, type PronounItem, type PronounResult } from '../analysis/bias/wino.js';
 import { csvLine } from '../analysis/bias/csv.js';
-import { parseStereoSet, stereoSetResults, STEREO_SPLITS, type StereoResults, type StereoSplit } from '../analysis/bias/stereoset.js';
+import { parseStereoSet, stereoSetResults, STEREO_SPLITS, type StereoExample, type StereoResults, type StereoSplit } from '../analysis/bias/stereoset.js';
 import { scoreStereoSet } from '../bias/stereoset.js';
 import { biasProbe, type BiasProbe } from '../bias/probe.js';
 import type { GroupLexicon } from '../analysis/bias/groups.js';
@@ -33,7 +33,8 @@ import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
 import { MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parsePositiveInt } from './args.js';
 import { countProgress } from '../io/progress.js';
 import { checkModelArg, checkOut, parseCommandArgs, reportWrote, UsageError, closest } from './parse.js';
-import { parseHeadsSettings, runHeadsCommand } from './bias-heads-command.js';
+import { parseHeadsSettings, runBenchmarkHeadsCommand, runHeadsCommand } from './bias-heads-command.js';
+import { HEADS_BENCHMARKS, type HeadsBenchmark } from '../bias/benchmark-heads.js';
 import { runReportCommand } from './bias-report-command.js';
 
 const BENCHMARKS = ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads', 'report'] as const;
@@ -51,6 +52,8 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                 [--groups ...] [--words ...] [--permutations N] [--seed S] [--top N] [--json] [--revision REV] [--offline] [--threads N]
        attnscope bias heads [model] --benchmark crows-pairs [--bias-type T] [--limit N] [--k N] [--controls N] [--seed S]
                 [--json] [--quiet] [--revision REV] [--offline] [--threads N]
+       attnscope bias heads [model] --benchmark winogender|winobias|stereoset [--limit N] [--split S] [--data dev.json]
+                [--k N] [--controls N] [--steps N] [--seed S] [--json] [--quiet] [--revision REV] [--offline] [--threads N]
        attnscope bias report [model] [--out report.html] [--limit N] [--bias-type T] [--bootstrap N] [--text "..."]
                 [--contrast he,she] [--k N] [--controls N] [--mode zero|mean] [--steps N] [--ablation-pairs N] [--groups ...]
                 [--words ...] [--permutations N] [--seed S] [--theme light|dark] [--no-cache] [--quiet] [--revision REV] [--offline] [--threads N]
@@ -122,12 +125,16 @@ export const BIAS_USAGE = `attnscope bias crows-pairs [model] [--bias-type T] [-
                head Spearman's ρ between its attention from the target position and the tokens' |integrated gradients|
                (faithfulness). With --benchmark crows-pairs: per head the mean ratio on the tokens sent_more has of
                its own, then the metric re-scored with the top k heads zeroed and with the random control sets
-               (slow: 2 + controls full scorings; use --limit)
+               (slow: 2 + controls full scorings; use --limit). With --benchmark winogender, winobias or stereoset
+               (--data dev.json): per head the mean ratio on each item's occupation / target term, the benchmark's
+               metrics re-scored with the top k heads zeroed and with the random sets, importance |∂T/∂gate| and
+               faithfulness ρ averaged over the first 4 items with a contrast (he vs she at the pronoun; the
+               stereotype's vs the anti-stereotype's word at BLANK), and the ratio per layer
   --contrast   heads: the two words of T, one token each (default he,she); --groups defaults to gender,occupation here
   --k          heads: heads ablated (default 5);  --controls  random control sets (default 3)
   --mode       heads: zero (default) or mean ablation (probes only)
   --steps      heads: integrated-gradients steps (default 32)
-  --benchmark  heads: crows-pairs instead of --text
+  --benchmark  heads: crows-pairs, winogender, winobias or stereoset instead of --text
 
   report       one standalone HTML page (no network; opens in any browser) and its numbers as JSON beside it (same
                name, .json): CrowS-Pairs with 95% bootstrap intervals overall, per direction and per bias type,
@@ -288,15 +295,8 @@ function pronounCsv(results: readonly PronounResult[], stats: ReadonlyMap<string
 
 const jsonNumbers = (_: string, v: unknown): unknown => (typeof v === 'number' && !Number.isFinite(v) ? null : v);
 
-async function pronounCommand(which: 'winogender' | 'winobias', values: BiasValues, source: string | undefined): Promise<void> {
-  if (values.json && values.csv) throw new UsageError(`bias ${which}: give --json or --csv, not both`);
-  const limit = parsePositiveInt(values.limit, '--limit');
-  let format: 'json' | 'csv' | 'table' | 'svg' = values.json ? 'json' : values.csv ? 'csv' : 'table';
-  if (values.out !== undefined) {
-    const ext = extname(values.out).toLowerCase();
-    if (format === 'table' && ['.json', '.csv', '.svg'].includes(ext)) format = ext.slice(1) as 'json' | 'csv' | 'svg';
-    checkOut(values.out, format === 'table' ? ['.txt', '.json', '.csv', '.svg'] : [`.${format}`], `bias ${which}${format === 'table' ? '' : ` --${format}`}`);
-  }
+/** WinoGender's sentences, or WinoBias' of --split, the first --limit. */
+async function pronounItems(which: 'winogender' | 'winobias', values: BiasValues, limit: number | undefined): Promise<PronounItem[]> {
   let items: PronounItem[];
   if (which === 'winogender') items = await loadWinogender();
   else {
@@ -307,7 +307,19 @@ async function pronounCommand(which: 'winogender' | 'winobias', values: BiasValu
     if (loaded.skipped.length > 0) process.stderr.write(`skipped ${loaded.skipped.length} WinoBias pairs whose pro and anti sentences differ beyond the pronoun: ${loaded.skipped.join(' ')}\n`);
     items = loaded.items;
   }
-  if (limit !== undefined) items = items.slice(0, limit);
+  return limit !== undefined ? items.slice(0, limit) : items;
+}
+
+async function pronounCommand(which: 'winogender' | 'winobias', values: BiasValues, source: string | undefined): Promise<void> {
+  if (values.json && values.csv) throw new UsageError(`bias ${which}: give --json or --csv, not both`);
+  const limit = parsePositiveInt(values.limit, '--limit');
+  let format: 'json' | 'csv' | 'table' | 'svg' = values.json ? 'json' : values.csv ? 'csv' : 'table';
+  if (values.out !== undefined) {
+    const ext = extname(values.out).toLowerCase();
+    if (format === 'table' && ['.json', '.csv', '.svg'].includes(ext)) format = ext.slice(1) as 'json' | 'csv' | 'svg';
+    checkOut(values.out, format === 'table' ? ['.txt', '.json', '.csv', '.svg'] : [`.${format}`], `bias ${which}${format === 'table' ? '' : ` --${format}`}`);
+  }
+  const items = await pronounItems(which, values, limit);
   const stats = await loadOccupationStats();
   const { model } = await openModel(source, values);
   try {
@@ -377,16 +389,24 @@ function parsePredictions(json: unknown, what: string): Map<string, number> {
   return out;
 }
 
+/** The examples of --data (of --split; the first --limit of each split). */
+async function stereoExamples(values: BiasValues): Promise<StereoExample[]> {
+  if (values.data === undefined) throw new UsageError('bias stereoset: give the StereoSet file with --data dev.json (it is not shipped with attnscope)');
+  if (values.split !== undefined && !(STEREO_SPLITS as readonly string[]).includes(values.split)) throw new UsageError(`--split: unknown split '${values.split}'; allowed: ${STEREO_SPLITS.join(', ')}`);
+  const limit = parsePositiveInt(values.limit, '--limit');
+  let examples = parseStereoSet(await readJson(values.data, '--data'), values.data);
+  if (values.split !== undefined) examples = examples.filter((e) => e.split === values.split);
+  if (limit !== undefined) examples = STEREO_SPLITS.flatMap((sp) => examples.filter((e) => e.split === sp).slice(0, limit));
+  if (examples.length === 0) throw new AttnscopeError(`--data ${values.data}: no examples to score`);
+  return examples;
+}
+
 async function stereoSetCommand(values: BiasValues, source: string | undefined): Promise<void> {
   if (values.data === undefined) throw new UsageError('bias stereoset: give the StereoSet file with --data dev.json (it is not shipped with attnscope)');
   if (values.split !== undefined && !(STEREO_SPLITS as readonly string[]).includes(values.split)) throw new UsageError(`--split: unknown split '${values.split}'; allowed: ${STEREO_SPLITS.join(', ')}`);
   if (values.predictions !== undefined && source !== undefined) throw new UsageError('bias stereoset: give a model or --predictions, not both');
   if (values.out !== undefined) checkOut(values.out, ['.json'], 'bias stereoset --out (predictions)');
-  const limit = parsePositiveInt(values.limit, '--limit');
-  let examples = parseStereoSet(await readJson(values.data, '--data'), values.data);
-  if (values.split !== undefined) examples = examples.filter((e) => e.split === values.split);
-  if (limit !== undefined) examples = STEREO_SPLITS.flatMap((s) => examples.filter((e) => e.split === s).slice(0, limit));
-  if (examples.length === 0) throw new AttnscopeError(`--data ${values.data}: no examples to score`);
+  let examples = await stereoExamples(values);
   let scores: Map<string, number>;
   let title: string;
   if (values.predictions !== undefined) {
@@ -501,9 +521,28 @@ export async function parseLexicons(values: BiasValues, command: string, default
 
 async function headsCommand(values: BiasValues, source: string | undefined): Promise<void> {
   if ((values.text === undefined) === (values.benchmark === undefined)) throw new UsageError('bias heads: give --text "..." (a probe) or --benchmark crows-pairs, one of them');
-  if (values.benchmark !== undefined && values.benchmark !== 'crows-pairs') throw new UsageError(`--benchmark: unknown benchmark '${values.benchmark}'; allowed: crows-pairs`);
+  const targets = ['crows-pairs', ...HEADS_BENCHMARKS];
+  if (values.benchmark !== undefined && !targets.includes(values.benchmark)) throw new UsageError(`--benchmark: unknown benchmark '${values.benchmark}'; allowed: ${targets.join(', ')}`);
   parseHeadsSettings(values);
   const { permutations, seed } = parsePermutations(values);
+  if (values.benchmark !== undefined && values.benchmark !== 'crows-pairs') {
+    const benchmark = values.benchmark as HeadsBenchmark;
+    for (const o of ['groups', 'words', 'contrast', 'permutations', 'top', 'bias-type'] as const) if (values[o] !== undefined) throw new UsageError(`--${o} applies to bias heads --text${o === 'bias-type' ? ' and --benchmark crows-pairs' : ''}, not --benchmark ${benchmark}`);
+    if (values.mode !== undefined && values.mode !== 'zero') throw new UsageError(`--mode: ${benchmark} heads are ablated with zero gates only; leave --mode out`);
+    if (benchmark !== 'stereoset' && values.data !== undefined) throw new UsageError(`--data applies to bias heads --benchmark stereoset, not ${benchmark}`);
+    if (benchmark === 'winogender' && values.split !== undefined) throw new UsageError('--split applies to bias heads --benchmark winobias and stereoset, not winogender');
+    const limit = parsePositiveInt(values.limit, '--limit');
+    const data = benchmark === 'stereoset'
+      ? { examples: await stereoExamples(values) }
+      : { pronouns: await pronounItems(benchmark, values, limit), stats: await loadOccupationStats() };
+    const { model } = await openModel(source, values);
+    try {
+      process.stdout.write(await runBenchmarkHeadsCommand(model, values, benchmark, data, seed));
+    } finally {
+      await model.dispose();
+    }
+    return;
+  }
   let pairs: CrowsPair[] | null = null;
   let lexicons: GroupLexicon[] = [];
   if (values.benchmark !== undefined) {
@@ -588,7 +627,7 @@ export async function biasCommand(argv: string[]): Promise<void> {
   if (positionals.length > 1) throw new UsageError(`bias ${benchmark}: expected at most one model, got ${positionals.join(' ')}`);
   const which = benchmark as Benchmark;
   const only: [keyof typeof values, Benchmark[]][] = [
-    ['bias-type', ['crows-pairs', 'heads', 'report']], ['data', ['crows-pairs', 'stereoset']], ['no-cache', ['crows-pairs', 'report']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset']], ['predictions', ['stereoset']],
+    ['bias-type', ['crows-pairs', 'heads', 'report']], ['data', ['crows-pairs', 'stereoset', 'heads']], ['no-cache', ['crows-pairs', 'report']], ['csv', ['winogender', 'winobias']], ['split', ['winobias', 'stereoset', 'heads']], ['predictions', ['stereoset']],
     ['text', ['probe', 'heads', 'report']], ['groups', ['probe', 'heads', 'report']], ['words', ['probe', 'heads', 'report']], ['permutations', ['probe', 'heads', 'report']], ['seed', ['probe', 'heads', 'report']], ['top', ['probe', 'heads']],
     ['contrast', ['heads', 'report']], ['k', ['heads', 'report']], ['controls', ['heads', 'report']], ['mode', ['heads', 'report']], ['steps', ['heads', 'report']], ['benchmark', ['heads']],
     ['bootstrap', ['report']], ['ablation-pairs', ['report']], ['theme', ['report']], ['json', ['crows-pairs', 'winogender', 'winobias', 'stereoset', 'probe', 'heads']],

@@ -8,6 +8,9 @@ import { ABLATION_MODES, type AblationMode } from '../analysis/ablation.js';
 import type { CrowsPair } from '../analysis/bias/crows-pairs.js';
 import type { BiasHead } from '../analysis/bias/heads.js';
 import { biasHeads, crowsHeads, type BiasHeadsResult, type CrowsHeadsResult } from '../bias/heads.js';
+import { benchmarkHeads, benchmarkScorer, pronounHeadItems, stereoHeadItems, type BenchmarkHeadsResult, type HeadsBenchmark } from '../bias/benchmark-heads.js';
+import type { PronounItem } from '../analysis/bias/wino.js';
+import type { StereoExample } from '../analysis/bias/stereoset.js';
 import type { Model } from '../engine/model.js';
 import { countProgress } from '../io/progress.js';
 import { UsageError } from './parse.js';
@@ -159,4 +162,56 @@ export async function runHeadsCommand(
     return `${JSON.stringify({ model: model.name, benchmark: 'crows-pairs', pairs: pairs.length, ratioPairs: r.ratioPairs, ratios: r.ratios, before: run(r.before), ablated: run(r.ablated), controls: r.controls.map(run) }, jsonNumbers, 2)}\n`;
   }
   return formatCrowsHeads(model.name, r, pairs.length);
+}
+
+/** The printout of a benchmark's heads (WinoGender, WinoBias, StereoSet). */
+export function formatBenchmarkHeads(model: string, r: BenchmarkHeadsResult): string {
+  const names = Object.keys(r.before.metrics);
+  const ms = (m: Record<string, number>, base?: Record<string, number>) => names.map((n) => `${n} ${f(m[n]!, 2)}${base ? ` (${signed(m[n]! - base[n]!, 2)})` : ''}`).join(', ');
+  const lines = [
+    `${r.benchmark} heads: ${model} (${r.items} items)`,
+    `bias attention ratio on each item's ${r.benchmark === 'stereoset' ? 'target term' : 'occupation'}, mean over ${r.ratioItems} items; top ${r.ablated.heads.length}: ${headList(r.ablated.heads)}`,
+    '',
+    `as trained:                             ${ms(r.before.metrics)}`,
+    `with those heads zeroed:                ${ms(r.ablated.metrics, r.before.metrics)}`,
+  ];
+  for (const c of r.controls) lines.push(`${`with random heads (${headList(c.heads)}):`.padEnd(40)}${ms(c.metrics, r.before.metrics)}`);
+  lines.push('');
+  if (r.faithfulness.items > 0) {
+    const rhos = r.faithfulness.rho.flat().filter(Number.isFinite);
+    lines.push(
+      `head importance |∂T/∂gate| over ${r.faithfulness.items} items, top ${r.importanceTop.length}: ${headList(r.importanceTop)}; ${r.overlap} of them among the ablated heads`,
+      `faithfulness: mean Spearman ρ (attention from the slot vs |integrated gradients of T|) over the heads ${f(rhos.reduce((a, b) => a + b, 0) / Math.max(1, rhos.length))}; the group tokens hold ${f(100 * r.faithfulness.groupAttributionShare, 1)}% of |IG| (completeness error ≤ ${f(100 * r.faithfulness.igRelativeError, 2)}%)`,
+    );
+  } else lines.push('no item has a one-token contrast at its slot: no importance or faithfulness');
+  lines.push('', 'bias attention ratio per layer (mean, max over the heads):', ...table(['layer', 'mean', 'max'], r.propagation.map((l) => [String(l.layer), f(l.meanRatio), f(l.maxRatio)])));
+  const byRatio = r.ratios.flatMap((row, l) => row.map((v, h) => ({ l, h, v }))).filter((x) => Number.isFinite(x.v)).sort((a, b) => b.v - a.v).slice(0, 10);
+  lines.push('', 'heads of largest ratio:', ...table(['head', 'ratio', 'importance', 'ρ'], byRatio.map((x) => [`L${x.l}H${x.h}`, f(x.v), f(r.importance[x.l]![x.h]!), f(r.faithfulness.rho[x.l]![x.h]!)])));
+  return `${lines.join('\n')}\n`;
+}
+
+/** `bias heads --benchmark winogender|winobias|stereoset`. */
+export async function runBenchmarkHeadsCommand(
+  model: Model,
+  values: HeadsValues & { json?: boolean; quiet?: boolean },
+  benchmark: HeadsBenchmark,
+  data: { pronouns?: readonly PronounItem[]; stats?: ReadonlyMap<string, { bls: number }>; examples?: readonly StereoExample[] },
+  seed: number,
+): Promise<string> {
+  const s = parseHeadsSettings(values);
+  let progress: ReturnType<typeof countProgress> | null = null;
+  let phase = '';
+  const onProgress = (ph: string, d: number, t: number) => {
+    if (ph !== phase || !progress) {
+      progress?.done();
+      progress = countProgress(`${benchmark} ${ph}`, values.quiet ?? false);
+      phase = ph;
+    }
+    progress.update(d, t);
+  };
+  const items = benchmark === 'stereoset' ? await stereoHeadItems(model, data.examples ?? []) : await pronounHeadItems(model, data.pronouns ?? []);
+  const r = await benchmarkHeads(model, benchmark, items, benchmarkScorer(model, benchmark, data), { k: s.k, controls: s.controls, steps: s.steps, seed, onProgress });
+  (progress as ReturnType<typeof countProgress> | null)?.done();
+  if (values.json) return `${JSON.stringify({ model: model.name, ...r }, jsonNumbers, 2)}\n`;
+  return formatBenchmarkHeads(model.name, r);
 }
