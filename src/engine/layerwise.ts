@@ -65,9 +65,9 @@ export interface LayerwiseOptions extends TraceOptions {
    * they are computed, before the rest of the layer runs (segments: the embeddings and layer 0's
    * q/k; the rest of layer k and layer k + 1's q/k; …; the rest of the last layer and the head).
    * A layer's outputs then come in two segments. Attention on demand shows layer 0 after ~a tenth
-   * of a layer's work this way.
+   * of a layer's work this way. 'on-demand': only when attention is recorded on demand.
    */
-  qkFirst?: boolean;
+  qkFirst?: boolean | 'on-demand';
   /** Called once the input is prepared (tokens known), before the first layer runs. */
   onStart?: (prepared: PreparedRun) => void | Promise<void>;
 }
@@ -305,7 +305,8 @@ export async function traceLayers(model: Model, text: string | null, options: La
 async function runLayers(model: Model, prepared: PreparedRun, options: LayerwiseOptions, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
   const { inputs, taps } = prepared;
   const { signal } = options;
-  const plan = await planFor(model, taps, options.shareSessions ?? true, (options.qkFirst ?? false) && taps.qk);
+  const qkFirst = taps.qk && (options.qkFirst === true || (options.qkFirst === 'on-demand' && !taps.attention));
+  const plan = await planFor(model, taps, options.shareSessions ?? true, qkFirst);
   const { segments, lastUse } = plan.partition;
   const fed = model.feedsFor([...plan.inputs], inputs);
   const carried = new Map<string, RuntimeTensor>();

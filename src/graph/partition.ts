@@ -297,6 +297,13 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
       outputs: outs,
     });
   }
+  // A last segment that computes no output nor anything carried (the rest of the last layer after
+  // its early outputs, when nothing after them is asked for) is not run.
+  while (segments.length > 1 && segments[segments.length - 1]!.outputs.length === 0 && segments[segments.length - 1]!.carriedOut.length === 0) {
+    const dropped = segments.length - 1;
+    segments.pop();
+    for (const [name, s] of lastUse) if (s === dropped) lastUse.set(name, dropped - 1);
+  }
   // A graph without layer outputs: one segment holding every layer key there is (none).
   return { segments, lastUse };
 }

@@ -16,7 +16,7 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { toFloat32 } from '../engine/assemble.js';
-import { traceLayers, type LayerOutputs, type PreparedRun } from '../engine/layerwise.js';
+import { traceLayers, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
 import { tapName, type ArchitectureInfo } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
@@ -179,6 +179,12 @@ export class TraceService {
   runs = 0;
   /** See TraceServiceOptions.onLayerSent (settable, for tests following a run's events). */
   onLayerSent: TraceServiceOptions['onLayerSent'];
+  /**
+   * Per-layer runs record attention on demand (queries and keys; the page computes the blocks it
+   * shows) above this many tokens; default: engine/attention-mode.ts autoDenseTokens of the model
+   * (~1 GiB of probabilities: 724 tokens for 16 layers × 32 heads). Settable (tests).
+   */
+  onDemandAbove: number | undefined = undefined;
 
   constructor(
     private readonly catalog: ModelCatalog,
@@ -387,17 +393,25 @@ export class TraceService {
     let frames: LayerFrames | undefined;
     let prepared: PreparedRun | undefined;
     let predictions: Prediction[] | undefined;
-    const options = {
+    const options: LayerwiseOptions = {
       ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
       ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
       qk: req.taps.qk || seed !== undefined,
       ...(seed ? { values: true } : {}),
       ...(req.taps.topK > 0 ? { topK: req.taps.topK } : {}),
+      // Long inputs: queries and keys instead of probabilities (the page computes the blocks it
+      // shows), each layer's q/k sent before the rest of the layer runs.
+      attention: 'auto' as const,
+      ...(this.onDemandAbove !== undefined ? { onDemandAbove: this.onDemandAbove } : {}),
+      qkFirst: 'on-demand' as const,
       signal: shared.controller.signal,
       onStart: (p: PreparedRun) => {
         prepared = p;
-        // The header declares what the request asked for (not the taps added for the seed).
-        frames = new LayerFrames(info, model.traceModelInfo(), { ...p, taps: { ...p.taps, qk: req.taps.qk } }, modelId, revision, model.info.kind);
+        // An on-demand trace is not kept for appends (append.ts keeps probabilities).
+        if (!p.taps.attention) seed = undefined;
+        // The header declares what the request asked for (not the taps added for the seed); an
+        // on-demand trace always sends its queries, keys and score terms.
+        frames = new LayerFrames(info, model.traceModelInfo(), { ...p, taps: { ...p.taps, qk: req.taps.qk || !p.taps.attention } }, modelId, revision, model.info.kind);
         shared.header = frames.header;
         shared.notify();
       },

@@ -1,0 +1,80 @@
+/**
+ * `attnscope serve` streams a long input's trace in the on-demand form, q/k first (issue 13.4: the
+ * first layer on screen before the model has finished): the run sends layer 0's queries and keys
+ * (and score terms) and is then held until the client has read them, so they reach the client
+ * before the rest of layer 0 (its attention and MLP output, computed in the next segment) exists;
+ * no probabilities are sent, and the queries and keys are PyTorch's (reference.json). The
+ * threshold is lowered to 0 tokens so a fixture's short text counts as long. No timing involved.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FrameReader, type Frame, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
+import { startServer, type RunningServer } from '../src/server/serve.js';
+import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
+
+let server: RunningServer;
+
+beforeAll(async () => {
+  server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, env: { HF_HUB_OFFLINE: '1' }, graphCache: false, bundle: { js: '/* app */', css: '/* app */' } });
+  server.traces.onDemandAbove = 0;
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+describe('serve: a long input streams q/k first', () => {
+  for (const fixture of ['bert', 'llama']) {
+    it(`${fixture}: layer 0's queries and keys reach the client before the rest of layer 0 is computed`, async () => {
+      const ref = readReference(fixture);
+      const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
+      const layers = ref.attention.num_layers as number;
+      const events: string[] = [];
+      let got!: () => void;
+      const gotQk = new Promise<void>((r) => (got = r));
+      server.traces.onLayerSent = async ({ index }) => {
+        events.push(`computed segment ${index}`);
+        if (index === 0) await gotQk;
+      };
+      try {
+        const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: `folder:0/${fixture}`, text: input.text }) });
+        expect(res.status).toBe(200);
+        const reader = new FrameReader();
+        const frames: Frame[] = [];
+        const tensors: StreamTensor[] = [];
+        const body = res.body!.getReader();
+        for (;;) {
+          const { done, value } = await body.read();
+          if (done) break;
+          for (const f of reader.push(value)) {
+            frames.push(f);
+            if (f.type === 'header') tensors.push(...f.value.tensors);
+            if (f.type === 'tensor') tensors[f.value.index] = f.value;
+            if (f.type === 'layer') {
+              const t = tensors[f.tensor]!;
+              events.push(`received ${t.kind} ${f.layer}`);
+              if (events.includes('received queries 0') && events.includes('received keys 0')) got();
+            }
+          }
+        }
+        const header = (frames[0] as { value: StreamHeader }).value;
+        expect(header.streaming).toBe('per-layer');
+        // On demand: no probabilities, the score terms instead.
+        expect(tensors.filter((t) => t.kind === 'attention')).toEqual([]);
+        expect(header.scores?.self).toBeDefined();
+        // Queries and keys of layer 0 came while segment 0 (embeddings, layer 0's q/k) was the only one computed.
+        const second = events.indexOf('computed segment 1');
+        expect(second).toBeGreaterThan(events.indexOf('received queries 0'));
+        expect(second).toBeGreaterThan(events.indexOf('received keys 0'));
+        for (const kind of ['queries', 'keys'] as const) {
+          const index = tensors.findIndex((t) => t.kind === kind && t.stack === 'self');
+          const got = frames.filter((f): f is Extract<Frame, { type: 'layer' }> => f.type === 'layer' && f.tensor === index).sort((a, b) => a.layer - b.layer);
+          expect(got.map((f) => f.layer)).toEqual(Array.from({ length: layers }, (_, l) => l));
+          expect(maxAbsDiff(new Float64Array(got.flatMap((f) => [...f.values])), flat(input[kind] as never))).toBeLessThanOrEqual(1e-4);
+        }
+        expect(frames.at(-1)!.type).toBe('end');
+      } finally {
+        server.traces.onLayerSent = undefined;
+      }
+    });
+  }
+});
