@@ -77,6 +77,22 @@ describe('attnscope serve: the analysis views in Chromium', () => {
         expect(Number(await page.getAttribute('[data-testid=lens-readout]', 'data-value'))).toBeCloseTo(1 / z, 4);
       }
       expect(await page.$eval('[data-testid=lens-k]', (el) => (el as HTMLSelectElement).selectedOptions[0]!.textContent)).toBe('3');
+      // The table of the tab on screen: every layer × position × candidate; the last layer's top candidates are PyTorch's.
+      await page.click('[data-testid=export-menu]');
+      const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=export-analysis-csv]')]);
+      expect(download.suggestedFilename()).toBe('attnscope-gpt2-lens.csv');
+      const file = join(suite.scratch(), download.suggestedFilename());
+      await download.saveAs(file);
+      const csv = readFileSync(file, 'utf8').trim().split('\n');
+      expect(csv[0]).toBe('layer,position,token,rank,candidate,probability');
+      expect(csv).toHaveLength(1 + 3 * logits.length * 3);
+      const top = csv.filter((l) => l.startsWith('L1,') && l.split(',')[3] === '1');
+      expect(top).toHaveLength(logits.length);
+      for (const [pos, line] of top.entries()) {
+        const row = logits[pos]!;
+        const m = Math.max(...row);
+        expect(Number(line.split(',').at(-1))).toBeCloseTo(1 / row.reduce((s, v) => s + Math.exp(v - m), 0), 5);
+      }
       expect(p.errors).toEqual([]);
       expect(p.foreign).toEqual([]);
     } finally {

@@ -139,6 +139,11 @@ export class AnalysisHost {
     return { model: req.model, text: req.text, ...(req.textPair !== undefined ? { textPair: req.textPair } : {}), ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}), view, ...(Object.keys(options).length ? { options } : {}) };
   }
 
+  /** The result an analysis tab shows for a side's request, if computed. */
+  resultFor(view: AnalysisKind, req: TraceRequest, app: App): AnalysisResult | undefined {
+    return this.results.get(JSON.stringify(this.body(view, req, app)));
+  }
+
   result(key: string): AnalysisResult | undefined {
     return this.results.get(key);
   }

@@ -16,10 +16,10 @@
  * compare ranking as CSV / JSON; a session saved to a file and reopened (session.ts); a share link.
  */
 import { depthLayer } from '../../src/analysis/compare.js';
-import { predictionRows } from './tables.js';
+import { analysisTable, predictionRows, tableCsv, tableJson } from './tables.js';
 import type { ModelEntry, ModelsResponse, ProgressFrame, TraceRequest } from '../../src/server/protocol.js';
 import type { App, HostedViews } from '../app.js';
-import { AnalysisHost } from './analysis-host.js';
+import { AnalysisHost, isAnalysisTab } from './analysis-host.js';
 import { BiasPanel } from './bias-panel.js';
 import { VIEWS, type State } from '../context.js';
 import { button, h, replaceChildren } from '../dom.js';
@@ -560,6 +560,7 @@ class ServeApp implements SideHost {
       h('div', { class: 'menu-row' }, item('export-compare-html', 'comparison page (HTML)', () => this.comparePage(), 'Compare mode: the comparison page of A and B (as attnscope compare --html)')),
       h('h3', {}, 'Tables'),
       h('div', { class: 'menu-row' }, item('export-predictions-csv', 'predictions CSV', () => this.predictions('csv'), 'The predictions beside the tokens as CSV'), item('export-predictions-json', 'predictions JSON', () => this.predictions('json'), 'The predictions as JSON'), h('span', { class: 'muted' }, 'head types, clusters: in their views; compare ranking: in the compare panel')),
+      h('div', { class: 'menu-row' }, item('export-analysis-csv', 'analysis CSV', () => this.analysisExport('csv'), 'The analysis tab on screen (saliency, importance, ablation, logit lens, deep dive) as CSV'), item('export-analysis-json', 'analysis JSON', () => this.analysisExport('json'), 'The analysis tab on screen as JSON')),
       h('h3', {}, 'Session'),
       h('div', { class: 'menu-row' }, item('session-save', 'save session', () => this.saveSession(), 'Save the models, texts, view and options to a file'), item('session-open', 'open session…', () => this.sessionInput.click(), 'Reopen a saved session (the texts are traced again)')),
       this.exportStatus,
@@ -627,6 +628,21 @@ class ServeApp implements SideHost {
       const cell = (v: string | number) => (typeof v === 'number' ? String(v) : /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v);
       download(new Blob([`${[cols.join(','), ...rows.map((r) => cols.map((c) => cell(r[c])).join(','))].join('\n')}\n`], { type: 'text/csv' }), `${base}.csv`);
     }
+  }
+
+  /** The analysis tab on screen (side A) as a table. */
+  private analysisExport(kind: 'csv' | 'json'): void {
+    const app = this.sideA.mounted?.app;
+    const req = this.sideA.request;
+    const view = app?.state.view;
+    if (!app || !req || !view || !isAnalysisTab(view)) throw new Error('open an analysis tab first (saliency, head importance, ablation, logit lens, deep dive)');
+    const result = this.analysis.resultFor(view, req, app);
+    if (!result) throw new Error(`the ${view} analysis is not computed yet`);
+    const table = analysisTable(result);
+    const base = `attnscope-${result.modelName}-${view}`.replace(/[^A-Za-z0-9._-]+/g, '_');
+    if (kind === 'json') download(new Blob([tableJson(table)], { type: 'application/json' }), `${base}.json`);
+    else download(new Blob([tableCsv(table)], { type: 'text/csv' }), `${base}.csv`);
+    this.exportStatus.textContent = `${base}.${kind} downloaded`;
   }
 
   private saveSession(): void {
