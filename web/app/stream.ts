@@ -106,7 +106,7 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
         incoming.bytes += f.values.byteLength;
         remaining.set(f.tensor, (remaining.get(f.tensor) ?? 1) - 1);
         incoming.firstLayerMs ??= performance.now() - t0;
-        incoming.attentionDone = incoming.header.tensors.every((t, i) => t.kind !== 'attention' || remaining.get(i) === 0);
+        incoming.attentionDone = onDemand(incoming.header) ? qkComplete(incoming.header, remaining) : incoming.header.tensors.every((t, i) => t.kind !== 'attention' || remaining.get(i) === 0);
         incoming.done = [...remaining.values()].every((n) => n === 0);
         if (incoming.done && incoming.trace.queries) incoming.page.stacks = scoreChecks(incoming.trace);
         callbacks.onLayer?.(incoming);
@@ -194,11 +194,50 @@ function place(incoming: Incoming, index: number, layer: number, values: Float32
   if (t.kind === 'attention') incoming.received[t.stack] = (incoming.received[t.stack] ?? 0) + 1;
 }
 
+/** A trace streamed in the on-demand form: queries, keys and score terms, no probabilities. */
+function onDemand(header: StreamHeader): boolean {
+  return header.scores !== undefined && !header.tensors.some((t) => t.kind === 'attention');
+}
+
+/** Every stack's queries and keys (declared as their first layer comes) are all in. */
+function qkComplete(header: StreamHeader, remaining: ReadonlyMap<number, number>): boolean {
+  return Object.keys(header.scores ?? {}).every((stack) =>
+    (['queries', 'keys'] as const).every((kind) => {
+      const i = header.tensors.findIndex((t) => t.kind === kind && t.stack === stack);
+      return i >= 0 && remaining.get(i) === 0;
+    }),
+  );
+}
+
+/** Layers received from layer 0 on without a gap. */
+function leading(layers: readonly (Float32Array | undefined)[]): number {
+  let n = 0;
+  while (n < layers.length && layers[n] !== undefined) n++;
+  return n;
+}
+
 /**
  * The Trace as far as it has arrived: each attention stack cut to its first layers received in
  * order (layers come in order, so that is every layer received). Null until every stack has one.
+ * An on-demand stream: the queries and keys of every stack cut to the layers received in both
+ * (attention is computed from them when read).
  */
 export function partialTrace(incoming: Incoming): Trace | null {
+  if (onDemand(incoming.header)) {
+    const { trace } = incoming;
+    const queries: NonNullable<Trace['queries']> = {};
+    const keys: NonNullable<Trace['keys']> = {};
+    for (const [stack, terms] of Object.entries(incoming.header.scores ?? {}) as [StackName, { hasBias: boolean } | undefined][]) {
+      const q = trace.queries?.[stack];
+      const k = trace.keys?.[stack];
+      if (!q || !k || (terms?.hasBias && !trace.scores?.[stack])) return null;
+      const n = Math.min(leading(q.layers), leading(k.layers));
+      if (n === 0) return null;
+      queries[stack] = { dims: q.dims, layers: q.layers.slice(0, n) };
+      keys[stack] = { dims: k.dims, layers: k.layers.slice(0, n) };
+    }
+    return { ...trace, attention: {}, queries, keys };
+  }
   const attention: Trace['attention'] = {};
   for (const t of incoming.header.tensors) {
     if (t.kind !== 'attention') continue;
