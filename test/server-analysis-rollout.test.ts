@@ -45,7 +45,7 @@ function stacks(layers: number, heads: number, n: number, seed: number): { atten
 /** Row p of R by the definition, full n × n products in float64. */
 function definition(attention: LayerStack, gradient: LayerStack, p: number): number[] {
   const [heads, n] = attention.dims;
-  let R = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? 1 : 0)));
+  let R: number[][] = Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => (i === j ? 1 : 0)));
   attention.layers.forEach((a, l) => {
     const g = gradient.layers[l]!;
     const A = Array.from({ length: n }, (_, i) =>
