@@ -15,7 +15,7 @@
  *            --full-unbatched)
  *   --extras also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
  *
- * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--full-unbatched] [--extras]
+ * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--reverse] [--full-unbatched] [--extras]
  *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads)
  */
 import { basename, join } from 'node:path';
@@ -34,7 +34,7 @@ import { bertBaseWeights, BERT_BASE_CONFIG, HIDDEN, VOCAB } from './bert-base.js
 import { randomTensor } from './random-weights.js';
 import { measure, timeOnce } from './measure.js';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' }, reverse: { type: 'boolean' } } });
 // bench/ from the sources, dist/bench/ when built.
 const ROOT = basename(join(import.meta.dirname, '..')) === 'dist' ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
 const threads = Number(values.threads ?? 2);
@@ -115,7 +115,10 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
   const times: Record<string, { wall: number; cpu: number }[]> = {};
   const scores: Record<string, Run> = {};
   for (let r = 0; r < rounds; r++) {
-    for (const [name, f] of Object.entries(ways)) {
+    // Every other round (and the first, with --reverse) in the opposite order, so that a load drift does not favour one way.
+    const order = Object.entries(ways);
+    if ((r % 2 === 1) !== Boolean(values.reverse)) order.reverse();
+    for (const [name, f] of order) {
       const l0 = load();
       const t = await timeOnce(async () => (scores[name] = await f()));
       (times[name] ??= []).push(t);
