@@ -184,7 +184,7 @@ async function main(): Promise<void> {
   console.log(`attnscope attention on demand — random Llama-shaped models (${Object.entries(SHAPES).map(([k, s]) => `${k}: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads`).join('; ')})`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; each case in its own process, stopped above ${limitMb / 1024} GB`);
   console.log(`load average at start: ${os.loadavg().map((x) => x.toFixed(1)).join(', ')}; reading times are CPU ms of one thread`);
-  console.log('Reading times: the WebAssembly kernel (the default), then the JavaScript loops (its fallback), measured in the same process one after the other.');
+  console.log('Reading times: the WebAssembly kernel (the default) / the JavaScript loops (its fallback), measured in the same process one after the other (JavaScript first).');
   console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms wasm / js | whole head ms wasm / js | last 512×512 block ms wasm / js | 64×64 thumbnail ms per head wasm / js |');
   console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const spec of cases) {

@@ -8,7 +8,8 @@
  * queue. A job's result resolves its promise; a cancelled job resolves to null.
  *
  * Where no worker can start (no Worker, or the page's script unknown), `longWorker` returns null and
- * the views compute on the page's thread a few milliseconds at a time, as before.
+ * the views compute on the page's thread a few milliseconds at a time, as before; a worker that fails
+ * rejects its jobs, and the views compute them on the page's thread instead.
  */
 import type { AttentionSource } from '../src/core/attention-source.js';
 import type { Trace } from '../src/core/trace.js';
@@ -48,6 +49,8 @@ export class LongWorker {
   /** Layers the worker holds, least recently used first. */
   private held: number[] = [];
   private closed = false;
+  /** The worker failed (it could not start, or threw): its jobs were rejected; views compute on the page's thread. */
+  broken = false;
   /** Jobs finished so far (tests and readouts). */
   done = 0;
 
@@ -77,7 +80,8 @@ export class LongWorker {
     this.post({ kind: 'long-views', op: 'stack', spec });
     worker.onmessage = (e: MessageEvent<LongReply>) => this.reply(e.data);
     worker.onerror = (e) => {
-      const err = new Error(`long views worker: ${e.message}`);
+      this.broken = true;
+      const err = new Error(`long views worker: ${e.message || 'failed'}`);
       for (const p of [...this.sent.values(), ...this.waiting]) p.fail(err);
       this.sent.clear();
       this.waiting = [];
@@ -97,8 +101,11 @@ export class LongWorker {
       settle = resolve as (r: LongResult | null) => void;
       fail = reject;
     });
-    this.waiting.push({ id, job, settle, fail });
-    this.send();
+    if (this.broken) fail(new Error('long views worker: failed'));
+    else {
+      this.waiting.push({ id, job, settle, fail });
+      this.send();
+    }
     return { id, result };
   }
 
@@ -196,7 +203,7 @@ export function longWorker(source: AttentionSource): LongWorker | null {
   if (!source.onDemand || trace.attention[stack] || !trace.queries?.[stack] || !trace.keys?.[stack] || !trace.scores?.[stack]) return null;
   if (!pageWorkersAvailable()) return null;
   const known = workers.find((w) => w.source === source);
-  if (known) return known.worker;
+  if (known) return known.worker.broken ? null : known.worker;
   let worker: LongWorker;
   try {
     worker = new LongWorker(trace, source);

@@ -157,4 +157,29 @@ describe('long views: the computation is in a worker, the page stays usable', ()
       await opened.close();
     }
   }, 400_000);
+
+  it('a worker that fails (here: one that reports an error at once): the views compute on the page instead', async () => {
+    const failing = `window.Worker = class { constructor() { setTimeout(() => this.onerror && this.onerror({ message: 'refused' }), 0); } postMessage() {} terminate() {} };`;
+    const opened = await openPage(browser, file, undefined, { init: failing });
+    const page = opened.page;
+    try {
+      await page.waitForSelector(`${tiles}[data-ready=true][data-overview=done]`, { timeout: 180_000 });
+      expect(await page.getAttribute(tiles, 'data-error')).toBe('long views worker: refused');
+      await page.fill('[data-testid=heatmap-goto]', '4100, 4090');
+      await page.press('[data-testid=heatmap-goto]', 'Enter');
+      await page.waitForSelector(`${tiles}[data-ready=true][data-level="0"]`, { timeout: 180_000 });
+      expect((await numericData(page, tiles)).tilesDrawn).toBeGreaterThan(0);
+      expect(await hoverCell(page, 4100, 4090)).toBeCloseTo(reference(0, 0, 4100, 4090), 7);
+      await page.click('[data-testid=tab-model]');
+      await page.waitForSelector('[data-testid=model-thumbs][data-drawn=true]', { timeout: 180_000 });
+      expect(await page.getAttribute('[data-testid=model-thumbs]', 'data-compute')).toBe('page');
+      await page.click('[data-testid=tab-head]');
+      await page.fill('[data-testid=head-search]', '#6000');
+      await page.waitForSelector('[data-testid=head-topk-list][data-query="6000"][data-waiting=false]', { timeout: 60_000 });
+      expect(Number(await page.getAttribute('[data-testid=head-topk-0-0]', 'data-value'))).toBeGreaterThan(0);
+      expect(opened.errors).toEqual([]);
+    } finally {
+      await opened.close();
+    }
+  }, 400_000);
 });

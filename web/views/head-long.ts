@@ -188,7 +188,12 @@ export class LongHeadStrip {
               delete this.panel.dataset.query;
               this.schedule();
             },
-            () => this.asked.delete(key),
+            () => {
+              // The worker failed: compute the bands here from now on.
+              this.asked.delete(key);
+              if (this.input && dataKey === this.dataKey) this.input = { ...this.input, worker: null };
+              this.schedule();
+            },
           );
         }
         return null;

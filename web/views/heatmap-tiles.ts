@@ -442,10 +442,12 @@ export class TiledHeatmap {
         this.viewCb?.();
       },
       (e: Error) => {
+        // The worker failed: compute the job here instead.
         const at = this.jobs.indexOf(job);
-        if (at >= 0) this.jobs.splice(at, 1);
         this.canvas.dataset.error = e.message;
-        this.status();
+        if (at < 0) return;
+        this.jobs[at] = { key, gen: binRegion(this.read!, region, this.input!.mask), ticket: null, done };
+        this.pump();
       },
     );
     return job;

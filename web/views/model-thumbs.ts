@@ -141,7 +141,11 @@ export class ThumbGrid {
               this.status();
             },
             (e: Error) => {
+              // The worker failed: compute the thumbnail here instead.
               this.canvas.dataset.error = e.message;
+              if (token !== this.token) return;
+              this.queue.push({ cell: c, gen: thumbnailBins(blockReader(s, l, hd), s.numQueries, s.numKeys, input.mask(l), this.rowsPerBin) });
+              this.pump();
             },
           );
         }
