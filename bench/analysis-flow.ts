@@ -15,18 +15,25 @@
  * time on a shared machine varies with load. Flow runs whose estimate (from the n⁴·L scaling of
  * the previous size) exceeds --budget seconds are not run. Then a search for the largest n whose
  * all-pairs flow (and one-token flow) finishes within 1 s of CPU time.
+ *
+ * `--baseline <dir>`: a checkout of src/ from an earlier revision (`git archive <rev> src | tar -x -C
+ * <dir>`): its rolloutRows and flow diagram (model + layout, a token highlighted) against this
+ * tree's, alternated run by run (median of 5, wall / CPU, with the load), then nothing else.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { attentionFlow } from '../src/analysis/flow.js';
 import { runtimeKernel } from '../src/analysis/kernels.js';
 import { attentionRollout, attentionRolloutWith, rolloutRows } from '../src/analysis/rollout.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import type { Trace } from '../src/core/trace.js';
-import { flowLayout } from '../src/views/layout/flow.js';
+import { flowLayout, flowModel } from '../src/views/layout/flow.js';
 import { measure } from './measure.js';
 import { syntheticTrace } from './synthetic-trace.js';
 
-const { values } = parseArgs({ options: { tokens: { type: 'string' }, budget: { type: 'string' }, search: { type: 'boolean' }, 'no-search': { type: 'boolean' } } });
+const { values } = parseArgs({ options: { tokens: { type: 'string' }, budget: { type: 'string' }, search: { type: 'boolean' }, 'no-search': { type: 'boolean' }, baseline: { type: 'string' } } });
 const sizes = (values.tokens ?? '32,128,512').split(',').map(Number);
 const budget = Number(values.budget ?? 60);
 
@@ -57,6 +64,45 @@ const fmt = (t: Timing) => `${ms(t.wall)} (CPU ${ms(t.cpu)})`;
 
 function trace(n: number): Trace {
   return syntheticTrace({ layers: 12, heads: 12, tokens: n, headDim: 64, qk: false, pair: false });
+}
+
+if (values.baseline) {
+  const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const dir = values.baseline;
+  const baseRollout = (await import(pathToFileURL(join(dir, 'src', 'analysis', 'rollout.ts')).href)) as { rolloutRows: typeof rolloutRows };
+  const baseFlow = (await import(pathToFileURL(join(dir, 'src', 'views', 'layout', 'flow.ts')).href)) as { flowLayout: typeof flowLayout; flowModel: typeof flowModel };
+  console.log(`before (${dir}) vs after, alternated, median of 5 after a warm-up (wall / CPU)`);
+  console.log('| measure | tokens | before | after | largest difference | load |');
+  console.log('| --- | ---: | ---: | ---: | ---: | --- |');
+  for (const n of sizes) {
+    const t = trace(n);
+    const pairs: [string, () => unknown, () => unknown, () => number][] = [
+      ['rollout row of one token (rolloutRows)', () => baseRollout.rolloutRows(t, [n - 1]), () => rolloutRows(t, [n - 1]), () => {
+        const a = baseRollout.rolloutRows(t, [n - 1])[0]!;
+        const b = rolloutRows(t, [n - 1])[0]!;
+        return Math.max(...Array.from(a, (v, i) => Math.abs(v - b[i]!)));
+      }],
+      ['flow diagram: model + layout, one token highlighted', () => baseFlow.flowLayout(t, { method: 'rollout', query: n - 1 }), () => flowLayout(t, { method: 'rollout', query: n - 1 }), () => {
+        const a = baseFlow.flowLayout(t, { method: 'rollout', query: n - 1 });
+        const b = flowLayout(t, { method: 'rollout', query: n - 1 });
+        return JSON.stringify(a.items) === JSON.stringify(b.items) ? 0 : Infinity;
+      }],
+    ];
+    for (const [name, before, after, diff] of pairs) {
+      before();
+      after();
+      const bs: Timing[] = [];
+      const as: Timing[] = [];
+      for (let i = 0; i < 5; i++) {
+        bs.push(time(before));
+        as.push(time(after));
+      }
+      const med = (ts: Timing[]) => ({ wall: [...ts].sort((x, y) => x.wall - y.wall)[2]!.wall, cpu: [...ts].sort((x, y) => x.cpu - y.cpu)[2]!.cpu });
+      console.log(`| ${name} | ${n} | ${fmt(med(bs))} | ${fmt(med(as))} | ${diff().toExponential(1)} | ${load()} |`);
+    }
+  }
+  await kernel.release();
+  process.exit(0);
 }
 
 console.log('| measure | tokens | time (wall, CPU) |');

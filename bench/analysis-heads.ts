@@ -13,6 +13,11 @@
  * differences, the largest relative difference of any value between the two tables and whether
  * their top types agree.
  *
+ * `--baseline <dir>`: a checkout of src/ from an earlier revision (e.g. `git archive 2de5d15 src | tar -x -C
+ * <dir>`): its `headTable` (before), this tree's on one thread and `headTableThreaded`
+ * (src/runtime/head-table-threads.ts, `--threads`, default 2) are alternated run by run on one
+ * trace, wall and CPU (every thread of the process) per run, median of `--runs`, with the load.
+ *
  * `--browser`: the standalone page's head-type view in Chromium (/usr/bin/chromium or
  * ATTNSCOPE_CHROMIUM; needs dist/web: npm run build) on the same BERT-base-shaped trace at each
  * length (q/k stored, as bench/views.ts makes it): the view computes the full head table when its
@@ -23,7 +28,7 @@
  *
  *   npm run bench:analysis-heads        (or: npx tsx bench/analysis-heads.ts [--tokens 32,128,512] [--runs 5] [--browser])
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -33,13 +38,21 @@ import { chromium } from 'playwright-core';
 import { headMetrics } from '../src/analysis/head-metrics.js';
 import { HEAD_COLUMNS, headTable } from '../src/analysis/head-types.js';
 import { headKernelStatus } from '../src/analysis/wasm/head-kernel.js';
+import { headTableThreaded, stopHeadTableThreads } from '../src/runtime/head-table-threads.js';
 import { loadViewBundle } from '../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../src/views/html/standalone.js';
 import { type Timing, measure, timeOnce } from './measure.js';
 import { syntheticTrace } from './synthetic-trace.js';
 
 const { values } = parseArgs({
-  options: { tokens: { type: 'string', default: '32,128,512' }, runs: { type: 'string', default: '5' }, browser: { type: 'boolean', default: false } },
+  options: {
+    tokens: { type: 'string', default: '32,128,512' },
+    runs: { type: 'string', default: '5' },
+    browser: { type: 'boolean', default: false },
+    baseline: { type: 'string' },
+    threads: { type: 'string', default: '2' },
+    'skip-node': { type: 'boolean', default: false },
+  },
 });
 const lengths = values.tokens.split(',').map(Number);
 const runs = Number(values.runs);
@@ -47,12 +60,38 @@ const status = headKernelStatus();
 const f = (r: Timing) => `${r.wall.toFixed(0)} / ${r.cpu.toFixed(0)}`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-console.log(`WebAssembly kernel: ${status.available ? 'runs' : `does not run (${status.reason})`}`);
+const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+console.log(`WebAssembly kernel: ${status.available ? 'runs' : `does not run (${status.reason})`} · load average ${load()}`);
+
+if (values.baseline) {
+  const base = (await import(pathToFileURL(join(values.baseline, 'src', 'analysis', 'head-types.ts')).href)) as { headTable: typeof headTable };
+  const threads = Number(values.threads);
+  console.log(`\nheadTable at ${values.baseline} (before) vs this tree on one thread and over ${threads} threads, alternated, ${runs} runs after a warm-up (ms, median; CPU of every thread)`);
+  console.log('| tokens | before: wall / CPU | after, one thread: wall / CPU | after, threads: wall / CPU | same table | load |');
+  console.log('|---:|---:|---:|---:|---|---|');
+  for (const n of lengths) {
+    const trace = syntheticTrace({ tokens: n, qk: false });
+    const b = () => base.headTable(trace);
+    const a = () => headTable(trace);
+    const t = () => headTableThreaded(trace, undefined, {}, { threads });
+    const same = JSON.stringify(a()) === JSON.stringify(await t());
+    b();
+    const runsOf: Timing[][] = [[], [], []];
+    for (let i = 0; i < runs; i++) {
+      runsOf[0]!.push(await timeOnce(b));
+      runsOf[1]!.push(await timeOnce(a));
+      runsOf[2]!.push(await timeOnce(t));
+    }
+    const cell = (ts: Timing[]) => `${median(ts.map((x) => x.wall)).toFixed(0)} / ${median(ts.map((x) => x.cpu)).toFixed(0)}`;
+    console.log(`| ${n} | ${cell(runsOf[0]!)} | ${cell(runsOf[1]!)} | ${cell(runsOf[2]!)} | ${same ? 'yes' : 'NO'} | ${load()} |`);
+  }
+  await stopHeadTableThreads();
+}
 console.log(`head metrics and types, 12 layers × 12 heads, median of ${runs} runs (ms, wall / CPU)`);
 console.log('| tokens | headMetrics | headTable (metrics + types) | headTable, exclude first | headTable, omit js_from_first + quantiles |');
 console.log('|---:|---:|---:|---:|---:|');
-const traces = new Map(lengths.map((n) => [n, syntheticTrace({ tokens: n, qk: false })]));
-for (const n of lengths) {
+const traces = new Map((values['skip-node'] ? [] : lengths).map((n) => [n, syntheticTrace({ tokens: n, qk: false })]));
+for (const n of traces.keys()) {
   const trace = traces.get(n)!;
   const m = await measure(() => headMetrics(trace), runs);
   const t = await measure(() => headTable(trace), runs);
@@ -65,7 +104,7 @@ if (status.available) {
   console.log(`\nheadTable (every metric and type score): JavaScript loops (before) vs the WebAssembly kernel (after), ${runs} runs alternated after a warm-up (ms: median; saved: median of the paired differences)`);
   console.log('| tokens | before, CPU | after, CPU | saved, CPU | before, wall | after, wall | largest relative difference of a value | same top types |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|---|');
-  for (const n of lengths) {
+  for (const n of traces.keys()) {
     const trace = traces.get(n)!;
     const js = () => headTable(trace, undefined, { kernel: 'js' });
     const wasm = () => headTable(trace, undefined, { kernel: 'wasm' });
@@ -104,49 +143,45 @@ if (values.browser) {
   });
   try {
     const bundle = await loadViewBundle();
-    console.log(`\nthe standalone page's head-type view in Chromium ${browser.version()}: the full head table per "exclude first token" toggle, median of ${runs} (ms: main-thread task / script / wall)`);
-    console.log('| tokens | kernel: task / script / wall | JavaScript loops (no WebAssembly): task / script / wall |');
-    console.log('|---:|---:|---:|');
+    console.log(`\nthe standalone page's head-type view in Chromium ${browser.version()}: per "exclude first token" toggle until the whole table is drawn (long traces: computed in Web Workers, the grid filling in), median of ${runs}: the longest main-thread task (Long Tasks API; 0: none over 50 ms), main-thread task time in all (Chrome's TaskDuration), wall (ms)`);
+    console.log('| tokens | longest main-thread task | main-thread task in all | wall to the whole table | load |');
+    console.log('|---:|---:|---:|---:|---|');
     for (const n of lengths) {
       const trace = syntheticTrace({ tokens: n });
       const file = join(tmp, `heads-${n}.html`);
-      writeFileSync(file, (await renderStandaloneHtml(trace, { bundle, deflate: (d) => deflateRawSync(d, { level: 6 }) })).html);
-      const cells: string[] = [];
-      for (const withWasm of [true, false]) {
-        const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-        await context.route('**/*', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
-        if (!withWasm) await context.addInitScript('delete globalThis.WebAssembly;');
-        const page = await context.newPage();
-        await page.goto(pathToFileURL(file).href, { timeout: 600_000 });
-        await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 600_000 });
-        const cdp = await context.newCDPSession(page);
-        await cdp.send('Performance.enable');
-        const metrics = async () => {
-          const { metrics: m } = await cdp.send('Performance.getMetrics');
-          const get = (name: string) => 1000 * (m.find((x) => x.name === name)?.value ?? NaN);
-          return { task: get('TaskDuration'), script: get('ScriptDuration') };
-        };
-        await page.click('[data-testid=tab-types]', { timeout: 600_000 });
-        await page.waitForSelector('[data-testid=types-svg] rect.type-cell', { timeout: 600_000 });
-        const task: number[] = [];
-        const script: number[] = [];
-        const wall: number[] = [];
-        for (let i = 0; i < runs; i++) {
-          const m0 = await metrics();
-          const t0 = performance.now();
-          // The toggle recomputes the table (another key), then redraws the grid.
-          await page.click('[data-testid=types-exclude-first]', { timeout: 600_000 });
-          await page.waitForSelector('[data-testid=types-svg] rect.type-cell', { timeout: 600_000 });
-          await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(null))));
-          wall.push(performance.now() - t0);
-          const m1 = await metrics();
-          task.push(m1.task - m0.task);
-          script.push(m1.script - m0.script);
-        }
-        cells.push(`${median(task).toFixed(0)} / ${median(script).toFixed(0)} / ${median(wall).toFixed(0)}`);
-        await context.close();
+      writeFileSync(file, (await renderStandaloneHtml(trace, { bundle, deflate: (d) => deflateRawSync(d, { level: 1 }), maxBytes: 400e6 })).html);
+      const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+      await context.route('**/*', (r) => (r.request().url().startsWith('file:') ? r.continue() : r.abort()));
+      await context.addInitScript(`window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({ type: 'longtask', buffered: true });`);
+      const page = await context.newPage();
+      await page.goto(pathToFileURL(file).href, { timeout: 900_000 });
+      await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 900_000 });
+      const cdp = await context.newCDPSession(page);
+      await cdp.send('Performance.enable');
+      const taskMs = async () => 1000 * ((await cdp.send('Performance.getMetrics')).metrics.find((x) => x.name === 'TaskDuration')?.value ?? NaN);
+      const whole = () =>
+        page.waitForFunction(() => {
+          const view = document.querySelector('[data-testid=types-view]');
+          return view !== null && !view.hasAttribute('data-computing') && document.querySelectorAll('[data-testid=types-svg] rect.type-cell').length > 0;
+        }, null, { timeout: 900_000 });
+      await page.click('[data-testid=tab-types]', { timeout: 900_000 });
+      await whole();
+      const longest: number[] = [];
+      const task: number[] = [];
+      const wall: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        await page.evaluate(() => ((window as unknown as { __long: number[] }).__long = []));
+        const m0 = await taskMs();
+        const t0 = performance.now();
+        await page.click('[data-testid=types-exclude-first]', { timeout: 900_000 });
+        await whole();
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(null))));
+        wall.push(performance.now() - t0);
+        task.push((await taskMs()) - m0);
+        longest.push(await page.evaluate(() => Math.max(0, ...(window as unknown as { __long: number[] }).__long)));
       }
-      console.log(`| ${n} | ${cells[0]} | ${cells[1]} |`);
+      await context.close();
+      console.log(`| ${n} | ${median(longest).toFixed(0)} | ${median(task).toFixed(0)} | ${median(wall).toFixed(0)} | ${load()} |`);
     }
   } finally {
     await browser.close();

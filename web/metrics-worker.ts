@@ -9,7 +9,7 @@
  */
 import type { StackName, Trace } from '../src/core/trace.js';
 import type { HeadTableOptions, HeadTableRow } from '../src/analysis/head-types.js';
-import { headTableParts, headTablePartBuffers } from '../src/analysis/head-table-parts.js';
+import { headTableParts } from '../src/analysis/head-table-parts.js';
 import { pageWorkersAvailable, startPageWorker } from './flow-worker.js';
 import type { MetricsReply, MetricsRequest } from './metrics-worker-side.js';
 
@@ -41,7 +41,8 @@ function workerCount(): number {
  * any order across ranges), the result the whole table in order.
  */
 export function startHeadTableJob(trace: Trace, stack: StackName, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, onRows: (rows: HeadTableRow[]) => void): HeadTableJob {
-  const parts = headTableParts(trace, stack, options, workerCount());
+  // The trace's own arrays: each layer is copied in a task of its own just before it is sent.
+  const parts = headTableParts(trace, stack, options, workerCount(), false);
   const finishes: (() => void)[] = [];
   let settled = false;
   let settle: (v: HeadTableRow[] | null) => void = () => undefined;
@@ -91,8 +92,18 @@ export function startHeadTableJob(trace: Trace, stack: StackName, options: Omit<
       stopAll();
       fail(new Error(`head table worker failed: ${e.message || 'unknown error'}`));
     };
-    const req: MetricsRequest = { kind: 'head-table', part };
-    w.worker.postMessage(req, headTablePartBuffers(part));
+    const head: MetricsRequest = { kind: 'head-table', part: { ...part, layers: [] } };
+    w.worker.postMessage(head);
+    // One layer per task (a copy, transferred): no long task on the page's thread.
+    let j = 0;
+    const next = () => {
+      if (settled || j >= part.layers.length) return;
+      const data = part.layers[j++]!.slice();
+      const req: MetricsRequest = { kind: 'head-table-layer', data };
+      w.worker.postMessage(req, [data.buffer]);
+      setTimeout(next, 0);
+    };
+    next();
   });
   return {
     result,

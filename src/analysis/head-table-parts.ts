@@ -35,16 +35,19 @@ export interface HeadTablePart {
  * The trace cut into `parts` messages of nearly equal cost (headTableRanges; fewer when the stack
  * has fewer layers). Each message owns copies of its layers (transfer their buffers).
  */
-export function headTableParts(trace: Trace, stackName: StackName | undefined, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, parts: number): HeadTablePart[] {
+export function headTableParts(trace: Trace, stackName: StackName | undefined, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, parts: number, copy = true): HeadTablePart[] {
   const stack = stackName ?? defaultStack(trace);
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
   const wantJs = !options.omit?.includes('js_from_first');
-  return headTableRanges(s.layers.length, parts, wantJs).map((range) => headTablePart(trace, stack, options, range));
+  return headTableRanges(s.layers.length, parts, wantJs).map((range) => headTablePart(trace, stack, options, range, copy));
 }
 
-/** The message of one layer range (its layers copied; layer 0 too when js_from_first is computed). */
-export function headTablePart(trace: Trace, stack: StackName, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, range: { from: number; to: number }): HeadTablePart {
+/**
+ * The message of one layer range (its layers, and layer 0 when js_from_first is computed: copies,
+ * or with `copy` false the trace's own arrays, for a caller that copies them one at a time).
+ */
+export function headTablePart(trace: Trace, stack: StackName, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, range: { from: number; to: number }, copy = true): HeadTablePart {
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
   const wantJs = !options.omit?.includes('js_from_first');
@@ -57,7 +60,7 @@ export function headTablePart(trace: Trace, stack: StackName, options: Omit<Head
     dims: [...s.dims],
     numLayers: s.layers.length,
     layerIndex,
-    layers: layerIndex.map((l) => s.layers[l]!.slice()),
+    layers: layerIndex.map((l) => (copy ? s.layers[l]!.slice() : s.layers[l]!)),
     tokens: trace.tokens,
     decoderTokens: trace.decoderTokens,
     masks: terms ? { causal: terms.causal, window: terms.window } : undefined,

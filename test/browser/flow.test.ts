@@ -76,7 +76,8 @@ beforeAll(async () => {
   const tooBig = syntheticTrace({ layers: 12, heads: 1, tokens: 300, qk: false, pair: false });
   tooBigFile = join(tmp, 'flow-300.html');
   writeFileSync(tooBigFile, (await renderStandaloneHtml(tooBig, { bundle: await loadViewBundle(), deflate, maxBytes: 64e6 })).html);
-});
+  // (Type-checks and builds the client, traces, writes three pages: minutes on a shared machine.)
+}, 600_000);
 
 afterAll(async () => {
   await browser?.close();

@@ -10,7 +10,8 @@
  * progress and a cancel button, and the flow's values replace rollout's when the worker is done
  * (kept per token, stack and fusion). Above PAGE_FLOW_MAX_NODES the page says so and keeps rollout.
  */
-import type { FlowMethod, FlowViewOptions } from '../../src/views/layout/flow.js';
+import type { FlowMethod, FlowModel, FlowViewOptions } from '../../src/views/layout/flow.js';
+import type { Item } from '../../src/views/layout/common.js';
 import { flowLayout, flowMass, flowModel } from '../../src/views/layout/flow.js';
 import { influenceTreeLayout } from '../../src/views/layout/influence-tree.js';
 import type { HeadFusion } from '../../src/analysis/rollout.js';
@@ -19,6 +20,34 @@ import type { Ctx } from '../context.js';
 import { appendSvgItems, frameWidth, h, replaceChildren, s, select } from '../dom.js';
 import { exportButtons } from '../export.js';
 import { type FlowJob, pageFlowLimit, startFlowJob } from '../flow-worker.js';
+
+/** Items appended per task when a drawing is large (appendInSlices). */
+const SLICE = 1500;
+/** From this many faded edges, the page draws them as a few paths (mergeFadedEdges). */
+const MERGE_FADED_FROM = 2000;
+
+/**
+ * The drawing's edge lines with, when there are many, the edges that are not highlighted drawn as
+ * one <path> per look (stroke, width and opacity, rounded to 1/20 of the range) instead of one
+ * <line> each: a 512-token diagram has ≈ 18,000 of them, which the browser takes seconds to
+ * create. Highlighted edges stay lines (with their data). The SVG export keeps every line.
+ */
+function mergeFadedEdges(lines: readonly Item[]): { paths: SVGElement[]; lines: Item[] } {
+  const faded = lines.filter((it) => it.kind === 'line' && it.className === 'flow-edge');
+  if (faded.length < MERGE_FADED_FROM) return { paths: [], lines: [...lines] };
+  const groups = new Map<string, { stroke: string; width: number; opacity: number; d: string[] }>();
+  for (const it of faded) {
+    if (it.kind !== 'line') continue;
+    const width = Math.round((it.width ?? 1) * 20) / 20;
+    const opacity = Math.round((it.opacity ?? 1) * 20) / 20;
+    const key = `${it.stroke}|${width}|${opacity}`;
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { stroke: it.stroke, width, opacity, d: [] }));
+    g.d.push(`M${it.x1.toFixed(1)} ${it.y1.toFixed(1)}L${it.x2.toFixed(1)} ${it.y2.toFixed(1)}`);
+  }
+  const paths = [...groups.values()].map((g) => s('path', { d: g.d.join(''), stroke: g.stroke, fill: 'none', 'stroke-width': g.width, 'stroke-opacity': g.opacity, class: 'flow-edges', 'data-edges': g.d.length }));
+  return { paths, lines: lines.filter((it) => !(it.kind === 'line' && it.className === 'flow-edge')) };
+}
 
 const METHODS: { value: FlowMethod; label: string }[] = [
   { value: 'attention', label: 'attention' },
@@ -44,6 +73,10 @@ export class FlowView {
   /** Highlighted token (diagram) or the root (tree); null: none (diagram) / the last token (tree). */
   private selected: { column: number; token: number } | null = null;
   private key = '';
+  /** The model (edge matrices) of the last drawing, by what it depends on: a click or a pruning change does not rebuild it. */
+  private model: { key: string; model: FlowModel } | null = null;
+  /** Drawing generation: a drawing appended in slices stops when a newer one starts. */
+  private drawing = 0;
   /** Attention flow rows computed in the worker, by flowKey. */
   private readonly flows = new Map<string, Float32Array>();
   private job: { key: string; job: FlowJob; done: number; total: number } | null = null;
@@ -231,6 +264,28 @@ export class FlowView {
     }
   }
 
+  /**
+   * The drawing's items into the SVG: at once when few, else in slices of SLICE items, one per task
+   * (the page keeps answering between them; a newer drawing stops an older one's slices).
+   */
+  private appendInSlices(svg: SVGElement, items: readonly Item[]): void {
+    const gen = ++this.drawing;
+    if (items.length <= SLICE) {
+      appendSvgItems(svg, items);
+      return;
+    }
+    this.el.setAttribute('data-drawing', 'true');
+    let at = 0;
+    const step = () => {
+      if (gen !== this.drawing) return;
+      appendSvgItems(svg, items.slice(at, at + SLICE));
+      at += SLICE;
+      if (at < items.length) setTimeout(step, 0);
+      else this.el.removeAttribute('data-drawing');
+    };
+    step();
+  }
+
   update(): void {
     const { ctx } = this;
     const id = this.id();
@@ -259,18 +314,23 @@ export class FlowView {
     try {
       if (state.stack === 'cross') throw new Error('the flow views follow one self-attention stack: choose the encoder or decoder stack');
       const options = this.options();
-      const model = flowModel(ctx.trace, options);
+      const modelKey = [state.stack, this.method, this.fusion, ctx.step() ?? 'all'].join('|');
+      if (this.model?.key !== modelKey) this.model = { key: modelKey, model: flowModel(ctx.trace, options) };
+      const model = this.model.model;
       // Prettified labels, or the raw tokens when "prettify tokens" is off.
       const label = (t: { label: string; tip: string }) => (state.prettify ? t.label : t.tip);
       const width = frameWidth(this.el);
       const height = Math.max(420, window.innerHeight - 200);
       let items;
+      let paths: SVGElement[] = [];
       let size: { width: number; height: number };
       let note: string;
       if (this.kind === 'diagram') {
         const flow = this.flowValues(model.matrices, model.tokens.length, this.flowContext());
         const layout = flowLayout(ctx.trace, options, { frame: { width, height }, label, inputValues: flow?.values }, model);
-        items = [...layout.lines, ...layout.nodes];
+        const merged = mergeFadedEdges(layout.lines);
+        paths = merged.paths;
+        items = [...merged.lines, ...layout.nodes];
         size = layout;
         const hl = layout.highlight;
         this.readout.setAttribute('data-highlighted', String(hl ? hl.edges.length : 0));
@@ -300,7 +360,8 @@ export class FlowView {
       this.readout.append(this.flowStatus);
       this.paintFlowStatus();
       const svg = s('svg', { width: Math.ceil(size.width), height: Math.ceil(size.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
-      appendSvgItems(svg, items);
+      svg.append(...paths);
+      this.appendInSlices(svg, items);
       this.wrap.append(svg);
     } catch (e) {
       this.readout.removeAttribute('data-highlighted');

@@ -17,6 +17,9 @@ import { wireHeadPicks } from './common.js';
 import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
+/** While a long trace's table arrives, the grid is redrawn at most this often (ms). */
+const REDRAW_MS = 120;
+
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '–');
 
 export class HeadTypesView {
@@ -31,6 +34,7 @@ export class HeadTypesView {
   /** A long trace's table computing in workers: the rows received so far (any layer order), and how many layers there are. */
   private job: { key: string; job: HeadTableJob; rows: HeadTableRow[]; layers: Set<number>; numLayers: number } | null = null;
   private jobError: { key: string; message: string } | null = null;
+  private redraw: ReturnType<typeof setTimeout> | null = null;
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.readout, this.wrap);
@@ -139,7 +143,14 @@ export class HeadTypesView {
         if (this.job?.job !== job) return;
         this.job.rows.push(...rows);
         for (const r of rows) this.job.layers.add(r.layer);
-        this.update();
+        // The first layer is drawn at once, then the grid is redrawn at most every REDRAW_MS while layers arrive.
+        if (this.job.rows.length === rows.length) this.update();
+        else if (this.redraw === null) {
+          this.redraw = setTimeout(() => {
+            this.redraw = null;
+            if (this.job?.job === job) this.update();
+          }, REDRAW_MS);
+        }
       });
     } catch {
       return false;
