@@ -81,3 +81,27 @@ describe('gradient-weighted rollout at one position', () => {
     expect(() => gradientRolloutRow(attention, gradient, 4)).toThrow(/position 4 is out of range \(0–3\)/);
   });
 });
+
+describe('the analysis worker', () => {
+  it('runs a task off the main thread, and a task whose signal fires is refused with its worker gone', async () => {
+    const { runInWorker, runningWorkers } = await import('../src/server/analysis-worker.js');
+    const n = 4;
+    // One head: attention rows by hand, gradient 1 everywhere; rollout row 3 = e_3 + Ā row 3 = [.25, .25, .25, 1.25].
+    const a = new Float32Array([1, 0, 0, 0, 0.5, 0.5, 0, 0, 0.2, 0.3, 0.5, 0, 0.25, 0.25, 0.25, 0.25]);
+    const trace = {
+      model: { name: 'x', modelType: 'gpt2', numLayers: 1, numHeads: 1 },
+      tokens: [0, 1, 2, 3].map((i) => ({ id: i, text: 't', start: 0, end: 0, special: false, segment: 0, word: null })),
+      attention: { self: { dims: [1, n, n] as [number, number, number], layers: [a] } },
+      attributions: { target: { kind: 'token', position: 3, tokenId: 1 }, scores: {}, attentionGrad: { self: { dims: [1, n, n] as [number, number, number], layers: [new Float32Array(16).fill(1)] } } },
+    };
+    const out = await runInWorker('attentionAttributions', trace);
+    expect(Array.from(out.gradientRollout!.scores)).toEqual([0.25, 0.25, 0.25, 1.25]);
+    // attention × gradient: column sums of α.
+    expect(Array.from(out.attentionXGradient!.scores).map((v) => Math.round(v * 1e6) / 1e6)).toEqual([1.95, 1.05, 0.75, 0.25]);
+    const c = new AbortController();
+    const p = runInWorker('attentionAttributions', trace, { signal: c.signal });
+    c.abort();
+    await expect(p).rejects.toThrow(/went away/);
+    expect(runningWorkers()).toBe(0);
+  });
+});

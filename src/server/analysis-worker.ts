@@ -92,12 +92,15 @@ export async function runInWorker<K extends WorkerTask>(task: K, input: TaskInpu
   if (signal?.aborted) throw new AbortError();
   await turn(signal);
   try {
+    // Aborted while waiting for the turn (an aborted signal fires no more events).
+    if (signal?.aborted) throw new AbortError();
     const worker = startWorker(task, input, options.transfer ?? []);
     live.add(worker);
     try {
       return await new Promise<TaskOutput<K>>((resolve, reject) => {
         const onAbort = () => reject(new AbortError());
         signal?.addEventListener('abort', onAbort, { once: true });
+        if (signal?.aborted) onAbort();
         worker.once('message', (m: { ok: true; output: TaskOutput<K> } | { ok: false; error: string; name: string }) => {
           signal?.removeEventListener('abort', onAbort);
           if (m.ok) resolve(m.output);
