@@ -11,6 +11,7 @@
 import { attentionFlowOfMatrices, checkFlowSize } from '../src/analysis/flow.js';
 import { type LongRequest, isLongRequest, onLongRequest } from './long-worker-side.js';
 import { type MetricsRequest, isMetricsRequest, runMetricsRequest } from './metrics-worker-side.js';
+import { type CompareRequest, isCompareRequest, runCompareRequest } from './compare-worker-side.js';
 
 /**
  * The largest graph the page computes, (layers + 1) × tokens: 13 × 256, bert-base-sized at 256
@@ -31,7 +32,7 @@ export type FlowReply =
   | { type: 'error'; message: string };
 
 interface WorkerScope {
-  onmessage: ((e: MessageEvent<FlowRequest | MetricsRequest | LongRequest>) => void) | null;
+  onmessage: ((e: MessageEvent<FlowRequest | MetricsRequest | LongRequest | CompareRequest>) => void) | null;
   postMessage(message: FlowReply, transfer?: Transferable[]): void;
 }
 
@@ -48,6 +49,11 @@ export function runFlowWorker(): void {
     }
     if (isLongRequest(e.data)) {
       onLongRequest(e.data, (m, transfer) => scope.postMessage(m as unknown as FlowReply, transfer));
+      return;
+    }
+    // The compare panel's ranking (web/app/compare-panel.ts).
+    if (isCompareRequest(e.data)) {
+      runCompareRequest(e.data, (m) => scope.postMessage(m as unknown as FlowReply));
       return;
     }
     const { matrices, n, token } = e.data;

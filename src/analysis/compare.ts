@@ -50,6 +50,13 @@ export interface CompareOptions {
   text?: string;
   /** Locale of the word segmenter (default 'en'). */
   locale?: string;
+  /** Called after each pair is ranked (pairs done, pairs in all). */
+  onProgress?: (done: number, total: number) => void;
+  /**
+   * The ranking of these same traces and options, computed elsewhere (the app's page ranks in a
+   * Web Worker, where `matrices` cannot come back from): used as it is instead of ranking again.
+   */
+  ranking?: readonly HeadDifference[];
 }
 
 /** Which matrix of A is compared with which of B; null heads: the mean over the layer's heads. */
@@ -242,7 +249,12 @@ export function compareTraces(a: Trace, b: Trace, options: CompareOptions = {}):
     a: matrixOf(a, nqA, nkA, rowsA, colsA, p.layer, p.head),
     b: matrixOf(b, nqB, nkB, rowsB, colsB, p.layerB, p.headB),
   });
-  const ranking: HeadDifference[] = pairs.map((p) => {
+  if (options.ranking) {
+    if (options.ranking.length !== pairs.length) throw new AttnscopeError(`ranking: ${options.ranking.length} pairs given, these traces have ${pairs.length}`);
+    return { alignment, matching, stack, rowsA, colsA, rowsB, colsB, ranking: options.ranking.map((r) => ({ ...r })), matrices, note: alignment === 'words' ? `${note}; aligned through ${rows} words of the text` : note };
+  }
+  const ranking: HeadDifference[] = pairs.map((p, i) => {
+    options.onProgress?.(i, pairs.length);
     const { a: ma, b: mb } = matrices(p);
     let maxAbs = 0;
     let sumAbs = 0;

@@ -2,7 +2,8 @@
  * Compare mode in real Chromium against the real server: each side is half the window, and every
  * view lays out to that half (smaller cells, wrapped tabs) instead of scrolling sideways, also
  * after compare mode is switched on under a view already drawn at full width; a hovered heatmap
- * cell still reads PyTorch's weight (the fixtures' reference.json) on either side.
+ * cell still reads PyTorch's weight (the fixtures' reference.json) on either side. The compare
+ * panel ranks the head pairs in a Web Worker, with a cancel button that stops it.
  */
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
@@ -74,6 +75,57 @@ describe('attnscope serve: compare sides fit their half of the window', () => {
         await expect.poll(() => page.getAttribute(`[data-testid=side-b] [data-testid=${tab}]`, 'aria-selected')).toBe('true');
         await expect.poll(() => overflow(page).then((o) => o.map((x) => x.over)), { message: tab }).toEqual([0, 0]);
       }
+      expect(app.errors).toEqual([]);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('ranks the head pairs in a Web Worker: cancel stops it (the worker terminated), compare starts it again and the ranked heads are listed', async () => {
+    // Compare requests posted to workers are held until released, so that the cancel button can be pressed while one runs.
+    const hold = `
+      window.__compare = { posted: 0, terminated: 0, held: [] , hold: true };
+      const post = Worker.prototype.postMessage;
+      const terminate = Worker.prototype.terminate;
+      Worker.prototype.postMessage = function (m, t) {
+        if (m && m.kind === 'attnscope-compare') {
+          window.__compare.posted++;
+          this.__compare = true;
+          if (window.__compare.hold) { window.__compare.held.push(() => post.call(this, m, t)); return; }
+        }
+        return post.call(this, m, t);
+      };
+      Worker.prototype.terminate = function () {
+        if (this.__compare) window.__compare.terminated++;
+        return terminate.call(this);
+      };`;
+    const url = new URL(suite.server().url);
+    url.searchParams.set('model', 'folder:0/bert');
+    url.searchParams.set('text', ref.text);
+    url.searchParams.set('compare', '1');
+    url.searchParams.set('modelB', 'folder:0/electra');
+    const app = await suite.open(url.href, { viewport: { width: 1280, height: 900 }, init: hold });
+    const { page } = app;
+    type Counts = { posted: number; terminated: number };
+    const counts = () => page.evaluate(() => (window as unknown as { __compare: Counts }).__compare);
+    try {
+      await done(page, 'a');
+      await done(page, 'b');
+      await page.waitForSelector('[data-testid=compare-cancel]');
+      expect(await page.evaluate(() => document.body.dataset.compare)).toBe('computing');
+      expect((await counts()).posted).toBe(1);
+      await page.click('[data-testid=compare-cancel]');
+      await expect.poll(() => page.evaluate(() => document.body.dataset.compare)).toBe('cancelled');
+      expect(await page.textContent('[data-testid=compare-message]')).toBe('comparison cancelled');
+      expect((await counts()).terminated).toBe(1);
+      // Again, this time running: the ranking comes from the worker.
+      await page.evaluate(() => ((window as unknown as { __compare: { hold: boolean } }).__compare.hold = false));
+      await page.click('[data-testid=compare-run]');
+      await page.waitForFunction(() => document.body.dataset.compare === 'done', null, { timeout: 60_000 });
+      expect((await counts()).posted).toBe(2);
+      expect((await counts()).terminated).toBe(2);
+      // The ranked heads are listed (their values against PyTorch's: test/browser/app-compare.test.ts, through this same path).
+      expect(await page.textContent('[data-testid=ranked-head-0]')).toMatch(/layer \d+/);
       expect(app.errors).toEqual([]);
     } finally {
       await app.close();

@@ -206,7 +206,7 @@ export interface AppServerSuite {
   /** A temporary folder removed afterwards (the server's HF_HOME is inside it). */
   scratch(): string;
   /** Opens `url` (the app) in a new context with requests outside the server refused, and waits for the app. */
-  open(url: string, options?: { viewport?: { width: number; height: number } }): Promise<AppPage>;
+  open(url: string, options?: { viewport?: { width: number; height: number }; init?: string }): Promise<AppPage>;
 }
 
 /**
@@ -229,7 +229,7 @@ export function appServerSuite(name: string): AppServerSuite {
     await server?.close();
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
-  const open = async (url: string, options: { viewport?: { width: number; height: number } } = {}): Promise<AppPage> => {
+  const open = async (url: string, options: { viewport?: { width: number; height: number }; init?: string } = {}): Promise<AppPage> => {
     const context = await browser!.newContext({ viewport: options.viewport ?? { width: 1280, height: 900 }, acceptDownloads: true });
     const origin = new URL(server!.url).origin;
     const foreign: string[] = [];
@@ -239,6 +239,7 @@ export function appServerSuite(name: string): AppServerSuite {
       foreign.push(u);
       return r.abort();
     });
+    if (options.init) await context.addInitScript(options.init);
     const page = await context.newPage();
     const { errors, consoleErrors } = watchErrors(page);
     await page.goto(url);
