@@ -15,7 +15,8 @@
  * shared sessions).
  *
  * `--app`: keystroke → first layer on screen in Chromium for a Llama-3.2-1B shape (16 layers,
- * hidden 2048, 32/8 heads, FFN 8192, vocabulary 128256; random float16 weights written once into
+ * hidden 2048, 32/8 heads, FFN 8192, vocabulary 128256; random float16 weights (tiled from 2^20
+ * random normal values) written once into
  * --dir with bench/random-weights.ts, the stories260k fixture's tokenizer) at --tokens (2,048):
  * the real server (limits raised), the built app (npm run build), a warm model (a first text
  * traced before), then the last character of a new text typed; the app's marks give the first
@@ -168,10 +169,19 @@ async function ensureAppCheckpoint(dir: string): Promise<void> {
       { name: `${p}.mlp.down_proj.weight`, shape: [s.hidden, s.ffn] },
     );
   }
+  // Random normal values drawn once per std (2^20 of them), each tensor tiled from them at its own
+  // offset: drawing 1.2 billion values takes minutes on a loaded machine, and the times measured
+  // here do not depend on the values.
+  const bases = new Map<number, Uint16Array>();
+  const base = (std: number): Uint16Array => bases.get(std) ?? bases.set(std, toStorage16(randomTensor([1 << 20], 7000 + bases.size, std).data, 'float16')).get(std)!;
   await writeSafetensorsStreamed(join(dir, 'model.safetensors'), list.map((t) => ({ name: t.name, dtype: 'F16', shape: t.shape })), (_, i) => {
     const t = list[i]!;
-    const data = t.fill !== undefined ? new Float32Array(t.shape.reduce((a, b) => a * b, 1)).fill(t.fill) : randomTensor(t.shape, 7000 + i, t.std ?? 0.02).data;
-    return toStorage16(data, 'float16');
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    if (t.fill !== undefined) return toStorage16(new Float32Array(n).fill(t.fill), 'float16');
+    const b = base(t.std ?? 0.02);
+    const out = new Uint16Array(n);
+    for (let at = 0, from = (i * 7919) % b.length; at < n; at += b.length - from, from = 0) out.set(b.subarray(from, Math.min(b.length, from + n - at)), at);
+    return out;
   }, { format: 'pt' });
   const fixture = join(fileURLToPath(import.meta.url), '..', '..', 'test', 'fixtures', 'stories260k');
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(join(fixture, f), join(dir, f));
@@ -208,7 +218,7 @@ async function appBench(dirOption: string | undefined, n: number, runs: number):
     const local = await loadModel(dir, { graphCache: false });
     const texts = await Promise.all(Array.from({ length: runs + 1 }, (_, i) => textOf(local, n, i)));
     await local.dispose();
-    const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
+    const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, memoryBudgetBytes: 7 * 2 ** 30, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
     const browser = await chromium.launch({ executablePath: process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
