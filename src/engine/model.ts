@@ -323,8 +323,9 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (deep || options.logitLens || options.values || options.embeddings || options.residuals || options.mlpActivations) {
         throw new AttnscopeError(`${this.name}: a look inside the layers (--deep-dive, --logit-lens) needs a decoder input on an encoder-decoder model (--decoder-text or --decoder-ids)`);
       }
-      if (options.attention === 'on-demand') throw new AttnscopeError(`${this.name}: attention on demand is not available while generating; give the decoder input (--decoder-text or --decoder-ids)`);
-      return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk, srcLang: options.srcLang, tgtLang: options.tgtLang });
+      // Generating always records attention: dense, or on demand (the older boolean option: dense).
+      const attention = typeof options.attention === 'boolean' ? undefined : options.attention;
+      return this.generate(text, { ids: options.ids, maxNewTokens: options.maxNewTokens ?? DEFAULT_NEW_TOKENS, qk: options.qk, attention, onDemandAbove: options.onDemandAbove, srcLang: options.srcLang, tgtLang: options.tgtLang });
     }
     const prepared = await this.prepareRun(text, options);
     return this.traceOf(prepared, await this.run(prepared.taps, prepared.inputs), options);
