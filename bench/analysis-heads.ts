@@ -17,6 +17,7 @@
  * <dir>`): its `headTable` (before), this tree's on one thread and `headTableThreaded`
  * (src/runtime/head-table-threads.ts, `--threads`, default 2) are alternated run by run on one
  * trace, wall and CPU (every thread of the process) per run, median of `--runs`, with the load.
+ * `--skip-node` leaves out the other Node tables (with `--baseline` or `--browser`).
  *
  * `--browser`: the standalone page's head-type view in Chromium (/usr/bin/chromium or
  * ATTNSCOPE_CHROMIUM; needs dist/web: npm run build) on the same BERT-base-shaped trace at each
@@ -87,9 +88,11 @@ if (values.baseline) {
   }
   await stopHeadTableThreads();
 }
-console.log(`head metrics and types, 12 layers × 12 heads, median of ${runs} runs (ms, wall / CPU)`);
-console.log('| tokens | headMetrics | headTable (metrics + types) | headTable, exclude first | headTable, omit js_from_first + quantiles |');
-console.log('|---:|---:|---:|---:|---:|');
+if (!values['skip-node']) {
+  console.log(`head metrics and types, 12 layers × 12 heads, median of ${runs} runs (ms, wall / CPU)`);
+  console.log('| tokens | headMetrics | headTable (metrics + types) | headTable, exclude first | headTable, omit js_from_first + quantiles |');
+  console.log('|---:|---:|---:|---:|---:|');
+}
 const traces = new Map((values['skip-node'] ? [] : lengths).map((n) => [n, syntheticTrace({ tokens: n, qk: false })]));
 for (const n of traces.keys()) {
   const trace = traces.get(n)!;
@@ -100,7 +103,7 @@ for (const n of traces.keys()) {
   console.log(`| ${n} | ${f(m)} | ${f(t)} | ${f(x)} | ${f(o)} |`);
 }
 
-if (status.available) {
+if (status.available && traces.size > 0) {
   console.log(`\nheadTable (every metric and type score): JavaScript loops (before) vs the WebAssembly kernel (after), ${runs} runs alternated after a warm-up (ms: median; saved: median of the paired differences)`);
   console.log('| tokens | before, CPU | after, CPU | saved, CPU | before, wall | after, wall | largest relative difference of a value | same top types |');
   console.log('|---:|---:|---:|---:|---:|---:|---:|---|');
