@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { gradientRolloutRow } from '../src/analysis/attribution.js';
-import type { LayerStack } from '../src/core/trace.js';
+import type { LayerStack, Trace } from '../src/core/trace.js';
 
 /** A small deterministic generator (mulberry32). */
 function random(seed: number): () => number {
@@ -88,11 +88,11 @@ describe('the analysis worker', () => {
     const n = 4;
     // One head: attention rows by hand, gradient 1 everywhere; rollout row 3 = e_3 + Ā row 3 = [.25, .25, .25, 1.25].
     const a = new Float32Array([1, 0, 0, 0, 0.5, 0.5, 0, 0, 0.2, 0.3, 0.5, 0, 0.25, 0.25, 0.25, 0.25]);
-    const trace = {
-      model: { name: 'x', modelType: 'gpt2', numLayers: 1, numHeads: 1 },
+    const trace: Trace = {
+      model: { name: 'x', modelType: 'gpt2', numLayers: 1, numHeads: 1, numKeyValueHeads: 1, headDim: 4 },
       tokens: [0, 1, 2, 3].map((i) => ({ id: i, text: 't', start: 0, end: 0, special: false, segment: 0, word: null })),
       attention: { self: { dims: [1, n, n] as [number, number, number], layers: [a] } },
-      attributions: { target: { kind: 'token', position: 3, tokenId: 1 }, scores: {}, attentionGrad: { self: { dims: [1, n, n] as [number, number, number], layers: [new Float32Array(16).fill(1)] } } },
+      attributions: { target: { kind: 'token', position: 3, tokenId: 1, value: 0 }, scores: {}, attentionGrad: { self: { dims: [1, n, n] as [number, number, number], layers: [new Float32Array(16).fill(1)] } } },
     };
     const out = await runInWorker('attentionAttributions', trace);
     expect(Array.from(out.gradientRollout!.scores)).toEqual([0.25, 0.25, 0.25, 1.25]);
