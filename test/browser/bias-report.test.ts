@@ -50,7 +50,7 @@ beforeAll(async () => {
   }
   writeFileSync(file, await renderBiasReportPage(report, { bundle: await loadViewBundle(), theme: 'light' }));
   opened = await openPage(browser, file, { width: 1100, height: 900 });
-});
+}, 600_000); // the report's runs (CrowS-Pairs, WinoGender, the heads, the ablation) on a loaded machine
 
 afterAll(async () => {
   await opened?.close();
