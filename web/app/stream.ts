@@ -227,6 +227,7 @@ export function partialTrace(incoming: Incoming): Trace | null {
     const { trace } = incoming;
     const queries: NonNullable<Trace['queries']> = {};
     const keys: NonNullable<Trace['keys']> = {};
+    const scores: NonNullable<Trace['scores']> = {};
     for (const [stack, terms] of Object.entries(incoming.header.scores ?? {}) as [StackName, { hasBias: boolean } | undefined][]) {
       const q = trace.queries?.[stack];
       const k = trace.keys?.[stack];
@@ -235,8 +236,14 @@ export function partialTrace(incoming: Incoming): Trace | null {
       if (n === 0) return null;
       queries[stack] = { dims: q.dims, layers: q.layers.slice(0, n) };
       keys[stack] = { dims: k.dims, layers: k.layers.slice(0, n) };
+      // The score terms per layer (scales, windows; a per-layer bias) cut to the same layers.
+      const terms0 = trace.scores?.[stack];
+      if (terms0) {
+        const bias = terms0.bias && terms0.bias.layers.length > 1 ? { dims: terms0.bias.dims, layers: terms0.bias.layers.slice(0, n) } : terms0.bias;
+        scores[stack] = { ...terms0, scale: terms0.scale.slice(0, n), window: terms0.window.slice(0, n), ...(bias ? { bias } : {}) };
+      }
     }
-    return { ...trace, attention: {}, queries, keys };
+    return { ...trace, attention: {}, queries, keys, scores };
   }
   const attention: Trace['attention'] = {};
   for (const t of incoming.header.tensors) {
