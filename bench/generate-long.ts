@@ -16,11 +16,9 @@
  *
  *   npx tsx bench/generate-long.ts [--limit 6] [--cases prompt:new:mode,...]
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { attentionSource } from '../src/core/attention-on-demand.js';
 import type { FloatTensor } from '../src/core/tensor.js';
 import type { Trace } from '../src/core/trace.js';
@@ -31,6 +29,7 @@ import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { randomTensor } from './random-weights.js';
+import { spawnCase } from './child-case.js';
 
 /** Qwen2.5-0.5B's shape. */
 const QWEN = { layers: 24, hidden: 896, heads: 14, kv: 2, ffn: 4864, vocab: 151936 };
@@ -186,35 +185,6 @@ async function runCase(spec: string): Promise<void> {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-/** Runs a case in a child process, polling its memory; stops it above `limitMb`. */
-function spawnCase(spec: string, limitMb: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => {
-    const self = fileURLToPath(import.meta.url);
-    const child = spawn(process.execPath, [...process.execArgv, '--expose-gc', self, '--case', spec], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    let peak = 0;
-    let killed = false;
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setInterval(() => {
-      try {
-        const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        const mb = m ? Number(m[1]) / 1024 : 0;
-        peak = Math.max(peak, mb);
-        if (mb > limitMb && !killed) {
-          killed = true;
-          child.kill('SIGKILL');
-        }
-      } catch {
-        // The process has ended.
-      }
-    }, 50);
-    child.on('exit', () => {
-      clearInterval(timer);
-      const line = out.trim().split('\n').pop();
-      resolve(killed || !line ? { spec, stopped: `above ${limitMb} MB (stopped at ${peak.toFixed(0)} MB)` } : { ...(JSON.parse(line) as Record<string, unknown>), polledPeakMb: peak });
-    });
-  });
-}
 
 const f0 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(0) : '–');
 const f1 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(1) : '–');
@@ -237,7 +207,7 @@ async function main(): Promise<void> {
   console.log('| prompt:new:attention | prompt pass s | per token ms, tokens 1–16 | per token ms, last 16 | RSS MB: loaded / after prompt / after token 16 / after last | peak RSS MB | attention MB | q/k MB | last row, all heads ms | file MB | generated ids | load after |');
   console.log('| --- | --: | --: | --: | --- | --: | --: | --: | --: | --: | --- | --- |');
   for (const spec of cases) {
-    const r = await spawnCase(spec, limitMb);
+    const r = await spawnCase(import.meta.url, spec, limitMb, ['--expose-gc']);
     if (r.stopped) {
       console.log(`| ${spec} | ${r.stopped as string} | | | | | | | | | | ${load()} |`);
       continue;

@@ -25,8 +25,7 @@
  *   npx tsx bench/layerwise.ts [--limit 6] [--cases whole:1024,layers:1024,...]
  *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3]
  */
-import { spawn } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { loadModel } from '../src/engine/load.js';
@@ -42,6 +41,7 @@ import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { llamaWeights, randomTensor } from './random-weights.js';
+import { spawnCase } from './child-case.js';
 
 const SHAPE = { layers: 24, hidden: 512, heads: 8, kv: 2, ffn: 1408, vocab: 8192 };
 
@@ -85,34 +85,6 @@ async function runCase(spec: string): Promise<void> {
   process.stdout.write(`${JSON.stringify({ spec, cold: runs[0], warm: runs[1], peakMb: process.resourceUsage().maxRSS / 1024 })}\n`);
 }
 
-/** Runs a case in a child process, polling its memory; stops it above `limitMb`. */
-function spawnCase(spec: string, limitMb: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--case', spec], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    let peak = 0;
-    let killed = false;
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setInterval(() => {
-      try {
-        const mm = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        const mb = mm ? Number(mm[1]) / 1024 : 0;
-        peak = Math.max(peak, mb);
-        if (mb > limitMb && !killed) {
-          killed = true;
-          child.kill('SIGKILL');
-        }
-      } catch {
-        // The process has ended.
-      }
-    }, 50);
-    child.on('exit', () => {
-      clearInterval(timer);
-      const line = out.trim().split('\n').pop();
-      resolve(killed || !line ? { spec, stopped: `above ${limitMb} MB (stopped at ${peak.toFixed(0)} MB)` } : { ...(JSON.parse(line) as Record<string, unknown>), polledPeakMb: peak });
-    });
-  });
-}
 
 type Run = { totalMs: number; firstLayerMs: number; attentionMb: number };
 const s1 = (x: number): string => (x / 1000).toFixed(x < 10_000 ? 2 : 1);
@@ -134,7 +106,7 @@ async function main(): Promise<void> {
   console.log('| case | peak RSS MB | attention MB (all layers) | first layer s (cold / warm) | whole trace s (cold / warm) |');
   console.log('| --- | --: | --: | --: | --: |');
   for (const spec of cases) {
-    const r = await spawnCase(spec, limitMb);
+    const r = await spawnCase(import.meta.url, spec, limitMb);
     if (r.stopped) {
       console.log(`| ${spec} | ${r.stopped as string} | | | |`);
       continue;

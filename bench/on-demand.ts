@@ -11,11 +11,9 @@
  *
  *   npm run bench:on-demand [-- --limit 6] [-- --cases name:tokens:mode,...]
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { headThumbnail } from '../src/analysis/attention-summaries.js';
 import { attentionSource } from '../src/core/attention-on-demand.js';
 import type { Trace } from '../src/core/trace.js';
@@ -26,6 +24,7 @@ import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { llamaWeights } from './random-weights.js';
+import { spawnCase } from './child-case.js';
 
 interface Shape {
   layers: number;
@@ -136,35 +135,6 @@ async function runCase(spec: string): Promise<void> {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-/** Runs a case in a child process, polling its memory; stops it above `limitMb`. */
-function spawnCase(spec: string, limitMb: number): Promise<Record<string, unknown>> {
-  return new Promise((resolve) => {
-    const self = fileURLToPath(import.meta.url);
-    const child = spawn(process.execPath, [...process.execArgv, self, '--case', spec], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    let peak = 0;
-    let killed = false;
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setInterval(() => {
-      try {
-        const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-        const mb = m ? Number(m[1]) / 1024 : 0;
-        peak = Math.max(peak, mb);
-        if (mb > limitMb && !killed) {
-          killed = true;
-          child.kill('SIGKILL');
-        }
-      } catch {
-        // The process has ended.
-      }
-    }, 50);
-    child.on('exit', () => {
-      clearInterval(timer);
-      const line = out.trim().split('\n').pop();
-      resolve(killed || !line ? { spec, stopped: `above ${limitMb} MB (stopped at ${peak.toFixed(0)} MB)` } : { ...(JSON.parse(line) as Record<string, unknown>), polledPeakMb: peak });
-    });
-  });
-}
 
 const f0 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(0) : '–');
 /** "wasm / js (×speed-up)". */
@@ -188,7 +158,7 @@ async function main(): Promise<void> {
   console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms wasm / js | whole head ms wasm / js | last 512×512 block ms wasm / js | 64×64 thumbnail ms per head wasm / js |');
   console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const spec of cases) {
-    const r = await spawnCase(spec, limitMb);
+    const r = await spawnCase(import.meta.url, spec, limitMb);
     if (r.stopped) {
       console.log(`| ${spec} | ${r.stopped as string} | | | | | | | | |`);
       continue;
