@@ -38,7 +38,7 @@ import {
   type ProgressFrame,
   type ServerLimits,
 } from './protocol.js';
-import { RequestError } from './traces.js';
+import { leaseModel, RequestError } from './traces.js';
 
 const FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'view', 'options']);
 /** The options each view takes. */
@@ -177,17 +177,7 @@ export class AnalysisService {
    * so the route answers them with a status; `follow` then gives the progress and the result.
    */
   async open(req: ValidAnalysisRequest, signal: AbortSignal): Promise<{ cached: Computed } | { follow: (onProgress: (p: ProgressFrame) => void) => Promise<Computed> }> {
-    let location;
-    try {
-      location = await this.catalog.locate(req.model);
-    } catch (e) {
-      if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
-      throw e;
-    }
-    const lease = await this.pool.acquire(location, undefined, signal).catch((e: unknown) => {
-      if (e instanceof AttnscopeError) throw new RequestError(400, e.message.startsWith('model:') ? e.message : `model: ${e.message}`, 'model');
-      throw e;
-    });
+    const { location, lease } = await leaseModel(this.catalog, this.pool, req.model, signal);
     let run: SharedRun | undefined;
     try {
       const key = JSON.stringify([location.id, lease.revision, req.text, req.textPair ?? null, req.decoderText ?? null, req.view, optionsKey(req)]);

@@ -20,10 +20,10 @@ import { traceLayers, type LayerOutputs, type LayerwiseOptions, type PreparedRun
 import { tapName, type ArchitectureInfo } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
-import type { ModelCatalog } from './catalog.js';
+import type { ModelCatalog, ModelLocation } from './catalog.js';
 import { AppendCache, appendable, type AppendRequest } from './append.js';
 import { ByteLru } from './lru.js';
-import { abortable, type ModelPool } from './pool.js';
+import { abortable, type Lease, type ModelPool } from './pool.js';
 import { jsonFrame, layerFrame, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
 
 /** A request refused with a status and one line naming the field. */
@@ -35,6 +35,25 @@ export class RequestError extends Error {
   ) {
     super(message);
   }
+}
+
+/**
+ * Finds a request's model and leases it from the pool: a model the catalog does not offer is a 404,
+ * one that cannot be loaded a 400, both naming the field `model`.
+ */
+export async function leaseModel(catalog: ModelCatalog, pool: ModelPool, model: string, signal?: AbortSignal): Promise<{ location: ModelLocation; lease: Lease }> {
+  let location: ModelLocation;
+  try {
+    location = await catalog.locate(model);
+  } catch (e) {
+    if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
+    throw e;
+  }
+  const lease = await pool.acquire(location, undefined, signal).catch((e: unknown) => {
+    if (e instanceof AttnscopeError) throw new RequestError(400, e.message.startsWith('model:') ? e.message : `model: ${e.message}`, 'model');
+    throw e;
+  });
+  return { location, lease };
 }
 
 /** A finished trace as the stream sends it (the header is completed per answer). */
@@ -237,17 +256,7 @@ export class TraceService {
 
   /** The cached result of a request, or the shared run answering it (joined: call `leave` when done with it). */
   private async start(req: ReturnType<typeof validateTraceRequest>, signal?: AbortSignal): Promise<{ result: TraceResult } | { run: SharedRun; leave: () => void }> {
-    let location;
-    try {
-      location = await this.catalog.locate(req.model);
-    } catch (e) {
-      if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
-      throw e;
-    }
-    const lease = await this.pool.acquire(location, undefined, signal).catch((e: unknown) => {
-      if (e instanceof AttnscopeError) throw new RequestError(400, e.message.startsWith('model:') ? e.message : `model: ${e.message}`, 'model');
-      throw e;
-    });
+    const { location, lease } = await leaseModel(this.catalog, this.pool, req.model, signal);
     try {
       const key = JSON.stringify([location.id, lease.revision, req.text, req.textPair ?? null, req.decoderText ?? null, req.maxNewTokens ?? null, req.taps.qk, req.taps.topK]);
       const hit = this.cache.get(key);
