@@ -50,6 +50,8 @@ class ServeApp implements SideHost {
   private url: UrlState;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private encoderDecoder = false;
+  /** Side A's model whose kind the last header told (before it: the decoder text and generation length are not sent). */
+  private kindModel: string | null = null;
   /** Propagating a change from one side to the other (the other side's change is not sent back). */
   private syncing = false;
   private readonly revisions: { a?: string; b?: string } = {};
@@ -76,6 +78,8 @@ class ServeApp implements SideHost {
   private readonly text = h('textarea', { class: 'text-input', testid: 'text-input', rows: 1, spellcheck: false, 'aria-label': 'text', placeholder: 'Type or paste a text' });
   private readonly pair = h('textarea', { class: 'text-input', testid: 'pair-input', rows: 1, spellcheck: false, 'aria-label': 'second text (sentence B)', placeholder: 'Sentence B (optional)' });
   private readonly decoder = h('textarea', { class: 'text-input', testid: 'decoder-input', rows: 1, spellcheck: false, 'aria-label': 'decoder text', placeholder: 'Decoder text (empty: the model generates)' });
+  private readonly gen = h('input', { type: 'number', min: 1, step: 1, class: 'gen-input', testid: 'gen-input', 'aria-label': 'tokens to generate', placeholder: '20' });
+  private readonly genField = h('label', { class: 'field gen-field', testid: 'gen-field', hidden: true }, h('span', { class: 'field-label' }, 'generate'), this.gen, h('span', { class: 'muted' }, 'tokens'));
   private readonly textB = h('textarea', { class: 'text-input', testid: 'text-b-input', rows: 1, spellcheck: false, 'aria-label': "side B's text", placeholder: 'Empty: the same text as A' });
   private readonly textLabel = h('span', { class: 'field-label' }, 'text');
   private readonly pairField = h('label', { class: 'field', testid: 'pair-field' }, h('span', { class: 'field-label' }, 'B'), this.pair);
@@ -146,6 +150,7 @@ class ServeApp implements SideHost {
       h('label', { class: 'field' }, this.textLabel, this.text),
       this.pairField,
       this.decoderField,
+      this.genField,
       this.textBField,
       h('div', { class: 'input-actions' }, this.pairToggle),
     );
@@ -161,6 +166,8 @@ class ServeApp implements SideHost {
       });
     }
     requestAnimationFrame(() => [this.text, this.pair, this.decoder, this.textB].forEach(fitHeight));
+    this.decoder.addEventListener('input', () => this.showGen());
+    this.gen.addEventListener('input', () => this.retrace(EDIT_PAUSE_MS));
     document.addEventListener('click', (e) => {
       // A click outside closes a menu; not the script's own clicks (a download's link).
       if (!e.isTrusted) return;
@@ -189,6 +196,7 @@ class ServeApp implements SideHost {
     }
     this.url.model ??= this.models[0]?.id ?? 'default';
     if (this.limits) this.text.maxLength = this.pair.maxLength = this.decoder.maxLength = this.textB.maxLength = this.limits.maxTextChars;
+    if (this.limits) this.gen.max = String(this.limits.maxNewTokens);
     this.pickerA.show(this.url.model);
     this.pickerB.show(this.url.modelB ?? this.url.model);
     document.body.dataset.ready = 'true';
@@ -200,6 +208,8 @@ class ServeApp implements SideHost {
     this.text.value = this.url.text ?? DEFAULT_TEXT;
     this.pair.value = this.url.pair ?? '';
     this.decoder.value = this.url.decoder ?? '';
+    this.gen.value = this.url.maxNewTokens !== undefined ? String(this.url.maxNewTokens) : '';
+    this.showGen();
     this.textB.value = this.url.textB ?? '';
     this.pairField.hidden = this.url.pair === undefined;
     this.pairToggle.textContent = this.pairField.hidden ? '+ sentence B' : '− sentence B';
@@ -272,7 +282,8 @@ class ServeApp implements SideHost {
     this.setProgress(side, 0.05);
     await loadModel(model, (p: ProgressFrame) => {
       this.setStatus(side, p.message);
-      if (p.fraction !== undefined) this.setProgress(side, 0.05 + 0.05 * p.fraction);
+      // The bar follows the download (the trace's own progress starts again from 10 %).
+      if (p.fraction !== undefined) this.setProgress(side, Math.max(0.05, p.fraction));
     }, signal);
     if (entry) entry.loaded = true;
     else this.models.push({ id: model, label: model, origin: 'hub', loaded: true });
@@ -296,8 +307,23 @@ class ServeApp implements SideHost {
   private request(): TraceRequest {
     const req: TraceRequest = { model: this.url.model ?? 'default', text: this.text.value, taps: { qk: true, topK: 5 } };
     if (!this.pairField.hidden && this.pair.value !== '') req.textPair = this.pair.value;
-    if (this.encoderDecoder && this.decoder.value !== '') req.decoderText = this.decoder.value;
+    if (this.encoderDecoder && this.kindModel === req.model) {
+      if (this.decoder.value !== '') req.decoderText = this.decoder.value;
+      else if (this.genCount() !== undefined) req.maxNewTokens = this.genCount();
+    }
     return req;
+  }
+
+  /** The generation length typed (clamped to the server's limit); undefined when empty or not a count. */
+  private genCount(): number | undefined {
+    const n = Number(this.gen.value);
+    if (this.gen.value === '' || !Number.isInteger(n) || n < 1) return undefined;
+    return Math.min(n, this.limits?.maxNewTokens ?? n);
+  }
+
+  /** The generation length is asked for an encoder-decoder model without a decoder text only. */
+  private showGen(): void {
+    this.genField.hidden = !this.encoderDecoder || this.decoder.value !== '';
   }
 
   private requestB(): TraceRequest {
@@ -305,6 +331,7 @@ class ServeApp implements SideHost {
     const req: TraceRequest = { ...a, model: this.url.modelB ?? a.model, text: this.textB.value !== '' ? this.textB.value : a.text };
     const kind = this.sideB.last?.header.kind;
     if (req.decoderText !== undefined && kind !== undefined && kind !== 'encoder-decoder') delete req.decoderText;
+    if (req.maxNewTokens !== undefined && kind !== undefined && kind !== 'encoder-decoder') delete req.maxNewTokens;
     return req;
   }
 
@@ -316,7 +343,10 @@ class ServeApp implements SideHost {
       const req = this.request();
       this.url.text = req.text;
       this.url.pair = this.pairField.hidden ? undefined : this.pair.value;
-      this.url.decoder = req.decoderText;
+      // Until the model's kind is known (the first header), the inputs from the URL are kept as they are.
+      const known = this.kindModel === req.model;
+      this.url.decoder = known ? req.decoderText : this.decoder.value || undefined;
+      this.url.maxNewTokens = known ? req.maxNewTokens : this.genCount();
       if (this.url.compare) this.url.textB = this.textB.value !== '' ? this.textB.value : undefined;
       this.syncUrl(true);
       // The bias panel does not re-run by itself (a run takes long): it marks its result stale.
@@ -378,9 +408,17 @@ class ServeApp implements SideHost {
   onHeader(side: Side, inc: Incoming): void {
     if (side !== this.sideA) return;
     this.encoderDecoder = inc.header.kind === 'encoder-decoder';
+    const first = side.request !== null && this.kindModel !== side.request.model;
+    if (side.request) this.kindModel = side.request.model;
     this.decoderField.hidden = !this.encoderDecoder;
+    this.showGen();
     this.pairToggle.hidden = this.encoderDecoder;
     if (this.encoderDecoder) fitHeight(this.decoder);
+    // The first trace of a model could not send the decoder text or generation length (its kind was unknown): again with them.
+    if (first && side.request && this.encoderDecoder) {
+      const want = this.request();
+      if (want.decoderText !== side.request.decoderText || want.maxNewTokens !== side.request.maxNewTokens) this.retrace(0);
+    }
   }
 
   onMounted(side: Side, app: App, _complete: boolean, fromPartial: boolean): void {

@@ -50,7 +50,7 @@ export function parseSession(text: string): SessionFile {
     if (v.length > MAX_TEXT) throw new Error(`state.${field}: at most ${MAX_TEXT} characters`);
     q.set(key, v);
   }
-  for (const [field, key] of [['layer', 'layer'], ['head', 'head'], ['igSteps', 'steps'], ['lensK', 'lensk'], ['target', 'target']] as const) {
+  for (const [field, key] of [['layer', 'layer'], ['head', 'head'], ['igSteps', 'steps'], ['lensK', 'lensk'], ['target', 'target'], ['maxNewTokens', 'gen']] as const) {
     const v = st[field];
     if (v === undefined) continue;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 99_999) throw new Error(`state.${field}: an integer from 0 to 99999`);

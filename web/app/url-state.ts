@@ -12,6 +12,8 @@ export interface UrlState {
   text?: string;
   pair?: string;
   decoder?: string;
+  /** Encoder-decoder models without a decoder text: tokens to generate (absent: the server's default). */
+  maxNewTokens?: number;
   view?: string;
   stack?: StackName;
   layer?: number;
@@ -72,6 +74,8 @@ export function readUrlState(search: string): UrlState {
   if (pair !== undefined) out.pair = pair;
   const decoder = str('decoder');
   if (decoder !== undefined) out.decoder = decoder;
+  const gen = int(q.get('gen'));
+  if (gen !== undefined && gen >= 1) out.maxNewTokens = gen;
   const view = str('view');
   if (view && /^[a-z]{1,20}$/.test(view)) out.view = view;
   const stack = q.get('stack');
@@ -117,6 +121,7 @@ export function writeUrlState(s: UrlState): string {
   if (s.text !== undefined) q.set('text', s.text);
   if (s.pair !== undefined) q.set('pair', s.pair);
   if (s.decoder !== undefined && s.decoder !== '') q.set('decoder', s.decoder);
+  if (s.maxNewTokens !== undefined) q.set('gen', String(s.maxNewTokens));
   if (s.view) q.set('view', s.view);
   if (s.stack && s.stack !== 'self') q.set('stack', s.stack);
   if (s.layer !== undefined) q.set('layer', String(s.layer));
