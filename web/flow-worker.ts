@@ -12,6 +12,7 @@ import { attentionFlowOfMatrices, checkFlowSize } from '../src/analysis/flow.js'
 import { type LongRequest, isLongRequest, onLongRequest } from './long-worker-side.js';
 import { type MetricsRequest, isMetricsRequest, runMetricsRequest } from './metrics-worker-side.js';
 import { type CompareRequest, isCompareRequest, runCompareRequest } from './compare-worker-side.js';
+import { type ClustersRequest, isClustersRequest, runClustersRequest } from './clusters-worker-side.js';
 
 /**
  * The largest graph the page computes, (layers + 1) × tokens: 13 × 256, bert-base-sized at 256
@@ -32,7 +33,7 @@ export type FlowReply =
   | { type: 'error'; message: string };
 
 interface WorkerScope {
-  onmessage: ((e: MessageEvent<FlowRequest | MetricsRequest | LongRequest | CompareRequest>) => void) | null;
+  onmessage: ((e: MessageEvent<FlowRequest | MetricsRequest | LongRequest | CompareRequest | ClustersRequest>) => void) | null;
   postMessage(message: FlowReply, transfer?: Transferable[]): void;
 }
 
@@ -54,6 +55,11 @@ export function runFlowWorker(): void {
     // The compare panel's ranking (web/app/compare-panel.ts).
     if (isCompareRequest(e.data)) {
       runCompareRequest(e.data, (m) => scope.postMessage(m as unknown as FlowReply));
+      return;
+    }
+    // The head clusters view's clustering (web/clusters-worker.ts).
+    if (isClustersRequest(e.data)) {
+      runClustersRequest(e.data, (m) => scope.postMessage(m as unknown as FlowReply));
       return;
     }
     const { matrices, n, token } = e.data;

@@ -14,6 +14,9 @@ import type { Ctx } from '../context.js';
 import { wireHeadPicks } from './common.js';
 import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s, select } from '../dom.js';
 import { download, exportButtons } from '../export.js';
+import { pageWorkersAvailable } from '../flow-worker.js';
+import { type ClustersJob, startClustersJob } from '../clusters-worker.js';
+import type { ClustersStage } from '../clusters-worker-side.js';
 
 const PROJECTIONS: { value: ClusterProjection; label: string }[] = [
   { value: 'umap', label: 'UMAP' },
@@ -32,6 +35,10 @@ export class HeadClustersView {
   private clustering: HeadClustering | null = null;
   private clusteringKey = '';
   private key = '';
+  /** The clustering computing in a worker (pages that can start workers): its key and stage. */
+  private job: { key: string; job: ClustersJob; stage: ClustersStage | null } | null = null;
+  /** The key whose clustering the user cancelled: not started again until asked. */
+  private cancelledKey = '';
 
   constructor(private readonly ctx: Ctx) {
     this.el.append(this.toolbar, this.readout, this.wrap);
@@ -86,9 +93,22 @@ export class HeadClustersView {
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
+    if (ckey !== this.clusteringKey || !this.clustering) {
+      this.clustering = null;
+      this.el.removeAttribute('data-k');
+      if (this.job && this.job.key !== ckey) this.stopJob();
+      if (pageWorkersAvailable()) {
+        if (ckey === this.cancelledKey) {
+          this.showCancelled();
+          return;
+        }
+        if (!this.job) this.startJob(ckey);
+        this.showProgress();
+        return;
+      }
+    }
     try {
       if (ckey !== this.clusteringKey || !this.clustering) {
-        this.clustering = null;
         this.clustering = headClusteringOf(ctx.trace, this.options());
         this.clusteringKey = ckey;
       }
@@ -108,6 +128,71 @@ export class HeadClustersView {
       this.clusteringKey = '';
       replaceChildren(this.readout, (e as Error).message);
     }
+  }
+
+  /** Computes the clustering of `key` in a worker; when it arrives, the view draws it (if still wanted). */
+  private startJob(key: string): void {
+    const job = startClustersJob(this.ctx.trace, this.options(), (stage) => {
+      if (this.job?.job !== job) return;
+      this.job.stage = stage;
+      this.showProgress();
+    });
+    this.job = { key, job, stage: null };
+    this.el.setAttribute('data-computing', 'true');
+    job.result.then(
+      (c) => {
+        if (this.job?.job !== job) return;
+        this.job = null;
+        this.el.removeAttribute('data-computing');
+        if (!c) return;
+        this.clustering = c;
+        this.clusteringKey = key;
+        this.key = '';
+        if (!this.el.hidden) this.update();
+      },
+      (e: unknown) => {
+        if (this.job?.job !== job) return;
+        this.job = null;
+        this.el.removeAttribute('data-computing');
+        this.key = '';
+        replaceChildren(this.readout, (e as Error).message);
+      },
+    );
+  }
+
+  private stopJob(): void {
+    this.job?.job.cancel();
+    this.job = null;
+    this.el.removeAttribute('data-computing');
+  }
+
+  private showProgress(): void {
+    const stage = this.job?.stage;
+    const what = stage === 'projection' ? `projecting the heads (${this.projection === 'umap' ? 'UMAP' : 'PCA'}) and clustering them` : 'computing the head table';
+    this.readout.removeAttribute('data-layer');
+    this.readout.removeAttribute('data-head');
+    replaceChildren(
+      this.readout,
+      h('span', { class: 'muted', testid: 'clusters-progress' }, `clustering in the background: ${what}… `),
+      button('clusters-cancel', 'cancel', () => {
+        if (!this.job) return;
+        this.cancelledKey = this.job.key;
+        this.stopJob();
+        this.showCancelled();
+      }, 'Stop computing the clusters'),
+    );
+  }
+
+  private showCancelled(): void {
+    replaceChildren(
+      this.readout,
+      h('span', { class: 'muted', testid: 'clusters-cancelled' }, 'clustering cancelled · '),
+      button('clusters-compute', 'compute', () => {
+        this.cancelledKey = '';
+        this.key = '';
+        this.update();
+      }, 'Compute the clusters'),
+    );
   }
 
   private hover(at: { layer: number; head: number } | null, e?: PointerEvent): void {
