@@ -10,6 +10,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { deepOr } from './helpers/deep.js';
 import { attentionSource } from '../src/core/attention-on-demand.js';
 import type { StackName, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
@@ -64,7 +65,9 @@ describe('generation on demand equals the dense path and PyTorch', () => {
     expect(CAUSAL).toEqual(expect.arrayContaining(['gpt2', 'llama', 'mistral-window', 'bloom', 'falcon-alibi', 'qwen2', 'gemma', 'stories260k']));
   });
 
-  for (const fixture of CAUSAL) {
+  // Every causal family under test:deep; npm test runs one of each kind of score term (plain causal,
+  // sliding window, ALiBi biases, mixture of experts, the embedded model).
+  for (const fixture of deepOr(CAUSAL, ['gpt2', 'llama', 'mistral-window', 'bloom', 'falcon-alibi', 'mixtral', 'stories260k'])) {
     it(fixture, async () => {
       const input = longestInput(fixture);
       const ids = input.input_ids;
