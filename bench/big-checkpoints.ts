@@ -22,6 +22,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { writeSafetensorsStreamed, type SafetensorsTensorSpec } from '../src/io/safetensors.js';
 import { randomTensor } from './random-weights.js';
+import { option as opt } from './cli-args.js';
 
 interface Shape {
   modelType: 'llama' | 'qwen2';
@@ -177,10 +178,6 @@ async function main(): Promise<void> {
     await child(args[1]!, args[2]!, args[3]!, Number(args[4]));
     return;
   }
-  const opt = (name: string): string | undefined => {
-    const i = args.indexOf(name);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
   const models = (opt('--models') ?? 'qwen0.5b,llama1b').split(',');
   const dtype = (opt('--dtype') ?? 'f32') === 'bf16' ? 'BF16' : 'F32';
   const base = opt('--base');

@@ -21,7 +21,6 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { attentionSource } from '../src/core/attention-on-demand.js';
 import type { FloatTensor } from '../src/core/tensor.js';
-import type { Trace } from '../src/core/trace.js';
 import { Model } from '../src/engine/model.js';
 import type { StoredDType, WeightStore } from '../src/io/weights.js';
 import { writeTraceFile } from '../src/io/trace-file.js';
@@ -30,6 +29,8 @@ import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { randomTensor } from './random-weights.js';
 import { spawnCase } from './child-case.js';
+import { caseOptions, fixed0 as f0, fixed1 as f1, loadAverage as load, machineLine } from './cli-args.js';
+import { peakMb, rssMb, traceBytes } from './measure.js';
 
 /** Qwen2.5-0.5B's shape. */
 const QWEN = { layers: 24, hidden: 896, heads: 14, kv: 2, ffn: 4864, vocab: 151936 };
@@ -100,17 +101,7 @@ function qwenModel(): Model {
   return new Model({ name: 'random-qwen2.5-0.5b-shape', config, architecture: architectureFor('qwen2'), tokenizer: null, weights: lazyQwenWeights(), runtime: nodeRuntime });
 }
 
-const rssMb = (): number => process.memoryUsage().rss / 2 ** 20;
-const peakMb = (): number => process.resourceUsage().maxRSS / 1024;
 const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
-
-function bytesOf(trace: Trace): { attention: number; qk: number } {
-  let attention = 0;
-  let qk = 0;
-  for (const s of Object.values(trace.attention)) for (const l of s.layers) attention += l.byteLength;
-  for (const m of [trace.queries, trace.keys]) for (const s of Object.values(m ?? {})) for (const l of s.layers) qk += l.byteLength;
-  return { attention, qk };
-}
 
 /** FNV-1a of the generated ids (the same tokens both ways?). */
 function idsHash(ids: readonly number[]): string {
@@ -154,7 +145,7 @@ async function runCase(spec: string): Promise<void> {
   const totalMs = performance.now() - t0;
   const peakGenerate = peakMb();
   const generated = trace.tokens.slice(n).map((t) => t.id);
-  const bytes = bytesOf(trace);
+  const bytes = traceBytes(trace);
   const tokens = runs.slice(1);
   const result: Record<string, unknown> = {
     spec, buildMs, totalMs, promptMs: runs[0], generated: generated.length, idsHash: idsHash(generated),
@@ -186,23 +177,12 @@ async function runCase(spec: string): Promise<void> {
 }
 
 
-const f0 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(0) : '–');
-const f1 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(1) : '–');
-const load = (): string => os.loadavg().map((x) => x.toFixed(1)).join(', ');
-
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const at = (flag: string): string | undefined => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const one = at('--case');
+  const { one, limitMb, cases } = caseOptions(DEFAULT_CASES);
   if (one) return runCase(one);
-  const limitMb = Number(at('--limit') ?? 6) * 1024;
-  const cases = (at('--cases') ?? DEFAULT_CASES.join(',')).split(',');
   const s = QWEN;
   console.log(`attnscope generation at length — random Qwen2.5-0.5B shape (${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocab ${s.vocab}, tied), greedy`);
-  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; each case in its own process, stopped above ${limitMb / 1024} GB`);
+  console.log(`${machineLine()}; each case in its own process, stopped above ${limitMb / 1024} GB`);
   console.log(`load average at start: ${load()}`);
   console.log('| prompt:new:attention | prompt pass s | per token ms, tokens 1–16 | per token ms, last 16 | RSS MB: loaded / after prompt / after token 16 / after last | peak RSS MB | attention MB | q/k MB | last row, all heads ms | file MB | generated ids | load after |');
   console.log('| --- | --: | --: | --: | --- | --: | --: | --: | --: | --: | --- | --- |');

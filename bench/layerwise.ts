@@ -42,6 +42,8 @@ import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { llamaWeights, randomTensor } from './random-weights.js';
 import { spawnCase } from './child-case.js';
+import { caseOptions, loadAverage, machineLine, option } from './cli-args.js';
+import { peakMb } from './measure.js';
 
 const SHAPE = { layers: 24, hidden: 512, heads: 8, kv: 2, ffn: 1408, vocab: 8192 };
 
@@ -82,7 +84,7 @@ async function runCase(spec: string): Promise<void> {
     runs.push({ totalMs: performance.now() - t0, firstLayerMs: first, attentionMb: bytes / 2 ** 20 });
   }
   await m.dispose();
-  process.stdout.write(`${JSON.stringify({ spec, cold: runs[0], warm: runs[1], peakMb: process.resourceUsage().maxRSS / 1024 })}\n`);
+  process.stdout.write(`${JSON.stringify({ spec, cold: runs[0], warm: runs[1], peakMb: peakMb() })}\n`);
 }
 
 
@@ -90,19 +92,12 @@ type Run = { totalMs: number; firstLayerMs: number; attentionMb: number };
 const s1 = (x: number): string => (x / 1000).toFixed(x < 10_000 ? 2 : 1);
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const at = (flag: string): string | undefined => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const one = at('--case');
+  const { one, limitMb, cases } = caseOptions(DEFAULT_CASES);
   if (one) return runCase(one);
-  if (args.includes('--app')) return appBench(at('--dir'), Number(at('--tokens') ?? 2048), Number(at('--runs') ?? 3));
-  const limitMb = Number(at('--limit') ?? 6) * 1024;
-  const cases = (at('--cases') ?? DEFAULT_CASES.join(',')).split(',');
+  if (process.argv.includes('--app')) return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3));
   const s = SHAPE;
   console.log(`attnscope layer by layer — random Llama-shaped model: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocabulary ${s.vocab}`);
-  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; each case in its own process (cold run, then warm run), stopped above ${limitMb / 1024} GB`);
+  console.log(`${machineLine()}; each case in its own process (cold run, then warm run), stopped above ${limitMb / 1024} GB`);
   console.log('| case | peak RSS MB | attention MB (all layers) | first layer s (cold / warm) | whole trace s (cold / warm) |');
   console.log('| --- | --: | --: | --: | --: |');
   for (const spec of cases) {
@@ -182,7 +177,7 @@ async function textOf(model: Awaited<ReturnType<typeof loadModel>>, n: number, v
 async function appBench(dirOption: string | undefined, n: number, runs: number): Promise<void> {
   const root = dirOption ?? mkdtempSync(join(os.tmpdir(), 'attnscope-layerwise-app-'));
   const dir = join(root, 'llama1b');
-  const load = () => os.loadavg().map((x) => x.toFixed(1)).join(' ');
+  const load = () => loadAverage(' ');
   try {
     const t0 = performance.now();
     await ensureAppCheckpoint(dir);

@@ -33,6 +33,7 @@ import { traceLayers } from '../src/engine/layerwise.js';
 import { loadModel } from '../src/engine/load.js';
 import { writeSafetensorsStreamed, type SafetensorsTensorSpec } from '../src/io/safetensors.js';
 import { randomTensor } from './random-weights.js';
+import { loadAverage as load, option as opt } from './cli-args.js';
 
 type Family = 'bert' | 'gpt2' | 'llama' | 'qwen2';
 
@@ -284,10 +285,6 @@ const sec = (s: unknown): string => (typeof s === 'number' ? (s < 10 ? s.toFixed
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const opt = (name: string): string | undefined => {
-    const i = args.indexOf(name);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
   if (args[0] === '--child') {
     await attnscopeChild(args[1]!, args[2]!, Number(args[3]), args[4]!, Number(args[5]));
     return;
@@ -302,7 +299,6 @@ async function main(): Promise<void> {
   const scratch = kept ?? mkdtempSync(join(os.tmpdir(), 'attnscope-bench-long-'));
   const cases = CASES.filter(([name, n]) => n <= maxLength && (!only || only.some((o) => o === name || o === `${name}:${n}`)));
   if (cases.length === 0) throw new Error(`no case left (--only ${only?.join(',')}, --max-length ${maxLength}); cases: ${CASES.map(([a, n]) => `${a}:${n}`).join(', ')}`);
-  const load = (): string => os.loadavg().map((x) => x.toFixed(1)).join(', ');
   console.log(`attnscope vs PyTorch eager (output_attentions=True), random weights of real shapes — ${new Date().toISOString()}`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; PyTorch: ${python ? execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim() + ` (${python})` : 'not available (recorded figures only)'}`);
   console.log(`each side a niced child process, one at a time, stopped above ${(limitMb * 2 ** 20 / 1e9).toFixed(1)} GB; time = one forward pass after warm-up (median of 3 where n × hidden ≤ 512 × 768); peak = the child's VmHWM (GB = 1e9 bytes)`);

@@ -1,4 +1,8 @@
-/** Timing for the bench scripts: wall clock and this process's CPU time, median of several runs. */
+/**
+ * Timing for the bench scripts: wall clock and this process's CPU time, median of several runs;
+ * this process's resident memory now and at its peak; the bytes a trace holds.
+ */
+import type { Trace } from '../src/core/trace.js';
 
 export interface Timing {
   /** Milliseconds of wall clock. */
@@ -29,4 +33,19 @@ export async function measure(f: () => unknown, runs: number, warmUp = true): Pr
   }
   const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   return { wall: median(walls), cpu: median(cpus) };
+}
+
+/** This process's resident memory now, in MiB. */
+export const rssMb = (): number => process.memoryUsage().rss / 2 ** 20;
+
+/** This process's peak resident memory so far, in MiB. */
+export const peakMb = (): number => process.resourceUsage().maxRSS / 1024;
+
+/** Bytes of a trace's attention maps (every stack and layer) and of its per-head queries and keys. */
+export function traceBytes(trace: Trace): { attention: number; qk: number } {
+  let attention = 0;
+  let qk = 0;
+  for (const s of Object.values(trace.attention)) for (const l of s.layers) attention += l.byteLength;
+  for (const m of [trace.queries, trace.keys]) for (const s of Object.values(m ?? {})) for (const l of s.layers) qk += l.byteLength;
+  return { attention, qk };
 }

@@ -16,7 +16,6 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { headThumbnail } from '../src/analysis/attention-summaries.js';
 import { attentionSource } from '../src/core/attention-on-demand.js';
-import type { Trace } from '../src/core/trace.js';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
 import { writeTraceFile } from '../src/io/trace-file.js';
@@ -25,6 +24,8 @@ import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { llamaWeights } from './random-weights.js';
 import { spawnCase } from './child-case.js';
+import { caseOptions, fixed0 as f0, fixedSmall as f1, loadAverage, machineLine } from './cli-args.js';
+import { peakMb, rssMb, traceBytes } from './measure.js';
 
 interface Shape {
   layers: number;
@@ -62,22 +63,12 @@ function modelOf(name: string): Model {
   return new Model({ name: `random-${name}`, config, architecture: architectureFor('llama'), tokenizer: null, weights: memoryWeightStore(llamaWeights(s, 11)), runtime: nodeRuntime });
 }
 
-const rssMb = (): number => process.memoryUsage().rss / 2 ** 20;
-const peakMb = (): number => process.resourceUsage().maxRSS / 1024;
 const ms = (t0: number): number => performance.now() - t0;
 /** CPU milliseconds (user + system, every thread of the process) since `c0`. */
 const cpuMs = (c0: NodeJS.CpuUsage): number => {
   const c = process.cpuUsage(c0);
   return (c.user + c.system) / 1000;
 };
-
-function bytesOf(trace: Trace): { attention: number; qk: number } {
-  let attention = 0;
-  let qk = 0;
-  for (const s of Object.values(trace.attention)) for (const l of s.layers) attention += l.byteLength;
-  for (const m of [trace.queries, trace.keys]) for (const s of Object.values(m ?? {})) for (const l of s.layers) qk += l.byteLength;
-  return { attention, qk };
-}
 
 /** One case in this process: prints one JSON line. */
 async function runCase(spec: string): Promise<void> {
@@ -92,7 +83,7 @@ async function runCase(spec: string): Promise<void> {
   const traceMs = ms(t0);
   const traceCpuMs = cpuMs(c0);
   const peakTrace = peakMb();
-  const bytes = bytesOf(trace);
+  const bytes = traceBytes(trace);
   const result: Record<string, unknown> = { spec, traceMs, traceCpuMs, peakTraceMb: peakTrace, rssWeightsMb: afterWeights, attentionMb: bytes.attention / 2 ** 20, qkMb: bytes.qk / 2 ** 20 };
   const dir = mkdtempSync(join(os.tmpdir(), 'attnscope-bench-on-demand-'));
   try {
@@ -135,25 +126,15 @@ async function runCase(spec: string): Promise<void> {
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
-
-const f0 = (x: unknown): string => (typeof x === 'number' ? x.toFixed(0) : '–');
 /** "wasm / js (×speed-up)". */
 const pair = (wasm: unknown, js: unknown): string => (typeof wasm === 'number' && typeof js === 'number' ? `${f0(wasm)} / ${f0(js)} (×${(js / wasm).toFixed(1)})` : '–');
-const f1 = (x: unknown): string => (typeof x === 'number' ? (x < 10 ? x.toFixed(2) : x.toFixed(0)) : '–');
 
 async function main(): Promise<void> {
-  const args = process.argv.slice(2);
-  const at = (flag: string): string | undefined => {
-    const i = args.indexOf(flag);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const one = at('--case');
+  const { one, limitMb, cases } = caseOptions(DEFAULT_CASES);
   if (one) return runCase(one);
-  const limitMb = Number(at('--limit') ?? 6) * 1024;
-  const cases = (at('--cases') ?? DEFAULT_CASES.join(',')).split(',');
   console.log(`attnscope attention on demand — random Llama-shaped models (${Object.entries(SHAPES).map(([k, s]) => `${k}: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads`).join('; ')})`);
-  console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, Node ${process.version}; each case in its own process, stopped above ${limitMb / 1024} GB`);
-  console.log(`load average at start: ${os.loadavg().map((x) => x.toFixed(1)).join(', ')}; reading times are CPU ms of one thread`);
+  console.log(`${machineLine()}; each case in its own process, stopped above ${limitMb / 1024} GB`);
+  console.log(`load average at start: ${loadAverage()}; reading times are CPU ms of one thread`);
   console.log('Reading times: the WebAssembly kernel (the default) / the JavaScript loops (its fallback), measured in the same process one after the other (JavaScript first).');
   console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms wasm / js | whole head ms wasm / js | last 512×512 block ms wasm / js | 64×64 thumbnail ms per head wasm / js |');
   console.log('| --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
