@@ -38,7 +38,8 @@ import {
   type ProgressFrame,
   type ServerLimits,
 } from './protocol.js';
-import { leaseModel, RequestError } from './traces.js';
+import { isInt, isObject, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
+import { leaseModel } from './traces.js';
 
 const FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'view', 'options']);
 /** The options each view takes. */
@@ -52,30 +53,20 @@ const VIEW_OPTIONS: Readonly<Record<AnalysisKind, readonly (keyof AnalysisOption
 
 export type ValidAnalysisRequest = AnalysisRequest & { options: AnalysisOptions };
 
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-
 /** Checks a parsed body against the API's types and the server's limits (the model's own bounds are checked when it is loaded). */
 export function validateAnalysisRequest(body: unknown, limits: ServerLimits): ValidAnalysisRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'body: a JSON object {model, text, textPair?, decoderText?, view, options?}');
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (!FIELDS.has(k)) throw new RequestError(400, `${k.slice(0, 40)}: unknown field (allowed: ${[...FIELDS].join(', ')})`, k.slice(0, 40));
-  if (typeof b.model !== 'string') throw new RequestError(400, 'model: a string (an id from GET /api/models, or a Hub id)', 'model');
-  const text = (field: string, value: unknown, optional: boolean): string | undefined => {
-    if (value === undefined && optional) return undefined;
-    if (typeof value !== 'string') throw new RequestError(400, `${field}: a string of at most ${limits.maxTextChars} characters`, field);
-    if (value.length > limits.maxTextChars) throw new RequestError(413, `${field}: ${value.length} characters; at most ${limits.maxTextChars} allowed`, field);
-    return value;
-  };
+  const b = requestBody(body, FIELDS, '{model, text, textPair?, decoderText?, view, options?}');
+  const model = modelField(b.model);
   if (typeof b.view !== 'string' || !(ANALYSIS_KINDS as readonly string[]).includes(b.view)) throw new RequestError(400, `view: one of ${ANALYSIS_KINDS.join(', ')}`, 'view');
   const view = b.view as AnalysisKind;
-  const out: ValidAnalysisRequest = { model: b.model, text: text('text', b.text, false)!, view, options: {} };
-  const pair = text('textPair', b.textPair, true);
-  const decoder = text('decoderText', b.decoderText, true);
+  const out: ValidAnalysisRequest = { model, text: textField('text', b.text, limits), view, options: {} };
+  const pair = optionalTextField('textPair', b.textPair, limits);
+  const decoder = optionalTextField('decoderText', b.decoderText, limits);
   if (pair !== undefined && pair !== '') out.textPair = pair;
   if (decoder !== undefined) out.decoderText = decoder;
   if (b.options !== undefined) {
-    if (typeof b.options !== 'object' || b.options === null || Array.isArray(b.options)) throw new RequestError(400, 'options: an object', 'options');
-    const o = b.options as Record<string, unknown>;
+    if (!isObject(b.options)) throw new RequestError(400, 'options: an object', 'options');
+    const o = b.options;
     const allowed = VIEW_OPTIONS[view];
     for (const k of Object.keys(o)) {
       if (!allowed.includes(k as keyof AnalysisOptions)) {

@@ -27,7 +27,7 @@ import type { ModelCatalog } from './catalog.js';
 import { ByteLru } from './lru.js';
 import { AbortError, type ModelPool } from './pool.js';
 import { BIAS_LIMITS, type ApiError, type BiasLine, type BiasRequest, type BiasResult, type ServerLimits } from './protocol.js';
-import { RequestError } from './traces.js';
+import { isInt, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
 
 export const BIAS_MEDIA_TYPE = 'application/x-ndjson';
 
@@ -36,21 +36,17 @@ const FIELDS = new Set(['model', 'text', 'biasType', 'limit', 'groups', 'k', 'co
 function int(b: Record<string, unknown>, name: keyof BiasRequest, min: number, max: number): number | undefined {
   const v = b[name];
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new RequestError(400, `${name}: an integer from ${min} to ${max}`, name);
+  if (!isInt(v) || v < min || v > max) throw new RequestError(400, `${name}: an integer from ${min} to ${max}`, name);
   return v;
 }
 
 /** Checks a bias request; errors name the field and what is allowed. */
 export function validateBiasRequest(body: unknown, limits: ServerLimits): BiasRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'body: a JSON object {model, text?, biasType?, limit?, …}');
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (!FIELDS.has(k)) throw new RequestError(400, `${k.slice(0, 40)}: unknown field (allowed: ${[...FIELDS].join(', ')})`, k.slice(0, 40));
-  if (typeof b.model !== 'string' || b.model === '') throw new RequestError(400, 'model: a string (an id from GET /api/models, or a Hub id)', 'model');
-  const req: BiasRequest = { model: b.model };
+  const b = requestBody(body, FIELDS, '{model, text?, biasType?, limit?, …}');
+  const req: BiasRequest = { model: modelField(b.model, true) };
   if (b.text !== undefined) {
     if (typeof b.text !== 'string' || b.text.trim() === '') throw new RequestError(400, 'text: a non-empty string (or leave it out for the default probes)', 'text');
-    if (b.text.length > limits.maxTextChars) throw new RequestError(413, `text: ${b.text.length} characters; at most ${limits.maxTextChars} allowed`, 'text');
-    req.text = b.text;
+    req.text = textWithinLimit('text', b.text, limits);
   }
   if (b.biasType !== undefined) {
     if (typeof b.biasType !== 'string' || !(CROWS_BIAS_TYPES as readonly string[]).includes(b.biasType)) throw new RequestError(400, `biasType: one of ${CROWS_BIAS_TYPES.join(', ')}`, 'biasType');

@@ -13,7 +13,8 @@ import type { ModelCatalog } from './catalog.js';
 import { type ExportFile, traceForExport } from './exports.js';
 import type { ModelPool } from './pool.js';
 import type { ServerLimits } from './protocol.js';
-import { RequestError, validateTraceRequest } from './traces.js';
+import { RequestError, requestBody } from './request-checks.js';
+import { validateTraceRequest } from './traces.js';
 
 export interface ComparePageRequest {
   a: ReturnType<typeof validateTraceRequest>;
@@ -25,9 +26,7 @@ const FIELDS = new Set(['a', 'b', 'theme']);
 
 /** Checks {a: {model, text, textPair?, decoderText?}, b: {…}, theme?}; errors name the field (a.text, b.model, …). */
 export function validateComparePageRequest(body: unknown, limits: ServerLimits): ComparePageRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'body: a JSON object {a: {model, text, …}, b: {model, text, …}, theme?}');
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (!FIELDS.has(k)) throw new RequestError(400, `${k.slice(0, 40)}: unknown field (allowed: a, b, theme)`, k.slice(0, 40));
+  const b = requestBody(body, FIELDS, '{a: {model, text, …}, b: {model, text, …}, theme?}');
   const side = (name: 'a' | 'b') => {
     try {
       return validateTraceRequest(b[name], limits);

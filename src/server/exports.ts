@@ -19,7 +19,8 @@ import { VIEW_NAMES } from '../views/layout/common.js';
 import type { ModelCatalog } from './catalog.js';
 import type { ModelPool } from './pool.js';
 import type { ServerLimits } from './protocol.js';
-import { RequestError, validateTraceRequest } from './traces.js';
+import { RequestError, requestBody } from './request-checks.js';
+import { validateTraceRequest } from './traces.js';
 
 export type ExportFormat = 'html' | 'json' | 'safetensors';
 const FORMATS: readonly ExportFormat[] = ['html', 'json', 'safetensors'];
@@ -34,9 +35,7 @@ export interface ExportRequest {
 
 /** Checks a parsed body: {model, text, textPair?, decoderText?, format, view?, theme?}. */
 export function validateExportRequest(body: unknown, limits: ServerLimits): ExportRequest {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'body: a JSON object {model, text, textPair?, decoderText?, format, view?, theme?}');
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (!FIELDS.has(k)) throw new RequestError(400, `${k.slice(0, 40)}: unknown field (allowed: ${[...FIELDS].join(', ')})`, k.slice(0, 40));
+  const b = requestBody(body, FIELDS, '{model, text, textPair?, decoderText?, format, view?, theme?}');
   const { format, view, theme, ...rest } = b;
   if (typeof format !== 'string' || !(FORMATS as readonly string[]).includes(format)) throw new RequestError(400, `format: one of ${FORMATS.join(', ')}`, 'format');
   const out: ExportRequest = { trace: validateTraceRequest(rest, limits), format: format as ExportFormat };

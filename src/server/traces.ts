@@ -23,19 +23,11 @@ import type { PayloadScoreTerms } from '../views/html/payload.js';
 import type { ModelCatalog, ModelLocation } from './catalog.js';
 import { AppendCache, appendable, type AppendRequest } from './append.js';
 import { ByteLru } from './lru.js';
+import { isInt, isObject, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
 import { abortable, type Lease, type ModelPool } from './pool.js';
 import { jsonFrame, layerFrame, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
 
-/** A request refused with a status and one line naming the field. */
-export class RequestError extends Error {
-  constructor(
-    readonly status: 400 | 403 | 404 | 413 | 415 | 503,
-    message: string,
-    readonly field?: string,
-  ) {
-    super(message);
-  }
-}
+export { RequestError };
 
 /**
  * Finds a request's model and leases it from the pool: a model the catalog does not offer is a 404,
@@ -71,32 +63,23 @@ const ALLOWED_TAPS = new Set(['qk', 'topK']);
 
 /** Checks a parsed body against the API's types and limits. */
 export function validateTraceRequest(body: unknown, limits: ServerLimits): Required<Pick<TraceRequest, 'model' | 'text'>> & TraceRequest & { taps: Required<TraceTaps> } {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new RequestError(400, 'body: a JSON object {model, text, textPair?, decoderText?, taps?}');
-  const b = body as Record<string, unknown>;
-  for (const k of Object.keys(b)) if (!ALLOWED_FIELDS.has(k)) throw new RequestError(400, `${k.slice(0, 40)}: unknown field (allowed: ${[...ALLOWED_FIELDS].join(', ')})`, k.slice(0, 40));
-  if (typeof b.model !== 'string') throw new RequestError(400, 'model: a string (an id from GET /api/models, or a Hub id)', 'model');
-  const text = (field: string, value: unknown, optional: boolean): string | undefined => {
-    if (value === undefined && optional) return undefined;
-    if (typeof value !== 'string') throw new RequestError(400, `${field}: a string of at most ${limits.maxTextChars} characters`, field);
-    if (value.length > limits.maxTextChars) throw new RequestError(413, `${field}: ${value.length} characters; at most ${limits.maxTextChars} allowed`, field);
-    return value;
-  };
-  const out: TraceRequest & { taps: Required<TraceTaps> } = { model: b.model, text: text('text', b.text, false)!, taps: { qk: false, topK: 0 } };
-  const pair = text('textPair', b.textPair, true);
-  const decoder = text('decoderText', b.decoderText, true);
+  const b = requestBody(body, ALLOWED_FIELDS, '{model, text, textPair?, decoderText?, taps?}');
+  const out: TraceRequest & { taps: Required<TraceTaps> } = { model: modelField(b.model), text: textField('text', b.text, limits), taps: { qk: false, topK: 0 } };
+  const pair = optionalTextField('textPair', b.textPair, limits);
+  const decoder = optionalTextField('decoderText', b.decoderText, limits);
   if (pair !== undefined && pair !== '') out.textPair = pair;
   if (decoder !== undefined) out.decoderText = decoder;
   if (b.maxNewTokens !== undefined) {
     const n = b.maxNewTokens;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > limits.maxNewTokens) throw new RequestError(400, `maxNewTokens: an integer from 1 to ${limits.maxNewTokens}`, 'maxNewTokens');
+    if (!isInt(n) || n < 1 || n > limits.maxNewTokens) throw new RequestError(400, `maxNewTokens: an integer from 1 to ${limits.maxNewTokens}`, 'maxNewTokens');
     out.maxNewTokens = n;
   }
   if (b.taps !== undefined) {
-    if (typeof b.taps !== 'object' || b.taps === null || Array.isArray(b.taps)) throw new RequestError(400, 'taps: an object {qk?: boolean, topK?: integer}', 'taps');
-    const t = b.taps as Record<string, unknown>;
+    if (!isObject(b.taps)) throw new RequestError(400, 'taps: an object {qk?: boolean, topK?: integer}', 'taps');
+    const t = b.taps;
     for (const k of Object.keys(t)) if (!ALLOWED_TAPS.has(k)) throw new RequestError(400, `taps.${k.slice(0, 40)}: unknown tap (allowed: qk, topK)`, `taps.${k.slice(0, 40)}`);
     if (t.qk !== undefined && typeof t.qk !== 'boolean') throw new RequestError(400, 'taps.qk: true or false', 'taps.qk');
-    if (t.topK !== undefined && (typeof t.topK !== 'number' || !Number.isInteger(t.topK) || t.topK < 0 || t.topK > limits.maxTopK)) {
+    if (t.topK !== undefined && (!isInt(t.topK) || t.topK < 0 || t.topK > limits.maxTopK)) {
       throw new RequestError(400, `taps.topK: an integer from 0 to ${limits.maxTopK}`, 'taps.topK');
     }
     out.taps = { qk: t.qk === true, topK: (t.topK as number | undefined) ?? 0 };
