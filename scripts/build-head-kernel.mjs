@@ -9,29 +9,19 @@
  *   node scripts/build-head-kernel.mjs           (writes the module)
  *   node scripts/build-head-kernel.mjs --check   (exit 1 if the committed module is stale)
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compileHeadKernel, headKernelModuleSource } from './head-kernel-compile.mjs';
+import { writeOrCheckKernel } from './wasm-build-common.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const source = readFileSync(join(root, 'src', 'analysis', 'wasm', 'head-kernel.as'), 'utf8');
-const target = join(root, 'src', 'analysis', 'wasm', 'head-kernel-wasm.ts');
-const bytes = await compileHeadKernel(source);
-const module = headKernelModuleSource(bytes);
-if (process.argv.includes('--check')) {
-  let current = '';
-  try {
-    current = readFileSync(target, 'utf8');
-  } catch {
-    // missing: stale
-  }
-  if (current !== module) {
-    console.error('src/analysis/wasm/head-kernel-wasm.ts is not the build of head-kernel.as: run node scripts/build-head-kernel.mjs');
-    process.exit(1);
-  }
-  console.error(`head-kernel-wasm.ts is up to date (${bytes.length} bytes of WebAssembly)`);
-} else {
-  writeFileSync(target, module);
-  console.error(`wrote src/analysis/wasm/head-kernel-wasm.ts (${bytes.length} bytes of WebAssembly)`);
-}
+await writeOrCheckKernel({
+  root,
+  target: join(root, 'src', 'analysis', 'wasm', 'head-kernel-wasm.ts'),
+  script: 'scripts/build-head-kernel.mjs',
+  sourceName: 'head-kernel.as',
+  compile: () => compileHeadKernel(source),
+  moduleSource: headKernelModuleSource,
+});
