@@ -123,6 +123,9 @@ describe('head table by layer ranges', () => {
         for (const k of [2, 3]) {
           const ranges = headTableRanges(5, k);
           expect(ranges.flatMap((range) => headTable(t, 'self', { ...options, layers: range }))).toEqual(whole);
+          // A later range reads only what js_from_first needs of the first layer, on the kernel and on the JavaScript loops alike.
+          const wholeJs = headTable(t, 'self', { ...options, kernel: 'js' });
+          expect(ranges.flatMap((range) => headTable(t, 'self', { ...options, kernel: 'js', layers: range }))).toEqual(wholeJs);
           const viaMessages = headTableParts(t, 'self', options, k).map((p) => runHeadTablePart(structuredClone(p)));
           expect(viaMessages.flat()).toEqual(whole);
         }

@@ -729,8 +729,9 @@ function rowScan(
 interface KernelArrays {
   /** The current layer's weights (float32, as in the trace). */
   W: number;
-  /** The first layer's renormalised heads (float64, head h at h · nq · nk; 0 off the support), for js_from_first. */
-  keep: number;
+  /** The first layer's weights (float32, as in the trace) and support (bytes), for js_from_first. */
+  W0: number;
+  supp0: number;
   /** A head's pooled weights (float64), their bins (uint16), the histogram (uint32), marks (int32), picked values (float64). */
   pooled: number;
   bins: number;
@@ -754,7 +755,7 @@ interface KernelArrays {
   list: number;
   /** gatherBins' write positions (8 int32). */
   cursor: number;
-  /** scanRowArgs' arguments (16 float64). */
+  /** scanRowArgs' arguments (17 float64). */
   args: number;
 }
 
@@ -777,7 +778,8 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
   const got = headKernel((lay) => {
     P = {
       W: lay.take(heads * size * 4),
-      keep: wantJs ? lay.take(heads * size * 8) : 0,
+      W0: wantJs ? lay.take(heads * size * 4) : 0,
+      supp0: wantJs ? lay.take(size) : 0,
       pooled: lay.take(size * 8),
       bins: wantQuantiles ? lay.take(size * 2) : 0,
       hist: lay.take((BINS + 1) * 4),
@@ -794,7 +796,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       acc: lay.take(9 * 8),
       list: lay.take(16),
       cursor: lay.take(8 * 4),
-      args: lay.take(16 * 8),
+      args: lay.take(17 * 8),
     };
   });
   if (got === null || P === undefined) return null;
@@ -807,30 +809,29 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
 }
 
 /**
- * scanHead on the kernel: the same per-row logic, the per-weight loops in WebAssembly (scanRow;
- * putRow for the layer mean and the first layer's copy, mixRowEntropy for rows whose range differs
- * from the first layer's). The layer's weights, support and ranges are in the kernel's memory;
- * W (the trace's array) serves the few keys per row read here (self, sink, separators, punctuation).
- * Pooled weights at P.pooled.
+ * scanHead on the kernel: the same per-row logic, the per-weight loops in WebAssembly (scanRow,
+ * mixRowEntropy for rows whose range differs from the first layer's). The layer's weights, support
+ * and ranges are in the kernel's memory, and the first layer's weights and support (its rows are
+ * renormalised on the fly by their sums, `first.sums`: the same float64 products its own scan
+ * made); W (the trace's array) serves the few keys per row read here (self, sink, separators,
+ * punctuation). Pooled weights at P.pooled.
  */
 function scanHeadKernel(
   kp: KernelPass, h: number, W: Float32Array, off: number, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
   g: RowGeometry, threshold: number, longRange: number, sepKeys: Int32Array, punctKeys: Int32Array,
-  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; rows: LayerRows } | null, keep: boolean, mean: boolean, hist: boolean, out: Float64Array,
+  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; sums: Float64Array; rows: LayerRows } | null, mean: boolean, hist: boolean, out: Float64Array,
 ): Float64Array {
   const { k, P, f64 } = kp;
   const { support, rowSize, lo, hi } = r;
   const { heads, nq, nk, shift } = g;
-  const size = nq * nk;
   const invHeads = 1 / heads;
   const accAt = P.acc >> 3;
   const argsAt = P.args >> 3;
-  f64[argsAt + 7] = threshold;
-  f64[argsAt + 9] = longRange;
-  f64[argsAt + 11] = P.acc;
-  f64[argsAt + 13] = invHeads;
-  f64[argsAt + 14] = hist ? P.hist : 0;
-  const keepAt = P.keep + h * size * 8;
+  f64[argsAt + 8] = threshold;
+  f64[argsAt + 10] = longRange;
+  f64[argsAt + 12] = P.acc;
+  f64[argsAt + 14] = invHeads;
+  f64[argsAt + 15] = hist ? P.hist : 0;
   let jsSum = 0;
   let jsRows = 0;
   let maxW = 0;
@@ -850,15 +851,10 @@ function scanHeadKernel(
   f64[accAt + 7] = 0;
   f64[accAt + 8] = 0;
   for (let q = 0; q < nq; q++) {
+    if (counted[q] !== 1) continue;
     const base = q * nk;
     const a = lo[q]!;
     const b = hi[q]!;
-    if (keep) {
-      f64.fill(0, (keepAt >> 3) + base, (keepAt >> 3) + base + a);
-      f64.fill(0, (keepAt >> 3) + base + b, (keepAt >> 3) + base + nk);
-      if (counted[q] !== 1) f64.fill(0, (keepAt >> 3) + base + a, (keepAt >> 3) + base + b);
-    }
-    if (counted[q] !== 1) continue;
     nRows++;
     const qp = q + shift;
     const n = rowSize[q]!;
@@ -868,25 +864,26 @@ function scanHeadKernel(
     const inline = js && n === b - a && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
     const w = P.W + (off + base) * 4;
     const supp = n === b - a ? 0 : P.supp + base;
-    const fw = keepAt + base * 8;
-    f64[argsAt + 8] = 1 / n;
+    const fw = P.W0 + (off + base) * 4;
+    const finv = js ? 1 / first.sums[q]! : 0;
+    f64[argsAt + 9] = 1 / n;
     // scanRow's arguments through memory (scanRowArgs: one argument per call).
     f64[argsAt] = w;
     f64[argsAt + 1] = inline ? fw : 0;
-    f64[argsAt + 2] = supp;
-    f64[argsAt + 3] = a;
-    f64[argsAt + 4] = b;
-    f64[argsAt + 5] = inv;
-    f64[argsAt + 6] = qp;
-    f64[argsAt + 10] = P.pooled + entries * 8;
-    f64[argsAt + 12] = mean ? P.layerMean + base * 8 : 0;
-    f64[argsAt + 15] = P.bins + entries * 2;
+    f64[argsAt + 2] = finv;
+    f64[argsAt + 3] = supp;
+    f64[argsAt + 4] = a;
+    f64[argsAt + 5] = b;
+    f64[argsAt + 6] = inv;
+    f64[argsAt + 7] = qp;
+    f64[argsAt + 11] = P.pooled + entries * 8;
+    f64[argsAt + 13] = mean ? P.layerMean + base * 8 : 0;
+    f64[argsAt + 16] = P.bins + entries * 2;
     entries += k.scanRowArgs(P.args);
     let hm = f64[accAt]!;
     const rowMax = f64[accAt + 1]!;
     const ent = f64[accAt + 2]!;
     sum += f64[accAt + 5]!;
-    if (keep) k.putRow(w, supp, a, b, inv, 1, fw, 0);
     for (let j = 0; j < sepKeys.length; j++) {
       const i = base + sepKeys[j]!;
       if (support[i] === 1) sep += W[off + i]! * inv;
@@ -907,7 +904,7 @@ function scanHeadKernel(
     rowEnt[q] = ent;
     if (js) {
       // Rows over different keys (a sliding window in one layer): the union of both ranges.
-      if (!inline) hm = k.mixRowEntropy(w, fw, P.supp + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv);
+      if (!inline) hm = k.mixRowEntropy(w, fw, P.supp + base, P.supp0 + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv, finv);
       jsSum += Math.max(0, hm - (first.ent[q]! + ent) / 2) / LOG2;
       jsRows++;
     }
@@ -930,6 +927,62 @@ function scanHeadKernel(
   out[15] = jsSum;
   out[16] = jsRows;
   return out;
+}
+
+/**
+ * A head of the first layer as the full pass (scanHead) keeps it for js_from_first, without the
+ * metrics: its renormalised rows into `w` (0 off the support and in rows not counted), w / heads
+ * added to `layerMean`, the row entropies (nats) into `ent`; the same float64 operations in the
+ * same order, so the same values.
+ */
+function firstHeadJs(W: Float32Array, off: number, w: Float64Array, counted: Uint8Array, r: LayerRows, rowSums: Float64Array, g: RowGeometry, layerMean: Float64Array, ent: Float64Array): void {
+  const { support, lo, hi } = r;
+  const { heads, nq, nk } = g;
+  const invHeads = 1 / heads;
+  for (let q = 0; q < nq; q++) {
+    const base = q * nk;
+    const a = lo[q]!;
+    const b = hi[q]!;
+    w.fill(0, base, base + a);
+    w.fill(0, base + b, base + nk);
+    if (counted[q] !== 1) {
+      w.fill(0, base + a, base + b);
+      continue;
+    }
+    const inv = 1 / rowSums[q]!;
+    let e = 0;
+    for (let i = base + a, end = base + b; i < end; i++) {
+      if (support[i] !== 1) {
+        w[i] = 0;
+        continue;
+      }
+      const v = W[off + i]! * inv;
+      w[i] = v;
+      if (v > 0) e -= v * fastLog(v);
+      layerMean[i] = layerMean[i]! + v * invHeads;
+    }
+    ent[q] = e;
+  }
+}
+
+/** firstHeadJs on the kernel: the layer mean, and the row entropies in scanRow's order of summation (its rows stay as float32 in W0). */
+function firstHeadKernel(kp: KernelPass, h: number, counted: Uint8Array, r: LayerRows, rowSums: Float64Array, g: RowGeometry, ent: Float64Array): void {
+  const { k, P } = kp;
+  const { rowSize, lo, hi } = r;
+  const { heads, nq, nk } = g;
+  const size = nq * nk;
+  const invHeads = 1 / heads;
+  for (let q = 0; q < nq; q++) {
+    if (counted[q] !== 1) continue;
+    const base = q * nk;
+    const a = lo[q]!;
+    const b = hi[q]!;
+    const inv = 1 / rowSums[q]!;
+    const w = P.W + (h * size + base) * 4;
+    const supp = rowSize[q] === b - a ? 0 : P.supp + base;
+    k.putRow(w, supp, a, b, inv, invHeads, P.layerMean + base * 8, 1);
+    ent[q] = k.rowEntropy(w, supp, a, b, inv);
+  }
 }
 
 /** rowEntropies of a [nq × nk] float64 matrix at byte address m in the kernel's memory. */
@@ -1100,7 +1153,7 @@ function passes(
   const counted = new Uint8Array(nq);
   // The first layer's renormalised heads, and head means of the first layer and of the current one
   // (in the kernel's memory when it runs).
-  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(wantJs && js ? size : 0), c: new Uint8Array(nq), e: new Float64Array(nq) }));
+  const first = Array.from({ length: heads }, () => ({ w: new Float64Array(wantJs && js ? size : 0), c: new Uint8Array(nq), e: new Float64Array(nq), s: new Float64Array(nq) }));
   const rowEnt = new Float64Array(nq);
   const rowSums = new Float64Array(nq);
   const stats = new Float64Array(17);
@@ -1128,6 +1181,11 @@ function passes(
       const { P } = kp;
       kp.f32.set(W.subarray(0, heads * size), P.W >> 2);
       kp.u8.set(rowsOfLayer.support, P.supp);
+      // The first layer stays in the kernel's memory for js_from_first (read as float32 with its row sums).
+      if (l === 0 && wantJs) {
+        kp.f32.set(W.subarray(0, heads * size), P.W0 >> 2);
+        kp.u8.set(rowsOfLayer.support, P.supp0);
+      }
       kp.i32.set(rowsOfLayer.lo, P.lo >> 2);
       kp.i32.set(rowsOfLayer.hi, P.hi >> 2);
       kp.i32.set(rowsOfLayer.rowSize, P.size >> 2);
@@ -1142,8 +1200,19 @@ function passes(
         rowSums.set(kp.f64.subarray(P.sums >> 3, (P.sums >> 3) + nq));
         counted.set(kp.u8.subarray(P.counted, P.counted + nq));
       } else rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
-      if (kept) each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
-      const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, rows: firstRows! };
+      if (!kept) {
+        // The first layer outside the range, read for js_from_first only: what the later layers
+        // compare with (renormalised rows, counted rows, row entropies, the head mean), the same
+        // operations in the same order as the full pass keeps them, without the metrics' scan.
+        if (kp) firstHeadKernel(kp, h, counted, rowsOfLayer, rowSums, g, first[h]!.e);
+        else firstHeadJs(W, off, first[h]!.w, counted, rowsOfLayer, rowSums, g, layerMean, first[h]!.e);
+        first[h]!.c.set(counted);
+        first[h]!.s.set(rowSums);
+        if (h === 0) meanRows = counted.slice();
+        continue;
+      }
+      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
+      const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, sums: first[h]!.s, rows: firstRows! };
       // The kernel counts the quantiles' histogram during its scan when the head has enough entries.
       let histInScan = false;
       if (kp && wantQuantiles) {
@@ -1152,7 +1221,7 @@ function passes(
         histInScan = n >= HISTOGRAM_FROM;
       }
       const acc = kp
-        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, l === 0 && wantJs, wantJs, histInScan, stats)
+        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, wantJs, histInScan, stats)
         : scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats);
       const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
@@ -1179,6 +1248,7 @@ function passes(
       if (l === 0) {
         first[h]!.c.set(counted);
         first[h]!.e.set(rowEnt);
+        first[h]!.s.set(rowSums);
         values.js_from_first = nRows! > 0 && wantJs ? 0 : NaN;
       } else {
         values.js_from_first = jsRows! > 0 ? jsSum! / jsRows! : NaN;

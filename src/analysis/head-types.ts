@@ -235,13 +235,15 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
  * `parts` contiguous layer ranges of nearly equal cost covering `layers` layers, for computing a
  * head table in parallel (`HeadTableOptions.layers`; the tables of the ranges, concatenated in
  * order, are the model's table). A range that does not start at layer 0 also reads the first
- * layer when js_from_first is computed (`withFirstLayer`), which is counted as one layer of cost.
- * Fewer ranges when there are fewer layers.
+ * layer when js_from_first is computed (`withFirstLayer`): not its metrics, only what the later
+ * layers compare with (renormalised rows, one logarithm per weight against a full layer's two and
+ * the rest of the scan), counted as FIRST_LAYER_COST of a layer. Fewer ranges when there are
+ * fewer layers.
  */
 export function headTableRanges(layers: number, parts: number, withFirstLayer = true): { from: number; to: number }[] {
   if (!(Number.isInteger(layers) && layers > 0)) throw new Error(`headTableRanges: expected a positive layer count, got ${layers}`);
   const k = Math.max(1, Math.min(Math.floor(parts), layers));
-  const extra = withFirstLayer ? 1 : 0;
+  const extra = withFirstLayer ? FIRST_LAYER_COST : 0;
   // Part 0 costs its own layers; each later part its layers plus the first layer's re-read.
   const perPart = (layers + extra * (k - 1)) / k;
   const out: { from: number; to: number }[] = [];
@@ -256,6 +258,9 @@ export function headTableRanges(layers: number, parts: number, withFirstLayer = 
   }
   return out;
 }
+
+/** What re-reading the first layer costs a range that does not hold it, in layers (measured: bench/analysis-heads.ts). */
+const FIRST_LAYER_COST = 0.3;
 
 /** The mean of several tables of the same model (NaN entries skipped), with top types recomputed. */
 export function averageHeadTables(tables: readonly (readonly HeadTableRow[])[]): HeadTableRow[] {

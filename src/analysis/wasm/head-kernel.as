@@ -189,15 +189,16 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
   store<u32>(h, load<u32>(h) + 1);
 }
 
-/** The lone last key of an odd row, copied beside a 0 (float32 pair at 0, float64 pair at 16, support bytes at 32). */
+/** The lone last key of an odd row, copied beside a 0 (float32 pair at 0, the first layer's float32 pair at 16, support bytes at 32). */
 const TAIL: usize = memory.data(48, 16);
 
 // @ts-ignore: decorator
 @inline function scanBody(
-  masked: bool, js: bool, w: usize, fw: usize, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
+  masked: bool, js: bool, w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
   threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize, lm: usize, scale: f64, hist: usize, bins: usize,
 ): i32 {
   const scv = f64x2.splat(scale);
+  const finvv = f64x2.splat(finv);
   let lp = lm + (<usize>a << 3);
   const invv = f64x2.splat(inv);
   const thr = f64x2.splat(threshold);
@@ -228,8 +229,8 @@ const TAIL: usize = memory.data(48, 16);
     store<f32>(TAIL, load<f32>(w + (last << 2)));
     store<f32>(TAIL, 0, 4);
     if (js) {
-      f64.store(TAIL, f64.load(fw + (last << 3)), 16);
-      f64.store(TAIL, 0.0, 24);
+      store<f32>(TAIL, load<f32>(fw + (last << 2)), 16);
+      store<f32>(TAIL, 0, 20);
     }
     if (masked) {
       store<u8>(TAIL, load<u8>(supp + last), 32);
@@ -237,7 +238,7 @@ const TAIL: usize = memory.data(48, 16);
     }
   }
   let wp = w + (<usize>a << 2);
-  let fp = fw + (<usize>a << 3);
+  let fp = fw + (<usize>a << 2);
   let sp = supp + <usize>a;
   let n = 0;
   for (let i = 0, iters = pairs + odd; i < iters; i++) {
@@ -253,7 +254,8 @@ const TAIL: usize = memory.data(48, 16);
       v = v128.and(v, m);
     }
     if (js) {
-      let mix = f64x2.mul(f64x2.add(v128.load(fp), v), half);
+      // The first layer's weight renormalised as its own scan renormalised it (w · inv).
+      let mix = f64x2.mul(f64x2.add(f64x2.mul(load2(fp), finvv), v), half);
       if (masked) mix = v128.and(mix, m);
       hm = f64x2.sub(hm, xLogX(mix));
     }
@@ -303,7 +305,7 @@ const TAIL: usize = memory.data(48, 16);
       }
     }
     wp += 8;
-    fp += 16;
+    fp += 8;
     sp += 2;
   }
   let nBelow = i64x2.extract_lane(below, 0) + i64x2.extract_lane(below, 1);
@@ -335,34 +337,35 @@ const TAIL: usize = memory.data(48, 16);
 /**
  * One row of one head: the keys a … b − 1 of the float32 row at w (key k at w + 4k), renormalised by
  * inv; supp: the row's support bytes (0: every key of the range is in the support); fw: the first
- * layer's renormalised row (float64, key k at fw + 8k; 0: no Jensen–Shannon term); qp: the query's
- * position. Writes the support's weights from pooled on (returns how many) and the accumulators at
- * acc (see above); where lm is not 0, adds w · scale to the float64 row at lm (key k at lm + 8k: a
- * layer's head mean); where hist is not 0, counts the weights in the histogram (`histogram`, their
- * bins from bins on).
+ * layer's float32 row of the same head and query (key k at fw + 4k; 0: no Jensen–Shannon term),
+ * renormalised by finv (its weights w · finv, as that layer's own scan computed them); qp: the
+ * query's position. Writes the support's weights from pooled on (returns how many) and the
+ * accumulators at acc (see above); where lm is not 0, adds w · scale to the float64 row at lm (key
+ * k at lm + 8k: a layer's head mean); where hist is not 0, counts the weights in the histogram
+ * (`histogram`, their bins from bins on).
  */
 export function scanRow(
-  w: usize, fw: usize, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
+  w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
   threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize, lm: usize, scale: f64, hist: usize, bins: usize,
 ): i32 {
   if (supp === 0) {
-    if (fw === 0) return scanBody(false, false, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
-    return scanBody(false, true, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+    if (fw === 0) return scanBody(false, false, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+    return scanBody(false, true, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
   }
-  if (fw === 0) return scanBody(true, false, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
-  return scanBody(true, true, w, fw, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+  if (fw === 0) return scanBody(true, false, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+  return scanBody(true, true, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
 }
 
 /**
- * scanRow with its arguments as 16 float64 at args, in its order (w, fw, supp, a, b, inv, qp,
+ * scanRow with its arguments as 17 float64 at args, in its order (w, fw, finv, supp, a, b, inv, qp,
  * threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins): one argument per call, since
  * browsers' calls from JavaScript into WebAssembly with many arguments can take microseconds.
  */
 export function scanRowArgs(args: usize): i32 {
   return scanRow(
-    <usize>f64.load(args), <usize>f64.load(args, 8), <usize>f64.load(args, 16), <i32>f64.load(args, 24), <i32>f64.load(args, 32),
-    f64.load(args, 40), f64.load(args, 48), f64.load(args, 56), f64.load(args, 64), f64.load(args, 72),
-    <usize>f64.load(args, 80), <usize>f64.load(args, 88), <usize>f64.load(args, 96), f64.load(args, 104), <usize>f64.load(args, 112), <usize>f64.load(args, 120),
+    <usize>f64.load(args), <usize>f64.load(args, 8), f64.load(args, 16), <usize>f64.load(args, 24), <i32>f64.load(args, 32), <i32>f64.load(args, 40),
+    f64.load(args, 48), f64.load(args, 56), f64.load(args, 64), f64.load(args, 72), f64.load(args, 80),
+    <usize>f64.load(args, 88), <usize>f64.load(args, 96), <usize>f64.load(args, 104), f64.load(args, 112), <usize>f64.load(args, 120), <usize>f64.load(args, 128),
   );
 }
 
@@ -410,21 +413,38 @@ export function mixEntropy(x: usize, y: usize, a: i32, b: i32): f64 {
 }
 
 /**
- * Σ −m · log m over the keys a … b − 1, m = (fw[k] + v) / 2, v = w[k] · inv where the support byte
- * is 1, else 0 (a row whose range differs from the first layer's: the union of both).
+ * Σ −m · log m over the keys a … b − 1, m = (u + v) / 2, v = w[k] · inv where the row's support
+ * byte (supp) is 1, u = fw[k] · finv where the first layer's (fsupp) is 1, else 0 (a row whose
+ * range differs from the first layer's: the union of both). w and fw float32 rows.
  */
-export function mixRowEntropy(w: usize, fw: usize, supp: usize, a: i32, b: i32, inv: f64): f64 {
+export function mixRowEntropy(w: usize, fw: usize, supp: usize, fsupp: usize, a: i32, b: i32, inv: f64, finv: f64): f64 {
   let h = f64x2.splat(0.0);
   const half = f64x2.splat(0.5);
   const invv = f64x2.splat(inv);
+  const finvv = f64x2.splat(finv);
   for (let k = a; k < b; k += 2) {
     const pair = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
     const v = v128.and(f64x2.mul(load2(w + (<usize>k << 2)), invv), v128.and(pair, mask2(supp + <usize>k)));
-    h = f64x2.sub(h, xLogX(v128.and(f64x2.mul(f64x2.add(v128.load(fw + (<usize>k << 3)), v), half), pair)));
+    const u = v128.and(f64x2.mul(load2(fw + (<usize>k << 2)), finvv), v128.and(pair, mask2(fsupp + <usize>k)));
+    h = f64x2.sub(h, xLogX(v128.and(f64x2.mul(f64x2.add(u, v), half), pair)));
   }
   return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
 }
 
+/**
+ * Σ −v · log v over the keys a … b − 1 of the float32 row at w, v = w[k] · inv (0 off the support
+ * where supp is not 0): the row entropy, summed in scanRow's order (so the same value).
+ */
+export function rowEntropy(w: usize, supp: usize, a: i32, b: i32, inv: f64): f64 {
+  let h = f64x2.splat(0.0);
+  const invv = f64x2.splat(inv);
+  for (let k = a; k < b; k += 2) {
+    let m = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
+    if (supp !== 0) m = v128.and(m, mask2(supp + <usize>k));
+    h = f64x2.sub(h, xLogX(v128.and(f64x2.mul(load2(w + (<usize>k << 2)), invv), m)));
+  }
+  return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
+}
 
 /**
  * Counts the n float64 values at values per bin (uint32 at hist) and keeps each one's bin (uint16

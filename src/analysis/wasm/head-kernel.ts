@@ -20,13 +20,14 @@ export interface HeadKernelExports {
   logArray(from: number, to: number, n: number): void;
   rowSums(w: number, supp: number, lo: number, hi: number, size: number, nq: number, nk: number, sums: number, counted: number): void;
   scanRow(
-    w: number, fw: number, supp: number, a: number, b: number, inv: number, qp: number, threshold: number, uniform: number, longRange: number, pooled: number, acc: number,
+    w: number, fw: number, finv: number, supp: number, a: number, b: number, inv: number, qp: number, threshold: number, uniform: number, longRange: number, pooled: number, acc: number,
     lm: number, scale: number, hist: number, bins: number,
   ): number;
   scanRowArgs(args: number): number;
   putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number, add: number): void;
   mixEntropy(x: number, y: number, a: number, b: number): number;
-  mixRowEntropy(w: number, fw: number, supp: number, a: number, b: number, inv: number): number;
+  mixRowEntropy(w: number, fw: number, supp: number, fsupp: number, a: number, b: number, inv: number, finv: number): number;
+  rowEntropy(w: number, supp: number, a: number, b: number, inv: number): number;
   histogram(values: number, n: number, hist: number, bins: number): void;
   selectRun(a: number, n: number, k: number): number;
   leastFrom(a: number, from: number, n: number): number;
