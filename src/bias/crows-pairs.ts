@@ -7,12 +7,12 @@
  *   ids share (difflib 'equal' opcodes), and sum over the shared positions except the first and the
  *   last (the [CLS]/[SEP] pair) log P(token | the sentence with that one token masked). The
  *   masked copies of up to 256 pairs are pooled and grouped by length: copies of one length run
- *   as batches whatever sentence they come from (engine/batch.ts logitsBatch: the logits graph
- *   with a batch dimension, no padding, so each copy is computed as its own run is; only each
- *   copy's masked position goes through the vocabulary projection), and log P is taken here in
- *   float64 from those float32 logits, as on the unbatched path (one forward per copy with every
- *   position's logits, the authors' approach: `batched: false`, and always with head gates),
- *   which it equals to float32 rounding of the logits.
+ *   as batches whatever sentence they come from (engine/batch.ts targetLogProbabilities: the
+ *   logits graph with a batch dimension, no padding, so each copy is computed as its own run is;
+ *   only each copy's masked position goes through the vocabulary projection, and log P of its
+ *   token is taken there in the graph, in float64 from the float32 logits, as the unbatched path
+ *   does here: one forward per copy with every position's logits, the authors' approach,
+ *   `batched: false`, and always with head gates), which it equals to float32 rounding.
  * - Causal LMs, as bias-bench (`_joint_log_probability`): the sentence's tokens (without specials);
  *   the first one's probability from a run of the start token alone (bias-bench encodes
  *   "<|endoftext|>"; here bos_token_id, else eos_token_id), the others' from one run of the sentence;
@@ -20,7 +20,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import { toFloat32 } from '../engine/assemble.js';
-import { logitsBatch } from '../engine/batch.js';
+import { logitsBatch, targetLogProbabilities } from '../engine/batch.js';
 import type { Model } from '../engine/model.js';
 import type { TapRequest } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
@@ -180,7 +180,7 @@ const cacheKey = (method: CrowsMethod, lowercased: boolean, s1: string, s2: stri
 
 /** Pairs whose masked copies are pooled, grouped by length and run together (the batched path). */
 const POOL_PAIRS = 256;
-/** Rows handed to one logitsBatch call (it splits them further by its memory bound). */
+/** Rows handed to one targetLogProbabilities call (it splits them further by its memory bound). */
 const ROWS_PER_CALL = 256;
 
 interface PooledSentence {
@@ -215,10 +215,15 @@ async function scorePooled(model: Model, sentences: readonly PooledSentence[], m
     for (let start = 0; start < copies.length; start += ROWS_PER_CALL) {
       const chunk = copies.slice(start, start + ROWS_PER_CALL);
       const rows = chunk.map(({ sentence, position }) => ({ inputIds: sentence.ids.map((id, i) => (i === position ? maskId : id)), typeIds: sentence.typeIds }));
-      const out = await logitsBatch(model, rows, { positions: chunk.map((c) => [c.position]) });
-      if (out.kind !== 'logits' || out.vocab < 2) throw new AttnscopeError(`${model.name}: its head (${String(model.config.raw.architectures ?? 'unknown')}) does not predict tokens; CrowS-Pairs needs a language-model head`);
-      chunk.forEach(({ sentence, position }, k) => {
-        totals.set(sentence, totals.get(sentence)! + logSoftmaxAt(out.rows[k]!.data, sentence.ids[position]!));
+      let out: Float64Array[];
+      try {
+        out = (await targetLogProbabilities(model, rows, { positions: chunk.map((c) => [c.position]), targets: chunk.map((c) => [c.sentence.ids[c.position]!]) })).rows;
+      } catch (e) {
+        if (e instanceof AttnscopeError && /one logit/.test(e.message)) throw new AttnscopeError(`${model.name}: its head (${String(model.config.raw.architectures ?? 'unknown')}) does not predict tokens; CrowS-Pairs needs a language-model head`);
+        throw e;
+      }
+      chunk.forEach(({ sentence }, k) => {
+        totals.set(sentence, totals.get(sentence)! + out[k]![0]!);
         const n = left.get(sentence.pair)! - 1;
         left.set(sentence.pair, n);
         if (n === 0) onPair(sentence.pair);

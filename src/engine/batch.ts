@@ -20,6 +20,12 @@
  *
  * Rows per run: as many as `memoryMB` (default 1024) allows by engine/batch-memory.ts's forward
  * estimate plus the returned rows, at most 256.
+ *
+ * `targetLogProbabilities` grows the same graph further ('batch-targets') for scoring: at each
+ * gathered position the log-probability of one given token, log-softmax over the vocabulary in
+ * float64 in the graph (max, Σ exp(x − max), x[target] − max − log Σ, as a float64 loop over the
+ * float32 logits does), so that one float64 a position leaves the graph instead of a
+ * vocabulary-wide row (CrowS-Pairs' masked copies: bias/crows-pairs.ts).
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
@@ -102,6 +108,34 @@ function batchGraph(ctx: BuildContext): void {
 
 const EXTENSION: GraphExtension = { key: 'batch-logits', extend: batchGraph };
 
+const TARGETS = 'batch.targets';
+const TARGET_OUTPUT = 'batch.targetLogProbabilities';
+const TARGET_WIDTH = 'batch.vocab';
+/** ONNX TensorProto.DOUBLE. */
+const DOUBLE = 11;
+
+/** batchGraph, then log P(target) at each gathered position, in float64 (see the file header). */
+function targetGraph(ctx: BuildContext): void {
+  batchGraph(ctx);
+  const { g } = ctx;
+  const targets = g.input(TARGETS, 'int64', ['batch', 'positions', 1]);
+  // [rows, positions, width] (a discriminator head's [rows, positions] gets a width of 1).
+  const x = g.op('Cast', [g.reshape({ name: OUTPUT }, [0, 0, -1])], { to: DOUBLE });
+  const last = g.ints([-1]);
+  const max = g.op('ReduceMax', [x, last], { keepdims: 1 });
+  const sum = g.op('ReduceSum', [g.op('Exp', [g.op('Sub', [x, max])]), last], { keepdims: 1 });
+  // The head's width, returned; targets past it are clamped here (so that the run does not fail)
+  // and refused after it.
+  const vocab = g.shape(x, 2, 3);
+  const clamped = g.op('Min', [targets, g.op('Sub', [vocab, g.ints([1])])]);
+  const picked = g.op('GatherElements', [x, clamped], { axis: 2 });
+  g.output(g.op('Sub', [g.op('Sub', [picked, max]), g.op('Log', [sum])]), TARGET_OUTPUT, 'float64');
+  g.output(vocab, TARGET_WIDTH, 'int64');
+  g.dropOutput(OUTPUT);
+}
+
+const TARGET_EXTENSION: GraphExtension = { key: 'batch-targets', extend: targetGraph };
+
 function rowInputs(row: BatchRow): ModelInputs {
   if (typeof (row as ModelInputs).inputIds === 'object') return row as ModelInputs;
   return { inputIds: Array.from(row as ArrayLike<number>) };
@@ -152,6 +186,34 @@ function logSoftmaxRows(x: Float32Array, width: number): void {
  * what `model.run` on rows[r] alone gives at those positions, to float32 rounding.
  */
 export async function logitsBatch(model: Model, rows: readonly BatchRow[], options: LogitsBatchOptions = {}): Promise<BatchLogits> {
+  const { inputs, wanted, width, size } = prepareBatch(model, rows, options, (w, vocab) => 4 * w * vocab);
+  const session = await model.session(TAPS, EXTENSION);
+  const names = session.inputNames.filter((x) => x !== POSITIONS);
+  const out: BatchLogitsRow[] = [];
+  let vocab = 0;
+  let runs = 0;
+  for (let start = 0; start < inputs.length; start += size) {
+    const chunk = inputs.slice(start, start + size);
+    const feeds = chunkFeeds(model, names, chunk, wanted.slice(start, start + size), width);
+    const result = await session.run(feeds);
+    runs++;
+    const t = result[OUTPUT];
+    if (!t) throw new Error(`graph output ${OUTPUT} missing`);
+    const data = toFloat32(t);
+    vocab = t.dims.length >= 3 ? t.dims[2]! : 1;
+    if (vocab === 1 && options.logProbabilities) throw new AttnscopeError(`batched logits: ${model.name}'s head scores each position with one logit; there is no distribution to take log-probabilities of`);
+    for (let b = 0; b < chunk.length; b++) {
+      const p = wanted[start + b]!;
+      const rowData = data.slice(b * width * vocab, (b * width + p.length) * vocab);
+      if (options.logProbabilities) logSoftmaxRows(rowData, vocab);
+      out.push({ positions: p, data: rowData });
+    }
+  }
+  return { rows: out, vocab, kind: options.logProbabilities ? 'logProbabilities' : 'logits', batch: { size, runs } };
+}
+
+/** The rows' inputs checked, the positions of each, the positions' width and the rows per run. */
+function prepareBatch(model: Model, rows: readonly BatchRow[], options: LogitsBatchOptions, returnedBytes: (width: number, vocab: number) => number): { inputs: ModelInputs[]; wanted: number[][]; width: number; size: number } {
   if (rows.length === 0) throw new AttnscopeError('batched logits: no rows given');
   const inputs = rows.map(rowInputs);
   const kind = model.architectureInfo.kind;
@@ -186,34 +248,76 @@ export async function logitsBatch(model: Model, rows: readonly BatchRow[], optio
   }
   const shape = memoryShape(model);
   const tokens = inputs[0]!.inputIds.length + (kind === 'encoder-decoder' ? n : 0);
-  const size = options.batchSize ?? itemsPerRun(forwardItemBytes(shape, tokens) + 4 * width * shape.vocab, memoryMB, 256);
+  const size = options.batchSize ?? itemsPerRun(forwardItemBytes(shape, tokens) + returnedBytes(width, shape.vocab), memoryMB, 256);
+  return { inputs, wanted, width, size };
+}
 
-  const session = await model.session(TAPS, EXTENSION);
-  const names = session.inputNames.filter((x) => x !== POSITIONS);
-  const out: BatchLogitsRow[] = [];
-  let vocab = 0;
+/** One run's feeds: the rows' inputs stacked (or shared) and the positions to gather, padded to `width` (repeats of position 0 of the row's list, or 0). */
+function chunkFeeds(model: Model, names: readonly string[], chunk: readonly ModelInputs[], wanted: readonly (readonly number[])[], width: number): Record<string, RuntimeTensor> {
+  const perRow = chunk.map((x) => model.feedsFor(names, x));
+  const feeds: Record<string, RuntimeTensor> = {};
+  for (const name of names) feeds[name] = stackFeeds(name, perRow.map((f) => f[name]!));
+  const idx = new BigInt64Array(chunk.length * width);
+  chunk.forEach((_, b) => wanted[b]!.forEach((q, k) => { idx[b * width + k] = BigInt(q); }));
+  feeds[POSITIONS] = { type: 'int64', dims: [chunk.length, width, 1], data: idx };
+  return feeds;
+}
+
+export interface TargetLogProbabilitiesOptions {
+  /** The positions of each row (one list per row; lists may differ in length). Encoder-decoders: decoder positions. */
+  positions: readonly (readonly number[])[];
+  /** The token id to score at each of a row's positions (one list per row, as long as its positions). */
+  targets: readonly (readonly number[])[];
+  /** Working-memory budget of one run in MiB (default 1024). */
+  memoryMB?: number;
+  /** Rows per run (default: what memoryMB allows, at most 256). */
+  batchSize?: number;
+}
+
+export interface TargetLogProbabilities {
+  /** Per input row, log P(target) at each of its positions, in the order asked (float64, from the float32 logits). */
+  rows: Float64Array[];
+  /** Rows per session run, and the runs made. */
+  batch: { size: number; runs: number };
+}
+
+/**
+ * log P(targets[r][k] | rows[r]) at positions[r][k], rows of one length, in as few runs as the
+ * memory bound allows: logitsBatch's graph with the log-softmax taken in the graph, in float64,
+ * at the asked positions only (see the file header). Equals log-softmax in float64 of what
+ * `model.run` on rows[r] alone gives there, to float32 rounding of the logits.
+ */
+export async function targetLogProbabilities(model: Model, rows: readonly BatchRow[], options: TargetLogProbabilitiesOptions): Promise<TargetLogProbabilities> {
+  // The gathered logits, their float64 copy and its exponentials.
+  const { inputs, wanted, width, size } = prepareBatch(model, rows, options, (w, vocab) => 20 * w * vocab);
+  if (options.targets.length !== inputs.length) throw new AttnscopeError(`batched log-probabilities: targets has ${options.targets.length} lists for ${inputs.length} rows`);
+  options.targets.forEach((list, r) => {
+    if (list.length !== wanted[r]!.length) throw new AttnscopeError(`batched log-probabilities: row ${r} has ${wanted[r]!.length} positions and ${list.length} targets; give one target a position`);
+    for (const id of list) {
+      if (!Number.isInteger(id) || id < 0) throw new AttnscopeError(`batched log-probabilities: target ${id} of row ${r} is out of range; allowed: a token id from 0`);
+    }
+  });
+  const session = await model.session(TAPS, TARGET_EXTENSION);
+  const names = session.inputNames.filter((x) => x !== POSITIONS && x !== TARGETS);
+  const out: Float64Array[] = [];
   let runs = 0;
   for (let start = 0; start < inputs.length; start += size) {
     const chunk = inputs.slice(start, start + size);
-    const perRow = chunk.map((x) => model.feedsFor(names, x));
-    const feeds: Record<string, RuntimeTensor> = {};
-    for (const name of names) feeds[name] = stackFeeds(name, perRow.map((f) => f[name]!));
-    const idx = new BigInt64Array(chunk.length * width);
-    chunk.forEach((_, b) => wanted[start + b]!.forEach((q, k) => { idx[b * width + k] = BigInt(q); }));
-    feeds[POSITIONS] = { type: 'int64', dims: [chunk.length, width, 1], data: idx };
+    const feeds = chunkFeeds(model, names, chunk, wanted.slice(start, start + size), width);
+    const ids = new BigInt64Array(chunk.length * width);
+    chunk.forEach((_, b) => options.targets[start + b]!.forEach((id, k) => { ids[b * width + k] = BigInt(id); }));
+    feeds[TARGETS] = { type: 'int64', dims: [chunk.length, width, 1], data: ids };
     const result = await session.run(feeds);
     runs++;
-    const t = result[OUTPUT];
-    if (!t) throw new Error(`graph output ${OUTPUT} missing`);
-    const data = toFloat32(t);
-    vocab = t.dims.length >= 3 ? t.dims[2]! : 1;
-    if (vocab === 1 && options.logProbabilities) throw new AttnscopeError(`batched logits: ${model.name}'s head scores each position with one logit; there is no distribution to take log-probabilities of`);
-    for (let b = 0; b < chunk.length; b++) {
-      const p = wanted[start + b]!;
-      const rowData = data.slice(b * width * vocab, (b * width + p.length) * vocab);
-      if (options.logProbabilities) logSoftmaxRows(rowData, vocab);
-      out.push({ positions: p, data: rowData });
-    }
+    const t = result[TARGET_OUTPUT];
+    const w = result[TARGET_WIDTH];
+    if (!t || t.type !== 'float64' || !w) throw new Error(`graph output ${TARGET_OUTPUT} missing`);
+    const vocab = Number((w.data as BigInt64Array)[0]);
+    if (vocab < 2) throw new AttnscopeError(`batched log-probabilities: ${model.name}'s head scores each position with one logit; there is no distribution to take log-probabilities of`);
+    const over = options.targets.slice(start, start + size).flat().find((id) => id >= vocab);
+    if (over !== undefined) throw new AttnscopeError(`batched log-probabilities: target ${over} is out of range; allowed: 0 to ${vocab - 1} (${model.name}'s vocabulary)`);
+    const data = t.data as Float64Array;
+    for (let b = 0; b < chunk.length; b++) out.push(data.slice(b * width, b * width + wanted[start + b]!.length));
   }
-  return { rows: out, vocab, kind: options.logProbabilities ? 'logProbabilities' : 'logits', batch: { size, runs } };
+  return { rows: out, batch: { size, runs } };
 }
