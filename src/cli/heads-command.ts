@@ -10,7 +10,8 @@ import { extname } from 'node:path';
 import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { loadModel } from '../engine/load.js';
-import { HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, headTable, headTableCsv, headTableJsonRows, headsOfType, HEAD_TYPE_COLUMN, type HeadTableRow } from '../analysis/head-types.js';
+import { HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, headTable, headTableCsv, headTableJsonRows, headsOfType, HEAD_TYPE_COLUMN, type HeadTableOptions, type HeadTableRow } from '../analysis/head-types.js';
+import { headTableThreaded } from '../runtime/head-table-threads.js';
 import { defaultStack, DEFAULT_LONG_RANGE, DEFAULT_SPARSITY_THRESHOLD, stackTokens } from '../analysis/head-metrics.js';
 import { PROBE_DEFAULTS, probeVocabularyOf, runProbe } from '../analysis/probe.js';
 import { tokenWordClasses } from '../analysis/word-classes.js';
@@ -73,6 +74,21 @@ export const HEADS_OPTIONS = {
 } as const;
 
 const STACKS: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'];
+
+/**
+ * From this many attention weights in a stack the table is computed over worker threads
+ * (headTableThreaded, the same rows; bert-base at ≈ 240 tokens): below it one thread is done about
+ * as soon as the threads would have started.
+ */
+const THREADED_FROM = 8_000_000;
+
+/** The head table, over worker threads for a large stack held in memory (`threads`: --threads, 1 for one thread). */
+async function tableOf(trace: Trace, stack: StackName, options: HeadTableOptions, threads: number | undefined, inMemory = true): Promise<HeadTableRow[]> {
+  const s = trace.attention[stack];
+  const weights = s ? s.layers.length * s.dims[0] * s.dims[1] * s.dims[2] : 0;
+  if (!inMemory || weights < THREADED_FROM || threads === 1) return headTable(trace, stack, options);
+  return headTableThreaded(trace, stack, options, threads === undefined ? {} : { threads });
+}
 /** Most probe samples and most random tokens per sample accepted. */
 const MAX_SAMPLES = 1000;
 
@@ -171,7 +187,7 @@ export async function headsCommand(argv: string[]): Promise<void> {
     // A trace kept as queries and keys: its layers are computed as they are read (within a budget).
     const trace = withAttentionLayers(opened.trace);
     const stack = pickStack(trace, stackOption);
-    table = headTable(trace, stack, { excludeFirstToken });
+    table = await tableOf(trace, stack, { excludeFirstToken }, parseLoadOptions(values).threads, trace === opened.trace);
     title = `${trace.model.name}: ${stack} attention of ${source} (${trace.tokens.length} tokens)`;
     meta = { model: trace.model.name, stack, input: 'trace', traceFile: source };
   } else {
@@ -197,7 +213,7 @@ export async function headsCommand(argv: string[]): Promise<void> {
         const { keys } = stackTokens(trace, stack);
         const segments = stack === 'decoder' ? [] : [values.text!, ...(values.pair !== undefined ? [values.pair] : [])];
         const wordClasses = segments.length ? tokenWordClasses(keys, segments) : undefined;
-        table = headTable(trace, stack, { excludeFirstToken, wordClasses });
+        table = await tableOf(trace, stack, { excludeFirstToken, wordClasses }, loadOptions.threads);
         title = `${model.name}: ${stack} attention on the text (${trace.tokens.length} tokens)`;
         meta = { model: model.name, stack, input: 'text', text: values.text, ...(values.pair !== undefined ? { pair: values.pair } : {}) };
       }
