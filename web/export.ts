@@ -67,12 +67,12 @@ export function exportName(ctx: Ctx, view: string, ext: string): string {
 }
 
 /** "SVG" and "PNG" buttons for a view; `svg()` renders its current state. */
-export function exportButtons(ctx: Ctx, view: string, svg: () => string): HTMLElement {
+export function exportButtons(ctx: Ctx, view: string, svg: () => string | Promise<string>): HTMLElement {
   const status = h('span', { class: 'export-status muted', testid: `${view}-export-status` });
   const run = async (kind: 'svg' | 'png') => {
     try {
       status.textContent = '';
-      const doc = svg();
+      const doc = await svg();
       const blob = kind === 'svg' ? new Blob([doc], { type: 'image/svg+xml' }) : await svgToPng(doc);
       download(blob, exportName(ctx, view, kind));
     } catch (e) {

@@ -9,10 +9,12 @@
  * `script-src 'self'` covers /app.js as a worker.
  */
 import { attentionFlowOfMatrices, checkFlowSize } from '../src/analysis/flow.js';
+import { type JobPost, type JobReply, type Steps, perPercent, runJob } from './job-worker.js';
 import { type LongRequest, isLongRequest, onLongRequest } from './long-worker-side.js';
 import { type MetricsRequest, isMetricsRequest, runMetricsRequest } from './metrics-worker-side.js';
 import { type CompareRequest, isCompareRequest, runCompareRequest } from './compare-worker-side.js';
 import { type ClustersRequest, isClustersRequest, runClustersRequest } from './clusters-worker-side.js';
+import { type FlowLayoutRequest, isFlowLayoutRequest, onFlowLayoutRequest } from './flow-layout-worker-side.js';
 
 /**
  * The largest graph the page computes, (layers + 1) × tokens: 13 × 256, bert-base-sized at 256
@@ -22,65 +24,51 @@ import { type ClustersRequest, isClustersRequest, runClustersRequest } from './c
 export const PAGE_FLOW_MAX_NODES = 13 * 256;
 
 export interface FlowRequest {
+  kind: 'flow';
   matrices: Float32Array[];
   n: number;
   token: number;
 }
 
-export type FlowReply =
-  | { type: 'progress'; done: number; total: number }
-  | { type: 'done'; values: Float32Array }
-  | { type: 'error'; message: string };
+export function isFlowRequest(data: unknown): data is FlowRequest {
+  return typeof data === 'object' && data !== null && (data as { kind?: unknown }).kind === 'flow';
+}
+
+/** Attention flow of one token (its row of input values), posting progress at most once a percent. */
+export function runFlowRequest(req: FlowRequest, post: JobPost<Steps, Float32Array>): void {
+  const { matrices, n, token } = req;
+  runJob(post, (progress) => {
+    const f = attentionFlowOfMatrices(matrices, n, { targets: [token], maxNodes: PAGE_FLOW_MAX_NODES, onProgress: perPercent(progress) });
+    const values = f.values[0]!.slice(token * n, (token + 1) * n);
+    return { result: values, transfer: [values.buffer] };
+  });
+}
+
+export type WorkerRequest = FlowRequest | FlowLayoutRequest | MetricsRequest | LongRequest | CompareRequest | ClustersRequest;
 
 interface WorkerScope {
-  onmessage: ((e: MessageEvent<FlowRequest | MetricsRequest | LongRequest | CompareRequest | ClustersRequest>) => void) | null;
-  postMessage(message: FlowReply, transfer?: Transferable[]): void;
+  onmessage: ((e: MessageEvent<WorkerRequest>) => void) | null;
+  postMessage(message: unknown, transfer?: Transferable[]): void;
 }
 
 /**
- * The worker side: one request, progress messages (at most one per percent), then the row or an
- * error. The same worker script also takes the head table's requests (metrics-worker.ts).
+ * The worker side: the page's script started as a worker routes each request to its handler —
+ * attention flow (below), the flow views' drawing (flow-layout-worker-side.ts), the head table
+ * (metrics-worker-side.ts), long traces' blocks (long-worker-side.ts), the compare panel's ranking
+ * (compare-worker-side.ts), the head clusters (clusters-worker-side.ts).
  */
 export function runFlowWorker(): void {
   const scope = globalThis as unknown as WorkerScope;
+  const post = (m: unknown, transfer?: Transferable[]) => scope.postMessage(m, transfer);
   scope.onmessage = (e) => {
-    if (isMetricsRequest(e.data)) {
-      runMetricsRequest(e.data, (m, transfer) => scope.postMessage(m as unknown as FlowReply, transfer));
-      return;
-    }
-    if (isLongRequest(e.data)) {
-      onLongRequest(e.data, (m, transfer) => scope.postMessage(m as unknown as FlowReply, transfer));
-      return;
-    }
-    // The compare panel's ranking (web/app/compare-panel.ts).
-    if (isCompareRequest(e.data)) {
-      runCompareRequest(e.data, (m) => scope.postMessage(m as unknown as FlowReply));
-      return;
-    }
-    // The head clusters view's clustering (web/clusters-worker.ts).
-    if (isClustersRequest(e.data)) {
-      runClustersRequest(e.data, (m) => scope.postMessage(m as unknown as FlowReply));
-      return;
-    }
-    const { matrices, n, token } = e.data;
-    try {
-      let last = -1;
-      const f = attentionFlowOfMatrices(matrices, n, {
-        targets: [token],
-        maxNodes: PAGE_FLOW_MAX_NODES,
-        onProgress: (done, total) => {
-          const pct = Math.floor((100 * done) / total);
-          if (pct !== last) {
-            last = pct;
-            scope.postMessage({ type: 'progress', done, total });
-          }
-        },
-      });
-      const values = f.values[0]!.slice(token * n, (token + 1) * n);
-      scope.postMessage({ type: 'done', values }, [values.buffer]);
-    } catch (err) {
-      scope.postMessage({ type: 'error', message: (err as Error).message });
-    }
+    const req = e.data;
+    if (isFlowRequest(req)) runFlowRequest(req, post);
+    else if (isFlowLayoutRequest(req)) onFlowLayoutRequest(req, post);
+    else if (isMetricsRequest(req)) runMetricsRequest(req, post);
+    else if (isLongRequest(req)) onLongRequest(req, post);
+    else if (isCompareRequest(req)) runCompareRequest(req, post);
+    else if (isClustersRequest(req)) runClustersRequest(req, post);
+    else post({ type: 'error', message: 'unknown worker request' } satisfies JobReply<never, never>);
   };
 }
 
@@ -102,12 +90,6 @@ export function pageFlowLimit(layers: number, n: number): string | null {
   } catch {
     return `attention flow is computed in the page up to ${PAGE_FLOW_MAX_NODES} graph nodes ((layers + 1) × tokens); this one has ${(layers + 1) * n} (${layers + 1} × ${n}): the input column shows rollout. 'attnscope flow --method flow --max-nodes' computes it outside the page`;
   }
-}
-
-export interface FlowJob {
-  /** Resolves with the row (input values), or null when cancelled. */
-  result: Promise<Float32Array | null>;
-  cancel(): void;
 }
 
 /** Whether the page can start workers from its own script (rememberScript ran). */
@@ -133,37 +115,62 @@ export function startPageWorker(what: string): { worker: Worker; finish: () => v
   };
 }
 
-/** Starts attention flow for one token in a Worker built from the page's own script. */
-export function startFlowJob(req: FlowRequest, onProgress: (done: number, total: number) => void): FlowJob {
-  const { worker, finish } = startPageWorker('attention flow');
-  let settle: (v: Float32Array | null) => void = () => undefined;
+/** A job in a worker of its own: its result (null when cancelled), and cancel (terminates the worker). */
+export interface WorkerJob<R> {
+  result: Promise<R | null>;
+  cancel(): void;
+}
+
+/**
+ * The page side of every one-shot job (attention flow, the compare panel's ranking): a worker
+ * running the page's script gets `request` (transferring `transfer`), progress goes to
+ * `onProgress`, the result or the error settles `result`, and the worker ends with the job.
+ */
+export function startWorkerJob<P, R>(what: string, request: WorkerRequest, transfer: Transferable[], onProgress: (p: P) => void): WorkerJob<R> {
+  const { worker, finish } = startPageWorker(what);
+  let settled = false;
+  let settle: (v: R | null) => void = () => undefined;
   let fail: (e: Error) => void = () => undefined;
-  const result = new Promise<Float32Array | null>((resolve, reject) => {
+  const result = new Promise<R | null>((resolve, reject) => {
     settle = resolve;
     fail = reject;
   });
-  worker.onmessage = (e: MessageEvent<FlowReply>) => {
+  const end = () => {
+    settled = true;
+    finish();
+  };
+  worker.onmessage = (e: MessageEvent<JobReply<P, R>>) => {
+    if (settled) return;
     const m = e.data;
-    if (m.type === 'progress') onProgress(m.done, m.total);
+    if (m.type === 'progress') onProgress(m.progress);
     else if (m.type === 'done') {
-      finish();
-      settle(m.values);
+      end();
+      settle(m.result);
     } else {
-      finish();
+      end();
       fail(new Error(m.message));
     }
   };
   worker.onerror = (e) => {
     e.preventDefault();
-    finish();
-    fail(new Error(`attention flow worker failed: ${e.message || 'unknown error'}`));
+    if (settled) return;
+    end();
+    fail(new Error(`${what} worker failed: ${e.message || 'unknown error'}`));
   };
-  worker.postMessage(req, req.matrices.map((m) => m.buffer));
+  worker.postMessage(request, transfer);
   return {
     result,
     cancel() {
-      finish();
+      if (settled) return;
+      end();
       settle(null);
     },
   };
+}
+
+export type FlowJob = WorkerJob<Float32Array>;
+
+/** Starts attention flow for one token in a Worker built from the page's own script. */
+export function startFlowJob(req: Omit<FlowRequest, 'kind'>, onProgress: (done: number, total: number) => void): FlowJob {
+  return startWorkerJob<Steps, Float32Array>('attention flow', { kind: 'flow', ...req }, req.matrices.map((m) => m.buffer), (p) => onProgress(p.done, p.total));
 }

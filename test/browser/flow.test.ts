@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
-import type { Browser } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../../src/core/trace.js';
 import { loadModel } from '../../src/engine/load.js';
@@ -83,6 +83,14 @@ afterAll(async () => {
   await browser?.close();
   rmSync(tmp, { recursive: true, force: true });
 });
+
+/** Waits until the flow view shows a current drawing (computed: not dimmed) with every item appended (drawn in slices). */
+function drawn(page: Page): Promise<unknown> {
+  return page.waitForFunction(() => {
+    const v = document.querySelector('[data-testid=flow-view]');
+    return v !== null && !v.hasAttribute('data-computing') && !v.hasAttribute('data-drawing');
+  }, null, { timeout: 120_000 });
+}
 
 describe('flow diagram', () => {
   it('a click on a token highlights what flows into it; a second click clears it', async () => {
@@ -164,6 +172,7 @@ describe('flow diagram', () => {
       expect(await page.getAttribute(status, 'data-done')).toBe(stopped);
       expect(await page.textContent(status)).toContain('attention flow cancelled');
       expect(await page.locator('[data-testid=flow-restart]').count()).toBe(1);
+      await drawn(page);
       expect(await page.locator(`${svg} text.input-value`).count()).toBe(256);
       // Exporting now draws the rollout diagram (and says so) instead of computing flow on the page's thread.
       const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=flow-export-svg]')]);
@@ -191,6 +200,7 @@ describe('flow diagram', () => {
       await page.waitForSelector(`${status}[data-state=too-large]`);
       expect(await page.textContent(status)).toContain('up to 3328 graph nodes');
       expect(await page.textContent(status)).toContain('this one has 3900 (13 × 300)');
+      await drawn(page);
       expect(await page.locator(`${svg} text.input-value`).count()).toBe(300);
       expect(p.errors).toEqual([]);
     });

@@ -11,10 +11,11 @@
 import { type CompareOptions, type Comparison, type HeadDifference, compareTraces, comparisonCsv, comparisonRows } from '../../src/analysis/compare.js';
 import type { StackName, Trace } from '../../src/core/trace.js';
 import type { ThemeName } from '../../src/views/theme.js';
-import type { CompareReply, CompareRequest } from '../compare-worker-side.js';
+import type { CompareRequest } from '../compare-worker-side.js';
 import { button, h, replaceChildren } from '../dom.js';
 import { download } from '../export.js';
-import { pageWorkersAvailable, startPageWorker } from '../flow-worker.js';
+import { type WorkerJob, pageWorkersAvailable, startWorkerJob } from '../flow-worker.js';
+import type { Steps } from '../job-worker.js';
 import { CompareApp } from '../views/compare.js';
 
 /** What the worker needs of a trace: the compared stack's attention and the tokens. */
@@ -23,47 +24,13 @@ function slim(t: Trace, stack: StackName): Trace {
   return { model: t.model, tokens: t.tokens, ...(t.decoderTokens ? { decoderTokens: t.decoderTokens } : {}), attention: s ? { [stack]: s } : {} };
 }
 
-interface RankingJob {
-  /** The ranking, or null when cancelled. */
-  result: Promise<HeadDifference[] | null>;
-  cancel(): void;
-}
+type RankingJob = WorkerJob<HeadDifference[]>;
 
-/** Ranks the head pairs of `a` and `b` in a worker running the page's script. */
+/** Ranks the head pairs of `a` and `b` in a worker running the page's script (the one job runner of flow-worker.ts). */
 function startRankingJob(a: Trace, b: Trace, options: CompareRequest['options'], onProgress: (done: number, total: number) => void): RankingJob {
-  const { worker, finish } = startPageWorker('comparison');
-  let settle: (v: HeadDifference[] | null) => void = () => undefined;
-  let fail: (e: Error) => void = () => undefined;
-  const result = new Promise<HeadDifference[] | null>((resolve, reject) => {
-    settle = resolve;
-    fail = reject;
-  });
-  worker.onmessage = (e: MessageEvent<CompareReply>) => {
-    const m = e.data;
-    if (m.type === 'compare-progress') onProgress(m.done, m.total);
-    else if (m.type === 'compare-done') {
-      finish();
-      settle(m.ranking);
-    } else {
-      finish();
-      fail(new Error(m.message));
-    }
-  };
-  worker.onerror = (e) => {
-    e.preventDefault();
-    finish();
-    fail(new Error(`comparison worker failed: ${e.message || 'unknown error'}`));
-  };
   const stack = options.stack ?? 'self';
   const req: CompareRequest = { kind: 'attnscope-compare', a: slim(a, stack), b: a === b ? slim(a, stack) : slim(b, stack), options };
-  worker.postMessage(req);
-  return {
-    result,
-    cancel() {
-      finish();
-      settle(null);
-    },
-  };
+  return startWorkerJob<Steps, HeadDifference[]>('comparison', req, [], (p) => onProgress(p.done, p.total));
 }
 
 export interface CompareInputs {

@@ -3,51 +3,45 @@
  * influence-tree.ts (the ones the SVG export paints) as SVG elements. Flow diagram: a click on a
  * token (label or node) highlights what flows into it, a second click clears it. Influence tree:
  * a click on a node makes it the root. Method, head fusion and pruning are this view's own
- * controls; the export renders the same options.
+ * controls; the export renders the same options; the diagram's drawn edges download as CSV/JSON.
  *
- * Attention flow (exact max-flow, O(n³ · L) for one token) runs in a Web Worker (flow-worker.ts):
- * the diagram is drawn at once with rollout's values in the input column, the readout shows the
- * progress and a cancel button, and the flow's values replace rollout's when the worker is done
- * (kept per token, stack and fusion). Above PAGE_FLOW_MAX_NODES the page says so and keeps rollout.
+ * The model and the layout (head fusion, the residual graph, pruning, the highlight's mass, the
+ * items: seconds of one core at 512 tokens) are computed off the page's thread, in the flow views'
+ * worker (web/flow-layout-worker.ts), which keeps the model between requests: a click or a pruning
+ * change lays out again on the kept graph. The page's thread only appends the items it gets, in
+ * slices of ≈ 12 ms. While a drawing is under way the one on screen stays (dimmed) and the readout
+ * names the stage; the controls keep answering. Without workers the page computes the same drawing
+ * (web/views/flow-drawing.ts) on its own thread.
+ *
+ * Attention flow (exact max-flow, O(n³ · L) for one token) runs in a Web Worker of its own
+ * (flow-worker.ts): the diagram is drawn with rollout's values in the input column, the readout
+ * shows the progress and a cancel button, and the flow's values replace rollout's when the worker is
+ * done (kept per token, stack, fusion and step). Above PAGE_FLOW_MAX_NODES the page says so and
+ * keeps rollout.
  */
 import type { FlowMethod, FlowModel, FlowViewOptions } from '../../src/views/layout/flow.js';
-import type { Item } from '../../src/views/layout/common.js';
-import { flowLayout, flowMass, flowModel } from '../../src/views/layout/flow.js';
-import { influenceTreeLayout } from '../../src/views/layout/influence-tree.js';
+import { flowModel } from '../../src/views/layout/flow.js';
 import type { HeadFusion } from '../../src/analysis/rollout.js';
+import type { Item } from '../../src/views/layout/common.js';
 import { renderFlowView, renderInfluenceTree } from '../../src/views/svg/flow.js';
 import type { Ctx } from '../context.js';
-import { appendSvgItems, frameWidth, h, replaceChildren, s, select } from '../dom.js';
-import { exportButtons } from '../export.js';
-import { type FlowJob, pageFlowLimit, startFlowJob } from '../flow-worker.js';
+import { appendSvgItems, button, frameWidth, h, replaceChildren, s, select } from '../dom.js';
+import { download, exportButtons } from '../export.js';
+import { type FlowDrawStage, flowLayoutWorker } from '../flow-layout-worker.js';
+import { type FlowJob, pageFlowLimit, pageWorkersAvailable, startFlowJob } from '../flow-worker.js';
+import { type FlowDrawing, type FlowDrawingRequest, type MergedEdges, drawnEdgeRows, flowDrawing } from './flow-drawing.js';
 
-/** Items appended per task when a drawing is large (appendInSlices). */
-const SLICE = 1500;
-/** From this many faded edges, the page draws them as a few paths (mergeFadedEdges). */
-const MERGE_FADED_FROM = 2000;
+/** Appending a large drawing stops for the page after this many milliseconds of a task (appendInSlices). */
+const SLICE_MS = 12;
+/** Items appended between two looks at the clock. */
+const SLICE_STEP = 100;
 
-/**
- * The drawing's edge lines with, when there are many, the edges that are not highlighted drawn as
- * one <path> per look (stroke, width and opacity, rounded to 1/20 of the range) instead of one
- * <line> each: a 512-token diagram has ≈ 18,000 of them, which the browser takes seconds to
- * create. Highlighted edges stay lines (with their data). The SVG export keeps every line.
- */
-function mergeFadedEdges(lines: readonly Item[]): { paths: SVGElement[]; lines: Item[] } {
-  const faded = lines.filter((it) => it.kind === 'line' && it.className === 'flow-edge');
-  if (faded.length < MERGE_FADED_FROM) return { paths: [], lines: [...lines] };
-  const groups = new Map<string, { stroke: string; width: number; opacity: number; d: string[] }>();
-  for (const it of faded) {
-    if (it.kind !== 'line') continue;
-    const width = Math.round((it.width ?? 1) * 20) / 20;
-    const opacity = Math.round((it.opacity ?? 1) * 20) / 20;
-    const key = `${it.stroke}|${width}|${opacity}`;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = { stroke: it.stroke, width, opacity, d: [] }));
-    g.d.push(`M${it.x1.toFixed(1)} ${it.y1.toFixed(1)}L${it.x2.toFixed(1)} ${it.y2.toFixed(1)}`);
-  }
-  const paths = [...groups.values()].map((g) => s('path', { d: g.d.join(''), stroke: g.stroke, fill: 'none', 'stroke-width': g.width, 'stroke-opacity': g.opacity, class: 'flow-edges', 'data-edges': g.d.length }));
-  return { paths, lines: lines.filter((it) => !(it.kind === 'line' && it.className === 'flow-edge')) };
+/** A merged-edges record as a <path>. */
+function pathOf(g: MergedEdges): SVGElement {
+  return s('path', { d: g.d, stroke: g.stroke, fill: 'none', 'stroke-width': g.width, 'stroke-opacity': g.opacity, class: 'flow-edges', 'data-edges': g.count });
 }
+
+type FlowState = 'idle' | 'running' | 'done' | 'cancelled' | 'error' | 'too-large';
 
 const METHODS: { value: FlowMethod; label: string }[] = [
   { value: 'attention', label: 'attention' },
@@ -73,14 +67,22 @@ export class FlowView {
   /** Highlighted token (diagram) or the root (tree); null: none (diagram) / the last token (tree). */
   private selected: { column: number; token: number } | null = null;
   private key = '';
-  /** The model (edge matrices) of the last drawing, by what it depends on: a click or a pruning change does not rebuild it. */
+  /** Without workers: the model (edge matrices) of the last drawing, by what it depends on (a click or a pruning change does not rebuild it). */
   private model: { key: string; model: FlowModel } | null = null;
+  /** Drawing requests: a reply is shown only when it answers the newest. */
+  private request = 0;
   /** Drawing generation: a drawing appended in slices stops when a newer one starts. */
   private drawing = 0;
+  /** The drawing on screen (the edges table exports it). */
+  private shown: FlowDrawing | null = null;
   /** Attention flow rows computed in the worker, by flowKey. */
   private readonly flows = new Map<string, Float32Array>();
   private job: { key: string; job: FlowJob; done: number; total: number } | null = null;
-  private flowNote: { key: string; state: 'cancelled' | 'error'; message: string } | null = null;
+  private flowNote: { key: string; state: 'cancelled' | 'error' | 'too-large'; message: string } | null = null;
+  /** The readout's line (what is drawn). */
+  private readonly note = h('span', { class: 'muted' });
+  /** What the background drawing is doing (empty when the drawing on screen is current). */
+  private readonly stage: HTMLElement;
 
   constructor(
     private readonly ctx: Ctx,
@@ -89,6 +91,7 @@ export class FlowView {
     const id = kind === 'diagram' ? 'flow' : 'influence';
     this.el = h('div', { class: `view ${id}-view`, testid: `${id}-view` });
     this.readout = h('div', { class: 'readout', testid: `${id}-readout` });
+    this.stage = h('div', { class: 'flow-stage muted', testid: `${id}-stage` });
     this.el.append(this.toolbar, this.readout, this.wrap);
     // Laid out to the App's width (a compare side is half the window): again when it changes.
     window.addEventListener('resize', () => {
@@ -112,6 +115,7 @@ export class FlowView {
   /** The view's options as the export takes them. */
   private options(): FlowViewOptions {
     const { state } = this.ctx;
+    const step = this.ctx.step();
     return {
       stack: state.stack === 'cross' ? undefined : state.stack,
       theme: state.theme,
@@ -122,6 +126,7 @@ export class FlowView {
       query: this.selected?.token,
       column: this.selected?.column,
       depth: this.kind === 'tree' ? this.depth : undefined,
+      ...(step !== undefined ? { step } : {}),
     };
   }
 
@@ -129,60 +134,66 @@ export class FlowView {
   private readonly flowStatus = h('div', { class: 'flow-status', testid: 'flow-status' });
 
   /**
-   * The input column's values while the method is attention flow and a token is selected: the
-   * worker's row when it is known; else rollout's (the pushed-down mass) while the worker runs,
-   * after a cancel or above the size limit. Starts the worker when needed. Undefined otherwise.
+   * Attention flow's part of a drawing (the method is attention flow and a token is selected):
+   * the worker's row when it is known; else the input column shows rollout's (the drawing's
+   * default) while the worker runs, after a cancel or above the size limit, and `start` says the
+   * flow worker is to start once the drawing (with its n and matrices) is there. `state`: the
+   * status line's state once the drawing is on screen.
    */
-  private flowValues(matrices: readonly ArrayLike<number>[], n: number, context: string): { values: ArrayLike<number> } | undefined {
+  private flowInput(): { values?: Float32Array; start: boolean; state: FlowState } {
     const sel = this.selected;
     if (this.kind !== 'diagram' || this.method !== 'flow' || !sel || sel.column === 0) {
       this.cancelFlow();
-      this.flowStatus.dataset.state = 'idle';
-      return undefined;
+      return { start: false, state: 'idle' };
     }
-    const key = this.flowKey(context, sel);
+    const key = this.flowKey(sel);
     const cached = this.flows.get(key);
     if (cached) {
       this.cancelFlow();
-      this.flowStatus.dataset.state = 'done';
-      return { values: cached };
+      return { values: cached, start: false, state: 'done' };
     }
-    const rollout = { values: flowMass(matrices, n, sel.column, sel.token)[0]! };
-    const limit = pageFlowLimit(sel.column, n);
-    if (limit) {
-      this.cancelFlow();
-      this.flowStatus.dataset.state = 'too-large';
-      this.flowNote = { key, state: 'error', message: limit };
-      return rollout;
-    }
-    if (this.flowNote?.key === key) {
-      this.flowStatus.dataset.state = this.flowNote.state;
-      return rollout;
-    }
-    if (this.job?.key === key) return rollout;
+    if (this.flowNote?.key === key) return { start: false, state: this.flowNote.state };
+    if (this.job?.key === key) return { start: false, state: 'running' };
     this.cancelFlow();
     this.flowNote = null;
-    // The worker gets copies (transferred): the page keeps its own matrices.
-    const copies = matrices.slice(0, sel.column).map((m) => Float32Array.from(m));
-    const job = startFlowJob({ matrices: copies, n, token: sel.token }, (done, total) => {
-      if (this.job?.job !== job) return;
-      this.job.done = done;
-      this.job.total = total;
+    return { start: true, state: 'idle' };
+  }
+
+  /** Starts attention flow of the selected token on a drawing's first matrices (copies: transferred to the flow worker). */
+  private startFlow(matrices: Float32Array[], n: number): void {
+    const sel = this.selected;
+    if (!sel) return;
+    const key = this.flowKey(sel);
+    const limit = pageFlowLimit(sel.column, n);
+    if (limit) {
+      this.flowNote = { key, state: 'too-large', message: limit };
+      this.flowStatus.dataset.state = 'too-large';
       this.paintFlowStatus();
-    });
+      return;
+    }
+    let job: FlowJob;
+    try {
+      job = startFlowJob({ matrices, n, token: sel.token }, (done, total) => {
+        if (this.job?.job !== job) return;
+        this.job.done = done;
+        this.job.total = total;
+        this.paintFlowStatus();
+      });
+    } catch (e) {
+      this.flowNote = { key, state: 'error', message: (e as Error).message };
+      this.flowStatus.dataset.state = 'error';
+      this.paintFlowStatus();
+      return;
+    }
     this.job = { key, job, done: 0, total: n };
     this.flowStatus.dataset.state = 'running';
+    this.paintFlowStatus();
     job.result.then(
       (values) => {
         if (this.job?.job !== job) return;
         this.job = null;
-        if (values) {
-          this.flows.set(key, values);
-          this.flowStatus.dataset.state = 'done';
-        } else {
-          this.flowNote = { key, state: 'cancelled', message: 'attention flow cancelled: the input column shows rollout' };
-          this.flowStatus.dataset.state = 'cancelled';
-        }
+        if (values) this.flows.set(key, values);
+        else this.flowNote = { key, state: 'cancelled', message: 'attention flow cancelled: the input column shows rollout' };
         this.key = '';
         this.update();
       },
@@ -190,33 +201,47 @@ export class FlowView {
         if (this.job?.job !== job) return;
         this.job = null;
         this.flowNote = { key, state: 'error', message: (err as Error).message };
-        this.flowStatus.dataset.state = 'error';
         this.key = '';
         this.update();
       },
     );
-    return rollout;
   }
 
-  private flowContext(): string {
-    return [this.ctx.state.stack, this.fusion].join('|');
+  private flowKey(sel: { column: number; token: number }): string {
+    return [this.ctx.state.stack, this.fusion, this.ctx.step() ?? 'all', sel.column, sel.token].join('|');
   }
 
-  private flowKey(context: string, sel: { column: number; token: number }): string {
-    return `${context}|${sel.column}|${sel.token}`;
+  /** The drawing request of the view's options. */
+  private drawingRequest(values?: Float32Array): FlowDrawingRequest {
+    const { state } = this.ctx;
+    const { stack: _stack, ...options } = this.options();
+    return { view: this.kind, options, frame: { width: frameWidth(this.el), height: Math.max(420, window.innerHeight - 200) }, raw: !state.prettify, ...(values ? { inputValues: values } : {}) };
   }
 
   /**
-   * The diagram's SVG export: with attention flow's values when the worker has them; while it
-   * runs, after a cancel or above the limit, the rollout diagram (named so in its caption) rather
-   * than computing flow here on the page's thread.
+   * The view's SVG export, computed in the flow views' worker when the page has workers. The
+   * diagram: with attention flow's values when the worker has them; while it runs, after a
+   * cancel or above the limit, the rollout diagram (named so in its caption) rather than
+   * computing flow on the way.
    */
-  private exportDiagram(): string {
-    const options = this.options();
+  private async exportSvg(): Promise<string> {
+    const numLayers = this.ctx.numLayers();
+    let req = this.drawingRequest();
     const sel = this.selected;
-    if (options.method !== 'flow' || !sel || sel.column === 0) return renderFlowView(this.ctx.trace, options);
-    const values = this.flows.get(this.flowKey(this.flowContext(), sel));
-    return values ? renderFlowView(this.ctx.trace, options, { inputValues: values }) : renderFlowView(this.ctx.trace, { ...options, method: 'rollout' });
+    if (this.kind === 'tree') req = { ...req, options: { ...req.options, depth: Math.min(this.depth, sel?.column ?? numLayers) } };
+    else if (this.method === 'flow' && sel && sel.column > 0) {
+      const values = this.flows.get(this.flowKey(sel));
+      req = values ? { ...req, inputValues: values } : { ...req, options: { ...req.options, method: 'rollout' } };
+    }
+    const stack = this.ctx.state.stack;
+    if (stack === 'cross') throw new Error('the flow views follow one self-attention stack: choose the encoder or decoder stack');
+    if (pageWorkersAvailable()) {
+      const svg = await flowLayoutWorker(this.ctx.trace, this.el).svg(this.kind, stack, req);
+      if (svg === null) throw new Error('a newer export replaced this one');
+      return svg;
+    }
+    const o = { ...req.options, stack };
+    return this.kind === 'tree' ? renderInfluenceTree(this.ctx.trace, o) : renderFlowView(this.ctx.trace, o, req.inputValues ? { inputValues: req.inputValues } : {});
   }
 
   private cancelFlow(): void {
@@ -264,13 +289,34 @@ export class FlowView {
     }
   }
 
+  /** The background drawing's stage in the readout (null: the drawing on screen is current). */
+  private paintStage(s: FlowDrawStage | null): void {
+    if (!s) {
+      this.el.removeAttribute('data-computing');
+      replaceChildren(this.stage);
+      return;
+    }
+    this.el.setAttribute('data-computing', s.stage);
+    if (!this.stage.isConnected) this.readout.append(this.stage);
+    const what = this.kind === 'diagram' ? 'flow diagram' : 'influence tree';
+    const text =
+      s.stage === 'sending'
+        ? `handing the attention to the background worker: layer ${s.done} of ${s.total}`
+        : s.stage === 'waiting'
+          ? `the ${what} waits for the background worker`
+          : s.stage === 'model'
+            ? `${what} in the background: fusing heads and building the edge graph`
+            : `${what} in the background: pruning and laying out`;
+    replaceChildren(this.stage, text);
+  }
+
   /**
-   * The drawing's items into the SVG: at once when few, else in slices of SLICE items, one per task
-   * (the page keeps answering between them; a newer drawing stops an older one's slices).
+   * The drawing's items into the SVG: at once when few, else for at most SLICE_MS per task (the
+   * page keeps answering between them; a newer drawing stops an older one's slices).
    */
   private appendInSlices(svg: SVGElement, items: readonly Item[]): void {
     const gen = ++this.drawing;
-    if (items.length <= SLICE) {
+    if (items.length <= SLICE_STEP) {
       appendSvgItems(svg, items);
       return;
     }
@@ -278,12 +324,30 @@ export class FlowView {
     let at = 0;
     const step = () => {
       if (gen !== this.drawing) return;
-      appendSvgItems(svg, items.slice(at, at + SLICE));
-      at += SLICE;
+      const t0 = performance.now();
+      do {
+        appendSvgItems(svg, items.slice(at, at + SLICE_STEP));
+        at += SLICE_STEP;
+      } while (at < items.length && performance.now() - t0 < SLICE_MS);
       if (at < items.length) setTimeout(step, 0);
       else this.el.removeAttribute('data-drawing');
     };
     step();
+  }
+
+  /** The drawn edges as CSV or JSON (the diagram's edges table). */
+  private edgesTable(kind: 'csv' | 'json'): void {
+    const d = this.shown;
+    if (!d) return;
+    const rows = drawnEdgeRows(d);
+    const name = `attnscope-${this.ctx.trace.model.name}-flow-edges`.replace(/[^A-Za-z0-9._-]+/g, '_');
+    if (kind === 'csv') {
+      const lines = ['layer,column,query,key,weight', ...rows.map((r) => `${r.layer},${r.column},${r.query},${r.key},${r.weight}`)];
+      download(new Blob([`${lines.join('\n')}\n`], { type: 'text/csv' }), `${name}.csv`);
+    } else {
+      const body = { model: this.ctx.trace.model.name, stack: this.ctx.state.stack, edges: d.caption, keep: this.keep, threshold: this.threshold, tokens: d.n, rows };
+      download(new Blob([`${JSON.stringify(body, null, 1)}\n`], { type: 'application/json' }), `${name}.json`);
+    }
   }
 
   update(): void {
@@ -304,68 +368,74 @@ export class FlowView {
         ? select(`${id}-threshold`, 'min weight', [0, 0.01, 0.05, 0.1, 0.2, 0.3].map((t) => ({ value: t, label: String(t) })), this.threshold, (v) => set(() => (this.threshold = v))())
         : select(`${id}-depth`, 'depth', Array.from({ length: Math.min(6, numLayers) }, (_, d) => ({ value: d + 1, label: String(d + 1) })), Math.min(this.depth, numLayers), (v) => set(() => (this.depth = v))()),
       h('span', { class: 'spacer' }),
-      exportButtons(ctx, id, () => (this.kind === 'diagram' ? this.exportDiagram() : renderInfluenceTree(ctx.trace, { ...this.options(), depth: Math.min(this.depth, this.selected?.column ?? numLayers) }))),
+      ...(this.kind === 'diagram'
+        ? [button(`${id}-edges-csv`, 'edges CSV', () => this.edgesTable('csv'), 'Download the drawn edges (layer, receiving token, source token, weight) as CSV'), button(`${id}-edges-json`, 'edges JSON', () => this.edgesTable('json'), 'Download the drawn edges as JSON')]
+        : []),
+      exportButtons(ctx, id, () => this.exportSvg()),
     );
     const { state } = ctx;
-    const key = [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token, frameWidth(this.el)].join('|');
+    const key = [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token, ctx.step() ?? 'all', frameWidth(this.el)].join('|');
     if (key === this.key) return;
     this.key = key;
-    this.wrap.replaceChildren();
+    const gen = ++this.request;
     try {
       if (state.stack === 'cross') throw new Error('the flow views follow one self-attention stack: choose the encoder or decoder stack');
-      const options = this.options();
-      const modelKey = [state.stack, this.method, this.fusion, ctx.step() ?? 'all'].join('|');
-      if (this.model?.key !== modelKey) this.model = { key: modelKey, model: flowModel(ctx.trace, options) };
-      const model = this.model.model;
-      // Prettified labels, or the raw tokens when "prettify tokens" is off.
-      const label = (t: { label: string; tip: string }) => (state.prettify ? t.label : t.tip);
-      const width = frameWidth(this.el);
-      const height = Math.max(420, window.innerHeight - 200);
-      let items;
-      let paths: SVGElement[] = [];
-      let size: { width: number; height: number };
-      let note: string;
-      if (this.kind === 'diagram') {
-        const flow = this.flowValues(model.matrices, model.tokens.length, this.flowContext());
-        const layout = flowLayout(ctx.trace, options, { frame: { width, height }, label, inputValues: flow?.values }, model);
-        const merged = mergeFadedEdges(layout.lines);
-        paths = merged.paths;
-        items = [...merged.lines, ...layout.nodes];
-        size = layout;
-        const hl = layout.highlight;
-        this.readout.setAttribute('data-highlighted', String(hl ? hl.edges.length : 0));
-        this.readout.setAttribute('data-edges', String(layout.edges.length));
-        note = hl
-          ? `what flows into token ${hl.token} “${model.tokens[hl.token]!.label}” (${hl.column === 0 ? 'input' : `after layer ${model.firstLayer + hl.column - 1}`}): ${hl.edges.length} edges highlighted · click it again to clear`
-          : `${layout.edges.length} of ${layout.totalEdges} edges drawn · click a token to highlight what flows into it`;
-        if (hl) {
-          this.readout.setAttribute('data-column', String(hl.column));
-          this.readout.setAttribute('data-token', String(hl.token));
-        } else {
-          this.readout.removeAttribute('data-column');
-          this.readout.removeAttribute('data-token');
-        }
-      } else {
-        const column = this.selected?.column ?? numLayers;
-        const layout = influenceTreeLayout(ctx.trace, { ...options, depth: Math.min(this.depth, column) }, { label }, model);
-        items = layout.items;
-        size = layout;
-        const root = layout.nodes[0]!;
-        this.readout.setAttribute('data-token', String(root.token));
-        this.readout.setAttribute('data-column', String(root.column));
-        this.readout.setAttribute('data-nodes', String(layout.nodes.length));
-        note = `influence tree of token ${root.token} “${model.tokens[root.token]!.label}” · ${layout.nodes.length} nodes · click a node to make it the root`;
+      const stack = state.stack;
+      const flow = this.flowInput();
+      const req = this.drawingRequest(flow.values);
+      const column = this.selected?.column ?? 0;
+      if (pageWorkersAvailable()) {
+        // Off the page's thread: the drawing on screen stays (dimmed) until the new one is there.
+        this.wrap.querySelector('svg')?.style.setProperty('opacity', '0.55');
+        this.paintStage({ stage: 'waiting' });
+        flowLayoutWorker(ctx.trace, this.el)
+          .draw(this.kind, stack, req, (st) => gen === this.request && this.paintStage(st), flow.start ? column : undefined)
+          .then(
+            (d) => {
+              if (gen !== this.request || !d) return;
+              this.show(d, flow.state, d.modelReused);
+              if (flow.start && d.matrices) this.startFlow(d.matrices, d.n);
+            },
+            (e: unknown) => gen === this.request && this.showError(e as Error),
+          );
+        return;
       }
-      replaceChildren(this.readout, h('span', { class: 'muted' }, note));
-      this.readout.append(this.flowStatus);
-      this.paintFlowStatus();
-      const svg = s('svg', { width: Math.ceil(size.width), height: Math.ceil(size.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
-      svg.append(...paths);
-      this.appendInSlices(svg, items);
-      this.wrap.append(svg);
+      const modelKey = [stack, state.theme, this.method, this.fusion, ctx.step() ?? 'all'].join('|');
+      const reused = this.model?.key === modelKey;
+      if (!reused) this.model = { key: modelKey, model: flowModel(ctx.trace, { ...req.options, stack }) };
+      const model = this.model!.model;
+      this.show(flowDrawing(ctx.trace, req, model), flow.state, reused);
+      if (flow.start) this.startFlow(model.matrices.slice(0, column).map((m) => Float32Array.from(m)), model.tokens.length);
     } catch (e) {
-      this.readout.removeAttribute('data-highlighted');
-      replaceChildren(this.readout, (e as Error).message);
+      this.showError(e as Error);
     }
+  }
+
+  private showError(e: Error): void {
+    this.paintStage(null);
+    this.shown = null;
+    this.wrap.replaceChildren();
+    this.readout.removeAttribute('data-highlighted');
+    replaceChildren(this.readout, e.message);
+  }
+
+  /** Puts a drawing on screen: the readout at once, the SVG's items in slices. */
+  private show(d: FlowDrawing, flowState: FlowState, modelReused: boolean): void {
+    this.shown = d;
+    this.paintStage(null);
+    // Whether the edge graph was built for this drawing or kept from an earlier one (a click, a pruning change).
+    this.readout.setAttribute('data-model', modelReused ? 'reused' : 'built');
+    for (const [name, v] of Object.entries(d.readout)) {
+      if (v === null) this.readout.removeAttribute(`data-${name}`);
+      else this.readout.setAttribute(`data-${name}`, v);
+    }
+    this.note.textContent = d.note;
+    replaceChildren(this.readout, this.note, this.stage, this.flowStatus);
+    this.flowStatus.dataset.state = flowState;
+    this.paintFlowStatus();
+    const svg = s('svg', { width: Math.ceil(d.width), height: Math.ceil(d.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
+    svg.append(...d.paths.map(pathOf));
+    this.appendInSlices(svg, d.items);
+    this.wrap.replaceChildren(svg);
   }
 }
