@@ -20,6 +20,7 @@ import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import { buildWebClient, launchChromium, openPage } from './harness.js';
+import { instrumentWorkers, releaseHeld, workerCounts } from './worker-instrument.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-clusters-worker-'));
 let browser: Browser;
@@ -42,32 +43,10 @@ afterAll(async () => {
 });
 
 /**
- * Counts Workers started and terminated; holds every clustering request posted to a worker until
- * window.__release() (which posts those held so far).
+ * Counts Workers started and terminated; holds every clustering request posted to a worker
+ * (counted as `matched`) until released (the requests held so far are posted).
  */
-const INSTRUMENT = `
-  window.__workers = { started: 0, terminated: 0, clusterRequests: 0 };
-  window.__held = [];
-  const W = window.Worker;
-  window.Worker = class extends W {
-    constructor(...a) { super(...a); window.__workers.started++; }
-    terminate() { window.__workers.terminated++; return super.terminate(); }
-    postMessage(...a) {
-      if (a[0] && a[0].kind === 'clusters') { window.__workers.clusterRequests++; window.__held.push(() => super.postMessage(...a)); return; }
-      return super.postMessage(...a);
-    }
-  };
-  window.__release = () => { const h = window.__held; window.__held = []; for (const f of h) f(); return h.length; };
-`;
-
-interface Counts {
-  started: number;
-  terminated: number;
-  clusterRequests: number;
-}
-
-const counts = (page: Page) => page.evaluate(() => (window as unknown as { __workers: Counts }).__workers);
-const release = (page: Page) => page.evaluate(() => (window as unknown as { __release: () => number }).__release());
+const INSTRUMENT = instrumentWorkers("m.kind === 'clusters'");
 const POINTS = '[data-testid=clusters-svg] rect.head-point';
 let workerJson = '';
 
@@ -106,9 +85,9 @@ describe('head clusters in a Web Worker', () => {
       await o.page.waitForSelector('[data-testid=clusters-view]', { state: 'hidden' });
       await o.page.click('[data-testid=tab-clusters]');
       await o.page.waitForSelector('[data-testid=clusters-progress]');
-      expect(await counts(o.page)).toMatchObject({ clusterRequests: 1 });
+      expect(await workerCounts(o.page)).toMatchObject({ matched: 1 });
 
-      expect(await release(o.page)).toBe(1);
+      expect(await releaseHeld(o.page)).toBe(1);
       await o.page.waitForSelector(POINTS, { timeout: 120_000 });
       expect(await o.page.getAttribute('[data-testid=clusters-view]', 'data-computing')).toBe(null);
       expect(await o.page.locator(POINTS).count()).toBe(LAYERS * HEADS);
@@ -120,11 +99,11 @@ describe('head clusters in a Web Worker', () => {
       // PCA: computed in a worker again (held, then let go); every number Node's, coordinates too.
       await o.page.selectOption('[data-testid=clusters-projection]', { label: 'PCA' });
       await o.page.waitForSelector('[data-testid=clusters-progress]');
-      expect(await release(o.page)).toBe(1);
+      expect(await releaseHeld(o.page)).toBe(1);
       await o.page.waitForSelector(POINTS, { timeout: 120_000 });
       const [pca] = await Promise.all([o.page.waitForEvent('download'), o.page.click('[data-testid=clusters-json]')]);
       expect(readFileSync((await pca.path())!, 'utf8')).toBe(`${JSON.stringify(clusteringJson(nodeClustering('pca')), null, 1)}\n`);
-      const w = await counts(o.page);
+      const w = await workerCounts(o.page);
       expect(w.started).toBe(2);
       expect(w.terminated).toBe(2);
       expect(o.errors).toEqual([]);
@@ -141,20 +120,20 @@ describe('head clusters in a Web Worker', () => {
       await o.page.waitForSelector('[data-testid=clusters-cancel]');
       await o.page.click('[data-testid=clusters-cancel]');
       await o.page.waitForSelector('[data-testid=clusters-cancelled]');
-      expect(await counts(o.page)).toMatchObject({ started: 1, terminated: 1, clusterRequests: 1 });
+      expect(await workerCounts(o.page)).toMatchObject({ started: 1, terminated: 1, matched: 1 });
       expect(await o.page.getAttribute('[data-testid=clusters-view]', 'data-computing')).toBe(null);
       // The held request goes to a terminated worker: nothing comes back.
-      await release(o.page);
+      await releaseHeld(o.page);
       expect(await o.page.locator(POINTS).count()).toBe(0);
       expect(await o.page.isVisible('[data-testid=clusters-cancelled]')).toBe(true);
 
       await o.page.click('[data-testid=clusters-compute]');
       await o.page.waitForSelector('[data-testid=clusters-progress]');
-      expect(await counts(o.page)).toMatchObject({ started: 2, clusterRequests: 2 });
-      expect(await release(o.page)).toBe(1);
+      expect(await workerCounts(o.page)).toMatchObject({ started: 2, matched: 2 });
+      expect(await releaseHeld(o.page)).toBe(1);
       await o.page.waitForSelector(POINTS, { timeout: 120_000 });
       expect(await o.page.getAttribute('[data-testid=clusters-view]', 'data-k')).toBe(String(nodeClustering().k));
-      expect(await counts(o.page)).toMatchObject({ started: 2, terminated: 2 });
+      expect(await workerCounts(o.page)).toMatchObject({ started: 2, terminated: 2 });
       expect(o.errors).toEqual([]);
       expect(o.consoleErrors).toEqual([]);
     } finally {

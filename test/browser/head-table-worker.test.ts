@@ -19,6 +19,7 @@ import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import { buildWebClient, launchChromium, openPage } from './harness.js';
+import { instrumentWorkers, workerCounts } from './worker-instrument.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-table-worker-'));
 let browser: Browser;
@@ -46,13 +47,7 @@ afterAll(async () => {
  * count, whether the view said it was computing, the layers-done count) — installed before the
  * page's own script.
  */
-const INSTRUMENT = `
-  window.__workers = { started: 0, terminated: 0 };
-  const W = window.Worker;
-  window.Worker = class extends W {
-    constructor(...a) { super(...a); window.__workers.started++; }
-    terminate() { window.__workers.terminated++; return super.terminate(); }
-  };
+const INSTRUMENT = `${instrumentWorkers()}
   window.__grids = [];
   new MutationObserver(() => {
     const view = document.querySelector('[data-testid=types-view]');
@@ -71,7 +66,6 @@ interface Grid {
 }
 
 const grids = (page: Page) => page.evaluate(() => (window as unknown as { __grids: Grid[] }).__grids);
-const workers = (page: Page) => page.evaluate(() => (window as unknown as { __workers: { started: number; terminated: number } }).__workers);
 
 async function downloadCsv(page: Page): Promise<string> {
   const [csv] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=types-csv]')]);
@@ -101,7 +95,7 @@ describe('head table in Web Workers (long traces)', () => {
       for (let i = 1; i < seen.length; i++) expect(seen[i]!.cells).toBeGreaterThanOrEqual(seen[i - 1]!.cells);
       expect(seen.at(-1)).toMatchObject({ cells: LAYERS * HEADS, computing: false });
       expect(await downloadCsv(o.page)).toBe(headTableCsv(headTable(trace, 'self', { kernel: 'wasm' })));
-      const w = await workers(o.page);
+      const w = await workerCounts(o.page);
       expect(w.started).toBeGreaterThanOrEqual(2);
       expect(w.terminated).toBe(w.started);
       expect(o.errors).toEqual([]);
@@ -120,7 +114,7 @@ describe('head table in Web Workers (long traces)', () => {
       await whole(o.page);
       expect(await o.page.isChecked('[data-testid=types-exclude-first]')).toBe(true);
       expect(await downloadCsv(o.page)).toBe(headTableCsv(headTable(trace, 'self', { kernel: 'wasm', excludeFirstToken: true })));
-      const w = await workers(o.page);
+      const w = await workerCounts(o.page);
       expect(w.started).toBeGreaterThanOrEqual(4);
       expect(w.terminated).toBe(w.started);
       expect(o.errors).toEqual([]);

@@ -19,6 +19,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { buildWebClient, launchChromium, numericData, openPage } from './harness.js';
+import { heldMessages, instrumentWorkers, releaseHeld } from './worker-instrument.js';
 
 const N = 8192;
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-long-worker-'));
@@ -26,26 +27,8 @@ const file = join(tmp, 'long.html');
 let browser: Browser;
 let trace: Trace;
 
-/** Holds the long views' job messages to workers until window.__releaseJobs() (kept in page order). */
-const HOLD_JOBS = `
-(() => {
-  const post = Worker.prototype.postMessage;
-  const held = [];
-  let hold = true;
-  window.__heldJobs = () => held.length;
-  window.__releaseJobs = () => {
-    hold = false;
-    for (const [w, m, t] of held.splice(0)) post.call(w, m, t);
-  };
-  Worker.prototype.postMessage = function (m, t) {
-    if (hold && m && m.kind === 'long-views' && m.op === 'job') {
-      held.push([this, m, t]);
-      return;
-    }
-    return post.call(this, m, t);
-  };
-})();
-`;
+/** Holds the long views' job messages to workers until released (kept in page order; then no more are held). */
+const HOLD_JOBS = instrumentWorkers("m.kind === 'long-views' && m.op === 'job'");
 
 beforeAll(async () => {
   buildWebClient();
@@ -98,7 +81,7 @@ describe('long views: the computation is in a worker, the page stays usable', ()
     try {
       await page.waitForSelector(`${tiles}[data-compute=worker]`);
       // Jobs are queued for the worker and held: the overview is not binned, nothing is drawn or read.
-      await expect.poll(() => page.evaluate(() => (window as unknown as { __heldJobs(): number }).__heldJobs())).toBeGreaterThan(0);
+      await expect.poll(() => heldMessages(page)).toBeGreaterThan(0);
       let g = await numericData(page, tiles);
       expect(await page.getAttribute(tiles, 'data-overview')).toBe('building');
       expect(g.pending).toBeGreaterThan(0);
@@ -135,7 +118,7 @@ describe('long views: the computation is in a worker, the page stays usable', ()
       expect(Number(await page.getAttribute('[data-testid=head-long-lines]', 'data-count'))).toBe(0);
 
       // Released: the worker computes, the page draws what arrives.
-      await page.evaluate(() => (window as unknown as { __releaseJobs(): void }).__releaseJobs());
+      await releaseHeld(page, true);
       await page.waitForSelector('[data-testid=head-topk-list][data-query="6000"][data-waiting=false]', { timeout: 120_000 });
       const row = Array.from({ length: 6001 }, (_, k) => reference(0, 0, 6000, k));
       const best = row.map((w, k) => ({ w, k })).sort((a, b) => b.w - a.w || a.k - b.k)[0]!;
