@@ -755,8 +755,16 @@ interface KernelArrays {
   list: number;
   /** gatherBins' write positions (8 int32). */
   cursor: number;
-  /** scanRowArgs' arguments (17 float64). */
+  /** scanHead's arguments (25 float64). */
   args: number;
+  /** The first layer's counted rows (bytes), row sums (float64) and key ranges and sizes (int32), for the head being scanned. */
+  fcounted: number;
+  fsums: number;
+  flo: number;
+  fhi: number;
+  fsize: number;
+  /** scanHead's per-row results (4 float64 per row). */
+  rowOut: number;
 }
 
 /** The kernel, its arrays and views of its memory (taken after the memory's last growth). */
@@ -796,7 +804,13 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       acc: lay.take(9 * 8),
       list: lay.take(16),
       cursor: lay.take(8 * 4),
-      args: lay.take(17 * 8),
+      args: lay.take(25 * 8),
+      fcounted: lay.take(nq),
+      fsums: lay.take(nq * 8),
+      flo: lay.take(nq * 4),
+      fhi: lay.take(nq * 4),
+      fsize: lay.take(nq * 4),
+      rowOut: lay.take(nq * 4 * 8),
     };
   });
   if (got === null || P === undefined) return null;
@@ -824,32 +838,57 @@ function scanHeadKernel(
   const { k, P, f64 } = kp;
   const { support, rowSize, lo, hi } = r;
   const { heads, nq, nk, shift } = g;
-  const invHeads = 1 / heads;
   const accAt = P.acc >> 3;
-  const argsAt = P.args >> 3;
-  f64[argsAt + 8] = threshold;
-  f64[argsAt + 10] = longRange;
-  f64[argsAt + 12] = P.acc;
-  f64[argsAt + 14] = invHeads;
-  f64[argsAt + 15] = hist ? P.hist : 0;
-  let jsSum = 0;
-  let jsRows = 0;
-  let maxW = 0;
-  let sumMax = 0;
-  let sumEnt = 0;
-  let entries = 0;
-  let sum = 0;
-  let self = 0;
-  let sink = 0;
-  let sep = 0;
-  let punct = 0;
-  let nRows = 0;
+  const outAt = P.rowOut >> 3;
   // Per-head sums the kernel continues: # below threshold, # below 1/support, Σ w², Σ w·|i − j|, long range.
   f64[accAt + 3] = 0;
   f64[accAt + 4] = 0;
   f64[accAt + 6] = 0;
   f64[accAt + 7] = 0;
   f64[accAt + 8] = 0;
+  if (first) {
+    kp.u8.set(first.counted, P.fcounted);
+    f64.set(first.sums, P.fsums >> 3);
+  }
+  // scanHead's arguments through memory (one argument per call).
+  const at = P.args >> 3;
+  f64[at] = P.W + off * 4;
+  f64[at + 1] = first ? P.W0 + off * 4 : 0;
+  f64[at + 2] = P.supp;
+  f64[at + 3] = P.lo;
+  f64[at + 4] = P.hi;
+  f64[at + 5] = P.size;
+  f64[at + 6] = P.sums;
+  f64[at + 7] = P.counted;
+  f64[at + 8] = P.fcounted;
+  f64[at + 9] = P.fsums;
+  f64[at + 10] = P.flo;
+  f64[at + 11] = P.fhi;
+  f64[at + 12] = P.fsize;
+  f64[at + 13] = nq;
+  f64[at + 14] = nk;
+  f64[at + 15] = shift;
+  f64[at + 16] = threshold;
+  f64[at + 17] = longRange;
+  f64[at + 18] = P.pooled;
+  f64[at + 19] = P.acc;
+  f64[at + 20] = mean ? P.layerMean : 0;
+  f64[at + 21] = 1 / heads;
+  f64[at + 22] = hist ? P.hist : 0;
+  f64[at + 23] = P.bins;
+  f64[at + 24] = P.rowOut;
+  const entries = k.scanHead(P.args);
+  let jsSum = 0;
+  let jsRows = 0;
+  let maxW = 0;
+  let sumMax = 0;
+  let sumEnt = 0;
+  let sum = 0;
+  let self = 0;
+  let sink = 0;
+  let sep = 0;
+  let punct = 0;
+  let nRows = 0;
   for (let q = 0; q < nq; q++) {
     if (counted[q] !== 1) continue;
     const base = q * nk;
@@ -862,28 +901,11 @@ function scanHeadKernel(
     const js = first !== null && first.counted[q] === 1;
     // (Rows with holes in their support take the union loop: their holes may differ from the first layer's.)
     const inline = js && n === b - a && first.rows.lo[q] === a && first.rows.hi[q] === b && first.rows.rowSize[q] === n;
-    const w = P.W + (off + base) * 4;
-    const supp = n === b - a ? 0 : P.supp + base;
-    const fw = P.W0 + (off + base) * 4;
-    const finv = js ? 1 / first.sums[q]! : 0;
-    f64[argsAt + 9] = 1 / n;
-    // scanRow's arguments through memory (scanRowArgs: one argument per call).
-    f64[argsAt] = w;
-    f64[argsAt + 1] = inline ? fw : 0;
-    f64[argsAt + 2] = finv;
-    f64[argsAt + 3] = supp;
-    f64[argsAt + 4] = a;
-    f64[argsAt + 5] = b;
-    f64[argsAt + 6] = inv;
-    f64[argsAt + 7] = qp;
-    f64[argsAt + 11] = P.pooled + entries * 8;
-    f64[argsAt + 13] = mean ? P.layerMean + base * 8 : 0;
-    f64[argsAt + 16] = P.bins + entries * 2;
-    entries += k.scanRowArgs(P.args);
-    let hm = f64[accAt]!;
-    const rowMax = f64[accAt + 1]!;
-    const ent = f64[accAt + 2]!;
-    sum += f64[accAt + 5]!;
+    const o = outAt + 4 * q;
+    const ent = f64[o]!;
+    let hm = f64[o + 1]!;
+    const rowMax = f64[o + 2]!;
+    sum += f64[o + 3]!;
     for (let j = 0; j < sepKeys.length; j++) {
       const i = base + sepKeys[j]!;
       if (support[i] === 1) sep += W[off + i]! * inv;
@@ -904,7 +926,7 @@ function scanHeadKernel(
     rowEnt[q] = ent;
     if (js) {
       // Rows over different keys (a sliding window in one layer): the union of both ranges.
-      if (!inline) hm = k.mixRowEntropy(w, fw, P.supp + base, P.supp0 + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv, finv);
+      if (!inline) hm = k.mixRowEntropy(P.W + (off + base) * 4, P.W0 + (off + base) * 4, P.supp + base, P.supp0 + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv, 1 / first.sums[q]!);
       jsSum += Math.max(0, hm - (first.ent[q]! + ent) / 2) / LOG2;
       jsRows++;
     }
@@ -1185,6 +1207,9 @@ function passes(
       if (l === 0 && wantJs) {
         kp.f32.set(W.subarray(0, heads * size), P.W0 >> 2);
         kp.u8.set(rowsOfLayer.support, P.supp0);
+        kp.i32.set(rowsOfLayer.lo, P.flo >> 2);
+        kp.i32.set(rowsOfLayer.hi, P.fhi >> 2);
+        kp.i32.set(rowsOfLayer.rowSize, P.fsize >> 2);
       }
       kp.i32.set(rowsOfLayer.lo, P.lo >> 2);
       kp.i32.set(rowsOfLayer.hi, P.hi >> 2);

@@ -370,6 +370,72 @@ export function scanRowArgs(args: usize): i32 {
 }
 
 /**
+ * scanRow over every counted row of one head (the row loop of head-metrics.ts scanHeadKernel: one
+ * call per head instead of one per row). Arguments as 25 float64 at args: 0 w (the head's float32
+ * weights, nq × nk), 1 fw (the first layer's same head, float32; 0: no Jensen–Shannon term),
+ * 2 supp (support bytes, nq × nk), 3 lo, 4 hi, 5 size (int32 per row: key range and support size),
+ * 6 sums (float64 row sums), 7 counted (bytes: the row counts), 8 fcounted, 9 fsums, 10 flo,
+ * 11 fhi, 12 fsize (the same of the first layer's head), 13 nq, 14 nk, 15 shift (query q is at
+ * position q + shift), 16 threshold, 17 longRange, 18 pooled, 19 acc, 20 lm (the layer's head mean,
+ * float64 nq × nk; 0: none), 21 scale, 22 hist (0: none), 23 bins, 24 out. Per counted row q, into
+ * the float64 array at out: 4q the row entropy (nats), 4q + 1 the mixture entropy against the first
+ * layer's row when both rows are counted and span the same keys with no hole (else not written),
+ * 4q + 2 the row max, 4q + 3 the row sum. Per-head accumulators at acc as scanRow leaves them.
+ * Returns the number of pooled weights.
+ */
+export function scanHead(args: usize): i32 {
+  const w = <usize>f64.load(args);
+  const fw = <usize>f64.load(args, 8);
+  const supp = <usize>f64.load(args, 16);
+  const lo = <usize>f64.load(args, 24);
+  const hi = <usize>f64.load(args, 32);
+  const size = <usize>f64.load(args, 40);
+  const sums = <usize>f64.load(args, 48);
+  const counted = <usize>f64.load(args, 56);
+  const fcounted = <usize>f64.load(args, 64);
+  const fsums = <usize>f64.load(args, 72);
+  const flo = <usize>f64.load(args, 80);
+  const fhi = <usize>f64.load(args, 88);
+  const fsize = <usize>f64.load(args, 96);
+  const nq = <i32>f64.load(args, 104);
+  const nk = <i32>f64.load(args, 112);
+  const shift = <i32>f64.load(args, 120);
+  const threshold = f64.load(args, 128);
+  const longRange = f64.load(args, 136);
+  const pooled = <usize>f64.load(args, 144);
+  const acc = <usize>f64.load(args, 152);
+  const lm = <usize>f64.load(args, 160);
+  const scale = f64.load(args, 168);
+  const hist = <usize>f64.load(args, 176);
+  const bins = <usize>f64.load(args, 184);
+  const out = <usize>f64.load(args, 192);
+  let entries = 0;
+  for (let q = 0; q < nq; q++) {
+    if (load<u8>(counted + <usize>q) !== 1) continue;
+    const qi = <usize>q << 2;
+    const a = load<i32>(lo + qi);
+    const b = load<i32>(hi + qi);
+    const n = load<i32>(size + qi);
+    const base = <usize>q * <usize>nk;
+    const inv = 1.0 / f64.load(sums + (<usize>q << 3));
+    const js = fw !== 0 && load<u8>(fcounted + <usize>q) === 1;
+    const inline = js && n === b - a && load<i32>(flo + qi) === a && load<i32>(fhi + qi) === b && load<i32>(fsize + qi) === n;
+    const finv = js ? 1.0 / f64.load(fsums + (<usize>q << 3)) : 0.0;
+    const got = scanRow(
+      w + (base << 2), inline ? fw + (base << 2) : 0, finv, n === b - a ? 0 : supp + base, a, b, inv, <f64>(q + shift),
+      threshold, 1.0 / <f64>n, longRange, pooled + (<usize>entries << 3), acc, lm === 0 ? 0 : lm + (base << 3), scale, hist, bins + (<usize>entries << 1),
+    );
+    entries += got;
+    const o = out + (<usize>q << 5);
+    f64.store(o, f64.load(acc, 16));
+    if (inline) f64.store(o, f64.load(acc), 8);
+    f64.store(o, f64.load(acc, 8), 16);
+    f64.store(o, f64.load(acc, 40), 24);
+  }
+  return entries;
+}
+
+/**
  * The renormalised row into float64 arrays: to[k] = w[k] · inv · scale for the keys a … b − 1 of the
  * support (supp as in scanRow); `add` adds it to what is there (a layer's head mean) instead.
  */

@@ -24,6 +24,7 @@ export interface HeadKernelExports {
     lm: number, scale: number, hist: number, bins: number,
   ): number;
   scanRowArgs(args: number): number;
+  scanHead(args: number): number;
   putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number, add: number): void;
   mixEntropy(x: number, y: number, a: number, b: number): number;
   mixRowEntropy(w: number, fw: number, supp: number, fsupp: number, a: number, b: number, inv: number, finv: number): number;
