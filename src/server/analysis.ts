@@ -21,6 +21,7 @@ import type { Model } from '../engine/model.js';
 import type { HeadRef } from '../analysis/ablation.js';
 import { ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData, traceAttributions, viewTokenLabel, type TargetNaming } from '../views/analysis-data.js';
 import type { ModelCatalog } from './catalog.js';
+import { Gate } from './gate.js';
 import { ByteLru } from './lru.js';
 import { AbortError, abortable, type ModelPool } from './pool.js';
 import { runInWorker } from './analysis-worker.js';
@@ -149,8 +150,7 @@ export interface AnalysisServiceOptions {
 export class AnalysisService {
   readonly cache: ByteLru<string, Computed>;
   private readonly inflight = new Map<string, SharedRun>();
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly gate: Gate;
   /** Analyses computed (a test reads it to see cache hits and shared runs). */
   runs = 0;
 
@@ -160,6 +160,7 @@ export class AnalysisService {
     private readonly options: AnalysisServiceOptions,
   ) {
     this.cache = new ByteLru(options.cacheBytes ?? 64 * 2 ** 20);
+    this.gate = new Gate(options.concurrentRuns ?? 1, options.maxWaiting ?? 32, 'analyses');
   }
 
   /**
@@ -182,7 +183,7 @@ export class AnalysisService {
         const progress = (p: ProgressFrame) => listeners.forEach((l) => l(p));
         const shared: SharedRun = { controller, waiters: 0, listeners, promise: undefined as unknown as Promise<Computed> };
         shared.promise = (async () => {
-          await this.turn(controller.signal, progress);
+          await this.gate.enter(controller.signal, (ahead) => progress({ stage: 'queue', message: `waiting for ${ahead} analysis run${ahead === 1 ? '' : 's'} before this one` }));
           try {
             // The run holds the model itself: the requests that asked for it may all be gone by now.
             const own = await this.pool.acquire(location);
@@ -195,7 +196,7 @@ export class AnalysisService {
               own.release();
             }
           } finally {
-            this.leave();
+            this.gate.leave();
           }
         })()
           .then((r) => {
@@ -236,33 +237,6 @@ export class AnalysisService {
   /** Waits until no analysis is under way (tests: after a cancel, the run has stopped). */
   async settled(): Promise<void> {
     while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()].map((r) => r.promise));
-  }
-
-  private async turn(signal: AbortSignal, progress: (p: ProgressFrame) => void): Promise<void> {
-    const n = this.options.concurrentRuns ?? 1;
-    if (this.active < n) {
-      this.active++;
-      return;
-    }
-    if (this.waiting.length >= (this.options.maxWaiting ?? 32)) throw new RequestError(503, `server busy: ${this.waiting.length} analyses are waiting already; try again shortly`);
-    progress({ stage: 'queue', message: `waiting for ${this.active + this.waiting.length} analysis run${this.active + this.waiting.length === 1 ? '' : 's'} before this one` });
-    let enter!: () => void;
-    const p = new Promise<void>((r) => (enter = r));
-    this.waiting.push(enter);
-    try {
-      await abortable(p, signal);
-    } catch (e) {
-      const i = this.waiting.indexOf(enter);
-      if (i >= 0) this.waiting.splice(i, 1);
-      else this.leave();
-      throw e;
-    }
-  }
-
-  private leave(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.active--;
   }
 
   /** Refuses inputs over the token limits, and heads or positions the model does not have. */

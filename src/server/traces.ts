@@ -22,6 +22,7 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
 import type { ModelCatalog, ModelLocation } from './catalog.js';
 import { AppendCache, appendable, type AppendRequest } from './append.js';
+import { Gate } from './gate.js';
 import { ByteLru } from './lru.js';
 import { isInt, isObject, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
 import { abortable, type Lease, type ModelPool } from './pool.js';
@@ -85,47 +86,6 @@ export function validateTraceRequest(body: unknown, limits: ServerLimits): Requi
     out.taps = { qk: t.qk === true, topK: (t.topK as number | undefined) ?? 0 };
   }
   return out as ReturnType<typeof validateTraceRequest>;
-}
-
-/** At most `n` tasks at once; waiting ones leave the queue when their request goes away. */
-class Gate {
-  private active = 0;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(
-    private readonly n: number,
-    private readonly maxWaiting: number,
-  ) {}
-
-  async run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    if (this.active >= this.n) {
-      if (this.waiting.length >= this.maxWaiting) throw new RequestError(503, `server busy: ${this.maxWaiting} traces are waiting already; try again shortly`);
-      let enter!: () => void;
-      const turn = new Promise<void>((r) => (enter = r));
-      this.waiting.push(enter);
-      try {
-        await abortable(turn, signal);
-      } catch (e) {
-        const i = this.waiting.indexOf(enter);
-        if (i >= 0) this.waiting.splice(i, 1);
-        else this.leave(); // the turn came as the request went away: pass it on
-        throw e;
-      }
-    } else {
-      this.active++;
-    }
-    try {
-      return await task();
-    } finally {
-      this.leave();
-    }
-  }
-
-  private leave(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.active--;
-  }
 }
 
 /** A run shared by identical requests; its frames are kept as they are made, for every request following it. */
@@ -195,7 +155,7 @@ export class TraceService {
   ) {
     this.cache = new ByteLru(options.cacheBytes);
     this.onLayerSent = options.onLayerSent;
-    this.gate = new Gate(options.concurrentRuns ?? 2, options.maxWaiting ?? 256);
+    this.gate = new Gate(options.concurrentRuns ?? 2, options.maxWaiting ?? 256, 'traces');
     this.append = new AppendCache(Math.min(options.cacheBytes, 256 * 1024 * 1024));
   }
 
