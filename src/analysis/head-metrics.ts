@@ -175,12 +175,27 @@ export function layerSupport(
 ): { support: Uint8Array; rowSize: Int32Array; firstVisible: Uint8Array; lo: Int32Array; hi: Int32Array } {
   const s = trace.attention[stack]!;
   const [, nq, nk] = s.dims;
-  const masked = maskedEntries(trace, stack, layer);
+  // Without score terms an entry is masked when it is 0 in every head: none is when the first head has no 0.
+  const W = s.layers[layer];
+  const none = !trace.scores?.[stack] && W !== undefined && W.length > 0 && W.subarray(0, nq * nk).indexOf(0) < 0;
+  const masked = none ? null : maskedEntries(trace, stack, layer);
   const support = new Uint8Array(nq * nk);
   const rowSize = new Int32Array(nq);
   const firstVisible = new Uint8Array(nq);
   const lo = new Int32Array(nq);
   const hi = new Int32Array(nq);
+  if (masked === null) {
+    // Every row sees every key (but key 0 with excludeFirstToken, and query 0 is dropped then).
+    const from = excludeFirstToken ? 1 : 0;
+    firstVisible.fill(1);
+    for (let q = excludeFirstToken ? 1 : 0; q < nq && from < nk; q++) {
+      support.fill(1, q * nk + from, (q + 1) * nk);
+      lo[q] = from;
+      hi[q] = nk;
+      rowSize[q] = nk - from;
+    }
+    return { support, rowSize, firstVisible, lo, hi };
+  }
   for (let q = 0; q < nq; q++) {
     const base = q * nk;
     firstVisible[q] = masked && masked[base] === 1 ? 0 : 1;
