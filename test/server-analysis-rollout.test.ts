@@ -6,23 +6,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { gradientRolloutRow } from '../src/analysis/attribution.js';
+import { mulberry32 } from '../src/core/random.js';
 import type { LayerStack, Trace } from '../src/core/trace.js';
-
-/** A small deterministic generator (mulberry32). */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Causal attention rows (softmax of random scores over keys ≤ query) and signed random gradients. */
 function stacks(layers: number, heads: number, n: number, seed: number): { attention: LayerStack; gradient: LayerStack } {
-  const r = random(seed);
+  const r = mulberry32(seed);
   const att: Float32Array[] = [];
   const grad: Float32Array[] = [];
   for (let l = 0; l < layers; l++) {

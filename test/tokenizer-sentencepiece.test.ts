@@ -18,6 +18,7 @@ import { createTokenizer, loadTokenizer, type AttnTokenizer } from '../src/token
 import { convertSentencePiece } from '../src/tokenizer/sentencepiece-convert.js';
 import { fixtureFiles, startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
+import { sentencePieceProto } from './helpers/sentencepiece-proto.js';
 
 const scratch = mkdtempSync(join(tmpdir(), 'attnscope-spm-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -88,24 +89,6 @@ async function fromSentencePiece(dir: string, model: string): Promise<AttnTokeni
     specialTokensMap: has('special_tokens_map.json'),
     addedTokensJson: has('added_tokens.json'),
   });
-}
-
-/** A SentencePiece ModelProto: pieces (text, score, type) and TrainerSpec {model_type unigram, unk_id}. */
-function sentencePieceProto(pieces: [string, number, number][], unkId: number): Buffer {
-  const varint = (n: number): number[] => {
-    const out: number[] = [];
-    for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
-    return [...out, n];
-  };
-  const message = (field: number, body: number[]): number[] => [...varint(field * 8 + 2), ...varint(body.length), ...body];
-  const out: number[] = [];
-  for (const [text, score, type] of pieces) {
-    const f = Buffer.alloc(4);
-    f.writeFloatLE(score);
-    out.push(...message(1, [...message(1, [...Buffer.from(text, 'utf8')]), 0x15, ...f, 0x18, type]));
-  }
-  out.push(...message(2, [0x18, 1, ...varint(40 * 8), ...varint(unkId)]));
-  return Buffer.from(out);
 }
 
 const T5_FAMILY = new Set(['t5', 'mt5', 'umt5']);
@@ -292,7 +275,7 @@ describe('the loader', () => {
       ['▁', -1, 1], ['1', -2, 1], [',', -2, 1], ['x', -2, 1], ['٣', -2, 1], ['▁1,', -0.1, 1], ['x,', -0.1, 1], ['▁٣,', -0.1, 1],
     ];
     const dir = mkdtempSync(join(scratch, 'albert-'));
-    writeFileSync(join(dir, 'spiece.model'), sentencePieceProto(pieces, 1));
+    writeFileSync(join(dir, 'spiece.model'), sentencePieceProto(pieces, { unkId: 1 }));
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ tokenizer_class: 'AlbertTokenizer' }));
     writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'albert' }));
     const tok = await fromSentencePiece(dir, 'spiece.model');

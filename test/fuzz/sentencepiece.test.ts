@@ -14,6 +14,7 @@ import { afterAll, describe, it } from 'vitest';
 import { convertSentencePiece } from '../../src/tokenizer/sentencepiece-convert.js';
 import { readSentencePieceModel } from '../../src/tokenizer/sentencepiece-model.js';
 import { FIXTURES } from '../helpers/reference.js';
+import { sentencePieceProto } from '../helpers/sentencepiece-proto.js';
 import { FuzzChild, type Outcome } from './child.js';
 import { byteMutations, checkUserMessage, expectUserError, fuzzParams, mutateBytes, testTimeout } from './harness.js';
 
@@ -58,24 +59,6 @@ describe('fuzz: SentencePiece models without tokenizer.json (in a child process)
   });
 });
 
-/** A ModelProto from pieces (text, score, type) and a TrainerSpec (model_type, unk_id, byte_fallback). */
-function proto(pieces: readonly [string, number, number][], modelType: number, unkId: number, byteFallback: boolean): Buffer {
-  const varint = (n: number): number[] => {
-    const out: number[] = [];
-    for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
-    return [...out, n];
-  };
-  const message = (field: number, body: number[]): number[] => [...varint(field * 8 + 2), ...varint(body.length), ...body];
-  const out: number[] = [];
-  for (const [text, score, type] of pieces) {
-    const f = Buffer.alloc(4);
-    f.writeFloatLE(score);
-    out.push(...message(1, [...message(1, [...Buffer.from(text, 'utf8')]), 0x15, ...f, 0x18, type]));
-  }
-  out.push(...message(2, [0x18, modelType, ...varint(40 * 8), ...varint(unkId), ...varint(35 * 8), byteFallback ? 1 : 0]));
-  return Buffer.from(out);
-}
-
 const CLASSES = ['DebertaV2Tokenizer', 'T5Tokenizer', 'XLMRobertaTokenizer', 'AlbertTokenizer', 'MBartTokenizer', 'MBart50Tokenizer', 'PegasusTokenizer', 'LlamaTokenizer'];
 const base = readSentencePieceModel(readFileSync(join(FIXTURES, 'mt5', 'spiece.model')), 'spiece.model').pieces.slice(0, 120);
 const TYPES: Record<string, number> = { normal: 1, unknown: 2, control: 3, user_defined: 4, unused: 5, byte: 6 };
@@ -103,7 +86,7 @@ describe('fuzz: SentencePiece models with odd pieces (conversion here, the bindi
           let converted: ReturnType<typeof convertSentencePiece>;
           try {
             converted = convertSentencePiece({
-              model: proto(pieces, modelType, unkId, byteFallback), what: 'x.model', tokenizerConfig: JSON.stringify({ tokenizer_class: tokenizerClass }),
+              model: sentencePieceProto(pieces, { modelType, unkId, byteFallback }), what: 'x.model', tokenizerConfig: JSON.stringify({ tokenizer_class: tokenizerClass }),
             });
           } catch (err) {
             expectUserError(err);
