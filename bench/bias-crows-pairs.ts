@@ -5,20 +5,23 @@
  * (`uptime`) around it; compare the ratios, measured in the same run.
  *
  *   sample   a stratified sample (--sample pairs spread over the bias types in proportion, evenly
- *            within each type), three ways alternated --rounds times: the authors' approach (one
+ *            within each type), the ways alternated --rounds times: the authors' approach (one
  *            forward per masked copy, every position's logits: scoreCrowsPairs batched: false),
- *            each sentence's copies as one batch (pseudoLogLikelihoodBatched, the previous path)
- *            and the copies of many pairs pooled and run by length (scoreCrowsPairs, the default);
- *            the largest per-sentence difference against the authors' approach and whether the
- *            rows and metric are the same
+ *            the copies of many pairs pooled and run by length (scoreCrowsPairs, the default),
+ *            with --baseline REV also the default path of the sources at git revision REV (`git
+ *            archive REV src`, unpacked beside src/ for the run and removed after it: before/after
+ *            in one process), and with --per-sentence each sentence's copies as one batch; the
+ *            largest per-sentence difference against the authors' approach and whether the rows
+ *            and metric are the same
  *   full     all --pairs pairs with the default path (and one forward per copy too with
  *            --full-unbatched)
  *   --extras also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
  *
- * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--reverse] [--full-unbatched] [--extras]
- *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads)
+ * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--reverse] [--baseline REV] [--per-sentence] [--full-unbatched] [--extras]
+ *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads; --pairs 0 skips the full set)
  */
 import { basename, join } from 'node:path';
+import { mkdirSync, rmSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
@@ -34,18 +37,25 @@ import { bertBaseWeights, BERT_BASE_CONFIG, HIDDEN, VOCAB } from './bert-base.js
 import { randomTensor } from './random-weights.js';
 import { measure, timeOnce } from './measure.js';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' }, reverse: { type: 'boolean' } } });
+const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' }, reverse: { type: 'boolean' }, baseline: { type: 'string' }, 'per-sentence': { type: 'boolean' } } });
 // bench/ from the sources, dist/bench/ when built.
 const ROOT = basename(join(import.meta.dirname, '..')) === 'dist' ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
 const threads = Number(values.threads ?? 2);
 
-function maskedLm(tokenizer: AttnTokenizer, n: number, name: string): Model<AttnTokenizer> {
+/** bert-base's weights with a masked-LM head (random, seeded: the same at every call). */
+function maskedLmWeights(): ReturnType<typeof bertBaseWeights> {
   const w = bertBaseWeights('bert.');
   w.set('cls.predictions.transform.dense.weight', randomTensor([HIDDEN, HIDDEN], 9001));
   w.set('cls.predictions.transform.dense.bias', { shape: [HIDDEN], data: new Float32Array(HIDDEN) });
   w.set('cls.predictions.transform.LayerNorm.weight', { shape: [HIDDEN], data: new Float32Array(HIDDEN).fill(1) });
   w.set('cls.predictions.transform.LayerNorm.bias', { shape: [HIDDEN], data: new Float32Array(HIDDEN) });
   w.set('cls.predictions.bias', { shape: [VOCAB], data: new Float32Array(VOCAB) });
+  return w;
+}
+
+let sharedWeights: ReturnType<typeof bertBaseWeights> | undefined;
+function maskedLm(tokenizer: AttnTokenizer, n: number, name: string): Model<AttnTokenizer> {
+  const w = (sharedWeights ??= maskedLmWeights());
   const config = new ModelConfig({ ...BERT_BASE_CONFIG, architectures: ['BertForMaskedLM'] }, 'bench bert-base config');
   return new Model({ name, config, architecture: architectureFor('bert'), tokenizer, weights: memoryWeightStore(w), runtime: nodeRuntime, threads: n });
 }
@@ -69,6 +79,35 @@ const sample = stratified(all, Number(values.sample ?? 18));
 const load = (): string => execFileSync('uptime', { encoding: 'utf8' }).trim().replace(/.*load average:/, 'load');
 const model = maskedLm(tokenizer, threads, 'random-bert-base-mlm');
 
+/**
+ * The default path of the sources at git revision `rev`, on the same weights: `git archive rev
+ * src` unpacked in a folder beside src/ (so that its imports of node_modules resolve), imported,
+ * and the folder removed when the process exits.
+ */
+async function baselineAt(rev: string): Promise<{ score: () => Promise<{ sent1: number; sent2: number }[]>; dispose: () => Promise<void> }> {
+  const dir = join(ROOT, `.bench-baseline-${process.pid}`);
+  mkdirSync(dir);
+  const remove = () => rmSync(dir, { recursive: true, force: true });
+  process.on('exit', remove);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(1));
+  execFileSync('sh', ['-c', `git -C "${ROOT}" archive "${rev}" src | tar -x -C "${dir}"`]);
+  const from = async <T>(path: string): Promise<T> => (await import(join(dir, 'src', path))) as T;
+  const { Model: OldModel } = await from<typeof import('../src/engine/model.js')>('engine/model.ts');
+  const { memoryWeightStore: oldStore } = await from<typeof import('../src/io/memory-weights.js')>('io/memory-weights.ts');
+  const { architectureFor: oldArchitecture } = await from<typeof import('../src/models/registry.js')>('models/registry.ts');
+  const { ModelConfig: OldConfig } = await from<typeof import('../src/models/config.js')>('models/config.ts');
+  const { nodeRuntime: oldRuntime } = await from<typeof import('../src/runtime/onnxruntime-node.js')>('runtime/onnxruntime-node.ts');
+  const { loadTokenizer: oldTokenizer } = await from<typeof import('../src/tokenizer/load-tokenizer.js')>('tokenizer/load-tokenizer.ts');
+  const { scoreCrowsPairs: oldScore } = await from<typeof import('../src/bias/crows-pairs.js')>('bias/crows-pairs.ts');
+  const w = (sharedWeights ??= maskedLmWeights());
+  const config = new OldConfig({ ...BERT_BASE_CONFIG, architectures: ['BertForMaskedLM'] }, 'bench bert-base config');
+  const tok = await oldTokenizer({ tokenizerJson: join(tokDir, 'tokenizer.json'), tokenizerConfig: join(tokDir, 'tokenizer_config.json') });
+  const old = new OldModel({ name: `random-bert-base-mlm at ${rev}`, config, architecture: oldArchitecture('bert'), tokenizer: tok, weights: oldStore(w), runtime: oldRuntime, threads });
+  await oldScore(old, sample.slice(0, 1)); // build the session
+  return { score: async () => (await oldScore(old, sample)).scores, dispose: () => old.dispose() };
+}
+const baseline = values.baseline ? await baselineAt(values.baseline) : undefined;
+
 /** Every masked copy of `ps` as metric.py builds them: [ids, type ids, position]. */
 async function copies(ps: readonly CrowsPair[]): Promise<[number[], number[], number][]> {
   const out: [number[], number[], number][] = [];
@@ -84,12 +123,13 @@ async function copies(ps: readonly CrowsPair[]): Promise<[number[], number[], nu
 }
 
 console.log(`bert-base-sized masked LM (random weights, bert-base-uncased tokenizer), ${threads} threads`);
-await runLogits(model, [101, 102]); // build the session
+await runLogits(model, [101, 102]); // build the sessions
+await scoreCrowsPairs(model, sample.slice(0, 1));
 const sampleCopies = await copies(sample);
 const lengths = sampleCopies.map((c) => c[0].length);
 console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map((p) => p.biasType))].length} bias types), ${sampleCopies.length} masked copies, mean length ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(1)} tokens`);
 
-// 0. the three ways on the sample, alternated.
+// 0. the ways on the sample, alternated.
 {
   const rounds = Number(values.rounds ?? 2);
   type Run = { sent1: number; sent2: number }[];
@@ -107,11 +147,12 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     }
     return out;
   };
-  const ways = {
+  const ways: Record<string, () => Promise<Run>> = {
     authors: async () => (await scoreCrowsPairs(model, sample, { batched: false })).scores,
-    'per sentence': () => perSentence(sample),
-    pooled: async () => (await scoreCrowsPairs(model, sample)).scores,
-  } as const;
+  };
+  if (values['per-sentence']) ways['per sentence'] = () => perSentence(sample);
+  if (baseline) ways[`pooled at ${values.baseline}`] = baseline.score;
+  ways.pooled = async () => (await scoreCrowsPairs(model, sample)).scores;
   const times: Record<string, { wall: number; cpu: number }[]> = {};
   const scores: Record<string, Run> = {};
   for (let r = 0; r < rounds; r++) {
@@ -126,6 +167,7 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     }
   }
   const sum = (xs: { wall: number }[]) => xs.reduce((a, b) => a + b.wall, 0);
+  const cpu = (xs: { cpu: number }[]) => xs.reduce((a, b) => a + b.cpu, 0);
   const base = sum(times.authors!);
   for (const name of Object.keys(ways)) {
     let largest = 0;
@@ -134,7 +176,7 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     });
     const rows = crowsPairRows(sample, scores[name]!, true);
     const same = JSON.stringify(rows.map((x) => [x.sentMoreScore, x.sentLessScore, x.score])) === JSON.stringify(crowsPairRows(sample, scores.authors!, true).map((x) => [x.sentMoreScore, x.sentLessScore, x.score]));
-    console.log(`${name}: ${(sum(times[name]!) / 1000).toFixed(1)} s over ${rounds} rounds → ${(base / sum(times[name]!)).toFixed(2)}× the authors' approach; largest per-sentence difference ${largest.toExponential(2)}; rows ${same ? 'identical' : 'DIFFER'}; metric ${crowsPairsMetric(rows).metric.toFixed(2)}`);
+    console.log(`${name}: ${(sum(times[name]!) / 1000).toFixed(1)} s wall, ${(cpu(times[name]!) / 1000).toFixed(1)} s CPU over ${rounds} rounds → ${(base / sum(times[name]!)).toFixed(2)}× the authors' approach in wall time, ${(cpu(times.authors!) / cpu(times[name]!)).toFixed(2)}× in CPU time; largest per-sentence difference ${largest.toExponential(2)}; rows ${same ? 'identical' : 'DIFFER'}; metric ${crowsPairsMetric(rows).metric.toFixed(2)}`);
   }
 }
 
@@ -171,7 +213,7 @@ console.log(`one forward of ${n} tokens: ${one.wall.toFixed(1)} ms; one of ${n *
 }
 
 // 4. the whole benchmark: batched, and unbatched when asked.
-for (const batched of values['full-unbatched'] ? [true, false] : [true]) {
+for (const batched of pairs.length === 0 ? [] : values['full-unbatched'] ? [true, false] : [true]) {
   let metric = Number.NaN;
   const l0 = load();
   const full = await timeOnce(async () => {
@@ -186,4 +228,5 @@ for (const batched of values['full-unbatched'] ? [true, false] : [true]) {
   });
   console.log(`all ${pairs.length} pairs, ${batched ? 'pooled by length' : 'one forward per masked copy'}: ${(full.wall / 1000).toFixed(1)} s wall, ${(full.cpu / 1000).toFixed(1)} s CPU; metric ${metric.toFixed(2)}; before: ${l0}; after: ${load()}`);
 }
+await baseline?.dispose();
 await model.dispose();
