@@ -10,6 +10,7 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
 import type { ArchitectureInfo } from '../models/architecture.js';
+import { MAX_QUERY_BANDS, queryBandCount } from '../models/attention.js';
 
 export type AttentionMode = 'dense' | 'on-demand' | 'auto';
 
@@ -72,4 +73,20 @@ export function resolveAttentionMode(
   }
   const limit = onDemandAbove ?? autoDenseTokens(info);
   return Math.max(tokens, decoderTokens ?? 0) > limit ? 'on-demand' : 'dense';
+}
+
+/**
+ * The bands of query rows an on-demand graph computes attention in for `tokens` (and
+ * `decoderTokens`) tokens: `requested` (TraceOptions.queryBandCount) when given, else
+ * models/attention.ts queryBandCount of the most heads any stack has and the longer side. A power of
+ * two from 1 to MAX_QUERY_BANDS.
+ */
+export function onDemandBands(info: ArchitectureInfo, tokens: number, decoderTokens?: number, requested?: number): number {
+  if (requested !== undefined) {
+    const ok = Number.isInteger(requested) && requested >= 1 && requested <= MAX_QUERY_BANDS && (requested & (requested - 1)) === 0;
+    if (!ok) throw new AttnscopeError(`queryBandCount: ${requested} bands of query rows; allowed: a power of two from 1 to ${MAX_QUERY_BANDS}`);
+    return requested;
+  }
+  const heads = Math.max(...(Object.keys(info.stacks) as StackName[]).map((s) => info.stackHeads?.[s] ?? info.numHeads));
+  return queryBandCount(heads, Math.max(tokens, decoderTokens ?? 0));
 }

@@ -11,13 +11,14 @@ import type { ModelInfo, StackName, Token, Trace } from '../core/trace.js';
 import type { BuiltModel, GraphBuilder } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
+import { bandedAttention, QUERY_BANDS } from '../models/attention.js';
 import { createBuildContext } from '../models/build-context.js';
 import type { ModelConfig } from '../models/config.js';
 import { generateDecoder, generateEncoderDecoder, type GenerateOptions } from '../generation/decode.js';
 import type { DecodingModel } from '../generation/decoding-model.js';
 import type { GraphSession, Runtime, RuntimeTensor, SessionOptions } from '../runtime/runtime.js';
 import { assembleTrace, toFloat32 } from './assemble.js';
-import { resolveAttentionMode, type AttentionMode } from './attention-mode.js';
+import { onDemandBands, resolveAttentionMode, type AttentionMode } from './attention-mode.js';
 import { collectLogitLens } from './layer-states.js';
 import type { LanguageCodes } from '../tokenizer/language-codes.js';
 
@@ -82,6 +83,12 @@ export interface TraceOptions {
   attention?: boolean | AttentionMode;
   /** 'auto': the most tokens traced densely (default: engine/attention-mode.ts autoDenseTokens, ~1 GiB of probabilities). */
   onDemandAbove?: number;
+  /**
+   * On demand: the bands of query rows the graph computes attention in (a power of two; default
+   * models/attention.ts queryBandCount of the heads and the length, ~256 MB of scores per band).
+   * A run at another length with the same count reuses the session (e.g. a warm-up).
+   */
+  queryBandCount?: number;
   /** Cut inputs longer than the model's maximum positions instead of failing. */
   truncate?: boolean;
   /** Encoder-decoder models: the decoder's target text (tokenized, then shifted right behind the start token). */
@@ -231,7 +238,10 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (extension) await extension.extend(ctx);
       return ctx.g.build();
     });
-    return this.openBuilt(built);
+    // Banded attention serves long inputs: without the arena, each band's and layer's buffers go back
+    // to the system when freed, and the queries and keys handed over leave no arena behind (the arena
+    // grows by doubling and keeps its peak; measured in BENCHMARKS.md, long contexts against PyTorch).
+    return this.openBuilt(built, bandedAttention(taps) ? { arena: false } : {});
   }
 
   /**
@@ -384,6 +394,10 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       ...(options.logitLens ? { logitLens: options.logitLens } : {}),
     };
     if (deep) taps.qk = true;
+    if (bandedAttention(taps)) {
+      const bands = onDemandBands(this.architectureInfo, tokens.length, decoderTokens?.length, options.queryBandCount);
+      if (bands !== QUERY_BANDS) taps.queryBandCount = bands;
+    }
     const maskPositions = options.topK && kind === 'encoder' ? this.maskPositions(tokens) : [];
     return { tokens, ...(decoderTokens ? { decoderTokens } : {}), inputs, taps, maskPositions };
   }

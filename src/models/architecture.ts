@@ -77,6 +77,11 @@ export interface TapRequest {
    * query rows (models/attention.ts queryBands), so a long prompt's scores are never held whole.
    */
   queryBands?: boolean;
+  /**
+   * How many bands of query rows banded attention uses (default models/attention.ts QUERY_BANDS,
+   * 16); the engine sets more for long inputs (queryBandCount), one graph per count.
+   */
+  queryBandCount?: number;
   /** Mixture-of-experts layers: what the router did (`router_probabilities/selected/weights`). */
   routing?: boolean;
   /** Mixture-of-experts layers: the hidden state the router reads (`router_input`), to check the routing against the gate weights. */

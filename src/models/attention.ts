@@ -5,7 +5,7 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
 import type { GraphBuilder, Value } from '../graph/builder.js';
-import { tapName, type BuildContext } from './architecture.js';
+import { tapName, type BuildContext, type TapRequest } from './architecture.js';
 
 /** [1, seq, heads·headDim] → [1, heads, seq, headDim]. */
 export function splitHeads(g: GraphBuilder, x: Value, heads: number, headDim: number): Value {
@@ -43,6 +43,12 @@ export interface AttentionArgs {
   scaleStyle: 'scores-mul' | 'scores-div' | 'query-mul';
   /** Added to the scores (masks, relative position bias), broadcastable to [1, heads, q, k]. */
   bias?: Value | null;
+  /**
+   * The causal (or sliding-window) mask, added after `bias` ((scores + (bias + mask)) as before):
+   * from `causalMaskInput` (built in the graph for each band of rows when attention runs banded),
+   * or any additive mask value broadcastable to [1, heads, q, k].
+   */
+  mask?: Value | null;
   /**
    * With 'query-mul': the queries already multiplied by the scale, as the model computes them
    * (e.g. BART scales q_proj's output before splitting heads). Used for the product instead of
@@ -125,34 +131,115 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   // Attention on demand (queries and keys tapped, no probabilities): the queries go through in bands
   // of rows, so the [heads, queries, keys] scores are never held whole (each row is computed as before).
   // With a key/value cache only where asked (TapRequest.queryBands: generation's long prompt pass).
-  const banded = ctx.taps.qk && !ctx.taps.attention && (!ctx.taps.cache || ctx.taps.queryBands === true);
-  const context = banded ? queryBands(g, qIn, a.bias ?? null, rows) : rows(qIn, a.bias, ctx.taps.attention);
+  if (bandedAttention(ctx.taps)) {
+    const context = queryBands(g, qIn, allK, a.bias ?? null, a.mask ?? null, ctx.taps.queryBandCount ?? QUERY_BANDS, rows);
+    return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
+  }
+  if (a.mask && CAUSAL_MASKS.has(a.mask)) throw new Error(`attention ${a.stack}.${a.layer}: a causal mask built for banded attention reached a graph that is not banded`);
+  const bias = a.bias && a.mask ? g.add(a.bias, a.mask) : (a.bias ?? a.mask);
+  const context = rows(qIn, bias, ctx.taps.attention);
   return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
 }
 
-/** Bands of query rows attention is computed in when no probabilities are tapped (row i goes to band ⌊i·bands/n⌋). */
+/**
+ * Whether attention runs in bands of query rows: queries and keys tapped and no probabilities
+ * (attention on demand), with a key/value cache only where asked (TapRequest.queryBands:
+ * generation's long prompt pass). Every attention of a graph decides alike.
+ */
+export function bandedAttention(taps: TapRequest): boolean {
+  return taps.qk && !taps.attention && (!taps.cache || taps.queryBands === true);
+}
+
+/** Bands of query rows attention is computed in when no probabilities are tapped, unless TapRequest.queryBandCount says otherwise (row i goes to band ⌊i·bands/n⌋). */
 export const QUERY_BANDS = 16;
 
+/** What one band's [heads, rows, keys] scores may take, about (queryBandCount). */
+const BAND_BYTES = 256 * 2 ** 20;
+
+/** The most bands a graph is built with (rows of 32,768 tokens × 14 heads need 256 for BAND_BYTES). */
+export const MAX_QUERY_BANDS = 1024;
+
 /**
- * `rows` of each band of the queries [1, heads, n, d] (bands of ⌊n/QUERY_BANDS⌋ or so rows, empty
- * ones when n < QUERY_BANDS), concatenated along the query axis. The bias is cut to the band's rows
- * where it has a query axis, and read whole where that axis is 1 (broadcast).
+ * Bands of query rows for `n` tokens attended by `heads` heads (each band's float32 scores
+ * [heads, rows, n] within about BAND_BYTES): QUERY_BANDS, or the power of two above that the
+ * length needs, so a graph is built for few band counts (one per power of two; its weights are
+ * shared through the graph cache). Llama-3.2-1B's 32 heads: 16 up to 5,792 tokens, 32 at 8,192;
+ * 14 heads at 32,768 tokens: 256.
  */
-function queryBands(g: BuildContext['g'], q: Value, bias: Value | null, rows: (q: Value, bias: Value | null, tapProbs: boolean) => Value): Value {
+export function queryBandCount(heads: number, n: number): number {
+  const needed = (heads * n * n * 4) / BAND_BYTES;
+  let bands = QUERY_BANDS;
+  while (bands < needed && bands < MAX_QUERY_BANDS) bands *= 2;
+  return bands;
+}
+
+const MASKED = -3.4028234663852886e38;
+
+/** Causal masks that attention builds in the graph band by band (causalMaskInput in a banded graph), with their windows. */
+const CAUSAL_MASKS = new WeakMap<Value, { window: number | null }>();
+
+/**
+ * A stack's causal mask for `attention`'s `mask`: key j is masked for the query at position i (the
+ * queries following `past = keys − queries` cached keys) when j > i, or when `window` is a number
+ * and i − j ≥ window (models/masks.ts causalMask's rule). In a graph that is not banded, the fed
+ * input `name` [1, 1, queries, keys] (`dims` its two last dimension names); in a banded one no
+ * input: attention builds each band's [rows, keys] mask from positions (the same values, so
+ * nothing of size queries × keys is fed or held). The value returned must only be given to
+ * `attention` as `mask` (in a banded graph it is not a graph value).
+ */
+export function causalMaskInput(ctx: BuildContext, name: string, window: number | null, dims: readonly [string, string] = ['seq', 'keys']): Value {
+  if (!bandedAttention(ctx.taps)) return ctx.g.input(name, 'float32', [1, 1, ...dims]);
+  const marker: Value = { name: `${name} (built per band)` };
+  CAUSAL_MASKS.set(marker, { window });
+  return marker;
+}
+
+/**
+ * Rows [start, end) of a causal mask with `window` for `queries` queries after `keys − queries`
+ * cached keys: 0 where the query may read key j, the most negative float32 where not (what the fed
+ * mask holds), as [rows, keys].
+ */
+function bandMask(g: BuildContext['g'], start: Value, end: Value, queries: Value, keys: Value, window: number | null): Value {
+  const past = g.sub(keys, queries);
+  const scalar = (v: Value): Value => g.squeeze(v, [0]);
+  const one = scalar(g.ints([1]));
+  const qPos = g.unsqueeze(g.op('Range', [scalar(g.add(start, past)), scalar(g.add(end, past)), one]), [1]);
+  const kPos = g.unsqueeze(g.op('Range', [scalar(g.ints([0])), scalar(keys), one]), [0]);
+  let masked = g.op('Greater', [kPos, qPos]);
+  if (window !== null) masked = g.op('Or', [masked, g.op('GreaterOrEqual', [g.sub(qPos, kPos), g.ints([window])])]);
+  return g.where(masked, g.scalar(MASKED), g.scalar(0));
+}
+
+/**
+ * `rows` of each band of the queries [1, heads, n, d] (`bands` bands of ⌊n/bands⌋ or so rows, empty
+ * ones when n < bands), concatenated along the query axis. The bias and a fed mask are cut to the
+ * band's rows where they have a query axis, and read whole where that axis is 1 (broadcast); a
+ * causal mask from causalMaskInput is built for the band's rows (keys: the keys `k` [1, kv, keys, d]).
+ */
+function queryBands(
+  g: BuildContext['g'], q: Value, k: Value, bias: Value | null, mask: Value | null, bands: number,
+  rows: (q: Value, bias: Value | null, tapProbs: boolean) => Value,
+): Value {
   const n = g.shape(q, 2, 3);
-  const biasRows = bias ? g.shape(bias, -2, -1) : null;
-  const bound = (i: number): Value => g.op('Div', [g.mul(n, g.ints([i])), g.ints([QUERY_BANDS])]);
+  const causal = mask ? CAUSAL_MASKS.get(mask) : undefined;
+  const keys = causal ? g.shape(k, 2, 3) : null;
+  const rowsOf = (x: Value | null): ((start: Value, end: Value) => Value) | null => {
+    if (!x) return null;
+    const size = g.shape(x, -2, -1);
+    const last = g.sub(size, g.ints([1]));
+    // A query axis of 1 (broadcast) keeps its one row: [min(start, size − 1), max(min(end, size), 1)).
+    return (start, end) => g.slice(x, g.op('Min', [start, last]), g.op('Max', [g.op('Min', [end, size]), g.ints([1])]), [-2]);
+  };
+  const biasRows = rowsOf(bias);
+  const maskRows = causal ? (start: Value, end: Value) => bandMask(g, start, end, n, keys!, causal.window) : rowsOf(mask);
+  const bound = (i: number): Value => g.op('Div', [g.mul(n, g.ints([i])), g.ints([bands])]);
   const parts: Value[] = [];
   let start = bound(0);
-  for (let i = 1; i <= QUERY_BANDS; i++) {
-    const end = i === QUERY_BANDS ? n : bound(i);
-    let b: Value | null = null;
-    if (bias && biasRows) {
-      // A query axis of 1 (broadcast) keeps its one row: [min(start, size − 1), max(min(end, size), 1)).
-      const last = g.sub(biasRows, g.ints([1]));
-      b = g.slice(bias, g.op('Min', [start, last]), g.op('Max', [g.op('Min', [end, biasRows]), g.ints([1])]), [-2]);
-    }
-    parts.push(rows(g.slice(q, start, end, [2]), b, false));
+  for (let i = 1; i <= bands; i++) {
+    const end = i === bands ? n : bound(i);
+    const b = biasRows?.(start, end) ?? null;
+    const m = maskRows?.(start, end) ?? null;
+    parts.push(rows(g.slice(q, start, end, [2]), b && m ? g.add(b, m) : (b ?? m), false));
     start = end;
   }
   return g.concat(parts, 2);

@@ -9,7 +9,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, tap, tapBlockContributions } from './attention.js';
+import { attention, causalMaskInput, mergeHeads, tap, tapBlockContributions } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { alibiFeed, layerNormLayer, linearLayer } from './layers.js';
@@ -57,7 +57,8 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-mul',
-    bias: g.add(alibi, mask),
+    bias: alibi,
+    mask,
     outputProjection: { weight: await ctx.weight(`${p}.self_attention.dense.weight`), layout: 'out-in' },
   });
   const residualPostLn = config.bool('apply_residual_connection_post_layernorm', false);
@@ -78,7 +79,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const eps = config.num('layer_norm_epsilon', 1e-5);
   const base = ctx.findPrefix(['transformer.', ''], 'word_embeddings.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const alibi = g.input('alibi', 'float32', [1, info.numHeads, 'seq', 'keys']);
   let x = g.gather(await ctx.weight(`${base}word_embeddings.weight`), ids);
   tapEmbeddings(ctx, 'self', { token: x });

@@ -14,7 +14,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, tapBlockContributions } from './attention.js';
+import { attention, causalMaskInput, mergeHeads, tapBlockContributions } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -116,7 +116,7 @@ async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, laye
     v,
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
-    bias: mask,
+    mask,
     outputProjection: { weight: await ctx.weight(`${a}.o_proj.weight`), layout: 'out-in' },
   });
   const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`, s.attentionBias);
@@ -135,7 +135,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const s = cohereSpec(config);
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const rotary = rotaryInputs(g, s.rope);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);

@@ -15,7 +15,7 @@ import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { tap } from './attention.js';
+import { causalMaskInput, tap } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { alibiFeed, layerNormLayer, preNormBlock, requiredBias } from './layers.js';
@@ -116,18 +116,14 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const { g, config } = ctx;
   const eps = config.num('layer_norm_epsilon', 1e-5);
   const twoNorms = o.newArch && ctx.hasWeight(`${p}.ln_attn.weight`);
-  let bias = pos.mask;
-  if (pos.alibi) {
-    tap(ctx, ctx.taps.qk, pos.alibi, tapName('score_bias', 'self', layer));
-    bias = g.add(pos.alibi, pos.mask);
-  }
+  if (pos.alibi) tap(ctx, ctx.taps.qk, pos.alibi, tapName('score_bias', 'self', layer));
   const norm = (name: string) => (y: Value): Promise<Value> => layerNormLayer(ctx, y, `${p}.${name}`, eps);
   // Parallel blocks (new_decoder_architecture or `parallel_attn`): one shared norm, or ln_attn and ln_mlp.
   const parallel = o.newArch || o.parallel;
   return preNormBlock(ctx, x, {
     layer, heads: info.numHeads, kvHeads: info.numKeyValueHeads, headDim: info.headDim,
     // Rotary: scores /= √headDim; ALiBi: (q·k + alibi) · inv_norm_factor.
-    scale: 1 / Math.sqrt(info.headDim), scaleStyle: pos.alibi ? 'scores-mul' : 'scores-div', mask: bias,
+    scale: 1 / Math.sqrt(info.headDim), scaleStyle: pos.alibi ? 'scores-mul' : 'scores-div', bias: pos.alibi, mask: pos.mask,
     inputNorm: norm(twoNorms ? 'ln_attn' : 'input_layernorm'),
     qkv: async (h) => {
       let [q, k, v] = splitFused(ctx, await falconLinear(ctx, h, `${p}.self_attention.query_key_value`, o.bias), o, info);
@@ -153,7 +149,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const o = layout(config);
   const base = ctx.findPrefix(['transformer.', ''], 'word_embeddings.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   let pos: Positions;
   if (o.alibi) {
     const alibi = g.input('alibi', 'float32', [1, info.numHeads, 'seq', 'keys']);

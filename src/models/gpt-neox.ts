@@ -14,6 +14,7 @@ import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer, preNormBlock, requiredBias } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
+import { causalMaskInput } from './attention.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
 import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
@@ -117,7 +118,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const spec = ropeSpec(config, info.headDim);
   const base = ctx.findPrefix(['gpt_neox.', ''], 'embed_in.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const rope: Rope | null = spec.rotaryDims > 0
     ? {
         spec,

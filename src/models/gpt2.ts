@@ -13,7 +13,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { attention, causalMaskInput, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, requiredBias } from './layers.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
@@ -96,7 +96,7 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale: 1 / divisor, scaleStyle: 'scores-div',
-    bias: mask,
+    mask,
     outputProjection: { weight: await ctx.weight(`${p}.attn.c_proj.weight`), layout: 'in-out' },
   });
   const attnOut = await conv1d(ctx, mergeHeads(g, context, heads, headDim), `${p}.attn.c_proj`);
@@ -115,7 +115,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['transformer.', ''], 'wte.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const token = g.gather(await ctx.weight(`${base}wte.weight`), ids);
   const position = g.gather(await ctx.weight(`${base}wpe.weight`), positions);
   tapEmbeddings(ctx, 'self', { token, position });

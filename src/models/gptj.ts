@@ -14,7 +14,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { splitHeads } from './attention.js';
+import { causalMaskInput, splitHeads } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { lmHead } from './heads.js';
@@ -102,7 +102,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const s = gptjSpec(config);
   const base = ctx.findPrefix(['transformer.', ''], 'wte.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const rotary = rotaryInputs(g, s.rope);
   let x = g.gather(await ctx.weight(`${base}wte.weight`), ids);
   tapEmbeddings(ctx, 'self', { token: x });

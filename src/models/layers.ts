@@ -361,8 +361,10 @@ export interface PreNormBlock {
   /** The multiplier of q·k and where it is applied (see AttentionArgs). */
   scale: number;
   scaleStyle: AttentionArgs['scaleStyle'];
-  /** The additive mask of the scores (causal, sliding window). */
+  /** The additive mask of the scores (causal, sliding window; models/attention.ts causalMaskInput). */
   mask: Value;
+  /** A term added to the scores before the mask (Falcon's ALiBi), or null. */
+  bias?: Value | null;
   /** The norm before attention (and before the MLP, in parallel blocks). */
   inputNorm(x: Value): Promise<Value>;
   /** Per-head queries [1, heads, seq, headDim], keys and values [1, kvHeads, seq, headDim] of the normed input, as they enter q·k (rotary applied). */
@@ -395,7 +397,8 @@ export async function preNormBlock(ctx: BuildContext, x: Value, b: PreNormBlock)
     stack: 'self', layer: b.layer, q, k, v,
     numHeads: b.heads, numKvHeads: b.kvHeads, headDim: b.headDim,
     scale: b.scale, scaleStyle: b.scaleStyle,
-    bias: b.mask,
+    bias: b.bias ?? null,
+    mask: b.mask,
     outputProjection: { weight: outWeight, layout: 'out-in' },
   });
   const attnOut = g.linear(mergeHeads(g, context, b.heads, b.headDim), outWeight, b.outBias ?? undefined);

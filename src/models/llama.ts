@@ -15,7 +15,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { splitHeads } from './attention.js';
+import { causalMaskInput, splitHeads } from './attention.js';
 import { preNormBlock } from './layers.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
@@ -262,7 +262,7 @@ async function build(ctx: BuildContext): Promise<void> {
   };
   const masks = maskInputs(s.windows);
   const maskValues = new Map<string, Value>();
-  for (const name of new Set(masks.perLayer)) maskValues.set(name, g.input(name, 'float32', [1, 1, 'seq', 'keys']));
+  for (const [name, window] of masks.windows) maskValues.set(name, causalMaskInput(ctx, name, window));
 
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);

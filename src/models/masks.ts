@@ -13,17 +13,32 @@ export interface CausalMaskOptions {
   window?: number;
 }
 
-/** A causal mask [1, 1, queries, pastLength + queries] as a float32 feed. */
+/**
+ * A causal mask [1, 1, queries, pastLength + queries] as a float32 feed. Its values are made when
+ * first read: graphs whose attention builds the mask band by band (models/attention.ts
+ * causalMaskInput) have no such input, so the feed is dropped unread and its queries × keys floats
+ * (4.3 GB at 32,768 tokens) are never allocated.
+ */
 export function causalMask(queries: number, options: CausalMaskOptions = {}): RuntimeTensor {
   const past = options.pastLength ?? 0;
   const keys = past + queries;
   const window = options.window ?? Number.POSITIVE_INFINITY;
-  const data = new Float32Array(queries * keys);
-  for (let i = 0; i < queries; i++) {
-    const qPos = past + i;
-    for (let j = 0; j < keys; j++) {
-      if (j > qPos || qPos - j >= window) data[i * keys + j] = MASKED;
+  let data: Float32Array | undefined;
+  const make = (): Float32Array => {
+    const d = new Float32Array(queries * keys);
+    for (let i = 0; i < queries; i++) {
+      const qPos = past + i;
+      for (let j = 0; j < keys; j++) {
+        if (j > qPos || qPos - j >= window) d[i * keys + j] = MASKED;
+      }
     }
-  }
-  return { type: 'float32', dims: [1, 1, queries, keys], data };
+    return d;
+  };
+  return {
+    type: 'float32',
+    dims: [1, 1, queries, keys],
+    get data(): Float32Array {
+      return (data ??= make());
+    },
+  };
 }

@@ -9,7 +9,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { splitHeads } from './attention.js';
+import { causalMaskInput, splitHeads } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { preNormBlock } from './layers.js';
@@ -111,7 +111,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const rotary = rotaryInputs(g, s.rope);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   // The non-parametric LayerNorm as ONNX LayerNormalization with a unit scale and no bias.
   const ones = g.initializer('olmo.layer_norm.unit_scale', new Float32Array(s.hidden).fill(1), [s.hidden]);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);

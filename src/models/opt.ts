@@ -11,7 +11,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
+import { attention, causalMaskInput, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
@@ -81,7 +81,7 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
     stack: 'self', layer, q, k, v,
     numHeads: heads, numKvHeads: heads, headDim,
     scale, scaleStyle: 'query-mul', scaledQ,
-    bias: mask,
+    mask,
     outputProjection: { weight: await ctx.weight(`${p}.self_attn.out_proj.weight`), layout: 'out-in' },
   });
   const residualSum = g.add(x, await linear(ctx, mergeHeads(g, context, heads, headDim), `${p}.self_attn.out_proj`, bias));
@@ -110,7 +110,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['model.decoder.', 'decoder.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const positions = g.input('position_ids', 'int64', [1, 'seq']);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let tokens = g.gather(embed, ids);
   const position = g.gather(await ctx.weight(`${base}embed_positions.weight`), positions);

@@ -20,7 +20,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { splitHeads } from './attention.js';
+import { causalMaskInput, splitHeads } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { mixtureOfExperts, preNormBlock, requiredBias, rmsNormLayer } from './layers.js';
@@ -192,7 +192,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const rotary = rotaryInputs(g, s.rope);
   const names = maskNames(s.windows);
   const masks = new Map<string, Value>();
-  for (const name of new Set(names)) masks.set(name, g.input(name, 'float32', [1, 1, 'seq', 'keys']));
+  names.forEach((name, l) => masks.has(name) || masks.set(name, causalMaskInput(ctx, name, s.windows[l]!)));
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
   tapEmbeddings(ctx, 'self', { token: x });

@@ -11,7 +11,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { splitHeads } from './attention.js';
+import { causalMaskInput, splitHeads } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { layerNormLayer, preNormBlock } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
@@ -131,7 +131,7 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const rotary = rotaryInputs(g, s.rope);
-  const mask = g.input('attention_bias', 'float32', [1, 1, 'seq', 'keys']);
+  const mask = causalMaskInput(ctx, 'attention_bias', null);
   const embed = await ctx.weight(`${base}embed_tokens.weight`);
   let x = g.gather(embed, ids);
   tapEmbeddings(ctx, 'self', { token: x });
