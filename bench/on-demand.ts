@@ -22,19 +22,10 @@ import { writeTraceFile } from '../src/io/trace-file.js';
 import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
-import { llamaWeights } from './random-weights.js';
+import { llamaWeights, type LlamaShape } from './random-weights.js';
 import { spawnCase } from './child-case.js';
 import { caseOptions, fixed0 as f0, fixedSmall as f1, loadAverage, machineLine } from './cli-args.js';
 import { peakMb, rssMb, traceBytes } from './measure.js';
-
-interface Shape {
-  layers: number;
-  hidden: number;
-  heads: number;
-  kv: number;
-  ffn: number;
-  vocab: number;
-}
 
 /**
  * 'llama1b-4l': Llama-3.2-1B's attention (hidden 2048, 32 heads, 8 kv heads, head size 64) with 4 of
@@ -42,7 +33,7 @@ interface Shape {
  * budget); 'small': 4 layers, hidden 256, 4 heads / 2 kv heads (8k tokens fit dense attention's
  * graph buffers within the budget).
  */
-const SHAPES: Record<string, Shape> = {
+const SHAPES: Record<string, LlamaShape> = {
   'llama1b-4l': { layers: 4, hidden: 2048, heads: 32, kv: 8, ffn: 4096, vocab: 8192 },
   small: { layers: 4, hidden: 256, heads: 4, kv: 2, ffn: 512, vocab: 8192 },
 };
