@@ -19,9 +19,24 @@
  * `--baseline <dir>`: a checkout of src/ from an earlier revision (`git archive <rev> src | tar -x -C
  * <dir>`): its rolloutRows and flow diagram (model + layout, a token highlighted) against this
  * tree's, alternated run by run (median of 5, wall / CPU, with the load), then nothing else.
+ *
+ * `--browser [--before <rev>] [--runs R]`: the standalone page's flow tab in Chromium at each
+ * --tokens size (12 layers × 12 heads), then a click on the last token: the page thread's longest
+ * task (Long Tasks API; 0: none over 50 ms), its task time in all (Chrome's TaskDuration) and the
+ * wall time until the drawing is complete, for this tree's client with its flow views' worker,
+ * the same client without workers (the page computes the drawing itself), and — with --before —
+ * the client of an earlier revision (its web/ and src/ from `git archive <rev>`, bundled here with
+ * esbuild), all in the same run, the load printed with each row. Then nothing else.
  */
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { deflateRawSync } from 'node:zlib';
+import { build } from 'esbuild';
+import { chromium } from 'playwright-core';
+import { loadViewBundle } from '../src/views/html/bundle-node.js';
+import { type ViewBundle, renderStandaloneHtml } from '../src/views/html/standalone.js';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { attentionFlow } from '../src/analysis/flow.js';
@@ -33,7 +48,9 @@ import { flowLayout, flowModel } from '../src/views/layout/flow.js';
 import { measure } from './measure.js';
 import { syntheticTrace } from './synthetic-trace.js';
 
-const { values } = parseArgs({ options: { tokens: { type: 'string' }, budget: { type: 'string' }, search: { type: 'boolean' }, 'no-search': { type: 'boolean' }, baseline: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { tokens: { type: 'string' }, budget: { type: 'string' }, search: { type: 'boolean' }, 'no-search': { type: 'boolean' }, baseline: { type: 'string' }, browser: { type: 'boolean' }, before: { type: 'string' }, runs: { type: 'string' } },
+});
 const sizes = (values.tokens ?? '32,128,512').split(',').map(Number);
 const budget = Number(values.budget ?? 60);
 
@@ -64,6 +81,88 @@ const fmt = (t: Timing) => `${ms(t.wall)} (CPU ${ms(t.cpu)})`;
 
 function trace(n: number): Trace {
   return syntheticTrace({ layers: 12, heads: 12, tokens: n, headDim: 64, qk: false, pair: false });
+}
+
+if (values.browser) {
+  const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  const runs = Number(values.runs ?? 1);
+  const tmp = mkdtempSync(join(tmpdir(), 'attnscope-bench-flow-'));
+  const med = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor((v.length - 1) / 2)]!;
+  try {
+    const variants: { name: string; bundle: ViewBundle; init: string }[] = [];
+    if (values.before) {
+      // An earlier revision's client: its web/ and src/ bundled as scripts/build-web.mjs does (no type-check).
+      const dir = join(tmp, 'before');
+      execFileSync('sh', ['-c', `mkdir -p '${dir}' && git archive '${values.before}' web src | tar -x -C '${dir}'`]);
+      const common = { bundle: true, minify: true, legalComments: 'none' as const, charset: 'utf8' as const, logLevel: 'warning' as const, nodePaths: [join(import.meta.dirname, '..', 'node_modules')] };
+      await build({ ...common, entryPoints: [join(dir, 'web', 'main.ts')], outfile: join(dir, 'out', 'view.js'), format: 'iife', platform: 'browser', target: ['es2020', 'chrome90'] });
+      await build({ ...common, entryPoints: [join(dir, 'web', 'styles.css')], outfile: join(dir, 'out', 'view.css') });
+      variants.push({ name: `before (${values.before}: page thread)`, bundle: { js: readFileSync(join(dir, 'out', 'view.js'), 'utf8'), css: readFileSync(join(dir, 'out', 'view.css'), 'utf8') }, init: '' });
+    }
+    const bundle = await loadViewBundle();
+    variants.push({ name: 'after, no Worker (page thread)', bundle, init: 'delete window.Worker;' });
+    variants.push({ name: 'after (flow views\' worker)', bundle, init: '' });
+    const browser = await chromium.launch({
+      executablePath: process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium',
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'],
+    });
+    try {
+      console.log(`the standalone page's flow diagram in Chromium ${browser.version()}, 12 layers × 12 heads, rollout, top 3: opening the tab, then a click on the last token, until drawn; page thread's longest task (Long Tasks API; 0: none over 50 ms) / its task time in all / wall (ms), median of ${runs}`);
+      console.log('| tokens | client | open tab: longest / all / wall | click: longest / all / wall | load |');
+      console.log('|---:|---|---:|---:|---|');
+      for (const n of sizes) {
+        const t = trace(n);
+        const files = new Map<ViewBundle, string>();
+        for (const v of variants) {
+          if (files.has(v.bundle)) continue;
+          const file = join(tmp, `flow-${n}-${files.size}.html`);
+          writeFileSync(file, (await renderStandaloneHtml(t, { bundle: v.bundle, deflate: (d) => deflateRawSync(d, { level: 1 }), maxBytes: 400e6 })).html);
+          files.set(v.bundle, file);
+        }
+        const results = variants.map(() => ({ open: [] as number[][], click: [] as number[][] }));
+        for (let r = 0; r < runs; r++) {
+          for (const [vi, v] of variants.entries()) {
+            const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+            await context.route('**/*', (q) => (q.request().url().startsWith('file:') ? q.continue() : q.abort()));
+            await context.addInitScript(`window.__long = []; new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({ type: 'longtask', buffered: true }); ${v.init}`);
+            const page = await context.newPage();
+            await page.goto(pathToFileURL(files.get(v.bundle)!).href, { timeout: 900_000 });
+            await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 900_000 });
+            const cdp = await context.newCDPSession(page);
+            await cdp.send('Performance.enable');
+            const taskMs = async () => 1000 * ((await cdp.send('Performance.getMetrics')).metrics.find((x) => x.name === 'TaskDuration')?.value ?? NaN);
+            const drawn = (highlighted: boolean) =>
+              page.waitForFunction((hl) => {
+                const view = document.querySelector('[data-testid=flow-view]');
+                const svg = document.querySelector('[data-testid=flow-svg]');
+                return view !== null && svg !== null && !view.hasAttribute('data-computing') && !view.hasAttribute('data-drawing') && (!hl || svg.querySelector('line.highlighted') !== null);
+              }, highlighted, { timeout: 900_000, polling: 100 });
+            const measureStep = async (act: () => Promise<void>, highlighted: boolean) => {
+              await page.evaluate(() => new Promise((res) => setTimeout(res, 200)));
+              await page.evaluate(() => ((window as unknown as { __long: number[] }).__long = []));
+              const m0 = await taskMs();
+              const t0 = performance.now();
+              await act();
+              await drawn(highlighted);
+              await page.evaluate(() => new Promise((res) => requestAnimationFrame(() => res(null))));
+              const wall = performance.now() - t0;
+              return [await page.evaluate(() => Math.max(0, ...(window as unknown as { __long: number[] }).__long)), (await taskMs()) - m0, wall];
+            };
+            results[vi]!.open.push(await measureStep(() => page.click('[data-testid=tab-flow]', { timeout: 900_000 }), false));
+            results[vi]!.click.push(await measureStep(() => page.click(`[data-testid=flow-svg] text.token.output[data-token="${n - 1}"]`, { timeout: 900_000 }), true));
+            await context.close();
+          }
+        }
+        const cell = (xs: number[][]) => [0, 1, 2].map((i) => med(xs.map((x) => x[i]!)).toFixed(0)).join(' / ');
+        variants.forEach((v, vi) => console.log(`| ${n} | ${v.name} | ${cell(results[vi]!.open)} | ${cell(results[vi]!.click)} | ${load()} |`));
+      }
+    } finally {
+      await browser.close();
+    }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  process.exit(0);
 }
 
 if (values.baseline) {

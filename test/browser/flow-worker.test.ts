@@ -6,8 +6,8 @@
  * time: while held, the view names the stage and the page stays interactive (another tab opens,
  * a control changes); let go, the drawn edges are the top-3 per token of Node's flowModel on the
  * same trace, weight for weight, and the highlight of a clicked token is Node's flowLayout's, with
- * its rollout row equal to a float64 re-computation from the attention; a click lays out again on
- * the model the worker kept. Without workers the page draws the same edges and exports the same SVG.
+ * its rollout row equal to a float64 re-computation from the attention; a click (on a label, or
+ * on a node mark drawn merged into a path) lays out again on the model the worker kept. Without workers the page draws the same edges and exports the same SVG.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -197,6 +197,32 @@ describe('flow diagram in a Web Worker', () => {
       const row = rolloutRow(target);
       expect(values).toHaveLength(N);
       values.forEach((v, k) => expect(v).toBeCloseTo(row[k]!, 5));
+
+      // A click on a node mark of a middle column (drawn merged into paths: found from the grid).
+      const column = 6;
+      const token = 20;
+      const x = Number(await page.getAttribute(`${SVG} text.column-header[data-column="${column}"]`, 'x'));
+      const label = page.locator(`${SVG} text.token.input[data-token="${token}"]`);
+      const y = Number(await label.getAttribute('y')) - 0.36 * Number(await label.getAttribute('font-size'));
+      expect(await page.locator(`${SVG} path.flow-nodes`).count()).toBeGreaterThan(0);
+      await page.locator(SVG).click({ position: { x, y } });
+      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1);
+      expect(await release(page)).toBe(1);
+      await page.waitForFunction(([c, t]) => {
+        const r = document.querySelector('[data-testid=flow-readout]');
+        return r?.getAttribute('data-column') === c && r?.getAttribute('data-token') === t;
+      }, [String(column), String(token)]);
+      await drawn(page);
+      const inner = await page.$$eval(`${SVG} line.highlighted`, (els) => els.map((e) => ({ column: Number(e.getAttribute('data-column')), q: Number(e.getAttribute('data-q')), k: Number(e.getAttribute('data-k')), flow: Number(e.getAttribute('data-flow')) })));
+      const nodeInner = flowLayout(trace, { method: 'rollout', query: token, column }).highlight!;
+      expect(inner).toEqual(nodeInner.edges.slice().sort((a, b) => a.weight - b.weight).map((e) => ({ column: e.column, q: e.q, k: e.k, flow: Number(e.weight.toPrecision(6)) })));
+      expect(await page.getAttribute(READOUT, 'data-model')).toBe('reused');
+      // Back to the last column's token for the export.
+      await page.click(`${SVG} text.token.output[data-token="${target}"]`);
+      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1);
+      expect(await release(page)).toBe(1);
+      await page.waitForFunction((t) => document.querySelector('[data-testid=flow-readout]')?.getAttribute('data-token') === t, String(target));
+      await drawn(page);
 
       // The SVG export is made in the worker too (not held: only drawings are).
       const [svg] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=flow-export-svg]')]);

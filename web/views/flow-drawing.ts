@@ -13,7 +13,7 @@ import type { Item } from '../../src/views/layout/common.js';
 import { type FlowModel, type FlowToken, type FlowViewOptions, flowLayout, flowMass } from '../../src/views/layout/flow.js';
 import { influenceTreeLayout } from '../../src/views/layout/influence-tree.js';
 
-/** From this many faded edges, they are drawn as a few paths (mergeFadedEdges). */
+/** From this many faded edges, they are drawn as a few paths (mergeFadedEdges); from this many plain node marks likewise (mergePlainNodes). */
 export const MERGE_FADED_FROM = 2000;
 
 /** What a drawing depends on besides the model. */
@@ -40,6 +40,17 @@ export interface MergedEdges {
   count: number;
 }
 
+/** Plain node marks of one look (fill, its opacity rounded to 1/20, stroke) as one path. */
+export interface MergedNodes {
+  fill: string;
+  fillOpacity: number;
+  stroke: string;
+  strokeWidth: number;
+  /** `M x y h w v h h −w Z` per mark. */
+  d: string;
+  count: number;
+}
+
 /** The drawn (pruned) edges: edge i joins token q[i] of column[i] to token k[i] of column[i] − 1. */
 export interface DrawnEdges {
   column: Int32Array;
@@ -51,9 +62,13 @@ export interface DrawnEdges {
 export interface FlowDrawing {
   width: number;
   height: number;
-  /** Faded edges merged into paths (painted first), then the other items in paint order. */
+  /** Paint order: faded edges merged into paths, the other lines, plain node marks merged into paths, the other items (marks, labels, notes). */
   paths: MergedEdges[];
-  items: Item[];
+  lines: Item[];
+  nodePaths: MergedNodes[];
+  nodes: Item[];
+  /** Diagram: the centre of node (column c, token t) is (columnX[c], rowY[t]) (a click on a merged mark is found from it). */
+  grid?: { columnX: number[]; rowY: number[] };
   /** Tokens per column. */
   n: number;
   /** The model layer of the first edge column. */
@@ -90,6 +105,33 @@ export function mergeFadedEdges(lines: readonly Item[]): { paths: MergedEdges[];
   return { paths, lines: lines.filter((it) => !(it.kind === 'line' && it.className === 'flow-edge')) };
 }
 
+/**
+ * The node marks other than the selected one, when there are many: one path per look (fill,
+ * opacity rounded to 1/20: the highlight's mass, stroke) instead of one <rect> each (13 × 512 of
+ * them at 512 tokens, which the page's thread takes long to lay out and paint). The page finds a
+ * click on them from the grid; their tooltips (the mass through each) are left out there. The SVG
+ * export keeps every rect.
+ */
+export function mergePlainNodes(nodes: readonly Item[]): { paths: MergedNodes[]; nodes: Item[] } {
+  const plain = (it: Item) => it.kind === 'rect' && it.className === 'flow-node';
+  const count = nodes.reduce((a, it) => a + (plain(it) ? 1 : 0), 0);
+  if (count < MERGE_FADED_FROM) return { paths: [], nodes: [...nodes] };
+  const groups = new Map<string, MergedNodes & { parts: string[] }>();
+  for (const it of nodes) {
+    if (it.kind !== 'rect' || !plain(it)) continue;
+    const fill = it.fill ?? 'none';
+    const fillOpacity = Math.round((it.fillOpacity ?? 1) * 20) / 20;
+    const stroke = it.stroke ?? 'none';
+    const strokeWidth = it.strokeWidth ?? 1;
+    const key = `${fill}|${fillOpacity}|${stroke}|${strokeWidth}`;
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = { fill, fillOpacity, stroke, strokeWidth, d: '', count: 0, parts: [] }));
+    g.parts.push(`M${it.x.toFixed(1)} ${it.y.toFixed(1)}h${it.width.toFixed(1)}v${it.height.toFixed(1)}h${(-it.width).toFixed(1)}Z`);
+  }
+  const paths = [...groups.values()].map(({ parts, ...g }) => ({ ...g, d: parts.join(''), count: parts.length }));
+  return { paths, nodes: nodes.filter((it) => !plain(it)) };
+}
+
 /** The drawing of a view from its model (see the file comment). */
 export function flowDrawing(trace: Trace, req: FlowDrawingRequest, model: FlowModel): FlowDrawing {
   const { options, frame } = req;
@@ -106,7 +148,9 @@ export function flowDrawing(trace: Trace, req: FlowDrawingRequest, model: FlowMo
       width: layout.width,
       height: layout.height,
       paths: [],
-      items: layout.items,
+      lines: [],
+      nodePaths: [],
+      nodes: layout.items,
       note: `influence tree of token ${root.token} “${model.tokens[root.token]!.label}” · ${layout.nodes.length} nodes · click a node to make it the root`,
       readout: { token: String(root.token), column: String(root.column), nodes: String(layout.nodes.length) },
       edges: { column: new Int32Array(0), q: new Int32Array(0), k: new Int32Array(0), weight: new Float64Array(0) },
@@ -119,6 +163,7 @@ export function flowDrawing(trace: Trace, req: FlowDrawingRequest, model: FlowMo
   }
   const layout = flowLayout(trace, options, { frame, label, inputValues }, model);
   const merged = mergeFadedEdges(layout.lines);
+  const marks = mergePlainNodes(layout.nodes);
   const hl = layout.highlight;
   const note = hl
     ? `what flows into token ${hl.token} “${model.tokens[hl.token]!.label}” (${hl.column === 0 ? 'input' : `after layer ${model.firstLayer + hl.column - 1}`}): ${hl.edges.length} edges highlighted · click it again to clear`
@@ -136,7 +181,10 @@ export function flowDrawing(trace: Trace, req: FlowDrawingRequest, model: FlowMo
     width: layout.width,
     height: layout.height,
     paths: merged.paths,
-    items: [...merged.lines, ...layout.nodes],
+    lines: merged.lines,
+    nodePaths: marks.paths,
+    nodes: marks.nodes,
+    grid: { columnX: layout.columnX, rowY: layout.rowY },
     note,
     readout: {
       highlighted: String(hl ? hl.edges.length : 0),

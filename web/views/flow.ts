@@ -29,7 +29,7 @@ import { appendSvgItems, button, frameWidth, h, replaceChildren, s, select } fro
 import { download, exportButtons } from '../export.js';
 import { type FlowDrawStage, flowLayoutWorker } from '../flow-layout-worker.js';
 import { type FlowJob, pageFlowLimit, pageWorkersAvailable, startFlowJob } from '../flow-worker.js';
-import { type FlowDrawing, type FlowDrawingRequest, type MergedEdges, drawnEdgeRows, flowDrawing } from './flow-drawing.js';
+import { type FlowDrawing, type FlowDrawingRequest, type MergedEdges, type MergedNodes, drawnEdgeRows, flowDrawing } from './flow-drawing.js';
 
 /** Appending a large drawing stops for the page after this many milliseconds of a task (appendInSlices). */
 const SLICE_MS = 12;
@@ -39,6 +39,11 @@ const SLICE_STEP = 100;
 /** A merged-edges record as a <path>. */
 function pathOf(g: MergedEdges): SVGElement {
   return s('path', { d: g.d, stroke: g.stroke, fill: 'none', 'stroke-width': g.width, 'stroke-opacity': g.opacity, class: 'flow-edges', 'data-edges': g.count });
+}
+
+/** Merged node marks as a <path>. */
+function marksOf(g: MergedNodes): SVGElement {
+  return s('path', { d: g.d, fill: g.fill, 'fill-opacity': g.fillOpacity, stroke: g.stroke, 'stroke-width': g.strokeWidth, class: 'flow-nodes', 'data-nodes': g.count });
 }
 
 type FlowState = 'idle' | 'running' | 'done' | 'cancelled' | 'error' | 'too-large';
@@ -99,13 +104,27 @@ export class FlowView {
     });
     this.wrap.addEventListener('click', (e) => {
       const el = (e.target as Element).closest('[data-token][data-column]');
-      if (!el) return;
-      const sel = { column: Number(el.getAttribute('data-column')), token: Number(el.getAttribute('data-token')) };
+      const sel = el ? { column: Number(el.getAttribute('data-column')), token: Number(el.getAttribute('data-token')) } : this.markAt(e);
+      if (!sel) return;
       const same = this.selected && this.selected.column === sel.column && this.selected.token === sel.token;
       this.selected = same && this.kind === 'diagram' ? null : sel;
       this.key = '';
       this.update();
     });
+  }
+
+  /** The node mark under a click on the drawing's merged marks (diagram), from its grid. */
+  private markAt(e: MouseEvent): { column: number; token: number } | null {
+    const grid = this.shown?.grid;
+    const svg = this.wrap.querySelector('svg');
+    if (!grid || !svg || !(e.target as Element).closest('path.flow-nodes')) return null;
+    const box = svg.getBoundingClientRect();
+    const x = e.clientX - box.left;
+    const y = e.clientY - box.top;
+    const nearest = (xs: number[], v: number) => xs.reduce((best, c, i) => (Math.abs(c - v) < Math.abs(xs[best]! - v) ? i : best), 0);
+    const column = nearest(grid.columnX, x);
+    const token = nearest(grid.rowY, y);
+    return Math.abs(grid.columnX[column]! - x) <= 6 ? { column, token } : null;
   }
 
   private id(): string {
@@ -311,25 +330,32 @@ export class FlowView {
   }
 
   /**
-   * The drawing's items into the SVG: at once when few, else for at most SLICE_MS per task (the
-   * page keeps answering between them; a newer drawing stops an older one's slices).
+   * The drawing's items into their groups, in order: at once when few, else for at most SLICE_MS
+   * per task (the page keeps answering between them; a newer drawing stops an older one's slices).
    */
-  private appendInSlices(svg: SVGElement, items: readonly Item[]): void {
+  private appendInSlices(parts: readonly [SVGElement, readonly Item[]][]): void {
     const gen = ++this.drawing;
-    if (items.length <= SLICE_STEP) {
-      appendSvgItems(svg, items);
+    const total = parts.reduce((a, [, items]) => a + items.length, 0);
+    if (total <= SLICE_STEP) {
+      for (const [parent, items] of parts) appendSvgItems(parent, items);
       return;
     }
     this.el.setAttribute('data-drawing', 'true');
+    let part = 0;
     let at = 0;
     const step = () => {
       if (gen !== this.drawing) return;
       const t0 = performance.now();
-      do {
-        appendSvgItems(svg, items.slice(at, at + SLICE_STEP));
+      while (part < parts.length && performance.now() - t0 < SLICE_MS) {
+        const [parent, items] = parts[part]!;
+        appendSvgItems(parent, items.slice(at, at + SLICE_STEP));
         at += SLICE_STEP;
-      } while (at < items.length && performance.now() - t0 < SLICE_MS);
-      if (at < items.length) setTimeout(step, 0);
+        if (at >= items.length) {
+          part++;
+          at = 0;
+        }
+      }
+      if (part < parts.length) setTimeout(step, 0);
       else this.el.removeAttribute('data-drawing');
     };
     step();
@@ -434,8 +460,13 @@ export class FlowView {
     this.flowStatus.dataset.state = flowState;
     this.paintFlowStatus();
     const svg = s('svg', { width: Math.ceil(d.width), height: Math.ceil(d.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
-    svg.append(...d.paths.map(pathOf));
-    this.appendInSlices(svg, d.items);
+    const lines = s('g', { class: 'flow-lines' });
+    const nodes = s('g', { class: 'flow-marks' });
+    svg.append(...d.paths.map(pathOf), lines, ...d.nodePaths.map(marksOf), nodes);
+    this.appendInSlices([
+      [lines, d.lines],
+      [nodes, d.nodes],
+    ]);
     this.wrap.replaceChildren(svg);
   }
 }
