@@ -8,6 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { alibiFeed, alibiSlopes } from '../src/models/layers.js';
+import { denseScoreBias } from '../src/core/position-bias.js';
 import { describeFixture, expectCachedDecodingMatchesFullRuns, expectScaleMatches, expectTextTraceMatches } from './helpers/fixture-suite.js';
 import { maxAbsDiff } from './helpers/reference.js';
 
@@ -72,10 +73,13 @@ for (const fixture of FIXTURE_NAMES) {
           expect(terms.biasKind).toBe('ALiBi');
           const pb = input.position_bias as number[][][];
           const n = input.input_ids.length;
-          expect(terms.bias!.dims).toEqual([ref.attention.num_heads, n, n]);
-          expect(terms.bias!.layers).toHaveLength(model.info.numLayers);
+          // Kept as one row over the keys per head (broadcast over the queries), shared by every layer.
+          expect(terms.bias!.dims).toEqual([ref.attention.num_heads, 1, n]);
+          expect(new Set(terms.bias!.layers).size).toBe(1);
+          const bias = denseScoreBias(terms, n, n)!;
+          expect(bias.layers).toHaveLength(model.info.numLayers);
           let max = 0;
-          for (const layer of terms.bias!.layers) {
+          for (const layer of bias.layers) {
             for (let hd = 0; hd < ref.attention.num_heads; hd++) {
               for (let i = 0; i < n; i++) {
                 for (let j = 0; j < n; j++) max = Math.max(max, Math.abs(layer[(hd * n + i) * n + j]! - pb[hd]![0]![j]!));
@@ -97,12 +101,14 @@ for (const fixture of FIXTURE_NAMES) {
       if (whole.bias) {
         expect(cached.bias!.dims).toEqual(whole.bias.dims);
         // Only the unmasked cells (key ≤ query): incremental steps never see later keys.
-        const [heads, n] = whole.bias.dims;
+        const n = full.tokens.length;
+        const [heads] = whole.bias.dims;
+        const [w, c] = [denseScoreBias(whole, n, n)!, denseScoreBias(cached, n, n)!];
         let max = 0;
-        whole.bias.layers.forEach((layer, l) => {
+        w.layers.forEach((layer, l) => {
           for (let h = 0; h < heads; h++) for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) {
             const at = (h * n + i) * n + j;
-            max = Math.max(max, Math.abs(layer[at]! - cached.bias!.layers[l]![at]!));
+            max = Math.max(max, Math.abs(layer[at]! - c.layers[l]![at]!));
           }
         });
         expect(max).toBeLessThanOrEqual(1e-6);

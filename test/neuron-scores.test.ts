@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { neuronScores } from '../src/analysis/neuron.js';
-import type { LayerStack, ScoreMap, StackName, Trace } from '../src/core/trace.js';
+import { withoutPositionBias } from '../src/core/position-bias.js';
+import type { LayerStack, ScoreMap, ScoreTerms, StackName, Trace } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { openSafetensors, writeSafetensors, type SafetensorsTensorInput } from '../src/io/safetensors.js';
@@ -136,8 +137,8 @@ describe('score terms of particular architectures', () => {
         for (const [stack, terms] of Object.entries(trace.scores!) as [StackName, NonNullable<ScoreMap[StackName]>][]) {
           const want = stack === 'self' ? model.info.kind === 'decoder' : expectCausal[stack];
           expect(terms.causal, `${fixture} ${stack}`).toBe(want);
-          // Only T5's self-attention stacks have an additive term.
-          expect(terms.bias !== undefined, `${fixture} ${stack} bias`).toBe(fixture === 't5' && stack !== 'cross');
+          // Only T5's self-attention stacks have an additive term (kept as a vector over j − i).
+          expect(terms.bias !== undefined || terms.positionBias !== undefined, `${fixture} ${stack} bias`).toBe(fixture === 't5' && stack !== 'cross');
         }
       } finally {
         await model.dispose();
@@ -193,7 +194,7 @@ describe('T5 records its real relative position bias', () => {
     for (const stack of ['encoder', 'decoder'] as const) {
       const terms = trace.scores![stack]!;
       expect(terms.biasKind).toBe('relative position bias');
-      const bias = terms.bias!;
+      const bias = denseBias(terms);
       const [heads, nq, nk] = bias.dims;
       expect(heads).toBe(config.num_heads);
       // t5 (not umt5): one bias shared by every layer.
@@ -284,7 +285,7 @@ describe('umT5 records each layer its own position bias', () => {
 
   function checkPerLayerBias(trace: Trace): void {
     for (const stack of ['encoder', 'decoder'] as const) {
-      const bias = trace.scores![stack]!.bias!;
+      const bias = denseBias(trace.scores![stack]!);
       const [heads, nq, nk] = bias.dims;
       expect(bias.layers).toHaveLength(tables[stack].length);
       expect(bias.layers[1]).not.toBe(bias.layers[0]);
@@ -422,6 +423,7 @@ describe('trace files keep the score terms exactly', () => {
   }
 
   it('JSON and .safetensors round trips (t5 with its shared bias, mistral-window with windows)', async () => {
+    // (t5's bias is kept as a vector over j − i: compared expanded.)
     for (const fixture of ['t5', 'mistral-window']) {
       const model = await loadModel(join(FIXTURES, fixture), { graphCache: false });
       try {
@@ -430,7 +432,7 @@ describe('trace files keep the score terms exactly', () => {
           const path = join(dir, `${fixture}.${ext}`);
           await writeTraceFile(path, trace);
           const back = await readTraceFile(path);
-          expectSameScores(back.scores, trace.scores!);
+          expectSameScores(expanded(back.scores!), expanded(trace.scores!));
           // What the neuron view computes from the file is what it computes from the trace.
           const stack = fixture === 't5' ? 'decoder' : 'self';
           const a = neuronScores(trace, { stack, layer: 1, head: 1, query: 3 });
@@ -487,9 +489,22 @@ describe('standalone pages carry the score terms to the browser', () => {
       for (const t of biasTensors) expect(new Set(t.blobs).size).toBe(1);
       const err = neuronError(page);
       expect(err.max, `max |softmax − attention| ${err.max} at ${err.where}`).toBeLessThanOrEqual(FLOAT32);
-      expect(page.scores!.encoder!.bias!.layers[1]).toEqual(trace.scores!.encoder!.bias!.layers[1]);
+      // The trace keeps T5's bias as a vector over j − i; the page receives it expanded.
+      expect(page.scores!.encoder!.bias!.layers[1]).toEqual(denseBias(trace.scores!.encoder!).layers[1]);
     } finally {
       await model.dispose();
     }
   });
 });
+
+/** Score terms' bias as [heads, queries, keys] (a relative one expanded, as the page receives it). */
+function denseBias(terms: ScoreTerms): LayerStack {
+  return withoutPositionBias(terms).bias!;
+}
+
+/** Every stack's terms with a relative bias expanded. */
+function expanded(scores: ScoreMap): ScoreMap {
+  const out: ScoreMap = {};
+  for (const [stack, terms] of Object.entries(scores) as [StackName, ScoreTerms][]) out[stack] = withoutPositionBias(terms);
+  return out;
+}

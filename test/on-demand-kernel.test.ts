@@ -35,6 +35,17 @@ const HALF_ULP = 2 ** -24;
  * (docs/DESIGN.md, attention on demand): s_j = (q_i · k_j) · scale + bias, masked keys (causal: j > i;
  * window w: i − j ≥ w) weigh 0, softmax over the rest.
  */
+/**
+ * The bias at (i, j) as core/trace.ts documents the forms: dense [heads, q, k], one row over the keys
+ * broadcast over the queries ([heads, 1, k]: ALiBi), or a vector over j − i (positionBias: T5).
+ */
+function biasOf(terms: ScoreTerms, layer: number, head: number, nq: number, nk: number, i: number, j: number): number {
+  if (terms.positionBias) return terms.positionBias.layers[layer]![head * (nq + nk - 1) + j - i + nq - 1]!;
+  if (!terms.bias) return 0;
+  const rows = terms.bias.dims[1];
+  return terms.bias.layers[layer]![(head * rows + (rows === 1 ? 0 : i)) * nk + j]!;
+}
+
 function float64Row(q: LayerStack, k: LayerStack, terms: ScoreTerms, layer: number, head: number, i: number): Float64Array {
   const [H, nq, d] = q.dims;
   const [kvH, nk] = k.dims;
@@ -47,7 +58,7 @@ function float64Row(q: LayerStack, k: LayerStack, terms: ScoreTerms, layer: numb
     if ((terms.causal && j > i) || (w !== null && i - j >= w)) continue;
     let dot = 0;
     for (let t = 0; t < d; t++) dot += qs[(head * nq + i) * d + t]! * ks[(kv * nk + j) * d + t]!;
-    s[j] = dot * terms.scale[layer]! + (terms.bias ? terms.bias.layers[layer]![(head * nq + i) * nk + j]! : 0);
+    s[j] = dot * terms.scale[layer]! + biasOf(terms, layer, head, nq, nk, i, j);
   }
   let max = Number.NEGATIVE_INFINITY;
   for (const v of s) max = Math.max(max, v);

@@ -35,7 +35,7 @@ export type LongJob =
 
 export type LongRequest = { kind: 'long-views' } & (
   | { op: 'stack'; spec: LongStackSpec }
-  | { op: 'layer'; layer: number; queries: Float32Array; keys: Float32Array; bias: Float32Array | null }
+  | { op: 'layer'; layer: number; queries: Float32Array; keys: Float32Array; bias: Float32Array | null; biasForm?: BiasForm }
   | { op: 'drop'; layer: number }
   | { op: 'job'; id: number; job: LongJob }
   | { op: 'cancel'; ids: number[] }
@@ -59,13 +59,21 @@ const layers = new Map<number, AttentionSource>();
 const queue: Running[] = [];
 let pumping = false;
 
+/**
+ * How a layer's bias is laid out (core/position-bias.ts): [heads, queries, keys] ('dense', the
+ * default), one row over the keys broadcast over the queries ('broadcast', ALiBi), or one value per
+ * offset j − i ('relative', T5).
+ */
+export type BiasForm = 'dense' | 'broadcast' | 'relative';
+
 /** One layer's source: its queries, keys and terms as a one-layer stack. */
-function layerSource(s: LongStackSpec, layer: number, queries: Float32Array, keys: Float32Array, bias: Float32Array | null): AttentionSource {
+function layerSource(s: LongStackSpec, layer: number, queries: Float32Array, keys: Float32Array, bias: Float32Array | null, form: BiasForm = 'dense'): AttentionSource {
   const terms: ScoreTerms = {
     scale: [s.scale[layer]!],
     causal: s.causal,
     window: [s.window[layer] ?? null],
-    ...(bias ? { bias: { dims: [s.numHeads, s.numQueries, s.numKeys], layers: [bias] } } : {}),
+    ...(bias && form === 'relative' ? { positionBias: { kind: 'relative' as const, dims: [s.numHeads, s.numQueries, s.numKeys] as const, layers: [bias] } } : {}),
+    ...(bias && form !== 'relative' ? { bias: { dims: [s.numHeads, form === 'broadcast' ? 1 : s.numQueries, s.numKeys] as const, layers: [bias] } } : {}),
   };
   return queryKeyAttentionSource(s.stack, { dims: [s.numHeads, s.numQueries, s.headDim], layers: [queries] }, { dims: [s.kvHeads, s.numKeys, s.headDim], layers: [keys] }, terms);
 }
@@ -117,7 +125,7 @@ export function onLongRequest(req: LongRequest, post: (m: LongReply, transfer?: 
       queue.length = 0;
       return;
     case 'layer':
-      if (spec) layers.set(req.layer, layerSource(spec, req.layer, req.queries, req.keys, req.bias));
+      if (spec) layers.set(req.layer, layerSource(spec, req.layer, req.queries, req.keys, req.bias, req.biasForm));
       return;
     case 'drop':
       layers.delete(req.layer);

@@ -15,7 +15,7 @@ import type { AttentionSource } from '../src/core/attention-source.js';
 import type { Trace } from '../src/core/trace.js';
 import { pageWorkersAvailable, startPageWorker } from './flow-worker.js';
 import { sourceTrace } from './source.js';
-import type { LongJob, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
+import type { BiasForm, LongJob, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
 
 /** Jobs the worker holds at once (it runs them in order). */
 const IN_FLIGHT = 2;
@@ -183,8 +183,10 @@ export class LongWorker {
     // which a structured clone would copy whole).
     const queries = this.trace.queries![stack]!.layers[layer]!.slice();
     const keys = this.trace.keys![stack]!.layers[layer]!.slice();
-    const bias = this.trace.scores![stack]!.bias?.layers[layer]?.slice() ?? null;
-    this.post({ kind: 'long-views', op: 'layer', layer, queries, keys, bias }, [queries.buffer, keys.buffer, ...(bias ? [bias.buffer] : [])]);
+    const terms = this.trace.scores![stack]!;
+    const bias = (terms.positionBias ?? terms.bias)?.layers[layer]?.slice() ?? null;
+    const biasForm: BiasForm = terms.positionBias ? 'relative' : terms.bias?.dims[1] === 1 && this.source.numQueries !== 1 ? 'broadcast' : 'dense';
+    this.post({ kind: 'long-views', op: 'layer', layer, queries, keys, bias, biasForm }, [queries.buffer, keys.buffer, ...(bias ? [bias.buffer] : [])]);
     this.held.push(layer);
   }
 }

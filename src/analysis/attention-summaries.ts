@@ -19,6 +19,7 @@
 import { checkBlock, type AttentionSource } from '../core/attention-source.js';
 import { attentionSource } from '../core/attention-on-demand.js';
 import { AttnscopeError } from '../core/errors.js';
+import { headScoreTerms } from '../core/position-bias.js';
 import type { ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { headMetrics, HEAD_METRIC_NAMES, type HeadMetricOptions, type HeadMetricRow } from './head-metrics.js';
 import { rolloutOfMatrices } from './rollout.js';
@@ -113,15 +114,9 @@ export function headThumbnails(source: AttentionSource, options: ThumbnailOption
   return out;
 }
 
-/** The score terms of one layer and head of a stack, as a one-layer, one-head stack's. */
-function headTerms(terms: ScoreTerms | undefined, layer: number, head: number, size: number): ScoreTerms | undefined {
-  if (!terms) return undefined;
-  const one: ScoreTerms = { scale: [terms.scale[layer]!], causal: terms.causal, window: [terms.window[layer] ?? null] };
-  if (terms.bias) {
-    one.bias = { dims: [1, terms.bias.dims[1], terms.bias.dims[2]], layers: [terms.bias.layers[layer]!.subarray(head * size, (head + 1) * size)] };
-    if (terms.biasKind !== undefined) one.biasKind = terms.biasKind;
-  }
-  return one;
+/** The score terms of one layer and head of a stack, as a one-layer, one-head stack's (a compact bias stays compact). */
+function headTerms(terms: ScoreTerms | undefined, layer: number, head: number, queries: number, keys: number): ScoreTerms | undefined {
+  return terms ? headScoreTerms(terms, layer, head, queries, keys) : undefined;
 }
 
 /**
@@ -134,7 +129,6 @@ function headTerms(terms: ScoreTerms | undefined, layer: number, head: number, s
 export function streamedHeadMetrics(trace: Trace, stack: StackName, options: Omit<HeadMetricOptions, 'omit'> = {}, each?: (row: HeadMetricRow) => void): HeadMetricRow[] {
   const source = attentionSource(trace, stack);
   const { numQueries: nq, numKeys: nk } = source;
-  const size = nq * nk;
   const terms = trace.scores?.[stack];
   const rows: HeadMetricRow[] = [];
   for (let l = 0; l < source.numLayers; l++) {
@@ -145,7 +139,7 @@ export function streamedHeadMetrics(trace: Trace, stack: StackName, options: Omi
         ...(trace.decoderTokens ? { decoderTokens: trace.decoderTokens } : {}),
         attention: { [stack]: { dims: [1, nq, nk], layers: [source.block(l, h, 0, nq, 0, nk)] } },
       };
-      const t = headTerms(terms, l, h, size);
+      const t = headTerms(terms, l, h, nq, nk);
       if (t) one.scores = { [stack]: t };
       const m = headMetrics(one, stack, { ...options, omit: ['js_from_first'] });
       const row: HeadMetricRow = { ...m.rows[0]!, layer: l, head: h };

@@ -12,6 +12,7 @@
  * Isomorphic: imports nothing from Node.
  */
 import { AttnscopeError } from '../core/errors.js';
+import { biasRows, checkScoreBias } from '../core/position-bias.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from '../core/trace.js';
 
 export interface NeuronOptions {
@@ -109,12 +110,8 @@ function stackTerms(trace: Trace, stack: StackName, att: LayerStack): ScoreTerms
   if (terms.scale.length !== layers || terms.window.length !== layers) {
     throw new AttnscopeError(`score terms of the '${stack}' stack have ${terms.scale.length} scales and ${terms.window.length} windows for ${layers} layers`);
   }
-  if (terms.bias) {
-    const d = terms.bias.dims;
-    if (terms.bias.layers.length !== layers || d[0] !== att.dims[0] || d[1] !== att.dims[1] || d[2] !== att.dims[2]) {
-      throw new AttnscopeError(`score bias [${terms.bias.layers.length} × ${d.join(', ')}] of the '${stack}' stack does not fit its attention [${layers} × ${att.dims.join(', ')}]`);
-    }
-  }
+  // Dense, broadcast over the queries (ALiBi) or relative (T5): each row read through biasRows.
+  checkScoreBias(terms, layers, att.dims[0], att.dims[1], att.dims[2], `the '${stack}' stack`);
   return terms;
 }
 
@@ -151,7 +148,8 @@ export function neuronScores(trace: Trace, options: NeuronOptions): NeuronScores
   const kLayer = ks.layers[layer]!;
   const q = qLayer.subarray((head * nq + query) * headDim, (head * nq + query + 1) * headDim);
   const attention = att.layers[layer]!.subarray((head * nq + query) * nk, (head * nq + query) * nk + nkShown);
-  const biasRow = terms?.bias ? terms.bias.layers[layer]!.subarray((head * nq + query) * nk, (head * nq + query) * nk + nkShown) : null;
+  const rows = terms ? biasRows(terms, layer, head, nq, nk) : null;
+  const biasRow = rows ? rows.data.subarray(rows.base + query * rows.stride, rows.base + query * rows.stride + nkShown) : null;
   const bias = biasRow ? Float64Array.from(biasRow) : null;
 
   const keys: Float32Array[] = [];

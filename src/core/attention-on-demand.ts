@@ -24,6 +24,7 @@
  */
 import { checkBlock, denseAttentionSource, type AttentionSource } from './attention-source.js';
 import { AttnscopeError } from './errors.js';
+import { biasRows, checkScoreBias } from './position-bias.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from './trace.js';
 import { AttentionKernel, attentionKernelStatus } from './wasm/attention-kernel.js';
 
@@ -67,13 +68,8 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
   if (terms.scale.length !== numLayers || terms.window.length !== numLayers) {
     throw new AttnscopeError(`${where}: score terms have ${terms.scale.length} scales and ${terms.window.length} windows for ${numLayers} layers`);
   }
-  const bias = terms.bias;
-  if (bias) {
-    const d = bias.dims;
-    if (bias.layers.length !== numLayers || d[0] !== numHeads || d[1] !== numQueries || d[2] !== numKeys) {
-      throw new AttnscopeError(`${where}: score bias [${bias.layers.length} × ${d.join(', ')}] does not fit its queries and keys [${numLayers} × ${numHeads}, ${numQueries}, ${numKeys}]`);
-    }
-  }
+  // The bias: dense, one row broadcast over the queries (ALiBi) or a vector over j − i (T5), read as rows.
+  checkScoreBias(terms, numLayers, numHeads, numQueries, numKeys, where);
   for (let l = 0; l < numLayers; l++) {
     const q = queries.layers[l]!;
     const k = keys.layers[l]!;
@@ -121,6 +117,7 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
       const wasm = kernelOf();
       if (wasm) {
         const kvHead = Math.floor((head * kvHeads) / numHeads);
+        const br = biasRows(terms, layer, head, numQueries, numKeys);
         return wasm.block(
           {
             queries: queries.layers[layer]!,
@@ -132,8 +129,9 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
             scale: terms.scale[layer]!,
             causal,
             window: terms.window[layer] ?? 0,
-            bias: bias ? bias.layers[layer]! : null,
-            ba: head * numQueries * numKeys,
+            bias: br ? br.data : null,
+            ba: br ? br.base : 0,
+            bs: br ? br.stride : numKeys,
           },
           r0, r1, c0, c1,
         );
@@ -144,7 +142,10 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
       const q = queries.layers[layer]!;
       const scale = terms.scale[layer]!;
       const window = terms.window[layer] ?? null;
-      const b = bias ? bias.layers[layer]! : null;
+      const br = biasRows(terms, layer, head, numQueries, numKeys);
+      const b = br ? br.data : null;
+      const bBase = br ? br.base : 0;
+      const bStride = br ? br.stride : 0;
       const kvHead = Math.floor((head * kvHeads) / numHeads);
       const kf = keysAsFloat64(layer, kvHead);
       // Keys row i sees: [lo(i), hi(i)).
@@ -168,7 +169,7 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
           const e = hi(i);
           if (e <= a) continue;
           const row = r * numKeys;
-          const bRow = (head * numQueries + i) * numKeys;
+          const bRow = bBase + i * bStride;
           let max = Number.NEGATIVE_INFINITY;
           for (let j = a; j < e; j++) {
             const v = b === null ? s[row + j]! * scale : s[row + j]! * scale + b[bRow + j]!;

@@ -7,6 +7,7 @@ import { attributionsFromJson, writeAttributionsJson } from './attribution-forma
 import { layerFieldsFromJson, writeLayerFieldsJson } from './layer-format.js';
 import { AttnscopeError, quote } from './errors.js';
 import { isNumberArray, matrixFromJson } from './json-arrays.js';
+import { relativeWidth } from './position-bias.js';
 import type { LayerStack, Matrix, ModelInfo, Routing, RoutingLayer, ScoreMap, StackMap, StackName, Token, Trace } from './trace.js';
 
 export const TRACE_FORMAT = 'attnscope-trace';
@@ -175,14 +176,16 @@ function nonFinite(err: unknown, where: string, layer: number, dims: readonly nu
 }
 
 /** Writes a stack as nested JSON arrays [layer][d0][row][col], pausing when chunks are ready. */
-function* stackJson(out: JsonOut, stack: LayerStack, where: string): Generator<void> {
+function* stackJson(out: JsonOut, stack: LayerStack, where: string, oneRow = false): Generator<void> {
   const [d0, rows, cols] = stack.dims;
   out.text('[');
   for (let l = 0; l < stack.layers.length; l++) {
     const layer = stack.layers[l]!;
     out.text(l > 0 ? ',[' : '[');
     for (let h = 0; h < d0; h++) {
-      out.text(h > 0 ? ',[' : '[');
+      // oneRow: [layer][head][col] (a stack of one row per head, without the row level).
+      if (!oneRow) out.text(h > 0 ? ',[' : '[');
+      else if (h > 0) out.text(',');
       for (let r = 0; r < rows; r++) {
         out.text(r > 0 ? ',[' : '[');
         try {
@@ -193,6 +196,7 @@ function* stackJson(out: JsonOut, stack: LayerStack, where: string): Generator<v
         out.text(']');
         if (out.pending > 0) yield;
       }
+      if (oneRow) continue;
       out.text(']');
     }
     out.text(']');
@@ -220,13 +224,20 @@ function* scoreMapJson(out: JsonOut, map: ScoreMap, where: string): Generator<vo
   for (const name of STACK_NAMES) {
     const terms = map[name];
     if (!terms) continue;
-    const { bias, ...rest } = terms;
+    const { bias, positionBias, ...rest } = terms;
     const small = JSON.stringify(rest);
     out.text(`${first ? '' : ','}${JSON.stringify(name)}:${small.slice(0, -1)}`);
     first = false;
     if (bias) {
       out.text(`${small === '{}' ? '' : ','}"bias":`);
       yield* stackJson(out, storedBias(bias), `${where}.${name}.bias`);
+    }
+    if (positionBias) {
+      // {kind, values: [layer][head][offset]} (offset j − i + queries − 1); one layer when all share it.
+      const stored = storedBias({ dims: [positionBias.dims[0], 1, positionBias.layers[0]!.length / positionBias.dims[0]], layers: positionBias.layers });
+      out.text(`${small === '{}' && !bias ? '' : ','}"positionBias":{"kind":${JSON.stringify(positionBias.kind)},"values":`);
+      yield* stackJson(out, stored, `${where}.${name}.positionBias`, true);
+      out.text('}');
     }
     out.text('}');
   }
@@ -362,10 +373,23 @@ export function scoresMetaJson(scores: ScoreMap): string {
   for (const name of STACK_NAMES) {
     const terms = scores[name];
     if (!terms) continue;
-    const { bias: _bias, ...rest } = terms;
-    out[name] = rest;
+    const { bias: _bias, positionBias, ...rest } = terms;
+    out[name] = positionBias ? { ...rest, positionBias: { kind: positionBias.kind } } : rest;
   }
   return JSON.stringify(out);
+}
+
+/**
+ * The relative position bias of each stack that has one, as `.safetensors` traces store it:
+ * `scorePositionBias.<stack>` [layers, heads, 1, queries + keys − 1] (one layer when all share it).
+ */
+export function scorePositionBiasStacks(scores: ScoreMap | undefined): StackMap {
+  const out: StackMap = {};
+  for (const name of STACK_NAMES) {
+    const pb = scores?.[name]?.positionBias;
+    if (pb) out[name] = storedBias({ dims: [pb.dims[0], 1, relativeWidth(pb.dims[1], pb.dims[2])], layers: pb.layers });
+  }
+  return out;
 }
 
 /** The bias of each stack that has one (what `.safetensors` traces store as `scoreBias.<stack>`; a shared one once). */
@@ -403,7 +427,7 @@ function shareEqualLayers(stack: LayerStack): LayerStack {
  * pass it as `biases`; a bias of one layer is shared by every layer). Every field is checked against
  * the stack's attention shape (`attention`: the probabilities, or attentionShapes of the trace).
  */
-export function scoresFromJson(value: unknown, where: string, attention: Partial<Record<StackName, AttentionShape>>, biases: StackMap = {}): ScoreMap {
+export function scoresFromJson(value: unknown, where: string, attention: Partial<Record<StackName, AttentionShape>>, biases: StackMap = {}, positionBiases: StackMap = {}): ScoreMap {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new AttnscopeError(`${where}: expected an object keyed by stack`);
   const map: ScoreMap = {};
   for (const [name, v] of Object.entries(value)) {
@@ -427,10 +451,31 @@ export function scoresFromJson(value: unknown, where: string, attention: Partial
     const bias = inline ?? biases[name as StackName];
     if (bias) {
       const d = bias.dims;
-      if ((bias.layers.length !== layers && bias.layers.length !== 1) || d[0] !== att.dims[0] || d[1] !== att.dims[1] || d[2] !== att.dims[2]) {
-        throw new AttnscopeError(`${at}.bias: [${bias.layers.length}, ${d.join(', ')}] does not fit the attention [${layers}, ${att.dims.join(', ')}] (one layer, or one per layer)`);
+      // A query axis of 1 is broadcast over the queries (ALiBi: a row over the keys).
+      if ((bias.layers.length !== layers && bias.layers.length !== 1) || d[0] !== att.dims[0] || (d[1] !== att.dims[1] && d[1] !== 1) || d[2] !== att.dims[2]) {
+        throw new AttnscopeError(`${at}.bias: [${bias.layers.length}, ${d.join(', ')}] does not fit the attention [${layers}, ${att.dims.join(', ')}] (one layer, or one per layer); query rows: ${att.dims[1]}, or 1 broadcast over the queries`);
       }
       terms.bias = bias.layers.length === layers ? shareEqualLayers(bias) : { dims: bias.dims, layers: new Array<Float32Array>(layers).fill(bias.layers[0]!) };
+    }
+    // The relative bias: JSON inline {kind, values: [layer][head][offset]}, .safetensors [layers, heads, 1, offsets].
+    let relative = positionBiases[name as StackName];
+    if (t.positionBias !== undefined) {
+      const pb = t.positionBias as Record<string, unknown> | null;
+      if (typeof pb !== 'object' || pb === null || pb.kind !== 'relative') throw new AttnscopeError(`${at}.positionBias: expected {kind: "relative"${relative ? '' : ', values: [layer][head][offset]'}}`);
+      if (pb.values !== undefined) {
+        if (!Array.isArray(pb.values)) throw new AttnscopeError(`${at}.positionBias.values: expected [layer][head][offset] arrays`);
+        relative = stackFromJson(pb.values.map((l: unknown) => (Array.isArray(l) ? l.map((h: unknown) => [h]) : l)), `${at}.positionBias.values`);
+      } else if (!relative) throw new AttnscopeError(`${at}.positionBias: no values (JSON: values [layer][head][offset]; .safetensors: tensor scorePositionBias.${name})`);
+    } else if (relative) throw new AttnscopeError(`${at}: a scorePositionBias.${name} tensor but no positionBias in the score terms`);
+    if (relative) {
+      const d = relative.dims;
+      const w = relativeWidth(att.dims[1], att.dims[2]);
+      if (terms.bias) throw new AttnscopeError(`${at}: both a bias and a positionBias (one or the other)`);
+      if ((relative.layers.length !== layers && relative.layers.length !== 1) || d[0] !== att.dims[0] || d[1] !== 1 || d[2] !== w) {
+        throw new AttnscopeError(`${at}.positionBias: [${relative.layers.length}, ${d[0]}, ${d[2]}] does not fit the attention [${layers}, ${att.dims.join(', ')}] (one layer or one per layer, ${att.dims[0]} heads, ${w} offsets)`);
+      }
+      const shared = relative.layers.length === layers ? shareEqualLayers(relative) : { dims: relative.dims, layers: new Array<Float32Array>(layers).fill(relative.layers[0]!) };
+      terms.positionBias = { kind: 'relative', dims: [att.dims[0], att.dims[1], att.dims[2]], layers: shared.layers };
     }
     if (t.biasKind !== undefined) {
       if (typeof t.biasKind !== 'string') throw new AttnscopeError(`${at}.biasKind: expected a string`);
@@ -438,7 +483,7 @@ export function scoresFromJson(value: unknown, where: string, attention: Partial
     }
     map[name as StackName] = terms;
   }
-  for (const name of Object.keys(biases)) {
+  for (const name of [...Object.keys(biases), ...Object.keys(positionBiases)]) {
     if (!map[name as StackName]) throw new AttnscopeError(`${where}: a score bias for '${name}' but no score terms for that stack`);
   }
   return map;

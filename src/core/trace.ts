@@ -101,10 +101,30 @@ export interface ScoreTerms {
   /**
    * Additive per-head terms on the scaled scores (relative position bias, ALiBi, disentangled
    * position terms), [heads, queries, keys] per layer; layers that share one term (T5) share the array.
+   * A query axis of 1, [heads, 1, keys], is broadcast over the queries (a term of the key alone:
+   * ALiBi, held in O(heads · keys)).
    */
   bias?: LayerStack;
+  /**
+   * A term that depends on the offset j − i only, kept compactly (instead of `bias`, never with
+   * it): T5's, mT5's, umT5's and MPNet's relative position buckets. Read it with core/position-bias.ts.
+   */
+  positionBias?: PositionBias;
   /** What the bias is, for people: 'relative position bias', 'ALiBi', ... */
   biasKind?: string;
+}
+
+/**
+ * An additive score term that depends on the offset j − i only, in O(heads · positions) per layer
+ * instead of [heads, queries, keys], with the values the model added (bit for bit):
+ *   bias[l][h, i, j] = layers[l][h·(queries + keys − 1) + (j − i) + queries − 1]
+ */
+export interface PositionBias {
+  readonly kind: 'relative';
+  /** The attention it adds to: [heads, queries, keys]. */
+  readonly dims: readonly [number, number, number];
+  /** One array per layer, [heads, queries + keys − 1]; layers that share one term share the array. */
+  readonly layers: readonly Float32Array[];
 }
 
 export type ScoreMap = Partial<Record<StackName, ScoreTerms>>;

@@ -5,7 +5,8 @@
  *
  * Isomorphic: imports nothing from Node.
  */
-import type { LayerStack, ScoreMap, ScoreTerms, StackName } from '../core/trace.js';
+import { compactScoreTerms } from '../core/position-bias.js';
+import type { LayerStack, PositionBias, ScoreMap, ScoreTerms, StackName } from '../core/trace.js';
 import { tapName, type ArchitectureInfo, type StackScoring } from '../models/architecture.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 
@@ -23,18 +24,32 @@ function float32(t: RuntimeTensor | undefined, name: string): Float32Array {
 /**
  * The score terms of one stack from its scoring and the bias of its tapped layers (`bias.layers`:
  * one array per `score_bias` output, see `biasOutputs`; a shared bias is spread over every layer,
- * the same array each time).
+ * the same array each time; [heads, 1, keys] outputs are broadcast over the queries). The bias is
+ * kept in its smallest exact form (core/position-bias.ts compactScoreTerms): ALiBi as one row over
+ * the keys, relative position buckets as one vector over j − i, so a long input's terms hold
+ * O(heads · n) per distinct layer, not O(heads · n²). A bias already compact (`positionBias`, from
+ * generation on demand) is kept as it is.
  */
-export function stackScoreTerms(scoring: StackScoring, layers: number, bias?: LayerStack): ScoreTerms {
+export function stackScoreTerms(scoring: StackScoring, layers: number, bias?: LayerStack | PositionBias): ScoreTerms {
   const terms: ScoreTerms = { scale: [...scoring.scale], causal: scoring.causal, window: [...scoring.window] };
   if (scoring.bias !== 'none') {
     if (!bias) throw new Error(`score bias missing for a stack whose scoring has a ${scoring.bias} bias`);
     const expected = biasOutputs(scoring, layers);
     if (bias.layers.length !== expected) throw new Error(`score bias has ${bias.layers.length} layers, expected ${expected}`);
-    terms.bias = scoring.bias === 'shared' ? { dims: bias.dims, layers: new Array<Float32Array>(layers).fill(bias.layers[0]!) } : shareEqualLayers(bias);
+    const spread = (b: readonly Float32Array[]): Float32Array[] => (scoring.bias === 'shared' ? new Array<Float32Array>(layers).fill(b[0]!) : [...b]);
+    if ('kind' in bias) terms.positionBias = { kind: bias.kind, dims: bias.dims, layers: spread(bias.layers) };
+    else terms.bias = scoring.bias === 'shared' ? { dims: bias.dims, layers: spread(bias.layers) } : shareEqualLayers(bias);
     if (scoring.biasKind !== undefined) terms.biasKind = scoring.biasKind;
   }
-  return terms;
+  return compactScoreTerms(terms);
+}
+
+/**
+ * Generation on demand hands a relative bias over as `score_bias_relative.<stack>.<layer>`
+ * [1, heads, queries + keys − 1] outputs (generation/bias-rows.ts) instead of [1, heads, queries, keys].
+ */
+export function relativeBiasOutput(stack: StackName, layer: number): string {
+  return `score_bias_relative.${stack}.${layer}`;
 }
 
 /**
@@ -66,9 +81,16 @@ export function collectScores(info: ArchitectureInfo, outputs: Record<string, Ru
     if (only && !only.includes(stack)) continue;
     const scoring = info.scoring[stack];
     if (!scoring || !outputs[tapName('queries', stack, 0)]) continue;
-    let bias: LayerStack | undefined;
+    let bias: LayerStack | PositionBias | undefined;
     const n = biasOutputs(scoring, layers);
-    if (n > 0) {
+    const relative = outputs[relativeBiasOutput(stack, 0)];
+    if (n > 0 && relative) {
+      const arrays: Float32Array[] = [];
+      for (let l = 0; l < n; l++) arrays.push(float32(outputs[relativeBiasOutput(stack, l)], relativeBiasOutput(stack, l)));
+      const q = outputs[tapName('queries', stack, 0)]!.dims[2]!;
+      const k = relative.dims[2]! - q + 1;
+      bias = { kind: 'relative', dims: [relative.dims[1]!, q, k], layers: arrays };
+    } else if (n > 0) {
       const first = outputs[tapName('score_bias', stack, 0)];
       if (!first) throw new Error(`graph output ${tapName('score_bias', stack, 0)} missing`);
       const arrays: Float32Array[] = [];

@@ -11,7 +11,8 @@
  * keys of every position are the final cache itself. The trace keeps queries, keys and score
  * terms, from which any step's attention row is computed exactly when read
  * (core/attention-on-demand.ts). What decoding holds is the cache and the query rows: nothing
- * grows per step beyond them.
+ * grows per step beyond them; a position bias is kept as one row over the keys (ALiBi) or one
+ * vector over the offsets j − i (T5), each step adding its new key or offset (bias-rows.ts).
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { GenerationInfo, StackName, Token, Trace } from '../core/trace.js';
@@ -21,6 +22,7 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import { languageCodeId } from '../tokenizer/language-codes.js';
 import type { DecodingExtension, DecodingModel } from './decoding-model.js';
 import { LAST_POSITION_LOGITS } from './last-position.js';
+import { CompactBiasRows } from './bias-rows.js';
 import { assembleRows, GrowingRows, type StepRows } from './rows.js';
 import { createSampler, validateSampling, type Choice, type SamplingOptions } from './sampling.js';
 
@@ -239,7 +241,9 @@ export async function decodeIncrementally(
       collectors.push(new StackRows('queries', s, layersOf(s)), new StackRows('keys', s, layersOf(s)));
     }
     const bias = d.scoring[s]?.bias ?? 'none';
-    if (taps.qk && bias !== 'none') collectors.push(new StackRows('score_bias', s, bias === 'shared' ? 1 : layersOf(s)));
+    // On demand, a position bias (ALiBi, relative buckets) is kept compact as the rows come (bias-rows.ts).
+    const biasOutputs = bias === 'shared' ? 1 : layersOf(s);
+    if (taps.qk && bias !== 'none') collectors.push(onDemand ? new CompactBiasRows(s, biasOutputs, promptIds.length + maxNew) : new StackRows('score_bias', s, biasOutputs));
   }
   const run = (t: TapRequest, inputs: Parameters<DecodingModel['run']>[1], feeds: Readonly<Record<string, RuntimeTensor>>): Promise<Record<string, RuntimeTensor>> =>
     recording.extension ? model.runExtended(t, recording.extension, inputs, feeds) : model.run(t, inputs, feeds);

@@ -23,6 +23,7 @@ import {
   type RoutingTensor,
   routingMetaJson,
   scoreBiasStacks,
+  scorePositionBiasStacks,
   scoresFromJson,
   scoresMetaJson,
   tokensFromJson,
@@ -158,6 +159,7 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
     ...stackTensors('queries', trace.queries, dtype),
     ...stackTensors('keys', trace.keys, dtype),
     ...stackTensors('scoreBias', scoreBiasStacks(trace.scores), dtype),
+    ...stackTensors('scorePositionBias', scorePositionBiasStacks(trace.scores), dtype),
   ];
   if (trace.scores) metadata.scores = scoresMetaJson(trace.scores);
   if (trace.routing) {
@@ -201,7 +203,7 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
     if (meta.version !== undefined && meta.version !== String(TRACE_VERSION)) {
       throw new AttnscopeError(`${path}: unsupported trace version ${quote(meta.version)}`);
     }
-    const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {} };
+    const maps: Record<'attention' | 'queries' | 'keys' | 'scoreBias' | 'scorePositionBias', StackMap> = { attention: {}, queries: {}, keys: {}, scoreBias: {}, scorePositionBias: {} };
     const routing: Partial<Record<'probabilities' | 'selected' | 'weights', RoutingTensor>> = {};
     const attributionParts: AttributionTensor[] = [];
     const layerParts: LayerTensor[] = [];
@@ -222,7 +224,7 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
         continue;
       }
       if (!(kind in maps) || !STACK_NAMES.includes(stack as never)) {
-        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias|attentionGrad|headImportance.<self|encoder|decoder|cross>, routing.<probabilities|selected|weights>, attribution.<name> or embeddingGrad)`);
+        throw new AttnscopeError(`${path}: unexpected tensor ${quote(name)} (expected attention|queries|keys|scoreBias|scorePositionBias|attentionGrad|headImportance.<self|encoder|decoder|cross>, routing.<probabilities|selected|weights>, attribution.<name> or embeddingGrad)`);
       }
       const t = await file.get(name);
       maps[kind as keyof typeof maps][stack as keyof StackMap] = layerStackFrom(t.data, t.shape, `${path}: ${name}`);
@@ -245,8 +247,8 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
       trace.keys = maps.keys;
     }
     const scores = parseJsonMeta(meta.scores, `${path}: metadata scores`);
-    if (scores !== undefined || Object.keys(maps.scoreBias).length > 0) {
-      trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, attentionShapes(trace), maps.scoreBias);
+    if (scores !== undefined || Object.keys(maps.scoreBias).length > 0 || Object.keys(maps.scorePositionBias).length > 0) {
+      trace.scores = scoresFromJson(scores ?? {}, `${path}: metadata scores`, attentionShapes(trace), maps.scoreBias, maps.scorePositionBias);
     }
     if (meta.routing !== undefined || Object.keys(routing).length > 0) {
       trace.routing = routingFromTensors(parseJsonMeta(meta.routing, `${path}: metadata routing`) ?? null, routing, path, trace.tokens.length, trace.model.numLayers);

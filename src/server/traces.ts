@@ -14,6 +14,7 @@
  * as the frames they sent.
  */
 import { AttnscopeError } from '../core/errors.js';
+import { scoresWithoutPositionBias } from '../core/position-bias.js';
 import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { toFloat32 } from '../engine/assemble.js';
 import { traceLayers, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
@@ -116,6 +117,12 @@ export interface LayerEvent {
   count: number;
   /** The run's signal: it fires when every request following the run has gone. */
   signal: AbortSignal;
+  /**
+   * Where the time went (bench/layerwise.ts --app): milliseconds from the run's start (after its
+   * turn and lease) to the input tokenized and to this segment's frames handed out; the segment's
+   * session (opened or found open) and weights, its run, the encoding of its frames; their bytes.
+   */
+  timing: { preparedAt: number; sentAt: number; session: number; run: number; encode: number; bytes: number };
 }
 
 export interface TraceServiceOptions {
@@ -345,6 +352,7 @@ export class TraceService {
     let frames: LayerFrames | undefined;
     let prepared: PreparedRun | undefined;
     let predictions: Prediction[] | undefined;
+    let preparedAt = 0;
     const options: LayerwiseOptions = {
       ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
       ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
@@ -358,6 +366,7 @@ export class TraceService {
       qkFirst: 'on-demand' as const,
       signal: shared.controller.signal,
       onStart: (p: PreparedRun) => {
+        preparedAt = performance.now() - t0;
         prepared = p;
         // An on-demand trace is not kept for appends (append.ts keeps probabilities).
         if (!p.taps.attention) seed = undefined;
@@ -383,9 +392,13 @@ export class TraceService {
           for (const [name, t] of Object.entries(layer.outputs)) if ((req.taps.qk ? SEED_QK_KINDS : SEED_KINDS).test(name)) kept[name] = t;
           if (!req.taps.qk) sent = { ...layer, outputs: Object.fromEntries(Object.entries(layer.outputs).filter(([name]) => !QK_KINDS.test(name))) };
         }
-        shared.frames.push(...f.layer(sent));
+        const e0 = performance.now();
+        const made = f.layer(sent);
+        const encode = performance.now() - e0;
+        shared.frames.push(...made);
         shared.notify();
-        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal });
+        const timing = { preparedAt, sentAt: performance.now() - t0, ...layer.ms, encode, bytes: made.reduce((n, x) => n + x.byteLength, 0) };
+        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal, timing });
       });
     } catch (e) {
       if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
@@ -526,7 +539,8 @@ const STACK_ORDER: readonly StackName[] = ['self', 'encoder', 'decoder', 'cross'
 export function traceResult(trace: Trace, modelId: string, revision: string, loadMs: number, runMs: number, kind: StreamHeader['kind']): TraceResult {
   const sources: { t: StreamTensor; layers: readonly Float32Array[] }[] = [];
   const scoreBias: Partial<Record<StackName, LayerStack>> = {};
-  for (const [stack, terms] of Object.entries(trace.scores ?? {}) as [StackName, ScoreTerms][]) if (terms.bias) scoreBias[stack] = terms.bias;
+  // The page reads dense or broadcast biases: a relative one (T5) travels expanded.
+  for (const [stack, terms] of Object.entries(scoresWithoutPositionBias(trace.scores ?? {})) as [StackName, ScoreTerms][]) if (terms.bias) scoreBias[stack] = terms.bias;
   // Attention of every stack first, so the views can draw before queries and keys arrive.
   for (const kind of ['attention', 'scoreBias', 'queries', 'keys'] as const) {
     const map = kind === 'scoreBias' ? scoreBias : trace[kind];
@@ -551,8 +565,8 @@ export function traceResult(trace: Trace, modelId: string, revision: string, loa
   if (trace.scores) {
     const scores: Partial<Record<StackName, PayloadScoreTerms>> = {};
     for (const [stack, terms] of Object.entries(trace.scores) as [StackName, ScoreTerms][]) {
-      const { bias, ...rest } = terms;
-      scores[stack] = { ...rest, hasBias: bias !== undefined };
+      const { bias, positionBias, ...rest } = terms;
+      scores[stack] = { ...rest, hasBias: bias !== undefined || positionBias !== undefined };
     }
     header.scores = scores;
   }

@@ -60,9 +60,14 @@ export interface KernelHead {
   causal: boolean;
   /** 0: none. */
   window: number;
-  /** The head's bias [numQueries, numKeys] (row i at bias[ba + i·numKeys …]), or null. */
+  /**
+   * The head's bias, row i at bias[ba + i·bs …] (numKeys values): bs = numKeys for a dense
+   * [numQueries, numKeys] bias, 0 for one row broadcast over the queries (ALiBi), −1 for a vector
+   * over the offsets j − i (T5's relative buckets); or null.
+   */
   bias: Float32Array | null;
   ba: number;
+  bs: number;
 }
 
 /**
@@ -145,7 +150,16 @@ export class AttentionKernel {
         for (let t = 0; t < d; t++) qf[r * dp + t] = q[from + t]!;
         if (dp !== d) qf[r * dp + d] = 0;
       }
-      if (bf) bf.set(head.bias!.subarray(head.ba + i0 * nk, head.ba + (i0 + n) * nk));
+      if (bf) {
+        const b = head.bias!;
+        if (head.bs === nk) bf.set(b.subarray(head.ba + i0 * nk, head.ba + (i0 + n) * nk));
+        else {
+          for (let r = 0; r < n; r++) {
+            const from = head.ba + (i0 + r) * head.bs;
+            bf.set(b.subarray(from, from + nk), r * nk);
+          }
+        }
+      }
       this.k.rows(qAt, n, dp, keysAt, nk, i0, head.scale, head.causal ? 1 : 0, head.window, bf ? biasAt : 0, sAt, outAt, c0, c1);
       out.set(n === chunk ? of : of.subarray(0, n * width), (i0 - r0) * width);
     }

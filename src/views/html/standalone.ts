@@ -12,6 +12,7 @@
  * Isomorphic: imports nothing from Node (deflate from fflate unless the caller passes a faster one).
  */
 import { deflateSync } from 'fflate';
+import { scoresWithoutPositionBias } from '../../core/position-bias.js';
 import type { LayerStack, ScoreTerms, StackName, Token, Trace } from '../../core/trace.js';
 import { escapeHtml } from '../tokens.js';
 import type { ViewName } from '../layout/common.js';
@@ -137,7 +138,8 @@ function tensorSources(trace: Trace): TensorSource[] {
 
 function scoreBiases(trace: Trace): Partial<Record<StackName, LayerStack>> {
   const out: Partial<Record<StackName, LayerStack>> = {};
-  for (const [stack, terms] of Object.entries(trace.scores ?? {}) as [StackName, ScoreTerms][]) if (terms.bias) out[stack] = terms.bias;
+  // The page reads dense or broadcast biases: a relative one (T5) travels expanded.
+  for (const [stack, terms] of Object.entries(scoresWithoutPositionBias(trace.scores ?? {})) as [StackName, ScoreTerms][]) if (terms.bias) out[stack] = terms.bias;
   return out;
 }
 
@@ -146,8 +148,8 @@ function headerScores(trace: Trace): Partial<Record<StackName, PayloadScoreTerms
   if (!trace.scores) return undefined;
   const out: Partial<Record<StackName, PayloadScoreTerms>> = {};
   for (const [stack, terms] of Object.entries(trace.scores) as [StackName, ScoreTerms][]) {
-    const { bias, ...rest } = terms;
-    out[stack] = { ...rest, hasBias: bias !== undefined };
+    const { bias, positionBias, ...rest } = terms;
+    out[stack] = { ...rest, hasBias: bias !== undefined || positionBias !== undefined };
   }
   return out;
 }
