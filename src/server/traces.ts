@@ -117,12 +117,6 @@ export interface LayerEvent {
   count: number;
   /** The run's signal: it fires when every request following the run has gone. */
   signal: AbortSignal;
-  /**
-   * Where the time went (bench/layerwise.ts --app): milliseconds from the run's start (after its
-   * turn and lease) to the input tokenized and to this segment's frames handed out; the segment's
-   * session (opened or found open) and weights, its run, the encoding of its frames; their bytes.
-   */
-  timing: { preparedAt: number; sentAt: number; session: number; run: number; encode: number; bytes: number };
 }
 
 export interface TraceServiceOptions {
@@ -352,7 +346,6 @@ export class TraceService {
     let frames: LayerFrames | undefined;
     let prepared: PreparedRun | undefined;
     let predictions: Prediction[] | undefined;
-    let preparedAt = 0;
     const options: LayerwiseOptions = {
       ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
       ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
@@ -366,7 +359,6 @@ export class TraceService {
       qkFirst: 'on-demand' as const,
       signal: shared.controller.signal,
       onStart: (p: PreparedRun) => {
-        preparedAt = performance.now() - t0;
         prepared = p;
         // An on-demand trace is not kept for appends (append.ts keeps probabilities).
         if (!p.taps.attention) seed = undefined;
@@ -392,13 +384,9 @@ export class TraceService {
           for (const [name, t] of Object.entries(layer.outputs)) if ((req.taps.qk ? SEED_QK_KINDS : SEED_KINDS).test(name)) kept[name] = t;
           if (!req.taps.qk) sent = { ...layer, outputs: Object.fromEntries(Object.entries(layer.outputs).filter(([name]) => !QK_KINDS.test(name))) };
         }
-        const e0 = performance.now();
-        const made = f.layer(sent);
-        const encode = performance.now() - e0;
-        shared.frames.push(...made);
+        shared.frames.push(...f.layer(sent));
         shared.notify();
-        const timing = { preparedAt, sentAt: performance.now() - t0, ...layer.ms, encode, bytes: made.reduce((n, x) => n + x.byteLength, 0) };
-        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal, timing });
+        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal });
       });
     } catch (e) {
       if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
