@@ -16,7 +16,9 @@
  * `--baseline <dir>`: a checkout of src/ from an earlier revision (e.g. `git archive 2de5d15 src | tar -x -C
  * <dir>`): its `headTable` (before), this tree's on one thread and `headTableThreaded`
  * (src/runtime/head-table-threads.ts, `--threads`, default 2) are alternated run by run on one
- * trace, wall and CPU (every thread of the process) per run, median of `--runs`, with the load.
+ * trace, wall and CPU (every thread of the process) per run, median of `--runs`, with the load;
+ * then each thread's range timed alone on one thread (a later range with its copy into a shared
+ * buffer and its read of layer 0, as a worker does it), to show how evenly the threads split.
  * `--skip-node` leaves out the other Node tables (with `--baseline` or `--browser`).
  *
  * `--browser`: the standalone page's head-type view in Chromium (/usr/bin/chromium or
@@ -37,7 +39,8 @@ import { parseArgs } from 'node:util';
 import { deflateRawSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
 import { headMetrics } from '../src/analysis/head-metrics.js';
-import { HEAD_COLUMNS, headTable } from '../src/analysis/head-types.js';
+import { HEAD_COLUMNS, headTable, headTableRanges } from '../src/analysis/head-types.js';
+import { headTablePart, runHeadTablePart } from '../src/analysis/head-table-parts.js';
 import { headKernelStatus } from '../src/analysis/wasm/head-kernel.js';
 import { headTableThreaded, stopHeadTableThreads } from '../src/runtime/head-table-threads.js';
 import { loadViewBundle } from '../src/views/html/bundle-node.js';
@@ -85,6 +88,31 @@ if (values.baseline) {
     }
     const cell = (ts: Timing[]) => `${median(ts.map((x) => x.wall)).toFixed(0)} / ${median(ts.map((x) => x.cpu)).toFixed(0)}`;
     console.log(`| ${n} | ${cell(runsOf[0]!)} | ${cell(runsOf[1]!)} | ${cell(runsOf[2]!)} | ${same ? 'yes' : 'NO'} | ${load()} |`);
+    // How evenly the threads split: each range's work timed alone on this thread (a later range with
+    // its copy into a shared buffer and its read of the first layer, as a worker does it).
+    const ranges = headTableRanges(trace.attention.self!.layers.length, threads);
+    const parts: Timing[][] = ranges.map(() => []);
+    // One shared buffer for the runs, as a kept worker has (a fresh one would add its page faults).
+    const shared = new SharedArrayBuffer(ranges.slice(1).reduce((most, r) => Math.max(most, headTablePart(trace, 'self', {}, r, false).layers.reduce((b, l) => b + l.byteLength, 0)), 0));
+    for (let i = 0; i < runs; i++) {
+      for (const [j, range] of ranges.entries()) {
+        parts[j]!.push(
+          await timeOnce(() => {
+            if (j === 0) return headTable(trace, undefined, { layers: range });
+            const part = headTablePart(trace, 'self', {}, range, false);
+            let at = 0;
+            const layers = part.layers.map((l) => {
+              const c = new Float32Array(shared, at, l.length);
+              c.set(l);
+              at += l.byteLength;
+              return c;
+            });
+            return runHeadTablePart({ ...part, layers });
+          }),
+        );
+      }
+    }
+    console.log(`  split over ${ranges.length} threads, each range alone on one thread (wall / CPU, median): ${ranges.map((r, j) => `layers ${r.from}–${r.to - 1}${j > 0 ? ' (+ copy, layer 0 read)' : ''} ${cell(parts[j]!)}`).join(' · ')}`);
   }
   await stopHeadTableThreads();
 }
