@@ -21,7 +21,9 @@
  * and the Jensen–Shannon term against the first layer) are most of the cost. The per-weight loops
  * run on a WebAssembly SIMD kernel where WebAssembly runs (wasm/head-kernel.as: f64x2 lanes, a
  * vectorised logarithm within 4e-16 relative of Math.log, the quantiles' histogram and the layer
- * mean in the same pass; the per-row logic stays here), else on the JavaScript loops below (their
+ * mean in the same pass, a head's whole row loop in one call, the first layer's rows read as
+ * float32 with their row sums; the few keys per row — self, sink, separators, punctuation — are
+ * read here), else on the JavaScript loops below (their
  * logarithm is fast-log.ts: absolute error ≤ 4.1e-16 · max(1, |log x|)); `kernel` chooses. The two
  * differ by a few float64 roundings (summation order and logarithm; test/analysis-head-kernel.test.ts
  * holds both within 1e-12 of a plain float64 re-computation); in each, equal rows give exactly 0
