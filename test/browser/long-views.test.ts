@@ -19,6 +19,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { buildWebClient, hoverMatrixCell, launchChromium, numericData, withPage } from './harness.js';
+import { hoverTileCell, referenceWeight } from './long-page.js';
 
 const N = 8192;
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-long-views-'));
@@ -44,42 +45,11 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** Weight of query i on key j in (layer, head): softmax of q·k·scale over the visible keys, in float64 from the trace's float32 q and k. */
-function reference(layer: number, head: number, i: number, j: number, t: Trace = trace): number {
-  const N = t.tokens.length;
-  const q = t.queries!.self!;
-  const k = t.keys!.self!;
-  const terms = t.scores!.self!;
-  const d = q.dims[2];
-  const window = terms.window[layer] ?? null;
-  const lo = window === null ? 0 : Math.max(0, i - window + 1);
-  if (j > i || j < lo) return 0;
-  const Q = q.layers[layer]!;
-  const K = k.layers[layer]!;
-  const score = (jj: number) => {
-    let s = 0;
-    for (let x = 0; x < d; x++) s += Q[(head * N + i) * d + x]! * K[(head * N + jj) * d + x]!;
-    return s * terms.scale[layer]!;
-  };
-  let m = -Infinity;
-  for (let jj = lo; jj <= i; jj++) m = Math.max(m, score(jj));
-  let den = 0;
-  for (let jj = lo; jj <= i; jj++) den += Math.exp(score(jj) - m);
-  return Math.exp(score(j) - m) / den;
-}
+/** The float64 weight of query i on key j in (layer, head) of `t` (long-page.ts). */
+const reference = (layer: number, head: number, i: number, j: number, t: Trace = trace): number => referenceWeight(t, layer, head, i, j);
 
 async function waitTiles(page: Page): Promise<void> {
   await page.waitForSelector('[data-testid=heatmap-tiles][data-ready=true][data-overview=done]', { timeout: 120_000 });
-}
-
-/** Moves the pointer over cell (q, k) of the tiled heatmap (it must be in view). */
-async function hoverCell(page: Page, q: number, k: number): Promise<void> {
-  const g = await numericData(page, '[data-testid=heatmap-tiles]');
-  const x = g.originX! + (k + 0.5 - g.viewX!) * g.scale!;
-  const y = g.originY! + (q + 0.5 - g.viewY!) * g.scale!;
-  await page.locator('[data-testid=heatmap-tiles]').hover({ position: { x, y }, force: true });
-  await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-q')).toBe(String(q));
-  expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-k')).toBe(String(k));
 }
 
 async function readValue(page: Page): Promise<number> {
@@ -106,7 +76,7 @@ describe('views at 8,192 tokens (attention computed in the page)', () => {
       expect(g.viewY!).toBeLessThanOrEqual(4100);
       expect(g.viewY! + g.vh! / g.scale!).toBeGreaterThan(4100);
       for (const [q, k] of [[4100, 4090], [4100, 4099], [4100, 4100], [4095, 4084]] as const) {
-        await hoverCell(page, q, k);
+        await hoverTileCell(page, q, k);
         expect(await readValue(page)).toBeCloseTo(reference(0, 0, q, k), 7);
         expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBeNull();
       }
@@ -114,25 +84,25 @@ describe('views at 8,192 tokens (attention computed in the page)', () => {
       const text = await page.textContent('[data-testid=heatmap-readout]');
       expect(text).toContain(`4095 “${trace.tokens[4095]!.text.replace('▁', '')}” → 4084 “${trace.tokens[4084]!.text.replace('▁', '')}”`);
       // Above the diagonal: masked.
-      await hoverCell(page, 4090, 4095);
+      await hoverTileCell(page, 4090, 4095);
       expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBe('true');
 
       // Another head: the same cell reads that head's weight.
       await page.selectOption('[data-testid=heatmap-head]', '2');
       await waitTiles(page);
-      await hoverCell(page, 4100, 4090);
+      await hoverTileCell(page, 4100, 4090);
       expect(await readValue(page)).toBeCloseTo(reference(0, 2, 4100, 4090), 7);
       // Layer 1 has a sliding window of 1,024: keys more than 1,023 back are masked.
       await page.selectOption('[data-testid=heatmap-layer]', '1');
       await waitTiles(page);
-      await hoverCell(page, 4100, 4090);
+      await hoverTileCell(page, 4100, 4090);
       expect(await readValue(page)).toBeCloseTo(reference(1, 2, 4100, 4090), 7);
       await page.fill('[data-testid=heatmap-goto]', '5000, 3977');
       await page.press('[data-testid=heatmap-goto]', 'Enter');
       await waitTiles(page);
-      await hoverCell(page, 5000, 3976);
+      await hoverTileCell(page, 5000, 3976);
       expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBe('true');
-      await hoverCell(page, 5000, 3977);
+      await hoverTileCell(page, 5000, 3977);
       expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-masked')).toBeNull();
       expect(await readValue(page)).toBeCloseTo(reference(1, 2, 5000, 3977), 7);
 

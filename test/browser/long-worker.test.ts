@@ -19,6 +19,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { buildWebClient, launchChromium, numericData, openPage } from './harness.js';
+import { hoverTileCell, referenceWeight } from './long-page.js';
 import { heldMessages, instrumentWorkers, releaseHeld } from './worker-instrument.js';
 
 const N = 8192;
@@ -43,36 +44,10 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** Weight of query i on key j in (layer, head) in float64 from the trace's q and k (causal; layer 1 has a window of 1,024). */
-function reference(layer: number, head: number, i: number, j: number): number {
-  const q = trace.queries!.self!;
-  const k = trace.keys!.self!;
-  const terms = trace.scores!.self!;
-  const d = q.dims[2];
-  const window = terms.window[layer] ?? null;
-  const lo = window === null ? 0 : Math.max(0, i - window + 1);
-  if (j > i || j < lo) return 0;
-  const score = (jj: number) => {
-    let s = 0;
-    for (let x = 0; x < d; x++) s += q.layers[layer]![(head * N + i) * d + x]! * k.layers[layer]![(head * N + jj) * d + x]!;
-    return s * terms.scale[layer]!;
-  };
-  let m = -Infinity;
-  for (let jj = lo; jj <= i; jj++) m = Math.max(m, score(jj));
-  let den = 0;
-  for (let jj = lo; jj <= i; jj++) den += Math.exp(score(jj) - m);
-  return Math.exp(score(j) - m) / den;
-}
+/** The float64 weight of query i on key j in (layer, head) (long-page.ts; causal, layer 1 has a window of 1,024). */
+const reference = (layer: number, head: number, i: number, j: number): number => referenceWeight(trace, layer, head, i, j);
 
 const tiles = '[data-testid=heatmap-tiles]';
-
-async function hoverCell(page: Page, q: number, k: number): Promise<number> {
-  const g = await numericData(page, tiles);
-  await page.locator(tiles).hover({ position: { x: g.originX! + (k + 0.5 - g.viewX!) * g.scale!, y: g.originY! + (q + 0.5 - g.viewY!) * g.scale! }, force: true });
-  await expect.poll(() => page.getAttribute('[data-testid=heatmap-readout]', 'data-q')).toBe(String(q));
-  expect(await page.getAttribute('[data-testid=heatmap-readout]', 'data-k')).toBe(String(k));
-  return Number(await page.getAttribute('[data-testid=heatmap-readout]', 'data-value'));
-}
 
 describe('long views: the computation is in a worker, the page stays usable', () => {
   it('with every worker job held: zoom, hover, switch views, progress shown, nothing binned; released: everything arrives', async () => {
@@ -92,7 +67,7 @@ describe('long views: the computation is in a worker, the page stays usable', ()
       await page.fill('[data-testid=heatmap-goto]', '4100, 4090');
       await page.press('[data-testid=heatmap-goto]', 'Enter');
       await expect.poll(async () => (await numericData(page, tiles)).level).toBe(0);
-      for (const [q, k] of [[4100, 4090], [4100, 4100]] as const) expect(await hoverCell(page, q, k)).toBeCloseTo(reference(0, 0, q, k), 7);
+      for (const [q, k] of [[4100, 4090], [4100, 4100]] as const) expect(await hoverTileCell(page, q, k)).toBeCloseTo(reference(0, 0, q, k), 7);
       await page.focus('[data-testid=heatmap-tiles-wrap]');
       const before = (await numericData(page, tiles)).scale!;
       await page.keyboard.press('-');
@@ -132,7 +107,7 @@ describe('long views: the computation is in a worker, the page stays usable', ()
       g = await numericData(page, tiles);
       expect(g.tilesDrawn).toBeGreaterThan(0);
       expect(g.cellsRead).toBeGreaterThan(0);
-      expect(await hoverCell(page, 4100, 4090)).toBeCloseTo(reference(0, 2, 4100, 4090), 7);
+      expect(await hoverTileCell(page, 4100, 4090)).toBeCloseTo(reference(0, 2, 4100, 4090), 7);
       expect(opened.errors).toEqual([]);
       expect(opened.consoleErrors).toEqual([]);
       expect(opened.network()).toEqual([]);
@@ -152,7 +127,7 @@ describe('long views: the computation is in a worker, the page stays usable', ()
       await page.press('[data-testid=heatmap-goto]', 'Enter');
       await page.waitForSelector(`${tiles}[data-ready=true][data-level="0"]`, { timeout: 180_000 });
       expect((await numericData(page, tiles)).tilesDrawn).toBeGreaterThan(0);
-      expect(await hoverCell(page, 4100, 4090)).toBeCloseTo(reference(0, 0, 4100, 4090), 7);
+      expect(await hoverTileCell(page, 4100, 4090)).toBeCloseTo(reference(0, 0, 4100, 4090), 7);
       await page.click('[data-testid=tab-model]');
       await page.waitForSelector('[data-testid=model-thumbs][data-drawn=true]', { timeout: 180_000 });
       expect(await page.getAttribute('[data-testid=model-thumbs]', 'data-compute')).toBe('page');
