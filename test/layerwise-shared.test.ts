@@ -7,7 +7,6 @@
  * trace of the same model bit for bit, and a q/k-first run must hand out layer 0's queries and keys
  * in a segment that has not computed the rest of layer 0 (its attention, its MLP output).
  */
-import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FloatTensor } from '../src/core/tensor.js';
@@ -20,30 +19,8 @@ import type { WeightStore } from '../src/io/weights.js';
 import { ModelConfig } from '../src/models/config.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { deepOr } from './helpers/deep.js';
+import { allTapsOptions, differences, LAYERWISE_FIXTURES } from './helpers/layerwise-compare.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
-
-/**
- * Paths at which two values differ: typed arrays element by element, floats by more than `tol`
- * relative to max(1, |b|) (0: bit for bit, with Object.is), everything else exactly.
- */
-function differences(a: unknown, b: unknown, tol = 0, path = 'trace'): string[] {
-  if (ArrayBuffer.isView(a) && ArrayBuffer.isView(b)) {
-    const x = a as unknown as ArrayLike<number | bigint>;
-    const y = b as unknown as ArrayLike<number | bigint>;
-    if (x.length !== y.length) return [`${path}: length ${x.length} vs ${y.length}`];
-    const float = a instanceof Float32Array || a instanceof Float64Array;
-    for (let i = 0; i < x.length; i++) {
-      const [u, v] = [x[i]!, y[i]!];
-      const same = tol > 0 && float ? Math.abs((u as number) - (v as number)) <= tol * Math.max(1, Math.abs(v as number)) : Object.is(u, v);
-      if (!same) return [`${path}[${i}]: ${String(u)} vs ${String(v)}`];
-    }
-    return [];
-  }
-  if (typeof a !== 'object' || a === null || typeof b !== 'object' || b === null) return Object.is(a, b) ? [] : [`${path}: ${String(a)} vs ${String(b)}`];
-  const out: string[] = [];
-  for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) out.push(...differences((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], tol, `${path}.${k}`));
-  return out;
-}
 
 /**
  * Families whose shared sessions give the whole graph's values bit for bit. Elsewhere onnxruntime
@@ -105,10 +82,9 @@ async function deepened(fixture: string): Promise<{ model: Model; close: () => P
   };
 }
 
-const ALL = readdirSync(FIXTURES).filter((f) => existsSync(join(FIXTURES, f, 'reference.json')) && !['bert-fp16', 'bert-bf16', 'bert-sharded', 'gpt2-bin', 'stories260k'].includes(f));
 const QUICK = ['bert', 'gpt2', 'llama', 't5', 'mixtral'];
 
-for (const fixture of deepOr(ALL, QUICK)) {
+for (const fixture of deepOr(LAYERWISE_FIXTURES, QUICK)) {
   describe(`layer by layer, shared sessions: ${fixture} made ${DEPTH} layers deep`, () => {
     let made: Awaited<ReturnType<typeof deepened>> = null;
     beforeAll(async () => {
@@ -118,16 +94,7 @@ for (const fixture of deepOr(ALL, QUICK)) {
       await made?.close();
     });
     const input = readReference(fixture).inputs[0]!;
-    const decoderIds = input.decoder_input_ids as number[] | undefined;
-    const options = {
-      ids: input.input_ids,
-      ...(input.token_type_ids ? { typeIds: input.token_type_ids } : {}),
-      ...(decoderIds ? { decoderIds } : {}),
-      qk: true,
-      hidden: true,
-      logits: true,
-      residuals: true,
-    };
+    const options = allTapsOptions(input);
 
     for (const [label, extra] of [
       ['shared sessions', {}],

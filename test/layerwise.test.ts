@@ -4,33 +4,16 @@
  * score terms, residuals, hidden states, logits), its attention is PyTorch's (reference.json), each
  * layer arrives in its own segment in order, and an AbortSignal stops the run between layers.
  */
-import { readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { StackName, Trace } from '../src/core/trace.js';
 import { LayerRunCancelled, traceByLayers, traceLayers, type LayerOutputs } from '../src/engine/layerwise.js';
 import type { Model } from '../src/engine/model.js';
 import { deepOr } from './helpers/deep.js';
+import { allTapsOptions, differences, LAYERWISE_FIXTURES } from './helpers/layerwise-compare.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues, type ReferenceInput } from './helpers/reference.js';
 
-/** Every typed array in `a` equal bit for bit to the one at the same path in `b`; returns the paths that differ. */
-function differences(a: unknown, b: unknown, path = 'trace'): string[] {
-  if (ArrayBuffer.isView(a) && ArrayBuffer.isView(b)) {
-    const x = a as unknown as ArrayLike<number | bigint>;
-    const y = b as unknown as ArrayLike<number | bigint>;
-    if (x.length !== y.length) return [`${path}: length ${x.length} vs ${y.length}`];
-    for (let i = 0; i < x.length; i++) if (!Object.is(x[i], y[i])) return [`${path}[${i}]: ${String(x[i])} vs ${String(y[i])}`];
-    return [];
-  }
-  if (typeof a !== 'object' || a === null || typeof b !== 'object' || b === null) return Object.is(a, b) ? [] : [`${path}: ${String(a)} vs ${String(b)}`];
-  const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-  const out: string[] = [];
-  for (const k of keys) out.push(...differences((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k], `${path}.${k}`));
-  return out;
-}
-
-const ALL = readdirSync(FIXTURES).filter((f) => existsSync(join(FIXTURES, f, 'reference.json')) && !['bert-fp16', 'bert-bf16', 'bert-sharded', 'gpt2-bin', 'stories260k'].includes(f));
 /** Encoder, decoder (GPT-2; rotary + GQA), encoder-decoders (BART; T5 with its shared position bias), a mixture of experts. */
 const QUICK = ['bert', 'gpt2', 'llama', 'bart', 't5', 'mixtral'];
 
@@ -40,22 +23,13 @@ function referenceAttention(input: ReferenceInput): [StackName, number[] | unkno
   return [['self', input.attentions]];
 }
 
-for (const fixture of deepOr(ALL, QUICK)) {
+for (const fixture of deepOr(LAYERWISE_FIXTURES, QUICK)) {
   describe(`layer by layer: ${fixture}`, () => {
     let model!: Model;
     loadFixtureModel(fixture, (m) => (model = m));
     const ref = readReference(fixture);
     const input = ref.inputs[0]!;
-    const decoderIds = input.decoder_input_ids as number[] | undefined;
-    const options = {
-      ids: input.input_ids,
-      ...(input.token_type_ids ? { typeIds: input.token_type_ids } : {}),
-      ...(decoderIds ? { decoderIds } : {}),
-      qk: true,
-      hidden: true,
-      logits: true,
-      residuals: true,
-    };
+    const options = allTapsOptions(input);
 
     it('gives the whole-graph trace bit for bit, one segment per layer, in order', async () => {
       const whole = await model.trace(null, options);
