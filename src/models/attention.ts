@@ -173,6 +173,36 @@ export function queryBandCount(heads: number, n: number): number {
   return bands;
 }
 
+/**
+ * Bands of token rows a banded graph runs each pre-norm block's MLP in: an eighth of its query
+ * bands (2 by default, 4 for Llama-3.2-1B at 8,192 tokens, 32 for 32,768 tokens and 14 heads), as
+ * its [rows, inner] intermediates are a long input's largest values after the scores (268 MB each
+ * for that 1B shape at 8,192 tokens, 637 MB for Qwen2.5-0.5B's at 32,768). 1 when attention is not
+ * banded or when taps read inside the MLP (its activations, the router).
+ */
+export function mlpBandCount(taps: TapRequest): number {
+  if (!bandedAttention(taps) || taps.mlpActivations || taps.routing || taps.routerInput) return 1;
+  return Math.max(1, Math.floor((taps.queryBandCount ?? QUERY_BANDS) / 8));
+}
+
+/**
+ * `f` of each of `bands` bands of the rows of `x` [b, rows, width] (⌊rows·i/bands⌋ …), concatenated
+ * along the rows: f must treat rows independently (a per-token MLP), so each row is as before.
+ */
+export async function inRowBands(g: BuildContext['g'], x: Value, bands: number, f: (rows: Value) => Promise<Value>): Promise<Value> {
+  if (bands <= 1) return f(x);
+  const n = g.shape(x, 1, 2);
+  const bound = (i: number): Value => g.op('Div', [g.mul(n, g.ints([i])), g.ints([bands])]);
+  const parts: Value[] = [];
+  let start = bound(0);
+  for (let i = 1; i <= bands; i++) {
+    const end = i === bands ? n : bound(i);
+    parts.push(await f(g.slice(x, start, end, [1])));
+    start = end;
+  }
+  return g.concat(parts, 1);
+}
+
 const MASKED = -3.4028234663852886e38;
 
 /** Causal masks that attention builds in the graph band by band (causalMaskInput in a banded graph), with their windows. */

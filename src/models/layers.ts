@@ -8,7 +8,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions, type AttentionArgs } from './attention.js';
+import { attention, inRowBands, mergeHeads, mlpBandCount, splitHeads, tapBlockContributions, type AttentionArgs } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -403,16 +403,18 @@ export async function preNormBlock(ctx: BuildContext, x: Value, b: PreNormBlock)
   });
   const attnOut = g.linear(mergeHeads(g, context, b.heads, b.headDim), outWeight, b.outBias ?? undefined);
   const tap = (a: Value): Value => tapMlp(ctx, 'self', b.layer, a);
+  // On demand (banded attention) the MLP runs in bands of rows too: its intermediates are the largest values left.
+  const mlpBands = mlpBandCount(ctx.taps);
   if (b.parallel || !b.postNorm) {
     // The attention block's output (for ALTI) is x + attn(norm(x)); the parallel MLP branch is not part of it.
     if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', b.layer, { input: x, residualSum: g.add(x, attnOut), outputBias: b.outBias });
-    const output = g.add(x, g.add(await b.mlp(b.mlpNorm ? await b.mlpNorm(x) : h, tap), attnOut));
+    const output = g.add(x, g.add(await inRowBands(g, b.mlpNorm ? await b.mlpNorm(x) : h, mlpBands, (rows) => b.mlp(rows, tap)), attnOut));
     tapLayer(ctx, 'self', b.layer, { input: x, attention: () => g.add(x, attnOut), output });
     return output;
   }
   const x1 = g.add(x, attnOut);
   tapBlockContributions(ctx, 'self', b.layer, { input: x, residualSum: x1, outputBias: b.outBias });
-  const output = g.add(x1, await b.mlp(await b.postNorm(x1), tap));
+  const output = g.add(x1, await inRowBands(g, await b.postNorm(x1), mlpBands, (rows) => b.mlp(rows, tap)));
   tapLayer(ctx, 'self', b.layer, { input: x, attention: x1, output });
   return output;
 }
