@@ -12,7 +12,7 @@ import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { viewTokenLabel } from '../../src/views/analysis-data.js';
 import { FIXTURES, readReference } from '../helpers/reference.js';
-import { appServerSuite } from './harness.js';
+import { appServerSuite, pngPixels } from './harness.js';
 
 const suite = appServerSuite('app-analysis');
 const MODEL = 'folder:0/gpt2';
@@ -35,25 +35,6 @@ async function analysed(page: Page, view: string): Promise<void> {
 }
 
 const shown = (s: string | null): number => Number((s ?? '').replace('−', '-'));
-
-/** Pixels of a PNG file decoded by the browser: its size and how many pixels differ from the first. */
-async function pngPixels(page: Page, file: string): Promise<{ width: number; height: number; differing: number }> {
-  const b64 = readFileSync(file).toString('base64');
-  return page.evaluate(async (data) => {
-    const img = new Image();
-    img.src = `data:image/png;base64,${data}`;
-    await img.decode();
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth;
-    c.height = img.naturalHeight;
-    const g = c.getContext('2d')!;
-    g.drawImage(img, 0, 0);
-    const px = g.getImageData(0, 0, c.width, c.height).data;
-    let differing = 0;
-    for (let i = 0; i < px.length; i += 4) if (px[i] !== px[0] || px[i + 1] !== px[1] || px[i + 2] !== px[2]) differing++;
-    return { width: c.width, height: c.height, differing };
-  }, b64);
-}
 
 describe('attnscope serve: the analysis views in Chromium', () => {
   it('opens on the logit lens from a link: the last row is PyTorch’s next-token prediction at every position', async () => {

@@ -11,7 +11,7 @@ import type { Download, Page } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server/serve.js';
 import { type Nested, readReference } from '../helpers/reference.js';
-import { appServerSuite, numericData, type AppPage } from './harness.js';
+import { appServerSuite, numericData, pngPixels, type AppPage } from './harness.js';
 
 const suite = appServerSuite('app-compare');
 const open = (url: string) => suite.open(url, { viewport: { width: 1400, height: 1000 } });
@@ -45,29 +45,6 @@ async function compared(page: Page): Promise<void> {
 const at = (x: Nested, ...idx: number[]): number => idx.reduce<Nested>((v, i) => (v as Nested[])[i]!, x) as number;
 const shown = (s: string | null): number => Number((s ?? '').replace('−', '-'));
 const side = (s: 'a' | 'b', testid: string) => `[data-testid=side-${s}] [data-testid=${testid}]`;
-
-/** Pixels of a PNG file decoded by the browser: its size and how many pixels differ from the first one. */
-async function pngPixels(page: Page, file: string): Promise<{ width: number; height: number; differing: number; colours: number }> {
-  const b64 = readFileSync(file).toString('base64');
-  return page.evaluate(async (data) => {
-    const img = new Image();
-    img.src = `data:image/png;base64,${data}`;
-    await img.decode();
-    const c = document.createElement('canvas');
-    c.width = img.naturalWidth;
-    c.height = img.naturalHeight;
-    const g = c.getContext('2d')!;
-    g.drawImage(img, 0, 0);
-    const px = g.getImageData(0, 0, c.width, c.height).data;
-    let differing = 0;
-    const colours = new Set<number>();
-    for (let i = 0; i < px.length; i += 4) {
-      if (px[i] !== px[0] || px[i + 1] !== px[1] || px[i + 2] !== px[2] || px[i + 3] !== px[3]) differing++;
-      if (colours.size < 5000) colours.add((px[i]! << 24) | (px[i + 1]! << 16) | (px[i + 2]! << 8) | px[i + 3]!);
-    }
-    return { width: c.width, height: c.height, differing, colours: colours.size };
-  }, b64);
-}
 
 async function downloadOf(page: Page, click: () => Promise<void>): Promise<{ download: Download; file: string }> {
   const [download] = await Promise.all([page.waitForEvent('download'), click()]);

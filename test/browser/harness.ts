@@ -3,7 +3,7 @@
  * request blocked and recorded, dialogs and page errors recorded, and CSP violations reported.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -247,4 +247,30 @@ export function appServerSuite(name: string): AppServerSuite {
     return { page, foreign, errors, consoleErrors, close: () => context.close() };
   };
   return { server: () => server!, browser: () => browser!, scratch: () => scratch!, open };
+}
+
+/**
+ * Pixels of a PNG file decoded by the browser: its size, how many pixels differ from the first one
+ * (red, green, blue or alpha), and how many colours it has (counted up to 5,000).
+ */
+export async function pngPixels(page: Page, file: string): Promise<{ width: number; height: number; differing: number; colours: number }> {
+  const b64 = readFileSync(file).toString('base64');
+  return page.evaluate(async (data) => {
+    const img = new Image();
+    img.src = `data:image/png;base64,${data}`;
+    await img.decode();
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth;
+    c.height = img.naturalHeight;
+    const g = c.getContext('2d')!;
+    g.drawImage(img, 0, 0);
+    const px = g.getImageData(0, 0, c.width, c.height).data;
+    let differing = 0;
+    const colours = new Set<number>();
+    for (let i = 0; i < px.length; i += 4) {
+      if (px[i] !== px[0] || px[i + 1] !== px[1] || px[i + 2] !== px[2] || px[i + 3] !== px[3]) differing++;
+      if (colours.size < 5000) colours.add((px[i]! << 24) | (px[i + 1]! << 16) | (px[i + 2]! << 8) | px[i + 3]!);
+    }
+    return { width: c.width, height: c.height, differing, colours: colours.size };
+  }, b64);
 }
