@@ -238,10 +238,7 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       if (extension) await extension.extend(ctx);
       return ctx.g.build();
     });
-    // Banded attention serves long inputs: without the arena, each band's and layer's buffers go back
-    // to the system when freed, and the queries and keys handed over leave no arena behind (the arena
-    // grows by doubling and keeps its peak; measured in BENCHMARKS.md, long contexts against PyTorch).
-    return this.openBuilt(built, bandedAttention(taps) ? { arena: false } : {});
+    return this.openBuilt(built);
   }
 
   /**
