@@ -107,23 +107,31 @@ function makeUnits(tokens: readonly Token[], groups: number[][], texts?: readonl
  * specials and word-less tokens alone. `texts[segment]` (optional) gives labels from the text.
  */
 export function wordUnits(tokens: readonly Token[], texts?: readonly (string | undefined)[]): Unit[] {
+  return makeUnits(tokens, groupTokens(tokens, (t) => (t.special || t.word === null ? null : `${t.segment}:${t.word}`)), texts);
+}
+
+/**
+ * Token positions grouped by `keyOf` (null: a group of its own), the groups in the order of their
+ * first token.
+ */
+function groupTokens(tokens: readonly Token[], keyOf: (t: Token) => string | null): number[][] {
   const groups: number[][] = [];
-  const byWord = new Map<string, number[]>();
+  const byKey = new Map<string, number[]>();
   tokens.forEach((t, i) => {
-    if (t.special || t.word === null) {
+    const key = keyOf(t);
+    if (key === null) {
       groups.push([i]);
       return;
     }
-    const key = `${t.segment}:${t.word}`;
-    let g = byWord.get(key);
+    let g = byKey.get(key);
     if (!g) {
       g = [];
-      byWord.set(key, g);
+      byKey.set(key, g);
       groups.push(g);
     }
     g.push(i);
   });
-  return makeUnits(tokens, groups, texts);
+  return groups;
 }
 
 /** Sentence spans of a text ([start, end) per sentence, trailing spaces included), by Intl.Segmenter. */
@@ -169,25 +177,13 @@ function spanContaining(spans: readonly { start: number; end: number }[], c: num
 export function sentenceUnits(tokens: readonly Token[], texts: readonly string[], locale = 'en'): Unit[] {
   checkOffsets(tokens, texts, 'sentences');
   const spans = texts.map((t) => sentenceSpans(t, locale));
-  const groups: number[][] = [];
-  const bySentence = new Map<string, number[]>();
-  tokens.forEach((t, i) => {
-    if (t.special) {
-      groups.push([i]);
-      return;
-    }
+  const groups = groupTokens(tokens, (t) => {
+    if (t.special) return null;
     const c = anchorChar(t, texts[t.segment]!);
     const ss = spans[t.segment]!;
     let s = ss.findIndex((sp) => c >= sp.start && c < sp.end);
     if (s < 0) s = ss.length - 1;
-    const key = `${t.segment}:${s}`;
-    let g = bySentence.get(key);
-    if (!g) {
-      g = [];
-      bySentence.set(key, g);
-      groups.push(g);
-    }
-    g.push(i);
+    return `${t.segment}:${s}`;
   });
   const units = makeUnits(tokens, groups, texts);
   // Sentence labels: the whole sentence's text.
