@@ -3,8 +3,10 @@
  * inline <script>, read once at start-up through document.currentScript) is started again as a
  * Web Worker from a blob: URL (`attnscope serve`'s page: from its script URL, /app.js); the entry
  * point (web/main.ts, web/app/main.ts) sees no `document` there and calls `runFlowWorker`, which
- * computes the exact max-flows of src/analysis/flow.ts for one token and reports progress as it
- * goes. Cancelling terminates the worker. The standalone page's Content-Security-Policy allows
+ * routes each request to its handler: here, the exact max-flows of src/analysis/flow.ts for one
+ * token, reporting progress as it goes. One-shot jobs (attention flow, the compare panel's ranking)
+ * start through `startWorkerJob` and reply with web/job-worker.ts's one message type. Cancelling
+ * terminates the worker. The standalone page's Content-Security-Policy allows
  * exactly this (`worker-src blob:`, src/views/html/standalone.ts); the served page's
  * `script-src 'self'` covers /app.js as a worker.
  */

@@ -22,10 +22,10 @@
 import type { FlowMethod, FlowModel, FlowViewOptions } from '../../src/views/layout/flow.js';
 import { flowModel } from '../../src/views/layout/flow.js';
 import type { HeadFusion } from '../../src/analysis/rollout.js';
-import type { Item } from '../../src/views/layout/common.js';
+import type { Item, MatrixItem } from '../../src/views/layout/common.js';
 import { renderFlowView, renderInfluenceTree } from '../../src/views/svg/flow.js';
 import type { Ctx } from '../context.js';
-import { appendSvgItems, button, frameWidth, h, replaceChildren, s, select } from '../dom.js';
+import { button, frameWidth, h, replaceChildren, s, select, svgElement } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 import { type FlowDrawStage, flowLayoutWorker } from '../flow-layout-worker.js';
 import { type FlowJob, pageFlowLimit, pageWorkersAvailable, startFlowJob } from '../flow-worker.js';
@@ -330,14 +330,21 @@ export class FlowView {
   }
 
   /**
-   * The drawing's items into their groups, in order: at once when few, else for at most SLICE_MS
-   * per task (the page keeps answering between them; a newer drawing stops an older one's slices).
+   * The drawing's elements into their groups, in order (each part: a parent, how many, how to
+   * make element i, and how many to make between two looks at the clock): at once when few, else for at most SLICE_MS per task (the page keeps
+   * answering between them; a newer drawing stops an older one's slices). Merged paths are parts
+   * too: a 512-token diagram's path data is ≈ 0.7 MB to parse.
    */
-  private appendInSlices(parts: readonly [SVGElement, readonly Item[]][]): void {
+  private appendInSlices(parts: readonly (readonly [Element, number, (i: number) => Element, number])[]): void {
     const gen = ++this.drawing;
-    const total = parts.reduce((a, [, items]) => a + items.length, 0);
+    const total = parts.reduce((a, [, count]) => a + count, 0);
+    const put = (parent: Element, from: number, to: number, make: (i: number) => Element) => {
+      const frag = document.createDocumentFragment();
+      for (let i = from; i < to; i++) frag.append(make(i));
+      parent.append(frag);
+    };
     if (total <= SLICE_STEP) {
-      for (const [parent, items] of parts) appendSvgItems(parent, items);
+      for (const [parent, count, make] of parts) put(parent, 0, count, make);
       return;
     }
     this.el.setAttribute('data-drawing', 'true');
@@ -347,10 +354,11 @@ export class FlowView {
       if (gen !== this.drawing) return;
       const t0 = performance.now();
       while (part < parts.length && performance.now() - t0 < SLICE_MS) {
-        const [parent, items] = parts[part]!;
-        appendSvgItems(parent, items.slice(at, at + SLICE_STEP));
-        at += SLICE_STEP;
-        if (at >= items.length) {
+        const [parent, count, make, per] = parts[part]!;
+        const to = Math.min(count, at + per);
+        put(parent, at, to, make);
+        at = to;
+        if (at >= count) {
           part++;
           at = 0;
         }
@@ -460,12 +468,18 @@ export class FlowView {
     this.flowStatus.dataset.state = flowState;
     this.paintFlowStatus();
     const svg = s('svg', { width: Math.ceil(d.width), height: Math.ceil(d.height), class: `${this.id()}-svg`, testid: `${this.id()}-svg` });
+    // Paint order: faded edges, highlighted lines, node marks, labels (each group filled in slices).
+    const edgePaths = s('g', { class: 'flow-edge-paths' });
     const lines = s('g', { class: 'flow-lines' });
+    const markPaths = s('g', { class: 'flow-mark-paths' });
     const nodes = s('g', { class: 'flow-marks' });
-    svg.append(...d.paths.map(pathOf), lines, ...d.nodePaths.map(marksOf), nodes);
+    svg.append(edgePaths, lines, markPaths, nodes);
+    const item = (items: readonly Item[]) => (i: number) => svgElement(items[i] as Exclude<Item, MatrixItem>);
     this.appendInSlices([
-      [lines, d.lines],
-      [nodes, d.nodes],
+      [edgePaths, d.paths.length, (i) => pathOf(d.paths[i]!), 1],
+      [lines, d.lines.length, item(d.lines), SLICE_STEP],
+      [markPaths, d.nodePaths.length, (i) => marksOf(d.nodePaths[i]!), 1],
+      [nodes, d.nodes.length, item(d.nodes), SLICE_STEP],
     ]);
     this.wrap.replaceChildren(svg);
   }
