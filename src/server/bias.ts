@@ -27,7 +27,7 @@ import type { ModelCatalog } from './catalog.js';
 import { ByteLru } from './lru.js';
 import { AbortError, type ModelPool } from './pool.js';
 import { BIAS_LIMITS, type ApiError, type BiasLine, type BiasRequest, type BiasResult, type ServerLimits } from './protocol.js';
-import { isInt, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
+import { isInt, locateModel, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
 
 export const BIAS_MEDIA_TYPE = 'application/x-ndjson';
 
@@ -144,9 +144,7 @@ export class BiasService {
   /** Runs (or reads from the cache) the report of `req`, telling `emit` how it goes. */
   async run(req: BiasRequest, signal: AbortSignal, emit: (line: BiasLine) => void): Promise<BiasResult> {
     const n = normalized(req);
-    const location = await this.options.catalog.locate(n.model).catch((e: unknown) => {
-      throw e instanceof AttnscopeError ? new RequestError(404, e.message, 'model') : e;
-    });
+    const location = await locateModel(this.options.catalog, n.model);
     const progress = (stage: 'download' | 'load' | 'queue' | 'run', message: string, fraction?: number) => emit(fraction === undefined ? { type: 'progress', stage, message } : { type: 'progress', stage, message, fraction });
     const lease = await this.options.pool.acquire(location, (p) => emit({ type: 'progress', ...p }), signal);
     try {

@@ -19,7 +19,7 @@ import { VIEW_NAMES } from '../views/layout/common.js';
 import type { ModelCatalog } from './catalog.js';
 import type { ModelPool } from './pool.js';
 import type { ServerLimits } from './protocol.js';
-import { RequestError, requestBody } from './request-checks.js';
+import { locateModel, RequestError, requestBody } from './request-checks.js';
 import { validateTraceRequest } from './traces.js';
 
 export type ExportFormat = 'html' | 'json' | 'safetensors';
@@ -62,13 +62,7 @@ function fileBase(trace: Trace): string {
 
 /** The trace of a validated request, made as the CLI makes it (q/k, top-5 predictions where the model predicts). */
 export async function traceForExport(catalog: ModelCatalog, pool: ModelPool, t: ExportRequest['trace'], limits: ServerLimits, signal?: AbortSignal): Promise<Trace> {
-  let location;
-  try {
-    location = await catalog.locate(t.model);
-  } catch (e) {
-    if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
-    throw e;
-  }
+  const location = await locateModel(catalog, t.model);
   const lease = await pool.acquire(location, undefined, signal);
   try {
     const model = lease.model;

@@ -1,9 +1,12 @@
 /**
  * The checks every JSON request of the API opens with (traces, analysis, exports, comparisons,
  * bias reports): the body is an object holding only the allowed fields, `model` is a string, a
- * text is a string within the server's length limit. Each refusal is a RequestError with its status
- * and one line naming the field and what is allowed.
+ * text is a string within the server's length limit, the model is one the catalog offers (else a
+ * 404). Each refusal is a RequestError with its status and one line naming the field and what is
+ * allowed.
  */
+import { AttnscopeError } from '../core/errors.js';
+import type { ModelCatalog, ModelLocation } from './catalog.js';
 import type { ServerLimits } from './protocol.js';
 
 /** A request refused with a status and one line naming the field. */
@@ -55,4 +58,14 @@ export function textField(field: string, value: unknown, limits: Pick<ServerLimi
 /** An optional text field: undefined when absent, else as textField. */
 export function optionalTextField(field: string, value: unknown, limits: Pick<ServerLimits, 'maxTextChars'>): string | undefined {
   return value === undefined ? undefined : textField(field, value, limits);
+}
+
+/** Where the catalog finds a request's model: one it does not offer is a 404 naming the field `model`. */
+export async function locateModel(catalog: ModelCatalog, model: string): Promise<ModelLocation> {
+  try {
+    return await catalog.locate(model);
+  } catch (e) {
+    if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
+    throw e;
+  }
 }

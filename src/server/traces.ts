@@ -25,7 +25,7 @@ import type { ModelCatalog, ModelLocation } from './catalog.js';
 import { AppendCache, appendable, type AppendRequest } from './append.js';
 import { Gate } from './gate.js';
 import { ByteLru } from './lru.js';
-import { isInt, isObject, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
+import { isInt, isObject, locateModel, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
 import { abortable, type Lease, type ModelPool } from './pool.js';
 import { jsonFrame, layerFrame, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
 
@@ -36,13 +36,7 @@ export { RequestError };
  * one that cannot be loaded a 400, both naming the field `model`.
  */
 export async function leaseModel(catalog: ModelCatalog, pool: ModelPool, model: string, signal?: AbortSignal): Promise<{ location: ModelLocation; lease: Lease }> {
-  let location: ModelLocation;
-  try {
-    location = await catalog.locate(model);
-  } catch (e) {
-    if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
-    throw e;
-  }
+  const location = await locateModel(catalog, model);
   const lease = await pool.acquire(location, undefined, signal).catch((e: unknown) => {
     if (e instanceof AttnscopeError) throw new RequestError(400, e.message.startsWith('model:') ? e.message : `model: ${e.message}`, 'model');
     throw e;
