@@ -32,7 +32,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
     // ALiBi has no learned positions: any length.
     maxPositions: Number.POSITIVE_INFINITY,
     stacks: { self: layers },
-    scoring: { self: stackScoring(layers, { scale: 1 / Math.sqrt(headDim), causal: true, bias: 'per-layer', biasKind: 'ALiBi' }) },
+    // ALiBi is one feed every layer adds: tapped once (layer 0's), not one [heads, n, n] output per layer.
+    scoring: { self: stackScoring(layers, { scale: 1 / Math.sqrt(headDim), causal: true, bias: 'shared', biasKind: 'ALiBi' }) },
     contributions: { norm: 'pre' },
   };
 }
@@ -51,7 +52,7 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const ln1 = await layerNormLayer(ctx, x, `${p}.input_layernorm`, eps);
   const fused = g.reshape(await linearLayer(ctx, ln1, `${p}.self_attention.query_key_value`), [0, 0, heads, 3 * headDim]);
   const [q, k, v] = g.split(fused, [headDim, headDim, headDim], 3).map((t) => g.transpose(t, [0, 2, 1, 3])) as [Value, Value, Value];
-  tap(ctx, ctx.taps.qk, alibi, tapName('score_bias', 'self', layer));
+  if (layer === 0) tap(ctx, ctx.taps.qk, alibi, tapName('score_bias', 'self', 0));
   // baddbmm: alibi + alpha·(q·kᵀ); the causal mask only where alibi + 0 leaves the sum unchanged.
   const context = attention(ctx, {
     stack: 'self', layer, q, k, v,

@@ -65,7 +65,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
     stacks: { self: layers },
     scoring: {
       self: o.alibi
-        ? stackScoring(layers, { scale, causal: true, bias: 'per-layer', biasKind: 'ALiBi' })
+        ? // One ALiBi value for every layer: tapped once (layer 0's), not one [heads, n, n] output per layer.
+          stackScoring(layers, { scale, causal: true, bias: 'shared', biasKind: 'ALiBi' })
         : stackScoring(layers, { scale, causal: true }),
     },
     contributions: { norm: 'pre' },
@@ -116,7 +117,7 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const { g, config } = ctx;
   const eps = config.num('layer_norm_epsilon', 1e-5);
   const twoNorms = o.newArch && ctx.hasWeight(`${p}.ln_attn.weight`);
-  if (pos.alibi) tap(ctx, ctx.taps.qk, pos.alibi, tapName('score_bias', 'self', layer));
+  if (pos.alibi && layer === 0) tap(ctx, ctx.taps.qk, pos.alibi, tapName('score_bias', 'self', 0));
   const norm = (name: string) => (y: Value): Promise<Value> => layerNormLayer(ctx, y, `${p}.${name}`, eps);
   // Parallel blocks (new_decoder_architecture or `parallel_attn`): one shared norm, or ln_attn and ln_mlp.
   const parallel = o.newArch || o.parallel;
