@@ -14,24 +14,26 @@
  * shared session) and `unshared:N` (layer by layer with a session per segment, as before the
  * shared sessions).
  *
- * `--app`: keystroke → first layer on screen in Chromium for a Llama-3.2-1B shape (16 layers,
+ * `--app`: request → first layer on screen in Chromium for a Llama-3.2-1B shape (16 layers,
  * hidden 2048, 32/8 heads, FFN 8192, vocabulary 128256; random float16 weights (tiled from 2^20
  * random normal values) written once into
  * --dir with bench/random-weights.ts, the stories260k fixture's tokenizer) at --tokens (2,048):
- * the real server (limits raised), the built app (npm run build), a warm model (a first text
- * traced before), then the last character of a new text typed; the app's marks give the first
- * layer drawn and the whole model in. The trace streams on demand, q/k first.
+ * the real server (limits raised), the built app (npm run build); first with the model opened by
+ * the request (cold), then warm (model and sessions open). "On screen": layer 0's heatmap fully
+ * drawn. Prints where the time goes (server events, the page's marks; one clock). The trace
+ * streams on demand, q/k first. `--whole` also waits for every layer.
  *
  *   npx tsx bench/layerwise.ts [--limit 6] [--cases whole:1024,layers:1024,...]
- *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3]
+ *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole]
  */
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { chromium, type Page } from 'playwright-core';
 import { loadModel } from '../src/engine/load.js';
 import { toStorage16 } from '../src/graph/builder.js';
 import { writeSafetensorsStreamed } from '../src/io/safetensors.js';
 import { startServer } from '../src/server/serve.js';
+import type { LayerEvent } from '../src/server/traces.js';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { traceLayers } from '../src/engine/layerwise.js';
@@ -94,7 +96,7 @@ const s1 = (x: number): string => (x / 1000).toFixed(x < 10_000 ? 2 : 1);
 async function main(): Promise<void> {
   const { one, limitMb, cases } = caseOptions(DEFAULT_CASES);
   if (one) return runCase(one);
-  if (process.argv.includes('--app')) return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3));
+  if (process.argv.includes('--app')) return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3), process.argv.includes('--whole'));
   const s = SHAPE;
   console.log(`attnscope layer by layer — random Llama-shaped model: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocabulary ${s.vocab}`);
   console.log(`${machineLine()}; each case in its own process (cold run, then warm run), stopped above ${limitMb / 1024} GB`);
@@ -173,8 +175,80 @@ async function textOf(model: Awaited<ReturnType<typeof loadModel>>, n: number, v
   return out;
 }
 
-/** Keystroke → first layer on screen (and → whole model) in Chromium, the 1B shape at `n` tokens. */
-async function appBench(dirOption: string | undefined, n: number, runs: number): Promise<void> {
+/** Milliseconds since the epoch, from this process's clock (comparable with the page's). */
+const epoch = (): number => performance.timeOrigin + performance.now();
+
+/** What the page records (installed before its script runs). */
+interface PageMarks {
+  /** Epoch ms at which a heatmap canvas first had its whole overview drawn. */
+  drawn: number;
+}
+
+/** Installed in the page before its script: the heatmap canvas whose overview is drawn (data-overview="done"), and when. */
+function recordDrawn(): void {
+  const w = window as unknown as { marks: PageMarks };
+  w.marks = { drawn: 0 };
+  new MutationObserver((list) => {
+    for (const m of list) {
+      const el = m.target as HTMLElement;
+      if (el.dataset.testid === 'heatmap-tiles' && el.dataset.overview === 'done' && w.marks.drawn === 0) w.marks.drawn = performance.timeOrigin + performance.now();
+    }
+  }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-overview'] });
+}
+
+/** One trace as the bench saw it, in epoch ms (page and server share the machine's clock). */
+interface Timeline {
+  /** The page's request (after the edit pause; before the model is loaded, if it is not). */
+  request: number;
+  /** The trace request at the server. */
+  arrived: number;
+  /** The first segment (embeddings, layer 0's q/k) as the server reported it. */
+  first: LayerEvent & { at: number; cpuMs: number };
+  /** The page has the first layer frame (decoded). */
+  received: number;
+  /** The views were mounted on the first layer. */
+  mounted: number;
+  /** The heatmap of layer 0, head 0 fully drawn (its whole overview). */
+  drawn: number;
+  done: number;
+}
+
+/** The page's marks of the trace just done, with the server's events, as a Timeline. */
+async function timeline(page: Page, arrived: number, events: (LayerEvent & { at: number; cpuMs: number })[]): Promise<Timeline> {
+  const m = await page.evaluate(() => {
+    const d = document.body.dataset;
+    const w = window as unknown as { marks: PageMarks };
+    const o = performance.timeOrigin;
+    return { drawn: w.marks.drawn, firstPaintAt: o + Number(d.firstPaintAt), firstPaintMs: Number(d.firstPaintMs), received: o + (performance.getEntriesByName('attnscope:first-layer').at(-1)?.startTime ?? NaN), done: o + Number(d.doneAt) };
+  });
+  const request = m.firstPaintAt - m.firstPaintMs;
+  const first = events.find((e) => e.index === 0);
+  if (!first) throw new Error('the server reported no first segment');
+  return { request, arrived, first, received: m.received, mounted: m.firstPaintAt, drawn: m.drawn, done: m.done };
+}
+
+const BREAKDOWN = ['request → server (+ model open when cold)', 'server: lease, cache, tokens checked, turn', 'tokenize (prepareRun)', 'layer 0 q/k: session', 'layer 0 q/k: run', 'frames encoded', 'transfer + page decode', 'first frame → views mounted', 'mounted → heatmap drawn'];
+
+/** Milliseconds of each part of BREAKDOWN, and request → drawn. */
+function parts(t: Timeline): { parts: number[]; requestToDrawn: number } {
+  const f = t.first;
+  const sent = f.at - f.timing.handOut;
+  const runStart = sent - f.timing.sentAt;
+  const p = [t.arrived - t.request, runStart - t.arrived, f.timing.preparedAt, f.timing.session, f.timing.run, f.timing.encode, t.received - sent, t.mounted - t.received, t.drawn - t.mounted];
+  return { parts: p, requestToDrawn: t.drawn - t.request };
+}
+
+/**
+ * Request → first layer on screen in Chromium, the 1B shape at `n` tokens, and where the time
+ * goes. "On screen": the heatmap of layer 0's head 0 with its whole overview drawn (computed on
+ * demand in the page's worker from the layer's queries and keys), not only the views mounted. The
+ * first trace opens the model (cold: /api/load, then the sessions of the segments it reaches); the
+ * next ones (warm: model and sessions open, as in an app that keeps its models) open the page on
+ * another text of the same length. Each run is stopped once drawn (the page leaves; the run stops
+ * after its segment), or with `whole` once every layer is in. A keystroke adds the app's edit pause
+ * (350 ms, web/app/main.ts) before the request.
+ */
+async function appBench(dirOption: string | undefined, n: number, runs: number, whole: boolean): Promise<void> {
   const root = dirOption ?? mkdtempSync(join(os.tmpdir(), 'attnscope-layerwise-app-'));
   const dir = join(root, 'llama1b');
   const load = () => loadAverage(' ');
@@ -186,39 +260,71 @@ async function appBench(dirOption: string | undefined, n: number, runs: number):
     const texts = await Promise.all(Array.from({ length: runs + 1 }, (_, i) => textOf(local, n, i)));
     await local.dispose();
     const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, memoryBudgetBytes: 7 * 2 ** 30, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
+    // The server's side of the timeline: when a trace request comes, and each segment handed out.
+    // CPU time of this process (every thread) from the request's arrival to each segment sent.
+    let arrived = 0;
+    let cpu0 = process.cpuUsage();
+    let events: (LayerEvent & { at: number; cpuMs: number })[] = [];
+    const openTrace = server.traces.open.bind(server.traces);
+    server.traces.open = (req, signal) => {
+      arrived = epoch();
+      cpu0 = process.cpuUsage();
+      events = [];
+      return openTrace(req, signal);
+    };
+    server.traces.onLayerSent = (e) => {
+      const cpu = process.cpuUsage(cpu0);
+      events.push({ ...e, at: epoch(), cpuMs: (cpu.user + cpu.system) / 1000 });
+    };
     const browser = await chromium.launch({ executablePath: process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    const rows: { label: string; t: Timeline; load: number }[] = [];
+    const ms = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : '–');
     try {
-      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      const start = new URL(server.url);
-      start.searchParams.set('model', 'folder:0/llama1b');
-      start.searchParams.set('text', texts[runs]!);
-      start.searchParams.set('view', 'heatmap');
-      const w0 = performance.now();
-      await page.goto(start.href);
-      await page.waitForFunction(() => document.body.dataset.trace === 'done' || document.body.dataset.trace === 'error', null, { timeout: 1_800_000 });
-      if ((await page.evaluate(() => document.body.dataset.trace)) === 'error') throw new Error(`the app failed: ${await page.textContent('[data-testid=trace-error]')}`);
-      console.log(`warm-up (load + first trace of ${n} tokens): ${((performance.now() - w0) / 1000).toFixed(1)} s; load ${load()}`);
-      await page.evaluate(() => {
-        const box = document.querySelector<HTMLTextAreaElement>('[data-testid=text-input]')!;
-        box.addEventListener('input', () => ((window as unknown as { lastKey: number }).lastKey = performance.now()));
-      });
-      console.log(`| run | tokens | keystroke → first layer on screen | keystroke → whole model | load (1 min) |`);
-      console.log('| --: | --: | --: | --: | --: |');
-      for (let i = 0; i < runs; i++) {
-        const text = texts[i]!;
-        await page.fill('[data-testid=text-input]', text.slice(0, -1));
-        await page.type('[data-testid=text-input]', text.slice(-1));
-        await page.waitForFunction((t) => document.body.dataset.trace === 'done' && (JSON.parse(document.body.dataset.traced ?? '{}') as { text?: string }).text === t, text, { timeout: 1_800_000 });
-        const marks = await page.evaluate(() => ({ key: (window as unknown as { lastKey: number }).lastKey, first: Number(document.body.dataset.firstPaintAt), done: Number(document.body.dataset.doneAt) }));
-        console.log(`| ${i + 1} | ${n} | ${((marks.first - marks.key) / 1000).toFixed(2)} s | ${((marks.done - marks.key) / 1000).toFixed(1)} s | ${os.loadavg()[0]!.toFixed(1)} |`);
-      }
-      if (errors.length) console.log(`page errors: ${errors.join(' | ')}`);
+      /**
+       * Opens a new page on `text`, waits for its trace to be drawn (and, with --whole, every layer
+       * in), then closes the page, which stops the run after its current segment.
+       */
+      const measure = async (label: string, text: string) => {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+        await page.addInitScript(recordDrawn);
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(e.message));
+        const url = new URL(server.url);
+        url.searchParams.set('model', 'folder:0/llama1b');
+        url.searchParams.set('text', text);
+        url.searchParams.set('view', 'heatmap');
+        await page.goto(url.href);
+        await page.waitForFunction(() => (window as unknown as { marks: PageMarks }).marks.drawn > 0 || document.body.dataset.trace === 'error', null, { timeout: 1_800_000, polling: 50 });
+        if ((await page.evaluate(() => document.body.dataset.trace)) === 'error') throw new Error(`the app failed: ${await page.textContent('[data-testid=trace-error]')}`);
+        if (whole) await page.waitForFunction((t) => document.body.dataset.trace === 'done' && (JSON.parse(document.body.dataset.traced ?? '{}') as { text?: string }).text === t, text, { timeout: 1_800_000 });
+        const t = await timeline(page, arrived, events);
+        rows.push({ label, t, load: os.loadavg()[0]! });
+        if (errors.length) console.log(`page errors: ${errors.join(' | ')}`);
+        await page.close({ runBeforeUnload: false });
+        await server.traces.settled();
+        const p = parts(t).parts;
+        console.log(`${label}: request → layer 0 drawn ${(parts(t).requestToDrawn / 1000).toFixed(2)} s (${BREAKDOWN.map((name, i) => `${name} ${ms(p[i]!)}`).join('; ')}; server CPU ${ms(t.first.cpuMs)} ms); load ${load()}`);
+      };
+      // Cold: the model opened by the page's request.
+      await measure('cold: model opened', texts[runs]!);
+      // Warm: the model open, its sessions made by an earlier trace; a new page on another text.
+      for (let i = 0; i < runs; i++) await measure(`warm ${i + 1}`, texts[i]!);
     } finally {
       await browser.close();
       await server.close();
     }
+    console.log(`\n| trace (${n} tokens) | request → layer 0 drawn |${whole ? ' request → whole model |' : ''} load (1 min) |`);
+    console.log(`| --- | --: |${whole ? ' --: |' : ''} --: |`);
+    for (const { label, t, load } of rows) {
+      const p = parts(t);
+      console.log(`| ${label} | ${(p.requestToDrawn / 1000).toFixed(2)} s |${whole ? ` ${((t.done - t.request) / 1000).toFixed(1)} s |` : ''} ${load.toFixed(1)} |`);
+    }
+    console.log(`\n| part (ms) | ${rows.map((r) => r.label).join(' | ')} |`);
+    console.log(`| --- |${rows.map(() => ' --: |').join('')}`);
+    const all = rows.map((r) => parts(r.t).parts);
+    BREAKDOWN.forEach((name, i) => console.log(`| ${name} | ${all.map((p) => ms(p[i]!)).join(' | ')} |`));
+    console.log(`| server CPU time, request at server → layer 0 sent (all threads) | ${rows.map((r) => ms(r.t.first.cpuMs)).join(' | ')} |`);
+    console.log(`| first frames (MB) | ${rows.map((r) => (r.t.first.timing.bytes / 2 ** 20).toFixed(1)).join(' | ')} |`);
   } finally {
     if (!dirOption) rmSync(root, { recursive: true, force: true });
   }

@@ -50,6 +50,8 @@ export interface LayerOutputs {
   outputs: Record<string, RuntimeTensor>;
   /** Whether the segment ran on a session shared with the segments of the same graph (fed its own weights). */
   shared: boolean;
+  /** Milliseconds spent getting the segment's session (opened, or found open) and weights, and running it. */
+  ms: { session: number; run: number };
 }
 
 export interface LayerwiseOptions extends TraceOptions {
@@ -322,24 +324,29 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
     const shapes = carriedShapes(plan, fed, seg.carriedIn, carried);
     const own = plan.forms[s];
     let out: Record<string, RuntimeTensor>;
+    const t0 = performance.now();
+    let t1: number;
     if (own) {
       // Run on the shared session, the segment's values in the places of the representative's.
       const [{ session, form }, weightFeeds] = await Promise.all([plan.sharedSession(s, shapes), plan.weightFeeds(s)]);
       const all = { ...feeds, ...weightFeeds };
       const shared: Record<string, RuntimeTensor> = {};
       own.inputs.forEach((name, i) => (shared[form.inputs[i]!] = all[name]!));
+      t1 = performance.now();
       const got = await session.run(shared, form.outputs);
       out = {};
       own.outputs.forEach((name, i) => (out[name] = got[form.outputs[i]!]!));
     } else {
       const session = await plan.session(s, shapes);
+      t1 = performance.now();
       out = await session.run(feeds, seg.graph.outputs.map((o) => o.name));
     }
+    const ms = { session: t1 - t0, run: performance.now() - t1 };
     for (const name of seg.carriedOut) carried.set(name, out[name]!);
     for (const name of seg.carriedIn) if (lastUse.get(name) === s) carried.delete(name);
     const outputs: Record<string, RuntimeTensor> = {};
     for (const name of seg.outputs) outputs[name] = out[name]!;
-    await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: own !== undefined });
+    await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: own !== undefined, ms });
   }
   return segments.length;
 }

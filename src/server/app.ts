@@ -233,17 +233,22 @@ export function createApp(deps: AppDeps): Hono {
     }
     const frames = answer.frames;
     // Pull-based: a frame is sent when the connection takes it (backpressure), each layer as soon
-    // as it is computed; a client that goes away cancels the stream, and with it the run.
-    const stream = new ReadableStream<Uint8Array>({
-      async pull(controller) {
-        const next = await frames.next();
-        if (next.done) controller.close();
-        else controller.enqueue(next.value);
+    // as it is computed; a client that goes away cancels the stream, and with it the run. No frame
+    // is read ahead (high-water mark 0): the next is asked for once the previous one is written
+    // out, which tells the run that its frames have gone (traces.ts handedOut).
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          const next = await frames.next();
+          if (next.done) controller.close();
+          else controller.enqueue(next.value);
+        },
+        async cancel() {
+          await frames.return(undefined);
+        },
       },
-      async cancel() {
-        await frames.return(undefined);
-      },
-    });
+      { highWaterMark: 0 },
+    );
     return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': answer.cached ? 'hit' : 'miss' } });
   });
 

@@ -96,6 +96,11 @@ interface SharedRun {
   /** Resolves (and is replaced) whenever the header or a frame is added, and when the run ends. */
   changed: Promise<void>;
   notify(): void;
+  /** The requests following the run: frames each has handed to its connection and had taken (see `handedOut`). */
+  followers: Set<{ taken: number }>;
+  /** Resolves (and is replaced) whenever a follower's connection has taken every frame made so far. */
+  caughtUp: Promise<void>;
+  notifyCaughtUp(): void;
 }
 
 /** A trace answer being sent: its frames as they are made. */
@@ -111,6 +116,13 @@ export interface LayerEvent {
   count: number;
   /** The run's signal: it fires when every request following the run has gone. */
   signal: AbortSignal;
+  /**
+   * Where the time went (bench/layerwise.ts --app): milliseconds from the run's start (after its
+   * turn and lease) to the input tokenized and to this segment's frames made; the segment's session
+   * (opened or found open) and weights, its run, the encoding of its frames, the wait for the
+   * connections to take them; their bytes.
+   */
+  timing: { preparedAt: number; sentAt: number; session: number; run: number; encode: number; handOut: number; bytes: number };
 }
 
 export interface TraceServiceOptions {
@@ -205,6 +217,7 @@ export class TraceService {
         // One run for identical requests; it stops when every request waiting for it has gone.
         const controller = new AbortController();
         let wake!: () => void;
+        let wakeCaughtUp!: () => void;
         const shared: SharedRun = {
           controller,
           waiters: 0,
@@ -213,6 +226,13 @@ export class TraceService {
           notify: () => {
             const w = wake;
             shared.changed = new Promise<void>((r) => (wake = r));
+            w();
+          },
+          followers: new Set(),
+          caughtUp: new Promise<void>((r) => (wakeCaughtUp = r)),
+          notifyCaughtUp: () => {
+            const w = wakeCaughtUp;
+            shared.caughtUp = new Promise<void>((r) => (wakeCaughtUp = r));
             w();
           },
           promise: undefined as unknown as Promise<TraceResult>,
@@ -340,6 +360,7 @@ export class TraceService {
     let frames: LayerFrames | undefined;
     let prepared: PreparedRun | undefined;
     let predictions: Prediction[] | undefined;
+    let preparedAt = 0;
     const options: LayerwiseOptions = {
       ...(req.textPair !== undefined ? { pair: req.textPair } : {}),
       ...(req.decoderText !== undefined ? { decoderText: req.decoderText } : {}),
@@ -353,6 +374,7 @@ export class TraceService {
       qkFirst: 'on-demand' as const,
       signal: shared.controller.signal,
       onStart: (p: PreparedRun) => {
+        preparedAt = performance.now() - t0;
         prepared = p;
         // An on-demand trace is not kept for appends (append.ts keeps probabilities).
         if (!p.taps.attention) seed = undefined;
@@ -378,9 +400,17 @@ export class TraceService {
           for (const [name, t] of Object.entries(layer.outputs)) if ((req.taps.qk ? SEED_QK_KINDS : SEED_KINDS).test(name)) kept[name] = t;
           if (!req.taps.qk) sent = { ...layer, outputs: Object.fromEntries(Object.entries(layer.outputs).filter(([name]) => !QK_KINDS.test(name))) };
         }
-        shared.frames.push(...f.layer(sent));
+        const e0 = performance.now();
+        const made = f.layer(sent);
+        const encode = performance.now() - e0;
+        shared.frames.push(...made);
         shared.notify();
-        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal });
+        const sentAt = performance.now() - t0;
+        // The next segment runs on this thread (onnxruntime-node runs and opens sessions
+        // synchronously), so that the connections write nothing while it runs: the frames go out first.
+        if (layer.index + 1 < layer.count) await handedOut(shared, HAND_OUT_WAIT_MS);
+        const timing = { preparedAt, sentAt, ...layer.ms, encode, handOut: performance.now() - t0 - sentAt, bytes: made.reduce((n, x) => n + x.byteLength, 0) };
+        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal, timing });
       });
     } catch (e) {
       if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
@@ -405,11 +435,17 @@ async function* replay(result: TraceResult): AsyncGenerator<Uint8Array> {
 
 /** A shared run's frames as they are made, from the first; an error frame if it fails after the header. */
 async function* follow(run: SharedRun, leave: () => void, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const me = { taken: 0 };
+  run.followers.add(me);
   try {
     yield jsonFrame('header', { ...run.header!, cached: false });
     let sent = 0;
     for (;;) {
       while (sent < run.frames.length) yield run.frames[sent++]!;
+      // Asked for a frame past the last one: the connection has taken every frame (app.ts pulls a
+      // frame only once the previous one is written out).
+      me.taken = sent;
+      run.notifyCaughtUp();
       const changed = run.changed;
       const outcome = await abortable(
         Promise.race([changed.then(() => 'more' as const), run.promise.then((r) => r, (e: unknown) => ({ error: e }))]),
@@ -426,7 +462,28 @@ async function* follow(run: SharedRun, leave: () => void, signal?: AbortSignal):
       return;
     }
   } finally {
+    run.followers.delete(me);
+    run.notifyCaughtUp();
     leave();
+  }
+}
+
+/** The longest a run waits for its followers' connections to take a segment's frames before it runs the next segment. */
+const HAND_OUT_WAIT_MS = 10_000;
+
+/**
+ * Resolves once every request following `run` has had its connection take every frame made so far
+ * (or after `limitMs`: a client that reads slowly, or not at all, does not hold the run longer).
+ */
+async function handedOut(run: SharedRun, limitMs: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), limitMs)));
+  try {
+    while ([...run.followers].some((f) => f.taken < run.frames.length)) {
+      if ((await Promise.race([run.caughtUp, late])) === 'late') return;
+    }
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -105,7 +105,11 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
         place(incoming, f.tensor, f.layer, f.values);
         incoming.bytes += f.values.byteLength;
         remaining.set(f.tensor, (remaining.get(f.tensor) ?? 1) - 1);
-        incoming.firstLayerMs ??= performance.now() - t0;
+        if (incoming.firstLayerMs === undefined) {
+          incoming.firstLayerMs = performance.now() - t0;
+          // For tools (bench/layerwise.ts --app): when the first layer of a trace was in.
+          performance.mark('attnscope:first-layer');
+        }
         incoming.attentionDone = onDemand(incoming.header) ? qkComplete(incoming.header, remaining) : incoming.header.tensors.every((t, i) => t.kind !== 'attention' || remaining.get(i) === 0);
         incoming.done = [...remaining.values()].every((n) => n === 0);
         if (incoming.done && incoming.trace.queries) incoming.page.stacks = scoreChecks(incoming.trace);
