@@ -73,6 +73,22 @@ describe.each(deepOr(CAUSAL, QUICK))('fixture %s: banded attention on demand wit
   });
 });
 
+describe.each(deepOr(CAUSAL, ['llama', 'mixtral', 'qwen2_moe']))('fixture %s: one token on demand (bands without rows)', (fixture) => {
+  const ref = readReference(fixture);
+  let model: Model;
+  loadFixtureModel(fixture, (m) => (model = m));
+
+  it("its hidden state is row 0 of PyTorch's (a causal model's first position reads only itself)", async () => {
+    const input = ref.inputs[0]!;
+    const trace = await model.trace(null, { ids: input.input_ids.slice(0, 1), attention: 'on-demand', hidden: true });
+    const hidden = flat(input.last_hidden_state as Nested);
+    const width = trace.lastHiddenState!.dims[1];
+    let d = 0;
+    for (let i = 0; i < width; i++) d = Math.max(d, Math.abs(trace.lastHiddenState!.data[i]! - hidden[i]!));
+    expect(d).toBeLessThanOrEqual(1e-4);
+  });
+});
+
 describe('band counts and the fed mask, by hand', () => {
   it('bands grow with the length as a power of two: ~256 MiB of float32 scores per band', () => {
     // heads · n² · 4 bytes / 256 MiB, rounded up to a power of two, at least 16.

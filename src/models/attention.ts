@@ -178,10 +178,11 @@ export function queryBandCount(heads: number, n: number): number {
  * bands (2 by default, 4 for Llama-3.2-1B at 8,192 tokens, 32 for 32,768 tokens and 14 heads), as
  * its [rows, inner] intermediates are a long input's largest values after the scores (268 MB each
  * for that 1B shape at 8,192 tokens, 637 MB for Qwen2.5-0.5B's at 32,768). 1 when attention is not
- * banded or when taps read inside the MLP (its activations, the router).
+ * banded, with a key/value cache, or when taps read inside the MLP (its activations, the router).
  */
 export function mlpBandCount(taps: TapRequest): number {
-  if (!bandedAttention(taps) || taps.mlpActivations || taps.routing || taps.routerInput) return 1;
+  // Not with a key/value cache: generation's steps are one token each (and its prompt pass keeps the MLP whole).
+  if (!bandedAttention(taps) || taps.cache || taps.mlpActivations || taps.routing || taps.routerInput) return 1;
   return Math.max(1, Math.floor((taps.queryBandCount ?? QUERY_BANDS) / 8));
 }
 

@@ -365,6 +365,11 @@ export interface PreNormBlock {
   mask: Value;
   /** A term added to the scores before the mask (Falcon's ALiBi), or null. */
   bias?: Value | null;
+  /**
+   * Whether the MLP may run in bands of rows on demand (mlpBandCount; default true). Mixture-of-experts
+   * MLPs: false (onnxruntime stops the process on the routing of a band without rows, SIGFPE).
+   */
+  mlpRowBands?: boolean;
   /** The norm before attention (and before the MLP, in parallel blocks). */
   inputNorm(x: Value): Promise<Value>;
   /** Per-head queries [1, heads, seq, headDim], keys and values [1, kvHeads, seq, headDim] of the normed input, as they enter q·k (rotary applied). */
@@ -404,7 +409,7 @@ export async function preNormBlock(ctx: BuildContext, x: Value, b: PreNormBlock)
   const attnOut = g.linear(mergeHeads(g, context, b.heads, b.headDim), outWeight, b.outBias ?? undefined);
   const tap = (a: Value): Value => tapMlp(ctx, 'self', b.layer, a);
   // On demand (banded attention) the MLP runs in bands of rows too: its intermediates are the largest values left.
-  const mlpBands = mlpBandCount(ctx.taps);
+  const mlpBands = b.mlpRowBands === false ? 1 : mlpBandCount(ctx.taps);
   if (b.parallel || !b.postNorm) {
     // The attention block's output (for ALTI) is x + attn(norm(x)); the parallel MLP branch is not part of it.
     if (ctx.taps.contributions) tapBlockContributions(ctx, 'self', b.layer, { input: x, residualSum: g.add(x, attnOut), outputBias: b.outBias });

@@ -124,7 +124,7 @@ async function decoderLayer(
   const a = `${prefix}.self_attn`;
   return preNormBlock(ctx, x, {
     layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask, mlpRowBands: false,
     inputNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.input_layernorm`, s.eps),
     qkv: async (h) => ({
       q: applyRotary(g, splitHeads(g, await linear(ctx, h, `${a}.q_proj`), s.heads, s.headDim), rotary.cos, rotary.sin, s.rope),
