@@ -88,7 +88,7 @@ async function runCase(spec: string): Promise<void> {
   const model = new Model({ name: `random-${name}`, config, architecture: architectureFor(raw.model_type as string), tokenizer: null, weights: memoryWeightStore(weights), runtime: nodeRuntime });
   // The engine caps models without a position limit (ALiBi, relative buckets) at the tokens whose dense
   // attention fits 1 GiB (engine/model.ts tracedTokenLimit), on demand too: lifted here, in both trees.
-  (model as unknown as { info: { maxPositions: number } }).info.maxPositions = Number.POSITIVE_INFINITY;
+  for (const d of [model.info, model.architectureInfo]) (d as { maxPositions: number }).maxPositions = Number.POSITIVE_INFINITY;
   const ids = Array.from({ length: n }, (_, i) => 5 + ((i * 7919) % 600));
   const t0 = performance.now();
   const trace: Trace = generate
