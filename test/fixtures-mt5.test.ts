@@ -15,6 +15,7 @@
  * largest |logit| (at least 1e-4). A wrong rescale, activation or head is off by 1e-1 or more.
  */
 import { describe, expect, it } from 'vitest';
+import { withoutPositionBias } from '../src/core/position-bias.js';
 import type { StackName } from '../src/core/trace.js';
 import type { Model } from '../src/engine/model.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
@@ -59,7 +60,10 @@ for (const fixture of ['mt5', 'umt5']) {
         diffs.encoder_last_hidden_state = maxAbsDiff(trace.encoderLastHiddenState?.data ?? [], refTensor(input, 'encoder_last_hidden_state'));
         diffs.decoder_last_hidden_state = maxAbsDiff(trace.lastHiddenState?.data ?? [], refTensor(input, 'decoder_last_hidden_state'));
         for (const stack of ['encoder', 'decoder'] as const) {
-          const bias = trace.scores?.[stack]?.bias;
+          // Kept compactly over j − i (core/position-bias.ts); expanded here to PyTorch's [head][q][k].
+          const terms = trace.scores?.[stack];
+          expect(terms?.positionBias, `${stack} position bias`).toBeDefined();
+          const bias = withoutPositionBias(terms!).bias;
           expect(bias, `${stack} bias`).toBeDefined();
           expect(bias!.layers).toHaveLength((ref.attention.num_layers as Record<string, number>)[stack]!);
           if (fixture === 'umt5') {

@@ -24,7 +24,7 @@ describe('the library API', () => {
   it('recomputes a head from queries, keys and the recorded score terms (T5 position bias included)', () => {
     const terms = trace.scores?.encoder;
     expect(terms?.scale[0]).toBe(1);
-    expect(terms?.bias).toBeDefined();
+    expect(terms?.positionBias?.kind).toBe('relative');
     const att = trace.attention.encoder!;
     const [, nq, nk] = att.dims;
     const s = attnscope.neuronScores(trace, { stack: 'encoder', layer: 1, head: 2, query: nq - 1 });
