@@ -18,6 +18,7 @@ import type { Model } from '../src/engine/model.js';
 import type { ArchitectureInfo } from '../src/models/architecture.js';
 import { deepOr } from './helpers/deep.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { seededValues as values } from './helpers/hand-trace.js';
 import { FIXTURES, flat, readReference, type Nested, type ReferenceInput } from './helpers/reference.js';
 
 const ALL = readdirSync(FIXTURES, { withFileTypes: true })
@@ -147,17 +148,6 @@ afterAll(() => {
 });
 
 // --- a hand-sized case against a float64 re-computation ---------------------------------------------
-
-/** Deterministic values in (−1, 1). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    out[i] = (x / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
 
 describe('queryKeyAttentionSource on a hand-sized case', () => {
   // 2 layers, 4 query heads reading 2 key heads, 7 queries, 7 keys, head size 5 (odd: the unrolled

@@ -23,20 +23,10 @@ import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { tapName } from '../src/models/architecture.js';
 import { stepAttentionRow, traceGeneration } from '../src/views/generation.js';
 import { FIXTURES, maxAbsDiff, readReference } from './helpers/reference.js';
+import { seededValues as values } from './helpers/hand-trace.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-position-bias-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-/** Deterministic values in (−1, 1). */
-function values(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    out[i] = (x / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
 
 /** A dense [heads, q, k] bias from a function. */
 function denseOf(heads: number, q: number, k: number, f: (h: number, i: number, j: number) => number): Float32Array {

@@ -80,3 +80,14 @@ export function randomTrace(n: number, layers: number, heads: number, causal: bo
     },
   });
 }
+
+/** Deterministic values in (−1, 1) from a linear congruential sequence (hand-sized queries, keys and biases). */
+export function seededValues(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    out[i] = (x / 2 ** 32) * 2 - 1;
+  }
+  return out;
+}
