@@ -4,13 +4,16 @@
  * head table of one stack, then the projection (UMAP or PCA) and k-means of
  * src/analysis/cluster.ts — the same `headClusteringOf` the page's thread and the SVG export run,
  * with the same seed, so the clustering is the same value for value. It posts a progress message
- * for each stage, then the clustering (or the error's message).
+ * for each stage, then the clustering (or the error's message), through the one job message type
+ * and handler of web/job-worker.ts (the page side: clusters-worker.ts, through flow-worker.ts
+ * startWorkerJob).
  */
 import type { Trace } from '../src/core/trace.js';
 import type { HeadClustering } from '../src/analysis/cluster.js';
 import { clusterHeads, headFeatureRows } from '../src/analysis/cluster.js';
 import { headTable } from '../src/analysis/head-types.js';
 import type { HeadClustersOptions } from '../src/views/layout/head-clusters.js';
+import { type JobPost, type JobReply, runJob } from './job-worker.js';
 
 /** The trace (already at its step: only what the head table reads) and the view's options without step. */
 export interface ClustersRequest {
@@ -21,22 +24,20 @@ export interface ClustersRequest {
 
 export type ClustersStage = 'table' | 'projection';
 
-export type ClustersReply = { type: 'progress'; stage: ClustersStage } | { type: 'done'; clustering: HeadClustering } | { type: 'error'; message: string };
+/** The clustering's replies: progress names the stage starting, then the clustering (web/job-worker.ts). */
+export type ClustersReply = JobReply<ClustersStage, HeadClustering>;
 
 export function isClustersRequest(data: unknown): data is ClustersRequest {
   return typeof data === 'object' && data !== null && (data as { kind?: unknown }).kind === 'clusters';
 }
 
-/** Computes the clustering of a request, replying through `post`. */
-export function runClustersRequest(req: ClustersRequest, post: (m: ClustersReply) => void): void {
-  try {
-    const { options } = req;
-    post({ type: 'progress', stage: 'table' });
+/** Computes the clustering of a request, posting each stage as it starts, then the clustering or the error's message. */
+export function runClustersRequest(req: ClustersRequest, post: JobPost<ClustersStage, HeadClustering>): void {
+  const { options } = req;
+  runJob(post, (progress) => {
+    progress('table');
     const table = headTable(req.trace, options.stack ?? 'self', { excludeFirstToken: options.excludeFirstToken });
-    post({ type: 'progress', stage: 'projection' });
-    const clustering = clusterHeads(headFeatureRows(table), { projection: options.projection, k: options.clusters, seed: options.clusterSeed });
-    post({ type: 'done', clustering });
-  } catch (err) {
-    post({ type: 'error', message: (err as Error).message });
-  }
+    progress('projection');
+    return { result: clusterHeads(headFeatureRows(table), { projection: options.projection, k: options.clusters, seed: options.clusterSeed }) };
+  });
 }

@@ -4,9 +4,9 @@
  * Web Worker from a blob: URL (`attnscope serve`'s page: from its script URL, /app.js); the entry
  * point (web/main.ts, web/app/main.ts) sees no `document` there and calls `runFlowWorker`, which
  * routes each request to its handler: here, the exact max-flows of src/analysis/flow.ts for one
- * token, reporting progress as it goes. One-shot jobs (attention flow, the compare panel's ranking)
- * start through `startWorkerJob` and reply with web/job-worker.ts's one message type. Cancelling
- * terminates the worker. The standalone page's Content-Security-Policy allows
+ * token, reporting progress as it goes. One-shot jobs (attention flow, the compare panel's ranking,
+ * the head clusters) start through `startWorkerJob` and reply with web/job-worker.ts's one message
+ * type. Cancelling terminates the worker. The standalone page's Content-Security-Policy allows
  * exactly this (`worker-src blob:`, src/views/html/standalone.ts); the served page's
  * `script-src 'self'` covers /app.js as a worker.
  */
@@ -124,7 +124,8 @@ export interface WorkerJob<R> {
 }
 
 /**
- * The page side of every one-shot job (attention flow, the compare panel's ranking): a worker
+ * The page side of every one-shot job (attention flow, the compare panel's ranking, the head
+ * clusters: clusters-worker.ts): a worker
  * running the page's script gets `request` (transferring `transfer`), progress goes to
  * `onProgress`, the result or the error settles `result`, and the worker ends with the job.
  */

@@ -1,15 +1,16 @@
 /**
  * The one message type and handler of the page's worker jobs (attention flow, web/flow-worker.ts;
- * the compare panel's ranking, web/compare-worker-side.ts; the flow views' drawing,
- * web/flow-layout-worker-side.ts): the worker side posts progress, then the result or the error's
- * message, through `runJob`; the page side (flow-worker.ts `startWorkerJob`, flow-layout-worker.ts)
- * reads the same `JobReply`. Imports nothing, so both sides can share it without a cycle.
+ * the compare panel's ranking, web/compare-worker-side.ts; the head clusters,
+ * web/clusters-worker-side.ts; the flow views' drawing, web/flow-layout-worker-side.ts): the
+ * worker side posts progress, then the result or the error's message, through `runJob`; the page
+ * side (flow-worker.ts `startWorkerJob`, flow-layout-worker.ts) reads the same `JobReply`. Imports
+ * nothing, so both sides can share it without a cycle.
  */
 
 /**
  * One message type for every job a page worker runs (attention flow, the compare panel's ranking,
- * the flow views' drawing): progress, the result, or the error's message. `id` ties a reply to
- * its request on a worker that takes several (flow-layout-worker.ts).
+ * the head clusters, the flow views' drawing): progress, the result, or the error's message. `id`
+ * ties a reply to its request on a worker that takes several (flow-layout-worker.ts).
  */
 export type JobReply<P, R> =
   | { type: 'progress'; id?: number; progress: P }

@@ -44,9 +44,17 @@ afterAll(async () => {
 
 /**
  * Counts Workers started and terminated; holds every clustering request posted to a worker
- * (counted as `matched`) until released (the requests held so far are posted).
+ * (counted as `matched`) until released (the requests held so far are posted); records each
+ * progress line the view shows (the worker's stages as they reach the page), in order.
  */
-const INSTRUMENT = instrumentWorkers("m.kind === 'clusters'");
+const INSTRUMENT = `${instrumentWorkers("m.kind === 'clusters'")}
+  window.__progress = [];
+  new MutationObserver(() => {
+    const p = document.querySelector('[data-testid=clusters-progress]');
+    if (p && p.textContent !== window.__progress.at(-1)) window.__progress.push(p.textContent);
+  }).observe(document, { childList: true, subtree: true, characterData: true });
+`;
+const progressLines = (page: Page) => page.evaluate(() => (window as unknown as { __progress: string[] }).__progress);
 const POINTS = '[data-testid=clusters-svg] rect.head-point';
 let workerJson = '';
 
@@ -91,6 +99,11 @@ describe('head clusters in a Web Worker', () => {
       await o.page.waitForSelector(POINTS, { timeout: 120_000 });
       expect(await o.page.getAttribute('[data-testid=clusters-view]', 'data-computing')).toBe(null);
       expect(await o.page.locator(POINTS).count()).toBe(LAYERS * HEADS);
+      // The worker's stages reached the view in order: the head table, then the projection.
+      expect(await progressLines(o.page)).toEqual([
+        'clustering in the background: computing the head table… ',
+        'clustering in the background: projecting the heads (UMAP) and clustering them… ',
+      ]);
       const [json] = await Promise.all([o.page.waitForEvent('download'), o.page.click('[data-testid=clusters-json]')]);
       const expected = `${JSON.stringify(clusteringJson(nodeClustering()), null, 1)}\n`;
       workerJson = readFileSync((await json.path())!, 'utf8');
