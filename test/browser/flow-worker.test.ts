@@ -21,6 +21,7 @@ import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { flowLayout, flowModel } from '../../src/views/layout/flow.js';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import { buildWebClient, launchChromium, openPage } from './harness.js';
+import { heldMessages, instrumentWorkers, releaseHeld, waitForHeld, workerCounts } from './worker-instrument.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-flow-worker-'));
 let browser: Browser;
@@ -43,31 +44,8 @@ afterAll(async () => {
   rmSync(tmp, { recursive: true, force: true });
 });
 
-/** Counts Workers started and terminated; holds every flow drawing request until window.__release() (which posts those held so far). */
-const INSTRUMENT = `
-  window.__workers = { started: 0, terminated: 0, draws: 0 };
-  window.__held = [];
-  const W = window.Worker;
-  window.Worker = class extends W {
-    constructor(...a) { super(...a); window.__workers.started++; }
-    terminate() { window.__workers.terminated++; return super.terminate(); }
-    postMessage(...a) {
-      const m = a[0];
-      if (m && m.kind === 'flow-layout' && m.op === 'draw') { window.__workers.draws++; window.__held.push(() => super.postMessage(...a)); return; }
-      return super.postMessage(...a);
-    }
-  };
-  window.__release = () => { const h = window.__held; window.__held = []; for (const f of h) f(); return h.length; };
-`;
-
-interface Counts {
-  started: number;
-  terminated: number;
-  draws: number;
-}
-const counts = (page: Page) => page.evaluate(() => (window as unknown as { __workers: Counts }).__workers);
-const release = (page: Page) => page.evaluate(() => (window as unknown as { __release: () => number }).__release());
-const heldCount = (page: Page) => page.evaluate(() => (window as unknown as { __held: unknown[] }).__held.length);
+/** Counts Workers started and terminated; holds every flow drawing request (counted as `matched`) until released (those held so far are posted). */
+const INSTRUMENT = instrumentWorkers("m.kind === 'flow-layout' && m.op === 'draw'");
 
 interface EdgeRow {
   layer: number;
@@ -147,7 +125,7 @@ describe('flow diagram in a Web Worker', () => {
       await page.click('[data-testid=tab-flow]');
       await page.waitForFunction(() => document.querySelector('[data-testid=flow-view]')?.hasAttribute('data-computing'));
       // The layers go over one per task, then the drawing request, which the init script holds.
-      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1, null, { timeout: 120_000 });
+      await waitForHeld(page, 1, 120_000);
       expect(await page.textContent('[data-testid=flow-stage]')).toMatch(/in the background|waits for the background worker/);
       expect(await page.locator(SVG).count()).toBe(0);
       // The page answers while the drawing is held: another tab opens and comes back still computing; a control changes.
@@ -159,11 +137,11 @@ describe('flow diagram in a Web Worker', () => {
       await page.selectOption('[data-testid=flow-keep]', { label: '3' });
       expect(await page.textContent('[data-testid=flow-stage]')).toContain('waits for the background worker');
       // One request of the view in the worker at a time: the two control changes wait as one.
-      expect(await counts(page)).toMatchObject({ started: 1, draws: 1 });
-      expect(await release(page)).toBe(1);
-      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1, null, { timeout: 120_000 });
-      expect(await counts(page)).toMatchObject({ draws: 2 });
-      expect(await release(page)).toBe(1);
+      expect(await workerCounts(page)).toMatchObject({ started: 1, matched: 1 });
+      expect(await releaseHeld(page)).toBe(1);
+      await waitForHeld(page, 1, 120_000);
+      expect(await workerCounts(page)).toMatchObject({ matched: 2 });
+      expect(await releaseHeld(page)).toBe(1);
       await drawn(page);
       expect(await page.getAttribute(READOUT, 'data-model')).toBe('reused');
 
@@ -184,8 +162,8 @@ describe('flow diagram in a Web Worker', () => {
       // A click on an output token: laid out again on the model the worker kept.
       const target = N - 5;
       await page.click(`${SVG} text.token.output[data-token="${target}"]`);
-      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1);
-      expect(await release(page)).toBe(1);
+      await waitForHeld(page, 1);
+      expect(await releaseHeld(page)).toBe(1);
       await page.waitForSelector(`${SVG} line.highlighted`, { state: 'attached' });
       await drawn(page);
       expect(await page.getAttribute(READOUT, 'data-model')).toBe('reused');
@@ -206,8 +184,8 @@ describe('flow diagram in a Web Worker', () => {
       const y = Number(await label.getAttribute('y')) - 0.36 * Number(await label.getAttribute('font-size'));
       expect(await page.locator(`${SVG} path.flow-nodes`).count()).toBeGreaterThan(0);
       await page.locator(SVG).click({ position: { x, y } });
-      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1);
-      expect(await release(page)).toBe(1);
+      await waitForHeld(page, 1);
+      expect(await releaseHeld(page)).toBe(1);
       await page.waitForFunction(([c, t]) => {
         const r = document.querySelector('[data-testid=flow-readout]');
         return r?.getAttribute('data-column') === c && r?.getAttribute('data-token') === t;
@@ -219,8 +197,8 @@ describe('flow diagram in a Web Worker', () => {
       expect(await page.getAttribute(READOUT, 'data-model')).toBe('reused');
       // Back to the last column's token for the export.
       await page.click(`${SVG} text.token.output[data-token="${target}"]`);
-      await page.waitForFunction(() => (window as unknown as { __held: unknown[] }).__held.length === 1);
-      expect(await release(page)).toBe(1);
+      await waitForHeld(page, 1);
+      expect(await releaseHeld(page)).toBe(1);
       await page.waitForFunction((t) => document.querySelector('[data-testid=flow-readout]')?.getAttribute('data-token') === t, String(target));
       await drawn(page);
 
@@ -228,8 +206,8 @@ describe('flow diagram in a Web Worker', () => {
       const [svg] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=flow-export-svg]')]);
       workerSvg = readFileSync((await svg.path())!, 'utf8');
       expect(workerSvg).toContain('attnscope-flow-view');
-      expect(await heldCount(page)).toBe(0);
-      const w = await counts(page);
+      expect(await heldMessages(page)).toBe(0);
+      const w = await workerCounts(page);
       expect(w.started).toBe(1);
       expect(w.terminated).toBe(0);
       await page.locator('[data-testid=flow-view]').screenshot({ path: join(process.env.ATTNSCOPE_SCREENSHOT_DIR ?? tmp, 'flow-worker-300.png') });

@@ -58,3 +58,8 @@ export const heldMessages = (page: Page): Promise<number> => page.evaluate(() =>
  */
 export const releaseHeld = (page: Page, stopHolding = false): Promise<number> =>
   page.evaluate((stop) => (window as unknown as Instrumented).__workerRelease(stop), stopHolding);
+
+/** Waits until `count` messages are held (within `timeout` ms: the page's default timeout without it). */
+export const waitForHeld = async (page: Page, count: number, timeout?: number): Promise<void> => {
+  await page.waitForFunction((n) => (window as unknown as Instrumented).__workerHeld() === n, count, timeout === undefined ? {} : { timeout });
+};
