@@ -68,14 +68,10 @@ export interface EncodeOptions {
   srcLang?: string;
 }
 
-export interface AttnTokenizer {
-  readonly bos?: SpecialToken;
-  readonly eos?: SpecialToken;
-  readonly unk?: SpecialToken;
-  readonly sep?: SpecialToken;
-  readonly pad?: SpecialToken;
-  readonly cls?: SpecialToken;
-  readonly mask?: SpecialToken;
+/** The named special tokens a tokenizer has, by role (bos, eos, unk, sep, pad, cls, mask: SPECIAL_TOKEN_ROLES). */
+export type SpecialTokensByRole = { readonly [R in SpecialTokenRole]?: SpecialToken };
+
+export interface AttnTokenizer extends SpecialTokensByRole {
   /** model_max_length from tokenizer_config.json, when it sets a real limit. */
   readonly modelMaxLength?: number;
   /** Vocabulary size including added tokens. */
@@ -226,7 +222,8 @@ const stripBom = (text: string): string => (text.charCodeAt(0) === 0xfeff ? text
 const isId = (id: number): boolean => Number.isInteger(id) && id >= 0 && id <= 0xffffffff;
 
 interface HfTokenizerInit {
-  named: Partial<Record<SpecialTokenRole, SpecialToken>>;
+  /** Only the roles the tokenizer has (no undefined values): they become its own properties. */
+  named: SpecialTokensByRole;
   specialIds: Set<number>;
   addedSpecialIds: Set<number>;
   cleanUp: boolean;
@@ -236,14 +233,10 @@ interface HfTokenizerInit {
   languages?: LanguageCodes;
 }
 
+/** The named special tokens of AttnTokenizer, one list of roles: set from `init.named` by the constructor. */
+interface HfTokenizer extends SpecialTokensByRole {}
+
 class HfTokenizer implements AttnTokenizer {
-  readonly bos?: SpecialToken;
-  readonly eos?: SpecialToken;
-  readonly unk?: SpecialToken;
-  readonly sep?: SpecialToken;
-  readonly pad?: SpecialToken;
-  readonly cls?: SpecialToken;
-  readonly mask?: SpecialToken;
   readonly modelMaxLength?: number;
   readonly vocabSize: number;
   readonly specialIds: ReadonlySet<number>;
@@ -260,14 +253,7 @@ class HfTokenizer implements AttnTokenizer {
   constructor(tk: Tokenizer, init: HfTokenizerInit) {
     this.#tk = tk;
     this.#decoder = tk.getDecoder();
-    const { bos, eos, unk, sep, pad, cls, mask } = init.named;
-    if (bos) this.bos = bos;
-    if (eos) this.eos = eos;
-    if (unk) this.unk = unk;
-    if (sep) this.sep = sep;
-    if (pad) this.pad = pad;
-    if (cls) this.cls = cls;
-    if (mask) this.mask = mask;
+    Object.assign(this, init.named);
     if (init.modelMaxLength !== undefined) this.modelMaxLength = init.modelMaxLength;
     if (init.template) this.template = init.template;
     const target = init.target;
