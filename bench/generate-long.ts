@@ -29,7 +29,7 @@ import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { randomTensor } from './random-weights.js';
 import { spawnCase } from './child-case.js';
-import { caseOptions, fixed0 as f0, fixed1 as f1, loadAverage as load, machineLine } from './cli-args.js';
+import { attentionCase, caseIds, caseOptions, casesLine, fixed0 as f0, fixed1 as f1, loadAverage as load, stoppedRow } from './cli-args.js';
 import { peakMb, rssMb, traceBytes } from './measure.js';
 
 /** Qwen2.5-0.5B's shape. */
@@ -115,11 +115,11 @@ function idsHash(ids: readonly number[]): string {
 
 /** One case in this process: prints one JSON line. */
 async function runCase(spec: string): Promise<void> {
-  const [promptText, newText, mode] = spec.split(':') as [string, string, 'dense' | 'on-demand'];
+  const [promptText, newText, mode] = attentionCase(spec);
   const n = Number(promptText);
   const maxNew = Number(newText);
   const model = qwenModel();
-  const ids = Array.from({ length: n }, (_, i) => 2 + ((i * 7919) % (QWEN.vocab - 2)));
+  const ids = caseIds(n, QWEN.vocab);
   // Build the session (a 2-token generation) so the timed run measures decoding alone.
   const b0 = performance.now();
   await model.generate(null, { ids: ids.slice(0, 2), maxNewTokens: 1, attention: mode });
@@ -182,14 +182,14 @@ async function main(): Promise<void> {
   if (one) return runCase(one);
   const s = QWEN;
   console.log(`attnscope generation at length — random Qwen2.5-0.5B shape (${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocab ${s.vocab}, tied), greedy`);
-  console.log(`${machineLine()}; each case in its own process, stopped above ${limitMb / 1024} GB`);
+  console.log(casesLine(limitMb));
   console.log(`load average at start: ${load()}`);
   console.log('| prompt:new:attention | prompt pass s | per token ms, tokens 1–16 | per token ms, last 16 | RSS MB: loaded / after prompt / after token 16 / after last | peak RSS MB | attention MB | q/k MB | last row, all heads ms | file MB | generated ids | load after |');
   console.log('| --- | --: | --: | --: | --- | --: | --: | --: | --: | --: | --- | --- |');
   for (const spec of cases) {
     const r = await spawnCase(import.meta.url, spec, limitMb, ['--expose-gc']);
     if (r.stopped) {
-      console.log(`| ${spec} | ${r.stopped as string} | | | | | | | | | | ${load()} |`);
+      console.log(stoppedRow(spec, r.stopped, 9, load()));
       continue;
     }
     const rss = [r.rssLoadedMb, r.rssPromptMb, r.rssToken16Mb, r.rssLastMb].map(f0).join(' / ');

@@ -24,7 +24,7 @@ import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { llamaWeights, type LlamaShape } from './random-weights.js';
 import { spawnCase } from './child-case.js';
-import { caseOptions, fixed0 as f0, fixedSmall as f1, loadAverage, machineLine } from './cli-args.js';
+import { attentionCase, caseIds, caseOptions, casesLine, fixed0 as f0, fixedSmall as f1, loadAverage, stoppedRow } from './cli-args.js';
 import { peakMb, rssMb, traceBytes } from './measure.js';
 
 /**
@@ -63,10 +63,10 @@ const cpuMs = (c0: NodeJS.CpuUsage): number => {
 
 /** One case in this process: prints one JSON line. */
 async function runCase(spec: string): Promise<void> {
-  const [shape, tokensText, mode] = spec.split(':') as [string, string, 'dense' | 'on-demand'];
+  const [shape, tokensText, mode] = attentionCase(spec);
   const n = Number(tokensText);
   const model = modelOf(shape);
-  const ids = Array.from({ length: n }, (_, i) => 2 + ((i * 7919) % (SHAPES[shape]!.vocab - 2)));
+  const ids = caseIds(n, SHAPES[shape]!.vocab);
   const afterWeights = rssMb();
   let t0 = performance.now();
   let c0 = process.cpuUsage();
@@ -124,7 +124,7 @@ async function main(): Promise<void> {
   const { one, limitMb, cases } = caseOptions(DEFAULT_CASES);
   if (one) return runCase(one);
   console.log(`attnscope attention on demand — random Llama-shaped models (${Object.entries(SHAPES).map(([k, s]) => `${k}: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads`).join('; ')})`);
-  console.log(`${machineLine()}; each case in its own process, stopped above ${limitMb / 1024} GB`);
+  console.log(casesLine(limitMb));
   console.log(`load average at start: ${loadAverage()}; reading times are CPU ms of one thread`);
   console.log('Reading times: the WebAssembly kernel (the default) / the JavaScript loops (its fallback), measured in the same process one after the other (JavaScript first).');
   console.log('| case | trace s wall (CPU) | peak RSS MB | attention MB | q/k MB | file MB | 256-row band ms wasm / js | whole head ms wasm / js | last 512×512 block ms wasm / js | 64×64 thumbnail ms per head wasm / js |');
@@ -132,7 +132,7 @@ async function main(): Promise<void> {
   for (const spec of cases) {
     const r = await spawnCase(import.meta.url, spec, limitMb);
     if (r.stopped) {
-      console.log(`| ${spec} | ${r.stopped as string} | | | | | | | | |`);
+      console.log(stoppedRow(spec, r.stopped, 8));
       continue;
     }
     console.log(`| ${spec} | ${f1((r.traceMs as number) / 1000)} (${f1((r.traceCpuMs as number) / 1000)}) | ${f0(r.polledPeakMb)} | ${f0(r.attentionMb)} | ${f0(r.qkMb)} | ${f1(r.fileMb)} | ${pair(r.band256Ms, r.band256MsJs)} | ${pair(r.headMs, r.headMsJs)} | ${pair(r.head512Ms, r.head512MsJs)} | ${pair(r.thumbnailMs, r.thumbnailMsJs)} |`);
