@@ -11,15 +11,15 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
-import { activation } from './activations.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, causalMaskInput, mergeHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { attention, mergeHeads, tapBlockContributions } from './attention.js';
+import { tapLayer, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
-import { causalMask } from './masks.js';
-import { stackScoring } from './scoring.js';
-import { applyRotary, ropeFromConfig, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
+import {
+  decoderInfo, decoderShape, decoderTrunk, gatedMlp, layerMasks, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
+} from './decoder-blocks.js';
+import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
 
 interface CohereSpec {
   layers: number;
@@ -37,14 +37,7 @@ interface CohereSpec {
 }
 
 function cohereSpec(config: ModelConfig): CohereSpec {
-  const hidden = config.int('hidden_size', 8192);
-  const heads = config.int('num_attention_heads', 64);
-  const layers = config.int('num_hidden_layers', 40);
-  const kvHeads = config.int('num_key_value_heads', heads);
-  if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
-  if (heads % kvHeads !== 0) throw new AttnscopeError(`${config.source}: num_attention_heads ${heads} is not a multiple of num_key_value_heads ${kvHeads}`);
-  const headDim = hidden / heads;
-  if (headDim % 2 !== 0) throw new AttnscopeError(`${config.source}: head size ${headDim} (hidden_size / num_attention_heads) should be even for rotary embeddings`);
+  const { layers, heads, kvHeads, headDim } = decoderShape(config, { defaults: { hidden: 8192, heads: 64, layers: 40 }, evenHeadDim: true });
   const rope = ropeFromConfig(config, headDim);
   // transformers 4.40's CohereRotaryEmbedding has no scaling: a rope_scaling would be ignored there.
   if (rope.scaling) throw new AttnscopeError(`${config.source}: rope_scaling is not supported for cohere (transformers 4.40's Cohere has no rope scaling)`);
@@ -68,17 +61,7 @@ function cohereSpec(config: ModelConfig): CohereSpec {
 
 function describe(config: ModelConfig): ArchitectureInfo {
   const s = cohereSpec(config);
-  return {
-    kind: 'decoder',
-    numLayers: s.layers,
-    numHeads: s.heads,
-    numKeyValueHeads: s.kvHeads,
-    headDim: s.headDim,
-    maxPositions: s.maxPositions,
-    stacks: { self: s.layers },
-    scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true }) },
-    contributions: { norm: 'pre' },
-  };
+  return decoderInfo(s, { scale: s.headDim ** -0.5 });
 }
 
 /** CohereLayerNorm: (x − mean) · rsqrt(var + eps) · weight over the last axis, no bias. */
@@ -90,11 +73,7 @@ async function cohereNorm(ctx: BuildContext, s: CohereSpec, x: Value, prefix: st
   return g.mul(await ctx.weight(`${prefix}.weight`), normed);
 }
 
-async function linear(ctx: BuildContext, x: Value, prefix: string, bias: boolean): Promise<Value> {
-  return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), bias ? await ctx.weight(`${prefix}.bias`) : undefined);
-}
-
-/** [1, seq, n·headDim] → [1, n, seq, headDim], with the per-head LayerNorm `norm` (weight [n, headDim]) when given. */
+/** [1, seq, n·headDim] → [1, n, seq, headDim], q and k through their per-head LayerNorm (weight [n, headDim]) with use_qk_norm. */
 async function heads(ctx: BuildContext, s: CohereSpec, x: Value, n: number, norm: string | null): Promise<Value> {
   const { g } = ctx;
   let h = g.reshape(x, [0, 0, n, s.headDim]);
@@ -106,25 +85,23 @@ async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, laye
   const { g } = ctx;
   const h = await cohereNorm(ctx, s, x, `${p}.input_layernorm`);
   const a = `${p}.self_attn`;
-  const q = await heads(ctx, s, await linear(ctx, h, `${a}.q_proj`, s.attentionBias), s.heads, s.qkNorm ? `${a}.q_norm` : null);
-  const k = await heads(ctx, s, await linear(ctx, h, `${a}.k_proj`, s.attentionBias), s.kvHeads, s.qkNorm ? `${a}.k_norm` : null);
-  const v = await heads(ctx, s, await linear(ctx, h, `${a}.v_proj`, s.attentionBias), s.kvHeads, null);
+  const { q, k, v } = await rotaryQkv(ctx, h, {
+    ...s, prefix: a, rotary,
+    project: (y, name) => projection(ctx, y, `${a}.${name}`, s.attentionBias),
+    split: (y, name, n) => heads(ctx, s, y, n, s.qkNorm && name !== 'v_proj' ? `${a}.${name === 'q_proj' ? 'q' : 'k'}_norm` : null),
+  });
   const context = attention(ctx, {
-    stack: 'self', layer,
-    q: applyRotary(g, q, rotary.cos, rotary.sin, s.rope),
-    k: applyRotary(g, k, rotary.cos, rotary.sin, s.rope),
-    v,
+    stack: 'self', layer, q, k, v,
     numHeads: s.heads, numKvHeads: s.kvHeads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div',
     mask,
     outputProjection: { weight: await ctx.weight(`${a}.o_proj.weight`), layout: 'out-in' },
   });
-  const attnOut = await linear(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`, s.attentionBias);
+  const attnOut = await projection(ctx, mergeHeads(g, context, s.heads, s.headDim), `${a}.o_proj`, s.attentionBias);
   // Parallel block: the attention block's output (for ALTI) is x + attn(norm(x)), the MLP branch aside.
   const x1 = g.add(x, attnOut);
   tapBlockContributions(ctx, 'self', layer, { input: x, residualSum: x1, outputBias: s.attentionBias ? await ctx.weight(`${a}.o_proj.bias`) : null });
-  const gate = activation(g, s.act, await linear(ctx, h, `${p}.mlp.gate_proj`, false));
-  const mlpOut = await linear(ctx, tapMlp(ctx, 'self', layer, g.mul(gate, await linear(ctx, h, `${p}.mlp.up_proj`, false))), `${p}.mlp.down_proj`, false);
+  const mlpOut = await gatedMlp(ctx, h, { prefix: `${p}.mlp`, act: s.act }, (act) => tapMlp(ctx, 'self', layer, act));
   const output = g.add(x1, mlpOut);
   tapLayer(ctx, 'self', layer, { input: x, attention: x1, output });
   return output;
@@ -134,29 +111,21 @@ async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const s = cohereSpec(config);
   const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = causalMaskInput(ctx, 'attention_bias', null);
+  const masks = layerMasks(ctx, new Array<null>(s.layers).fill(null));
   const rotary = rotaryInputs(g, s.rope);
-  const embed = await ctx.weight(`${base}embed_tokens.weight`);
-  let x = g.gather(embed, ids);
-  tapEmbeddings(ctx, 'self', { token: x });
-  for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}layers.${l}`, l, rotary, mask);
-  x = await cohereNorm(ctx, s, x, `${base}norm`);
-  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  const head = async (): Promise<Value> => (!s.tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed);
-  if (ctx.taps.logits) g.output(g.mul(g.linear(x, await head()), g.scalar(s.logitScale)), 'logits');
-  await tapLogitLens(ctx, 'self', async (h) => g.mul(g.linear(await cohereNorm(ctx, s, h, `${base}norm`), await head()), g.scalar(s.logitScale)));
+  await decoderTrunk(ctx, {
+    embedding: `${base}embed_tokens.weight`,
+    layers: s.layers,
+    block: (x, l) => block(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
+    finalNorm: (x) => cohereNorm(ctx, s, x, `${base}norm`),
+    // Logits scaled by logit_scale.
+    readout: async (h, embed) => g.mul(g.linear(h, await tiedHead(ctx, embed, s.tied)), g.scalar(s.logitScale)),
+  });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
   const s = cohereSpec(config);
-  const n = inputs.inputIds.length;
-  const past = inputs.pastLength ?? 0;
-  return {
-    input_ids: int64Tensor(inputs.inputIds),
-    attention_bias: causalMask(n, { pastLength: past }),
-    ...rotaryFeeds(s.rope, n, past),
-  };
+  return rotaryDecoderFeeds(s.rope, new Array<null>(s.layers).fill(null), inputs);
 }
 
 export const cohereFamily: Architecture = { modelTypes: ['cohere'], describe, build, feeds };

@@ -10,14 +10,12 @@ import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer, preNormBlock, requiredBias } from './layers.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
-import { causalMaskInput } from './attention.js';
+import { decoderInfo, decoderTrunk, layerMasks } from './decoder-blocks.js';
 import { causalMask } from './masks.js';
-import { stackScoring } from './scoring.js';
-import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec } from './rope.js';
+import { applyRotary, ropeFromConfig, ropeTables, type RopeSpec, rotaryInputs } from './rope.js';
 
 /** Rope scaling types whose tables within max_position_embeddings `ropeTables` computes as transformers does. */
 const SUPPORTED_ROPE_TYPES = new Set(['default', 'linear', 'dynamic', 'llama3']);
@@ -27,17 +25,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const heads = config.int('num_attention_heads');
   const layers = config.int('num_hidden_layers');
   if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not divisible by num_attention_heads ${heads}`);
-  const info: ArchitectureInfo = {
-    kind: 'decoder',
-    numLayers: layers,
-    numHeads: heads,
-    numKeyValueHeads: heads,
-    headDim: hidden / heads,
-    maxPositions: config.int('max_position_embeddings', 2048),
-    stacks: { self: layers },
-    scoring: { self: stackScoring(layers, { scale: Math.pow(hidden / heads, -0.5), causal: true }) },
-    contributions: { norm: 'pre' },
-  };
+  const shape = { layers, heads, kvHeads: heads, headDim: hidden / heads, maxPositions: config.int('max_position_embeddings', 2048) };
+  const info = decoderInfo(shape, { scale: Math.pow(hidden / heads, -0.5) });
   ropeSpec(config, info.headDim); // validates the rotary settings
   return info;
 }
@@ -117,24 +106,16 @@ async function build(ctx: BuildContext): Promise<void> {
   const info = describe(config);
   const spec = ropeSpec(config, info.headDim);
   const base = ctx.findPrefix(['gpt_neox.', ''], 'embed_in.weight');
-  const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = causalMaskInput(ctx, 'attention_bias', null);
-  const rope: Rope | null = spec.rotaryDims > 0
-    ? {
-        spec,
-        cos: g.input('rope_cos', 'float32', [1, 1, 'seq', spec.rotaryDims]),
-        sin: g.input('rope_sin', 'float32', [1, 1, 'seq', spec.rotaryDims]),
-      }
-    : null;
-  let x = g.gather(await ctx.weight(`${base}embed_in.weight`), ids);
-  tapEmbeddings(ctx, 'self', { token: x });
-  for (let l = 0; l < info.numLayers; l++) {
-    x = await block(ctx, x, `${base}layers.${l}`, l, info, mask, rope);
-  }
-  x = await layerNormLayer(ctx, x, `${base}final_layer_norm`, config.num('layer_norm_eps', 1e-5));
-  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['embed_out.weight', `${base}embed_in.weight`]), 'logits');
-  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}final_layer_norm`, config.num('layer_norm_eps', 1e-5)), ['embed_out.weight', `${base}embed_in.weight`]));
+  const [mask] = layerMasks(ctx, [null]);
+  const rope: Rope | null = spec.rotaryDims > 0 ? { spec, ...rotaryInputs(g, spec) } : null;
+  const eps = config.num('layer_norm_eps', 1e-5);
+  await decoderTrunk(ctx, {
+    embedding: `${base}embed_in.weight`,
+    layers: info.numLayers,
+    block: (x, l) => block(ctx, x, `${base}layers.${l}`, l, info, mask!, rope),
+    finalNorm: (x) => layerNormLayer(ctx, x, `${base}final_layer_norm`, eps),
+    readout: (h) => lmHead(ctx, h, ['embed_out.weight', `${base}embed_in.weight`]),
+  });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {

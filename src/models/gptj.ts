@@ -11,21 +11,20 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { causalMaskInput, splitHeads } from './attention.js';
-import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
+import { decoderInfo, decoderTrunk, layerMasks, rotaryDecoderFeeds, rotaryQkv } from './decoder-blocks.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer, preNormBlock } from './layers.js';
-import { causalMask } from './masks.js';
-import { stackScoring } from './scoring.js';
-import { applyRotary, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
+import { type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
 
 interface GptjSpec {
   layers: number;
   heads: number;
+  /** No grouped keys/values: as many as query heads. */
+  kvHeads: number;
   headDim: number;
   eps: number;
   act: string;
@@ -47,6 +46,7 @@ function gptjSpec(config: ModelConfig): GptjSpec {
   return {
     layers,
     heads,
+    kvHeads: heads,
     headDim,
     eps: config.num('layer_norm_epsilon', 1e-5),
     act: config.str('activation_function', 'gelu_new'),
@@ -58,20 +58,11 @@ function gptjSpec(config: ModelConfig): GptjSpec {
 
 function describe(config: ModelConfig): ArchitectureInfo {
   const s = gptjSpec(config);
-  return {
-    kind: 'decoder',
-    numLayers: s.layers,
-    numHeads: s.heads,
-    numKeyValueHeads: s.heads,
-    headDim: s.headDim,
-    maxPositions: s.maxPositions,
-    stacks: { self: s.layers },
-    scoring: { self: stackScoring(s.layers, { scale: s.headDim ** -0.5, causal: true }) },
-    contributions: { norm: 'pre' },
-  };
+  return decoderInfo(s, { scale: s.headDim ** -0.5 });
 }
 
-async function projection(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
+/** A linear layer with its bias when the checkpoint has one (GPT-J's attention has none). */
+async function optionalBiasLinear(ctx: BuildContext, x: Value, prefix: string): Promise<Value> {
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`), (await ctx.optionalWeight(`${prefix}.bias`)) ?? undefined);
 }
 
@@ -81,14 +72,7 @@ async function block(ctx: BuildContext, s: GptjSpec, x: Value, p: string, layer:
     layer, heads: s.heads, kvHeads: s.heads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask,
     inputNorm: (y) => layerNormLayer(ctx, y, `${p}.ln_1`, s.eps),
-    qkv: async (h) => {
-      const head = async (name: string): Promise<Value> => splitHeads(g, await projection(ctx, h, `${p}.attn.${name}`), s.heads, s.headDim);
-      return {
-        q: applyRotary(g, await head('q_proj'), rotary.cos, rotary.sin, s.rope),
-        k: applyRotary(g, await head('k_proj'), rotary.cos, rotary.sin, s.rope),
-        v: await head('v_proj'),
-      };
-    },
+    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${p}.attn`, rotary, project: (y, name) => optionalBiasLinear(ctx, y, `${p}.attn.${name}`) }),
     outProj: `${p}.attn.out_proj`,
     outBias: await ctx.optionalWeight(`${p}.attn.out_proj.bias`),
     // Parallel block: x + (mlp(ln_1(x)) + attn(ln_1(x))).
@@ -98,30 +82,23 @@ async function block(ctx: BuildContext, s: GptjSpec, x: Value, p: string, layer:
 }
 
 async function build(ctx: BuildContext): Promise<void> {
-  const { g, config } = ctx;
-  const s = gptjSpec(config);
+  const s = gptjSpec(ctx.config);
   const base = ctx.findPrefix(['transformer.', ''], 'wte.weight');
-  const ids = g.input('input_ids', 'int64', [1, 'seq']);
-  const mask = causalMaskInput(ctx, 'attention_bias', null);
-  const rotary = rotaryInputs(g, s.rope);
-  let x = g.gather(await ctx.weight(`${base}wte.weight`), ids);
-  tapEmbeddings(ctx, 'self', { token: x });
-  for (let l = 0; l < s.layers; l++) x = await block(ctx, s, x, `${base}h.${l}`, l, rotary, mask);
-  x = await layerNormLayer(ctx, x, `${base}ln_f`, s.eps);
-  if (ctx.taps.lastHiddenState) g.output(x, 'last_hidden_state');
-  if (ctx.taps.logits) g.output(await lmHead(ctx, x, ['lm_head.weight', `${base}wte.weight`], 'lm_head.bias'), 'logits');
-  await tapLogitLens(ctx, 'self', async (h) => lmHead(ctx, await layerNormLayer(ctx, h, `${base}ln_f`, s.eps), ['lm_head.weight', `${base}wte.weight`], 'lm_head.bias'));
+  const masks = layerMasks(ctx, new Array<null>(s.layers).fill(null));
+  const rotary = rotaryInputs(ctx.g, s.rope);
+  await decoderTrunk(ctx, {
+    embedding: `${base}wte.weight`,
+    layers: s.layers,
+    block: (x, l) => block(ctx, s, x, `${base}h.${l}`, l, rotary, masks[l]!),
+    finalNorm: (x) => layerNormLayer(ctx, x, `${base}ln_f`, s.eps),
+    // lm_head with a bias (the embeddings when it is absent).
+    readout: (h) => lmHead(ctx, h, ['lm_head.weight', `${base}wte.weight`], 'lm_head.bias'),
+  });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
   const s = gptjSpec(config);
-  const n = inputs.inputIds.length;
-  const past = inputs.pastLength ?? 0;
-  return {
-    input_ids: int64Tensor(inputs.inputIds),
-    attention_bias: causalMask(n, { pastLength: past }),
-    ...rotaryFeeds(s.rope, n, past),
-  };
+  return rotaryDecoderFeeds(s.rope, new Array<null>(s.layers).fill(null), inputs);
 }
 
 export const gptjFamily: Architecture = { modelTypes: ['gptj'], describe, build, feeds };
