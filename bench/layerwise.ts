@@ -25,6 +25,7 @@
  *
  *   npx tsx bench/layerwise.ts [--limit 6] [--cases whole:1024,layers:1024,...]
  *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole]
+ *   npx tsx bench/layerwise.ts --prepare --dir /scratch/llama1b   (only writes the --app checkpoint)
  */
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -96,6 +97,12 @@ const s1 = (x: number): string => (x / 1000).toFixed(x < 10_000 ? 2 : 1);
 async function main(): Promise<void> {
   const { one, limitMb, cases } = caseOptions(DEFAULT_CASES);
   if (one) return runCase(one);
+  if (process.argv.includes('--prepare')) {
+    // Only writes the 1B-shaped checkpoint of --app into --dir (a few GB, minutes), e.g. while other work goes on.
+    const dir = option('--dir');
+    if (!dir) throw new Error('--prepare: give --dir, the folder the checkpoint is written into');
+    return ensureAppCheckpoint(join(dir, 'llama1b'));
+  }
   if (process.argv.includes('--app')) return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3), process.argv.includes('--whole'));
   const s = SHAPE;
   console.log(`attnscope layer by layer — random Llama-shaped model: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocabulary ${s.vocab}`);

@@ -34,7 +34,8 @@ export type LongJob =
   | { what: 'topk'; layer: number; head: number; r0: number; r1: number; k: number };
 
 export type LongRequest = { kind: 'long-views' } & (
-  | { op: 'stack'; spec: LongStackSpec }
+  /** keep: the same stack with more layers (the layers held and the jobs stay). */
+  | { op: 'stack'; spec: LongStackSpec; keep: boolean }
   | { op: 'layer'; layer: number; queries: Float32Array; keys: Float32Array; bias: Float32Array | null; biasForm?: BiasForm }
   | { op: 'drop'; layer: number }
   | { op: 'job'; id: number; job: LongJob }
@@ -121,6 +122,7 @@ export function onLongRequest(req: LongRequest, post: (m: LongReply, transfer?: 
   switch (req.op) {
     case 'stack':
       spec = req.spec;
+      if (req.keep) return;
       layers.clear();
       queue.length = 0;
       return;

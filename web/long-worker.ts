@@ -55,29 +55,13 @@ export class LongWorker {
   done = 0;
 
   constructor(
-    private readonly trace: Trace,
-    private readonly source: AttentionSource,
+    private trace: Trace,
+    private source: AttentionSource,
   ) {
     const { worker, finish } = startPageWorker('long views');
     this.worker = worker;
     this.finish = finish;
-    const stack = source.stack;
-    const q = trace.queries![stack]!;
-    const k = trace.keys![stack]!;
-    const terms = trace.scores![stack]!;
-    const spec: LongStackSpec = {
-      stack,
-      numLayers: source.numLayers,
-      numHeads: q.dims[0],
-      kvHeads: k.dims[0],
-      numQueries: q.dims[1],
-      numKeys: k.dims[1],
-      headDim: q.dims[2],
-      scale: [...terms.scale],
-      causal: terms.causal,
-      window: [...terms.window],
-    };
-    this.post({ kind: 'long-views', op: 'stack', spec });
+    this.post({ kind: 'long-views', op: 'stack', spec: stackSpec(trace, source), keep: false });
     worker.onmessage = (e: MessageEvent<LongReply>) => this.reply(e.data);
     worker.onerror = (e) => {
       this.broken = true;
@@ -123,6 +107,22 @@ export class LongWorker {
     if (inWorker.length) this.post({ kind: 'long-views', op: 'cancel', ids: inWorker });
     for (const p of gone) p.settle(null);
     this.send();
+  }
+
+  /**
+   * Reads `source` from now on: the same stack with more layers (a partial trace of a stream grown by
+   * the layers that arrived since, sharing every layer this worker read, see `extends`). The layers
+   * the worker holds and the jobs queued or running stay.
+   */
+  rebind(trace: Trace, source: AttentionSource): void {
+    this.trace = trace;
+    this.source = source;
+    this.post({ kind: 'long-views', op: 'stack', spec: stackSpec(trace, source), keep: true });
+  }
+
+  /** The source the worker reads. */
+  get reads(): AttentionSource {
+    return this.source;
   }
 
   /** Jobs queued or running. */
@@ -191,6 +191,46 @@ export class LongWorker {
   }
 }
 
+/** What the worker is told of a stack: its sizes and score terms. */
+function stackSpec(trace: Trace, source: AttentionSource): LongStackSpec {
+  const stack = source.stack;
+  const q = trace.queries![stack]!;
+  const k = trace.keys![stack]!;
+  const terms = trace.scores![stack]!;
+  return {
+    stack,
+    numLayers: source.numLayers,
+    numHeads: q.dims[0],
+    kvHeads: k.dims[0],
+    numQueries: q.dims[1],
+    numKeys: k.dims[1],
+    headDim: q.dims[2],
+    scale: [...terms.scale],
+    causal: terms.causal,
+    window: [...terms.window],
+  };
+}
+
+/**
+ * Whether `next` (a stack of a newer partial trace) continues `prev`: same sizes and terms, and
+ * every layer of `prev` the same arrays (the app's partial traces of one stream share their layers).
+ */
+function extendsStack(prev: Trace, next: Trace, stack: AttentionSource['stack']): boolean {
+  const [pq, pk, pt] = [prev.queries?.[stack], prev.keys?.[stack], prev.scores?.[stack]];
+  const [nq, nk, nt] = [next.queries?.[stack], next.keys?.[stack], next.scores?.[stack]];
+  if (!pq || !pk || !pt || !nq || !nk || !nt) return false;
+  if (nq.layers.length < pq.layers.length || nq.dims.join() !== pq.dims.join() || nk.dims.join() !== pk.dims.join() || pt.causal !== nt.causal) return false;
+  const pb = (pt.positionBias ?? pt.bias)?.layers;
+  const nb = (nt.positionBias ?? nt.bias)?.layers;
+  if (!!pt.positionBias !== !!nt.positionBias || !!pb !== !!nb || pt.bias?.dims.join() !== nt.bias?.dims.join()) return false;
+  // A bias tapped once (one layer for all) or per layer.
+  const biasOf = (b: readonly Float32Array[] | undefined, l: number) => b?.[Math.min(l, b.length - 1)];
+  for (let l = 0; l < pq.layers.length; l++) {
+    if (pq.layers[l] !== nq.layers[l] || pk.layers[l] !== nk.layers[l] || pt.scale[l] !== nt.scale[l] || pt.window[l] !== nt.window[l] || biasOf(pb, l) !== biasOf(nb, l)) return false;
+  }
+  return true;
+}
+
 const workers: { source: AttentionSource; worker: LongWorker }[] = [];
 
 /**
@@ -206,6 +246,14 @@ export function longWorker(source: AttentionSource): LongWorker | null {
   if (!pageWorkersAvailable()) return null;
   const known = workers.find((w) => w.source === source);
   if (known) return known.worker.broken ? null : known.worker;
+  // A newer partial trace of the same stream (the app remounts as layers arrive): the same worker,
+  // with what it holds and computes, reads the longer stack.
+  const grown = workers.find((w) => !w.worker.broken && w.source.stack === stack && extendsStack(sourceTrace(w.source)!, trace, stack));
+  if (grown) {
+    grown.worker.rebind(trace, source);
+    grown.source = source;
+    return grown.worker;
+  }
   let worker: LongWorker;
   try {
     worker = new LongWorker(trace, source);

@@ -3,7 +3,9 @@
  * against the real server: the server holds every run after its first layer (TraceService's
  * onLayerSent hook) until the page shows that layer; only then may layer 1 be computed. Without
  * per-layer streaming the page would wait for a run that waits for the page, and the test would time
- * out; no timing is asserted.
+ * out; no timing is asserted. A trace streamed on demand (queries and keys) keeps the shown head's
+ * heatmap while the next layers arrive (issue 13.4): the page remounted on them takes over the same
+ * canvas, its computed overview and the long views' worker instead of starting over.
  */
 import type { Browser } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +53,84 @@ describe('attnscope serve: layer by layer in the app', () => {
     } finally {
       release();
       server.traces.onLayerSent = undefined;
+      await context.close();
+    }
+  });
+
+  it('keeps the heatmap of the shown head, its overview and worker, while layers arrive on demand (stories260k, q/k streamed)', async () => {
+    // Segment 0 sends layer 0's queries and keys, segment 1 layer 1's: each is held until the page has done what the test checks.
+    const computed: number[] = [];
+    const gates = [0, 1].map(() => {
+      let open!: () => void;
+      const opened = new Promise<void>((r) => (open = r));
+      return { open, opened };
+    });
+    server.traces.onDemandAbove = 0;
+    server.traces.onLayerSent = async ({ index }) => {
+      computed.push(index);
+      await gates[index]?.opened;
+    };
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    // Workers the page starts (the long views' worker is one per source, kept across remounts).
+    await context.addInitScript(() => {
+      const w = window as unknown as { startedWorkers: number; Worker: typeof Worker };
+      w.startedWorkers = 0;
+      const Base = w.Worker;
+      w.Worker = class extends Base {
+        constructor(url: string | URL, options?: WorkerOptions) {
+          super(url, options);
+          w.startedWorkers++;
+        }
+      };
+    });
+    try {
+      const page = await context.newPage();
+      const { errors } = watchErrors(page);
+      const text = Array.from({ length: 6 }, (_, i) => `line ${i}: the first layer comes before the second, and the heatmap stays.`).join(' ');
+      const url = new URL(server.url);
+      url.searchParams.set('text', text);
+      url.searchParams.set('view', 'heatmap');
+      await page.goto(url.toString());
+      const canvas = '[data-testid=heatmap-tiles]';
+      // Layer 0's heatmap (head 0) has its whole overview while the run is held after layer 0.
+      await page.waitForFunction((c) => document.querySelector<HTMLElement>(c)?.dataset.overview === 'done', canvas, { timeout: 60_000 });
+      expect(computed).toEqual([0]);
+      expect(await page.locator('body').innerText()).toMatch(/1 of 5 layers on screen/);
+      const first = await page.evaluate((c) => {
+        const el = document.querySelector<HTMLCanvasElement>(c)!;
+        (el as unknown as { firstCanvas: boolean }).firstCanvas = true;
+        return { cellsRead: Number(el.dataset.cellsRead), nq: Number(el.dataset.nq), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
+      }, canvas);
+      expect(first.nq).toBeGreaterThan(100);
+      expect(first.cellsRead).toBeGreaterThan(0);
+      expect(first.workers).toBeGreaterThan(0);
+      // Layer 1 arrives: the page is mounted again on two layers, and shows the same canvas, overview done, nothing computed again.
+      gates[0]!.open();
+      await page.waitForFunction(() => /2 of 5 layers on screen/.test(document.body.innerText), null, { timeout: 60_000 });
+      const second = await page.evaluate((c) => {
+        const el = document.querySelector<HTMLCanvasElement>(c)!;
+        return { same: (el as unknown as { firstCanvas?: boolean }).firstCanvas === true, overview: el.dataset.overview, cellsRead: Number(el.dataset.cellsRead), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
+      }, canvas);
+      expect(second).toEqual({ same: true, overview: 'done', cellsRead: first.cellsRead, workers: first.workers });
+      gates[1]!.open();
+      await page.waitForFunction((t) => document.body.dataset.trace === 'done' && JSON.parse(document.body.dataset.traced ?? '{}').text === t, text, { timeout: 60_000 });
+      const last = await page.evaluate((c) => {
+        const el = document.querySelector<HTMLCanvasElement>(c)!;
+        return { same: (el as unknown as { firstCanvas?: boolean }).firstCanvas === true, overview: el.dataset.overview, cellsRead: Number(el.dataset.cellsRead), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
+      }, canvas);
+      expect(last).toEqual({ same: true, overview: 'done', cellsRead: first.cellsRead, workers: first.workers });
+      // Another layer shown: a matrix of its own, computed from layer 3's queries and keys.
+      await page.selectOption('[data-testid=heatmap-layer]', '3');
+      await page.waitForFunction(
+        (c) => document.querySelector<HTMLElement>('[data-testid=heatmap-readout]')?.innerText.startsWith('layer 3') && document.querySelector<HTMLElement>(c)?.dataset.overview === 'done',
+        canvas,
+        { timeout: 60_000 },
+      );
+      expect(errors).toEqual([]);
+    } finally {
+      for (const g of gates) g.open();
+      server.traces.onLayerSent = undefined;
+      server.traces.onDemandAbove = undefined;
       await context.close();
     }
   });

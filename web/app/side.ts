@@ -8,16 +8,24 @@ import type { PayloadHeader } from '../../src/views/html/payload.js';
 import { App, type HostedViews } from '../app.js';
 import { VIEWS, type State, type ViewName } from '../context.js';
 import { h, replaceChildren } from '../dom.js';
-import { ApiRefusal, partialTrace, streamTrace, type Incoming } from './stream.js';
+import { ApiRefusal, layersIn, partialTrace, streamTrace, type Incoming } from './stream.js';
 import type { UrlState } from './url-state.js';
 
 /**
  * Layers streamed after the run usually all arrive within a few tens of milliseconds, and each
  * mount of the views costs about as much: the views wait this long after the first layer for the
  * rest before drawing what has come, then redraw a partial trace at most every PARTIAL_MOUNT_MS.
+ * Layers streamed as the run computes them (per-layer streaming) come a segment's run apart: the
+ * first is drawn at once. A redraw on a longer partial trace keeps what the views computed for
+ * the layer shown (the heatmap's tiles, the long views' worker: web/views/heatmap.ts, web/long-worker.ts).
  */
 const PARTIAL_DELAY_MS = 150;
 const PARTIAL_MOUNT_MS = 1000;
+
+/** How long after the first layer the views wait for more before drawing it. */
+function partialDelay(incoming: Incoming): number {
+  return incoming.header.streaming === 'per-layer' ? 0 : PARTIAL_DELAY_MS;
+}
 
 /**
  * Runs `make` with every listener it adds to document and window tied to one AbortSignal, so an
@@ -169,7 +177,7 @@ export class Side {
     const now = performance.now();
     if (this.arrived?.seq !== seq) this.firstArrival = now;
     this.arrived = { incoming, key, seq };
-    const at = incoming.attentionDone ? now : this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
+    const at = incoming.attentionDone ? now : this.mounted?.key !== key ? this.firstArrival + partialDelay(incoming) : this.lastPartialMount + PARTIAL_MOUNT_MS;
     this.schedulePaint(at);
   }
 
@@ -195,8 +203,7 @@ export class Side {
     const a = this.arrived;
     if (!a || a.seq !== this.seq) return;
     const { incoming, key } = a;
-    const total = incoming.header.tensors.filter((t) => t.kind === 'attention').reduce((n, t) => n + t.layers, 0);
-    const got = Object.values(incoming.received).reduce((n, v) => n + (v ?? 0), 0);
+    const { got, total } = layersIn(incoming);
     this.host.onProgress(this, incoming.attentionDone ? null : 0.1 + 0.9 * (got / Math.max(1, total)));
     if (this.mounted?.key === key && this.mounted.complete) {
       if (incoming.done) this.resolveQk?.();
@@ -214,7 +221,7 @@ export class Side {
       if (incoming.done) this.resolveQk();
     } else {
       const now = performance.now();
-      const wait = this.mounted?.key !== key ? this.firstArrival + PARTIAL_DELAY_MS : this.lastPartialMount + PARTIAL_MOUNT_MS;
+      const wait = this.mounted?.key !== key ? this.firstArrival + partialDelay(incoming) : this.lastPartialMount + PARTIAL_MOUNT_MS;
       if (now < wait) {
         this.schedulePaint(wait);
         return;

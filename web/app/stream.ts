@@ -213,6 +213,25 @@ function qkComplete(header: StreamHeader, remaining: ReadonlyMap<number, number>
   );
 }
 
+/**
+ * Attention layers in and expected, over every stack: for a stream on demand, the layers whose
+ * queries and keys are both in (from layer 0 on), of the layers its queries were declared with.
+ */
+export function layersIn(incoming: Incoming): { got: number; total: number } {
+  const { header, trace } = incoming;
+  if (!onDemand(header)) {
+    const total = header.tensors.filter((t) => t.kind === 'attention').reduce((n, t) => n + t.layers, 0);
+    return { got: Object.values(incoming.received).reduce((n, v) => n + (v ?? 0), 0), total };
+  }
+  let got = 0;
+  let total = 0;
+  for (const stack of Object.keys(header.scores ?? {}) as StackName[]) {
+    total += header.tensors.find((t) => t.kind === 'queries' && t.stack === stack)?.layers ?? trace.model.numLayers;
+    got += Math.min(leading(trace.queries?.[stack]?.layers ?? []), leading(trace.keys?.[stack]?.layers ?? []));
+  }
+  return { got, total };
+}
+
 /** Layers received from layer 0 on without a gap. */
 function leading(layers: readonly (Float32Array | undefined)[]): number {
   let n = 0;

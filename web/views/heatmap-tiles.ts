@@ -64,6 +64,12 @@ export interface TiledHeatmapInput {
   frame: { width: number; height: number };
   /** Computes bins off the page's thread (attention on demand), or null: computed here between frames. */
   worker?: LongWorker | null;
+  /**
+   * The arrays the shown layer's weights come from (queries, keys, terms; or the attention layer):
+   * another source over the same arrays (a newer partial trace of a stream) shows the same matrix,
+   * and keeps the tiles computed and the jobs under way.
+   */
+  data?: readonly unknown[];
 }
 
 export interface TileHit {
@@ -94,6 +100,11 @@ interface Job {
 interface Strip {
   region: BinRegion;
   bins: Bins | null;
+}
+
+/** Whether two inputs' `data` name the same arrays. */
+function sameData(a: readonly unknown[] | undefined, b: readonly unknown[] | undefined): boolean {
+  return !!a && !!b && a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 /** Nice tick step (1, 2 or 5 × 10^n cells) so that ticks are at least `minPx` apart at `scale` px per cell. */
@@ -217,19 +228,14 @@ export class TiledHeatmap {
   set(input: TiledHeatmapInput): void {
     const prev = this.input;
     const dataKey = [input.source.stack, input.source.numQueries, input.source.numKeys, input.layer, input.which].join('|');
-    const sameSource = prev?.source === input.source;
+    const sameSource = prev?.source === input.source || sameData(prev?.data, input.data);
     const resized = !prev || prev.frame.width !== input.frame.width || prev.frame.height !== input.frame.height;
     this.input = input;
     if (dataKey !== this.dataKey || !sameSource) {
       // Another layer or head of the same matrix keeps the view (compare heads at one place).
       const keepView = !!prev && sameSource ? this.view : null;
       this.dataKey = dataKey;
-      this.read = blockReader(input.source, input.layer, input.which);
-      const counted = this.read;
-      this.read = (r0, r1, c0, c1) => {
-        this.cellsRead += (r1 - r0) * (c1 - c0);
-        return counted(r0, r1, c0, c1);
-      };
+      this.read = this.counted(blockReader(input.source, input.layer, input.which));
       this.cellsRead = 0;
       this.tiles.clear();
       this.images.clear();
@@ -247,9 +253,13 @@ export class TiledHeatmap {
       }
       const { w, h: hh } = this.box;
       this.view = keepView ? clampView(keepView, this.nq, this.nk, w, hh) : fitView(this.nq, this.nk, w, hh);
-    } else if (resized) {
-      const { w, h: hh } = this.box;
-      this.view = clampView(this.view, this.nq, this.nk, w, hh);
+    } else {
+      // The same matrix read through a newer source (reads made from now on use it).
+      if (prev && prev.source !== input.source) this.read = this.counted(blockReader(input.source, input.layer, input.which));
+      if (resized) {
+        const { w, h: hh } = this.box;
+        this.view = clampView(this.view, this.nq, this.nk, w, hh);
+      }
     }
     if (resized) {
       sizeCanvas(this.canvas, input.frame.width, input.frame.height);
@@ -259,6 +269,14 @@ export class TiledHeatmap {
     this.requestTiles();
     this.draw();
     this.pump();
+  }
+
+  /** `read`, counting the cells it reads. */
+  private counted(read: BlockReader): BlockReader {
+    return (r0, r1, c0, c1) => {
+      this.cellsRead += (r1 - r0) * (c1 - c0);
+      return read(r0, r1, c0, c1);
+    };
   }
 
   /** Continues computing after the view was hidden. */

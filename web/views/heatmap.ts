@@ -4,6 +4,7 @@
  * Long inputs (above LONG_TOKENS, or attention computed on demand) switch to the tiled heatmap
  * (heatmap-tiles.ts): zoom and pan over tiles read a block at a time from the attention source.
  */
+import type { StackName, Trace } from '../../src/core/trace.js';
 import { headColors } from '../../src/views/colors.js';
 import { displayMask, heatmapMatrix } from '../../src/views/layout/heatmap.js';
 import { renderHeatmap } from '../../src/views/svg/heatmap.js';
@@ -34,8 +35,10 @@ export class HeatmapView {
   private ds: DisplayStack | null = null;
   private masked: Uint8Array | null = null;
   private key = '';
-  /** Long inputs: the tiled heatmap, how its bins are reduced, where it is (rows × keys shown). */
-  private readonly tiles = new TiledHeatmap();
+  /** Long inputs: the tiled heatmap (or the one it took over, see `shownTiles`), how its bins are reduced, where it is (rows × keys shown). */
+  private tiles = new TiledHeatmap();
+  /** Whether the tiled heatmap was given a matrix yet (a new view may take over another's first). */
+  private tilesSet = false;
   private readonly zoomLine = h('div', { class: 'readout muted', testid: 'heatmap-zoom' });
   private readonly body = h('div', { class: 'scroll' });
   private reduce: Reduce = 'max';
@@ -55,13 +58,17 @@ export class HeatmapView {
     this.body.append(this.grid.el);
     this.el.append(this.toolbar, this.readout, this.body);
     this.grid.onHover((hit, e) => this.hover(hit, e));
-    this.tiles.onHover((hit, e) => this.hoverLong(hit, e));
-    this.tiles.onView(() => this.zoomNote());
+    this.wireTiles();
     // The matrix fills the window: lay it out again when the window changes size.
     window.addEventListener('resize', () => {
       this.key = '';
       if (!this.el.hidden) this.update();
     });
+  }
+
+  private wireTiles(): void {
+    this.tiles.onHover((hit, e) => this.hoverLong(hit, e));
+    this.tiles.onView(() => this.zoomNote());
   }
 
   update(): void {
@@ -206,9 +213,23 @@ export class HeatmapView {
     const top = this.body.getBoundingClientRect().top;
     const frame = { width: frameWidth(this.el), height: Math.max(420, Math.floor(window.innerHeight - (top > 0 ? top : 230) - 20)) };
     const key = [state.stack, state.layer, mode, state.heatmapHead, state.heatmapLog, state.theme, state.prettify, this.reduce, frame.width, frame.height].join('|');
+    const data = layerData(ctx.trace, state.stack, state.layer);
+    if (!this.tilesSet) {
+      // A page remounted on a longer partial trace (web/app/side.ts): the heatmap the page it
+      // replaces showed for this layer goes on here, with its canvas, tiles and jobs under way.
+      const shown = data[0] ? shownTiles.get(data[0]) : undefined;
+      if (shown && shown !== this.tiles) {
+        this.tiles = shown;
+        this.wireTiles();
+        replaceChildren(this.body, shown.el);
+        this.key = '';
+      }
+    }
     this.tiles.resume();
     if (key === this.key) return;
     this.key = key;
+    this.tilesSet = true;
+    if (data[0]) shownTiles.set(data[0], this.tiles);
     const tokens = pageTokens(ctx.trace, state.stack);
     const label = (t: DisplayToken | undefined) => (t ? ctx.label(t) : '');
     this.tiles.set({
@@ -227,6 +248,7 @@ export class HeatmapView {
       axes: stackHeaders(state.stack),
       frame,
       worker: longWorker(source),
+      data,
     });
     this.tiles.canvas.setAttribute('data-mode', mode);
     this.hoverLong(null);
@@ -279,6 +301,28 @@ export class HeatmapView {
     else this.readout.removeAttribute('data-masked');
     if (e) ctx.tooltip.show(e.clientX, e.clientY, line, hit.masked ? 'masked' : `${what}: ${value}`);
   }
+}
+
+/**
+ * The tiled heatmap last given each layer's data (keyed by the layer's queries array, or its
+ * attention array): as layers stream in, the app mounts a new page on each longer partial trace,
+ * whose heatmap takes over the one showing the same layer instead of computing its overview again.
+ */
+const shownTiles = new WeakMap<object, TiledHeatmap>();
+
+/**
+ * The arrays a layer's weights come from: its queries, keys, scale, window and bias (attention on
+ * demand), or its attention. Partial traces of one stream share them (web/app/stream.ts partialTrace).
+ */
+function layerData(trace: Trace, stack: StackName, layer: number): unknown[] {
+  const dense = trace.attention[stack]?.layers[layer];
+  if (dense) return [dense];
+  const q = trace.queries?.[stack]?.layers[layer];
+  const k = trace.keys?.[stack]?.layers[layer];
+  const terms = trace.scores?.[stack];
+  if (!q || !k || !terms) return [];
+  const bias = (terms.positionBias ?? terms.bias)?.layers;
+  return [q, k, terms.scale[layer], terms.window[layer], bias?.[Math.min(layer, bias.length - 1)]];
 }
 
 /** "N cells computed" in words. */
