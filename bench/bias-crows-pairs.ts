@@ -5,23 +5,29 @@
  * (`uptime`) around it; compare the ratios, measured in the same run.
  *
  *   sample   a stratified sample (--sample pairs spread over the bias types in proportion, evenly
- *            within each type), the ways alternated --rounds times: the authors' approach (one
- *            forward per masked copy, every position's logits: scoreCrowsPairs batched: false),
+ *            within each type), the ways alternated --rounds times: the authors' approach itself,
+ *            metric.py's loop in PyTorch (bench/pytorch/crows_pairs_metric.py, a child process per
+ *            round with --pytorch-threads threads, default --threads; comma-separated for several;
+ *            --pytorch-grad leaves autograd on as metric.py does; skipped with a line saying so when
+ *            /usr/bin/python3 has no torch, or with --skip-pytorch) on the same weights written as
+ *            .safetensors, the same approach on our engine (one forward per masked copy, every
+ *            position's logits: scoreCrowsPairs batched: false),
  *            the copies of many pairs pooled and run by length (scoreCrowsPairs, the default),
  *            with --baseline REV also the default path of the sources at git revision REV (`git
  *            archive REV src`, unpacked beside src/ for the run and removed after it: before/after
  *            in one process), and with --per-sentence each sentence's copies as one batch; the
- *            largest per-sentence difference against the authors' approach and whether the rows
- *            and metric are the same
+ *            largest per-sentence difference against PyTorch's and our one-forward-per-copy scores,
+ *            whether the rounded rows are the same, and whether PyTorch's tokenizer gave our ids
  *   full     all --pairs pairs with the default path (and one forward per copy too with
  *            --full-unbatched)
  *   --extras also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
  *
- * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--reverse] [--baseline REV] [--per-sentence] [--full-unbatched] [--extras]
+ * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--reverse] [--baseline REV] [--per-sentence] [--pytorch-threads N[,N]] [--pytorch-grad] [--skip-pytorch] [--full-unbatched] [--extras]
  *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads; --pairs 0 skips the full set)
  */
 import { basename, join } from 'node:path';
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
@@ -35,9 +41,10 @@ import { execFileSync } from 'node:child_process';
 import { crowsPairRows, crowsPairsMetric, orientedSentences, type CrowsPair } from '../src/analysis/bias/crows-pairs.js';
 import { bertBaseWeights, BERT_BASE_CONFIG, HIDDEN, VOCAB } from './bert-base.js';
 import { randomTensor } from './random-weights.js';
-import { measure, timeOnce } from './measure.js';
+import { measure, timeOnce, type Timing } from './measure.js';
+import { writeSafetensors } from '../src/io/safetensors.js';
 
-const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' }, reverse: { type: 'boolean' }, baseline: { type: 'string' }, 'per-sentence': { type: 'boolean' } } });
+const { values } = parseArgs({ options: { pairs: { type: 'string' }, sample: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string' }, 'full-unbatched': { type: 'boolean' }, extras: { type: 'boolean' }, reverse: { type: 'boolean' }, baseline: { type: 'string' }, 'per-sentence': { type: 'boolean' }, 'skip-pytorch': { type: 'boolean' }, 'pytorch-grad': { type: 'boolean' }, 'pytorch-threads': { type: 'string' } } });
 // bench/ from the sources, dist/bench/ when built.
 const ROOT = basename(join(import.meta.dirname, '..')) === 'dist' ? join(import.meta.dirname, '..', '..') : join(import.meta.dirname, '..');
 const threads = Number(values.threads ?? 2);
@@ -108,6 +115,49 @@ async function baselineAt(rev: string): Promise<{ score: () => Promise<{ sent1: 
 }
 const baseline = values.baseline ? await baselineAt(values.baseline) : undefined;
 
+/** What bench/pytorch/crows_pairs_metric.py prints. */
+interface PytorchOutput {
+  wall_s: number;
+  cpu_s: number;
+  copies: number;
+  threads: number;
+  torch: string;
+  pairs: { ids1: number[]; ids2: number[]; sent1: number; sent2: number }[];
+}
+
+/**
+ * The authors' approach itself: metric.py's loop in PyTorch eager (bench/pytorch/crows_pairs_metric.py:
+ * BertForMaskedLM mirrored op for op, its own BertTokenizer over the same vocab.txt, one forward per
+ * masked copy) on the same weights, written once as a .safetensors file in a temporary folder
+ * (removed at exit), and the same pairs; a child process per call, timed by itself (the loop only,
+ * after loading), with `threads` OpenMP and OpenBLAS threads. Undefined, with a line saying so,
+ * when `/usr/bin/python3 -c 'import torch'` fails.
+ */
+async function pytorchReference(ps: readonly CrowsPair[]): Promise<((threads: number) => PytorchOutput) | undefined> {
+  const python = '/usr/bin/python3';
+  try {
+    execFileSync(python, ['-c', 'import torch'], { stdio: 'ignore' });
+  } catch {
+    console.log(`PyTorch: absent (${python} -c 'import torch' fails), so the authors' approach is run on our engine only`);
+    return undefined;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'attnscope-crows-pytorch-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(1));
+  const w = (sharedWeights ??= maskedLmWeights());
+  await writeSafetensors(join(dir, 'model.safetensors'), [...w].map(([name, t]) => ({ name, dtype: 'F32' as const, shape: t.shape, data: t.data })), { format: 'pt' });
+  writeFileSync(join(dir, 'pairs.json'), JSON.stringify({
+    config: BERT_BASE_CONFIG,
+    pairs: ps.map((p) => ({ sent_more: p.sentMore, sent_less: p.sentLess, stereo_antistereo: p.direction })),
+  }));
+  const args = [join(ROOT, 'bench', 'pytorch', 'crows_pairs_metric.py'), '--weights', join(dir, 'model.safetensors'), '--vocab', join(tokDir, 'vocab.txt'), '--pairs', join(dir, 'pairs.json')];
+  if (values['pytorch-grad']) args.push('--grad');
+  return (n) => {
+    const env = { ...process.env, OMP_NUM_THREADS: String(n), OPENBLAS_NUM_THREADS: String(n) };
+    return JSON.parse(execFileSync(python, [...args, '--threads', String(n)], { env, encoding: 'utf8', maxBuffer: 1 << 28, stdio: ['ignore', 'pipe', 'inherit'] })) as PytorchOutput;
+  };
+}
+
 /** Every masked copy of `ps` as metric.py builds them: [ids, type ids, position]. */
 async function copies(ps: readonly CrowsPair[]): Promise<[number[], number[], number][]> {
   const out: [number[], number[], number][] = [];
@@ -147,13 +197,21 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     }
     return out;
   };
-  const ways: Record<string, () => Promise<Run>> = {
-    authors: async () => (await scoreCrowsPairs(model, sample, { batched: false })).scores,
-  };
-  if (values['per-sentence']) ways['per sentence'] = () => perSentence(sample);
-  if (baseline) ways[`pooled at ${values.baseline}`] = baseline.score;
-  ways.pooled = async () => (await scoreCrowsPairs(model, sample)).scores;
-  const times: Record<string, { wall: number; cpu: number }[]> = {};
+  const pytorch = values['skip-pytorch'] ? undefined : await pytorchReference(sample);
+  let pytorchOut: PytorchOutput | undefined;
+  /** Each way's scores, and its own timing when it is not this process's (PyTorch's child times its loop). */
+  const ways: Record<string, () => Promise<{ run: Run; timing?: Timing }>> = {};
+  for (const n of pytorch ? String(values['pytorch-threads'] ?? threads).split(',').map(Number) : []) {
+    ways[`PyTorch metric.py, ${n} thread${n === 1 ? '' : 's'}`] = async () => {
+      pytorchOut = pytorch!(n);
+      return { run: pytorchOut.pairs, timing: { wall: pytorchOut.wall_s * 1000, cpu: pytorchOut.cpu_s * 1000 } };
+    };
+  }
+  ways['ours, one forward per copy'] = async () => ({ run: (await scoreCrowsPairs(model, sample, { batched: false })).scores });
+  if (values['per-sentence']) ways['ours, per sentence'] = async () => ({ run: await perSentence(sample) });
+  if (baseline) ways[`ours, pooled at ${values.baseline}`] = async () => ({ run: await baseline.score() });
+  ways['ours, pooled'] = async () => ({ run: (await scoreCrowsPairs(model, sample)).scores });
+  const times: Record<string, Timing[]> = {};
   const scores: Record<string, Run> = {};
   for (let r = 0; r < rounds; r++) {
     // Every other round (and the first, with --reverse) in the opposite order, so that a load drift does not favour one way.
@@ -161,22 +219,42 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     if ((r % 2 === 1) !== Boolean(values.reverse)) order.reverse();
     for (const [name, f] of order) {
       const l0 = load();
-      const t = await timeOnce(async () => (scores[name] = await f()));
+      let own: Timing | undefined;
+      const measured = await timeOnce(async () => {
+        const out = await f();
+        scores[name] = out.run;
+        own = out.timing;
+      });
+      const t = own ?? measured;
       (times[name] ??= []).push(t);
-      console.log(`round ${r + 1}, ${name}: ${(t.wall / 1000).toFixed(1)} s wall, ${(t.cpu / 1000).toFixed(1)} s CPU (${(t.wall / sampleCopies.length).toFixed(1)} ms a copy); before: ${l0}; after: ${load()}`);
+      console.log(`round ${r + 1}, ${name}: ${(t.wall / 1000).toFixed(1)} s wall, ${(t.cpu / 1000).toFixed(1)} s CPU (${(t.wall / sampleCopies.length).toFixed(1)} ms wall, ${(t.cpu / sampleCopies.length).toFixed(1)} ms CPU a copy)${own ? `, timed by the child (${(measured.wall / 1000).toFixed(1)} s with its start and loading)` : ''}; before: ${l0}; after: ${load()}`);
     }
   }
-  const sum = (xs: { wall: number }[]) => xs.reduce((a, b) => a + b.wall, 0);
-  const cpu = (xs: { cpu: number }[]) => xs.reduce((a, b) => a + b.cpu, 0);
-  const base = sum(times.authors!);
-  for (const name of Object.keys(ways)) {
+  const sum = (xs: Timing[]) => xs.reduce((a, b) => a + b.wall, 0);
+  const cpu = (xs: Timing[]) => xs.reduce((a, b) => a + b.cpu, 0);
+  const rowsOf = (name: string) => crowsPairRows(sample, scores[name]!, true).map((x) => [x.sentMoreScore, x.sentLessScore, x.score]);
+  const largestDifference = (name: string, from: string): number => {
     let largest = 0;
     scores[name]!.forEach((x, k) => {
-      for (const side of ['sent1', 'sent2'] as const) largest = Math.max(largest, Math.abs(x[side] - scores.authors![k]![side]));
+      for (const side of ['sent1', 'sent2'] as const) largest = Math.max(largest, Math.abs(x[side] - scores[from]![k]![side]));
     });
-    const rows = crowsPairRows(sample, scores[name]!, true);
-    const same = JSON.stringify(rows.map((x) => [x.sentMoreScore, x.sentLessScore, x.score])) === JSON.stringify(crowsPairRows(sample, scores.authors!, true).map((x) => [x.sentMoreScore, x.sentLessScore, x.score]));
-    console.log(`${name}: ${(sum(times[name]!) / 1000).toFixed(1)} s wall, ${(cpu(times[name]!) / 1000).toFixed(1)} s CPU over ${rounds} rounds → ${(base / sum(times[name]!)).toFixed(2)}× the authors' approach in wall time, ${(cpu(times.authors!) / cpu(times[name]!)).toFixed(2)}× in CPU time; largest per-sentence difference ${largest.toExponential(2)}; rows ${same ? 'identical' : 'DIFFER'}; metric ${crowsPairsMetric(rows).metric.toFixed(2)}`);
+    return largest;
+  };
+  if (pytorchOut) {
+    // The child tokenized with its own BertTokenizer: the ids must be ours.
+    let differ = 0;
+    for (const [k, p] of sample.entries()) {
+      const ours = await Promise.all(orientedSentences(p).map(async (s) => (await model.tokenize(s.toLowerCase())).map((t) => t.id)));
+      if (JSON.stringify(ours) !== JSON.stringify([pytorchOut.pairs[k]!.ids1, pytorchOut.pairs[k]!.ids2])) differ++;
+    }
+    console.log(`PyTorch ${pytorchOut.torch}, ${pytorchOut.threads} threads: ${pytorchOut.copies} forward passes (ours: ${sampleCopies.length}); token ids of ${sample.length - differ} of ${sample.length} pairs the same as ours`);
+  }
+  const names = Object.keys(ways);
+  for (const name of names) {
+    const against = names.filter((n) => n !== name && (n.startsWith('PyTorch') || n === 'ours, one forward per copy'));
+    const ratios = against.map((n) => `${(sum(times[n]!) / sum(times[name]!)).toFixed(2)}× ${n} in wall time, ${(cpu(times[n]!) / cpu(times[name]!)).toFixed(2)}× in CPU`);
+    const diffs = against.map((n) => `from ${n} ${largestDifference(name, n).toExponential(2)}, rows ${JSON.stringify(rowsOf(name)) === JSON.stringify(rowsOf(n)) ? 'identical' : 'DIFFER'}`);
+    console.log(`${name}: ${(sum(times[name]!) / 1000).toFixed(1)} s wall, ${(cpu(times[name]!) / 1000).toFixed(1)} s CPU over ${rounds} rounds (${(sum(times[name]!) / rounds / sampleCopies.length).toFixed(1)} ms wall a copy)${ratios.length ? ` → ${ratios.join('; ')}` : ''}; largest per-sentence difference ${diffs.join('; ')}; metric ${crowsPairsMetric(crowsPairRows(sample, scores[name]!, true)).metric.toFixed(2)}`);
   }
 }
 
