@@ -173,17 +173,32 @@ function randomTrace(kind: 'causal' | 'bidirectional' | 'holes' | 'ties', n: num
 
 const close = (a: number, b: number, rel: number) => (Number.isNaN(b) ? Number.isNaN(a) : Math.abs(a - b) <= rel * Math.abs(b) + 1e-16);
 
+/**
+ * How close the kernel's columns come to float64: its logarithms are float32 ones, of the float32
+ * weights renormalised in float32 (head-kernel.as), within about one float32 rounding (2^−24 ≈ 6e-8,
+ * the precision of the traced weights themselves). An entropy (a sum of terms of one sign) keeps that
+ * relative error: allowed 1e-6 (16 roundings). A Jensen–Shannon divergence is a difference of
+ * entropies of at most log n nats: allowed 1e-6 bits absolute (a rounding of the float32 weights
+ * moves it by up to ≈ 6e-8 · log n). Every other column is float64 arithmetic: 1e-12 relative.
+ */
+function closeColumn(kernel: 'wasm' | 'js', column: string, a: number, b: number): boolean {
+  if (kernel === 'js') return close(a, b, 1e-12);
+  if (column === 'entropy') return close(a, b, 1e-6);
+  if (column === 'js_from_first') return Number.isNaN(b) ? Number.isNaN(a) : Math.abs(a - b) <= 1e-6;
+  return close(a, b, 1e-12);
+}
+
 function expectReference(trace: Trace, exclude: boolean, kernel: 'wasm' | 'js', where: string): HeadMetrics {
   const got = headMetrics(trace, undefined, { excludeFirstToken: exclude, kernel });
   const table = headTable(trace, undefined, { excludeFirstToken: exclude, kernel });
   for (const row of got.rows) {
     const ref = reference(trace, row.layer, row.head, exclude);
-    for (const m of HEAD_METRIC_NAMES) expect(close(row[m], ref[m], 1e-12), `${where} ${kernel} L${row.layer}H${row.head} ${m}: ${row[m]} vs ${ref[m]}`).toBe(true);
+    for (const m of HEAD_METRIC_NAMES) expect(closeColumn(kernel, m, row[m], ref[m]), `${where} ${kernel} L${row.layer}H${row.head} ${m}: ${row[m]} vs ${ref[m]}`).toBe(true);
     const t = table[row.layer * got.heads + row.head]!;
     for (const c of ['previous_token', 'next_token', 'local'] as const) expect(close(t[c], ref[c], 1e-12), `${where} ${kernel} L${row.layer}H${row.head} ${c}`).toBe(true);
   }
   const layerJs = referenceLayerJs(trace, exclude);
-  got.layerMeans.forEach((m, l) => expect(close(m.js_from_first, layerJs[l]!, 1e-11), `${where} ${kernel} layer mean ${l} js_from_first: ${m.js_from_first} vs ${layerJs[l]}`).toBe(true));
+  got.layerMeans.forEach((m, l) => expect(kernel === 'js' ? close(m.js_from_first, layerJs[l]!, 1e-11) : closeColumn(kernel, 'js_from_first', m.js_from_first, layerJs[l]!), `${where} ${kernel} layer mean ${l} js_from_first: ${m.js_from_first} vs ${layerJs[l]}`).toBe(true));
   return got;
 }
 
@@ -192,32 +207,36 @@ describe('head-metrics kernel', () => {
     expect(headKernelStatus()).toEqual({ available: true, reason: '' });
   });
 
-  it('its logarithm: within 4e-16 of Math.log relative to the value (wide range, near 1 from both sides, float32 weights, the table points and the √2 split)', () => {
+  it('its logarithm (float32): within 2 float32 roundings of Math.log relative to the value (every exponent, near 1 from both sides, the √2/2 split, weights); 0 gives a finite value', () => {
     const r = mulberry32(7);
-    const xs: number[] = [1, 2, 0.5, Math.SQRT2, Math.SQRT1_2, 2.2250738585072014e-308, 1.7976931348623157e308];
-    for (let i = 0; i < 20000; i++) xs.push(2 ** Math.floor(r() * 2000 - 1000) * (1 + r()));
-    for (let i = 1; i < 4000; i++) xs.push(1 + i * 2 ** -52, 1 - i * 2 ** -53, 1 + i * 1e-9, 1 - i * 1e-9);
+    const xs: number[] = [1, 2, 0.5, Math.fround(Math.SQRT2), Math.fround(Math.SQRT1_2), 2 ** -126, Math.fround(3.4e38)];
+    for (let i = 0; i < 20000; i++) xs.push(Math.fround(2 ** Math.floor(r() * 252 - 126) * (1 + r())));
+    for (let i = 1; i < 4000; i++) xs.push(1 + i * 2 ** -23, 1 - i * 2 ** -24);
+    for (let i = -2000; i < 2000; i++) xs.push(Math.fround(Math.SQRT1_2) + i * 2 ** -24, Math.fround(Math.SQRT1_2 * 2 ** -20) + i * 2 ** -44);
     for (let i = 0; i < 20000; i++) xs.push(Math.fround(r() ** 6), Math.fround(r() / 512));
-    for (let i = 0; i <= 256; i++) for (const d of [-1e-12, 0, 1e-12, 2 ** -10, -(2 ** -10)]) xs.push(1 + i / 256 + d, (1 + i / 256 + d) / 2);
+    xs.push(0);
+    const n = xs.length + ((4 - (xs.length % 4)) % 4);
     let from = 0;
     let to = 0;
     const got = headKernel((lay) => {
-      from = lay.take(xs.length * 8);
-      to = lay.take(xs.length * 8);
+      from = lay.take(n * 4);
+      to = lay.take(n * 4);
     })!;
     expect(got).not.toBeNull();
     try {
-      new Float64Array(got.k.memory.buffer, from, xs.length).set(xs);
-      got.k.logArray(from, to, xs.length);
-      const out = new Float64Array(got.k.memory.buffer, to, xs.length);
+      new Float32Array(got.k.memory.buffer, from, n).set(xs);
+      got.k.logArray(from, to, n);
+      const out = new Float32Array(got.k.memory.buffer, to, n);
       let worst = 0;
       xs.forEach((x, i) => {
-        const want = Math.log(x);
+        if (x === 0) return;
+        const want = Math.log(Math.fround(x));
         const err = want === 0 ? Math.abs(out[i]!) : Math.abs(out[i]! - want) / Math.abs(want);
         if (err > worst) worst = err;
       });
       expect(out[0]).toBe(0);
-      expect(worst).toBeLessThan(4e-16);
+      expect(Number.isFinite(out[xs.length - 1]!)).toBe(true);
+      expect(worst).toBeLessThan(2 ** -22);
     } finally {
       got.release();
     }
@@ -233,7 +252,8 @@ describe('head-metrics kernel', () => {
       // float32 and renormalised: equal to within a few float64 roundings).
       const rows = Array.from({ length: n - 1 }, (_, k) => k + 1);
       for (const r of m.rows) {
-        expect(r.entropy).toBeCloseTo(1, 13);
+        // (The kernel's entropy: float32 logarithms, see closeColumn.)
+        expect(closeColumn(kernel, 'entropy', r.entropy, 1)).toBe(true);
         expect(r.max_weight).toBe(0.5);
         expect(r.confidence).toBeCloseTo(mean(rows.map((i) => 1 / (i + 1))), 13);
         expect(r.self).toBeCloseTo(mean(rows.map((i) => 1 / (i + 1))), 13);
@@ -263,7 +283,7 @@ describe('head-metrics kernel', () => {
         const b = headTable(trace, undefined, { excludeFirstToken, kernel: 'js' });
         a.forEach((row, i) => {
           expect(row.top_type, `${kind} ${i}`).toBe(b[i]!.top_type);
-          for (const c of HEAD_COLUMNS) expect(close(row[c], b[i]![c], 1e-12), `${kind} exclude=${excludeFirstToken} row ${i} ${c}: ${row[c]} vs ${b[i]![c]}`).toBe(true);
+          for (const c of HEAD_COLUMNS) expect(closeColumn('wasm', c, row[c], b[i]![c]), `${kind} exclude=${excludeFirstToken} row ${i} ${c}: ${row[c]} vs ${b[i]![c]}`).toBe(true);
         });
       }
     }

@@ -310,8 +310,12 @@ describe('head metrics', () => {
           expectClose(row, ref, `causal=${causal} L${row.layer}H${row.head} exclude=${exclude}`);
           // The quantiles are order statistics: equal up to the renormalisation's rounding.
           for (const k of ['p25', 'p50', 'p75', 'p90'] as const) expect(Math.abs(row[k] - ref[k])).toBeLessThanOrEqual(1e-14 * ref[k]);
-          // Entropy and Jensen–Shannon through fast-log.ts: float64 rounding, far inside expectClose's 2e-6.
-          for (const k of ['entropy', 'js_from_first'] as const) expect(Math.abs(row[k] - ref[k]), `${k} L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-12);
+          // Entropy and Jensen–Shannon on the WebAssembly kernel: float32 logarithms of the float32
+          // weights renormalised in float32 (≈ 6e-8 relative each, the traced weights' own precision):
+          // an entropy within 1e-6 relative, a divergence (a difference of entropies ≤ log n nats)
+          // within 1e-6 bits; still inside expectClose's 2e-6.
+          expect(Math.abs(row.entropy - ref.entropy), `entropy L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-6 * ref.entropy);
+          expect(Math.abs(row.js_from_first - ref.js_from_first), `js_from_first L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-6);
         }
       }
     }

@@ -109,8 +109,10 @@ describe('head table by layer ranges', () => {
           const self = counted.map((i) => own[i]![i]!);
           const prev = counted.map((i) => (i > 0 ? own[i]![i - 1]! : 0));
           const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-          expect(row.entropy).toBeCloseTo(mean(ent), 12);
-          expect(Math.abs(row.js_from_first - mean(js))).toBeLessThan(1e-12);
+          // Entropy and Jensen–Shannon: the kernel's float32 logarithms of float32 weights (≈ 6e-8
+          // relative each, the traced weights' own precision): within 1e-6 relative / 1e-6 bits.
+          expect(Math.abs(row.entropy - mean(ent))).toBeLessThanOrEqual(1e-6 * mean(ent));
+          expect(Math.abs(row.js_from_first - mean(js))).toBeLessThan(1e-6);
           expect(row.self).toBeCloseTo(mean(self), 12);
           expect(row.previous_token).toBeCloseTo(mean(prev), 12);
         }

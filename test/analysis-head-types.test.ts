@@ -56,7 +56,8 @@ describe('head types', () => {
     for (const t of ['previous_token', 'induction', 'duplicate_token', 'self', 'sink', 'local'] as const) {
       expect(headsOfType(table, t).map((h) => h.head)).not.toContain(2);
     }
-    expect(table[2]!.entropy).toBeCloseTo(1, 9);
+    // (Entropy on the kernel: float32 logarithms of the float32 weights, within 1e-6 relative.)
+    expect(table[2]!.entropy).toBeCloseTo(1, 6);
     // The same trace measured by token matches (no probe positions): the same targets for the second copy.
     const generic = headTable(planted);
     expect(generic[1]!.induction).toBeGreaterThan(0.4);

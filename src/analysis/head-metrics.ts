@@ -19,16 +19,25 @@
  * Pure functions of a Trace; isomorphic (imports nothing from Node). One pass per head over its
  * supported entries (row sums apart), float64 accumulation: two logarithms per entry (row entropy,
  * and the Jensen–Shannon term against the first layer) are most of the cost. The per-weight loops
- * run on a WebAssembly SIMD kernel where WebAssembly runs (wasm/head-kernel.as: f64x2 lanes, a
- * vectorised logarithm within 4e-16 relative of Math.log, the quantiles' histogram and the layer
- * mean in the same pass, a head's whole row loop in one call, the first layer's rows read as
- * float32 with their row sums; the few keys per row — self, sink, separators, punctuation — are
- * read here), else on the JavaScript loops below (their
- * logarithm is fast-log.ts: absolute error ≤ 4.1e-16 · max(1, |log x|)); `kernel` chooses. The two
- * differ by a few float64 roundings (summation order and logarithm; test/analysis-head-kernel.test.ts
- * holds both within 1e-12 of a plain float64 re-computation); in each, equal rows give exactly 0
- * (both terms of a row summed in the same order by the same logarithm). Figures in BENCHMARKS.md
- * (bench/analysis-heads.ts).
+ * run on a WebAssembly SIMD kernel where WebAssembly runs (wasm/head-kernel.as: four keys per step,
+ * the quantiles' histogram and the layer mean in the same pass, a head's whole row loop in one
+ * call, the first layer's rows read as float32 with their row sums; the few keys per row — self,
+ * sink, separators, punctuation — are read here), else on the JavaScript loops below (float64
+ * throughout; their logarithm is fast-log.ts: absolute error ≤ 4.1e-16 · max(1, |log x|));
+ * `kernel` chooses.
+ *
+ * Precision of the kernel. Its logarithms are float32 ones (f32x4 lanes, within about one float32
+ * rounding) of the weights renormalised in float32, the products x · log x summed in float64: the
+ * traced weights are float32, each known to 2^−24 ≈ 6e-8 relative, and the kernel's entropies are
+ * within ≈ 1e-7 relative of float64 ones — the change a rounding of the weights themselves makes.
+ * So `entropy` is within 1e-6 relative and `js_from_first` (a difference of entropies of at most
+ * log n nats) within 1e-6 bits of a float64 computation (test/analysis-head-kernel.test.ts; measured
+ * ≤ 1e-8 relative and ≤ 2e-8 bits on BERT-shaped traces); every other column is float64 arithmetic
+ * as in the JavaScript loops (counts below a threshold compare the float32 weight with an exact
+ * float32 cut-off, so they are float64's counts; the row max is max(w) · inv; the pooled weights
+ * for the quantiles are the float64 products w · inv), within 1e-12 relative. On both paths equal
+ * rows give exactly 0 divergence (both terms of a row summed in the same order by the same
+ * logarithm). Figures in BENCHMARKS.md (bench/analysis-heads.ts).
  */
 import type { LayerStack, StackName, Token, Trace } from '../core/trace.js';
 import { maskedEntries } from './aggregate.js';
@@ -77,7 +86,8 @@ export interface HeadMetricOptions {
    * Which code runs the per-weight pass: 'auto' (default) the WebAssembly SIMD kernel
    * (wasm/head-kernel.as) where WebAssembly runs, else plain JavaScript; 'js' or 'wasm' to choose
    * (tests, benchmarks; 'wasm' throws where the kernel cannot run). Both give the same values to
-   * within a few float64 roundings (summation order and logarithm differ; see the module comment).
+   * within a few float64 roundings, but `entropy` and `js_from_first`, which the kernel takes
+   * through float32 logarithms: within 1e-6 relative / 1e-6 bits (see the module comment).
    */
   kernel?: 'auto' | 'js' | 'wasm';
   /**
@@ -369,12 +379,14 @@ function quantilesOfHistogram(
   values: Float64Array, n: number, qs: readonly number[], hist: Uint32Array, firstRankOfBin: Int32Array,
   pick: (count: number, bins: readonly number[], starts: Int32Array) => Float64Array,
   runs: RunOps = JS_RUNS,
+  binRange?: () => [number, number],
 ): number[] {
   // The used bin range: for many values a walk over the bins is cheaper than tracking it per
-  // value; for fewer, the bins of the smallest and largest value.
+  // value (in the kernel where it runs: `binRange`); for fewer, the bins of the smallest and largest value.
   let minBin = 0;
   let maxBin = BINS - 1;
-  if (n >= BINS) {
+  if (n >= BINS && binRange) [minBin, maxBin] = binRange();
+  else if (n >= BINS) {
     while (hist[minBin] === 0) minBin++;
     while (hist[maxBin] === 0) maxBin--;
   } else {
@@ -763,7 +775,7 @@ interface KernelArrays {
   /** A head's row sums (float64) and counted rows (bytes). */
   sums: number;
   counted: number;
-  /** Head means of the current and of the first layer (float64). */
+  /** Head means of the current and of the first layer (float32). */
   layerMean: number;
   firstMean: number;
   /** scanRow's accumulators (9 float64). */
@@ -805,7 +817,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       W: lay.take(heads * size * 4),
       W0: wantJs ? lay.take(heads * size * 4) : 0,
       supp0: wantJs ? lay.take(size) : 0,
-      pooled: lay.take(size * 8),
+      pooled: lay.take(size * 8 + 32),
       bins: wantQuantiles ? lay.take(size * 2) : 0,
       hist: lay.take((BINS + 1) * 4),
       mark: lay.take(BINS * 4),
@@ -816,8 +828,8 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       size: lay.take(nq * 4),
       sums: lay.take(nq * 8),
       counted: lay.take(nq),
-      layerMean: wantJs ? lay.take(size * 8) : 0,
-      firstMean: wantJs ? lay.take(size * 8) : 0,
+      layerMean: wantJs ? lay.take(size * 4) : 0,
+      firstMean: wantJs ? lay.take(size * 4) : 0,
       acc: lay.take(9 * 8),
       list: lay.take(16),
       cursor: lay.take(8 * 4),
@@ -1019,14 +1031,14 @@ function firstHeadKernel(kp: KernelPass, h: number, counted: Uint8Array, r: Laye
     const inv = 1 / rowSums[q]!;
     const w = P.W + (h * size + base) * 4;
     const supp = rowSize[q] === b - a ? 0 : P.supp + base;
-    k.putRow(w, supp, a, b, inv, invHeads, P.layerMean + base * 8, 1);
+    k.putRow(w, supp, a, b, inv, invHeads, P.layerMean + base * 4);
     ent[q] = k.rowEntropy(w, supp, a, b, inv);
   }
 }
 
-/** rowEntropies of a [nq × nk] float64 matrix at byte address m in the kernel's memory. */
+/** rowEntropies of a [nq × nk] float32 matrix at byte address m in the kernel's memory (as the kernel sums them: mixEntropy of a row with itself). */
 function kernelRowEntropies(kp: KernelPass, m: number, nq: number, nk: number, r: LayerRows, out: Float64Array): Float64Array {
-  for (let q = 0; q < nq; q++) out[q] = kp.k.mixEntropy(m + q * nk * 8, 0, r.lo[q]!, r.hi[q]!);
+  for (let q = 0; q < nq; q++) out[q] = kp.k.mixEntropy(m + q * nk * 4, m + q * nk * 4, r.lo[q]!, r.hi[q]!);
   return out;
 }
 
@@ -1037,7 +1049,7 @@ function kernelMeanRowJs(kp: KernelPass, ca: Uint8Array, ha: Float64Array, ra: L
   let rows = 0;
   for (let q = 0; q < nq; q++) {
     if (ca[q] !== 1 || cb[q] !== 1) continue;
-    const base = q * nk * 8;
+    const base = q * nk * 4;
     const hm = k.mixEntropy(P.firstMean + base, P.layerMean + base, Math.min(ra.lo[q]!, rb.lo[q]!), Math.max(ra.hi[q]!, rb.hi[q]!));
     sum += Math.max(0, hm - (ha[q]! + hb[q]!) / 2) / LOG2;
     rows++;
@@ -1083,7 +1095,10 @@ function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], count
     kp.i32.set(starts.subarray(from, wanted.length), P.cursor >> 2);
     k.gatherBins(P.pooled, P.bins, n, P.list, list.length, P.picked, P.cursor);
     return f64.subarray(P.picked >> 3, (P.picked >> 3) + m);
-  }, kernelRuns(kp));
+  }, kernelRuns(kp), () => {
+    k.binRange(P.hist, P.cursor);
+    return [i32[P.cursor >> 2]!, i32[(P.cursor >> 2) + 1]!];
+  });
   u32[(P.hist >> 2) + BINS] = 0;
   return out;
 }
@@ -1231,7 +1246,7 @@ function passes(
       kp.i32.set(rowsOfLayer.lo, P.lo >> 2);
       kp.i32.set(rowsOfLayer.hi, P.hi >> 2);
       kp.i32.set(rowsOfLayer.rowSize, P.size >> 2);
-      if (wantJs) kp.f64.fill(0, P.layerMean >> 3, (P.layerMean >> 3) + size);
+      if (wantJs) kp.f32.fill(0, P.layerMean >> 2, (P.layerMean >> 2) + size);
     }
     let meanRows = new Uint8Array(nq);
     for (let h = 0; h < heads; h++) {
@@ -1304,7 +1319,7 @@ function passes(
     if (!wantJs) agg.js_from_first = NaN;
     else if (l === 0) {
       if (kp) {
-        kp.f64.copyWithin(kp.P.firstMean >> 3, kp.P.layerMean >> 3, (kp.P.layerMean >> 3) + size);
+        kp.f32.copyWithin(kp.P.firstMean >> 2, kp.P.layerMean >> 2, (kp.P.layerMean >> 2) + size);
         kernelRowEntropies(kp, kp.P.firstMean, nq, nk, rowsOfLayer, firstMeanEnt);
       } else {
         firstMean.set(layerMean);

@@ -6,108 +6,92 @@
 // extension is .as so that TypeScript does not type-check it as a program of its own.
 //
 // No allocator: the caller (head-kernel.ts) lays its arrays out in the exported memory from
-// heapBase() on and passes byte addresses. Float64 accumulation in f64x2 lanes: lane 0 sums the
-// even offsets from the row's first key, lane 1 the odd ones, added at the end (then a lone last
-// key). Every sum of −x·log x is taken in that same order by every function here, so that two equal
-// rows give bit-identical entropies (the Jensen–Shannon term of equal rows is exactly 0).
+// heapBase() on and passes byte addresses.
+//
+// Precision. The weights are float32 (as traced: each known to 2^−24 ≈ 6e-8 relative). Four keys
+// per step in f32x4 lanes: the logarithms (row entropy, the Jensen–Shannon mixture, the layer
+// mean's) are float32 logarithms of float32 renormalised weights (w · inv rounded to float32), each
+// product x · log x added to float64 accumulators (lanes 0 + 2 and 1 + 3 paired, then the two
+// lanes at the end), so an entropy is within a few float32 roundings of its float64 value
+// (≈ 1e-7 relative): the size of the change a rounding of the float32 weights themselves makes.
+// Every sum of −x·log x is taken in that same order by every function here, so that two equal rows
+// give bit-identical entropies (the Jensen–Shannon term of equal rows is exactly 0). The rest is
+// float64 as before: the counts below a threshold compare the float32 weight with an exact float32
+// cut-off (the same count as float64 w · inv < threshold), the row max is max(w) · inv, the pooled
+// weights (quantiles), Σ w², the distance and the long-range share are float64 products.
 
-// ln 2 = LN2_HI + LN2_LO: LN2_HI is ln 2 with its low 32 bits cleared (21 significant bits, so
-// e · LN2_HI is exact for every exponent e), LN2_LO the rest (the float64 ln 2's low bits plus
-// 2.319046813846299558e-17, the float64 ln 2's own error).
-const LN2_HI: f64 = 0.6931467056274414;
-const LN2_LO: f64 = 4.7493250390316726e-7;
-const TWO52: f64 = 4503599627370496.0;
-const MIN_NORMAL: f64 = 2.2250738585072014e-308;
 // The quantiles' histogram (head-metrics.ts `quantiles`): bins of the float64 high word's top 20
 // bits after the sign (1/256 octave), bin 0 below 2^−100, the last bin from 2^100 up.
 const BIN_BASE: i32 = (1023 - 100) << 8;
 const BINS: i32 = 200 * 256 + 2;
-/** Lane 0 all ones, lane 1 zeros. */
-const LANE0: v128 = i64x2(-1, 0);
 
 /** Where the caller's arrays may start (past this module's static data). */
 export function heapBase(): usize {
   return (__heap_base + 15) & ~15;
 }
 
-// The logarithm's constants, each splatted to both lanes, read from memory where they are used:
-// V8 builds a v128 constant in the code from general registers (several instructions each time),
-// a load from memory is one.
-const K: usize = memory.data<f64>([
-  MIN_NORMAL, MIN_NORMAL, // 0
-  1.0 / 5.0, 1.0 / 5.0, // 16
-  -1.0 / 6.0, -1.0 / 6.0, // 32
-  -1.0 / 2.0, -1.0 / 2.0, // 48
-  TWO52 + 1023.0, TWO52 + 1023.0, // 64: 2^52 plus the exponent bias
-  LN2_HI, LN2_HI, // 80
-  LN2_LO, LN2_LO, // 96
-  1.0 / 3.0, 1.0 / 3.0, // 112
-  -1.0 / 4.0, -1.0 / 4.0, // 128
+// ln 2 = LN2_HI + LN2_LO in float32: LN2_HI with its low 12 bits 0 (e · LN2_HI exact for every
+// float32 exponent e), LN2_LO the rest rounded.
+const LN2_HI: f32 = 0.693145751953125;
+const LN2_LO: f32 = 1.4286068203094173e-6;
+// The float32 logarithm's constants, each splatted to four lanes, read from memory where they are
+// used: V8 builds a v128 constant in the code from general registers (several instructions each
+// time), a load from memory is one.
+const KF: usize = memory.data<f32>([
+  1.0, 1.0, 1.0, 1.0, // 0
+  2.0, 2.0, 2.0, 2.0, // 16
+  0.5, 0.5, 0.5, 0.5, // 32
+  <f32>(2.0 / 3.0), <f32>(2.0 / 3.0), <f32>(2.0 / 3.0), <f32>(2.0 / 3.0), // 48
+  <f32>(2.0 / 5.0), <f32>(2.0 / 5.0), <f32>(2.0 / 5.0), <f32>(2.0 / 5.0), // 64
+  <f32>(2.0 / 7.0), <f32>(2.0 / 7.0), <f32>(2.0 / 7.0), <f32>(2.0 / 7.0), // 80
+  <f32>(2.0 / 9.0), <f32>(2.0 / 9.0), <f32>(2.0 / 9.0), <f32>(2.0 / 9.0), // 96
+  LN2_HI, LN2_HI, LN2_HI, LN2_HI, // 112
+  LN2_LO, LN2_LO, LN2_LO, LN2_LO, // 128
 ], 16);
-const K_BITS: usize = memory.data<u64>([
-  0x000fffffffffffff, 0x000fffffffffffff, // 0: mantissa
-  0x3fe6a09e667f3bcd, 0x3fe6a09e667f3bcd, // 16: √2/2
-  0x4330000000000000, 0x4330000000000000, // 32: 2^52
-  0x0000080000000000, 0x0000080000000000, // 48: half a table step (2^43)
-  0x00095f619980c433, 0x00095f619980c433, // 64: 1.0 − √2/2 in bits (moves the exponent's step to √2/2)
-  0xfffff00000000000, 0xfffff00000000000, // 80: sign, exponent and the top 8 mantissa bits
+const KI: usize = memory.data<i32>([
+  0x3f3504f3, 0x3f3504f3, 0x3f3504f3, 0x3f3504f3, // 0: √2/2 in float32 bits
+  0, 1, 2, 3, // 16: lane numbers
 ], 16);
 
-// The logarithm's table (filled by the caller, head-kernel.ts, with Math.log): the points c of
-// [√2/2, √2] whose float64 keeps only the top 8 mantissa bits (steps of 2^−9 below 1, 2^−8 above),
-// from c = √2/2 rounded down on: entry j, 16 bytes at LOG_TABLE + 16 j, holds 1/c and log c.
-const LOG_TABLE: usize = memory.data(257 * 16, 16);
-/** The first table point's top 20 bits (exponent 0x3fe, mantissa 0x6a: 0.70703125). */
-const TABLE_FIRST: i32 = (0x3fe << 8) + 0x6a;
-
-/** Where the caller writes the logarithm's table (see LOG_TABLE). */
-export function logTable(): usize {
-  return LOG_TABLE;
+/**
+ * Natural logarithm of four float32 lanes (each ≥ 0 and finite: renormalised weights). x = 2^e · y
+ * with y ∈ [√2/2, √2) (the exponent steps at √2/2: the bits less those of √2/2, shifted); f = y − 1
+ * (exact); log y = log1p(f) = f − f²/2 + s (f²/2 + R), s = f / (2 + f), |s| ≤ 0.1716, R the series
+ * of 2 atanh(s) − 2s over s: z (2/3 + z (2/5 + z (2/7 + z 2/9))), z = s² (the next term, 2/11 z⁵,
+ * is 2e-9 of the result: below float32 rounding). Error about one float32 rounding (test). 0 and
+ * float32 subnormals come out as log 2^−127 (finite), so x · log x is 0 at x = 0.
+ */
+// @ts-ignore: decorator
+@inline function log4(x: v128): v128 {
+  const e = i32x4.shr_s(i32x4.sub(x, v128.load(KI)), 23);
+  const y = i32x4.sub(x, i32x4.shl(e, 23));
+  const f = f32x4.sub(y, v128.load(KF));
+  const s = f32x4.div(f, f32x4.add(f, v128.load(KF, 16)));
+  const z = f32x4.mul(s, s);
+  const w = f32x4.mul(z, z);
+  const r = f32x4.add(
+    f32x4.mul(w, f32x4.add(v128.load(KF, 64), f32x4.mul(w, v128.load(KF, 96)))),
+    f32x4.mul(z, f32x4.add(v128.load(KF, 48), f32x4.mul(w, v128.load(KF, 80)))),
+  );
+  const h = f32x4.mul(f32x4.mul(f, f), v128.load(KF, 32));
+  const l1p = f32x4.sub(f, f32x4.sub(h, f32x4.mul(s, f32x4.add(h, r))));
+  const ef = f32x4.convert_i32x4_s(e);
+  return f32x4.add(f32x4.mul(ef, v128.load(KF, 112)), f32x4.add(l1p, f32x4.mul(ef, v128.load(KF, 128))));
 }
 
 /**
- * Natural logarithm of both lanes (each ≥ 2^−1022, the smallest normal float64, and finite: what
- * float32 weights renormalised by their row sums give). x = 2^e · y with y ∈ [√2/2, √2) (the
- * bits moved by 1.0 − √2/2 so that the exponent steps at √2/2, as fdlibm's log does); c the table
- * point nearest to y (the top 8 mantissa bits, rounded); then log x = e ln 2 + log c + log1p(r),
- * r = (y − c)/c, |r| ≤ 2^−9 (y − c is exact), log1p(r) as its series to r⁶ (the next term,
- * r⁷/7 ≤ 2^−65.8, is below float64 rounding of r). ln 2 in two parts (LN2_HI · e exact). Near 1
- * from either side e = 0 and c = 1: relative error a few float64 roundings (test: ≤ 4e-16).
+ * Σ x · log x of four float32 lanes as float64 lanes (lanes 0 + 2, 1 + 3; each product rounded to
+ * float32, then exact in float64): every entropy here is summed this way.
  */
 // @ts-ignore: decorator
-@inline function logv(x: v128): v128 {
-  const u = i64x2.add(x, v128.load(K_BITS, 64));
-  // The exponent as a float64: (u >> 52) | 2^52's bits, minus 2^52 and the bias.
-  const e = f64x2.sub(v128.or(i64x2.shr_u(u, 52), v128.load(K_BITS, 32)), v128.load(K, 64));
-  const y = i64x2.add(v128.and(u, v128.load(K_BITS)), v128.load(K_BITS, 16));
-  const yr = i64x2.add(y, v128.load(K_BITS, 48));
-  const c = v128.and(yr, v128.load(K_BITS, 80));
-  const idx = i64x2.shr_u(yr, 44);
-  const a0 = v128.load(LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 0) - TABLE_FIRST) << 4));
-  const a1 = v128.load(LOG_TABLE + (<usize>(<i32>i64x2.extract_lane(idx, 1) - TABLE_FIRST) << 4));
-  const invc = v128.shuffle<f64>(a0, a1, 0, 2);
-  const t = v128.shuffle<f64>(a0, a1, 1, 3);
-  const r = f64x2.mul(f64x2.sub(y, c), invc);
-  // log1p(r) = r + r² q(r), q(r) = −1/2 + r/3 − r²/4 + r³/5 − r⁴/6, by pairs (a short dependency chain).
-  const r2 = f64x2.mul(r, r);
-  const q01 = f64x2.add(v128.load(K, 48), f64x2.mul(v128.load(K, 112), r));
-  const q23 = f64x2.add(v128.load(K, 128), f64x2.mul(v128.load(K, 16), r));
-  const q = f64x2.add(q01, f64x2.mul(r2, f64x2.add(q23, f64x2.mul(r2, v128.load(K, 32)))));
-  const l1p = f64x2.add(r, f64x2.mul(r2, q));
-  return f64x2.add(f64x2.mul(e, v128.load(K, 80)), f64x2.add(t, f64x2.add(l1p, f64x2.mul(e, v128.load(K, 96)))));
+@inline function xLogX4(x: v128): v128 {
+  const p = f32x4.mul(x, log4(x));
+  return f64x2.add(f64x2.promote_low_f32x4(p), f64x2.promote_low_f32x4(v128.shuffle<f32>(p, p, 2, 3, 2, 3)));
 }
 
-/** x · log x per lane, 0 where x is 0 (lanes ≥ 0: 0 goes through the logarithm as 2^−1022). */
-// @ts-ignore: decorator
-@inline function xLogX(x: v128): v128 {
-  return f64x2.mul(x, logv(f64x2.pmax(x, v128.load(K))));
-}
-
-/** log of n float64 values at `from` into `to` (for the tests' accuracy check). */
+/** log of n float32 values at `from` into `to` (for the tests' accuracy check). */
 export function logArray(from: usize, to: usize, n: i32): void {
-  let i = 0;
-  for (; i + 1 < n; i += 2) v128.store(to + (<usize>i << 3), logv(v128.load(from + (<usize>i << 3))));
-  if (i < n) f64.store(to + (<usize>i << 3), f64x2.extract_lane(logv(f64x2.splat(f64.load(from + (<usize>i << 3)))), 0));
+  for (let i = 0; i < n; i += 4) v128.store(to + (<usize>i << 2), log4(v128.load(from + (<usize>i << 2))));
 }
 
 /** Two float32 at p as float64 lanes. */
@@ -122,6 +106,18 @@ export function logArray(from: usize, to: usize, n: i32): void {
   return i64x2.replace_lane(i64x2.splat(-(<i64>load<u8>(s))), 1, -(<i64>load<u8>(s, 1)));
 }
 
+/** Lane masks (all ones where the support byte is 1) of the four keys at s … s + 3. */
+// @ts-ignore: decorator
+@inline function mask4(s: usize): v128 {
+  return i32x4.neg(i32x4.extend_low_i16x8_u(i16x8.extend_low_i8x16_u(v128.load32_zero(s))));
+}
+
+/** Lanes 0 … rem − 1 all ones, the others 0 (a row's last group of keys). */
+// @ts-ignore: decorator
+@inline function tailMask(rem: i32): v128 {
+  return i32x4.lt_s(v128.load(KI, 16), i32x4.splat(rem));
+}
+
 /**
  * Each row's sum over its support of one head's weights (float32 rows of nk at w), into the
  * float64 array at sums, and 1 at counted where the row counts (support of more than one key and a
@@ -134,25 +130,41 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
     const a = load<i32>(lo + (<usize>q << 2));
     const b = load<i32>(hi + (<usize>q << 2));
     const n = load<i32>(size + (<usize>q << 2));
-    let acc = f64x2.splat(0.0);
-    let k = a;
     const whole = n === b - a;
-    for (; k + 1 < b; k += 2) {
-      let v = load2(w + ((base + <usize>k) << 2));
-      if (!whole) v = v128.and(v, mask2(supp + base + <usize>k));
-      acc = f64x2.add(acc, v);
+    // Four keys per step, as float64 pairs (lanes 0 + 2, 1 + 3); the last step's lanes past b masked.
+    let acc = f64x2.splat(0.0);
+    const steps = (b - a + 3) >> 2;
+    const tail = tailMask(b - a - ((steps - 1) << 2));
+    let p = w + ((base + <usize>a) << 2);
+    let sp = supp + base + <usize>a;
+    for (let i = 0; i < steps; i++) {
+      let x = v128.load(p);
+      if (i === steps - 1) x = v128.and(x, tail);
+      if (!whole) x = v128.and(x, mask4(sp));
+      acc = f64x2.add(acc, f64x2.add(f64x2.promote_low_f32x4(x), f64x2.promote_low_f32x4(v128.shuffle<f32>(x, x, 2, 3, 2, 3))));
+      p += 16;
+      sp += 4;
     }
-    let s = f64x2.extract_lane(acc, 0) + f64x2.extract_lane(acc, 1);
-    if (k < b && (whole || load<u8>(supp + base + <usize>k) === 1)) s += <f64>load<f32>(w + ((base + <usize>k) << 2));
+    const s = steps > 0 ? f64x2.extract_lane(acc, 0) + f64x2.extract_lane(acc, 1) : 0.0;
     f64.store(sums + (<usize>q << 3), s);
     store<u8>(counted + <usize>q, n > 1 && s > 0 ? 1 : 0);
   }
 }
 
-// Accumulators of scanRow, float64 at acc: 0 hm (entropy of the mixture with the first layer),
-// 1 row max, 2 row entropy, 3 # below threshold, 4 # below 1/support, 5 row sum, 6 Σ w², 7 Σ w·|i − j|,
-// 8 Σ w over |i − j| ≥ longRange. 3, 4, 6, 7 and 8 continue from their values (per-head sums);
-// the others start at 0.
+/**
+ * The first and the last bin of the histogram (BINS uint32 at hist) that count something, as
+ * int32 at out and out + 4 (first > last when it is empty). Four bins per step.
+ */
+export function binRange(hist: usize, out: usize): void {
+  let first = 0;
+  while (first + 4 <= BINS && !v128.any_true(v128.load(hist + (<usize>first << 2)))) first += 4;
+  while (first < BINS && load<u32>(hist + (<usize>first << 2)) === 0) first++;
+  let last = BINS - 1;
+  while (last >= first + 4 && !v128.any_true(v128.load(hist + (<usize>(last - 3) << 2)))) last -= 4;
+  while (last >= first && load<u32>(hist + (<usize>last << 2)) === 0) last--;
+  store<i32>(out, first);
+  store<i32>(out, last, 4);
+}
 
 /** Counts x in its histogram bin (hist, uint32) and keeps the bin as the `at`-th (bins, uint16); see `histogram`. */
 // @ts-ignore: decorator
@@ -189,199 +201,189 @@ export function rowSums(w: usize, supp: usize, lo: usize, hi: usize, size: usize
   store<u32>(h, load<u32>(h) + 1);
 }
 
-/** The lone last key of an odd row, copied beside a 0 (float32 pair at 0, the first layer's float32 pair at 16, support bytes at 32). */
-const TAIL: usize = memory.data(48, 16);
 
+/**
+ * The smallest float32 t ≥ 0 whose float64 product t · inv reaches thr (inv > 0 finite): a float32
+ * weight w has w · inv < thr exactly when w < t (the product rounds monotonically), so the kernel
+ * counts weights below a threshold by a float32 comparison and gets float64's count.
+ */
+function cutoff(thr: f64, inv: f64): f32 {
+  if (!(thr > 0)) return 0;
+  let t = <f32>(thr / inv);
+  while (t > 0 && <f64>reinterpret<f32>(reinterpret<i32>(t) - 1) * inv >= thr) t = reinterpret<f32>(reinterpret<i32>(t) - 1);
+  while (<f64>t * inv < thr) t = reinterpret<f32>(reinterpret<i32>(t) + 1);
+  return t;
+}
+
+// Accumulators of scanRow, float64 at acc: 0 hm (entropy of the mixture with the first layer),
+// 1 row max, 2 row entropy, 3 # below threshold, 4 # below 1/support, 5 row sum, 6 Σ w², 7 Σ w·|i − j|,
+// 8 Σ w over |i − j| ≥ longRange. 3, 4, 6, 7 and 8 continue from their values (per-head sums);
+// the others start at 0.
+
+/**
+ * One row's pass over its keys a … b − 1, four per step (the last step's lanes past b masked to 0;
+ * loads may read up to 12 bytes past a row: the arrays are padded). w: the head's float32 row
+ * (key k at w + 4k), renormalised by inv; masked: test the support bytes at supp (else every key of
+ * the range is in it); js: the mixture term against the first layer's float32 row at fw,
+ * renormalised by finv (as its own scan did: w · finv in float32); cut, cutU: the float32 cut-offs
+ * of the threshold and of 1/support (`cutoff`); qp: the query's position. Writes the support's
+ * weights (float64 w · inv) from pooled on (returns how many), the accumulators 0–4, 6, 7 at acc;
+ * where lm is not 0 adds w · inv · scale (float32) to the float32 row at lm (a layer's head mean);
+ * where hist is not 0 counts the weights in the histogram (their bins from bins on).
+ */
 // @ts-ignore: decorator
 @inline function scanBody(
   masked: bool, js: bool, w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
-  threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize, lm: usize, scale: f64, hist: usize, bins: usize,
+  cut: f32, cutU: f32, pooled: usize, acc: usize, lm: usize, scale: f32, hist: usize, bins: usize,
 ): i32 {
-  const scv = f64x2.splat(scale);
-  const finvv = f64x2.splat(finv);
-  let lp = lm + (<usize>a << 3);
+  const inv32 = f32x4.splat(<f32>inv);
+  const finv32 = f32x4.splat(<f32>finv);
   const invv = f64x2.splat(inv);
-  const thr = f64x2.splat(threshold);
-  const uni = f64x2.splat(uniform);
-  const lr = f64x2.splat(longRange);
   const qpv = f64x2.splat(qp);
-  const two = f64x2.splat(2.0);
-  const half = f64x2.splat(0.5);
+  const cutv = f32x4.splat(cut);
+  const cutUv = f32x4.splat(cutU);
+  const scv = f32x4.splat(scale);
+  const four = f64x2.splat(4.0);
+  const zero = f32x4.splat(0.0);
   let hm = f64x2.splat(0.0);
-  let mx = f64x2.splat(0.0);
   let ent = f64x2.splat(0.0);
-  let below = i64x2.splat(0);
-  let belowU = i64x2.splat(0);
-  let sum = f64x2.splat(0.0);
+  let mx = f32x4.splat(0.0);
+  let below = i32x4.splat(0);
+  let belowU = i32x4.splat(0);
+  let zeros = i32x4.splat(0);
   let sq = f64x2.splat(0.0);
   let dist = f64x2.splat(0.0);
-  let long = f64x2.splat(0.0);
-  let kv = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
-  // Exact zeros among the counted weights (histogram's extra slot; unmasked rows only).
-  let zeros = i64x2.splat(0);
-  const zero = f64x2.splat(0.0);
-  // Pairs of keys a, a + 1, …; an odd row's last key is read from TAIL, beside a 0 weight (and a 0
-  // support byte), so that every iteration runs the same code.
-  const pairs = (b - a) >> 1;
-  const odd = (b - a) & 1;
-  if (odd) {
-    const last = <usize>(b - 1);
-    store<f32>(TAIL, load<f32>(w + (last << 2)));
-    store<f32>(TAIL, 0, 4);
-    if (js) {
-      store<f32>(TAIL, load<f32>(fw + (last << 2)), 16);
-      store<f32>(TAIL, 0, 20);
-    }
-    if (masked) {
-      store<u8>(TAIL, load<u8>(supp + last), 32);
-      store<u8>(TAIL, 0, 33);
-    }
-  }
+  let k0 = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
+  let k1 = f64x2.add(k0, f64x2.splat(2.0));
+  const steps = (b - a + 3) >> 2;
+  const last = steps - 1;
+  const rem = b - a - (last << 2);
+  const tail = tailMask(rem);
   let wp = w + (<usize>a << 2);
   let fp = fw + (<usize>a << 2);
   let sp = supp + <usize>a;
+  let lp = lm + (<usize>a << 2);
   let n = 0;
-  for (let i = 0, iters = pairs + odd; i < iters; i++) {
-    if (i === pairs) {
-      wp = TAIL;
-      fp = TAIL + 16;
-      sp = TAIL + 32;
-    }
-    let v = f64x2.mul(load2(wp), invv);
-    let m = i64x2.splat(-1);
-    if (masked) {
-      m = mask2(sp);
-      v = v128.and(v, m);
-    }
-    if (js) {
-      // The first layer's weight renormalised as its own scan renormalised it (w · inv).
-      let mix = f64x2.mul(f64x2.add(f64x2.mul(load2(fp), finvv), v), half);
-      if (masked) mix = v128.and(mix, m);
-      hm = f64x2.sub(hm, xLogX(mix));
-    }
-    mx = f64x2.pmax(mx, v);
-    ent = f64x2.sub(ent, xLogX(v));
-    let lt = f64x2.lt(v, thr);
-    let lu = f64x2.lt(v, uni);
-    if (masked) {
+  for (let i = 0; i < steps; i++) {
+    let x = v128.load(wp);
+    let m = i32x4.splat(-1);
+    const cut4 = masked || i === last;
+    if (i === last) m = tail;
+    if (masked) m = v128.and(m, mask4(sp));
+    if (cut4) x = v128.and(x, m);
+    mx = f32x4.pmax(mx, x);
+    let lt = f32x4.lt(x, cutv);
+    let lu = f32x4.lt(x, cutUv);
+    if (cut4) {
       lt = v128.and(lt, m);
       lu = v128.and(lu, m);
     }
-    below = i64x2.sub(below, lt);
-    belowU = i64x2.sub(belowU, lu);
-    sum = f64x2.add(sum, v);
-    sq = f64x2.add(sq, f64x2.mul(v, v));
-    const d = f64x2.abs(f64x2.sub(qpv, kv));
-    dist = f64x2.add(dist, f64x2.mul(v, d));
-    long = f64x2.add(long, v128.and(v, f64x2.ge(d, lr)));
-    kv = f64x2.add(kv, two);
-    // The layer's head mean: w · scale added (0 off the support; past an odd row's end, 0 is added).
+    below = i32x4.sub(below, lt);
+    belowU = i32x4.sub(belowU, lu);
+    const v = f32x4.mul(x, inv32);
+    ent = f64x2.sub(ent, xLogX4(v));
+    if (js) {
+      // The first layer's weight renormalised as its own scan renormalised it (float32 w · finv).
+      let u = v128.load(fp);
+      if (i === last) u = v128.and(u, m);
+      hm = f64x2.sub(hm, xLogX4(f32x4.mul(f32x4.add(f32x4.mul(u, finv32), v), v128.load(KF, 32))));
+    }
+    // float64: the weights w · inv (pooled for the quantiles), Σ w², Σ w · |i − j|.
+    const v0 = f64x2.mul(f64x2.promote_low_f32x4(x), invv);
+    const v1 = f64x2.mul(f64x2.promote_low_f32x4(v128.shuffle<f32>(x, x, 2, 3, 2, 3)), invv);
+    sq = f64x2.add(sq, f64x2.add(f64x2.mul(v0, v0), f64x2.mul(v1, v1)));
+    dist = f64x2.add(dist, f64x2.add(f64x2.mul(v0, f64x2.abs(f64x2.sub(qpv, k0))), f64x2.mul(v1, f64x2.abs(f64x2.sub(qpv, k1)))));
+    k0 = f64x2.add(k0, four);
+    k1 = f64x2.add(k1, four);
+    // The layer's head mean: (w · inv) · scale in float32 (0 off the support; past a row's end, 0 is added).
     if (lm !== 0) {
-      v128.store(lp, f64x2.add(v128.load(lp), f64x2.mul(v, scv)));
+      v128.store(lp, f32x4.add(v128.load(lp), f32x4.mul(v, scv)));
       lp += 16;
     }
-    // The weights of the support, in key order (the arrays have 16 bytes of padding at their end),
+    // The weights of the support, in key order (the arrays have 32 bytes of padding at their end),
     // and their histogram bins.
     if (!masked) {
-      v128.store(pooled + (<usize>n << 3), v);
+      v128.store(pooled + (<usize>n << 3), v0);
+      v128.store(pooled + (<usize>n << 3), v1, 16);
       if (hist !== 0) {
-        // Both bins computed in SIMD; only the counting is per value.
-        const bb = bins2(v);
-        zeros = i64x2.sub(zeros, f64x2.eq(v, zero));
-        countBin(hist, bins, n, i32x4.extract_lane(bb, 0));
-        if (i !== pairs) countBin(hist, bins, n + 1, i32x4.extract_lane(bb, 2));
+        // The four bins computed in SIMD (lanes 0 and 2 of each pair); only the counting is per value.
+        const bb = v128.shuffle<i32>(bins2(v0), bins2(v1), 0, 2, 4, 6);
+        i64.store(bins + (<usize>n << 1), i64x2.extract_lane(i16x8.narrow_i32x4_u(bb, bb), 0));
+        let z = f32x4.eq(x, zero);
+        if (i === last) z = v128.and(z, m);
+        zeros = i32x4.sub(zeros, z);
+        countAt(hist, i32x4.extract_lane(bb, 0));
+        if (i !== last || rem > 1) countAt(hist, i32x4.extract_lane(bb, 1));
+        if (i !== last || rem > 2) countAt(hist, i32x4.extract_lane(bb, 2));
+        if (i !== last || rem > 3) countAt(hist, i32x4.extract_lane(bb, 3));
       }
-      n += 2;
+      n += i === last ? rem : 4;
     } else {
-      if (i64x2.extract_lane(m, 0) !== 0) {
-        f64.store(pooled + (<usize>n << 3), f64x2.extract_lane(v, 0));
-        if (hist !== 0) count(hist, bins, n, f64x2.extract_lane(v, 0));
-        n++;
-      }
-      if (i64x2.extract_lane(m, 1) !== 0) {
-        f64.store(pooled + (<usize>n << 3), f64x2.extract_lane(v, 1));
-        if (hist !== 0) count(hist, bins, n, f64x2.extract_lane(v, 1));
-        n++;
-      }
+      if (i32x4.extract_lane(m, 0) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v0, 0));
+      if (i32x4.extract_lane(m, 1) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v0, 1));
+      if (i32x4.extract_lane(m, 2) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v1, 0));
+      if (i32x4.extract_lane(m, 3) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v1, 1));
     }
-    wp += 8;
-    fp += 8;
-    sp += 2;
-  }
-  let nBelow = i64x2.extract_lane(below, 0) + i64x2.extract_lane(below, 1);
-  let nBelowU = i64x2.extract_lane(belowU, 0) + i64x2.extract_lane(belowU, 1);
-  if (!masked && odd) {
-    // The 0 beside an odd row's last key is no key: take back its counts.
-    n--;
-    if (0 < threshold) nBelow--;
-    if (0 < uniform) nBelowU--;
+    wp += 16;
+    fp += 16;
+    sp += 4;
   }
   if (!masked && hist !== 0) {
-    let z = i64x2.extract_lane(zeros, 0) + i64x2.extract_lane(zeros, 1);
-    if (odd) z--;
     const zs = hist + (<usize>BINS << 2);
-    store<u32>(zs, load<u32>(zs) + <u32>z);
+    store<u32>(zs, load<u32>(zs) + <u32>(i32x4.extract_lane(zeros, 0) + i32x4.extract_lane(zeros, 1) + i32x4.extract_lane(zeros, 2) + i32x4.extract_lane(zeros, 3)));
   }
+  const nBelow = i32x4.extract_lane(below, 0) + i32x4.extract_lane(below, 1) + i32x4.extract_lane(below, 2) + i32x4.extract_lane(below, 3);
+  const nBelowU = i32x4.extract_lane(belowU, 0) + i32x4.extract_lane(belowU, 1) + i32x4.extract_lane(belowU, 2) + i32x4.extract_lane(belowU, 3);
+  const top = max(max(f32x4.extract_lane(mx, 0), f32x4.extract_lane(mx, 1)), max(f32x4.extract_lane(mx, 2), f32x4.extract_lane(mx, 3)));
   f64.store(acc, f64x2.extract_lane(hm, 0) + f64x2.extract_lane(hm, 1));
-  f64.store(acc, max(f64x2.extract_lane(mx, 0), f64x2.extract_lane(mx, 1)), 8);
+  f64.store(acc, <f64>top * inv, 8);
   f64.store(acc, f64x2.extract_lane(ent, 0) + f64x2.extract_lane(ent, 1), 16);
   f64.store(acc, f64.load(acc, 24) + <f64>nBelow, 24);
   f64.store(acc, f64.load(acc, 32) + <f64>nBelowU, 32);
-  f64.store(acc, f64x2.extract_lane(sum, 0) + f64x2.extract_lane(sum, 1), 40);
   f64.store(acc, f64.load(acc, 48) + (f64x2.extract_lane(sq, 0) + f64x2.extract_lane(sq, 1)), 48);
   f64.store(acc, f64.load(acc, 56) + (f64x2.extract_lane(dist, 0) + f64x2.extract_lane(dist, 1)), 56);
-  f64.store(acc, f64.load(acc, 64) + (f64x2.extract_lane(long, 0) + f64x2.extract_lane(long, 1)), 64);
   return n;
 }
 
-/**
- * One row of one head: the keys a … b − 1 of the float32 row at w (key k at w + 4k), renormalised by
- * inv; supp: the row's support bytes (0: every key of the range is in the support); fw: the first
- * layer's float32 row of the same head and query (key k at fw + 4k; 0: no Jensen–Shannon term),
- * renormalised by finv (its weights w · finv, as that layer's own scan computed them); qp: the
- * query's position. Writes the support's weights from pooled on (returns how many) and the
- * accumulators at acc (see above); where lm is not 0, adds w · scale to the float64 row at lm (key
- * k at lm + 8k: a layer's head mean); where hist is not 0, counts the weights in the histogram
- * (`histogram`, their bins from bins on).
- */
-export function scanRow(
-  w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
-  threshold: f64, uniform: f64, longRange: f64, pooled: usize, acc: usize, lm: usize, scale: f64, hist: usize, bins: usize,
-): i32 {
-  if (supp === 0) {
-    if (fw === 0) return scanBody(false, false, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
-    return scanBody(false, true, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
-  }
-  if (fw === 0) return scanBody(true, false, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
-  return scanBody(true, true, w, fw, finv, supp, a, b, inv, qp, threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins);
+/** Adds one to bin b of the histogram (uint32 at hist). */
+// @ts-ignore: decorator
+@inline function countAt(hist: usize, b: i32): void {
+  const h = hist + (<usize>b << 2);
+  store<u32>(h, load<u32>(h) + 1);
 }
 
-/**
- * scanRow with its arguments as 17 float64 at args, in its order (w, fw, finv, supp, a, b, inv, qp,
- * threshold, uniform, longRange, pooled, acc, lm, scale, hist, bins): one argument per call, since
- * browsers' calls from JavaScript into WebAssembly with many arguments can take microseconds.
- */
-export function scanRowArgs(args: usize): i32 {
-  return scanRow(
-    <usize>f64.load(args), <usize>f64.load(args, 8), f64.load(args, 16), <usize>f64.load(args, 24), <i32>f64.load(args, 32), <i32>f64.load(args, 40),
-    f64.load(args, 48), f64.load(args, 56), f64.load(args, 64), f64.load(args, 72), f64.load(args, 80),
-    <usize>f64.load(args, 88), <usize>f64.load(args, 96), <usize>f64.load(args, 104), f64.load(args, 112), <usize>f64.load(args, 120), <usize>f64.load(args, 128),
-  );
+/** A masked row's kept weight: pooled as the n-th, counted in the histogram where hist is not 0; returns n + 1. */
+// @ts-ignore: decorator
+@inline function keep(pooled: usize, hist: usize, bins: usize, n: i32, v: f64): i32 {
+  f64.store(pooled + (<usize>n << 3), v);
+  if (hist !== 0) count(hist, bins, n, v);
+  return n + 1;
+}
+
+/** scanBody for one row, its variant chosen (a row with a hole in its support has no inline Jensen–Shannon term). */
+function scanRow(
+  w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
+  cut: f32, cutU: f32, pooled: usize, acc: usize, lm: usize, scale: f32, hist: usize, bins: usize,
+): i32 {
+  if (supp !== 0) return scanBody(true, false, w, 0, 0, supp, a, b, inv, qp, cut, cutU, pooled, acc, lm, scale, hist, bins);
+  if (fw === 0) return scanBody(false, false, w, 0, 0, 0, a, b, inv, qp, cut, cutU, pooled, acc, lm, scale, hist, bins);
+  return scanBody(false, true, w, fw, finv, 0, a, b, inv, qp, cut, cutU, pooled, acc, lm, scale, hist, bins);
 }
 
 /**
  * scanRow over every counted row of one head (the row loop of head-metrics.ts scanHeadKernel: one
- * call per head instead of one per row). Arguments as 25 float64 at args: 0 w (the head's float32
- * weights, nq × nk), 1 fw (the first layer's same head, float32; 0: no Jensen–Shannon term),
- * 2 supp (support bytes, nq × nk), 3 lo, 4 hi, 5 size (int32 per row: key range and support size),
- * 6 sums (float64 row sums), 7 counted (bytes: the row counts), 8 fcounted, 9 fsums, 10 flo,
- * 11 fhi, 12 fsize (the same of the first layer's head), 13 nq, 14 nk, 15 shift (query q is at
- * position q + shift), 16 threshold, 17 longRange, 18 pooled, 19 acc, 20 lm (the layer's head mean,
- * float64 nq × nk; 0: none), 21 scale, 22 hist (0: none), 23 bins, 24 out. Per counted row q, into
- * the float64 array at out: 4q the row entropy (nats), 4q + 1 the mixture entropy against the first
- * layer's row when both rows are counted and span the same keys with no hole (else not written),
- * 4q + 2 the row max, 4q + 3 the row sum. Per-head accumulators at acc as scanRow leaves them.
- * Returns the number of pooled weights.
+ * call per head). Arguments as 25 float64 at args: 0 w (the head's float32 weights, nq × nk),
+ * 1 fw (the first layer's same head, float32; 0: no Jensen–Shannon term), 2 supp (support bytes,
+ * nq × nk), 3 lo, 4 hi, 5 size (int32 per row: key range and support size), 6 sums (float64 row
+ * sums), 7 counted (bytes: the row counts), 8 fcounted, 9 fsums, 10 flo, 11 fhi, 12 fsize (the same
+ * of the first layer's head), 13 nq, 14 nk, 15 shift (query q is at position q + shift),
+ * 16 threshold, 17 longRange, 18 pooled, 19 acc, 20 lm (the layer's head mean, float32 nq × nk;
+ * 0: none), 21 scale, 22 hist (0: none), 23 bins, 24 out. Per counted row q, into the float64
+ * array at out: 4q the row entropy (nats), 4q + 1 the mixture entropy against the first layer's row
+ * when both rows are counted and span the same keys with no hole (else not written), 4q + 2 the
+ * row max, 4q + 3 the row sum. Per-head accumulators at acc (3, 4, 6, 7, 8 summed over the rows).
+ * The long-range share is the row's sum less its keys nearer than longRange (at most 2 · longRange
+ * of them). Returns the number of pooled weights.
  */
 export function scanHead(args: usize): i32 {
   const w = <usize>f64.load(args);
@@ -405,7 +407,7 @@ export function scanHead(args: usize): i32 {
   const pooled = <usize>f64.load(args, 144);
   const acc = <usize>f64.load(args, 152);
   const lm = <usize>f64.load(args, 160);
-  const scale = f64.load(args, 168);
+  const scale = <f32>f64.load(args, 168);
   const hist = <usize>f64.load(args, 176);
   const bins = <usize>f64.load(args, 184);
   const out = <usize>f64.load(args, 192);
@@ -417,63 +419,71 @@ export function scanHead(args: usize): i32 {
     const b = load<i32>(hi + qi);
     const n = load<i32>(size + qi);
     const base = <usize>q * <usize>nk;
-    const inv = 1.0 / f64.load(sums + (<usize>q << 3));
+    const total = f64.load(sums + (<usize>q << 3));
+    const inv = 1.0 / total;
+    const whole = n === b - a;
     const js = fw !== 0 && load<u8>(fcounted + <usize>q) === 1;
-    const inline = js && n === b - a && load<i32>(flo + qi) === a && load<i32>(fhi + qi) === b && load<i32>(fsize + qi) === n;
+    const inline = js && whole && load<i32>(flo + qi) === a && load<i32>(fhi + qi) === b && load<i32>(fsize + qi) === n;
     const finv = js ? 1.0 / f64.load(fsums + (<usize>q << 3)) : 0.0;
+    const qp = <f64>(q + shift);
     const got = scanRow(
-      w + (base << 2), inline ? fw + (base << 2) : 0, finv, n === b - a ? 0 : supp + base, a, b, inv, <f64>(q + shift),
-      threshold, 1.0 / <f64>n, longRange, pooled + (<usize>entries << 3), acc, lm === 0 ? 0 : lm + (base << 3), scale, hist, bins + (<usize>entries << 1),
+      w + (base << 2), inline ? fw + (base << 2) : 0, finv, whole ? 0 : supp + base, a, b, inv, qp,
+      cutoff(threshold, inv), cutoff(1.0 / <f64>n, inv), pooled + (<usize>entries << 3), acc, lm === 0 ? 0 : lm + (base << 2), scale, hist, bins + (<usize>entries << 1),
     );
     entries += got;
+    // Long range: the keys nearer than longRange (|i − j| < longRange) taken from the row's sum.
+    const from = max(a, <i32>Math.floor(qp - longRange) + 1);
+    const to = min(b, <i32>Math.ceil(qp + longRange));
+    let near = 0.0;
+    let nearKeys = 0;
+    for (let k = from; k < to; k++) {
+      if (!whole && load<u8>(supp + base + <usize>k) !== 1) continue;
+      near += <f64>load<f32>(w + ((base + <usize>k) << 2));
+      nearKeys++;
+    }
+    const long = nearKeys === n ? 0.0 : max(0.0, total - near) * inv;
+    f64.store(acc, f64.load(acc, 64) + long, 64);
     const o = out + (<usize>q << 5);
     f64.store(o, f64.load(acc, 16));
     if (inline) f64.store(o, f64.load(acc), 8);
     f64.store(o, f64.load(acc, 8), 16);
-    f64.store(o, f64.load(acc, 40), 24);
+    f64.store(o, total * inv, 24);
   }
   return entries;
 }
 
 /**
- * The renormalised row into float64 arrays: to[k] = w[k] · inv · scale for the keys a … b − 1 of the
- * support (supp as in scanRow); `add` adds it to what is there (a layer's head mean) instead.
+ * A row's renormalised weights times scale added to a float32 row at `to` (a layer's head mean), as
+ * scanBody adds them: (w · inv in float32) · scale in float32, for the keys a … b − 1 of the support
+ * (supp as in scanRow: 0 when every key of the range is in it).
  */
-export function putRow(w: usize, supp: usize, a: i32, b: i32, inv: f64, scale: f64, to: usize, add: bool): void {
-  let k = a;
-  if (supp === 0) {
-    // Every key of the range in the support: pairs, w · inv · scale as the scan computes w · inv.
-    const invv = f64x2.splat(inv);
-    const sc = f64x2.splat(scale);
-    for (; k + 1 < b; k += 2) {
-      const v = f64x2.mul(f64x2.mul(load2(w + (<usize>k << 2)), invv), sc);
-      const p = to + (<usize>k << 3);
-      v128.store(p, add ? f64x2.add(v128.load(p), v) : v);
-    }
-  }
-  for (; k < b; k++) {
-    if (supp !== 0 && load<u8>(supp + <usize>k) !== 1) {
-      if (!add) f64.store(to + (<usize>k << 3), 0.0);
-      continue;
-    }
-    const v = <f64>load<f32>(w + (<usize>k << 2)) * inv * scale;
-    const p = to + (<usize>k << 3);
-    f64.store(p, add ? f64.load(p) + v : v);
+export function putRow(w: usize, supp: usize, a: i32, b: i32, inv: f64, scale: f64, to: usize): void {
+  const inv32 = f32x4.splat(<f32>inv);
+  const scv = f32x4.splat(<f32>scale);
+  const steps = (b - a + 3) >> 2;
+  const tail = tailMask(b - a - ((steps - 1) << 2));
+  for (let i = 0; i < steps; i++) {
+    const k = <usize>(a + (i << 2));
+    let m = i === steps - 1 ? tail : i32x4.splat(-1);
+    if (supp !== 0) m = v128.and(m, mask4(supp + k));
+    const p = to + (k << 2);
+    v128.store(p, f32x4.add(v128.load(p), f32x4.mul(f32x4.mul(v128.and(v128.load(w + (k << 2)), m), inv32), scv)));
   }
 }
 
 /**
- * Σ −m · log m over the keys a … b − 1, m = (x[k] + y[k]) / 2, of two float64 rows (y = 0: m = x[k]).
- * Equal rows give the entropy of either (same order of summation as scanRow).
+ * Σ −m · log m over the keys a … b − 1, m = (x[k] + y[k]) / 2 in float32, of two float32 rows
+ * (y = x: the entropy of x). Summed as scanBody sums (so the same value for the same row).
  */
 export function mixEntropy(x: usize, y: usize, a: i32, b: i32): f64 {
   let h = f64x2.splat(0.0);
-  const half = f64x2.splat(0.5);
-  for (let k = a; k < b; k += 2) {
-    const m = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
-    const p = x + (<usize>k << 3);
-    const xy = y === 0 ? v128.load(p) : f64x2.mul(f64x2.add(v128.load(p), v128.load(y + (<usize>k << 3))), half);
-    h = f64x2.sub(h, xLogX(v128.and(xy, m)));
+  const steps = (b - a + 3) >> 2;
+  const tail = tailMask(b - a - ((steps - 1) << 2));
+  for (let i = 0; i < steps; i++) {
+    const k = <usize>(a + (i << 2)) << 2;
+    let m = f32x4.mul(f32x4.add(v128.load(x + k), v128.load(y + k)), v128.load(KF, 32));
+    if (i === steps - 1) m = v128.and(m, tail);
+    h = f64x2.sub(h, xLogX4(m));
   }
   return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
 }
@@ -481,33 +491,38 @@ export function mixEntropy(x: usize, y: usize, a: i32, b: i32): f64 {
 /**
  * Σ −m · log m over the keys a … b − 1, m = (u + v) / 2, v = w[k] · inv where the row's support
  * byte (supp) is 1, u = fw[k] · finv where the first layer's (fsupp) is 1, else 0 (a row whose
- * range differs from the first layer's: the union of both). w and fw float32 rows.
+ * range differs from the first layer's: the union of both). w and fw float32 rows; float32 as scanBody.
  */
 export function mixRowEntropy(w: usize, fw: usize, supp: usize, fsupp: usize, a: i32, b: i32, inv: f64, finv: f64): f64 {
   let h = f64x2.splat(0.0);
-  const half = f64x2.splat(0.5);
-  const invv = f64x2.splat(inv);
-  const finvv = f64x2.splat(finv);
-  for (let k = a; k < b; k += 2) {
-    const pair = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
-    const v = v128.and(f64x2.mul(load2(w + (<usize>k << 2)), invv), v128.and(pair, mask2(supp + <usize>k)));
-    const u = v128.and(f64x2.mul(load2(fw + (<usize>k << 2)), finvv), v128.and(pair, mask2(fsupp + <usize>k)));
-    h = f64x2.sub(h, xLogX(v128.and(f64x2.mul(f64x2.add(u, v), half), pair)));
+  const inv32 = f32x4.splat(<f32>inv);
+  const finv32 = f32x4.splat(<f32>finv);
+  const steps = (b - a + 3) >> 2;
+  const tail = tailMask(b - a - ((steps - 1) << 2));
+  for (let i = 0; i < steps; i++) {
+    const k = <usize>(a + (i << 2));
+    const t = i === steps - 1 ? tail : i32x4.splat(-1);
+    const v = f32x4.mul(v128.and(v128.load(w + (k << 2)), v128.and(t, mask4(supp + k))), inv32);
+    const u = f32x4.mul(v128.and(v128.load(fw + (k << 2)), v128.and(t, mask4(fsupp + k))), finv32);
+    h = f64x2.sub(h, xLogX4(f32x4.mul(f32x4.add(u, v), v128.load(KF, 32))));
   }
   return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
 }
 
 /**
- * Σ −v · log v over the keys a … b − 1 of the float32 row at w, v = w[k] · inv (0 off the support
- * where supp is not 0): the row entropy, summed in scanRow's order (so the same value).
+ * Σ −v · log v over the keys a … b − 1 of the float32 row at w, v = w[k] · inv in float32 (0 off the
+ * support where supp is not 0): the row entropy, as scanBody computes it (so the same value).
  */
 export function rowEntropy(w: usize, supp: usize, a: i32, b: i32, inv: f64): f64 {
   let h = f64x2.splat(0.0);
-  const invv = f64x2.splat(inv);
-  for (let k = a; k < b; k += 2) {
-    let m = v128.bitselect(i64x2.splat(-1), LANE0, i64x2.splat(k + 1 < b ? -1 : 0));
-    if (supp !== 0) m = v128.and(m, mask2(supp + <usize>k));
-    h = f64x2.sub(h, xLogX(v128.and(f64x2.mul(load2(w + (<usize>k << 2)), invv), m)));
+  const inv32 = f32x4.splat(<f32>inv);
+  const steps = (b - a + 3) >> 2;
+  const tail = tailMask(b - a - ((steps - 1) << 2));
+  for (let i = 0; i < steps; i++) {
+    const k = <usize>(a + (i << 2));
+    let m = i === steps - 1 ? tail : i32x4.splat(-1);
+    if (supp !== 0) m = v128.and(m, mask4(supp + k));
+    h = f64x2.sub(h, xLogX4(f32x4.mul(v128.and(v128.load(w + (k << 2)), m), inv32)));
   }
   return f64x2.extract_lane(h, 0) + f64x2.extract_lane(h, 1);
 }

@@ -16,20 +16,15 @@ import { HEAD_KERNEL_WASM } from './head-kernel-wasm.js';
 export interface HeadKernelExports {
   readonly memory: WebAssembly.Memory;
   heapBase(): number;
-  logTable(): number;
   logArray(from: number, to: number, n: number): void;
   rowSums(w: number, supp: number, lo: number, hi: number, size: number, nq: number, nk: number, sums: number, counted: number): void;
-  scanRow(
-    w: number, fw: number, finv: number, supp: number, a: number, b: number, inv: number, qp: number, threshold: number, uniform: number, longRange: number, pooled: number, acc: number,
-    lm: number, scale: number, hist: number, bins: number,
-  ): number;
-  scanRowArgs(args: number): number;
   scanHead(args: number): number;
-  putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number, add: number): void;
+  putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number): void;
   mixEntropy(x: number, y: number, a: number, b: number): number;
   mixRowEntropy(w: number, fw: number, supp: number, fsupp: number, a: number, b: number, inv: number, finv: number): number;
   rowEntropy(w: number, supp: number, a: number, b: number, inv: number): number;
   histogram(values: number, n: number, hist: number, bins: number): void;
+  binRange(hist: number, out: number): void;
   selectRun(a: number, n: number, k: number): number;
   leastFrom(a: number, from: number, n: number): number;
   allEqual(a: number, n: number): number;
@@ -70,21 +65,7 @@ export function headKernelStatus(): { available: boolean; reason: string } {
   return { available: compiledKernel() !== null, reason: refusal };
 }
 
-/** The logarithm's table of an instance (head-kernel.as LOG_TABLE): 1/c and log c for the 257 points c of [√2/2, √2] with 8 mantissa bits, from 0.70703125 on. */
-function fillLogTable(k: HeadKernelExports): void {
-  const t = new Float64Array(k.memory.buffer, k.logTable(), 257 * 2);
-  const cell = new DataView(new ArrayBuffer(8));
-  for (let j = 0; j <= 256; j++) {
-    // Sign 0, exponent and top 8 mantissa bits ((0x3fe << 8) + 0x6a + j), the rest 0.
-    cell.setUint32(0, ((0x3fe << 8) + 0x6a + j) << 12);
-    cell.setUint32(4, 0);
-    const c = cell.getFloat64(0);
-    t[2 * j] = 1 / c;
-    t[2 * j + 1] = Math.log(c);
-  }
-}
-
-/** A bump layout of arrays in the kernel's memory: each array 16-byte aligned and followed by 16 bytes of padding (the kernel's pair loads may read one element past a row's end). */
+/** A bump layout of arrays in the kernel's memory: each array 16-byte aligned and followed by 32 bytes of padding (the kernel's four-key steps may read or write up to three elements past a row's end: 24 bytes of float64). */
 export class KernelLayout {
   private top: number;
   constructor(base: number) {
@@ -93,7 +74,7 @@ export class KernelLayout {
   /** The byte address of a new array of `bytes`. */
   take(bytes: number): number {
     const at = (this.top + 15) & ~15;
-    this.top = at + bytes + 16;
+    this.top = at + bytes + 32;
     return at;
   }
   get end(): number {
@@ -114,7 +95,6 @@ export function headKernel(plan: (layout: KernelLayout) => void): { k: HeadKerne
   if (!k) {
     try {
       k = new WebAssembly.Instance(mod, {}).exports as unknown as HeadKernelExports;
-      fillLogTable(k);
     } catch (e) {
       refusal = e instanceof Error ? e.message : String(e);
       compiled = null;
