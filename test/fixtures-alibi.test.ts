@@ -7,7 +7,9 @@
  * worked out by hand from the ALiBi paper (Press et al., 2022) for 5, 6 and 12 heads.
  */
 import { describe, expect, it } from 'vitest';
-import { alibiFeed, alibiSlopes } from '../src/models/layers.js';
+import { GraphBuilder } from '../src/graph/builder.js';
+import { alibiRow, alibiSlopes } from '../src/models/layers.js';
+import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { denseScoreBias } from '../src/core/position-bias.js';
 import { describeFixture, expectCachedDecodingMatchesFullRuns, expectScaleMatches, expectTextTraceMatches } from './helpers/fixture-suite.js';
 import { maxAbsDiff } from './helpers/reference.js';
@@ -39,17 +41,38 @@ describe('ALiBi slopes (build_alibi_tensor) against the paper, worked by hand in
   }
 });
 
-describe("Falcon's ALiBi term: slopes and products rounded to bfloat16 (slopes.bfloat16() * positions)", () => {
-  it('12 heads, keys 0..2 and 257: worked by hand', () => {
-    const feed = alibiFeed(12, 1, 257, true); // one query at position 257: keys 0 … 257
-    const at = (head: number, key: number): number => feed.data[head * 258 + key]!;
-    expect(feed.dims).toEqual([1, 12, 1, 258]);
+/** The ALiBi row [heads, keys] the graph builds (layers.ts alibiRow) for `keys` keys. */
+async function alibiRowOf(heads: number, keys: number, bfloat16: boolean): Promise<Float32Array> {
+  const g = new GraphBuilder('alibi');
+  const n = g.input('keys', 'int64', [1]);
+  g.output(alibiRow(g, heads, n, { bfloat16 }), 'row', 'float32');
+  const built = await g.build();
+  const session = await nodeRuntime.createSession({ model: built.model, externalData: [] });
+  try {
+    const out = await session.run({ keys: { type: 'int64', dims: [1], data: BigInt64Array.of(BigInt(keys)) } });
+    expect(out.row!.dims).toEqual([1, heads, 1, keys]);
+    return out.row!.data as Float32Array;
+  } finally {
+    await session.release();
+  }
+}
+
+describe("Falcon's ALiBi term: slopes, positions and products in bfloat16 (slopes.bfloat16() * positions)", () => {
+  it('12 heads, keys 0..2, 257 and 1,000, as built in the graph: worked by hand', async () => {
+    const row = await alibiRowOf(12, 1001, true);
+    const at = (head: number, key: number): number => row[head * 1001 + key]!;
     // Head 8: 2^-0.5 = 0.70710678… → bfloat16 (8 significant bits) 181/256 = 0.70703125.
     expect([at(8, 0), at(8, 1), at(8, 2)]).toEqual([0, 0.70703125, 1.4140625]);
-    // Head 0: 0.5·257 = 128.5 → bfloat16 keeps 8 bits: 128 (ties to even); head 3: 0.0625·257 = 16.0625 → 16.
-    expect([at(0, 257), at(3, 257)]).toEqual([128, 16]);
-    // BLOOM keeps float32: 0.5·257 = 128.5.
-    expect(alibiFeed(12, 1, 257).data[257]).toBe(128.5);
+    // The int64 positions are cast to bfloat16 before the product (torch promotes both operands to
+    // the common type bfloat16): 257 → 256 (ties to even), 1,000 → 1,000 (8 bits: 1111101000).
+    // Head 0: 0.5·256 = 128; head 3: 0.0625·256 = 16; head 8: 0.70703125·256 = 181 (not 181.71 → 182).
+    expect([at(0, 257), at(3, 257), at(8, 257)]).toEqual([128, 16, 181]);
+    // Head 8 at 1,000: 707.03125 → bfloat16 (spacing 4 in [512, 1024)): 708.
+    expect(at(8, 1000)).toBe(708);
+    // BLOOM keeps float32: 0.5·257 = 128.5; head 8: float32(2^-0.5)·257.
+    const bloom = await alibiRowOf(12, 258, false);
+    expect(bloom[257]).toBe(128.5);
+    expect(bloom[8 * 258 + 257]).toBe(Math.fround(Math.fround(Math.SQRT1_2) * 257));
   });
 });
 

@@ -21,6 +21,7 @@ import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { tapName } from '../src/models/architecture.js';
+import { relativeBiasOutput } from '../src/models/attention.js';
 import { stepAttentionRow, traceGeneration } from '../src/views/generation.js';
 import { FIXTURES, maxAbsDiff, readReference } from './helpers/reference.js';
 import { seededValues as values } from './helpers/hand-trace.js';
@@ -171,7 +172,10 @@ describe('fixtures: the traces hold their position biases compactly and exactly'
       const input = readReference(fixture).inputs.at(-1)!;
       const decoderIds = input.decoder_input_ids as number[] | undefined;
       const trace = await m.trace(null, decoderIds ? { ids: input.input_ids, decoderIds, qk: true } : { ids: input.input_ids, qk: true });
-      const raw = await m.run({ attention: false, qk: true, lastHiddenState: false, logits: false }, { inputIds: input.input_ids, ...(decoderIds ? { decoderInputIds: decoderIds } : {}) });
+      const runInputs = { inputIds: input.input_ids, ...(decoderIds ? { decoderInputIds: decoderIds } : {}) };
+      // The dense graph's [1, heads, q, k] bias; on demand (bands) the graph outputs the vector itself (t5, umt5).
+      const raw = await m.run({ attention: true, qk: true, lastHiddenState: false, logits: false }, runInputs);
+      const banded = fixture === 'mpnet' ? null : await m.run({ attention: false, qk: true, lastHiddenState: false, logits: false }, runInputs);
       for (const stack of (['self', 'encoder', 'decoder'] as StackName[]).filter((s) => trace.scores?.[s])) {
         const terms = trace.scores![stack]!;
         expect(terms.bias, `${fixture} ${stack}`).toBeUndefined();
@@ -184,6 +188,12 @@ describe('fixtures: the traces hold their position biases compactly and exactly'
           const out = raw[tapName('score_bias', stack, fixture === 'umt5' ? l : 0)]!;
           expect(out.dims).toEqual([1, heads, q, k]);
           expect(Array.from(denseScoreBias(terms, q, k)!.layers[l]!), `${fixture} ${stack} layer ${l}`).toEqual(Array.from(out.data as Float32Array));
+          if (banded) {
+            const vector = banded[relativeBiasOutput(stack, fixture === 'umt5' ? l : 0)]!;
+            expect(vector.dims).toEqual([1, heads, q + k - 1]);
+            expect(banded[tapName('score_bias', stack, 0)]).toBeUndefined();
+            expect(Array.from(vector.data as Float32Array), `${fixture} ${stack} layer ${l} on demand`).toEqual(Array.from(pb.layers[l]!));
+          }
         }
       }
     }
@@ -260,6 +270,22 @@ describe('a long (640-token) ALiBi and T5 trace on demand', () => {
       }
       expect(worst, name).toBeLessThanOrEqual(1e-5);
     }
+  });
+
+  it('the length cap of a model without a position limit: dense runs stop at their 1 GiB of maps, on demand goes on (the queries and keys within 8 GiB)', async () => {
+    const model = t5;
+    const dense = model.denseTokenLimit;
+    // t5 fixture: 2 + 2 + 2 layers of 4 heads → ⌊√(2^30 / 4 / 24)⌋ = 3,344 tokens of dense maps.
+    expect(dense).toBe(Math.floor(Math.sqrt(2 ** 30 / 4 / 24)));
+    // On demand: 6 layers × (4 + 4) heads × 8 dims × 4 bytes per token within 8 GiB.
+    expect(model.info.maxPositions).toBe(Math.floor((8 * 2 ** 30) / (6 * 8 * 8 * 4)));
+    const ids = Array.from({ length: dense + 1 }, (_, i) => 5 + (i % 100));
+    await expect(model.trace(null, { ids, decoderIds: [0, 5], attention: 'dense' })).rejects.toThrow(/too long: 3345 tokens, but the attention maps of more than 3344 tokens would not fit in 1 GiB .*--attention on-demand/);
+    const trace = await model.trace(null, { ids, decoderIds: [0, 5], attention: 'on-demand', queryBandCount: 4 });
+    expect(trace.queries!.encoder!.dims[1]).toBe(dense + 1);
+    expect(trace.scores!.encoder!.positionBias!.dims).toEqual([4, dense + 1, dense + 1]);
+    // Generation: dense refused before anything runs, the same length on demand accepted.
+    await expect(bloom.generate(null, { ids: Array.from({ length: bloom.denseTokenLimit }, () => 5), maxNewTokens: 1 })).rejects.toThrow(/generation too long: \d+ positions, but the attention maps/);
   });
 
   it('generation on demand keeps the bias compact as the rows come (ALiBi: [heads, 1, total]; T5 decoder: a vector over j − i), each row as the dense path', async () => {

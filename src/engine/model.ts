@@ -184,8 +184,14 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   private readonly sessions = new Map<string, Promise<GraphSession>>();
   /** Graph-cache writes still under way. */
   private readonly cacheWrites: Promise<void>[] = [];
-  /** The architecture sets no position limit: maxPositions is the memory bound of tracedTokenLimit. */
+  /**
+   * The architecture sets no position limit (ALiBi, relative buckets): maxPositions is the memory
+   * bound of attention on demand (onDemandTokenLimit), and runs that record attention densely stop
+   * at denseTokenLimit.
+   */
   private readonly unboundedPositions: boolean;
+  /** The most tokens a dense trace of a model without a position limit takes (tracedTokenLimit); Infinity otherwise. */
+  readonly denseTokenLimit: number;
 
   constructor(parts: ModelParts<T>) {
     this.name = parts.name;
@@ -198,10 +204,12 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     this.generationConfig = parts.generationConfig ?? {};
     this.graphCache = parts.graphCache;
     const described = parts.architectureInfo ?? parts.architecture.describe(parts.config);
-    // A model without a position limit (T5's relative positions) still gets one: the most tokens
-    // whose attention maps fit in memory (beyond it the runtime or V8 dies without a message).
+    // A model without a position limit (T5's relative positions, ALiBi) still gets one: the most
+    // tokens whose queries and keys fit in memory on demand; dense runs stop where their attention
+    // maps would not (beyond either the runtime or V8 dies without a message).
     this.unboundedPositions = !Number.isFinite(described.maxPositions);
-    const d = this.unboundedPositions ? { ...described, maxPositions: tracedTokenLimit(described) } : described;
+    this.denseTokenLimit = this.unboundedPositions ? tracedTokenLimit(described) : Number.POSITIVE_INFINITY;
+    const d = this.unboundedPositions ? { ...described, maxPositions: onDemandTokenLimit(described) } : described;
     this.architectureInfo = d;
     this.info = { ...this.traceModelInfo(), kind: d.kind, maxPositions: d.maxPositions };
   }
@@ -377,6 +385,16 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       throw new AttnscopeError(`${this.name} is not an encoder-decoder model: --decoder-text/--decoder-ids do not apply`);
     }
     const recorded = resolveAttentionMode(options.attention, this.architectureInfo, tokens.length, decoderTokens?.length, options.onDemandAbove);
+    if (recorded !== 'on-demand') {
+      // Dense maps (or none: the graph is not banded) of a model without a position limit: its memory bound.
+      tokens = this.fitDense(tokens, options.truncate ?? false, 'text');
+      inputs.inputIds = tokens.map((t) => t.id);
+      inputs.typeIds = tokens.map((t) => t.segment);
+      if (decoderTokens) {
+        decoderTokens = this.fitDense(decoderTokens, options.truncate ?? false, 'decoder input');
+        inputs.decoderInputIds = decoderTokens.map((t) => t.id);
+      }
+    }
     const taps: TapRequest = {
       attention: recorded === 'dense',
       qk: (options.qk ?? false) || recorded === 'on-demand',
@@ -492,6 +510,11 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   async generate(text: string | null, options: GenerateOptions): Promise<Trace> {
     const kind = this.info.kind;
     if (kind === 'encoder') throw new AttnscopeError(`${this.name} is an encoder (${this.config.modelType}); it does not generate text`);
+    if (this.unboundedPositions) {
+      const prompt = options.ids?.length ?? (await this.tokenize(text ?? '', undefined, undefined, options.srcLang)).length;
+      if (kind === 'encoder-decoder') this.checkDenseGeneration(options, prompt, 1 + options.maxNewTokens);
+      else this.checkDenseGeneration(options, prompt + options.maxNewTokens);
+    }
     return kind === 'encoder-decoder' ? generateEncoderDecoder(this, text, options) : generateDecoder(this, text, options);
   }
 
@@ -547,13 +570,14 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     return this.tokensFromIds([this.decoderStartId, ...labels.slice(0, -1).map((t) => t.id)]);
   }
 
-  private fitLength(tokens: Token[], truncate: boolean, what: string): Token[] {
-    const max = this.info.maxPositions;
+  private fitLength(tokens: Token[], truncate: boolean, what: string, max = this.info.maxPositions): Token[] {
     if (tokens.length <= max) return tokens;
     if (!truncate) {
-      const why = this.unboundedPositions
-        ? `the attention maps of more than ${max} tokens would not fit in ${TRACE_BUDGET_GIB} GiB (${this.name} sets no position limit)`
-        : `${this.name} accepts at most ${max}`;
+      const why = !this.unboundedPositions
+        ? `${this.name} accepts at most ${max}`
+        : max === this.denseTokenLimit
+          ? `the attention maps of more than ${max} tokens would not fit in ${TRACE_BUDGET_GIB} GiB (${this.name} sets no position limit; attention on demand, --attention on-demand, goes to ${this.info.maxPositions})`
+          : `the queries and keys of more than ${max} tokens would not fit in ${ON_DEMAND_BUDGET_GIB} GiB on demand (${this.name} sets no position limit)`;
       throw new AttnscopeError(`${what} too long: ${tokens.length} tokens, but ${why} (use --truncate to cut it)`);
     }
     const last = tokens[tokens.length - 1]!;
@@ -561,6 +585,25 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     // Keep the closing special token (e.g. [SEP], </s>) as the tokenizer's own truncation does.
     if (last.special) kept[max - 1] = last;
     return kept;
+  }
+
+  /** fitLength against the dense bound of a model without a position limit (denseTokenLimit). */
+  private fitDense(tokens: Token[], truncate: boolean, what: string): Token[] {
+    return this.fitLength(tokens, truncate, what, this.denseTokenLimit);
+  }
+
+  /**
+   * Refuses a generation recorded densely beyond denseTokenLimit (a model without a position limit:
+   * on demand it may go to maxPositions), before any run: `tokens` the encoder's or the decoder's
+   * whole sequence, `decoderTokens` an encoder-decoder's decoder side.
+   */
+  private checkDenseGeneration(options: GenerateOptions, tokens: number, decoderTokens?: number): void {
+    if (!this.unboundedPositions) return;
+    const mode = resolveAttentionMode(options.attention ?? 'dense', this.architectureInfo, tokens, decoderTokens, options.onDemandAbove);
+    const longest = Math.max(tokens, decoderTokens ?? 0);
+    if (mode !== 'on-demand' && longest > this.denseTokenLimit) {
+      throw new AttnscopeError(`generation too long: ${longest} positions, but the attention maps of more than ${this.denseTokenLimit} tokens would not fit in ${TRACE_BUDGET_GIB} GiB (${this.name} sets no position limit; attention on demand, --attention on-demand, goes to ${this.info.maxPositions})`);
+    }
   }
 
   /** Releases the runtime sessions and open files, after finishing any graph-cache writes. */
@@ -575,6 +618,23 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
 
 /** Memory the attention maps of one trace may take when the model sets no length limit (T5's relative positions). */
 const TRACE_BUDGET_GIB = 1;
+
+/** Memory the queries and keys of an on-demand trace may take when the model sets no length limit. */
+const ON_DEMAND_BUDGET_GIB = 8;
+
+/**
+ * Most tokens whose queries and keys (every stack and layer, float32: what an on-demand trace holds,
+ * its biases being O(n) since they are built per band) fit in ON_DEMAND_BUDGET_GIB: 43,690 for
+ * BLOOM-560m (24 layers, 16 heads of 64), 116,508 for t5-small. Each band's scores stay near 256 MiB.
+ */
+function onDemandTokenLimit(info: ArchitectureInfo): number {
+  let perToken = 0;
+  for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+    const heads = info.stackHeads?.[stack] ?? info.numHeads;
+    perToken += layers * (heads + info.numKeyValueHeads) * info.headDim * 4;
+  }
+  return Math.max(1, Math.floor((ON_DEMAND_BUDGET_GIB * 2 ** 30) / Math.max(1, perToken)));
+}
 
 /** Most tokens whose attention maps (every stack, layer and head; float32) fit in TRACE_BUDGET_GIB. */
 function tracedTokenLimit(info: ArchitectureInfo): number {

@@ -8,6 +8,7 @@
 import { compactScoreTerms } from '../core/position-bias.js';
 import type { LayerStack, PositionBias, ScoreMap, ScoreTerms, StackName } from '../core/trace.js';
 import { tapName, type ArchitectureInfo, type StackScoring } from '../models/architecture.js';
+import { relativeBiasOutput } from '../models/attention.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 
 /** How many `score_bias` outputs a stack's graph has per run: 0, 1 (shared: layer 0's) or one per layer. */
@@ -45,12 +46,11 @@ export function stackScoreTerms(scoring: StackScoring, layers: number, bias?: La
 }
 
 /**
- * Generation on demand hands a relative bias over as `score_bias_relative.<stack>.<layer>`
- * [1, heads, queries + keys − 1] outputs (generation/bias-rows.ts) instead of [1, heads, queries, keys].
+ * On-demand graphs (models/attention.ts positionBias) and generation on demand (generation/bias-rows.ts)
+ * hand a relative bias over as `score_bias_relative.<stack>.<layer>` [1, heads, queries + keys − 1]
+ * outputs instead of [1, heads, queries, keys].
  */
-export function relativeBiasOutput(stack: StackName, layer: number): string {
-  return `score_bias_relative.${stack}.${layer}`;
-}
+export { relativeBiasOutput };
 
 /**
  * The bias with layers equal to layer 0's (bit for bit) sharing its array: a per-layer output that

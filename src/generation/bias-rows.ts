@@ -63,7 +63,10 @@ export class CompactBiasRows {
       if (!t || t.type !== 'float32') throw new Error(`graph output ${name} missing or not float32`);
       const [, heads, rows, width] = t.dims as [number, number, number, number];
       const data = t.data as Float32Array;
-      shape = { start, rows, width };
+      // One row for a step of several queries: a row over the keys broadcast over them (ALiBi built per band on demand).
+      const queries = out[tapName('queries', this.stack, 0)]?.dims[2] ?? rows;
+      const broadcast = rows === 1 && queries > 1;
+      shape = { start, rows: queries, width };
       if (this.shapes.length === 0 && l === 0) {
         this.heads = heads;
         const cap = this.capacity;
@@ -74,14 +77,15 @@ export class CompactBiasRows {
       }
       const dense = this.dense[l];
       if (dense) {
-        dense.push({ start, rows, width, layers: [data] });
+        dense.push(broadcast ? { start, rows: queries, width, layers: [repeatRows(data, heads, queries, width)] } : { start, rows, width, layers: [data] });
         continue;
       }
       const before = this.candidates[l]!;
-      const alive = before.filter((c) => fold(c, data, heads, start, rows, width, this.capacity));
+      // A broadcast row fits 'key' (checked as that row at the step's last query); 'relative' only by chance: dropped.
+      const alive = before.filter((c) => (broadcast ? c.kind === 'key' && fold(c, data, heads, start + queries - 1, 1, width, this.capacity) : fold(c, data, heads, start, rows, width, this.capacity)));
       if (alive.length === 0) {
         // Every earlier step fitted the last candidate alive before this one: rebuild them from it.
-        this.dense[l] = [...this.rebuild(before[0]!), { start, rows, width, layers: [data] }];
+        this.dense[l] = [...this.rebuild(before[0]!), broadcast ? { start, rows: queries, width, layers: [repeatRows(data, heads, queries, width)] } : { start, rows, width, layers: [data] }];
       }
       this.candidates[l] = alive;
     }
@@ -131,6 +135,13 @@ export class CompactBiasRows {
     }
     return out;
   }
+}
+
+/** A row over the keys per head [heads, 1, width] as `rows` equal rows [heads, rows, width]. */
+function repeatRows(row: Float32Array, heads: number, rows: number, width: number): Float32Array {
+  const out = new Float32Array(heads * rows * width);
+  for (let h = 0; h < heads; h++) for (let i = 0; i < rows; i++) out.set(row.subarray(h * width, (h + 1) * width), (h * rows + i) * width);
+  return out;
 }
 
 /**

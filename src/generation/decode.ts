@@ -18,6 +18,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { GenerationInfo, StackName, Token, Trace } from '../core/trace.js';
 import { resolveAttentionMode, type AttentionMode } from '../engine/attention-mode.js';
 import { tapName, type TapKind, type TapRequest } from '../models/architecture.js';
+import { relativeBiasOutput } from '../models/attention.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import { languageCodeId } from '../tokenizer/language-codes.js';
 import type { DecodingExtension, DecodingModel } from './decoding-model.js';
@@ -411,8 +412,10 @@ export async function generateEncoderDecoder(model: DecodingModel, text: string 
   const encoderLayers = d.stacks.encoder ?? 0;
   for (const kind of ['attention', 'queries', 'keys', 'score_bias'] as const) {
     for (let l = 0; l < encoderLayers; l++) {
-      const name = tapName(kind, 'encoder', l);
-      if (encoded[name]) outputs[name] = encoded[name];
+      // On demand the encoder's relative bias comes as one vector over j − i (score_bias_relative).
+      for (const name of kind === 'score_bias' ? [tapName(kind, 'encoder', l), relativeBiasOutput('encoder', l)] : [tapName(kind, 'encoder', l)]) {
+        if (encoded[name]) outputs[name] = encoded[name];
+      }
     }
   }
   Object.assign(outputs, result.outputs);

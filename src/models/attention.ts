@@ -41,7 +41,10 @@ export interface AttentionArgs {
    * ('query-mul': BART, DistilBERT). All are the same maths; the order changes float rounding.
    */
   scaleStyle: 'scores-mul' | 'scores-div' | 'query-mul';
-  /** Added to the scores (masks, relative position bias), broadcastable to [1, heads, q, k]. */
+  /**
+   * Added to the scores (masks, relative position bias), broadcastable to [1, heads, q, k]: a graph
+   * value, or a bias built from positions (`positionBias`: each band's rows in a banded graph).
+   */
   bias?: Value | null;
   /**
    * The causal (or sliding-window) mask, added after `bias` ((scores + (bias + mask)) as before):
@@ -105,6 +108,9 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   tap(ctx, ctx.taps.qk, a.k, `keys.${a.stack}.${a.layer}`);
   tap(ctx, ctx.taps.values ?? false, a.v, tapName('values', a.stack, a.layer));
   const { k: allK, v: allV } = withCache(ctx, a);
+  const banded = bandedAttention(ctx.taps);
+  const built = a.bias ? POSITION_BIASES.get(a.bias) : undefined;
+  if (built) tapPositionBias(ctx, built, a.q, allK, banded);
   const k = repeatKv(g, allK, a.numHeads, a.numKvHeads, a.headDim);
   const v = repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim);
   const kT = g.transpose(k, [0, 1, 3, 2]);
@@ -131,12 +137,13 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   // Attention on demand (queries and keys tapped, no probabilities): the queries go through in bands
   // of rows, so the [heads, queries, keys] scores are never held whole (each row is computed as before).
   // With a key/value cache only where asked (TapRequest.queryBands: generation's long prompt pass).
-  if (bandedAttention(ctx.taps)) {
+  if (banded) {
     const context = queryBands(g, qIn, allK, a.bias ?? null, a.mask ?? null, ctx.taps.queryBandCount ?? QUERY_BANDS, rows);
     return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
   }
   if (a.mask && CAUSAL_MASKS.has(a.mask)) throw new Error(`attention ${a.stack}.${a.layer}: a causal mask built for banded attention reached a graph that is not banded`);
-  const bias = a.bias && a.mask ? g.add(a.bias, a.mask) : (a.bias ?? a.mask);
+  // Not banded: a bias built from positions is built whole ([1, heads, queries or 1, keys]), once.
+  const bias = built ? wholeBias(g, built, a.q, allK, a.mask ?? null) : a.bias && a.mask ? g.add(a.bias, a.mask) : (a.bias ?? a.mask);
   const context = rows(qIn, bias, ctx.taps.attention);
   return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
 }
@@ -226,6 +233,81 @@ export function causalMaskInput(ctx: BuildContext, name: string, window: number 
 }
 
 /**
+ * A score bias that depends on positions only (ALiBi, T5's relative buckets), built in the graph:
+ * `rows` gives the rows [start, end) of it for `queries` queries that are the last of `keys` keys
+ * (a cache holds keys − queries before them), broadcastable to [1, heads, end − start, keys] (a
+ * query axis of 1 when every row is the same). Each argument is an int64 [1]. `tap`: what the trace
+ * records of it with `taps.qk`, tapped by the first attention that adds it (layers that share the
+ * bias share one output): in a graph that is not banded `dense`, the whole bias [1, heads, queries,
+ * keys]; in a banded one `compact`'s output, one row over the keys [1, heads, 1, keys] or one value
+ * per offset j − i [1, heads, queries + keys − 1] (engine/scores.ts reads either).
+ */
+export interface PositionBiasSpec {
+  rows(start: Value, end: Value, queries: Value, keys: Value): Value;
+  tap?: { dense: string; compact: { name: string; value(queries: Value, keys: Value): Value } };
+}
+
+/**
+ * The on-demand record of a relative position bias: `score_bias_relative.<stack>.<layer>` [1, heads,
+ * queries + keys − 1], one value per offset j − i (engine/scores.ts collectScores reads it).
+ */
+export function relativeBiasOutput(stack: StackName, layer: number): string {
+  return `score_bias_relative.${stack}.${layer}`;
+}
+
+/** Position biases given to `attention` as `bias` (positionBias), with whether the trace's output was tapped. */
+/** A position bias as attention holds it: whether its trace output was tapped, its whole value (and with each mask) once built. */
+type BuiltBias = PositionBiasSpec & { tapped: boolean; whole?: Value; masked: Map<Value, Value> };
+
+const POSITION_BIASES = new WeakMap<Value, BuiltBias>();
+
+/**
+ * A bias built from positions for `attention`'s `bias`: in a banded graph each band's rows only (so
+ * nothing of size queries × keys is fed or held), else the whole bias. The value returned is not a
+ * graph value: it must only be given to `attention` as `bias`.
+ */
+export function positionBias(name: string, spec: PositionBiasSpec): Value {
+  const marker: Value = { name: `${name} (built from positions)` };
+  POSITION_BIASES.set(marker, { ...spec, tapped: false, masked: new Map() });
+  return marker;
+}
+
+/** The number of queries of q [1, heads, q, d] and of keys of k [1, kv, k, d], as int64 [1]. */
+function queriesAndKeys(g: GraphBuilder, q: Value, k: Value): [Value, Value] {
+  return [g.shape(q, 2, 3), g.shape(k, 2, 3)];
+}
+
+/**
+ * A position bias's whole value [1, heads, queries or 1, keys] plus `mask` (a graph that is not
+ * banded), built once for every layer that adds it (one stack's, whose queries and keys are alike).
+ */
+function wholeBias(g: GraphBuilder, spec: BuiltBias, q: Value, k: Value, mask: Value | null): Value {
+  if (!spec.whole) {
+    const [queries, keys] = queriesAndKeys(g, q, k);
+    spec.whole = spec.rows(g.ints([0]), queries, queries, keys);
+  }
+  if (!mask) return spec.whole;
+  let sum = spec.masked.get(mask);
+  if (!sum) spec.masked.set(mask, (sum = g.add(spec.whole, mask)));
+  return sum;
+}
+
+/** Taps what the trace records of a position bias (PositionBiasSpec.tap), once per graph. */
+function tapPositionBias(ctx: BuildContext, spec: BuiltBias, q: Value, k: Value, banded: boolean): void {
+  if (!spec.tap || !ctx.taps.qk || spec.tapped) return;
+  spec.tapped = true;
+  const { g } = ctx;
+  const [queries, keys] = queriesAndKeys(g, q, k);
+  if (banded) {
+    ctx.g.output(spec.tap.compact.value(queries, keys), spec.tap.compact.name, 'float32');
+    return;
+  }
+  // [1, heads, queries, keys]: a row over the keys repeated for every query, as the dense trace reads it.
+  const whole = g.expand(wholeBias(g, spec, q, k, null), g.concat([g.ints([1, 1]), queries, g.ints([1])], 0));
+  ctx.g.output(whole, spec.tap.dense, 'float32');
+}
+
+/**
  * Rows [start, end) of a causal mask with `window` for `queries` queries after `keys − queries`
  * cached keys: 0 where the query may read key j, the most negative float32 where not (what the fed
  * mask holds), as [rows, keys].
@@ -245,7 +327,8 @@ function bandMask(g: BuildContext['g'], start: Value, end: Value, queries: Value
  * `rows` of each band of the queries [1, heads, n, d] (`bands` bands of ⌊n/bands⌋ or so rows, empty
  * ones when n < bands), concatenated along the query axis. The bias and a fed mask are cut to the
  * band's rows where they have a query axis, and read whole where that axis is 1 (broadcast); a
- * causal mask from causalMaskInput is built for the band's rows (keys: the keys `k` [1, kv, keys, d]).
+ * causal mask from causalMaskInput and a bias from positionBias are built for the band's rows
+ * (keys: the keys `k` [1, kv, keys, d]).
  */
 function queryBands(
   g: BuildContext['g'], q: Value, k: Value, bias: Value | null, mask: Value | null, bands: number,
@@ -261,7 +344,9 @@ function queryBands(
     // A query axis of 1 (broadcast) keeps its one row: [min(start, size − 1), max(min(end, size), 1)).
     return (start, end) => g.slice(x, g.op('Min', [start, last]), g.op('Max', [g.op('Min', [end, size]), g.ints([1])]), [-2]);
   };
-  const biasRows = rowsOf(bias);
+  const built = bias ? POSITION_BIASES.get(bias) : undefined;
+  const allKeys = built ? (keys ?? g.shape(k, 2, 3)) : null;
+  const biasRows = built ? (start: Value, end: Value) => built.rows(start, end, n, allKeys!) : rowsOf(bias);
   const maskRows = causal ? (start: Value, end: Value) => bandMask(g, start, end, n, keys!, causal.window) : rowsOf(mask);
   const bound = (i: number): Value => g.op('Div', [g.mul(n, g.ints([i])), g.ints([bands])]);
   const parts: Value[] = [];

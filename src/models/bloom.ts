@@ -8,11 +8,11 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
-import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, causalMaskInput, mergeHeads, tap, tapBlockContributions } from './attention.js';
+import { type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
+import { attention, causalMaskInput, mergeHeads, tapBlockContributions } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
-import { alibiFeed, layerNormLayer, linearLayer } from './layers.js';
+import { alibiBias, layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -52,7 +52,6 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const ln1 = await layerNormLayer(ctx, x, `${p}.input_layernorm`, eps);
   const fused = g.reshape(await linearLayer(ctx, ln1, `${p}.self_attention.query_key_value`), [0, 0, heads, 3 * headDim]);
   const [q, k, v] = g.split(fused, [headDim, headDim, headDim], 3).map((t) => g.transpose(t, [0, 2, 1, 3])) as [Value, Value, Value];
-  if (layer === 0) tap(ctx, ctx.taps.qk, alibi, tapName('score_bias', 'self', 0));
   // baddbmm: alibi + alpha·(q·kᵀ); the causal mask only where alibi + 0 leaves the sum unchanged.
   const context = attention(ctx, {
     stack: 'self', layer, q, k, v,
@@ -81,7 +80,8 @@ async function build(ctx: BuildContext): Promise<void> {
   const base = ctx.findPrefix(['transformer.', ''], 'word_embeddings.weight');
   const ids = g.input('input_ids', 'int64', [1, 'seq']);
   const mask = causalMaskInput(ctx, 'attention_bias', null);
-  const alibi = g.input('alibi', 'float32', [1, info.numHeads, 'seq', 'keys']);
+  // ALiBi built in the graph from the key positions (one row over the keys; tapped by layer 0's attention).
+  const alibi = alibiBias(ctx, info.numHeads);
   let x = g.gather(await ctx.weight(`${base}word_embeddings.weight`), ids);
   tapEmbeddings(ctx, 'self', { token: x });
   x = await layerNormLayer(ctx, x, `${base}word_embeddings_layernorm`, eps);
@@ -98,7 +98,6 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   return {
     input_ids: int64Tensor(inputs.inputIds),
     attention_bias: causalMask(n, { pastLength: past }),
-    alibi: alibiFeed(describe(config).numHeads, n, past),
   };
 }
 

@@ -14,11 +14,11 @@ import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { float32Tensor, int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
-import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { causalMaskInput, tap } from './attention.js';
+import { type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
+import { causalMaskInput } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { lmHead } from './heads.js';
-import { alibiFeed, layerNormLayer, preNormBlock, requiredBias } from './layers.js';
+import { alibiBias, layerNormLayer, preNormBlock, requiredBias } from './layers.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
 import { stackScoring } from './scoring.js';
@@ -90,7 +90,7 @@ async function falconLinear(ctx: BuildContext, x: Value, prefix: string, bias: b
 
 interface Positions {
   rope: { spec: RopeSpec; cos: Value; sin: Value } | null;
-  /** ALiBi in score units (headDim^-0.5 · slope · key position), [1, heads, seq, keys]. */
+  /** ALiBi in score units (headDim^-0.5 · slope · key position), built from positions (layers.ts alibiBias). */
   alibi: Value | null;
   mask: Value;
 }
@@ -117,7 +117,6 @@ async function block(ctx: BuildContext, x: Value, p: string, layer: number, info
   const { g, config } = ctx;
   const eps = config.num('layer_norm_epsilon', 1e-5);
   const twoNorms = o.newArch && ctx.hasWeight(`${p}.ln_attn.weight`);
-  if (pos.alibi && layer === 0) tap(ctx, ctx.taps.qk, pos.alibi, tapName('score_bias', 'self', 0));
   const norm = (name: string) => (y: Value): Promise<Value> => layerNormLayer(ctx, y, `${p}.${name}`, eps);
   // Parallel blocks (new_decoder_architecture or `parallel_attn`): one shared norm, or ln_attn and ln_mlp.
   const parallel = o.newArch || o.parallel;
@@ -153,8 +152,8 @@ async function build(ctx: BuildContext): Promise<void> {
   const mask = causalMaskInput(ctx, 'attention_bias', null);
   let pos: Positions;
   if (o.alibi) {
-    const alibi = g.input('alibi', 'float32', [1, info.numHeads, 'seq', 'keys']);
-    pos = { rope: null, alibi: g.mul(alibi, g.scalar(1 / Math.sqrt(info.headDim))), mask };
+    // Built in the graph from the key positions (one row over the keys; tapped by layer 0's attention).
+    pos = { rope: null, alibi: alibiBias(ctx, info.numHeads, { bfloat16: true, scale: 1 / Math.sqrt(info.headDim) }), mask };
   } else {
     const spec = ropeSpec(config, info.headDim);
     pos = {
@@ -180,9 +179,7 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
     input_ids: int64Tensor(inputs.inputIds),
     attention_bias: causalMask(n, { pastLength: past }),
   };
-  if (layout(config).alibi) {
-    out.alibi = alibiFeed(info.numHeads, n, past, true);
-  } else {
+  if (!layout(config).alibi) {
     const spec = ropeSpec(config, info.headDim);
     const { cos, sin } = ropeTables(spec, Array.from({ length: n }, (_, i) => past + i));
     out.rope_cos = float32Tensor(cos, [1, 1, n, spec.rotaryDims]);

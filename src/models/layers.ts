@@ -4,11 +4,11 @@
  * Model files import these, never another model file.
  */
 import { AttnscopeError, quote } from '../core/errors.js';
-import type { Value } from '../graph/builder.js';
+import type { GraphBuilder, Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, inRowBands, mergeHeads, mlpBandCount, splitHeads, tapBlockContributions, type AttentionArgs } from './attention.js';
+import { attention, inRowBands, mergeHeads, mlpBandCount, positionBias, splitHeads, tapBlockContributions, type AttentionArgs } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -94,23 +94,53 @@ export function toBfloat16(x: number): number {
 }
 
 /**
- * The ALiBi term `slope[h] · key position` as a feed [1, heads, queries, pastLength + queries]
- * (the same row for every query; no mask). With `bfloat16`, slopes and products are rounded to
- * bfloat16 as Falcon's build_alibi_tensor does.
+ * The ALiBi term `slope[h] · key position` as `attention`'s bias (models/attention.ts positionBias),
+ * built in the graph as one row over the keys [1, heads, 1, keys] (the same for every query; no
+ * mask), so nothing of size queries × keys is fed, held or (on demand) tapped: transformers'
+ * build_alibi_tensor, slopes (float32) times the key positions 0 … keys − 1 (an int64 arange cast to
+ * the slopes' type). With `bfloat16` (Falcon) the slopes are bfloat16, so the positions are cast to
+ * bfloat16 as well (exact up to 256, then to 8 significant bits) and each product is rounded to
+ * bfloat16 (onnxruntime's Cast rounds to nearest even, as torch does). `scale` multiplies the row
+ * (Falcon records headDim^-0.5 · ALiBi). The trace's record, with taps.qk: `score_bias.self.0`.
  */
-export function alibiFeed(heads: number, queries: number, pastLength: number, bfloat16 = false): { type: 'float32'; dims: number[]; data: Float32Array } {
-  const slopes = alibiSlopes(heads);
-  const keys = pastLength + queries;
-  const data = new Float32Array(heads * queries * keys);
-  for (let h = 0; h < heads; h++) {
-    const slope = bfloat16 ? toBfloat16(slopes[h]!) : slopes[h]!;
-    for (let j = 0; j < keys; j++) {
-      const v = bfloat16 ? toBfloat16(Math.fround(slope * j)) : Math.fround(slope * j);
-      for (let i = 0; i < queries; i++) data[(h * queries + i) * keys + j] = v;
-    }
-  }
-  return { type: 'float32', dims: [1, heads, queries, keys], data };
+export function alibiBias(ctx: BuildContext, heads: number, options: AlibiOptions = {}): Value {
+  // One row per attention (its keys' count); the layers of a dense graph share one (attention.ts).
+  const rows = new Map<Value, Value>();
+  const row = (keys: Value): Value => {
+    let r = rows.get(keys);
+    if (!r) rows.set(keys, (r = alibiRow(ctx.g, heads, keys, options)));
+    return r;
+  };
+  return positionBias('alibi', {
+    rows: (_start, _end, _queries, keys) => row(keys),
+    tap: { dense: tapName('score_bias', 'self', 0), compact: { name: tapName('score_bias', 'self', 0), value: (_queries, keys) => row(keys) } },
+  });
 }
+
+export interface AlibiOptions {
+  /** Falcon: slopes, positions and products in bfloat16. */
+  bfloat16?: boolean;
+  /** A factor on the row (Falcon: headDim^-0.5). */
+  scale?: number;
+}
+
+/** The ALiBi row [1, heads, 1, keys] of alibiBias for `keys` keys (int64 [1]). */
+export function alibiRow(g: GraphBuilder, heads: number, keys: Value, options: AlibiOptions = {}): Value {
+  const bf16 = options.bfloat16 ?? false;
+  const slopes = alibiSlopes(heads).map((v) => (bf16 ? toBfloat16(v) : v));
+  const name = `alibi_slopes${bf16 ? '_bf16' : ''}.${heads}`;
+  const slope = g.describeValue(name) ? { name } : g.initializer(name, slopes, [1, heads, 1, 1]);
+  const toBf16 = (x: Value): Value => g.op('Cast', [g.op('Cast', [x], { to: BFLOAT16 })], { to: FLOAT32 });
+  const scalar = (v: Value): Value => g.squeeze(v, [0]);
+  const positions = g.op('Cast', [g.op('Range', [scalar(g.ints([0])), scalar(keys), scalar(g.ints([1]))])], { to: FLOAT32 });
+  let r = g.mul(slope, g.reshape(bf16 ? toBf16(positions) : positions, [1, 1, 1, -1]));
+  if (bf16) r = toBf16(r);
+  return options.scale === undefined ? r : g.mul(r, g.scalar(options.scale));
+}
+
+/** ONNX TensorProto data types of Cast's `to`. */
+const FLOAT32 = 1;
+const BFLOAT16 = 16;
 
 // --- BART-style encoder-decoders (marian, pegasus, m2m_100) -----------------------------------
 

@@ -16,13 +16,17 @@
  * feed-forward is relu (`wi`, `wo`) or gated (`act(wi_0(x)) · wi_1(x)`, then `wo`).
  *
  * Graph inputs: `input_ids` [1, enc], `decoder_input_ids` [1, dec], `encoder_position_buckets`
- * int64 [enc, enc], `decoder_position_buckets` int64 [dec, dec] (bucket indices, computed in JS
- * with the float32 arithmetic PyTorch uses) and `decoder_attention_bias` [1, 1, dec, dec].
+ * int64 [2·enc − 1], `decoder_position_buckets` int64 [2·dec − 1] (the bucket of each offset
+ * j − i of key j from query i, from −(queries − 1) up, offsetBuckets: computed in JS with the
+ * float32 arithmetic PyTorch uses) and `decoder_attention_bias` [1, 1, dec, dec]. The bias [heads, queries, keys] is
+ * gathered from the table in the graph (models/attention.ts positionBias): whole, or on demand for
+ * each band of query rows, whose causal mask is built there too (no `decoder_attention_bias`), so
+ * nothing of size queries × keys is fed or held.
  *
  * With `taps.cache` the graph is one decoder step of incremental decoding, without the encoder:
  * `decoder_input_ids` [1, n] are the new tokens at positions past…past+n−1, `encoder_hidden_states`
  * [1, enc, d_model] the encoder's output (cross-attention keys/values are projected from it at
- * every step), `decoder_position_buckets` [n, past+n] (queries past… against keys 0…),
+ * every step), `decoder_position_buckets` [n + past + n − 1] (queries past… against keys 0…),
  * `decoder_attention_bias` [1, 1, n, past+n], plus the self-attention cache inputs.
  */
 import { AttnscopeError } from '../core/errors.js';
@@ -30,7 +34,7 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
+import { attention, causalMaskInput, mergeHeads, positionBias, relativeBiasOutput, splitHeads, tapBlockContributions } from './attention.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
 import { causalMask } from './masks.js';
@@ -154,20 +158,22 @@ export function relativePositionBucket(relative: number, bidirectional: boolean,
 export function relativePositionBuckets(
   queries: number, keys: number, bidirectional: boolean, numBuckets: number, maxDistance: number, queryOffset = 0,
 ): Int32Array {
+  const perOffset = offsetBuckets(queries, keys, bidirectional, numBuckets, maxDistance, queryOffset);
   const out = new Int32Array(queries * keys);
-  // Buckets depend only on key − query: compute each distance once.
-  const cache = new Map<number, number>();
-  for (let i = 0; i < queries; i++) {
-    for (let j = 0; j < keys; j++) {
-      const rel = j - (i + queryOffset);
-      let b = cache.get(rel);
-      if (b === undefined) {
-        b = relativePositionBucket(rel, bidirectional, numBuckets, maxDistance);
-        cache.set(rel, b);
-      }
-      out[i * keys + j] = b;
-    }
-  }
+  for (let i = 0; i < queries; i++) for (let j = 0; j < keys; j++) out[i * keys + j] = perOffset[j - i + queries - 1]!;
+  return out;
+}
+
+/**
+ * The same buckets once per offset j − i (they depend on nothing else): [queries + keys − 1], entry
+ * t for offset t − (queries − 1), i.e. relative position t − (queries − 1) − queryOffset; the
+ * bucket of (i, j) is entry j − i + queries − 1. What the graph is fed.
+ */
+export function offsetBuckets(
+  queries: number, keys: number, bidirectional: boolean, numBuckets: number, maxDistance: number, queryOffset = 0,
+): Int32Array {
+  const out = new Int32Array(queries + keys - 1);
+  for (let t = 0; t < out.length; t++) out[t] = relativePositionBucket(t - (queries - 1) - queryOffset, bidirectional, numBuckets, maxDistance);
   return out;
 }
 
@@ -185,17 +191,36 @@ async function linear(ctx: BuildContext, x: Value, prefix: string): Promise<Valu
   return ctx.g.linear(x, await ctx.weight(`${prefix}.weight`));
 }
 
-/** Relative position bias [1, heads, q, k] from a stack's bucket indices and a layer's table (no mask). */
-async function positionBias(ctx: BuildContext, buckets: Value, tablePrefix: string): Promise<Value> {
+/**
+ * A layer's relative position bias (no mask) for `attention` (models/attention.ts positionBias): the
+ * table's value per head and offset j − i, [heads, queries + keys − 1], from the stack's bucket of
+ * each offset; rows [start, end) of [1, heads, queries, keys] gather from it (key j of query i: offset
+ * entry j − i + queries − 1). Recorded as `score_bias.<stack>.<tapLayer>`, or on demand as the vector
+ * itself, `score_bias_relative.<stack>.<tapLayer>` [1, heads, queries + keys − 1].
+ */
+async function relativeBias(ctx: BuildContext, buckets: Value, tablePrefix: string, stack: 'encoder' | 'decoder', tapLayer: number): Promise<Value> {
   const { g } = ctx;
   const table = await ctx.weight(`${tablePrefix}.relative_attention_bias.weight`); // [buckets, heads]
-  return g.unsqueeze(g.transpose(g.gather(table, buckets), [2, 0, 1]), [0]);
+  const perOffset = g.transpose(g.gather(table, buckets), [1, 0]); // [heads, offsets]
+  const scalar = (v: Value): Value => g.squeeze(v, [0]);
+  const range = (from: Value, to: Value): Value => g.op('Range', [scalar(from), scalar(to), scalar(g.ints([1]))]);
+  return positionBias(`${stack} relative position bias`, {
+    rows: (start, end, queries, keys) => {
+      // Offset entries j − i + queries − 1 of rows i in [start, end), keys j: [rows, keys].
+      const offsets = g.add(g.sub(g.unsqueeze(range(g.ints([0]), keys), [0]), g.unsqueeze(range(start, end), [1])), g.sub(queries, g.ints([1])));
+      return g.unsqueeze(g.gather(perOffset, offsets, 1), [0]);
+    },
+    tap: {
+      dense: tapName('score_bias', stack, tapLayer),
+      compact: { name: relativeBiasOutput(stack, tapLayer), value: () => g.unsqueeze(perOffset, [0]) },
+    },
+  });
 }
 
-/** T5Attention: q from `h`, k/v from `kv`, scores = q·kᵀ (+ bias), no scaling; returns o(context). */
+/** T5Attention: q from `h`, k/v from `kv`, scores = q·kᵀ (+ (bias + mask)), no scaling; returns o(context). */
 async function t5Attention(
   ctx: BuildContext, s: T5Spec, h: Value, kv: Value, prefix: string,
-  stack: 'encoder' | 'decoder' | 'cross', layer: number, bias: Value | null,
+  stack: 'encoder' | 'decoder' | 'cross', layer: number, bias: Value | null, mask: Value | null,
 ): Promise<Value> {
   const { g } = ctx;
   const q = splitHeads(g, await linear(ctx, h, `${prefix}.q`), s.heads, s.dKv);
@@ -206,6 +231,7 @@ async function t5Attention(
     numHeads: s.heads, numKvHeads: s.heads, headDim: s.dKv,
     scale: 1, scaleStyle: 'scores-mul',
     bias,
+    mask,
     outputProjection: stack === 'cross' ? undefined : { weight: await ctx.weight(`${prefix}.o.weight`), layout: 'out-in' },
   });
   return linear(ctx, mergeHeads(g, context, s.heads, s.dKv), `${prefix}.o`);
@@ -225,8 +251,9 @@ interface StackOptions {
   /** Weight prefix of the stack, e.g. 'encoder'. */
   prefix: string;
   layers: number;
+  /** The bucket of each offset j − i (offsetBuckets). */
   buckets: Value;
-  /** Added to the position bias (decoder causal mask). */
+  /** Added to the position bias (decoder causal mask, from causalMaskInput). */
   mask: Value | null;
   /** Decoder: the encoder's output, for cross-attention. */
   encoderOutput: Value | null;
@@ -234,30 +261,25 @@ interface StackOptions {
 
 async function runStack(ctx: BuildContext, s: T5Spec, x: Value, o: StackOptions): Promise<Value> {
   const { g } = ctx;
-  let positions: Value | null = null;
   let bias: Value | null = null;
   tapEmbeddings(ctx, o.stack, { token: x });
   for (let l = 0; l < o.layers; l++) {
     const block = `${o.prefix}.block.${l}`;
     const self = `${block}.layer.0.SelfAttention`;
-    if (l === 0 || (s.perLayerBias && ctx.hasWeight(`${self}.relative_attention_bias.weight`))) {
-      positions = await positionBias(ctx, o.buckets, self);
-      // HF adds the mask to the bias once, then the sum to the scores of every layer.
-      bias = o.mask ? g.add(positions, o.mask) : positions;
-    }
-    // The additive position term as the scores receive it, without the mask: every layer's for
-    // umt5, block 0's (shared by all layers) for t5/mt5.
-    if (positions && (l === 0 || s.perLayerBias)) tap(ctx, ctx.taps.qk, positions, tapName('score_bias', o.stack, l));
+    // HF adds the mask to the bias once, then the sum to the scores of every layer (attention adds
+    // bias + mask). The additive position term the trace records, without the mask: every layer's
+    // for umt5, block 0's (shared by all layers) for t5/mt5.
+    if (l === 0 || (s.perLayerBias && ctx.hasWeight(`${self}.relative_attention_bias.weight`))) bias = await relativeBias(ctx, o.buckets, self, o.stack, l);
     const h = await rmsNorm(ctx, s, x, `${block}.layer.0.layer_norm`);
     const input = x;
-    x = g.add(x, await t5Attention(ctx, s, h, h, self, o.stack, l, bias));
+    x = g.add(x, await t5Attention(ctx, s, h, h, self, o.stack, l, bias, o.mask));
     tapBlockContributions(ctx, o.stack, l, { input, residualSum: x, outputBias: null });
     const afterSelf = x;
     let afterCross: Value | undefined;
     let ff = 1;
     if (o.encoderOutput) {
       const hc = await rmsNorm(ctx, s, x, `${block}.layer.1.layer_norm`);
-      x = g.add(x, await t5Attention(ctx, s, hc, o.encoderOutput, `${block}.layer.1.EncDecAttention`, 'cross', l, null));
+      x = g.add(x, await t5Attention(ctx, s, hc, o.encoderOutput, `${block}.layer.1.EncDecAttention`, 'cross', l, null, null));
       afterCross = x;
       ff = 2;
     }
@@ -280,9 +302,9 @@ async function build(ctx: BuildContext): Promise<void> {
   const decoderKeys = step ? 'dec_keys' : 'dec_seq';
   const ids = step ? null : g.input('input_ids', 'int64', [1, 'enc_seq']);
   const decoderIds = g.input('decoder_input_ids', 'int64', [1, 'dec_seq']);
-  const encoderBuckets = step ? null : g.input('encoder_position_buckets', 'int64', ['enc_seq', 'enc_seq']);
-  const decoderBuckets = g.input('decoder_position_buckets', 'int64', ['dec_seq', decoderKeys]);
-  const causal = g.input('decoder_attention_bias', 'float32', [1, 1, 'dec_seq', decoderKeys]);
+  const encoderBuckets = step ? null : g.input('encoder_position_buckets', 'int64', ['enc_offsets']);
+  const decoderBuckets = g.input('decoder_position_buckets', 'int64', ['dec_offsets']);
+  const causal = causalMaskInput(ctx, 'decoder_attention_bias', null, ['dec_seq', decoderKeys]);
 
   // encoder.embed_tokens and decoder.embed_tokens are tied to `shared`.
   const embedding = async (stack: string): Promise<Value> => {
@@ -330,14 +352,14 @@ function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, Runtime
   const keys = past + m;
   const result: Record<string, RuntimeTensor> = {
     decoder_input_ids: int64Tensor(decoderIds),
-    decoder_position_buckets: toInt64(relativePositionBuckets(m, keys, false, s.numBuckets, s.maxDistance, past), [m, keys]),
+    decoder_position_buckets: toInt64(offsetBuckets(m, keys, false, s.numBuckets, s.maxDistance, past), [m + keys - 1]),
     decoder_attention_bias: causalMask(m, { pastLength: past }),
   };
-  // Later decoder steps run a graph without the encoder: skip its (quadratic) buckets.
+  // Later decoder steps run a graph without the encoder: skip its buckets.
   if (past === 0) {
     const n = inputs.inputIds.length;
     result.input_ids = int64Tensor(inputs.inputIds);
-    result.encoder_position_buckets = toInt64(relativePositionBuckets(n, n, true, s.numBuckets, s.maxDistance), [n, n]);
+    result.encoder_position_buckets = toInt64(offsetBuckets(n, n, true, s.numBuckets, s.maxDistance), [2 * n - 1]);
   }
   return result;
 }
