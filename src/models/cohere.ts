@@ -17,15 +17,11 @@ import { attention, mergeHeads, tapBlockContributions } from './attention.js';
 import { tapLayer, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import {
-  decoderInfo, decoderShape, decoderTrunk, gatedMlp, layerMasks, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
+  buildLlamaStyle, type DecoderShape, decoderInfo, decoderShape, gatedMlp, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
 } from './decoder-blocks.js';
-import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
+import { ropeFromConfig, type RopeSpec, type Rotary } from './rope.js';
 
-interface CohereSpec {
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+interface CohereSpec extends DecoderShape {
   eps: number;
   act: string;
   attentionBias: boolean;
@@ -37,17 +33,14 @@ interface CohereSpec {
 }
 
 function cohereSpec(config: ModelConfig): CohereSpec {
-  const { layers, heads, kvHeads, headDim } = decoderShape(config, { defaults: { hidden: 8192, heads: 64, layers: 40 }, evenHeadDim: true });
-  const rope = ropeFromConfig(config, headDim);
+  const shape = decoderShape(config, { defaults: { hidden: 8192, heads: 64, layers: 40 }, evenHeadDim: true });
+  const rope = ropeFromConfig(config, shape.headDim);
   // transformers 4.40's CohereRotaryEmbedding has no scaling: a rope_scaling would be ignored there.
   if (rope.scaling) throw new AttnscopeError(`${config.source}: rope_scaling is not supported for cohere (transformers 4.40's Cohere has no rope scaling)`);
   const logitScale = config.num('logit_scale', 0.0625);
   checkConfigValue(config.source, 'logit_scale', logitScale);
   return {
-    layers,
-    heads,
-    kvHeads,
-    headDim,
+    ...shape,
     eps: config.num('layer_norm_eps', 1e-5),
     act: config.str('hidden_act', 'silu'),
     attentionBias: config.bool('attention_bias', false),
@@ -87,8 +80,8 @@ async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, laye
   const a = `${p}.self_attn`;
   const { q, k, v } = await rotaryQkv(ctx, h, {
     ...s, prefix: a, rotary,
-    project: (y, name) => projection(ctx, y, `${a}.${name}`, s.attentionBias),
-    split: (y, name, n) => heads(ctx, s, y, n, s.qkNorm && name !== 'v_proj' ? `${a}.${name === 'q_proj' ? 'q' : 'k'}_norm` : null),
+    project: (y, q) => projection(ctx, y, q.prefix, s.attentionBias),
+    split: (y, q) => heads(ctx, s, y, q.heads, s.qkNorm && q.name !== 'v_proj' ? `${a}.${q.name === 'q_proj' ? 'q' : 'k'}_norm` : null),
   });
   const context = attention(ctx, {
     stack: 'self', layer, q, k, v,
@@ -110,22 +103,17 @@ async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, laye
 async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const s = cohereSpec(config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const masks = layerMasks(ctx, new Array<null>(s.layers).fill(null));
-  const rotary = rotaryInputs(g, s.rope);
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    block: (x, l) => block(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => cohereNorm(ctx, s, x, `${base}norm`),
+  await buildLlamaStyle(ctx, {
+    ...s,
+    norm: (x, prefix) => cohereNorm(ctx, s, x, prefix),
+    block: (x, at) => block(ctx, s, x, at.prefix, at.layer, at.rotary, at.mask),
     // Logits scaled by logit_scale.
     readout: async (h, embed) => g.mul(g.linear(h, await tiedHead(ctx, embed, s.tied)), g.scalar(s.logitScale)),
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = cohereSpec(config);
-  return rotaryDecoderFeeds(s.rope, new Array<null>(s.layers).fill(null), inputs);
+  return rotaryDecoderFeeds(cohereSpec(config), inputs);
 }
 
 export const cohereFamily: Architecture = { modelTypes: ['cohere'], describe, build, feeds };

@@ -10,7 +10,9 @@
  *   split into heads and rotated, the gated feed-forward down(act(gate(x)) · up(x));
  * - layerMasks / layerMaskFeeds: each layer's causal (or sliding-window) mask input;
  * - decoderTrunk / tiedHead: embeddings → blocks → final norm → LM head, with the taps;
- * - rotaryDecoderFeeds: input ids, rotary tables and masks for a run.
+ * - rotaryDecoderFeeds: input ids, rotary tables and masks for a run;
+ * - llamaStyleBlock / buildLlamaStyle: a block and a whole model with the module names of
+ *   transformers' LlamaDecoderLayer and LlamaModel, which most of these checkpoints use.
  *
  * Model files import these, never another model file.
  */
@@ -19,11 +21,12 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { ArchitectureInfo, BuildContext, ModelInputs, RoutingInfo } from './architecture.js';
-import { causalMaskInput, splitHeads } from './attention.js';
+import { causalMaskInput, splitHeads, type AttentionArgs } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
+import { preNormBlock, type PreNormBlock } from './layers.js';
 import { causalMask } from './masks.js';
-import { applyRotary, type RopeSpec, type Rotary, rotaryFeeds } from './rope.js';
+import { applyRotary, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 import { stackScoring } from './scoring.js';
 
 // --- config ------------------------------------------------------------------------------------
@@ -136,6 +139,14 @@ export async function projection(ctx: BuildContext, x: Value, prefix: string, bi
 
 export type QkvName = 'q_proj' | 'k_proj' | 'v_proj';
 
+/** One of the q/k/v projections: its module name, full prefix and number of heads. */
+export interface QkvProjection {
+  name: QkvName;
+  /** `<attention module>.<name>` (its `.weight`, `.bias`). */
+  prefix: string;
+  heads: number;
+}
+
 export interface RotaryQkv {
   /** The attention module (`…layers.<l>.self_attn`): projections `<prefix>.q_proj`, `k_proj`, `v_proj`. */
   prefix: string;
@@ -144,10 +155,10 @@ export interface RotaryQkv {
   headDim: number;
   rope: RopeSpec;
   rotary: Rotary;
-  /** One projection [1, seq, n·headDim] of h (`n` its heads): its bias, clipping, per-head norm before the split. */
-  project(h: Value, name: QkvName, n: number): Promise<Value>;
-  /** The per-head form [1, n, seq, headDim] of a projection (default splitHeads): per-head q/k norms after the split. */
-  split?(x: Value, name: QkvName, n: number): Promise<Value>;
+  /** One projection [1, seq, heads·headDim] of h: its bias, clipping, per-head norm before the split. */
+  project(h: Value, p: QkvProjection): Promise<Value>;
+  /** The per-head form [1, heads, seq, headDim] of a projection (default splitHeads): per-head q/k norms after the split. */
+  split?(x: Value, p: QkvProjection): Promise<Value>;
 }
 
 /**
@@ -156,9 +167,10 @@ export interface RotaryQkv {
  */
 export async function rotaryQkv(ctx: BuildContext, h: Value, a: RotaryQkv): Promise<{ q: Value; k: Value; v: Value }> {
   const { g } = ctx;
-  const perHead = async (name: QkvName, n: number): Promise<Value> => {
-    const x = await a.project(h, name, n);
-    return a.split ? a.split(x, name, n) : splitHeads(g, x, n, a.headDim);
+  const perHead = async (name: QkvName, heads: number): Promise<Value> => {
+    const p: QkvProjection = { name, prefix: `${a.prefix}.${name}`, heads };
+    const x = await a.project(h, p);
+    return a.split ? a.split(x, p) : splitHeads(g, x, heads, a.headDim);
   };
   const q = await perHead('q_proj', a.heads);
   const k = await perHead('k_proj', a.kvHeads);
@@ -222,11 +234,19 @@ export function layerMaskFeeds(windows: readonly (number | null)[], n: number, p
   return feeds;
 }
 
-/** Feeds of a rotary decoder: `input_ids`, the rotary tables and the masks of layerMasks, at positions past, past + 1, … */
-export function rotaryDecoderFeeds(rope: RopeSpec, windows: readonly (number | null)[], inputs: ModelInputs): Record<string, RuntimeTensor> {
+/** Per-layer windows, all null (full causal) when the family has none. */
+function windowsOf(s: { layers: number; windows?: readonly (number | null)[] }): readonly (number | null)[] {
+  return s.windows ?? new Array<null>(s.layers).fill(null);
+}
+
+/**
+ * Feeds of a rotary decoder: `input_ids`, the rotary tables and the masks of layerMasks (with the
+ * sliding `windows` of each layer, none when absent), at positions past, past + 1, …
+ */
+export function rotaryDecoderFeeds(s: { layers: number; rope: RopeSpec; windows?: readonly (number | null)[] }, inputs: ModelInputs): Record<string, RuntimeTensor> {
   const n = inputs.inputIds.length;
   const past = inputs.pastLength ?? 0;
-  return { input_ids: int64Tensor(inputs.inputIds), ...rotaryFeeds(rope, n, past), ...layerMaskFeeds(windows, n, past) };
+  return { input_ids: int64Tensor(inputs.inputIds), ...rotaryFeeds(s.rope, n, past), ...layerMaskFeeds(windowsOf(s), n, past) };
 }
 
 // --- the whole stack ---------------------------------------------------------------------------
@@ -266,4 +286,91 @@ export async function decoderTrunk(ctx: BuildContext, t: DecoderTrunk): Promise<
 /** The LM head's weight: `lm_head.weight` unless tied (or absent), else the token embeddings. */
 export async function tiedHead(ctx: BuildContext, embed: Value, tied: boolean): Promise<Value> {
   return !tied && ctx.hasWeight('lm_head.weight') ? ctx.weight('lm_head.weight') : embed;
+}
+
+// --- transformers' LlamaDecoderLayer / LlamaModel layout ---------------------------------------
+
+/** Where a block stands: its layer, module prefix (`model.layers.<l>`), the rotary tables and its mask. */
+export interface BlockSite {
+  layer: number;
+  prefix: string;
+  rotary: Rotary;
+  mask: Value;
+}
+
+export interface LlamaStyleBlock extends BlockSite {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  rope: RopeSpec;
+  /** The multiplier of q·k and where it is applied, as the family's reference does. */
+  scale: number;
+  scaleStyle: AttentionArgs['scaleStyle'];
+  /** The block's norm module `<prefix>.<name>`. */
+  norm(x: Value, name: 'input_layernorm' | 'post_attention_layernorm'): Promise<Value>;
+  /** q_proj, k_proj or v_proj (`<prefix>.self_attn.<name>`) of the normed input: its bias, clipping, ... */
+  project: RotaryQkv['project'];
+  split?: RotaryQkv['split'];
+  /** o_proj has a bias. */
+  outBias: boolean;
+  mlp: PreNormBlock['mlp'];
+  mlpRowBands?: boolean;
+  /** The MLP beside the attention on the same normed input (no post_attention_layernorm). */
+  parallel?: boolean;
+}
+
+/**
+ * A pre-norm block with the module names of transformers' LlamaDecoderLayer: input_layernorm,
+ * self_attn.{q,k,v}_proj (q and k rotated), self_attn.o_proj, post_attention_layernorm, mlp.
+ */
+export async function llamaStyleBlock(ctx: BuildContext, x: Value, b: LlamaStyleBlock): Promise<Value> {
+  const a = `${b.prefix}.self_attn`;
+  return preNormBlock(ctx, x, {
+    layer: b.layer, heads: b.heads, kvHeads: b.kvHeads, headDim: b.headDim,
+    scale: b.scale, scaleStyle: b.scaleStyle, mask: b.mask,
+    ...(b.mlpRowBands === undefined ? {} : { mlpRowBands: b.mlpRowBands }),
+    inputNorm: (y) => b.norm(y, 'input_layernorm'),
+    qkv: (h) => rotaryQkv(ctx, h, { ...b, prefix: a }),
+    outProj: `${a}.o_proj`,
+    outBias: b.outBias ? await ctx.weight(`${a}.o_proj.bias`) : null,
+    ...(b.parallel ? { parallel: true } : { postNorm: (y: Value) => b.norm(y, 'post_attention_layernorm') }),
+    mlp: b.mlp,
+  });
+}
+
+export interface LlamaStyleDecoder {
+  layers: number;
+  rope: RopeSpec;
+  /** Sliding window of each layer (null: full causal); omitted: none. */
+  windows?: readonly (number | null)[];
+  /** The LM head is the token embeddings (else `lm_head.weight` when the checkpoint has it). */
+  tied: boolean;
+  embedScale?: number | null;
+  /** The final norm's module name under `model.` (default `norm`). */
+  finalNorm?: string;
+  block(x: Value, at: BlockSite): Promise<Value>;
+  /** The norm module `prefix` (the final one). */
+  norm(x: Value, prefix: string): Promise<Value>;
+  /** Logits of the normed hidden states (default: the tied or own LM head without bias). */
+  readout?(h: Value, embed: Value): Promise<Value>;
+}
+
+/**
+ * A whole decoder with the module names of transformers' LlamaModel and its CausalLM head:
+ * `model.embed_tokens`, `model.layers.<l>`, `model.norm`, `lm_head`; graph inputs `input_ids`,
+ * `rope_cos` / `rope_sin` and the masks of layerMasks.
+ */
+export async function buildLlamaStyle(ctx: BuildContext, d: LlamaStyleDecoder): Promise<void> {
+  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
+  const rotary = rotaryInputs(ctx.g, d.rope);
+  const masks = layerMasks(ctx, windowsOf(d));
+  const finalNorm = `${base}${d.finalNorm ?? 'norm'}`;
+  await decoderTrunk(ctx, {
+    embedding: `${base}embed_tokens.weight`,
+    layers: d.layers,
+    embedScale: d.embedScale ?? null,
+    block: (x, layer) => d.block(x, { layer, prefix: `${base}layers.${layer}`, rotary, mask: masks[layer]! }),
+    finalNorm: (x) => d.norm(x, finalNorm),
+    readout: d.readout ?? (async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, d.tied))),
+  });
 }

@@ -72,7 +72,7 @@ async function block(ctx: BuildContext, s: GptjSpec, x: Value, p: string, layer:
     layer, heads: s.heads, kvHeads: s.heads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask,
     inputNorm: (y) => layerNormLayer(ctx, y, `${p}.ln_1`, s.eps),
-    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${p}.attn`, rotary, project: (y, name) => optionalBiasLinear(ctx, y, `${p}.attn.${name}`) }),
+    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${p}.attn`, rotary, project: (y, q) => optionalBiasLinear(ctx, y, q.prefix) }),
     outProj: `${p}.attn.out_proj`,
     outBias: await ctx.optionalWeight(`${p}.attn.out_proj.bias`),
     // Parallel block: x + (mlp(ln_1(x)) + attn(ln_1(x))).
@@ -97,8 +97,7 @@ async function build(ctx: BuildContext): Promise<void> {
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = gptjSpec(config);
-  return rotaryDecoderFeeds(s.rope, new Array<null>(s.layers).fill(null), inputs);
+  return rotaryDecoderFeeds(gptjSpec(config), inputs);
 }
 
 export const gptjFamily: Architecture = { modelTypes: ['gptj'], describe, build, feeds };

@@ -16,20 +16,13 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  checkRopeScaling, decoderInfo, decoderShape, decoderTrunk, gatedMlp, layerMasks, projection, ropeScalingType,
-  rotaryDecoderFeeds, rotaryQkv, tiedHead,
+  buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, projection, ropeScalingType, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
-import { preNormBlock } from './layers.js';
-import { ropeFromConfig, rotaryInputs, type RopeSpec, type Rotary } from './rope.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
 /** Everything the graph and the feeds need, read once from config.json with HF's defaults. */
-export interface LlamaSpec {
+export interface LlamaSpec extends DecoderShape {
   modelType: string;
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
   eps: number;
   act: string;
   /** Gemma: RMSNorm multiplies by (1 + weight) instead of weight. */
@@ -153,40 +146,25 @@ async function rmsNorm(ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string
   return s.onePlusNormWeight ? g.mul(normed, g.add(g.scalar(1), weight)) : g.mul(weight, normed);
 }
 
-async function decoderLayer(
-  ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
-): Promise<Value> {
-  return preNormBlock(ctx, x, {
-    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask,
-    inputNorm: (y) => rmsNorm(ctx, s, y, `${prefix}.input_layernorm`),
-    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${prefix}.self_attn`, rotary, project: (y, name) => projection(ctx, y, `${prefix}.self_attn.${name}`, s.qkvBias) }),
-    outProj: `${prefix}.self_attn.o_proj`,
-    outBias: s.outBias ? await ctx.weight(`${prefix}.self_attn.o_proj.bias`) : null,
-    postNorm: (y) => rmsNorm(ctx, s, y, `${prefix}.post_attention_layernorm`),
-    // SwiGLU / GeGLU: down(act(gate(h)) · up(h)).
-    mlp: (h, tap) => gatedMlp(ctx, h, { prefix: `${prefix}.mlp`, act: s.act, bias: s.mlpBias }, tap),
-  });
-}
-
 async function build(ctx: BuildContext): Promise<void> {
   const s = llamaSpec(ctx.config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const rotary = rotaryInputs(ctx.g, s.rope);
-  const masks = layerMasks(ctx, s.windows);
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    embedScale: s.embedScale,
-    block: (x, l) => decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => rmsNorm(ctx, s, x, `${base}norm`),
-    readout: async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, s.tied)),
+  await buildLlamaStyle(ctx, {
+    ...s,
+    norm: (x, prefix) => rmsNorm(ctx, s, x, prefix),
+    block: (x, at) => llamaStyleBlock(ctx, x, {
+      ...s, ...at,
+      scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
+      norm: (y, name) => rmsNorm(ctx, s, y, `${at.prefix}.${name}`),
+      project: (y, p) => projection(ctx, y, p.prefix, s.qkvBias),
+      outBias: s.outBias,
+      // SwiGLU / GeGLU: down(act(gate(h)) · up(h)).
+      mlp: (h, tap) => gatedMlp(ctx, h, { prefix: `${at.prefix}.mlp`, act: s.act, bias: s.mlpBias }, tap),
+    }),
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = llamaSpec(config);
-  return rotaryDecoderFeeds(s.rope, s.windows, inputs);
+  return rotaryDecoderFeeds(llamaSpec(config), inputs);
 }
 
 export const llamaFamily: Architecture = {

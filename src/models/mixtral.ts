@@ -16,18 +16,11 @@ import type { Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import {
-  decoderInfo, decoderShape, decoderTrunk, gatedMlp, layerMasks, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
-} from './decoder-blocks.js';
-import { mixtureOfExperts, preNormBlock, rmsNormLayer } from './layers.js';
-import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
+import { buildLlamaStyle, type DecoderShape, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds } from './decoder-blocks.js';
+import { mixtureOfExperts, rmsNormLayer } from './layers.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
-interface MixtralSpec {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+interface MixtralSpec extends DecoderShape {
   eps: number;
   act: string;
   experts: number;
@@ -82,42 +75,29 @@ function describe(config: ModelConfig): ArchitectureInfo {
 /** The experts' gated MLP w2(act(w1(x)) · w3(x)). */
 const EXPERT = ['w1', 'w3', 'w2'] as const;
 
-async function decoderLayer(
-  ctx: BuildContext, s: MixtralSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
-): Promise<Value> {
-  const a = `${prefix}.self_attn`;
-  const moe = `${prefix}.block_sparse_moe`;
-  return preNormBlock(ctx, x, {
-    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask, mlpRowBands: false,
-    inputNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.input_layernorm`, s.eps),
-    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: a, rotary, project: (y, name) => projection(ctx, y, `${a}.${name}`, false) }),
-    outProj: `${a}.o_proj`,
-    outBias: null,
-    postNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.post_attention_layernorm`, s.eps),
-    // Routed experts: no single MLP activation to tap.
-    mlp: (h) => mixtureOfExperts(ctx, h, `${moe}.gate`, layer, s.experts, s.topK, true,
-      (e) => gatedMlp(ctx, h, { prefix: `${moe}.experts.${e}`, act: s.act, names: EXPERT })),
-  });
-}
-
 async function build(ctx: BuildContext): Promise<void> {
   const s = mixtralSpec(ctx.config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const rotary = rotaryInputs(ctx.g, s.rope);
-  const masks = layerMasks(ctx, s.windows);
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    block: (x, l) => decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => rmsNormLayer(ctx, x, `${base}norm`, s.eps),
-    readout: async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, s.tied)),
+  await buildLlamaStyle(ctx, {
+    ...s,
+    norm: (x, prefix) => rmsNormLayer(ctx, x, prefix, s.eps),
+    block: (x, at) => {
+      const moe = `${at.prefix}.block_sparse_moe`;
+      return llamaStyleBlock(ctx, x, {
+        ...s, ...at,
+        scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mlpRowBands: false,
+        norm: (y, name) => rmsNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+        project: (y, p) => projection(ctx, y, p.prefix, false),
+        outBias: false,
+        // Routed experts: no single MLP activation to tap.
+        mlp: (h) => mixtureOfExperts(ctx, h, `${moe}.gate`, at.layer, s.experts, s.topK, true,
+          (e) => gatedMlp(ctx, h, { prefix: `${moe}.experts.${e}`, act: s.act, names: EXPERT })),
+      });
+    },
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = mixtralSpec(config);
-  return rotaryDecoderFeeds(s.rope, s.windows, inputs);
+  return rotaryDecoderFeeds(mixtralSpec(config), inputs);
 }
 
 export const mixtralFamily: Architecture = { modelTypes: ['mixtral'], describe, build, feeds };

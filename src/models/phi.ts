@@ -14,16 +14,13 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import { checkRopeScaling, decoderInfo, decoderShape, decoderTrunk, layerMasks, partialRotaryDims, rotaryDecoderFeeds, rotaryQkv } from './decoder-blocks.js';
-import { lmHead } from './heads.js';
+import {
+  type BlockSite, buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, partialRotaryDims, rotaryDecoderFeeds, rotaryQkv, tiedHead,
+} from './decoder-blocks.js';
 import { layerNormLayer, linearLayer, preNormBlock, requiredBias } from './layers.js';
-import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
-interface PhiSpec {
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+interface PhiSpec extends DecoderShape {
   eps: number;
   act: string;
   qkLayerNorm: boolean;
@@ -35,14 +32,11 @@ interface PhiSpec {
 const ROPE_TYPES = new Set(['default', 'linear', 'dynamic']);
 
 function phiSpec(config: ModelConfig): PhiSpec {
-  const { layers, heads, kvHeads, headDim } = decoderShape(config);
-  const rope = ropeFromConfig(config, headDim, partialRotaryDims(config, headDim, 0.5));
+  const shape = decoderShape(config);
+  const rope = ropeFromConfig(config, shape.headDim, partialRotaryDims(config, shape.headDim, 0.5));
   checkRopeScaling(config, rope.scaling, ROPE_TYPES);
   return {
-    layers,
-    heads,
-    kvHeads,
-    headDim,
+    ...shape,
     eps: config.num('layer_norm_eps', 1e-5),
     act: config.str('hidden_act', 'gelu_new'),
     qkLayerNorm: config.bool('qk_layernorm', false),
@@ -56,49 +50,46 @@ function describe(config: ModelConfig): ArchitectureInfo {
   return decoderInfo(s, { scale: s.headDim ** -0.5 });
 }
 
-async function block(ctx: BuildContext, s: PhiSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
+/** Parallel block: x + (mlp(ln(x)) + attn(ln(x))). */
+async function block(ctx: BuildContext, s: PhiSpec, x: Value, at: BlockSite): Promise<Value> {
   const { g } = ctx;
-  const a = `${p}.self_attn`;
+  const a = `${at.prefix}.self_attn`;
   return preNormBlock(ctx, x, {
-    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask,
-    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, s.eps),
+    layer: at.layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask: at.mask,
+    inputNorm: (y) => layerNormLayer(ctx, y, `${at.prefix}.input_layernorm`, s.eps),
     qkv: (h) => rotaryQkv(ctx, h, {
-      ...s, prefix: a, rotary,
-      project: async (y, name, n) => {
-        const out = await linearLayer(ctx, y, `${a}.${name}`);
-        if (!s.qkLayerNorm || name === 'v_proj') return out;
+      ...s, prefix: a, rotary: at.rotary,
+      project: async (y, p) => {
+        const out = await linearLayer(ctx, y, p.prefix);
+        if (!s.qkLayerNorm || p.name === 'v_proj') return out;
         // PhiAttention: LayerNorm(head_dim) on each head of q and k before the rotation.
-        const norm = `${a}.${name === 'q_proj' ? 'q' : 'k'}_layernorm`;
-        return g.reshape(await layerNormLayer(ctx, g.reshape(out, [0, 0, n, s.headDim]), norm, s.eps), [0, 0, n * s.headDim]);
+        const norm = `${a}.${p.name === 'q_proj' ? 'q' : 'k'}_layernorm`;
+        return g.reshape(await layerNormLayer(ctx, g.reshape(out, [0, 0, p.heads, s.headDim]), norm, s.eps), [0, 0, p.heads * s.headDim]);
       },
     }),
     outProj: `${a}.dense`,
     outBias: await requiredBias(ctx, `${a}.dense`),
-    // Parallel block: x + (mlp(ln(x)) + attn(ln(x))).
     parallel: true,
-    mlp: async (h, tap) => linearLayer(ctx, tap(activation(g, s.act, await linearLayer(ctx, h, `${p}.mlp.fc1`))), `${p}.mlp.fc2`),
+    mlp: async (h, tap) => linearLayer(ctx, tap(activation(g, s.act, await linearLayer(ctx, h, `${at.prefix}.mlp.fc1`))), `${at.prefix}.mlp.fc2`),
   });
 }
 
 async function build(ctx: BuildContext): Promise<void> {
   const s = phiSpec(ctx.config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const masks = layerMasks(ctx, new Array<null>(s.layers).fill(null));
-  const rotary = rotaryInputs(ctx.g, s.rope);
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    block: (x, l) => block(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => layerNormLayer(ctx, x, `${base}final_layernorm`, s.eps),
+  await buildLlamaStyle(ctx, {
+    ...s,
+    tied: false,
+    finalNorm: 'final_layernorm',
+    norm: (x, prefix) => layerNormLayer(ctx, x, prefix, s.eps),
+    block: (x, at) => block(ctx, s, x, at),
     // lm_head with a bias (the embeddings when it is absent).
-    readout: (h) => lmHead(ctx, h, ['lm_head.weight', `${base}embed_tokens.weight`], 'lm_head.bias'),
+    readout: async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, false), (await ctx.optionalWeight('lm_head.bias')) ?? undefined),
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = phiSpec(config);
-  return rotaryDecoderFeeds(s.rope, new Array<null>(s.layers).fill(null), inputs);
+  return rotaryDecoderFeeds(phiSpec(config), inputs);
 }
 
 export const phiFamily: Architecture = { modelTypes: ['phi'], describe, build, feeds };

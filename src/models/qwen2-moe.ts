@@ -20,18 +20,11 @@ import type { Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import {
-  decoderInfo, decoderShape, decoderTrunk, gatedMlp, layerMasks, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
-} from './decoder-blocks.js';
-import { linearLayer, mixtureOfExperts, preNormBlock, rmsNormLayer } from './layers.js';
-import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
+import { buildLlamaStyle, type DecoderShape, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds } from './decoder-blocks.js';
+import { linearLayer, mixtureOfExperts, rmsNormLayer } from './layers.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
-interface Qwen2MoeSpec {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+interface Qwen2MoeSpec extends DecoderShape {
   eps: number;
   act: string;
   experts: number;
@@ -114,42 +107,29 @@ async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: s
   return g.add(routed, shared);
 }
 
-async function decoderLayer(
-  ctx: BuildContext, s: Qwen2MoeSpec, x: Value, prefix: string, layer: number, rotary: Rotary, mask: Value,
-): Promise<Value> {
-  const a = `${prefix}.self_attn`;
-  const m = `${prefix}.mlp`;
-  return preNormBlock(ctx, x, {
-    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mask, mlpRowBands: false,
-    inputNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.input_layernorm`, s.eps),
-    // Qwen2's q/k/v projections always have a bias (o_proj none).
-    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: a, rotary, project: (y, name) => linearLayer(ctx, y, `${a}.${name}`) }),
-    outProj: `${a}.o_proj`,
-    outBias: null,
-    postNorm: (y) => rmsNormLayer(ctx, y, `${prefix}.post_attention_layernorm`, s.eps),
-    // A dense layer's MLP (Qwen2MoeMLP, down(act(gate(h)) · up(h))) activation is tapped; routed layers' experts are not.
-    mlp: (h, tap) => (s.sparse[layer] ? sparseMoe(ctx, s, h, m, layer) : gatedMlp(ctx, h, { prefix: m, act: s.act }, tap)),
-  });
-}
-
 async function build(ctx: BuildContext): Promise<void> {
   const s = qwen2MoeSpec(ctx.config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const rotary = rotaryInputs(ctx.g, s.rope);
-  const masks = layerMasks(ctx, s.windows);
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    block: (x, l) => decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => rmsNormLayer(ctx, x, `${base}norm`, s.eps),
-    readout: async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, s.tied)),
+  await buildLlamaStyle(ctx, {
+    ...s,
+    norm: (x, prefix) => rmsNormLayer(ctx, x, prefix, s.eps),
+    block: (x, at) => {
+      const m = `${at.prefix}.mlp`;
+      return llamaStyleBlock(ctx, x, {
+        ...s, ...at,
+        scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mlpRowBands: false,
+        norm: (y, name) => rmsNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+        // Qwen2's q/k/v projections always have a bias (o_proj none).
+        project: (y, p) => linearLayer(ctx, y, p.prefix),
+        outBias: false,
+        // A dense layer's MLP (Qwen2MoeMLP, down(act(gate(h)) · up(h))) activation is tapped; routed layers' experts are not.
+        mlp: (h, tap) => (s.sparse[at.layer] ? sparseMoe(ctx, s, h, m, at.layer) : gatedMlp(ctx, h, { prefix: m, act: s.act }, tap)),
+      });
+    },
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = qwen2MoeSpec(config);
-  return rotaryDecoderFeeds(s.rope, s.windows, inputs);
+  return rotaryDecoderFeeds(qwen2MoeSpec(config), inputs);
 }
 
 export const qwen2MoeFamily: Architecture = { modelTypes: ['qwen2_moe'], describe, build, feeds };

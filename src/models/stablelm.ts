@@ -12,20 +12,14 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import {
-  checkRopeScaling, decoderInfo, decoderShape, decoderTrunk, gatedMlp, layerMasks, partialRotaryDims, projection, rotaryDecoderFeeds,
-  rotaryQkv, tiedHead,
+  buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, partialRotaryDims, projection, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
-import { layerNormLayer, preNormBlock } from './layers.js';
-import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
+import { layerNormLayer } from './layers.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
 const ROPE_TYPES = new Set(['default', 'linear', 'dynamic']);
 
-interface StableLmSpec {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+interface StableLmSpec extends DecoderShape {
   eps: number;
   qkvBias: boolean;
   qkNorm: boolean;
@@ -70,46 +64,32 @@ async function perHeadNorm(ctx: BuildContext, s: StableLmSpec, x: Value, prefix:
   return heads === 1 ? normed[0]! : g.concat(normed, 1);
 }
 
-async function decoderLayer(ctx: BuildContext, s: StableLmSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
-  const { g } = ctx;
-  const a = `${p}.self_attn`;
-  return preNormBlock(ctx, x, {
-    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div', mask,
-    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, s.eps),
-    qkv: (h) => rotaryQkv(ctx, h, {
-      ...s, prefix: a, rotary,
-      project: (y, name) => projection(ctx, y, `${a}.${name}`, s.qkvBias),
-      // qk_layernorm: queries and keys normalised per head before the rotation.
-      split: async (y, name, n) => {
-        const heads = splitHeads(g, y, n, s.headDim);
-        return s.qkNorm && name !== 'v_proj' ? perHeadNorm(ctx, s, heads, `${a}.${name === 'q_proj' ? 'q' : 'k'}_layernorm`, n) : heads;
-      },
-    }),
-    outProj: `${a}.o_proj`,
-    outBias: null,
-    ...(s.parallel ? { parallel: true } : { postNorm: (y: Value) => layerNormLayer(ctx, y, `${p}.post_attention_layernorm`, s.eps) }),
-    mlp: (h, tap) => gatedMlp(ctx, h, { prefix: `${p}.mlp`, act: s.act }, tap),
-  });
-}
-
 async function build(ctx: BuildContext): Promise<void> {
-  const s = stableLmSpec(ctx.config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const rotary = rotaryInputs(ctx.g, s.rope);
-  const masks = layerMasks(ctx, new Array<null>(s.layers).fill(null));
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    block: (x, l) => decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => layerNormLayer(ctx, x, `${base}norm`, s.eps),
-    readout: async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, s.tied)),
+  const { g, config } = ctx;
+  const s = stableLmSpec(config);
+  await buildLlamaStyle(ctx, {
+    ...s,
+    norm: (x, prefix) => layerNormLayer(ctx, x, prefix, s.eps),
+    block: (x, at) => llamaStyleBlock(ctx, x, {
+      ...s, ...at,
+      scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+      norm: (y, name) => layerNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+      project: (y, p) => projection(ctx, y, p.prefix, s.qkvBias),
+      // qk_layernorm: queries and keys normalised per head before the rotation.
+      split: async (y, p) => {
+        const heads = splitHeads(g, y, p.heads, s.headDim);
+        return s.qkNorm && p.name !== 'v_proj' ? perHeadNorm(ctx, s, heads, `${at.prefix}.self_attn.${p.name === 'q_proj' ? 'q' : 'k'}_layernorm`, p.heads) : heads;
+      },
+      outBias: false,
+      // use_parallel_residual: x + attn(ln(x)) + mlp(ln(x)).
+      parallel: s.parallel,
+      mlp: (h, tap) => gatedMlp(ctx, h, { prefix: `${at.prefix}.mlp`, act: s.act }, tap),
+    }),
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = stableLmSpec(config);
-  return rotaryDecoderFeeds(s.rope, new Array<null>(s.layers).fill(null), inputs);
+  return rotaryDecoderFeeds(stableLmSpec(config), inputs);
 }
 
 export const stablelmFamily: Architecture = { modelTypes: ['stablelm'], describe, build, feeds };

@@ -11,20 +11,13 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import {
-  checkRopeScaling, decoderInfo, decoderShape, decoderTrunk, layerMasks, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
-} from './decoder-blocks.js';
-import { layerNormLayer, preNormBlock } from './layers.js';
-import { ropeFromConfig, type RopeSpec, type Rotary, rotaryInputs } from './rope.js';
+import { buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, llamaStyleBlock, projection, rotaryDecoderFeeds } from './decoder-blocks.js';
+import { layerNormLayer } from './layers.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
 const ROPE_TYPES = new Set(['default', 'linear', 'dynamic', 'llama3']);
 
-interface Starcoder2Spec {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
+interface Starcoder2Spec extends DecoderShape {
   eps: number;
   bias: boolean;
   act: string;
@@ -72,38 +65,26 @@ function describe(config: ModelConfig): ArchitectureInfo {
   return decoderInfo(s, { scale: 1 / Math.sqrt(s.headDim), windows: s.windows });
 }
 
-async function decoderLayer(ctx: BuildContext, s: Starcoder2Spec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
-  const { g } = ctx;
-  return preNormBlock(ctx, x, {
-    layer, heads: s.heads, kvHeads: s.kvHeads, headDim: s.headDim,
-    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div', mask,
-    inputNorm: (y) => layerNormLayer(ctx, y, `${p}.input_layernorm`, s.eps),
-    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${p}.self_attn`, rotary, project: (y, name) => projection(ctx, y, `${p}.self_attn.${name}`, s.bias) }),
-    outProj: `${p}.self_attn.o_proj`,
-    outBias: s.bias ? await ctx.weight(`${p}.self_attn.o_proj.bias`) : null,
-    postNorm: (y) => layerNormLayer(ctx, y, `${p}.post_attention_layernorm`, s.eps),
-    // A plain MLP: c_proj(act(c_fc(h))).
-    mlp: async (h, tap) => projection(ctx, tap(activation(g, s.act, await projection(ctx, h, `${p}.mlp.c_fc`, s.bias))), `${p}.mlp.c_proj`, s.bias),
-  });
-}
-
 async function build(ctx: BuildContext): Promise<void> {
-  const s = starcoder2Spec(ctx.config);
-  const base = ctx.findPrefix(['model.', ''], 'embed_tokens.weight');
-  const rotary = rotaryInputs(ctx.g, s.rope);
-  const masks = layerMasks(ctx, s.windows);
-  await decoderTrunk(ctx, {
-    embedding: `${base}embed_tokens.weight`,
-    layers: s.layers,
-    block: (x, l) => decoderLayer(ctx, s, x, `${base}layers.${l}`, l, rotary, masks[l]!),
-    finalNorm: (x) => layerNormLayer(ctx, x, `${base}norm`, s.eps),
-    readout: async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, s.tied)),
+  const { g, config } = ctx;
+  const s = starcoder2Spec(config);
+  await buildLlamaStyle(ctx, {
+    ...s,
+    norm: (x, prefix) => layerNormLayer(ctx, x, prefix, s.eps),
+    block: (x, at) => llamaStyleBlock(ctx, x, {
+      ...s, ...at,
+      scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+      norm: (y, name) => layerNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+      project: (y, p) => projection(ctx, y, p.prefix, s.bias),
+      outBias: s.bias,
+      // A plain MLP: c_proj(act(c_fc(h))).
+      mlp: async (h, tap) => projection(ctx, tap(activation(g, s.act, await projection(ctx, h, `${at.prefix}.mlp.c_fc`, s.bias))), `${at.prefix}.mlp.c_proj`, s.bias),
+    }),
   });
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const s = starcoder2Spec(config);
-  return rotaryDecoderFeeds(s.rope, s.windows, inputs);
+  return rotaryDecoderFeeds(starcoder2Spec(config), inputs);
 }
 
 export const starcoder2Family: Architecture = { modelTypes: ['starcoder2'], describe, build, feeds };
