@@ -12,7 +12,10 @@
  * 'bloom-gen' / 't5-gen': generation on demand of 16 new tokens after the prompt (t5: after the
  * prompt as the encoder's input).
  *
- *   npx tsx bench/position-bias.ts [--tokens 4096] [--before 6a4a97e] [--limit 5800] [--cases bloom,t5,bloom-gen]
+ * `--after REV`: the after side from that revision too (default: this tree), e.g. to leave out others'
+ * uncommitted edits. 'bloom' takes `--bloom-layers` of BLOOM-560m's 24 layers (default 2).
+ *
+ *   npx tsx bench/position-bias.ts [--tokens 4096] [--before 6a4a97e] [--after REV] [--limit 5800] [--cases bloom,t5,bloom-gen] [--bloom-layers 2]
  */
 import { execSync } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, symlinkSync } from 'node:fs';
@@ -59,7 +62,7 @@ const NEW_TOKENS = 16;
 
 /** One case in this process (sources from `root`): prints one JSON line. */
 async function runCase(spec: string): Promise<void> {
-  const [caseName, tokensText, root] = spec.split('|') as [CaseName, string, string];
+  const [caseName, tokensText, root, layersText] = spec.split('|') as [CaseName, string, string, string | undefined];
   const generate = caseName.endsWith('-gen');
   const name = caseName.replace(/-gen$/, '') as ShapeName;
   const n = Number(tokensText);
@@ -74,7 +77,7 @@ async function runCase(spec: string): Promise<void> {
   const { nodeRuntime } = (await import(src('runtime/onnxruntime-node.js'))) as typeof import('../src/runtime/onnxruntime-node.js');
   const fixture = join(MAIN, 'test', 'fixtures', s.fixture);
   const raw = JSON.parse((await import('node:fs')).readFileSync(join(fixture, 'config.json'), 'utf8')) as Record<string, unknown>;
-  const config = new ModelConfig({ ...raw, ...s.config }, `bench ${name} config`);
+  const config = new ModelConfig({ ...raw, ...s.config, ...(name === 'bloom' && layersText ? { n_layer: Number(layersText) } : {}) }, `bench ${name} config`);
   // Every fixture tensor at the real shape (relative_attention_bias: [buckets, heads]).
   const file = await openSafetensors(join(fixture, 'model.safetensors'));
   const weights = new Map<string, FloatTensor>();
@@ -86,9 +89,11 @@ async function runCase(spec: string): Promise<void> {
   }
   await file.close();
   const model = new Model({ name: `random-${name}`, config, architecture: architectureFor(raw.model_type as string), tokenizer: null, weights: memoryWeightStore(weights), runtime: nodeRuntime });
-  // The engine caps models without a position limit (ALiBi, relative buckets) at the tokens whose dense
-  // attention fits 1 GiB (engine/model.ts tracedTokenLimit), on demand too: lifted here, in both trees.
-  for (const d of [model.info, model.architectureInfo]) (d as { maxPositions: number }).maxPositions = Number.POSITIVE_INFINITY;
+  // Trees before the per-band biases cap models without a position limit (ALiBi, relative buckets) at
+  // the tokens whose dense attention fits 1 GiB (engine/model.ts tracedTokenLimit), on demand too:
+  // lifted there. Later trees (with Model.denseTokenLimit) apply that cap to dense runs only.
+  const older = !('denseTokenLimit' in (model as object));
+  if (older) for (const d of [model.info, model.architectureInfo]) (d as { maxPositions: number }).maxPositions = Number.POSITIVE_INFINITY;
   const ids = Array.from({ length: n }, (_, i) => 5 + ((i * 7919) % 600));
   const t0 = performance.now();
   const trace: Trace = generate
@@ -123,12 +128,14 @@ async function main(): Promise<void> {
   const before = option('--before') ?? '6a4a97e';
   const limit = Number(option('--limit') ?? 5800);
   const cases = (option('--cases') ?? 'bloom,t5,bloom-gen').split(',') as CaseName[];
+  const bloomLayers = Number(option('--bloom-layers') ?? 2);
   const beforeDir = mkdtempSync(join(os.tmpdir(), 'attnscope-bench-before-'));
   // With HEAD-E3, the after side is HEAD as committed too (not this tree's uncommitted edits).
-  const afterDir = before === 'HEAD-E3' ? mkdtempSync(join(os.tmpdir(), 'attnscope-bench-after-')) : MAIN;
+  const after = option('--after') ?? (before === 'HEAD-E3' ? 'HEAD' : undefined);
+  const afterDir = after ? mkdtempSync(join(os.tmpdir(), 'attnscope-bench-after-')) : MAIN;
   try {
     if (afterDir !== MAIN) {
-      execSync(`git -C ${JSON.stringify(MAIN)} archive HEAD src package.json | tar -x -C ${JSON.stringify(afterDir)}`);
+      execSync(`git -C ${JSON.stringify(MAIN)} archive ${after} src package.json | tar -x -C ${JSON.stringify(afterDir)}`);
       symlinkSync(join(MAIN, 'node_modules'), join(afterDir, 'node_modules'));
     }
     if (before === 'HEAD-E3') {
@@ -139,12 +146,12 @@ async function main(): Promise<void> {
     } else execSync(`git -C ${JSON.stringify(MAIN)} archive ${before} src package.json | tar -x -C ${JSON.stringify(beforeDir)}`);
     symlinkSync(join(MAIN, 'node_modules'), join(beforeDir, 'node_modules'));
     const rev = execSync(`git -C ${JSON.stringify(MAIN)} rev-parse --short HEAD`).toString().trim();
-    console.log(`${machineLine()}; load ${loadAverage()}; ${tokens} tokens; before = ${before}, after = ${afterDir === MAIN ? 'this tree' : 'HEAD as committed'} (HEAD ${rev})`);
+    console.log(`${machineLine()}; load ${loadAverage()}; ${tokens} tokens; before = ${before}, after = ${after ?? 'this tree'} (HEAD ${rev}); BLOOM layers ${bloomLayers}`);
     console.log('| model | sources | bias held (MiB) | q/k (MiB) | trace file (MiB) | peak RSS (MB) | trace (s) | load |');
     console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
     for (const name of cases) {
       for (const [label, root] of [['before', beforeDir], ['after', afterDir]] as const) {
-        const r = await spawnCase(import.meta.url, `${name}|${tokens}|${root}`, limit);
+        const r = await spawnCase(import.meta.url, `${name}|${tokens}|${root}|${bloomLayers}`, limit);
         const load = os.loadavg()[0]!.toFixed(1);
         if (r.stopped) console.log(`| ${name} | ${label} | – | – | – | ${String(r.stopped)} | – | ${load} |`);
         else console.log(`| ${name} | ${label} | ${fixedSmall(r.biasMb)} | ${fixedSmall(r.qkMb)} | ${fixedSmall(r.fileMb)} | ${fixed0(Math.max(Number(r.polledPeakMb), Number(r.peakMb)))} | ${fixedSmall(Number(r.traceMs) / 1000)} | ${load} |`);

@@ -201,18 +201,23 @@ export function denseScoreBias(terms: ScoreTerms, queries: number, keys: number)
   const heads = b ? b.dims[0] : terms.positionBias?.dims[0];
   if (heads === undefined) return undefined;
   const layers = b ? b.layers : terms.positionBias!.layers;
-  const expand = (a: Float32Array): Float32Array => {
-    const out = new Float32Array(heads * queries * keys);
-    for (let h = 0; h < heads; h++) {
-      const r = b ? { base: h * keys, stride: 0 } : { base: h * relativeWidth(queries, keys) + queries - 1, stride: -1 };
-      for (let i = 0; i < queries; i++) {
-        const from = r.base + i * r.stride;
-        out.set(a.subarray(from, from + keys), (h * queries + i) * keys);
-      }
+  return { dims: [heads, queries, keys], layers: mapShared(layers, (a) => expandBias(a, b ? 'broadcast' : 'relative', heads, queries, keys))! };
+}
+
+/**
+ * One layer's compact bias `a` — a row over the keys per head ('broadcast', [heads, keys]) or one
+ * value per offset j − i ('relative', [heads, queries + keys − 1]) — as [heads, queries, keys].
+ */
+export function expandBias(a: Float32Array, form: 'broadcast' | 'relative', heads: number, queries: number, keys: number): Float32Array {
+  const out = new Float32Array(heads * queries * keys);
+  for (let h = 0; h < heads; h++) {
+    const r = form === 'broadcast' ? { base: h * keys, stride: 0 } : { base: h * relativeWidth(queries, keys) + queries - 1, stride: -1 };
+    for (let i = 0; i < queries; i++) {
+      const from = r.base + i * r.stride;
+      out.set(a.subarray(from, from + keys), (h * queries + i) * keys);
     }
-    return out;
-  };
-  return { dims: [heads, queries, keys], layers: mapShared(layers, expand)! };
+  }
+  return out;
 }
 
 /**

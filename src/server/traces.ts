@@ -14,11 +14,12 @@
  * as the frames they sent.
  */
 import { AttnscopeError } from '../core/errors.js';
-import { scoresWithoutPositionBias } from '../core/position-bias.js';
+import { expandBias, scoresWithoutPositionBias } from '../core/position-bias.js';
 import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { toFloat32 } from '../engine/assemble.js';
 import { traceLayers, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
 import { tapName, type ArchitectureInfo } from '../models/architecture.js';
+import { relativeBiasOutput } from '../models/attention.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { PayloadScoreTerms } from '../views/html/payload.js';
 import type { ModelCatalog, ModelLocation } from './catalog.js';
@@ -546,7 +547,7 @@ class LayerFrames {
     for (const [kind, graphKind] of LAYER_KINDS) {
       for (const { stack, layer: l } of layer.layers) {
         const name = tapName(graphKind, stack, l);
-        let t: RuntimeTensor | undefined = layer.outputs[name];
+        let t: RuntimeTensor | undefined = layer.outputs[name] ?? (kind === 'scoreBias' ? this.relativeBias(layer, stack, l) : undefined);
         if (kind === 'scoreBias' && this.info.scoring[stack]?.bias === 'shared') {
           // One output (layer 0's) for every layer.
           if (t) this.shared.set(stack, t);
@@ -569,6 +570,19 @@ class LayerFrames {
       }
     }
     return [...declarations, ...frames];
+  }
+
+  /**
+   * A relative position bias computed on demand (`score_bias_relative.<stack>.<layer>`, one value
+   * per offset j − i) as the dense [1, heads, queries, keys] the page reads; undefined without one.
+   */
+  private relativeBias(layer: LayerOutputs, stack: StackName, l: number): RuntimeTensor | undefined {
+    const vector = layer.outputs[relativeBiasOutput(stack, l)];
+    const queries = layer.outputs[tapName('queries', stack, l)]?.dims[2];
+    if (!vector || queries === undefined) return undefined;
+    const heads = vector.dims[1]!;
+    const keys = vector.dims[2]! - queries + 1;
+    return { type: 'float32', dims: [1, heads, queries, keys], data: expandBias(toFloat32(vector), 'relative', heads, queries, keys) };
   }
 }
 
