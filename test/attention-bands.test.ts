@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { attentionSource } from '../src/core/attention-on-demand.js';
-import { attentionHead } from '../src/core/attention-source.js';
+import { attentionHead, type AttentionSource } from '../src/core/attention-source.js';
 import type { Trace } from '../src/core/trace.js';
 import { onDemandBands } from '../src/engine/attention-mode.js';
 import type { Model } from '../src/engine/model.js';
@@ -81,6 +81,24 @@ function sizeOf(dims: readonly number[]): number {
   return dims.reduce((a, b) => a * b, 1);
 }
 
+/** Every layer and head of `source` within `tolerance` of PyTorch's [layer][head][q][k] `reference`, its masked (zero) cells exactly 0. */
+function expectStackMatches(source: AttentionSource, reference: Float64Array, tolerance: number, where: string): void {
+  const { numLayers: layers, numHeads: heads, numQueries: q, numKeys: k } = source;
+  expect(reference).toHaveLength(layers * heads * q * k);
+  for (let layer = 0; layer < layers; layer++) {
+    for (let head = 0; head < heads; head++) {
+      const got = attentionHead(source, layer, head);
+      const at = (layer * heads + head) * q * k;
+      let d = 0;
+      for (let c = 0; c < q * k; c++) {
+        d = Math.max(d, Math.abs(got[c]! - reference[at + c]!));
+        if (reference[at + c] === 0) expect(got[c], `${where} layer ${layer} head ${head} cell ${c}`).toBe(0);
+      }
+      expect(d, `${where} layer ${layer} head ${head}`).toBeLessThanOrEqual(tolerance);
+    }
+  }
+}
+
 describe.each(deepOr(CAUSAL, QUICK))('fixture %s: banded attention on demand with masks built in the graph', (fixture) => {
   const ref = readReference(fixture);
   let model: Model;
@@ -98,22 +116,7 @@ describe.each(deepOr(CAUSAL, QUICK))('fixture %s: banded attention on demand wit
     for (const input of ref.inputs) {
       const trace: Trace = await model.trace(null, { ids: input.input_ids, attention: 'on-demand', hidden: true, queryBandCount: bands });
       expect(trace.attention).toEqual({});
-      const source = attentionSource(trace, 'self');
-      const reference = flat(input.attentions as Nested);
-      const { numLayers: layers, numHeads: heads, numQueries: n } = source;
-      expect(reference).toHaveLength(layers * heads * n * n);
-      for (let layer = 0; layer < layers; layer++) {
-        for (let head = 0; head < heads; head++) {
-          const got = attentionHead(source, layer, head);
-          const at = (layer * heads + head) * n * n;
-          let d = 0;
-          for (let c = 0; c < n * n; c++) {
-            d = Math.max(d, Math.abs(got[c]! - reference[at + c]!));
-            if (reference[at + c] === 0) expect(got[c], `${fixture} ${input.id} layer ${layer} head ${head} cell ${c}`).toBe(0);
-          }
-          expect(d, `${fixture} ${input.id} ${bands} bands layer ${layer} head ${head}`).toBeLessThanOrEqual(1e-5);
-        }
-      }
+      expectStackMatches(attentionSource(trace, 'self'), flat(input.attentions as Nested), 1e-5, `${fixture} ${input.id} ${bands} bands`);
       // The last hidden state goes through every layer's banded attention.
       const hidden = flat(input.last_hidden_state as Nested);
       let dh = 0;
@@ -141,25 +144,10 @@ describe.each(RELATIVE)('fixture %s: banded attention on demand with the relativ
         const pb = trace.scores![stack]!.positionBias!;
         expect(pb.layers[0]).toHaveLength(pb.dims[0] * (pb.dims[1] + pb.dims[2] - 1));
       }
+      // The fixture README's float32 noise bound, 2e-5: mt5's and umt5's float32 references are
+      // themselves up to 1.25e-5 from a float64 recomputation (fixtures-mt5.test.ts); here ≤ 1.03e-5.
       for (const stack of ['encoder', 'decoder', 'cross'] as const) {
-        const source = attentionSource(trace, stack);
-        const reference = flat(input[`${stack}_attentions`] as Nested);
-        const { numLayers: layers, numHeads: heads, numQueries: q, numKeys: k } = source;
-        expect(reference).toHaveLength(layers * heads * q * k);
-        for (let layer = 0; layer < layers; layer++) {
-          for (let head = 0; head < heads; head++) {
-            const got = attentionHead(source, layer, head);
-            const at = (layer * heads + head) * q * k;
-            let d = 0;
-            for (let c = 0; c < q * k; c++) {
-              d = Math.max(d, Math.abs(got[c]! - reference[at + c]!));
-              if (reference[at + c] === 0) expect(got[c], `${fixture} ${input.id} ${stack} ${layer} ${head} cell ${c}`).toBe(0);
-            }
-            // The fixture README's float32 noise bound, 2e-5: mt5's and umt5's float32 references are
-            // themselves up to 1.25e-5 from a float64 recomputation (fixtures-mt5.test.ts); here ≤ 1.03e-5.
-            expect(d, `${fixture} ${input.id} ${bands} bands ${stack} layer ${layer} head ${head}`).toBeLessThanOrEqual(2e-5);
-          }
-        }
+        expectStackMatches(attentionSource(trace, stack), flat(input[`${stack}_attentions`] as Nested), 2e-5, `${fixture} ${input.id} ${bands} bands ${stack}`);
       }
       const hidden = flat(input.decoder_last_hidden_state as Nested);
       let dh = 0;
