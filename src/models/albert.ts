@@ -5,13 +5,12 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
-import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
+import { postNormBlock, splitQkv } from './encoder-blocks.js';
 
 function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = config.int('hidden_size');
@@ -26,30 +25,17 @@ function describe(config: ModelConfig): ArchitectureInfo {
 }
 
 async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
-  const { g, config } = ctx;
-  const eps = config.num('layer_norm_eps', 1e-12);
+  const { config } = ctx;
   const { numHeads: heads, headDim } = info;
-  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.query`), heads, headDim);
-  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.key`), heads, headDim);
-  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.value`), heads, headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: heads, headDim,
+  const a = `${p}.attention`;
+  return postNormBlock(ctx, x, {
+    layer, heads, headDim,
+    ...(await splitQkv(ctx, x, [`${a}.query`, `${a}.key`, `${a}.value`], heads, headDim)),
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
-    outputProjection: { weight: await ctx.weight(`${p}.attention.dense.weight`), layout: 'out-in' },
+    attnOut: `${a}.dense`, attnNorm: `${a}.LayerNorm`,
+    ffnIn: `${p}.ffn`, ffnOut: `${p}.ffn_output`, ffnNorm: `${p}.full_layer_layer_norm`,
+    act: config.str('hidden_act', 'gelu_new'), eps: config.num('layer_norm_eps', 1e-12),
   });
-  const projected = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.dense`);
-  const residualSum = g.add(x, projected);
-  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.LayerNorm`, eps);
-  tapBlockContributions(ctx, 'self', layer, {
-    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.dense.bias`),
-    norm: { weight: await ctx.weight(`${p}.attention.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.LayerNorm.bias`) },
-  });
-  const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu_new'), await linearLayer(ctx, h, `${p}.ffn`)));
-  const ffn = await linearLayer(ctx, inner, `${p}.ffn_output`);
-  const output = await layerNormLayer(ctx, g.add(ffn, h), `${p}.full_layer_layer_norm`, eps);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

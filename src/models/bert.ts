@@ -8,11 +8,11 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
+import { postNormBlock, splitQkv } from './encoder-blocks.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 
 const ROBERTA_LIKE = new Set(['roberta', 'xlm-roberta', 'camembert']);
 
@@ -37,30 +37,17 @@ function describe(config: ModelConfig): ArchitectureInfo {
 
 /** One post-LN BERT block: self-attention, add & norm, feed-forward, add & norm. */
 async function bertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
-  const { g, config } = ctx;
-  const eps = config.num('layer_norm_eps', 1e-12);
+  const { config } = ctx;
   const { numHeads: heads, headDim } = info;
-  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.self.query`), heads, headDim);
-  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.self.key`), heads, headDim);
-  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.self.value`), heads, headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: heads, headDim,
+  const a = `${p}.attention`;
+  return postNormBlock(ctx, x, {
+    layer, heads, headDim,
+    ...(await splitQkv(ctx, x, [`${a}.self.query`, `${a}.self.key`, `${a}.self.value`], heads, headDim)),
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
-    outputProjection: { weight: await ctx.weight(`${p}.attention.output.dense.weight`), layout: 'out-in' },
+    attnOut: `${a}.output.dense`, attnNorm: `${a}.output.LayerNorm`,
+    ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
+    act: config.str('hidden_act', 'gelu'), eps: config.num('layer_norm_eps', 1e-12),
   });
-  const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.output.dense`);
-  const residualSum = g.add(attnOut, x);
-  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.output.LayerNorm`, eps);
-  tapBlockContributions(ctx, 'self', layer, {
-    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.output.dense.bias`),
-    norm: { weight: await ctx.weight(`${p}.attention.output.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.output.LayerNorm.bias`) },
-  });
-  const inter = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`)));
-  const out = await linearLayer(ctx, inter, `${p}.output.dense`);
-  const output = await layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

@@ -43,9 +43,10 @@ import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { splitHeads, tap } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
+import { postNormBlock, splitQkv } from './encoder-blocks.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer, linearLayer, requiredBias, segmentTypeIds } from './layers.js';
 import { stackScoring } from './scoring.js';
@@ -244,9 +245,7 @@ async function debertaLayer(
   const eps = config.num('layer_norm_eps', 1e-7);
   const { numHeads: heads, headDim } = info;
   const a = `${p}.attention.self`;
-  const q = splitHeads(g, await linearLayer(ctx, x, `${a}.query_proj`), heads, headDim);
-  const k = splitHeads(g, await linearLayer(ctx, x, `${a}.key_proj`), heads, headDim);
-  const v = splitHeads(g, await linearLayer(ctx, x, `${a}.value_proj`), heads, headDim);
+  const { q, k, v } = await splitQkv(ctx, x, [`${a}.query_proj`, `${a}.key_proj`, `${a}.value_proj`], heads, headDim);
   let bias: Value | null = null;
   if (relative) {
     const project = async (proj: string): Promise<Value> => splitHeads(g, await linearLayer(ctx, relative.embeddings, `${a}.${proj}`), heads, headDim);
@@ -256,27 +255,16 @@ async function debertaLayer(
     bias = disentangledBias(ctx, q, k, rel, d, headDim, relative);
     tap(ctx, ctx.taps.qk, bias, tapName('score_bias', 'self', layer));
   }
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: heads, headDim,
+  return postNormBlock(ctx, x, {
+    layer, heads, headDim, q, k, v,
     scale: 1 / Math.sqrt(headDim * d.scaleFactor), scaleStyle: 'scores-div',
     bias,
-    outputProjection: { weight: await ctx.weight(`${p}.attention.output.dense.weight`), layout: 'out-in' },
+    attnOut: `${p}.attention.output.dense`, attnNorm: `${p}.attention.output.LayerNorm`,
+    ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
+    act: config.str('hidden_act', 'gelu'), eps,
+    // The ConvLayer after layer 0 is part of what the layer hands on (PyTorch's hidden_states[1]).
+    finish,
   });
-  const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.output.dense`);
-  const residualSum = g.add(attnOut, x);
-  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.output.LayerNorm`, eps);
-  tapBlockContributions(ctx, 'self', layer, {
-    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.output.dense.bias`),
-    norm: { weight: await ctx.weight(`${p}.attention.output.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.output.LayerNorm.bias`) },
-  });
-  const inter = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`)));
-  const out = await linearLayer(ctx, inter, `${p}.output.dense`);
-  let output = await layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
-  // The ConvLayer after layer 0 is part of what the layer hands on (PyTorch's hidden_states[1]).
-  if (finish) output = await finish(output);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 /**

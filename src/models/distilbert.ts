@@ -4,13 +4,12 @@
  */
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
-import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
-import { encoderInfo, layerNormLayer, linearLayer } from './layers.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
+import { encoderInfo, layerNormLayer } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
+import { postNormBlock, splitQkv } from './encoder-blocks.js';
 
 const EPS = 1e-12;
 
@@ -22,29 +21,17 @@ function describe(config: ModelConfig): ArchitectureInfo {
 }
 
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
-  const { g, config } = ctx;
   const { numHeads: heads, headDim } = info;
-  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.q_lin`), heads, headDim);
-  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.k_lin`), heads, headDim);
-  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.v_lin`), heads, headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: heads, headDim,
+  const a = `${p}.attention`;
+  return postNormBlock(ctx, x, {
+    layer, heads, headDim,
+    ...(await splitQkv(ctx, x, [`${a}.q_lin`, `${a}.k_lin`, `${a}.v_lin`], heads, headDim)),
+    // DistilBERT scales the queries, not the scores.
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'query-mul',
-    outputProjection: { weight: await ctx.weight(`${p}.attention.out_lin.weight`), layout: 'out-in' },
+    attnOut: `${a}.out_lin`, attnNorm: `${p}.sa_layer_norm`,
+    ffnIn: `${p}.ffn.lin1`, ffnOut: `${p}.ffn.lin2`, ffnNorm: `${p}.output_layer_norm`,
+    act: ctx.config.str('activation', 'gelu'), eps: EPS,
   });
-  const sa = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.out_lin`);
-  const residualSum = g.add(sa, x);
-  const h = await layerNormLayer(ctx, residualSum, `${p}.sa_layer_norm`, EPS);
-  tapBlockContributions(ctx, 'self', layer, {
-    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.out_lin.bias`),
-    norm: { weight: await ctx.weight(`${p}.sa_layer_norm.weight`), bias: await ctx.weight(`${p}.sa_layer_norm.bias`) },
-  });
-  const inner = tapMlp(ctx, 'self', layer, activation(g, config.str('activation', 'gelu'), await linearLayer(ctx, h, `${p}.ffn.lin1`)));
-  const ffn = await linearLayer(ctx, inner, `${p}.ffn.lin2`);
-  const output = await layerNormLayer(ctx, g.add(ffn, h), `${p}.output_layer_norm`, EPS);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {

@@ -17,13 +17,13 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
 import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
-import { activation } from './activations.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
-import { attention, mergeHeads, splitHeads, tap, tapBlockContributions } from './attention.js';
-import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
+import { tap } from './attention.js';
+import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
+import { postNormBlock, splitQkv } from './encoder-blocks.js';
 import { maskedLmHead } from './heads.js';
-import { encoderInfo, layerNormLayer, linearLayer } from './layers.js';
+import { encoderInfo, layerNormLayer } from './layers.js';
 import { stackScoring } from './scoring.js';
 
 /** HF 4.40 MPNetEncoder.compute_position_bias defaults (its arguments are never passed). */
@@ -87,31 +87,18 @@ function positionBuckets(n: number): RuntimeTensor {
 
 /** One post-LN MPNet block: self-attention (+ position bias), add & norm, feed-forward, add & norm. */
 async function mpnetLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, bias: Value): Promise<Value> {
-  const { g, config } = ctx;
-  const eps = config.num('layer_norm_eps', 1e-12);
+  const { config } = ctx;
   const { numHeads: heads, headDim } = info;
-  const q = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.attn.q`), heads, headDim);
-  const k = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.attn.k`), heads, headDim);
-  const v = splitHeads(g, await linearLayer(ctx, x, `${p}.attention.attn.v`), heads, headDim);
-  const context = attention(ctx, {
-    stack: 'self', layer, q, k, v,
-    numHeads: heads, numKvHeads: heads, headDim,
+  const a = `${p}.attention`;
+  return postNormBlock(ctx, x, {
+    layer, heads, headDim,
+    ...(await splitQkv(ctx, x, [`${a}.attn.q`, `${a}.attn.k`, `${a}.attn.v`], heads, headDim)),
     scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
     bias,
-    outputProjection: { weight: await ctx.weight(`${p}.attention.attn.o.weight`), layout: 'out-in' },
+    attnOut: `${a}.attn.o`, attnNorm: `${a}.LayerNorm`,
+    ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
+    act: config.str('hidden_act', 'gelu'), eps: config.num('layer_norm_eps', 1e-12),
   });
-  const attnOut = await linearLayer(ctx, mergeHeads(g, context, heads, headDim), `${p}.attention.attn.o`);
-  const residualSum = g.add(attnOut, x);
-  const h = await layerNormLayer(ctx, residualSum, `${p}.attention.LayerNorm`, eps);
-  tapBlockContributions(ctx, 'self', layer, {
-    input: x, residualSum, outputBias: await ctx.weight(`${p}.attention.attn.o.bias`),
-    norm: { weight: await ctx.weight(`${p}.attention.LayerNorm.weight`), bias: await ctx.weight(`${p}.attention.LayerNorm.bias`) },
-  });
-  const inter = tapMlp(ctx, 'self', layer, activation(g, config.str('hidden_act', 'gelu'), await linearLayer(ctx, h, `${p}.intermediate.dense`)));
-  const out = await linearLayer(ctx, inter, `${p}.output.dense`);
-  const output = await layerNormLayer(ctx, g.add(out, h), `${p}.output.LayerNorm`, eps);
-  tapLayer(ctx, 'self', layer, { input: x, attention: h, output });
-  return output;
 }
 
 async function build(ctx: BuildContext): Promise<void> {
