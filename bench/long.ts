@@ -6,10 +6,12 @@
  * random-weight checkpoints of real shapes: bert-base 8–512 tokens, gpt2-small up to 1,024, a
  * Llama-3.2-1B shape at 128, 512, 2,048 and 8,192, a Qwen2.5-0.5B shape at 2,048, 8,192 and 32,768.
  *
- * attnscope runs as `attnscope trace` does by default: the whole graph with `--attention auto`
- * (dense probabilities while they take at most 1 GiB, else attention on demand: queries, keys and
- * score terms; engine/attention-mode.ts). `--modes auto,layers` also times the layer-by-layer run
- * (engine/layerwise.ts), `dense` / `on-demand` force a mode.
+ * attnscope runs as `attnscope trace` does by default (engine/layerwise.ts traceModel):
+ * `--attention auto` (dense probabilities while they take at most 1 GiB, else attention on demand:
+ * queries, keys and score terms; engine/attention-mode.ts) and `--execution auto` (the whole graph
+ * up to that threshold, layer by layer above it, each layer's weights read as it runs). The trace
+ * is kept whole until the run ends, as a caller holds it (`--write` also writes it). `--modes`:
+ * `whole` / `layers` force the execution, `dense` / `on-demand` the attention (see MODES).
  *
  * Each side runs in a child process of its own, one at a time, niced; the child reports its peak
  * resident set (VmHWM: weights included, and for attnscope the pages of its memory-mapped graph
@@ -23,20 +25,31 @@
  *   npm run bench:long [-- --only bert,gpt2|llama1b:2048,...] [--max-length 2048] [--modes auto,layers]
  *                      [--limit 8] [--no-pytorch] [--dir /scratch/folder (kept: checkpoints and caches reused)]
  *                      [--layers k (each shape cut to its first k layers)] [--nice n (default 10)]
+ *                      [--write (each attnscope trace also written as a .safetensors file, timed; deleted after)]
+ *                      [--progress (the time and memory after each layer, on stderr)]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { onDemandBands, resolveAttentionMode } from '../src/engine/attention-mode.js';
-import { traceLayers } from '../src/engine/layerwise.js';
+import type { Trace } from '../src/core/trace.js';
+import { checkAttentionMode, onDemandBands, resolveAttentionMode } from '../src/engine/attention-mode.js';
+import { autoExecution, checkExecutionMode, traceModel } from '../src/engine/layerwise.js';
 import { loadModel } from '../src/engine/load.js';
+import { writeTraceFile } from '../src/io/trace-file.js';
 import { writeSafetensorsStreamed, type SafetensorsTensorSpec } from '../src/io/safetensors.js';
 import { randomTensor } from './random-weights.js';
 import { loadAverage as load, option as opt } from './cli-args.js';
 
 type Family = 'bert' | 'gpt2' | 'llama' | 'qwen2';
+
+/**
+ * --modes: auto = as `attnscope trace` runs by default (attention auto, execution auto); whole /
+ * layers = attention auto, the whole graph / layer by layer; dense / on-demand = that attention,
+ * execution auto.
+ */
+const MODES = ['auto', 'whole', 'layers', 'dense', 'on-demand'];
 
 interface Shape {
   family: Family;
@@ -184,31 +197,42 @@ const status = (field: string): number => {
   return m ? Number(m[1]) / 1024 : 0;
 };
 
-/** attnscope child: opens the checkpoint, warms up on 8 tokens in the case's mode, times `runs` traces of `n` tokens. */
-async function attnscopeChild(modelDir: string, cacheDir: string, n: number, mode: string, runs: number): Promise<void> {
+/**
+ * attnscope child: opens the checkpoint, warms up on 8 tokens as the case runs, times `runs` traces
+ * of `n` tokens with `traceModel` (what `attnscope trace` runs) recording attention as `attention`
+ * says and running as `execution` says (the mode 'auto' resolves for n tokens; the warm-up runs the
+ * same, so the timed run opens no session of its own). The trace is kept whole (every layer's
+ * queries and keys, as a trace's caller holds them); with `write`, it is then written as a
+ * `.safetensors` trace file next to the cache (timed apart, deleted after).
+ */
+async function attnscopeChild(modelDir: string, cacheDir: string, n: number, attentionOption: string, executionOption: string, runs: number, write: boolean): Promise<void> {
   const t0 = performance.now();
   const model = await loadModel(modelDir, { graphCache: cacheDir });
   const vocab = model.config.int('vocab_size');
   const ids = Array.from({ length: n }, (_, i) => 2 + ((i * 7919) % (vocab - 2)));
-  const attention = mode === 'layers' ? 'auto' : (mode as 'auto' | 'dense' | 'on-demand');
+  const attention = checkAttentionMode(attentionOption) as 'auto' | 'dense' | 'on-demand';
   const resolved = resolveAttentionMode(attention, model.architectureInfo, n);
+  const execution = checkExecutionMode(executionOption) === 'auto' ? autoExecution(model, n) : (executionOption as 'whole' | 'layers');
   // On demand the graph's bands of query rows grow with the length: the warm-up on 8 tokens runs the
   // session of n tokens (same band count), so the timed run neither builds nor holds a second one.
   const bands = resolved === 'on-demand' ? onDemandBands(model.architectureInfo, n) : undefined;
+  let trace: Trace | undefined;
   const once = async (tokens: number[]): Promise<{ firstLayer: number }> => {
     const t = performance.now();
     let firstLayer = 0;
-    const options = { ids: tokens, attention: resolved === 'none' ? false : resolved, ...(bands ? { queryBandCount: bands } : {}) };
-    if (mode === 'layers') {
-      await traceLayers(model, null, options, (layer) => {
+    trace = undefined; // the previous run's trace is let go before this one runs
+    const options = { ids: tokens, attention: resolved === 'none' ? false : resolved, execution, ...(bands ? { queryBandCount: bands } : {}) };
+    trace = (await traceModel(model, null, {
+      ...options,
+      onLayer: (layer) => {
         if (layer.index === 0) firstLayer = performance.now() - t;
-      });
-    } else {
-      await model.trace(null, options);
-    }
+        // --progress: the parent passes these lines on (where the memory goes, layer by layer).
+        process.stderr.write(`progress: ${tokens.length} tokens, segment ${layer.index + 1}/${layer.count} at ${((performance.now() - t) / 1000).toFixed(1)} s (run ${(layer.ms.run / 1000).toFixed(1)} s), RSS ${(status('VmRSS') / 1024).toFixed(2)} GiB, anon ${(status('RssAnon') / 1024).toFixed(2)} GiB\n`);
+      },
+    })).trace;
     return { firstLayer };
   };
-  await once(ids.slice(0, 8)); // opens (and the first time prepares) the session of this mode
+  await once(ids.slice(0, 8)); // opens (and the first time prepares) the sessions of this mode
   const openS = (performance.now() - t0) / 1000;
   const rssOpenMb = status('VmRSS');
   const peakOpenMb = status('VmHWM');
@@ -220,15 +244,30 @@ async function attnscopeChild(modelDir: string, cacheDir: string, n: number, mod
     times.push((performance.now() - t) / 1000);
     firsts.push(firstLayer / 1000);
   }
+  const peakRunMb = status('VmHWM');
+  let written: { write_s: number; file_mb: number } | undefined;
+  if (write && trace) {
+    const file = join(dirname(cacheDir), `trace-${process.pid}.safetensors`);
+    const t = performance.now();
+    await writeTraceFile(file, trace);
+    written = { write_s: (performance.now() - t) / 1000, file_mb: statSync(file).size / 2 ** 20 };
+    rmSync(file, { force: true });
+  }
+  const queries = trace?.queries ? Object.values(trace.queries).reduce((a, st) => a + st.layers.reduce((b, l) => b + l.byteLength, 0), 0) : 0;
+  const keys = trace?.keys ? Object.values(trace.keys).reduce((a, st) => a + st.layers.reduce((b, l) => b + l.byteLength, 0), 0) : 0;
+  trace = undefined;
   await model.dispose();
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  process.stdout.write(`${JSON.stringify({ forward_s: median(times), forward_all_s: times, first_layer_s: mode === 'layers' ? median(firsts) : undefined, open_s: openS, mode: resolved, bands, peak_rss_mb: status('VmHWM'), rss_open_mb: rssOpenMb, peak_open_mb: peakOpenMb })}\n`);
+  process.stdout.write(`${JSON.stringify({ forward_s: median(times), forward_all_s: times, first_layer_s: execution === 'layers' ? median(firsts) : undefined, open_s: openS, mode: resolved, execution, bands, peak_rss_mb: status('VmHWM'), peak_run_mb: peakRunMb, rss_open_mb: rssOpenMb, peak_open_mb: peakOpenMb, qk_mb: (queries + keys) / 2 ** 20, cpu_s: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, ...written })}\n`);
 }
 
 // --- the parent ------------------------------------------------------------------------------
 
 interface ChildResult { ok: true; result: Record<string, unknown> }
 interface ChildFailed { ok: false; why: string }
+
+/** --progress: pass the attnscope child's per-layer progress lines on to stderr. */
+const progress = process.argv.includes('--progress');
 
 /** The children's niceness (--nice; default 10: the bench yields to interactive work). */
 const niceness = Number(opt('--nice') ?? 10);
@@ -242,7 +281,10 @@ function runChild(cmd: string, args: string[], limitMb: number, env: NodeJS.Proc
     let polled = 0;
     let stopped = false;
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+    child.stderr.on('data', (d: Buffer) => {
+      err = (err + d.toString()).slice(-4000);
+      if (progress) for (const line of d.toString().split('\n')) if (line.startsWith('progress: ')) console.error(`${new Date().toISOString().slice(11, 19)} ${line}`);
+    });
     const timer = setInterval(() => {
       try {
         const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
@@ -295,14 +337,15 @@ const sec = (s: unknown): string => (typeof s === 'number' ? (s < 10 ? s.toFixed
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (args[0] === '--child') {
-    await attnscopeChild(args[1]!, args[2]!, Number(args[3]), args[4]!, Number(args[5]));
+    await attnscopeChild(args[1]!, args[2]!, Number(args[3]), args[4]!, args[5]!, Number(args[6]), args[7] === 'write');
     return;
   }
   const only = opt('--only')?.split(',');
   const maxLength = Number(opt('--max-length') ?? Infinity);
   const limitMb = Number(opt('--limit') ?? 8) * 1e9 / 2 ** 20;
   const modes = (opt('--modes') ?? 'auto').split(',');
-  for (const m of modes) if (!['auto', 'dense', 'on-demand', 'layers'].includes(m)) throw new Error(`--modes: '${m}' (allowed: auto, dense, on-demand, layers)`);
+  for (const m of modes) if (!MODES.includes(m)) throw new Error(`--modes: '${m}' (allowed: ${MODES.join(', ')})`);
+  const write = args.includes('--write');
   const python = args.includes('--no-pytorch') ? undefined : findPython();
   const kept = opt('--dir');
   const layersOption = opt('--layers');
@@ -350,9 +393,12 @@ async function main(): Promise<void> {
       }
       for (const mode of modes) {
         if (mode === 'layers' && n < 512) continue; // layer by layer serves long inputs
-        const childMode = mode === 'auto' && shape.autoAs ? shape.autoAs : mode;
-        const r = await runChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', dir, join(scratch, `cache-${id}`), String(n), childMode, String(runs)], limitMb, { ...process.env, ATTNSCOPE_CACHE_MAX: '200GB' });
-        const label = mode === 'layers' ? `layer by layer (${r.ok ? String(r.result.mode) : '?'}; first layer ${r.ok ? sec(r.result.first_layer_s) : '–'} s)` : r.ok ? String(r.result.mode) + (mode === 'auto' ? (shape.autoAs ? ' (as auto runs the whole model)' : ' (auto)') : '') + (r.result.bands ? `, ${String(r.result.bands)} bands` : '') : mode;
+        // A cut shape runs as its whole model would at this length: on demand, layer by layer.
+        const attention = mode === 'dense' || mode === 'on-demand' ? mode : shape.autoAs ?? 'auto';
+        const execution = mode === 'whole' || mode === 'layers' ? mode : mode === 'auto' && shape.autoAs ? 'layers' : 'auto';
+        const r = await runChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', dir, join(scratch, `cache-${id}`), String(n), attention, execution, String(runs), write ? 'write' : 'no-write'], limitMb, { ...process.env, ATTNSCOPE_CACHE_MAX: '200GB' });
+        const how = r.ok ? `${String(r.result.mode)}${r.result.bands ? `, ${String(r.result.bands)} bands` : ''}, ${r.result.execution === 'layers' ? `layer by layer (first layer ${sec(r.result.first_layer_s)} s)` : 'whole graph'}` : '?';
+        const label = `${how} (${mode}${mode === 'auto' && shape.autoAs ? ', as auto runs the whole model' : ''})${r.ok && r.result.write_s !== undefined ? `; trace file ${(Number(r.result.file_mb) / 1024).toFixed(2)} GiB written in ${sec(r.result.write_s)} s` : ''}`;
         const ours = r.ok ? r.result.forward_s as number : undefined;
         if (r.ok) console.error(`${id}:${n} ${mode}: ${JSON.stringify(r.result)}`);
         // Only against a figure measured in this run (a recorded one was taken under another load).

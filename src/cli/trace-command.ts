@@ -3,6 +3,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { expertLoad, type Routing } from '../core/trace.js';
 import { timed } from '../core/profile.js';
 import { checkAttentionMode } from '../engine/attention-mode.js';
+import { checkExecutionMode, traceModel } from '../engine/layerwise.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
 import { INPUT_OPTIONS, LANGUAGE_HELP, MODEL_HELP, MODEL_OPTIONS, parseLoadOptions, parseModelInput, parsePositiveInt } from './args.js';
@@ -11,7 +12,7 @@ import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--src-lang CODE] [--tgt-lang CODE]
                 [--qk] [--hidden] [--top-k N] [--deep-dive] [--logit-lens K]
-                [--attention dense|on-demand|auto] [--on-demand-above N]
+                [--attention dense|on-demand|auto] [--on-demand-above N] [--execution auto|whole|layers]
                 [--routing] [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
@@ -28,6 +29,9 @@ ${LANGUAGE_HELP}
                (default: on demand above --on-demand-above tokens)
   --on-demand-above N   auto: the most tokens traced densely (default: as many as keep every
                probability within 1 GiB, e.g. 1,365 tokens for 12 layers × 12 heads)
+  --execution  how the model runs: whole (the whole graph at once), layers (one layer at a time:
+               memory holds one layer's intermediates, and each layer's weights only while it
+               runs), or auto (default: layer by layer above the --on-demand-above threshold)
   --hidden     include the last hidden state (JSON output)
   --deep-dive  a look inside every layer: queries, keys and values per head, the token, position
                and segment embeddings, the residual stream before and after attention and after
@@ -50,6 +54,7 @@ export const TRACE_OPTIONS = {
   qk: { type: 'boolean' },
   attention: { type: 'string' },
   'on-demand-above': { type: 'string' },
+  execution: { type: 'string' },
   hidden: { type: 'boolean' },
   'deep-dive': { type: 'boolean' },
   'logit-lens': { type: 'string' },
@@ -74,14 +79,16 @@ export async function traceCommand(argv: string[]): Promise<void> {
   const attention = checkAttentionMode(values.attention ?? 'auto', '--attention');
   const onDemandAbove = values['on-demand-above'] === undefined ? undefined : parseNonNegativeInt(values['on-demand-above'], '--on-demand-above');
   if (onDemandAbove !== undefined && attention !== 'auto') throw new AttnscopeError(`--on-demand-above applies to --attention auto (not ${String(attention)})`);
+  const execution = checkExecutionMode(values.execution ?? 'auto', '--execution');
   const loadOptions = parseLoadOptions(values);
   checkModelArg(positionals[0]);
   const model = await loadModel(positionals[0], loadOptions);
   try {
-    const trace = await model.trace(input.text, { ...input.options, attention, onDemandAbove, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
+    const run = await traceModel(model, input.text, { ...input.options, attention, onDemandAbove, execution, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
+    const { trace } = run;
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));
-      reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads${Object.keys(trace.attention).length === 0 && trace.queries ? ', attention on demand (queries, keys and score terms)' : ''}`);
+      reportWrote(values.out, `${trace.tokens.length}${trace.decoderTokens ? `+${trace.decoderTokens.length}` : ''} tokens, ${trace.model.numLayers} layers × ${trace.model.numHeads} heads${Object.keys(trace.attention).length === 0 && trace.queries ? ', attention on demand (queries, keys and score terms)' : ''}${run.execution === 'layers' ? ', run layer by layer' : ''}`);
     } else {
       await writeTraceJsonTo(process.stdout, trace);
     }

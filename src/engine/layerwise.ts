@@ -26,6 +26,7 @@ import { encodeModel, type InitializerSpec } from '../graph/onnx-model.js';
 import { partitionByLayer, sharedSegmentForm, type GraphPartition, type SharedSegmentForm } from '../graph/partition.js';
 import type { TapRequest } from '../models/architecture.js';
 import type { GraphSession, RuntimeTensor } from '../runtime/runtime.js';
+import { autoDenseTokens } from './attention-mode.js';
 import { tapsKey, type Model, type TraceOptions } from './model.js';
 
 /** A run stopped between layers because its AbortSignal fired. */
@@ -72,6 +73,14 @@ export interface LayerwiseOptions extends TraceOptions {
   qkFirst?: boolean | 'on-demand';
   /** Called once the input is prepared (tokens known), before the first layer runs. */
   onStart?: (prepared: PreparedRun) => void | Promise<void>;
+  /**
+   * Keep the weights fed to shared segments loaded for the next run (default true: a server traces
+   * the same model again). false reads each layer's weights just before it runs (the next layer's
+   * while this one runs) and lets them go after it: one or two layers' weights in memory instead of
+   * every layer's (the Llama-3.2-1B shape: ≈ 0.5 GB instead of 3.9 GB), for a read and transpose
+   * of ≈ 0.25 GB per layer per run.
+   */
+  keepWeights?: boolean;
 }
 
 /** A prepared single forward pass (Model.prepareRun): tokens, graph inputs, taps, mask positions. */
@@ -124,8 +133,11 @@ interface LayerPlan {
   forms: readonly (SharedSegmentForm | undefined)[];
   /** The session of a shared segment for carried inputs of these shapes, and the form it was made from. */
   sharedSession(index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<{ session: GraphSession; form: SharedSegmentForm }>;
-  /** A shared segment's weights as feeds (by its own initializer names), loaded once per plan. */
-  weightFeeds(index: number): Promise<Record<string, RuntimeTensor>>;
+  /**
+   * A shared segment's weights as feeds (by its own initializer names): with `keep`, loaded once
+   * per plan and kept; without, read afresh unless kept already (and not kept).
+   */
+  weightFeeds(index: number, keep: boolean): Promise<Record<string, RuntimeTensor>>;
   /** Sizes that are fixed in the graph: weight dimensions and small integer constants. */
   fixedSizes: ReadonlySet<number>;
   /** The graph inputs' declared shapes. */
@@ -222,16 +234,18 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
   const representative = new Map<string, number>();
   forms.forEach((f, i) => f && !representative.has(f.key) && representative.set(f.key, i));
   const loaded = new Map<string, Promise<RuntimeTensor>>();
-  const weightOf = (t: InitializerSpec): Promise<RuntimeTensor> => {
+  const load = async (t: InitializerSpec): Promise<RuntimeTensor> => {
+    if (!t.external) return weightTensor(t, t.raw ?? new Uint8Array(0));
+    const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
+    const ext = w.get(t.external.location);
+    if (!ext) throw new Error(`layerwise: no weight data for ${t.name}`);
+    return weightTensor(t, await ext.load());
+  };
+  const weightOf = (t: InitializerSpec, keep: boolean): Promise<RuntimeTensor> => {
     let p = loaded.get(t.name);
     if (!p) {
-      p = (async () => {
-        if (!t.external) return weightTensor(t, t.raw ?? new Uint8Array(0));
-        const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
-        const ext = w.get(t.external.location);
-        if (!ext) throw new Error(`layerwise: no weight data for ${t.name}`);
-        return weightTensor(t, await ext.load());
-      })();
+      p = load(t);
+      if (!keep) return p;
       loaded.set(t.name, p);
       p.catch(() => loaded.delete(t.name));
     }
@@ -273,10 +287,10 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
       });
       return { session, form };
     },
-    weightFeeds: async (index) => {
+    weightFeeds: async (index, keep) => {
       const own = forms[index]!;
       const feeds: Record<string, RuntimeTensor> = {};
-      const values = await Promise.all(own.weights.map(weightOf));
+      const values = await Promise.all(own.weights.map((t) => weightOf(t, keep)));
       own.weights.forEach((t, i) => (feeds[t.name] = values[i]!));
       return feeds;
     },
@@ -312,6 +326,20 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
   const { segments, lastUse } = plan.partition;
   const fed = model.feedsFor([...plan.inputs], inputs);
   const carried = new Map<string, RuntimeTensor>();
+  const keep = options.keepWeights ?? true;
+  // Without keepWeights: the next shared segment's weights are read while this segment runs.
+  let pending: { index: number; feeds: Promise<Record<string, RuntimeTensor>> } | undefined;
+  const weightsFor = (s: number): Promise<Record<string, RuntimeTensor>> => {
+    const ready = pending?.index === s ? pending.feeds : plan.weightFeeds(s, keep);
+    pending = undefined;
+    return ready;
+  };
+  const prefetch = (s: number): void => {
+    if (keep || !plan.forms[s]) return;
+    const feeds = plan.weightFeeds(s, false);
+    feeds.catch(() => undefined); // awaited (and its error raised) when segment s runs
+    pending = { index: s, feeds };
+  };
   for (let s = 0; s < segments.length; s++) {
     if (signal?.aborted) throw new LayerRunCancelled(s);
     const seg = segments[s]!;
@@ -328,16 +356,18 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
     let t1: number;
     if (own) {
       // Run on the shared session, the segment's values in the places of the representative's.
-      const [{ session, form }, weightFeeds] = await Promise.all([plan.sharedSession(s, shapes), plan.weightFeeds(s)]);
+      const [{ session, form }, weightFeeds] = await Promise.all([plan.sharedSession(s, shapes), weightsFor(s)]);
       const all = { ...feeds, ...weightFeeds };
       const shared: Record<string, RuntimeTensor> = {};
       own.inputs.forEach((name, i) => (shared[form.inputs[i]!] = all[name]!));
+      prefetch(s + 1);
       t1 = performance.now();
       const got = await session.run(shared, form.outputs);
       out = {};
       own.outputs.forEach((name, i) => (out[name] = got[form.outputs[i]!]!));
     } else {
       const session = await plan.session(s, shapes);
+      prefetch(s + 1);
       t1 = performance.now();
       out = await session.run(feeds, seg.graph.outputs.map((o) => o.name));
     }
@@ -389,12 +419,83 @@ function carriedShapes(plan: LayerPlan, fed: Readonly<Record<string, RuntimeTens
  */
 export async function traceByLayers(model: Model, text: string | null, options: LayerwiseOptions = {}, onLayer?: (layer: LayerOutputs) => void | Promise<void>): Promise<Trace> {
   checkSingleRun(model, options);
+  return tracePreparedByLayers(model, await model.prepareRun(text, options), options, onLayer);
+}
+
+/** traceByLayers on a prepared run: each output is held once (as the runtime handed it out), in the Trace. */
+async function tracePreparedByLayers(model: Model, prepared: PreparedRun, options: LayerwiseOptions, onLayer?: (layer: LayerOutputs) => void | Promise<void>): Promise<Trace> {
   const all: Record<string, RuntimeTensor> = {};
-  const prepared = await model.prepareRun(text, options);
   await options.onStart?.(prepared);
   await runLayers(model, prepared, options, async (layer) => {
     Object.assign(all, layer.outputs);
     await onLayer?.(layer);
   });
   return model.traceOf(prepared, all, options);
+}
+
+/**
+ * How a trace runs the model: 'whole' (the whole graph in one run, `Model.trace`), 'layers' (one
+ * layer at a time, `traceByLayers`: the runtime holds one layer's intermediates and outputs at a
+ * time, so memory does not grow by a second copy of every layer's outputs) or 'auto' (layer by
+ * layer for long inputs: above the same number of tokens as `attention: 'auto'` records on demand).
+ */
+export type ExecutionMode = 'auto' | 'whole' | 'layers';
+
+export const EXECUTION_MODES: readonly ExecutionMode[] = ['auto', 'whole', 'layers'];
+
+/** Refuses anything but 'auto', 'whole', 'layers' (one line naming `what`). */
+export function checkExecutionMode(value: unknown, what = 'execution'): ExecutionMode {
+  if (EXECUTION_MODES.includes(value as ExecutionMode)) return value as ExecutionMode;
+  throw new AttnscopeError(`${what}: '${String(value)}' is not a way to run the model; allowed: ${EXECUTION_MODES.join(', ')}`);
+}
+
+/**
+ * What 'auto' runs `tokens` (and `decoderTokens`) tokens as: layer by layer above `onDemandAbove`
+ * tokens (default engine/attention-mode.ts autoDenseTokens: ~1 GiB of probabilities), where every
+ * layer's outputs held at once (and copied out by the runtime) no longer fit comfortably.
+ */
+export function autoExecution(model: Model, tokens: number, decoderTokens?: number, onDemandAbove?: number): 'whole' | 'layers' {
+  return Math.max(tokens, decoderTokens ?? 0) > (onDemandAbove ?? autoDenseTokens(model.architectureInfo)) ? 'layers' : 'whole';
+}
+
+export interface TraceRunOptions extends LayerwiseOptions {
+  /** How the model runs (default 'auto'); a generation (encoder-decoder without a decoder input) runs whole. */
+  execution?: ExecutionMode;
+  /** Layer by layer: called with each segment's outputs as they come (e.g. progress); they also go into the Trace. */
+  onLayer?: (layer: LayerOutputs) => void | Promise<void>;
+}
+
+/** What the trace ran as. */
+export interface TraceRun {
+  trace: Trace;
+  execution: 'whole' | 'layers';
+}
+
+/**
+ * A trace of `text` (or `options.ids`), as `Model.trace` gives it, run as `options.execution` says:
+ * by default the whole graph for short inputs and layer by layer for long ones (which, unless
+ * `keepWeights` is set, also reads each layer's weights as it runs instead of keeping every
+ * layer's). What `attnscope trace` runs.
+ */
+export async function traceModel(model: Model, text: string | null, options: TraceRunOptions = {}): Promise<TraceRun> {
+  const execution = checkExecutionMode(options.execution ?? 'auto');
+  const generates = model.info.kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined;
+  if (execution === 'whole' || (execution === 'auto' && generates)) return { trace: await model.trace(text, options), execution: 'whole' };
+  checkSingleRun(model, options);
+  checkTraceOptions(model, options);
+  const prepared = await model.prepareRun(text, options);
+  const chosen = execution === 'layers' ? 'layers' : autoExecution(model, prepared.tokens.length, prepared.decoderTokens?.length, options.onDemandAbove);
+  if (chosen === 'whole') return { trace: model.traceOf(prepared, await model.run(prepared.taps, prepared.inputs), options), execution: chosen };
+  return { trace: await tracePreparedByLayers(model, prepared, { ...options, keepWeights: options.keepWeights ?? false }, options.onLayer), execution: chosen };
+}
+
+/** The options `Model.trace` refuses for a model before running it (layer by layer runs without that check). */
+function checkTraceOptions(model: Model, options: TraceOptions): void {
+  const info = model.architectureInfo;
+  const what = `${model.name} (${model.config.modelType})`;
+  if (options.contributions && !info.contributions) throw new AttnscopeError(`--contributions: not available for ${what}`);
+  if (options.routing && !info.routing) throw new AttnscopeError(`--routing: ${what} has no mixture-of-experts layers`);
+  const k = options.logitLens;
+  const vocab = model.config.has('vocab_size') ? model.config.int('vocab_size') : Infinity;
+  if (k !== undefined && !(Number.isInteger(k) && k >= 1 && k <= vocab)) throw new AttnscopeError(`--logit-lens: ${k} top tokens is out of range; allowed: 1 to ${Number.isFinite(vocab) ? vocab : 'the vocabulary size'}`);
 }

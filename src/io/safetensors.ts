@@ -281,14 +281,19 @@ function* tensorChunks(t: SafetensorsTensorInput, chunkBytes: number): Generator
   }
 }
 
-/** A tensor to write whose data may come later (writeSafetensorsStreamed). */
-export type SafetensorsTensorSpec = Omit<SafetensorsTensorInput, 'data'> & { data?: SafetensorsTensorInput['data'] };
+/** A tensor's values: one array, or consecutive parts of it (e.g. one per layer) written one after another. */
+export type SafetensorsData = Float32Array | Uint16Array | readonly (Float32Array | Uint16Array)[];
 
-function checkData(t: SafetensorsTensorSpec, data: Float32Array | Uint16Array): void {
-  if (numel(t.shape) !== data.length) {
-    throw new AttnscopeError(`cannot write safetensors: tensor '${t.name}' has ${data.length} values but shape [${t.shape.join(', ')}]`);
+/** A tensor to write whose data may come later (writeSafetensorsStreamed). */
+export type SafetensorsTensorSpec = Omit<SafetensorsTensorInput, 'data'> & { data?: SafetensorsData };
+
+function checkData(t: SafetensorsTensorSpec, data: SafetensorsData): void {
+  const parts = Array.isArray(data) ? data : [data as Float32Array | Uint16Array];
+  const length = parts.reduce((n, p) => n + p.length, 0);
+  if (numel(t.shape) !== length) {
+    throw new AttnscopeError(`cannot write safetensors: tensor '${t.name}' has ${length} values but shape [${t.shape.join(', ')}]`);
   }
-  if (t.dtype === 'F32' && !(data instanceof Float32Array)) {
+  if (t.dtype === 'F32' && !parts.every((p) => p instanceof Float32Array)) {
     throw new AttnscopeError(`cannot write safetensors: F32 tensor '${t.name}' needs a Float32Array`);
   }
 }
@@ -362,12 +367,13 @@ export function writeSafetensors(
 /**
  * Writes a safetensors file whose tensors are produced one at a time by `dataOf` (called in
  * order, each result written and let go before the next is asked for): a file of any size with
- * one tensor in memory at a time. Atomic as writeSafetensors.
+ * one tensor in memory at a time, or none (a tensor given as its parts, each written where it
+ * lies). Atomic as writeSafetensors.
  */
 export async function writeSafetensorsStreamed(
   path: string,
   tensors: readonly SafetensorsTensorSpec[],
-  dataOf: (tensor: SafetensorsTensorSpec, index: number) => Float32Array | Uint16Array | Promise<Float32Array | Uint16Array>,
+  dataOf: (tensor: SafetensorsTensorSpec, index: number) => SafetensorsData | Promise<SafetensorsData>,
   metadata?: Record<string, string>,
   options: ChunkOptions = {},
 ): Promise<void> {
@@ -382,9 +388,11 @@ export async function writeSafetensorsStreamed(
     for (const [index, spec] of tensors.entries()) {
       const data = await dataOf(spec, index);
       checkData(spec, data);
-      for (const chunk of tensorChunks({ ...spec, data }, chunkBytes)) {
-        await writeAll(handle, chunk, position);
-        position += chunk.length;
+      for (const part of Array.isArray(data) ? data : [data as Float32Array | Uint16Array]) {
+        for (const chunk of tensorChunks({ ...spec, data: part }, chunkBytes)) {
+          await writeAll(handle, chunk, position);
+          position += chunk.length;
+        }
       }
     }
     await handle.sync();

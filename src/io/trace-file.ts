@@ -35,7 +35,10 @@ import {
 import { attentionWarnings } from '../core/trace-check.js';
 import type { Routing, StackMap, Trace } from '../core/trace.js';
 import { JsonChunkWriter } from './json-writer.js';
-import { openSafetensors, writeSafetensors, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
+import { openSafetensors, writeSafetensorsStreamed, type SafetensorsData, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
+
+/** A tensor of a trace file: its data whole, or its parts in order (a stack's layers, never copied into one array). */
+type TraceTensor = Omit<SafetensorsTensorInput, 'data'> & { data: SafetensorsData };
 
 export type TraceFileFormat = 'json' | 'safetensors';
 
@@ -111,15 +114,13 @@ async function writeJsonFile(path: string, trace: Trace): Promise<void> {
   });
 }
 
-function stackTensors(prefix: string, map: StackMap | undefined, dtype: WritableDType): SafetensorsTensorInput[] {
-  const out: SafetensorsTensorInput[] = [];
+/** Each stack of `map` as one tensor [layers, …dims] whose parts are its layers' arrays (written where they lie). */
+function stackTensors(prefix: string, map: StackMap | undefined, dtype: WritableDType): TraceTensor[] {
+  const out: TraceTensor[] = [];
   for (const name of STACK_NAMES) {
     const stack = map?.[name];
     if (!stack) continue;
-    const per = stack.dims[0] * stack.dims[1] * stack.dims[2];
-    const data = new Float32Array(per * stack.layers.length);
-    stack.layers.forEach((layer, l) => data.set(layer, l * per));
-    out.push({ name: `${prefix}.${name}`, dtype, shape: [stack.layers.length, ...stack.dims], data });
+    out.push({ name: `${prefix}.${name}`, dtype, shape: [stack.layers.length, ...stack.dims], data: stack.layers });
   }
   return out;
 }
@@ -154,7 +155,7 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
   if (trace.decoderTokens) metadata.decoderTokens = JSON.stringify(tokensToJson(trace.decoderTokens));
   if (trace.generation) metadata.generation = JSON.stringify(trace.generation);
   if (trace.predictions) metadata.predictions = JSON.stringify(trace.predictions);
-  const tensors = [
+  const tensors: TraceTensor[] = [
     ...stackTensors('attention', trace.attention, dtype),
     ...stackTensors('queries', trace.queries, dtype),
     ...stackTensors('keys', trace.keys, dtype),
@@ -175,7 +176,7 @@ export async function writeTraceSafetensors(path: string, trace: Trace, dtype: W
   const layers = layerTensors(trace);
   Object.assign(metadata, layers.metadata);
   tensors.push(...layers.tensors.map((t) => ({ ...t, dtype: 'F32' as const })));
-  await writeSafetensors(path, tensors, metadata);
+  await writeSafetensorsStreamed(path, tensors, (t) => (t as TraceTensor).data, metadata);
 }
 
 /** Writes a trace file, choosing the format from the extension. */
