@@ -17,7 +17,7 @@ import { attention, mergeHeads, tapBlockContributions } from './attention.js';
 import { tapLayer, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, type DecoderShape, decoderInfo, decoderShape, gatedMlp, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
+  buildLlamaStyle, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
 } from './decoder-blocks.js';
 import { ropeFromConfig, type RopeSpec, type Rotary } from './rope.js';
 

@@ -5,7 +5,7 @@
  *
  * - decoderShape / partialRotaryDims / checkRopeScaling: the attention shape and rotary settings
  *   read from config.json, with the checks every such family makes;
- * - decoderInfo: what such a decoder tells about itself (describe);
+ * - decoderInfo: what such a decoder tells about itself (describe; GPT-2's and OPT's too);
  * - projection, rotaryQkv, gatedMlp: a linear layer with or without a bias, the q/k/v projections
  *   split into heads and rotated, the gated feed-forward down(act(gate(x)) · up(x));
  * - layerMasks / layerMaskFeeds: each layer's causal (or sliding-window) mask input;
@@ -106,15 +106,17 @@ export function checkRopeScaling(config: ModelConfig, scaling: Readonly<Record<s
 // --- describe ----------------------------------------------------------------------------------
 
 export interface DecoderScoring {
-  /** Multiplier of q·k, written as the family's reference computes it (1/√d and d^-0.5 can differ in the last bit). */
-  scale: number;
+  /** Multiplier of q·k (per layer, or a function of the layer), written as the family's reference computes it (1/√d and d^-0.5 can differ in the last bit). */
+  scale: number | ((layer: number) => number);
   /** Sliding window of each layer (null: full causal); omitted: none. */
   windows?: readonly (number | null)[];
   /** Mixture-of-experts layers, when there are any. */
   routing?: RoutingInfo;
+  /** Where the blocks normalise (default pre-norm: x + attn(norm(x))), with the post-LN epsilon. */
+  contributions?: ArchitectureInfo['contributions'];
 }
 
-/** What a decoder-only model with one causal self-attention stack of pre-norm blocks tells about itself. */
+/** What a decoder-only model with one causal self-attention stack tells about itself. */
 export function decoderInfo(s: Omit<DecoderShape, 'hidden'> & { maxPositions: number }, o: DecoderScoring): ArchitectureInfo {
   return {
     kind: 'decoder',
@@ -126,7 +128,7 @@ export function decoderInfo(s: Omit<DecoderShape, 'hidden'> & { maxPositions: nu
     stacks: { self: s.layers },
     scoring: { self: stackScoring(s.layers, { scale: o.scale, causal: true, ...(o.windows ? { windows: o.windows } : {}) }) },
     ...(o.routing ? { routing: o.routing } : {}),
-    contributions: { norm: 'pre' },
+    contributions: o.contributions ?? { norm: 'pre' },
   };
 }
 
@@ -306,8 +308,8 @@ export interface LlamaStyleBlock extends BlockSite {
   /** The multiplier of q·k and where it is applied, as the family's reference does. */
   scale: number;
   scaleStyle: AttentionArgs['scaleStyle'];
-  /** The block's norm module `<prefix>.<name>`. */
-  norm(x: Value, name: 'input_layernorm' | 'post_attention_layernorm'): Promise<Value>;
+  /** The norm module `prefix` (`<block>.input_layernorm`, `<block>.post_attention_layernorm`). */
+  norm(x: Value, prefix: string): Promise<Value>;
   /** q_proj, k_proj or v_proj (`<prefix>.self_attn.<name>`) of the normed input: its bias, clipping, ... */
   project: RotaryQkv['project'];
   split?: RotaryQkv['split'];
@@ -329,11 +331,11 @@ export async function llamaStyleBlock(ctx: BuildContext, x: Value, b: LlamaStyle
     layer: b.layer, heads: b.heads, kvHeads: b.kvHeads, headDim: b.headDim,
     scale: b.scale, scaleStyle: b.scaleStyle, mask: b.mask,
     ...(b.mlpRowBands === undefined ? {} : { mlpRowBands: b.mlpRowBands }),
-    inputNorm: (y) => b.norm(y, 'input_layernorm'),
+    inputNorm: (y) => b.norm(y, `${b.prefix}.input_layernorm`),
     qkv: (h) => rotaryQkv(ctx, h, { ...b, prefix: a }),
     outProj: `${a}.o_proj`,
     outBias: b.outBias ? await ctx.weight(`${a}.o_proj.bias`) : null,
-    ...(b.parallel ? { parallel: true } : { postNorm: (y: Value) => b.norm(y, 'post_attention_layernorm') }),
+    ...(b.parallel ? { parallel: true } : { postNorm: (y: Value) => b.norm(y, `${b.prefix}.post_attention_layernorm`) }),
     mlp: b.mlp,
   });
 }

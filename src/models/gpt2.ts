@@ -18,8 +18,8 @@ import { lmHead } from './heads.js';
 import { layerNormLayer, requiredBias } from './layers.js';
 import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
+import { decoderInfo } from './decoder-blocks.js';
 import { causalMask } from './masks.js';
-import { stackScoring } from './scoring.js';
 
 function hiddenSize(config: ModelConfig): number {
   return config.int(['n_embd', 'hidden_size']);
@@ -42,17 +42,8 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const layers = config.int(['n_layer', 'num_hidden_layers']);
   if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: n_embd ${hidden} is not a multiple of n_head ${heads}`);
   const headDim = hidden / heads;
-  return {
-    kind: 'decoder',
-    numLayers: layers,
-    numHeads: heads,
-    numKeyValueHeads: heads,
-    headDim,
-    maxPositions: config.int(['n_positions', 'max_position_embeddings'], 1024),
-    stacks: { self: layers },
-    scoring: { self: stackScoring(layers, { scale: (l) => 1 / scoreDivisor(config, headDim, l), causal: true }) },
-    contributions: { norm: 'pre' },
-  };
+  const maxPositions = config.int(['n_positions', 'max_position_embeddings'], 1024);
+  return decoderInfo({ layers, heads, kvHeads: heads, headDim, maxPositions }, { scale: (l) => 1 / scoreDivisor(config, headDim, l) });
 }
 
 /** transformers' Conv1D `prefix.weight` [in, out] / `prefix.bias`: x·W + b. */

@@ -16,7 +16,9 @@ import type { Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import { buildLlamaStyle, type DecoderShape, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds } from './decoder-blocks.js';
+import {
+  buildLlamaStyle, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds,
+} from './decoder-blocks.js';
 import { mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
 
@@ -77,15 +79,16 @@ const EXPERT = ['w1', 'w3', 'w2'] as const;
 
 async function build(ctx: BuildContext): Promise<void> {
   const s = mixtralSpec(ctx.config);
+  const norm = (x: Value, prefix: string): Promise<Value> => rmsNormLayer(ctx, x, prefix, s.eps);
   await buildLlamaStyle(ctx, {
     ...s,
-    norm: (x, prefix) => rmsNormLayer(ctx, x, prefix, s.eps),
+    norm,
     block: (x, at) => {
       const moe = `${at.prefix}.block_sparse_moe`;
       return llamaStyleBlock(ctx, x, {
         ...s, ...at,
         scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mlpRowBands: false,
-        norm: (y, name) => rmsNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+        norm,
         project: (y, p) => projection(ctx, y, p.prefix, false),
         outBias: false,
         // Routed experts: no single MLP activation to tap.

@@ -9,7 +9,8 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds,
+  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock, projection,
+  rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
 

@@ -16,8 +16,8 @@ import { tapEmbeddings, tapLayer, tapLogitLens, tapMlp } from './layer-taps.js';
 import { lmHead } from './heads.js';
 import { layerNormLayer, linearLayer } from './layers.js';
 import type { ModelConfig } from './config.js';
+import { decoderInfo } from './decoder-blocks.js';
 import { causalMask } from './masks.js';
-import { stackScoring } from './scoring.js';
 
 /** OPT's learned position table is indexed at position + this offset. */
 const POSITION_OFFSET = 2;
@@ -29,18 +29,11 @@ function describe(config: ModelConfig): ArchitectureInfo {
   const layers = config.int('num_hidden_layers');
   if (hidden % heads !== 0) throw new AttnscopeError(`${config.source}: hidden_size ${hidden} is not a multiple of num_attention_heads ${heads}`);
   const headDim = hidden / heads;
-  return {
-    kind: 'decoder',
-    numLayers: layers,
-    numHeads: heads,
-    numKeyValueHeads: heads,
-    headDim,
-    maxPositions: config.int('max_position_embeddings', 2048),
-    stacks: { self: layers },
+  return decoderInfo({ layers, heads, kvHeads: heads, headDim, maxPositions: config.int('max_position_embeddings', 2048) }, {
     // q_proj(x) · head_dim^-0.5, then q·k; causal.
-    scoring: { self: stackScoring(layers, { scale: headDim ** -0.5, causal: true }) },
+    scale: headDim ** -0.5,
     contributions: { norm: config.bool('do_layer_norm_before', true) ? 'pre' : 'post', eps: EPS },
-  };
+  });
 }
 
 /** A linear layer with a bias when the config enables biases (`enable_bias`, default true). */

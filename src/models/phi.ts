@@ -15,7 +15,8 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  type BlockSite, buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, partialRotaryDims, rotaryDecoderFeeds, rotaryQkv, tiedHead,
+  type BlockSite, buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, partialRotaryDims,
+  rotaryDecoderFeeds, rotaryQkv, tiedHead,
 } from './decoder-blocks.js';
 import { layerNormLayer, linearLayer, preNormBlock, requiredBias } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';

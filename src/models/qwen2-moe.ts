@@ -20,7 +20,9 @@ import type { Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import { buildLlamaStyle, type DecoderShape, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds } from './decoder-blocks.js';
+import {
+  buildLlamaStyle, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds,
+} from './decoder-blocks.js';
 import { linearLayer, mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
 
@@ -109,15 +111,16 @@ async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: s
 
 async function build(ctx: BuildContext): Promise<void> {
   const s = qwen2MoeSpec(ctx.config);
+  const norm = (x: Value, prefix: string): Promise<Value> => rmsNormLayer(ctx, x, prefix, s.eps);
   await buildLlamaStyle(ctx, {
     ...s,
-    norm: (x, prefix) => rmsNormLayer(ctx, x, prefix, s.eps),
+    norm,
     block: (x, at) => {
       const m = `${at.prefix}.mlp`;
       return llamaStyleBlock(ctx, x, {
         ...s, ...at,
         scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mlpRowBands: false,
-        norm: (y, name) => rmsNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+        norm,
         // Qwen2's q/k/v projections always have a bias (o_proj none).
         project: (y, p) => linearLayer(ctx, y, p.prefix),
         outBias: false,

@@ -12,7 +12,8 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, gatedMlp, llamaStyleBlock, partialRotaryDims, projection, rotaryDecoderFeeds,
+  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock,
+  partialRotaryDims, projection, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { layerNormLayer } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
@@ -67,13 +68,14 @@ async function perHeadNorm(ctx: BuildContext, s: StableLmSpec, x: Value, prefix:
 async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const s = stableLmSpec(config);
+  const norm = (x: Value, prefix: string): Promise<Value> => layerNormLayer(ctx, x, prefix, s.eps);
   await buildLlamaStyle(ctx, {
     ...s,
-    norm: (x, prefix) => layerNormLayer(ctx, x, prefix, s.eps),
+    norm,
     block: (x, at) => llamaStyleBlock(ctx, x, {
       ...s, ...at,
       scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-      norm: (y, name) => layerNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+      norm,
       project: (y, p) => projection(ctx, y, p.prefix, s.qkvBias),
       // qk_layernorm: queries and keys normalised per head before the rotation.
       split: async (y, p) => {

@@ -11,7 +11,10 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
-import { buildLlamaStyle, type DecoderShape, checkRopeScaling, decoderInfo, decoderShape, llamaStyleBlock, projection, rotaryDecoderFeeds } from './decoder-blocks.js';
+import {
+  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, llamaStyleBlock, projection,
+  rotaryDecoderFeeds,
+} from './decoder-blocks.js';
 import { layerNormLayer } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
 
@@ -68,13 +71,14 @@ function describe(config: ModelConfig): ArchitectureInfo {
 async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const s = starcoder2Spec(config);
+  const norm = (x: Value, prefix: string): Promise<Value> => layerNormLayer(ctx, x, prefix, s.eps);
   await buildLlamaStyle(ctx, {
     ...s,
-    norm: (x, prefix) => layerNormLayer(ctx, x, prefix, s.eps),
+    norm,
     block: (x, at) => llamaStyleBlock(ctx, x, {
       ...s, ...at,
       scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-      norm: (y, name) => layerNormLayer(ctx, y, `${at.prefix}.${name}`, s.eps),
+      norm,
       project: (y, p) => projection(ctx, y, p.prefix, s.bias),
       outBias: s.bias,
       // A plain MLP: c_proj(act(c_fc(h))).
