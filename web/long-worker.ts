@@ -58,7 +58,8 @@ export class LongWorker {
     private trace: Trace,
     private source: AttentionSource,
   ) {
-    const { worker, finish } = startPageWorker('long views');
+    const { worker, finish } = spare ?? startPageWorker('long views');
+    spare = null;
     this.worker = worker;
     this.finish = finish;
     this.post({ kind: 'long-views', op: 'stack', spec: stackSpec(trace, source), keep: false });
@@ -232,6 +233,25 @@ function extendsStack(prev: Trace, next: Trace, stack: AttentionSource['stack'])
 }
 
 const workers: { source: AttentionSource; worker: LongWorker }[] = [];
+
+/** A worker started ahead of need (prestartLongWorker), taken by the next LongWorker. */
+let spare: { worker: Worker; finish: () => void } | null = null;
+
+/**
+ * Starts the long views' next worker now. The served app's workers load the page's script from
+ * the server (its CSP allows no blob: worker), and the server answers nothing while it runs a
+ * model segment (onnxruntime-node runs on its main thread): a worker started when the first layer
+ * is drawn waited for the next segment's run (tens of seconds for a 1B model at 2,048 tokens).
+ * Started when a trace is requested, it has its script by the time the first layer arrives.
+ */
+export function prestartLongWorker(): void {
+  if (spare || !pageWorkersAvailable()) return;
+  try {
+    spare = startPageWorker('long views');
+  } catch {
+    spare = null;
+  }
+}
 
 /**
  * The worker computing for an on-demand source of the page (web/source.ts pageSource; made on first

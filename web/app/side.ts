@@ -8,6 +8,7 @@ import type { PayloadHeader } from '../../src/views/html/payload.js';
 import { App, type HostedViews } from '../app.js';
 import { VIEWS, type State, type ViewName } from '../context.js';
 import { h, replaceChildren } from '../dom.js';
+import { prestartLongWorker } from '../long-worker.js';
 import { ApiRefusal, layersIn, partialTrace, streamTrace, type Incoming } from './stream.js';
 import type { UrlState } from './url-state.js';
 
@@ -140,6 +141,8 @@ export class Side {
     this.mark('trace', 'loading');
     const t0 = performance.now();
     this.traceStart = t0;
+    // A long trace's views compute in a worker whose script comes from the server: fetched now, while the server is idle.
+    prestartLongWorker();
     try {
       await this.host.ensureLoaded(this, req.model, controller.signal);
       this.host.onStatus(this, 'tracing…');
