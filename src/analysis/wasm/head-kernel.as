@@ -564,7 +564,8 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
       v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3))),
       v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))),
     );
-    if (v128.any_true(hit)) for (let l = 0; l < 8; l++) put(values, bins, i + l, list, count, out, cursor);
+    // Only the values whose bin is listed, in order (the bits of the lanes that hit).
+    for (let bits = i16x8.bitmask(hit); bits !== 0; bits &= bits - 1) put(values, bins, i + <i32>ctz(bits), list, count, out, cursor);
   }
   for (; i < n; i++) put(values, bins, i, list, count, out, cursor);
 }
