@@ -88,6 +88,16 @@ async function runCase(spec: string): Promise<void> {
     weights.set(tensor, tensor.includes('layernorm.weight') || tensor.includes('layer_norm.weight') ? { shape: scaled, data: new Float32Array(scaled.reduce((a, b) => a * b, 1)).fill(1) } : randomTensor(scaled, seed++, 0.05));
   }
   await file.close();
+  // More layers than the fixture's 2: layer l's tensors shaped as layer l mod 2's, their own random values.
+  const wanted = name === 'bloom' && layersText ? Number(layersText) : 0;
+  for (const [tensor, t] of [...weights]) {
+    const m = /^(.*\bh\.)(\d+)(\..*)$/.exec(tensor);
+    if (!m) continue;
+    for (let l = Number(m[2]) + 2; l < wanted; l += 2) {
+      const copy = `${m[1]}${l}${m[3]}`;
+      weights.set(copy, tensor.includes('layernorm.weight') ? t : randomTensor([...t.shape], seed++, 0.05));
+    }
+  }
   const model = new Model({ name: `random-${name}`, config, architecture: architectureFor(raw.model_type as string), tokenizer: null, weights: memoryWeightStore(weights), runtime: nodeRuntime });
   // Trees before the per-band biases cap models without a position limit (ALiBi, relative buckets) at
   // the tokens whose dense attention fits 1 GiB (engine/model.ts tracedTokenLimit), on demand too:
