@@ -11,8 +11,8 @@
  * - layerMasks / layerMaskFeeds: each layer's causal (or sliding-window) mask input;
  * - decoderTrunk / tiedHead: embeddings → blocks → final norm → LM head, with the taps;
  * - rotaryDecoderFeeds: input ids, rotary tables and masks for a run;
- * - llamaStyleBlock / buildLlamaStyle: a block and a whole model with the module names of
- *   transformers' LlamaDecoderLayer and LlamaModel, which most of these checkpoints use.
+ * - buildLlamaStyle / buildLlamaStyleModel: a whole model with the module names of transformers'
+ *   LlamaModel (and LlamaDecoderLayer blocks), which most of these checkpoints use.
  *
  * Model files import these, never another model file.
  */
@@ -300,18 +300,11 @@ export interface BlockSite {
   mask: Value;
 }
 
-export interface LlamaStyleBlock extends BlockSite {
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-  rope: RopeSpec;
-  /** The multiplier of q·k and where it is applied, as the family's reference does. */
-  scale: number;
-  scaleStyle: AttentionArgs['scaleStyle'];
-  /** The norm module `prefix` (`<block>.input_layernorm`, `<block>.post_attention_layernorm`). */
-  norm(x: Value, prefix: string): Promise<Value>;
-  /** q_proj, k_proj or v_proj (`<prefix>.self_attn.<name>`) of the normed input: its bias, clipping, ... */
+/** What differs between the LlamaDecoderLayer-style blocks of one model, per layer. */
+export interface LlamaStyleParts {
+  /** q_proj, k_proj or v_proj (`<block>.self_attn.<name>`) of the normed input: its bias, clipping, ... */
   project: RotaryQkv['project'];
+  /** Per-head q/k norms after the split (default: none). */
   split?: RotaryQkv['split'];
   /** o_proj has a bias. */
   outBias: boolean;
@@ -321,11 +314,21 @@ export interface LlamaStyleBlock extends BlockSite {
   parallel?: boolean;
 }
 
+interface LlamaStyleBlock extends BlockSite, LlamaStyleParts {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  rope: RopeSpec;
+  scale: number;
+  scaleStyle: AttentionArgs['scaleStyle'];
+  norm(x: Value, prefix: string): Promise<Value>;
+}
+
 /**
  * A pre-norm block with the module names of transformers' LlamaDecoderLayer: input_layernorm,
  * self_attn.{q,k,v}_proj (q and k rotated), self_attn.o_proj, post_attention_layernorm, mlp.
  */
-export async function llamaStyleBlock(ctx: BuildContext, x: Value, b: LlamaStyleBlock): Promise<Value> {
+async function llamaStyleBlock(ctx: BuildContext, x: Value, b: LlamaStyleBlock): Promise<Value> {
   const a = `${b.prefix}.self_attn`;
   return preNormBlock(ctx, x, {
     layer: b.layer, heads: b.heads, kvHeads: b.kvHeads, headDim: b.headDim,
@@ -375,4 +378,24 @@ export async function buildLlamaStyle(ctx: BuildContext, d: LlamaStyleDecoder): 
     finalNorm: (x) => d.norm(x, finalNorm),
     readout: d.readout ?? (async (h, embed) => ctx.g.linear(h, await tiedHead(ctx, embed, d.tied))),
   });
+}
+
+export interface LlamaStyleModel extends Omit<LlamaStyleDecoder, 'block'> {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** The multiplier of q·k and where it is applied, as the family's reference does. */
+  scale: number;
+  scaleStyle: AttentionArgs['scaleStyle'];
+  /** The parts of the block at `at` (its layer and module prefix `model.layers.<l>`). */
+  parts(at: BlockSite): LlamaStyleParts;
+}
+
+/**
+ * buildLlamaStyle with LlamaDecoderLayer-style blocks throughout: input_layernorm,
+ * self_attn.{q,k,v}_proj (q and k rotated), self_attn.o_proj, post_attention_layernorm (unless
+ * parallel), mlp; `norm` is each norm module, the family's `parts` the rest.
+ */
+export async function buildLlamaStyleModel(ctx: BuildContext, m: LlamaStyleModel): Promise<void> {
+  await buildLlamaStyle(ctx, { ...m, block: (x, at) => llamaStyleBlock(ctx, x, { ...m, ...at, ...m.parts(at) }) });
 }

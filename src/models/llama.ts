@@ -16,7 +16,7 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock, projection,
+  buildLlamaStyleModel, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection,
   ropeScalingType, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
@@ -150,13 +150,11 @@ async function rmsNorm(ctx: BuildContext, s: LlamaSpec, x: Value, prefix: string
 async function build(ctx: BuildContext): Promise<void> {
   const s = llamaSpec(ctx.config);
   const norm = (x: Value, prefix: string): Promise<Value> => rmsNorm(ctx, s, x, prefix);
-  await buildLlamaStyle(ctx, {
+  await buildLlamaStyleModel(ctx, {
     ...s,
     norm,
-    block: (x, at) => llamaStyleBlock(ctx, x, {
-      ...s, ...at,
-      scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
-      norm,
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
+    parts: (at) => ({
       project: (y, p) => projection(ctx, y, p.prefix, s.qkvBias),
       outBias: s.outBias,
       // SwiGLU / GeGLU: down(act(gate(h)) · up(h)).

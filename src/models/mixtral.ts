@@ -17,7 +17,7 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock, projection, rotaryDecoderFeeds,
+  buildLlamaStyleModel, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { mixtureOfExperts, rmsNormLayer } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
@@ -80,21 +80,20 @@ const EXPERT = ['w1', 'w3', 'w2'] as const;
 async function build(ctx: BuildContext): Promise<void> {
   const s = mixtralSpec(ctx.config);
   const norm = (x: Value, prefix: string): Promise<Value> => rmsNormLayer(ctx, x, prefix, s.eps);
-  await buildLlamaStyle(ctx, {
+  await buildLlamaStyleModel(ctx, {
     ...s,
     norm,
-    block: (x, at) => {
+    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
+    parts: (at) => {
       const moe = `${at.prefix}.block_sparse_moe`;
-      return llamaStyleBlock(ctx, x, {
-        ...s, ...at,
-        scale: s.headDim ** -0.5, scaleStyle: 'scores-mul', mlpRowBands: false,
-        norm,
+      return {
+        mlpRowBands: false,
         project: (y, p) => projection(ctx, y, p.prefix, false),
         outBias: false,
         // Routed experts: no single MLP activation to tap.
         mlp: (h) => mixtureOfExperts(ctx, h, `${moe}.gate`, at.layer, s.experts, s.topK, true,
           (e) => gatedMlp(ctx, h, { prefix: `${moe}.experts.${e}`, act: s.act, names: EXPERT })),
-      });
+      };
     },
   });
 }

@@ -9,7 +9,7 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock, projection,
+  buildLlamaStyleModel, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection,
   rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
@@ -54,13 +54,11 @@ async function build(ctx: BuildContext): Promise<void> {
   // The non-parametric LayerNorm as ONNX LayerNormalization with a unit scale and no bias.
   const ones = g.initializer('olmo.layer_norm.unit_scale', new Float32Array(s.hidden).fill(1), [s.hidden]);
   const norm = async (x: Value): Promise<Value> => g.layerNorm(x, ones, null, EPS);
-  await buildLlamaStyle(ctx, {
+  await buildLlamaStyleModel(ctx, {
     ...s,
     norm,
-    block: (x, at) => llamaStyleBlock(ctx, x, {
-      ...s, ...at,
-      scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-      norm,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+    parts: (at) => ({
       // q, k and v clamped to ±clip_qkv before the rotation.
       project: async (y, p) => {
         const out = await projection(ctx, y, p.prefix, s.bias);

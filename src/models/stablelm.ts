@@ -12,7 +12,7 @@ import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from '
 import { splitHeads } from './attention.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp, llamaStyleBlock,
+  buildLlamaStyleModel, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, gatedMlp,
   partialRotaryDims, projection, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { layerNormLayer } from './layers.js';
@@ -69,13 +69,11 @@ async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const s = stableLmSpec(config);
   const norm = (x: Value, prefix: string): Promise<Value> => layerNormLayer(ctx, x, prefix, s.eps);
-  await buildLlamaStyle(ctx, {
+  await buildLlamaStyleModel(ctx, {
     ...s,
     norm,
-    block: (x, at) => llamaStyleBlock(ctx, x, {
-      ...s, ...at,
-      scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-      norm,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+    parts: (at) => ({
       project: (y, p) => projection(ctx, y, p.prefix, s.qkvBias),
       // qk_layernorm: queries and keys normalised per head before the rotation.
       split: async (y, p) => {

@@ -12,7 +12,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, llamaStyleBlock, projection,
+  buildLlamaStyleModel, checkRopeScaling, decoderInfo, type DecoderShape, decoderShape, projection,
   rotaryDecoderFeeds,
 } from './decoder-blocks.js';
 import { layerNormLayer } from './layers.js';
@@ -72,13 +72,11 @@ async function build(ctx: BuildContext): Promise<void> {
   const { g, config } = ctx;
   const s = starcoder2Spec(config);
   const norm = (x: Value, prefix: string): Promise<Value> => layerNormLayer(ctx, x, prefix, s.eps);
-  await buildLlamaStyle(ctx, {
+  await buildLlamaStyleModel(ctx, {
     ...s,
     norm,
-    block: (x, at) => llamaStyleBlock(ctx, x, {
-      ...s, ...at,
-      scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
-      norm,
+    scale: 1 / Math.sqrt(s.headDim), scaleStyle: 'scores-div',
+    parts: (at) => ({
       project: (y, p) => projection(ctx, y, p.prefix, s.bias),
       outBias: s.bias,
       // A plain MLP: c_proj(act(c_fc(h))).
