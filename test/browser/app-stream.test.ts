@@ -92,6 +92,12 @@ describe('attnscope serve: layer by layer in the app', () => {
       url.searchParams.set('view', 'heatmap');
       await page.goto(url.toString());
       const canvas = '[data-testid=heatmap-tiles]';
+      // The heatmap canvas now: whether it is the one marked when layer 0 was drawn, its overview, cells computed, workers started.
+      const heatmapNow = () =>
+        page.evaluate((c) => {
+          const el = document.querySelector<HTMLCanvasElement>(c)!;
+          return { same: (el as unknown as { firstCanvas?: boolean }).firstCanvas === true, overview: el.dataset.overview, cellsRead: Number(el.dataset.cellsRead), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
+        }, canvas);
       // Layer 0's heatmap (head 0) has its whole overview while the run is held after layer 0.
       await page.waitForFunction((c) => document.querySelector<HTMLElement>(c)?.dataset.overview === 'done', canvas, { timeout: 60_000 });
       expect(computed).toEqual([0]);
@@ -107,18 +113,10 @@ describe('attnscope serve: layer by layer in the app', () => {
       // Layer 1 arrives: the page is mounted again on two layers, and shows the same canvas, overview done, nothing computed again.
       gates[0]!.open();
       await page.waitForFunction(() => /2 of 5 layers on screen/.test(document.body.innerText), null, { timeout: 60_000 });
-      const second = await page.evaluate((c) => {
-        const el = document.querySelector<HTMLCanvasElement>(c)!;
-        return { same: (el as unknown as { firstCanvas?: boolean }).firstCanvas === true, overview: el.dataset.overview, cellsRead: Number(el.dataset.cellsRead), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
-      }, canvas);
-      expect(second).toEqual({ same: true, overview: 'done', cellsRead: first.cellsRead, workers: first.workers });
+      expect(await heatmapNow()).toEqual({ same: true, overview: 'done', cellsRead: first.cellsRead, workers: first.workers });
       gates[1]!.open();
       await page.waitForFunction((t) => document.body.dataset.trace === 'done' && JSON.parse(document.body.dataset.traced ?? '{}').text === t, text, { timeout: 60_000 });
-      const last = await page.evaluate((c) => {
-        const el = document.querySelector<HTMLCanvasElement>(c)!;
-        return { same: (el as unknown as { firstCanvas?: boolean }).firstCanvas === true, overview: el.dataset.overview, cellsRead: Number(el.dataset.cellsRead), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
-      }, canvas);
-      expect(last).toEqual({ same: true, overview: 'done', cellsRead: first.cellsRead, workers: first.workers });
+      expect(await heatmapNow()).toEqual({ same: true, overview: 'done', cellsRead: first.cellsRead, workers: first.workers });
       // Another layer shown: a matrix of its own, computed from layer 3's queries and keys.
       await page.selectOption('[data-testid=heatmap-layer]', '3');
       await page.waitForFunction(
