@@ -206,8 +206,9 @@ async function relativeBias(ctx: BuildContext, buckets: Value, tablePrefix: stri
   const range = (from: Value, to: Value): Value => g.op('Range', [scalar(from), scalar(to), scalar(g.ints([1]))]);
   return positionBias(`${stack} relative position bias`, {
     rows: (start, end, queries, keys) => {
-      // Offset entries j − i + queries − 1 of rows i in [start, end), keys j: [rows, keys].
-      const offsets = g.add(g.sub(g.unsqueeze(range(g.ints([0]), keys), [0]), g.unsqueeze(range(start, end), [1])), g.sub(queries, g.ints([1])));
+      // Offset entries j − i + queries − 1 of rows i in [start, end), keys j: [rows, keys] (Reshape, not
+      // Unsqueeze, so that the rank is known without Range's: graph/autodiff.ts needs it for gradients).
+      const offsets = g.add(g.sub(g.reshape(range(g.ints([0]), keys), [1, -1]), g.reshape(range(start, end), [-1, 1])), g.sub(queries, g.ints([1])));
       return g.unsqueeze(g.gather(perOffset, offsets, 1), [0]);
     },
     tap: {
