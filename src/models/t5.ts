@@ -16,12 +16,12 @@
  * feed-forward is relu (`wi`, `wo`) or gated (`act(wi_0(x)) · wi_1(x)`, then `wo`).
  *
  * Graph inputs: `input_ids` [1, enc], `decoder_input_ids` [1, dec], `encoder_position_buckets`
- * int64 [2·enc − 1], `decoder_position_buckets` int64 [2·dec − 1] (the bucket of each offset
- * j − i of key j from query i, from −(queries − 1) up, offsetBuckets: computed in JS with the
- * float32 arithmetic PyTorch uses) and `decoder_attention_bias` [1, 1, dec, dec]. The bias [heads, queries, keys] is
- * gathered from the table in the graph (models/attention.ts positionBias): whole, or on demand for
- * each band of query rows, whose causal mask is built there too (no `decoder_attention_bias`), so
- * nothing of size queries × keys is fed or held.
+ * int64 [2·enc − 1], `decoder_position_buckets` int64 [2·dec − 1] (the bucket of each offset j − i
+ * of key j from query i, from −(queries − 1) up, offsetBuckets: computed in JS with the float32
+ * arithmetic PyTorch uses) and `decoder_attention_bias` [1, 1, dec, dec]. The bias [heads, queries,
+ * keys] is gathered from the table in the graph (models/attention.ts positionBias): whole, or on
+ * demand for each band of query rows, whose causal mask is built there too (no
+ * `decoder_attention_bias`), so nothing of size queries × keys is fed or held.
  *
  * With `taps.cache` the graph is one decoder step of incremental decoding, without the encoder:
  * `decoder_input_ids` [1, n] are the new tokens at positions past…past+n−1, `encoder_hidden_states`
