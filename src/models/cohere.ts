@@ -17,9 +17,9 @@ import { attention, mergeHeads, tapBlockContributions } from './attention.js';
 import { tapLayer, tapMlp } from './layer-taps.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import {
-  buildLlamaStyle, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
+  type BlockSite, buildLlamaStyle, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds, rotaryQkv, tiedHead,
 } from './decoder-blocks.js';
-import { ropeFromConfig, type RopeSpec, type Rotary } from './rope.js';
+import { ropeFromConfig, type RopeSpec } from './rope.js';
 
 interface CohereSpec extends DecoderShape {
   eps: number;
@@ -74,14 +74,16 @@ async function heads(ctx: BuildContext, s: CohereSpec, x: Value, n: number, norm
   return g.transpose(h, [0, 2, 1, 3]);
 }
 
-async function block(ctx: BuildContext, s: CohereSpec, x: Value, p: string, layer: number, rotary: Rotary, mask: Value): Promise<Value> {
+/** Parallel block: x + attn(norm(x)) + mlp(norm(x)), the attention's residual sum first. */
+async function block(ctx: BuildContext, s: CohereSpec, x: Value, at: BlockSite): Promise<Value> {
   const { g } = ctx;
+  const { prefix: p, layer, rotary, mask } = at;
   const h = await cohereNorm(ctx, s, x, `${p}.input_layernorm`);
   const a = `${p}.self_attn`;
   const { q, k, v } = await rotaryQkv(ctx, h, {
     ...s, prefix: a, rotary,
-    project: (y, q) => projection(ctx, y, q.prefix, s.attentionBias),
-    split: (y, q) => heads(ctx, s, y, q.heads, s.qkNorm && q.name !== 'v_proj' ? `${a}.${q.name === 'q_proj' ? 'q' : 'k'}_norm` : null),
+    project: (y, proj) => projection(ctx, y, proj.prefix, s.attentionBias),
+    split: (y, proj) => heads(ctx, s, y, proj.heads, s.qkNorm && proj.name !== 'v_proj' ? `${a}.${proj.name === 'q_proj' ? 'q' : 'k'}_norm` : null),
   });
   const context = attention(ctx, {
     stack: 'self', layer, q, k, v,
@@ -106,7 +108,7 @@ async function build(ctx: BuildContext): Promise<void> {
   await buildLlamaStyle(ctx, {
     ...s,
     norm: (x, prefix) => cohereNorm(ctx, s, x, prefix),
-    block: (x, at) => block(ctx, s, x, at.prefix, at.layer, at.rotary, at.mask),
+    block: (x, at) => block(ctx, s, x, at),
     // Logits scaled by logit_scale.
     readout: async (h, embed) => g.mul(g.linear(h, await tiedHead(ctx, embed, s.tied)), g.scalar(s.logitScale)),
   });

@@ -72,7 +72,7 @@ async function block(ctx: BuildContext, s: GptjSpec, x: Value, p: string, layer:
     layer, heads: s.heads, kvHeads: s.heads, headDim: s.headDim,
     scale: s.headDim ** -0.5, scaleStyle: 'scores-div', mask,
     inputNorm: (y) => layerNormLayer(ctx, y, `${p}.ln_1`, s.eps),
-    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${p}.attn`, rotary, project: (y, q) => optionalBiasLinear(ctx, y, q.prefix) }),
+    qkv: (h) => rotaryQkv(ctx, h, { ...s, prefix: `${p}.attn`, rotary, project: (y, proj) => optionalBiasLinear(ctx, y, proj.prefix) }),
     outProj: `${p}.attn.out_proj`,
     outBias: await ctx.optionalWeight(`${p}.attn.out_proj.bias`),
     // Parallel block: x + (mlp(ln_1(x)) + attn(ln_1(x))).

@@ -119,6 +119,7 @@ async function build(ctx: BuildContext): Promise<void> {
     parts: (at) => {
       const m = `${at.prefix}.mlp`;
       return {
+        mlpRowBands: false,
         // Qwen2's q/k/v projections always have a bias (o_proj none).
         project: (y, p) => linearLayer(ctx, y, p.prefix),
         outBias: false,
