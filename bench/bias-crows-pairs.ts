@@ -23,7 +23,8 @@
  *   --extras also: full traces per copy, two one-thread sessions, and the matmul cost of k·n tokens
  *
  * npm run bench:bias-crows-pairs -- [--pairs N] [--sample N] [--rounds N] [--threads N] [--reverse] [--baseline REV] [--per-sentence] [--pytorch-threads N[,N]] [--pytorch-grad] [--skip-pytorch] [--full-unbatched] [--extras]
- *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads; --pairs 0 skips the full set)
+ *   (default: all 1,508 pairs, 18-pair sample, 2 rounds, 2 threads; --pairs 0 skips the full set,
+ *   --rounds 0 the sample)
  */
 import { basename, join } from 'node:path';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -240,7 +241,7 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     });
     return largest;
   };
-  if (pytorchOut) {
+  if (pytorchOut && rounds > 0) {
     // The child tokenized with its own BertTokenizer: the ids must be ours.
     let differ = 0;
     for (const [k, p] of sample.entries()) {
@@ -249,7 +250,7 @@ console.log(`stratified sample: ${sample.length} pairs (${[...new Set(sample.map
     }
     console.log(`PyTorch ${pytorchOut.torch}, ${pytorchOut.threads} threads: ${pytorchOut.copies} forward passes (ours: ${sampleCopies.length}); token ids of ${sample.length - differ} of ${sample.length} pairs the same as ours`);
   }
-  const names = Object.keys(ways);
+  const names = rounds > 0 ? Object.keys(ways) : []; // --rounds 0: only the full set below
   for (const name of names) {
     const against = names.filter((n) => n !== name && (n.startsWith('PyTorch') || n === 'ours, one forward per copy'));
     const ratios = against.map((n) => `${(sum(times[n]!) / sum(times[name]!)).toFixed(2)}× ${n} in wall time, ${(cpu(times[n]!) / cpu(times[name]!)).toFixed(2)}× in CPU`);
