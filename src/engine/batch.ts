@@ -29,6 +29,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
+import { headInput } from '../models/head-input.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import { toFloat32 } from './assemble.js';
 import { DEFAULT_BATCH_MEMORY_MB, forwardItemBytes, itemsPerRun, memoryShape } from './batch-memory.js';
@@ -72,17 +73,6 @@ const POSITIONS = 'batch.positions';
 const OUTPUT = 'batch.logits';
 const TAPS: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: true };
 
-/** Whether value `from` is an input, directly or through other nodes, of the node that makes `to`. */
-function reaches(nodes: BuildContext['g']['graphNodes'], from: string, to: string): boolean {
-  const seen = new Set([from]);
-  for (const n of nodes) {
-    if (!n.inputs.some((i) => seen.has(i))) continue;
-    for (const o of n.outputs) seen.add(o);
-    if (n.outputs.includes(to)) return true;
-  }
-  return false;
-}
-
 /** The logits graph with batchable inputs and the requested positions gathered (see the file header). */
 function batchGraph(ctx: BuildContext): void {
   const { g, config } = ctx;
@@ -94,9 +84,8 @@ function batchGraph(ctx: BuildContext): void {
   // The heads work position by position: gathering the final hidden state they read (the value the
   // last_hidden_state tap reads; the nodes are in topological order) before them spares the head
   // (a vocabulary-wide product) every position not asked for. Else gather the logits.
-  const tap = g.graphNodes.find((n) => n.opType === 'Identity' && n.outputs[0] === 'last_hidden_state');
-  const hidden = tap?.inputs[0];
-  if (hidden !== undefined && reaches(g.graphNodes, hidden, 'logits')) {
+  const hidden = headInput(g);
+  if (hidden !== undefined) {
     g.intercept({ name: hidden }, (h) => g.op('GatherND', [h, positions], { batch_dims: 1 }));
     g.output({ name: 'logits' }, OUTPUT);
   } else {

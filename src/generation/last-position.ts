@@ -9,18 +9,8 @@
  * Isomorphic: imports nothing from Node.
  */
 import type { BuildContext } from '../models/architecture.js';
+import { headInput } from '../models/head-input.js';
 import type { DecodingExtension } from './decoding-model.js';
-
-/** Whether value `from` is an input, directly or through other nodes, of the node that makes `to`. */
-function reaches(nodes: BuildContext['g']['graphNodes'], from: string, to: string): boolean {
-  const seen = new Set([from]);
-  for (const n of nodes) {
-    if (!n.inputs.some((i) => seen.has(i))) continue;
-    for (const o of n.outputs) seen.add(o);
-    if (n.outputs.includes(to)) return true;
-  }
-  return false;
-}
 
 /** The largest int64 end index of a Slice ("to the end"). */
 const TO_END = Number.MAX_SAFE_INTEGER;
@@ -29,16 +19,15 @@ function lastPositionLogits(ctx: BuildContext): void {
   const { g } = ctx;
   const last = (v: { name: string }) => g.slice(v, [-1], [TO_END], [1]);
   // The value the last_hidden_state tap reads (it is requested with this extension), if the head reads it.
-  const tap = g.graphNodes.find((n) => n.opType === 'Identity' && n.outputs[0] === 'last_hidden_state');
-  const hidden = tap?.inputs[0];
-  if (hidden !== undefined && reaches(g.graphNodes, hidden, 'logits')) {
+  const hidden = headInput(g);
+  if (hidden !== undefined) {
     g.intercept({ name: hidden }, (h) => last(h));
   } else {
     // The value the logits output reads (its Identity's input): every reader after it reads its last row.
     const head = g.graphNodes.find((n) => n.outputs[0] === 'logits')?.inputs[0];
     if (head !== undefined) g.intercept({ name: head }, (v) => last(v));
   }
-  if (tap) g.dropOutput('last_hidden_state');
+  if (g.graphNodes.some((n) => n.outputs[0] === 'last_hidden_state')) g.dropOutput('last_hidden_state');
 }
 
 /** The extension: logits of the last fed position only (with taps asking for `lastHiddenState` and `logits`). */
