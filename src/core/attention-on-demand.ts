@@ -22,7 +22,7 @@
  *
  * Isomorphic: imports nothing from Node.
  */
-import { checkBlock, denseAttentionSource, type AttentionSource } from './attention-source.js';
+import { checkedAttentionSource, denseAttentionSource, type AttentionSource } from './attention-source.js';
 import { AttnscopeError } from './errors.js';
 import { biasRows, checkScoreBias } from './position-bias.js';
 import type { LayerStack, ScoreTerms, StackName, Trace } from './trace.js';
@@ -103,96 +103,86 @@ export function queryKeyAttentionSource(stack: StackName, queries: LayerStack, k
     return cached.keys;
   };
 
-  const source: AttentionSource = {
-    stack,
-    numLayers,
-    numHeads,
-    numQueries,
-    numKeys,
-    onDemand: true,
-    block(layer, head, r0, r1, c0, c1) {
-      checkBlock(source, layer, head, r0, r1, c0, c1);
-      const width = c1 - c0;
-      if (width === 0 || r1 === r0) return new Float32Array((r1 - r0) * width);
-      const wasm = kernelOf();
-      if (wasm) {
-        const kvHead = Math.floor((head * kvHeads) / numHeads);
-        const br = biasRows(terms, layer, head, numQueries, numKeys);
-        return wasm.block(
-          {
-            queries: queries.layers[layer]!,
-            qa: head * numQueries * headDim,
-            keys: keys.layers[layer]!.subarray(kvHead * numKeys * headDim, (kvHead + 1) * numKeys * headDim),
-            keysId: `${layer}:${kvHead}`,
-            headDim,
-            numKeys,
-            scale: terms.scale[layer]!,
-            causal,
-            window: terms.window[layer] ?? 0,
-            bias: br ? br.data : null,
-            ba: br ? br.base : 0,
-            bs: br ? br.stride : numKeys,
-          },
-          r0, r1, c0, c1,
-        );
-      }
-      const out = new Float32Array((r1 - r0) * width);
-      if (scratch.length < GROUP * numKeys) scratch = new Float64Array(GROUP * numKeys);
-      const s = scratch;
-      const q = queries.layers[layer]!;
-      const scale = terms.scale[layer]!;
-      const window = terms.window[layer] ?? null;
-      const br = biasRows(terms, layer, head, numQueries, numKeys);
-      const b = br ? br.data : null;
-      const bBase = br ? br.base : 0;
-      const bStride = br ? br.stride : 0;
+  return checkedAttentionSource({ stack, numLayers, numHeads, numQueries, numKeys, onDemand: true }, (layer, head, r0, r1, c0, c1) => {
+    const width = c1 - c0;
+    if (width === 0 || r1 === r0) return new Float32Array((r1 - r0) * width);
+    const wasm = kernelOf();
+    if (wasm) {
       const kvHead = Math.floor((head * kvHeads) / numHeads);
-      const kf = keysAsFloat64(layer, kvHead);
-      // Keys row i sees: [lo(i), hi(i)).
-      const lo = (i: number): number => (window === null ? 0 : Math.max(0, i - window + 1));
-      const hi = (i: number): number => (causal ? Math.min(numKeys, i + 1) : numKeys);
-      for (let i0 = r0; i0 < r1; i0 += GROUP) {
-        const n = Math.min(GROUP, r1 - i0);
-        // lo and hi grow with i: the group's union of keys is [lo(i0), hi(last row)).
-        const jLo = lo(i0);
-        const jHi = hi(i0 + n - 1);
-        const qa = (head * numQueries + i0) * headDim;
-        if (n === GROUP) {
-          for (let r = 0; r < GROUP; r++) for (let t = 0; t < headDim; t++) qi[t * GROUP + r] = q[qa + r * headDim + t]!;
-          dots4(qi, headDim, kf, jLo, jHi, s, numKeys);
-        } else {
-          for (let r = 0; r < n; r++) dots1(q, qa + r * headDim, headDim, kf, jLo, jHi, s, r * numKeys);
-        }
-        for (let r = 0; r < n; r++) {
-          const i = i0 + r;
-          const a = lo(i);
-          const e = hi(i);
-          if (e <= a) continue;
-          const row = r * numKeys;
-          const bRow = bBase + i * bStride;
-          let max = Number.NEGATIVE_INFINITY;
-          for (let j = a; j < e; j++) {
-            const v = b === null ? s[row + j]! * scale : s[row + j]! * scale + b[bRow + j]!;
-            s[row + j] = v;
-            if (v > max) max = v;
-          }
-          let sum = 0;
-          for (let j = a; j < e; j++) {
-            const x = Math.exp(s[row + j]! - max);
-            s[row + j] = x;
-            sum += x;
-          }
-          const inv = 1 / sum;
-          const from = Math.max(a, c0);
-          const to = Math.min(e, c1);
-          const o = (i - r0) * width - c0;
-          for (let j = from; j < to; j++) out[o + j] = s[row + j]! * inv;
-        }
+      const br = biasRows(terms, layer, head, numQueries, numKeys);
+      return wasm.block(
+        {
+          queries: queries.layers[layer]!,
+          qa: head * numQueries * headDim,
+          keys: keys.layers[layer]!.subarray(kvHead * numKeys * headDim, (kvHead + 1) * numKeys * headDim),
+          keysId: `${layer}:${kvHead}`,
+          headDim,
+          numKeys,
+          scale: terms.scale[layer]!,
+          causal,
+          window: terms.window[layer] ?? 0,
+          bias: br ? br.data : null,
+          ba: br ? br.base : 0,
+          bs: br ? br.stride : numKeys,
+        },
+        r0, r1, c0, c1,
+      );
+    }
+    const out = new Float32Array((r1 - r0) * width);
+    if (scratch.length < GROUP * numKeys) scratch = new Float64Array(GROUP * numKeys);
+    const s = scratch;
+    const q = queries.layers[layer]!;
+    const scale = terms.scale[layer]!;
+    const window = terms.window[layer] ?? null;
+    const br = biasRows(terms, layer, head, numQueries, numKeys);
+    const b = br ? br.data : null;
+    const bBase = br ? br.base : 0;
+    const bStride = br ? br.stride : 0;
+    const kvHead = Math.floor((head * kvHeads) / numHeads);
+    const kf = keysAsFloat64(layer, kvHead);
+    // Keys row i sees: [lo(i), hi(i)).
+    const lo = (i: number): number => (window === null ? 0 : Math.max(0, i - window + 1));
+    const hi = (i: number): number => (causal ? Math.min(numKeys, i + 1) : numKeys);
+    for (let i0 = r0; i0 < r1; i0 += GROUP) {
+      const n = Math.min(GROUP, r1 - i0);
+      // lo and hi grow with i: the group's union of keys is [lo(i0), hi(last row)).
+      const jLo = lo(i0);
+      const jHi = hi(i0 + n - 1);
+      const qa = (head * numQueries + i0) * headDim;
+      if (n === GROUP) {
+        for (let r = 0; r < GROUP; r++) for (let t = 0; t < headDim; t++) qi[t * GROUP + r] = q[qa + r * headDim + t]!;
+        dots4(qi, headDim, kf, jLo, jHi, s, numKeys);
+      } else {
+        for (let r = 0; r < n; r++) dots1(q, qa + r * headDim, headDim, kf, jLo, jHi, s, r * numKeys);
       }
-      return out;
-    },
-  };
-  return source;
+      for (let r = 0; r < n; r++) {
+        const i = i0 + r;
+        const a = lo(i);
+        const e = hi(i);
+        if (e <= a) continue;
+        const row = r * numKeys;
+        const bRow = bBase + i * bStride;
+        let max = Number.NEGATIVE_INFINITY;
+        for (let j = a; j < e; j++) {
+          const v = b === null ? s[row + j]! * scale : s[row + j]! * scale + b[bRow + j]!;
+          s[row + j] = v;
+          if (v > max) max = v;
+        }
+        let sum = 0;
+        for (let j = a; j < e; j++) {
+          const x = Math.exp(s[row + j]! - max);
+          s[row + j] = x;
+          sum += x;
+        }
+        const inv = 1 / sum;
+        const from = Math.max(a, c0);
+        const to = Math.min(e, c1);
+        const o = (i - r0) * width - c0;
+        for (let j = from; j < to; j++) out[o + j] = s[row + j]! * inv;
+      }
+    }
+    return out;
+  });
 }
 
 /** One query row (float32, at q[qa…]) against keys [jLo, jHi) of kf (float64, row j at j·d): s[row + j]. */

@@ -52,27 +52,30 @@ export function checkBlock(source: AttentionSource, layer: number, head: number,
   range('end column', c1, c0, source.numKeys);
 }
 
-/** An AttentionSource over a dense stack (every probability in memory). */
-export function denseAttentionSource(stack: StackName, attention: LayerStack): AttentionSource {
-  const [numHeads, numQueries, numKeys] = attention.dims;
+/** An AttentionSource of this shape whose block checks its arguments (checkBlock) before `read` reads them. */
+export function checkedAttentionSource(shape: Omit<AttentionSource, 'block'>, read: AttentionSource['block']): AttentionSource {
   const source: AttentionSource = {
-    stack,
-    numLayers: attention.layers.length,
-    numHeads,
-    numQueries,
-    numKeys,
-    onDemand: false,
+    ...shape,
     block(layer, head, r0, r1, c0, c1) {
       checkBlock(source, layer, head, r0, r1, c0, c1);
-      const data = attention.layers[layer]!;
-      const width = c1 - c0;
-      const out = new Float32Array((r1 - r0) * width);
-      for (let r = r0; r < r1; r++) {
-        const from = (head * numQueries + r) * numKeys + c0;
-        out.set(data.subarray(from, from + width), (r - r0) * width);
-      }
-      return out;
+      return read(layer, head, r0, r1, c0, c1);
     },
   };
   return source;
+}
+
+/** An AttentionSource over a dense stack (every probability in memory). */
+export function denseAttentionSource(stack: StackName, attention: LayerStack): AttentionSource {
+  const [numHeads, numQueries, numKeys] = attention.dims;
+  const shape = { stack, numLayers: attention.layers.length, numHeads, numQueries, numKeys, onDemand: false };
+  return checkedAttentionSource(shape, (layer, head, r0, r1, c0, c1) => {
+    const data = attention.layers[layer]!;
+    const width = c1 - c0;
+    const out = new Float32Array((r1 - r0) * width);
+    for (let r = r0; r < r1; r++) {
+      const from = (head * numQueries + r) * numKeys + c0;
+      out.set(data.subarray(from, from + width), (r - r0) * width);
+    }
+    return out;
+  });
 }
