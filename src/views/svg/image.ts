@@ -108,15 +108,9 @@ export function matrixPixels(
   return { width, height, pixels };
 }
 
-/** A matrix as an indexed-colour PNG data URI (see matrixPixels). */
-export function matrixDataUri(
-  data: ArrayLike<number>,
-  offset: number,
-  rows: number,
-  cols: number,
-  scale: IndexedScale,
-  maxSide = Infinity,
-): { uri: string; width: number; height: number } {
-  const { width, height, pixels } = matrixPixels(data, offset, rows, cols, scale, maxSide);
+/** A matrix as an indexed-colour PNG data URI (the arguments of matrixPixels). */
+export function matrixDataUri(...matrix: Parameters<typeof matrixPixels>): { uri: string; width: number; height: number } {
+  const scale = matrix[4];
+  const { width, height, pixels } = matrixPixels(...matrix);
   return { uri: pngDataUri(encodePng(width, height, pixels, 1, scale.lut)), width, height };
 }
