@@ -525,6 +525,40 @@ function meanRowJs(a: Float64Array, ca: Uint8Array, ha: Float64Array, ra: LayerR
 }
 
 /**
+ * What scanHead and scanHeadKernel add per counted row q (at position qp, n keys in its support)
+ * besides their scan, into the head's sums at `out` (module comment of scanHead): 0 the largest row
+ * max, 1 Σ row max, 2 Σ entropy / log n, 9 self, 10 sink, 11 separators, 12 punctuation (the few
+ * keys each reads, renormalised where they are in the support); the row's entropy into rowEnt[q].
+ */
+function addRowKeys(
+  W: Float32Array, off: number, q: number, qp: number, n: number, support: Uint8Array, firstVisible: Uint8Array, rowSums: Float64Array, g: RowGeometry,
+  sepKeys: Int32Array, punctKeys: Int32Array, rowMax: number, ent: number, rowEnt: Float64Array, out: Float64Array,
+): void {
+  const { nk } = g;
+  const base = q * nk;
+  const inv = 1 / rowSums[q]!;
+  for (let j = 0; j < sepKeys.length; j++) {
+    const i = base + sepKeys[j]!;
+    if (support[i] === 1) out[11] += W[off + i]! * inv;
+  }
+  for (let j = 0; j < punctKeys.length; j++) {
+    const i = base + punctKeys[j]!;
+    if (support[i] === 1) out[12] += W[off + i]! * inv;
+  }
+  if (qp < nk && support[base + qp] === 1) out[9] += W[off + base + qp]! * inv;
+  // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
+  if (firstVisible[q] === 1) {
+    const total = rowSums[q]!;
+    const w0 = W[off + base]!;
+    out[10] += support[base] === 1 ? w0 / total : w0 / (total + w0);
+  }
+  out[1] += rowMax;
+  if (rowMax > out[0]!) out[0] = rowMax;
+  out[2] += ent / Math.log(n);
+  rowEnt[q] = ent;
+}
+
+/**
  * One pass over a head's counted rows (renormalised; in the first layer, `first` null, also into
  * `w` with 0 off the support when `keep`, for the later layers' js_from_first): the accumulators of every metric, into
  * `out` (max, Σ row max, Σ normalised entropy, # below threshold, # below 1/support, # entries,
@@ -546,19 +580,13 @@ function scanHead(
   let jsRows = 0;
   const { heads, nq, nk, shift } = g;
   const invHeads = 1 / heads;
-  let maxW = 0;
-  let sumMax = 0;
-  let sumEnt = 0;
+  out.fill(0);
   let below = 0;
   let belowUniform = 0;
   let entries = 0;
   let sum = 0;
   let sumSq = 0;
   let dist = 0;
-  let self = 0;
-  let sink = 0;
-  let sep = 0;
-  let punct = 0;
   let long = 0;
   let nRows = 0;
   for (let q = 0; q < nq; q++) {
@@ -630,26 +658,7 @@ function scanHead(
       if (mean) layerMean[i] = layerMean[i]! + v * invHeads;
     }
     sum += rowV;
-    // Separators and punctuation: a few keys each, renormalised where they are in the support.
-    for (let j = 0; j < sepKeys.length; j++) {
-      const i = base + sepKeys[j]!;
-      if (support[i] === 1) sep += W[off + i]! * inv;
-    }
-    for (let j = 0; j < punctKeys.length; j++) {
-      const i = base + punctKeys[j]!;
-      if (support[i] === 1) punct += W[off + i]! * inv;
-    }
-    if (qp < nk && support[base + qp] === 1) self += W[off + base + qp]! * inv;
-    // The sink: key 0's share of the row renormalised over what the model let it see, key 0 included.
-    if (firstVisible[q] === 1) {
-      const total = rowSums[q]!;
-      const w0 = W[off + base]!;
-      sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
-    }
-    sumMax += rowMax;
-    if (rowMax > maxW) maxW = rowMax;
-    sumEnt += ent / Math.log(n);
-    rowEnt[q] = ent;
+    addRowKeys(W, off, q, qp, n, support, firstVisible, rowSums, g, sepKeys, punctKeys, rowMax, ent, rowEnt, out);
     if (js) {
       if (!inline) {
         // Rows over different keys (a sliding window in one layer): the union of both ranges.
@@ -663,19 +672,12 @@ function scanHead(
       jsRows++;
     }
   }
-  out[0] = maxW;
-  out[1] = sumMax;
-  out[2] = sumEnt;
   out[3] = below;
   out[4] = belowUniform;
   out[5] = entries;
   out[6] = sum;
   out[7] = sumSq;
   out[8] = dist;
-  out[9] = self;
-  out[10] = sink;
-  out[11] = sep;
-  out[12] = punct;
   out[13] = long;
   out[14] = nRows;
   out[15] = jsSum;
@@ -868,6 +870,7 @@ function scanHeadKernel(
   const { support, rowSize, lo, hi } = r;
   const { heads, nq, nk, shift } = g;
   const accAt = P.acc >> 3;
+  out.fill(0);
   const outAt = P.rowOut >> 3;
   // Per-head sums the kernel continues: # below threshold, # below 1/support, Σ w², Σ w·|i − j|, long range.
   f64[accAt + 3] = 0;
@@ -909,14 +912,7 @@ function scanHeadKernel(
   const entries = k.scanHead(P.args);
   let jsSum = 0;
   let jsRows = 0;
-  let maxW = 0;
-  let sumMax = 0;
-  let sumEnt = 0;
   let sum = 0;
-  let self = 0;
-  let sink = 0;
-  let sep = 0;
-  let punct = 0;
   let nRows = 0;
   for (let q = 0; q < nq; q++) {
     if (counted[q] !== 1) continue;
@@ -935,24 +931,7 @@ function scanHeadKernel(
     let hm = f64[o + 1]!;
     const rowMax = f64[o + 2]!;
     sum += f64[o + 3]!;
-    for (let j = 0; j < sepKeys.length; j++) {
-      const i = base + sepKeys[j]!;
-      if (support[i] === 1) sep += W[off + i]! * inv;
-    }
-    for (let j = 0; j < punctKeys.length; j++) {
-      const i = base + punctKeys[j]!;
-      if (support[i] === 1) punct += W[off + i]! * inv;
-    }
-    if (qp < nk && support[base + qp] === 1) self += W[off + base + qp]! * inv;
-    if (firstVisible[q] === 1) {
-      const total = rowSums[q]!;
-      const w0 = W[off + base]!;
-      sink += support[base] === 1 ? w0 / total : w0 / (total + w0);
-    }
-    sumMax += rowMax;
-    if (rowMax > maxW) maxW = rowMax;
-    sumEnt += ent / Math.log(n);
-    rowEnt[q] = ent;
+    addRowKeys(W, off, q, qp, n, support, firstVisible, rowSums, g, sepKeys, punctKeys, rowMax, ent, rowEnt, out);
     if (js) {
       // Rows over different keys (a sliding window in one layer): the union of both ranges.
       if (!inline) hm = k.mixRowEntropy(P.W + (off + base) * 4, P.W0 + (off + base) * 4, P.supp + base, P.supp0 + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv, 1 / first.sums[q]!);
@@ -960,19 +939,12 @@ function scanHeadKernel(
       jsRows++;
     }
   }
-  out[0] = maxW;
-  out[1] = sumMax;
-  out[2] = sumEnt;
   out[3] = f64[accAt + 3]!;
   out[4] = f64[accAt + 4]!;
   out[5] = entries;
   out[6] = sum;
   out[7] = f64[accAt + 6]!;
   out[8] = f64[accAt + 7]!;
-  out[9] = self;
-  out[10] = sink;
-  out[11] = sep;
-  out[12] = punct;
   out[13] = f64[accAt + 8]!;
   out[14] = nRows;
   out[15] = jsSum;
