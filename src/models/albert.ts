@@ -10,7 +10,7 @@ import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
-import { postNormBlock, splitQkv } from './encoder-blocks.js';
+import { linearQkvBlock } from './encoder-blocks.js';
 
 function describe(config: ModelConfig): ArchitectureInfo {
   const hidden = config.int('hidden_size');
@@ -26,12 +26,10 @@ function describe(config: ModelConfig): ArchitectureInfo {
 
 async function albertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
   const { config } = ctx;
-  const { numHeads: heads, headDim } = info;
   const a = `${p}.attention`;
-  return postNormBlock(ctx, x, {
-    layer, heads, headDim,
-    ...(await splitQkv(ctx, x, [`${a}.query`, `${a}.key`, `${a}.value`], heads, headDim)),
-    scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+  return linearQkvBlock(ctx, x, {
+    layer, heads: info.numHeads, headDim: info.headDim,
+    qkv: [`${a}.query`, `${a}.key`, `${a}.value`],
     attnOut: `${a}.dense`, attnNorm: `${a}.LayerNorm`,
     ffnIn: `${p}.ffn`, ffnOut: `${p}.ffn_output`, ffnNorm: `${p}.full_layer_layer_norm`,
     act: config.str('hidden_act', 'gelu_new'), eps: config.num('layer_norm_eps', 1e-12),

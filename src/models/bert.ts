@@ -10,7 +10,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
-import { postNormBlock, splitQkv } from './encoder-blocks.js';
+import { bertFeedForward, linearQkvBlock } from './encoder-blocks.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 
@@ -37,16 +37,12 @@ function describe(config: ModelConfig): ArchitectureInfo {
 
 /** One post-LN BERT block: self-attention, add & norm, feed-forward, add & norm. */
 async function bertLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
-  const { config } = ctx;
-  const { numHeads: heads, headDim } = info;
   const a = `${p}.attention`;
-  return postNormBlock(ctx, x, {
-    layer, heads, headDim,
-    ...(await splitQkv(ctx, x, [`${a}.self.query`, `${a}.self.key`, `${a}.self.value`], heads, headDim)),
-    scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+  return linearQkvBlock(ctx, x, {
+    layer, heads: info.numHeads, headDim: info.headDim,
+    qkv: [`${a}.self.query`, `${a}.self.key`, `${a}.self.value`],
     attnOut: `${a}.output.dense`, attnNorm: `${a}.output.LayerNorm`,
-    ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
-    act: config.str('hidden_act', 'gelu'), eps: config.num('layer_norm_eps', 1e-12),
+    ...bertFeedForward(ctx.config, p),
   });
 }
 

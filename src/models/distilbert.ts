@@ -9,7 +9,7 @@ import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import { encoderInfo, layerNormLayer } from './layers.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
-import { postNormBlock, splitQkv } from './encoder-blocks.js';
+import { linearQkvBlock } from './encoder-blocks.js';
 
 const EPS = 1e-12;
 
@@ -21,13 +21,12 @@ function describe(config: ModelConfig): ArchitectureInfo {
 }
 
 async function block(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo): Promise<Value> {
-  const { numHeads: heads, headDim } = info;
   const a = `${p}.attention`;
-  return postNormBlock(ctx, x, {
-    layer, heads, headDim,
-    ...(await splitQkv(ctx, x, [`${a}.q_lin`, `${a}.k_lin`, `${a}.v_lin`], heads, headDim)),
+  return linearQkvBlock(ctx, x, {
+    layer, heads: info.numHeads, headDim: info.headDim,
+    qkv: [`${a}.q_lin`, `${a}.k_lin`, `${a}.v_lin`],
     // DistilBERT scales the queries, not the scores.
-    scale: 1 / Math.sqrt(headDim), scaleStyle: 'query-mul',
+    scaleStyle: 'query-mul',
     attnOut: `${a}.out_lin`, attnNorm: `${p}.sa_layer_norm`,
     ffnIn: `${p}.ffn.lin1`, ffnOut: `${p}.ffn.lin2`, ffnNorm: `${p}.output_layer_norm`,
     act: ctx.config.str('activation', 'gelu'), eps: EPS,

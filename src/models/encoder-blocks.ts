@@ -11,6 +11,7 @@
 import type { Value } from '../graph/builder.js';
 import { activation } from './activations.js';
 import type { BuildContext } from './architecture.js';
+import type { ModelConfig } from './config.js';
 import { attention, mergeHeads, splitHeads, tapBlockContributions, type AttentionArgs } from './attention.js';
 import { tapLayer, tapMlp } from './layer-taps.js';
 import { layerNormLayer, linearLayer } from './layers.js';
@@ -77,4 +78,33 @@ export async function postNormBlock(ctx: BuildContext, x: Value, b: PostNormBloc
   if (b.finish) output = await b.finish(output);
   tapLayer(ctx, 'self', b.layer, { input: x, attention: h, output });
   return output;
+}
+
+/** A post-LN block whose q, k and v are the linear layers `qkv` (with biases), scores scaled by 1/√headDim. */
+export interface LinearQkvBlock extends Omit<PostNormBlock, 'q' | 'k' | 'v' | 'scale' | 'scaleStyle'> {
+  qkv: readonly [string, string, string];
+  /** Where 1/√headDim is applied (default: dividing the scores, as BERT). */
+  scaleStyle?: AttentionArgs['scaleStyle'];
+}
+
+/** postNormBlock on splitQkv(x, b.qkv) with the scale 1/√headDim (BERT, ALBERT, DistilBERT, MPNet). */
+export async function linearQkvBlock(ctx: BuildContext, x: Value, b: LinearQkvBlock): Promise<Value> {
+  const { qkv, scaleStyle, ...rest } = b;
+  return postNormBlock(ctx, x, {
+    ...rest,
+    ...(await splitQkv(ctx, x, qkv, b.heads, b.headDim)),
+    scale: 1 / Math.sqrt(b.headDim), scaleStyle: scaleStyle ?? 'scores-div',
+  });
+}
+
+/**
+ * The feed-forward half of BERT's layer under module prefix `p` (BertIntermediate, BertOutput:
+ * `intermediate.dense`, `output.dense`, `output.LayerNorm`) with its config fields hidden_act and
+ * layer_norm_eps; MPNet's layer copies it.
+ */
+export function bertFeedForward(config: ModelConfig, p: string): Pick<PostNormBlock, 'ffnIn' | 'ffnOut' | 'ffnNorm' | 'act' | 'eps'> {
+  return {
+    ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
+    act: config.str('hidden_act', 'gelu'), eps: config.num('layer_norm_eps', 1e-12),
+  };
 }

@@ -21,7 +21,7 @@ import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, t
 import { tap } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
-import { postNormBlock, splitQkv } from './encoder-blocks.js';
+import { bertFeedForward, linearQkvBlock } from './encoder-blocks.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer } from './layers.js';
 import { stackScoring } from './scoring.js';
@@ -87,17 +87,13 @@ function positionBuckets(n: number): RuntimeTensor {
 
 /** One post-LN MPNet block: self-attention (+ position bias), add & norm, feed-forward, add & norm. */
 async function mpnetLayer(ctx: BuildContext, x: Value, p: string, layer: number, info: ArchitectureInfo, bias: Value): Promise<Value> {
-  const { config } = ctx;
-  const { numHeads: heads, headDim } = info;
   const a = `${p}.attention`;
-  return postNormBlock(ctx, x, {
-    layer, heads, headDim,
-    ...(await splitQkv(ctx, x, [`${a}.attn.q`, `${a}.attn.k`, `${a}.attn.v`], heads, headDim)),
-    scale: 1 / Math.sqrt(headDim), scaleStyle: 'scores-div',
+  return linearQkvBlock(ctx, x, {
+    layer, heads: info.numHeads, headDim: info.headDim,
+    qkv: [`${a}.attn.q`, `${a}.attn.k`, `${a}.attn.v`],
     bias,
     attnOut: `${a}.attn.o`, attnNorm: `${a}.LayerNorm`,
-    ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
-    act: config.str('hidden_act', 'gelu'), eps: config.num('layer_norm_eps', 1e-12),
+    ...bertFeedForward(ctx.config, p),
   });
 }
 
