@@ -1203,13 +1203,12 @@ function passes(
     if (l === 0) firstRows = rowsOfLayer;
     layerMean.fill(0);
     if (kp) {
-      // The layer's weights, support and key ranges into the kernel's memory.
+      // The layer's support and key ranges into the kernel's memory (its weights head by head below,
+      // each just before its scan reads it: a copy of the whole layer first left it out of the caches).
       const { P } = kp;
-      kp.f32.set(W.subarray(0, heads * size), P.W >> 2);
       kp.u8.set(rowsOfLayer.support, P.supp);
       // The first layer stays in the kernel's memory for js_from_first (read as float32 with its row sums).
       if (l === 0 && wantJs) {
-        kp.f32.set(W.subarray(0, heads * size), P.W0 >> 2);
         kp.u8.set(rowsOfLayer.support, P.supp0);
         kp.i32.set(rowsOfLayer.lo, P.flo >> 2);
         kp.i32.set(rowsOfLayer.hi, P.fhi >> 2);
@@ -1225,6 +1224,9 @@ function passes(
       const off = h * size;
       if (kp) {
         const { P } = kp;
+        const head = W.subarray(off, off + size);
+        kp.f32.set(head, (P.W >> 2) + off);
+        if (l === 0 && wantJs) kp.f32.set(head, (P.W0 >> 2) + off);
         kp.k.rowSums(P.W + off * 4, P.supp, P.lo, P.hi, P.size, nq, nk, P.sums, P.counted);
         rowSums.set(kp.f64.subarray(P.sums >> 3, (P.sums >> 3) + nq));
         counted.set(kp.u8.subarray(P.counted, P.counted + nq));
