@@ -24,7 +24,7 @@ import type { ArchitectureInfo, BuildContext, ModelInputs, RoutingInfo } from '.
 import { causalMaskInput, splitHeads, type AttentionArgs } from './attention.js';
 import { checkConfigValue, type ModelConfig } from './config.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
-import { preNormBlock, type PreNormBlock } from './layers.js';
+import { preNormBlock, type PreNormBlock, rmsNormLayer } from './layers.js';
 import { causalMask } from './masks.js';
 import { applyRotary, type RopeSpec, type Rotary, rotaryFeeds, rotaryInputs } from './rope.js';
 import { stackScoring } from './scoring.js';
@@ -398,4 +398,25 @@ export interface LlamaStyleModel extends Omit<LlamaStyleDecoder, 'block'> {
  */
 export async function buildLlamaStyleModel(ctx: BuildContext, m: LlamaStyleModel): Promise<void> {
   await buildLlamaStyle(ctx, { ...m, block: (x, at) => llamaStyleBlock(ctx, x, { ...m, ...at, ...m.parts(at) }) });
+}
+
+export interface MoeLlamaStyleModel extends Omit<LlamaStyleModel, 'norm' | 'scale' | 'scaleStyle' | 'parts'> {
+  /** rms_norm_eps. */
+  eps: number;
+  /** The q/k/v projections and the (routed or dense) MLP of the block at `at`. */
+  parts(at: BlockSite): Pick<LlamaStyleParts, 'project' | 'mlp'>;
+}
+
+/**
+ * buildLlamaStyleModel for the mixture-of-experts families (Mixtral, Qwen2-MoE): RMSNorm, scores
+ * q·kᵀ · headDim^-0.5, o_proj without bias, and the MLP never in row bands (onnxruntime stops
+ * the process, SIGFPE, routing a band without rows, as a one-token input gives).
+ */
+export async function buildMoeLlamaStyleModel(ctx: BuildContext, m: MoeLlamaStyleModel): Promise<void> {
+  await buildLlamaStyleModel(ctx, {
+    ...m,
+    norm: (x, prefix) => rmsNormLayer(ctx, x, prefix, m.eps),
+    scale: m.headDim ** -0.5, scaleStyle: 'scores-mul',
+    parts: (at) => ({ ...m.parts(at), outBias: false, mlpRowBands: false }),
+  });
 }

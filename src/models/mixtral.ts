@@ -12,14 +12,13 @@
  * Graph inputs: `input_ids`, `rope_cos`/`rope_sin` [1, 1, seq, headDim], `attention_bias` [1, 1, seq, keys].
  */
 import { AttnscopeError } from '../core/errors.js';
-import type { Value } from '../graph/builder.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyleModel, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds,
+  buildMoeLlamaStyleModel, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
-import { mixtureOfExperts, rmsNormLayer } from './layers.js';
+import { mixtureOfExperts } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
 
 interface MixtralSpec extends DecoderShape {
@@ -79,17 +78,12 @@ const EXPERT = ['w1', 'w3', 'w2'] as const;
 
 async function build(ctx: BuildContext): Promise<void> {
   const s = mixtralSpec(ctx.config);
-  const norm = (x: Value, prefix: string): Promise<Value> => rmsNormLayer(ctx, x, prefix, s.eps);
-  await buildLlamaStyleModel(ctx, {
+  await buildMoeLlamaStyleModel(ctx, {
     ...s,
-    norm,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
     parts: (at) => {
       const moe = `${at.prefix}.block_sparse_moe`;
       return {
-        mlpRowBands: false,
         project: (y, p) => projection(ctx, y, p.prefix, false),
-        outBias: false,
         // Routed experts: no single MLP activation to tap.
         mlp: (h) => mixtureOfExperts(ctx, h, `${moe}.gate`, at.layer, s.experts, s.topK, true,
           (e) => gatedMlp(ctx, h, { prefix: `${moe}.experts.${e}`, act: s.act, names: EXPERT })),

@@ -21,9 +21,9 @@ import type { RuntimeTensor } from '../runtime/runtime.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import type { ModelConfig } from './config.js';
 import {
-  buildLlamaStyleModel, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds,
+  buildMoeLlamaStyleModel, decoderInfo, type DecoderShape, decoderShape, gatedMlp, projection, rotaryDecoderFeeds,
 } from './decoder-blocks.js';
-import { linearLayer, mixtureOfExperts, rmsNormLayer } from './layers.js';
+import { linearLayer, mixtureOfExperts } from './layers.js';
 import { ropeFromConfig, type RopeSpec } from './rope.js';
 
 interface Qwen2MoeSpec extends DecoderShape {
@@ -111,18 +111,13 @@ async function sparseMoe(ctx: BuildContext, s: Qwen2MoeSpec, h: Value, prefix: s
 
 async function build(ctx: BuildContext): Promise<void> {
   const s = qwen2MoeSpec(ctx.config);
-  const norm = (x: Value, prefix: string): Promise<Value> => rmsNormLayer(ctx, x, prefix, s.eps);
-  await buildLlamaStyleModel(ctx, {
+  await buildMoeLlamaStyleModel(ctx, {
     ...s,
-    norm,
-    scale: s.headDim ** -0.5, scaleStyle: 'scores-mul',
     parts: (at) => {
       const m = `${at.prefix}.mlp`;
       return {
-        mlpRowBands: false,
         // Qwen2's q/k/v projections always have a bias (o_proj none).
         project: (y, p) => linearLayer(ctx, y, p.prefix),
-        outBias: false,
         // A dense layer's MLP (Qwen2MoeMLP, down(act(gate(h)) · up(h))) activation is tapped; routed layers' experts are not.
         mlp: (h, tap) => (s.sparse[at.layer] ? sparseMoe(ctx, s, h, m, at.layer) : gatedMlp(ctx, h, { prefix: m, act: s.act }, tap)),
       };
