@@ -17,6 +17,8 @@
  * <dir>`): its `headTable` (before), this tree's on one thread and `headTableThreaded`
  * (src/runtime/head-table-threads.ts, `--threads`, default 2) are alternated run by run on one
  * trace, wall and CPU (every thread of the process) per run, median of `--runs`, with the load;
+ * the threaded runs reuse the warm pool of workers (the first threaded table, which starts them, is
+ * printed apart);
  * then each thread's range timed alone on one thread (a later range with its copy into a shared
  * buffer and its read of layer 0, as a worker does it), to show how evenly the threads split.
  * `--skip-node` leaves out the other Node tables (with `--baseline` or `--browser`).
@@ -78,6 +80,9 @@ if (values.baseline) {
     const b = () => base.headTable(trace);
     const a = () => headTable(trace);
     const t = () => headTableThreaded(trace, undefined, {}, { threads });
+    // The first threaded table starts the pool's workers (their start is in this figure: under tsx
+    // each worker also loads tsx and compiles the sources); the runs below reuse the warm pool.
+    const cold = await timeOnce(t);
     const same = JSON.stringify(a()) === JSON.stringify(await t());
     b();
     const runsOf: Timing[][] = [[], [], []];
@@ -88,6 +93,7 @@ if (values.baseline) {
     }
     const cell = (ts: Timing[]) => `${median(ts.map((x) => x.wall)).toFixed(0)} / ${median(ts.map((x) => x.cpu)).toFixed(0)}`;
     console.log(`| ${n} | ${cell(runsOf[0]!)} | ${cell(runsOf[1]!)} | ${cell(runsOf[2]!)} | ${same ? 'yes' : 'NO'} | ${load()} |`);
+    console.log(`  the first threaded table (cold: the workers started by it): ${f(cold)}; the runs above reuse the warm pool`);
     // How evenly the threads split: each range's work timed alone on this thread (a later range with
     // its copy into a shared buffer and its read of the first layer, as a worker does it).
     const ranges = headTableRanges(trace.attention.self!.layers.length, threads);
