@@ -7,7 +7,6 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { StackName } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { openSafetensors } from '../src/io/safetensors.js';
@@ -15,9 +14,9 @@ import { readTraceFile } from '../src/io/trace-file.js';
 import { ModelConfig } from '../src/models/config.js';
 import { relativePositionBuckets, t5Spec } from '../src/models/t5.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { ENC_DEC_STACKS, encDecReferenceDiffs, expectDiffsWithin, expectEncDecStacks } from './helpers/encdec.js';
 import { FIXTURES, maxAbsDiff, readReference, refTensor, stackValues } from './helpers/reference.js';
 
-const STACKS: readonly StackName[] = ['encoder', 'decoder', 'cross'];
 
 // T5 and BART, then the translation models of issue 8.
 for (const fixture of ['t5', 'bart', 'mbart', 'pegasus', 'm2m100', 'marian']) {
@@ -27,15 +26,9 @@ for (const fixture of ['t5', 'bart', 'mbart', 'pegasus', 'm2m100', 'marian']) {
     loadFixtureModel(fixture, (m) => (model = m));
 
     it('describes the model as PyTorch does', () => {
-      const layers = ref.attention.num_layers as Record<string, number>;
-      expect(model.info.kind).toBe('encoder-decoder');
-      expect(model.info.numLayers).toBe(layers.encoder);
-      expect(model.info.numHeads).toBe(ref.attention.num_heads);
+      expectEncDecStacks(model, ref);
+      expect(model.info.numLayers).toBe((ref.attention.num_layers as Record<string, number>).encoder);
       expect(model.info.numKeyValueHeads).toBe(ref.attention.num_kv_heads);
-      expect(model.info.headDim).toBe(ref.attention.head_dim);
-      expect(model.architecture.describe(model.config).stacks).toEqual({
-        encoder: layers.encoder, decoder: layers.decoder, cross: layers.decoder,
-      });
     });
 
     for (const input of ref.inputs) {
@@ -45,16 +38,7 @@ for (const fixture of ['t5', 'bart', 'mbart', 'pegasus', 'm2m100', 'marian']) {
         const trace = await model.trace(null, { ids: input.input_ids, decoderIds, qk: true, hidden: true });
         expect(trace.tokens.map((t) => t.id)).toEqual(input.input_ids);
         expect(trace.decoderTokens?.map((t) => t.id)).toEqual(decoderIds);
-        const diffs: Record<string, number> = {};
-        for (const stack of STACKS) {
-          diffs[`attention.${stack}`] = maxAbsDiff(stackValues(trace.attention[stack]), refTensor(input, `${stack}_attentions`));
-          diffs[`queries.${stack}`] = maxAbsDiff(stackValues(trace.queries?.[stack]), refTensor(input, `${stack}_queries`));
-          diffs[`keys.${stack}`] = maxAbsDiff(stackValues(trace.keys?.[stack]), refTensor(input, `${stack}_keys`));
-        }
-        diffs.encoder_last_hidden_state = maxAbsDiff(trace.encoderLastHiddenState?.data ?? [], refTensor(input, 'encoder_last_hidden_state'));
-        diffs.decoder_last_hidden_state = maxAbsDiff(trace.lastHiddenState?.data ?? [], refTensor(input, 'decoder_last_hidden_state'));
-        const within = Object.fromEntries(Object.entries(diffs).map(([k, d]) => [k, d <= (k.startsWith('attention.') ? 1e-5 : 1e-4)]));
-        expect(within, JSON.stringify(diffs)).toEqual(Object.fromEntries(Object.keys(diffs).map((k) => [k, true])));
+        expectDiffsWithin(encDecReferenceDiffs(trace, input));
         expect(trace.attention.cross?.dims).toEqual([ref.attention.num_heads, decoderIds.length, input.input_ids.length]);
       });
 
@@ -126,7 +110,7 @@ describe('binary trace written by PyTorch', () => {
     const model = await loadModel(join(FIXTURES, 't5'));
     try {
       const trace = await model.trace(null, { ids: input.input_ids, decoderIds: input.decoder_input_ids as number[] });
-      for (const stack of STACKS) {
+      for (const stack of ENC_DEC_STACKS) {
         expect(file.attention[stack]?.dims, stack).toEqual(trace.attention[stack]?.dims);
         expect(file.attention[stack]?.layers.length, stack).toBe(trace.attention[stack]?.layers.length);
         const diff = maxAbsDiff(stackValues(file.attention[stack]), stackValues(trace.attention[stack]));

@@ -12,22 +12,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
-import type { LayerStack, StackName } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { argmax } from '../src/generation/sampling.js';
 import type { AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
-import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
+import { encDecTraceDiffs, expectDiffsWithin } from './helpers/encdec.js';
+import { FIXTURES, readReference } from './helpers/reference.js';
 
 const ref = readReference('marian');
 const generationConfig = { decoder_start_token_id: 450, eos_token_id: 0, forced_eos_token_id: 0 };
 /** HF's default max_length (20) minus the start token: what generate() runs to when the fixture's config sets no max_length. */
 const MAX_NEW = 19;
-
-function stackDiff(a: LayerStack | undefined, b: LayerStack | undefined): number {
-  if (!a || !b || a.dims.join() !== b.dims.join()) return Number.POSITIVE_INFINITY;
-  return maxAbsDiff(stackValues(a), stackValues(b));
-}
 
 describe('marian fixture', () => {
   let model: Model<AttnTokenizer>;
@@ -84,14 +79,7 @@ describe('marian fixture', () => {
       expect(gen.decoderTokens?.[gen.decoderTokens.length - 1]?.id).toBe(0);
       expect(gen.generation?.stoppedBy).toBe(chain.length - 1 < MAX_NEW ? 'eos' : 'length');
       const full = await model.trace(null, { ids: input.input_ids, decoderIds: chain, qk: true });
-      const diffs: Record<string, number> = {};
-      for (const stack of ['encoder', 'decoder', 'cross'] as StackName[]) {
-        diffs[`attention.${stack}`] = stackDiff(gen.attention[stack], full.attention[stack]);
-        diffs[`queries.${stack}`] = stackDiff(gen.queries?.[stack], full.queries?.[stack]);
-        diffs[`keys.${stack}`] = stackDiff(gen.keys?.[stack], full.keys?.[stack]);
-      }
-      const within = Object.fromEntries(Object.entries(diffs).map(([k, d]) => [k, d <= (k.startsWith('attention.') ? 1e-5 : 1e-4)]));
-      expect(within, JSON.stringify(diffs)).toEqual(Object.fromEntries(Object.keys(diffs).map((k) => [k, true])));
+      expectDiffsWithin(encDecTraceDiffs(gen, full));
     });
   }
 

@@ -16,12 +16,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import { withoutPositionBias } from '../src/core/position-bias.js';
-import type { StackName } from '../src/core/trace.js';
 import type { Model } from '../src/engine/model.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { encDecReferenceDiffs, expectDiffsWithin, expectEncDecStacks } from './helpers/encdec.js';
 import { allcloseExcess, maxAbs, maxAbsDiff, readReference, refTensor, stackValues } from './helpers/reference.js';
 
-const STACKS: readonly StackName[] = ['encoder', 'decoder', 'cross'];
 
 for (const fixture of ['mt5', 'umt5']) {
   describe(`${fixture} fixture`, () => {
@@ -30,14 +29,8 @@ for (const fixture of ['mt5', 'umt5']) {
     loadFixtureModel(fixture, (m) => (model = m));
 
     it(`${fixture}: describes the model as PyTorch does`, () => {
-      const layers = ref.attention.num_layers as Record<string, number>;
-      expect(model.info.kind).toBe('encoder-decoder');
+      expectEncDecStacks(model, ref);
       expect(model.config.modelType).toBe(fixture);
-      expect(model.info.numHeads).toBe(ref.attention.num_heads);
-      expect(model.info.headDim).toBe(ref.attention.head_dim);
-      expect(model.architecture.describe(model.config).stacks).toEqual({
-        encoder: layers.encoder, decoder: layers.decoder, cross: layers.decoder,
-      });
     });
 
     for (const input of ref.inputs) {
@@ -51,14 +44,7 @@ for (const fixture of ['mt5', 'umt5']) {
 
       it(`${fixture} '${input.id}': attention, queries, keys, hidden states and position bias of all stacks match`, async () => {
         const trace = await model.trace(null, { ids: input.input_ids, decoderIds, qk: true, hidden: true });
-        const diffs: Record<string, number> = {};
-        for (const stack of STACKS) {
-          diffs[`attention.${stack}`] = maxAbsDiff(stackValues(trace.attention[stack]), refTensor(input, `${stack}_attentions`));
-          diffs[`queries.${stack}`] = maxAbsDiff(stackValues(trace.queries?.[stack]), refTensor(input, `${stack}_queries`));
-          diffs[`keys.${stack}`] = maxAbsDiff(stackValues(trace.keys?.[stack]), refTensor(input, `${stack}_keys`));
-        }
-        diffs.encoder_last_hidden_state = maxAbsDiff(trace.encoderLastHiddenState?.data ?? [], refTensor(input, 'encoder_last_hidden_state'));
-        diffs.decoder_last_hidden_state = maxAbsDiff(trace.lastHiddenState?.data ?? [], refTensor(input, 'decoder_last_hidden_state'));
+        const diffs = encDecReferenceDiffs(trace, input);
         for (const stack of ['encoder', 'decoder'] as const) {
           // Kept compactly over j − i (core/position-bias.ts); expanded here to PyTorch's [head][q][k].
           const terms = trace.scores?.[stack];
@@ -81,8 +67,7 @@ for (const fixture of ['mt5', 'umt5']) {
         // fixture README's float32 noise bound for long inputs, 2e-5, applies.
         const attentionTolerance = input.id === 'long' ? 2e-5 : 1e-5;
         const tolerance = (k: string): number => (k.startsWith('attention.') ? attentionTolerance : k.endsWith('_bias') ? 1e-6 : 1e-4);
-        const within = Object.fromEntries(Object.entries(diffs).map(([k, d]) => [k, d <= tolerance(k)]));
-        expect(within, JSON.stringify(diffs)).toEqual(Object.fromEntries(Object.keys(diffs).map((k) => [k, true])));
+        expectDiffsWithin(diffs, tolerance);
         expect(trace.attention.cross?.dims).toEqual([ref.attention.num_heads, decoderIds.length, input.input_ids.length]);
       });
 

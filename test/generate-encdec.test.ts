@@ -10,13 +10,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AttnscopeError } from '../src/core/errors.js';
-import type { LayerStack, StackName } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { argmax } from '../src/generation/sampling.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
+import { ENC_DEC_STACKS, encDecTraceDiffs, expectDiffsWithin, stackDiff } from './helpers/encdec.js';
 import { FIXTURES, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const MAX_NEW = 8;
@@ -24,12 +24,6 @@ const MAX_NEW = 8;
 function lastRow(logits: { dims: readonly number[]; data: Float32Array }): Float32Array {
   const vocab = logits.dims[1]!;
   return logits.data.subarray(logits.data.length - vocab);
-}
-
-/** Max |a − b| over the layers of two stacks (Infinity when their shapes differ). */
-function stackDiff(a: LayerStack | undefined, b: LayerStack | undefined): number {
-  if (!a || !b || a.dims.join() !== b.dims.join()) return Number.POSITIVE_INFINITY;
-  return maxAbsDiff(stackValues(a), stackValues(b));
 }
 
 for (const fixture of ['t5', 'bart']) {
@@ -72,21 +66,14 @@ for (const fixture of ['t5', 'bart']) {
       expect(gen.attention.decoder?.dims).toEqual([heads, n, n]);
       expect(gen.attention.cross?.dims).toEqual([heads, n, enc]);
       expect(gen.attention.encoder?.dims).toEqual([heads, enc, enc]);
-      const diffs: Record<string, number> = {};
-      for (const stack of ['encoder', 'decoder', 'cross'] as StackName[]) {
-        diffs[`attention.${stack}`] = stackDiff(gen.attention[stack], full.attention[stack]);
-        diffs[`queries.${stack}`] = stackDiff(gen.queries?.[stack], full.queries?.[stack]);
-        diffs[`keys.${stack}`] = stackDiff(gen.keys?.[stack], full.keys?.[stack]);
-      }
-      const within = Object.fromEntries(Object.entries(diffs).map(([k, d]) => [k, d <= (k.startsWith('attention.') ? 1e-5 : 1e-4)]));
-      expect(within, JSON.stringify(diffs)).toEqual(Object.fromEntries(Object.keys(diffs).map((k) => [k, true])));
+      expectDiffsWithin(encDecTraceDiffs(gen, full));
     });
 
     it('score terms of every stack equal one full trace (the bias wherever a query sees the key)', async () => {
       const gen = await model.generate(null, { ids: input.input_ids, maxNewTokens: MAX_NEW, qk: true });
       const full = await model.trace(null, { ids: input.input_ids, decoderIds: gen.decoderTokens!.map((t) => t.id), qk: true });
       expect(Object.keys(gen.scores ?? {}).sort()).toEqual(['cross', 'decoder', 'encoder']);
-      for (const stack of ['encoder', 'decoder', 'cross'] as StackName[]) {
+      for (const stack of ENC_DEC_STACKS) {
         const a = gen.scores![stack]!;
         const b = full.scores![stack]!;
         expect({ scale: a.scale, causal: a.causal, window: a.window, biasKind: a.biasKind }).toEqual({ scale: b.scale, causal: b.causal, window: b.window, biasKind: b.biasKind });
