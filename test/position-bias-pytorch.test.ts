@@ -15,9 +15,10 @@
  * head, whole up to 256 keys, else in windows: the first 16 keys, 16 around 256, 16 in the middle,
  * the 32 up to the row, the last 8 and every 64th key, each as the shortest decimal of its float32.
  *
- * attnscope runs the same ids dense (every probability from the graph) and on demand (queries, keys
- * and the compact bias from the graph in several query bands, the rows computed by the JavaScript and
- * the WebAssembly kernels), and every stored probability p must agree within
+ * attnscope runs the same ids dense (every probability from the graph), on demand (queries, keys and
+ * the compact bias from the graph in 4 query bands, the rows computed by the JavaScript and the
+ * WebAssembly kernels) and layer by layer on demand (engine/layerwise.ts traceModel, what
+ * `attnscope trace` runs for long inputs), and every stored probability p must agree within
  * |Δ| ≤ 2e-6 + p·(2e-5 + 2^-21·S), S the row's largest |score| (stored by the script). That is float32's
  * reach: the scores are summed in another order than PyTorch's (Falcon's (q·k + alibi)·d^-½ here is
  * q·k·d^-½ + alibi·d^-½), each rounding off by up to 2^-24·S, and a softmax turns a score's absolute
@@ -27,15 +28,17 @@
  * as 16 heads, bfloat16 ALiBi without rounding the positions (bf16(bf16(slope)·j)) or without rounding
  * the products (bf16(slope)·bf16(j)) differs by up to 0.33 / 0.14 (860 / 874 of 3,008 values out) —
  * with 4 heads those two equal PyTorch's exactly (every slope a power of two), hence the 16-head case.
- * npm test runs Falcon (all four cases), BLOOM at 1,000 and the T5 family (< 20 s on two loaded cores);
- * npm run test:deep adds BLOOM at 300 and 3,000 tokens and as 16 heads.
+ * npm test runs Falcon (all four cases), BLOOM at 1,000 and the T5 family, layer by layer the 16-head
+ * Falcon and T5 (< 20 s on two loaded cores); npm run test:deep adds BLOOM at 300 and 3,000 tokens and
+ * as 16 heads, and every case layer by layer.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { attentionSource } from '../src/core/attention-on-demand.js';
-import type { StackName } from '../src/core/trace.js';
+import type { StackName, Trace } from '../src/core/trace.js';
+import { traceModel } from '../src/engine/layerwise.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import { DEEP } from './helpers/deep.js';
@@ -131,25 +134,35 @@ describe(`position biases at long lengths = PyTorch ${reference.torch_version} e
     for (const fixture of ['falcon-alibi', 'bloom', 't5', 'mt5', 'umt5']) expect(reference.check_vs_transformers[fixture], fixture).toBeLessThanOrEqual(1e-5);
   });
 
-  // npm test: under 20 s on two loaded cores; npm run test:deep adds BLOOM at 300 and 3,000 tokens and as 16 heads.
+  // npm test: under 20 s on two loaded cores (see the header); npm run test:deep: every case.
   const quick = (c: Case): boolean => c.fixture !== 'bloom' || (c.input_ids.length === 1000 && !c.config);
   for (const c of reference.cases.filter((x) => DEEP || quick(x))) {
     const n = c.input_ids.length;
     const heads = c.config ? ` as ${c.config.num_attention_heads ?? c.config.n_head} heads` : '';
     const label = `${c.fixture}${heads} ${n}${c.decoder_input_ids ? `/${c.decoder_input_ids.length}` : ''} tokens`;
-    it(`${label}: every stored probability, dense and on demand in query bands (JS and WebAssembly kernels)`, async () => {
+    const layerByLayer = DEEP || c.config !== undefined || c.fixture === 't5';
+    const paths = `${n <= 1000 && !c.config ? 'dense, ' : ''}on demand in query bands (JS and WebAssembly kernels)${layerByLayer ? ', layer by layer' : ''}`;
+    it(`${label}: every stored probability, ${paths}`, async () => {
       const m = await model(c.fixture, c.config);
       if (c.config) expect(m.info.numHeads).toBe(c.config.num_attention_heads ?? c.config.n_head);
       const options = { ids: c.input_ids, ...(c.decoder_input_ids ? { decoderIds: c.decoder_input_ids } : {}) };
       const stacks = Object.keys(c.stacks) as StackName[];
       const summary: string[] = [];
       const lazy = await m.trace(null, { ...options, attention: 'on-demand', queryBandCount: 4 });
-      for (const kernel of ['js', 'wasm'] as const) {
+      const runs: [string, Trace, 'js' | 'wasm'][] = [['on demand', lazy, 'js'], ['on demand', lazy, 'wasm']];
+      // What `attnscope trace` runs for long inputs: layer by layer, each layer's graph on its own
+      // (npm test: the 16-head Falcon and T5; test:deep: every case).
+      if (layerByLayer) {
+        const { trace, execution } = await traceModel(m, null, { ...options, attention: 'on-demand', execution: 'layers' });
+        expect(execution).toBe('layers');
+        runs.push(['layer by layer', trace, 'wasm']);
+      }
+      for (const [run, trace, kernel] of runs) {
         for (const s of stacks) {
-          const source = attentionSource(lazy, s, { kernel });
+          const source = attentionSource(trace, s, { kernel });
           const nk = source.numKeys;
-          const { maxAbs, used, checked } = compare(c.stacks[s]!, (l, h, r) => source.block(l, h, r, r + 1, 0, nk), `${label} on demand (${kernel}) ${s}`);
-          summary.push(`on demand ${kernel} ${s}: ${checked} values, max |Δ| ${maxAbs.toExponential(2)} (${(100 * used).toFixed(0)}% of allowed)`);
+          const { maxAbs, used, checked } = compare(c.stacks[s]!, (l, h, r) => source.block(l, h, r, r + 1, 0, nk), `${label} ${run} (${kernel}) ${s}`);
+          summary.push(`${run} ${kernel} ${s}: ${checked} values, max |Δ| ${maxAbs.toExponential(2)} (${(100 * used).toFixed(0)}% of allowed)`);
         }
       }
       // Dense maps up to 1,000 tokens of 4 heads (16 MB a layer); longer and 16-head cases on demand only.
