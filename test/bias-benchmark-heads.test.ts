@@ -7,8 +7,7 @@
  * random controls; importance as the mean of attribute()'s per item; faithfulness ρ re-computed here
  * (average ranks written here) from each head's attention row and |IG|.
  */
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { benchmarkHeads, benchmarkScorer, pronounHeadItems, stereoHeadItems, wordSpan } from '../src/bias/benchmark-heads.js';
 import { loadOccupationStats, loadWinobias, loadWinogender } from '../src/bias/data-files.js';
 import { scoreStereoSet } from '../src/bias/stereoset.js';
@@ -16,12 +15,11 @@ import { parseStereoSet, stereoSetResults } from '../src/analysis/bias/stereoset
 import type { PronounItem } from '../src/analysis/bias/wino.js';
 import { ablateHeads } from '../src/engine/ablation.js';
 import { attribute } from '../src/engine/gradients.js';
-import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
+import { loadFixtureModels } from './helpers/fixture-suite.js';
 import type { Matrix } from '../src/core/trace.js';
 import { STEREOSET_FILE } from './helpers/stereoset-file.js';
 
-const FIXTURES = join(import.meta.dirname, 'fixtures');
 
 function logProbs(logits: Matrix, position: number): number[] {
   const vocab = logits.dims[1];
@@ -73,13 +71,7 @@ describe('word spans', () => {
 describe('benchmark heads on fixture models', () => {
   let bert: Model;
   let gpt2: Model;
-  beforeAll(async () => {
-    [bert, gpt2] = await Promise.all([loadModel(join(FIXTURES, 'bert'), { graphCache: false }), loadModel(join(FIXTURES, 'gpt2'), { graphCache: false })]);
-  });
-  afterAll(async () => {
-    await bert?.dispose();
-    await gpt2?.dispose();
-  });
+  loadFixtureModels(['bert', 'gpt2'], { graphCache: false }, (m) => ([bert, gpt2] = m));
 
   it('WinoGender, masked LM: items, ratios, the female share as trained and with heads zeroed (ablateHeads), importance and faithfulness', async () => {
     const items: PronounItem[] = (await loadWinogender()).filter((x) => /^(he|she)$/i.test(x.forms.male.text.slice(x.forms.male.start, x.forms.male.end))).slice(0, 3);

@@ -5,8 +5,7 @@
  * ablation against independent paths (float64 re-computation from trace logits written here,
  * engine/ablation.ts ablateHeads, finite differences of the head gates, a rollout written here).
  */
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { attentionAttributionAgreement, averageRanks, layerPropagation, meanHeadRatios, randomHeadSets, spearman, topBiasHeads, topHeadsBy } from '../src/analysis/bias/heads.js';
 import { bootstrapMean, crowsIntervals, quantileSorted } from '../src/analysis/bias/bootstrap.js';
 import { crowsPairRows, crowsPairsMetric, orientedSentences, type CrowsPair } from '../src/analysis/bias/crows-pairs.js';
@@ -15,11 +14,10 @@ import { biasHeads, crowsHeads } from '../src/bias/heads.js';
 import { loadCrowsPairs, loadGroupLexicons } from '../src/bias/data-files.js';
 import { maskedPositions, scoreCrowsPairs } from '../src/bias/crows-pairs.js';
 import { ablateHeads } from '../src/engine/ablation.js';
-import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
+import { loadFixtureModels } from './helpers/fixture-suite.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
 
-const FIXTURES = join(import.meta.dirname, 'fixtures');
 
 const score = (layer: number, head: number, ratio: number, q: number): HeadBiasScore => ({ layer, head, ratio, selfRatio: ratio, p: q, q, holm: q });
 
@@ -148,13 +146,7 @@ function rho(a: number[], b: number[]): number {
 describe('heads behind a probe and behind CrowS-Pairs, on fixture models', () => {
   let bert: Model;
   let gpt2: Model;
-  beforeAll(async () => {
-    [bert, gpt2] = await Promise.all([loadModel(join(FIXTURES, 'bert'), { graphCache: false }), loadModel(join(FIXTURES, 'gpt2'), { graphCache: false })]);
-  });
-  afterAll(async () => {
-    await bert?.dispose();
-    await gpt2?.dispose();
-  });
+  loadFixtureModels(['bert', 'gpt2'], { graphCache: false }, (m) => ([bert, gpt2] = m));
 
   for (const [name, text, mode] of [['bert', 'The man said that [MASK] was late.', 'zero'], ['gpt2', 'The man said that', 'mean']] as const) {
     it(`${name}: contrast, ${mode} ablation, importance, rollout ratios and faithfulness against independent paths`, async () => {

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { alti } from '../src/analysis/contributions.js';
 import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
+import { expectMaskPredictions } from './helpers/fixture-suite.js';
 import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
 
 const FIXTURE = 'deberta-v2';
@@ -62,16 +63,7 @@ describe('fixture deberta-v2: disentangled attention', () => {
     const mask = model.tokenizer!.mask!;
     expect(mask.text).toBe('[MASK]');
     const trace = await model.trace(`The ${mask.text} sat.`, { topK: 3, logits: true });
-    const maskPositions = trace.tokens.flatMap((t, i) => (t.id === mask.id ? [i] : []));
-    expect(maskPositions).toHaveLength(1);
-    expect(trace.predictions!.map((p) => p.position)).toEqual(maskPositions);
-    const vocab = trace.logits!.dims[1];
-    for (const p of trace.predictions!) {
-      expect(p.kind).toBe('masked');
-      const row = Array.from(trace.logits!.data.subarray(p.position * vocab, (p.position + 1) * vocab));
-      const top = row.map((v, id) => ({ v, id })).sort((a, b) => b.v - a.v || a.id - b.id).slice(0, 3).map((e) => e.id);
-      expect(p.candidates.map((c) => c.id)).toEqual(top);
-    }
+    expectMaskPredictions(trace, mask.id);
   });
 });
 

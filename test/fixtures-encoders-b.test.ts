@@ -6,9 +6,9 @@
  * relative position bias recorded for the neuron view equals PyTorch's `position_bias` on every layer.
  */
 import { expect, it } from 'vitest';
-import { describeFixture, expectSelfTraceMatches } from './helpers/fixture-suite.js';
+import { describeFixture, expectMaskPredictions, expectSelfTraceMatches, itLogitsMatch, itTracesFromText } from './helpers/fixture-suite.js';
 import { withoutPositionBias } from '../src/core/position-bias.js';
-import { flat, maxAbsDiff, stackValues } from './helpers/reference.js';
+import { flat, maxAbsDiff } from './helpers/reference.js';
 
 const fixtures = ['xlm-roberta', 'mpnet'];
 
@@ -41,33 +41,14 @@ for (const fixture of fixtures) {
         });
       }
 
-      it(`input '${input.id}': the masked-LM head's logits match`, async () => {
-        const trace = await model().trace(null, { ids: input.input_ids, logits: true, attention: false });
-        const diff = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
-        expect(diff, `logits differ by ${diff}`).toBeLessThanOrEqual(1e-4);
-      });
-
-      it(`input '${input.id}': tracing from text gives the same trace as from ids`, async () => {
-        const fromText = await model().trace(input.text, { pair: input.text_pair });
-        expect(fromText.tokens.map((t) => t.id)).toEqual(input.input_ids);
-        expect(maxAbsDiff(stackValues(fromText.attention.self), flat(input.attentions!))).toBeLessThanOrEqual(1e-5);
-      });
+      itLogitsMatch(model, input, 'masked-LM head');
+      itTracesFromText(model, input);
     }
 
     it('predicts at each mask token, ranking the head\'s logits', async () => {
       const maskText = model().tokenizer!.mask!.text;
       const trace = await model().trace(`The cat sat on the ${maskText} because it was tired.`, { topK: 3, logits: true });
-      const maskId = model().tokenizer!.mask!.id!;
-      const maskPositions = trace.tokens.flatMap((t, i) => (t.id === maskId ? [i] : []));
-      expect(maskPositions.length).toBe(1);
-      expect(trace.predictions!.map((p) => p.position)).toEqual(maskPositions);
-      const vocab = trace.logits!.dims[1];
-      for (const p of trace.predictions!) {
-        expect(p.kind).toBe('masked');
-        const row = Array.from(trace.logits!.data.subarray(p.position * vocab, (p.position + 1) * vocab));
-        const top = row.map((v, id) => ({ v, id })).sort((a, b) => b.v - a.v || a.id - b.id).slice(0, 3).map((e) => e.id);
-        expect(p.candidates.map((c) => c.id)).toEqual(top);
-      }
+      expectMaskPredictions(trace, model().tokenizer!.mask!.id);
     });
   });
 }

@@ -4,8 +4,7 @@
  * queries and keys and the last hidden state (≤ 1e-4).
  */
 import { expect, it } from 'vitest';
-import { describeFixture, expectSelfTraceMatches } from './helpers/fixture-suite.js';
-import { flat, maxAbsDiff, stackValues } from './helpers/reference.js';
+import { describeFixture, expectSelfTraceMatches, itLogitsMatch, itTracesFromText } from './helpers/fixture-suite.js';
 
 const ENCODER_DECODER = new Set(['t5', 'bart']);
 
@@ -31,19 +30,8 @@ for (const fixture of fixtures) {
         expectSelfTraceMatches(await model().trace(null, { ids: input.input_ids, typeIds: input.token_type_ids, qk: true, hidden: true }), input);
       });
 
-      it(`input '${input.id}': the prediction head's logits match`, async () => {
-        // The reference logits were computed from the stored input ids alone (token type ids
-        // left at their default zeros; test/fixtures/README.md, "Logits"), so no typeIds here.
-        const trace = await model().trace(null, { ids: input.input_ids, logits: true, attention: false });
-        const diff = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
-        expect(diff, `logits differ by ${diff}`).toBeLessThanOrEqual(1e-4);
-      });
-
-      it(`input '${input.id}': tracing from text gives the same trace as from ids`, async () => {
-        const fromText = await model().trace(input.text, { pair: input.text_pair });
-        expect(fromText.tokens.map((t) => t.id)).toEqual(input.input_ids);
-        expect(maxAbsDiff(stackValues(fromText.attention.self), flat(input.attentions!))).toBeLessThanOrEqual(1e-5);
-      });
+      itLogitsMatch(model, input, 'prediction head');
+      itTracesFromText(model, input);
     }
   });
 }

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine/load.js';
+import { loadModel, type LoadOptions } from '../../src/engine/load.js';
 import type { Model } from '../../src/engine/model.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues, type Reference, type ReferenceInput } from './reference.js';
 
@@ -55,6 +55,23 @@ export function loadFixtureModel(fixture: string, set: (model: Model) => void): 
 }
 
 /**
+ * Inside a describe: loads the models of several fixtures at once (with `options`) before its
+ * tests, handing them to `set` in the order named, and disposes of them after them.
+ */
+export function loadFixtureModels<const N extends readonly string[]>(
+  fixtures: N, options: LoadOptions, set: (models: { -readonly [K in keyof N]: Model }) => void,
+): void {
+  let loaded: Model[] = [];
+  beforeAll(async () => {
+    loaded = await Promise.all(fixtures.map((f) => loadModel(join(FIXTURES, f), options)));
+    set(loaded as { -readonly [K in keyof N]: Model });
+  });
+  afterAll(async () => {
+    for (const m of loaded) await m.dispose();
+  });
+}
+
+/**
  * Self-attention (≤ 1e-5), per-head queries and keys and the last hidden state (≤ 1e-4) of `trace`
  * against the reference input, and its logits (≤ 1e-4) when `logits` is set.
  */
@@ -71,6 +88,44 @@ export function expectSelfTraceMatches(trace: Trace, input: ReferenceInput, logi
     message += ` logits ${l}`;
   }
   expect(got, message).toEqual(Object.fromEntries(Object.keys(got).map((key) => [key, true])));
+}
+
+/**
+ * `it`: the logits of the input's ids (token type ids left at their default zeros, as the
+ * references were computed: test/fixtures/README.md, "Logits") are within 1e-4 of its reference.
+ */
+export function itLogitsMatch(model: () => Model, input: ReferenceInput, head: string): void {
+  it(`input '${input.id}': the ${head}'s logits match`, async () => {
+    const trace = await model().trace(null, { ids: input.input_ids, logits: true, attention: false });
+    const diff = maxAbsDiff(trace.logits?.data ?? [], flat(input.logits!));
+    expect(diff, `logits differ by ${diff}`).toBeLessThanOrEqual(1e-4);
+  });
+}
+
+/** `it`: tracing the input's text (and pair) gives its ids and reference self-attention (≤ 1e-5). */
+export function itTracesFromText(model: () => Model, input: ReferenceInput): void {
+  it(`input '${input.id}': tracing from text gives the same trace as from ids`, async () => {
+    const fromText = await model().trace(input.text, { pair: input.text_pair });
+    expect(fromText.tokens.map((t) => t.id)).toEqual(input.input_ids);
+    expect(maxAbsDiff(stackValues(fromText.attention.self), flat(input.attentions!))).toBeLessThanOrEqual(1e-5);
+  });
+}
+
+/**
+ * A masked-LM trace of a text with one mask token (`maskId`) predicts there, and only there: the
+ * candidates are the top three of the logits row at that position (ties to the lower id).
+ */
+export function expectMaskPredictions(trace: Trace, maskId: number | null): void {
+  const maskPositions = trace.tokens.flatMap((t, i) => (t.id === maskId ? [i] : []));
+  expect(maskPositions).toHaveLength(1);
+  expect(trace.predictions!.map((p) => p.position)).toEqual(maskPositions);
+  const vocab = trace.logits!.dims[1];
+  for (const p of trace.predictions!) {
+    expect(p.kind).toBe('masked');
+    const row = Array.from(trace.logits!.data.subarray(p.position * vocab, (p.position + 1) * vocab));
+    const top = row.map((v, id) => ({ v, id })).sort((a, b) => b.v - a.v || a.id - b.id).slice(0, 3).map((e) => e.id);
+    expect(p.candidates.map((c) => c.id)).toEqual(top);
+  }
 }
 
 /** The tokens greedy decoding picks when every step is a full (uncached) run over the sequence so far. */
