@@ -289,33 +289,34 @@ describe('head metrics', () => {
     );
   });
 
-  it('longer traces (the quantiles\' histogram path: over 4,096 entries per head) equal the plain re-implementation: causal, window and bidirectional rows, both exclude settings', () => {
-    const n = 96;
-    const texts = Array.from({ length: n }, (_, i) => (i === 0 ? '<s>' : i % 11 === 5 ? ',' : i === n - 1 ? '</s>' : `▁w${i}`));
-    const r = seededRandom(5);
-    const raw = Float64Array.from({ length: 2 * 2 * n * n }, () => r() ** 4 + (r() < 0.05 ? 1e-9 : 0));
-    for (const causal of [true, false]) {
-      const window = causal ? 80 : null;
-      const trace = handTrace(texts, {
-        layers: 2,
-        heads: 2,
-        special: [0, n - 1],
-        weight: (l, h, q, k) => ((causal && k > q) || (window !== null && l === 1 && q - k >= window) ? 0 : raw[((l * 2 + h) * n + q) * n + k]!),
-      });
-      trace.scores = { self: { scale: [1, 1], causal, window: [null, window] } };
-      for (const exclude of [false, true]) {
-        const got = headMetrics(trace, 'self', { excludeFirstToken: exclude });
-        for (const row of got.rows) {
-          const ref = refHead(trace, row.layer, row.head, { exclude });
-          expectClose(row, ref, `causal=${causal} L${row.layer}H${row.head} exclude=${exclude}`);
-          // The quantiles are order statistics: equal up to the renormalisation's rounding.
-          for (const k of ['p25', 'p50', 'p75', 'p90'] as const) expect(Math.abs(row[k] - ref[k])).toBeLessThanOrEqual(1e-14 * ref[k]);
-          // Entropy and Jensen–Shannon on the WebAssembly kernel: float32 logarithms of the float32
-          // weights renormalised in float32 (≈ 6e-8 relative each, the traced weights' own precision):
-          // an entropy within 1e-6 relative, a divergence (a difference of entropies ≤ log n nats)
-          // within 1e-6 bits; still inside expectClose's 2e-6.
-          expect(Math.abs(row.entropy - ref.entropy), `entropy L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-6 * ref.entropy);
-          expect(Math.abs(row.js_from_first - ref.js_from_first), `js_from_first L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-6);
+  it('longer traces (the quantiles\' histogram path: over 4,096 entries per head; from 51,202 on, bidirectional and causal at 330 tokens, the wanted bins\' weights read back from the rows) equal the plain re-implementation: causal, window and bidirectional rows, both exclude settings', () => {
+    for (const n of [96, 330]) {
+      const texts = Array.from({ length: n }, (_, i) => (i === 0 ? '<s>' : i % 11 === 5 ? ',' : i === n - 1 ? '</s>' : `▁w${i}`));
+      const r = seededRandom(5);
+      const raw = Float64Array.from({ length: 2 * 2 * n * n }, () => r() ** 4 + (r() < 0.05 ? 1e-9 : 0));
+      for (const causal of [true, false]) {
+        const window = causal ? 80 : null;
+        const trace = handTrace(texts, {
+          layers: 2,
+          heads: 2,
+          special: [0, n - 1],
+          weight: (l, h, q, k) => ((causal && k > q) || (window !== null && l === 1 && q - k >= window) ? 0 : raw[((l * 2 + h) * n + q) * n + k]!),
+        });
+        trace.scores = { self: { scale: [1, 1], causal, window: [null, window] } };
+        for (const exclude of [false, true]) {
+          const got = headMetrics(trace, 'self', { excludeFirstToken: exclude });
+          for (const row of got.rows) {
+            const ref = refHead(trace, row.layer, row.head, { exclude });
+            expectClose(row, ref, `causal=${causal} L${row.layer}H${row.head} exclude=${exclude}`);
+            // The quantiles are order statistics: equal up to the renormalisation's rounding.
+            for (const k of ['p25', 'p50', 'p75', 'p90'] as const) expect(Math.abs(row[k] - ref[k])).toBeLessThanOrEqual(1e-14 * ref[k]);
+            // Entropy and Jensen–Shannon on the WebAssembly kernel: float32 logarithms of the float32
+            // weights renormalised in float32 (≈ 6e-8 relative each, the traced weights' own precision):
+            // an entropy within 1e-6 relative, a divergence (a difference of entropies ≤ log n nats)
+            // within 1e-6 bits; still inside expectClose's 2e-6.
+            expect(Math.abs(row.entropy - ref.entropy), `entropy L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-6 * ref.entropy);
+            expect(Math.abs(row.js_from_first - ref.js_from_first), `js_from_first L${row.layer}H${row.head}`).toBeLessThanOrEqual(1e-6);
+          }
         }
       }
     }

@@ -302,6 +302,9 @@ export function quantiles(values: Float64Array, n: number, qs: readonly number[]
 /** `quantiles` sorts fewer values than this, and takes the histogram's way from this many on. */
 const HISTOGRAM_FROM = 4096;
 
+/** The quantiles of a head's weights in the table (p25, p50, p75, p90). */
+const QUANTILES: readonly number[] = [0.25, 0.5, 0.75, 0.9];
+
 /** The quantiles qs of n values given order statistic `at(r)` (rank r from 0), interpolated linearly (NumPy's default: rank q·(n − 1)). */
 function interpolated(n: number, qs: readonly number[], at: (r: number) => number): number[] {
   return qs.map((q) => {
@@ -835,7 +838,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       acc: lay.take(9 * 8),
       list: lay.take(16),
       cursor: lay.take(8 * 4),
-      args: lay.take(25 * 8),
+      args: lay.take(26 * 8),
       fcounted: lay.take(nq),
       fsums: lay.take(nq * 8),
       flo: lay.take(nq * 4),
@@ -864,7 +867,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
 function scanHeadKernel(
   kp: KernelPass, h: number, W: Float32Array, off: number, counted: Uint8Array, r: LayerRows, firstVisible: Uint8Array, rowSums: Float64Array,
   g: RowGeometry, threshold: number, longRange: number, sepKeys: Int32Array, punctKeys: Int32Array,
-  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; sums: Float64Array; rows: LayerRows } | null, mean: boolean, hist: boolean, out: Float64Array,
+  rowEnt: Float64Array, first: { counted: Uint8Array; ent: Float64Array; sums: Float64Array; rows: LayerRows } | null, mean: boolean, hist: boolean, noPool: boolean, out: Float64Array,
 ): Float64Array {
   const { k, P, f64 } = kp;
   const { support, rowSize, lo, hi } = r;
@@ -909,6 +912,7 @@ function scanHeadKernel(
   f64[at + 22] = hist ? P.hist : 0;
   f64[at + 23] = P.bins;
   f64[at + 24] = P.rowOut;
+  f64[at + 25] = noPool ? 1 : 0;
   const entries = k.scanHead(P.args);
   let jsSum = 0;
   let jsRows = 0;
@@ -1042,7 +1046,7 @@ function kernelRuns(kp: KernelPass): RunOps {
  * `quantiles` of the kernel's pooled weights: the histogram (counted during the scan when
  * `counted`, else here), the gather pass and the selections in the kernel, the rank walk here.
  */
-function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], counted: boolean): number[] {
+function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], counted: boolean, noPool: boolean): number[] {
   const { k, P, f64, u32, i32 } = kp;
   const values = f64.subarray(P.pooled >> 3, (P.pooled >> 3) + n);
   if (n < HISTOGRAM_FROM) {
@@ -1055,6 +1059,7 @@ function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], count
   const out = quantilesOfHistogram(values, n, qs, hist, mark, (m, wanted, starts) => {
     // Up to 8 wanted bins (4 quantiles: at most 8 ranks) in the kernel, 8 values at a time; more here.
     if (wanted.length > 8) {
+      if (noPool) throw new Error(`internal: ${wanted.length} quantile bins wanted from a head scanned without its pooled weights (at most 8)`);
       const bins = new Uint16Array(kp.u8.buffer, P.bins, n);
       return gather(values, bins, n, mark, wanted, starts, new Float64Array(m));
     }
@@ -1065,7 +1070,8 @@ function kernelQuantiles(kp: KernelPass, n: number, qs: readonly number[], count
     if (from === 1) f64.fill(0, P.picked >> 3, (P.picked >> 3) + starts[1]!);
     new Uint16Array(kp.u8.buffer, P.list, 8).set(list);
     kp.i32.set(starts.subarray(from, wanted.length), P.cursor >> 2);
-    k.gatherBins(P.pooled, P.bins, n, P.list, list.length, P.picked, P.cursor);
+    if (noPool) k.gatherRows(P.args, P.bins, P.list, list.length, P.picked, P.cursor);
+    else k.gatherBins(P.pooled, P.bins, n, P.list, list.length, P.picked, P.cursor);
     return f64.subarray(P.picked >> 3, (P.picked >> 3) + m);
   }, kernelRuns(kp), () => {
     k.binRange(P.hist, P.cursor);
@@ -1245,21 +1251,25 @@ function passes(
       each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
       const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, sums: first[h]!.s, rows: firstRows! };
       // The kernel counts the quantiles' histogram during its scan when the head has enough entries.
+      // With the used bin range from the kernel (BINS entries or more) and at most 8 wanted bins
+      // (2 ranks per quantile), the quantiles read the wanted bins' weights from the rows
+      // (gatherRows) and the scan writes no pooled copy of the head's weights.
       let histInScan = false;
+      let noPool = false;
       if (kp && wantQuantiles) {
         let n = 0;
         for (let q = 0; q < nq; q++) if (counted[q] === 1) n += rowsOfLayer.rowSize[q]!;
         histInScan = n >= HISTOGRAM_FROM;
+        noPool = n >= BINS && 2 * QUANTILES.length <= 8;
       }
       const acc = kp
-        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, wantJs, histInScan, stats)
+        ? scanHeadKernel(kp, h, W, off, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, rowEnt, firstHead, wantJs, histInScan, noPool, stats)
         : scanHead(W, off, first[h]!.w, counted, rowsOfLayer, firstVisible, rowSums, g, threshold, longRange, sepKeys, punctKeys, layerMean, pooled, rowEnt, firstHead, l === 0 && wantJs, wantJs, stats);
       const [maxW, sumMax, sumEnt, below, belowUniform, entries, sum, sumSq, dist, self, sink, sep, punct, long, nRows, jsSum, jsRows] = acc;
       const values = emptyValues();
       if (nRows! > 0) {
         const mean = sum! / entries!;
-        const qs = [0.25, 0.5, 0.75, 0.9];
-        const [p25, p50, p75, p90] = !wantQuantiles ? [NaN, NaN, NaN, NaN] : kp ? kernelQuantiles(kp, entries!, qs, histInScan) : quantiles(pooled, entries!, qs);
+        const [p25, p50, p75, p90] = !wantQuantiles ? [NaN, NaN, NaN, NaN] : kp ? kernelQuantiles(kp, entries!, QUANTILES, histInScan, noPool) : quantiles(pooled, entries!, QUANTILES);
         Object.assign(values, {
           max_weight: maxW!,
           confidence: sumMax! / nRows!,

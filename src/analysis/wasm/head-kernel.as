@@ -303,8 +303,11 @@ function cutoff(thr: f64, inv: f64): f32 {
     // The weights of the support, in key order (the arrays have 32 bytes of padding at their end),
     // and their histogram bins.
     if (!masked) {
-      v128.store(pooled + (<usize>n << 3), v0);
-      v128.store(pooled + (<usize>n << 3), v1, 16);
+      // (pooled 0: not kept; gatherRows reads the weights of the wanted bins from the rows.)
+      if (pooled !== 0) {
+        v128.store(pooled + (<usize>n << 3), v0);
+        v128.store(pooled + (<usize>n << 3), v1, 16);
+      }
       if (hist !== 0) {
         // The four bins computed in SIMD (lanes 0 and 2 of each pair); only the counting is per value.
         const bb = v128.shuffle<i32>(bins2(v0), bins2(v1), 0, 2, 4, 6);
@@ -378,7 +381,8 @@ function scanRow(
  * sums), 7 counted (bytes: the row counts), 8 fcounted, 9 fsums, 10 flo, 11 fhi, 12 fsize (the same
  * of the first layer's head), 13 nq, 14 nk, 15 shift (query q is at position q + shift),
  * 16 threshold, 17 longRange, 18 pooled, 19 acc, 20 lm (the layer's head mean, float32 nq × nk;
- * 0: none), 21 scale, 22 hist (0: none), 23 bins, 24 out. Per counted row q, into the float64
+ * 0: none), 21 scale, 22 hist (0: none), 23 bins, 24 out, 25 noPool (not 0: the weights of rows
+ * without holes are not written to pooled; gatherRows reads them from w). Per counted row q, into the float64
  * array at out: 4q the row entropy (nats), 4q + 1 the mixture entropy against the first layer's row
  * when both rows are counted and span the same keys with no hole (else not written), 4q + 2 the
  * row max, 4q + 3 the row sum. Per-head accumulators at acc (3, 4, 6, 7, 8 summed over the rows).
@@ -411,6 +415,7 @@ export function scanHead(args: usize): i32 {
   const hist = <usize>f64.load(args, 176);
   const bins = <usize>f64.load(args, 184);
   const out = <usize>f64.load(args, 192);
+  const noPool = f64.load(args, 200) !== 0;
   let entries = 0;
   for (let q = 0; q < nq; q++) {
     if (load<u8>(counted + <usize>q) !== 1) continue;
@@ -428,7 +433,7 @@ export function scanHead(args: usize): i32 {
     const qp = <f64>(q + shift);
     const got = scanRow(
       w + (base << 2), inline ? fw + (base << 2) : 0, finv, whole ? 0 : supp + base, a, b, inv, qp,
-      cutoff(threshold, inv), cutoff(1.0 / <f64>n, inv), pooled + (<usize>entries << 3), acc, lm === 0 ? 0 : lm + (base << 2), scale, hist, bins + (<usize>entries << 1),
+      cutoff(threshold, inv), cutoff(1.0 / <f64>n, inv), noPool && whole ? 0 : pooled + (<usize>entries << 3), acc, lm === 0 ? 0 : lm + (base << 2), scale, hist, bins + (<usize>entries << 1),
     );
     entries += got;
     // Long range: the keys nearer than longRange (|i − j| < longRange) taken from the row's sum.
@@ -559,26 +564,92 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
   if (count > 7) s7 = i16x8.splat(load<i16>(list, 14));
   let i = 0;
   for (; i + 8 <= n; i += 8) {
-    const b = v128.load(bins + (<usize>i << 1));
-    const hit = v128.or(
-      v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3))),
-      v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))),
-    );
+    const hit = hit8(v128.load(bins + (<usize>i << 1)), s0, s1, s2, s3, s4, s5, s6, s7);
     // Only the values whose bin is listed, in order (the bits of the lanes that hit).
-    for (let bits = i16x8.bitmask(hit); bits !== 0; bits &= bits - 1) put(values, bins, i + <i32>ctz(bits), list, count, out, cursor);
+    for (let bits = i16x8.bitmask(hit); bits !== 0; bits &= bits - 1) {
+      const j = i + <i32>ctz(bits);
+      put(load<u16>(bins + (<usize>j << 1)), f64.load(values + (<usize>j << 3)), list, count, out, cursor);
+    }
   }
-  for (; i < n; i++) put(values, bins, i, list, count, out, cursor);
+  for (; i < n; i++) put(load<u16>(bins + (<usize>i << 1)), f64.load(values + (<usize>i << 3)), list, count, out, cursor);
 }
 
-/** gatherBins' step: value i into its listed bin's run of out, if its bin is listed. */
+/** The lanes of 8 uint16 bins b equal to one of the listed bins s0 … s7 (−1: none). */
 // @ts-ignore: decorator
-@inline function put(values: usize, bins: usize, i: i32, list: usize, count: i32, out: usize, cursor: usize): void {
-  const bin = load<u16>(bins + (<usize>i << 1));
+@inline function hit8(b: v128, s0: v128, s1: v128, s2: v128, s3: v128, s4: v128, s5: v128, s6: v128, s7: v128): v128 {
+  return v128.or(
+    v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3))),
+    v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))),
+  );
+}
+
+/**
+ * gatherBins for a head scanned with noPool (scanHead's args at `args`): the pooled weights, in
+ * the order scanHead pooled them (counted rows; in each, its keys a … b − 1 in the support), read
+ * from the rows of rows without holes (float64 w · inv, the product the scan made: 1 / the row's
+ * sum) and from pooled for the rest (the scan wrote those), their bins at bins.
+ */
+export function gatherRows(args: usize, bins: usize, list: usize, count: i32, out: usize, cursor: usize): void {
+  const w = <usize>f64.load(args);
+  const lo = <usize>f64.load(args, 24);
+  const hi = <usize>f64.load(args, 32);
+  const size = <usize>f64.load(args, 40);
+  const sums = <usize>f64.load(args, 48);
+  const counted = <usize>f64.load(args, 56);
+  const nq = <i32>f64.load(args, 104);
+  const nk = <i32>f64.load(args, 112);
+  const pooled = <usize>f64.load(args, 144);
+  let s0 = i16x8.splat(-1);
+  let s1 = s0;
+  let s2 = s0;
+  let s3 = s0;
+  let s4 = s0;
+  let s5 = s0;
+  let s6 = s0;
+  let s7 = s0;
+  if (count > 0) s0 = i16x8.splat(load<i16>(list));
+  if (count > 1) s1 = i16x8.splat(load<i16>(list, 2));
+  if (count > 2) s2 = i16x8.splat(load<i16>(list, 4));
+  if (count > 3) s3 = i16x8.splat(load<i16>(list, 6));
+  if (count > 4) s4 = i16x8.splat(load<i16>(list, 8));
+  if (count > 5) s5 = i16x8.splat(load<i16>(list, 10));
+  if (count > 6) s6 = i16x8.splat(load<i16>(list, 12));
+  if (count > 7) s7 = i16x8.splat(load<i16>(list, 14));
+  let i = 0;
+  for (let q = 0; q < nq; q++) {
+    if (load<u8>(counted + <usize>q) !== 1) continue;
+    const qi = <usize>q << 2;
+    const a = load<i32>(lo + qi);
+    const n = load<i32>(size + qi);
+    if (n !== load<i32>(hi + qi) - a) {
+      // A row with holes: the scan pooled its weights.
+      for (let j = i; j < i + n; j++) put(load<u16>(bins + (<usize>j << 1)), f64.load(pooled + (<usize>j << 3)), list, count, out, cursor);
+      i += n;
+      continue;
+    }
+    const row = w + ((<usize>q * <usize>nk + <usize>a) << 2);
+    const inv = 1.0 / f64.load(sums + (<usize>q << 3));
+    let j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const hit = hit8(v128.load(bins + (<usize>(i + j) << 1)), s0, s1, s2, s3, s4, s5, s6, s7);
+      for (let bits = i16x8.bitmask(hit); bits !== 0; bits &= bits - 1) {
+        const t = j + <i32>ctz(bits);
+        put(load<u16>(bins + (<usize>(i + t) << 1)), <f64>load<f32>(row + (<usize>t << 2)) * inv, list, count, out, cursor);
+      }
+    }
+    for (; j < n; j++) put(load<u16>(bins + (<usize>(i + j) << 1)), <f64>load<f32>(row + (<usize>j << 2)) * inv, list, count, out, cursor);
+    i += n;
+  }
+}
+
+/** gatherBins' step: value v of bin `bin` into its listed bin's run of out, if its bin is listed. */
+// @ts-ignore: decorator
+@inline function put(bin: u16, v: f64, list: usize, count: i32, out: usize, cursor: usize): void {
   for (let m = 0; m < count; m++) {
     if (load<u16>(list + (<usize>m << 1)) !== bin) continue;
     const c = cursor + (<usize>m << 2);
     const at = load<i32>(c);
-    f64.store(out + (<usize>at << 3), f64.load(values + (<usize>i << 3)));
+    f64.store(out + (<usize>at << 3), v);
     store<i32>(c, at + 1);
     return;
   }

@@ -29,6 +29,7 @@ export interface HeadKernelExports {
   leastFrom(a: number, from: number, n: number): number;
   allEqual(a: number, n: number): number;
   gatherBins(values: number, bins: number, n: number, list: number, count: number, out: number, cursor: number): void;
+  gatherRows(args: number, bins: number, list: number, count: number, out: number, cursor: number): void;
   fuseLayer(w: number, offs: number, count: number, size: number, how: number, out: number): void;
 }
 
