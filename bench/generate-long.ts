@@ -16,21 +16,17 @@
  *
  *   npx tsx bench/generate-long.ts [--limit 6] [--cases prompt:new:mode,...]
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import os from 'node:os';
-import { join } from 'node:path';
 import { attentionSource } from '../src/core/attention-on-demand.js';
 import type { FloatTensor } from '../src/core/tensor.js';
 import { Model } from '../src/engine/model.js';
 import type { StoredDType, WeightStore } from '../src/io/weights.js';
-import { writeTraceFile } from '../src/io/trace-file.js';
 import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { randomTensor } from './random-weights.js';
 import { spawnCase } from './child-case.js';
 import { attentionCase, caseIds, caseOptions, casesLine, fixed0 as f0, fixed1 as f1, loadAverage as load, stoppedRow } from './cli-args.js';
-import { peakMb, rssMb, traceBytes } from './measure.js';
+import { peakMb, rssMb, timeTraceWrite, traceBytes } from './measure.js';
 
 /** Qwen2.5-0.5B's shape. */
 const QWEN = { layers: 24, hidden: 896, heads: 14, kv: 2, ffn: 4864, vocab: 151936 };
@@ -161,16 +157,7 @@ async function runCase(spec: string): Promise<void> {
   for (let l = 0; l < source.numLayers; l++) for (let h = 0; h < source.numHeads; h++) rowSum += source.block(l, h, last, last + 1, 0, source.numKeys).reduce((a, b) => a + b, 0);
   result.lastRowAllHeadsMs = performance.now() - r0;
   result.lastRowMeanSum = rowSum / (source.numLayers * source.numHeads);
-  const dir = mkdtempSync(join(os.tmpdir(), 'attnscope-bench-generate-long-'));
-  try {
-    const file = join(dir, 'g.safetensors');
-    const w0 = performance.now();
-    await writeTraceFile(file, trace);
-    result.writeMs = performance.now() - w0;
-    result.fileMb = statSync(file).size / 2 ** 20;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  Object.assign(result, await timeTraceWrite(trace));
   result.peakAllMb = peakMb();
   await model.dispose();
   process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -29,7 +29,7 @@
  *                      [--progress (the time and memory after each layer, on stderr)]
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,10 +37,10 @@ import type { Trace } from '../src/core/trace.js';
 import { checkAttentionMode, onDemandBands, resolveAttentionMode } from '../src/engine/attention-mode.js';
 import { autoExecution, checkExecutionMode, traceModel } from '../src/engine/layerwise.js';
 import { loadModel } from '../src/engine/load.js';
-import { writeTraceFile } from '../src/io/trace-file.js';
 import { writeSafetensorsStreamed, type SafetensorsTensorSpec } from '../src/io/safetensors.js';
 import { randomTensor } from './random-weights.js';
-import { loadAverage as load, option as opt } from './cli-args.js';
+import { caseIds, loadAverage as load, option as opt } from './cli-args.js';
+import { timeTraceWrite } from './measure.js';
 
 type Family = 'bert' | 'gpt2' | 'llama' | 'qwen2';
 
@@ -209,7 +209,7 @@ async function attnscopeChild(modelDir: string, cacheDir: string, n: number, att
   const t0 = performance.now();
   const model = await loadModel(modelDir, { graphCache: cacheDir });
   const vocab = model.config.int('vocab_size');
-  const ids = Array.from({ length: n }, (_, i) => 2 + ((i * 7919) % (vocab - 2)));
+  const ids = caseIds(n, vocab);
   const attention = checkAttentionMode(attentionOption) as 'auto' | 'dense' | 'on-demand';
   const resolved = resolveAttentionMode(attention, model.architectureInfo, n);
   const execution = checkExecutionMode(executionOption) === 'auto' ? autoExecution(model, n) : (executionOption as 'whole' | 'layers');
@@ -247,11 +247,8 @@ async function attnscopeChild(modelDir: string, cacheDir: string, n: number, att
   const peakRunMb = status('VmHWM');
   let written: { write_s: number; file_mb: number } | undefined;
   if (write && trace) {
-    const file = join(dirname(cacheDir), `trace-${process.pid}.safetensors`);
-    const t = performance.now();
-    await writeTraceFile(file, trace);
-    written = { write_s: (performance.now() - t) / 1000, file_mb: statSync(file).size / 2 ** 20 };
-    rmSync(file, { force: true });
+    const w = await timeTraceWrite(trace, dirname(cacheDir));
+    written = { write_s: w.writeMs / 1000, file_mb: w.fileMb };
   }
   const queries = trace?.queries ? Object.values(trace.queries).reduce((a, st) => a + st.layers.reduce((b, l) => b + l.byteLength, 0), 0) : 0;
   const keys = trace?.keys ? Object.values(trace.keys).reduce((a, st) => a + st.layers.reduce((b, l) => b + l.byteLength, 0), 0) : 0;

@@ -1,8 +1,13 @@
 /**
  * Timing for the bench scripts: wall clock and this process's CPU time, median of several runs;
- * this process's resident memory now and at its peak; the bytes a trace holds.
+ * this process's resident memory now and at its peak; the bytes a trace holds and the time it
+ * takes to write as a trace file.
  */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
 import type { Trace } from '../src/core/trace.js';
+import { writeTraceFile } from '../src/io/trace-file.js';
 
 export interface Timing {
   /** Milliseconds of wall clock. */
@@ -48,4 +53,21 @@ export function traceBytes(trace: Trace): { attention: number; qk: number } {
   for (const s of Object.values(trace.attention)) for (const l of s.layers) attention += l.byteLength;
   for (const m of [trace.queries, trace.keys]) for (const s of Object.values(m ?? {})) for (const l of s.layers) qk += l.byteLength;
   return { attention, qk };
+}
+
+/**
+ * Writes `trace` as a `.safetensors` trace file in a scratch folder made under `under` (default
+ * the system's temporary folder), deleted after: the wall milliseconds of the write and the file's MiB.
+ */
+export async function timeTraceWrite(trace: Trace, under = os.tmpdir()): Promise<{ writeMs: number; fileMb: number }> {
+  const dir = mkdtempSync(join(under, 'attnscope-bench-trace-'));
+  try {
+    const file = join(dir, 'trace.safetensors');
+    const t0 = performance.now();
+    await writeTraceFile(file, trace);
+    const writeMs = performance.now() - t0;
+    return { writeMs, fileMb: statSync(file).size / 2 ** 20 };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

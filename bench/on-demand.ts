@@ -11,21 +11,17 @@
  *
  *   npm run bench:on-demand [-- --limit 6] [-- --cases name:tokens:mode,...]
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
-import os from 'node:os';
-import { join } from 'node:path';
 import { headThumbnail } from '../src/analysis/attention-summaries.js';
 import { attentionSource } from '../src/core/attention-on-demand.js';
 import { Model } from '../src/engine/model.js';
 import { memoryWeightStore } from '../src/io/memory-weights.js';
-import { writeTraceFile } from '../src/io/trace-file.js';
 import { ModelConfig } from '../src/models/config.js';
 import { architectureFor } from '../src/models/registry.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import { llamaWeights, type LlamaShape } from './random-weights.js';
 import { spawnCase } from './child-case.js';
 import { attentionCase, caseIds, caseOptions, casesLine, fixed0 as f0, fixedSmall as f1, loadAverage, stoppedRow } from './cli-args.js';
-import { peakMb, rssMb, traceBytes } from './measure.js';
+import { peakMb, rssMb, timeTraceWrite, traceBytes } from './measure.js';
 
 /**
  * 'llama1b-4l': Llama-3.2-1B's attention (hidden 2048, 32 heads, 8 kv heads, head size 64) with 4 of
@@ -68,7 +64,7 @@ async function runCase(spec: string): Promise<void> {
   const model = modelOf(shape);
   const ids = caseIds(n, SHAPES[shape]!.vocab);
   const afterWeights = rssMb();
-  let t0 = performance.now();
+  const t0 = performance.now();
   let c0 = process.cpuUsage();
   const trace = await model.trace(null, { ids, attention: mode });
   const traceMs = ms(t0);
@@ -76,16 +72,7 @@ async function runCase(spec: string): Promise<void> {
   const peakTrace = peakMb();
   const bytes = traceBytes(trace);
   const result: Record<string, unknown> = { spec, traceMs, traceCpuMs, peakTraceMb: peakTrace, rssWeightsMb: afterWeights, attentionMb: bytes.attention / 2 ** 20, qkMb: bytes.qk / 2 ** 20 };
-  const dir = mkdtempSync(join(os.tmpdir(), 'attnscope-bench-on-demand-'));
-  try {
-    const file = join(dir, 't.safetensors');
-    t0 = performance.now();
-    await writeTraceFile(file, trace);
-    result.writeMs = ms(t0);
-    result.fileMb = statSync(file).size / 2 ** 20;
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  Object.assign(result, await timeTraceWrite(trace));
   if (mode === 'on-demand') {
     // CPU time of this single-threaded computation (the machine is shared: wall time varies with its load).
     const time = (f: () => unknown, runs = 3): number => {
