@@ -189,12 +189,17 @@ const epoch = (): number => performance.timeOrigin + performance.now();
 interface PageMarks {
   /** Epoch ms at which a heatmap canvas first had its whole overview drawn. */
   drawn: number;
+  /** Long tasks on the page's main thread (epoch ms start, ms). */
+  longTasks: [number, number][];
 }
 
 /** Installed in the page before its script: the heatmap canvas whose overview is drawn (data-overview="done"), and when. */
 function recordDrawn(): void {
   const w = window as unknown as { marks: PageMarks };
-  w.marks = { drawn: 0 };
+  w.marks = { drawn: 0, longTasks: [] };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) w.marks.longTasks.push([performance.timeOrigin + e.startTime, e.duration]);
+  }).observe({ type: 'longtask', buffered: true });
   new MutationObserver((list) => {
     for (const m of list) {
       const el = m.target as HTMLElement;
@@ -220,6 +225,23 @@ interface Timeline {
   done: number;
 }
 
+/**
+ * Where the page's time went, in ms from the views mounted: its `attnscope:` marks and measures
+ * (count, first and last; summed durations) and the long tasks of its main thread (start+duration).
+ */
+async function pageDiagnostics(page: Page, mounted: number, drawn: number): Promise<string> {
+  const got = await page.evaluate(() => {
+    const o = performance.timeOrigin;
+    const entries = performance.getEntries().filter((e) => e.name.startsWith('attnscope:'));
+    return { entries: entries.map((e) => [e.name.slice('attnscope:'.length), o + e.startTime, e.duration] as [string, number, number]), longTasks: (window as unknown as { marks: PageMarks }).marks.longTasks };
+  });
+  const rel = (x: number) => (x - mounted).toFixed(0);
+  const byName = new Map<string, [number, number][]>();
+  for (const [name, at, d] of got.entries) byName.set(name, [...(byName.get(name) ?? []), [at, d]]);
+  const marks = [...byName].map(([name, l]) => `${name} ×${l.length} at ${rel(l[0]![0])}…${rel(l.at(-1)![0])}${l.some((x) => x[1] > 0) ? ` Σ${l.reduce((a, x) => a + x[1], 0).toFixed(0)} ms` : ''}`);
+  return `  page (ms from mounted; drawn at ${rel(drawn)}): ${marks.join('; ')}; long tasks ${got.longTasks.map(([at, d]) => `${rel(at)}+${d.toFixed(0)}`).join(' ') || 'none'}`;
+}
+
 /** The page's marks of the trace just done, with the server's events, as a Timeline. */
 async function timeline(page: Page, arrived: number, events: (LayerEvent & { at: number; cpuMs: number })[]): Promise<Timeline> {
   const m = await page.evaluate(() => {
@@ -229,6 +251,7 @@ async function timeline(page: Page, arrived: number, events: (LayerEvent & { at:
     return { drawn: w.marks.drawn, firstPaintAt: o + Number(d.firstPaintAt), firstPaintMs: Number(d.firstPaintMs), received: o + (performance.getEntriesByName('attnscope:first-layer').at(-1)?.startTime ?? NaN), done: o + Number(d.doneAt) };
   });
   const request = m.firstPaintAt - m.firstPaintMs;
+  console.log(await pageDiagnostics(page, m.firstPaintAt, m.drawn));
   const first = events.find((e) => e.index === 0);
   if (!first) throw new Error('the server reported no first segment');
   return { request, arrived, first, received: m.received, mounted: m.firstPaintAt, drawn: m.drawn, done: m.done };

@@ -77,4 +77,39 @@ describe('serve: a long input streams q/k first', () => {
       }
     });
   }
+
+  it('the pause after the first segment (the page drawing layer 0) ends at once when the request leaves: no second segment runs', async () => {
+    const ref = readReference('llama');
+    const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
+    const computed: number[] = [];
+    const pause = server.traces.firstLayerPauseMs;
+    server.traces.onLayerSent = ({ index }) => void computed.push(index);
+    // Far longer than the test may take: only the request leaving ends it.
+    server.traces.firstLayerPauseMs = 600_000;
+    const controller = new AbortController();
+    try {
+      const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text: `${input.text} (not cached)` }), signal: controller.signal });
+      expect(res.status).toBe(200);
+      const reader = new FrameReader();
+      const tensors: StreamTensor[] = [];
+      const received = new Set<string>();
+      const body = res.body!.getReader();
+      while (!(received.has('queries 0') && received.has('keys 0'))) {
+        const { done, value } = await body.read();
+        if (done) throw new Error('the stream ended before layer 0 came');
+        for (const f of reader.push(value)) {
+          if (f.type === 'header') tensors.push(...f.value.tensors);
+          if (f.type === 'tensor') tensors[f.value.index] = f.value;
+          if (f.type === 'layer') received.add(`${tensors[f.tensor]!.kind} ${f.layer}`);
+        }
+      }
+      // Layer 0's q/k are in and the run is pausing: leave.
+      controller.abort();
+      await server.traces.settled();
+      expect(computed).toEqual([0]);
+    } finally {
+      server.traces.onLayerSent = undefined;
+      server.traces.firstLayerPauseMs = pause;
+    }
+  });
 });

@@ -4,8 +4,8 @@
  * kept as queries and keys, the layers the page sent, and computes what the views ask for —
  * heatmap bins (tiles, overview strips), model-view thumbnails and the head view's top-k keys —
  * with attention computed on demand (src/core/attention-on-demand.ts, its WebAssembly kernel where
- * it runs). Jobs run one block at a time and yield between blocks, so cancels and newer jobs are
- * read while a long job runs; each finished job posts its result (typed arrays transferred).
+ * it runs). Jobs run block by block for up to SLICE_MS, then yield, so cancels and newer jobs
+ * are read while a long job runs; each finished job posts its result (typed arrays transferred).
  */
 import { queryKeyAttentionSource } from '../src/core/attention-on-demand.js';
 import type { AttentionSource } from '../src/core/attention-source.js';
@@ -94,14 +94,37 @@ function transfers(r: LongResult): Transferable[] {
   return 'bins' in r ? [r.bins.max.buffer, r.bins.mean.buffer, r.bins.blank.buffer] : [r.topk.index.buffer, r.topk.value.buffer];
 }
 
-/** Runs the first job one step (one block), then yields to the worker's messages; again until none is left. */
+/** Time the worker computes before it reads its messages again (cancels, newer jobs). */
+const SLICE_MS = 12;
+
+/**
+ * Yields to the worker's messages, then runs `tick`: through a MessageChannel where there is one,
+ * since nested setTimeout(0) calls are held back to 4 ms each after the fifth (HTML timers), which
+ * made an overview of 32 one-block strips wait ~8 ms per strip.
+ */
+const yieldThen: (tick: () => void) => void = (() => {
+  if (typeof MessageChannel === 'undefined') return (tick: () => void) => void setTimeout(tick, 0);
+  const channel = new MessageChannel();
+  let next: (() => void) | null = null;
+  channel.port1.onmessage = () => {
+    const t = next;
+    next = null;
+    t?.();
+  };
+  return (tick: () => void) => {
+    next = tick;
+    channel.port2.postMessage(null);
+  };
+})();
+
+/** Runs jobs a step (one block) at a time for up to SLICE_MS, then yields to the worker's messages; again until none is left. */
 function pump(post: (m: LongReply, transfer?: Transferable[]) => void): void {
   if (pumping || queue.length === 0) return;
   pumping = true;
-  setTimeout(() => {
+  yieldThen(() => {
     pumping = false;
-    const job = queue[0];
-    if (job) {
+    const t0 = performance.now();
+    for (let job = queue[0]; job && performance.now() - t0 < SLICE_MS; job = queue[0]) {
       try {
         const r = job.gen.next();
         if (r.done) {
@@ -114,7 +137,7 @@ function pump(post: (m: LongReply, transfer?: Transferable[]) => void): void {
       }
     }
     pump(post);
-  }, 0);
+  });
 }
 
 /** Handles one request of the page (the state persists between requests). */

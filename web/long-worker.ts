@@ -17,10 +17,14 @@ import { pageWorkersAvailable, startPageWorker } from './flow-worker.js';
 import { sourceTrace } from './source.js';
 import type { BiasForm, LongJob, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
 
-/** Jobs the worker holds at once (it runs them in order). */
-const IN_FLIGHT = 2;
+/**
+ * Jobs the worker holds at once (it runs them in order): enough that it does not wait for the
+ * page's thread (busy painting what came) between a heatmap overview's strips, few enough that a
+ * newer job waits behind at most a few blocks.
+ */
+const IN_FLIGHT = 4;
 /** Layers the worker holds at once (each job reads one). */
-const LAYERS_HELD = IN_FLIGHT + 2;
+const LAYERS_HELD = 4;
 /** Workers kept (one per on-demand source read lately). */
 const WORKERS_KEPT = 2;
 

@@ -155,6 +155,13 @@ export class TraceService {
    * (~1 GiB of probabilities: 724 tokens for 16 layers × 32 heads). Settable (tests).
    */
   onDemandAbove: number | undefined = undefined;
+  /**
+   * Milliseconds an on-demand per-layer run waits after handing out its first segment (the
+   * embeddings and layer 0's queries and keys) before it runs the next one, so that the page
+   * decodes, mounts and computes the first layer's view without the server's run on every core
+   * (bench/layerwise.ts --app; one pause per trace). Settable (tests).
+   */
+  firstLayerPauseMs = FIRST_LAYER_PAUSE_MS;
 
   constructor(
     private readonly catalog: ModelCatalog,
@@ -412,6 +419,9 @@ export class TraceService {
         if (layer.index + 1 < layer.count) await handedOut(shared, HAND_OUT_WAIT_MS);
         const timing = { preparedAt, sentAt, ...layer.ms, encode, handOut: performance.now() - t0 - sentAt, bytes: made.reduce((n, x) => n + x.byteLength, 0) };
         await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal, timing });
+        // On demand, the page computes the first layer's view from its queries and keys: the next
+        // segment (a whole layer's work on every core) waits a moment so as not to compete with it.
+        if (layer.index === 0 && layer.count > 1 && !prepared!.taps.attention && this.firstLayerPauseMs > 0) await pause(this.firstLayerPauseMs, shared.controller.signal);
       });
     } catch (e) {
       if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
@@ -467,6 +477,23 @@ async function* follow(run: SharedRun, leave: () => void, signal?: AbortSignal):
     run.notifyCaughtUp();
     leave();
   }
+}
+
+/** See TraceService.firstLayerPauseMs. */
+const FIRST_LAYER_PAUSE_MS = 600;
+
+/** Resolves after `ms`, or at once when `signal` fires. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** The longest a run waits for its followers' connections to take a segment's frames before it runs the next segment. */
