@@ -23,6 +23,12 @@ function picked(target: EventTarget | null, attr: string): Element | null {
   return (target as Element | null)?.closest(`[${attr}]`) ?? null;
 }
 
+/** A hovered element's readout line(s) and the data-* attributes the readout carries for it. */
+interface Hovered {
+  text: string;
+  data: Record<string, string>;
+}
+
 abstract class AnalysisView<D> {
   readonly el: HTMLElement;
   protected readonly toolbar = h('div', { class: 'toolbar' });
@@ -70,8 +76,14 @@ abstract class AnalysisView<D> {
     }
   }
 
+  /** Reports what `describe` finds under the pointer as it moves over the picture (null, or leaving it: the idle line). */
+  protected hover(describe: (e: PointerEvent) => Hovered | null): void {
+    this.wrap.addEventListener('pointermove', (e) => this.show(describe(e), e));
+    this.wrap.addEventListener('pointerleave', () => this.show(null));
+  }
+
   /** Reports a hovered element (null: the idle line). */
-  protected show(lines: { text: string; data: Record<string, string> } | null, e?: PointerEvent): void {
+  protected show(lines: Hovered | null, e?: PointerEvent): void {
     for (const a of [...this.readout.attributes]) if (a.name.startsWith('data-') && a.name !== 'data-testid') this.readout.removeAttribute(a.name);
     if (!lines) {
       this.ctx.tooltip.hide();
@@ -95,17 +107,16 @@ abstract class AnalysisView<D> {
 export class SaliencyView extends AnalysisView<SaliencyData> {
   constructor(ctx: Ctx, data: SaliencyData) {
     super(ctx, 'saliency', data);
-    this.wrap.addEventListener('pointermove', (e) => {
+    this.hover((e) => {
       const el = picked(e.target, 'data-row');
       const row = el ? Number(el.getAttribute('data-row')) : NaN;
       const p = el?.getAttribute('data-position');
-      if (!el || p === null || p === undefined || !Number.isInteger(row)) return this.show(null);
+      if (!el || p === null || p === undefined || !Number.isInteger(row)) return null;
       const pos = Number(p);
       const r = this.data.rows[row]!;
       const v = r.scores[pos]!;
-      this.show({ text: `${this.data.tokens[pos]} (position ${pos}) · ${r.method}: ${fmtScore(v)}`, data: { row: String(row), position: String(pos), value: String(v) } }, e);
+      return { text: `${this.data.tokens[pos]} (position ${pos}) · ${r.method}: ${fmtScore(v)}`, data: { row: String(row), position: String(pos), value: String(v) } };
     });
-    this.wrap.addEventListener('pointerleave', () => this.show(null));
   }
   protected layout(): Picture {
     return saliencyLayout(this.data, this.ctx.theme(), { maxWidth: this.frameWidth() });
@@ -159,15 +170,14 @@ export class HeadImportanceView extends AnalysisView<HeadImportanceData> {
 export class AblationView extends AnalysisView<AblationData> {
   constructor(ctx: Ctx, data: AblationData) {
     super(ctx, 'ablation', data);
-    this.wrap.addEventListener('pointermove', (e) => {
+    this.hover((e) => {
       const el = picked(e.target, 'data-side');
       const i = el ? Number(el.getAttribute('data-index')) : NaN;
       const tokens = this.shownTokens();
-      if (!el || !Number.isInteger(i) || i >= tokens.length) return this.show(null);
+      if (!el || !Number.isInteger(i) || i >= tokens.length) return null;
       const c = tokens[i]!;
-      this.show({ text: `${c.token} · before ${fmtProb(c.before)} · after ${fmtProb(c.after)}`, data: { index: String(i), token: c.token, before: String(c.before), after: String(c.after) } }, e);
+      return { text: `${c.token} · before ${fmtProb(c.before)} · after ${fmtProb(c.after)}`, data: { index: String(i), token: c.token, before: String(c.before), after: String(c.after) } };
     });
-    this.wrap.addEventListener('pointerleave', () => this.show(null));
   }
   private shown: AblationData['candidates'] | null = null;
   private shownTokens(): AblationData['candidates'] {
@@ -191,18 +201,14 @@ export class AblationView extends AnalysisView<AblationData> {
 export class LogitLensView extends AnalysisView<LogitLensData> {
   constructor(ctx: Ctx, data: LogitLensData) {
     super(ctx, 'lens', data);
-    this.wrap.addEventListener('pointermove', (e) => {
+    this.hover((e) => {
       const el = picked(e.target, 'data-position');
       const r = el ? Number(el.getAttribute('data-row')) : NaN;
-      if (!el || !el.hasAttribute('data-row') || !Number.isInteger(r)) return this.show(null);
+      if (!el || !el.hasAttribute('data-row') || !Number.isInteger(r)) return null;
       const p = Number(el.getAttribute('data-position'));
       const cands = this.data.cells[r]![p]!;
-      this.show(
-        { text: `${this.data.layers[r]} · position ${p} “${this.data.tokens[p]}”\n${lensTopK(cands)}`, data: { row: String(r), position: String(p), token: cands[0]!.token, value: String(cands[0]!.probability) } },
-        e,
-      );
+      return { text: `${this.data.layers[r]} · position ${p} “${this.data.tokens[p]}”\n${lensTopK(cands)}`, data: { row: String(r), position: String(p), token: cands[0]!.token, value: String(cands[0]!.probability) } };
     });
-    this.wrap.addEventListener('pointerleave', () => this.show(null));
   }
   protected layout(): Picture {
     return logitLensLayout(this.data, this.ctx.theme(), { maxWidth: this.frameWidth() });
