@@ -6,18 +6,14 @@
  * Michel's normalisation recomputed here in float64); clicking a head of the importance grid opens
  * its heatmap; every view exports SVG and PNG; a hostile token shows as text, never as markup.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine/load.js';
-import { loadViewBundle } from '../../src/views/html/bundle-node.js';
-import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import type { AblationData } from '../../src/views/layout/ablation.js';
-import { buildWebClient, expectHeadHeatmapOpened, launchChromium, openPage, withPage } from './harness.js';
+import { buildWebClient, expectHeadHeatmapOpened, expectViewExports, launchChromium, openPage, traceWith, withPage, writeStandalonePage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily. She liked to play in the park.';
 const HOSTILE = `<script>&"'`;
@@ -55,12 +51,7 @@ const ABLATION: AblationData = {
 beforeAll(async () => {
   buildWebClient();
   browser = await launchChromium();
-  const model = await loadModel(undefined);
-  try {
-    trace = await model.trace(SENTENCE);
-  } finally {
-    await model.dispose();
-  }
+  trace = await traceWith(undefined, (model) => model.trace(SENTENCE));
   n = trace.tokens.length;
   trace.tokens[3] = { ...trace.tokens[3]!, text: HOSTILE };
   const gates = new Float32Array(LAYERS * HEADS).map((_, i) => gate(Math.floor(i / HEADS), i % HEADS));
@@ -81,13 +72,9 @@ beforeAll(async () => {
       tokens: Array.from({ length: n * TOPK }, (_, i) => lensToken(r, Math.floor(i / TOPK), i % TOPK)),
     })),
   };
-  const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text: SENTENCE, analysis: { ablation: ABLATION }, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  file = join(tmp, 'analysis.html');
-  writeFileSync(file, result.html);
+  file = await writeStandalonePage(join(tmp, 'analysis.html'), trace, { text: SENTENCE, analysis: { ablation: ABLATION } });
   const { attributions: _a, logitLens: _l, ...plain } = trace;
-  const bare = await renderStandaloneHtml(plain, { bundle: await loadViewBundle(), text: SENTENCE, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  plainFile = join(tmp, 'plain.html');
-  writeFileSync(plainFile, bare.html);
+  plainFile = await writeStandalonePage(join(tmp, 'plain.html'), plain, { text: SENTENCE });
 });
 
 afterAll(async () => {
@@ -96,16 +83,10 @@ afterAll(async () => {
 });
 
 async function exportBoth(page: Page, view: string, svgClass: string, count: [string, number]): Promise<string> {
-  const [svg] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-svg]`)]);
-  expect(svg.suggestedFilename()).toBe(`attnscope-stories260k-${view}.svg`);
-  const text = readFileSync((await svg.path())!, 'utf8');
-  expect(text.startsWith('<svg')).toBe(true);
+  const text = await expectViewExports(page, view, new RegExp(`^attnscope-stories260k-${view}\\.svg$`));
   expect(text).toContain(svgClass);
   expect((text.match(new RegExp(`class="${count[0]}`, 'g')) ?? []).length).toBe(count[1]);
   expect(text).not.toContain('<script>');
-  const [png] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-png]`)]);
-  expect([...readFileSync((await png.path())!).subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  expect(await page.textContent(`[data-testid=${view}-export-status]`)).toBe('');
   return text;
 }
 

@@ -9,6 +9,7 @@ import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
 import { readReference } from '../helpers/reference.js';
 import { appServerSuite, numericData } from './harness.js';
+import { instrumentWorkers, releaseHeld, workerCounts } from './worker-instrument.js';
 
 const suite = appServerSuite('app-compare-fit');
 
@@ -83,22 +84,7 @@ describe('attnscope serve: compare sides fit their half of the window', () => {
 
   it('ranks the head pairs in a Web Worker: cancel stops it (the worker terminated), compare starts it again and the ranked heads are listed', async () => {
     // Compare requests posted to workers are held until released, so that the cancel button can be pressed while one runs.
-    const hold = `
-      window.__compare = { posted: 0, terminated: 0, held: [] , hold: true };
-      const post = Worker.prototype.postMessage;
-      const terminate = Worker.prototype.terminate;
-      Worker.prototype.postMessage = function (m, t) {
-        if (m && m.kind === 'attnscope-compare') {
-          window.__compare.posted++;
-          this.__compare = true;
-          if (window.__compare.hold) { window.__compare.held.push(() => post.call(this, m, t)); return; }
-        }
-        return post.call(this, m, t);
-      };
-      Worker.prototype.terminate = function () {
-        if (this.__compare) window.__compare.terminated++;
-        return terminate.call(this);
-      };`;
+    const hold = instrumentWorkers("m.kind === 'attnscope-compare'");
     const url = new URL(suite.server().url);
     url.searchParams.set('model', 'folder:0/bert');
     url.searchParams.set('text', ref.text);
@@ -106,24 +92,22 @@ describe('attnscope serve: compare sides fit their half of the window', () => {
     url.searchParams.set('modelB', 'folder:0/electra');
     const app = await suite.open(url.href, { viewport: { width: 1280, height: 900 }, init: hold });
     const { page } = app;
-    type Counts = { posted: number; terminated: number };
-    const counts = () => page.evaluate(() => (window as unknown as { __compare: Counts }).__compare);
     try {
       await done(page, 'a');
       await done(page, 'b');
       await page.waitForSelector('[data-testid=compare-cancel]');
       expect(await page.evaluate(() => document.body.dataset.compare)).toBe('computing');
-      expect((await counts()).posted).toBe(1);
+      expect((await workerCounts(page)).matched).toBe(1);
       await page.click('[data-testid=compare-cancel]');
       await expect.poll(() => page.evaluate(() => document.body.dataset.compare)).toBe('cancelled');
       expect(await page.textContent('[data-testid=compare-message]')).toBe('comparison cancelled');
-      expect((await counts()).terminated).toBe(1);
-      // Again, this time running: the ranking comes from the worker.
-      await page.evaluate(() => ((window as unknown as { __compare: { hold: boolean } }).__compare.hold = false));
+      expect((await workerCounts(page)).terminated).toBe(1);
+      // Again, this time running: the ranking comes from the worker (the cancelled request, still held, goes to its terminated worker).
+      await releaseHeld(page, true);
       await page.click('[data-testid=compare-run]');
       await page.waitForFunction(() => document.body.dataset.compare === 'done', null, { timeout: 60_000 });
-      expect((await counts()).posted).toBe(2);
-      expect((await counts()).terminated).toBe(2);
+      expect((await workerCounts(page)).matched).toBe(2);
+      expect((await workerCounts(page)).terminated).toBe(2);
       // The ranked heads are listed (their values against PyTorch's: test/browser/app-compare.test.ts, through this same path).
       expect(await page.textContent('[data-testid=ranked-head-0]')).toMatch(/layer \d+/);
       expect(app.errors).toEqual([]);

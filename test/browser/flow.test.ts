@@ -16,13 +16,12 @@ import { deflateRawSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine/load.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURES } from '../helpers/reference.js';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
-import { buildWebClient, launchChromium, openPage, withPage } from './harness.js';
+import { buildWebClient, expectViewExports, launchChromium, openPage, traceWith, withPage, writeStandalonePage } from './harness.js';
 
 const SENTENCE = 'The little cat sat on the warm mat.';
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-flow-'));
@@ -60,15 +59,8 @@ function rolloutRow(i: number): number[] {
 beforeAll(async () => {
   buildWebClient();
   browser = await launchChromium();
-  const model = await loadModel(undefined);
-  try {
-    trace = await model.trace(SENTENCE);
-  } finally {
-    await model.dispose();
-  }
-  const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text: SENTENCE, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  file = join(tmp, 'flow.html');
-  writeFileSync(file, result.html);
+  trace = await traceWith(undefined, (model) => model.trace(SENTENCE));
+  file = await writeStandalonePage(join(tmp, 'flow.html'), trace, { text: SENTENCE });
   const deflate = (d: Uint8Array) => deflateRawSync(d, { level: 1 });
   const big = syntheticTrace({ layers: 12, heads: 2, tokens: 256, qk: false, pair: false });
   bigFile = join(tmp, 'flow-256.html');
@@ -228,15 +220,7 @@ describe('flow diagram', () => {
     await withPage(browser, file, async (page, p) => {
       for (const view of ['flow', 'influence']) {
         await page.click(`[data-testid=tab-${view}]`);
-        const [svg] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-svg]`)]);
-        const text = readFileSync((await svg.path())!, 'utf8');
-        expect(svg.suggestedFilename()).toMatch(new RegExp(`^attnscope-stories260k-${view}-.*\\.svg$`));
-        expect(text.startsWith('<svg')).toBe(true);
-        expect(text).toContain(view === 'flow' ? 'attnscope-flow-view' : 'attnscope-influence-tree');
-        const [png] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-png]`)]);
-        const bytes = readFileSync((await png.path())!);
-        expect([...bytes.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-        expect(await page.textContent(`[data-testid=${view}-export-status]`)).toBe('');
+        expect(await expectViewExports(page, view)).toContain(view === 'flow' ? 'attnscope-flow-view' : 'attnscope-influence-tree');
       }
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);

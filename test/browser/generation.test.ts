@@ -8,7 +8,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { deflateRawSync } from 'node:zlib';
 import { runCli } from '../helpers/cli.js';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,11 +15,9 @@ import type { StackName, Trace } from '../../src/core/trace.js';
 import { loadModel } from '../../src/engine/load.js';
 import { writeTraceFile } from '../../src/io/trace-file.js';
 import { describeGeneration, formatProbability, traceGeneration } from '../../src/views/generation.js';
-import { loadViewBundle } from '../../src/views/html/bundle-node.js';
-import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { fmtValue } from '../../src/views/svg/common.js';
 import { DARK, LIGHT } from '../../src/views/theme.js';
-import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, openPage, withPage } from './harness.js';
+import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, openPage, withPage, writeStandalonePage } from './harness.js';
 
 const PROMPT = 'Once upon a time';
 const T5_TEXT = 'translate English to German: the house is small';
@@ -31,11 +28,8 @@ const traces: Record<string, Trace> = {};
 const files: Record<string, string> = {};
 
 async function writePage(name: string, trace: Trace, text?: string): Promise<void> {
-  const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text, theme: 'light', deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  const file = join(tmp, `${name}.html`);
-  writeFileSync(file, result.html);
+  files[name] = await writeStandalonePage(join(tmp, `${name}.html`), trace, { text, theme: 'light' });
   traces[name] = trace;
-  files[name] = file;
 }
 
 function weight(trace: Trace, stack: StackName, l: number, h: number, q: number, k: number): number {

@@ -14,7 +14,7 @@ import type { Trace } from '../../src/core/trace.js';
 import { loadModel } from '../../src/engine/load.js';
 import type { Model } from '../../src/engine/model.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
-import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
+import { renderStandaloneHtml, type StandaloneOptions } from '../../src/views/html/standalone.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURES } from '../helpers/reference.js';
 
@@ -116,6 +116,39 @@ export async function clickModelCell(page: Page, i: number, j: number): Promise<
   await page.locator('[data-testid=model-canvas]').click({ position: { x: g.gridX! + j * (g.cw! + g.gap!) + g.cw! / 2, y: g.gridY! + i * (g.ch! + g.gap!) + g.ch! / 2 } });
 }
 
+/** A trace made with the model at `dir` (undefined: the default, stories260k) by `run`; the model is disposed of after. */
+export async function traceWith(dir: string | undefined, run: (model: Model) => Promise<Trace>): Promise<Trace> {
+  const model = await loadModel(dir);
+  try {
+    return await run(model);
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Writes the standalone page of `trace` to `file` (the view bundle built, deflate level 6 unless `options` says); returns `file`. */
+export async function writeStandalonePage(file: string, trace: Trace, options: Omit<StandaloneOptions, 'bundle'> = {}): Promise<string> {
+  const result = await renderStandaloneHtml(trace, { deflate: (d) => deflateRawSync(d, { level: 6 }), ...options, bundle: await loadViewBundle() });
+  writeFileSync(file, result.html);
+  return file;
+}
+
+/**
+ * Exports `view` of an opened page as SVG and PNG: the SVG's file name matches `fileName`
+ * (default attnscope-stories260k-<view>-….svg) and its text is an <svg>, the PNG has PNG's
+ * signature, and the export status is empty. Returns the SVG's text.
+ */
+export async function expectViewExports(page: Page, view: string, fileName = new RegExp(`^attnscope-stories260k-${view}-.*\\.svg$`)): Promise<string> {
+  const [svg] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-svg]`)]);
+  const text = readFileSync((await svg.path())!, 'utf8');
+  expect(svg.suggestedFilename()).toMatch(fileName);
+  expect(text.startsWith('<svg')).toBe(true);
+  const [png] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-png]`)]);
+  expect([...readFileSync((await png.path())!).subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  expect(await page.textContent(`[data-testid=${view}-export-status]`)).toBe('');
+  return text;
+}
+
 /** A standalone page written for a trace, with a Chromium to open it in (see standalonePageSuite). */
 export interface StandalonePageSuite {
   browser(): Browser;
@@ -137,14 +170,8 @@ export function standalonePageSuite(name: string, text: string, options: { trace
   beforeAll(async () => {
     buildWebClient();
     browser = await launchChromium();
-    const model = await loadModel(undefined);
-    try {
-      trace = options.trace ? await options.trace(model) : await model.trace(text);
-    } finally {
-      await model.dispose();
-    }
-    const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text, theme: options.theme, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-    writeFileSync(file, result.html);
+    trace = await traceWith(undefined, (model) => (options.trace ? options.trace(model) : model.trace(text)));
+    await writeStandalonePage(file, trace, { text, theme: options.theme });
   });
   afterAll(async () => {
     await browser?.close();

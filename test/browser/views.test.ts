@@ -6,7 +6,7 @@
  * a sentence pair, the gpt2 fixture, the PyTorch-written T5 encoder-decoder trace, a 512-token
  * BERT-base-shaped trace, and a trace whose tokens try to inject markup.
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
@@ -15,13 +15,12 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { syntheticTrace } from '../../bench/synthetic-trace.js';
 import type { Trace } from '../../src/core/trace.js';
-import { loadModel } from '../../src/engine/load.js';
 import { readTraceFile, writeTraceFile } from '../../src/io/trace-file.js';
 import { loadViewBundle } from '../../src/views/html/bundle-node.js';
 import { renderStandaloneHtml } from '../../src/views/html/standalone.js';
 import { fmtValue } from '../../src/views/svg/common.js';
 import { prettifyToken, tokenLabel } from '../../src/views/tokens.js';
-import { ROOT, buildWebClient, clickModelCell, hoverMatrixCell, launchChromium, lineCount, numericData, openPage, withPage } from './harness.js';
+import { ROOT, buildWebClient, clickModelCell, expectViewExports, hoverMatrixCell, launchChromium, lineCount, numericData, openPage, traceWith, withPage, writeStandalonePage } from './harness.js';
 
 const SENTENCE = 'Once upon a time, there was a little girl named Lily.';
 const XSS = '<img src=x onerror=alert(1)>';
@@ -32,20 +31,12 @@ const traces: Record<string, Trace> = {};
 const files: Record<string, string> = {};
 
 async function writePage(name: string, trace: Trace, text?: string): Promise<void> {
-  const result = await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), text, deflate: (d) => deflateRawSync(d, { level: 6 }) });
-  const file = join(tmp, `${name}.html`);
-  writeFileSync(file, result.html);
+  files[name] = await writeStandalonePage(join(tmp, `${name}.html`), trace, { text });
   traces[name] = trace;
-  files[name] = file;
 }
 
-async function modelTrace(dir: string | undefined, text: string, pair?: string): Promise<Trace> {
-  const model = await loadModel(dir);
-  try {
-    return await model.trace(text, { pair, qk: true });
-  } finally {
-    await model.dispose();
-  }
+function modelTrace(dir: string | undefined, text: string, pair?: string): Promise<Trace> {
+  return traceWith(dir, (model) => model.trace(text, { pair, qk: true }));
 }
 
 /** Nonzero weights of query q (or into key k) for the given heads — the lines the head view must draw. */
@@ -295,14 +286,7 @@ describe('default model (llama, grouped-query attention)', () => {
     await withPage(browser, files.default!, async (page, p) => {
       for (const view of ['head', 'model', 'neuron', 'heatmap']) {
         await page.click(`[data-testid=tab-${view}]`);
-        const [svg] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-svg]`)]);
-        const text = readFileSync((await svg.path())!, 'utf8');
-        expect(svg.suggestedFilename()).toMatch(new RegExp(`^attnscope-stories260k-${view}-.*\\.svg$`));
-        expect(text.startsWith('<svg')).toBe(true);
-        const [png] = await Promise.all([page.waitForEvent('download'), page.click(`[data-testid=${view}-export-png]`)]);
-        const bytes = readFileSync((await png.path())!);
-        expect([...bytes.subarray(0, 8)]).toEqual([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-        expect(await page.textContent(`[data-testid=${view}-export-status]`)).toBe('');
+        await expectViewExports(page, view);
       }
       expect(p.network()).toEqual([]);
       expect(p.errors).toEqual([]);
