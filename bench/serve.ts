@@ -36,6 +36,7 @@ import type { AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { loadViewBundle } from '../src/views/html/bundle-node.js';
 import { renderStandaloneHtml, type ViewBundle } from '../src/views/html/standalone.js';
 import { chromium } from 'playwright-core';
+import { concatBytes } from '../src/core/bytes.js';
 import { BERT_BASE_CONFIG, bertBaseWeights } from './bert-base.js';
 import { randomTensor } from './random-weights.js';
 
@@ -326,16 +327,6 @@ function timed<T>(f: () => T): { ms: number; value: T } {
   return { ms: median(times), value };
 }
 
-const join8 = (parts: readonly Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
-
 /**
  * What a trace's frames weigh and cost: every float32 as it is (the stream before the lower
  * triangle), causal attention as its lower triangle (what the server sends), and that gzipped at
@@ -357,8 +348,8 @@ async function encodingSection(url: string, dir: string): Promise<void> {
         const sources = (['attention', 'queries', 'keys'] as const).flatMap((k) => Object.values(trace[k] ?? {}).flatMap((s) => s!.layers as Float32Array[]));
         const all = timed(() => sources.map((v, i) => layerFrame(i % 256, 0, v)));
         const lower = timed(() => traceResult(trace, id, 'bench', 0, 0, model.info.kind).layers);
-        const allBytes = join8(all.value);
-        const lowerBytes = join8(lower.value);
+        const allBytes = concatBytes(all.value);
+        const lowerBytes = concatBytes(lower.value);
         const gz = timed(() => gzipSync(lowerBytes, { level: 1 }));
         const read = (b: Uint8Array) => new FrameReader().push(b).length;
         const dAll = timed(() => read(allBytes));

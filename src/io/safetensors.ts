@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { concatBytes } from '../core/bytes.js';
 import { AttnscopeError, quote, sanitize } from '../core/errors.js';
 import { floatToHalf, numel, type FloatTensor } from '../core/tensor.js';
 import { memorySource, openFileSource, type ByteSource } from './byte-source.js';
@@ -333,14 +334,7 @@ export function serializeSafetensors(
   tensors: readonly SafetensorsTensorInput[],
   metadata?: Record<string, string>,
 ): Uint8Array {
-  const parts = [encodeHeader(tensors, metadata), ...tensors.flatMap((t) => [...tensorChunks(t, DEFAULT_CHUNK_BYTES)])];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes([encodeHeader(tensors, metadata), ...tensors.flatMap((t) => [...tensorChunks(t, DEFAULT_CHUNK_BYTES)])]);
 }
 
 async function writeAll(handle: FileHandle, bytes: Uint8Array, position: number): Promise<void> {

@@ -8,6 +8,7 @@
  * child-process properties print every case and its outcome.
  */
 import fc from 'fast-check';
+import { concatBytes } from '../../src/core/bytes.js';
 import { AttnscopeError } from '../../src/core/errors.js';
 
 export const FUZZ_SEED = process.env.FUZZ_SEED !== undefined ? Number(process.env.FUZZ_SEED) : 0x7a11_5c0e;
@@ -227,11 +228,5 @@ export function mutateBytes(input: Uint8Array, mutations: readonly ByteMutation[
 }
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(parts);
 }

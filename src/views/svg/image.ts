@@ -6,6 +6,7 @@
  * Isomorphic: imports nothing from Node (base64 without Buffer).
  */
 import { zlibSync } from 'fflate';
+import { concatBytes } from '../../core/bytes.js';
 import { downsample, toBase64 } from '../layout/common.js';
 
 const CRC_TABLE = (() => {
@@ -54,20 +55,13 @@ export function encodePng(width: number, height: number, pixels: Uint8Array, cha
     raw[y * (stride + 1)] = 0; // filter: none
     raw.set(pixels.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1);
   }
-  const parts = [
+  return concatBytes([
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk('IHDR', ihdr),
     ...(channels === 1 ? [chunk('PLTE', palette!)] : []),
     chunk('IDAT', zlibSync(raw, { level: 6 })),
     chunk('IEND', new Uint8Array(0)),
-  ];
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  ]);
 }
 
 /** Standard base64 (the one implementation, in layout/common). */
