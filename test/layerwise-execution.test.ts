@@ -53,6 +53,14 @@ for (const fixture of ['gpt2', 'llama']) {
       expect(forced.execution).toBe('whole');
     });
 
+    it('layer by layer refuses what Model.trace refuses, with the same message, before running', async () => {
+      for (const bad of [{ routing: true }, { logitLens: 0 }, { logitLens: 1.5 }]) {
+        const message = await model.trace(null, { ids, ...bad }).then(() => 'ran', (e: Error) => e.message);
+        expect(message).toMatch(/^--(routing|logit-lens): /);
+        await expect(traceModel(model, null, { ids, ...bad, execution: 'layers' })).rejects.toThrow(message);
+      }
+    });
+
     it('a trace file of the layer-by-layer trace reads back as the whole-graph trace', async () => {
       const whole = await model.trace(null, { ids, attention: 'on-demand', hidden: true });
       const { trace } = await traceModel(model, null, { ids, attention: 'on-demand', hidden: true, execution: 'layers' });

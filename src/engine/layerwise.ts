@@ -482,20 +482,10 @@ export async function traceModel(model: Model, text: string | null, options: Tra
   const generates = model.info.kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined;
   if (execution === 'whole' || (execution === 'auto' && generates)) return { trace: await model.trace(text, options), execution: 'whole' };
   checkSingleRun(model, options);
-  checkTraceOptions(model, options);
+  model.checkTraceOptions(options);
   const prepared = await model.prepareRun(text, options);
   const chosen = execution === 'layers' ? 'layers' : autoExecution(model, prepared.tokens.length, prepared.decoderTokens?.length, options.onDemandAbove);
   if (chosen === 'whole') return { trace: model.traceOf(prepared, await model.run(prepared.taps, prepared.inputs), options), execution: chosen };
   return { trace: await tracePreparedByLayers(model, prepared, { ...options, keepWeights: options.keepWeights ?? false }, options.onLayer), execution: chosen };
 }
 
-/** The options `Model.trace` refuses for a model before running it (layer by layer runs without that check). */
-function checkTraceOptions(model: Model, options: TraceOptions): void {
-  const info = model.architectureInfo;
-  const what = `${model.name} (${model.config.modelType})`;
-  if (options.contributions && !info.contributions) throw new AttnscopeError(`--contributions: not available for ${what}`);
-  if (options.routing && !info.routing) throw new AttnscopeError(`--routing: ${what} has no mixture-of-experts layers`);
-  const k = options.logitLens;
-  const vocab = model.config.has('vocab_size') ? model.config.int('vocab_size') : Infinity;
-  if (k !== undefined && !(Number.isInteger(k) && k >= 1 && k <= vocab)) throw new AttnscopeError(`--logit-lens: ${k} top tokens is out of range; allowed: 1 to ${Number.isFinite(vocab) ? vocab : 'the vocabulary size'}`);
-}

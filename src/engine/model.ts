@@ -325,14 +325,8 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
    */
   async trace(text: string | null, options: TraceOptions = {}): Promise<Trace> {
     const { kind } = this.info;
-    if (options.contributions && !this.architectureInfo.contributions) {
-      throw new AttnscopeError(`--contributions: not available for ${this.name} (${this.config.modelType}); norm-based attention and ALTI are wired for the self-attention of bert, roberta, xlm-roberta, camembert, electra, distilbert, albert, deberta-v2 (not with a ConvLayer), mpnet, gpt2, opt, olmo, starcoder2, bloom, stablelm, gpt_neox, phi, gptj, cohere, falcon, mixtral, qwen2_moe, the llama family (llama, mistral, qwen2, gemma) and the encoder and decoder self-attention of t5, mt5, umt5, bart, mbart, marian, m2m100 and pegasus (not cross attention)`);
-    }
-    if (options.routing && !this.architectureInfo.routing) {
-      throw new AttnscopeError(`--routing: ${this.name} (${this.config.modelType}) has no mixture-of-experts layers; routing is recorded for mixtral and qwen2_moe`);
-    }
+    this.checkTraceOptions(options);
     const deep = options.deepDive ?? false;
-    this.checkLayerOptions(options);
     if (kind === 'encoder-decoder' && !options.decoderIds && options.decoderText === undefined) {
       if (options.pair !== undefined) throw new AttnscopeError(`${this.name}: --pair does not apply to an encoder-decoder model`);
       if (deep || options.logitLens || options.values || options.embeddings || options.residuals || options.mlpActivations) {
@@ -417,8 +411,19 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
     return { tokens, ...(decoderTokens ? { decoderTokens } : {}), inputs, taps, maskPositions };
   }
 
-  /** Refuses a logit-lens size that is not an integer from 1 to the vocabulary size. */
-  private checkLayerOptions(options: TraceOptions): void {
+  /**
+   * Refuses the options this model cannot trace before anything runs (what `trace` checks; a
+   * layer-by-layer run, engine/layerwise.ts traceModel, checks the same): contributions where they
+   * are not wired, routing without mixture-of-experts layers, a logit-lens size that is not an
+   * integer from 1 to the vocabulary size.
+   */
+  checkTraceOptions(options: TraceOptions): void {
+    if (options.contributions && !this.architectureInfo.contributions) {
+      throw new AttnscopeError(`--contributions: not available for ${this.name} (${this.config.modelType}); norm-based attention and ALTI are wired for the self-attention of bert, roberta, xlm-roberta, camembert, electra, distilbert, albert, deberta-v2 (not with a ConvLayer), mpnet, gpt2, opt, olmo, starcoder2, bloom, stablelm, gpt_neox, phi, gptj, cohere, falcon, mixtral, qwen2_moe, the llama family (llama, mistral, qwen2, gemma) and the encoder and decoder self-attention of t5, mt5, umt5, bart, mbart, marian, m2m100 and pegasus (not cross attention)`);
+    }
+    if (options.routing && !this.architectureInfo.routing) {
+      throw new AttnscopeError(`--routing: ${this.name} (${this.config.modelType}) has no mixture-of-experts layers; routing is recorded for mixtral and qwen2_moe`);
+    }
     const k = options.logitLens;
     if (k === undefined) return;
     const vocab = this.config.has('vocab_size') ? this.config.int('vocab_size') : Infinity;
