@@ -10,7 +10,7 @@ import { activation } from './activations.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs } from './architecture.js';
 import { maskedLmHead } from './heads.js';
 import type { ModelConfig } from './config.js';
-import { bertFeedForward, linearQkvBlock } from './encoder-blocks.js';
+import { bertFeedForward, idFeeds, linearQkvBlock } from './encoder-blocks.js';
 import { encoderInfo, layerNormLayer, linearLayer, segmentTypeIds } from './layers.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 
@@ -101,12 +101,9 @@ async function predictionHead(ctx: BuildContext, x: Value, base: string): Promis
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const n = inputs.inputIds.length;
-  const offset = positionOffset(config);
   return {
-    input_ids: int64Tensor(inputs.inputIds),
-    position_ids: int64Tensor(Array.from({ length: n }, (_, i) => i + offset)),
-    token_type_ids: int64Tensor(segmentTypeIds(config, inputs.typeIds, n)),
+    ...idFeeds(inputs.inputIds, positionOffset(config)),
+    token_type_ids: int64Tensor(segmentTypeIds(config, inputs.typeIds, inputs.inputIds.length)),
   };
 }
 

@@ -9,6 +9,7 @@
  * Model files import this, never another model file.
  */
 import type { Value } from '../graph/builder.js';
+import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
 import { activation } from './activations.js';
 import type { BuildContext } from './architecture.js';
 import type { ModelConfig } from './config.js';
@@ -106,5 +107,13 @@ export function bertFeedForward(config: ModelConfig, p: string): Pick<PostNormBl
   return {
     ffnIn: `${p}.intermediate.dense`, ffnOut: `${p}.output.dense`, ffnNorm: `${p}.output.LayerNorm`,
     act: config.str('hidden_act', 'gelu'), eps: config.num('layer_norm_eps', 1e-12),
+  };
+}
+
+/** The feeds `input_ids` and `position_ids`, positions counted from `offset` (RoBERTa and MPNet: padding_idx + 1). */
+export function idFeeds(ids: readonly number[], offset: number): { input_ids: RuntimeTensor; position_ids: RuntimeTensor } {
+  return {
+    input_ids: int64Tensor(ids),
+    position_ids: int64Tensor(Array.from({ length: ids.length }, (_, i) => i + offset)),
   };
 }

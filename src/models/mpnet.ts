@@ -16,12 +16,12 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { Value } from '../graph/builder.js';
-import { int64Tensor, type RuntimeTensor } from '../runtime/runtime.js';
+import type { RuntimeTensor } from '../runtime/runtime.js';
 import { tapName, type Architecture, type ArchitectureInfo, type BuildContext, type ModelInputs } from './architecture.js';
 import { tap } from './attention.js';
 import { tapEmbeddings, tapLogitLens } from './layer-taps.js';
 import type { ModelConfig } from './config.js';
-import { bertFeedForward, linearQkvBlock } from './encoder-blocks.js';
+import { bertFeedForward, idFeeds, linearQkvBlock } from './encoder-blocks.js';
 import { maskedLmHead } from './heads.js';
 import { encoderInfo, layerNormLayer } from './layers.js';
 import { stackScoring } from './scoring.js';
@@ -128,13 +128,7 @@ async function build(ctx: BuildContext): Promise<void> {
 }
 
 function feeds(config: ModelConfig, inputs: ModelInputs): Record<string, RuntimeTensor> {
-  const n = inputs.inputIds.length;
-  const offset = positionOffset(config);
-  return {
-    input_ids: int64Tensor(inputs.inputIds),
-    position_ids: int64Tensor(Array.from({ length: n }, (_, i) => i + offset)),
-    position_buckets: positionBuckets(n),
-  };
+  return { ...idFeeds(inputs.inputIds, positionOffset(config)), position_buckets: positionBuckets(inputs.inputIds.length) };
 }
 
 export const mpnetFamily: Architecture = {
