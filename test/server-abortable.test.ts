@@ -2,15 +2,16 @@
  * The server's abortable waits (src/server/abortable.ts) on real timers and real AbortSignals:
  * a pause resolves after its time and at once on abort, an abortable promise gives its outcome or
  * AbortError at once, a "leave" runs once whichever way it comes, and none of them leaves an abort
- * listener on the signal (node:events getEventListeners) or a timer keeping the process alive
- * (process.getActiveResourcesInfo).
+ * listener on the signal (node:events getEventListeners) or a timer keeping the process alive (a
+ * child process that pauses for an hour and aborts ends at once).
  */
+import { execFile } from 'node:child_process';
 import { getEventListeners } from 'node:events';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { AbortError, abortable, onAbortOrDone, pause, throwIfAborted } from '../src/server/abortable.js';
 
 const listeners = (signal: AbortSignal) => getEventListeners(signal, 'abort').length;
-const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
 /** 'first' when `p` has settled before the next turn of the event loop (setImmediate), else 'later'. */
 const settlesAtOnce = (p: Promise<unknown>) => {
   const first = () => 'first';
@@ -20,34 +21,42 @@ const settlesAtOnce = (p: Promise<unknown>) => {
 describe('pause', () => {
   it('resolves after the time on a real timer, and leaves no listener and no timer behind', async () => {
     const signal = new AbortController().signal;
-    const before = timers();
     const t0 = performance.now();
     let done = false;
     const p = pause(80, signal).then(() => (done = true));
     expect(listeners(signal)).toBe(1);
-    expect(timers()).toBe(before + 1);
     await new Promise((r) => setTimeout(r, 20));
     expect(done).toBe(false);
     await p;
     // Node may fire a timer up to 1 ms before its time (it counts whole milliseconds).
     expect(performance.now() - t0).toBeGreaterThanOrEqual(79);
     expect(listeners(signal)).toBe(0);
-    expect(timers()).toBe(before);
   });
 
   it('ends at once when the signal fires (timer cleared, listener gone), and at once on a signal that has fired', async () => {
     const c = new AbortController();
-    const before = timers();
     const p = pause(60_000, c.signal);
-    expect(timers()).toBe(before + 1);
+    expect(listeners(c.signal)).toBe(1);
     c.abort();
     expect(await settlesAtOnce(p)).toBe('first');
     await expect(p).resolves.toBeUndefined();
-    expect(timers()).toBe(before);
     expect(listeners(c.signal)).toBe(0);
     const again = pause(60_000, c.signal);
     expect(await settlesAtOnce(again)).toBe('first');
-    expect(timers()).toBe(before);
+  });
+
+  it('leaves no timer keeping the process alive: a process that pauses for an hour, then aborts, ends by itself', async () => {
+    const source = new URL('../src/server/abortable.ts', import.meta.url).href;
+    const script = `import { pause } from ${JSON.stringify(source)};
+      const c = new AbortController();
+      const p = pause(3_600_000, c.signal);
+      setTimeout(() => c.abort(), 50);
+      await p;
+      await pause(3_600_000, c.signal);
+      process.stdout.write('ended');`;
+    // Were the hour's timer left pending, the process would still be running when the minute is up (and be killed).
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', import.meta.resolve('tsx'), '--input-type=module', '-e', script], { timeout: 60_000 });
+    expect(stdout).toBe('ended');
   });
 
   it('works without a signal', async () => {
