@@ -16,7 +16,8 @@ import { Worker, isMainThread, parentPort, workerData } from 'node:worker_thread
 import { attentionAttributions } from '../analysis/attribution.js';
 import { updateNorms } from '../analysis/hidden-states.js';
 import type { TokenAttribution, Trace } from '../core/trace.js';
-import { AbortError, abortable } from './pool.js';
+import { abortable, throwIfAborted } from './abortable.js';
+import { Gate } from './gate.js';
 
 /** The tasks a worker runs: each a pure function of a structured-cloneable input. */
 export const WORKER_TASKS = {
@@ -40,32 +41,8 @@ const MARK = 'attnscope-analysis-worker';
 /** Workers at once: the cores, at least 1, at most 4 (each holds a copy of its input). */
 export const MAX_WORKERS = Math.max(1, Math.min(4, availableParallelism() - 1));
 
-let active = 0;
-const waiting: (() => void)[] = [];
-
-async function turn(signal?: AbortSignal): Promise<void> {
-  if (active < MAX_WORKERS) {
-    active++;
-    return;
-  }
-  let enter!: () => void;
-  const p = new Promise<void>((r) => (enter = r));
-  waiting.push(enter);
-  try {
-    await abortable(p, signal);
-  } catch (e) {
-    const i = waiting.indexOf(enter);
-    if (i >= 0) waiting.splice(i, 1);
-    else leave(); // the turn came as the request went away: pass it on
-    throw e;
-  }
-}
-
-function leave(): void {
-  const next = waiting.shift();
-  if (next) next();
-  else active--;
-}
+/** Turns to run a worker: MAX_WORKERS at once, the rest wait in line (no bound on the line: the analyses before it have theirs). */
+const turns = new Gate(MAX_WORKERS, Number.POSITIVE_INFINITY, 'analysis workers');
 
 /** Workers running now (tests check that a cancelled task's worker is gone). */
 export function runningWorkers(): number {
@@ -89,43 +66,33 @@ function startWorker(task: WorkerTask, input: unknown, transfer: readonly ArrayB
  */
 export async function runInWorker<K extends WorkerTask>(task: K, input: TaskInput<K>, options: { signal?: AbortSignal; transfer?: readonly ArrayBuffer[] } = {}): Promise<TaskOutput<K>> {
   const { signal } = options;
-  if (signal?.aborted) throw new AbortError();
-  await turn(signal);
-  try {
+  throwIfAborted(signal);
+  return turns.run(async () => {
     // Aborted while waiting for the turn (an aborted signal fires no more events).
-    if (signal?.aborted) throw new AbortError();
+    throwIfAborted(signal);
     const worker = startWorker(task, input, options.transfer ?? []);
     live.add(worker);
     try {
-      return await new Promise<TaskOutput<K>>((resolve, reject) => {
-        const onAbort = () => reject(new AbortError());
-        signal?.addEventListener('abort', onAbort, { once: true });
-        if (signal?.aborted) onAbort();
-        worker.once('message', (m: { ok: true; output: TaskOutput<K> } | { ok: false; error: string; name: string }) => {
-          signal?.removeEventListener('abort', onAbort);
-          if (m.ok) resolve(m.output);
-          else {
-            const e = new Error(m.error);
-            e.name = m.name;
-            reject(e);
-          }
-        });
-        worker.once('error', (e) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(e);
-        });
-        worker.once('exit', (code) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(new Error(`the analysis worker (${task}) stopped with code ${code}`));
-        });
-      });
+      return await abortable(outputOf<TaskOutput<K>>(worker, task), signal);
     } finally {
       live.delete(worker);
       await worker.terminate();
     }
-  } finally {
-    leave();
-  }
+  }, signal);
+}
+
+/** The worker's output, or its error (with the error's name, so an AttnscopeError stays one), or its stopping early. */
+function outputOf<T>(worker: Worker, task: WorkerTask): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    worker.once('message', (m: { ok: true; output: T } | { ok: false; error: string; name: string }) => {
+      if (m.ok) return resolve(m.output);
+      const e = new Error(m.error);
+      e.name = m.name;
+      reject(e);
+    });
+    worker.once('error', reject);
+    worker.once('exit', (code) => reject(new Error(`the analysis worker (${task}) stopped with code ${code}`)));
+  });
 }
 
 // As a worker: run the task and post its output (or its error) back.

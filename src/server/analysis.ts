@@ -20,10 +20,11 @@ import { attribute, type AttributeOptions } from '../engine/gradients.js';
 import type { Model } from '../engine/model.js';
 import type { HeadRef } from '../analysis/ablation.js';
 import { ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData, traceAttributions, viewTokenLabel, type TargetNaming } from '../views/analysis-data.js';
+import { AbortError, abortable, onAbortOrDone, throwIfAborted } from './abortable.js';
 import type { ModelCatalog } from './catalog.js';
 import { Gate } from './gate.js';
 import { ByteLru } from './lru.js';
-import { AbortError, abortable, type ModelPool } from './pool.js';
+import type { ModelPool } from './pool.js';
 import { runInWorker } from './analysis-worker.js';
 import {
   ANALYSIS_KINDS,
@@ -213,14 +214,9 @@ export class AnalysisService {
     }
     const joined = run;
     joined.waiters++;
-    let left = false;
-    const leave = () => {
-      if (left) return;
-      left = true;
-      signal.removeEventListener('abort', leave);
+    const leave = onAbortOrDone(signal, () => {
       if (--joined.waiters === 0) joined.controller.abort();
-    };
-    signal.addEventListener('abort', leave, { once: true });
+    });
     return {
       follow: async (onProgress) => {
         joined.listeners.add(onProgress);
@@ -291,9 +287,6 @@ function buffersOf(...maps: (StackMap | undefined)[]): ArrayBuffer[] {
 export async function computeAnalysis(model: Model, req: ValidAnalysisRequest, progress: (p: ProgressFrame) => void, signal: AbortSignal): Promise<AnalysisData> {
   const o = req.options;
   const naming: TargetNaming = { tokenText: (id) => model.tokenizer?.idToToken(id) ?? null };
-  const check = () => {
-    if (signal.aborted) throw new AbortError();
-  };
   const step = (message: string, fraction?: number) => progress({ stage: 'run', message, ...(fraction !== undefined ? { fraction } : {}) });
   step(req.view === 'lens' ? 'running the model through the logit lens' : req.view === 'deep' ? 'recording the residual stream' : 'running the model', 0.02);
   const base = { pair: req.textPair, decoderText: req.decoderText };
@@ -301,7 +294,7 @@ export async function computeAnalysis(model: Model, req: ValidAnalysisRequest, p
     ...base,
     ...(req.view === 'lens' ? { logitLens: o.topK ?? 5 } : req.view === 'deep' ? { residuals: true, attention: false } : { attention: true }),
   });
-  check();
+  throwIfAborted(signal);
   if (req.view === 'lens') return { view: 'lens', data: logitLensViewData(trace) };
   if (req.view === 'deep') {
     step('update norms of every layer (worker)', 0.6);
@@ -334,7 +327,7 @@ export async function computeAnalysis(model: Model, req: ValidAnalysisRequest, p
     signal,
     onProgress: (p) => step(`integrated gradients: ${p.done} of ${p.total} new path points (${p.steps} steps)`, 0.05 + 0.85 * (p.done / Math.max(1, p.total))),
   });
-  check();
+  throwIfAborted(signal);
   trace.attributions = traceAttributions(result);
   if (result.attentionGrad) {
     step('attention × gradient and gradient-weighted rollout (worker)', 0.92);

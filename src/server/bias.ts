@@ -23,9 +23,10 @@ import type { PronounItem } from '../analysis/bias/wino.js';
 import { GROUP_NAMES, loadCrowsPairs, loadGroupLexicons, loadOccupationStats, loadWinogender } from '../bias/data-files.js';
 import { buildBiasReport } from '../bias/report.js';
 import type { PairScoreCache } from '../bias/crows-pairs.js';
+import { AbortError, abortable, throwIfAborted } from './abortable.js';
 import type { ModelCatalog } from './catalog.js';
 import { ByteLru } from './lru.js';
-import { AbortError, type ModelPool } from './pool.js';
+import type { ModelPool } from './pool.js';
 import { BIAS_LIMITS, type ApiError, type BiasLine, type BiasRequest, type BiasResult, type ServerLimits } from './protocol.js';
 import { isInt, locateModel, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
 
@@ -165,7 +166,7 @@ export class BiasService {
       this.line = new Promise<void>((r) => (done = r));
       try {
         if (this.busy) progress('queue', 'waiting for the bias run before this one');
-        await abortableWait(previous, signal);
+        await abortable(previous, signal);
         this.busy = true;
         const again = this.reports.get(key);
         if (again) return { report: again, revision: lease.revision, cached: true, ms: 0 };
@@ -194,11 +195,11 @@ export class BiasService {
           ablationPairs: n.ablationPairs,
           cache: pairCache,
           onProgress: (phase, d, t) => {
-            if (signal.aborted) throw new AbortError();
+            throwIfAborted(signal);
             progress('run', `${phase} ${d}/${t}`, t > 0 ? d / t : undefined);
           },
         });
-        if (signal.aborted) throw new AbortError();
+        throwIfAborted(signal);
         this.reports.set(key, report, biasReportJson(report).length);
         return { report, revision: lease.revision, cached: false, ms: Math.round(performance.now() - t0) };
       } finally {
@@ -218,24 +219,6 @@ export class BiasService {
       if (line === this.line) return;
     }
   }
-}
-
-function abortableWait(p: Promise<unknown>, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.reject(new AbortError());
-  return new Promise<void>((resolve, reject) => {
-    const onAbort = () => reject(new AbortError());
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-      () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      },
-    );
-  });
 }
 
 const encoder = new TextEncoder();
@@ -258,29 +241,26 @@ export function registerBiasRoutes(app: Hono, service: BiasService, limits: Serv
       const body: ApiError = e instanceof RequestError && e.field ? { error: messageOf(e), field: e.field } : { error: messageOf(e) };
       return c.json(body, (e instanceof RequestError ? e.status : 400) as 400);
     }
-    const controller = new AbortController();
-    const requestSignal = c.req.raw.signal;
-    const onAbort = () => controller.abort();
-    requestSignal.addEventListener('abort', onAbort, { once: true });
+    // The client going away aborts the request's signal; a write that fails or a cancelled body aborts `own`.
+    const own = new AbortController();
+    const signal = AbortSignal.any([c.req.raw.signal, own.signal]);
     const stream = new ReadableStream<Uint8Array>({
       async start(out) {
         const send = (l: BiasLine) => {
           try {
             out.enqueue(lineOf(l));
           } catch {
-            controller.abort(); // the client went away
+            own.abort(); // the client went away
           }
         };
         try {
-          const result = await service.run(req, controller.signal, send);
+          const result = await service.run(req, signal, send);
           send({ type: 'result', result });
         } catch (e) {
           if (!(e instanceof AbortError)) {
             if (!(e instanceof RequestError) && !(e instanceof AttnscopeError)) console.error('attnscope serve: bias run failed', e);
             send(e instanceof RequestError && e.field ? { type: 'error', error: messageOf(e), field: e.field } : { type: 'error', error: messageOf(e) });
           }
-        } finally {
-          requestSignal.removeEventListener('abort', onAbort);
         }
         try {
           out.close();
@@ -289,7 +269,7 @@ export function registerBiasRoutes(app: Hono, service: BiasService, limits: Serv
         }
       },
       cancel() {
-        controller.abort();
+        own.abort();
       },
     });
     return new Response(stream, { headers: { 'Content-Type': BIAS_MEDIA_TYPE, 'Cache-Control': 'no-store' } });

@@ -3,7 +3,7 @@
  * others wait in line, at most `maxWaiting` of them (one more is a 503). A request that goes away
  * while waiting leaves the line; a turn that came just as it went is passed on.
  */
-import { abortable } from './pool.js';
+import { abortable } from './abortable.js';
 import { RequestError } from './request-checks.js';
 
 export class Gate {

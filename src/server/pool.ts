@@ -11,8 +11,12 @@ import { offlineFromEnv, type Env } from '../io/hf-cache.js';
 import { resolveHubModel } from '../io/model-source.js';
 import type { ModelFiles } from '../io/model-files.js';
 import type { AttnTokenizer } from '../tokenizer/load-tokenizer.js';
+import { abortable } from './abortable.js';
 import { dirRevision, weightBytes, type ModelLocation } from './catalog.js';
 import type { ProgressFrame } from './protocol.js';
+
+/** For app.ts and traces.ts, which took them from here before abortable.ts (they may import './abortable.js' instead). */
+export { AbortError, abortable } from './abortable.js';
 
 /** A loaded model counts as this many times its weight files (graph session and runtime copies). */
 const MEMORY_FACTOR = 2;
@@ -176,33 +180,6 @@ export class ModelPool {
     const all = [...this.loaded.values()];
     this.loaded.clear();
     await Promise.allSettled(all.map((e) => e.model.dispose()));
-  }
-}
-
-/** Rejects when `signal` aborts (the promise itself goes on, for others sharing it). */
-export function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new AbortError());
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new AbortError());
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
-}
-
-export class AbortError extends Error {
-  constructor() {
-    super('the client went away');
-    this.name = 'AbortError';
   }
 }
 
