@@ -20,12 +20,13 @@ import { attribute, type AttributeOptions } from '../engine/gradients.js';
 import type { Model } from '../engine/model.js';
 import type { HeadRef } from '../analysis/ablation.js';
 import { ablationViewData, headImportanceViewData, logitLensViewData, saliencyViewData, traceAttributions, viewTokenLabel, type TargetNaming } from '../views/analysis-data.js';
-import { AbortError, abortable, onAbortOrDone, throwIfAborted } from './abortable.js';
+import { abortable, onAbortOrDone, throwIfAborted } from './abortable.js';
 import type { ModelCatalog } from './catalog.js';
 import { Gate } from './gate.js';
 import { ByteLru } from './lru.js';
 import type { ModelPool } from './pool.js';
 import { runInWorker } from './analysis-worker.js';
+import { lineStream, ndjsonLine } from './ndjson.js';
 import {
   ANALYSIS_KINDS,
   ANALYSIS_MAX_HEADS,
@@ -33,7 +34,6 @@ import {
   ANALYSIS_MEDIA_TYPE,
   type AnalysisData,
   type AnalysisKind,
-  type AnalysisLine,
   type AnalysisOptions,
   type AnalysisRequest,
   type AnalysisResult,
@@ -348,55 +348,16 @@ export async function computeAnalysis(model: Model, req: ValidAnalysisRequest, p
   return { view: 'saliency', data: saliencyViewData(trace, naming) };
 }
 
-/** One NDJSON line. */
-function line(value: AnalysisLine): Uint8Array {
-  return new TextEncoder().encode(`${JSON.stringify(value)}\n`);
-}
-
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message.replace(/[\r\n]+/g, ' ').slice(0, 600) : String(e);
-}
-
 /** The answer to a validated request: progress lines, then the result (or an error line). Refusals reject (the route answers them with a status). */
 export async function analysisResponse(service: AnalysisService, req: ValidAnalysisRequest, requestSignal: AbortSignal): Promise<Response> {
-  // The client going away aborts the request's signal; a cancelled body aborts `own`.
-  const own = new AbortController();
-  const signal = AbortSignal.any([requestSignal, own.signal]);
-  const opened = await service.open(req, signal);
+  const answer = lineStream(requestSignal);
+  const opened = await service.open(req, answer.signal);
   const headers = { 'Content-Type': ANALYSIS_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': 'cached' in opened ? 'hit' : 'miss' };
   if ('cached' in opened) {
     const { ms: _ms, ...rest } = opened.cached;
     const result = { ...rest, cached: true, ms: 0 } as AnalysisResult;
-    return new Response(line({ type: 'result', result }) as Uint8Array<ArrayBuffer>, { headers });
+    return new Response(ndjsonLine({ type: 'result', result }), { headers });
   }
   const follow = opened.follow;
-  const stream = new ReadableStream<Uint8Array>({
-    async start(controller) {
-      const send = (l: AnalysisLine) => {
-        try {
-          controller.enqueue(line(l));
-        } catch {
-          // the client went away
-        }
-      };
-      try {
-        const r = await follow((p) => send({ type: 'progress', ...p }));
-        send({ type: 'result', result: { ...r, cached: false } as AnalysisResult });
-      } catch (e) {
-        if (!(e instanceof AbortError)) {
-          if (!(e instanceof AttnscopeError || e instanceof RequestError)) console.error('attnscope serve: analysis failed', e);
-          send({ type: 'error', error: messageOf(e), ...(e instanceof RequestError && e.field ? { field: e.field } : {}) });
-        }
-      }
-      try {
-        controller.close();
-      } catch {
-        // already closed
-      }
-    },
-    cancel() {
-      own.abort();
-    },
-  });
-  return new Response(stream, { headers });
+  return answer.respond<AnalysisResult>(headers, 'analysis', async (send) => ({ ...(await follow((p) => send({ type: 'progress', ...p }))), cached: false }) as AnalysisResult);
 }

@@ -15,7 +15,6 @@
  *   per model revision (a new probe text or bootstrap does not score the pairs again).
  */
 import type { Context, Hono, MiddlewareHandler } from 'hono';
-import { AttnscopeError } from '../core/errors.js';
 import { CROWS_BIAS_TYPES, type CrowsPair, type PairScores } from '../analysis/bias/crows-pairs.js';
 import type { GroupLexicon } from '../analysis/bias/groups.js';
 import { biasReportJson, type BiasReport } from '../analysis/bias/report.js';
@@ -23,9 +22,10 @@ import type { PronounItem } from '../analysis/bias/wino.js';
 import { GROUP_NAMES, loadCrowsPairs, loadGroupLexicons, loadOccupationStats, loadWinogender } from '../bias/data-files.js';
 import { buildBiasReport } from '../bias/report.js';
 import type { PairScoreCache } from '../bias/crows-pairs.js';
-import { AbortError, abortable, throwIfAborted } from './abortable.js';
+import { abortable, throwIfAborted } from './abortable.js';
 import type { ModelCatalog } from './catalog.js';
 import { ByteLru } from './lru.js';
+import { lineStream, messageOf } from './ndjson.js';
 import type { ModelPool } from './pool.js';
 import { BIAS_LIMITS, type ApiError, type BiasLine, type BiasRequest, type BiasResult, type ServerLimits } from './protocol.js';
 import { isInt, locateModel, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
@@ -221,13 +221,6 @@ export class BiasService {
   }
 }
 
-const encoder = new TextEncoder();
-const lineOf = (l: BiasLine): Uint8Array => encoder.encode(`${JSON.stringify(l, (_, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v))}\n`);
-
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message.replace(/[\r\n]+/g, ' ').slice(0, 600) : String(e);
-}
-
 /**
  * POST /api/bias: validates, then streams the run's lines. `limit` is the app's body limit,
  * `readJson` its JSON reader (content type and parse errors as 415/400).
@@ -241,37 +234,7 @@ export function registerBiasRoutes(app: Hono, service: BiasService, limits: Serv
       const body: ApiError = e instanceof RequestError && e.field ? { error: messageOf(e), field: e.field } : { error: messageOf(e) };
       return c.json(body, (e instanceof RequestError ? e.status : 400) as 400);
     }
-    // The client going away aborts the request's signal; a write that fails or a cancelled body aborts `own`.
-    const own = new AbortController();
-    const signal = AbortSignal.any([c.req.raw.signal, own.signal]);
-    const stream = new ReadableStream<Uint8Array>({
-      async start(out) {
-        const send = (l: BiasLine) => {
-          try {
-            out.enqueue(lineOf(l));
-          } catch {
-            own.abort(); // the client went away
-          }
-        };
-        try {
-          const result = await service.run(req, signal, send);
-          send({ type: 'result', result });
-        } catch (e) {
-          if (!(e instanceof AbortError)) {
-            if (!(e instanceof RequestError) && !(e instanceof AttnscopeError)) console.error('attnscope serve: bias run failed', e);
-            send(e instanceof RequestError && e.field ? { type: 'error', error: messageOf(e), field: e.field } : { type: 'error', error: messageOf(e) });
-          }
-        }
-        try {
-          out.close();
-        } catch {
-          // already closed
-        }
-      },
-      cancel() {
-        own.abort();
-      },
-    });
-    return new Response(stream, { headers: { 'Content-Type': BIAS_MEDIA_TYPE, 'Cache-Control': 'no-store' } });
+    const answer = lineStream(c.req.raw.signal);
+    return answer.respond<BiasResult>({ 'Content-Type': BIAS_MEDIA_TYPE, 'Cache-Control': 'no-store' }, 'bias run', (send) => service.run(req, answer.signal, send));
   });
 }
