@@ -40,7 +40,7 @@ import {
   type ProgressFrame,
   type ServerLimits,
 } from './protocol.js';
-import { isInt, isObject, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
+import { checkInputTokens, isInt, isObject, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
 import { leaseModel } from './traces.js';
 
 const FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'view', 'options']);
@@ -237,23 +237,9 @@ export class AnalysisService {
 
   /** Refuses inputs over the token limits, and heads or positions the model does not have. */
   private async check(model: Model, req: ValidAnalysisRequest): Promise<void> {
-    const limit = this.options.limits.maxTokens;
-    const max = Math.min(limit, model.info.maxPositions);
-    const why = max < limit ? `the model's ${model.info.maxPositions} positions` : `the server's --max-tokens`;
-    const tokens = await model.tokenize(req.text, req.textPair).catch((e: unknown) => {
-      throw new RequestError(400, `text: ${(e as Error).message}`, 'text');
-    });
-    if (tokens.length > max) throw new RequestError(413, `${req.textPair !== undefined ? 'text, textPair' : 'text'}: ${tokens.length} tokens; at most ${max} allowed (${why})`, req.textPair !== undefined ? 'textPair' : 'text');
+    const { tokens, decoderPositions } = await checkInputTokens(model, req, this.options.limits.maxTokens);
+    const positions = decoderPositions ?? tokens.length;
     const info = model.architectureInfo;
-    let positions = tokens.length;
-    if (req.decoderText !== undefined) {
-      if (info.kind !== 'encoder-decoder') throw new RequestError(400, `decoderText: ${model.name} is not an encoder-decoder model (leave decoderText out)`, 'decoderText');
-      const tok = model.tokenizer;
-      const decoder = tok?.encodeTarget ? await tok.encodeTarget(req.decoderText) : await model.tokenize(req.decoderText);
-      if (decoder.length + 1 > max) throw new RequestError(413, `decoderText: ${decoder.length} tokens; at most ${max - 1} allowed (${why})`, 'decoderText');
-      positions = decoder.length + 1;
-    }
-    if (req.textPair !== undefined && info.kind === 'encoder-decoder') throw new RequestError(400, `textPair: does not apply to an encoder-decoder model (${model.name})`, 'textPair');
     if ((req.view === 'lens' || req.view === 'deep') && info.kind === 'encoder-decoder' && req.decoderText === undefined) {
       throw new RequestError(400, `decoderText: the ${req.view === 'lens' ? 'logit lens' : 'deep dive'} of an encoder-decoder model reads its decoder's layers: give a decoder text`, 'decoderText');
     }

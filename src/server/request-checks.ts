@@ -6,6 +6,8 @@
  * allowed.
  */
 import { AttnscopeError } from '../core/errors.js';
+import type { Token } from '../core/trace.js';
+import type { Model } from '../engine/model.js';
 import type { ModelCatalog, ModelLocation } from './catalog.js';
 import type { ServerLimits } from './protocol.js';
 
@@ -68,4 +70,30 @@ export async function locateModel(catalog: ModelCatalog, model: string): Promise
     if (e instanceof AttnscopeError) throw new RequestError(404, e.message, 'model');
     throw e;
   }
+}
+
+/**
+ * Refuses inputs the model cannot take (traces and analyses): a text (with its pair) past the token
+ * limit (413), a decoder text for a model that is not an encoder-decoder (400) or past the limit
+ * (413: the decoder's start token takes one position), a text pair for an encoder-decoder (400).
+ * The limit is the server's `maxTokens` or the model's positions, whichever is smaller (`why`
+ * names which). Returns the text's tokens and the decoder's positions (with its start token).
+ */
+export async function checkInputTokens(model: Model, req: { text: string; textPair?: string; decoderText?: string }, maxTokens: number): Promise<{ tokens: Token[]; decoderPositions?: number; max: number; why: string }> {
+  const max = Math.min(maxTokens, model.info.maxPositions);
+  const why = max < maxTokens ? `the model's ${model.info.maxPositions} positions` : `the server's --max-tokens`;
+  const tokens = await model.tokenize(req.text, req.textPair).catch((e: unknown) => {
+    throw new RequestError(400, `text: ${(e as Error).message}`, 'text');
+  });
+  if (tokens.length > max) throw new RequestError(413, `${req.textPair !== undefined ? 'text, textPair' : 'text'}: ${tokens.length} tokens; at most ${max} allowed (${why})`, req.textPair !== undefined ? 'textPair' : 'text');
+  let decoderPositions: number | undefined;
+  if (req.decoderText !== undefined) {
+    if (model.info.kind !== 'encoder-decoder') throw new RequestError(400, `decoderText: ${model.name} is not an encoder-decoder model (leave decoderText out)`, 'decoderText');
+    const tok = model.tokenizer;
+    const decoder = tok?.encodeTarget ? await tok.encodeTarget(req.decoderText) : await model.tokenize(req.decoderText);
+    if (decoder.length + 1 > max) throw new RequestError(413, `decoderText: ${decoder.length} tokens; at most ${max - 1} allowed (${why})`, 'decoderText');
+    decoderPositions = decoder.length + 1;
+  }
+  if (req.textPair !== undefined && model.info.kind === 'encoder-decoder') throw new RequestError(400, `textPair: does not apply to an encoder-decoder model (${model.name})`, 'textPair');
+  return { tokens, ...(decoderPositions !== undefined ? { decoderPositions } : {}), max, why };
 }
