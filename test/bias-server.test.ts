@@ -107,5 +107,10 @@ describe('POST /api/bias', () => {
     const res = await post({ model: 'folder:0/no-such-model', limit: 1 });
     const l = await lines(res);
     expect(l[l.length - 1]).toMatchObject({ type: 'error', field: 'model' });
+    // A probe text longer than the model's positions (config.json: 128): an error line naming the field and the bound.
+    const long = await lines(await post({ model: 'folder:0/bert', text: 'word '.repeat(200), limit: 1 }));
+    const last = long[long.length - 1]!;
+    expect(last).toMatchObject({ type: 'error', field: 'text' });
+    if (last.type === 'error') expect(last.error).toMatch(/^text: \d+ tokens; at most 128 allowed \(the model's 128 positions\)$/);
   }, 120_000);
 });

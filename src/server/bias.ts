@@ -28,7 +28,7 @@ import { ByteLru } from './lru.js';
 import { lineStream, messageOf } from './ndjson.js';
 import type { ModelPool } from './pool.js';
 import { BIAS_LIMITS, type ApiError, type BiasLine, type BiasRequest, type BiasResult, type ServerLimits } from './protocol.js';
-import { isInt, locateModel, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
+import { checkInputTokens, isInt, locateModel, modelField, RequestError, requestBody, textWithinLimit } from './request-checks.js';
 
 export const BIAS_MEDIA_TYPE = 'application/x-ndjson';
 
@@ -154,13 +154,7 @@ export class BiasService {
       const hit = this.reports.get(key);
       if (hit) return { report: hit, revision: lease.revision, cached: true, ms: 0 };
       const data = await this.loadData();
-      if (n.text !== undefined) {
-        const tokens = await model.tokenize(n.text).catch((e: unknown) => {
-          throw new RequestError(400, `text: ${(e as Error).message}`, 'text');
-        });
-        const max = Math.min(this.options.limits.maxTokens, model.info.maxPositions);
-        if (tokens.length > max) throw new RequestError(413, `text: ${tokens.length} tokens; at most ${max} allowed`, 'text');
-      }
+      if (n.text !== undefined) await checkInputTokens(model, { text: n.text }, this.options.limits.maxTokens);
       const previous = this.line;
       let done!: () => void;
       this.line = new Promise<void>((r) => (done = r));
