@@ -212,7 +212,7 @@ async function attnscopeChild(modelDir: string, cacheDir: string, n: number, att
   const ids = caseIds(n, vocab);
   const attention = checkAttentionMode(attentionOption) as 'auto' | 'dense' | 'on-demand';
   const resolved = resolveAttentionMode(attention, model.architectureInfo, n);
-  const execution = checkExecutionMode(executionOption) === 'auto' ? autoExecution(model, n) : (executionOption as 'whole' | 'layers');
+  const execution = checkExecutionMode(executionOption) === 'auto' ? autoExecution(model, n, { dense: resolved === 'dense' }) : (executionOption as 'whole' | 'layers');
   // On demand the graph's bands of query rows grow with the length: the warm-up on 8 tokens runs the
   // session of n tokens (same band count), so the timed run neither builds nor holds a second one.
   const bands = resolved === 'on-demand' ? onDemandBands(model.architectureInfo, n) : undefined;

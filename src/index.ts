@@ -9,7 +9,7 @@ export {
 export { logitsBatch, type BatchRow, type BatchLogits, type BatchLogitsRow, type LogitsBatchOptions } from './engine/batch.js';
 export { DEFAULT_BATCH_MEMORY_MB, memoryShape, forwardItemBytes, backwardItemBytes, type MemoryShape } from './engine/batch-memory.js';
 export { ablateHeads, ablationGates, meanAblation, headContextMeans, type AblationOptions, type AblationResult, type AblationCandidateResult } from './engine/ablation.js';
-export { traceLayers, traceByLayers, traceModel, autoExecution, checkExecutionMode, EXECUTION_MODES, LayerRunCancelled, type ExecutionMode, type LayerOutputs, type LayerwiseOptions, type LayerwiseRun, type PreparedRun, type TraceRun, type TraceRunOptions } from './engine/layerwise.js';
+export { traceLayers, traceByLayers, traceModel, autoExecution, checkExecutionMode, EXECUTION_MODES, LayerRunCancelled, type AutoExecutionOptions, type ExecutionMode, type LayerOutputs, type LayerwiseOptions, type LayerwiseRun, type PreparedRun, type TraceRun, type TraceRunOptions } from './engine/layerwise.js';
 export { cosineSimilarity, klFromLogits, logSoftmax, parseHeadList, ABLATION_MODES, type HeadRef, type AblationMode } from './analysis/ablation.js';
 export {
   attentionTimesGradient, headAttentionGradient, attentionGradientTokenScores, gradientWeightedAttention, gradientRollout,

@@ -1,6 +1,7 @@
 /**
  * attnscope trace --execution as a real process: by default (auto) an input above the on-demand
- * threshold runs layer by layer, and its .safetensors trace holds PyTorch's queries and keys
+ * threshold whose whole-graph run would not fit --memory-budget runs layer by layer, and its
+ * .safetensors trace holds PyTorch's queries and keys
  * (reference.json) and the same bytes as the whole graph's trace; a dense trace run layer by layer
  * has PyTorch's attention; bad values give one line.
  */
@@ -21,9 +22,9 @@ describe('trace --execution', () => {
   const input = readReference('gpt2').inputs[0]!;
   const ids = input.input_ids.join(',');
 
-  it('auto runs a long input layer by layer: the whole graph\'s file, PyTorch\'s queries and keys', async () => {
+  it('auto runs a long input layer by layer beyond the memory budget: the whole graph\'s file, PyTorch\'s queries and keys', async () => {
     const auto = join(tmp, 'auto.safetensors');
-    const a = runCli(tmp, ['trace', GPT2, '--ids', ids, '--on-demand-above', '2', '--out', auto], 180_000);
+    const a = runCli(tmp, ['trace', GPT2, '--ids', ids, '--on-demand-above', '2', '--memory-budget', '1', '--out', auto], 180_000);
     expect(a.status, a.stderr).toBe(0);
     expect(a.stderr).toMatch(/attention on demand \(queries, keys and score terms\), run layer by layer\)/);
     const whole = join(tmp, 'whole.safetensors');
@@ -31,6 +32,12 @@ describe('trace --execution', () => {
     expect(w.status, w.stderr).toBe(0);
     expect(w.stderr).not.toMatch(/layer by layer/);
     expect(readFileSync(auto).equals(readFileSync(whole))).toBe(true);
+    // Within the default budget (8 GB or half the machine's memory) the same input runs whole.
+    const fits = join(tmp, 'fits.safetensors');
+    const f = runCli(tmp, ['trace', GPT2, '--ids', ids, '--on-demand-above', '2', '--out', fits], 180_000);
+    expect(f.status, f.stderr).toBe(0);
+    expect(f.stderr).toMatch(/attention on demand \(queries, keys and score terms\)\)/);
+    expect(readFileSync(fits).equals(readFileSync(whole))).toBe(true);
     const file = await openSafetensors(auto);
     try {
       expect(maxAbsDiff((await file.get('queries.self')).data, flat(input.queries as Nested))).toBeLessThanOrEqual(1e-4);
@@ -55,5 +62,7 @@ describe('trace --execution', () => {
 
   it('bad --execution values: one line', () => {
     expectInputError(runCli(tmp, ['trace', GPT2, '--text', 'hi', '--execution', 'sideways']), /--execution: 'sideways' is not a way to run the model; allowed: auto, whole, layers/);
+    expectInputError(runCli(tmp, ['trace', GPT2, '--text', 'hi', '--memory-budget', 'lots']), /--memory-budget: expected a positive integer, got 'lots'/);
+    expectInputError(runCli(tmp, ['trace', GPT2, '--text', 'hi', '--execution', 'layers', '--memory-budget', '500']), /--memory-budget applies to --execution auto \(not layers\)/);
   });
 });

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { autoExecution, checkExecutionMode, traceModel, type LayerOutputs } from '../src/engine/layerwise.js';
+import { wholeRunPeakBytes } from '../src/engine/attention-mode.js';
 import type { Model } from '../src/engine/model.js';
 import { readTraceFile, writeTraceFile } from '../src/io/trace-file.js';
 import { openSafetensors, writeSafetensors, writeSafetensorsStreamed } from '../src/io/safetensors.js';
@@ -27,10 +28,10 @@ for (const fixture of ['gpt2', 'llama']) {
     const input = readReference(fixture).inputs[0]!;
     const ids = input.input_ids;
 
-    it("auto: layer by layer above the threshold, the whole graph's trace (and PyTorch's attention)", async () => {
+    it("auto: layer by layer above the threshold and the memory budget, the whole graph's trace (and PyTorch's attention)", async () => {
       const whole = await model.trace(null, { ids, attention: 'on-demand', hidden: true });
       const seen: LayerOutputs['layers'][] = [];
-      const run = await traceModel(model, null, { ids, qk: true, hidden: true, attention: 'auto', onDemandAbove: ids.length - 1, execution: 'auto', onLayer: (l) => void seen.push(l.layers) });
+      const run = await traceModel(model, null, { ids, qk: true, hidden: true, attention: 'auto', onDemandAbove: ids.length - 1, memoryBudget: 1, execution: 'auto', onLayer: (l) => void seen.push(l.layers) });
       expect(run.execution).toBe('layers');
       expect(seen.flat().map((l) => l.layer)).toEqual(Array.from({ length: model.architectureInfo.numLayers }, (_, l) => l));
       // On demand (ids.length > threshold): queries, keys and score terms, no probabilities.
@@ -44,8 +45,13 @@ for (const fixture of ['gpt2', 'llama']) {
     });
 
     it('auto: the whole graph at or below the threshold; whole and layers as asked', async () => {
-      expect(autoExecution(model, ids.length, undefined, ids.length)).toBe('whole');
-      expect(autoExecution(model, ids.length + 1, undefined, ids.length)).toBe('layers');
+      expect(autoExecution(model, ids.length, { onDemandAbove: ids.length, memoryBudget: 1 })).toBe('whole');
+      expect(autoExecution(model, ids.length + 1, { onDemandAbove: ids.length, memoryBudget: 1 })).toBe('layers');
+      // Above the threshold the whole graph still runs while its predicted peak fits the budget.
+      const peak = wholeRunPeakBytes(model.architectureInfo, model.weightBytes, ids.length + 1, 'on-demand');
+      expect(autoExecution(model, ids.length + 1, { onDemandAbove: ids.length, memoryBudget: peak })).toBe('whole');
+      expect(autoExecution(model, ids.length + 1, { onDemandAbove: ids.length, memoryBudget: peak - 1 })).toBe('layers');
+      expect(autoExecution(model, ids.length + 1, { onDemandAbove: ids.length })).toBe('whole');
       const short = await traceModel(model, null, { ids, attention: 'auto', onDemandAbove: ids.length });
       expect(short.execution).toBe('whole');
       expect(Object.keys(short.trace.attention)).toEqual(['self']);

@@ -1,8 +1,9 @@
 /** `attnscope trace [model] --text ... [--pair ...] [--ids ...] [--qk] [--out file]`. */
+import { totalmem } from 'node:os';
 import { AttnscopeError } from '../core/errors.js';
 import { expertLoad, type Routing } from '../core/trace.js';
 import { timed } from '../core/profile.js';
-import { checkAttentionMode } from '../engine/attention-mode.js';
+import { AUTO_WHOLE_BUDGET_BYTES, checkAttentionMode } from '../engine/attention-mode.js';
 import { checkExecutionMode, traceModel } from '../engine/layerwise.js';
 import { loadModel } from '../engine/load.js';
 import { writeTraceFile, writeTraceJsonTo } from '../io/trace-file.js';
@@ -12,7 +13,7 @@ import { checkModelArg, checkOut, parseCommandArgs, reportWrote } from './parse.
 export const TRACE_USAGE = `attnscope trace [model] (--text "..." [--pair "..."] | --ids 1,2,3 [--type-ids 0,0,1])
                 [--decoder-text "..." | --decoder-ids 0,5,6 | --max-new-tokens N] [--src-lang CODE] [--tgt-lang CODE]
                 [--qk] [--hidden] [--top-k N] [--deep-dive] [--logit-lens K]
-                [--attention dense|on-demand|auto] [--on-demand-above N] [--execution auto|whole|layers]
+                [--attention dense|on-demand|auto] [--on-demand-above N] [--execution auto|whole|layers] [--memory-budget MB]
                 [--routing] [--truncate] [--out trace.json|trace.safetensors] [--revision REV] [--offline] [--threads N]
 
   model        a local checkpoint directory or a Hub id (org/name[@revision]);
@@ -31,7 +32,10 @@ ${LANGUAGE_HELP}
                probability within 1 GiB, e.g. 1,365 tokens for 12 layers × 12 heads)
   --execution  how the model runs: whole (the whole graph at once), layers (one layer at a time:
                memory holds one layer's intermediates, and each layer's weights only while it
-               runs), or auto (default: layer by layer above the --on-demand-above threshold)
+               runs), or auto (default: the whole graph while its predicted peak memory fits
+               --memory-budget, layer by layer beyond)
+  --memory-budget MB   auto execution: the memory a whole-graph run may take (default: 8,000 MB
+               or half the machine's memory, whichever is less)
   --hidden     include the last hidden state (JSON output)
   --deep-dive  a look inside every layer: queries, keys and values per head, the token, position
                and segment embeddings, the residual stream before and after attention and after
@@ -55,6 +59,7 @@ export const TRACE_OPTIONS = {
   attention: { type: 'string' },
   'on-demand-above': { type: 'string' },
   execution: { type: 'string' },
+  'memory-budget': { type: 'string' },
   hidden: { type: 'boolean' },
   'deep-dive': { type: 'boolean' },
   'logit-lens': { type: 'string' },
@@ -80,11 +85,14 @@ export async function traceCommand(argv: string[]): Promise<void> {
   const onDemandAbove = values['on-demand-above'] === undefined ? undefined : parseNonNegativeInt(values['on-demand-above'], '--on-demand-above');
   if (onDemandAbove !== undefined && attention !== 'auto') throw new AttnscopeError(`--on-demand-above applies to --attention auto (not ${String(attention)})`);
   const execution = checkExecutionMode(values.execution ?? 'auto', '--execution');
+  const budgetMb = parsePositiveInt(values['memory-budget'], '--memory-budget');
+  if (budgetMb !== undefined && execution !== 'auto') throw new AttnscopeError(`--memory-budget applies to --execution auto (not ${execution})`);
+  const memoryBudget = budgetMb !== undefined ? budgetMb * 1e6 : Math.min(AUTO_WHOLE_BUDGET_BYTES, totalmem() / 2);
   const loadOptions = parseLoadOptions(values);
   checkModelArg(positionals[0]);
   const model = await loadModel(positionals[0], loadOptions);
   try {
-    const run = await traceModel(model, input.text, { ...input.options, attention, onDemandAbove, execution, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
+    const run = await traceModel(model, input.text, { ...input.options, attention, onDemandAbove, execution, memoryBudget, qk: values.qk ?? false, hidden: values.hidden ?? false, topK, maxNewTokens, routing: values.routing ?? false, deepDive: values['deep-dive'] ?? false, logitLens });
     const { trace } = run;
     if (values.out) {
       await timed('write the trace', () => writeTraceFile(values.out!, trace));

@@ -90,3 +90,48 @@ export function onDemandBands(info: ArchitectureInfo, tokens: number, decoderTok
   const heads = Math.max(...(Object.keys(info.stacks) as StackName[]).map((s) => info.stackHeads?.[s] ?? info.numHeads));
   return queryBandCount(heads, Math.max(tokens, decoderTokens ?? 0));
 }
+
+/**
+ * 'auto' execution runs the whole graph while its predicted peak memory (wholeRunPeakBytes) stays
+ * within this many bytes (TraceRunOptions.memoryBudget; the CLI takes the smaller of this and half
+ * the machine's memory): 8 GB, the laptop the long-context goals are set for. Above it the model
+ * runs layer by layer, reading each layer's weights as it runs.
+ */
+export const AUTO_WHOLE_BUDGET_BYTES = 8e9;
+
+/**
+ * What a whole-graph run holds besides the weights and its outputs: one band's scores and
+ * intermediates, the MLP's bands of rows, the hidden states, the runtime's arena (measured: 1.0 GB
+ * for the Llama-3.2-1B shape at 2,048 tokens on demand; BENCHMARKS.md, long contexts).
+ */
+const RUN_SCRATCH_BYTES = 2 ** 30;
+
+/** Float32 bytes of every stack's queries and keys on demand (the taps a long trace keeps). */
+export function onDemandTapBytes(info: ArchitectureInfo, tokens: number, decoderTokens?: number): number {
+  const m = decoderTokens ?? tokens;
+  let bytes = 0;
+  for (const [stack, layers] of Object.entries(info.stacks) as [StackName, number][]) {
+    const heads = info.stackHeads?.[stack] ?? info.numHeads;
+    const [q, k] = stack === 'decoder' ? [m, m] : stack === 'cross' ? [m, tokens] : [tokens, tokens];
+    bytes += layers * (heads * q + info.numKeyValueHeads * k) * info.headDim * 4;
+  }
+  return bytes;
+}
+
+/**
+ * Predicted peak memory of a whole-graph run: every weight as float32 (`weightBytes`), the
+ * attention outputs twice (the runtime holds them to the end of the run, then they are copied out:
+ * dense probabilities or the queries and keys on demand) and the run's scratch. An upper bound
+ * for models whose embedding table is memory-mapped (only the rows of the input's tokens are read):
+ * the Llama-3.2-1B shape at 2,048 tokens on demand is predicted at 6.7 GB and peaks at 5.6 GB.
+ */
+export function wholeRunPeakBytes(info: ArchitectureInfo, weightBytes: number, tokens: number, mode: 'dense' | 'on-demand', decoderTokens?: number): number {
+  const outputs = mode === 'dense' ? denseAttentionBytes(info, tokens, decoderTokens) : onDemandTapBytes(info, tokens, decoderTokens);
+  return weightBytes + 2 * outputs + RUN_SCRATCH_BYTES;
+}
+
+/** Refuses a memory budget that is not a positive number of bytes. */
+export function checkMemoryBudget(bytes: number, what = 'memoryBudget'): number {
+  if (!(Number.isFinite(bytes) && bytes > 0)) throw new AttnscopeError(`${what}: ${String(bytes)} is not a memory budget; allowed: a positive number of bytes`);
+  return bytes;
+}

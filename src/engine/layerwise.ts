@@ -26,7 +26,7 @@ import { encodeModel, type InitializerSpec } from '../graph/onnx-model.js';
 import { partitionByLayer, sharedSegmentForm, type GraphPartition, type SharedSegmentForm } from '../graph/partition.js';
 import type { TapRequest } from '../models/architecture.js';
 import type { GraphSession, RuntimeTensor } from '../runtime/runtime.js';
-import { autoDenseTokens } from './attention-mode.js';
+import { AUTO_WHOLE_BUDGET_BYTES, autoDenseTokens, checkMemoryBudget, wholeRunPeakBytes } from './attention-mode.js';
 import { tapsKey, type Model, type TraceOptions } from './model.js';
 
 /** A run stopped between layers because its AbortSignal fired. */
@@ -449,18 +449,37 @@ export function checkExecutionMode(value: unknown, what = 'execution'): Executio
   throw new AttnscopeError(`${what}: '${String(value)}' is not a way to run the model; allowed: ${EXECUTION_MODES.join(', ')}`);
 }
 
+/** What `autoExecution` weighs. */
+export interface AutoExecutionOptions {
+  /** Encoder-decoders: the decoder input's tokens. */
+  decoderTokens?: number;
+  /** 'auto' attention's threshold (default engine/attention-mode.ts autoDenseTokens): at or below it the whole graph runs. */
+  onDemandAbove?: number;
+  /** Bytes the whole graph's predicted peak may take (default AUTO_WHOLE_BUDGET_BYTES, 8 GB). */
+  memoryBudget?: number;
+  /** The run records every probability (else queries and keys: attention on demand). */
+  dense?: boolean;
+}
+
 /**
- * What 'auto' runs `tokens` (and `decoderTokens`) tokens as: layer by layer above `onDemandAbove`
- * tokens (default engine/attention-mode.ts autoDenseTokens: ~1 GiB of probabilities), where every
- * layer's outputs held at once (and copied out by the runtime) no longer fit comfortably.
+ * What 'auto' runs `tokens` tokens as: the whole graph at or below `onDemandAbove` tokens, and above
+ * it while the whole graph's predicted peak (attention-mode.ts wholeRunPeakBytes: every weight, the
+ * outputs held twice, the run's scratch) fits `memoryBudget`, because it is the faster way (the
+ * Llama-3.2-1B shape at 2,048 tokens on demand: 59.5 s whole, 91–95 s layer by layer reading each
+ * layer's weights as it runs; BENCHMARKS.md); layer by layer where it does not fit.
  */
-export function autoExecution(model: Model, tokens: number, decoderTokens?: number, onDemandAbove?: number): 'whole' | 'layers' {
-  return Math.max(tokens, decoderTokens ?? 0) > (onDemandAbove ?? autoDenseTokens(model.architectureInfo)) ? 'layers' : 'whole';
+export function autoExecution(model: Model, tokens: number, options: AutoExecutionOptions = {}): 'whole' | 'layers' {
+  const info = model.architectureInfo;
+  if (Math.max(tokens, options.decoderTokens ?? 0) <= (options.onDemandAbove ?? autoDenseTokens(info))) return 'whole';
+  const budget = checkMemoryBudget(options.memoryBudget ?? AUTO_WHOLE_BUDGET_BYTES);
+  return wholeRunPeakBytes(info, model.weightBytes, tokens, options.dense ? 'dense' : 'on-demand', options.decoderTokens) <= budget ? 'whole' : 'layers';
 }
 
 export interface TraceRunOptions extends LayerwiseOptions {
   /** How the model runs (default 'auto'); a generation (encoder-decoder without a decoder input) runs whole. */
   execution?: ExecutionMode;
+  /** 'auto' execution: the bytes a whole-graph run may take (default AUTO_WHOLE_BUDGET_BYTES); above them it runs layer by layer. */
+  memoryBudget?: number;
   /** Layer by layer: called with each segment's outputs as they come (e.g. progress); they also go into the Trace. */
   onLayer?: (layer: LayerOutputs) => void | Promise<void>;
 }
@@ -473,9 +492,9 @@ export interface TraceRun {
 
 /**
  * A trace of `text` (or `options.ids`), as `Model.trace` gives it, run as `options.execution` says:
- * by default the whole graph for short inputs and layer by layer for long ones (which, unless
- * `keepWeights` is set, also reads each layer's weights as it runs instead of keeping every
- * layer's). What `attnscope trace` runs.
+ * by default the whole graph while it fits `memoryBudget` (autoExecution) and layer by layer
+ * beyond (which, unless `keepWeights` is set, also reads each layer's weights as it runs instead of
+ * keeping every layer's). What `attnscope trace` runs.
  */
 export async function traceModel(model: Model, text: string | null, options: TraceRunOptions = {}): Promise<TraceRun> {
   const execution = checkExecutionMode(options.execution ?? 'auto');
@@ -484,7 +503,7 @@ export async function traceModel(model: Model, text: string | null, options: Tra
   checkSingleRun(model, options);
   model.checkTraceOptions(options);
   const prepared = await model.prepareRun(text, options);
-  const chosen = execution === 'layers' ? 'layers' : autoExecution(model, prepared.tokens.length, prepared.decoderTokens?.length, options.onDemandAbove);
+  const chosen = execution === 'layers' ? 'layers' : autoExecution(model, prepared.tokens.length, { decoderTokens: prepared.decoderTokens?.length, onDemandAbove: options.onDemandAbove, memoryBudget: options.memoryBudget, dense: prepared.taps.attention });
   if (chosen === 'whole') return { trace: model.traceOf(prepared, await model.run(prepared.taps, prepared.inputs), options), execution: chosen };
   return { trace: await tracePreparedByLayers(model, prepared, { ...options, keepWeights: options.keepWeights ?? false }, options.onLayer), execution: chosen };
 }

@@ -192,6 +192,13 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
   private readonly unboundedPositions: boolean;
   /** The most tokens a dense trace of a model without a position limit takes (tracedTokenLimit); Infinity otherwise. */
   readonly denseTokenLimit: number;
+  private weightBytesMemo: number | undefined;
+
+  /** Bytes of every checkpoint tensor as float32 (what the runtime holds of them when it keeps every layer). */
+  get weightBytes(): number {
+    this.weightBytesMemo ??= this.weights.names().reduce((sum, name) => sum + this.weights.shape(name).reduce((a, b) => a * b, 1) * 4, 0);
+    return this.weightBytesMemo;
+  }
 
   constructor(parts: ModelParts<T>) {
     this.name = parts.name;
