@@ -111,15 +111,15 @@ function cycles(graph: Map<string, string[]>): string[][] {
   return found;
 }
 
-/** The chain of imports from `from` to a file importing a Node-only module, or null. */
-function nodePath(g: Graph, from: string): string[] | null {
+/** The chain of imports from `from` to a file importing a Node-only module (or one `bad` picks), or null. */
+function nodePath(g: Graph, from: string, bad: (spec: string) => boolean = isNodeOnly): string[] | null {
   const seen = new Set<string>([from]);
   const queue: string[][] = [[from]];
   while (queue.length > 0) {
     const path = queue.shift()!;
     const file = path[path.length - 1]!;
-    const bad = (g.external.get(file) ?? []).find(isNodeOnly);
-    if (bad) return [...path, bad];
+    const found = (g.external.get(file) ?? []).find(bad);
+    if (found) return [...path, found];
     for (const next of g.local.get(file) ?? []) {
       if (seen.has(next)) continue;
       seen.add(next);
@@ -153,6 +153,11 @@ describe('the import graph of src/', () => {
       return path ? [path.join(' → ')] : [];
     });
     expect(offenders).toEqual([]);
+  });
+
+  it("keeps the server's analysis worker threads off the native bindings (each thread loads analysis-worker.ts)", () => {
+    // Native bindings are not safe to load in several threads, and onnxruntime-node's cost ~0.2 s CPU a task there.
+    expect(nodePath(g, 'server/analysis-worker.ts', (spec) => NODE_ONLY_PACKAGES.has(packageName(spec)))).toBeNull();
   });
 
   it('never lets a model family file import another family file', () => {
