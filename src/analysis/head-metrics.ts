@@ -20,8 +20,9 @@
  * supported entries (row sums apart), float64 accumulation: two logarithms per entry (row entropy,
  * and the Jensen–Shannon term against the first layer) are most of the cost. The per-weight loops
  * run on a WebAssembly SIMD kernel where WebAssembly runs (wasm/head-kernel.as: four keys per step,
- * the quantiles' histogram and the layer mean in the same pass, a head's whole row loop in one
- * call, the first layer's rows read as float32 with their row sums; the few keys per row — self,
+ * each row in a few short loops while it is in the L1 cache — the two logarithms and the layer
+ * mean; the counts and the max; Σ w², the distance and the quantiles' histogram — a head's whole
+ * row loop in one call, the first layer's rows read as float32 with their row sums; the few keys per row — self,
  * sink, separators, punctuation — are read here), else on the JavaScript loops below (float64
  * throughout; their logarithm is fast-log.ts: absolute error ≤ 4.1e-16 · max(1, |log x|));
  * `kernel` chooses.

@@ -52,6 +52,13 @@ const KI: usize = memory.data<i32>([
   0x3f3504f3, 0x3f3504f3, 0x3f3504f3, 0x3f3504f3, // 0: √2/2 in float32 bits
   0, 1, 2, 3, // 16: lane numbers
 ], 16);
+// bins2's constants: the 19 bits after the sign (per float64 lane), 1 − BIN_BASE, 0, BINS − 1 (i32 lanes).
+const KB: usize = memory.data<i32>([
+  0x7ffff, 0, 0x7ffff, 0, // 0
+  1 - BIN_BASE, 1 - BIN_BASE, 1 - BIN_BASE, 1 - BIN_BASE, // 16
+  0, 0, 0, 0, // 32
+  BINS - 1, BINS - 1, BINS - 1, BINS - 1, // 48
+], 16);
 
 /**
  * Natural logarithm of four float32 lanes (each ≥ 0 and finite: renormalised weights). x = 2^e · y
@@ -185,22 +192,13 @@ export function binRange(hist: usize, out: usize): void {
 /**
  * The histogram bins (see `count`) of both lanes of a pair of weights ≥ 0, in i32x4 lanes 0 and 2
  * (the others 0): the float64's top 20 bits after the sign, less the base, clamped to the bins.
+ * The constants (KB) are the caller's, loaded once before its loop.
  */
 // @ts-ignore: decorator
-@inline function bins2(v: v128): v128 {
-  const top = v128.and(i64x2.shr_u(v, 44), i64x2.splat(0x7ffff));
-  const b = i32x4.add(top, i32x4.splat(1 - BIN_BASE));
-  return i32x4.min_s(i32x4.max_s(b, i32x4.splat(0)), i32x4.splat(BINS - 1));
+@inline function bins2(v: v128, top: v128, base: v128, floor: v128, ceil: v128): v128 {
+  const b = i32x4.add(v128.and(i64x2.shr_u(v, 44), top), base);
+  return i32x4.min_s(i32x4.max_s(b, floor), ceil);
 }
-
-/** Counts bin b (uint32 at hist) and keeps it as the `at`-th bin (bins, uint16). */
-// @ts-ignore: decorator
-@inline function countBin(hist: usize, bins: usize, at: i32, b: i32): void {
-  store<u16>(bins + (<usize>at << 1), <u16>b);
-  const h = hist + (<usize>b << 2);
-  store<u32>(h, load<u32>(h) + 1);
-}
-
 
 /**
  * The smallest float32 t ≥ 0 whose float64 product t · inv reaches thr (inv > 0 finite): a float32
@@ -236,40 +234,161 @@ function cutoff(thr: f64, inv: f64): f32 {
   masked: bool, js: bool, w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
   cut: f32, cutU: f32, pooled: usize, acc: usize, lm: usize, scale: f32, hist: usize, bins: usize,
 ): i32 {
-  const inv32 = f32x4.splat(<f32>inv);
-  const finv32 = f32x4.splat(<f32>finv);
+  // Separate passes over the row (it stays in the L1 cache), each with few values live: with every
+  // accumulator and constant in one loop, V8 kept most of them on the stack (x64 has 16 vector
+  // registers), loading and storing them at every step. Each accumulator sees the same operations
+  // in the same order as in one loop, so the same values.
+  const steps = (b - a + 3) >> 2;
+  const tail = tailMask(b - a - ((steps - 1) << 2));
+  logPass(masked, js, w, fw, supp, a, steps, tail, inv, finv, lm, scale, acc);
+  countPass(masked, w, supp, a, steps, tail, inv, cut, cutU, acc);
+  // A long row's histogram in the same loop as its moments (their float64 weights shared; the
+  // moments' additions wait on each other while the histogram's counting goes on).
+  if (!masked && pooled === 0 && hist !== 0) return momentHistPass(w, a, b, inv, qp, acc, hist, bins);
+  momentPass(masked, w, supp, a, steps, tail, inv, qp, acc);
+  return keepPass(masked, w, supp, a, b, steps, tail, inv, pooled, hist, bins);
+}
+
+/**
+ * momentPass and keepPass's histogram in one loop, for a row without holes whose weights are not
+ * pooled: the same operations in the same order (so the same values); returns b − a.
+ */
+// @ts-ignore: decorator
+@inline function momentHistPass(w: usize, a: i32, b: i32, inv: f64, qp: f64, acc: usize, hist: usize, bins: usize): i32 {
   const invv = f64x2.splat(inv);
   const qpv = f64x2.splat(qp);
-  const cutv = f32x4.splat(cut);
-  const cutUv = f32x4.splat(cutU);
-  const scv = f32x4.splat(scale);
   const four = f64x2.splat(4.0);
+  const top = v128.load(KB);
+  const base = v128.load(KB, 16);
+  const floor = v128.load(KB, 32);
+  const ceil = v128.load(KB, 48);
   const zero = f32x4.splat(0.0);
-  let hm = f64x2.splat(0.0);
-  let ent = f64x2.splat(0.0);
-  let mx = f32x4.splat(0.0);
-  let below = i32x4.splat(0);
-  let belowU = i32x4.splat(0);
   let zeros = i32x4.splat(0);
   let sq = f64x2.splat(0.0);
   let dist = f64x2.splat(0.0);
   let k0 = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
   let k1 = f64x2.add(k0, f64x2.splat(2.0));
-  const steps = (b - a + 3) >> 2;
+  const full = (b - a) >> 2;
+  let wp = w + (<usize>a << 2);
+  let bp = bins;
+  for (let i = 0; i < full; i++) {
+    const x = v128.load(wp);
+    const v0 = lowPair(x, invv);
+    const v1 = highPair(x, invv);
+    sq = f64x2.add(sq, sqStep(v0, v1));
+    dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));
+    k0 = f64x2.add(k0, four);
+    k1 = f64x2.add(k1, four);
+    histStep(v0, v1, hist, bp, top, base, floor, ceil);
+    zeros = i32x4.sub(zeros, f32x4.eq(x, zero));
+    wp += 16;
+    bp += 8;
+  }
+  let n = full << 2;
+  if (n < b - a) {
+    // The last keys: momentPass's last step (lanes past b masked), then counted one by one.
+    const x = v128.and(v128.load(wp), tailMask(b - a - n));
+    const v0 = lowPair(x, invv);
+    const v1 = highPair(x, invv);
+    sq = f64x2.add(sq, sqStep(v0, v1));
+    dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));
+    for (let k = a + n; k < b; k++) count(hist, bins, n++, <f64>load<f32>(w + (<usize>k << 2)) * inv);
+  }
+  const zs = hist + (<usize>BINS << 2);
+  store<u32>(zs, load<u32>(zs) + <u32>(i32x4.extract_lane(zeros, 0) + i32x4.extract_lane(zeros, 1) + i32x4.extract_lane(zeros, 2) + i32x4.extract_lane(zeros, 3)));
+  f64.store(acc, f64.load(acc, 48) + (f64x2.extract_lane(sq, 0) + f64x2.extract_lane(sq, 1)), 48);
+  f64.store(acc, f64.load(acc, 56) + (f64x2.extract_lane(dist, 0) + f64x2.extract_lane(dist, 1)), 56);
+  return b - a;
+}
+
+/**
+ * scanBody's logarithms: the row entropy Σ −v log v, v = w · inv in float32 (0 off the support),
+ * into acc 2; where js, the mixture term Σ −m log m, m = (u + v) / 2 in float32 with u = fw · finv
+ * (the first layer's weight renormalised as its own scan renormalised it), into acc 0; where lm is
+ * not 0, v · scale added to the float32 row at lm (past a row's end, 0 is added). The two
+ * logarithms of a step are independent (their latencies overlap).
+ */
+// @ts-ignore: decorator
+@inline function logPass(masked: bool, js: bool, w: usize, fw: usize, supp: usize, a: i32, steps: i32, tail: v128, inv: f64, finv: f64, lm: usize, scale: f32, acc: usize): void {
+  const inv32 = f32x4.splat(<f32>inv);
+  const finv32 = f32x4.splat(<f32>finv);
+  const scv = f32x4.splat(scale);
   const last = steps - 1;
-  const rem = b - a - (last << 2);
-  const tail = tailMask(rem);
+  let ent = f64x2.splat(0.0);
+  let hm = f64x2.splat(0.0);
   let wp = w + (<usize>a << 2);
   let fp = fw + (<usize>a << 2);
   let sp = supp + <usize>a;
   let lp = lm + (<usize>a << 2);
-  let n = 0;
+  let i = 0;
+  if (!masked) {
+    // Two steps at a time (their logarithms independent), in the same order of summation.
+    for (; i + 1 < last; i += 2) {
+      const v = f32x4.mul(v128.load(wp), inv32);
+      const v2 = f32x4.mul(v128.load(wp, 16), inv32);
+      ent = f64x2.sub(f64x2.sub(ent, xLogX4(v)), xLogX4(v2));
+      if (js) {
+        const m = f32x4.mul(f32x4.add(f32x4.mul(v128.load(fp), finv32), v), v128.load(KF, 32));
+        const m2 = f32x4.mul(f32x4.add(f32x4.mul(v128.load(fp, 16), finv32), v2), v128.load(KF, 32));
+        hm = f64x2.sub(f64x2.sub(hm, xLogX4(m)), xLogX4(m2));
+      }
+      if (lm !== 0) {
+        v128.store(lp, f32x4.add(v128.load(lp), f32x4.mul(v, scv)));
+        v128.store(lp, f32x4.add(v128.load(lp, 16), f32x4.mul(v2, scv)), 16);
+        lp += 32;
+      }
+      wp += 32;
+      fp += 32;
+      sp += 8;
+    }
+  }
+  for (; i < steps; i++) {
+    let x = v128.load(wp);
+    const m = stepMask(masked, i, last, tail, sp);
+    if (masked || i === last) x = v128.and(x, m);
+    const v = f32x4.mul(x, inv32);
+    ent = f64x2.sub(ent, xLogX4(v));
+    if (js) {
+      let u = v128.load(fp);
+      if (i === last) u = v128.and(u, m);
+      hm = f64x2.sub(hm, xLogX4(f32x4.mul(f32x4.add(f32x4.mul(u, finv32), v), v128.load(KF, 32))));
+    }
+    if (lm !== 0) {
+      v128.store(lp, f32x4.add(v128.load(lp), f32x4.mul(v, scv)));
+      lp += 16;
+    }
+    wp += 16;
+    fp += 16;
+    sp += 4;
+  }
+  if (js) f64.store(acc, f64x2.extract_lane(hm, 0) + f64x2.extract_lane(hm, 1));
+  f64.store(acc, f64x2.extract_lane(ent, 0) + f64x2.extract_lane(ent, 1), 16);
+}
+
+/** The lane mask of step i of a row (all ones; the tail's at the last step; and the support's where masked). */
+// @ts-ignore: decorator
+@inline function stepMask(masked: bool, i: i32, last: i32, tail: v128, sp: usize): v128 {
+  let m = i32x4.splat(-1);
+  if (i === last) m = tail;
+  if (masked) m = v128.and(m, mask4(sp));
+  return m;
+}
+
+/** scanBody's row max (max(w) · inv: accumulator 1) and counts below the cut-offs (3, 4: continued). */
+// @ts-ignore: decorator
+@inline function countPass(masked: bool, w: usize, supp: usize, a: i32, steps: i32, tail: v128, inv: f64, cut: f32, cutU: f32, acc: usize): void {
+  const cutv = f32x4.splat(cut);
+  const cutUv = f32x4.splat(cutU);
+  const last = steps - 1;
+  let mx = f32x4.splat(0.0);
+  let below = i32x4.splat(0);
+  let belowU = i32x4.splat(0);
+  let wp = w + (<usize>a << 2);
+  let sp = supp + <usize>a;
   for (let i = 0; i < steps; i++) {
     let x = v128.load(wp);
-    let m = i32x4.splat(-1);
     const cut4 = masked || i === last;
-    if (i === last) m = tail;
-    if (masked) m = v128.and(m, mask4(sp));
+    const m = stepMask(masked, i, last, tail, sp);
     if (cut4) x = v128.and(x, m);
     mx = f32x4.pmax(mx, x);
     let lt = f32x4.lt(x, cutv);
@@ -280,72 +399,155 @@ function cutoff(thr: f64, inv: f64): f32 {
     }
     below = i32x4.sub(below, lt);
     belowU = i32x4.sub(belowU, lu);
-    const v = f32x4.mul(x, inv32);
-    ent = f64x2.sub(ent, xLogX4(v));
-    if (js) {
-      // The first layer's weight renormalised as its own scan renormalised it (float32 w · finv).
-      let u = v128.load(fp);
-      if (i === last) u = v128.and(u, m);
-      hm = f64x2.sub(hm, xLogX4(f32x4.mul(f32x4.add(f32x4.mul(u, finv32), v), v128.load(KF, 32))));
-    }
-    // float64: the weights w · inv (pooled for the quantiles), Σ w², Σ w · |i − j|.
-    const v0 = f64x2.mul(f64x2.promote_low_f32x4(x), invv);
-    const v1 = f64x2.mul(f64x2.promote_low_f32x4(v128.shuffle<f32>(x, x, 2, 3, 2, 3)), invv);
-    sq = f64x2.add(sq, f64x2.add(f64x2.mul(v0, v0), f64x2.mul(v1, v1)));
-    dist = f64x2.add(dist, f64x2.add(f64x2.mul(v0, f64x2.abs(f64x2.sub(qpv, k0))), f64x2.mul(v1, f64x2.abs(f64x2.sub(qpv, k1)))));
-    k0 = f64x2.add(k0, four);
-    k1 = f64x2.add(k1, four);
-    // The layer's head mean: (w · inv) · scale in float32 (0 off the support; past a row's end, 0 is added).
-    if (lm !== 0) {
-      v128.store(lp, f32x4.add(v128.load(lp), f32x4.mul(v, scv)));
-      lp += 16;
-    }
-    // The weights of the support, in key order (the arrays have 32 bytes of padding at their end),
-    // and their histogram bins.
-    if (!masked) {
-      // (pooled 0: not kept; gatherRows reads the weights of the wanted bins from the rows.)
-      if (pooled !== 0) {
-        v128.store(pooled + (<usize>n << 3), v0);
-        v128.store(pooled + (<usize>n << 3), v1, 16);
-      }
-      if (hist !== 0) {
-        // The four bins computed in SIMD (lanes 0 and 2 of each pair); only the counting is per value.
-        const bb = v128.shuffle<i32>(bins2(v0), bins2(v1), 0, 2, 4, 6);
-        i64.store(bins + (<usize>n << 1), i64x2.extract_lane(i16x8.narrow_i32x4_u(bb, bb), 0));
-        let z = f32x4.eq(x, zero);
-        if (i === last) z = v128.and(z, m);
-        zeros = i32x4.sub(zeros, z);
-        countAt(hist, i32x4.extract_lane(bb, 0));
-        if (i !== last || rem > 1) countAt(hist, i32x4.extract_lane(bb, 1));
-        if (i !== last || rem > 2) countAt(hist, i32x4.extract_lane(bb, 2));
-        if (i !== last || rem > 3) countAt(hist, i32x4.extract_lane(bb, 3));
-      }
-      n += i === last ? rem : 4;
-    } else {
-      if (i32x4.extract_lane(m, 0) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v0, 0));
-      if (i32x4.extract_lane(m, 1) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v0, 1));
-      if (i32x4.extract_lane(m, 2) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v1, 0));
-      if (i32x4.extract_lane(m, 3) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v1, 1));
-    }
     wp += 16;
-    fp += 16;
     sp += 4;
-  }
-  if (!masked && hist !== 0) {
-    const zs = hist + (<usize>BINS << 2);
-    store<u32>(zs, load<u32>(zs) + <u32>(i32x4.extract_lane(zeros, 0) + i32x4.extract_lane(zeros, 1) + i32x4.extract_lane(zeros, 2) + i32x4.extract_lane(zeros, 3)));
   }
   const nBelow = i32x4.extract_lane(below, 0) + i32x4.extract_lane(below, 1) + i32x4.extract_lane(below, 2) + i32x4.extract_lane(below, 3);
   const nBelowU = i32x4.extract_lane(belowU, 0) + i32x4.extract_lane(belowU, 1) + i32x4.extract_lane(belowU, 2) + i32x4.extract_lane(belowU, 3);
   const top = max(max(f32x4.extract_lane(mx, 0), f32x4.extract_lane(mx, 1)), max(f32x4.extract_lane(mx, 2), f32x4.extract_lane(mx, 3)));
-  f64.store(acc, f64x2.extract_lane(hm, 0) + f64x2.extract_lane(hm, 1));
   f64.store(acc, <f64>top * inv, 8);
-  f64.store(acc, f64x2.extract_lane(ent, 0) + f64x2.extract_lane(ent, 1), 16);
   f64.store(acc, f64.load(acc, 24) + <f64>nBelow, 24);
   f64.store(acc, f64.load(acc, 32) + <f64>nBelowU, 32);
+}
+
+/** scanBody's Σ w² and Σ w · |i − j| (float64 w · inv; accumulators 6 and 7, continued). */
+// @ts-ignore: decorator
+@inline function momentPass(masked: bool, w: usize, supp: usize, a: i32, steps: i32, tail: v128, inv: f64, qp: f64, acc: usize): void {
+  const invv = f64x2.splat(inv);
+  const qpv = f64x2.splat(qp);
+  const four = f64x2.splat(4.0);
+  const last = steps - 1;
+  let sq = f64x2.splat(0.0);
+  let dist = f64x2.splat(0.0);
+  let k0 = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
+  let k1 = f64x2.add(k0, f64x2.splat(2.0));
+  let wp = w + (<usize>a << 2);
+  let sp = supp + <usize>a;
+  for (let i = 0; i < steps; i++) {
+    let x = v128.load(wp);
+    if (masked || i === last) x = v128.and(x, stepMask(masked, i, last, tail, sp));
+    const v0 = lowPair(x, invv);
+    const v1 = highPair(x, invv);
+    sq = f64x2.add(sq, sqStep(v0, v1));
+    dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));
+    k0 = f64x2.add(k0, four);
+    k1 = f64x2.add(k1, four);
+    wp += 16;
+    sp += 4;
+  }
   f64.store(acc, f64.load(acc, 48) + (f64x2.extract_lane(sq, 0) + f64x2.extract_lane(sq, 1)), 48);
   f64.store(acc, f64.load(acc, 56) + (f64x2.extract_lane(dist, 0) + f64x2.extract_lane(dist, 1)), 56);
+}
+
+/**
+ * scanBody's weights of the support (float64 w · inv, in key order) from pooled on where pooled is
+ * not 0, and their histogram bins where hist is not 0 (`count`); returns how many. A row without
+ * holes takes four keys per step (then its last keys one by one), each part in a loop of its own.
+ */
+// @ts-ignore: decorator
+@inline function keepPass(masked: bool, w: usize, supp: usize, a: i32, b: i32, steps: i32, tail: v128, inv: f64, pooled: usize, hist: usize, bins: usize): i32 {
+  if (masked) return keepMasked(w, supp, a, steps, tail, inv, pooled, hist, bins);
+  const full = (b - a) >> 2;
+  const invv = f64x2.splat(inv);
+  if (pooled !== 0) {
+    let wp = w + (<usize>a << 2);
+    let pp = pooled;
+    for (let i = 0; i < full; i++) {
+      const x = v128.load(wp);
+      v128.store(pp, lowPair(x, invv));
+      v128.store(pp, highPair(x, invv), 16);
+      wp += 16;
+      pp += 32;
+    }
+    for (let k = a + (full << 2); k < b; k++) {
+      f64.store(pp, <f64>load<f32>(w + (<usize>k << 2)) * inv);
+      pp += 8;
+    }
+  }
+  if (hist !== 0) {
+    // The four bins computed in SIMD; only the counting is per value. The constants are loaded
+    // once (a v128 constant in the loop is rebuilt from general registers at every step).
+    const top = v128.load(KB);
+    const base = v128.load(KB, 16);
+    const floor = v128.load(KB, 32);
+    const ceil = v128.load(KB, 48);
+    const zero = f32x4.splat(0.0);
+    let zeros = i32x4.splat(0);
+    let wp = w + (<usize>a << 2);
+    let bp = bins;
+    for (let i = 0; i < full; i++) {
+      const x = v128.load(wp);
+      const v0 = lowPair(x, invv);
+      const v1 = highPair(x, invv);
+      histStep(v0, v1, hist, bp, top, base, floor, ceil);
+      zeros = i32x4.sub(zeros, f32x4.eq(x, zero));
+      wp += 16;
+      bp += 8;
+    }
+    let n = full << 2;
+    for (let k = a + n; k < b; k++) count(hist, bins, n++, <f64>load<f32>(w + (<usize>k << 2)) * inv);
+    const zs = hist + (<usize>BINS << 2);
+    store<u32>(zs, load<u32>(zs) + <u32>(i32x4.extract_lane(zeros, 0) + i32x4.extract_lane(zeros, 1) + i32x4.extract_lane(zeros, 2) + i32x4.extract_lane(zeros, 3)));
+  }
+  return b - a;
+}
+
+/** keepPass for a row with holes in its support: its kept weights one by one. */
+// @ts-ignore: decorator
+@inline function keepMasked(w: usize, supp: usize, a: i32, steps: i32, tail: v128, inv: f64, pooled: usize, hist: usize, bins: usize): i32 {
+  const invv = f64x2.splat(inv);
+  const last = steps - 1;
+  let wp = w + (<usize>a << 2);
+  let sp = supp + <usize>a;
+  let n = 0;
+  for (let i = 0; i < steps; i++) {
+    const m = stepMask(true, i, last, tail, sp);
+    const x = v128.and(v128.load(wp), m);
+    const v0 = lowPair(x, invv);
+    const v1 = highPair(x, invv);
+    if (i32x4.extract_lane(m, 0) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v0, 0));
+    if (i32x4.extract_lane(m, 1) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v0, 1));
+    if (i32x4.extract_lane(m, 2) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v1, 0));
+    if (i32x4.extract_lane(m, 3) !== 0) n = keep(pooled, hist, bins, n, f64x2.extract_lane(v1, 1));
+    wp += 16;
+    sp += 4;
+  }
   return n;
+}
+
+/** The float64 weights w · inv of lanes 0 and 1 of four float32 weights x (exact promotion, one rounding). */
+// @ts-ignore: decorator
+@inline function lowPair(x: v128, invv: v128): v128 {
+  return f64x2.mul(f64x2.promote_low_f32x4(x), invv);
+}
+
+/** lowPair of lanes 2 and 3. */
+// @ts-ignore: decorator
+@inline function highPair(x: v128, invv: v128): v128 {
+  return f64x2.mul(f64x2.promote_low_f32x4(v128.shuffle<f32>(x, x, 2, 3, 2, 3)), invv);
+}
+
+/** A step's Σ w² of two float64 pairs (v0 keys k0, v1 keys k1). */
+// @ts-ignore: decorator
+@inline function sqStep(v0: v128, v1: v128): v128 {
+  return f64x2.add(f64x2.mul(v0, v0), f64x2.mul(v1, v1));
+}
+
+/** A step's Σ w · |i − j| of two float64 pairs (v0 at keys k0, v1 at keys k1; query at qpv). */
+// @ts-ignore: decorator
+@inline function distStep(v0: v128, v1: v128, qpv: v128, k0: v128, k1: v128): v128 {
+  return f64x2.add(f64x2.mul(v0, f64x2.abs(f64x2.sub(qpv, k0))), f64x2.mul(v1, f64x2.abs(f64x2.sub(qpv, k1))));
+}
+
+/** Four weights' histogram bins (bins2 of the pairs v0, v1) stored as uint16 at bp and counted in hist. */
+// @ts-ignore: decorator
+@inline function histStep(v0: v128, v1: v128, hist: usize, bp: usize, top: v128, base: v128, floor: v128, ceil: v128): void {
+  const bb = v128.shuffle<i32>(bins2(v0, top, base, floor, ceil), bins2(v1, top, base, floor, ceil), 0, 2, 4, 6);
+  i64.store(bp, i64x2.extract_lane(i16x8.narrow_i32x4_u(bb, bb), 0));
+  countAt(hist, i32x4.extract_lane(bb, 0));
+  countAt(hist, i32x4.extract_lane(bb, 1));
+  countAt(hist, i32x4.extract_lane(bb, 2));
+  countAt(hist, i32x4.extract_lane(bb, 3));
 }
 
 /** Adds one to bin b of the histogram (uint32 at hist). */
@@ -484,7 +686,15 @@ export function mixEntropy(x: usize, y: usize, a: i32, b: i32): f64 {
   let h = f64x2.splat(0.0);
   const steps = (b - a + 3) >> 2;
   const tail = tailMask(b - a - ((steps - 1) << 2));
-  for (let i = 0; i < steps; i++) {
+  let i = 0;
+  // Two steps at a time (their logarithms independent, their latencies overlap), summed in order.
+  for (; i + 1 < steps - 1; i += 2) {
+    const k = <usize>(a + (i << 2)) << 2;
+    const m = f32x4.mul(f32x4.add(v128.load(x + k), v128.load(y + k)), v128.load(KF, 32));
+    const m2 = f32x4.mul(f32x4.add(v128.load(x + k, 16), v128.load(y + k, 16)), v128.load(KF, 32));
+    h = f64x2.sub(f64x2.sub(h, xLogX4(m)), xLogX4(m2));
+  }
+  for (; i < steps; i++) {
     const k = <usize>(a + (i << 2)) << 2;
     let m = f32x4.mul(f32x4.add(v128.load(x + k), v128.load(y + k)), v128.load(KF, 32));
     if (i === steps - 1) m = v128.and(m, tail);
@@ -523,7 +733,15 @@ export function rowEntropy(w: usize, supp: usize, a: i32, b: i32, inv: f64): f64
   const inv32 = f32x4.splat(<f32>inv);
   const steps = (b - a + 3) >> 2;
   const tail = tailMask(b - a - ((steps - 1) << 2));
-  for (let i = 0; i < steps; i++) {
+  let i = 0;
+  // Without holes, two steps at a time (as mixEntropy), summed in order.
+  if (supp === 0) {
+    for (; i + 1 < steps - 1; i += 2) {
+      const p = w + (<usize>(a + (i << 2)) << 2);
+      h = f64x2.sub(f64x2.sub(h, xLogX4(f32x4.mul(v128.load(p), inv32))), xLogX4(f32x4.mul(v128.load(p, 16), inv32)));
+    }
+  }
+  for (; i < steps; i++) {
     const k = <usize>(a + (i << 2));
     let m = i === steps - 1 ? tail : i32x4.splat(-1);
     if (supp !== 0) m = v128.and(m, mask4(supp + k));
@@ -546,6 +764,14 @@ export function histogram(values: usize, n: i32, hist: usize, bins: usize): void
  * (advanced as they are written). Compares 8 bins at a time.
  */
 export function gatherBins(values: usize, bins: usize, n: i32, list: usize, count: i32, out: usize, cursor: usize): void {
+  // (At most 4 listed bins, the common case: half the comparisons.)
+  if (count <= 4) gatherBinsWith(true, values, bins, n, list, count, out, cursor);
+  else gatherBinsWith(false, values, bins, n, list, count, out, cursor);
+}
+
+/** gatherBins, comparing with the first 4 listed bins only where `few`. */
+// @ts-ignore: decorator
+@inline function gatherBinsWith(few: bool, values: usize, bins: usize, n: i32, list: usize, count: i32, out: usize, cursor: usize): void {
   let s0 = i16x8.splat(-1);
   let s1 = s0;
   let s2 = s0;
@@ -564,7 +790,7 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
   if (count > 7) s7 = i16x8.splat(load<i16>(list, 14));
   let i = 0;
   for (; i + 8 <= n; i += 8) {
-    const hit = hit8(v128.load(bins + (<usize>i << 1)), s0, s1, s2, s3, s4, s5, s6, s7);
+    const hit = hit8(few, v128.load(bins + (<usize>i << 1)), s0, s1, s2, s3, s4, s5, s6, s7);
     // Only the values whose bin is listed, in order (the bits of the lanes that hit).
     for (let bits = i16x8.bitmask(hit); bits !== 0; bits &= bits - 1) {
       const j = i + <i32>ctz(bits);
@@ -574,13 +800,12 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
   for (; i < n; i++) put(load<u16>(bins + (<usize>i << 1)), f64.load(values + (<usize>i << 3)), list, count, out, cursor);
 }
 
-/** The lanes of 8 uint16 bins b equal to one of the listed bins s0 … s7 (−1: none). */
+/** The lanes of 8 uint16 bins b equal to one of the listed bins s0 … s7 (−1: none; with `few`, s0 … s3 only). */
 // @ts-ignore: decorator
-@inline function hit8(b: v128, s0: v128, s1: v128, s2: v128, s3: v128, s4: v128, s5: v128, s6: v128, s7: v128): v128 {
-  return v128.or(
-    v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3))),
-    v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))),
-  );
+@inline function hit8(few: bool, b: v128, s0: v128, s1: v128, s2: v128, s3: v128, s4: v128, s5: v128, s6: v128, s7: v128): v128 {
+  const lo = v128.or(v128.or(i16x8.eq(b, s0), i16x8.eq(b, s1)), v128.or(i16x8.eq(b, s2), i16x8.eq(b, s3)));
+  if (few) return lo;
+  return v128.or(lo, v128.or(v128.or(i16x8.eq(b, s4), i16x8.eq(b, s5)), v128.or(i16x8.eq(b, s6), i16x8.eq(b, s7))));
 }
 
 /**
@@ -590,6 +815,13 @@ export function gatherBins(values: usize, bins: usize, n: i32, list: usize, coun
  * sum) and from pooled for the rest (the scan wrote those), their bins at bins.
  */
 export function gatherRows(args: usize, bins: usize, list: usize, count: i32, out: usize, cursor: usize): void {
+  if (count <= 4) gatherRowsWith(true, args, bins, list, count, out, cursor);
+  else gatherRowsWith(false, args, bins, list, count, out, cursor);
+}
+
+/** gatherRows, comparing with the first 4 listed bins only where `few`. */
+// @ts-ignore: decorator
+@inline function gatherRowsWith(few: bool, args: usize, bins: usize, list: usize, count: i32, out: usize, cursor: usize): void {
   const w = <usize>f64.load(args);
   const lo = <usize>f64.load(args, 24);
   const hi = <usize>f64.load(args, 32);
@@ -631,7 +863,7 @@ export function gatherRows(args: usize, bins: usize, list: usize, count: i32, ou
     const inv = 1.0 / f64.load(sums + (<usize>q << 3));
     let j = 0;
     for (; j + 8 <= n; j += 8) {
-      const hit = hit8(v128.load(bins + (<usize>(i + j) << 1)), s0, s1, s2, s3, s4, s5, s6, s7);
+      const hit = hit8(few, v128.load(bins + (<usize>(i + j) << 1)), s0, s1, s2, s3, s4, s5, s6, s7);
       for (let bits = i16x8.bitmask(hit); bits !== 0; bits &= bits - 1) {
         const t = j + <i32>ctz(bits);
         put(load<u16>(bins + (<usize>(i + t) << 1)), <f64>load<f32>(row + (<usize>t << 2)) * inv, list, count, out, cursor);
