@@ -116,13 +116,19 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const kT = g.transpose(k, [0, 1, 3, 2]);
   // The queries the product reads ('query-mul': already scaled).
   const qIn = a.scaleStyle === 'query-mul' ? (a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)))) : a.q;
-  /** softmax(scores)·V of the queries `q` (all, or a band of rows) with their rows of the bias. */
-  const rows = (q: Value, bias: Value | null | undefined, tapProbs: boolean): Value => {
+  /**
+   * softmax(scores)·V of the queries `q` (all, or a band of rows) with their rows of the bias; with
+   * `keyEnd`, over the keys before it only (a causal band: the keys after its last row are masked,
+   * their weights exactly 0).
+   */
+  const rows = (q: Value, bias: Value | null | undefined, tapProbs: boolean, keyEnd?: Value): Value => {
+    const kTi = keyEnd ? g.slice(kT, g.ints([0]), keyEnd, [3]) : kT;
+    const vi = keyEnd ? g.slice(v, g.ints([0]), keyEnd, [2]) : v;
     let scores: Value;
     if (a.scaleStyle === 'query-mul') {
-      scores = a.product ? a.product(q, kT) : g.matMul(q, kT);
+      scores = a.product ? a.product(q, kTi) : g.matMul(q, kTi);
     } else {
-      scores = g.matMul(q, kT);
+      scores = g.matMul(q, kTi);
       if (a.scale !== 1) {
         scores = a.scaleStyle === 'scores-div' ? g.div(scores, g.scalar(1 / a.scale)) : g.mul(scores, g.scalar(a.scale));
       }
@@ -130,7 +136,7 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
     if (bias) scores = g.add(scores, bias);
     const probs = g.softmax(scores, -1);
     tap(ctx, tapProbs, probs, `attention.${a.stack}.${a.layer}`);
-    return g.matMul(probs, v);
+    return g.matMul(probs, vi);
   };
   // Cross attention is not decomposed: its keys are the encoder's tokens, not the stream it adds to.
   if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, v);
@@ -310,14 +316,14 @@ function tapPositionBias(ctx: BuildContext, spec: BuiltBias, q: Value, k: Value,
 /**
  * Rows [start, end) of a causal mask with `window` for `queries` queries after `keys − queries`
  * cached keys: 0 where the query may read key j, the most negative float32 where not (what the fed
- * mask holds), as [rows, keys].
+ * mask holds), as [rows, keys] (or over the keys before `keyEnd` only: [rows, keyEnd]).
  */
-function bandMask(g: BuildContext['g'], start: Value, end: Value, queries: Value, keys: Value, window: number | null): Value {
+function bandMask(g: BuildContext['g'], start: Value, end: Value, queries: Value, keys: Value, window: number | null, keyEnd: Value = keys): Value {
   const past = g.sub(keys, queries);
   const scalar = (v: Value): Value => g.squeeze(v, [0]);
   const one = scalar(g.ints([1]));
   const qPos = g.unsqueeze(g.op('Range', [scalar(g.add(start, past)), scalar(g.add(end, past)), one]), [1]);
-  const kPos = g.unsqueeze(g.op('Range', [scalar(g.ints([0])), scalar(keys), one]), [0]);
+  const kPos = g.unsqueeze(g.op('Range', [scalar(g.ints([0])), scalar(keyEnd), one]), [0]);
   let masked = g.op('Greater', [kPos, qPos]);
   if (window !== null) masked = g.op('Or', [masked, g.op('GreaterOrEqual', [g.sub(qPos, kPos), g.ints([window])])]);
   return g.where(masked, g.scalar(MASKED), g.scalar(0));
@@ -328,11 +334,13 @@ function bandMask(g: BuildContext['g'], start: Value, end: Value, queries: Value
  * ones when n < bands), concatenated along the query axis. The bias and a fed mask are cut to the
  * band's rows where they have a query axis, and read whole where that axis is 1 (broadcast); a
  * causal mask from causalMaskInput and a bias from positionBias are built for the band's rows
- * (keys: the keys `k` [1, kv, keys, d]).
+ * (keys: the keys `k` [1, kv, keys, d]). Under a causal mask a band reads only the keys up to its
+ * last row's position (a query's later keys are masked: their weights are exactly 0 and add
+ * nothing), so a causal input's bands do about half the work of reading every key.
  */
 function queryBands(
   g: BuildContext['g'], q: Value, k: Value, bias: Value | null, mask: Value | null, bands: number,
-  rows: (q: Value, bias: Value | null, tapProbs: boolean) => Value,
+  rows: (q: Value, bias: Value | null, tapProbs: boolean, keyEnd?: Value) => Value,
 ): Value {
   const n = g.shape(q, 2, 3);
   const causal = mask ? CAUSAL_MASKS.get(mask) : undefined;
@@ -347,15 +355,18 @@ function queryBands(
   const built = bias ? POSITION_BIASES.get(bias) : undefined;
   const allKeys = built ? (keys ?? g.shape(k, 2, 3)) : null;
   const biasRows = built ? (start: Value, end: Value) => built.rows(start, end, n, allKeys!) : rowsOf(bias);
-  const maskRows = causal ? (start: Value, end: Value) => bandMask(g, start, end, n, keys!, causal.window) : rowsOf(mask);
   const bound = (i: number): Value => g.op('Div', [g.mul(n, g.ints([i])), g.ints([bands])]);
+  // A causal band's keys end after its last row's position (a cache's keys − n before the queries).
+  const past = keys ? g.sub(keys, n) : null;
   const parts: Value[] = [];
   let start = bound(0);
   for (let i = 1; i <= bands; i++) {
     const end = i === bands ? n : bound(i);
-    const b = biasRows?.(start, end) ?? null;
-    const m = maskRows?.(start, end) ?? null;
-    parts.push(rows(g.slice(q, start, end, [2]), b && m ? g.add(b, m) : (b ?? m), false));
+    const keyEnd = past ? g.add(end, past) : undefined;
+    let b = biasRows?.(start, end) ?? null;
+    if (b && keyEnd) b = g.slice(b, g.ints([0]), g.op('Min', [keyEnd, g.shape(b, -1)]), [-1]);
+    const m = causal ? bandMask(g, start, end, n, keys!, causal.window, keyEnd) : (rowsOf(mask)?.(start, end) ?? null);
+    parts.push(rows(g.slice(q, start, end, [2]), b && m ? g.add(b, m) : (b ?? m), false, keyEnd));
     start = end;
   }
   return g.concat(parts, 2);
