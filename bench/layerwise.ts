@@ -21,7 +21,9 @@
  * the real server (limits raised), the built app (npm run build); first with the model opened by
  * the request (cold), then warm (model and sessions open). "On screen": layer 0's heatmap fully
  * drawn. Prints where the time goes (server events, the page's marks; one clock). The trace
- * streams on demand, q/k first. `--whole` also waits for every layer.
+ * streams on demand, q/k first (the shown head's q/k before the rest of layer 0, where the server
+ * sends a head preview). Warm runs on new pages, then on one page with a new text typed each time.
+ * `--whole` also waits for every layer.
  *
  *   npx tsx bench/layerwise.ts [--limit 6] [--cases whole:1024,layers:1024,...]
  *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole]
@@ -191,19 +193,21 @@ interface PageMarks {
   drawn: number;
   /** Long tasks on the page's main thread (epoch ms start, ms). */
   longTasks: [number, number][];
+  /** Heatmaps of an earlier trace on the same page (not counted). */
+  earlier: WeakSet<Element>;
 }
 
 /** Installed in the page before its script: the heatmap canvas whose overview is drawn (data-overview="done"), and when. */
 function recordDrawn(): void {
   const w = window as unknown as { marks: PageMarks };
-  w.marks = { drawn: 0, longTasks: [] };
+  w.marks = { drawn: 0, longTasks: [], earlier: new WeakSet() };
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) w.marks.longTasks.push([performance.timeOrigin + e.startTime, e.duration]);
   }).observe({ type: 'longtask', buffered: true });
   new MutationObserver((list) => {
     for (const m of list) {
       const el = m.target as HTMLElement;
-      if (el.dataset.testid === 'heatmap-tiles' && el.dataset.overview === 'done' && w.marks.drawn === 0) w.marks.drawn = performance.timeOrigin + performance.now();
+      if (el.dataset.testid === 'heatmap-tiles' && el.dataset.overview === 'done' && w.marks.drawn === 0 && !w.marks.earlier.has(el)) w.marks.drawn = performance.timeOrigin + performance.now();
     }
   }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-overview'] });
 }
@@ -214,8 +218,14 @@ interface Timeline {
   request: number;
   /** The trace request at the server. */
   arrived: number;
-  /** The first segment (embeddings, layer 0's q/k) as the server reported it. */
+  /**
+   * What the page draws first as the server reported it: the head preview (the shown head's q/k
+   * of layer 0) when there was one, else the first segment (embeddings, layer 0's q/k).
+   */
   first: LayerEvent & { at: number; cpuMs: number };
+  /** With a preview: the first segment's own event (every head of layer 0), and when the page mounted it. */
+  layer0?: LayerEvent & { at: number; cpuMs: number };
+  layerMounted?: number;
   /** The page has the first layer frame (decoded). */
   received: number;
   /** The views were mounted on the first layer. */
@@ -248,16 +258,19 @@ async function timeline(page: Page, arrived: number, events: (LayerEvent & { at:
     const d = document.body.dataset;
     const w = window as unknown as { marks: PageMarks };
     const o = performance.timeOrigin;
-    return { drawn: w.marks.drawn, firstPaintAt: o + Number(d.firstPaintAt), firstPaintMs: Number(d.firstPaintMs), received: o + (performance.getEntriesByName('attnscope:first-layer').at(-1)?.startTime ?? NaN), done: o + Number(d.doneAt) };
+    // The first data the page drew from: the head preview when one came, else the first layer.
+    const first = performance.getEntriesByName('attnscope:preview').at(-1) ?? performance.getEntriesByName('attnscope:first-layer').at(-1);
+    return { drawn: w.marks.drawn, firstPaintAt: o + Number(d.firstPaintAt), firstPaintMs: Number(d.firstPaintMs), received: o + (first?.startTime ?? NaN), done: o + Number(d.doneAt), layerPaintAt: d.layerPaintAt ? o + Number(d.layerPaintAt) : undefined };
   });
   const request = m.firstPaintAt - m.firstPaintMs;
   console.log(await pageDiagnostics(page, m.firstPaintAt, m.drawn));
-  const first = events.find((e) => e.index === 0);
+  const layer0 = events.find((e) => e.index === 0 && !e.preview);
+  const first = events.find((e) => e.preview) ?? layer0;
   if (!first) throw new Error('the server reported no first segment');
-  return { request, arrived, first, received: m.received, mounted: m.firstPaintAt, drawn: m.drawn, done: m.done };
+  return { request, arrived, first, received: m.received, mounted: m.firstPaintAt, drawn: m.drawn, done: m.done, ...(first !== layer0 && layer0 ? { layer0, ...(m.layerPaintAt !== undefined && m.layerPaintAt > request ? { layerMounted: m.layerPaintAt } : {}) } : {}) };
 }
 
-const BREAKDOWN = ['request → server (+ model open when cold)', 'server: lease, cache, tokens checked, turn', 'tokenize (prepareRun)', 'layer 0 q/k: session', 'layer 0 q/k: run', 'frames encoded', 'transfer + page decode', 'first frame → views mounted', 'mounted → heatmap drawn'];
+const BREAKDOWN = ['request → server (+ model open when cold)', 'server: lease, cache, tokens checked, turn', 'tokenize (prepareRun)', 'first q/k (preview: one head): session', 'first q/k (preview: one head): run', 'frames encoded', 'transfer + page decode', 'first frame → views mounted', 'mounted → heatmap drawn'];
 
 /** Milliseconds of each part of BREAKDOWN, and request → drawn. */
 function parts(t: Timeline): { parts: number[]; requestToDrawn: number } {
@@ -287,7 +300,8 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
     await ensureAppCheckpoint(dir);
     console.log(`checkpoint ready in ${((performance.now() - t0) / 1000).toFixed(0)} s; load ${load()}`);
     const local = await loadModel(dir, { graphCache: false });
-    const texts = await Promise.all(Array.from({ length: runs + 1 }, (_, i) => textOf(local, n, i)));
+    // Cold, `runs` on new pages, and 1 + `runs` on one page (a cached text would not run the model).
+    const texts = await Promise.all(Array.from({ length: 2 * runs + 2 }, (_, i) => textOf(local, n, i)));
     await local.dispose();
     const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, memoryBudgetBytes: 7 * 2 ** 30, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
     // The server's side of the timeline: when a trace request comes, and each segment handed out.
@@ -295,12 +309,17 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
     let arrived = 0;
     let cpu0 = process.cpuUsage();
     let events: (LayerEvent & { at: number; cpuMs: number })[] = [];
+    /** Ends the trace request under way (the run stops after its segment), as closing its page does. */
+    let stopRequest = (): void => undefined;
     const openTrace = server.traces.open.bind(server.traces);
     server.traces.open = (req, signal) => {
       arrived = epoch();
       cpu0 = process.cpuUsage();
       events = [];
-      return openTrace(req, signal);
+      const own = new AbortController();
+      signal?.addEventListener('abort', () => own.abort(), { once: true });
+      stopRequest = () => own.abort();
+      return openTrace(req, own.signal);
     };
     server.traces.onLayerSent = (e) => {
       const cpu = process.cpuUsage(cpu0);
@@ -314,31 +333,66 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
        * Opens a new page on `text`, waits for its trace to be drawn (and, with --whole, every layer
        * in), then closes the page, which stops the run after its current segment.
        */
-      const measure = async (label: string, text: string) => {
+      const errors: string[] = [];
+      /** Waits until the page has drawn its trace of `text` (with --whole: every layer in) and records it as `label`. */
+      const drawn = async (page: Page, label: string, text: string) => {
+        await page.waitForFunction(() => (window as unknown as { marks: PageMarks }).marks.drawn > 0 || document.body.dataset.trace === 'error', null, { timeout: 1_800_000, polling: 50 });
+        if ((await page.evaluate(() => document.body.dataset.trace)) === 'error') throw new Error(`the app failed: ${await page.textContent('[data-testid=trace-error]')}`);
+        if (whole) await page.waitForFunction((t) => document.body.dataset.trace === 'done' && (JSON.parse(document.body.dataset.traced ?? '{}') as { text?: string }).text === t, text, { timeout: 1_800_000 });
+        const t = await timeline(page, arrived, events);
+        rows.push({ label, t, load: os.loadavg()[0]! });
+        if (errors.length) console.log(`page errors: ${errors.splice(0).join(' | ')}`);
+        const p = parts(t).parts;
+        const layer0 = t.layer0 && t.layerMounted ? `; with every head: layer 0 run ${ms(t.layer0.timing.run)}, request → mounted ${ms(t.layerMounted - t.request)}` : '';
+        console.log(`${label}: request → layer 0 drawn ${(parts(t).requestToDrawn / 1000).toFixed(2)} s (${BREAKDOWN.map((name, i) => `${name} ${ms(p[i]!)}`).join('; ')}; server CPU ${ms(t.first.cpuMs)} ms${layer0}); load ${load()}`);
+      };
+      /** A new page on `text`. */
+      const open = async (text: string) => {
         const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
         await page.addInitScript(recordDrawn);
-        const errors: string[] = [];
         page.on('pageerror', (e) => errors.push(e.message));
         const url = new URL(server.url);
         url.searchParams.set('model', 'folder:0/llama1b');
         url.searchParams.set('text', text);
         url.searchParams.set('view', 'heatmap');
         await page.goto(url.href);
-        await page.waitForFunction(() => (window as unknown as { marks: PageMarks }).marks.drawn > 0 || document.body.dataset.trace === 'error', null, { timeout: 1_800_000, polling: 50 });
-        if ((await page.evaluate(() => document.body.dataset.trace)) === 'error') throw new Error(`the app failed: ${await page.textContent('[data-testid=trace-error]')}`);
-        if (whole) await page.waitForFunction((t) => document.body.dataset.trace === 'done' && (JSON.parse(document.body.dataset.traced ?? '{}') as { text?: string }).text === t, text, { timeout: 1_800_000 });
-        const t = await timeline(page, arrived, events);
-        rows.push({ label, t, load: os.loadavg()[0]! });
-        if (errors.length) console.log(`page errors: ${errors.join(' | ')}`);
+        return page;
+      };
+      /** A new page on `text`, measured, then closed (which stops the run after its segment). */
+      const measure = async (label: string, text: string) => {
+        const page = await open(text);
+        await drawn(page, label, text);
         await page.close({ runBeforeUnload: false });
         await server.traces.settled();
-        const p = parts(t).parts;
-        console.log(`${label}: request → layer 0 drawn ${(parts(t).requestToDrawn / 1000).toFixed(2)} s (${BREAKDOWN.map((name, i) => `${name} ${ms(p[i]!)}`).join('; ')}; server CPU ${ms(t.first.cpuMs)} ms); load ${load()}`);
       };
       // Cold: the model opened by the page's request.
-      await measure('cold: model opened', texts[runs]!);
+      await measure('cold: model opened', texts[2 * runs + 1]!);
       // Warm: the model open, its sessions made by an earlier trace; a new page on another text.
       for (let i = 0; i < runs; i++) await measure(`warm ${i + 1}`, texts[i]!);
+      // Warm on one page (how the app is used): the page open on a text, then a new text typed
+      // (the request follows the app's edit pause). The trace before is stopped first (the run
+      // ends after its segment), as for a new page.
+      const page = await open(texts[runs]!);
+      await page.waitForFunction(() => (window as unknown as { marks: PageMarks }).marks.drawn > 0, null, { timeout: 1_800_000, polling: 50 });
+      for (let i = 0; i < runs; i++) {
+        // The user reads a moment (the rest of layer 0 comes and is drawn), then types.
+        await page.waitForTimeout(1500);
+        stopRequest();
+        await server.traces.settled();
+        const text = texts[runs + 1 + i]!;
+        await page.evaluate(() => {
+          const w = window as unknown as { marks: PageMarks };
+          w.marks.drawn = 0;
+          w.marks.longTasks = [];
+          document.querySelectorAll('[data-testid=heatmap-tiles]').forEach((el) => w.marks.earlier.add(el));
+        });
+        await page.fill('[data-testid=text-input]', text);
+        // The trace before ended in an error (stopped); the new one starts after the edit pause.
+        await page.waitForFunction(() => document.body.dataset.trace !== 'error', null, { timeout: 60_000, polling: 20 });
+        await drawn(page, `same page ${i + 1}`, text);
+      }
+      await page.close({ runBeforeUnload: false });
+      await server.traces.settled();
     } finally {
       await browser.close();
       await server.close();

@@ -6,12 +6,19 @@
  * no probabilities are sent, and the queries and keys are PyTorch's (reference.json). The
  * threshold is lowered to 0 tokens so a fixture's short text counts as long. No timing involved.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FrameReader, type Frame, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
+import { FrameReader, PREVIEW_TENSOR_INDEX, type Frame, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
 
 let server: RunningServer;
+
+/** The llama fixture's config.json (its head counts). */
+function llamaConfig(): { hidden_size: number; num_attention_heads: number; num_key_value_heads: number } {
+  return JSON.parse(readFileSync(join(FIXTURES, 'llama', 'config.json'), 'utf8')) as ReturnType<typeof llamaConfig>;
+}
 
 beforeAll(async () => {
   server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, env: { HF_HUB_OFFLINE: '1' }, graphCache: false, bundle: { js: '/* app */', css: '/* app */' } });
@@ -77,6 +84,89 @@ describe('serve: a long input streams q/k first', () => {
       }
     });
   }
+
+  it("a request naming a head gets that head's queries and its key head's keys of layer 0 first, before layer 0 is computed; not kept in the cache", async () => {
+    const ref = readReference('llama');
+    const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
+    const head = 3;
+    const events: string[] = [];
+    let got!: () => void;
+    const gotPreview = new Promise<void>((r) => (got = r));
+    server.traces.onLayerSent = async ({ index, preview }) => {
+      events.push(preview ? 'sent preview' : `computed segment ${index}`);
+      // The run goes on once the client has read the preview.
+      if (preview) await gotPreview;
+    };
+    const text = input.text;
+    const read = async (body: object): Promise<Frame[]> => {
+      const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text, ...body }) });
+      expect(res.status).toBe(200);
+      const reader = new FrameReader();
+      const frames: Frame[] = [];
+      const stream = res.body!.getReader();
+      for (;;) {
+        const { done, value } = await stream.read();
+        if (done) return frames;
+        for (const f of reader.push(value)) {
+          frames.push(f);
+          if (f.type === 'layer' && f.tensor >= PREVIEW_TENSOR_INDEX.keys) {
+            events.push(`received preview ${f.tensor === PREVIEW_TENSOR_INDEX.queries ? 'queries' : 'keys'}`);
+            if (f.tensor === PREVIEW_TENSOR_INDEX.keys) got();
+          }
+        }
+      }
+    };
+    const pause = server.traces.firstLayerPauseMs;
+    server.traces.firstLayerPauseMs = 0;
+    try {
+      // taps.qk (sent on demand anyway) makes it another request than the first test's, not in the cache yet.
+      const frames = await read({ head, taps: { qk: true } });
+      const declared = frames.filter((f): f is Extract<Frame, { type: 'tensor' }> => f.type === 'tensor' && f.value.head !== undefined).map((f) => f.value);
+      const n = input.input_ids.length;
+      const config = llamaConfig();
+      const heads = config.num_attention_heads;
+      const d = config.hidden_size / heads;
+      const kvHeads = config.num_key_value_heads;
+      const kvHead = Math.floor((head * kvHeads) / heads);
+      expect(declared).toEqual([
+        { kind: 'queries', stack: 'self', dims: [1, n, d], layers: 1, index: PREVIEW_TENSOR_INDEX.queries, head },
+        { kind: 'keys', stack: 'self', dims: [1, n, d], layers: 1, index: PREVIEW_TENSOR_INDEX.keys, head: kvHead },
+      ]);
+      // Sent (and read) before the first segment (every head of layer 0) was computed.
+      const segment0 = events.indexOf('computed segment 0');
+      expect(segment0).toBeGreaterThan(events.indexOf('received preview queries'));
+      expect(segment0).toBeGreaterThan(events.indexOf('received preview keys'));
+      expect(segment0).toBeGreaterThan(events.indexOf('sent preview'));
+      expect(events.indexOf('received preview queries')).toBeGreaterThanOrEqual(0);
+      const layerOf = (index: number) => frames.find((f): f is Extract<Frame, { type: 'layer' }> => f.type === 'layer' && f.tensor === index)!;
+      expect(layerOf(PREVIEW_TENSOR_INDEX.queries).layer).toBe(0);
+      // PyTorch's queries of that head and keys of its key head (reference.json).
+      expect(maxAbsDiff(layerOf(PREVIEW_TENSOR_INDEX.queries).values, flat((input.queries as unknown as number[][][][])[0]![head] as never))).toBeLessThanOrEqual(1e-4);
+      expect(maxAbsDiff(layerOf(PREVIEW_TENSOR_INDEX.keys).values, flat((input.keys as unknown as number[][][][])[0]![kvHead] as never))).toBeLessThanOrEqual(1e-4);
+      // The stream's own tensors are as without a preview: every layer's queries and keys follow.
+      const header = (frames[0] as { value: StreamHeader }).value;
+      expect(header.tensors.filter((t) => t.kind === 'attention')).toEqual([]);
+      expect(frames.filter((f) => f.type === 'layer' && f.tensor < PREVIEW_TENSOR_INDEX.keys)).toHaveLength(2 * (ref.attention.num_layers as number));
+      // The cached answer (the same text again) has no preview.
+      const again = await read({ head, taps: { qk: true } });
+      expect(again.some((f) => f.type === 'tensor' && f.value.head !== undefined)).toBe(false);
+      expect(again.filter((f) => f.type === 'layer')).toHaveLength(2 * (ref.attention.num_layers as number));
+    } finally {
+      server.traces.onLayerSent = undefined;
+      server.traces.firstLayerPauseMs = pause;
+    }
+  });
+
+  it('a head the model does not have is refused with 400 naming the field', async () => {
+    const heads = llamaConfig().num_attention_heads;
+    for (const [head, message] of [[heads, `head: an integer from 0 to ${heads - 1}`], [-1, 'head: an integer from 0 to 4095'], [1.5, 'head: an integer from 0 to 4095']] as const) {
+      const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text: 'a short text', head }) });
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { error: string; field: string };
+      expect(body.field).toBe('head');
+      expect(body.error).toContain(message);
+    }
+  });
 
   it('the pause after the first segment (the page drawing layer 0) ends at once when the request leaves: no second segment runs', async () => {
     const ref = readReference('llama');

@@ -22,9 +22,9 @@
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName, Token, Trace } from '../core/trace.js';
 import type { ExternalWeight } from '../graph/builder.js';
-import { encodeModel, type InitializerSpec } from '../graph/onnx-model.js';
-import { partitionByLayer, sharedSegmentForm, type GraphPartition, type SharedSegmentForm } from '../graph/partition.js';
-import type { TapRequest } from '../models/architecture.js';
+import { encodeModel, type GraphSpec, type InitializerSpec } from '../graph/onnx-model.js';
+import { headPreview, partitionByLayer, PREVIEW_COLUMNS, PREVIEW_KEYS, PREVIEW_QUERIES, sharedSegmentForm, type GraphPartition, type HeadPreviewSplit, type SharedSegmentForm } from '../graph/partition.js';
+import { tapName, type TapRequest } from '../models/architecture.js';
 import type { GraphSession, RuntimeTensor } from '../runtime/runtime.js';
 import { AUTO_WHOLE_BUDGET_BYTES, autoDenseTokens, checkMemoryBudget, wholeRunPeakBytes } from './attention-mode.js';
 import { tapsKey, type Model, type TraceOptions } from './model.js';
@@ -74,6 +74,16 @@ export interface LayerwiseOptions extends TraceOptions {
   /** Called once the input is prepared (tokens known), before the first layer runs. */
   onStart?: (prepared: PreparedRun) => void | Promise<void>;
   /**
+   * A q/k-first run (see qkFirst): before layer 0's queries and keys, compute only this query
+   * head's queries and its key head's keys (1/heads of the query projection, 1/kvHeads of the key
+   * projection) and hand them to `onPreview`; the rest of the first segment then computes every
+   * head as without a preview (from the embeddings and normed input the preview computed), so the
+   * layer outputs are the same. Models whose graph has no per-head form of its first queries and
+   * keys (see graph/partition.ts headPreview) run without a preview; `onPreview` is not called.
+   */
+  previewHead?: number;
+  onPreview?: (preview: HeadPreview) => void | Promise<void>;
+  /**
    * Keep the weights fed to shared segments loaded for the next run (default true: a server traces
    * the same model again). false reads each layer's weights just before it runs (the next layer's
    * while this one runs) and lets them go after it: one or two layers' weights in memory instead of
@@ -81,6 +91,22 @@ export interface LayerwiseOptions extends TraceOptions {
    * of ≈ 0.25 GB per layer per run.
    */
   keepWeights?: boolean;
+}
+
+/** One head's queries and keys of the first layer, before the rest of the layer (LayerwiseOptions.previewHead). */
+export interface HeadPreview {
+  stack: StackName;
+  layer: number;
+  /** Segments of the run (as LayerOutputs.count). */
+  count: number;
+  /** The query head, and the key head it reads (⌊head · kvHeads / heads⌋). */
+  head: number;
+  kvHead: number;
+  /** [1, 1, n, headDim] each, equal to that head's rows of the layer's `queries` / `keys` outputs to float32 rounding. */
+  queries: RuntimeTensor;
+  keys: RuntimeTensor;
+  /** Milliseconds getting its session and running it. */
+  ms: { session: number; run: number };
 }
 
 /** A prepared single forward pass (Model.prepareRun): tokens, graph inputs, taps, mask positions. */
@@ -142,6 +168,18 @@ interface LayerPlan {
   fixedSizes: ReadonlySet<number>;
   /** The graph inputs' declared shapes. */
   inputShapes: ReadonlyMap<string, readonly (number | string)[] | undefined>;
+  /**
+   * The first segment split for a one-head preview (q/k-first plans whose first segment has the
+   * pattern), with the sessions of both parts; undefined otherwise.
+   */
+  preview?: {
+    split: HeadPreviewSplit;
+    stack: StackName;
+    layer: number;
+    /** Every head's session (the head is an input): its key holds no input length. */
+    session(): Promise<GraphSession>;
+    rest(shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession>;
+  };
 }
 
 /**
@@ -204,19 +242,23 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
   // deterministic) and released once more after the last segment.
   const readers = (list: readonly ExternalWeight[]): Map<string, ExternalWeight> => new Map(list.map((w) => [w.path, w]));
   let weights: Map<string, ExternalWeight> | null = readers(external);
-  const make = async (index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession> => {
-    const seg = partition.segments[index]!;
+  /** A session of `graph` (a segment, or a part of the first one) with its carried inputs shaped `shapes`. */
+  const open = async (graph: GraphSpec, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession> => {
     const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
     const segExternal: ExternalWeight[] = [];
-    for (const t of seg.graph.initializers) {
+    for (const t of graph.initializers) {
       const ext = t.external ? w.get(t.external.location) : undefined;
       if (ext) segExternal.push(ext);
     }
-    const inputs = seg.graph.inputs.map((i) => (shapes.has(i.name) ? { ...i, shape: shapes.get(i.name)! } : i));
-    const session = await model.openBuilt({ model: encodeModel({ ...seg.graph, inputs }), external: segExternal }, { spinning: false, arena: false });
+    const inputs = graph.inputs.map((i) => (shapes.has(i.name) ? { ...i, shape: shapes.get(i.name)! } : i));
+    return model.openBuilt({ model: encodeModel({ ...graph, inputs }), external: segExternal }, { spinning: false, arena: false });
+  };
+  const make = async (index: number, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession> => {
+    const session = await open(partition.segments[index]!.graph, shapes);
     if (index === count - 1) weights = null;
     return session;
   };
+  const preview = qkFirst ? previewOf(model, partition) : undefined;
   // Segments computing the same graph on other weights (the layers of a stack) share one session,
   // fed each segment's weights: one arena reused from layer to layer (a session per layer either
   // keeps its own arena, which grows memory with the layers, or allocates its buffers afresh on
@@ -265,6 +307,18 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
     fixedSizes,
     inputShapes: new Map(graph.inputs.map((i) => [i.name, i.shape] as const)),
     forms,
+    ...(preview
+      ? {
+          preview: {
+            ...preview,
+            session: () => model.cachedSession(`${key}#layer-preview`, () => open(preview.split.preview, new Map())),
+            rest: (shapes) => {
+              const signature = [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
+              return model.cachedSession(`${key}#layer-preview-rest ${signature}`, () => open(preview.split.rest, shapes));
+            },
+          },
+        }
+      : {}),
     session: (index, shapes) => {
       const signature = [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
       return model.cachedSession(`${key}#layer-segment ${index}/${count} ${signature}`, () => make(index, shapes));
@@ -295,6 +349,19 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
       return feeds;
     },
   };
+}
+
+/** The first segment's one-head split, when it computes one layer's queries and keys in the pattern headPreview knows. */
+function previewOf(model: Model, partition: GraphPartition): { split: HeadPreviewSplit; stack: StackName; layer: number } | undefined {
+  const first = partition.segments[0];
+  if (!first || first.layers.length !== 1 || partition.segments.length < 2) return undefined;
+  const { stack, layer } = parseKey(first.layers[0]!);
+  const queries = tapName('queries', stack, layer);
+  const keys = tapName('keys', stack, layer);
+  if (!first.outputs.includes(queries) || !first.outputs.includes(keys)) return undefined;
+  const info = model.architectureInfo;
+  const split = headPreview(first, { queries, keys, heads: info.stackHeads?.[stack] ?? info.numHeads, kvHeads: info.numKeyValueHeads, headDim: info.headDim });
+  return split && { split, stack, layer };
 }
 
 /** Encoder-decoders without a decoder input generate: not one forward pass to cut by layer. */
@@ -340,9 +407,31 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
     feeds.catch(() => undefined); // awaited (and its error raised) when segment s runs
     pending = { index: s, feeds };
   };
+  const preview = options.previewHead !== undefined && options.onPreview ? plan.preview : undefined;
   for (let s = 0; s < segments.length; s++) {
     if (signal?.aborted) throw new LayerRunCancelled(s);
     const seg = segments[s]!;
+    if (s === 0 && preview) {
+      // One head's queries and keys first; the rest of the segment reads what the preview handed on.
+      await runPreview(preview, segments.length, fed, carried, options.previewHead!, model, options.onPreview!);
+      if (signal?.aborted) throw new LayerRunCancelled(s);
+      const shapes = carriedShapes(plan, fed, preview.split.rest.inputs.filter((i) => carried.has(i.name)).map((i) => i.name), carried);
+      const t0 = performance.now();
+      const session = await preview.rest(shapes);
+      const feeds: Record<string, RuntimeTensor> = {};
+      for (const i of preview.split.rest.inputs) feeds[i.name] = (fed[i.name] ?? carried.get(i.name))!;
+      prefetch(s + 1);
+      const t1 = performance.now();
+      const out = await session.run(feeds, preview.split.rest.outputs.map((o) => o.name));
+      const ms = { session: t1 - t0, run: performance.now() - t1 };
+      for (const name of seg.carriedOut) if (out[name]) carried.set(name, out[name]);
+      // What only the rest read of the preview's values.
+      for (const name of preview.split.handed) if (!seg.carriedOut.includes(name)) carried.delete(name);
+      const outputs: Record<string, RuntimeTensor> = {};
+      for (const name of seg.outputs) outputs[name] = out[name]!;
+      await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: false, ms });
+      continue;
+    }
     const feeds: Record<string, RuntimeTensor> = {};
     for (const i of seg.graph.inputs) {
       const v = fed[i.name] ?? carried.get(i.name);
@@ -379,6 +468,25 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
     await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: own !== undefined, ms });
   }
   return segments.length;
+}
+
+/** Runs the one-head preview of the first segment: its outputs to `onPreview`, what it hands on into `carried`. */
+async function runPreview(preview: NonNullable<LayerPlan['preview']>, count: number, fed: Readonly<Record<string, RuntimeTensor>>, carried: Map<string, RuntimeTensor>, head: number, model: Model, onPreview: NonNullable<LayerwiseOptions['onPreview']>): Promise<void> {
+  const info = model.architectureInfo;
+  const heads = info.stackHeads?.[preview.stack] ?? info.numHeads;
+  if (!Number.isInteger(head) || head < 0 || head >= heads) throw new AttnscopeError(`previewHead: ${head} is not a head of ${model.name} (0 to ${heads - 1})`);
+  const kvHead = Math.floor((head * info.numKeyValueHeads) / heads);
+  const d = info.headDim;
+  const columns = (h: number): RuntimeTensor => ({ type: 'int64', dims: [d], data: BigInt64Array.from({ length: d }, (_, i) => BigInt(h * d + i)) });
+  const t0 = performance.now();
+  const session = await preview.session();
+  const feeds: Record<string, RuntimeTensor> = { [PREVIEW_COLUMNS.queries]: columns(head), [PREVIEW_COLUMNS.keys]: columns(kvHead) };
+  for (const i of preview.split.preview.inputs) if (!(i.name in feeds)) feeds[i.name] = fed[i.name]!;
+  const t1 = performance.now();
+  const out = await session.run(feeds, preview.split.preview.outputs.map((o) => o.name));
+  const ms = { session: t1 - t0, run: performance.now() - t1 };
+  for (const name of preview.split.handed) carried.set(name, out[name]!);
+  await onPreview({ stack: preview.stack, layer: preview.layer, count, head, kvHead, queries: out[PREVIEW_QUERIES]!, keys: out[PREVIEW_KEYS]!, ms });
 }
 
 /**

@@ -400,3 +400,233 @@ export function sharedSegmentForm(graph: GraphSpec, isWeight: (t: InitializerSpe
     weights,
   };
 }
+
+/** What `headPreview` needs to know of a segment's queries and keys. */
+export interface HeadPreviewSpec {
+  /** The graph outputs holding the layer's queries [1, heads, n, d] and keys [1, kvHeads, n, d]. */
+  queries: string;
+  keys: string;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+}
+
+/**
+ * A segment split for a one-head preview: `preview` computes one query head's queries and one key
+ * head's keys (outputs `preview.queries`, `preview.keys`, each [1, 1, n, d]) and what the rest of
+ * the segment reads of the nodes it shares with it (`handed`: the embeddings, the normed input);
+ * `rest` is the segment without those shared nodes, reading `handed` as inputs. Which head: the
+ * int64 [d] inputs `preview.columns.queries` and `preview.columns.keys` hold the columns of the
+ * projection weights (head h: h·d … h·d + d − 1), gathered before the (much smaller) product, so
+ * that one session serves every head.
+ */
+export interface HeadPreviewSplit {
+  preview: GraphSpec;
+  rest: GraphSpec;
+  handed: string[];
+}
+
+export const PREVIEW_QUERIES = 'preview.queries';
+export const PREVIEW_KEYS = 'preview.keys';
+export const PREVIEW_COLUMNS = { queries: 'preview.columns.queries', keys: 'preview.columns.keys' } as const;
+
+/** Ops that act on each head's rows on their own (after the split into heads), with the axis they may take. */
+const PER_HEAD_OPS = new Set(['Identity', 'Add', 'Sub', 'Mul', 'Div', 'Neg', 'Sqrt', 'Reciprocal', 'Pow', 'Cast', 'Split', 'Concat', 'ReduceMean']);
+
+/**
+ * The preview split of `segment` (see HeadPreviewSplit), or undefined when its queries or keys do
+ * not come from the pattern it knows: a projection `MatMul(x, W)` (+ a bias), reshaped to
+ * [.., heads, d] and transposed to [1, heads, n, d], then only ops within each head's rows
+ * (rotary embedding, per-head norms) whose other inputs are the same for every head.
+ */
+export function headPreview(segment: GraphSegment, spec: HeadPreviewSpec): HeadPreviewSplit | undefined {
+  const graph = segment.graph;
+  const producer = new Map<string, NodeSpec>();
+  for (const n of graph.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const inits = new Map(graph.initializers.map((t) => [t.name, t] as const));
+  const inputs = new Map(graph.inputs.map((i) => [i.name, i] as const));
+  const intValues = (name: string): number[] | undefined => {
+    const t = inits.get(name);
+    if (!t || t.type !== 'int64' || !t.raw) return undefined;
+    const copy = t.raw.slice();
+    return Array.from(new BigInt64Array(copy.buffer, 0, copy.byteLength / 8), Number);
+  };
+  /** The initializer a value is, or is a Cast (or Identity) of. */
+  const initializerOf = (name: string): InitializerSpec | undefined => {
+    const t = inits.get(name);
+    if (t) return t;
+    const p = producer.get(name);
+    return p && (p.opType === 'Cast' || p.opType === 'Identity') ? initializerOf(p.inputs[0]!) : undefined;
+  };
+  /** The same for every head: an initializer (or a Cast of one) of rank ≤ 2 or [·, 1, ·, ·], or a graph input shaped [·, 1, ·, ·]. */
+  const sharedByHeads = (name: string): boolean => {
+    const t = inits.get(name);
+    if (t) return t.dims.length <= 2 || (t.dims.length === 4 && t.dims[1] === 1);
+    const i = inputs.get(name);
+    if (i) return i.shape !== undefined && (i.shape.length <= 2 || (i.shape.length === 4 && i.shape[1] === 1));
+    const p = producer.get(name);
+    return p !== undefined && (p.opType === 'Cast' || p.opType === 'Identity') && sharedByHeads(p.inputs[0]!);
+  };
+  /** A constant value: an initializer or computed from initializers only. */
+  const constants = new Map<string, boolean>();
+  const constantValue = (name: string): boolean => {
+    let c = constants.get(name);
+    if (c === undefined) constants.set(name, (c = inits.has(name) || (producer.has(name) && producer.get(name)!.inputs.every((x) => x === '' || constantValue(x)))));
+    return c;
+  };
+  interface Projection { matmul: NodeSpec; bias?: NodeSpec; reshape: NodeSpec; transpose: NodeSpec; chain: NodeSpec[]; x: string }
+  const trace = (output: string, heads: number): Projection | undefined => {
+    const chain: NodeSpec[] = [];
+    const seen = new Set<NodeSpec>();
+    let root: Omit<Projection, 'chain'> | undefined;
+    const walk = (value: string): boolean => {
+      const n = producer.get(value);
+      if (!n) return false;
+      if (seen.has(n)) return true;
+      seen.add(n);
+      if (n.opType === 'Transpose') {
+        const perm = n.attributes?.perm;
+        const reshape = producer.get(n.inputs[0]!);
+        if (root || !Array.isArray(perm) || perm.join() !== '0,2,1,3' || reshape?.opType !== 'Reshape') return false;
+        const shape = intValues(reshape.inputs[1]!);
+        if (!shape || shape.length !== 4 || shape[2] !== heads || shape[3] !== spec.headDim) return false;
+        let proj = producer.get(reshape.inputs[0]!);
+        let bias: NodeSpec | undefined;
+        if (proj?.opType === 'Add') {
+          bias = proj;
+          const [a, b] = proj.inputs;
+          const biasValue = constantValue(b!) ? b! : a!;
+          const t = initializerOf(biasValue);
+          if (!t || t.dims.length !== 1 || t.dims[0] !== heads * spec.headDim) return false;
+          proj = producer.get(biasValue === b ? a! : b!);
+        }
+        if (proj?.opType !== 'MatMul' || !constantValue(proj.inputs[1]!)) return false;
+        root = { matmul: proj, ...(bias ? { bias } : {}), reshape, transpose: n, x: proj.inputs[0]! };
+        return true;
+      }
+      if (!PER_HEAD_OPS.has(n.opType) || n.outputs.length > 2) return false;
+      if (n.opType === 'Split' || n.opType === 'Concat') {
+        const axis = n.attributes?.axis;
+        if (axis !== 3 && axis !== -1) return false;
+      }
+      if (n.opType === 'ReduceMean') {
+        const axes = n.attributes?.axes ?? intValues(n.inputs[1] ?? '');
+        if (!Array.isArray(axes) || axes.length !== 1 || (axes[0] !== 3 && axes[0] !== -1)) return false;
+      }
+      let onChain = 0;
+      for (const [i, x] of n.inputs.entries()) {
+        if (x === '') continue;
+        if ((n.opType === 'Split' || n.opType === 'ReduceMean') && i > 0) {
+          if (!inits.has(x)) return false;
+          continue;
+        }
+        if (sharedByHeads(x)) continue;
+        if (!walk(x)) return false;
+        onChain++;
+      }
+      if (onChain === 0) return false;
+      chain.push(n);
+      return true;
+    };
+    if (!walk(output) || !root) return undefined;
+    // In graph order (the walk found them last first).
+    const order = new Map(graph.nodes.map((n, i) => [n, i] as const));
+    chain.sort((a, b) => order.get(a)! - order.get(b)!);
+    return { ...root, chain: chain.filter((n) => n !== root!.transpose) };
+  };
+  const q = trace(spec.queries, spec.heads);
+  const k = trace(spec.keys, spec.kvHeads);
+  if (!q || !k) return undefined;
+
+  // The nodes both need before their projections (embeddings, the input norm), with their constants.
+  const ancestors = (names: readonly string[]): Set<NodeSpec> => {
+    const found = new Set<NodeSpec>();
+    const visit = (name: string): void => {
+      const n = producer.get(name);
+      if (!n || found.has(n)) return;
+      found.add(n);
+      for (const x of n.inputs) if (x !== '') visit(x);
+    };
+    names.forEach(visit);
+    return found;
+  };
+  const prefix = ancestors([q.x, k.x]);
+  // The weights' own nodes (a 16-bit weight's Cast, a transpose): constants, also in the preview.
+  const weightNodes = ancestors([q, k].flatMap((p) => [p.matmul.inputs[1]!, ...(p.bias ? p.bias.inputs : [])]));
+  // A constant node stays in the rest too (repeated, as partitionByLayer does); computed ones move.
+  const moved = new Set([...prefix].filter((n) => !n.outputs.every((o) => constantValue(o))));
+  const segmentOutputs = new Set(segment.outputs);
+  if ([...moved].some((n) => n.outputs.some((o) => segmentOutputs.has(o)))) return undefined;
+  // The rest: the nodes not moved, and of the constant ones only those it still reads (not the embedding table's Cast).
+  const needed = new Set<NodeSpec>();
+  const need = (name: string): void => {
+    const n = producer.get(name);
+    if (!n || needed.has(n) || moved.has(n)) return;
+    needed.add(n);
+    for (const x of n.inputs) if (x !== '') need(x);
+  };
+  for (const n of graph.nodes) if (!moved.has(n) && !n.outputs.every((o) => constantValue(o))) for (const o of n.outputs) need(o);
+  const restNodes = graph.nodes.filter((n) => needed.has(n));
+  const restReads = new Set(restNodes.flatMap((n) => n.inputs));
+  const carriedOut = new Set(segment.carriedOut);
+  const handed = [...moved].flatMap((n) => n.outputs).filter((o) => o !== '' && (restReads.has(o) || carriedOut.has(o)));
+
+  // The preview: the prefix, then per projection the gathered columns, the product, the reshape into one head and the per-head ops.
+  const types = valueTypes(graph);
+  const nodes: NodeSpec[] = graph.nodes.filter((n) => prefix.has(n) || (weightNodes.has(n) && n.outputs.every((o) => constantValue(o))));
+  const extra: InitializerSpec[] = [];
+  const headOf = (p: Projection, tag: 'queries' | 'keys', output: string): void => {
+    const rename = new Map<string, string>();
+    const name = (v: string) => rename.get(v) ?? v;
+    const own = (v: string) => {
+      const r = `${v}#${tag}`;
+      rename.set(v, r);
+      return r;
+    };
+    const w = `${p.matmul.inputs[1]!}#${tag}-columns`;
+    nodes.push({ opType: 'Gather', name: `${w}.gather`, inputs: [p.matmul.inputs[1]!, PREVIEW_COLUMNS[tag]], outputs: [w], attributes: { axis: 1 } });
+    nodes.push({ ...p.matmul, name: `${p.matmul.name}#${tag}`, inputs: [p.x, w], outputs: [own(p.matmul.outputs[0]!)] });
+    if (p.bias) {
+      const [a, b] = p.bias.inputs;
+      const biasValue = a === p.matmul.outputs[0] ? b! : a!;
+      const cut = `${biasValue}#${tag}-columns`;
+      nodes.push({ opType: 'Gather', name: `${cut}.gather`, inputs: [biasValue, PREVIEW_COLUMNS[tag]], outputs: [cut], attributes: { axis: 0 } });
+      nodes.push({ ...p.bias, name: `${p.bias.name}#${tag}`, inputs: [name(p.matmul.outputs[0]!), cut], outputs: [own(p.bias.outputs[0]!)] });
+    }
+    const shape = intValues(p.reshape.inputs[1]!)!;
+    const shapeName = `${p.reshape.inputs[1]!}#one-head`;
+    extra.push({ name: shapeName, type: 'int64', dims: [4], raw: new Uint8Array(BigInt64Array.from([shape[0]!, shape[1]!, 1, shape[3]!].map(BigInt)).buffer) });
+    nodes.push({ ...p.reshape, name: `${p.reshape.name}#${tag}`, inputs: [name(p.reshape.inputs[0]!), shapeName], outputs: [own(p.reshape.outputs[0]!)] });
+    for (const n of [p.transpose, ...p.chain]) nodes.push({ ...n, name: `${n.name}#${tag}`, inputs: n.inputs.map(name), outputs: n.outputs.map((o) => (o === '' ? o : own(o))) });
+    nodes.push({ opType: 'Identity', name: `${output}.identity`, inputs: [name(tag === 'queries' ? spec.queries : spec.keys)], outputs: [output] });
+  };
+  headOf(q, 'queries', PREVIEW_QUERIES);
+  headOf(k, 'keys', PREVIEW_KEYS);
+  const reads = new Set(nodes.flatMap((n) => n.inputs));
+  const outputType = (name: string) => types.get(name) ?? 'float32';
+  const preview: GraphSpec = {
+    name: `${graph.name}.preview`,
+    nodes,
+    initializers: [...graph.initializers.filter((t) => reads.has(t.name)), ...extra],
+    inputs: [
+      ...graph.inputs.filter((i) => reads.has(i.name)),
+      { name: PREVIEW_COLUMNS.queries, type: 'int64', shape: [spec.headDim] },
+      { name: PREVIEW_COLUMNS.keys, type: 'int64', shape: [spec.headDim] },
+    ],
+    outputs: [
+      { name: PREVIEW_QUERIES, type: outputType(spec.queries), shape: [1, 1, 'seq', spec.headDim] },
+      { name: PREVIEW_KEYS, type: outputType(spec.keys), shape: [1, 1, 'seq', spec.headDim] },
+      ...handed.map((name) => ({ name, type: types.get(name)! })),
+    ],
+    opsetVersion: graph.opsetVersion,
+  };
+  const rest: GraphSpec = {
+    name: `${graph.name}.rest`,
+    nodes: restNodes,
+    initializers: graph.initializers.filter((t) => restReads.has(t.name)),
+    inputs: [...graph.inputs.filter((i) => restReads.has(i.name)), ...handed.filter((h) => restReads.has(h)).map((name) => ({ name, type: types.get(name)! }))],
+    outputs: graph.outputs.filter((o) => !handed.includes(o.name)),
+    opsetVersion: graph.opsetVersion,
+  };
+  return { preview, rest, handed };
+}

@@ -87,6 +87,12 @@ export interface TraceRequest {
   /** Encoder-decoder models without a decoder text: how many tokens to generate (default 20). */
   maxNewTokens?: number;
   taps?: TraceTaps;
+  /**
+   * The query head the page shows first. A stream on demand then sends that head's queries and its
+   * key head's keys of layer 0 first (tensors declared with `head`, see TensorDeclaration), computed
+   * before the rest of the layer, where the model's graph allows (Llama-style q/k projections).
+   */
+  head?: number;
 }
 
 /** Every error the API sends: one line naming the field and what is allowed. */
@@ -138,10 +144,20 @@ export interface StreamHeader {
   streaming: 'after-run' | 'per-layer';
 }
 
-/** A tensor declared after the header: it takes the next index (header tensors first, then declarations in order). */
+/**
+ * A tensor declared after the header: it takes the next index (header tensors first, then
+ * declarations in order). With `head` (requests naming a `head`): a preview of one layer's one
+ * head, not a tensor of the stream — queries of query head `head` or keys of key head `head`, dims
+ * [1, n, headDim], sent in one layer frame (its `layer` is the layer) under an index above every
+ * stream tensor's (PREVIEW_TENSOR_INDEX); the whole layer's tensors follow as usual.
+ */
 export interface TensorDeclaration extends StreamTensor {
   index: number;
+  head?: number;
 }
+
+/** Indices of a head preview's queries and keys (TensorDeclaration.head), apart from the stream's tensors. */
+export const PREVIEW_TENSOR_INDEX = { queries: 255, keys: 254 } as const;
 
 export interface PredictionsFrame {
   predictions: Prediction[];

@@ -11,13 +11,15 @@
  * appends text runs only the new tokens. Generation (encoder-decoders without a decoder text) and
  * causal texts extending a kept prefix (append.ts) return every layer at the end of their run,
  * then streamed one frame each (`streaming: 'after-run'`). Finished answers are kept in the cache
- * as the frames they sent.
+ * as the frames they sent. A request naming a `head` gets, in an on-demand stream, that head's
+ * queries and keys of layer 0 before the layer itself (engine/layerwise.ts previewHead; not kept in
+ * the cache).
  */
 import { AttnscopeError } from '../core/errors.js';
 import { expandBias, scoresWithoutPositionBias } from '../core/position-bias.js';
 import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { toFloat32 } from '../engine/assemble.js';
-import { traceLayers, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
+import { traceLayers, type HeadPreview, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
 import { tapName, type ArchitectureInfo } from '../models/architecture.js';
 import { relativeBiasOutput } from '../models/attention.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
@@ -27,8 +29,9 @@ import { AppendCache, appendable, type AppendRequest } from './append.js';
 import { Gate } from './gate.js';
 import { ByteLru } from './lru.js';
 import { isInt, isObject, locateModel, modelField, optionalTextField, RequestError, requestBody, textField } from './request-checks.js';
-import { abortable, type Lease, type ModelPool } from './pool.js';
-import { jsonFrame, layerFrame, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
+import { abortable, onAbortOrDone, pause } from './abortable.js';
+import type { Lease, ModelPool } from './pool.js';
+import { jsonFrame, layerFrame, PREVIEW_TENSOR_INDEX, type ServerLimits, type StreamEnd, type StreamHeader, type StreamTensor, type TraceRequest, type TraceTaps } from './protocol.js';
 
 export { RequestError };
 
@@ -55,12 +58,14 @@ export interface TraceResult {
   runMs: number;
 }
 
-const ALLOWED_FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'maxNewTokens', 'taps']);
+const ALLOWED_FIELDS = new Set(['model', 'text', 'textPair', 'decoderText', 'maxNewTokens', 'taps', 'head']);
+/** Bound of `head` before the model is known (then its own head count bounds it: checkTokens). */
+const MAX_HEAD = 4095;
 const ALLOWED_TAPS = new Set(['qk', 'topK']);
 
 /** Checks a parsed body against the API's types and limits. */
 export function validateTraceRequest(body: unknown, limits: ServerLimits): Required<Pick<TraceRequest, 'model' | 'text'>> & TraceRequest & { taps: Required<TraceTaps> } {
-  const b = requestBody(body, ALLOWED_FIELDS, '{model, text, textPair?, decoderText?, taps?}');
+  const b = requestBody(body, ALLOWED_FIELDS, '{model, text, textPair?, decoderText?, taps?, head?}');
   const out: TraceRequest & { taps: Required<TraceTaps> } = { model: modelField(b.model), text: textField('text', b.text, limits), taps: { qk: false, topK: 0 } };
   const pair = optionalTextField('textPair', b.textPair, limits);
   const decoder = optionalTextField('decoderText', b.decoderText, limits);
@@ -70,6 +75,10 @@ export function validateTraceRequest(body: unknown, limits: ServerLimits): Requi
     const n = b.maxNewTokens;
     if (!isInt(n) || n < 1 || n > limits.maxNewTokens) throw new RequestError(400, `maxNewTokens: an integer from 1 to ${limits.maxNewTokens}`, 'maxNewTokens');
     out.maxNewTokens = n;
+  }
+  if (b.head !== undefined) {
+    if (!isInt(b.head) || b.head < 0 || b.head > MAX_HEAD) throw new RequestError(400, `head: an integer from 0 to ${MAX_HEAD}`, 'head');
+    out.head = b.head;
   }
   if (b.taps !== undefined) {
     if (!isObject(b.taps)) throw new RequestError(400, 'taps: an object {qk?: boolean, topK?: integer}', 'taps');
@@ -124,6 +133,8 @@ export interface LayerEvent {
    * connections to take them; their bytes.
    */
   timing: { preparedAt: number; sentAt: number; session: number; run: number; encode: number; handOut: number; bytes: number };
+  /** The event of the head preview (requests naming a `head`), before the first segment's own. */
+  preview?: true;
 }
 
 export interface TraceServiceOptions {
@@ -269,18 +280,19 @@ export class TraceService {
       }
       const joined = run;
       joined.waiters++;
-      let left = false;
-      const leave = () => {
-        if (left) return;
-        left = true;
-        signal?.removeEventListener('abort', leave);
+      // Once, when the request's signal fires or it is done with the run.
+      const leave = onAbortOrDone(signal, () => {
         if (--joined.waiters === 0) joined.controller.abort();
-      };
-      signal?.addEventListener('abort', leave, { once: true });
+      });
       return { run: joined, leave };
     } finally {
       lease.release();
     }
+  }
+
+  /** The wait of an on-demand run after the first layer's view is sent (see firstLayerPauseMs); ends when every request has left. */
+  private async firstLayerPause(shared: SharedRun): Promise<void> {
+    if (this.firstLayerPauseMs > 0) await pause(this.firstLayerPauseMs, shared.controller.signal);
   }
 
   /** Waits until no run is under way (tests: after a cancel, the run has stopped). */
@@ -313,6 +325,8 @@ export class TraceService {
       throw new RequestError(400, `maxNewTokens: only for an encoder-decoder model traced without decoderText (${model.name} is ${model.info.kind === 'encoder-decoder' ? 'given a decoder text' : `an ${model.info.kind}`})`, 'maxNewTokens');
     }
     if (req.maxNewTokens !== undefined && req.maxNewTokens + 1 > max) throw new RequestError(413, `maxNewTokens: ${req.maxNewTokens}; at most ${max - 1} allowed (${why})`, 'maxNewTokens');
+    const heads = model.architectureInfo.numHeads;
+    if (req.head !== undefined && req.head >= heads) throw new RequestError(400, `head: an integer from 0 to ${heads - 1} (${model.name} has ${heads} heads)`, 'head');
     if (model.info.kind !== 'encoder') return true;
     const mask = model.tokenizer?.mask;
     return mask !== undefined && mask.id !== null && tokens.some((t) => t.id === mask.id);
@@ -395,6 +409,35 @@ export class TraceService {
     };
     // What the seed keeps of each layer (whole-sequence outputs of the self-attention stack).
     const kept: Record<string, RuntimeTensor> = {};
+    /** Frames of the head preview: sent to the requests following the run, not kept in the cache. */
+    const previewFrames = new Set<Uint8Array>();
+    let previewed = false;
+    /**
+     * Adds a segment's frames (or the preview's) for the requests following the run and waits
+     * until their connections have taken them: the next segment runs on this thread
+     * (onnxruntime-node runs and opens sessions synchronously), so that the connections write
+     * nothing while it runs.
+     */
+    const send = async (make: () => Uint8Array[], index: number, count: number, ms: { session: number; run: number }, preview: boolean): Promise<void> => {
+      const e0 = performance.now();
+      const made = make();
+      const encode = performance.now() - e0;
+      if (preview) for (const m of made) previewFrames.add(m);
+      shared.frames.push(...made);
+      shared.notify();
+      const sentAt = performance.now() - t0;
+      if (preview || index + 1 < count) await handedOut(shared, HAND_OUT_WAIT_MS);
+      const timing = { preparedAt, sentAt, ...ms, encode, handOut: performance.now() - t0 - sentAt, bytes: made.reduce((n, x) => n + x.byteLength, 0) };
+      await this.onLayerSent?.({ index, count, signal: shared.controller.signal, timing, ...(preview ? { preview: true } : {}) });
+    };
+    if (req.head !== undefined) {
+      options.previewHead = req.head;
+      options.onPreview = async (p) => {
+        await send(() => frames!.preview(p), 0, p.count, p.ms, true);
+        previewed = true;
+        await this.firstLayerPause(shared);
+      };
+    }
     try {
       await traceLayers(model, req.text, options, async (layer) => {
         const f = frames!;
@@ -408,20 +451,11 @@ export class TraceService {
           for (const [name, t] of Object.entries(layer.outputs)) if ((req.taps.qk ? SEED_QK_KINDS : SEED_KINDS).test(name)) kept[name] = t;
           if (!req.taps.qk) sent = { ...layer, outputs: Object.fromEntries(Object.entries(layer.outputs).filter(([name]) => !QK_KINDS.test(name))) };
         }
-        const e0 = performance.now();
-        const made = f.layer(sent);
-        const encode = performance.now() - e0;
-        shared.frames.push(...made);
-        shared.notify();
-        const sentAt = performance.now() - t0;
-        // The next segment runs on this thread (onnxruntime-node runs and opens sessions
-        // synchronously), so that the connections write nothing while it runs: the frames go out first.
-        if (layer.index + 1 < layer.count) await handedOut(shared, HAND_OUT_WAIT_MS);
-        const timing = { preparedAt, sentAt, ...layer.ms, encode, handOut: performance.now() - t0 - sentAt, bytes: made.reduce((n, x) => n + x.byteLength, 0) };
-        await this.onLayerSent?.({ index: layer.index, count: layer.count, signal: shared.controller.signal, timing });
+        await send(() => f.layer(sent), layer.index, layer.count, layer.ms, false);
         // On demand, the page computes the first layer's view from its queries and keys: the next
-        // segment (a whole layer's work on every core) waits a moment so as not to compete with it.
-        if (layer.index === 0 && layer.count > 1 && !prepared!.taps.attention && this.firstLayerPauseMs > 0) await pause(this.firstLayerPauseMs, shared.controller.signal);
+        // segment (a whole layer's work on every core) waits a moment so as not to compete with it
+        // (after the head preview instead, when one was sent).
+        if (layer.index === 0 && layer.count > 1 && !prepared!.taps.attention && !previewed) await this.firstLayerPause(shared);
       });
     } catch (e) {
       if (e instanceof AttnscopeError) throw new RequestError(400, e.message, 'text');
@@ -429,7 +463,7 @@ export class TraceService {
     }
     if (seed) this.append.seed(model, seed.modelKey, seed.request, prepared!.tokens, kept, predictions);
     const runMs = performance.now() - t0;
-    const layers = shared.frames;
+    const layers = shared.frames.filter((f) => !previewFrames.has(f));
     return { header: frames!.header, layers, bytes: layers.reduce((n, x) => n + x.length, 0), loadMs, runMs };
   }
 }
@@ -481,20 +515,6 @@ async function* follow(run: SharedRun, leave: () => void, signal?: AbortSignal):
 
 /** See TraceService.firstLayerPauseMs. */
 const FIRST_LAYER_PAUSE_MS = 600;
-
-/** Resolves after `ms`, or at once when `signal` fires. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** The longest a run waits for its followers' connections to take a segment's frames before it runs the next segment. */
 const HAND_OUT_WAIT_MS = 10_000;
@@ -565,6 +585,17 @@ class LayerFrames {
       }
       this.header.scores = scores;
     }
+  }
+
+  /** The frames of a head preview: its queries and keys declared (with `head`) and sent under PREVIEW_TENSOR_INDEX. */
+  preview(p: HeadPreview): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const [kind, t, head] of [['queries', p.queries, p.head], ['keys', p.keys, p.kvHead]] as const) {
+      const index = PREVIEW_TENSOR_INDEX[kind];
+      const dims = t.dims.slice(1) as [number, number, number];
+      out.push(jsonFrame('tensor', { kind, stack: p.stack, dims, layers: 1, index, head }), layerFrame(index, p.layer, toFloat32(t)));
+    }
+    return out;
   }
 
   /** The frames of one computed segment: declarations of tensors new in it first, then the layers. */

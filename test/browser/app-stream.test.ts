@@ -7,10 +7,11 @@
  * heatmap while the next layers arrive (issue 13.4): the page remounted on them takes over the same
  * canvas, its computed overview and the long views' worker instead of starting over.
  */
-import type { Browser } from 'playwright-core';
+import type { Browser, BrowserContext } from 'playwright-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { RunningServer } from '../../src/server/serve.js';
 import { appServerSuite, watchErrors } from './harness.js';
+import { hoverTileCell } from './long-page.js';
 
 const suite = appServerSuite('app-stream');
 let browser: Browser;
@@ -18,6 +19,25 @@ let server: RunningServer;
 beforeAll(() => {
   [browser, server] = [suite.browser(), suite.server()];
 });
+
+type Gate = { open: () => void; opened: Promise<void> };
+
+/** Places the server's run waits at (in its onLayerSent hook) until the test opens them. */
+function makeGates(n: number): Gate[] {
+  return Array.from({ length: n }, () => {
+    let open!: () => void;
+    const opened = new Promise<void>((r) => (open = r));
+    return { open, opened };
+  });
+}
+
+/** The end of a test that held an on-demand run: every gate opened, the server's hooks reset, the context closed. */
+async function release(gates: readonly Gate[], context: BrowserContext): Promise<void> {
+  for (const g of gates) g.open();
+  server.traces.onLayerSent = undefined;
+  server.traces.onDemandAbove = undefined;
+  await context.close();
+}
 
 describe('attnscope serve: layer by layer in the app', () => {
   // An encoder (bert) and the embedded default model (stories260k, causal: its first trace of a
@@ -60,13 +80,11 @@ describe('attnscope serve: layer by layer in the app', () => {
   it('keeps the heatmap of the shown head, its overview and worker, while layers arrive on demand (stories260k, q/k streamed)', async () => {
     // Segment 0 sends layer 0's queries and keys, segment 1 layer 1's: each is held until the page has done what the test checks.
     const computed: number[] = [];
-    const gates = [0, 1].map(() => {
-      let open!: () => void;
-      const opened = new Promise<void>((r) => (open = r));
-      return { open, opened };
-    });
+    const gates = makeGates(2);
     server.traces.onDemandAbove = 0;
-    server.traces.onLayerSent = async ({ index }) => {
+    server.traces.onLayerSent = async ({ index, preview }) => {
+      // The head preview before segment 0 goes on at once (the next test holds it).
+      if (preview) return;
       computed.push(index);
       await gates[index]?.opened;
     };
@@ -98,10 +116,10 @@ describe('attnscope serve: layer by layer in the app', () => {
           const el = document.querySelector<HTMLCanvasElement>(c)!;
           return { same: (el as unknown as { firstCanvas?: boolean }).firstCanvas === true, overview: el.dataset.overview, cellsRead: Number(el.dataset.cellsRead), workers: (window as unknown as { startedWorkers: number }).startedWorkers };
         }, canvas);
-      // Layer 0's heatmap (head 0) has its whole overview while the run is held after layer 0.
+      // Layer 0's heatmap (head 0; after its head preview) has its whole overview while the run is held after layer 0.
+      await page.waitForFunction(() => /1 of 5 layers on screen/.test(document.body.innerText), null, { timeout: 60_000 });
       await page.waitForFunction((c) => document.querySelector<HTMLElement>(c)?.dataset.overview === 'done', canvas, { timeout: 60_000 });
       expect(computed).toEqual([0]);
-      expect(await page.locator('body').innerText()).toMatch(/1 of 5 layers on screen/);
       const first = await page.evaluate((c) => {
         const el = document.querySelector<HTMLCanvasElement>(c)!;
         (el as unknown as { firstCanvas: boolean }).firstCanvas = true;
@@ -126,10 +144,54 @@ describe('attnscope serve: layer by layer in the app', () => {
       );
       expect(errors).toEqual([]);
     } finally {
-      for (const g of gates) g.open();
-      server.traces.onLayerSent = undefined;
-      server.traces.onDemandAbove = undefined;
-      await context.close();
+      await release(gates, context);
+    }
+  });
+
+  it("draws the shown head from its preview before layer 0 is computed, the same weights as from the whole layer after (stories260k, head 1)", async () => {
+    const events: string[] = [];
+    // After the preview, after segment 0.
+    const gates = makeGates(2);
+    server.traces.onDemandAbove = 0;
+    server.traces.onLayerSent = async ({ index, preview }) => {
+      events.push(preview ? 'preview' : `segment ${index}`);
+      await (preview ? gates[0] : index === 0 ? gates[1] : undefined)?.opened;
+    };
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    try {
+      const page = await context.newPage();
+      const { errors } = watchErrors(page);
+      const text = Array.from({ length: 4 }, (_, i) => `line ${i}: one head of the first layer comes before the whole layer.`).join(' ');
+      const url = new URL(server.url);
+      url.searchParams.set('text', text);
+      url.searchParams.set('view', 'heatmap');
+      url.searchParams.set('head', '1');
+      await page.goto(url.toString());
+      const canvas = '[data-testid=heatmap-tiles]';
+      // Held after the preview: no segment computed, the preview's heatmap drawn whole.
+      await page.waitForFunction((c) => document.querySelector<HTMLElement>(c)?.dataset.overview === 'done', canvas, { timeout: 60_000 });
+      expect(events).toEqual(['preview']);
+      expect(await page.locator('body').innerText()).toMatch(/head 1 of layer 0 on screen/);
+      const nq = Number(await page.getAttribute(canvas, 'data-nq'));
+      expect(nq).toBeGreaterThan(50);
+      const cells = [[10, 0], [10, 10], [20, 3]] as const;
+      const fromPreview: number[] = [];
+      for (const [q, k] of cells) fromPreview.push(await hoverTileCell(page, q, k));
+      expect(fromPreview.every((v) => v > 0 && v <= 1)).toBe(true);
+      // Segment 0 (every head of layer 0): the page mounted on it shows head 1, the same weights.
+      gates[0]!.open();
+      await page.waitForFunction(() => /1 of 5 layers on screen/.test(document.body.innerText), null, { timeout: 60_000 });
+      await page.waitForFunction((c) => document.querySelector<HTMLElement>(c)?.dataset.overview === 'done', canvas, { timeout: 60_000 });
+      expect(events).toEqual(['preview', 'segment 0']);
+      expect(await page.inputValue('[data-testid=heatmap-head]')).toBe('1');
+      const fromLayer: number[] = [];
+      for (const [q, k] of cells) fromLayer.push(await hoverTileCell(page, q, k));
+      expect(fromLayer).toEqual(fromPreview);
+      gates[1]!.open();
+      await page.waitForFunction((t) => document.body.dataset.trace === 'done' && JSON.parse(document.body.dataset.traced ?? '{}').text === t, text, { timeout: 60_000 });
+      expect(errors).toEqual([]);
+    } finally {
+      await release(gates, context);
     }
   });
 });

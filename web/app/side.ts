@@ -9,7 +9,7 @@ import { App, type HostedViews } from '../app.js';
 import { VIEWS, type State, type ViewName } from '../context.js';
 import { h, replaceChildren } from '../dom.js';
 import { prestartLongWorker } from '../long-worker.js';
-import { ApiRefusal, layersIn, partialTrace, streamTrace, type Incoming } from './stream.js';
+import { ApiRefusal, layersIn, partialTrace, previewTrace, streamTrace, type Incoming } from './stream.js';
 import type { UrlState } from './url-state.js';
 
 /**
@@ -60,6 +60,11 @@ export interface Mounted {
   complete: boolean;
   /** The trace request it shows. */
   key: string;
+  /**
+   * A head preview on screen (the shown head of layer 0 before the rest of the layer): what the
+   * mount after it takes over, as if the preview had not been mounted.
+   */
+  preview?: { before: State | undefined; fromPartial: boolean; wanted: UrlState };
 }
 
 /** What a side tells the app around it. */
@@ -148,7 +153,9 @@ export class Side {
       this.host.onStatus(this, 'tracing…');
       this.host.onProgress(this, 0.1);
       this.mark('trace', 'streaming');
-      const incoming = await streamTrace(req, { onHeader: (inc) => this.host.onHeader(this, inc), onLayer: (inc) => this.layerArrived(inc, key, seq) }, controller.signal);
+      const head = this.previewHead();
+      const callbacks = { onHeader: (inc: Incoming) => this.host.onHeader(this, inc), onLayer: (inc: Incoming) => this.layerArrived(inc, key, seq), onPreview: (inc: Incoming) => this.layerArrived(inc, key, seq) };
+      const incoming = await streamTrace(head === undefined ? req : { ...req, head }, callbacks, controller.signal);
       if (seq !== this.seq) return;
       this.layerArrived(incoming, key, seq);
       this.paint();
@@ -171,6 +178,26 @@ export class Side {
   }
 
   /**
+   * The head to ask a preview of (the request's `head`): the heatmap's head when the heatmap shows
+   * one head (the view it opens on: the one on screen, else the URL's), else none.
+   */
+  private previewHead(): number | undefined {
+    const shown = this.mounted?.preview;
+    const before = shown ? shown.before : this.mounted?.app.state;
+    const wanted = shown ? shown.wanted : this.host.wanted(this);
+    const view = before?.view ?? wanted.view;
+    const mode = before?.heatmapMode ?? wanted.heatmapMode ?? 'head';
+    // (Not in compare mode: side B opens where A is, which a one-head preview is not.)
+    if (view !== 'heatmap' || mode !== 'head' || wanted.compare) return undefined;
+    return before?.heatmapHead ?? wanted.head ?? 0;
+  }
+
+  /** Whether the views on screen are not yet of request `key` (none, another trace's, or a head preview of it). */
+  private firstOf(key: string): boolean {
+    return this.mounted?.key !== key || this.mounted.preview !== undefined;
+  }
+
+  /**
    * Records a layer's arrival and plans the next mount of the views: at once (next frame) when
    * every attention layer is in; else PARTIAL_DELAY_MS after the first layer (the first layer
    * drawn while the others still come), then at most every PARTIAL_MOUNT_MS.
@@ -180,7 +207,7 @@ export class Side {
     const now = performance.now();
     if (this.arrived?.seq !== seq) this.firstArrival = now;
     this.arrived = { incoming, key, seq };
-    const at = incoming.attentionDone ? now : this.mounted?.key !== key ? this.firstArrival + partialDelay(incoming) : this.lastPartialMount + PARTIAL_MOUNT_MS;
+    const at = incoming.attentionDone ? now : this.firstOf(key) ? this.firstArrival + partialDelay(incoming) : this.lastPartialMount + PARTIAL_MOUNT_MS;
     this.schedulePaint(at);
   }
 
@@ -213,6 +240,7 @@ export class Side {
       return;
     }
     const firstOnScreen = this.mounted?.key !== key;
+    const fromPreview = this.mounted?.preview !== undefined;
     if (incoming.attentionDone) {
       let resolve!: () => void;
       const qkReady = new Promise<void>((r) => (resolve = r));
@@ -224,17 +252,26 @@ export class Side {
       if (incoming.done) this.resolveQk();
     } else {
       const now = performance.now();
-      const wait = this.mounted?.key !== key ? this.firstArrival + partialDelay(incoming) : this.lastPartialMount + PARTIAL_MOUNT_MS;
+      const wait = this.firstOf(key) ? this.firstArrival + partialDelay(incoming) : this.lastPartialMount + PARTIAL_MOUNT_MS;
       if (now < wait) {
         this.schedulePaint(wait);
         return;
       }
       const partial = partialTrace(incoming);
-      if (!partial) return;
+      // Before the first layer: the shown head's preview, when it came (once).
+      const preview = partial || !firstOnScreen ? null : previewTrace(incoming);
+      if (!partial && !preview) return;
       this.lastPartialMount = now;
-      this.mount(partial, incoming.page, new Promise<void>(() => undefined), key, false);
-      this.host.onStatus(this, `tracing… ${got} of ${total} layers on screen`);
+      this.mount(partial ?? preview!, incoming.page, new Promise<void>(() => undefined), key, false, preview !== null);
+      if (preview) {
+        this.host.onStatus(this, `tracing… head ${incoming.preview!.head} of layer 0 on screen`);
+        // The views of the whole layer start their own worker: its script now, while the server is idle.
+        prestartLongWorker();
+      } else {
+        this.host.onStatus(this, `tracing… ${got} of ${total} layers on screen`);
+      }
     }
+    if (fromPreview && this.mounted?.preview === undefined) this.mark('layerPaintAt', performance.now().toFixed(1));
     // From the request to the first layer drawn.
     if (firstOnScreen) {
       this.mark('firstPaintMs', String(Math.round(performance.now() - this.traceStart)));
@@ -244,11 +281,14 @@ export class Side {
   }
 
   /** Shows a trace with the standalone page's App, keeping what the user had chosen. */
-  private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean): void {
-    const before = this.mounted?.app.state;
+  private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean, preview = false): void {
+    // A head preview (one head) carries nothing over: the mount after it opens as the preview did.
+    const shown = this.mounted?.preview;
+    const before = shown ? shown.before : this.mounted?.app.state;
     // A partial trace had fewer layers: what was asked for (e.g. layer 4) applies to the next mount.
-    const fromPartial = this.mounted !== null && !this.mounted.complete;
-    const wanted = this.host.wanted(this);
+    const fromPartial = shown ? shown.fromPartial : this.mounted !== null && !this.mounted.complete;
+    // (The preview's App wrote its one head into the URL state.)
+    const wanted = shown ? shown.wanted : { ...this.host.wanted(this) };
     this.mark('qkReady', 'false');
     const hosted = this.host.hosted(this);
     const known = (v: string | undefined) => VIEWS.some((x) => x.name === v) || (hosted?.views ?? []).some((x) => x.name === v);
@@ -258,7 +298,7 @@ export class Side {
     const host = h('div', { class: 'serve-app' });
     const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host, hosted));
     replaceChildren(this.views, host);
-    this.mounted = { app, dispose, complete, key };
+    this.mounted = { app, dispose, complete, key, ...(preview ? { preview: { before, fromPartial, wanted } } : {}) };
     app.set(carryState(app, before, wanted, fromPartial));
     this.host.onMounted(this, app, complete, fromPartial);
   }

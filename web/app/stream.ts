@@ -6,7 +6,7 @@
 import type { StackName, Trace } from '../../src/core/trace.js';
 import { scoreChecks } from '../../src/analysis/neuron.js';
 import { PAYLOAD_FORMAT, PAYLOAD_VERSION, type PayloadHeader, type PayloadTensor } from '../../src/views/html/payload.js';
-import { FrameReader, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TensorDeclaration, type TraceRequest } from '../../src/server/protocol.js';
+import { FrameReader, PREVIEW_TENSOR_INDEX, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TensorDeclaration, type TraceRequest } from '../../src/server/protocol.js';
 
 /** An answer the API refused: its one-line message and the field at fault. */
 export class ApiRefusal extends Error {
@@ -77,6 +77,20 @@ export interface Incoming {
   /** Milliseconds from the request to the first layer and to the last. */
   firstLayerMs?: number;
   bytes: number;
+  /** A head preview (requests naming a `head`): one head's queries and its key head's keys of one layer, before that layer. */
+  preview?: HeadPreviewIn;
+}
+
+/** A head preview as it arrives (protocol.ts TensorDeclaration.head). */
+export interface HeadPreviewIn {
+  stack: StackName;
+  layer: number;
+  head: number;
+  kvHead: number;
+  /** [1, n, headDim] each, once their frames are in. */
+  queries?: Float32Array;
+  keys?: Float32Array;
+  dims: { queries: [number, number, number]; keys: [number, number, number] };
 }
 
 export interface TraceCallbacks {
@@ -84,6 +98,8 @@ export interface TraceCallbacks {
   onHeader?(incoming: Incoming): void;
   /** A layer arrived. */
   onLayer?(incoming: Incoming): void;
+  /** A head preview is complete (its queries and keys in). */
+  onPreview?(incoming: Incoming): void;
 }
 
 /** Requests a trace and fills an Incoming as the frames arrive; resolves when the stream ends. */
@@ -100,6 +116,27 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
         incoming = start(f.value, req);
         f.value.tensors.forEach((t, i) => remaining.set(i, t.layers));
         callbacks.onHeader?.(incoming);
+      } else if (f.type === 'layer' && isPreviewIndex(f.tensor)) {
+        if (!incoming?.preview) throw new ApiRefusal('the server sent a head preview it had not declared');
+        const kind = f.tensor === PREVIEW_TENSOR_INDEX.queries ? 'queries' : 'keys';
+        const [d0, rows, cols] = incoming.preview.dims[kind];
+        if (f.values.length !== d0 * rows * cols) throw new ApiRefusal(`head preview ${kind}: ${f.values.length} values, expected ${d0 * rows * cols}`);
+        incoming.preview[kind] = f.values;
+        incoming.preview.layer = f.layer;
+        if (incoming.preview.queries && incoming.preview.keys) {
+          performance.mark('attnscope:preview');
+          callbacks.onPreview?.(incoming);
+        }
+      } else if (f.type === 'tensor' && f.value.head !== undefined) {
+        // A head preview (requested with `head`), not a tensor of the stream.
+        if (!incoming) throw new ApiRefusal('the server declared a tensor before the header');
+        const { kind, stack, dims, head, index } = f.value;
+        if ((kind !== 'queries' && kind !== 'keys') || index !== PREVIEW_TENSOR_INDEX[kind]) throw new ApiRefusal(`the server declared a head preview of ${kind} under index ${index}`);
+        const p: HeadPreviewIn = incoming.preview?.stack === stack ? incoming.preview : { stack, layer: 0, head: 0, kvHead: 0, dims: { queries: dims, keys: dims } };
+        p.dims[kind] = dims;
+        if (kind === 'queries') p.head = head;
+        else p.kvHead = head;
+        incoming.preview = p;
       } else if (f.type === 'layer') {
         if (!incoming) throw new ApiRefusal('the server sent a layer before the header');
         place(incoming, f.tensor, f.layer, f.values);
@@ -165,6 +202,32 @@ function start(header: StreamHeader, req: TraceRequest): Incoming {
     if (terms && !terms.hasBias) (trace.scores ??= {})[stack] = { scale: terms.scale, causal: terms.causal, window: terms.window, ...(terms.biasKind !== undefined ? { biasKind: terms.biasKind } : {}) };
   }
   return { header, trace, page, received: {}, attentionDone: false, done: false, bytes: 0 };
+}
+
+function isPreviewIndex(index: number): boolean {
+  return index === PREVIEW_TENSOR_INDEX.queries || index === PREVIEW_TENSOR_INDEX.keys;
+}
+
+/**
+ * The Trace of a head preview: its stack with one head (the preview's query head and its key
+ * head) of one layer, layer 0, and the score terms of that layer; null until it is complete, or
+ * where the preview cannot stand for the stream's first layer (a stack with a score bias, another
+ * stack besides, a layer other than 0).
+ */
+export function previewTrace(incoming: Incoming): Trace | null {
+  const p = incoming.preview;
+  const { trace, header } = incoming;
+  if (!p?.queries || !p.keys || p.layer !== 0 || !onDemand(header)) return null;
+  const terms = trace.scores?.[p.stack];
+  if (!terms || Object.keys(header.scores ?? {}).length !== 1) return null;
+  return {
+    ...trace,
+    model: { ...trace.model, numHeads: 1, numKeyValueHeads: 1 },
+    attention: {},
+    queries: { [p.stack]: { dims: p.dims.queries, layers: [p.queries] } },
+    keys: { [p.stack]: { dims: p.dims.keys, layers: [p.keys] } },
+    scores: { [p.stack]: { ...terms, scale: terms.scale.slice(0, 1), window: terms.window.slice(0, 1) } },
+  };
 }
 
 /** A tensor declared after the header: it takes the next index, in the header's list and the page's. */
