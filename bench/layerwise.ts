@@ -26,7 +26,7 @@
  * `--whole` also waits for every layer.
  *
  *   npx tsx bench/layerwise.ts [--limit 6] [--cases whole:1024,layers:1024,...]
- *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole]
+ *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole] [--pause MS]
  *   npx tsx bench/layerwise.ts --prepare --dir /scratch/llama1b   (only writes the --app checkpoint)
  */
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -105,7 +105,10 @@ async function main(): Promise<void> {
     if (!dir) throw new Error('--prepare: give --dir, the folder the checkpoint is written into');
     return ensureAppCheckpoint(join(dir, 'llama1b'));
   }
-  if (process.argv.includes('--app')) return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3), process.argv.includes('--whole'));
+  if (process.argv.includes('--app')) {
+    const pause = option('--pause');
+    return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3), process.argv.includes('--whole'), pause === undefined ? undefined : Number(pause));
+  }
   const s = SHAPE;
   console.log(`attnscope layer by layer — random Llama-shaped model: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocabulary ${s.vocab}`);
   console.log(`${machineLine()}; each case in its own process (cold run, then warm run), stopped above ${limitMb / 1024} GB`);
@@ -291,7 +294,7 @@ function parts(t: Timeline): { parts: number[]; requestToDrawn: number } {
  * after its segment), or with `whole` once every layer is in. A keystroke adds the app's edit pause
  * (350 ms, web/app/main.ts) before the request.
  */
-async function appBench(dirOption: string | undefined, n: number, runs: number, whole: boolean): Promise<void> {
+async function appBench(dirOption: string | undefined, n: number, runs: number, whole: boolean, pauseMs?: number): Promise<void> {
   const root = dirOption ?? mkdtempSync(join(os.tmpdir(), 'attnscope-layerwise-app-'));
   const dir = join(root, 'llama1b');
   const load = () => loadAverage(' ');
@@ -304,6 +307,8 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
     const texts = await Promise.all(Array.from({ length: 2 * runs + 2 }, (_, i) => textOf(local, n, i)));
     await local.dispose();
     const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, memoryBudgetBytes: 7 * 2 ** 30, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
+    // --pause: the server's wait after the first layer's view is sent (TraceService.firstLayerPauseMs).
+    if (pauseMs !== undefined) server.traces.firstLayerPauseMs = pauseMs;
     // The server's side of the timeline: when a trace request comes, and each segment handed out.
     // CPU time of this process (every thread) from the request's arrival to each segment sent.
     let arrived = 0;
