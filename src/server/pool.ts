@@ -15,9 +15,6 @@ import { abortable } from './abortable.js';
 import { dirRevision, weightBytes, type ModelLocation } from './catalog.js';
 import type { ProgressFrame } from './protocol.js';
 
-/** For app.ts and traces.ts, which took them from here before abortable.ts (they may import './abortable.js' instead). */
-export { AbortError, abortable } from './abortable.js';
-
 /** A loaded model counts as this many times its weight files (graph session and runtime copies). */
 const MEMORY_FACTOR = 2;
 
