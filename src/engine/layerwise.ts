@@ -312,17 +312,11 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
           preview: {
             ...preview,
             session: () => model.cachedSession(`${key}#layer-preview`, () => open(preview.split.preview, new Map())),
-            rest: (shapes) => {
-              const signature = [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
-              return model.cachedSession(`${key}#layer-preview-rest ${signature}`, () => open(preview.split.rest, shapes));
-            },
+            rest: (shapes) => model.cachedSession(`${key}#layer-preview-rest ${signatureOf(shapes)}`, () => open(preview.split.rest, shapes)),
           },
         }
       : {}),
-    session: (index, shapes) => {
-      const signature = [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
-      return model.cachedSession(`${key}#layer-segment ${index}/${count} ${signature}`, () => make(index, shapes));
-    },
+    session: (index, shapes) => model.cachedSession(`${key}#layer-segment ${index}/${count} ${signatureOf(shapes)}`, () => make(index, shapes)),
     sharedSession: async (index, shapes) => {
       const own = forms[index]!;
       const rep = representative.get(own.key)!;
@@ -334,8 +328,7 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
         const d = shapes.get(name);
         if (d) repShapes.set(form.inputs[i]!, d.map((x, j) => (typeof x === 'string' && x.includes('#') ? `carried${i}#${j}` : x)));
       });
-      const signature = [...repShapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
-      const session = await model.cachedSession(`${key}#layer-shared ${rep}/${count} ${signature}`, async () => {
+      const session = await model.cachedSession(`${key}#layer-shared ${rep}/${count} ${signatureOf(repShapes)}`, async () => {
         const inputs = form.graph.inputs.map((i) => (repShapes.has(i.name) ? { ...i, shape: repShapes.get(i.name)! } : i));
         return model.openBuilt({ model: encodeModel({ ...form.graph, inputs }), external: [] }, { arena: true });
       });
@@ -349,6 +342,11 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
       return feeds;
     },
   };
+}
+
+/** A session cache key's part for the shapes of a segment's carried inputs. */
+function signatureOf(shapes: ReadonlyMap<string, readonly (number | string)[]>): string {
+  return [...shapes].map(([n, d]) => `${n}:${d.join('x')}`).join(',');
 }
 
 /** The first segment's one-head split, when it computes one layer's queries and keys in the pattern headPreview knows. */
@@ -411,35 +409,21 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
   for (let s = 0; s < segments.length; s++) {
     if (signal?.aborted) throw new LayerRunCancelled(s);
     const seg = segments[s]!;
-    if (s === 0 && preview) {
-      // One head's queries and keys first; the rest of the segment reads what the preview handed on.
-      await runPreview(preview, segments.length, fed, carried, options.previewHead!, model, options.onPreview!);
+    // With a preview: one head's queries and keys first; the rest of the segment reads what it handed on.
+    const split = s === 0 && preview ? preview.split : undefined;
+    if (split) {
+      await runPreview(preview!, segments.length, fed, carried, options.previewHead!, model, options.onPreview!);
       if (signal?.aborted) throw new LayerRunCancelled(s);
-      const shapes = carriedShapes(plan, fed, preview.split.rest.inputs.filter((i) => carried.has(i.name)).map((i) => i.name), carried);
-      const t0 = performance.now();
-      const session = await preview.rest(shapes);
-      const feeds: Record<string, RuntimeTensor> = {};
-      for (const i of preview.split.rest.inputs) feeds[i.name] = (fed[i.name] ?? carried.get(i.name))!;
-      prefetch(s + 1);
-      const t1 = performance.now();
-      const out = await session.run(feeds, preview.split.rest.outputs.map((o) => o.name));
-      const ms = { session: t1 - t0, run: performance.now() - t1 };
-      for (const name of seg.carriedOut) if (out[name]) carried.set(name, out[name]);
-      // What only the rest read of the preview's values.
-      for (const name of preview.split.handed) if (!seg.carriedOut.includes(name)) carried.delete(name);
-      const outputs: Record<string, RuntimeTensor> = {};
-      for (const name of seg.outputs) outputs[name] = out[name]!;
-      await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: false, ms });
-      continue;
     }
+    const graph = split ? split.rest : seg.graph;
     const feeds: Record<string, RuntimeTensor> = {};
-    for (const i of seg.graph.inputs) {
+    for (const i of graph.inputs) {
       const v = fed[i.name] ?? carried.get(i.name);
       if (!v) throw new Error(`layerwise: no value for ${i.name} in segment ${s}`);
       feeds[i.name] = v;
     }
-    const shapes = carriedShapes(plan, fed, seg.carriedIn, carried);
-    const own = plan.forms[s];
+    const shapes = carriedShapes(plan, fed, split ? graph.inputs.filter((i) => carried.has(i.name)).map((i) => i.name) : seg.carriedIn, carried);
+    const own = split ? undefined : plan.forms[s];
     let out: Record<string, RuntimeTensor>;
     const t0 = performance.now();
     let t1: number;
@@ -455,14 +439,17 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
       out = {};
       own.outputs.forEach((name, i) => (out[name] = got[form.outputs[i]!]!));
     } else {
-      const session = await plan.session(s, shapes);
+      const session = split ? await preview!.rest(shapes) : await plan.session(s, shapes);
       prefetch(s + 1);
       t1 = performance.now();
-      out = await session.run(feeds, seg.graph.outputs.map((o) => o.name));
+      out = await session.run(feeds, graph.outputs.map((o) => o.name));
     }
     const ms = { session: t1 - t0, run: performance.now() - t1 };
-    for (const name of seg.carriedOut) carried.set(name, out[name]!);
+    // (After a preview, what it computed of them is carried already.)
+    for (const name of seg.carriedOut) if (out[name]) carried.set(name, out[name]);
     for (const name of seg.carriedIn) if (lastUse.get(name) === s) carried.delete(name);
+    // What only the rest of the segment read of the preview's values.
+    if (split) for (const name of split.handed) if (!seg.carriedOut.includes(name)) carried.delete(name);
     const outputs: Record<string, RuntimeTensor> = {};
     for (const name of seg.outputs) outputs[name] = out[name]!;
     await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: own !== undefined, ms });
