@@ -8,7 +8,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { FrameReader, PREVIEW_TENSOR_INDEX, type Frame, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
@@ -168,11 +168,51 @@ describe('serve: a long input streams q/k first', () => {
     }
   });
 
+  it("a request ended by the server's side while its client still reads (its signal fired) ends its answer quietly: no stack printed, the stream closes", async () => {
+    const ref = readReference('llama');
+    const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
+    const pause = server.traces.firstLayerPauseMs;
+    const open = server.traces.open;
+    const printed = [vi.spyOn(console, 'error').mockImplementation(() => undefined), vi.spyOn(console, 'info').mockImplementation(() => undefined), vi.spyOn(console, 'warn').mockImplementation(() => undefined)];
+    // As bench/layerwise.ts ends a trace: the signal the trace was opened with fires, the connection stays.
+    const own = new AbortController();
+    server.traces.open = (req, signal) => open.call(server.traces, req, AbortSignal.any([own.signal, ...(signal ? [signal] : [])]));
+    server.traces.firstLayerPauseMs = 600_000;
+    try {
+      const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text: `${input.text} (ended by the server)` }) });
+      expect(res.status).toBe(200);
+      const reader = new FrameReader();
+      const types: string[] = [];
+      const body = res.body!.getReader();
+      let ended = false;
+      for (;;) {
+        const { done, value } = await body.read();
+        if (done) break;
+        for (const f of reader.push(value)) types.push(f.type);
+        // Layer 0's q/k in, the run pausing: end the request on the server's side.
+        if (!ended && types.filter((t) => t === 'layer').length >= 2) {
+          ended = true;
+          own.abort();
+        }
+      }
+      expect(ended).toBe(true);
+      expect(types).not.toContain('end');
+      await server.traces.settled();
+      expect(printed.flatMap((p) => p.mock.calls)).toEqual([]);
+    } finally {
+      server.traces.open = open;
+      server.traces.firstLayerPauseMs = pause;
+      for (const p of printed) p.mockRestore();
+    }
+  });
+
   it('the pause after the first segment (the page drawing layer 0) ends at once when the request leaves: no second segment runs', async () => {
     const ref = readReference('llama');
     const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
     const computed: number[] = [];
     const pause = server.traces.firstLayerPauseMs;
+    // A client leaving is an ordinary event: nothing printed (no stack, no internal error).
+    const printed = [vi.spyOn(console, 'error').mockImplementation(() => undefined), vi.spyOn(console, 'info').mockImplementation(() => undefined), vi.spyOn(console, 'warn').mockImplementation(() => undefined)];
     server.traces.onLayerSent = ({ index }) => void computed.push(index);
     // Far longer than the test may take: only the request leaving ends it.
     server.traces.firstLayerPauseMs = 600_000;
@@ -197,7 +237,11 @@ describe('serve: a long input streams q/k first', () => {
       controller.abort();
       await server.traces.settled();
       expect(computed).toEqual([0]);
+      // The server's side of the connection has seen it close (its request signal, the stream's end).
+      await new Promise((r) => setTimeout(r, 50));
+      expect(printed.flatMap((p) => p.mock.calls)).toEqual([]);
     } finally {
+      for (const p of printed) p.mockRestore();
       server.traces.onLayerSent = undefined;
       server.traces.firstLayerPauseMs = pause;
     }

@@ -240,7 +240,15 @@ export function createApp(deps: AppDeps): Hono {
     const stream = new ReadableStream<Uint8Array>(
       {
         async pull(controller) {
-          const next = await frames.next();
+          let next: IteratorResult<Uint8Array>;
+          try {
+            next = await frames.next();
+          } catch (e) {
+            // The request's signal fired (its client went away, or whoever opened it ended it): the
+            // answer ends there, an ordinary event, not an error of the server's to report.
+            if (e instanceof AbortError) return controller.close();
+            throw e;
+          }
           if (next.done) controller.close();
           else controller.enqueue(next.value);
         },
