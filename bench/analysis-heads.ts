@@ -15,12 +15,14 @@
  *
  * `--baseline <dir>`: a checkout of src/ from an earlier revision (e.g. `git archive 2de5d15 src | tar -x -C
  * <dir>`): its `headTable` (before), this tree's on one thread and `headTableThreaded`
- * (src/runtime/head-table-threads.ts, `--threads`, default 2) are alternated run by run on one
- * trace, wall and CPU (every thread of the process) per run, median of `--runs`, with the load;
- * the threaded runs reuse the warm pool of workers (the first threaded table, which starts them, is
- * printed apart);
- * then each thread's range timed alone on one thread (a later range with its copy into a shared
- * buffer and its read of layer 0, as a worker does it), to show how evenly the threads split.
+ * (src/runtime/head-table-threads.ts, `--threads`, default 2) — and the baseline's
+ * `headTableThreaded` where it has one (its workers need tsx: link node_modules beside its src) —
+ * are alternated run by run on one trace, wall and CPU (every thread of the process) per run,
+ * median of `--runs`, with the load and the paired ratio of the two threaded tables; the threaded
+ * runs reuse the warm pools of workers (the first threaded table, which starts them, is printed
+ * apart); then each thread's share timed alone on one thread (the first range with its copies of
+ * the later ranges' layers, as the calling thread makes them; a later range on layers already in,
+ * with its read of layer 0, as a worker does it), to show how evenly the threads split.
  * `--skip-node` leaves out the other Node tables (with `--baseline` or `--browser`).
  *
  * `--browser`: the standalone page's head-type view in Chromium (/usr/bin/chromium or
@@ -33,7 +35,7 @@
  *
  *   npm run bench:analysis-heads        (or: npx tsx bench/analysis-heads.ts [--tokens 32,128,512] [--runs 5] [--browser])
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -71,56 +73,72 @@ console.log(`WebAssembly kernel: ${status.available ? 'runs' : `does not run (${
 
 if (values.baseline) {
   const base = (await import(pathToFileURL(join(values.baseline, 'src', 'analysis', 'head-types.ts')).href)) as { headTable: typeof headTable };
+  // The baseline's threaded table too where it has one (its workers need tsx: a node_modules beside its src).
+  const baseThreadsFile = join(values.baseline, 'src', 'runtime', 'head-table-threads.ts');
+  const baseThreads = existsSync(baseThreadsFile)
+    ? ((await import(pathToFileURL(baseThreadsFile).href)) as { headTableThreaded: typeof headTableThreaded; stopHeadTableThreads: typeof stopHeadTableThreads; headTableThreadFailure: string })
+    : undefined;
   const threads = Number(values.threads);
   console.log(`\nheadTable at ${values.baseline} (before) vs this tree on one thread and over ${threads} threads, alternated, ${runs} runs after a warm-up (ms, median; CPU of every thread)`);
-  console.log('| tokens | before: wall / CPU | after, one thread: wall / CPU | after, threads: wall / CPU | same table | load |');
-  console.log('|---:|---:|---:|---:|---|---|');
+  console.log(`| tokens | before: wall / CPU | after, one thread: wall / CPU | ${baseThreads ? 'before, threads: wall / CPU | ' : ''}after, threads: wall / CPU | same table | load |`);
+  console.log(`|---:|---:|---:|${baseThreads ? '---:|' : ''}---:|---|---|`);
   for (const n of lengths) {
     const trace = syntheticTrace({ tokens: n, qk: false });
     const b = () => base.headTable(trace);
     const a = () => headTable(trace);
     const t = () => headTableThreaded(trace, undefined, {}, { threads });
+    const bt = baseThreads ? () => baseThreads.headTableThreaded(trace, undefined, {}, { threads }) : undefined;
     // The first threaded table starts the pool's workers (their start is in this figure: under tsx
     // each worker also loads tsx and compiles the sources); the runs below reuse the warm pool.
     const cold = await timeOnce(t);
-    const same = JSON.stringify(a()) === JSON.stringify(await t());
+    if (bt) await bt();
+    const same = JSON.stringify(a()) === JSON.stringify(await t()) && (!bt || JSON.stringify(await bt()) === JSON.stringify(a()));
+    if (baseThreads?.headTableThreadFailure) console.log(`  (the baseline's workers failed: ${baseThreads.headTableThreadFailure})`);
     b();
-    const runsOf: Timing[][] = [[], [], []];
+    const runsOf: Timing[][] = [[], [], [], []];
     for (let i = 0; i < runs; i++) {
       runsOf[0]!.push(await timeOnce(b));
       runsOf[1]!.push(await timeOnce(a));
+      if (bt) runsOf[3]!.push(await timeOnce(bt));
       runsOf[2]!.push(await timeOnce(t));
     }
     const cell = (ts: Timing[]) => `${median(ts.map((x) => x.wall)).toFixed(0)} / ${median(ts.map((x) => x.cpu)).toFixed(0)}`;
-    console.log(`| ${n} | ${cell(runsOf[0]!)} | ${cell(runsOf[1]!)} | ${cell(runsOf[2]!)} | ${same ? 'yes' : 'NO'} | ${load()} |`);
+    console.log(`| ${n} | ${cell(runsOf[0]!)} | ${cell(runsOf[1]!)} | ${bt ? `${cell(runsOf[3]!)} | ` : ''}${cell(runsOf[2]!)} | ${same ? 'yes' : 'NO'} | ${load()} |`);
+    if (bt) console.log(`  threads, paired ratio after / before (median of ${runs}): wall ${median(runsOf[2]!.map((x, i) => x.wall / runsOf[3]![i]!.wall)).toFixed(2)}, CPU ${median(runsOf[2]!.map((x, i) => x.cpu / runsOf[3]![i]!.cpu)).toFixed(2)}`);
     console.log(`  the first threaded table (cold: the workers started by it): ${f(cold)}; the runs above reuse the warm pool`);
-    // How evenly the threads split: each range's work timed alone on this thread (a later range with
-    // its copy into a shared buffer and its read of the first layer, as a worker does it).
+    // How evenly the threads split: each thread's share timed alone on this thread — the calling
+    // thread's range with its copies of the later ranges' layers into shared buffers (it makes them
+    // between its own layers), a later range on layers already in (as a worker reads them, with its
+    // read of the first layer).
     const ranges = headTableRanges(trace.attention.self!.layers.length, threads);
     const parts: Timing[][] = ranges.map(() => []);
-    // One shared buffer for the runs, as a kept worker has (a fresh one would add its page faults).
-    const shared = new SharedArrayBuffer(ranges.slice(1).reduce((most, r) => Math.max(most, headTablePart(trace, 'self', {}, r, false).layers.reduce((b, l) => b + l.byteLength, 0)), 0));
+    const later = ranges.slice(1).map((r) => headTablePart(trace, 'self', {}, r, false));
+    // One shared buffer per later range, kept for the runs as a kept worker keeps its own (a fresh one would add its page faults).
+    const shared = later.map((p) => new SharedArrayBuffer(p.layers.reduce((bytes, l) => bytes + l.byteLength, 0)));
+    const inShared = later.map((p, j) => {
+      let at = 0;
+      return p.layers.map((l) => {
+        const c = new Float32Array(shared[j]!, at, l.length);
+        at += l.byteLength;
+        return c;
+      });
+    });
     for (let i = 0; i < runs; i++) {
       for (const [j, range] of ranges.entries()) {
         parts[j]!.push(
           await timeOnce(() => {
-            if (j === 0) return headTable(trace, undefined, { layers: range });
-            const part = headTablePart(trace, 'self', {}, range, false);
-            let at = 0;
-            const layers = part.layers.map((l) => {
-              const c = new Float32Array(shared, at, l.length);
-              c.set(l);
-              at += l.byteLength;
-              return c;
-            });
-            return runHeadTablePart({ ...part, layers });
+            if (j > 0) return runHeadTablePart({ ...later[j - 1]!, layers: inShared[j - 1]! });
+            const rows = headTable(trace, undefined, { layers: range });
+            later.forEach((p, k) => p.layers.forEach((l, m) => inShared[k]![m]!.set(l)));
+            return rows;
           }),
         );
       }
     }
-    console.log(`  split over ${ranges.length} threads, each range alone on one thread (wall / CPU, median): ${ranges.map((r, j) => `layers ${r.from}–${r.to - 1}${j > 0 ? ' (+ copy, layer 0 read)' : ''} ${cell(parts[j]!)}`).join(' · ')}`);
+    console.log(`  split over ${ranges.length} threads, each thread's share alone on one thread (wall / CPU, median): ${ranges.map((r, j) => `layers ${r.from}–${r.to - 1}${j === 0 ? ' (+ the copies for the others)' : ' (+ layer 0 read)'} ${cell(parts[j]!)}`).join(' · ')}`);
   }
   await stopHeadTableThreads();
+  await baseThreads?.stopHeadTableThreads();
 }
 if (!values['skip-node']) {
   console.log(`head metrics and types, 12 layers × 12 heads, median of ${runs} runs (ms, wall / CPU)`);

@@ -5,7 +5,8 @@
  * bidirectional and causal random traces, with and without excludeFirstToken; the ranges of
  * headTableRanges cover the layers once each, in order; the ranges' tables concatenated, a part
  * sent as a structured-clone message, and the threaded table are the whole table value for value
- * (a layer's values do not depend on the range that holds it); per-layer callbacks come in order.
+ * (a layer's values do not depend on the range that holds it); per-layer callbacks come in order;
+ * a part whose layers arrive one by one (as a worker thread gets them) reads each only once it is in.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { headTable, headTableRanges } from '../src/analysis/head-types.js';
@@ -148,6 +149,34 @@ describe('head table by layer ranges', () => {
     const parts = headTable(t, 'self', { layers: { from: 1, to: 3 }, onLayer: (r) => seen.push(r.map((x) => x.layer)) });
     expect(seen.slice(4)).toEqual([[1, 1, 1], [2, 2, 2]]);
     expect(parts).toEqual(table.filter((r) => r.layer >= 1 && r.layer < 3));
+  });
+
+  it('a part whose layers arrive late (ready): each is read only after ready(i), in layerIndex order, and the table is the whole one', () => {
+    // As a worker thread gets its layers (head-table-threads.ts): empty buffers filled one by one,
+    // here by ready(i) itself; a read before ready(i) would see zeros (and a wrong table).
+    for (const causal of [false, true]) {
+      const t = randomTrace(5, 3, 23, causal, causal ? 41 : 42);
+      const whole = headTable(t, 'self');
+      const part = headTablePart(t, 'self', {}, { from: 2, to: 5 });
+      const source = part.layers.map((l) => l.slice());
+      part.layers.forEach((l) => l.fill(0));
+      const asked: number[] = [];
+      const rows = runHeadTablePart(part, undefined, (i) => {
+        if (!asked.includes(i)) {
+          expect(i, 'layers asked for in the order they are sent').toBe(asked.length);
+          asked.push(i);
+          part.layers[i]!.set(source[i]!);
+        }
+      });
+      expect(asked).toEqual([0, 1, 2, 3]); // layer 0 (js_from_first), then 2, 3, 4
+      expect(rows).toEqual(whole.filter((r) => r.layer >= 2));
+      // Without js_from_first, layer 0 is not part of the part and not asked for.
+      const noJs = headTablePart(t, 'self', { omit: ['js_from_first'] }, { from: 2, to: 5 });
+      const seen: number[] = [];
+      runHeadTablePart(noJs, undefined, (i) => seen.includes(i) || seen.push(i));
+      expect(noJs.layerIndex).toEqual([2, 3, 4]);
+      expect(seen).toEqual([0, 1, 2]);
+    }
   });
 
   it('a range outside the layers is refused with one line naming the option', () => {

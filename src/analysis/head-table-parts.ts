@@ -74,11 +74,25 @@ export function headTablePartBuffers(part: HeadTablePart): ArrayBuffer[] {
   return part.layers.map((l) => l.buffer as ArrayBuffer);
 }
 
-/** The head table of one part (the rows of its layer range), calling `onLayer` as each layer is done. */
-export function runHeadTablePart(part: HeadTablePart, onLayer?: (rows: HeadTableRow[]) => void): HeadTableRow[] {
+/**
+ * The head table of one part (the rows of its layer range), calling `onLayer` as each layer is done.
+ * `ready(i)`, where given, is called before the table first reads the part's i-th layer (its data may
+ * still be arriving: a caller that streams the layers in waits there until that one is in).
+ */
+export function runHeadTablePart(part: HeadTablePart, onLayer?: (rows: HeadTableRow[]) => void, ready?: (i: number) => void): HeadTableRow[] {
   const empty = new Float32Array(0);
-  const layers: Float32Array[] = Array.from({ length: part.numLayers }, () => empty);
-  part.layerIndex.forEach((l, i) => (layers[l] = part.layers[i]!));
+  const plain: Float32Array[] = Array.from({ length: part.numLayers }, () => empty);
+  part.layerIndex.forEach((l, i) => (plain[l] = part.layers[i]!));
+  const position = new Map(part.layerIndex.map((l, i) => [String(l), i]));
+  const layers = ready
+    ? new Proxy(plain, {
+        get(target, key, receiver) {
+          const i = typeof key === 'string' ? position.get(key) : undefined;
+          if (i !== undefined) ready(i);
+          return Reflect.get(target, key, receiver) as unknown;
+        },
+      })
+    : plain;
   const trace: Trace = {
     model: part.model,
     tokens: part.tokens,

@@ -7,8 +7,11 @@
  * range that holds it). Worker threads are started on first use and kept (unref'd: they do not keep
  * the process alive) for later tables, each with a SharedArrayBuffer of its own that the layers are
  * copied into (kept too: a fresh buffer per table cost more in page faults than the copy itself,
- * ≈ 0.1 s for 7 layers of bert-base at 512 tokens, on the calling thread before its own range).
- * Where a worker cannot start, its range is computed here.
+ * ≈ 0.1 s for 7 layers of bert-base at 512 tokens). The calling thread copies a worker's first two
+ * layers, starts it, and copies the rest between the layers of its own range (a worker waits for a
+ * layer not in yet): the worker starts after ≈ 2 copies instead of all 7 (≈ 25 ms at 512 tokens),
+ * and the two threads' shares even out (the calling thread's copies against the worker's re-read
+ * of layer 0). Where a worker cannot start, its range is computed here.
  */
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
@@ -19,6 +22,7 @@ import type { StackName, Trace } from '../core/trace.js';
 import { defaultStack } from '../analysis/head-metrics.js';
 import { type HeadTablePart, headTablePart, runHeadTablePart } from '../analysis/head-table-parts.js';
 import { type HeadTableOptions, type HeadTableRow, headTable, headTableRanges } from '../analysis/head-types.js';
+import type { HeadTableThreadMessage } from './head-table-thread.js';
 
 export interface HeadTableThreadOptions {
   /** Threads in all, the calling one included (default: the machine's cores, at most 4). */
@@ -32,6 +36,8 @@ interface PooledWorker {
   busy: boolean;
   /** Where this worker's parts' layers are copied (grown when a part needs more). */
   shared?: SharedArrayBuffer;
+  /** How many of the current part's layers are in `shared` (one int32 over a SharedArrayBuffer of its own). */
+  ready: Int32Array;
 }
 
 const pool: PooledWorker[] = [];
@@ -53,7 +59,7 @@ function startWorker(): Worker {
 function takeWorker(): PooledWorker {
   let w = pool.find((p) => !p.busy);
   if (!w) {
-    w = { worker: startWorker(), busy: false };
+    w = { worker: startWorker(), busy: false, ready: new Int32Array(new SharedArrayBuffer(4)) };
     w.worker.unref();
     const entry = w;
     w.worker.on('exit', () => pool.splice(pool.indexOf(entry) >>> 0, pool.indexOf(entry) >= 0 ? 1 : 0));
@@ -63,37 +69,71 @@ function takeWorker(): PooledWorker {
   return w;
 }
 
-/** The part with its layers copied into the worker's shared buffer (the worker reads them there: nothing is transferred). */
-function sharedPart(w: PooledWorker, part: HeadTablePart): HeadTablePart {
+/**
+ * A part's layers on their way to a worker: views of the worker's shared buffer, filled in
+ * layerIndex order by `fill` (on the calling thread, between the layers of its own range), each
+ * one announced through the worker's `ready` count (the worker waits there for a layer not in yet).
+ */
+class Feed {
+  private done = 0;
+  readonly part: HeadTablePart;
+  constructor(
+    private readonly from: HeadTablePart,
+    private readonly ready: Int32Array,
+    shared: SharedArrayBuffer,
+  ) {
+    let at = 0;
+    const layers = from.layers.map((l) => {
+      const view = new Float32Array(shared, at, l.length);
+      at += l.byteLength;
+      return view;
+    });
+    this.part = { ...from, layers };
+    Atomics.store(ready, 0, 0);
+  }
+  /** Layers still to copy. */
+  get left(): number {
+    return this.part.layers.length - this.done;
+  }
+  /** Copies the next `count` layers (at most the rest) and tells the worker. */
+  fill(count: number): void {
+    const end = Math.min(this.part.layers.length, this.done + count);
+    if (end <= this.done) return;
+    for (; this.done < end; this.done++) this.part.layers[this.done]!.set(this.from.layers[this.done]!);
+    Atomics.store(this.ready, 0, this.done);
+    Atomics.notify(this.ready, 0);
+  }
+}
+
+/** The layers a feed copies before its worker starts (the first layer it reads, and the one after). */
+const FEED_AHEAD = 2;
+
+/** A feed's layers in the shared buffer of its worker (grown when the part needs more). */
+function feedFor(w: PooledWorker, part: HeadTablePart): Feed {
   const bytes = part.layers.reduce((n, l) => n + l.byteLength, 0);
   if (!w.shared || w.shared.byteLength < bytes) w.shared = new SharedArrayBuffer(bytes);
-  let at = 0;
-  const layers = part.layers.map((l) => {
-    const copy = new Float32Array(w.shared!, at, l.length);
-    copy.set(l);
-    at += l.byteLength;
-    return copy;
-  });
-  return { ...part, layers };
+  return new Feed(part, w.ready, w.shared);
 }
 
 /** Why the last worker thread failed (for tests and the bench), '' when none did. */
 export let headTableThreadFailure = '';
 
 /**
- * One part on a worker thread (`make` builds its message with the trace's own layers, copied into
- * the worker's shared buffer); on a worker failure (not an error of the table) the part is computed
- * here.
+ * One part on a worker thread (`part` with the trace's own layers; they reach the worker's shared
+ * buffer through a feed, added to `feeds` for the caller to fill); on a worker failure (not an
+ * error of the table) the part is computed here.
  */
-function onWorker(make: () => HeadTablePart): Promise<HeadTableRow[]> {
+function onWorker(part: HeadTablePart, feeds: Feed[]): Promise<HeadTableRow[]> {
   let w: PooledWorker;
   try {
     w = takeWorker();
   } catch (e) {
     headTableThreadFailure = e instanceof Error ? e.message : String(e);
-    return Promise.resolve(runHeadTablePart(make()));
+    return Promise.resolve(runHeadTablePart(part));
   }
-  const part = sharedPart(w, make());
+  const feed = feedFor(w, part);
+  feed.fill(FEED_AHEAD);
+  feeds.push(feed);
   return new Promise<HeadTableRow[]>((resolve, reject) => {
     const done = () => {
       w.worker.off('message', onMessage);
@@ -110,14 +150,15 @@ function onWorker(make: () => HeadTablePart): Promise<HeadTableRow[]> {
       headTableThreadFailure = e.message;
       void w.worker.terminate();
       try {
-        resolve(runHeadTablePart(make()));
+        resolve(runHeadTablePart(part));
       } catch (e) {
         reject(e as Error);
       }
     };
     w.worker.on('message', onMessage);
     w.worker.on('error', onError);
-    w.worker.postMessage(part);
+    const message: HeadTableThreadMessage = { part: feed.part, ready: w.ready };
+    w.worker.postMessage(message);
   });
 }
 
@@ -129,11 +170,27 @@ export async function headTableThreaded(trace: Trace, stackName?: StackName, opt
   const n = Math.max(1, Math.floor(threads.threads ?? Math.min(4, availableParallelism())));
   const ranges = headTableRanges(s.layers.length, n, !options.omit?.includes('js_from_first'));
   if (ranges.length === 1) return headTable(trace, stack, options);
-  // The other ranges start on worker threads first, then the first one runs here meanwhile.
-  const others = ranges.slice(1).map((range) => onWorker(() => headTablePart(trace, stack, options, range, false)));
+  // The other ranges start on worker threads first (each with its first layers in), then the first
+  // one runs here meanwhile, copying the workers' next layers after each of its own: spread so that
+  // every copy is made by the end of its range, and at least FEED_AHEAD a time, to stay ahead.
+  const feeds: Feed[] = [];
+  // (The parts first: a bad option throws here, before a worker is taken.)
+  const parts = ranges.slice(1).map((range) => headTablePart(trace, stack, options, range, false));
+  const others = parts.map((part) => onWorker(part, feeds));
   // (A rejection of a worker's range is awaited below; keep it from being reported as unhandled meanwhile.)
   for (const o of others) o.catch(() => undefined);
-  const first = headTable(trace, stack, { ...options, layers: ranges[0] });
+  let mine = ranges[0]!.to - ranges[0]!.from;
+  const onLayer = (): void => {
+    mine--;
+    for (const f of feeds) f.fill(Math.max(FEED_AHEAD, Math.ceil(f.left / Math.max(1, mine))));
+  };
+  let first: HeadTableRow[];
+  try {
+    first = headTable(trace, stack, { ...options, layers: ranges[0], onLayer });
+  } finally {
+    // Whatever happened here, no worker is left waiting for a layer.
+    for (const f of feeds) f.fill(f.left);
+  }
   const rest = await Promise.all(others);
   return [first, ...rest].flat();
 }
