@@ -246,13 +246,16 @@ async function pageDiagnostics(page: Page, mounted: number, drawn: number): Prom
   const got = await page.evaluate(() => {
     const o = performance.timeOrigin;
     const entries = performance.getEntries().filter((e) => e.name.startsWith('attnscope:'));
-    return { entries: entries.map((e) => [e.name.slice('attnscope:'.length), o + e.startTime, e.duration] as [string, number, number]), longTasks: (window as unknown as { marks: PageMarks }).marks.longTasks };
+    const kernels = [...new Set(entries.map((e) => ((e as PerformanceMeasure).detail as { kernel?: string } | null)?.kernel).filter((k) => k !== undefined))];
+    return { entries: entries.map((e) => [e.name.slice('attnscope:'.length), o + e.startTime, e.duration] as [string, number, number]), longTasks: (window as unknown as { marks: PageMarks }).marks.longTasks, kernels };
   });
   const rel = (x: number) => (x - mounted).toFixed(0);
   const byName = new Map<string, [number, number][]>();
   for (const [name, at, d] of got.entries) byName.set(name, [...(byName.get(name) ?? []), [at, d]]);
+  // The worker's compute per job (ms), in order: the overview's strips grow with the row (causal).
+  const compute = (byName.get('worker-compute') ?? []).map((x) => x[1].toFixed(0)).join(' ');
   const marks = [...byName].map(([name, l]) => `${name} ×${l.length} at ${rel(l[0]![0])}…${rel(l.at(-1)![0])}${l.some((x) => x[1] > 0) ? ` Σ${l.reduce((a, x) => a + x[1], 0).toFixed(0)} ms` : ''}`);
-  return `  page (ms from mounted; drawn at ${rel(drawn)}): ${marks.join('; ')}; long tasks ${got.longTasks.map(([at, d]) => `${rel(at)}+${d.toFixed(0)}`).join(' ') || 'none'}`;
+  return `  page (ms from mounted; drawn at ${rel(drawn)}; worker kernel ${got.kernels.join(', ') || '–'}): ${marks.join('; ')}; long tasks ${got.longTasks.map(([at, d]) => `${rel(at)}+${d.toFixed(0)}`).join(' ') || 'none'}\n  worker compute per job (ms): ${compute}`;
 }
 
 /** The page's marks of the trace just done, with the server's events, as a Timeline. */
@@ -389,6 +392,11 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
           const w = window as unknown as { marks: PageMarks };
           w.marks.drawn = 0;
           w.marks.longTasks = [];
+          // This trace's marks only (the preview's and first layer's marks are read from the last).
+          for (const e of performance.getEntries()) if (e.name.startsWith('attnscope:') && e.name !== 'attnscope:preview' && e.name !== 'attnscope:first-layer') performance.clearMeasures(e.name);
+          performance.clearMarks('attnscope:overview-strip');
+          performance.clearMarks('attnscope:overview-painted');
+          performance.clearMarks('attnscope:worker-layer-sent');
           document.querySelectorAll('[data-testid=heatmap-tiles]').forEach((el) => w.marks.earlier.add(el));
         });
         await page.fill('[data-testid=text-input]', text);

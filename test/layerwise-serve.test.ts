@@ -23,11 +23,28 @@ function llamaConfig(): { hidden_size: number; num_attention_heads: number; num_
 beforeAll(async () => {
   server = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, env: { HF_HUB_OFFLINE: '1' }, graphCache: false, bundle: { js: '/* app */', css: '/* app */' } });
   server.traces.onDemandAbove = 0;
+  // No page here draws a first view and says so (POST /api/trace/drawn): no pause unless a test sets one.
+  server.traces.firstLayerPauseMs = 0;
 });
 
 afterAll(async () => {
   await server?.close();
 });
+
+/** Reads a trace answer to its end, handing each frame to `onFrame` as it comes; the frames' types. */
+async function readAll(res: Response, onFrame: (f: Frame) => void | Promise<void>): Promise<string[]> {
+  const reader = new FrameReader();
+  const types: string[] = [];
+  const body = res.body!.getReader();
+  for (;;) {
+    const { done, value } = await body.read();
+    if (done) return types;
+    for (const f of reader.push(value)) {
+      types.push(f.type);
+      await onFrame(f);
+    }
+  }
+}
 
 describe('serve: a long input streams q/k first', () => {
   for (const fixture of ['bert', 'llama']) {
@@ -101,20 +118,15 @@ describe('serve: a long input streams q/k first', () => {
     const read = async (body: object): Promise<Frame[]> => {
       const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text, ...body }) });
       expect(res.status).toBe(200);
-      const reader = new FrameReader();
       const frames: Frame[] = [];
-      const stream = res.body!.getReader();
-      for (;;) {
-        const { done, value } = await stream.read();
-        if (done) return frames;
-        for (const f of reader.push(value)) {
-          frames.push(f);
-          if (f.type === 'layer' && f.tensor >= PREVIEW_TENSOR_INDEX.keys) {
-            events.push(`received preview ${f.tensor === PREVIEW_TENSOR_INDEX.queries ? 'queries' : 'keys'}`);
-            if (f.tensor === PREVIEW_TENSOR_INDEX.keys) got();
-          }
+      await readAll(res, (f) => {
+        frames.push(f);
+        if (f.type === 'layer' && f.tensor >= PREVIEW_TENSOR_INDEX.keys) {
+          events.push(`received preview ${f.tensor === PREVIEW_TENSOR_INDEX.queries ? 'queries' : 'keys'}`);
+          if (f.tensor === PREVIEW_TENSOR_INDEX.keys) got();
         }
-      }
+      });
+      return frames;
     };
     const pause = server.traces.firstLayerPauseMs;
     server.traces.firstLayerPauseMs = 0;
@@ -168,6 +180,44 @@ describe('serve: a long input streams q/k first', () => {
     }
   });
 
+  it("the page's word that its first view is drawn (POST /api/trace/drawn naming the answer's run) ends the pause after the first segment: the run goes on to the end", async () => {
+    const ref = readReference('llama');
+    const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
+    const pause = server.traces.firstLayerPauseMs;
+    const computed: number[] = [];
+    server.traces.onLayerSent = ({ index, preview }) => void (preview || computed.push(index));
+    // Far longer than the test may take: only the page's word ends it.
+    server.traces.firstLayerPauseMs = 600_000;
+    const post = (body: unknown) => fetch(new URL('/api/trace/drawn', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    try {
+      const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text: `${input.text} (drawn)`, head: 1 }) });
+      expect(res.status).toBe(200);
+      const run = res.headers.get('x-attnscope-run');
+      expect(run).toMatch(/^[0-9a-f-]{36}$/);
+      let told = false;
+      const types = await readAll(res, async (f) => {
+        // The preview is in (its two layer frames, under the preview's indices): the page has drawn it.
+        if (!told && f.type === 'layer' && f.tensor === PREVIEW_TENSOR_INDEX.keys) {
+          told = true;
+          expect(computed).toEqual([]);
+          expect((await post({ run })).status).toBe(204);
+        }
+      });
+      expect(told).toBe(true);
+      expect(types.at(-1)).toBe('end');
+      expect(computed).toEqual(Array.from({ length: computed.length }, (_, i) => i));
+      expect(computed.length).toBeGreaterThan(1);
+      // A run no longer under way: nothing to end, still 204; a malformed body: 400 naming the field.
+      expect((await post({ run })).status).toBe(204);
+      const bad = await post({ run: 5 });
+      expect(bad.status).toBe(400);
+      expect(((await bad.json()) as { field: string }).field).toBe('run');
+    } finally {
+      server.traces.onLayerSent = undefined;
+      server.traces.firstLayerPauseMs = pause;
+    }
+  });
+
   it("a request ended by the server's side while its client still reads (its signal fired) ends its answer quietly: no stack printed, the stream closes", async () => {
     const ref = readReference('llama');
     const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
@@ -181,21 +231,12 @@ describe('serve: a long input streams q/k first', () => {
     try {
       const res = await fetch(new URL('/api/trace', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text: `${input.text} (ended by the server)` }) });
       expect(res.status).toBe(200);
-      const reader = new FrameReader();
-      const types: string[] = [];
-      const body = res.body!.getReader();
-      let ended = false;
-      for (;;) {
-        const { done, value } = await body.read();
-        if (done) break;
-        for (const f of reader.push(value)) types.push(f.type);
+      let layers = 0;
+      const types = await readAll(res, (f) => {
         // Layer 0's q/k in, the run pausing: end the request on the server's side.
-        if (!ended && types.filter((t) => t === 'layer').length >= 2) {
-          ended = true;
-          own.abort();
-        }
-      }
-      expect(ended).toBe(true);
+        if (f.type === 'layer' && ++layers === 2) own.abort();
+      });
+      expect(layers).toBe(2);
       expect(types).not.toContain('end');
       await server.traces.settled();
       expect(printed.flatMap((p) => p.mock.calls)).toEqual([]);

@@ -118,6 +118,8 @@ export class App implements Ctx {
     readonly qkReady: Promise<void>,
     mount: HTMLElement,
     private readonly hosted?: HostedViews,
+    /** The model's number of each head of the trace (web/app/side.ts: a head preview's one head); default 0, 1, … */
+    private readonly headNumbers?: readonly number[],
   ) {
     this.state = initialState(trace, header, hosted);
     this.gen = traceGeneration(trace);
@@ -301,6 +303,15 @@ export class App implements Ctx {
 
   numHeads(): number {
     return pageSource(this.trace, this.state.stack).numHeads;
+  }
+
+  /** A head of the trace's number in the model (see headNumbers). */
+  headNumber(head: number): number {
+    return this.headNumbers?.[head] ?? head;
+  }
+
+  headLabel(head: number): string {
+    return String(this.headNumber(head));
   }
 
   private applyTheme(): void {

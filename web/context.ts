@@ -84,6 +84,8 @@ export interface Ctx {
   readonly tooltip: Tooltip;
   numLayers(): number;
   numHeads(): number;
+  /** A head of the trace as the page names it: its number in the model (a head preview holds one head of the model, e.g. head 7, as head 0). */
+  headLabel(head: number): string;
 }
 
 /** Caches display stacks per (stack, hide, merge, step) and per layer. */

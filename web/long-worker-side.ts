@@ -7,7 +7,7 @@
  * it runs). Jobs run block by block for up to SLICE_MS, then yield, so cancels and newer jobs
  * are read while a long job runs; each finished job posts its result (typed arrays transferred).
  */
-import { queryKeyAttentionSource } from '../src/core/attention-on-demand.js';
+import { onDemandKernel, queryKeyAttentionSource } from '../src/core/attention-on-demand.js';
 import type { AttentionSource } from '../src/core/attention-source.js';
 import type { ScoreTerms, StackName } from '../src/core/trace.js';
 import { topKeys } from '../src/views/layout/head-long.js';
@@ -43,7 +43,19 @@ export type LongRequest = { kind: 'long-views' } & (
 );
 
 export type LongResult = { bins: Bins } | { topk: { index: Int32Array; value: Float32Array } };
-export type LongReply = { kind: 'long-views'; id: number } & (LongResult | { error: string });
+/**
+ * Where a job's time went in the worker, in epoch milliseconds (the page and the worker share the
+ * machine's clock): when it came, its first and last step, and the time spent in its steps; and
+ * which kernel computed its blocks.
+ */
+export interface LongJobTiming {
+  queuedAt: number;
+  startAt: number;
+  endAt: number;
+  computeMs: number;
+  kernel: 'wasm' | 'js';
+}
+export type LongReply = { kind: 'long-views'; id: number; timing?: LongJobTiming } & (LongResult | { error: string });
 
 export function isLongRequest(data: unknown): data is LongRequest {
   return typeof data === 'object' && data !== null && (data as { kind?: unknown }).kind === 'long-views';
@@ -52,7 +64,14 @@ export function isLongRequest(data: unknown): data is LongRequest {
 interface Running {
   id: number;
   gen: Generator<number, LongResult>;
+  /** Epoch ms it came and its first step (0: not started); ms spent in its steps. */
+  queuedAt: number;
+  startAt: number;
+  computeMs: number;
 }
+
+/** The machine's clock in milliseconds (the page's and the worker's agree). */
+const epoch = (): number => performance.timeOrigin + performance.now();
 
 /** The worker's state (one stack per worker). */
 let spec: LongStackSpec | null = null;
@@ -126,10 +145,14 @@ function pump(post: (m: LongReply, transfer?: Transferable[]) => void): void {
     const t0 = performance.now();
     for (let job = queue[0]; job && performance.now() - t0 < SLICE_MS; job = queue[0]) {
       try {
+        const s0 = performance.now();
+        if (job.startAt === 0) job.startAt = performance.timeOrigin + s0;
         const r = job.gen.next();
+        job.computeMs += performance.now() - s0;
         if (r.done) {
           queue.shift();
-          post({ kind: 'long-views', id: job.id, ...r.value }, transfers(r.value));
+          const timing: LongJobTiming = { queuedAt: job.queuedAt, startAt: job.startAt, endAt: epoch(), computeMs: job.computeMs, kernel: onDemandKernel() };
+          post({ kind: 'long-views', id: job.id, timing, ...r.value }, transfers(r.value));
         }
       } catch (err) {
         queue.shift();
@@ -161,7 +184,7 @@ export function onLongRequest(req: LongRequest, post: (m: LongReply, transfer?: 
       return;
     }
     case 'job':
-      queue.push({ id: req.id, gen: run(req.job) });
+      queue.push({ id: req.id, gen: run(req.job), queuedAt: epoch(), startAt: 0, computeMs: 0 });
       pump(post);
       return;
   }

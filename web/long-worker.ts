@@ -15,7 +15,7 @@ import type { AttentionSource } from '../src/core/attention-source.js';
 import type { Trace } from '../src/core/trace.js';
 import { pageWorkersAvailable, startPageWorker } from './flow-worker.js';
 import { sourceTrace } from './source.js';
-import type { BiasForm, LongJob, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
+import type { BiasForm, LongJob, LongJobTiming, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
 
 /**
  * Jobs the worker holds at once (it runs them in order): enough that it does not wait for the
@@ -34,6 +34,8 @@ const PRIORITY: Record<LongJob['what'], number> = { bins: 0, topk: 0, thumb: 1 }
 interface Pending {
   id: number;
   job: LongJob;
+  /** When it was posted to the worker (page ms). */
+  sentAt?: number;
   settle(r: LongResult | null): void;
   fail(e: Error): void;
 }
@@ -62,7 +64,7 @@ export class LongWorker {
     private trace: Trace,
     private source: AttentionSource,
   ) {
-    const { worker, finish } = spare ?? startPageWorker('long views');
+    const { worker, finish } = spare ?? startLongWorker();
     spare = null;
     this.worker = worker;
     this.finish = finish;
@@ -149,6 +151,7 @@ export class LongWorker {
     if (!p) return; // cancelled
     this.sent.delete(m.id);
     this.done++;
+    if (m.timing) jobMarks(m.timing, p.sentAt ?? m.timing.queuedAt - performance.timeOrigin);
     if ('error' in m) p.fail(new Error(m.error));
     else p.settle(m);
     this.send();
@@ -162,6 +165,7 @@ export class LongWorker {
       const p = this.waiting.splice(best, 1)[0]!;
       this.ensureLayer(p.job.layer);
       this.sent.set(p.id, p);
+      p.sentAt = performance.now();
       this.post({ kind: 'long-views', op: 'job', id: p.id, job: p.job });
     }
   }
@@ -192,7 +196,31 @@ export class LongWorker {
     const bias = (terms.positionBias ?? terms.bias)?.layers[layer]?.slice() ?? null;
     const biasForm: BiasForm = terms.positionBias ? 'relative' : terms.bias?.dims[1] === 1 && this.source.numQueries !== 1 ? 'broadcast' : 'dense';
     this.post({ kind: 'long-views', op: 'layer', layer, queries, keys, bias, biasForm }, [queries.buffer, keys.buffer, ...(bias ? [bias.buffer] : [])]);
+    performance.mark('attnscope:worker-layer-sent', { detail: { layer, bytes: queries.byteLength + keys.byteLength + (bias?.byteLength ?? 0) } });
     this.held.push(layer);
+  }
+}
+
+/** A long views worker, its start marked (bench/layerwise.ts --app reads the page's attnscope: marks). */
+function startLongWorker(): { worker: Worker; finish: () => void } {
+  performance.mark('attnscope:worker-start');
+  return startPageWorker('long views');
+}
+
+/**
+ * A finished job's time as the page's measures: posted → started in the worker (the message and
+ * the jobs before it), its steps' compute time (kernel in the detail), and its end → here.
+ */
+function jobMarks(t: LongJobTiming, sentAt: number): void {
+  const at = (epochMs: number) => epochMs - performance.timeOrigin;
+  const now = performance.now();
+  try {
+    performance.measure('attnscope:worker-wait', { start: sentAt, end: Math.max(sentAt, at(t.startAt)) });
+    performance.measure('attnscope:worker-job', { start: at(t.startAt), end: Math.max(at(t.startAt), at(t.endAt)) });
+    performance.measure('attnscope:worker-compute', { start: at(t.startAt), duration: t.computeMs, detail: { kernel: t.kernel } });
+    performance.measure('attnscope:worker-reply', { start: Math.min(now, at(t.endAt)), end: now });
+  } catch {
+    // measures are readouts only
   }
 }
 
@@ -251,7 +279,7 @@ let spare: { worker: Worker; finish: () => void } | null = null;
 export function prestartLongWorker(): void {
   if (spare || !pageWorkersAvailable()) return;
   try {
-    spare = startPageWorker('long views');
+    spare = startLongWorker();
   } catch {
     spare = null;
   }

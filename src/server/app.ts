@@ -258,7 +258,23 @@ export function createApp(deps: AppDeps): Hono {
       },
       { highWaterMark: 0 },
     );
-    return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': answer.cached ? 'hit' : 'miss' } });
+    return new Response(stream, { headers: { 'Content-Type': FRAMES_MEDIA_TYPE, 'Cache-Control': 'no-store', 'X-Attnscope-Cache': answer.cached ? 'hit' : 'miss', ...(answer.run ? { [RUN_HEADER]: answer.run } : {}) } });
+  });
+
+  /**
+   * POST /api/trace/drawn {run}: the page has drawn the first view of the trace run `run` (the
+   * trace answer's X-Attnscope-Run header), so the run stops waiting for it (TraceService.drawn).
+   * 204 whether or not the run is still under way.
+   */
+  app.post('/api/trace/drawn', limit, async (c) => {
+    try {
+      const run = ((await readJson(c)) as { run?: unknown } | null)?.run;
+      if (typeof run !== 'string' || run.length === 0 || run.length > 64) throw new RequestError(400, 'run: the X-Attnscope-Run header of a trace answer (a string of 1 to 64 characters)', 'run');
+      deps.traces.drawn(run);
+      return c.body(null, 204);
+    } catch (e) {
+      return errorResponse(c, e);
+    }
   });
 
   /** POST /api/export {model, text, textPair?, decoderText?, format: html|json|safetensors, view?, theme?}: the standalone page or the trace file, as a download. */
@@ -303,11 +319,14 @@ export function createApp(deps: AppDeps): Hono {
   /** POST /api/bias {model, text?, biasType?, limit?, …}: the bias report of the app's bias panel (bias.ts), as NDJSON progress and result lines. */
   registerBiasRoutes(app, deps.bias ?? new BiasService({ catalog: deps.catalog, pool: deps.pool, limits: deps.limits }), deps.limits, limit, readJson);
 
-  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/export, POST /api/compare-page, POST /api/analysis)'));
+  app.all('/api/*', (c) => apiError(c, 404, 'no such API endpoint (GET /api/models, POST /api/load, POST /api/trace, POST /api/trace/drawn, POST /api/export, POST /api/compare-page, POST /api/analysis)'));
   app.notFound((c) => apiError(c, 404, 'not found'));
   app.onError((e, c) => errorResponse(c, e));
   return app;
 }
+
+/** The trace answer's header naming its run (POST /api/trace/drawn). */
+export const RUN_HEADER = 'X-Attnscope-Run';
 
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message.replace(/[\r\n]+/g, ' ').slice(0, 600) : String(e);

@@ -15,6 +15,7 @@
  * queries and keys of layer 0 before the layer itself (engine/layerwise.ts previewHead; not kept in
  * the cache).
  */
+import { randomUUID } from 'node:crypto';
 import { AttnscopeError } from '../core/errors.js';
 import { expandBias, scoresWithoutPositionBias } from '../core/position-bias.js';
 import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
@@ -97,6 +98,10 @@ export function validateTraceRequest(body: unknown, limits: ServerLimits): Requi
 interface SharedRun {
   promise: Promise<TraceResult>;
   controller: AbortController;
+  /** The run's name for its followers' pages (TraceAnswer.run), to tell it their first view is drawn. */
+  id: string;
+  /** Fires when a page following the run has drawn its first view (TraceService.drawn): the pause after the first segment ends. */
+  drawn: AbortController;
   /** Requests waiting for it. */
   waiters: number;
   /** Set once the tokens are known (before the first layer). */
@@ -117,6 +122,8 @@ interface SharedRun {
 export interface TraceAnswer {
   cached: boolean;
   frames: AsyncGenerator<Uint8Array>;
+  /** The run sending them (not for a cached answer): the page names it when its first view is drawn (TraceService.drawn). */
+  run?: string;
 }
 
 /** What a run reports to TraceServiceOptions.onLayerSent (tests follow the order of events with it). */
@@ -167,10 +174,12 @@ export class TraceService {
    */
   onDemandAbove: number | undefined = undefined;
   /**
-   * Milliseconds an on-demand per-layer run waits after handing out its first segment (the
-   * embeddings and layer 0's queries and keys) before it runs the next one, so that the page
-   * decodes, mounts and computes the first layer's view without the server's run on every core
-   * (bench/layerwise.ts --app; one pause per trace). Settable (tests).
+   * The longest an on-demand per-layer run waits after handing out its first segment (the
+   * embeddings and layer 0's queries and keys; or the head preview) before it runs the next one,
+   * so that the page decodes, mounts and computes the first layer's view without the server's run
+   * on every core (bench/layerwise.ts --app; one pause per trace). The page ends the wait when
+   * its view is drawn (`drawn`), a request leaving ends it too; clients that say nothing (not
+   * the app) wait this long once. Settable (tests).
    */
   firstLayerPauseMs = FIRST_LAYER_PAUSE_MS;
 
@@ -220,7 +229,18 @@ export class TraceService {
       leave();
       throw e;
     }
-    return { cached: false, frames: follow(run, leave, signal) };
+    return { cached: false, frames: follow(run, leave, signal), run: run.id };
+  }
+
+  /**
+   * A page following run `id` (TraceAnswer.run) has drawn its first view: the run's pause after its
+   * first segment ends (at once if it is pausing, or is not needed when it comes). Whether such a
+   * run is under way.
+   */
+  drawn(id: string): boolean {
+    const run = [...this.inflight.values()].find((r) => r.id === id);
+    run?.drawn.abort();
+    return run !== undefined;
   }
 
   /** The cached result of a request, or the shared run answering it (joined: call `leave` when done with it). */
@@ -239,6 +259,8 @@ export class TraceService {
         let wakeCaughtUp!: () => void;
         const shared: SharedRun = {
           controller,
+          id: randomUUID(),
+          drawn: new AbortController(),
           waiters: 0,
           frames: [],
           changed: new Promise<void>((r) => (wake = r)),
@@ -292,7 +314,7 @@ export class TraceService {
 
   /** The wait of an on-demand run after the first layer's view is sent (see firstLayerPauseMs); ends when every request has left. */
   private async firstLayerPause(shared: SharedRun): Promise<void> {
-    if (this.firstLayerPauseMs > 0) await pause(this.firstLayerPauseMs, shared.controller.signal);
+    if (this.firstLayerPauseMs > 0) await pause(this.firstLayerPauseMs, AbortSignal.any([shared.controller.signal, shared.drawn.signal]));
   }
 
   /** Waits until no run is under way (tests: after a cancel, the run has stopped). */
@@ -514,7 +536,7 @@ async function* follow(run: SharedRun, leave: () => void, signal?: AbortSignal):
 }
 
 /** See TraceService.firstLayerPauseMs. */
-const FIRST_LAYER_PAUSE_MS = 600;
+const FIRST_LAYER_PAUSE_MS = 1500;
 
 /** The longest a run waits for its followers' connections to take a segment's frames before it runs the next segment. */
 const HAND_OUT_WAIT_MS = 10_000;

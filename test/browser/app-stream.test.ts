@@ -148,8 +148,15 @@ describe('attnscope serve: layer by layer in the app', () => {
     }
   });
 
-  it("draws the shown head from its preview before layer 0 is computed, the same weights as from the whole layer after (stories260k, head 1)", async () => {
+  it("draws the shown head from its preview before layer 0 is computed, labelled as the model's head, the same weights as from the whole layer after (stories260k, head 1); tells the server when it is drawn", async () => {
     const events: string[] = [];
+    // The page's word that its first view is drawn (POST /api/trace/drawn), as the server got it.
+    const told: string[] = [];
+    const drawn = server.traces.drawn.bind(server.traces);
+    server.traces.drawn = (run) => {
+      told.push(run);
+      return drawn(run);
+    };
     // After the preview, after segment 0.
     const gates = makeGates(2);
     server.traces.onDemandAbove = 0;
@@ -178,19 +185,31 @@ describe('attnscope serve: layer by layer in the app', () => {
       const fromPreview: number[] = [];
       for (const [q, k] of cells) fromPreview.push(await hoverTileCell(page, q, k));
       expect(fromPreview.every((v) => v > 0 && v <= 1)).toBe(true);
+      // The preview's one head is named as the model's head 1: the head list and the hovered cell's readout.
+      const headShown = () => page.$eval('[data-testid=heatmap-head]', (el) => [...(el as HTMLSelectElement).options].map((o) => `${o.selected ? '*' : ''}${o.textContent}`).join(' '));
+      expect(await headShown()).toBe('*1');
+      expect(await page.textContent('[data-testid=heatmap-readout]')).toContain('head 1:');
+      // The page said its first view is drawn, naming the run of its trace answer.
+      await expect.poll(() => told.length).toBe(1);
+      expect(told[0]).toMatch(/^[0-9a-f-]{36}$/);
       // Segment 0 (every head of layer 0): the page mounted on it shows head 1, the same weights.
       gates[0]!.open();
       await page.waitForFunction(() => /1 of 5 layers on screen/.test(document.body.innerText), null, { timeout: 60_000 });
       await page.waitForFunction((c) => document.querySelector<HTMLElement>(c)?.dataset.overview === 'done', canvas, { timeout: 60_000 });
       expect(events).toEqual(['preview', 'segment 0']);
       expect(await page.inputValue('[data-testid=heatmap-head]')).toBe('1');
+      expect(await headShown()).toMatch(/^0 \*1 2 3/);
       const fromLayer: number[] = [];
       for (const [q, k] of cells) fromLayer.push(await hoverTileCell(page, q, k));
       expect(fromLayer).toEqual(fromPreview);
+      expect(await page.textContent('[data-testid=heatmap-readout]')).toContain('head 1:');
+      // Once per trace.
+      expect(told).toHaveLength(1);
       gates[1]!.open();
       await page.waitForFunction((t) => document.body.dataset.trace === 'done' && JSON.parse(document.body.dataset.traced ?? '{}').text === t, text, { timeout: 60_000 });
       expect(errors).toEqual([]);
     } finally {
+      server.traces.drawn = drawn;
       await release(gates, context);
     }
   });

@@ -555,7 +555,8 @@ class ServeApp implements SideHost {
       this.url.stack = s.stack;
       // While layers are still arriving, the layer asked for may not be there yet: keep asking for it.
       if (m.complete || this.url.layer === undefined || s.layer > this.url.layer) this.url.layer = s.layer;
-      this.url.head = s.heatmapHead;
+      // (A head preview's one head is the model's head it shows.)
+      this.url.head = m.app.headNumber(s.heatmapHead);
       this.url.theme = s.theme;
       this.url.hideSpecial = s.hideSpecial || undefined;
       this.url.mergeSubwords = s.mergeSubwords || undefined;

@@ -9,7 +9,8 @@ import { App, type HostedViews } from '../app.js';
 import { VIEWS, type State, type ViewName } from '../context.js';
 import { h, replaceChildren } from '../dom.js';
 import { prestartLongWorker } from '../long-worker.js';
-import { ApiRefusal, layersIn, partialTrace, previewTrace, streamTrace, type Incoming } from './stream.js';
+import { OVERVIEW_DRAWN_EVENT } from '../views/heatmap-tiles.js';
+import { ApiRefusal, layersIn, onDemand, partialTrace, previewTrace, streamTrace, traceDrawn, type Incoming } from './stream.js';
 import type { UrlState } from './url-state.js';
 
 /**
@@ -104,6 +105,8 @@ export class Side {
   private frame: number | null = null;
   private traceStart = 0;
   private resolveQk: (() => void) | null = null;
+  /** The trace (seq) whose first view the server was told of, or is to be told of when drawn (tellDrawn). */
+  private told = 0;
 
   constructor(
     readonly name: 'a' | 'b',
@@ -262,7 +265,7 @@ export class Side {
       const preview = partial || !firstOnScreen ? null : previewTrace(incoming);
       if (!partial && !preview) return;
       this.lastPartialMount = now;
-      this.mount(partial ?? preview!, incoming.page, new Promise<void>(() => undefined), key, false, preview !== null);
+      this.mount(partial ?? preview!, incoming.page, new Promise<void>(() => undefined), key, false, preview ? [incoming.preview!.head] : undefined);
       if (preview) {
         this.host.onStatus(this, `tracing… head ${incoming.preview!.head} of layer 0 on screen`);
         // The views of the whole layer start their own worker: its script now, while the server is idle.
@@ -277,11 +280,42 @@ export class Side {
       this.mark('firstPaintMs', String(Math.round(performance.now() - this.traceStart)));
       // performance.now() when it was drawn (the bench measures from the last keystroke).
       this.mark('firstPaintAt', performance.now().toFixed(1));
+      this.tellDrawn(incoming, a.seq);
     }
   }
 
-  /** Shows a trace with the standalone page's App, keeping what the user had chosen. */
-  private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean, preview = false): void {
+  /**
+   * Tells the server when this trace's first view is drawn (stream.ts traceDrawn; an on-demand run
+   * waits for it before its next segment): when the heatmap's overview is painted, or, with no
+   * heatmap computing one on screen, once the views are painted.
+   */
+  private tellDrawn(incoming: Incoming, seq: number): void {
+    const run = incoming.run;
+    if (!run || this.told === seq || !onDemand(incoming.header)) return;
+    this.told = seq;
+    let sent = false;
+    const send = () => {
+      if (sent || seq !== this.seq) return;
+      sent = true;
+      this.views.removeEventListener(OVERVIEW_DRAWN_EVENT, send);
+      traceDrawn(run);
+    };
+    this.views.addEventListener(OVERVIEW_DRAWN_EVENT, send);
+    // The App renders at an animation frame: look for its heatmap after that frame.
+    requestAnimationFrame(() =>
+      requestAnimationFrame(() => {
+        const tiles = this.views.querySelector<HTMLElement>('[data-testid=heatmap-tiles]');
+        if (!tiles || tiles.dataset.overview === 'done') send();
+      }),
+    );
+  }
+
+  /**
+   * Shows a trace with the standalone page's App, keeping what the user had chosen. A head preview
+   * names the model's head its one head is (`previewHeads`: the views label it so).
+   */
+  private mount(trace: Trace, page: PayloadHeader, qkReady: Promise<void>, key: string, complete: boolean, previewHeads?: readonly number[]): void {
+    const preview = previewHeads !== undefined;
     // A head preview (one head) carries nothing over: the mount after it opens as the preview did.
     const shown = this.mounted?.preview;
     const before = shown ? shown.before : this.mounted?.app.state;
@@ -296,7 +330,7 @@ export class Side {
     const header: PayloadHeader = { ...page, ...(view ? { view } : {}), ...(!before && wanted.theme ? { theme: wanted.theme } : {}) };
     this.mounted?.dispose();
     const host = h('div', { class: 'serve-app' });
-    const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host, hosted));
+    const { value: app, dispose } = scopedListeners(() => new App(trace, header, qkReady, host, hosted, previewHeads));
     replaceChildren(this.views, host);
     this.mounted = { app, dispose, complete, key, ...(preview ? { preview: { before, fromPartial, wanted } } : {}) };
     app.set(carryState(app, before, wanted, fromPartial));

@@ -79,6 +79,8 @@ export interface Incoming {
   bytes: number;
   /** A head preview (requests naming a `head`): one head's queries and its key head's keys of one layer, before that layer. */
   preview?: HeadPreviewIn;
+  /** The server's run sending the trace (not for a cached answer), named when its first view is drawn (traceDrawn). */
+  run?: string;
 }
 
 /** A head preview as it arrives (protocol.ts TensorDeclaration.head). */
@@ -107,6 +109,7 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
   const t0 = performance.now();
   const res = await fetch('/api/trace', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(req), signal });
   if (!res.ok) throw await refusal(res);
+  const run = res.headers.get(RUN_HEADER) ?? undefined;
   const reader = new FrameReader();
   let incoming: Incoming | undefined;
   const remaining = new Map<number, number>();
@@ -114,6 +117,7 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
     for (const f of reader.push(chunk)) {
       if (f.type === 'header') {
         incoming = start(f.value, req);
+        if (run) incoming.run = run;
         f.value.tensors.forEach((t, i) => remaining.set(i, t.layers));
         callbacks.onHeader?.(incoming);
       } else if (f.type === 'layer' && isPreviewIndex(f.tensor)) {
@@ -171,6 +175,19 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
     }
   }
   throw new ApiRefusal('the server closed the connection before the trace was complete');
+}
+
+/** The trace answer's header naming its run (src/server/app.ts RUN_HEADER). */
+const RUN_HEADER = 'X-Attnscope-Run';
+
+/**
+ * Tells the server that the first view of the trace its run `run` sends is drawn (POST
+ * /api/trace/drawn): an on-demand run waits for it after its first segment, so that its next one
+ * does not compute on the cores the page draws with. A failure changes nothing (the run's wait has
+ * an upper bound).
+ */
+export function traceDrawn(run: string): void {
+  fetch('/api/trace/drawn', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ run }) }).catch(() => undefined);
 }
 
 function start(header: StreamHeader, req: TraceRequest): Incoming {
@@ -262,7 +279,7 @@ function place(incoming: Incoming, index: number, layer: number, values: Float32
 }
 
 /** A trace streamed in the on-demand form: queries, keys and score terms, no probabilities. */
-function onDemand(header: StreamHeader): boolean {
+export function onDemand(header: StreamHeader): boolean {
   return header.scores !== undefined && !header.tensors.some((t) => t.kind === 'attention');
 }
 

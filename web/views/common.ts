@@ -14,7 +14,7 @@ export function layerSelect(ctx: Ctx, testid: string): HTMLLabelElement {
 
 export function headSelect(ctx: Ctx, testid: string, value: number, onChange: (h: number) => void, label = 'head'): HTMLLabelElement {
   const n = ctx.numHeads();
-  return select(testid, label, Array.from({ length: n }, (_, hd) => ({ value: hd, label: String(hd) })), value, onChange);
+  return select(testid, label, Array.from({ length: n }, (_, hd) => ({ value: hd, label: ctx.headLabel(hd) })), value, onChange);
 }
 
 /** Column / axis names: queries and keys, or decoder and encoder tokens for cross attention (layout/common's wording). */

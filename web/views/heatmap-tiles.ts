@@ -80,6 +80,9 @@ export interface TileHit {
   masked: boolean;
 }
 
+/** Dispatched (bubbling) by the heatmap's canvas when a matrix's whole overview is first painted. */
+export const OVERVIEW_DRAWN_EVENT = 'attnscope-overview-drawn';
+
 /** Tiles kept (each 256 × 256 bins: max, mean and blank ≈ 576 KB). */
 const CACHE_TILES = 48;
 /** Bin rows per overview strip (the overview is drawn strip by strip as it streams in). */
@@ -122,6 +125,8 @@ export class TiledHeatmap {
   private input: TiledHeatmapInput | null = null;
   private read: BlockReader | null = null;
   private dataKey = '';
+  /** The matrix (dataKey) whose whole overview was painted last (a readout mark once per matrix). */
+  private overviewPainted = '';
   view: TileView = { scale: 1, x: 0, y: 0 };
   private strips: Strip[] = [];
   private tiles = new Map<string, Bins>();
@@ -453,6 +458,7 @@ export class TiledHeatmap {
         if (!r || at < 0) return;
         this.jobs.splice(at, 1);
         this.cellsRead += (region.r1 - region.r0) * (region.c1 - region.c0);
+        if (key.startsWith('overview:')) performance.mark('attnscope:overview-strip');
         done(r.bins);
         this.updateScale();
         this.draw();
@@ -588,6 +594,8 @@ export class TiledHeatmap {
   paint(): void {
     const input = this.input;
     if (!input || !this.scale) return;
+    const p0 = performance.now();
+    const overviewDone = this.overviewDone();
     const c = this.canvas.getContext('2d')!;
     const dpr = this.dpr();
     c.setTransform(dpr, 0, 0, dpr, 0, 0);
@@ -640,6 +648,13 @@ export class TiledHeatmap {
     this.paintSide(c);
     this.canvas.dataset.tilesDrawn = String(drawn);
     this.status();
+    // Readouts (bench/layerwise.ts --app): each paint, and the first with the whole overview.
+    performance.measure('attnscope:heatmap-paint', { start: p0 });
+    if (overviewDone && this.overviewPainted !== this.dataKey) {
+      this.overviewPainted = this.dataKey;
+      performance.mark('attnscope:overview-painted');
+      this.canvas.dispatchEvent(new CustomEvent(OVERVIEW_DRAWN_EVENT, { bubbles: true }));
+    }
   }
 
   /** The view and progress as data attributes (for tools and tests); ready: nothing left to compute or paint. */

@@ -149,7 +149,7 @@ export class HeatmapView {
       return;
     }
     const mode = state.heatmapMode;
-    const what = mode === 'all' ? `head ${hit.matrix}` : mode === 'head' ? `head ${state.heatmapHead}` : `${mode} over ${ds.numHeads} heads`;
+    const what = mode === 'all' ? `head ${ctx.headLabel(hit.matrix)}` : mode === 'head' ? `head ${ctx.headLabel(state.heatmapHead)}` : `${mode} over ${ds.numHeads} heads`;
     const q = ds.queryTokens[hit.q]!;
     const k = ds.keyTokens[hit.k]!;
     const value = hit.masked ? 'masked' : ctx.fmtWeight(hit.value);
@@ -287,7 +287,7 @@ export class HeatmapView {
     }
     const tokens = pageTokens(ctx.trace, state.stack);
     const mode = state.heatmapMode === 'all' ? 'head' : state.heatmapMode;
-    const what = mode === 'head' ? `head ${state.heatmapHead}` : `${mode} over ${ctx.numHeads()} heads`;
+    const what = mode === 'head' ? `head ${ctx.headLabel(state.heatmapHead)}` : `${mode} over ${ctx.numHeads()} heads`;
     const q = tokens.query[hit.q];
     const k = tokens.key[hit.k];
     const value = hit.masked ? 'masked' : ctx.fmtWeight(hit.value);

@@ -111,7 +111,7 @@ export class ModelView {
   private cellTip(cell: ModelCell): string[] {
     const ds = this.layout!.ds;
     const pairs = cell.pairs.map((p) => `${p.q} “${this.ctx.label(ds.queryTokens[p.q]!)}” → ${p.k} “${this.ctx.label(ds.keyTokens[p.k]!)}”  ${this.ctx.fmtWeight(p.value)}`);
-    return [`layer ${cell.layer} · head ${cell.head}`, ...(pairs.length ? ['strongest query → key:', ...pairs] : [])];
+    return [`layer ${cell.layer} · head ${this.ctx.headLabel(cell.head)}`, ...(pairs.length ? ['strongest query → key:', ...pairs] : [])];
   }
 
   /** Marks the hovered cell (data attributes for tools and tests, and an outline). */
@@ -297,7 +297,7 @@ export class ModelView {
     const nk = d.keyTokens.length;
     const values = d.layers[open.layer]!.subarray(open.head * nq * nk, (open.head + 1) * nq * nk);
     const close = button('model-detail-close', '✕ close', () => ctx.set({ modelOpen: null }), 'Close (Esc)');
-    const title = h('div', { class: 'detail-title', testid: 'model-detail-title' }, `layer ${open.layer} · head ${open.head}`);
+    const title = h('div', { class: 'detail-title', testid: 'model-detail-title' }, `layer ${open.layer} · head ${ctx.headLabel(open.head)}`);
     const panel = h('div', { class: 'detail-panel' }, h('div', { class: 'detail-head' }, title, h('span', { class: 'spacer' }), close), this.detailReadout, h('div', { class: 'scroll' }, this.detailGrid.el));
     replaceChildren(this.detail, panel);
     this.detail.onclick = (e) => {
@@ -383,6 +383,6 @@ export class ModelView {
       for (let i = 0; i < cell.bins.max.length; i++) if (cell.bins.blank[i] === 0 && cell.bins.max[i]! > m) m = cell.bins.max[i]!;
       peak = `largest weight read: ${ctx.fmtWeight(m)}`;
     }
-    if (e) ctx.tooltip.show(e.clientX, e.clientY, `layer ${cell.layer} · head ${cell.head}`, cell.bins ? peak : 'computing…', 'click to open');
+    if (e) ctx.tooltip.show(e.clientX, e.clientY, `layer ${cell.layer} · head ${ctx.headLabel(cell.head)}`, cell.bins ? peak : 'computing…', 'click to open');
   }
 }
