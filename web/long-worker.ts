@@ -19,8 +19,10 @@ import type { BiasForm, LongJob, LongJobTiming, LongReply, LongRequest, LongResu
 
 /**
  * Jobs the worker holds at once (it runs them in order): enough that it does not wait for the
- * page's thread (busy painting what came) between a heatmap overview's strips, few enough that a
- * newer job waits behind at most a few blocks.
+ * page's thread (busy painting what came) between jobs, few enough that a newer job waits behind
+ * at most a few blocks. Jobs submitted `eager` (a heatmap overview's strips, which are always
+ * wanted) go at once, all of them: the worker computes the whole overview without waiting for the
+ * page's thread, which mounts and paints meanwhile (its long tasks held the next strips back).
  */
 const IN_FLIGHT = 4;
 /** Layers the worker holds at once (each job reads one). */
@@ -36,6 +38,8 @@ interface Pending {
   job: LongJob;
   /** When it was posted to the worker (page ms). */
   sentAt?: number;
+  /** Sent at once, whatever the worker holds (see IN_FLIGHT). */
+  eager: boolean;
   settle(r: LongResult | null): void;
   fail(e: Error): void;
 }
@@ -83,8 +87,8 @@ export class LongWorker {
     this.worker.postMessage(req, transfer);
   }
 
-  /** Queues a job; its result arrives when the worker has computed it. */
-  submit<T extends LongResult>(job: LongJob): LongTicket<T> {
+  /** Queues a job (`eager`: sent to the worker at once, see IN_FLIGHT); its result arrives when the worker has computed it. */
+  submit<T extends LongResult>(job: LongJob, eager = false): LongTicket<T> {
     const id = this.nextId++;
     let settle: (r: LongResult | null) => void = () => undefined;
     let fail: (e: Error) => void = () => undefined;
@@ -94,7 +98,7 @@ export class LongWorker {
     });
     if (this.broken) fail(new Error('long views worker: failed'));
     else {
-      this.waiting.push({ id, job, settle, fail });
+      this.waiting.push({ id, job, eager, settle, fail });
       this.send();
     }
     return { id, result };
@@ -157,11 +161,16 @@ export class LongWorker {
     this.send();
   }
 
-  /** Sends waiting jobs (most urgent first) while the worker holds fewer than IN_FLIGHT, with the layers they read. */
+  /** Sends the eager jobs, then waiting jobs (most urgent first) while the worker holds fewer than IN_FLIGHT, with the layers they read. */
   private send(): void {
-    while (!this.closed && this.sent.size < IN_FLIGHT && this.waiting.length) {
-      let best = 0;
-      for (let i = 1; i < this.waiting.length; i++) if (PRIORITY[this.waiting[i]!.job.what] < PRIORITY[this.waiting[best]!.job.what]) best = i;
+    for (;;) {
+      if (this.closed || this.waiting.length === 0) return;
+      let best = this.waiting.findIndex((p) => p.eager);
+      if (best < 0) {
+        if (this.sent.size >= IN_FLIGHT) return;
+        best = 0;
+        for (let i = 1; i < this.waiting.length; i++) if (PRIORITY[this.waiting[i]!.job.what] < PRIORITY[this.waiting[best]!.job.what]) best = i;
+      }
       const p = this.waiting.splice(best, 1)[0]!;
       this.ensureLayer(p.job.layer);
       this.sent.set(p.id, p);

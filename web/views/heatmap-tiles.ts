@@ -450,7 +450,8 @@ export class TiledHeatmap {
     const input = this.input!;
     const worker = input.worker ?? null;
     if (!worker) return { key, gen: binRegion(this.read!, region, input.mask), ticket: null, done };
-    const ticket = worker.submit<{ bins: Bins }>({ what: 'bins', layer: input.layer, which: input.which, region });
+    // The overview's strips all go to the worker at once (long-worker.ts IN_FLIGHT).
+    const ticket = worker.submit<{ bins: Bins }>({ what: 'bins', layer: input.layer, which: input.which, region }, key.startsWith('overview:'));
     const job: Job = { key, gen: null, ticket: { worker, id: ticket.id }, done };
     ticket.result.then(
       (r) => {
