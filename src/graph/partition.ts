@@ -91,6 +91,47 @@ function typeFromCode(code: number, node: NodeSpec): ElemType {
   return t;
 }
 
+/** A graph's nodes indexed: which node computes each value, and which compute from weights and constants only. */
+interface NodeIndex {
+  /** The index (in `graph.nodes`) of the node computing each value. */
+  producer: ReadonlyMap<string, number>;
+  /** Per node: computed from initializers and constant nodes only, and no graph output (repeated where read instead of carried). */
+  constant: readonly boolean[];
+  /** An initializer or an output of a constant node. */
+  isConstant(name: string): boolean;
+  /**
+   * The nodes computing `names` and, transitively, those they read (node indices), entering only
+   * nodes `enter` admits.
+   */
+  ancestors(names: Iterable<string>, enter?: (node: number) => boolean): Set<number>;
+}
+
+/** The NodeIndex of `graph` (its nodes in topological order, as the builder and partitionByLayer keep them). */
+function indexNodes(graph: GraphSpec): NodeIndex {
+  const nodes = graph.nodes;
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
+  const outputNames = new Set(graph.outputs.map((o) => o.name));
+  const initializerNames = new Set(graph.initializers.map((t) => t.name));
+  const constant = new Array<boolean>(nodes.length).fill(false);
+  const isConstant = (name: string) => initializerNames.has(name) || (producer.has(name) && constant[producer.get(name)!]!);
+  nodes.forEach((n, i) => {
+    constant[i] = !n.outputs.some((o) => outputNames.has(o)) && n.inputs.every((x) => x === '' || isConstant(x));
+  });
+  const ancestors = (names: Iterable<string>, enter: (node: number) => boolean = () => true): Set<number> => {
+    const found = new Set<number>();
+    const pending = [...names];
+    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+      const p = producer.get(name);
+      if (p === undefined || found.has(p) || !enter(p)) continue;
+      found.add(p);
+      for (const x of nodes[p]!.inputs) if (x !== '') pending.push(x);
+    }
+    return found;
+  };
+  return { producer, constant, isConstant, ancestors };
+}
+
 /** The element type of every value of the graph, as far as its ops tell. */
 export function valueTypes(graph: GraphSpec): Map<string, ElemType> {
   const types = new Map<string, ElemType>();
@@ -129,17 +170,9 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
   /** Layer keys are `<stack>.<layer>` (or any key: then one stack). */
   const stackOf = (key: string) => key.slice(0, Math.max(0, key.lastIndexOf('.')));
   const nodes = graph.nodes;
-  const producer = new Map<string, number>();
-  nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
-  const outputNames = new Set(graph.outputs.map((o) => o.name));
-
   // Nodes computed from weights and constants only (not graph outputs themselves): repeated where read.
-  const initializerNames = new Set(graph.initializers.map((t) => t.name));
-  const constant = new Array<boolean>(nodes.length).fill(false);
-  const isConstantValue = (name: string) => initializerNames.has(name) || (producer.has(name) && constant[producer.get(name)!]!);
-  nodes.forEach((n, i) => {
-    constant[i] = !n.outputs.some((o) => outputNames.has(o)) && n.inputs.every((x) => x === '' || isConstantValue(x));
-  });
+  const index = indexNodes(graph);
+  const { producer, constant } = index;
 
   // Layers (their early outputs apart), in order of their first output; each one's range of node indices.
   type Range = { key: string; early: boolean; lo: number; hi: number };
@@ -266,14 +299,7 @@ export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => 
   for (let s = 0; s < count; s++) {
     const own = members[s]!;
     // The constant nodes this segment's nodes read, with what they read in turn (in graph order).
-    const constants = new Set<number>();
-    const visit = (name: string) => {
-      const p = producer.get(name);
-      if (p === undefined || !constant[p] || constants.has(p)) return;
-      constants.add(p);
-      for (const x of nodes[p]!.inputs) if (x !== '') visit(x);
-    };
-    for (const i of own) for (const x of nodes[i]!.inputs) if (x !== '') visit(x);
+    const constants = index.ancestors(own.flatMap((i) => nodes[i]!.inputs), (p) => constant[p]!);
     const segNodes = [...[...constants].sort((a, b) => a - b), ...own].map((i) => nodes[i]!);
     const read = new Set<string>();
     for (const n of segNodes) for (const x of n.inputs) if (x !== '') read.add(x);
@@ -441,8 +467,12 @@ const PER_HEAD_OPS = new Set(['Identity', 'Add', 'Sub', 'Mul', 'Div', 'Neg', 'Sq
  */
 export function headPreview(segment: GraphSegment, spec: HeadPreviewSpec): HeadPreviewSplit | undefined {
   const graph = segment.graph;
-  const producer = new Map<string, NodeSpec>();
-  for (const n of graph.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const index = indexNodes(graph);
+  const { constant, isConstant } = index;
+  const producer = (name: string): NodeSpec | undefined => {
+    const p = index.producer.get(name);
+    return p === undefined ? undefined : graph.nodes[p];
+  };
   const inits = new Map(graph.initializers.map((t) => [t.name, t] as const));
   const inputs = new Map(graph.inputs.map((i) => [i.name, i] as const));
   const intValues = (name: string): number[] | undefined => {
@@ -455,7 +485,7 @@ export function headPreview(segment: GraphSegment, spec: HeadPreviewSpec): HeadP
   const initializerOf = (name: string): InitializerSpec | undefined => {
     const t = inits.get(name);
     if (t) return t;
-    const p = producer.get(name);
+    const p = producer(name);
     return p && (p.opType === 'Cast' || p.opType === 'Identity') ? initializerOf(p.inputs[0]!) : undefined;
   };
   /** The same for every head: an initializer (or a Cast of one) of rank ≤ 2 or [·, 1, ·, ·], or a graph input shaped [·, 1, ·, ·]. */
@@ -464,15 +494,8 @@ export function headPreview(segment: GraphSegment, spec: HeadPreviewSpec): HeadP
     if (t) return t.dims.length <= 2 || (t.dims.length === 4 && t.dims[1] === 1);
     const i = inputs.get(name);
     if (i) return i.shape !== undefined && (i.shape.length <= 2 || (i.shape.length === 4 && i.shape[1] === 1));
-    const p = producer.get(name);
+    const p = producer(name);
     return p !== undefined && (p.opType === 'Cast' || p.opType === 'Identity') && sharedByHeads(p.inputs[0]!);
-  };
-  /** A constant value: an initializer or computed from initializers only. */
-  const constants = new Map<string, boolean>();
-  const constantValue = (name: string): boolean => {
-    let c = constants.get(name);
-    if (c === undefined) constants.set(name, (c = inits.has(name) || (producer.has(name) && producer.get(name)!.inputs.every((x) => x === '' || constantValue(x)))));
-    return c;
   };
   interface Projection { matmul: NodeSpec; bias?: NodeSpec; reshape: NodeSpec; transpose: NodeSpec; chain: NodeSpec[]; x: string }
   const trace = (output: string, heads: number): Projection | undefined => {
@@ -480,27 +503,27 @@ export function headPreview(segment: GraphSegment, spec: HeadPreviewSpec): HeadP
     const seen = new Set<NodeSpec>();
     let root: Omit<Projection, 'chain'> | undefined;
     const walk = (value: string): boolean => {
-      const n = producer.get(value);
+      const n = producer(value);
       if (!n) return false;
       if (seen.has(n)) return true;
       seen.add(n);
       if (n.opType === 'Transpose') {
         const perm = n.attributes?.perm;
-        const reshape = producer.get(n.inputs[0]!);
+        const reshape = producer(n.inputs[0]!);
         if (root || !Array.isArray(perm) || perm.join() !== '0,2,1,3' || reshape?.opType !== 'Reshape') return false;
         const shape = intValues(reshape.inputs[1]!);
         if (!shape || shape.length !== 4 || shape[2] !== heads || shape[3] !== spec.headDim) return false;
-        let proj = producer.get(reshape.inputs[0]!);
+        let proj = producer(reshape.inputs[0]!);
         let bias: NodeSpec | undefined;
         if (proj?.opType === 'Add') {
           bias = proj;
           const [a, b] = proj.inputs;
-          const biasValue = constantValue(b!) ? b! : a!;
+          const biasValue = isConstant(b!) ? b! : a!;
           const t = initializerOf(biasValue);
           if (!t || t.dims.length !== 1 || t.dims[0] !== heads * spec.headDim) return false;
-          proj = producer.get(biasValue === b ? a! : b!);
+          proj = producer(biasValue === b ? a! : b!);
         }
-        if (proj?.opType !== 'MatMul' || !constantValue(proj.inputs[1]!)) return false;
+        if (proj?.opType !== 'MatMul' || !isConstant(proj.inputs[1]!)) return false;
         root = { matmul: proj, ...(bias ? { bias } : {}), reshape, transpose: n, x: proj.inputs[0]! };
         return true;
       }
@@ -539,41 +562,24 @@ export function headPreview(segment: GraphSegment, spec: HeadPreviewSpec): HeadP
   if (!q || !k) return undefined;
 
   // The nodes both need before their projections (embeddings, the input norm), with their constants.
-  const ancestors = (names: readonly string[]): Set<NodeSpec> => {
-    const found = new Set<NodeSpec>();
-    const visit = (name: string): void => {
-      const n = producer.get(name);
-      if (!n || found.has(n)) return;
-      found.add(n);
-      for (const x of n.inputs) if (x !== '') visit(x);
-    };
-    names.forEach(visit);
-    return found;
-  };
-  const prefix = ancestors([q.x, k.x]);
+  const prefix = index.ancestors([q.x, k.x]);
   // The weights' own nodes (a 16-bit weight's Cast, a transpose): constants, also in the preview.
-  const weightNodes = ancestors([q, k].flatMap((p) => [p.matmul.inputs[1]!, ...(p.bias ? p.bias.inputs : [])]));
-  // A constant node stays in the rest too (repeated, as partitionByLayer does); computed ones move.
-  const moved = new Set([...prefix].filter((n) => !n.outputs.every((o) => constantValue(o))));
+  const weightNodes = index.ancestors([q, k].flatMap((p) => [p.matmul.inputs[1]!, ...(p.bias ? p.bias.inputs : [])]));
+  // A constant node stays in the rest too (repeated, as partitionByLayer does); computed ones move (in graph order).
+  const moved = new Set([...prefix].filter((i) => !constant[i]).sort((a, b) => a - b));
   const segmentOutputs = new Set(segment.outputs);
-  if ([...moved].some((n) => n.outputs.some((o) => segmentOutputs.has(o)))) return undefined;
+  if ([...moved].some((i) => graph.nodes[i]!.outputs.some((o) => segmentOutputs.has(o)))) return undefined;
   // The rest: the nodes not moved, and of the constant ones only those it still reads (not the embedding table's Cast).
-  const needed = new Set<NodeSpec>();
-  const need = (name: string): void => {
-    const n = producer.get(name);
-    if (!n || needed.has(n) || moved.has(n)) return;
-    needed.add(n);
-    for (const x of n.inputs) if (x !== '') need(x);
-  };
-  for (const n of graph.nodes) if (!moved.has(n) && !n.outputs.every((o) => constantValue(o))) for (const o of n.outputs) need(o);
-  const restNodes = graph.nodes.filter((n) => needed.has(n));
+  const computed = graph.nodes.flatMap((n, i) => (moved.has(i) || constant[i] ? [] : n.outputs));
+  const needed = index.ancestors(computed, (i) => !moved.has(i));
+  const restNodes = graph.nodes.filter((_, i) => needed.has(i));
   const restReads = new Set(restNodes.flatMap((n) => n.inputs));
   const carriedOut = new Set(segment.carriedOut);
-  const handed = [...moved].flatMap((n) => n.outputs).filter((o) => o !== '' && (restReads.has(o) || carriedOut.has(o)));
+  const handed = [...moved].flatMap((i) => graph.nodes[i]!.outputs).filter((o) => o !== '' && (restReads.has(o) || carriedOut.has(o)));
 
   // The preview: the prefix, then per projection the gathered columns, the product, the reshape into one head and the per-head ops.
   const types = valueTypes(graph);
-  const nodes: NodeSpec[] = graph.nodes.filter((n) => prefix.has(n) || (weightNodes.has(n) && n.outputs.every((o) => constantValue(o))));
+  const nodes: NodeSpec[] = graph.nodes.filter((_, i) => prefix.has(i) || (weightNodes.has(i) && constant[i]));
   const extra: InitializerSpec[] = [];
   const headOf = (p: Projection, tag: 'queries' | 'keys', output: string): void => {
     const rename = new Map<string, string>();
