@@ -9,6 +9,9 @@ import { defineConfig } from 'vitest/config';
  * worker on 2 cores; most of our test time is spent waiting on child processes (the CLI through tsx)
  * or in onnxruntime, so two workers overlap that wait. Processes (forks), not threads: the native
  * bindings (onnxruntime-node, tokenizers) are not safe to load in several threads of one process.
+ * The unit suite runs its files without isolation (each worker process runs file after file with
+ * one module cache): a fresh process per file re-imported our modules and onnxruntime 124 times,
+ * about half the CPU of the suite's 52 shortest files. Tests that change process.env restore it.
  */
 /** Suites that run the command as processes (test/helpers/cli.ts: the build when current, else tsx). */
 const CLI_SUITES = ['test/cli*.test.ts', 'test/export-cli.test.ts', 'test/bad-input.test.ts', 'test/cache-cli.test.ts', 'test/no-litter.test.ts'];
@@ -26,6 +29,7 @@ export default defineConfig({
           name: 'unit',
           include: ['test/**/*.test.ts'],
           exclude: ['test/browser/**', ...CLI_SUITES],
+          isolate: false,
         },
       },
       {

@@ -281,6 +281,9 @@ function metricPy(rows: readonly { sentMore: string; sentLess: string; direction
 describe("metric.py's loop re-implemented, against our scores file", () => {
   let bert: Model;
   let pairs: CrowsPair[];
+  /** scoreCrowsPairs(bert, pairs) as run by default (batched), once for both tests. */
+  let batchedRun: ReturnType<typeof scoreCrowsPairs> | undefined;
+  const batched = () => (batchedRun ??= scoreCrowsPairs(bert, pairs));
   beforeAll(async () => {
     bert = await loadModel(join(FIXTURES, 'bert'), { graphCache: false });
     // Every bias type, both directions: the first 3 pairs of each type.
@@ -311,7 +314,7 @@ describe("metric.py's loop re-implemented, against our scores file", () => {
     // No score within float32 noise of a rounding boundary (where the two computations could round apart).
     for (const r of rows) for (const x of [r.score1, r.score2]) expect(Math.abs(Math.abs(x * 1000) % 1 - 0.5)).toBeGreaterThan(0.01);
     const expected = metricPy(rows);
-    const run = await scoreCrowsPairs(bert, pairs);
+    const run = await batched();
     const ours = crowsPairRows(pairs, run.scores, true);
     const csv = parseCsv(crowsScoresCsv(ours));
     expect(csv[0]).toEqual(['', 'sent_more', 'sent_less', 'sent_more_score', 'sent_less_score', 'score', 'stereo_antistereo', 'bias_type']);
@@ -334,14 +337,14 @@ describe("metric.py's loop re-implemented, against our scores file", () => {
   });
 
   it('batched masked copies (engine/batch.ts) give the per-copy scores to float32 rounding and the same metric', async () => {
-    const batched = await scoreCrowsPairs(bert, pairs);
+    const run = await batched();
     const single = await scoreCrowsPairs(bert, pairs, { batched: false });
     let largest = 0;
-    batched.scores.forEach((b, k) => {
+    run.scores.forEach((b, k) => {
       for (const side of ['sent1', 'sent2'] as const) largest = Math.max(largest, Math.abs(b[side] - single.scores[k]![side]));
     });
     expect(largest).toBeLessThan(1e-4);
-    const rb = crowsPairRows(pairs, batched.scores, true);
+    const rb = crowsPairRows(pairs, run.scores, true);
     const rs = crowsPairRows(pairs, single.scores, true);
     expect(rb.map((r) => [r.sentMoreScore, r.sentLessScore, r.score])).toEqual(rs.map((r) => [r.sentMoreScore, r.sentLessScore, r.score]));
     expect(crowsPairsMetric(rb)).toEqual(crowsPairsMetric(rs));
