@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/engine/load.js';
-import { fakeCommit, fixtureFiles, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
+import { fakeCommit, fixtureFiles, restoreEnv, startFakeHub, type FakeHub } from './helpers/fake-hub.js';
 import { FIXTURES, flat, maxAbsDiff, readReference, stackValues } from './helpers/reference.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'attnscope-hub-trace-'));
@@ -26,7 +26,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  process.env = saved;
+  restoreEnv(saved);
   await hub?.close();
   rmSync(tmp, { recursive: true, force: true });
 });

@@ -16,7 +16,7 @@ import type { Token } from '../src/core/trace.js';
 import { loadModel } from '../src/engine/load.js';
 import { createTokenizer, loadTokenizer, type AttnTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { convertSentencePiece } from '../src/tokenizer/sentencepiece-convert.js';
-import { fixtureFiles, startFakeHub } from './helpers/fake-hub.js';
+import { fixtureFiles, restoreEnv, startFakeHub } from './helpers/fake-hub.js';
 import { FIXTURES, readReference } from './helpers/reference.js';
 import { sentencePieceProto } from './helpers/sentencepiece-proto.js';
 
@@ -212,7 +212,7 @@ describe('the loader', () => {
       }
       expect(hub.requests.some((r) => r.path.endsWith('/spm.model'))).toBe(true);
     } finally {
-      process.env = saved;
+      restoreEnv(saved);
       await hub.close();
     }
   });

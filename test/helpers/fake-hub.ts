@@ -198,3 +198,13 @@ function serveBody(
   }
   res.end(data);
 }
+
+/**
+ * Puts `process.env` back to `saved` (a copy taken before pointing it at a fake hub) in place, not
+ * by assigning a plain object to it: the unit suite's files share their worker process
+ * (vitest.config.ts), whose environment must stay the real one for the files after.
+ */
+export function restoreEnv(saved: NodeJS.ProcessEnv): void {
+  for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+  Object.assign(process.env, saved);
+}
