@@ -40,8 +40,8 @@ const BAND_COUNTS = [1, 4, 32];
 /**
  * The band counts run for `fixture`: all of BAND_COUNTS under test:deep and for `emptyBands` (one
  * fixture of a describe); elsewhere in npm test one band and bands of a few rows (32 bands, more
- * than the inputs' 10–37 rows, build the largest graphs: 3–16× the time of 4 bands; 10–16× on the T5
- * family).
+ * than most inputs' rows (10–37; 80–93 in the long ones), build the largest graphs: 3–16× the time
+ * of 4 bands, 10–16× on the T5 family).
  */
 function bandCounts(fixture: string, emptyBands: string): number[] {
   return DEEP || fixture === emptyBands ? BAND_COUNTS : BAND_COUNTS.filter((b) => b <= 4);
