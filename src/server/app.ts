@@ -14,7 +14,7 @@ import { AttnscopeError } from '../core/errors.js';
 import type { ModelCatalog } from './catalog.js';
 import { AbortError } from './abortable.js';
 import type { ModelPool } from './pool.js';
-import { FRAMES_MEDIA_TYPE, jsonFrame, type ApiError, type ModelsResponse, type ProgressFrame, type ServerLimits } from './protocol.js';
+import { FRAMES_MEDIA_TYPE, RUN_HEADER, jsonFrame, type ApiError, type ModelsResponse, type ProgressFrame, type ServerLimits } from './protocol.js';
 import { RequestError, TraceService, validateTraceRequest } from './traces.js';
 import { exportFile, validateExportRequest } from './exports.js';
 import { comparePageFile, validateComparePageRequest } from './compare.js';
@@ -324,9 +324,6 @@ export function createApp(deps: AppDeps): Hono {
   app.onError((e, c) => errorResponse(c, e));
   return app;
 }
-
-/** The trace answer's header naming its run (POST /api/trace/drawn). */
-export const RUN_HEADER = 'X-Attnscope-Run';
 
 function messageOf(e: unknown): string {
   return e instanceof Error ? e.message.replace(/[\r\n]+/g, ' ').slice(0, 600) : String(e);

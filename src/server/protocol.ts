@@ -34,6 +34,9 @@ import type { BiasReport } from '../analysis/bias/report.js';
 
 export const FRAMES_MEDIA_TYPE = 'application/vnd.attnscope.frames';
 
+/** The trace answer's header naming its run, which the page names back when its first view is drawn (POST /api/trace/drawn). */
+export const RUN_HEADER = 'X-Attnscope-Run';
+
 /** Where a model offered by the server comes from. */
 export type ModelOrigin = 'default' | 'folder' | 'hf-cache' | 'hub';
 

@@ -6,7 +6,7 @@
 import type { StackName, Trace } from '../../src/core/trace.js';
 import { scoreChecks } from '../../src/analysis/neuron.js';
 import { PAYLOAD_FORMAT, PAYLOAD_VERSION, type PayloadHeader, type PayloadTensor } from '../../src/views/html/payload.js';
-import { FrameReader, PREVIEW_TENSOR_INDEX, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TensorDeclaration, type TraceRequest } from '../../src/server/protocol.js';
+import { FrameReader, PREVIEW_TENSOR_INDEX, RUN_HEADER, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TensorDeclaration, type TraceRequest } from '../../src/server/protocol.js';
 
 /** An answer the API refused: its one-line message and the field at fault. */
 export class ApiRefusal extends Error {
@@ -176,9 +176,6 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
   }
   throw new ApiRefusal('the server closed the connection before the trace was complete');
 }
-
-/** The trace answer's header naming its run (src/server/app.ts RUN_HEADER). */
-const RUN_HEADER = 'X-Attnscope-Run';
 
 /**
  * Tells the server that the first view of the trace its run `run` sends is drawn (POST
