@@ -18,8 +18,10 @@ export interface WorkerCounts {
 /**
  * The init script. `hold`: a JavaScript expression over a posted message `m` (not null), e.g.
  * "m.kind === 'clusters'"; the messages it is true of are held until released (none without it).
+ * `holdReplies`: the same over a worker's message to the page's `onmessage` (e.g. a one-shot job's
+ * "m.type === 'done'"), held until released, so that a job stays running however fast it computes.
  */
-export function instrumentWorkers(hold?: string): string {
+export function instrumentWorkers(hold?: string, holdReplies?: string): string {
   return `
 (() => {
   const counts = (window.__workers = { started: 0, terminated: 0, matched: 0 });
@@ -29,6 +31,18 @@ export function instrumentWorkers(hold?: string): string {
   window.Worker = class extends W {
     constructor(...a) { super(...a); counts.started++; }
     terminate() { counts.terminated++; return super.terminate(); }
+    get onmessage() { return this.__onmessage ?? null; }
+    set onmessage(fn) {
+      this.__onmessage = fn;
+      super.onmessage = fn === null ? null : (e) => {
+        const m = e.data;
+        if (m && (${holdReplies ?? 'false'})) {
+          counts.matched++;
+          if (holding) { held.push(() => fn.call(this, e)); return; }
+        }
+        return fn.call(this, e);
+      };
+    }
     postMessage(...a) {
       const m = a[0];
       if (m && (${hold ?? 'false'})) {
