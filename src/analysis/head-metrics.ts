@@ -99,6 +99,13 @@ export interface HeadMetricOptions {
    * how it is split over threads (`headTableRanges`).
    */
   layers?: { from: number; to: number };
+  /**
+   * Called with a layer's index just before the pass first reads that layer (each layer it reads
+   * once, in the order it reads them: the first layer first when `js_from_first` is computed, then
+   * the range): a caller whose layers are still arriving (a worker thread fed layer by layer,
+   * runtime/head-table-threads.ts) waits there until that layer is in.
+   */
+  beforeLayer?: (layer: number) => void;
 }
 
 /** What `HeadMetricOptions.omit` can leave out. */
@@ -1167,7 +1174,7 @@ export function headMetricsEach(
   const kp = kernelChoice === 'js' ? null : kernelPass(heads, nq, nk, wantJs, wantQuantiles);
   if (kernelChoice === 'wasm' && kp === null) throw new Error(`kernel 'wasm': the WebAssembly kernel cannot run here (${headKernelStatus().reason})`);
   try {
-    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each, from, to, layerDone);
+    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each, from, to, layerDone, options.beforeLayer);
   } finally {
     kp?.release();
   }
@@ -1177,7 +1184,7 @@ export function headMetricsEach(
 function passes(
   trace: Trace, stack: StackName, s: LayerStack, g: RowGeometry, L: number, kp: KernelPass | null, exclude: boolean, threshold: number, longRange: number,
   wantJs: boolean, wantQuantiles: boolean, sepKeys: Int32Array, punctKeys: Int32Array, each: ((p: HeadPass) => void) | undefined,
-  from: number, to: number, layerDone: ((layer: number, rows: readonly HeadMetricRow[]) => void) | undefined,
+  from: number, to: number, layerDone: ((layer: number, rows: readonly HeadMetricRow[]) => void) | undefined, beforeLayer: ((layer: number) => void) | undefined,
 ): HeadMetrics {
   const { heads, nq, nk } = g;
   const size = nq * nk;
@@ -1204,6 +1211,7 @@ function passes(
     if (l > 0 && l < from) continue;
     const kept = l >= from;
     const layerStart = rows.length;
+    beforeLayer?.(l);
     const W = s.layers[l]!;
     const rowsOfLayer = layerSupport(trace, stack, l, exclude);
     const { firstVisible } = rowsOfLayer;

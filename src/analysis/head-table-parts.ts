@@ -28,14 +28,17 @@ export interface HeadTablePart {
   masks?: { causal: boolean; window: (number | null)[] };
   model: ModelInfo;
   /** The table's options (no functions), with the part's layer range. */
-  options: Omit<HeadTableOptions, 'onLayer'> & { layers: { from: number; to: number } };
+  options: PartOptions & { layers: { from: number; to: number } };
 }
+
+/** The table's options a part can carry (no functions: a part is a message). */
+export type PartOptions = Omit<HeadTableOptions, 'onLayer' | 'beforeLayer' | 'layers'>;
 
 /**
  * The trace cut into `parts` messages of nearly equal cost (headTableRanges; fewer when the stack
  * has fewer layers). Each message owns copies of its layers (transfer their buffers).
  */
-export function headTableParts(trace: Trace, stackName: StackName | undefined, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, parts: number, copy = true): HeadTablePart[] {
+export function headTableParts(trace: Trace, stackName: StackName | undefined, options: PartOptions, parts: number, copy = true): HeadTablePart[] {
   const stack = stackName ?? defaultStack(trace);
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
@@ -47,7 +50,7 @@ export function headTableParts(trace: Trace, stackName: StackName | undefined, o
  * The message of one layer range (its layers, and layer 0 when js_from_first is computed: copies,
  * or with `copy` false the trace's own arrays, for a caller that copies them one at a time).
  */
-export function headTablePart(trace: Trace, stack: StackName, options: Omit<HeadTableOptions, 'onLayer' | 'layers'>, range: { from: number; to: number }, copy = true): HeadTablePart {
+export function headTablePart(trace: Trace, stack: StackName, options: PartOptions, range: { from: number; to: number }, copy = true): HeadTablePart {
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
   const wantJs = !options.omit?.includes('js_from_first');
@@ -81,18 +84,20 @@ export function headTablePartBuffers(part: HeadTablePart): ArrayBuffer[] {
  */
 export function runHeadTablePart(part: HeadTablePart, onLayer?: (rows: HeadTableRow[]) => void, ready?: (i: number) => void): HeadTableRow[] {
   const empty = new Float32Array(0);
-  const plain: Float32Array[] = Array.from({ length: part.numLayers }, () => empty);
-  part.layerIndex.forEach((l, i) => (plain[l] = part.layers[i]!));
-  const position = new Map(part.layerIndex.map((l, i) => [String(l), i]));
-  const layers = ready
-    ? new Proxy(plain, {
-        get(target, key, receiver) {
-          const i = typeof key === 'string' ? position.get(key) : undefined;
-          if (i !== undefined) ready(i);
-          return Reflect.get(target, key, receiver) as unknown;
-        },
-      })
-    : plain;
+  const layers: Float32Array[] = Array.from({ length: part.numLayers }, () => empty);
+  const position = new Int32Array(part.numLayers).fill(-1);
+  part.layerIndex.forEach((l, i) => {
+    layers[l] = part.layers[i]!;
+    position[l] = i;
+  });
+  // headTable calls beforeLayer(l) before it first reads layer l: the part's i-th layer.
+  const beforeLayer = ready
+    ? (l: number): void => {
+        const i = position[l] ?? -1;
+        if (i < 0) throw new Error(`head table part: layer ${l} is not among the part's layers (${part.layerIndex.join(', ')})`);
+        ready(i);
+      }
+    : undefined;
   const trace: Trace = {
     model: part.model,
     tokens: part.tokens,
@@ -100,5 +105,5 @@ export function runHeadTablePart(part: HeadTablePart, onLayer?: (rows: HeadTable
     attention: { [part.stack]: { dims: part.dims, layers } },
     scores: part.masks ? { [part.stack]: { scale: [], causal: part.masks.causal, window: part.masks.window } } : undefined,
   };
-  return headTable(trace, part.stack, { ...part.options, onLayer });
+  return headTable(trace, part.stack, { ...part.options, onLayer, beforeLayer });
 }

@@ -20,8 +20,8 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { StackName, Trace } from '../core/trace.js';
 import { defaultStack } from '../analysis/head-metrics.js';
-import { type HeadTablePart, headTablePart, runHeadTablePart } from '../analysis/head-table-parts.js';
-import { type HeadTableOptions, type HeadTableRow, headTable, headTableRanges } from '../analysis/head-types.js';
+import { type HeadTablePart, type PartOptions, headTablePart, runHeadTablePart } from '../analysis/head-table-parts.js';
+import { type HeadTableRow, headTable, headTableRanges } from '../analysis/head-types.js';
 import type { HeadTableThreadMessage } from './head-table-thread.js';
 
 export interface HeadTableThreadOptions {
@@ -163,7 +163,7 @@ function onWorker(part: HeadTablePart, feeds: Feed[]): Promise<HeadTableRow[]> {
 }
 
 /** `headTable` computed over `threads` threads (see the module comment); the same rows. */
-export async function headTableThreaded(trace: Trace, stackName?: StackName, options: Omit<HeadTableOptions, 'onLayer' | 'layers'> = {}, threads: HeadTableThreadOptions = {}): Promise<HeadTableRow[]> {
+export async function headTableThreaded(trace: Trace, stackName?: StackName, options: PartOptions = {}, threads: HeadTableThreadOptions = {}): Promise<HeadTableRow[]> {
   const stack = stackName ?? defaultStack(trace);
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
