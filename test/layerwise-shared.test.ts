@@ -122,6 +122,16 @@ for (const fixture of deepOr(LAYERWISE_FIXTURES, QUICK)) {
         expect(differences(layered, await model.trace(null, { ...options, ...extra }), BIT_EXACT.includes(fixture) ? 0 : 1e-4)).toEqual([]);
         // Four layers: at least the two middle ones (of each stack) share their session.
         expect(seen.filter((s) => s.shared).length).toBeGreaterThanOrEqual(2);
+        const stacks = new Set(seen.flatMap((s) => s.layers.map((l) => l.stack)));
+        if (!('qkFirst' in extra) && stacks.size === 1) {
+          // One stack, the logits asked for: the last layer runs on the middle layers' session too,
+          // the final norm and the head in a segment of their own after it.
+          const last = seen.find((s) => s.layers.some((l) => l.layer === DEPTH - 1))!;
+          expect(last.layers).toHaveLength(1);
+          expect(last.shared).toBe(true);
+          expect(seen[seen.length - 1]!.layers).toEqual([]);
+          expect(Object.keys(seen[seen.length - 1]!.outputs)).toContain('logits');
+        }
         if ('qkFirst' in extra) {
           // One segment more than the layers of the first stack: q/k of layer k come in segment k.
           const first = seen[0]!;

@@ -2,13 +2,14 @@
  * graph/partition.ts on small hand-built graphs: three "layers" over a residual stream with a mask
  * every layer reads and a 16-bit weight (a Cast from weights only, repeated where read). The cut
  * falls at the residual stream (only it and the mask cross), each layer's tap is in its own
- * segment, and running the segments in order gives the whole graph's outputs bit for bit, which are
- * a float64 computation written here within float32 rounding.
+ * segment, the head is cut off from the last layer (which then is the middle layers' graph),
+ * what leads to no output is left out, and running the segments in order gives the whole graph's
+ * outputs bit for bit, which are a float64 computation written here within float32 rounding.
  */
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder, type Value } from '../src/graph/builder.js';
 import { encodeModel, type GraphSpec } from '../src/graph/onnx-model.js';
-import { partitionByLayer } from '../src/graph/partition.js';
+import { partitionByLayer, sharedSegmentForm } from '../src/graph/partition.js';
 import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
 
@@ -55,13 +56,18 @@ describe('graph partition', () => {
   const bs = Float32Array.from({ length: n * n }, (_, i) => (i % n > Math.floor(i / n) ? -1e4 : 0));
   const feeds: Record<string, RuntimeTensor> = { x: { type: 'float32', dims: [1, n, D], data: xs }, bias: { type: 'float32', dims: [1, n, n], data: bs } };
 
-  it('cuts at the residual stream: one segment per layer, only the stream and the mask carried', async () => {
+  it('cuts at the residual stream: one segment per layer, only the stream and the mask carried; the head apart', async () => {
     const spec = await graph();
     const { segments, lastUse } = partitionByLayer(spec, layerOf);
-    expect(segments.map((s) => s.layers)).toEqual([['self.0'], ['self.1'], ['self.2']]);
-    segments.forEach((s, l) => expect(s.outputs).toContain(`attention.self.${l}`));
-    expect(segments[2]!.outputs).toContain('logits');
-    for (const s of segments.slice(1)) {
+    expect(segments.map((s) => s.layers)).toEqual([['self.0'], ['self.1'], ['self.2'], []]);
+    segments.slice(0, LAYERS).forEach((s, l) => expect(s.outputs).toEqual([`attention.self.${l}`]));
+    // The last layer is laid out as the middle one: the same graph on other weights (one shared session).
+    const form = (g: GraphSpec) => sharedSegmentForm(g, (t) => t.name.startsWith('layers.')).key;
+    expect(form(segments[2]!.graph)).toBe(form(segments[1]!.graph));
+    expect(segments[3]!.outputs).toEqual(['logits']);
+    expect(segments[3]!.graph.nodes.map((x) => x.opType)).toEqual(['MatMul', 'Identity']); // the head, and its output's name
+    expect(segments[3]!.carriedIn).toEqual(segments[2]!.carriedOut);
+    for (const s of segments.slice(1, LAYERS)) {
       expect(s.carriedIn).toHaveLength(2); // the residual stream and the mask
       // The 16-bit weight's Cast is in the segment that reads it, not carried.
       expect(s.graph.nodes.filter((x) => x.opType === 'Cast')).toHaveLength(1);
@@ -69,6 +75,29 @@ describe('graph partition', () => {
     const mask = segments[1]!.carriedIn.find((v) => segments[2]!.carriedIn.includes(v))!;
     expect(lastUse.get(mask)).toBe(2);
     expect(segments[0]!.graph.inputs.map((i) => i.name).sort()).toEqual(['bias', 'x']);
+  });
+
+  it('leaves out what leads to no output: the last layer after its tap, without the head', async () => {
+    const spec = await graph();
+    // The same graph with only the attention taps as outputs: the last layer's update of the
+    // stream and the head are dead (onnxruntime would run them all the same).
+    const tapsOnly: GraphSpec = { ...spec, outputs: spec.outputs.filter((o) => layerOf(o.name) !== undefined) };
+    const { segments } = partitionByLayer(tapsOnly, layerOf);
+    expect(segments.map((s) => s.layers)).toEqual([['self.0'], ['self.1'], ['self.2']]);
+    const last = segments[2]!;
+    expect(last.graph.nodes.map((x) => x.opType)).not.toContain('Tanh');
+    expect(last.graph.nodes.map((x) => x.opType)).not.toContain('Cast');
+    expect(last.graph.initializers.map((t) => t.name)).toEqual([]);
+    expect(last.carriedOut).toEqual([]);
+    // The middle layers are cut as before (the last one's dead reads still place the cuts).
+    expect(segments.slice(0, 2).map((s) => s.graph.nodes.length)).toEqual(partitionByLayer(spec, layerOf).segments.slice(0, 2).map((s) => s.graph.nodes.length));
+    const whole = await run(spec, feeds);
+    const values: Record<string, RuntimeTensor> = { ...feeds };
+    for (const s of segments) {
+      const out = await run(s.graph, values);
+      Object.assign(values, out);
+      for (const o of s.outputs) expect([...out[o]!.data], o).toEqual([...whole[o]!.data]);
+    }
   });
 
   it('running the segments in order gives the whole graph bit for bit, and the float64 values', async () => {

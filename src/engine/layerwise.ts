@@ -9,9 +9,12 @@
  * runtime session fed each segment's weights as inputs: its memory arena is reused from layer to
  * layer, as the whole graph's is. (A session per layer either keeps an arena each, which makes
  * memory grow with the layers, or allocates its large buffers afresh on every run: the page
- * faults of those made layer by layer 1.3–2× slower than the whole graph.) The other segments
- * (the first with the embeddings, the last with the head) have sessions of their own, without
- * arena. With `qkFirst`, each layer's queries and keys come out before the rest of the layer runs.
+ * faults of those made layer by layer 1.3–2× slower than the whole graph.) The last layer is cut
+ * off from the final norm and head (graph/partition.ts), so it runs on the shared session too
+ * rather than on a session of its own beside the shared one's arena. The other segments (the first
+ * with the embeddings, the final norm and head, a last layer of which only the queries and keys
+ * are asked for) have sessions of their own, without arena. With `qkFirst`, each layer's queries
+ * and keys come out before the rest of the layer runs.
  * The same nodes run on the same inputs as in the whole graph; where onnxruntime fuses ops only
  * around initializers (e.g. BERT's bias + residual + LayerNorm), a shared segment can differ from
  * the whole graph by float32 rounding, elsewhere the outputs are the whole run's bit for bit. An
@@ -44,7 +47,9 @@ export interface LayerOutputs {
   count: number;
   /**
    * Layers whose outputs these are, in order (one, except where a family computes two layers
-   * interleaved); the first segment also holds the embeddings, the last the final norm and head.
+   * interleaved); the first segment also holds the embeddings. The final norm and head come with
+   * the last layer, or after it in a segment of no layer (`[]`) where the last layer is cut off
+   * from them to run on the middle layers' shared session (graph/partition.ts).
    */
   layers: { stack: StackName; layer: number }[];
   /** Graph outputs this segment computed, by name (`attention.<stack>.<layer>`, …, `logits` in the last). */
@@ -330,7 +335,10 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
       });
       const session = await model.cachedSession(`${key}#layer-shared ${rep}/${count} ${signatureOf(repShapes)}`, async () => {
         const inputs = form.graph.inputs.map((i) => (repShapes.has(i.name) ? { ...i, shape: repShapes.get(i.name)! } : i));
-        return model.openBuilt({ model: encodeModel({ ...form.graph, inputs }), external: [] }, { arena: true });
+        // Without onnxruntime's memory pattern: its one block per run would come from the arena
+        // beside the first run's buffers, so the arena would hold two runs' buffers (the Qwen2.5-0.5B
+        // shape at 32,768 tokens: 1.15 GiB each).
+        return model.openBuilt({ model: encodeModel({ ...form.graph, inputs }), external: [] }, { arena: true, memoryPattern: false });
       });
       return { session, form };
     },

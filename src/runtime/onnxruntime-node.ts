@@ -84,6 +84,7 @@ function ortOptions(options?: SessionOptions, node: NodeRuntimeOptions = {}): or
     // Without the arena, a session's buffers go back to the system after each run instead of
     // staying with the session (sessions run in turn, layer by layer, would each keep their peak).
     ...(options?.arena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
+    ...(options?.memoryPattern === false ? { enableMemPattern: false } : {}),
     // Without pre-packing, MatMul reads its weights where they are: in the graph cache's
     // memory-mapped files (pages the kernel can drop and read again) instead of a packed copy in
     // anonymous memory as large as the float32 weights.

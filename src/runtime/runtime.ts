@@ -25,6 +25,14 @@ export interface SessionOptions {
    * Off for sessions run in turn: each would hold its own peak.
    */
   arena?: boolean;
+  /**
+   * Whether the session plans its buffers as one block per run after a first run of the same shapes
+   * (onnxruntime's memory pattern; default: the runtime's, on). With the arena on, that block is
+   * taken from the arena beside the buffers of the first run, which the arena keeps: off where a
+   * session runs large inputs in turn (engine/layerwise.ts's shared segments) so the arena holds one
+   * run's buffers, not two.
+   */
+  memoryPattern?: boolean;
 }
 
 /** An ONNX model and the external weight data it references by path. */
