@@ -23,7 +23,13 @@
  * apart); then each thread's share timed alone on one thread (the first range with its copies of
  * the later ranges' layers, as the calling thread makes them; a later range on layers already in,
  * with its read of layer 0, as a worker does it), to show how evenly the threads split.
- * `--skip-node` leaves out the other Node tables (with `--baseline` or `--browser`).
+ * `--skip-node` leaves out the other Node tables (with `--baseline`, `--parts` or `--browser`).
+ *
+ * `--parts`: what each part costs on one thread — the table with the type scores, js_from_first,
+ * the quantiles or both left out, alternated run by run, CPU ns per weight and the paired
+ * difference with the whole table (the scan's own parts: bench/analysis-heads-kernel.ts), and the
+ * table with word classes (the focus scores `--text` adds). `--word-classes`: the `--baseline`
+ * tables with word classes, as `attnscope heads --text` computes them.
  *
  * `--browser`: the standalone page's head-type view in Chromium (/usr/bin/chromium or
  * ATTNSCOPE_CHROMIUM; needs dist/web: npm run build) on the same BERT-base-shaped trace at each
@@ -42,8 +48,10 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { deflateRawSync } from 'node:zlib';
 import { chromium } from 'playwright-core';
+import type { Trace } from '../src/core/trace.js';
 import { headMetrics } from '../src/analysis/head-metrics.js';
-import { HEAD_COLUMNS, headTable, headTableRanges } from '../src/analysis/head-types.js';
+import { HEAD_COLUMNS, type HeadTableRow, WORD_CONTENT, WORD_ENTITY, WORD_FUNCTION, headTable, headTableRanges } from '../src/analysis/head-types.js';
+import { mulberry32 } from '../src/core/random.js';
 import { headTablePart, runHeadTablePart } from '../src/analysis/head-table-parts.js';
 import { headKernelStatus } from '../src/analysis/wasm/head-kernel.js';
 import { headTableThreaded, stopHeadTableThreads } from '../src/runtime/head-table-threads.js';
@@ -60,6 +68,8 @@ const { values } = parseArgs({
     baseline: { type: 'string' },
     threads: { type: 'string', default: '2' },
     'skip-node': { type: 'boolean', default: false },
+    parts: { type: 'boolean', default: false },
+    'word-classes': { type: 'boolean', default: false },
   },
 });
 const lengths = values.tokens.split(',').map(Number);
@@ -67,6 +77,34 @@ const runs = Number(values.runs);
 const status = headKernelStatus();
 const f = (r: Timing) => `${r.wall.toFixed(0)} / ${r.cpu.toFixed(0)}`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Word classes of the keys, as `attnscope heads --text` gives the table (its syntax, semantic and
+ * entity focus; word-classes.ts tags them with wink-nlp): here drawn at random, about 45 % function
+ * words, 45 % content words, a tenth of those entities, none on the specials.
+ */
+function wordClassesOf(trace: Trace): Uint8Array {
+  const r = mulberry32(7);
+  return Uint8Array.from(trace.tokens, (t) => {
+    if (t.special) return 0;
+    const x = r();
+    return x < 0.45 ? WORD_FUNCTION : x < 0.9 ? WORD_CONTENT | (r() < 0.1 ? WORD_ENTITY : 0) : 0;
+  });
+}
+const withClasses = values['word-classes'];
+
+/** The largest relative difference of any value between two head tables (Infinity where one is NaN and the other not). */
+function largestDifference(x: readonly HeadTableRow[], y: readonly HeadTableRow[]): number {
+  let diff = 0;
+  x.forEach((r, i) => {
+    const o = y[i]!;
+    for (const c of HEAD_COLUMNS) {
+      if (Number.isNaN(r[c]) !== Number.isNaN(o[c])) diff = Infinity;
+      else if (!Number.isNaN(r[c])) diff = Math.max(diff, Math.abs(r[c] - o[c]) / Math.max(Math.abs(r[c]), 1e-300));
+    }
+  });
+  return diff;
+}
 
 const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 console.log(`WebAssembly kernel: ${status.available ? 'runs' : `does not run (${status.reason})`} · load average ${load()}`);
@@ -79,20 +117,23 @@ if (values.baseline) {
     ? ((await import(pathToFileURL(baseThreadsFile).href)) as { headTableThreaded: typeof headTableThreaded; stopHeadTableThreads: typeof stopHeadTableThreads; headTableThreadFailure: string })
     : undefined;
   const threads = Number(values.threads);
-  console.log(`\nheadTable at ${values.baseline} (before) vs this tree on one thread and over ${threads} threads, alternated, ${runs} runs after a warm-up (ms, median; CPU of every thread)`);
-  console.log(`| tokens | before: wall / CPU | after, one thread: wall / CPU | ${baseThreads ? 'before, threads: wall / CPU | ' : ''}after, threads: wall / CPU | same table | load |`);
+  console.log(`\nheadTable${withClasses ? ' with word classes (as --text)' : ''} at ${values.baseline} (before) vs this tree on one thread and over ${threads} threads, alternated, ${runs} runs after a warm-up (ms, median; CPU of every thread)`);
+  console.log(`| tokens | before: wall / CPU | after, one thread: wall / CPU | ${baseThreads ? 'before, threads: wall / CPU | ' : ''}after, threads: wall / CPU | same table over threads | load |`);
   console.log(`|---:|---:|---:|${baseThreads ? '---:|' : ''}---:|---|---|`);
   for (const n of lengths) {
     const trace = syntheticTrace({ tokens: n, qk: false });
-    const b = () => base.headTable(trace);
-    const a = () => headTable(trace);
-    const t = () => headTableThreaded(trace, undefined, {}, { threads });
-    const bt = baseThreads ? () => baseThreads.headTableThreaded(trace, undefined, {}, { threads }) : undefined;
+    const o = withClasses ? { wordClasses: wordClassesOf(trace) } : {};
+    const b = () => base.headTable(trace, undefined, o);
+    const a = () => headTable(trace, undefined, o);
+    const t = () => headTableThreaded(trace, undefined, o, { threads });
+    const bt = baseThreads ? () => baseThreads.headTableThreaded(trace, undefined, o, { threads }) : undefined;
     // The first threaded table starts the pool's workers (their start is in this figure: under tsx
     // each worker also loads tsx and compiles the sources); the runs below reuse the warm pool.
     const cold = await timeOnce(t);
     if (bt) await bt();
-    const same = JSON.stringify(a()) === JSON.stringify(await t()) && (!bt || JSON.stringify(await bt()) === JSON.stringify(a()));
+    // The same table over threads as on one thread (value for value); against the baseline's, the largest relative difference of a value.
+    const same = JSON.stringify(a()) === JSON.stringify(await t());
+    const beforeDiff = largestDifference(b(), a());
     if (baseThreads?.headTableThreadFailure) console.log(`  (the baseline's workers failed: ${baseThreads.headTableThreadFailure})`);
     b();
     const runsOf: Timing[][] = [[], [], [], []];
@@ -104,6 +145,7 @@ if (values.baseline) {
     }
     const cell = (ts: Timing[]) => `${median(ts.map((x) => x.wall)).toFixed(0)} / ${median(ts.map((x) => x.cpu)).toFixed(0)}`;
     console.log(`| ${n} | ${cell(runsOf[0]!)} | ${cell(runsOf[1]!)} | ${bt ? `${cell(runsOf[3]!)} | ` : ''}${cell(runsOf[2]!)} | ${same ? 'yes' : 'NO'} | ${load()} |`);
+    console.log(`  after vs before: largest relative difference of a value ${beforeDiff.toExponential(1)}`);
     if (bt) console.log(`  threads, paired ratio after / before (median of ${runs}): wall ${median(runsOf[2]!.map((x, i) => x.wall / runsOf[3]![i]!.wall)).toFixed(2)}, CPU ${median(runsOf[2]!.map((x, i) => x.cpu / runsOf[3]![i]!.cpu)).toFixed(2)}`);
     console.log(`  the first threaded table (cold: the workers started by it): ${f(cold)}; the runs above reuse the warm pool`);
     // How evenly the threads split: each thread's share timed alone on this thread — the calling
@@ -112,7 +154,7 @@ if (values.baseline) {
     // read of the first layer).
     const ranges = headTableRanges(trace.attention.self!.layers.length, threads);
     const parts: Timing[][] = ranges.map(() => []);
-    const later = ranges.slice(1).map((r) => headTablePart(trace, 'self', {}, r, false));
+    const later = ranges.slice(1).map((r) => headTablePart(trace, 'self', o, r, false));
     // One shared buffer per later range, kept for the runs as a kept worker keeps its own (a fresh one would add its page faults).
     const shared = later.map((p) => new SharedArrayBuffer(p.layers.reduce((bytes, l) => bytes + l.byteLength, 0)));
     const inShared = later.map((p, j) => {
@@ -128,7 +170,7 @@ if (values.baseline) {
         parts[j]!.push(
           await timeOnce(() => {
             if (j > 0) return runHeadTablePart({ ...later[j - 1]!, layers: inShared[j - 1]! });
-            const rows = headTable(trace, undefined, { layers: range });
+            const rows = headTable(trace, undefined, { ...o, layers: range });
             later.forEach((p, k) => p.layers.forEach((l, m) => inShared[k]![m]!.set(l)));
             return rows;
           }),
@@ -140,6 +182,40 @@ if (values.baseline) {
   await stopHeadTableThreads();
   await baseThreads?.stopHeadTableThreads();
 }
+if (values.parts) {
+  // What each part of the table costs on one thread: the table with parts left out (the type
+  // scores: headMetrics; js_from_first and the quantiles: `omit`), alternated run by run, CPU ns per
+  // weight (median) and the median of the paired differences with the whole table. The scan's
+  // own parts (logarithms, histogram, moments, counts) apart: bench/analysis-heads-kernel.ts.
+  const variants: [string, (t: Trace) => unknown][] = [
+    ['whole table', (t) => headTable(t)],
+    ['no type scores (headMetrics)', (t) => headMetrics(t)],
+    ['no js_from_first', (t) => headTable(t, undefined, { omit: ['js_from_first'] })],
+    ['no quantiles', (t) => headTable(t, undefined, { omit: ['quantiles'] })],
+    ['neither', (t) => headTable(t, undefined, { omit: ['js_from_first', 'quantiles'] })],
+    ['with word classes (as --text: the focus scores)', (t) => headTable(t, undefined, { wordClasses: wordClassesOf(t) })],
+  ];
+  for (const n of lengths) {
+    const trace = syntheticTrace({ tokens: n, qk: false });
+    const s = trace.attention.self!;
+    const weights = s.layers.length * s.dims[0] * s.dims[1] * s.dims[2];
+    const times: Timing[][] = variants.map(() => []);
+    for (const [, v] of variants) v(trace);
+    for (let i = 0; i < runs; i++) for (const [j, [, v]] of variants.entries()) times[j]!.push(await timeOnce(() => v(trace)));
+    const ns = (ms: number) => ((ms * 1e6) / weights).toFixed(2);
+    console.log(`\nthe table's parts on one thread, ${n} tokens (${(weights / 1e6).toFixed(1)} M weights), ${runs} runs alternated · load ${load()}`);
+    console.log('| variant | wall / CPU (ms, median) | CPU ns per weight | part left out: paired CPU difference, ms (ns per weight) |');
+    console.log('|---|---:|---:|---:|');
+    for (const [j, [name]] of variants.entries()) {
+      const ts = times[j]!;
+      const cpu = median(ts.map((x) => x.cpu));
+      const saved = median(ts.map((x, i) => times[0]![i]!.cpu - x.cpu));
+      // (The word classes add a part: the paired difference is negative, the part's cost.)
+      console.log(`| ${name} | ${median(ts.map((x) => x.wall)).toFixed(0)} / ${cpu.toFixed(0)} | ${ns(cpu)} | ${j === 0 ? '–' : `${saved.toFixed(0)} (${ns(saved)})`} |`);
+    }
+  }
+}
+
 if (!values['skip-node']) {
   console.log(`head metrics and types, 12 layers × 12 heads, median of ${runs} runs (ms, wall / CPU)`);
   console.log('| tokens | headMetrics | headTable (metrics + types) | headTable, exclude first | headTable, omit js_from_first + quantiles |');
@@ -165,16 +241,8 @@ if (status.available && traces.size > 0) {
     const wasm = () => headTable(trace, undefined, { kernel: 'wasm' });
     const a = js();
     const b = wasm();
-    let diff = 0;
-    let typesAgree = true;
-    a.forEach((r, i) => {
-      const o = b[i]!;
-      if (r.top_type !== o.top_type) typesAgree = false;
-      for (const c of HEAD_COLUMNS) {
-        if (Number.isNaN(r[c]) !== Number.isNaN(o[c])) diff = Infinity;
-        else if (!Number.isNaN(r[c])) diff = Math.max(diff, Math.abs(r[c] - o[c]) / Math.max(Math.abs(r[c]), 1e-300));
-      }
-    });
+    const diff = largestDifference(a, b);
+    const typesAgree = a.every((r, i) => r.top_type === b[i]!.top_type);
     const before: Timing[] = [];
     const after: Timing[] = [];
     for (let i = 0; i < runs; i++) {

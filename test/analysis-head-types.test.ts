@@ -79,6 +79,44 @@ describe('head types', () => {
     expect(row.induction).toBeCloseTo(ind, 6);
   });
 
+  it('syntax, semantic and entity focus against a float64 re-computation (bidirectional, causal, rows with holes; both exclude settings)', () => {
+    const n = 37;
+    const r = mulberry32(5);
+    const classes = Uint8Array.from({ length: n }, () => (r() < 0.15 ? 0 : [WORD_FUNCTION, WORD_CONTENT, WORD_CONTENT | WORD_ENTITY, WORD_ENTITY][Math.floor(r() * 4)]!));
+    const noise = Float64Array.from({ length: 2 * 3 * n * n }, () => 0.05 + r());
+    const cases: [string, (q: number, k: number) => boolean][] = [
+      ['bidirectional', () => true],
+      ['causal', (q, k) => k <= q],
+      ['holes', (q, k) => k <= q + 3 && (q + 2 * k) % 5 !== 1],
+    ];
+    for (const [name, sees] of cases) {
+      const trace = handTrace(Array.from({ length: n }, (_, i) => `w${i}`), { layers: 2, heads: 3, weight: (l, h, q, k) => (sees(q, k) ? noise[((l * 3 + h) * n + q) * n + k]! : 0) });
+      for (const exclude of [false, true]) {
+        const table = headTable(trace, 'self', { wordClasses: classes, excludeFirstToken: exclude });
+        for (const row of table) {
+          // Straight from the definitions: each counted row renormalised over the keys it sees, its share on each class.
+          const W = trace.attention.self!.layers[row.layer]!;
+          const sums = [0, 0, 0];
+          let rows = 0;
+          for (let q = exclude ? 1 : 0; q < n; q++) {
+            const keys = Array.from({ length: n }, (_, k) => k).filter((k) => sees(q, k) && !(exclude && k === 0));
+            if (keys.length < 2) continue;
+            const at = (k: number) => W[(row.head * n + q) * n + k]!;
+            const total = keys.reduce((a, k) => a + at(k), 0);
+            [WORD_FUNCTION, WORD_CONTENT, WORD_ENTITY].forEach((bit, c) => (sums[c] += keys.filter((k) => classes[k]! & bit).reduce((a, k) => a + at(k), 0) / total));
+            rows++;
+          }
+          const where = `${name}, exclude ${exclude}, layer ${row.layer} head ${row.head}`;
+          expect(row.syntax_focus, where).toBeCloseTo(sums[0]! / rows, 12);
+          expect(row.semantic_focus, where).toBeCloseTo(sums[1]! / rows, 12);
+          expect(row.entity_focus, where).toBeCloseTo(sums[2]! / rows, 12);
+        }
+      }
+    }
+    // Without classes: not measured.
+    expect(headTable(handTrace(['a', 'b', 'c']))[0]!.syntax_focus).toBeNaN();
+  });
+
   it('top type: the score furthest above its threshold, none below every threshold', () => {
     const base = Object.fromEntries(HEAD_COLUMNS.map((c) => [c, 0])) as Record<(typeof HEAD_COLUMNS)[number], number>;
     expect(topType(base).type).toBeNull();

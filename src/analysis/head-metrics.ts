@@ -1128,6 +1128,8 @@ export interface HeadPass {
   support: Uint8Array;
   lo: Int32Array;
   hi: Int32Array;
+  /** Keys in each row's support (hi − lo where the row has no holes). */
+  rowSize: Int32Array;
   rowSums: Float64Array;
   counted: Uint8Array;
 }
@@ -1257,7 +1259,7 @@ function passes(
         if (h === 0) meanRows = counted.slice();
         continue;
       }
-      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSums, counted });
+      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSize: rowsOfLayer.rowSize, rowSums, counted });
       const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, sums: first[h]!.s, rows: firstRows! };
       // The kernel counts the quantiles' histogram during its scan when the head has enough entries.
       // With the used bin range from the kernel (BINS entries or more) and at most 8 wanted bins

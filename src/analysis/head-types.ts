@@ -167,7 +167,14 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
         done += rows.length;
       }
     : undefined;
-  const metrics = headMetricsEach(trace, stack, options, ({ W, off, support, lo, hi, rowSums, counted }) => {
+  // The keys of each word class, in order (a row sums its weights on them: a few reads per key, not a test of every key).
+  const classKeys = [WORD_FUNCTION, WORD_CONTENT, WORD_ENTITY].map((bit) => {
+    const list: number[] = [];
+    if (classes) for (let k = 0; k < nk; k++) if (classes[k]! & bit) list.push(k);
+    return Int32Array.from(list);
+  });
+  const classSums = new Float64Array(3);
+  const metrics = headMetricsEach(trace, stack, options, ({ W, off, support, lo, hi, rowSize, rowSums, counted }) => {
     let prev = 0;
     let next = 0;
     let local = 0;
@@ -194,14 +201,10 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
         for (let k = qp - 2; k <= qp + 2; k++) local += at(k);
       }
       if (classes) {
-        for (let k = lo[q]!, b = hi[q]!; k < b; k++) {
-          const c = classes[k]!;
-          if (c === 0 || support[base + k] !== 1) continue;
-          const v = W[off + base + k]! * inv;
-          if (c & WORD_FUNCTION) syn += v;
-          if (c & WORD_CONTENT) sem += v;
-          if (c & WORD_ENTITY) ent += v;
-        }
+        classWeights(W, off + base, support, base, lo[q]!, hi[q]!, rowSize[q] === hi[q]! - lo[q]!, classKeys, classSums);
+        syn += classSums[0]! * inv;
+        sem += classSums[1]! * inv;
+        ent += classSums[2]! * inv;
       }
       if (repeat) {
         const L = repeat.length;
@@ -229,6 +232,30 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
     });
   }, layerDone);
   return metrics.rows.map((m, i) => tableRow(m, scoresOf[i]!));
+}
+
+/**
+ * A row's weights (at W[at + k]) summed on the keys of each class (sorted lists), those from `lo`
+ * to `hi` − 1 in the row's support (support[sBase + k]; every one of them when `whole`), into out.
+ */
+function classWeights(W: Float32Array, at: number, support: Uint8Array, sBase: number, lo: number, hi: number, whole: boolean, classKeys: readonly Int32Array[], out: Float64Array): void {
+  for (let c = 0; c < classKeys.length; c++) {
+    const keys = classKeys[c]!;
+    // The first key at or after lo (binary search), then the keys before hi.
+    let i = 0;
+    for (let j = keys.length; i < j; ) {
+      const mid = (i + j) >> 1;
+      if (keys[mid]! < lo) i = mid + 1;
+      else j = mid;
+    }
+    let sum = 0;
+    for (; i < keys.length; i++) {
+      const k = keys[i]!;
+      if (k >= hi) break;
+      if (whole || support[sBase + k] === 1) sum += W[at + k]!;
+    }
+    out[c] = sum;
+  }
 }
 
 /**
