@@ -13,7 +13,7 @@ import { headTable, headTableRanges } from '../src/analysis/head-types.js';
 import { headTablePart, headTableParts, runHeadTablePart } from '../src/analysis/head-table-parts.js';
 import { mulberry32 } from '../src/core/random.js';
 import type { Token, Trace } from '../src/core/trace.js';
-import { headTableThreaded, headTableThreadFailure, stopHeadTableThreads } from '../src/runtime/head-table-threads.js';
+import { headTableThreaded, headTableThreadFailure, headTableThreadsKept, stopHeadTableThreads, warmHeadTableThreads } from '../src/runtime/head-table-threads.js';
 
 afterAll(() => stopHeadTableThreads());
 
@@ -201,5 +201,20 @@ describe('head table by layer ranges', () => {
     const before = t.attention.self!.layers.map((l) => l.slice());
     await headTableThreaded(t, 'self', {}, { threads: 2 });
     expect(t.attention.self!.layers).toEqual(before);
+  }, 60_000);
+
+  it('workers started ahead (warmHeadTableThreads) are the ones the table then takes, and the table is the same', async () => {
+    await stopHeadTableThreads();
+    expect(headTableThreadsKept()).toBe(0);
+    warmHeadTableThreads({ threads: 3 });
+    expect(headTableThreadsKept(), 'two workers beside the calling thread').toBe(2);
+    warmHeadTableThreads({ threads: 3 });
+    expect(headTableThreadsKept(), 'idle workers are not started again').toBe(2);
+    const t = randomTrace(6, 3, 29, true, 33);
+    expect(await headTableThreaded(t, 'self', {}, { threads: 3 })).toEqual(headTable(t, 'self'));
+    expect(headTableThreadsKept(), 'the table took the warm workers').toBe(2);
+    expect(headTableThreadFailure).toBe('');
+    warmHeadTableThreads({ threads: 1 });
+    expect(headTableThreadsKept()).toBe(2);
   }, 60_000);
 });

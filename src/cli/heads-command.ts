@@ -11,7 +11,8 @@ import { AttnscopeError, sanitize } from '../core/errors.js';
 import type { StackName, Trace } from '../core/trace.js';
 import { loadModel } from '../engine/load.js';
 import { HEAD_TYPE_NAMES, HEAD_TYPE_THRESHOLDS, headTable, headTableCsv, headTableJsonRows, headsOfType, HEAD_TYPE_COLUMN, type HeadTableOptions, type HeadTableRow } from '../analysis/head-types.js';
-import { headTableThreaded } from '../runtime/head-table-threads.js';
+import { headTableThreaded, warmHeadTableThreads } from '../runtime/head-table-threads.js';
+import { timed } from '../core/profile.js';
 import { defaultStack, DEFAULT_LONG_RANGE, DEFAULT_SPARSITY_THRESHOLD, stackTokens } from '../analysis/head-metrics.js';
 import { PROBE_DEFAULTS, probeVocabularyOf, runProbe } from '../analysis/probe.js';
 import { tokenWordClasses } from '../analysis/word-classes.js';
@@ -86,8 +87,19 @@ const THREADED_FROM = 8_000_000;
 async function tableOf(trace: Trace, stack: StackName, options: HeadTableOptions, threads: number | undefined, inMemory = true): Promise<HeadTableRow[]> {
   const s = trace.attention[stack];
   const weights = s ? s.layers.length * s.dims[0] * s.dims[1] * s.dims[2] : 0;
-  if (!inMemory || weights < THREADED_FROM || threads === 1) return headTable(trace, stack, options);
-  return headTableThreaded(trace, stack, options, threads === undefined ? {} : { threads });
+  return timed('head table', async () => {
+    if (!inMemory || weights < THREADED_FROM || threads === 1) return headTable(trace, stack, options);
+    return headTableThreaded(trace, stack, options, threads === undefined ? {} : { threads });
+  });
+}
+
+/**
+ * Starts the table's worker threads ahead (while the model traces or the file is read) when the
+ * table may reach THREADED_FROM weights: `weightsAtMost` is an upper bound of the stack's weights.
+ */
+function warmThreads(weightsAtMost: number, threads: number | undefined): void {
+  if (threads === 1 || weightsAtMost < THREADED_FROM) return;
+  warmHeadTableThreads(threads === undefined ? {} : { threads });
 }
 /** Most probe samples and most random tokens per sample accepted. */
 const MAX_SAMPLES = 1000;
@@ -182,6 +194,8 @@ export async function headsCommand(argv: string[]): Promise<void> {
   let title: string;
   let meta: Record<string, unknown>;
   if (fromFile) {
+    // A trace file holds its weights as float32 or as longer text: at most a quarter of its bytes.
+    warmThreads(statSync(source!).size / 4, parseLoadOptions(values).threads);
     const opened = await openTraceFile(source!);
     if (opened.warnings.length > 0) process.stderr.write(`attnscope: warning: ${sanitize(opened.warnings.join('; '), 600)}\n`);
     // A trace kept as queries and keys: its layers are computed as they are read (within a budget).
@@ -208,6 +222,10 @@ export async function headsCommand(argv: string[]): Promise<void> {
         title = `${model.name}: ${result.stack} attention on the repeated-token probe (${samples} × [${vocab.prefix.length ? 'BOS + ' : ''}2 × ${seqLen} random tokens], seed ${seed})`;
         meta = { model: model.name, stack: result.stack, input: 'probe', samples, seqLen, seed, prefix: vocab.prefix };
       } else {
+        // At most a token per UTF-8 byte of the text (and a few specials), at most the model's positions.
+        const bytes = Buffer.byteLength(values.text!) + Buffer.byteLength(values.pair ?? '') + 4;
+        const positions = Math.min(model.info.maxPositions, bytes);
+        warmThreads(model.info.numLayers * model.info.numHeads * positions * positions, loadOptions.threads);
         const trace = await model.trace(values.text!, { pair: values.pair, truncate: values.truncate ?? false });
         const stack = pickStack(trace, stackOption);
         const { keys } = stackTokens(trace, stack);

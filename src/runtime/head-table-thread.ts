@@ -7,14 +7,23 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { type HeadTablePart, runHeadTablePart } from '../analysis/head-table-parts.js';
+import { headKernelStatus } from '../analysis/wasm/head-kernel.js';
 
-export interface HeadTableThreadMessage {
-  part: HeadTablePart;
-  /** One int32 over a SharedArrayBuffer: how many of the part's layers are in (the calling thread stores and notifies). */
-  ready: Int32Array;
-}
+export type HeadTableThreadMessage =
+  | {
+      part: HeadTablePart;
+      /** One int32 over a SharedArrayBuffer: how many of the part's layers are in (the calling thread stores and notifies). */
+      ready: Int32Array;
+    }
+  /** Get ready for a part (compile the kernel now); no reply. */
+  | { warm: true };
 
-parentPort?.on('message', ({ part, ready }: HeadTableThreadMessage) => {
+parentPort?.on('message', (m: HeadTableThreadMessage) => {
+  if ('warm' in m) {
+    headKernelStatus();
+    return;
+  }
+  const { part, ready } = m;
   try {
     const wait = (i: number): void => {
       for (let have = Atomics.load(ready, 0); have <= i; have = Atomics.load(ready, 0)) Atomics.wait(ready, 0, have);

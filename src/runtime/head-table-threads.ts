@@ -56,17 +56,44 @@ function startWorker(): Worker {
   return new Worker(new URL('./head-table-thread.js', here));
 }
 
+/** A new idle worker in the pool (unref'd: it does not keep the process alive). */
+function addWorker(): PooledWorker {
+  const w: PooledWorker = { worker: startWorker(), busy: false, ready: new Int32Array(new SharedArrayBuffer(4)) };
+  w.worker.unref();
+  w.worker.on('exit', () => {
+    const at = pool.indexOf(w);
+    if (at >= 0) pool.splice(at, 1);
+  });
+  pool.push(w);
+  return w;
+}
+
 function takeWorker(): PooledWorker {
-  let w = pool.find((p) => !p.busy);
-  if (!w) {
-    w = { worker: startWorker(), busy: false, ready: new Int32Array(new SharedArrayBuffer(4)) };
-    w.worker.unref();
-    const entry = w;
-    w.worker.on('exit', () => pool.splice(pool.indexOf(entry) >>> 0, pool.indexOf(entry) >= 0 ? 1 : 0));
-    pool.push(w);
-  }
+  const w = pool.find((p) => !p.busy) ?? addWorker();
   w.busy = true;
   return w;
+}
+
+/** Threads in all for `threads` (the calling one included). */
+function threadCount(threads: HeadTableThreadOptions): number {
+  return Math.max(1, Math.floor(threads.threads ?? Math.min(4, availableParallelism())));
+}
+
+/**
+ * Starts the worker threads a later `headTableThreaded(…, threads)` takes, and has each compile the
+ * kernel, so that the table does not wait for them: for a caller that knows a large table is coming
+ * (the CLI while the model traces). Returns at once; the workers are kept (unref'd) as the table's are.
+ * Where a worker cannot start, nothing happens (the table will say why, or compute its range here).
+ */
+export function warmHeadTableThreads(threads: HeadTableThreadOptions = {}): void {
+  try {
+    for (let idle = pool.filter((p) => !p.busy).length; idle < threadCount(threads) - 1; idle++) {
+      const message: HeadTableThreadMessage = { warm: true };
+      addWorker().worker.postMessage(message);
+    }
+  } catch (e) {
+    headTableThreadFailure = e instanceof Error ? e.message : String(e);
+  }
 }
 
 /**
@@ -167,7 +194,7 @@ export async function headTableThreaded(trace: Trace, stackName?: StackName, opt
   const stack = stackName ?? defaultStack(trace);
   const s = trace.attention[stack];
   if (!s) throw new Error(`the trace has no '${stack}' attention`);
-  const n = Math.max(1, Math.floor(threads.threads ?? Math.min(4, availableParallelism())));
+  const n = threadCount(threads);
   const ranges = headTableRanges(s.layers.length, n, !options.omit?.includes('js_from_first'));
   if (ranges.length === 1) return headTable(trace, stack, options);
   // The other ranges start on worker threads first (each with its first layers in), then the first
@@ -193,6 +220,11 @@ export async function headTableThreaded(trace: Trace, stackName?: StackName, opt
   }
   const rest = await Promise.all(others);
   return [first, ...rest].flat();
+}
+
+/** How many worker threads are kept (busy or idle). */
+export function headTableThreadsKept(): number {
+  return pool.length;
 }
 
 /** Stops the kept worker threads (tests; a process exits without it). */
