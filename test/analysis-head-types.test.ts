@@ -79,7 +79,7 @@ describe('head types', () => {
     expect(row.induction).toBeCloseTo(ind, 6);
   });
 
-  it('syntax, semantic and entity focus against a float64 re-computation (bidirectional, causal, rows with holes; both exclude settings)', () => {
+  it('syntax, semantic and entity focus against a float64 re-computation (bidirectional, causal, rows with holes; both exclude settings; kernel and JavaScript)', () => {
     const n = 37;
     const r = mulberry32(5);
     const classes = Uint8Array.from({ length: n }, () => (r() < 0.15 ? 0 : [WORD_FUNCTION, WORD_CONTENT, WORD_CONTENT | WORD_ENTITY, WORD_ENTITY][Math.floor(r() * 4)]!));
@@ -91,8 +91,8 @@ describe('head types', () => {
     ];
     for (const [name, sees] of cases) {
       const trace = handTrace(Array.from({ length: n }, (_, i) => `w${i}`), { layers: 2, heads: 3, weight: (l, h, q, k) => (sees(q, k) ? noise[((l * 3 + h) * n + q) * n + k]! : 0) });
-      for (const exclude of [false, true]) {
-        const table = headTable(trace, 'self', { wordClasses: classes, excludeFirstToken: exclude });
+      for (const [exclude, kernel] of [[false, 'wasm'], [true, 'wasm'], [false, 'js'], [true, 'js']] as const) {
+        const table = headTable(trace, 'self', { wordClasses: classes, excludeFirstToken: exclude, kernel });
         for (const row of table) {
           // Straight from the definitions: each counted row renormalised over the keys it sees, its share on each class.
           const W = trace.attention.self!.layers[row.layer]!;
@@ -106,7 +106,7 @@ describe('head types', () => {
             [WORD_FUNCTION, WORD_CONTENT, WORD_ENTITY].forEach((bit, c) => (sums[c] += keys.filter((k) => classes[k]! & bit).reduce((a, k) => a + at(k), 0) / total));
             rows++;
           }
-          const where = `${name}, exclude ${exclude}, layer ${row.layer} head ${row.head}`;
+          const where = `${name}, exclude ${exclude}, ${kernel}, layer ${row.layer} head ${row.head}`;
           expect(row.syntax_focus, where).toBeCloseTo(sums[0]! / rows, 12);
           expect(row.semantic_focus, where).toBeCloseTo(sums[1]! / rows, 12);
           expect(row.entity_focus, where).toBeCloseTo(sums[2]! / rows, 12);

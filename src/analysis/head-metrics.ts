@@ -106,6 +106,11 @@ export interface HeadMetricOptions {
    * runtime/head-table-threads.ts) waits there until that layer is in.
    */
   beforeLayer?: (layer: number) => void;
+  /**
+   * Up to three groups of keys (bit g of keyGroups[k] set: key k is in group g), for a caller that
+   * scores each row's share on them (head-types.ts: the word classes' focus): `HeadPass.groupSums`.
+   */
+  keyGroups?: Uint8Array;
 }
 
 /** What `HeadMetricOptions.omit` can leave out. */
@@ -807,6 +812,9 @@ interface KernelArrays {
   fsize: number;
   /** scanHead's per-row results (4 float64 per row). */
   rowOut: number;
+  /** Key groups as int32 lane masks (3 × nk) and groupSums' three float64. */
+  groups: number;
+  groupOut: number;
 }
 
 /** The kernel, its arrays and views of its memory (taken after the memory's last growth). */
@@ -853,6 +861,8 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       fhi: lay.take(nq * 4),
       fsize: lay.take(nq * 4),
       rowOut: lay.take(nq * 4 * 8),
+      groups: lay.take(3 * nk * 4),
+      groupOut: lay.take(3 * 8),
     };
   });
   if (got === null || P === undefined) return null;
@@ -1020,6 +1030,63 @@ function firstHeadKernel(kp: KernelPass, h: number, counted: Uint8Array, r: Laye
   }
 }
 
+/** The keys k with `bit` set in groups[k], in order. */
+function keysWithBit(groups: Uint8Array, bit: number): number[] {
+  const out: number[] = [];
+  for (let k = 0; k < groups.length; k++) if (groups[k]! & bit) out.push(k);
+  return out;
+}
+
+/**
+ * HeadPass.groupSums of one head into `totals`: the rows without holes by the kernel (groupSums;
+ * its layer's weights and row sums are in its memory), the others (every row without the kernel)
+ * here, on each group's keys in order (`row`: scratch).
+ */
+function headGroupSums(
+  kp: KernelPass | null, W: Float32Array, off: number, counted: Uint8Array, r: LayerRows, rowSums: Float64Array, g: RowGeometry,
+  groupKeys: readonly Int32Array[], row: Float64Array, totals: Float64Array,
+): void {
+  const { nq, nk } = g;
+  const { support, rowSize, lo, hi } = r;
+  if (kp) {
+    const { P } = kp;
+    kp.k.groupSums(P.W + off * 4, P.lo, P.hi, P.size, P.counted, P.sums, nq, nk, P.groups, P.groupOut);
+    totals.set(kp.f64.subarray(P.groupOut >> 3, (P.groupOut >> 3) + 3));
+  } else totals.fill(0);
+  for (let q = 0; q < nq; q++) {
+    const whole = rowSize[q] === hi[q]! - lo[q]!;
+    if (counted[q] !== 1 || (kp && whole)) continue;
+    const base = q * nk;
+    groupWeights(W, off + base, support, base, lo[q]!, hi[q]!, whole, groupKeys, row);
+    const inv = 1 / rowSums[q]!;
+    for (let i = 0; i < 3; i++) totals[i] += row[i]! * inv;
+  }
+}
+
+/**
+ * A row's weights (at W[at + k]) summed on each group's keys (sorted lists) from `lo` to `hi` − 1
+ * in the row's support (support[sBase + k]; every one of them when `whole`), into out.
+ */
+function groupWeights(W: Float32Array, at: number, support: Uint8Array, sBase: number, lo: number, hi: number, whole: boolean, groupKeys: readonly Int32Array[], out: Float64Array): void {
+  for (let c = 0; c < groupKeys.length; c++) {
+    const keys = groupKeys[c]!;
+    // The first key at or after lo (binary search), then the keys before hi.
+    let i = 0;
+    for (let j = keys.length; i < j; ) {
+      const mid = (i + j) >> 1;
+      if (keys[mid]! < lo) i = mid + 1;
+      else j = mid;
+    }
+    let sum = 0;
+    for (; i < keys.length; i++) {
+      const k = keys[i]!;
+      if (k >= hi) break;
+      if (whole || support[sBase + k] === 1) sum += W[at + k]!;
+    }
+    out[c] = sum;
+  }
+}
+
 /** rowEntropies of a [nq × nk] float32 matrix at byte address m in the kernel's memory (as the kernel sums them: mixEntropy of a row with itself). */
 function kernelRowEntropies(kp: KernelPass, m: number, nq: number, nk: number, r: LayerRows, out: Float64Array): Float64Array {
   for (let q = 0; q < nq; q++) out[q] = kp.k.mixEntropy(m + q * nk * 4, m + q * nk * 4, r.lo[q]!, r.hi[q]!);
@@ -1132,6 +1199,11 @@ export interface HeadPass {
   rowSize: Int32Array;
   rowSums: Float64Array;
   counted: Uint8Array;
+  /**
+   * With `keyGroups`: over the counted rows, Σ of each row's renormalised weight on the keys of
+   * groups 0, 1 and 2 in its support (else null).
+   */
+  groupSums: Float64Array | null;
 }
 
 /**
@@ -1173,10 +1245,12 @@ export function headMetricsEach(
   if (!(Number.isInteger(from) && Number.isInteger(to) && from >= 0 && from < to && to <= L)) {
     throw new Error(`layers: expected a range from … to − 1 within 0–${L - 1} (from < to ≤ ${L}), got ${from} … ${to - 1}`);
   }
+  const groups = options.keyGroups;
+  if (groups && groups.length !== nk) throw new Error(`keyGroups has ${groups.length} entries for ${nk} keys`);
   const kp = kernelChoice === 'js' ? null : kernelPass(heads, nq, nk, wantJs, wantQuantiles);
   if (kernelChoice === 'wasm' && kp === null) throw new Error(`kernel 'wasm': the WebAssembly kernel cannot run here (${headKernelStatus().reason})`);
   try {
-    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each, from, to, layerDone, options.beforeLayer);
+    return passes(trace, stack, s, g, L, kp, exclude, threshold, longRange, wantJs, wantQuantiles, sepKeys, punctKeys, each, from, to, layerDone, options.beforeLayer, groups);
   } finally {
     kp?.release();
   }
@@ -1187,9 +1261,18 @@ function passes(
   trace: Trace, stack: StackName, s: LayerStack, g: RowGeometry, L: number, kp: KernelPass | null, exclude: boolean, threshold: number, longRange: number,
   wantJs: boolean, wantQuantiles: boolean, sepKeys: Int32Array, punctKeys: Int32Array, each: ((p: HeadPass) => void) | undefined,
   from: number, to: number, layerDone: ((layer: number, rows: readonly HeadMetricRow[]) => void) | undefined, beforeLayer: ((layer: number) => void) | undefined,
+  groups: Uint8Array | undefined,
 ): HeadMetrics {
   const { heads, nq, nk } = g;
   const size = nq * nk;
+  // Key groups: each group's keys in order (the rows with holes, and every row without the kernel),
+  // and as int32 lane masks in the kernel's memory (its groupSums, for the other rows).
+  const groupKeys = groups ? [1, 2, 4].map((bit) => Int32Array.from(keysWithBit(groups, bit))) : null;
+  const groupTotals = new Float64Array(3);
+  const groupRow = new Float64Array(3);
+  if (groups && kp) {
+    for (let gi = 0; gi < 3; gi++) for (let k = 0; k < nk; k++) kp.i32[(kp.P.groups >> 2) + gi * nk + k] = groups[k]! & (1 << gi) ? -1 : 0;
+  }
   const js = kp === null;
   const pooled = new Float64Array(js ? size : 0);
   const counted = new Uint8Array(nq);
@@ -1259,7 +1342,8 @@ function passes(
         if (h === 0) meanRows = counted.slice();
         continue;
       }
-      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSize: rowsOfLayer.rowSize, rowSums, counted });
+      if (groupKeys) headGroupSums(kp, W, off, counted, rowsOfLayer, rowSums, g, groupKeys, groupRow, groupTotals);
+      each?.({ layer: l, head: h, W, off, support: rowsOfLayer.support, lo: rowsOfLayer.lo, hi: rowsOfLayer.hi, rowSize: rowsOfLayer.rowSize, rowSums, counted, groupSums: groupKeys ? groupTotals : null });
       const firstHead = l === 0 || !wantJs ? null : { w: first[h]!.w, counted: first[h]!.c, ent: first[h]!.e, sums: first[h]!.s, rows: firstRows! };
       // The kernel counts the quantiles' histogram during its scan when the head has enough entries.
       // With the used bin range from the kernel (BINS entries or more) and at most 8 wanted bins

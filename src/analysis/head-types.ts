@@ -167,14 +167,8 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
         done += rows.length;
       }
     : undefined;
-  // The keys of each word class, in order (a row sums its weights on them: a few reads per key, not a test of every key).
-  const classKeys = [WORD_FUNCTION, WORD_CONTENT, WORD_ENTITY].map((bit) => {
-    const list: number[] = [];
-    if (classes) for (let k = 0; k < nk; k++) if (classes[k]! & bit) list.push(k);
-    return Int32Array.from(list);
-  });
-  const classSums = new Float64Array(3);
-  const metrics = headMetricsEach(trace, stack, options, ({ W, off, support, lo, hi, rowSize, rowSums, counted }) => {
+  // The word classes' sums come from headMetrics' pass (its key groups: bits 0, 1, 2 are the classes').
+  const metrics = headMetricsEach(trace, stack, { ...options, keyGroups: classes }, ({ W, off, support, rowSums, counted, groupSums }) => {
     let prev = 0;
     let next = 0;
     let local = 0;
@@ -200,12 +194,6 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
         next += at(qp + 1);
         for (let k = qp - 2; k <= qp + 2; k++) local += at(k);
       }
-      if (classes) {
-        classWeights(W, off + base, support, base, lo[q]!, hi[q]!, rowSize[q] === hi[q]! - lo[q]!, classKeys, classSums);
-        syn += classSums[0]! * inv;
-        sem += classSums[1]! * inv;
-        ent += classSums[2]! * inv;
-      }
       if (repeat) {
         const L = repeat.length;
         if (qp >= repeat.prefix + L) {
@@ -218,6 +206,11 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
         for (let i = indStart[q]!; i < indStart[q + 1]!; i++) ind += at(indList[i]!);
         repRows++;
       }
+    }
+    if (groupSums) {
+      syn = groupSums[0]!;
+      sem = groupSums[1]!;
+      ent = groupSums[2]!;
     }
     const nan = nRows === 0;
     scoresOf.push({
@@ -232,30 +225,6 @@ export function headTable(trace: Trace, stackName?: StackName, options: HeadTabl
     });
   }, layerDone);
   return metrics.rows.map((m, i) => tableRow(m, scoresOf[i]!));
-}
-
-/**
- * A row's weights (at W[at + k]) summed on the keys of each class (sorted lists), those from `lo`
- * to `hi` − 1 in the row's support (support[sBase + k]; every one of them when `whole`), into out.
- */
-function classWeights(W: Float32Array, at: number, support: Uint8Array, sBase: number, lo: number, hi: number, whole: boolean, classKeys: readonly Int32Array[], out: Float64Array): void {
-  for (let c = 0; c < classKeys.length; c++) {
-    const keys = classKeys[c]!;
-    // The first key at or after lo (binary search), then the keys before hi.
-    let i = 0;
-    for (let j = keys.length; i < j; ) {
-      const mid = (i + j) >> 1;
-      if (keys[mid]! < lo) i = mid + 1;
-      else j = mid;
-    }
-    let sum = 0;
-    for (; i < keys.length; i++) {
-      const k = keys[i]!;
-      if (k >= hi) break;
-      if (whole || support[sBase + k] === 1) sum += W[at + k]!;
-    }
-    out[c] = sum;
-  }
 }
 
 /**

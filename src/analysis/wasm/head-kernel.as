@@ -659,6 +659,57 @@ export function scanHead(args: usize): i32 {
   return entries;
 }
 
+/** Σ of four float32 lanes as float64 lanes (lanes 0 + 2, 1 + 3; exact). */
+// @ts-ignore: decorator
+@inline function pairSum4(x: v128): v128 {
+  return f64x2.add(f64x2.promote_low_f32x4(x), f64x2.promote_low_f32x4(v128.shuffle<f32>(x, x, 2, 3, 2, 3)));
+}
+
+/**
+ * A head's weights on three groups of keys: over its counted rows without holes (counted[q] = 1
+ * and size[q] = hi[q] − lo[q]; rows with holes are the caller's), each row's weights (float32 rows
+ * of nk at w, keys lo[q] … hi[q] − 1) summed on each group's keys in float64 (four lanes as two
+ * pairs, then the pair), times the row's 1 / sum (float64 at sums), added up: three float64 at
+ * out. The groups: int32 lane masks (all ones where the key is in the group), nk per group from
+ * `groups` (the three one after another, then room for a step past the last).
+ */
+export function groupSums(w: usize, lo: usize, hi: usize, size: usize, counted: usize, sums: usize, nq: i32, nk: i32, groups: usize, out: usize): void {
+  const stride = <usize>nk << 2;
+  let t0 = 0.0;
+  let t1 = 0.0;
+  let t2 = 0.0;
+  for (let q = 0; q < nq; q++) {
+    if (load<u8>(counted + <usize>q) !== 1) continue;
+    const a = load<i32>(lo + (<usize>q << 2));
+    const b = load<i32>(hi + (<usize>q << 2));
+    if (load<i32>(size + (<usize>q << 2)) !== b - a) continue;
+    const steps = (b - a + 3) >> 2;
+    const last = steps - 1;
+    const tail = tailMask(b - a - (last << 2));
+    let g0 = f64x2.splat(0.0);
+    let g1 = f64x2.splat(0.0);
+    let g2 = f64x2.splat(0.0);
+    let p = w + ((<usize>q * <usize>nk + <usize>a) << 2);
+    let m = groups + (<usize>a << 2);
+    for (let i = 0; i < steps; i++) {
+      let x = v128.load(p);
+      if (i === last) x = v128.and(x, tail);
+      g0 = f64x2.add(g0, pairSum4(v128.and(x, v128.load(m))));
+      g1 = f64x2.add(g1, pairSum4(v128.and(x, v128.load(m + stride))));
+      g2 = f64x2.add(g2, pairSum4(v128.and(x, v128.load(m + 2 * stride))));
+      p += 16;
+      m += 16;
+    }
+    const inv = 1.0 / load<f64>(sums + (<usize>q << 3));
+    t0 += (f64x2.extract_lane(g0, 0) + f64x2.extract_lane(g0, 1)) * inv;
+    t1 += (f64x2.extract_lane(g1, 0) + f64x2.extract_lane(g1, 1)) * inv;
+    t2 += (f64x2.extract_lane(g2, 0) + f64x2.extract_lane(g2, 1)) * inv;
+  }
+  f64.store(out, t0);
+  f64.store(out, t1, 8);
+  f64.store(out, t2, 16);
+}
+
 /**
  * A row's renormalised weights times scale added to a float32 row at `to` (a layer's head mean), as
  * scanBody adds them: (w · inv in float32) · scale in float32, for the keys a … b − 1 of the support

@@ -20,6 +20,7 @@ export interface HeadKernelExports {
   rowSums(w: number, supp: number, lo: number, hi: number, size: number, nq: number, nk: number, sums: number, counted: number): void;
   scanHead(args: number): number;
   putRow(w: number, supp: number, a: number, b: number, inv: number, scale: number, to: number): void;
+  groupSums(w: number, lo: number, hi: number, size: number, counted: number, sums: number, nq: number, nk: number, groups: number, out: number): void;
   mixEntropy(x: number, y: number, a: number, b: number): number;
   mixRowEntropy(w: number, fw: number, supp: number, fsupp: number, a: number, b: number, inv: number, finv: number): number;
   rowEntropy(w: number, supp: number, a: number, b: number, inv: number): number;
