@@ -92,8 +92,9 @@ export interface LayerwiseOptions extends TraceOptions {
    * Keep the weights fed to shared segments loaded for the next run (default true: a server traces
    * the same model again). false reads each layer's weights just before it runs (the next layer's
    * while this one runs) and lets them go after it: one or two layers' weights in memory instead of
-   * every layer's (the Llama-3.2-1B shape: ≈ 0.5 GB instead of 3.9 GB), for a read and transpose
-   * of ≈ 0.25 GB per layer per run.
+   * every layer's (the Llama-3.2-1B shape: ≈ 0.5 GB instead of 3.9 GB), for a read of ≈ 0.25 GB
+   * per layer per run: from the graph cache, as prepared there (transposed) by the first run, when
+   * the model has one; from the checkpoint, transposed again each run, when not.
    */
   keepWeights?: boolean;
 }
@@ -286,7 +287,8 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
     const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
     const ext = w.get(t.external.location);
     if (!ext) throw new Error(`layerwise: no weight data for ${t.name}`);
-    return weightTensor(t, await ext.load());
+    // Through the graph cache: prepared (read, transposed) the first time, read as stored after.
+    return weightTensor(t, await model.preparedWeight(ext));
   };
   const weightOf = (t: InitializerSpec, keep: boolean): Promise<RuntimeTensor> => {
     let p = loaded.get(t.name);

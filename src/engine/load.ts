@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { AttnscopeError } from '../core/errors.js';
 import { defaultModelDir } from '../default-model.js';
-import { checkpointCacheDir, findCachedModel, graphCacheRoot, writeCachedModel } from '../io/graph-cache.js';
+import { checkpointCacheDir, findCachedModel, graphCacheRoot, readCachedWeight, writeCachedModel } from '../io/graph-cache.js';
 import type { ModelFiles } from '../io/model-files.js';
 import { resolveModelSource } from '../io/model-source.js';
 import { openWeights } from '../io/open-weights.js';
@@ -124,6 +124,7 @@ function graphCacheIn(dir: string): GraphCacheHooks {
     write: async (built) => {
       await writeCachedModel(dir, built);
     },
+    weight: (w) => readCachedWeight(dir, w),
   };
 }
 

@@ -8,7 +8,7 @@ import { topKPredictions, type VocabLogits } from '../analysis/predictions.js';
 import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
 import type { ModelInfo, StackName, Token, Trace } from '../core/trace.js';
-import type { BuiltModel, GraphBuilder } from '../graph/builder.js';
+import type { BuiltModel, ExternalWeight, GraphBuilder } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import { bandedAttention, QUERY_BANDS } from '../models/attention.js';
@@ -42,6 +42,8 @@ export interface GraphCacheHooks {
   find(built: BuiltModel): Promise<string | undefined>;
   /** Stores `built` for later runs. */
   write(built: BuiltModel): Promise<void>;
+  /** One prepared weight's bytes, read from the cache (stored there first if missing). */
+  weight?(w: ExternalWeight): Promise<Uint8Array>;
 }
 
 /** Everything a Model is made of. */
@@ -278,6 +280,15 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
       s.catch(() => this.sessions.delete(key));
     }
     return s;
+  }
+
+  /**
+   * A prepared weight's bytes (as `w.load` gives them): from the graph cache when there is one (no
+   * checkpoint read nor transpose after the first time), else prepared from the checkpoint.
+   */
+  async preparedWeight(w: ExternalWeight): Promise<Uint8Array> {
+    const cache = this.graphCache;
+    return cache?.weight ? cache.weight(w).catch(() => w.load()) : w.load();
   }
 
   /** A runtime session for an encoded graph and its weights, through the graph cache when there is one. */

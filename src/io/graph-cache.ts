@@ -3,6 +3,8 @@
  * disk, so the next run of the same checkpoint reads nothing through JavaScript: onnxruntime
  * memory-maps the weight files and the session is ready in a fraction of the time. The first run
  * prepares the cache by streaming the weights into it one at a time, then opens it the same way.
+ * Layer-by-layer runs read the weights they feed their shared segments from the same files
+ * (readCachedWeight), so they transpose nothing after the first run either.
  *
  *   <root>/<checkpoint key>/<graph hash>.onnx      one per set of taps
  *   <root>/<checkpoint key>/<weight file>.bin      shared by every graph of that checkpoint
@@ -23,7 +25,7 @@ import { mkdir, readdir, readFile, rename, rm, stat, unlink, utimes, writeFile }
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { AttnscopeError } from '../core/errors.js';
-import type { BuiltModel } from '../graph/builder.js';
+import type { BuiltModel, ExternalWeight } from '../graph/builder.js';
 
 /** Bumped when the layout or the meaning of cached files changes (2: 16-bit weights kept 16-bit). */
 const CACHE_FORMAT = 2;
@@ -148,6 +150,24 @@ export async function writeCachedModel(dir: string, built: BuiltModel): Promise<
   await touch(dir);
   await pruneGraphCache(join(dir, '..'), graphCacheMax(), dir);
   return modelPath;
+}
+
+/**
+ * The bytes of one prepared weight (transposed for MatMul, in its stored dtype) from its file in
+ * `dir`, read there when it is complete; otherwise prepared by its `load` (the checkpoint read,
+ * transposed) and written into `dir` for the next read. What a layer-by-layer run feeds its shared
+ * segments each run (engine/layerwise.ts), so that no run but the first transposes a weight.
+ */
+export async function readCachedWeight(dir: string, weight: ExternalWeight): Promise<Uint8Array> {
+  const path = join(dir, weight.path);
+  if ((await sizeOf(path)) === weight.byteLength) {
+    const data = await readFile(path);
+    if (data.byteLength === weight.byteLength) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
+  const data = await weight.load();
+  // (A cache that cannot be written only costs the next run time.)
+  await mkdir(dir, { recursive: true }).then(() => writeAtomically(path, data)).catch(() => undefined);
+  return data;
 }
 
 /** One cached checkpoint. */
