@@ -194,6 +194,8 @@ if (values.parts) {
     ['no quantiles', (t) => headTable(t, undefined, { omit: ['quantiles'] })],
     ['neither', (t) => headTable(t, undefined, { omit: ['js_from_first', 'quantiles'] })],
     ['with word classes (as --text: the focus scores)', (t) => headTable(t, undefined, { wordClasses: wordClassesOf(t) })],
+    // (The whole table again, last in each round: what the place in the round costs.)
+    ['whole table, again', (t) => headTable(t)],
   ];
   for (const n of lengths) {
     const trace = syntheticTrace({ tokens: n, qk: false });
