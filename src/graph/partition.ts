@@ -15,8 +15,9 @@
  * Where the cuts go: the caller names the layer each graph output belongs to (the attention, query
  * or key tap of layer k, keyed `<stack>.<layer>`); between the last such output of one layer and
  * the first of the next, the cut is put where the fewest computed values cross it (the residual
- * stream and what every layer shares), the latest such place: the end of the layer's block. Pure:
- * imports nothing.
+ * stream and what every layer shares), the latest such place: the end of the layer's block. What
+ * follows the last layer (the final norm, the head) gets a segment of its own where the last layer
+ * is laid out as the one before it. Pure: imports nothing.
  */
 import type { ElemType, GraphSpec, InitializerSpec, NodeSpec, ValueInfoSpec } from './onnx-model.js';
 
@@ -163,6 +164,11 @@ export interface PartitionOptions {
   early?: (output: string) => boolean;
 }
 
+/** The stack of a layer key: keys are `<stack>.<layer>` (or any key: then one stack). */
+function stackOf(key: string): string {
+  return key.slice(0, Math.max(0, key.lastIndexOf('.')));
+}
+
 /**
  * Cuts `graph` into one segment per layer (see PartitionOptions.early for layers cut in two). `layerOf(outputName)` names the layer a graph output
  * belongs to (undefined for outputs of no layer: logits, hidden states); layers are ordered by
@@ -171,8 +177,6 @@ export interface PartitionOptions {
  */
 export function partitionByLayer(graph: GraphSpec, layerOf: (output: string) => string | undefined, options: PartitionOptions = {}): GraphPartition {
   const early = options.early ?? (() => false);
-  /** Layer keys are `<stack>.<layer>` (or any key: then one stack). */
-  const stackOf = (key: string) => key.slice(0, Math.max(0, key.lastIndexOf('.')));
   const nodes = graph.nodes;
   // Nodes computed from weights and constants only (not graph outputs themselves): repeated where read.
   const index = indexNodes(graph);
@@ -369,6 +373,7 @@ function lastLayerEnd(nodes: readonly NodeSpec[], cuts: readonly number[], group
   const length = at - start;
   const end = at + length;
   if (end >= nodes.length || prev.keys.length !== 1 || last.keys.length !== 1) return undefined;
+  if (stackOf(prev.keys[0]!) !== stackOf(last.keys[0]!)) return undefined;
   if (prev.lo - start !== last.lo - at || prev.hi - start !== last.hi - at) return undefined;
   for (let i = 0; i < length; i++) if (nodes[start + i]!.opType !== nodes[at + i]!.opType) return undefined;
   return end;
