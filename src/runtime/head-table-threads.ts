@@ -60,6 +60,13 @@ function startWorker(): Worker {
 function addWorker(): PooledWorker {
   const w: PooledWorker = { worker: startWorker(), busy: false, ready: new Int32Array(new SharedArrayBuffer(4)) };
   w.worker.unref();
+  // A worker that fails while idle (started ahead, warmHeadTableThreads) is dropped, not left to throw
+  // in the process; a busy one's failure is its table's (onWorker).
+  w.worker.on('error', (e: Error) => {
+    if (w.busy) return;
+    headTableThreadFailure = e.message;
+    void w.worker.terminate();
+  });
   w.worker.on('exit', () => {
     const at = pool.indexOf(w);
     if (at >= 0) pool.splice(at, 1);
