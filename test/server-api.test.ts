@@ -110,9 +110,18 @@ describe('serve: models and pages', () => {
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
     }
     const page = await (await fetch(server.url)).text();
-    // The page runs no inline script: only /app.js.
-    expect(page).toMatch(/<script defer src="\/app\.js"><\/script>/);
+    // The page runs no inline script: only /app.js, named by its content's digest.
+    const script = /<script defer src="(\/app\.js\?v=([0-9a-f]{16}))"><\/script>/.exec(page);
+    expect(script).not.toBeNull();
     expect(page.match(/<script/g)!.length).toBe(1);
+    // That URL is cached for good (the page's workers load it again from the cache); another or none is revalidated.
+    const named = await fetch(new URL(script![1]!, server.url));
+    expect(named.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+    const bare = await fetch(new URL('/app.js', server.url));
+    expect(bare.headers.get('cache-control')).toBe('no-cache');
+    expect(await bare.text()).toBe(await named.text());
+    expect((await fetch(new URL(`/app.js?v=${'0'.repeat(16)}`, server.url))).headers.get('cache-control')).toBe('no-cache');
+    expect(page).toContain(`href="/app.css?v=${script![2]!}"`);
   });
 
   it('refuses requests for another host name (DNS rebinding) and posts from another origin', async () => {

@@ -40,6 +40,8 @@ export type LongRequest = { kind: 'long-views' } & (
   | { op: 'drop'; layer: number }
   | { op: 'job'; id: number; job: LongJob }
   | { op: 'cancel'; ids: number[] }
+  /** Compiles the kernel and runs the binning once on a small made-up head (a worker started ahead of need: its first strips then run optimised code). */
+  | { op: 'warm' }
 );
 
 export type LongResult = { bins: Bins } | { topk: { index: Int32Array; value: Float32Array } };
@@ -163,6 +165,28 @@ function pump(post: (m: LongReply, transfer?: Transferable[]) => void): void {
   });
 }
 
+/** Query and key rows of the warm-up head: enough work for the engine to optimise the kernel and the binning, a few ms. */
+const WARM_TOKENS = 256;
+const WARM_DIM = 64;
+
+/**
+ * Runs the work of an overview once on a small made-up causal head (WARM_TOKENS², values from a fixed
+ * sequence): compiles the WebAssembly kernel and gets the block and binning code optimised before
+ * the first real strip, which otherwise ran cold (20–220 ms for the first strip of a new worker).
+ * Its result is dropped.
+ */
+function warmUp(): void {
+  const values = (seed: number) => Float32Array.from({ length: WARM_TOKENS * WARM_DIM }, (_, i) => Math.sin(i * 0.618 + seed) * 0.5);
+  const source = queryKeyAttentionSource('self', { dims: [1, WARM_TOKENS, WARM_DIM], layers: [values(1)] }, { dims: [1, WARM_TOKENS, WARM_DIM], layers: [values(2)] }, { scale: [0.125], causal: true, window: [null] });
+  const mask = keyRange({ scale: [0.125], causal: true, window: [null] }, 'self', 0, WARM_TOKENS, WARM_TOKENS);
+  const f = 4;
+  // Strips as the overview's (16 bin rows of f × f cells).
+  for (let r0 = 0; r0 < WARM_TOKENS; r0 += 16 * f) {
+    const it = binRegion(blockReader(source, 0, 0), { r0, r1: r0 + 16 * f, c0: 0, c1: WARM_TOKENS, f }, mask);
+    while (!it.next().done);
+  }
+}
+
 /** Handles one request of the page (the state persists between requests). */
 export function onLongRequest(req: LongRequest, post: (m: LongReply, transfer?: Transferable[]) => void): void {
   switch (req.op) {
@@ -183,6 +207,9 @@ export function onLongRequest(req: LongRequest, post: (m: LongReply, transfer?: 
       for (let i = queue.length - 1; i >= 0; i--) if (ids.has(queue[i]!.id)) queue.splice(i, 1);
       return;
     }
+    case 'warm':
+      warmUp();
+      return;
     case 'job':
       queue.push({ id: req.id, gen: run(req.job), queuedAt: epoch(), startAt: 0, computeMs: 0 });
       pump(post);

@@ -14,6 +14,8 @@
 import type { AttentionSource } from '../src/core/attention-source.js';
 import type { Trace } from '../src/core/trace.js';
 import { pageWorkersAvailable, startPageWorker } from './flow-worker.js';
+import { type KeyRange, keyRange } from '../src/views/layout/heatmap-tiles.js';
+import { pageMark, pageMeasure } from './long-worker-marks.js';
 import { sourceTrace } from './source.js';
 import type { BiasForm, LongJob, LongJobTiming, LongReply, LongRequest, LongResult, LongStackSpec } from './long-worker-side.js';
 
@@ -40,6 +42,8 @@ interface Pending {
   sentAt?: number;
   /** Sent at once, whatever the worker holds (see IN_FLIGHT). */
   eager: boolean;
+  /** The lane it was sent to. */
+  lane?: Lane;
   settle(r: LongResult | null): void;
   fail(e: Error): void;
 }
@@ -50,14 +54,40 @@ export interface LongTicket<T> {
   result: Promise<T | null>;
 }
 
+/** A thread of the pool (a Worker running the page's script), and the LongWorker whose stack it holds now. */
+interface Thread {
+  worker: Worker;
+  finish: () => void;
+  owner: LongWorker | null;
+  /** Failed: never taken again. */
+  broken: boolean;
+}
+
+/** A thread as one LongWorker uses it: the jobs sent to it, the layers it holds, the cells of its eager jobs not done yet. */
+interface Lane {
+  thread: Thread;
+  sent: Map<number, Pending>;
+  /** Layers it holds, least recently used first. */
+  held: number[];
+  /** Cells of its eager jobs sent and not done (to share an overview's strips by their work). */
+  load: number;
+}
+
+/**
+ * Workers that share an overview's strips (the first computes everything; the others only strips):
+ * the strips are independent, and while the page computes its first view the server waits for its
+ * "drawn" (app.ts POST /api/trace/drawn), so the machine's other core is free.
+ */
+const OVERVIEW_LANES = 2;
+/** Threads kept at most (the lanes of two stacks on screen: compare mode's two sides). */
+const MAX_THREADS = 2 * OVERVIEW_LANES;
+
+/** Job ids, unique over the page (a thread passes from one LongWorker to another). */
+let nextJobId = 1;
+
 export class LongWorker {
-  private readonly worker: Worker;
-  private readonly finish: () => void;
-  private nextId = 1;
+  private lanes: Lane[] = [];
   private waiting: Pending[] = [];
-  private readonly sent = new Map<number, Pending>();
-  /** Layers the worker holds, least recently used first. */
-  private held: number[] = [];
   private closed = false;
   /** The worker failed (it could not start, or threw): its jobs were rejected; views compute on the page's thread. */
   broken = false;
@@ -68,28 +98,51 @@ export class LongWorker {
     private trace: Trace,
     private source: AttentionSource,
   ) {
-    const { worker, finish } = spare ?? startLongWorker();
-    spare = null;
-    this.worker = worker;
-    this.finish = finish;
-    this.post({ kind: 'long-views', op: 'stack', spec: stackSpec(trace, source), keep: false });
-    worker.onmessage = (e: MessageEvent<LongReply>) => this.reply(e.data);
-    worker.onerror = (e) => {
+    this.addLane();
+  }
+
+  /** Takes a thread of the pool (one no other stack is computing in, or a new one) for this stack; null when none can be had. */
+  private addLane(): Lane | null {
+    const thread = takeThread(this);
+    if (!thread) return null;
+    const lane: Lane = { thread, sent: new Map(), held: [], load: 0 };
+    this.lanes.push(lane);
+    // (keep: false: the layers and jobs of the stack it held before are dropped.)
+    this.post(lane, { kind: 'long-views', op: 'stack', spec: stackSpec(this.trace, this.source), keep: false });
+    thread.worker.onmessage = (e: MessageEvent<LongReply>) => this.reply(lane, e.data);
+    thread.worker.onerror = (e) => {
+      thread.broken = true;
       this.broken = true;
       const err = new Error(`long views worker: ${e.message || 'failed'}`);
-      for (const p of [...this.sent.values(), ...this.waiting]) p.fail(err);
-      this.sent.clear();
+      for (const p of [...this.inFlight(), ...this.waiting]) p.fail(err);
+      for (const l of this.lanes) l.sent.clear();
       this.waiting = [];
     };
+    return lane;
   }
 
-  private post(req: LongRequest, transfer: Transferable[] = []): void {
-    this.worker.postMessage(req, transfer);
+  /** Gives up a lane whose thread another stack takes (it computes nothing for this one). */
+  yieldLane(thread: Thread): void {
+    this.lanes = this.lanes.filter((l) => l.thread !== thread);
   }
 
-  /** Queues a job (`eager`: sent to the worker at once, see IN_FLIGHT); its result arrives when the worker has computed it. */
+  /** Whether `thread` computes nothing for this stack now. */
+  idleOn(thread: Thread): boolean {
+    const lane = this.lanes.find((l) => l.thread === thread);
+    return !lane || lane.sent.size === 0;
+  }
+
+  private inFlight(): Pending[] {
+    return this.lanes.flatMap((l) => [...l.sent.values()]);
+  }
+
+  private post(lane: Lane, req: LongRequest, transfer: Transferable[] = []): void {
+    lane.thread.worker.postMessage(req, transfer);
+  }
+
+  /** Queues a job (`eager`: sent to a worker at once, see IN_FLIGHT); its result arrives when the worker has computed it. */
   submit<T extends LongResult>(job: LongJob, eager = false): LongTicket<T> {
-    const id = this.nextId++;
+    const id = nextJobId++;
     let settle: (r: LongResult | null) => void = () => undefined;
     let fail: (e: Error) => void = () => undefined;
     const result = new Promise<T | null>((resolve, reject) => {
@@ -110,12 +163,16 @@ export class LongWorker {
     const set = new Set(ids);
     const gone = this.waiting.filter((p) => set.has(p.id));
     this.waiting = this.waiting.filter((p) => !set.has(p.id));
-    const inWorker = ids.filter((id) => this.sent.has(id));
-    for (const id of inWorker) {
-      gone.push(this.sent.get(id)!);
-      this.sent.delete(id);
+    for (const lane of this.lanes) {
+      const inWorker = ids.filter((id) => lane.sent.has(id));
+      for (const id of inWorker) {
+        const p = lane.sent.get(id)!;
+        gone.push(p);
+        lane.sent.delete(id);
+        if (p.eager) lane.load -= this.cells(p.job);
+      }
+      if (inWorker.length) this.post(lane, { kind: 'long-views', op: 'cancel', ids: inWorker });
     }
-    if (inWorker.length) this.post({ kind: 'long-views', op: 'cancel', ids: inWorker });
     for (const p of gone) p.settle(null);
     this.send();
   }
@@ -128,7 +185,7 @@ export class LongWorker {
   rebind(trace: Trace, source: AttentionSource): void {
     this.trace = trace;
     this.source = source;
-    this.post({ kind: 'long-views', op: 'stack', spec: stackSpec(trace, source), keep: true });
+    for (const lane of this.lanes) this.post(lane, { kind: 'long-views', op: 'stack', spec: stackSpec(trace, source), keep: true });
   }
 
   /** The source the worker reads. */
@@ -138,22 +195,35 @@ export class LongWorker {
 
   /** Jobs queued or running. */
   get pending(): number {
-    return this.waiting.length + this.sent.size;
+    return this.waiting.length + this.lanes.reduce((n, l) => n + l.sent.size, 0);
   }
 
+  /** Workers this stack's jobs run in now. */
+  get workers(): number {
+    return this.lanes.length;
+  }
+
+  /** Cancels what it computes and gives its threads back to the pool (the next stacks take them, warm). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const p of [...this.sent.values(), ...this.waiting]) p.settle(null);
-    this.sent.clear();
+    for (const p of [...this.inFlight(), ...this.waiting]) p.settle(null);
     this.waiting = [];
-    this.finish();
+    for (const lane of this.lanes) {
+      if (lane.sent.size) this.post(lane, { kind: 'long-views', op: 'cancel', ids: [...lane.sent.keys()] });
+      // Its layers' memory back (the next stack's would replace them only when it takes the thread).
+      for (const layer of lane.held) this.post(lane, { kind: 'long-views', op: 'drop', layer });
+      lane.sent.clear();
+      releaseThread(lane.thread);
+    }
+    this.lanes = [];
   }
 
-  private reply(m: LongReply): void {
-    const p = this.sent.get(m.id);
+  private reply(lane: Lane, m: LongReply): void {
+    const p = lane.sent.get(m.id);
     if (!p) return; // cancelled
-    this.sent.delete(m.id);
+    lane.sent.delete(m.id);
+    if (p.eager) lane.load -= this.cells(p.job);
     this.done++;
     if (m.timing) jobMarks(m.timing, p.sentAt ?? m.timing.queuedAt - performance.timeOrigin);
     if ('error' in m) p.fail(new Error(m.error));
@@ -161,39 +231,58 @@ export class LongWorker {
     this.send();
   }
 
-  /** Sends the eager jobs, then waiting jobs (most urgent first) while the worker holds fewer than IN_FLIGHT, with the layers they read. */
+  /**
+   * Sends the eager jobs, each to the lane with the least eager work left (a second lane is taken
+   * for them where the machine has more than one core), then waiting jobs (most urgent first) to the
+   * first lane while it holds fewer than IN_FLIGHT, with the layers they read.
+   */
   private send(): void {
     for (;;) {
-      if (this.closed || this.waiting.length === 0) return;
+      if (this.closed || this.broken || this.waiting.length === 0) return;
+      // A lane given up to another stack: take one again.
+      const primary = this.lanes[0] ?? this.addLane();
+      if (!primary) return;
       let best = this.waiting.findIndex((p) => p.eager);
-      if (best < 0) {
-        if (this.sent.size >= IN_FLIGHT) return;
+      let lane = primary;
+      if (best >= 0) {
+        if (this.lanes.length < OVERVIEW_LANES && helpersWanted()) this.addLane();
+        for (const l of this.lanes) if (l.load < lane.load) lane = l;
+      } else {
+        if (primary.sent.size >= IN_FLIGHT) return;
         best = 0;
         for (let i = 1; i < this.waiting.length; i++) if (PRIORITY[this.waiting[i]!.job.what] < PRIORITY[this.waiting[best]!.job.what]) best = i;
       }
       const p = this.waiting.splice(best, 1)[0]!;
-      this.ensureLayer(p.job.layer);
-      this.sent.set(p.id, p);
+      this.ensureLayer(lane, p.job.layer);
+      lane.sent.set(p.id, p);
+      if (p.eager) lane.load += this.cells(p.job);
       p.sentAt = performance.now();
-      this.post({ kind: 'long-views', op: 'job', id: p.id, job: p.job });
+      this.post(lane, { kind: 'long-views', op: 'job', id: p.id, job: p.job });
     }
   }
 
-  private ensureLayer(layer: number): void {
-    const at = this.held.indexOf(layer);
+  /** A job's cells (jobCells) under its layer's mask. */
+  private cells(job: LongJob): number {
+    const terms = this.trace.scores![this.source.stack]!;
+    return jobCells(job, keyRange(terms, this.source.stack, job.layer, this.source.numQueries, this.source.numKeys));
+  }
+
+  private ensureLayer(lane: Lane, layer: number): void {
+    const held = lane.held;
+    const at = held.indexOf(layer);
     if (at >= 0) {
-      this.held.splice(at, 1);
-      this.held.push(layer);
+      held.splice(at, 1);
+      held.push(layer);
       return;
     }
     // Drop the least recently used layers no job in the worker reads.
-    const reading = new Set([...this.sent.values()].map((p) => p.job.layer));
-    for (let i = 0; this.held.length >= LAYERS_HELD && i < this.held.length; ) {
-      const l = this.held[i]!;
+    const reading = new Set([...lane.sent.values()].map((p) => p.job.layer));
+    for (let i = 0; held.length >= LAYERS_HELD && i < held.length; ) {
+      const l = held[i]!;
       if (reading.has(l)) i++;
       else {
-        this.held.splice(i, 1);
-        this.post({ kind: 'long-views', op: 'drop', layer: l });
+        held.splice(i, 1);
+        this.post(lane, { kind: 'long-views', op: 'drop', layer: l });
       }
     }
     const stack = this.source.stack;
@@ -204,15 +293,30 @@ export class LongWorker {
     const terms = this.trace.scores![stack]!;
     const bias = (terms.positionBias ?? terms.bias)?.layers[layer]?.slice() ?? null;
     const biasForm: BiasForm = terms.positionBias ? 'relative' : terms.bias?.dims[1] === 1 && this.source.numQueries !== 1 ? 'broadcast' : 'dense';
-    this.post({ kind: 'long-views', op: 'layer', layer, queries, keys, bias, biasForm }, [queries.buffer, keys.buffer, ...(bias ? [bias.buffer] : [])]);
-    performance.mark('attnscope:worker-layer-sent', { detail: { layer, bytes: queries.byteLength + keys.byteLength + (bias?.byteLength ?? 0) } });
-    this.held.push(layer);
+    this.post(lane, { kind: 'long-views', op: 'layer', layer, queries, keys, bias, biasForm }, [queries.buffer, keys.buffer, ...(bias ? [bias.buffer] : [])]);
+    pageMark('worker-layer-sent', { layer, bytes: queries.byteLength + keys.byteLength + (bias?.byteLength ?? 0), lane: this.lanes.indexOf(lane) });
+    held.push(layer);
   }
+}
+
+/** The cells a job computes: a bins job's unmasked cells (an overview strip of a causal matrix grows with its rows), else 0. */
+function jobCells(job: LongJob, mask: KeyRange | null): number {
+  if (job.what !== 'bins') return 0;
+  const { r0, r1, c0, c1 } = job.region;
+  if (!mask) return (r1 - r0) * (c1 - c0);
+  let n = 0;
+  for (let r = r0; r < r1; r++) n += Math.max(0, Math.min(c1, mask.hi(r)) - Math.max(c0, mask.lo(r)));
+  return n;
+}
+
+/** Whether an overview's strips are shared with a second worker: where the page can start one and the machine has a second core. */
+function helpersWanted(): boolean {
+  return pageWorkersAvailable() && (navigator.hardwareConcurrency ?? 1) > 1;
 }
 
 /** A long views worker, its start marked (bench/layerwise.ts --app reads the page's attnscope: marks). */
 function startLongWorker(): { worker: Worker; finish: () => void } {
-  performance.mark('attnscope:worker-start');
+  pageMark('worker-start');
   return startPageWorker('long views');
 }
 
@@ -223,14 +327,10 @@ function startLongWorker(): { worker: Worker; finish: () => void } {
 function jobMarks(t: LongJobTiming, sentAt: number): void {
   const at = (epochMs: number) => epochMs - performance.timeOrigin;
   const now = performance.now();
-  try {
-    performance.measure('attnscope:worker-wait', { start: sentAt, end: Math.max(sentAt, at(t.startAt)) });
-    performance.measure('attnscope:worker-job', { start: at(t.startAt), end: Math.max(at(t.startAt), at(t.endAt)) });
-    performance.measure('attnscope:worker-compute', { start: at(t.startAt), duration: t.computeMs, detail: { kernel: t.kernel } });
-    performance.measure('attnscope:worker-reply', { start: Math.min(now, at(t.endAt)), end: now });
-  } catch {
-    // measures are readouts only
-  }
+  pageMeasure('worker-wait', { start: sentAt, end: Math.max(sentAt, at(t.startAt)) });
+  pageMeasure('worker-job', { start: at(t.startAt), end: Math.max(at(t.startAt), at(t.endAt)) });
+  pageMeasure('worker-compute', { start: at(t.startAt), duration: t.computeMs, detail: { kernel: t.kernel } });
+  pageMeasure('worker-reply', { start: Math.min(now, at(t.endAt)), end: now });
 }
 
 /** What the worker is told of a stack: its sizes and score terms. */
@@ -275,23 +375,65 @@ function extendsStack(prev: Trace, next: Trace, stack: AttentionSource['stack'])
 
 const workers: { source: AttentionSource; worker: LongWorker }[] = [];
 
-/** A worker started ahead of need (prestartLongWorker), taken by the next LongWorker. */
-let spare: { worker: Worker; finish: () => void } | null = null;
+/**
+ * The long views' threads: Workers running the page's script, each holding one stack (one
+ * LongWorker's) at a time. A stack takes a thread that no stack holds, else one whose stack
+ * computes nothing in it (the stack takes another when it needs one again, sending its layers
+ * again), else a new one up to MAX_THREADS: a new trace on the same page, or layer 0 after its head
+ * preview, computes in threads already started, their script loaded and their code compiled.
+ */
+const threads: Thread[] = [];
+
+function newThread(warm: boolean): Thread | null {
+  try {
+    const { worker, finish } = startLongWorker();
+    // Compiles the kernel and warms the binning before the first job (long-worker-side.ts warmUp).
+    if (warm) worker.postMessage({ kind: 'long-views', op: 'warm' } satisfies LongRequest);
+    const thread: Thread = { worker, finish, owner: null, broken: false };
+    threads.push(thread);
+    return thread;
+  } catch {
+    return null;
+  }
+}
+
+/** A thread for `owner` (see `threads`), or null when none can be had (all MAX_THREADS busy; or no worker starts). */
+function takeThread(owner: LongWorker): Thread | null {
+  const free = threads.find((t) => !t.broken && t.owner === null) ?? threads.find((t) => !t.broken && t.owner !== owner && t.owner!.idleOn(t));
+  const thread = free ?? (threads.filter((t) => !t.broken).length < MAX_THREADS || owner.workers === 0 ? newThread(false) : null);
+  if (!thread) return null;
+  thread.owner?.yieldLane(thread);
+  thread.owner = owner;
+  return thread;
+}
+
+/** A thread its stack no longer needs: kept for the next (at most MAX_THREADS kept), or ended. */
+function releaseThread(thread: Thread): void {
+  thread.owner = null;
+  thread.worker.onmessage = null;
+  if (thread.broken || threads.filter((t) => !t.broken).length > MAX_THREADS) {
+    threads.splice(threads.indexOf(thread), 1);
+    thread.finish();
+  }
+}
+
+/** Threads that a new stack could take now (no stack holds them, or their stack computes nothing in them). */
+function available(): number {
+  return threads.filter((t) => !t.broken && (t.owner === null || t.owner.idleOn(t))).length;
+}
 
 /**
- * Starts the long views' next worker now. The served app's workers load the page's script from
- * the server (its CSP allows no blob: worker), and the server answers nothing while it runs a
- * model segment (onnxruntime-node runs on its main thread): a worker started when the first layer
- * is drawn waited for the next segment's run (tens of seconds for a 1B model at 2,048 tokens).
- * Started when a trace is requested, it has its script by the time the first layer arrives.
+ * Starts the long views' threads a new trace's first view will use (one per lane an overview uses)
+ * unless threads it can take are there already, and has them compile and warm their code. The served
+ * app's workers load the page's script from the server (its CSP allows no blob: worker; the script
+ * is cached for good, app.ts `?v=`), and the server answers nothing while it runs a model segment
+ * (onnxruntime-node runs on its main thread): started when a trace is requested, they have their
+ * script and their kernel compiled by the time the first layer arrives.
  */
 export function prestartLongWorker(): void {
-  if (spare || !pageWorkersAvailable()) return;
-  try {
-    spare = startLongWorker();
-  } catch {
-    spare = null;
-  }
+  if (!pageWorkersAvailable()) return;
+  const want = helpersWanted() ? OVERVIEW_LANES : 1;
+  for (let n = available(); n < want && threads.filter((t) => !t.broken).length < MAX_THREADS; n++) if (!newThread(true)) return;
 }
 
 /**

@@ -4,6 +4,7 @@
  * from this server, no other origin, no framing); requests whose Host is not this server's
  * (DNS rebinding) or whose Origin is another site are refused.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -72,21 +73,34 @@ export async function loadAppBundle(): Promise<AppBundle> {
   return { js, css };
 }
 
-const PAGE = `<!doctype html>
+/**
+ * The page, its script and style named with a digest of their content (`/app.js?v=…`), which are
+ * then served as immutable: the page's Web Workers (long views, flow, metrics: the page's own
+ * script started again) and the next pages take the script from the browser's cache instead of
+ * asking the server, which answers nothing while it runs a model segment.
+ */
+function pageHtml(version: string): string {
+  return `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="attnscope">
 <title>attnscope</title>
-<link rel="stylesheet" href="/app.css">
-<script defer src="/app.js"></script>
+<link rel="stylesheet" href="/app.css?v=${version}">
+<script defer src="/app.js?v=${version}"></script>
 </head>
 <body>
 <div id="attnscope-serve"><p class="loading">Loading attnscope…</p><noscript><p>attnscope needs JavaScript.</p></noscript></div>
 </body>
 </html>
 `;
+}
+
+/** A digest of the bundle's script and style (the page's `v`). */
+function bundleVersion(bundle: AppBundle): string {
+  return createHash('sha256').update(bundle.js).update('\0').update(bundle.css).digest('hex').slice(0, 16);
+}
 
 export interface AppDeps {
   catalog: ModelCatalog;
@@ -138,18 +152,22 @@ export function createApp(deps: AppDeps): Hono {
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) c.res.headers.set(k, v);
   });
 
+  const version = bundleVersion(deps.bundle);
+  const page = pageHtml(version);
+  /** The bundle named by this digest does not change: cached for good; without it (or another), revalidated. */
+  const caching = (c: Context) => (c.req.query('v') === version ? 'public, max-age=31536000, immutable' : 'no-cache');
   app.get('/', (c) => {
     c.header('Cache-Control', 'no-store');
-    return c.html(PAGE);
+    return c.html(page);
   });
   app.get('/app.js', (c) => {
     c.header('Content-Type', 'text/javascript; charset=utf-8');
-    c.header('Cache-Control', 'no-cache');
+    c.header('Cache-Control', caching(c));
     return c.body(deps.bundle.js);
   });
   app.get('/app.css', (c) => {
     c.header('Content-Type', 'text/css; charset=utf-8');
-    c.header('Cache-Control', 'no-cache');
+    c.header('Cache-Control', caching(c));
     return c.body(deps.bundle.css);
   });
   app.get('/favicon.ico', (c) => c.body(null, 204));

@@ -39,6 +39,21 @@ async function release(gates: readonly Gate[], context: BrowserContext): Promise
   await context.close();
 }
 
+/** Counts the Workers the context's pages start (window.startedWorkers). */
+async function countWorkers(context: BrowserContext): Promise<void> {
+  await context.addInitScript(() => {
+    const w = window as unknown as { startedWorkers: number; Worker: typeof Worker };
+    w.startedWorkers = 0;
+    const Base = w.Worker;
+    w.Worker = class extends Base {
+      constructor(url: string | URL, options?: WorkerOptions) {
+        super(url, options);
+        w.startedWorkers++;
+      }
+    };
+  });
+}
+
 describe('attnscope serve: layer by layer in the app', () => {
   // An encoder (bert) and the embedded default model (stories260k, causal: its first trace of a
   // text streams too, then seeds the key/value cache for appended edits).
@@ -90,17 +105,7 @@ describe('attnscope serve: layer by layer in the app', () => {
     };
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
     // Workers the page starts (the long views' worker is one per source, kept across remounts).
-    await context.addInitScript(() => {
-      const w = window as unknown as { startedWorkers: number; Worker: typeof Worker };
-      w.startedWorkers = 0;
-      const Base = w.Worker;
-      w.Worker = class extends Base {
-        constructor(url: string | URL, options?: WorkerOptions) {
-          super(url, options);
-          w.startedWorkers++;
-        }
-      };
-    });
+    await countWorkers(context);
     try {
       const page = await context.newPage();
       const { errors } = watchErrors(page);
@@ -145,6 +150,58 @@ describe('attnscope serve: layer by layer in the app', () => {
       expect(errors).toEqual([]);
     } finally {
       await release(gates, context);
+    }
+  });
+
+  it("shares a trace's overview between two warm worker threads, which the next trace on the page takes again; the page's readouts are that trace's only (stories260k, on demand)", async () => {
+    server.traces.onDemandAbove = 0;
+    const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    await countWorkers(context);
+    try {
+      const page = await context.newPage();
+      const { errors } = watchErrors(page);
+      const texts = [0, 1].map((t) => Array.from({ length: 5 }, (_, i) => `text ${t}, line ${i}: the overview is shared by two workers of the page.`).join(' '));
+      const url = new URL(server.url);
+      url.searchParams.set('text', texts[0]!);
+      url.searchParams.set('view', 'heatmap');
+      await page.goto(url.toString());
+      const canvas = '[data-testid=heatmap-tiles]';
+      /** Once the trace of `text` is in and its heatmap has nothing left to compute: workers started, the lanes layers were sent to, the readouts' first start and the worker jobs measured. */
+      const settled = async (text: string) => {
+        await page.waitForFunction(
+          ([t, c]) => document.body.dataset.trace === 'done' && JSON.parse(document.body.dataset.traced ?? '{}').text === t && document.querySelector<HTMLElement>(c!)?.dataset.ready === 'true',
+          [text, canvas],
+          { timeout: 60_000 },
+        );
+        return page.evaluate(() => {
+          const entries = performance.getEntries().filter((e) => e.name.startsWith('attnscope:'));
+          const lanes = new Set(performance.getEntriesByName('attnscope:worker-layer-sent').map((e) => ((e as PerformanceMark).detail as { lane: number }).lane));
+          return {
+            workers: (window as unknown as { startedWorkers: number }).startedWorkers,
+            lanes: [...lanes].sort(),
+            first: Math.min(...entries.map((e) => e.startTime)),
+            jobs: performance.getEntriesByName('attnscope:worker-job').length,
+            cores: navigator.hardwareConcurrency,
+          };
+        });
+      };
+      const a = await settled(texts[0]!);
+      // Where the machine has a second core, the overview's strips went to two workers.
+      expect(a.lanes).toEqual(a.cores > 1 ? [0, 1] : [0]);
+      expect(a.jobs).toBeGreaterThan(0);
+      expect(a.workers).toBe(a.cores > 1 ? 2 : 1);
+      // A new text on the same page.
+      const typedAt = await page.evaluate(() => performance.now());
+      await page.fill('[data-testid=text-input]', texts[1]!);
+      const b = await settled(texts[1]!);
+      // Its views computed in the threads already started; the readouts are of this trace only (the first trace's are cleared).
+      expect(b.workers).toBe(a.workers);
+      expect(b.lanes).toEqual(a.lanes);
+      expect(b.jobs).toBeGreaterThan(0);
+      expect(b.first).toBeGreaterThanOrEqual(typedAt);
+      expect(errors).toEqual([]);
+    } finally {
+      await release([], context);
     }
   });
 

@@ -9,6 +9,7 @@ import { App, type HostedViews } from '../app.js';
 import { VIEWS, type State, type ViewName } from '../context.js';
 import { h, replaceChildren } from '../dom.js';
 import { prestartLongWorker } from '../long-worker.js';
+import { clearPageMarks } from '../long-worker-marks.js';
 import { OVERVIEW_DRAWN_EVENT } from '../views/heatmap-tiles.js';
 import { ApiRefusal, layersIn, onDemand, partialTrace, previewTrace, streamTrace, traceDrawn, type Incoming } from './stream.js';
 import type { UrlState } from './url-state.js';
@@ -149,6 +150,8 @@ export class Side {
     this.mark('trace', 'loading');
     const t0 = performance.now();
     this.traceStart = t0;
+    // The page's readouts of the first view's time describe this trace from now on (they would grow with every trace).
+    clearPageMarks();
     // A long trace's views compute in a worker whose script comes from the server: fetched now, while the server is idle.
     prestartLongWorker();
     try {
@@ -267,9 +270,8 @@ export class Side {
       this.lastPartialMount = now;
       this.mount(partial ?? preview!, incoming.page, new Promise<void>(() => undefined), key, false, preview ? [incoming.preview!.head] : undefined);
       if (preview) {
+        // (The views of the whole layer take the preview's worker threads once its overview is done: long-worker.ts.)
         this.host.onStatus(this, `tracing… head ${incoming.preview!.head} of layer 0 on screen`);
-        // The views of the whole layer start their own worker: its script now, while the server is idle.
-        prestartLongWorker();
       } else {
         this.host.onStatus(this, `tracing… ${got} of ${total} layers on screen`);
       }

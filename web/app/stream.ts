@@ -6,6 +6,7 @@
 import type { StackName, Trace } from '../../src/core/trace.js';
 import { scoreChecks } from '../../src/analysis/neuron.js';
 import { PAYLOAD_FORMAT, PAYLOAD_VERSION, type PayloadHeader, type PayloadTensor } from '../../src/views/html/payload.js';
+import { pageMark } from '../long-worker-marks.js';
 import { FrameReader, PREVIEW_TENSOR_INDEX, RUN_HEADER, type ApiError, type ModelsResponse, type ProgressFrame, type StreamEnd, type StreamHeader, type TensorDeclaration, type TraceRequest } from '../../src/server/protocol.js';
 
 /** An answer the API refused: its one-line message and the field at fault. */
@@ -128,7 +129,7 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
         incoming.preview[kind] = f.values;
         incoming.preview.layer = f.layer;
         if (incoming.preview.queries && incoming.preview.keys) {
-          performance.mark('attnscope:preview');
+          pageMark('preview');
           callbacks.onPreview?.(incoming);
         }
       } else if (f.type === 'tensor' && f.value.head !== undefined) {
@@ -149,7 +150,7 @@ export async function streamTrace(req: TraceRequest, callbacks: TraceCallbacks, 
         if (incoming.firstLayerMs === undefined) {
           incoming.firstLayerMs = performance.now() - t0;
           // For tools (bench/layerwise.ts --app): when the first layer of a trace was in.
-          performance.mark('attnscope:first-layer');
+          pageMark('first-layer');
         }
         incoming.attentionDone = onDemand(incoming.header) ? qkComplete(incoming.header, remaining) : incoming.header.tensors.every((t, i) => t.kind !== 'attention' || remaining.get(i) === 0);
         incoming.done = [...remaining.values()].every((n) => n === 0);

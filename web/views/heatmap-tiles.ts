@@ -41,6 +41,7 @@ import {
 import type { Theme } from '../../src/views/theme.js';
 import { h, sizeCanvas } from '../dom.js';
 import type { LongWorker } from '../long-worker.js';
+import { pageMark, pageMeasure } from '../long-worker-marks.js';
 import { paintItems } from '../paint.js';
 import { font } from '../text.js';
 
@@ -459,7 +460,7 @@ export class TiledHeatmap {
         if (!r || at < 0) return;
         this.jobs.splice(at, 1);
         this.cellsRead += (region.r1 - region.r0) * (region.c1 - region.c0);
-        if (key.startsWith('overview:')) performance.mark('attnscope:overview-strip');
+        if (key.startsWith('overview:')) pageMark('overview-strip');
         done(r.bins);
         this.updateScale();
         this.draw();
@@ -650,10 +651,10 @@ export class TiledHeatmap {
     this.canvas.dataset.tilesDrawn = String(drawn);
     this.status();
     // Readouts (bench/layerwise.ts --app): each paint, and the first with the whole overview.
-    performance.measure('attnscope:heatmap-paint', { start: p0 });
+    pageMeasure('heatmap-paint', { start: p0 });
     if (overviewDone && this.overviewPainted !== this.dataKey) {
       this.overviewPainted = this.dataKey;
-      performance.mark('attnscope:overview-painted');
+      pageMark('overview-painted');
       this.canvas.dispatchEvent(new CustomEvent(OVERVIEW_DRAWN_EVENT, { bubbles: true }));
     }
   }
