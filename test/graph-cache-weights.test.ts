@@ -63,9 +63,10 @@ async function writeLlama(dir: string): Promise<void> {
 }
 
 /** The cached file of a weight (by the start of its name), in the one checkpoint folder under `root`. */
-function cachedFile(root: string, prefix: string): string | undefined {
+function cachedFile(root: string, prefix: string): string {
   for (const sub of readdirSync(root)) for (const f of readdirSync(join(root, sub))) if (f.startsWith(prefix) && f.endsWith('.bin')) return join(root, sub, f);
-  return undefined;
+  // (Not undefined: a test replacing it would write `undefined.new` into the working folder.)
+  throw new Error(`no cached file ${prefix}*.bin under ${root}`);
 }
 
 /** Replaces a file as the cache writes them (a new file renamed over it), so no open mapping of the old one sees the change. */
@@ -100,14 +101,13 @@ describe('prepared weights read from the graph cache', () => {
     expect(seen.filter((s) => s).length).toBeGreaterThanOrEqual(2);
     for (let l = 1; l < LAYERS; l++) {
       const file = cachedFile(root, `model.layers.${l}.mlp.down_proj.weight.T`);
-      expect(file, `layer ${l}`).toBeDefined();
-      expect(statSync(file!).size).toBe(HIDDEN * INTER * 4);
+      expect(statSync(file).size, `layer ${l}`).toBe(HIDDEN * INTER * 4);
     }
     // Stored as the MatMul reads it: [INTER, HIDDEN], the transpose of the checkpoint's [HIDDEN, INTER] (float32, little-endian).
     const src = await openSafetensors(join(dir, 'model.safetensors'));
     const w = (await src.get('model.layers.1.mlp.down_proj.weight')).data;
     await src.close();
-    const file = readFileSync(cachedFile(root, 'model.layers.1.mlp.down_proj.weight.T')!);
+    const file = readFileSync(cachedFile(root, 'model.layers.1.mlp.down_proj.weight.T'));
     const stored = new Float32Array(file.buffer, file.byteOffset, file.byteLength / 4);
     const transposed = Float32Array.from({ length: INTER * HIDDEN }, (_, i) => w[(i % HIDDEN) * INTER + Math.floor(i / HIDDEN)]!);
     expect(differences(stored, transposed)).toEqual([]);
@@ -115,7 +115,7 @@ describe('prepared weights read from the graph cache', () => {
   });
 
   it('reads what is stored: a changed weight of layer 2 changes the layers after it, and only those', async () => {
-    const file = cachedFile(root, 'model.layers.2.mlp.down_proj.weight.T')!;
+    const file = cachedFile(root, 'model.layers.2.mlp.down_proj.weight.T');
     const stored = readFileSync(file);
     try {
       replace(file, new Uint8Array(stored.byteLength));
@@ -130,7 +130,7 @@ describe('prepared weights read from the graph cache', () => {
   });
 
   it('a short file is prepared and stored again', async () => {
-    const file = cachedFile(root, 'model.layers.3.self_attn.q_proj.weight.T')!;
+    const file = cachedFile(root, 'model.layers.3.self_attn.q_proj.weight.T');
     replace(file, new Uint8Array(100));
     expect(differences(await layered(), whole)).toEqual([]);
     expect(statSync(file).size).toBe(HIDDEN * HIDDEN * 4);

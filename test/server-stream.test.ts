@@ -108,8 +108,10 @@ describe('serve: per-layer streaming', () => {
       const events: string[] = [];
       let gotFirst!: () => void;
       const firstArrived = new Promise<void>((r) => (gotFirst = r));
-      server.traces.onLayerSent = async ({ index }) => {
+      let segments = 0;
+      server.traces.onLayerSent = async ({ index, count }) => {
         events.push(`computed ${index}`);
+        segments = count;
         if (index === 0) await firstArrived;
       };
       let fs: Frame[];
@@ -128,7 +130,11 @@ describe('serve: per-layer streaming', () => {
       const header = (fs[0] as { value: StreamHeader }).value;
       expect(header.streaming).toBe('per-layer');
       expect(events.indexOf('received 0')).toBeLessThan(events.indexOf('computed 1'));
-      expect(events.filter((e) => e.startsWith('computed')).length).toBe(numLayers);
+      // One segment per layer, and with predictions asked for (topK), the final norm and head in a
+      // segment of no layer of their own where the last layer runs on the middle layers' shared session.
+      expect(events.filter((e) => e.startsWith('computed')).length).toBe(segments);
+      expect([numLayers, numLayers + 1]).toContain(segments);
+      expect(events.filter((e) => e.startsWith('received')).sort()).toEqual(Array.from({ length: numLayers }, (_, l) => `received ${l}`).sort());
       // Only what was asked for is sent: attention (no queries, keys, values or score terms for the seed's taps), predictions.
       const tensors = tensorsOf(fs);
       expect(tensors.map((t) => t.kind)).toEqual(['attention']);
