@@ -264,6 +264,8 @@ describe('attention flow in the app of attnscope serve', () => {
       const svg = '[data-testid=flow-svg]';
       await page.waitForSelector(svg);
       await page.selectOption('[data-testid=flow-method]', { label: 'attention flow' });
+      // The diagram's nodes come from the flow views' layout worker: wait for them.
+      await page.waitForSelector(`${svg} rect.flow-node`);
       const columns = await page.$$eval(`${svg} rect.flow-node`, (els) => Math.max(...els.map((e) => Number(e.getAttribute('data-column')))));
       await page.click(`${svg} rect.flow-node[data-column="${columns}"][data-token="3"]`);
       await page.waitForSelector('[data-testid=flow-status][data-state=done]', { timeout: 60_000 });
