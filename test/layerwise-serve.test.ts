@@ -9,6 +9,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { Model, tapsKey } from '../src/engine/model.js';
+import { PREVIEW_QUERIES } from '../src/graph/partition.js';
 import { FrameReader, PREVIEW_TENSOR_INDEX, type Frame, type StreamHeader, type StreamTensor } from '../src/server/protocol.js';
 import { startServer, type RunningServer } from '../src/server/serve.js';
 import { FIXTURES, flat, maxAbsDiff, readReference } from './helpers/reference.js';
@@ -285,6 +287,58 @@ describe('serve: a long input streams q/k first', () => {
       for (const p of printed) p.mockRestore();
       server.traces.onLayerSent = undefined;
       server.traces.firstLayerPauseMs = pause;
+    }
+  });
+});
+
+describe('serve: POST /api/load opens the head preview session before any text', () => {
+  it("the session is kept under the preview's graph, not the plan's taps (which hold the input's band count): a trace asking other taps opens no preview session of its own, and its preview is PyTorch's", async () => {
+    const ref = readReference('llama');
+    const input = ref.inputs.find((i) => !i.text_pair && i.queries && i.keys)!;
+    const maxTokens = 4096;
+    // A server of its own: the model is not loaded yet, no session open.
+    const own = await startServer({ port: 0, folders: [FIXTURES], hfCache: false, env: { HF_HUB_OFFLINE: '1' }, graphCache: false, bundle: { js: '/* app */', css: '/* app */' }, limits: { maxTokens } });
+    own.traces.onDemandAbove = 0;
+    own.traces.firstLayerPauseMs = 0;
+    // Every session the models open, and whether its graph is a head preview (its output named PREVIEW_QUERIES).
+    const opened: boolean[] = [];
+    const openBuilt = Model.prototype.openBuilt;
+    const spy = vi.spyOn(Model.prototype, 'openBuilt').mockImplementation(function (this: Model, built, options) {
+      opened.push(Buffer.from(built.model).includes(PREVIEW_QUERIES));
+      return openBuilt.call(this, built, options);
+    });
+    const previews = () => opened.filter((p) => p).length;
+    try {
+      const load = await fetch(new URL('/api/load', own.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama' }) });
+      expect(load.status).toBe(200);
+      await load.arrayBuffer();
+      await own.traces.settled();
+      // Opened in the background after the load, before any trace: the preview's session only.
+      expect(previews()).toBe(1);
+      expect(opened).toEqual([true]);
+      // The trace asks for predictions (as the app does: taps.topK), the warm-up did not: other taps, another plan.
+      const lease = await own.pool.acquire(await own.catalog.locate('folder:0/llama'));
+      const n = input.input_ids.length;
+      const taps = async (topK: number) => tapsKey((await lease.model.prepareRun(null, { ids: Array.from({ length: n }, () => 0), qk: true, attention: 'auto', onDemandAbove: 0, topK })).taps);
+      expect(await taps(5)).not.toBe(await taps(0));
+      lease.release();
+      const head = 2;
+      const res = await fetch(new URL('/api/trace', own.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama', text: input.text, head, taps: { topK: 5 } }) });
+      expect(res.status).toBe(200);
+      const frames: Frame[] = [];
+      const types = await readAll(res, (f) => void frames.push(f));
+      expect(types.at(-1)).toBe('end');
+      // The trace's segments opened sessions, but no second preview session.
+      expect(opened.length).toBeGreaterThan(1);
+      expect(previews()).toBe(1);
+      const layerOf = (index: number) => frames.find((f): f is Extract<Frame, { type: 'layer' }> => f.type === 'layer' && f.tensor === index)!;
+      const config = llamaConfig();
+      const kvHead = Math.floor((head * config.num_key_value_heads) / config.num_attention_heads);
+      expect(maxAbsDiff(layerOf(PREVIEW_TENSOR_INDEX.queries).values, flat((input.queries as unknown as number[][][][])[0]![head] as never))).toBeLessThanOrEqual(1e-4);
+      expect(maxAbsDiff(layerOf(PREVIEW_TENSOR_INDEX.keys).values, flat((input.keys as unknown as number[][][][])[0]![kvHead] as never))).toBeLessThanOrEqual(1e-4);
+    } finally {
+      spy.mockRestore();
+      await own.close();
     }
   });
 });

@@ -265,6 +265,7 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
     return session;
   };
   const preview = qkFirst ? previewOf(model, partition) : undefined;
+  let previewKey: string | undefined;
   // Segments computing the same graph on other weights (the layers of a stack) share one session,
   // fed each segment's weights: one arena reused from layer to layer (a session per layer either
   // keeps its own arena, which grows memory with the layers, or allocates its buffers afresh on
@@ -318,7 +319,7 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
       ? {
           preview: {
             ...preview,
-            session: () => model.cachedSession(`${key}#layer-preview`, () => open(preview.split.preview, new Map())),
+            session: () => model.cachedSession((previewKey ??= previewSessionKey(model, preview.split.preview)), () => open(preview.split.preview, new Map())),
             rest: (shapes) => model.cachedSession(`${key}#layer-preview-rest ${signatureOf(shapes)}`, () => open(preview.split.rest, shapes)),
           },
         }
@@ -396,8 +397,7 @@ export async function traceLayers(model: Model, text: string | null, options: La
 async function runLayers(model: Model, prepared: PreparedRun, options: LayerwiseOptions, onLayer: (layer: LayerOutputs) => void | Promise<void>): Promise<number> {
   const { inputs, taps } = prepared;
   const { signal } = options;
-  const qkFirst = taps.qk && (options.qkFirst === true || (options.qkFirst === 'on-demand' && !taps.attention));
-  const plan = await planFor(model, taps, options.shareSessions ?? true, qkFirst);
+  const plan = await planFor(model, taps, options.shareSessions ?? true, qkFirstRun(taps, options));
   const { segments, lastUse } = plan.partition;
   const fed = model.feedsFor([...plan.inputs], inputs);
   const carried = new Map<string, RuntimeTensor>();
@@ -465,6 +465,47 @@ async function runLayers(model: Model, prepared: PreparedRun, options: Layerwise
     await onLayer({ index: s, count: segments.length, layers: seg.layers.map(parseKey), outputs, shared: own !== undefined, ms });
   }
   return segments.length;
+}
+
+/** Whether a run with these taps hands out each layer's queries and keys first (LayerwiseOptions.qkFirst). */
+function qkFirstRun(taps: TapRequest, options: LayerwiseOptions): boolean {
+  return taps.qk === true && (options.qkFirst === true || (options.qkFirst === 'on-demand' && !taps.attention));
+}
+
+/**
+ * Per model, the one-head preview graphs whose sessions were asked for, encoded: a preview's
+ * session is kept under its graph's place in this list, not under its plan's taps (which hold the
+ * input length's query band count), so that a run of any length whose preview is the same graph
+ * takes the session opened before its input was known (openPreviewSession).
+ */
+const previewGraphs = new WeakMap<Model, Uint8Array[]>();
+
+function previewSessionKey(model: Model, graph: GraphSpec): string {
+  const bytes = encodeModel(graph);
+  let known = previewGraphs.get(model);
+  if (!known) previewGraphs.set(model, (known = []));
+  const same = (b: Uint8Array) => b.length === bytes.length && b.every((x, i) => x === bytes[i]);
+  let at = known.findIndex(same);
+  if (at < 0) at = known.push(bytes) - 1;
+  return `#layer-preview ${at}`;
+}
+
+/**
+ * Opens the session of the one-head preview that a layer-by-layer run of `model` with `options`
+ * (previewHead set or not) would use on an input of `tokens` tokens, before any text is known:
+ * e.g. when a server loads a model (cold, this session is most of the first view's time: it folds
+ * the embedding table's cast to float32). The session is kept under its graph (previewSessionKey),
+ * so runs of other lengths and taps take it when their preview is the same graph, and open their
+ * own otherwise. Resolves whether such a run has a preview (false: nothing opened).
+ */
+export async function openPreviewSession(model: Model, tokens: number, options: LayerwiseOptions = {}): Promise<boolean> {
+  checkSingleRun(model, options);
+  const { taps } = await model.prepareRun(null, { ...options, ids: Array.from({ length: tokens }, () => 0) });
+  if (!qkFirstRun(taps, options)) return false;
+  const plan = await planFor(model, taps, options.shareSessions ?? true, true);
+  if (!plan.preview) return false;
+  await plan.preview.session();
+  return true;
 }
 
 /** Runs the one-head preview of the first segment: its outputs to `onPreview`, what it hands on into `carried`. */

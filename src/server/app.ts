@@ -224,8 +224,9 @@ export function createApp(deps: AppDeps): Hono {
         try {
           const t0 = performance.now();
           const lease = await deps.pool.acquire(loc, onProgress, signal);
-          lease.release();
           send(jsonFrame('end', { loadMs: Math.round(performance.now() - t0), runMs: 0, bytes: 0 }));
+          // Then, in the background, the session its first on-demand view needs (releases the lease).
+          setImmediate(() => void deps.traces.warmUp(lease));
         } catch (e) {
           if (!(e instanceof AbortError)) send(jsonFrame('error', { error: messageOf(e), field: 'model' }));
         }

@@ -20,7 +20,7 @@ import { AttnscopeError } from '../core/errors.js';
 import { expandBias, scoresWithoutPositionBias } from '../core/position-bias.js';
 import type { LayerStack, ModelInfo, Prediction, ScoreTerms, StackName, Trace } from '../core/trace.js';
 import { toFloat32 } from '../engine/assemble.js';
-import { traceLayers, type HeadPreview, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
+import { openPreviewSession, traceLayers, type HeadPreview, type LayerOutputs, type LayerwiseOptions, type PreparedRun } from '../engine/layerwise.js';
 import { tapName, type ArchitectureInfo } from '../models/architecture.js';
 import { relativeBiasOutput } from '../models/attention.js';
 import type { RuntimeTensor } from '../runtime/runtime.js';
@@ -317,9 +317,40 @@ export class TraceService {
     if (this.firstLayerPauseMs > 0) await pause(this.firstLayerPauseMs, AbortSignal.any([shared.controller.signal, shared.drawn.signal]));
   }
 
-  /** Waits until no run is under way (tests: after a cancel, the run has stopped). */
+  /** Waits until no run and no warm-up is under way (tests: after a cancel, the run has stopped). */
   async settled(): Promise<void> {
-    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight.values()].map((r) => r.promise));
+    while (this.inflight.size > 0 || this.warming.size > 0) await Promise.allSettled([...[...this.inflight.values()].map((r) => r.promise), ...this.warming]);
+  }
+
+  /** Warm-ups under way (warmUp). */
+  private readonly warming = new Set<Promise<void>>();
+
+  /**
+   * Opens, after a model is loaded (POST /api/load) and while no text is known yet, the session
+   * of the one-head preview its on-demand traces start with (engine/layerwise.ts
+   * openPreviewSession; cold, that session is most of the time to the first view: the 1B shape's
+   * takes ≈ 9 s), when an input within the token limit is traced on demand. The session is kept
+   * under its graph, so a trace of any length whose preview is the same graph takes it (one of
+   * another graph opens its own). Holds `lease` until done, then releases it; a failure is dropped
+   * (the trace opens the session itself). Resolves when done.
+   */
+  warmUp(lease: Lease): Promise<void> {
+    const model = lease.model;
+    const tokens = Math.min(this.options.limits.maxTokens, model.info.maxPositions);
+    // As runByLayer asks (the preview's graph does not depend on the head, the length or topK).
+    const options: LayerwiseOptions = { qk: true, attention: 'auto', qkFirst: 'on-demand', ...(this.onDemandAbove !== undefined ? { onDemandAbove: this.onDemandAbove } : {}) };
+    const done = (async () => {
+      try {
+        if (model.info.kind !== 'encoder-decoder' && Number.isFinite(tokens) && tokens > 0) await openPreviewSession(model, tokens, options);
+      } catch {
+        // (The first trace opens it, and reports what fails.)
+      } finally {
+        lease.release();
+      }
+    })();
+    this.warming.add(done);
+    void done.then(() => this.warming.delete(done));
+    return done;
   }
 
   /**
