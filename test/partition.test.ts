@@ -8,10 +8,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { GraphBuilder, type Value } from '../src/graph/builder.js';
-import { encodeModel, type GraphSpec } from '../src/graph/onnx-model.js';
+import type { GraphSpec } from '../src/graph/onnx-model.js';
 import { partitionByLayer, sharedSegmentForm } from '../src/graph/partition.js';
-import { nodeRuntime } from '../src/runtime/onnxruntime-node.js';
 import type { RuntimeTensor } from '../src/runtime/runtime.js';
+import { runGraph } from './helpers/run-graph.js';
 
 const D = 4;
 const LAYERS = 3;
@@ -39,16 +39,6 @@ async function graph(): Promise<GraphSpec> {
 }
 
 const layerOf = (name: string) => (/^attention\.self\.\d+$/.test(name) ? name.slice('attention.'.length) : undefined);
-
-async function run(spec: GraphSpec, feeds: Record<string, RuntimeTensor>): Promise<Record<string, RuntimeTensor>> {
-  const session = await nodeRuntime.createSession({ model: encodeModel(spec), externalData: [] });
-  try {
-    const names = new Set(spec.inputs.map((i) => i.name));
-    return await session.run(Object.fromEntries(Object.entries(feeds).filter(([k]) => names.has(k))));
-  } finally {
-    await session.release();
-  }
-}
 
 describe('graph partition', () => {
   const n = 5;
@@ -91,10 +81,10 @@ describe('graph partition', () => {
     expect(last.carriedOut).toEqual([]);
     // The middle layers are cut as before (the last one's dead reads still place the cuts).
     expect(segments.slice(0, 2).map((s) => s.graph.nodes.length)).toEqual(partitionByLayer(spec, layerOf).segments.slice(0, 2).map((s) => s.graph.nodes.length));
-    const whole = await run(spec, feeds);
+    const whole = await runGraph(spec, feeds);
     const values: Record<string, RuntimeTensor> = { ...feeds };
     for (const s of segments) {
-      const out = await run(s.graph, values);
+      const out = await runGraph(s.graph, values);
       Object.assign(values, out);
       for (const o of s.outputs) expect([...out[o]!.data], o).toEqual([...whole[o]!.data]);
     }
@@ -102,12 +92,12 @@ describe('graph partition', () => {
 
   it('running the segments in order gives the whole graph bit for bit, and the float64 values', async () => {
     const spec = await graph();
-    const whole = await run(spec, feeds);
+    const whole = await runGraph(spec, feeds);
     const { segments } = partitionByLayer(spec, layerOf);
     const values: Record<string, RuntimeTensor> = { ...feeds };
     const outputs: Record<string, RuntimeTensor> = {};
     for (const s of segments) {
-      const out = await run(s.graph, values);
+      const out = await runGraph(s.graph, values);
       Object.assign(values, out);
       for (const o of s.outputs) outputs[o] = out[o]!;
     }

@@ -238,8 +238,15 @@ function planFor(model: Model, taps: TapRequest, sharing: boolean, qkFirst: bool
   return plan;
 }
 
+/**
+ * The graph is cut with its dead nodes (partitionByLayer leaves them out of the segments, but
+ * places the cuts as in a graph whose outputs are all live, so that a last layer of which little
+ * is asked for does not move the cut before it).
+ */
+const WHOLE_LAYERS = { keepDead: true } as const;
+
 async function makePlan(model: Model, taps: TapRequest, key: string, sharing: boolean, qkFirst: boolean): Promise<LayerPlan> {
-  const { graph, external } = await model.buildGraph(taps);
+  const { graph, external } = await model.buildGraph(taps, WHOLE_LAYERS);
   const partition = partitionByLayer(graph, layerKeyOf, qkFirst ? { early: isEarlyOutput } : {});
   const count = partition.segments.length;
   // The weight readers are kept until the last segment has its session (reading them holds their
@@ -250,7 +257,7 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
   let weights: Map<string, ExternalWeight> | null = readers(external);
   /** A session of `graph` (a segment, or a part of the first one) with its carried inputs shaped `shapes`. */
   const open = async (graph: GraphSpec, shapes: ReadonlyMap<string, readonly (number | string)[]>): Promise<GraphSession> => {
-    const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
+    const w = weights ?? (weights = readers((await model.buildGraph(taps, WHOLE_LAYERS)).external));
     const segExternal: ExternalWeight[] = [];
     for (const t of graph.initializers) {
       const ext = t.external ? w.get(t.external.location) : undefined;
@@ -285,7 +292,7 @@ async function makePlan(model: Model, taps: TapRequest, key: string, sharing: bo
   const loaded = new Map<string, Promise<RuntimeTensor>>();
   const load = async (t: InitializerSpec): Promise<RuntimeTensor> => {
     if (!t.external) return weightTensor(t, t.raw ?? new Uint8Array(0));
-    const w = weights ?? (weights = readers((await model.buildGraph(taps)).external));
+    const w = weights ?? (weights = readers((await model.buildGraph(taps, WHOLE_LAYERS)).external));
     const ext = w.get(t.external.location);
     if (!ext) throw new Error(`layerwise: no weight data for ${t.name}`);
     // Through the graph cache: prepared (read, transposed) the first time, read as stored after.

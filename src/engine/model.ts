@@ -8,7 +8,7 @@ import { topKPredictions, type VocabLogits } from '../analysis/predictions.js';
 import { AttnscopeError } from '../core/errors.js';
 import { timed } from '../core/profile.js';
 import type { ModelInfo, StackName, Token, Trace } from '../core/trace.js';
-import type { BuiltModel, ExternalWeight, GraphBuilder } from '../graph/builder.js';
+import type { BuildOptions, BuiltModel, ExternalWeight, GraphBuilder } from '../graph/builder.js';
 import type { WeightStore } from '../io/weights.js';
 import type { Architecture, ArchitectureInfo, BuildContext, ModelInputs, TapRequest } from '../models/architecture.js';
 import { bandedAttention, QUERY_BANDS } from '../models/attention.js';
@@ -260,12 +260,12 @@ export class Model<T extends ModelTokenizer = ModelTokenizer> implements Decodin
 
   /**
    * The graph of `taps` as built, not encoded (engine/layerwise.ts cuts it into per-layer
-   * segments and opens each with `cachedSession`).
+   * segments, with its dead nodes kept, and opens each with `cachedSession`).
    */
-  async buildGraph(taps: TapRequest): Promise<Awaited<ReturnType<GraphBuilder['buildGraph']>>> {
+  async buildGraph(taps: TapRequest, options?: BuildOptions): Promise<Awaited<ReturnType<GraphBuilder['buildGraph']>>> {
     const ctx = createBuildContext(this.config, this.weights, taps, this.architectureInfo);
     await this.architecture.build(ctx);
-    return ctx.g.buildGraph();
+    return ctx.g.buildGraph(options);
   }
 
   /**

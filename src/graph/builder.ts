@@ -12,6 +12,7 @@ import {
   type NodeSpec,
   type ValueInfoSpec,
 } from './onnx-model.js';
+import { liveNodes } from './partition.js';
 
 export { FloatAttr, type ElemType } from './onnx-model.js';
 
@@ -43,6 +44,17 @@ export interface ExternalWeight {
   byteLength: number;
   /** The little-endian bytes in the weight's storage type (reads the checkpoint, transposes if needed). */
   load(): Promise<Uint8Array>;
+}
+
+/** How `build` and `buildGraph` treat the graph. */
+export interface BuildOptions {
+  /**
+   * Keep nodes from which no graph output is reachable (default false: they are left out, and the
+   * weights and constants only they read with them). onnxruntime would run them all the same: a
+   * trace of attention alone leaves the last layer's MLP and the final norm dead. graph/partition.ts
+   * keeps them to place its cuts as in a graph whose outputs are all live.
+   */
+  keepDead?: boolean;
 }
 
 /** An encoded model and the weights it references. */
@@ -380,18 +392,21 @@ export class GraphBuilder {
   /**
    * Serialises the graph as an ONNX model. Weights of 64 KiB or more stay outside the protobuf
    * as external data, not read yet (no copy in the model, no 2 GiB protobuf limit, and a cached
-   * model needs none of them read); smaller ones are read and stored in it. Only initializers
-   * some node reads are emitted (a weight used only transposed is not emitted twice).
+   * model needs none of them read); smaller ones are read and stored in it. Only nodes that lead
+   * to a graph output are emitted (see BuildOptions.keepDead), and only initializers some emitted
+   * node reads (a weight used only transposed is not emitted twice, a dead layer's not at all).
    */
-  async build(): Promise<BuiltModel> {
-    const { graph, external } = await this.buildGraph();
+  async build(options: BuildOptions = {}): Promise<BuiltModel> {
+    const { graph, external } = await this.buildGraph(options);
     return { model: encodeModel(graph), external };
   }
 
   /** The graph `build` encodes, as a GraphSpec with its external weights (graph/partition.ts splits it by layer). */
-  async buildGraph(): Promise<{ graph: GraphSpec; external: ExternalWeight[] }> {
+  async buildGraph(options: BuildOptions = {}): Promise<{ graph: GraphSpec; external: ExternalWeight[] }> {
+    const live = options.keepDead ? undefined : liveNodes(this.nodes, this.outputs.map((o) => o.name));
+    const kept = live ? this.nodes.filter((_, i) => live.has(i)) : this.nodes;
     const used = new Set<string>();
-    for (const n of this.nodes) for (const i of n.inputs) used.add(i);
+    for (const n of kept) for (const i of n.inputs) used.add(i);
     const initializers = this.initializers.filter((t) => used.has(t.name));
     const external: ExternalWeight[] = [];
     // 16-bit weights: stored as such, each with a Cast to float32 ahead of every other node.
@@ -415,7 +430,7 @@ export class GraphBuilder {
       }
       if (!wide) casts.push({ opType: 'Cast', inputs: [storedName], outputs: [w.name], name: `${w.name}/Cast`, attributes: { to: 1 } });
     }
-    const nodes = casts.length > 0 ? [...casts, ...this.nodes] : this.nodes;
+    const nodes = casts.length > 0 ? [...casts, ...kept] : kept;
     return { graph: { name: this.name, nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET }, external };
   }
 }

@@ -111,11 +111,40 @@ interface NodeIndex {
   ancestors(names: Iterable<string>, enter?: (node: number) => boolean): Set<number>;
 }
 
+/** The index of the node computing each value. */
+function producers(nodes: readonly NodeSpec[]): Map<string, number> {
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
+  return producer;
+}
+
+/** NodeIndex.ancestors over `nodes` with their `producer` map. */
+function ancestorsOf(nodes: readonly NodeSpec[], producer: ReadonlyMap<string, number>, names: Iterable<string>, enter: (node: number) => boolean = () => true): Set<number> {
+  const found = new Set<number>();
+  const pending = [...names];
+  for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+    const p = producer.get(name);
+    if (p === undefined || found.has(p) || !enter(p)) continue;
+    found.add(p);
+    for (const x of nodes[p]!.inputs) if (x !== '') pending.push(x);
+  }
+  return found;
+}
+
+/**
+ * The nodes (indices into `nodes`) from which one of `outputs` is reachable. The others are dead:
+ * nothing asked for reads what they compute, yet onnxruntime runs every node of a session (a trace
+ * of attention alone leaves the last layer's MLP and the final norm dead). GraphBuilder.buildGraph
+ * leaves them out of whole graphs, partitionByLayer out of its segments.
+ */
+export function liveNodes(nodes: readonly NodeSpec[], outputs: Iterable<string>): Set<number> {
+  return ancestorsOf(nodes, producers(nodes), outputs);
+}
+
 /** The NodeIndex of `graph` (its nodes in topological order, as the builder and partitionByLayer keep them). */
 function indexNodes(graph: GraphSpec): NodeIndex {
   const nodes = graph.nodes;
-  const producer = new Map<string, number>();
-  nodes.forEach((n, i) => n.outputs.forEach((o) => o && producer.set(o, i)));
+  const producer = producers(nodes);
   const outputNames = new Set(graph.outputs.map((o) => o.name));
   const initializerNames = new Set(graph.initializers.map((t) => t.name));
   const constant = new Array<boolean>(nodes.length).fill(false);
@@ -123,17 +152,7 @@ function indexNodes(graph: GraphSpec): NodeIndex {
   nodes.forEach((n, i) => {
     constant[i] = !n.outputs.some((o) => outputNames.has(o)) && n.inputs.every((x) => x === '' || isConstant(x));
   });
-  const ancestors = (names: Iterable<string>, enter: (node: number) => boolean = () => true): Set<number> => {
-    const found = new Set<number>();
-    const pending = [...names];
-    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
-      const p = producer.get(name);
-      if (p === undefined || found.has(p) || !enter(p)) continue;
-      found.add(p);
-      for (const x of nodes[p]!.inputs) if (x !== '') pending.push(x);
-    }
-    return found;
-  };
+  const ancestors = (names: Iterable<string>, enter?: (node: number) => boolean): Set<number> => ancestorsOf(nodes, producer, names, enter);
   return { producer, constant, isConstant, ancestors };
 }
 
