@@ -20,7 +20,9 @@
  * (weights + every layer's probabilities + the softmax's intermediates) is under --limit; else the
  * issue's recorded figures are printed, marked as recorded. Timed: the forward pass after the model
  * is open and warmed up on 8 tokens (attnscope: with the session of the mode the case uses);
- * median of 3 runs for the short cases (n × hidden ≤ 512 × 768), one run above.
+ * median of 3 runs for the short cases (n × hidden ≤ 512 × 768), one run above. Each side's
+ * result is also printed as JSON on stderr, with `forward_cpu_s` (the process's CPU per timed run,
+ * every thread: a figure less bent by a shared machine's load than the wall time).
  *
  *   npm run bench:long [-- --only bert,gpt2|llama1b:2048,...] [--max-length 2048] [--modes auto,layers]
  *                      [--limit 8] [--no-pytorch] [--dir /scratch/folder (kept: checkpoints and caches reused)]
@@ -238,12 +240,14 @@ async function attnscopeChild(modelDir: string, cacheDir: string, n: number, att
   const peakOpenMb = status('VmHWM');
   const times: number[] = [];
   const firsts: number[] = [];
+  const cpu0 = process.cpuUsage();
   for (let r = 0; r < runs; r++) {
     const t = performance.now();
     const { firstLayer } = await once(ids);
     times.push((performance.now() - t) / 1000);
     firsts.push(firstLayer / 1000);
   }
+  const cpuRuns = process.cpuUsage(cpu0);
   const peakRunMb = status('VmHWM');
   let written: { write_s: number; file_mb: number } | undefined;
   if (write && trace) {
@@ -255,7 +259,7 @@ async function attnscopeChild(modelDir: string, cacheDir: string, n: number, att
   trace = undefined;
   await model.dispose();
   const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  process.stdout.write(`${JSON.stringify({ forward_s: median(times), forward_all_s: times, first_layer_s: execution === 'layers' ? median(firsts) : undefined, open_s: openS, mode: resolved, execution, bands, peak_rss_mb: status('VmHWM'), peak_run_mb: peakRunMb, rss_open_mb: rssOpenMb, peak_open_mb: peakOpenMb, qk_mb: (queries + keys) / 2 ** 20, cpu_s: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, ...written })}\n`);
+  process.stdout.write(`${JSON.stringify({ forward_s: median(times), forward_all_s: times, forward_cpu_s: (cpuRuns.user + cpuRuns.system) / 1e6 / runs, first_layer_s: execution === 'layers' ? median(firsts) : undefined, open_s: openS, mode: resolved, execution, bands, peak_rss_mb: status('VmHWM'), peak_run_mb: peakRunMb, rss_open_mb: rssOpenMb, peak_open_mb: peakOpenMb, qk_mb: (queries + keys) / 2 ** 20, cpu_s: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6, ...written })}\n`);
 }
 
 // --- the parent ------------------------------------------------------------------------------
@@ -378,6 +382,7 @@ async function main(): Promise<void> {
       if (python && predicted < limitMb) {
         const r = await runChild(python, [join(import.meta.dirname, 'pytorch', 'eager_attention.py'), '--config', JSON.stringify(shape.config), '--tokens', String(n), '--runs', String(runs)], limitMb);
         if (r.ok) {
+          console.error(`${id}:${n} PyTorch: ${JSON.stringify(r.result)}`);
           torchSeconds = r.result.forward_s as number;
           torchCell = [sec(torchSeconds), gb(r.result.peak_rss_mb)];
         } else torchCell = [r.why, '–'];
