@@ -20,7 +20,7 @@
  *   no-hist-inc   the histogram's four scalar increments per step left out (its bins still computed and stored)
  *   hist-4sub     each of the four lanes counted in a histogram of its own (no two increments of a step on one address)
  * plus, with `--against <file.as>`, that source's full scan (`against`; its scanHead must take the
- * same arguments). `--source <file.as>`: the variants of that source instead of this tree's (an
+ * same arguments, or fewer: a revision before the distance table reads 26). `--source <file.as>`: the variants of that source instead of this tree's (an
  * earlier revision's: `git show <rev>:src/analysis/wasm/head-kernel.as > <file.as>`).
  *
  *   npx tsx bench/analysis-heads-kernel.ts [--tokens 512] [--heads 12] [--reps 5] [--rounds 11] [--variants full,no-hist] [--against <file.as>] [--source <file.as>]
@@ -64,6 +64,8 @@ const VARIANTS: Record<string, Variant> = {
     patches: [
       ['sq = f64x2.add(sq, sqStep(v0, v1));', ''],
       ['dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));', ''],
+      // (distances from a table, since 2026-12-03's eighth pass)
+      ['dist = f64x2.add(dist, distStep(v0, v1, dp));', ''],
       // (head-kernel.as before 2026-12-03's fifth pass)
       ['sq = f64x2.add(sq, f64x2.add(f64x2.mul(v0, v0), f64x2.mul(v1, v1)));', ''],
       ['dist = f64x2.add(dist, f64x2.add(f64x2.mul(v0, f64x2.abs(f64x2.sub(qpv, k0))), f64x2.mul(v1, f64x2.abs(f64x2.sub(qpv, k1)))));', ''],
@@ -139,7 +141,8 @@ function setup(v: Variant, k: HeadKernelExports): Setup {
     lm: lay.take(size * 4),
     acc: lay.take(9 * 8),
     rowOut: lay.take(nq * 32),
-    args: lay.take(26 * 8),
+    args: lay.take(27 * 8),
+    dist: lay.take((nq + nk + 4) * 8),
   };
   const need = lay.end - k.memory.buffer.byteLength;
   if (need > 0) k.memory.grow(Math.ceil(need / 65536));
@@ -159,7 +162,7 @@ function setup(v: Variant, k: HeadKernelExports): Setup {
   for (let h = 0; h < H; h++) k.rowSums(A.W0 + h * size * 4, A.supp, A.lo, A.hi, A.size, nq, nk, A.fsums + h * nq * 8, A.fcounted);
   const args = [
     A.W, 0, A.supp, A.lo, A.hi, A.size, A.sums, A.counted, A.fcounted, 0, A.lo, A.hi, A.size, nq, nk, 0, 0.01, 5,
-    A.pooled, A.acc, v.lm === false ? 0 : A.lm, 1 / H, v.hist === false ? 0 : A.hist, A.bins, A.rowOut, 1,
+    A.pooled, A.acc, v.lm === false ? 0 : A.lm, 1 / H, v.hist === false ? 0 : A.hist, A.bins, A.rowOut, 1, A.dist,
   ];
   return {
     run: (h) => {

@@ -289,6 +289,26 @@ describe('head-metrics kernel', () => {
     }
   });
 
+  it('cached queries (the last nq of nk positions, query q at q + nk − nq): the kernel and the JavaScript loops agree on every column (the distance read from its table at the query\'s place; long rows: the histogram in the scan, no pooled copy)', () => {
+    for (const [kind, nk, nq] of [['causal', 90, 31], ['bidirectional', 350, 150]] as const) {
+      const whole = randomTrace(kind, nk, 11 + nk);
+      const trace: Trace = { ...whole, attention: { self: { dims: [3, nq, nk], layers: whole.attention.self!.layers.map((w) => {
+        const out = new Float32Array(3 * nq * nk);
+        for (let h = 0; h < 3; h++) out.set(w.subarray((h * nk + nk - nq) * nk, (h + 1) * nk * nk), h * nq * nk);
+        return out;
+      }) } } };
+      for (const excludeFirstToken of [false, true]) {
+        const a = headTable(trace, undefined, { excludeFirstToken, kernel: 'wasm' });
+        const b = headTable(trace, undefined, { excludeFirstToken, kernel: 'js' });
+        expect(a.length).toBe(9);
+        a.forEach((row, i) => {
+          expect(row.distance, `${kind} ${i}`).toBeGreaterThan(0);
+          for (const c of HEAD_COLUMNS) expect(closeColumn('wasm', c, row[c], b[i]![c]), `${kind} exclude=${excludeFirstToken} row ${i} ${c}: ${row[c]} vs ${b[i]![c]}`).toBe(true);
+        });
+      }
+    }
+  });
+
   it('quantiles by selection in the histogram bins equal a sort: values of few digits (runs of ties, zeros), neighbouring and repeated ranks', () => {
     const r = mulberry32(3);
     for (let t = 0; t < 60; t++) {

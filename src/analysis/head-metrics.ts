@@ -802,8 +802,10 @@ interface KernelArrays {
   list: number;
   /** gatherBins' write positions (8 int32). */
   cursor: number;
-  /** scanHead's arguments (25 float64). */
+  /** scanHead's arguments (27 float64). */
   args: number;
+  /** scanHead's distance table (nq + nk + 4 float64, written by it). */
+  dist: number;
   /** The first layer's counted rows (bytes), row sums (float64) and key ranges and sizes (int32), for the head being scanned. */
   fcounted: number;
   fsums: number;
@@ -854,7 +856,8 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
       acc: lay.take(9 * 8),
       list: lay.take(16),
       cursor: lay.take(8 * 4),
-      args: lay.take(26 * 8),
+      args: lay.take(27 * 8),
+      dist: lay.take((nq + nk + 4) * 8),
       fcounted: lay.take(nq),
       fsums: lay.take(nq * 8),
       flo: lay.take(nq * 4),
@@ -931,6 +934,7 @@ function scanHeadKernel(
   f64[at + 23] = P.bins;
   f64[at + 24] = P.rowOut;
   f64[at + 25] = noPool ? 1 : 0;
+  f64[at + 26] = P.dist;
   const entries = k.scanHead(P.args);
   let jsSum = 0;
   let jsRows = 0;

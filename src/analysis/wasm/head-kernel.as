@@ -225,14 +225,15 @@ function cutoff(thr: f64, inv: f64): f32 {
  * (key k at w + 4k), renormalised by inv; masked: test the support bytes at supp (else every key of
  * the range is in it); js: the mixture term against the first layer's float32 row at fw,
  * renormalised by finv (as its own scan did: w · finv in float32); cut, cutU: the float32 cut-offs
- * of the threshold and of 1/support (`cutoff`); qp: the query's position. Writes the support's
+ * of the threshold and of 1/support (`cutoff`); dp: the distance |i − j| of key a from the query
+ * (float64, the next keys' after it: scanHead's distance table). Writes the support's
  * weights (float64 w · inv) from pooled on (returns how many), the accumulators 0–4, 6, 7 at acc;
  * where lm is not 0 adds w · inv · scale (float32) to the float32 row at lm (a layer's head mean);
  * where hist is not 0 counts the weights in the histogram (their bins from bins on).
  */
 // @ts-ignore: decorator
 @inline function scanBody(
-  masked: bool, js: bool, w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
+  masked: bool, js: bool, w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, dp: usize,
   cut: f32, cutU: f32, pooled: usize, acc: usize, lm: usize, scale: f32, hist: usize, bins: usize,
 ): i32 {
   // Separate passes over the row (it stays in the L1 cache), each with few values live: with every
@@ -245,8 +246,8 @@ function cutoff(thr: f64, inv: f64): f32 {
   countPass(masked, w, supp, a, steps, tail, inv, cut, cutU, acc);
   // A long row's histogram in the same loop as its moments (their float64 weights shared; the
   // moments' additions wait on each other while the histogram's counting goes on).
-  if (!masked && pooled === 0 && hist !== 0) return momentHistPass(w, a, b, inv, qp, acc, hist, bins);
-  momentPass(masked, w, supp, a, steps, tail, inv, qp, acc);
+  if (!masked && pooled === 0 && hist !== 0) return momentHistPass(w, a, b, inv, dp, acc, hist, bins);
+  momentPass(masked, w, supp, a, steps, tail, inv, dp, acc);
   return keepPass(masked, w, supp, a, b, steps, tail, inv, pooled, hist, bins);
 }
 
@@ -255,10 +256,8 @@ function cutoff(thr: f64, inv: f64): f32 {
  * pooled: the same operations in the same order (so the same values); returns b − a.
  */
 // @ts-ignore: decorator
-@inline function momentHistPass(w: usize, a: i32, b: i32, inv: f64, qp: f64, acc: usize, hist: usize, bins: usize): i32 {
+@inline function momentHistPass(w: usize, a: i32, b: i32, inv: f64, dp: usize, acc: usize, hist: usize, bins: usize): i32 {
   const invv = f64x2.splat(inv);
-  const qpv = f64x2.splat(qp);
-  const four = f64x2.splat(4.0);
   const top = v128.load(KB);
   const base = v128.load(KB, 16);
   const floor = v128.load(KB, 32);
@@ -267,8 +266,6 @@ function cutoff(thr: f64, inv: f64): f32 {
   let zeros = i32x4.splat(0);
   let sq = f64x2.splat(0.0);
   let dist = f64x2.splat(0.0);
-  let k0 = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
-  let k1 = f64x2.add(k0, f64x2.splat(2.0));
   const full = (b - a) >> 2;
   let wp = w + (<usize>a << 2);
   let bp = bins;
@@ -277,12 +274,11 @@ function cutoff(thr: f64, inv: f64): f32 {
     const v0 = lowPair(x, invv);
     const v1 = highPair(x, invv);
     sq = f64x2.add(sq, sqStep(v0, v1));
-    dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));
-    k0 = f64x2.add(k0, four);
-    k1 = f64x2.add(k1, four);
+    dist = f64x2.add(dist, distStep(v0, v1, dp));
     histStep(v0, v1, hist, bp, top, base, floor, ceil);
     zeros = i32x4.sub(zeros, f32x4.eq(x, zero));
     wp += 16;
+    dp += 32;
     bp += 8;
   }
   let n = full << 2;
@@ -292,7 +288,7 @@ function cutoff(thr: f64, inv: f64): f32 {
     const v0 = lowPair(x, invv);
     const v1 = highPair(x, invv);
     sq = f64x2.add(sq, sqStep(v0, v1));
-    dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));
+    dist = f64x2.add(dist, distStep(v0, v1, dp));
     for (let k = a + n; k < b; k++) count(hist, bins, n++, <f64>load<f32>(w + (<usize>k << 2)) * inv);
   }
   const zs = hist + (<usize>BINS << 2);
@@ -413,15 +409,11 @@ function cutoff(thr: f64, inv: f64): f32 {
 
 /** scanBody's Σ w² and Σ w · |i − j| (float64 w · inv; accumulators 6 and 7, continued). */
 // @ts-ignore: decorator
-@inline function momentPass(masked: bool, w: usize, supp: usize, a: i32, steps: i32, tail: v128, inv: f64, qp: f64, acc: usize): void {
+@inline function momentPass(masked: bool, w: usize, supp: usize, a: i32, steps: i32, tail: v128, inv: f64, dp: usize, acc: usize): void {
   const invv = f64x2.splat(inv);
-  const qpv = f64x2.splat(qp);
-  const four = f64x2.splat(4.0);
   const last = steps - 1;
   let sq = f64x2.splat(0.0);
   let dist = f64x2.splat(0.0);
-  let k0 = f64x2.replace_lane(f64x2.splat(<f64>a), 1, <f64>(a + 1));
-  let k1 = f64x2.add(k0, f64x2.splat(2.0));
   let wp = w + (<usize>a << 2);
   let sp = supp + <usize>a;
   for (let i = 0; i < steps; i++) {
@@ -430,10 +422,9 @@ function cutoff(thr: f64, inv: f64): f32 {
     const v0 = lowPair(x, invv);
     const v1 = highPair(x, invv);
     sq = f64x2.add(sq, sqStep(v0, v1));
-    dist = f64x2.add(dist, distStep(v0, v1, qpv, k0, k1));
-    k0 = f64x2.add(k0, four);
-    k1 = f64x2.add(k1, four);
+    dist = f64x2.add(dist, distStep(v0, v1, dp));
     wp += 16;
+    dp += 32;
     sp += 4;
   }
   f64.store(acc, f64.load(acc, 48) + (f64x2.extract_lane(sq, 0) + f64x2.extract_lane(sq, 1)), 48);
@@ -534,10 +525,14 @@ function cutoff(thr: f64, inv: f64): f32 {
   return f64x2.add(f64x2.mul(v0, v0), f64x2.mul(v1, v1));
 }
 
-/** A step's Σ w · |i − j| of two float64 pairs (v0 at keys k0, v1 at keys k1; query at qpv). */
+/**
+ * A step's Σ w · |i − j| of two float64 pairs (v0 at the step's first two keys, v1 at the next two),
+ * the four distances |i − j| read from the row's distance table at dp (scanHead's `dist`: the same
+ * float64 integers as |qp − k| computed, three vector operations fewer per pair).
+ */
 // @ts-ignore: decorator
-@inline function distStep(v0: v128, v1: v128, qpv: v128, k0: v128, k1: v128): v128 {
-  return f64x2.add(f64x2.mul(v0, f64x2.abs(f64x2.sub(qpv, k0))), f64x2.mul(v1, f64x2.abs(f64x2.sub(qpv, k1))));
+@inline function distStep(v0: v128, v1: v128, dp: usize): v128 {
+  return f64x2.add(f64x2.mul(v0, v128.load(dp)), f64x2.mul(v1, v128.load(dp, 16)));
 }
 
 /** Four weights' histogram bins (bins2 of the pairs v0, v1) stored as uint16 at bp and counted in hist. */
@@ -568,24 +563,26 @@ function cutoff(thr: f64, inv: f64): f32 {
 
 /** scanBody for one row, its variant chosen (a row with a hole in its support has no inline Jensen–Shannon term). */
 function scanRow(
-  w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, qp: f64,
+  w: usize, fw: usize, finv: f64, supp: usize, a: i32, b: i32, inv: f64, dp: usize,
   cut: f32, cutU: f32, pooled: usize, acc: usize, lm: usize, scale: f32, hist: usize, bins: usize,
 ): i32 {
-  if (supp !== 0) return scanBody(true, false, w, 0, 0, supp, a, b, inv, qp, cut, cutU, pooled, acc, lm, scale, hist, bins);
-  if (fw === 0) return scanBody(false, false, w, 0, 0, 0, a, b, inv, qp, cut, cutU, pooled, acc, lm, scale, hist, bins);
-  return scanBody(false, true, w, fw, finv, 0, a, b, inv, qp, cut, cutU, pooled, acc, lm, scale, hist, bins);
+  if (supp !== 0) return scanBody(true, false, w, 0, 0, supp, a, b, inv, dp, cut, cutU, pooled, acc, lm, scale, hist, bins);
+  if (fw === 0) return scanBody(false, false, w, 0, 0, 0, a, b, inv, dp, cut, cutU, pooled, acc, lm, scale, hist, bins);
+  return scanBody(false, true, w, fw, finv, 0, a, b, inv, dp, cut, cutU, pooled, acc, lm, scale, hist, bins);
 }
 
 /**
  * scanRow over every counted row of one head (the row loop of head-metrics.ts scanHeadKernel: one
- * call per head). Arguments as 25 float64 at args: 0 w (the head's float32 weights, nq × nk),
+ * call per head). Arguments as 27 float64 at args: 0 w (the head's float32 weights, nq × nk),
  * 1 fw (the first layer's same head, float32; 0: no Jensen–Shannon term), 2 supp (support bytes,
  * nq × nk), 3 lo, 4 hi, 5 size (int32 per row: key range and support size), 6 sums (float64 row
  * sums), 7 counted (bytes: the row counts), 8 fcounted, 9 fsums, 10 flo, 11 fhi, 12 fsize (the same
  * of the first layer's head), 13 nq, 14 nk, 15 shift (query q is at position q + shift),
  * 16 threshold, 17 longRange, 18 pooled, 19 acc, 20 lm (the layer's head mean, float32 nq × nk;
  * 0: none), 21 scale, 22 hist (0: none), 23 bins, 24 out, 25 noPool (not 0: the weights of rows
- * without holes are not written to pooled; gatherRows reads them from w). Per counted row q, into the float64
+ * without holes are not written to pooled; gatherRows reads them from w), 26 dist (room for
+ * nq + nk + 4 float64, shift ≥ 0: the distances |i − j| as a table, written here, each row's read
+ * from its query's place). Per counted row q, into the float64
  * array at out: 4q the row entropy (nats), 4q + 1 the mixture entropy against the first layer's row
  * when both rows are counted and span the same keys with no hole (else not written), 4q + 2 the
  * row max, 4q + 3 the row sum. Per-head accumulators at acc (3, 4, 6, 7, 8 summed over the rows).
@@ -619,6 +616,11 @@ export function scanHead(args: usize): i32 {
   const bins = <usize>f64.load(args, 184);
   const out = <usize>f64.load(args, 192);
   const noPool = f64.load(args, 200) !== 0;
+  const dist = <usize>f64.load(args, 208);
+  // The distance table: dist[i] = |i − c| (c = nq − 1 + shift, the last query's position), so
+  // that query q's distance from key k is at index k − (q + shift) + c ≥ 0.
+  const c = nq - 1 + shift;
+  for (let i = 0, n = nk + c + 4 - shift; i < n; i++) f64.store(dist + (<usize>i << 3), <f64>abs(i - c));
   let entries = 0;
   for (let q = 0; q < nq; q++) {
     if (load<u8>(counted + <usize>q) !== 1) continue;
@@ -635,7 +637,7 @@ export function scanHead(args: usize): i32 {
     const finv = js ? 1.0 / f64.load(fsums + (<usize>q << 3)) : 0.0;
     const qp = <f64>(q + shift);
     const got = scanRow(
-      w + (base << 2), inline ? fw + (base << 2) : 0, finv, whole ? 0 : supp + base, a, b, inv, qp,
+      w + (base << 2), inline ? fw + (base << 2) : 0, finv, whole ? 0 : supp + base, a, b, inv, dist + (<usize>(a - q - shift + c) << 3),
       cutoff(threshold, inv), cutoff(1.0 / <f64>n, inv), noPool && whole ? 0 : pooled + (<usize>entries << 3), acc, lm === 0 ? 0 : lm + (base << 2), scale, hist, bins + (<usize>entries << 1),
     );
     entries += got;
