@@ -110,10 +110,16 @@ describe('serve: models and pages', () => {
       expect(res.headers.get('x-content-type-options')).toBe('nosniff');
     }
     const page = await (await fetch(server.url)).text();
-    // The page runs no inline script: only /app.js, named by its content's digest.
+    // The page runs no inline script: only /app.js, named by its content's digest, and /early.js
+    // (which starts the long views' workers on /app.js before it has run), named alike.
     const script = /<script defer src="(\/app\.js\?v=([0-9a-f]{16}))"><\/script>/.exec(page);
     expect(script).not.toBeNull();
-    expect(page.match(/<script/g)!.length).toBe(1);
+    expect(page.match(/<script/g)!.length).toBe(2);
+    expect(page).toContain(`<script async src="/early.js?v=${script![2]!}" data-app="${script![1]!}"></script>`);
+    const early = await fetch(new URL(`/early.js?v=${script![2]!}`, server.url));
+    expect(early.headers.get('content-type')).toMatch(/^text\/javascript/);
+    expect(early.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');
+    expect(await early.text()).toContain("op: 'warm'");
     // That URL is cached for good (the page's workers load it again from the cache); another or none is revalidated.
     const named = await fetch(new URL(script![1]!, server.url));
     expect(named.headers.get('cache-control')).toBe('public, max-age=31536000, immutable');

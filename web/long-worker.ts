@@ -384,11 +384,22 @@ const workers: { source: AttentionSource; worker: LongWorker }[] = [];
  */
 const threads: Thread[] = [];
 
+/**
+ * A worker the served page started before its app script ran (src/server/app.ts EARLY_SCRIPT: the
+ * same script, told to warm), taken once; undefined when none is left.
+ */
+function earlyWorker(): { worker: Worker; finish: () => void } | undefined {
+  const early = (globalThis as { attnscopeEarlyWorkers?: Worker[] }).attnscopeEarlyWorkers;
+  const worker = early?.shift();
+  return worker && { worker, finish: () => worker.terminate() };
+}
+
 function newThread(warm: boolean): Thread | null {
   try {
-    const { worker, finish } = startLongWorker();
-    // Compiles the kernel and warms the binning before the first job (long-worker-side.ts warmUp).
-    if (warm) worker.postMessage({ kind: 'long-views', op: 'warm' } satisfies LongRequest);
+    const early = earlyWorker();
+    const { worker, finish } = early ?? startLongWorker();
+    // Compiles the kernel and warms the binning before the first job (long-worker-side.ts warmUp; an early worker was told so).
+    if (warm && !early) worker.postMessage({ kind: 'long-views', op: 'warm' } satisfies LongRequest);
     const thread: Thread = { worker, finish, owner: null, broken: false };
     threads.push(thread);
     return thread;

@@ -42,13 +42,16 @@ async function release(gates: readonly Gate[], context: BrowserContext): Promise
 /** Counts the Workers the context's pages start (window.startedWorkers). */
 async function countWorkers(context: BrowserContext): Promise<void> {
   await context.addInitScript(() => {
-    const w = window as unknown as { startedWorkers: number; Worker: typeof Worker };
+    const w = window as unknown as { startedWorkers: number; earlyWorkers: number; Worker: typeof Worker };
     w.startedWorkers = 0;
+    w.earlyWorkers = 0;
     const Base = w.Worker;
     w.Worker = class extends Base {
       constructor(url: string | URL, options?: WorkerOptions) {
         super(url, options);
         w.startedWorkers++;
+        // Started by the page's first script (/early.js), before the app's own script ran.
+        if (document.currentScript?.getAttribute('src')?.startsWith('/early.js')) w.earlyWorkers++;
       }
     };
   });
@@ -181,8 +184,11 @@ describe('attnscope serve: layer by layer in the app', () => {
         return page.evaluate(() => {
           const entries = performance.getEntries().filter((e) => e.name.startsWith('attnscope:'));
           const lanes = new Set(performance.getEntriesByName('attnscope:worker-layer-sent').map((e) => ((e as PerformanceMark).detail as { lane: number }).lane));
+          const w = window as unknown as { startedWorkers: number; earlyWorkers: number; attnscopeEarlyWorkers?: Worker[] };
           return {
-            workers: (window as unknown as { startedWorkers: number }).startedWorkers,
+            workers: w.startedWorkers,
+            early: w.earlyWorkers,
+            earlyLeft: w.attnscopeEarlyWorkers?.length,
             lanes: [...lanes].sort(),
             first: Math.min(...entries.map((e) => e.startTime)),
             jobs: performance.getEntriesByName('attnscope:worker-job').length,
@@ -195,6 +201,9 @@ describe('attnscope serve: layer by layer in the app', () => {
       expect(a.lanes).toEqual(a.cores > 1 ? [0, 1] : [0]);
       expect(a.jobs).toBeGreaterThan(0);
       expect(a.workers).toBe(a.cores > 1 ? 2 : 1);
+      // They are the threads the page's first script started before the app's script had run, all taken by the app.
+      expect(a.early).toBe(a.workers);
+      expect(a.earlyLeft).toBe(0);
       // A new text on the same page.
       const typedAt = await page.evaluate(() => performance.now());
       await page.fill('[data-testid=text-input]', texts[1]!);

@@ -31,6 +31,7 @@ import { selectHead, Side, type SideHost } from './side.js';
 import { ApiRefusal, fetchModels, loadModel, type Incoming } from './stream.js';
 import { readUrlState, writeUrlState, type UrlState } from './url-state.js';
 import { rememberScript, runFlowWorker } from '../flow-worker.js';
+import { prestartLongWorker } from '../long-worker.js';
 
 /** Pause after the last keystroke before tracing again. */
 const EDIT_PAUSE_MS = 350;
@@ -800,6 +801,10 @@ function fitHeight(el: HTMLTextAreaElement): void {
 if (typeof document === 'undefined') runFlowWorker();
 else {
   rememberScript();
+  // The long views' threads (long-worker.ts) start with the page, beside its first requests, not
+  // with the first trace request: a new page's first view then does not wait for, nor share the
+  // cores with, their script's compile and warm-up while the server computes it.
+  prestartLongWorker();
   const mount = document.getElementById('attnscope-serve');
   if (mount) void new ServeApp(mount).start();
 }
