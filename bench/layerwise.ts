@@ -23,10 +23,11 @@
  * drawn. Prints where the time goes (server events, the page's marks; one clock). The trace
  * streams on demand, q/k first (the shown head's q/k before the rest of layer 0, where the server
  * sends a head preview). Warm runs on new pages, then on one page with a new text typed each time.
- * `--whole` also waits for every layer.
+ * `--whole` also waits for every layer. `--cold-after-load` also measures a cold first trace on a new
+ * server whose model was loaded first (POST /api/load and its background warm-up: the preview's session).
  *
  *   npx tsx bench/layerwise.ts [--limit 6] [--cases whole:1024,layers:1024,...]
- *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole] [--pause MS]
+ *   npm run build && npx tsx bench/layerwise.ts --app [--dir /scratch/llama1b] [--tokens 2048] [--runs 3] [--whole] [--pause MS] [--cold-after-load]
  *   npx tsx bench/layerwise.ts --prepare --dir /scratch/llama1b   (only writes the --app checkpoint)
  */
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -107,7 +108,7 @@ async function main(): Promise<void> {
   }
   if (process.argv.includes('--app')) {
     const pause = option('--pause');
-    return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3), process.argv.includes('--whole'), pause === undefined ? undefined : Number(pause));
+    return appBench(option('--dir'), Number(option('--tokens') ?? 2048), Number(option('--runs') ?? 3), process.argv.includes('--whole'), pause === undefined ? undefined : Number(pause), process.argv.includes('--cold-after-load'));
   }
   const s = SHAPE;
   console.log(`attnscope layer by layer — random Llama-shaped model: ${s.layers} layers, hidden ${s.hidden}, ${s.heads}/${s.kv} heads, FFN ${s.ffn}, vocabulary ${s.vocab}`);
@@ -259,16 +260,23 @@ async function pageDiagnostics(page: Page, mounted: number, drawn: number): Prom
 }
 
 /** The page's marks of the trace just done, with the server's events, as a Timeline. */
-async function timeline(page: Page, arrived: number, events: (LayerEvent & { at: number; cpuMs: number })[]): Promise<Timeline> {
+async function timeline(page: Page, arrived: number, events: (LayerEvent & { at: number; cpuMs: number })[], newPage: boolean): Promise<Timeline> {
   const m = await page.evaluate(() => {
     const d = document.body.dataset;
     const w = window as unknown as { marks: PageMarks };
     const o = performance.timeOrigin;
     // The first data the page drew from: the head preview when one came, else the first layer.
     const first = performance.getEntriesByName('attnscope:preview').at(-1) ?? performance.getEntriesByName('attnscope:first-layer').at(-1);
-    return { drawn: w.marks.drawn, firstPaintAt: o + Number(d.firstPaintAt), firstPaintMs: Number(d.firstPaintMs), received: o + (first?.startTime ?? NaN), done: o + Number(d.doneAt), layerPaintAt: d.layerPaintAt ? o + Number(d.layerPaintAt) : undefined };
+    const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming | undefined;
+    const script = performance.getEntriesByType('resource').find((e) => /\/app\.js/.test(e.name)) as PerformanceResourceTiming | undefined;
+    return { drawn: w.marks.drawn, firstPaintAt: o + Number(d.firstPaintAt), firstPaintMs: Number(d.firstPaintMs), received: o + (first?.startTime ?? NaN), done: o + Number(d.doneAt), layerPaintAt: d.layerPaintAt ? o + Number(d.layerPaintAt) : undefined, origin: o, htmlEnd: nav ? o + nav.responseEnd : NaN, scriptEnd: script ? o + script.responseEnd : NaN, scriptRan: nav ? o + nav.domContentLoadedEventStart : NaN };
   });
   const request = m.firstPaintAt - m.firstPaintMs;
+  // A new page: navigation → page → app script in → script run (deferred: before DOMContentLoaded) → the trace request.
+  if (newPage) {
+    const r = (x: number) => (x - m.origin).toFixed(0);
+    console.log(`  new page (ms from navigation): html ${r(m.htmlEnd)}, app.js in ${r(m.scriptEnd)}, script run (DOMContentLoaded) ${r(m.scriptRan)}, trace request ${r(request)}, views mounted ${r(m.firstPaintAt)}, drawn ${r(m.drawn)}`);
+  }
   console.log(await pageDiagnostics(page, m.firstPaintAt, m.drawn));
   const layer0 = events.find((e) => e.index === 0 && !e.preview);
   const first = events.find((e) => e.preview) ?? layer0;
@@ -297,7 +305,7 @@ function parts(t: Timeline): { parts: number[]; requestToDrawn: number } {
  * after its segment), or with `whole` once every layer is in. A keystroke adds the app's edit pause
  * (350 ms, web/app/main.ts) before the request.
  */
-async function appBench(dirOption: string | undefined, n: number, runs: number, whole: boolean, pauseMs?: number): Promise<void> {
+async function appBench(dirOption: string | undefined, n: number, runs: number, whole: boolean, pauseMs?: number, coldAfterLoad = false): Promise<void> {
   const root = dirOption ?? mkdtempSync(join(os.tmpdir(), 'attnscope-layerwise-app-'));
   const dir = join(root, 'llama1b');
   const load = () => loadAverage(' ');
@@ -306,12 +314,10 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
     await ensureAppCheckpoint(dir);
     console.log(`checkpoint ready in ${((performance.now() - t0) / 1000).toFixed(0)} s; load ${load()}`);
     const local = await loadModel(dir, { graphCache: false });
-    // Cold, `runs` on new pages, and 1 + `runs` on one page (a cached text would not run the model).
-    const texts = await Promise.all(Array.from({ length: 2 * runs + 2 }, (_, i) => textOf(local, n, i)));
+    // Cold, `runs` on new pages, 1 + `runs` on one page, cold after a load (a cached text would not run the model).
+    const texts = await Promise.all(Array.from({ length: 2 * runs + 3 }, (_, i) => textOf(local, n, i)));
     await local.dispose();
-    const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, memoryBudgetBytes: 7 * 2 ** 30, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
-    // --pause: the server's wait after the first layer's view is sent (TraceService.firstLayerPauseMs).
-    if (pauseMs !== undefined) server.traces.firstLayerPauseMs = pauseMs;
+    const serverCpu0 = process.cpuUsage();
     // The server's side of the timeline: when a trace request comes, and each segment handed out.
     // CPU time of this process (every thread) from the request's arrival to each segment sent.
     let arrived = 0;
@@ -319,19 +325,32 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
     let events: (LayerEvent & { at: number; cpuMs: number })[] = [];
     /** Ends the trace request under way (the run stops after its segment), as closing its page does. */
     let stopRequest = (): void => undefined;
-    const openTrace = server.traces.open.bind(server.traces);
-    server.traces.open = (req, signal) => {
-      arrived = epoch();
-      cpu0 = process.cpuUsage();
-      events = [];
-      const own = new AbortController();
-      signal?.addEventListener('abort', () => own.abort(), { once: true });
-      stopRequest = () => own.abort();
-      return openTrace(req, own.signal);
+    const start = async () => {
+      const server = await startServer({ port: 0, folders: [root], hfCache: false, graphCache: false, memoryBudgetBytes: 7 * 2 ** 30, limits: { maxTokens: Math.max(n, 512), maxTextChars: 200_000 } });
+      // --pause: the server's wait after the first layer's view is sent (TraceService.firstLayerPauseMs).
+      if (pauseMs !== undefined) server.traces.firstLayerPauseMs = pauseMs;
+      const openTrace = server.traces.open.bind(server.traces);
+      server.traces.open = (req, signal) => {
+        arrived = epoch();
+        cpu0 = process.cpuUsage();
+        events = [];
+        const own = new AbortController();
+        signal?.addEventListener('abort', () => own.abort(), { once: true });
+        stopRequest = () => own.abort();
+        return openTrace(req, own.signal);
+      };
+      server.traces.onLayerSent = (e) => {
+        const cpu = process.cpuUsage(cpu0);
+        events.push({ ...e, at: epoch(), cpuMs: (cpu.user + cpu.system) / 1000 });
+      };
+      return server;
     };
-    server.traces.onLayerSent = (e) => {
+    let server = await start();
+    /** After a trace's run stopped: what the server ran for it (segments after the first view: the bench's CPU besides the first view). */
+    const ran = (label: string) => {
       const cpu = process.cpuUsage(cpu0);
-      events.push({ ...e, at: epoch(), cpuMs: (cpu.user + cpu.system) / 1000 });
+      const segments = events.filter((e) => !e.preview).length;
+      console.log(`  ${label}: the run stopped after ${segments} segment${segments === 1 ? '' : 's'} of ${events[0]?.count ?? '?'}${events.some((e) => e.preview) ? ' (and the preview)' : ''}; this process's CPU from the request to the run stopped ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`);
     };
     const browser = await chromium.launch({ executablePath: process.env.ATTNSCOPE_CHROMIUM ?? '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu'] });
     const rows: { label: string; t: Timeline; load: number }[] = [];
@@ -343,11 +362,15 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
        */
       const errors: string[] = [];
       /** Waits until the page has drawn its trace of `text` (with --whole: every layer in) and records it as `label`. */
-      const drawn = async (page: Page, label: string, text: string) => {
+      const drawn = async (page: Page, label: string, text: string, stop = false) => {
         await page.waitForFunction(() => (window as unknown as { marks: PageMarks }).marks.drawn > 0 || document.body.dataset.trace === 'error', null, { timeout: 1_800_000, polling: 50 });
         if ((await page.evaluate(() => document.body.dataset.trace)) === 'error') throw new Error(`the app failed: ${await page.textContent('[data-testid=trace-error]')}`);
+        // A new page's trace is ended once drawn (the run stops after the segment under way): the
+        // segments after it would run while the bench reads the page (before: 4–6 whole layers per
+        // trace, most of the bench's CPU time, and more or fewer of them as the bench's reads took).
+        if (stop && !whole) stopRequest();
         if (whole) await page.waitForFunction((t) => document.body.dataset.trace === 'done' && (JSON.parse(document.body.dataset.traced ?? '{}') as { text?: string }).text === t, text, { timeout: 1_800_000 });
-        const t = await timeline(page, arrived, events);
+        const t = await timeline(page, arrived, events, stop);
         rows.push({ label, t, load: os.loadavg()[0]! });
         if (errors.length) console.log(`page errors: ${errors.splice(0).join(' | ')}`);
         const p = parts(t).parts;
@@ -369,12 +392,26 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
       /** A new page on `text`, measured, then closed (which stops the run after its segment). */
       const measure = async (label: string, text: string) => {
         const page = await open(text);
-        await drawn(page, label, text);
+        await drawn(page, label, text, true);
         await page.close({ runBeforeUnload: false });
         await server.traces.settled();
+        ran(label);
       };
       // Cold: the model opened by the page's request.
       await measure('cold: model opened', texts[2 * runs + 1]!);
+      // Cold after the model was loaded (as when a model is picked, then a text typed): a new
+      // server, POST /api/load, its background warm-up (the preview's session) awaited, then the page.
+      if (coldAfterLoad) {
+        await server.close();
+        server = await start();
+        const l0 = epoch();
+        const res = await fetch(new URL('/api/load', server.url), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'folder:0/llama1b' }) });
+        await res.arrayBuffer();
+        const loaded = epoch() - l0;
+        await server.traces.settled();
+        console.log(`POST /api/load answered in ${loaded.toFixed(0)} ms, its warm-up done ${(epoch() - l0 - loaded).toFixed(0)} ms later; load ${load()}`);
+        await measure('cold after /api/load', texts[2 * runs + 2]!);
+      }
       // Warm: the model open, its sessions made by an earlier trace; a new page on another text.
       for (let i = 0; i < runs; i++) await measure(`warm ${i + 1}`, texts[i]!);
       // Warm on one page (how the app is used): the page open on a text, then a new text typed
@@ -387,6 +424,7 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
         await page.waitForTimeout(1500);
         stopRequest();
         await server.traces.settled();
+        ran(i === 0 ? 'same page, first text' : `same page ${i}`);
         const text = texts[runs + 1 + i]!;
         await page.evaluate(() => {
           const w = window as unknown as { marks: PageMarks };
@@ -406,9 +444,12 @@ async function appBench(dirOption: string | undefined, n: number, runs: number, 
       }
       await page.close({ runBeforeUnload: false });
       await server.traces.settled();
+      ran(`same page ${runs}`);
     } finally {
       await browser.close();
       await server.close();
+      const cpu = process.cpuUsage(serverCpu0);
+      console.log(`this process's CPU (server, bench, Playwright's client) from the server's start: ${((cpu.user + cpu.system) / 1e6).toFixed(1)} s (Chromium: the rest of the whole bench's)`);
     }
     console.log(`\n| trace (${n} tokens) | request → layer 0 drawn |${whole ? ' request → whole model |' : ''} load (1 min) |`);
     console.log(`| --- | --: |${whole ? ' --: |' : ''} --: |`);
