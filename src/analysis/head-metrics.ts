@@ -774,7 +774,10 @@ function rowScan(
 
 /** The pass's arrays in the kernel's memory (byte addresses; see `kernelPass`). */
 interface KernelArrays {
-  /** The current layer's weights (float32, as in the trace). */
+  /**
+   * The current head's weights (float32, as in the trace), copied in just before its row sums and
+   * scan: one head's room, reused (a copy into the same place finds it in the cache).
+   */
   W: number;
   /** The first layer's weights (float32, as in the trace) and support (bytes), for js_from_first. */
   W0: number;
@@ -837,7 +840,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
   let P: KernelArrays | undefined;
   const got = headKernel((lay) => {
     P = {
-      W: lay.take(heads * size * 4),
+      W: lay.take(size * 4),
       W0: wantJs ? lay.take(heads * size * 4) : 0,
       supp0: wantJs ? lay.take(size) : 0,
       pooled: lay.take(size * 8 + 32),
@@ -879,7 +882,7 @@ function kernelPass(heads: number, nq: number, nk: number, wantJs: boolean, want
 
 /**
  * scanHead on the kernel: the same per-row logic, the per-weight loops in WebAssembly (scanRow,
- * mixRowEntropy for rows whose range differs from the first layer's). The layer's weights, support
+ * mixRowEntropy for rows whose range differs from the first layer's). The head's weights, the layer's support
  * and ranges are in the kernel's memory, and the first layer's weights and support (its rows are
  * renormalised on the fly by their sums, `first.sums`: the same float64 products its own scan
  * made); W (the trace's array) serves the few keys per row read here (self, sink, separators,
@@ -908,7 +911,7 @@ function scanHeadKernel(
   }
   // scanHead's arguments through memory (one argument per call).
   const at = P.args >> 3;
-  f64[at] = P.W + off * 4;
+  f64[at] = P.W;
   f64[at + 1] = first ? P.W0 + off * 4 : 0;
   f64[at + 2] = P.supp;
   f64[at + 3] = P.lo;
@@ -960,7 +963,7 @@ function scanHeadKernel(
     addRowKeys(W, off, q, qp, n, support, firstVisible, rowSums, g, sepKeys, punctKeys, rowMax, ent, rowEnt, out);
     if (js) {
       // Rows over different keys (a sliding window in one layer): the union of both ranges.
-      if (!inline) hm = k.mixRowEntropy(P.W + (off + base) * 4, P.W0 + (off + base) * 4, P.supp + base, P.supp0 + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv, 1 / first.sums[q]!);
+      if (!inline) hm = k.mixRowEntropy(P.W + base * 4, P.W0 + (off + base) * 4, P.supp + base, P.supp0 + base, Math.min(a, first.rows.lo[q]!), Math.max(b, first.rows.hi[q]!), inv, 1 / first.sums[q]!);
       jsSum += Math.max(0, hm - (first.ent[q]! + ent) / 2) / LOG2;
       jsRows++;
     }
@@ -1019,7 +1022,6 @@ function firstHeadKernel(kp: KernelPass, h: number, counted: Uint8Array, r: Laye
   const { k, P } = kp;
   const { rowSize, lo, hi } = r;
   const { heads, nq, nk } = g;
-  const size = nq * nk;
   const invHeads = 1 / heads;
   for (let q = 0; q < nq; q++) {
     if (counted[q] !== 1) continue;
@@ -1027,7 +1029,7 @@ function firstHeadKernel(kp: KernelPass, h: number, counted: Uint8Array, r: Laye
     const a = lo[q]!;
     const b = hi[q]!;
     const inv = 1 / rowSums[q]!;
-    const w = P.W + (h * size + base) * 4;
+    const w = P.W + base * 4;
     const supp = rowSize[q] === b - a ? 0 : P.supp + base;
     k.putRow(w, supp, a, b, inv, invHeads, P.layerMean + base * 4);
     ent[q] = k.rowEntropy(w, supp, a, b, inv);
@@ -1043,7 +1045,7 @@ function keysWithBit(groups: Uint8Array, bit: number): number[] {
 
 /**
  * HeadPass.groupSums of one head into `totals`: the rows without holes by the kernel (groupSums;
- * its layer's weights and row sums are in its memory), the others (every row without the kernel)
+ * the head's weights and row sums are in its memory), the others (every row without the kernel)
  * here, on each group's keys in order (`row`: scratch).
  */
 function headGroupSums(
@@ -1054,7 +1056,7 @@ function headGroupSums(
   const { support, rowSize, lo, hi } = r;
   if (kp) {
     const { P } = kp;
-    kp.k.groupSums(P.W + off * 4, P.lo, P.hi, P.size, P.counted, P.sums, nq, nk, P.groups, P.groupOut);
+    kp.k.groupSums(P.W, P.lo, P.hi, P.size, P.counted, P.sums, nq, nk, P.groups, P.groupOut);
     totals.set(kp.f64.subarray(P.groupOut >> 3, (P.groupOut >> 3) + 3));
   } else totals.fill(0);
   for (let q = 0; q < nq; q++) {
@@ -1308,7 +1310,7 @@ function passes(
     layerMean.fill(0);
     if (kp) {
       // The layer's support and key ranges into the kernel's memory (its weights head by head below,
-      // each just before its scan reads it: a copy of the whole layer first left it out of the caches).
+      // each into the same place just before its scan reads it: a copy of the whole layer first left it out of the caches).
       const { P } = kp;
       kp.u8.set(rowsOfLayer.support, P.supp);
       // The first layer stays in the kernel's memory for js_from_first (read as float32 with its row sums).
@@ -1329,9 +1331,9 @@ function passes(
       if (kp) {
         const { P } = kp;
         const head = W.subarray(off, off + size);
-        kp.f32.set(head, (P.W >> 2) + off);
+        kp.f32.set(head, P.W >> 2);
         if (l === 0 && wantJs) kp.f32.set(head, (P.W0 >> 2) + off);
-        kp.k.rowSums(P.W + off * 4, P.supp, P.lo, P.hi, P.size, nq, nk, P.sums, P.counted);
+        kp.k.rowSums(P.W, P.supp, P.lo, P.hi, P.size, nq, nk, P.sums, P.counted);
         rowSums.set(kp.f64.subarray(P.sums >> 3, (P.sums >> 3) + nq));
         counted.set(kp.u8.subarray(P.counted, P.counted + nq));
       } else rowSumsOf(W, h, g, rowsOfLayer, counted, rowSums);
