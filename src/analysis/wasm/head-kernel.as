@@ -65,7 +65,7 @@ const KB: usize = memory.data<i32>([
  * series of 2 atanh(s) − 2s over s: z (2/3 + z (2/5 + z (2/7 + z 2/9))), z = s² (the next term,
  * 2/11 z⁵, is 2e-9 of the result: below float32 rounding); and 2s = f − s · f, so log1p(f) =
  * f − s · (f − R): f exact, the rounded part at most a fifth of the result. Then + e · ln 2 (ln 2 in
- * one float32). 21 vector operations, the division included (fdlibm's f − (h − s (h + R)), h = f²/2,
+ * one float32). 22 vector operations, the division included (fdlibm's f − (h − s (h + R)), h = f²/2,
  * and ln 2 in two parts took 27 for the same accuracy to within a tenth of a rounding). Error about
  * one float32 rounding: measured ≤ 1.2e-7 relative (≤ 1.07 units in the last place) on every
  * float32 from 2^−40 to 2 (test: < 2^−22). 0 and float32 subnormals come out as log 2^−127
