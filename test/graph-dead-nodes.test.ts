@@ -9,14 +9,18 @@
  * one after it once that value has no other (dead) reader; queries and keys bit for bit. Layer by
  * layer, the graph is cut with its dead nodes, so the middle layers stay one graph.
  */
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { traceLayers, type LayerOutputs } from '../src/engine/layerwise.js';
+import { loadModel } from '../src/engine/load.js';
 import type { Model } from '../src/engine/model.js';
 import type { GraphSpec } from '../src/graph/onnx-model.js';
 import type { TapRequest } from '../src/models/architecture.js';
 import { differences, LAYERWISE_FIXTURES } from './helpers/layerwise-compare.js';
 import { loadFixtureModel } from './helpers/fixture-suite.js';
-import { readReference } from './helpers/reference.js';
+import { FIXTURES, readReference } from './helpers/reference.js';
 import { runGraph } from './helpers/run-graph.js';
 
 const NONE: TapRequest = { attention: false, qk: false, lastHiddenState: false, logits: false };
@@ -57,6 +61,37 @@ describe('whole graphs without dead nodes (llama fixture: 2 layers)', () => {
       const read = weightsRead((await model.buildGraph(taps)).graph);
       for (const w of [...lastMlp, 'model.norm.weight']) expect(read.has(w), `${w} with ${JSON.stringify(taps)}`).toBe(true);
       expect(read.has('lm_head.weight')).toBe(taps.logits);
+    }
+  });
+});
+
+describe('the graph cache keeps graphs of other taps apart (llama fixture)', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'attnscope-dead-nodes-'));
+  afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+  let model!: Model;
+  loadFixtureModel('llama', (m) => (model = m));
+
+  it("a cache holding the attention-only graph (without the head's weight) is not taken for a trace asking for logits", async () => {
+    const ids = readReference('llama').inputs[0]!.input_ids;
+    const cached = await loadModel(join(FIXTURES, 'llama'), { graphCache: tmp });
+    const files = () => readdirSync(tmp).flatMap((dir) => readdirSync(join(tmp, dir)));
+    try {
+      await cached.trace(null, { ids });
+      await cached.dispose();
+      // The pruned attention-only graph reads no head: its weight file is not in the cache.
+      expect(files().filter((f) => f.startsWith('lm_head'))).toEqual([]);
+      const again = await loadModel(join(FIXTURES, 'llama'), { graphCache: tmp });
+      try {
+        const withLogits = await again.trace(null, { ids, logits: true, hidden: true });
+        const fresh = await model.trace(null, { ids, logits: true, hidden: true });
+        expect(differences({ l: withLogits.logits, h: withLogits.lastHiddenState, a: withLogits.attention }, { l: fresh.logits, h: fresh.lastHiddenState, a: fresh.attention })).toEqual([]);
+      } finally {
+        await again.dispose();
+      }
+      expect(files().filter((f) => f.startsWith('lm_head'))).toHaveLength(1);
+      expect(files().filter((f) => f.endsWith('.onnx'))).toHaveLength(2);
+    } finally {
+      await cached.dispose();
     }
   });
 });
