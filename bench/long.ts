@@ -29,6 +29,8 @@
  *                      [--layers k (each shape cut to its first k layers)] [--nice n (default 10)]
  *                      [--write (each attnscope trace also written as a .safetensors file, timed; deleted after)]
  *                      [--progress (the time and memory after each layer, on stderr)]
+ *                      [--runs k (each side times k forward passes and reports their median; default 3 where
+ *                       n × hidden ≤ 512 × 768, else 1)]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -349,6 +351,9 @@ async function main(): Promise<void> {
   const write = args.includes('--write');
   const python = args.includes('--no-pytorch') ? undefined : findPython();
   const kept = opt('--dir');
+  const runsOption = opt('--runs');
+  const runsForced = runsOption === undefined ? undefined : Number(runsOption);
+  if (runsForced !== undefined && !(Number.isInteger(runsForced) && runsForced >= 1)) throw new Error(`--runs: '${runsOption}' (allowed: a whole number of runs, 1 or more)`);
   const layersOption = opt('--layers');
   const layersCut = layersOption === undefined ? undefined : Number(layersOption);
   if (layersCut !== undefined && !(Number.isInteger(layersCut) && layersCut >= 1)) throw new Error(`--layers: '${layersOption}' (allowed: a whole number of layers, 1 or more)`);
@@ -357,7 +362,7 @@ async function main(): Promise<void> {
   if (cases.length === 0) throw new Error(`no case left (--only ${only?.join(',')}, --max-length ${maxLength}); cases: ${CASES.map(([a, n]) => `${a}:${n}`).join(', ')}`);
   console.log(`attnscope vs PyTorch eager (output_attentions=True), random weights of real shapes — ${new Date().toISOString()}`);
   console.log(`machine: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.availableParallelism()} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; Node ${process.version}; PyTorch: ${python ? execFileSync(python, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' }).trim() + ` (${python})` : 'not available (recorded figures only)'}`);
-  console.log(`each side a niced child process, one at a time, stopped above ${(limitMb * 2 ** 20 / 1e9).toFixed(1)} GB; time = one forward pass after warm-up (median of 3 where n × hidden ≤ 512 × 768); peak = the child's VmHWM (GB = 1e9 bytes)`);
+  console.log(`each side a niced child process, one at a time, stopped above ${(limitMb * 2 ** 20 / 1e9).toFixed(1)} GB; time = one forward pass after warm-up (${runsForced !== undefined ? `median of ${runsForced}` : 'median of 3 where n × hidden ≤ 512 × 768'}); peak = the child's VmHWM (GB = 1e9 bytes)`);
   console.log('');
   console.log('| model | tokens | attnscope mode | attnscope s | attnscope peak GB | PyTorch s | PyTorch peak GB | time ratio (attnscope / PyTorch) | load |');
   console.log('| --- | --: | --- | --: | --: | --: | --: | --: | --- |');
@@ -371,7 +376,7 @@ async function main(): Promise<void> {
       const dir = join(scratch, `ckpt-${id}`);
       await ensureCheckpoint(dir, shape);
       // Median of 3 for the short cases (up to bert/gpt2 at 512 tokens: n × hidden ≤ 512 × 768), one run above.
-      const runs = n * ((shape.config.hidden_size ?? shape.config.n_embd) as number) <= 512 * 768 ? 3 : 1;
+      const runs = runsForced ?? (n * ((shape.config.hidden_size ?? shape.config.n_embd) as number) <= 512 * 768 ? 3 : 1);
       const loadBefore = load();
       // PyTorch first: its figure does not depend on attnscope's graph cache being warm.
       let torchCell = ['–', '–'];
