@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { readFile, rename, unlink } from 'node:fs/promises';
+import { readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
@@ -35,6 +35,7 @@ import {
 import { attentionWarnings } from '../core/trace-check.js';
 import type { Routing, StackMap, Trace } from '../core/trace.js';
 import { JsonChunkWriter } from './json-writer.js';
+import { readJsonFile } from './json-file.js';
 import { openSafetensors, writeSafetensorsStreamed, type SafetensorsData, type SafetensorsTensorInput, type WritableDType } from './safetensors.js';
 
 /** A tensor of a trace file: its data whole, or its parts in order (a stack's layers, never copied into one array). */
@@ -268,6 +269,15 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
 /** Reads a JSON or `.safetensors` trace file. */
 export async function readTraceFile(path: string): Promise<Trace> {
   if (traceFormatOf(path) === 'safetensors') return readTraceSafetensors(path);
+  let size: number;
+  try {
+    size = (await stat(path)).size;
+  } catch (e) {
+    throw new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  // Up to JSON_WHOLE_BYTES the text is parsed in one piece (V8's parser, fastest); above it, where
+  // one string could not hold the file (V8's strings end near 512 MB), in chunks.
+  if (size > JSON_WHOLE_BYTES) return traceFromJson(await readJsonFile(path), path);
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -282,6 +292,9 @@ export async function readTraceFile(path: string): Promise<Trace> {
   }
   return traceFromJson(json, path);
 }
+
+/** JSON trace files up to this size are parsed as one string, larger ones in chunks (io/json-file.ts). */
+export const JSON_WHOLE_BYTES = 1 << 28;
 
 /** A trace file's contents, with what looks wrong in its numbers. */
 export interface TraceFileContents {
