@@ -20,6 +20,21 @@ import { download, exportButtons } from '../export.js';
 /** While a long trace's table arrives, the grid is redrawn at most this often (ms). */
 const REDRAW_MS = 120;
 
+/**
+ * Long traces up to this many attention weights (≈ 0.7 s of CPU in the workers; BERT-base at 512
+ * tokens is 37.7 M) have their head tables computed in the background once the page is idle, with
+ * and without the first token, so that opening this view or toggling "exclude first token" finds
+ * the table done. Larger ones are computed when the view asks.
+ */
+export const PREFETCH_WEIGHTS_MAX = 50_000_000;
+
+/** When the page's thread is next idle (at most `ms` from now). */
+function whenIdle(run: () => void, ms: number): void {
+  const w = window as Window & { requestIdleCallback?: (cb: () => void, o: { timeout: number }) => number };
+  if (w.requestIdleCallback) w.requestIdleCallback(run, { timeout: ms });
+  else setTimeout(run, ms);
+}
+
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '–');
 
 export class HeadTypesView {
@@ -28,8 +43,10 @@ export class HeadTypesView {
   private readonly readout = h('div', { class: 'readout', testid: 'types-readout' });
   private readonly wrap = h('div', { class: 'scroll types-wrap' });
   private excludeFirst = false;
+  /** The table on screen (null while it computes). */
   private table: readonly HeadTableRow[] | null = null;
-  private tableKey = '';
+  /** Every table computed so far, by table key (stack, first token excluded, step). */
+  private readonly tables = new Map<string, readonly HeadTableRow[]>();
   private key = '';
   /** A long trace's table computing in workers: the rows received so far (any layer order), and how many layers there are. */
   private job: { key: string; job: HeadTableJob; rows: HeadTableRow[]; layers: Set<number>; numLayers: number } | null = null;
@@ -44,6 +61,32 @@ export class HeadTypesView {
     window.addEventListener('resize', () => {
       if (!this.el.hidden) this.update();
     });
+    // A long trace's tables, computed ahead while the page is idle (the view may never be opened:
+    // the workers run beside the page's thread, and a table asked for meanwhile goes first).
+    whenIdle(() => this.prefetch(), 1000);
+  }
+
+  /** The key of the table for the view's stack and step, with or without the first token. */
+  private tableKeyFor(excludeFirst: boolean): string {
+    return [this.ctx.state.stack, excludeFirst, this.ctx.step() ?? 'all'].join('|');
+  }
+
+  /**
+   * Starts the next table not computed yet (first token kept, then excluded) for a long trace of at
+   * most PREFETCH_WEIGHTS_MAX weights, when no table is computing; again as each one is done.
+   */
+  private prefetch(): void {
+    // Not for a page that has moved on (a new trace's App replaced this one's elements).
+    if (this.job || !this.el.isConnected) return;
+    const { stack } = resolveCommon(this.ctx.trace, this.options());
+    const s = this.ctx.trace.attention[stack];
+    if (!s || s.layers.length * s.dims[0] * s.dims[1] * s.dims[2] > PREFETCH_WEIGHTS_MAX) return;
+    for (const excludeFirst of [false, true]) {
+      const tkey = this.tableKeyFor(excludeFirst);
+      if (this.tables.has(tkey) || this.jobError?.key === tkey) continue;
+      this.startJob(tkey, excludeFirst);
+      return;
+    }
   }
 
   /** The view's options as the export takes them. */
@@ -82,20 +125,21 @@ export class HeadTypesView {
       ),
       exportButtons(ctx, 'types', () => renderHeadTypes(ctx.trace, { ...this.options(), table: this.table ?? undefined })),
     );
-    const tkey = [state.stack, this.excludeFirst, ctx.step() ?? 'all'].join('|');
+    const tkey = this.tableKeyFor(this.excludeFirst);
     const progress = this.job?.key === tkey ? this.job.rows.length : -1;
     const key = [tkey, state.theme, state.layer, state.heatmapHead, frameWidth(this.el), progress].join('|');
     if (key === this.key) return;
     this.key = key;
     this.wrap.replaceChildren();
     try {
-      if (tkey !== this.tableKey || !this.table) {
-        this.table = null;
+      this.table = this.tables.get(tkey) ?? null;
+      if (!this.table) {
         if (this.jobError?.key === tkey) throw new Error(this.jobError.message);
         // A long trace: the table is computed in workers and the grid fills in layer by layer.
-        if (!this.startJob(tkey)) {
+        if (!this.startJob(tkey, this.excludeFirst)) {
           this.table = headTypesTableOf(ctx.trace, this.options());
-          this.tableKey = tkey;
+          this.tables.set(tkey, this.table);
+          this.el.setAttribute('data-tables', String(this.tables.size));
         }
       }
       const rows = this.table ?? this.job?.rows ?? [];
@@ -116,17 +160,17 @@ export class HeadTypesView {
       this.hover(null);
     } catch (e) {
       this.table = null;
-      this.tableKey = '';
       this.el.removeAttribute('data-computing');
       replaceChildren(this.readout, (e as Error).message);
     }
   }
 
   /**
-   * Starts (or keeps) the workers' job for table key `tkey` when the trace is long enough; false
-   * when the table is to be computed here. Cancels a job of another key.
+   * Starts (or keeps) the workers' job for table key `tkey` (with or without the first token) when
+   * the trace is long enough; false when the table is to be computed here. Cancels a job of another
+   * key. While the view is hidden (a table computed ahead) nothing is drawn.
    */
-  private startJob(tkey: string): boolean {
+  private startJob(tkey: string, excludeFirst: boolean): boolean {
     const { ctx } = this;
     if (this.job?.key === tkey) return true;
     this.job?.job.cancel();
@@ -139,10 +183,15 @@ export class HeadTypesView {
     const numLayers = at.attention[stack]!.layers.length;
     let job: HeadTableJob;
     try {
-      job = startHeadTableJob(at, stack, { excludeFirstToken: this.excludeFirst || undefined }, (rows) => {
+      job = startHeadTableJob(at, stack, { excludeFirstToken: excludeFirst || undefined }, (rows) => {
         if (this.job?.job !== job) return;
+        if (!this.el.isConnected) {
+          job.cancel();
+          return;
+        }
         this.job.rows.push(...rows);
         for (const r of rows) this.job.layers.add(r.layer);
+        if (this.el.hidden) return;
         // The first layer is drawn at once, then the grid is redrawn at most every REDRAW_MS while layers arrive.
         if (this.job.rows.length === rows.length) this.update();
         else if (this.redraw === null) {
@@ -163,10 +212,11 @@ export class HeadTypesView {
         this.job = null;
         this.el.removeAttribute('data-computing');
         if (!table) return;
-        this.table = table;
-        this.tableKey = tkey;
+        this.tables.set(tkey, table);
+        this.el.setAttribute('data-tables', String(this.tables.size));
         this.key = '';
-        this.update();
+        if (!this.el.hidden) this.update();
+        this.prefetch();
       },
       (err: unknown) => {
         if (this.job?.job !== job) return;
@@ -174,7 +224,7 @@ export class HeadTypesView {
         this.el.removeAttribute('data-computing');
         this.jobError = { key: tkey, message: `head table: ${(err as Error).message}` };
         this.key = '';
-        this.update();
+        if (!this.el.hidden) this.update();
       },
     );
     return true;
