@@ -168,6 +168,13 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
       }
     };
 
+    /** Steps over the `]` or `}` that ends the container on top of the stack, and places it. */
+    const close = (top: Frame): void => {
+      pos++;
+      stack.pop();
+      place(top.value);
+    };
+
     for (;;) {
       const at = await skipSpace();
       if (at < 0) break;
@@ -178,9 +185,7 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
       if (top?.kind === 'object') {
         if (top.state === 'key') {
           if (b === C.CloseObject && top.first) {
-            pos++;
-            stack.pop();
-            place(top.value);
+            close(top);
             continue;
           }
           if (b !== C.Quote) bad('a key expected');
@@ -204,9 +209,7 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
             continue;
           }
           if (b !== C.CloseObject) bad("',' or '}' expected");
-          pos++;
-          stack.pop();
-          place(top.value);
+          close(top);
           continue;
         }
       } else if (top?.kind === 'array' && !top.needValue) {
@@ -217,14 +220,10 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
           continue;
         }
         if (b !== C.CloseArray) bad("',' or ']' expected");
-        pos++;
-        stack.pop();
-        place(top.value);
+        close(top);
         continue;
       } else if (top?.kind === 'array' && top.first && b === C.CloseArray) {
-        pos++;
-        stack.pop();
-        place(top.value);
+        close(top);
         continue;
       }
       // A value.
