@@ -30,6 +30,10 @@ let file: string;
 const LAYERS = 12;
 const HEADS = 2;
 const N = 300;
+/** A trace above FLOW_AHEAD_FROM (12 × 12 × 256 × 256 = 9.4 M weights): its diagram is computed ahead. */
+let aheadTrace: Trace;
+let aheadFile: string;
+const AHEAD_N = 256;
 
 beforeAll(async () => {
   buildWebClient();
@@ -37,6 +41,9 @@ beforeAll(async () => {
   trace = syntheticTrace({ layers: LAYERS, heads: HEADS, tokens: N, qk: false, pair: false });
   file = join(tmp, 'flow-300.html');
   writeFileSync(file, (await renderStandaloneHtml(trace, { bundle: await loadViewBundle(), deflate: (d) => deflateRawSync(d, { level: 1 }), maxBytes: 64e6 })).html);
+  aheadTrace = syntheticTrace({ layers: LAYERS, heads: 12, tokens: AHEAD_N, qk: false, pair: false });
+  aheadFile = join(tmp, 'flow-ahead-256.html');
+  writeFileSync(aheadFile, (await renderStandaloneHtml(aheadTrace, { bundle: await loadViewBundle(), deflate: (d) => deflateRawSync(d, { level: 1 }), maxBytes: 64e6 })).html);
 }, 600_000);
 
 afterAll(async () => {
@@ -66,12 +73,13 @@ async function drawnEdges(page: Page): Promise<{ text: string; rows: EdgeRow[] }
  * The edges the diagram must draw, from Node's flowModel (rollout graph, mean fusion): per column
  * and receiving token, the 3 largest positive weights, the lower key first on ties (a sort here).
  */
-function expectedEdges(): EdgeRow[] {
-  const model = flowModel(trace, { method: 'rollout' });
+function expectedEdges(t: Trace = trace): EdgeRow[] {
+  const model = flowModel(t, { method: 'rollout' });
+  const n = t.tokens.length;
   const out: EdgeRow[] = [];
   model.matrices.forEach((m, l) => {
-    for (let q = 0; q < N; q++) {
-      const row = Array.from({ length: N }, (_, k) => ({ k, w: m[q * N + k]! }))
+    for (let q = 0; q < n; q++) {
+      const row = Array.from({ length: n }, (_, k) => ({ k, w: m[q * n + k]! }))
         .filter((e) => e.w > 0)
         .sort((a, b) => b.w - a.w || a.k - b.k)
         .slice(0, 3);
@@ -211,6 +219,35 @@ describe('flow diagram in a Web Worker', () => {
       expect(w.started).toBe(1);
       expect(w.terminated).toBe(0);
       await page.locator('[data-testid=flow-view]').screenshot({ path: join(process.env.ATTNSCOPE_SCREENSHOT_DIR ?? tmp, 'flow-worker-300.png') });
+      expect(o.errors).toEqual([]);
+      expect(o.consoleErrors).toEqual([]);
+    } finally {
+      await o.close();
+    }
+  }, 600_000);
+
+  it('a long trace’s diagram is computed ahead while the page is idle: opening the tab only draws it', async () => {
+    const o = await openPage(browser, aheadFile, undefined, { init: INSTRUMENT });
+    const { page } = o;
+    try {
+      // The drawing request goes out before any tab is opened (held here, then let go).
+      await waitForHeld(page, 1, 120_000);
+      expect(await page.isVisible('[data-testid=flow-view]')).toBe(false);
+      expect(await releaseHeld(page, true)).toBe(1);
+      await page.waitForFunction(() => document.querySelector('[data-testid=flow-view]')?.getAttribute('data-ahead') === 'done', null, { timeout: 300_000 });
+      await page.click('[data-testid=tab-flow]');
+      await drawn(page);
+      // On screen: the drawing computed ahead (no second drawing request), Node's edges.
+      expect(await workerCounts(page)).toMatchObject({ matched: 1 });
+      expect(await page.getAttribute(READOUT, 'data-model')).toBe('built');
+      const byKey = (rows: EdgeRow[]) => [...rows].sort((a, b) => a.column - b.column || a.query - b.query || a.key - b.key);
+      expect(byKey((await drawnEdges(page)).rows)).toEqual(byKey(expectedEdges(aheadTrace)));
+      // A click is laid out again on the edge graph the worker kept.
+      await page.click(`${SVG} text.token.output[data-token="${AHEAD_N - 3}"]`);
+      await page.waitForSelector(`${SVG} line.highlighted`, { state: 'attached' });
+      await drawn(page);
+      expect(await workerCounts(page)).toMatchObject({ matched: 2 });
+      expect(await page.getAttribute(READOUT, 'data-model')).toBe('reused');
       expect(o.errors).toEqual([]);
       expect(o.consoleErrors).toEqual([]);
     } finally {

@@ -25,9 +25,10 @@ import type { HeadFusion } from '../../src/analysis/rollout.js';
 import type { Item, MatrixItem } from '../../src/views/layout/common.js';
 import { renderFlowView, renderInfluenceTree } from '../../src/views/svg/flow.js';
 import type { Ctx } from '../context.js';
-import { button, frameWidth, h, replaceChildren, s, select, svgElement } from '../dom.js';
+import { button, frameWidth, h, replaceChildren, s, select, svgElement, whenIdle } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 import { type FlowDrawStage, flowLayoutWorker } from '../flow-layout-worker.js';
+import type { FlowLayoutResult } from '../flow-layout-worker-side.js';
 import { type FlowJob, pageFlowLimit, pageWorkersAvailable, startFlowJob } from '../flow-worker.js';
 import { type FlowDrawing, type FlowDrawingRequest, type MergedEdges, type MergedNodes, drawnEdgeRows, flowDrawing } from './flow-drawing.js';
 
@@ -59,6 +60,14 @@ const FUSIONS: { value: HeadFusion; label: string }[] = [
   { value: 'min', label: 'min' },
 ];
 
+/**
+ * Stacks of this many attention weights and more (a BERT-base trace from ≈ 240 tokens) have their
+ * diagram computed ahead while the page is idle (below it the diagram draws quickly when asked),
+ * up to FLOW_AHEAD_MAX (the table's bound: web/views/head-types.ts PREFETCH_WEIGHTS_MAX).
+ */
+export const FLOW_AHEAD_FROM = 8_000_000;
+export const FLOW_AHEAD_MAX = 50_000_000;
+
 export class FlowView {
   readonly el: HTMLElement;
   private readonly toolbar = h('div', { class: 'toolbar' });
@@ -76,6 +85,8 @@ export class FlowView {
   private model: { key: string; model: FlowModel } | null = null;
   /** Drawing requests: a reply is shown only when it answers the newest. */
   private request = 0;
+  /** The diagram computed ahead (drawAhead), by its drawing key, until the view first draws. */
+  private ahead: { key: string; result: Promise<FlowLayoutResult | null> } | null = null;
   /** Drawing generation: a drawing appended in slices stops when a newer one starts. */
   private drawing = 0;
   /** The drawing on screen (the edges table exports it). */
@@ -102,6 +113,8 @@ export class FlowView {
     window.addEventListener('resize', () => {
       if (!this.el.hidden) this.update();
     });
+    // A long trace's diagram, computed ahead in the flow views' worker while the page is idle.
+    if (kind === 'diagram') whenIdle(() => this.drawAhead(), 1000);
     this.wrap.addEventListener('click', (e) => {
       const el = (e.target as Element).closest('[data-token][data-column]');
       const sel = el ? { column: Number(el.getAttribute('data-column')), token: Number(el.getAttribute('data-token')) } : this.markAt(e);
@@ -228,6 +241,34 @@ export class FlowView {
 
   private flowKey(sel: { column: number; token: number }): string {
     return [this.ctx.state.stack, this.fusion, this.ctx.step() ?? 'all', sel.column, sel.token].join('|');
+  }
+
+  /**
+   * Sends the trace's layers to the flow views' worker and has it compute the diagram as the tab
+   * first shows it (rollout, the view's defaults), for a stack of FLOW_AHEAD_FROM to
+   * FLOW_AHEAD_MAX weights, while the page is idle and the view has not been opened: opening it
+   * then only appends the drawing (and a changed option or a click reuses the worker's edge graph).
+   */
+  private drawAhead(): void {
+    if (this.key !== '' || this.ahead || !this.el.isConnected || !pageWorkersAvailable()) return;
+    const { state } = this.ctx;
+    const s = this.ctx.trace.attention[state.stack];
+    if (state.stack === 'cross' || !s) return;
+    const weights = s.layers.length * s.dims[0] * s.dims[1] * s.dims[2];
+    if (weights < FLOW_AHEAD_FROM || weights > FLOW_AHEAD_MAX || this.method !== 'rollout' || this.selected) return;
+    const key = this.drawKey();
+    const result = flowLayoutWorker(this.ctx.trace, this.el).draw(this.kind, state.stack, this.drawingRequest(), () => undefined);
+    this.ahead = { key, result };
+    result.then(
+      (d) => d && this.el.setAttribute('data-ahead', 'done'),
+      () => undefined,
+    );
+  }
+
+  /** What the drawing on screen depends on (a new drawing when it changes). */
+  private drawKey(): string {
+    const { state } = this.ctx;
+    return [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token, this.ctx.step() ?? 'all', frameWidth(this.el)].join('|');
   }
 
   /** The drawing request of the view's options. */
@@ -408,9 +449,12 @@ export class FlowView {
       exportButtons(ctx, id, () => this.exportSvg()),
     );
     const { state } = ctx;
-    const key = [state.stack, state.theme, state.prettify, this.method, this.fusion, this.keep, this.threshold, this.depth, this.selected?.column, this.selected?.token, ctx.step() ?? 'all', frameWidth(this.el)].join('|');
+    const key = this.drawKey();
     if (key === this.key) return;
     this.key = key;
+    // The drawing computed ahead, when it is this one (used once).
+    const ahead = this.ahead?.key === key ? this.ahead.result : null;
+    this.ahead = null;
     const gen = ++this.request;
     try {
       if (state.stack === 'cross') throw new Error('the flow views follow one self-attention stack: choose the encoder or decoder stack');
@@ -422,8 +466,7 @@ export class FlowView {
         // Off the page's thread: the drawing on screen stays (dimmed) until the new one is there.
         this.wrap.querySelector('svg')?.style.setProperty('opacity', '0.55');
         this.paintStage({ stage: 'waiting' });
-        flowLayoutWorker(ctx.trace, this.el)
-          .draw(this.kind, stack, req, (st) => gen === this.request && this.paintStage(st), flow.start ? column : undefined)
+        (ahead ?? flowLayoutWorker(ctx.trace, this.el).draw(this.kind, stack, req, (st) => gen === this.request && this.paintStage(st), flow.start ? column : undefined))
           .then(
             (d) => {
               if (gen !== this.request || !d) return;

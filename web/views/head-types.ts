@@ -14,7 +14,7 @@ import { traceAtStep } from '../../src/views/layout/head-clusters.js';
 import { type HeadTableJob, startHeadTableJob, tableInWorkers } from '../metrics-worker.js';
 import type { Ctx } from '../context.js';
 import { wireHeadPicks } from './common.js';
-import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s } from '../dom.js';
+import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s, whenIdle } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
 /** While a long trace's table arrives, the grid is redrawn at most this often (ms). */
@@ -27,13 +27,6 @@ const REDRAW_MS = 120;
  * the table done. Larger ones are computed when the view asks.
  */
 export const PREFETCH_WEIGHTS_MAX = 50_000_000;
-
-/** When the page's thread is next idle (at most `ms` from now). */
-function whenIdle(run: () => void, ms: number): void {
-  const w = window as Window & { requestIdleCallback?: (cb: () => void, o: { timeout: number }) => number };
-  if (w.requestIdleCallback) w.requestIdleCallback(run, { timeout: ms });
-  else setTimeout(run, ms);
-}
 
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '–');
 
