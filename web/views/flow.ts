@@ -253,11 +253,17 @@ export class FlowView {
     if (this.key !== '' || this.ahead || !this.el.isConnected || !pageWorkersAvailable()) return;
     const { state } = this.ctx;
     const s = this.ctx.trace.attention[state.stack];
-    if (state.stack === 'cross' || !s) return;
+    // Not for a partial trace (the app's layers still streaming in: a fuller one replaces it).
+    if (state.stack === 'cross' || !s || s.layers.length < this.ctx.trace.model.numLayers) return;
     const weights = s.layers.length * s.dims[0] * s.dims[1] * s.dims[2];
     if (weights < FLOW_AHEAD_FROM || weights > FLOW_AHEAD_MAX || this.method !== 'rollout' || this.selected) return;
     const key = this.drawKey();
-    const result = flowLayoutWorker(this.ctx.trace, this.el).draw(this.kind, state.stack, this.drawingRequest(), () => undefined);
+    let result: Promise<FlowLayoutResult | null>;
+    try {
+      result = flowLayoutWorker(this.ctx.trace, this.el).draw(this.kind, state.stack, this.drawingRequest(), () => undefined);
+    } catch {
+      return; // nothing drawn ahead: the view draws (and reports) it when opened
+    }
     this.ahead = { key, result };
     result.then(
       (d) => d && this.el.setAttribute('data-ahead', 'done'),

@@ -71,13 +71,19 @@ export class HeadTypesView {
   private prefetch(): void {
     // Not for a page that has moved on (a new trace's App replaced this one's elements).
     if (this.job || !this.el.isConnected) return;
-    const { stack } = resolveCommon(this.ctx.trace, this.options());
+    // A trace without the stack's probabilities (on demand, or none) computes nothing ahead.
+    const stack = this.ctx.state.stack;
     const s = this.ctx.trace.attention[stack];
-    if (!s || s.layers.length * s.dims[0] * s.dims[1] * s.dims[2] > PREFETCH_WEIGHTS_MAX) return;
+    // Not for a partial trace (the app's layers still streaming in: a fuller one replaces it).
+    if (!s || s.layers.length < this.ctx.trace.model.numLayers || s.layers.length * s.dims[0] * s.dims[1] * s.dims[2] > PREFETCH_WEIGHTS_MAX) return;
     for (const excludeFirst of [false, true]) {
       const tkey = this.tableKeyFor(excludeFirst);
       if (this.tables.has(tkey) || this.jobError?.key === tkey) continue;
-      this.startJob(tkey, excludeFirst);
+      try {
+        this.startJob(tkey, excludeFirst);
+      } catch {
+        // Nothing computed ahead: the view computes (and reports) it when asked.
+      }
       return;
     }
   }
