@@ -269,15 +269,22 @@ async function readTraceSafetensors(path: string): Promise<Trace> {
 /** Reads a JSON or `.safetensors` trace file. */
 export async function readTraceFile(path: string): Promise<Trace> {
   if (traceFormatOf(path) === 'safetensors') return readTraceSafetensors(path);
+  return readTraceJson(path);
+}
+
+/**
+ * Reads a JSON trace file: up to `wholeBytes` (default JSON_WHOLE_BYTES) the text is parsed in one
+ * piece (V8's parser, fastest); above it, where one string could not hold the file (V8's strings
+ * end near 512 MB), in chunks (io/json-file.ts). The same trace either way.
+ */
+export async function readTraceJson(path: string, wholeBytes: number = JSON_WHOLE_BYTES): Promise<Trace> {
   let size: number;
   try {
     size = (await stat(path)).size;
   } catch (e) {
     throw new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
   }
-  // Up to JSON_WHOLE_BYTES the text is parsed in one piece (V8's parser, fastest); above it, where
-  // one string could not hold the file (V8's strings end near 512 MB), in chunks.
-  if (size > JSON_WHOLE_BYTES) return traceFromJson(await readJsonFile(path), path);
+  if (size > wholeBytes) return traceFromJson(await readJsonFile(path), path);
   let text: string;
   try {
     text = await readFile(path, 'utf8');
