@@ -168,7 +168,9 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
  * attention stays separate ops: with TapRequest.decomposedAttention (autodiff), a product of its
  * own, an additive bias, a mask other than a whole one from causalMaskInput (the op reads one
  * [queries, keys] block per head, not a row broadcast over the queries), or a division by a
- * number that is not a power of two (x / d and x · (1/d) then round differently).
+ * number that is not a power of two (x / d and x · (1/d) then round differently). Attention in bands
+ * of query rows (on demand) keeps them too: one graph serves every length, a band can be empty
+ * (fewer tokens than bands), and the op refuses zero queries.
  *
  * The op computes what the separate ops do, in the same order: per head, MLAS's product of the
  * queries and the transposed keys times the scale (the scale applied to the float32 sum, as the
