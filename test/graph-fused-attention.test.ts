@@ -5,11 +5,11 @@
  * that graph gives what the separate ops give (TapRequest.decomposedAttention: the form autodiff
  * differentiates, and the one every graph had before) bit for bit: probabilities, queries, keys,
  * the final hidden state, on every fixture family's reference input. Families whose scores add a
- * bias (T5's relative positions, ALiBi, MPNet, DeBERTa) or that use a product of their own keep the
- * separate ops, and so do families that divide by a scale that is not a power of two (the fixtures'
- * head size 8: √8); those are run a second time with half the heads (head size 16, divisor 4 = 2²),
- * where they take the fused op. The fixtures against PyTorch (fixtures-*.test.ts) run the fused
- * form, the default.
+ * bias (T5's relative positions, ALiBi, MPNet, DeBERTa) or that use a product of their own (Marian)
+ * keep the separate ops, and so do families that divide by a scale that is not a power of two (the
+ * fixtures' head size 8: √8); those are run a second time with half the heads (head size 16,
+ * divisor 4 = 2², as bert-base's and gpt2's 64 give 8), where they take the fused op. The
+ * fixtures against PyTorch (fixtures-*.test.ts) run the fused form, the default.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,14 +26,18 @@ const attentionNodes = (g: GraphSpec): number => g.nodes.filter((n) => n.opType 
 
 /** Families whose fixtures (not the variants below) keep the separate ops, and why. */
 const SEPARATE: Record<string, string> = {
-  albert: 'sequential product', bert: 'sequential product', electra: 'sequential product', 'xlm-roberta': 'sequential product',
   'deberta-v2': 'disentangled bias', mpnet: 'relative position bias', bloom: 'ALiBi', 'falcon-alibi': 'ALiBi',
-  marian: 'sequential product',
+  marian: 'q·k summed in order (sequentialDots)',
+  albert: 'divides by √8', bert: 'divides by √8', electra: 'divides by √8', 'xlm-roberta': 'divides by √8',
   gpt2: 'divides by √8', olmo: 'divides by √8', starcoder2: 'divides by √8', cohere: 'divides by √8', falcon: 'divides by √8',
 };
 
 /** The fixtures of families that divide by √headDim, with half the heads (and key/value heads): head size 16, a divisor of 4. */
 const HALF_HEADS: Record<string, Record<string, number>> = {
+  albert: { num_attention_heads: 2 },
+  bert: { num_attention_heads: 2 },
+  electra: { num_attention_heads: 2 },
+  'xlm-roberta': { num_attention_heads: 2 },
   gpt2: { n_head: 2 },
   olmo: { num_attention_heads: 2, num_key_value_heads: 2 },
   starcoder2: { num_attention_heads: 2, num_key_value_heads: 1 },
