@@ -165,7 +165,7 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
 
 /**
  * The scale onnxruntime's fused `Attention` op (ONNX opset 23) is given for `a`, or undefined where
- * attention stays separate ops: with TapRequest.decomposedAttention (autodiff), a product of its
+ * attention stays separate ops: with TapRequest.decomposedAttention (autodiff, batched graphs), a product of its
  * own, an additive bias, a mask other than a whole one from causalMaskInput (the op reads one
  * [queries, keys] block per head, not a row broadcast over the queries), or a division by a
  * number that is not a power of two (x / d and x · (1/d) then round differently). Attention in bands
