@@ -71,7 +71,9 @@ export interface BatchLogits {
 
 const POSITIONS = 'batch.positions';
 const OUTPUT = 'batch.logits';
-const TAPS: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: true };
+// Separate attention ops: onnxruntime's fused Attention op wants queries and keys of one batch size,
+// and here rows of the batch can attend to keys fed once (an encoder's output, broadcast).
+const TAPS: TapRequest = { attention: false, qk: false, lastHiddenState: true, logits: true, decomposedAttention: true };
 
 /** The logits graph with batchable inputs and the requested positions gathered (see the file header). */
 function batchGraph(ctx: BuildContext): void {

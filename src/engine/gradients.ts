@@ -370,8 +370,8 @@ export function stagePoints(rule: IntegrationRule, steps: number, prev: number |
 }
 
 const TAPS: Record<Variant, TapRequest> = {
-  full: { attention: true, qk: false, lastHiddenState: false, logits: true, headGates: true },
-  embeddings: { attention: false, qk: false, lastHiddenState: false, logits: true, headGates: true },
+  full: { attention: true, qk: false, lastHiddenState: false, logits: true, headGates: true, decomposedAttention: true },
+  embeddings: { attention: false, qk: false, lastHiddenState: false, logits: true, headGates: true, decomposedAttention: true },
 };
 const EXTENSIONS: Record<Variant, GraphExtension> = {
   full: { key: 'gradients-full', extend: (ctx) => gradientGraph(ctx, 'full') },

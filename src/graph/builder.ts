@@ -24,6 +24,15 @@ export interface Value {
 /** Opset of the default ONNX domain the builder emits (LayerNormalization, Gelu, ...). */
 export const OPSET = 21;
 
+/**
+ * Ops of the default domain newer than OPSET, with the opset that brought them: a graph holding one
+ * is declared at that opset, others stay at OPSET. (The builder's other ops mean the same at 21 and
+ * 23, and onnxruntime fuses them alike: a graph with the fused Attention op gives the separate ops'
+ * graph at 21 bit for bit, test/graph-fused-attention.test.ts; the same graph without it at 21 and
+ * at 23 gave the same kernels and values on the llama, gpt2 and bert fixtures, checked once.)
+ */
+const NEWER_OPS: Readonly<Record<string, number>> = { Attention: 23 };
+
 /** Weights this large are kept out of the protobuf, as external data. */
 const EXTERNAL_THRESHOLD = 64 * 1024;
 
@@ -236,6 +245,25 @@ export class GraphBuilder {
     return outs.map((name) => ({ name }));
   }
 
+  /**
+   * Adds a node whose outputs are optional: only those `wanted` are named (ONNX: an output with an
+   * empty name does not exist, and the op may skip computing it); returns them, null for the others.
+   */
+  nodeWith(opType: string, inputs: readonly (Value | null)[], attributes: Record<string, AttributeValue>, wanted: readonly boolean[], domain?: string): (Value | null)[] {
+    const outs = wanted.map((w) => (w ? this.fresh(opType) : ''));
+    const last = outs.reduce((end, o, i) => (o ? i + 1 : end), 0);
+    if (last === 0) throw new Error(`${opType}: a node needs at least one output`);
+    this.nodes.push({
+      opType,
+      inputs: inputs.map((v) => (v ? v.name : '')),
+      outputs: outs.slice(0, last),
+      name: `${outs.find((o) => o)!}/node`,
+      attributes,
+      domain,
+    });
+    return outs.map((name) => (name ? { name } : null));
+  }
+
   op(opType: string, inputs: readonly (Value | null)[], attributes?: Record<string, AttributeValue>): Value {
     return this.node(opType, inputs, attributes)[0]!;
   }
@@ -431,6 +459,7 @@ export class GraphBuilder {
       if (!wide) casts.push({ opType: 'Cast', inputs: [storedName], outputs: [w.name], name: `${w.name}/Cast`, attributes: { to: 1 } });
     }
     const nodes = casts.length > 0 ? [...casts, ...kept] : kept;
-    return { graph: { name: this.name, nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion: OPSET }, external };
+    const opsetVersion = kept.reduce((v, n) => (n.domain ? v : Math.max(v, NEWER_OPS[n.opType] ?? v)), OPSET);
+    return { graph: { name: this.name, nodes, initializers, inputs: this.inputs, outputs: this.outputs, opsetVersion }, external };
   }
 }

@@ -82,6 +82,14 @@ export interface TapRequest {
    * 16); the engine sets more for long inputs (queryBandCount), one graph per count.
    */
   queryBandCount?: number;
+  /**
+   * Attention as separate ops (MatMul, Softmax, MatMul) everywhere, never onnxruntime's fused
+   * `Attention` op (models/attention.ts fusedAttention): for graphs that graph/autodiff.ts
+   * differentiates through attention (the fused op has no gradient rule), and for graphs whose
+   * inputs are batched afterwards (GraphBuilder.batchInputs: the op does not broadcast queries of
+   * a batch over keys fed once).
+   */
+  decomposedAttention?: boolean;
   /** Mixture-of-experts layers: what the router did (`router_probabilities/selected/weights`). */
   routing?: boolean;
   /** Mixture-of-experts layers: the hidden state the router reads (`router_input`), to check the routing against the gate weights. */

@@ -4,7 +4,7 @@
  */
 import { AttnscopeError } from '../core/errors.js';
 import type { StackName } from '../core/trace.js';
-import type { GraphBuilder, Value } from '../graph/builder.js';
+import { FloatAttr, type GraphBuilder, type Value } from '../graph/builder.js';
 import { tapName, type BuildContext, type TapRequest } from './architecture.js';
 
 /** [1, seq, heads·headDim] → [1, heads, seq, headDim]. */
@@ -111,11 +111,20 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const banded = bandedAttention(ctx.taps);
   const built = a.bias ? POSITION_BIASES.get(a.bias) : undefined;
   if (built) tapPositionBias(ctx, built, a.q, allK, banded);
+  // The queries the product reads ('query-mul': already scaled).
+  const qIn = a.scaleStyle === 'query-mul' ? (a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)))) : a.q;
+  // Not banded, scores that are q·k times a scale plus at most a whole mask: onnxruntime's fused op.
+  const fusedScale = banded ? undefined : fusableScale(ctx, a);
+  if (fusedScale !== undefined) {
+    if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim));
+    // 'query-mul' with the queries scaled here (not by the model): the scale as the product's, as
+    // onnxruntime folds that Mul into the separate ops' FusedMatMul.
+    const context = fusedAttention(ctx, a, a.scaleStyle === 'query-mul' && !a.scaledQ ? a.q : qIn, allK, allV, fusedScale);
+    return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
+  }
   const k = repeatKv(g, allK, a.numHeads, a.numKvHeads, a.headDim);
   const v = repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim);
   const kT = g.transpose(k, [0, 1, 3, 2]);
-  // The queries the product reads ('query-mul': already scaled).
-  const qIn = a.scaleStyle === 'query-mul' ? (a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)))) : a.q;
   /**
    * softmax(scores)·V of the queries `q` (all, or a band of rows) with their rows of the bias; with
    * `keyEnd`, over the keys before it only (a causal band: the keys after its last row are masked,
@@ -152,6 +161,48 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const bias = built ? wholeBias(g, built, a.q, allK, a.mask ?? null) : a.bias && a.mask ? g.add(a.bias, a.mask) : (a.bias ?? a.mask);
   const context = rows(qIn, bias, ctx.taps.attention);
   return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
+}
+
+/**
+ * The scale onnxruntime's fused `Attention` op (ONNX opset 23) is given for `a`, or undefined where
+ * attention stays separate ops: with TapRequest.decomposedAttention (autodiff, batched graphs), a product of its
+ * own, an additive bias, a mask other than a whole one from causalMaskInput (the op reads one
+ * [queries, keys] block per head, not a row broadcast over the queries), or a division by a
+ * number that is not a power of two (x / d and x · (1/d) then round differently). Attention in bands
+ * of query rows (on demand) keeps them too: one graph serves every length, a band can be empty
+ * (fewer tokens than bands), and the op refuses zero queries.
+ *
+ * The op computes what the separate ops do, in the same order: per head, MLAS's product of the
+ * queries and the transposed keys times the scale (the scale applied to the float32 sum, as the
+ * MatMul + Mul that onnxruntime fuses into FusedMatMul), the mask added (0 or the most negative
+ * float32: the same sums), MLAS's softmax, and the product with the values; grouped key/value heads
+ * are read in place (query head h reads key head ⌊h·kvHeads/heads⌋, as repeat_kv copies them). On
+ * the fixtures the probabilities and the context are the separate ops' bit for bit
+ * (test/graph-fused-attention.test.ts). It runs each head's scores while they sit in the cache
+ * instead of one pass over all heads per op, and needs no copy of the keys and values per query head.
+ */
+function fusableScale(ctx: BuildContext, a: AttentionArgs): number | undefined {
+  if (ctx.taps.decomposedAttention || a.product || a.bias || (a.mask && !WHOLE_MASKS.has(a.mask))) return undefined;
+  if (a.numHeads % a.numKvHeads !== 0) return undefined;
+  if (a.scaleStyle === 'query-mul') return a.scaledQ ? 1 : a.scale;
+  if (a.scaleStyle === 'scores-mul') return a.scale;
+  // 'scores-div': x / d with d = 1/scale, exact as x · 2^-k only for d a power of two.
+  const d = Math.fround(1 / a.scale);
+  return Number.isFinite(d) && d > 0 && 2 ** Math.round(Math.log2(d)) === d ? 1 / d : undefined;
+}
+
+/**
+ * softmax(q·kᵀ·scale + mask)·v as one onnxruntime `Attention` node (see fusableScale): the context
+ * [1, heads, queries, headDim], and the probabilities tapped as `attention.<stack>.<layer>` with
+ * `taps.attention` (the op's fourth output, qk_matmul_output_mode 3: after the softmax).
+ */
+function fusedAttention(ctx: BuildContext, a: AttentionArgs, q: Value, k: Value, v: Value, scale: number): Value {
+  const { g } = ctx;
+  const probs = ctx.taps.attention;
+  const attributes = { scale: new FloatAttr(scale), ...(probs ? { qk_matmul_output_mode: 3 } : {}) };
+  const [context, , , p] = g.nodeWith('Attention', a.mask ? [q, k, v, a.mask] : [q, k, v], attributes, [true, false, false, probs]);
+  if (p) tap(ctx, true, p, `attention.${a.stack}.${a.layer}`);
+  return context!;
 }
 
 /**
@@ -222,6 +273,9 @@ const MASKED = -3.4028234663852886e38;
 /** Causal masks that attention builds in the graph band by band (causalMaskInput in a banded graph), with their windows. */
 const CAUSAL_MASKS = new WeakMap<Value, { window: number | null }>();
 
+/** Masks fed whole, [1, 1, queries, keys] (causalMaskInput in a graph that is not banded): one row per query. */
+const WHOLE_MASKS = new WeakSet<Value>();
+
 /**
  * A stack's causal mask for `attention`'s `mask`: key j is masked for the query at position i (the
  * queries following `past = keys − queries` cached keys) when j > i, or when `window` is a number
@@ -232,7 +286,11 @@ const CAUSAL_MASKS = new WeakMap<Value, { window: number | null }>();
  * `attention` as `mask` (in a banded graph it is not a graph value).
  */
 export function causalMaskInput(ctx: BuildContext, name: string, window: number | null, dims: readonly [string, string] = ['seq', 'keys']): Value {
-  if (!bandedAttention(ctx.taps)) return ctx.g.input(name, 'float32', [1, 1, ...dims]);
+  if (!bandedAttention(ctx.taps)) {
+    const whole = ctx.g.input(name, 'float32', [1, 1, ...dims]);
+    WHOLE_MASKS.add(whole);
+    return whole;
+  }
   const marker: Value = { name: `${name} (built per band)` };
   CAUSAL_MASKS.set(marker, { window });
   return marker;
