@@ -97,13 +97,6 @@ export function frameWidth(el: Element): number {
   return Math.max(box < page - 8 ? 320 : 640, box - 48);
 }
 
-/** Runs `run` when the page's thread is next idle (at most `ms` from now). */
-export function whenIdle(run: () => void, ms: number): void {
-  const w = window as Window & { requestIdleCallback?: (cb: () => void, o: { timeout: number }) => number };
-  if (w.requestIdleCallback) w.requestIdleCallback(run, { timeout: ms });
-  else setTimeout(run, ms);
-}
-
 /** A canvas sized for the device pixel ratio; returns its 2D context scaled to CSS pixels. */
 export function sizeCanvas(canvas: HTMLCanvasElement, width: number, height: number): CanvasRenderingContext2D {
   const dpr = Math.min(2, window.devicePixelRatio || 1);

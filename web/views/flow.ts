@@ -25,7 +25,8 @@ import type { HeadFusion } from '../../src/analysis/rollout.js';
 import type { Item, MatrixItem } from '../../src/views/layout/common.js';
 import { renderFlowView, renderInfluenceTree } from '../../src/views/svg/flow.js';
 import type { Ctx } from '../context.js';
-import { button, frameWidth, h, replaceChildren, s, select, svgElement, whenIdle } from '../dom.js';
+import { aheadWeights, whenIdle } from '../ahead.js';
+import { button, frameWidth, h, replaceChildren, s, select, svgElement } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 import { type FlowDrawStage, flowLayoutWorker } from '../flow-layout-worker.js';
 import type { FlowLayoutResult } from '../flow-layout-worker-side.js';
@@ -63,10 +64,9 @@ const FUSIONS: { value: HeadFusion; label: string }[] = [
 /**
  * Stacks of this many attention weights and more (a BERT-base trace from ≈ 240 tokens) have their
  * diagram computed ahead while the page is idle (below it the diagram draws quickly when asked),
- * up to FLOW_AHEAD_MAX (the table's bound: web/views/head-types.ts PREFETCH_WEIGHTS_MAX).
+ * up to web/ahead.ts AHEAD_WEIGHTS_MAX.
  */
 export const FLOW_AHEAD_FROM = 8_000_000;
-export const FLOW_AHEAD_MAX = 50_000_000;
 
 export class FlowView {
   readonly el: HTMLElement;
@@ -246,17 +246,13 @@ export class FlowView {
   /**
    * Sends the trace's layers to the flow views' worker and has it compute the diagram as the tab
    * first shows it (rollout, the view's defaults), for a stack of FLOW_AHEAD_FROM to
-   * FLOW_AHEAD_MAX weights, while the page is idle and the view has not been opened: opening it
+   * AHEAD_WEIGHTS_MAX weights, while the page is idle and the view has not been opened: opening it
    * then only appends the drawing (and a changed option or a click reuses the worker's edge graph).
    */
   private drawAhead(): void {
     if (this.key !== '' || this.ahead || !this.el.isConnected || !pageWorkersAvailable()) return;
     const { state } = this.ctx;
-    const s = this.ctx.trace.attention[state.stack];
-    // Not for a partial trace (the app's layers still streaming in: a fuller one replaces it).
-    if (state.stack === 'cross' || !s || s.layers.length < this.ctx.trace.model.numLayers) return;
-    const weights = s.layers.length * s.dims[0] * s.dims[1] * s.dims[2];
-    if (weights < FLOW_AHEAD_FROM || weights > FLOW_AHEAD_MAX || this.method !== 'rollout' || this.selected) return;
+    if (state.stack === 'cross' || aheadWeights(this.ctx.trace, state.stack) < FLOW_AHEAD_FROM || this.method !== 'rollout' || this.selected) return;
     const key = this.drawKey();
     let result: Promise<FlowLayoutResult | null>;
     try {

@@ -14,19 +14,12 @@ import { traceAtStep } from '../../src/views/layout/head-clusters.js';
 import { type HeadTableJob, startHeadTableJob, tableInWorkers } from '../metrics-worker.js';
 import type { Ctx } from '../context.js';
 import { wireHeadPicks } from './common.js';
-import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s, whenIdle } from '../dom.js';
+import { aheadWeights, whenIdle } from '../ahead.js';
+import { appendSvgItems, button, checkbox, frameWidth, h, replaceChildren, s } from '../dom.js';
 import { download, exportButtons } from '../export.js';
 
 /** While a long trace's table arrives, the grid is redrawn at most this often (ms). */
 const REDRAW_MS = 120;
-
-/**
- * Long traces up to this many attention weights (≈ 0.7 s of CPU in the workers; BERT-base at 512
- * tokens is 37.7 M) have their head tables computed in the background once the page is idle, with
- * and without the first token, so that opening this view or toggling "exclude first token" finds
- * the table done. Larger ones are computed when the view asks.
- */
-export const PREFETCH_WEIGHTS_MAX = 50_000_000;
 
 const fmt = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '–');
 
@@ -65,17 +58,14 @@ export class HeadTypesView {
   }
 
   /**
-   * Starts the next table not computed yet (first token kept, then excluded) for a long trace of at
-   * most PREFETCH_WEIGHTS_MAX weights, when no table is computing; again as each one is done.
+   * Starts the next table not computed yet (first token kept, then excluded) for a long trace the
+   * page may work on ahead (web/ahead.ts: whole, at most AHEAD_WEIGHTS_MAX weights; long: computed
+   * in workers, startJob), so that opening this view or toggling "exclude first token" finds the
+   * table done; when no table is computing, and again as each one is done.
    */
   private prefetch(): void {
     // Not for a page that has moved on (a new trace's App replaced this one's elements).
-    if (this.job || !this.el.isConnected) return;
-    // A trace without the stack's probabilities (on demand, or none) computes nothing ahead.
-    const stack = this.ctx.state.stack;
-    const s = this.ctx.trace.attention[stack];
-    // Not for a partial trace (the app's layers still streaming in: a fuller one replaces it).
-    if (!s || s.layers.length < this.ctx.trace.model.numLayers || s.layers.length * s.dims[0] * s.dims[1] * s.dims[2] > PREFETCH_WEIGHTS_MAX) return;
+    if (this.job || !this.el.isConnected || aheadWeights(this.ctx.trace, this.ctx.state.stack) === 0) return;
     for (const excludeFirst of [false, true]) {
       const tkey = this.tableKeyFor(excludeFirst);
       if (this.tables.has(tkey) || this.jobError?.key === tkey) continue;
@@ -86,6 +76,12 @@ export class HeadTypesView {
       }
       return;
     }
+  }
+
+  /** Keeps a computed table (the view's data-tables counts them). */
+  private keep(tkey: string, table: readonly HeadTableRow[]): void {
+    this.tables.set(tkey, table);
+    this.el.setAttribute('data-tables', String(this.tables.size));
   }
 
   /** The view's options as the export takes them. */
@@ -137,8 +133,7 @@ export class HeadTypesView {
         // A long trace: the table is computed in workers and the grid fills in layer by layer.
         if (!this.startJob(tkey, this.excludeFirst)) {
           this.table = headTypesTableOf(ctx.trace, this.options());
-          this.tables.set(tkey, this.table);
-          this.el.setAttribute('data-tables', String(this.tables.size));
+          this.keep(tkey, this.table);
         }
       }
       const rows = this.table ?? this.job?.rows ?? [];
@@ -211,8 +206,7 @@ export class HeadTypesView {
         this.job = null;
         this.el.removeAttribute('data-computing');
         if (!table) return;
-        this.tables.set(tkey, table);
-        this.el.setAttribute('data-tables', String(this.tables.size));
+        this.keep(tkey, table);
         this.key = '';
         if (!this.el.hidden) this.update();
         this.prefetch();
