@@ -10,7 +10,7 @@
  * `[0.1,0.2,…]`), which keeps the per-value work in V8's own parser.
  */
 import { open } from 'node:fs/promises';
-import { AttnscopeError } from '../core/errors.js';
+import { AttnscopeError, fileError } from '../core/errors.js';
 
 /** Default bytes read at a time. */
 export const JSON_CHUNK_BYTES = 1 << 24;
@@ -18,7 +18,7 @@ export const JSON_CHUNK_BYTES = 1 << 24;
 const MAX_TOKEN_BYTES = 1 << 28;
 
 type Frame =
-  | { kind: 'array'; value: unknown[]; needValue: boolean; first: boolean }
+  | { kind: 'array'; value: unknown[]; needValue: boolean }
   | { kind: 'object'; value: Record<string, unknown>; key: string | null; state: 'key' | 'colon' | 'value' | 'next'; first: boolean };
 
 const enum C {
@@ -56,7 +56,7 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
   try {
     handle = await open(path, 'r');
   } catch (e) {
-    throw new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw fileError(path, e);
   }
   try {
     let buf = Buffer.allocUnsafe(Math.max(chunkBytes, 64));
@@ -88,12 +88,12 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
       end += bytesRead;
       return bytesRead > 0;
     };
-    /** The next byte that is not white space (its index), reading on as needed; -1 at the end of the file. */
-    const skipSpace = async (): Promise<number> => {
+    /** Moves `pos` to the next byte that is not white space, reading on as needed; false at the end of the file. */
+    const skipSpace = async (): Promise<boolean> => {
       for (;;) {
         while (pos < end && isSpace(buf[pos]!)) pos++;
-        if (pos < end) return pos;
-        if (!(await more(pos))) return -1;
+        if (pos < end) return true;
+        if (!(await more(pos))) return false;
       }
     };
     /** Index of the quote closing the string opened at `pos`, reading on as needed. */
@@ -176,8 +176,7 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
     };
 
     for (;;) {
-      const at = await skipSpace();
-      if (at < 0) break;
+      if (!(await skipSpace())) break;
       const b = buf[pos]!;
       const top = stack[stack.length - 1];
       if (haveRoot && !top) bad('text after the value');
@@ -216,13 +215,9 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
         if (b === C.Comma) {
           pos++;
           top.needValue = true;
-          top.first = false;
           continue;
         }
         if (b !== C.CloseArray) bad("',' or ']' expected");
-        close(top);
-        continue;
-      } else if (top?.kind === 'array' && top.first && b === C.CloseArray) {
         close(top);
         continue;
       }
@@ -236,8 +231,9 @@ export async function readJsonFile(path: string, chunkBytes: number = JSON_CHUNK
           place(parseSlice(pos, close + 1, false, 'a bad array'));
           pos = close + 1;
         } else {
+          // Not empty: a string, array or object comes before its ']' (flatArrayEnd).
           pos++;
-          stack.push({ kind: 'array', value: [], needValue: true, first: true });
+          stack.push({ kind: 'array', value: [], needValue: true });
         }
       } else if (b === C.Quote) {
         const q = await stringEnd();

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { type AttributionTensor, attributionsFromTensors, attributionsMetaJson, attributionTensors, isAttributionTensor } from '../core/attribution-format.js';
 import { isLayerTensor, layerFieldsFromTensors, layerTensors, type LayerTensor } from '../core/layer-format.js';
-import { AttnscopeError, quote } from '../core/errors.js';
+import { AttnscopeError, fileError, quote } from '../core/errors.js';
 import {
   STACK_NAMES,
   TRACE_FORMAT,
@@ -282,14 +282,14 @@ export async function readTraceJson(path: string, wholeBytes: number = JSON_WHOL
   try {
     size = (await stat(path)).size;
   } catch (e) {
-    throw new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw fileError(path, e);
   }
   if (size > wholeBytes) return traceFromJson(await readJsonFile(path), path);
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
-    throw new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw fileError(path, e);
   }
   let json: unknown;
   try {
