@@ -111,17 +111,17 @@ export function attention(ctx: BuildContext, a: AttentionArgs): Value {
   const banded = bandedAttention(ctx.taps);
   const built = a.bias ? POSITION_BIASES.get(a.bias) : undefined;
   if (built) tapPositionBias(ctx, built, a.q, allK, banded);
-  // The queries the product reads ('query-mul': already scaled).
-  const qIn = a.scaleStyle === 'query-mul' ? (a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)))) : a.q;
   // Not banded, scores that are q·k times a scale plus at most a whole mask: onnxruntime's fused op.
   const fusedScale = banded ? undefined : fusableScale(ctx, a);
   if (fusedScale !== undefined) {
     if (ctx.taps.contributions && a.stack !== 'cross') tapTransformedValues(ctx, a, repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim));
-    // 'query-mul' with the queries scaled here (not by the model): the scale as the product's, as
-    // onnxruntime folds that Mul into the separate ops' FusedMatMul.
-    const context = fusedAttention(ctx, a, a.scaleStyle === 'query-mul' && !a.scaledQ ? a.q : qIn, allK, allV, fusedScale);
+    // 'query-mul': the model's scaled queries (scale 1), else the queries with the scale as the
+    // product's, as onnxruntime folds the separate ops' Mul into their FusedMatMul.
+    const context = fusedAttention(ctx, a, a.scaleStyle === 'query-mul' ? (a.scaledQ ?? a.q) : a.q, allK, allV, fusedScale);
     return ctx.taps.headGates ? g.mul(context, headGate(ctx, a)) : context;
   }
+  // The queries the product reads ('query-mul': already scaled).
+  const qIn = a.scaleStyle === 'query-mul' ? (a.scaledQ ?? (a.scale === 1 ? a.q : g.mul(a.q, g.scalar(a.scale)))) : a.q;
   const k = repeatKv(g, allK, a.numHeads, a.numKvHeads, a.headDim);
   const v = repeatKv(g, allV, a.numHeads, a.numKvHeads, a.headDim);
   const kT = g.transpose(k, [0, 1, 3, 2]);
