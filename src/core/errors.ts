@@ -74,8 +74,3 @@ function preview(value: unknown, budget: number): string {
   write(value, 0);
   return out;
 }
-
-/** A file that could not be opened or read, as one line: `<path>: no such file`, else the system's message. */
-export function fileError(path: string, e: unknown): AttnscopeError {
-  return new AttnscopeError(`${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-}

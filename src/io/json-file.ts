@@ -10,7 +10,8 @@
  * `[0.1,0.2,…]`), which keeps the per-value work in V8's own parser.
  */
 import { open } from 'node:fs/promises';
-import { AttnscopeError, fileError } from '../core/errors.js';
+import { AttnscopeError } from '../core/errors.js';
+import { fileError } from './file-error.js';
 
 /** Default bytes read at a time. */
 export const JSON_CHUNK_BYTES = 1 << 24;

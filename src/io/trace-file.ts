@@ -10,7 +10,8 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { type AttributionTensor, attributionsFromTensors, attributionsMetaJson, attributionTensors, isAttributionTensor } from '../core/attribution-format.js';
 import { isLayerTensor, layerFieldsFromTensors, layerTensors, type LayerTensor } from '../core/layer-format.js';
-import { AttnscopeError, fileError, quote } from '../core/errors.js';
+import { AttnscopeError, quote } from '../core/errors.js';
+import { fileError } from './file-error.js';
 import {
   STACK_NAMES,
   TRACE_FORMAT,
